@@ -1,0 +1,257 @@
+//! The embedding API: start a balancer from a [`Config`] on the caller's tokio
+//! runtime and steer it through a cheap, clonable [`BalancerHandle`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ListenAddr};
+use crate::control::{BoundListener, Command, ControlError, Controller};
+use crate::health::{self, Manager};
+use crate::state::{HostStatsView, Snapshot};
+
+/// Starts balancers.
+#[derive(Debug)]
+pub struct Balancer;
+
+impl Balancer {
+    /// Resolves host names, binds every listener and starts accepting and the
+    /// managers. Fails, with nothing left running, when a listener cannot be bound.
+    pub async fn start(config: Config) -> Result<BalancerHandle, ControlError> {
+        let controller = Arc::new(Controller::new());
+        let manager = config.manager;
+        controller.apply(Command::Replace(Box::new(config))).await?;
+        let managers = controller.stop_accepting.clone();
+        for (task, settings) in [
+            (Manager::HostCheck, manager.host_check),
+            (Manager::Heartbeat, manager.heartbeat),
+        ] {
+            if settings.enable {
+                tokio::spawn(health::run(
+                    task,
+                    settings.interval,
+                    controller.snapshots.clone(),
+                    managers.clone(),
+                ));
+            }
+        }
+        Ok(BalancerHandle { controller })
+    }
+}
+
+/// A handle on a running balancer. Clones are cheap and all steer the same one.
+#[derive(Clone)]
+pub struct BalancerHandle {
+    controller: Arc<Controller>,
+}
+
+impl std::fmt::Debug for BalancerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BalancerHandle").finish_non_exhaustive()
+    }
+}
+
+impl BalancerHandle {
+    /// Applies a change. On error the running balancer is unchanged.
+    pub async fn apply(&self, command: Command) -> Result<(), ControlError> {
+        self.controller.apply(command).await
+    }
+
+    /// The running configuration (as changed since start).
+    pub fn config(&self) -> Config {
+        self.controller.running()
+    }
+
+    /// Listeners currently accepting, with their bound addresses.
+    pub fn listeners(&self) -> Vec<BoundListener> {
+        self.controller.listeners()
+    }
+
+    /// The bound address of the first listener of `service` configured as
+    /// `listen`, or of its first listener when `listen` is `None`.
+    pub fn local_addr(
+        &self,
+        service: &str,
+        listen: Option<&ListenAddr>,
+    ) -> Option<std::net::SocketAddr> {
+        let configured = listen.map(ToString::to_string);
+        self.listeners()
+            .into_iter()
+            .find(|l| {
+                l.service == service && configured.as_ref().is_none_or(|c| *c == l.configured)
+            })
+            .map(|l| l.local)
+    }
+
+    /// A point-in-time copy of every service, group and host with its counters.
+    pub fn stats(&self) -> Stats {
+        Stats::of(&self.controller.snapshots.load(), &self.listeners())
+    }
+
+    /// Probes one host now (the legacy `retryHost`); returns whether it answered,
+    /// and puts it back in rotation if it did.
+    pub async fn retry_host(
+        &self,
+        service: &str,
+        group: &str,
+        host: &str,
+    ) -> Result<bool, ControlError> {
+        let (target, timeout) = {
+            let snapshot = self.controller.snapshots.load();
+            let s = snapshot
+                .service(service)
+                .ok_or_else(|| ControlError::UnknownService(service.into()))?;
+            let g = s.groups.iter().find(|g| &*g.name == group).ok_or_else(|| {
+                ControlError::UnknownGroup {
+                    service: service.into(),
+                    group: group.into(),
+                }
+            })?;
+            let h = g.hosts.iter().find(|h| &*h.name == host).ok_or_else(|| {
+                ControlError::UnknownHost {
+                    service: service.into(),
+                    group: group.into(),
+                    host: host.into(),
+                }
+            })?;
+            (h.clone(), s.connect_timeout)
+        };
+        match health::probe(&target, timeout).await {
+            Ok(()) => {
+                if target.stats.mark_up() {
+                    tracing::info!(service, group, host, "host back in rotation (retried)");
+                }
+                Ok(true)
+            }
+            Err(reason) => {
+                target.stats.mark_bad(reason);
+                Ok(false)
+            }
+        }
+    }
+
+    /// A token cancelled when shutdown begins.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.controller.stop_accepting.clone()
+    }
+
+    /// Graceful shutdown: stop accepting and the managers, let open connections
+    /// finish for up to `grace`, then close the rest. Resolves when all are gone.
+    pub async fn shutdown(&self, grace: Duration) {
+        let c = &self.controller;
+        c.stop_accepting.cancel();
+        c.connections.close();
+        if tokio::time::timeout(grace, c.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = c.connections.len(),
+                "grace period over: closing open connections"
+            );
+            c.stop_connections.cancel();
+            c.connections.wait().await;
+        }
+    }
+}
+
+/// Counters and state of the whole balancer at one moment.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Stats {
+    /// Services in configuration order.
+    pub services: Vec<ServiceStats>,
+}
+
+/// One service's state.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Service name.
+    pub name: String,
+    /// Bound listeners.
+    pub listeners: Vec<BoundListener>,
+    /// Name of the enabled group.
+    pub enabled_group: String,
+    /// Groups in configuration order.
+    pub groups: Vec<GroupStats>,
+}
+
+/// One group's state.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Group name.
+    pub name: String,
+    /// Scheduler name.
+    pub scheduler: String,
+    /// Whether this is the enabled group.
+    pub enabled: bool,
+    /// Hosts in configuration order.
+    pub hosts: Vec<HostStatsEntry>,
+}
+
+/// One host's configuration and counters.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HostStatsEntry {
+    /// Host name.
+    pub name: String,
+    /// Address as configured.
+    pub address: String,
+    /// Weight.
+    pub weight: u32,
+    /// Counters and health.
+    #[serde(flatten)]
+    pub stats: HostStatsView,
+}
+
+impl Stats {
+    fn of(snapshot: &Snapshot, listeners: &[BoundListener]) -> Stats {
+        let services = snapshot
+            .services
+            .iter()
+            .map(|s| ServiceStats {
+                name: s.name.to_string(),
+                listeners: listeners
+                    .iter()
+                    .filter(|l| *l.service == *s.name)
+                    .cloned()
+                    .collect(),
+                enabled_group: s.enabled_group().name.to_string(),
+                groups: s
+                    .groups
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| GroupStats {
+                        name: g.name.to_string(),
+                        scheduler: g.scheduler_kind.to_string(),
+                        enabled: i == s.enabled,
+                        hosts: g
+                            .hosts
+                            .iter()
+                            .map(|h| HostStatsEntry {
+                                name: h.name.to_string(),
+                                address: h.address.to_string(),
+                                weight: h.weight,
+                                stats: h.stats.view(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Stats { services }
+    }
+
+    /// The host `host` of group `group` of service `service`, if any.
+    pub fn host(&self, service: &str, group: &str, host: &str) -> Option<&HostStatsEntry> {
+        self.services
+            .iter()
+            .find(|s| s.name == service)?
+            .groups
+            .iter()
+            .find(|g| g.name == group)?
+            .hosts
+            .iter()
+            .find(|h| h.name == host)
+    }
+}

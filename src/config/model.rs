@@ -1,0 +1,234 @@
+//! The validated configuration model: what every file format becomes.
+//!
+//! The XML (txLoadBalancer's format) and TOML readers both produce a [`Config`];
+//! nothing downstream knows which format it came from. Every value here has been
+//! checked: names are unique where they must be, each service has exactly one
+//! enabled group, addresses have ports, schedulers exist.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::scheduler::SchedulerKind;
+
+/// Default connect timeout towards a host.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default period of the hostCheck manager (re-probe bad hosts).
+pub const DEFAULT_HOST_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Default period of the configCheck manager (write the running config back).
+pub const DEFAULT_CONFIG_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Default period of the heartbeat manager (probe every host).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(20);
+/// Default auto-refresh period of the admin page.
+pub const DEFAULT_ADMIN_REFRESH: Duration = Duration::from_secs(10);
+
+/// A whole balancer configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this configuration was read from, if any (used for write-back).
+    pub source: Option<PathBuf>,
+    /// The load-balanced services, in file order.
+    pub services: Vec<ServiceConfig>,
+    /// The admin plane (web UI, SSH console, users), if configured.
+    pub admin: Option<AdminConfig>,
+    /// The background managers.
+    pub manager: ManagerConfig,
+    /// Where logs go.
+    pub logging: LoggingConfig,
+    /// The control socket for client-address look-ups, if configured.
+    pub control: Option<ControlConfig>,
+}
+
+/// One load-balanced service: listeners in front, groups of hosts behind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// Unique service name.
+    pub name: String,
+    /// Addresses this service accepts clients on (at least one).
+    pub listeners: Vec<ListenAddr>,
+    /// Groups of hosts (at least one); exactly one is enabled.
+    pub groups: Vec<GroupConfig>,
+    /// Name of the enabled group; always names one of `groups`.
+    pub enabled_group: String,
+    /// How long to wait for a host to accept a connection before marking it bad.
+    pub connect_timeout: Duration,
+}
+
+/// A named set of hosts with the scheduler that picks among them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    /// Group name, unique within its service.
+    pub name: String,
+    /// The algorithm that picks a host for each new client connection.
+    pub scheduler: SchedulerKind,
+    /// Hosts of the group, in file order; names unique within the group.
+    pub hosts: Vec<HostConfig>,
+}
+
+/// One backend host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// Host name, unique within its group.
+    pub name: String,
+    /// Where the host listens: a name or IP literal, and a port.
+    pub address: HostAddress,
+    /// Relative weight for weighted schedulers (at least 1; default 1).
+    pub weight: u32,
+}
+
+/// A host's address as written in the configuration: a DNS name or an IP literal,
+/// and a port. Names are resolved by the engine, not here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostAddress {
+    /// DNS name or IP literal (IPv6 literals without brackets).
+    pub host: String,
+    /// TCP port (1..=65535).
+    pub port: u16,
+}
+
+impl fmt::Display for HostAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A listening address as written in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListenAddr {
+    /// Which local address to bind.
+    pub host: ListenHost,
+    /// TCP port; 0 asks the system for a free one (useful in tests).
+    pub port: u16,
+}
+
+/// The address part of a listener.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ListenHost {
+    /// `*`, `0.0.0.0` or `[::]` style: every local address.
+    Any,
+    /// An IP literal.
+    Ip(std::net::IpAddr),
+    /// A name such as `localhost`, resolved when binding.
+    Name(String),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            ListenHost::Any => write!(f, "*:{}", self.port),
+            ListenHost::Ip(std::net::IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            ListenHost::Ip(ip) => write!(f, "{ip}:{}", self.port),
+            ListenHost::Name(name) => write!(f, "{name}:{}", self.port),
+        }
+    }
+}
+
+/// The admin plane settings (served by a later part of txlb).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AdminConfig {
+    /// The web UI and API, if configured.
+    pub web: Option<AdminWebConfig>,
+    /// The SSH console, if configured.
+    pub ssh: Option<AdminSshConfig>,
+    /// Admin users.
+    pub users: Vec<UserConfig>,
+}
+
+/// `<web listen=… enable=… secure=… refresh=…/>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminWebConfig {
+    /// Where the admin web server listens.
+    pub listen: ListenAddr,
+    /// Whether it runs at all.
+    pub enable: bool,
+    /// Serve over TLS.
+    pub secure: bool,
+    /// Auto-refresh period of the HTML page.
+    pub refresh: Duration,
+}
+
+/// `<ssh listen=… enable=…/>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSshConfig {
+    /// Where the SSH console listens.
+    pub listen: ListenAddr,
+    /// Whether it runs at all.
+    pub enable: bool,
+}
+
+/// An admin user with a crypt(3) password hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserConfig {
+    /// Login name, unique.
+    pub name: String,
+    /// Unix crypt() hash (DES, `$1$`, `$5$`, `$6$` or `$2b$`).
+    pub password_hash: String,
+    /// What the user may do.
+    pub access: Access,
+}
+
+/// Admin access level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// May read and change everything.
+    Full,
+    /// May read every page, change nothing.
+    ReadOnly,
+}
+
+/// One periodic manager: enabled or not, and how often it runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ManagerTask {
+    /// Whether the manager runs.
+    pub enable: bool,
+    /// Period between runs.
+    pub interval: Duration,
+}
+
+/// `<manager>`: the background tasks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ManagerConfig {
+    /// Re-probe bad hosts and put back those that answer (default on, 10 s).
+    pub host_check: ManagerTask,
+    /// Write the running configuration back to its file (default off, 10 s).
+    pub config_check: ManagerTask,
+    /// Probe every host and mark failing ones bad (default off, 20 s).
+    pub heartbeat: ManagerTask,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            host_check: ManagerTask {
+                enable: true,
+                interval: DEFAULT_HOST_CHECK_INTERVAL,
+            },
+            config_check: ManagerTask {
+                enable: false,
+                interval: DEFAULT_CONFIG_CHECK_INTERVAL,
+            },
+            heartbeat: ManagerTask {
+                enable: false,
+                interval: DEFAULT_HEARTBEAT_INTERVAL,
+            },
+        }
+    }
+}
+
+/// `<logging file=…/>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LoggingConfig {
+    /// Log file; `None` logs to stderr.
+    pub file: Option<PathBuf>,
+}
+
+/// `<control socket=…/>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// Path of the Unix socket.
+    pub socket: PathBuf,
+}

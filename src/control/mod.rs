@@ -1,0 +1,382 @@
+//! The controller: the single writer of the running state. Every change arrives as a
+//! [`Command`], is checked against a copy of the running configuration, and becomes
+//! a new [`Snapshot`] swapped in whole. The controller is never on the data path.
+
+mod command;
+mod listeners;
+
+pub use command::Command;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, HostAddress};
+use crate::health;
+use crate::scheduler;
+use crate::state::{GroupSnapshot, HostId, HostSnapshot, HostStats, ServiceSnapshot, Snapshot};
+use listeners::RunningListener;
+
+/// Why a command was refused. Nothing changed when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No service of that name.
+    #[error("no service {0:?}")]
+    UnknownService(String),
+    /// No group of that name in the service.
+    #[error("service {service:?} has no group {group:?}")]
+    UnknownGroup {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+    },
+    /// No host of that name in the group.
+    #[error("group {group:?} of service {service:?} has no host {host:?}")]
+    UnknownHost {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+        /// Host name.
+        host: String,
+    },
+    /// The service has no such listener.
+    #[error("service {service:?} does not listen on {listen}")]
+    UnknownListener {
+        /// Service name.
+        service: String,
+        /// Listen address.
+        listen: String,
+    },
+    /// A service of that name exists already.
+    #[error("service {0:?} exists already")]
+    DuplicateService(String),
+    /// A group of that name exists already.
+    #[error("service {service:?} has a group {group:?} already")]
+    DuplicateGroup {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+    },
+    /// A host of that name exists already in the group.
+    #[error("group {group:?} of service {service:?} has a host {host:?} already")]
+    DuplicateHost {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+        /// Host name.
+        host: String,
+    },
+    /// The operation is not allowed on the enabled group.
+    #[error("group {group:?} is the enabled group of service {service:?}")]
+    GroupIsEnabled {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+    },
+    /// A group without hosts cannot be enabled.
+    #[error("group {group:?} of service {service:?} has no hosts")]
+    EmptyGroup {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+    },
+    /// The enabled group must keep at least one host.
+    #[error("cannot remove the last host of the enabled group {group:?} of service {service:?}")]
+    LastHostOfEnabledGroup {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+    },
+    /// A service must keep at least one listener.
+    #[error("cannot remove the last listener of service {0:?}")]
+    LastListener(String),
+    /// Two services, or one twice, on the same address.
+    #[error("{listen} is already a listener of service {service:?}")]
+    DuplicateListener {
+        /// Service that has it.
+        service: String,
+        /// The address.
+        listen: String,
+    },
+    /// A listen address could not be bound.
+    #[error("cannot listen on {listen}: {source}")]
+    BindListener {
+        /// The address as configured.
+        listen: String,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// A value that breaks a rule of the model.
+    #[error("{0}")]
+    Invalid(String),
+    /// The balancer is shutting down.
+    #[error("the balancer is shutting down")]
+    ShuttingDown,
+}
+
+/// One bound listener, as reported to observers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BoundListener {
+    /// Service it feeds.
+    pub service: String,
+    /// The address as configured (e.g. `*:8080`).
+    pub configured: String,
+    /// The address actually bound (with the real port when 0 was configured).
+    pub local: SocketAddr,
+}
+
+/// The balancer engine: shared by every handle.
+pub(crate) struct Controller {
+    /// The running snapshot. Written only under `state`'s lock; read lock-free by
+    /// every connection.
+    pub(crate) snapshots: Arc<ArcSwap<Snapshot>>,
+    /// Control-plane state; the lock is never held across an await.
+    state: Mutex<ControlState>,
+    /// Cancelled at shutdown: listeners stop accepting, managers stop.
+    pub(crate) stop_accepting: CancellationToken,
+    /// Cancelled at the end of the shutdown grace period: connections are dropped.
+    pub(crate) stop_connections: CancellationToken,
+    /// Connection tasks, so shutdown can wait for them.
+    pub(crate) connections: TaskTracker,
+}
+
+struct ControlState {
+    running: Config,
+    generation: u64,
+    next_host_id: u64,
+    /// Identity and counters of every host in the running snapshot, by
+    /// (service, group, host) name.
+    hosts: HashMap<(String, String, String), (HostId, Arc<HostStats>)>,
+    listeners: Vec<RunningListener>,
+}
+
+impl Controller {
+    /// An engine with nothing configured.
+    pub(crate) fn new() -> Self {
+        Controller {
+            snapshots: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+            state: Mutex::new(ControlState {
+                running: empty_config(),
+                generation: 0,
+                next_host_id: 0,
+                hosts: HashMap::new(),
+                listeners: Vec::new(),
+            }),
+            stop_accepting: CancellationToken::new(),
+            stop_connections: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ControlState> {
+        // A panic while holding the lock cannot leave a half-applied change: every
+        // change is computed on a copy and stored at the end, so the state is usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The running configuration.
+    pub(crate) fn running(&self) -> Config {
+        self.lock().running.clone()
+    }
+
+    /// Listeners currently bound.
+    pub(crate) fn listeners(&self) -> Vec<BoundListener> {
+        self.lock()
+            .listeners
+            .iter()
+            .map(|l| BoundListener {
+                service: l.service.to_string(),
+                configured: l.configured.to_string(),
+                local: l.local,
+            })
+            .collect()
+    }
+
+    /// Applies one command: resolves the host names it brings (outside the lock),
+    /// then checks and swaps under the lock. On error nothing has changed.
+    pub(crate) async fn apply(&self, command: Command) -> Result<(), ControlError> {
+        if self.stop_accepting.is_cancelled() {
+            return Err(ControlError::ShuttingDown);
+        }
+        let mut resolved = HashMap::new();
+        for address in command.new_addresses() {
+            if !resolved.contains_key(&address) {
+                let result = health::resolve(&address).await;
+                resolved.insert(address, result);
+            }
+        }
+        self.apply_resolved(&command, &resolved)
+    }
+
+    fn apply_resolved(
+        &self,
+        command: &Command,
+        resolved: &HashMap<HostAddress, Result<SocketAddr, String>>,
+    ) -> Result<(), ControlError> {
+        let mut state = self.lock();
+        if let Command::SetAdminDown {
+            service,
+            group,
+            host,
+            down,
+        } = command
+        {
+            let (_, stats) = state
+                .hosts
+                .get(&(service.clone(), group.clone(), host.clone()))
+                .ok_or_else(|| ControlError::UnknownHost {
+                    service: service.clone(),
+                    group: group.clone(),
+                    host: host.clone(),
+                })?;
+            if stats.set_admin_down(*down) {
+                tracing::info!(service, group, host, down, "host admin state changed");
+            }
+            return Ok(());
+        }
+        let mut next = state.running.clone();
+        command.edit(&mut next)?;
+        // Bind new listeners before anything is swapped: a port in use refuses the
+        // whole command.
+        let (added, removed) = listeners::diff(&state.listeners, &next)?;
+        let bound = listeners::bind_all(added)?;
+        let snapshot = self.build_snapshot(&mut state, &next, resolved);
+        self.snapshots.store(Arc::new(snapshot));
+        for listener in bound {
+            state.listeners.push(listeners::start(listener, self));
+        }
+        state.listeners.retain(|l| {
+            let keep = !removed.contains(&(l.service.clone(), l.configured.clone()));
+            if !keep {
+                l.stop.cancel();
+            }
+            keep
+        });
+        state.running = next;
+        Ok(())
+    }
+
+    /// Builds the snapshot for `config`, reusing the counters of hosts that stay.
+    fn build_snapshot(
+        &self,
+        state: &mut ControlState,
+        config: &Config,
+        resolved: &HashMap<HostAddress, Result<SocketAddr, String>>,
+    ) -> Snapshot {
+        let mut hosts = HashMap::new();
+        let previous = self.snapshots.load();
+        let mut services = Vec::with_capacity(config.services.len());
+        for service in &config.services {
+            let mut groups = Vec::with_capacity(service.groups.len());
+            for group in &service.groups {
+                let mut members = Vec::with_capacity(group.hosts.len());
+                for host in &group.hosts {
+                    let key = (service.name.clone(), group.name.clone(), host.name.clone());
+                    let (id, stats) = match state.hosts.get(&key) {
+                        Some(known) => known.clone(),
+                        None => {
+                            state.next_host_id += 1;
+                            (HostId(state.next_host_id), HostStats::new())
+                        }
+                    };
+                    let old_address = previous
+                        .hosts()
+                        .find(|h| h.id == id)
+                        .map(|h| h.address.clone());
+                    if old_address.as_ref() != Some(&host.address) {
+                        set_address(&service.name, &host.name, &host.address, &stats, resolved);
+                    }
+                    hosts.insert(key, (id, stats.clone()));
+                    members.push(HostSnapshot {
+                        id,
+                        name: Arc::from(host.name.as_str()),
+                        address: host.address.clone(),
+                        weight: host.weight,
+                        stats,
+                    });
+                }
+                groups.push(GroupSnapshot {
+                    name: Arc::from(group.name.as_str()),
+                    scheduler_kind: group.scheduler,
+                    scheduler: scheduler::build(group.scheduler, &members),
+                    hosts: members,
+                });
+            }
+            let enabled = service
+                .groups
+                .iter()
+                .position(|g| g.name == service.enabled_group)
+                .unwrap_or(0);
+            services.push(ServiceSnapshot {
+                name: Arc::from(service.name.as_str()),
+                listeners: service.listeners.clone(),
+                groups,
+                enabled,
+                connect_timeout: service.connect_timeout,
+            });
+        }
+        state.hosts = hosts;
+        state.generation += 1;
+        Snapshot {
+            generation: state.generation,
+            services,
+        }
+    }
+}
+
+fn empty_config() -> Config {
+    Config {
+        source: None,
+        services: Vec::new(),
+        admin: None,
+        manager: Default::default(),
+        logging: Default::default(),
+        control: None,
+    }
+}
+
+/// Records a host's new address: resolved now, or bad with the resolver's reason.
+fn set_address(
+    service: &str,
+    host: &str,
+    address: &HostAddress,
+    stats: &HostStats,
+    resolved: &HashMap<HostAddress, Result<SocketAddr, String>>,
+) {
+    let result = match address.host.parse() {
+        Ok(ip) => Ok(SocketAddr::new(ip, address.port)),
+        Err(_) => resolved
+            .get(address)
+            .cloned()
+            .unwrap_or_else(|| Err(format!("name {:?} was not resolved", address.host))),
+    };
+    match result {
+        Ok(addr) => {
+            stats.set_resolved(Some(addr));
+            // A new address deserves a fresh chance.
+            if stats.mark_up() {
+                tracing::info!(service, host, %address, "host back in rotation at its new address");
+            }
+        }
+        Err(reason) => {
+            stats.set_resolved(None);
+            if stats.mark_bad(reason.clone()) {
+                tracing::warn!(service, host, %address, %reason, "host marked bad");
+            }
+        }
+    }
+}

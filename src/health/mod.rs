@@ -1,0 +1,108 @@
+//! Managers that watch host health: `hostCheck` re-probes bad hosts and puts back
+//! those that answer; `heartbeat` probes every host and marks failing ones bad.
+//! Both are plain tasks on the balancer's runtime that stop on shutdown.
+
+mod probe;
+
+pub use probe::{probe, resolve};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{HostSnapshot, Snapshot};
+
+/// Which hosts a manager looks at, and what it does with the probe's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Manager {
+    /// Probe bad hosts; put back those that answer.
+    HostCheck,
+    /// Probe hosts in rotation; mark those that fail bad.
+    Heartbeat,
+}
+
+impl Manager {
+    fn name(self) -> &'static str {
+        match self {
+            Manager::HostCheck => "hostCheck",
+            Manager::Heartbeat => "heartbeat",
+        }
+    }
+
+    fn wants(self, host: &HostSnapshot) -> bool {
+        match self {
+            Manager::HostCheck => host.stats.is_bad(),
+            Manager::Heartbeat => !host.stats.is_bad() && !host.stats.is_admin_down(),
+        }
+    }
+}
+
+/// Runs `manager` every `interval` until `shutdown` is cancelled.
+pub async fn run(
+    manager: Manager,
+    interval: Duration,
+    snapshots: Arc<ArcSwap<Snapshot>>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate; start one period from now
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let snapshot = snapshots.load_full();
+        let round = check_round(manager, &snapshot);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = round => {}
+        }
+    }
+    tracing::debug!(manager = manager.name(), "manager stopped");
+}
+
+/// Probes, concurrently, every host `manager` wants, and applies the results.
+pub async fn check_round(manager: Manager, snapshot: &Snapshot) {
+    let mut probes = JoinSet::new();
+    for service in &snapshot.services {
+        for group in &service.groups {
+            for host in group.hosts.iter().filter(|h| manager.wants(h)) {
+                let host = host.clone();
+                let service_name = service.name.clone();
+                let group_name = group.name.clone();
+                let timeout = service.connect_timeout;
+                probes.spawn(async move {
+                    let result = probe(&host, timeout).await;
+                    apply(manager, &service_name, &group_name, &host, result);
+                });
+            }
+        }
+    }
+    while probes.join_next().await.is_some() {}
+}
+
+fn apply(
+    manager: Manager,
+    service: &str,
+    group: &str,
+    host: &HostSnapshot,
+    result: Result<(), String>,
+) {
+    match (manager, result) {
+        (Manager::HostCheck, Ok(())) => {
+            if host.stats.mark_up() {
+                tracing::info!(service, group, host = %host.name, address = %host.address, "host back in rotation");
+            }
+        }
+        (Manager::Heartbeat, Err(reason)) => {
+            if host.stats.record_failure(format!("heartbeat: {reason}")) {
+                tracing::warn!(service, group, host = %host.name, %reason, "host marked bad by heartbeat");
+            }
+        }
+        _ => {}
+    }
+}

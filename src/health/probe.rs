@@ -1,0 +1,44 @@
+//! One health probe: (re-)resolve the host's name, then a TCP connect.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::config::HostAddress;
+use crate::state::HostSnapshot;
+
+/// Longest wait for the system resolver.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Resolves a host address to one socket address (the first the system gives).
+pub async fn resolve(address: &HostAddress) -> Result<SocketAddr, String> {
+    if let Ok(ip) = address.host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, address.port));
+    }
+    let lookup = tokio::net::lookup_host((address.host.as_str(), address.port));
+    match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+        Ok(Ok(mut addrs)) => addrs
+            .next()
+            .ok_or_else(|| format!("name {:?} has no address", address.host)),
+        Ok(Err(error)) => Err(format!("name {:?} does not resolve: {error}", address.host)),
+        Err(_) => Err(format!(
+            "name {:?} did not resolve within {RESOLVE_TIMEOUT:?}",
+            address.host
+        )),
+    }
+}
+
+/// Re-resolves `host` (recording a changed address) and checks that it accepts a
+/// TCP connection within `timeout`. The probe connection is closed at once.
+pub async fn probe(host: &HostSnapshot, timeout: Duration) -> Result<(), String> {
+    let addr = resolve(&host.address).await?;
+    if host.stats.set_resolved(Some(addr)) {
+        tracing::info!(host = %host.name, address = %host.address, resolved = %addr, "host address resolved");
+    }
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("connect to {addr}: {error}")),
+        Err(_) => Err(format!("connect to {addr}: no answer within {timeout:?}")),
+    }
+}

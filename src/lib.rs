@@ -1,0 +1,41 @@
+//! # txlb: a TCP load balancer
+//!
+//! txlb accepts TCP clients on a service's listeners, picks a host of the service's
+//! enabled group with the group's scheduler, and copies bytes both ways. A host that
+//! refuses is marked bad and the client is tried on another host; managers re-probe
+//! bad hosts and put them back. It reads txLoadBalancer 1.1's XML configuration
+//! unchanged, and the same model in TOML.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = txlb::config::Config::from_path("config.xml".as_ref())?;
+//! let balancer = txlb::Balancer::start(config).await?;
+//! println!("{:?}", balancer.listeners());
+//! balancer.shutdown(std::time::Duration::from_secs(10)).await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//! - [`config`]: XML and TOML readers → one validated model.
+//! - [`state`]: the immutable [`state::Snapshot`] and per-host atomic counters.
+//! - [`scheduler`]: the [`scheduler::Scheduler`] trait and one file per algorithm.
+//! - [`proxy`]: listeners, one connection's flow, the copy loop.
+//! - [`health`]: the hostCheck and heartbeat managers.
+//! - [`control`]: the single writer: [`control::Command`] → new snapshot.
+//! - [`logging`]: the reopenable log file.
+//! - [`demo`]: small HTTP backends for `txlb demo` and tests.
+//! - [`Balancer`] / [`BalancerHandle`]: start and steer a balancer.
+
+#![deny(missing_docs)]
+
+mod balancer;
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod health;
+pub mod logging;
+pub mod proxy;
+pub mod scheduler;
+pub mod state;
+
+pub use balancer::{Balancer, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats};

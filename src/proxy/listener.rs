@@ -1,0 +1,88 @@
+//! Listeners: bind, accept with back-off on resource exhaustion, spawn connections.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::connection;
+use crate::state::Snapshot;
+
+/// Pending connections the kernel queues before accept.
+const LISTEN_BACKLOG: i32 = 1024;
+/// First pause after an accept error such as EMFILE; doubles up to the maximum.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between accept attempts while errors continue.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Binds a listening socket on `addr` with SO_REUSEADDR (restarts don't wait for
+/// TIME_WAIT) and, for `[::]`, dual-stack.
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Everything an accept loop needs; cheap to clone per listener.
+#[derive(Clone)]
+pub(crate) struct ListenerTask {
+    /// The service whose enabled group receives this listener's clients.
+    pub service: Arc<str>,
+    /// The running snapshot, read once per new connection.
+    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    /// Cancelled when this listener must stop accepting (removed or shutdown).
+    pub stop_accepting: CancellationToken,
+    /// Cancelled when open connections must be dropped (end of shutdown grace).
+    pub stop_connections: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for them to drain.
+    pub tracker: TaskTracker,
+}
+
+impl ListenerTask {
+    /// Accepts until `stop_accepting` is cancelled.
+    pub(crate) async fn run(self, listener: TcpListener) {
+        let local = listener.local_addr().ok();
+        let mut backoff = ACCEPT_BACKOFF_MIN;
+        loop {
+            let accepted = tokio::select! {
+                _ = self.stop_accepting.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((client, peer)) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    let task = self.clone();
+                    self.tracker.spawn(async move {
+                        tokio::select! {
+                            _ = task.stop_connections.cancelled() => {}
+                            _ = connection::serve(client, peer, &task.service, &task.snapshots) => {}
+                        }
+                    });
+                }
+                Err(error) => {
+                    // EMFILE/ENFILE and friends: the listener stays, we pause so the
+                    // loop doesn't spin while descriptors are short.
+                    tracing::warn!(service = %self.service, listener = ?local, %error, pause_ms = backoff.as_millis() as u64, "accept failed");
+                    tokio::select! {
+                        _ = self.stop_accepting.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+            }
+        }
+        tracing::info!(service = %self.service, listener = ?local, "listener closed");
+    }
+}

@@ -1,0 +1,169 @@
+//! Schedulers: pick a host of a group for each new client connection.
+//!
+//! Every algorithm implements [`Scheduler`] on `&self` with interior atomics, so one
+//! instance serves every connection at once. It sees the group's hosts through
+//! [`Candidates`], which hides hosts that are bad, admin-down or already tried for
+//! this client: no algorithm can forget the health check. Tables (cumulative
+//! weights) are built by [`build`] when the controller makes a snapshot, never per
+//! pick; picking allocates nothing.
+
+mod kind;
+mod least_conns;
+mod random;
+mod round_robin;
+mod weighted;
+
+pub use kind::{SchedulerKind, UnknownScheduler};
+pub use least_conns::LeastConns;
+pub use random::Random;
+pub use round_robin::RoundRobin;
+pub use weighted::Weighted;
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::state::{HostId, HostSnapshot};
+
+/// How many random draws a random scheduler makes before it falls back to an exact
+/// (linear) draw among the candidates. With most hosts up the first draw wins.
+const RANDOM_DRAWS: usize = 4;
+
+/// A policy that picks one host for a new client connection.
+pub trait Scheduler: Send + Sync + fmt::Debug {
+    /// Returns the index (into [`Candidates::hosts`]) of a host that
+    /// [`Candidates::is_candidate`] accepts, or `None` when there is none.
+    fn pick(&self, candidates: &Candidates<'_>) -> Option<usize>;
+}
+
+/// The hosts of the enabled group as one client connection sees them.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidates<'a> {
+    hosts: &'a [HostSnapshot],
+    tried: &'a [HostId],
+    client: Option<SocketAddr>,
+}
+
+impl<'a> Candidates<'a> {
+    /// Candidates among `hosts`, excluding those in `tried` (hosts this client was
+    /// already sent to and that failed).
+    pub fn new(hosts: &'a [HostSnapshot], tried: &'a [HostId], client: Option<SocketAddr>) -> Self {
+        Candidates {
+            hosts,
+            tried,
+            client,
+        }
+    }
+
+    /// Every host of the group, candidates or not, in configuration order.
+    pub fn hosts(&self) -> &'a [HostSnapshot] {
+        self.hosts
+    }
+
+    /// The client's address, when known.
+    pub fn client(&self) -> Option<SocketAddr> {
+        self.client
+    }
+
+    /// Whether host `index` may be picked: available and not yet tried.
+    #[inline]
+    pub fn is_candidate(&self, index: usize) -> bool {
+        let host = &self.hosts[index];
+        host.stats.is_available() && !self.tried.contains(&host.id)
+    }
+
+    /// Candidate indices starting at `start` (modulo the host count) and wrapping
+    /// around, each at most once.
+    pub fn from(&self, start: usize) -> impl Iterator<Item = usize> + '_ {
+        let n = self.hosts.len();
+        let start = if n == 0 { 0 } else { start % n };
+        (start..n)
+            .chain(0..start)
+            .filter(move |&i| self.is_candidate(i))
+    }
+
+    /// Every candidate index in configuration order.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.from(0)
+    }
+}
+
+/// Builds the scheduler of `kind` for a group with these hosts.
+pub fn build(kind: SchedulerKind, hosts: &[HostSnapshot]) -> Box<dyn Scheduler> {
+    match kind {
+        SchedulerKind::Random => Box::new(Random),
+        SchedulerKind::RoundRobin => Box::new(RoundRobin::default()),
+        SchedulerKind::LeastConns => Box::new(LeastConns),
+        SchedulerKind::Weighted => Box::new(Weighted::new(hosts.iter().map(|h| h.weight))),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Helpers for scheduler unit tests.
+    use super::*;
+    use crate::config::HostAddress;
+    use crate::state::HostStats;
+    use std::sync::Arc;
+
+    /// `weights.len()` up hosts named h0, h1, … with these weights.
+    pub fn hosts(weights: &[u32]) -> Vec<HostSnapshot> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| HostSnapshot {
+                id: HostId(i as u64),
+                name: Arc::from(format!("h{i}")),
+                address: HostAddress {
+                    host: "127.0.0.1".into(),
+                    port: 1000 + i as u16,
+                },
+                weight,
+                stats: HostStats::new(),
+            })
+            .collect()
+    }
+
+    /// How often each host is picked in `n` picks.
+    pub fn histogram(s: &dyn Scheduler, hosts: &[HostSnapshot], n: usize) -> Vec<usize> {
+        let mut counts = vec![0; hosts.len()];
+        for _ in 0..n {
+            let i = s.pick(&Candidates::new(hosts, &[], None)).expect("a host");
+            counts[i] += 1;
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn candidates_skip_bad_admin_down_and_tried_and_never_repeat() {
+        let h = hosts(&[1, 1, 1, 1]);
+        h[1].stats.mark_bad("x");
+        h[2].stats.set_admin_down(true);
+        let tried = [h[3].id];
+        let c = Candidates::new(&h, &tried, None);
+        assert_eq!(c.from(2).collect::<Vec<_>>(), vec![0]);
+        let c = Candidates::new(&h, &[], None);
+        assert_eq!(c.from(1).collect::<Vec<_>>(), vec![3, 0]);
+        assert_eq!(Candidates::new(&[], &[], None).from(7).count(), 0);
+    }
+
+    #[test]
+    fn no_scheduler_picks_an_unavailable_host() {
+        let h = hosts(&[1, 3, 1]);
+        h[0].stats.mark_bad("x");
+        h[2].stats.set_admin_down(true);
+        for kind in SchedulerKind::ALL {
+            let s = build(kind, &h);
+            for _ in 0..200 {
+                assert_eq!(s.pick(&Candidates::new(&h, &[], None)), Some(1), "{kind}");
+            }
+            let tried = [h[1].id];
+            assert_eq!(s.pick(&Candidates::new(&h, &tried, None)), None, "{kind}");
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Running state: the immutable [`Snapshot`] the data path reads, and the per-host
+//! atomic [`HostStats`] that outlive snapshots. No async, no I/O here.
+//!
+//! The controller builds a new `Snapshot` for every change and swaps it in whole;
+//! connections read it only long enough to pick a host. Counters and health live in
+//! `Arc<HostStats>`, carried from snapshot to snapshot by host identity, so a reload
+//! keeps them and a removed host still shows its draining connections.
+
+mod stats;
+
+pub use stats::{BadInfo, ConnectionGuard, HostHealth, HostStats, HostStatsView};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{HostAddress, ListenAddr};
+use crate::scheduler::{Scheduler, SchedulerKind};
+
+/// Stable identity of a host across snapshots (service, group and host name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostId(pub u64);
+
+/// Everything the data path may read, swapped atomically as one value.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases by one with every swap; lets observers tell snapshots apart.
+    pub generation: u64,
+    /// Services in configuration order.
+    pub services: Vec<ServiceSnapshot>,
+}
+
+impl Snapshot {
+    /// The service called `name`, if any. Services are few, so a scan beats a map.
+    pub fn service(&self, name: &str) -> Option<&ServiceSnapshot> {
+        self.services.iter().find(|s| &*s.name == name)
+    }
+
+    /// Every host of every group of every service.
+    pub fn hosts(&self) -> impl Iterator<Item = &HostSnapshot> {
+        self.services
+            .iter()
+            .flat_map(|s| s.groups.iter())
+            .flat_map(|g| g.hosts.iter())
+    }
+}
+
+/// One service as the data path sees it.
+#[derive(Debug)]
+pub struct ServiceSnapshot {
+    /// Service name.
+    pub name: Arc<str>,
+    /// Configured listen addresses.
+    pub listeners: Vec<ListenAddr>,
+    /// Groups; `groups[enabled]` receives traffic.
+    pub groups: Vec<GroupSnapshot>,
+    /// Index of the enabled group in `groups`.
+    pub enabled: usize,
+    /// How long to wait for a host to accept.
+    pub connect_timeout: Duration,
+}
+
+impl ServiceSnapshot {
+    /// The group that receives new connections.
+    pub fn enabled_group(&self) -> &GroupSnapshot {
+        &self.groups[self.enabled]
+    }
+}
+
+/// A group with its ready-to-use scheduler.
+#[derive(Debug)]
+pub struct GroupSnapshot {
+    /// Group name.
+    pub name: Arc<str>,
+    /// Which algorithm `scheduler` implements (for display and write-back).
+    pub scheduler_kind: SchedulerKind,
+    /// The scheduler, with any tables already built for `hosts`.
+    pub scheduler: Box<dyn Scheduler>,
+    /// Hosts in configuration order; schedulers return indices into this slice.
+    pub hosts: Vec<HostSnapshot>,
+}
+
+/// One host as the data path sees it.
+#[derive(Debug, Clone)]
+pub struct HostSnapshot {
+    /// Stable identity.
+    pub id: HostId,
+    /// Host name within its group.
+    pub name: Arc<str>,
+    /// Configured address (name or IP literal, and port).
+    pub address: HostAddress,
+    /// Relative weight (≥ 1).
+    pub weight: u32,
+    /// Counters and health, shared with every snapshot that has this host.
+    pub stats: Arc<HostStats>,
+}
+
+impl HostSnapshot {
+    /// Where to connect now, if the address is known.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        self.stats.resolved()
+    }
+}

@@ -1,0 +1,305 @@
+//! Per-host counters and health: atomics written by the data path and the managers,
+//! read by schedulers and the admin plane.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+
+/// Why and since when a host is bad.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadInfo {
+    /// When the host was marked bad.
+    #[serde(with = "unix_seconds")]
+    pub since: SystemTime,
+    /// What failed, e.g. `connect: Connection refused (os error 111)`.
+    pub reason: String,
+}
+
+/// A host's health as shown to people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostHealth {
+    /// In rotation.
+    Up,
+    /// Failed; out of rotation until a manager sees it answer.
+    Bad,
+    /// Taken out of rotation by an administrator.
+    AdminDown,
+}
+
+/// Counters and health of one host.
+///
+/// Every field is written without locks: counters by connection tasks, `bad` and
+/// `bad_info` by whoever sees the host fail or recover (connections, managers),
+/// `admin_down` by the controller, `resolved` by the managers. Readers (schedulers,
+/// admin plane) tolerate momentarily inconsistent combinations; each value is exact.
+#[derive(Debug, Default)]
+pub struct HostStats {
+    open: AtomicU64,
+    total: AtomicU64,
+    failures: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Nanoseconds since [`epoch`] when the last connection closed; 0 = never.
+    /// leastc breaks ties with it.
+    last_closed: AtomicU64,
+    bad: AtomicBool,
+    admin_down: AtomicBool,
+    /// Set with `bad`; an `ArcSwapOption` so readers never block the writer.
+    bad_info: ArcSwapOption<BadInfo>,
+    /// The address connections go to; `None` until the name resolves.
+    resolved: ArcSwapOption<SocketAddr>,
+}
+
+/// Monotonic origin for `last_closed`.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl HostStats {
+    /// A fresh host: up, no traffic, address unknown.
+    pub fn new() -> Arc<Self> {
+        Arc::new(HostStats::default())
+    }
+
+    /// Whether schedulers may pick this host: neither bad nor admin-down. (A host
+    /// whose name does not resolve is marked bad.)
+    #[inline]
+    pub fn is_available(&self) -> bool {
+        !self.bad.load(Relaxed) && !self.admin_down.load(Relaxed)
+    }
+
+    /// Open connections (including ones still connecting).
+    #[inline]
+    pub fn open(&self) -> u64 {
+        self.open.load(Relaxed)
+    }
+
+    /// When the last connection closed, as nanoseconds on a process-local clock
+    /// (0 = never). Only comparisons between hosts are meaningful.
+    #[inline]
+    pub fn last_closed(&self) -> u64 {
+        self.last_closed.load(Relaxed)
+    }
+
+    /// Current health.
+    pub fn health(&self) -> HostHealth {
+        if self.admin_down.load(Relaxed) {
+            HostHealth::AdminDown
+        } else if self.bad.load(Relaxed) {
+            HostHealth::Bad
+        } else {
+            HostHealth::Up
+        }
+    }
+
+    /// Whether the host is marked bad (whatever its admin state).
+    pub fn is_bad(&self) -> bool {
+        self.bad.load(Relaxed)
+    }
+
+    /// Whether the host is administratively down.
+    pub fn is_admin_down(&self) -> bool {
+        self.admin_down.load(Relaxed)
+    }
+
+    /// Why the host is bad, if it is.
+    pub fn bad_info(&self) -> Option<Arc<BadInfo>> {
+        self.bad_info.load_full()
+    }
+
+    /// Marks the host bad. Returns true if it was up before (the caller logs the
+    /// transition once); a host already bad keeps its first reason and time.
+    pub fn mark_bad(&self, reason: impl Into<String>) -> bool {
+        let was_bad = self.bad.swap(true, Relaxed);
+        if !was_bad {
+            self.bad_info.store(Some(Arc::new(BadInfo {
+                since: SystemTime::now(),
+                reason: reason.into(),
+            })));
+        }
+        !was_bad
+    }
+
+    /// Counts one failed connection attempt and marks the host bad.
+    /// Returns true if this made the host go bad.
+    pub fn record_failure(&self, reason: impl Into<String>) -> bool {
+        self.failures.fetch_add(1, Relaxed);
+        self.mark_bad(reason)
+    }
+
+    /// Puts a bad host back in rotation. Returns true if it was bad.
+    pub fn mark_up(&self) -> bool {
+        let was_bad = self.bad.swap(false, Relaxed);
+        if was_bad {
+            self.bad_info.store(None);
+        }
+        was_bad
+    }
+
+    /// Takes the host out of rotation (or back in) by administrator's order.
+    /// Returns true if that changed anything.
+    pub fn set_admin_down(&self, down: bool) -> bool {
+        self.admin_down.swap(down, Relaxed) != down
+    }
+
+    /// The address connections go to now.
+    #[inline]
+    pub fn resolved(&self) -> Option<SocketAddr> {
+        self.resolved.load().as_deref().copied()
+    }
+
+    /// Records a (re-)resolved address; returns true if it changed.
+    pub fn set_resolved(&self, addr: Option<SocketAddr>) -> bool {
+        if self.resolved() == addr {
+            return false;
+        }
+        self.resolved.store(addr.map(Arc::new));
+        true
+    }
+
+    /// Adds bytes sent by the client to this host.
+    #[inline]
+    pub fn add_bytes_in(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Relaxed);
+    }
+
+    /// Adds bytes sent by this host to the client.
+    #[inline]
+    pub fn add_bytes_out(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Relaxed);
+    }
+
+    /// Counts a connection that reached this host.
+    #[inline]
+    pub fn record_connected(&self) {
+        self.total.fetch_add(1, Relaxed);
+    }
+
+    /// A plain copy of the counters, for display and serialisation.
+    pub fn view(&self) -> HostStatsView {
+        HostStatsView {
+            health: self.health(),
+            open: self.open(),
+            total: self.total.load(Relaxed),
+            failures: self.failures.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            bad: self.bad_info().map(|b| (*b).clone()),
+            resolved: self.resolved(),
+        }
+    }
+}
+
+/// A point-in-time copy of a host's counters and health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostStatsView {
+    /// Up, bad or admin-down.
+    pub health: HostHealth,
+    /// Open connections.
+    pub open: u64,
+    /// Connections that reached the host since start.
+    pub total: u64,
+    /// Failed connection attempts since start.
+    pub failures: u64,
+    /// Bytes from clients to the host.
+    pub bytes_in: u64,
+    /// Bytes from the host to clients.
+    pub bytes_out: u64,
+    /// Why the host is bad, when it is.
+    pub bad: Option<BadInfo>,
+    /// The address in use, if resolved.
+    pub resolved: Option<SocketAddr>,
+}
+
+/// Holds one open connection on a host: counted on creation, released on drop,
+/// whichever way the connection ends.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    stats: Arc<HostStats>,
+}
+
+impl ConnectionGuard {
+    /// Counts a new open connection on `stats`.
+    pub fn new(stats: Arc<HostStats>) -> Self {
+        stats.open.fetch_add(1, Relaxed);
+        ConnectionGuard { stats }
+    }
+
+    /// The host's stats.
+    pub fn stats(&self) -> &Arc<HostStats> {
+        &self.stats
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let now = epoch().elapsed().as_nanos() as u64;
+        // max(1) keeps 0 meaning "never closed".
+        self.stats.last_closed.store(now.max(1), Relaxed);
+        self.stats.open.fetch_sub(1, Relaxed);
+    }
+}
+
+mod unix_seconds {
+    //! Serialises a `SystemTime` as fractional seconds since the Unix epoch.
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        s.serialize_f64(secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_and_up_transitions_are_reported_once() {
+        let h = HostStats::new();
+        assert!(h.is_available());
+        assert!(h.record_failure("refused"));
+        assert!(!h.record_failure("refused again"));
+        assert_eq!(h.bad_info().unwrap().reason, "refused");
+        assert_eq!(h.view().failures, 2);
+        assert!(!h.is_available());
+        assert!(h.mark_up());
+        assert!(!h.mark_up());
+        assert!(h.bad_info().is_none());
+        assert!(h.is_available());
+    }
+
+    #[test]
+    fn admin_down_wins_over_bad_in_health() {
+        let h = HostStats::new();
+        h.mark_bad("x");
+        assert!(h.set_admin_down(true));
+        assert!(!h.set_admin_down(true));
+        assert_eq!(h.health(), HostHealth::AdminDown);
+        h.set_admin_down(false);
+        assert_eq!(h.health(), HostHealth::Bad);
+    }
+
+    #[test]
+    fn guard_counts_open_and_close_time() {
+        let h = HostStats::new();
+        assert_eq!(h.last_closed(), 0);
+        {
+            let _a = ConnectionGuard::new(h.clone());
+            let _b = ConnectionGuard::new(h.clone());
+            assert_eq!(h.open(), 2);
+        }
+        assert_eq!(h.open(), 0);
+        assert!(h.last_closed() > 0);
+    }
+}

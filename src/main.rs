@@ -99,8 +99,10 @@ fn filter() -> tracing_subscriber::EnvFilter {
 }
 
 fn init_stderr_logging() {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter())
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -290,3 +290,52 @@ async fn client_is_closed_within_the_connect_timeout_when_the_host_does_not_answ
         silent.bad
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_marks_a_silent_host_bad_without_client_traffic() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move {
+        loop {
+            let _ = listener.accept().await;
+        }
+    });
+    let mut cfg = config(
+        SchedulerKind::RoundRobin,
+        vec![
+            host("fading", port, 1),
+            host("b1", named_backend("b1", Hold::Close).await, 1),
+        ],
+    );
+    cfg.manager.heartbeat.enable = true;
+    cfg.manager.heartbeat.interval = Duration::from_millis(200);
+    cfg.manager.host_check.interval = Duration::from_millis(200);
+    let balancer = Balancer::start(cfg).await.unwrap();
+    let health =
+        |b: &txlb::BalancerHandle| b.stats().host("svc", "g", "fading").unwrap().stats.health;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(health(&balancer), HostHealth::Up, "a live host stays up");
+
+    accepting.abort(); // drops the listener: connects are refused from now on
+    let bad = eventually(Duration::from_secs(2), || {
+        let b = balancer.clone();
+        async move { health(&b) == HostHealth::Bad }
+    })
+    .await;
+    assert!(bad, "heartbeat never noticed");
+    let stats = balancer.stats();
+    let reason = &stats
+        .host("svc", "g", "fading")
+        .unwrap()
+        .stats
+        .bad
+        .as_ref()
+        .unwrap()
+        .reason;
+    assert!(reason.starts_with("heartbeat:"), "{reason}");
+    assert_eq!(
+        stats.host("svc", "g", "fading").unwrap().stats.total,
+        0,
+        "no client was involved"
+    );
+}

@@ -39,13 +39,13 @@ pub(super) fn diff(
     let mut wanted: Vec<ListenerKey> = Vec::new();
     for service in &next.services {
         for listen in &service.listeners {
-            if listen.port != 0 {
-                if let Some((owner, _)) = wanted.iter().find(|(_, l)| l == listen) {
-                    return Err(ControlError::DuplicateListener {
-                        service: owner.to_string(),
-                        listen: listen.to_string(),
-                    });
-                }
+            if listen.port != 0
+                && let Some((owner, _)) = wanted.iter().find(|(_, l)| l == listen)
+            {
+                return Err(ControlError::DuplicateListener {
+                    service: owner.to_string(),
+                    listen: listen.to_string(),
+                });
             }
             wanted.push((Arc::from(service.name.as_str()), listen.clone()));
         }

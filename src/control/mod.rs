@@ -214,9 +214,9 @@ impl Controller {
         }
         let mut resolved = HashMap::new();
         for address in command.new_addresses() {
-            if !resolved.contains_key(&address) {
-                let result = health::resolve(&address).await;
-                resolved.insert(address, result);
+            if let std::collections::hash_map::Entry::Vacant(entry) = resolved.entry(address) {
+                let result = health::resolve(entry.key()).await;
+                entry.insert(result);
             }
         }
         self.apply_resolved(&command, &resolved)

@@ -93,15 +93,13 @@ fn apply(
     result: Result<(), String>,
 ) {
     match (manager, result) {
-        (Manager::HostCheck, Ok(())) => {
-            if host.stats.mark_up() {
-                tracing::info!(service, group, host = %host.name, address = %host.address, "host back in rotation");
-            }
+        (Manager::HostCheck, Ok(())) if host.stats.mark_up() => {
+            tracing::info!(service, group, host = %host.name, address = %host.address, "host back in rotation");
         }
-        (Manager::Heartbeat, Err(reason)) => {
-            if host.stats.record_failure(format!("heartbeat: {reason}")) {
-                tracing::warn!(service, group, host = %host.name, %reason, "host marked bad by heartbeat");
-            }
+        (Manager::Heartbeat, Err(reason))
+            if host.stats.record_failure(format!("heartbeat: {reason}")) =>
+        {
+            tracing::warn!(service, group, host = %host.name, %reason, "host marked bad by heartbeat");
         }
         _ => {}
     }

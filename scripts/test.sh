@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of txlb on a fresh Debian machine: installs the system packages
+# the end-to-end tests need, then `cargo test` (which also runs everything that
+# needs only Rust).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages used by end-to-end tests. Installed only when missing.
+packages=(curl)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+fi
+
+cargo test --all-targets "$@"
+cargo test --doc

@@ -26,8 +26,7 @@ pub struct Copied {
 /// counters move while long connections run.
 ///
 /// Both sockets are used through `&TcpStream` in one task: no split, no extra task,
-/// and each direction allocates its buffer only when it first has data, so idle
-/// connections cost no buffer memory.
+/// and each direction holds a buffer only while it has data to move.
 pub async fn copy_bidirectional(
     client: &TcpStream,
     host: &TcpStream,
@@ -43,25 +42,24 @@ pub async fn copy_bidirectional(
     })
 }
 
-async fn copy_one_way(
-    from: &TcpStream,
-    to: &TcpStream,
-    on_bytes: impl Fn(usize),
-) -> io::Result<u64> {
-    let mut buf: Option<Box<[u8]>> = None;
+async fn copy_one_way(from: &TcpStream, to: &TcpStream, on_bytes: impl Fn(usize)) -> io::Result<u64> {
     let mut total = 0u64;
-    loop {
+    'readiness: loop {
         from.readable().await?;
-        let buf = buf.get_or_insert_with(|| vec![0u8; COPY_BUFFER].into_boxed_slice());
-        let n = match from.try_read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        write_all(to, &buf[..n]).await?;
-        total += n as u64;
-        on_bytes(n);
+        // Allocated on readiness and freed when the socket runs dry, so an idle
+        // connection holds no buffer however busy it was before.
+        let mut buf = vec![0u8; COPY_BUFFER];
+        loop {
+            let n = match from.try_read(&mut buf) {
+                Ok(0) => break 'readiness,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue 'readiness,
+                Err(e) => return Err(e),
+            };
+            write_all(to, &buf[..n]).await?;
+            total += n as u64;
+            on_bytes(n);
+        }
     }
     // Pass the FIN on; the other direction keeps going. The peer may already be
     // gone (NotConnected), which is no error for us.

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ListenAddr};
 use crate::control::{BoundListener, Command, ControlError, Controller};
+use crate::events::Event;
 use crate::health::{self, Manager};
 use crate::state::{HostStatsView, Snapshot};
 
@@ -33,6 +34,7 @@ impl Balancer {
                     task,
                     settings.interval,
                     controller.snapshots.clone(),
+                    controller.events.clone(),
                     managers.clone(),
                 ));
             }
@@ -121,15 +123,26 @@ impl BalancerHandle {
         match health::probe(&target, timeout).await {
             Ok(()) => {
                 if target.stats.mark_up() {
-                    tracing::info!(service, group, host, "host back in rotation (retried)");
+                    self.controller.events.host_back(service, group, host);
                 }
                 Ok(true)
             }
             Err(reason) => {
-                target.stats.mark_bad(reason);
+                if target.stats.mark_bad(reason.clone()) {
+                    self.controller
+                        .events
+                        .host_bad(service, group, host, &reason);
+                }
                 Ok(false)
             }
         }
+    }
+
+    /// Transitions from now on (host bad / back, group enabled, listener added or
+    /// removed), as a stream. A subscriber that falls more than 1,024 events behind
+    /// sees a `Lagged` error item and continues with newer events.
+    pub fn events(&self) -> tokio_stream::wrappers::BroadcastStream<Event> {
+        tokio_stream::wrappers::BroadcastStream::new(self.controller.events.subscribe())
     }
 
     /// A token cancelled when shutdown begins.

@@ -23,6 +23,7 @@
 //! - [`health`]: the hostCheck and heartbeat managers.
 //! - [`control`]: the single writer: [`control::Command`] → new snapshot.
 //! - [`logging`]: the reopenable log file.
+//! - [`events`]: transitions broadcast to subscribers.
 //! - [`demo`]: small HTTP backends for `txlb demo` and tests.
 //! - [`Balancer`] / [`BalancerHandle`]: start and steer a balancer.
 
@@ -32,6 +33,7 @@ mod balancer;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod events;
 pub mod health;
 pub mod logging;
 pub mod proxy;

@@ -1,11 +1,89 @@
 //! Configuration: XML and TOML readers producing one validated model.
-mod model;
-pub use model::*;
+//!
+//! - `model`: the validated [`Config`] every reader produces.
+//! - `xml`, `toml`: syntax and structure of each format → an unvalidated tree.
+//! - `validate`: the rules shared by both formats, and the value parsers the
+//!   admin API reuses ([`parse_listen_addr`], [`parse_host_address`], …).
+//! - `write`: the model back to XML or TOML.
+//! - `error`: [`ConfigError`], always with `FILE:LINE:COL` for content problems.
 
-// Temporary until the readers land.
+mod error;
+mod model;
+mod raw;
+mod toml;
+mod validate;
+mod write;
+mod xml;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use error::{ConfigError, Location, STRING_SOURCE};
+pub use model::*;
+pub use validate::{
+    DEFAULT_SCHEDULER, MAX_SECONDS, parse_access, parse_bool, parse_host_address,
+    parse_listen_addr, parse_seconds, parse_weight,
+};
+pub use write::{to_toml, to_xml};
+
+use error::Source;
+
+/// Which reader a file goes through.
+#[derive(Clone, Copy)]
+enum Format {
+    Xml,
+    Toml,
+}
+
+fn load(src: &Source<'_>, format: Format, base_dir: Option<&Path>) -> Result<Config, ConfigError> {
+    let raw = match format {
+        Format::Xml => xml::read(src)?,
+        Format::Toml => toml::read(src)?,
+    };
+    validate::build(raw, src, base_dir)
+}
+
 impl Config {
-    /// Loads a configuration file.
-    pub fn from_path(_path: &std::path::Path) -> Result<Config, std::io::Error> {
-        Err(std::io::Error::other("config readers not yet integrated"))
+    /// Loads a configuration file: TOML when the name ends in `.toml`, XML
+    /// otherwise. Relative log and control-socket paths are resolved against the
+    /// file's directory; `source` is set to `path`.
+    pub fn from_path(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let format = match path.extension() {
+            Some(ext) if ext.eq_ignore_ascii_case("toml") => Format::Toml,
+            _ => Format::Xml,
+        };
+        let src = Source::new(path.display().to_string(), &text);
+        let base_dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let mut config = load(&src, format, base_dir)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Loads txLoadBalancer XML from a string; errors are located in `<string>`
+    /// and paths are kept as written.
+    pub fn from_xml_str(text: &str) -> Result<Config, ConfigError> {
+        load(&Source::new(STRING_SOURCE, text), Format::Xml, None)
+    }
+
+    /// Loads TOML from a string; errors are located in `<string>` and paths are
+    /// kept as written.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        load(&Source::new(STRING_SOURCE, text), Format::Toml, None)
+    }
+
+    /// This configuration as txLoadBalancer XML, loadable again.
+    pub fn to_xml(&self) -> String {
+        write::to_xml(self)
+    }
+
+    /// This configuration as TOML, loadable again.
+    pub fn to_toml(&self) -> String {
+        write::to_toml(self)
     }
 }

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ControlError, Controller};
 use crate::config::{Config, ListenAddr, ListenHost};
+use crate::events::Event;
 use crate::proxy::{ListenerTask, bind};
 
 /// A listener that is accepting.
@@ -118,9 +119,14 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
         stop_accepting: stop.clone(),
         stop_connections: controller.stop_connections.clone(),
         tracker: controller.connections.clone(),
+        events: controller.events.clone(),
     };
     let local = bound.local;
-    tracing::info!(service = %bound.service, listen = %bound.configured, %local, "listener up");
+    controller.events.emit(Event::ListenerAdded {
+        service: bound.service.to_string(),
+        listen: bound.configured.to_string(),
+        local,
+    });
     tokio::spawn(task.run(bound.listener));
     RunningListener {
         service: bound.service,

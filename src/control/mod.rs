@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, HostAddress};
+use crate::events::{Event, Events};
 use crate::health;
 use crate::scheduler;
 use crate::state::{GroupSnapshot, HostId, HostSnapshot, HostStats, ServiceSnapshot, Snapshot};
@@ -150,6 +151,8 @@ pub(crate) struct Controller {
     pub(crate) stop_connections: CancellationToken,
     /// Connection tasks, so shutdown can wait for them.
     pub(crate) connections: TaskTracker,
+    /// Transitions, logged and broadcast.
+    pub(crate) events: Events,
 }
 
 struct ControlState {
@@ -177,6 +180,7 @@ impl Controller {
             stop_accepting: CancellationToken::new(),
             stop_connections: CancellationToken::new(),
             connections: TaskTracker::new(),
+            events: Events::new(),
         }
     }
 
@@ -263,9 +267,26 @@ impl Controller {
             let keep = !removed.contains(&(l.service.clone(), l.configured.clone()));
             if !keep {
                 l.stop.cancel();
+                self.events.emit(Event::ListenerRemoved {
+                    service: l.service.to_string(),
+                    listen: l.configured.to_string(),
+                });
             }
             keep
         });
+        for service in &next.services {
+            let before = state
+                .running
+                .services
+                .iter()
+                .find(|s| s.name == service.name);
+            if before.is_some_and(|b| b.enabled_group != service.enabled_group) {
+                self.events.emit(Event::GroupEnabled {
+                    service: service.name.clone(),
+                    group: service.enabled_group.clone(),
+                });
+            }
+        }
         state.running = next;
         Ok(())
     }
@@ -298,7 +319,12 @@ impl Controller {
                         .find(|h| h.id == id)
                         .map(|h| h.address.clone());
                     if old_address.as_ref() != Some(&host.address) {
-                        set_address(&service.name, &host.name, &host.address, &stats, resolved);
+                        let names = (
+                            service.name.as_str(),
+                            group.name.as_str(),
+                            host.name.as_str(),
+                        );
+                        set_address(names, &host.address, &stats, resolved, &self.events);
                     }
                     hosts.insert(key, (id, stats.clone()));
                     members.push(HostSnapshot {
@@ -351,11 +377,11 @@ fn empty_config() -> Config {
 
 /// Records a host's new address: resolved now, or bad with the resolver's reason.
 fn set_address(
-    service: &str,
-    host: &str,
+    (service, group, host): (&str, &str, &str),
     address: &HostAddress,
     stats: &HostStats,
     resolved: &HashMap<HostAddress, Result<SocketAddr, String>>,
+    events: &Events,
 ) {
     let result = match address.host.parse() {
         Ok(ip) => Ok(SocketAddr::new(ip, address.port)),
@@ -369,13 +395,13 @@ fn set_address(
             stats.set_resolved(Some(addr));
             // A new address deserves a fresh chance.
             if stats.mark_up() {
-                tracing::info!(service, host, %address, "host back in rotation at its new address");
+                events.host_back(service, group, host);
             }
         }
         Err(reason) => {
             stats.set_resolved(None);
             if stats.mark_bad(reason.clone()) {
-                tracing::warn!(service, host, %address, %reason, "host marked bad");
+                events.host_bad(service, group, host, &reason);
             }
         }
     }

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::Events;
 use crate::state::{HostSnapshot, Snapshot};
 
 /// Which hosts a manager looks at, and what it does with the probe's answer.
@@ -41,10 +42,11 @@ impl Manager {
 }
 
 /// Runs `manager` every `interval` until `shutdown` is cancelled.
-pub async fn run(
+pub(crate) async fn run(
     manager: Manager,
     interval: Duration,
     snapshots: Arc<ArcSwap<Snapshot>>,
+    events: Events,
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(interval);
@@ -56,7 +58,7 @@ pub async fn run(
             _ = ticker.tick() => {}
         }
         let snapshot = snapshots.load_full();
-        let round = check_round(manager, &snapshot);
+        let round = check_round(manager, &snapshot, &events);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = round => {}
@@ -66,7 +68,7 @@ pub async fn run(
 }
 
 /// Probes, concurrently, every host `manager` wants, and applies the results.
-pub async fn check_round(manager: Manager, snapshot: &Snapshot) {
+pub(crate) async fn check_round(manager: Manager, snapshot: &Snapshot, events: &Events) {
     let mut probes = JoinSet::new();
     for service in &snapshot.services {
         for group in &service.groups {
@@ -75,9 +77,10 @@ pub async fn check_round(manager: Manager, snapshot: &Snapshot) {
                 let service_name = service.name.clone();
                 let group_name = group.name.clone();
                 let timeout = service.connect_timeout;
+                let events = events.clone();
                 probes.spawn(async move {
                     let result = probe(&host, timeout).await;
-                    apply(manager, &service_name, &group_name, &host, result);
+                    apply(manager, &service_name, &group_name, &host, result, &events);
                 });
             }
         }
@@ -91,15 +94,19 @@ fn apply(
     group: &str,
     host: &HostSnapshot,
     result: Result<(), String>,
+    events: &Events,
 ) {
     match (manager, result) {
-        (Manager::HostCheck, Ok(())) if host.stats.mark_up() => {
-            tracing::info!(service, group, host = %host.name, address = %host.address, "host back in rotation");
+        (Manager::HostCheck, Ok(())) => {
+            if host.stats.mark_up() {
+                events.host_back(service, group, &host.name);
+            }
         }
-        (Manager::Heartbeat, Err(reason))
-            if host.stats.record_failure(format!("heartbeat: {reason}")) =>
-        {
-            tracing::warn!(service, group, host = %host.name, %reason, "host marked bad by heartbeat");
+        (Manager::Heartbeat, Err(reason)) => {
+            let reason = format!("heartbeat: {reason}");
+            if host.stats.record_failure(reason.clone()) {
+                events.host_bad(service, group, &host.name, &reason);
+            }
         }
         _ => {}
     }

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
 
 use super::copy::copy_bidirectional;
+use crate::events::Events;
 use crate::scheduler::Candidates;
 use crate::state::{ConnectionGuard, HostId, HostStats, Snapshot};
 
@@ -35,6 +36,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     service: &str,
     snapshots: &ArcSwap<Snapshot>,
+    events: &Events,
 ) {
     let _ = client.set_nodelay(true);
     // Hosts that failed for this client; allocated only when one fails.
@@ -68,7 +70,7 @@ pub(crate) async fn serve(
             }
             Err(reason) => {
                 if target.stats.record_failure(reason.clone()) {
-                    tracing::warn!(service, group = %target.group, host = %target.host, %reason, "host marked bad");
+                    events.host_bad(service, &target.group, &target.host, &reason);
                 }
                 tried.push(target.id);
             }

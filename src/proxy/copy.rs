@@ -42,7 +42,11 @@ pub async fn copy_bidirectional(
     })
 }
 
-async fn copy_one_way(from: &TcpStream, to: &TcpStream, on_bytes: impl Fn(usize)) -> io::Result<u64> {
+async fn copy_one_way(
+    from: &TcpStream,
+    to: &TcpStream,
+    on_bytes: impl Fn(usize),
+) -> io::Result<u64> {
     let mut total = 0u64;
     'readiness: loop {
         from.readable().await?;

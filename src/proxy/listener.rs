@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connection;
+use crate::events::Events;
 use crate::state::Snapshot;
 
 /// Pending connections the kernel queues before accept.
@@ -48,6 +49,8 @@ pub(crate) struct ListenerTask {
     pub stop_connections: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them to drain.
     pub tracker: TaskTracker,
+    /// Where host transitions seen by connections are reported.
+    pub events: Events,
 }
 
 impl ListenerTask {
@@ -67,7 +70,7 @@ impl ListenerTask {
                     self.tracker.spawn(async move {
                         tokio::select! {
                             _ = task.stop_connections.cancelled() => {}
-                            _ = connection::serve(client, peer, &task.service, &task.snapshots) => {}
+                            _ = connection::serve(client, peer, &task.service, &task.snapshots, &task.events) => {}
                         }
                     });
                 }

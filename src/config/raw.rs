@@ -1,0 +1,143 @@
+//! The unvalidated configuration tree both readers produce, with byte offsets.
+//!
+//! The XML and TOML readers only deal with syntax and structure (which elements,
+//! tables and keys exist); they fill these types and leave every rule about values
+//! (addresses, schedulers, uniqueness, the enabled group, defaults) to
+//! `validate`, so both formats obey the same rules with the same messages.
+//! Offsets are byte offsets into the source text; `at` is where the element or
+//! table starts, used when something is missing rather than wrong.
+
+/// A value and the byte offset where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct At<T> {
+    /// The value as read.
+    pub value: T,
+    /// Byte offset of the value in the source.
+    pub at: usize,
+}
+
+impl<T> At<T> {
+    /// A value written at `at`.
+    pub(crate) fn new(value: T, at: usize) -> Self {
+        At { value, at }
+    }
+}
+
+/// A number as written: XML gives text, TOML gives typed numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Number {
+    /// Text still to parse (XML attributes).
+    Text(String),
+    /// A TOML integer.
+    Int(i64),
+    /// A TOML float.
+    Float(f64),
+}
+
+/// The whole file.
+#[derive(Debug, Default)]
+pub(crate) struct RawConfig {
+    /// Start of the root element (XML) or of the document (TOML).
+    pub at: usize,
+    pub services: Vec<RawService>,
+    pub admin: Option<RawAdmin>,
+    pub manager: Option<RawManager>,
+    pub logging: Option<RawLogging>,
+    pub control: Option<RawControl>,
+}
+
+/// `<service>` / `[[service]]`.
+#[derive(Debug, Default)]
+pub(crate) struct RawService {
+    pub at: usize,
+    pub name: Option<At<String>>,
+    pub listen: Vec<At<String>>,
+    pub groups: Vec<RawGroup>,
+    /// `<enable group=…/>` / `enabled_group = …`.
+    pub enabled_group: Option<At<String>>,
+    /// Per-service settings beyond txLoadBalancer's: add new ones here, in both
+    /// readers, and in `validate::service_settings`.
+    pub connect_timeout: Option<At<Number>>,
+}
+
+/// `<group>` / `[[service.group]]`.
+#[derive(Debug, Default)]
+pub(crate) struct RawGroup {
+    pub at: usize,
+    pub name: Option<At<String>>,
+    pub scheduler: Option<At<String>>,
+    pub enable: Option<At<bool>>,
+    pub hosts: Vec<RawHost>,
+}
+
+/// `<host>` / an entry of `hosts`.
+#[derive(Debug, Default)]
+pub(crate) struct RawHost {
+    pub at: usize,
+    pub name: Option<At<String>>,
+    pub ip: Option<At<String>>,
+    pub weight: Option<At<Number>>,
+}
+
+/// `<admin>` / `[admin]`.
+#[derive(Debug, Default)]
+pub(crate) struct RawAdmin {
+    pub web: Option<RawWeb>,
+    pub ssh: Option<RawSsh>,
+    pub users: Vec<RawUser>,
+}
+
+/// `<web>` / `[admin.web]`.
+#[derive(Debug, Default)]
+pub(crate) struct RawWeb {
+    pub at: usize,
+    pub listen: Option<At<String>>,
+    pub enable: Option<At<bool>>,
+    pub secure: Option<At<bool>>,
+    pub refresh: Option<At<Number>>,
+}
+
+/// `<ssh>` / `[admin.ssh]`.
+#[derive(Debug, Default)]
+pub(crate) struct RawSsh {
+    pub at: usize,
+    pub listen: Option<At<String>>,
+    pub enable: Option<At<bool>>,
+}
+
+/// `<user>` / `[[admin.user]]`.
+#[derive(Debug, Default)]
+pub(crate) struct RawUser {
+    pub at: usize,
+    pub name: Option<At<String>>,
+    pub password: Option<At<String>>,
+    pub access: Option<At<String>>,
+}
+
+/// `<manager>` / `[manager]`.
+#[derive(Debug, Default)]
+pub(crate) struct RawManager {
+    pub host_check: Option<RawTask>,
+    pub config_check: Option<RawTask>,
+    pub heartbeat: Option<RawTask>,
+}
+
+/// `<hostCheck>`, `<configCheck>`, `<heartbeat>` and their TOML tables.
+#[derive(Debug, Default)]
+pub(crate) struct RawTask {
+    pub interval: Option<At<Number>>,
+    pub enable: Option<At<bool>>,
+}
+
+/// `<logging>` / `[logging]`.
+#[derive(Debug, Default)]
+pub(crate) struct RawLogging {
+    pub file: Option<At<String>>,
+}
+
+/// `<control>` / `[control]`.
+#[derive(Debug, Default)]
+pub(crate) struct RawControl {
+    pub at: usize,
+    pub socket: Option<At<String>>,
+}

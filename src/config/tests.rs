@@ -1,0 +1,800 @@
+//! Cross-format tests: fixtures, error locations, round trips, no panics.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+use crate::scheduler::SchedulerKind;
+
+const CONFEX_XML: &str = include_str!("../../tests/fixtures/txlb-confex.xml");
+const CONFIG_XML: &str = include_str!("../../tests/fixtures/txlb-config.xml");
+
+/// A small valid service; tests mutate copies of it.
+const BASE: &str = r#"<config>
+  <service name="web">
+    <listen ip="*:8080"/>
+    <group name="g" scheduler="roundr" enable="true">
+      <host name="h1" ip="10.0.0.1:80"/>
+    </group>
+  </service>
+</config>
+"#;
+
+fn listen(host: ListenHost, port: u16) -> ListenAddr {
+    ListenAddr { host, port }
+}
+
+/// Loads `xml`, expecting an error at `line:col` whose message contains `needle`.
+#[track_caller]
+fn xml_err(xml: &str, line: u32, col: u32, needle: &str) {
+    let err = Config::from_xml_str(xml).expect_err("expected an error");
+    let loc = err.location().expect("a located error");
+    let shown = err.to_string();
+    assert_eq!((loc.line, loc.column), (line, col), "{shown}");
+    assert!(
+        shown.starts_with(&format!("<string>:{line}:{col}: ")),
+        "{shown}"
+    );
+    assert!(shown.contains(needle), "{shown:?} lacks {needle:?}");
+}
+
+#[track_caller]
+fn toml_err(text: &str, line: u32, col: u32, needle: &str) {
+    let err = Config::from_toml_str(text).expect_err("expected an error");
+    let loc = err.location().expect("a located error");
+    let shown = err.to_string();
+    assert_eq!((loc.line, loc.column), (line, col), "{shown}");
+    assert!(shown.contains(needle), "{shown:?} lacks {needle:?}");
+}
+
+#[test]
+fn base_loads() {
+    let c = Config::from_xml_str(BASE).unwrap();
+    assert_eq!(c.services[0].listeners, [listen(ListenHost::Any, 8080)]);
+    assert_eq!(c.services[0].connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(c.manager, ManagerConfig::default());
+    assert_eq!(c.admin, None);
+    assert_eq!(c.logging.file, None);
+}
+
+#[test]
+fn fixture_confex_loads() {
+    let c = Config::from_xml_str(CONFEX_XML).unwrap();
+    assert_eq!(c.services.len(), 2);
+    let prod = &c.services[0];
+    assert_eq!(prod.name, "prod-http");
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    assert_eq!(prod.listeners, [listen(ListenHost::Ip(ip), 8000)]);
+    // Given by <enable group="main"/>, no group has an enable attribute.
+    assert_eq!(prod.enabled_group, "main");
+    assert_eq!(prod.groups.len(), 2);
+    assert_eq!(prod.groups[0].scheduler, SchedulerKind::LeastConns);
+    assert_eq!(prod.groups[1].hosts[2].name, "seven");
+    assert_eq!(
+        prod.groups[1].hosts[2].address.to_string(),
+        "127.0.0.1:8007"
+    );
+    assert_eq!(c.services[1].listeners[0].to_string(), "127.0.0.2:8000");
+    let admin = c.admin.as_ref().unwrap();
+    let web = admin.web.as_ref().unwrap();
+    assert_eq!(
+        web.listen,
+        listen(ListenHost::Name("localhost".into()), 7001)
+    );
+    assert!(web.enable && !web.secure);
+    assert_eq!(web.refresh, DEFAULT_ADMIN_REFRESH);
+    assert_eq!(admin.ssh, None);
+    assert_eq!(
+        admin.users,
+        [UserConfig {
+            name: "fulluser".into(),
+            password_hash: "iy9l0V1MkG1DE".into(),
+            access: Access::Full,
+        }]
+    );
+    assert_eq!(c.logging.file, Some(PathBuf::from("pydir.log")));
+    assert_eq!(c.manager, ManagerConfig::default());
+    assert_eq!(c.control, None);
+}
+
+#[test]
+fn fixture_config_loads() {
+    let c = Config::from_xml_str(CONFIG_XML).unwrap();
+    assert_eq!(c.services.len(), 3);
+    let lorien = &c.services[0];
+    assert_eq!(
+        lorien.listeners,
+        [listen(ListenHost::Any, 8080), listen(ListenHost::Any, 8081)]
+    );
+    assert_eq!(lorien.enabled_group, "servers1");
+    let servers1 = &lorien.groups[0];
+    assert_eq!(servers1.scheduler, SchedulerKind::Weighted);
+    let weights: Vec<u32> = servers1.hosts.iter().map(|h| h.weight).collect();
+    assert_eq!(weights, [1, 5, 1, 20, 10]);
+    assert_eq!(servers1.hosts[0].address.host, "lorien");
+    assert_eq!(servers1.hosts[0].address.port, 1901);
+    assert_eq!(lorien.groups[1].scheduler, SchedulerKind::LeastConns);
+    assert!(lorien.groups[1].hosts.iter().all(|h| h.weight == 1));
+    assert_eq!(c.services[1].enabled_group, "servers");
+    assert_eq!(c.services[2].groups[0].scheduler, SchedulerKind::RoundRobin);
+    let admin = c.admin.as_ref().unwrap();
+    let web = admin.web.as_ref().unwrap();
+    assert_eq!(web.listen, listen(ListenHost::Any, 7000));
+    assert!(web.enable && web.secure);
+    assert_eq!(web.refresh, Duration::from_secs(10));
+    let ssh = admin.ssh.as_ref().unwrap();
+    assert_eq!(
+        ssh.listen,
+        listen(ListenHost::Name("localhost".into()), 2222)
+    );
+    assert!(ssh.enable);
+    assert_eq!(admin.users[0].name, "admin");
+    assert_eq!(admin.users[0].password_hash, "..xpoEyRReGzk");
+    assert_eq!(c.manager, ManagerConfig::default());
+    assert_eq!(c.logging.file, None);
+}
+
+#[test]
+fn from_path_sets_source_and_resolves_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.xml");
+    let xml = CONFEX_XML.replace(
+        "<logging file=\"pydir.log\"/>",
+        "<logging file=\"pydir.log\"/><control socket=\"/run/txlb.sock\"/>",
+    );
+    std::fs::write(&path, xml).unwrap();
+    let c = Config::from_path(&path).unwrap();
+    assert_eq!(c.source.as_deref(), Some(path.as_path()));
+    assert_eq!(c.logging.file, Some(dir.path().join("pydir.log")));
+    assert_eq!(c.control.unwrap().socket, PathBuf::from("/run/txlb.sock"));
+
+    // The extension picks the format; errors name the file.
+    let toml_path = dir.path().join("txlb.toml");
+    std::fs::write(&toml_path, "[[service]]\nname = 1\n").unwrap();
+    let err = Config::from_path(&toml_path).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:2:8: ", toml_path.display())),
+        "{err}"
+    );
+
+    let missing = dir.path().join("nope.xml");
+    let err = Config::from_path(&missing).unwrap_err();
+    assert!(matches!(err, ConfigError::Io { .. }), "{err}");
+    assert!(err.to_string().contains("nope.xml"));
+}
+
+#[test]
+fn malformed_xml_is_located() {
+    // Mismatched end tag: quick-xml points at the offending end tag.
+    xml_err(
+        "<config>\n  <service name=\"a\">\n  </servic>\n</config>\n",
+        3,
+        3,
+        "malformed XML",
+    );
+    // Unclosed element at end of input.
+    xml_err(
+        BASE.replace("</config>\n", "").as_str(),
+        1,
+        1,
+        "<config> is not closed",
+    );
+    // Unclosed tag.
+    xml_err("<config>\n  <service name=\"a\"", 2, 3, "malformed XML");
+    // Attribute without a value.
+    xml_err(
+        "<config>\n  <service name>\n</config>",
+        2,
+        16,
+        "malformed XML",
+    );
+    // Unquoted attribute value.
+    xml_err(
+        "<config>\n  <service name=a>\n</config>",
+        2,
+        17,
+        "malformed XML",
+    );
+    // Duplicate attribute.
+    xml_err(
+        "<config>\n  <service name=\"a\" name=\"b\">\n</config>",
+        2,
+        21,
+        "duplicate attribute",
+    );
+    // Unknown entity in an attribute value.
+    xml_err(
+        &BASE.replace("name=\"h1\"", "name=\"&nope;\""),
+        5,
+        19,
+        "malformed XML",
+    );
+    // Nothing at all.
+    xml_err("", 1, 1, "no <config> element");
+    xml_err("<!-- only a comment -->", 1, 1, "no <config> element");
+    // Two roots.
+    xml_err(&format!("{BASE}<config/>"), 9, 1, "expected one root");
+}
+
+#[test]
+fn unknown_scheduler() {
+    xml_err(
+        &BASE.replace("roundr", "fastest"),
+        4,
+        32,
+        "unknown scheduler \"fastest\" (expected one of: rand, random, roundr",
+    );
+}
+
+#[test]
+fn missing_scheduler_defaults_to_roundr() {
+    let c = Config::from_xml_str(&BASE.replace(" scheduler=\"roundr\"", "")).unwrap();
+    assert_eq!(c.services[0].groups[0].scheduler, DEFAULT_SCHEDULER);
+    assert_eq!(DEFAULT_SCHEDULER, SchedulerKind::RoundRobin);
+}
+
+#[test]
+fn enabled_group_rules() {
+    // None enabled: at the service element.
+    xml_err(
+        &BASE.replace(" enable=\"true\"", ""),
+        2,
+        3,
+        "service \"web\" has no enabled group",
+    );
+    // enable="false" is not enabled either.
+    xml_err(
+        &BASE.replace(" enable=\"true\"", " enable=\"no\""),
+        2,
+        3,
+        "no enabled group",
+    );
+    let two = r#"<config>
+  <service name="web">
+    <listen ip="*:8080"/>
+    <group name="a" enable="yes"><host name="h" ip="h:1"/></group>
+    <group name="b" enable="1"><host name="h" ip="h:1"/></group>
+  </service>
+</config>"#;
+    xml_err(two, 5, 29, "more than one enabled group: \"a\" and \"b\"");
+    // <enable> naming an unknown group: at its attribute.
+    let nope = BASE.replace(
+        "    </group>\n",
+        "    </group>\n    <enable group=\"nope\"/>\n",
+    );
+    xml_err(
+        &nope,
+        7,
+        20,
+        "no group named \"nope\" to enable (groups: g)",
+    );
+    // <enable> disagreeing with an enable attribute.
+    let disagree = two
+        .replace(" enable=\"1\"", "")
+        .replace("  </service>", "    <enable group=\"b\"/>\n  </service>");
+    xml_err(&disagree, 4, 29, "enables group \"a\" here but group \"b\"");
+    // Agreeing is fine.
+    let agree = two
+        .replace(" enable=\"1\"", "")
+        .replace("  </service>", "    <enable group=\"a\"/>\n  </service>");
+    assert_eq!(
+        Config::from_xml_str(&agree).unwrap().services[0].enabled_group,
+        "a"
+    );
+    // The enabled group needs a host; standby groups may be empty.
+    let empty_standby = two.replace(" enable=\"1\"><host name=\"h\" ip=\"h:1\"/>", ">");
+    assert_eq!(
+        Config::from_xml_str(&empty_standby).unwrap().services[0].groups[1].hosts,
+        []
+    );
+    let empty_enabled = two
+        .replace(" enable=\"yes\"><host name=\"h\" ip=\"h:1\"/>", ">")
+        .replace(
+            " enable=\"1\"><host name=\"h\" ip=\"h:1\"/>",
+            " enable=\"true\">",
+        );
+    xml_err(&empty_enabled, 2, 3, "enabled group \"b\" has no host");
+}
+
+#[test]
+fn bad_ips() {
+    let with_ip = |ip: &str| BASE.replace("10.0.0.1:80", ip);
+    // Line 5 is `      <host name="h1" ip="10.0.0.1:80"/>`; the value starts at col 27.
+    xml_err(&with_ip("lorien"), 5, 27, "bad ip \"lorien\": no port");
+    xml_err(
+        &with_ip("lorien:70000"),
+        5,
+        27,
+        "bad ip \"lorien:70000\": port 70000 out of range",
+    );
+    xml_err(&with_ip(":80"), 5, 27, "bad ip \":80\": empty host");
+    xml_err(&with_ip("::1:80"), 5, 27, "need brackets");
+    xml_err(
+        &BASE.replace(" ip=\"10.0.0.1:80\"", ""),
+        5,
+        7,
+        "ip of host \"h1\" is missing",
+    );
+    assert!(Config::from_xml_str(&with_ip("[::1]:80")).is_ok());
+    assert!(Config::from_xml_str(&with_ip("unresolvable.invalid:80")).is_ok());
+    // Listeners: bad port, and the same address twice across services.
+    xml_err(
+        &BASE.replace("*:8080", "*:http"),
+        3,
+        17,
+        "bad listen address \"*:http\": bad port",
+    );
+    let twice = BASE.replace(
+        "  </service>\n",
+        "  </service>\n  <service name=\"b\">\n    <listen ip=\"0.0.0.0:8080\"/>\n    <group name=\"g\" enable=\"true\"><host name=\"h\" ip=\"h:1\"/></group>\n  </service>\n",
+    );
+    xml_err(
+        &twice,
+        9,
+        17,
+        "listen address *:8080 is already used by service \"web\"",
+    );
+    // Port 0 listeners never collide.
+    let zeros = twice
+        .replace("*:8080", "127.0.0.1:0")
+        .replace("0.0.0.0:8080", "127.0.0.1:0");
+    assert!(Config::from_xml_str(&zeros).is_ok());
+}
+
+#[test]
+fn bad_weights() {
+    let with_weight = |w: &str| {
+        BASE.replace(
+            "ip=\"10.0.0.1:80\"",
+            &format!("ip=\"10.0.0.1:80\" weight=\"{w}\""),
+        )
+    };
+    for w in ["0", "1.5", "-3", "heavy", ""] {
+        xml_err(
+            &with_weight(w),
+            5,
+            48,
+            &format!("bad weight \"{w}\": expected an integer of at least 1"),
+        );
+    }
+    assert_eq!(
+        Config::from_xml_str(&with_weight("7")).unwrap().services[0].groups[0].hosts[0].weight,
+        7
+    );
+}
+
+#[test]
+fn unknown_elements_and_attributes() {
+    xml_err(
+        &BASE.replace("    </group>", "      <hots name=\"x\"/>\n    </group>"),
+        6,
+        7,
+        "unknown element <hots> in <group> (expected one of: host)",
+    );
+    xml_err(
+        &BASE.replace("</config>", "  <loging file=\"x\"/>\n</config>"),
+        8,
+        3,
+        "unknown element <loging> in <config> (expected one of: service, admin, manager, logging, control)",
+    );
+    xml_err(
+        &BASE.replace("name=\"h1\"", "name=\"h1\" wieght=\"2\""),
+        5,
+        23,
+        "unknown attribute \"wieght\" on <host> (expected one of: name, ip, weight)",
+    );
+    xml_err(
+        &BASE.replace(
+            "<host name=\"h1\" ip=\"10.0.0.1:80\"/>",
+            "<host name=\"h1\" ip=\"10.0.0.1:80\"><x/></host>",
+        ),
+        5,
+        40,
+        "unknown element <x> in <host> (it takes no child elements)",
+    );
+    xml_err("<pdconf/>", 1, 1, "unknown root element <pdconf>");
+}
+
+#[test]
+fn duplicates() {
+    xml_err(
+        &BASE.replace(
+            "      <host name=\"h1\" ip=\"10.0.0.1:80\"/>\n",
+            "      <host name=\"h1\" ip=\"10.0.0.1:80\"/>\n      <host name=\"h1\" ip=\"10.0.0.2:80\"/>\n",
+        ),
+        6,
+        19,
+        "duplicate host name \"h1\" in group \"g\" of service \"web\"",
+    );
+    let two_services = format!(
+        "{}{}",
+        BASE.replace("</config>\n", ""),
+        "  <service name=\"web\"><listen ip=\"*:1\"/><group name=\"g\" enable=\"1\"><host ip=\"h:1\"/></group></service>\n</config>"
+    );
+    xml_err(&two_services, 8, 18, "duplicate service name \"web\"");
+    let users = BASE.replace(
+        "</config>",
+        "  <admin>\n    <user name=\"a\" password=\"x\"/>\n    <user name=\"a\" password=\"y\"/>\n  </admin>\n</config>",
+    );
+    xml_err(&users, 10, 17, "duplicate user name \"a\"");
+    xml_err(
+        &BASE.replace("</config>", "  <logging/>\n  <logging/>\n</config>"),
+        9,
+        3,
+        "duplicate <logging> in <config>",
+    );
+}
+
+#[test]
+fn intervals_and_access() {
+    let manager = |interval: &str| {
+        BASE.replace(
+            "</config>",
+            &format!(
+                "  <manager>\n    <heartbeat interval=\"{interval}\"/>\n  </manager>\n</config>"
+            ),
+        )
+    };
+    for bad in ["-1", "NaN", "soon", "0"] {
+        xml_err(&manager(bad), 9, 26, &format!("bad interval \"{bad}\""));
+    }
+    let c = Config::from_xml_str(&manager("0.5")).unwrap();
+    assert_eq!(c.manager.heartbeat.interval, Duration::from_millis(500));
+    // Missing enable keeps the task's default (heartbeat: off).
+    assert!(!c.manager.heartbeat.enable);
+    assert_eq!(c.manager.host_check, ManagerConfig::default().host_check);
+
+    let timeout = BASE.replace("name=\"web\"", "name=\"web\" connectTimeout=\"1.25\"");
+    assert_eq!(
+        Config::from_xml_str(&timeout).unwrap().services[0].connect_timeout,
+        Duration::from_millis(1250)
+    );
+    xml_err(
+        &BASE.replace("name=\"web\"", "name=\"web\" connectTimeout=\"x\""),
+        2,
+        39,
+        "bad connect timeout \"x\"",
+    );
+
+    let user = BASE.replace(
+        "</config>",
+        "  <admin>\n    <user name=\"a\" password=\"x\" access=\"admin\"/>\n  </admin>\n</config>",
+    );
+    xml_err(
+        &user,
+        9,
+        41,
+        "bad access \"admin\": expected full or readonly",
+    );
+    let ro = user.replace("\"admin\"", "\"readonly\"");
+    assert_eq!(
+        Config::from_xml_str(&ro).unwrap().admin.unwrap().users[0].access,
+        Access::ReadOnly
+    );
+}
+
+#[test]
+fn ignorable_content_is_ignored() {
+    let noisy = r#"<?xml version="1.0"?>
+<!DOCTYPE config>
+<config>
+  stray text &amp; more
+  <!-- a comment with <service> inside -->
+  <note>anything <at all="1"><service/></at> here</note>
+  <service name="web"><![CDATA[ <bogus/> ]]>
+    <note/>
+    <listen ip="*:8080"><note>why</note></listen>
+    text
+    <group name="g" scheduler="roundr" enable="true">
+      <note><nested><note>deep</note></nested></note>
+      <host name="h1" ip="10.0.0.1:80"><!-- c --></host>
+    </group>
+  </service>
+</config>
+trailing text
+"#;
+    let c = Config::from_xml_str(noisy).unwrap();
+    let mut base = Config::from_xml_str(BASE).unwrap();
+    base.source = None;
+    assert_eq!(c, base);
+}
+
+/// The TOML equivalent of the confex fixture plus the optional parts.
+const FULL_TOML: &str = r#"
+[[service]]
+name = "web"
+listen = ["0.0.0.0:8080", "[::1]:8081"]
+enabled_group = "prod"
+connect_timeout = 2.5
+
+  [[service.group]]
+  name = "prod"
+  scheduler = "leastconns"
+  enable = true
+  hosts = [
+    { name = "h1", ip = "10.0.0.1:80", weight = 5 },
+    { name = "h2", ip = "lorien:80" },
+  ]
+
+  [[service.group]]
+  name = "standby"
+  scheduler = "weightr"
+  hosts = [ { name = "h3", ip = "[2001:db8::3]:80", weight = 2 } ]
+
+[admin.web]
+listen = "localhost:7000"
+secure = true
+refresh = 0.5
+
+[admin.ssh]
+listen = "localhost:2222"
+enable = false
+
+[[admin.user]]
+name = "admin"
+password = "..xpoEyRReGzk"
+
+[[admin.user]]
+name = "viewer"
+password = "$6$salt$hash"
+access = "readonly"
+
+[manager]
+host_check = { interval = 5 }
+heartbeat = { interval = 20, enable = true }
+
+[logging]
+file = "txlb.log"
+
+[control]
+socket = "/run/txlb.sock"
+"#;
+
+const FULL_XML: &str = r#"<config>
+  <service name="web" connectTimeout="2.5">
+    <listen ip="*:8080"/>
+    <listen ip="[::1]:8081"/>
+    <group name="prod" scheduler="leastc">
+      <host name="h1" ip="10.0.0.1:80" weight="5"/>
+      <host name="h2" ip="lorien:80"/>
+    </group>
+    <group name="standby" scheduler="weighted">
+      <host name="h3" ip="[2001:db8::3]:80" weight="2"/>
+    </group>
+    <enable group="prod"/>
+  </service>
+  <admin>
+    <web listen="localhost:7000" secure="on" refresh="0.5"/>
+    <ssh listen="localhost:2222" enable="false"/>
+    <user name="admin" password="..xpoEyRReGzk"/>
+    <user name="viewer" password="$6$salt$hash" access="readonly"/>
+  </admin>
+  <manager>
+    <hostCheck interval="5"/>
+    <heartbeat interval="20" enable="TRUE"/>
+  </manager>
+  <logging file="txlb.log"/>
+  <control socket="/run/txlb.sock"/>
+</config>
+"#;
+
+#[test]
+fn toml_and_xml_give_the_same_model() {
+    let t = Config::from_toml_str(FULL_TOML).unwrap();
+    let x = Config::from_xml_str(FULL_XML).unwrap();
+    assert_eq!(t, x);
+    assert_eq!(t.services[0].connect_timeout, Duration::from_millis(2500));
+    assert_eq!(t.manager.host_check.interval, Duration::from_secs(5));
+    assert!(t.manager.host_check.enable && t.manager.heartbeat.enable);
+    assert!(!t.admin.as_ref().unwrap().ssh.as_ref().unwrap().enable);
+}
+
+#[test]
+fn toml_errors_are_located() {
+    // Syntax error.
+    toml_err("[[service]]\nname = \"a\nlisten = []\n", 2, 10, "");
+    // Unknown key.
+    toml_err(
+        &FULL_TOML.replace("  scheduler = \"weightr\"", "  schedular = \"weightr\""),
+        19,
+        3,
+        "unknown field `schedular`",
+    );
+    // Wrong type: booleans are real booleans.
+    toml_err(
+        &FULL_TOML.replace("enable = true\n  hosts", "enable = \"yes\"\n  hosts"),
+        11,
+        12,
+        "",
+    );
+    // Shared rules, shared messages.
+    toml_err(
+        &FULL_TOML.replace("\"leastconns\"", "\"fastest\""),
+        10,
+        16,
+        "unknown scheduler \"fastest\"",
+    );
+    toml_err(
+        &FULL_TOML.replace("\"lorien:80\"", "\"lorien\""),
+        14,
+        26,
+        "bad ip \"lorien\": no port",
+    );
+    toml_err(
+        &FULL_TOML.replace("weight = 5", "weight = 0"),
+        13,
+        49,
+        "bad weight 0: expected an integer of at least 1",
+    );
+    toml_err(
+        &FULL_TOML.replace("interval = 5", "interval = -1"),
+        41,
+        27,
+        "bad interval -1",
+    );
+    let none = FULL_TOML
+        .replace("enabled_group = \"prod\"\n", "")
+        .replace("enable = true\n", "");
+    toml_err(&none, 2, 1, "service \"web\" has no enabled group");
+    toml_err(
+        &FULL_TOML.replace("enabled_group = \"prod\"", "enabled_group = \"nope\""),
+        5,
+        18,
+        "no group named \"nope\"",
+    );
+    toml_err(
+        &FULL_TOML.replace("access = \"readonly\"", "access = \"root\""),
+        38,
+        11,
+        "bad access \"root\"",
+    );
+    toml_err("", 1, 1, "no service defined");
+}
+
+/// Compares ignoring `source`.
+#[track_caller]
+fn same(a: &Config, b: &Config) {
+    let (mut a, mut b) = (a.clone(), b.clone());
+    a.source = None;
+    b.source = None;
+    assert_eq!(a, b);
+}
+
+#[test]
+fn round_trips() {
+    for text in [CONFEX_XML, CONFIG_XML, FULL_XML] {
+        let c = Config::from_xml_str(text).unwrap();
+        let xml = c.to_xml();
+        let back = Config::from_xml_str(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+        same(&c, &back);
+        let toml = c.to_toml();
+        let back = Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        same(&c, &back);
+    }
+    // An admin section with nothing in it survives too.
+    let empty_admin =
+        Config::from_xml_str(&BASE.replace("</config>", "<admin/></config>")).unwrap();
+    same(
+        &empty_admin,
+        &Config::from_xml_str(&empty_admin.to_xml()).unwrap(),
+    );
+    same(
+        &empty_admin,
+        &Config::from_toml_str(&empty_admin.to_toml()).unwrap(),
+    );
+}
+
+/// Random names, hashes and paths full of characters XML and TOML must escape.
+#[test]
+fn awkward_strings_survive_round_trips() {
+    const ALPHABET: &[char] = &[
+        'a',
+        'Z',
+        '0',
+        ' ',
+        '<',
+        '>',
+        '&',
+        '"',
+        '\'',
+        '\\',
+        '\t',
+        '\n',
+        '\r',
+        ';',
+        '#',
+        '=',
+        '[',
+        ']',
+        '{',
+        '}',
+        'é',
+        '✓',
+        '\u{7f}',
+        '\u{1F600}',
+        '$',
+        '.',
+        '/',
+        '-',
+    ];
+    let mut rng = fastrand::Rng::with_seed(0x71b);
+    let word = |rng: &mut fastrand::Rng| -> String {
+        let len = rng.usize(1..12);
+        (0..len)
+            .map(|_| ALPHABET[rng.usize(..ALPHABET.len())])
+            .collect()
+    };
+    for _ in 0..200 {
+        let mut c = Config::from_xml_str(FULL_XML).unwrap();
+        c.services[0].name = word(&mut rng);
+        c.services[0].groups[1].name = word(&mut rng);
+        c.services[0].groups[0].hosts[1].name = word(&mut rng);
+        c.services[0].connect_timeout =
+            Duration::new(rng.u64(0..100_000), rng.u32(..1_000_000_000))
+                .max(Duration::from_nanos(1));
+        c.manager.config_check.interval = Duration::from_millis(rng.u64(1..10_000_000));
+        let admin = c.admin.as_mut().unwrap();
+        admin.users[0].name = word(&mut rng);
+        admin.users[0].password_hash = word(&mut rng);
+        c.logging.file = Some(PathBuf::from(word(&mut rng)));
+        if c.services[0].groups[0].name == c.services[0].groups[1].name
+            || c.services[0].groups[0].hosts[0].name == c.services[0].groups[0].hosts[1].name
+            || admin.users[0].name == admin.users[1].name
+        {
+            continue;
+        }
+        let xml = c.to_xml();
+        let back = Config::from_xml_str(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+        same(&c, &back);
+        let toml = c.to_toml();
+        let back = Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        same(&c, &back);
+    }
+}
+
+#[test]
+fn truncated_input_never_panics() {
+    for text in [CONFEX_XML, CONFIG_XML, FULL_XML] {
+        for end in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            let _ = Config::from_xml_str(&text[..end]);
+        }
+    }
+    for end in (0..=FULL_TOML.len()).filter(|&i| FULL_TOML.is_char_boundary(i)) {
+        let _ = Config::from_toml_str(&FULL_TOML[..end]);
+    }
+}
+
+#[test]
+fn random_garbage_never_panics() {
+    let mut rng = fastrand::Rng::with_seed(42);
+    let bytes = CONFIG_XML.as_bytes();
+    for _ in 0..2000 {
+        // Splice random markup characters into the fixture.
+        let mut text = bytes.to_vec();
+        for _ in 0..rng.usize(1..5) {
+            let at = rng.usize(..text.len());
+            text[at] = b"<>/=\"'&!?[]- x"[rng.usize(..14)];
+        }
+        if let Ok(text) = String::from_utf8(text) {
+            let _ = Config::from_xml_str(&text);
+        }
+    }
+}
+
+#[test]
+fn toml_doc_example_loads() {
+    let doc: String = include_str!("toml.rs")
+        .lines()
+        .filter_map(|l| l.strip_prefix("//!"))
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .skip_while(|l| *l != "```toml")
+        .skip(1)
+        .take_while(|l| *l != "```")
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let c = Config::from_toml_str(&doc).unwrap_or_else(|e| panic!("{e}\n{doc}"));
+    assert_eq!(c.services[0].enabled_group, "prod");
+    assert_eq!(c.services[0].groups[1].scheduler, DEFAULT_SCHEDULER);
+}

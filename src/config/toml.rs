@@ -1,0 +1,301 @@
+//! Reads the TOML configuration format (for new users) into the raw tree.
+//!
+//! The TOML format carries the same model as txLoadBalancer's XML, with
+//! snake_case keys and real booleans and numbers:
+//!
+//! ```toml
+//! [[service]]
+//! name = "web"
+//! listen = ["0.0.0.0:8080"]
+//! enabled_group = "prod"      # optional if exactly one group has enable = true
+//! connect_timeout = 3.0       # seconds, optional (default 3)
+//!
+//!   [[service.group]]
+//!   name = "prod"
+//!   scheduler = "leastc"      # rand, roundr, leastc, weightr or an alias; default roundr
+//!   enable = true
+//!   hosts = [ { name = "h1", ip = "10.0.0.1:80", weight = 5 } ]
+//!
+//!   [[service.group]]
+//!   name = "standby"
+//!   hosts = [ { name = "h2", ip = "[2001:db8::2]:80" } ]
+//!
+//! [admin.web]
+//! listen = "localhost:7000"
+//! enable = true               # default true
+//! secure = false              # default false
+//! refresh = 10                # seconds, default 10
+//!
+//! [admin.ssh]
+//! listen = "localhost:2222"
+//!
+//! [[admin.user]]
+//! name = "admin"
+//! password = "..xpoEyRReGzk"  # crypt(3) hash
+//! access = "full"             # full or readonly, default full
+//!
+//! [manager]
+//! host_check = { interval = 10, enable = true }
+//! config_check = { interval = 10, enable = false }
+//! heartbeat = { interval = 20, enable = false }
+//!
+//! [logging]
+//! file = "txlb.log"           # relative to the configuration file's directory
+//!
+//! [control]
+//! socket = "/run/txlb.sock"
+//! ```
+//!
+//! Unknown keys are errors, so typos are caught. Only structure and types are
+//! checked here; values go through the same `validate` rules as XML.
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use super::error::{ConfigError, Source};
+use super::raw::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    service: Vec<Spanned<Service>>,
+    admin: Option<Admin>,
+    manager: Option<Manager>,
+    logging: Option<Logging>,
+    control: Option<Spanned<Control>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Service {
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    listen: Vec<Spanned<String>>,
+    enabled_group: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<f64>>,
+    #[serde(default)]
+    group: Vec<Spanned<Group>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Group {
+    name: Option<Spanned<String>>,
+    scheduler: Option<Spanned<String>>,
+    enable: Option<Spanned<bool>>,
+    #[serde(default)]
+    hosts: Vec<Spanned<Host>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Host {
+    name: Option<Spanned<String>>,
+    ip: Option<Spanned<String>>,
+    weight: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Admin {
+    web: Option<Spanned<Web>>,
+    ssh: Option<Spanned<Ssh>>,
+    #[serde(default)]
+    user: Vec<Spanned<User>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Web {
+    listen: Option<Spanned<String>>,
+    enable: Option<Spanned<bool>>,
+    secure: Option<Spanned<bool>>,
+    refresh: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ssh {
+    listen: Option<Spanned<String>>,
+    enable: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct User {
+    name: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    access: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manager {
+    host_check: Option<Task>,
+    config_check: Option<Task>,
+    heartbeat: Option<Task>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Task {
+    interval: Option<Spanned<f64>>,
+    enable: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Logging {
+    file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Control {
+    socket: Option<Spanned<String>>,
+}
+
+/// Where a value starts: past its opening quote(s) for strings, so a column
+/// points at the same character as in XML, where the quote is not part of it.
+fn at<T>(text: &str, s: Spanned<T>) -> At<T> {
+    let start = s.span().start;
+    let rest = text.get(start..).unwrap_or("");
+    let skip = ["\"\"\"", "'''", "\"", "'"]
+        .iter()
+        .find(|q| rest.starts_with(*q))
+        .map_or(0, |q| q.len());
+    At::new(s.into_inner(), start + skip)
+}
+
+fn opt<T>(text: &str, s: Option<Spanned<T>>) -> Option<At<T>> {
+    s.map(|s| at(text, s))
+}
+
+fn float(text: &str, s: Option<Spanned<f64>>) -> Option<At<Number>> {
+    s.map(|s| {
+        let a = at(text, s);
+        At::new(Number::Float(a.value), a.at)
+    })
+}
+
+fn task(text: &str, t: Option<Task>) -> Option<RawTask> {
+    t.map(|t| RawTask {
+        interval: float(text, t.interval),
+        enable: opt(text, t.enable),
+    })
+}
+
+/// Parses TOML text into the raw tree.
+pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
+    let t = src.text();
+    let file: File = ::toml::from_str(t).map_err(|e| {
+        let at = e.span().map_or(0, |s| s.start);
+        // The message alone: the location is ours, and toml's Display would
+        // repeat the source line.
+        src.error(at, e.message().trim_end().to_string())
+    })?;
+    let services = file
+        .service
+        .into_iter()
+        .map(|s| {
+            let service_at = s.span().start;
+            let s = s.into_inner();
+            RawService {
+                at: service_at,
+                name: opt(t, s.name),
+                listen: s.listen.into_iter().map(|l| at(t, l)).collect(),
+                groups: s
+                    .group
+                    .into_iter()
+                    .map(|g| {
+                        let group_at = g.span().start;
+                        let g = g.into_inner();
+                        RawGroup {
+                            at: group_at,
+                            name: opt(t, g.name),
+                            scheduler: opt(t, g.scheduler),
+                            enable: opt(t, g.enable),
+                            hosts: g
+                                .hosts
+                                .into_iter()
+                                .map(|h| {
+                                    let host_at = h.span().start;
+                                    let h = h.into_inner();
+                                    RawHost {
+                                        at: host_at,
+                                        name: opt(t, h.name),
+                                        ip: opt(t, h.ip),
+                                        weight: h.weight.map(|w| {
+                                            let w = at(t, w);
+                                            At::new(Number::Int(w.value), w.at)
+                                        }),
+                                    }
+                                })
+                                .collect(),
+                        }
+                    })
+                    .collect(),
+                enabled_group: opt(t, s.enabled_group),
+                connect_timeout: float(t, s.connect_timeout),
+            }
+        })
+        .collect();
+    let admin = file.admin.map(|a| RawAdmin {
+        web: a.web.map(|w| {
+            let web_at = w.span().start;
+            let w = w.into_inner();
+            RawWeb {
+                at: web_at,
+                listen: opt(t, w.listen),
+                enable: opt(t, w.enable),
+                secure: opt(t, w.secure),
+                refresh: float(t, w.refresh),
+            }
+        }),
+        ssh: a.ssh.map(|s| {
+            let ssh_at = s.span().start;
+            let s = s.into_inner();
+            RawSsh {
+                at: ssh_at,
+                listen: opt(t, s.listen),
+                enable: opt(t, s.enable),
+            }
+        }),
+        users: a
+            .user
+            .into_iter()
+            .map(|u| {
+                let user_at = u.span().start;
+                let u = u.into_inner();
+                RawUser {
+                    at: user_at,
+                    name: opt(t, u.name),
+                    password: opt(t, u.password),
+                    access: opt(t, u.access),
+                }
+            })
+            .collect(),
+    });
+    let manager = file.manager.map(|m| RawManager {
+        host_check: task(t, m.host_check),
+        config_check: task(t, m.config_check),
+        heartbeat: task(t, m.heartbeat),
+    });
+    Ok(RawConfig {
+        at: 0,
+        services,
+        admin,
+        manager,
+        logging: file.logging.map(|l| RawLogging {
+            file: opt(t, l.file),
+        }),
+        control: file.control.map(|c| {
+            let control_at = c.span().start;
+            RawControl {
+                at: control_at,
+                socket: opt(t, c.into_inner().socket),
+            }
+        }),
+    })
+}

@@ -1,0 +1,268 @@
+//! Writes a [`Config`] back as txLoadBalancer XML or as TOML, loadable again.
+//!
+//! Used for write-back (`saveConfig`, the configCheck manager) and the admin
+//! API's `running.xml`. Everything the model holds is written, defaults
+//! included, except the connect timeout when it is the default: that keeps files
+//! readable by txLoadBalancer itself, which knows no such attribute.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use super::model::*;
+
+/// Seconds as a plain decimal, exactly: `10`, `0.5`, `1.000000001`.
+pub(crate) fn seconds(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        return d.as_secs().to_string();
+    }
+    let frac = format!("{:09}", d.subsec_nanos());
+    format!("{}.{}", d.as_secs(), frac.trim_end_matches('0'))
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
+}
+
+/// Escapes text for a double-quoted XML attribute. Tabs and line breaks become
+/// character references, because attribute normalisation would turn them into
+/// spaces.
+fn attr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => {
+                let _ = write!(out, "&#{};", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn path_text(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// The configuration as txLoadBalancer XML.
+pub fn to_xml(config: &Config) -> String {
+    let mut x = String::from("<config>\n");
+    for s in &config.services {
+        let timeout = if s.connect_timeout == DEFAULT_CONNECT_TIMEOUT {
+            String::new()
+        } else {
+            format!(" connectTimeout=\"{}\"", seconds(s.connect_timeout))
+        };
+        let _ = writeln!(x, "  <service name=\"{}\"{timeout}>", attr(&s.name));
+        for l in &s.listeners {
+            let _ = writeln!(x, "    <listen ip=\"{}\"/>", attr(&l.to_string()));
+        }
+        for g in &s.groups {
+            let enable = if g.name == s.enabled_group {
+                " enable=\"true\""
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                x,
+                "    <group name=\"{}\" scheduler=\"{}\"{enable}>",
+                attr(&g.name),
+                g.scheduler
+            );
+            for h in &g.hosts {
+                let _ = writeln!(
+                    x,
+                    "      <host name=\"{}\" ip=\"{}\" weight=\"{}\"/>",
+                    attr(&h.name),
+                    attr(&h.address.to_string()),
+                    h.weight
+                );
+            }
+            x.push_str("    </group>\n");
+        }
+        x.push_str("  </service>\n");
+    }
+    if let Some(admin) = &config.admin {
+        x.push_str("  <admin>\n");
+        if let Some(w) = &admin.web {
+            let _ = writeln!(
+                x,
+                "    <web listen=\"{}\" enable=\"{}\" secure=\"{}\" refresh=\"{}\"/>",
+                attr(&w.listen.to_string()),
+                yes(w.enable),
+                yes(w.secure),
+                seconds(w.refresh)
+            );
+        }
+        if let Some(s) = &admin.ssh {
+            let _ = writeln!(
+                x,
+                "    <ssh listen=\"{}\" enable=\"{}\"/>",
+                attr(&s.listen.to_string()),
+                yes(s.enable)
+            );
+        }
+        for u in &admin.users {
+            let _ = writeln!(
+                x,
+                "    <user name=\"{}\" password=\"{}\" access=\"{}\"/>",
+                attr(&u.name),
+                attr(&u.password_hash),
+                u.access.name()
+            );
+        }
+        x.push_str("  </admin>\n");
+    }
+    let m = &config.manager;
+    x.push_str("  <manager>\n");
+    for (tag, t) in [
+        ("hostCheck", m.host_check),
+        ("configCheck", m.config_check),
+        ("heartbeat", m.heartbeat),
+    ] {
+        let _ = writeln!(
+            x,
+            "    <{tag} interval=\"{}\" enable=\"{}\"/>",
+            seconds(t.interval),
+            yes(t.enable)
+        );
+    }
+    x.push_str("  </manager>\n");
+    if let Some(file) = &config.logging.file {
+        let _ = writeln!(x, "  <logging file=\"{}\"/>", attr(&path_text(file)));
+    }
+    if let Some(c) = &config.control {
+        let _ = writeln!(x, "  <control socket=\"{}\"/>", attr(&path_text(&c.socket)));
+    }
+    x.push_str("</config>\n");
+    x
+}
+
+/// A TOML basic string, quoted and escaped.
+fn tstr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The configuration as TOML (the format documented in the `toml` reader).
+pub fn to_toml(config: &Config) -> String {
+    let mut t = String::new();
+    for s in &config.services {
+        let listen: Vec<String> = s.listeners.iter().map(|l| tstr(&l.to_string())).collect();
+        let _ = writeln!(t, "[[service]]\nname = {}", tstr(&s.name));
+        let _ = writeln!(t, "listen = [{}]", listen.join(", "));
+        let _ = writeln!(t, "enabled_group = {}", tstr(&s.enabled_group));
+        let _ = writeln!(t, "connect_timeout = {}", seconds(s.connect_timeout));
+        for g in &s.groups {
+            let _ = writeln!(
+                t,
+                "\n  [[service.group]]\n  name = {}\n  scheduler = {}\n  enable = {}",
+                tstr(&g.name),
+                tstr(g.scheduler.name()),
+                yes(g.name == s.enabled_group)
+            );
+            t.push_str("  hosts = [\n");
+            for h in &g.hosts {
+                let _ = writeln!(
+                    t,
+                    "    {{ name = {}, ip = {}, weight = {} }},",
+                    tstr(&h.name),
+                    tstr(&h.address.to_string()),
+                    h.weight
+                );
+            }
+            t.push_str("  ]\n");
+        }
+        t.push('\n');
+    }
+    if let Some(admin) = &config.admin {
+        // The header keeps an admin section with nothing in it from vanishing.
+        t.push_str("[admin]\n\n");
+        if let Some(w) = &admin.web {
+            let _ = writeln!(
+                t,
+                "[admin.web]\nlisten = {}\nenable = {}\nsecure = {}\nrefresh = {}\n",
+                tstr(&w.listen.to_string()),
+                yes(w.enable),
+                yes(w.secure),
+                seconds(w.refresh)
+            );
+        }
+        if let Some(s) = &admin.ssh {
+            let _ = writeln!(
+                t,
+                "[admin.ssh]\nlisten = {}\nenable = {}\n",
+                tstr(&s.listen.to_string()),
+                yes(s.enable)
+            );
+        }
+        for u in &admin.users {
+            let _ = writeln!(
+                t,
+                "[[admin.user]]\nname = {}\npassword = {}\naccess = {}\n",
+                tstr(&u.name),
+                tstr(&u.password_hash),
+                tstr(u.access.name())
+            );
+        }
+    }
+    let m = &config.manager;
+    t.push_str("[manager]\n");
+    for (key, task) in [
+        ("host_check", m.host_check),
+        ("config_check", m.config_check),
+        ("heartbeat", m.heartbeat),
+    ] {
+        let _ = writeln!(
+            t,
+            "{key} = {{ interval = {}, enable = {} }}",
+            seconds(task.interval),
+            yes(task.enable)
+        );
+    }
+    if let Some(file) = &config.logging.file {
+        let _ = writeln!(t, "\n[logging]\nfile = {}", tstr(&path_text(file)));
+    }
+    if let Some(c) = &config.control {
+        let _ = writeln!(t, "\n[control]\nsocket = {}", tstr(&path_text(&c.socket)));
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_are_plain_decimals() {
+        assert_eq!(seconds(Duration::from_secs(10)), "10");
+        assert_eq!(seconds(Duration::from_millis(500)), "0.5");
+        assert_eq!(seconds(Duration::new(1, 1)), "1.000000001");
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(attr("a<b>&\"'\n"), "a&lt;b&gt;&amp;&quot;&apos;&#10;");
+        assert_eq!(tstr("a\"\\\n\u{1}"), "\"a\\\"\\\\\\n\\u0001\"");
+    }
+}

@@ -1,0 +1,130 @@
+//! Events: the transitions worth telling about (a host going bad or coming back, a
+//! group switched, a listener opened or closed), logged once and broadcast to
+//! subscribers such as an embedding application or the admin page.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// Events kept for a subscriber that falls behind; older ones are dropped for it.
+const EVENT_BACKLOG: usize = 1024;
+
+/// One transition of the running balancer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// A host left rotation after a failure.
+    HostBad {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+        /// Host name.
+        host: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A bad host answered again and is back in rotation.
+    HostBack {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+        /// Host name.
+        host: String,
+    },
+    /// A service's enabled group changed.
+    GroupEnabled {
+        /// Service name.
+        service: String,
+        /// The group now enabled.
+        group: String,
+    },
+    /// A listener started accepting.
+    ListenerAdded {
+        /// Service name.
+        service: String,
+        /// The address as configured.
+        listen: String,
+        /// The bound address.
+        local: SocketAddr,
+    },
+    /// A listener stopped accepting.
+    ListenerRemoved {
+        /// Service name.
+        service: String,
+        /// The address as configured.
+        listen: String,
+    },
+}
+
+/// The sending side, shared by the controller, the managers and connections.
+/// Sending is used only on transitions, never per byte or per connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Events {
+    tx: broadcast::Sender<Event>,
+}
+
+impl Events {
+    pub(crate) fn new() -> Self {
+        Events {
+            tx: broadcast::channel(EVENT_BACKLOG).0,
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+
+    /// Logs and broadcasts `event`.
+    pub(crate) fn emit(&self, event: Event) {
+        match &event {
+            Event::HostBad {
+                service,
+                group,
+                host,
+                reason,
+            } => tracing::warn!(service, group, host, reason, "host marked bad"),
+            Event::HostBack {
+                service,
+                group,
+                host,
+            } => {
+                tracing::info!(service, group, host, "host back in rotation")
+            }
+            Event::GroupEnabled { service, group } => {
+                tracing::info!(service, group, "group enabled")
+            }
+            Event::ListenerAdded {
+                service,
+                listen,
+                local,
+            } => tracing::info!(service, listen, %local, "listener up"),
+            Event::ListenerRemoved { service, listen } => {
+                tracing::info!(service, listen, "listener closing")
+            }
+        }
+        // No subscriber is fine: the log line is the record.
+        let _ = self.tx.send(event);
+    }
+
+    /// Reports a host that just went bad.
+    pub(crate) fn host_bad(&self, service: &str, group: &str, host: &str, reason: &str) {
+        self.emit(Event::HostBad {
+            service: service.to_string(),
+            group: group.to_string(),
+            host: host.to_string(),
+            reason: reason.to_string(),
+        });
+    }
+
+    /// Reports a host that just came back.
+    pub(crate) fn host_back(&self, service: &str, group: &str, host: &str) {
+        self.emit(Event::HostBack {
+            service: service.to_string(),
+            group: group.to_string(),
+            host: host.to_string(),
+        });
+    }
+}

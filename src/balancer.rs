@@ -23,6 +23,7 @@ impl Balancer {
     pub async fn start(config: Config) -> Result<BalancerHandle, ControlError> {
         let controller = Arc::new(Controller::new());
         let manager = config.manager;
+        let boot = Arc::new(config.clone());
         controller.apply(Command::Replace(Box::new(config))).await?;
         let managers = controller.stop_accepting.clone();
         for (task, settings) in [
@@ -39,7 +40,7 @@ impl Balancer {
                 ));
             }
         }
-        Ok(BalancerHandle { controller })
+        Ok(BalancerHandle { controller, boot })
     }
 }
 
@@ -47,6 +48,8 @@ impl Balancer {
 #[derive(Clone)]
 pub struct BalancerHandle {
     controller: Arc<Controller>,
+    /// The configuration as given at start, for "what changed since boot".
+    boot: Arc<Config>,
 }
 
 impl std::fmt::Debug for BalancerHandle {
@@ -64,6 +67,11 @@ impl BalancerHandle {
     /// The running configuration (as changed since start).
     pub fn config(&self) -> Config {
         self.controller.running()
+    }
+
+    /// The configuration as given at start.
+    pub fn boot_config(&self) -> Arc<Config> {
+        self.boot.clone()
     }
 
     /// Listeners currently accepting, with their bound addresses.

@@ -3,7 +3,10 @@
 
 use std::collections::HashSet;
 
-use crate::config::{Config, GroupConfig, HostAddress, HostConfig, ListenAddr, ServiceConfig};
+use crate::config::{
+    AdminConfig, Config, GroupConfig, HostAddress, HostConfig, ListenAddr, ServiceConfig,
+    UserConfig,
+};
 use crate::scheduler::SchedulerKind;
 
 use super::ControlError;
@@ -100,6 +103,13 @@ pub enum Command {
         host: String,
         /// Down or back up.
         down: bool,
+    },
+    /// Add an admin user.
+    AddUser(UserConfig),
+    /// Remove an admin user.
+    RemoveUser {
+        /// Login name.
+        name: String,
     },
 }
 
@@ -244,6 +254,23 @@ impl Command {
                 s.groups[index].hosts.clear();
             }
             Command::SetAdminDown { .. } => {}
+            Command::AddUser(user) => {
+                let admin = config.admin.get_or_insert_with(AdminConfig::default);
+                if admin.users.iter().any(|u| u.name == user.name) {
+                    return Err(ControlError::DuplicateUser(user.name.clone()));
+                }
+                if user.name.is_empty() {
+                    return Err(ControlError::Invalid("user name must not be empty".into()));
+                }
+                admin.users.push(user.clone());
+            }
+            Command::RemoveUser { name } => {
+                let users = config.admin.as_mut().map(|a| &mut a.users);
+                let Some(users) = users.filter(|u| u.iter().any(|u| &u.name == name)) else {
+                    return Err(ControlError::UnknownUser(name.clone()));
+                };
+                users.retain(|u| &u.name != name);
+            }
         }
         Ok(())
     }

@@ -100,6 +100,12 @@ pub enum ControlError {
         /// Group name.
         group: String,
     },
+    /// No admin user of that name.
+    #[error("no user {0:?}")]
+    UnknownUser(String),
+    /// An admin user of that name exists already.
+    #[error("user {0:?} exists already")]
+    DuplicateUser(String),
     /// A service must keep at least one listener.
     #[error("cannot remove the last listener of service {0:?}")]
     LastListener(String),

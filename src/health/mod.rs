@@ -96,18 +96,19 @@ fn apply(
     result: Result<(), String>,
     events: &Events,
 ) {
-    match (manager, result) {
-        (Manager::HostCheck, Ok(())) => {
-            if host.stats.mark_up() {
+    match manager {
+        Manager::HostCheck => {
+            if result.is_ok() && host.stats.mark_up() {
                 events.host_back(service, group, &host.name);
             }
         }
-        (Manager::Heartbeat, Err(reason)) => {
-            let reason = format!("heartbeat: {reason}");
-            if host.stats.record_failure(reason.clone()) {
-                events.host_bad(service, group, &host.name, &reason);
+        Manager::Heartbeat => {
+            if let Err(reason) = result {
+                let reason = format!("heartbeat: {reason}");
+                if host.stats.record_failure(reason.clone()) {
+                    events.host_bad(service, group, &host.name, &reason);
+                }
             }
         }
-        _ => {}
     }
 }

@@ -1,0 +1,509 @@
+#!/usr/bin/env bash
+# bench/compare.sh: compare txlb with no proxy ("direct"), HAProxy (TCP mode, with and
+# without splice) and nginx stream on loopback. See BENCHMARKS.md.
+#
+#   bench/compare.sh            full run: 3 interleaved repeats, ~6-8 minutes
+#   bench/compare.sh --quick    smoke test: 1 repeat, short runs, < 1 minute
+#
+# Options: --repeats N   --only LIST (comma-separated: direct,txlb,haproxy,haproxy-splice,nginx)
+#          --out FILE (JSON, default bench/results/latest.json)   --build (cargo build txlb first)
+#          --keep (keep the work directory with configs and logs)
+# Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb), CARGO_TARGET_DIR,
+#          BENCH_NO_INSTALL=1 (never call apt-get).
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$BENCH_DIR")
+
+QUICK=0 REPEATS="" ONLY="" OUT="" BUILD=0 KEEP=0
+usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --repeats) REPEATS=${2:?--repeats needs a number}; shift ;;
+        --only) ONLY=${2:?--only needs a list}; shift ;;
+        --out) OUT=${2:?--out needs a file}; shift ;;
+        --build) BUILD=1 ;;
+        --keep) KEEP=1 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+# ------------------------------------------------------------------ settings
+HTTP_CONNS=50          # wrk connections (both request/response scenarios)
+if [ "$QUICK" = 1 ]; then
+    MODE=quick; REPEATS=${REPEATS:-1}
+    HTTP_SECS=1; BULK1_BYTES=$((256 << 20)); BULK8_BYTES=$((256 << 20)); BULK_SECS=10
+    IDLE_CONNS=1000; IDLE_SECS=20
+else
+    MODE=full; REPEATS=${REPEATS:-3}
+    HTTP_SECS=5; BULK1_BYTES=$((4 << 30)); BULK8_BYTES=$((4 << 30)); BULK_SECS=30
+    IDLE_CONNS=10000; IDLE_SECS=30
+fi
+ALL_VARIANTS=(direct txlb haproxy haproxy-splice nginx)
+OUT=${OUT:-$BENCH_DIR/results/latest.json}
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+# add sbin dirs: haproxy and nginx live there and a non-root PATH may lack them
+PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
+
+# CPU pinning: the proxy on CPU 0, everything else on CPU 1.
+if [ "$(nproc 2>/dev/null || echo 1)" -ge 2 ]; then PROXY_CPU=0 LOAD_CPU=1
+else PROXY_CPU=0 LOAD_CPU=0; log "only one CPU: proxy and load share CPU 0 (numbers not meaningful)"; fi
+have taskset || die "taskset (util-linux) is required"
+
+# ------------------------------------------------------------------ processes and cleanup
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/txlb-bench.XXXXXX")
+PIDS=()
+stop_pid() {  # stop one process we started (and its direct children), politely then firmly
+    local pid=$1 kids i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kids=$(pgrep -P "$pid" 2>/dev/null || true)
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    # shellcheck disable=SC2086
+    kill -KILL "$pid" $kids 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do stop_pid "$pid"; done
+    if [ "$KEEP" = 1 ]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# start_bg LOGFILE CMD...: start CMD in the background, remember it; its pid is in $BG_PID
+start_bg() {
+    local logf=$1; shift
+    "$@" >"$logf" 2>&1 &
+    BG_PID=$!
+    PIDS+=("$BG_PID")
+}
+forget_pid() {
+    local keep=() p
+    for p in "${PIDS[@]+"${PIDS[@]}"}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+# ------------------------------------------------------------------ tools
+stream_module() {  # prints the load_module line nginx needs for stream, "" if built in; fails if absent
+    local v dir
+    v=$(nginx -V 2>&1) || return 1
+    if grep -q -- '--with-stream\( \|$\)' <<<"$v"; then echo ""; return 0; fi
+    dir=$(sed -n 's/.*--modules-path=\([^ ]*\).*/\1/p' <<<"$v"); dir=${dir:-/usr/lib/nginx/modules}
+    for f in "$dir/ngx_stream_module.so" /usr/lib/nginx/modules/ngx_stream_module.so; do
+        [ -e "$f" ] && { echo "load_module $f;"; return 0; }
+    done
+    return 1
+}
+
+install_tools() {
+    local missing=() p sudo=()
+    have haproxy || missing+=(haproxy)
+    have nginx || missing+=(nginx)
+    { have nginx && stream_module >/dev/null; } || missing+=(libnginx-mod-stream)
+    have wrk || missing+=(wrk)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ -n "${BENCH_NO_INSTALL:-}" ]; then log "missing ${missing[*]}; BENCH_NO_INSTALL set, not installing"; return 0; fi
+    have apt-get || { log "missing ${missing[*]} and no apt-get to install them"; return 0; }
+    if [ "$(id -u)" != 0 ]; then
+        if have sudo && sudo -n true 2>/dev/null; then sudo=(sudo -n); else
+            log "missing ${missing[*]}: not root and no password-less sudo, not installing"; return 0; fi
+    fi
+    log "installing from Debian: ${missing[*]}"
+    local apt=("${sudo[@]+"${sudo[@]}"}" env DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o Dpkg::Use-Pty=0)
+    if ! "${apt[@]}" install --no-install-recommends "${missing[@]}" >>"$WORK/apt.log" 2>&1; then
+        log "apt-get install failed; running apt-get update once"
+        "${apt[@]}" update >>"$WORK/apt.log" 2>&1 || log "apt-get update failed (see below)"
+        if ! "${apt[@]}" install --no-install-recommends "${missing[@]}" >>"$WORK/apt.log" 2>&1; then
+            for p in "${missing[@]}"; do  # one by one, so one unavailable package spares the others
+                "${apt[@]}" install --no-install-recommends "$p" >>"$WORK/apt.log" 2>&1 || log "could not install $p"
+            done
+        fi
+    fi
+    tail -n 3 "$WORK/apt.log" >&2 || true
+}
+
+install_tools
+have python3 || die "python3 is required (for the report)"
+have cc || die "a C compiler (cc) is required for bench/tcpbench.c"
+TB=$WORK/tcpbench
+cc -O2 -pthread -o "$TB" "$BENCH_DIR/tcpbench.c" || die "compiling bench/tcpbench.c failed"
+REPORT=(python3 "$BENCH_DIR/report.py")
+
+# which variants can run
+NOTES=()
+skip_or_die() {  # in quick mode a missing tool skips the variant; a full run fails
+    if [ "$QUICK" = 1 ]; then log "SKIPPING $1: $2"; NOTES+=("$1 skipped: $2"); return 0; fi
+    die "$1: $2 (the quick mode would skip it)"
+}
+NGX_STREAM=""; HAVE_NGX=0; HAVE_WRK=0; HAVE_HAPROXY=0
+if have nginx; then HAVE_NGX=1; fi
+if have wrk; then HAVE_WRK=1; fi
+if have haproxy; then HAVE_HAPROXY=1; fi
+WANT=()
+if [ -n "$ONLY" ]; then IFS=, read -r -a WANT <<<"$ONLY"; else WANT=("${ALL_VARIANTS[@]}"); fi
+VARIANTS=()
+for v in "${WANT[@]}"; do
+    case "$v" in
+        direct|txlb) VARIANTS+=("$v") ;;
+        haproxy|haproxy-splice)
+            if [ "$HAVE_HAPROXY" = 1 ]; then VARIANTS+=("$v"); else skip_or_die "$v" "haproxy is not installed"; fi ;;
+        nginx)
+            if [ "$HAVE_NGX" = 1 ] && NGX_STREAM=$(stream_module); then VARIANTS+=("$v")
+            else skip_or_die nginx "nginx with the stream module (libnginx-mod-stream) is not installed"; fi ;;
+        *) die "unknown variant $v (known: ${ALL_VARIANTS[*]})" ;;
+    esac
+done
+if [ "$HAVE_WRK" = 0 ]; then
+    skip_or_die "the new-connection and keep-alive scenarios" "wrk is not installed"
+fi
+if [ "$HAVE_NGX" = 0 ]; then
+    log "nginx is missing: the HTTP backends are bench/tcpbench 'hold' servers instead"
+    NOTES+=("HTTP backends: tcpbench hold servers (nginx missing)")
+fi
+
+# ------------------------------------------------------------------ txlb binary
+has_variant() { local v; for v in "${VARIANTS[@]}"; do [ "$v" = "$1" ] && return 0; done; return 1; }
+if has_variant txlb; then
+    TARGET_DIR=${CARGO_TARGET_DIR:-target}
+    case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
+    if [ -n "${TXLB_BIN:-}" ]; then
+        case "$TXLB_BIN" in /*) ;; *) TXLB_BIN=$ROOT/$TXLB_BIN ;; esac
+        [ -x "$TXLB_BIN" ] || die "TXLB_BIN=$TXLB_BIN is not an executable"
+    else
+        TXLB_BIN=$TARGET_DIR/release/txlb
+        if [ "$BUILD" = 1 ] || [ ! -x "$TXLB_BIN" ]; then
+            log "building txlb: cargo build --release (target dir $TARGET_DIR)"
+            (cd "$ROOT" && cargo build --release) >&2 || die "cargo build --release failed"
+        fi
+        [ -x "$TXLB_BIN" ] || die "no txlb binary at $TXLB_BIN after the build"
+    fi
+    log "txlb binary: $TXLB_BIN"
+fi
+
+# ------------------------------------------------------------------ limits and ports
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+[ "$NOFILE" = unlimited ] && NOFILE=1048576
+# the proxy holds two descriptors per proxied connection
+MAX_IDLE=$(( (NOFILE - 200) / 2 ))
+if [ "$IDLE_CONNS" -gt "$MAX_IDLE" ]; then
+    NOTES+=("idle: $MAX_IDLE connections, not $IDLE_CONNS: the open-files hard limit is $NOFILE and the proxy needs 2 per connection")
+    log "open-files hard limit $NOFILE: idle test uses $MAX_IDLE connections instead of $IDLE_CONNS"
+    IDLE_CONNS=$MAX_IDLE
+fi
+MAXCONN=$(( NOFILE / 2 > 50000 ? 50000 : NOFILE / 2 ))   # haproxy maxconn, nginx worker_connections/2
+
+read -r HB1 HB2 ZB1 ZB2 IB1 IB2 PH PZ PI < <("$TB" freeport 9) || die "no free ports"
+CLK=$(getconf CLK_TCK)
+
+# ------------------------------------------------------------------ backends (all on the load CPU)
+# HTTP: two nginx servers returning a small static body; bulk: two zero writers;
+# idle: two "hold" servers that keep every connection open and answer tiny requests.
+start_backends() {
+    local i port
+    mkdir -p "$WORK/ngx-tmp"
+    for i in 1 2; do
+        port=$([ $i = 1 ] && echo "$HB1" || echo "$HB2")
+        if [ "$HAVE_NGX" = 1 ]; then
+            cat >"$WORK/backend$i.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+worker_rlimit_nofile $NOFILE;
+pid $WORK/backend$i.pid;
+error_log $WORK/backend$i.err error;
+events { worker_connections $NOFILE; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/ngx-tmp/body;
+    proxy_temp_path $WORK/ngx-tmp/proxy;
+    fastcgi_temp_path $WORK/ngx-tmp/fastcgi;
+    uwsgi_temp_path $WORK/ngx-tmp/uwsgi;
+    scgi_temp_path $WORK/ngx-tmp/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        location / { default_type text/plain; return 200 "hello from backend $i\n"; }
+    }
+}
+EOF
+            start_bg "$WORK/backend$i.log" taskset -c "$LOAD_CPU" nginx -e "$WORK/backend$i.err" -p "$WORK" -c "$WORK/backend$i.conf"
+        else
+            start_bg "$WORK/backend$i.log" taskset -c "$LOAD_CPU" "$TB" hold "$port"
+        fi
+        "$TB" waitlisten "$port" 10 || { cat "$WORK/backend$i.log" "$WORK/backend$i.err" >&2 2>/dev/null; die "HTTP backend $i did not start"; }
+    done
+    for port in "$ZB1" "$ZB2"; do start_bg "$WORK/zero-$port.log" taskset -c "$LOAD_CPU" "$TB" zero "$port"; done
+    for port in "$IB1" "$IB2"; do start_bg "$WORK/hold-$port.log" taskset -c "$LOAD_CPU" "$TB" hold "$port"; done
+    for port in "$ZB1" "$ZB2" "$IB1" "$IB2"; do "$TB" waitlisten "$port" 10 || die "backend on $port did not start"; done
+}
+
+# ------------------------------------------------------------------ proxies (on the proxy CPU)
+# Each proxy has three listeners, one per backend pair, round robin, no logging:
+#   PH -> HTTP backends, PZ -> zero writers, PI -> hold servers.
+write_txlb_conf() {
+    local f=$WORK/txlb.xml
+    {
+        echo "<config>"
+        local name lport b1 b2
+        for name in http bulk idle; do
+            case $name in
+                http) lport=$PH b1=$HB1 b2=$HB2 ;;
+                bulk) lport=$PZ b1=$ZB1 b2=$ZB2 ;;
+                idle) lport=$PI b1=$IB1 b2=$IB2 ;;
+            esac
+            cat <<EOF
+  <service name="$name">
+    <listen ip="127.0.0.1:$lport"/>
+    <group name="g" scheduler="roundr" enable="true">
+      <host name="b1" ip="127.0.0.1:$b1"/>
+      <host name="b2" ip="127.0.0.1:$b2"/>
+    </group>
+  </service>
+EOF
+        done
+        echo '  <manager><hostCheck interval="10" enable="true"/></manager>'
+        echo "</config>"
+    } >"$f"
+    echo "$f"
+}
+
+write_haproxy_conf() {  # $1: "splice" or ""
+    local f=$WORK/haproxy-$1.cfg
+    cat >"$f" <<EOF
+global
+    nbthread 1
+    maxconn $MAXCONN
+    # the open-files hard limit may be below what maxconn asks for (splice pipes):
+    # run anyway, the idle test stays within the limit
+    no strict-limits
+    # no "log" line: nothing is logged
+
+defaults
+    mode tcp
+    balance roundrobin
+    maxconn $MAXCONN
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+$([ "$1" = splice ] && echo "    option splice-auto")
+
+frontend http
+    bind 127.0.0.1:$PH
+    default_backend http
+backend http
+    server b1 127.0.0.1:$HB1
+    server b2 127.0.0.1:$HB2
+
+frontend bulk
+    bind 127.0.0.1:$PZ
+    default_backend bulk
+backend bulk
+    server b1 127.0.0.1:$ZB1
+    server b2 127.0.0.1:$ZB2
+
+frontend idle
+    bind 127.0.0.1:$PI
+    default_backend idle
+backend idle
+    server b1 127.0.0.1:$IB1
+    server b2 127.0.0.1:$IB2
+EOF
+    echo "$f"
+}
+
+write_nginx_conf() {
+    local f=$WORK/nginx-proxy.conf
+    cat >"$f" <<EOF
+$NGX_STREAM
+worker_processes 1;
+worker_rlimit_nofile $NOFILE;
+daemon off;
+pid $WORK/nginx-proxy.pid;
+error_log $WORK/nginx-proxy.err error;
+events { worker_connections $NOFILE; }
+stream {
+    access_log off;
+    proxy_connect_timeout 5s;
+    proxy_timeout 1h;
+    upstream http { server 127.0.0.1:$HB1; server 127.0.0.1:$HB2; }
+    upstream bulk { server 127.0.0.1:$ZB1; server 127.0.0.1:$ZB2; }
+    upstream idle { server 127.0.0.1:$IB1; server 127.0.0.1:$IB2; }
+    server { listen 127.0.0.1:$PH backlog=4096; proxy_pass http; }
+    server { listen 127.0.0.1:$PZ backlog=4096; proxy_pass bulk; }
+    server { listen 127.0.0.1:$PI backlog=4096; proxy_pass idle; }
+}
+EOF
+    echo "$f"
+}
+
+PROXY_PID=""     # the process we start and stop
+MEASURE_PID=""   # the process whose CPU and memory we read (nginx: the worker)
+start_proxy() {
+    local v=$1 logf=$WORK/$1.log conf port i
+    case "$v" in
+        txlb)
+            conf=$(write_txlb_conf)
+            start_bg "$logf" env TXLB_LOG=warn taskset -c "$PROXY_CPU" "$TXLB_BIN" run --config "$conf" --workers 1 --grace 1 ;;
+        haproxy|haproxy-splice)
+            conf=$(write_haproxy_conf "$([ "$v" = haproxy-splice ] && echo splice)")
+            start_bg "$logf" taskset -c "$PROXY_CPU" haproxy -db -f "$conf" ;;
+        nginx)
+            conf=$(write_nginx_conf)
+            start_bg "$logf" taskset -c "$PROXY_CPU" nginx -e "$WORK/nginx-proxy.err" -p "$WORK" -c "$conf" ;;
+    esac
+    PROXY_PID=$BG_PID
+    for port in "$PH" "$PZ" "$PI"; do
+        if ! "$TB" waitlisten "$port" 15 || ! kill -0 "$PROXY_PID" 2>/dev/null; then
+            log "$v did not start; its output:"
+            cat "$logf" >&2; [ -e "$WORK/nginx-proxy.err" ] && cat "$WORK/nginx-proxy.err" >&2
+            return 1
+        fi
+    done
+    MEASURE_PID=$PROXY_PID
+    if [ "$v" = nginx ]; then
+        MEASURE_PID=""
+        for i in $(seq 1 100); do
+            MEASURE_PID=$(pgrep -P "$PROXY_PID" | head -n 1 || true)
+            [ -n "$MEASURE_PID" ] && break; sleep 0.05
+        done
+        [ -n "$MEASURE_PID" ] || { log "nginx: no worker process"; return 1; }
+    fi
+    sleep 0.3
+}
+stop_proxy() {
+    [ -n "$PROXY_PID" ] || return 0
+    stop_pid "$PROXY_PID"; forget_pid "$PROXY_PID"
+    PROXY_PID="" MEASURE_PID=""
+}
+
+# ------------------------------------------------------------------ measurements
+cpu_ticks() {  # utime+stime of a process (all its threads), in clock ticks
+    local s
+    [ -n "$1" ] || { echo 0; return; }
+    s=$(<"/proc/$1/stat") || { echo 0; return; }
+    s=${s##*) }
+    # shellcheck disable=SC2086
+    set -- $s
+    echo $(( ${12} + ${13} ))
+}
+RAW=$WORK/raw.jsonl
+: >"$RAW"
+record() { "${REPORT[@]}" record "$RAW" "$@"; }
+
+run_http() {  # run_http VARIANT REP newconn|keepalive
+    local v=$1 rep=$2 s=$3 url c0 c1 hdr=()
+    if [ "$v" = direct ]; then url=http://127.0.0.1:$HB1/; else url=http://127.0.0.1:$PH/; fi
+    [ "$s" = newconn ] && hdr=(-H "Connection: close")
+    c0=$(cpu_ticks "$MEASURE_PID")
+    timeout -k 5 $((HTTP_SECS + 20)) taskset -c "$LOAD_CPU" wrk -t1 -c"$HTTP_CONNS" -d"${HTTP_SECS}s" --timeout 2s --latency \
+        "${hdr[@]+"${hdr[@]}"}" "$url" >"$WORK/wrk.out" 2>&1 || true
+    c1=$(cpu_ticks "$MEASURE_PID")
+    record --variant "$v" --rep "$rep" --scenario "$s" --wrk "$WORK/wrk.out" \
+        $([ -n "$MEASURE_PID" ] && echo "cpu_ticks=$((c1 - c0)) clk_tck=$CLK")
+}
+
+run_bulk() {  # run_bulk VARIANT REP STREAMS BYTES
+    local v=$1 rep=$2 n=$3 bytes=$4 addrs c0 c1 t0 t1 out
+    if [ "$v" = direct ]; then addrs=127.0.0.1:$ZB1,127.0.0.1:$ZB2; else addrs=127.0.0.1:$PZ; fi
+    c0=$(cpu_ticks "$MEASURE_PID"); t0=$EPOCHREALTIME
+    out=$(timeout -k 5 $((BULK_SECS + 10)) taskset -c "$LOAD_CPU" "$TB" bulk "$addrs" "$n" "$bytes" "$BULK_SECS" 2>&1) || true
+    t1=$EPOCHREALTIME; c1=$(cpu_ticks "$MEASURE_PID")
+    record --variant "$v" --rep "$rep" --scenario "bulk$n" --json "$out" \
+        "wall_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')" \
+        $([ -n "$MEASURE_PID" ] && echo "cpu_ticks=$((c1 - c0)) clk_tck=$CLK")
+}
+
+run_idle() {  # run_idle VARIANT REP (needs a proxy: memory is the proxy's)
+    local v=$1 rep=$2 out
+    out=$(timeout -k 5 $((2 * IDLE_SECS + 15)) taskset -c "$LOAD_CPU" "$TB" idle "127.0.0.1:$PI" "$IDLE_CONNS" "$MEASURE_PID" "$IDLE_SECS" 2>&1) || true
+    record --variant "$v" --rep "$rep" --scenario idle --json "$out"
+}
+
+run_session() {  # one variant, all scenarios, on a freshly started proxy
+    local v=$1 rep=$2
+    if [ "$v" != direct ]; then
+        if ! start_proxy "$v"; then
+            stop_proxy
+            case "$v" in txlb) die "txlb failed to start (it must run, also in --quick mode)" ;; esac
+            [ "$QUICK" = 1 ] || die "$v failed to start"
+            log "SKIPPING $v for this repeat: it failed to start"; NOTES+=("$v failed to start in repeat $rep")
+            return 0
+        fi
+        # idle first: memory growth is measured on a fresh process
+        run_idle "$v" "$rep"
+    fi
+    if [ "$HAVE_WRK" = 1 ]; then
+        run_http "$v" "$rep" newconn
+        run_http "$v" "$rep" keepalive
+    fi
+    run_bulk "$v" "$rep" 1 "$BULK1_BYTES"
+    run_bulk "$v" "$rep" 8 "$BULK8_BYTES"
+    stop_proxy
+}
+
+# ------------------------------------------------------------------ run
+START=$EPOCHSECONDS
+log "$MODE run: variants ${VARIANTS[*]}; $REPEATS repeat(s); work dir $WORK"
+start_backends
+for rep in $(seq 1 "$REPEATS"); do
+    for v in "${VARIANTS[@]}"; do   # interleaved: A B C ... A B C ...
+        log "repeat $rep/$REPEATS: $v"
+        run_session "$v" "$rep"
+    done
+done
+log "measurements done in $((EPOCHSECONDS - START)) s"
+
+# ------------------------------------------------------------------ report
+versions() {
+    [ "$HAVE_HAPROXY" = 1 ] && printf 'haproxy: %s\n' "$(haproxy -v 2>&1 | head -n 1)"
+    [ "$HAVE_NGX" = 1 ] && printf 'nginx: %s\n' "$(nginx -v 2>&1 | head -n 1)"
+    [ "$HAVE_WRK" = 1 ] && printf 'wrk: %s\n' "$(wrk -v 2>&1 | head -n 1)"
+    has_variant txlb && printf 'txlb: %s (%s)\n' "$("$TXLB_BIN" --version 2>&1 | head -n 1)" "$TXLB_BIN"
+    printf 'git: %s\n' "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+    return 0
+}
+META=$WORK/meta.json
+NOTES_TEXT=$(printf '%s\n' "${NOTES[@]+"${NOTES[@]}"}")
+VERSIONS_TEXT=$(versions)
+MODE="$MODE" REPEATS="$REPEATS" PROXY_CPU="$PROXY_CPU" LOAD_CPU="$LOAD_CPU" NOTES_TEXT="$NOTES_TEXT" \
+VERSIONS_TEXT="$VERSIONS_TEXT" HTTP_SECS="$HTTP_SECS" HTTP_CONNS="$HTTP_CONNS" BULK1_BYTES="$BULK1_BYTES" \
+BULK8_BYTES="$BULK8_BYTES" IDLE_CONNS="$IDLE_CONNS" ELAPSED=$((EPOCHSECONDS - START)) \
+python3 - "$META" <<'EOF'
+import json, os, platform, sys, time
+e = os.environ
+meta = {
+    "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    "machine": "%s, %d CPUs, %s" % (platform.node() or "?", os.cpu_count() or 0, platform.release()),
+    "mode": e["MODE"], "repeats": int(e["REPEATS"]),
+    "proxy_cpu": e["PROXY_CPU"], "load_cpu": e["LOAD_CPU"],
+    "notes": [n for n in e["NOTES_TEXT"].splitlines() if n],
+    "versions": [v for v in e["VERSIONS_TEXT"].splitlines() if v],
+    "elapsed_s": int(e["ELAPSED"]),
+    "settings": {"http_secs": int(e["HTTP_SECS"]), "http_conns": int(e["HTTP_CONNS"]),
+                 "bulk1_bytes": int(e["BULK1_BYTES"]), "bulk8_bytes": int(e["BULK8_BYTES"]),
+                 "idle_conns": int(e["IDLE_CONNS"])},
+    "scenario_notes": {
+        "newconn": "wrk -t1 -c%s, %ss" % (e["HTTP_CONNS"], e["HTTP_SECS"]),
+        "keepalive": "wrk -t1 -c%s, %ss" % (e["HTTP_CONNS"], e["HTTP_SECS"]),
+        "bulk1": "%.2f GiB" % (int(e["BULK1_BYTES"]) / 2**30),
+        "bulk8": "%.2f GiB in all" % (int(e["BULK8_BYTES"]) / 2**30),
+        "idle": "%s connections" % e["IDLE_CONNS"],
+    },
+}
+json.dump(meta, open(sys.argv[1], "w"), indent=2)
+EOF
+mkdir -p "$(dirname "$OUT")"
+"${REPORT[@]}" summarize "$RAW" "$OUT" "$META"
+echo
+echo "JSON: $OUT"

@@ -279,7 +279,7 @@ EOF
 }
 
 write_haproxy_conf() {  # $1: "splice" or ""
-    local f=$WORK/haproxy-$1.cfg
+    local f=$WORK/haproxy-${1:-plain}.cfg
     cat >"$f" <<EOF
 global
     nbthread 1

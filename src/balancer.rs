@@ -11,7 +11,7 @@ use crate::config::{Config, ListenAddr};
 use crate::control::{BoundListener, Command, ControlError, Controller};
 use crate::events::Event;
 use crate::health::{self, Manager};
-use crate::state::{HostStatsView, Snapshot};
+use crate::state::{ConnectionInfo, HostSnapshot, HostStatsView, ServiceCountersView, Snapshot};
 
 /// Starts balancers.
 #[derive(Debug)]
@@ -21,7 +21,7 @@ impl Balancer {
     /// Resolves host names, binds every listener and starts accepting and the
     /// managers. Fails, with nothing left running, when a listener cannot be bound.
     pub async fn start(config: Config) -> Result<BalancerHandle, ControlError> {
-        let controller = Arc::new(Controller::new());
+        let controller = Arc::new(Controller::new(None));
         let manager = config.manager;
         let boot = Arc::new(config.clone());
         controller.apply(Command::Replace(Box::new(config))).await?;
@@ -34,8 +34,8 @@ impl Balancer {
                 tokio::spawn(health::run(
                     task,
                     settings.interval,
-                    controller.snapshots.clone(),
-                    controller.events.clone(),
+                    controller.data.snapshots.clone(),
+                    controller.data.events.clone(),
                     managers.clone(),
                 ));
             }
@@ -97,7 +97,75 @@ impl BalancerHandle {
 
     /// A point-in-time copy of every service, group and host with its counters.
     pub fn stats(&self) -> Stats {
-        Stats::of(&self.controller.snapshots.load(), &self.listeners())
+        Stats::of(
+            &self.controller.data.snapshots.load(),
+            &self.listeners(),
+            &self.controller.removed_hosts(),
+        )
+    }
+
+    /// Open connections, oldest first, optionally only those of one service and
+    /// one host name.
+    pub fn connections(&self, service: Option<&str>, host: Option<&str>) -> Vec<ConnectionInfo> {
+        self.controller.data.registry.list(|c| {
+            service.is_none_or(|s| *c.service == *s) && host.is_none_or(|h| *c.host == *h)
+        })
+    }
+
+    /// Closes one open connection; false if it no longer exists.
+    pub fn close_connection(&self, id: u64) -> bool {
+        self.controller.data.registry.close(id)
+    }
+
+    /// Drains a host: it takes no new connections (it is admin-down until
+    /// [`Command::SetAdminDown`] puts it back), established ones continue, and
+    /// with a `deadline` those still open then are closed. Returns at once.
+    pub async fn drain_host(
+        &self,
+        service: &str,
+        group: &str,
+        host: &str,
+        deadline: Option<Duration>,
+    ) -> Result<(), ControlError> {
+        let stats = self.controller.host_stats(service, group, host)?;
+        self.apply(Command::SetAdminDown {
+            service: service.into(),
+            group: group.into(),
+            host: host.into(),
+            down: true,
+        })
+        .await?;
+        tracing::info!(
+            service,
+            group,
+            host,
+            open = stats.open(),
+            ?deadline,
+            "host draining"
+        );
+        if let Some(deadline) = deadline {
+            let registry = self.controller.data.registry.clone();
+            let stop = self.controller.stop_accepting.clone();
+            let (service, group, host) = (service.to_string(), group.to_string(), host.to_string());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(deadline) => {}
+                    _ = stop.cancelled() => return,
+                }
+                // Still draining (not put back up meanwhile)? Cut what is left.
+                if stats.is_admin_down() {
+                    let closed = registry.close_where(|c| Arc::ptr_eq(&c.host_stats, &stats));
+                    tracing::info!(
+                        service,
+                        group,
+                        host,
+                        closed,
+                        "drain deadline: connections closed"
+                    );
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Probes one host now (the legacy `retryHost`); returns whether it answered,
@@ -109,7 +177,7 @@ impl BalancerHandle {
         host: &str,
     ) -> Result<bool, ControlError> {
         let (target, timeout) = {
-            let snapshot = self.controller.snapshots.load();
+            let snapshot = self.controller.data.snapshots.load();
             let s = snapshot
                 .service(service)
                 .ok_or_else(|| ControlError::UnknownService(service.into()))?;
@@ -131,13 +199,14 @@ impl BalancerHandle {
         match health::probe(&target, timeout).await {
             Ok(()) => {
                 if target.stats.mark_up() {
-                    self.controller.events.host_back(service, group, host);
+                    self.controller.data.events.host_back(service, group, host);
                 }
                 Ok(true)
             }
             Err(reason) => {
                 if target.stats.mark_bad(reason.clone()) {
                     self.controller
+                        .data
                         .events
                         .host_bad(service, group, host, &reason);
                 }
@@ -150,7 +219,7 @@ impl BalancerHandle {
     /// removed), as a stream. A subscriber that falls more than 1,024 events behind
     /// sees a `Lagged` error item and continues with newer events.
     pub fn events(&self) -> tokio_stream::wrappers::BroadcastStream<Event> {
-        tokio_stream::wrappers::BroadcastStream::new(self.controller.events.subscribe())
+        tokio_stream::wrappers::BroadcastStream::new(self.controller.data.events.subscribe())
     }
 
     /// A token cancelled when shutdown begins.
@@ -196,6 +265,8 @@ pub struct ServiceStats {
     pub enabled_group: String,
     /// Groups in configuration order.
     pub groups: Vec<GroupStats>,
+    /// Service-wide counters.
+    pub counters: ServiceCountersView,
 }
 
 /// One group's state.
@@ -209,6 +280,8 @@ pub struct GroupStats {
     pub enabled: bool,
     /// Hosts in configuration order.
     pub hosts: Vec<HostStatsEntry>,
+    /// Hosts removed from the group whose connections are still open.
+    pub draining: Vec<HostStatsEntry>,
 }
 
 /// One host's configuration and counters.
@@ -226,7 +299,17 @@ pub struct HostStatsEntry {
 }
 
 impl Stats {
-    fn of(snapshot: &Snapshot, listeners: &[BoundListener]) -> Stats {
+    fn of(
+        snapshot: &Snapshot,
+        listeners: &[BoundListener],
+        removed: &[(Arc<str>, Arc<str>, HostSnapshot)],
+    ) -> Stats {
+        let entry = |h: &HostSnapshot| HostStatsEntry {
+            name: h.name.to_string(),
+            address: h.address.to_string(),
+            weight: h.weight,
+            stats: h.stats.view(),
+        };
         let services = snapshot
             .services
             .iter()
@@ -246,18 +329,15 @@ impl Stats {
                         name: g.name.to_string(),
                         scheduler: g.scheduler_kind.to_string(),
                         enabled: i == s.enabled,
-                        hosts: g
-                            .hosts
+                        hosts: g.hosts.iter().map(entry).collect(),
+                        draining: removed
                             .iter()
-                            .map(|h| HostStatsEntry {
-                                name: h.name.to_string(),
-                                address: h.address.to_string(),
-                                weight: h.weight,
-                                stats: h.stats.view(),
-                            })
+                            .filter(|(rs, rg, _)| *rs == s.name && *rg == g.name)
+                            .map(|(_, _, h)| entry(h))
                             .collect(),
                     })
                     .collect(),
+                counters: s.counters.view(),
             })
             .collect();
         Stats { services }

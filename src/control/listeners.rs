@@ -115,14 +115,13 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
     let stop = controller.stop_accepting.child_token();
     let task = ListenerTask {
         service: bound.service.clone(),
-        snapshots: controller.snapshots.clone(),
+        data: controller.data.clone(),
         stop_accepting: stop.clone(),
         stop_connections: controller.stop_connections.clone(),
         tracker: controller.connections.clone(),
-        events: controller.events.clone(),
     };
     let local = bound.local;
-    controller.events.emit(Event::ListenerAdded {
+    controller.data.events.emit(Event::ListenerAdded {
         service: bound.service.to_string(),
         listen: bound.configured.to_string(),
         local,

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::Shutdown;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use socket2::SockRef;
 use tokio::net::TcpStream;
@@ -11,34 +12,64 @@ use tokio::net::TcpStream;
 /// (back-pressure through the kernel's socket buffers).
 pub const COPY_BUFFER: usize = 16 * 1024;
 
+/// Which side of a proxied connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client.
+    Client,
+    /// The host.
+    Host,
+}
+
 /// Totals of one finished connection.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Copied {
     /// Bytes from the client to the host.
     pub client_to_host: u64,
     /// Bytes from the host to the client.
     pub host_to_client: u64,
+    /// Who sent the first FIN.
+    pub first_to_close: Side,
 }
+
+const NOBODY: u8 = 0;
+const CLIENT: u8 = 1;
+const HOST: u8 = 2;
 
 /// Copies in both directions until both are closed. When one side sends FIN, the
 /// other side's write half is shut down and the opposite direction keeps flowing.
-/// `on_bytes` is called after every chunk written (`true` = client to host), so
-/// counters move while long connections run.
+/// `on_bytes` is called after every chunk written (`Side::Client` = from the
+/// client), so counters move while long connections run. An error in either
+/// direction (a reset) ends the whole connection.
 ///
 /// Both sockets are used through `&TcpStream` in one task: no split, no extra task,
 /// and each direction holds a buffer only while it has data to move.
 pub async fn copy_bidirectional(
     client: &TcpStream,
     host: &TcpStream,
-    on_bytes: impl Fn(bool, usize),
+    on_bytes: impl Fn(Side, usize),
 ) -> io::Result<Copied> {
-    let up = copy_one_way(client, host, |n| on_bytes(true, n));
-    let down = copy_one_way(host, client, |n| on_bytes(false, n));
-    // try_join: an error in one direction (a reset) ends the whole connection.
+    // Set once, by whichever direction sees EOF first; both run in this task.
+    let first = AtomicU8::new(NOBODY);
+    let up = async {
+        let n = copy_one_way(client, host, |n| on_bytes(Side::Client, n)).await?;
+        let _ = first.compare_exchange(NOBODY, CLIENT, Relaxed, Relaxed);
+        Ok::<_, io::Error>(n)
+    };
+    let down = async {
+        let n = copy_one_way(host, client, |n| on_bytes(Side::Host, n)).await?;
+        let _ = first.compare_exchange(NOBODY, HOST, Relaxed, Relaxed);
+        Ok(n)
+    };
     let (client_to_host, host_to_client) = tokio::try_join!(up, down)?;
     Ok(Copied {
         client_to_host,
         host_to_client,
+        first_to_close: if first.load(Relaxed) == HOST {
+            Side::Host
+        } else {
+            Side::Client
+        },
     })
 }
 

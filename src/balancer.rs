@@ -244,6 +244,11 @@ impl BalancerHandle {
             c.stop_connections.cancel();
             c.connections.wait().await;
         }
+        // leastc rankings and their hosts point at each other: unhook them so an
+        // embedding application that drops the balancer frees them.
+        for host in c.data.snapshots.load().hosts() {
+            host.stats.attach_ranking(None);
+        }
     }
 }
 

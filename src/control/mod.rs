@@ -414,7 +414,8 @@ impl Controller {
         state
             .service_counters
             .retain(|name, _| config.services.iter().any(|s| &s.name == name));
-        // Hosts that left with connections still open drain visibly.
+        // Hosts that left stop feeding any ranking; those with connections still
+        // open drain visibly.
         for service in &previous.services {
             for group in &service.groups {
                 for host in &group.hosts {
@@ -423,7 +424,11 @@ impl Controller {
                         group.name.to_string(),
                         host.name.to_string(),
                     );
-                    if !hosts.contains_key(&key) && host.stats.open() > 0 {
+                    if hosts.contains_key(&key) {
+                        continue;
+                    }
+                    host.stats.attach_ranking(None);
+                    if host.stats.open() > 0 {
                         state.removed.push((
                             service.name.clone(),
                             group.name.clone(),

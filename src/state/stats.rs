@@ -10,6 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
+use crate::scheduler::Ranking;
+
 /// Why and since when a host is bad.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BadInfo {
@@ -61,6 +63,10 @@ pub struct HostStats {
     bad_info: ArcSwapOption<BadInfo>,
     /// The address connections go to; `None` until the name resolves.
     resolved: ArcSwapOption<SocketAddr>,
+    /// The leastc ranking this host takes part in, if its group uses leastc.
+    /// Set by the controller for each snapshot; told of every change that moves
+    /// the host in the ranking.
+    ranking: ArcSwapOption<Ranking>,
 }
 
 /// Upper bounds (seconds) of the connect latency histogram's buckets.
@@ -111,6 +117,20 @@ impl HostStats {
         }
     }
 
+    /// Hooks this host to a leastc ranking (or unhooks it).
+    pub fn attach_ranking(&self, ranking: Option<Ranking>) {
+        self.ranking.store(ranking.map(Arc::new));
+        self.rank_changed();
+    }
+
+    /// Tells the host's leastc ranking, if any, that this host moved.
+    #[inline]
+    fn rank_changed(&self) {
+        if let Some(ranking) = &*self.ranking.load() {
+            ranking.update();
+        }
+    }
+
     /// Whether the host is marked bad (whatever its admin state).
     pub fn is_bad(&self) -> bool {
         self.bad.load(Relaxed)
@@ -135,6 +155,7 @@ impl HostStats {
                 since: SystemTime::now(),
                 reason: reason.into(),
             })));
+            self.rank_changed();
         }
         !was_bad
     }
@@ -151,6 +172,7 @@ impl HostStats {
         let was_bad = self.bad.swap(false, Relaxed);
         if was_bad {
             self.bad_info.store(None);
+            self.rank_changed();
         }
         was_bad
     }
@@ -158,7 +180,11 @@ impl HostStats {
     /// Takes the host out of rotation (or back in) by administrator's order.
     /// Returns true if that changed anything.
     pub fn set_admin_down(&self, down: bool) -> bool {
-        self.admin_down.swap(down, Relaxed) != down
+        let changed = self.admin_down.swap(down, Relaxed) != down;
+        if changed {
+            self.rank_changed();
+        }
+        changed
     }
 
     /// The address connections go to now.
@@ -283,6 +309,7 @@ impl ConnectionGuard {
     /// Counts a new open connection on `stats`.
     pub fn new(stats: Arc<HostStats>) -> Self {
         stats.open.fetch_add(1, Relaxed);
+        stats.rank_changed();
         ConnectionGuard { stats }
     }
 
@@ -298,6 +325,7 @@ impl Drop for ConnectionGuard {
         // max(1) keeps 0 meaning "never closed".
         self.stats.last_closed.store(now.max(1), Relaxed);
         self.stats.open.fetch_sub(1, Relaxed);
+        self.stats.rank_changed();
     }
 }
 

@@ -4,6 +4,7 @@
 mod connection;
 mod copy;
 mod listener;
+pub mod proxy_protocol;
 
 pub use connection::{CloseReason, ConnectionRecord};
 pub use copy::{COPY_BUFFER, Copied, Side, copy_bidirectional};

@@ -24,7 +24,22 @@ impl Balancer {
         let controller = Arc::new(Controller::new(None));
         let manager = config.manager;
         let boot = Arc::new(config.clone());
+        let control_socket = config.control.clone();
         controller.apply(Command::Replace(Box::new(config))).await?;
+        if let Some(control) = control_socket {
+            let started = crate::lookup::start(
+                &control.socket,
+                controller.data.registry.clone(),
+                controller.stop_accepting.clone(),
+            );
+            if let Err(source) = started {
+                controller.stop_accepting.cancel();
+                return Err(ControlError::BindListener {
+                    listen: format!("control socket {}", control.socket.display()),
+                    source,
+                });
+            }
+        }
         let managers = controller.stop_accepting.clone();
         for (task, settings) in [
             (Manager::HostCheck, manager.host_check),

@@ -146,6 +146,7 @@ pub(crate) async fn serve(
             client: peer,
             listener,
             host_addr,
+            host_local: host.local_addr().unwrap_or(host_addr),
             since: accepted_at,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),

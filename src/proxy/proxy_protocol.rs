@@ -92,7 +92,11 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
         Some("UNKNOWN") => ProxyHeader::Local, // the rest of the line is ignored
         Some(family @ ("TCP4" | "TCP6")) => {
             let v6 = family == "TCP6";
-            let mut next = || fields.next().ok_or(ProxyError::MalformedV1("missing field"));
+            let mut next = || {
+                fields
+                    .next()
+                    .ok_or(ProxyError::MalformedV1("missing field"))
+            };
             let src = v1_ip(next()?, v6)?;
             let dst = v1_ip(next()?, v6)?;
             let sport = v1_port(next()?)?;
@@ -105,7 +109,11 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
                 destination: SocketAddr::new(dst, dport),
             }
         }
-        _ => return Err(ProxyError::MalformedV1("protocol must be TCP4, TCP6 or UNKNOWN")),
+        _ => {
+            return Err(ProxyError::MalformedV1(
+                "protocol must be TCP4, TCP6 or UNKNOWN",
+            ));
+        }
     };
     Ok(Some((header, end + 1)))
 }
@@ -127,7 +135,8 @@ fn v1_port(text: &str) -> Result<u16, ProxyError> {
     if !digits || (text.len() > 1 && text.starts_with('0')) {
         return Err(ProxyError::MalformedV1("bad port"));
     }
-    text.parse().map_err(|_| ProxyError::MalformedV1("bad port"))
+    text.parse()
+        .map_err(|_| ProxyError::MalformedV1("bad port"))
 }
 
 fn parse_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
@@ -156,7 +165,14 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
                 if body.len() < 12 {
                     return Err(ProxyError::MalformedV2("address block too short for IPv4"));
                 }
-                let ip = |at: usize| IpAddr::V4(Ipv4Addr::new(body[at], body[at + 1], body[at + 2], body[at + 3]));
+                let ip = |at: usize| {
+                    IpAddr::V4(Ipv4Addr::new(
+                        body[at],
+                        body[at + 1],
+                        body[at + 2],
+                        body[at + 3],
+                    ))
+                };
                 let port = |at: usize| u16::from_be_bytes([body[at], body[at + 1]]);
                 ProxyHeader::Proxy {
                     source: SocketAddr::new(ip(0), port(8)),
@@ -181,7 +197,11 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
             }
             // Unspecified family: the specification says to use the real addresses.
             0x00 => ProxyHeader::Local,
-            _ => return Err(ProxyError::MalformedV2("only TCP over IPv4 or IPv6 is supported")),
+            _ => {
+                return Err(ProxyError::MalformedV2(
+                    "only TCP over IPv4 or IPv6 is supported",
+                ));
+            }
         },
         _ => return Err(ProxyError::MalformedV2("command must be LOCAL or PROXY")),
     };
@@ -205,7 +225,13 @@ fn same_family(source: SocketAddr, destination: SocketAddr) -> (SocketAddr, Sock
 pub fn encode_v1(source: SocketAddr, destination: SocketAddr) -> String {
     let (s, d) = same_family(source, destination);
     let family = if s.is_ipv4() { "TCP4" } else { "TCP6" };
-    format!("PROXY {family} {} {} {} {}\r\n", s.ip(), d.ip(), s.port(), d.port())
+    format!(
+        "PROXY {family} {} {} {} {}\r\n",
+        s.ip(),
+        d.ip(),
+        s.port(),
+        d.port()
+    )
 }
 
 /// The version 2 header (command PROXY, TCP) for a client at `source` that reached
@@ -253,13 +279,22 @@ mod tests {
 
     #[test]
     fn v1_round_trips_for_both_families() {
-        for (s, d) in [("1.2.3.4:5678", "10.0.0.1:80"), ("[2001:db8::1]:65535", "[::1]:1")] {
+        for (s, d) in [
+            ("1.2.3.4:5678", "10.0.0.1:80"),
+            ("[2001:db8::1]:65535", "[::1]:1"),
+        ] {
             let text = encode_v1(a(s), a(d));
             let mut bytes = text.clone().into_bytes();
             bytes.extend_from_slice(b"GET /");
             let (header, n) = parse(&bytes).unwrap().unwrap();
             assert_eq!(n, text.len());
-            assert_eq!(header, ProxyHeader::Proxy { source: a(s), destination: a(d) });
+            assert_eq!(
+                header,
+                ProxyHeader::Proxy {
+                    source: a(s),
+                    destination: a(d)
+                }
+            );
         }
         assert_eq!(
             encode_v1(a("192.168.0.1:56324"), a("192.168.0.11:443")),
@@ -269,17 +304,29 @@ mod tests {
 
     #[test]
     fn v2_round_trips_for_both_families_and_mixed_ones_map_to_v6() {
-        for (s, d) in [("1.2.3.4:5678", "10.0.0.1:80"), ("[2001:db8::1]:65535", "[::1]:1")] {
+        for (s, d) in [
+            ("1.2.3.4:5678", "10.0.0.1:80"),
+            ("[2001:db8::1]:65535", "[::1]:1"),
+        ] {
             let bytes = encode_v2(a(s), a(d));
             let (header, n) = parse(&bytes).unwrap().unwrap();
             assert_eq!(n, bytes.len());
-            assert_eq!(header, ProxyHeader::Proxy { source: a(s), destination: a(d) });
+            assert_eq!(
+                header,
+                ProxyHeader::Proxy {
+                    source: a(s),
+                    destination: a(d)
+                }
+            );
         }
         let bytes = encode_v2(a("1.2.3.4:5"), a("[::1]:6"));
         let (header, _) = parse(&bytes).unwrap().unwrap();
         assert_eq!(
             header,
-            ProxyHeader::Proxy { source: a("[::ffff:1.2.3.4]:5"), destination: a("[::1]:6") }
+            ProxyHeader::Proxy {
+                source: a("[::ffff:1.2.3.4]:5"),
+                destination: a("[::1]:6")
+            }
         );
     }
 
@@ -297,7 +344,10 @@ mod tests {
 
     #[test]
     fn local_unknown_and_tlvs() {
-        assert_eq!(parse(b"PROXY UNKNOWN\r\n"), Ok(Some((ProxyHeader::Local, 15))));
+        assert_eq!(
+            parse(b"PROXY UNKNOWN\r\n"),
+            Ok(Some((ProxyHeader::Local, 15)))
+        );
         assert_eq!(
             parse(b"PROXY UNKNOWN whatever follows\r\n"),
             Ok(Some((ProxyHeader::Local, 32)))
@@ -354,7 +404,11 @@ mod tests {
         fastrand::seed(99);
         let good = encode_v2(a("[2001:db8::1]:80"), a("[::1]:443"));
         for _ in 0..20_000 {
-            let mut bytes = if fastrand::bool() { good.clone() } else { b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n".to_vec() };
+            let mut bytes = if fastrand::bool() {
+                good.clone()
+            } else {
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n".to_vec()
+            };
             for _ in 0..fastrand::usize(1..4) {
                 let i = fastrand::usize(..bytes.len());
                 bytes[i] = fastrand::u8(..);

@@ -33,6 +33,8 @@ pub struct ConnectionEntry {
     pub listener: SocketAddr,
     /// The host address connected to.
     pub host_addr: SocketAddr,
+    /// txlb's own address on the host connection: what the host sees as its peer.
+    pub host_local: SocketAddr,
     /// When the client connection was accepted.
     pub since: SystemTime,
     /// Bytes from client to host so far.
@@ -96,6 +98,8 @@ impl ConnectionEntry {
 #[derive(Debug, Default)]
 pub struct ConnectionRegistry {
     entries: DashMap<u64, Arc<ConnectionEntry>>,
+    /// The same entries by `host_local`, for control socket look-ups.
+    by_host_local: DashMap<SocketAddr, Arc<ConnectionEntry>>,
     next_id: AtomicU64,
 }
 
@@ -109,6 +113,7 @@ impl ConnectionRegistry {
     pub fn register(self: &Arc<Self>, entry: ConnectionEntry) -> Registered {
         let entry = Arc::new(entry);
         self.entries.insert(entry.id, entry.clone());
+        self.by_host_local.insert(entry.host_local, entry.clone());
         Registered {
             registry: self.clone(),
             entry,
@@ -125,6 +130,14 @@ impl ConnectionRegistry {
             .collect();
         list.sort_by_key(|c| c.id);
         list
+    }
+
+    /// The connection whose host side has txlb's address `host_local`: the host
+    /// asking "who is behind the connection from `host_local`?".
+    pub fn by_host_local(&self, host_local: SocketAddr) -> Option<Arc<ConnectionEntry>> {
+        self.by_host_local
+            .get(&host_local)
+            .map(|e| e.value().clone())
     }
 
     /// Closes connection `id`; false if there is none.
@@ -176,5 +189,9 @@ impl Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         self.registry.entries.remove(&self.entry.id);
+        // Only if it is still ours: the kernel may already have reused the port.
+        self.registry
+            .by_host_local
+            .remove_if(&self.entry.host_local, |_, e| e.id == self.entry.id);
     }
 }

@@ -11,6 +11,7 @@ use crate::config::{Config, ListenAddr};
 use crate::control::{BoundListener, Command, ControlError, Controller};
 use crate::events::Event;
 use crate::health::{self, Manager};
+use crate::proxy::WorkerPool;
 use crate::state::{ConnectionInfo, HostSnapshot, HostStatsView, ServiceCountersView, Snapshot};
 
 /// Starts balancers.
@@ -18,10 +19,74 @@ use crate::state::{ConnectionInfo, HostSnapshot, HostStatsView, ServiceCountersV
 pub struct Balancer;
 
 impl Balancer {
-    /// Resolves host names, binds every listener and starts accepting and the
+    /// Starts a balancer that runs entirely on the caller's tokio runtime:
+    /// resolves host names, binds every listener, starts accepting and the
     /// managers. Fails, with nothing left running, when a listener cannot be bound.
     pub async fn start(config: Config) -> Result<BalancerHandle, ControlError> {
-        let controller = Arc::new(Controller::new(None));
+        Balancer::builder(config).start().await
+    }
+
+    /// A balancer with more settings than the configuration holds.
+    pub fn builder(config: Config) -> BalancerBuilder {
+        BalancerBuilder {
+            config,
+            workers: None,
+        }
+    }
+}
+
+/// Settings for starting a balancer; see [`Balancer::builder`].
+#[derive(Debug)]
+pub struct BalancerBuilder {
+    config: Config,
+    workers: Option<usize>,
+}
+
+impl BalancerBuilder {
+    /// Runs the data path on `count` dedicated threads, each with its own
+    /// single-threaded runtime and its own `SO_REUSEPORT` copy of every listener;
+    /// the control plane stays on the caller's runtime. Without this, connections
+    /// run on the caller's runtime.
+    pub fn workers(mut self, count: usize) -> Self {
+        self.workers = Some(count.max(1));
+        self
+    }
+
+    /// Starts the balancer; see [`Balancer::start`].
+    pub async fn start(self) -> Result<BalancerHandle, ControlError> {
+        let BalancerBuilder { config, workers } = self;
+        let pool = match workers {
+            Some(count) => Some(Arc::new(
+                WorkerPool::start(count).map_err(ControlError::StartWorkers)?,
+            )),
+            None => None,
+        };
+        let handles = pool
+            .as_ref()
+            .map(|p| p.handles().to_vec())
+            .unwrap_or_default();
+        let controller = Arc::new(Controller::new(None, handles));
+        let started = Self::start_controller(&controller, config).await;
+        match started {
+            Ok(boot) => Ok(BalancerHandle {
+                controller,
+                boot,
+                workers: pool,
+            }),
+            Err(error) => {
+                controller.stop_accepting.cancel();
+                if let Some(pool) = pool {
+                    let _ = tokio::task::spawn_blocking(move || pool.stop()).await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn start_controller(
+        controller: &Arc<Controller>,
+        config: Config,
+    ) -> Result<Arc<Config>, ControlError> {
         let manager = config.manager;
         let boot = Arc::new(config.clone());
         let control_socket = config.control.clone();
@@ -55,7 +120,7 @@ impl Balancer {
                 ));
             }
         }
-        Ok(BalancerHandle { controller, boot })
+        Ok(boot)
     }
 }
 
@@ -65,6 +130,8 @@ pub struct BalancerHandle {
     controller: Arc<Controller>,
     /// The configuration as given at start, for "what changed since boot".
     boot: Arc<Config>,
+    /// The data-path workers, when the balancer has its own.
+    workers: Option<Arc<WorkerPool>>,
 }
 
 impl std::fmt::Debug for BalancerHandle {
@@ -258,6 +325,9 @@ impl BalancerHandle {
             );
             c.stop_connections.cancel();
             c.connections.wait().await;
+        }
+        if let Some(pool) = self.workers.clone() {
+            let _ = tokio::task::spawn_blocking(move || pool.stop()).await;
         }
         // leastc rankings and their hosts point at each other: unhook them so an
         // embedding application that drops the balancer frees them.

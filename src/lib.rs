@@ -42,4 +42,6 @@ pub mod proxy;
 pub mod scheduler;
 pub mod state;
 
-pub use balancer::{Balancer, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats};
+pub use balancer::{
+    Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats,
+};

@@ -28,7 +28,8 @@ enum Cmd {
         /// Configuration file (txLoadBalancer XML, or TOML when it ends in .toml).
         #[arg(short, long)]
         config: PathBuf,
-        /// Worker threads (default: one per CPU).
+        /// Data-path worker threads, each with its own copy of every listener
+        /// (default: one per CPU). The control plane runs on the main thread.
         #[arg(long)]
         workers: Option<usize>,
         /// Seconds open connections may take to finish at shutdown.
@@ -69,29 +70,29 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let loaded = Config::from_path(&config)?;
             init_logging(&loaded)?;
-            runtime(workers)?.block_on(serve(
-                config,
-                loaded,
-                Duration::from_secs_f64(grace.max(0.0)),
-            ))
+            let workers = workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let grace = Duration::from_secs_f64(grace.max(0.0));
+            control_runtime()?.block_on(serve(config, loaded, workers, grace))
         }
         Cmd::Check { config } => {
             let loaded = Config::from_path(&config)?;
-            runtime(Some(1))?.block_on(check(&config, &loaded))
+            control_runtime()?.block_on(check(&config, &loaded))
         }
         Cmd::Demo { listen } => {
             init_stderr_logging();
-            runtime(None)?.block_on(demo(listen))
+            control_runtime()?.block_on(demo(listen))
         }
     }
 }
 
-fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = workers {
-        builder.worker_threads(workers.max(1));
-    }
-    builder.enable_all().build().context("starting the runtime")
+/// The main thread's runtime: controller, managers, admin, signals. The data path
+/// has its own worker threads.
+fn control_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
 }
 
 fn filter() -> tracing_subscriber::EnvFilter {
@@ -124,8 +125,8 @@ fn init_logging(config: &Config) -> Result<()> {
 }
 
 /// Runs until SIGINT or SIGTERM; SIGHUP reloads the configuration file.
-async fn serve(path: PathBuf, config: Config, grace: Duration) -> Result<()> {
-    let balancer = Balancer::start(config).await?;
+async fn serve(path: PathBuf, config: Config, workers: usize, grace: Duration) -> Result<()> {
+    let balancer = Balancer::builder(config).workers(workers).start().await?;
     tracing::info!(config = %path.display(), "txlb running");
     let stop = CancellationToken::new();
     tokio::spawn(reload_on_sighup(path, balancer.clone(), stop.clone()));
@@ -220,7 +221,8 @@ async fn demo(listen: SocketAddr) -> Result<()> {
             txlb::demo::spawn_http_backend(&format!("demo-{i}"), any_port, stop.clone()).await?,
         );
     }
-    let balancer = match Balancer::start(txlb::demo::demo_config(listen, &backends)).await {
+    let config = txlb::demo::demo_config(listen, &backends);
+    let balancer = match Balancer::builder(config).workers(1).start().await {
         Ok(balancer) => balancer,
         Err(error) => bail!("{error} (is another demo running? try --listen 127.0.0.1:0)"),
     };

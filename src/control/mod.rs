@@ -133,6 +133,9 @@ pub enum ControlError {
     /// A value that breaks a rule of the model.
     #[error("{0}")]
     Invalid(String),
+    /// The data-path worker threads could not be started.
+    #[error("cannot start worker threads: {0}")]
+    StartWorkers(#[source] io::Error),
     /// The balancer is shutting down.
     #[error("the balancer is shutting down")]
     ShuttingDown,
@@ -162,6 +165,8 @@ pub(crate) struct Controller {
     pub(crate) stop_connections: CancellationToken,
     /// Connection tasks, so shutdown can wait for them.
     pub(crate) connections: TaskTracker,
+    /// Data-path worker runtimes; empty: everything runs on the caller's runtime.
+    pub(crate) workers: Vec<tokio::runtime::Handle>,
 }
 
 struct ControlState {
@@ -181,7 +186,10 @@ struct ControlState {
 
 impl Controller {
     /// An engine with nothing configured.
-    pub(crate) fn new(access_log: Option<mpsc::Sender<ConnectionRecord>>) -> Self {
+    pub(crate) fn new(
+        access_log: Option<mpsc::Sender<ConnectionRecord>>,
+        workers: Vec<tokio::runtime::Handle>,
+    ) -> Self {
         Controller {
             data: Arc::new(DataPlane {
                 snapshots: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
@@ -201,6 +209,7 @@ impl Controller {
             stop_accepting: CancellationToken::new(),
             stop_connections: CancellationToken::new(),
             connections: TaskTracker::new(),
+            workers,
         }
     }
 
@@ -307,7 +316,7 @@ impl Controller {
         // Bind new listeners before anything is swapped: a port in use refuses the
         // whole command.
         let (added, removed) = listeners::diff(&state.listeners, &next)?;
-        let bound = listeners::bind_all(added)?;
+        let bound = listeners::bind_all(added, self.workers.len().max(1))?;
         let snapshot = self.build_snapshot(&mut state, &next, resolved);
         self.data.snapshots.store(Arc::new(snapshot));
         for listener in bound {

@@ -21,10 +21,14 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Binds a listening socket on `addr` with SO_REUSEADDR (restarts don't wait for
-/// TIME_WAIT) and, for `[::]`, dual-stack.
-pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// TIME_WAIT), for `[::]` dual-stack, and with `reuse_port` SO_REUSEPORT so each
+/// worker can have its own copy and the kernel spreads connections among them.
+pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         socket.set_only_v6(false)?;
     }

@@ -5,10 +5,12 @@ mod connection;
 mod copy;
 mod listener;
 pub mod proxy_protocol;
+mod workers;
 
 pub use connection::{CloseReason, ConnectionRecord};
 pub use copy::{COPY_BUFFER, Copied, Side, copy_bidirectional};
 pub(crate) use listener::{ListenerTask, bind};
+pub use workers::WorkerPool;
 
 use std::sync::Arc;
 

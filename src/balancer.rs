@@ -12,7 +12,9 @@ use crate::control::{BoundListener, Command, ControlError, Controller};
 use crate::events::Event;
 use crate::health::{self, Manager};
 use crate::proxy::WorkerPool;
-use crate::state::{ConnectionInfo, HostSnapshot, HostStatsView, ServiceCountersView, Snapshot};
+use crate::state::{
+    CloseRequest, ConnectionInfo, HostSnapshot, HostStatsView, ServiceCountersView, Snapshot,
+};
 
 /// Starts balancers.
 #[derive(Debug)]
@@ -65,7 +67,7 @@ impl BalancerBuilder {
             .as_ref()
             .map(|p| p.handles().to_vec())
             .unwrap_or_default();
-        let controller = Arc::new(Controller::new(None, handles));
+        let controller = Arc::new(Controller::new(None, config.control.is_some(), handles));
         let started = Self::start_controller(&controller, config).await;
         match started {
             Ok(boot) => Ok(BalancerHandle {
@@ -236,7 +238,8 @@ impl BalancerHandle {
                 }
                 // Still draining (not put back up meanwhile)? Cut what is left.
                 if stats.is_admin_down() {
-                    let closed = registry.close_where(|c| Arc::ptr_eq(&c.host_stats, &stats));
+                    let closed = registry
+                        .close_where(CloseRequest::Admin, |c| Arc::ptr_eq(&c.host_stats, &stats));
                     tracing::info!(
                         service,
                         group,
@@ -324,6 +327,9 @@ impl BalancerHandle {
                 "grace period over: closing open connections"
             );
             c.stop_connections.cancel();
+            c.data
+                .registry
+                .close_where(CloseRequest::Shutdown, |_| true);
             c.connections.wait().await;
         }
         if let Some(pool) = self.workers.clone() {

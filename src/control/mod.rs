@@ -188,6 +188,7 @@ impl Controller {
     /// An engine with nothing configured.
     pub(crate) fn new(
         access_log: Option<mpsc::Sender<ConnectionRecord>>,
+        index_host_side: bool,
         workers: Vec<tokio::runtime::Handle>,
     ) -> Self {
         Controller {
@@ -196,6 +197,7 @@ impl Controller {
                 events: Events::new(),
                 registry: Arc::new(ConnectionRegistry::default()),
                 access_log,
+                index_host_side,
             }),
             state: Mutex::new(ControlState {
                 running: empty_config(),

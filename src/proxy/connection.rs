@@ -13,7 +13,7 @@ use super::DataPlane;
 use super::copy::{Side, copy_bidirectional};
 use crate::scheduler::Candidates;
 use crate::state::{
-    ConnectionEntry, ConnectionGuard, HostId, HostStats, ServiceCounters, Snapshot,
+    CloseRequest, ConnectionEntry, ConnectionGuard, HostId, HostStats, ServiceCounters, Snapshot,
 };
 
 /// How a proxied connection ended.
@@ -137,22 +137,29 @@ pub(crate) async fn serve(
         {
             c.failovers.fetch_add(1, Relaxed);
         }
-        let registered = data.registry.register(ConnectionEntry {
-            id: data.registry.next_id(),
-            service: service_name.clone(),
-            group: target.group.clone(),
-            host: target.host.clone(),
-            host_stats: target.stats.clone(),
-            client: peer,
+        let host_local = if data.index_host_side {
+            host.local_addr().ok()
+        } else {
+            None
+        };
+        let registered = data.registry.register(ConnectionEntry::new(
+            data.registry.next_id(),
+            service_name.clone(),
+            target.group.clone(),
+            target.host.clone(),
+            target.stats.clone(),
+            peer,
             listener,
             host_addr,
-            host_local: host.local_addr().unwrap_or(host_addr),
-            since: accepted_at,
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            close: CancellationToken::new(),
-        });
+            host_local,
+            accepted_at,
+        ));
         let entry = registered.entry();
+        // Shutdown closes registered connections; one registering just after it
+        // began sees the flag instead.
+        if shutdown.is_cancelled() {
+            entry.request_close(CloseRequest::Shutdown);
+        }
         let stats = guard.stats();
         let copy = copy_bidirectional(&client, &host, |from, n| {
             let n = n as u64;
@@ -176,8 +183,10 @@ pub(crate) async fn serve(
                     CloseReason::Error
                 }
             },
-            _ = entry.close.cancelled() => CloseReason::ClosedByAdmin,
-            _ = shutdown.cancelled() => CloseReason::Shutdown,
+            _ = entry.close.notified() => match entry.close_request() {
+                Some(CloseRequest::Shutdown) => CloseReason::Shutdown,
+                _ => CloseReason::ClosedByAdmin,
+            },
         };
         if let Some(log) = &data.access_log {
             // try_send: a full channel drops the record rather than wait.

@@ -34,4 +34,7 @@ pub(crate) struct DataPlane {
     /// A bounded channel: a slow log drops records (counted) rather than slowing
     /// connections.
     pub access_log: Option<mpsc::Sender<ConnectionRecord>>,
+    /// Whether a control socket may look connections up by txlb's address on the
+    /// host side (costs a `getsockname` per connection, so only when needed).
+    pub index_host_side: bool,
 }

@@ -3,12 +3,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::time::SystemTime;
 
 use dashmap::DashMap;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use super::HostStats;
 
@@ -34,15 +34,30 @@ pub struct ConnectionEntry {
     /// The host address connected to.
     pub host_addr: SocketAddr,
     /// txlb's own address on the host connection: what the host sees as its peer.
-    pub host_local: SocketAddr,
+    /// Known only when a control socket may ask for it.
+    pub host_local: Option<SocketAddr>,
     /// When the client connection was accepted.
     pub since: SystemTime,
     /// Bytes from client to host so far.
     pub bytes_in: AtomicU64,
     /// Bytes from host to client so far.
     pub bytes_out: AtomicU64,
-    /// Cancelled to close this connection (admin close, drain deadline).
-    pub close: CancellationToken,
+    /// Wakes the connection's task to close it ([`ConnectionEntry::request_close`]).
+    /// `notify_one` keeps a permit, so a request made before the task waits is
+    /// not lost.
+    pub close: Notify,
+    /// Why it was asked to close: 0 = not asked, else a [`CloseRequest`].
+    close_reason: AtomicU8,
+}
+
+/// Who asked an open connection to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseRequest {
+    /// An administrator (close action, drain deadline).
+    Admin = 1,
+    /// The end of the shutdown grace period.
+    Shutdown = 2,
 }
 
 /// A point-in-time copy of one open connection.
@@ -71,6 +86,56 @@ pub struct ConnectionInfo {
 }
 
 impl ConnectionEntry {
+    /// An entry for a connection just established; `host_local` is `None` when
+    /// nobody will look it up (no control socket).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u64,
+        service: Arc<str>,
+        group: Arc<str>,
+        host: Arc<str>,
+        host_stats: Arc<HostStats>,
+        client: SocketAddr,
+        listener: SocketAddr,
+        host_addr: SocketAddr,
+        host_local: Option<SocketAddr>,
+        since: SystemTime,
+    ) -> Self {
+        ConnectionEntry {
+            id,
+            service,
+            group,
+            host,
+            host_stats,
+            client,
+            listener,
+            host_addr,
+            host_local,
+            since,
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            close: Notify::new(),
+            close_reason: AtomicU8::new(0),
+        }
+    }
+
+    /// Asks the connection to close; the first reason given sticks.
+    pub fn request_close(&self, why: CloseRequest) {
+        let _ = self
+            .close_reason
+            .compare_exchange(0, why as u8, Relaxed, Relaxed);
+        self.close.notify_one();
+    }
+
+    /// Why the connection was asked to close, if it was.
+    pub fn close_request(&self) -> Option<CloseRequest> {
+        match self.close_reason.load(Relaxed) {
+            1 => Some(CloseRequest::Admin),
+            2 => Some(CloseRequest::Shutdown),
+            _ => None,
+        }
+    }
+
     /// A copy for display.
     pub fn info(&self) -> ConnectionInfo {
         ConnectionInfo {
@@ -113,7 +178,9 @@ impl ConnectionRegistry {
     pub fn register(self: &Arc<Self>, entry: ConnectionEntry) -> Registered {
         let entry = Arc::new(entry);
         self.entries.insert(entry.id, entry.clone());
-        self.by_host_local.insert(entry.host_local, entry.clone());
+        if let Some(local) = entry.host_local {
+            self.by_host_local.insert(local, entry.clone());
+        }
         Registered {
             registry: self.clone(),
             entry,
@@ -144,7 +211,7 @@ impl ConnectionRegistry {
     pub fn close(&self, id: u64) -> bool {
         match self.entries.get(&id) {
             Some(entry) => {
-                entry.close.cancel();
+                entry.request_close(CloseRequest::Admin);
                 true
             }
             None => false,
@@ -152,10 +219,14 @@ impl ConnectionRegistry {
     }
 
     /// Closes every connection matching `filter`; returns how many.
-    pub fn close_where(&self, filter: impl Fn(&ConnectionEntry) -> bool) -> usize {
+    pub fn close_where(
+        &self,
+        why: CloseRequest,
+        filter: impl Fn(&ConnectionEntry) -> bool,
+    ) -> usize {
         let mut closed = 0;
         for entry in self.entries.iter().filter(|e| filter(e.value())) {
-            entry.close.cancel();
+            entry.request_close(why);
             closed += 1;
         }
         closed
@@ -189,9 +260,11 @@ impl Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         self.registry.entries.remove(&self.entry.id);
-        // Only if it is still ours: the kernel may already have reused the port.
-        self.registry
-            .by_host_local
-            .remove_if(&self.entry.host_local, |_, e| e.id == self.entry.id);
+        if let Some(local) = &self.entry.host_local {
+            // Only if it is still ours: the kernel may already have reused the port.
+            self.registry
+                .by_host_local
+                .remove_if(local, |_, e| e.id == self.entry.id);
+        }
     }
 }

@@ -9,7 +9,9 @@
 mod connections;
 mod stats;
 
-pub use connections::{ConnectionEntry, ConnectionInfo, ConnectionRegistry, Registered};
+pub use connections::{
+    CloseRequest, ConnectionEntry, ConnectionInfo, ConnectionRegistry, Registered,
+};
 
 pub use stats::{
     BadInfo, CONNECT_BUCKETS, ConnectionGuard, HostHealth, HostStats, HostStatsView, LatencyView,

@@ -115,7 +115,7 @@ impl Direction {
                 };
             }
             // Read more.
-            if let Poll::Pending = from.poll_read_ready(cx)? {
+            if from.poll_read_ready(cx)?.is_pending() {
                 // Idle: give the buffer back.
                 self.buf = None;
                 return Poll::Pending;

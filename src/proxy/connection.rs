@@ -1,5 +1,6 @@
 //! One client connection: pick a host, connect (failing over), copy, account.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -7,13 +8,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
-use super::DataPlane;
 use super::copy::{Side, copy_bidirectional};
+use super::{DataPlane, ListenerTask};
 use crate::scheduler::Candidates;
 use crate::state::{
-    CloseRequest, ConnectionEntry, ConnectionGuard, HostId, HostStats, ServiceCounters, Snapshot,
+    CloseRequest, ConnectionEntry, ConnectionGuard, HostId, HostStats, Registered, ServiceCounters,
+    Snapshot,
 };
 
 /// How a proxied connection ended.
@@ -85,21 +86,53 @@ pub(crate) struct Accepted {
     pub accepted_at: SystemTime,
 }
 
+/// A connection with its host: what the copy phase needs, and no more (this is
+/// what an idle connection holds for its whole life). Boxed, so the futures that
+/// pass it along each hold a pointer rather than their own copy.
+struct Established {
+    client: TcpStream,
+    host: TcpStream,
+    /// Keeps the host's open count; its stats count the bytes.
+    guard: ConnectionGuard,
+    /// Keeps the connection listed; the entry has the addresses and names.
+    registered: Registered,
+    started: Instant,
+    connect_time: Duration,
+    failovers: u32,
+}
+
 /// Serves one client to completion. Errors end here: they are counted on the host
 /// and logged, never propagated to the accept loop.
-pub(crate) async fn serve(
+pub(crate) fn serve(accepted: Accepted, listener: ListenerTask) -> impl Future<Output = ()> {
+    // Boxed: the connect phase's state (timer, connect future, failover list) is
+    // freed once the host answers instead of sitting in every idle task. Built
+    // here, outside the async block, so the block does not keep `accepted`.
+    let establish = Box::pin(establish(
+        accepted,
+        listener.service.clone(),
+        listener.data.clone(),
+    ));
+    async move {
+        if let Some(established) = establish.await {
+            relay(established, &listener).await;
+        }
+    }
+}
+
+/// Picks a host and connects, failing over to other hosts, until one answers or
+/// none is left (then the client is closed).
+async fn establish(
     accepted: Accepted,
-    service_name: &Arc<str>,
-    data: &DataPlane,
-    shutdown: &CancellationToken,
-) {
-    let service: &str = service_name;
+    service_name: Arc<str>,
+    data: Arc<DataPlane>,
+) -> Option<Box<Established>> {
     let Accepted {
         client,
         peer,
-        listener,
+        listener: local,
         accepted_at,
     } = accepted;
+    let service: &str = &service_name;
     let started = Instant::now();
     let _ = client.set_nodelay(true);
     let mut counters: Option<Arc<ServiceCounters>> = None;
@@ -113,7 +146,7 @@ pub(crate) async fn serve(
                     c.no_host.fetch_add(1, Relaxed);
                 }
                 log_no_host(service, peer, &why, tried.len());
-                return; // dropping `client` closes it at once
+                return None; // dropping `client` closes it at once
             }
         };
         // Counted as open from now on, so leastc sees connections in progress.
@@ -145,70 +178,84 @@ pub(crate) async fn serve(
         let registered = data.registry.register(ConnectionEntry::new(
             data.registry.next_id(),
             service_name.clone(),
-            target.group.clone(),
-            target.host.clone(),
-            target.stats.clone(),
+            target.group,
+            target.host,
+            target.stats,
             peer,
-            listener,
+            local,
             host_addr,
             host_local,
             accepted_at,
         ));
-        let entry = registered.entry();
-        // Shutdown closes registered connections; one registering just after it
-        // began sees the flag instead.
-        if shutdown.is_cancelled() {
-            entry.request_close(CloseRequest::Shutdown);
-        }
-        let stats = guard.stats();
-        let copy = copy_bidirectional(&client, &host, |from, n| {
-            let n = n as u64;
-            match from {
-                Side::Client => {
-                    stats.add_bytes_in(n);
-                    entry.bytes_in.fetch_add(n, Relaxed);
-                }
-                Side::Host => {
-                    stats.add_bytes_out(n);
-                    entry.bytes_out.fetch_add(n, Relaxed);
-                }
+        return Some(Box::new(Established {
+            client,
+            host,
+            guard,
+            registered,
+            started,
+            connect_time,
+            failovers: tried.len() as u32,
+        }));
+    }
+}
+
+/// Copies until both sides are done or the connection is asked to close, then
+/// writes the access log record.
+async fn relay(established: Box<Established>, listener: &ListenerTask) {
+    let entry = established.registered.entry();
+    // Shutdown closes registered connections; one registering just after it
+    // began sees the flag instead.
+    if listener.stop_connections.is_cancelled() {
+        entry.request_close(CloseRequest::Shutdown);
+    }
+    let stats = established.guard.stats();
+    let copy = copy_bidirectional(&established.client, &established.host, |from, n| {
+        let n = n as u64;
+        match from {
+            Side::Client => {
+                stats.add_bytes_in(n);
+                entry.bytes_in.fetch_add(n, Relaxed);
             }
-        });
-        let ended = tokio::select! {
-            result = copy => match result {
-                Ok(copied) if copied.first_to_close == Side::Host => CloseReason::HostClosed,
-                Ok(_) => CloseReason::ClientClosed,
-                Err(error) => {
-                    tracing::debug!(service, host = %target.host, %peer, %error, "connection ended with an error");
-                    CloseReason::Error
-                }
-            },
-            _ = entry.close.notified() => match entry.close_request() {
-                Some(CloseRequest::Shutdown) => CloseReason::Shutdown,
-                _ => CloseReason::ClosedByAdmin,
-            },
-        };
-        if let Some(log) = &data.access_log {
-            // try_send: a full channel drops the record rather than wait.
-            let _ = log.try_send(ConnectionRecord {
-                start: accepted_at
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0),
-                client: peer,
-                listener,
-                service: service.to_string(),
-                host: target.host.to_string(),
-                host_addr,
-                connect_seconds: connect_time.as_secs_f64(),
-                duration_seconds: started.elapsed().as_secs_f64(),
-                bytes_in: entry.bytes_in.load(Relaxed),
-                bytes_out: entry.bytes_out.load(Relaxed),
-                ended,
-                failovers: tried.len() as u32,
-            });
+            Side::Host => {
+                stats.add_bytes_out(n);
+                entry.bytes_out.fetch_add(n, Relaxed);
+            }
         }
-        return;
+    });
+    let ended = tokio::select! {
+        result = copy => match result {
+            Ok(copied) if copied.first_to_close == Side::Host => CloseReason::HostClosed,
+            Ok(_) => CloseReason::ClientClosed,
+            Err(error) => {
+                tracing::debug!(service = %entry.service, host = %entry.host, client = %entry.client, %error, "connection ended with an error");
+                CloseReason::Error
+            }
+        },
+        _ = entry.close.notified() => match entry.close_request() {
+            Some(CloseRequest::Shutdown) => CloseReason::Shutdown,
+            _ => CloseReason::ClosedByAdmin,
+        },
+    };
+    if let Some(log) = &listener.data.access_log {
+        // try_send: a full channel drops the record rather than wait.
+        let _ = log.try_send(ConnectionRecord {
+            start: entry
+                .since
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            client: entry.client,
+            listener: entry.listener,
+            service: entry.service.to_string(),
+            host: entry.host.to_string(),
+            host_addr: entry.host_addr,
+            connect_seconds: established.connect_time.as_secs_f64(),
+            duration_seconds: established.started.elapsed().as_secs_f64(),
+            bytes_in: entry.bytes_in.load(Relaxed),
+            bytes_out: entry.bytes_out.load(Relaxed),
+            ended,
+            failovers: established.failovers,
+        });
     }
 }
 

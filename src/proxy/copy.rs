@@ -45,11 +45,11 @@ pub struct Copied {
 /// `on_bytes` is called after every chunk written (`Side::Client` = from the
 /// client), so counters move while long connections run. An error in either
 /// direction (a reset) ends the whole connection.
-pub async fn copy_bidirectional(
-    client: &TcpStream,
-    host: &TcpStream,
-    on_bytes: impl Fn(Side, usize) + Unpin,
-) -> io::Result<Copied> {
+pub fn copy_bidirectional<'a>(
+    client: &'a TcpStream,
+    host: &'a TcpStream,
+    on_bytes: impl Fn(Side, usize) + Unpin + 'a,
+) -> impl Future<Output = io::Result<Copied>> + 'a {
     CopyBidirectional {
         client,
         host,
@@ -58,7 +58,6 @@ pub async fn copy_bidirectional(
         first_to_close: None,
         on_bytes,
     }
-    .await
 }
 
 /// One direction's progress.

@@ -75,15 +75,7 @@ impl ListenerTask {
                         listener: local,
                         accepted_at: SystemTime::now(),
                     };
-                    self.tracker.spawn(async move {
-                        connection::serve(
-                            accepted,
-                            &task.service,
-                            &task.data,
-                            &task.stop_connections,
-                        )
-                        .await;
-                    });
+                    self.tracker.spawn(connection::serve(accepted, task));
                 }
                 Err(error) => {
                     // EMFILE/ENFILE and friends: the listener stays, we pause so the

@@ -605,3 +605,95 @@ async fn config_check_writes_back_changes() {
     stop.cancel();
     handle.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Kills the child when the test ends, however it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits up to 10 s for `needle` in the file at `path`.
+#[track_caller]
+fn wait_for_text(path: &Path, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in {}:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The real binary with configCheck on: an unchanged configuration is never
+/// rewritten, and a file edited and reloaded (SIGHUP) is taken as the new base,
+/// not overwritten. (Changing the running configuration from outside needs the
+/// admin API, which is not part of this test.)
+#[test]
+fn txlb_binary_config_check_leaves_operator_edits_alone() {
+    let text = r#"<config>
+  <!-- e2e: keep me -->
+  <service name="web">
+    <listen ip="127.0.0.1:0"/>
+    <group name="g" scheduler="roundr" enable="true">
+      <host name="h1" ip="127.0.0.1:9"/>
+    </group>
+  </service>
+  <manager>
+    <configCheck interval="0.1" enable="true"/>
+  </manager>
+  <logging file="txlb.log"/>
+</config>
+"#;
+    let (dir, path, _) = setup("txlb.xml", text);
+    let log = dir.path().join("txlb.log");
+    let bak = dir.path().join("txlb.xml.bak");
+    let child = Command::new(env!("CARGO_BIN_EXE_txlb"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut txlb = Running(child);
+    let pid = txlb.0.id();
+    wait_for_text(&log, "txlb running");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    assert!(!bak.exists());
+
+    let edited = text.replace(
+        "      <host name=\"h1\" ip=\"127.0.0.1:9\"/>\n",
+        "      <host name=\"h1\" ip=\"127.0.0.1:9\"/>\n      <!-- added by hand -->\n      <host name=\"h2\" ip=\"127.0.0.1:19\"/>\n",
+    );
+    std::fs::write(&path, &edited).unwrap();
+    signal(pid, "-HUP");
+    wait_for_text(&log, "configuration reloaded");
+    wait_for_text(&log, "taken as the new base");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), edited);
+    assert!(!bak.exists());
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(!log_text.contains("not overwritten"), "{log_text}");
+
+    signal(pid, "-TERM");
+    let status = txlb.0.wait().unwrap();
+    assert!(status.success());
+}

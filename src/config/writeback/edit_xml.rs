@@ -44,6 +44,7 @@ pub(super) fn edit(
         base_dir,
         edits: Vec::new(),
         failed: false,
+        crlf: text.contains("\r\n"),
     };
     ed.services(&root, &boot.services, &running.services)?;
     ed.admin(&root, boot.admin.as_ref(), running.admin.as_ref())?;
@@ -148,10 +149,18 @@ struct Editor<'t> {
     edits: Vec<Edit>,
     /// Set when an edit could not be placed; the result is then refused.
     failed: bool,
+    /// Whether the file's lines end in CR LF.
+    crlf: bool,
 }
 
 impl Editor<'_> {
     fn push(&mut self, start: usize, end: usize, with: String) {
+        // New lines end like the file's (renderings use '\n').
+        let with = if self.crlf {
+            with.replace('\n', "\r\n")
+        } else {
+            with
+        };
         self.edits.push(Edit { start, end, with });
     }
 

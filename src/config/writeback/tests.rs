@@ -171,6 +171,26 @@ fn xml_new_group_in_empty_parent_uses_the_file_step() {
     );
 }
 
+#[test]
+fn xml_crlf_files_get_crlf_lines() {
+    let text = SMALL_XML.replace('\n', "\r\n");
+    let out = in_place("c.xml", &text, |c| {
+        c.services[0].groups[0].hosts.remove(0);
+        c.services[0].groups[0]
+            .hosts
+            .push(host("h3", "10.0.0.3:80"));
+        c.services[0].groups[1]
+            .hosts
+            .push(host("s1", "10.0.1.1:80"));
+    });
+    assert_eq!(
+        out.matches('\n').count(),
+        out.matches("\r\n").count(),
+        "{out:?}"
+    );
+    assert!(!out.contains("h1"));
+}
+
 const SMALL_TOML: &str = r#"# one
 [[service]]
 name = "web"  # the site
@@ -415,4 +435,33 @@ fn random_changes_always_round_trip() {
         kept * 10 >= total * 9,
         "only {kept} of {total} kept the file"
     );
+}
+
+#[test]
+fn inconsistent_originals_never_panic() {
+    for (path, fixture, other) in [
+        ("c.xml", XML_FIXTURE, SMALL_XML),
+        ("c.toml", TOML_FIXTURE, SMALL_TOML),
+    ] {
+        let path = Path::new(path);
+        let boot = Config::from_text(path, fixture).unwrap();
+        let mut running = boot.clone();
+        running.services[0].groups[0]
+            .hosts
+            .push(host("n", "10.0.0.1:1"));
+        running.services.remove(1);
+        let mut originals: Vec<&str> = vec![other, ""];
+        originals.extend(
+            (0..fixture.len())
+                .step_by(7)
+                .filter_map(|i| fixture.get(..i)),
+        );
+        for original in originals {
+            // Whatever the text, the result is a file loading into `running`.
+            if let Ok(rendered) = render(path, original, &boot, &running) {
+                let reloaded = Config::from_text(path, &rendered.text).unwrap();
+                assert!(same_config(&reloaded, &running));
+            }
+        }
+    }
 }

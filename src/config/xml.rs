@@ -36,8 +36,6 @@ pub(crate) struct Element {
     pub name: String,
     /// Where its `<` is.
     pub at: usize,
-    /// Just past the `>` of its start tag (of the whole element when empty).
-    pub open_end: usize,
     /// Where its end tag's `</` is; `None` for an empty element (`<x/>`).
     pub close_at: Option<usize>,
     /// Just past its last `>`.
@@ -98,7 +96,6 @@ fn element(src: &Source<'_>, start: &BytesStart<'_>, at: usize) -> Result<Elemen
     Ok(Element {
         name,
         at,
-        open_end: at,
         close_at: None,
         end: at,
         attrs,
@@ -175,7 +172,6 @@ pub(crate) fn parse_tree(src: &Source<'_>) -> Result<Element, ConfigError> {
             ));
         }
         let mut el = element(src, &start, at)?;
-        el.open_end = after;
         el.end = after;
         if closed {
             match open.last_mut() {

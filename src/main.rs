@@ -4,12 +4,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use txlb::config::Config;
+use txlb::config::writeback::{self, WriteBack};
 use txlb::control::Command;
 use txlb::{Balancer, BalancerHandle};
 
@@ -68,12 +70,13 @@ fn run(cli: Cli) -> Result<()> {
             workers,
             grace,
         } => {
-            let loaded = Config::from_path(&config)?;
+            // The text is kept: write-back edits exactly what was parsed.
+            let (text, loaded) = writeback::load(&config)?;
             init_logging(&loaded)?;
             let workers = workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let grace = Duration::from_secs_f64(grace.max(0.0));
-            control_runtime()?.block_on(serve(config, loaded, workers, grace))
+            control_runtime()?.block_on(serve(config, text, loaded, workers, grace))
         }
         Cmd::Check { config } => {
             let loaded = Config::from_path(&config)?;
@@ -125,10 +128,27 @@ fn init_logging(config: &Config) -> Result<()> {
 }
 
 /// Runs until SIGINT or SIGTERM; SIGHUP reloads the configuration file.
-async fn serve(path: PathBuf, config: Config, workers: usize, grace: Duration) -> Result<()> {
+async fn serve(
+    path: PathBuf,
+    text: String,
+    config: Config,
+    workers: usize,
+    grace: Duration,
+) -> Result<()> {
+    let config_check = config.manager.config_check;
+    let writeback = Arc::new(WriteBack::new(&path, text, config.clone()));
     let balancer = Balancer::builder(config).workers(workers).start().await?;
     tracing::info!(config = %path.display(), "txlb running");
     let stop = CancellationToken::new();
+    if config_check.enable {
+        let task = writeback::run_config_check(
+            writeback,
+            balancer.clone(),
+            config_check.interval,
+            stop.clone(),
+        );
+        tokio::spawn(task);
+    }
     tokio::spawn(reload_on_sighup(path, balancer.clone(), stop.clone()));
     wait_for_stop_signal().await?;
     stop.cancel();

@@ -5,6 +5,8 @@
 //! - `validate`: the rules shared by both formats, and the value parsers the
 //!   admin API reuses ([`parse_listen_addr`], [`parse_host_address`], …).
 //! - `write`: the model back to XML or TOML.
+//! - [`writeback`]: the configCheck manager and `saveConfig`: the running
+//!   configuration back into its file, keeping the operator's comments and layout.
 //! - `error`: [`ConfigError`], always with `FILE:LINE:COL` for content problems.
 
 mod error;
@@ -13,6 +15,7 @@ mod raw;
 mod toml;
 mod validate;
 mod write;
+pub mod writeback;
 mod xml;
 
 #[cfg(test)]
@@ -31,10 +34,20 @@ pub use write::{to_toml, to_xml};
 use error::Source;
 
 /// Which reader a file goes through.
-#[derive(Clone, Copy)]
-enum Format {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
     Xml,
     Toml,
+}
+
+impl Format {
+    /// TOML when the name ends in `.toml`, XML otherwise.
+    pub(crate) fn of(path: &Path) -> Format {
+        match path.extension() {
+            Some(ext) if ext.eq_ignore_ascii_case("toml") => Format::Toml,
+            _ => Format::Xml,
+        }
+    }
 }
 
 fn load(src: &Source<'_>, format: Format, base_dir: Option<&Path>) -> Result<Config, ConfigError> {
@@ -54,13 +67,17 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let format = match path.extension() {
-            Some(ext) if ext.eq_ignore_ascii_case("toml") => Format::Toml,
-            _ => Format::Xml,
-        };
-        let src = Source::new(path.display().to_string(), &text);
+        Config::from_text(path, &text)
+    }
+
+    /// Loads `text` as the content of the file `path`, exactly as
+    /// [`Config::from_path`] would (format from the name, paths resolved against
+    /// its directory, errors located in it), without reading the file. Write-back
+    /// needs the very text the running configuration came from.
+    pub fn from_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let src = Source::new(path.display().to_string(), text);
         let base_dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-        let mut config = load(&src, format, base_dir)?;
+        let mut config = load(&src, Format::of(path), base_dir)?;
         config.source = Some(path.to_path_buf());
         Ok(config)
     }

@@ -20,14 +20,14 @@ pub(crate) fn seconds(d: Duration) -> String {
     format!("{}.{}", d.as_secs(), frac.trim_end_matches('0'))
 }
 
-fn yes(b: bool) -> &'static str {
+pub(crate) fn yes(b: bool) -> &'static str {
     if b { "true" } else { "false" }
 }
 
 /// Escapes text for a double-quoted XML attribute. Tabs and line breaks become
 /// character references, because attribute normalisation would turn them into
 /// spaces.
-fn attr(s: &str) -> String {
+pub(crate) fn attr(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -45,7 +45,7 @@ fn attr(s: &str) -> String {
     out
 }
 
-fn path_text(p: &Path) -> String {
+pub(crate) fn path_text(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
@@ -144,7 +144,7 @@ pub fn to_xml(config: &Config) -> String {
 }
 
 /// A TOML basic string, quoted and escaped.
-fn tstr(s: &str) -> String {
+pub(crate) fn tstr(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

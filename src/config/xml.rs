@@ -19,20 +19,29 @@ const NOTE: &str = "note";
 
 /// One attribute, decoded, with where its name and value start.
 #[derive(Debug)]
-struct Attr {
-    name: String,
-    name_at: usize,
-    value: String,
-    value_at: usize,
+pub(crate) struct Attr {
+    pub name: String,
+    pub name_at: usize,
+    /// The value after unescaping and normalisation.
+    pub value: String,
+    /// Where the value as written starts (after the quote).
+    pub value_at: usize,
+    /// Length in bytes of the value as written (escaped, between the quotes).
+    pub value_len: usize,
 }
 
-/// One element, with where its `<` is.
+/// One element, with its byte span (write-back edits the text in place).
 #[derive(Debug)]
-struct Element {
-    name: String,
-    at: usize,
-    attrs: Vec<Attr>,
-    children: Vec<Element>,
+pub(crate) struct Element {
+    pub name: String,
+    /// Where its `<` is.
+    pub at: usize,
+    /// Where its end tag's `</` is; `None` for an empty element (`<x/>`).
+    pub close_at: Option<usize>,
+    /// Just past its last `>`.
+    pub end: usize,
+    pub attrs: Vec<Attr>,
+    pub children: Vec<Element>,
 }
 
 /// Byte offset of `part` inside `text`, when `part` borrows from it.
@@ -81,18 +90,21 @@ fn element(src: &Source<'_>, start: &BytesStart<'_>, at: usize) -> Result<Elemen
             name_at,
             value,
             value_at,
+            value_len: attr.value.len(),
         });
     }
     Ok(Element {
         name,
         at,
+        close_at: None,
+        end: at,
         attrs,
         children: Vec::new(),
     })
 }
 
 /// Parses the document into its root element, dropping everything ignorable.
-fn parse_tree(src: &Source<'_>) -> Result<Element, ConfigError> {
+pub(crate) fn parse_tree(src: &Source<'_>) -> Result<Element, ConfigError> {
     let mut reader = Reader::from_str(src.text());
     let mut open: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
@@ -104,6 +116,7 @@ fn parse_tree(src: &Source<'_>) -> Result<Element, ConfigError> {
             let pos = usize::try_from(reader.error_position()).unwrap_or(usize::MAX);
             malformed(src, pos, e)
         })?;
+        let after = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
         if let Some((depth, start)) = note.as_mut() {
             match event {
                 Event::Start(_) => *depth += 1,
@@ -125,7 +138,9 @@ fn parse_tree(src: &Source<'_>) -> Result<Element, ConfigError> {
             Event::Empty(s) => (s, true),
             Event::End(_) => {
                 // quick-xml has checked the end tag matches; the stack mirrors its own.
-                if let Some(done) = open.pop() {
+                if let Some(mut done) = open.pop() {
+                    done.close_at = Some(at);
+                    done.end = after;
                     match open.last_mut() {
                         Some(parent) => parent.children.push(done),
                         None => root = Some(done),
@@ -156,7 +171,8 @@ fn parse_tree(src: &Source<'_>) -> Result<Element, ConfigError> {
                 ),
             ));
         }
-        let el = element(src, &start, at)?;
+        let mut el = element(src, &start, at)?;
+        el.end = after;
         if closed {
             match open.last_mut() {
                 Some(parent) => parent.children.push(el),

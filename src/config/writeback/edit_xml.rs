@@ -1,0 +1,712 @@
+//! Minimal edits to a txLoadBalancer XML file: only what changed is rewritten.
+//!
+//! The file is parsed again with byte spans (the reader's element tree), the
+//! boot and running models are compared element by element, and each difference
+//! becomes a text edit: an attribute value replaced in place, an element removed
+//! with its line, a new element inserted after its last sibling with the
+//! sibling's indentation. Everything else (comments, `<note>`s, blank lines,
+//! attribute order and quoting) is copied through byte for byte. Anything this
+//! editor cannot express returns `None` and the caller falls back to a full
+//! rendering.
+
+use std::path::Path;
+
+use super::super::error::{STRING_SOURCE, Source};
+use super::super::model::*;
+use super::super::validate::parse_bool;
+use super::super::write::{attr as esc, seconds, yes};
+use super::super::xml::{Element, parse_tree};
+use super::written_path;
+
+/// The indentation step used when the file shows none.
+const DEFAULT_STEP: &str = "  ";
+
+/// Replace `start..end` of the original text with `with`.
+#[derive(Debug)]
+struct Edit {
+    start: usize,
+    end: usize,
+    with: String,
+}
+
+/// The running configuration written into `text`, which loaded into `boot`.
+/// `None` when a change cannot be expressed as local edits.
+pub(super) fn edit(
+    text: &str,
+    base_dir: Option<&Path>,
+    boot: &Config,
+    running: &Config,
+) -> Option<String> {
+    let root = parse_tree(&Source::new(STRING_SOURCE, text)).ok()?;
+    let mut ed = Editor {
+        text,
+        step: detect_step(text, &root),
+        base_dir,
+        edits: Vec::new(),
+        failed: false,
+        crlf: text.contains("\r\n"),
+    };
+    ed.services(&root, &boot.services, &running.services)?;
+    ed.admin(&root, boot.admin.as_ref(), running.admin.as_ref())?;
+    ed.manager(&root, &boot.manager, &running.manager);
+    ed.path_leaf(
+        &root,
+        "logging",
+        "file",
+        boot.logging.file.as_deref(),
+        running.logging.file.as_deref(),
+    );
+    ed.path_leaf(
+        &root,
+        "control",
+        "socket",
+        boot.control.as_ref().map(|c| c.socket.as_path()),
+        running.control.as_ref().map(|c| c.socket.as_path()),
+    );
+    if ed.failed {
+        return None;
+    }
+    apply(text, ed.edits)
+}
+
+/// Applies non-overlapping edits; `None` if two overlap.
+fn apply(text: &str, mut edits: Vec<Edit>) -> Option<String> {
+    // Stable: insertions at one point keep the order they were made in.
+    edits.sort_by_key(|e| (e.start, e.end));
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut pos = 0;
+    for e in edits {
+        if e.start < pos || e.end < e.start {
+            return None;
+        }
+        out.push_str(text.get(pos..e.start)?);
+        out.push_str(&e.with);
+        pos = e.end;
+    }
+    out.push_str(text.get(pos..)?);
+    Some(out)
+}
+
+/// The children of `el` named `name`, in file order.
+fn kids<'e>(el: &'e Element, name: &str) -> Vec<&'e Element> {
+    el.children.iter().filter(|c| c.name == name).collect()
+}
+
+fn attr_value<'e>(el: &'e Element, name: &str) -> Option<&'e str> {
+    el.attrs
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.value.as_str())
+}
+
+fn line_start(text: &str, at: usize) -> usize {
+    text.get(..at)
+        .and_then(|before| before.rfind('\n'))
+        .map_or(0, |i| i + 1)
+}
+
+fn is_blank(s: &str) -> bool {
+    s.chars().all(|c| c == ' ' || c == '\t' || c == '\r')
+}
+
+/// The whitespace that starts the line `at` is on.
+fn indent_at(text: &str, at: usize) -> &str {
+    let start = line_start(text, at);
+    let line = text.get(start..at).unwrap_or("");
+    let len = line.len() - line.trim_start_matches([' ', '\t']).len();
+    &line[..len]
+}
+
+/// The file's indentation step: the first child indented deeper than its parent,
+/// both alone at the start of their lines.
+fn detect_step(text: &str, root: &Element) -> String {
+    fn starts_line(text: &str, el: &Element) -> bool {
+        is_blank(text.get(line_start(text, el.at)..el.at).unwrap_or("x"))
+    }
+    let mut stack = vec![root];
+    while let Some(el) = stack.pop() {
+        if let Some(child) = el.children.first()
+            && starts_line(text, el)
+            && starts_line(text, child)
+        {
+            let outer = indent_at(text, el.at);
+            let inner = indent_at(text, child.at);
+            if let Some(step) = inner.strip_prefix(outer)
+                && !step.is_empty()
+            {
+                return step.to_string();
+            }
+        }
+        stack.extend(el.children.iter().rev());
+    }
+    DEFAULT_STEP.to_string()
+}
+
+struct Editor<'t> {
+    text: &'t str,
+    step: String,
+    base_dir: Option<&'t Path>,
+    edits: Vec<Edit>,
+    /// Set when an edit could not be placed; the result is then refused.
+    failed: bool,
+    /// Whether the file's lines end in CR LF.
+    crlf: bool,
+}
+
+impl Editor<'_> {
+    fn push(&mut self, start: usize, end: usize, with: String) {
+        // New lines end like the file's (renderings use '\n').
+        let with = if self.crlf {
+            with.replace('\n', "\r\n")
+        } else {
+            with
+        };
+        self.edits.push(Edit { start, end, with });
+    }
+
+    /// Removes an element, with its whole line when it is alone on it.
+    fn remove(&mut self, el: &Element) {
+        let text = self.text;
+        let ls = line_start(text, el.at);
+        let line_end = text
+            .get(el.end..)
+            .and_then(|rest| rest.find('\n'))
+            .map(|i| el.end + i);
+        let before = text.get(ls..el.at).unwrap_or("x");
+        let after = text
+            .get(el.end..line_end.unwrap_or(text.len()))
+            .unwrap_or("x");
+        if is_blank(before) && is_blank(after) {
+            self.push(ls, line_end.map_or(text.len(), |i| i + 1), String::new());
+        } else if is_blank(before) {
+            // `<host …/>  <!-- note -->`: the comment moves to where the element was.
+            let gap = after.len() - after.trim_start_matches([' ', '\t']).len();
+            self.push(el.at, el.end + gap, String::new());
+        } else {
+            self.push(el.at, el.end, String::new());
+        }
+    }
+
+    /// Sets an attribute: its value replaced in place (keeping its quotes), or a
+    /// new attribute after the last one.
+    fn set_attr(&mut self, el: &Element, name: &str, value: &str) {
+        match el.attrs.iter().find(|a| a.name == name) {
+            Some(a) => self.push(a.value_at, a.value_at + a.value_len, esc(value)),
+            None => {
+                // Past the last attribute's closing quote, or the element's name.
+                let at = el
+                    .attrs
+                    .last()
+                    .map_or(el.at + 1 + el.name.len(), |a| a.value_at + a.value_len + 1);
+                self.push(at, at, format!(" {name}=\"{}\"", esc(value)));
+            }
+        }
+    }
+
+    /// Where text inserted after `el` goes: after its line when only comments
+    /// follow it there (they stay with it), else right after it.
+    fn after(&self, el: &Element) -> (usize, bool) {
+        let text = self.text;
+        let line_end = text
+            .get(el.end..)
+            .and_then(|rest| rest.find('\n'))
+            .map(|i| el.end + i);
+        let mut rest = text
+            .get(el.end..line_end.unwrap_or(text.len()))
+            .unwrap_or("x");
+        loop {
+            rest = rest.trim_start_matches([' ', '\t', '\r']);
+            if rest.is_empty() {
+                return match line_end {
+                    Some(i) => (i + 1, true),
+                    None => (el.end, false),
+                };
+            }
+            match rest
+                .strip_prefix("<!--")
+                .and_then(|c| c.find("-->").map(|e| &c[e + 3..]))
+            {
+                Some(after_comment) => rest = after_comment,
+                None => return (el.end, false),
+            }
+        }
+    }
+
+    /// Inserts rendered elements after `anchor`, with its indentation.
+    fn insert_after(&mut self, anchor: &Element, render: impl FnOnce(&str, &str) -> Vec<String>) {
+        let indent = indent_at(self.text, anchor.at).to_string();
+        let items = render(&indent, &self.step.clone());
+        if items.is_empty() {
+            return;
+        }
+        let with = match self.after(anchor) {
+            (at, true) => (at, items.iter().map(|i| format!("{i}\n")).collect()),
+            (at, false) => (at, items.iter().map(|i| format!("\n{i}")).collect()),
+        };
+        self.push(with.0, with.0, with.1);
+    }
+
+    /// Inserts rendered elements before `el`, with its indentation.
+    fn insert_before(&mut self, el: &Element, render: impl FnOnce(&str, &str) -> Vec<String>) {
+        let text = self.text;
+        let indent = indent_at(text, el.at).to_string();
+        let items = render(&indent, &self.step.clone());
+        if items.is_empty() {
+            return;
+        }
+        let ls = line_start(text, el.at);
+        if is_blank(text.get(ls..el.at).unwrap_or("x")) {
+            self.push(ls, ls, items.iter().map(|i| format!("{i}\n")).collect());
+        } else {
+            let with = items
+                .iter()
+                .map(|i| format!("{}\n{indent}", i.trim_start()))
+                .collect();
+            self.push(el.at, el.at, with);
+        }
+    }
+
+    /// Inserts rendered elements at the end of `parent`, one step deeper than it.
+    fn insert_into(&mut self, parent: &Element, render: impl FnOnce(&str, &str) -> Vec<String>) {
+        let text = self.text;
+        let step = self.step.clone();
+        let parent_indent = indent_at(text, parent.at).to_string();
+        let items = render(&format!("{parent_indent}{step}"), &step);
+        if items.is_empty() {
+            return;
+        }
+        let lines: String = items.iter().map(|i| format!("\n{i}")).collect();
+        match parent.close_at {
+            Some(close) => {
+                let ls = line_start(text, close);
+                if is_blank(text.get(ls..close).unwrap_or("x")) {
+                    let with = items.iter().map(|i| format!("{i}\n")).collect();
+                    self.push(ls, ls, with);
+                } else {
+                    self.push(close, close, format!("{lines}\n{parent_indent}"));
+                }
+            }
+            None => {
+                // <parent …/> becomes <parent …> children </parent>.
+                let slash = parent.end.saturating_sub(2);
+                if text.get(slash..parent.end) != Some("/>") {
+                    self.failed = true;
+                    return;
+                }
+                let with = format!(">{lines}\n{parent_indent}</{}>", parent.name);
+                self.push(slash, parent.end, with);
+            }
+        }
+    }
+
+    /// After `anchor` when there is one, else at the end of `parent`.
+    /// `render(indent, step)` gives one string per element, each line indented.
+    fn add(
+        &mut self,
+        parent: &Element,
+        anchor: Option<&Element>,
+        render: impl FnOnce(&str, &str) -> Vec<String>,
+    ) {
+        match anchor {
+            Some(anchor) => self.insert_after(anchor, render),
+            None => self.insert_into(parent, render),
+        }
+    }
+
+    /// Brings a list of elements (`els`, one per `boot` item) to `running`
+    /// (the pair is `(boot, running)`):
+    /// elements of items gone are removed, items kept are handed to `keep` with
+    /// their element, and new items are inserted where `running` has them: after
+    /// the element of the kept item before them, or before the first kept one.
+    fn sync<T>(
+        &mut self,
+        parent: &Element,
+        els: &[&Element],
+        (boot, running): (&[T], &[T]),
+        same: impl Fn(&T, &T) -> bool,
+        mut keep: impl FnMut(&mut Self, &Element, &T, &T) -> Option<()>,
+        render: impl Fn(&T, &str, &str) -> String,
+    ) -> Option<()> {
+        if els.len() != boot.len() {
+            return None;
+        }
+        for (el, b) in els.iter().zip(boot) {
+            match running.iter().find(|r| same(b, r)) {
+                None => self.remove(el),
+                Some(r) => keep(self, el, b, r)?,
+            }
+        }
+        let element_of = |r: &T| boot.iter().position(|b| same(b, r)).map(|i| els[i]);
+        let mut anchor: Option<&Element> = None;
+        let mut pending: Vec<&T> = Vec::new();
+        for r in running {
+            let Some(el) = element_of(r) else {
+                pending.push(r);
+                continue;
+            };
+            if !pending.is_empty() {
+                let items = std::mem::take(&mut pending);
+                let render =
+                    |ind: &str, step: &str| items.iter().map(|i| render(i, ind, step)).collect();
+                match anchor {
+                    Some(anchor) => self.insert_after(anchor, render),
+                    None => self.insert_before(el, render),
+                }
+            }
+            anchor = Some(el);
+        }
+        self.add(parent, anchor, |ind, step| {
+            pending.iter().map(|i| render(i, ind, step)).collect()
+        });
+        Some(())
+    }
+
+    fn services(
+        &mut self,
+        root: &Element,
+        boot: &[ServiceConfig],
+        running: &[ServiceConfig],
+    ) -> Option<()> {
+        self.sync(
+            root,
+            &kids(root, "service"),
+            (boot, running),
+            |a, b| a.name == b.name,
+            |ed, el, b, r| ed.service(el, b, r),
+            r_service,
+        )
+    }
+
+    fn service(&mut self, el: &Element, b: &ServiceConfig, r: &ServiceConfig) -> Option<()> {
+        if b == r {
+            return Some(());
+        }
+        if b.connect_timeout != r.connect_timeout {
+            self.set_attr(el, "connectTimeout", &seconds(r.connect_timeout));
+        }
+        self.sync(
+            el,
+            &kids(el, "listen"),
+            (&b.listeners, &r.listeners),
+            |a, b| a == b,
+            |_, _, _, _| Some(()),
+            |l, ind, _| r_listen(l, ind),
+        )?;
+        let enable_el = kids(el, "enable").into_iter().next();
+        let named = enable_el.is_some();
+        self.sync(
+            el,
+            &kids(el, "group"),
+            (&b.groups, &r.groups),
+            |a, b| a.name == b.name,
+            |ed, ge, bg, rg| ed.group(ge, bg, rg, rg.name == r.enabled_group, named),
+            |g, ind, step| r_group(g, g.name == r.enabled_group, ind, step),
+        )?;
+        if let Some(e) = enable_el
+            && attr_value(e, "group") != Some(r.enabled_group.as_str())
+        {
+            self.set_attr(e, "group", &r.enabled_group);
+        }
+        Some(())
+    }
+
+    /// `enabled`: whether the running configuration enables this group;
+    /// `named_elsewhere`: whether the service has an `<enable group>` element.
+    fn group(
+        &mut self,
+        el: &Element,
+        b: &GroupConfig,
+        r: &GroupConfig,
+        enabled: bool,
+        named_elsewhere: bool,
+    ) -> Option<()> {
+        if b.scheduler != r.scheduler {
+            self.set_attr(el, "scheduler", r.scheduler.name());
+        }
+        match attr_value(el, "enable") {
+            Some(flag) if parse_bool(flag) != enabled => self.set_attr(el, "enable", yes(enabled)),
+            Some(_) => {}
+            None if enabled && !named_elsewhere => self.set_attr(el, "enable", "true"),
+            None => {}
+        }
+        self.sync(
+            el,
+            &kids(el, "host"),
+            (&b.hosts, &r.hosts),
+            |a, b| a.name == b.name,
+            |ed, he, bh, rh| {
+                if rh.address != bh.address {
+                    ed.set_attr(he, "ip", &rh.address.to_string());
+                }
+                if rh.weight != bh.weight {
+                    ed.set_attr(he, "weight", &rh.weight.to_string());
+                }
+                Some(())
+            },
+            |h, ind, _| r_host(h, ind),
+        )
+    }
+
+    fn admin(
+        &mut self,
+        root: &Element,
+        boot: Option<&AdminConfig>,
+        running: Option<&AdminConfig>,
+    ) -> Option<()> {
+        if boot == running {
+            return Some(());
+        }
+        let el = kids(root, "admin").into_iter().next();
+        match (boot, running, el) {
+            (_, None, Some(el)) => self.remove(el),
+            (_, None, None) => {}
+            (_, Some(r), None) => self.add(root, None, |ind, step| vec![r_admin(r, ind, step)]),
+            (None, Some(_), Some(_)) => return None,
+            (Some(b), Some(r), Some(el)) => {
+                self.web(el, b.web.as_ref(), r.web.as_ref());
+                self.ssh(el, b.ssh.as_ref(), r.ssh.as_ref());
+                self.users(el, &b.users, &r.users)?;
+            }
+        }
+        Some(())
+    }
+
+    fn web(&mut self, admin: &Element, b: Option<&AdminWebConfig>, r: Option<&AdminWebConfig>) {
+        if b == r {
+            return;
+        }
+        let el = kids(admin, "web").into_iter().next();
+        match (b, r, el) {
+            (_, None, Some(el)) => self.remove(el),
+            (Some(b), Some(r), Some(el)) => {
+                if b.listen != r.listen {
+                    self.set_attr(el, "listen", &r.listen.to_string());
+                }
+                if b.enable != r.enable {
+                    self.set_attr(el, "enable", yes(r.enable));
+                }
+                if b.secure != r.secure {
+                    self.set_attr(el, "secure", yes(r.secure));
+                }
+                if b.refresh != r.refresh {
+                    self.set_attr(el, "refresh", &seconds(r.refresh));
+                }
+            }
+            (_, Some(r), _) => {
+                let anchor = admin.children.first();
+                // Before the first child keeps <web> at the top; after it is simpler.
+                self.add(admin, anchor, |ind, _| vec![r_web(r, ind)]);
+            }
+            (_, None, None) => {}
+        }
+    }
+
+    fn ssh(&mut self, admin: &Element, b: Option<&AdminSshConfig>, r: Option<&AdminSshConfig>) {
+        if b == r {
+            return;
+        }
+        let el = kids(admin, "ssh").into_iter().next();
+        match (b, r, el) {
+            (_, None, Some(el)) => self.remove(el),
+            (Some(b), Some(r), Some(el)) => {
+                if b.listen != r.listen {
+                    self.set_attr(el, "listen", &r.listen.to_string());
+                }
+                if b.enable != r.enable {
+                    self.set_attr(el, "enable", yes(r.enable));
+                }
+            }
+            (_, Some(r), _) => {
+                let anchor = kids(admin, "web").into_iter().next();
+                self.add(admin, anchor, |ind, _| vec![r_ssh(r, ind)]);
+            }
+            (_, None, None) => {}
+        }
+    }
+
+    fn users(&mut self, admin: &Element, b: &[UserConfig], r: &[UserConfig]) -> Option<()> {
+        self.sync(
+            admin,
+            &kids(admin, "user"),
+            (b, r),
+            |a, b| a.name == b.name,
+            |ed, ue, bu, ru| {
+                if ru.password_hash != bu.password_hash {
+                    ed.set_attr(ue, "password", &ru.password_hash);
+                }
+                if ru.access != bu.access {
+                    ed.set_attr(ue, "access", ru.access.name());
+                }
+                Some(())
+            },
+            |u, ind, _| r_user(u, ind),
+        )
+    }
+
+    fn manager(&mut self, root: &Element, b: &ManagerConfig, r: &ManagerConfig) {
+        if b == r {
+            return;
+        }
+        let Some(el) = kids(root, "manager").into_iter().next() else {
+            self.add(root, None, |ind, step| vec![r_manager(r, ind, step)]);
+            return;
+        };
+        for (tag, bt, rt) in [
+            ("hostCheck", b.host_check, r.host_check),
+            ("configCheck", b.config_check, r.config_check),
+            ("heartbeat", b.heartbeat, r.heartbeat),
+        ] {
+            if bt == rt {
+                continue;
+            }
+            match kids(el, tag).into_iter().next() {
+                Some(te) => {
+                    if bt.interval != rt.interval {
+                        self.set_attr(te, "interval", &seconds(rt.interval));
+                    }
+                    if bt.enable != rt.enable {
+                        self.set_attr(te, "enable", yes(rt.enable));
+                    }
+                }
+                None => self.add(el, el.children.last(), |ind, _| vec![r_task(tag, rt, ind)]),
+            }
+        }
+    }
+
+    /// `<logging file>` and `<control socket>`: one path attribute each.
+    fn path_leaf(
+        &mut self,
+        root: &Element,
+        tag: &str,
+        key: &str,
+        b: Option<&Path>,
+        r: Option<&Path>,
+    ) {
+        if b == r {
+            return;
+        }
+        let el = kids(root, tag).into_iter().next();
+        match (r, el) {
+            (None, Some(el)) => self.remove(el),
+            (None, None) => {}
+            (Some(p), Some(el)) => {
+                let written = written_path(p, self.base_dir);
+                self.set_attr(el, key, &written);
+            }
+            (Some(p), None) => {
+                let written = written_path(p, self.base_dir);
+                self.add(root, None, |ind, _| {
+                    vec![format!("{ind}<{tag} {key}=\"{}\"/>", esc(&written))]
+                });
+            }
+        }
+    }
+}
+
+// Renderings of new elements, in `write::to_xml`'s style, every line indented.
+
+fn r_listen(l: &ListenAddr, ind: &str) -> String {
+    format!("{ind}<listen ip=\"{}\"/>", esc(&l.to_string()))
+}
+
+fn r_host(h: &HostConfig, ind: &str) -> String {
+    format!(
+        "{ind}<host name=\"{}\" ip=\"{}\" weight=\"{}\"/>",
+        esc(&h.name),
+        esc(&h.address.to_string()),
+        h.weight
+    )
+}
+
+fn r_group(g: &GroupConfig, enabled: bool, ind: &str, step: &str) -> String {
+    let enable = if enabled { " enable=\"true\"" } else { "" };
+    let mut x = format!(
+        "{ind}<group name=\"{}\" scheduler=\"{}\"{enable}>",
+        esc(&g.name),
+        g.scheduler
+    );
+    let inner = format!("{ind}{step}");
+    for h in &g.hosts {
+        x.push('\n');
+        x.push_str(&r_host(h, &inner));
+    }
+    x.push_str(&format!("\n{ind}</group>"));
+    x
+}
+
+fn r_service(s: &ServiceConfig, ind: &str, step: &str) -> String {
+    let timeout = if s.connect_timeout == DEFAULT_CONNECT_TIMEOUT {
+        String::new()
+    } else {
+        format!(" connectTimeout=\"{}\"", seconds(s.connect_timeout))
+    };
+    let mut x = format!("{ind}<service name=\"{}\"{timeout}>", esc(&s.name));
+    let inner = format!("{ind}{step}");
+    for l in &s.listeners {
+        x.push('\n');
+        x.push_str(&r_listen(l, &inner));
+    }
+    for g in &s.groups {
+        x.push('\n');
+        x.push_str(&r_group(g, g.name == s.enabled_group, &inner, step));
+    }
+    x.push_str(&format!("\n{ind}</service>"));
+    x
+}
+
+fn r_web(w: &AdminWebConfig, ind: &str) -> String {
+    format!(
+        "{ind}<web listen=\"{}\" enable=\"{}\" secure=\"{}\" refresh=\"{}\"/>",
+        esc(&w.listen.to_string()),
+        yes(w.enable),
+        yes(w.secure),
+        seconds(w.refresh)
+    )
+}
+
+fn r_ssh(s: &AdminSshConfig, ind: &str) -> String {
+    format!(
+        "{ind}<ssh listen=\"{}\" enable=\"{}\"/>",
+        esc(&s.listen.to_string()),
+        yes(s.enable)
+    )
+}
+
+fn r_user(u: &UserConfig, ind: &str) -> String {
+    format!(
+        "{ind}<user name=\"{}\" password=\"{}\" access=\"{}\"/>",
+        esc(&u.name),
+        esc(&u.password_hash),
+        u.access.name()
+    )
+}
+
+fn r_admin(a: &AdminConfig, ind: &str, step: &str) -> String {
+    let inner = format!("{ind}{step}");
+    let mut lines = vec![format!("{ind}<admin>")];
+    lines.extend(a.web.iter().map(|w| r_web(w, &inner)));
+    lines.extend(a.ssh.iter().map(|s| r_ssh(s, &inner)));
+    lines.extend(a.users.iter().map(|u| r_user(u, &inner)));
+    lines.push(format!("{ind}</admin>"));
+    lines.join("\n")
+}
+
+fn r_task(tag: &str, t: ManagerTask, ind: &str) -> String {
+    format!(
+        "{ind}<{tag} interval=\"{}\" enable=\"{}\"/>",
+        seconds(t.interval),
+        yes(t.enable)
+    )
+}
+
+fn r_manager(m: &ManagerConfig, ind: &str, step: &str) -> String {
+    let inner = format!("{ind}{step}");
+    [
+        format!("{ind}<manager>"),
+        r_task("hostCheck", m.host_check, &inner),
+        r_task("configCheck", m.config_check, &inner),
+        r_task("heartbeat", m.heartbeat, &inner),
+        format!("{ind}</manager>"),
+    ]
+    .join("\n")
+}

@@ -1,0 +1,533 @@
+//! Write-back: the running configuration into its file (configCheck, `saveConfig`).
+//!
+//! txLoadBalancer, HAProxy's server-state file and sozu's state dump all write
+//! their own rendering and lose the operator's file. txlb edits the file
+//! instead: in the format it was loaded from, only the elements, keys and
+//! entries that changed are rewritten; comments, `<note>`s, ordering, blank
+//! lines and quoting of everything else stay byte for byte.
+//!
+//! - [`render`]: pure: original text + the config it loaded into + the running
+//!   config → the new text, verified to load back into the running config
+//!   (falling back to a full rendering, comments lost, when a change cannot be
+//!   made in place; never a text that does not load).
+//! - [`save`]: the file on disk is re-read first; if it was edited since it was
+//!   loaded it is left alone and a [`Conflict`] carries both differences.
+//!   Otherwise the new text goes to `FILE.tmp`, is fsynced and renamed over the
+//!   file, after the previous text was saved the same way as `FILE.bak`: a crash
+//!   at any moment leaves the old or the new file, never a truncated one.
+//! - [`WriteBack`]: the file's last known text and configuration, shared by the
+//!   configCheck task and the admin plane's `saveConfig`.
+//! - [`run_config_check`]: the configCheck manager.
+
+mod edit_toml;
+mod edit_xml;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::model::{Config, ControlConfig};
+use super::write::{path_text, to_toml, to_xml};
+use super::{ConfigError, Format};
+use crate::BalancerHandle;
+
+/// Longest time spent computing one of a conflict's differences; past it the
+/// difference is coarser, never missing.
+const DIFF_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Everything that can stop a write-back.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteBackError {
+    /// The file was edited on disk since it was loaded (or last written): it is
+    /// not overwritten. Carries both differences for the operator.
+    #[error("{}: edited on disk since it was loaded; not overwritten", .0.path.display())]
+    Conflict(Box<Conflict>),
+    /// The file could not be read back before writing.
+    #[error("{}: cannot read the configuration file", path.display())]
+    Read {
+        /// The configuration file.
+        path: PathBuf,
+        /// Why reading failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing, syncing or renaming failed; the file is unchanged.
+    #[error("{}: cannot write the configuration file", path.display())]
+    Write {
+        /// The file being written (the configuration, its `.bak` or `.tmp`).
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Neither the in-place edit nor the full rendering loads back into the
+    /// running configuration (a bug, reported rather than written).
+    #[error("{}: the running configuration does not survive being written in this format", path.display())]
+    Unrepresentable {
+        /// The configuration file.
+        path: PathBuf,
+    },
+}
+
+/// A file edited on disk since it was loaded, with what differs, as unified
+/// diffs from the text txlb last knew ("boot": as loaded, or as last written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The configuration file.
+    pub path: PathBuf,
+    /// What the operator changed on disk: boot text → file now.
+    pub file_vs_boot: String,
+    /// What changed at run time: boot text → the running configuration as it
+    /// would have been written.
+    pub running_vs_boot: String,
+}
+
+/// What a successful [`save`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveOutcome {
+    /// The file already holds the running configuration: nothing written.
+    Unchanged,
+    /// The file was edited on disk, and what it says now is exactly the running
+    /// configuration (edited, then reloaded): nothing written, and its text is
+    /// the new base.
+    Adopted,
+    /// The file was replaced; the previous text is in `FILE.bak`.
+    Written {
+        /// Whether comments and layout were kept (`false`: a change could not be
+        /// made in place and the file was rendered in full).
+        preserved: bool,
+    },
+}
+
+/// A new text for the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The whole file.
+    pub text: String,
+    /// Whether everything unchanged was kept byte for byte (`false`: full
+    /// rendering, comments lost).
+    pub preserved: bool,
+}
+
+/// Whether two configurations are the same, wherever they were read from.
+pub fn same_config(a: &Config, b: &Config) -> bool {
+    // Destructured so that a new field is a compile error here, not a silent
+    // "unchanged".
+    let Config {
+        source: _,
+        services,
+        admin,
+        manager,
+        logging,
+        control,
+    } = a;
+    *services == b.services
+        && *admin == b.admin
+        && *manager == b.manager
+        && *logging == b.logging
+        && *control == b.control
+}
+
+/// The directory relative paths in the file are resolved against.
+fn base_dir(path: &Path) -> Option<&Path> {
+    path.parent().filter(|p| !p.as_os_str().is_empty())
+}
+
+/// A path as written in the file: relative to the file's directory when it is
+/// under it (the reader joined it), so it reloads to the same path.
+fn written_path(p: &Path, base_dir: Option<&Path>) -> String {
+    match base_dir.and_then(|dir| p.strip_prefix(dir).ok()) {
+        Some(relative) if !relative.as_os_str().is_empty() => path_text(relative),
+        _ => path_text(p),
+    }
+}
+
+fn loads_as(path: &Path, text: &str, running: &Config) -> bool {
+    Config::from_text(path, text).is_ok_and(|c| same_config(&c, running))
+}
+
+/// The whole running configuration in the file's format, paths made relative
+/// again so it reloads to the same configuration.
+fn full_rendering(path: &Path, running: &Config) -> String {
+    let dir = base_dir(path);
+    let mut config = running.clone();
+    if let Some(file) = &mut config.logging.file {
+        *file = PathBuf::from(written_path(file, dir));
+    }
+    if let Some(ControlConfig { socket }) = &mut config.control {
+        *socket = PathBuf::from(written_path(socket, dir));
+    }
+    match Format::of(path) {
+        Format::Xml => to_xml(&config),
+        Format::Toml => to_toml(&config),
+    }
+}
+
+/// The new text of the file `path`, whose current text `original` loaded into
+/// `boot`, so that it loads into `running`.
+///
+/// Only what differs between `boot` and `running` is edited; the result is
+/// loaded again and must equal `running` (ignoring `source`). When the edit
+/// cannot be made in place, the whole configuration is rendered instead
+/// (`preserved: false`). Pure: reads no file.
+pub fn render(
+    path: &Path,
+    original: &str,
+    boot: &Config,
+    running: &Config,
+) -> Result<Rendered, WriteBackError> {
+    if same_config(boot, running) {
+        return Ok(Rendered {
+            text: original.to_string(),
+            preserved: true,
+        });
+    }
+    let dir = base_dir(path);
+    let edited = match Format::of(path) {
+        Format::Xml => edit_xml::edit(original, dir, boot, running),
+        Format::Toml => edit_toml::edit(original, dir, boot, running),
+    };
+    if let Some(text) = edited
+        && loads_as(path, &text, running)
+    {
+        return Ok(Rendered {
+            text,
+            preserved: true,
+        });
+    }
+    let text = full_rendering(path, running);
+    if loads_as(path, &text, running) {
+        Ok(Rendered {
+            text,
+            preserved: false,
+        })
+    } else {
+        Err(WriteBackError::Unrepresentable {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// A unified diff of two texts (empty when they are equal).
+pub fn unified_diff(old_label: &str, old: &str, new_label: &str, new: &str) -> String {
+    similar::TextDiff::configure()
+        .timeout(DIFF_TIMEOUT)
+        .diff_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(old_label, new_label)
+        .to_string()
+}
+
+fn conflict(
+    path: &Path,
+    original: &str,
+    on_disk: &str,
+    boot: &Config,
+    running: &Config,
+) -> Conflict {
+    let name = path.display();
+    let running_text = render(path, original, boot, running)
+        .map(|r| r.text)
+        .unwrap_or_else(|_| full_rendering(path, running));
+    Conflict {
+        path: path.to_path_buf(),
+        file_vs_boot: unified_diff(
+            &format!("{name} (boot)"),
+            original,
+            &format!("{name} (on disk)"),
+            on_disk,
+        ),
+        running_vs_boot: unified_diff(
+            &format!("{name} (boot)"),
+            original,
+            &format!("{name} (running)"),
+            &running_text,
+        ),
+    }
+}
+
+/// Writes the running configuration into `path`, whose text was `original`
+/// when it loaded into `boot`.
+///
+/// The file is read again first: if it no longer says `original`, it was edited
+/// on disk and is not overwritten ([`WriteBackError::Conflict`]), unless what it
+/// says now is exactly `running` ([`SaveOutcome::Adopted`]). Otherwise the new
+/// text replaces it atomically (see the module docs), keeping its permissions,
+/// and the previous text is kept as `FILE.bak`. A symbolic link is followed and
+/// the file it points to is replaced (with the `.bak` beside that file).
+pub fn save(
+    path: &Path,
+    original: &str,
+    boot: &Config,
+    running: &Config,
+) -> Result<SaveOutcome, WriteBackError> {
+    save_text(path, original, boot, running).map(|(outcome, _)| outcome)
+}
+
+/// [`save`], also giving the text the file holds afterwards.
+fn save_text(
+    path: &Path,
+    original: &str,
+    boot: &Config,
+    running: &Config,
+) -> Result<(SaveOutcome, String), WriteBackError> {
+    let on_disk = fs::read_to_string(path).map_err(|source| WriteBackError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if on_disk != original {
+        if loads_as(path, &on_disk, running) {
+            return Ok((SaveOutcome::Adopted, on_disk));
+        }
+        return Err(WriteBackError::Conflict(Box::new(conflict(
+            path, original, &on_disk, boot, running,
+        ))));
+    }
+    let rendered = render(path, original, boot, running)?;
+    if rendered.text == on_disk {
+        return Ok((SaveOutcome::Unchanged, on_disk));
+    }
+    replace_file(path, &on_disk, &rendered.text)?;
+    Ok((
+        SaveOutcome::Written {
+            preserved: rendered.preserved,
+        },
+        rendered.text,
+    ))
+}
+
+/// `path` with `suffix` added to its file name.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Keeps `old` as `FILE.bak`, then puts `new` in place; each atomically.
+fn replace_file(path: &Path, old: &str, new: &str) -> Result<(), WriteBackError> {
+    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let permissions = fs::metadata(&target).ok().map(|m| m.permissions());
+    // The backup first: a crash after it leaves the old file and its copy.
+    write_atomically(&sibling(&target, ".bak"), old, permissions.as_ref())?;
+    write_atomically(&target, new, permissions.as_ref())?;
+    // Makes both renames durable. Some file systems cannot sync a directory;
+    // the renames are still atomic there, only possibly not yet on disk.
+    if let Some(dir) = base_dir(&target)
+        && let Ok(dir) = File::open(dir)
+    {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+/// Writes `FILE.tmp`, syncs it and renames it over `dest`: readers see the old
+/// content or the new one, never part of it.
+fn write_atomically(
+    dest: &Path,
+    text: &str,
+    permissions: Option<&fs::Permissions>,
+) -> Result<(), WriteBackError> {
+    let tmp = sibling(dest, ".tmp");
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        if let Some(permissions) = permissions {
+            file.set_permissions(permissions.clone())?;
+        }
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, dest)
+    })();
+    written.map_err(|source| {
+        let _ = fs::remove_file(&tmp);
+        WriteBackError::Write {
+            path: dest.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// A configuration file, what it last said and the configuration that was.
+///
+/// Shared (in an `Arc`) by the configCheck task and the admin plane
+/// (`saveConfig`, the conflict shown on the page).
+#[derive(Debug)]
+pub struct WriteBack {
+    path: PathBuf,
+    /// Written by [`WriteBack::save`], read by every method. A std mutex: saves
+    /// are short blocking file I/O that must not interleave, and it is never
+    /// held across an `.await`.
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The file's text as loaded or last written.
+    text: String,
+    /// What `text` loads into.
+    config: Config,
+    /// The conflict found by the last save, until a save succeeds.
+    conflict: Option<Conflict>,
+}
+
+impl WriteBack {
+    /// Write-back for `path`, whose current text is `text`, which loaded into
+    /// `config` (use [`Config::from_text`] on that very text).
+    pub fn new(path: impl Into<PathBuf>, text: impl Into<String>, config: Config) -> WriteBack {
+        WriteBack {
+            path: path.into(),
+            state: Mutex::new(State {
+                text: text.into(),
+                config,
+                conflict: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (every field
+        // is replaced whole), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The configuration file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file (as last loaded or written) already holds `running`.
+    pub fn is_saved(&self, running: &Config) -> bool {
+        same_config(&self.lock().config, running)
+    }
+
+    /// The file's text as loaded or last written.
+    pub fn text(&self) -> String {
+        self.lock().text.clone()
+    }
+
+    /// The conflict found by the last save, if it has not been resolved since.
+    pub fn conflict(&self) -> Option<Conflict> {
+        self.lock().conflict.clone()
+    }
+
+    /// Writes `running` into the file (see [`save`]); on success the written
+    /// text and `running` become the base of the next comparison. Blocking file
+    /// I/O: from async code, call it in `spawn_blocking`.
+    pub fn save(&self, running: &Config) -> Result<SaveOutcome, WriteBackError> {
+        let mut state = self.lock();
+        let result = save_text(&self.path, &state.text, &state.config, running);
+        let path = self.path.display();
+        match result {
+            Ok((outcome, text)) => {
+                match outcome {
+                    SaveOutcome::Written { preserved } => {
+                        tracing::info!(config = %path, preserved, "config written back");
+                        if !preserved {
+                            tracing::warn!(
+                                config = %path,
+                                "config rewritten in full: a change could not be made in place, comments and layout were lost (previous file in .bak)"
+                            );
+                        }
+                    }
+                    SaveOutcome::Adopted => tracing::info!(
+                        config = %path,
+                        "config file edited on disk holds the running configuration: taken as the new base"
+                    ),
+                    SaveOutcome::Unchanged => {}
+                }
+                state.text = text;
+                state.config = running.clone();
+                state.conflict = None;
+                Ok(outcome)
+            }
+            Err(WriteBackError::Conflict(conflict)) => {
+                state.conflict = Some((*conflict).clone());
+                Err(WriteBackError::Conflict(conflict))
+            }
+            Err(other) => Err(other),
+        }
+    }
+}
+
+/// The configCheck manager: every `interval`, if the running configuration
+/// differs from what the file holds, writes it back. Logs each write, and a
+/// conflict or an error once when it appears (not at every tick). Ends when
+/// `shutdown` is cancelled.
+pub async fn run_config_check(
+    writeback: Arc<WriteBack>,
+    handle: BalancerHandle,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; nothing can have changed yet.
+    ticks.tick().await;
+    // The problem last reported, so each is logged once.
+    let mut reported: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let running = handle.config();
+        if writeback.is_saved(&running) {
+            continue;
+        }
+        let wb = writeback.clone();
+        let result = match tokio::task::spawn_blocking(move || wb.save(&running)).await {
+            Ok(result) => result,
+            Err(error) => {
+                tracing::error!(%error, "config write-back task failed");
+                continue;
+            }
+        };
+        match result {
+            Ok(_) => {
+                if reported.take().is_some() {
+                    tracing::info!(config = %writeback.path().display(), "config write-back resumed");
+                }
+            }
+            Err(error) => {
+                let key = error.to_string();
+                if reported.as_ref() == Some(&key) {
+                    continue;
+                }
+                match &error {
+                    WriteBackError::Conflict(c) => tracing::warn!(
+                        config = %c.path.display(),
+                        file_vs_boot = %c.file_vs_boot,
+                        running_vs_boot = %c.running_vs_boot,
+                        "config file edited on disk since it was loaded: not overwritten (reload it, or undo the edit)"
+                    ),
+                    other => {
+                        tracing::error!(error = %other, source = ?std::error::Error::source(other), "config write-back failed")
+                    }
+                }
+                reported = Some(key);
+            }
+        }
+    }
+}
+
+/// Loads `path` for write-back: its text and the configuration it holds.
+pub fn load(path: &Path) -> Result<(String, Config), ConfigError> {
+    let text = fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let config = Config::from_text(path, &text)?;
+    Ok((text, config))
+}
+
+#[cfg(test)]
+mod tests;

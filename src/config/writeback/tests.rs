@@ -1,0 +1,467 @@
+//! Unit tests of write-back: exact in-place edits, the fallback, and random
+//! changes that must always give a file loading into the running configuration.
+
+use std::path::Path;
+
+use super::*;
+use crate::config::{
+    GroupConfig, HostConfig, LoggingConfig, parse_host_address, parse_listen_addr,
+};
+use crate::scheduler::SchedulerKind;
+
+const XML_FIXTURE: &str = include_str!("../../../tests/fixtures/writeback/commented.xml");
+const TOML_FIXTURE: &str = include_str!("../../../tests/fixtures/writeback/commented.toml");
+
+fn host(name: &str, ip: &str) -> HostConfig {
+    HostConfig {
+        name: name.into(),
+        address: parse_host_address(ip).unwrap(),
+        weight: 1,
+    }
+}
+
+/// Loads `text` as `path`, applies `change`, renders, and checks the result
+/// loads into the changed configuration. Returns the new text.
+#[track_caller]
+fn rewrite(path: &str, text: &str, change: impl FnOnce(&mut Config)) -> Rendered {
+    let path = Path::new(path);
+    let boot = Config::from_text(path, text).unwrap();
+    let mut running = boot.clone();
+    change(&mut running);
+    let rendered = render(path, text, &boot, &running).unwrap();
+    let reloaded = Config::from_text(path, &rendered.text).unwrap();
+    assert!(same_config(&reloaded, &running), "{}", rendered.text);
+    rendered
+}
+
+#[track_caller]
+fn in_place(path: &str, text: &str, change: impl FnOnce(&mut Config)) -> String {
+    let rendered = rewrite(path, text, change);
+    assert!(rendered.preserved, "fell back to a full rendering");
+    rendered.text
+}
+
+const SMALL_XML: &str = "<config>
+  <!-- one -->
+  <service name='web'>
+    <listen ip='*:80'/>
+    <group name='g' scheduler='roundr' enable='yes'>
+      <host name='h1' ip='10.0.0.1:80'/>
+      <host name='h2' ip='10.0.0.2:80'/>  <!-- two -->
+    </group>
+    <group name=\"s\" scheduler=\"rand\"/>
+  </service>
+</config>
+";
+
+#[test]
+fn xml_attribute_replaced_in_place_keeping_quotes() {
+    let out = in_place("c.xml", SMALL_XML, |c| {
+        c.services[0].groups[0].scheduler = SchedulerKind::LeastConns;
+        c.services[0].groups[0].hosts[1].weight = 3;
+    });
+    let expected = SMALL_XML
+        .replace("scheduler='roundr'", "scheduler='leastc'")
+        .replace("ip='10.0.0.2:80'/>", "ip='10.0.0.2:80' weight=\"3\"/>");
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn xml_removed_host_goes_with_its_line_and_comments_stay() {
+    let out = in_place("c.xml", SMALL_XML, |c| {
+        c.services[0].groups[0].hosts.remove(0);
+    });
+    assert_eq!(
+        out,
+        SMALL_XML.replace("      <host name='h1' ip='10.0.0.1:80'/>\n", "")
+    );
+    let out = in_place("c.xml", SMALL_XML, |c| {
+        c.services[0].groups[0].hosts.remove(1);
+    });
+    assert_eq!(
+        out,
+        SMALL_XML.replace(
+            "<host name='h2' ip='10.0.0.2:80'/>  <!-- two -->",
+            "<!-- two -->"
+        )
+    );
+}
+
+#[test]
+fn xml_new_hosts_go_where_the_running_config_has_them() {
+    let out = in_place("c.xml", SMALL_XML, |c| {
+        let hosts = &mut c.services[0].groups[0].hosts;
+        hosts.insert(0, host("first", "10.0.0.9:1"));
+        hosts.insert(2, host("middle", "10.0.0.9:2"));
+        hosts.push(host("last", "10.0.0.9:3"));
+    });
+    let expected = SMALL_XML.replace(
+        "      <host name='h1' ip='10.0.0.1:80'/>\n      <host name='h2' ip='10.0.0.2:80'/>  <!-- two -->\n",
+        "      <host name=\"first\" ip=\"10.0.0.9:1\" weight=\"1\"/>
+      <host name='h1' ip='10.0.0.1:80'/>
+      <host name=\"middle\" ip=\"10.0.0.9:2\" weight=\"1\"/>
+      <host name='h2' ip='10.0.0.2:80'/>  <!-- two -->
+      <host name=\"last\" ip=\"10.0.0.9:3\" weight=\"1\"/>
+",
+    );
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn xml_empty_element_opens_for_children() {
+    let out = in_place("c.xml", SMALL_XML, |c| {
+        c.services[0].groups[1]
+            .hosts
+            .push(host("s1", "10.0.1.1:80"));
+    });
+    let expected = SMALL_XML.replace(
+        "    <group name=\"s\" scheduler=\"rand\"/>\n",
+        "    <group name=\"s\" scheduler=\"rand\">
+      <host name=\"s1\" ip=\"10.0.1.1:80\" weight=\"1\"/>
+    </group>
+",
+    );
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn xml_enabled_group_switched_by_flags() {
+    let out = in_place("c.xml", SMALL_XML, |c| {
+        c.services[0].groups[1]
+            .hosts
+            .push(host("s1", "10.0.1.1:80"));
+        c.services[0].enabled_group = "s".into();
+    });
+    assert!(
+        out.contains("<group name='g' scheduler='roundr' enable='false'>"),
+        "{out}"
+    );
+    assert!(
+        out.contains("<group name=\"s\" scheduler=\"rand\" enable=\"true\">"),
+        "{out}"
+    );
+}
+
+#[test]
+fn xml_enabled_group_switched_by_name() {
+    let out = in_place("c.xml", XML_FIXTURE, |c| {
+        c.services[0].enabled_group = "upgrade".into();
+    });
+    assert_eq!(
+        out,
+        XML_FIXTURE.replace("<enable group=\"main\" />", "<enable group=\"upgrade\" />")
+    );
+}
+
+#[test]
+fn xml_new_group_in_empty_parent_uses_the_file_step() {
+    let text = "<config>\n\t<service name=\"w\">\n\t\t<listen ip=\"*:1\"/>\n\t\t<group name=\"g\" enable=\"1\"><host name=\"h\" ip=\"a:1\"/></group>\n\t</service>\n</config>\n";
+    let out = in_place("c.xml", text, |c| {
+        c.services[0].groups.push(GroupConfig {
+            name: "n".into(),
+            scheduler: SchedulerKind::Random,
+            hosts: Vec::new(),
+        });
+    });
+    assert!(
+        out.contains(
+            "</group>\n\t\t<group name=\"n\" scheduler=\"rand\">\n\t\t</group>\n\t</service>"
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn xml_crlf_files_get_crlf_lines() {
+    let text = SMALL_XML.replace('\n', "\r\n");
+    let out = in_place("c.xml", &text, |c| {
+        c.services[0].groups[0].hosts.remove(0);
+        c.services[0].groups[0]
+            .hosts
+            .push(host("h3", "10.0.0.3:80"));
+        c.services[0].groups[1]
+            .hosts
+            .push(host("s1", "10.0.1.1:80"));
+    });
+    assert_eq!(
+        out.matches('\n').count(),
+        out.matches("\r\n").count(),
+        "{out:?}"
+    );
+    assert!(!out.contains("h1"));
+}
+
+const SMALL_TOML: &str = r#"# one
+[[service]]
+name = "web"  # the site
+listen = [ "*:80" ]
+
+[[service.group]]
+name = "g"
+scheduler = "roundr"   # was rand
+enable = true
+hosts = [
+  { name = "h1", ip = "10.0.0.1:80" },  # first
+  { name = "h2", ip = "10.0.0.2:80" },  # second
+]
+"#;
+
+#[test]
+fn toml_values_replaced_keeping_comments() {
+    let out = in_place("c.toml", SMALL_TOML, |c| {
+        c.services[0].groups[0].scheduler = SchedulerKind::LeastConns;
+        c.services[0].groups[0].hosts[0].address = parse_host_address("[::1]:81").unwrap();
+    });
+    let expected = SMALL_TOML
+        .replace("scheduler = \"roundr\"", "scheduler = \"leastc\"")
+        .replace("\"10.0.0.1:80\"", "\"[::1]:81\"");
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn toml_array_entries_removed_and_inserted_by_line() {
+    let out = in_place("c.toml", SMALL_TOML, |c| {
+        let hosts = &mut c.services[0].groups[0].hosts;
+        hosts.remove(0);
+        hosts.insert(0, host("new", "10.0.0.3:80"));
+        hosts.push(host("last", "10.0.0.4:80"));
+    });
+    let expected = SMALL_TOML.replace(
+        "  { name = \"h1\", ip = \"10.0.0.1:80\" },  # first\n  { name = \"h2\", ip = \"10.0.0.2:80\" },  # second\n",
+        "  { name = \"new\", ip = \"10.0.0.3:80\", weight = 1 },\n  { name = \"h2\", ip = \"10.0.0.2:80\" },  # second\n  { name = \"last\", ip = \"10.0.0.4:80\", weight = 1 },\n",
+    );
+    assert_eq!(out, expected);
+    let out = in_place("c.toml", SMALL_TOML, |c| {
+        c.services[0].groups[0].hosts.pop();
+    });
+    assert_eq!(
+        out,
+        SMALL_TOML.replace("  { name = \"h2\", ip = \"10.0.0.2:80\" },  # second\n", "")
+    );
+}
+
+#[test]
+fn toml_listeners_in_one_line_array() {
+    let out = in_place("c.toml", SMALL_TOML, |c| {
+        c.services[0]
+            .listeners
+            .push(parse_listen_addr("*:81").unwrap());
+    });
+    assert!(out.contains("listen = [ \"*:80\", \"*:81\" ]"), "{out}");
+    let out = in_place("c.toml", &out, |c| {
+        c.services[0].listeners.remove(0);
+    });
+    assert!(out.contains("listen = [ \"*:81\" ]"), "{out}");
+}
+
+#[test]
+fn unexpressible_changes_fall_back_to_a_full_rendering() {
+    for (path, text) in [("c.xml", SMALL_XML), ("c.toml", SMALL_TOML)] {
+        let rendered = rewrite(path, text, |c| c.services[0].groups[0].hosts.reverse());
+        assert!(!rendered.preserved);
+        assert!(!rendered.text.contains("one"));
+    }
+}
+
+#[test]
+fn unchanged_config_renders_the_original() {
+    for (path, text) in [("c.xml", XML_FIXTURE), ("c.toml", TOML_FIXTURE)] {
+        let rendered = rewrite(path, text, |c| c.source = Some("elsewhere".into()));
+        assert_eq!(rendered.text, text);
+    }
+}
+
+#[test]
+fn relative_paths_stay_relative() {
+    for (path, text) in [("conf/c.xml", XML_FIXTURE), ("conf/c.toml", TOML_FIXTURE)] {
+        let out = in_place(path, text, |c| {
+            c.logging.file = Some("conf/other.log".into());
+        });
+        assert!(out.contains("\"other.log\""), "{out}");
+        // The full rendering does the same.
+        let rendered = rewrite(path, text, |c| {
+            c.logging = LoggingConfig {
+                file: Some("conf/logs/x.log".into()),
+            };
+            c.services.reverse();
+        });
+        assert!(!rendered.preserved);
+        assert!(
+            rendered.text.contains("\"logs/x.log\""),
+            "{}",
+            rendered.text
+        );
+    }
+}
+
+#[test]
+fn paths_outside_the_directory_are_written_whole() {
+    assert_eq!(
+        written_path(Path::new("/var/log/x"), Some(Path::new("conf"))),
+        "/var/log/x"
+    );
+    assert_eq!(
+        written_path(Path::new("conf/x"), Some(Path::new("conf"))),
+        "x"
+    );
+    assert_eq!(written_path(Path::new("x"), None), "x");
+}
+
+#[test]
+fn same_config_ignores_the_source() {
+    let a = Config::from_text(Path::new("a.xml"), SMALL_XML).unwrap();
+    let mut b = a.clone();
+    b.source = None;
+    assert!(same_config(&a, &b));
+    b.services[0].name = "other".into();
+    assert!(!same_config(&a, &b));
+}
+
+#[test]
+fn diffs_are_unified() {
+    assert_eq!(unified_diff("a", "x\n", "b", "x\n"), "");
+    let d = unified_diff("a", "x\ny\n", "b", "x\nz\n");
+    assert!(d.starts_with("--- a\n+++ b\n@@"), "{d}");
+    assert!(d.contains("-y\n+z\n"), "{d}");
+}
+
+#[test]
+fn missing_file_is_a_read_error() {
+    let boot = Config::from_text(Path::new("c.xml"), SMALL_XML).unwrap();
+    let err = save(Path::new("/nonexistent/dir/c.xml"), SMALL_XML, &boot, &boot).unwrap_err();
+    assert!(matches!(err, WriteBackError::Read { .. }), "{err}");
+}
+
+/// A random change of the kinds the admin plane makes.
+fn random_change(c: &mut Config, rng: &mut fastrand::Rng, n: usize) {
+    let s = rng.usize(..c.services.len());
+    let service = &mut c.services[s];
+    let g = rng.usize(..service.groups.len());
+    match rng.u8(..10) {
+        0 => {
+            let at = rng.usize(..=service.groups[g].hosts.len());
+            let new = host(
+                &format!("r{n}"),
+                &format!("10.9.{}.{}:80", n / 200, n % 200),
+            );
+            service.groups[g].hosts.insert(at, new);
+        }
+        1 if service.groups[g].hosts.len() > 1
+            || service.groups[g].name != service.enabled_group =>
+        {
+            let len = service.groups[g].hosts.len();
+            if len > 0 {
+                service.groups[g].hosts.remove(rng.usize(..len));
+            }
+        }
+        2 => service.groups[g].scheduler = SchedulerKind::ALL[rng.usize(..4)],
+        3 if !service.groups[g].hosts.is_empty() => {
+            service.enabled_group = service.groups[g].name.clone();
+        }
+        4 => service.groups.push(GroupConfig {
+            name: format!("rg{n}"),
+            scheduler: SchedulerKind::Weighted,
+            hosts: (0..rng.usize(..3))
+                .map(|i| host(&format!("h{i}"), &format!("10.8.{n}.{i}:80")))
+                .collect(),
+        }),
+        5 if service.groups[g].name != service.enabled_group => {
+            service.groups.remove(g);
+        }
+        6 => service
+            .listeners
+            .push(parse_listen_addr(&format!("127.0.0.2:{}", 30000 + n)).unwrap()),
+        7 => {
+            let mut new = service.clone();
+            new.name = format!("copy{n}");
+            new.listeners = vec![parse_listen_addr(&format!("127.0.0.3:{}", 30000 + n)).unwrap()];
+            c.services.push(new);
+        }
+        8 if c.services.len() > 1 => {
+            c.services.remove(s);
+        }
+        9 => {
+            let admin = c.admin.get_or_insert_with(Default::default);
+            if admin.users.is_empty() || rng.bool() {
+                admin.users.push(crate::config::UserConfig {
+                    name: format!("u{n}"),
+                    password_hash: "x".into(),
+                    access: crate::config::Access::Full,
+                });
+            } else {
+                let i = rng.usize(..admin.users.len());
+                admin.users.remove(i);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn random_changes_always_round_trip() {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut kept = 0;
+    let mut total = 0;
+    for (path, fixture) in [
+        ("c.xml", XML_FIXTURE),
+        ("c.toml", TOML_FIXTURE),
+        ("s.xml", SMALL_XML),
+        ("s.toml", SMALL_TOML),
+        (
+            "x.xml",
+            include_str!("../../../tests/fixtures/txlb-confex.xml"),
+        ),
+    ] {
+        let path = Path::new(path);
+        let mut text = fixture.to_string();
+        let mut boot = Config::from_text(path, &text).unwrap();
+        for round in 0..40 {
+            let mut running = boot.clone();
+            for k in 0..rng.usize(1..4) {
+                random_change(&mut running, &mut rng, round * 10 + k);
+            }
+            let rendered = render(path, &text, &boot, &running)
+                .unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
+            let reloaded = Config::from_text(path, &rendered.text).unwrap();
+            assert!(same_config(&reloaded, &running));
+            total += 1;
+            kept += usize::from(rendered.preserved);
+            text = rendered.text;
+            boot = reloaded;
+        }
+    }
+    // Changes the admin plane makes are (nearly) always made in place.
+    assert!(
+        kept * 10 >= total * 9,
+        "only {kept} of {total} kept the file"
+    );
+}
+
+#[test]
+fn inconsistent_originals_never_panic() {
+    for (path, fixture, other) in [
+        ("c.xml", XML_FIXTURE, SMALL_XML),
+        ("c.toml", TOML_FIXTURE, SMALL_TOML),
+    ] {
+        let path = Path::new(path);
+        let boot = Config::from_text(path, fixture).unwrap();
+        let mut running = boot.clone();
+        running.services[0].groups[0]
+            .hosts
+            .push(host("n", "10.0.0.1:1"));
+        running.services.remove(1);
+        let mut originals: Vec<&str> = vec![other, ""];
+        originals.extend(
+            (0..fixture.len())
+                .step_by(7)
+                .filter_map(|i| fixture.get(..i)),
+        );
+        for original in originals {
+            // Whatever the text, the result is a file loading into `running`.
+            if let Ok(rendered) = render(path, original, &boot, &running) {
+                let reloaded = Config::from_text(path, &rendered.text).unwrap();
+                assert!(same_config(&reloaded, &running));
+            }
+        }
+    }
+}

@@ -100,6 +100,7 @@ pub fn demo_config(listen: SocketAddr, backends: &[SocketAddr]) -> Config {
                 port: addr.port(),
             },
             weight: 1,
+            options: Default::default(),
         })
         .collect();
     Config {
@@ -114,9 +115,11 @@ pub fn demo_config(listen: SocketAddr, backends: &[SocketAddr]) -> Config {
                 name: "demo".into(),
                 scheduler: SchedulerKind::RoundRobin,
                 hosts,
+                options: Default::default(),
             }],
             enabled_group: "demo".into(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            options: Default::default(),
         }],
         admin: None,
         manager: Default::default(),

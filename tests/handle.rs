@@ -74,6 +74,7 @@ async fn hosts_groups_schedulers_and_listeners_change_live() {
                 name: "standby".into(),
                 scheduler: SchedulerKind::LeastConns,
                 hosts: vec![host("c", c, 1)],
+                options: Default::default(),
             },
         })
         .await
@@ -117,9 +118,11 @@ async fn hosts_groups_schedulers_and_listeners_change_live() {
                 name: "g".into(),
                 scheduler: SchedulerKind::Random,
                 hosts: vec![host("a", a, 1)],
+                options: Default::default(),
             }],
             enabled_group: "g".into(),
             connect_timeout: Duration::from_secs(1),
+            options: Default::default(),
         })))
         .await
         .unwrap();

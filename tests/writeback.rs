@@ -44,6 +44,7 @@ fn host(name: &str, ip: &str, weight: u32) -> HostConfig {
         name: name.into(),
         address: parse_host_address(ip).unwrap(),
         weight,
+        options: Default::default(),
     }
 }
 
@@ -67,7 +68,15 @@ fn change_everything(c: &mut Config) {
             host("c1", "10.0.0.9:80", 2),
             host("c2", "[2001:db8::9]:80", 1),
         ],
+        options: txlb::config::GroupOptions {
+            proxy_protocol: Some(txlb::proxy::proxy_protocol::Version::V2),
+            ..Default::default()
+        },
     });
+    // settings beyond txLoadBalancer's, on kept elements
+    service(c, "web").options.client_timeout = std::time::Duration::from_secs(90);
+    service(c, "web").options.deny = vec!["10.9.0.0/16".parse().unwrap()];
+    group(c, "web", "upgrade").hosts[0].options.maxconn = 50;
     service(c, "api").groups.retain(|g| g.name != "b");
     // add listener, add service
     service(c, "api")
@@ -80,9 +89,15 @@ fn change_everything(c: &mut Config) {
             name: "g1".into(),
             scheduler: SchedulerKind::LeastConns,
             hosts: vec![host("n1", "10.0.1.1:80", 1)],
+            options: Default::default(),
         }],
         enabled_group: "g1".into(),
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        options: txlb::config::ServiceOptions {
+            maxconn: 1000,
+            accept_proxy: true,
+            ..Default::default()
+        },
     });
     // add user, remove user
     let admin = c.admin.as_mut().unwrap();
@@ -96,6 +111,7 @@ fn change_everything(c: &mut Config) {
 
 /// Lines of the original that the changes above may touch, per format.
 const XML_TOUCHED: &[&str] = &[
+    "<service name=\"web\"",
     "<host name=\"two\"",
     "<host name=\"five\"",
     "<group name=\"upgrade\"",

@@ -11,6 +11,7 @@
 
 mod error;
 mod model;
+mod options;
 mod raw;
 mod toml;
 mod validate;
@@ -25,6 +26,10 @@ use std::path::Path;
 
 pub use error::{ConfigError, Location, STRING_SOURCE};
 pub use model::*;
+pub use options::{
+    DEFAULT_FIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_QUEUE, DEFAULT_QUEUE_TIMEOUT,
+    DEFAULT_RETRY_EMPTY_BYTES, DEFAULT_RETRY_EMPTY_TIMEOUT, parse_net,
+};
 pub use validate::{
     DEFAULT_SCHEDULER, MAX_SECONDS, parse_access, parse_bool, parse_host_address,
     parse_listen_addr, parse_seconds, parse_weight,

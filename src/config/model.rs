@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use super::options::{GroupOptions, HostOptions, ServiceOptions};
 use crate::scheduler::SchedulerKind;
 
 /// Default connect timeout towards a host.
@@ -52,6 +53,8 @@ pub struct ServiceConfig {
     pub enabled_group: String,
     /// How long to wait for a host to accept a connection before marking it bad.
     pub connect_timeout: Duration,
+    /// Timeouts, limits, access lists, PROXY protocol.
+    pub options: ServiceOptions,
 }
 
 /// A named set of hosts with the scheduler that picks among them.
@@ -63,6 +66,8 @@ pub struct GroupConfig {
     pub scheduler: SchedulerKind,
     /// Hosts of the group, in file order; names unique within the group.
     pub hosts: Vec<HostConfig>,
+    /// PROXY protocol towards hosts, replays on empty answers.
+    pub options: GroupOptions,
 }
 
 /// One backend host.
@@ -74,6 +79,8 @@ pub struct HostConfig {
     pub address: HostAddress,
     /// Relative weight for weighted schedulers (at least 1; default 1).
     pub weight: u32,
+    /// Connection limit, PROXY protocol override.
+    pub options: HostOptions,
 }
 
 /// A host's address as written in the configuration: a DNS name or an IP literal,

@@ -7,6 +7,8 @@
 //! Offsets are byte offsets into the source text; `at` is where the element or
 //! table starts, used when something is missing rather than wrong.
 
+pub(crate) use super::options::RawValue;
+
 /// A value and the byte offset where it was written.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct At<T> {
@@ -58,6 +60,8 @@ pub(crate) struct RawService {
     /// Per-service settings beyond txLoadBalancer's: add new ones here, in both
     /// readers, and in `validate::service_settings`.
     pub connect_timeout: Option<At<Number>>,
+    /// Settings of `options::ServiceOptions`, by XML attribute or TOML key.
+    pub options: Vec<(At<String>, At<RawValue>)>,
 }
 
 /// `<group>` / `[[service.group]]`.
@@ -68,6 +72,8 @@ pub(crate) struct RawGroup {
     pub scheduler: Option<At<String>>,
     pub enable: Option<At<bool>>,
     pub hosts: Vec<RawHost>,
+    /// Settings of `options::GroupOptions`.
+    pub options: Vec<(At<String>, At<RawValue>)>,
 }
 
 /// `<host>` / an entry of `hosts`.
@@ -77,6 +83,8 @@ pub(crate) struct RawHost {
     pub name: Option<At<String>>,
     pub ip: Option<At<String>>,
     pub weight: Option<At<Number>>,
+    /// Settings of `options::HostOptions`.
+    pub options: Vec<(At<String>, At<RawValue>)>,
 }
 
 /// `<admin>` / `[admin]`.

@@ -383,7 +383,7 @@ fn unknown_elements_and_attributes() {
         &BASE.replace("name=\"h1\"", "name=\"h1\" wieght=\"2\""),
         5,
         23,
-        "unknown attribute \"wieght\" on <host> (expected one of: name, ip, weight)",
+        "unknown attribute \"wieght\" on <host> (expected one of: name, ip, weight, maxconn, proxyProtocol)",
     );
     xml_err(
         &BASE.replace(
@@ -600,7 +600,7 @@ fn toml_errors_are_located() {
         &FULL_TOML.replace("  scheduler = \"weightr\"", "  schedular = \"weightr\""),
         19,
         3,
-        "unknown field `schedular`",
+        "unknown key \"schedular\" in [[service.group]]",
     );
     // Wrong type: booleans are real booleans.
     toml_err(

@@ -67,7 +67,7 @@ struct File {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+// Unknown keys: checked with the options (`options_of`).
 struct Service {
     name: Option<Spanned<String>>,
     #[serde(default)]
@@ -79,7 +79,7 @@ struct Service {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+// Unknown keys: checked with the options (`options_of`).
 struct Group {
     name: Option<Spanned<String>>,
     scheduler: Option<Spanned<String>>,
@@ -89,7 +89,7 @@ struct Group {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+// Unknown keys: checked with the options (`options_of`).
 struct Host {
     name: Option<Spanned<String>>,
     ip: Option<Spanned<String>>,
@@ -195,10 +195,12 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
         // repeat the source line.
         src.error(at, e.message().trim_end().to_string())
     })?;
+    let mut options = Options::read(src)?;
     let services = file
         .service
         .into_iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(si, s)| {
             let service_at = s.span().start;
             let s = s.into_inner();
             RawService {
@@ -208,7 +210,8 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                 groups: s
                     .group
                     .into_iter()
-                    .map(|g| {
+                    .enumerate()
+                    .map(|(gi, g)| {
                         let group_at = g.span().start;
                         let g = g.into_inner();
                         RawGroup {
@@ -219,7 +222,8 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                             hosts: g
                                 .hosts
                                 .into_iter()
-                                .map(|h| {
+                                .enumerate()
+                                .map(|(hi, h)| {
                                     let host_at = h.span().start;
                                     let h = h.into_inner();
                                     RawHost {
@@ -230,14 +234,17 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                                             let w = at(t, w);
                                             At::new(Number::Int(w.value), w.at)
                                         }),
+                                        options: options.take(&[si, gi, hi]),
                                     }
                                 })
                                 .collect(),
+                            options: options.take(&[si, gi]),
                         }
                     })
                     .collect(),
                 enabled_group: opt(t, s.enabled_group),
                 connect_timeout: float(t, s.connect_timeout),
+                options: options.take(&[si]),
             }
         })
         .collect();
@@ -297,5 +304,141 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                 socket: opt(t, c.into_inner().socket),
             }
         }),
+    })
+}
+
+/// The option keys of every service, group and host, with their positions: a
+/// second pass over the document, since serde's typed pass cannot keep spans for
+/// keys it does not know in advance.
+struct Options {
+    /// By path: `[service]`, `[service, group]` or `[service, group, host]`.
+    found: std::collections::HashMap<Vec<usize>, Vec<(At<String>, At<RawValue>)>>,
+}
+
+type RawOptions = Vec<(At<String>, At<RawValue>)>;
+
+impl Options {
+    fn read(src: &Source<'_>) -> Result<Options, ConfigError> {
+        use ::toml::de::DeTable;
+        const SERVICE: &[&str] = &[
+            "name",
+            "listen",
+            "enabled_group",
+            "connect_timeout",
+            "group",
+        ];
+        const GROUP: &[&str] = &["name", "scheduler", "enable", "hosts"];
+        const HOST: &[&str] = &["name", "ip", "weight"];
+        let doc = DeTable::parse(src.text()).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start);
+            src.error(at, e.message().trim_end().to_string())
+        })?;
+        let mut found = std::collections::HashMap::new();
+        for (si, service) in tables(get(doc.get_ref(), "service").as_ref())
+            .iter()
+            .enumerate()
+        {
+            let keys = (SERVICE, crate::config::ServiceOptions::KEYS, "[[service]]");
+            found.insert(vec![si], Self::collect(src, service, keys)?);
+            for (gi, group) in tables(get(service, "group").as_ref()).iter().enumerate() {
+                let keys = (
+                    GROUP,
+                    crate::config::GroupOptions::KEYS,
+                    "[[service.group]]",
+                );
+                found.insert(vec![si, gi], Self::collect(src, group, keys)?);
+                for (hi, host) in tables(get(group, "hosts").as_ref()).iter().enumerate() {
+                    let keys = (HOST, crate::config::HostOptions::KEYS, "a host");
+                    found.insert(vec![si, gi, hi], Self::collect(src, host, keys)?);
+                }
+            }
+        }
+        Ok(Options { found })
+    }
+
+    /// The keys of `table` beyond `core`, which must be options.
+    fn collect(
+        src: &Source<'_>,
+        table: &::toml::de::DeTable<'_>,
+        (core, options, what): (&[&str], &[(&str, &str)], &str),
+    ) -> Result<RawOptions, ConfigError> {
+        let mut out = Vec::new();
+        for (key, value) in table.iter() {
+            let name = key.get_ref().as_ref();
+            if core.contains(&name) {
+                continue;
+            }
+            if !options.iter().any(|(_, toml)| *toml == name) {
+                let expected: Vec<&str> = core
+                    .iter()
+                    .copied()
+                    .chain(options.iter().map(|(_, t)| *t))
+                    .collect();
+                return Err(src.error(
+                    key.span().start,
+                    format!(
+                        "unknown key {name:?} in {what} (expected one of: {})",
+                        expected.join(", ")
+                    ),
+                ));
+            }
+            let raw = to_value(value.get_ref()).ok_or_else(|| {
+                src.error(value.span().start, format!("unsupported value for {name}"))
+            })?;
+            out.push((
+                At::new(name.to_string(), key.span().start),
+                At::new(RawValue::Toml(raw), value.span().start),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn take(&mut self, path: &[usize]) -> RawOptions {
+        self.found.remove(path).unwrap_or_default()
+    }
+}
+
+/// The tables of an array of tables (an absent or other value: none).
+fn tables<'i>(
+    v: Option<&::toml::Spanned<::toml::de::DeValue<'i>>>,
+) -> Vec<::toml::de::DeTable<'i>> {
+    match v.map(|v| v.get_ref()) {
+        Some(::toml::de::DeValue::Array(items)) => items
+            .iter()
+            .filter_map(|i| match i.get_ref() {
+                ::toml::de::DeValue::Table(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn get<'i>(
+    t: &::toml::de::DeTable<'i>,
+    key: &str,
+) -> Option<::toml::Spanned<::toml::de::DeValue<'i>>> {
+    t.iter()
+        .find(|(k, _)| k.get_ref() == key)
+        .map(|(_, v)| v.clone())
+}
+
+/// A parsed TOML value as a `toml::Value` (what the option types read).
+fn to_value(v: &::toml::de::DeValue<'_>) -> Option<::toml::Value> {
+    use ::toml::de::DeValue;
+    Some(match v {
+        DeValue::String(s) => ::toml::Value::String(s.to_string()),
+        DeValue::Integer(i) => {
+            ::toml::Value::Integer(i64::from_str_radix(i.as_str(), i.radix()).ok()?)
+        }
+        DeValue::Float(f) => ::toml::Value::Float(f.as_str().replace('_', "").parse().ok()?),
+        DeValue::Boolean(b) => ::toml::Value::Boolean(*b),
+        DeValue::Array(items) => ::toml::Value::Array(
+            items
+                .iter()
+                .map(|i| to_value(i.get_ref()))
+                .collect::<Option<_>>()?,
+        ),
+        DeValue::Datetime(_) | DeValue::Table(_) => return None,
     })
 }

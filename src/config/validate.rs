@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::error::{ConfigError, Source};
 use super::model::*;
+use super::options::OptionSet;
 use super::raw::*;
 use crate::scheduler::SchedulerKind;
 
@@ -272,6 +273,25 @@ impl Builder<'_, '_> {
         self.src.error(at, message)
     }
 
+    /// Reads an element's options; an error points at the bad value.
+    fn options<T: OptionSet + Default>(
+        &self,
+        raw: Vec<(At<String>, At<RawValue>)>,
+    ) -> Result<T, ConfigError> {
+        let mut options = T::default();
+        for (key, value) in raw {
+            match options.set_option(&key.value, &value.value) {
+                Ok(true) => {}
+                // The readers only pass known names; be safe anyway.
+                Ok(false) => {
+                    return Err(self.err(key.at, format!("unknown setting {:?}", key.value)));
+                }
+                Err(why) => return Err(self.err(value.at, why)),
+            }
+        }
+        Ok(options)
+    }
+
     fn config(mut self, raw: RawConfig) -> Result<Config, ConfigError> {
         let mut services = Vec::with_capacity(raw.services.len());
         let mut names = HashSet::new();
@@ -472,6 +492,7 @@ impl Builder<'_, '_> {
             groups,
             enabled_group,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            options: self.options(raw.options)?,
         };
         self.service_settings(&mut service, raw.connect_timeout)?;
         Ok(service)
@@ -517,6 +538,7 @@ impl Builder<'_, '_> {
             name: name.value,
             scheduler,
             hosts,
+            options: self.options(raw.options)?,
         })
     }
 
@@ -549,6 +571,7 @@ impl Builder<'_, '_> {
             name,
             address,
             weight,
+            options: self.options(raw.options)?,
         })
     }
 

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::model::*;
+use super::options::Written;
 
 /// Seconds as a plain decimal, exactly: `10`, `0.5`, `1.000000001`.
 pub(crate) fn seconds(d: Duration) -> String {
@@ -49,6 +50,22 @@ pub(crate) fn path_text(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// Options as XML attributes, each with a leading space.
+pub(crate) fn xml_options(options: &[Written]) -> String {
+    options
+        .iter()
+        .map(|o| format!(" {}=\"{}\"", o.xml_name, attr(&o.xml)))
+        .collect()
+}
+
+/// Options as more keys of an inline table, each with a leading comma.
+pub(crate) fn toml_inline_options(options: &[Written]) -> String {
+    options
+        .iter()
+        .map(|o| format!(", {} = {}", o.toml_key, o.toml))
+        .collect()
+}
+
 /// The configuration as txLoadBalancer XML.
 pub fn to_xml(config: &Config) -> String {
     let mut x = String::from("<config>\n");
@@ -58,7 +75,12 @@ pub fn to_xml(config: &Config) -> String {
         } else {
             format!(" connectTimeout=\"{}\"", seconds(s.connect_timeout))
         };
-        let _ = writeln!(x, "  <service name=\"{}\"{timeout}>", attr(&s.name));
+        let options = xml_options(&s.options.non_default());
+        let _ = writeln!(
+            x,
+            "  <service name=\"{}\"{timeout}{options}>",
+            attr(&s.name)
+        );
         for l in &s.listeners {
             let _ = writeln!(x, "    <listen ip=\"{}\"/>", attr(&l.to_string()));
         }
@@ -70,17 +92,19 @@ pub fn to_xml(config: &Config) -> String {
             };
             let _ = writeln!(
                 x,
-                "    <group name=\"{}\" scheduler=\"{}\"{enable}>",
+                "    <group name=\"{}\" scheduler=\"{}\"{enable}{}>",
                 attr(&g.name),
-                g.scheduler
+                g.scheduler,
+                xml_options(&g.options.non_default())
             );
             for h in &g.hosts {
                 let _ = writeln!(
                     x,
-                    "      <host name=\"{}\" ip=\"{}\" weight=\"{}\"/>",
+                    "      <host name=\"{}\" ip=\"{}\" weight=\"{}\"{}/>",
                     attr(&h.name),
                     attr(&h.address.to_string()),
-                    h.weight
+                    h.weight,
+                    xml_options(&h.options.non_default())
                 );
             }
             x.push_str("    </group>\n");
@@ -173,6 +197,9 @@ pub fn to_toml(config: &Config) -> String {
         let _ = writeln!(t, "listen = [{}]", listen.join(", "));
         let _ = writeln!(t, "enabled_group = {}", tstr(&s.enabled_group));
         let _ = writeln!(t, "connect_timeout = {}", seconds(s.connect_timeout));
+        for o in s.options.non_default() {
+            let _ = writeln!(t, "{} = {}", o.toml_key, o.toml);
+        }
         for g in &s.groups {
             let _ = writeln!(
                 t,
@@ -181,14 +208,18 @@ pub fn to_toml(config: &Config) -> String {
                 tstr(g.scheduler.name()),
                 yes(g.name == s.enabled_group)
             );
+            for o in g.options.non_default() {
+                let _ = writeln!(t, "  {} = {}", o.toml_key, o.toml);
+            }
             t.push_str("  hosts = [\n");
             for h in &g.hosts {
                 let _ = writeln!(
                     t,
-                    "    {{ name = {}, ip = {}, weight = {} }},",
+                    "    {{ name = {}, ip = {}, weight = {}{} }},",
                     tstr(&h.name),
                     tstr(&h.address.to_string()),
-                    h.weight
+                    h.weight,
+                    toml_inline_options(&h.options.non_default())
                 );
             }
             t.push_str("  ]\n");

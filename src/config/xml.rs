@@ -11,6 +11,7 @@ use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesStart, Event};
 
 use super::error::{ConfigError, Source};
+use super::options::{GroupOptions, HostOptions, ServiceOptions};
 use super::raw::*;
 use super::validate::parse_bool;
 
@@ -316,13 +317,15 @@ impl Walker<'_, '_> {
     }
 
     fn service(&self, el: &Element) -> Result<RawService, ConfigError> {
-        self.check_attrs(el, &["name", "connectTimeout"])?;
+        const CORE: &[&str] = &["name", "connectTimeout"];
+        self.check_attrs(el, &with_options(CORE, ServiceOptions::KEYS))?;
         const CHILDREN: &[&str] = &["listen", "group", "enable"];
         let leaf = Leaf(el);
         let mut raw = RawService {
             at: el.at,
             name: leaf.get("name"),
             connect_timeout: leaf.number("connectTimeout"),
+            options: leaf.options(CORE),
             ..RawService::default()
         };
         for child in &el.children {
@@ -360,7 +363,8 @@ impl Walker<'_, '_> {
     }
 
     fn group(&self, el: &Element) -> Result<RawGroup, ConfigError> {
-        self.check_attrs(el, &["name", "scheduler", "enable"])?;
+        const CORE: &[&str] = &["name", "scheduler", "enable"];
+        self.check_attrs(el, &with_options(CORE, GroupOptions::KEYS))?;
         let leaf = Leaf(el);
         let mut raw = RawGroup {
             at: el.at,
@@ -368,17 +372,20 @@ impl Walker<'_, '_> {
             scheduler: leaf.get("scheduler"),
             enable: leaf.bool("enable"),
             hosts: Vec::new(),
+            options: leaf.options(CORE),
         };
         for child in &el.children {
             if child.name != "host" {
                 return Err(self.unknown_child(el, child, &["host"]));
             }
-            let leaf = self.leaf(child, &["name", "ip", "weight"])?;
+            const HOST: &[&str] = &["name", "ip", "weight"];
+            let leaf = self.leaf(child, &with_options(HOST, HostOptions::KEYS))?;
             raw.hosts.push(RawHost {
                 at: child.at,
                 name: leaf.get("name"),
                 ip: leaf.get("ip"),
                 weight: leaf.number("weight"),
+                options: leaf.options(HOST),
             });
         }
         Ok(raw)
@@ -473,6 +480,29 @@ impl Leaf<'_> {
         self.attr(name)
             .map(|a| At::new(Number::Text(a.value.clone()), a.value_at))
     }
+
+    /// Every attribute not in `core`: the element's options, checked later.
+    fn options(&self, core: &[&str]) -> Vec<(At<String>, At<RawValue>)> {
+        self.0
+            .attrs
+            .iter()
+            .filter(|a| !core.contains(&a.name.as_str()))
+            .map(|a| {
+                (
+                    At::new(a.name.clone(), a.name_at),
+                    At::new(RawValue::Text(a.value.clone()), a.value_at),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The attributes an element accepts: its own and its options' XML names.
+fn with_options<'a>(core: &[&'a str], options: &[(&'a str, &'a str)]) -> Vec<&'a str> {
+    core.iter()
+        .copied()
+        .chain(options.iter().map(|(xml, _)| *xml))
+        .collect()
 }
 
 /// Parses XML text into the raw tree.

@@ -116,6 +116,7 @@ pub fn host(name: &str, addr: SocketAddr, weight: u32) -> HostConfig {
             port: addr.port(),
         },
         weight,
+        options: Default::default(),
     }
 }
 
@@ -133,9 +134,11 @@ pub fn config(scheduler: SchedulerKind, hosts: Vec<HostConfig>) -> Config {
                 name: "g".into(),
                 scheduler,
                 hosts,
+                options: Default::default(),
             }],
             enabled_group: "g".into(),
             connect_timeout: Duration::from_secs(3),
+            options: Default::default(),
         }],
         admin: None,
         manager: ManagerConfig::default(),

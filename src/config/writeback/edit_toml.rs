@@ -13,7 +13,8 @@ use std::time::Duration;
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use super::super::model::*;
-use super::super::write::{seconds, to_toml, tstr, yes};
+use super::super::options::Written;
+use super::super::write::{seconds, to_toml, toml_inline_options, tstr, yes};
 use super::written_path;
 
 /// The running configuration written into `text`, which loaded into `boot`.
@@ -274,6 +275,15 @@ fn set(t: &mut dyn TableLike, key: &str, mut v: Value) {
     }
 }
 
+/// Writes changed options as keys (a setting back at its default is written out
+/// explicitly rather than removed).
+fn set_options(t: &mut dyn TableLike, changed: &[Written]) -> Option<()> {
+    for o in changed {
+        set(t, o.toml_key, o.toml.parse().ok()?);
+    }
+    Some(())
+}
+
 fn secs(d: Duration) -> Option<Value> {
     seconds(d).parse().ok()
 }
@@ -347,6 +357,7 @@ fn rendered_group(g: &GroupConfig, enabled: bool) -> Option<Table> {
             String::new()
         },
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        options: Default::default(),
     };
     let mut service = rendered_service(&service)?;
     take_first(service.remove("group")?)
@@ -354,10 +365,11 @@ fn rendered_group(g: &GroupConfig, enabled: bool) -> Option<Table> {
 
 fn inline_host(h: &HostConfig) -> Option<InlineTable> {
     inline(&format!(
-        "{{ name = {}, ip = {}, weight = {} }}",
+        "{{ name = {}, ip = {}, weight = {}{} }}",
         tstr(&h.name),
         tstr(&h.address.to_string()),
-        h.weight
+        h.weight,
+        toml_inline_options(&h.options.non_default())
     ))
 }
 
@@ -390,6 +402,7 @@ fn service(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Optio
     if b.connect_timeout != r.connect_timeout {
         set(t, "connect_timeout", secs(r.connect_timeout)?);
     }
+    set_options(t, &r.options.differing(&b.options))?;
     if b.listeners != r.listeners {
         let listen = t.get_mut("listen")?.as_array_mut()?;
         if listen.len() != b.listeners.len() {
@@ -436,6 +449,7 @@ fn group(
     if b.scheduler != r.scheduler {
         set(t, "scheduler", Value::from(r.scheduler.name()));
     }
+    set_options(t, &r.options.differing(&b.options))?;
     match t.get("enable").map(|e| e.as_bool()) {
         Some(None) => return None,
         Some(Some(flag)) if flag != enabled => set(t, "enable", Value::from(enabled)),
@@ -468,6 +482,7 @@ fn group(
             if rh.weight != bh.weight {
                 set(e, "weight", Value::from(i64::from(rh.weight)));
             }
+            set_options(e, &rh.options.differing(&bh.options))?;
             Some(())
         },
         |h| inline_host(h).map(Entry::Inline),

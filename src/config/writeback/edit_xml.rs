@@ -13,8 +13,9 @@ use std::path::Path;
 
 use super::super::error::{STRING_SOURCE, Source};
 use super::super::model::*;
+use super::super::options::Written;
 use super::super::validate::parse_bool;
-use super::super::write::{attr as esc, seconds, yes};
+use super::super::write::{attr as esc, seconds, xml_options, yes};
 use super::super::xml::{Element, parse_tree};
 use super::written_path;
 
@@ -189,6 +190,14 @@ impl Editor<'_> {
 
     /// Sets an attribute: its value replaced in place (keeping its quotes), or a
     /// new attribute after the last one.
+    /// Writes changed options as attributes (a setting back at its default is
+    /// written out explicitly rather than removed).
+    fn set_options(&mut self, el: &Element, changed: &[Written]) {
+        for o in changed {
+            self.set_attr(el, o.xml_name, &o.xml);
+        }
+    }
+
     fn set_attr(&mut self, el: &Element, name: &str, value: &str) {
         match el.attrs.iter().find(|a| a.name == name) {
             Some(a) => self.push(a.value_at, a.value_at + a.value_len, esc(value)),
@@ -384,6 +393,7 @@ impl Editor<'_> {
         if b.connect_timeout != r.connect_timeout {
             self.set_attr(el, "connectTimeout", &seconds(r.connect_timeout));
         }
+        self.set_options(el, &r.options.differing(&b.options));
         self.sync(
             el,
             &kids(el, "listen"),
@@ -423,6 +433,7 @@ impl Editor<'_> {
         if b.scheduler != r.scheduler {
             self.set_attr(el, "scheduler", r.scheduler.name());
         }
+        self.set_options(el, &r.options.differing(&b.options));
         match attr_value(el, "enable") {
             Some(flag) if parse_bool(flag) != enabled => self.set_attr(el, "enable", yes(enabled)),
             Some(_) => {}
@@ -441,6 +452,7 @@ impl Editor<'_> {
                 if rh.weight != bh.weight {
                     ed.set_attr(he, "weight", &rh.weight.to_string());
                 }
+                ed.set_options(he, &rh.options.differing(&bh.options));
                 Some(())
             },
             |h, ind, _| r_host(h, ind),
@@ -611,19 +623,21 @@ fn r_listen(l: &ListenAddr, ind: &str) -> String {
 
 fn r_host(h: &HostConfig, ind: &str) -> String {
     format!(
-        "{ind}<host name=\"{}\" ip=\"{}\" weight=\"{}\"/>",
+        "{ind}<host name=\"{}\" ip=\"{}\" weight=\"{}\"{}/>",
         esc(&h.name),
         esc(&h.address.to_string()),
-        h.weight
+        h.weight,
+        xml_options(&h.options.non_default())
     )
 }
 
 fn r_group(g: &GroupConfig, enabled: bool, ind: &str, step: &str) -> String {
     let enable = if enabled { " enable=\"true\"" } else { "" };
     let mut x = format!(
-        "{ind}<group name=\"{}\" scheduler=\"{}\"{enable}>",
+        "{ind}<group name=\"{}\" scheduler=\"{}\"{enable}{}>",
         esc(&g.name),
-        g.scheduler
+        g.scheduler,
+        xml_options(&g.options.non_default())
     );
     let inner = format!("{ind}{step}");
     for h in &g.hosts {
@@ -640,7 +654,11 @@ fn r_service(s: &ServiceConfig, ind: &str, step: &str) -> String {
     } else {
         format!(" connectTimeout=\"{}\"", seconds(s.connect_timeout))
     };
-    let mut x = format!("{ind}<service name=\"{}\"{timeout}>", esc(&s.name));
+    let mut x = format!(
+        "{ind}<service name=\"{}\"{timeout}{}>",
+        esc(&s.name),
+        xml_options(&s.options.non_default())
+    );
     let inner = format!("{ind}{step}");
     for l in &s.listeners {
         x.push('\n');

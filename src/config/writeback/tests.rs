@@ -17,6 +17,7 @@ fn host(name: &str, ip: &str) -> HostConfig {
         name: name.into(),
         address: parse_host_address(ip).unwrap(),
         weight: 1,
+        options: Default::default(),
     }
 }
 
@@ -161,6 +162,7 @@ fn xml_new_group_in_empty_parent_uses_the_file_step() {
             name: "n".into(),
             scheduler: SchedulerKind::Random,
             hosts: Vec::new(),
+            options: Default::default(),
         });
     });
     assert!(
@@ -364,6 +366,7 @@ fn random_change(c: &mut Config, rng: &mut fastrand::Rng, n: usize) {
             hosts: (0..rng.usize(..3))
                 .map(|i| host(&format!("h{i}"), &format!("10.8.{n}.{i}:80")))
                 .collect(),
+            options: Default::default(),
         }),
         5 if service.groups[g].name != service.enabled_group => {
             service.groups.remove(g);

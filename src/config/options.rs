@@ -1,0 +1,410 @@
+//! Settings beyond txLoadBalancer's, declared once per element.
+//!
+//! Each options struct (service, group, host) lists its settings in one
+//! `options!` table: field, type, default, XML attribute and TOML key. The readers,
+//! the validation, both writers and the write-back editor all go through that table,
+//! so adding a setting is one line here plus the code that uses it.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::validate::{parse_bool, parse_seconds};
+use super::write::seconds;
+use crate::proxy::proxy_protocol::Version as ProxyVersion;
+
+/// A setting's value as written: XML text, or a typed TOML value.
+#[derive(Debug, Clone)]
+pub(crate) enum RawValue {
+    /// An XML attribute's text.
+    Text(String),
+    /// A TOML value.
+    Toml(toml::Value),
+}
+
+impl RawValue {
+    fn describe(&self) -> String {
+        match self {
+            RawValue::Text(t) => format!("{t:?}"),
+            RawValue::Toml(v) => v.to_string(),
+        }
+    }
+}
+
+/// A type a setting can have: how it is read, and written in each format.
+pub(crate) trait OptionValue: Sized + Clone + PartialEq {
+    /// Reads the value, or says what was expected.
+    fn read(raw: &RawValue) -> Result<Self, String>;
+    /// The XML attribute text.
+    fn xml(&self) -> String;
+    /// The TOML value, as TOML source text.
+    fn toml(&self) -> String;
+}
+
+/// Seconds, possibly fractional; zero and negative values are refused.
+impl OptionValue for Duration {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        match raw {
+            RawValue::Text(t) => parse_seconds(t),
+            RawValue::Toml(toml::Value::Integer(i)) => parse_seconds(&i.to_string()),
+            RawValue::Toml(toml::Value::Float(f)) => parse_seconds(&f.to_string()),
+            RawValue::Toml(_) => Err("expected a number of seconds".into()),
+        }
+    }
+    fn xml(&self) -> String {
+        seconds(*self)
+    }
+    fn toml(&self) -> String {
+        seconds(*self)
+    }
+}
+
+/// A count; 0 usually means "no limit".
+impl OptionValue for u32 {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        let bad = || "expected a whole number from 0 to 4294967295".to_string();
+        match raw {
+            RawValue::Text(t) => t.trim().parse().map_err(|_| bad()),
+            RawValue::Toml(toml::Value::Integer(i)) => u32::try_from(*i).map_err(|_| bad()),
+            RawValue::Toml(_) => Err(bad()),
+        }
+    }
+    fn xml(&self) -> String {
+        self.to_string()
+    }
+    fn toml(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl OptionValue for bool {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        match raw {
+            RawValue::Text(t) => Ok(parse_bool(t)),
+            RawValue::Toml(toml::Value::Boolean(b)) => Ok(*b),
+            RawValue::Toml(_) => Err("expected true or false".into()),
+        }
+    }
+    fn xml(&self) -> String {
+        self.to_string()
+    }
+    fn toml(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// A list of networks (`10.0.0.0/8`, `::1`, …): space or comma separated in XML,
+/// an array of strings in TOML. A bare address is a single-address network.
+impl OptionValue for Vec<IpNet> {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        let items: Vec<String> = match raw {
+            RawValue::Text(t) => t
+                .split([',', ' ', '\t', '\n'])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            RawValue::Toml(toml::Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<_>>()
+                .ok_or("expected an array of network strings")?,
+            RawValue::Toml(toml::Value::String(s)) => vec![s.clone()],
+            RawValue::Toml(_) => return Err("expected an array of network strings".into()),
+        };
+        items.iter().map(|s| parse_net(s)).collect()
+    }
+    fn xml(&self) -> String {
+        self.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+    fn toml(&self) -> String {
+        let mut out = String::from("[");
+        for (i, net) in self.iter().enumerate() {
+            let _ = write!(out, "{}\"{net}\"", if i > 0 { ", " } else { "" });
+        }
+        out.push(']');
+        out
+    }
+}
+
+/// Parses `10.0.0.0/8` or a bare address.
+pub fn parse_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net);
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| {
+            format!("{text:?} is not a network (expected e.g. 10.0.0.0/8, 192.168.1.7 or ::1)")
+        })
+}
+
+/// `v1`, `v2`, or `none`.
+impl OptionValue for Option<ProxyVersion> {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        let text = match raw {
+            RawValue::Text(t) => t.as_str(),
+            RawValue::Toml(toml::Value::String(s)) => s.as_str(),
+            RawValue::Toml(_) => return Err("expected \"v1\", \"v2\" or \"none\"".into()),
+        };
+        match text.trim().to_ascii_lowercase().as_str() {
+            "v1" | "1" => Ok(Some(ProxyVersion::V1)),
+            "v2" | "2" => Ok(Some(ProxyVersion::V2)),
+            "none" | "" | "off" | "no" => Ok(None),
+            _ => Err("expected v1, v2 or none".into()),
+        }
+    }
+    fn xml(&self) -> String {
+        match self {
+            Some(ProxyVersion::V1) => "v1",
+            Some(ProxyVersion::V2) => "v2",
+            None => "none",
+        }
+        .to_string()
+    }
+    fn toml(&self) -> String {
+        format!("\"{}\"", self.xml())
+    }
+}
+
+/// What the readers need of any options table.
+pub(crate) trait OptionSet {
+    /// See the tables' `set`.
+    fn set_option(&mut self, key: &str, raw: &RawValue) -> Result<bool, String>;
+}
+
+/// One setting of an options table, written out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Written {
+    /// XML attribute name.
+    pub xml_name: &'static str,
+    /// TOML key.
+    pub toml_key: &'static str,
+    /// XML attribute text.
+    pub xml: String,
+    /// TOML value source.
+    pub toml: String,
+}
+
+macro_rules! options {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $(
+                $(#[$fmeta:meta])*
+                $field:ident: $ty:ty = $default:expr, $xml:literal, $toml:literal;
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name { $( $field: $default, )* }
+            }
+        }
+
+        impl $name {
+            /// (XML attribute, TOML key) of every setting.
+            pub(crate) const KEYS: &'static [(&'static str, &'static str)] = &[$(($xml, $toml),)*];
+
+            /// Sets the setting named `key` (XML attribute or TOML key). `Ok(false)`:
+            /// no such setting.
+            pub(crate) fn set(&mut self, key: &str, raw: &RawValue) -> Result<bool, String> {
+                match key {
+                    $(
+                        k if k == $xml || k == $toml => {
+                            self.$field = OptionValue::read(raw)
+                                .map_err(|why| format!("bad {} {}: {why}", $xml, raw.describe()))?;
+                            Ok(true)
+                        }
+                    )*
+                    _ => Ok(false),
+                }
+            }
+
+            /// Every setting whose value differs from `base`, written out.
+            pub(crate) fn differing(&self, base: &Self) -> Vec<Written> {
+                let mut out = Vec::new();
+                $(
+                    if self.$field != base.$field {
+                        out.push(Written {
+                            xml_name: $xml,
+                            toml_key: $toml,
+                            xml: OptionValue::xml(&self.$field),
+                            toml: OptionValue::toml(&self.$field),
+                        });
+                    }
+                )*
+                out
+            }
+
+            /// Settings that differ from their defaults (what a writer writes).
+            pub(crate) fn non_default(&self) -> Vec<Written> {
+                self.differing(&Self::default())
+            }
+        }
+
+        impl OptionSet for $name {
+            fn set_option(&mut self, key: &str, raw: &RawValue) -> Result<bool, String> {
+                self.set(key, raw)
+            }
+        }
+    };
+}
+
+/// Default idle time allowed in either direction before a connection is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default time a half-closed connection may linger.
+pub const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default longest wait in a service's queue.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default queue length when a service is at `maxconn`.
+pub const DEFAULT_QUEUE: u32 = 1024;
+/// Default most client bytes kept for a `retryEmpty` replay.
+pub const DEFAULT_RETRY_EMPTY_BYTES: u32 = 16 * 1024;
+/// Default longest wait for a host's first byte under `retryEmpty`.
+pub const DEFAULT_RETRY_EMPTY_TIMEOUT: Duration = Duration::from_secs(5);
+
+options! {
+    /// Per-service settings beyond txLoadBalancer's (attributes of `<service>`).
+    pub struct ServiceOptions {
+        /// Idle time allowed from the client before the connection is closed.
+        client_timeout: Duration = DEFAULT_IDLE_TIMEOUT, "clientTimeout", "client_timeout";
+        /// Idle time allowed from the host before the connection is closed.
+        server_timeout: Duration = DEFAULT_IDLE_TIMEOUT, "serverTimeout", "server_timeout";
+        /// How long a connection may stay half-closed (one side sent FIN).
+        client_fin_timeout: Duration = DEFAULT_FIN_TIMEOUT, "clientFinTimeout", "client_fin_timeout";
+        /// Most open connections for the service (0 = no limit).
+        maxconn: u32 = 0, "maxconn", "maxconn";
+        /// Clients that may wait when the service is at `maxconn`.
+        queue: u32 = DEFAULT_QUEUE, "queue", "queue";
+        /// Longest wait in the queue before the client is closed.
+        queue_timeout: Duration = DEFAULT_QUEUE_TIMEOUT, "queueTimeout", "queue_timeout";
+        /// Most open connections from one client address (0 = no limit).
+        source_maxconn: u32 = 0, "sourceMaxconn", "source_maxconn";
+        /// Most new connections per second from one client address (0 = no limit).
+        source_rate: u32 = 0, "sourceRate", "source_rate";
+        /// Client networks allowed (empty: all, unless denied).
+        allow: Vec<IpNet> = Vec::new(), "allow", "allow";
+        /// Client networks refused (checked before `allow`).
+        deny: Vec<IpNet> = Vec::new(), "deny", "deny";
+        /// Clients start with a PROXY protocol header (v1 or v2) from another balancer.
+        accept_proxy: bool = false, "acceptProxy", "accept_proxy";
+        /// Sources allowed to send PROXY headers (empty: any).
+        trusted_proxies: Vec<IpNet> = Vec::new(), "trustedProxies", "trusted_proxies";
+    }
+}
+
+options! {
+    /// Per-group settings beyond txLoadBalancer's (attributes of `<group>`).
+    pub struct GroupOptions {
+        /// Send a PROXY protocol header to the group's hosts.
+        proxy_protocol: Option<ProxyVersion> = None, "proxyProtocol", "proxy_protocol";
+        /// Replay the client's first bytes to another host when a host closes or
+        /// resets before sending anything.
+        retry_empty: bool = false, "retryEmpty", "retry_empty";
+        /// Most client bytes kept for a replay; beyond that, no retry.
+        retry_empty_bytes: u32 = DEFAULT_RETRY_EMPTY_BYTES, "retryEmptyBytes", "retry_empty_bytes";
+        /// Longest wait for a host's first byte while a replay is still possible.
+        retry_empty_timeout: Duration = DEFAULT_RETRY_EMPTY_TIMEOUT, "retryEmptyTimeout", "retry_empty_timeout";
+    }
+}
+
+options! {
+    /// Per-host settings beyond txLoadBalancer's (attributes of `<host>`).
+    pub struct HostOptions {
+        /// Most open connections on the host (0 = no limit); over it, the
+        /// scheduler picks another host.
+        maxconn: u32 = 0, "maxconn", "maxconn";
+        /// PROXY protocol header for this host, overriding the group's.
+        proxy_protocol: Option<Option<ProxyVersion>> = None, "proxyProtocol", "proxy_protocol";
+    }
+}
+
+/// A host's override: absent, or a version (or an explicit `none`).
+impl OptionValue for Option<Option<ProxyVersion>> {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        <Option<ProxyVersion> as OptionValue>::read(raw).map(Some)
+    }
+    fn xml(&self) -> String {
+        self.map(|v| v.xml()).unwrap_or_default()
+    }
+    fn toml(&self) -> String {
+        self.map(|v| v.toml()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_read_from_text_and_toml_and_write_back() {
+        let mut o = ServiceOptions::default();
+        assert!(
+            o.set("clientTimeout", &RawValue::Text("1.5".into()))
+                .unwrap()
+        );
+        assert!(
+            o.set(
+                "allow",
+                &RawValue::Text("10.0.0.0/8, ::1 192.168.1.7".into())
+            )
+            .unwrap()
+        );
+        assert!(
+            o.set("source_rate", &RawValue::Toml(toml::Value::Integer(20)))
+                .unwrap()
+        );
+        assert!(!o.set("nonsense", &RawValue::Text("1".into())).unwrap());
+        assert_eq!(o.client_timeout, Duration::from_millis(1500));
+        assert_eq!(o.allow.len(), 3);
+        assert_eq!(o.source_rate, 20);
+        let written = o.non_default();
+        assert_eq!(written.len(), 3);
+        assert_eq!(written[2].xml, "10.0.0.0/8 ::1/128 192.168.1.7/32");
+        assert_eq!(
+            written[2].toml,
+            "[\"10.0.0.0/8\", \"::1/128\", \"192.168.1.7/32\"]"
+        );
+        let mut again = ServiceOptions::default();
+        for w in &written {
+            again
+                .set(w.xml_name, &RawValue::Text(w.xml.clone()))
+                .unwrap();
+        }
+        assert_eq!(again, o);
+    }
+
+    #[test]
+    fn bad_values_say_what_was_expected() {
+        let mut o = ServiceOptions::default();
+        let e = o.set("maxconn", &RawValue::Text("-1".into())).unwrap_err();
+        assert!(e.contains("bad maxconn \"-1\""), "{e}");
+        let e = o
+            .set("deny", &RawValue::Text("10.0.0.0/33".into()))
+            .unwrap_err();
+        assert!(e.contains("not a network"), "{e}");
+        let mut g = GroupOptions::default();
+        let e = g
+            .set("proxyProtocol", &RawValue::Text("v3".into()))
+            .unwrap_err();
+        assert!(e.contains("expected v1, v2 or none"), "{e}");
+        g.set("proxyProtocol", &RawValue::Text("v2".into()))
+            .unwrap();
+        assert_eq!(g.proxy_protocol, Some(ProxyVersion::V2));
+        let mut h = HostOptions::default();
+        h.set("proxyProtocol", &RawValue::Text("none".into()))
+            .unwrap();
+        assert_eq!(h.proxy_protocol, Some(None));
+    }
+}

@@ -312,7 +312,7 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
 /// keys it does not know in advance.
 struct Options {
     /// By path: `[service]`, `[service, group]` or `[service, group, host]`.
-    found: std::collections::HashMap<Vec<usize>, Vec<(At<String>, At<RawValue>)>>,
+    found: std::collections::HashMap<Vec<usize>, RawOptions>,
 }
 
 type RawOptions = Vec<(At<String>, At<RawValue>)>;

@@ -51,7 +51,9 @@ use tower::ServiceExt as _;
 use crate::BalancerHandle;
 use crate::config::{AdminWebConfig, Config, DEFAULT_ADMIN_REFRESH, ListenAddr, ListenHost};
 
-pub use auth::{FAILURE_WINDOW, MAX_FAILURES, Principal, hash_password, verify_password};
+pub use auth::{
+    FAILURE_WINDOW, MAX_FAILURES, Principal, hash_password, random_bytes, verify_password,
+};
 pub use error::AdminError;
 pub use openapi::openapi_document;
 pub use save::save_to_source;
@@ -215,18 +217,44 @@ pub async fn bind(listen: &ListenAddr) -> Result<TcpListener, AdminError> {
     })
 }
 
-/// Serves the admin router on `listener` (HTTPS when `settings.tls` is set) until
-/// the balancer shuts down, then lets open requests finish for up to
-/// [`SHUTDOWN_GRACE`].
+/// A running admin server.
+#[derive(Debug)]
+pub struct AdminServer {
+    local: SocketAddr,
+    https: bool,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The server's base URL, e.g. `https://127.0.0.1:7000/`.
+    pub fn url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}/", self.local)
+    }
+
+    /// Resolves when the server has stopped (after the balancer's shutdown).
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Checks the settings against `listener`, then serves the admin router on it
+/// (HTTPS when `settings.tls` is set) in a task until the balancer shuts down;
+/// open requests then get up to [`SHUTDOWN_GRACE`] to finish.
 ///
 /// With no user configured, the server only runs on a loopback address, open to
 /// local clients (and says so in the log); on any other address it refuses with
 /// [`AdminError::NoUsersOnPublicAddress`].
-pub async fn serve(
+pub async fn start(
     handle: BalancerHandle,
     mut settings: AdminSettings,
     listener: TcpListener,
-) -> Result<(), AdminError> {
+) -> Result<AdminServer, AdminError> {
     let local = listener.local_addr().map_err(|source| AdminError::Bind {
         listen: "admin listener".into(),
         source,
@@ -244,8 +272,31 @@ pub async fn serve(
         settings.open_without_users = true;
     }
     let tls = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(url = %format!("{scheme}://{local}/"), "admin web server up");
+    let server = AdminServer {
+        local,
+        https: tls.is_some(),
+        task: tokio::spawn(accept_loop(handle.clone(), settings, listener, tls)),
+    };
+    tracing::info!(url = %server.url(), "admin web server up");
+    Ok(server)
+}
+
+/// [`start`], then wait until the server has stopped.
+pub async fn serve(
+    handle: BalancerHandle,
+    settings: AdminSettings,
+    listener: TcpListener,
+) -> Result<(), AdminError> {
+    start(handle, settings, listener).await?.stopped().await;
+    Ok(())
+}
+
+async fn accept_loop(
+    handle: BalancerHandle,
+    settings: AdminSettings,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let app = router(handle.clone(), settings);
     let shutdown = handle.shutdown_token();
     let connections = TaskTracker::new();
@@ -281,10 +332,10 @@ pub async fn serve(
             }
         });
     }
+    drop(listener);
     connections.close();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()).await;
     tracing::info!("admin web server stopped");
-    Ok(())
 }
 
 /// One HTTP/1.1 connection: requests carry the peer address as [`ConnectInfo`].

@@ -129,7 +129,7 @@ fn ops() -> Vec<Op> {
             "/api/v1/services/{service}/groups",
             "post",
             "Add a group (standby until enabled).",
-            Some(json!({"name": "spare", "scheduler": "leastc",
+            Some(json!({"name": "standby", "scheduler": "leastc",
                         "hosts": [{"name": "s1", "ip": "127.0.0.1:9"}]})),
             (201, "Group"),
             &[400, 404, 409],

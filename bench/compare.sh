@@ -16,7 +16,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 
 QUICK=0 REPEATS="" ONLY="" OUT="" BUILD=0 KEEP=0
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -47,7 +47,7 @@ OUT=${OUT:-$BENCH_DIR/results/latest.json}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-have() { command -v "$1" >/dev/null 2>&1; }
+have() { local p; p=$(command -v "$1" 2>/dev/null) && [ -f "$p" ] && [ -x "$p" ]; }
 # add sbin dirs: haproxy and nginx live there and a non-root PATH may lack them
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 
@@ -279,7 +279,7 @@ EOF
 }
 
 write_haproxy_conf() {  # $1: "splice" or ""
-    local f=$WORK/haproxy-$1.cfg
+    local f=$WORK/haproxy-${1:-plain}.cfg
     cat >"$f" <<EOF
 global
     nbthread 1

@@ -11,20 +11,102 @@ use crate::config::{Config, ListenAddr};
 use crate::control::{BoundListener, Command, ControlError, Controller};
 use crate::events::Event;
 use crate::health::{self, Manager};
-use crate::state::{HostStatsView, Snapshot};
+use crate::proxy::WorkerPool;
+use crate::state::{
+    CloseRequest, ConnectionInfo, HostSnapshot, HostStatsView, ServiceCountersView, Snapshot,
+};
 
 /// Starts balancers.
 #[derive(Debug)]
 pub struct Balancer;
 
 impl Balancer {
-    /// Resolves host names, binds every listener and starts accepting and the
+    /// Starts a balancer that runs entirely on the caller's tokio runtime:
+    /// resolves host names, binds every listener, starts accepting and the
     /// managers. Fails, with nothing left running, when a listener cannot be bound.
     pub async fn start(config: Config) -> Result<BalancerHandle, ControlError> {
-        let controller = Arc::new(Controller::new());
+        Balancer::builder(config).start().await
+    }
+
+    /// A balancer with more settings than the configuration holds.
+    pub fn builder(config: Config) -> BalancerBuilder {
+        BalancerBuilder {
+            config,
+            workers: None,
+        }
+    }
+}
+
+/// Settings for starting a balancer; see [`Balancer::builder`].
+#[derive(Debug)]
+pub struct BalancerBuilder {
+    config: Config,
+    workers: Option<usize>,
+}
+
+impl BalancerBuilder {
+    /// Runs the data path on `count` dedicated threads, each with its own
+    /// single-threaded runtime and its own `SO_REUSEPORT` copy of every listener;
+    /// the control plane stays on the caller's runtime. Without this, connections
+    /// run on the caller's runtime.
+    pub fn workers(mut self, count: usize) -> Self {
+        self.workers = Some(count.max(1));
+        self
+    }
+
+    /// Starts the balancer; see [`Balancer::start`].
+    pub async fn start(self) -> Result<BalancerHandle, ControlError> {
+        let BalancerBuilder { config, workers } = self;
+        let pool = match workers {
+            Some(count) => Some(Arc::new(
+                WorkerPool::start(count).map_err(ControlError::StartWorkers)?,
+            )),
+            None => None,
+        };
+        let handles = pool
+            .as_ref()
+            .map(|p| p.handles().to_vec())
+            .unwrap_or_default();
+        let controller = Arc::new(Controller::new(None, config.control.is_some(), handles));
+        let started = Self::start_controller(&controller, config).await;
+        match started {
+            Ok(boot) => Ok(BalancerHandle {
+                controller,
+                boot,
+                workers: pool,
+            }),
+            Err(error) => {
+                controller.stop_accepting.cancel();
+                if let Some(pool) = pool {
+                    let _ = tokio::task::spawn_blocking(move || pool.stop()).await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn start_controller(
+        controller: &Arc<Controller>,
+        config: Config,
+    ) -> Result<Arc<Config>, ControlError> {
         let manager = config.manager;
         let boot = Arc::new(config.clone());
+        let control_socket = config.control.clone();
         controller.apply(Command::Replace(Box::new(config))).await?;
+        if let Some(control) = control_socket {
+            let started = crate::lookup::start(
+                &control.socket,
+                controller.data.registry.clone(),
+                controller.stop_accepting.clone(),
+            );
+            if let Err(source) = started {
+                controller.stop_accepting.cancel();
+                return Err(ControlError::BindListener {
+                    listen: format!("control socket {}", control.socket.display()),
+                    source,
+                });
+            }
+        }
         let managers = controller.stop_accepting.clone();
         for (task, settings) in [
             (Manager::HostCheck, manager.host_check),
@@ -34,13 +116,13 @@ impl Balancer {
                 tokio::spawn(health::run(
                     task,
                     settings.interval,
-                    controller.snapshots.clone(),
-                    controller.events.clone(),
+                    controller.data.snapshots.clone(),
+                    controller.data.events.clone(),
                     managers.clone(),
                 ));
             }
         }
-        Ok(BalancerHandle { controller, boot })
+        Ok(boot)
     }
 }
 
@@ -50,6 +132,8 @@ pub struct BalancerHandle {
     controller: Arc<Controller>,
     /// The configuration as given at start, for "what changed since boot".
     boot: Arc<Config>,
+    /// The data-path workers, when the balancer has its own.
+    workers: Option<Arc<WorkerPool>>,
 }
 
 impl std::fmt::Debug for BalancerHandle {
@@ -97,7 +181,76 @@ impl BalancerHandle {
 
     /// A point-in-time copy of every service, group and host with its counters.
     pub fn stats(&self) -> Stats {
-        Stats::of(&self.controller.snapshots.load(), &self.listeners())
+        Stats::of(
+            &self.controller.data.snapshots.load(),
+            &self.listeners(),
+            &self.controller.removed_hosts(),
+        )
+    }
+
+    /// Open connections, oldest first, optionally only those of one service and
+    /// one host name.
+    pub fn connections(&self, service: Option<&str>, host: Option<&str>) -> Vec<ConnectionInfo> {
+        self.controller.data.registry.list(|c| {
+            service.is_none_or(|s| *c.service == *s) && host.is_none_or(|h| *c.host == *h)
+        })
+    }
+
+    /// Closes one open connection; false if it no longer exists.
+    pub fn close_connection(&self, id: u64) -> bool {
+        self.controller.data.registry.close(id)
+    }
+
+    /// Drains a host: it takes no new connections (it is admin-down until
+    /// [`Command::SetAdminDown`] puts it back), established ones continue, and
+    /// with a `deadline` those still open then are closed. Returns at once.
+    pub async fn drain_host(
+        &self,
+        service: &str,
+        group: &str,
+        host: &str,
+        deadline: Option<Duration>,
+    ) -> Result<(), ControlError> {
+        let stats = self.controller.host_stats(service, group, host)?;
+        self.apply(Command::SetAdminDown {
+            service: service.into(),
+            group: group.into(),
+            host: host.into(),
+            down: true,
+        })
+        .await?;
+        tracing::info!(
+            service,
+            group,
+            host,
+            open = stats.open(),
+            ?deadline,
+            "host draining"
+        );
+        if let Some(deadline) = deadline {
+            let registry = self.controller.data.registry.clone();
+            let stop = self.controller.stop_accepting.clone();
+            let (service, group, host) = (service.to_string(), group.to_string(), host.to_string());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(deadline) => {}
+                    _ = stop.cancelled() => return,
+                }
+                // Still draining (not put back up meanwhile)? Cut what is left.
+                if stats.is_admin_down() {
+                    let closed = registry
+                        .close_where(CloseRequest::Admin, |c| Arc::ptr_eq(&c.host_stats, &stats));
+                    tracing::info!(
+                        service,
+                        group,
+                        host,
+                        closed,
+                        "drain deadline: connections closed"
+                    );
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Probes one host now (the legacy `retryHost`); returns whether it answered,
@@ -109,7 +262,7 @@ impl BalancerHandle {
         host: &str,
     ) -> Result<bool, ControlError> {
         let (target, timeout) = {
-            let snapshot = self.controller.snapshots.load();
+            let snapshot = self.controller.data.snapshots.load();
             let s = snapshot
                 .service(service)
                 .ok_or_else(|| ControlError::UnknownService(service.into()))?;
@@ -131,13 +284,14 @@ impl BalancerHandle {
         match health::probe(&target, timeout).await {
             Ok(()) => {
                 if target.stats.mark_up() {
-                    self.controller.events.host_back(service, group, host);
+                    self.controller.data.events.host_back(service, group, host);
                 }
                 Ok(true)
             }
             Err(reason) => {
                 if target.stats.mark_bad(reason.clone()) {
                     self.controller
+                        .data
                         .events
                         .host_bad(service, group, host, &reason);
                 }
@@ -150,7 +304,7 @@ impl BalancerHandle {
     /// removed), as a stream. A subscriber that falls more than 1,024 events behind
     /// sees a `Lagged` error item and continues with newer events.
     pub fn events(&self) -> tokio_stream::wrappers::BroadcastStream<Event> {
-        tokio_stream::wrappers::BroadcastStream::new(self.controller.events.subscribe())
+        tokio_stream::wrappers::BroadcastStream::new(self.controller.data.events.subscribe())
     }
 
     /// A token cancelled when shutdown begins.
@@ -173,7 +327,18 @@ impl BalancerHandle {
                 "grace period over: closing open connections"
             );
             c.stop_connections.cancel();
+            c.data
+                .registry
+                .close_where(CloseRequest::Shutdown, |_| true);
             c.connections.wait().await;
+        }
+        if let Some(pool) = self.workers.clone() {
+            let _ = tokio::task::spawn_blocking(move || pool.stop()).await;
+        }
+        // leastc rankings and their hosts point at each other: unhook them so an
+        // embedding application that drops the balancer frees them.
+        for host in c.data.snapshots.load().hosts() {
+            host.stats.attach_ranking(None);
         }
     }
 }
@@ -196,6 +361,8 @@ pub struct ServiceStats {
     pub enabled_group: String,
     /// Groups in configuration order.
     pub groups: Vec<GroupStats>,
+    /// Service-wide counters.
+    pub counters: ServiceCountersView,
 }
 
 /// One group's state.
@@ -209,6 +376,8 @@ pub struct GroupStats {
     pub enabled: bool,
     /// Hosts in configuration order.
     pub hosts: Vec<HostStatsEntry>,
+    /// Hosts removed from the group whose connections are still open.
+    pub draining: Vec<HostStatsEntry>,
 }
 
 /// One host's configuration and counters.
@@ -226,7 +395,17 @@ pub struct HostStatsEntry {
 }
 
 impl Stats {
-    fn of(snapshot: &Snapshot, listeners: &[BoundListener]) -> Stats {
+    fn of(
+        snapshot: &Snapshot,
+        listeners: &[BoundListener],
+        removed: &[(Arc<str>, Arc<str>, HostSnapshot)],
+    ) -> Stats {
+        let entry = |h: &HostSnapshot| HostStatsEntry {
+            name: h.name.to_string(),
+            address: h.address.to_string(),
+            weight: h.weight,
+            stats: h.stats.view(),
+        };
         let services = snapshot
             .services
             .iter()
@@ -246,18 +425,15 @@ impl Stats {
                         name: g.name.to_string(),
                         scheduler: g.scheduler_kind.to_string(),
                         enabled: i == s.enabled,
-                        hosts: g
-                            .hosts
+                        hosts: g.hosts.iter().map(entry).collect(),
+                        draining: removed
                             .iter()
-                            .map(|h| HostStatsEntry {
-                                name: h.name.to_string(),
-                                address: h.address.to_string(),
-                                weight: h.weight,
-                                stats: h.stats.view(),
-                            })
+                            .filter(|(rs, rg, _)| *rs == s.name && *rg == g.name)
+                            .map(|(_, _, h)| entry(h))
                             .collect(),
                     })
                     .collect(),
+                counters: s.counters.view(),
             })
             .collect();
         Stats { services }

@@ -25,6 +25,7 @@
 //! - [`control`]: the single writer: [`control::Command`] → new snapshot.
 //! - [`logging`]: the reopenable log file.
 //! - [`events`]: transitions broadcast to subscribers.
+//! - [`lookup`]: the control socket (who is behind a connection).
 //! - [`demo`]: small HTTP backends for `txlb demo` and tests.
 //! - [`Balancer`] / [`BalancerHandle`]: start and steer a balancer.
 
@@ -38,8 +39,11 @@ pub mod demo;
 pub mod events;
 pub mod health;
 pub mod logging;
+pub mod lookup;
 pub mod proxy;
 pub mod scheduler;
 pub mod state;
 
-pub use balancer::{Balancer, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats};
+pub use balancer::{
+    Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats,
+};

@@ -28,7 +28,8 @@ enum Cmd {
         /// Configuration file (txLoadBalancer XML, or TOML when it ends in .toml).
         #[arg(short, long)]
         config: PathBuf,
-        /// Worker threads (default: one per CPU).
+        /// Data-path worker threads, each with its own copy of every listener
+        /// (default: one per CPU). The control plane runs on the main thread.
         #[arg(long)]
         workers: Option<usize>,
         /// Seconds open connections may take to finish at shutdown.
@@ -77,33 +78,32 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let loaded = Config::from_path(&config)?;
             let log_file = init_logging(&loaded)?;
-            runtime(workers)?.block_on(serve(
-                config,
-                loaded,
-                Duration::from_secs_f64(grace.max(0.0)),
-                log_file,
-            ))
+            let workers = workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let grace = Duration::from_secs_f64(grace.max(0.0));
+            control_runtime()?.block_on(serve(config, loaded, workers, grace, log_file))
         }
         Cmd::Check { config } => {
             let loaded = Config::from_path(&config)?;
-            runtime(Some(1))?.block_on(check(&config, &loaded))
+            control_runtime()?.block_on(check(&config, &loaded))
         }
         Cmd::Demo { listen, admin } => {
             init_stderr_logging();
             let port = if listen.port() == 0 { 0 } else { 8081 };
             let admin = admin.unwrap_or(SocketAddr::from(([127, 0, 0, 1], port)));
-            runtime(None)?.block_on(demo(listen, admin))
+            control_runtime()?.block_on(demo(listen, admin))
         }
         Cmd::Passwd => passwd(),
     }
 }
 
-fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = workers {
-        builder.worker_threads(workers.max(1));
-    }
-    builder.enable_all().build().context("starting the runtime")
+/// The main thread's runtime: controller, managers, admin, signals. The data path
+/// has its own worker threads.
+fn control_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
 }
 
 fn filter() -> tracing_subscriber::EnvFilter {
@@ -143,6 +143,7 @@ fn init_logging(config: &Config) -> Result<Option<txlb::logging::LogFile>> {
 async fn serve(
     path: PathBuf,
     config: Config,
+    workers: usize,
     grace: Duration,
     log_file: Option<txlb::logging::LogFile>,
 ) -> Result<()> {
@@ -151,7 +152,7 @@ async fn serve(
         .as_ref()
         .and_then(|a| a.web.clone())
         .filter(|w| w.enable);
-    let balancer = Balancer::start(config).await?;
+    let balancer = Balancer::builder(config).workers(workers).start().await?;
     let admin = match web {
         None => None,
         Some(web) => match start_admin(&balancer, &web, &path, log_file).await {
@@ -314,7 +315,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
             access: txlb::config::Access::Full,
         }],
     });
-    let balancer = match Balancer::start(config).await {
+    let balancer = match Balancer::builder(config).workers(1).start().await {
         Ok(balancer) => balancer,
         Err(error) => bail!("{error} (is another demo running? try --listen 127.0.0.1:0)"),
     };

@@ -339,3 +339,45 @@ async fn heartbeat_marks_a_silent_host_bad_without_client_traffic() {
         "no client was involved"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedicated_workers_share_the_listeners_and_serve_everyone() {
+    let hosts = vec![
+        host("e1", echo_backend().await, 1),
+        host("e2", echo_backend().await, 1),
+    ];
+    let balancer = Balancer::builder(config(SchedulerKind::LeastConns, hosts))
+        .workers(3)
+        .start()
+        .await
+        .unwrap();
+    let addr = balancer.local_addr("svc", None).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..300u32 {
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let msg = i.to_be_bytes();
+            s.write_all(&msg).await.unwrap();
+            s.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            s.read_to_end(&mut back).await.unwrap();
+            assert_eq!(back, msg);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = balancer.stats();
+    let total: u64 = ["e1", "e2"]
+        .iter()
+        .map(|h| stats.host("svc", "g", h).unwrap().stats.total)
+        .sum();
+    assert_eq!(total, 300);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        balancer.shutdown(Duration::from_secs(2)),
+    )
+    .await
+    .expect("shutdown with workers finishes");
+    assert!(TcpStream::connect(addr).await.is_err());
+}

@@ -21,12 +21,12 @@ pub(super) struct RunningListener {
     pub(super) stop: CancellationToken,
 }
 
-/// A listener bound but not yet accepting.
+/// A listener bound but not yet accepting: one socket per worker (or one).
 pub(super) struct BoundSocket {
     service: Arc<str>,
     configured: ListenAddr,
     local: SocketAddr,
-    listener: tokio::net::TcpListener,
+    sockets: Vec<std::net::TcpListener>,
 }
 
 type ListenerKey = (Arc<str>, ListenAddr);
@@ -61,44 +61,54 @@ pub(super) fn diff(
     Ok((added, removed))
 }
 
-/// Binds every listener or none.
-pub(super) fn bind_all(keys: Vec<ListenerKey>) -> Result<Vec<BoundSocket>, ControlError> {
+/// Binds every listener or none, `copies` sockets each (one per worker).
+pub(super) fn bind_all(
+    keys: Vec<ListenerKey>,
+    copies: usize,
+) -> Result<Vec<BoundSocket>, ControlError> {
     keys.into_iter()
         .map(|(service, configured)| {
-            let bound = bind_listen_addr(&configured).and_then(|socket| {
-                let local = socket.local_addr()?;
-                // Registering with the reactor needs the runtime context, which
-                // every caller of the controller has.
-                Ok((local, tokio::net::TcpListener::from_std(socket)?))
-            });
-            let (local, listener) = bound.map_err(|source| ControlError::BindListener {
-                listen: configured.to_string(),
-                source,
-            })?;
+            let bound =
+                bind_copies(&configured, copies).map_err(|source| ControlError::BindListener {
+                    listen: configured.to_string(),
+                    source,
+                })?;
             Ok(BoundSocket {
                 service,
                 configured,
-                local,
-                listener,
+                local: bound.0,
+                sockets: bound.1,
             })
         })
         .collect()
 }
 
-fn bind_listen_addr(listen: &ListenAddr) -> std::io::Result<std::net::TcpListener> {
+/// Binds `listen` once, then `copies - 1` more times on the very address the first
+/// got (port 0 becomes a real port), all with SO_REUSEPORT when there are copies.
+fn bind_copies(
+    listen: &ListenAddr,
+    copies: usize,
+) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let reuse_port = copies > 1;
+    let first = bind_listen_addr(listen, reuse_port)?;
+    let local = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..copies {
+        sockets.push(bind(local, true)?);
+    }
+    Ok((local, sockets))
+}
+
+fn bind_listen_addr(
+    listen: &ListenAddr,
+    reuse_port: bool,
+) -> std::io::Result<std::net::TcpListener> {
     let ip = match &listen.host {
         ListenHost::Any => {
             // Every address: dual-stack IPv6 where the system has it.
-            return bind(SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                listen.port,
-            ))
-            .or_else(|_| {
-                bind(SocketAddr::new(
-                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    listen.port,
-                ))
-            });
+            let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), listen.port);
+            let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), listen.port);
+            return bind(v6, reuse_port).or_else(|_| bind(v4, reuse_port));
         }
         ListenHost::Ip(ip) => *ip,
         ListenHost::Name(name) => (name.as_str(), listen.port)
@@ -107,27 +117,41 @@ fn bind_listen_addr(listen: &ListenAddr) -> std::io::Result<std::net::TcpListene
             .ok_or_else(|| std::io::Error::other(format!("{name:?} has no address")))?
             .ip(),
     };
-    bind(SocketAddr::new(ip, listen.port))
+    bind(SocketAddr::new(ip, listen.port), reuse_port)
 }
 
-/// Starts accepting on a bound socket.
+/// Starts accepting: each socket on its own worker (or on the current runtime).
 pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListener {
     let stop = controller.stop_accepting.child_token();
     let task = ListenerTask {
         service: bound.service.clone(),
-        snapshots: controller.snapshots.clone(),
+        data: controller.data.clone(),
         stop_accepting: stop.clone(),
         stop_connections: controller.stop_connections.clone(),
         tracker: controller.connections.clone(),
-        events: controller.events.clone(),
     };
     let local = bound.local;
-    controller.events.emit(Event::ListenerAdded {
+    controller.data.events.emit(Event::ListenerAdded {
         service: bound.service.to_string(),
         listen: bound.configured.to_string(),
         local,
     });
-    tokio::spawn(task.run(bound.listener));
+    for (index, socket) in bound.sockets.into_iter().enumerate() {
+        let task = task.clone();
+        // Registered with the reactor of the runtime that will poll it.
+        let accept = async move {
+            match tokio::net::TcpListener::from_std(socket) {
+                Ok(listener) => task.run(listener).await,
+                Err(error) => {
+                    tracing::error!(service = %task.service, %local, %error, "cannot start accepting")
+                }
+            }
+        };
+        match controller.workers.get(index) {
+            Some(worker) => drop(worker.spawn(accept)),
+            None => drop(tokio::spawn(accept)),
+        }
+    }
     RunningListener {
         service: bound.service,
         configured: bound.configured,

@@ -19,9 +19,14 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, HostAddress};
 use crate::events::{Event, Events};
 use crate::health;
+use crate::proxy::{ConnectionRecord, DataPlane};
 use crate::scheduler;
-use crate::state::{GroupSnapshot, HostId, HostSnapshot, HostStats, ServiceSnapshot, Snapshot};
+use crate::state::{
+    ConnectionRegistry, GroupSnapshot, HostId, HostSnapshot, HostStats, ServiceCounters,
+    ServiceSnapshot, Snapshot,
+};
 use listeners::RunningListener;
+use tokio::sync::mpsc;
 
 /// Why a command was refused. Nothing changed when one is returned.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +133,9 @@ pub enum ControlError {
     /// A value that breaks a rule of the model.
     #[error("{0}")]
     Invalid(String),
+    /// The data-path worker threads could not be started.
+    #[error("cannot start worker threads: {0}")]
+    StartWorkers(#[source] io::Error),
     /// The balancer is shutting down.
     #[error("the balancer is shutting down")]
     ShuttingDown,
@@ -146,9 +154,9 @@ pub struct BoundListener {
 
 /// The balancer engine: shared by every handle.
 pub(crate) struct Controller {
-    /// The running snapshot. Written only under `state`'s lock; read lock-free by
-    /// every connection.
-    pub(crate) snapshots: Arc<ArcSwap<Snapshot>>,
+    /// What connections share: the running snapshot (written only under
+    /// `state`'s lock, read lock-free by every connection), events, the registry.
+    pub(crate) data: Arc<DataPlane>,
     /// Control-plane state; the lock is never held across an await.
     state: Mutex<ControlState>,
     /// Cancelled at shutdown: listeners stop accepting, managers stop.
@@ -157,8 +165,8 @@ pub(crate) struct Controller {
     pub(crate) stop_connections: CancellationToken,
     /// Connection tasks, so shutdown can wait for them.
     pub(crate) connections: TaskTracker,
-    /// Transitions, logged and broadcast.
-    pub(crate) events: Events,
+    /// Data-path worker runtimes; empty: everything runs on the caller's runtime.
+    pub(crate) workers: Vec<tokio::runtime::Handle>,
 }
 
 struct ControlState {
@@ -168,25 +176,42 @@ struct ControlState {
     /// Identity and counters of every host in the running snapshot, by
     /// (service, group, host) name.
     hosts: HashMap<(String, String, String), (HostId, Arc<HostStats>)>,
+    /// Service counters by service name, kept across snapshots.
+    service_counters: HashMap<String, Arc<ServiceCounters>>,
+    /// Hosts removed from the configuration that still had open connections, with
+    /// their service and group; shown as draining until their last one closes.
+    removed: Vec<(Arc<str>, Arc<str>, HostSnapshot)>,
     listeners: Vec<RunningListener>,
 }
 
 impl Controller {
     /// An engine with nothing configured.
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(
+        access_log: Option<mpsc::Sender<ConnectionRecord>>,
+        index_host_side: bool,
+        workers: Vec<tokio::runtime::Handle>,
+    ) -> Self {
         Controller {
-            snapshots: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+            data: Arc::new(DataPlane {
+                snapshots: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+                events: Events::new(),
+                registry: Arc::new(ConnectionRegistry::default()),
+                access_log,
+                index_host_side,
+            }),
             state: Mutex::new(ControlState {
                 running: empty_config(),
                 generation: 0,
                 next_host_id: 0,
                 hosts: HashMap::new(),
+                service_counters: HashMap::new(),
+                removed: Vec::new(),
                 listeners: Vec::new(),
             }),
             stop_accepting: CancellationToken::new(),
             stop_connections: CancellationToken::new(),
             connections: TaskTracker::new(),
-            events: Events::new(),
+            workers,
         }
     }
 
@@ -201,6 +226,36 @@ impl Controller {
     /// The running configuration.
     pub(crate) fn running(&self) -> Config {
         self.lock().running.clone()
+    }
+
+    /// Hosts removed from the configuration whose connections are still open, as
+    /// (service, group, host).
+    pub(crate) fn removed_hosts(&self) -> Vec<(Arc<str>, Arc<str>, HostSnapshot)> {
+        let mut state = self.lock();
+        state.removed.retain(|(_, _, h)| h.stats.open() > 0);
+        state.removed.clone()
+    }
+
+    /// The counters of host `host` of group `group` of service `service`.
+    pub(crate) fn host_stats(
+        &self,
+        service: &str,
+        group: &str,
+        host: &str,
+    ) -> Result<Arc<HostStats>, ControlError> {
+        let state = self.lock();
+        let key = (service.to_string(), group.to_string(), host.to_string());
+        match state.hosts.get(&key) {
+            Some((_, stats)) => Ok(stats.clone()),
+            None if !state.running.services.iter().any(|s| s.name == service) => {
+                Err(ControlError::UnknownService(service.into()))
+            }
+            None => Err(ControlError::UnknownHost {
+                service: service.into(),
+                group: group.into(),
+                host: host.into(),
+            }),
+        }
     }
 
     /// Listeners currently bound.
@@ -263,9 +318,9 @@ impl Controller {
         // Bind new listeners before anything is swapped: a port in use refuses the
         // whole command.
         let (added, removed) = listeners::diff(&state.listeners, &next)?;
-        let bound = listeners::bind_all(added)?;
+        let bound = listeners::bind_all(added, self.workers.len().max(1))?;
         let snapshot = self.build_snapshot(&mut state, &next, resolved);
-        self.snapshots.store(Arc::new(snapshot));
+        self.data.snapshots.store(Arc::new(snapshot));
         for listener in bound {
             state.listeners.push(listeners::start(listener, self));
         }
@@ -273,7 +328,7 @@ impl Controller {
             let keep = !removed.contains(&(l.service.clone(), l.configured.clone()));
             if !keep {
                 l.stop.cancel();
-                self.events.emit(Event::ListenerRemoved {
+                self.data.events.emit(Event::ListenerRemoved {
                     service: l.service.to_string(),
                     listen: l.configured.to_string(),
                 });
@@ -287,7 +342,7 @@ impl Controller {
                 .iter()
                 .find(|s| s.name == service.name);
             if before.is_some_and(|b| b.enabled_group != service.enabled_group) {
-                self.events.emit(Event::GroupEnabled {
+                self.data.events.emit(Event::GroupEnabled {
                     service: service.name.clone(),
                     group: service.enabled_group.clone(),
                 });
@@ -305,7 +360,7 @@ impl Controller {
         resolved: &HashMap<HostAddress, Result<SocketAddr, String>>,
     ) -> Snapshot {
         let mut hosts = HashMap::new();
-        let previous = self.snapshots.load();
+        let previous = self.data.snapshots.load();
         let mut services = Vec::with_capacity(config.services.len());
         for service in &config.services {
             let mut groups = Vec::with_capacity(service.groups.len());
@@ -330,7 +385,7 @@ impl Controller {
                             group.name.as_str(),
                             host.name.as_str(),
                         );
-                        set_address(names, &host.address, &stats, resolved, &self.events);
+                        set_address(names, &host.address, &stats, resolved, &self.data.events);
                     }
                     hosts.insert(key, (id, stats.clone()));
                     members.push(HostSnapshot {
@@ -353,14 +408,48 @@ impl Controller {
                 .iter()
                 .position(|g| g.name == service.enabled_group)
                 .unwrap_or(0);
+            let counters = state
+                .service_counters
+                .entry(service.name.clone())
+                .or_default()
+                .clone();
             services.push(ServiceSnapshot {
                 name: Arc::from(service.name.as_str()),
                 listeners: service.listeners.clone(),
                 groups,
                 enabled,
                 connect_timeout: service.connect_timeout,
+                counters,
             });
         }
+        state
+            .service_counters
+            .retain(|name, _| config.services.iter().any(|s| &s.name == name));
+        // Hosts that left stop feeding any ranking; those with connections still
+        // open drain visibly.
+        for service in &previous.services {
+            for group in &service.groups {
+                for host in &group.hosts {
+                    let key = (
+                        service.name.to_string(),
+                        group.name.to_string(),
+                        host.name.to_string(),
+                    );
+                    if hosts.contains_key(&key) {
+                        continue;
+                    }
+                    host.stats.attach_ranking(None);
+                    if host.stats.open() > 0 {
+                        state.removed.push((
+                            service.name.clone(),
+                            group.name.clone(),
+                            host.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        state.removed.retain(|(_, _, h)| h.stats.open() > 0);
         state.hosts = hosts;
         state.generation += 1;
         Snapshot {

@@ -1,7 +1,16 @@
 //! The copy loop: bytes both ways between client and host, honouring half-close.
+//!
+//! One hand-written future drives both directions of a connection in its task.
+//! It waits through the sockets' own readiness slots (`poll_read_ready`,
+//! `poll_write_ready`), so an idle connection holds no waiter nodes and no buffer:
+//! a direction allocates its buffer when its socket turns readable and frees it
+//! when the socket runs dry with nothing left to write.
 
+use std::future::Future;
 use std::io;
 use std::net::Shutdown;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use socket2::SockRef;
 use tokio::net::TcpStream;
@@ -11,75 +20,158 @@ use tokio::net::TcpStream;
 /// (back-pressure through the kernel's socket buffers).
 pub const COPY_BUFFER: usize = 16 * 1024;
 
+/// Which side of a proxied connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client.
+    Client,
+    /// The host.
+    Host,
+}
+
 /// Totals of one finished connection.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Copied {
     /// Bytes from the client to the host.
     pub client_to_host: u64,
     /// Bytes from the host to the client.
     pub host_to_client: u64,
+    /// Who sent the first FIN.
+    pub first_to_close: Side,
 }
 
 /// Copies in both directions until both are closed. When one side sends FIN, the
 /// other side's write half is shut down and the opposite direction keeps flowing.
-/// `on_bytes` is called after every chunk written (`true` = client to host), so
-/// counters move while long connections run.
-///
-/// Both sockets are used through `&TcpStream` in one task: no split, no extra task,
-/// and each direction holds a buffer only while it has data to move.
+/// `on_bytes` is called after every chunk written (`Side::Client` = from the
+/// client), so counters move while long connections run. An error in either
+/// direction (a reset) ends the whole connection.
 pub async fn copy_bidirectional(
     client: &TcpStream,
     host: &TcpStream,
-    on_bytes: impl Fn(bool, usize),
+    on_bytes: impl Fn(Side, usize) + Unpin,
 ) -> io::Result<Copied> {
-    let up = copy_one_way(client, host, |n| on_bytes(true, n));
-    let down = copy_one_way(host, client, |n| on_bytes(false, n));
-    // try_join: an error in one direction (a reset) ends the whole connection.
-    let (client_to_host, host_to_client) = tokio::try_join!(up, down)?;
-    Ok(Copied {
-        client_to_host,
-        host_to_client,
-    })
+    CopyBidirectional {
+        client,
+        host,
+        up: Direction::default(),
+        down: Direction::default(),
+        first_to_close: None,
+        on_bytes,
+    }
+    .await
 }
 
-async fn copy_one_way(
-    from: &TcpStream,
-    to: &TcpStream,
-    on_bytes: impl Fn(usize),
-) -> io::Result<u64> {
-    let mut total = 0u64;
-    'readiness: loop {
-        from.readable().await?;
-        // Allocated on readiness and freed when the socket runs dry, so an idle
-        // connection holds no buffer however busy it was before.
-        let mut buf = vec![0u8; COPY_BUFFER];
+/// One direction's progress.
+#[derive(Default)]
+struct Direction {
+    /// Present only while there is data to move.
+    buf: Option<Box<[u8]>>,
+    /// Bytes of `buf` already written.
+    pos: usize,
+    /// Bytes of `buf` read.
+    len: usize,
+    /// The source sent FIN.
+    read_done: bool,
+    /// FIN passed on: this direction is finished.
+    done: bool,
+    total: u64,
+}
+
+impl Direction {
+    /// Moves bytes from `from` to `to` until it would block (Pending) or is done.
+    fn poll_copy(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &TcpStream,
+        to: &TcpStream,
+        on_bytes: &mut impl FnMut(usize),
+    ) -> Poll<io::Result<()>> {
         loop {
-            let n = match from.try_read(&mut buf) {
-                Ok(0) => break 'readiness,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue 'readiness,
-                Err(e) => return Err(e),
-            };
-            write_all(to, &buf[..n]).await?;
-            total += n as u64;
-            on_bytes(n);
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            // Write what was read.
+            while self.pos < self.len {
+                ready!(to.poll_write_ready(cx))?;
+                let buf = self.buf.as_deref().unwrap_or_default();
+                match to.try_write(&buf[self.pos..self.len]) {
+                    Ok(n) => {
+                        self.pos += n;
+                        self.total += n as u64;
+                        on_bytes(n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            if self.read_done {
+                // Pass the FIN on; the peer may already be gone (NotConnected),
+                // which is no error for us.
+                self.done = true;
+                self.buf = None;
+                return match SockRef::from(to).shutdown(Shutdown::Write) {
+                    Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
+                    _ => Poll::Ready(Ok(())),
+                };
+            }
+            // Read more.
+            if from.poll_read_ready(cx)?.is_pending() {
+                // Idle: give the buffer back.
+                self.buf = None;
+                return Poll::Pending;
+            }
+            let buf = self
+                .buf
+                .get_or_insert_with(|| vec![0u8; COPY_BUFFER].into_boxed_slice());
+            match from.try_read(buf) {
+                Ok(0) => self.read_done = true,
+                Ok(n) => {
+                    self.pos = 0;
+                    self.len = n;
+                }
+                // Readiness was stale: poll again, which registers the waker.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
-    }
-    // Pass the FIN on; the other direction keeps going. The peer may already be
-    // gone (NotConnected), which is no error for us.
-    match SockRef::from(to).shutdown(Shutdown::Write) {
-        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
-        _ => Ok(total),
     }
 }
 
-async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        match to.try_write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
-            Err(e) => return Err(e),
+struct CopyBidirectional<'a, F> {
+    client: &'a TcpStream,
+    host: &'a TcpStream,
+    up: Direction,
+    down: Direction,
+    first_to_close: Option<Side>,
+    on_bytes: F,
+}
+
+impl<F: Fn(Side, usize) + Unpin> Future for CopyBidirectional<'_, F> {
+    type Output = io::Result<Copied>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every field is Unpin.
+        let this = self.get_mut();
+        let on_bytes = &this.on_bytes;
+        let up = this.up.poll_copy(cx, this.client, this.host, &mut |n| {
+            on_bytes(Side::Client, n)
+        })?;
+        if up.is_ready() && this.first_to_close.is_none() {
+            this.first_to_close = Some(Side::Client);
         }
+        let down = this
+            .down
+            .poll_copy(cx, this.host, this.client, &mut |n| on_bytes(Side::Host, n))?;
+        if down.is_ready() && this.first_to_close.is_none() {
+            this.first_to_close = Some(Side::Host);
+        }
+        if up.is_pending() || down.is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(Copied {
+            client_to_host: this.up.total,
+            host_to_client: this.down.total,
+            first_to_close: this.first_to_close.unwrap_or(Side::Client),
+        }))
     }
-    Ok(())
 }

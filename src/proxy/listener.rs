@@ -3,17 +3,15 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::connection;
-use crate::events::Events;
-use crate::state::Snapshot;
+use super::DataPlane;
+use super::connection::{self, Accepted};
 
 /// Pending connections the kernel queues before accept.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -23,10 +21,14 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Binds a listening socket on `addr` with SO_REUSEADDR (restarts don't wait for
-/// TIME_WAIT) and, for `[::]`, dual-stack.
-pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// TIME_WAIT), for `[::]` dual-stack, and with `reuse_port` SO_REUSEPORT so each
+/// worker can have its own copy and the kernel spreads connections among them.
+pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         socket.set_only_v6(false)?;
     }
@@ -41,22 +43,22 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 pub(crate) struct ListenerTask {
     /// The service whose enabled group receives this listener's clients.
     pub service: Arc<str>,
-    /// The running snapshot, read once per new connection.
-    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    /// What every connection shares.
+    pub data: Arc<DataPlane>,
     /// Cancelled when this listener must stop accepting (removed or shutdown).
     pub stop_accepting: CancellationToken,
     /// Cancelled when open connections must be dropped (end of shutdown grace).
     pub stop_connections: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them to drain.
     pub tracker: TaskTracker,
-    /// Where host transitions seen by connections are reported.
-    pub events: Events,
 }
 
 impl ListenerTask {
     /// Accepts until `stop_accepting` is cancelled.
     pub(crate) async fn run(self, listener: TcpListener) {
-        let local = listener.local_addr().ok();
+        let local = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
             let accepted = tokio::select! {
@@ -67,17 +69,26 @@ impl ListenerTask {
                 Ok((client, peer)) => {
                     backoff = ACCEPT_BACKOFF_MIN;
                     let task = self.clone();
+                    let accepted = Accepted {
+                        client,
+                        peer,
+                        listener: local,
+                        accepted_at: SystemTime::now(),
+                    };
                     self.tracker.spawn(async move {
-                        tokio::select! {
-                            _ = task.stop_connections.cancelled() => {}
-                            _ = connection::serve(client, peer, &task.service, &task.snapshots, &task.events) => {}
-                        }
+                        connection::serve(
+                            accepted,
+                            &task.service,
+                            &task.data,
+                            &task.stop_connections,
+                        )
+                        .await;
                     });
                 }
                 Err(error) => {
                     // EMFILE/ENFILE and friends: the listener stays, we pause so the
                     // loop doesn't spin while descriptors are short.
-                    tracing::warn!(service = %self.service, listener = ?local, %error, pause_ms = backoff.as_millis() as u64, "accept failed");
+                    tracing::warn!(service = %self.service, listener = %local, %error, pause_ms = backoff.as_millis() as u64, "accept failed");
                     tokio::select! {
                         _ = self.stop_accepting.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}
@@ -86,6 +97,6 @@ impl ListenerTask {
                 }
             }
         }
-        tracing::info!(service = %self.service, listener = ?local, "listener closed");
+        tracing::info!(service = %self.service, listener = %local, "listener closed");
     }
 }

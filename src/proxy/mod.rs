@@ -4,6 +4,37 @@
 mod connection;
 mod copy;
 mod listener;
+pub mod proxy_protocol;
+mod workers;
 
-pub use copy::{COPY_BUFFER, Copied, copy_bidirectional};
+pub use connection::{CloseReason, ConnectionRecord};
+pub use copy::{COPY_BUFFER, Copied, Side, copy_bidirectional};
 pub(crate) use listener::{ListenerTask, bind};
+pub use workers::WorkerPool;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+
+use crate::events::Events;
+use crate::state::{ConnectionRegistry, Snapshot};
+
+/// What every connection task shares: built once by the controller.
+#[derive(Debug)]
+pub(crate) struct DataPlane {
+    /// The running snapshot. Written only by the controller; read lock-free once
+    /// per new connection.
+    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    /// Host transitions seen by connections are reported here.
+    pub events: Events,
+    /// Open connections.
+    pub registry: Arc<ConnectionRegistry>,
+    /// Where finished connections are sent for the access log, when one is kept.
+    /// A bounded channel: a slow log drops records (counted) rather than slowing
+    /// connections.
+    pub access_log: Option<mpsc::Sender<ConnectionRecord>>,
+    /// Whether a control socket may look connections up by txlb's address on the
+    /// host side (costs a `getsockname` per connection, so only when needed).
+    pub index_host_side: bool,
+}

@@ -14,7 +14,7 @@ mod round_robin;
 mod weighted;
 
 pub use kind::{SchedulerKind, UnknownScheduler};
-pub use least_conns::LeastConns;
+pub use least_conns::{LeastConns, Ranking};
 pub use random::Random;
 pub use round_robin::RoundRobin;
 pub use weighted::Weighted;
@@ -89,10 +89,16 @@ impl<'a> Candidates<'a> {
 
 /// Builds the scheduler of `kind` for a group with these hosts.
 pub fn build(kind: SchedulerKind, hosts: &[HostSnapshot]) -> Box<dyn Scheduler> {
+    if kind != SchedulerKind::LeastConns {
+        // Hosts leaving a leastc group stop feeding its ranking.
+        for host in hosts {
+            host.stats.attach_ranking(None);
+        }
+    }
     match kind {
         SchedulerKind::Random => Box::new(Random),
         SchedulerKind::RoundRobin => Box::new(RoundRobin::default()),
-        SchedulerKind::LeastConns => Box::new(LeastConns),
+        SchedulerKind::LeastConns => Box::new(LeastConns::new(hosts)),
         SchedulerKind::Weighted => Box::new(Weighted::new(hosts.iter().map(|h| h.weight))),
     }
 }

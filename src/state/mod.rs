@@ -6,12 +6,20 @@
 //! `Arc<HostStats>`, carried from snapshot to snapshot by host identity, so a reload
 //! keeps them and a removed host still shows its draining connections.
 
+mod connections;
 mod stats;
 
-pub use stats::{BadInfo, ConnectionGuard, HostHealth, HostStats, HostStatsView};
+pub use connections::{
+    CloseRequest, ConnectionEntry, ConnectionInfo, ConnectionRegistry, Registered,
+};
+
+pub use stats::{
+    BadInfo, CONNECT_BUCKETS, ConnectionGuard, HostHealth, HostStats, HostStatsView, LatencyView,
+};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::config::{HostAddress, ListenAddr};
@@ -58,6 +66,42 @@ pub struct ServiceSnapshot {
     pub enabled: usize,
     /// How long to wait for a host to accept.
     pub connect_timeout: Duration,
+    /// Service-wide counters, carried across snapshots by service name.
+    pub counters: Arc<ServiceCounters>,
+}
+
+/// Counters of one service that belong to no single host. Written by connection
+/// tasks, read by the admin plane.
+#[derive(Debug, Default)]
+pub struct ServiceCounters {
+    /// Clients accepted by the service's listeners.
+    pub accepted: AtomicU64,
+    /// Clients closed because no host was available.
+    pub no_host: AtomicU64,
+    /// Clients served by a host after at least one other host failed them.
+    pub failovers: AtomicU64,
+}
+
+/// A point-in-time copy of [`ServiceCounters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct ServiceCountersView {
+    /// Clients accepted.
+    pub accepted: u64,
+    /// Clients closed for want of a host.
+    pub no_host: u64,
+    /// Clients served after a failover.
+    pub failovers: u64,
+}
+
+impl ServiceCounters {
+    /// A copy for display.
+    pub fn view(&self) -> ServiceCountersView {
+        ServiceCountersView {
+            accepted: self.accepted.load(Relaxed),
+            no_host: self.no_host.load(Relaxed),
+            failovers: self.failovers.load(Relaxed),
+        }
+    }
 }
 
 impl ServiceSnapshot {

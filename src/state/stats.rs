@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
+
+use crate::scheduler::Ranking;
 
 /// Why and since when a host is bad.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,6 +47,13 @@ pub struct HostStats {
     failures: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Times a scheduler picked this host (successful or not).
+    picks: AtomicU64,
+    /// Connect latency of successful connects, per [`CONNECT_BUCKETS`] bucket
+    /// (the last one counts everything slower).
+    connect_buckets: [AtomicU64; CONNECT_BUCKETS.len() + 1],
+    /// Sum of successful connect latencies, in microseconds.
+    connect_micros: AtomicU64,
     /// Nanoseconds since [`epoch`] when the last connection closed; 0 = never.
     /// leastc breaks ties with it.
     last_closed: AtomicU64,
@@ -54,7 +63,16 @@ pub struct HostStats {
     bad_info: ArcSwapOption<BadInfo>,
     /// The address connections go to; `None` until the name resolves.
     resolved: ArcSwapOption<SocketAddr>,
+    /// The leastc ranking this host takes part in, if its group uses leastc.
+    /// Set by the controller for each snapshot; told of every change that moves
+    /// the host in the ranking.
+    ranking: ArcSwapOption<Ranking>,
 }
+
+/// Upper bounds (seconds) of the connect latency histogram's buckets.
+pub const CONNECT_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+];
 
 /// Monotonic origin for `last_closed`.
 fn epoch() -> Instant {
@@ -99,6 +117,20 @@ impl HostStats {
         }
     }
 
+    /// Hooks this host to a leastc ranking (or unhooks it).
+    pub fn attach_ranking(&self, ranking: Option<Ranking>) {
+        self.ranking.store(ranking.map(Arc::new));
+        self.rank_changed();
+    }
+
+    /// Tells the host's leastc ranking, if any, that this host moved.
+    #[inline]
+    fn rank_changed(&self) {
+        if let Some(ranking) = &*self.ranking.load() {
+            ranking.update();
+        }
+    }
+
     /// Whether the host is marked bad (whatever its admin state).
     pub fn is_bad(&self) -> bool {
         self.bad.load(Relaxed)
@@ -123,6 +155,7 @@ impl HostStats {
                 since: SystemTime::now(),
                 reason: reason.into(),
             })));
+            self.rank_changed();
         }
         !was_bad
     }
@@ -139,6 +172,7 @@ impl HostStats {
         let was_bad = self.bad.swap(false, Relaxed);
         if was_bad {
             self.bad_info.store(None);
+            self.rank_changed();
         }
         was_bad
     }
@@ -146,7 +180,11 @@ impl HostStats {
     /// Takes the host out of rotation (or back in) by administrator's order.
     /// Returns true if that changed anything.
     pub fn set_admin_down(&self, down: bool) -> bool {
-        self.admin_down.swap(down, Relaxed) != down
+        let changed = self.admin_down.swap(down, Relaxed) != down;
+        if changed {
+            self.rank_changed();
+        }
+        changed
     }
 
     /// The address connections go to now.
@@ -176,10 +214,24 @@ impl HostStats {
         self.bytes_out.fetch_add(n, Relaxed);
     }
 
-    /// Counts a connection that reached this host.
+    /// Counts a connection that reached this host after `latency`.
     #[inline]
-    pub fn record_connected(&self) {
+    pub fn record_connected(&self, latency: Duration) {
         self.total.fetch_add(1, Relaxed);
+        let seconds = latency.as_secs_f64();
+        let bucket = CONNECT_BUCKETS
+            .iter()
+            .position(|&le| seconds <= le)
+            .unwrap_or(CONNECT_BUCKETS.len());
+        self.connect_buckets[bucket].fetch_add(1, Relaxed);
+        self.connect_micros
+            .fetch_add(latency.as_micros() as u64, Relaxed);
+    }
+
+    /// Counts one pick of this host by a scheduler.
+    #[inline]
+    pub fn record_pick(&self) {
+        self.picks.fetch_add(1, Relaxed);
     }
 
     /// A plain copy of the counters, for display and serialisation.
@@ -191,6 +243,16 @@ impl HostStats {
             failures: self.failures.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
+            picks: self.picks.load(Relaxed),
+            connect_latency: LatencyView {
+                le_seconds: CONNECT_BUCKETS.to_vec(),
+                counts: self
+                    .connect_buckets
+                    .iter()
+                    .map(|c| c.load(Relaxed))
+                    .collect(),
+                sum_seconds: self.connect_micros.load(Relaxed) as f64 / 1e6,
+            },
             bad: self.bad_info().map(|b| (*b).clone()),
             resolved: self.resolved(),
         }
@@ -212,11 +274,29 @@ pub struct HostStatsView {
     pub bytes_in: u64,
     /// Bytes from the host to clients.
     pub bytes_out: u64,
+    /// Times a scheduler picked the host.
+    pub picks: u64,
+    /// Connect latency of successful connects.
+    pub connect_latency: LatencyView,
     /// Why the host is bad, when it is.
     pub bad: Option<BadInfo>,
     /// The address in use, if resolved.
     pub resolved: Option<SocketAddr>,
 }
+
+/// A latency histogram: `counts[i]` connects took at most `le_seconds[i]` (and more
+/// than the bound before); the extra last count is everything slower.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencyView {
+    /// Upper bounds of the buckets, in seconds.
+    pub le_seconds: Vec<f64>,
+    /// Count per bucket (not cumulative), one more than `le_seconds`.
+    pub counts: Vec<u64>,
+    /// Sum of all latencies, in seconds.
+    pub sum_seconds: f64,
+}
+
+impl Eq for LatencyView {}
 
 /// Holds one open connection on a host: counted on creation, released on drop,
 /// whichever way the connection ends.
@@ -229,6 +309,7 @@ impl ConnectionGuard {
     /// Counts a new open connection on `stats`.
     pub fn new(stats: Arc<HostStats>) -> Self {
         stats.open.fetch_add(1, Relaxed);
+        stats.rank_changed();
         ConnectionGuard { stats }
     }
 
@@ -244,6 +325,7 @@ impl Drop for ConnectionGuard {
         // max(1) keeps 0 meaning "never closed".
         self.stats.last_closed.store(now.max(1), Relaxed);
         self.stats.open.fetch_sub(1, Relaxed);
+        self.stats.rank_changed();
     }
 }
 

@@ -1,0 +1,65 @@
+//! Data-path workers: threads that each run a single-threaded tokio runtime with
+//! their own accept loops (on `SO_REUSEPORT` copies of every listener) and the
+//! connections those accept. Nothing is shared between workers but atomics, and
+//! the control plane (controller, managers, admin) never runs on their threads.
+
+use std::io;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+/// A set of worker threads with their runtimes.
+#[derive(Debug)]
+pub struct WorkerPool {
+    handles: Vec<Handle>,
+    stop: CancellationToken,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl WorkerPool {
+    /// Starts `count` worker threads (at least one), named `txlb-worker-N`.
+    pub fn start(count: usize) -> io::Result<WorkerPool> {
+        let stop = CancellationToken::new();
+        let mut handles = Vec::new();
+        let mut threads = Vec::new();
+        for index in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(runtime.handle().clone());
+            let stop = stop.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("txlb-worker-{index}"))
+                    .spawn(move || runtime.block_on(stop.cancelled()))?,
+            );
+        }
+        Ok(WorkerPool {
+            handles,
+            stop,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// The workers' runtimes.
+    pub fn handles(&self) -> &[Handle] {
+        &self.handles
+    }
+
+    /// Stops the workers: their runtimes drop whatever tasks are left.
+    pub fn stop(&self) {
+        self.stop.cancel();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

@@ -1,0 +1,270 @@
+//! The open connections: who is connected to which host through which listener,
+//! for the admin plane's connections page, close action, drains and access log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use super::HostStats;
+
+/// One open client connection. Created when the host connection is up, removed
+/// when the connection ends. Byte counters are written by the connection's copy
+/// loop and read by the admin plane.
+#[derive(Debug)]
+pub struct ConnectionEntry {
+    /// Unique id for this process's lifetime.
+    pub id: u64,
+    /// Service name.
+    pub service: Arc<str>,
+    /// Group the host was picked from.
+    pub group: Arc<str>,
+    /// Host name.
+    pub host: Arc<str>,
+    /// The host's counters (identity for drains and filters).
+    pub host_stats: Arc<HostStats>,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The balancer address the client reached.
+    pub listener: SocketAddr,
+    /// The host address connected to.
+    pub host_addr: SocketAddr,
+    /// txlb's own address on the host connection: what the host sees as its peer.
+    /// Known only when a control socket may ask for it.
+    pub host_local: Option<SocketAddr>,
+    /// When the client connection was accepted.
+    pub since: SystemTime,
+    /// Bytes from client to host so far.
+    pub bytes_in: AtomicU64,
+    /// Bytes from host to client so far.
+    pub bytes_out: AtomicU64,
+    /// Wakes the connection's task to close it ([`ConnectionEntry::request_close`]).
+    /// `notify_one` keeps a permit, so a request made before the task waits is
+    /// not lost.
+    pub close: Notify,
+    /// Why it was asked to close: 0 = not asked, else a [`CloseRequest`].
+    close_reason: AtomicU8,
+}
+
+/// Who asked an open connection to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseRequest {
+    /// An administrator (close action, drain deadline).
+    Admin = 1,
+    /// The end of the shutdown grace period.
+    Shutdown = 2,
+}
+
+/// A point-in-time copy of one open connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnectionInfo {
+    /// Unique id (for closing it).
+    pub id: u64,
+    /// Service name.
+    pub service: String,
+    /// Group name.
+    pub group: String,
+    /// Host name.
+    pub host: String,
+    /// Client address.
+    pub client: SocketAddr,
+    /// Balancer address the client reached.
+    pub listener: SocketAddr,
+    /// Host address.
+    pub host_addr: SocketAddr,
+    /// Accepted at, seconds since the Unix epoch.
+    pub since: f64,
+    /// Bytes from client to host.
+    pub bytes_in: u64,
+    /// Bytes from host to client.
+    pub bytes_out: u64,
+}
+
+impl ConnectionEntry {
+    /// An entry for a connection just established; `host_local` is `None` when
+    /// nobody will look it up (no control socket).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u64,
+        service: Arc<str>,
+        group: Arc<str>,
+        host: Arc<str>,
+        host_stats: Arc<HostStats>,
+        client: SocketAddr,
+        listener: SocketAddr,
+        host_addr: SocketAddr,
+        host_local: Option<SocketAddr>,
+        since: SystemTime,
+    ) -> Self {
+        ConnectionEntry {
+            id,
+            service,
+            group,
+            host,
+            host_stats,
+            client,
+            listener,
+            host_addr,
+            host_local,
+            since,
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            close: Notify::new(),
+            close_reason: AtomicU8::new(0),
+        }
+    }
+
+    /// Asks the connection to close; the first reason given sticks.
+    pub fn request_close(&self, why: CloseRequest) {
+        let _ = self
+            .close_reason
+            .compare_exchange(0, why as u8, Relaxed, Relaxed);
+        self.close.notify_one();
+    }
+
+    /// Why the connection was asked to close, if it was.
+    pub fn close_request(&self) -> Option<CloseRequest> {
+        match self.close_reason.load(Relaxed) {
+            1 => Some(CloseRequest::Admin),
+            2 => Some(CloseRequest::Shutdown),
+            _ => None,
+        }
+    }
+
+    /// A copy for display.
+    pub fn info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            id: self.id,
+            service: self.service.to_string(),
+            group: self.group.to_string(),
+            host: self.host.to_string(),
+            client: self.client,
+            listener: self.listener,
+            host_addr: self.host_addr,
+            since: self
+                .since
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+        }
+    }
+}
+
+/// Every open connection, by id. A sharded map: inserts and removals from many
+/// connection tasks contend only within a shard, and listing never blocks the
+/// data path for long.
+#[derive(Debug, Default)]
+pub struct ConnectionRegistry {
+    entries: DashMap<u64, Arc<ConnectionEntry>>,
+    /// The same entries by `host_local`, for control socket look-ups.
+    by_host_local: DashMap<SocketAddr, Arc<ConnectionEntry>>,
+    next_id: AtomicU64,
+}
+
+impl ConnectionRegistry {
+    /// A fresh id for a new connection.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Adds a connection; it is removed when the returned guard drops.
+    pub fn register(self: &Arc<Self>, entry: ConnectionEntry) -> Registered {
+        let entry = Arc::new(entry);
+        self.entries.insert(entry.id, entry.clone());
+        if let Some(local) = entry.host_local {
+            self.by_host_local.insert(local, entry.clone());
+        }
+        Registered {
+            registry: self.clone(),
+            entry,
+        }
+    }
+
+    /// Open connections matching `filter`, oldest first.
+    pub fn list(&self, filter: impl Fn(&ConnectionEntry) -> bool) -> Vec<ConnectionInfo> {
+        let mut list: Vec<ConnectionInfo> = self
+            .entries
+            .iter()
+            .filter(|e| filter(e.value()))
+            .map(|e| e.value().info())
+            .collect();
+        list.sort_by_key(|c| c.id);
+        list
+    }
+
+    /// The connection whose host side has txlb's address `host_local`: the host
+    /// asking "who is behind the connection from `host_local`?".
+    pub fn by_host_local(&self, host_local: SocketAddr) -> Option<Arc<ConnectionEntry>> {
+        self.by_host_local
+            .get(&host_local)
+            .map(|e| e.value().clone())
+    }
+
+    /// Closes connection `id`; false if there is none.
+    pub fn close(&self, id: u64) -> bool {
+        match self.entries.get(&id) {
+            Some(entry) => {
+                entry.request_close(CloseRequest::Admin);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes every connection matching `filter`; returns how many.
+    pub fn close_where(
+        &self,
+        why: CloseRequest,
+        filter: impl Fn(&ConnectionEntry) -> bool,
+    ) -> usize {
+        let mut closed = 0;
+        for entry in self.entries.iter().filter(|e| filter(e.value())) {
+            entry.request_close(why);
+            closed += 1;
+        }
+        closed
+    }
+
+    /// Number of open connections.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Keeps a connection in the registry while it lives.
+#[derive(Debug)]
+pub struct Registered {
+    registry: Arc<ConnectionRegistry>,
+    entry: Arc<ConnectionEntry>,
+}
+
+impl Registered {
+    /// The registered entry.
+    pub fn entry(&self) -> &ConnectionEntry {
+        &self.entry
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.entries.remove(&self.entry.id);
+        if let Some(local) = &self.entry.host_local {
+            // Only if it is still ours: the kernel may already have reused the port.
+            self.registry
+                .by_host_local
+                .remove_if(local, |_, e| e.id == self.entry.id);
+        }
+    }
+}

@@ -91,7 +91,13 @@ async fn every_documented_operation_answers_as_documented() {
             // The happy path, on a fresh balancer.
             let dir = tempfile::tempdir().unwrap();
             let admin = fixture(dir.path()).await;
-            let uri = fill(path, method, "svc");
+            let mut uri = fill(path, method, "svc");
+            let mut _held = None;
+            if uri.contains("{id}") {
+                let (id, stream) = open_connection(&admin).await;
+                _held = Some(stream);
+                uri = uri.replace("{id}", &id.to_string());
+            }
             let response = send(&admin, FULL, method, &uri, body.as_ref()).await;
             let status = response.status().as_u16();
             let content_type = response
@@ -137,7 +143,7 @@ async fn every_documented_operation_answers_as_documented() {
             if method != "get" {
                 let dir = tempfile::tempdir().unwrap();
                 let admin = fixture(dir.path()).await;
-                let uri = fill(path, method, "svc");
+                let uri = fill(path, method, "svc").replace("{id}", "1");
                 let response = send(&admin, READONLY, method, &uri, body.as_ref()).await;
                 assert_eq!(response.status(), 403, "{method} {uri}");
                 assert!(responses.contains_key("403"));
@@ -152,6 +158,167 @@ async fn every_documented_operation_answers_as_documented() {
     assert_eq!(response.status(), 404);
     let response = send(&admin, FULL, "patch", "/api/v1/services", None).await;
     assert_eq!(response.status(), 405);
+}
+
+/// A connection held open through `svc` to a new host `hold` of group `g` (the
+/// other hosts admin-down), and its id.
+async fn open_connection(admin: &Admin) -> (u64, tokio::net::TcpStream) {
+    use txlb::control::Command;
+    let hold = common::named_backend("hold", common::Hold::UntilClientCloses).await;
+    if admin.handle.stats().host("svc", "g", "hold").is_none() {
+        admin
+            .handle
+            .apply(Command::AddHost {
+                service: "svc".into(),
+                group: "g".into(),
+                host: common::host("hold", hold, 1),
+            })
+            .await
+            .unwrap();
+    }
+    let before = admin
+        .handle
+        .connections(None, None)
+        .iter()
+        .map(|c| c.id)
+        .max()
+        .unwrap_or(0);
+    for h in ["a", "b"] {
+        admin
+            .handle
+            .apply(Command::SetAdminDown {
+                service: "svc".into(),
+                group: "g".into(),
+                host: h.into(),
+                down: true,
+            })
+            .await
+            .unwrap();
+    }
+    let (name, stream) = common::which_backend(admin.listener()).await;
+    assert_eq!(name, "hold");
+    let mut id = None;
+    assert!(
+        common::eventually(Duration::from_secs(5), || {
+            id = admin
+                .handle
+                .connections(None, Some("hold"))
+                .iter()
+                .map(|c| c.id)
+                .find(|id| *id > before);
+            std::future::ready(id.is_some())
+        })
+        .await
+    );
+    (id.unwrap(), stream)
+}
+
+/// Whether the balancer closed `stream` (EOF or reset) within 5 s.
+async fn closed_by_balancer(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn connections_are_listed_and_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = fixture(dir.path()).await;
+    let (id, mut stream) = open_connection(&admin).await;
+    let list: Value = send(
+        &admin,
+        READONLY,
+        "get",
+        "/api/v1/connections?service=svc&host=hold",
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(list[0]["id"], id);
+    assert_eq!(list[0]["host"], "hold");
+    let none: Value = send(&admin, FULL, "get", "/api/v1/connections?host=a", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none, serde_json::json!([]));
+    let (status, page) = admin.get("/connections?service=svc").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(&format!("<td class=\"n\">{id}</td>")),
+        "{page}"
+    );
+    assert!(page.contains("action=\"closeConnection\""), "{page}");
+    let r = send(
+        &admin,
+        FULL,
+        "delete",
+        &format!("/api/v1/connections/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    assert!(
+        closed_by_balancer(&mut stream).await,
+        "closing from the API ends it"
+    );
+    let r = send(
+        &admin,
+        FULL,
+        "delete",
+        &format!("/api/v1/connections/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    // The legacy call does the same.
+    let (id, mut stream) = open_connection(&admin).await;
+    let (status, text) = admin.get(&format!("/closeConnection?id={id}")).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(closed_by_balancer(&mut stream).await);
+}
+
+#[tokio::test]
+async fn drain_keeps_connections_until_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = fixture(dir.path()).await;
+    let (_, mut stream) = open_connection(&admin).await;
+    admin.get("/hostAdminUp?service=svc&group=g&name=b").await;
+    let (status, text) = admin.get("/drainHost?service=svc&group=g&name=hold").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("draining (1 open)"), "{text}");
+    let (_, page) = admin.get("/running").await;
+    assert!(page.contains("draining (1 open)"), "{page}");
+    // No new connections; the established one continues.
+    for _ in 0..3 {
+        assert_eq!(common::which_backend(admin.listener()).await.0, "b");
+    }
+    assert_eq!(admin.handle.connections(None, Some("hold")).len(), 1);
+    // With a deadline, what is left is closed then.
+    let r = send(
+        &admin,
+        FULL,
+        "post",
+        "/api/v1/services/svc/groups/g/hosts/hold/drain?deadline=0.2",
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(closed_by_balancer(&mut stream).await, "cut at the deadline");
+    let r = send(
+        &admin,
+        FULL,
+        "post",
+        "/api/v1/services/svc/groups/g/hosts/hold/drain?deadline=soon",
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 400);
 }
 
 #[tokio::test]

@@ -394,6 +394,8 @@ const CHANGES: &[&str] = &[
     "retryHost?service=svc&group=g&host=a",
     "hostAdminDown?service=svc&group=g&name=a",
     "hostAdminUp?service=svc&group=g&name=a",
+    "drainHost?service=svc&group=g&name=a&deadline=1",
+    "closeConnection?id=1",
     "closeLog",
     "saveConfig",
 ];

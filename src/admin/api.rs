@@ -3,8 +3,8 @@
 //! are `{"error": {"code": …, "message": …}}`. The routes are documented in
 //! `openapi` (served at `/api/v1/openapi.json`), and a test walks that document.
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -19,7 +19,7 @@ use super::error::{AdminError, ApiError};
 use super::params::{bad, parse_scheduler};
 use crate::config::{
     Access, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCHEDULER, GroupConfig, HostConfig, ServiceConfig,
-    UserConfig, parse_access, parse_host_address, parse_listen_addr,
+    UserConfig, parse_access, parse_host_address, parse_listen_addr, parse_seconds,
 };
 use crate::control::Command;
 use crate::scheduler::SchedulerKind;
@@ -58,6 +58,12 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route(&format!("{H}/admin-down"), post(admin_down))
         .route(&format!("{H}/admin-up"), post(admin_up))
         .route(&format!("{H}/retry"), post(retry_host))
+        .route(&format!("{H}/drain"), post(drain_host))
+        .route("/api/v1/connections", get(list_connections))
+        .route(
+            "/api/v1/connections/{id}",
+            axum::routing::delete(close_connection),
+        )
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/users/{name}", axum::routing::delete(delete_user))
         .route("/api/v1/log/reopen", post(reopen_log))
@@ -505,6 +511,59 @@ async fn retry_host(
         StatusCode::OK,
         json!({ "answered": answered, "host": host }),
     )
+}
+
+#[derive(Deserialize)]
+struct DrainQuery {
+    deadline: Option<String>,
+}
+
+async fn drain_host(
+    State(state): State<AdminState>,
+    P((service, group, host)): P<(String, String, String)>,
+    query: Result<Query<DrainQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(query) = query.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let deadline = query
+        .deadline
+        .map(|d| parse_seconds(&d).map_err(|r| bad("deadline", r)))
+        .transpose()?;
+    state
+        .handle
+        .drain_host(&service, &group, &host, deadline)
+        .await
+        .map_err(AdminError::from)?;
+    ok(StatusCode::OK, find_host(&state, &service, &group, &host)?)
+}
+
+#[derive(Deserialize)]
+struct ConnectionFilter {
+    service: Option<String>,
+    host: Option<String>,
+}
+
+async fn list_connections(
+    State(state): State<AdminState>,
+    filter: Result<Query<ConnectionFilter>, QueryRejection>,
+) -> ApiResult {
+    let Query(f) = filter.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    ok(
+        StatusCode::OK,
+        state
+            .handle
+            .connections(f.service.as_deref(), f.host.as_deref()),
+    )
+}
+
+async fn close_connection(State(state): State<AdminState>, P(id): P<String>) -> ApiResult {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| bad("id", "expected a connection id (a number)"))?;
+    if state.handle.close_connection(id) {
+        no_content()
+    } else {
+        Err(AdminError::NotFound(format!("no open connection {id}")).into())
+    }
 }
 
 fn user_json(u: &UserConfig) -> Value {

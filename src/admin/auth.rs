@@ -197,6 +197,8 @@ pub(crate) const LEGACY_CHANGES: &[&str] = &[
     "retryHost",
     "hostAdminDown",
     "hostAdminUp",
+    "drainHost",
+    "closeConnection",
     "closeLog",
     "saveConfig",
 ];

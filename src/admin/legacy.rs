@@ -2,7 +2,8 @@
 //! answering `OK …` in plain text or an error status with a one-line reason. Posts
 //! from the running page's forms are redirected back to the page instead.
 //!
-//! txlb adds `delService`, `addListener` and `delListener` in the same style.
+//! txlb adds `delService`, `addListener`, `delListener`, `drainHost` and
+//! `closeConnection` in the same style.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -18,6 +19,7 @@ use super::error::AdminError;
 use super::params::Params;
 use crate::config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCHEDULER, GroupConfig, HostConfig, ServiceConfig, UserConfig,
+    parse_seconds,
 };
 use crate::control::Command;
 use crate::state::HostHealth;
@@ -45,6 +47,8 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/retryHost", call(retry_host))
         .route("/hostAdminDown", call(host_admin_down))
         .route("/hostAdminUp", call(host_admin_up))
+        .route("/drainHost", call(drain_host))
+        .route("/closeConnection", call(close_connection))
         .route("/closeLog", call(close_log))
         .route("/saveConfig", call(save_config))
 }
@@ -62,13 +66,14 @@ where
             let f = f.clone();
             async move {
                 let from_page = params.is_from_page();
+                let back_to = params.back_to();
                 let result = f(state, params).await;
                 if from_page {
                     let (text, error) = match &result {
                         Ok(text) => (text.clone(), false),
                         Err(e) => (e.to_string(), true),
                     };
-                    return super::pages::back_to_page(&text, error);
+                    return super::pages::back_to_page(back_to, &text, error);
                 }
                 match result {
                     Ok(text) => plain(format!("{text}\n")),
@@ -358,6 +363,46 @@ async fn host_admin_down(state: AdminState, p: Params) -> Result<String, AdminEr
 
 async fn host_admin_up(state: AdminState, p: Params) -> Result<String, AdminError> {
     set_admin_down(state, p, false).await
+}
+
+async fn drain_host(state: AdminState, p: Params) -> Result<String, AdminError> {
+    let (service, group, host) = (
+        p.required("service")?,
+        p.required("group")?,
+        p.required_any(&["name", "host"])?,
+    );
+    let deadline = p
+        .optional("deadline")
+        .map(|d| parse_seconds(d).map_err(|r| super::params::bad("deadline", r)))
+        .transpose()?;
+    state
+        .handle
+        .drain_host(service, group, host, deadline)
+        .await?;
+    let open = state
+        .handle
+        .stats()
+        .host(service, group, host)
+        .map_or(0, |h| h.stats.open);
+    Ok(match deadline {
+        None => format!("OK host {host} draining ({open} open)"),
+        Some(d) => format!(
+            "OK host {host} draining ({open} open), the rest closed after {} s",
+            d.as_secs_f64()
+        ),
+    })
+}
+
+async fn close_connection(state: AdminState, p: Params) -> Result<String, AdminError> {
+    let id = p.required("id")?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| super::params::bad("id", "expected a connection id (a number)"))?;
+    if state.handle.close_connection(id) {
+        Ok(format!("OK connection {id} closing"))
+    } else {
+        Err(AdminError::NotFound(format!("no open connection {id}")))
+    }
 }
 
 pub(crate) async fn close_log(state: AdminState, _: Params) -> Result<String, AdminError> {

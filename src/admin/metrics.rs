@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AdminState;
 use crate::Stats;
-use crate::state::HostHealth;
+use crate::state::{HostHealth, LatencyView};
 
 /// Admin requests by (route, status). Written once per request; a mutex is fine.
 #[derive(Default)]
@@ -79,6 +79,10 @@ impl Family<'_> {
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.sample_text(name, labels, &value.to_string());
+    }
+
+    fn sample_text(&mut self, name: &str, labels: &[(&str, &str)], value: &str) {
         self.out.push_str(name);
         if !labels.is_empty() {
             self.out.push('{');
@@ -92,16 +96,35 @@ impl Family<'_> {
         }
         let _ = writeln!(self.out, " {value}");
     }
+
+    /// One histogram series from per-bucket (not cumulative) counts.
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &LatencyView) {
+        let mut cumulative = 0;
+        for (i, count) in h.counts.iter().enumerate() {
+            cumulative += count;
+            let le = h
+                .le_seconds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&format!("{name}_bucket"), &with_le, cumulative);
+        }
+        self.sample_text(&format!("{name}_sum"), labels, &h.sum_seconds.to_string());
+        self.sample(&format!("{name}_count"), labels, cumulative);
+    }
 }
 
 /// Per-host values of one family.
 type HostValue = fn(&crate::state::HostStatsView) -> u64;
+/// Per-service values of one family.
+type ServiceValue = fn(&crate::state::ServiceCountersView) -> u64;
 
 /// The whole exposition.
 pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
-    let families: [(&str, &str, &str, HostValue); 5] = [
+    let families: [(&str, &str, &str, HostValue); 6] = [
         (
             "connections_open",
             "gauge",
@@ -131,6 +154,12 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
             "counter",
             "Bytes sent by hosts to clients.",
             |v| v.bytes_out,
+        ),
+        (
+            "picks_total",
+            "counter",
+            "Times a scheduler picked a host.",
+            |v| v.picks,
         ),
     ];
     for (suffix, kind, help, value) in families {
@@ -165,6 +194,57 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
                     );
                 }
             }
+        }
+    }
+    f.head(
+        "txlb_host_connect_latency_seconds",
+        "histogram",
+        "Time to connect to a host, successful connects only.",
+    );
+    for s in &stats.services {
+        for g in &s.groups {
+            for h in &g.hosts {
+                f.histogram(
+                    "txlb_host_connect_latency_seconds",
+                    &[("service", &s.name), ("group", &g.name), ("host", &h.name)],
+                    &h.stats.connect_latency,
+                );
+            }
+        }
+    }
+    let service_counters: [(&str, &str, ServiceValue); 3] = [
+        ("txlb_service_accepted_total", "Clients accepted.", |c| {
+            c.accepted
+        }),
+        (
+            "txlb_service_failovers_total",
+            "Clients served by another host after the first choice failed.",
+            |c| c.failovers,
+        ),
+        (
+            "txlb_service_no_host_total",
+            "Clients closed because no host was available.",
+            |c| c.no_host,
+        ),
+    ];
+    for (name, help, value) in service_counters {
+        f.head(name, "counter", help);
+        for s in &stats.services {
+            f.sample(name, &[("service", &s.name)], value(&s.counters));
+        }
+    }
+    f.head(
+        "txlb_group_draining_hosts",
+        "gauge",
+        "Hosts removed from a group whose connections are still open.",
+    );
+    for s in &stats.services {
+        for g in &s.groups {
+            f.sample(
+                "txlb_group_draining_hosts",
+                &[("service", &s.name), ("group", &g.name)],
+                g.draining.len() as u64,
+            );
         }
     }
     f.head(
@@ -253,7 +333,10 @@ mod tests {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let mut parts = rest.split(' ');
                 let name = parts.next().unwrap();
-                assert!(matches!(parts.next(), Some("gauge" | "counter")), "{line}");
+                assert!(
+                    matches!(parts.next(), Some("gauge" | "counter" | "histogram")),
+                    "{line}"
+                );
                 typed.insert(name.to_string());
                 continue;
             }
@@ -263,7 +346,11 @@ mod tests {
             let (series, value) = line.rsplit_once(' ').expect(line);
             value.parse::<f64>().expect(line);
             let name = series.split('{').next().unwrap();
-            assert!(typed.contains(name), "sample before TYPE: {line}");
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|b| typed.contains(*b)))
+                .unwrap_or(name);
+            assert!(typed.contains(base), "sample before TYPE: {line}");
             assert!(
                 name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
                 "{line}"
@@ -283,6 +370,10 @@ mod tests {
             "txlb_host_state{service=\"svc\",group=\"g\",host=\"a\",state=\"up\"} 1",
             "txlb_group_enabled{service=\"svc\",group=\"g\"} 1",
             "txlb_admin_requests_total{route=\"/running.txt\",status=\"200\"} 1",
+            "txlb_host_connect_latency_seconds_bucket{service=\"svc\",group=\"g\",host=\"a\",le=\"+Inf\"} 0",
+            "txlb_host_connect_latency_seconds_count{service=\"svc\",group=\"g\",host=\"a\"} 0",
+            "txlb_service_failovers_total{service=\"svc\"} 0",
+            "txlb_host_picks_total{service=\"svc\",group=\"g\",host=\"a\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

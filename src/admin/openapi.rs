@@ -231,6 +231,31 @@ fn ops() -> Vec<Op> {
             &[404],
         ),
         op(
+            "/api/v1/services/{service}/groups/{group}/hosts/{host}/drain",
+            "post",
+            "Drain the host: no new connections, established ones continue; with \
+             `?deadline=SECONDS` those still open then are closed.",
+            None,
+            (200, "Host"),
+            &[400, 404],
+        ),
+        op(
+            "/api/v1/connections",
+            "get",
+            "Open connections, oldest first; `?service=` and `?host=` filter.",
+            None,
+            (200, "ConnectionList"),
+            &[400],
+        ),
+        op(
+            "/api/v1/connections/{id}",
+            "delete",
+            "Close one open connection.",
+            None,
+            (204, "Nothing"),
+            &[400, 404],
+        ),
+        op(
             "/api/v1/users",
             "get",
             "Admin users (names and access, never hashes).",

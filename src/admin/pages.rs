@@ -133,6 +133,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/running", get(running))
         .route("/all", get(running))
         .route("/diff", get(diff))
+        .route("/connections", get(connections))
         .route("/events", get(events))
 }
 
@@ -174,10 +175,10 @@ fn pct(s: &str) -> String {
 }
 
 /// The answer to a form post: back to the running page, with the outcome shown.
-pub(crate) fn back_to_page(message: &str, error: bool) -> Response {
+pub(crate) fn back_to_page(page: &str, message: &str, error: bool) -> Response {
     let first_line = message.lines().next().unwrap_or("");
     let location = format!(
-        "running?msg={}{}",
+        "{page}?msg={}{}",
         pct(first_line),
         if error { "&err=1" } else { "" }
     );
@@ -280,13 +281,19 @@ fn ago(t: SystemTime) -> String {
     }
 }
 
-/// (text, CSS class, detail) of a host's state.
-fn state_of(h: &HostStatsEntry) -> (&'static str, &'static str, String) {
+/// (text, CSS class, detail) of a host's state. An admin-down host with open
+/// connections is draining.
+fn state_of(h: &HostStatsEntry) -> (String, &'static str, String) {
     match h.stats.health {
-        HostHealth::Up => ("up", "up", String::new()),
-        HostHealth::AdminDown => ("admin-down", "admin-down", String::new()),
+        HostHealth::Up => ("up".into(), "up", String::new()),
+        HostHealth::AdminDown if h.stats.open > 0 => (
+            format!("draining ({} open)", h.stats.open),
+            "admin-down",
+            String::new(),
+        ),
+        HostHealth::AdminDown => ("admin-down".into(), "admin-down", String::new()),
         HostHealth::Bad => (
-            "bad",
+            "bad".into(),
             "bad",
             h.stats
                 .bad
@@ -391,7 +398,7 @@ fn render_running(state: &AdminState, stats: &Stats, config: &Config, flash: &Fl
         "<header><h1>txlb</h1><nav><a href=\"running\">running</a>\
          <a href=\"running.txt\">running.txt</a><a href=\"running.xml\">running.xml</a>\
          <a href=\"config.xml\">config.xml</a><a href=\"diff\">boot vs running</a>\
-         <a href=\"metrics\">metrics</a><a href=\"api/v1/openapi.json\">API</a></nav>\
+         <a href=\"connections\">connections</a><a href=\"metrics\">metrics</a><a href=\"api/v1/openapi.json\">API</a></nav>\
          <span id=\"live\"></span></header>",
     );
     if let Some(msg) = &flash.msg {
@@ -483,7 +490,7 @@ fn render_running(state: &AdminState, stats: &Stats, config: &Config, flash: &Fl
                      <td><svg class=\"g\" viewBox=\"0 0 {GRAPH_W} {GRAPH_H}\" width=\"{GRAPH_W}\" height=\"{GRAPH_H}\" \
                      role=\"img\" aria-label=\"throughput, last minute\">\
                      <polyline class=\"i\" points=\"{pin}\"/><polyline class=\"o\" points=\"{pout}\"/></svg></td>\
-                     <td>{toggle}{retry}{remove}</td></tr>",
+                     <td>{toggle}{drain}{retry}{remove}</td></tr>",
                     key = esc(&host_key(sv, gr, &h.name)),
                     name = esc(&h.name),
                     addr = esc(&h.address),
@@ -504,6 +511,34 @@ fn render_running(state: &AdminState, stats: &Stats, config: &Config, flash: &Fl
                         "retry"
                     ),
                     remove = form("delHost", &hidden, "", "remove"),
+                    drain = form(
+                        "drainHost",
+                        &hidden,
+                        "<input name=\"deadline\" placeholder=\"s\" size=\"3\" \
+                         title=\"close what is left after this many seconds\"> ",
+                        "drain"
+                    ),
+                );
+            }
+            for h in &g.draining {
+                let _ = write!(
+                    p,
+                    "<tr><td>{}</td><td><code>{}</code></td><td class=\"n\">{}</td>\
+                     <td><span class=\"admin-down\">removed, draining ({} open)</span></td>\
+                     <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+                     <td class=\"n\">{}</td><td class=\"n\">{}</td><td></td><td></td>\
+                     <td><a href=\"connections?service={}&amp;host={}\">connections</a></td></tr>",
+                    esc(&h.name),
+                    esc(&h.address),
+                    h.weight,
+                    h.stats.open,
+                    h.stats.open,
+                    h.stats.total,
+                    h.stats.failures,
+                    h.stats.bytes_in,
+                    h.stats.bytes_out,
+                    pct(sv),
+                    pct(&h.name)
                 );
             }
             p.push_str("</tbody></table>");
@@ -592,7 +627,7 @@ fn render_running(state: &AdminState, stats: &Stats, config: &Config, flash: &Fl
 #[derive(serde::Serialize)]
 struct LiveHost {
     key: String,
-    state: &'static str,
+    state: String,
     state_class: &'static str,
     detail: String,
     open: u64,
@@ -682,6 +717,92 @@ pub(crate) async fn events(State(state): State<AdminState>) -> impl IntoResponse
     });
     Sse::new(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>))
         .keep_alive(KeepAlive::default())
+}
+
+#[derive(serde::Deserialize)]
+struct ConnectionsQuery {
+    service: Option<String>,
+    host: Option<String>,
+    msg: Option<String>,
+    err: Option<String>,
+}
+
+/// Open connections (client, listener, host, since, bytes each way), filterable
+/// by service and host, each with a close button.
+async fn connections(
+    State(state): State<AdminState>,
+    Query(q): Query<ConnectionsQuery>,
+) -> Response {
+    let service = q.service.as_deref().filter(|s| !s.is_empty());
+    let host = q.host.as_deref().filter(|s| !s.is_empty());
+    let list = state.handle.connections(service, host);
+    let mut p = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>txlb: connections</title>\
+         <style>{STYLE}</style></head><body><header><h1>txlb</h1><nav><a href=\"running\">running</a>\
+         <a href=\"connections\">connections</a></nav></header>"
+    );
+    if let Some(msg) = &q.msg {
+        let class = if q.err.is_some() {
+            "flash err"
+        } else {
+            "flash"
+        };
+        let _ = write!(p, "<p class=\"{class}\" role=\"status\">{}</p>", esc(msg));
+    }
+    let _ = write!(
+        p,
+        "<h2>Open connections: {}</h2><form method=\"get\" action=\"connections\">\
+         <input name=\"service\" placeholder=\"service\" value=\"{}\" size=\"10\"> \
+         <input name=\"host\" placeholder=\"host\" value=\"{}\" size=\"10\"> <button>filter</button></form>\
+         <table><thead><tr><th>id</th><th>client</th><th>listener</th><th>service</th><th>group</th>\
+         <th>host</th><th>since</th><th>bytes in</th><th>bytes out</th><th></th></tr></thead><tbody>",
+        list.len(),
+        esc(service.unwrap_or("")),
+        esc(host.unwrap_or(""))
+    );
+    for c in &list {
+        let since = UNIX_EPOCH + Duration::from_secs_f64(c.since.max(0.0));
+        let id = c.id.to_string();
+        let _ = write!(
+            p,
+            "<tr><td class=\"n\">{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} <small>{}</small></td>\
+             <td>{} UTC <small>({})</small></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            c.client,
+            c.listener,
+            esc(&c.service),
+            esc(&c.group),
+            esc(&c.host),
+            c.host_addr,
+            utc(since),
+            ago(since),
+            c.bytes_in,
+            c.bytes_out,
+            form_back(
+                "closeConnection",
+                "connections",
+                &[("id", &id)],
+                "",
+                "close"
+            ),
+        );
+    }
+    p.push_str("</tbody></table></body></html>");
+    html(p)
+}
+
+/// [`form`], coming back to `page` instead of the running page.
+fn form_back(
+    action: &str,
+    page: &str,
+    hidden: &[(&str, &str)],
+    fields: &str,
+    button: &str,
+) -> String {
+    form(action, hidden, fields, button).replacen(
+        "name=\"_page\" value=\"1\"",
+        &format!("name=\"_page\" value=\"{}\"", esc(page)),
+        1,
+    )
 }
 
 /// A line diff (longest common subsequence): `(' ' | '-' | '+', line)`.

@@ -102,6 +102,14 @@ impl Params {
         self.0.contains_key(FROM_PAGE)
     }
 
+    /// The page a form post returns to: `connections` or the running page.
+    pub(crate) fn back_to(&self) -> &'static str {
+        match self.0.get(FROM_PAGE).map(String::as_str) {
+            Some("connections") => "connections",
+            _ => "running",
+        }
+    }
+
     /// A parameter that may be absent; empty counts as absent.
     pub(crate) fn optional(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())

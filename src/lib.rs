@@ -16,6 +16,7 @@
 //! ```
 //!
 //! ## Layout
+//! - [`admin`]: the admin plane: HTML UI, legacy web API, JSON API, metrics.
 //! - [`config`]: XML and TOML readers → one validated model.
 //! - [`state`]: the immutable [`state::Snapshot`] and per-host atomic counters.
 //! - [`scheduler`]: the [`scheduler::Scheduler`] trait and one file per algorithm.
@@ -30,6 +31,7 @@
 
 #![deny(missing_docs)]
 
+pub mod admin;
 mod balancer;
 pub mod config;
 pub mod control;

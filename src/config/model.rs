@@ -156,6 +156,13 @@ pub struct AdminWebConfig {
     pub secure: bool,
     /// Auto-refresh period of the HTML page.
     pub refresh: Duration,
+    /// Serve `/metrics` without authentication (`metricsPublic`, default false).
+    pub metrics_public: bool,
+    /// PEM certificate chain for `secure` (`cert`); with neither `cert` nor `key`
+    /// a self-signed pair is generated next to the configuration file.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `secure` (`key`).
+    pub key: Option<PathBuf>,
 }
 
 /// `<ssh listen=… enable=…/>`.

@@ -103,6 +103,9 @@ pub(crate) struct RawWeb {
     pub enable: Option<At<bool>>,
     pub secure: Option<At<bool>>,
     pub refresh: Option<At<Number>>,
+    pub metrics_public: Option<At<bool>>,
+    pub cert: Option<At<String>>,
+    pub key: Option<At<String>>,
 }
 
 /// `<ssh>` / `[admin.ssh]`.

@@ -798,3 +798,44 @@ fn toml_doc_example_loads() {
     assert_eq!(c.services[0].enabled_group, "prod");
     assert_eq!(c.services[0].groups[1].scheduler, DEFAULT_SCHEDULER);
 }
+
+/// txlb's own `<web>` attributes: read from XML and TOML, written back only when
+/// set, and round-tripped.
+#[test]
+fn web_metrics_public_cert_and_key() {
+    let xml = BASE.replace(
+        "</config>",
+        "<admin><web listen=\"127.0.0.1:7000\" secure=\"true\" metricsPublic=\"yes\" \
+         cert=\"a.crt\" key=\"/etc/a.key\"/></admin></config>",
+    );
+    let c = Config::from_xml_str(&xml).unwrap();
+    let web = c.admin.as_ref().unwrap().web.as_ref().unwrap();
+    assert!(web.metrics_public);
+    assert_eq!(web.cert.as_deref(), Some(std::path::Path::new("a.crt")));
+    assert_eq!(web.key.as_deref(), Some(std::path::Path::new("/etc/a.key")));
+    same(&c, &Config::from_xml_str(&c.to_xml()).unwrap());
+    same(&c, &Config::from_toml_str(&c.to_toml()).unwrap());
+    // Unset, they are not written (files stay readable by txLoadBalancer).
+    let plain = Config::from_xml_str(&BASE.replace(
+        "</config>",
+        "<admin><web listen=\"127.0.0.1:7000\"/></admin></config>",
+    ))
+    .unwrap();
+    let written = plain.to_xml();
+    assert!(
+        !written.contains("metricsPublic") && !written.contains("cert="),
+        "{written}"
+    );
+    let web = plain.admin.as_ref().unwrap().web.as_ref().unwrap();
+    assert!(!web.metrics_public && web.cert.is_none() && web.key.is_none());
+    // Relative paths are resolved against the file's directory.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.xml");
+    std::fs::write(&path, &xml).unwrap();
+    let c = Config::from_path(&path).unwrap();
+    let web = c.admin.as_ref().unwrap().web.as_ref().unwrap();
+    assert_eq!(
+        web.cert.as_deref(),
+        Some(dir.path().join("a.crt").as_path())
+    );
+}

@@ -25,6 +25,9 @@
 //! enable = true               # default true
 //! secure = false              # default false
 //! refresh = 10                # seconds, default 10
+//! metrics_public = false      # /metrics without auth, default false
+//! # cert = "admin.crt"        # PEM files for secure; without them a
+//! # key = "admin.key"         # self-signed pair is kept beside this file
 //!
 //! [admin.ssh]
 //! listen = "localhost:2222"
@@ -112,6 +115,9 @@ struct Web {
     enable: Option<Spanned<bool>>,
     secure: Option<Spanned<bool>>,
     refresh: Option<Spanned<f64>>,
+    metrics_public: Option<Spanned<bool>>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -258,6 +264,9 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                 enable: opt(t, w.enable),
                 secure: opt(t, w.secure),
                 refresh: float(t, w.refresh),
+                metrics_public: opt(t, w.metrics_public),
+                cert: opt(t, w.cert),
+                key: opt(t, w.key),
             }
         }),
         ssh: a.ssh.map(|s| {

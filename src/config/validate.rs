@@ -588,6 +588,9 @@ impl Builder<'_, '_> {
                         None => DEFAULT_ADMIN_REFRESH,
                         Some(r) => self.seconds(&r, "refresh")?,
                     },
+                    metrics_public: web.metrics_public.is_some_and(|m| m.value),
+                    cert: web.cert.map(|c| self.path(c.value)),
+                    key: web.key.map(|k| self.path(k.value)),
                 })
             }
         };

@@ -114,9 +114,20 @@ pub fn to_xml(config: &Config) -> String {
     if let Some(admin) = &config.admin {
         x.push_str("  <admin>\n");
         if let Some(w) = &admin.web {
+            // txlb's own attributes are written only when set, so files stay
+            // readable by txLoadBalancer.
+            let mut extra = String::new();
+            if w.metrics_public {
+                extra.push_str(" metricsPublic=\"true\"");
+            }
+            for (name, path) in [("cert", &w.cert), ("key", &w.key)] {
+                if let Some(p) = path {
+                    let _ = write!(extra, " {name}=\"{}\"", attr(&path_text(p)));
+                }
+            }
             let _ = writeln!(
                 x,
-                "    <web listen=\"{}\" enable=\"{}\" secure=\"{}\" refresh=\"{}\"/>",
+                "    <web listen=\"{}\" enable=\"{}\" secure=\"{}\" refresh=\"{}\"{extra}/>",
                 attr(&w.listen.to_string()),
                 yes(w.enable),
                 yes(w.secure),
@@ -232,12 +243,21 @@ pub fn to_toml(config: &Config) -> String {
         if let Some(w) = &admin.web {
             let _ = writeln!(
                 t,
-                "[admin.web]\nlisten = {}\nenable = {}\nsecure = {}\nrefresh = {}\n",
+                "[admin.web]\nlisten = {}\nenable = {}\nsecure = {}\nrefresh = {}",
                 tstr(&w.listen.to_string()),
                 yes(w.enable),
                 yes(w.secure),
                 seconds(w.refresh)
             );
+            if w.metrics_public {
+                t.push_str("metrics_public = true\n");
+            }
+            for (name, path) in [("cert", &w.cert), ("key", &w.key)] {
+                if let Some(p) = path {
+                    let _ = writeln!(t, "{name} = {}", tstr(&path_text(p)));
+                }
+            }
+            t.push('\n');
         }
         if let Some(s) = &admin.ssh {
             let _ = writeln!(

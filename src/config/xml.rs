@@ -398,13 +398,27 @@ impl Walker<'_, '_> {
             match child.name.as_str() {
                 "web" => {
                     self.once(&raw.web, child, el)?;
-                    let leaf = self.leaf(child, &["listen", "enable", "secure", "refresh"])?;
+                    let leaf = self.leaf(
+                        child,
+                        &[
+                            "listen",
+                            "enable",
+                            "secure",
+                            "refresh",
+                            "metricsPublic",
+                            "cert",
+                            "key",
+                        ],
+                    )?;
                     raw.web = Some(RawWeb {
                         at: child.at,
                         listen: leaf.get("listen"),
                         enable: leaf.bool("enable"),
                         secure: leaf.bool("secure"),
                         refresh: leaf.number("refresh"),
+                        metrics_public: leaf.bool("metricsPublic"),
+                        cert: leaf.get("cert"),
+                        key: leaf.get("key"),
                     });
                 }
                 "ssh" => {

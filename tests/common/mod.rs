@@ -2,6 +2,8 @@
 //! configurations built in code, and a polling `eventually`.
 #![allow(dead_code)]
 
+pub mod admin;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,0 +1,765 @@
+//! The JSON API under `/api/v1/`: services, listeners, groups, hosts and users as
+//! resources; every change is the same [`Command`] the legacy calls send. Errors
+//! are `{"error": {"code": …, "message": …}}`. The routes are documented in
+//! `openapi` (served at `/api/v1/openapi.json`), and a test walks that document.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::AdminState;
+use super::error::{AdminError, ApiError};
+use super::params::{bad, parse_scheduler};
+use crate::config::{
+    Access, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCHEDULER, GroupConfig, HostConfig, ServiceConfig,
+    UserConfig, parse_access, parse_host_address, parse_listen_addr, parse_seconds,
+};
+use crate::control::Command;
+use crate::scheduler::SchedulerKind;
+use crate::{GroupStats, HostStatsEntry, ServiceStats};
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The JSON API routes (with their `/api/v1` prefix).
+pub(crate) fn routes() -> Router<AdminState> {
+    const S: &str = "/api/v1/services/{service}";
+    const G: &str = "/api/v1/services/{service}/groups/{group}";
+    const H: &str = "/api/v1/services/{service}/groups/{group}/hosts/{host}";
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/events", get(super::pages::events))
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/services", get(list_services).post(create_service))
+        .route(S, get(get_service).delete(delete_service))
+        .route(
+            &format!("{S}/listeners"),
+            get(list_listeners).post(create_listener),
+        )
+        .route(
+            &format!("{S}/listeners/{{listen}}"),
+            axum::routing::delete(delete_listener),
+        )
+        .route(&format!("{S}/groups"), get(list_groups).post(create_group))
+        .route(G, get(get_group).delete(delete_group))
+        .route(&format!("{G}/scheduler"), put(set_scheduler))
+        .route(&format!("{G}/enable"), post(enable_group))
+        .route(
+            &format!("{G}/hosts"),
+            get(list_hosts).post(create_host).delete(delete_all_hosts),
+        )
+        .route(H, get(get_host).delete(delete_host))
+        .route(&format!("{H}/admin-down"), post(admin_down))
+        .route(&format!("{H}/admin-up"), post(admin_up))
+        .route(&format!("{H}/retry"), post(retry_host))
+        .route(&format!("{H}/drain"), post(drain_host))
+        .route("/api/v1/connections", get(list_connections))
+        .route(
+            "/api/v1/connections/{id}",
+            axum::routing::delete(close_connection),
+        )
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .route("/api/v1/users/{name}", axum::routing::delete(delete_user))
+        .route("/api/v1/log/reopen", post(reopen_log))
+        .route("/api/v1/config/save", post(save_config))
+}
+
+/// Path parameters, with the JSON error body on rejection.
+pub(crate) struct P<T>(T);
+
+impl<T, S> FromRequestParts<S> for P<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| P(t))
+            .map_err(|e: PathRejection| ApiError(AdminError::BadRequest(e.body_text())))
+    }
+}
+
+/// A JSON body, with the JSON error body on rejection (the message names the
+/// missing or bad field).
+pub(crate) struct J<T>(T);
+
+impl<T, S> FromRequest<S> for J<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Json::<T>::from_request(request, state)
+            .await
+            .map(|Json(t)| J(t))
+            .map_err(|e: JsonRejection| ApiError(AdminError::BadRequest(e.body_text())))
+    }
+}
+
+fn ok(status: StatusCode, value: impl serde::Serialize) -> ApiResult {
+    Ok((status, Json(value)).into_response())
+}
+
+fn no_content() -> ApiResult {
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn find_service(state: &AdminState, service: &str) -> Result<ServiceStats, AdminError> {
+    state
+        .handle
+        .stats()
+        .services
+        .into_iter()
+        .find(|s| s.name == service)
+        .ok_or_else(|| AdminError::NotFound(format!("no service {service:?}")))
+}
+
+fn find_group(state: &AdminState, service: &str, group: &str) -> Result<GroupStats, AdminError> {
+    find_service(state, service)?
+        .groups
+        .into_iter()
+        .find(|g| g.name == group)
+        .ok_or_else(|| AdminError::NotFound(format!("service {service:?} has no group {group:?}")))
+}
+
+fn find_host(
+    state: &AdminState,
+    service: &str,
+    group: &str,
+    host: &str,
+) -> Result<HostStatsEntry, AdminError> {
+    find_group(state, service, group)?
+        .hosts
+        .into_iter()
+        .find(|h| h.name == host)
+        .ok_or_else(|| {
+            AdminError::NotFound(format!(
+                "group {group:?} of service {service:?} has no host {host:?}"
+            ))
+        })
+}
+
+async fn openapi() -> Json<Value> {
+    Json(super::openapi_document())
+}
+
+async fn stats(State(state): State<AdminState>) -> Json<crate::Stats> {
+    Json(state.handle.stats())
+}
+
+async fn list_services(State(state): State<AdminState>) -> Json<Vec<ServiceStats>> {
+    Json(state.handle.stats().services)
+}
+
+async fn get_service(State(state): State<AdminState>, P(service): P<String>) -> ApiResult {
+    ok(StatusCode::OK, find_service(&state, &service)?)
+}
+
+/// A host as sent in a request body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewHost {
+    name: String,
+    ip: String,
+    weight: Option<u32>,
+}
+
+impl NewHost {
+    fn into_config(self) -> Result<HostConfig, AdminError> {
+        if self.name.trim().is_empty() {
+            return Err(AdminError::MissingParameter("name"));
+        }
+        Ok(HostConfig {
+            name: self.name,
+            address: parse_host_address(&self.ip).map_err(|r| bad("ip", r))?,
+            weight: match self.weight {
+                Some(0) => return Err(bad("weight", "expected an integer of at least 1")),
+                w => w.unwrap_or(1),
+            },
+            options: Default::default(),
+        })
+    }
+}
+
+fn scheduler_or_default(s: Option<String>) -> Result<SchedulerKind, AdminError> {
+    match s {
+        None => Ok(DEFAULT_SCHEDULER),
+        Some(s) => parse_scheduler("scheduler", &s),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewService {
+    name: String,
+    listen: Vec<String>,
+    group: Option<String>,
+    scheduler: Option<String>,
+    #[serde(default)]
+    hosts: Vec<NewHost>,
+}
+
+async fn create_service(State(state): State<AdminState>, J(body): J<NewService>) -> ApiResult {
+    if body.name.trim().is_empty() {
+        return Err(AdminError::MissingParameter("name").into());
+    }
+    if body.listen.is_empty() {
+        return Err(AdminError::MissingParameter("listen").into());
+    }
+    let listeners = body
+        .listen
+        .iter()
+        .map(|l| parse_listen_addr(l).map_err(|r| bad("listen", r)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let group = body.group.unwrap_or_else(|| "main".into());
+    let hosts = body
+        .hosts
+        .into_iter()
+        .map(NewHost::into_config)
+        .collect::<Result<Vec<_>, _>>()?;
+    state
+        .handle
+        .apply(Command::AddService(Box::new(ServiceConfig {
+            name: body.name.clone(),
+            listeners,
+            groups: vec![GroupConfig {
+                name: group.clone(),
+                scheduler: scheduler_or_default(body.scheduler)?,
+                hosts,
+                options: Default::default(),
+            }],
+            enabled_group: group,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            options: Default::default(),
+        })))
+        .await
+        .map_err(AdminError::from)?;
+    ok(StatusCode::CREATED, find_service(&state, &body.name)?)
+}
+
+async fn delete_service(State(state): State<AdminState>, P(service): P<String>) -> ApiResult {
+    state
+        .handle
+        .apply(Command::RemoveService { service })
+        .await
+        .map_err(AdminError::from)?;
+    no_content()
+}
+
+async fn list_listeners(State(state): State<AdminState>, P(service): P<String>) -> ApiResult {
+    ok(StatusCode::OK, find_service(&state, &service)?.listeners)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewListener {
+    listen: String,
+}
+
+async fn create_listener(
+    State(state): State<AdminState>,
+    P(service): P<String>,
+    J(body): J<NewListener>,
+) -> ApiResult {
+    let listen = parse_listen_addr(&body.listen).map_err(|r| bad("listen", r))?;
+    state
+        .handle
+        .apply(Command::AddListener {
+            service: service.clone(),
+            listen: listen.clone(),
+        })
+        .await
+        .map_err(AdminError::from)?;
+    let bound = state
+        .handle
+        .listeners()
+        .into_iter()
+        .find(|l| l.service == service && l.configured == listen.to_string());
+    ok(StatusCode::CREATED, bound)
+}
+
+async fn delete_listener(
+    State(state): State<AdminState>,
+    P((service, listen)): P<(String, String)>,
+) -> ApiResult {
+    let listen = parse_listen_addr(&listen).map_err(|r| bad("listen", r))?;
+    state
+        .handle
+        .apply(Command::RemoveListener { service, listen })
+        .await
+        .map_err(AdminError::from)?;
+    no_content()
+}
+
+async fn list_groups(State(state): State<AdminState>, P(service): P<String>) -> ApiResult {
+    ok(StatusCode::OK, find_service(&state, &service)?.groups)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGroup {
+    name: String,
+    scheduler: Option<String>,
+    #[serde(default)]
+    hosts: Vec<NewHost>,
+}
+
+async fn create_group(
+    State(state): State<AdminState>,
+    P(service): P<String>,
+    J(body): J<NewGroup>,
+) -> ApiResult {
+    if body.name.trim().is_empty() {
+        return Err(AdminError::MissingParameter("name").into());
+    }
+    let hosts = body
+        .hosts
+        .into_iter()
+        .map(NewHost::into_config)
+        .collect::<Result<Vec<_>, _>>()?;
+    state
+        .handle
+        .apply(Command::AddGroup {
+            service: service.clone(),
+            group: GroupConfig {
+                name: body.name.clone(),
+                scheduler: scheduler_or_default(body.scheduler)?,
+                hosts,
+                options: Default::default(),
+            },
+        })
+        .await
+        .map_err(AdminError::from)?;
+    ok(
+        StatusCode::CREATED,
+        find_group(&state, &service, &body.name)?,
+    )
+}
+
+async fn get_group(
+    State(state): State<AdminState>,
+    P((service, group)): P<(String, String)>,
+) -> ApiResult {
+    ok(StatusCode::OK, find_group(&state, &service, &group)?)
+}
+
+async fn delete_group(
+    State(state): State<AdminState>,
+    P((service, group)): P<(String, String)>,
+) -> ApiResult {
+    state
+        .handle
+        .apply(Command::RemoveGroup { service, group })
+        .await
+        .map_err(AdminError::from)?;
+    no_content()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchedulerBody {
+    scheduler: String,
+}
+
+async fn set_scheduler(
+    State(state): State<AdminState>,
+    P((service, group)): P<(String, String)>,
+    J(body): J<SchedulerBody>,
+) -> ApiResult {
+    let scheduler = parse_scheduler("scheduler", &body.scheduler)?;
+    state
+        .handle
+        .apply(Command::SetScheduler {
+            service: service.clone(),
+            group: group.clone(),
+            scheduler,
+        })
+        .await
+        .map_err(AdminError::from)?;
+    ok(StatusCode::OK, find_group(&state, &service, &group)?)
+}
+
+async fn enable_group(
+    State(state): State<AdminState>,
+    P((service, group)): P<(String, String)>,
+) -> ApiResult {
+    state
+        .handle
+        .apply(Command::EnableGroup {
+            service: service.clone(),
+            group: group.clone(),
+        })
+        .await
+        .map_err(AdminError::from)?;
+    ok(StatusCode::OK, find_group(&state, &service, &group)?)
+}
+
+async fn list_hosts(
+    State(state): State<AdminState>,
+    P((service, group)): P<(String, String)>,
+) -> ApiResult {
+    ok(StatusCode::OK, find_group(&state, &service, &group)?.hosts)
+}
+
+async fn create_host(
+    State(state): State<AdminState>,
+    P((service, group)): P<(String, String)>,
+    J(body): J<NewHost>,
+) -> ApiResult {
+    let host = body.into_config()?;
+    let name = host.name.clone();
+    state
+        .handle
+        .apply(Command::AddHost {
+            service: service.clone(),
+            group: group.clone(),
+            host,
+        })
+        .await
+        .map_err(AdminError::from)?;
+    ok(
+        StatusCode::CREATED,
+        find_host(&state, &service, &group, &name)?,
+    )
+}
+
+async fn delete_all_hosts(
+    State(state): State<AdminState>,
+    P((service, group)): P<(String, String)>,
+) -> ApiResult {
+    state
+        .handle
+        .apply(Command::RemoveAllHosts { service, group })
+        .await
+        .map_err(AdminError::from)?;
+    no_content()
+}
+
+async fn get_host(
+    State(state): State<AdminState>,
+    P((service, group, host)): P<(String, String, String)>,
+) -> ApiResult {
+    ok(StatusCode::OK, find_host(&state, &service, &group, &host)?)
+}
+
+async fn delete_host(
+    State(state): State<AdminState>,
+    P((service, group, host)): P<(String, String, String)>,
+) -> ApiResult {
+    state
+        .handle
+        .apply(Command::RemoveHost {
+            service,
+            group,
+            host,
+        })
+        .await
+        .map_err(AdminError::from)?;
+    no_content()
+}
+
+async fn set_admin_down(
+    state: AdminState,
+    (service, group, host): (String, String, String),
+    down: bool,
+) -> ApiResult {
+    state
+        .handle
+        .apply(Command::SetAdminDown {
+            service: service.clone(),
+            group: group.clone(),
+            host: host.clone(),
+            down,
+        })
+        .await
+        .map_err(AdminError::from)?;
+    ok(StatusCode::OK, find_host(&state, &service, &group, &host)?)
+}
+
+async fn admin_down(
+    State(state): State<AdminState>,
+    P(names): P<(String, String, String)>,
+) -> ApiResult {
+    set_admin_down(state, names, true).await
+}
+
+async fn admin_up(
+    State(state): State<AdminState>,
+    P(names): P<(String, String, String)>,
+) -> ApiResult {
+    set_admin_down(state, names, false).await
+}
+
+async fn retry_host(
+    State(state): State<AdminState>,
+    P((service, group, host)): P<(String, String, String)>,
+) -> ApiResult {
+    let answered = state
+        .handle
+        .retry_host(&service, &group, &host)
+        .await
+        .map_err(AdminError::from)?;
+    let host = find_host(&state, &service, &group, &host)?;
+    ok(
+        StatusCode::OK,
+        json!({ "answered": answered, "host": host }),
+    )
+}
+
+#[derive(Deserialize)]
+struct DrainQuery {
+    deadline: Option<String>,
+}
+
+async fn drain_host(
+    State(state): State<AdminState>,
+    P((service, group, host)): P<(String, String, String)>,
+    query: Result<Query<DrainQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(query) = query.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let deadline = query
+        .deadline
+        .map(|d| parse_seconds(&d).map_err(|r| bad("deadline", r)))
+        .transpose()?;
+    state
+        .handle
+        .drain_host(&service, &group, &host, deadline)
+        .await
+        .map_err(AdminError::from)?;
+    ok(StatusCode::OK, find_host(&state, &service, &group, &host)?)
+}
+
+#[derive(Deserialize)]
+struct ConnectionFilter {
+    service: Option<String>,
+    host: Option<String>,
+}
+
+async fn list_connections(
+    State(state): State<AdminState>,
+    filter: Result<Query<ConnectionFilter>, QueryRejection>,
+) -> ApiResult {
+    let Query(f) = filter.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    ok(
+        StatusCode::OK,
+        state
+            .handle
+            .connections(f.service.as_deref(), f.host.as_deref()),
+    )
+}
+
+async fn close_connection(State(state): State<AdminState>, P(id): P<String>) -> ApiResult {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| bad("id", "expected a connection id (a number)"))?;
+    if state.handle.close_connection(id) {
+        no_content()
+    } else {
+        Err(AdminError::NotFound(format!("no open connection {id}")).into())
+    }
+}
+
+fn user_json(u: &UserConfig) -> Value {
+    json!({ "name": u.name, "access": u.access.name() })
+}
+
+async fn list_users(State(state): State<AdminState>) -> Json<Vec<Value>> {
+    Json(state.users().iter().map(user_json).collect())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    password: String,
+    access: Option<String>,
+}
+
+async fn create_user(State(state): State<AdminState>, J(body): J<NewUser>) -> ApiResult {
+    if body.name.trim().is_empty() {
+        return Err(AdminError::MissingParameter("name").into());
+    }
+    if body.password.is_empty() {
+        return Err(AdminError::MissingParameter("password").into());
+    }
+    let access = match &body.access {
+        None => Access::Full,
+        Some(a) => parse_access(a).map_err(|r| bad("access", r))?,
+    };
+    let password = body.password;
+    let password_hash = tokio::task::spawn_blocking(move || super::hash_password(&password))
+        .await
+        .map_err(|_| AdminError::Internal("password hashing failed"))??;
+    let user = UserConfig {
+        name: body.name,
+        password_hash,
+        access,
+    };
+    let answer = user_json(&user);
+    state
+        .handle
+        .apply(Command::AddUser(user))
+        .await
+        .map_err(AdminError::from)?;
+    ok(StatusCode::CREATED, answer)
+}
+
+async fn delete_user(State(state): State<AdminState>, P(name): P<String>) -> ApiResult {
+    state
+        .handle
+        .apply(Command::RemoveUser { name })
+        .await
+        .map_err(AdminError::from)?;
+    no_content()
+}
+
+/// The legacy call's text without its `OK ` prefix.
+fn message(text: String) -> Value {
+    let text = text.strip_prefix("OK ").unwrap_or(&text).to_string();
+    json!({ "message": text })
+}
+
+async fn reopen_log(State(state): State<AdminState>) -> ApiResult {
+    let text = super::legacy::close_log(state, Default::default()).await?;
+    ok(StatusCode::OK, message(text))
+}
+
+async fn save_config(State(state): State<AdminState>) -> ApiResult {
+    let text = super::legacy::save_config(state, Default::default()).await?;
+    ok(StatusCode::OK, message(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{request, test_router};
+    use axum::http::StatusCode;
+
+    async fn json(
+        app: &axum::Router,
+        method: &str,
+        uri: &str,
+        body: Option<&str>,
+    ) -> (StatusCode, serde_json::Value) {
+        let r = request(
+            app,
+            method,
+            uri,
+            body.map(|b| format!("json:{b}")).as_deref(),
+        )
+        .await;
+        let status = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        let v = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("{uri}: not JSON: {}", String::from_utf8_lossy(&bytes)))
+        };
+        (status, v)
+    }
+
+    #[tokio::test]
+    async fn hosts_resource_round_trip() {
+        let (app, handle, _b) = test_router().await;
+        let (s, v) = json(&app, "GET", "/api/v1/services/svc/groups/g/hosts", None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v.as_array().unwrap().len(), 2);
+        let (s, v) = json(
+            &app,
+            "POST",
+            "/api/v1/services/svc/groups/g/hosts",
+            Some(r#"{"name":"c","ip":"127.0.0.1:3","weight":2}"#),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["name"], "c");
+        assert_eq!(v["weight"], 2);
+        let (s, v) = json(
+            &app,
+            "POST",
+            "/api/v1/services/svc/groups/g/hosts/c/admin-down",
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["health"], "admin-down");
+        let (s, _) = json(
+            &app,
+            "DELETE",
+            "/api/v1/services/svc/groups/g/hosts/c",
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        assert!(handle.stats().host("svc", "g", "c").is_none());
+    }
+
+    #[tokio::test]
+    async fn errors_are_the_stable_json_body() {
+        let (app, _handle, _b) = test_router().await;
+        for (method, uri, body, status, code) in [
+            (
+                "GET",
+                "/api/v1/services/nope",
+                None,
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                "GET",
+                "/api/v1/nothing",
+                None,
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                "POST",
+                "/api/v1/services/svc/groups/g/hosts",
+                Some(r#"{"name":"c"}"#),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                "POST",
+                "/api/v1/services/svc/groups/g/hosts",
+                Some(r#"{"name":"c","ip":"x"}"#),
+                StatusCode::BAD_REQUEST,
+                "bad_parameter",
+            ),
+            (
+                "DELETE",
+                "/api/v1/services/svc/groups/g",
+                None,
+                StatusCode::CONFLICT,
+                "conflict",
+            ),
+        ] {
+            let (s, v) = json(&app, method, uri, body).await;
+            assert_eq!(s, status, "{uri}: {v}");
+            assert_eq!(v["error"]["code"], code, "{uri}: {v}");
+            assert!(v["error"]["message"].is_string());
+        }
+        let (_, v) = json(
+            &app,
+            "POST",
+            "/api/v1/services/svc/groups/g/hosts",
+            Some(r#"{"name":"c"}"#),
+        )
+        .await;
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("ip"),
+            "{v}"
+        );
+    }
+}

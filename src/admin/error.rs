@@ -1,0 +1,249 @@
+//! [`AdminError`]: why an admin request or the admin server failed, and how each
+//! failure is shown: a one-line plain-text reason for the legacy web API and pages,
+//! a stable JSON body for `/api/v1/`.
+
+use std::net::SocketAddr;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::control::ControlError;
+
+/// Why an admin request was refused, or the admin server could not start.
+///
+/// Messages never carry internals (paths of the machine, system errors of hooks):
+/// those are logged where they happen and replaced by a generic message.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// A required parameter is absent or empty.
+    #[error("missing parameter {0:?}")]
+    MissingParameter(&'static str),
+    /// A parameter has a value that cannot be used.
+    #[error("bad parameter {name:?}: {reason}")]
+    BadParameter {
+        /// The parameter's name.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The request as a whole cannot be read (body, encoding).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// No such service, group, host, listener or user.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change is refused by a rule of the model (last host of the enabled
+    /// group, the enabled group itself, a duplicate name, a port in use, …).
+    #[error("{0}")]
+    Conflict(String),
+    /// Credentials are missing or wrong.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The user may not do this (read-only access, cross-site request).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many failed logins from this address; retry after the given seconds.
+    #[error("too many failed logins; retry in {0} s")]
+    TooManyRequests(u64),
+    /// A feature this server was not set up with (no log file, no save hook).
+    #[error("{0}")]
+    NotConfigured(&'static str),
+    /// The balancer is shutting down.
+    #[error("the balancer is shutting down")]
+    ShuttingDown,
+    /// Something failed inside; the details were logged.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+    /// The admin server has no users and its address is not loopback.
+    #[error(
+        "no admin users are configured: the admin web server on {0} would be open to \
+         anyone; add a <user> or listen on a loopback address"
+    )]
+    NoUsersOnPublicAddress(SocketAddr),
+    /// The admin address could not be bound.
+    #[error("cannot listen on {listen} for the admin web server: {source}")]
+    Bind {
+        /// The address as configured.
+        listen: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key could not be loaded or created.
+    #[error("admin TLS: {0}")]
+    Tls(String),
+}
+
+impl AdminError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AdminError::MissingParameter(_)
+            | AdminError::BadParameter { .. }
+            | AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Conflict(_) => StatusCode::CONFLICT,
+            AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AdminError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            AdminError::NotConfigured(_) => StatusCode::NOT_IMPLEMENTED,
+            AdminError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Internal(_)
+            | AdminError::NoUsersOnPublicAddress(_)
+            | AdminError::Bind { .. }
+            | AdminError::Tls(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code for the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AdminError::MissingParameter(_) => "missing_parameter",
+            AdminError::BadParameter { .. } => "bad_parameter",
+            AdminError::BadRequest(_) => "bad_request",
+            AdminError::NotFound(_) => "not_found",
+            AdminError::Conflict(_) => "conflict",
+            AdminError::Unauthorized(_) => "unauthorized",
+            AdminError::Forbidden(_) => "forbidden",
+            AdminError::TooManyRequests(_) => "too_many_requests",
+            AdminError::NotConfigured(_) => "not_configured",
+            AdminError::ShuttingDown => "shutting_down",
+            _ => "internal",
+        }
+    }
+
+    /// The error as a plain-text response: the legacy web API and the pages.
+    pub(crate) fn plain(&self) -> Response {
+        let mut response = (self.status(), format!("{self}\n")).into_response();
+        self.add_headers(&mut response);
+        response
+    }
+
+    /// The error as `{"error": {"code": …, "message": …}}`: the JSON API.
+    pub(crate) fn json(&self) -> Response {
+        let body = serde_json::json!({
+            "error": { "code": self.code(), "message": self.to_string() }
+        });
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        self.add_headers(&mut response);
+        response
+    }
+
+    fn add_headers(&self, response: &mut Response) {
+        let headers = response.headers_mut();
+        match self {
+            AdminError::Unauthorized(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"txlb\", charset=\"UTF-8\""),
+                );
+            }
+            AdminError::TooManyRequests(secs) => {
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    headers.insert(header::RETRY_AFTER, v);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Legacy and page handlers answer errors as plain text.
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        self.plain()
+    }
+}
+
+/// An [`AdminError`] answered as the JSON API's error body.
+#[derive(Debug)]
+pub(crate) struct ApiError(pub AdminError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.json()
+    }
+}
+
+impl<E: Into<AdminError>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError(e.into())
+    }
+}
+
+impl From<ControlError> for AdminError {
+    fn from(e: ControlError) -> Self {
+        let message = e.to_string();
+        match e {
+            ControlError::UnknownService(_)
+            | ControlError::UnknownGroup { .. }
+            | ControlError::UnknownHost { .. }
+            | ControlError::UnknownListener { .. }
+            | ControlError::UnknownUser(_) => AdminError::NotFound(message),
+            ControlError::Invalid(_) => AdminError::BadRequest(message),
+            ControlError::ShuttingDown => AdminError::ShuttingDown,
+            ControlError::BindListener { listen, source } => AdminError::Conflict(format!(
+                "cannot listen on {listen}: {}",
+                bind_reason(&source)
+            )),
+            _ => AdminError::Conflict(message),
+        }
+    }
+}
+
+/// A short, safe description of a bind failure.
+fn bind_reason(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => "address already in use",
+        std::io::ErrorKind::AddrNotAvailable => "address not available on this machine",
+        std::io::ErrorKind::PermissionDenied => "permission denied",
+        _ => "the system refused the address",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn json_body_is_stable() {
+        let r = AdminError::MissingParameter("service").json();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "missing_parameter");
+        assert_eq!(v["error"]["message"], "missing parameter \"service\"");
+    }
+
+    #[test]
+    fn control_errors_map_to_statuses() {
+        let e: AdminError = ControlError::UnknownService("x".into()).into();
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        let e: AdminError = ControlError::LastHostOfEnabledGroup {
+            service: "s".into(),
+            group: "g".into(),
+        }
+        .into();
+        assert_eq!(e.status(), StatusCode::CONFLICT);
+        let e: AdminError = ControlError::BindListener {
+            listen: "127.0.0.1:1".into(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        }
+        .into();
+        assert_eq!(
+            e.to_string(),
+            "cannot listen on 127.0.0.1:1: address already in use"
+        );
+    }
+
+    #[test]
+    fn unauthorized_asks_for_basic_auth() {
+        let r = AdminError::Unauthorized("credentials required").plain();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            r.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic")
+        );
+    }
+}

@@ -1,0 +1,381 @@
+//! `/metrics` in the Prometheus text exposition format (version 0.0.4), written by
+//! hand: per service, group and host connections, bytes and state, and the admin
+//! plane's own requests by route and status.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::AdminState;
+use crate::Stats;
+use crate::state::{HostHealth, LatencyView};
+
+/// Admin requests by (route, status). Written once per request; a mutex is fine.
+#[derive(Default)]
+pub(crate) struct RequestCounts(Mutex<BTreeMap<(String, u16), u64>>);
+
+/// Counts every request by matched route (not by raw path, which would let clients
+/// grow the map without bound) and status.
+pub(crate) async fn count_requests(
+    State(state): State<AdminState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let mut counts = state.requests.0.lock().unwrap_or_else(|p| p.into_inner());
+    *counts.entry((route, status)).or_default() += 1;
+    response
+}
+
+pub(crate) async fn handler(State(state): State<AdminState>) -> Response {
+    let requests = state
+        .requests
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&state.handle.stats(), &requests),
+    )
+        .into_response()
+}
+
+/// A label value, escaped as the exposition format requires.
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.sample_text(name, labels, &value.to_string());
+    }
+
+    fn sample_text(&mut self, name: &str, labels: &[(&str, &str)], value: &str) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", label(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    /// One histogram series from per-bucket (not cumulative) counts.
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &LatencyView) {
+        let mut cumulative = 0;
+        for (i, count) in h.counts.iter().enumerate() {
+            cumulative += count;
+            let le = h
+                .le_seconds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&format!("{name}_bucket"), &with_le, cumulative);
+        }
+        self.sample_text(&format!("{name}_sum"), labels, &h.sum_seconds.to_string());
+        self.sample(&format!("{name}_count"), labels, cumulative);
+    }
+}
+
+/// Per-host values of one family.
+type HostValue = fn(&crate::state::HostStatsView) -> u64;
+/// Per-service values of one family.
+type ServiceValue = fn(&crate::state::ServiceCountersView) -> u64;
+
+/// The whole exposition.
+pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> String {
+    let mut out = String::new();
+    let mut f = Family { out: &mut out };
+    let families: [(&str, &str, &str, HostValue); 6] = [
+        (
+            "connections_open",
+            "gauge",
+            "Open client connections.",
+            |v| v.open,
+        ),
+        (
+            "connections_total",
+            "counter",
+            "Client connections that reached a host.",
+            |v| v.total,
+        ),
+        (
+            "connections_failed_total",
+            "counter",
+            "Failed connection attempts to hosts.",
+            |v| v.failures,
+        ),
+        (
+            "bytes_in_total",
+            "counter",
+            "Bytes sent by clients to hosts.",
+            |v| v.bytes_in,
+        ),
+        (
+            "bytes_out_total",
+            "counter",
+            "Bytes sent by hosts to clients.",
+            |v| v.bytes_out,
+        ),
+        (
+            "picks_total",
+            "counter",
+            "Times a scheduler picked a host.",
+            |v| v.picks,
+        ),
+    ];
+    for (suffix, kind, help, value) in families {
+        let name = format!("txlb_service_{suffix}");
+        f.head(&name, kind, &format!("{help} Per service."));
+        for s in &stats.services {
+            let sum = s
+                .groups
+                .iter()
+                .flat_map(|g| &g.hosts)
+                .map(|h| value(&h.stats))
+                .sum();
+            f.sample(&name, &[("service", &s.name)], sum);
+        }
+        let name = format!("txlb_group_{suffix}");
+        f.head(&name, kind, &format!("{help} Per group."));
+        for s in &stats.services {
+            for g in &s.groups {
+                let sum = g.hosts.iter().map(|h| value(&h.stats)).sum();
+                f.sample(&name, &[("service", &s.name), ("group", &g.name)], sum);
+            }
+        }
+        let name = format!("txlb_host_{suffix}");
+        f.head(&name, kind, &format!("{help} Per host."));
+        for s in &stats.services {
+            for g in &s.groups {
+                for h in &g.hosts {
+                    f.sample(
+                        &name,
+                        &[("service", &s.name), ("group", &g.name), ("host", &h.name)],
+                        value(&h.stats),
+                    );
+                }
+            }
+        }
+    }
+    f.head(
+        "txlb_host_connect_latency_seconds",
+        "histogram",
+        "Time to connect to a host, successful connects only.",
+    );
+    for s in &stats.services {
+        for g in &s.groups {
+            for h in &g.hosts {
+                f.histogram(
+                    "txlb_host_connect_latency_seconds",
+                    &[("service", &s.name), ("group", &g.name), ("host", &h.name)],
+                    &h.stats.connect_latency,
+                );
+            }
+        }
+    }
+    let service_counters: [(&str, &str, ServiceValue); 3] = [
+        ("txlb_service_accepted_total", "Clients accepted.", |c| {
+            c.accepted
+        }),
+        (
+            "txlb_service_failovers_total",
+            "Clients served by another host after the first choice failed.",
+            |c| c.failovers,
+        ),
+        (
+            "txlb_service_no_host_total",
+            "Clients closed because no host was available.",
+            |c| c.no_host,
+        ),
+    ];
+    for (name, help, value) in service_counters {
+        f.head(name, "counter", help);
+        for s in &stats.services {
+            f.sample(name, &[("service", &s.name)], value(&s.counters));
+        }
+    }
+    f.head(
+        "txlb_group_draining_hosts",
+        "gauge",
+        "Hosts removed from a group whose connections are still open.",
+    );
+    for s in &stats.services {
+        for g in &s.groups {
+            f.sample(
+                "txlb_group_draining_hosts",
+                &[("service", &s.name), ("group", &g.name)],
+                g.draining.len() as u64,
+            );
+        }
+    }
+    f.head(
+        "txlb_host_state",
+        "gauge",
+        "Host state: 1 for the state the host is in (up, bad, admin-down), 0 otherwise.",
+    );
+    for s in &stats.services {
+        for g in &s.groups {
+            for h in &g.hosts {
+                for (state, health) in [
+                    ("up", HostHealth::Up),
+                    ("bad", HostHealth::Bad),
+                    ("admin-down", HostHealth::AdminDown),
+                ] {
+                    f.sample(
+                        "txlb_host_state",
+                        &[
+                            ("service", &s.name),
+                            ("group", &g.name),
+                            ("host", &h.name),
+                            ("state", state),
+                        ],
+                        u64::from(h.stats.health == health),
+                    );
+                }
+            }
+        }
+    }
+    f.head(
+        "txlb_group_enabled",
+        "gauge",
+        "1 for the enabled group of each service, 0 for the others.",
+    );
+    for s in &stats.services {
+        for g in &s.groups {
+            f.sample(
+                "txlb_group_enabled",
+                &[("service", &s.name), ("group", &g.name)],
+                u64::from(g.enabled),
+            );
+        }
+    }
+    f.head(
+        "txlb_listeners",
+        "gauge",
+        "Listeners accepting clients, per service.",
+    );
+    for s in &stats.services {
+        f.sample(
+            "txlb_listeners",
+            &[("service", &s.name)],
+            s.listeners.len() as u64,
+        );
+    }
+    f.head(
+        "txlb_admin_requests_total",
+        "counter",
+        "Admin plane requests by route and HTTP status.",
+    );
+    for ((route, status), n) in requests {
+        f.sample(
+            "txlb_admin_requests_total",
+            &[("route", route), ("status", &status.to_string())],
+            *n,
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{send, test_router};
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    /// Every line is a comment with HELP/TYPE before its samples, or a well-formed
+    /// sample `name{labels} value`.
+    pub(crate) fn assert_exposition(text: &str) {
+        let mut typed = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut parts = rest.split(' ');
+                let name = parts.next().unwrap();
+                assert!(
+                    matches!(parts.next(), Some("gauge" | "counter" | "histogram")),
+                    "{line}"
+                );
+                typed.insert(name.to_string());
+                continue;
+            }
+            if line.starts_with("# HELP ") {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect(line);
+            value.parse::<f64>().expect(line);
+            let name = series.split('{').next().unwrap();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|b| typed.contains(*b)))
+                .unwrap_or(name);
+            assert!(typed.contains(base), "sample before TYPE: {line}");
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{line}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn metrics_are_well_formed_and_count_admin_requests() {
+        let (app, _handle, _b) = test_router().await;
+        let _ = send(&app, "GET", "/running.txt", None).await;
+        let (status, text) = send(&app, "GET", "/metrics", None).await;
+        assert_eq!(status, axum::http::StatusCode::OK);
+        assert_exposition(&text);
+        for needle in [
+            "txlb_host_connections_open{service=\"svc\",group=\"g\",host=\"a\"} 0",
+            "txlb_host_state{service=\"svc\",group=\"g\",host=\"a\",state=\"up\"} 1",
+            "txlb_group_enabled{service=\"svc\",group=\"g\"} 1",
+            "txlb_admin_requests_total{route=\"/running.txt\",status=\"200\"} 1",
+            "txlb_host_connect_latency_seconds_bucket{service=\"svc\",group=\"g\",host=\"a\",le=\"+Inf\"} 0",
+            "txlb_host_connect_latency_seconds_count{service=\"svc\",group=\"g\",host=\"a\"} 0",
+            "txlb_service_failovers_total{service=\"svc\"} 0",
+            "txlb_host_picks_total{service=\"svc\",group=\"g\",host=\"a\"} 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

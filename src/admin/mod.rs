@@ -1,0 +1,471 @@
+//! The admin plane: an axum router with the HTML running page, txLoadBalancer's
+//! legacy web API, the JSON API under `/api/v1/`, server-sent events and
+//! Prometheus metrics, and the server that runs it over HTTP or HTTPS.
+//!
+//! Every change goes through [`BalancerHandle::apply`]; the admin plane keeps no
+//! state of its own besides login bookkeeping, throughput history and request
+//! counters.
+//!
+//! - `auth`: basic auth, crypt hashes, throttling, read-only and cross-site checks.
+//! - `legacy`: the calls of txLoadBalancer's web API (`addHost`, `running.txt`, …).
+//! - `pages`: the running page, the boot-vs-running diff, security headers.
+//! - `api`: the JSON API and its OpenAPI document (`openapi`).
+//! - `history`: the per-host throughput sampler behind the graphs.
+//! - `metrics`: `/metrics` in Prometheus text format.
+//! - `tls`: rustls server configuration, certificate files or a kept self-signed one.
+//! - `save`: the atomic write of the running configuration (`saveConfig`).
+//!
+//! ```no_run
+//! # async fn run(handle: txlb::BalancerHandle) -> Result<(), txlb::admin::AdminError> {
+//! use txlb::admin::{AdminSettings, bind, serve};
+//! let listener = bind(&txlb::config::parse_listen_addr("127.0.0.1:7000").unwrap()).await?;
+//! serve(handle, AdminSettings::default(), listener).await
+//! # }
+//! ```
+
+mod api;
+mod auth;
+mod error;
+mod history;
+mod legacy;
+mod metrics;
+mod openapi;
+mod pages;
+mod params;
+mod save;
+mod tls;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::middleware;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+
+use crate::BalancerHandle;
+use crate::config::{AdminWebConfig, Config, DEFAULT_ADMIN_REFRESH, ListenAddr, ListenHost};
+
+pub use auth::{
+    FAILURE_WINDOW, MAX_FAILURES, Principal, hash_password, random_bytes, verify_password,
+};
+pub use error::AdminError;
+pub use openapi::openapi_document;
+pub use save::save_to_source;
+pub use tls::{certificate_paths, server_config as tls_server_config};
+
+/// Reopens the log file (the legacy `closeLog`).
+pub type ReopenLog = Arc<dyn Fn() -> io::Result<()> + Send + Sync>;
+/// Writes the running configuration to its file (the legacy `saveConfig`);
+/// returns a one-line message on success or a one-line reason on failure.
+pub type SaveConfig = Arc<dyn Fn(&Config) -> Result<String, String> + Send + Sync>;
+
+/// How long a TLS handshake may take before the connection is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long open admin connections may take to finish at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How the admin plane behaves, beyond what the running configuration says.
+#[derive(Clone)]
+pub struct AdminSettings {
+    /// Period of the page's live updates (`<web refresh=…>`); zero turns the
+    /// periodic updates off (transitions are still pushed).
+    pub refresh: Duration,
+    /// Serve `/metrics` without authentication (`<web metricsPublic="true">`).
+    pub metrics_public: bool,
+    /// Let every request in as a full user while no user is configured. [`serve`]
+    /// sets this itself on a loopback address, and refuses other addresses.
+    pub open_without_users: bool,
+    /// Serve HTTPS with this configuration ([`tls_server_config`]); `None` is HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The `closeLog` hook; `None` answers that there is no log file to reopen.
+    pub reopen_log: Option<ReopenLog>,
+    /// The `saveConfig` hook; `None` answers that saving is not set up.
+    pub save_config: Option<SaveConfig>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            refresh: DEFAULT_ADMIN_REFRESH,
+            metrics_public: false,
+            open_without_users: false,
+            tls: None,
+            reopen_log: None,
+            save_config: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("refresh", &self.refresh)
+            .field("metrics_public", &self.metrics_public)
+            .field("open_without_users", &self.open_without_users)
+            .field("tls", &self.tls.is_some())
+            .field("reopen_log", &self.reopen_log.is_some())
+            .field("save_config", &self.save_config.is_some())
+            .finish()
+    }
+}
+
+impl AdminSettings {
+    /// Settings from `<web …>` (refresh, metricsPublic); TLS and hooks stay unset.
+    pub fn from_web(web: &AdminWebConfig) -> Self {
+        AdminSettings {
+            refresh: web.refresh,
+            metrics_public: web.metrics_public,
+            ..AdminSettings::default()
+        }
+    }
+}
+
+/// Everything handlers share; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct AdminState(Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) handle: BalancerHandle,
+    pub(crate) settings: AdminSettings,
+    pub(crate) auth: auth::Auth,
+    pub(crate) history: history::History,
+    pub(crate) requests: metrics::RequestCounts,
+}
+
+impl std::ops::Deref for AdminState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AdminState {
+    /// The users of the running configuration (they change with addUser/delUser).
+    pub(crate) fn users(&self) -> Vec<crate::config::UserConfig> {
+        self.handle
+            .config()
+            .admin
+            .map(|a| a.users)
+            .unwrap_or_default()
+    }
+}
+
+/// The admin router, to serve with [`serve`] or to nest in an application's own
+/// router. Every route needs basic auth against the running configuration's
+/// users (except `/metrics` when `metrics_public`); with no user configured,
+/// requests are let in only when `settings.open_without_users` is set.
+///
+/// Starts the throughput sampler on the current tokio runtime, if any; it stops
+/// with the balancer or when the router is dropped.
+pub fn router(handle: BalancerHandle, settings: AdminSettings) -> Router {
+    let state = AdminState(Arc::new(Inner {
+        handle,
+        settings,
+        auth: auth::Auth::new(),
+        history: history::History::default(),
+        requests: metrics::RequestCounts::default(),
+    }));
+    history::spawn_sampler(&state);
+    Router::new()
+        .merge(pages::routes())
+        .merge(legacy::routes())
+        .merge(api::routes())
+        .route("/metrics", axum::routing::get(metrics::handler))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::middleware,
+        ))
+        .layer(middleware::from_fn(pages::security_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    let e = AdminError::NotFound(format!("no page {}", uri.path()));
+    if uri.path().contains("/api/") {
+        e.json()
+    } else {
+        e.plain()
+    }
+}
+
+/// Binds the admin address from the configuration (`*` binds every address,
+/// names resolve to their first address).
+pub async fn bind(listen: &ListenAddr) -> Result<TcpListener, AdminError> {
+    let result = match &listen.host {
+        ListenHost::Any => TcpListener::bind(("::", listen.port))
+            .await
+            .or(TcpListener::bind(("0.0.0.0", listen.port)).await),
+        ListenHost::Ip(ip) => TcpListener::bind(SocketAddr::new(*ip, listen.port)).await,
+        ListenHost::Name(name) => TcpListener::bind((name.as_str(), listen.port)).await,
+    };
+    result.map_err(|source| AdminError::Bind {
+        listen: listen.to_string(),
+        source,
+    })
+}
+
+/// A running admin server.
+#[derive(Debug)]
+pub struct AdminServer {
+    local: SocketAddr,
+    https: bool,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The server's base URL, e.g. `https://127.0.0.1:7000/`.
+    pub fn url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}/", self.local)
+    }
+
+    /// Resolves when the server has stopped (after the balancer's shutdown).
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Checks the settings against `listener`, then serves the admin router on it
+/// (HTTPS when `settings.tls` is set) in a task until the balancer shuts down;
+/// open requests then get up to [`SHUTDOWN_GRACE`] to finish.
+///
+/// With no user configured, the server only runs on a loopback address, open to
+/// local clients (and says so in the log); on any other address it refuses with
+/// [`AdminError::NoUsersOnPublicAddress`].
+pub async fn start(
+    handle: BalancerHandle,
+    mut settings: AdminSettings,
+    listener: TcpListener,
+) -> Result<AdminServer, AdminError> {
+    let local = listener.local_addr().map_err(|source| AdminError::Bind {
+        listen: "admin listener".into(),
+        source,
+    })?;
+    let no_users = handle.config().admin.is_none_or(|a| a.users.is_empty());
+    if no_users {
+        if !local.ip().is_loopback() {
+            return Err(AdminError::NoUsersOnPublicAddress(local));
+        }
+        tracing::warn!(
+            %local,
+            "no admin users configured: the admin web server accepts every local \
+             client without a password (loopback only)"
+        );
+        settings.open_without_users = true;
+    }
+    let tls = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let server = AdminServer {
+        local,
+        https: tls.is_some(),
+        task: tokio::spawn(accept_loop(handle.clone(), settings, listener, tls)),
+    };
+    tracing::info!(url = %server.url(), "admin web server up");
+    Ok(server)
+}
+
+/// [`start`], then wait until the server has stopped.
+pub async fn serve(
+    handle: BalancerHandle,
+    settings: AdminSettings,
+    listener: TcpListener,
+) -> Result<(), AdminError> {
+    start(handle, settings, listener).await?.stopped().await;
+    Ok(())
+}
+
+async fn accept_loop(
+    handle: BalancerHandle,
+    settings: AdminSettings,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let app = router(handle.clone(), settings);
+    let shutdown = handle.shutdown_token();
+    let connections = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let app = app.clone();
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            match tls {
+                None => serve_connection(stream, peer, app, shutdown).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => serve_connection(stream, peer, app, shutdown).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "admin TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "admin TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()).await;
+    tracing::info!("admin web server stopped");
+}
+
+/// One HTTP/1.1 connection: requests carry the peer address as [`ConnectInfo`].
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    app: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(request.map(axum::body::Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "admin connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! Helpers for the `Router::oneshot` tests of the admin modules.
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use axum::response::Response;
+
+    use super::*;
+    use crate::Balancer;
+    use crate::config::{GroupConfig, HostAddress, HostConfig, ServiceConfig};
+    use crate::scheduler::SchedulerKind;
+
+    /// A balancer with service `svc` (listener on 127.0.0.1:0), enabled group `g`
+    /// with hosts `a` and `b` on closed ports, and its admin router without users.
+    pub(crate) async fn test_router() -> (Router, BalancerHandle, ()) {
+        let host = |name: &str, port| HostConfig {
+            name: name.into(),
+            address: HostAddress {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            weight: 1,
+            options: Default::default(),
+        };
+        let config = Config {
+            source: None,
+            services: vec![ServiceConfig {
+                name: "svc".into(),
+                listeners: vec![crate::config::parse_listen_addr("127.0.0.1:0").unwrap()],
+                groups: vec![GroupConfig {
+                    name: "g".into(),
+                    scheduler: SchedulerKind::RoundRobin,
+                    hosts: vec![host("a", 1), host("b", 2)],
+                    options: Default::default(),
+                }],
+                enabled_group: "g".into(),
+                connect_timeout: Duration::from_secs(1),
+                options: Default::default(),
+            }],
+            admin: None,
+            manager: Default::default(),
+            logging: Default::default(),
+            control: None,
+        };
+        let handle = Balancer::start(config).await.unwrap();
+        let settings = AdminSettings {
+            open_without_users: true,
+            ..AdminSettings::default()
+        };
+        (router(handle.clone(), settings), handle, ())
+    }
+
+    /// Sends one request; a body starting with `json:` is sent as JSON, any other
+    /// as a form.
+    pub(crate) async fn request(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        body: Option<&str>,
+    ) -> Response {
+        let mut builder = Request::builder().method(method).uri(uri);
+        let body = match body {
+            None => Body::empty(),
+            Some(b) => match b.strip_prefix("json:") {
+                Some(json) => {
+                    builder = builder.header(header::CONTENT_TYPE, "application/json");
+                    Body::from(json.to_string())
+                }
+                None => {
+                    builder =
+                        builder.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                    Body::from(b.to_string())
+                }
+            },
+        };
+        app.clone()
+            .oneshot(builder.body(body).unwrap())
+            .await
+            .unwrap()
+    }
+
+    pub(crate) async fn body_text(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Sends one request and returns its status and body text.
+    pub(crate) async fn send(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        body: Option<&str>,
+    ) -> (StatusCode, String) {
+        let r = request(app, method, uri, body).await;
+        (r.status(), body_text(r).await)
+    }
+}

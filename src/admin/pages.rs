@@ -1,0 +1,990 @@
+//! The HTML pages: the running page (every service, listener, group and host with
+//! live counters, throughput graphs and a form for every change), the boot vs
+//! running diff, the server-sent events that keep the page live, and the security
+//! headers every answer carries.
+//!
+//! The forms are plain HTML posting to the legacy calls, so the page works without
+//! JavaScript; the small inline script only applies live updates.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use tokio_stream::StreamExt as _;
+
+use super::AdminState;
+use super::history::{HISTORY_LEN, HostKey, Rate};
+use crate::config::Config;
+use crate::scheduler::SchedulerKind;
+use crate::state::HostHealth;
+use crate::{HostStatsEntry, Stats};
+
+/// Width and height of a throughput graph, in SVG user units.
+const GRAPH_W: f64 = 120.0;
+const GRAPH_H: f64 = 24.0;
+
+const STYLE: &str = "
+body{font:14px/1.4 system-ui,sans-serif;margin:0 1.5em 2em;color:#222;background:#fafafa}
+header{display:flex;gap:1em;align-items:baseline;flex-wrap:wrap;border-bottom:1px solid #ccc}
+h1{font-size:1.4em;margin:.5em 0} h2{margin:1.2em 0 .3em} h3{margin:.8em 0 .3em;font-size:1.05em}
+nav a{margin-right:.8em} #live{color:#777;font-size:.9em}
+section.service{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.2em 1em 1em;margin:1em 0}
+.group{border-left:4px solid #ddd;padding-left:.8em;margin:.8em 0}
+.group.enabled{border-left-color:#2a7}
+.badge{background:#2a7;color:#fff;border-radius:3px;padding:0 .4em;font-size:.8em}
+table{border-collapse:collapse;margin:.3em 0} th,td{padding:.2em .5em;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+.up{color:#2a7;font-weight:600} .bad{color:#c33;font-weight:600} .admin-down{color:#a70;font-weight:600}
+small{color:#666}
+form{display:inline-block;margin:0 .2em .2em 0} form.row{display:block;margin:.4em 0}
+input,select,button{font:inherit;padding:.1em .3em}
+svg.g polyline{fill:none;stroke-width:1.2} svg.g .i{stroke:#27c} svg.g .o{stroke:#e80}
+svg.g{background:#f4f6f8;border:1px solid #e4e6e8}
+.flash{padding:.4em .8em;border-radius:4px;background:#e8f6ee;margin:.8em 0}
+.flash.err{background:#fbeaea}
+pre.diff{background:#fff;border:1px solid #ddd;padding:.5em;overflow:auto}
+pre.diff .a{background:#e8f6ee;display:block} pre.diff .d{background:#fbeaea;display:block}
+";
+
+const SCRIPT: &str = r#"
+(function(){
+  var body=document.body, sig=body.getAttribute("data-sig");
+  var live=document.getElementById("live");
+  if(!window.EventSource){return;}
+  var rows={};
+  document.querySelectorAll("tr[data-host]").forEach(function(r){rows[r.getAttribute("data-host")]=r;});
+  function set(row,k,v){var c=row.querySelector('[data-k="'+k+'"]');if(c){c.textContent=v;}}
+  var es=new EventSource(body.getAttribute("data-events"));
+  es.addEventListener("stats",function(e){
+    var d=JSON.parse(e.data);
+    if(d.sig!==sig){es.close();location.reload();return;}
+    live.textContent="live, updated "+new Date().toLocaleTimeString();
+    d.hosts.forEach(function(h){
+      var row=rows[h.key]; if(!row){return;}
+      ["open","total","failures","bytes_in","bytes_out","rate"].forEach(function(k){set(row,k,h[k]);});
+      var s=row.querySelector('[data-k="state"]');
+      if(s){s.textContent=h.state;s.className=h.state_class;}
+      set(row,"detail",h.detail);
+      var pi=row.querySelector("polyline.i"), po=row.querySelector("polyline.o");
+      if(pi){pi.setAttribute("points",h.points_in);} if(po){po.setAttribute("points",h.points_out);}
+    });
+  });
+  es.onerror=function(){live.textContent="live updates interrupted, retrying";};
+})();
+"#;
+
+fn csp_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// The page's Content-Security-Policy: nothing from elsewhere, and only this
+/// module's own inline style and script (by hash).
+fn page_csp() -> &'static str {
+    static CSP: OnceLock<String> = OnceLock::new();
+    CSP.get_or_init(|| {
+        format!(
+            "default-src 'none'; style-src {}; script-src {}; connect-src 'self'; \
+             img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            csp_hash(STYLE),
+            csp_hash(SCRIPT)
+        )
+    })
+}
+
+/// Headers on every admin answer: no framing, no sniffing, no caching; pages
+/// bring their own CSP, everything else gets one that allows nothing.
+pub(crate) async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
+    response
+}
+
+/// The page routes.
+pub(crate) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/", get(running))
+        .route("/running", get(running))
+        .route("/all", get(running))
+        .route("/diff", get(diff))
+        .route("/connections", get(connections))
+        .route("/events", get(events))
+}
+
+fn html(body: String) -> Response {
+    let mut r = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
+    if let Ok(v) = HeaderValue::from_str(page_csp()) {
+        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    r
+}
+
+/// Escapes text for HTML content and double-quoted attributes.
+pub(crate) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Percent-encodes a query value.
+fn pct(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// The answer to a form post: back to the running page, with the outcome shown.
+pub(crate) fn back_to_page(page: &str, message: &str, error: bool) -> Response {
+    let first_line = message.lines().next().unwrap_or("");
+    let location = format!(
+        "{page}?msg={}{}",
+        pct(first_line),
+        if error { "&err=1" } else { "" }
+    );
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// The key of a host row, as the page and the events name it.
+fn host_key(service: &str, group: &str, host: &str) -> String {
+    format!("{service}\u{1f}{group}\u{1f}{host}")
+}
+
+/// A signature of the page's structure (services, listeners, groups, hosts,
+/// enabled groups, schedulers, users): when it changes, the page reloads.
+fn signature(stats: &Stats, config: &Config) -> String {
+    let mut d = Sha256::new();
+    for s in &stats.services {
+        d.update(s.name.as_bytes());
+        d.update(s.enabled_group.as_bytes());
+        for l in &s.listeners {
+            d.update(l.configured.as_bytes());
+        }
+        for g in &s.groups {
+            d.update(b"\x1e");
+            d.update(g.name.as_bytes());
+            d.update(g.scheduler.as_bytes());
+            for h in &g.hosts {
+                d.update(b"\x1f");
+                d.update(h.name.as_bytes());
+                d.update(h.address.as_bytes());
+            }
+        }
+    }
+    for u in config.admin.iter().flat_map(|a| &a.users) {
+        d.update(b"\x1d");
+        d.update(u.name.as_bytes());
+        d.update(u.access.name().as_bytes());
+    }
+    let digest = d.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn human_bytes(n: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{v:.0} {}", UNITS[0])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn rate_text(r: Rate) -> String {
+    format!(
+        "↓{}/s ↑{}/s",
+        human_bytes(r.bytes_in),
+        human_bytes(r.bytes_out)
+    )
+}
+
+/// A UTC time as `YYYY-MM-DD HH:MM:SS`.
+fn utc(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn ago(t: SystemTime) -> String {
+    let secs = SystemTime::now()
+        .duration_since(t)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    match secs {
+        0..60 => format!("{secs} s ago"),
+        60..3600 => format!("{} min ago", secs / 60),
+        _ => format!("{} h {} min ago", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// (text, CSS class, detail) of a host's state. An admin-down host with open
+/// connections is draining.
+fn state_of(h: &HostStatsEntry) -> (String, &'static str, String) {
+    match h.stats.health {
+        HostHealth::Up => ("up".into(), "up", String::new()),
+        HostHealth::AdminDown if h.stats.open > 0 => (
+            format!("draining ({} open)", h.stats.open),
+            "admin-down",
+            String::new(),
+        ),
+        HostHealth::AdminDown => ("admin-down".into(), "admin-down", String::new()),
+        HostHealth::Bad => (
+            "bad".into(),
+            "bad",
+            h.stats
+                .bad
+                .as_ref()
+                .map(|b| {
+                    format!(
+                        "{} — since {} UTC ({})",
+                        b.reason,
+                        utc(b.since),
+                        ago(b.since)
+                    )
+                })
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// Polyline points of one direction of a history, scaled to the largest sample
+/// of both directions.
+fn points(samples: &[Rate], pick: fn(&Rate) -> f64) -> String {
+    let max = samples
+        .iter()
+        .map(|r| r.bytes_in.max(r.bytes_out))
+        .fold(0.0, f64::max)
+        .max(1.0);
+    let step = GRAPH_W / (HISTORY_LEN.saturating_sub(1).max(1)) as f64;
+    let offset = HISTORY_LEN.saturating_sub(samples.len());
+    let mut out = String::new();
+    for (i, r) in samples.iter().enumerate() {
+        let x = (offset + i) as f64 * step;
+        let y = GRAPH_H - 1.0 - pick(r) / max * (GRAPH_H - 2.0);
+        let _ = write!(out, "{x:.1},{y:.1} ");
+    }
+    out.trim_end().to_string()
+}
+
+/// A form posting to a legacy call and coming back to the page.
+fn form(action: &str, hidden: &[(&str, &str)], fields: &str, button: &str) -> String {
+    let mut f = format!(
+        "<form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"_page\" value=\"1\">",
+        esc(action)
+    );
+    for (k, v) in hidden {
+        let _ = write!(
+            f,
+            "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+            esc(k),
+            esc(v)
+        );
+    }
+    let _ = write!(f, "{fields}<button>{}</button></form>", esc(button));
+    f
+}
+
+fn scheduler_select(current: Option<&str>) -> String {
+    let mut s = String::from("<select name=\"scheduler\">");
+    for k in SchedulerKind::ALL {
+        let selected = if Some(k.name()) == current {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(s, "<option{selected}>{}</option>", k.name());
+    }
+    s.push_str("</select>");
+    s
+}
+
+#[derive(serde::Deserialize)]
+struct Flash {
+    msg: Option<String>,
+    err: Option<String>,
+}
+
+async fn running(State(state): State<AdminState>, Query(flash): Query<Flash>) -> Response {
+    let stats = state.handle.stats();
+    let config = state.handle.config();
+    html(render_running(&state, &stats, &config, &flash))
+}
+
+fn render_running(state: &AdminState, stats: &Stats, config: &Config, flash: &Flash) -> String {
+    let refresh = state.settings.refresh.as_secs();
+    let mut p = String::new();
+    let _ = write!(
+        p,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>txlb: running</title>"
+    );
+    if refresh > 0 {
+        let _ = write!(
+            p,
+            "<noscript><meta http-equiv=\"refresh\" content=\"{refresh}\"></noscript>"
+        );
+    }
+    let _ = write!(
+        p,
+        "<style>{STYLE}</style></head><body data-sig=\"{}\" data-events=\"api/v1/events\">",
+        signature(stats, config)
+    );
+    p.push_str(
+        "<header><h1>txlb</h1><nav><a href=\"running\">running</a>\
+         <a href=\"running.txt\">running.txt</a><a href=\"running.xml\">running.xml</a>\
+         <a href=\"config.xml\">config.xml</a><a href=\"diff\">boot vs running</a>\
+         <a href=\"connections\">connections</a><a href=\"metrics\">metrics</a><a href=\"api/v1/openapi.json\">API</a></nav>\
+         <span id=\"live\"></span></header>",
+    );
+    if let Some(msg) = &flash.msg {
+        let class = if flash.err.is_some() {
+            "flash err"
+        } else {
+            "flash"
+        };
+        let _ = write!(p, "<p class=\"{class}\" role=\"status\">{}</p>", esc(msg));
+    }
+    for s in &stats.services {
+        let sv = s.name.as_str();
+        let _ = write!(
+            p,
+            "<section class=\"service\"><h2>Service {}</h2><p>Listeners: ",
+            esc(sv)
+        );
+        for l in &s.listeners {
+            let _ = write!(
+                p,
+                "<code>{}</code> <small>(bound {})</small> {} ",
+                esc(&l.configured),
+                l.local,
+                form(
+                    "delListener",
+                    &[("service", sv), ("listen", &l.configured)],
+                    "",
+                    "remove"
+                )
+            );
+        }
+        p.push_str("</p>");
+        p.push_str(&form(
+            "addListener",
+            &[("service", sv)],
+            "<input name=\"listen\" placeholder=\"host:port\" required size=\"16\"> ",
+            "add listener",
+        ));
+        for g in &s.groups {
+            let gr = g.name.as_str();
+            let _ = write!(
+                p,
+                "<div class=\"group{}\"><h3>Group {} {}</h3>",
+                if g.enabled { " enabled" } else { "" },
+                esc(gr),
+                if g.enabled {
+                    "<span class=\"badge\">enabled</span>".to_string()
+                } else {
+                    form(
+                        "enableGroup",
+                        &[("service", sv), ("group", gr)],
+                        "",
+                        "enable",
+                    )
+                }
+            );
+            p.push_str(&form(
+                "changeScheduler",
+                &[("service", sv), ("group", gr)],
+                &format!("scheduler {} ", scheduler_select(Some(&g.scheduler))),
+                "change",
+            ));
+            p.push_str(
+                "<table><thead><tr><th>host</th><th>address</th><th>weight</th><th>state</th>\
+                 <th>open</th><th>total</th><th>failed</th><th>bytes in</th><th>bytes out</th>\
+                 <th>throughput</th><th>last minute</th><th>actions</th></tr></thead><tbody>",
+            );
+            for h in &g.hosts {
+                let key: HostKey = (sv.into(), gr.into(), h.name.clone());
+                let samples = state.history.samples(&key);
+                let current = samples.last().copied().unwrap_or_default();
+                let (text, class, detail) = state_of(h);
+                let v = &h.stats;
+                let hidden = [("service", sv), ("group", gr), ("name", h.name.as_str())];
+                let toggle = if v.health == HostHealth::AdminDown {
+                    form("hostAdminUp", &hidden, "", "admin-up")
+                } else {
+                    form("hostAdminDown", &hidden, "", "admin-down")
+                };
+                let _ = write!(
+                    p,
+                    "<tr data-host=\"{key}\"><td>{name}</td><td><code>{addr}</code></td>\
+                     <td class=\"n\">{weight}</td><td><span data-k=\"state\" class=\"{class}\">{text}</span> \
+                     <small data-k=\"detail\">{detail}</small></td>\
+                     <td class=\"n\" data-k=\"open\">{open}</td><td class=\"n\" data-k=\"total\">{total}</td>\
+                     <td class=\"n\" data-k=\"failures\">{failures}</td>\
+                     <td class=\"n\" data-k=\"bytes_in\">{bin}</td><td class=\"n\" data-k=\"bytes_out\">{bout}</td>\
+                     <td data-k=\"rate\">{rate}</td>\
+                     <td><svg class=\"g\" viewBox=\"0 0 {GRAPH_W} {GRAPH_H}\" width=\"{GRAPH_W}\" height=\"{GRAPH_H}\" \
+                     role=\"img\" aria-label=\"throughput, last minute\">\
+                     <polyline class=\"i\" points=\"{pin}\"/><polyline class=\"o\" points=\"{pout}\"/></svg></td>\
+                     <td>{toggle}{drain}{retry}{remove}</td></tr>",
+                    key = esc(&host_key(sv, gr, &h.name)),
+                    name = esc(&h.name),
+                    addr = esc(&h.address),
+                    weight = h.weight,
+                    detail = esc(&detail),
+                    open = v.open,
+                    total = v.total,
+                    failures = v.failures,
+                    bin = v.bytes_in,
+                    bout = v.bytes_out,
+                    rate = esc(&rate_text(current)),
+                    pin = points(&samples, |r| r.bytes_in),
+                    pout = points(&samples, |r| r.bytes_out),
+                    retry = form(
+                        "retryHost",
+                        &[("service", sv), ("group", gr), ("host", h.name.as_str())],
+                        "",
+                        "retry"
+                    ),
+                    remove = form("delHost", &hidden, "", "remove"),
+                    drain = form(
+                        "drainHost",
+                        &hidden,
+                        "<input name=\"deadline\" placeholder=\"s\" size=\"3\" \
+                         title=\"close what is left after this many seconds\"> ",
+                        "drain"
+                    ),
+                );
+            }
+            for h in &g.draining {
+                let _ = write!(
+                    p,
+                    "<tr><td>{}</td><td><code>{}</code></td><td class=\"n\">{}</td>\
+                     <td><span class=\"admin-down\">removed, draining ({} open)</span></td>\
+                     <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+                     <td class=\"n\">{}</td><td class=\"n\">{}</td><td></td><td></td>\
+                     <td><a href=\"connections?service={}&amp;host={}\">connections</a></td></tr>",
+                    esc(&h.name),
+                    esc(&h.address),
+                    h.weight,
+                    h.stats.open,
+                    h.stats.open,
+                    h.stats.total,
+                    h.stats.failures,
+                    h.stats.bytes_in,
+                    h.stats.bytes_out,
+                    pct(sv),
+                    pct(&h.name)
+                );
+            }
+            p.push_str("</tbody></table>");
+            p.push_str(&form(
+                "addHost",
+                &[("service", sv), ("group", gr)],
+                "<input name=\"name\" placeholder=\"name\" required size=\"10\"> \
+                 <input name=\"ip\" placeholder=\"host:port\" required size=\"16\"> \
+                 <input name=\"weight\" placeholder=\"weight\" size=\"4\"> ",
+                "add host",
+            ));
+            if !g.enabled {
+                p.push_str(&form(
+                    "delAllHosts",
+                    &[("service", sv), ("group", gr)],
+                    "",
+                    "remove all hosts",
+                ));
+                p.push_str(&form(
+                    "delGroup",
+                    &[("service", sv), ("group", gr)],
+                    "",
+                    "remove group",
+                ));
+            }
+            p.push_str("</div>");
+        }
+        p.push_str(&form(
+            "newGroup",
+            &[("service", sv)],
+            &format!(
+                "<input name=\"group\" placeholder=\"group\" required size=\"10\"> {} ",
+                scheduler_select(None)
+            ),
+            "add group",
+        ));
+        p.push_str(&form(
+            "delService",
+            &[("service", sv)],
+            "",
+            "remove service",
+        ));
+        p.push_str("</section>");
+    }
+    p.push_str("<section class=\"service\"><h2>New service</h2>");
+    p.push_str(&form(
+        "newService",
+        &[],
+        &format!(
+            "<input name=\"service\" placeholder=\"service\" required size=\"10\"> \
+             <input name=\"listen\" placeholder=\"listen host:port\" required size=\"16\"> \
+             <input name=\"group\" placeholder=\"group (main)\" size=\"10\"> {} \
+             <input name=\"name\" placeholder=\"first host\" size=\"10\"> \
+             <input name=\"ip\" placeholder=\"host:port\" size=\"16\"> ",
+            scheduler_select(None)
+        ),
+        "create",
+    ));
+    p.push_str("</section><section class=\"service\"><h2>Users</h2><table><tbody>");
+    for u in config.admin.iter().flat_map(|a| &a.users) {
+        let _ = write!(
+            p,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&u.name),
+            u.access.name(),
+            form("delUser", &[("name", &u.name)], "", "remove")
+        );
+    }
+    p.push_str("</tbody></table>");
+    p.push_str(&form(
+        "addUser",
+        &[],
+        "<input name=\"name\" placeholder=\"name\" required size=\"10\" autocomplete=\"off\"> \
+         <input name=\"password\" type=\"password\" placeholder=\"password\" required autocomplete=\"new-password\"> \
+         <select name=\"access\"><option>full</option><option>readonly</option></select> ",
+        "add user",
+    ));
+    p.push_str("</section><section class=\"service\"><h2>Maintenance</h2>");
+    p.push_str(&form("closeLog", &[], "", "reopen log file"));
+    p.push_str(&form("saveConfig", &[], "", "save configuration"));
+    let _ = write!(p, "</section><script>{SCRIPT}</script></body></html>");
+    p
+}
+
+/// The live data the page's script applies.
+#[derive(serde::Serialize)]
+struct LiveHost {
+    key: String,
+    state: String,
+    state_class: &'static str,
+    detail: String,
+    open: u64,
+    total: u64,
+    failures: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    rate: String,
+    points_in: String,
+    points_out: String,
+}
+
+pub(crate) fn live_update(state: &AdminState) -> serde_json::Value {
+    let stats = state.handle.stats();
+    let config = state.handle.config();
+    let mut hosts = Vec::new();
+    for s in &stats.services {
+        for g in &s.groups {
+            for h in &g.hosts {
+                let key: HostKey = (s.name.clone(), g.name.clone(), h.name.clone());
+                let samples = state.history.samples(&key);
+                let (text, class, detail) = state_of(h);
+                hosts.push(LiveHost {
+                    key: host_key(&s.name, &g.name, &h.name),
+                    state: text,
+                    state_class: class,
+                    detail,
+                    open: h.stats.open,
+                    total: h.stats.total,
+                    failures: h.stats.failures,
+                    bytes_in: h.stats.bytes_in,
+                    bytes_out: h.stats.bytes_out,
+                    rate: rate_text(samples.last().copied().unwrap_or_default()),
+                    points_in: points(&samples, |r| r.bytes_in),
+                    points_out: points(&samples, |r| r.bytes_out),
+                });
+            }
+        }
+    }
+    serde_json::json!({
+        "sig": signature(&stats, &config),
+        "hosts": hosts,
+    })
+}
+
+/// Server-sent events: a `stats` event at once and every `refresh` period, and on
+/// every transition a `change` event (the transition) followed by `stats`. Ends
+/// when the client goes or the balancer shuts down.
+pub(crate) async fn events(State(state): State<AdminState>) -> impl IntoResponse {
+    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(16);
+    let period = state.settings.refresh;
+    let stop = state.handle.shutdown_token();
+    tokio::spawn(async move {
+        let mut transitions = state.handle.events();
+        let mut ticks = tokio::time::interval(period.max(Duration::from_secs(1)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stats = |state: &AdminState| {
+            SseEvent::default()
+                .event("stats")
+                .data(live_update(state).to_string())
+        };
+        if tx.send(stats(&state)).await.is_err() {
+            return;
+        }
+        ticks.reset();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tx.closed() => return,
+                _ = ticks.tick(), if !period.is_zero() => {}
+                t = transitions.next() => match t {
+                    None => return,
+                    Some(Ok(event)) => {
+                        let data = serde_json::to_string(&event).unwrap_or_default();
+                        if tx.send(SseEvent::default().event("change").data(data)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Fell behind: the stats below bring the page up to date.
+                    Some(Err(_)) => {}
+                },
+            }
+            if tx.send(stats(&state)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Sse::new(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>))
+        .keep_alive(KeepAlive::default())
+}
+
+#[derive(serde::Deserialize)]
+struct ConnectionsQuery {
+    service: Option<String>,
+    host: Option<String>,
+    msg: Option<String>,
+    err: Option<String>,
+}
+
+/// Open connections (client, listener, host, since, bytes each way), filterable
+/// by service and host, each with a close button.
+async fn connections(
+    State(state): State<AdminState>,
+    Query(q): Query<ConnectionsQuery>,
+) -> Response {
+    let service = q.service.as_deref().filter(|s| !s.is_empty());
+    let host = q.host.as_deref().filter(|s| !s.is_empty());
+    let list = state.handle.connections(service, host);
+    let mut p = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>txlb: connections</title>\
+         <style>{STYLE}</style></head><body><header><h1>txlb</h1><nav><a href=\"running\">running</a>\
+         <a href=\"connections\">connections</a></nav></header>"
+    );
+    if let Some(msg) = &q.msg {
+        let class = if q.err.is_some() {
+            "flash err"
+        } else {
+            "flash"
+        };
+        let _ = write!(p, "<p class=\"{class}\" role=\"status\">{}</p>", esc(msg));
+    }
+    let _ = write!(
+        p,
+        "<h2>Open connections: {}</h2><form method=\"get\" action=\"connections\">\
+         <input name=\"service\" placeholder=\"service\" value=\"{}\" size=\"10\"> \
+         <input name=\"host\" placeholder=\"host\" value=\"{}\" size=\"10\"> <button>filter</button></form>\
+         <table><thead><tr><th>id</th><th>client</th><th>listener</th><th>service</th><th>group</th>\
+         <th>host</th><th>since</th><th>bytes in</th><th>bytes out</th><th></th></tr></thead><tbody>",
+        list.len(),
+        esc(service.unwrap_or("")),
+        esc(host.unwrap_or(""))
+    );
+    for c in &list {
+        let since = UNIX_EPOCH + Duration::from_secs_f64(c.since.max(0.0));
+        let id = c.id.to_string();
+        let _ = write!(
+            p,
+            "<tr><td class=\"n\">{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} <small>{}</small></td>\
+             <td>{} UTC <small>({})</small></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            c.client,
+            c.listener,
+            esc(&c.service),
+            esc(&c.group),
+            esc(&c.host),
+            c.host_addr,
+            utc(since),
+            ago(since),
+            c.bytes_in,
+            c.bytes_out,
+            form_back(
+                "closeConnection",
+                "connections",
+                &[("id", &id)],
+                "",
+                "close"
+            ),
+        );
+    }
+    p.push_str("</tbody></table></body></html>");
+    html(p)
+}
+
+/// [`form`], coming back to `page` instead of the running page.
+fn form_back(
+    action: &str,
+    page: &str,
+    hidden: &[(&str, &str)],
+    fields: &str,
+    button: &str,
+) -> String {
+    form(action, hidden, fields, button).replacen(
+        "name=\"_page\" value=\"1\"",
+        &format!("name=\"_page\" value=\"{}\"", esc(page)),
+        1,
+    )
+}
+
+/// A line diff (longest common subsequence): `(' ' | '-' | '+', line)`.
+pub(crate) fn line_diff<'a>(a: &'a str, b: &'a str) -> Vec<(char, &'a str)> {
+    let a: Vec<&str> = a.lines().collect();
+    let b: Vec<&str> = b.lines().collect();
+    // Configurations are small; past this the whole files are shown as replaced
+    // rather than spending quadratic memory.
+    if a.len().saturating_mul(b.len()) > 4_000_000 {
+        return a
+            .iter()
+            .map(|l| ('-', *l))
+            .chain(b.iter().map(|l| ('+', *l)))
+            .collect();
+    }
+    let (n, m) = (a.len(), b.len());
+    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < n || j < m {
+        if i < n && j < m && a[i] == b[j] {
+            out.push((' ', a[i]));
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push(('+', b[j]));
+            j += 1;
+        } else {
+            out.push(('-', a[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
+async fn diff(State(state): State<AdminState>) -> Response {
+    let boot = state.handle.boot_config().to_xml();
+    let running = state.handle.config().to_xml();
+    let lines = line_diff(&boot, &running);
+    let changed = lines.iter().any(|(c, _)| *c != ' ');
+    let mut p = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>txlb: boot vs running</title>\
+         <style>{STYLE}</style></head><body><header><h1>txlb</h1><nav><a href=\"running\">running</a>\
+         <a href=\"config.xml\">config.xml</a><a href=\"running.xml\">running.xml</a></nav></header>\
+         <h2>Boot configuration → running configuration</h2><p>{}</p><pre class=\"diff\">",
+        if changed {
+            "Lines marked − are only in the configuration loaded at start, + only in the running one."
+        } else {
+            "No change since start."
+        }
+    );
+    for (c, line) in lines {
+        let (class, mark) = match c {
+            '+' => (" class=\"a\"", '+'),
+            '-' => (" class=\"d\"", '−'),
+            _ => ("", ' '),
+        };
+        let _ = writeln!(p, "<span{class}>{mark} {}</span>", esc(line));
+    }
+    p.push_str("</pre></body></html>");
+    html(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{send, test_router};
+    use super::*;
+
+    #[test]
+    fn diff_marks_added_and_removed_lines() {
+        let d = line_diff("a\nb\nc\n", "a\nc\nd\n");
+        assert_eq!(d, vec![(' ', "a"), ('-', "b"), (' ', "c"), ('+', "d")]);
+    }
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(utc(UNIX_EPOCH), "1970-01-01 00:00:00");
+        assert_eq!(
+            utc(UNIX_EPOCH + Duration::from_secs(951_782_400 + 3661)),
+            "2000-02-29 01:01:01"
+        );
+    }
+
+    #[test]
+    fn escaping_and_points() {
+        assert_eq!(
+            esc("<a href=\"x\">'&"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
+        );
+        assert_eq!(pct("a b/é"), "a%20b%2F%C3%A9");
+        assert_eq!(points(&[], |r| r.bytes_in), "");
+        let p = points(
+            &[Rate {
+                bytes_in: 10.0,
+                bytes_out: 0.0,
+            }],
+            |r| r.bytes_in,
+        );
+        assert_eq!(p, "120.0,1.0");
+    }
+
+    #[tokio::test]
+    async fn running_page_has_every_host_a_form_per_change_and_headers() {
+        let (app, _handle, _b) = test_router().await;
+        for path in ["/", "/running", "/all"] {
+            let response = super::super::tests::request(&app, "GET", path, None).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let h = response.headers();
+            assert!(
+                h[header::CONTENT_SECURITY_POLICY]
+                    .to_str()
+                    .unwrap()
+                    .contains("frame-ancestors 'none'")
+            );
+            assert_eq!(h["x-content-type-options"], "nosniff");
+            assert_eq!(h["x-frame-options"], "DENY");
+        }
+        let (_, page) = send(&app, "GET", "/running", None).await;
+        for needle in [
+            "Service svc",
+            "<span class=\"badge\">enabled</span>",
+            "data-host=\"svc\u{1f}g\u{1f}a\"",
+            "action=\"addHost\"",
+            "action=\"hostAdminDown\"",
+            "action=\"retryHost\"",
+            "action=\"delHost\"",
+            "action=\"changeScheduler\"",
+            "action=\"newGroup\"",
+            "action=\"newService\"",
+            "action=\"addUser\"",
+            "action=\"closeLog\"",
+            "action=\"saveConfig\"",
+            "<svg class=\"g\"",
+        ] {
+            assert!(page.contains(needle), "missing {needle}");
+        }
+    }
+
+    #[tokio::test]
+    async fn form_posts_redirect_back_to_the_page() {
+        let (app, handle, _b) = test_router().await;
+        let response = super::super::tests::request(
+            &app,
+            "POST",
+            "/hostAdminDown",
+            Some("_page=1&service=svc&group=g&name=a"),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let location = response.headers()[header::LOCATION].to_str().unwrap();
+        assert!(location.starts_with("running?msg=OK"), "{location}");
+        assert_eq!(
+            handle.stats().host("svc", "g", "a").unwrap().stats.health,
+            HostHealth::AdminDown
+        );
+        let (_, page) = send(&app, "GET", &format!("/{location}"), None).await;
+        assert!(page.contains("class=\"flash\""), "{page}");
+    }
+
+    #[tokio::test]
+    async fn diff_page_shows_changes() {
+        let (app, _handle, _b) = test_router().await;
+        let (_, page) = send(&app, "GET", "/diff", None).await;
+        assert!(page.contains("No change since start"));
+        send(
+            &app,
+            "GET",
+            "/addHost?service=svc&group=g&name=zz&ip=127.0.0.1:7",
+            None,
+        )
+        .await;
+        let (_, page) = send(&app, "GET", "/diff", None).await;
+        assert!(page.contains("<span class=\"a\">+ "), "{page}");
+        assert!(page.contains("zz"), "{page}");
+    }
+}

@@ -1,0 +1,233 @@
+//! Parameters of legacy calls: from the query string (GET) and, for POST, from an
+//! `application/x-www-form-urlencoded` body; the body wins when both name one.
+
+use std::collections::HashMap;
+
+use axum::extract::{FromRequest, Request};
+use axum::http::{Method, header};
+
+use super::error::AdminError;
+use crate::config::{
+    Access, HostAddress, ListenAddr, parse_access, parse_host_address, parse_listen_addr,
+    parse_weight,
+};
+use crate::scheduler::SchedulerKind;
+
+/// The hidden form field that marks a post from the running page: the answer is
+/// then a redirect back to the page instead of plain text.
+pub(crate) const FROM_PAGE: &str = "_page";
+
+/// A legacy call's parameters.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Params(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequest<S> for Params {
+    type Rejection = AdminError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let mut map = HashMap::new();
+        if let Some(query) = request.uri().query() {
+            map.extend(parse_urlencoded(query.as_bytes()));
+        }
+        let is_form = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if request.method() == Method::POST && is_form {
+            let body = axum::body::Bytes::from_request(request, state)
+                .await
+                .map_err(|e| AdminError::BadRequest(e.body_text()))?;
+            map.extend(parse_urlencoded(&body));
+        }
+        Ok(Params(map))
+    }
+}
+
+/// `a=1&b=x+y` → pairs, percent-decoded; invalid UTF-8 is replaced, not refused.
+fn parse_urlencoded(input: &[u8]) -> Vec<(String, String)> {
+    input
+        .split(|&b| b == b'&')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut kv = part.splitn(2, |&b| b == b'=');
+            let k = decode(kv.next().unwrap_or_default());
+            let v = decode(kv.next().unwrap_or_default());
+            (k, v)
+        })
+        .collect()
+}
+
+fn decode(s: &[u8]) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s.get(i + 1..i + 3).and_then(|h| {
+                    std::str::from_utf8(h)
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                });
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Params {
+    /// Parameters from pairs (tests).
+    #[cfg(test)]
+    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Params(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// Whether the call came from a form of the running page.
+    pub(crate) fn is_from_page(&self) -> bool {
+        self.0.contains_key(FROM_PAGE)
+    }
+
+    /// The page a form post returns to: `connections` or the running page.
+    pub(crate) fn back_to(&self) -> &'static str {
+        match self.0.get(FROM_PAGE).map(String::as_str) {
+            Some("connections") => "connections",
+            _ => "running",
+        }
+    }
+
+    /// A parameter that may be absent; empty counts as absent.
+    pub(crate) fn optional(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// A required, non-empty parameter.
+    pub(crate) fn required(&self, name: &'static str) -> Result<&str, AdminError> {
+        self.optional(name)
+            .ok_or(AdminError::MissingParameter(name))
+    }
+
+    /// The first present of several names (legacy aliases such as `host`/`name`).
+    pub(crate) fn required_any(&self, names: &[&'static str]) -> Result<&str, AdminError> {
+        names
+            .iter()
+            .find_map(|n| self.optional(n))
+            .ok_or(AdminError::MissingParameter(names[0]))
+    }
+
+    /// A host address `host:port`.
+    pub(crate) fn host_address(&self, name: &'static str) -> Result<HostAddress, AdminError> {
+        parse_host_address(self.required(name)?).map_err(|reason| bad(name, reason))
+    }
+
+    /// A listen address `host:port`.
+    pub(crate) fn listen(&self, name: &'static str) -> Result<ListenAddr, AdminError> {
+        parse_listen_addr(self.required(name)?).map_err(|reason| bad(name, reason))
+    }
+
+    /// A scheduler name, `default` when absent.
+    pub(crate) fn scheduler(
+        &self,
+        name: &'static str,
+        default: Option<SchedulerKind>,
+    ) -> Result<SchedulerKind, AdminError> {
+        match (self.optional(name), default) {
+            (None, Some(d)) => Ok(d),
+            (None, None) => Err(AdminError::MissingParameter(name)),
+            (Some(s), _) => parse_scheduler(name, s),
+        }
+    }
+
+    /// A weight, 1 when absent.
+    pub(crate) fn weight(&self, name: &'static str) -> Result<u32, AdminError> {
+        self.optional(name).map_or(Ok(1), |w| {
+            parse_weight(w).map_err(|reason| bad(name, reason))
+        })
+    }
+
+    /// An access level, `full` when absent.
+    pub(crate) fn access(&self, name: &'static str) -> Result<Access, AdminError> {
+        self.optional(name).map_or(Ok(Access::Full), |a| {
+            parse_access(a).map_err(|reason| bad(name, reason))
+        })
+    }
+}
+
+pub(crate) fn bad(name: &'static str, reason: impl Into<String>) -> AdminError {
+    AdminError::BadParameter {
+        name,
+        reason: reason.into(),
+    }
+}
+
+pub(crate) fn parse_scheduler(name: &'static str, s: &str) -> Result<SchedulerKind, AdminError> {
+    s.parse::<SchedulerKind>()
+        .map_err(|e| bad(name, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+
+    #[test]
+    fn urlencoded_decoding() {
+        assert_eq!(
+            parse_urlencoded(b"a=1&b=x+y&c=%41%zz%4&&d"),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x y".into()),
+                ("c".into(), "A%zz%4".into()),
+                ("d".into(), "".into())
+            ]
+        );
+        assert_eq!(decode(b"%ff%fe"), "\u{fffd}\u{fffd}");
+        assert_eq!(decode(b"%"), "%");
+    }
+
+    #[tokio::test]
+    async fn query_and_form_body_merge() {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/addHost?service=s&group=q")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("group=g&name=h1&ip=127.0.0.1%3A80"))
+            .unwrap();
+        let p = Params::from_request(request, &()).await.unwrap();
+        assert_eq!(p.required("service").unwrap(), "s");
+        assert_eq!(p.required("group").unwrap(), "g");
+        assert_eq!(p.host_address("ip").unwrap().port, 80);
+        assert!(matches!(
+            p.required("weight"),
+            Err(AdminError::MissingParameter("weight"))
+        ));
+        assert_eq!(p.weight("weight").unwrap(), 1);
+    }
+
+    #[test]
+    fn bad_values_name_the_parameter() {
+        let p = Params::from_pairs(&[("ip", "nope"), ("weight", "0"), ("scheduler", "x")]);
+        for (e, name) in [
+            (p.host_address("ip").unwrap_err(), "ip"),
+            (p.weight("weight").unwrap_err(), "weight"),
+            (p.scheduler("scheduler", None).unwrap_err(), "scheduler"),
+        ] {
+            assert!(e.to_string().contains(&format!("{name:?}")), "{e}");
+            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+        }
+    }
+}

@@ -107,6 +107,10 @@ impl BalancerBuilder {
                 });
             }
         }
+        tokio::spawn(crate::proxy::sweep_idle(
+            controller.data.clone(),
+            controller.stopped.clone(),
+        ));
         let managers = controller.stop_accepting.clone();
         for (task, settings) in [
             (Manager::HostCheck, manager.host_check),
@@ -332,6 +336,7 @@ impl BalancerHandle {
                 .close_where(CloseRequest::Shutdown, |_| true);
             c.connections.wait().await;
         }
+        c.stopped.cancel();
         if let Some(pool) = self.workers.clone() {
             let _ = tokio::task::spawn_blocking(move || pool.stop()).await;
         }

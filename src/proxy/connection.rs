@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 use super::admission::{Rejected, admit};
 use super::copy::{Progress, Side, copy_bidirectional};
 use super::proxy_protocol::{self, Version as ProxyVersion};
+use super::retry_empty::{FirstByte, Replay};
 use super::{DataPlane, ListenerTask};
 use crate::config::ServiceOptions;
 use crate::scheduler::Candidates;
@@ -77,6 +78,8 @@ struct Target {
     stats: Arc<HostStats>,
     connect_timeout: Duration,
     proxy_protocol: Option<ProxyVersion>,
+    /// The group's `retryEmpty` bounds (bytes, wait), when it replays.
+    retry_empty: Option<(usize, Duration)>,
 }
 
 /// What the service asks of a new client, read once from the snapshot.
@@ -167,6 +170,9 @@ async fn establish(
         }
     };
     let client_addr = admitted.client;
+    let mut early = admitted.early;
+    // Client bytes kept for a replay, once a group with `retryEmpty` is tried.
+    let mut replay: Option<Replay> = None;
     // Hosts that failed for this client; allocated only when one fails.
     let mut tried: Vec<HostId> = Vec::new();
     loop {
@@ -188,6 +194,28 @@ async fn establish(
                 .await
                 .map(|host| (host, host_addr)),
             Err(reason) => Err(reason),
+        };
+        let connected = match (connected, target.retry_empty) {
+            (Ok((mut host, host_addr)), Some((max_bytes, wait))) => {
+                let replay = replay.get_or_insert_with(|| Replay {
+                    bytes: std::mem::take(&mut early),
+                    ..Replay::default()
+                });
+                match retry_on_empty(replay, &client, &mut host, (max_bytes, wait)).await {
+                    Ok(()) => Ok((host, host_addr)),
+                    Err(reason) => Err(reason),
+                }
+            }
+            (Ok((mut host, host_addr)), None) => match &replay {
+                // A replay started on a `retryEmpty` group: the new host gets it.
+                Some(replay) if !replay.given_up => replay
+                    .replay_to(&mut host)
+                    .await
+                    .map(|()| (host, host_addr))
+                    .map_err(|e| format!("replaying the client's bytes: {e}")),
+                _ => Ok((host, host_addr)),
+            },
+            (Err(reason), _) => Err(reason),
         };
         let (host, host_addr) = match connected {
             Ok(connected) => connected,
@@ -229,7 +257,7 @@ async fn establish(
             registered,
             _admission: admitted.admission,
             counters: plan.counters,
-            early: admitted.early,
+            early,
             started,
             connect_time,
             failovers: tried.len() as u32,
@@ -303,6 +331,28 @@ async fn relay(mut established: Box<Established>, listener: &ListenerTask) {
     }
 }
 
+/// Sends the host what the client sent so far, then waits for the host's first
+/// byte while relaying and keeping more. `Err` means the host failed before
+/// answering and the client can be replayed to another one.
+async fn retry_on_empty(
+    replay: &mut Replay,
+    client: &TcpStream,
+    host: &mut TcpStream,
+    (max_bytes, wait): (usize, Duration),
+) -> Result<(), String> {
+    if replay.given_up {
+        return Ok(());
+    }
+    replay
+        .replay_to(host)
+        .await
+        .map_err(|e| format!("replaying the client's bytes: {e}"))?;
+    match replay.await_first_byte(client, host, max_bytes, wait).await {
+        FirstByte::Answered | FirstByte::GaveUp => Ok(()),
+        FirstByte::Failed(reason) => Err(reason),
+    }
+}
+
 /// The service's admission settings, from the snapshot.
 fn plan(snapshot: &Snapshot, service: &str) -> Option<ServicePlan> {
     let service = snapshot.service(service)?;
@@ -354,6 +404,10 @@ fn pick(
         stats: host.stats.clone(),
         connect_timeout: service.connect_timeout,
         proxy_protocol: host.proxy_protocol,
+        retry_empty: group.options.retry_empty.then_some((
+            group.options.retry_empty_bytes as usize,
+            group.options.retry_empty_timeout,
+        )),
     })
 }
 

@@ -7,6 +7,7 @@ mod copy;
 mod idle;
 mod listener;
 pub mod proxy_protocol;
+mod retry_empty;
 mod workers;
 
 pub use connection::{CloseReason, ConnectionRecord};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::AccessLog;
 use crate::config::{Config, ListenAddr};
 use crate::control::{BoundListener, Command, ControlError, Controller};
 use crate::events::Event;
@@ -67,13 +68,27 @@ impl BalancerBuilder {
             .as_ref()
             .map(|p| p.handles().to_vec())
             .unwrap_or_default();
-        let controller = Arc::new(Controller::new(None, config.control.is_some(), handles));
+        let (access_log, records) = match &config.logging.access {
+            Some(path) => {
+                let (log, tx) =
+                    AccessLog::start(path, config.logging.access_format).map_err(|source| {
+                        ControlError::Invalid(format!(
+                            "cannot open access log {}: {source}",
+                            path.display()
+                        ))
+                    })?;
+                (Some(log), Some(tx))
+            }
+            None => (None, None),
+        };
+        let controller = Arc::new(Controller::new(records, config.control.is_some(), handles));
         let started = Self::start_controller(&controller, config).await;
         match started {
             Ok(boot) => Ok(BalancerHandle {
                 controller,
                 boot,
                 workers: pool,
+                access_log,
             }),
             Err(error) => {
                 controller.stop_accepting.cancel();
@@ -138,6 +153,8 @@ pub struct BalancerHandle {
     boot: Arc<Config>,
     /// The data-path workers, when the balancer has its own.
     workers: Option<Arc<WorkerPool>>,
+    /// The access log, when one is kept.
+    access_log: Option<AccessLog>,
 }
 
 impl std::fmt::Debug for BalancerHandle {
@@ -155,6 +172,11 @@ impl BalancerHandle {
     /// The running configuration (as changed since start).
     pub fn config(&self) -> Config {
         self.controller.running()
+    }
+
+    /// Closes and reopens the access log file, if one is kept (log rotation).
+    pub fn reopen_access_log(&self) -> std::io::Result<()> {
+        self.access_log.as_ref().map_or(Ok(()), AccessLog::reopen)
     }
 
     /// The configuration as given at start.

@@ -17,6 +17,7 @@
 //!
 //! ## Layout
 //! - [`admin`]: the admin plane: HTML UI, legacy web API, JSON API, metrics.
+//! - [`access_log`]: one line per finished connection.
 //! - [`config`]: XML and TOML readers → one validated model.
 //! - [`state`]: the immutable [`state::Snapshot`] and per-host atomic counters.
 //! - [`scheduler`]: the [`scheduler::Scheduler`] trait and one file per algorithm.
@@ -31,6 +32,7 @@
 
 #![deny(missing_docs)]
 
+pub mod access_log;
 pub mod admin;
 mod balancer;
 pub mod config;

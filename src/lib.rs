@@ -26,6 +26,7 @@
 //! - [`events`]: transitions broadcast to subscribers.
 //! - [`lookup`]: the control socket (who is behind a connection).
 //! - [`demo`]: small HTTP backends for `txlb demo` and tests.
+//! - [`systemd`]: readiness notifications, watchdog and socket activation.
 //! - [`Balancer`] / [`BalancerHandle`]: start and steer a balancer.
 
 #![deny(missing_docs)]
@@ -41,6 +42,7 @@ pub mod lookup;
 pub mod proxy;
 pub mod scheduler;
 pub mod state;
+pub mod systemd;
 
 pub use balancer::{
     Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats,

@@ -167,6 +167,8 @@ pub(crate) struct Controller {
     pub(crate) connections: TaskTracker,
     /// Data-path worker runtimes; empty: everything runs on the caller's runtime.
     pub(crate) workers: Vec<tokio::runtime::Handle>,
+    /// Sockets handed over at start (socket activation), used instead of binding.
+    pub(crate) inherited: listeners::Inherited,
 }
 
 struct ControlState {
@@ -212,6 +214,7 @@ impl Controller {
             stop_connections: CancellationToken::new(),
             connections: TaskTracker::new(),
             workers,
+            inherited: listeners::Inherited::default(),
         }
     }
 
@@ -318,7 +321,7 @@ impl Controller {
         // Bind new listeners before anything is swapped: a port in use refuses the
         // whole command.
         let (added, removed) = listeners::diff(&state.listeners, &next)?;
-        let bound = listeners::bind_all(added, self.workers.len().max(1))?;
+        let bound = listeners::bind_all(added, self.workers.len().max(1), &self.inherited)?;
         let snapshot = self.build_snapshot(&mut state, &next, resolved);
         self.data.snapshots.store(Arc::new(snapshot));
         for listener in bound {

@@ -82,7 +82,11 @@ fn run(cli: Cli) -> Result<()> {
             // SAFETY: still one thread (no runtime yet), and nothing took fds 3 and up.
             let inherited = unsafe { txlb::systemd::take_listen_fds() }?;
             let manager = ServiceManager {
-                notifier: txlb::systemd::Notifier::from_env().context("NOTIFY_SOCKET")?,
+                // A broken NOTIFY_SOCKET costs the notifications, not the service.
+                notifier: txlb::systemd::Notifier::from_env().unwrap_or_else(|error| {
+                    eprintln!("txlb: ignoring NOTIFY_SOCKET: {error}");
+                    txlb::systemd::Notifier::default()
+                }),
                 inherited,
             };
             // The text is kept: write-back edits exactly what was parsed.

@@ -4,6 +4,7 @@
 //! the Grafana dashboard. Tests that need a tool this machine lacks say so and
 //! skip; `scripts/test.sh` installs them all.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -20,7 +21,11 @@ fn have(tool: &str, args: &[&str], test: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        println!("SKIPPED {test}: `{tool}` is not installed (scripts/test.sh installs it)");
+        // Straight to stderr: the test harness captures println! of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: `{tool}` is not installed (scripts/test.sh installs it)"
+        );
     }
     found
 }

@@ -257,75 +257,6 @@ async fn reload_on_sighup(
     }
 }
 
-/// `txlb check`: the summary, with names that do not resolve as warnings.
-async fn check(path: &Path, config: &Config) -> Result<()> {
-    println!("{}: OK", path.display());
-    let mut warnings = 0;
-    for service in &config.services {
-        let listeners: Vec<String> = service.listeners.iter().map(ToString::to_string).collect();
-        println!("service {}: listen {}", service.name, listeners.join(", "));
-        for group in &service.groups {
-            let enabled = if group.name == service.enabled_group {
-                ", enabled"
-            } else {
-                ""
-            };
-            println!(
-                "  group {} ({}{}): {} hosts",
-                group.name,
-                group.scheduler,
-                enabled,
-                group.hosts.len()
-            );
-            for host in &group.hosts {
-                let note = match txlb::health::resolve(&host.address).await {
-                    Ok(_) => String::new(),
-                    Err(reason) => {
-                        warnings += 1;
-                        format!("  warning: {reason}")
-                    }
-                };
-                println!(
-                    "    {} {} weight {}{}",
-                    host.name, host.address, host.weight, note
-                );
-            }
-        }
-    }
-    if warnings > 0 {
-        println!("{warnings} warning(s): hosts whose names do not resolve start bad");
-    }
-    Ok(())
-}
-
-/// `txlb demo`: three backends and a round-robin balancer on localhost.
-async fn demo(listen: SocketAddr) -> Result<()> {
-    let stop = CancellationToken::new();
-    let mut backends = Vec::new();
-    for i in 1..=3 {
-        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-        backends.push(
-            txlb::demo::spawn_http_backend(&format!("demo-{i}"), any_port, stop.clone()).await?,
-        );
-    }
-    let config = txlb::demo::demo_config(listen, &backends);
-    let balancer = match Balancer::builder(config).workers(1).start().await {
-        Ok(balancer) => balancer,
-        Err(error) => bail!("{error} (is another demo running? try --listen 127.0.0.1:0)"),
-    };
-    let local = balancer.local_addr("demo", None).unwrap_or(listen);
-    println!("txlb demo: balancing http://{local}/ over three backends:");
-    for (i, addr) in backends.iter().enumerate() {
-        println!("  demo-{} on {addr}", i + 1);
-    }
-    println!("Try:   for i in 1 2 3 4; do curl -s http://{local}/; done");
-    println!("Press Ctrl-C to stop.");
-    wait_for_stop_signal().await?;
-    balancer.shutdown(Duration::from_secs(2)).await;
-    stop.cancel();
-    Ok(())
-}
-
 // --- systemd, log rotation, man page ------------------------------------------
 
 /// What the service manager hands over: where to send notifications, and the
@@ -483,3 +414,74 @@ Log files, when the configuration names one there; rotated by logrotate.
 .SH SEE ALSO
 \fBsystemctl\fR(1), \fBlogrotate\fR(8)
 "#;
+
+// --- end of systemd, log rotation, man page -----------------------------------
+
+/// `txlb check`: the summary, with names that do not resolve as warnings.
+async fn check(path: &Path, config: &Config) -> Result<()> {
+    println!("{}: OK", path.display());
+    let mut warnings = 0;
+    for service in &config.services {
+        let listeners: Vec<String> = service.listeners.iter().map(ToString::to_string).collect();
+        println!("service {}: listen {}", service.name, listeners.join(", "));
+        for group in &service.groups {
+            let enabled = if group.name == service.enabled_group {
+                ", enabled"
+            } else {
+                ""
+            };
+            println!(
+                "  group {} ({}{}): {} hosts",
+                group.name,
+                group.scheduler,
+                enabled,
+                group.hosts.len()
+            );
+            for host in &group.hosts {
+                let note = match txlb::health::resolve(&host.address).await {
+                    Ok(_) => String::new(),
+                    Err(reason) => {
+                        warnings += 1;
+                        format!("  warning: {reason}")
+                    }
+                };
+                println!(
+                    "    {} {} weight {}{}",
+                    host.name, host.address, host.weight, note
+                );
+            }
+        }
+    }
+    if warnings > 0 {
+        println!("{warnings} warning(s): hosts whose names do not resolve start bad");
+    }
+    Ok(())
+}
+
+/// `txlb demo`: three backends and a round-robin balancer on localhost.
+async fn demo(listen: SocketAddr) -> Result<()> {
+    let stop = CancellationToken::new();
+    let mut backends = Vec::new();
+    for i in 1..=3 {
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        backends.push(
+            txlb::demo::spawn_http_backend(&format!("demo-{i}"), any_port, stop.clone()).await?,
+        );
+    }
+    let config = txlb::demo::demo_config(listen, &backends);
+    let balancer = match Balancer::builder(config).workers(1).start().await {
+        Ok(balancer) => balancer,
+        Err(error) => bail!("{error} (is another demo running? try --listen 127.0.0.1:0)"),
+    };
+    let local = balancer.local_addr("demo", None).unwrap_or(listen);
+    println!("txlb demo: balancing http://{local}/ over three backends:");
+    for (i, addr) in backends.iter().enumerate() {
+        println!("  demo-{} on {addr}", i + 1);
+    }
+    println!("Try:   for i in 1 2 3 4; do curl -s http://{local}/; done");
+    println!("Press Ctrl-C to stop.");
+    wait_for_stop_signal().await?;
+    balancer.shutdown(Duration::from_secs(2)).await;
+    stop.cancel();
+    Ok(())
+}

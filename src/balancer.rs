@@ -34,6 +34,7 @@ impl Balancer {
         BalancerBuilder {
             config,
             workers: None,
+            inherited: Vec::new(),
         }
     }
 }
@@ -43,6 +44,7 @@ impl Balancer {
 pub struct BalancerBuilder {
     config: Config,
     workers: Option<usize>,
+    inherited: Vec<std::net::TcpListener>,
 }
 
 impl BalancerBuilder {
@@ -55,9 +57,23 @@ impl BalancerBuilder {
         self
     }
 
+    /// Listening sockets bound by someone else (systemd socket activation, an
+    /// upgrade hand-off), each used instead of binding by the configured listener
+    /// with its address (`*:80` takes a socket on `0.0.0.0:80` or `[::]:80`), now
+    /// or when a later change adds that listener. Every worker accepts on the same
+    /// socket through its own duplicate descriptor. Sockets must be non-blocking.
+    pub fn inherited_listeners(mut self, sockets: Vec<std::net::TcpListener>) -> Self {
+        self.inherited.extend(sockets);
+        self
+    }
+
     /// Starts the balancer; see [`Balancer::start`].
     pub async fn start(self) -> Result<BalancerHandle, ControlError> {
-        let BalancerBuilder { config, workers } = self;
+        let BalancerBuilder {
+            config,
+            workers,
+            inherited,
+        } = self;
         let pool = match workers {
             Some(count) => Some(Arc::new(
                 WorkerPool::start(count).map_err(ControlError::StartWorkers)?,
@@ -82,7 +98,11 @@ impl BalancerBuilder {
             None => (None, None),
         };
         let controller = Arc::new(Controller::new(records, config.control.is_some(), handles));
+        controller.inherited.put(inherited);
         let started = Self::start_controller(&controller, config).await;
+        for local in controller.inherited.unused() {
+            tracing::warn!(%local, "no listener has the address of this inherited socket");
+        }
         match started {
             Ok(boot) => Ok(BalancerHandle {
                 controller,

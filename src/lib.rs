@@ -28,6 +28,7 @@
 //! - [`events`]: transitions broadcast to subscribers.
 //! - [`lookup`]: the control socket (who is behind a connection).
 //! - [`demo`]: small HTTP backends for `txlb demo` and tests.
+//! - [`systemd`]: readiness notifications, watchdog and socket activation.
 //! - [`Balancer`] / [`BalancerHandle`]: start and steer a balancer.
 
 #![deny(missing_docs)]
@@ -45,6 +46,7 @@ pub mod lookup;
 pub mod proxy;
 pub mod scheduler;
 pub mod state;
+pub mod systemd;
 
 pub use balancer::{
     Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats,

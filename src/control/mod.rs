@@ -170,6 +170,8 @@ pub(crate) struct Controller {
     pub(crate) stopped: CancellationToken,
     /// Data-path worker runtimes; empty: everything runs on the caller's runtime.
     pub(crate) workers: Vec<tokio::runtime::Handle>,
+    /// Sockets handed over at start (socket activation), used instead of binding.
+    pub(crate) inherited: listeners::Inherited,
 }
 
 struct ControlState {
@@ -219,6 +221,7 @@ impl Controller {
             connections: TaskTracker::new(),
             stopped: CancellationToken::new(),
             workers,
+            inherited: listeners::Inherited::default(),
         }
     }
 
@@ -325,7 +328,7 @@ impl Controller {
         // Bind new listeners before anything is swapped: a port in use refuses the
         // whole command.
         let (added, removed) = listeners::diff(&state.listeners, &next)?;
-        let bound = listeners::bind_all(added, self.workers.len().max(1))?;
+        let bound = listeners::bind_all(added, self.workers.len().max(1), &self.inherited)?;
         let snapshot = self.build_snapshot(&mut state, &next, resolved);
         self.data.snapshots.store(Arc::new(snapshot));
         for listener in bound {

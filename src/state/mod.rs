@@ -15,6 +15,7 @@ pub use connections::{
 
 pub use stats::{
     BadInfo, CONNECT_BUCKETS, ConnectionGuard, HostHealth, HostStats, HostStatsView, LatencyView,
+    clock_nanos, last_came_up,
 };
 
 use std::net::SocketAddr;

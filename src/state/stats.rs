@@ -67,6 +67,29 @@ pub struct HostStats {
     /// Set by the controller for each snapshot; told of every change that moves
     /// the host in the ranking.
     ranking: ArcSwapOption<Ranking>,
+    /// [`clock_nanos`] when the host last came back into rotation: created, marked
+    /// up after bad, or admin-up. Written by whoever makes that transition, read
+    /// by schedulers that ramp a returning host's weight (`slowStart`).
+    up_since: AtomicU64,
+}
+
+/// [`clock_nanos`] of the latest moment any host came back into rotation, in any
+/// group. Lets a scheduler with `slowStart` skip per-host ramp checks when nobody
+/// came back recently (one load instead of one per host).
+static LAST_CAME_UP: AtomicU64 = AtomicU64::new(0);
+
+/// Nanoseconds on a process-local monotonic clock (never 0). Only differences are
+/// meaningful.
+#[inline]
+pub fn clock_nanos() -> u64 {
+    (epoch().elapsed().as_nanos() as u64).max(1)
+}
+
+/// [`clock_nanos`] of the latest moment any host (in any group) came back into
+/// rotation; 0 = never.
+#[inline]
+pub fn last_came_up() -> u64 {
+    LAST_CAME_UP.load(Relaxed)
 }
 
 /// Upper bounds (seconds) of the connect latency histogram's buckets.
@@ -83,7 +106,23 @@ fn epoch() -> Instant {
 impl HostStats {
     /// A fresh host: up, no traffic, address unknown.
     pub fn new() -> Arc<Self> {
-        Arc::new(HostStats::default())
+        let stats = HostStats::default();
+        stats.came_up();
+        Arc::new(stats)
+    }
+
+    /// Records that the host just came (back) into rotation.
+    fn came_up(&self) {
+        let now = clock_nanos();
+        self.up_since.store(now, Relaxed);
+        LAST_CAME_UP.fetch_max(now, Relaxed);
+    }
+
+    /// [`clock_nanos`] when the host last came (back) into rotation: created,
+    /// marked up after bad, or admin-up.
+    #[inline]
+    pub fn up_since(&self) -> u64 {
+        self.up_since.load(Relaxed)
     }
 
     /// Whether schedulers may pick this host: neither bad nor admin-down. (A host
@@ -172,6 +211,7 @@ impl HostStats {
         let was_bad = self.bad.swap(false, Relaxed);
         if was_bad {
             self.bad_info.store(None);
+            self.came_up();
             self.rank_changed();
         }
         was_bad
@@ -182,6 +222,9 @@ impl HostStats {
     pub fn set_admin_down(&self, down: bool) -> bool {
         let changed = self.admin_down.swap(down, Relaxed) != down;
         if changed {
+            if !down {
+                self.came_up();
+            }
             self.rank_changed();
         }
         changed
@@ -321,9 +364,8 @@ impl ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        let now = epoch().elapsed().as_nanos() as u64;
-        // max(1) keeps 0 meaning "never closed".
-        self.stats.last_closed.store(now.max(1), Relaxed);
+        // clock_nanos is never 0, which keeps 0 meaning "never closed".
+        self.stats.last_closed.store(clock_nanos(), Relaxed);
         self.stats.open.fetch_sub(1, Relaxed);
         self.stats.rank_changed();
     }
@@ -370,6 +412,25 @@ mod tests {
         assert_eq!(h.health(), HostHealth::AdminDown);
         h.set_admin_down(false);
         assert_eq!(h.health(), HostHealth::Bad);
+    }
+
+    #[test]
+    fn up_since_moves_when_the_host_comes_back() {
+        let h = HostStats::new();
+        let created = h.up_since();
+        assert!(created > 0 && last_came_up() >= created);
+        std::thread::sleep(Duration::from_millis(2));
+        h.mark_bad("x");
+        assert_eq!(h.up_since(), created, "going bad is not coming back");
+        h.mark_up();
+        let back = h.up_since();
+        assert!(back > created);
+        std::thread::sleep(Duration::from_millis(2));
+        h.set_admin_down(true);
+        assert_eq!(h.up_since(), back);
+        h.set_admin_down(false);
+        assert!(h.up_since() > back);
+        assert!(last_came_up() >= h.up_since());
     }
 
     #[test]

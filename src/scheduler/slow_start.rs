@@ -1,0 +1,123 @@
+//! `slowStart`: a host that comes back into rotation ramps its share up over a
+//! period instead of taking a full share at once.
+//!
+//! A host's share grows linearly with the time since it came back
+//! ([`HostStats::up_since`]: created, marked up after bad, or admin-up), from
+//! [`FLOOR`] / [`SCALE`] to the whole of its weight at the end of the period.
+//! Schedulers that honour it ([`SchedulerKind::honours_slow_start`]) first ask
+//! [`SlowStart::now`]: while no host of any group came back within the period
+//! (the usual case) it answers `None` after one clock read and one atomic load,
+//! and the pick takes its fast path.
+//!
+//! [`SchedulerKind::honours_slow_start`]: super::SchedulerKind::honours_slow_start
+
+use std::time::Duration;
+
+use crate::state::{HostStats, clock_nanos, last_came_up};
+
+/// Shares are counted in 1/`SCALE` of a host's weight.
+pub const SCALE: u64 = 1024;
+
+/// The share (in 1/[`SCALE`]) of a host that just came back: about 3%.
+pub const FLOOR: u64 = 32;
+
+/// A group's slow-start period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowStart {
+    /// The period in nanoseconds (> 0).
+    period: u64,
+}
+
+impl SlowStart {
+    /// The ramp for `period`; `None` when the period is absent or zero.
+    pub fn new(period: Option<Duration>) -> Option<Self> {
+        let period = u64::try_from(period?.as_nanos()).unwrap_or(u64::MAX);
+        (period > 0).then_some(SlowStart { period })
+    }
+
+    /// The ramp as of now, or `None` when no host anywhere came back within the
+    /// period (every host then has its full weight).
+    #[inline]
+    pub fn now(&self) -> Option<Ramp> {
+        let now = clock_nanos();
+        if now.saturating_sub(last_came_up()) >= self.period {
+            None
+        } else {
+            Some(Ramp {
+                now,
+                period: self.period,
+            })
+        }
+    }
+}
+
+/// Slow start at one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct Ramp {
+    now: u64,
+    period: u64,
+}
+
+impl Ramp {
+    /// The share of its weight `stats`' host gets now, in 1/[`SCALE`]:
+    /// [`FLOOR`]..=[`SCALE`].
+    #[inline]
+    pub fn share(&self, stats: &HostStats) -> u64 {
+        let age = self.now.saturating_sub(stats.up_since());
+        if age >= self.period {
+            SCALE
+        } else {
+            let linear = u128::from(age) * u128::from(SCALE) / u128::from(self.period);
+            (linear as u64).max(FLOOR)
+        }
+    }
+
+    /// True with probability share / [`SCALE`]: random schedulers draw a host by
+    /// weight, then keep a ramping host only this often.
+    #[inline]
+    pub fn admits(&self, stats: &HostStats) -> bool {
+        let share = self.share(stats);
+        share >= SCALE || fastrand::u64(..SCALE) < share
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_or_zero_period_means_no_ramp() {
+        assert_eq!(SlowStart::new(None), None);
+        assert_eq!(SlowStart::new(Some(Duration::ZERO)), None);
+        assert!(SlowStart::new(Some(Duration::from_secs(1))).is_some());
+    }
+
+    #[test]
+    fn share_grows_from_the_floor_to_full() {
+        let stats = HostStats::new();
+        let up = stats.up_since();
+        let period = 1_000_000_000;
+        let at = |age: u64| {
+            Ramp {
+                now: up + age,
+                period,
+            }
+            .share(&stats)
+        };
+        assert_eq!(at(0), FLOOR);
+        assert_eq!(at(period / 2), SCALE / 2);
+        assert_eq!(at(period * 3 / 4), SCALE * 3 / 4);
+        assert_eq!(at(period), SCALE);
+        assert_eq!(at(u64::MAX - up), SCALE);
+        // A clock read before up_since (another thread stored it later) is age 0.
+        let early = Ramp { now: 1, period };
+        assert_eq!(early.share(&stats), FLOOR);
+    }
+
+    #[test]
+    fn a_fresh_host_opens_the_window() {
+        let slow = SlowStart::new(Some(Duration::from_secs(3600))).unwrap();
+        let _fresh = HostStats::new();
+        assert!(slow.now().is_some());
+    }
+}

@@ -113,6 +113,7 @@ pub fn demo_config(listen: SocketAddr, backends: &[SocketAddr]) -> Config {
             groups: vec![GroupConfig {
                 name: "demo".into(),
                 scheduler: SchedulerKind::RoundRobin,
+                slow_start: None,
                 hosts,
             }],
             enabled_group: "demo".into(),

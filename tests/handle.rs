@@ -73,6 +73,7 @@ async fn hosts_groups_schedulers_and_listeners_change_live() {
             group: txlb::config::GroupConfig {
                 name: "standby".into(),
                 scheduler: SchedulerKind::LeastConns,
+                slow_start: None,
                 hosts: vec![host("c", c, 1)],
             },
         })
@@ -116,6 +117,7 @@ async fn hosts_groups_schedulers_and_listeners_change_live() {
             groups: vec![txlb::config::GroupConfig {
                 name: "g".into(),
                 scheduler: SchedulerKind::Random,
+                slow_start: None,
                 hosts: vec![host("a", a, 1)],
             }],
             enabled_group: "g".into(),

@@ -63,6 +63,7 @@ fn change_everything(c: &mut Config) {
     service(c, "web").groups.push(GroupConfig {
         name: "canary".into(),
         scheduler: SchedulerKind::Weighted,
+        slow_start: None,
         hosts: vec![
             host("c1", "10.0.0.9:80", 2),
             host("c2", "[2001:db8::9]:80", 1),
@@ -79,6 +80,7 @@ fn change_everything(c: &mut Config) {
         groups: vec![GroupConfig {
             name: "g1".into(),
             scheduler: SchedulerKind::LeastConns,
+            slow_start: None,
             hosts: vec![host("n1", "10.0.1.1:80", 1)],
         }],
         enabled_group: "g1".into(),

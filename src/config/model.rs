@@ -63,6 +63,23 @@ pub struct GroupConfig {
     pub scheduler: SchedulerKind,
     /// Hosts of the group, in file order; names unique within the group.
     pub hosts: Vec<HostConfig>,
+    /// `slowStart` / `slow_start`: how long a host coming back into rotation
+    /// (created, marked up after bad, admin-up) takes to ramp from a small share
+    /// to its full weight. `None`: no ramp. Honoured by `weightr`, `wrr`,
+    /// `wleastc` and `p2c` ([`SchedulerKind::honours_slow_start`]).
+    pub slow_start: Option<Duration>,
+}
+
+impl GroupConfig {
+    /// A group with these hosts and no optional setting (no slow start).
+    pub fn new(name: impl Into<String>, scheduler: SchedulerKind, hosts: Vec<HostConfig>) -> Self {
+        GroupConfig {
+            name: name.into(),
+            scheduler,
+            hosts,
+            slow_start: None,
+        }
+    }
 }
 
 /// One backend host.

@@ -67,6 +67,8 @@ pub(crate) struct RawGroup {
     pub name: Option<At<String>>,
     pub scheduler: Option<At<String>>,
     pub enable: Option<At<bool>>,
+    /// `slowStart` / `slow_start`, seconds.
+    pub slow_start: Option<At<Number>>,
     pub hosts: Vec<RawHost>,
 }
 

@@ -12,8 +12,10 @@
 //!
 //!   [[service.group]]
 //!   name = "prod"
-//!   scheduler = "leastc"      # rand, roundr, leastc, weightr or an alias; default roundr
+//!   scheduler = "leastc"      # rand, roundr, leastc, weightr, hash, p2c, wleastc, wrr
+//!                             # or an alias; default roundr
 //!   enable = true
+//!   slow_start = 30           # seconds, optional: ramp a returning host's share
 //!   hosts = [ { name = "h1", ip = "10.0.0.1:80", weight = 5 } ]
 //!
 //!   [[service.group]]
@@ -84,6 +86,7 @@ struct Group {
     name: Option<Spanned<String>>,
     scheduler: Option<Spanned<String>>,
     enable: Option<Spanned<bool>>,
+    slow_start: Option<Spanned<f64>>,
     #[serde(default)]
     hosts: Vec<Spanned<Host>>,
 }
@@ -216,6 +219,7 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                             name: opt(t, g.name),
                             scheduler: opt(t, g.scheduler),
                             enable: opt(t, g.enable),
+                            slow_start: float(t, g.slow_start),
                             hosts: g
                                 .hosts
                                 .into_iter()

@@ -513,10 +513,15 @@ impl Builder<'_, '_> {
             }
             hosts.push(built);
         }
+        let slow_start = match raw.slow_start {
+            None => None,
+            Some(period) => Some(self.seconds(&period, "slow start")?),
+        };
         Ok(GroupConfig {
             name: name.value,
             scheduler,
             hosts,
+            slow_start,
         })
     }
 

@@ -2,8 +2,9 @@
 //!
 //! Used for write-back (`saveConfig`, the configCheck manager) and the admin
 //! API's `running.xml`. Everything the model holds is written, defaults
-//! included, except the connect timeout when it is the default: that keeps files
-//! readable by txLoadBalancer itself, which knows no such attribute.
+//! included, except the connect timeout when it is the default and a group's
+//! slow start when it has none: that keeps files readable by txLoadBalancer
+//! itself, which knows no such attributes.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -68,9 +69,13 @@ pub fn to_xml(config: &Config) -> String {
             } else {
                 ""
             };
+            let slow = match g.slow_start {
+                Some(d) => format!(" slowStart=\"{}\"", seconds(d)),
+                None => String::new(),
+            };
             let _ = writeln!(
                 x,
-                "    <group name=\"{}\" scheduler=\"{}\"{enable}>",
+                "    <group name=\"{}\" scheduler=\"{}\"{enable}{slow}>",
                 attr(&g.name),
                 g.scheduler
             );
@@ -181,6 +186,9 @@ pub fn to_toml(config: &Config) -> String {
                 tstr(g.scheduler.name()),
                 yes(g.name == s.enabled_group)
             );
+            if let Some(d) = g.slow_start {
+                let _ = writeln!(t, "  slow_start = {}", seconds(d));
+            }
             t.push_str("  hosts = [\n");
             for h in &g.hosts {
                 let _ = writeln!(

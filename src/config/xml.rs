@@ -360,13 +360,14 @@ impl Walker<'_, '_> {
     }
 
     fn group(&self, el: &Element) -> Result<RawGroup, ConfigError> {
-        self.check_attrs(el, &["name", "scheduler", "enable"])?;
+        self.check_attrs(el, &["name", "scheduler", "enable", "slowStart"])?;
         let leaf = Leaf(el);
         let mut raw = RawGroup {
             at: el.at,
             name: leaf.get("name"),
             scheduler: leaf.get("scheduler"),
             enable: leaf.bool("enable"),
+            slow_start: leaf.number("slowStart"),
             hosts: Vec::new(),
         };
         for child in &el.children {

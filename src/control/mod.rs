@@ -399,7 +399,7 @@ impl Controller {
                 groups.push(GroupSnapshot {
                     name: Arc::from(group.name.as_str()),
                     scheduler_kind: group.scheduler,
-                    scheduler: scheduler::build(group.scheduler, &members),
+                    scheduler: scheduler::build_group(group.scheduler, &members, group.slow_start),
                     hosts: members,
                 });
             }

@@ -132,6 +132,7 @@ pub fn config(scheduler: SchedulerKind, hosts: Vec<HostConfig>) -> Config {
             groups: vec![GroupConfig {
                 name: "g".into(),
                 scheduler,
+                slow_start: None,
                 hosts,
             }],
             enabled_group: "g".into(),

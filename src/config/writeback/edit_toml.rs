@@ -436,6 +436,14 @@ fn group(
     if b.scheduler != r.scheduler {
         set(t, "scheduler", Value::from(r.scheduler.name()));
     }
+    if b.slow_start != r.slow_start {
+        match r.slow_start {
+            Some(d) => set(t, "slow_start", secs(d)?),
+            None => {
+                t.remove("slow_start");
+            }
+        }
+    }
     match t.get("enable").map(|e| e.as_bool()) {
         Some(None) => return None,
         Some(Some(flag)) if flag != enabled => set(t, "enable", Value::from(enabled)),

@@ -203,6 +203,17 @@ impl Editor<'_> {
         }
     }
 
+    /// Removes an attribute with the blanks before it; nothing if it is absent.
+    fn remove_attr(&mut self, el: &Element, name: &str) {
+        let Some(a) = el.attrs.iter().find(|a| a.name == name) else {
+            return;
+        };
+        let before = self.text.get(..a.name_at).unwrap_or("");
+        let start = before.trim_end_matches([' ', '\t', '\r', '\n']).len();
+        // Through the closing quote.
+        self.push(start, a.value_at + a.value_len + 1, String::new());
+    }
+
     /// Where text inserted after `el` goes: after its line when only comments
     /// follow it there (they stay with it), else right after it.
     fn after(&self, el: &Element) -> (usize, bool) {
@@ -423,6 +434,12 @@ impl Editor<'_> {
         if b.scheduler != r.scheduler {
             self.set_attr(el, "scheduler", r.scheduler.name());
         }
+        if b.slow_start != r.slow_start {
+            match r.slow_start {
+                Some(d) => self.set_attr(el, "slowStart", &seconds(d)),
+                None => self.remove_attr(el, "slowStart"),
+            }
+        }
         match attr_value(el, "enable") {
             Some(flag) if parse_bool(flag) != enabled => self.set_attr(el, "enable", yes(enabled)),
             Some(_) => {}
@@ -620,8 +637,12 @@ fn r_host(h: &HostConfig, ind: &str) -> String {
 
 fn r_group(g: &GroupConfig, enabled: bool, ind: &str, step: &str) -> String {
     let enable = if enabled { " enable=\"true\"" } else { "" };
+    let slow = match g.slow_start {
+        Some(d) => format!(" slowStart=\"{}\"", seconds(d)),
+        None => String::new(),
+    };
     let mut x = format!(
-        "{ind}<group name=\"{}\" scheduler=\"{}\"{enable}>",
+        "{ind}<group name=\"{}\" scheduler=\"{}\"{enable}{slow}>",
         esc(&g.name),
         g.scheduler
     );

@@ -85,7 +85,7 @@ impl Scheduler for LeastConns {
             // rather than index out of bounds.
             return None;
         }
-        let ramp = self.slow_start.and_then(|s| s.now());
+        let ramp = self.slow_start.as_ref().and_then(SlowStart::now);
         if ramp.is_none() {
             let best = self.tree.best();
             if best != NONE && candidates.is_candidate(best as usize) {

@@ -58,7 +58,7 @@ impl Scheduler for PowerOfTwo {
         if n < 2 {
             return candidates.iter().next();
         }
-        let ramp = self.slow_start.and_then(|s| s.now());
+        let ramp = self.slow_start.as_ref().and_then(SlowStart::now);
         for _ in 0..RANDOM_DRAWS {
             let a = fastrand::usize(..n);
             let mut b = fastrand::usize(..n - 1);

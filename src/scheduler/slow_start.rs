@@ -5,12 +5,13 @@
 //! ([`HostStats::up_since`]: created, marked up after bad, or admin-up), from
 //! [`FLOOR`] / [`SCALE`] to the whole of its weight at the end of the period.
 //! Schedulers that honour it ([`SchedulerKind::honours_slow_start`]) first ask
-//! [`SlowStart::now`]: while no host of any group came back within the period
-//! (the usual case) it answers `None` after one clock read and one atomic load,
-//! and the pick takes its fast path.
+//! [`SlowStart::now`]: while no host of any group came back since the last ramp
+//! ended (the usual case) it answers `None` after two atomic loads, without
+//! reading the clock, and the pick takes its fast path.
 //!
 //! [`SchedulerKind::honours_slow_start`]: super::SchedulerKind::honours_slow_start
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::state::{HostStats, clock_nanos, last_came_up};
@@ -22,25 +23,43 @@ pub const SCALE: u64 = 1024;
 pub const FLOOR: u64 = 32;
 
 /// A group's slow-start period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct SlowStart {
     /// The period in nanoseconds (> 0).
     period: u64,
+    /// The [`last_came_up`] value whose ramp is known to be over: while it has not
+    /// moved, no host can be ramping and the clock need not be read. Written by
+    /// picks that find a ramp over (a racy store only costs a clock read).
+    quiet: AtomicU64,
+}
+
+impl PartialEq for SlowStart {
+    fn eq(&self, other: &Self) -> bool {
+        self.period == other.period
+    }
 }
 
 impl SlowStart {
     /// The ramp for `period`; `None` when the period is absent or zero.
     pub fn new(period: Option<Duration>) -> Option<Self> {
         let period = u64::try_from(period?.as_nanos()).unwrap_or(u64::MAX);
-        (period > 0).then_some(SlowStart { period })
+        (period > 0).then_some(SlowStart {
+            period,
+            quiet: AtomicU64::new(u64::MAX),
+        })
     }
 
     /// The ramp as of now, or `None` when no host anywhere came back within the
     /// period (every host then has its full weight).
     #[inline]
     pub fn now(&self) -> Option<Ramp> {
+        let last = last_came_up();
+        if last == self.quiet.load(Relaxed) {
+            return None;
+        }
         let now = clock_nanos();
-        if now.saturating_sub(last_came_up()) >= self.period {
+        if now.saturating_sub(last) >= self.period {
+            self.quiet.store(last, Relaxed);
             None
         } else {
             Some(Ramp {
@@ -119,5 +138,6 @@ mod tests {
         let slow = SlowStart::new(Some(Duration::from_secs(3600))).unwrap();
         let _fresh = HostStats::new();
         assert!(slow.now().is_some());
+        assert!(slow.now().is_some(), "still open");
     }
 }

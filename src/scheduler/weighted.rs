@@ -123,7 +123,7 @@ impl Scheduler for Weighted {
         if self.slots.is_empty() || self.slots.len() != candidates.hosts().len() {
             return None;
         }
-        let ramp = self.slow_start.and_then(|s| s.now());
+        let ramp = self.slow_start.as_ref().and_then(SlowStart::now);
         for _ in 0..RANDOM_DRAWS {
             let i = self.draw();
             if candidates.is_candidate(i)

@@ -103,7 +103,7 @@ impl Scheduler for SmoothWeighted {
         if len == 0 || self.hosts != candidates.hosts().len() {
             return None;
         }
-        let ramp = self.slow_start.and_then(|s| s.now());
+        let ramp = self.slow_start.as_ref().and_then(SlowStart::now);
         let start = self.next.fetch_add(1, Relaxed);
         let hosts = candidates.hosts();
         for k in 0..SCAN.min(len) {

@@ -40,9 +40,32 @@ pub enum HostHealth {
 /// `bad_info` by whoever sees the host fail or recover (connections, managers),
 /// `admin_down` by the controller, `resolved` by the managers. Readers (schedulers,
 /// admin plane) tolerate momentarily inconsistent combinations; each value is exact.
+///
+/// Layout: what schedulers read on every pick (`open`, `bad`, `admin_down`,
+/// `last_closed`, `up_since`) shares the struct's first cache line with fields
+/// rarely written; the byte and latency counters the copy loop writes live
+/// further on, so a pick costs one cache line per host it looks at.
 #[derive(Debug, Default)]
+#[repr(C, align(64))]
 pub struct HostStats {
     open: AtomicU64,
+    /// Nanoseconds on [`clock_nanos`]' clock when the last connection closed;
+    /// 0 = never. leastc breaks ties with it.
+    last_closed: AtomicU64,
+    /// [`clock_nanos`] when the host last came back into rotation: created, marked
+    /// up after bad, or admin-up. Written by whoever makes that transition, read
+    /// by schedulers that ramp a returning host's weight (`slowStart`).
+    up_since: AtomicU64,
+    /// Set with `bad`; an `ArcSwapOption` so readers never block the writer.
+    bad_info: ArcSwapOption<BadInfo>,
+    /// The address connections go to; `None` until the name resolves.
+    resolved: ArcSwapOption<SocketAddr>,
+    /// The leastc ranking this host takes part in, if its group uses leastc.
+    /// Set by the controller for each snapshot; told of every change that moves
+    /// the host in the ranking.
+    ranking: ArcSwapOption<Ranking>,
+    bad: AtomicBool,
+    admin_down: AtomicBool,
     total: AtomicU64,
     failures: AtomicU64,
     bytes_in: AtomicU64,
@@ -54,23 +77,6 @@ pub struct HostStats {
     connect_buckets: [AtomicU64; CONNECT_BUCKETS.len() + 1],
     /// Sum of successful connect latencies, in microseconds.
     connect_micros: AtomicU64,
-    /// Nanoseconds since [`epoch`] when the last connection closed; 0 = never.
-    /// leastc breaks ties with it.
-    last_closed: AtomicU64,
-    bad: AtomicBool,
-    admin_down: AtomicBool,
-    /// Set with `bad`; an `ArcSwapOption` so readers never block the writer.
-    bad_info: ArcSwapOption<BadInfo>,
-    /// The address connections go to; `None` until the name resolves.
-    resolved: ArcSwapOption<SocketAddr>,
-    /// The leastc ranking this host takes part in, if its group uses leastc.
-    /// Set by the controller for each snapshot; told of every change that moves
-    /// the host in the ranking.
-    ranking: ArcSwapOption<Ranking>,
-    /// [`clock_nanos`] when the host last came back into rotation: created, marked
-    /// up after bad, or admin-up. Written by whoever makes that transition, read
-    /// by schedulers that ramp a returning host's weight (`slowStart`).
-    up_since: AtomicU64,
 }
 
 /// [`clock_nanos`] of the latest moment any host came back into rotation, in any
@@ -387,6 +393,23 @@ mod unix_seconds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_picks_read_shares_one_cache_line() {
+        let h = HostStats::new();
+        let base = Arc::as_ptr(&h) as usize;
+        assert_eq!(base % 64, 0);
+        for field in [
+            &h.open as *const AtomicU64 as usize,
+            &h.last_closed as *const AtomicU64 as usize,
+            &h.up_since as *const AtomicU64 as usize,
+            &h.bad as *const AtomicBool as usize,
+            &h.admin_down as *const AtomicBool as usize,
+        ] {
+            assert!(field - base < 64);
+        }
+        assert!(&h.bytes_in as *const AtomicU64 as usize - base >= 64);
+    }
 
     #[test]
     fn bad_and_up_transitions_are_reported_once() {

@@ -8,8 +8,9 @@
 //! tournament tree rather than scanning, and that `wrr` precomputes its cycle.
 //!
 //! Also measured: a pick plus opening and closing the connection (what `leastc`
-//! and `wleastc` pay to keep their tree current), and the cost of a group's
-//! `slowStart` check when no host is ramping.
+//! and `wleastc` pay to keep their tree current), the cost of a group's
+//! `slowStart` check when no host is ramping, and the cost of building each
+//! scheduler's tables (paid by the controller for every snapshot).
 //!
 //! Run: `cargo bench --bench schedulers` (`-- hash/1000` to filter).
 
@@ -115,11 +116,27 @@ fn slow_start_idle(c: &mut Criterion) {
     g.finish();
 }
 
+/// What the controller pays per group and snapshot (off the data path): the
+/// Maglev table and the wrr cycle dominate.
+fn build_cost(c: &mut Criterion) {
+    let mut g = c.benchmark_group("build");
+    g.sample_size(10);
+    for n in [100usize, 1_000] {
+        let hosts = group(n, false);
+        for kind in SchedulerKind::ALL {
+            g.bench_with_input(BenchmarkId::new(kind.name(), n), &n, |b, _| {
+                b.iter(|| black_box(build(kind, &hosts)))
+            });
+        }
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1));
-    targets = pick, pick_and_connect, slow_start_idle
+    targets = pick, pick_and_connect, slow_start_idle, build_cost
 }
 criterion_main!(benches);

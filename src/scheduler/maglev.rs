@@ -313,6 +313,7 @@ mod tests {
             }
         }
         // The removed host's tenth must move; Maglev moves only a little more.
+        eprintln!("removing 1 of 10 hosts moved {moved} of 10,000 clients");
         assert!(moved <= 1_500, "{moved} of 10,000 moved");
         assert!(moved >= 800, "{moved} of 10,000 moved");
     }
@@ -322,6 +323,7 @@ mod tests {
         let s = Maglev::new(&hosts(&[1, 3]));
         let slots = s.slots_per_host();
         let ratio = slots[1] as f64 / slots[0] as f64;
+        eprintln!("weights 1:3 own {slots:?} slots: 1:{ratio:.3}");
         assert!((2.7..=3.3).contains(&ratio), "{slots:?}");
         let even = Maglev::new(&hosts(&[1; 7])).slots_per_host();
         let (min, max) = (even.iter().min().unwrap(), even.iter().max().unwrap());

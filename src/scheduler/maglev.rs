@@ -109,9 +109,16 @@ impl Maglev {
         if self.table.is_empty() {
             return None;
         }
-        let h = client_hash(ip, 0);
-        Some(self.table[(h % self.table.len() as u64) as usize] as usize)
+        Some(self.table[slot(client_hash(ip, 0), self.table.len())] as usize)
     }
+}
+
+/// The slot of a 64-bit hash in a table of `len` slots: the high half of
+/// `hash × len` (Lemire's reduction), uniform like `hash % len` without a
+/// division on the pick path.
+#[inline]
+fn slot(hash: u64, len: usize) -> usize {
+    ((u128::from(hash) * len as u128) >> 64) as usize
 }
 
 /// `ip` hashed with the `attempt`-th client seed. IPv4-mapped IPv6 addresses hash
@@ -216,16 +223,15 @@ impl Scheduler for Maglev {
             return candidates.iter().nth(fastrand::usize(..count.max(1)));
         };
         let ip = client.ip();
-        let m = self.table.len() as u64;
         let mut h = 0;
         for attempt in 0..=REHASHES {
             h = client_hash(ip, attempt);
-            let i = self.table[(h % m) as usize] as usize;
+            let i = self.table[slot(h, self.table.len())] as usize;
             if candidates.is_candidate(i) {
                 return Some(i);
             }
         }
-        candidates.from((h % n as u64) as usize).next()
+        candidates.from(slot(h, n)).next()
     }
 }
 
@@ -288,7 +294,7 @@ mod tests {
         let first: Vec<u32> = s.table[..12].to_vec();
         let looked_up: Vec<usize> = (0..12).map(|i| s.lookup(client(i).ip()).unwrap()).collect();
         assert_eq!(first, vec![2, 2, 2, 1, 0, 0, 1, 0, 2, 2, 1, 0]);
-        assert_eq!(looked_up, vec![0, 1, 2, 0, 0, 0, 1, 0, 1, 1, 1, 1]);
+        assert_eq!(looked_up, vec![2, 0, 0, 2, 1, 1, 0, 2, 1, 2, 2, 0]);
     }
 
     #[test]

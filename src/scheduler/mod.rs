@@ -122,7 +122,7 @@ pub fn build_group(
             host.stats.attach_ranking(None);
         }
     }
-    let slow_start = SlowStart::new(slow_start);
+    let slow_start = SlowStart::new(slow_start).map(|s| s.for_hosts(hosts));
     let weights = || hosts.iter().map(|h| h.weight);
     match kind {
         SchedulerKind::Random => Box::new(Random),

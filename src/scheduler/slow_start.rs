@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::state::{HostStats, clock_nanos, last_came_up};
+use crate::state::{HostSnapshot, HostStats, clock_nanos, last_came_up};
 
 /// Shares are counted in 1/`SCALE` of a host's weight.
 pub const SCALE: u64 = 1024;
@@ -31,6 +31,12 @@ pub struct SlowStart {
     /// moved, no host can be ramping and the clock need not be read. Written by
     /// picks that find a ramp over (a racy store only costs a clock read).
     quiet: AtomicU64,
+    /// The earliest `up_since` among the group's hosts when the scheduler was
+    /// built: no host's share can exceed that host's (hosts only come back
+    /// later), so random schedulers admit a ramping host with probability
+    /// share / that share. When the whole group ramps together (at start) that
+    /// ratio is about 1 and picks stay O(1).
+    settled: u64,
 }
 
 impl PartialEq for SlowStart {
@@ -46,7 +52,14 @@ impl SlowStart {
         (period > 0).then_some(SlowStart {
             period,
             quiet: AtomicU64::new(u64::MAX),
+            settled: 0,
         })
+    }
+
+    /// Notes the group's hosts (see `settled`).
+    pub fn for_hosts(mut self, hosts: &[HostSnapshot]) -> Self {
+        self.settled = hosts.iter().map(|h| h.stats.up_since()).min().unwrap_or(0);
+        self
     }
 
     /// The ramp as of now, or `None` when no host anywhere came back within the
@@ -62,10 +75,13 @@ impl SlowStart {
             self.quiet.store(last, Relaxed);
             None
         } else {
-            Some(Ramp {
+            let mut ramp = Ramp {
                 now,
                 period: self.period,
-            })
+                ceiling: SCALE,
+            };
+            ramp.ceiling = ramp.share_at(self.settled);
+            Some(ramp)
         }
     }
 }
@@ -75,6 +91,8 @@ impl SlowStart {
 pub struct Ramp {
     now: u64,
     period: u64,
+    /// The largest share any host of the group can have now.
+    ceiling: u64,
 }
 
 impl Ramp {
@@ -82,7 +100,13 @@ impl Ramp {
     /// [`FLOOR`]..=[`SCALE`].
     #[inline]
     pub fn share(&self, stats: &HostStats) -> u64 {
-        let age = self.now.saturating_sub(stats.up_since());
+        self.share_at(stats.up_since())
+    }
+
+    /// The share of a host that came back at `up_since`.
+    #[inline]
+    fn share_at(&self, up_since: u64) -> u64 {
+        let age = self.now.saturating_sub(up_since);
         if age >= self.period {
             SCALE
         } else {
@@ -91,12 +115,13 @@ impl Ramp {
         }
     }
 
-    /// True with probability share / [`SCALE`]: random schedulers draw a host by
-    /// weight, then keep a ramping host only this often.
+    /// True with probability share / (the largest share in the group): random
+    /// schedulers draw a host by weight, then keep a ramping host only this
+    /// often, which makes the draw proportional to weight × share.
     #[inline]
     pub fn admits(&self, stats: &HostStats) -> bool {
         let share = self.share(stats);
-        share >= SCALE || fastrand::u64(..SCALE) < share
+        share >= self.ceiling || fastrand::u64(..self.ceiling) < share
     }
 }
 
@@ -120,6 +145,7 @@ mod tests {
             Ramp {
                 now: up + age,
                 period,
+                ceiling: SCALE,
             }
             .share(&stats)
         };
@@ -129,8 +155,27 @@ mod tests {
         assert_eq!(at(period), SCALE);
         assert_eq!(at(u64::MAX - up), SCALE);
         // A clock read before up_since (another thread stored it later) is age 0.
-        let early = Ramp { now: 1, period };
+        let early = Ramp {
+            now: 1,
+            period,
+            ceiling: SCALE,
+        };
         assert_eq!(early.share(&stats), FLOOR);
+    }
+
+    #[test]
+    fn a_group_ramping_together_is_admitted_at_once() {
+        let hosts = super::super::testing::hosts(&[1, 1, 1]);
+        let slow = SlowStart::new(Some(Duration::from_secs(3600)))
+            .unwrap()
+            .for_hosts(&hosts);
+        let ramp = slow.now().unwrap();
+        // Created within microseconds of each other: all at the floor share,
+        // and that floor is the ceiling.
+        assert_eq!(ramp.ceiling, FLOOR);
+        for h in &hosts {
+            assert!(ramp.admits(&h.stats));
+        }
     }
 
     #[test]

@@ -165,6 +165,25 @@ mod tests {
         assert!((1_800..2_200).contains(&counts[1]), "{counts:?}");
     }
 
+    #[test]
+    fn slow_start_shrinks_a_returning_host_only() {
+        use std::time::Duration;
+        fastrand::seed(41);
+        // Ramping together (all just created): weights as usual.
+        let h = hosts(&[1, 3]);
+        let slow = || SlowStart::new(Some(Duration::from_millis(300))).map(|s| s.for_hosts(&h));
+        let s = Weighted::new(h.iter().map(|h| h.weight)).with_slow_start(slow());
+        let counts = histogram(&s, &h, 8_000);
+        assert!((1_800..2_200).contains(&counts[0]), "{counts:?}");
+        // After the ramp, h0 comes back: a few percent instead of a quarter.
+        std::thread::sleep(Duration::from_millis(300));
+        let s = Weighted::new(h.iter().map(|h| h.weight)).with_slow_start(slow());
+        h[0].stats.mark_bad("x");
+        h[0].stats.mark_up();
+        let counts = histogram(&s, &h, 4_000);
+        assert!(counts[0] < 4_000 / 20, "{counts:?}");
+    }
+
     /// The table gives every host exactly its share of the n × total units.
     #[test]
     fn alias_table_is_exact() {

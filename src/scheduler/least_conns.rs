@@ -10,7 +10,7 @@
 //! candidate (that falls back to an exact scan).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use super::slow_start::{Ramp, SlowStart};
 use super::{Candidates, Scheduler};
@@ -85,7 +85,12 @@ impl Scheduler for LeastConns {
             // rather than index out of bounds.
             return None;
         }
-        let ramp = self.slow_start.as_ref().and_then(SlowStart::now);
+        // The tree ranks by base weights: right unless a host of this group ramps
+        // at a share different from the others'.
+        let ramp = self.slow_start.as_ref().and_then(|s| {
+            s.now()
+                .filter(|r| s.uneven(r, self.tree.newest_up.load(Relaxed)))
+        });
         if ramp.is_none() {
             let best = self.tree.best();
             if best != NONE && candidates.is_candidate(best as usize) {
@@ -128,6 +133,10 @@ struct Tree {
     hosts: Box<[Arc<HostStats>]>,
     /// `wleastc`: each host's weight; `None` for `leastc`.
     weights: Option<Box<[u32]>>,
+    /// The latest [`HostStats::up_since`] among the hosts: raised by updates
+    /// (a host coming back is an update), read by `wleastc` picks to tell
+    /// whether one of *this* group's hosts is ramping.
+    newest_up: AtomicU64,
     width: usize,
     nodes: Box<[AtomicU32]>,
 }
@@ -145,9 +154,11 @@ impl Tree {
                 })
             })
             .collect();
+        let newest = hosts.iter().map(|h| h.up_since()).max().unwrap_or(0);
         let tree = Tree {
             hosts: hosts.into_boxed_slice(),
             weights,
+            newest_up: AtomicU64::new(newest),
             width,
             nodes,
         };
@@ -162,6 +173,10 @@ impl Tree {
     }
 
     fn update(&self, leaf: usize) {
+        let up = self.hosts[leaf].up_since();
+        if up > self.newest_up.load(Relaxed) {
+            self.newest_up.fetch_max(up, Relaxed);
+        }
         let mut k = (self.width + leaf) / 2;
         while k >= 1 {
             self.replay(k);

@@ -86,6 +86,18 @@ impl SlowStart {
     }
 }
 
+impl SlowStart {
+    /// Whether, at `ramp`, hosts of a group whose latest come-back was at `newest`
+    /// may have different shares: one came back within the period, and not
+    /// together with the rest (all within one share unit of the longest-up host
+    /// at build).
+    #[inline]
+    pub fn uneven(&self, ramp: &Ramp, newest: u64) -> bool {
+        ramp.now.saturating_sub(newest) < self.period
+            && newest.saturating_sub(self.settled) >= self.period / SCALE
+    }
+}
+
 /// Slow start at one instant.
 #[derive(Debug, Clone, Copy)]
 pub struct Ramp {

@@ -59,13 +59,19 @@ impl Scheduler for PowerOfTwo {
             return candidates.iter().next();
         }
         let ramp = self.slow_start.as_ref().and_then(SlowStart::now);
-        for _ in 0..RANDOM_DRAWS {
-            let a = fastrand::usize(..n);
-            let mut b = fastrand::usize(..n - 1);
-            if b >= a {
-                b += 1;
-            }
-            if candidates.is_candidate(a) && candidates.is_candidate(b) {
+        // A uniform candidate, then a uniform other candidate: together a
+        // uniform pair of different candidates.
+        let first = (0..RANDOM_DRAWS)
+            .map(|_| fastrand::usize(..n))
+            .find(|&a| candidates.is_candidate(a));
+        if let Some(a) = first {
+            let second = (0..RANDOM_DRAWS)
+                .map(|_| {
+                    let b = fastrand::usize(..n - 1);
+                    if b >= a { b + 1 } else { b }
+                })
+                .find(|&b| candidates.is_candidate(b));
+            if let Some(b) = second {
                 return Some(self.better(candidates, a, b, ramp));
             }
         }

@@ -26,7 +26,7 @@ pub use maglev::Maglev;
 pub use p2c::PowerOfTwo;
 pub use random::Random;
 pub use round_robin::RoundRobin;
-pub use slow_start::SlowStart;
+pub use slow_start::{Ramp, SlowStart};
 pub use weighted::Weighted;
 pub use wrr::SmoothWeighted;
 

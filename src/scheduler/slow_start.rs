@@ -56,7 +56,8 @@ impl SlowStart {
         })
     }
 
-    /// Notes the group's hosts (see `settled`).
+    /// Notes when the group's longest-up host came back: its share bounds every
+    /// host's, and random schedulers admit a ramping host relative to it.
     pub fn for_hosts(mut self, hosts: &[HostSnapshot]) -> Self {
         self.settled = hosts.iter().map(|h| h.stats.up_since()).min().unwrap_or(0);
         self

@@ -15,6 +15,10 @@ use txlb::config::writeback::{self, WriteBack};
 use txlb::control::Command;
 use txlb::{Balancer, BalancerHandle};
 
+/// Default grace period at shutdown, in seconds: how long open connections may
+/// take to finish after SIGTERM or SIGINT (`--grace`).
+const DEFAULT_GRACE_SECS: f64 = 30.0;
+
 /// txlb: a TCP load balancer that reads txLoadBalancer's configuration.
 #[derive(Debug, Parser)]
 #[command(name = "txlb", version, about)]
@@ -34,8 +38,9 @@ enum Cmd {
         /// (default: one per CPU). The control plane runs on the main thread.
         #[arg(long)]
         workers: Option<usize>,
-        /// Seconds open connections may take to finish at shutdown.
-        #[arg(long, default_value_t = 10.0)]
+        /// Seconds open connections may take to finish at shutdown (SIGTERM,
+        /// SIGINT) before the rest are closed.
+        #[arg(long, default_value_t = DEFAULT_GRACE_SECS)]
         grace: f64,
     },
     /// Validate a configuration file and print a summary.
@@ -170,9 +175,20 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
         .and_then(|a| a.web.clone())
         .filter(|w| w.enable);
     let balancer = Balancer::builder(config).workers(workers).start().await?;
+    // Written by the SIGHUP task, shown by the admin plane.
+    let reload_status = Arc::new(txlb::admin::ReloadStatus::new());
     let admin = match web {
         None => None,
-        Some(web) => match start_admin(&balancer, &web, &path, log_file, writeback.clone()).await {
+        Some(web) => match start_admin(
+            &balancer,
+            &web,
+            &path,
+            log_file,
+            writeback.clone(),
+            reload_status.clone(),
+        )
+        .await
+        {
             Ok(server) => Some(server),
             Err(error) => {
                 balancer.shutdown(Duration::ZERO).await;
@@ -182,6 +198,13 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
     };
     tracing::info!(config = %path.display(), "txlb running");
     let stop = CancellationToken::new();
+    tokio::spawn(reload_on_sighup(
+        path,
+        balancer.clone(),
+        writeback.clone(),
+        reload_status,
+        stop.clone(),
+    ));
     if config_check.enable {
         let task = writeback::run_config_check(
             writeback,
@@ -191,7 +214,6 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
         );
         tokio::spawn(task);
     }
-    tokio::spawn(reload_on_sighup(path, balancer.clone(), stop.clone()));
     wait_for_stop_signal().await?;
     stop.cancel();
     tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down");
@@ -204,13 +226,15 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
 }
 
 /// Starts the admin web server of `<admin><web>`: HTTPS when `secure`, `closeLog`
-/// reopening the log file, `saveConfig` writing the configuration file.
+/// reopening the log file, `saveConfig` writing the configuration file, and the
+/// page showing write-back conflicts and the last reload.
 async fn start_admin(
     balancer: &BalancerHandle,
     web: &txlb::config::AdminWebConfig,
     path: &Path,
     log_file: Option<txlb::logging::LogFile>,
     writeback: Arc<WriteBack>,
+    reload_status: Arc<txlb::admin::ReloadStatus>,
 ) -> Result<txlb::admin::AdminServer> {
     let mut settings = txlb::admin::AdminSettings::from_web(web);
     if web.secure {
@@ -218,6 +242,9 @@ async fn start_admin(
     }
     settings.reopen_log =
         log_file.map(|file| Arc::new(move || file.reopen()) as txlb::admin::ReopenLog);
+    settings.reload = Some(reload_status);
+    let wb = writeback.clone();
+    settings.conflict = Some(Arc::new(move || wb.conflict()));
     // saveConfig: the same comment-keeping write-back as configCheck.
     settings.save_config = Some(Arc::new(move |running: &Config| {
         match writeback.save(running) {
@@ -225,6 +252,18 @@ async fn start_admin(
                 "configuration saved to {} ({outcome:?})",
                 writeback.path().display()
             )),
+            Err(writeback::WriteBackError::Conflict(c)) => {
+                tracing::warn!(
+                    config = %c.path.display(),
+                    file_vs_boot = %c.file_vs_boot,
+                    running_vs_boot = %c.running_vs_boot,
+                    "saveConfig: config file edited on disk since it was loaded: not overwritten (reload it, or undo the edit)"
+                );
+                Err(format!(
+                    "{}: edited on disk since it was loaded; not overwritten (both differences are on the admin page)",
+                    c.path.display()
+                ))
+            }
             Err(error) => Err(error.to_string()),
         }
     }));
@@ -265,7 +304,16 @@ async fn wait_for_stop_signal() -> Result<()> {
     Ok(())
 }
 
-async fn reload_on_sighup(path: PathBuf, balancer: BalancerHandle, stop: CancellationToken) {
+/// SIGHUP: reads the file again and applies it as a whole, or refuses it as a
+/// whole (the running configuration stays); either way the outcome is logged
+/// and recorded in `status` for the admin page.
+async fn reload_on_sighup(
+    path: PathBuf,
+    balancer: BalancerHandle,
+    writeback: Arc<WriteBack>,
+    status: Arc<txlb::admin::ReloadStatus>,
+    stop: CancellationToken,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
@@ -275,13 +323,29 @@ async fn reload_on_sighup(path: PathBuf, balancer: BalancerHandle, stop: Cancell
             _ = stop.cancelled() => return,
             _ = hup.recv() => {}
         }
-        // A bad file is reported and the running configuration stays.
-        match Config::from_path(&path) {
-            Err(error) => tracing::error!(%error, "reload refused"),
-            Ok(config) => match balancer.apply(Command::Replace(Box::new(config))).await {
-                Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
-                Err(error) => tracing::error!(%error, "reload refused"),
-            },
+        let applied = match Config::from_path(&path) {
+            Err(error) => Err(error.to_string()),
+            Ok(config) => balancer
+                .apply(Command::Replace(Box::new(config)))
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match applied {
+            Ok(()) => {
+                tracing::info!(config = %path.display(), "configuration reloaded");
+                status.succeeded();
+                // Reloading the edited file resolves a write-back conflict: the
+                // file now holds the running configuration and becomes the base
+                // again (nothing is written: the save finds it adopted).
+                if writeback.conflict().is_some() {
+                    let (wb, running) = (writeback.clone(), balancer.config());
+                    let _ = tokio::task::spawn_blocking(move || wb.save(&running)).await;
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "reload refused");
+                status.failed(error);
+            }
         }
     }
 }

@@ -14,6 +14,7 @@
 //! - `metrics`: `/metrics` in Prometheus text format.
 //! - `tls`: rustls server configuration, certificate files or a kept self-signed one.
 //! - `save`: the atomic write of the running configuration (`saveConfig`).
+//! - `status`: the last reload and the write-back conflict, as panels and JSON.
 //!
 //! ```no_run
 //! # async fn run(handle: txlb::BalancerHandle) -> Result<(), txlb::admin::AdminError> {
@@ -33,6 +34,7 @@ mod openapi;
 mod pages;
 mod params;
 mod save;
+mod status;
 mod tls;
 
 use std::io;
@@ -57,6 +59,7 @@ pub use auth::{
 pub use error::AdminError;
 pub use openapi::openapi_document;
 pub use save::save_to_source;
+pub use status::{ConflictSource, Reload, ReloadStatus};
 pub use tls::{certificate_paths, server_config as tls_server_config};
 
 /// Reopens the log file (the legacy `closeLog`).
@@ -89,6 +92,13 @@ pub struct AdminSettings {
     pub reopen_log: Option<ReopenLog>,
     /// The `saveConfig` hook; `None` answers that saving is not set up.
     pub save_config: Option<SaveConfig>,
+    /// Reads the write-back conflict (a file edited on disk since it was
+    /// loaded), shown on the pages and in `/api/v1/config/status`; `None`: no
+    /// write-back, never a conflict.
+    pub conflict: Option<ConflictSource>,
+    /// The outcome of the last reload of the configuration file, written by
+    /// whoever reloads (SIGHUP); `None`: reloads are not reported.
+    pub reload: Option<Arc<ReloadStatus>>,
 }
 
 impl Default for AdminSettings {
@@ -100,6 +110,8 @@ impl Default for AdminSettings {
             tls: None,
             reopen_log: None,
             save_config: None,
+            conflict: None,
+            reload: None,
         }
     }
 }
@@ -113,6 +125,8 @@ impl std::fmt::Debug for AdminSettings {
             .field("tls", &self.tls.is_some())
             .field("reopen_log", &self.reopen_log.is_some())
             .field("save_config", &self.save_config.is_some())
+            .field("conflict", &self.conflict.is_some())
+            .field("reload", &self.reload)
             .finish()
     }
 }
@@ -385,6 +399,11 @@ pub(crate) mod tests {
     /// A balancer with service `svc` (listener on 127.0.0.1:0), enabled group `g`
     /// with hosts `a` and `b` on closed ports, and its admin router without users.
     pub(crate) async fn test_router() -> (Router, BalancerHandle, ()) {
+        test_router_with(AdminSettings::default()).await
+    }
+
+    /// [`test_router`] with `settings` (let in without users all the same).
+    pub(crate) async fn test_router_with(settings: AdminSettings) -> (Router, BalancerHandle, ()) {
         let host = |name: &str, port| HostConfig {
             name: name.into(),
             address: HostAddress {
@@ -417,7 +436,7 @@ pub(crate) mod tests {
         let handle = Balancer::start(config).await.unwrap();
         let settings = AdminSettings {
             open_without_users: true,
-            ..AdminSettings::default()
+            ..settings
         };
         (router(handle.clone(), settings), handle, ())
     }

@@ -295,6 +295,17 @@ fn ops() -> Vec<Op> {
             (200, "Message"),
             &[409, 500, 501],
         ),
+        op(
+            "/api/v1/config/status",
+            "get",
+            "The configuration file's status: `conflict` (edited on disk since it was loaded, \
+             so write-back leaves it alone; with both differences as unified diffs) and \
+             `reload` (the last SIGHUP reload: when, `ok`, and the refusal's error with \
+             file:line:column); each `null` when there is nothing to report.",
+            None,
+            (200, "ConfigStatus"),
+            &[],
+        ),
     ]
 }
 

@@ -24,6 +24,7 @@ use tokio_stream::StreamExt as _;
 
 use super::AdminState;
 use super::history::{HISTORY_LEN, HostKey, Rate};
+use super::status::Snapshot;
 use crate::config::Config;
 use crate::scheduler::SchedulerKind;
 use crate::state::HostHealth;
@@ -54,6 +55,12 @@ svg.g{background:#f4f6f8;border:1px solid #e4e6e8}
 .flash.err{background:#fbeaea}
 pre.diff{background:#fff;border:1px solid #ddd;padding:.5em;overflow:auto}
 pre.diff .a{background:#e8f6ee;display:block} pre.diff .d{background:#fbeaea;display:block}
+pre.diff .h{color:#27c;display:block} pre.diff .f{color:#666;display:block}
+section.warn{background:#fff8e5;border:1px solid #e8c468;border-radius:6px;padding:.2em 1em .6em;margin:1em 0}
+section.warn.err{background:#fdf0f0;border-color:#d88}
+section.warn h2{margin:.5em 0 .2em;font-size:1.15em}
+pre.error{white-space:pre-wrap;background:#fff;border:1px solid #ddd;padding:.5em}
+p.note{color:#555;margin:.6em 0}
 ";
 
 const SCRIPT: &str = r#"
@@ -195,9 +202,11 @@ fn host_key(service: &str, group: &str, host: &str) -> String {
 }
 
 /// A signature of the page's structure (services, listeners, groups, hosts,
-/// enabled groups, schedulers, users): when it changes, the page reloads.
-fn signature(stats: &Stats, config: &Config) -> String {
+/// enabled groups, schedulers, users) and of the status panels (reload,
+/// conflict): when it changes, the page reloads.
+fn signature(stats: &Stats, config: &Config, status: &Snapshot) -> String {
     let mut d = Sha256::new();
+    d.update(status.token().as_bytes());
     for s in &stats.services {
         d.update(s.name.as_bytes());
         d.update(s.enabled_group.as_bytes());
@@ -248,7 +257,7 @@ fn rate_text(r: Rate) -> String {
 }
 
 /// A UTC time as `YYYY-MM-DD HH:MM:SS`.
-fn utc(t: SystemTime) -> String {
+pub(crate) fn utc(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -269,7 +278,7 @@ fn utc(t: SystemTime) -> String {
     )
 }
 
-fn ago(t: SystemTime) -> String {
+pub(crate) fn ago(t: SystemTime) -> String {
     let secs = SystemTime::now()
         .duration_since(t)
         .unwrap_or(Duration::ZERO)
@@ -371,10 +380,17 @@ struct Flash {
 async fn running(State(state): State<AdminState>, Query(flash): Query<Flash>) -> Response {
     let stats = state.handle.stats();
     let config = state.handle.config();
-    html(render_running(&state, &stats, &config, &flash))
+    let status = Snapshot::read(&state);
+    html(render_running(&state, &stats, &config, &status, &flash))
 }
 
-fn render_running(state: &AdminState, stats: &Stats, config: &Config, flash: &Flash) -> String {
+fn render_running(
+    state: &AdminState,
+    stats: &Stats,
+    config: &Config,
+    status: &Snapshot,
+    flash: &Flash,
+) -> String {
     let refresh = state.settings.refresh.as_secs();
     let mut p = String::new();
     let _ = write!(
@@ -392,7 +408,7 @@ fn render_running(state: &AdminState, stats: &Stats, config: &Config, flash: &Fl
     let _ = write!(
         p,
         "<style>{STYLE}</style></head><body data-sig=\"{}\" data-events=\"api/v1/events\">",
-        signature(stats, config)
+        signature(stats, config, status)
     );
     p.push_str(
         "<header><h1>txlb</h1><nav><a href=\"running\">running</a>\
@@ -409,6 +425,7 @@ fn render_running(state: &AdminState, stats: &Stats, config: &Config, flash: &Fl
         };
         let _ = write!(p, "<p class=\"{class}\" role=\"status\">{}</p>", esc(msg));
     }
+    p.push_str(&status.panels());
     for s in &stats.services {
         let sv = s.name.as_str();
         let _ = write!(
@@ -643,6 +660,7 @@ struct LiveHost {
 pub(crate) fn live_update(state: &AdminState) -> serde_json::Value {
     let stats = state.handle.stats();
     let config = state.handle.config();
+    let status = Snapshot::read(state);
     let mut hosts = Vec::new();
     for s in &stats.services {
         for g in &s.groups {
@@ -668,7 +686,7 @@ pub(crate) fn live_update(state: &AdminState) -> serde_json::Value {
         }
     }
     serde_json::json!({
-        "sig": signature(&stats, &config),
+        "sig": signature(&stats, &config, &status),
         "hosts": hosts,
     })
 }
@@ -856,7 +874,8 @@ async fn diff(State(state): State<AdminState>) -> Response {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>txlb: boot vs running</title>\
          <style>{STYLE}</style></head><body><header><h1>txlb</h1><nav><a href=\"running\">running</a>\
          <a href=\"config.xml\">config.xml</a><a href=\"running.xml\">running.xml</a></nav></header>\
-         <h2>Boot configuration → running configuration</h2><p>{}</p><pre class=\"diff\">",
+         {}<h2>Boot configuration → running configuration</h2><p>{}</p><pre class=\"diff\">",
+        Snapshot::read(&state).panels(),
         if changed {
             "Lines marked − are only in the configuration loaded at start, + only in the running one."
         } else {

@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages used by end-to-end tests. Installed only when missing.
-packages=(curl)
+# chromium and chromium-driver: the browser test of the admin page
+# (tests/admin_browser.rs), which skips itself where they are absent.
+packages=(curl chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

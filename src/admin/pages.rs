@@ -44,7 +44,8 @@ section.service{background:#fff;border:1px solid #ddd;border-radius:6px;padding:
 .group.enabled{border-left-color:#2a7}
 .badge{background:#2a7;color:#fff;border-radius:3px;padding:0 .4em;font-size:.8em}
 table{border-collapse:collapse;margin:.3em 0} th,td{padding:.2em .5em;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}
-td.n{text-align:right;font-variant-numeric:tabular-nums}
+td.n{text-align:right;font-variant-numeric:tabular-nums} th,td.nw{white-space:nowrap}
+section.service{overflow-x:auto} div.listeners{margin:.6em 0}
 .up{color:#2a7;font-weight:600} .bad{color:#c33;font-weight:600} .admin-down{color:#a70;font-weight:600}
 small{color:#666}
 form{display:inline-block;margin:0 .2em .2em 0} form.row{display:block;margin:.4em 0}
@@ -430,7 +431,7 @@ fn render_running(
         let sv = s.name.as_str();
         let _ = write!(
             p,
-            "<section class=\"service\"><h2>Service {}</h2><p>Listeners: ",
+            "<section class=\"service\"><h2>Service {}</h2><div class=\"listeners\">Listeners: ",
             esc(sv)
         );
         for l in &s.listeners {
@@ -447,7 +448,8 @@ fn render_running(
                 )
             );
         }
-        p.push_str("</p>");
+        // A div, not a p: the forms inside would close a paragraph early.
+        p.push_str("</div>");
         p.push_str(&form(
             "addListener",
             &[("service", sv)],
@@ -498,16 +500,16 @@ fn render_running(
                 let _ = write!(
                     p,
                     "<tr data-host=\"{key}\"><td>{name}</td><td><code>{addr}</code></td>\
-                     <td class=\"n\">{weight}</td><td><span data-k=\"state\" class=\"{class}\">{text}</span> \
+                     <td class=\"n\">{weight}</td><td class=\"nw\"><span data-k=\"state\" class=\"{class}\">{text}</span> \
                      <small data-k=\"detail\">{detail}</small></td>\
                      <td class=\"n\" data-k=\"open\">{open}</td><td class=\"n\" data-k=\"total\">{total}</td>\
                      <td class=\"n\" data-k=\"failures\">{failures}</td>\
                      <td class=\"n\" data-k=\"bytes_in\">{bin}</td><td class=\"n\" data-k=\"bytes_out\">{bout}</td>\
-                     <td data-k=\"rate\">{rate}</td>\
+                     <td class=\"nw\" data-k=\"rate\">{rate}</td>\
                      <td><svg class=\"g\" viewBox=\"0 0 {GRAPH_W} {GRAPH_H}\" width=\"{GRAPH_W}\" height=\"{GRAPH_H}\" \
                      role=\"img\" aria-label=\"throughput, last minute\">\
                      <polyline class=\"i\" points=\"{pin}\"/><polyline class=\"o\" points=\"{pout}\"/></svg></td>\
-                     <td>{toggle}{drain}{retry}{remove}</td></tr>",
+                     <td class=\"nw\">{toggle}{drain}{retry}{remove}</td></tr>",
                     key = esc(&host_key(sv, gr, &h.name)),
                     name = esc(&h.name),
                     addr = esc(&h.address),

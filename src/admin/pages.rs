@@ -55,8 +55,8 @@ svg.g{background:#f4f6f8;border:1px solid #e4e6e8}
 .flash{padding:.4em .8em;border-radius:4px;background:#e8f6ee;margin:.8em 0}
 .flash.err{background:#fbeaea}
 pre.diff{background:#fff;border:1px solid #ddd;padding:.5em;overflow:auto}
-pre.diff .a{background:#e8f6ee;display:block} pre.diff .d{background:#fbeaea;display:block}
-pre.diff .h{color:#27c;display:block} pre.diff .f{color:#666;display:block}
+pre.diff span{display:block;min-height:1.2em} pre.diff .a{background:#e8f6ee} pre.diff .d{background:#fbeaea}
+pre.diff .h{color:#27c} pre.diff .f{color:#666}
 section.warn{background:#fff8e5;border:1px solid #e8c468;border-radius:6px;padding:.2em 1em .6em;margin:1em 0}
 section.warn.err{background:#fdf0f0;border-color:#d88}
 section.warn h2{margin:.5em 0 .2em;font-size:1.15em}
@@ -890,7 +890,9 @@ async fn diff(State(state): State<AdminState>) -> Response {
             '-' => (" class=\"d\"", '−'),
             _ => ("", ' '),
         };
-        let _ = writeln!(p, "<span{class}>{mark} {}</span>", esc(line));
+        // Every line is a block span: no newline between them, or each
+        // would show as an extra blank line.
+        let _ = write!(p, "<span{class}>{mark} {}</span>", esc(line));
     }
     p.push_str("</pre></body></html>");
     html(p)

@@ -190,7 +190,8 @@ fn unified_html(diff: &str) -> String {
         } else {
             ""
         };
-        let _ = writeln!(p, "<span{class}>{}</span>", esc(line));
+        // Block spans (see the page style): no newline between them.
+        let _ = write!(p, "<span{class}>{}</span>", esc(line));
     }
     p.push_str("</pre>");
     p

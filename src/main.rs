@@ -253,10 +253,11 @@ async fn start_admin(
                 writeback.path().display()
             )),
             Err(writeback::WriteBackError::Conflict(c)) => {
+                // Both diffs, without the users' password hashes.
                 tracing::warn!(
                     config = %c.path.display(),
-                    file_vs_boot = %c.file_vs_boot,
-                    running_vs_boot = %c.running_vs_boot,
+                    file_vs_boot = %txlb::admin::redact_passwords(&c.file_vs_boot),
+                    running_vs_boot = %txlb::admin::redact_passwords(&c.running_vs_boot),
                     "saveConfig: config file edited on disk since it was loaded: not overwritten (reload it, or undo the edit)"
                 );
                 Err(format!(

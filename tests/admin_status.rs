@@ -141,6 +141,8 @@ async fn a_file_edited_on_disk_is_not_overwritten_and_the_conflict_is_shown() {
     // A change at run time, and meanwhile an edit of the file on disk.
     let (status, text) = get(&base, &format!("addHost?service=svc&group=g&name=b&ip={b}")).await;
     assert_eq!(status, 200, "{text}");
+    let (status, text) = get(&base, "addUser?name=ops&password=pw-12345&access=readonly").await;
+    assert_eq!(status, 200, "{text}");
     let edited = xml(&[("a", a)]).replace(
         "<!-- the operator's comment -->",
         "<!-- edited by hand while txlb runs -->",
@@ -153,7 +155,30 @@ async fn a_file_edited_on_disk_is_not_overwritten_and_the_conflict_is_shown() {
     assert!(text.contains("lb.xml"), "{text}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), edited);
     assert!(!dir.path().join("lb.xml.bak").exists());
+    // Logged with both differences, password hashes left out.
     txlb.wait_for("not overwritten").await;
+    // The diffs span several lines: everything logged from that line on, once
+    // the running diff's host line is in.
+    let since = |log: &[String]| {
+        let all = log.join("\n");
+        let at = all.find("not overwritten").unwrap();
+        all[at..].to_string()
+    };
+    let b_line = format!("name=\"b\" ip=\"{b}\"");
+    let log = txlb.log.clone();
+    let complete = eventually(Duration::from_secs(5), || {
+        let (log, b_line) = (log.clone(), b_line.clone());
+        async move { since(&log.lock().unwrap()).contains(&b_line) }
+    })
+    .await;
+    let logged = since(&txlb.log.lock().unwrap());
+    assert!(complete, "{logged}");
+    assert!(
+        logged.contains("edited by hand while txlb runs"),
+        "{logged}"
+    );
+    assert!(logged.contains("name=\"ops\" password=\"…\""), "{logged}");
+    assert!(!logged.contains("$6$"), "{logged}");
 
     // The running page and the diff page show both differences.
     for page in ["running", "diff"] {

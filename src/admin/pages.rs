@@ -113,11 +113,25 @@ fn page_csp() -> &'static str {
     })
 }
 
-/// Headers on every admin answer: no framing, no sniffing, no caching; pages
-/// bring their own CSP, everything else gets one that allows nothing.
-pub(crate) async fn security_headers(request: Request, next: Next) -> Response {
+/// How long browsers keep to HTTPS for the admin server once they saw it
+/// (`Strict-Transport-Security`, HTTPS only): one year, in seconds.
+const HSTS_MAX_AGE_SECS: u64 = 365 * 24 * 3600;
+
+/// Headers on every admin answer: no framing, no sniffing, no caching, HTTPS
+/// only once seen (when served over TLS); pages bring their own CSP, everything
+/// else gets one that allows nothing.
+pub(crate) async fn security_headers(
+    State(state): State<AdminState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
+    if state.settings.tls.is_some()
+        && let Ok(v) = HeaderValue::from_str(&format!("max-age={HSTS_MAX_AGE_SECS}"))
+    {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, v);
+    }
     h.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
@@ -970,6 +984,38 @@ mod tests {
             "<svg class=\"g\"",
         ] {
             assert!(page.contains(needle), "missing {needle}");
+        }
+    }
+
+    #[tokio::test]
+    async fn hsts_only_over_tls() {
+        let (app, _handle, _b) = test_router().await;
+        let response = super::super::tests::request(&app, "GET", "/running", None).await;
+        assert!(
+            !response
+                .headers()
+                .contains_key(header::STRICT_TRANSPORT_SECURITY)
+        );
+        let web = crate::config::AdminWebConfig {
+            listen: crate::config::parse_listen_addr("127.0.0.1:0").unwrap(),
+            enable: true,
+            secure: true,
+            refresh: Duration::from_secs(10),
+            metrics_public: false,
+            cert: None,
+            key: None,
+        };
+        let settings = super::super::AdminSettings {
+            tls: Some(super::super::tls_server_config(&web, None).unwrap()),
+            ..Default::default()
+        };
+        let (app, _handle, _b) = super::super::tests::test_router_with(settings).await;
+        for path in ["/running", "/api/v1/stats", "/nope"] {
+            let response = super::super::tests::request(&app, "GET", path, None).await;
+            let hsts = response.headers()[header::STRICT_TRANSPORT_SECURITY]
+                .to_str()
+                .unwrap();
+            assert_eq!(hsts, "max-age=31536000", "{path}");
         }
     }
 

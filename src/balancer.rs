@@ -13,9 +13,11 @@ use crate::control::{BoundListener, Command, ControlError, Controller};
 use crate::events::Event;
 use crate::health::{self, Manager};
 use crate::proxy::WorkerPool;
+use crate::scheduler::{Scheduler, SchedulerFactory};
 use crate::state::{
     CloseRequest, ConnectionInfo, HostSnapshot, HostStatsView, ServiceCountersView, Snapshot,
 };
+use std::collections::HashMap;
 
 /// Starts balancers.
 #[derive(Debug)]
@@ -35,19 +37,46 @@ impl Balancer {
             config,
             workers: None,
             inherited: Vec::new(),
+            custom_schedulers: HashMap::new(),
         }
     }
 }
 
 /// Settings for starting a balancer; see [`Balancer::builder`].
-#[derive(Debug)]
 pub struct BalancerBuilder {
     config: Config,
     workers: Option<usize>,
     inherited: Vec<std::net::TcpListener>,
+    custom_schedulers: HashMap<&'static str, SchedulerFactory>,
+}
+
+impl std::fmt::Debug for BalancerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BalancerBuilder")
+            .field("workers", &self.workers)
+            .field("inherited", &self.inherited.len())
+            .field(
+                "custom_schedulers",
+                &self.custom_schedulers.keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl BalancerBuilder {
+    /// Registers an application's scheduler: groups whose scheduler is
+    /// `SchedulerKind::Custom(name)` get one from `factory`, built by the
+    /// controller for every snapshot (off the data path) with the group's hosts.
+    /// Its picks must not allocate; see [`crate::scheduler::Scheduler`].
+    pub fn scheduler(
+        mut self,
+        name: &'static str,
+        factory: impl Fn(&[HostSnapshot]) -> Box<dyn Scheduler> + Send + Sync + 'static,
+    ) -> Self {
+        self.custom_schedulers.insert(name, Arc::new(factory));
+        self
+    }
+
     /// Runs the data path on `count` dedicated threads, each with its own
     /// single-threaded runtime and its own `SO_REUSEPORT` copy of every listener;
     /// the control plane stays on the caller's runtime. Without this, connections
@@ -73,6 +102,7 @@ impl BalancerBuilder {
             config,
             workers,
             inherited,
+            custom_schedulers,
         } = self;
         let pool = match workers {
             Some(count) => Some(Arc::new(
@@ -97,7 +127,12 @@ impl BalancerBuilder {
             }
             None => (None, None),
         };
-        let controller = Arc::new(Controller::new(records, config.control.is_some(), handles));
+        let controller = Arc::new(Controller::new(
+            records,
+            config.control.is_some(),
+            handles,
+            custom_schedulers,
+        ));
         controller.inherited.put(inherited);
         let started = Self::start_controller(&controller, config).await;
         for local in controller.inherited.unused() {

@@ -40,6 +40,22 @@ pub struct Config {
     pub control: Option<ControlConfig>,
 }
 
+impl Config {
+    /// A configuration with these services and every other part at its default
+    /// (no admin plane, default managers, logs to stderr): the start of a
+    /// configuration built in code.
+    pub fn new(services: Vec<ServiceConfig>) -> Config {
+        Config {
+            source: None,
+            services,
+            admin: None,
+            manager: ManagerConfig::default(),
+            logging: LoggingConfig::default(),
+            control: None,
+        }
+    }
+}
+
 /// One load-balanced service: listeners in front, groups of hosts behind.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {

@@ -20,7 +20,7 @@ use crate::config::{Config, HostAddress};
 use crate::events::{Event, Events};
 use crate::health;
 use crate::proxy::{ConnectionRecord, DataPlane};
-use crate::scheduler;
+use crate::scheduler::{self, SchedulerFactory, SchedulerKind};
 use crate::state::{
     ConnectionRegistry, GroupSnapshot, HostId, HostSnapshot, HostStats, Limiter, ServiceCounters,
     ServiceSnapshot, Snapshot,
@@ -170,6 +170,8 @@ pub(crate) struct Controller {
     pub(crate) stopped: CancellationToken,
     /// Data-path worker runtimes; empty: everything runs on the caller's runtime.
     pub(crate) workers: Vec<tokio::runtime::Handle>,
+    /// The application's schedulers, by name.
+    pub(crate) custom_schedulers: HashMap<&'static str, SchedulerFactory>,
     /// Sockets handed over at start (socket activation), used instead of binding.
     pub(crate) inherited: listeners::Inherited,
 }
@@ -197,6 +199,7 @@ impl Controller {
         access_log: Option<mpsc::Sender<ConnectionRecord>>,
         index_host_side: bool,
         workers: Vec<tokio::runtime::Handle>,
+        custom_schedulers: HashMap<&'static str, SchedulerFactory>,
     ) -> Self {
         Controller {
             data: Arc::new(DataPlane {
@@ -221,6 +224,7 @@ impl Controller {
             connections: TaskTracker::new(),
             stopped: CancellationToken::new(),
             workers,
+            custom_schedulers,
             inherited: listeners::Inherited::default(),
         }
     }
@@ -325,6 +329,16 @@ impl Controller {
         }
         let mut next = state.running.clone();
         command.edit(&mut next)?;
+        for group in next.services.iter().flat_map(|s| &s.groups) {
+            if let SchedulerKind::Custom(name) = group.scheduler
+                && !self.custom_schedulers.contains_key(name)
+            {
+                return Err(ControlError::Invalid(format!(
+                    "group {:?}: no scheduler {name:?} was registered",
+                    group.name
+                )));
+            }
+        }
         // Bind new listeners before anything is swapped: a port in use refuses the
         // whole command.
         let (added, removed) = listeners::diff(&state.listeners, &next)?;
@@ -414,11 +428,18 @@ impl Controller {
                 groups.push(GroupSnapshot {
                     name: Arc::from(group.name.as_str()),
                     scheduler_kind: group.scheduler,
-                    scheduler: scheduler::build_group(
-                        group.scheduler,
-                        &members,
-                        group.options.slow_start,
-                    ),
+                    scheduler: match group.scheduler {
+                        SchedulerKind::Custom(name) => {
+                            for host in &members {
+                                host.stats.attach_ranking(None);
+                            }
+                            match self.custom_schedulers.get(name) {
+                                Some(factory) => factory(&members),
+                                None => scheduler::build_group(group.scheduler, &members, None),
+                            }
+                        }
+                        kind => scheduler::build_group(kind, &members, group.options.slow_start),
+                    },
                     hosts: members,
                     options: group.options.clone(),
                 });
@@ -491,14 +512,7 @@ impl Controller {
 }
 
 fn empty_config() -> Config {
-    Config {
-        source: None,
-        services: Vec::new(),
-        admin: None,
-        manager: Default::default(),
-        logging: Default::default(),
-        control: None,
-    }
+    Config::new(Vec::new())
 }
 
 /// Records a host's new address: resolved now, or bad with the resolver's reason.

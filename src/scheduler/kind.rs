@@ -27,6 +27,9 @@ pub enum SchedulerKind {
     /// `wrr` (`wroundr`): smooth weighted round robin (nginx's sequence, e.g. weights
     /// 5, 1, 1 give A A B A C A A). Not in txLoadBalancer.
     WeightedRoundRobin,
+    /// An application's own scheduler, registered under this name with
+    /// [`crate::BalancerBuilder::scheduler`]. Never read from a file.
+    Custom(&'static str),
 }
 
 impl SchedulerKind {
@@ -77,6 +80,7 @@ impl SchedulerKind {
             SchedulerKind::PowerOfTwo => "p2c",
             SchedulerKind::WeightedLeastConns => "wleastc",
             SchedulerKind::WeightedRoundRobin => "wrr",
+            SchedulerKind::Custom(name) => name,
         }
     }
 
@@ -91,6 +95,7 @@ impl SchedulerKind {
             SchedulerKind::PowerOfTwo => &["twochoices"],
             SchedulerKind::WeightedLeastConns => &["wleastconns"],
             SchedulerKind::WeightedRoundRobin => &["wroundr"],
+            SchedulerKind::Custom(_) => &[],
         }
     }
 }

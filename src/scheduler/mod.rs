@@ -141,8 +141,18 @@ pub fn build_group(
         SchedulerKind::WeightedRoundRobin => {
             Box::new(SmoothWeighted::new(weights()).with_slow_start(slow_start))
         }
+        // The controller builds custom schedulers with their factories and refuses
+        // configurations naming an unregistered one, so this is not reached; a
+        // round robin is the harmless answer if it ever were.
+        SchedulerKind::Custom(_) => Box::new(RoundRobin::default()),
     }
 }
+
+/// Builds an application's scheduler for a group's hosts (see
+/// [`crate::BalancerBuilder::scheduler`]). Called by the controller for every
+/// snapshot, off the data path.
+pub type SchedulerFactory =
+    std::sync::Arc<dyn Fn(&[HostSnapshot]) -> Box<dyn Scheduler> + Send + Sync>;
 
 #[cfg(test)]
 pub(crate) mod testing {

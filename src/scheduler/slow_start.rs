@@ -109,8 +109,8 @@ pub struct Ramp {
 }
 
 impl Ramp {
-    /// The share of its weight `stats`' host gets now, in 1/[`SCALE`]:
-    /// [`FLOOR`]..=[`SCALE`].
+    /// The share of its weight `stats`' host gets now, in 1/`SCALE`:
+    /// `FLOOR..=SCALE`.
     #[inline]
     pub fn share(&self, stats: &HostStats) -> u64 {
         self.share_at(stats.up_since())

@@ -17,6 +17,7 @@
 //!
 //! ## Layout
 //! - [`admin`]: the admin plane: HTML UI, legacy web API, JSON API, metrics.
+//! - [`ssh`]: the SSH console: a command language over russh.
 //! - [`config`]: XML and TOML readers → one validated model.
 //! - [`state`]: the immutable [`state::Snapshot`] and per-host atomic counters.
 //! - [`scheduler`]: the [`scheduler::Scheduler`] trait and one file per algorithm.
@@ -42,6 +43,7 @@ pub mod logging;
 pub mod lookup;
 pub mod proxy;
 pub mod scheduler;
+pub mod ssh;
 pub mod state;
 
 pub use balancer::{

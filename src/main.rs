@@ -169,10 +169,27 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
         .as_ref()
         .and_then(|a| a.web.clone())
         .filter(|w| w.enable);
+    let ssh = config
+        .admin
+        .as_ref()
+        .and_then(|a| a.ssh.clone())
+        .filter(|s| s.enable);
     let balancer = Balancer::builder(config).workers(workers).start().await?;
+    let ssh_log_file = log_file.clone();
     let admin = match web {
         None => None,
         Some(web) => match start_admin(&balancer, &web, &path, log_file, writeback.clone()).await {
+            Ok(server) => Some(server),
+            Err(error) => {
+                balancer.shutdown(Duration::ZERO).await;
+                return Err(error);
+            }
+        },
+    };
+    let ssh = match ssh {
+        None => None,
+        Some(ssh) => match start_ssh(&balancer, &ssh, &path, ssh_log_file, writeback.clone()).await
+        {
             Ok(server) => Some(server),
             Err(error) => {
                 balancer.shutdown(Duration::ZERO).await;
@@ -199,6 +216,9 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
     if let Some(admin) = admin {
         admin.stopped().await;
     }
+    if let Some(ssh) = ssh {
+        ssh.stopped().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -218,18 +238,37 @@ async fn start_admin(
     }
     settings.reopen_log =
         log_file.map(|file| Arc::new(move || file.reopen()) as txlb::admin::ReopenLog);
-    // saveConfig: the same comment-keeping write-back as configCheck.
-    settings.save_config = Some(Arc::new(move |running: &Config| {
-        match writeback.save(running) {
-            Ok(outcome) => Ok(format!(
-                "configuration saved to {} ({outcome:?})",
-                writeback.path().display()
-            )),
-            Err(error) => Err(error.to_string()),
-        }
-    }));
+    settings.save_config = Some(save_hook(writeback));
     let listener = txlb::admin::bind(&web.listen).await?;
     Ok(txlb::admin::start(balancer.clone(), settings, listener).await?)
+}
+
+/// saveConfig / `config save`: the same comment-keeping write-back as configCheck.
+fn save_hook(writeback: Arc<WriteBack>) -> txlb::admin::SaveConfig {
+    Arc::new(move |running: &Config| match writeback.save(running) {
+        Ok(outcome) => Ok(format!(
+            "configuration saved to {} ({outcome:?})",
+            writeback.path().display()
+        )),
+        Err(error) => Err(error.to_string()),
+    })
+}
+
+/// Starts the SSH console of `<admin><ssh>`: host key kept next to the
+/// configuration (or at `hostKey`), `log reopen` and `config save` hooks.
+async fn start_ssh(
+    balancer: &BalancerHandle,
+    ssh: &txlb::config::AdminSshConfig,
+    path: &Path,
+    log_file: Option<txlb::logging::LogFile>,
+    writeback: Arc<WriteBack>,
+) -> Result<txlb::ssh::SshServer> {
+    let mut settings = txlb::ssh::SshSettings::from_config(ssh, Some(path))?;
+    settings.reopen_log =
+        log_file.map(|file| Arc::new(move || file.reopen()) as txlb::admin::ReopenLog);
+    settings.save_config = Some(save_hook(writeback));
+    let listener = txlb::ssh::bind(&ssh.listen).await?;
+    Ok(txlb::ssh::start(balancer.clone(), settings, listener).await?)
 }
 
 /// `txlb passwd`: a SHA-512-crypt hash of a password read without echo.

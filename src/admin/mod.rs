@@ -24,7 +24,7 @@
 //! ```
 
 mod api;
-mod auth;
+pub(crate) mod auth;
 mod error;
 mod history;
 mod legacy;

@@ -486,3 +486,51 @@ async fn interactive_session_takes_a_host_down_and_traffic_avoids_it() {
         HostHealth::AdminDown
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_sessions_end_when_the_balancer_shuts_down() {
+    if ssh_missing() {
+        return;
+    }
+    let c = Console::start().await;
+    let mut child = tokio::process::Command::new("ssh")
+        .arg("-tt")
+        .args(ssh_args(c.port, &c.keys.full, &c.keys.known_hosts))
+        .arg("admin@127.0.0.1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut screen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&screen).contains("admin@txlb> ") {
+        let n = tokio::time::timeout(Duration::from_secs(15), stdout.read(&mut buf))
+            .await
+            .expect("a prompt within 15 s")
+            .unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&screen));
+        screen.extend_from_slice(&buf[..n]);
+    }
+    c.handle.shutdown(Duration::from_secs(1)).await;
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut rest = Vec::new();
+        let _ = stdout.read_to_end(&mut rest).await;
+        rest
+    })
+    .await
+    .expect("the session ends with the balancer");
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("the balancer is shutting down"), "{rest}");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // And no new connection is accepted.
+    let ran = c.run("whoami").await;
+    assert_eq!(ran.status, 255, "{ran:?}");
+}

@@ -35,13 +35,14 @@ mod server;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use russh::keys::ssh_key::{HashAlg, PrivateKey};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-pub use commands::{COMMANDS, ConsoleError, Spec};
+pub use commands::{Arg, COMMANDS, ConsoleError, Spec};
 pub use editor::{Completion, EditorEvent, LineEditor};
 pub use keys::{AuthorizedKey, host_key_path, load_or_generate_host_key, parse_authorized_keys};
 
@@ -49,8 +50,8 @@ use crate::BalancerHandle;
 use crate::admin::{ReopenLog, SaveConfig};
 use crate::config::{AdminSshConfig, ListenAddr, ListenHost};
 
-/// How long a client may take from connecting to a running session (key
-/// exchange and login).
+/// How long a client may take from connecting to logging in; connections still
+/// not logged in then are closed.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long open SSH sessions get to end at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -260,7 +261,8 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let (shared, config, shutdown) = (shared.clone(), config.clone(), shutdown.clone());
         sessions.spawn(async move {
-            let client = server::Client::new(shared, peer);
+            let logged_in = Arc::new(AtomicBool::new(false));
+            let client = server::Client::new(shared, peer, logged_in.clone());
             let started = tokio::select! {
                 s = tokio::time::timeout(LOGIN_TIMEOUT, russh::server::run_stream(config, stream, client)) => s,
                 _ = shutdown.cancelled() => return,
@@ -277,22 +279,40 @@ async fn accept_loop(
                 }
             };
             let handle = session.handle();
-            tokio::select! {
-                result = session => {
-                    if let Err(error) = result {
-                        tracing::debug!(%peer, %error, "SSH session ended with an error");
-                    }
-                }
-                _ = shutdown.cancelled() => {
-                    // The consoles say goodbye first; then the connection goes.
-                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, goodbye_pause()).await;
+            let disconnect = |reason: &'static str| {
+                let handle = handle.clone();
+                async move {
                     let _ = handle
-                        .disconnect(
-                            russh::Disconnect::ByApplication,
-                            "the balancer is shutting down".into(),
-                            String::new(),
-                        )
+                        .disconnect(russh::Disconnect::ByApplication, reason.into(), String::new())
                         .await;
+                }
+            };
+            let mut session = session;
+            let login_deadline = tokio::time::sleep(LOGIN_TIMEOUT);
+            tokio::pin!(login_deadline);
+            let mut login_checked = false;
+            loop {
+                tokio::select! {
+                    result = &mut session => {
+                        if let Err(error) = result {
+                            tracing::debug!(%peer, %error, "SSH session ended with an error");
+                        }
+                        break;
+                    }
+                    _ = &mut login_deadline, if !login_checked => {
+                        login_checked = true;
+                        if !logged_in.load(Ordering::Relaxed) {
+                            tracing::debug!(%peer, "SSH login timed out");
+                            disconnect("login timed out").await;
+                            break;
+                        }
+                    }
+                    _ = shutdown.cancelled() => {
+                        // The consoles say goodbye first; then the connection goes.
+                        goodbye_pause().await;
+                        disconnect("the balancer is shutting down").await;
+                        break;
+                    }
                 }
             }
         });

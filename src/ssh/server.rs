@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
@@ -38,15 +39,25 @@ pub(crate) struct Client {
     shared: Arc<Shared>,
     ip: IpAddr,
     principal: Option<Principal>,
+    /// Set on login; read by the connection's task, which closes connections
+    /// that did not log in within the login timeout.
+    logged_in: Arc<AtomicBool>,
 }
 
 impl Client {
-    pub(crate) fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, peer: SocketAddr, logged_in: Arc<AtomicBool>) -> Self {
         Client {
             shared,
             ip: peer.ip(),
             principal: None,
+            logged_in,
         }
+    }
+
+    fn logged_in(&mut self, principal: Principal) -> Auth {
+        self.principal = Some(principal);
+        self.logged_in.store(true, Ordering::Relaxed);
+        Auth::Accept
     }
 
     fn reject() -> Auth {
@@ -94,8 +105,7 @@ impl russh::server::Handler for Client {
         match self.shared.logins.check(&users, user, password).await {
             Some(principal) => {
                 tracing::info!(user, client = %self.ip, method = "password", "ssh login");
-                self.principal = Some(principal);
-                Ok(Auth::Accept)
+                Ok(self.logged_in(principal))
             }
             None => {
                 self.shared.logins.record_failure(self.ip);
@@ -129,11 +139,10 @@ impl russh::server::Handler for Client {
         match self.key_access(key.public_key).await {
             Some((access, comment)) => {
                 tracing::info!(user, client = %self.ip, method = "publickey", key = %comment, access = access.name(), "ssh login");
-                self.principal = Some(Principal {
+                Ok(self.logged_in(Principal {
                     name: user.to_string(),
                     access,
-                });
-                Ok(Auth::Accept)
+                }))
             }
             None => Ok(Self::reject()),
         }

@@ -474,6 +474,13 @@ async fn interactive_session_takes_a_host_down_and_traffic_avoids_it() {
     let at = wait_for("admin@txlb> ", at).await;
     stdin.write_all(b"help host\r").await.unwrap();
     let at = wait_for("host retry SERVICE GROUP HOST", at).await;
+    // A script typed line by line, ended by a single dot.
+    stdin
+        .write_all(b"script\rlet n = show_hosts(\"svc\").len();\rprint(`${n} hosts`);\r.\r")
+        .await
+        .unwrap();
+    let at = wait_for("3 hosts", at).await;
+    let at = wait_for("admin@txlb> ", at).await;
     stdin.write_all(b"exit\r").await.unwrap();
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
@@ -533,4 +540,75 @@ async fn open_sessions_end_when_the_balancer_shuts_down() {
     // And no new connection is accepted.
     let ran = c.run("whoami").await;
     assert_eq!(ran.status, 255, "{ran:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_call_the_commands_as_functions() {
+    if ssh_missing() {
+        return;
+    }
+    let c = Console::start().await;
+    // A script on stdin: read the hosts as data, change one, catch an error.
+    let script = r#"
+        let hosts = show_hosts("svc", "g");
+        print(`hosts: ${hosts.len()}`);
+        for h in hosts {
+            if h.name == "b" { print(host_down(h.service, h.group, h.name)); }
+        }
+        try { host_down("svc", "g", "nope"); } catch (e) { print(`caught: ${e}`); }
+        print(run("whoami"));
+        show_stats().services[0].groups[0].hosts[1].health
+    "#;
+    let ran = ssh(
+        c.port,
+        &c.keys.full,
+        &c.keys.known_hosts,
+        "admin",
+        "script",
+        Some(script),
+    )
+    .await;
+    assert_eq!(ran.status, 0, "{ran:?}");
+    assert!(ran.stdout.contains("hosts: 2"), "{ran:?}");
+    assert!(ran.stdout.contains("OK host b is admin-down"), "{ran:?}");
+    assert!(
+        ran.stdout
+            .contains("caught: group \"g\" of service \"svc\" has no host \"nope\""),
+        "{ran:?}"
+    );
+    assert!(ran.stdout.contains("admin (full access)"), "{ran:?}");
+    assert!(ran.stdout.trim_end().ends_with("admin-down"), "{ran:?}");
+    assert_eq!(
+        c.handle.stats().host("svc", "g", "b").unwrap().stats.health,
+        HostHealth::AdminDown
+    );
+    // One-liner; an uncaught error is exit status 1 on stderr.
+    assert_eq!(
+        c.ok("script 'host_up(\"svc\", \"g\", \"b\")'").await,
+        "OK host b is admin-up\n\n"
+    );
+    c.fails(
+        "script 'group_enable(\"svc\", \"nope\")'",
+        1,
+        "has no group",
+    )
+    .await;
+    c.fails("script 'loop {}'", 1, "script").await;
+    // The read-only rule holds inside scripts.
+    let ran = ssh(
+        c.port,
+        &c.keys.readonly,
+        &c.keys.known_hosts,
+        "ops",
+        "script 'print(show_services().len()); host_down(\"svc\", \"g\", \"a\")'",
+        None,
+    )
+    .await;
+    assert_eq!(ran.status, 1, "{ran:?}");
+    assert!(ran.stdout.contains('1'), "{ran:?}");
+    assert!(ran.stderr.contains("read-only access"), "{ran:?}");
+    assert_eq!(
+        c.handle.stats().host("svc", "g", "a").unwrap().stats.health,
+        HostHealth::Up
+    );
 }

@@ -392,6 +392,22 @@ pub const COMMANDS: &[Spec] = &[
         detail: "",
     },
     Spec {
+        words: &["script"],
+        args: &[("CODE", Value)],
+        required: 0,
+        flags: &[],
+        changes: false,
+        summary: "run a Rhai script whose functions are these commands",
+        detail: "Functions: one per command, its words joined by _, taking its \
+                 arguments: host_down(\"svc\", \"g\", \"a\"), group_enable(…); \
+                 show_stats(), show_hosts(SERVICE) … return maps and arrays; \
+                 run(\"any console line\") returns its output. Errors can be caught \
+                 with try/catch. Without CODE the script is read from standard \
+                 input (exec), or typed until a line with a single . (console). \
+                 Example: for h in show_hosts(\"svc\") { if h.health == \"bad\" \
+                 { print(host_retry(h.service, h.group, h.name)) } }",
+    },
+    Spec {
         words: &["exit"],
         args: &[],
         required: 0,
@@ -480,6 +496,8 @@ pub enum Outcome {
         /// Access level.
         access: Access,
     },
+    /// Run a script: this code, or code read from the client.
+    Script(Option<String>),
     /// Leave the console.
     Exit,
 }
@@ -601,6 +619,7 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
     match name.as_str() {
         "help" => text(help(p.arg(0))),
         "exit" => Ok(Outcome::Exit),
+        "script" => Ok(Outcome::Script(p.arg(0).map(String::from))),
         "whoami" => {
             let access = ctx.principal.access.name();
             if json {
@@ -1081,6 +1100,13 @@ pub fn help(topic: Option<&str>) -> String {
             }
             if s.changes {
                 let _ = writeln!(t, "    (changes the balancer: not for read-only users)");
+            }
+            if s.words == ["script"] {
+                let _ = writeln!(
+                    t,
+                    "    Functions: {}",
+                    super::script::function_names().join(", ")
+                );
             }
         }
         return t;

@@ -113,6 +113,28 @@ async fn exec(mut channel: Channel, ctx: Context, command: Vec<u8>, pty: bool) {
                         let _ = channel.data_bytes(out(&text)).await;
                     }
                     Ok(Outcome::Watch(period)) => watch_exec(&mut channel, &ctx, period, pty).await,
+                    Ok(Outcome::Script(code)) => {
+                        let code = match code {
+                            Some(code) => Some(code),
+                            None => read_stdin_all(&mut channel).await,
+                        };
+                        let (text, error) = match code {
+                            Some(code) => super::script::run(&ctx, code).await,
+                            None => {
+                                let e = "script: no script on standard input";
+                                (String::new(), Some(ConsoleError::Refused(e.into())))
+                            }
+                        };
+                        if !text.is_empty() {
+                            let _ = channel.data_bytes(out(&text)).await;
+                        }
+                        if let Some(e) = error {
+                            let _ = channel
+                                .extended_data_bytes(STDERR, out(&format!("error: {e}\n")))
+                                .await;
+                            status = e.exit_status();
+                        }
+                    }
                     Ok(Outcome::Exit | Outcome::AddUser { .. }) => {}
                     Err(e) => {
                         let _ = channel
@@ -150,6 +172,27 @@ async fn read_stdin_line(channel: &mut Channel) -> Option<String> {
     let text = String::from_utf8(buf).ok()?;
     let line = text.lines().next().unwrap_or_default();
     Some(line.trim_end_matches('\r').to_string()).filter(|l| !l.is_empty())
+}
+
+/// All of the client's stdin (a script), up to its end or the size limit.
+async fn read_stdin_all(channel: &mut Channel) -> Option<String> {
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            match channel.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    buf.extend_from_slice(&data);
+                    if buf.len() > super::script::MAX_SCRIPT_BYTES {
+                        break;
+                    }
+                }
+                Some(ChannelMsg::Eof | ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(STDIN_TIMEOUT, read).await.ok()?;
+    String::from_utf8(buf).ok().filter(|s| !s.trim().is_empty())
 }
 
 /// `watch stats` in exec mode: a frame per period until stdin sends something
@@ -293,6 +336,7 @@ impl Interactive {
                 Ok(Outcome::Exit) => return Next::Leave,
                 Ok(Outcome::Watch(period)) => self.watch(period).await,
                 Ok(Outcome::AddUser { name, access }) => self.add_user(&name, access).await,
+                Ok(Outcome::Script(code)) => self.script(code).await,
                 Err(e) => self.write(&format!("error: {e}\n")).await,
             };
             if !ok {
@@ -307,6 +351,11 @@ impl Interactive {
         if !self.start_line(prompt, false).await {
             return None;
         }
+        self.read_line(prompt).await
+    }
+
+    /// Reads one line after `start_line`; `None` if abandoned.
+    async fn read_line(&mut self, prompt: &str) -> Option<String> {
         loop {
             match self.next_line(prompt).await {
                 Some(Ok(line)) => return Some(line),
@@ -336,6 +385,43 @@ impl Interactive {
         match commands::add_user(&self.ctx, name, access, first).await {
             Ok(text) => self.write(&text).await,
             Err(e) => self.write(&format!("error: {e}\n")).await,
+        }
+    }
+
+    /// `script`: the given code, or lines typed until one with a single `.`.
+    async fn script(&mut self, code: Option<String>) -> bool {
+        let code = match code {
+            Some(code) => code,
+            None => {
+                if !self
+                    .write(
+                        "Type the script; end it with a line holding a single . (Ctrl-C cancels)\n",
+                    )
+                    .await
+                {
+                    return false;
+                }
+                let mut code = String::new();
+                loop {
+                    if !self.start_line("... ", true).await {
+                        return false;
+                    }
+                    match self.read_line("... ").await {
+                        Some(line) if line.trim() == "." => break,
+                        Some(line) => {
+                            code.push_str(&line);
+                            code.push('\n');
+                        }
+                        None => return self.write("script cancelled\n").await,
+                    }
+                }
+                code
+            }
+        };
+        let (text, error) = super::script::run(&self.ctx, code).await;
+        match error {
+            None => self.write(&text).await,
+            Some(e) => self.write(&format!("{text}error: {e}\n")).await,
         }
     }
 

@@ -14,6 +14,7 @@
 //! - `console`: one session channel, interactive or exec.
 //! - `server`: russh authentication and channels.
 //! - `keys`: the kept host key and the `authorized_keys` file.
+//! - `script`: the `script` command's Rhai engine, with the commands as functions.
 //!
 //! ```no_run
 //! # async fn run(handle: txlb::BalancerHandle) -> Result<(), txlb::ssh::SshError> {
@@ -30,6 +31,7 @@ mod commands;
 mod console;
 mod editor;
 mod keys;
+mod script;
 mod server;
 
 use std::net::SocketAddr;
@@ -45,6 +47,7 @@ use tokio_util::task::TaskTracker;
 pub use commands::{Arg, COMMANDS, ConsoleError, Spec};
 pub use editor::{Completion, EditorEvent, LineEditor};
 pub use keys::{AuthorizedKey, host_key_path, load_or_generate_host_key, parse_authorized_keys};
+pub use script::{MAX_OPERATIONS, MAX_SCRIPT_BYTES};
 
 use crate::BalancerHandle;
 use crate::admin::{ReopenLog, SaveConfig};

@@ -46,6 +46,20 @@ impl Console {
         }
     }
 
+    /// Only passwords (no key file, no OpenSSH needed): the balancer and the port.
+    async fn start_without_keys() -> (BalancerHandle, u16) {
+        let handle = txlb::Balancer::start(two_group_config().await)
+            .await
+            .unwrap();
+        let settings =
+            txlb::ssh::SshSettings::new(txlb::ssh::load_or_generate_host_key(None).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = txlb::ssh::start(handle.clone(), settings, listener)
+            .await
+            .unwrap();
+        (handle, server.local_addr().port())
+    }
+
     /// Runs `command` with the full key.
     async fn run(&self, command: &str) -> Ran {
         ssh(
@@ -369,28 +383,19 @@ async fn password_login(port: u16, user: &str, password: &str, command: &str) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_of_the_configured_users_and_throttling() {
-    let c = Console::start().await;
-    let out = password_login(c.port, FULL.0, FULL.1, "whoami").await;
+    let (_handle, port) = Console::start_without_keys().await;
+    let out = password_login(port, FULL.0, FULL.1, "whoami").await;
     assert_eq!(out.as_deref(), Some("admin (full access)\n"));
     // The read-only user's DES hash (txLoadBalancer's files) works too.
-    let out = password_login(c.port, READONLY.0, READONLY.1, "whoami").await;
+    let out = password_login(port, READONLY.0, READONLY.1, "whoami").await;
     assert_eq!(out.as_deref(), Some("viewer (readonly access)\n"));
-    assert_eq!(
-        password_login(c.port, FULL.0, "wrong", "whoami").await,
-        None
-    );
-    assert_eq!(
-        password_login(c.port, "nobody", FULL.1, "whoami").await,
-        None
-    );
+    assert_eq!(password_login(port, FULL.0, "wrong", "whoami").await, None);
+    assert_eq!(password_login(port, "nobody", FULL.1, "whoami").await, None);
     // After MAX_FAILURES failures the address is refused even the right password.
     for _ in 2..txlb::admin::MAX_FAILURES {
-        assert_eq!(
-            password_login(c.port, FULL.0, "wrong", "whoami").await,
-            None
-        );
+        assert_eq!(password_login(port, FULL.0, "wrong", "whoami").await, None);
     }
-    assert_eq!(password_login(c.port, FULL.0, FULL.1, "whoami").await, None);
+    assert_eq!(password_login(port, FULL.0, FULL.1, "whoami").await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

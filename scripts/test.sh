@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages used by end-to-end tests. Installed only when missing.
-packages=(curl openssh-client)
+# openssh-client: ssh, ssh-keygen, ssh-keyscan for the SSH console tests.
+# systemd: `systemd-analyze verify` of the units; logrotate: checks the
+# package's logrotate file (dpkg-deb, for the package test, is always there).
+packages=(curl openssh-client systemd logrotate)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -18,6 +21,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
   fi
 fi
+
+# cargo-deb, for the package test (tests/packaging.rs; about 2.5 minutes to
+# install once, then cached in ~/.cargo/bin).
+cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked
 
 cargo test --all-targets "$@"
 cargo test --doc

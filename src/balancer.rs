@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::AccessLog;
 use crate::config::{Config, ListenAddr};
 use crate::control::{BoundListener, Command, ControlError, Controller};
 use crate::events::Event;
@@ -33,6 +34,7 @@ impl Balancer {
         BalancerBuilder {
             config,
             workers: None,
+            inherited: Vec::new(),
         }
     }
 }
@@ -42,6 +44,7 @@ impl Balancer {
 pub struct BalancerBuilder {
     config: Config,
     workers: Option<usize>,
+    inherited: Vec<std::net::TcpListener>,
 }
 
 impl BalancerBuilder {
@@ -54,9 +57,23 @@ impl BalancerBuilder {
         self
     }
 
+    /// Listening sockets bound by someone else (systemd socket activation, an
+    /// upgrade hand-off), each used instead of binding by the configured listener
+    /// with its address (`*:80` takes a socket on `0.0.0.0:80` or `[::]:80`), now
+    /// or when a later change adds that listener. Every worker accepts on the same
+    /// socket through its own duplicate descriptor. Sockets must be non-blocking.
+    pub fn inherited_listeners(mut self, sockets: Vec<std::net::TcpListener>) -> Self {
+        self.inherited.extend(sockets);
+        self
+    }
+
     /// Starts the balancer; see [`Balancer::start`].
     pub async fn start(self) -> Result<BalancerHandle, ControlError> {
-        let BalancerBuilder { config, workers } = self;
+        let BalancerBuilder {
+            config,
+            workers,
+            inherited,
+        } = self;
         let pool = match workers {
             Some(count) => Some(Arc::new(
                 WorkerPool::start(count).map_err(ControlError::StartWorkers)?,
@@ -67,13 +84,31 @@ impl BalancerBuilder {
             .as_ref()
             .map(|p| p.handles().to_vec())
             .unwrap_or_default();
-        let controller = Arc::new(Controller::new(None, config.control.is_some(), handles));
+        let (access_log, records) = match &config.logging.access {
+            Some(path) => {
+                let (log, tx) =
+                    AccessLog::start(path, config.logging.access_format).map_err(|source| {
+                        ControlError::Invalid(format!(
+                            "cannot open access log {}: {source}",
+                            path.display()
+                        ))
+                    })?;
+                (Some(log), Some(tx))
+            }
+            None => (None, None),
+        };
+        let controller = Arc::new(Controller::new(records, config.control.is_some(), handles));
+        controller.inherited.put(inherited);
         let started = Self::start_controller(&controller, config).await;
+        for local in controller.inherited.unused() {
+            tracing::warn!(%local, "no listener has the address of this inherited socket");
+        }
         match started {
             Ok(boot) => Ok(BalancerHandle {
                 controller,
                 boot,
                 workers: pool,
+                access_log,
             }),
             Err(error) => {
                 controller.stop_accepting.cancel();
@@ -107,6 +142,10 @@ impl BalancerBuilder {
                 });
             }
         }
+        tokio::spawn(crate::proxy::sweep_idle(
+            controller.data.clone(),
+            controller.stopped.clone(),
+        ));
         let managers = controller.stop_accepting.clone();
         for (task, settings) in [
             (Manager::HostCheck, manager.host_check),
@@ -134,6 +173,8 @@ pub struct BalancerHandle {
     boot: Arc<Config>,
     /// The data-path workers, when the balancer has its own.
     workers: Option<Arc<WorkerPool>>,
+    /// The access log, when one is kept.
+    access_log: Option<AccessLog>,
 }
 
 impl std::fmt::Debug for BalancerHandle {
@@ -151,6 +192,11 @@ impl BalancerHandle {
     /// The running configuration (as changed since start).
     pub fn config(&self) -> Config {
         self.controller.running()
+    }
+
+    /// Closes and reopens the access log file, if one is kept (log rotation).
+    pub fn reopen_access_log(&self) -> std::io::Result<()> {
+        self.access_log.as_ref().map_or(Ok(()), AccessLog::reopen)
     }
 
     /// The configuration as given at start.
@@ -332,6 +378,7 @@ impl BalancerHandle {
                 .close_where(CloseRequest::Shutdown, |_| true);
             c.connections.wait().await;
         }
+        c.stopped.cancel();
         if let Some(pool) = self.workers.clone() {
             let _ = tokio::task::spawn_blocking(move || pool.stop()).await;
         }

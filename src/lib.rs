@@ -18,6 +18,7 @@
 //! ## Layout
 //! - [`admin`]: the admin plane: HTML UI, legacy web API, JSON API, metrics.
 //! - [`ssh`]: the SSH console: a command language over russh.
+//! - [`access_log`]: one line per finished connection.
 //! - [`config`]: XML and TOML readers → one validated model.
 //! - [`state`]: the immutable [`state::Snapshot`] and per-host atomic counters.
 //! - [`scheduler`]: the [`scheduler::Scheduler`] trait and one file per algorithm.
@@ -28,10 +29,12 @@
 //! - [`events`]: transitions broadcast to subscribers.
 //! - [`lookup`]: the control socket (who is behind a connection).
 //! - [`demo`]: small HTTP backends for `txlb demo` and tests.
+//! - [`systemd`]: readiness notifications, watchdog and socket activation.
 //! - [`Balancer`] / [`BalancerHandle`]: start and steer a balancer.
 
 #![deny(missing_docs)]
 
+pub mod access_log;
 pub mod admin;
 mod balancer;
 pub mod config;
@@ -45,6 +48,7 @@ pub mod proxy;
 pub mod scheduler;
 pub mod ssh;
 pub mod state;
+pub mod systemd;
 
 pub use balancer::{
     Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats,

@@ -56,8 +56,17 @@ enum Cmd {
         admin: Option<SocketAddr>,
     },
     /// Read a password (from the terminal without echo, or a line of stdin) and
-    /// print its SHA-512-crypt hash for `<user password="…">`.
+    /// print its SHA-512-crypt hash for `<user password="...">`.
     Passwd,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page txlb(1), in roff.
+    Man,
+    /// Print the JSON Schema of the TOML configuration, for editors.
+    Schema,
 }
 
 fn main() -> std::process::ExitCode {
@@ -78,6 +87,16 @@ fn run(cli: Cli) -> Result<()> {
             workers,
             grace,
         } => {
+            // SAFETY: still one thread (no runtime yet), and nothing took fds 3 and up.
+            let inherited = unsafe { txlb::systemd::take_listen_fds() }?;
+            let manager = ServiceManager {
+                // A broken NOTIFY_SOCKET costs the notifications, not the service.
+                notifier: txlb::systemd::Notifier::from_env().unwrap_or_else(|error| {
+                    eprintln!("txlb: ignoring NOTIFY_SOCKET: {error}");
+                    txlb::systemd::Notifier::default()
+                }),
+                inherited,
+            };
             // The text is kept: write-back edits exactly what was parsed.
             let (text, loaded) = writeback::load(&config)?;
             let log_file = init_logging(&loaded)?;
@@ -88,6 +107,7 @@ fn run(cli: Cli) -> Result<()> {
                 path: config,
                 text,
                 log_file,
+                manager,
             };
             control_runtime()?.block_on(serve(boot, loaded, workers, grace))
         }
@@ -102,6 +122,16 @@ fn run(cli: Cli) -> Result<()> {
             control_runtime()?.block_on(demo(listen, admin))
         }
         Cmd::Passwd => passwd(),
+        Cmd::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "txlb", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man => man_page(&mut std::io::stdout().lock()),
+        Cmd::Schema => {
+            print!("{}", include_str!("../contrib/txlb.schema.json"));
+            Ok(())
+        }
     }
 }
 
@@ -127,7 +157,7 @@ fn init_stderr_logging() {
         .init();
 }
 
-/// Sets up logging; returns the log file, if logging goes to one, for `closeLog`.
+/// Sets up logging; returns the log file, if logging goes to one, for reopening.
 fn init_logging(config: &Config) -> Result<Option<txlb::logging::LogFile>> {
     match &config.logging.file {
         None => {
@@ -148,19 +178,23 @@ fn init_logging(config: &Config) -> Result<Option<txlb::logging::LogFile>> {
 }
 
 /// What `txlb run` keeps of its start: the file, its text as parsed (write-back
-/// edits exactly that), and the log file (`closeLog` reopens it).
+/// edits exactly that), the log file (`closeLog` and SIGUSR1 reopen it), and what
+/// systemd handed over.
 struct Boot {
     path: PathBuf,
     text: String,
     log_file: Option<txlb::logging::LogFile>,
+    manager: ServiceManager,
 }
 
-/// Runs until SIGINT or SIGTERM; SIGHUP reloads the configuration file.
+/// Runs until SIGINT or SIGTERM; SIGHUP reloads the configuration file, SIGUSR1
+/// reopens the log files.
 async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> Result<()> {
     let Boot {
         path,
         text,
         log_file,
+        manager,
     } = boot;
     let config_check = config.manager.config_check;
     let writeback = Arc::new(WriteBack::new(&path, text, config.clone()));
@@ -174,21 +208,50 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
         .as_ref()
         .and_then(|a| a.ssh.clone())
         .filter(|s| s.enable);
-    let balancer = Balancer::builder(config).workers(workers).start().await?;
-    let ssh_log_file = log_file.clone();
+    let balancer = Balancer::builder(config)
+        .workers(workers)
+        .inherited_listeners(manager.inherited)
+        .start()
+        .await?;
+    // The one way logs are reopened: SIGUSR1 and the legacy `closeLog` alike.
+    let reopen_logs: txlb::admin::ReopenLog = {
+        let balancer = balancer.clone();
+        Arc::new(move || {
+            if let Some(file) = &log_file {
+                file.reopen()?;
+            }
+            balancer.reopen_access_log()
+        })
+    };
     let admin = match web {
         None => None,
-        Some(web) => match start_admin(&balancer, &web, &path, log_file, writeback.clone()).await {
-            Ok(server) => Some(server),
-            Err(error) => {
-                balancer.shutdown(Duration::ZERO).await;
-                return Err(error);
+        Some(web) => {
+            let started = start_admin(
+                &balancer,
+                &web,
+                &path,
+                reopen_logs.clone(),
+                writeback.clone(),
+            );
+            match started.await {
+                Ok(server) => Some(server),
+                Err(error) => {
+                    balancer.shutdown(Duration::ZERO).await;
+                    return Err(error);
+                }
             }
-        },
+        }
     };
     let ssh = match ssh {
         None => None,
-        Some(ssh) => match start_ssh(&balancer, &ssh, &path, ssh_log_file, writeback.clone()).await
+        Some(ssh) => match start_ssh(
+            &balancer,
+            &ssh,
+            &path,
+            reopen_logs.clone(),
+            writeback.clone(),
+        )
+        .await
         {
             Ok(server) => Some(server),
             Err(error) => {
@@ -199,6 +262,17 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
     };
     tracing::info!(config = %path.display(), "txlb running");
     let stop = CancellationToken::new();
+    let signals = Signals::register()?;
+    let notifier = manager.notifier;
+    let _watchdog = start_watchdog(&notifier);
+    tokio::spawn(reopen_logs_on_sigusr1(
+        signals.usr1,
+        reopen_logs,
+        stop.clone(),
+    ));
+    // Every listener is bound (clients queue until accepted) and every signal has
+    // its handler: tell systemd.
+    notifier.ready("running");
     if config_check.enable {
         let task = writeback::run_config_check(
             writeback,
@@ -208,8 +282,16 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
         );
         tokio::spawn(task);
     }
-    tokio::spawn(reload_on_sighup(path, balancer.clone(), stop.clone()));
-    wait_for_stop_signal().await?;
+    let reload = reload_on_sighup(
+        path,
+        balancer.clone(),
+        stop.clone(),
+        signals.hup,
+        notifier.clone(),
+    );
+    tokio::spawn(reload);
+    signals.stop.await;
+    notifier.stopping();
     stop.cancel();
     tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down");
     balancer.shutdown(grace).await;
@@ -229,15 +311,14 @@ async fn start_admin(
     balancer: &BalancerHandle,
     web: &txlb::config::AdminWebConfig,
     path: &Path,
-    log_file: Option<txlb::logging::LogFile>,
+    reopen_logs: txlb::admin::ReopenLog,
     writeback: Arc<WriteBack>,
 ) -> Result<txlb::admin::AdminServer> {
     let mut settings = txlb::admin::AdminSettings::from_web(web);
     if web.secure {
         settings.tls = Some(txlb::admin::tls_server_config(web, Some(path))?);
     }
-    settings.reopen_log =
-        log_file.map(|file| Arc::new(move || file.reopen()) as txlb::admin::ReopenLog);
+    settings.reopen_log = Some(reopen_logs);
     settings.save_config = Some(save_hook(writeback));
     let listener = txlb::admin::bind(&web.listen).await?;
     Ok(txlb::admin::start(balancer.clone(), settings, listener).await?)
@@ -260,12 +341,11 @@ async fn start_ssh(
     balancer: &BalancerHandle,
     ssh: &txlb::config::AdminSshConfig,
     path: &Path,
-    log_file: Option<txlb::logging::LogFile>,
+    reopen_logs: txlb::admin::ReopenLog,
     writeback: Arc<WriteBack>,
 ) -> Result<txlb::ssh::SshServer> {
     let mut settings = txlb::ssh::SshSettings::from_config(ssh, Some(path))?;
-    settings.reopen_log =
-        log_file.map(|file| Arc::new(move || file.reopen()) as txlb::admin::ReopenLog);
+    settings.reopen_log = Some(reopen_logs);
     settings.save_config = Some(save_hook(writeback));
     let listener = txlb::ssh::bind(&ssh.listen).await?;
     Ok(txlb::ssh::start(balancer.clone(), settings, listener).await?)
@@ -294,26 +374,36 @@ fn passwd() -> Result<()> {
 }
 
 async fn wait_for_stop_signal() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    stop_signal()?.await;
     Ok(())
 }
 
-async fn reload_on_sighup(path: PathBuf, balancer: BalancerHandle, stop: CancellationToken) {
+/// Handles SIGTERM and SIGINT from now on; the future resolves at the first.
+fn stop_signal() -> Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+async fn reload_on_sighup(
+    path: PathBuf,
+    balancer: BalancerHandle,
+    stop: CancellationToken,
+    mut hup: tokio::signal::unix::Signal,
+    notifier: txlb::systemd::Notifier,
+) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = hup.recv() => {}
         }
+        notifier.reloading();
         // A bad file is reported and the running configuration stays.
         match Config::from_path(&path) {
             Err(error) => tracing::error!(%error, "reload refused"),
@@ -322,8 +412,164 @@ async fn reload_on_sighup(path: PathBuf, balancer: BalancerHandle, stop: Cancell
                 Err(error) => tracing::error!(%error, "reload refused"),
             },
         }
+        notifier.ready("running");
     }
 }
+
+// --- systemd, log rotation, man page ------------------------------------------
+
+/// What the service manager hands over: where to send notifications, and the
+/// listening sockets of socket activation.
+struct ServiceManager {
+    notifier: txlb::systemd::Notifier,
+    inherited: Vec<std::net::TcpListener>,
+}
+
+/// The signals `txlb run` handles, registered before READY=1 so that none sent
+/// after it can kill the process with its default action.
+struct Signals {
+    stop: std::pin::Pin<Box<dyn Future<Output = ()>>>,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            stop: Box::pin(stop_signal()?),
+            hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+        })
+    }
+}
+
+/// Pings systemd's watchdog when `WatchdogSec=` is set, until the returned guard
+/// is dropped: through the shutdown grace period too.
+fn start_watchdog(notifier: &txlb::systemd::Notifier) -> Option<tokio_util::sync::DropGuard> {
+    let timeout = txlb::systemd::watchdog_timeout().filter(|_| notifier.is_enabled())?;
+    let stop = CancellationToken::new();
+    tracing::info!(timeout_secs = timeout.as_secs_f64(), "systemd watchdog on");
+    tokio::spawn(notifier.clone().run_watchdog(timeout, stop.clone()));
+    Some(stop.drop_guard())
+}
+
+/// SIGUSR1 reopens the log file (logrotate's postrotate; the legacy `closeLog`).
+async fn reopen_logs_on_sigusr1(
+    mut usr1: tokio::signal::unix::Signal,
+    reopen_logs: txlb::admin::ReopenLog,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = usr1.recv() => {}
+        }
+        match reopen_logs() {
+            Ok(()) => tracing::info!("SIGUSR1: log file reopened"),
+            Err(error) => tracing::error!(%error, "SIGUSR1: cannot reopen the log files"),
+        }
+    }
+}
+
+/// Writes txlb(1): clap's sections, every command with its options, then what an
+/// operator looks for in a man page (signals, files, environment).
+fn man_page(out: &mut dyn std::io::Write) -> Result<()> {
+    let command = <Cli as clap::CommandFactory>::command();
+    let about = "a TCP load balancer that reads txLoadBalancer's configuration";
+    let man = clap_mangen::Man::new(command.clone().about(about));
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    writeln!(out, ".SH COMMANDS")?;
+    for sub in command.get_subcommands() {
+        let about = sub.get_about().map(ToString::to_string).unwrap_or_default();
+        writeln!(
+            out,
+            ".SS \"txlb {}\"\n{}",
+            sub.get_name(),
+            roff_text(&about)
+        )?;
+        for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+            let mut names = Vec::new();
+            if let Some(short) = arg.get_short() {
+                names.push(format!("\\fB\\-{short}\\fR"));
+            }
+            if let Some(long) = arg.get_long() {
+                names.push(format!("\\fB\\-\\-{}\\fR", roff_text(long)));
+            }
+            let value = arg.get_value_names().and_then(|v| v.first()).map_or_else(
+                || arg.get_id().to_string().to_uppercase(),
+                ToString::to_string,
+            );
+            let takes_value = arg.get_action().takes_values();
+            let head = match (names.is_empty(), takes_value) {
+                (true, _) => format!("\\fI{value}\\fR"),
+                (false, true) => format!("{} \\fI{value}\\fR", names.join(", ")),
+                (false, false) => names.join(", "),
+            };
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            let default = arg
+                .get_default_values()
+                .first()
+                .map(|d| format!(" [default: {}]", d.to_string_lossy()))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                ".TP\n{head}\n{}{}",
+                roff_text(&help),
+                roff_text(&default)
+            )?;
+        }
+    }
+    out.write_all(MAN_EXTRA.as_bytes())?;
+    man.render_version_section(out)?;
+    Ok(())
+}
+
+/// Escapes text for a roff line: backslashes, hyphens, and a leading dot or quote.
+fn roff_text(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    match escaped.chars().next() {
+        Some('.' | '\'') => format!("\\&{escaped}"),
+        _ => escaped,
+    }
+}
+
+/// The hand-written part of txlb(1).
+const MAN_EXTRA: &str = r#".SH SIGNALS
+.TP
+\fBSIGHUP\fR
+Reload the configuration file; a file that does not load is refused and the running configuration stays.
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+Stop accepting, let open connections finish for the \fB\-\-grace\fR period, then close the rest.
+.TP
+\fBSIGUSR1\fR
+Reopen the log file (after logrotate moved it away).
+.SH ENVIRONMENT
+.TP
+\fBTXLB_LOG\fR
+Log filter, e.g. \fBdebug\fR or \fBtxlb=debug\fR (default \fBinfo\fR).
+.TP
+\fBNOTIFY_SOCKET\fR, \fBWATCHDOG_USEC\fR
+Set by systemd for \fBType=notify\fR: txlb reports READY=1 once every listener is bound, RELOADING=1 and READY=1 around a reload, STOPPING=1 at shutdown, and pings the watchdog.
+.TP
+\fBLISTEN_FDS\fR, \fBLISTEN_PID\fR
+Socket activation: a listener whose address matches a socket passed by systemd uses it instead of binding.
+.SH FILES
+.TP
+\fI/etc/txlb/config.xml\fR
+The configuration of the packaged service (txLoadBalancer XML; TOML when the name ends in .toml).
+.TP
+\fI/var/log/txlb/\fR
+Log files, when the configuration names one there; rotated by logrotate.
+.SH SEE ALSO
+\fBsystemctl\fR(1), \fBlogrotate\fR(8)
+"#;
+
+// --- end of systemd, log rotation, man page -----------------------------------
 
 /// `txlb check`: the summary, with names that do not resolve as warnings.
 async fn check(path: &Path, config: &Config) -> Result<()> {

@@ -366,3 +366,53 @@ async fn connect_latency_and_picks_are_counted() {
     assert_eq!(stats.connect_latency.counts.iter().sum::<u64>(), 5);
     assert!(stats.connect_latency.sum_seconds > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_access_log_has_one_line_per_finished_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let mut cfg = config(
+        SchedulerKind::RoundRobin,
+        vec![host("e", echo_backend().await, 1)],
+    );
+    cfg.logging.access = Some(path.clone());
+    cfg.logging.access_format = txlb::config::AccessFormat::Json;
+    let balancer = Balancer::start(cfg).await.unwrap();
+    let addr = balancer.local_addr("svc", None).unwrap();
+    for size in [10usize, 2_000, 70_000] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&vec![b'x'; size]).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back.len(), size);
+    }
+    let lines = || {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async { lines().len() == 3 }).await,
+        "{:?}",
+        lines()
+    );
+    let mut sizes = Vec::new();
+    for line in lines() {
+        let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(record["service"], "svc");
+        assert_eq!(record["host"], "e");
+        assert_eq!(record["bytes_in"], record["bytes_out"]);
+        assert_eq!(record["ended"], "client-closed");
+        assert_eq!(record["failovers"], 0);
+        assert!(
+            record["duration_seconds"].as_f64().unwrap()
+                >= record["connect_seconds"].as_f64().unwrap()
+        );
+        sizes.push(record["bytes_in"].as_u64().unwrap());
+    }
+    sizes.sort();
+    assert_eq!(sizes, vec![10, 2_000, 70_000]);
+}

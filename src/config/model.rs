@@ -241,11 +241,42 @@ impl Default for ManagerConfig {
     }
 }
 
-/// `<logging file=…/>`.
+/// `<logging file=… access=… format=…/>`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LoggingConfig {
     /// Log file; `None` logs to stderr.
     pub file: Option<PathBuf>,
+    /// Access log: one line per finished connection; `None`: none kept.
+    pub access: Option<PathBuf>,
+    /// How access log lines are written.
+    pub access_format: AccessFormat,
+}
+
+impl LoggingConfig {
+    /// Whether nothing is set (no `<logging>` element needed).
+    pub fn is_empty(&self) -> bool {
+        *self == LoggingConfig::default()
+    }
+}
+
+/// The access log's line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessFormat {
+    /// `key=value` pairs, for people and grep.
+    #[default]
+    Text,
+    /// One JSON object per line, for programs.
+    Json,
+}
+
+impl AccessFormat {
+    /// The name in configuration files.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccessFormat::Text => "text",
+            AccessFormat::Json => "json",
+        }
+    }
 }
 
 /// `<control socket=…/>`.

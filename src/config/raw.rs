@@ -146,6 +146,8 @@ pub(crate) struct RawTask {
 #[derive(Debug, Default)]
 pub(crate) struct RawLogging {
     pub file: Option<At<String>>,
+    pub access: Option<At<String>>,
+    pub format: Option<At<String>>,
 }
 
 /// `<control>` / `[control]`.

@@ -158,6 +158,8 @@ struct Task {
 #[serde(deny_unknown_fields)]
 struct Logging {
     file: Option<Spanned<String>>,
+    access: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -311,6 +313,8 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
         manager,
         logging: file.logging.map(|l| RawLogging {
             file: opt(t, l.file),
+            access: opt(t, l.access),
+            format: opt(t, l.format),
         }),
         control: file.control.map(|c| {
             let control_at = c.span().start;

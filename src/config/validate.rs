@@ -305,10 +305,24 @@ impl Builder<'_, '_> {
         let admin = raw.admin.map(|a| self.admin(a)).transpose()?;
         let manager = self.manager(raw.manager)?;
         let logging = match raw.logging {
-            Some(RawLogging { file: Some(file) }) => LoggingConfig {
-                file: Some(self.path(file.value)),
+            Some(l) => LoggingConfig {
+                file: l.file.map(|f| self.path(f.value)),
+                access: l.access.map(|f| self.path(f.value)),
+                access_format: match l.format {
+                    None => AccessFormat::Text,
+                    Some(f) => match f.value.as_str() {
+                        "text" => AccessFormat::Text,
+                        "json" => AccessFormat::Json,
+                        other => {
+                            return Err(self.err(
+                                f.at,
+                                format!("bad access log format {other:?} (expected text or json)"),
+                            ));
+                        }
+                    },
+                },
             },
-            _ => LoggingConfig::default(),
+            None => LoggingConfig::default(),
         };
         let control = raw.control.map(|c| self.control(c)).transpose()?;
         Ok(Config {

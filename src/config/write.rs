@@ -50,6 +50,30 @@ pub(crate) fn path_text(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// The set keys of `<logging>` / `[logging]`, as text.
+pub(crate) fn logging_values(l: &LoggingConfig) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(file) = &l.file {
+        out.push(("file", path_text(file)));
+    }
+    if let Some(access) = &l.access {
+        out.push(("access", path_text(access)));
+    }
+    if l.access_format != AccessFormat::Text {
+        out.push(("format", l.access_format.name().to_string()));
+    }
+    out
+}
+
+/// The `<logging …/>` element.
+pub(crate) fn xml_logging(l: &LoggingConfig) -> String {
+    let attrs: String = logging_values(l)
+        .iter()
+        .map(|(k, v)| format!(" {k}=\"{}\"", attr(v)))
+        .collect();
+    format!("<logging{attrs}/>")
+}
+
 /// Options as XML attributes, each with a leading space.
 pub(crate) fn xml_options(options: &[Written]) -> String {
     options
@@ -177,8 +201,8 @@ pub fn to_xml(config: &Config) -> String {
         );
     }
     x.push_str("  </manager>\n");
-    if let Some(file) = &config.logging.file {
-        let _ = writeln!(x, "  <logging file=\"{}\"/>", attr(&path_text(file)));
+    if !config.logging.is_empty() {
+        let _ = writeln!(x, "  {}", xml_logging(&config.logging));
     }
     if let Some(c) = &config.control {
         let _ = writeln!(x, "  <control socket=\"{}\"/>", attr(&path_text(&c.socket)));
@@ -309,8 +333,11 @@ pub fn to_toml(config: &Config) -> String {
             yes(task.enable)
         );
     }
-    if let Some(file) = &config.logging.file {
-        let _ = writeln!(t, "\n[logging]\nfile = {}", tstr(&path_text(file)));
+    if !config.logging.is_empty() {
+        t.push_str("\n[logging]\n");
+        for (key, value) in logging_values(&config.logging) {
+            let _ = writeln!(t, "{key} = {}", tstr(&value));
+        }
     }
     if let Some(c) = &config.control {
         let _ = writeln!(t, "\n[control]\nsocket = {}", tstr(&path_text(&c.socket)));

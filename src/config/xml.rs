@@ -297,9 +297,11 @@ impl Walker<'_, '_> {
                 }
                 "logging" => {
                     self.once(&raw.logging, child, root)?;
-                    let leaf = self.leaf(child, &["file"])?;
+                    let leaf = self.leaf(child, &["file", "access", "format"])?;
                     raw.logging = Some(RawLogging {
                         file: leaf.get("file"),
+                        access: leaf.get("access"),
+                        format: leaf.get("format"),
                     });
                 }
                 "control" => {

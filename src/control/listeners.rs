@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +27,8 @@ pub(super) struct BoundSocket {
     configured: ListenAddr,
     local: SocketAddr,
     sockets: Vec<std::net::TcpListener>,
+    /// Whether `sockets` are copies of a socket handed over at start.
+    from_inherited: bool,
 }
 
 type ListenerKey = (Arc<str>, ListenAddr);
@@ -61,26 +63,40 @@ pub(super) fn diff(
     Ok((added, removed))
 }
 
-/// Binds every listener or none, `copies` sockets each (one per worker).
+/// Binds every listener or none, `copies` sockets each (one per worker). A
+/// listener whose address matches a socket in `inherited` uses that socket instead
+/// of binding; on failure such sockets go back for a later attempt.
 pub(super) fn bind_all(
     keys: Vec<ListenerKey>,
     copies: usize,
+    inherited: &Inherited,
 ) -> Result<Vec<BoundSocket>, ControlError> {
-    keys.into_iter()
-        .map(|(service, configured)| {
-            let bound =
-                bind_copies(&configured, copies).map_err(|source| ControlError::BindListener {
-                    listen: configured.to_string(),
-                    source,
-                })?;
-            Ok(BoundSocket {
+    let mut all: Vec<BoundSocket> = Vec::new();
+    for (service, configured) in keys {
+        let bound = match inherited.take(&configured) {
+            Some(socket) => inherited.share(socket, copies).map(|(l, s)| (l, s, true)),
+            None => bind_copies(&configured, copies).map(|(l, s)| (l, s, false)),
+        };
+        match bound {
+            Ok((local, sockets, from_inherited)) => all.push(BoundSocket {
+                from_inherited,
                 service,
                 configured,
-                local: bound.0,
-                sockets: bound.1,
-            })
-        })
-        .collect()
+                local,
+                sockets,
+            }),
+            Err(source) => {
+                for b in all.into_iter().filter(|b| b.from_inherited) {
+                    inherited.give_back(b.sockets);
+                }
+                return Err(ControlError::BindListener {
+                    listen: configured.to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(all)
 }
 
 /// Binds `listen` once, then `copies - 1` more times on the very address the first
@@ -157,5 +173,101 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
         configured: bound.configured,
         local,
         stop,
+    }
+}
+
+// --- Sockets handed over at start (systemd socket activation) ----------------
+//
+// The process may start with listening sockets it did not bind (systemd's
+// `LISTEN_FDS`). They wait here until a listener with their address is added,
+// which then uses one instead of binding. One kernel socket cannot be split into
+// `SO_REUSEPORT` copies, and binding extra copies beside it may be impossible (a
+// privileged port without the capability), so every worker gets a duplicate
+// descriptor of the same socket: the workers share its one accept queue. A
+// listener removed by a reload closes its socket; adding it back binds afresh.
+
+/// Sockets handed over at start, waiting for the listener with their address.
+#[derive(Default)]
+pub(crate) struct Inherited {
+    /// Written by the builder before the first command and by `bind_all` (take,
+    /// give back), both under the controller's state lock or before it exists;
+    /// a lock because the controller is shared.
+    sockets: Mutex<Vec<std::net::TcpListener>>,
+}
+
+impl Inherited {
+    /// Adds sockets to wait for their listener.
+    pub(crate) fn put(&self, sockets: Vec<std::net::TcpListener>) {
+        self.lock().extend(sockets);
+    }
+
+    /// Addresses of the sockets no listener has taken.
+    pub(crate) fn unused(&self) -> Vec<SocketAddr> {
+        self.lock()
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<std::net::TcpListener>> {
+        self.sockets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes and returns the socket bound to `listen`'s address, if any. A
+    /// configured `*` matches a socket on any unspecified address, a name matches
+    /// a socket on one of its addresses; port 0 never matches.
+    fn take(&self, listen: &ListenAddr) -> Option<std::net::TcpListener> {
+        if listen.port == 0 {
+            return None;
+        }
+        let matches = |local: SocketAddr| {
+            local.port() == listen.port
+                && match &listen.host {
+                    ListenHost::Any => local.ip().is_unspecified(),
+                    ListenHost::Ip(ip) => local.ip() == *ip,
+                    ListenHost::Name(name) => (name.as_str(), listen.port)
+                        .to_socket_addrs()
+                        .is_ok_and(|mut addrs| addrs.any(|a| a.ip() == local.ip())),
+                }
+        };
+        let mut sockets = self.lock();
+        let index = sockets
+            .iter()
+            .position(|s| s.local_addr().is_ok_and(matches))?;
+        Some(sockets.swap_remove(index))
+    }
+
+    /// `copies` descriptors of `socket`, with its address. On failure the socket
+    /// goes back.
+    fn share(
+        &self,
+        socket: std::net::TcpListener,
+        copies: usize,
+    ) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+        let shared = socket.local_addr().and_then(|local| {
+            let dups = (1..copies)
+                .map(|_| socket.try_clone())
+                .collect::<std::io::Result<Vec<_>>>()?;
+            Ok((local, dups))
+        });
+        match shared {
+            Ok((local, dups)) => {
+                tracing::info!(%local, "listening on a socket passed by the service manager");
+                let mut sockets = vec![socket];
+                sockets.extend(dups);
+                Ok((local, sockets))
+            }
+            Err(error) => {
+                self.lock().push(socket);
+                Err(error)
+            }
+        }
+    }
+
+    /// Puts back the first of `sockets` (the others are duplicates).
+    fn give_back(&self, sockets: Vec<std::net::TcpListener>) {
+        if let Some(socket) = sockets.into_iter().next() {
+            self.lock().push(socket);
+        }
     }
 }

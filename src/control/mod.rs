@@ -22,7 +22,7 @@ use crate::health;
 use crate::proxy::{ConnectionRecord, DataPlane};
 use crate::scheduler;
 use crate::state::{
-    ConnectionRegistry, GroupSnapshot, HostId, HostSnapshot, HostStats, ServiceCounters,
+    ConnectionRegistry, GroupSnapshot, HostId, HostSnapshot, HostStats, Limiter, ServiceCounters,
     ServiceSnapshot, Snapshot,
 };
 use listeners::RunningListener;
@@ -165,8 +165,13 @@ pub(crate) struct Controller {
     pub(crate) stop_connections: CancellationToken,
     /// Connection tasks, so shutdown can wait for them.
     pub(crate) connections: TaskTracker,
+    /// Cancelled when shutdown is complete: tasks that serve connections to the
+    /// end (the idle sweeper) stop then.
+    pub(crate) stopped: CancellationToken,
     /// Data-path worker runtimes; empty: everything runs on the caller's runtime.
     pub(crate) workers: Vec<tokio::runtime::Handle>,
+    /// Sockets handed over at start (socket activation), used instead of binding.
+    pub(crate) inherited: listeners::Inherited,
 }
 
 struct ControlState {
@@ -178,6 +183,8 @@ struct ControlState {
     hosts: HashMap<(String, String, String), (HostId, Arc<HostStats>)>,
     /// Service counters by service name, kept across snapshots.
     service_counters: HashMap<String, Arc<ServiceCounters>>,
+    /// Admission state by service name, kept across snapshots.
+    limiters: HashMap<String, Arc<Limiter>>,
     /// Hosts removed from the configuration that still had open connections, with
     /// their service and group; shown as draining until their last one closes.
     removed: Vec<(Arc<str>, Arc<str>, HostSnapshot)>,
@@ -205,13 +212,16 @@ impl Controller {
                 next_host_id: 0,
                 hosts: HashMap::new(),
                 service_counters: HashMap::new(),
+                limiters: HashMap::new(),
                 removed: Vec::new(),
                 listeners: Vec::new(),
             }),
             stop_accepting: CancellationToken::new(),
             stop_connections: CancellationToken::new(),
             connections: TaskTracker::new(),
+            stopped: CancellationToken::new(),
             workers,
+            inherited: listeners::Inherited::default(),
         }
     }
 
@@ -318,7 +328,7 @@ impl Controller {
         // Bind new listeners before anything is swapped: a port in use refuses the
         // whole command.
         let (added, removed) = listeners::diff(&state.listeners, &next)?;
-        let bound = listeners::bind_all(added, self.workers.len().max(1))?;
+        let bound = listeners::bind_all(added, self.workers.len().max(1), &self.inherited)?;
         let snapshot = self.build_snapshot(&mut state, &next, resolved);
         self.data.snapshots.store(Arc::new(snapshot));
         for listener in bound {
@@ -393,6 +403,11 @@ impl Controller {
                         name: Arc::from(host.name.as_str()),
                         address: host.address.clone(),
                         weight: host.weight,
+                        maxconn: host.options.maxconn,
+                        proxy_protocol: host
+                            .options
+                            .proxy_protocol
+                            .unwrap_or(group.options.proxy_protocol),
                         stats,
                     });
                 }
@@ -401,6 +416,7 @@ impl Controller {
                     scheduler_kind: group.scheduler,
                     scheduler: scheduler::build(group.scheduler, &members),
                     hosts: members,
+                    options: group.options.clone(),
                 });
             }
             let enabled = service
@@ -413,6 +429,12 @@ impl Controller {
                 .entry(service.name.clone())
                 .or_default()
                 .clone();
+            let limiter = state
+                .limiters
+                .entry(service.name.clone())
+                .or_default()
+                .clone();
+            limiter.configure(service.options.maxconn);
             services.push(ServiceSnapshot {
                 name: Arc::from(service.name.as_str()),
                 listeners: service.listeners.clone(),
@@ -420,10 +442,15 @@ impl Controller {
                 enabled,
                 connect_timeout: service.connect_timeout,
                 counters,
+                limiter,
+                options: Arc::new(service.options.clone()),
             });
         }
         state
             .service_counters
+            .retain(|name, _| config.services.iter().any(|s| &s.name == name));
+        state
+            .limiters
             .retain(|name, _| config.services.iter().any(|s| &s.name == name));
         // Hosts that left stop feeding any ranking; those with connections still
         // open drain visibly.

@@ -9,12 +9,18 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use tokio::net::TcpStream;
 
-use super::copy::{Side, copy_bidirectional};
+use tokio::io::AsyncWriteExt;
+
+use super::admission::{Rejected, admit};
+use super::copy::{Progress, Side, copy_bidirectional};
+use super::proxy_protocol::{self, Version as ProxyVersion};
+use super::retry_empty::{FirstByte, Replay};
 use super::{DataPlane, ListenerTask};
+use crate::config::ServiceOptions;
 use crate::scheduler::Candidates;
 use crate::state::{
-    CloseRequest, ConnectionEntry, ConnectionGuard, HostId, HostStats, Registered, ServiceCounters,
-    Snapshot,
+    Admission, CloseRequest, ConnectionEntry, ConnectionGuard, HostId, HostStats, Limiter,
+    Registered, ServiceCounters, Snapshot, clock_ms,
 };
 
 /// How a proxied connection ended.
@@ -31,6 +37,8 @@ pub enum CloseReason {
     ClosedByAdmin,
     /// Closed at the end of the shutdown grace period.
     Shutdown,
+    /// Idle, or half-closed, for longer than the service allows.
+    Timeout,
 }
 
 /// One finished connection, for the access log.
@@ -69,13 +77,16 @@ struct Target {
     host: Arc<str>,
     stats: Arc<HostStats>,
     connect_timeout: Duration,
+    proxy_protocol: Option<ProxyVersion>,
+    /// The group's `retryEmpty` bounds (bytes, wait), when it replays.
+    retry_empty: Option<(usize, Duration)>,
 }
 
-/// Why a client could not be given a host.
-#[derive(Debug)]
-enum NoHost {
-    UnknownService,
-    NoneAvailable,
+/// What the service asks of a new client, read once from the snapshot.
+struct ServicePlan {
+    options: Arc<ServiceOptions>,
+    limiter: Arc<Limiter>,
+    counters: Arc<ServiceCounters>,
 }
 
 /// The client side of a new connection.
@@ -96,6 +107,11 @@ struct Established {
     guard: ConnectionGuard,
     /// Keeps the connection listed; the entry has the addresses and names.
     registered: Registered,
+    /// Keeps the client's place under the service's limits.
+    _admission: Admission,
+    counters: Arc<ServiceCounters>,
+    /// Client bytes read behind a PROXY header, for the host.
+    early: Vec<u8>,
     started: Instant,
     connect_time: Duration,
     failovers: u32,
@@ -119,15 +135,15 @@ pub(crate) fn serve(accepted: Accepted, listener: ListenerTask) -> impl Future<O
     }
 }
 
-/// Picks a host and connects, failing over to other hosts, until one answers or
-/// none is left (then the client is closed).
+/// Admits the client, picks a host and connects, failing over to other hosts,
+/// until one answers or none is left (then the client is closed).
 async fn establish(
     accepted: Accepted,
     service_name: Arc<str>,
     data: Arc<DataPlane>,
 ) -> Option<Box<Established>> {
     let Accepted {
-        client,
+        mut client,
         peer,
         listener: local,
         accepted_at,
@@ -135,24 +151,73 @@ async fn establish(
     let service: &str = &service_name;
     let started = Instant::now();
     let _ = client.set_nodelay(true);
-    let mut counters: Option<Arc<ServiceCounters>> = None;
+    let Some(plan) = plan(&data.snapshots.load(), service) else {
+        log_refused(service, peer, "service no longer exists");
+        return None;
+    };
+    plan.counters.accepted.fetch_add(1, Relaxed);
+    let admitted = match admit(&mut client, peer, &plan.options, &plan.limiter).await {
+        Ok(admitted) => admitted,
+        Err(rejected) => {
+            let counter = match rejected {
+                Rejected::Proxy(_) => &plan.counters.proxy_errors,
+                Rejected::Denied => &plan.counters.denied,
+                Rejected::Limit(_) => &plan.counters.over_limit,
+            };
+            counter.fetch_add(1, Relaxed);
+            log_refused(service, peer, &rejected.reason());
+            return None;
+        }
+    };
+    let client_addr = admitted.client;
+    let mut early = admitted.early;
+    // Client bytes kept for a replay, once a group with `retryEmpty` is tried.
+    let mut replay: Option<Replay> = None;
     // Hosts that failed for this client; allocated only when one fails.
     let mut tried: Vec<HostId> = Vec::new();
     loop {
-        let target = match pick(&data.snapshots.load(), service, peer, &tried, &mut counters) {
-            Ok(target) => target,
-            Err(why) => {
-                if let Some(c) = &counters {
-                    c.no_host.fetch_add(1, Relaxed);
-                }
-                log_no_host(service, peer, &why, tried.len());
-                return None; // dropping `client` closes it at once
-            }
+        let Some(target) = pick(&data.snapshots.load(), service, client_addr, &tried) else {
+            plan.counters.no_host.fetch_add(1, Relaxed);
+            let reason = if tried.is_empty() {
+                "no host available in the enabled group"
+            } else {
+                "every available host failed"
+            };
+            log_refused(service, client_addr, reason);
+            return None; // dropping `client` closes it at once
         };
         // Counted as open from now on, so leastc sees connections in progress.
         let guard = ConnectionGuard::new(target.stats.clone());
         let connect_started = Instant::now();
-        let (host, host_addr) = match connect(&target).await {
+        let connected = match connect(&target).await {
+            Ok((host, host_addr)) => send_proxy_header(&target, host, client_addr, &client)
+                .await
+                .map(|host| (host, host_addr)),
+            Err(reason) => Err(reason),
+        };
+        let connected = match (connected, target.retry_empty) {
+            (Ok((mut host, host_addr)), Some((max_bytes, wait))) => {
+                let replay = replay.get_or_insert_with(|| Replay {
+                    bytes: std::mem::take(&mut early),
+                    ..Replay::default()
+                });
+                match retry_on_empty(replay, &client, &mut host, (max_bytes, wait)).await {
+                    Ok(()) => Ok((host, host_addr)),
+                    Err(reason) => Err(reason),
+                }
+            }
+            (Ok((mut host, host_addr)), None) => match &replay {
+                // A replay started on a `retryEmpty` group: the new host gets it.
+                Some(replay) if !replay.given_up => replay
+                    .replay_to(&mut host)
+                    .await
+                    .map(|()| (host, host_addr))
+                    .map_err(|e| format!("replaying the client's bytes: {e}")),
+                _ => Ok((host, host_addr)),
+            },
+            (Err(reason), _) => Err(reason),
+        };
+        let (host, host_addr) = match connected {
             Ok(connected) => connected,
             Err(reason) => {
                 if target.stats.record_failure(reason.clone()) {
@@ -165,10 +230,8 @@ async fn establish(
         };
         let connect_time = connect_started.elapsed();
         target.stats.record_connected(connect_time);
-        if !tried.is_empty()
-            && let Some(c) = &counters
-        {
-            c.failovers.fetch_add(1, Relaxed);
+        if !tried.is_empty() {
+            plan.counters.failovers.fetch_add(1, Relaxed);
         }
         let host_local = if data.index_host_side {
             host.local_addr().ok()
@@ -181,7 +244,7 @@ async fn establish(
             target.group,
             target.host,
             target.stats,
-            peer,
+            client_addr,
             local,
             host_addr,
             host_local,
@@ -192,6 +255,9 @@ async fn establish(
             host,
             guard,
             registered,
+            _admission: admitted.admission,
+            counters: plan.counters,
+            early,
             started,
             connect_time,
             failovers: tried.len() as u32,
@@ -201,7 +267,8 @@ async fn establish(
 
 /// Copies until both sides are done or the connection is asked to close, then
 /// writes the access log record.
-async fn relay(established: Box<Established>, listener: &ListenerTask) {
+async fn relay(mut established: Box<Established>, listener: &ListenerTask) {
+    let early = std::mem::take(&mut established.early);
     let entry = established.registered.entry();
     // Shutdown closes registered connections; one registering just after it
     // began sees the flag instead.
@@ -209,18 +276,19 @@ async fn relay(established: Box<Established>, listener: &ListenerTask) {
         entry.request_close(CloseRequest::Shutdown);
     }
     let stats = established.guard.stats();
-    let copy = copy_bidirectional(&established.client, &established.host, |from, n| {
-        let n = n as u64;
-        match from {
-            Side::Client => {
-                stats.add_bytes_in(n);
-                entry.bytes_in.fetch_add(n, Relaxed);
+    let copy = copy_bidirectional(&established.client, &established.host, early, |progress| {
+        match progress {
+            Progress::Bytes(Side::Client, n) => {
+                stats.add_bytes_in(n as u64);
+                entry.bytes_in.fetch_add(n as u64, Relaxed);
             }
-            Side::Host => {
-                stats.add_bytes_out(n);
-                entry.bytes_out.fetch_add(n, Relaxed);
+            Progress::Bytes(Side::Host, n) => {
+                stats.add_bytes_out(n as u64);
+                entry.bytes_out.fetch_add(n as u64, Relaxed);
             }
+            Progress::Finished(_) => entry.half_closed.store(true, Relaxed),
         }
+        entry.last_activity.store(clock_ms(), Relaxed);
     });
     let ended = tokio::select! {
         result = copy => match result {
@@ -233,9 +301,13 @@ async fn relay(established: Box<Established>, listener: &ListenerTask) {
         },
         _ = entry.close.notified() => match entry.close_request() {
             Some(CloseRequest::Shutdown) => CloseReason::Shutdown,
+            Some(CloseRequest::Timeout) => CloseReason::Timeout,
             _ => CloseReason::ClosedByAdmin,
         },
     };
+    if ended == CloseReason::Timeout {
+        established.counters.timeouts.fetch_add(1, Relaxed);
+    }
     if let Some(log) = &listener.data.access_log {
         // try_send: a full channel drops the record rather than wait.
         let _ = log.try_send(ConnectionRecord {
@@ -259,33 +331,83 @@ async fn relay(established: Box<Established>, listener: &ListenerTask) {
     }
 }
 
+/// Sends the host what the client sent so far, then waits for the host's first
+/// byte while relaying and keeping more. `Err` means the host failed before
+/// answering and the client can be replayed to another one.
+async fn retry_on_empty(
+    replay: &mut Replay,
+    client: &TcpStream,
+    host: &mut TcpStream,
+    (max_bytes, wait): (usize, Duration),
+) -> Result<(), String> {
+    if replay.given_up {
+        return Ok(());
+    }
+    replay
+        .replay_to(host)
+        .await
+        .map_err(|e| format!("replaying the client's bytes: {e}"))?;
+    match replay.await_first_byte(client, host, max_bytes, wait).await {
+        FirstByte::Answered | FirstByte::GaveUp => Ok(()),
+        FirstByte::Failed(reason) => Err(reason),
+    }
+}
+
+/// The service's admission settings, from the snapshot.
+fn plan(snapshot: &Snapshot, service: &str) -> Option<ServicePlan> {
+    let service = snapshot.service(service)?;
+    Some(ServicePlan {
+        options: service.options.clone(),
+        limiter: service.limiter.clone(),
+        counters: service.counters.clone(),
+    })
+}
+
+/// Writes the PROXY protocol header the host expects, if any, before any client
+/// byte. A host that cannot take it is a failed host.
+async fn send_proxy_header(
+    target: &Target,
+    mut host: TcpStream,
+    client: SocketAddr,
+    client_socket: &TcpStream,
+) -> Result<TcpStream, String> {
+    let Some(version) = target.proxy_protocol else {
+        return Ok(host);
+    };
+    let destination = client_socket.local_addr().map_err(|e| e.to_string())?;
+    let header = proxy_protocol::encode(version, client, destination);
+    host.write_all(&header)
+        .await
+        .map_err(|e| format!("sending the PROXY header: {e}"))?;
+    Ok(host)
+}
+
 /// Picks a host from the snapshot and copies out what the connection needs, so no
 /// snapshot is held across the connect.
 fn pick(
     snapshot: &Snapshot,
     service: &str,
-    peer: SocketAddr,
+    client: SocketAddr,
     tried: &[HostId],
-    counters: &mut Option<Arc<ServiceCounters>>,
-) -> Result<Target, NoHost> {
-    let service = snapshot.service(service).ok_or(NoHost::UnknownService)?;
-    if counters.is_none() {
-        service.counters.accepted.fetch_add(1, Relaxed);
-        *counters = Some(service.counters.clone());
-    }
+) -> Option<Target> {
+    let service = snapshot.service(service)?;
     let group = service.enabled_group();
     let index = group
         .scheduler
-        .pick(&Candidates::new(&group.hosts, tried, Some(peer)))
-        .ok_or(NoHost::NoneAvailable)?;
+        .pick(&Candidates::new(&group.hosts, tried, Some(client)))?;
     let host = &group.hosts[index];
     host.stats.record_pick();
-    Ok(Target {
+    Some(Target {
         id: host.id,
         group: group.name.clone(),
         host: host.name.clone(),
         stats: host.stats.clone(),
         connect_timeout: service.connect_timeout,
+        proxy_protocol: host.proxy_protocol,
+        retry_empty: group.options.retry_empty.then_some((
+            group.options.retry_empty_bytes as usize,
+            group.options.retry_empty_timeout,
+        )),
     })
 }
 
@@ -308,28 +430,22 @@ async fn connect(target: &Target) -> Result<(TcpStream, SocketAddr), String> {
     }
 }
 
-/// Seconds (on a process clock) of the last "no host" log line; limits those lines
-/// to one per second however many clients are turned away.
-static LAST_NO_HOST_LOG: AtomicU64 = AtomicU64::new(u64::MAX);
-static NO_HOST_SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+/// Seconds (on a process clock) of the last "client refused" log line; limits
+/// those lines to one per second however many clients are turned away.
+static LAST_REFUSED_LOG: AtomicU64 = AtomicU64::new(u64::MAX);
+static REFUSED_SUPPRESSED: AtomicU64 = AtomicU64::new(0);
 
-fn log_no_host(service: &str, peer: SocketAddr, why: &NoHost, tried: usize) {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let now = START.get_or_init(Instant::now).elapsed().as_secs();
-    let last = LAST_NO_HOST_LOG.load(Relaxed);
+fn log_refused(service: &str, client: SocketAddr, reason: &str) {
+    let now = clock_ms() / 1000;
+    let last = LAST_REFUSED_LOG.load(Relaxed);
     if last == now
-        || LAST_NO_HOST_LOG
+        || LAST_REFUSED_LOG
             .compare_exchange(last, now, Relaxed, Relaxed)
             .is_err()
     {
-        NO_HOST_SUPPRESSED.fetch_add(1, Relaxed);
+        REFUSED_SUPPRESSED.fetch_add(1, Relaxed);
         return;
     }
-    let suppressed = NO_HOST_SUPPRESSED.swap(0, Relaxed);
-    let reason = match why {
-        NoHost::UnknownService => "service no longer exists",
-        NoHost::NoneAvailable if tried > 0 => "every available host failed",
-        NoHost::NoneAvailable => "no host available in the enabled group",
-    };
-    tracing::warn!(service, client = %peer, reason, tried, suppressed, "client closed: no host");
+    let suppressed = REFUSED_SUPPRESSED.swap(0, Relaxed);
+    tracing::warn!(service, %client, reason, suppressed, "client closed");
 }

@@ -29,6 +29,15 @@ pub enum Side {
     Host,
 }
 
+/// What the copy reports as it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Bytes from this side were written to the other.
+    Bytes(Side, usize),
+    /// This side sent FIN, and it was passed on: the connection is half-closed.
+    Finished(Side),
+}
+
 /// Totals of one finished connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Copied {
@@ -42,21 +51,28 @@ pub struct Copied {
 
 /// Copies in both directions until both are closed. When one side sends FIN, the
 /// other side's write half is shut down and the opposite direction keeps flowing.
-/// `on_bytes` is called after every chunk written (`Side::Client` = from the
-/// client), so counters move while long connections run. An error in either
-/// direction (a reset) ends the whole connection.
+/// `early` holds client bytes already read (behind a PROXY header); they go to
+/// the host first. `on_progress` hears of every chunk written and every FIN
+/// passed on, so counters and idle clocks move while long connections run. An
+/// error in either direction (a reset) ends the whole connection.
 pub fn copy_bidirectional<'a>(
     client: &'a TcpStream,
     host: &'a TcpStream,
-    on_bytes: impl Fn(Side, usize) + Unpin + 'a,
+    early: Vec<u8>,
+    on_progress: impl Fn(Progress) + Unpin + 'a,
 ) -> impl Future<Output = io::Result<Copied>> + 'a {
+    let mut up = Direction::default();
+    if !early.is_empty() {
+        up.len = early.len();
+        up.buf = Some(early.into_boxed_slice());
+    }
     CopyBidirectional {
         client,
         host,
-        up: Direction::default(),
+        up,
         down: Direction::default(),
         first_to_close: None,
-        on_bytes,
+        on_progress,
     }
 }
 
@@ -103,6 +119,10 @@ impl Direction {
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
+            if self.buf.as_ref().is_some_and(|b| b.len() != COPY_BUFFER) {
+                // An `early` buffer, now written: reads get a full-size one.
+                self.buf = None;
+            }
             if self.read_done {
                 // Pass the FIN on; the peer may already be gone (NotConnected),
                 // which is no error for us.
@@ -142,27 +162,32 @@ struct CopyBidirectional<'a, F> {
     up: Direction,
     down: Direction,
     first_to_close: Option<Side>,
-    on_bytes: F,
+    on_progress: F,
 }
 
-impl<F: Fn(Side, usize) + Unpin> Future for CopyBidirectional<'_, F> {
+impl<F: Fn(Progress) + Unpin> Future for CopyBidirectional<'_, F> {
     type Output = io::Result<Copied>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every field is Unpin.
         let this = self.get_mut();
-        let on_bytes = &this.on_bytes;
+        let on_progress = &this.on_progress;
+        let up_was_done = this.up.done;
         let up = this.up.poll_copy(cx, this.client, this.host, &mut |n| {
-            on_bytes(Side::Client, n)
+            on_progress(Progress::Bytes(Side::Client, n))
         })?;
-        if up.is_ready() && this.first_to_close.is_none() {
-            this.first_to_close = Some(Side::Client);
-        }
-        let down = this
-            .down
-            .poll_copy(cx, this.host, this.client, &mut |n| on_bytes(Side::Host, n))?;
-        if down.is_ready() && this.first_to_close.is_none() {
-            this.first_to_close = Some(Side::Host);
+        let down_was_done = this.down.done;
+        let down = this.down.poll_copy(cx, this.host, this.client, &mut |n| {
+            on_progress(Progress::Bytes(Side::Host, n))
+        })?;
+        for (side, was, now) in [
+            (Side::Client, up_was_done, this.up.done),
+            (Side::Host, down_was_done, this.down.done),
+        ] {
+            if now && !was {
+                this.first_to_close.get_or_insert(side);
+                on_progress(Progress::Finished(side));
+            }
         }
         if up.is_pending() || down.is_pending() {
             return Poll::Pending;

@@ -1,14 +1,18 @@
 //! The data path: listeners accept clients, each connection picks a host of its
 //! service's enabled group, connects (failing over to other hosts), then copies.
 
+mod admission;
 mod connection;
 mod copy;
+mod idle;
 mod listener;
 pub mod proxy_protocol;
+mod retry_empty;
 mod workers;
 
 pub use connection::{CloseReason, ConnectionRecord};
-pub use copy::{COPY_BUFFER, Copied, Side, copy_bidirectional};
+pub use copy::{COPY_BUFFER, Copied, Progress, Side, copy_bidirectional};
+pub(crate) use idle::sweep_idle;
 pub(crate) use listener::{ListenerTask, bind};
 pub use workers::WorkerPool;
 

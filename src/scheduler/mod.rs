@@ -64,11 +64,13 @@ impl<'a> Candidates<'a> {
         self.client
     }
 
-    /// Whether host `index` may be picked: available and not yet tried.
+    /// Whether host `index` may be picked: available, not full, not yet tried.
     #[inline]
     pub fn is_candidate(&self, index: usize) -> bool {
         let host = &self.hosts[index];
-        host.stats.is_available() && !self.tried.contains(&host.id)
+        host.stats.is_available()
+            && (host.maxconn == 0 || host.stats.open() < u64::from(host.maxconn))
+            && !self.tried.contains(&host.id)
     }
 
     /// Candidate indices starting at `start` (modulo the host count) and wrapping
@@ -124,6 +126,8 @@ pub(crate) mod testing {
                     port: 1000 + i as u16,
                 },
                 weight,
+                maxconn: 0,
+                proxy_protocol: None,
                 stats: HostStats::new(),
             })
             .collect()

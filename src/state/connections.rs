@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::time::SystemTime;
 
 use dashmap::DashMap;
@@ -42,6 +42,11 @@ pub struct ConnectionEntry {
     pub bytes_in: AtomicU64,
     /// Bytes from host to client so far.
     pub bytes_out: AtomicU64,
+    /// When bytes last moved either way ([`super::clock_ms`]); the idle sweeper
+    /// reads it.
+    pub last_activity: AtomicU64,
+    /// One side has sent FIN: the half-closed timeout applies.
+    pub half_closed: AtomicBool,
     /// Wakes the connection's task to close it ([`ConnectionEntry::request_close`]).
     /// `notify_one` keeps a permit, so a request made before the task waits is
     /// not lost.
@@ -58,6 +63,8 @@ pub enum CloseRequest {
     Admin = 1,
     /// The end of the shutdown grace period.
     Shutdown = 2,
+    /// Idle (or half-closed) for longer than the service allows.
+    Timeout = 3,
 }
 
 /// A point-in-time copy of one open connection.
@@ -114,6 +121,8 @@ impl ConnectionEntry {
             since,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            last_activity: AtomicU64::new(super::clock_ms()),
+            half_closed: AtomicBool::new(false),
             close: Notify::new(),
             close_reason: AtomicU8::new(0),
         }
@@ -132,6 +141,7 @@ impl ConnectionEntry {
         match self.close_reason.load(Relaxed) {
             1 => Some(CloseRequest::Admin),
             2 => Some(CloseRequest::Shutdown),
+            3 => Some(CloseRequest::Timeout),
             _ => None,
         }
     }

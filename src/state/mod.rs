@@ -7,14 +7,17 @@
 //! keeps them and a removed host still shows its draining connections.
 
 mod connections;
+mod limits;
 mod stats;
 
 pub use connections::{
     CloseRequest, ConnectionEntry, ConnectionInfo, ConnectionRegistry, Registered,
 };
+pub use limits::{Admission, Limiter, Refusal};
 
 pub use stats::{
     BadInfo, CONNECT_BUCKETS, ConnectionGuard, HostHealth, HostStats, HostStatsView, LatencyView,
+    clock_ms,
 };
 
 use std::net::SocketAddr;
@@ -22,7 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::config::{HostAddress, ListenAddr};
+use crate::config::{GroupOptions, HostAddress, ListenAddr, ServiceOptions};
+use crate::proxy::proxy_protocol::Version as ProxyVersion;
 use crate::scheduler::{Scheduler, SchedulerKind};
 
 /// Stable identity of a host across snapshots (service, group and host name).
@@ -68,6 +72,10 @@ pub struct ServiceSnapshot {
     pub connect_timeout: Duration,
     /// Service-wide counters, carried across snapshots by service name.
     pub counters: Arc<ServiceCounters>,
+    /// Admission limits' state, carried across snapshots by service name.
+    pub limiter: Arc<Limiter>,
+    /// Timeouts, limits, access lists, PROXY protocol acceptance.
+    pub options: Arc<ServiceOptions>,
 }
 
 /// Counters of one service that belong to no single host. Written by connection
@@ -80,6 +88,14 @@ pub struct ServiceCounters {
     pub no_host: AtomicU64,
     /// Clients served by a host after at least one other host failed them.
     pub failovers: AtomicU64,
+    /// Clients refused by the access lists.
+    pub denied: AtomicU64,
+    /// Clients refused by connection limits (queue, per-address limits).
+    pub over_limit: AtomicU64,
+    /// Clients closed for a missing, malformed or untrusted PROXY header.
+    pub proxy_errors: AtomicU64,
+    /// Connections closed for being idle too long.
+    pub timeouts: AtomicU64,
 }
 
 /// A point-in-time copy of [`ServiceCounters`].
@@ -91,6 +107,14 @@ pub struct ServiceCountersView {
     pub no_host: u64,
     /// Clients served after a failover.
     pub failovers: u64,
+    /// Clients refused by the access lists.
+    pub denied: u64,
+    /// Clients refused by connection limits.
+    pub over_limit: u64,
+    /// Clients closed for a bad PROXY header.
+    pub proxy_errors: u64,
+    /// Connections closed for being idle too long.
+    pub timeouts: u64,
 }
 
 impl ServiceCounters {
@@ -100,6 +124,10 @@ impl ServiceCounters {
             accepted: self.accepted.load(Relaxed),
             no_host: self.no_host.load(Relaxed),
             failovers: self.failovers.load(Relaxed),
+            denied: self.denied.load(Relaxed),
+            over_limit: self.over_limit.load(Relaxed),
+            proxy_errors: self.proxy_errors.load(Relaxed),
+            timeouts: self.timeouts.load(Relaxed),
         }
     }
 }
@@ -122,6 +150,8 @@ pub struct GroupSnapshot {
     pub scheduler: Box<dyn Scheduler>,
     /// Hosts in configuration order; schedulers return indices into this slice.
     pub hosts: Vec<HostSnapshot>,
+    /// Replays on empty answers, PROXY protocol default.
+    pub options: GroupOptions,
 }
 
 /// One host as the data path sees it.
@@ -135,6 +165,10 @@ pub struct HostSnapshot {
     pub address: HostAddress,
     /// Relative weight (≥ 1).
     pub weight: u32,
+    /// Most open connections (0 = no limit); a full host is not a candidate.
+    pub maxconn: u32,
+    /// PROXY protocol header to send (the host's setting, else its group's).
+    pub proxy_protocol: Option<ProxyVersion>,
     /// Counters and health, shared with every snapshot that has this host.
     pub stats: Arc<HostStats>,
 }

@@ -74,10 +74,17 @@ pub const CONNECT_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
 ];
 
-/// Monotonic origin for `last_closed`.
+/// Monotonic origin for `last_closed` and connection activity times.
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
+}
+
+/// Milliseconds on a process-local monotonic clock; only differences mean
+/// anything.
+#[inline]
+pub fn clock_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
 }
 
 impl HostStats {

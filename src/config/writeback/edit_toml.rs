@@ -14,7 +14,7 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Tab
 
 use super::super::model::*;
 use super::super::options::Written;
-use super::super::write::{seconds, to_toml, toml_inline_options, tstr, yes};
+use super::super::write::{logging_values, seconds, to_toml, toml_inline_options, tstr, yes};
 use super::written_path;
 
 /// The running configuration written into `text`, which loaded into `boot`.
@@ -29,14 +29,7 @@ pub(super) fn edit(
     services(root, &boot.services, &running.services)?;
     admin(root, boot.admin.as_ref(), running.admin.as_ref(), base_dir)?;
     manager(root, &boot.manager, &running.manager)?;
-    path_leaf(
-        root,
-        "logging",
-        "file",
-        boot.logging.file.as_deref(),
-        running.logging.file.as_deref(),
-        base_dir,
-    )?;
+    logging(root, &boot.logging, &running.logging, base_dir)?;
     path_leaf(
         root,
         "control",
@@ -689,6 +682,37 @@ fn manager(root: &mut Table, b: &ManagerConfig, r: &ManagerConfig) -> Option<()>
 }
 
 /// `[logging] file` and `[control] socket`: one path key each.
+/// `[logging]`: changed keys set in place, removed ones removed.
+fn logging(
+    root: &mut Table,
+    b: &LoggingConfig,
+    r: &LoggingConfig,
+    base_dir: Option<&Path>,
+) -> Option<()> {
+    if b == r {
+        return Some(());
+    }
+    if r.is_empty() {
+        root.remove("logging");
+        return Some(());
+    }
+    if root.get("logging").is_none() {
+        root.insert("logging", Item::Table(Table::new()));
+    }
+    let t = root.get_mut("logging")?.as_table_like_mut()?;
+    let values = logging_values(r);
+    for key in ["file", "access", "format"] {
+        match values.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) if key == "format" => set(t, key, Value::from(v.as_str())),
+            Some((_, v)) => set(t, key, Value::from(written_path(Path::new(v), base_dir))),
+            None => {
+                t.remove(key);
+            }
+        }
+    }
+    Some(())
+}
+
 fn path_leaf(
     root: &mut Table,
     table: &str,

@@ -15,7 +15,7 @@ use super::super::error::{STRING_SOURCE, Source};
 use super::super::model::*;
 use super::super::options::Written;
 use super::super::validate::parse_bool;
-use super::super::write::{attr as esc, seconds, xml_options, yes};
+use super::super::write::{attr as esc, logging_values, seconds, xml_options, yes};
 use super::super::xml::{Element, parse_tree};
 use super::written_path;
 
@@ -50,13 +50,7 @@ pub(super) fn edit(
     ed.services(&root, &boot.services, &running.services)?;
     ed.admin(&root, boot.admin.as_ref(), running.admin.as_ref())?;
     ed.manager(&root, &boot.manager, &running.manager);
-    ed.path_leaf(
-        &root,
-        "logging",
-        "file",
-        boot.logging.file.as_deref(),
-        running.logging.file.as_deref(),
-    );
+    ed.logging(&root, &boot.logging, &running.logging);
     ed.path_leaf(
         &root,
         "control",
@@ -603,7 +597,48 @@ impl Editor<'_> {
         }
     }
 
-    /// `<logging file>` and `<control socket>`: one path attribute each.
+    /// `<logging>`: changed attributes set in place; a removed attribute (rare)
+    /// falls back to the full rendering.
+    fn logging(&mut self, root: &Element, b: &LoggingConfig, r: &LoggingConfig) {
+        if b == r {
+            return;
+        }
+        let el = kids(root, "logging").into_iter().next();
+        let written = |l: &LoggingConfig| -> Vec<(&'static str, String)> {
+            let mut values = logging_values(l);
+            for (key, value) in &mut values {
+                if *key != "format" {
+                    *value = written_path(Path::new(value), self.base_dir);
+                }
+            }
+            values
+        };
+        let (bv, rv) = (written(b), written(r));
+        match (r.is_empty(), el) {
+            (true, Some(el)) => self.remove(el),
+            (true, None) => {}
+            (false, None) => {
+                let attrs: String = rv
+                    .iter()
+                    .map(|(k, v)| format!(" {k}=\"{}\"", esc(v)))
+                    .collect();
+                self.add(root, None, |ind, _| vec![format!("{ind}<logging{attrs}/>")]);
+            }
+            (false, Some(el)) => {
+                if bv.iter().any(|(k, _)| !rv.iter().any(|(rk, _)| rk == k)) {
+                    self.failed = true;
+                    return;
+                }
+                for (key, value) in &rv {
+                    if !bv.contains(&(*key, value.clone())) {
+                        self.set_attr(el, key, value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `<control socket>`: one path attribute.
     fn path_leaf(
         &mut self,
         root: &Element,

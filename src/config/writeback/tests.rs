@@ -284,6 +284,7 @@ fn relative_paths_stay_relative() {
         let rendered = rewrite(path, text, |c| {
             c.logging = LoggingConfig {
                 file: Some("conf/logs/x.log".into()),
+                ..LoggingConfig::default()
             };
             c.services.reverse();
         });
@@ -534,4 +535,32 @@ listen = \"127.0.0.1:2222\"  # the console
         rendered.text
     );
     assert!(rendered.text.contains("# the console"), "{}", rendered.text);
+}
+
+#[test]
+fn access_log_settings_are_written_back_in_place() {
+    for (path, text) in [
+        (
+            "c.xml",
+            "<config>\n  <!-- keep -->\n  <service name=\"s\"><listen ip=\"*:1\"/><group name=\"g\" enable=\"1\"><host name=\"h\" ip=\"a:1\"/></group></service>\n  <logging file=\"main.log\"/>\n</config>\n",
+        ),
+        (
+            "c.toml",
+            "# keep\n[[service]]\nname = \"s\"\nlisten = [\"*:1\"]\n[[service.group]]\nname = \"g\"\nenable = true\nhosts = [{ name = \"h\", ip = \"a:1\" }]\n\n[logging]\nfile = \"main.log\" # main\n",
+        ),
+    ] {
+        let out = in_place(path, text, |c| {
+            c.logging.access = Some(
+                c.logging
+                    .file
+                    .as_ref()
+                    .unwrap()
+                    .with_file_name("access.log"),
+            );
+            c.logging.access_format = crate::config::AccessFormat::Json;
+        });
+        assert!(out.contains("keep"), "{out}");
+        assert!(out.contains("access.log"), "{out}");
+        assert!(out.contains("json"), "{out}");
+    }
 }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds the Debian package target/debian/txlb_VERSION_ARCH.deb (under
+# $CARGO_TARGET_DIR when set): a release build, the man page and shell completions
+# generated from the CLI, then `cargo deb`. Installs cargo-deb when missing.
+# Prints the package's path as its last line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "package.sh: installing cargo-deb" >&2
+  cargo install cargo-deb --locked
+fi
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+cargo build --release --locked
+bin="$target_dir/release/txlb"
+assets="$target_dir/release/pkg"
+mkdir -p "$assets"
+"$bin" man | gzip -9n >"$assets/txlb.1.gz"
+"$bin" completions bash >"$assets/txlb.bash"
+"$bin" completions zsh >"$assets/_txlb"
+"$bin" completions fish >"$assets/txlb.fish"
+
+cargo deb --no-build --locked "$@" | tail -n 1

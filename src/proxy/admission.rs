@@ -1,0 +1,142 @@
+//! What happens between accept and the first host pick: the PROXY header of a
+//! balancer in front (when the service accepts one), the access lists, and the
+//! connection limits.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use super::proxy_protocol::{self, ProxyHeader, V2_MAX};
+use crate::config::ServiceOptions;
+use crate::state::{Admission, Limiter, Refusal};
+
+/// Longest wait for a client's PROXY header.
+pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a client was turned away before any host was tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Rejected {
+    /// A PROXY header was required and was missing, malformed, late or from a
+    /// source not in `trustedProxies`.
+    Proxy(String),
+    /// The access lists refuse the client.
+    Denied,
+    /// A connection limit.
+    Limit(Refusal),
+}
+
+impl Rejected {
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            Rejected::Proxy(why) => format!("PROXY header: {why}"),
+            Rejected::Denied => "refused by the access lists".into(),
+            Rejected::Limit(r) => r.reason().into(),
+        }
+    }
+}
+
+/// A client let in: its real address, its place under the service's limits, and
+/// any bytes it sent right behind a PROXY header.
+pub(crate) struct Admitted {
+    pub client: SocketAddr,
+    pub admission: Admission,
+    pub early: Vec<u8>,
+}
+
+/// Lets a client in, or says why not.
+pub(crate) async fn admit(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    options: &ServiceOptions,
+    limiter: &Arc<Limiter>,
+) -> Result<Admitted, Rejected> {
+    let mut early = Vec::new();
+    let real = if options.accept_proxy {
+        if !options.trusted_proxies.is_empty() && !contains(&options.trusted_proxies, peer.ip()) {
+            return Err(Rejected::Proxy(format!(
+                "{} is not a trusted proxy",
+                peer.ip()
+            )));
+        }
+        match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(client)).await {
+            Ok(Ok((header, rest))) => {
+                early = rest;
+                match header {
+                    ProxyHeader::Proxy { source, .. } => source,
+                    ProxyHeader::Local => peer,
+                }
+            }
+            Ok(Err(why)) => return Err(Rejected::Proxy(why)),
+            Err(_) => {
+                return Err(Rejected::Proxy(format!(
+                    "none within {PROXY_HEADER_TIMEOUT:?}"
+                )));
+            }
+        }
+    } else {
+        peer
+    };
+    let ip = canonical(real.ip());
+    if contains(&options.deny, ip) || (!options.allow.is_empty() && !contains(&options.allow, ip)) {
+        return Err(Rejected::Denied);
+    }
+    let admission = limiter
+        .admit(
+            ip,
+            (options.source_maxconn, options.source_rate),
+            options.queue,
+            options.queue_timeout,
+        )
+        .await
+        .map_err(Rejected::Limit)?;
+    Ok(Admitted {
+        client: real,
+        admission,
+        early,
+    })
+}
+
+/// IPv4 clients of a dual-stack listener arrive as `::ffff:a.b.c.d`: match them
+/// against IPv4 networks as the IPv4 address they are.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    nets.iter().any(|net| net.contains(&ip))
+}
+
+/// Reads the PROXY header. Returns it with any client bytes that arrived behind
+/// it in the same reads (to be sent to the host first).
+async fn read_proxy_header(client: &mut TcpStream) -> Result<(ProxyHeader, Vec<u8>), String> {
+    let mut buf = vec![0u8; V2_MAX];
+    let mut filled = 0;
+    loop {
+        let n = client
+            .read(&mut buf[filled..])
+            .await
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed before the header".into());
+        }
+        filled += n;
+        match proxy_protocol::parse(&buf[..filled]) {
+            Ok(Some((header, len))) => {
+                buf.truncate(filled);
+                buf.drain(..len);
+                return Ok((header, buf));
+            }
+            Ok(None) if filled < buf.len() => {}
+            Ok(None) => return Err("header too long".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}

@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 # openssh-client: ssh, ssh-keygen, ssh-keyscan for the SSH console tests.
 # systemd: `systemd-analyze verify` of the units; logrotate: checks the
 # package's logrotate file (dpkg-deb, for the package test, is always there).
-packages=(curl openssh-client systemd logrotate)
+# chromium and chromium-driver: the browser test of the admin page
+# (tests/admin_browser.rs), which skips itself where they are absent.
+packages=(curl openssh-client systemd logrotate chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

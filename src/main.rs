@@ -15,6 +15,10 @@ use txlb::config::writeback::{self, WriteBack};
 use txlb::control::Command;
 use txlb::{Balancer, BalancerHandle};
 
+/// Default grace period at shutdown, in seconds: how long open connections may
+/// take to finish after SIGTERM or SIGINT (`--grace`).
+const DEFAULT_GRACE_SECS: f64 = 30.0;
+
 /// txlb: a TCP load balancer that reads txLoadBalancer's configuration.
 #[derive(Debug, Parser)]
 #[command(name = "txlb", version, about)]
@@ -34,8 +38,9 @@ enum Cmd {
         /// (default: one per CPU). The control plane runs on the main thread.
         #[arg(long)]
         workers: Option<usize>,
-        /// Seconds open connections may take to finish at shutdown.
-        #[arg(long, default_value_t = 10.0)]
+        /// Seconds open connections may take to finish at shutdown (SIGTERM,
+        /// SIGINT) before the rest are closed.
+        #[arg(long, default_value_t = DEFAULT_GRACE_SECS)]
         grace: f64,
     },
     /// Validate a configuration file and print a summary.
@@ -213,6 +218,8 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
         .inherited_listeners(manager.inherited)
         .start()
         .await?;
+    // Written by the SIGHUP task, shown by the admin plane.
+    let reload_status = Arc::new(txlb::admin::ReloadStatus::new());
     // The one way logs are reopened: SIGUSR1 and the legacy `closeLog` alike.
     let reopen_logs: txlb::admin::ReopenLog = {
         let balancer = balancer.clone();
@@ -232,6 +239,7 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
                 &path,
                 reopen_logs.clone(),
                 writeback.clone(),
+                reload_status.clone(),
             );
             match started.await {
                 Ok(server) => Some(server),
@@ -275,7 +283,7 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
     notifier.ready("running");
     if config_check.enable {
         let task = writeback::run_config_check(
-            writeback,
+            writeback.clone(),
             balancer.clone(),
             config_check.interval,
             stop.clone(),
@@ -285,6 +293,7 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
     let reload = reload_on_sighup(
         path,
         balancer.clone(),
+        (writeback.clone(), reload_status),
         stop.clone(),
         signals.hup,
         notifier.clone(),
@@ -306,19 +315,24 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
 }
 
 /// Starts the admin web server of `<admin><web>`: HTTPS when `secure`, `closeLog`
-/// reopening the log file, `saveConfig` writing the configuration file.
+/// reopening the log file, `saveConfig` writing the configuration file, and the
+/// page showing write-back conflicts and the last reload.
 async fn start_admin(
     balancer: &BalancerHandle,
     web: &txlb::config::AdminWebConfig,
     path: &Path,
     reopen_logs: txlb::admin::ReopenLog,
     writeback: Arc<WriteBack>,
+    reload_status: Arc<txlb::admin::ReloadStatus>,
 ) -> Result<txlb::admin::AdminServer> {
     let mut settings = txlb::admin::AdminSettings::from_web(web);
     if web.secure {
         settings.tls = Some(txlb::admin::tls_server_config(web, Some(path))?);
     }
     settings.reopen_log = Some(reopen_logs);
+    settings.reload = Some(reload_status);
+    let wb = writeback.clone();
+    settings.conflict = Some(Arc::new(move || wb.conflict()));
     settings.save_config = Some(save_hook(writeback));
     let listener = txlb::admin::bind(&web.listen).await?;
     Ok(txlb::admin::start(balancer.clone(), settings, listener).await?)
@@ -331,6 +345,19 @@ fn save_hook(writeback: Arc<WriteBack>) -> txlb::admin::SaveConfig {
             "configuration saved to {} ({outcome:?})",
             writeback.path().display()
         )),
+        Err(writeback::WriteBackError::Conflict(c)) => {
+            // Both diffs, without the users' password hashes.
+            tracing::warn!(
+                config = %c.path.display(),
+                file_vs_boot = %txlb::admin::redact_passwords(&c.file_vs_boot),
+                running_vs_boot = %txlb::admin::redact_passwords(&c.running_vs_boot),
+                "saveConfig: config file edited on disk since it was loaded: not overwritten (reload it, or undo the edit)"
+            );
+            Err(format!(
+                "{}: edited on disk since it was loaded; not overwritten (both differences are on the admin page)",
+                c.path.display()
+            ))
+        }
         Err(error) => Err(error.to_string()),
     })
 }
@@ -391,9 +418,13 @@ fn stop_signal() -> Result<impl Future<Output = ()>> {
     })
 }
 
+/// SIGHUP: reads the file again and applies it as a whole, or refuses it as a
+/// whole (the running configuration stays); either way the outcome is logged
+/// and recorded in `status` for the admin page.
 async fn reload_on_sighup(
     path: PathBuf,
     balancer: BalancerHandle,
+    (writeback, status): (Arc<WriteBack>, Arc<txlb::admin::ReloadStatus>),
     stop: CancellationToken,
     mut hup: tokio::signal::unix::Signal,
     notifier: txlb::systemd::Notifier,
@@ -404,13 +435,29 @@ async fn reload_on_sighup(
             _ = hup.recv() => {}
         }
         notifier.reloading();
-        // A bad file is reported and the running configuration stays.
-        match Config::from_path(&path) {
-            Err(error) => tracing::error!(%error, "reload refused"),
-            Ok(config) => match balancer.apply(Command::Replace(Box::new(config))).await {
-                Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
-                Err(error) => tracing::error!(%error, "reload refused"),
-            },
+        let applied = match Config::from_path(&path) {
+            Err(error) => Err(error.to_string()),
+            Ok(config) => balancer
+                .apply(Command::Replace(Box::new(config)))
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match applied {
+            Ok(()) => {
+                tracing::info!(config = %path.display(), "configuration reloaded");
+                status.succeeded();
+                // Reloading the edited file resolves a write-back conflict: the
+                // file now holds the running configuration and becomes the base
+                // again (nothing is written: the save finds it adopted).
+                if writeback.conflict().is_some() {
+                    let (wb, running) = (writeback.clone(), balancer.config());
+                    let _ = tokio::task::spawn_blocking(move || wb.save(&running)).await;
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "reload refused");
+                status.failed(error);
+            }
         }
         notifier.ready("running");
     }

@@ -68,6 +68,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v1/users/{name}", axum::routing::delete(delete_user))
         .route("/api/v1/log/reopen", post(reopen_log))
         .route("/api/v1/config/save", post(save_config))
+        .route("/api/v1/config/status", get(super::status::handler))
 }
 
 /// Path parameters, with the JSON error body on rejection.

@@ -42,6 +42,12 @@ pub enum AdminError {
     /// The user may not do this (read-only access, cross-site request).
     #[error("{0}")]
     Forbidden(String),
+    /// The request body is larger than the given number of bytes.
+    #[error("request body larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The client took too long to send its request.
+    #[error("request not received in time")]
+    RequestTimeout,
     /// Too many failed logins from this address; retry after the given seconds.
     #[error("too many failed logins; retry in {0} s")]
     TooManyRequests(u64),
@@ -85,6 +91,8 @@ impl AdminError {
             AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
             AdminError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            AdminError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AdminError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             AdminError::NotConfigured(_) => StatusCode::NOT_IMPLEMENTED,
             AdminError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Internal(_)
@@ -105,6 +113,8 @@ impl AdminError {
             AdminError::Unauthorized(_) => "unauthorized",
             AdminError::Forbidden(_) => "forbidden",
             AdminError::TooManyRequests(_) => "too_many_requests",
+            AdminError::PayloadTooLarge(_) => "payload_too_large",
+            AdminError::RequestTimeout => "request_timeout",
             AdminError::NotConfigured(_) => "not_configured",
             AdminError::ShuttingDown => "shutting_down",
             _ => "internal",
@@ -141,6 +151,11 @@ impl AdminError {
                 if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                     headers.insert(header::RETRY_AFTER, v);
                 }
+            }
+            // The rest of the request may still be on its way: close rather
+            // than read it.
+            AdminError::PayloadTooLarge(_) | AdminError::RequestTimeout => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -14,6 +14,8 @@
 //! - `metrics`: `/metrics` in Prometheus text format.
 //! - `tls`: rustls server configuration, certificate files or a kept self-signed one.
 //! - `save`: the atomic write of the running configuration (`saveConfig`).
+//! - `limits`: request head and body size limits, timeouts on slow clients.
+//! - `status`: the last reload and the write-back conflict, as panels and JSON.
 //!
 //! ```no_run
 //! # async fn run(handle: txlb::BalancerHandle) -> Result<(), txlb::admin::AdminError> {
@@ -28,11 +30,13 @@ pub(crate) mod auth;
 mod error;
 mod history;
 mod legacy;
+mod limits;
 mod metrics;
 mod openapi;
 mod pages;
 mod params;
 mod save;
+mod status;
 mod tls;
 
 use std::io;
@@ -55,8 +59,10 @@ pub use auth::{
     FAILURE_WINDOW, MAX_FAILURES, Principal, hash_password, random_bytes, verify_password,
 };
 pub use error::AdminError;
+pub use limits::{CLIENT_TIMEOUT, MAX_BODY_BYTES, MAX_HEADER_BYTES};
 pub use openapi::openapi_document;
 pub use save::save_to_source;
+pub use status::{ConflictSource, Reload, ReloadStatus, redact_passwords};
 pub use tls::{certificate_paths, server_config as tls_server_config};
 
 /// Reopens the log file (the legacy `closeLog`).
@@ -67,8 +73,9 @@ pub type SaveConfig = Arc<dyn Fn(&Config) -> Result<String, String> + Send + Syn
 
 /// How long a TLS handshake may take before the connection is dropped.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send a request head.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send a request head (the default of
+/// [`AdminSettings::client_timeout`]).
+pub const HEADER_READ_TIMEOUT: Duration = CLIENT_TIMEOUT;
 /// How long open admin connections may take to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -89,6 +96,17 @@ pub struct AdminSettings {
     pub reopen_log: Option<ReopenLog>,
     /// The `saveConfig` hook; `None` answers that saving is not set up.
     pub save_config: Option<SaveConfig>,
+    /// Reads the write-back conflict (a file edited on disk since it was
+    /// loaded), shown on the pages and in `/api/v1/config/status`; `None`: no
+    /// write-back, never a conflict.
+    pub conflict: Option<ConflictSource>,
+    /// The outcome of the last reload of the configuration file, written by
+    /// whoever reloads (SIGHUP); `None`: reloads are not reported.
+    pub reload: Option<Arc<ReloadStatus>>,
+    /// How long a client may take to send a request head, and then its body
+    /// (default [`CLIENT_TIMEOUT`]); a slower one is disconnected (head) or
+    /// answered 408 (body).
+    pub client_timeout: Duration,
 }
 
 impl Default for AdminSettings {
@@ -100,6 +118,9 @@ impl Default for AdminSettings {
             tls: None,
             reopen_log: None,
             save_config: None,
+            conflict: None,
+            reload: None,
+            client_timeout: CLIENT_TIMEOUT,
         }
     }
 }
@@ -113,6 +134,9 @@ impl std::fmt::Debug for AdminSettings {
             .field("tls", &self.tls.is_some())
             .field("reopen_log", &self.reopen_log.is_some())
             .field("save_config", &self.save_config.is_some())
+            .field("conflict", &self.conflict.is_some())
+            .field("reload", &self.reload)
+            .field("client_timeout", &self.client_timeout)
             .finish()
     }
 }
@@ -182,9 +206,16 @@ pub fn router(handle: BalancerHandle, settings: AdminSettings) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            limits::read_body,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             auth::middleware,
         ))
-        .layer(middleware::from_fn(pages::security_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            pages::security_headers,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::count_requests,
@@ -297,6 +328,7 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
+    let client_timeout = settings.client_timeout;
     let app = router(handle.clone(), settings);
     let shutdown = handle.shutdown_token();
     let connections = TaskTracker::new();
@@ -318,11 +350,13 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             match tls {
-                None => serve_connection(stream, peer, app, shutdown).await,
+                None => serve_connection(stream, peer, app, client_timeout, shutdown).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(stream)) => serve_connection(stream, peer, app, shutdown).await,
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, app, client_timeout, shutdown).await
+                        }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "admin TLS handshake failed")
                         }
@@ -338,11 +372,14 @@ async fn accept_loop(
     tracing::info!("admin web server stopped");
 }
 
-/// One HTTP/1.1 connection: requests carry the peer address as [`ConnectInfo`].
+/// One HTTP/1.1 connection: requests carry the peer address as [`ConnectInfo`];
+/// a request head larger than [`MAX_HEADER_BYTES`] gets 431, one not sent within
+/// `client_timeout` closes the connection.
 async fn serve_connection<S>(
     stream: S,
     peer: SocketAddr,
     app: Router,
+    client_timeout: Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -354,7 +391,8 @@ async fn serve_connection<S>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(client_timeout)
+        .max_header_size(MAX_HEADER_BYTES);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {
@@ -385,6 +423,11 @@ pub(crate) mod tests {
     /// A balancer with service `svc` (listener on 127.0.0.1:0), enabled group `g`
     /// with hosts `a` and `b` on closed ports, and its admin router without users.
     pub(crate) async fn test_router() -> (Router, BalancerHandle, ()) {
+        test_router_with(AdminSettings::default()).await
+    }
+
+    /// [`test_router`] with `settings` (let in without users all the same).
+    pub(crate) async fn test_router_with(settings: AdminSettings) -> (Router, BalancerHandle, ()) {
         let host = |name: &str, port| HostConfig {
             name: name.into(),
             address: HostAddress {
@@ -417,7 +460,7 @@ pub(crate) mod tests {
         let handle = Balancer::start(config).await.unwrap();
         let settings = AdminSettings {
             open_without_users: true,
-            ..AdminSettings::default()
+            ..settings
         };
         (router(handle.clone(), settings), handle, ())
     }

@@ -295,6 +295,17 @@ fn ops() -> Vec<Op> {
             (200, "Message"),
             &[409, 500, 501],
         ),
+        op(
+            "/api/v1/config/status",
+            "get",
+            "The configuration file's status: `conflict` (edited on disk since it was loaded, \
+             so write-back leaves it alone; with both differences as unified diffs) and \
+             `reload` (the last SIGHUP reload: when, `ok`, and the refusal's error with \
+             file:line:column); each `null` when there is nothing to report.",
+            None,
+            (200, "ConfigStatus"),
+            &[],
+        ),
     ]
 }
 
@@ -308,6 +319,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Read-only user, or a cross-site request.",
         404 => "No such service, group, host, listener or user.",
         409 => "Refused by a rule (enabled group, last host, duplicate, port in use).",
+        413 => "The request body is larger than the limit (64 KiB).",
         429 => "Too many failed logins from this address.",
         500 => "Internal error (details in the server log).",
         501 => "Not set up on this server.",
@@ -336,7 +348,9 @@ pub fn openapi_document() -> Value {
             json!({"description": op.ok.1, "content": {"application/json": {"schema": {"type": "object"}}}})
         };
         responses.insert(op.ok.0.to_string(), ok);
-        for status in op.errors.iter().chain(&[401, 403, 429]) {
+        // Every operation with a body may meet the body size limit.
+        let too_large: &[u16] = if op.body.is_some() { &[413] } else { &[] };
+        for status in op.errors.iter().chain(too_large).chain(&[401, 403, 429]) {
             responses.insert(
                 status.to_string(),
                 json!({"description": reason(*status),

@@ -24,6 +24,7 @@ use tokio_stream::StreamExt as _;
 
 use super::AdminState;
 use super::history::{HISTORY_LEN, HostKey, Rate};
+use super::status::Snapshot;
 use crate::config::Config;
 use crate::scheduler::SchedulerKind;
 use crate::state::HostHealth;
@@ -43,7 +44,8 @@ section.service{background:#fff;border:1px solid #ddd;border-radius:6px;padding:
 .group.enabled{border-left-color:#2a7}
 .badge{background:#2a7;color:#fff;border-radius:3px;padding:0 .4em;font-size:.8em}
 table{border-collapse:collapse;margin:.3em 0} th,td{padding:.2em .5em;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}
-td.n{text-align:right;font-variant-numeric:tabular-nums}
+td.n{text-align:right;font-variant-numeric:tabular-nums} th,td.nw{white-space:nowrap}
+section.service{overflow-x:auto} div.listeners{margin:.6em 0}
 .up{color:#2a7;font-weight:600} .bad{color:#c33;font-weight:600} .admin-down{color:#a70;font-weight:600}
 small{color:#666}
 form{display:inline-block;margin:0 .2em .2em 0} form.row{display:block;margin:.4em 0}
@@ -53,7 +55,13 @@ svg.g{background:#f4f6f8;border:1px solid #e4e6e8}
 .flash{padding:.4em .8em;border-radius:4px;background:#e8f6ee;margin:.8em 0}
 .flash.err{background:#fbeaea}
 pre.diff{background:#fff;border:1px solid #ddd;padding:.5em;overflow:auto}
-pre.diff .a{background:#e8f6ee;display:block} pre.diff .d{background:#fbeaea;display:block}
+pre.diff span{display:block;min-height:1.2em} pre.diff .a{background:#e8f6ee} pre.diff .d{background:#fbeaea}
+pre.diff .h{color:#27c} pre.diff .f{color:#666}
+section.warn{background:#fff8e5;border:1px solid #e8c468;border-radius:6px;padding:.2em 1em .6em;margin:1em 0}
+section.warn.err{background:#fdf0f0;border-color:#d88}
+section.warn h2{margin:.5em 0 .2em;font-size:1.15em}
+pre.error{white-space:pre-wrap;background:#fff;border:1px solid #ddd;padding:.5em}
+p.note{color:#555;margin:.6em 0}
 ";
 
 const SCRIPT: &str = r#"
@@ -105,11 +113,25 @@ fn page_csp() -> &'static str {
     })
 }
 
-/// Headers on every admin answer: no framing, no sniffing, no caching; pages
-/// bring their own CSP, everything else gets one that allows nothing.
-pub(crate) async fn security_headers(request: Request, next: Next) -> Response {
+/// How long browsers keep to HTTPS for the admin server once they saw it
+/// (`Strict-Transport-Security`, HTTPS only): one year, in seconds.
+const HSTS_MAX_AGE_SECS: u64 = 365 * 24 * 3600;
+
+/// Headers on every admin answer: no framing, no sniffing, no caching, HTTPS
+/// only once seen (when served over TLS); pages bring their own CSP, everything
+/// else gets one that allows nothing.
+pub(crate) async fn security_headers(
+    State(state): State<AdminState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
+    if state.settings.tls.is_some()
+        && let Ok(v) = HeaderValue::from_str(&format!("max-age={HSTS_MAX_AGE_SECS}"))
+    {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, v);
+    }
     h.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
@@ -195,9 +217,11 @@ fn host_key(service: &str, group: &str, host: &str) -> String {
 }
 
 /// A signature of the page's structure (services, listeners, groups, hosts,
-/// enabled groups, schedulers, users): when it changes, the page reloads.
-fn signature(stats: &Stats, config: &Config) -> String {
+/// enabled groups, schedulers, users) and of the status panels (reload,
+/// conflict): when it changes, the page reloads.
+fn signature(stats: &Stats, config: &Config, status: &Snapshot) -> String {
     let mut d = Sha256::new();
+    d.update(status.token().as_bytes());
     for s in &stats.services {
         d.update(s.name.as_bytes());
         d.update(s.enabled_group.as_bytes());
@@ -248,7 +272,7 @@ fn rate_text(r: Rate) -> String {
 }
 
 /// A UTC time as `YYYY-MM-DD HH:MM:SS`.
-fn utc(t: SystemTime) -> String {
+pub(crate) fn utc(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -269,7 +293,7 @@ fn utc(t: SystemTime) -> String {
     )
 }
 
-fn ago(t: SystemTime) -> String {
+pub(crate) fn ago(t: SystemTime) -> String {
     let secs = SystemTime::now()
         .duration_since(t)
         .unwrap_or(Duration::ZERO)
@@ -371,10 +395,17 @@ struct Flash {
 async fn running(State(state): State<AdminState>, Query(flash): Query<Flash>) -> Response {
     let stats = state.handle.stats();
     let config = state.handle.config();
-    html(render_running(&state, &stats, &config, &flash))
+    let status = Snapshot::read(&state);
+    html(render_running(&state, &stats, &config, &status, &flash))
 }
 
-fn render_running(state: &AdminState, stats: &Stats, config: &Config, flash: &Flash) -> String {
+fn render_running(
+    state: &AdminState,
+    stats: &Stats,
+    config: &Config,
+    status: &Snapshot,
+    flash: &Flash,
+) -> String {
     let refresh = state.settings.refresh.as_secs();
     let mut p = String::new();
     let _ = write!(
@@ -392,7 +423,7 @@ fn render_running(state: &AdminState, stats: &Stats, config: &Config, flash: &Fl
     let _ = write!(
         p,
         "<style>{STYLE}</style></head><body data-sig=\"{}\" data-events=\"api/v1/events\">",
-        signature(stats, config)
+        signature(stats, config, status)
     );
     p.push_str(
         "<header><h1>txlb</h1><nav><a href=\"running\">running</a>\
@@ -409,11 +440,12 @@ fn render_running(state: &AdminState, stats: &Stats, config: &Config, flash: &Fl
         };
         let _ = write!(p, "<p class=\"{class}\" role=\"status\">{}</p>", esc(msg));
     }
+    p.push_str(&status.panels());
     for s in &stats.services {
         let sv = s.name.as_str();
         let _ = write!(
             p,
-            "<section class=\"service\"><h2>Service {}</h2><p>Listeners: ",
+            "<section class=\"service\"><h2>Service {}</h2><div class=\"listeners\">Listeners: ",
             esc(sv)
         );
         for l in &s.listeners {
@@ -430,7 +462,8 @@ fn render_running(state: &AdminState, stats: &Stats, config: &Config, flash: &Fl
                 )
             );
         }
-        p.push_str("</p>");
+        // A div, not a p: the forms inside would close a paragraph early.
+        p.push_str("</div>");
         p.push_str(&form(
             "addListener",
             &[("service", sv)],
@@ -481,16 +514,16 @@ fn render_running(state: &AdminState, stats: &Stats, config: &Config, flash: &Fl
                 let _ = write!(
                     p,
                     "<tr data-host=\"{key}\"><td>{name}</td><td><code>{addr}</code></td>\
-                     <td class=\"n\">{weight}</td><td><span data-k=\"state\" class=\"{class}\">{text}</span> \
+                     <td class=\"n\">{weight}</td><td class=\"nw\"><span data-k=\"state\" class=\"{class}\">{text}</span> \
                      <small data-k=\"detail\">{detail}</small></td>\
                      <td class=\"n\" data-k=\"open\">{open}</td><td class=\"n\" data-k=\"total\">{total}</td>\
                      <td class=\"n\" data-k=\"failures\">{failures}</td>\
                      <td class=\"n\" data-k=\"bytes_in\">{bin}</td><td class=\"n\" data-k=\"bytes_out\">{bout}</td>\
-                     <td data-k=\"rate\">{rate}</td>\
+                     <td class=\"nw\" data-k=\"rate\">{rate}</td>\
                      <td><svg class=\"g\" viewBox=\"0 0 {GRAPH_W} {GRAPH_H}\" width=\"{GRAPH_W}\" height=\"{GRAPH_H}\" \
                      role=\"img\" aria-label=\"throughput, last minute\">\
                      <polyline class=\"i\" points=\"{pin}\"/><polyline class=\"o\" points=\"{pout}\"/></svg></td>\
-                     <td>{toggle}{drain}{retry}{remove}</td></tr>",
+                     <td class=\"nw\">{toggle}{drain}{retry}{remove}</td></tr>",
                     key = esc(&host_key(sv, gr, &h.name)),
                     name = esc(&h.name),
                     addr = esc(&h.address),
@@ -643,6 +676,7 @@ struct LiveHost {
 pub(crate) fn live_update(state: &AdminState) -> serde_json::Value {
     let stats = state.handle.stats();
     let config = state.handle.config();
+    let status = Snapshot::read(state);
     let mut hosts = Vec::new();
     for s in &stats.services {
         for g in &s.groups {
@@ -668,7 +702,7 @@ pub(crate) fn live_update(state: &AdminState) -> serde_json::Value {
         }
     }
     serde_json::json!({
-        "sig": signature(&stats, &config),
+        "sig": signature(&stats, &config, &status),
         "hosts": hosts,
     })
 }
@@ -856,7 +890,8 @@ async fn diff(State(state): State<AdminState>) -> Response {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>txlb: boot vs running</title>\
          <style>{STYLE}</style></head><body><header><h1>txlb</h1><nav><a href=\"running\">running</a>\
          <a href=\"config.xml\">config.xml</a><a href=\"running.xml\">running.xml</a></nav></header>\
-         <h2>Boot configuration → running configuration</h2><p>{}</p><pre class=\"diff\">",
+         {}<h2>Boot configuration → running configuration</h2><p>{}</p><pre class=\"diff\">",
+        Snapshot::read(&state).panels(),
         if changed {
             "Lines marked − are only in the configuration loaded at start, + only in the running one."
         } else {
@@ -869,7 +904,9 @@ async fn diff(State(state): State<AdminState>) -> Response {
             '-' => (" class=\"d\"", '−'),
             _ => ("", ' '),
         };
-        let _ = writeln!(p, "<span{class}>{mark} {}</span>", esc(line));
+        // Every line is a block span: no newline between them, or each
+        // would show as an extra blank line.
+        let _ = write!(p, "<span{class}>{mark} {}</span>", esc(line));
     }
     p.push_str("</pre></body></html>");
     html(p)
@@ -947,6 +984,38 @@ mod tests {
             "<svg class=\"g\"",
         ] {
             assert!(page.contains(needle), "missing {needle}");
+        }
+    }
+
+    #[tokio::test]
+    async fn hsts_only_over_tls() {
+        let (app, _handle, _b) = test_router().await;
+        let response = super::super::tests::request(&app, "GET", "/running", None).await;
+        assert!(
+            !response
+                .headers()
+                .contains_key(header::STRICT_TRANSPORT_SECURITY)
+        );
+        let web = crate::config::AdminWebConfig {
+            listen: crate::config::parse_listen_addr("127.0.0.1:0").unwrap(),
+            enable: true,
+            secure: true,
+            refresh: Duration::from_secs(10),
+            metrics_public: false,
+            cert: None,
+            key: None,
+        };
+        let settings = super::super::AdminSettings {
+            tls: Some(super::super::tls_server_config(&web, None).unwrap()),
+            ..Default::default()
+        };
+        let (app, _handle, _b) = super::super::tests::test_router_with(settings).await;
+        for path in ["/running", "/api/v1/stats", "/nope"] {
+            let response = super::super::tests::request(&app, "GET", path, None).await;
+            let hsts = response.headers()[header::STRICT_TRANSPORT_SECURITY]
+                .to_str()
+                .unwrap();
+            assert_eq!(hsts, "max-age=31536000", "{path}");
         }
     }
 

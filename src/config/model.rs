@@ -66,8 +66,20 @@ pub struct GroupConfig {
     pub scheduler: SchedulerKind,
     /// Hosts of the group, in file order; names unique within the group.
     pub hosts: Vec<HostConfig>,
-    /// PROXY protocol towards hosts, replays on empty answers.
+    /// Slow start, PROXY protocol towards hosts, replays on empty answers.
     pub options: GroupOptions,
+}
+
+impl GroupConfig {
+    /// A group with these hosts and every optional setting at its default.
+    pub fn new(name: impl Into<String>, scheduler: SchedulerKind, hosts: Vec<HostConfig>) -> Self {
+        GroupConfig {
+            name: name.into(),
+            scheduler,
+            hosts,
+            options: GroupOptions::default(),
+        }
+    }
 }
 
 /// One backend host.

@@ -60,6 +60,28 @@ impl OptionValue for Duration {
     }
 }
 
+/// Seconds, or `0` (or `none`) for "not set".
+impl OptionValue for Option<Duration> {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        let off = match raw {
+            RawValue::Text(t) => matches!(t.trim(), "0" | "none" | ""),
+            RawValue::Toml(toml::Value::Integer(0)) => true,
+            RawValue::Toml(toml::Value::Float(f)) => *f == 0.0,
+            RawValue::Toml(_) => false,
+        };
+        if off {
+            return Ok(None);
+        }
+        <Duration as OptionValue>::read(raw).map(Some)
+    }
+    fn xml(&self) -> String {
+        self.map_or_else(|| "0".to_string(), |d| d.xml())
+    }
+    fn toml(&self) -> String {
+        self.map_or_else(|| "0".to_string(), |d| d.toml())
+    }
+}
+
 /// A count; 0 usually means "no limit".
 impl OptionValue for u32 {
     fn read(raw: &RawValue) -> Result<Self, String> {
@@ -188,6 +210,8 @@ pub(crate) struct Written {
     pub xml: String,
     /// TOML value source.
     pub toml: String,
+    /// The value is the setting's default (a writer may leave it out).
+    pub default: bool,
 }
 
 macro_rules! options {
@@ -234,6 +258,7 @@ macro_rules! options {
             /// Every setting whose value differs from `base`, written out.
             pub(crate) fn differing(&self, base: &Self) -> Vec<Written> {
                 let mut out = Vec::new();
+                let defaults = Self::default();
                 $(
                     if self.$field != base.$field {
                         out.push(Written {
@@ -241,6 +266,7 @@ macro_rules! options {
                             toml_key: $toml,
                             xml: OptionValue::xml(&self.$field),
                             toml: OptionValue::toml(&self.$field),
+                            default: self.$field == defaults.$field,
                         });
                     }
                 )*
@@ -307,6 +333,11 @@ options! {
 options! {
     /// Per-group settings beyond txLoadBalancer's (attributes of `<group>`).
     pub struct GroupOptions {
+        /// How long a host coming back into rotation (created, marked up after
+        /// bad, admin-up) takes to ramp from a small share to its full weight
+        /// (`None`, written `0`: no ramp). Honoured by `weightr`, `wrr`, `wleastc`
+        /// and `p2c` ([`crate::scheduler::SchedulerKind::honours_slow_start`]).
+        slow_start: Option<Duration> = None, "slowStart", "slow_start";
         /// Send a PROXY protocol header to the group's hosts.
         proxy_protocol: Option<ProxyVersion> = None, "proxyProtocol", "proxy_protocol";
         /// Replay the client's first bytes to another host when a host closes or

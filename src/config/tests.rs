@@ -458,6 +458,68 @@ fn intervals_and_access() {
         "bad connect timeout \"x\"",
     );
 
+    let slow = BASE.replace("enable=\"true\"", "enable=\"true\" slowStart=\"2.5\"");
+    let c = Config::from_xml_str(&slow).unwrap();
+    assert_eq!(
+        c.services[0].groups[0].options.slow_start,
+        Some(Duration::from_millis(2500))
+    );
+    // 0 means no slow start.
+    let off =
+        Config::from_xml_str(&BASE.replace("enable=\"true\"", "enable=\"true\" slowStart=\"0\""))
+            .unwrap();
+    assert_eq!(off.services[0].groups[0].options.slow_start, None);
+    for bad in ["-3", "soon"] {
+        xml_err(
+            &BASE.replace(
+                "enable=\"true\"",
+                &format!("enable=\"true\" slowStart=\"{bad}\""),
+            ),
+            4,
+            65,
+            &format!("bad slowStart \"{bad}\""),
+        );
+    }
+    // TOML: integer or float seconds, the same model as XML.
+    let with_slow = |value: &str| {
+        FULL_TOML.replace(
+            "  scheduler = \"weightr\"",
+            &format!("  scheduler = \"weightr\"\n  slow_start = {value}"),
+        )
+    };
+    let t = Config::from_toml_str(&with_slow("30")).unwrap();
+    let x = Config::from_xml_str(&FULL_XML.replace(
+        "scheduler=\"weighted\"",
+        "scheduler=\"weighted\" slowStart=\"30\"",
+    ))
+    .unwrap();
+    assert_eq!(t, x);
+    assert_eq!(t.services[0].groups[0].options.slow_start, None);
+    assert_eq!(
+        t.services[0].groups[1].options.slow_start,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        Config::from_toml_str(&with_slow("0.25")).unwrap().services[0].groups[1]
+            .options
+            .slow_start,
+        Some(Duration::from_millis(250))
+    );
+    assert_eq!(
+        Config::from_toml_str(&with_slow("0")).unwrap().services[0].groups[1]
+            .options
+            .slow_start,
+        None
+    );
+    toml_err(&with_slow("-1"), 20, 16, "bad slowStart -1");
+    for kind in SchedulerKind::ALL {
+        let xml = BASE.replace("roundr", kind.name());
+        assert_eq!(
+            Config::from_xml_str(&xml).unwrap().services[0].groups[0].scheduler,
+            kind
+        );
+    }
+
     let user = BASE.replace(
         "</config>",
         "  <admin>\n    <user name=\"a\" password=\"x\" access=\"admin\"/>\n  </admin>\n</config>",
@@ -664,7 +726,11 @@ fn same(a: &Config, b: &Config) {
 
 #[test]
 fn round_trips() {
-    for text in [CONFEX_XML, CONFIG_XML, FULL_XML] {
+    let slow = FULL_XML.replace(
+        "scheduler=\"weighted\"",
+        "scheduler=\"wrr\" slowStart=\"1.5\"",
+    );
+    for text in [CONFEX_XML, CONFIG_XML, FULL_XML, &slow] {
         let c = Config::from_xml_str(text).unwrap();
         let xml = c.to_xml();
         let back = Config::from_xml_str(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));

@@ -12,8 +12,10 @@
 //!
 //!   [[service.group]]
 //!   name = "prod"
-//!   scheduler = "leastc"      # rand, roundr, leastc, weightr or an alias; default roundr
+//!   scheduler = "leastc"      # rand, roundr, leastc, weightr, hash, p2c, wleastc, wrr
+//!                             # or an alias; default roundr
 //!   enable = true
+//!   slow_start = 30           # seconds, optional: ramp a returning host's share
 //!   hosts = [ { name = "h1", ip = "10.0.0.1:80", weight = 5 } ]
 //!
 //!   [[service.group]]

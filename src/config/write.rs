@@ -2,8 +2,9 @@
 //!
 //! Used for write-back (`saveConfig`, the configCheck manager) and the admin
 //! API's `running.xml`. Everything the model holds is written, defaults
-//! included, except the connect timeout when it is the default: that keeps files
-//! readable by txLoadBalancer itself, which knows no such attribute.
+//! included, except the connect timeout when it is the default and a group's
+//! slow start when it has none: that keeps files readable by txLoadBalancer
+//! itself, which knows no such attributes.
 
 use std::fmt::Write as _;
 use std::path::Path;

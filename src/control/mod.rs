@@ -414,7 +414,11 @@ impl Controller {
                 groups.push(GroupSnapshot {
                     name: Arc::from(group.name.as_str()),
                     scheduler_kind: group.scheduler,
-                    scheduler: scheduler::build(group.scheduler, &members),
+                    scheduler: scheduler::build_group(
+                        group.scheduler,
+                        &members,
+                        group.options.slow_start,
+                    ),
                     hosts: members,
                     options: group.options.clone(),
                 });

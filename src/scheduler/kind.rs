@@ -15,16 +15,56 @@ pub enum SchedulerKind {
     LeastConns,
     /// `weightr` (`weighted`, `lweighted`): random, proportional to weight.
     Weighted,
+    /// `hash` (`maglev`): client-address affinity by Maglev consistent hashing;
+    /// weights decide each host's share of the table. Not in txLoadBalancer.
+    Hash,
+    /// `p2c` (`twochoices`): of two random available hosts, the one with fewer open
+    /// connections. Not in txLoadBalancer.
+    PowerOfTwo,
+    /// `wleastc` (`wleastconns`): fewest open connections per unit of weight; ties
+    /// as `leastc`. Not in txLoadBalancer.
+    WeightedLeastConns,
+    /// `wrr` (`wroundr`): smooth weighted round robin (nginx's sequence, e.g. weights
+    /// 5, 1, 1 give A A B A C A A). Not in txLoadBalancer.
+    WeightedRoundRobin,
 }
 
 impl SchedulerKind {
     /// Every scheduler, in documentation order.
-    pub const ALL: [SchedulerKind; 4] = [
+    pub const ALL: [SchedulerKind; 8] = [
         SchedulerKind::Random,
         SchedulerKind::RoundRobin,
         SchedulerKind::LeastConns,
         SchedulerKind::Weighted,
+        SchedulerKind::Hash,
+        SchedulerKind::PowerOfTwo,
+        SchedulerKind::WeightedLeastConns,
+        SchedulerKind::WeightedRoundRobin,
     ];
+
+    /// Whether host weights change what this scheduler picks.
+    pub fn uses_weight(self) -> bool {
+        matches!(
+            self,
+            SchedulerKind::Weighted
+                | SchedulerKind::Hash
+                | SchedulerKind::WeightedLeastConns
+                | SchedulerKind::WeightedRoundRobin
+        )
+    }
+
+    /// Whether a group's `slowStart` ramps a returning host's share with this
+    /// scheduler. `hash` does not (ramping would move clients between hosts), nor
+    /// do txLoadBalancer's `rand`, `roundr` and `leastc`, which keep its behaviour.
+    pub fn honours_slow_start(self) -> bool {
+        matches!(
+            self,
+            SchedulerKind::Weighted
+                | SchedulerKind::PowerOfTwo
+                | SchedulerKind::WeightedLeastConns
+                | SchedulerKind::WeightedRoundRobin
+        )
+    }
 
     /// The canonical name written back to configuration files.
     pub fn name(self) -> &'static str {
@@ -33,6 +73,10 @@ impl SchedulerKind {
             SchedulerKind::RoundRobin => "roundr",
             SchedulerKind::LeastConns => "leastc",
             SchedulerKind::Weighted => "weightr",
+            SchedulerKind::Hash => "hash",
+            SchedulerKind::PowerOfTwo => "p2c",
+            SchedulerKind::WeightedLeastConns => "wleastc",
+            SchedulerKind::WeightedRoundRobin => "wrr",
         }
     }
 
@@ -43,6 +87,10 @@ impl SchedulerKind {
             SchedulerKind::RoundRobin => &["roundrobin"],
             SchedulerKind::LeastConns => &["leastconns"],
             SchedulerKind::Weighted => &["weighted", "lweighted"],
+            SchedulerKind::Hash => &["maglev"],
+            SchedulerKind::PowerOfTwo => &["twochoices"],
+            SchedulerKind::WeightedLeastConns => &["wleastconns"],
+            SchedulerKind::WeightedRoundRobin => &["wroundr"],
         }
     }
 }
@@ -56,7 +104,7 @@ impl fmt::Display for SchedulerKind {
 /// The error for a scheduler name that txlb does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scheduler {name:?} (expected one of: rand, random, roundr, roundrobin, leastc, leastconns, weightr, weighted, lweighted)"
+    "unknown scheduler {name:?} (expected one of: rand, random, roundr, roundrobin, leastc, leastconns, weightr, weighted, lweighted, hash, maglev, p2c, twochoices, wleastc, wleastconns, wrr, wroundr)"
 )]
 pub struct UnknownScheduler {
     /// The name as written.
@@ -89,5 +137,16 @@ mod tests {
             }
         }
         assert!("fastest".parse::<SchedulerKind>().is_err());
+    }
+
+    #[test]
+    fn the_error_lists_every_name() {
+        let message = "fastest".parse::<SchedulerKind>().unwrap_err().to_string();
+        for kind in SchedulerKind::ALL {
+            assert!(message.contains(kind.name()), "{message}");
+            for alias in kind.aliases() {
+                assert!(message.contains(alias), "{message}");
+            }
+        }
     }
 }

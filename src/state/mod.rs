@@ -17,7 +17,7 @@ pub use limits::{Admission, Limiter, Refusal};
 
 pub use stats::{
     BadInfo, CONNECT_BUCKETS, ConnectionGuard, HostHealth, HostStats, HostStatsView, LatencyView,
-    clock_ms,
+    clock_ms, clock_nanos, last_came_up,
 };
 
 use std::net::SocketAddr;

@@ -40,9 +40,32 @@ pub enum HostHealth {
 /// `bad_info` by whoever sees the host fail or recover (connections, managers),
 /// `admin_down` by the controller, `resolved` by the managers. Readers (schedulers,
 /// admin plane) tolerate momentarily inconsistent combinations; each value is exact.
+///
+/// Layout: what schedulers read on every pick (`open`, `bad`, `admin_down`,
+/// `last_closed`, `up_since`) shares the struct's first cache line with fields
+/// rarely written; the byte and latency counters the copy loop writes live
+/// further on, so a pick costs one cache line per host it looks at.
 #[derive(Debug, Default)]
+#[repr(C, align(64))]
 pub struct HostStats {
     open: AtomicU64,
+    /// Nanoseconds on [`clock_nanos`]' clock when the last connection closed;
+    /// 0 = never. leastc breaks ties with it.
+    last_closed: AtomicU64,
+    /// [`clock_nanos`] when the host last came back into rotation: created, marked
+    /// up after bad, or admin-up. Written by whoever makes that transition, read
+    /// by schedulers that ramp a returning host's weight (`slowStart`).
+    up_since: AtomicU64,
+    /// Set with `bad`; an `ArcSwapOption` so readers never block the writer.
+    bad_info: ArcSwapOption<BadInfo>,
+    /// The address connections go to; `None` until the name resolves.
+    resolved: ArcSwapOption<SocketAddr>,
+    /// The leastc ranking this host takes part in, if its group uses leastc.
+    /// Set by the controller for each snapshot; told of every change that moves
+    /// the host in the ranking.
+    ranking: ArcSwapOption<Ranking>,
+    bad: AtomicBool,
+    admin_down: AtomicBool,
     total: AtomicU64,
     failures: AtomicU64,
     bytes_in: AtomicU64,
@@ -54,19 +77,25 @@ pub struct HostStats {
     connect_buckets: [AtomicU64; CONNECT_BUCKETS.len() + 1],
     /// Sum of successful connect latencies, in microseconds.
     connect_micros: AtomicU64,
-    /// Nanoseconds since [`epoch`] when the last connection closed; 0 = never.
-    /// leastc breaks ties with it.
-    last_closed: AtomicU64,
-    bad: AtomicBool,
-    admin_down: AtomicBool,
-    /// Set with `bad`; an `ArcSwapOption` so readers never block the writer.
-    bad_info: ArcSwapOption<BadInfo>,
-    /// The address connections go to; `None` until the name resolves.
-    resolved: ArcSwapOption<SocketAddr>,
-    /// The leastc ranking this host takes part in, if its group uses leastc.
-    /// Set by the controller for each snapshot; told of every change that moves
-    /// the host in the ranking.
-    ranking: ArcSwapOption<Ranking>,
+}
+
+/// [`clock_nanos`] of the latest moment any host came back into rotation, in any
+/// group. Lets a scheduler with `slowStart` skip per-host ramp checks when nobody
+/// came back recently (one load instead of one per host).
+static LAST_CAME_UP: AtomicU64 = AtomicU64::new(0);
+
+/// Nanoseconds on a process-local monotonic clock (never 0). Only differences are
+/// meaningful.
+#[inline]
+pub fn clock_nanos() -> u64 {
+    (epoch().elapsed().as_nanos() as u64).max(1)
+}
+
+/// [`clock_nanos`] of the latest moment any host (in any group) came back into
+/// rotation; 0 = never.
+#[inline]
+pub fn last_came_up() -> u64 {
+    LAST_CAME_UP.load(Relaxed)
 }
 
 /// Upper bounds (seconds) of the connect latency histogram's buckets.
@@ -90,7 +119,23 @@ pub fn clock_ms() -> u64 {
 impl HostStats {
     /// A fresh host: up, no traffic, address unknown.
     pub fn new() -> Arc<Self> {
-        Arc::new(HostStats::default())
+        let stats = HostStats::default();
+        stats.came_up();
+        Arc::new(stats)
+    }
+
+    /// Records that the host just came (back) into rotation.
+    fn came_up(&self) {
+        let now = clock_nanos();
+        self.up_since.store(now, Relaxed);
+        LAST_CAME_UP.fetch_max(now, Relaxed);
+    }
+
+    /// [`clock_nanos`] when the host last came (back) into rotation: created,
+    /// marked up after bad, or admin-up.
+    #[inline]
+    pub fn up_since(&self) -> u64 {
+        self.up_since.load(Relaxed)
     }
 
     /// Whether schedulers may pick this host: neither bad nor admin-down. (A host
@@ -179,6 +224,7 @@ impl HostStats {
         let was_bad = self.bad.swap(false, Relaxed);
         if was_bad {
             self.bad_info.store(None);
+            self.came_up();
             self.rank_changed();
         }
         was_bad
@@ -189,6 +235,9 @@ impl HostStats {
     pub fn set_admin_down(&self, down: bool) -> bool {
         let changed = self.admin_down.swap(down, Relaxed) != down;
         if changed {
+            if !down {
+                self.came_up();
+            }
             self.rank_changed();
         }
         changed
@@ -328,9 +377,8 @@ impl ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        let now = epoch().elapsed().as_nanos() as u64;
-        // max(1) keeps 0 meaning "never closed".
-        self.stats.last_closed.store(now.max(1), Relaxed);
+        // clock_nanos is never 0, which keeps 0 meaning "never closed".
+        self.stats.last_closed.store(clock_nanos(), Relaxed);
         self.stats.open.fetch_sub(1, Relaxed);
         self.stats.rank_changed();
     }
@@ -352,6 +400,23 @@ mod unix_seconds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_picks_read_shares_one_cache_line() {
+        let h = HostStats::new();
+        let base = Arc::as_ptr(&h) as usize;
+        assert_eq!(base % 64, 0);
+        for field in [
+            &h.open as *const AtomicU64 as usize,
+            &h.last_closed as *const AtomicU64 as usize,
+            &h.up_since as *const AtomicU64 as usize,
+            &h.bad as *const AtomicBool as usize,
+            &h.admin_down as *const AtomicBool as usize,
+        ] {
+            assert!(field - base < 64);
+        }
+        assert!(&h.bytes_in as *const AtomicU64 as usize - base >= 64);
+    }
 
     #[test]
     fn bad_and_up_transitions_are_reported_once() {
@@ -377,6 +442,25 @@ mod tests {
         assert_eq!(h.health(), HostHealth::AdminDown);
         h.set_admin_down(false);
         assert_eq!(h.health(), HostHealth::Bad);
+    }
+
+    #[test]
+    fn up_since_moves_when_the_host_comes_back() {
+        let h = HostStats::new();
+        let created = h.up_since();
+        assert!(created > 0 && last_came_up() >= created);
+        std::thread::sleep(Duration::from_millis(2));
+        h.mark_bad("x");
+        assert_eq!(h.up_since(), created, "going bad is not coming back");
+        h.mark_up();
+        let back = h.up_since();
+        assert!(back > created);
+        std::thread::sleep(Duration::from_millis(2));
+        h.set_admin_down(true);
+        assert_eq!(h.up_since(), back);
+        h.set_admin_down(false);
+        assert!(h.up_since() > back);
+        assert!(last_came_up() >= h.up_since());
     }
 
     #[test]

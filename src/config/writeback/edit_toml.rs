@@ -268,11 +268,14 @@ fn set(t: &mut dyn TableLike, key: &str, mut v: Value) {
     }
 }
 
-/// Writes changed options as keys (a setting back at its default is written out
-/// explicitly rather than removed).
+/// Writes changed options as keys; a setting back at its default is removed.
 fn set_options(t: &mut dyn TableLike, changed: &[Written]) -> Option<()> {
     for o in changed {
-        set(t, o.toml_key, o.toml.parse().ok()?);
+        if o.default {
+            t.remove(o.toml_key);
+        } else {
+            set(t, o.toml_key, o.toml.parse().ok()?);
+        }
     }
     Some(())
 }

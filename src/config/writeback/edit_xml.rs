@@ -184,11 +184,15 @@ impl Editor<'_> {
 
     /// Sets an attribute: its value replaced in place (keeping its quotes), or a
     /// new attribute after the last one.
-    /// Writes changed options as attributes (a setting back at its default is
-    /// written out explicitly rather than removed).
+    /// Writes changed options as attributes; a setting back at its default is
+    /// removed.
     fn set_options(&mut self, el: &Element, changed: &[Written]) {
         for o in changed {
-            self.set_attr(el, o.xml_name, &o.xml);
+            if o.default {
+                self.remove_attr(el, o.xml_name);
+            } else {
+                self.set_attr(el, o.xml_name, &o.xml);
+            }
         }
     }
 
@@ -204,6 +208,17 @@ impl Editor<'_> {
                 self.push(at, at, format!(" {name}=\"{}\"", esc(value)));
             }
         }
+    }
+
+    /// Removes an attribute with the blanks before it; nothing if it is absent.
+    fn remove_attr(&mut self, el: &Element, name: &str) {
+        let Some(a) = el.attrs.iter().find(|a| a.name == name) else {
+            return;
+        };
+        let before = self.text.get(..a.name_at).unwrap_or("");
+        let start = before.trim_end_matches([' ', '\t', '\r', '\n']).len();
+        // Through the closing quote.
+        self.push(start, a.value_at + a.value_len + 1, String::new());
     }
 
     /// Where text inserted after `el` goes: after its line when only comments

@@ -68,6 +68,49 @@ fn xml_attribute_replaced_in_place_keeping_quotes() {
 }
 
 #[test]
+fn xml_slow_start_set_and_removed_in_place() {
+    let slow = in_place("c.xml", SMALL_XML, |c| {
+        c.services[0].groups[0].scheduler = SchedulerKind::WeightedRoundRobin;
+        c.services[0].groups[0].options.slow_start = Some(std::time::Duration::from_millis(2500));
+    });
+    let expected = SMALL_XML.replace(
+        "scheduler='roundr' enable='yes'>",
+        "scheduler='wrr' enable='yes' slowStart=\"2.5\">",
+    );
+    assert_eq!(slow, expected);
+    let back = in_place("c.xml", &slow, |c| {
+        c.services[0].groups[0].options.slow_start = None;
+    });
+    assert_eq!(
+        back,
+        SMALL_XML.replace("scheduler='roundr'", "scheduler='wrr'")
+    );
+}
+
+#[test]
+fn toml_slow_start_set_and_removed_in_place() {
+    let text = "[[service]]
+name = \"web\"
+listen = [\"*:80\"]
+
+  [[service.group]]
+  name = \"g\"   # the group
+  scheduler = \"wleastc\"
+  enable = true
+  hosts = [ { name = \"h1\", ip = \"10.0.0.1:80\" } ]
+";
+    let slow = in_place("c.toml", text, |c| {
+        c.services[0].groups[0].options.slow_start = Some(std::time::Duration::from_secs(20));
+    });
+    assert!(slow.contains("slow_start = 20"), "{slow}");
+    assert!(slow.contains("name = \"g\"   # the group"), "{slow}");
+    let back = in_place("c.toml", &slow, |c| {
+        c.services[0].groups[0].options.slow_start = None;
+    });
+    assert!(!back.contains("slow_start"), "{back}");
+}
+
+#[test]
 fn xml_removed_host_goes_with_its_line_and_comments_stay() {
     let out = in_place("c.xml", SMALL_XML, |c| {
         c.services[0].groups[0].hosts.remove(0);
@@ -357,7 +400,15 @@ fn random_change(c: &mut Config, rng: &mut fastrand::Rng, n: usize) {
                 service.groups[g].hosts.remove(rng.usize(..len));
             }
         }
-        2 => service.groups[g].scheduler = SchedulerKind::ALL[rng.usize(..4)],
+        2 => {
+            let group = &mut service.groups[g];
+            group.scheduler = SchedulerKind::ALL[rng.usize(..SchedulerKind::ALL.len())];
+            group.options.slow_start = match rng.u8(..3) {
+                0 => None,
+                1 => Some(std::time::Duration::from_millis(1500 + 500 * rng.u64(..4))),
+                _ => group.options.slow_start,
+            };
+        }
         3 if !service.groups[g].hosts.is_empty() => {
             service.enabled_group = service.groups[g].name.clone();
         }

@@ -1,0 +1,358 @@
+//! What the admin plane says about the configuration file besides the running
+//! configuration itself: the outcome of the last reload ([`ReloadStatus`],
+//! written by whoever reloads, `main.rs` on SIGHUP) and a write-back conflict
+//! (read through [`ConflictSource`], `WriteBack::conflict` in `main.rs`).
+//!
+//! Both show as panels at the top of the running page and the diff page, and as
+//! `GET /api/v1/config/status`.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::AdminState;
+use super::pages::{ago, esc, utc};
+use crate::config::writeback::Conflict;
+
+/// Reads the current write-back conflict: the configuration file was edited on
+/// disk since it was loaded, so write-back leaves it alone (`None`: no conflict).
+pub type ConflictSource = Arc<dyn Fn() -> Option<Conflict> + Send + Sync>;
+
+/// How one reload of the configuration file ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reload {
+    /// When it was tried.
+    pub at: SystemTime,
+    /// Why it was refused (the file's parse or validation error, with
+    /// file:line:column); `None` when the new configuration runs.
+    pub error: Option<String>,
+}
+
+/// The outcome of the last reload, shared between the reloader and the admin
+/// plane.
+#[derive(Debug, Default)]
+pub struct ReloadStatus {
+    /// Written by the reloader after each attempt, read by pages and the API. A
+    /// std mutex: tiny critical sections, never held across an `.await`.
+    last: Mutex<Option<Reload>>,
+}
+
+impl ReloadStatus {
+    /// No reload tried yet.
+    pub fn new() -> Self {
+        ReloadStatus::default()
+    }
+
+    /// Records a reload that applied the new configuration (clears the error).
+    pub fn succeeded(&self) {
+        self.set(None);
+    }
+
+    /// Records a refused reload: the old configuration keeps running.
+    pub fn failed(&self, error: impl std::fmt::Display) {
+        self.set(Some(error.to_string()));
+    }
+
+    fn set(&self, error: Option<String>) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Reload {
+            at: SystemTime::now(),
+            error,
+        });
+    }
+
+    /// The last reload, if any was tried.
+    pub fn last(&self) -> Option<Reload> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The current conflict and last reload, as read from the settings' hooks.
+pub(crate) struct Snapshot {
+    pub(crate) conflict: Option<Conflict>,
+    pub(crate) reload: Option<Reload>,
+}
+
+impl Snapshot {
+    pub(crate) fn read(state: &AdminState) -> Snapshot {
+        Snapshot {
+            conflict: state.settings.conflict.as_ref().and_then(|f| f()),
+            reload: state.settings.reload.as_ref().and_then(|r| r.last()),
+        }
+    }
+
+    /// A short token that changes whenever what the panels show changes (mixed
+    /// into the page signature, so open pages reload to show it).
+    pub(crate) fn token(&self) -> String {
+        let mut d = Sha256::new();
+        if let Some(c) = &self.conflict {
+            d.update(b"c");
+            d.update(c.file_vs_boot.as_bytes());
+            d.update(c.running_vs_boot.as_bytes());
+        }
+        if let Some(r) = &self.reload {
+            d.update(b"r");
+            d.update(unix_secs(r.at).to_le_bytes());
+            d.update(r.error.as_deref().unwrap_or("").as_bytes());
+        }
+        let digest = d.finalize();
+        digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The HTML panels: the conflict with both differences, a refused reload
+    /// with its error, or a one-line note of the last good reload.
+    pub(crate) fn panels(&self) -> String {
+        let mut p = String::new();
+        if let Some(r) = &self.reload {
+            match &r.error {
+                Some(error) => {
+                    let _ = write!(
+                        p,
+                        "<section class=\"warn err\" id=\"reload-status\" role=\"alert\">\
+                         <h2>Reload refused</h2><p>The configuration file was read again at {} UTC \
+                         <small>({})</small> and refused as a whole; the previous configuration \
+                         keeps running. Fix the file and send SIGHUP again.</p>\
+                         <pre class=\"error\">{}</pre></section>",
+                        utc(r.at),
+                        ago(r.at),
+                        esc(error)
+                    );
+                }
+                None => {
+                    let _ = write!(
+                        p,
+                        "<p class=\"note\" id=\"reload-status\">Configuration file reloaded at {} UTC \
+                         <small>({})</small>.</p>",
+                        utc(r.at),
+                        ago(r.at)
+                    );
+                }
+            }
+        }
+        if let Some(c) = &self.conflict {
+            let _ = write!(
+                p,
+                "<section class=\"warn\" id=\"conflict\" role=\"alert\">\
+                 <h2>Configuration file edited on disk</h2>\
+                 <p><code>{}</code> was changed on disk since txlb loaded or last wrote it, so \
+                 it is not overwritten (saveConfig, configCheck). Reload it (SIGHUP) to run what \
+                 it says, or undo the edit to let the running configuration be saved.</p>\
+                 <h3>File on disk vs boot</h3>{}<h3>Running vs boot</h3>{}</section>",
+                esc(&c.path.display().to_string()),
+                unified_html(&c.file_vs_boot),
+                unified_html(&c.running_vs_boot)
+            );
+        }
+        p
+    }
+
+    /// The JSON of `GET /api/v1/config/status`.
+    pub(crate) fn json(&self) -> Value {
+        json!({
+            "conflict": self.conflict.as_ref().map(|c| json!({
+                "path": c.path.display().to_string(),
+                "file_vs_boot": c.file_vs_boot,
+                "running_vs_boot": c.running_vs_boot,
+            })),
+            "reload": self.reload.as_ref().map(|r| json!({
+                "at": unix_secs(r.at),
+                "at_utc": utc(r.at),
+                "ok": r.error.is_none(),
+                "error": r.error,
+            })),
+        })
+    }
+}
+
+/// `text` (a configuration or a diff of one, XML or TOML) with the value of
+/// every `password` attribute or key replaced by `…`: for logging conflicts
+/// without the users' password hashes.
+pub fn redact_passwords(text: &str) -> String {
+    const KEY: &str = "password";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(KEY) {
+        let (before, from_key) = rest.split_at(at + KEY.len());
+        out.push_str(before);
+        let after_eq = from_key.trim_start_matches([' ', '\t']);
+        let Some(after_eq) = after_eq.strip_prefix('=') else {
+            rest = from_key;
+            continue;
+        };
+        let value = after_eq.trim_start_matches([' ', '\t']);
+        let Some(quote) = value.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            rest = from_key;
+            continue;
+        };
+        let Some(end) = value[1..].find([quote, '\n']) else {
+            rest = from_key;
+            continue;
+        };
+        out.push_str(&from_key[..from_key.len() - value.len()]);
+        out.push(quote);
+        out.push('…');
+        out.push(quote);
+        // Past the closing quote (or up to the end of the line when unclosed).
+        let close = 1 + end;
+        rest = if value[close..].starts_with(quote) {
+            &value[close + 1..]
+        } else {
+            &value[close..]
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A unified diff as a `<pre>` with added, removed and hunk lines marked.
+fn unified_html(diff: &str) -> String {
+    if diff.is_empty() {
+        return "<p><small>No difference.</small></p>".into();
+    }
+    let mut p = String::from("<pre class=\"diff\">");
+    for line in diff.lines() {
+        let class = if line.starts_with("+++") || line.starts_with("---") {
+            " class=\"f\""
+        } else if line.starts_with('+') {
+            " class=\"a\""
+        } else if line.starts_with('-') {
+            " class=\"d\""
+        } else if line.starts_with("@@") {
+            " class=\"h\""
+        } else {
+            ""
+        };
+        // Block spans (see the page style): no newline between them.
+        let _ = write!(p, "<span{class}>{}</span>", esc(line));
+    }
+    p.push_str("</pre>");
+    p
+}
+
+/// `GET /api/v1/config/status`: the write-back conflict and the last reload.
+pub(crate) async fn handler(State(state): State<AdminState>) -> Json<Value> {
+    Json(Snapshot::read(&state).json())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_in_xml_and_toml() {
+        let xml = "+    <user name=\"a\" password=\"$6$salt$hash\" access=\"full\"/>\n";
+        assert_eq!(
+            redact_passwords(xml),
+            "+    <user name=\"a\" password=\"…\" access=\"full\"/>\n"
+        );
+        let toml = "-password = 'abDES12345678'\n name = \"password\"\n";
+        assert_eq!(
+            redact_passwords(toml),
+            "-password = '…'\n name = \"password\"\n"
+        );
+        assert_eq!(
+            redact_passwords("password=\"unclosed\nnext"),
+            "password=\"…\"\nnext"
+        );
+        assert_eq!(redact_passwords("no secrets"), "no secrets");
+    }
+
+    #[test]
+    fn reload_status_records_the_last_outcome() {
+        let status = ReloadStatus::new();
+        assert_eq!(status.last(), None);
+        status.failed("lb.xml:3:5: unknown element <srvice>");
+        let last = status.last().unwrap();
+        assert_eq!(
+            last.error.as_deref(),
+            Some("lb.xml:3:5: unknown element <srvice>")
+        );
+        status.succeeded();
+        assert_eq!(status.last().unwrap().error, None);
+    }
+
+    #[test]
+    fn panels_show_both_differences_escaped() {
+        let snapshot = Snapshot {
+            conflict: Some(Conflict {
+                path: PathBuf::from("/etc/lb.xml"),
+                file_vs_boot: "--- a\n+++ b\n@@ -1 +1 @@\n-<old/>\n+<new/>\n".into(),
+                running_vs_boot: "--- a\n+++ b\n@@ -1 +1 @@\n-x\n+y\n".into(),
+            }),
+            reload: Some(Reload {
+                at: SystemTime::now(),
+                error: Some("lb.xml:2:1: <bad>".into()),
+            }),
+        };
+        let html = snapshot.panels();
+        assert!(html.contains("id=\"conflict\""), "{html}");
+        assert!(html.contains("File on disk vs boot") && html.contains("Running vs boot"));
+        assert!(
+            html.contains("<span class=\"d\">-&lt;old/&gt;</span>"),
+            "{html}"
+        );
+        assert!(html.contains("<span class=\"a\">+y</span>"), "{html}");
+        assert!(html.contains("Reload refused") && html.contains("lb.xml:2:1: &lt;bad&gt;"));
+        let json = snapshot.json();
+        assert_eq!(json["conflict"]["path"], "/etc/lb.xml");
+        assert_eq!(json["reload"]["ok"], false);
+        let before = snapshot.token();
+        let cleared = Snapshot {
+            conflict: None,
+            reload: snapshot.reload.clone(),
+        };
+        assert_ne!(before, cleared.token());
+        let nothing = Snapshot {
+            conflict: None,
+            reload: None,
+        };
+        assert_eq!(nothing.panels(), "");
+        assert_eq!(nothing.json()["conflict"], Value::Null);
+    }
+
+    #[tokio::test]
+    async fn pages_and_api_show_the_hooks() {
+        use super::super::tests::{send, test_router_with};
+        let conflict = Arc::new(Mutex::new(None::<Conflict>));
+        let reload = Arc::new(ReloadStatus::new());
+        let source = conflict.clone();
+        let settings = super::super::AdminSettings {
+            conflict: Some(Arc::new(move || source.lock().unwrap().clone())),
+            reload: Some(reload.clone()),
+            ..Default::default()
+        };
+        let (app, _handle, _) = test_router_with(settings).await;
+        let (_, page) = send(&app, "GET", "/running", None).await;
+        assert!(!page.contains("id=\"conflict\"") && !page.contains("reload-status"));
+        let (_, body) = send(&app, "GET", "/api/v1/config/status", None).await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v, json!({"conflict": null, "reload": null}));
+
+        *conflict.lock().unwrap() = Some(Conflict {
+            path: PathBuf::from("lb.xml"),
+            file_vs_boot: "@@ -1 +1 @@\n-a\n+b\n".into(),
+            running_vs_boot: "@@ -1 +1 @@\n-a\n+c\n".into(),
+        });
+        reload.failed("lb.xml:1:2: broken");
+        for path in ["/running", "/diff"] {
+            let (_, page) = send(&app, "GET", path, None).await;
+            assert!(page.contains("id=\"conflict\""), "{path}: {page}");
+            assert!(page.contains("<span class=\"a\">+c</span>"), "{path}");
+            assert!(page.contains("lb.xml:1:2: broken"), "{path}");
+        }
+        let (_, body) = send(&app, "GET", "/api/v1/config/status", None).await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["conflict"]["running_vs_boot"], "@@ -1 +1 @@\n-a\n+c\n");
+        assert_eq!(v["reload"]["error"], "lb.xml:1:2: broken");
+    }
+}

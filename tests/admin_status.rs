@@ -1,0 +1,313 @@
+//! The real `txlb` binary's admin plane reporting on its configuration file: a
+//! file edited on disk is not overwritten by `saveConfig`, and the conflict shows
+//! with both differences on the pages, in the JSON API and in the log; a SIGHUP
+//! with a broken file shows its error (file:line:column) until a good reload
+//! clears it. Also the default grace period at shutdown.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::admin::{FULL, client};
+use common::*;
+use serde_json::Value;
+
+const TXLB: &str = env!("CARGO_BIN_EXE_txlb");
+
+/// A running `txlb run`, killed on drop, with its stderr collected.
+struct Txlb {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Txlb {
+    fn start(config: &Path) -> Txlb {
+        let mut child = Command::new(TXLB)
+            .args(["run", "--workers", "1", "--grace", "1", "--config"])
+            .arg(config)
+            .env("TXLB_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Txlb { child, log }
+    }
+
+    /// The first log line containing `needle`, waiting up to 10 s for it.
+    async fn wait_for(&self, needle: &str) -> String {
+        let log = self.log.clone();
+        let needle_owned = needle.to_string();
+        let found = eventually(Duration::from_secs(10), || {
+            let log = log.clone();
+            let needle = needle_owned.clone();
+            async move { log.lock().unwrap().iter().any(|l| l.contains(&needle)) }
+        })
+        .await;
+        let log = self.log.lock().unwrap();
+        assert!(found, "no {needle:?} in log:\n{}", log.join("\n"));
+        log.iter().find(|l| l.contains(needle)).unwrap().clone()
+    }
+
+    /// The value after `key=` on the first log line containing `needle`.
+    async fn logged(&self, needle: &str, key: &str) -> String {
+        let line = self.wait_for(needle).await;
+        let value = line.split(&format!("{key}=")).nth(1).unwrap();
+        value.split_whitespace().next().unwrap().to_string()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Txlb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Service `svc` over `hosts`, the admin web server on 127.0.0.1:0 with the test
+/// users, configCheck off (the default).
+fn xml(hosts: &[(&str, SocketAddr)]) -> String {
+    let hosts: String = hosts
+        .iter()
+        .map(|(name, addr)| format!("      <host name=\"{name}\" ip=\"{addr}\"/>\n"))
+        .collect();
+    let users: String = common::admin::users()
+        .iter()
+        .map(|u| {
+            format!(
+                "    <user name=\"{}\" password=\"{}\" access=\"{}\"/>\n",
+                u.name,
+                u.password_hash,
+                u.access.name()
+            )
+        })
+        .collect();
+    format!(
+        "<config>\n  <!-- the operator's comment -->\n  <service name=\"svc\">\n    \
+         <listen ip=\"127.0.0.1:0\"/>\n    <group name=\"g\" scheduler=\"roundr\" enable=\"true\">\n\
+         {hosts}    </group>\n  </service>\n  <admin>\n    \
+         <web listen=\"127.0.0.1:0\" enable=\"true\" refresh=\"1\"/>\n{users}  </admin>\n</config>\n"
+    )
+}
+
+/// GET `path` as the full user: status and body.
+async fn get(base: &str, path: &str) -> (u16, String) {
+    let response = client()
+        .get(format!("{base}{path}"))
+        .basic_auth(FULL.0, Some(FULL.1))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+async fn config_status(base: &str) -> Value {
+    let (status, body) = get(base, "api/v1/config/status").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn a_file_edited_on_disk_is_not_overwritten_and_the_conflict_is_shown() {
+    let a = named_backend("a", Hold::Close).await;
+    let b = named_backend("b", Hold::Close).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    std::fs::write(&path, xml(&[("a", a)])).unwrap();
+    let txlb = Txlb::start(&path);
+    let base = txlb.logged("admin web server up", "url").await;
+    assert_eq!(config_status(&base).await["conflict"], Value::Null);
+
+    // A change at run time, and meanwhile an edit of the file on disk.
+    let (status, text) = get(&base, &format!("addHost?service=svc&group=g&name=b&ip={b}")).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = get(&base, "addUser?name=ops&password=pw-12345&access=readonly").await;
+    assert_eq!(status, 200, "{text}");
+    let edited = xml(&[("a", a)]).replace(
+        "<!-- the operator's comment -->",
+        "<!-- edited by hand while txlb runs -->",
+    );
+    std::fs::write(&path, &edited).unwrap();
+
+    let (status, text) = get(&base, "saveConfig").await;
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("edited on disk"), "{text}");
+    assert!(text.contains("lb.xml"), "{text}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), edited);
+    assert!(!dir.path().join("lb.xml.bak").exists());
+    // Logged with both differences, password hashes left out.
+    txlb.wait_for("not overwritten").await;
+    // The diffs span several lines: everything logged from that line on, once
+    // the running diff's host line is in.
+    let since = |log: &[String]| {
+        let all = log.join("\n");
+        let at = all.find("not overwritten").unwrap();
+        all[at..].to_string()
+    };
+    let b_line = format!("name=\"b\" ip=\"{b}\"");
+    let log = txlb.log.clone();
+    let complete = eventually(Duration::from_secs(5), || {
+        let (log, b_line) = (log.clone(), b_line.clone());
+        async move { since(&log.lock().unwrap()).contains(&b_line) }
+    })
+    .await;
+    let logged = since(&txlb.log.lock().unwrap());
+    assert!(complete, "{logged}");
+    assert!(
+        logged.contains("edited by hand while txlb runs"),
+        "{logged}"
+    );
+    assert!(logged.contains("name=\"ops\" password=\"…\""), "{logged}");
+    assert!(!logged.contains("$6$"), "{logged}");
+
+    // The running page and the diff page show both differences.
+    for page in ["running", "diff"] {
+        let (status, html) = get(&base, page).await;
+        assert_eq!(status, 200);
+        assert!(html.contains("id=\"conflict\""), "{page}: {html}");
+        let file_diff = html.split("File on disk vs boot").nth(1).unwrap();
+        let (file_diff, running_diff) = file_diff.split_once("Running vs boot").unwrap();
+        assert!(
+            file_diff
+                .contains("<span class=\"a\">+  &lt;!-- edited by hand while txlb runs --&gt;"),
+            "{page}: {file_diff}"
+        );
+        assert!(
+            file_diff.contains("<span class=\"d\">-  &lt;!-- the operator&#39;s comment --&gt;"),
+            "{page}: {file_diff}"
+        );
+        assert!(
+            running_diff.contains("<span class=\"a\">+") && running_diff.contains(&b.to_string()),
+            "{page}: {running_diff}"
+        );
+    }
+    let status = config_status(&base).await;
+    let conflict = &status["conflict"];
+    assert!(conflict["path"].as_str().unwrap().ends_with("lb.xml"));
+    assert!(
+        conflict["file_vs_boot"]
+            .as_str()
+            .unwrap()
+            .contains("+  <!-- edited by hand while txlb runs -->")
+    );
+    assert!(
+        conflict["running_vs_boot"]
+            .as_str()
+            .unwrap()
+            .contains(&b.to_string())
+    );
+    // Still not overwritten on a second try.
+    let (status, _) = get(&base, "saveConfig").await;
+    assert_eq!(status, 409);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), edited);
+
+    // Reloading the edited file resolves the conflict (the file is the base again).
+    txlb.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            config_status(&base).await["conflict"].is_null()
+        })
+        .await,
+        "the conflict stays after reloading the edited file"
+    );
+    let (_, html) = get(&base, "running").await;
+    assert!(!html.contains("id=\"conflict\""));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), edited);
+}
+
+#[tokio::test]
+async fn a_broken_reload_is_shown_with_its_location_until_a_good_one() {
+    let a = named_backend("a", Hold::Close).await;
+    let b = named_backend("b", Hold::Close).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    std::fs::write(&path, xml(&[("a", a)])).unwrap();
+    let txlb = Txlb::start(&path);
+    let base = txlb.logged("admin web server up", "url").await;
+    let listener: SocketAddr = txlb.logged("listener up", "local").await.parse().unwrap();
+    assert_eq!(config_status(&base).await["reload"], Value::Null);
+
+    // A scheduler that does not exist, on line 5 of the file.
+    let broken = xml(&[("a", a), ("b", b)]).replace("scheduler=\"roundr\"", "scheduler=\"nope\"");
+    std::fs::write(&path, &broken).unwrap();
+    let started = Instant::now();
+    txlb.signal("HUP");
+    let refused = |status: &Value| status["reload"]["ok"] == false;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            refused(&config_status(&base).await)
+        })
+        .await
+    );
+    let status = config_status(&base).await;
+    let error = status["reload"]["error"].as_str().unwrap().to_string();
+    assert!(error.contains("lb.xml:5:"), "{error}");
+    let location = error.split("lb.xml:5:").nth(1).unwrap();
+    assert!(
+        location.split(':').next().unwrap().parse::<u32>().is_ok(),
+        "no column in {error}"
+    );
+    assert!(status["reload"]["at"].as_u64().unwrap() > 0);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    txlb.wait_for("reload refused").await;
+    let (_, html) = get(&base, "running").await;
+    assert!(html.contains("Reload refused"), "{html}");
+    let escaped = error.replace('"', "&quot;").replace('\'', "&#39;");
+    assert!(html.contains(&escaped), "{error} not in {html}");
+    // The old configuration serves on: only `a`.
+    for _ in 0..3 {
+        assert_eq!(which_backend(listener).await.0, "a");
+    }
+
+    // Fixed: the next SIGHUP applies it and the error is gone.
+    std::fs::write(&path, xml(&[("a", a), ("b", b)])).unwrap();
+    txlb.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            config_status(&base).await["reload"]["ok"] == true
+        })
+        .await
+    );
+    let status = config_status(&base).await;
+    assert_eq!(status["reload"]["error"], Value::Null);
+    let (_, html) = get(&base, "running").await;
+    assert!(!html.contains("Reload refused"), "{html}");
+    assert!(html.contains("Configuration file reloaded at"), "{html}");
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        seen.insert(which_backend(listener).await.0);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[test]
+fn the_default_grace_period_is_30_seconds() {
+    let output = Command::new(TXLB).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    let grace = help
+        .split("--grace")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no --grace in {help}"));
+    let grace = grace.split("--").next().unwrap();
+    assert!(grace.contains("[default: 30]"), "{grace}");
+}

@@ -6,11 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages used by end-to-end tests. Installed only when missing.
+# openssh-client: ssh, ssh-keygen, ssh-keyscan for the SSH console tests.
 # systemd: `systemd-analyze verify` of the units; logrotate: checks the
 # package's logrotate file (dpkg-deb, for the package test, is always there).
 # chromium and chromium-driver: the browser test of the admin page
 # (tests/admin_browser.rs), which skips itself where they are absent.
-packages=(curl systemd logrotate chromium chromium-driver)
+packages=(curl openssh-client systemd logrotate chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -17,6 +17,7 @@
 //!
 //! ## Layout
 //! - [`admin`]: the admin plane: HTML UI, legacy web API, JSON API, metrics.
+//! - [`ssh`]: the SSH console: a command language over russh.
 //! - [`access_log`]: one line per finished connection.
 //! - [`config`]: XML and TOML readers → one validated model.
 //! - [`state`]: the immutable [`state::Snapshot`] and per-host atomic counters.
@@ -45,6 +46,7 @@ pub mod logging;
 pub mod lookup;
 pub mod proxy;
 pub mod scheduler;
+pub mod ssh;
 pub mod state;
 pub mod systemd;
 

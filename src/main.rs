@@ -208,6 +208,11 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
         .as_ref()
         .and_then(|a| a.web.clone())
         .filter(|w| w.enable);
+    let ssh = config
+        .admin
+        .as_ref()
+        .and_then(|a| a.ssh.clone())
+        .filter(|s| s.enable);
     let balancer = Balancer::builder(config)
         .workers(workers)
         .inherited_listeners(manager.inherited)
@@ -244,6 +249,24 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
                 }
             }
         }
+    };
+    let ssh = match ssh {
+        None => None,
+        Some(ssh) => match start_ssh(
+            &balancer,
+            &ssh,
+            &path,
+            reopen_logs.clone(),
+            writeback.clone(),
+        )
+        .await
+        {
+            Ok(server) => Some(server),
+            Err(error) => {
+                balancer.shutdown(Duration::ZERO).await;
+                return Err(error);
+            }
+        },
     };
     tracing::info!(config = %path.display(), "txlb running");
     let stop = CancellationToken::new();
@@ -284,6 +307,9 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
     if let Some(admin) = admin {
         admin.stopped().await;
     }
+    if let Some(ssh) = ssh {
+        ssh.stopped().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -307,31 +333,49 @@ async fn start_admin(
     settings.reload = Some(reload_status);
     let wb = writeback.clone();
     settings.conflict = Some(Arc::new(move || wb.conflict()));
-    // saveConfig: the same comment-keeping write-back as configCheck.
-    settings.save_config = Some(Arc::new(move |running: &Config| {
-        match writeback.save(running) {
-            Ok(outcome) => Ok(format!(
-                "configuration saved to {} ({outcome:?})",
-                writeback.path().display()
-            )),
-            Err(writeback::WriteBackError::Conflict(c)) => {
-                // Both diffs, without the users' password hashes.
-                tracing::warn!(
-                    config = %c.path.display(),
-                    file_vs_boot = %txlb::admin::redact_passwords(&c.file_vs_boot),
-                    running_vs_boot = %txlb::admin::redact_passwords(&c.running_vs_boot),
-                    "saveConfig: config file edited on disk since it was loaded: not overwritten (reload it, or undo the edit)"
-                );
-                Err(format!(
-                    "{}: edited on disk since it was loaded; not overwritten (both differences are on the admin page)",
-                    c.path.display()
-                ))
-            }
-            Err(error) => Err(error.to_string()),
-        }
-    }));
+    settings.save_config = Some(save_hook(writeback));
     let listener = txlb::admin::bind(&web.listen).await?;
     Ok(txlb::admin::start(balancer.clone(), settings, listener).await?)
+}
+
+/// saveConfig / `config save`: the same comment-keeping write-back as configCheck.
+fn save_hook(writeback: Arc<WriteBack>) -> txlb::admin::SaveConfig {
+    Arc::new(move |running: &Config| match writeback.save(running) {
+        Ok(outcome) => Ok(format!(
+            "configuration saved to {} ({outcome:?})",
+            writeback.path().display()
+        )),
+        Err(writeback::WriteBackError::Conflict(c)) => {
+            // Both diffs, without the users' password hashes.
+            tracing::warn!(
+                config = %c.path.display(),
+                file_vs_boot = %txlb::admin::redact_passwords(&c.file_vs_boot),
+                running_vs_boot = %txlb::admin::redact_passwords(&c.running_vs_boot),
+                "saveConfig: config file edited on disk since it was loaded: not overwritten (reload it, or undo the edit)"
+            );
+            Err(format!(
+                "{}: edited on disk since it was loaded; not overwritten (both differences are on the admin page)",
+                c.path.display()
+            ))
+        }
+        Err(error) => Err(error.to_string()),
+    })
+}
+
+/// Starts the SSH console of `<admin><ssh>`: host key kept next to the
+/// configuration (or at `hostKey`), `log reopen` and `config save` hooks.
+async fn start_ssh(
+    balancer: &BalancerHandle,
+    ssh: &txlb::config::AdminSshConfig,
+    path: &Path,
+    reopen_logs: txlb::admin::ReopenLog,
+    writeback: Arc<WriteBack>,
+) -> Result<txlb::ssh::SshServer> {
+    let mut settings = txlb::ssh::SshSettings::from_config(ssh, Some(path))?;
+    settings.reopen_log = Some(reopen_logs);
+    settings.save_config = Some(save_hook(writeback));
+    let listener = txlb::ssh::bind(&ssh.listen).await?;
+    Ok(txlb::ssh::start(balancer.clone(), settings, listener).await?)
 }
 
 /// `txlb passwd`: a SHA-512-crypt hash of a password read without echo.

@@ -67,14 +67,14 @@ impl Auth {
     }
 
     /// Seconds until `ip` may try again, when it is throttled.
-    fn throttled(&self, ip: IpAddr) -> Option<u64> {
+    pub(crate) fn throttled(&self, ip: IpAddr) -> Option<u64> {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let (count, start) = failures.get(&ip)?;
         let left = FAILURE_WINDOW.checked_sub(start.elapsed())?;
         (*count >= MAX_FAILURES).then(|| left.as_secs().max(1))
     }
 
-    fn record_failure(&self, ip: IpAddr) {
+    pub(crate) fn record_failure(&self, ip: IpAddr) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if failures.len() >= MAX_TRACKED {

@@ -26,7 +26,7 @@
 //! ```
 
 mod api;
-mod auth;
+pub(crate) mod auth;
 mod error;
 mod history;
 mod legacy;

@@ -193,13 +193,21 @@ pub struct AdminWebConfig {
     pub key: Option<PathBuf>,
 }
 
-/// `<ssh listen=… enable=…/>`.
+/// `<ssh listen=… enable=… authorizedKeys=… hostKey=…/>`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminSshConfig {
     /// Where the SSH console listens.
     pub listen: ListenAddr,
     /// Whether it runs at all.
     pub enable: bool,
+    /// OpenSSH `authorized_keys` file of the public keys that may log in
+    /// (`authorizedKeys`); a line saying `access=readonly` (as an option or in its
+    /// comment) gives read-only access. Without it only passwords log in.
+    pub authorized_keys: Option<PathBuf>,
+    /// The server's OpenSSH private host key (`hostKey`), generated (Ed25519) on
+    /// first start when missing; without it the key is kept next to the
+    /// configuration file.
+    pub host_key: Option<PathBuf>,
 }
 
 /// An admin user with a crypt(3) password hash.

@@ -114,6 +114,8 @@ pub(crate) struct RawSsh {
     pub at: usize,
     pub listen: Option<At<String>>,
     pub enable: Option<At<bool>>,
+    pub authorized_keys: Option<At<String>>,
+    pub host_key: Option<At<String>>,
 }
 
 /// `<user>` / `[[admin.user]]`.

@@ -1,7 +1,7 @@
 //! Cross-format tests: fixtures, error locations, round trips, no panics.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
@@ -904,4 +904,52 @@ fn web_metrics_public_cert_and_key() {
         web.cert.as_deref(),
         Some(dir.path().join("a.crt").as_path())
     );
+}
+
+/// txlb's own `<ssh>` attributes: read from XML and TOML, written only when set,
+/// round-tripped, relative paths resolved against the file's directory.
+#[test]
+fn ssh_authorized_keys_and_host_key() {
+    let xml = BASE.replace(
+        "</config>",
+        "<admin><ssh listen=\"127.0.0.1:2222\" authorizedKeys=\"keys\" \
+         hostKey=\"/etc/txlb/host.key\"/></admin></config>",
+    );
+    let c = Config::from_xml_str(&xml).unwrap();
+    let ssh = c.admin.as_ref().unwrap().ssh.as_ref().unwrap();
+    assert_eq!(ssh.authorized_keys.as_deref(), Some(Path::new("keys")));
+    assert_eq!(
+        ssh.host_key.as_deref(),
+        Some(Path::new("/etc/txlb/host.key"))
+    );
+    same(&c, &Config::from_xml_str(&c.to_xml()).unwrap());
+    same(&c, &Config::from_toml_str(&c.to_toml()).unwrap());
+    let plain = Config::from_xml_str(&BASE.replace(
+        "</config>",
+        "<admin><ssh listen=\"127.0.0.1:2222\"/></admin></config>",
+    ))
+    .unwrap();
+    let written = plain.to_xml();
+    assert!(
+        !written.contains("authorizedKeys") && !written.contains("hostKey"),
+        "{written}"
+    );
+    assert!(!plain.to_toml().contains("host_key"));
+    let toml = c.to_toml();
+    assert!(toml.contains("authorized_keys = \"keys\""), "{toml}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.xml");
+    std::fs::write(&path, &xml).unwrap();
+    let c = Config::from_path(&path).unwrap();
+    let ssh = c.admin.as_ref().unwrap().ssh.as_ref().unwrap();
+    assert_eq!(
+        ssh.authorized_keys.as_deref(),
+        Some(dir.path().join("keys").as_path())
+    );
+    // Unknown attributes are still refused.
+    let bad = BASE.replace(
+        "</config>",
+        "<admin><ssh listen=\"127.0.0.1:2222\" hostkey=\"x\"/></admin></config>",
+    );
+    assert!(Config::from_xml_str(&bad).is_err());
 }

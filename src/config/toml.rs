@@ -33,6 +33,8 @@
 //!
 //! [admin.ssh]
 //! listen = "localhost:2222"
+//! # authorized_keys = "keys"  # OpenSSH authorized_keys; access=readonly per key
+//! # host_key = "host.key"     # default: <stem>-ssh_host_ed25519_key beside this file
 //!
 //! [[admin.user]]
 //! name = "admin"
@@ -127,6 +129,8 @@ struct Web {
 struct Ssh {
     listen: Option<Spanned<String>>,
     enable: Option<Spanned<bool>>,
+    authorized_keys: Option<Spanned<String>>,
+    host_key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +284,8 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                 at: ssh_at,
                 listen: opt(t, s.listen),
                 enable: opt(t, s.enable),
+                authorized_keys: opt(t, s.authorized_keys),
+                host_key: opt(t, s.host_key),
             }
         }),
         users: a

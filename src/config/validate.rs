@@ -615,6 +615,8 @@ impl Builder<'_, '_> {
                 Some(AdminSshConfig {
                     listen: self.listen(&listen, "the admin SSH console")?,
                     enable: ssh.enable.is_none_or(|e| e.value),
+                    authorized_keys: ssh.authorized_keys.map(|p| self.path(p.value)),
+                    host_key: ssh.host_key.map(|p| self.path(p.value)),
                 })
             }
         };

@@ -160,9 +160,18 @@ pub fn to_xml(config: &Config) -> String {
             );
         }
         if let Some(s) = &admin.ssh {
+            let mut extra = String::new();
+            for (name, path) in [
+                ("authorizedKeys", &s.authorized_keys),
+                ("hostKey", &s.host_key),
+            ] {
+                if let Some(p) = path {
+                    let _ = write!(extra, " {name}=\"{}\"", attr(&path_text(p)));
+                }
+            }
             let _ = writeln!(
                 x,
-                "    <ssh listen=\"{}\" enable=\"{}\"/>",
+                "    <ssh listen=\"{}\" enable=\"{}\"{extra}/>",
                 attr(&s.listen.to_string()),
                 yes(s.enable)
             );
@@ -287,10 +296,19 @@ pub fn to_toml(config: &Config) -> String {
         if let Some(s) = &admin.ssh {
             let _ = writeln!(
                 t,
-                "[admin.ssh]\nlisten = {}\nenable = {}\n",
+                "[admin.ssh]\nlisten = {}\nenable = {}",
                 tstr(&s.listen.to_string()),
                 yes(s.enable)
             );
+            for (name, path) in [
+                ("authorized_keys", &s.authorized_keys),
+                ("host_key", &s.host_key),
+            ] {
+                if let Some(p) = path {
+                    let _ = writeln!(t, "{name} = {}", tstr(&path_text(p)));
+                }
+            }
+            t.push('\n');
         }
         for u in &admin.users {
             let _ = writeln!(

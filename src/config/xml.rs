@@ -425,11 +425,14 @@ impl Walker<'_, '_> {
                 }
                 "ssh" => {
                     self.once(&raw.ssh, child, el)?;
-                    let leaf = self.leaf(child, &["listen", "enable"])?;
+                    let leaf =
+                        self.leaf(child, &["listen", "enable", "authorizedKeys", "hostKey"])?;
                     raw.ssh = Some(RawSsh {
                         at: child.at,
                         listen: leaf.get("listen"),
                         enable: leaf.bool("enable"),
+                        authorized_keys: leaf.get("authorizedKeys"),
+                        host_key: leaf.get("hostKey"),
                     });
                 }
                 "user" => {

@@ -27,7 +27,7 @@ pub(super) fn edit(
     let mut doc: DocumentMut = text.parse().ok()?;
     let root = doc.as_table_mut();
     services(root, &boot.services, &running.services)?;
-    admin(root, boot.admin.as_ref(), running.admin.as_ref())?;
+    admin(root, boot.admin.as_ref(), running.admin.as_ref(), base_dir)?;
     manager(root, &boot.manager, &running.manager)?;
     logging(root, &boot.logging, &running.logging, base_dir)?;
     path_leaf(
@@ -500,7 +500,12 @@ fn insert_sub(parent: &mut Item, key: &str, sub: InlineTable) -> Option<()> {
     Some(())
 }
 
-fn admin(root: &mut Table, b: Option<&AdminConfig>, r: Option<&AdminConfig>) -> Option<()> {
+fn admin(
+    root: &mut Table,
+    b: Option<&AdminConfig>,
+    r: Option<&AdminConfig>,
+    base_dir: Option<&Path>,
+) -> Option<()> {
     if b == r {
         return Some(());
     }
@@ -564,10 +569,32 @@ fn admin(root: &mut Table, b: Option<&AdminConfig>, r: Option<&AdminConfig>) -> 
                 if bs.enable != rs.enable {
                     set(s, "enable", Value::from(rs.enable));
                 }
+                for (key, bp, rp) in [
+                    ("authorized_keys", &bs.authorized_keys, &rs.authorized_keys),
+                    ("host_key", &bs.host_key, &rs.host_key),
+                ] {
+                    if bp != rp {
+                        match rp {
+                            Some(p) => set(s, key, Value::from(written_path(p, base_dir))),
+                            None => {
+                                s.remove(key);
+                            }
+                        }
+                    }
+                }
             }
             (None, Some(rs)) => {
+                let mut extra = String::new();
+                for (key, path) in [
+                    ("authorized_keys", &rs.authorized_keys),
+                    ("host_key", &rs.host_key),
+                ] {
+                    if let Some(p) = path {
+                        extra.push_str(&format!(", {key} = {}", tstr(&written_path(p, base_dir))));
+                    }
+                }
                 let ssh = inline(&format!(
-                    "{{ listen = {}, enable = {} }}",
+                    "{{ listen = {}, enable = {}{extra} }}",
                     tstr(&rs.listen.to_string()),
                     yes(rs.enable)
                 ))?;

@@ -481,7 +481,10 @@ impl Editor<'_> {
         match (boot, running, el) {
             (_, None, Some(el)) => self.remove(el),
             (_, None, None) => {}
-            (_, Some(r), None) => self.add(root, None, |ind, step| vec![r_admin(r, ind, step)]),
+            (_, Some(r), None) => {
+                let base = self.base_dir;
+                self.add(root, None, |ind, step| vec![r_admin(r, ind, step, base)])
+            }
             (None, Some(_), Some(_)) => return None,
             (Some(b), Some(r), Some(el)) => {
                 self.web(el, b.web.as_ref(), r.web.as_ref());
@@ -536,10 +539,25 @@ impl Editor<'_> {
                 if b.enable != r.enable {
                     self.set_attr(el, "enable", yes(r.enable));
                 }
+                for (name, bp, rp) in [
+                    ("authorizedKeys", &b.authorized_keys, &r.authorized_keys),
+                    ("hostKey", &b.host_key, &r.host_key),
+                ] {
+                    match (bp == rp, rp) {
+                        (true, _) => {}
+                        (false, Some(p)) => {
+                            let written = written_path(p, self.base_dir);
+                            self.set_attr(el, name, &written);
+                        }
+                        // No attribute removal in place: the whole file is rendered.
+                        (false, None) => self.failed = true,
+                    }
+                }
             }
             (_, Some(r), _) => {
                 let anchor = kids(admin, "web").into_iter().next();
-                self.add(admin, anchor, |ind, _| vec![r_ssh(r, ind)]);
+                let base = self.base_dir;
+                self.add(admin, anchor, |ind, _| vec![r_ssh(r, ind, base)]);
             }
             (_, None, None) => {}
         }
@@ -732,9 +750,18 @@ fn r_web(w: &AdminWebConfig, ind: &str) -> String {
     )
 }
 
-fn r_ssh(s: &AdminSshConfig, ind: &str) -> String {
+fn r_ssh(s: &AdminSshConfig, ind: &str, base_dir: Option<&Path>) -> String {
+    let mut extra = String::new();
+    for (name, path) in [
+        ("authorizedKeys", &s.authorized_keys),
+        ("hostKey", &s.host_key),
+    ] {
+        if let Some(p) = path {
+            extra.push_str(&format!(" {name}=\"{}\"", esc(&written_path(p, base_dir))));
+        }
+    }
     format!(
-        "{ind}<ssh listen=\"{}\" enable=\"{}\"/>",
+        "{ind}<ssh listen=\"{}\" enable=\"{}\"{extra}/>",
         esc(&s.listen.to_string()),
         yes(s.enable)
     )
@@ -749,11 +776,11 @@ fn r_user(u: &UserConfig, ind: &str) -> String {
     )
 }
 
-fn r_admin(a: &AdminConfig, ind: &str, step: &str) -> String {
+fn r_admin(a: &AdminConfig, ind: &str, step: &str, base_dir: Option<&Path>) -> String {
     let inner = format!("{ind}{step}");
     let mut lines = vec![format!("{ind}<admin>")];
     lines.extend(a.web.iter().map(|w| r_web(w, &inner)));
-    lines.extend(a.ssh.iter().map(|s| r_ssh(s, &inner)));
+    lines.extend(a.ssh.iter().map(|s| r_ssh(s, &inner, base_dir)));
     lines.extend(a.users.iter().map(|u| r_user(u, &inner)));
     lines.push(format!("{ind}</admin>"));
     lines.join("\n")

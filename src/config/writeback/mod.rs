@@ -161,6 +161,14 @@ fn full_rendering(path: &Path, running: &Config) -> String {
     if let Some(ControlConfig { socket }) = &mut config.control {
         *socket = PathBuf::from(written_path(socket, dir));
     }
+    if let Some(ssh) = config.admin.as_mut().and_then(|a| a.ssh.as_mut()) {
+        for path in [&mut ssh.authorized_keys, &mut ssh.host_key]
+            .into_iter()
+            .flatten()
+        {
+            *path = PathBuf::from(written_path(path, dir));
+        }
+    }
     match Format::of(path) {
         Format::Xml => to_xml(&config),
         Format::Toml => to_toml(&config),

@@ -522,6 +522,73 @@ fn inconsistent_originals_never_panic() {
 }
 
 #[test]
+fn ssh_key_paths_written_back_relative() {
+    const XML: &str = "<config>
+  <service name='web'>
+    <listen ip='*:80'/>
+    <group name='g' scheduler='roundr' enable='yes'>
+      <host name='h1' ip='10.0.0.1:80'/>
+    </group>
+  </service>
+  <admin>
+    <ssh listen='127.0.0.1:2222'/>
+  </admin>
+</config>
+";
+    let out = in_place("conf/c.xml", XML, |c| {
+        let ssh = c.admin.as_mut().unwrap().ssh.as_mut().unwrap();
+        ssh.authorized_keys = Some("conf/keys".into());
+        ssh.host_key = Some("/etc/host.key".into());
+    });
+    assert!(out.contains("authorizedKeys=\"keys\""), "{out}");
+    assert!(out.contains("hostKey=\"/etc/host.key\""), "{out}");
+    // Removing one falls back to the full rendering, which still says it right.
+    let with = Config::from_text(Path::new("conf/c.xml"), &out).unwrap();
+    let mut running = with.clone();
+    running
+        .admin
+        .as_mut()
+        .unwrap()
+        .ssh
+        .as_mut()
+        .unwrap()
+        .host_key = None;
+    let rendered = render(Path::new("conf/c.xml"), &out, &with, &running).unwrap();
+    assert!(!rendered.preserved);
+    assert!(rendered.text.contains("authorizedKeys=\"keys\""));
+    assert!(!rendered.text.contains("hostKey"));
+    let toml = "[[service]]
+name = \"web\"
+listen = [\"*:80\"]
+[[service.group]]
+name = \"g\"
+enable = true
+hosts = [{ name = \"h1\", ip = \"10.0.0.1:80\" }]
+
+[admin.ssh]
+listen = \"127.0.0.1:2222\"  # the console
+";
+    let boot = Config::from_text(Path::new("conf/c.toml"), toml).unwrap();
+    let mut running = boot.clone();
+    running
+        .admin
+        .as_mut()
+        .unwrap()
+        .ssh
+        .as_mut()
+        .unwrap()
+        .authorized_keys = Some("conf/keys".into());
+    let rendered = render(Path::new("conf/c.toml"), toml, &boot, &running).unwrap();
+    assert!(rendered.preserved, "{}", rendered.text);
+    assert!(
+        rendered.text.contains("authorized_keys = \"keys\""),
+        "{}",
+        rendered.text
+    );
+    assert!(rendered.text.contains("# the console"), "{}", rendered.text);
+}
+
+#[test]
 fn access_log_settings_are_written_back_in_place() {
     for (path, text) in [
         (

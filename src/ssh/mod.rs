@@ -1,0 +1,334 @@
+//! The SSH console: txLoadBalancer's SSH way into the live balancer, as a command
+//! language. An operator logs in with a configured user's password or a key of
+//! the `authorized_keys` file and gets a prompt (line editing, history, Tab
+//! completion of commands and of service, group and host names); a script runs
+//! one command line with `ssh host 'show stats --json'` and gets its output, its
+//! errors on stderr and an exit status.
+//!
+//! Every change becomes the same [`Command`](crate::control::Command) the web
+//! admin applies; read-only users (a `<user access="readonly">`, or a key whose
+//! line says `access=readonly`) may run every read command and no other.
+//!
+//! - `commands`: the command table, parsing, help, completion, tables and JSON.
+//! - `editor`: the line editor (pure: bytes in, echo out).
+//! - `console`: one session channel, interactive or exec.
+//! - `server`: russh authentication and channels.
+//! - `keys`: the kept host key and the `authorized_keys` file.
+//! - `script`: the `script` command's Rhai engine, with the commands as functions.
+//!
+//! ```no_run
+//! # async fn run(handle: txlb::BalancerHandle) -> Result<(), txlb::ssh::SshError> {
+//! use txlb::ssh::{SshSettings, bind, start};
+//! let listen = txlb::config::parse_listen_addr("127.0.0.1:2222").unwrap();
+//! let settings = SshSettings::new(txlb::ssh::load_or_generate_host_key(None)?);
+//! let server = start(handle, settings, bind(&listen).await?).await?;
+//! println!("ssh -p {} admin@127.0.0.1", server.local_addr().port());
+//! server.stopped().await;
+//! # Ok(()) }
+//! ```
+
+mod commands;
+mod console;
+mod editor;
+mod keys;
+mod script;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use russh::keys::ssh_key::{HashAlg, PrivateKey};
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+pub use commands::{Arg, COMMANDS, ConsoleError, Spec};
+pub use editor::{Completion, EditorEvent, LineEditor};
+pub use keys::{AuthorizedKey, host_key_path, load_or_generate_host_key, parse_authorized_keys};
+pub use script::{MAX_OPERATIONS, MAX_SCRIPT_BYTES};
+
+use crate::BalancerHandle;
+use crate::admin::{ReopenLog, SaveConfig};
+use crate::config::{AdminSshConfig, ListenAddr, ListenHost};
+
+/// How long a client may take from connecting to logging in; connections still
+/// not logged in then are closed.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long open SSH sessions get to end at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A session silent for this long is closed.
+pub const INACTIVITY_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The delay of every refused login (so failures take the same time).
+pub const AUTH_REJECTION_TIME: Duration = Duration::from_secs(1);
+/// Connections served at once; more are closed at accept.
+pub const MAX_SESSIONS: usize = 64;
+
+/// Why the SSH console could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {listen} for the SSH console: {source}")]
+    Bind {
+        /// The address as configured.
+        listen: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The host key file could not be read, parsed or created.
+    #[error("SSH host key {path}: {reason}")]
+    HostKey {
+        /// The key file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// How the SSH console behaves beyond what the running configuration says.
+#[derive(Clone)]
+pub struct SshSettings {
+    /// The server's host key.
+    pub host_key: PrivateKey,
+    /// The OpenSSH `authorized_keys` file (read at every key login, so edits
+    /// apply at once); `None`: password logins only.
+    pub authorized_keys: Option<PathBuf>,
+    /// The balancer's name in the prompt and banner (default `txlb`).
+    pub name: String,
+    /// The `log reopen` hook; `None` answers that there is no log file.
+    pub reopen_log: Option<ReopenLog>,
+    /// The `config save` hook; `None` answers that saving is not set up.
+    pub save_config: Option<SaveConfig>,
+}
+
+impl std::fmt::Debug for SshSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshSettings")
+            .field("host_key", &self.host_key.fingerprint(HashAlg::Sha256))
+            .field("authorized_keys", &self.authorized_keys)
+            .field("name", &self.name)
+            .field("reopen_log", &self.reopen_log.is_some())
+            .field("save_config", &self.save_config.is_some())
+            .finish()
+    }
+}
+
+impl SshSettings {
+    /// Settings with this host key, no `authorized_keys` file and no hooks.
+    pub fn new(host_key: PrivateKey) -> Self {
+        SshSettings {
+            host_key,
+            authorized_keys: None,
+            name: "txlb".into(),
+            reopen_log: None,
+            save_config: None,
+        }
+    }
+
+    /// Settings from `<ssh …>`: the host key from `hostKey`, else kept next to
+    /// `config_file` ([`host_key_path`]), generated when missing; the
+    /// `authorizedKeys` file; the configuration file's stem as the name.
+    pub fn from_config(ssh: &AdminSshConfig, config_file: Option<&Path>) -> Result<Self, SshError> {
+        let key_path = ssh
+            .host_key
+            .clone()
+            .or_else(|| config_file.map(host_key_path));
+        let mut settings = SshSettings::new(load_or_generate_host_key(key_path.as_deref())?);
+        settings.authorized_keys = ssh.authorized_keys.clone();
+        if let Some(stem) = config_file.and_then(Path::file_stem) {
+            settings.name = stem.to_string_lossy().into_owned();
+        }
+        Ok(settings)
+    }
+}
+
+/// Binds the SSH address from the configuration (`*` binds every address).
+pub async fn bind(listen: &ListenAddr) -> Result<TcpListener, SshError> {
+    let result = match &listen.host {
+        ListenHost::Any => TcpListener::bind(("::", listen.port))
+            .await
+            .or(TcpListener::bind(("0.0.0.0", listen.port)).await),
+        ListenHost::Ip(ip) => TcpListener::bind(SocketAddr::new(*ip, listen.port)).await,
+        ListenHost::Name(name) => TcpListener::bind((name.as_str(), listen.port)).await,
+    };
+    result.map_err(|source| SshError::Bind {
+        listen: listen.to_string(),
+        source,
+    })
+}
+
+/// A running SSH console server.
+#[derive(Debug)]
+pub struct SshServer {
+    local: SocketAddr,
+    fingerprint: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SshServer {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The host key's SHA-256 fingerprint as OpenSSH shows it (`SHA256:…`).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Resolves when the server has stopped (after the balancer's shutdown).
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Serves the console on `listener` in a task until the balancer shuts down;
+/// open sessions then get up to [`SHUTDOWN_GRACE`] to end.
+pub async fn start(
+    handle: BalancerHandle,
+    settings: SshSettings,
+    listener: TcpListener,
+) -> Result<SshServer, SshError> {
+    let local = listener.local_addr().map_err(|source| SshError::Bind {
+        listen: "SSH listener".into(),
+        source,
+    })?;
+    let fingerprint = settings.host_key.fingerprint(HashAlg::Sha256).to_string();
+    let no_users = handle.config().admin.is_none_or(|a| a.users.is_empty());
+    if no_users && settings.authorized_keys.is_none() {
+        tracing::warn!(%local, "SSH console without users or authorized keys: nobody can log in");
+    }
+    let config = russh::server::Config {
+        server_id: russh::SshId::Standard(
+            concat!("SSH-2.0-txlb_", env!("CARGO_PKG_VERSION")).into(),
+        ),
+        methods: server::methods(),
+        auth_rejection_time: AUTH_REJECTION_TIME,
+        // OpenSSH opens with a "none" attempt to learn the methods: answer at once.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![settings.host_key.clone()],
+        inactivity_timeout: Some(INACTIVITY_TIMEOUT),
+        nodelay: true,
+        ..Default::default()
+    };
+    let shared = Arc::new(server::Shared {
+        handle,
+        settings: Arc::new(settings),
+        logins: crate::admin::auth::Auth::new(),
+        tasks: TaskTracker::new(),
+    });
+    let task = tokio::spawn(accept_loop(shared, Arc::new(config), listener));
+    tracing::info!(%local, %fingerprint, "SSH console up");
+    Ok(SshServer {
+        local,
+        fingerprint,
+        task,
+    })
+}
+
+/// [`start`], then wait until the server has stopped.
+pub async fn serve(
+    handle: BalancerHandle,
+    settings: SshSettings,
+    listener: TcpListener,
+) -> Result<(), SshError> {
+    start(handle, settings, listener).await?.stopped().await;
+    Ok(())
+}
+
+async fn accept_loop(
+    shared: Arc<server::Shared>,
+    config: Arc<russh::server::Config>,
+    listener: TcpListener,
+) {
+    let shutdown = shared.handle.shutdown_token();
+    let sessions = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "SSH accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        if sessions.len() >= MAX_SESSIONS {
+            tracing::warn!(%peer, "too many SSH sessions: connection closed");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let (shared, config, shutdown) = (shared.clone(), config.clone(), shutdown.clone());
+        sessions.spawn(async move {
+            let logged_in = Arc::new(AtomicBool::new(false));
+            let client = server::Client::new(shared, peer, logged_in.clone());
+            let started = tokio::select! {
+                s = tokio::time::timeout(LOGIN_TIMEOUT, russh::server::run_stream(config, stream, client)) => s,
+                _ = shutdown.cancelled() => return,
+            };
+            let session = match started {
+                Ok(Ok(session)) => session,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "SSH handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "SSH handshake timed out");
+                    return;
+                }
+            };
+            let handle = session.handle();
+            let disconnect = |reason: &'static str| {
+                let handle = handle.clone();
+                async move {
+                    let _ = handle
+                        .disconnect(russh::Disconnect::ByApplication, reason.into(), String::new())
+                        .await;
+                }
+            };
+            let mut session = session;
+            let login_deadline = tokio::time::sleep(LOGIN_TIMEOUT);
+            tokio::pin!(login_deadline);
+            let mut login_checked = false;
+            loop {
+                tokio::select! {
+                    result = &mut session => {
+                        if let Err(error) = result {
+                            tracing::debug!(%peer, %error, "SSH session ended with an error");
+                        }
+                        break;
+                    }
+                    _ = &mut login_deadline, if !login_checked => {
+                        login_checked = true;
+                        if !logged_in.load(Ordering::Relaxed) {
+                            tracing::debug!(%peer, "SSH login timed out");
+                            disconnect("login timed out").await;
+                            break;
+                        }
+                    }
+                    _ = shutdown.cancelled() => {
+                        // The consoles say goodbye first; then the connection goes.
+                        goodbye_pause().await;
+                        disconnect("the balancer is shutting down").await;
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    sessions.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, sessions.wait()).await;
+    shared.tasks.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, shared.tasks.wait()).await;
+    tracing::info!("SSH console stopped");
+}
+
+/// A short pause so consoles can write their goodbye before the disconnect.
+async fn goodbye_pause() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}

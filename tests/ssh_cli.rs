@@ -1,0 +1,221 @@
+//! The real `txlb` binary with `<admin><ssh>` in its XML configuration: the SSH
+//! console comes up with the balancer, its Ed25519 host key is generated next to
+//! the file and is the same after a restart (as `ssh-keyscan` sees it), and
+//! `config save` writes the change into the file.
+
+mod common;
+mod ssh_common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ssh_common::*;
+
+const TXLB: &str = env!("CARGO_BIN_EXE_txlb");
+
+/// A running `txlb run`, killed on drop, with its stderr collected.
+struct Txlb {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Txlb {
+    fn start(config: &Path) -> Txlb {
+        let mut child = Command::new(TXLB)
+            .args(["run", "--workers", "1", "--grace", "2", "--config"])
+            .arg(config)
+            .env("TXLB_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Txlb { child, log }
+    }
+
+    /// The value after `key=` on the first log line containing `needle`.
+    async fn logged(&self, needle: &str, key: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned();
+            if let Some(line) = found {
+                let value = line.split(&format!("{key}=")).nth(1).unwrap();
+                return value.split_whitespace().next().unwrap().to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// SIGTERM, then wait for the exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-s", "TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "txlb did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Txlb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The server's Ed25519 key as `ssh-keyscan` reports it (`ssh-ed25519 BASE64`).
+fn keyscan(port: u16) -> String {
+    let output = Command::new("ssh-keyscan")
+        .args([
+            "-T",
+            "10",
+            "-t",
+            "ed25519",
+            "-p",
+            &port.to_string(),
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find(|l| !l.starts_with('#') && l.contains("ssh-ed25519"))
+        .unwrap_or_else(|| panic!("no key from ssh-keyscan: {text}"));
+    line.split_whitespace()
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn xml(host: SocketAddr) -> String {
+    let users: String = common::admin::users()
+        .iter()
+        .map(|u| {
+            format!(
+                "    <user name=\"{}\" password=\"{}\" access=\"{}\"/>\n",
+                u.name,
+                u.password_hash,
+                u.access.name()
+            )
+        })
+        .collect();
+    format!(
+        "<config>\n  <!-- kept by tests -->\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+         <group name=\"g\" scheduler=\"roundr\" enable=\"true\">\n      <host name=\"a\" ip=\"{host}\"/>\n    \
+         </group>\n  </service>\n  <admin>\n    \
+         <ssh listen=\"127.0.0.1:0\" enable=\"true\" authorizedKeys=\"authorized_keys\"/>\n\
+         {users}  </admin>\n</config>\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_key_is_kept_across_restarts_and_config_save_writes_the_file() {
+    if ssh_missing() {
+        return;
+    }
+    let keys = Keys::new();
+    let dir = keys.dir.path();
+    let config = dir.join("lb.xml");
+    let backend = named_backend("a", Hold::Close).await;
+    std::fs::write(&config, xml(backend)).unwrap();
+    let key_file = dir.join("lb-ssh_host_ed25519_key");
+    assert!(!key_file.exists());
+
+    let mut txlb = Txlb::start(&config);
+    let local: SocketAddr = txlb
+        .logged("SSH console up", "local")
+        .await
+        .parse()
+        .unwrap();
+    assert!(
+        key_file.exists(),
+        "the host key is kept next to the configuration"
+    );
+    let first = keyscan(local.port());
+    let public = std::fs::read_to_string(dir.join("lb-ssh_host_ed25519_key.pub")).unwrap();
+    assert!(public.starts_with(&first), "{public} vs {first}");
+    // The console drives this balancer, and config save writes the file.
+    let run = |command: &'static str| {
+        let keys = &keys;
+        async move {
+            ssh(
+                local.port(),
+                &keys.full,
+                &keys.known_hosts,
+                "admin",
+                command,
+                None,
+            )
+            .await
+        }
+    };
+    let ran = run("host add svc g extra 127.0.0.1:9; config save").await;
+    assert_eq!(ran.status, 0, "{ran:?}");
+    assert!(ran.stdout.contains("OK configuration saved to"), "{ran:?}");
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(saved.contains("<!-- kept by tests -->"), "{saved}");
+    assert!(saved.contains("name=\"extra\""), "{saved}");
+    assert!(
+        saved.contains("authorizedKeys=\"authorized_keys\""),
+        "{saved}"
+    );
+    let ran = run("show services").await;
+    assert!(ran.stdout.starts_with("SERVICE"), "{ran:?}");
+    assert!(txlb.terminate().success());
+
+    // A second start (on another port): the same host key, the saved host.
+    let mut again = Txlb::start(&config);
+    let local: SocketAddr = again
+        .logged("SSH console up", "local")
+        .await
+        .parse()
+        .unwrap();
+    assert_eq!(keyscan(local.port()), first);
+    let ran = ssh(
+        local.port(),
+        &keys.full,
+        &keys.known_hosts,
+        "admin",
+        "show hosts svc g --json",
+        None,
+    )
+    .await;
+    assert_eq!(ran.status, 0, "{ran:?}");
+    assert!(
+        ran.stdout.contains("\"extra\""),
+        "the saved host is back: {ran:?}"
+    );
+    assert!(again.terminate().success());
+}

@@ -56,6 +56,8 @@ pub use auth::{
 };
 pub use error::AdminError;
 pub use openapi::openapi_document;
+#[doc(hidden)]
+pub use params::decode_params;
 pub use save::save_to_source;
 pub use tls::{certificate_paths, server_config as tls_server_config};
 

@@ -30,3 +30,11 @@ cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked
 
 cargo test --all-targets "$@"
 cargo test --doc
+
+# The fuzz targets' properties run above on seeds, past crashes and random
+# mutations (tests/fuzz_replay.rs). The libFuzzer smoke needs cargo-fuzz and an
+# instrumented release build of everything (over ten minutes on two cores), so
+# it is opt-in: TXLB_FUZZ_SMOKE=1 (seconds per target in TXLB_FUZZ_SECS).
+if [ "${TXLB_FUZZ_SMOKE:-0}" = 1 ]; then
+  scripts/fuzz.sh "${TXLB_FUZZ_SECS:-5}"
+fi

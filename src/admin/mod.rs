@@ -61,6 +61,8 @@ pub use auth::{
 pub use error::AdminError;
 pub use limits::{CLIENT_TIMEOUT, MAX_BODY_BYTES, MAX_HEADER_BYTES};
 pub use openapi::openapi_document;
+#[doc(hidden)]
+pub use params::decode_params;
 pub use save::save_to_source;
 pub use status::{ConflictSource, Reload, ReloadStatus, redact_passwords};
 pub use tls::{certificate_paths, server_config as tls_server_config};

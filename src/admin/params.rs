@@ -44,6 +44,13 @@ impl<S: Send + Sync> FromRequest<S> for Params {
     }
 }
 
+/// Decodes a legacy call's query string or form body into its pairs, as the
+/// handlers get them. Public for the fuzz target (`fuzz/`), not an API.
+#[doc(hidden)]
+pub fn decode_params(input: &[u8]) -> Vec<(String, String)> {
+    parse_urlencoded(input)
+}
+
 /// `a=1&b=x+y` → pairs, percent-decoded; invalid UTF-8 is replaced, not refused.
 fn parse_urlencoded(input: &[u8]) -> Vec<(String, String)> {
     input

@@ -193,7 +193,15 @@ async fn establish(
             Ok((host, host_addr)) => send_proxy_header(&target, host, client_addr, &client)
                 .await
                 .map(|host| (host, host_addr)),
-            Err(reason) => Err(reason),
+            Err(ConnectError::Host(reason)) => Err(reason),
+            Err(ConnectError::Local(reason)) => {
+                // Out of descriptors or memory here: the host is not to blame
+                // (marking it bad would refuse everyone until hostCheck) and
+                // every other host would fail the same way.
+                plan.counters.no_host.fetch_add(1, Relaxed);
+                log_refused(service, client_addr, &reason);
+                return None;
+            }
         };
         let connected = match (connected, target.retry_empty) {
             (Ok((mut host, host_addr)), Some((max_bytes, wait))) => {
@@ -412,22 +420,37 @@ fn pick(
 }
 
 /// Connects to the target, or says why not (the reason a host is marked bad).
-async fn connect(target: &Target) -> Result<(TcpStream, SocketAddr), String> {
+async fn connect(target: &Target) -> Result<(TcpStream, SocketAddr), ConnectError> {
     let addr = target
         .stats
         .resolved()
-        .ok_or_else(|| "address not resolved".to_string())?;
+        .ok_or_else(|| ConnectError::Host("address not resolved".to_string()))?;
     match tokio::time::timeout(target.connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             Ok((stream, addr))
         }
-        Ok(Err(error)) => Err(format!("connect to {addr}: {error}")),
-        Err(_) => Err(format!(
+        // EMFILE, ENFILE (the same numbers on Linux, macOS and the BSDs), ENOMEM.
+        Ok(Err(error))
+            if matches!(error.raw_os_error(), Some(23 | 24))
+                || error.kind() == std::io::ErrorKind::OutOfMemory =>
+        {
+            Err(ConnectError::Local(format!("connect to {addr}: {error}")))
+        }
+        Ok(Err(error)) => Err(ConnectError::Host(format!("connect to {addr}: {error}"))),
+        Err(_) => Err(ConnectError::Host(format!(
             "connect to {addr}: no answer within {:?}",
             target.connect_timeout
-        )),
+        ))),
     }
+}
+
+/// Why a connect failed: the host's doing, or short resources here.
+enum ConnectError {
+    /// The host refused, did not answer, or is unknown: mark it bad, fail over.
+    Host(String),
+    /// txlb is out of descriptors or memory.
+    Local(String),
 }
 
 /// Seconds (on a process clock) of the last "client refused" log line; limits

@@ -3,7 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
@@ -19,6 +19,10 @@ const LISTEN_BACKLOG: i32 = 1024;
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause between accept attempts while errors continue.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Shortest time between two "accept failed" warnings of one listener: short of
+/// descriptors, accepts can fail between every two that succeed (each success
+/// resets the back-off), which would log a line every 10 ms.
+const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Binds a listening socket on `addr` with SO_REUSEADDR (restarts don't wait for
 /// TIME_WAIT), for `[::]` dual-stack, and with `reuse_port` SO_REUSEPORT so each
@@ -60,6 +64,8 @@ impl ListenerTask {
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let mut backoff = ACCEPT_BACKOFF_MIN;
+        let mut last_warning: Option<Instant> = None;
+        let mut suppressed = 0u64;
         loop {
             let accepted = tokio::select! {
                 _ = self.stop_accepting.cancelled() => break,
@@ -80,7 +86,13 @@ impl ListenerTask {
                 Err(error) => {
                     // EMFILE/ENFILE and friends: the listener stays, we pause so the
                     // loop doesn't spin while descriptors are short.
-                    tracing::warn!(service = %self.service, listener = %local, %error, pause_ms = backoff.as_millis() as u64, "accept failed");
+                    if last_warning.is_none_or(|t| t.elapsed() >= ACCEPT_WARNING_INTERVAL) {
+                        tracing::warn!(service = %self.service, listener = %local, %error, pause_ms = backoff.as_millis() as u64, suppressed, "accept failed");
+                        last_warning = Some(Instant::now());
+                        suppressed = 0;
+                    } else {
+                        suppressed += 1;
+                    }
                     tokio::select! {
                         _ = self.stop_accepting.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}

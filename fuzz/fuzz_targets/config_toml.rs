@@ -1,0 +1,9 @@
+//! The TOML configuration reader on arbitrary text: never panics, and a
+//! configuration it accepts is written back (as TOML and as XML) to text that
+//! loads again into the same configuration.
+#![no_main]
+
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::config_toml(data));

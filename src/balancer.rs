@@ -159,7 +159,6 @@ impl BalancerBuilder {
         controller: &Arc<Controller>,
         config: Config,
     ) -> Result<Arc<Config>, ControlError> {
-        let manager = config.manager;
         let boot = Arc::new(config.clone());
         let control_socket = config.control.clone();
         controller.apply(Command::Replace(Box::new(config))).await?;
@@ -181,20 +180,15 @@ impl BalancerBuilder {
             controller.data.clone(),
             controller.stopped.clone(),
         ));
-        let managers = controller.stop_accepting.clone();
-        for (task, settings) in [
-            (Manager::HostCheck, manager.host_check),
-            (Manager::Heartbeat, manager.heartbeat),
-        ] {
-            if settings.enable {
-                tokio::spawn(health::run(
-                    task,
-                    settings.interval,
-                    controller.data.snapshots.clone(),
-                    controller.data.events.clone(),
-                    managers.clone(),
-                ));
-            }
+        // Both always run: each reads its settings from the snapshot every round,
+        // so a reload can enable, disable or re-time it.
+        for task in [Manager::HostCheck, Manager::Heartbeat] {
+            tokio::spawn(health::run(
+                task,
+                controller.data.snapshots.clone(),
+                controller.data.events.clone(),
+                controller.stop_accepting.clone(),
+            ));
         }
         Ok(boot)
     }

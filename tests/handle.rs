@@ -416,3 +416,45 @@ async fn the_json_access_log_has_one_line_per_finished_connection() {
     sizes.sort();
     assert_eq!(sizes, vec![10, 2_000, 70_000]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_the_heartbeat_on_live() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move {
+        loop {
+            let _ = listener.accept().await;
+        }
+    });
+    let cfg = config(
+        SchedulerKind::RoundRobin,
+        vec![
+            host("fading", port, 1),
+            host("b", named_backend("b", Hold::Close).await, 1),
+        ],
+    );
+    assert!(!cfg.manager.heartbeat.enable);
+    let balancer = Balancer::start(cfg.clone()).await.unwrap();
+    accepting.abort();
+    let health = |b: &BalancerHandle| b.stats().host("svc", "g", "fading").unwrap().stats.health;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        health(&balancer),
+        HostHealth::Up,
+        "no heartbeat yet, no client: nobody noticed"
+    );
+
+    let mut reloaded = cfg;
+    reloaded.manager.heartbeat.enable = true;
+    reloaded.manager.heartbeat.interval = Duration::from_millis(200);
+    balancer
+        .apply(Command::Replace(Box::new(reloaded)))
+        .await
+        .unwrap();
+    let noticed = eventually(Duration::from_secs(3), || {
+        let b = balancer.clone();
+        async move { health(&b) == HostHealth::Bad }
+    })
+    .await;
+    assert!(noticed, "the heartbeat enabled by the reload never ran");
+}

@@ -507,6 +507,7 @@ impl Controller {
         Snapshot {
             generation: state.generation,
             services,
+            manager: config.manager,
         }
     }
 }

@@ -33,6 +33,13 @@ impl Manager {
         }
     }
 
+    fn settings(self, snapshot: &Snapshot) -> crate::config::ManagerTask {
+        match self {
+            Manager::HostCheck => snapshot.manager.host_check,
+            Manager::Heartbeat => snapshot.manager.heartbeat,
+        }
+    }
+
     fn wants(self, host: &HostSnapshot) -> bool {
         match self {
             Manager::HostCheck => host.stats.is_bad(),
@@ -41,23 +48,33 @@ impl Manager {
     }
 }
 
-/// Runs `manager` every `interval` until `shutdown` is cancelled.
+/// How often a disabled manager looks whether a reload enabled it.
+const DISABLED_RECHECK: Duration = Duration::from_secs(1);
+
+/// Runs `manager` until `shutdown` is cancelled, with the interval and the
+/// enable flag of the running configuration (read from the snapshot every round,
+/// so a reload changes them live).
 pub(crate) async fn run(
     manager: Manager,
-    interval: Duration,
     snapshots: Arc<ArcSwap<Snapshot>>,
     events: Events,
     shutdown: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await; // the first tick is immediate; start one period from now
     loop {
+        let settings = manager.settings(&snapshots.load());
+        let pause = if settings.enable {
+            settings.interval
+        } else {
+            DISABLED_RECHECK
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         let snapshot = snapshots.load_full();
+        if !manager.settings(&snapshot).enable {
+            continue;
+        }
         let round = check_round(manager, &snapshot, &events);
         tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::config::{GroupOptions, HostAddress, ListenAddr, ServiceOptions};
+use crate::config::{GroupOptions, HostAddress, ListenAddr, ManagerConfig, ServiceOptions};
 use crate::proxy::proxy_protocol::Version as ProxyVersion;
 use crate::scheduler::{Scheduler, SchedulerKind};
 
@@ -40,6 +40,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// Services in configuration order.
     pub services: Vec<ServiceSnapshot>,
+    /// The managers' settings, read by the managers every round.
+    pub manager: ManagerConfig,
 }
 
 impl Snapshot {

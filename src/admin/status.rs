@@ -168,45 +168,7 @@ impl Snapshot {
     }
 }
 
-/// `text` (a configuration or a diff of one, XML or TOML) with the value of
-/// every `password` attribute or key replaced by `…`: for logging conflicts
-/// without the users' password hashes.
-pub fn redact_passwords(text: &str) -> String {
-    const KEY: &str = "password";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(KEY) {
-        let (before, from_key) = rest.split_at(at + KEY.len());
-        out.push_str(before);
-        let after_eq = from_key.trim_start_matches([' ', '\t']);
-        let Some(after_eq) = after_eq.strip_prefix('=') else {
-            rest = from_key;
-            continue;
-        };
-        let value = after_eq.trim_start_matches([' ', '\t']);
-        let Some(quote) = value.chars().next().filter(|c| *c == '"' || *c == '\'') else {
-            rest = from_key;
-            continue;
-        };
-        let Some(end) = value[1..].find([quote, '\n']) else {
-            rest = from_key;
-            continue;
-        };
-        out.push_str(&from_key[..from_key.len() - value.len()]);
-        out.push(quote);
-        out.push('…');
-        out.push(quote);
-        // Past the closing quote (or up to the end of the line when unclosed).
-        let close = 1 + end;
-        rest = if value[close..].starts_with(quote) {
-            &value[close + 1..]
-        } else {
-            &value[close..]
-        };
-    }
-    out.push_str(rest);
-    out
-}
+pub use crate::config::writeback::redact_passwords;
 
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())

@@ -513,8 +513,8 @@ pub async fn run_config_check(
                 match &error {
                     WriteBackError::Conflict(c) => tracing::warn!(
                         config = %c.path.display(),
-                        file_vs_boot = %c.file_vs_boot,
-                        running_vs_boot = %c.running_vs_boot,
+                        file_vs_boot = %redact_passwords(&c.file_vs_boot),
+                        running_vs_boot = %redact_passwords(&c.running_vs_boot),
                         "config file edited on disk since it was loaded: not overwritten (reload it, or undo the edit)"
                     ),
                     other => {
@@ -539,3 +539,43 @@ pub fn load(path: &Path) -> Result<(String, Config), ConfigError> {
 
 #[cfg(test)]
 mod tests;
+
+/// `text` (a configuration or a diff of one, XML or TOML) with the value of
+/// every `password` attribute or key replaced by `…`: for logging conflicts
+/// without the users' password hashes.
+pub fn redact_passwords(text: &str) -> String {
+    const KEY: &str = "password";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(KEY) {
+        let (before, from_key) = rest.split_at(at + KEY.len());
+        out.push_str(before);
+        let after_eq = from_key.trim_start_matches([' ', '\t']);
+        let Some(after_eq) = after_eq.strip_prefix('=') else {
+            rest = from_key;
+            continue;
+        };
+        let value = after_eq.trim_start_matches([' ', '\t']);
+        let Some(quote) = value.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            rest = from_key;
+            continue;
+        };
+        let Some(end) = value[1..].find([quote, '\n']) else {
+            rest = from_key;
+            continue;
+        };
+        out.push_str(&from_key[..from_key.len() - value.len()]);
+        out.push(quote);
+        out.push('…');
+        out.push(quote);
+        // Past the closing quote (or up to the end of the line when unclosed).
+        let close = 1 + end;
+        rest = if value[close..].starts_with(quote) {
+            &value[close + 1..]
+        } else {
+            &value[close..]
+        };
+    }
+    out.push_str(rest);
+    out
+}

@@ -6,93 +6,12 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use common::admin::{FULL, READONLY, client, client_trusting};
+use common::binary::Txlb;
 use common::*;
 use rustls::pki_types::pem::PemObject as _;
-
-const TXLB: &str = env!("CARGO_BIN_EXE_txlb");
-
-/// A running `txlb run`, killed on drop, with its stderr collected.
-struct Txlb {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Txlb {
-    fn start(config: &Path) -> Txlb {
-        let mut child = Command::new(TXLB)
-            .args(["run", "--workers", "1", "--grace", "5", "--config"])
-            .arg(config)
-            .env("TXLB_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Txlb { child, log }
-    }
-
-    /// The value after `key=` on the first log line containing `needle`.
-    async fn logged(&self, needle: &str, key: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let found = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(needle))
-                .cloned();
-            if let Some(line) = found {
-                let value = line.split(&format!("{key}=")).nth(1).unwrap();
-                return value.split_whitespace().next().unwrap().to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in log:\n{}",
-                self.log.lock().unwrap().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-s", "TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "txlb did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Txlb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A configuration with service `svc` over `hosts`, the admin web server on
 /// 127.0.0.1:0 and the two test users (`viewer` has a DES hash).
@@ -128,7 +47,7 @@ async fn binary_serves_the_admin_api_from_its_config() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.xml");
     std::fs::write(&path, xml(&[("a", a)], false)).unwrap();
-    let mut txlb = Txlb::start(&path);
+    let mut txlb = Txlb::start(&path, 5);
     let base = txlb.logged("admin web server up", "url").await;
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
     let listener: SocketAddr = txlb.logged("listener up", "local").await.parse().unwrap();
@@ -203,7 +122,7 @@ async fn binary_serves_https_with_a_certificate_kept_beside_the_config() {
     std::fs::write(&path, xml(&[("a", a)], true)).unwrap();
     let mut pems = Vec::new();
     for _restart in 0..2 {
-        let mut txlb = Txlb::start(&path);
+        let mut txlb = Txlb::start(&path, 5);
         let base = txlb.logged("admin web server up", "url").await;
         assert!(base.starts_with("https://127.0.0.1:"), "{base}");
         let pem = std::fs::read(dir.path().join("lb-admin.crt")).unwrap();

@@ -6,83 +6,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::admin::{FULL, client};
+use common::binary::Txlb;
 use common::*;
 use serde_json::Value;
 
 const TXLB: &str = env!("CARGO_BIN_EXE_txlb");
-
-/// A running `txlb run`, killed on drop, with its stderr collected.
-struct Txlb {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Txlb {
-    fn start(config: &Path) -> Txlb {
-        let mut child = Command::new(TXLB)
-            .args(["run", "--workers", "1", "--grace", "1", "--config"])
-            .arg(config)
-            .env("TXLB_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Txlb { child, log }
-    }
-
-    /// The first log line containing `needle`, waiting up to 10 s for it.
-    async fn wait_for(&self, needle: &str) -> String {
-        let log = self.log.clone();
-        let needle_owned = needle.to_string();
-        let found = eventually(Duration::from_secs(10), || {
-            let log = log.clone();
-            let needle = needle_owned.clone();
-            async move { log.lock().unwrap().iter().any(|l| l.contains(&needle)) }
-        })
-        .await;
-        let log = self.log.lock().unwrap();
-        assert!(found, "no {needle:?} in log:\n{}", log.join("\n"));
-        log.iter().find(|l| l.contains(needle)).unwrap().clone()
-    }
-
-    /// The value after `key=` on the first log line containing `needle`.
-    async fn logged(&self, needle: &str, key: &str) -> String {
-        let line = self.wait_for(needle).await;
-        let value = line.split(&format!("{key}=")).nth(1).unwrap();
-        value.split_whitespace().next().unwrap().to_string()
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args(["-s", signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Txlb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Service `svc` over `hosts`, the admin web server on 127.0.0.1:0 with the test
 /// users, configCheck off (the default).
@@ -134,7 +67,7 @@ async fn a_file_edited_on_disk_is_not_overwritten_and_the_conflict_is_shown() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.xml");
     std::fs::write(&path, xml(&[("a", a)])).unwrap();
-    let txlb = Txlb::start(&path);
+    let txlb = Txlb::start(&path, 1);
     let base = txlb.logged("admin web server up", "url").await;
     assert_eq!(config_status(&base).await["conflict"], Value::Null);
 
@@ -156,7 +89,7 @@ async fn a_file_edited_on_disk_is_not_overwritten_and_the_conflict_is_shown() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), edited);
     assert!(!dir.path().join("lb.xml.bak").exists());
     // Logged with both differences, password hashes left out.
-    txlb.wait_for("not overwritten").await;
+    txlb.wait_for_async("not overwritten", 0).await;
     // The diffs span several lines: everything logged from that line on, once
     // the running diff's host line is in.
     let since = |log: &[String]| {
@@ -242,7 +175,7 @@ async fn a_broken_reload_is_shown_with_its_location_until_a_good_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.xml");
     std::fs::write(&path, xml(&[("a", a)])).unwrap();
-    let txlb = Txlb::start(&path);
+    let txlb = Txlb::start(&path, 1);
     let base = txlb.logged("admin web server up", "url").await;
     let listener: SocketAddr = txlb.logged("listener up", "local").await.parse().unwrap();
     assert_eq!(config_status(&base).await["reload"], Value::Null);
@@ -269,7 +202,7 @@ async fn a_broken_reload_is_shown_with_its_location_until_a_good_one() {
     );
     assert!(status["reload"]["at"].as_u64().unwrap() > 0);
     assert!(started.elapsed() < Duration::from_secs(10));
-    txlb.wait_for("reload refused").await;
+    txlb.wait_for_async("reload refused", 0).await;
     let (_, html) = get(&base, "running").await;
     assert!(html.contains("Reload refused"), "{html}");
     let escaped = error.replace('"', "&quot;").replace('\'', "&#39;");

@@ -6,10 +6,10 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::binary::Txlb;
 use common::*;
 
 const TXLB: &str = env!("CARGO_BIN_EXE_txlb");
@@ -116,93 +116,6 @@ fn broken_configs_give_file_line_column_errors() {
     );
 }
 
-/// A running `txlb` child process, killed on drop, whose stderr is collected.
-struct Txlb {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Txlb {
-    fn start(config: &Path) -> Txlb {
-        let mut child = Command::new(TXLB)
-            .args(["run", "--workers", "1", "--grace", "5", "--config"])
-            .arg(config)
-            .env("TXLB_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Txlb { child, log }
-    }
-
-    /// Waits for a log line containing `needle` (after skipping `skip` lines).
-    fn wait_for(&self, needle: &str, skip: usize) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(line) = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .skip(skip)
-                .find(|l| l.contains(needle))
-            {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log_len(&self) -> usize {
-        self.log.lock().unwrap().len()
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// The bound address of the first listener, from the "listener up" line.
-    fn listener(&self) -> SocketAddr {
-        let line = self.wait_for("listener up", 0);
-        let local = line
-            .split("local=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap();
-        local.parse().unwrap()
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args(["-s", signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Txlb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn xml_config(hosts: &[(&str, SocketAddr)]) -> String {
     let hosts: String = hosts
         .iter()
@@ -237,7 +150,7 @@ fn run_serves_reloads_on_sighup_and_keeps_serving_after_a_broken_reload() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.xml");
     std::fs::write(&path, xml_config(&[("b1", b1)])).unwrap();
-    let txlb = Txlb::start(&path);
+    let txlb = Txlb::start(&path, 5);
     let addr = txlb.listener();
     assert_eq!(names_seen(addr, 4, &rt), vec!["b1"]);
 
@@ -280,7 +193,7 @@ fn sigterm_lets_a_running_transfer_finish_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.xml");
     std::fs::write(&path, xml_config(&[("slow", backend)])).unwrap();
-    let mut txlb = Txlb::start(&path);
+    let mut txlb = Txlb::start(&path, 5);
     let addr = txlb.listener();
     let mut client = std::net::TcpStream::connect(addr).unwrap();
     let mut first = [0u8; 1024];
@@ -339,7 +252,7 @@ fn run_reads_toml_too() {
         ),
     )
     .unwrap();
-    let txlb = Txlb::start(&path);
+    let txlb = Txlb::start(&path, 5);
     assert_eq!(names_seen(txlb.listener(), 3, &rt), vec!["t1"]);
 }
 

@@ -6,93 +6,12 @@
 mod common;
 mod ssh_common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::binary::Txlb;
 use common::*;
 use ssh_common::*;
-
-const TXLB: &str = env!("CARGO_BIN_EXE_txlb");
-
-/// A running `txlb run`, killed on drop, with its stderr collected.
-struct Txlb {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Txlb {
-    fn start(config: &Path) -> Txlb {
-        let mut child = Command::new(TXLB)
-            .args(["run", "--workers", "1", "--grace", "2", "--config"])
-            .arg(config)
-            .env("TXLB_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Txlb { child, log }
-    }
-
-    /// The value after `key=` on the first log line containing `needle`.
-    async fn logged(&self, needle: &str, key: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let found = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(needle))
-                .cloned();
-            if let Some(line) = found {
-                let value = line.split(&format!("{key}=")).nth(1).unwrap();
-                return value.split_whitespace().next().unwrap().to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in log:\n{}",
-                self.log.lock().unwrap().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// SIGTERM, then wait for the exit.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-s", "TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "txlb did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Txlb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The server's Ed25519 key as `ssh-keyscan` reports it (`ssh-ed25519 BASE64`).
 fn keyscan(port: u16) -> String {
@@ -153,7 +72,7 @@ async fn host_key_is_kept_across_restarts_and_config_save_writes_the_file() {
     let key_file = dir.join("lb-ssh_host_ed25519_key");
     assert!(!key_file.exists());
 
-    let mut txlb = Txlb::start(&config);
+    let mut txlb = Txlb::start(&config, 2);
     let local: SocketAddr = txlb
         .logged("SSH console up", "local")
         .await
@@ -196,7 +115,7 @@ async fn host_key_is_kept_across_restarts_and_config_save_writes_the_file() {
     assert!(txlb.terminate().success());
 
     // A second start (on another port): the same host key, the saved host.
-    let mut again = Txlb::start(&config);
+    let mut again = Txlb::start(&config, 2);
     let local: SocketAddr = again
         .logged("SSH console up", "local")
         .await

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod binary;
 
 use std::future::Future;
 use std::net::SocketAddr;

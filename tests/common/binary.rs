@@ -1,0 +1,152 @@
+//! The real `txlb` binary as a child process: started on a configuration file,
+//! killed on drop, its stderr collected so tests can wait for log lines.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for a log line or for the process to stop.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A running `txlb run`.
+pub struct Txlb {
+    /// The process.
+    pub child: Child,
+    /// Every stderr line so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Txlb {
+    /// `txlb run --workers 1 --grace GRACE --config CONFIG`, logging at info.
+    pub fn start(config: &Path, grace_secs: u32) -> Txlb {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_txlb"))
+            .args([
+                "run",
+                "--workers",
+                "1",
+                "--grace",
+                &grace_secs.to_string(),
+                "--config",
+            ])
+            .arg(config)
+            .env("TXLB_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Txlb { child, log }
+    }
+
+    /// Lines logged so far.
+    pub fn log_len(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// The whole log so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    fn find(&self, needle: &str, skip: usize) -> Option<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .skip(skip)
+            .find(|l| l.contains(needle))
+            .cloned()
+    }
+
+    /// The first line containing `needle` after the first `skip` lines, waiting
+    /// for it (blocking: for tests without a runtime).
+    pub fn wait_for(&self, needle: &str, skip: usize) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.find(needle, skip) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// [`Txlb::wait_for`] for async tests.
+    pub async fn wait_for_async(&self, needle: &str, skip: usize) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.find(needle, skip) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The value after `key=` on the first line containing `needle`.
+    pub async fn logged(&self, needle: &str, key: &str) -> String {
+        value(&self.wait_for_async(needle, 0).await, key)
+    }
+
+    /// The bound address of the first listener, from the "listener up" line.
+    pub fn listener(&self) -> SocketAddr {
+        value(&self.wait_for("listener up", 0), "local")
+            .parse()
+            .unwrap()
+    }
+
+    /// Sends `signal` (e.g. "HUP") with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "txlb did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn value(line: &str, key: &str) -> String {
+    let value = line
+        .split(&format!("{key}="))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"));
+    value.split_whitespace().next().unwrap().to_string()
+}
+
+impl Drop for Txlb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

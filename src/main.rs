@@ -201,13 +201,8 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
         log_file,
         manager,
     } = boot;
-    let config_check = config.manager.config_check;
     let writeback = Arc::new(WriteBack::new(&path, text, config.clone()));
-    let web = config
-        .admin
-        .as_ref()
-        .and_then(|a| a.web.clone())
-        .filter(|w| w.enable);
+    let web = enabled_web(&config);
     let ssh = config
         .admin
         .as_ref()
@@ -230,26 +225,23 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
             balancer.reopen_access_log()
         })
     };
-    let admin = match web {
-        None => None,
-        Some(web) => {
-            let started = start_admin(
-                &balancer,
-                &web,
-                &path,
-                reopen_logs.clone(),
-                writeback.clone(),
-                reload_status.clone(),
-            );
-            match started.await {
-                Ok(server) => Some(server),
-                Err(error) => {
-                    balancer.shutdown(Duration::ZERO).await;
-                    return Err(error);
-                }
-            }
-        }
+    let hooks = AdminHooks {
+        path: path.clone(),
+        reopen_logs: reopen_logs.clone(),
+        writeback: writeback.clone(),
+        reload_status: reload_status.clone(),
     };
+    let mut admin = None;
+    let started = match WebAdmin::prepare(None, web.as_ref(), &hooks).await {
+        Ok(change) => WebAdmin::commit(&mut admin, change, &balancer, &hooks).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = started {
+        balancer.shutdown(Duration::ZERO).await;
+        return Err(error);
+    }
+    // Shared with the SIGHUP task, which may move or restart the server.
+    let admin = Arc::new(tokio::sync::Mutex::new(admin));
     let ssh = match ssh {
         None => None,
         Some(ssh) => match start_ssh(
@@ -281,19 +273,16 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
     // Every listener is bound (clients queue until accepted) and every signal has
     // its handler: tell systemd.
     notifier.ready("running");
-    if config_check.enable {
-        let task = writeback::run_config_check(
-            writeback.clone(),
-            balancer.clone(),
-            config_check.interval,
-            stop.clone(),
-        );
-        tokio::spawn(task);
-    }
-    let reload = reload_on_sighup(
-        path,
+    // Runs always: it reads its interval and enable flag from the running
+    // configuration, so a reload can turn it on.
+    tokio::spawn(writeback::run_config_check(
+        writeback.clone(),
         balancer.clone(),
-        (writeback.clone(), reload_status),
+        stop.clone(),
+    ));
+    let reload = reload_on_sighup(
+        balancer.clone(),
+        (hooks, admin.clone()),
         stop.clone(),
         signals.hup,
         notifier.clone(),
@@ -304,8 +293,8 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
     stop.cancel();
     tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down");
     balancer.shutdown(grace).await;
-    if let Some(admin) = admin {
-        admin.stopped().await;
+    if let Some(admin) = admin.lock().await.take() {
+        admin.server.stopped().await;
     }
     if let Some(ssh) = ssh {
         ssh.stopped().await;
@@ -314,28 +303,131 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
     Ok(())
 }
 
-/// Starts the admin web server of `<admin><web>`: HTTPS when `secure`, `closeLog`
-/// reopening the log file, `saveConfig` writing the configuration file, and the
-/// page showing write-back conflicts and the last reload.
-async fn start_admin(
-    balancer: &BalancerHandle,
-    web: &txlb::config::AdminWebConfig,
-    path: &Path,
+/// What the admin web server needs from the rest of `txlb run`: the
+/// configuration file (for the kept certificate), `closeLog` reopening the log
+/// files, `saveConfig` writing the configuration file, and the page showing
+/// write-back conflicts and the last reload.
+#[derive(Clone)]
+struct AdminHooks {
+    path: PathBuf,
     reopen_logs: txlb::admin::ReopenLog,
     writeback: Arc<WriteBack>,
     reload_status: Arc<txlb::admin::ReloadStatus>,
-) -> Result<txlb::admin::AdminServer> {
-    let mut settings = txlb::admin::AdminSettings::from_web(web);
-    if web.secure {
-        settings.tls = Some(txlb::admin::tls_server_config(web, Some(path))?);
+}
+
+/// The running admin web server of `<admin><web>`. A reload moves it to a new
+/// address, re-reads its certificate, restarts it with new settings, or stops it.
+struct WebAdmin {
+    /// The `<web>` element it runs with.
+    web: txlb::config::AdminWebConfig,
+    /// The bound socket, kept so that a restart on the same address hands it
+    /// over without a moment where connections are refused.
+    socket: std::net::TcpListener,
+    server: txlb::admin::AdminServer,
+}
+
+/// A change of the admin web server, prepared (address bound, certificate read)
+/// before a reload applies, so that a busy port or a bad certificate refuses the
+/// reload as a whole.
+enum WebChange {
+    /// Nothing to do.
+    Keep,
+    /// The same server with a freshly read certificate.
+    Rekey(Arc<rustls::ServerConfig>),
+    /// No web server any more.
+    Stop,
+    /// A new server on `socket` (replacing the running one, if any).
+    Start {
+        web: txlb::config::AdminWebConfig,
+        socket: std::net::TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    },
+}
+
+impl WebAdmin {
+    /// What it takes to go from `running` to `wanted` (an enabled `<web>`).
+    async fn prepare(
+        running: Option<&WebAdmin>,
+        wanted: Option<&txlb::config::AdminWebConfig>,
+        hooks: &AdminHooks,
+    ) -> Result<WebChange> {
+        let Some(web) = wanted else {
+            return Ok(match running {
+                Some(_) => WebChange::Stop,
+                None => WebChange::Keep,
+            });
+        };
+        let tls = match web.secure {
+            true => Some(txlb::admin::tls_server_config(web, Some(&hooks.path))?),
+            false => None,
+        };
+        if running.is_some_and(|r| r.web == *web) {
+            return Ok(match tls {
+                Some(tls) => WebChange::Rekey(tls),
+                None => WebChange::Keep,
+            });
+        }
+        let socket = match running.filter(|r| r.web.listen == web.listen) {
+            Some(running) => running.socket.try_clone()?,
+            None => txlb::admin::bind(&web.listen).await?.into_std()?,
+        };
+        Ok(WebChange::Start {
+            web: web.clone(),
+            socket,
+            tls,
+        })
     }
-    settings.reopen_log = Some(reopen_logs);
-    settings.reload = Some(reload_status);
-    let wb = writeback.clone();
-    settings.conflict = Some(Arc::new(move || wb.conflict()));
-    settings.save_config = Some(save_hook(writeback));
-    let listener = txlb::admin::bind(&web.listen).await?;
-    Ok(txlb::admin::start(balancer.clone(), settings, listener).await?)
+
+    /// Carries out `change` on `slot`. A new server starts before the old one
+    /// stops; when it cannot start, the old one runs on.
+    async fn commit(
+        slot: &mut Option<WebAdmin>,
+        change: WebChange,
+        balancer: &BalancerHandle,
+        hooks: &AdminHooks,
+    ) -> Result<()> {
+        match change {
+            WebChange::Keep => {}
+            WebChange::Rekey(tls) => {
+                if let Some(running) = slot {
+                    running.server.set_tls(tls);
+                    tracing::info!(url = %running.server.url(), "admin web server: certificate reloaded");
+                }
+            }
+            WebChange::Stop => {
+                if let Some(running) = slot.take() {
+                    running.server.stop();
+                    tracing::info!("admin web server stopped (disabled by the configuration)");
+                }
+            }
+            WebChange::Start { web, socket, tls } => {
+                let mut settings = txlb::admin::AdminSettings::from_web(&web);
+                settings.tls = tls;
+                settings.reopen_log = Some(hooks.reopen_logs.clone());
+                settings.reload = Some(hooks.reload_status.clone());
+                let wb = hooks.writeback.clone();
+                settings.conflict = Some(Arc::new(move || wb.conflict()));
+                settings.save_config = Some(save_hook(hooks.writeback.clone()));
+                let listener = tokio::net::TcpListener::from_std(socket.try_clone()?)?;
+                let server = txlb::admin::start(balancer.clone(), settings, listener).await?;
+                let started = WebAdmin {
+                    web,
+                    socket,
+                    server,
+                };
+                if let Some(old) = slot.replace(started) {
+                    old.server.stop();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The enabled `<admin><web>` element of `config`, if any.
+fn enabled_web(config: &Config) -> Option<txlb::config::AdminWebConfig> {
+    let web = config.admin.as_ref()?.web.as_ref()?;
+    web.enable.then(|| web.clone())
 }
 
 /// saveConfig / `config save`: the same comment-keeping write-back as configCheck.
@@ -420,11 +512,10 @@ fn stop_signal() -> Result<impl Future<Output = ()>> {
 
 /// SIGHUP: reads the file again and applies it as a whole, or refuses it as a
 /// whole (the running configuration stays); either way the outcome is logged
-/// and recorded in `status` for the admin page.
+/// and recorded for the admin page.
 async fn reload_on_sighup(
-    path: PathBuf,
     balancer: BalancerHandle,
-    (writeback, status): (Arc<WriteBack>, Arc<txlb::admin::ReloadStatus>),
+    (hooks, admin): (AdminHooks, Arc<tokio::sync::Mutex<Option<WebAdmin>>>),
     stop: CancellationToken,
     mut hup: tokio::signal::unix::Signal,
     notifier: txlb::systemd::Notifier,
@@ -435,32 +526,49 @@ async fn reload_on_sighup(
             _ = hup.recv() => {}
         }
         notifier.reloading();
-        let applied = match Config::from_path(&path) {
-            Err(error) => Err(error.to_string()),
-            Ok(config) => balancer
-                .apply(Command::Replace(Box::new(config)))
-                .await
-                .map_err(|e| e.to_string()),
-        };
-        match applied {
+        match reload(&balancer, &hooks, &mut *admin.lock().await).await {
             Ok(()) => {
-                tracing::info!(config = %path.display(), "configuration reloaded");
-                status.succeeded();
+                tracing::info!(config = %hooks.path.display(), "configuration reloaded");
+                hooks.reload_status.succeeded();
                 // Reloading the edited file resolves a write-back conflict: the
                 // file now holds the running configuration and becomes the base
                 // again (nothing is written: the save finds it adopted).
-                if writeback.conflict().is_some() {
-                    let (wb, running) = (writeback.clone(), balancer.config());
+                if hooks.writeback.conflict().is_some() {
+                    let (wb, running) = (hooks.writeback.clone(), balancer.config());
                     let _ = tokio::task::spawn_blocking(move || wb.save(&running)).await;
                 }
             }
             Err(error) => {
                 tracing::error!(%error, "reload refused");
-                status.failed(error);
+                hooks.reload_status.failed(error);
             }
         }
         notifier.ready("running");
     }
+}
+
+/// One reload: the file is read, the admin web server's new address and
+/// certificate prepared, the configuration applied, then the admin web server
+/// moved or re-keyed as `<web>` now says.
+async fn reload(
+    balancer: &BalancerHandle,
+    hooks: &AdminHooks,
+    admin: &mut Option<WebAdmin>,
+) -> Result<(), String> {
+    let config = Config::from_path(&hooks.path).map_err(|e| e.to_string())?;
+    let web = enabled_web(&config);
+    let change = WebAdmin::prepare(admin.as_ref(), web.as_ref(), hooks)
+        .await
+        .map_err(|e| format!("admin web server: {e:#}"))?;
+    balancer
+        .apply(Command::Replace(Box::new(config)))
+        .await
+        .map_err(|e| e.to_string())?;
+    WebAdmin::commit(admin, change, balancer, hooks)
+        .await
+        .map_err(|e| {
+            format!("configuration applied, but the admin web server kept its old settings: {e:#}")
+        })
 }
 
 // --- systemd, log rotation, man page ------------------------------------------

@@ -566,15 +566,16 @@ async fn config_check_writes_back_changes() {
         .replace("*:9000", "127.0.0.1:0")
         .replace("localhost:7001", "127.0.0.1:0");
     std::fs::write(&path, &text).unwrap();
-    let boot_config = Config::from_text(&path, &text).unwrap();
+    let mut boot_config = Config::from_text(&path, &text).unwrap();
     drop(boot);
+    // Off at start: a reload turns it on, with a short interval.
+    boot_config.manager.config_check.enable = false;
     let handle = txlb::Balancer::start(boot_config.clone()).await.unwrap();
     let wb = Arc::new(WriteBack::new(&path, text.clone(), boot_config));
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(writeback::run_config_check(
         wb.clone(),
         handle.clone(),
-        Duration::from_millis(50),
         stop.clone(),
     ));
     handle
@@ -585,6 +586,19 @@ async fn config_check_writes_back_changes() {
         })
         .await
         .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        text,
+        "written back while configCheck is disabled"
+    );
+    let mut enabled = handle.config();
+    enabled.manager.config_check.enable = true;
+    enabled.manager.config_check.interval = Duration::from_millis(50);
+    handle
+        .apply(txlb::control::Command::Replace(Box::new(enabled)))
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let now = std::fs::read_to_string(&path).unwrap();
@@ -593,7 +607,12 @@ async fn config_check_writes_back_changes() {
                 &Config::from_text(&path, &now).unwrap(),
                 &handle.config()
             ));
-            assert_untouched_lines_kept(&text, &now, &[]);
+            // The reload changed configCheck itself: its line is rewritten.
+            assert!(
+                now.contains("<configCheck interval=\"0.05\" enable=\"true\""),
+                "{now}"
+            );
+            assert_untouched_lines_kept(&text, &now, &["<configCheck"]);
             break;
         }
         assert!(Instant::now() < deadline, "not written back");

@@ -44,11 +44,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::middleware;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
@@ -254,7 +256,11 @@ pub async fn bind(listen: &ListenAddr) -> Result<TcpListener, AdminError> {
 #[derive(Debug)]
 pub struct AdminServer {
     local: SocketAddr,
-    https: bool,
+    /// The TLS configuration of an HTTPS server, swapped whole by
+    /// [`AdminServer::set_tls`].
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    /// Stops this server only (a child of the balancer's shutdown token).
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -266,8 +272,28 @@ impl AdminServer {
 
     /// The server's base URL, e.g. `https://127.0.0.1:7000/`.
     pub fn url(&self) -> String {
-        let scheme = if self.https { "https" } else { "http" };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}/", self.local)
+    }
+
+    /// Serves new TLS handshakes with `config` (a renewed certificate);
+    /// connections already open keep theirs. Returns false, changing nothing,
+    /// for a plain-HTTP server.
+    pub fn set_tls(&self, config: Arc<rustls::ServerConfig>) -> bool {
+        match &self.tls {
+            None => false,
+            Some(acceptor) => {
+                acceptor.store(config);
+                true
+            }
+        }
+    }
+
+    /// Stops this server while the balancer runs on: no new connections (the
+    /// listener is dropped at once), open ones are shut down gracefully in the
+    /// background. For moving or re-configuring the admin plane at a reload.
+    pub fn stop(self) {
+        self.stop.cancel();
     }
 
     /// Resolves when the server has stopped (after the balancer's shutdown).
@@ -304,11 +330,23 @@ pub async fn start(
         );
         settings.open_without_users = true;
     }
-    let tls = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let tls = settings
+        .tls
+        .clone()
+        .map(|config| Arc::new(ArcSwap::new(config)));
+    let stop = handle.shutdown_token().child_token();
+    let task = accept_loop(
+        handle.clone(),
+        settings,
+        listener,
+        tls.clone(),
+        stop.clone(),
+    );
     let server = AdminServer {
         local,
-        https: tls.is_some(),
-        task: tokio::spawn(accept_loop(handle.clone(), settings, listener, tls)),
+        tls,
+        stop,
+        task: tokio::spawn(task),
     };
     tracing::info!(url = %server.url(), "admin web server up");
     Ok(server)
@@ -324,15 +362,16 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves until `shutdown` (the balancer's shutdown, or [`AdminServer::stop`]).
 async fn accept_loop(
     handle: BalancerHandle,
     settings: AdminSettings,
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    shutdown: CancellationToken,
 ) {
     let client_timeout = settings.client_timeout;
-    let app = router(handle.clone(), settings);
-    let shutdown = handle.shutdown_token();
+    let app = router(handle, settings);
     let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -348,7 +387,9 @@ async fn accept_loop(
             },
         };
         let app = app.clone();
-        let tls = tls.clone();
+        let tls = tls
+            .as_ref()
+            .map(|config| tokio_rustls::TlsAcceptor::from(config.load_full()));
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             match tls {

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Bytes read at most per system call in each direction. Also the most a
@@ -94,11 +95,13 @@ struct Direction {
 
 impl Direction {
     /// Moves bytes from `from` to `to` until it would block (Pending) or is done.
+    /// `other_done`: the other direction has finished (read `to`'s FIN and
+    /// passed it on), so the connection closes as soon as this one is done.
     fn poll_copy(
         &mut self,
         cx: &mut Context<'_>,
-        from: &TcpStream,
-        to: &TcpStream,
+        (from, to): (&TcpStream, &TcpStream),
+        other_done: bool,
         on_bytes: &mut impl FnMut(usize),
     ) -> Poll<io::Result<()>> {
         loop {
@@ -124,10 +127,14 @@ impl Direction {
                 self.buf = None;
             }
             if self.read_done {
-                // Pass the FIN on; the peer may already be gone (NotConnected),
-                // which is no error for us.
                 self.done = true;
                 self.buf = None;
+                if other_done {
+                    // The close that follows at once sends this FIN.
+                    return Poll::Ready(Ok(()));
+                }
+                // Pass the FIN on; the peer may already be gone (NotConnected),
+                // which is no error for us.
                 return match SockRef::from(to).shutdown(Shutdown::Write) {
                     Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
                     _ => Poll::Ready(Ok(())),
@@ -147,6 +154,15 @@ impl Direction {
                 Ok(n) => {
                     self.pos = 0;
                     self.len = n;
+                    if n < buf.len() {
+                        // A short read drained the socket: forget its readiness
+                        // now rather than learn it from one more read (EAGAIN).
+                        // Tokio keeps a FIN already seen (read-closed) and any
+                        // event that arrived since the read.
+                        let _ = from.try_io(Interest::READABLE, || {
+                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                        });
+                    }
                 }
                 // Readiness was stale: poll again, which registers the waker.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -173,13 +189,17 @@ impl<F: Fn(Progress) + Unpin> Future for CopyBidirectional<'_, F> {
         let this = self.get_mut();
         let on_progress = &this.on_progress;
         let up_was_done = this.up.done;
-        let up = this.up.poll_copy(cx, this.client, this.host, &mut |n| {
-            on_progress(Progress::Bytes(Side::Client, n))
-        })?;
+        let up = this
+            .up
+            .poll_copy(cx, (this.client, this.host), this.down.done, &mut |n| {
+                on_progress(Progress::Bytes(Side::Client, n))
+            })?;
         let down_was_done = this.down.done;
-        let down = this.down.poll_copy(cx, this.host, this.client, &mut |n| {
-            on_progress(Progress::Bytes(Side::Host, n))
-        })?;
+        let down = this
+            .down
+            .poll_copy(cx, (this.host, this.client), this.up.done, &mut |n| {
+                on_progress(Progress::Bytes(Side::Host, n))
+            })?;
         for (side, was, now) in [
             (Side::Client, up_was_done, this.up.done),
             (Side::Host, down_was_done, this.down.done),

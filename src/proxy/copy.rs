@@ -16,10 +16,15 @@ use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// Bytes read at most per system call in each direction. Also the most a
-/// direction holds in memory: a slow reader stops the fast writer's reads
-/// (back-pressure through the kernel's socket buffers).
+/// The buffer a direction starts with when its socket turns readable: enough
+/// for any request or response that fits one read.
 pub const COPY_BUFFER: usize = 16 * 1024;
+
+/// The largest buffer a streaming direction grows to (×4 each time a read fills
+/// the buffer): bulk transfers move in fewer, larger system calls. Also the most
+/// a direction holds in memory: a slow reader stops the fast writer's reads
+/// (back-pressure through the kernel's socket buffers).
+pub const COPY_BUFFER_MAX: usize = 256 * 1024;
 
 /// Which side of a proxied connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +83,6 @@ pub fn copy_bidirectional<'a>(
 }
 
 /// One direction's progress.
-#[derive(Default)]
 struct Direction {
     /// Present only while there is data to move.
     buf: Option<Box<[u8]>>,
@@ -86,11 +90,28 @@ struct Direction {
     pos: usize,
     /// Bytes of `buf` read.
     len: usize,
+    /// Size of the next buffer: grows while reads fill it, back to
+    /// [`COPY_BUFFER`] when the direction goes idle.
+    size: usize,
     /// The source sent FIN.
     read_done: bool,
     /// FIN passed on: this direction is finished.
     done: bool,
     total: u64,
+}
+
+impl Default for Direction {
+    fn default() -> Self {
+        Direction {
+            buf: None,
+            pos: 0,
+            len: 0,
+            size: COPY_BUFFER,
+            read_done: false,
+            done: false,
+            total: 0,
+        }
+    }
 }
 
 impl Direction {
@@ -122,9 +143,15 @@ impl Direction {
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
-            if self.buf.as_ref().is_some_and(|b| b.len() != COPY_BUFFER) {
-                // An `early` buffer, now written: reads get a full-size one.
-                self.buf = None;
+            if let Some(buf) = &self.buf {
+                if buf.len() != self.size {
+                    // An `early` buffer, now written.
+                    self.buf = None;
+                } else if self.len == self.size && self.size < COPY_BUFFER_MAX {
+                    // The last read filled it: a stream. Read more at once.
+                    self.size = (self.size * 4).min(COPY_BUFFER_MAX);
+                    self.buf = None;
+                }
             }
             if self.read_done {
                 self.done = true;
@@ -144,11 +171,13 @@ impl Direction {
             if from.poll_read_ready(cx)?.is_pending() {
                 // Idle: give the buffer back.
                 self.buf = None;
+                self.size = COPY_BUFFER;
                 return Poll::Pending;
             }
+            let size = self.size;
             let buf = self
                 .buf
-                .get_or_insert_with(|| vec![0u8; COPY_BUFFER].into_boxed_slice());
+                .get_or_insert_with(|| vec![0u8; size].into_boxed_slice());
             match from.try_read(buf) {
                 Ok(0) => self.read_done = true,
                 Ok(n) => {

@@ -11,7 +11,7 @@ mod retry_empty;
 mod workers;
 
 pub use connection::{CloseReason, ConnectionRecord};
-pub use copy::{COPY_BUFFER, Copied, Progress, Side, copy_bidirectional};
+pub use copy::{COPY_BUFFER, COPY_BUFFER_MAX, Copied, Progress, Side, copy_bidirectional};
 pub(crate) use idle::sweep_idle;
 pub(crate) use listener::{ListenerTask, bind};
 pub use workers::WorkerPool;

@@ -178,26 +178,38 @@ impl Direction {
             let buf = self
                 .buf
                 .get_or_insert_with(|| vec![0u8; size].into_boxed_slice());
-            match from.try_read(buf) {
+            match read_draining(from, buf) {
                 Ok(0) => self.read_done = true,
                 Ok(n) => {
                     self.pos = 0;
                     self.len = n;
-                    if n < buf.len() {
-                        // A short read drained the socket: forget its readiness
-                        // now rather than learn it from one more read (EAGAIN).
-                        // Tokio keeps a FIN already seen (read-closed) and any
-                        // event that arrived since the read.
-                        let _ = from.try_io(Interest::READABLE, || {
-                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                        });
-                    }
                 }
                 // Readiness was stale: poll again, which registers the waker.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+}
+
+/// Reads like `try_read`, and when the read comes back short (the socket is
+/// drained) also forgets the socket's readiness, which saves the read that
+/// would only return EAGAIN. Tokio clears it only if no event arrived since the
+/// readiness was sampled, before the read, and keeps a FIN already seen.
+fn read_draining(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    let mut read = None;
+    let result = from.try_io(Interest::READABLE, || {
+        let n = (&*SockRef::from(from)).read(buf)?;
+        read = Some(n);
+        if n > 0 && n < buf.len() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match read {
+        Some(n) => Ok(n),
+        None => result,
     }
 }
 

@@ -15,8 +15,8 @@ use common::*;
 use process::{Txlb, xml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use txlb::HostHealth;
 use txlb::scheduler::SchedulerKind;
-use txlb::state::HostHealth;
 use txlb::{Balancer, BalancerHandle};
 
 fn open(balancer: &BalancerHandle, name: &str) -> u64 {

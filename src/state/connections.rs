@@ -241,16 +241,6 @@ impl ConnectionRegistry {
         }
         closed
     }
-
-    /// Number of open connections.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether no connection is open.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 /// Keeps a connection in the registry while it lives.

@@ -63,7 +63,8 @@ use tower::ServiceExt as _;
 use crate::BalancerHandle;
 use crate::config::{AdminWebConfig, Config, DEFAULT_ADMIN_REFRESH, ListenAddr, ListenHost};
 
-pub use auth::{FAILURE_WINDOW, MAX_FAILURES, Principal, hash_password, verify_password};
+pub(crate) use auth::Principal;
+pub use auth::{FAILURE_WINDOW, MAX_FAILURES, hash_password, verify_password};
 pub use error::AdminError;
 pub use limits::{CLIENT_TIMEOUT, MAX_BODY_BYTES, MAX_HEADER_BYTES};
 pub use openapi::openapi_document;

@@ -1,6 +1,9 @@
 //! The `txlb` command: run a balancer from a configuration file, check one, or run
 //! the demo. A thin layer over the library: parse arguments, set up logging, load
-//! the configuration, start, and turn signals into shutdown and reload.
+//! the configuration, start, and turn signals into shutdown and reload. It uses
+//! the library's public API only; systemd integration lives here, in `systemd`.
+
+mod systemd;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,8 +15,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use txlb::config::Config;
 use txlb::config::writeback::{self, WriteBack};
-use txlb::control::Command;
-use txlb::{Balancer, BalancerHandle};
+use txlb::{Balancer, BalancerHandle, Command};
 
 /// Default grace period at shutdown, in seconds: how long open connections may
 /// take to finish after SIGTERM or SIGINT (`--grace`).
@@ -93,12 +95,12 @@ fn run(cli: Cli) -> Result<()> {
             grace,
         } => {
             // SAFETY: still one thread (no runtime yet), and nothing took fds 3 and up.
-            let inherited = unsafe { txlb::systemd::take_listen_fds() }?;
+            let inherited = unsafe { systemd::take_listen_fds() }?;
             let manager = ServiceManager {
                 // A broken NOTIFY_SOCKET costs the notifications, not the service.
-                notifier: txlb::systemd::Notifier::from_env().unwrap_or_else(|error| {
+                notifier: systemd::Notifier::from_env().unwrap_or_else(|error| {
                     eprintln!("txlb: ignoring NOTIFY_SOCKET: {error}");
-                    txlb::systemd::Notifier::default()
+                    systemd::Notifier::default()
                 }),
                 inherited,
             };
@@ -518,7 +520,7 @@ async fn reload_on_sighup(
     (hooks, admin): (AdminHooks, Arc<tokio::sync::Mutex<Option<WebAdmin>>>),
     stop: CancellationToken,
     mut hup: tokio::signal::unix::Signal,
-    notifier: txlb::systemd::Notifier,
+    notifier: systemd::Notifier,
 ) {
     loop {
         tokio::select! {
@@ -576,7 +578,7 @@ async fn reload(
 /// What the service manager hands over: where to send notifications, and the
 /// listening sockets of socket activation.
 struct ServiceManager {
-    notifier: txlb::systemd::Notifier,
+    notifier: systemd::Notifier,
     inherited: Vec<std::net::TcpListener>,
 }
 
@@ -601,8 +603,8 @@ impl Signals {
 
 /// Pings systemd's watchdog when `WatchdogSec=` is set, until the returned guard
 /// is dropped: through the shutdown grace period too.
-fn start_watchdog(notifier: &txlb::systemd::Notifier) -> Option<tokio_util::sync::DropGuard> {
-    let timeout = txlb::systemd::watchdog_timeout().filter(|_| notifier.is_enabled())?;
+fn start_watchdog(notifier: &systemd::Notifier) -> Option<tokio_util::sync::DropGuard> {
+    let timeout = systemd::watchdog_timeout().filter(|_| notifier.is_enabled())?;
     let stop = CancellationToken::new();
     tracing::info!(timeout_secs = timeout.as_secs_f64(), "systemd watchdog on");
     tokio::spawn(notifier.clone().run_watchdog(timeout, stop.clone()));
@@ -747,7 +749,7 @@ async fn check(path: &Path, config: &Config) -> Result<()> {
                 group.hosts.len()
             );
             for host in &group.hosts {
-                let note = match txlb::health::resolve(&host.address).await {
+                let note = match host.address.resolve().await {
                     Ok(_) => String::new(),
                     Err(reason) => {
                         warnings += 1;
@@ -770,15 +772,11 @@ async fn check(path: &Path, config: &Config) -> Result<()> {
 /// `txlb demo`: three backends and a round-robin balancer on localhost, and the
 /// admin web UI with a user `admin` whose random password is printed.
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
-    let stop = CancellationToken::new();
     let mut backends = Vec::new();
     for i in 1..=3 {
-        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-        backends.push(
-            txlb::demo::spawn_http_backend(&format!("demo-{i}"), any_port, stop.clone()).await?,
-        );
+        backends.push(txlb::demo::Backend::start(&format!("demo-{i}")).await?);
     }
-    let password = demo_password();
+    let password = txlb::demo::random_password();
     let mut config = txlb::demo::demo_config(listen, &backends);
     config.admin = Some(txlb::config::AdminConfig {
         web: None,
@@ -807,8 +805,8 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
     let admin = txlb::admin::start(balancer.clone(), settings, admin_listener).await?;
     let local = balancer.local_addr("demo", None).unwrap_or(listen);
     println!("txlb demo: balancing http://{local}/ over three backends:");
-    for (i, addr) in backends.iter().enumerate() {
-        println!("  demo-{} on {addr}", i + 1);
+    for backend in &backends {
+        println!("  {} on {}", backend.name(), backend.addr());
     }
     println!("Try:   for i in 1 2 3 4; do curl -s http://{local}/; done");
     println!("Admin: {} (user admin, password {password})", admin.url());
@@ -816,17 +814,5 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
     wait_for_stop_signal().await?;
     balancer.shutdown(Duration::from_secs(2)).await;
     admin.stopped().await;
-    stop.cancel();
     Ok(())
-}
-
-/// A random 16-character password for the demo's admin user.
-fn demo_password() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut bytes = [0u8; 16];
-    txlb::admin::random_bytes(&mut bytes);
-    bytes
-        .iter()
-        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
-        .collect()
 }

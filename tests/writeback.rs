@@ -69,7 +69,7 @@ fn change_everything(c: &mut Config) {
             host("c2", "[2001:db8::9]:80", 1),
         ],
         options: txlb::config::GroupOptions {
-            proxy_protocol: Some(txlb::proxy::proxy_protocol::Version::V2),
+            proxy_protocol: Some(txlb::proxy_protocol::Version::V2),
             ..Default::default()
         },
     });
@@ -579,7 +579,7 @@ async fn config_check_writes_back_changes() {
         stop.clone(),
     ));
     handle
-        .apply(txlb::control::Command::AddHost {
+        .apply(txlb::Command::AddHost {
             service: "web".into(),
             group: "main".into(),
             host: host("four", "127.0.0.1:8004", 1),
@@ -596,7 +596,7 @@ async fn config_check_writes_back_changes() {
     enabled.manager.config_check.enable = true;
     enabled.manager.config_check.interval = Duration::from_millis(50);
     handle
-        .apply(txlb::control::Command::Replace(Box::new(enabled)))
+        .apply(txlb::Command::Replace(Box::new(enabled)))
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -624,7 +624,7 @@ async fn config_check_writes_back_changes() {
         .replace("web front", "edited");
     std::fs::write(&path, &edited).unwrap();
     handle
-        .apply(txlb::control::Command::SetScheduler {
+        .apply(txlb::Command::SetScheduler {
             service: "api".into(),
             group: "a".into(),
             scheduler: SchedulerKind::Random,

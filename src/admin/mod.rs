@@ -17,12 +17,20 @@
 //! - `limits`: request head and body size limits, timeouts on slow clients.
 //! - `status`: the last reload and the write-back conflict, as panels and JSON.
 //!
-//! ```no_run
-//! # async fn run(handle: txlb::BalancerHandle) -> Result<(), txlb::admin::AdminError> {
-//! use txlb::admin::{AdminSettings, bind, serve};
-//! let listener = bind(&txlb::config::parse_listen_addr("127.0.0.1:7000").unwrap()).await?;
-//! serve(handle, AdminSettings::default(), listener).await
-//! # }
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let backend = txlb::demo::Backend::start("web-1").await?;
+//! # let config = txlb::demo::demo_config(([127, 0, 0, 1], 0).into(), &[backend]);
+//! # let handle = txlb::Balancer::start(config).await?;
+//! use txlb::admin::{AdminSettings, bind, start};
+//! let listener = bind(&txlb::config::parse_listen_addr("127.0.0.1:0")?).await?;
+//! let server = start(handle.clone(), AdminSettings::default(), listener).await?;
+//! println!("admin pages at {}", server.url());
+//! // The server stops with the balancer.
+//! handle.shutdown(std::time::Duration::from_secs(1)).await;
+//! server.stopped().await;
+//! # Ok(()) }
 //! ```
 
 mod api;
@@ -34,7 +42,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod pages;
-mod params;
+pub(crate) mod params;
 mod save;
 mod status;
 mod tls;
@@ -57,14 +65,12 @@ use tower::ServiceExt as _;
 use crate::BalancerHandle;
 use crate::config::{AdminWebConfig, Config, DEFAULT_ADMIN_REFRESH, ListenAddr, ListenHost};
 
-pub use auth::{
-    FAILURE_WINDOW, MAX_FAILURES, Principal, hash_password, random_bytes, verify_password,
-};
+pub(crate) use auth::Principal;
+pub use auth::{FAILURE_WINDOW, MAX_FAILURES, hash_password, verify_password};
 pub use error::AdminError;
 pub use limits::{CLIENT_TIMEOUT, MAX_BODY_BYTES, MAX_HEADER_BYTES};
 pub use openapi::openapi_document;
 #[doc(hidden)]
-pub use params::decode_params;
 pub use save::save_to_source;
 pub use status::{ConflictSource, Reload, ReloadStatus, redact_passwords};
 pub use tls::{certificate_paths, server_config as tls_server_config};

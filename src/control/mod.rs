@@ -178,7 +178,6 @@ pub(crate) struct Controller {
 
 struct ControlState {
     running: Config,
-    generation: u64,
     next_host_id: u64,
     /// Identity and counters of every host in the running snapshot, by
     /// (service, group, host) name.
@@ -211,7 +210,6 @@ impl Controller {
             }),
             state: Mutex::new(ControlState {
                 running: empty_config(),
-                generation: 0,
                 next_host_id: 0,
                 hosts: HashMap::new(),
                 service_counters: HashMap::new(),
@@ -462,7 +460,6 @@ impl Controller {
             limiter.configure(service.options.maxconn);
             services.push(ServiceSnapshot {
                 name: Arc::from(service.name.as_str()),
-                listeners: service.listeners.clone(),
                 groups,
                 enabled,
                 connect_timeout: service.connect_timeout,
@@ -503,9 +500,7 @@ impl Controller {
         }
         state.removed.retain(|(_, _, h)| h.stats.open() > 0);
         state.hosts = hosts;
-        state.generation += 1;
         Snapshot {
-            generation: state.generation,
             services,
             manager: config.manager,
         }

@@ -4,7 +4,7 @@
 
 mod probe;
 
-pub use probe::{probe, resolve};
+pub(crate) use probe::{probe, resolve};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -29,6 +29,15 @@ pub async fn resolve(address: &HostAddress) -> Result<SocketAddr, String> {
     }
 }
 
+impl HostAddress {
+    /// Resolves the address as the balancer does before connecting and in every
+    /// probe: an IP literal as is, a name through the system resolver (its first
+    /// address). The error says why the name does not resolve.
+    pub async fn resolve(&self) -> Result<SocketAddr, String> {
+        resolve(self).await
+    }
+}
+
 /// Re-resolves `host` (recording a changed address) and checks that it accepts a
 /// TCP connection within `timeout`. The probe connection is closed at once.
 pub async fn probe(host: &HostSnapshot, timeout: Duration) -> Result<(), String> {

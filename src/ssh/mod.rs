@@ -5,7 +5,7 @@
 //! one command line with `ssh host 'show stats --json'` and gets its output, its
 //! errors on stderr and an exit status.
 //!
-//! Every change becomes the same [`Command`](crate::control::Command) the web
+//! Every change becomes the same [`Command`](crate::Command) the web
 //! admin applies; read-only users (a `<user access="readonly">`, or a key whose
 //! line says `access=readonly`) may run every read command and no other.
 //!
@@ -16,13 +16,19 @@
 //! - `keys`: the kept host key and the `authorized_keys` file.
 //! - `script`: the `script` command's Rhai engine, with the commands as functions.
 //!
-//! ```no_run
-//! # async fn run(handle: txlb::BalancerHandle) -> Result<(), txlb::ssh::SshError> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let backend = txlb::demo::Backend::start("web-1").await?;
+//! # let config = txlb::demo::demo_config(([127, 0, 0, 1], 0).into(), &[backend]);
+//! # let handle = txlb::Balancer::start(config).await?;
 //! use txlb::ssh::{SshSettings, bind, start};
-//! let listen = txlb::config::parse_listen_addr("127.0.0.1:2222").unwrap();
+//! let listen = txlb::config::parse_listen_addr("127.0.0.1:0")?;
 //! let settings = SshSettings::new(txlb::ssh::load_or_generate_host_key(None)?);
-//! let server = start(handle, settings, bind(&listen).await?).await?;
+//! let server = start(handle.clone(), settings, bind(&listen).await?).await?;
 //! println!("ssh -p {} admin@127.0.0.1", server.local_addr().port());
+//! // The console stops with the balancer.
+//! handle.shutdown(std::time::Duration::from_secs(1)).await;
 //! server.stopped().await;
 //! # Ok(()) }
 //! ```
@@ -45,8 +51,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 pub use commands::{Arg, COMMANDS, ConsoleError, Spec};
-pub use editor::{Completion, EditorEvent, LineEditor};
-pub use keys::{AuthorizedKey, host_key_path, load_or_generate_host_key, parse_authorized_keys};
+pub use keys::{host_key_path, load_or_generate_host_key};
 pub use script::{MAX_OPERATIONS, MAX_SCRIPT_BYTES};
 
 use crate::BalancerHandle;

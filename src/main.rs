@@ -3,6 +3,7 @@
 //! the configuration, start, and turn signals into shutdown and reload. It uses
 //! the library's public API only; systemd integration lives here, in `systemd`.
 
+mod admin_plane;
 mod systemd;
 
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use admin_plane::AdminPlane;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -204,12 +206,9 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
         manager,
     } = boot;
     let writeback = Arc::new(WriteBack::new(&path, text, config.clone()));
-    let web = enabled_web(&config);
-    let ssh = config
-        .admin
-        .as_ref()
-        .and_then(|a| a.ssh.clone())
-        .filter(|s| s.enable);
+    // The admin plane starts from the configuration as loaded (the balancer
+    // takes ownership of it).
+    let boot_config = config.clone();
     let balancer = Balancer::builder(config)
         .workers(workers)
         .inherited_listeners(manager.inherited)
@@ -227,41 +226,23 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
             balancer.reopen_access_log()
         })
     };
-    let hooks = AdminHooks {
+    let hooks = admin_plane::Hooks {
         path: path.clone(),
         reopen_logs: reopen_logs.clone(),
         writeback: writeback.clone(),
         reload_status: reload_status.clone(),
+        save_config: save_hook(writeback.clone()),
     };
-    let mut admin = None;
-    let started = match WebAdmin::prepare(None, web.as_ref(), &hooks).await {
-        Ok(change) => WebAdmin::commit(&mut admin, change, &balancer, &hooks).await,
-        Err(error) => Err(error),
+    let admin = match AdminPlane::start(&boot_config, &balancer, &hooks).await {
+        Ok(admin) => admin,
+        Err(error) => {
+            balancer.shutdown(Duration::ZERO).await;
+            return Err(error);
+        }
     };
-    if let Err(error) = started {
-        balancer.shutdown(Duration::ZERO).await;
-        return Err(error);
-    }
-    // Shared with the SIGHUP task, which may move or restart the server.
-    let admin = Arc::new(tokio::sync::Mutex::new(admin));
-    let ssh = match ssh {
-        None => None,
-        Some(ssh) => match start_ssh(
-            &balancer,
-            &ssh,
-            &path,
-            reopen_logs.clone(),
-            writeback.clone(),
-        )
-        .await
-        {
-            Ok(server) => Some(server),
-            Err(error) => {
-                balancer.shutdown(Duration::ZERO).await;
-                return Err(error);
-            }
-        },
-    };
+    drop(boot_config);
+    // Shared with the SIGHUP task, which may move or restart the servers.
+    let admin = Arc::new(tokio::sync::Mutex::new(Some(admin)));
     tracing::info!(config = %path.display(), "txlb running");
     let stop = CancellationToken::new();
     let signals = Signals::register()?;
@@ -296,140 +277,10 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
     tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down");
     balancer.shutdown(grace).await;
     if let Some(admin) = admin.lock().await.take() {
-        admin.server.stopped().await;
-    }
-    if let Some(ssh) = ssh {
-        ssh.stopped().await;
+        admin.stopped().await;
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// What the admin web server needs from the rest of `txlb run`: the
-/// configuration file (for the kept certificate), `closeLog` reopening the log
-/// files, `saveConfig` writing the configuration file, and the page showing
-/// write-back conflicts and the last reload.
-#[derive(Clone)]
-struct AdminHooks {
-    path: PathBuf,
-    reopen_logs: txlb::admin::ReopenLog,
-    writeback: Arc<WriteBack>,
-    reload_status: Arc<txlb::admin::ReloadStatus>,
-}
-
-/// The running admin web server of `<admin><web>`. A reload moves it to a new
-/// address, re-reads its certificate, restarts it with new settings, or stops it.
-struct WebAdmin {
-    /// The `<web>` element it runs with.
-    web: txlb::config::AdminWebConfig,
-    /// The bound socket, kept so that a restart on the same address hands it
-    /// over without a moment where connections are refused.
-    socket: std::net::TcpListener,
-    server: txlb::admin::AdminServer,
-}
-
-/// A change of the admin web server, prepared (address bound, certificate read)
-/// before a reload applies, so that a busy port or a bad certificate refuses the
-/// reload as a whole.
-enum WebChange {
-    /// Nothing to do.
-    Keep,
-    /// The same server with a freshly read certificate.
-    Rekey(Arc<rustls::ServerConfig>),
-    /// No web server any more.
-    Stop,
-    /// A new server on `socket` (replacing the running one, if any).
-    Start {
-        web: txlb::config::AdminWebConfig,
-        socket: std::net::TcpListener,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    },
-}
-
-impl WebAdmin {
-    /// What it takes to go from `running` to `wanted` (an enabled `<web>`).
-    async fn prepare(
-        running: Option<&WebAdmin>,
-        wanted: Option<&txlb::config::AdminWebConfig>,
-        hooks: &AdminHooks,
-    ) -> Result<WebChange> {
-        let Some(web) = wanted else {
-            return Ok(match running {
-                Some(_) => WebChange::Stop,
-                None => WebChange::Keep,
-            });
-        };
-        let tls = match web.secure {
-            true => Some(txlb::admin::tls_server_config(web, Some(&hooks.path))?),
-            false => None,
-        };
-        if running.is_some_and(|r| r.web == *web) {
-            return Ok(match tls {
-                Some(tls) => WebChange::Rekey(tls),
-                None => WebChange::Keep,
-            });
-        }
-        let socket = match running.filter(|r| r.web.listen == web.listen) {
-            Some(running) => running.socket.try_clone()?,
-            None => txlb::admin::bind(&web.listen).await?.into_std()?,
-        };
-        Ok(WebChange::Start {
-            web: web.clone(),
-            socket,
-            tls,
-        })
-    }
-
-    /// Carries out `change` on `slot`. A new server starts before the old one
-    /// stops; when it cannot start, the old one runs on.
-    async fn commit(
-        slot: &mut Option<WebAdmin>,
-        change: WebChange,
-        balancer: &BalancerHandle,
-        hooks: &AdminHooks,
-    ) -> Result<()> {
-        match change {
-            WebChange::Keep => {}
-            WebChange::Rekey(tls) => {
-                if let Some(running) = slot {
-                    running.server.set_tls(tls);
-                    tracing::info!(url = %running.server.url(), "admin web server: certificate reloaded");
-                }
-            }
-            WebChange::Stop => {
-                if let Some(running) = slot.take() {
-                    running.server.stop();
-                    tracing::info!("admin web server stopped (disabled by the configuration)");
-                }
-            }
-            WebChange::Start { web, socket, tls } => {
-                let mut settings = txlb::admin::AdminSettings::from_web(&web);
-                settings.tls = tls;
-                settings.reopen_log = Some(hooks.reopen_logs.clone());
-                settings.reload = Some(hooks.reload_status.clone());
-                let wb = hooks.writeback.clone();
-                settings.conflict = Some(Arc::new(move || wb.conflict()));
-                settings.save_config = Some(save_hook(hooks.writeback.clone()));
-                let listener = tokio::net::TcpListener::from_std(socket.try_clone()?)?;
-                let server = txlb::admin::start(balancer.clone(), settings, listener).await?;
-                let started = WebAdmin {
-                    web,
-                    socket,
-                    server,
-                };
-                if let Some(old) = slot.replace(started) {
-                    old.server.stop();
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The enabled `<admin><web>` element of `config`, if any.
-fn enabled_web(config: &Config) -> Option<txlb::config::AdminWebConfig> {
-    let web = config.admin.as_ref()?.web.as_ref()?;
-    web.enable.then(|| web.clone())
 }
 
 /// saveConfig / `config save`: the same comment-keeping write-back as configCheck.
@@ -454,22 +305,6 @@ fn save_hook(writeback: Arc<WriteBack>) -> txlb::admin::SaveConfig {
         }
         Err(error) => Err(error.to_string()),
     })
-}
-
-/// Starts the SSH console of `<admin><ssh>`: host key kept next to the
-/// configuration (or at `hostKey`), `log reopen` and `config save` hooks.
-async fn start_ssh(
-    balancer: &BalancerHandle,
-    ssh: &txlb::config::AdminSshConfig,
-    path: &Path,
-    reopen_logs: txlb::admin::ReopenLog,
-    writeback: Arc<WriteBack>,
-) -> Result<txlb::ssh::SshServer> {
-    let mut settings = txlb::ssh::SshSettings::from_config(ssh, Some(path))?;
-    settings.reopen_log = Some(reopen_logs);
-    settings.save_config = Some(save_hook(writeback));
-    let listener = txlb::ssh::bind(&ssh.listen).await?;
-    Ok(txlb::ssh::start(balancer.clone(), settings, listener).await?)
 }
 
 /// `txlb passwd`: a SHA-512-crypt hash of a password read without echo.
@@ -517,7 +352,10 @@ fn stop_signal() -> Result<impl Future<Output = ()>> {
 /// and recorded for the admin page.
 async fn reload_on_sighup(
     balancer: BalancerHandle,
-    (hooks, admin): (AdminHooks, Arc<tokio::sync::Mutex<Option<WebAdmin>>>),
+    (hooks, admin): (
+        admin_plane::Hooks,
+        Arc<tokio::sync::Mutex<Option<AdminPlane>>>,
+    ),
     stop: CancellationToken,
     mut hup: tokio::signal::unix::Signal,
     notifier: systemd::Notifier,
@@ -528,7 +366,11 @@ async fn reload_on_sighup(
             _ = hup.recv() => {}
         }
         notifier.reloading();
-        match reload(&balancer, &hooks, &mut *admin.lock().await).await {
+        let mut admin = admin.lock().await;
+        let Some(admin) = admin.as_mut() else {
+            return;
+        };
+        match reload(&balancer, &hooks, admin).await {
             Ok(()) => {
                 tracing::info!(config = %hooks.path.display(), "configuration reloaded");
                 hooks.reload_status.succeeded();
@@ -549,28 +391,26 @@ async fn reload_on_sighup(
     }
 }
 
-/// One reload: the file is read, the admin web server's new address and
-/// certificate prepared, the configuration applied, then the admin web server
-/// moved or re-keyed as `<web>` now says.
+/// One reload: the file is read, the admin plane's new addresses and
+/// certificates prepared, the configuration applied, then the admin plane
+/// moved or re-keyed as `<admin>` now says.
 async fn reload(
     balancer: &BalancerHandle,
-    hooks: &AdminHooks,
-    admin: &mut Option<WebAdmin>,
+    hooks: &admin_plane::Hooks,
+    admin: &mut AdminPlane,
 ) -> Result<(), String> {
     let config = Config::from_path(&hooks.path).map_err(|e| e.to_string())?;
-    let web = enabled_web(&config);
-    let change = WebAdmin::prepare(admin.as_ref(), web.as_ref(), hooks)
+    let prepared = admin
+        .prepare(&config, hooks)
         .await
-        .map_err(|e| format!("admin web server: {e:#}"))?;
+        .map_err(|e| format!("{e:#}"))?;
     balancer
         .apply(Command::Replace(Box::new(config)))
         .await
         .map_err(|e| e.to_string())?;
-    WebAdmin::commit(admin, change, balancer, hooks)
-        .await
-        .map_err(|e| {
-            format!("configuration applied, but the admin web server kept its old settings: {e:#}")
-        })
+    admin.commit(prepared, balancer, hooks).await.map_err(|e| {
+        format!("configuration applied, but the admin plane kept its old settings: {e:#}")
+    })
 }
 
 // --- systemd, log rotation, man page ------------------------------------------

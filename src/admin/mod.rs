@@ -245,17 +245,22 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
 /// Binds the admin address from the configuration (`*` binds every address,
 /// names resolve to their first address).
 pub async fn bind(listen: &ListenAddr) -> Result<TcpListener, AdminError> {
-    let result = match &listen.host {
+    bind_plane(listen).await.map_err(|source| AdminError::Bind {
+        listen: listen.to_string(),
+        source,
+    })
+}
+
+/// Binds an admin-plane address (web or SSH): `*` is every address (dual-stack
+/// where the system has IPv6), a name its first address.
+pub(crate) async fn bind_plane(listen: &ListenAddr) -> io::Result<TcpListener> {
+    match &listen.host {
         ListenHost::Any => TcpListener::bind(("::", listen.port))
             .await
             .or(TcpListener::bind(("0.0.0.0", listen.port)).await),
         ListenHost::Ip(ip) => TcpListener::bind(SocketAddr::new(*ip, listen.port)).await,
         ListenHost::Name(name) => TcpListener::bind((name.as_str(), listen.port)).await,
-    };
-    result.map_err(|source| AdminError::Bind {
-        listen: listen.to_string(),
-        source,
-    })
+    }
 }
 
 /// A running admin server.

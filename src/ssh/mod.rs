@@ -48,6 +48,7 @@ use std::time::Duration;
 
 use russh::keys::ssh_key::{HashAlg, PrivateKey};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use commands::{Arg, COMMANDS, ConsoleError, Spec};
@@ -56,7 +57,7 @@ pub use script::{MAX_OPERATIONS, MAX_SCRIPT_BYTES};
 
 use crate::BalancerHandle;
 use crate::admin::{ReopenLog, SaveConfig};
-use crate::config::{AdminSshConfig, ListenAddr, ListenHost};
+use crate::config::{AdminSshConfig, ListenAddr};
 
 /// How long a client may take from connecting to logging in; connections still
 /// not logged in then are closed.
@@ -150,13 +151,7 @@ impl SshSettings {
 
 /// Binds the SSH address from the configuration (`*` binds every address).
 pub async fn bind(listen: &ListenAddr) -> Result<TcpListener, SshError> {
-    let result = match &listen.host {
-        ListenHost::Any => TcpListener::bind(("::", listen.port))
-            .await
-            .or(TcpListener::bind(("0.0.0.0", listen.port)).await),
-        ListenHost::Ip(ip) => TcpListener::bind(SocketAddr::new(*ip, listen.port)).await,
-        ListenHost::Name(name) => TcpListener::bind((name.as_str(), listen.port)).await,
-    };
+    let result = crate::admin::bind_plane(listen).await;
     result.map_err(|source| SshError::Bind {
         listen: listen.to_string(),
         source,
@@ -168,6 +163,8 @@ pub async fn bind(listen: &ListenAddr) -> Result<TcpListener, SshError> {
 pub struct SshServer {
     local: SocketAddr,
     fingerprint: String,
+    /// Stops accepting (a child of the balancer's shutdown token).
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -185,6 +182,13 @@ impl SshServer {
     /// Resolves when the server has stopped (after the balancer's shutdown).
     pub async fn stopped(self) {
         let _ = self.task.await;
+    }
+
+    /// Stops accepting while the balancer runs on (the listener is dropped at
+    /// once); open sessions go on until they end or the balancer shuts down.
+    /// For moving or re-keying the console at a reload.
+    pub fn stop(self) {
+        self.stop.cancel();
     }
 }
 
@@ -223,11 +227,18 @@ pub async fn start(
         logins: crate::admin::auth::Auth::new(),
         tasks: TaskTracker::new(),
     });
-    let task = tokio::spawn(accept_loop(shared, Arc::new(config), listener));
+    let stop = shared.handle.shutdown_token().child_token();
+    let task = tokio::spawn(accept_loop(
+        shared,
+        Arc::new(config),
+        listener,
+        stop.clone(),
+    ));
     tracing::info!(%local, %fingerprint, "SSH console up");
     Ok(SshServer {
         local,
         fingerprint,
+        stop,
         task,
     })
 }
@@ -242,16 +253,19 @@ pub async fn serve(
     Ok(())
 }
 
+/// Accepts until `stop` (the balancer's shutdown, or [`SshServer::stop`]);
+/// sessions end at the balancer's shutdown.
 async fn accept_loop(
     shared: Arc<server::Shared>,
     config: Arc<russh::server::Config>,
     listener: TcpListener,
+    stop: CancellationToken,
 ) {
     let shutdown = shared.handle.shutdown_token();
     let sessions = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {

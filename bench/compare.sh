@@ -5,7 +5,8 @@
 #   bench/compare.sh            full run: 3 interleaved repeats, ~6-8 minutes
 #   bench/compare.sh --quick    smoke test: 1 repeat, short runs, < 1 minute
 #
-# Options: --repeats N   --only LIST (comma-separated: direct,txlb,haproxy,haproxy-splice,nginx)
+# Options: --repeats N   --only LIST (comma-separated: direct,txlb,haproxy,haproxy-splice,nginx,
+#          and txlb-w2: txlb with two workers on the same CPU, for the workers' flatness)
 #          --out FILE (JSON, default bench/results/latest.json)   --build (cargo build txlb first)
 #          --keep (keep the work directory with configs and logs)
 # Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb), CARGO_TARGET_DIR,
@@ -153,13 +154,13 @@ if [ -n "$ONLY" ]; then IFS=, read -r -a WANT <<<"$ONLY"; else WANT=("${ALL_VARI
 VARIANTS=()
 for v in "${WANT[@]}"; do
     case "$v" in
-        direct|txlb) VARIANTS+=("$v") ;;
+        direct|txlb|txlb-w2) VARIANTS+=("$v") ;;
         haproxy|haproxy-splice)
             if [ "$HAVE_HAPROXY" = 1 ]; then VARIANTS+=("$v"); else skip_or_die "$v" "haproxy is not installed"; fi ;;
         nginx)
             if [ "$HAVE_NGX" = 1 ] && NGX_STREAM=$(stream_module); then VARIANTS+=("$v")
             else skip_or_die nginx "nginx with the stream module (libnginx-mod-stream) is not installed"; fi ;;
-        *) die "unknown variant $v (known: ${ALL_VARIANTS[*]})" ;;
+        *) die "unknown variant $v (known: ${ALL_VARIANTS[*]} txlb-w2)" ;;
     esac
 done
 if [ "$HAVE_WRK" = 0 ]; then
@@ -172,7 +173,7 @@ fi
 
 # ------------------------------------------------------------------ txlb binary
 has_variant() { local v; for v in "${VARIANTS[@]}"; do [ "$v" = "$1" ] && return 0; done; return 1; }
-if has_variant txlb; then
+if has_variant txlb || has_variant txlb-w2; then
     TARGET_DIR=${CARGO_TARGET_DIR:-target}
     case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
     if [ -n "${TXLB_BIN:-}" ]; then
@@ -352,9 +353,10 @@ MEASURE_PID=""   # the process whose CPU and memory we read (nginx: the worker)
 start_proxy() {
     local v=$1 logf=$WORK/$1.log conf port i
     case "$v" in
-        txlb)
+        txlb|txlb-w2)
             conf=$(write_txlb_conf)
-            start_bg "$logf" env TXLB_LOG=warn taskset -c "$PROXY_CPU" "$TXLB_BIN" run --config "$conf" --workers 1 --grace 1 ;;
+            start_bg "$logf" env TXLB_LOG=warn taskset -c "$PROXY_CPU" "$TXLB_BIN" run --config "$conf" \
+                --workers "$([ "$v" = txlb-w2 ] && echo 2 || echo 1)" --grace 1 ;;
         haproxy|haproxy-splice)
             conf=$(write_haproxy_conf "$([ "$v" = haproxy-splice ] && echo splice)")
             start_bg "$logf" taskset -c "$PROXY_CPU" haproxy -db -f "$conf" ;;
@@ -435,7 +437,7 @@ run_session() {  # one variant, all scenarios, on a freshly started proxy
     if [ "$v" != direct ]; then
         if ! start_proxy "$v"; then
             stop_proxy
-            case "$v" in txlb) die "txlb failed to start (it must run, also in --quick mode)" ;; esac
+            case "$v" in txlb|txlb-w2) die "txlb failed to start (it must run, also in --quick mode)" ;; esac
             [ "$QUICK" = 1 ] || die "$v failed to start"
             log "SKIPPING $v for this repeat: it failed to start"; NOTES+=("$v failed to start in repeat $rep")
             return 0

@@ -12,7 +12,7 @@ import re
 import statistics
 import sys
 
-VARIANTS = ["direct", "txlb", "haproxy", "haproxy-splice", "nginx"]
+VARIANTS = ["direct", "txlb", "txlb-w2", "haproxy", "haproxy-splice", "nginx"]
 REFERENCE = "haproxy"
 PROXIES = ["haproxy", "haproxy-splice", "nginx"]
 
@@ -298,9 +298,28 @@ def compute_targets(results):
     add("bulk1_vs_direct", r, 0.65, lambda v, l: v >= l,
         "bulk 1 stream: txlb %s Gbit/s vs direct %s = %sx (target >= 0.65x)"
         % (fmt(t, "{:.2f}"), fmt(d, "{:.2f}"), fmt(r, "{:.2f}")))
+    t = get("txlb", "keepalive", "p99_ms")
+    b, who = best_proxy("keepalive", "p99_ms")
+    add("keepalive_p99", t, b, lambda v, l: v <= l,
+        "keep-alive p99: txlb %s ms vs best other %s (%s) ms (target: no worse)"
+        % (fmt(t, "{:.2f}"), who or "-", fmt(b, "{:.2f}")))
+    for s, what in (("bulk1", "1 stream"), ("bulk8", "8 streams")):
+        t = get("txlb", s, "gbps")
+        vals = [(get(v, s, "gbps"), v) for v in PROXIES if get(v, s, "gbps") is not None]
+        b, who = max(vals) if vals else (None, None)
+        r = ratio(t, b)
+        add(s + "_vs_best_peer", r, 1.3, lambda v, l: v >= l,
+            "bulk %s: txlb %s Gbit/s vs best other %s (%s) = %sx (target >= 1.3x)"
+            % (what, fmt(t, "{:.2f}"), who or "-", fmt(b, "{:.2f}"), fmt(r, "{:.2f}")))
     t = get("txlb", "idle", "rss_per_conn_idle")
     add("idle_bytes_per_conn", t, 1024, lambda v, l: v <= l,
         "idle memory: txlb %s B per idle connection (target <= 1024 B)" % fmt(t, "{:.0f}"))
+    t, one = get("txlb-w2", "newconn", "cpu_us_per"), get("txlb", "newconn", "cpu_us_per")
+    r = ratio(t, one)
+    add("workers_flat", r, 1.1, lambda v, l: v <= l,
+        "workers: CPU per new connection with 2 workers %s us vs 1 worker %s us = %sx "
+        "(target: flat, <= 1.1x; run with --only ...,txlb-w2)"
+        % (fmt(t, "{:.2f}"), fmt(one, "{:.2f}"), fmt(r, "{:.2f}")))
     return out
 
 

@@ -22,6 +22,11 @@ pub struct Txlb {
 impl Txlb {
     /// `txlb run --workers 1 --grace GRACE --config CONFIG`, logging at info.
     pub fn start(config: &Path, grace_secs: u32) -> Txlb {
+        Txlb::start_logging(config, grace_secs, "info")
+    }
+
+    /// [`Txlb::start`] with the log filter `TXLB_LOG=filter`.
+    pub fn start_logging(config: &Path, grace_secs: u32, filter: &str) -> Txlb {
         let mut child = Command::new(env!("CARGO_BIN_EXE_txlb"))
             .args([
                 "run",
@@ -32,7 +37,7 @@ impl Txlb {
                 "--config",
             ])
             .arg(config)
-            .env("TXLB_LOG", "info")
+            .env("TXLB_LOG", filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -171,10 +171,13 @@ pub fn demo_config(listen: SocketAddr, backends: &[Backend]) -> Config {
         source: None,
         services: vec![ServiceConfig {
             name: "demo".into(),
-            listeners: vec![ListenAddr {
-                host: ListenHost::Ip(listen.ip()),
-                port: listen.port(),
-            }],
+            listeners: vec![
+                ListenAddr {
+                    host: ListenHost::Ip(listen.ip()),
+                    port: listen.port(),
+                }
+                .into(),
+            ],
             groups: vec![GroupConfig {
                 name: "demo".into(),
                 scheduler: SchedulerKind::RoundRobin,

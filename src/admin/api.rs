@@ -18,8 +18,8 @@ use super::AdminState;
 use super::error::{AdminError, ApiError};
 use super::params::{bad, parse_scheduler};
 use crate::config::{
-    Access, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCHEDULER, GroupConfig, HostConfig, ServiceConfig,
-    UserConfig, parse_access, parse_host_address, parse_listen_addr, parse_seconds,
+    Access, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCHEDULER, GroupConfig, HostConfig, Listener, ServiceConfig,
+    UserConfig, parse_access, parse_net, parse_host_address, parse_listen_addr, parse_seconds,
 };
 use crate::control::Command;
 use crate::scheduler::SchedulerKind;
@@ -221,7 +221,11 @@ async fn create_service(State(state): State<AdminState>, J(body): J<NewService>)
     let listeners = body
         .listen
         .iter()
-        .map(|l| parse_listen_addr(l).map_err(|r| bad("listen", r)))
+        .map(|l| {
+            parse_listen_addr(l)
+                .map(Listener::new)
+                .map_err(|r| bad("listen", r))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let group = body.group.unwrap_or_else(|| "main".into());
     let hosts = body
@@ -266,6 +270,10 @@ async fn list_listeners(State(state): State<AdminState>, P(service): P<String>) 
 #[serde(deny_unknown_fields)]
 struct NewListener {
     listen: String,
+    /// Overrides the service's `acceptProxy` for this listener.
+    accept_proxy: Option<bool>,
+    /// Overrides the service's `trustedProxies` for this listener.
+    trusted_proxies: Option<Vec<String>>,
 }
 
 async fn create_listener(
@@ -274,11 +282,18 @@ async fn create_listener(
     J(body): J<NewListener>,
 ) -> ApiResult {
     let listen = parse_listen_addr(&body.listen).map_err(|r| bad("listen", r))?;
+    let mut listener = Listener::new(listen.clone());
+    listener.options.accept_proxy = body.accept_proxy;
+    listener.options.trusted_proxies = body
+        .trusted_proxies
+        .map(|nets| nets.iter().map(|n| parse_net(n)).collect())
+        .transpose()
+        .map_err(|r| bad("trusted_proxies", r))?;
     state
         .handle
         .apply(Command::AddListener {
             service: service.clone(),
-            listen: listen.clone(),
+            listen: listener,
         })
         .await
         .map_err(AdminError::from)?;

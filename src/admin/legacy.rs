@@ -223,7 +223,7 @@ async fn new_service(state: AdminState, p: Params) -> Result<String, AdminError>
         .handle
         .apply(Command::AddService(Box::new(ServiceConfig {
             name: service.into(),
-            listeners: vec![listen.clone()],
+            listeners: vec![listen.clone().into()],
             groups: vec![GroupConfig {
                 name: group.into(),
                 scheduler,
@@ -257,12 +257,13 @@ async fn del_service(state: AdminState, p: Params) -> Result<String, AdminError>
 
 async fn add_listener(state: AdminState, p: Params) -> Result<String, AdminError> {
     let service = p.required("service")?;
-    let listen = p.listen("listen")?;
+    let listener = p.listener("listen")?;
+    let listen = listener.addr.clone();
     state
         .handle
         .apply(Command::AddListener {
             service: service.into(),
-            listen: listen.clone(),
+            listen: listener,
         })
         .await?;
     let bound = state
@@ -470,7 +471,11 @@ pub(crate) fn running_text(stats: &Stats, config: &Config) -> String {
     for s in &stats.services {
         let _ = writeln!(t, "service {} enabled={}", s.name, s.enabled_group);
         for l in &s.listeners {
-            let _ = writeln!(t, "  listen {} bound={}", l.configured, l.local);
+            let _ = writeln!(
+                t,
+                "  listen {} bound={} accept_proxy={}",
+                l.configured, l.local, l.accept_proxy
+            );
         }
         for g in &s.groups {
             let _ = writeln!(

@@ -96,7 +96,7 @@ fn ops() -> Vec<Op> {
         op(
             "/api/v1/services/{service}/listeners",
             "get",
-            "The service's bound listeners.",
+            "The service's bound listeners, each with `accept_proxy` (PROXY headers required).",
             None,
             (200, "ListenerList"),
             &[404],
@@ -104,8 +104,9 @@ fn ops() -> Vec<Op> {
         op(
             "/api/v1/services/{service}/listeners",
             "post",
-            "Listen on one more address (opened live; a port in use is a 409).",
-            Some(json!({"listen": "127.0.0.1:0"})),
+            "Listen on one more address (opened live; a port in use is a 409). Optional \
+             `accept_proxy` and `trusted_proxies` override the service's for this listener.",
+            Some(json!({"listen": "127.0.0.1:0", "accept_proxy": true, "trusted_proxies": ["10.0.0.0/8"]})),
             (201, "Listener"),
             &[400, 404, 409],
         ),

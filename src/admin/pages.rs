@@ -227,6 +227,7 @@ fn signature(stats: &Stats, config: &Config, status: &Snapshot) -> String {
         d.update(s.enabled_group.as_bytes());
         for l in &s.listeners {
             d.update(l.configured.as_bytes());
+            d.update([u8::from(l.accept_proxy)]);
         }
         for g in &s.groups {
             d.update(b"\x1e");
@@ -449,9 +450,14 @@ fn render_running(
             esc(sv)
         );
         for l in &s.listeners {
+            let proxy = if l.accept_proxy {
+                ", accepts PROXY headers"
+            } else {
+                ""
+            };
             let _ = write!(
                 p,
-                "<code>{}</code> <small>(bound {})</small> {} ",
+                "<code>{}</code> <small>(bound {}{proxy})</small> {} ",
                 esc(&l.configured),
                 l.local,
                 form(

@@ -8,8 +8,8 @@ use axum::http::{Method, header};
 
 use super::error::AdminError;
 use crate::config::{
-    Access, HostAddress, ListenAddr, parse_access, parse_host_address, parse_listen_addr,
-    parse_weight,
+    Access, HostAddress, ListenAddr, ListenOptions, Listener, RawValue, parse_access,
+    parse_host_address, parse_listen_addr, parse_weight,
 };
 use crate::scheduler::SchedulerKind;
 
@@ -144,6 +144,21 @@ impl Params {
     /// A listen address `host:port`.
     pub(crate) fn listen(&self, name: &'static str) -> Result<ListenAddr, AdminError> {
         parse_listen_addr(self.required(name)?).map_err(|reason| bad(name, reason))
+    }
+
+    /// A listener: the address `name`, with the optional listener settings
+    /// (`acceptProxy`, `trustedProxies`) read exactly as in a `<listen>` element.
+    pub(crate) fn listener(&self, name: &'static str) -> Result<Listener, AdminError> {
+        let mut listener = Listener::new(self.listen(name)?);
+        for (key, _) in ListenOptions::KEYS {
+            if let Some(value) = self.optional(key) {
+                listener
+                    .options
+                    .set(key, &RawValue::Text(value.to_string()))
+                    .map_err(|why| bad(key, why))?;
+            }
+        }
+        Ok(listener)
     }
 
     /// A scheduler name, `default` when absent.

@@ -37,6 +37,7 @@ pub use validate::{
 pub use write::{to_toml, to_xml};
 
 use error::Source;
+pub(crate) use options::RawValue;
 
 /// Which reader a file goes through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

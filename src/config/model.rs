@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::options::{GroupOptions, HostOptions, ServiceOptions};
+pub use super::options::{GroupOptions, HostOptions, ListenOptions, ServiceOptions};
 use crate::scheduler::SchedulerKind;
 
 /// Default connect timeout towards a host.
@@ -61,8 +61,9 @@ impl Config {
 pub struct ServiceConfig {
     /// Unique service name.
     pub name: String,
-    /// Addresses this service accepts clients on (at least one).
-    pub listeners: Vec<ListenAddr>,
+    /// Where this service accepts clients (at least one), each with its own
+    /// settings.
+    pub listeners: Vec<Listener>,
     /// Groups of hosts (at least one); exactly one is enabled.
     pub groups: Vec<GroupConfig>,
     /// Name of the enabled group; always names one of `groups`.
@@ -71,6 +72,39 @@ pub struct ServiceConfig {
     pub connect_timeout: Duration,
     /// Timeouts, limits, access lists, PROXY protocol.
     pub options: ServiceOptions,
+}
+
+/// One listener of a service: an address, and settings that override the
+/// service's for the clients arriving there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Where to listen.
+    pub addr: ListenAddr,
+    /// PROXY protocol acceptance for this listener alone.
+    pub options: ListenOptions,
+}
+
+impl Listener {
+    /// A listener on `addr` that follows its service's settings.
+    pub fn new(addr: ListenAddr) -> Self {
+        Listener {
+            addr,
+            options: ListenOptions::default(),
+        }
+    }
+}
+
+impl From<ListenAddr> for Listener {
+    fn from(addr: ListenAddr) -> Self {
+        Listener::new(addr)
+    }
+}
+
+/// The address, as configured (the settings are not shown).
+impl fmt::Display for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.addr.fmt(f)
+    }
 }
 
 /// A named set of hosts with the scheduler that picks among them.

@@ -1,6 +1,6 @@
 //! Settings beyond txLoadBalancer's, declared once per element.
 //!
-//! Each options struct (service, group, host) lists its settings in one
+//! Each options struct (service, listener, group, host) lists its settings in one
 //! `options!` table: field, type, default, XML attribute and TOML key. The readers,
 //! the validation, both writers and the write-back editor all go through that table,
 //! so adding a setting is one line here plus the code that uses it.
@@ -358,6 +358,61 @@ options! {
         maxconn: u32 = 0, "maxconn", "maxconn";
         /// PROXY protocol header for this host, overriding the group's.
         proxy_protocol: Option<Option<ProxyVersion>> = None, "proxyProtocol", "proxy_protocol";
+    }
+}
+
+options! {
+    /// Per-listener settings (attributes of `<listen>`, keys of a `listen` table).
+    /// Each one, when set, overrides the service's setting of the same name for
+    /// this listener alone; unset, the service's applies.
+    pub struct ListenOptions {
+        /// Clients of this listener start with a PROXY protocol header (v1 or v2).
+        accept_proxy: Option<bool> = None, "acceptProxy", "accept_proxy";
+        /// Sources allowed to send PROXY headers to this listener (empty: any).
+        trusted_proxies: Option<Vec<IpNet>> = None, "trustedProxies", "trusted_proxies";
+    }
+}
+
+impl ListenOptions {
+    /// Whether this listener's clients must start with a PROXY header: its own
+    /// `acceptProxy`, or the service's.
+    pub fn accepts_proxy(&self, service: &ServiceOptions) -> bool {
+        self.accept_proxy.unwrap_or(service.accept_proxy)
+    }
+
+    /// The sources this listener takes PROXY headers from (empty: any): its own
+    /// `trustedProxies`, or the service's.
+    pub fn trusted_proxies<'a>(&'a self, service: &'a ServiceOptions) -> &'a [IpNet] {
+        self.trusted_proxies
+            .as_deref()
+            .unwrap_or(&service.trusted_proxies)
+    }
+}
+
+/// A listener's override of a service flag: absent, or a value.
+impl OptionValue for Option<bool> {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        <bool as OptionValue>::read(raw).map(Some)
+    }
+    fn xml(&self) -> String {
+        self.map(|v| v.xml()).unwrap_or_default()
+    }
+    fn toml(&self) -> String {
+        self.map(|v| v.toml()).unwrap_or_default()
+    }
+}
+
+/// A listener's override of a service's networks: absent, or a list (possibly
+/// empty, meaning "any").
+impl OptionValue for Option<Vec<IpNet>> {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        <Vec<IpNet> as OptionValue>::read(raw).map(Some)
+    }
+    fn xml(&self) -> String {
+        self.as_ref().map(|v| v.xml()).unwrap_or_default()
+    }
+    fn toml(&self) -> String {
+        self.as_ref().map(|v| v.toml()).unwrap_or_default()
     }
 }
 

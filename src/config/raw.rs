@@ -53,7 +53,7 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawService {
     pub at: usize,
     pub name: Option<At<String>>,
-    pub listen: Vec<At<String>>,
+    pub listen: Vec<RawListen>,
     pub groups: Vec<RawGroup>,
     /// `<enable group=…/>` / `enabled_group = …`.
     pub enabled_group: Option<At<String>>,
@@ -61,6 +61,15 @@ pub(crate) struct RawService {
     /// readers, and in `validate::service_settings`.
     pub connect_timeout: Option<At<Number>>,
     /// Settings of `options::ServiceOptions`, by XML attribute or TOML key.
+    pub options: Vec<(At<String>, At<RawValue>)>,
+}
+
+/// `<listen>` / an entry of `listen` (a string, or a table with `ip`).
+#[derive(Debug, Default)]
+pub(crate) struct RawListen {
+    pub at: usize,
+    pub ip: Option<At<String>>,
+    /// Settings of `options::ListenOptions`.
     pub options: Vec<(At<String>, At<RawValue>)>,
 }
 

@@ -6,7 +6,9 @@
 //! ```toml
 //! [[service]]
 //! name = "web"
-//! listen = ["0.0.0.0:8080"]
+//! listen = ["0.0.0.0:8080"]   # or tables, with settings of their own:
+//! # listen = ["0.0.0.0:80", { ip = "0.0.0.0:8080", accept_proxy = true,
+//! #                           trusted_proxies = ["10.0.0.0/8"] }]
 //! enabled_group = "prod"      # optional if exactly one group has enable = true
 //! connect_timeout = 3.0       # seconds, optional (default 3)
 //!
@@ -78,11 +80,48 @@ struct File {
 struct Service {
     name: Option<Spanned<String>>,
     #[serde(default)]
-    listen: Vec<Spanned<String>>,
+    listen: Vec<Spanned<ListenEntry>>,
     enabled_group: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<f64>>,
     #[serde(default)]
     group: Vec<Spanned<Group>>,
+}
+
+/// An entry of `listen`: an address, or a table with `ip` and settings (which
+/// the second pass reads, with their positions).
+enum ListenEntry {
+    Addr(String),
+    Table { ip: Option<Spanned<String>> },
+}
+
+impl<'de> Deserialize<'de> for ListenEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entry;
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = ListenEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a listen address or a table with ip")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ListenEntry, E> {
+                Ok(ListenEntry::Addr(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ListenEntry, A::Error> {
+                let mut ip = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "ip" {
+                        ip = Some(map.next_value::<Spanned<String>>()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(ListenEntry::Table { ip })
+            }
+        }
+        d.deserialize_any(Entry)
+    }
 }
 
 #[derive(Deserialize)]
@@ -174,12 +213,17 @@ struct Control {
 /// points at the same character as in XML, where the quote is not part of it.
 fn at<T>(text: &str, s: Spanned<T>) -> At<T> {
     let start = s.span().start;
+    value_at(text, start, s.into_inner())
+}
+
+/// `value`, written at byte `start` of `text` (see [`at`]).
+fn value_at<T>(text: &str, start: usize, value: T) -> At<T> {
     let rest = text.get(start..).unwrap_or("");
     let skip = ["\"\"\"", "'''", "\"", "'"]
         .iter()
         .find(|q| rest.starts_with(*q))
         .map_or(0, |q| q.len());
-    At::new(s.into_inner(), start + skip)
+    At::new(value, start + skip)
 }
 
 fn opt<T>(text: &str, s: Option<Spanned<T>>) -> Option<At<T>> {
@@ -220,7 +264,26 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
             RawService {
                 at: service_at,
                 name: opt(t, s.name),
-                listen: s.listen.into_iter().map(|l| at(t, l)).collect(),
+                listen: s
+                    .listen
+                    .into_iter()
+                    .enumerate()
+                    .map(|(li, l)| {
+                        let entry_at = l.span().start;
+                        match l.into_inner() {
+                            ListenEntry::Addr(ip) => RawListen {
+                                at: entry_at,
+                                ip: Some(value_at(t, entry_at, ip)),
+                                options: Vec::new(),
+                            },
+                            ListenEntry::Table { ip } => RawListen {
+                                at: entry_at,
+                                ip: opt(t, ip),
+                                options: options.take_listen(si, li),
+                            },
+                        }
+                    })
+                    .collect(),
                 groups: s
                     .group
                     .into_iter()
@@ -332,7 +395,8 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
 /// second pass over the document, since serde's typed pass cannot keep spans for
 /// keys it does not know in advance.
 struct Options {
-    /// By path: `[service]`, `[service, group]` or `[service, group, host]`.
+    /// By path: `[service]`, `[service, group]`, `[service, group, host]`, or
+    /// [`listen_path`] for a table in `listen`.
     found: std::collections::HashMap<Vec<usize>, RawOptions>,
 }
 
@@ -350,6 +414,7 @@ impl Options {
         ];
         const GROUP: &[&str] = &["name", "scheduler", "enable", "hosts"];
         const HOST: &[&str] = &["name", "ip", "weight"];
+        const LISTEN: &[&str] = &["ip"];
         let doc = DeTable::parse(src.text()).map_err(|e| {
             let at = e.span().map_or(0, |s| s.start);
             src.error(at, e.message().trim_end().to_string())
@@ -361,6 +426,16 @@ impl Options {
         {
             let keys = (SERVICE, crate::config::ServiceOptions::KEYS, "[[service]]");
             found.insert(vec![si], Self::collect(src, service, keys)?);
+            if let Some(::toml::de::DeValue::Array(entries)) =
+                get(service, "listen").as_ref().map(|v| v.get_ref())
+            {
+                for (li, entry) in entries.iter().enumerate() {
+                    if let ::toml::de::DeValue::Table(table) = entry.get_ref() {
+                        let keys = (LISTEN, crate::config::ListenOptions::KEYS, "a listen table");
+                        found.insert(listen_path(si, li), Self::collect(src, table, keys)?);
+                    }
+                }
+            }
             for (gi, group) in tables(get(service, "group").as_ref()).iter().enumerate() {
                 let keys = (
                     GROUP,
@@ -417,6 +492,17 @@ impl Options {
     fn take(&mut self, path: &[usize]) -> RawOptions {
         self.found.remove(path).unwrap_or_default()
     }
+
+    /// The settings of table `listen` of service `service`'s `listen` array.
+    fn take_listen(&mut self, service: usize, listen: usize) -> RawOptions {
+        self.take(&listen_path(service, listen))
+    }
+}
+
+/// Where [`Options`] keeps the settings of a table in a service's `listen`
+/// array: a path no group or host has.
+fn listen_path(service: usize, listen: usize) -> Vec<usize> {
+    vec![service, usize::MAX, listen]
 }
 
 /// The tables of an array of tables (an absent or other value: none).

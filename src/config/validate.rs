@@ -415,8 +415,16 @@ impl Builder<'_, '_> {
         }
         let label = format!("service {:?}", name.value);
         let mut listeners = Vec::with_capacity(raw.listen.len());
-        for listen in &raw.listen {
-            listeners.push(self.listen(listen, &label)?);
+        for listen in raw.listen {
+            let ip = self.required(
+                listen.ip,
+                listen.at,
+                "listen address (expected ip = \"HOST:PORT\")",
+            )?;
+            listeners.push(Listener {
+                addr: self.listen(&ip, &label)?,
+                options: self.options(listen.options)?,
+            });
         }
         if listeners.is_empty() {
             return Err(self.err(raw.at, format!("{label} has no listen address")));

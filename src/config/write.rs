@@ -107,7 +107,12 @@ pub fn to_xml(config: &Config) -> String {
             attr(&s.name)
         );
         for l in &s.listeners {
-            let _ = writeln!(x, "    <listen ip=\"{}\"/>", attr(&l.to_string()));
+            let _ = writeln!(
+                x,
+                "    <listen ip=\"{}\"{}/>",
+                attr(&l.addr.to_string()),
+                xml_options(&l.options.non_default())
+            );
         }
         for g in &s.groups {
             let enable = if g.name == s.enabled_group {
@@ -233,11 +238,26 @@ pub(crate) fn tstr(s: &str) -> String {
     out
 }
 
+/// A `listen` entry: the address, or an inline table when the listener has
+/// settings of its own.
+pub(crate) fn toml_listen(l: &Listener) -> String {
+    let options = l.options.non_default();
+    if options.is_empty() {
+        tstr(&l.addr.to_string())
+    } else {
+        format!(
+            "{{ ip = {}{} }}",
+            tstr(&l.addr.to_string()),
+            toml_inline_options(&options)
+        )
+    }
+}
+
 /// The configuration as TOML (the format documented in the `toml` reader).
 pub fn to_toml(config: &Config) -> String {
     let mut t = String::new();
     for s in &config.services {
-        let listen: Vec<String> = s.listeners.iter().map(|l| tstr(&l.to_string())).collect();
+        let listen: Vec<String> = s.listeners.iter().map(toml_listen).collect();
         let _ = writeln!(t, "[[service]]\nname = {}", tstr(&s.name));
         let _ = writeln!(t, "listen = [{}]", listen.join(", "));
         let _ = writeln!(t, "enabled_group = {}", tstr(&s.enabled_group));

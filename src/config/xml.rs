@@ -11,7 +11,7 @@ use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesStart, Event};
 
 use super::error::{ConfigError, Source};
-use super::options::{GroupOptions, HostOptions, ServiceOptions};
+use super::options::{GroupOptions, HostOptions, ListenOptions, ServiceOptions};
 use super::raw::*;
 use super::validate::parse_bool;
 
@@ -333,16 +333,19 @@ impl Walker<'_, '_> {
         for child in &el.children {
             match child.name.as_str() {
                 "listen" => {
-                    let leaf = self.leaf(child, &["ip"])?;
-                    match leaf.get("ip") {
-                        Some(ip) => raw.listen.push(ip),
-                        None => {
-                            return Err(self.src.error(
-                                child.at,
-                                "listen address is missing (expected ip=\"HOST:PORT\")",
-                            ));
-                        }
-                    }
+                    const LISTEN: &[&str] = &["ip"];
+                    let leaf = self.leaf(child, &with_options(LISTEN, ListenOptions::KEYS))?;
+                    let Some(ip) = leaf.get("ip") else {
+                        return Err(self.src.error(
+                            child.at,
+                            "listen address is missing (expected ip=\"HOST:PORT\")",
+                        ));
+                    };
+                    raw.listen.push(RawListen {
+                        at: child.at,
+                        ip: Some(ip),
+                        options: leaf.options(LISTEN),
+                    });
                 }
                 "group" => raw.groups.push(self.group(child)?),
                 "enable" => {

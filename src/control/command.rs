@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use crate::config::{
-    AdminConfig, Config, GroupConfig, HostAddress, HostConfig, ListenAddr, ServiceConfig,
+    AdminConfig, Config, GroupConfig, HostAddress, HostConfig, ListenAddr, Listener, ServiceConfig,
     UserConfig,
 };
 use crate::scheduler::SchedulerKind;
@@ -28,8 +28,8 @@ pub enum Command {
     AddListener {
         /// Service name.
         service: String,
-        /// Address to listen on.
-        listen: ListenAddr,
+        /// Address to listen on, with its settings.
+        listen: Listener,
     },
     /// Stop listening on an address.
     RemoveListener {
@@ -162,7 +162,7 @@ impl Command {
                 let index = s
                     .listeners
                     .iter()
-                    .position(|l| l == listen)
+                    .position(|l| l.addr == *listen)
                     .ok_or_else(|| ControlError::UnknownListener {
                         service: service.clone(),
                         listen: listen.to_string(),

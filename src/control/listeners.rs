@@ -1,16 +1,21 @@
 //! The controller's listeners: which to bind or close when the configuration
 //! changes, and the tasks that accept on them.
+//!
+//! A listener is known by its service and address: a command that keeps both
+//! keeps the socket, and only the listener's settings (PROXY acceptance) are
+//! updated in place by [`refresh`].
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 
 use super::{ControlError, Controller};
 use crate::config::{Config, ListenAddr, ListenHost};
 use crate::events::Event;
-use crate::proxy::{ListenerTask, bind};
+use crate::proxy::{AcceptProxy, ListenerTask, bind};
 
 /// A listener that is accepting.
 pub(super) struct RunningListener {
@@ -19,6 +24,9 @@ pub(super) struct RunningListener {
     pub(super) local: SocketAddr,
     /// Cancelled to close this listener alone; a child of the engine's token.
     pub(super) stop: CancellationToken,
+    /// The PROXY acceptance its accept tasks hand to each client; written by
+    /// [`refresh`] under the controller's lock.
+    pub(super) proxy: Arc<ArcSwapOption<AcceptProxy>>,
 }
 
 /// A listener bound but not yet accepting: one socket per worker (or one).
@@ -29,36 +37,54 @@ pub(super) struct BoundSocket {
     sockets: Vec<std::net::TcpListener>,
     /// Whether `sockets` are copies of a socket handed over at start.
     from_inherited: bool,
+    /// PROXY acceptance from the first accepted client on.
+    proxy: Option<AcceptProxy>,
 }
 
 type ListenerKey = (Arc<str>, ListenAddr);
+
+/// A listener to add: its key and its effective PROXY acceptance.
+pub(super) type NewListener = (ListenerKey, Option<AcceptProxy>);
+
+/// Every listener of `config` in order, with its effective PROXY acceptance.
+fn wanted(config: &Config) -> impl Iterator<Item = NewListener> + '_ {
+    config.services.iter().flat_map(|service| {
+        let name: Arc<str> = Arc::from(service.name.as_str());
+        service.listeners.iter().map(move |l| {
+            let proxy = AcceptProxy::of(&service.options, &l.options);
+            ((name.clone(), l.addr.clone()), proxy)
+        })
+    })
+}
 
 /// Listeners to add and to remove to go from `running` to `next`. Refuses a
 /// configuration that names the same (non-zero port) address twice.
 pub(super) fn diff(
     running: &[RunningListener],
     next: &Config,
-) -> Result<(Vec<ListenerKey>, HashSet<ListenerKey>), ControlError> {
-    let mut wanted: Vec<ListenerKey> = Vec::new();
-    for service in &next.services {
-        for listen in &service.listeners {
-            if listen.port != 0
-                && let Some((owner, _)) = wanted.iter().find(|(_, l)| l == listen)
-            {
-                return Err(ControlError::DuplicateListener {
-                    service: owner.to_string(),
-                    listen: listen.to_string(),
-                });
-            }
-            wanted.push((Arc::from(service.name.as_str()), listen.clone()));
+) -> Result<(Vec<NewListener>, HashSet<ListenerKey>), ControlError> {
+    let mut wanted_list: Vec<NewListener> = Vec::new();
+    for (key, proxy) in wanted(next) {
+        let listen = &key.1;
+        if listen.port != 0
+            && let Some(((owner, _), _)) = wanted_list.iter().find(|((_, l), _)| l == listen)
+        {
+            return Err(ControlError::DuplicateListener {
+                service: owner.to_string(),
+                listen: listen.to_string(),
+            });
         }
+        wanted_list.push((key, proxy));
     }
     let have: HashSet<ListenerKey> = running
         .iter()
         .map(|l| (l.service.clone(), l.configured.clone()))
         .collect();
-    let wanted_set: HashSet<ListenerKey> = wanted.iter().cloned().collect();
-    let added = wanted.into_iter().filter(|k| !have.contains(k)).collect();
+    let wanted_set: HashSet<ListenerKey> = wanted_list.iter().map(|(k, _)| k.clone()).collect();
+    let added = wanted_list
+        .into_iter()
+        .filter(|(k, _)| !have.contains(k))
+        .collect();
     let removed = have.difference(&wanted_set).cloned().collect();
     Ok((added, removed))
 }
@@ -67,12 +93,12 @@ pub(super) fn diff(
 /// listener whose address matches a socket in `inherited` uses that socket instead
 /// of binding; on failure such sockets go back for a later attempt.
 pub(super) fn bind_all(
-    keys: Vec<ListenerKey>,
+    keys: Vec<NewListener>,
     copies: usize,
     inherited: &Inherited,
 ) -> Result<Vec<BoundSocket>, ControlError> {
     let mut all: Vec<BoundSocket> = Vec::new();
-    for (service, configured) in keys {
+    for ((service, configured), proxy) in keys {
         let bound = match inherited.take(&configured) {
             Some(socket) => inherited.share(socket, copies).map(|(l, s)| (l, s, true)),
             None => bind_copies(&configured, copies).map(|(l, s)| (l, s, false)),
@@ -84,6 +110,7 @@ pub(super) fn bind_all(
                 configured,
                 local,
                 sockets,
+                proxy,
             }),
             Err(source) => {
                 for b in all.into_iter().filter(|b| b.from_inherited) {
@@ -139,8 +166,10 @@ fn bind_listen_addr(
 /// Starts accepting: each socket on its own worker (or on the current runtime).
 pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListener {
     let stop = controller.stop_accepting.child_token();
+    let proxy = Arc::new(ArcSwapOption::from_pointee(bound.proxy));
     let task = ListenerTask {
         service: bound.service.clone(),
+        proxy: proxy.clone(),
         data: controller.data.clone(),
         stop_accepting: stop.clone(),
         stop_connections: controller.stop_connections.clone(),
@@ -178,6 +207,33 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
         configured: bound.configured,
         local,
         stop,
+        proxy,
+    }
+}
+
+/// Gives every running listener the PROXY acceptance `config` now asks of it,
+/// without touching its socket; clients accepted from then on get it. Listeners
+/// sharing a key (port 0 twice) are matched to the configuration's in order.
+pub(super) fn refresh(running: &[RunningListener], config: &Config) {
+    let mut wanted: Vec<Option<NewListener>> = wanted(config).map(Some).collect();
+    for listener in running {
+        let found = wanted.iter_mut().find(|w| {
+            w.as_ref().is_some_and(|((service, listen), _)| {
+                *service == listener.service && *listen == listener.configured
+            })
+        });
+        let Some((_, proxy)) = found.and_then(Option::take) else {
+            continue; // being removed
+        };
+        if listener.proxy.load().as_deref() != proxy.as_ref() {
+            tracing::info!(
+                service = %listener.service,
+                listener = %listener.configured,
+                accept_proxy = proxy.is_some(),
+                "listener settings changed"
+            );
+            listener.proxy.store(proxy.map(Arc::new));
+        }
     }
 }
 

@@ -150,6 +150,9 @@ pub struct BoundListener {
     pub configured: String,
     /// The address actually bound (with the real port when 0 was configured).
     pub local: SocketAddr,
+    /// Whether its clients must start with a PROXY protocol header (the
+    /// listener's `acceptProxy`, or its service's).
+    pub accept_proxy: bool,
 }
 
 /// The balancer engine: shared by every handle.
@@ -279,6 +282,7 @@ impl Controller {
                 service: l.service.to_string(),
                 configured: l.configured.to_string(),
                 local: l.local,
+                accept_proxy: l.proxy.load().is_some(),
             })
             .collect()
     }
@@ -346,6 +350,7 @@ impl Controller {
         for listener in bound {
             state.listeners.push(listeners::start(listener, self));
         }
+        listeners::refresh(&state.listeners, &next);
         state.listeners.retain(|l| {
             let keep = !removed.contains(&(l.service.clone(), l.configured.clone()));
             if !keep {

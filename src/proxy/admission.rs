@@ -1,5 +1,5 @@
 //! What happens between accept and the first host pick: the PROXY header of a
-//! balancer in front (when the service accepts one), the access lists, and the
+//! balancer in front (when the listener accepts one), the access lists, and the
 //! connection limits.
 
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::proxy_protocol::{self, ProxyHeader, V2_MAX};
-use crate::config::ServiceOptions;
+use crate::config::{ListenOptions, ServiceOptions};
 use crate::state::{Admission, Limiter, Refusal};
 
 /// Longest wait for a client's PROXY header.
@@ -39,6 +39,25 @@ impl Rejected {
     }
 }
 
+/// A listener's PROXY protocol acceptance: its own `acceptProxy` and
+/// `trustedProxies`, or its service's. Present only on listeners that take
+/// PROXY headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AcceptProxy {
+    /// Sources allowed to send the header (empty: any).
+    pub trusted: Vec<IpNet>,
+}
+
+impl AcceptProxy {
+    /// The effective setting of `listener` of `service`: `None` when its clients
+    /// send no PROXY header.
+    pub(crate) fn of(service: &ServiceOptions, listener: &ListenOptions) -> Option<AcceptProxy> {
+        listener.accepts_proxy(service).then(|| AcceptProxy {
+            trusted: listener.trusted_proxies(service).to_vec(),
+        })
+    }
+}
+
 /// A client let in: its real address, its place under the service's limits, and
 /// any bytes it sent right behind a PROXY header.
 pub(crate) struct Admitted {
@@ -47,16 +66,18 @@ pub(crate) struct Admitted {
     pub early: Vec<u8>,
 }
 
-/// Lets a client in, or says why not.
+/// Lets a client in, or says why not. `proxy`: the listener's PROXY protocol
+/// acceptance, if it takes headers.
 pub(crate) async fn admit(
     client: &mut TcpStream,
     peer: SocketAddr,
+    proxy: Option<&AcceptProxy>,
     options: &ServiceOptions,
     limiter: &Arc<Limiter>,
 ) -> Result<Admitted, Rejected> {
     let mut early = Vec::new();
-    let real = if options.accept_proxy {
-        if !options.trusted_proxies.is_empty() && !contains(&options.trusted_proxies, peer.ip()) {
+    let real = if let Some(proxy) = proxy {
+        if !proxy.trusted.is_empty() && !contains(&proxy.trusted, peer.ip()) {
             return Err(Rejected::Proxy(format!(
                 "{} is not a trusted proxy",
                 peer.ip()

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use tokio::io::AsyncWriteExt;
 
-use super::admission::{Rejected, admit};
+use super::admission::{AcceptProxy, Rejected, admit};
 use super::copy::{Progress, Side, copy_bidirectional};
 use super::proxy_protocol::{self, Version as ProxyVersion};
 use super::retry_empty::{FirstByte, Replay};
@@ -126,6 +126,7 @@ pub(crate) fn serve(accepted: Accepted, listener: ListenerTask) -> impl Future<O
     let establish = Box::pin(establish(
         accepted,
         listener.service.clone(),
+        listener.proxy.load_full(),
         listener.data.clone(),
     ));
     async move {
@@ -140,6 +141,7 @@ pub(crate) fn serve(accepted: Accepted, listener: ListenerTask) -> impl Future<O
 async fn establish(
     accepted: Accepted,
     service_name: Arc<str>,
+    proxy: Option<Arc<AcceptProxy>>,
     data: Arc<DataPlane>,
 ) -> Option<Box<Established>> {
     let Accepted {
@@ -158,7 +160,15 @@ async fn establish(
         return None;
     };
     plan.counters.accepted.fetch_add(1, Relaxed);
-    let admitted = match admit(&mut client, peer, &plan.options, &plan.limiter).await {
+    let admitted = match admit(
+        &mut client,
+        peer,
+        proxy.as_deref(),
+        &plan.options,
+        &plan.limiter,
+    )
+    .await
+    {
         Ok(admitted) => admitted,
         Err(rejected) => {
             let counter = match rejected {

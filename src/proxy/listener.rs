@@ -5,12 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwapOption;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::DataPlane;
+use super::admission::AcceptProxy;
 use super::connection::{self, Accepted};
 
 /// Pending connections the kernel queues before accept.
@@ -47,6 +49,10 @@ pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::T
 pub(crate) struct ListenerTask {
     /// The service whose enabled group receives this listener's clients.
     pub service: Arc<str>,
+    /// This listener's PROXY protocol acceptance (`None`: plain clients). Written
+    /// by the controller when a command changes it (the socket stays), read once
+    /// per accepted client; shared by the listener's per-worker copies.
+    pub proxy: Arc<ArcSwapOption<AcceptProxy>>,
     /// What every connection shares.
     pub data: Arc<DataPlane>,
     /// Cancelled when this listener must stop accepting (removed or shutdown).

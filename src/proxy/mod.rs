@@ -10,6 +10,7 @@ pub mod proxy_protocol;
 mod retry_empty;
 mod workers;
 
+pub(crate) use admission::AcceptProxy;
 pub(crate) use connection::ConnectionRecord;
 pub(crate) use idle::sweep_idle;
 pub(crate) use listener::{ListenerTask, bind};

@@ -887,7 +887,7 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
             let listen = parse_listen_addr(p.req(1)).map_err(|r| usage("ADDRESS", r))?;
             h.apply(Command::AddListener {
                 service: service.into(),
-                listen: listen.clone(),
+                listen: listen.clone().into(),
             })
             .await?;
             let bound = h
@@ -916,7 +916,7 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
             let scheduler = scheduler_arg(p.arg(3))?;
             h.apply(Command::AddService(Box::new(ServiceConfig {
                 name: service.into(),
-                listeners: vec![listen.clone()],
+                listeners: vec![listen.clone().into()],
                 groups: vec![GroupConfig {
                     name: group.into(),
                     scheduler,

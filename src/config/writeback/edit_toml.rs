@@ -14,7 +14,9 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Tab
 
 use super::super::model::*;
 use super::super::options::Written;
-use super::super::write::{logging_values, seconds, to_toml, toml_inline_options, tstr, yes};
+use super::super::write::{
+    logging_values, seconds, to_toml, toml_inline_options, toml_listen, tstr, yes,
+};
 use super::written_path;
 
 /// The running configuration written into `text`, which loaded into `boot`.
@@ -400,20 +402,7 @@ fn service(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Optio
     }
     set_options(t, &r.options.differing(&b.options))?;
     if b.listeners != r.listeners {
-        let listen = t.get_mut("listen")?.as_array_mut()?;
-        if listen.len() != b.listeners.len() {
-            return None;
-        }
-        for (i, l) in b.listeners.iter().enumerate().rev() {
-            if !r.listeners.contains(l) {
-                remove_value(listen, i);
-            }
-        }
-        for (i, l) in r.listeners.iter().enumerate() {
-            if !b.listeners.contains(l) {
-                insert_value(listen, i, Value::from(l.to_string()));
-            }
-        }
+        listeners(t.get_mut("listen")?.as_array_mut()?, b, r)?;
     }
     let named = match t.get("enabled_group") {
         None => false,
@@ -431,6 +420,41 @@ fn service(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Optio
         |t, bg, rg| group(t, bg, rg, rg.name == r.enabled_group, named),
         |g| rendered_group(g, g.name == r.enabled_group).map(Entry::Table),
     )
+}
+
+/// Edits the `listen` array: entries are matched by address; one whose settings
+/// changed becomes (or stays) a table, and the others keep their text.
+fn listeners(listen: &mut Array, b: &ServiceConfig, r: &ServiceConfig) -> Option<()> {
+    if listen.len() != b.listeners.len() {
+        return None;
+    }
+    let find = |list: &[Listener], l: &Listener| list.iter().position(|o| o.addr == l.addr);
+    for (i, l) in b.listeners.iter().enumerate().rev() {
+        match find(&r.listeners, l) {
+            None => remove_value(listen, i),
+            Some(j) if r.listeners[j].options != l.options => {
+                let rl = &r.listeners[j];
+                let entry = listen.get_mut(i)?;
+                match entry {
+                    Value::InlineTable(table) => {
+                        set_options(table, &rl.options.differing(&l.options))?;
+                    }
+                    _ => {
+                        let mut table: Value = toml_listen(rl).parse().ok()?;
+                        *table.decor_mut() = entry.decor().clone();
+                        *entry = table;
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for (i, l) in r.listeners.iter().enumerate() {
+        if find(&b.listeners, l).is_none() {
+            insert_value(listen, i, toml_listen(l).parse().ok()?);
+        }
+    }
+    Some(())
 }
 
 /// `enabled`: whether the running configuration enables this group; `named`:

@@ -407,8 +407,11 @@ impl Editor<'_> {
             el,
             &kids(el, "listen"),
             (&b.listeners, &r.listeners),
-            |a, b| a == b,
-            |_, _, _, _| Some(()),
+            |a, b| a.addr == b.addr,
+            |ed, le, bl, rl| {
+                ed.set_options(le, &rl.options.differing(&bl.options));
+                Some(())
+            },
             |l, ind, _| r_listen(l, ind),
         )?;
         let enable_el = kids(el, "enable").into_iter().next();
@@ -685,8 +688,12 @@ impl Editor<'_> {
 
 // Renderings of new elements, in `write::to_xml`'s style, every line indented.
 
-fn r_listen(l: &ListenAddr, ind: &str) -> String {
-    format!("{ind}<listen ip=\"{}\"/>", esc(&l.to_string()))
+fn r_listen(l: &Listener, ind: &str) -> String {
+    format!(
+        "{ind}<listen ip=\"{}\"{}/>",
+        esc(&l.addr.to_string()),
+        xml_options(&l.options.non_default())
+    )
 }
 
 fn r_host(h: &HostConfig, ind: &str) -> String {

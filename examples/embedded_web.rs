@@ -22,7 +22,7 @@ fn config(backends: &[Backend]) -> Result<Config, Box<dyn std::error::Error>> {
     let hosts = backends.iter().map(Backend::host).collect();
     Ok(Config::new(vec![ServiceConfig {
         name: "site".into(),
-        listeners: vec![parse_listen_addr("127.0.0.1:0")?],
+        listeners: vec![parse_listen_addr("127.0.0.1:0")?.into()],
         groups: vec![GroupConfig::new("web", SchedulerKind::RoundRobin, hosts)],
         enabled_group: "web".into(),
         connect_timeout: Duration::from_secs(3),

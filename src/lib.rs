@@ -40,7 +40,7 @@
 //! let backends = [Backend::start("web-1").await?, Backend::start("web-2").await?];
 //! let config = Config::new(vec![ServiceConfig {
 //!     name: "site".into(),
-//!     listeners: vec![parse_listen_addr("127.0.0.1:0")?],
+//!     listeners: vec![parse_listen_addr("127.0.0.1:0")?.into()],
 //!     groups: vec![GroupConfig::new(
 //!         "web",
 //!         SchedulerKind::RoundRobin,

@@ -19,7 +19,7 @@ async fn fixture(dir: &std::path::Path) -> Admin {
     let mut config = two_group_config().await;
     config.services[0]
         .listeners
-        .push(txlb::config::parse_listen_addr("127.0.0.2:0").unwrap());
+        .push(txlb::config::parse_listen_addr("127.0.0.2:0").unwrap().into());
     config.source = Some(dir.join("lb.xml"));
     let settings = AdminSettings {
         reopen_log: Some(Arc::new(|| Ok(()))),

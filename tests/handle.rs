@@ -113,7 +113,7 @@ async fn hosts_groups_schedulers_and_listeners_change_live() {
     balancer
         .apply(Command::AddService(Box::new(txlb::config::ServiceConfig {
             name: "svc2".into(),
-            listeners: vec![listen],
+            listeners: vec![listen.into()],
             groups: vec![txlb::config::GroupConfig {
                 name: "g".into(),
                 scheduler: SchedulerKind::Random,
@@ -133,7 +133,8 @@ async fn hosts_groups_schedulers_and_listeners_change_live() {
         .apply(Command::AddListener {
             service: "svc".into(),
             listen: txlb::config::parse_listen_addr(&taken.local_addr().unwrap().to_string())
-                .unwrap(),
+                .unwrap()
+                .into(),
         })
         .await
         .unwrap_err();

@@ -31,7 +31,7 @@ async fn a_wildcard_listener_takes_a_passed_wildcard_socket_on_every_worker() {
     let backend = named_backend("h", Hold::Close).await;
     let (socket, local) = passed("0.0.0.0:0");
     let mut config = config(SchedulerKind::RoundRobin, vec![host("h", backend, 1)]);
-    config.services[0].listeners = vec![listen(ListenHost::Any, local.port())];
+    config.services[0].listeners = vec![listen(ListenHost::Any, local.port()).into()];
     // Binding *:PORT itself would fail: the passed socket holds the port.
     let balancer = Balancer::builder(config)
         .workers(2)
@@ -71,12 +71,14 @@ async fn a_socket_no_listener_wants_waits_for_a_reload_and_survives_a_failed_one
     );
     // A change that takes the passed socket but fails on another listener…
     let mut failing = config.clone();
-    failing.services[0].listeners.extend([wanted.clone(), busy]);
+    failing.services[0]
+        .listeners
+        .extend([wanted.clone().into(), busy.into()]);
     let refused = balancer.apply(Command::Replace(Box::new(failing))).await;
     assert!(refused.is_err());
     // …gives it back: the next change still finds it.
     let mut next = config;
-    next.services[0].listeners.push(wanted.clone());
+    next.services[0].listeners.push(wanted.clone().into());
     balancer
         .apply(Command::Replace(Box::new(next)))
         .await

@@ -81,10 +81,10 @@ fn change_everything(c: &mut Config) {
     // add listener, add service
     service(c, "api")
         .listeners
-        .push(parse_listen_addr("*:9001").unwrap());
+        .push(parse_listen_addr("*:9001").unwrap().into());
     c.services.push(ServiceConfig {
         name: "new & improved".into(),
-        listeners: vec![parse_listen_addr("127.0.0.1:7777").unwrap()],
+        listeners: vec![parse_listen_addr("127.0.0.1:7777").unwrap().into()],
         groups: vec![GroupConfig {
             name: "g1".into(),
             scheduler: SchedulerKind::LeastConns,
@@ -263,7 +263,7 @@ fn each_change_alone() {
         }),
         ("remove service", |c| c.services.retain(|s| s.name != "web")),
         ("replace listener", |c| {
-            service(c, "web").listeners = vec![parse_listen_addr("[::1]:8000").unwrap()];
+            service(c, "web").listeners = vec![parse_listen_addr("[::1]:8000").unwrap().into()];
         }),
         ("connect timeout", |c| {
             service(c, "web").connect_timeout = Duration::from_millis(1500)

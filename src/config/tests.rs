@@ -51,7 +51,7 @@ fn toml_err(text: &str, line: u32, col: u32, needle: &str) {
 #[test]
 fn base_loads() {
     let c = Config::from_xml_str(BASE).unwrap();
-    assert_eq!(c.services[0].listeners, [listen(ListenHost::Any, 8080)]);
+    assert_eq!(c.services[0].listeners, [listen(ListenHost::Any, 8080).into()]);
     assert_eq!(c.services[0].connect_timeout, DEFAULT_CONNECT_TIMEOUT);
     assert_eq!(c.manager, ManagerConfig::default());
     assert_eq!(c.admin, None);
@@ -65,7 +65,7 @@ fn fixture_confex_loads() {
     let prod = &c.services[0];
     assert_eq!(prod.name, "prod-http");
     let ip: IpAddr = "127.0.0.1".parse().unwrap();
-    assert_eq!(prod.listeners, [listen(ListenHost::Ip(ip), 8000)]);
+    assert_eq!(prod.listeners, [listen(ListenHost::Ip(ip), 8000).into()]);
     // Given by <enable group="main"/>, no group has an enable attribute.
     assert_eq!(prod.enabled_group, "main");
     assert_eq!(prod.groups.len(), 2);
@@ -105,7 +105,10 @@ fn fixture_config_loads() {
     let lorien = &c.services[0];
     assert_eq!(
         lorien.listeners,
-        [listen(ListenHost::Any, 8080), listen(ListenHost::Any, 8081)]
+        [
+            listen(ListenHost::Any, 8080).into(),
+            listen(ListenHost::Any, 8081).into()
+        ]
     );
     assert_eq!(lorien.enabled_group, "servers1");
     let servers1 = &lorien.groups[0];

@@ -129,10 +129,13 @@ pub fn config(scheduler: SchedulerKind, hosts: Vec<HostConfig>) -> Config {
         source: None,
         services: vec![ServiceConfig {
             name: "svc".into(),
-            listeners: vec![ListenAddr {
-                host: ListenHost::Ip([127, 0, 0, 1].into()),
-                port: 0,
-            }],
+            listeners: vec![
+                ListenAddr {
+                    host: ListenHost::Ip([127, 0, 0, 1].into()),
+                    port: 0,
+                }
+                .into(),
+            ],
             groups: vec![GroupConfig {
                 name: "g".into(),
                 scheduler,

@@ -290,7 +290,7 @@ fn toml_listeners_in_one_line_array() {
     let out = in_place("c.toml", SMALL_TOML, |c| {
         c.services[0]
             .listeners
-            .push(parse_listen_addr("*:81").unwrap());
+            .push(parse_listen_addr("*:81").unwrap().into());
     });
     assert!(out.contains("listen = [ \"*:80\", \"*:81\" ]"), "{out}");
     let out = in_place("c.toml", &out, |c| {
@@ -425,11 +425,11 @@ fn random_change(c: &mut Config, rng: &mut fastrand::Rng, n: usize) {
         }
         6 => service
             .listeners
-            .push(parse_listen_addr(&format!("127.0.0.2:{}", 30000 + n)).unwrap()),
+            .push(parse_listen_addr(&format!("127.0.0.2:{}", 30000 + n)).unwrap().into()),
         7 => {
             let mut new = service.clone();
             new.name = format!("copy{n}");
-            new.listeners = vec![parse_listen_addr(&format!("127.0.0.3:{}", 30000 + n)).unwrap()];
+            new.listeners = vec![parse_listen_addr(&format!("127.0.0.3:{}", 30000 + n)).unwrap().into()];
             c.services.push(new);
         }
         8 if c.services.len() > 1 => {

@@ -956,3 +956,115 @@ fn ssh_authorized_keys_and_host_key() {
     );
     assert!(Config::from_xml_str(&bad).is_err());
 }
+
+/// Per-listener PROXY settings: read from `<listen>` attributes and `listen`
+/// tables, overriding the service's, written back, and round-tripped.
+#[test]
+fn listener_proxy_settings() {
+    let xml = r#"<config>
+  <service name="web" acceptProxy="true" trustedProxies="10.1.0.0/16">
+    <listen ip="*:80" acceptProxy="false"/>
+    <listen ip="*:8080" trustedProxies="10.0.0.0/8, 192.168.1.1"/>
+    <listen ip="*:8081"/>
+    <group name="g" scheduler="roundr" enable="true">
+      <host name="h1" ip="10.0.0.1:80"/>
+    </group>
+  </service>
+</config>
+"#;
+    let toml = r#"
+[[service]]
+name = "web"
+accept_proxy = true
+trusted_proxies = ["10.1.0.0/16"]
+listen = [
+  { ip = "*:80", accept_proxy = false },
+  { ip = "*:8080", trusted_proxies = ["10.0.0.0/8", "192.168.1.1"] },
+  "*:8081",
+]
+  [[service.group]]
+  name = "g"
+  enable = true
+  hosts = [ { name = "h1", ip = "10.0.0.1:80" } ]
+"#;
+    let x = Config::from_xml_str(xml).unwrap();
+    let t = Config::from_toml_str(toml).unwrap();
+    assert_eq!(x, t);
+    let s = &x.services[0];
+    let [plain, behind, default] = &s.listeners[..] else {
+        panic!("{:?}", s.listeners)
+    };
+    assert_eq!(plain.addr, listen(ListenHost::Any, 80));
+    assert_eq!(plain.options.accept_proxy, Some(false));
+    assert!(!plain.options.accepts_proxy(&s.options));
+    assert!(behind.options.accepts_proxy(&s.options));
+    let nets: Vec<String> = behind
+        .options
+        .trusted_proxies(&s.options)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.168.1.1/32"]);
+    // Nothing of its own: the service's settings.
+    assert_eq!(default.options, ListenOptions::default());
+    assert!(default.options.accepts_proxy(&s.options));
+    assert_eq!(
+        default.options.trusted_proxies(&s.options),
+        s.options.trusted_proxies
+    );
+
+    // Written back only where set, and loaded again unchanged.
+    let written = x.to_xml();
+    assert!(written.contains("<listen ip=\"*:80\" acceptProxy=\"false\"/>"), "{written}");
+    assert!(written.contains("<listen ip=\"*:8081\"/>"), "{written}");
+    same(&x, &Config::from_xml_str(&written).unwrap());
+    let written = x.to_toml();
+    assert!(
+        written.contains("{ ip = \"*:80\", accept_proxy = false }"),
+        "{written}"
+    );
+    assert!(written.contains(", \"*:8081\"]"), "{written}");
+    same(&x, &Config::from_toml_str(&written).unwrap());
+    // An explicitly empty list ("any source") is kept apart from "not set".
+    let mut any = x.clone();
+    any.services[0].listeners[2].options.trusted_proxies = Some(Vec::new());
+    same(&any, &Config::from_xml_str(&any.to_xml()).unwrap());
+    same(&any, &Config::from_toml_str(&any.to_toml()).unwrap());
+}
+
+#[test]
+fn listener_setting_errors_are_located() {
+    let bad = BASE.replace(
+        "<listen ip=\"*:8080\"/>",
+        "<listen ip=\"*:8080\" trustedProxies=\"10.0.0.0/33\"/>",
+    );
+    xml_err(&bad, 3, 41, "bad trustedProxies \"10.0.0.0/33\"");
+    let unknown = BASE.replace("<listen ip=\"*:8080\"/>", "<listen ip=\"*:8080\" maxconn=\"3\"/>");
+    xml_err(&unknown, 3, 25, "maxconn");
+    let toml = |listen: &str| {
+        format!(
+            "[[service]]\nname = \"web\"\nlisten = [{listen}]\n  [[service.group]]\n  name = \"g\"\n  enable = true\n  hosts = [ {{ name = \"h\", ip = \"10.0.0.1:80\" }} ]\n"
+        )
+    };
+    toml_err(
+        &toml("{ ip = \"*:80\", accept_proxy = \"yes\" }"),
+        3,
+        41,
+        "bad acceptProxy \"yes\": expected true or false",
+    );
+    toml_err(
+        &toml("\"*:81\", { ip = \"*:80\", trusted_proxies = [\"nope\"] }"),
+        3,
+        52,
+        "not a network",
+    );
+    toml_err(
+        &toml("{ ip = \"*:80\", acept_proxy = true }"),
+        3,
+        26,
+        "unknown key \"acept_proxy\" in a listen table",
+    );
+    toml_err(&toml("{ accept_proxy = true }"), 3, 11, "listen address");
+    toml_err(&toml("{ ip = \"*\" }"), 3, 19, "bad listen address \"*\"");
+    toml_err(&toml("5"), 3, 11, "a listen address or a table with ip");
+}

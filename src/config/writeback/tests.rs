@@ -615,3 +615,80 @@ fn access_log_settings_are_written_back_in_place() {
         assert!(out.contains("json"), "{out}");
     }
 }
+
+/// A listener's own settings: kept byte for byte by unrelated changes, set,
+/// changed and removed in place, and written with a new listener.
+#[test]
+fn xml_listener_settings_in_place() {
+    let text = SMALL_XML.replace(
+        "<listen ip='*:80'/>",
+        "<listen ip='*:80'/>\n    <listen ip='*:8080'  acceptProxy='true' trustedProxies='10.0.0.0/8, 192.168.1.1'/>  <!-- lb -->",
+    );
+    let line = "<listen ip='*:8080'  acceptProxy='true' trustedProxies='10.0.0.0/8, 192.168.1.1'/>  <!-- lb -->";
+    // Unrelated change: the listen lines stay as written.
+    let out = in_place("c.xml", &text, |c| {
+        c.services[0].groups[0].hosts[1].weight = 3;
+    });
+    assert!(out.contains(line), "{out}");
+    assert!(out.contains("<listen ip='*:80'/>\n"), "{out}");
+    // One setting changed, one set on a plain listener, one added with a new listener.
+    let out = in_place("c.xml", &text, |c| {
+        let l = &mut c.services[0].listeners;
+        l[1].options.accept_proxy = Some(false);
+        l[0].options.trusted_proxies = Some(vec![crate::config::parse_net("::1").unwrap()]);
+        let mut new = crate::config::Listener::new(parse_listen_addr("*:81").unwrap());
+        new.options.accept_proxy = Some(true);
+        l.push(new);
+    });
+    assert!(
+        out.contains("<listen ip='*:8080'  acceptProxy='false' trustedProxies='10.0.0.0/8, 192.168.1.1'/>  <!-- lb -->"),
+        "{out}"
+    );
+    assert!(out.contains("<listen ip='*:80' trustedProxies=\"::1/128\"/>"), "{out}");
+    assert!(out.contains("<listen ip=\"*:81\" acceptProxy=\"true\"/>"), "{out}");
+    // Back to the service's settings: the attributes go.
+    let out = in_place("c.xml", &text, |c| {
+        c.services[0].listeners[1].options = Default::default();
+    });
+    assert!(out.contains("<listen ip='*:8080'/>  <!-- lb -->"), "{out}");
+}
+
+#[test]
+fn toml_listener_settings_in_place() {
+    let text = "[[service]]
+name = \"web\"
+listen = [
+  \"*:80\",   # direct
+  { ip = \"*:8080\", accept_proxy = true, trusted_proxies = [\"10.0.0.0/8\"] },  # behind the lb
+]
+
+  [[service.group]]
+  name = \"g\"
+  enable = true
+  hosts = [ { name = \"h1\", ip = \"10.0.0.1:80\" } ]
+";
+    let unrelated = in_place("c.toml", text, |c| {
+        c.services[0].groups[0].hosts[0].weight = 2;
+    });
+    let (head, _) = text.split_once("\n\n").unwrap();
+    assert!(unrelated.starts_with(head), "{unrelated}");
+    let out = in_place("c.toml", text, |c| {
+        let l = &mut c.services[0].listeners;
+        l[1].options.accept_proxy = None;
+        l[0].options.accept_proxy = Some(true);
+    });
+    assert!(
+        out.contains("  { ip = \"*:80\", accept_proxy = true },   # direct\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  { ip = \"*:8080\", trusted_proxies = [\"10.0.0.0/8\"] },  # behind the lb\n"),
+        "{out}"
+    );
+    let out = in_place("c.toml", text, |c| {
+        let mut new = crate::config::Listener::new(parse_listen_addr("*:81").unwrap());
+        new.options.trusted_proxies = Some(Vec::new());
+        c.services[0].listeners.push(new);
+    });
+    assert!(out.contains("{ ip = \"*:81\", trusted_proxies = [] }"), "{out}");
+}

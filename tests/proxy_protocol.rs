@@ -2,7 +2,9 @@
 //! and per host) parsed by a test backend with txlb's own parser; headers txlb
 //! accepts from a balancer in front (whole, followed by data, split across
 //! writes, through a chain of two balancers); and the malformed, missing and
-//! untrusted ones, each closed and counted.
+//! untrusted ones, each closed and counted; and listeners of one service that
+//! differ: one behind another balancer, one for direct clients, changed by a
+//! reload without rebinding.
 
 mod common;
 
@@ -12,10 +14,10 @@ use std::time::Duration;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use txlb::config::{Config, parse_net};
+use txlb::config::{Config, Listener, parse_listen_addr, parse_net};
 use txlb::proxy_protocol::{self, ProxyHeader, Version, encode_v1, encode_v2};
 use txlb::scheduler::SchedulerKind;
-use txlb::{Balancer, BalancerHandle};
+use txlb::{Balancer, BalancerHandle, Command};
 
 /// A backend that requires a PROXY header (parsed with txlb's parser), answers
 /// `v1|v2 SOURCE DESTINATION\n`, or `none\n` when the bytes do not start with a
@@ -330,4 +332,136 @@ async fn two_balancers_in_a_row_pass_the_real_client_on() {
         front.shutdown(Duration::from_secs(1)).await;
         back.shutdown(Duration::from_secs(1)).await;
     }
+}
+
+/// Sends `bytes`, half-closes, and returns everything the balancer sends back.
+async fn send_all(addr: SocketAddr, bytes: &[u8]) -> (Vec<u8>, SocketAddr) {
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let me = client.local_addr().unwrap();
+    client.write_all(bytes).await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut reply))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    (reply, me)
+}
+
+/// One service on two listeners: 127.0.0.1 behind another balancer (PROXY
+/// headers from 127.0.0.1 only), 127.0.0.2 for direct clients. Its host gets a
+/// v1 header, so the backend reports which client txlb saw.
+fn two_listeners(backend: SocketAddr) -> Config {
+    let mut cfg = config(SchedulerKind::RoundRobin, vec![host("h", backend, 1)]);
+    let mut behind = Listener::new(parse_listen_addr("127.0.0.1:0").unwrap());
+    behind.options.accept_proxy = Some(true);
+    behind.options.trusted_proxies = Some(vec![parse_net("127.0.0.1").unwrap()]);
+    let direct = Listener::new(parse_listen_addr("127.0.0.2:0").unwrap());
+    cfg.services[0].listeners = vec![behind, direct];
+    cfg.services[0].groups[0].options.proxy_protocol = Some(Version::V1);
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_listener_accepts_proxy_headers_or_not() {
+    let backend = header_reporting_backend().await;
+    let balancer = Balancer::start(two_listeners(backend)).await.unwrap();
+    let behind_listen = parse_listen_addr("127.0.0.1:0").unwrap();
+    let direct_listen = parse_listen_addr("127.0.0.2:0").unwrap();
+    let behind = balancer.local_addr("svc", Some(&behind_listen)).unwrap();
+    let direct = balancer.local_addr("svc", Some(&direct_listen)).unwrap();
+    let flags: Vec<(SocketAddr, bool)> = balancer
+        .listeners()
+        .iter()
+        .map(|l| (l.local, l.accept_proxy))
+        .collect();
+    assert_eq!(flags, [(behind, true), (direct, false)]);
+
+    // Behind the other balancer: v1 and v2 headers name the client.
+    let real = a("203.0.113.7:4321");
+    for header in [
+        encode_v1(real, a("198.51.100.1:80")).into_bytes(),
+        encode_v2(real, a("198.51.100.1:80")),
+    ] {
+        let mut bytes = header;
+        bytes.extend_from_slice(b"data");
+        let (reply, _) = send_all(behind, &bytes).await;
+        assert_eq!(
+            String::from_utf8(reply).unwrap(),
+            format!("v1 {real} {behind}\ndata")
+        );
+    }
+    // Direct: a plain client is served as itself...
+    let (reply, me) = exchange(direct).await;
+    assert_eq!(reply, format!("v1 {me} {direct}\nhello"));
+    // ...and a PROXY header is only data, passed on untouched.
+    let header = encode_v2(real, a("198.51.100.1:80"));
+    let mut bytes = header.clone();
+    bytes.extend_from_slice(b"data");
+    let (reply, me) = send_all(direct, &bytes).await;
+    let mut expected = format!("v1 {me} {direct}\n").into_bytes();
+    expected.extend_from_slice(&bytes);
+    assert_eq!(reply, expected);
+    let c = balancer.stats().services[0].counters;
+    assert_eq!((c.accepted, c.proxy_errors), (4, 0));
+
+    // Behind: an untrusted source and a client without a header are refused
+    // and counted, and never reach the host.
+    let good = encode_v1(real, a("198.51.100.1:80"));
+    refused(behind, 2, good.as_bytes()).await;
+    refused(behind, 1, b"hello").await;
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            balancer.stats().services[0].counters.proxy_errors == 2
+        })
+        .await,
+        "{:?}",
+        balancer.stats().services[0].counters
+    );
+    assert_eq!(balancer.stats().host("svc", "g", "h").unwrap().stats.total, 4);
+    balancer.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_a_listeners_proxy_acceptance_in_place() {
+    let backend = header_reporting_backend().await;
+    let balancer = Balancer::start(two_listeners(backend)).await.unwrap();
+    let before = balancer.listeners();
+    let [behind, direct] = [before[0].local, before[1].local];
+
+    // The reload swaps the two roles; both addresses stay.
+    let mut next = balancer.config();
+    let listeners = &mut next.services[0].listeners;
+    listeners[0].options = Default::default();
+    listeners[1].options.accept_proxy = Some(true);
+    balancer
+        .apply(Command::Replace(Box::new(next.clone())))
+        .await
+        .unwrap();
+    let after = balancer.listeners();
+    let flags: Vec<(SocketAddr, bool)> = after.iter().map(|l| (l.local, l.accept_proxy)).collect();
+    assert_eq!(flags, [(behind, false), (direct, true)], "same sockets");
+
+    let (reply, me) = exchange(behind).await;
+    assert_eq!(reply, format!("v1 {me} {behind}\nhello"));
+    let real = a("203.0.113.8:999");
+    let mut bytes = encode_v2(real, a("198.51.100.1:80"));
+    bytes.extend_from_slice(b"data");
+    let (reply, _) = send_all(direct, &bytes).await;
+    assert_eq!(
+        String::from_utf8(reply).unwrap(),
+        format!("v1 {real} {direct}\ndata")
+    );
+
+    // A listener without settings of its own follows its service's.
+    next.services[0].listeners[1].options = Default::default();
+    next.services[0].options.accept_proxy = true;
+    balancer
+        .apply(Command::Replace(Box::new(next)))
+        .await
+        .unwrap();
+    let flags: Vec<bool> = balancer.listeners().iter().map(|l| l.accept_proxy).collect();
+    assert_eq!(flags, [true, true]);
+    refused(behind, 1, b"hello").await;
+    balancer.shutdown(Duration::from_secs(1)).await;
 }

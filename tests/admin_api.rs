@@ -17,9 +17,11 @@ use txlb::admin::AdminSettings;
 /// 127.0.0.2:0, a configuration file to save to, and both hooks.
 async fn fixture(dir: &std::path::Path) -> Admin {
     let mut config = two_group_config().await;
-    config.services[0]
-        .listeners
-        .push(txlb::config::parse_listen_addr("127.0.0.2:0").unwrap().into());
+    config.services[0].listeners.push(
+        txlb::config::parse_listen_addr("127.0.0.2:0")
+            .unwrap()
+            .into(),
+    );
     config.source = Some(dir.join("lb.xml"));
     let settings = AdminSettings {
         reopen_log: Some(Arc::new(|| Ok(()))),

@@ -418,7 +418,10 @@ async fn each_listener_accepts_proxy_headers_or_not() {
         "{:?}",
         balancer.stats().services[0].counters
     );
-    assert_eq!(balancer.stats().host("svc", "g", "h").unwrap().stats.total, 4);
+    assert_eq!(
+        balancer.stats().host("svc", "g", "h").unwrap().stats.total,
+        4
+    );
     balancer.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -460,7 +463,11 @@ async fn a_reload_changes_a_listeners_proxy_acceptance_in_place() {
         .apply(Command::Replace(Box::new(next)))
         .await
         .unwrap();
-    let flags: Vec<bool> = balancer.listeners().iter().map(|l| l.accept_proxy).collect();
+    let flags: Vec<bool> = balancer
+        .listeners()
+        .iter()
+        .map(|l| l.accept_proxy)
+        .collect();
     assert_eq!(flags, [true, true]);
     refused(behind, 1, b"hello").await;
     balancer.shutdown(Duration::from_secs(1)).await;

@@ -26,6 +26,19 @@ fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
 /// The draft-07 keywords this schema uses (not `pattern`); errors with paths.
 fn validate(root: &Value, schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
     let schema = resolve(root, schema);
+    if let Some(alternatives) = schema["anyOf"].as_array() {
+        let mut all = Vec::new();
+        for alternative in alternatives {
+            let mut these = Vec::new();
+            validate(root, alternative, value, path, &mut these);
+            if these.is_empty() {
+                return;
+            }
+            all.extend(these);
+        }
+        errors.push(format!("{path}: no alternative of anyOf matches: {all:?}"));
+        return;
+    }
     let mut fail = |what: String| errors.push(format!("{path}: {what}"));
     if let Some(kind) = schema["type"].as_str() {
         let ok = match kind {
@@ -176,6 +189,10 @@ fn documented_toml_examples_validate_and_load() {
 /// An instance with every property the schema defines, with plausible values.
 fn everything(root: &Value, schema: &Value, key: &str) -> Value {
     let schema = resolve(root, schema);
+    // The last alternative is the richest (a table where a string would do).
+    if let Some(last) = schema["anyOf"].as_array().and_then(|a| a.last()) {
+        return everything(root, last, key);
+    }
     if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
         return first.clone();
     }
@@ -228,6 +245,17 @@ fn the_schema_refuses_typos_and_wrong_types() {
             .iter()
             .any(|e| e.contains("connect_timeout"))
     );
+    let listener = base.replace(
+        "listen = [\"*:80\"]",
+        "listen = [\"*:80\", { ip = \"*:81\", accept_proxy = true }]",
+    );
+    assert!(
+        errors_of(&listener).is_empty(),
+        "{:?}",
+        errors_of(&listener)
+    );
+    let typo = listener.replace("accept_proxy", "acept_proxy");
+    assert!(errors_of(&typo).iter().any(|e| e.contains("acept_proxy")));
     let scheduler = base.replace("enable = true", "enable = true\nscheduler = \"fastest\"");
     assert!(
         errors_of(&scheduler)

@@ -18,8 +18,9 @@ use super::AdminState;
 use super::error::{AdminError, ApiError};
 use super::params::{bad, parse_scheduler};
 use crate::config::{
-    Access, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCHEDULER, GroupConfig, HostConfig, Listener, ServiceConfig,
-    UserConfig, parse_access, parse_net, parse_host_address, parse_listen_addr, parse_seconds,
+    Access, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCHEDULER, GroupConfig, HostConfig, Listener,
+    ServiceConfig, UserConfig, parse_access, parse_host_address, parse_listen_addr, parse_net,
+    parse_seconds,
 };
 use crate::control::Command;
 use crate::scheduler::SchedulerKind;

@@ -589,6 +589,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn add_listener_takes_proxy_settings_and_running_txt_shows_them() {
+        let (app, handle, _backends) = test_router().await;
+        let (status, body) = send(
+            &app,
+            "GET",
+            "/addListener?service=svc&listen=127.0.0.3:0&acceptProxy=true&trustedProxies=10.0.0.0/8,::1",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let config = handle.config();
+        let added = &config.services[0].listeners[1];
+        assert_eq!(added.options.accept_proxy, Some(true));
+        assert_eq!(
+            added.options.trusted_proxies.as_ref().map(Vec::len),
+            Some(2)
+        );
+        let (_, text) = send(&app, "GET", "/running.txt", None).await;
+        assert!(
+            text.contains("listen 127.0.0.1:0 bound=127.0.0.1:")
+                && text.contains(" accept_proxy=false\n"),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(
+                |l| l.starts_with("  listen 127.0.0.3:0 ") && l.ends_with(" accept_proxy=true")
+            ),
+            "{text}"
+        );
+        let (status, body) = send(
+            &app,
+            "GET",
+            "/addListener?service=svc&listen=127.0.0.3:0&trustedProxies=10.0.0.0/99",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.contains("trustedProxies"), "{body}");
+    }
+
+    #[tokio::test]
     async fn running_txt_lists_hosts() {
         let (app, _handle, _backends) = test_router().await;
         let (status, body) = send(&app, "GET", "/running.txt", None).await;

@@ -495,7 +495,11 @@ pub(crate) mod tests {
             source: None,
             services: vec![ServiceConfig {
                 name: "svc".into(),
-                listeners: vec![crate::config::parse_listen_addr("127.0.0.1:0").unwrap().into()],
+                listeners: vec![
+                    crate::config::parse_listen_addr("127.0.0.1:0")
+                        .unwrap()
+                        .into(),
+                ],
                 groups: vec![GroupConfig {
                     name: "g".into(),
                     scheduler: SchedulerKind::RoundRobin,

@@ -106,7 +106,9 @@ fn ops() -> Vec<Op> {
             "post",
             "Listen on one more address (opened live; a port in use is a 409). Optional \
              `accept_proxy` and `trusted_proxies` override the service's for this listener.",
-            Some(json!({"listen": "127.0.0.1:0", "accept_proxy": true, "trusted_proxies": ["10.0.0.0/8"]})),
+            Some(
+                json!({"listen": "127.0.0.1:0", "accept_proxy": true, "trusted_proxies": ["10.0.0.0/8"]}),
+            ),
             (201, "Listener"),
             &[400, 404, 409],
         ),

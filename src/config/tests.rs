@@ -51,7 +51,10 @@ fn toml_err(text: &str, line: u32, col: u32, needle: &str) {
 #[test]
 fn base_loads() {
     let c = Config::from_xml_str(BASE).unwrap();
-    assert_eq!(c.services[0].listeners, [listen(ListenHost::Any, 8080).into()]);
+    assert_eq!(
+        c.services[0].listeners,
+        [listen(ListenHost::Any, 8080).into()]
+    );
     assert_eq!(c.services[0].connect_timeout, DEFAULT_CONNECT_TIMEOUT);
     assert_eq!(c.manager, ManagerConfig::default());
     assert_eq!(c.admin, None);
@@ -1015,7 +1018,10 @@ listen = [
 
     // Written back only where set, and loaded again unchanged.
     let written = x.to_xml();
-    assert!(written.contains("<listen ip=\"*:80\" acceptProxy=\"false\"/>"), "{written}");
+    assert!(
+        written.contains("<listen ip=\"*:80\" acceptProxy=\"false\"/>"),
+        "{written}"
+    );
     assert!(written.contains("<listen ip=\"*:8081\"/>"), "{written}");
     same(&x, &Config::from_xml_str(&written).unwrap());
     let written = x.to_toml();
@@ -1039,7 +1045,10 @@ fn listener_setting_errors_are_located() {
         "<listen ip=\"*:8080\" trustedProxies=\"10.0.0.0/33\"/>",
     );
     xml_err(&bad, 3, 41, "bad trustedProxies \"10.0.0.0/33\"");
-    let unknown = BASE.replace("<listen ip=\"*:8080\"/>", "<listen ip=\"*:8080\" maxconn=\"3\"/>");
+    let unknown = BASE.replace(
+        "<listen ip=\"*:8080\"/>",
+        "<listen ip=\"*:8080\" maxconn=\"3\"/>",
+    );
     xml_err(&unknown, 3, 25, "maxconn");
     let toml = |listen: &str| {
         format!(

@@ -423,13 +423,19 @@ fn random_change(c: &mut Config, rng: &mut fastrand::Rng, n: usize) {
         5 if service.groups[g].name != service.enabled_group => {
             service.groups.remove(g);
         }
-        6 => service
-            .listeners
-            .push(parse_listen_addr(&format!("127.0.0.2:{}", 30000 + n)).unwrap().into()),
+        6 => service.listeners.push(
+            parse_listen_addr(&format!("127.0.0.2:{}", 30000 + n))
+                .unwrap()
+                .into(),
+        ),
         7 => {
             let mut new = service.clone();
             new.name = format!("copy{n}");
-            new.listeners = vec![parse_listen_addr(&format!("127.0.0.3:{}", 30000 + n)).unwrap().into()];
+            new.listeners = vec![
+                parse_listen_addr(&format!("127.0.0.3:{}", 30000 + n))
+                    .unwrap()
+                    .into(),
+            ];
             c.services.push(new);
         }
         8 if c.services.len() > 1 => {
@@ -644,8 +650,14 @@ fn xml_listener_settings_in_place() {
         out.contains("<listen ip='*:8080'  acceptProxy='false' trustedProxies='10.0.0.0/8, 192.168.1.1'/>  <!-- lb -->"),
         "{out}"
     );
-    assert!(out.contains("<listen ip='*:80' trustedProxies=\"::1/128\"/>"), "{out}");
-    assert!(out.contains("<listen ip=\"*:81\" acceptProxy=\"true\"/>"), "{out}");
+    assert!(
+        out.contains("<listen ip='*:80' trustedProxies=\"::1/128\"/>"),
+        "{out}"
+    );
+    assert!(
+        out.contains("<listen ip=\"*:81\" acceptProxy=\"true\"/>"),
+        "{out}"
+    );
     // Back to the service's settings: the attributes go.
     let out = in_place("c.xml", &text, |c| {
         c.services[0].listeners[1].options = Default::default();
@@ -682,7 +694,9 @@ listen = [
         "{out}"
     );
     assert!(
-        out.contains("  { ip = \"*:8080\", trusted_proxies = [\"10.0.0.0/8\"] },  # behind the lb\n"),
+        out.contains(
+            "  { ip = \"*:8080\", trusted_proxies = [\"10.0.0.0/8\"] },  # behind the lb\n"
+        ),
         "{out}"
     );
     let out = in_place("c.toml", text, |c| {
@@ -690,5 +704,8 @@ listen = [
         new.options.trusted_proxies = Some(Vec::new());
         c.services[0].listeners.push(new);
     });
-    assert!(out.contains("{ ip = \"*:81\", trusted_proxies = [] }"), "{out}");
+    assert!(
+        out.contains("{ ip = \"*:81\", trusted_proxies = [] }"),
+        "{out}"
+    );
 }

@@ -30,6 +30,8 @@
 //! - [`lookup`]: the control socket (who is behind a connection).
 //! - [`demo`]: small HTTP backends for `txlb demo` and tests.
 //! - [`systemd`]: readiness notifications, watchdog and socket activation.
+//! - `fleet`: fleet mode: instances sharing their configuration through etcd
+//!   (`<cluster>`); [`fleet_push`] seeds it.
 //! - [`Balancer`] / [`BalancerHandle`]: start and steer a balancer.
 
 #![deny(missing_docs)]
@@ -41,6 +43,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod events;
+pub(crate) mod fleet;
 pub mod health;
 pub mod logging;
 pub mod lookup;
@@ -49,6 +52,8 @@ pub mod scheduler;
 pub mod ssh;
 pub mod state;
 pub mod systemd;
+
+pub use fleet::{FleetError, fleet_push};
 
 pub use balancer::{
     Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats,

@@ -72,6 +72,23 @@ enum Cmd {
     Man,
     /// Print the JSON Schema of the TOML configuration, for editors.
     Schema,
+    /// Fleet mode (`<cluster>`): instances sharing their configuration through etcd.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCmd {
+    /// Publish a configuration file's services, users and managers to the etcd
+    /// its <cluster> names, replacing the fleet's; every running instance applies
+    /// it at once.
+    Push {
+        /// Configuration file with a <cluster> element.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -135,6 +152,16 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Man => man_page(&mut std::io::stdout().lock()),
         Cmd::Schema => {
             print!("{}", include_str!("../contrib/txlb.schema.json"));
+            Ok(())
+        }
+        Cmd::Fleet {
+            command: FleetCmd::Push { config },
+        } => {
+            let revision = control_runtime()?.block_on(txlb::fleet_push(&config))?;
+            println!(
+                "{}: pushed to the fleet (configuration revision {revision})",
+                config.display()
+            );
             Ok(())
         }
     }

@@ -637,6 +637,9 @@ Socket activation: a listener whose address matches a socket passed by systemd u
 \fI/etc/txlb/config.xml\fR
 The configuration of the packaged service (txLoadBalancer XML; TOML when the name ends in .toml).
 .TP
+\fI/etc/txlb/config.xml.fleet\-cache\fR
+Fleet mode: the last configuration received from etcd, served when txlb starts while etcd is unreachable.
+.TP
 \fI/var/log/txlb/\fR
 Log files, when the configuration names one there; rotated by logrotate.
 .SH SEE ALSO

@@ -1068,3 +1068,24 @@ fn cluster_errors_are_located() {
         "unknown field `prefx`",
     );
 }
+
+#[test]
+fn write_back_keeps_the_cluster_element() {
+    let text = with_cluster(
+        r#"  <cluster etcd="http://127.0.0.1:2379" prefix="/txlb" name="lb1"/> <!-- mine -->"#,
+    );
+    let path = Path::new("/etc/txlb/config.xml");
+    let boot = Config::from_text(path, &text).unwrap();
+    let mut running = boot.clone();
+    running.services[0].groups[0].hosts[0].weight = 3;
+    let rendered = writeback::render(path, &text, &boot, &running).unwrap();
+    assert!(rendered.preserved);
+    assert!(rendered.text.contains("<!-- mine -->"), "{}", rendered.text);
+    let back = Config::from_text(path, &rendered.text).unwrap();
+    assert_eq!(back.cluster, boot.cluster);
+    // A changed <cluster> is written too (in full).
+    running.cluster.as_mut().unwrap().name = "lb2".into();
+    let rendered = writeback::render(path, &text, &boot, &running).unwrap();
+    let back = Config::from_text(path, &rendered.text).unwrap();
+    assert_eq!(back.cluster.unwrap().name, "lb2");
+}

@@ -53,6 +53,10 @@ const PRESENCE_INTERVAL: Duration = Duration::from_secs(1);
 const RETRY_MIN: Duration = Duration::from_millis(200);
 /// Longest wait between reconnection attempts.
 const RETRY_MAX: Duration = Duration::from_secs(3);
+/// Period of the config task's check of the configuration key besides its
+/// watch: a watch on a connection that died silently (a network partition
+/// rather than a closed socket) would otherwise miss changes for good.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
 /// Admin changes waiting for the config task.
 const CHANGE_QUEUE: usize = 64;
 
@@ -451,6 +455,8 @@ impl ConfigTask {
         let mut retry_at = Instant::now();
         // Set while etcd is away, so the transition is logged once each way.
         let mut away: Option<String> = None;
+        let mut resync = tokio::time::interval(RESYNC_INTERVAL);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if watch.is_none() && Instant::now() >= retry_at {
                 match self.sync().await {
@@ -495,6 +501,16 @@ impl ConfigTask {
                     }
                 },
                 _ = tokio::time::sleep_until(retry_at), if watch.is_none() => {}
+                _ = resync.tick(), if watch.is_some() => match self.client.get(&self.key).await {
+                    Ok((Some(kv), _)) => self.arrived(kv).await,
+                    Ok((None, _)) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "fleet: etcd unreachable; serving the last configuration, changes refused; retrying");
+                        away = Some(error.to_string());
+                        watch = None;
+                        retry_at = Instant::now() + backoff;
+                    }
+                },
             }
         }
     }

@@ -227,6 +227,14 @@ impl std::fmt::Debug for BalancerHandle {
 
 impl BalancerHandle {
     /// Applies a change. On error the running balancer is unchanged.
+    ///
+    /// In fleet mode (`<cluster>`) a configuration change is written to etcd
+    /// first and refused with [`ControlError::FleetConflict`] when another
+    /// instance changed the configuration meanwhile, or
+    /// [`ControlError::FleetUnavailable`] while etcd cannot be reached; a
+    /// [`Command::Replace`] then takes only the instance's own settings
+    /// (cluster, logging, control socket, admin listeners) from its
+    /// configuration, the rest coming from etcd.
     pub async fn apply(&self, command: Command) -> Result<(), ControlError> {
         self.controller.apply(command).await
     }

@@ -312,10 +312,10 @@ fn ops() -> Vec<Op> {
             "Fleet mode (`<cluster>`): this instance's name and etcd, whether etcd answers, \
              the configuration revision applied here, the registered `instances`, and \
              `hosts_down`: every host some instance sees bad or admin-down, with who sees \
-             it how. 501 without fleet mode.",
+             it how. `enabled` is false (and the rest empty) without fleet mode.",
             None,
             (200, "Fleet"),
-            &[501],
+            &[],
         ),
     ]
 }

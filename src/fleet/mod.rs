@@ -321,6 +321,8 @@ impl FleetLink {
 /// The fleet as one instance sees it: the admin page's and `/api/v1/fleet`'s.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub(crate) struct FleetView {
+    /// Whether fleet mode is on (`<cluster>`); everything else is empty when not.
+    pub enabled: bool,
     /// This instance's name.
     pub instance: String,
     /// The key prefix.
@@ -398,6 +400,7 @@ pub(crate) fn start(controller: &Arc<Controller>, boot: Boot) {
         requests,
         revision: AtomicI64::new(boot.revision),
         view: Mutex::new(FleetView {
+            enabled: true,
             instance: boot.cluster.name.clone(),
             prefix: boot.cluster.prefix.clone(),
             etcd: boot.cluster.endpoints.clone(),

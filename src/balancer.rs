@@ -104,6 +104,14 @@ impl BalancerBuilder {
             inherited,
             custom_schedulers,
         } = self;
+        // Fleet mode: the configuration to start with is the fleet's.
+        let (config, fleet) = match config.cluster.clone() {
+            Some(cluster) => {
+                let boot = crate::fleet::boot(config, cluster).await;
+                (boot.config.clone(), Some(boot))
+            }
+            None => (config, None),
+        };
         let pool = match workers {
             Some(count) => Some(Arc::new(
                 WorkerPool::start(count).map_err(ControlError::StartWorkers)?,
@@ -139,12 +147,17 @@ impl BalancerBuilder {
             tracing::warn!(%local, "no listener has the address of this inherited socket");
         }
         match started {
-            Ok(boot) => Ok(BalancerHandle {
-                controller,
-                boot,
-                workers: pool,
-                access_log,
-            }),
+            Ok(boot) => {
+                if let Some(fleet) = fleet {
+                    crate::fleet::start(&controller, fleet);
+                }
+                Ok(BalancerHandle {
+                    controller,
+                    boot,
+                    workers: pool,
+                    access_log,
+                })
+            }
             Err(error) => {
                 controller.stop_accepting.cancel();
                 if let Some(pool) = pool {
@@ -214,6 +227,14 @@ impl std::fmt::Debug for BalancerHandle {
 
 impl BalancerHandle {
     /// Applies a change. On error the running balancer is unchanged.
+    ///
+    /// In fleet mode (`<cluster>`) a configuration change is written to etcd
+    /// first and refused with [`ControlError::FleetConflict`] when another
+    /// instance changed the configuration meanwhile, or
+    /// [`ControlError::FleetUnavailable`] while etcd cannot be reached; a
+    /// [`Command::Replace`] then takes only the instance's own settings
+    /// (cluster, logging, control socket, admin listeners) from its
+    /// configuration, the rest coming from etcd.
     pub async fn apply(&self, command: Command) -> Result<(), ControlError> {
         self.controller.apply(command).await
     }
@@ -221,6 +242,12 @@ impl BalancerHandle {
     /// The running configuration (as changed since start).
     pub fn config(&self) -> Config {
         self.controller.running()
+    }
+
+    /// Fleet mode: the fleet as this instance last saw it; `None` without
+    /// `<cluster>`.
+    pub(crate) fn fleet(&self) -> Option<crate::fleet::FleetView> {
+        self.controller.fleet.get().map(|link| link.view())
     }
 
     /// Closes and reopens the access log file, if one is kept (log rotation).

@@ -189,6 +189,7 @@ pub fn demo_config(listen: SocketAddr, backends: &[Backend]) -> Config {
         manager: Default::default(),
         logging: Default::default(),
         control: None,
+        cluster: None,
     }
 }
 

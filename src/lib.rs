@@ -258,12 +258,14 @@
 //! - [`proxy_protocol`]: the PROXY protocol header, read and written.
 //! - [`logging`]: a reopenable log file.
 //! - [`demo`]: in-process HTTP backends, and `txlb demo`'s configuration.
+//! - [`fleet_push`]: seeds fleet mode's shared configuration in etcd
+//!   (`<cluster>`).
 //!
 //! Internals, free to change: `control` (the single writer: command → new
 //! snapshot), `state` (the immutable snapshot and per-host atomic counters),
 //! `proxy` (listeners, one connection's flow, the copy loop), `health` (the
-//! hostCheck and heartbeat managers), `access_log` and `lookup` (the control
-//! socket).
+//! hostCheck and heartbeat managers), `fleet` (instances sharing their
+//! configuration through etcd), `access_log` and `lookup` (the control socket).
 
 #![deny(missing_docs)]
 
@@ -274,6 +276,7 @@ pub mod config;
 mod control;
 pub mod demo;
 pub mod events;
+mod fleet;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod health;
@@ -288,6 +291,8 @@ mod state;
 /// crate `txlb`, as the fuzz targets do.
 #[cfg(test)]
 extern crate self as txlb;
+
+pub use fleet::{FleetError, fleet_push};
 
 pub use balancer::{
     Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats,

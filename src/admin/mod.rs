@@ -510,6 +510,7 @@ pub(crate) mod tests {
             manager: Default::default(),
             logging: Default::default(),
             control: None,
+            cluster: None,
         };
         let handle = Balancer::start(config).await.unwrap();
         let settings = AdminSettings {

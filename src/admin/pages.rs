@@ -441,6 +441,9 @@ fn render_running(
         let _ = write!(p, "<p class=\"{class}\" role=\"status\">{}</p>", esc(msg));
     }
     p.push_str(&status.panels());
+    if let Some(fleet) = state.handle.fleet() {
+        p.push_str(&fleet_section(&fleet));
+    }
     for s in &stats.services {
         let sv = s.name.as_str();
         let _ = write!(
@@ -653,6 +656,82 @@ fn render_running(
     p.push_str(&form("closeLog", &[], "", "reopen log file"));
     p.push_str(&form("saveConfig", &[], "", "save configuration"));
     let _ = write!(p, "</section><script>{SCRIPT}</script></body></html>");
+    p
+}
+
+/// Fleet mode: this instance, the registered instances, and the hosts some
+/// instance sees down.
+fn fleet_section(fleet: &crate::fleet::FleetView) -> String {
+    let mut p = String::from("<section class=\"service\"><h2>Fleet</h2><p>");
+    let _ = write!(
+        p,
+        "This instance: <b>{}</b> · etcd <code>{}</code> prefix <code>{}</code> · \
+         configuration revision {} · ",
+        esc(&fleet.instance),
+        esc(&fleet.etcd.join(",")),
+        esc(&fleet.prefix),
+        fleet.revision
+    );
+    match &fleet.error {
+        None if fleet.reachable => p.push_str("etcd reachable"),
+        None => p.push_str("etcd not reached yet"),
+        Some(error) => {
+            let _ = write!(
+                p,
+                "<span class=\"bad\">etcd unreachable: changes are refused, the running \
+                 configuration stays ({})</span>",
+                esc(error)
+            );
+        }
+    }
+    p.push_str(
+        "</p><table><thead><tr><th>instance</th><th>version</th><th>configuration revision</th>\
+         <th>started</th></tr></thead><tbody>",
+    );
+    for i in &fleet.instances {
+        let started = UNIX_EPOCH + Duration::from_secs(i.started);
+        let _ = write!(
+            p,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&i.name),
+            esc(&i.version),
+            i.revision,
+            utc(started)
+        );
+    }
+    p.push_str("</tbody></table><h3>Hosts some instances see down</h3>");
+    if fleet.hosts_down.is_empty() {
+        p.push_str("<p>none</p>");
+    } else {
+        p.push_str(
+            "<table><thead><tr><th>service</th><th>group</th><th>host</th><th>down on</th>\
+             <th>up on</th></tr></thead><tbody>",
+        );
+        for h in &fleet.hosts_down {
+            let down: Vec<String> = h
+                .down
+                .iter()
+                .map(|d| {
+                    let how = match d.health {
+                        HostHealth::AdminDown => "admin-down".to_string(),
+                        _ => format!("bad: {}", d.reason.as_deref().unwrap_or("")),
+                    };
+                    format!("{} ({})", esc(&d.instance), esc(&how))
+                })
+                .collect();
+            let _ = write!(
+                p,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&h.service),
+                esc(&h.group),
+                esc(&h.host),
+                down.join(", "),
+                esc(&h.up.join(", "))
+            );
+        }
+        p.push_str("</tbody></table>");
+    }
+    p.push_str("</section>");
     p
 }
 

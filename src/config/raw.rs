@@ -46,6 +46,7 @@ pub(crate) struct RawConfig {
     pub manager: Option<RawManager>,
     pub logging: Option<RawLogging>,
     pub control: Option<RawControl>,
+    pub cluster: Option<RawCluster>,
 }
 
 /// `<service>` / `[[service]]`.
@@ -155,4 +156,13 @@ pub(crate) struct RawLogging {
 pub(crate) struct RawControl {
     pub at: usize,
     pub socket: Option<At<String>>,
+}
+
+/// `<cluster>` / `[cluster]`.
+#[derive(Debug, Default)]
+pub(crate) struct RawCluster {
+    pub at: usize,
+    pub etcd: Option<At<String>>,
+    pub prefix: Option<At<String>>,
+    pub name: Option<At<String>>,
 }

@@ -377,7 +377,7 @@ fn unknown_elements_and_attributes() {
         &BASE.replace("</config>", "  <loging file=\"x\"/>\n</config>"),
         8,
         3,
-        "unknown element <loging> in <config> (expected one of: service, admin, manager, logging, control)",
+        "unknown element <loging> in <config> (expected one of: service, admin, manager, logging, control, cluster)",
     );
     xml_err(
         &BASE.replace("name=\"h1\"", "name=\"h1\" wieght=\"2\""),
@@ -952,4 +952,140 @@ fn ssh_authorized_keys_and_host_key() {
         "<admin><ssh listen=\"127.0.0.1:2222\" hostkey=\"x\"/></admin></config>",
     );
     assert!(Config::from_xml_str(&bad).is_err());
+}
+
+/// BASE with `line` (one element) inserted before `</config>`, on line 8.
+fn with_cluster(line: &str) -> String {
+    BASE.replace("</config>", &format!("{line}\n</config>"))
+}
+
+#[test]
+fn cluster_loads_from_xml_and_toml() {
+    let xml = with_cluster(
+        r#"<cluster etcd="http://127.0.0.1:2379, http://10.0.0.2:2379/" prefix="/txlb/prod/" name="lb-1"/>"#,
+    );
+    let c = Config::from_xml_str(&xml).unwrap();
+    let expected = ClusterConfig {
+        endpoints: vec![
+            "http://127.0.0.1:2379".to_string(),
+            "http://10.0.0.2:2379".to_string(),
+        ],
+        prefix: "/txlb/prod".to_string(),
+        name: "lb-1".to_string(),
+    };
+    assert_eq!(c.cluster.as_ref(), Some(&expected));
+    // Both writers keep it, and both readers read it back.
+    assert_eq!(
+        Config::from_xml_str(&c.to_xml()).unwrap().cluster,
+        c.cluster
+    );
+    assert_eq!(
+        Config::from_toml_str(&c.to_toml()).unwrap().cluster,
+        c.cluster
+    );
+    let toml = "[[service]]\nname = \"web\"\nlisten = [\"*:80\"]\n[[service.group]]\nname = \"g\"\nenable = true\n\
+                hosts = [{ name = \"h\", ip = \"10.0.0.1:80\" }]\n\
+                [cluster]\netcd = \"http://127.0.0.1:2379,http://10.0.0.2:2379\"\nprefix = \"/txlb/prod\"\nname = \"lb-1\"\n";
+    assert_eq!(Config::from_toml_str(toml).unwrap().cluster, Some(expected));
+    assert_eq!(Config::from_xml_str(BASE).unwrap().cluster, None);
+}
+
+#[test]
+fn cluster_errors_are_located() {
+    let ok = r#"etcd="http://127.0.0.1:2379" prefix="/txlb" name="lb1""#;
+    xml_err(
+        &with_cluster(&format!("<cluster {ok} nmae=\"x\"/>")),
+        8,
+        65,
+        "unknown attribute \"nmae\" on <cluster> (expected one of: etcd, prefix, name)",
+    );
+    xml_err(
+        &with_cluster(r#"<cluster prefix="/txlb" name="lb1"/>"#),
+        8,
+        1,
+        "etcd endpoint (etcd=\"http://HOST:PORT\") is missing",
+    );
+    xml_err(
+        &with_cluster(r#"<cluster etcd="127.0.0.1:2379" prefix="/txlb" name="lb1"/>"#),
+        8,
+        16,
+        "bad etcd endpoint \"127.0.0.1:2379\": not an http:// URL",
+    );
+    xml_err(
+        &with_cluster(r#"<cluster etcd="http://a:1,https://b:2" prefix="/txlb" name="lb1"/>"#),
+        8,
+        16,
+        "bad etcd endpoint \"https://b:2\": TLS to etcd is not supported",
+    );
+    xml_err(
+        &with_cluster(r#"<cluster etcd="http://a:0" prefix="/txlb" name="lb1"/>"#),
+        8,
+        16,
+        "no host and port",
+    );
+    xml_err(
+        &with_cluster(r#"<cluster etcd="http://a:1" prefix="txlb" name="lb1"/>"#),
+        8,
+        36,
+        "bad key prefix \"txlb\": expected a path such as /txlb/prod",
+    );
+    xml_err(
+        &with_cluster(r#"<cluster etcd="http://a:1" prefix="/txlb" name="lb 1"/>"#),
+        8,
+        49,
+        "bad instance name \"lb 1\"",
+    );
+    xml_err(
+        &with_cluster(r#"<cluster etcd="http://a:1" prefix="/txlb" name="lb1"><x/></cluster>"#),
+        8,
+        54,
+        "unknown element <x> in <cluster>",
+    );
+    xml_err(
+        &with_cluster(&format!("<cluster {ok}/><cluster {ok}/>")),
+        8,
+        66,
+        "duplicate <cluster> in <config>",
+    );
+    let toml = "[[service]]\nname = \"web\"\nlisten = [\"*:80\"]\n[[service.group]]\nname = \"g\"\nenable = true\n\
+                hosts = [{ name = \"h\", ip = \"10.0.0.1:80\" }]\n[cluster]\n";
+    toml_err(
+        &format!("{toml}etcd = \"http://a:1\"\nprefix = \"/p\"\nname = \"\"\n"),
+        11,
+        9,
+        "bad instance name \"\": empty",
+    );
+    toml_err(
+        &format!("{toml}etcd = \"\"\nprefix = \"/p\"\nname = \"n\"\n"),
+        9,
+        9,
+        "bad etcd endpoint \"\": empty",
+    );
+    toml_err(
+        &format!("{toml}etcd = \"http://a:1\"\nprefx = \"/p\"\nname = \"n\"\n"),
+        10,
+        1,
+        "unknown field `prefx`",
+    );
+}
+
+#[test]
+fn write_back_keeps_the_cluster_element() {
+    let text = with_cluster(
+        r#"  <cluster etcd="http://127.0.0.1:2379" prefix="/txlb" name="lb1"/> <!-- mine -->"#,
+    );
+    let path = Path::new("/etc/txlb/config.xml");
+    let boot = Config::from_text(path, &text).unwrap();
+    let mut running = boot.clone();
+    running.services[0].groups[0].hosts[0].weight = 3;
+    let rendered = writeback::render(path, &text, &boot, &running).unwrap();
+    assert!(rendered.preserved);
+    assert!(rendered.text.contains("<!-- mine -->"), "{}", rendered.text);
+    let back = Config::from_text(path, &rendered.text).unwrap();
+    assert_eq!(back.cluster, boot.cluster);
+    // A changed <cluster> is written too (in full).
+    running.cluster.as_mut().unwrap().name = "lb2".into();
+    let rendered = writeback::render(path, &text, &boot, &running).unwrap();
+    let back = Config::from_text(path, &rendered.text).unwrap();
+    assert_eq!(back.cluster.unwrap().name, "lb2");
 }

@@ -51,6 +51,11 @@
 //!
 //! [control]
 //! socket = "/run/txlb.sock"
+//!
+//! [cluster]                   # fleet mode: the configuration lives in etcd
+//! etcd = "http://127.0.0.1:2379"   # comma-separated endpoints
+//! prefix = "/txlb/prod"
+//! name = "lb1"                # this instance, unique in the fleet
 //! ```
 //!
 //! Unknown keys are errors, so typos are caught. Only structure and types are
@@ -71,6 +76,7 @@ struct File {
     manager: Option<Manager>,
     logging: Option<Logging>,
     control: Option<Spanned<Control>>,
+    cluster: Option<Spanned<Cluster>>,
 }
 
 #[derive(Deserialize)]
@@ -168,6 +174,14 @@ struct Logging {
 #[serde(deny_unknown_fields)]
 struct Control {
     socket: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cluster {
+    etcd: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
 }
 
 /// Where a value starts: past its opening quote(s) for strings, so a column
@@ -323,6 +337,16 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
             RawControl {
                 at: control_at,
                 socket: opt(t, c.into_inner().socket),
+            }
+        }),
+        cluster: file.cluster.map(|c| {
+            let cluster_at = c.span().start;
+            let c = c.into_inner();
+            RawCluster {
+                at: cluster_at,
+                etcd: opt(t, c.etcd),
+                prefix: opt(t, c.prefix),
+                name: opt(t, c.name),
             }
         }),
     })

@@ -209,6 +209,59 @@ pub fn parse_weight(s: &str) -> Result<u32, String> {
     }
 }
 
+/// An etcd client URL: `http://HOST:PORT` (a trailing `/` is dropped).
+fn parse_etcd_endpoint(s: &str) -> Result<String, String> {
+    const EXPECTED: &str = "expected http://HOST:PORT";
+    if s.is_empty() {
+        return Err(format!("empty ({EXPECTED})"));
+    }
+    let Some(rest) = s.strip_prefix("http://") else {
+        return Err(if s.starts_with("https://") {
+            format!("TLS to etcd is not supported ({EXPECTED})")
+        } else {
+            format!("not an http:// URL ({EXPECTED})")
+        });
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let port = authority
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(port))) if !host.is_empty() && port > 0 && !host.contains('/') => {
+            Ok(format!("http://{authority}"))
+        }
+        _ => Err(format!("no host and port ({EXPECTED})")),
+    }
+}
+
+/// An etcd key prefix: starts with `/`, printable, no spaces; a trailing `/` is
+/// dropped.
+fn parse_etcd_prefix(s: &str) -> Result<String, String> {
+    let trimmed = s.strip_suffix('/').unwrap_or(s);
+    if !s.starts_with('/') || trimmed.is_empty() {
+        return Err("expected a path such as /txlb/prod".to_string());
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("spaces and control characters are not allowed".to_string());
+    }
+    Ok(trimmed.to_string())
+}
+
+/// An instance name: letters, digits, `.`, `_` and `-` (it is part of an etcd
+/// key).
+fn parse_instance_name(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("empty".to_string());
+    }
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err("expected letters, digits, '.', '_' or '-'".to_string());
+    }
+    Ok(())
+}
+
 /// An admin access level: `full` or `readonly`.
 pub fn parse_access(s: &str) -> Result<Access, String> {
     Access::from_str(s)
@@ -325,6 +378,7 @@ impl Builder<'_, '_> {
             None => LoggingConfig::default(),
         };
         let control = raw.control.map(|c| self.control(c)).transpose()?;
+        let cluster = raw.cluster.map(|c| self.cluster(c)).transpose()?;
         Ok(Config {
             source: None,
             services,
@@ -332,6 +386,7 @@ impl Builder<'_, '_> {
             manager,
             logging,
             control,
+            cluster,
         })
     }
 
@@ -674,6 +729,42 @@ impl Builder<'_, '_> {
         }
         Ok(ControlConfig {
             socket: self.path(socket.value),
+        })
+    }
+
+    fn cluster(&self, raw: RawCluster) -> Result<ClusterConfig, ConfigError> {
+        let etcd = self.required(
+            raw.etcd,
+            raw.at,
+            "etcd endpoint (etcd=\"http://HOST:PORT\")",
+        )?;
+        let mut endpoints = Vec::new();
+        for endpoint in etcd.value.split(',').map(str::trim) {
+            endpoints.push(parse_etcd_endpoint(endpoint).map_err(|reason| {
+                self.err(etcd.at, format!("bad etcd endpoint {endpoint:?}: {reason}"))
+            })?);
+        }
+        let prefix = self.required(raw.prefix, raw.at, "key prefix (prefix=\"/txlb/NAME\")")?;
+        let prefix = At::new(
+            parse_etcd_prefix(&prefix.value).map_err(|reason| {
+                self.err(
+                    prefix.at,
+                    format!("bad key prefix {:?}: {reason}", prefix.value),
+                )
+            })?,
+            prefix.at,
+        );
+        let name = self.required(raw.name, raw.at, "instance name (name=\"NAME\")")?;
+        if let Err(reason) = parse_instance_name(&name.value) {
+            return Err(self.err(
+                name.at,
+                format!("bad instance name {:?}: {reason}", name.value),
+            ));
+        }
+        Ok(ClusterConfig {
+            endpoints,
+            prefix: prefix.value,
+            name: name.value,
         })
     }
 }

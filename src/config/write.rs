@@ -208,6 +208,15 @@ pub fn to_xml(config: &Config) -> String {
     if let Some(c) = &config.control {
         let _ = writeln!(x, "  <control socket=\"{}\"/>", attr(&path_text(&c.socket)));
     }
+    if let Some(c) = &config.cluster {
+        let _ = writeln!(
+            x,
+            "  <cluster etcd=\"{}\" prefix=\"{}\" name=\"{}\"/>",
+            attr(&c.endpoints.join(",")),
+            attr(&c.prefix),
+            attr(&c.name)
+        );
+    }
     x.push_str("</config>\n");
     x
 }
@@ -342,6 +351,15 @@ pub fn to_toml(config: &Config) -> String {
     }
     if let Some(c) = &config.control {
         let _ = writeln!(t, "\n[control]\nsocket = {}", tstr(&path_text(&c.socket)));
+    }
+    if let Some(c) = &config.cluster {
+        let _ = writeln!(
+            t,
+            "\n[cluster]\netcd = {}\nprefix = {}\nname = {}",
+            tstr(&c.endpoints.join(",")),
+            tstr(&c.prefix),
+            tstr(&c.name)
+        );
     }
     t
 }

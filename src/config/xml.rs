@@ -279,7 +279,9 @@ impl Walker<'_, '_> {
             ));
         }
         self.check_attrs(root, &[])?;
-        const CHILDREN: &[&str] = &["service", "admin", "manager", "logging", "control"];
+        const CHILDREN: &[&str] = &[
+            "service", "admin", "manager", "logging", "control", "cluster",
+        ];
         let mut raw = RawConfig {
             at: root.at,
             ..RawConfig::default()
@@ -310,6 +312,16 @@ impl Walker<'_, '_> {
                     raw.control = Some(RawControl {
                         at: child.at,
                         socket: leaf.get("socket"),
+                    });
+                }
+                "cluster" => {
+                    self.once(&raw.cluster, child, root)?;
+                    let leaf = self.leaf(child, &["etcd", "prefix", "name"])?;
+                    raw.cluster = Some(RawCluster {
+                        at: child.at,
+                        etcd: leaf.get("etcd"),
+                        prefix: leaf.get("prefix"),
+                        name: leaf.get("name"),
                     });
                 }
                 _ => return Err(self.unknown_child(root, child, CHILDREN)),

@@ -139,6 +139,22 @@ pub enum ControlError {
     /// The balancer is shutting down.
     #[error("the balancer is shutting down")]
     ShuttingDown,
+    /// Fleet mode: another instance changed the shared configuration since this
+    /// one last saw it. Nothing was changed; retry on the current configuration.
+    #[error(
+        "conflict: the fleet's configuration was changed elsewhere (now at revision {current}, \
+         this instance had {expected}); nothing was changed: look again and retry"
+    )]
+    FleetConflict {
+        /// The revision this instance's change was based on.
+        expected: i64,
+        /// The revision in etcd.
+        current: i64,
+    },
+    /// Fleet mode: etcd cannot be reached, so the change cannot be shared.
+    /// Nothing was changed; the running configuration stays.
+    #[error("the fleet's etcd cannot be reached, so changes are refused until it is back ({0})")]
+    FleetUnavailable(String),
 }
 
 /// One bound listener, as reported to observers.
@@ -174,6 +190,8 @@ pub(crate) struct Controller {
     pub(crate) custom_schedulers: HashMap<&'static str, SchedulerFactory>,
     /// Sockets handed over at start (socket activation), used instead of binding.
     pub(crate) inherited: listeners::Inherited,
+    /// Fleet mode, once started: every configuration change goes through etcd.
+    pub(crate) fleet: std::sync::OnceLock<Arc<crate::fleet::FleetLink>>,
 }
 
 struct ControlState {
@@ -224,6 +242,7 @@ impl Controller {
             workers,
             custom_schedulers,
             inherited: listeners::Inherited::default(),
+            fleet: std::sync::OnceLock::new(),
         }
     }
 
@@ -283,9 +302,44 @@ impl Controller {
             .collect()
     }
 
-    /// Applies one command: resolves the host names it brings (outside the lock),
-    /// then checks and swaps under the lock. On error nothing has changed.
+    /// Applies one command. In fleet mode a configuration change is first
+    /// written to etcd (compare-and-swap) and applied here only once it is there;
+    /// an admin-down flag is this instance's own. On error nothing has changed.
     pub(crate) async fn apply(&self, command: Command) -> Result<(), ControlError> {
+        if !matches!(command, Command::SetAdminDown { .. })
+            && let Some(fleet) = self.fleet.get()
+        {
+            return fleet.change(command).await;
+        }
+        self.apply_local(command).await
+    }
+
+    /// The configuration `command` would make of the running one, without
+    /// applying it (listeners are not bound, names not resolved).
+    pub(crate) fn preview(&self, command: &Command) -> Result<Config, ControlError> {
+        let running = self.lock().running.clone();
+        self.next_config(running, command)
+    }
+
+    fn next_config(&self, mut next: Config, command: &Command) -> Result<Config, ControlError> {
+        command.edit(&mut next)?;
+        for group in next.services.iter().flat_map(|s| &s.groups) {
+            if let SchedulerKind::Custom(name) = group.scheduler
+                && !self.custom_schedulers.contains_key(name)
+            {
+                return Err(ControlError::Invalid(format!(
+                    "group {:?}: no scheduler {name:?} was registered",
+                    group.name
+                )));
+            }
+        }
+        Ok(next)
+    }
+
+    /// Applies one command on this instance only: resolves the host names it
+    /// brings (outside the lock), then checks and swaps under the lock. On error
+    /// nothing has changed.
+    pub(crate) async fn apply_local(&self, command: Command) -> Result<(), ControlError> {
         if self.stop_accepting.is_cancelled() {
             return Err(ControlError::ShuttingDown);
         }
@@ -325,18 +379,7 @@ impl Controller {
             }
             return Ok(());
         }
-        let mut next = state.running.clone();
-        command.edit(&mut next)?;
-        for group in next.services.iter().flat_map(|s| &s.groups) {
-            if let SchedulerKind::Custom(name) = group.scheduler
-                && !self.custom_schedulers.contains_key(name)
-            {
-                return Err(ControlError::Invalid(format!(
-                    "group {:?}: no scheduler {name:?} was registered",
-                    group.name
-                )));
-            }
-        }
+        let next = self.next_config(state.running.clone(), command)?;
         // Bind new listeners before anything is swapped: a port in use refuses the
         // whole command.
         let (added, removed) = listeners::diff(&state.listeners, &next)?;

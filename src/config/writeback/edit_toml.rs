@@ -24,6 +24,10 @@ pub(super) fn edit(
     boot: &Config,
     running: &Config,
 ) -> Option<String> {
+    // `<cluster>` is set by hand, once per instance: a change is rendered in full.
+    if boot.cluster != running.cluster {
+        return None;
+    }
     let mut doc: DocumentMut = text.parse().ok()?;
     let root = doc.as_table_mut();
     services(root, &boot.services, &running.services)?;
@@ -322,6 +326,7 @@ fn rendering(
         manager,
         logging: LoggingConfig::default(),
         control: None,
+        cluster: None,
     })
     .parse()
     .ok()

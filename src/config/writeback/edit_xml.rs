@@ -38,6 +38,10 @@ pub(super) fn edit(
     boot: &Config,
     running: &Config,
 ) -> Option<String> {
+    // `<cluster>` is set by hand, once per instance: a change is rendered in full.
+    if boot.cluster != running.cluster {
+        return None;
+    }
     let root = parse_tree(&Source::new(STRING_SOURCE, text)).ok()?;
     let mut ed = Editor {
         text,

@@ -347,6 +347,11 @@ options! {
         retry_empty_bytes: u32 = DEFAULT_RETRY_EMPTY_BYTES, "retryEmptyBytes", "retry_empty_bytes";
         /// Longest wait for a host's first byte while a replay is still possible.
         retry_empty_timeout: Duration = DEFAULT_RETRY_EMPTY_TIMEOUT, "retryEmptyTimeout", "retry_empty_timeout";
+        /// A backup group: it takes the service's new connections while no host
+        /// of the enabled group is usable (every one bad or admin-down), and gives
+        /// them back as soon as one is. With several, the first (in configuration
+        /// order) that has a usable host serves. The enabled group cannot be one.
+        backup: bool = false, "backup", "backup";
     }
 }
 

@@ -953,3 +953,57 @@ fn ssh_authorized_keys_and_host_key() {
     );
     assert!(Config::from_xml_str(&bad).is_err());
 }
+
+#[test]
+fn backup_groups() {
+    let xml = r#"<config>
+  <service name="web">
+    <listen ip="*:8080"/>
+    <group name="a" enable="yes"><host name="h" ip="h:1"/></group>
+    <group name="b" backup="true"><host name="h" ip="h:1"/></group>
+  </service>
+</config>"#;
+    let c = Config::from_xml_str(xml).unwrap();
+    assert!(!c.services[0].groups[0].options.backup);
+    assert!(c.services[0].groups[1].options.backup);
+    // The same in TOML.
+    let toml = r#"
+[[service]]
+name = "web"
+listen = ["*:8080"]
+  [[service.group]]
+  name = "a"
+  enable = true
+  hosts = [{ name = "h", ip = "h:1" }]
+  [[service.group]]
+  name = "b"
+  backup = true
+  hosts = [{ name = "h", ip = "h:1" }]
+"#;
+    assert_eq!(Config::from_toml_str(toml).unwrap().services, c.services);
+    // The enabled group cannot be a backup group: at the backup attribute.
+    let both = xml.replace("enable=\"yes\">", "enable=\"yes\" backup=\"on\">");
+    xml_err(
+        &both,
+        4,
+        34,
+        "group \"a\" is both enabled and a backup group",
+    );
+    let named = xml
+        .replace(" enable=\"yes\"", "")
+        .replace("  </service>", "    <enable group=\"b\"/>\n  </service>");
+    xml_err(
+        &named,
+        5,
+        21,
+        "group \"b\" is both enabled and a backup group",
+    );
+    let toml_both = toml.replace("  enable = true\n", "  enable = true\n  backup = true\n");
+    toml_err(&toml_both, 8, 3, "is both enabled and a backup group");
+    xml_err(
+        &xml.replace("backup=\"true\"", "backup=\"true\" nonsense=\"1\""),
+        5,
+        35,
+        "expected one of: name, scheduler, enable, slowStart, proxyProtocol, retryEmpty, retryEmptyBytes, retryEmptyTimeout, backup",
+    );
+}

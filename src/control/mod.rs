@@ -89,6 +89,16 @@ pub enum ControlError {
         /// Group name.
         group: String,
     },
+    /// A backup group stands in for the enabled group; it cannot be it.
+    #[error(
+        "group {group:?} of service {service:?} is a backup group: it cannot be the enabled group"
+    )]
+    BackupGroupEnabled {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+    },
     /// A group without hosts cannot be enabled.
     #[error("group {group:?} of service {service:?} has no hosts")]
     EmptyGroup {
@@ -449,6 +459,13 @@ impl Controller {
                 .iter()
                 .position(|g| g.name == service.enabled_group)
                 .unwrap_or(0);
+            let backups = service
+                .groups
+                .iter()
+                .enumerate()
+                .filter(|(i, g)| g.options.backup && *i != enabled)
+                .map(|(i, _)| i)
+                .collect();
             let counters = state
                 .service_counters
                 .entry(service.name.clone())
@@ -465,6 +482,7 @@ impl Controller {
                 listeners: service.listeners.clone(),
                 groups,
                 enabled,
+                backups,
                 connect_timeout: service.connect_timeout,
                 counters,
                 limiter,

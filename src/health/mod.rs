@@ -1,7 +1,10 @@
 //! Managers that watch host health: `hostCheck` re-probes bad hosts and puts back
 //! those that answer; `heartbeat` probes every host and marks failing ones bad.
-//! Both are plain tasks on the balancer's runtime that stop on shutdown.
+//! Both are plain tasks on the balancer's runtime that stop on shutdown, like the
+//! backup watcher (`backup`), which reports services moving to or from a
+//! backup group.
 
+pub(crate) mod backup;
 mod probe;
 
 pub use probe::{probe, resolve};

@@ -125,5 +125,6 @@ pub fn demo_config(listen: SocketAddr, backends: &[SocketAddr]) -> Config {
         manager: Default::default(),
         logging: Default::default(),
         control: None,
+        resolver: Default::default(),
     }
 }

@@ -458,6 +458,7 @@ pub(crate) mod tests {
             manager: Default::default(),
             logging: Default::default(),
             control: None,
+            resolver: Default::default(),
         };
         let handle = Balancer::start(config).await.unwrap();
         let settings = AdminSettings {

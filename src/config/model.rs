@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::options::{GroupOptions, HostOptions, ServiceOptions};
+pub use super::options::{GroupOptions, HostOptions, ResolverOptions, ServiceOptions};
 use crate::scheduler::SchedulerKind;
 
 /// Default connect timeout towards a host.
@@ -38,6 +38,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// The control socket for client-address look-ups, if configured.
     pub control: Option<ControlConfig>,
+    /// How host names are resolved and re-resolved (`<resolver>`).
+    pub resolver: ResolverOptions,
 }
 
 impl Config {
@@ -52,6 +54,7 @@ impl Config {
             manager: ManagerConfig::default(),
             logging: LoggingConfig::default(),
             control: None,
+            resolver: ResolverOptions::default(),
         }
     }
 }

@@ -325,6 +325,23 @@ impl Builder<'_, '_> {
             None => LoggingConfig::default(),
         };
         let control = raw.control.map(|c| self.control(c)).transpose()?;
+        let resolver = match raw.resolver {
+            Some(r) => {
+                let options: ResolverOptions = self.options(r.options)?;
+                if options.min_ttl > options.max_ttl {
+                    return Err(self.err(
+                        r.at,
+                        format!(
+                            "resolver minTtl ({}) is longer than maxTtl ({}) (expected minTtl <= maxTtl)",
+                            super::write::seconds(options.min_ttl),
+                            super::write::seconds(options.max_ttl)
+                        ),
+                    ));
+                }
+                options
+            }
+            None => ResolverOptions::default(),
+        };
         Ok(Config {
             source: None,
             services,
@@ -332,6 +349,7 @@ impl Builder<'_, '_> {
             manager,
             logging,
             control,
+            resolver,
         })
     }
 

@@ -208,6 +208,10 @@ pub fn to_xml(config: &Config) -> String {
     if let Some(c) = &config.control {
         let _ = writeln!(x, "  <control socket=\"{}\"/>", attr(&path_text(&c.socket)));
     }
+    let resolver = config.resolver.non_default();
+    if !resolver.is_empty() {
+        let _ = writeln!(x, "  <resolver{}/>", xml_options(&resolver));
+    }
     x.push_str("</config>\n");
     x
 }
@@ -342,6 +346,13 @@ pub fn to_toml(config: &Config) -> String {
     }
     if let Some(c) = &config.control {
         let _ = writeln!(t, "\n[control]\nsocket = {}", tstr(&path_text(&c.socket)));
+    }
+    let resolver = config.resolver.non_default();
+    if !resolver.is_empty() {
+        t.push_str("\n[resolver]\n");
+        for o in resolver {
+            let _ = writeln!(t, "{} = {}", o.toml_key, o.toml);
+        }
     }
     t
 }

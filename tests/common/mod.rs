@@ -147,5 +147,6 @@ pub fn config(scheduler: SchedulerKind, hosts: Vec<HostConfig>) -> Config {
         manager: ManagerConfig::default(),
         logging: Default::default(),
         control: None,
+        resolver: Default::default(),
     }
 }

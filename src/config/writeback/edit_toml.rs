@@ -24,6 +24,10 @@ pub(super) fn edit(
     boot: &Config,
     running: &Config,
 ) -> Option<String> {
+    // `[resolver]` changes only with the file (a reload): no in-place edit.
+    if boot.resolver != running.resolver {
+        return None;
+    }
     let mut doc: DocumentMut = text.parse().ok()?;
     let root = doc.as_table_mut();
     services(root, &boot.services, &running.services)?;
@@ -322,6 +326,7 @@ fn rendering(
         manager,
         logging: LoggingConfig::default(),
         control: None,
+        resolver: Default::default(),
     })
     .parse()
     .ok()

@@ -38,6 +38,10 @@ pub(super) fn edit(
     boot: &Config,
     running: &Config,
 ) -> Option<String> {
+    // `<resolver>` changes only with the file (a reload): no in-place edit.
+    if boot.resolver != running.resolver {
+        return None;
+    }
     let root = parse_tree(&Source::new(STRING_SOURCE, text)).ok()?;
     let mut ed = Editor {
         text,

@@ -180,6 +180,10 @@ impl BalancerBuilder {
             controller.data.clone(),
             controller.stopped.clone(),
         ));
+        tokio::spawn(crate::dns::run(
+            Arc::downgrade(controller),
+            controller.stop_accepting.clone(),
+        ));
         tokio::spawn(health::backup::watch(
             controller.data.snapshots.clone(),
             controller.data.events.clone(),

@@ -23,7 +23,8 @@
 //! - [`state`]: the immutable [`state::Snapshot`] and per-host atomic counters.
 //! - [`scheduler`]: the [`scheduler::Scheduler`] trait and one file per algorithm.
 //! - [`proxy`]: listeners, one connection's flow, the copy loop.
-//! - [`health`]: the hostCheck and heartbeat managers.
+//! - [`health`]: the hostCheck and heartbeat managers, the backup watcher.
+//! - `dns`: host names resolved and re-resolved (record TTLs, `expand`).
 //! - [`control`]: the single writer: [`control::Command`] → new snapshot.
 //! - [`logging`]: the reopenable log file.
 //! - [`events`]: transitions broadcast to subscribers.
@@ -40,6 +41,7 @@ mod balancer;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub(crate) mod dns;
 pub mod events;
 pub mod health;
 pub mod logging;

@@ -228,12 +228,15 @@ impl NameState {
                     .last_warned
                     .is_none_or(|at| now.duration_since(at) >= WARN_EVERY)
                 {
-                    tracing::warn!(
-                        name,
-                        reason,
-                        kept = ?self.addrs,
-                        "look-up failed: the last known addresses stay in use (next warning in a minute at the earliest)"
-                    );
+                    if self.addrs.is_empty() {
+                        tracing::warn!(
+                            name,
+                            reason,
+                            "name does not resolve: its hosts stay bad until it does (next warning in a minute at the earliest)"
+                        );
+                    } else {
+                        tracing::warn!(name, reason, kept = ?self.addrs, "look-up failed: the last known addresses stay in use (next warning in a minute at the earliest)");
+                    }
                     self.last_warned = Some(now);
                 }
                 self.error = Some(reason);

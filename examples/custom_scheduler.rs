@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 use txlb::config::Config;
+use txlb::demo::Backend;
 use txlb::scheduler::{Candidates, Scheduler, SchedulerKind};
 
 /// Picks the last candidate in configuration order.
@@ -29,7 +29,7 @@ impl Scheduler for Last {
 }
 
 /// The demo configuration (service `demo`, hosts demo-1…3) with our scheduler.
-fn config(backends: &[SocketAddr]) -> Config {
+fn config(backends: &[Backend]) -> Config {
     let mut config = txlb::demo::demo_config(SocketAddr::from(([127, 0, 0, 1], 0)), backends);
     config.services[0].groups[0].scheduler = SchedulerKind::Custom("last");
     config
@@ -50,12 +50,9 @@ async fn get(addr: SocketAddr) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let stop = CancellationToken::new();
     let mut backends = Vec::new();
     for i in 1..=3 {
-        let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        backends
-            .push(txlb::demo::spawn_http_backend(&format!("demo-{i}"), any, stop.clone()).await?);
+        backends.push(Backend::start(&format!("demo-{i}")).await?);
     }
     let balancer = txlb::Balancer::builder(config(&backends))
         .scheduler("last", |_hosts| Box::new(Last))
@@ -70,7 +67,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{answer}");
     }
     balancer.shutdown(Duration::from_secs(1)).await;
-    stop.cancel();
     if answers.iter().all(|a| a == "Hello from demo-3") {
         println!("custom scheduler honoured: every connection went to the last host");
         Ok(())

@@ -1,5 +1,5 @@
 //! A web application that load-balances its own backends in-process, the heir of
-//! txLoadBalancer's `txlbWeb.tac`: three axum backends on their own ports, a txlb
+//! txLoadBalancer's `txlbWeb.tac`: three HTTP backends on their own ports, a txlb
 //! service in front of them, and the application's site on one more port with
 //! txlb's admin pages nested under `/admin` — one process, no daemon.
 //!
@@ -14,35 +14,12 @@ use axum::Router;
 use axum::routing::get;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use txlb::config::{
-    Config, GroupConfig, HostConfig, ServiceConfig, parse_host_address, parse_listen_addr,
-};
+use txlb::config::{Config, GroupConfig, ServiceConfig, parse_listen_addr};
+use txlb::demo::Backend;
 use txlb::scheduler::SchedulerKind;
 
-/// One in-process backend: an axum app answering with its name.
-async fn backend(name: &'static str) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let app = Router::new().route(
-        "/",
-        get(move || async move { format!("Hello from {name}\n") }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(addr)
-}
-
-fn config(backends: &[(&str, SocketAddr)]) -> Result<Config, Box<dyn std::error::Error>> {
-    let hosts = backends
-        .iter()
-        .map(|(name, addr)| {
-            Ok(HostConfig {
-                name: name.to_string(),
-                address: parse_host_address(&addr.to_string())?,
-                weight: 1,
-                options: Default::default(),
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+fn config(backends: &[Backend]) -> Result<Config, Box<dyn std::error::Error>> {
+    let hosts = backends.iter().map(Backend::host).collect();
     Ok(Config::new(vec![ServiceConfig {
         name: "site".into(),
         listeners: vec![parse_listen_addr("127.0.0.1:0")?],
@@ -73,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let serve = std::env::args().any(|a| a == "--serve");
     let mut backends = Vec::new();
     for name in ["web-1", "web-2", "web-3"] {
-        backends.push((name, backend(name).await?));
+        backends.push(Backend::start(name).await?);
     }
     let balancer = txlb::Balancer::start(config(&backends)?).await?;
     let front = balancer.local_addr("site", None).ok_or("no listener")?;

@@ -15,9 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_stream::StreamExt;
-use tokio_util::sync::CancellationToken;
-use txlb::config::HostConfig;
-use txlb::control::Command;
+use txlb::Command;
+use txlb::demo::Backend;
 use txlb::scheduler::SchedulerKind;
 
 async fn get(addr: SocketAddr) -> std::io::Result<String> {
@@ -28,23 +27,12 @@ async fn get(addr: SocketAddr) -> std::io::Result<String> {
     Ok(response.lines().last().unwrap_or_default().to_string())
 }
 
-fn host(name: &str, addr: SocketAddr) -> HostConfig {
-    HostConfig {
-        name: name.into(),
-        address: txlb::config::parse_host_address(&addr.to_string()).expect("an address"),
-        weight: 1,
-        options: Default::default(),
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let stop = CancellationToken::new();
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut backends = Vec::new();
     for i in 1..=3 {
-        backends
-            .push(txlb::demo::spawn_http_backend(&format!("demo-{i}"), any, stop.clone()).await?);
+        backends.push(Backend::start(&format!("demo-{i}")).await?);
     }
     // Start with two hosts; the third joins later.
     let balancer = txlb::Balancer::start(txlb::demo::demo_config(any, &backends[..2])).await?;
@@ -91,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .apply(Command::AddHost {
             service: "demo".into(),
             group: "demo".into(),
-            host: host("demo-3", backends[2]),
+            host: backends[2].host(),
         })
         .await?;
     phase("demo-3 added").await;
@@ -121,7 +109,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     balancer.shutdown(Duration::from_secs(2)).await;
     printer.abort();
-    stop.cancel();
     let failed = failures.load(Relaxed);
     println!("client failures: {failed}");
     if failed == 0 {

@@ -1,17 +1,17 @@
 //! The properties each fuzz target checks, as plain functions: the targets in
-//! `fuzz_targets/` call them on libFuzzer's inputs, and `tests/fuzz_replay.rs`
+//! `fuzz_targets/` call them on libFuzzer's inputs, and `src/fuzzing/replay.rs`
 //! calls them on the seeds and on every input a fuzzer once crashed on
 //! (`tests/fixtures/fuzz/TARGET/`), so a normal `cargo test` replays them.
 #![allow(dead_code)]
 
 use std::str::FromStr;
 
-use txlb::admin::decode_params;
 use txlb::config::{
     Config, parse_access, parse_host_address, parse_listen_addr, parse_net, parse_seconds,
     parse_weight,
 };
-use txlb::proxy::proxy_protocol::parse;
+use txlb::fuzzing::decode_params;
+use txlb::proxy_protocol::parse;
 use txlb::scheduler::SchedulerKind;
 
 /// The PROXY protocol parser on arbitrary bytes: never panics, never claims more

@@ -15,7 +15,7 @@
 # unsafe code). The first build takes several minutes (release, instrumented).
 #
 # A crash stops that target and leaves the input in fuzz/artifacts/TARGET/.
-# Fix it, then copy the input to tests/fixtures/fuzz/TARGET/: tests/fuzz_replay.rs
+# Fix it, then copy the input to tests/fixtures/fuzz/TARGET/: src/fuzzing/replay.rs
 # replays it in every `cargo test`. The script exits non-zero if any target
 # found a crash.
 set -euo pipefail

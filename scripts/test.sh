@@ -32,7 +32,7 @@ cargo test --all-targets "$@"
 cargo test --doc
 
 # The fuzz targets' properties run above on seeds, past crashes and random
-# mutations (tests/fuzz_replay.rs). The libFuzzer smoke needs cargo-fuzz and an
+# mutations (src/fuzzing/replay.rs). The libFuzzer smoke needs cargo-fuzz and an
 # instrumented release build of everything (over ten minutes on two cores), so
 # it is opt-in: TXLB_FUZZ_SMOKE=1 (seconds per target in TXLB_FUZZ_SECS).
 if [ "${TXLB_FUZZ_SMOKE:-0}" = 1 ]; then

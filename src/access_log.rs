@@ -6,8 +6,6 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use tokio::sync::mpsc;
 
@@ -15,15 +13,13 @@ use crate::config::AccessFormat;
 use crate::logging::LogFile;
 use crate::proxy::ConnectionRecord;
 
-/// Records waiting to be written; beyond this, new ones are dropped and counted.
+/// Records waiting to be written; beyond this, new ones are dropped.
 pub const ACCESS_LOG_BACKLOG: usize = 65_536;
 
 /// A running access log.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
     file: LogFile,
-    /// Records lost because the writer fell behind (channel full).
-    dropped: Arc<AtomicU64>,
 }
 
 impl AccessLog {
@@ -52,23 +48,12 @@ impl AccessLog {
                     }
                 }
             })?;
-        Ok((
-            AccessLog {
-                file,
-                dropped: Arc::new(AtomicU64::new(0)),
-            },
-            tx,
-        ))
+        Ok((AccessLog { file }, tx))
     }
 
     /// Closes and reopens the file (log rotation).
     pub fn reopen(&self) -> io::Result<()> {
         self.file.reopen()
-    }
-
-    /// Records dropped because the writer fell behind.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Relaxed)
     }
 }
 

@@ -1,19 +1,23 @@
 //! The `txlb` command: run a balancer from a configuration file, check one, or run
 //! the demo. A thin layer over the library: parse arguments, set up logging, load
-//! the configuration, start, and turn signals into shutdown and reload.
+//! the configuration, start, and turn signals into shutdown and reload. It uses
+//! the library's public API only; systemd integration lives here, in `systemd`.
+
+mod admin_plane;
+mod systemd;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use admin_plane::AdminPlane;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use txlb::config::Config;
 use txlb::config::writeback::{self, WriteBack};
-use txlb::control::Command;
-use txlb::{Balancer, BalancerHandle};
+use txlb::{Balancer, BalancerHandle, Command};
 
 /// Default grace period at shutdown, in seconds: how long open connections may
 /// take to finish after SIGTERM or SIGINT (`--grace`).
@@ -93,12 +97,12 @@ fn run(cli: Cli) -> Result<()> {
             grace,
         } => {
             // SAFETY: still one thread (no runtime yet), and nothing took fds 3 and up.
-            let inherited = unsafe { txlb::systemd::take_listen_fds() }?;
+            let inherited = unsafe { systemd::take_listen_fds() }?;
             let manager = ServiceManager {
                 // A broken NOTIFY_SOCKET costs the notifications, not the service.
-                notifier: txlb::systemd::Notifier::from_env().unwrap_or_else(|error| {
+                notifier: systemd::Notifier::from_env().unwrap_or_else(|error| {
                     eprintln!("txlb: ignoring NOTIFY_SOCKET: {error}");
-                    txlb::systemd::Notifier::default()
+                    systemd::Notifier::default()
                 }),
                 inherited,
             };
@@ -201,18 +205,10 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
         log_file,
         manager,
     } = boot;
-    let config_check = config.manager.config_check;
     let writeback = Arc::new(WriteBack::new(&path, text, config.clone()));
-    let web = config
-        .admin
-        .as_ref()
-        .and_then(|a| a.web.clone())
-        .filter(|w| w.enable);
-    let ssh = config
-        .admin
-        .as_ref()
-        .and_then(|a| a.ssh.clone())
-        .filter(|s| s.enable);
+    // The admin plane starts from the configuration as loaded (the balancer
+    // takes ownership of it).
+    let boot_config = config.clone();
     let balancer = Balancer::builder(config)
         .workers(workers)
         .inherited_listeners(manager.inherited)
@@ -230,44 +226,23 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
             balancer.reopen_access_log()
         })
     };
-    let admin = match web {
-        None => None,
-        Some(web) => {
-            let started = start_admin(
-                &balancer,
-                &web,
-                &path,
-                reopen_logs.clone(),
-                writeback.clone(),
-                reload_status.clone(),
-            );
-            match started.await {
-                Ok(server) => Some(server),
-                Err(error) => {
-                    balancer.shutdown(Duration::ZERO).await;
-                    return Err(error);
-                }
-            }
+    let hooks = admin_plane::Hooks {
+        path: path.clone(),
+        reopen_logs: reopen_logs.clone(),
+        writeback: writeback.clone(),
+        reload_status: reload_status.clone(),
+        save_config: save_hook(writeback.clone()),
+    };
+    let admin = match AdminPlane::start(&boot_config, &balancer, &hooks).await {
+        Ok(admin) => admin,
+        Err(error) => {
+            balancer.shutdown(Duration::ZERO).await;
+            return Err(error);
         }
     };
-    let ssh = match ssh {
-        None => None,
-        Some(ssh) => match start_ssh(
-            &balancer,
-            &ssh,
-            &path,
-            reopen_logs.clone(),
-            writeback.clone(),
-        )
-        .await
-        {
-            Ok(server) => Some(server),
-            Err(error) => {
-                balancer.shutdown(Duration::ZERO).await;
-                return Err(error);
-            }
-        },
-    };
+    drop(boot_config);
+    // Shared with the SIGHUP task, which may move or restart the servers.
+    let admin = Arc::new(tokio::sync::Mutex::new(Some(admin)));
     tracing::info!(config = %path.display(), "txlb running");
     let stop = CancellationToken::new();
     let signals = Signals::register()?;
@@ -281,19 +256,16 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
     // Every listener is bound (clients queue until accepted) and every signal has
     // its handler: tell systemd.
     notifier.ready("running");
-    if config_check.enable {
-        let task = writeback::run_config_check(
-            writeback.clone(),
-            balancer.clone(),
-            config_check.interval,
-            stop.clone(),
-        );
-        tokio::spawn(task);
-    }
-    let reload = reload_on_sighup(
-        path,
+    // Runs always: it reads its interval and enable flag from the running
+    // configuration, so a reload can turn it on.
+    tokio::spawn(writeback::run_config_check(
+        writeback.clone(),
         balancer.clone(),
-        (writeback.clone(), reload_status),
+        stop.clone(),
+    ));
+    let reload = reload_on_sighup(
+        balancer.clone(),
+        (hooks, admin.clone()),
         stop.clone(),
         signals.hup,
         notifier.clone(),
@@ -304,38 +276,11 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
     stop.cancel();
     tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down");
     balancer.shutdown(grace).await;
-    if let Some(admin) = admin {
+    if let Some(admin) = admin.lock().await.take() {
         admin.stopped().await;
-    }
-    if let Some(ssh) = ssh {
-        ssh.stopped().await;
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Starts the admin web server of `<admin><web>`: HTTPS when `secure`, `closeLog`
-/// reopening the log file, `saveConfig` writing the configuration file, and the
-/// page showing write-back conflicts and the last reload.
-async fn start_admin(
-    balancer: &BalancerHandle,
-    web: &txlb::config::AdminWebConfig,
-    path: &Path,
-    reopen_logs: txlb::admin::ReopenLog,
-    writeback: Arc<WriteBack>,
-    reload_status: Arc<txlb::admin::ReloadStatus>,
-) -> Result<txlb::admin::AdminServer> {
-    let mut settings = txlb::admin::AdminSettings::from_web(web);
-    if web.secure {
-        settings.tls = Some(txlb::admin::tls_server_config(web, Some(path))?);
-    }
-    settings.reopen_log = Some(reopen_logs);
-    settings.reload = Some(reload_status);
-    let wb = writeback.clone();
-    settings.conflict = Some(Arc::new(move || wb.conflict()));
-    settings.save_config = Some(save_hook(writeback));
-    let listener = txlb::admin::bind(&web.listen).await?;
-    Ok(txlb::admin::start(balancer.clone(), settings, listener).await?)
 }
 
 /// saveConfig / `config save`: the same comment-keeping write-back as configCheck.
@@ -360,22 +305,6 @@ fn save_hook(writeback: Arc<WriteBack>) -> txlb::admin::SaveConfig {
         }
         Err(error) => Err(error.to_string()),
     })
-}
-
-/// Starts the SSH console of `<admin><ssh>`: host key kept next to the
-/// configuration (or at `hostKey`), `log reopen` and `config save` hooks.
-async fn start_ssh(
-    balancer: &BalancerHandle,
-    ssh: &txlb::config::AdminSshConfig,
-    path: &Path,
-    reopen_logs: txlb::admin::ReopenLog,
-    writeback: Arc<WriteBack>,
-) -> Result<txlb::ssh::SshServer> {
-    let mut settings = txlb::ssh::SshSettings::from_config(ssh, Some(path))?;
-    settings.reopen_log = Some(reopen_logs);
-    settings.save_config = Some(save_hook(writeback));
-    let listener = txlb::ssh::bind(&ssh.listen).await?;
-    Ok(txlb::ssh::start(balancer.clone(), settings, listener).await?)
 }
 
 /// `txlb passwd`: a SHA-512-crypt hash of a password read without echo.
@@ -420,14 +349,16 @@ fn stop_signal() -> Result<impl Future<Output = ()>> {
 
 /// SIGHUP: reads the file again and applies it as a whole, or refuses it as a
 /// whole (the running configuration stays); either way the outcome is logged
-/// and recorded in `status` for the admin page.
+/// and recorded for the admin page.
 async fn reload_on_sighup(
-    path: PathBuf,
     balancer: BalancerHandle,
-    (writeback, status): (Arc<WriteBack>, Arc<txlb::admin::ReloadStatus>),
+    (hooks, admin): (
+        admin_plane::Hooks,
+        Arc<tokio::sync::Mutex<Option<AdminPlane>>>,
+    ),
     stop: CancellationToken,
     mut hup: tokio::signal::unix::Signal,
-    notifier: txlb::systemd::Notifier,
+    notifier: systemd::Notifier,
 ) {
     loop {
         tokio::select! {
@@ -435,32 +366,51 @@ async fn reload_on_sighup(
             _ = hup.recv() => {}
         }
         notifier.reloading();
-        let applied = match Config::from_path(&path) {
-            Err(error) => Err(error.to_string()),
-            Ok(config) => balancer
-                .apply(Command::Replace(Box::new(config)))
-                .await
-                .map_err(|e| e.to_string()),
+        let mut admin = admin.lock().await;
+        let Some(admin) = admin.as_mut() else {
+            return;
         };
-        match applied {
+        match reload(&balancer, &hooks, admin).await {
             Ok(()) => {
-                tracing::info!(config = %path.display(), "configuration reloaded");
-                status.succeeded();
+                tracing::info!(config = %hooks.path.display(), "configuration reloaded");
+                hooks.reload_status.succeeded();
                 // Reloading the edited file resolves a write-back conflict: the
                 // file now holds the running configuration and becomes the base
                 // again (nothing is written: the save finds it adopted).
-                if writeback.conflict().is_some() {
-                    let (wb, running) = (writeback.clone(), balancer.config());
+                if hooks.writeback.conflict().is_some() {
+                    let (wb, running) = (hooks.writeback.clone(), balancer.config());
                     let _ = tokio::task::spawn_blocking(move || wb.save(&running)).await;
                 }
             }
             Err(error) => {
                 tracing::error!(%error, "reload refused");
-                status.failed(error);
+                hooks.reload_status.failed(error);
             }
         }
         notifier.ready("running");
     }
+}
+
+/// One reload: the file is read, the admin plane's new addresses and
+/// certificates prepared, the configuration applied, then the admin plane
+/// moved or re-keyed as `<admin>` now says.
+async fn reload(
+    balancer: &BalancerHandle,
+    hooks: &admin_plane::Hooks,
+    admin: &mut AdminPlane,
+) -> Result<(), String> {
+    let config = Config::from_path(&hooks.path).map_err(|e| e.to_string())?;
+    let prepared = admin
+        .prepare(&config, hooks)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    balancer
+        .apply(Command::Replace(Box::new(config)))
+        .await
+        .map_err(|e| e.to_string())?;
+    admin.commit(prepared, balancer, hooks).await.map_err(|e| {
+        format!("configuration applied, but the admin plane kept its old settings: {e:#}")
+    })
 }
 
 // --- systemd, log rotation, man page ------------------------------------------
@@ -468,7 +418,7 @@ async fn reload_on_sighup(
 /// What the service manager hands over: where to send notifications, and the
 /// listening sockets of socket activation.
 struct ServiceManager {
-    notifier: txlb::systemd::Notifier,
+    notifier: systemd::Notifier,
     inherited: Vec<std::net::TcpListener>,
 }
 
@@ -493,8 +443,8 @@ impl Signals {
 
 /// Pings systemd's watchdog when `WatchdogSec=` is set, until the returned guard
 /// is dropped: through the shutdown grace period too.
-fn start_watchdog(notifier: &txlb::systemd::Notifier) -> Option<tokio_util::sync::DropGuard> {
-    let timeout = txlb::systemd::watchdog_timeout().filter(|_| notifier.is_enabled())?;
+fn start_watchdog(notifier: &systemd::Notifier) -> Option<tokio_util::sync::DropGuard> {
+    let timeout = systemd::watchdog_timeout().filter(|_| notifier.is_enabled())?;
     let stop = CancellationToken::new();
     tracing::info!(timeout_secs = timeout.as_secs_f64(), "systemd watchdog on");
     tokio::spawn(notifier.clone().run_watchdog(timeout, stop.clone()));
@@ -639,7 +589,7 @@ async fn check(path: &Path, config: &Config) -> Result<()> {
                 group.hosts.len()
             );
             for host in &group.hosts {
-                let note = match txlb::health::resolve(&host.address).await {
+                let note = match host.address.resolve().await {
                     Ok(_) => String::new(),
                     Err(reason) => {
                         warnings += 1;
@@ -662,15 +612,11 @@ async fn check(path: &Path, config: &Config) -> Result<()> {
 /// `txlb demo`: three backends and a round-robin balancer on localhost, and the
 /// admin web UI with a user `admin` whose random password is printed.
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
-    let stop = CancellationToken::new();
     let mut backends = Vec::new();
     for i in 1..=3 {
-        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-        backends.push(
-            txlb::demo::spawn_http_backend(&format!("demo-{i}"), any_port, stop.clone()).await?,
-        );
+        backends.push(txlb::demo::Backend::start(&format!("demo-{i}")).await?);
     }
-    let password = demo_password();
+    let password = txlb::demo::random_password();
     let mut config = txlb::demo::demo_config(listen, &backends);
     config.admin = Some(txlb::config::AdminConfig {
         web: None,
@@ -699,8 +645,8 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
     let admin = txlb::admin::start(balancer.clone(), settings, admin_listener).await?;
     let local = balancer.local_addr("demo", None).unwrap_or(listen);
     println!("txlb demo: balancing http://{local}/ over three backends:");
-    for (i, addr) in backends.iter().enumerate() {
-        println!("  demo-{} on {addr}", i + 1);
+    for backend in &backends {
+        println!("  {} on {}", backend.name(), backend.addr());
     }
     println!("Try:   for i in 1 2 3 4; do curl -s http://{local}/; done");
     println!("Admin: {} (user admin, password {password})", admin.url());
@@ -708,17 +654,5 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<()> {
     wait_for_stop_signal().await?;
     balancer.shutdown(Duration::from_secs(2)).await;
     admin.stopped().await;
-    stop.cancel();
     Ok(())
-}
-
-/// A random 16-character password for the demo's admin user.
-fn demo_password() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut bytes = [0u8; 16];
-    txlb::admin::random_bytes(&mut bytes);
-    bytes
-        .iter()
-        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
-        .collect()
 }

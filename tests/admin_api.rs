@@ -163,7 +163,7 @@ async fn every_documented_operation_answers_as_documented() {
 /// A connection held open through `svc` to a new host `hold` of group `g` (the
 /// other hosts admin-down), and its id.
 async fn open_connection(admin: &Admin) -> (u64, tokio::net::TcpStream) {
-    use txlb::control::Command;
+    use txlb::Command;
     let hold = common::named_backend("hold", common::Hold::UntilClientCloses).await;
     if admin.handle.stats().host("svc", "g", "hold").is_none() {
         admin

@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::admin::{Admin, FULL, READONLY, two_group_config};
 use common::*;
 use reqwest::Method;
+use txlb::HostHealth;
 use txlb::admin::AdminSettings;
-use txlb::state::HostHealth;
 
 async fn names(admin: &Admin, n: usize) -> Vec<String> {
     let mut seen = Vec::new();

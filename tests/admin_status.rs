@@ -244,3 +244,127 @@ fn the_default_grace_period_is_30_seconds() {
     let grace = grace.split("--").next().unwrap();
     assert!(grace.contains("[default: 30]"), "{grace}");
 }
+
+/// A self-signed certificate for 127.0.0.1 written to `cert` and `key`; returns
+/// it for a client to trust.
+fn write_certificate(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> rustls::pki_types::CertificateDer<'static> {
+    let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    std::fs::write(cert, pair.cert.pem()).unwrap();
+    std::fs::write(key, pair.signing_key.serialize_pem()).unwrap();
+    pair.cert.der().clone()
+}
+
+/// Whether a client trusting only `cert` gets the running page from `base`.
+async fn serves_with(base: &str, cert: &rustls::pki_types::CertificateDer<'static>) -> bool {
+    let client = common::admin::client_trusting(std::slice::from_ref(cert));
+    match client
+        .get(format!("{base}running.txt"))
+        .basic_auth(FULL.0, Some(FULL.1))
+        .send()
+        .await
+    {
+        Ok(response) => response.status() == 200,
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn a_reload_moves_rekeys_and_stops_the_admin_web_server() {
+    let a = named_backend("a", Hold::Close).await;
+    let b = named_backend("b", Hold::Close).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    let (cert, key) = (dir.path().join("admin.crt"), dir.path().join("admin.key"));
+    std::fs::write(&path, xml(&[("a", a)])).unwrap();
+    let txlb = Txlb::start(&path, 1);
+    let old_base = txlb.logged("admin web server up", "url").await;
+    let listener: SocketAddr = txlb.logged("listener up", "local").await.parse().unwrap();
+    assert_eq!(get(&old_base, "running.txt").await.0, 200);
+
+    // Moved to another port, now HTTPS with the operator's certificate.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let first = write_certificate(&cert, &key);
+    let secure = |hosts: &[(&str, SocketAddr)]| {
+        xml(hosts).replace(
+            "<web listen=\"127.0.0.1:0\" enable=\"true\"",
+            &format!(
+                "<web listen=\"127.0.0.1:{port}\" secure=\"true\" cert=\"{}\" key=\"{}\" enable=\"true\"",
+                cert.display(),
+                key.display()
+            ),
+        )
+    };
+    std::fs::write(&path, secure(&[("a", a)])).unwrap();
+    let mark = txlb.log_len();
+    txlb.signal("HUP");
+    let moved = txlb.wait_for_async("admin web server up", mark).await;
+    let base = format!("https://127.0.0.1:{port}/");
+    assert!(moved.contains(&base), "{moved}");
+    assert!(serves_with(&base, &first).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            client().get(&old_base).send().await.is_err()
+        })
+        .await,
+        "the old address still answers"
+    );
+
+    // A renewed certificate in the same files: re-read at the next SIGHUP, on
+    // the same address.
+    let second = write_certificate(&cert, &key);
+    let mark = txlb.log_len();
+    txlb.signal("HUP");
+    txlb.wait_for_async("certificate reloaded", mark).await;
+    assert!(serves_with(&base, &second).await);
+    assert!(!serves_with(&base, &first).await);
+
+    // A broken key refuses the whole reload: the new host is not added, the
+    // server keeps its certificate.
+    std::fs::write(&key, "not a key").unwrap();
+    std::fs::write(&path, secure(&[("a", a), ("b", b)])).unwrap();
+    let mark = txlb.log_len();
+    txlb.signal("HUP");
+    txlb.wait_for_async("reload refused", mark).await;
+    let status: Value = common::admin::client_trusting(std::slice::from_ref(&second))
+        .get(format!("{base}api/v1/config/status"))
+        .basic_auth(FULL.0, Some(FULL.1))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["reload"]["ok"], false, "{status}");
+    let error = status["reload"]["error"].as_str().unwrap();
+    assert!(error.contains("admin web server"), "{error}");
+    assert!(error.contains("admin.key"), "{error}");
+    for _ in 0..3 {
+        assert_eq!(which_backend(listener).await.0, "a");
+    }
+    assert!(serves_with(&base, &second).await);
+
+    // Disabled: the server stops, the balancer serves on with the new host.
+    write_certificate(&cert, &key);
+    std::fs::write(
+        &path,
+        secure(&[("a", a), ("b", b)])
+            .replace("enable=\"true\" refresh", "enable=\"false\" refresh"),
+    )
+    .unwrap();
+    txlb.signal("HUP");
+    txlb.wait_for_async("disabled by the configuration", 0)
+        .await;
+    assert!(!serves_with(&base, &second).await);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        seen.insert(which_backend(listener).await.0);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}

@@ -13,9 +13,9 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use txlb::admin::AdminSettings;
 use txlb::config::{AdminConfig, GroupConfig, GroupOptions, ManagerTask};
-use txlb::control::{Command, ControlError};
 use txlb::events::Event;
 use txlb::scheduler::SchedulerKind;
+use txlb::{Command, ControlError};
 
 use common::admin::{Admin, users};
 use common::{config, eventually, host, which_backend};

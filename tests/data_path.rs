@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use txlb::Balancer;
+use txlb::HostHealth;
 use txlb::scheduler::SchedulerKind;
-use txlb::state::HostHealth;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_serves_every_client_when_a_host_refuses() {

@@ -15,8 +15,8 @@ use common::*;
 use process::{Txlb, xml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use txlb::HostHealth;
 use txlb::scheduler::SchedulerKind;
-use txlb::state::HostHealth;
 use txlb::{Balancer, BalancerHandle};
 
 fn open(balancer: &BalancerHandle, name: &str) -> u64 {
@@ -236,11 +236,13 @@ async fn a_host_that_never_reads_back_pressures_clients_and_memory_stays_bounded
         sent.iter().max().unwrap() / 1024,
         growth / CLIENTS as u64,
     );
-    // txlb holds at most one 16 KiB copy buffer per direction per connection
-    // (COPY_BUFFER); everything else waits in the kernel's socket buffers. Allow
-    // 64 KiB per connection for the buffer, the task and allocator slack, plus
-    // 8 MiB for the process as a whole.
-    let bound = CLIENTS as u64 * 64 + 8 * 1024;
+    // txlb holds at most one copy buffer per direction per connection (it grows
+    // to COPY_BUFFER_MAX while a stream fills it); everything else waits in the
+    // kernel's socket buffers. Allow that buffer plus 64 KiB per connection for
+    // the task and allocator slack, plus 8 MiB for the process as a whole.
+    const COPY_BUFFER_MAX_KIB: u64 = 256; // src/proxy/copy.rs
+    let per_connection = COPY_BUFFER_MAX_KIB + 64;
+    let bound = CLIENTS as u64 * per_connection + 8 * 1024;
     assert!(growth < bound, "RSS grew {growth} KiB (bound {bound} KiB)");
     drop(streams);
     stop.store(true, Relaxed);

@@ -9,10 +9,10 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_stream::StreamExt;
-use txlb::control::Command;
+use txlb::Command;
+use txlb::HostHealth;
 use txlb::events::Event;
 use txlb::scheduler::SchedulerKind;
-use txlb::state::HostHealth;
 use txlb::{Balancer, BalancerHandle};
 
 async fn start(hosts: Vec<txlb::config::HostConfig>) -> (BalancerHandle, std::net::SocketAddr) {

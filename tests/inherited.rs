@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::{Hold, config, host, named_backend, which_backend};
 use txlb::Balancer;
+use txlb::Command;
 use txlb::config::{ListenAddr, ListenHost};
-use txlb::control::Command;
 use txlb::scheduler::SchedulerKind;
 
 /// A listening socket as a service manager would pass it.

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use txlb::config::{Config, parse_net};
 use txlb::scheduler::SchedulerKind;
-use txlb::{Balancer, BalancerHandle, state::ServiceCountersView};
+use txlb::{Balancer, BalancerHandle, ServiceCountersView};
 
 fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))

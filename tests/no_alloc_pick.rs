@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use txlb::config::HostAddress;
 use txlb::scheduler::{Candidates, SchedulerKind, build_group};
-use txlb::state::{HostId, HostSnapshot, HostStats};
+use txlb::scheduler::{HostId, HostSnapshot, HostStats};
 
 struct Counting;
 

@@ -13,7 +13,7 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use txlb::config::{Config, parse_net};
-use txlb::proxy::proxy_protocol::{self, ProxyHeader, Version, encode_v1, encode_v2};
+use txlb::proxy_protocol::{self, ProxyHeader, Version, encode_v1, encode_v2};
 use txlb::scheduler::SchedulerKind;
 use txlb::{Balancer, BalancerHandle};
 

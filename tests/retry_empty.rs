@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use txlb::Balancer;
+use txlb::HostHealth;
 use txlb::scheduler::SchedulerKind;
-use txlb::state::HostHealth;
 
 /// A host that accepts, reads a little, then closes (or resets) without a byte.
 async fn empty_host(reset: bool) -> SocketAddr {

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
+use txlb::Command;
 use txlb::config::Config;
-use txlb::control::Command;
-use txlb::scheduler::{Maglev, SchedulerKind};
+use txlb::config::HostAddress;
+use txlb::scheduler::{Candidates, HostId, HostSnapshot, HostStats, SchedulerKind, build};
 use txlb::{Balancer, BalancerHandle};
 
 /// Backends `b0`, `b1`, … with these weights, behind a balancer whose group `g`
@@ -211,12 +212,30 @@ async fn hash_keeps_each_client_address_on_one_host() {
     let used = tally(home.values());
     assert!(used.len() >= 3, "30 addresses on only {used:?}");
 
-    // An independently built table over the same hosts (another txlb instance)
-    // agrees on every client.
-    let keys: Vec<String> = backends.iter().map(|b| b.to_string()).collect();
-    let other = Maglev::from_keys(keys.iter().map(|k| (k.as_bytes(), 1)));
+    // An independently built scheduler over the same hosts (another txlb
+    // instance) agrees on every client.
+    let hosts: Vec<HostSnapshot> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| HostSnapshot {
+            id: HostId(100 + i as u64),
+            name: format!("other-{i}").into(),
+            address: HostAddress {
+                host: b.ip().to_string(),
+                port: b.port(),
+            },
+            weight: 1,
+            maxconn: 0,
+            proxy_protocol: None,
+            stats: HostStats::new(),
+        })
+        .collect();
+    let other = build(SchedulerKind::Hash, &hosts);
     for (&client, name) in &home {
-        let predicted = other.lookup(IpAddr::V4(client)).unwrap();
+        let from = SocketAddr::new(IpAddr::V4(client), 40_000);
+        let predicted = other
+            .pick(&Candidates::new(&hosts, &[], Some(from)))
+            .unwrap();
         assert_eq!(&format!("b{predicted}"), name, "{client}");
     }
 

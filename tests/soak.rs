@@ -386,8 +386,16 @@ async fn five_thousand_connections_for_a_minute() {
     })
     .await;
     let (open, total) = host_counts(&http, &base).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let end_rss = txlb.rss_kib();
+    // Memory back near the baseline: once the burst has ended txlb hands the
+    // freed heap back (malloc_trim); allow a fifth of the growth to stay
+    // (measured: 8% of the growth stays: fragmentation, tables sized for the peak).
+    let mut end_rss = txlb.rss_kib();
+    let settled = common::eventually(Duration::from_secs(10), || {
+        end_rss = txlb.rss_kib();
+        let back = end_rss <= base_rss + (peak_rss.saturating_sub(base_rss) / 5).max(2048);
+        async move { back }
+    })
+    .await;
     let end_fds = txlb.fds();
     let t = &tally;
     eprintln!(
@@ -440,15 +448,13 @@ async fn five_thousand_connections_for_a_minute() {
         end_fds <= base_fds + 5,
         "descriptors {base_fds} -> {end_fds}"
     );
-    // Memory: the allocator keeps what the peak took (glibc does not hand freed
-    // heap back), so RSS stays near the peak rather than the baseline. What
-    // matters is that it does not grow with the number of connections served:
-    // a second round at the same concurrency must end where the first did. A
-    // leak of even 64 bytes a connection would show as several MiB.
     assert!(
-        end_rss <= peak_rss + 1024,
-        "RSS {base_rss} -> peak {peak_rss} -> {end_rss} KiB"
+        settled,
+        "RSS {base_rss} -> peak {peak_rss} -> {end_rss} KiB: not back near the baseline"
     );
+    // And it does not grow with the number of connections served: a second
+    // round at the same concurrency ends where the first did. A leak of even
+    // 64 bytes a connection would show as several MiB.
     let again = Arc::new(Tally::default());
     let again_secs = (secs / 4).max(5);
     let (again_peak, _) = round(&txlb, conns, again_secs, &again).await;
@@ -458,8 +464,13 @@ async fn five_thousand_connections_for_a_minute() {
         })
         .await
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let again_rss = txlb.rss_kib();
+    let mut again_rss = txlb.rss_kib();
+    common::eventually(Duration::from_secs(10), || {
+        again_rss = txlb.rss_kib();
+        let back = again_rss <= end_rss + 1024;
+        async move { back }
+    })
+    .await;
     eprintln!(
         "soak, second round of {again_secs} s: {} more connections, {} errors; \
          RSS peak {again_peak} -> {again_rss} KiB (first round ended at {end_rss} KiB), \
@@ -475,7 +486,7 @@ async fn five_thousand_connections_for_a_minute() {
         again.first_errors.lock().unwrap()
     );
     assert!(
-        again_rss <= end_rss + 4 * 1024,
+        again_rss <= end_rss + 2 * 1024,
         "RSS grew from {end_rss} to {again_rss} KiB over a second round: a leak?"
     );
     assert!(txlb.fds() <= base_fds + 5);

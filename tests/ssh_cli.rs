@@ -12,6 +12,7 @@ use std::process::Command;
 use common::binary::Txlb;
 use common::*;
 use ssh_common::*;
+use tokio::io::AsyncWriteExt;
 
 /// The server's Ed25519 key as `ssh-keyscan` reports it (`ssh-ed25519 BASE64`).
 fn keyscan(port: u16) -> String {
@@ -137,4 +138,87 @@ async fn host_key_is_kept_across_restarts_and_config_save_writes_the_file() {
         "the saved host is back: {ran:?}"
     );
     assert!(again.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_and_stops_the_console_while_a_session_runs_on() {
+    if ssh_missing() {
+        return;
+    }
+    let keys = Keys::new();
+    let dir = keys.dir.path();
+    let config = dir.join("lb.xml");
+    let backend = named_backend("a", Hold::Close).await;
+    std::fs::write(&config, xml(backend)).unwrap();
+    let txlb = Txlb::start(&config, 2);
+    let old: SocketAddr = txlb
+        .logged("SSH console up", "local")
+        .await
+        .parse()
+        .unwrap();
+    let key = keyscan(old.port());
+    // A console session (commands on its standard input) open across the move.
+    let mut session = tokio::process::Command::new("ssh")
+        .args(ssh_args(old.port(), &keys.full, &keys.known_hosts))
+        .arg("admin@127.0.0.1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut input = session.stdin.take().unwrap();
+    input.write_all(b"show services\n").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+
+    // Moved to another port: the same host key there, the old port refuses.
+    let new_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let moved = xml(backend).replace(
+        "<ssh listen=\"127.0.0.1:0\"",
+        &format!("<ssh listen=\"127.0.0.1:{new_port}\""),
+    );
+    std::fs::write(&config, &moved).unwrap();
+    let mark = txlb.log_len();
+    txlb.signal("HUP");
+    let up = txlb.wait_for_async("SSH console up", mark).await;
+    assert!(up.contains(&format!("127.0.0.1:{new_port}")), "{up}");
+    assert_eq!(keyscan(new_port), key);
+    assert!(
+        std::net::TcpStream::connect(old).is_err(),
+        "the old port still accepts"
+    );
+    input.write_all(b"show hosts svc g\n").await.unwrap();
+    drop(input);
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        session.wait_with_output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("SERVICE") && stdout.contains("HOST"),
+        "the session open across the move answered both commands: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Disabled: the console stops, the balancer serves on.
+    std::fs::write(
+        &config,
+        moved.replace(
+            "enable=\"true\" authorizedKeys",
+            "enable=\"false\" authorizedKeys",
+        ),
+    )
+    .unwrap();
+    let mark = txlb.log_len();
+    txlb.signal("HUP");
+    txlb.wait_for_async("SSH console stopped", mark).await;
+    assert!(std::net::TcpStream::connect(("127.0.0.1", new_port)).is_err());
+    assert_eq!(which_backend(txlb.listener()).await.0, "a");
 }

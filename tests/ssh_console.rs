@@ -15,8 +15,8 @@ use common::*;
 use ssh_common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use txlb::BalancerHandle;
+use txlb::HostHealth;
 use txlb::config::Access;
-use txlb::state::HostHealth;
 
 /// A balancer (service `svc`, groups `g` with `a`, `b` and `spare` with `s1`, users
 /// `admin` and `viewer`) and its SSH console on 127.0.0.1:0.

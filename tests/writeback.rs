@@ -69,7 +69,7 @@ fn change_everything(c: &mut Config) {
             host("c2", "[2001:db8::9]:80", 1),
         ],
         options: txlb::config::GroupOptions {
-            proxy_protocol: Some(txlb::proxy::proxy_protocol::Version::V2),
+            proxy_protocol: Some(txlb::proxy_protocol::Version::V2),
             ..Default::default()
         },
     });
@@ -566,23 +566,37 @@ async fn config_check_writes_back_changes() {
         .replace("*:9000", "127.0.0.1:0")
         .replace("localhost:7001", "127.0.0.1:0");
     std::fs::write(&path, &text).unwrap();
-    let boot_config = Config::from_text(&path, &text).unwrap();
+    let mut boot_config = Config::from_text(&path, &text).unwrap();
     drop(boot);
+    // Off at start: a reload turns it on, with a short interval.
+    boot_config.manager.config_check.enable = false;
     let handle = txlb::Balancer::start(boot_config.clone()).await.unwrap();
     let wb = Arc::new(WriteBack::new(&path, text.clone(), boot_config));
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(writeback::run_config_check(
         wb.clone(),
         handle.clone(),
-        Duration::from_millis(50),
         stop.clone(),
     ));
     handle
-        .apply(txlb::control::Command::AddHost {
+        .apply(txlb::Command::AddHost {
             service: "web".into(),
             group: "main".into(),
             host: host("four", "127.0.0.1:8004", 1),
         })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        text,
+        "written back while configCheck is disabled"
+    );
+    let mut enabled = handle.config();
+    enabled.manager.config_check.enable = true;
+    enabled.manager.config_check.interval = Duration::from_millis(50);
+    handle
+        .apply(txlb::Command::Replace(Box::new(enabled)))
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -593,7 +607,12 @@ async fn config_check_writes_back_changes() {
                 &Config::from_text(&path, &now).unwrap(),
                 &handle.config()
             ));
-            assert_untouched_lines_kept(&text, &now, &[]);
+            // The reload changed configCheck itself: its line is rewritten.
+            assert!(
+                now.contains("<configCheck interval=\"0.05\" enable=\"true\""),
+                "{now}"
+            );
+            assert_untouched_lines_kept(&text, &now, &["<configCheck"]);
             break;
         }
         assert!(Instant::now() < deadline, "not written back");
@@ -605,7 +624,7 @@ async fn config_check_writes_back_changes() {
         .replace("web front", "edited");
     std::fs::write(&path, &edited).unwrap();
     handle
-        .apply(txlb::control::Command::SetScheduler {
+        .apply(txlb::Command::SetScheduler {
             service: "api".into(),
             group: "a".into(),
             scheduler: SchedulerKind::Random,

@@ -153,7 +153,7 @@ pub fn hash_password(password: &str) -> Result<String, AdminError> {
 
 /// Fills `buf` from the system's secure random source (through rustls' provider,
 /// which txlb links for TLS anyway).
-pub fn random_bytes(buf: &mut [u8]) {
+pub(crate) fn random_bytes(buf: &mut [u8]) {
     let provider = rustls::crypto::ring::default_provider();
     if provider.secure_random.fill(buf).is_err() {
         // The system random source failing is not recoverable in any useful way;

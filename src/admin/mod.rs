@@ -17,12 +17,20 @@
 //! - `limits`: request head and body size limits, timeouts on slow clients.
 //! - `status`: the last reload and the write-back conflict, as panels and JSON.
 //!
-//! ```no_run
-//! # async fn run(handle: txlb::BalancerHandle) -> Result<(), txlb::admin::AdminError> {
-//! use txlb::admin::{AdminSettings, bind, serve};
-//! let listener = bind(&txlb::config::parse_listen_addr("127.0.0.1:7000").unwrap()).await?;
-//! serve(handle, AdminSettings::default(), listener).await
-//! # }
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let backend = txlb::demo::Backend::start("web-1").await?;
+//! # let config = txlb::demo::demo_config(([127, 0, 0, 1], 0).into(), &[backend]);
+//! # let handle = txlb::Balancer::start(config).await?;
+//! use txlb::admin::{AdminSettings, bind, start};
+//! let listener = bind(&txlb::config::parse_listen_addr("127.0.0.1:0")?).await?;
+//! let server = start(handle.clone(), AdminSettings::default(), listener).await?;
+//! println!("admin pages at {}", server.url());
+//! // The server stops with the balancer.
+//! handle.shutdown(std::time::Duration::from_secs(1)).await;
+//! server.stopped().await;
+//! # Ok(()) }
 //! ```
 
 mod api;
@@ -34,7 +42,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod pages;
-mod params;
+pub(crate) mod params;
 mod save;
 mod status;
 mod tls;
@@ -44,25 +52,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::middleware;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use crate::BalancerHandle;
 use crate::config::{AdminWebConfig, Config, DEFAULT_ADMIN_REFRESH, ListenAddr, ListenHost};
 
-pub use auth::{
-    FAILURE_WINDOW, MAX_FAILURES, Principal, hash_password, random_bytes, verify_password,
-};
+pub(crate) use auth::Principal;
+pub use auth::{FAILURE_WINDOW, MAX_FAILURES, hash_password, verify_password};
 pub use error::AdminError;
 pub use limits::{CLIENT_TIMEOUT, MAX_BODY_BYTES, MAX_HEADER_BYTES};
 pub use openapi::openapi_document;
 #[doc(hidden)]
-pub use params::decode_params;
 pub use save::save_to_source;
 pub use status::{ConflictSource, Reload, ReloadStatus, redact_passwords};
 pub use tls::{certificate_paths, server_config as tls_server_config};
@@ -237,24 +245,33 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
 /// Binds the admin address from the configuration (`*` binds every address,
 /// names resolve to their first address).
 pub async fn bind(listen: &ListenAddr) -> Result<TcpListener, AdminError> {
-    let result = match &listen.host {
+    bind_plane(listen).await.map_err(|source| AdminError::Bind {
+        listen: listen.to_string(),
+        source,
+    })
+}
+
+/// Binds an admin-plane address (web or SSH): `*` is every address (dual-stack
+/// where the system has IPv6), a name its first address.
+pub(crate) async fn bind_plane(listen: &ListenAddr) -> io::Result<TcpListener> {
+    match &listen.host {
         ListenHost::Any => TcpListener::bind(("::", listen.port))
             .await
             .or(TcpListener::bind(("0.0.0.0", listen.port)).await),
         ListenHost::Ip(ip) => TcpListener::bind(SocketAddr::new(*ip, listen.port)).await,
         ListenHost::Name(name) => TcpListener::bind((name.as_str(), listen.port)).await,
-    };
-    result.map_err(|source| AdminError::Bind {
-        listen: listen.to_string(),
-        source,
-    })
+    }
 }
 
 /// A running admin server.
 #[derive(Debug)]
 pub struct AdminServer {
     local: SocketAddr,
-    https: bool,
+    /// The TLS configuration of an HTTPS server, swapped whole by
+    /// [`AdminServer::set_tls`].
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    /// Stops this server only (a child of the balancer's shutdown token).
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -266,8 +283,28 @@ impl AdminServer {
 
     /// The server's base URL, e.g. `https://127.0.0.1:7000/`.
     pub fn url(&self) -> String {
-        let scheme = if self.https { "https" } else { "http" };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}/", self.local)
+    }
+
+    /// Serves new TLS handshakes with `config` (a renewed certificate);
+    /// connections already open keep theirs. Returns false, changing nothing,
+    /// for a plain-HTTP server.
+    pub fn set_tls(&self, config: Arc<rustls::ServerConfig>) -> bool {
+        match &self.tls {
+            None => false,
+            Some(acceptor) => {
+                acceptor.store(config);
+                true
+            }
+        }
+    }
+
+    /// Stops this server while the balancer runs on: no new connections (the
+    /// listener is dropped at once), open ones are shut down gracefully in the
+    /// background. For moving or re-configuring the admin plane at a reload.
+    pub fn stop(self) {
+        self.stop.cancel();
     }
 
     /// Resolves when the server has stopped (after the balancer's shutdown).
@@ -304,11 +341,23 @@ pub async fn start(
         );
         settings.open_without_users = true;
     }
-    let tls = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let tls = settings
+        .tls
+        .clone()
+        .map(|config| Arc::new(ArcSwap::new(config)));
+    let stop = handle.shutdown_token().child_token();
+    let task = accept_loop(
+        handle.clone(),
+        settings,
+        listener,
+        tls.clone(),
+        stop.clone(),
+    );
     let server = AdminServer {
         local,
-        https: tls.is_some(),
-        task: tokio::spawn(accept_loop(handle.clone(), settings, listener, tls)),
+        tls,
+        stop,
+        task: tokio::spawn(task),
     };
     tracing::info!(url = %server.url(), "admin web server up");
     Ok(server)
@@ -324,15 +373,16 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves until `shutdown` (the balancer's shutdown, or [`AdminServer::stop`]).
 async fn accept_loop(
     handle: BalancerHandle,
     settings: AdminSettings,
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    shutdown: CancellationToken,
 ) {
     let client_timeout = settings.client_timeout;
-    let app = router(handle.clone(), settings);
-    let shutdown = handle.shutdown_token();
+    let app = router(handle, settings);
     let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -348,7 +398,9 @@ async fn accept_loop(
             },
         };
         let app = app.clone();
-        let tls = tls.clone();
+        let tls = tls
+            .as_ref()
+            .map(|config| tokio_rustls::TlsAcceptor::from(config.load_full()));
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             match tls {

@@ -45,8 +45,8 @@ impl<S: Send + Sync> FromRequest<S> for Params {
 }
 
 /// Decodes a legacy call's query string or form body into its pairs, as the
-/// handlers get them. Public for the fuzz target (`fuzz/`), not an API.
-#[doc(hidden)]
+/// handlers get them.
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn decode_params(input: &[u8]) -> Vec<(String, String)> {
     parse_urlencoded(input)
 }

@@ -154,6 +154,11 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
     });
     for (index, socket) in bound.sockets.into_iter().enumerate() {
         let task = task.clone();
+        // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one
+        // setsockopt here instead of one per connection.
+        if let Err(error) = socket2::SockRef::from(&socket).set_tcp_nodelay(true) {
+            tracing::debug!(%local, %error, "TCP_NODELAY on the listener");
+        }
         // Registered with the reactor of the runtime that will poll it.
         let accept = async move {
             match tokio::net::TcpListener::from_std(socket) {

@@ -188,7 +188,6 @@ pub(crate) struct Controller {
 
 struct ControlState {
     running: Config,
-    generation: u64,
     next_host_id: u64,
     /// Identity and counters of every host in the running snapshot, by
     /// (service, group, host) name.
@@ -225,7 +224,6 @@ impl Controller {
             }),
             state: Mutex::new(ControlState {
                 running: empty_config(),
-                generation: 0,
                 next_host_id: 0,
                 hosts: HashMap::new(),
                 service_counters: HashMap::new(),
@@ -619,7 +617,6 @@ impl Controller {
             limiter.configure(service.options.maxconn);
             services.push(ServiceSnapshot {
                 name: Arc::from(service.name.as_str()),
-                listeners: service.listeners.clone(),
                 groups,
                 enabled,
                 backups,
@@ -661,9 +658,7 @@ impl Controller {
         }
         state.removed.retain(|(_, _, h)| h.stats.open() > 0);
         state.hosts = hosts;
-        state.generation += 1;
         Snapshot {
-            generation: state.generation,
             services,
             manager: config.manager,
         }

@@ -7,7 +7,7 @@
 pub(crate) mod backup;
 mod probe;
 
-pub use probe::{probe, resolve};
+pub(crate) use probe::probe;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -29,6 +29,17 @@ pub async fn resolve(address: &HostAddress) -> Result<SocketAddr, String> {
     }
 }
 
+impl HostAddress {
+    /// Resolves the address with the system resolver: an IP literal as is, a
+    /// name to its first address (what `txlb check` reports). The running
+    /// balancer asks the `<resolver>`'s name servers (by default the system's)
+    /// and asks again as answers expire. The error says why the name does not
+    /// resolve.
+    pub async fn resolve(&self) -> Result<SocketAddr, String> {
+        resolve(self).await
+    }
+}
+
 /// Checks that `host` accepts a TCP connection within `timeout` on its address:
 /// the one its name resolved to (names are kept fresh by the re-resolution task,
 /// with the configured resolver), else resolved now by the system (recorded).

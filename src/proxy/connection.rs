@@ -150,6 +150,8 @@ async fn establish(
     } = accepted;
     let service: &str = &service_name;
     let started = Instant::now();
+    // Linux: inherited from the listener (set once there).
+    #[cfg(not(target_os = "linux"))]
     let _ = client.set_nodelay(true);
     let Some(plan) = plan(&data.snapshots.load(), service) else {
         log_refused(service, peer, "service no longer exists");

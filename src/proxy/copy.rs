@@ -13,12 +13,18 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// Bytes read at most per system call in each direction. Also the most a
-/// direction holds in memory: a slow reader stops the fast writer's reads
-/// (back-pressure through the kernel's socket buffers).
+/// The buffer a direction starts with when its socket turns readable: enough
+/// for any request or response that fits one read.
 pub const COPY_BUFFER: usize = 16 * 1024;
+
+/// The largest buffer a streaming direction grows to (×4 each time a read fills
+/// the buffer): bulk transfers move in fewer, larger system calls. Also the most
+/// a direction holds in memory: a slow reader stops the fast writer's reads
+/// (back-pressure through the kernel's socket buffers).
+pub const COPY_BUFFER_MAX: usize = 256 * 1024;
 
 /// Which side of a proxied connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +83,6 @@ pub fn copy_bidirectional<'a>(
 }
 
 /// One direction's progress.
-#[derive(Default)]
 struct Direction {
     /// Present only while there is data to move.
     buf: Option<Box<[u8]>>,
@@ -85,6 +90,9 @@ struct Direction {
     pos: usize,
     /// Bytes of `buf` read.
     len: usize,
+    /// Size of the next buffer: grows while reads fill it, back to
+    /// [`COPY_BUFFER`] when the direction goes idle.
+    size: usize,
     /// The source sent FIN.
     read_done: bool,
     /// FIN passed on: this direction is finished.
@@ -92,13 +100,29 @@ struct Direction {
     total: u64,
 }
 
+impl Default for Direction {
+    fn default() -> Self {
+        Direction {
+            buf: None,
+            pos: 0,
+            len: 0,
+            size: COPY_BUFFER,
+            read_done: false,
+            done: false,
+            total: 0,
+        }
+    }
+}
+
 impl Direction {
     /// Moves bytes from `from` to `to` until it would block (Pending) or is done.
+    /// `other_done`: the other direction has finished (read `to`'s FIN and
+    /// passed it on), so the connection closes as soon as this one is done.
     fn poll_copy(
         &mut self,
         cx: &mut Context<'_>,
-        from: &TcpStream,
-        to: &TcpStream,
+        (from, to): (&TcpStream, &TcpStream),
+        other_done: bool,
         on_bytes: &mut impl FnMut(usize),
     ) -> Poll<io::Result<()>> {
         loop {
@@ -119,15 +143,25 @@ impl Direction {
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
-            if self.buf.as_ref().is_some_and(|b| b.len() != COPY_BUFFER) {
-                // An `early` buffer, now written: reads get a full-size one.
-                self.buf = None;
+            if let Some(buf) = &self.buf {
+                if buf.len() != self.size {
+                    // An `early` buffer, now written.
+                    self.buf = None;
+                } else if self.len == self.size && self.size < COPY_BUFFER_MAX {
+                    // The last read filled it: a stream. Read more at once.
+                    self.size = (self.size * 4).min(COPY_BUFFER_MAX);
+                    self.buf = None;
+                }
             }
             if self.read_done {
-                // Pass the FIN on; the peer may already be gone (NotConnected),
-                // which is no error for us.
                 self.done = true;
                 self.buf = None;
+                if other_done {
+                    // The close that follows at once sends this FIN.
+                    return Poll::Ready(Ok(()));
+                }
+                // Pass the FIN on; the peer may already be gone (NotConnected),
+                // which is no error for us.
                 return match SockRef::from(to).shutdown(Shutdown::Write) {
                     Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
                     _ => Poll::Ready(Ok(())),
@@ -137,12 +171,14 @@ impl Direction {
             if from.poll_read_ready(cx)?.is_pending() {
                 // Idle: give the buffer back.
                 self.buf = None;
+                self.size = COPY_BUFFER;
                 return Poll::Pending;
             }
+            let size = self.size;
             let buf = self
                 .buf
-                .get_or_insert_with(|| vec![0u8; COPY_BUFFER].into_boxed_slice());
-            match from.try_read(buf) {
+                .get_or_insert_with(|| vec![0u8; size].into_boxed_slice());
+            match read_draining(from, buf) {
                 Ok(0) => self.read_done = true,
                 Ok(n) => {
                     self.pos = 0;
@@ -153,6 +189,27 @@ impl Direction {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+}
+
+/// Reads like `try_read`, and when the read comes back short (the socket is
+/// drained) also forgets the socket's readiness, which saves the read that
+/// would only return EAGAIN. Tokio clears it only if no event arrived since the
+/// readiness was sampled, before the read, and keeps a FIN already seen.
+fn read_draining(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    let mut read = None;
+    let result = from.try_io(Interest::READABLE, || {
+        let n = (&*SockRef::from(from)).read(buf)?;
+        read = Some(n);
+        if n > 0 && n < buf.len() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match read {
+        Some(n) => Ok(n),
+        None => result,
     }
 }
 
@@ -173,13 +230,17 @@ impl<F: Fn(Progress) + Unpin> Future for CopyBidirectional<'_, F> {
         let this = self.get_mut();
         let on_progress = &this.on_progress;
         let up_was_done = this.up.done;
-        let up = this.up.poll_copy(cx, this.client, this.host, &mut |n| {
-            on_progress(Progress::Bytes(Side::Client, n))
-        })?;
+        let up = this
+            .up
+            .poll_copy(cx, (this.client, this.host), this.down.done, &mut |n| {
+                on_progress(Progress::Bytes(Side::Client, n))
+            })?;
         let down_was_done = this.down.done;
-        let down = this.down.poll_copy(cx, this.host, this.client, &mut |n| {
-            on_progress(Progress::Bytes(Side::Host, n))
-        })?;
+        let down = this
+            .down
+            .poll_copy(cx, (this.host, this.client), this.up.done, &mut |n| {
+                on_progress(Progress::Bytes(Side::Host, n))
+            })?;
         for (side, was, now) in [
             (Side::Client, up_was_done, this.up.done),
             (Side::Host, down_was_done, this.down.done),

@@ -2,6 +2,8 @@
 //! service allows (or stayed half-closed too long), and forgets stale per-address
 //! limit entries. One task for all connections, instead of a timer in each: an
 //! idle connection costs no timer, and the data path only stores a timestamp.
+//! After a burst of connections has ended it also hands the freed heap back to
+//! the kernel, so that RSS follows the load down.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ const MAX_PERIOD: Duration = Duration::from_secs(1);
 
 /// Sweeps until `stop` is cancelled.
 pub(crate) async fn sweep_idle(data: Arc<DataPlane>, stop: CancellationToken) {
+    let mut trim = HeapTrim::default();
     loop {
         let snapshot = data.snapshots.load_full();
         tokio::select! {
@@ -57,6 +60,10 @@ pub(crate) async fn sweep_idle(data: Arc<DataPlane>, stop: CancellationToken) {
         for service in &snapshot.services {
             service.limiter.sweep();
         }
+        if trim.due(data.registry.len()) {
+            // Walks every arena: milliseconds for a large heap, so off the runtime.
+            tokio::task::spawn_blocking(release_free_heap);
+        }
     }
 }
 
@@ -75,4 +82,83 @@ fn period(snapshot: &Snapshot) -> Duration {
         .min()
         .map_or(MAX_PERIOD, |shortest| shortest / 4)
         .clamp(MIN_PERIOD, MAX_PERIOD)
+}
+
+/// Open connections a burst must have reached before its end is worth a trim.
+const TRIM_PEAK: usize = 1000;
+
+/// Decides when to trim: once a burst of at least [`TRIM_PEAK`] connections has
+/// fallen to a quarter of its peak, then again each time the open count falls to
+/// a quarter of what it was at the last trim, and at zero: a few trims per
+/// burst, each returning what the connections closed since the last one freed.
+#[derive(Debug, Default)]
+struct HeapTrim {
+    peak: usize,
+    /// The open count at the last trim of the current burst.
+    last: Option<usize>,
+}
+
+impl HeapTrim {
+    fn due(&mut self, open: usize) -> bool {
+        if self.last.is_some_and(|at| open > at) {
+            // Rising again: a new burst.
+            self.last = None;
+            self.peak = 0;
+        }
+        self.peak = self.peak.max(open);
+        let threshold = match self.last {
+            Some(at) => at / 4,
+            None if self.peak >= TRIM_PEAK => self.peak / 4,
+            None => return false,
+        };
+        if open > threshold {
+            return false;
+        }
+        self.last = (open > 0).then_some(open);
+        if open == 0 {
+            self.peak = 0;
+        }
+        true
+    }
+}
+
+/// glibc keeps freed memory in its arenas (one per thread that allocated);
+/// `malloc_trim` returns the free pages of all of them to the kernel.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory no allocation refers to.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeapTrim;
+
+    #[test]
+    fn trims_a_few_times_as_a_burst_ends() {
+        let mut trim = HeapTrim::default();
+        // Small loads never trim.
+        assert!(!(0..900).any(|open| trim.due(open)));
+        assert!(!trim.due(0));
+        // A burst to 5,000 falling back: at 1,250, then each quarter, then zero.
+        assert!(!trim.due(5000));
+        assert!(!trim.due(2000));
+        assert!(trim.due(1250));
+        assert!(!trim.due(1000));
+        assert!(trim.due(300));
+        assert!(!trim.due(100));
+        assert!(trim.due(70));
+        assert!(trim.due(0));
+        assert!(!trim.due(0));
+        // A steady small load after a burst: no trim at every sweep.
+        assert!(!trim.due(3000));
+        assert!(trim.due(700));
+        assert!((0..100).filter(|_| trim.due(100)).count() == 1);
+        assert!(!trim.due(100));
+        // The next burst trims again.
+        assert!(!trim.due(4000));
+        assert!(trim.due(10));
+    }
 }

@@ -10,11 +10,10 @@ pub mod proxy_protocol;
 mod retry_empty;
 mod workers;
 
-pub use connection::{CloseReason, ConnectionRecord};
-pub use copy::{COPY_BUFFER, Copied, Progress, Side, copy_bidirectional};
+pub(crate) use connection::ConnectionRecord;
 pub(crate) use idle::sweep_idle;
 pub(crate) use listener::{ListenerTask, bind};
-pub use workers::WorkerPool;
+pub(crate) use workers::WorkerPool;
 
 use std::sync::Arc;
 

@@ -6,9 +6,28 @@
 use std::io;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
+
+/// How often an otherwise idle worker wakes up; see [`keep_timers_armed`].
+const TIMER_TICK: Duration = Duration::from_secs(1);
+
+/// Runs until `stop`, with a timer always due within [`TIMER_TICK`]. Tokio wakes
+/// its driver (a write to an eventfd, then one more `epoll_wait`) whenever a new
+/// timer is due earlier than every other; with this one armed, a connection's
+/// connect timeout (seconds) never is, and costs no system call.
+async fn keep_timers_armed(stop: CancellationToken) {
+    let mut tick = tokio::time::interval(TIMER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+    }
+}
 
 /// A set of worker threads with their runtimes.
 #[derive(Debug)]
@@ -33,7 +52,7 @@ impl WorkerPool {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("txlb-worker-{index}"))
-                    .spawn(move || runtime.block_on(stop.cancelled()))?,
+                    .spawn(move || runtime.block_on(keep_timers_armed(stop)))?,
             );
         }
         Ok(WorkerPool {

@@ -91,11 +91,13 @@ impl Maglev {
     }
 
     /// The table's size (a prime), 0 without hosts.
+    #[cfg(test)]
     pub fn table_size(&self) -> usize {
         self.table.len()
     }
 
     /// How many slots each host owns: its share of clients.
+    #[cfg(test)]
     pub fn slots_per_host(&self) -> Vec<usize> {
         let mut counts = vec![0; self.hosts];
         for &i in self.table.iter() {
@@ -105,6 +107,7 @@ impl Maglev {
     }
 
     /// The host the table gives `ip` to, ignoring health (a pick starts there).
+    #[cfg(test)]
     pub fn lookup(&self, ip: IpAddr) -> Option<usize> {
         if self.table.is_empty() {
             return None;

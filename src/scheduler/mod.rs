@@ -21,20 +21,22 @@ mod weighted;
 mod wrr;
 
 pub use kind::{SchedulerKind, UnknownScheduler};
-pub use least_conns::{LeastConns, Ranking};
-pub use maglev::Maglev;
-pub use p2c::PowerOfTwo;
-pub use random::Random;
-pub use round_robin::RoundRobin;
-pub use slow_start::{Ramp, SlowStart};
-pub use weighted::Weighted;
-pub use wrr::SmoothWeighted;
+pub(crate) use least_conns::{LeastConns, Ranking};
+pub(crate) use maglev::Maglev;
+pub(crate) use p2c::PowerOfTwo;
+pub(crate) use random::Random;
+pub(crate) use round_robin::RoundRobin;
+pub(crate) use slow_start::SlowStart;
+pub(crate) use weighted::Weighted;
+pub(crate) use wrr::SmoothWeighted;
+
+// What a scheduler sees of a host, and what a test of one needs to build hosts
+// and hold connections open on them.
+pub use crate::state::{ConnectionGuard, HostId, HostSnapshot, HostStats};
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
-
-use crate::state::{HostId, HostSnapshot};
 
 /// How many random draws a random scheduler makes before it falls back to an exact
 /// (linear) draw among the candidates. With most hosts up the first draw wins;

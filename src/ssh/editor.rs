@@ -94,6 +94,7 @@ impl LineEditor {
     }
 
     /// The history, oldest first.
+    #[cfg(test)]
     pub fn history(&self) -> impl Iterator<Item = &str> {
         self.history.iter().map(String::as_str)
     }
@@ -104,6 +105,7 @@ impl LineEditor {
     }
 
     /// Whether keys are queued.
+    #[cfg(test)]
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }

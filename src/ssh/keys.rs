@@ -57,7 +57,7 @@ pub fn load_or_generate_host_key(path: Option<&Path>) -> Result<PrivateKey, SshE
 
 fn generate() -> Result<PrivateKey, SshError> {
     let mut seed = [0u8; 32];
-    crate::admin::random_bytes(&mut seed);
+    crate::admin::auth::random_bytes(&mut seed);
     let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
     key.set_comment("txlb host key");
     Ok(key)

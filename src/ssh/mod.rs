@@ -5,7 +5,7 @@
 //! one command line with `ssh host 'show stats --json'` and gets its output, its
 //! errors on stderr and an exit status.
 //!
-//! Every change becomes the same [`Command`](crate::control::Command) the web
+//! Every change becomes the same [`Command`](crate::Command) the web
 //! admin applies; read-only users (a `<user access="readonly">`, or a key whose
 //! line says `access=readonly`) may run every read command and no other.
 //!
@@ -16,13 +16,19 @@
 //! - `keys`: the kept host key and the `authorized_keys` file.
 //! - `script`: the `script` command's Rhai engine, with the commands as functions.
 //!
-//! ```no_run
-//! # async fn run(handle: txlb::BalancerHandle) -> Result<(), txlb::ssh::SshError> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let backend = txlb::demo::Backend::start("web-1").await?;
+//! # let config = txlb::demo::demo_config(([127, 0, 0, 1], 0).into(), &[backend]);
+//! # let handle = txlb::Balancer::start(config).await?;
 //! use txlb::ssh::{SshSettings, bind, start};
-//! let listen = txlb::config::parse_listen_addr("127.0.0.1:2222").unwrap();
+//! let listen = txlb::config::parse_listen_addr("127.0.0.1:0")?;
 //! let settings = SshSettings::new(txlb::ssh::load_or_generate_host_key(None)?);
-//! let server = start(handle, settings, bind(&listen).await?).await?;
+//! let server = start(handle.clone(), settings, bind(&listen).await?).await?;
 //! println!("ssh -p {} admin@127.0.0.1", server.local_addr().port());
+//! // The console stops with the balancer.
+//! handle.shutdown(std::time::Duration::from_secs(1)).await;
 //! server.stopped().await;
 //! # Ok(()) }
 //! ```
@@ -42,16 +48,16 @@ use std::time::Duration;
 
 use russh::keys::ssh_key::{HashAlg, PrivateKey};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use commands::{Arg, COMMANDS, ConsoleError, Spec};
-pub use editor::{Completion, EditorEvent, LineEditor};
-pub use keys::{AuthorizedKey, host_key_path, load_or_generate_host_key, parse_authorized_keys};
+pub use keys::{host_key_path, load_or_generate_host_key};
 pub use script::{MAX_OPERATIONS, MAX_SCRIPT_BYTES};
 
 use crate::BalancerHandle;
 use crate::admin::{ReopenLog, SaveConfig};
-use crate::config::{AdminSshConfig, ListenAddr, ListenHost};
+use crate::config::{AdminSshConfig, ListenAddr};
 
 /// How long a client may take from connecting to logging in; connections still
 /// not logged in then are closed.
@@ -145,13 +151,7 @@ impl SshSettings {
 
 /// Binds the SSH address from the configuration (`*` binds every address).
 pub async fn bind(listen: &ListenAddr) -> Result<TcpListener, SshError> {
-    let result = match &listen.host {
-        ListenHost::Any => TcpListener::bind(("::", listen.port))
-            .await
-            .or(TcpListener::bind(("0.0.0.0", listen.port)).await),
-        ListenHost::Ip(ip) => TcpListener::bind(SocketAddr::new(*ip, listen.port)).await,
-        ListenHost::Name(name) => TcpListener::bind((name.as_str(), listen.port)).await,
-    };
+    let result = crate::admin::bind_plane(listen).await;
     result.map_err(|source| SshError::Bind {
         listen: listen.to_string(),
         source,
@@ -163,6 +163,8 @@ pub async fn bind(listen: &ListenAddr) -> Result<TcpListener, SshError> {
 pub struct SshServer {
     local: SocketAddr,
     fingerprint: String,
+    /// Stops accepting (a child of the balancer's shutdown token).
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -180,6 +182,13 @@ impl SshServer {
     /// Resolves when the server has stopped (after the balancer's shutdown).
     pub async fn stopped(self) {
         let _ = self.task.await;
+    }
+
+    /// Stops accepting while the balancer runs on (the listener is dropped at
+    /// once); open sessions go on until they end or the balancer shuts down.
+    /// For moving or re-keying the console at a reload.
+    pub fn stop(self) {
+        self.stop.cancel();
     }
 }
 
@@ -218,11 +227,18 @@ pub async fn start(
         logins: crate::admin::auth::Auth::new(),
         tasks: TaskTracker::new(),
     });
-    let task = tokio::spawn(accept_loop(shared, Arc::new(config), listener));
+    let stop = shared.handle.shutdown_token().child_token();
+    let task = tokio::spawn(accept_loop(
+        shared,
+        Arc::new(config),
+        listener,
+        stop.clone(),
+    ));
     tracing::info!(%local, %fingerprint, "SSH console up");
     Ok(SshServer {
         local,
         fingerprint,
+        stop,
         task,
     })
 }
@@ -237,16 +253,19 @@ pub async fn serve(
     Ok(())
 }
 
+/// Accepts until `stop` (the balancer's shutdown, or [`SshServer::stop`]);
+/// sessions end at the balancer's shutdown.
 async fn accept_loop(
     shared: Arc<server::Shared>,
     config: Arc<russh::server::Config>,
     listener: TcpListener,
+    stop: CancellationToken,
 ) {
     let shutdown = shared.handle.shutdown_token();
     let sessions = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {

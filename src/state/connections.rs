@@ -242,14 +242,9 @@ impl ConnectionRegistry {
         closed
     }
 
-    /// Number of open connections.
-    pub fn len(&self) -> usize {
+    /// Number of open connections (locks each shard in turn: not for the data path).
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    /// Whether no connection is open.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 

@@ -173,6 +173,7 @@ impl Limiter {
     }
 
     /// Clients waiting for a service slot now.
+    #[cfg(test)]
     pub fn queued(&self) -> u32 {
         self.slots
             .load()

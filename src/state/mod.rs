@@ -16,8 +16,8 @@ pub use connections::{
 pub use limits::{Admission, Limiter, Refusal};
 
 pub use stats::{
-    BadInfo, CONNECT_BUCKETS, ConnectionGuard, HostHealth, HostStats, HostStatsView, LatencyView,
-    clock_ms, clock_nanos, last_came_up,
+    BadInfo, ConnectionGuard, HostHealth, HostStats, HostStatsView, LatencyView, clock_ms,
+    clock_nanos, last_came_up,
 };
 
 use std::net::SocketAddr;
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::config::{GroupOptions, HostAddress, ListenAddr, ManagerConfig, ServiceOptions};
+use crate::config::{GroupOptions, HostAddress, ManagerConfig, ServiceOptions};
 use crate::proxy::proxy_protocol::Version as ProxyVersion;
 use crate::scheduler::{Scheduler, SchedulerKind};
 
@@ -36,8 +36,6 @@ pub struct HostId(pub u64);
 /// Everything the data path may read, swapped atomically as one value.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Increases by one with every swap; lets observers tell snapshots apart.
-    pub generation: u64,
     /// Services in configuration order.
     pub services: Vec<ServiceSnapshot>,
     /// The managers' settings, read by the managers every round.
@@ -64,8 +62,6 @@ impl Snapshot {
 pub struct ServiceSnapshot {
     /// Service name.
     pub name: Arc<str>,
-    /// Configured listen addresses.
-    pub listeners: Vec<ListenAddr>,
     /// Groups; `groups[enabled]` receives traffic.
     pub groups: Vec<GroupSnapshot>,
     /// Index of the enabled group in `groups`.
@@ -103,7 +99,7 @@ pub struct ServiceCounters {
     pub timeouts: AtomicU64,
 }
 
-/// A point-in-time copy of [`ServiceCounters`].
+/// A point-in-time copy of a service's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct ServiceCountersView {
     /// Clients accepted.
@@ -155,11 +151,6 @@ impl ServiceSnapshot {
             .iter()
             .copied()
             .find(|&i| self.groups[i].any_available())
-    }
-
-    /// Whether new connections go to a backup group now.
-    pub fn on_backup(&self) -> bool {
-        self.serving_group().is_some_and(|i| i != self.enabled)
     }
 }
 

@@ -134,7 +134,7 @@ impl HostStats {
     /// [`clock_nanos`] when the host last came (back) into rotation: created,
     /// marked up after bad, or admin-up.
     #[inline]
-    pub fn up_since(&self) -> u64 {
+    pub(crate) fn up_since(&self) -> u64 {
         self.up_since.load(Relaxed)
     }
 
@@ -154,7 +154,7 @@ impl HostStats {
     /// When the last connection closed, as nanoseconds on a process-local clock
     /// (0 = never). Only comparisons between hosts are meaningful.
     #[inline]
-    pub fn last_closed(&self) -> u64 {
+    pub(crate) fn last_closed(&self) -> u64 {
         self.last_closed.load(Relaxed)
     }
 
@@ -170,7 +170,7 @@ impl HostStats {
     }
 
     /// Hooks this host to a leastc ranking (or unhooks it).
-    pub fn attach_ranking(&self, ranking: Option<Ranking>) {
+    pub(crate) fn attach_ranking(&self, ranking: Option<Ranking>) {
         self.ranking.store(ranking.map(Arc::new));
         self.rank_changed();
     }
@@ -214,7 +214,7 @@ impl HostStats {
 
     /// Counts one failed connection attempt and marks the host bad.
     /// Returns true if this made the host go bad.
-    pub fn record_failure(&self, reason: impl Into<String>) -> bool {
+    pub(crate) fn record_failure(&self, reason: impl Into<String>) -> bool {
         self.failures.fetch_add(1, Relaxed);
         self.mark_bad(reason)
     }
@@ -245,12 +245,12 @@ impl HostStats {
 
     /// The address connections go to now.
     #[inline]
-    pub fn resolved(&self) -> Option<SocketAddr> {
+    pub(crate) fn resolved(&self) -> Option<SocketAddr> {
         self.resolved.load().as_deref().copied()
     }
 
     /// Records a (re-)resolved address; returns true if it changed.
-    pub fn set_resolved(&self, addr: Option<SocketAddr>) -> bool {
+    pub(crate) fn set_resolved(&self, addr: Option<SocketAddr>) -> bool {
         if self.resolved() == addr {
             return false;
         }
@@ -260,19 +260,19 @@ impl HostStats {
 
     /// Adds bytes sent by the client to this host.
     #[inline]
-    pub fn add_bytes_in(&self, n: u64) {
+    pub(crate) fn add_bytes_in(&self, n: u64) {
         self.bytes_in.fetch_add(n, Relaxed);
     }
 
     /// Adds bytes sent by this host to the client.
     #[inline]
-    pub fn add_bytes_out(&self, n: u64) {
+    pub(crate) fn add_bytes_out(&self, n: u64) {
         self.bytes_out.fetch_add(n, Relaxed);
     }
 
     /// Counts a connection that reached this host after `latency`.
     #[inline]
-    pub fn record_connected(&self, latency: Duration) {
+    pub(crate) fn record_connected(&self, latency: Duration) {
         self.total.fetch_add(1, Relaxed);
         let seconds = latency.as_secs_f64();
         let bucket = CONNECT_BUCKETS
@@ -286,7 +286,7 @@ impl HostStats {
 
     /// Counts one pick of this host by a scheduler.
     #[inline]
-    pub fn record_pick(&self) {
+    pub(crate) fn record_pick(&self) {
         self.picks.fetch_add(1, Relaxed);
     }
 

@@ -469,28 +469,31 @@ impl WriteBack {
 }
 
 /// The configCheck manager: every `interval`, if the running configuration
-/// differs from what the file holds, writes it back. Logs each write, and a
-/// conflict or an error once when it appears (not at every tick). Ends when
-/// `shutdown` is cancelled.
+/// differs from what the file holds, writes it back. The interval and the enable
+/// flag are read from the running configuration every round, so a reload changes
+/// them live. Logs each write, and a conflict or an error once when it appears
+/// (not at every tick). Ends when `shutdown` is cancelled.
 pub async fn run_config_check(
     writeback: Arc<WriteBack>,
     handle: BalancerHandle,
-    interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate; nothing can have changed yet.
-    ticks.tick().await;
     // The problem last reported, so each is logged once.
     let mut reported: Option<String> = None;
     loop {
+        let settings = handle.config().manager.config_check;
+        // A disabled manager looks every second whether a reload enabled it.
+        let pause = if settings.enable {
+            settings.interval
+        } else {
+            Duration::from_secs(1)
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         let running = handle.config();
-        if writeback.is_saved(&running) {
+        if !running.manager.config_check.enable || writeback.is_saved(&running) {
             continue;
         }
         let wb = writeback.clone();

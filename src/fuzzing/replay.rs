@@ -1,10 +1,10 @@
 //! Replays the fuzz targets' properties (`fuzz/checks.rs`) in a normal
-//! `cargo test`: on the seeds (`fuzz/seeds/TARGET/`), on every input a fuzzer
-//! once found a bug with (`tests/fixtures/fuzz/TARGET/`), and on a few thousand
-//! cheap random mutations of the seeds, so CI checks the same properties
-//! without libFuzzer. `scripts/fuzz.sh` runs the real fuzzers.
+//! `cargo test`, as unit tests of the library (the parsers are internal): on the
+//! seeds (`fuzz/seeds/TARGET/`), on every input a fuzzer once found a bug with
+//! (`tests/fixtures/fuzz/TARGET/`), and on a few thousand cheap random mutations
+//! of the seeds, so CI checks the same properties without libFuzzer. `scripts/fuzz.sh` runs the real fuzzers.
 
-#[path = "../fuzz/checks.rs"]
+#[path = "../../fuzz/checks.rs"]
 mod checks;
 
 use std::path::Path;

@@ -1,0 +1,9 @@
+//! Entry points of internal parsers for the fuzz targets in `fuzz/` (cargo
+//! feature `fuzzing`). Not part of the stable API: they may change with any
+//! release. The PROXY protocol parser is public anyway, in
+//! [`crate::proxy_protocol`].
+
+pub use crate::admin::params::decode_params;
+
+#[cfg(test)]
+mod replay;

@@ -193,6 +193,15 @@ impl BalancerBuilder {
             controller.data.clone(),
             controller.stopped.clone(),
         ));
+        tokio::spawn(crate::dns::run(
+            Arc::downgrade(controller),
+            controller.stop_accepting.clone(),
+        ));
+        tokio::spawn(health::backup::watch(
+            controller.data.snapshots.clone(),
+            controller.data.events.clone(),
+            controller.stop_accepting.clone(),
+        ));
         // Both always run: each reads its settings from the snapshot every round,
         // so a reload can enable, disable or re-time it.
         for task in [Manager::HostCheck, Manager::Heartbeat] {
@@ -462,6 +471,13 @@ pub struct ServiceStats {
     pub listeners: Vec<BoundListener>,
     /// Name of the enabled group.
     pub enabled_group: String,
+    /// The group new connections go to now: the enabled group while one of its
+    /// hosts is usable, else the first backup group with one; `None` when no
+    /// group has a usable host.
+    pub serving_group: Option<String>,
+    /// Whether `serving_group` is a backup group (the enabled group has no
+    /// usable host).
+    pub on_backup: bool,
     /// Groups in configuration order.
     pub groups: Vec<GroupStats>,
     /// Service-wide counters.
@@ -477,6 +493,8 @@ pub struct GroupStats {
     pub scheduler: String,
     /// Whether this is the enabled group.
     pub enabled: bool,
+    /// Whether this is a backup group (`backup="true"`).
+    pub backup: bool,
     /// Hosts in configuration order.
     pub hosts: Vec<HostStatsEntry>,
     /// Hosts removed from the group whose connections are still open.
@@ -512,7 +530,8 @@ impl Stats {
         let services = snapshot
             .services
             .iter()
-            .map(|s| ServiceStats {
+            .map(|s| (s, s.serving_group()))
+            .map(|(s, serving)| ServiceStats {
                 name: s.name.to_string(),
                 listeners: listeners
                     .iter()
@@ -520,6 +539,8 @@ impl Stats {
                     .cloned()
                     .collect(),
                 enabled_group: s.enabled_group().name.to_string(),
+                serving_group: serving.map(|i| s.groups[i].name.to_string()),
+                on_backup: serving.is_some_and(|i| i != s.enabled),
                 groups: s
                     .groups
                     .iter()
@@ -528,6 +549,7 @@ impl Stats {
                         name: g.name.to_string(),
                         scheduler: g.scheduler_kind.to_string(),
                         enabled: i == s.enabled,
+                        backup: g.options.backup,
                         hosts: g.hosts.iter().map(entry).collect(),
                         draining: removed
                             .iter()

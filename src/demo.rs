@@ -190,6 +190,7 @@ pub fn demo_config(listen: SocketAddr, backends: &[Backend]) -> Config {
         logging: Default::default(),
         control: None,
         cluster: None,
+        resolver: Default::default(),
     }
 }
 

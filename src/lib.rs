@@ -264,8 +264,10 @@
 //! Internals, free to change: `control` (the single writer: command → new
 //! snapshot), `state` (the immutable snapshot and per-host atomic counters),
 //! `proxy` (listeners, one connection's flow, the copy loop), `health` (the
-//! hostCheck and heartbeat managers), `fleet` (instances sharing their
-//! configuration through etcd), `access_log` and `lookup` (the control socket).
+//! hostCheck and heartbeat managers, the backup watcher), `dns` (host names
+//! resolved and re-resolved as their TTLs run out, `expand`), `fleet`
+//! (instances sharing their configuration through etcd), `access_log` and
+//! `lookup` (the control socket).
 
 #![deny(missing_docs)]
 
@@ -275,6 +277,7 @@ mod balancer;
 pub mod config;
 mod control;
 pub mod demo;
+mod dns;
 pub mod events;
 mod fleet;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -315,6 +315,9 @@ struct NewGroup {
     scheduler: Option<String>,
     #[serde(default)]
     hosts: Vec<NewHost>,
+    /// A backup group (see `GroupOptions::backup`).
+    #[serde(default)]
+    backup: bool,
 }
 
 async fn create_group(
@@ -338,7 +341,10 @@ async fn create_group(
                 name: body.name.clone(),
                 scheduler: scheduler_or_default(body.scheduler)?,
                 hosts,
-                options: Default::default(),
+                options: crate::config::GroupOptions {
+                    backup: body.backup,
+                    ..Default::default()
+                },
             },
         })
         .await

@@ -511,6 +511,7 @@ pub(crate) mod tests {
             logging: Default::default(),
             control: None,
             cluster: None,
+            resolver: Default::default(),
         };
         let handle = Balancer::start(config).await.unwrap();
         let settings = AdminSettings {

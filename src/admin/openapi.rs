@@ -128,7 +128,7 @@ fn ops() -> Vec<Op> {
         op(
             "/api/v1/services/{service}/groups",
             "post",
-            "Add a group (standby until enabled).",
+            "Add a group (standby until enabled; with \"backup\": true, a backup group that serves while no host of the enabled group is usable).",
             Some(json!({"name": "standby", "scheduler": "leastc",
                         "hosts": [{"name": "s1", "ip": "127.0.0.1:9"}]})),
             (201, "Group"),
@@ -161,7 +161,7 @@ fn ops() -> Vec<Op> {
         op(
             "/api/v1/services/{service}/groups/{group}/enable",
             "post",
-            "Make this the enabled group; established connections continue.",
+            "Make this the enabled group; established connections continue. A backup group cannot be enabled (409).",
             None,
             (200, "Group"),
             &[404, 409],

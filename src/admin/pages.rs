@@ -43,6 +43,8 @@ section.service{background:#fff;border:1px solid #ddd;border-radius:6px;padding:
 .group{border-left:4px solid #ddd;padding-left:.8em;margin:.8em 0}
 .group.enabled{border-left-color:#2a7}
 .badge{background:#2a7;color:#fff;border-radius:3px;padding:0 .4em;font-size:.8em}
+.badge.backup{background:#777} .badge.serving{background:#d80} .badge.down{background:#c33}
+.group.serving{border-left-color:#d80}
 table{border-collapse:collapse;margin:.3em 0} th,td{padding:.2em .5em;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}
 td.n{text-align:right;font-variant-numeric:tabular-nums} th,td.nw{white-space:nowrap}
 section.service{overflow-x:auto} div.listeners{margin:.6em 0}
@@ -225,6 +227,8 @@ fn signature(stats: &Stats, config: &Config, status: &Snapshot) -> String {
     for s in &stats.services {
         d.update(s.name.as_bytes());
         d.update(s.enabled_group.as_bytes());
+        // Moving to or from a backup group redraws the page (badges).
+        d.update(s.serving_group.as_deref().unwrap_or("\x00").as_bytes());
         for l in &s.listeners {
             d.update(l.configured.as_bytes());
         }
@@ -446,9 +450,17 @@ fn render_running(
     }
     for s in &stats.services {
         let sv = s.name.as_str();
+        let serving = match (&s.serving_group, s.on_backup) {
+            (Some(group), true) => format!(
+                " <span class=\"badge serving\" title=\"no host of the enabled group is usable\">on backup: {}</span>",
+                esc(group)
+            ),
+            (None, _) => " <span class=\"badge down\">no usable host</span>".to_string(),
+            _ => String::new(),
+        };
         let _ = write!(
             p,
-            "<section class=\"service\"><h2>Service {}</h2><div class=\"listeners\">Listeners: ",
+            "<section class=\"service\"><h2>Service {}{serving}</h2><div class=\"listeners\">Listeners: ",
             esc(sv)
         );
         for l in &s.listeners {
@@ -475,13 +487,18 @@ fn render_running(
         ));
         for g in &s.groups {
             let gr = g.name.as_str();
+            let serving_backup = s.on_backup && s.serving_group.as_deref() == Some(gr);
             let _ = write!(
                 p,
-                "<div class=\"group{}\"><h3>Group {} {}</h3>",
+                "<div class=\"group{}{}\"><h3>Group {} {}{}</h3>",
                 if g.enabled { " enabled" } else { "" },
+                if serving_backup { " serving" } else { "" },
                 esc(gr),
                 if g.enabled {
                     "<span class=\"badge\">enabled</span>".to_string()
+                } else if g.backup {
+                    // A backup group cannot be enabled: no form.
+                    "<span class=\"badge backup\">backup</span>".to_string()
                 } else {
                     form(
                         "enableGroup",
@@ -489,6 +506,11 @@ fn render_running(
                         "",
                         "enable",
                     )
+                },
+                if serving_backup {
+                    " <span class=\"badge serving\">serving</span>"
+                } else {
+                    ""
                 }
             );
             p.push_str(&form(

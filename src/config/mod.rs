@@ -27,8 +27,9 @@ use std::path::Path;
 pub use error::{ConfigError, Location, STRING_SOURCE};
 pub use model::*;
 pub use options::{
-    DEFAULT_FIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_QUEUE, DEFAULT_QUEUE_TIMEOUT,
-    DEFAULT_RETRY_EMPTY_BYTES, DEFAULT_RETRY_EMPTY_TIMEOUT, parse_net,
+    DEFAULT_FIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_QUEUE,
+    DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRY_EMPTY_BYTES, DEFAULT_RETRY_EMPTY_TIMEOUT, DNS_PORT,
+    parse_nameserver, parse_net,
 };
 pub use validate::{
     DEFAULT_SCHEDULER, MAX_SECONDS, parse_access, parse_bool, parse_host_address,

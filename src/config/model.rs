@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::options::{GroupOptions, HostOptions, ServiceOptions};
+pub use super::options::{GroupOptions, HostOptions, ResolverOptions, ServiceOptions};
 use crate::scheduler::SchedulerKind;
 
 /// Default connect timeout towards a host.
@@ -41,6 +41,8 @@ pub struct Config {
     /// Fleet mode: the etcd cluster this instance shares its configuration
     /// through, if configured.
     pub cluster: Option<ClusterConfig>,
+    /// How host names are resolved and re-resolved (`<resolver>`).
+    pub resolver: ResolverOptions,
 }
 
 impl Config {
@@ -56,6 +58,7 @@ impl Config {
             logging: LoggingConfig::default(),
             control: None,
             cluster: None,
+            resolver: ResolverOptions::default(),
         }
     }
 }

@@ -47,6 +47,15 @@ pub(crate) struct RawConfig {
     pub logging: Option<RawLogging>,
     pub control: Option<RawControl>,
     pub cluster: Option<RawCluster>,
+    pub resolver: Option<RawResolver>,
+}
+
+/// `<resolver>` / `[resolver]`.
+#[derive(Debug, Default)]
+pub(crate) struct RawResolver {
+    pub at: usize,
+    /// Settings of `options::ResolverOptions`.
+    pub options: Vec<(At<String>, At<RawValue>)>,
 }
 
 /// `<service>` / `[[service]]`.

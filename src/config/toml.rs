@@ -56,6 +56,11 @@
 //! etcd = "http://127.0.0.1:2379"   # comma-separated endpoints
 //! prefix = "/txlb/prod"
 //! name = "lb1"                # this instance, unique in the fleet
+//!
+//! [resolver]                  # optional: how host names are (re-)resolved
+//! nameserver = ["127.0.0.1:5353"]  # default: the system's (/etc/resolv.conf)
+//! min_ttl = 5                 # seconds: floor of the record TTL
+//! max_ttl = 300               # seconds: ceiling of the record TTL
 //! ```
 //!
 //! Unknown keys are errors, so typos are caught. Only structure and types are
@@ -77,6 +82,8 @@ struct File {
     logging: Option<Logging>,
     control: Option<Spanned<Control>>,
     cluster: Option<Spanned<Cluster>>,
+    /// Keys read with the options (`Options::read`).
+    resolver: Option<Spanned<serde::de::IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
@@ -349,6 +356,10 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                 name: opt(t, c.name),
             }
         }),
+        resolver: file.resolver.map(|r| RawResolver {
+            at: r.span().start,
+            options: options.take(&[]),
+        }),
     })
 }
 
@@ -356,7 +367,8 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
 /// second pass over the document, since serde's typed pass cannot keep spans for
 /// keys it does not know in advance.
 struct Options {
-    /// By path: `[service]`, `[service, group]` or `[service, group, host]`.
+    /// By path: `[service]`, `[service, group]` or `[service, group, host]`;
+    /// `[]` for `[resolver]`.
     found: std::collections::HashMap<Vec<usize>, RawOptions>,
 }
 
@@ -379,6 +391,12 @@ impl Options {
             src.error(at, e.message().trim_end().to_string())
         })?;
         let mut found = std::collections::HashMap::new();
+        if let Some(resolver) = get(doc.get_ref(), "resolver")
+            && let ::toml::de::DeValue::Table(table) = resolver.get_ref()
+        {
+            let keys = (&[][..], crate::config::ResolverOptions::KEYS, "[resolver]");
+            found.insert(Vec::new(), Self::collect(src, table, keys)?);
+        }
         for (si, service) in tables(get(doc.get_ref(), "service").as_ref())
             .iter()
             .enumerate()

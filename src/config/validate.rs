@@ -379,6 +379,23 @@ impl Builder<'_, '_> {
         };
         let control = raw.control.map(|c| self.control(c)).transpose()?;
         let cluster = raw.cluster.map(|c| self.cluster(c)).transpose()?;
+        let resolver = match raw.resolver {
+            Some(r) => {
+                let options: ResolverOptions = self.options(r.options)?;
+                if options.min_ttl > options.max_ttl {
+                    return Err(self.err(
+                        r.at,
+                        format!(
+                            "resolver minTtl ({}) is longer than maxTtl ({}) (expected minTtl <= maxTtl)",
+                            super::write::seconds(options.min_ttl),
+                            super::write::seconds(options.max_ttl)
+                        ),
+                    ));
+                }
+                options
+            }
+            None => ResolverOptions::default(),
+        };
         Ok(Config {
             source: None,
             services,
@@ -387,6 +404,7 @@ impl Builder<'_, '_> {
             logging,
             control,
             cluster,
+            resolver,
         })
     }
 
@@ -480,9 +498,16 @@ impl Builder<'_, '_> {
         let mut groups: Vec<GroupConfig> = Vec::with_capacity(raw.groups.len());
         // The group flagged `enable`, with where the flag is, for the messages below.
         let mut flagged: Option<(String, usize)> = None;
+        // Where each group says `backup`, for the message if it is the enabled one.
+        let mut backup_at: HashMap<String, usize> = HashMap::new();
         for group in raw.groups {
             let name_at = group.name.as_ref().map_or(group.at, |n| n.at);
             let enable = group.enable.clone();
+            let backup_key = group
+                .options
+                .iter()
+                .find(|(key, _)| key.value == "backup")
+                .map(|(key, _)| key.at);
             let built = self.group(group, &label)?;
             if groups.iter().any(|g| g.name == built.name) {
                 return Err(self.err(
@@ -501,6 +526,9 @@ impl Builder<'_, '_> {
                     ));
                 }
                 flagged = Some((built.name.clone(), at));
+            }
+            if let Some(at) = backup_key {
+                backup_at.insert(built.name.clone(), at);
             }
             groups.push(built);
         }
@@ -544,6 +572,17 @@ impl Builder<'_, '_> {
                 ));
             }
         };
+        if let Some(group) = groups.iter().find(|g| g.name == enabled_group)
+            && group.options.backup
+        {
+            // A backup group stands in for the enabled one; it cannot be it.
+            return Err(self.err(
+                backup_at.get(&enabled_group).copied().unwrap_or(raw.at),
+                format!(
+                    "{label}: group {enabled_group:?} is both enabled and a backup group (expected the enabled group without backup)"
+                ),
+            ));
+        }
         if let Some(group) = groups.iter().find(|g| g.name == enabled_group)
             && group.hosts.is_empty()
         {

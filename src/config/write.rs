@@ -217,6 +217,10 @@ pub fn to_xml(config: &Config) -> String {
             attr(&c.name)
         );
     }
+    let resolver = config.resolver.non_default();
+    if !resolver.is_empty() {
+        let _ = writeln!(x, "  <resolver{}/>", xml_options(&resolver));
+    }
     x.push_str("</config>\n");
     x
 }
@@ -360,6 +364,13 @@ pub fn to_toml(config: &Config) -> String {
             tstr(&c.prefix),
             tstr(&c.name)
         );
+    }
+    let resolver = config.resolver.non_default();
+    if !resolver.is_empty() {
+        t.push_str("\n[resolver]\n");
+        for o in resolver {
+            let _ = writeln!(t, "{} = {}", o.toml_key, o.toml);
+        }
     }
     t
 }

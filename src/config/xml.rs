@@ -11,7 +11,7 @@ use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesStart, Event};
 
 use super::error::{ConfigError, Source};
-use super::options::{GroupOptions, HostOptions, ServiceOptions};
+use super::options::{GroupOptions, HostOptions, ResolverOptions, ServiceOptions};
 use super::raw::*;
 use super::validate::parse_bool;
 
@@ -280,7 +280,7 @@ impl Walker<'_, '_> {
         }
         self.check_attrs(root, &[])?;
         const CHILDREN: &[&str] = &[
-            "service", "admin", "manager", "logging", "control", "cluster",
+            "service", "admin", "manager", "logging", "control", "cluster", "resolver",
         ];
         let mut raw = RawConfig {
             at: root.at,
@@ -322,6 +322,14 @@ impl Walker<'_, '_> {
                         etcd: leaf.get("etcd"),
                         prefix: leaf.get("prefix"),
                         name: leaf.get("name"),
+                    });
+                }
+                "resolver" => {
+                    self.once(&raw.resolver, child, root)?;
+                    let leaf = self.leaf(child, &with_options(&[], ResolverOptions::KEYS))?;
+                    raw.resolver = Some(RawResolver {
+                        at: child.at,
+                        options: leaf.options(&[]),
                     });
                 }
                 _ => return Err(self.unknown_child(root, child, CHILDREN)),

@@ -148,5 +148,6 @@ pub fn config(scheduler: SchedulerKind, hosts: Vec<HostConfig>) -> Config {
         logging: Default::default(),
         control: None,
         cluster: None,
+        resolver: Default::default(),
     }
 }

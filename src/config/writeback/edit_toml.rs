@@ -24,8 +24,9 @@ pub(super) fn edit(
     boot: &Config,
     running: &Config,
 ) -> Option<String> {
-    // `<cluster>` is set by hand, once per instance: a change is rendered in full.
-    if boot.cluster != running.cluster {
+    // `<cluster>` is set by hand, once per instance, and `[resolver]` changes only
+    // with the file (a reload): a change of either is rendered in full.
+    if boot.cluster != running.cluster || boot.resolver != running.resolver {
         return None;
     }
     let mut doc: DocumentMut = text.parse().ok()?;
@@ -327,6 +328,7 @@ fn rendering(
         logging: LoggingConfig::default(),
         control: None,
         cluster: None,
+        resolver: Default::default(),
     })
     .parse()
     .ok()

@@ -125,6 +125,7 @@ pub fn same_config(a: &Config, b: &Config) -> bool {
         logging,
         control,
         cluster,
+        resolver,
     } = a;
     *services == b.services
         && *admin == b.admin
@@ -132,6 +133,7 @@ pub fn same_config(a: &Config, b: &Config) -> bool {
         && *logging == b.logging
         && *control == b.control
         && *cluster == b.cluster
+        && *resolver == b.resolver
 }
 
 /// The directory relative paths in the file are resolved against.

@@ -9,6 +9,7 @@
 //!   configuration back into its file, keeping the operator's comments and layout.
 //! - `error`: [`ConfigError`], always with `FILE:LINE:COL` for content problems.
 
+mod builder;
 mod error;
 mod model;
 mod options;
@@ -24,6 +25,7 @@ mod tests;
 
 use std::path::Path;
 
+pub use builder::{BUILDER_SOURCE, ConfigBuilder, GroupBuilder, ServiceBuilder};
 pub use error::{ConfigError, Location, STRING_SOURCE};
 pub use model::*;
 pub use options::{

@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 # package's logrotate file (dpkg-deb, for the package test, is always there).
 # chromium and chromium-driver: the browser test of the admin page
 # (tests/admin_browser.rs), which skips itself where they are absent.
-packages=(curl openssh-client systemd logrotate chromium chromium-driver)
+# etcd-server: the fleet tests (tests/fleet.rs) start their own etcd on
+# loopback ports; they skip themselves where it is absent.
+packages=(curl openssh-client systemd logrotate chromium chromium-driver etcd-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -104,6 +104,14 @@ impl BalancerBuilder {
             inherited,
             custom_schedulers,
         } = self;
+        // Fleet mode: the configuration to start with is the fleet's.
+        let (config, fleet) = match config.cluster.clone() {
+            Some(cluster) => {
+                let boot = crate::fleet::boot(config, cluster).await;
+                (boot.config.clone(), Some(boot))
+            }
+            None => (config, None),
+        };
         let pool = match workers {
             Some(count) => Some(Arc::new(
                 WorkerPool::start(count).map_err(ControlError::StartWorkers)?,
@@ -139,12 +147,17 @@ impl BalancerBuilder {
             tracing::warn!(%local, "no listener has the address of this inherited socket");
         }
         match started {
-            Ok(boot) => Ok(BalancerHandle {
-                controller,
-                boot,
-                workers: pool,
-                access_log,
-            }),
+            Ok(boot) => {
+                if let Some(fleet) = fleet {
+                    crate::fleet::start(&controller, fleet);
+                }
+                Ok(BalancerHandle {
+                    controller,
+                    boot,
+                    workers: pool,
+                    access_log,
+                })
+            }
             Err(error) => {
                 controller.stop_accepting.cancel();
                 if let Some(pool) = pool {
@@ -180,6 +193,15 @@ impl BalancerBuilder {
             controller.data.clone(),
             controller.stopped.clone(),
         ));
+        tokio::spawn(crate::dns::run(
+            Arc::downgrade(controller),
+            controller.stop_accepting.clone(),
+        ));
+        tokio::spawn(health::backup::watch(
+            controller.data.snapshots.clone(),
+            controller.data.events.clone(),
+            controller.stop_accepting.clone(),
+        ));
         // Both always run: each reads its settings from the snapshot every round,
         // so a reload can enable, disable or re-time it.
         for task in [Manager::HostCheck, Manager::Heartbeat] {
@@ -214,6 +236,14 @@ impl std::fmt::Debug for BalancerHandle {
 
 impl BalancerHandle {
     /// Applies a change. On error the running balancer is unchanged.
+    ///
+    /// In fleet mode (`<cluster>`) a configuration change is written to etcd
+    /// first and refused with [`ControlError::FleetConflict`] when another
+    /// instance changed the configuration meanwhile, or
+    /// [`ControlError::FleetUnavailable`] while etcd cannot be reached; a
+    /// [`Command::Replace`] then takes only the instance's own settings
+    /// (cluster, logging, control socket, admin listeners) from its
+    /// configuration, the rest coming from etcd.
     pub async fn apply(&self, command: Command) -> Result<(), ControlError> {
         self.controller.apply(command).await
     }
@@ -221,6 +251,12 @@ impl BalancerHandle {
     /// The running configuration (as changed since start).
     pub fn config(&self) -> Config {
         self.controller.running()
+    }
+
+    /// Fleet mode: the fleet as this instance last saw it; `None` without
+    /// `<cluster>`.
+    pub(crate) fn fleet(&self) -> Option<crate::fleet::FleetView> {
+        self.controller.fleet.get().map(|link| link.view())
     }
 
     /// Closes and reopens the access log file, if one is kept (log rotation).
@@ -435,6 +471,13 @@ pub struct ServiceStats {
     pub listeners: Vec<BoundListener>,
     /// Name of the enabled group.
     pub enabled_group: String,
+    /// The group new connections go to now: the enabled group while one of its
+    /// hosts is usable, else the first backup group with one; `None` when no
+    /// group has a usable host.
+    pub serving_group: Option<String>,
+    /// Whether `serving_group` is a backup group (the enabled group has no
+    /// usable host).
+    pub on_backup: bool,
     /// Groups in configuration order.
     pub groups: Vec<GroupStats>,
     /// Service-wide counters.
@@ -450,6 +493,8 @@ pub struct GroupStats {
     pub scheduler: String,
     /// Whether this is the enabled group.
     pub enabled: bool,
+    /// Whether this is a backup group (`backup="true"`).
+    pub backup: bool,
     /// Hosts in configuration order.
     pub hosts: Vec<HostStatsEntry>,
     /// Hosts removed from the group whose connections are still open.
@@ -485,7 +530,8 @@ impl Stats {
         let services = snapshot
             .services
             .iter()
-            .map(|s| ServiceStats {
+            .map(|s| (s, s.serving_group()))
+            .map(|(s, serving)| ServiceStats {
                 name: s.name.to_string(),
                 listeners: listeners
                     .iter()
@@ -493,6 +539,8 @@ impl Stats {
                     .cloned()
                     .collect(),
                 enabled_group: s.enabled_group().name.to_string(),
+                serving_group: serving.map(|i| s.groups[i].name.to_string()),
+                on_backup: serving.is_some_and(|i| i != s.enabled),
                 groups: s
                     .groups
                     .iter()
@@ -501,6 +549,7 @@ impl Stats {
                         name: g.name.to_string(),
                         scheduler: g.scheduler_kind.to_string(),
                         enabled: i == s.enabled,
+                        backup: g.options.backup,
                         hosts: g.hosts.iter().map(entry).collect(),
                         draining: removed
                             .iter()

@@ -192,6 +192,8 @@ pub fn demo_config(listen: SocketAddr, backends: &[Backend]) -> Config {
         manager: Default::default(),
         logging: Default::default(),
         control: None,
+        cluster: None,
+        resolver: Default::default(),
     }
 }
 

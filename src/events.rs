@@ -1,5 +1,6 @@
 //! Events: the transitions worth telling about (a host going bad or coming back, a
-//! group switched, a listener opened or closed), logged once and broadcast to
+//! group switched, a service on or off its backup group, a listener opened or
+//! closed), logged once and broadcast to
 //! subscribers such as an embedding application or the admin page.
 
 use std::net::SocketAddr;
@@ -40,6 +41,24 @@ pub enum Event {
         service: String,
         /// The group now enabled.
         group: String,
+    },
+    /// No host of a service's enabled group is usable any more and a backup
+    /// group takes its new connections (or another backup group took over from
+    /// the one serving).
+    BackupActive {
+        /// Service name.
+        service: String,
+        /// The backup group now serving.
+        group: String,
+    },
+    /// A service stopped using its backup group: a host of the enabled group is
+    /// usable again (`group` is the enabled group), or no group has a usable
+    /// host left (`group` is `None`).
+    BackupEnded {
+        /// Service name.
+        service: String,
+        /// The group serving now, if any.
+        group: Option<String>,
     },
     /// A listener started accepting.
     ListenerAdded {
@@ -96,6 +115,25 @@ impl Events {
             Event::GroupEnabled { service, group } => {
                 tracing::info!(service, group, "group enabled")
             }
+            Event::BackupActive { service, group } => {
+                tracing::warn!(
+                    service,
+                    group,
+                    "enabled group has no usable host: backup group serving"
+                )
+            }
+            Event::BackupEnded {
+                service,
+                group: Some(group),
+            } => tracing::info!(
+                service,
+                group,
+                "back on the enabled group: backup group released"
+            ),
+            Event::BackupEnded {
+                service,
+                group: None,
+            } => tracing::warn!(service, "backup group has no usable host left either"),
             Event::ListenerAdded {
                 service,
                 listen,

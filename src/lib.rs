@@ -14,7 +14,8 @@
 //!
 //! A [`Config`](config::Config) is a list of services: a service has listeners
 //! and groups, a group has a scheduler and hosts, and one group of each service is
-//! enabled. Build one in code, start it with [`Balancer::start`], and talk to it
+//! enabled. Build one in code ([`Config::builder`](config::Config::builder); the
+//! model's fields are public too), start it with [`Balancer::start`], and talk to it
 //! through the returned [`BalancerHandle`]. Here the hosts are in-process HTTP
 //! services ([`demo::Backend`]), and the listener takes a free port of the
 //! loopback address:
@@ -22,7 +23,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
-//! use txlb::config::{Config, GroupConfig, ServiceConfig, parse_listen_addr};
+//! use txlb::config::{Config, GroupBuilder, ServiceBuilder};
 //! use txlb::demo::Backend;
 //! use txlb::scheduler::SchedulerKind;
 //!
@@ -38,18 +39,14 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let backends = [Backend::start("web-1").await?, Backend::start("web-2").await?];
-//! let config = Config::new(vec![ServiceConfig {
-//!     name: "site".into(),
-//!     listeners: vec![parse_listen_addr("127.0.0.1:0")?.into()],
-//!     groups: vec![GroupConfig::new(
-//!         "web",
-//!         SchedulerKind::RoundRobin,
-//!         backends.iter().map(Backend::host).collect(),
-//!     )],
-//!     enabled_group: "web".into(),
-//!     connect_timeout: Duration::from_secs(3),
-//!     options: Default::default(),
-//! }]);
+//! let mut web = GroupBuilder::new("web", SchedulerKind::RoundRobin);
+//! for backend in &backends {
+//!     web = web.host(backend.name(), &backend.addr().to_string());
+//! }
+//! // Checked by the rules a file is checked by: a mistake is a `ConfigError`.
+//! let config = Config::builder()
+//!     .service(ServiceBuilder::new("site").listen("127.0.0.1:0").group(web))
+//!     .build()?;
 //!
 //! let balancer = txlb::Balancer::start(config).await?;
 //! let addr = balancer.local_addr("site", None).expect("site listens");
@@ -258,12 +255,16 @@
 //! - [`proxy_protocol`]: the PROXY protocol header, read and written.
 //! - [`logging`]: a reopenable log file.
 //! - [`demo`]: in-process HTTP backends, and `txlb demo`'s configuration.
+//! - [`fleet_push`]: seeds fleet mode's shared configuration in etcd
+//!   (`<cluster>`).
 //!
 //! Internals, free to change: `control` (the single writer: command → new
 //! snapshot), `state` (the immutable snapshot and per-host atomic counters),
 //! `proxy` (listeners, one connection's flow, the copy loop), `health` (the
-//! hostCheck and heartbeat managers), `access_log` and `lookup` (the control
-//! socket).
+//! hostCheck and heartbeat managers, the backup watcher), `dns` (host names
+//! resolved and re-resolved as their TTLs run out, `expand`), `fleet`
+//! (instances sharing their configuration through etcd), `access_log` and
+//! `lookup` (the control socket).
 
 #![deny(missing_docs)]
 
@@ -273,7 +274,9 @@ mod balancer;
 pub mod config;
 mod control;
 pub mod demo;
+mod dns;
 pub mod events;
+mod fleet;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod health;
@@ -288,6 +291,8 @@ mod state;
 /// crate `txlb`, as the fuzz targets do.
 #[cfg(test)]
 extern crate self as txlb;
+
+pub use fleet::{FleetError, fleet_push};
 
 pub use balancer::{
     Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats,

@@ -76,6 +76,23 @@ enum Cmd {
     Man,
     /// Print the JSON Schema of the TOML configuration, for editors.
     Schema,
+    /// Fleet mode (`<cluster>`): instances sharing their configuration through etcd.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCmd {
+    /// Publish a configuration file's services, users and managers to the etcd
+    /// its <cluster> names, replacing the fleet's; every running instance applies
+    /// it at once.
+    Push {
+        /// Configuration file with a <cluster> element.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -139,6 +156,16 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Man => man_page(&mut std::io::stdout().lock()),
         Cmd::Schema => {
             print!("{}", include_str!("../contrib/txlb.schema.json"));
+            Ok(())
+        }
+        Cmd::Fleet {
+            command: FleetCmd::Push { config },
+        } => {
+            let revision = control_runtime()?.block_on(txlb::fleet_push(&config))?;
+            println!(
+                "{}: pushed to the fleet (configuration revision {revision})",
+                config.display()
+            );
             Ok(())
         }
     }
@@ -559,6 +586,9 @@ Socket activation: a listener whose address matches a socket passed by systemd u
 .TP
 \fI/etc/txlb/config.xml\fR
 The configuration of the packaged service (txLoadBalancer XML; TOML when the name ends in .toml).
+.TP
+\fI/etc/txlb/config.xml.fleet\-cache\fR
+Fleet mode: the last configuration received from etcd, served when txlb starts while etcd is unreachable.
 .TP
 \fI/var/log/txlb/\fR
 Log files, when the configuration names one there; rotated by logrotate.

@@ -459,3 +459,64 @@ async fn a_reload_turns_the_heartbeat_on_live() {
     .await;
     assert!(noticed, "the heartbeat enabled by the reload never ran");
 }
+
+#[tokio::test]
+async fn a_configuration_built_in_code_serves_and_its_mistakes_are_config_errors() {
+    use txlb::config::{Config, GroupBuilder, ServiceBuilder};
+    let a = txlb::demo::Backend::start("a").await.unwrap();
+    let b = txlb::demo::Backend::start("b").await.unwrap();
+    let config = Config::builder()
+        .service(
+            ServiceBuilder::new("web")
+                .listen("127.0.0.1:0")
+                .group(
+                    GroupBuilder::new("spare", SchedulerKind::RoundRobin)
+                        .host("a", &a.addr().to_string()),
+                )
+                .group(
+                    GroupBuilder::new("main", SchedulerKind::Weighted).weighted_host(
+                        "b",
+                        &b.addr().to_string(),
+                        2,
+                    ),
+                )
+                .enable("main")
+                .connect_timeout(Duration::from_secs(1)),
+        )
+        .build()
+        .unwrap();
+    assert_eq!(config.services[0].groups[1].hosts[0].weight, 2);
+    let balancer = Balancer::start(config).await.unwrap();
+    let addr = balancer.local_addr("web", None).unwrap();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.ends_with("Hello from b\n"), "{answer}");
+    }
+    balancer.shutdown(Duration::from_secs(1)).await;
+
+    // A bad value names itself; a broken rule is the readers' own error.
+    let bad_port = Config::builder()
+        .service(ServiceBuilder::new("web").listen("127.0.0.1:http"))
+        .build()
+        .unwrap_err();
+    assert_eq!(bad_port.location().unwrap().file.as_ref(), "<builder>");
+    assert!(bad_port.message().contains("127.0.0.1:http"), "{bad_port}");
+    let twice = Config::builder()
+        .service(
+            ServiceBuilder::new("web")
+                .listen("127.0.0.1:0")
+                .group(GroupBuilder::new("g", SchedulerKind::RoundRobin).host("a", "10.0.0.1:80"))
+                .group(GroupBuilder::new("g", SchedulerKind::RoundRobin).host("b", "10.0.0.2:80")),
+        )
+        .build()
+        .unwrap_err();
+    assert!(twice.message().contains("\"g\""), "{twice}");
+    let no_group = Config::builder()
+        .service(ServiceBuilder::new("web").listen("127.0.0.1:0"))
+        .build()
+        .unwrap_err();
+    assert_eq!(no_group.location().unwrap().file.as_ref(), "<builder>");
+}

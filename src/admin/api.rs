@@ -70,6 +70,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v1/log/reopen", post(reopen_log))
         .route("/api/v1/config/save", post(save_config))
         .route("/api/v1/config/status", get(super::status::handler))
+        .route("/api/v1/fleet", get(fleet))
 }
 
 /// Path parameters, with the JSON error body on rejection.
@@ -330,6 +331,9 @@ struct NewGroup {
     scheduler: Option<String>,
     #[serde(default)]
     hosts: Vec<NewHost>,
+    /// A backup group (see `GroupOptions::backup`).
+    #[serde(default)]
+    backup: bool,
 }
 
 async fn create_group(
@@ -353,7 +357,10 @@ async fn create_group(
                 name: body.name.clone(),
                 scheduler: scheduler_or_default(body.scheduler)?,
                 hosts,
-                options: Default::default(),
+                options: crate::config::GroupOptions {
+                    backup: body.backup,
+                    ..Default::default()
+                },
             },
         })
         .await
@@ -645,6 +652,10 @@ async fn delete_user(State(state): State<AdminState>, P(name): P<String>) -> Api
 fn message(text: String) -> Value {
     let text = text.strip_prefix("OK ").unwrap_or(&text).to_string();
     json!({ "message": text })
+}
+
+async fn fleet(State(state): State<AdminState>) -> Json<crate::fleet::FleetView> {
+    Json(state.handle.fleet().unwrap_or_default())
 }
 
 async fn reopen_log(State(state): State<AdminState>) -> ApiResult {

@@ -57,6 +57,10 @@ pub enum AdminError {
     /// The balancer is shutting down.
     #[error("the balancer is shutting down")]
     ShuttingDown,
+    /// Something the change needs cannot be reached now (fleet mode: etcd);
+    /// nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something failed inside; the details were logged.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -94,7 +98,9 @@ impl AdminError {
             AdminError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AdminError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             AdminError::NotConfigured(_) => StatusCode::NOT_IMPLEMENTED,
-            AdminError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::ShuttingDown | AdminError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AdminError::Internal(_)
             | AdminError::NoUsersOnPublicAddress(_)
             | AdminError::Bind { .. }
@@ -117,6 +123,7 @@ impl AdminError {
             AdminError::RequestTimeout => "request_timeout",
             AdminError::NotConfigured(_) => "not_configured",
             AdminError::ShuttingDown => "shutting_down",
+            AdminError::Unavailable(_) => "unavailable",
             _ => "internal",
         }
     }
@@ -196,6 +203,7 @@ impl From<ControlError> for AdminError {
             | ControlError::UnknownUser(_) => AdminError::NotFound(message),
             ControlError::Invalid(_) => AdminError::BadRequest(message),
             ControlError::ShuttingDown => AdminError::ShuttingDown,
+            ControlError::FleetUnavailable(_) => AdminError::Unavailable(message),
             ControlError::BindListener { listen, source } => AdminError::Conflict(format!(
                 "cannot listen on {listen}: {}",
                 bind_reason(&source)

@@ -469,7 +469,17 @@ fn xml(text: String) -> Response {
 pub(crate) fn running_text(stats: &Stats, config: &Config) -> String {
     let mut t = String::new();
     for s in &stats.services {
-        let _ = writeln!(t, "service {} enabled={}", s.name, s.enabled_group);
+        let _ = write!(t, "service {} enabled={}", s.name, s.enabled_group);
+        // Only when it matters, so the lines of services without backups stay
+        // as they were.
+        match (&s.serving_group, s.on_backup) {
+            (Some(group), true) => {
+                let _ = write!(t, " on_backup=true serving={group}");
+            }
+            (None, _) => t.push_str(" serving=none"),
+            _ => {}
+        }
+        t.push('\n');
         for l in &s.listeners {
             let _ = writeln!(
                 t,
@@ -480,8 +490,11 @@ pub(crate) fn running_text(stats: &Stats, config: &Config) -> String {
         for g in &s.groups {
             let _ = writeln!(
                 t,
-                "  group {} scheduler={} enabled={}",
-                g.name, g.scheduler, g.enabled
+                "  group {} scheduler={} enabled={}{}",
+                g.name,
+                g.scheduler,
+                g.enabled,
+                if g.backup { " backup=true" } else { "" }
             );
             for h in &g.hosts {
                 let v = &h.stats;

@@ -234,6 +234,32 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
         }
     }
     f.head(
+        "txlb_service_on_backup",
+        "gauge",
+        "1 while a backup group serves the service (no host of the enabled group is usable), 0 otherwise.",
+    );
+    for s in &stats.services {
+        f.sample(
+            "txlb_service_on_backup",
+            &[("service", &s.name)],
+            u64::from(s.on_backup),
+        );
+    }
+    f.head(
+        "txlb_group_serving",
+        "gauge",
+        "1 for the group new connections go to now (the enabled group, or a backup group standing in for it), 0 otherwise.",
+    );
+    for s in &stats.services {
+        for g in &s.groups {
+            f.sample(
+                "txlb_group_serving",
+                &[("service", &s.name), ("group", &g.name)],
+                u64::from(s.serving_group.as_deref() == Some(g.name.as_str())),
+            );
+        }
+    }
+    f.head(
         "txlb_group_draining_hosts",
         "gauge",
         "Hosts removed from a group whose connections are still open.",

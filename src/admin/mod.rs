@@ -514,6 +514,8 @@ pub(crate) mod tests {
             manager: Default::default(),
             logging: Default::default(),
             control: None,
+            cluster: None,
+            resolver: Default::default(),
         };
         let handle = Balancer::start(config).await.unwrap();
         let settings = AdminSettings {

@@ -131,7 +131,7 @@ fn ops() -> Vec<Op> {
         op(
             "/api/v1/services/{service}/groups",
             "post",
-            "Add a group (standby until enabled).",
+            "Add a group (standby until enabled; with \"backup\": true, a backup group that serves while no host of the enabled group is usable).",
             Some(json!({"name": "standby", "scheduler": "leastc",
                         "hosts": [{"name": "s1", "ip": "127.0.0.1:9"}]})),
             (201, "Group"),
@@ -164,7 +164,7 @@ fn ops() -> Vec<Op> {
         op(
             "/api/v1/services/{service}/groups/{group}/enable",
             "post",
-            "Make this the enabled group; established connections continue.",
+            "Make this the enabled group; established connections continue. A backup group cannot be enabled (409).",
             None,
             (200, "Group"),
             &[404, 409],
@@ -309,6 +309,17 @@ fn ops() -> Vec<Op> {
             (200, "ConfigStatus"),
             &[],
         ),
+        op(
+            "/api/v1/fleet",
+            "get",
+            "Fleet mode (`<cluster>`): this instance's name and etcd, whether etcd answers, \
+             the configuration revision applied here, the registered `instances`, and \
+             `hosts_down`: every host some instance sees bad or admin-down, with who sees \
+             it how. `enabled` is false (and the rest empty) without fleet mode.",
+            None,
+            (200, "Fleet"),
+            &[],
+        ),
     ]
 }
 
@@ -321,11 +332,15 @@ fn reason(status: u16) -> &'static str {
         401 => "Credentials missing or wrong.",
         403 => "Read-only user, or a cross-site request.",
         404 => "No such service, group, host, listener or user.",
-        409 => "Refused by a rule (enabled group, last host, duplicate, port in use).",
+        409 => {
+            "Refused by a rule (enabled group, last host, duplicate, port in use), or, in \
+                fleet mode, the configuration was changed on another instance meanwhile."
+        }
         413 => "The request body is larger than the limit (64 KiB).",
         429 => "Too many failed logins from this address.",
         500 => "Internal error (details in the server log).",
         501 => "Not set up on this server.",
+        503 => "Fleet mode: etcd cannot be reached, so changes are refused; nothing changed.",
         _ => "",
     }
 }
@@ -353,7 +368,30 @@ pub fn openapi_document() -> Value {
         responses.insert(op.ok.0.to_string(), ok);
         // Every operation with a body may meet the body size limit.
         let too_large: &[u16] = if op.body.is_some() { &[413] } else { &[] };
-        for status in op.errors.iter().chain(too_large).chain(&[401, 403, 429]) {
+        // Every configuration change may meet fleet mode's etcd being away
+        // (admin-down, drains, retries, closes and saves are the instance's own).
+        const LOCAL: &[&str] = &[
+            "/admin-down",
+            "/admin-up",
+            "/retry",
+            "/drain",
+            "/reopen",
+            "/save",
+            "{id}",
+        ];
+        let local = LOCAL.iter().any(|end| op.path.ends_with(end));
+        let fleet: &[u16] = if op.method == "get" || local {
+            &[]
+        } else {
+            &[503]
+        };
+        for status in op
+            .errors
+            .iter()
+            .chain(too_large)
+            .chain(fleet)
+            .chain(&[401, 403, 429])
+        {
             responses.insert(
                 status.to_string(),
                 json!({"description": reason(*status),

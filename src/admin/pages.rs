@@ -43,6 +43,8 @@ section.service{background:#fff;border:1px solid #ddd;border-radius:6px;padding:
 .group{border-left:4px solid #ddd;padding-left:.8em;margin:.8em 0}
 .group.enabled{border-left-color:#2a7}
 .badge{background:#2a7;color:#fff;border-radius:3px;padding:0 .4em;font-size:.8em}
+.badge.backup{background:#777} .badge.serving{background:#d80} .badge.down{background:#c33}
+.group.serving{border-left-color:#d80}
 table{border-collapse:collapse;margin:.3em 0} th,td{padding:.2em .5em;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}
 td.n{text-align:right;font-variant-numeric:tabular-nums} th,td.nw{white-space:nowrap}
 section.service{overflow-x:auto} div.listeners{margin:.6em 0}
@@ -225,6 +227,8 @@ fn signature(stats: &Stats, config: &Config, status: &Snapshot) -> String {
     for s in &stats.services {
         d.update(s.name.as_bytes());
         d.update(s.enabled_group.as_bytes());
+        // Moving to or from a backup group redraws the page (badges).
+        d.update(s.serving_group.as_deref().unwrap_or("\x00").as_bytes());
         for l in &s.listeners {
             d.update(l.configured.as_bytes());
             d.update([u8::from(l.accept_proxy)]);
@@ -442,11 +446,22 @@ fn render_running(
         let _ = write!(p, "<p class=\"{class}\" role=\"status\">{}</p>", esc(msg));
     }
     p.push_str(&status.panels());
+    if let Some(fleet) = state.handle.fleet() {
+        p.push_str(&fleet_section(&fleet));
+    }
     for s in &stats.services {
         let sv = s.name.as_str();
+        let serving = match (&s.serving_group, s.on_backup) {
+            (Some(group), true) => format!(
+                " <span class=\"badge serving\" title=\"no host of the enabled group is usable\">on backup: {}</span>",
+                esc(group)
+            ),
+            (None, _) => " <span class=\"badge down\">no usable host</span>".to_string(),
+            _ => String::new(),
+        };
         let _ = write!(
             p,
-            "<section class=\"service\"><h2>Service {}</h2><div class=\"listeners\">Listeners: ",
+            "<section class=\"service\"><h2>Service {}{serving}</h2><div class=\"listeners\">Listeners: ",
             esc(sv)
         );
         for l in &s.listeners {
@@ -478,13 +493,18 @@ fn render_running(
         ));
         for g in &s.groups {
             let gr = g.name.as_str();
+            let serving_backup = s.on_backup && s.serving_group.as_deref() == Some(gr);
             let _ = write!(
                 p,
-                "<div class=\"group{}\"><h3>Group {} {}</h3>",
+                "<div class=\"group{}{}\"><h3>Group {} {}{}</h3>",
                 if g.enabled { " enabled" } else { "" },
+                if serving_backup { " serving" } else { "" },
                 esc(gr),
                 if g.enabled {
                     "<span class=\"badge\">enabled</span>".to_string()
+                } else if g.backup {
+                    // A backup group cannot be enabled: no form.
+                    "<span class=\"badge backup\">backup</span>".to_string()
                 } else {
                     form(
                         "enableGroup",
@@ -492,6 +512,11 @@ fn render_running(
                         "",
                         "enable",
                     )
+                },
+                if serving_backup {
+                    " <span class=\"badge serving\">serving</span>"
+                } else {
+                    ""
                 }
             );
             p.push_str(&form(
@@ -659,6 +684,82 @@ fn render_running(
     p.push_str(&form("closeLog", &[], "", "reopen log file"));
     p.push_str(&form("saveConfig", &[], "", "save configuration"));
     let _ = write!(p, "</section><script>{SCRIPT}</script></body></html>");
+    p
+}
+
+/// Fleet mode: this instance, the registered instances, and the hosts some
+/// instance sees down.
+fn fleet_section(fleet: &crate::fleet::FleetView) -> String {
+    let mut p = String::from("<section class=\"service\"><h2>Fleet</h2><p>");
+    let _ = write!(
+        p,
+        "This instance: <b>{}</b> · etcd <code>{}</code> prefix <code>{}</code> · \
+         configuration revision {} · ",
+        esc(&fleet.instance),
+        esc(&fleet.etcd.join(",")),
+        esc(&fleet.prefix),
+        fleet.revision
+    );
+    match &fleet.error {
+        None if fleet.reachable => p.push_str("etcd reachable"),
+        None => p.push_str("etcd not reached yet"),
+        Some(error) => {
+            let _ = write!(
+                p,
+                "<span class=\"bad\">etcd unreachable: changes are refused, the running \
+                 configuration stays ({})</span>",
+                esc(error)
+            );
+        }
+    }
+    p.push_str(
+        "</p><table><thead><tr><th>instance</th><th>version</th><th>configuration revision</th>\
+         <th>started</th></tr></thead><tbody>",
+    );
+    for i in &fleet.instances {
+        let started = UNIX_EPOCH + Duration::from_secs(i.started);
+        let _ = write!(
+            p,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&i.name),
+            esc(&i.version),
+            i.revision,
+            utc(started)
+        );
+    }
+    p.push_str("</tbody></table><h3>Hosts some instances see down</h3>");
+    if fleet.hosts_down.is_empty() {
+        p.push_str("<p>none</p>");
+    } else {
+        p.push_str(
+            "<table><thead><tr><th>service</th><th>group</th><th>host</th><th>down on</th>\
+             <th>up on</th></tr></thead><tbody>",
+        );
+        for h in &fleet.hosts_down {
+            let down: Vec<String> = h
+                .down
+                .iter()
+                .map(|d| {
+                    let how = match d.health {
+                        HostHealth::AdminDown => "admin-down".to_string(),
+                        _ => format!("bad: {}", d.reason.as_deref().unwrap_or("")),
+                    };
+                    format!("{} ({})", esc(&d.instance), esc(&how))
+                })
+                .collect();
+            let _ = write!(
+                p,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&h.service),
+                esc(&h.group),
+                esc(&h.host),
+                down.join(", "),
+                esc(&h.up.join(", "))
+            );
+        }
+        p.push_str("</tbody></table>");
+    }
+    p.push_str("</section>");
     p
 }
 

@@ -9,6 +9,7 @@
 //!   configuration back into its file, keeping the operator's comments and layout.
 //! - `error`: [`ConfigError`], always with `FILE:LINE:COL` for content problems.
 
+mod builder;
 mod error;
 mod model;
 mod options;
@@ -24,11 +25,13 @@ mod tests;
 
 use std::path::Path;
 
+pub use builder::{BUILDER_SOURCE, ConfigBuilder, GroupBuilder, ServiceBuilder};
 pub use error::{ConfigError, Location, STRING_SOURCE};
 pub use model::*;
 pub use options::{
-    DEFAULT_FIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_QUEUE, DEFAULT_QUEUE_TIMEOUT,
-    DEFAULT_RETRY_EMPTY_BYTES, DEFAULT_RETRY_EMPTY_TIMEOUT, parse_net,
+    DEFAULT_FIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_QUEUE,
+    DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRY_EMPTY_BYTES, DEFAULT_RETRY_EMPTY_TIMEOUT, DNS_PORT,
+    parse_nameserver, parse_net,
 };
 pub use validate::{
     DEFAULT_SCHEDULER, MAX_SECONDS, parse_access, parse_bool, parse_host_address,

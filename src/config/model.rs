@@ -9,7 +9,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::options::{GroupOptions, HostOptions, ListenOptions, ServiceOptions};
+pub use super::options::{
+    GroupOptions, HostOptions, ListenOptions, ResolverOptions, ServiceOptions,
+};
 use crate::scheduler::SchedulerKind;
 
 /// Default connect timeout towards a host.
@@ -38,6 +40,11 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// The control socket for client-address look-ups, if configured.
     pub control: Option<ControlConfig>,
+    /// Fleet mode: the etcd cluster this instance shares its configuration
+    /// through, if configured.
+    pub cluster: Option<ClusterConfig>,
+    /// How host names are resolved and re-resolved (`<resolver>`).
+    pub resolver: ResolverOptions,
 }
 
 impl Config {
@@ -52,6 +59,8 @@ impl Config {
             manager: ManagerConfig::default(),
             logging: LoggingConfig::default(),
             control: None,
+            cluster: None,
+            resolver: ResolverOptions::default(),
         }
     }
 }
@@ -346,4 +355,18 @@ impl AccessFormat {
 pub struct ControlConfig {
     /// Path of the Unix socket.
     pub socket: PathBuf,
+}
+
+/// `<cluster etcd=… prefix=… name=…/>`: fleet mode. The running configuration is
+/// kept in etcd under `prefix`, shared by every instance of the fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// etcd client URLs (`http://HOST:PORT`), tried in order (`etcd`, a
+    /// comma-separated list).
+    pub endpoints: Vec<String>,
+    /// The key prefix the fleet's keys live under, e.g. `/txlb/prod`: starts
+    /// with `/`, no trailing `/`.
+    pub prefix: String,
+    /// This instance's name in the fleet, unique within it.
+    pub name: String,
 }

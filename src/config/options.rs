@@ -6,6 +6,7 @@
 //! so adding a setting is one line here plus the code that uses it.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -150,6 +151,60 @@ impl OptionValue for Vec<IpNet> {
         out.push(']');
         out
     }
+}
+
+/// Name servers: `IP` or `IP:PORT` (`[v6]:PORT`), space or comma separated in XML,
+/// an array of strings in TOML. The port defaults to 53.
+impl OptionValue for Vec<SocketAddr> {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        let items: Vec<String> = match raw {
+            RawValue::Text(t) => t
+                .split([',', ' ', '\t', '\n'])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            RawValue::Toml(toml::Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<_>>()
+                .ok_or("expected an array of name server addresses")?,
+            RawValue::Toml(toml::Value::String(s)) => vec![s.clone()],
+            RawValue::Toml(_) => return Err("expected an array of name server addresses".into()),
+        };
+        items.iter().map(|s| parse_nameserver(s)).collect()
+    }
+    fn xml(&self) -> String {
+        self.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+    fn toml(&self) -> String {
+        let mut out = String::from("[");
+        for (i, addr) in self.iter().enumerate() {
+            let _ = write!(out, "{}\"{addr}\"", if i > 0 { ", " } else { "" });
+        }
+        out.push(']');
+        out
+    }
+}
+
+/// The port name servers listen on unless told otherwise.
+pub const DNS_PORT: u16 = 53;
+
+/// Parses a name server address: `10.0.0.53`, `127.0.0.1:5353`, `::1`, `[::1]:53`.
+pub fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DNS_PORT))
+        .map_err(|_| {
+            format!(
+                "{text:?} is not a name server address (expected an IP address with an optional port, e.g. 10.0.0.53, 127.0.0.1:5353 or [::1]:53)"
+            )
+        })
 }
 
 /// Parses `10.0.0.0/8` or a bare address.
@@ -347,6 +402,11 @@ options! {
         retry_empty_bytes: u32 = DEFAULT_RETRY_EMPTY_BYTES, "retryEmptyBytes", "retry_empty_bytes";
         /// Longest wait for a host's first byte while a replay is still possible.
         retry_empty_timeout: Duration = DEFAULT_RETRY_EMPTY_TIMEOUT, "retryEmptyTimeout", "retry_empty_timeout";
+        /// A backup group: it takes the service's new connections while no host
+        /// of the enabled group is usable (every one bad or admin-down), and gives
+        /// them back as soon as one is. With several, the first (in configuration
+        /// order) that has a usable host serves. The enabled group cannot be one.
+        backup: bool = false, "backup", "backup";
     }
 }
 
@@ -358,6 +418,35 @@ options! {
         maxconn: u32 = 0, "maxconn", "maxconn";
         /// PROXY protocol header for this host, overriding the group's.
         proxy_protocol: Option<Option<ProxyVersion>> = None, "proxyProtocol", "proxy_protocol";
+        /// A host given by name becomes one host per address the name resolves
+        /// to (named `NAME@ADDRESS`), following the record as it changes: new
+        /// addresses become hosts, addresses gone drain.
+        expand: bool = false, "expand", "expand";
+        /// Re-resolve the host's name every this many seconds, whatever the
+        /// record's TTL (`None`, written `0`: follow the TTL within the
+        /// `<resolver>`'s `minTtl`..`maxTtl`).
+        resolve: Option<Duration> = None, "resolve", "resolve";
+    }
+}
+
+/// Default shortest time an answer is kept before the name is asked again,
+/// whatever its TTL (seconds); also the retry period after a failed look-up.
+pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(5);
+/// Default longest time an answer is kept before the name is asked again,
+/// whatever its TTL (seconds).
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
+
+options! {
+    /// `<resolver>` (TOML `[resolver]`): how host names are resolved and
+    /// re-resolved.
+    pub struct ResolverOptions {
+        /// Name servers to ask (`IP` or `IP:PORT`); empty: the system's
+        /// (`/etc/resolv.conf`).
+        nameservers: Vec<SocketAddr> = Vec::new(), "nameserver", "nameserver";
+        /// Floor of the record TTL: a name is not asked again sooner.
+        min_ttl: Duration = DEFAULT_MIN_TTL, "minTtl", "min_ttl";
+        /// Ceiling of the record TTL: a name is asked again at least this often.
+        max_ttl: Duration = DEFAULT_MAX_TTL, "maxTtl", "max_ttl";
     }
 }
 

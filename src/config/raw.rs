@@ -46,6 +46,16 @@ pub(crate) struct RawConfig {
     pub manager: Option<RawManager>,
     pub logging: Option<RawLogging>,
     pub control: Option<RawControl>,
+    pub cluster: Option<RawCluster>,
+    pub resolver: Option<RawResolver>,
+}
+
+/// `<resolver>` / `[resolver]`.
+#[derive(Debug, Default)]
+pub(crate) struct RawResolver {
+    pub at: usize,
+    /// Settings of `options::ResolverOptions`.
+    pub options: Vec<(At<String>, At<RawValue>)>,
 }
 
 /// `<service>` / `[[service]]`.
@@ -164,4 +174,13 @@ pub(crate) struct RawLogging {
 pub(crate) struct RawControl {
     pub at: usize,
     pub socket: Option<At<String>>,
+}
+
+/// `<cluster>` / `[cluster]`.
+#[derive(Debug, Default)]
+pub(crate) struct RawCluster {
+    pub at: usize,
+    pub etcd: Option<At<String>>,
+    pub prefix: Option<At<String>>,
+    pub name: Option<At<String>>,
 }

@@ -383,13 +383,13 @@ fn unknown_elements_and_attributes() {
         &BASE.replace("</config>", "  <loging file=\"x\"/>\n</config>"),
         8,
         3,
-        "unknown element <loging> in <config> (expected one of: service, admin, manager, logging, control)",
+        "unknown element <loging> in <config> (expected one of: service, admin, manager, logging, control, cluster, resolver)",
     );
     xml_err(
         &BASE.replace("name=\"h1\"", "name=\"h1\" wieght=\"2\""),
         5,
         23,
-        "unknown attribute \"wieght\" on <host> (expected one of: name, ip, weight, maxconn, proxyProtocol)",
+        "unknown attribute \"wieght\" on <host> (expected one of: name, ip, weight, maxconn, proxyProtocol, expand, resolve)",
     );
     xml_err(
         &BASE.replace(
@@ -1076,4 +1076,276 @@ fn listener_setting_errors_are_located() {
     toml_err(&toml("{ accept_proxy = true }"), 3, 11, "listen address");
     toml_err(&toml("{ ip = \"*\" }"), 3, 19, "bad listen address \"*\"");
     toml_err(&toml("5"), 3, 11, "a listen address or a table with ip");
+}
+
+/// BASE with `line` (one element) inserted before `</config>`, on line 8.
+fn with_cluster(line: &str) -> String {
+    BASE.replace("</config>", &format!("{line}\n</config>"))
+}
+
+#[test]
+fn cluster_loads_from_xml_and_toml() {
+    let xml = with_cluster(
+        r#"<cluster etcd="http://127.0.0.1:2379, http://10.0.0.2:2379/" prefix="/txlb/prod/" name="lb-1"/>"#,
+    );
+    let c = Config::from_xml_str(&xml).unwrap();
+    let expected = ClusterConfig {
+        endpoints: vec![
+            "http://127.0.0.1:2379".to_string(),
+            "http://10.0.0.2:2379".to_string(),
+        ],
+        prefix: "/txlb/prod".to_string(),
+        name: "lb-1".to_string(),
+    };
+    assert_eq!(c.cluster.as_ref(), Some(&expected));
+    // Both writers keep it, and both readers read it back.
+    assert_eq!(
+        Config::from_xml_str(&c.to_xml()).unwrap().cluster,
+        c.cluster
+    );
+    assert_eq!(
+        Config::from_toml_str(&c.to_toml()).unwrap().cluster,
+        c.cluster
+    );
+    let toml = "[[service]]\nname = \"web\"\nlisten = [\"*:80\"]\n[[service.group]]\nname = \"g\"\nenable = true\n\
+                hosts = [{ name = \"h\", ip = \"10.0.0.1:80\" }]\n\
+                [cluster]\netcd = \"http://127.0.0.1:2379,http://10.0.0.2:2379\"\nprefix = \"/txlb/prod\"\nname = \"lb-1\"\n";
+    assert_eq!(Config::from_toml_str(toml).unwrap().cluster, Some(expected));
+    assert_eq!(Config::from_xml_str(BASE).unwrap().cluster, None);
+}
+
+#[test]
+fn cluster_errors_are_located() {
+    let ok = r#"etcd="http://127.0.0.1:2379" prefix="/txlb" name="lb1""#;
+    xml_err(
+        &with_cluster(&format!("<cluster {ok} nmae=\"x\"/>")),
+        8,
+        65,
+        "unknown attribute \"nmae\" on <cluster> (expected one of: etcd, prefix, name)",
+    );
+    xml_err(
+        &with_cluster(r#"<cluster prefix="/txlb" name="lb1"/>"#),
+        8,
+        1,
+        "etcd endpoint (etcd=\"http://HOST:PORT\") is missing",
+    );
+    xml_err(
+        &with_cluster(r#"<cluster etcd="127.0.0.1:2379" prefix="/txlb" name="lb1"/>"#),
+        8,
+        16,
+        "bad etcd endpoint \"127.0.0.1:2379\": not an http:// URL",
+    );
+    xml_err(
+        &with_cluster(r#"<cluster etcd="http://a:1,https://b:2" prefix="/txlb" name="lb1"/>"#),
+        8,
+        16,
+        "bad etcd endpoint \"https://b:2\": TLS to etcd is not supported",
+    );
+    xml_err(
+        &with_cluster(r#"<cluster etcd="http://a:0" prefix="/txlb" name="lb1"/>"#),
+        8,
+        16,
+        "no host and port",
+    );
+    xml_err(
+        &with_cluster(r#"<cluster etcd="http://a:1" prefix="txlb" name="lb1"/>"#),
+        8,
+        36,
+        "bad key prefix \"txlb\": expected a path such as /txlb/prod",
+    );
+    xml_err(
+        &with_cluster(r#"<cluster etcd="http://a:1" prefix="/txlb" name="lb 1"/>"#),
+        8,
+        49,
+        "bad instance name \"lb 1\"",
+    );
+    xml_err(
+        &with_cluster(r#"<cluster etcd="http://a:1" prefix="/txlb" name="lb1"><x/></cluster>"#),
+        8,
+        54,
+        "unknown element <x> in <cluster>",
+    );
+    xml_err(
+        &with_cluster(&format!("<cluster {ok}/><cluster {ok}/>")),
+        8,
+        66,
+        "duplicate <cluster> in <config>",
+    );
+    let toml = "[[service]]\nname = \"web\"\nlisten = [\"*:80\"]\n[[service.group]]\nname = \"g\"\nenable = true\n\
+                hosts = [{ name = \"h\", ip = \"10.0.0.1:80\" }]\n[cluster]\n";
+    toml_err(
+        &format!("{toml}etcd = \"http://a:1\"\nprefix = \"/p\"\nname = \"\"\n"),
+        11,
+        9,
+        "bad instance name \"\": empty",
+    );
+    toml_err(
+        &format!("{toml}etcd = \"\"\nprefix = \"/p\"\nname = \"n\"\n"),
+        9,
+        9,
+        "bad etcd endpoint \"\": empty",
+    );
+    toml_err(
+        &format!("{toml}etcd = \"http://a:1\"\nprefx = \"/p\"\nname = \"n\"\n"),
+        10,
+        1,
+        "unknown field `prefx`",
+    );
+}
+
+#[test]
+fn write_back_keeps_the_cluster_element() {
+    let text = with_cluster(
+        r#"  <cluster etcd="http://127.0.0.1:2379" prefix="/txlb" name="lb1"/> <!-- mine -->"#,
+    );
+    let path = Path::new("/etc/txlb/config.xml");
+    let boot = Config::from_text(path, &text).unwrap();
+    let mut running = boot.clone();
+    running.services[0].groups[0].hosts[0].weight = 3;
+    let rendered = writeback::render(path, &text, &boot, &running).unwrap();
+    assert!(rendered.preserved);
+    assert!(rendered.text.contains("<!-- mine -->"), "{}", rendered.text);
+    let back = Config::from_text(path, &rendered.text).unwrap();
+    assert_eq!(back.cluster, boot.cluster);
+    // A changed <cluster> is written too (in full).
+    running.cluster.as_mut().unwrap().name = "lb2".into();
+    let rendered = writeback::render(path, &text, &boot, &running).unwrap();
+    let back = Config::from_text(path, &rendered.text).unwrap();
+    assert_eq!(back.cluster.unwrap().name, "lb2");
+}
+#[test]
+fn backup_groups() {
+    let xml = r#"<config>
+  <service name="web">
+    <listen ip="*:8080"/>
+    <group name="a" enable="yes"><host name="h" ip="h:1"/></group>
+    <group name="b" backup="true"><host name="h" ip="h:1"/></group>
+  </service>
+</config>"#;
+    let c = Config::from_xml_str(xml).unwrap();
+    assert!(!c.services[0].groups[0].options.backup);
+    assert!(c.services[0].groups[1].options.backup);
+    // The same in TOML.
+    let toml = r#"
+[[service]]
+name = "web"
+listen = ["*:8080"]
+  [[service.group]]
+  name = "a"
+  enable = true
+  hosts = [{ name = "h", ip = "h:1" }]
+  [[service.group]]
+  name = "b"
+  backup = true
+  hosts = [{ name = "h", ip = "h:1" }]
+"#;
+    assert_eq!(Config::from_toml_str(toml).unwrap().services, c.services);
+    // The enabled group cannot be a backup group: at the backup attribute.
+    let both = xml.replace("enable=\"yes\">", "enable=\"yes\" backup=\"on\">");
+    xml_err(
+        &both,
+        4,
+        34,
+        "group \"a\" is both enabled and a backup group",
+    );
+    let named = xml
+        .replace(" enable=\"yes\"", "")
+        .replace("  </service>", "    <enable group=\"b\"/>\n  </service>");
+    xml_err(
+        &named,
+        5,
+        21,
+        "group \"b\" is both enabled and a backup group",
+    );
+    let toml_both = toml.replace("  enable = true\n", "  enable = true\n  backup = true\n");
+    toml_err(&toml_both, 8, 3, "is both enabled and a backup group");
+    xml_err(
+        &xml.replace("backup=\"true\"", "backup=\"true\" nonsense=\"1\""),
+        5,
+        35,
+        "expected one of: name, scheduler, enable, slowStart, proxyProtocol, retryEmpty, retryEmptyBytes, retryEmptyTimeout, backup",
+    );
+}
+
+#[test]
+fn resolver_and_dns_host_settings() {
+    let xml = BASE
+        .replace(
+            "<host name=\"h1\" ip=\"10.0.0.1:80\"/>",
+            "<host name=\"h1\" ip=\"app.test:80\" expand=\"true\" resolve=\"2.5\"/>",
+        )
+        .replace(
+            "</config>",
+            "  <resolver nameserver=\"127.0.0.1:5353, ::1\" minTtl=\"1\" maxTtl=\"60\"/>\n</config>",
+        );
+    let c = Config::from_xml_str(&xml).unwrap();
+    let host = &c.services[0].groups[0].hosts[0];
+    assert!(host.options.expand);
+    assert_eq!(host.options.resolve, Some(Duration::from_millis(2500)));
+    assert_eq!(
+        c.resolver.nameservers,
+        [
+            "127.0.0.1:5353".parse().unwrap(),
+            "[::1]:53".parse().unwrap()
+        ]
+    );
+    assert_eq!(c.resolver.min_ttl, Duration::from_secs(1));
+    assert_eq!(c.resolver.max_ttl, Duration::from_secs(60));
+    // Both writers keep it, and it loads back the same.
+    for text in [c.to_xml(), c.to_toml()] {
+        let again = if text.starts_with('<') {
+            Config::from_xml_str(&text)
+        } else {
+            Config::from_toml_str(&text)
+        }
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(again.resolver, c.resolver, "{text}");
+        assert_eq!(again.services, c.services, "{text}");
+    }
+    let toml =
+        FULL_TOML.to_string() + "\n[resolver]\nnameserver = [\"127.0.0.1:5353\"]\nmin_ttl = 0.5\n";
+    let t = Config::from_toml_str(&toml).unwrap();
+    assert_eq!(t.resolver.nameservers, ["127.0.0.1:5353".parse().unwrap()]);
+    assert_eq!(t.resolver.min_ttl, Duration::from_millis(500));
+    assert_eq!(t.resolver.max_ttl, DEFAULT_MAX_TTL);
+    // Defaults: the system's name servers.
+    assert_eq!(
+        Config::from_xml_str(BASE).unwrap().resolver,
+        ResolverOptions::default()
+    );
+    // Errors, located.
+    let bad = xml.replace("127.0.0.1:5353, ::1", "ns1.example");
+    xml_err(
+        &bad,
+        8,
+        25,
+        "bad nameserver \"ns1.example\": \"ns1.example\" is not a name server address",
+    );
+    let swapped = xml.replace("maxTtl=\"60\"", "maxTtl=\"0.5\"");
+    xml_err(
+        &swapped,
+        8,
+        3,
+        "resolver minTtl (1) is longer than maxTtl (0.5)",
+    );
+    xml_err(
+        &xml.replace("minTtl=", "ttl="),
+        8,
+        46,
+        "unknown attribute \"ttl\" on <resolver> (expected one of: nameserver, minTtl, maxTtl)",
+    );
+    let twice = xml.replace("</config>", "<resolver/></config>");
+    xml_err(&twice, 9, 1, "duplicate <resolver>");
+    toml_err(
+        &(FULL_TOML.to_string() + "\n[resolver]\nmin_ttl = -1\n"),
+        51,
+        11,
+        "bad minTtl -1",
+    );
+    toml_err(
+        &(FULL_TOML.to_string() + "\n[resolver]\nttl = 1\n"),
+        51,
+        1,
+        "unknown key \"ttl\" in [resolver]",
+    );
 }

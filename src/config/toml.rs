@@ -53,6 +53,16 @@
 //!
 //! [control]
 //! socket = "/run/txlb.sock"
+//!
+//! [cluster]                   # fleet mode: the configuration lives in etcd
+//! etcd = "http://127.0.0.1:2379"   # comma-separated endpoints
+//! prefix = "/txlb/prod"
+//! name = "lb1"                # this instance, unique in the fleet
+//!
+//! [resolver]                  # optional: how host names are (re-)resolved
+//! nameserver = ["127.0.0.1:5353"]  # default: the system's (/etc/resolv.conf)
+//! min_ttl = 5                 # seconds: floor of the record TTL
+//! max_ttl = 300               # seconds: ceiling of the record TTL
 //! ```
 //!
 //! Unknown keys are errors, so typos are caught. Only structure and types are
@@ -73,6 +83,9 @@ struct File {
     manager: Option<Manager>,
     logging: Option<Logging>,
     control: Option<Spanned<Control>>,
+    cluster: Option<Spanned<Cluster>>,
+    /// Keys read with the options (`Options::read`).
+    resolver: Option<Spanned<serde::de::IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
@@ -207,6 +220,14 @@ struct Logging {
 #[serde(deny_unknown_fields)]
 struct Control {
     socket: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cluster {
+    etcd: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
 }
 
 /// Where a value starts: past its opening quote(s) for strings, so a column
@@ -388,6 +409,20 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                 socket: opt(t, c.into_inner().socket),
             }
         }),
+        cluster: file.cluster.map(|c| {
+            let cluster_at = c.span().start;
+            let c = c.into_inner();
+            RawCluster {
+                at: cluster_at,
+                etcd: opt(t, c.etcd),
+                prefix: opt(t, c.prefix),
+                name: opt(t, c.name),
+            }
+        }),
+        resolver: file.resolver.map(|r| RawResolver {
+            at: r.span().start,
+            options: options.take(&[]),
+        }),
     })
 }
 
@@ -395,8 +430,8 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
 /// second pass over the document, since serde's typed pass cannot keep spans for
 /// keys it does not know in advance.
 struct Options {
-    /// By path: `[service]`, `[service, group]`, `[service, group, host]`, or
-    /// [`listen_path`] for a table in `listen`.
+    /// By path: `[service]`, `[service, group]`, `[service, group, host]`,
+    /// [`listen_path`] for a table in `listen`; `[]` for `[resolver]`.
     found: std::collections::HashMap<Vec<usize>, RawOptions>,
 }
 
@@ -420,6 +455,12 @@ impl Options {
             src.error(at, e.message().trim_end().to_string())
         })?;
         let mut found = std::collections::HashMap::new();
+        if let Some(resolver) = get(doc.get_ref(), "resolver")
+            && let ::toml::de::DeValue::Table(table) = resolver.get_ref()
+        {
+            let keys = (&[][..], crate::config::ResolverOptions::KEYS, "[resolver]");
+            found.insert(Vec::new(), Self::collect(src, table, keys)?);
+        }
         for (si, service) in tables(get(doc.get_ref(), "service").as_ref())
             .iter()
             .enumerate()

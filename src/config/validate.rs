@@ -209,6 +209,59 @@ pub fn parse_weight(s: &str) -> Result<u32, String> {
     }
 }
 
+/// An etcd client URL: `http://HOST:PORT` (a trailing `/` is dropped).
+fn parse_etcd_endpoint(s: &str) -> Result<String, String> {
+    const EXPECTED: &str = "expected http://HOST:PORT";
+    if s.is_empty() {
+        return Err(format!("empty ({EXPECTED})"));
+    }
+    let Some(rest) = s.strip_prefix("http://") else {
+        return Err(if s.starts_with("https://") {
+            format!("TLS to etcd is not supported ({EXPECTED})")
+        } else {
+            format!("not an http:// URL ({EXPECTED})")
+        });
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let port = authority
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(port))) if !host.is_empty() && port > 0 && !host.contains('/') => {
+            Ok(format!("http://{authority}"))
+        }
+        _ => Err(format!("no host and port ({EXPECTED})")),
+    }
+}
+
+/// An etcd key prefix: starts with `/`, printable, no spaces; a trailing `/` is
+/// dropped.
+fn parse_etcd_prefix(s: &str) -> Result<String, String> {
+    let trimmed = s.strip_suffix('/').unwrap_or(s);
+    if !s.starts_with('/') || trimmed.is_empty() {
+        return Err("expected a path such as /txlb/prod".to_string());
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("spaces and control characters are not allowed".to_string());
+    }
+    Ok(trimmed.to_string())
+}
+
+/// An instance name: letters, digits, `.`, `_` and `-` (it is part of an etcd
+/// key).
+fn parse_instance_name(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("empty".to_string());
+    }
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err("expected letters, digits, '.', '_' or '-'".to_string());
+    }
+    Ok(())
+}
+
 /// An admin access level: `full` or `readonly`.
 pub fn parse_access(s: &str) -> Result<Access, String> {
     Access::from_str(s)
@@ -325,6 +378,24 @@ impl Builder<'_, '_> {
             None => LoggingConfig::default(),
         };
         let control = raw.control.map(|c| self.control(c)).transpose()?;
+        let cluster = raw.cluster.map(|c| self.cluster(c)).transpose()?;
+        let resolver = match raw.resolver {
+            Some(r) => {
+                let options: ResolverOptions = self.options(r.options)?;
+                if options.min_ttl > options.max_ttl {
+                    return Err(self.err(
+                        r.at,
+                        format!(
+                            "resolver minTtl ({}) is longer than maxTtl ({}) (expected minTtl <= maxTtl)",
+                            super::write::seconds(options.min_ttl),
+                            super::write::seconds(options.max_ttl)
+                        ),
+                    ));
+                }
+                options
+            }
+            None => ResolverOptions::default(),
+        };
         Ok(Config {
             source: None,
             services,
@@ -332,6 +403,8 @@ impl Builder<'_, '_> {
             manager,
             logging,
             control,
+            cluster,
+            resolver,
         })
     }
 
@@ -433,9 +506,16 @@ impl Builder<'_, '_> {
         let mut groups: Vec<GroupConfig> = Vec::with_capacity(raw.groups.len());
         // The group flagged `enable`, with where the flag is, for the messages below.
         let mut flagged: Option<(String, usize)> = None;
+        // Where each group says `backup`, for the message if it is the enabled one.
+        let mut backup_at: HashMap<String, usize> = HashMap::new();
         for group in raw.groups {
             let name_at = group.name.as_ref().map_or(group.at, |n| n.at);
             let enable = group.enable.clone();
+            let backup_key = group
+                .options
+                .iter()
+                .find(|(key, _)| key.value == "backup")
+                .map(|(key, _)| key.at);
             let built = self.group(group, &label)?;
             if groups.iter().any(|g| g.name == built.name) {
                 return Err(self.err(
@@ -454,6 +534,9 @@ impl Builder<'_, '_> {
                     ));
                 }
                 flagged = Some((built.name.clone(), at));
+            }
+            if let Some(at) = backup_key {
+                backup_at.insert(built.name.clone(), at);
             }
             groups.push(built);
         }
@@ -497,6 +580,17 @@ impl Builder<'_, '_> {
                 ));
             }
         };
+        if let Some(group) = groups.iter().find(|g| g.name == enabled_group)
+            && group.options.backup
+        {
+            // A backup group stands in for the enabled one; it cannot be it.
+            return Err(self.err(
+                backup_at.get(&enabled_group).copied().unwrap_or(raw.at),
+                format!(
+                    "{label}: group {enabled_group:?} is both enabled and a backup group (expected the enabled group without backup)"
+                ),
+            ));
+        }
         if let Some(group) = groups.iter().find(|g| g.name == enabled_group)
             && group.hosts.is_empty()
         {
@@ -682,6 +776,42 @@ impl Builder<'_, '_> {
         }
         Ok(ControlConfig {
             socket: self.path(socket.value),
+        })
+    }
+
+    fn cluster(&self, raw: RawCluster) -> Result<ClusterConfig, ConfigError> {
+        let etcd = self.required(
+            raw.etcd,
+            raw.at,
+            "etcd endpoint (etcd=\"http://HOST:PORT\")",
+        )?;
+        let mut endpoints = Vec::new();
+        for endpoint in etcd.value.split(',').map(str::trim) {
+            endpoints.push(parse_etcd_endpoint(endpoint).map_err(|reason| {
+                self.err(etcd.at, format!("bad etcd endpoint {endpoint:?}: {reason}"))
+            })?);
+        }
+        let prefix = self.required(raw.prefix, raw.at, "key prefix (prefix=\"/txlb/NAME\")")?;
+        let prefix = At::new(
+            parse_etcd_prefix(&prefix.value).map_err(|reason| {
+                self.err(
+                    prefix.at,
+                    format!("bad key prefix {:?}: {reason}", prefix.value),
+                )
+            })?,
+            prefix.at,
+        );
+        let name = self.required(raw.name, raw.at, "instance name (name=\"NAME\")")?;
+        if let Err(reason) = parse_instance_name(&name.value) {
+            return Err(self.err(
+                name.at,
+                format!("bad instance name {:?}: {reason}", name.value),
+            ));
+        }
+        Ok(ClusterConfig {
+            endpoints,
+            prefix: prefix.value,
+            name: name.value,
         })
     }
 }

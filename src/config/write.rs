@@ -213,6 +213,19 @@ pub fn to_xml(config: &Config) -> String {
     if let Some(c) = &config.control {
         let _ = writeln!(x, "  <control socket=\"{}\"/>", attr(&path_text(&c.socket)));
     }
+    if let Some(c) = &config.cluster {
+        let _ = writeln!(
+            x,
+            "  <cluster etcd=\"{}\" prefix=\"{}\" name=\"{}\"/>",
+            attr(&c.endpoints.join(",")),
+            attr(&c.prefix),
+            attr(&c.name)
+        );
+    }
+    let resolver = config.resolver.non_default();
+    if !resolver.is_empty() {
+        let _ = writeln!(x, "  <resolver{}/>", xml_options(&resolver));
+    }
     x.push_str("</config>\n");
     x
 }
@@ -362,6 +375,22 @@ pub fn to_toml(config: &Config) -> String {
     }
     if let Some(c) = &config.control {
         let _ = writeln!(t, "\n[control]\nsocket = {}", tstr(&path_text(&c.socket)));
+    }
+    if let Some(c) = &config.cluster {
+        let _ = writeln!(
+            t,
+            "\n[cluster]\netcd = {}\nprefix = {}\nname = {}",
+            tstr(&c.endpoints.join(",")),
+            tstr(&c.prefix),
+            tstr(&c.name)
+        );
+    }
+    let resolver = config.resolver.non_default();
+    if !resolver.is_empty() {
+        t.push_str("\n[resolver]\n");
+        for o in resolver {
+            let _ = writeln!(t, "{} = {}", o.toml_key, o.toml);
+        }
     }
     t
 }

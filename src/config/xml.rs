@@ -11,7 +11,7 @@ use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesStart, Event};
 
 use super::error::{ConfigError, Source};
-use super::options::{GroupOptions, HostOptions, ListenOptions, ServiceOptions};
+use super::options::{GroupOptions, HostOptions, ListenOptions, ResolverOptions, ServiceOptions};
 use super::raw::*;
 use super::validate::parse_bool;
 
@@ -279,7 +279,9 @@ impl Walker<'_, '_> {
             ));
         }
         self.check_attrs(root, &[])?;
-        const CHILDREN: &[&str] = &["service", "admin", "manager", "logging", "control"];
+        const CHILDREN: &[&str] = &[
+            "service", "admin", "manager", "logging", "control", "cluster", "resolver",
+        ];
         let mut raw = RawConfig {
             at: root.at,
             ..RawConfig::default()
@@ -310,6 +312,24 @@ impl Walker<'_, '_> {
                     raw.control = Some(RawControl {
                         at: child.at,
                         socket: leaf.get("socket"),
+                    });
+                }
+                "cluster" => {
+                    self.once(&raw.cluster, child, root)?;
+                    let leaf = self.leaf(child, &["etcd", "prefix", "name"])?;
+                    raw.cluster = Some(RawCluster {
+                        at: child.at,
+                        etcd: leaf.get("etcd"),
+                        prefix: leaf.get("prefix"),
+                        name: leaf.get("name"),
+                    });
+                }
+                "resolver" => {
+                    self.once(&raw.resolver, child, root)?;
+                    let leaf = self.leaf(child, &with_options(&[], ResolverOptions::KEYS))?;
+                    raw.resolver = Some(RawResolver {
+                        at: child.at,
+                        options: leaf.options(&[]),
                     });
                 }
                 _ => return Err(self.unknown_child(root, child, CHILDREN)),

@@ -139,6 +139,9 @@ impl Command {
                 if config.source.is_none() {
                     config.source = source;
                 }
+                for service in &config.services {
+                    refuse_backup_enabled(service)?;
+                }
             }
             Command::AddService(service) => {
                 if config.services.iter().any(|s| s.name == service.name) {
@@ -192,6 +195,12 @@ impl Command {
             Command::EnableGroup { service, group } => {
                 let s = service_mut(config, service)?;
                 let index = group_index(s, group)?;
+                if s.groups[index].options.backup {
+                    return Err(ControlError::BackupGroupEnabled {
+                        service: service.clone(),
+                        group: group.clone(),
+                    });
+                }
                 if s.groups[index].hosts.is_empty() {
                     return Err(ControlError::EmptyGroup {
                         service: service.clone(),
@@ -360,5 +369,22 @@ fn check_service(service: &ServiceConfig) -> Result<(), ControlError> {
         }
         check_group(&service.name, group)?;
     }
-    group_index(service, &service.enabled_group).map(|_| ())
+    group_index(service, &service.enabled_group)?;
+    refuse_backup_enabled(service)
+}
+
+/// The files refuse an enabled backup group; configurations built in code are
+/// held to the same rule.
+fn refuse_backup_enabled(service: &ServiceConfig) -> Result<(), ControlError> {
+    match service
+        .groups
+        .iter()
+        .find(|g| g.name == service.enabled_group)
+    {
+        Some(group) if group.options.backup => Err(ControlError::BackupGroupEnabled {
+            service: service.name.clone(),
+            group: group.name.clone(),
+        }),
+        _ => Ok(()),
+    }
 }

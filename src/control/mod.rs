@@ -16,9 +16,9 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, HostAddress};
+use crate::config::{Config, HostAddress, ResolverOptions};
+use crate::dns::{self, Answer, NameState, Resolver};
 use crate::events::{Event, Events};
-use crate::health;
 use crate::proxy::{ConnectionRecord, DataPlane};
 use crate::scheduler::{self, SchedulerFactory, SchedulerKind};
 use crate::state::{
@@ -89,6 +89,16 @@ pub enum ControlError {
         /// Group name.
         group: String,
     },
+    /// A backup group stands in for the enabled group; it cannot be it.
+    #[error(
+        "group {group:?} of service {service:?} is a backup group: it cannot be the enabled group"
+    )]
+    BackupGroupEnabled {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+    },
     /// A group without hosts cannot be enabled.
     #[error("group {group:?} of service {service:?} has no hosts")]
     EmptyGroup {
@@ -139,6 +149,22 @@ pub enum ControlError {
     /// The balancer is shutting down.
     #[error("the balancer is shutting down")]
     ShuttingDown,
+    /// Fleet mode: another instance changed the shared configuration since this
+    /// one last saw it. Nothing was changed; retry on the current configuration.
+    #[error(
+        "conflict: the fleet's configuration was changed elsewhere (now at revision {current}, \
+         this instance had {expected}); nothing was changed: look again and retry"
+    )]
+    FleetConflict {
+        /// The revision this instance's change was based on.
+        expected: i64,
+        /// The revision in etcd.
+        current: i64,
+    },
+    /// Fleet mode: etcd cannot be reached, so the change cannot be shared.
+    /// Nothing was changed; the running configuration stays.
+    #[error("the fleet's etcd cannot be reached, so changes are refused until it is back ({0})")]
+    FleetUnavailable(String),
 }
 
 /// One bound listener, as reported to observers.
@@ -177,6 +203,8 @@ pub(crate) struct Controller {
     pub(crate) custom_schedulers: HashMap<&'static str, SchedulerFactory>,
     /// Sockets handed over at start (socket activation), used instead of binding.
     pub(crate) inherited: listeners::Inherited,
+    /// Fleet mode, once started: every configuration change goes through etcd.
+    pub(crate) fleet: std::sync::OnceLock<Arc<crate::fleet::FleetLink>>,
 }
 
 struct ControlState {
@@ -193,6 +221,10 @@ struct ControlState {
     /// their service and group; shown as draining until their last one closes.
     removed: Vec<(Arc<str>, Arc<str>, HostSnapshot)>,
     listeners: Vec<RunningListener>,
+    /// What is known of every host name in the running configuration.
+    names: HashMap<String, NameState>,
+    /// The resolver of the running configuration's `<resolver>` settings.
+    resolver: Arc<Resolver>,
 }
 
 impl Controller {
@@ -219,6 +251,8 @@ impl Controller {
                 limiters: HashMap::new(),
                 removed: Vec::new(),
                 listeners: Vec::new(),
+                names: HashMap::new(),
+                resolver: Arc::new(Resolver::new(&ResolverOptions::default())),
             }),
             stop_accepting: CancellationToken::new(),
             stop_connections: CancellationToken::new(),
@@ -227,6 +261,7 @@ impl Controller {
             workers,
             custom_schedulers,
             inherited: listeners::Inherited::default(),
+            fleet: std::sync::OnceLock::new(),
         }
     }
 
@@ -287,26 +322,80 @@ impl Controller {
             .collect()
     }
 
-    /// Applies one command: resolves the host names it brings (outside the lock),
-    /// then checks and swaps under the lock. On error nothing has changed.
+    /// Applies one command. In fleet mode a configuration change is first
+    /// written to etcd (compare-and-swap) and applied here only once it is there;
+    /// an admin-down flag is this instance's own. On error nothing has changed.
     pub(crate) async fn apply(&self, command: Command) -> Result<(), ControlError> {
+        if !matches!(command, Command::SetAdminDown { .. })
+            && let Some(fleet) = self.fleet.get()
+        {
+            return fleet.change(command).await;
+        }
+        self.apply_local(command).await
+    }
+
+    /// The configuration `command` would make of the running one, without
+    /// applying it (listeners are not bound, names not resolved).
+    pub(crate) fn preview(&self, command: &Command) -> Result<Config, ControlError> {
+        let running = self.lock().running.clone();
+        self.next_config(running, command)
+    }
+
+    fn next_config(&self, mut next: Config, command: &Command) -> Result<Config, ControlError> {
+        command.edit(&mut next)?;
+        for group in next.services.iter().flat_map(|s| &s.groups) {
+            if let SchedulerKind::Custom(name) = group.scheduler
+                && !self.custom_schedulers.contains_key(name)
+            {
+                return Err(ControlError::Invalid(format!(
+                    "group {:?}: no scheduler {name:?} was registered",
+                    group.name
+                )));
+            }
+        }
+        Ok(next)
+    }
+
+    /// Applies one command on this instance only: resolves the host names it
+    /// brings (outside the lock), then checks and swaps under the lock. On error
+    /// nothing has changed.
+    pub(crate) async fn apply_local(&self, command: Command) -> Result<(), ControlError> {
         if self.stop_accepting.is_cancelled() {
             return Err(ControlError::ShuttingDown);
         }
-        let mut resolved = HashMap::new();
+        // The resolver of the settings this command leaves in force.
+        let resolver = {
+            let state = self.lock();
+            match &command {
+                Command::Replace(config) if config.resolver != *state.resolver.options() => {
+                    Arc::new(Resolver::new(&config.resolver))
+                }
+                _ => state.resolver.clone(),
+            }
+        };
+        let mut names: Vec<String> = Vec::new();
         for address in command.new_addresses() {
-            if let std::collections::hash_map::Entry::Vacant(entry) = resolved.entry(address) {
-                let result = health::resolve(entry.key()).await;
-                entry.insert(result);
+            if dns::is_name(&address) && !names.contains(&address.host) {
+                names.push(address.host);
             }
         }
-        self.apply_resolved(&command, &resolved)
+        let mut lookups = tokio::task::JoinSet::new();
+        for name in names {
+            let resolver = resolver.clone();
+            lookups.spawn(async move {
+                let result = resolver.lookup(&name).await;
+                (name, result)
+            });
+        }
+        let answers = lookups.join_all().await;
+        self.apply_resolved(&command, resolver, answers)
     }
 
     fn apply_resolved(
         &self,
         command: &Command,
-        resolved: &HashMap<HostAddress, Result<SocketAddr, String>>,
+        resolver: Arc<Resolver>,
+        answers: Vec<(String, Result<Answer, String>)>,
     ) -> Result<(), ControlError> {
         let mut state = self.lock();
         if let Command::SetAdminDown {
@@ -329,23 +418,27 @@ impl Controller {
             }
             return Ok(());
         }
-        let mut next = state.running.clone();
-        command.edit(&mut next)?;
-        for group in next.services.iter().flat_map(|s| &s.groups) {
-            if let SchedulerKind::Custom(name) = group.scheduler
-                && !self.custom_schedulers.contains_key(name)
-            {
-                return Err(ControlError::Invalid(format!(
-                    "group {:?}: no scheduler {name:?} was registered",
-                    group.name
-                )));
-            }
-        }
+        let next = self.next_config(state.running.clone(), command)?;
         // Bind new listeners before anything is swapped: a port in use refuses the
         // whole command.
         let (added, removed) = listeners::diff(&state.listeners, &next)?;
         let bound = listeners::bind_all(added, self.workers.len().max(1), &self.inherited)?;
-        let snapshot = self.build_snapshot(&mut state, &next, resolved);
+        // What the names resolve to is known before the hosts are built.
+        let intervals = dns::names_of(&next);
+        let now = std::time::Instant::now();
+        let mut changed_names = Vec::new();
+        for (name, result) in answers {
+            let interval = intervals.get(&name).copied().flatten();
+            let known = state
+                .names
+                .entry(name.clone())
+                .or_insert_with(|| NameState::new(now));
+            if known.record(&name, result, resolver.options(), interval, now) {
+                changed_names.push(name);
+            }
+        }
+        state.resolver = resolver;
+        let snapshot = self.build_snapshot(&mut state, &next);
         self.data.snapshots.store(Arc::new(snapshot));
         for listener in bound {
             state.listeners.push(listeners::start(listener, self));
@@ -376,16 +469,116 @@ impl Controller {
             }
         }
         state.running = next;
+        state.names.retain(|name, _| intervals.contains_key(name));
+        for name in changed_names {
+            self.follow_name(&state, &name);
+        }
         Ok(())
     }
 
-    /// Builds the snapshot for `config`, reusing the counters of hosts that stay.
-    fn build_snapshot(
+    /// Names due for a new look-up at `now`, the resolver to ask, and when the
+    /// next one is due otherwise.
+    pub(crate) fn dns_due(
         &self,
-        state: &mut ControlState,
-        config: &Config,
-        resolved: &HashMap<HostAddress, Result<SocketAddr, String>>,
-    ) -> Snapshot {
+        now: std::time::Instant,
+    ) -> (Vec<String>, Arc<Resolver>, Option<std::time::Instant>) {
+        let mut state = self.lock();
+        let intervals = dns::names_of(&state.running);
+        state.names.retain(|name, _| intervals.contains_key(name));
+        let mut due = Vec::new();
+        let mut next: Option<std::time::Instant> = None;
+        for name in intervals.into_keys() {
+            let known = state
+                .names
+                .entry(name.clone())
+                .or_insert_with(|| NameState::new(now));
+            if known.next <= now {
+                due.push(name);
+            } else {
+                next = Some(next.map_or(known.next, |n| n.min(known.next)));
+            }
+        }
+        (due, state.resolver.clone(), next)
+    }
+
+    /// Applies new answers from `resolver`: hosts that follow one address move
+    /// (their stats' address), hosts expanded from a name whose addresses
+    /// changed are rebuilt in a new snapshot.
+    pub(crate) fn dns_answers(
+        &self,
+        resolver: &Arc<Resolver>,
+        answers: Vec<(String, Result<Answer, String>)>,
+        now: std::time::Instant,
+    ) {
+        let mut state = self.lock();
+        if !Arc::ptr_eq(resolver, &state.resolver) {
+            // A reload changed the settings meanwhile: ask again with the new ones.
+            return;
+        }
+        let intervals = dns::names_of(&state.running);
+        let mut rebuild = false;
+        for (name, result) in answers {
+            let Some(interval) = intervals.get(&name).copied() else {
+                continue; // no host uses it any more
+            };
+            let known = state
+                .names
+                .entry(name.clone())
+                .or_insert_with(|| NameState::new(now));
+            if !known.record(&name, result, resolver.options(), interval, now) {
+                continue;
+            }
+            self.follow_name(&state, &name);
+            rebuild |= state
+                .running
+                .services
+                .iter()
+                .flat_map(|s| &s.groups)
+                .flat_map(|g| &g.hosts)
+                .any(|h| h.options.expand && h.address.host == name);
+        }
+        if rebuild {
+            let running = state.running.clone();
+            let snapshot = self.build_snapshot(&mut state, &running);
+            self.data.snapshots.store(Arc::new(snapshot));
+        }
+    }
+
+    /// Points every host that follows one address of `name` at its address now.
+    fn follow_name(&self, state: &ControlState, name: &str) {
+        let Some(known) = state.names.get(name) else {
+            return;
+        };
+        for service in &state.running.services {
+            for group in &service.groups {
+                for host in &group.hosts {
+                    if host.address.host != name || host.options.expand {
+                        continue;
+                    }
+                    let key = (service.name.clone(), group.name.clone(), host.name.clone());
+                    let Some((_, stats)) = state.hosts.get(&key) else {
+                        continue;
+                    };
+                    let Some(ip) = known.pick(stats.resolved().map(|a| a.ip())) else {
+                        continue;
+                    };
+                    let addr = SocketAddr::new(ip, host.address.port);
+                    if stats.set_resolved(Some(addr)) {
+                        tracing::info!(service = %service.name, group = %group.name, host = %host.name, address = %host.address, resolved = %addr, "host follows its name to a new address");
+                        // A new address deserves a fresh chance.
+                        if stats.mark_up() {
+                            self.data
+                                .events
+                                .host_back(&service.name, &group.name, &host.name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Builds the snapshot for `config`, reusing the counters of hosts that stay.
+    fn build_snapshot(&self, state: &mut ControlState, config: &Config) -> Snapshot {
         let mut hosts = HashMap::new();
         let previous = self.data.snapshots.load();
         let mut services = Vec::with_capacity(config.services.len());
@@ -393,8 +586,12 @@ impl Controller {
             let mut groups = Vec::with_capacity(service.groups.len());
             for group in &service.groups {
                 let mut members = Vec::with_capacity(group.hosts.len());
-                for host in &group.hosts {
-                    let key = (service.name.clone(), group.name.clone(), host.name.clone());
+                for (host, host_name, address) in group
+                    .hosts
+                    .iter()
+                    .flat_map(|host| expand(host, &state.names))
+                {
+                    let key = (service.name.clone(), group.name.clone(), host_name);
                     let (id, stats) = match state.hosts.get(&key) {
                         Some(known) => known.clone(),
                         None => {
@@ -406,27 +603,23 @@ impl Controller {
                         .hosts()
                         .find(|h| h.id == id)
                         .map(|h| h.address.clone());
-                    if old_address.as_ref() != Some(&host.address) {
-                        let names = (
-                            service.name.as_str(),
-                            group.name.as_str(),
-                            host.name.as_str(),
-                        );
-                        set_address(names, &host.address, &stats, resolved, &self.data.events);
+                    if old_address.as_ref() != Some(&address) {
+                        let names = (service.name.as_str(), group.name.as_str(), key.2.as_str());
+                        set_address(names, &address, &stats, &state.names, &self.data.events);
                     }
-                    hosts.insert(key, (id, stats.clone()));
                     members.push(HostSnapshot {
                         id,
-                        name: Arc::from(host.name.as_str()),
-                        address: host.address.clone(),
+                        name: Arc::from(key.2.as_str()),
+                        address,
                         weight: host.weight,
                         maxconn: host.options.maxconn,
                         proxy_protocol: host
                             .options
                             .proxy_protocol
                             .unwrap_or(group.options.proxy_protocol),
-                        stats,
+                        stats: stats.clone(),
                     });
+                    hosts.insert(key, (id, stats));
                 }
                 groups.push(GroupSnapshot {
                     name: Arc::from(group.name.as_str()),
@@ -452,6 +645,13 @@ impl Controller {
                 .iter()
                 .position(|g| g.name == service.enabled_group)
                 .unwrap_or(0);
+            let backups = service
+                .groups
+                .iter()
+                .enumerate()
+                .filter(|(i, g)| g.options.backup && *i != enabled)
+                .map(|(i, _)| i)
+                .collect();
             let counters = state
                 .service_counters
                 .entry(service.name.clone())
@@ -467,6 +667,7 @@ impl Controller {
                 name: Arc::from(service.name.as_str()),
                 groups,
                 enabled,
+                backups,
                 connect_timeout: service.connect_timeout,
                 counters,
                 limiter,
@@ -516,20 +717,54 @@ fn empty_config() -> Config {
     Config::new(Vec::new())
 }
 
+/// The hosts a configured host stands for: itself, or with `expand` one per
+/// address its name resolves to, named `NAME@ADDRESS` (itself, bad, while the name
+/// has never resolved).
+fn expand<'c>(
+    host: &'c crate::config::HostConfig,
+    names: &HashMap<String, NameState>,
+) -> Vec<(&'c crate::config::HostConfig, String, HostAddress)> {
+    let known = names
+        .get(&host.address.host)
+        .filter(|known| host.options.expand && !known.addrs.is_empty());
+    match known {
+        Some(known) => known
+            .addrs
+            .iter()
+            .map(|ip| {
+                let address = HostAddress {
+                    host: ip.to_string(),
+                    port: host.address.port,
+                };
+                (host, format!("{}@{ip}", host.name), address)
+            })
+            .collect(),
+        None => vec![(host, host.name.clone(), host.address.clone())],
+    }
+}
+
 /// Records a host's new address: resolved now, or bad with the resolver's reason.
 fn set_address(
     (service, group, host): (&str, &str, &str),
     address: &HostAddress,
     stats: &HostStats,
-    resolved: &HashMap<HostAddress, Result<SocketAddr, String>>,
+    names: &HashMap<String, NameState>,
     events: &Events,
 ) {
     let result = match address.host.parse() {
         Ok(ip) => Ok(SocketAddr::new(ip, address.port)),
-        Err(_) => resolved
-            .get(address)
-            .cloned()
-            .unwrap_or_else(|| Err(format!("name {:?} was not resolved", address.host))),
+        Err(_) => match names.get(&address.host) {
+            Some(known) => known
+                .pick(stats.resolved().map(|a| a.ip()))
+                .map(|ip| SocketAddr::new(ip, address.port))
+                .ok_or_else(|| {
+                    known
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| format!("name {:?} has no address", address.host))
+                }),
+            None => Err(format!("name {:?} was not resolved", address.host)),
+        },
     };
     match result {
         Ok(addr) => {

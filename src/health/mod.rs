@@ -1,10 +1,13 @@
 //! Managers that watch host health: `hostCheck` re-probes bad hosts and puts back
 //! those that answer; `heartbeat` probes every host and marks failing ones bad.
-//! Both are plain tasks on the balancer's runtime that stop on shutdown.
+//! Both are plain tasks on the balancer's runtime that stop on shutdown, like the
+//! backup watcher (`backup`), which reports services moving to or from a
+//! backup group.
 
+pub(crate) mod backup;
 mod probe;
 
-pub(crate) use probe::{probe, resolve};
+pub(crate) use probe::probe;
 
 use std::sync::Arc;
 use std::time::Duration;

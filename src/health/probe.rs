@@ -30,21 +30,31 @@ pub async fn resolve(address: &HostAddress) -> Result<SocketAddr, String> {
 }
 
 impl HostAddress {
-    /// Resolves the address as the balancer does before connecting and in every
-    /// probe: an IP literal as is, a name through the system resolver (its first
-    /// address). The error says why the name does not resolve.
+    /// Resolves the address with the system resolver: an IP literal as is, a
+    /// name to its first address (what `txlb check` reports). The running
+    /// balancer asks the `<resolver>`'s name servers (by default the system's)
+    /// and asks again as answers expire. The error says why the name does not
+    /// resolve.
     pub async fn resolve(&self) -> Result<SocketAddr, String> {
         resolve(self).await
     }
 }
 
-/// Re-resolves `host` (recording a changed address) and checks that it accepts a
-/// TCP connection within `timeout`. The probe connection is closed at once.
+/// Checks that `host` accepts a TCP connection within `timeout` on its address:
+/// the one its name resolved to (names are kept fresh by the re-resolution task,
+/// with the configured resolver), else resolved now by the system (recorded).
+/// The probe connection is closed at once.
 pub async fn probe(host: &HostSnapshot, timeout: Duration) -> Result<(), String> {
-    let addr = resolve(&host.address).await?;
-    if host.stats.set_resolved(Some(addr)) {
-        tracing::info!(host = %host.name, address = %host.address, resolved = %addr, "host address resolved");
-    }
+    let addr = match host.stats.resolved() {
+        Some(addr) => addr,
+        None => {
+            let addr = resolve(&host.address).await?;
+            if host.stats.set_resolved(Some(addr)) {
+                tracing::info!(host = %host.name, address = %host.address, resolved = %addr, "host address resolved");
+            }
+            addr
+        }
+    };
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(error)) => Err(format!("connect to {addr}: {error}")),

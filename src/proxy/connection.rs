@@ -191,7 +191,7 @@ async fn establish(
         let Some(target) = pick(&data.snapshots.load(), service, client_addr, &tried) else {
             plan.counters.no_host.fetch_add(1, Relaxed);
             let reason = if tried.is_empty() {
-                "no host available in the enabled group"
+                "no host available in the enabled group or its backups"
             } else {
                 "every available host failed"
             };
@@ -411,11 +411,24 @@ fn pick(
     tried: &[HostId],
 ) -> Option<Target> {
     let service = snapshot.service(service)?;
-    let group = service.enabled_group();
-    let index = group
+    let mut group = service.enabled_group();
+    let mut picked = group
         .scheduler
-        .pick(&Candidates::new(&group.hosts, tried, Some(client)))?;
-    let host = &group.hosts[index];
+        .pick(&Candidates::new(&group.hosts, tried, Some(client)));
+    // Nothing in the enabled group: its backup serves if no host of the enabled
+    // group is usable at all (not merely full, nor just tried by this client and
+    // still up). Only this rare path looks further; no lock, no allocation.
+    if picked.is_none()
+        && !service.backups.is_empty()
+        && let Some(serving) = service.serving_group()
+        && serving != service.enabled
+    {
+        group = &service.groups[serving];
+        picked = group
+            .scheduler
+            .pick(&Candidates::new(&group.hosts, tried, Some(client)));
+    }
+    let host = &group.hosts[picked?];
     host.stats.record_pick();
     Some(Target {
         id: host.id,

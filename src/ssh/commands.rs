@@ -1290,7 +1290,10 @@ fn services_table(stats: &Stats) -> String {
             vec![
                 s.name.clone(),
                 listeners.join(","),
-                s.enabled_group.clone(),
+                match (&s.serving_group, s.on_backup) {
+                    (Some(backup), true) => format!("{} (on backup {backup})", s.enabled_group),
+                    _ => s.enabled_group.clone(),
+                },
                 s.groups.len().to_string(),
                 format!("{up}/{}", hosts.len()),
                 open.to_string(),

@@ -66,6 +66,9 @@ pub struct ServiceSnapshot {
     pub groups: Vec<GroupSnapshot>,
     /// Index of the enabled group in `groups`.
     pub enabled: usize,
+    /// Indices of the backup groups in `groups`, in configuration order: the
+    /// first with a usable host serves while the enabled group has none.
+    pub backups: Vec<usize>,
     /// How long to wait for a host to accept.
     pub connect_timeout: Duration,
     /// Service-wide counters, carried across snapshots by service name.
@@ -134,6 +137,29 @@ impl ServiceSnapshot {
     /// The group that receives new connections.
     pub fn enabled_group(&self) -> &GroupSnapshot {
         &self.groups[self.enabled]
+    }
+
+    /// The group new connections go to now: the enabled group while one of its
+    /// hosts is usable (neither bad nor admin-down), else the first backup group
+    /// (configuration order) with a usable host; `None` when no group has one.
+    /// Reads only host atomics: no lock, no allocation.
+    pub fn serving_group(&self) -> Option<usize> {
+        if self.enabled_group().any_available() {
+            return Some(self.enabled);
+        }
+        self.backups
+            .iter()
+            .copied()
+            .find(|&i| self.groups[i].any_available())
+    }
+}
+
+impl GroupSnapshot {
+    /// Whether some host is in rotation (neither bad nor admin-down; a host at
+    /// its `maxconn` still counts: backup groups stand in for failed hosts, not
+    /// for busy ones).
+    pub fn any_available(&self) -> bool {
+        self.hosts.iter().any(|h| h.stats.is_available())
     }
 }
 

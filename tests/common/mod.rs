@@ -150,5 +150,7 @@ pub fn config(scheduler: SchedulerKind, hosts: Vec<HostConfig>) -> Config {
         manager: ManagerConfig::default(),
         logging: Default::default(),
         control: None,
+        cluster: None,
+        resolver: Default::default(),
     }
 }

@@ -26,6 +26,11 @@ pub(super) fn edit(
     boot: &Config,
     running: &Config,
 ) -> Option<String> {
+    // `<cluster>` is set by hand, once per instance, and `[resolver]` changes only
+    // with the file (a reload): a change of either is rendered in full.
+    if boot.cluster != running.cluster || boot.resolver != running.resolver {
+        return None;
+    }
     let mut doc: DocumentMut = text.parse().ok()?;
     let root = doc.as_table_mut();
     services(root, &boot.services, &running.services)?;
@@ -324,6 +329,8 @@ fn rendering(
         manager,
         logging: LoggingConfig::default(),
         control: None,
+        cluster: None,
+        resolver: Default::default(),
     })
     .parse()
     .ok()

@@ -38,6 +38,11 @@ pub(super) fn edit(
     boot: &Config,
     running: &Config,
 ) -> Option<String> {
+    // `<cluster>` is set by hand, once per instance, and `<resolver>` changes only
+    // with the file (a reload): a change of either is rendered in full.
+    if boot.cluster != running.cluster || boot.resolver != running.resolver {
+        return None;
+    }
     let root = parse_tree(&Source::new(STRING_SOURCE, text)).ok()?;
     let mut ed = Editor {
         text,

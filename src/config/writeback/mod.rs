@@ -124,12 +124,16 @@ pub fn same_config(a: &Config, b: &Config) -> bool {
         manager,
         logging,
         control,
+        cluster,
+        resolver,
     } = a;
     *services == b.services
         && *admin == b.admin
         && *manager == b.manager
         && *logging == b.logging
         && *control == b.control
+        && *cluster == b.cluster
+        && *resolver == b.resolver
 }
 
 /// The directory relative paths in the file are resolved against.

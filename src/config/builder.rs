@@ -1,0 +1,230 @@
+//! Building a configuration in code. The builders assemble the same model a
+//! file gives and [`ConfigBuilder::build`] checks it by the very rules a file is
+//! checked by, so an application gets the [`ConfigError`]s `txlb check` prints.
+//!
+//! ```
+//! use txlb::config::{Config, GroupBuilder, ServiceBuilder};
+//! use txlb::scheduler::SchedulerKind;
+//!
+//! let config = Config::builder()
+//!     .service(
+//!         ServiceBuilder::new("web")
+//!             .listen("127.0.0.1:0")
+//!             .group(
+//!                 GroupBuilder::new("main", SchedulerKind::LeastConns)
+//!                     .host("a", "127.0.0.1:8001")
+//!                     .weighted_host("b", "127.0.0.1:8002", 3),
+//!             )
+//!             .group(GroupBuilder::new("spare", SchedulerKind::RoundRobin).host("c", "10.0.0.3:80"))
+//!             .enable("main"),
+//!     )
+//!     .build()?;
+//! assert_eq!(config.services[0].enabled_group, "main");
+//!
+//! // A mistake is the error a file would give.
+//! let error = Config::builder()
+//!     .service(ServiceBuilder::new("web").listen("127.0.0.1:0").enable("nope"))
+//!     .build()
+//!     .unwrap_err();
+//! assert!(error.message().contains("group"), "{error}");
+//! # Ok::<(), txlb::config::ConfigError>(())
+//! ```
+
+use std::time::Duration;
+
+use super::error::Location;
+use super::{
+    Config, ConfigError, GroupConfig, GroupOptions, HostConfig, HostOptions, ServiceConfig,
+    ServiceOptions, parse_host_address, parse_listen_addr,
+};
+use crate::scheduler::SchedulerKind;
+
+/// Where builder errors are located: the builder call, or (for rules checked on
+/// the whole model) a line of the configuration's TOML rendering.
+pub const BUILDER_SOURCE: &str = "<builder>";
+
+impl Config {
+    /// Starts a configuration built in code: see [`ConfigBuilder`].
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::default()
+    }
+}
+
+/// A whole configuration under construction: services, then [`ConfigBuilder::build`].
+#[derive(Debug, Default)]
+pub struct ConfigBuilder {
+    services: Vec<ServiceBuilder>,
+}
+
+impl ConfigBuilder {
+    /// Adds a service.
+    pub fn service(mut self, service: ServiceBuilder) -> Self {
+        self.services.push(service);
+        self
+    }
+
+    /// The configuration, checked as a file would be: unique names, one
+    /// enabled group per service that exists, a listener, hosts with ports,
+    /// valid settings. The admin plane, managers and logging keep their
+    /// defaults; set them on the result.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let mut services = Vec::new();
+        for service in self.services {
+            services.push(service.finish()?);
+        }
+        let config = Config::new(services);
+        // The whole-model rules are the readers' own: check the rendering.
+        Config::from_toml_str(&config.to_toml()).map_err(|error| match error {
+            ConfigError::Invalid { location, message } => ConfigError::Invalid {
+                location: Location {
+                    file: BUILDER_SOURCE.into(),
+                    ..location
+                },
+                message,
+            },
+            other => other,
+        })
+    }
+}
+
+/// A service under construction.
+#[derive(Debug)]
+pub struct ServiceBuilder {
+    service: ServiceConfig,
+    /// The first bad value given, reported by [`ConfigBuilder::build`].
+    error: Option<String>,
+}
+
+impl ServiceBuilder {
+    /// A service with no listener and no group yet; its first group is the
+    /// enabled one unless [`ServiceBuilder::enable`] says otherwise.
+    pub fn new(name: impl Into<String>) -> Self {
+        ServiceBuilder {
+            service: ServiceConfig {
+                name: name.into(),
+                listeners: Vec::new(),
+                groups: Vec::new(),
+                enabled_group: String::new(),
+                connect_timeout: super::DEFAULT_CONNECT_TIMEOUT,
+                options: ServiceOptions::default(),
+            },
+            error: None,
+        }
+    }
+
+    /// Listens on `addr` (`HOST:PORT`, `*:PORT`, port 0 for any free port).
+    pub fn listen(mut self, addr: &str) -> Self {
+        match parse_listen_addr(addr) {
+            Ok(listen) => self.service.listeners.push(listen.into()),
+            Err(why) => self.fail(format!(
+                "service {:?}: listen {addr:?}: {why}",
+                self.service.name
+            )),
+        }
+        self
+    }
+
+    /// Adds a group.
+    pub fn group(mut self, group: GroupBuilder) -> Self {
+        match group.error {
+            Some(why) => self.fail(format!("service {:?}: {why}", self.service.name)),
+            None => self.service.groups.push(group.group),
+        }
+        self
+    }
+
+    /// Makes `group` the enabled one.
+    pub fn enable(mut self, group: impl Into<String>) -> Self {
+        self.service.enabled_group = group.into();
+        self
+    }
+
+    /// How long a host may take to accept a connection (default 3 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.service.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets timeouts, limits, access lists or PROXY acceptance.
+    pub fn options(mut self, set: impl FnOnce(&mut ServiceOptions)) -> Self {
+        set(&mut self.service.options);
+        self
+    }
+
+    fn fail(&mut self, why: String) {
+        self.error.get_or_insert(why);
+    }
+
+    fn finish(mut self) -> Result<ServiceConfig, ConfigError> {
+        if let Some(message) = self.error {
+            return Err(builder_error(message));
+        }
+        if self.service.enabled_group.is_empty()
+            && let Some(first) = self.service.groups.first()
+        {
+            self.service.enabled_group = first.name.clone();
+        }
+        Ok(self.service)
+    }
+}
+
+/// A group of hosts under construction.
+#[derive(Debug)]
+pub struct GroupBuilder {
+    group: GroupConfig,
+    error: Option<String>,
+}
+
+impl GroupBuilder {
+    /// A group with no hosts yet, picking with `scheduler`.
+    pub fn new(name: impl Into<String>, scheduler: SchedulerKind) -> Self {
+        GroupBuilder {
+            group: GroupConfig::new(name, scheduler, Vec::new()),
+            error: None,
+        }
+    }
+
+    /// Adds a host of weight 1 at `addr` (`NAME_OR_IP:PORT`; names are
+    /// resolved by the engine).
+    pub fn host(self, name: impl Into<String>, addr: &str) -> Self {
+        self.weighted_host(name, addr, 1)
+    }
+
+    /// Adds a host with a weight (for the weighted schedulers).
+    pub fn weighted_host(mut self, name: impl Into<String>, addr: &str, weight: u32) -> Self {
+        let name = name.into();
+        match parse_host_address(addr) {
+            Ok(address) => self.group.hosts.push(HostConfig {
+                name,
+                address,
+                weight,
+                options: HostOptions::default(),
+            }),
+            Err(why) => {
+                let why = format!(
+                    "group {:?}: host {name:?}: {addr:?}: {why}",
+                    self.group.name
+                );
+                self.error.get_or_insert(why);
+            }
+        }
+        self
+    }
+
+    /// Sets slow start, PROXY protocol towards hosts, backup, replays.
+    pub fn options(mut self, set: impl FnOnce(&mut GroupOptions)) -> Self {
+        set(&mut self.group.options);
+        self
+    }
+}
+
+fn builder_error(message: String) -> ConfigError {
+    ConfigError::Invalid {
+        location: Location {
+            file: BUILDER_SOURCE.into(),
+            line: 1,
+            column: 1,
+        },
+        message,
+    }
+}

@@ -212,8 +212,10 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
 }
 
 /// Gives every running listener the PROXY acceptance `config` now asks of it,
-/// without touching its socket; clients accepted from then on get it. Listeners
-/// sharing a key (port 0 twice) are matched to the configuration's in order.
+/// without touching its socket; clients accepted from then on get it (one
+/// accepted while the command is applied may still get the old one, as with any
+/// reload). Listeners sharing a key (port 0 twice) are matched to the
+/// configuration's in order.
 pub(super) fn refresh(running: &[RunningListener], config: &Config) {
     let mut wanted: Vec<Option<NewListener>> = wanted(config).map(Some).collect();
     for listener in running {

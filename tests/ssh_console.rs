@@ -200,6 +200,28 @@ async fn exec_mode_changes_apply_to_the_balancer() {
     assert_eq!(h.listeners().len(), 2);
     c.ok("listen del svc 127.0.0.2:0").await;
     assert_eq!(h.listeners().len(), 1);
+    // A listener with its own PROXY settings.
+    c.ok("listen add svc 127.0.0.3:0 acceptProxy=true trustedProxies=10.0.0.0/8,::1")
+        .await;
+    let added = h.config().services[0].listeners[1].clone();
+    assert_eq!(added.options.accept_proxy, Some(true));
+    assert_eq!(
+        added.options.trusted_proxies.as_ref().map(Vec::len),
+        Some(2)
+    );
+    c.fails(
+        "listen add svc 127.0.0.4:0 trustedProxies=10.0.0.0/99",
+        2,
+        "trustedProxies",
+    )
+    .await;
+    c.fails(
+        "listen add svc 127.0.0.4:0 proxy=true",
+        2,
+        "unknown setting",
+    )
+    .await;
+    c.ok("listen del svc 127.0.0.3:0").await;
     c.ok("service add other 127.0.0.1:0 blue roundr").await;
     let other = h.config().services[1].clone();
     assert_eq!(

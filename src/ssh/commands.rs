@@ -11,8 +11,8 @@ use serde::Serialize;
 use super::SshSettings;
 use crate::admin::Principal;
 use crate::config::{
-    Access, Config, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCHEDULER, GroupConfig, HostConfig,
-    ServiceConfig, parse_access, parse_host_address, parse_listen_addr, parse_seconds,
+    Access, Config, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCHEDULER, GroupConfig, HostConfig, Listener,
+    RawValue, ServiceConfig, parse_access, parse_host_address, parse_listen_addr, parse_seconds,
     parse_weight,
 };
 use crate::control::{Command, ControlError};
@@ -297,12 +297,18 @@ pub const COMMANDS: &[Spec] = &[
     },
     Spec {
         words: &["listen", "add"],
-        args: &[SVC, ("ADDRESS", Value)],
+        args: &[
+            SVC,
+            ("ADDRESS", Value),
+            ("SETTING", Value),
+            ("SETTING", Value),
+        ],
         required: 2,
         flags: &[],
         changes: true,
         summary: "listen on one more address for a service",
-        detail: "",
+        detail: "SETTING: acceptProxy=true|false or trustedProxies=CIDR,... for this \
+                 listener alone (as on <listen>); without, it follows the service.",
     },
     Spec {
         words: &["listen", "del"],
@@ -885,9 +891,25 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
         "listen add" => {
             let service = p.req(0);
             let listen = parse_listen_addr(p.req(1)).map_err(|r| usage("ADDRESS", r))?;
+            let mut listener = Listener::new(listen.clone());
+            for setting in [p.arg(2), p.arg(3)].into_iter().flatten() {
+                let (key, value) = setting
+                    .split_once('=')
+                    .ok_or_else(|| usage("SETTING", "expected NAME=VALUE"))?;
+                let known = listener
+                    .options
+                    .set(key, &RawValue::Text(value.into()))
+                    .map_err(|why| usage("SETTING", why))?;
+                if !known {
+                    return Err(usage(
+                        "SETTING",
+                        format!("unknown setting {key:?} (expected acceptProxy or trustedProxies)"),
+                    ));
+                }
+            }
             h.apply(Command::AddListener {
                 service: service.into(),
-                listen: listen.clone().into(),
+                listen: listener,
             })
             .await?;
             let bound = h

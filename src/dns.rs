@@ -12,7 +12,7 @@
 //! minute per name.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
@@ -164,6 +164,24 @@ impl Resolver {
             }
         }
         Ok(Answer { addrs, ttl })
+    }
+}
+
+impl Config {
+    /// Every address `address` resolves to, asked now the way this
+    /// configuration's `<resolver>` asks (its name servers, or the system's),
+    /// in the order the balancer uses them; an IP literal is itself. For checks
+    /// such as `txlb check`; a running balancer re-resolves names on its own.
+    pub async fn resolve_host(&self, address: &HostAddress) -> Result<Vec<SocketAddr>, String> {
+        if let Ok(ip) = address.host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, address.port)]);
+        }
+        let answer = Resolver::new(&self.resolver).lookup(&address.host).await?;
+        Ok(answer
+            .addrs
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, address.port))
+            .collect())
     }
 }
 

@@ -619,7 +619,7 @@ async fn check(path: &Path, config: &Config) -> Result<()> {
                 group.hosts.len()
             );
             for host in &group.hosts {
-                let note = match host.address.resolve().await {
+                let note = match config.resolve_host(&host.address).await {
                     Ok(_) => String::new(),
                     Err(reason) => {
                         warnings += 1;

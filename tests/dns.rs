@@ -362,3 +362,54 @@ async fn expand_gives_one_host_per_address_as_the_record_changes() {
     )));
     handle.shutdown(Duration::from_secs(1)).await;
 }
+
+/// `txlb check` asks the configured name server: a name only it knows is no
+/// warning, one it does not know is.
+#[tokio::test]
+async fn txlb_check_resolves_with_the_configured_name_server() {
+    let zone = Zone::default();
+    zone.set("app.test", &["127.0.0.2", "127.0.0.3"]);
+    let nameserver = zone.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    let text = format!(
+        r#"<config>
+  <service name="svc">
+    <listen ip="127.0.0.1:0"/>
+    <group name="g" enable="true">
+      <host name="known" ip="app.test:80"/>
+      <host name="unknown" ip="nowhere.test:80"/>
+    </group>
+  </service>
+  <resolver nameserver="{nameserver}"/>
+</config>"#
+    );
+    std::fs::write(&path, text).unwrap();
+    let config = Config::from_path(&path).unwrap();
+    let known = txlb::config::parse_host_address("app.test:80").unwrap();
+    assert_eq!(
+        config.resolve_host(&known).await.unwrap(),
+        [
+            "127.0.0.2:80".parse::<SocketAddr>().unwrap(),
+            "127.0.0.3:80".parse().unwrap()
+        ]
+    );
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_txlb"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+            .to_string()
+    };
+    assert!(!line("known").contains("warning"), "{stdout}");
+    assert!(line("unknown").contains("warning"), "{stdout}");
+    assert!(stdout.contains("1 warning(s)"), "{stdout}");
+}

@@ -82,11 +82,43 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.client)
     }
 
-    /// Starts the member and waits (at most 20 s) until it answers.
+    /// Starts the member and waits (at most 20 s) until it answers. A first
+    /// start whose ports another process took meanwhile (the member exits) moves
+    /// to fresh ports; a restart keeps its ports.
     fn resume(&mut self) {
+        let first = !self.dir.path().join("data").exists();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut child = self.spawn();
+            // Ours answers and is still running a moment later (not another
+            // test's member on a port we both picked).
+            let mut alive = true;
+            while !(self.answers() && {
+                std::thread::sleep(Duration::from_millis(200));
+                matches!(child.try_wait(), Ok(None))
+            }) {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    alive = false;
+                    break;
+                }
+                assert!(Instant::now() < deadline, "etcd did not start");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if alive {
+                self.child = Some(child);
+                return;
+            }
+            assert!(first && Instant::now() < deadline, "etcd exited at start");
+            let _ = std::fs::remove_dir_all(self.dir.path().join("data"));
+            self.client = free_port();
+            self.peer = free_port();
+        }
+    }
+
+    fn spawn(&self) -> Child {
         let client = self.url();
         let peer = format!("http://127.0.0.1:{}", self.peer);
-        let child = Command::new(&self.binary)
+        Command::new(&self.binary)
             .arg("--name=test")
             .arg(format!(
                 "--data-dir={}",
@@ -97,16 +129,11 @@ impl Etcd {
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=test={peer}"))
+            .arg(format!("--initial-cluster-token=txlb-test-{}", self.client))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("starting etcd");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.answers() {
-            assert!(Instant::now() < deadline, "etcd did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            .expect("starting etcd")
     }
 
     /// Whether etcd answers a status request (HTTP/1.0 over a plain socket).

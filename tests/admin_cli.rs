@@ -16,22 +16,11 @@ use rustls::pki_types::pem::PemObject as _;
 /// A configuration with service `svc` over `hosts`, the admin web server on
 /// 127.0.0.1:0 and the two test users (`viewer` has a DES hash).
 fn xml(hosts: &[(&str, SocketAddr)], secure: bool) -> String {
-    let users = common::admin::users();
     let hosts: String = hosts
         .iter()
         .map(|(name, addr)| format!("      <host name=\"{name}\" ip=\"{addr}\"/>\n"))
         .collect();
-    let user_lines: String = users
-        .iter()
-        .map(|u| {
-            format!(
-                "    <user name=\"{}\" password=\"{}\" access=\"{}\"/>\n",
-                u.name,
-                u.password_hash,
-                u.access.name()
-            )
-        })
-        .collect();
+    let user_lines: String = common::admin::user_lines();
     format!(
         "<config>\n  <!-- kept by tests -->\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
          <group name=\"g\" scheduler=\"roundr\" enable=\"true\">\n{hosts}    </group>\n  </service>\n  \

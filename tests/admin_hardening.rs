@@ -183,17 +183,7 @@ async fn slow_clients_are_cut_off_without_holding_up_others() {
 async fn no_password_or_hash_reaches_the_log() {
     let backend = common::named_backend("a", common::Hold::Close).await;
     let users = common::admin::users();
-    let user_lines: String = users
-        .iter()
-        .map(|u| {
-            format!(
-                "    <user name=\"{}\" password=\"{}\" access=\"{}\"/>\n",
-                u.name,
-                u.password_hash,
-                u.access.name()
-            )
-        })
-        .collect();
+    let user_lines: String = common::admin::user_lines();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.xml");
     std::fs::write(

@@ -171,17 +171,7 @@ fn xml(etcd: &str, name: &str, hosts: &[(&str, SocketAddr)]) -> String {
         .iter()
         .map(|(name, addr)| format!("      <host name=\"{name}\" ip=\"{addr}\"/>\n"))
         .collect();
-    let users: String = common::admin::users()
-        .iter()
-        .map(|u| {
-            format!(
-                "    <user name=\"{}\" password=\"{}\" access=\"{}\"/>\n",
-                u.name,
-                u.password_hash,
-                u.access.name()
-            )
-        })
-        .collect();
+    let users: String = common::admin::user_lines();
     format!(
         "<config>\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
          <group name=\"g\" scheduler=\"roundr\" enable=\"true\">\n{hosts}    </group>\n  </service>\n  \

@@ -40,17 +40,7 @@ fn keyscan(port: u16) -> String {
 }
 
 fn xml(host: SocketAddr) -> String {
-    let users: String = common::admin::users()
-        .iter()
-        .map(|u| {
-            format!(
-                "    <user name=\"{}\" password=\"{}\" access=\"{}\"/>\n",
-                u.name,
-                u.password_hash,
-                u.access.name()
-            )
-        })
-        .collect();
+    let users: String = common::admin::user_lines();
     format!(
         "<config>\n  <!-- kept by tests -->\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
          <group name=\"g\" scheduler=\"roundr\" enable=\"true\">\n      <host name=\"a\" ip=\"{host}\"/>\n    \

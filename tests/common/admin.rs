@@ -34,6 +34,21 @@ pub fn users() -> Vec<UserConfig> {
     ]
 }
 
+/// [`users`] as `<user>` elements of an XML `<admin>`, one per line.
+pub fn user_lines() -> String {
+    users()
+        .iter()
+        .map(|u| {
+            format!(
+                "    <user name=\"{}\" password=\"{}\" access=\"{}\"/>\n",
+                u.name,
+                u.password_hash,
+                u.access.name()
+            )
+        })
+        .collect()
+}
+
 /// Service `svc` (round robin) with enabled group `g` (hosts `a`, `b`) and
 /// standby group `spare` (host `s1`), each host a backend that sends its name;
 /// users from [`users`].

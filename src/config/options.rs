@@ -117,75 +117,74 @@ impl OptionValue for bool {
     }
 }
 
-/// A list of networks (`10.0.0.0/8`, `::1`, …): space or comma separated in XML,
-/// an array of strings in TOML. A bare address is a single-address network.
-impl OptionValue for Vec<IpNet> {
-    fn read(raw: &RawValue) -> Result<Self, String> {
-        let items: Vec<String> = match raw {
-            RawValue::Text(t) => t
-                .split([',', ' ', '\t', '\n'])
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
-            RawValue::Toml(toml::Value::Array(a)) => a
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<_>>()
-                .ok_or("expected an array of network strings")?,
-            RawValue::Toml(toml::Value::String(s)) => vec![s.clone()],
-            RawValue::Toml(_) => return Err("expected an array of network strings".into()),
-        };
-        items.iter().map(|s| parse_net(s)).collect()
-    }
-    fn xml(&self) -> String {
-        self.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-    fn toml(&self) -> String {
-        let mut out = String::from("[");
-        for (i, net) in self.iter().enumerate() {
-            let _ = write!(out, "{}\"{net}\"", if i > 0 { ", " } else { "" });
-        }
-        out.push(']');
-        out
+/// A list option's items as written: space or comma separated in XML, an array
+/// of strings (or one string) in TOML; `what` names the items in the error.
+fn read_list(raw: &RawValue, what: &str) -> Result<Vec<String>, String> {
+    match raw {
+        RawValue::Text(t) => Ok(t
+            .split([',', ' ', '\t', '\n'])
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()),
+        RawValue::Toml(toml::Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| format!("expected an array of {what}")),
+        RawValue::Toml(toml::Value::String(s)) => Ok(vec![s.clone()]),
+        RawValue::Toml(_) => Err(format!("expected an array of {what}")),
     }
 }
 
-/// Name servers: `IP` or `IP:PORT` (`[v6]:PORT`), space or comma separated in XML,
-/// an array of strings in TOML. The port defaults to 53.
-impl OptionValue for Vec<SocketAddr> {
+/// A list option in XML: its items separated by spaces.
+fn xml_list<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A list option in TOML: an array of strings.
+fn toml_list<T: std::fmt::Display>(items: &[T]) -> String {
+    let mut out = String::from("[");
+    for (i, item) in items.iter().enumerate() {
+        let _ = write!(out, "{}\"{item}\"", if i > 0 { ", " } else { "" });
+    }
+    out.push(']');
+    out
+}
+
+/// A list of networks (`10.0.0.0/8`, `::1`, …). A bare address is a
+/// single-address network.
+impl OptionValue for Vec<IpNet> {
     fn read(raw: &RawValue) -> Result<Self, String> {
-        let items: Vec<String> = match raw {
-            RawValue::Text(t) => t
-                .split([',', ' ', '\t', '\n'])
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
-            RawValue::Toml(toml::Value::Array(a)) => a
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<_>>()
-                .ok_or("expected an array of name server addresses")?,
-            RawValue::Toml(toml::Value::String(s)) => vec![s.clone()],
-            RawValue::Toml(_) => return Err("expected an array of name server addresses".into()),
-        };
-        items.iter().map(|s| parse_nameserver(s)).collect()
+        read_list(raw, "network strings")?
+            .iter()
+            .map(|s| parse_net(s))
+            .collect()
     }
     fn xml(&self) -> String {
-        self.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
+        xml_list(self)
     }
     fn toml(&self) -> String {
-        let mut out = String::from("[");
-        for (i, addr) in self.iter().enumerate() {
-            let _ = write!(out, "{}\"{addr}\"", if i > 0 { ", " } else { "" });
-        }
-        out.push(']');
-        out
+        toml_list(self)
+    }
+}
+
+/// Name servers: `IP` or `IP:PORT` (`[v6]:PORT`); the port defaults to 53.
+impl OptionValue for Vec<SocketAddr> {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        read_list(raw, "name server addresses")?
+            .iter()
+            .map(|s| parse_nameserver(s))
+            .collect()
+    }
+    fn xml(&self) -> String {
+        xml_list(self)
+    }
+    fn toml(&self) -> String {
+        toml_list(self)
     }
 }
 

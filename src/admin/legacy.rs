@@ -295,12 +295,7 @@ async fn new_group(state: AdminState, p: Params) -> Result<String, AdminError> {
         .handle
         .apply(Command::AddGroup {
             service: service.into(),
-            group: GroupConfig {
-                name: group.into(),
-                scheduler,
-                hosts: Vec::new(),
-                options: Default::default(),
-            },
+            group: GroupConfig::new(group, scheduler, Vec::new()),
         })
         .await?;
     Ok(format!(

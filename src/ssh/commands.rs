@@ -834,12 +834,7 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
             let scheduler = scheduler_arg(p.arg(2))?;
             h.apply(Command::AddGroup {
                 service: service.into(),
-                group: GroupConfig {
-                    name: group.into(),
-                    scheduler,
-                    hosts: Vec::new(),
-                    options: Default::default(),
-                },
+                group: GroupConfig::new(group, scheduler, Vec::new()),
             })
             .await?;
             text(format!(
@@ -939,12 +934,7 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
             h.apply(Command::AddService(Box::new(ServiceConfig {
                 name: service.into(),
                 listeners: vec![listen.clone().into()],
-                groups: vec![GroupConfig {
-                    name: group.into(),
-                    scheduler,
-                    hosts: Vec::new(),
-                    options: Default::default(),
-                }],
+                groups: vec![GroupConfig::new(group, scheduler, Vec::new())],
                 enabled_group: group.into(),
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 options: Default::default(),

@@ -233,9 +233,6 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
         manager,
     } = boot;
     let writeback = Arc::new(WriteBack::new(&path, text, config.clone()));
-    // The admin plane starts from the configuration as loaded (the balancer
-    // takes ownership of it).
-    let boot_config = config.clone();
     let balancer = Balancer::builder(config)
         .workers(workers)
         .inherited_listeners(manager.inherited)
@@ -260,14 +257,13 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
         reload_status: reload_status.clone(),
         save_config: save_hook(writeback.clone()),
     };
-    let admin = match AdminPlane::start(&boot_config, &balancer, &hooks).await {
+    let admin = match AdminPlane::start(&balancer.config(), &balancer, &hooks).await {
         Ok(admin) => admin,
         Err(error) => {
             balancer.shutdown(Duration::ZERO).await;
             return Err(error);
         }
     };
-    drop(boot_config);
     // Shared with the SIGHUP task, which may move or restart the servers.
     let admin = Arc::new(tokio::sync::Mutex::new(Some(admin)));
     tracing::info!(config = %path.display(), "txlb running");

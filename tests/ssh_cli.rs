@@ -148,15 +148,7 @@ async fn a_reload_moves_and_stops_the_console_while_a_session_runs_on() {
         .unwrap();
     let key = keyscan(old.port());
     // A console session (commands on its standard input) open across the move.
-    let mut session = tokio::process::Command::new("ssh")
-        .args(ssh_args(old.port(), &keys.full, &keys.known_hosts))
-        .arg("admin@127.0.0.1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut session = ssh_session(old.port(), &keys.full, &keys.known_hosts, false);
     let mut input = session.stdin.take().unwrap();
     input.write_all(b"show services\n").await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1000)).await;

@@ -432,16 +432,7 @@ async fn interactive_session_takes_a_host_down_and_traffic_avoids_it() {
         seen.insert(which_backend(balancer).await.0);
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
-    let mut child = tokio::process::Command::new("ssh")
-        .arg("-tt")
-        .args(ssh_args(c.port, &c.keys.full, &c.keys.known_hosts))
-        .arg("admin@127.0.0.1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = ssh_session(c.port, &c.keys.full, &c.keys.known_hosts, true);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let screen = Arc::new(Mutex::new(String::new()));
@@ -527,16 +518,7 @@ async fn open_sessions_end_when_the_balancer_shuts_down() {
         return;
     }
     let c = Console::start().await;
-    let mut child = tokio::process::Command::new("ssh")
-        .arg("-tt")
-        .args(ssh_args(c.port, &c.keys.full, &c.keys.known_hosts))
-        .arg("admin@127.0.0.1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = ssh_session(c.port, &c.keys.full, &c.keys.known_hosts, true);
     let _stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let mut screen = Vec::new();

@@ -140,6 +140,24 @@ pub fn ssh_args(port: u16, key: &Path, known_hosts: &Path) -> Vec<String> {
     args
 }
 
+/// An interactive `ssh admin@127.0.0.1` session (with `-tt`, a terminal, when
+/// `tty`), its standard streams piped to the test.
+pub fn ssh_session(port: u16, key: &Path, known_hosts: &Path, tty: bool) -> tokio::process::Child {
+    let mut command = tokio::process::Command::new("ssh");
+    if tty {
+        command.arg("-tt");
+    }
+    command
+        .args(ssh_args(port, key, known_hosts))
+        .arg("admin@127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ssh runs")
+}
+
 /// Runs `ssh … USER@127.0.0.1 COMMAND`, with `stdin` sent then closed.
 pub async fn ssh(
     port: u16,

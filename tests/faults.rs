@@ -236,13 +236,16 @@ async fn a_host_that_never_reads_back_pressures_clients_and_memory_stays_bounded
         sent.iter().max().unwrap() / 1024,
         growth / CLIENTS as u64,
     );
-    // txlb holds at most one copy buffer per direction per connection (it grows
-    // to COPY_BUFFER_MAX while a stream fills it); everything else waits in the
-    // kernel's socket buffers. Allow that buffer plus 64 KiB per connection for
-    // the task and allocator slack, plus 8 MiB for the process as a whole.
-    const COPY_BUFFER_MAX_KIB: u64 = 256; // src/proxy/copy.rs
-    let per_connection = COPY_BUFFER_MAX_KIB + 64;
-    let bound = CLIENTS as u64 * per_connection + 8 * 1024;
+    // txlb holds at most one copy buffer per direction per connection: 64 KiB,
+    // more only from a process-wide budget of 32 MiB (src/proxy/copy.rs);
+    // everything else waits in the kernel's socket buffers. Allow that plus
+    // 64 KiB per connection for the task and allocator slack, plus 8 MiB for the
+    // process as a whole: far below the 1 MiB per connection that buffers
+    // growing without the budget would hold.
+    const SMALL_BUFFER_MAX_KIB: u64 = 64;
+    const LARGE_BUFFER_BUDGET_KIB: u64 = 32 * 1024;
+    let per_connection = SMALL_BUFFER_MAX_KIB + 64;
+    let bound = CLIENTS as u64 * per_connection + LARGE_BUFFER_BUDGET_KIB + 8 * 1024;
     assert!(growth < bound, "RSS grew {growth} KiB (bound {bound} KiB)");
     drop(streams);
     stop.store(true, Relaxed);

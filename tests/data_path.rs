@@ -172,6 +172,53 @@ async fn half_closed_client_still_gets_the_whole_reply() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_reply_and_its_fin_arrive_at_once_and_the_other_way_stays_open() {
+    // The host answers each connection with a short reply and FIN in quick
+    // succession (txlb holds such bytes for the FIN that follows, so both leave
+    // in one segment), then reads what the client sends after.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                s.write_all(b"220 ready\r\n").await.unwrap();
+                s.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).await.unwrap();
+                assert_eq!(rest, b"QUIT\r\n");
+            });
+        }
+    });
+    let balancer = Balancer::start(config(
+        SchedulerKind::RoundRobin,
+        vec![host("b", backend, 1)],
+    ))
+    .await
+    .unwrap();
+    let addr = balancer.local_addr("svc", None).unwrap();
+    for i in 0..20 {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let started = Instant::now();
+        let mut reply = Vec::new();
+        // Held bytes would be pushed only by the kernel's 200 ms cork timer.
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut reply))
+            .await
+            .unwrap()
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(reply, b"220 ready\r\n", "client {i}");
+        assert!(took < Duration::from_millis(150), "client {i}: {took:?}");
+        client.write_all(b"QUIT\r\n").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut end = [0u8; 1];
+        assert_eq!(client.read(&mut end).await.unwrap(), 0);
+    }
+    let stats = balancer.stats();
+    let host = &stats.host("svc", "g", "b").unwrap().stats;
+    assert_eq!(host.bytes_in, 20 * 6, "every QUIT reached the host");
+}
+
 /// A backend that accepts only after `delay`, then reads everything.
 fn late_backend(delay: Duration) -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

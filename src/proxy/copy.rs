@@ -265,7 +265,7 @@ impl Direction {
             while self.pos < self.len {
                 ready!(to.poll_write_ready(cx))?;
                 let buf = self.buf.as_deref().unwrap_or_default();
-                match to.try_write(&buf[self.pos..self.len]) {
+                match write(to, &buf[self.pos..self.len], self.read_done) {
                     Ok(n) => {
                         self.pos += n;
                         self.total += n as u64;
@@ -316,6 +316,17 @@ impl Direction {
                 Ok(n) => {
                     self.pos = 0;
                     self.len = n;
+                    // Short, and still readable: either more came, or the source
+                    // has sent FIN (tokio keeps that readiness). Taking the EOF
+                    // now lets the FIN leave with these bytes in one segment.
+                    if n < buf.len() && from.poll_read_ready(cx)?.is_ready() {
+                        match read_draining(from, &mut buf[n..]) {
+                            Ok(0) => self.read_done = true,
+                            Ok(more) => self.len += more,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Poll::Ready(Err(e)),
+                        }
+                    }
                 }
                 // Readiness was stale: poll again, which registers the waker.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -323,6 +334,21 @@ impl Direction {
             }
         }
     }
+}
+
+/// Writes like `try_write`. With `fin_follows` (the source has finished), the
+/// kernel holds the bytes (`MSG_MORE`) for the `shutdown` or `close` that comes
+/// right after, which sends them with the FIN in one segment: the peer answers
+/// one segment instead of two.
+fn write(to: &TcpStream, buf: &[u8], fin_follows: bool) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    if fin_follows {
+        return to.try_io(Interest::WRITABLE, || {
+            SockRef::from(to).send_with_flags(buf, libc::MSG_MORE)
+        });
+    }
+    let _ = fin_follows;
+    to.try_write(buf)
 }
 
 /// Reads like `try_read`, and when the read comes back short (the socket is

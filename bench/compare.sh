@@ -428,7 +428,7 @@ run_bulk() {  # run_bulk VARIANT REP STREAMS BYTES
 
 run_idle() {  # run_idle VARIANT REP (needs a proxy: memory is the proxy's)
     local v=$1 rep=$2 out
-    out=$(timeout -k 5 $((2 * IDLE_SECS + 15)) taskset -c "$LOAD_CPU" "$TB" idle "127.0.0.1:$PI" "$IDLE_CONNS" "$MEASURE_PID" "$IDLE_SECS" 2>&1) || true
+    out=$(timeout -k 5 $((2 * IDLE_SECS + 20)) taskset -c "$LOAD_CPU" "$TB" idle "127.0.0.1:$PI" "$IDLE_CONNS" "$MEASURE_PID" "$IDLE_SECS" 2>&1) || true
     record --variant "$v" --rep "$rep" --scenario idle --json "$out"
 }
 

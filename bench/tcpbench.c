@@ -14,7 +14,8 @@
  *   tcpbench idle ADDR N PID SECS       open N idle connections to ADDR, read VmRSS of PID before,
  *                                       after (once PID holds 2N more fds), and again after one
  *                                       small request/response on every connection; print JSON.
- *                                       PID 0: no proxy to watch. At most 2*SECS+7 seconds.
+ *                                       Each reading after 3 s of rest, once RSS has settled.
+ *                                       PID 0: no proxy to watch. At most 2*SECS+13 seconds.
  *
  * Every loop is bounded in count and time. Loopback only: ADDRs are parsed as IPv4 literals.
  */
@@ -334,6 +335,10 @@ static long settled_rss(int pid, double until) {
     return last;
 }
 
+/* Idle connections are measured once they have been idle for 3 s: a proxy may
+ * change how it holds them after a while (txlb parks connections idle for 1 s). */
+#define IDLE_REST_US 3000000
+
 static int cmd_idle(const char *addr, int n, int pid, double secs) {
     raise_nofile();
     struct sockaddr_in sa;
@@ -353,6 +358,7 @@ static int cmd_idle(const char *addr, int n, int pid, double secs) {
     /* the proxy's side: a client fd and a backend fd per connection (bounded wait) */
     int all_fds = wait_fds(pid, fd0 + 2 * opened, now() + 5);
     until = now() + secs; /* a fresh bound for the request phase */
+    usleep(IDLE_REST_US);
     long rss1 = settled_rss(pid, until);
     int fd1 = fd_count(pid);
 
@@ -373,7 +379,8 @@ static int cmd_idle(const char *addr, int n, int pid, double secs) {
         }
         if (have >= sizeof RESP_KA - 1) answered++;
     }
-    long rss2 = settled_rss(pid, until);
+    usleep(IDLE_REST_US);
+    long rss2 = settled_rss(pid, until + IDLE_REST_US / 1e6);
     struct linger lg = {1, 0};
     for (int i = 0; i < opened; i++) {
         setsockopt(fds[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);

@@ -506,7 +506,6 @@ async fn accept_backs_off_on_emfile_and_serves_again_after_the_burst() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during = txlb.count(EMFILE);
     assert!(txlb.alive(), "txlb died:\n{}", txlb.log_text());
-    assert!(txlb.fds() <= NOFILE as usize, "{}", txlb.fds());
 
     drop(held);
     // Once the descriptors are free, new clients are served at once: the host

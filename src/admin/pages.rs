@@ -907,7 +907,7 @@ async fn connections(
         let _ = write!(
             p,
             "<tr><td class=\"n\">{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} <small>{}</small></td>\
-             <td>{} UTC <small>({})</small></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+             <td>{} UTC <small>({}{})</small></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
             c.client,
             c.listener,
             esc(&c.service),
@@ -916,6 +916,7 @@ async fn connections(
             c.host_addr,
             utc(since),
             ago(since),
+            if c.parked { ", idle: parked" } else { "" },
             c.bytes_in,
             c.bytes_out,
             form_back(

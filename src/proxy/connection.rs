@@ -97,12 +97,18 @@ pub(crate) struct Accepted {
     pub accepted_at: SystemTime,
 }
 
-/// A connection with its host: what the copy phase needs, and no more (this is
-/// what an idle connection holds for its whole life). Boxed, so the futures that
-/// pass it along each hold a pointer rather than their own copy.
+/// A connection with its host: what the copy phase needs, and no more. Boxed,
+/// so the futures that pass it along each hold a pointer rather than their own
+/// copy.
 struct Established {
     client: TcpStream,
     host: TcpStream,
+    session: Session,
+}
+
+/// What a connection keeps besides its sockets: all that a parked connection
+/// holds (see [`super::parking`]).
+pub(crate) struct Session {
     /// Keeps the host's open count; its stats count the bytes.
     guard: ConnectionGuard,
     /// Keeps the connection listed; the entry has the addresses and names.
@@ -115,6 +121,13 @@ struct Established {
     started: Instant,
     connect_time: Duration,
     failovers: u32,
+}
+
+impl Session {
+    /// The connection's registry entry.
+    pub(crate) fn entry(&self) -> &ConnectionEntry {
+        self.registered.entry()
+    }
 }
 
 /// Serves one client to completion. Errors end here: they are counted on the host
@@ -131,7 +144,7 @@ pub(crate) fn serve(accepted: Accepted, listener: ListenerTask) -> impl Future<O
     ));
     async move {
         if let Some(established) = establish.await {
-            relay(established, &listener).await;
+            relay(established, listener).await;
         }
     }
 }
@@ -273,60 +286,53 @@ async fn establish(
         return Some(Box::new(Established {
             client,
             host,
-            guard,
-            registered,
-            _admission: admitted.admission,
-            counters: plan.counters,
-            early,
-            started,
-            connect_time,
-            failovers: tried.len() as u32,
+            session: Session {
+                guard,
+                registered,
+                _admission: admitted.admission,
+                counters: plan.counters,
+                early,
+                started,
+                connect_time,
+                failovers: tried.len() as u32,
+            },
         }));
     }
 }
 
 /// Copies until both sides are done or the connection is asked to close, then
-/// writes the access log record.
-async fn relay(mut established: Box<Established>, listener: &ListenerTask) {
-    let early = std::mem::take(&mut established.early);
-    let entry = established.registered.entry();
+/// writes the access log record; or, asked to park while idle, parks it.
+async fn relay(mut established: Box<Established>, listener: ListenerTask) {
+    let early = std::mem::take(&mut established.session.early);
     // Shutdown closes registered connections; one registering just after it
     // began sees the flag instead.
     if listener.stop_connections.is_cancelled() {
-        entry.request_close(CloseRequest::Shutdown);
+        established
+            .session
+            .entry()
+            .request_close(CloseRequest::Shutdown);
     }
-    let stats = established.guard.stats();
-    let copy = copy_bidirectional(&established.client, &established.host, early, |progress| {
-        match progress {
-            Progress::Bytes(Side::Client, n) => {
-                stats.add_bytes_in(n as u64);
-                entry.bytes_in.fetch_add(n as u64, Relaxed);
+    let ended = match copy(&established, early).await {
+        Outcome::Ended(ended) => ended,
+        Outcome::Park => {
+            #[cfg(target_os = "linux")]
+            {
+                let Established {
+                    client,
+                    host,
+                    session,
+                } = *established;
+                super::parking::park(client, host, session, listener);
+                return;
             }
-            Progress::Bytes(Side::Host, n) => {
-                stats.add_bytes_out(n as u64);
-                entry.bytes_out.fetch_add(n as u64, Relaxed);
-            }
-            Progress::Finished(_) => entry.half_closed.store(true, Relaxed),
+            #[cfg(not(target_os = "linux"))]
+            unreachable!("parking is never available here");
         }
-        entry.last_activity.store(clock_ms(), Relaxed);
-    });
-    let ended = tokio::select! {
-        result = copy => match result {
-            Ok(copied) if copied.first_to_close == Side::Host => CloseReason::HostClosed,
-            Ok(_) => CloseReason::ClientClosed,
-            Err(error) => {
-                tracing::debug!(service = %entry.service, host = %entry.host, client = %entry.client, %error, "connection ended with an error");
-                CloseReason::Error
-            }
-        },
-        _ = entry.close.notified() => match entry.close_request() {
-            Some(CloseRequest::Shutdown) => CloseReason::Shutdown,
-            Some(CloseRequest::Timeout) => CloseReason::Timeout,
-            _ => CloseReason::ClosedByAdmin,
-        },
     };
+    let Established { session, .. } = &*established;
+    let entry = session.entry();
     if ended == CloseReason::Timeout {
-        established.counters.timeouts.fetch_add(1, Relaxed);
+        session.counters.timeouts.fetch_add(1, Relaxed);
     }
     if let Some(log) = &listener.data.access_log {
         // try_send: a full channel drops the record rather than wait.
@@ -341,13 +347,99 @@ async fn relay(mut established: Box<Established>, listener: &ListenerTask) {
             service: entry.service.to_string(),
             host: entry.host.to_string(),
             host_addr: entry.host_addr,
-            connect_seconds: established.connect_time.as_secs_f64(),
-            duration_seconds: established.started.elapsed().as_secs_f64(),
+            connect_seconds: session.connect_time.as_secs_f64(),
+            duration_seconds: session.started.elapsed().as_secs_f64(),
             bytes_in: entry.bytes_in.load(Relaxed),
             bytes_out: entry.bytes_out.load(Relaxed),
             ended,
-            failovers: established.failovers,
+            failovers: session.failovers,
         });
+    }
+}
+
+/// How the copy phase ended.
+enum Outcome {
+    /// The connection is over.
+    Ended(CloseReason),
+    /// Idle and asked to park: nothing in flight, the copy can start over.
+    Park,
+}
+
+/// Copies both ways, counting, until the connection ends or parks.
+async fn copy(established: &Established, early: Vec<u8>) -> Outcome {
+    let entry = established.session.entry();
+    let stats = established.session.guard.stats();
+    let copy = copy_bidirectional(&established.client, &established.host, early, |progress| {
+        match progress {
+            Progress::Bytes(Side::Client, n) => {
+                stats.add_bytes_in(n as u64);
+                entry.bytes_in.fetch_add(n as u64, Relaxed);
+            }
+            Progress::Bytes(Side::Host, n) => {
+                stats.add_bytes_out(n as u64);
+                entry.bytes_out.fetch_add(n as u64, Relaxed);
+            }
+            Progress::Finished(_) => entry.half_closed.store(true, Relaxed),
+        }
+        entry.last_activity.store(clock_ms(), Relaxed);
+    });
+    let mut copy = std::pin::pin!(copy);
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut copy => return Outcome::Ended(match result {
+                Ok(copied) if copied.first_to_close == Side::Host => CloseReason::HostClosed,
+                Ok(_) => CloseReason::ClientClosed,
+                Err(error) => {
+                    tracing::debug!(service = %entry.service, host = %entry.host, client = %entry.client, %error, "connection ended with an error");
+                    CloseReason::Error
+                }
+            }),
+            _ = entry.close.notified() => {
+                if entry.park_requested() {
+                    // `mark_parked` fails only if a close request came in
+                    // meanwhile; its notification is next.
+                    if copy.is_idle() && super::parking::available() && entry.mark_parked() {
+                        return Outcome::Park;
+                    }
+                    entry.decline_park();
+                    continue;
+                }
+                match entry.close_request() {
+                    Some(CloseRequest::Shutdown) => return Outcome::Ended(CloseReason::Shutdown),
+                    Some(CloseRequest::Timeout) => return Outcome::Ended(CloseReason::Timeout),
+                    Some(CloseRequest::Admin) => return Outcome::Ended(CloseReason::ClosedByAdmin),
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+/// Back from the parking lot: the connection gets a task again, on this runtime.
+#[cfg(target_os = "linux")]
+pub(super) fn resume(parked: super::parking::ParkedConnection) {
+    let super::parking::ParkedConnection {
+        client,
+        host,
+        session,
+        listener,
+        _tracked,
+    } = parked;
+    session.entry().mark_unparked();
+    match (TcpStream::from_std(client), TcpStream::from_std(host)) {
+        (Ok(client), Ok(host)) => {
+            let established = Box::new(Established {
+                client,
+                host,
+                session,
+            });
+            let tracker = listener.tracker.clone();
+            tracker.spawn(relay(established, listener));
+        }
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::debug!(%error, "resuming a parked connection failed: closed");
+        }
     }
 }
 

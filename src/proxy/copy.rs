@@ -168,12 +168,12 @@ pub struct Copied {
 /// the host first. `on_progress` hears of every chunk written and every FIN
 /// passed on, so counters and idle clocks move while long connections run. An
 /// error in either direction (a reset) ends the whole connection.
-pub fn copy_bidirectional<'a>(
+pub fn copy_bidirectional<'a, F: Fn(Progress) + Unpin + 'a>(
     client: &'a TcpStream,
     host: &'a TcpStream,
     early: Vec<u8>,
-    on_progress: impl Fn(Progress) + Unpin + 'a,
-) -> impl Future<Output = io::Result<Copied>> + 'a {
+    on_progress: F,
+) -> CopyBidirectional<'a, F> {
     let mut up = Direction::default();
     if !early.is_empty() {
         up.len = early.len();
@@ -206,6 +206,8 @@ struct Direction {
     read_done: bool,
     /// FIN passed on: this direction is finished.
     done: bool,
+    /// The source failed after a read whose bytes are still to be written.
+    failed: Option<io::Error>,
     total: u64,
 }
 
@@ -219,6 +221,7 @@ impl Default for Direction {
             reserved: 0,
             read_done: false,
             done: false,
+            failed: None,
             total: 0,
         }
     }
@@ -275,6 +278,9 @@ impl Direction {
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
+            if let Some(error) = self.failed.take() {
+                return Poll::Ready(Err(error));
+            }
             if let Some(buf) = &self.buf {
                 if buf.len() != self.size {
                     // An `early` buffer, now written.
@@ -319,12 +325,13 @@ impl Direction {
                     // Short, and still readable: either more came, or the source
                     // has sent FIN (tokio keeps that readiness). Taking the EOF
                     // now lets the FIN leave with these bytes in one segment.
+                    // An error (a reset) waits until these bytes are written.
                     if n < buf.len() && from.poll_read_ready(cx)?.is_ready() {
                         match read_draining(from, &mut buf[n..]) {
                             Ok(0) => self.read_done = true,
                             Ok(more) => self.len += more,
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                            Err(e) => return Poll::Ready(Err(e)),
+                            Err(e) => self.failed = Some(e),
                         }
                     }
                 }
@@ -372,13 +379,24 @@ fn read_draining(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-struct CopyBidirectional<'a, F> {
+/// The future [`copy_bidirectional`] returns.
+pub struct CopyBidirectional<'a, F> {
     client: &'a TcpStream,
     host: &'a TcpStream,
     up: Direction,
     down: Direction,
     first_to_close: Option<Side>,
     on_progress: F,
+}
+
+impl<F> CopyBidirectional<'_, F> {
+    /// Whether the copy could stop here and start over later with nothing lost:
+    /// both directions wait for bytes to read, none half-closed, no bytes held.
+    pub fn is_idle(&self) -> bool {
+        [&self.up, &self.down]
+            .iter()
+            .all(|d| d.buf.is_none() && !d.read_done && !d.done)
+    }
 }
 
 impl<F: Fn(Progress) + Unpin> Future for CopyBidirectional<'_, F> {

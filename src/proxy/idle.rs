@@ -1,7 +1,8 @@
 //! The idle sweeper: closes connections that moved no byte for longer than their
-//! service allows (or stayed half-closed too long), and forgets stale per-address
-//! limit entries. One task for all connections, instead of a timer in each: an
-//! idle connection costs no timer, and the data path only stores a timestamp.
+//! service allows (or stayed half-closed too long), asks those idle for a second
+//! to park (`super::parking`), and forgets stale per-address limit entries. One
+//! task for all connections, instead of a timer in each: an idle connection costs
+//! no timer, and the data path only stores a timestamp.
 //! After a burst of connections has ended it also hands the freed heap back to
 //! the kernel, so that RSS follows the load down.
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::DataPlane;
+use super::parking::PARK_AFTER;
 use crate::state::{CloseRequest, Snapshot, clock_ms};
 
 /// Fastest sweep: bounds the work for very short timeouts.
@@ -57,10 +59,16 @@ pub(crate) async fn sweep_idle(data: Arc<DataPlane>, stop: CancellationToken) {
             };
             now.saturating_sub(c.last_activity.load(Relaxed)) > limit
         });
+        // Idle a while, and both ways open: out of the runtime until a byte comes.
+        let park_after = PARK_AFTER.as_millis() as u64;
+        let parking = data.registry.park_where(|c| {
+            !c.half_closed.load(Relaxed)
+                && now.saturating_sub(c.last_activity.load(Relaxed)) >= park_after
+        });
         for service in &snapshot.services {
             service.limiter.sweep();
         }
-        if trim.due(data.registry.len()) {
+        if trim.due(data.registry.len()) | trim.parked(parking) {
             // Walks every arena: milliseconds for a large heap, so off the runtime.
             tokio::task::spawn_blocking(release_free_heap);
         }
@@ -87,6 +95,10 @@ fn period(snapshot: &Snapshot) -> Duration {
 /// Open connections a burst must have reached before its end is worth a trim.
 const TRIM_PEAK: usize = 1000;
 
+/// Connections that must have parked since the last trim for their freed
+/// tasks to be worth one.
+const TRIM_PARKED: usize = 256;
+
 /// Decides when to trim: once a burst of at least [`TRIM_PEAK`] connections has
 /// fallen to a quarter of its peak, then again each time the open count falls to
 /// a quarter of what it was at the last trim, and at zero: a few trims per
@@ -96,9 +108,17 @@ struct HeapTrim {
     peak: usize,
     /// The open count at the last trim of the current burst.
     last: Option<usize>,
+    /// Connections asked to park at the last sweep: they have parked by the next.
+    parking: usize,
 }
 
 impl HeapTrim {
+    /// After many connections parked (asked at the last sweep), the heap their
+    /// tasks held is free: trim once. `asked`: how many were asked this sweep.
+    fn parked(&mut self, asked: usize) -> bool {
+        std::mem::replace(&mut self.parking, asked) >= TRIM_PARKED
+    }
+
     fn due(&mut self, open: usize) -> bool {
         if self.last.is_some_and(|at| open > at) {
             // Rising again: a new burst.

@@ -6,6 +6,7 @@ mod connection;
 mod copy;
 mod idle;
 mod listener;
+mod parking;
 pub mod proxy_protocol;
 mod retry_empty;
 mod workers;

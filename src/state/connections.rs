@@ -51,9 +51,15 @@ pub struct ConnectionEntry {
     /// `notify_one` keeps a permit, so a request made before the task waits is
     /// not lost.
     pub close: Notify,
-    /// Why it was asked to close: 0 = not asked, else a [`CloseRequest`].
+    /// Why it was asked to close: 0 = not asked, 1..=3 a [`CloseRequest`], or
+    /// [`PARK_REQUESTED`] / [`PARKED`]. A close request replaces a parking state.
     close_reason: AtomicU8,
 }
+
+/// `close_reason`: the idle sweeper asked the task to park the connection.
+const PARK_REQUESTED: u8 = 4;
+/// `close_reason`: parked (its sockets wait in a parking lot, no task runs).
+const PARKED: u8 = 5;
 
 /// Who asked an open connection to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +96,8 @@ pub struct ConnectionInfo {
     pub bytes_in: u64,
     /// Bytes from host to client.
     pub bytes_out: u64,
+    /// Idle, parked: no task and no runtime registration until a byte arrives.
+    pub parked: bool,
 }
 
 impl ConnectionEntry {
@@ -130,10 +138,55 @@ impl ConnectionEntry {
 
     /// Asks the connection to close; the first reason given sticks.
     pub fn request_close(&self, why: CloseRequest) {
+        let _ = self.close_reason.fetch_update(Relaxed, Relaxed, |now| {
+            matches!(now, 0 | PARK_REQUESTED | PARKED).then_some(why as u8)
+        });
+        self.close.notify_one();
+    }
+
+    /// Asks the connection's task to park it (see `proxy::parking`), unless a
+    /// request is pending or it is parked already. Returns whether it asked.
+    pub fn request_park(&self) -> bool {
+        let asked = self
+            .close_reason
+            .compare_exchange(0, PARK_REQUESTED, Relaxed, Relaxed)
+            .is_ok();
+        if asked {
+            self.close.notify_one();
+        }
+        asked
+    }
+
+    /// Whether the pending request is to park (not to close).
+    pub fn park_requested(&self) -> bool {
+        self.close_reason.load(Relaxed) == PARK_REQUESTED
+    }
+
+    /// The task turns down a park request (bytes are in flight).
+    pub fn decline_park(&self) {
         let _ = self
             .close_reason
-            .compare_exchange(0, why as u8, Relaxed, Relaxed);
-        self.close.notify_one();
+            .compare_exchange(PARK_REQUESTED, 0, Relaxed, Relaxed);
+    }
+
+    /// The request was granted: the connection is parked. False if a close
+    /// request came in between (then it must not park).
+    pub fn mark_parked(&self) -> bool {
+        self.close_reason
+            .compare_exchange(PARK_REQUESTED, PARKED, Relaxed, Relaxed)
+            .is_ok()
+    }
+
+    /// Back from the parking lot to a task.
+    pub fn mark_unparked(&self) {
+        let _ = self
+            .close_reason
+            .compare_exchange(PARKED, 0, Relaxed, Relaxed);
+    }
+
+    /// Whether it is parked.
+    pub fn is_parked(&self) -> bool {
+        self.close_reason.load(Relaxed) == PARKED
     }
 
     /// Why the connection was asked to close, if it was.
@@ -163,6 +216,7 @@ impl ConnectionEntry {
                 .unwrap_or(0.0),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
+            parked: self.is_parked(),
         }
     }
 }
@@ -240,6 +294,15 @@ impl ConnectionRegistry {
             closed += 1;
         }
         closed
+    }
+
+    /// Asks every connection matching `filter` to park (see `proxy::parking`);
+    /// returns how many were asked.
+    pub fn park_where(&self, filter: impl Fn(&ConnectionEntry) -> bool) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| filter(e.value()) && e.value().request_park())
+            .count()
     }
 
     /// Number of open connections (locks each shard in turn: not for the data path).

@@ -1,0 +1,336 @@
+//! The parking lot: connections idle for [`PARK_AFTER`] leave the runtime.
+//!
+//! A parked connection has no task, no tokio I/O registrations and no copy state
+//! (together ~1.3 KiB): its two sockets wait in one epoll set per thread, its
+//! session (counters, guards, registry entry) in a map. The first byte, FIN or
+//! error on either socket hands it back to a new task, as does a close request
+//! (timeout, admin close, shutdown), which the new task then carries out.
+//! Parking and waking each cost four `epoll_ctl` calls, paid only by
+//! connections that sat idle for a second.
+
+use std::time::Duration;
+
+/// How long a connection moves no byte before the idle sweeper asks its task to
+/// park it.
+pub(crate) const PARK_AFTER: Duration = Duration::from_secs(1);
+
+#[cfg(target_os = "linux")]
+pub(crate) use lot::{ParkedConnection, available, park};
+
+/// Parking needs epoll; elsewhere connections stay in their tasks.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn available() -> bool {
+    false
+}
+
+#[cfg(target_os = "linux")]
+mod lot {
+    use std::cell::RefCell;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tokio::io::unix::AsyncFd;
+    use tokio_util::task::task_tracker::TaskTrackerToken;
+
+    use crate::proxy::ListenerTask;
+    use crate::proxy::connection::{Session, resume};
+
+    /// How often a lot looks for parked connections asked to close.
+    const CLOSE_SCAN: Duration = Duration::from_millis(250);
+    /// Events taken per `epoll_wait`.
+    const EVENTS: usize = 64;
+
+    /// A connection waiting in a lot: what its task held, minus the task.
+    pub(crate) struct ParkedConnection {
+        /// The client socket (non-blocking, out of the runtime).
+        pub client: std::net::TcpStream,
+        /// The host socket.
+        pub host: std::net::TcpStream,
+        /// Counters, guards and the registry entry.
+        pub session: Session,
+        /// Where it was accepted: its task is spawned there again.
+        pub listener: ListenerTask,
+        /// Keeps shutdown waiting for it, as its task did.
+        pub _tracked: TaskTrackerToken,
+    }
+
+    impl ParkedConnection {
+        /// Asked to close (timeout, admin, drain) or shut down: its task must run.
+        fn must_wake(&self) -> bool {
+            let entry = self.session.entry();
+            entry.close_request().is_some() || self.listener.stop_connections.is_cancelled()
+        }
+    }
+
+    /// One thread's lot: an epoll set of parked sockets, and who they belong to.
+    struct Lot {
+        epoll: AsyncFd<OwnedFd>,
+        parked: Mutex<Slots>,
+        /// Cleared when the lot's task ends (its runtime shut down): the thread
+        /// then makes a new lot on its next runtime.
+        alive: AtomicBool,
+    }
+
+    /// Parked connections by key (their index). One growing array rather than a
+    /// box each: boxes would land in the holes the parked tasks left, and keep
+    /// every page of them from going back to the kernel.
+    #[derive(Default)]
+    struct Slots {
+        slots: Vec<Option<ParkedConnection>>,
+        free: Vec<usize>,
+    }
+
+    impl Slots {
+        fn insert(&mut self, parked: ParkedConnection) -> u64 {
+            match self.free.pop() {
+                Some(at) => {
+                    self.slots[at] = Some(parked);
+                    at as u64
+                }
+                None => {
+                    self.slots.push(Some(parked));
+                    (self.slots.len() - 1) as u64
+                }
+            }
+        }
+
+        fn remove(&mut self, key: u64) -> Option<ParkedConnection> {
+            let at = usize::try_from(key).ok()?;
+            let parked = self.slots.get_mut(at)?.take()?;
+            self.free.push(at);
+            Some(parked)
+        }
+
+        fn keys_where(&self, wanted: impl Fn(&ParkedConnection) -> bool) -> Vec<u64> {
+            self.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.as_ref().is_some_and(&wanted))
+                .map(|(at, _)| at as u64)
+                .collect()
+        }
+    }
+
+    thread_local! {
+        static LOT: RefCell<Option<Arc<Lot>>> = const { RefCell::new(None) };
+    }
+
+    /// This thread's lot, made (with its task on the current runtime) on first use.
+    fn lot() -> Option<Arc<Lot>> {
+        LOT.try_with(|slot| {
+            let mut slot = slot.borrow_mut();
+            if let Some(lot) = slot.as_ref().filter(|l| l.alive.load(Relaxed)) {
+                return Some(lot.clone());
+            }
+            let lot = match Lot::new() {
+                Ok(lot) => Arc::new(lot),
+                Err(error) => {
+                    tracing::debug!(%error, "no parking lot: idle connections keep their tasks");
+                    return None;
+                }
+            };
+            tokio::spawn(drive(lot.clone()));
+            *slot = Some(lot.clone());
+            Some(lot)
+        })
+        .ok()
+        .flatten()
+    }
+
+    /// Whether this thread can park connections.
+    pub(crate) fn available() -> bool {
+        tokio::runtime::Handle::try_current().is_ok() && lot().is_some()
+    }
+
+    /// Parks a connection; if it cannot (a socket will not leave the runtime or
+    /// join the lot), it is woken at once.
+    pub(crate) fn park(
+        client: tokio::net::TcpStream,
+        host: tokio::net::TcpStream,
+        session: Session,
+        listener: ListenerTask,
+    ) {
+        let (client, host) = match (client.into_std(), host.into_std()) {
+            (Ok(client), Ok(host)) => (client, host),
+            (Err(error), _) | (_, Err(error)) => {
+                // The sockets are closed; the session's guards drop with it.
+                tracing::debug!(%error, "parking failed: connection closed");
+                return;
+            }
+        };
+        let _tracked = listener.tracker.token();
+        let parked = ParkedConnection {
+            client,
+            host,
+            session,
+            listener,
+            _tracked,
+        };
+        let Some(lot) = lot() else {
+            resume(parked);
+            return;
+        };
+        let fds = [parked.client.as_raw_fd(), parked.host.as_raw_fd()];
+        let mut map = lot.parked.lock().unwrap_or_else(|p| p.into_inner());
+        let key = map.insert(parked);
+        for (i, fd) in fds.into_iter().enumerate() {
+            if let Err(error) = lot.watch(fd, key) {
+                tracing::debug!(%error, "parking failed: connection resumed");
+                for &fd in &fds[..i] {
+                    lot.unwatch(fd);
+                }
+                if let Some(parked) = map.remove(key) {
+                    drop(map);
+                    resume(parked);
+                }
+                return;
+            }
+        }
+    }
+
+    impl Lot {
+        fn new() -> io::Result<Lot> {
+            // SAFETY: epoll_create1 returns a new descriptor or -1.
+            let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `fd` is ours alone.
+            let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: the AsyncFd owns the descriptor, open until it drops.
+            let epoll =
+                unsafe { AsyncFd::register_with_interest(epoll, tokio::io::Interest::READABLE) }
+                    .map_err(|e| e.into_parts().1)?;
+            Ok(Lot {
+                epoll,
+                parked: Mutex::new(Slots::default()),
+                alive: AtomicBool::new(true),
+            })
+        }
+
+        /// Level-triggered: bytes that came before the socket joined are seen.
+        fn watch(&self, fd: RawFd, key: u64) -> io::Result<()> {
+            let mut event = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+                u64: key,
+            };
+            // SAFETY: both descriptors are open; `event` outlives the call.
+            let rc = unsafe {
+                libc::epoll_ctl(
+                    self.epoll.get_ref().as_raw_fd(),
+                    libc::EPOLL_CTL_ADD,
+                    fd,
+                    &mut event,
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        }
+
+        fn unwatch(&self, fd: RawFd) {
+            // SAFETY: as in `watch`; a null event is allowed for DEL.
+            unsafe {
+                libc::epoll_ctl(
+                    self.epoll.get_ref().as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    fd,
+                    std::ptr::null_mut(),
+                );
+            }
+        }
+
+        /// Takes the connection under `key` out of the lot, if still there.
+        fn take(&self, key: u64) -> Option<ParkedConnection> {
+            let parked = self
+                .parked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(key)?;
+            self.unwatch(parked.client.as_raw_fd());
+            self.unwatch(parked.host.as_raw_fd());
+            Some(parked)
+        }
+
+        /// Keys with events, without waiting; WouldBlock when there are none.
+        fn ready_keys(&self, keys: &mut Vec<u64>) -> io::Result<()> {
+            let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+            // SAFETY: `events` has room for EVENTS entries.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.get_ref().as_raw_fd(),
+                    events.as_mut_ptr(),
+                    EVENTS as i32,
+                    0,
+                )
+            };
+            match n {
+                n if n < 0 => Err(io::Error::last_os_error()),
+                0 => Err(io::ErrorKind::WouldBlock.into()),
+                n => {
+                    keys.extend(events[..n as usize].iter().map(|e| e.u64));
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Clears `alive` when the lot's task is dropped with its runtime.
+    struct Alive(Arc<Lot>);
+
+    impl Drop for Alive {
+        fn drop(&mut self) {
+            self.0.alive.store(false, Relaxed);
+        }
+    }
+
+    /// Wakes connections whose sockets turn readable (or hang up), and every
+    /// [`CLOSE_SCAN`] those asked to close.
+    async fn drive(lot: Arc<Lot>) {
+        let _alive = Alive(lot.clone());
+        let mut scan = tokio::time::interval(CLOSE_SCAN);
+        scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut keys = Vec::new();
+        loop {
+            tokio::select! {
+                ready = lot.epoll.readable() => {
+                    let Ok(mut ready) = ready else { return };
+                    loop {
+                        match ready.try_io(|_| lot.ready_keys(&mut keys)) {
+                            Ok(Ok(())) if keys.len() >= EVENTS => {}
+                            Ok(Ok(())) => break,
+                            Ok(Err(error)) => {
+                                tracing::warn!(%error, "parking lot: epoll_wait failed");
+                                break;
+                            }
+                            Err(_would_block) => break,
+                        }
+                        wake(&lot, &mut keys);
+                    }
+                    wake(&lot, &mut keys);
+                }
+                _ = scan.tick() => {
+                    let mut due = lot
+                        .parked
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .keys_where(ParkedConnection::must_wake);
+                    wake(&lot, &mut due);
+                }
+            }
+        }
+    }
+
+    fn wake(lot: &Lot, keys: &mut Vec<u64>) {
+        for key in keys.drain(..) {
+            // Both sockets of one connection can report in one batch.
+            if let Some(parked) = lot.take(key) {
+                resume(parked);
+            }
+        }
+    }
+}

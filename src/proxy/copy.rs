@@ -310,9 +310,13 @@ impl Direction {
             }
             // Read more.
             if from.poll_read_ready(cx)?.is_pending() {
-                // Idle: give the buffer back.
-                self.release_buffer();
-                self.shrink();
+                // Nothing to read now. A small buffer goes back at once; a
+                // stream's large one (held under the budget) stays for its next
+                // burst, until the connection parks (see `is_idle`).
+                if self.reserved == 0 {
+                    self.release_buffer();
+                    self.shrink();
+                }
                 return Poll::Pending;
             }
             let size = self.size;
@@ -391,11 +395,12 @@ pub struct CopyBidirectional<'a, F> {
 
 impl<F> CopyBidirectional<'_, F> {
     /// Whether the copy could stop here and start over later with nothing lost:
-    /// both directions wait for bytes to read, none half-closed, no bytes held.
+    /// both directions wait for bytes to read, none half-closed, no bytes held
+    /// (a stream's empty buffer is dropped with the copy).
     pub fn is_idle(&self) -> bool {
         [&self.up, &self.down]
             .iter()
-            .all(|d| d.buf.is_none() && !d.read_done && !d.done)
+            .all(|d| d.pos == d.len && !d.read_done && !d.done && d.failed.is_none())
     }
 }
 

@@ -260,7 +260,8 @@
 //!
 //! Internals, free to change: `control` (the single writer: command → new
 //! snapshot), `state` (the immutable snapshot and per-host atomic counters),
-//! `proxy` (listeners, one connection's flow, the copy loop), `health` (the
+//! `proxy` (listeners, one connection's flow, the copy loop, the parking lot of
+//! idle connections), `health` (the
 //! hostCheck and heartbeat managers, the backup watcher), `dns` (host names
 //! resolved and re-resolved as their TTLs run out, `expand`), `fleet`
 //! (instances sharing their configuration through etcd), `access_log` and

@@ -1,5 +1,7 @@
 //! The data path: listeners accept clients, each connection picks a host of its
-//! service's enabled group, connects (failing over to other hosts), then copies.
+//! service's enabled group, connects (failing over to other hosts), then copies;
+//! a connection idle for a second waits in its worker's parking lot, out of the
+//! runtime, until a byte comes.
 
 mod admission;
 mod connection;

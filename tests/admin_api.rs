@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::admin::{Admin, FULL, READONLY, client_trusting, two_group_config};
+use common::eventually;
 use reqwest::Method;
 use rustls::pki_types::pem::PemObject as _;
 use serde_json::Value;
@@ -256,6 +257,19 @@ async fn connections_are_listed_and_closed() {
         "{page}"
     );
     assert!(page.contains("action=\"closeConnection\""), "{page}");
+    // Idle, it parks within two sweeps; the list and the page say so.
+    let parked = eventually(Duration::from_secs(5), || async {
+        let list: Value = send(&admin, READONLY, "get", "/api/v1/connections", None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        list[0]["parked"] == true
+    })
+    .await;
+    assert!(parked, "the idle connection parked");
+    let (_, page) = admin.get("/connections").await;
+    assert!(page.contains("idle: parked"), "{page}");
     let r = send(
         &admin,
         FULL,

@@ -1473,6 +1473,7 @@ fn connections_table(list: &[crate::state::ConnectionInfo]) -> String {
                 format!("{:.0}", (now - c.since).max(0.0)),
                 c.bytes_in.to_string(),
                 c.bytes_out.to_string(),
+                if c.parked { "parked" } else { "" }.to_string(),
             ]
         })
         .collect();
@@ -1486,6 +1487,7 @@ fn connections_table(list: &[crate::state::ConnectionInfo]) -> String {
             "AGE-S",
             "BYTES-IN",
             "BYTES-OUT",
+            "IDLE",
         ],
         rows,
     )

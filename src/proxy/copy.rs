@@ -45,44 +45,47 @@ pub const LARGE_BUFFER_BUDGET: usize = 32 * 1024 * 1024;
 /// The process's large-buffer budget.
 static LARGE_BUFFERS: Budget = Budget::new(LARGE_BUFFER_BUDGET);
 
-/// Large buffers each worker thread keeps per size for the next stream:
-/// growing through fresh allocations would fault in every page of every
-/// megabyte again each time a stream pauses. At most 4 × (64 KiB + 256 KiB +
-/// 1 MiB) per thread.
-const POOL_KEEP: usize = 4;
+/// Buffers each worker thread keeps for reuse, by size (16 KiB, 64 KiB,
+/// 256 KiB, 1 MiB): a fresh buffer costs zeroing, and a large one page faults
+/// on every page again each time a stream pauses. At most 1 MiB of each of the
+/// three smaller sizes and 4 MiB of the largest per thread.
+const POOL_KEEP: [usize; 4] = [64, 16, 4, 4];
 
 thread_local! {
-    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    static POOL: RefCell<[Vec<Box<[u8]>>; 4]> = const {
+        RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()])
+    };
 }
 
-/// The sizes worth pooling: the grown ones.
-fn is_pooled_size(len: usize) -> bool {
-    (SMALL_BUFFER_MAX..=COPY_BUFFER_MAX).contains(&len) && len.is_power_of_two()
+/// The pool a buffer of `len` bytes belongs in: the sizes a direction uses.
+fn pool_class(len: usize) -> Option<usize> {
+    const QUARTER_MAX: usize = COPY_BUFFER_MAX / 4;
+    match len {
+        COPY_BUFFER => Some(0),
+        SMALL_BUFFER_MAX => Some(1),
+        QUARTER_MAX => Some(2),
+        COPY_BUFFER_MAX => Some(3),
+        _ => None,
+    }
 }
 
 /// A buffer of `size` bytes, from this thread's pool when it has one. Its
 /// contents are stale bytes, never read: only what a read puts in is written.
 fn pooled_buffer(size: usize) -> Box<[u8]> {
-    if is_pooled_size(size)
-        && let Some(buf) = POOL.with_borrow_mut(|pool| {
-            let at = pool.iter().position(|b| b.len() == size)?;
-            Some(pool.swap_remove(at))
-        })
-    {
-        return buf;
-    }
-    vec![0u8; size].into_boxed_slice()
+    pool_class(size)
+        .and_then(|class| POOL.try_with(|pool| pool.borrow_mut()[class].pop()).ok()?)
+        .unwrap_or_else(|| vec![0u8; size].into_boxed_slice())
 }
 
 fn return_to_pool(buf: Box<[u8]>) {
-    if !is_pooled_size(buf.len()) {
+    let Some(class) = pool_class(buf.len()) else {
         return;
-    }
+    };
     // A thread being torn down has no pool any more: the buffer is just freed.
     let _ = POOL.try_with(|pool| {
-        let mut pool = pool.borrow_mut();
-        if pool.iter().filter(|b| b.len() == buf.len()).count() < POOL_KEEP {
-            pool.push(buf);
+        let kept = &mut pool.borrow_mut()[class];
+        if kept.len() < POOL_KEEP[class] {
+            kept.push(buf);
         }
     });
 }
@@ -475,6 +478,23 @@ mod tests {
         budget.give_back(second);
         assert_eq!(grown(SMALL_BUFFER_MAX, &mut third, &budget), 256 << 10);
         assert_eq!(budget.used.load(Relaxed), COPY_BUFFER_MAX + (256 << 10));
+    }
+
+    #[test]
+    fn buffers_are_reused_per_size_up_to_the_pool_limit() {
+        let first = pooled_buffer(COPY_BUFFER);
+        let at = first.as_ptr();
+        return_to_pool(first);
+        let again = pooled_buffer(COPY_BUFFER);
+        assert_eq!(again.as_ptr(), at, "the same buffer, not zeroed anew");
+        assert_eq!(again.len(), COPY_BUFFER);
+        // Other sizes are freed, not kept.
+        return_to_pool(vec![0u8; 1000].into_boxed_slice());
+        POOL.with_borrow(|pool| assert!(pool.iter().flatten().all(|b| b.len() != 1000)));
+        // Each size keeps at most its limit.
+        let many: Vec<_> = (0..10).map(|_| pooled_buffer(COPY_BUFFER_MAX)).collect();
+        many.into_iter().for_each(return_to_pool);
+        POOL.with_borrow(|pool| assert_eq!(pool[3].len(), POOL_KEEP[3]));
     }
 
     #[test]

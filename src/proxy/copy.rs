@@ -122,7 +122,8 @@ impl Budget {
 
 /// The buffer size after `size` was filled by a read: ×4 up to
 /// [`COPY_BUFFER_MAX`], above [`SMALL_BUFFER_MAX`] only with bytes from
-/// `budget`. `reserved` is what this direction holds of the budget.
+/// `budget` (else it stays). `reserved` is what this direction holds of the
+/// budget.
 fn grown(size: usize, reserved: &mut usize, budget: &Budget) -> usize {
     let next = (size * 4).min(COPY_BUFFER_MAX);
     if next <= SMALL_BUFFER_MAX {
@@ -132,7 +133,8 @@ fn grown(size: usize, reserved: &mut usize, budget: &Budget) -> usize {
         *reserved = next;
         next
     } else {
-        size.min(SMALL_BUFFER_MAX)
+        // Stays where it is: what it has is small or already reserved.
+        size
     }
 }
 
@@ -478,6 +480,16 @@ mod tests {
         budget.give_back(second);
         assert_eq!(grown(SMALL_BUFFER_MAX, &mut third, &budget), 256 << 10);
         assert_eq!(budget.used.load(Relaxed), COPY_BUFFER_MAX + (256 << 10));
+    }
+
+    #[test]
+    fn a_stream_that_cannot_grow_keeps_its_size() {
+        let budget = Budget::new(256 << 10);
+        let mut reserved = 0;
+        assert_eq!(grown(SMALL_BUFFER_MAX, &mut reserved, &budget), 256 << 10);
+        assert_eq!(grown(256 << 10, &mut reserved, &budget), 256 << 10);
+        assert_eq!(reserved, 256 << 10);
+        assert_eq!(budget.used.load(Relaxed), 256 << 10);
     }
 
     #[test]

@@ -16,10 +16,7 @@ use rustls::pki_types::pem::PemObject as _;
 /// A configuration with service `svc` over `hosts`, the admin web server on
 /// 127.0.0.1:0 and the two test users (`viewer` has a DES hash).
 fn xml(hosts: &[(&str, SocketAddr)], secure: bool) -> String {
-    let hosts: String = hosts
-        .iter()
-        .map(|(name, addr)| format!("      <host name=\"{name}\" ip=\"{addr}\"/>\n"))
-        .collect();
+    let hosts = common::host_lines(hosts);
     let user_lines: String = common::admin::user_lines();
     format!(
         "<config>\n  <!-- kept by tests -->\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \

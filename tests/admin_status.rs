@@ -20,10 +20,7 @@ const TXLB: &str = env!("CARGO_BIN_EXE_txlb");
 /// Service `svc` over `hosts`, the admin web server on 127.0.0.1:0 with the test
 /// users, configCheck off (the default).
 fn xml(hosts: &[(&str, SocketAddr)]) -> String {
-    let hosts: String = hosts
-        .iter()
-        .map(|(name, addr)| format!("      <host name=\"{name}\" ip=\"{addr}\"/>\n"))
-        .collect();
+    let hosts = common::host_lines(hosts);
     let users: String = common::admin::user_lines();
     format!(
         "<config>\n  <!-- the operator's comment -->\n  <service name=\"svc\">\n    \

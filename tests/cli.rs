@@ -117,10 +117,7 @@ fn broken_configs_give_file_line_column_errors() {
 }
 
 fn xml_config(hosts: &[(&str, SocketAddr)]) -> String {
-    let hosts: String = hosts
-        .iter()
-        .map(|(name, addr)| format!("      <host name=\"{name}\" ip=\"{addr}\"/>\n"))
-        .collect();
+    let hosts = common::host_lines(hosts);
     format!(
         "<config>\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    <group name=\"g\" scheduler=\"roundr\" enable=\"true\">\n{hosts}    </group>\n  </service>\n</config>\n"
     )

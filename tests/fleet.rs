@@ -167,10 +167,7 @@ impl Drop for Etcd {
 /// A configuration of service `svc` over `hosts` (round robin), the admin web
 /// server on 127.0.0.1:0 with the test users, and `<cluster>` naming `name`.
 fn xml(etcd: &str, name: &str, hosts: &[(&str, SocketAddr)]) -> String {
-    let hosts: String = hosts
-        .iter()
-        .map(|(name, addr)| format!("      <host name=\"{name}\" ip=\"{addr}\"/>\n"))
-        .collect();
+    let hosts = common::host_lines(hosts);
     let users: String = common::admin::user_lines();
     format!(
         "<config>\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \

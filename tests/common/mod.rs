@@ -86,6 +86,14 @@ pub async fn named_backend(name: &str, hold: Hold) -> SocketAddr {
     addr
 }
 
+/// `<host>` elements of an XML `<group>`, one per line, for (name, address).
+pub fn host_lines(hosts: &[(&str, SocketAddr)]) -> String {
+    hosts
+        .iter()
+        .map(|(name, addr)| format!("      <host name=\"{name}\" ip=\"{addr}\"/>\n"))
+        .collect()
+}
+
 /// An address on which nothing listens (connections are refused).
 pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind(loopback()).unwrap();

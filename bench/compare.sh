@@ -2,11 +2,12 @@
 # bench/compare.sh: compare txlb with no proxy ("direct"), HAProxy (TCP mode, with and
 # without splice) and nginx stream on loopback. See BENCHMARKS.md.
 #
-#   bench/compare.sh            full run: 3 interleaved repeats, ~6-8 minutes
+#   bench/compare.sh            full run: 3 interleaved repeats, ~7-8 minutes
 #   bench/compare.sh --quick    smoke test: 1 repeat, short runs, < 1 minute
 #
-# Options: --repeats N   --only LIST (comma-separated: direct,txlb,haproxy,haproxy-splice,nginx,
-#          and txlb-w2: txlb with two workers on the same CPU, for the workers' flatness)
+# Options: --repeats N   --only LIST (comma-separated: direct,floor,txlb,haproxy,haproxy-splice,
+#          nginx, and txlb-w2: txlb with two workers on the same CPU, for the workers' flatness;
+#          floor is tcpbench's minimal C relay, what the kernel costs any proxy)
 #          --out FILE (JSON, default bench/results/latest.json)   --build (cargo build txlb first)
 #          --keep (keep the work directory with configs and logs)
 # Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb), CARGO_TARGET_DIR,
@@ -43,7 +44,7 @@ else
     HTTP_SECS=5; BULK1_BYTES=$((4 << 30)); BULK8_BYTES=$((4 << 30)); BULK_SECS=30
     IDLE_CONNS=10000; IDLE_SECS=30
 fi
-ALL_VARIANTS=(direct txlb haproxy haproxy-splice nginx)
+ALL_VARIANTS=(direct floor txlb haproxy haproxy-splice nginx)
 OUT=${OUT:-$BENCH_DIR/results/latest.json}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -154,7 +155,7 @@ if [ -n "$ONLY" ]; then IFS=, read -r -a WANT <<<"$ONLY"; else WANT=("${ALL_VARI
 VARIANTS=()
 for v in "${WANT[@]}"; do
     case "$v" in
-        direct|txlb|txlb-w2) VARIANTS+=("$v") ;;
+        direct|floor|txlb|txlb-w2) VARIANTS+=("$v") ;;
         haproxy|haproxy-splice)
             if [ "$HAVE_HAPROXY" = 1 ]; then VARIANTS+=("$v"); else skip_or_die "$v" "haproxy is not installed"; fi ;;
         nginx)
@@ -360,6 +361,10 @@ start_proxy() {
         haproxy|haproxy-splice)
             conf=$(write_haproxy_conf "$([ "$v" = haproxy-splice ] && echo splice)")
             start_bg "$logf" taskset -c "$PROXY_CPU" haproxy -db -f "$conf" ;;
+        floor)
+            start_bg "$logf" taskset -c "$PROXY_CPU" "$TB" relay \
+                "127.0.0.1:$PH=127.0.0.1:$HB1,127.0.0.1:$HB2" "127.0.0.1:$PZ=127.0.0.1:$ZB1,127.0.0.1:$ZB2" \
+                "127.0.0.1:$PI=127.0.0.1:$IB1,127.0.0.1:$IB2" ;;
         nginx)
             conf=$(write_nginx_conf)
             start_bg "$logf" taskset -c "$PROXY_CPU" nginx -e "$WORK/nginx-proxy.err" -p "$WORK" -c "$conf" ;;

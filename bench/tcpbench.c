@@ -16,6 +16,9 @@
  *                                       small request/response on every connection; print JSON.
  *                                       Each reading after 3 s of rest, once RSS has settled.
  *                                       PID 0: no proxy to watch. At most 2*SECS+13 seconds.
+ *   tcpbench relay LISTEN=HOST,HOST... [LISTEN=...]
+ *                                       the "floor" variant: the least a proxy can do (one
+ *                                       thread, epoll, round robin); runs until killed
  *
  * Every loop is bounded in count and time. Loopback only: ADDRs are parsed as IPv4 literals.
  */
@@ -395,6 +398,183 @@ static int cmd_idle(const char *addr, int n, int pid, double secs) {
     return 0;
 }
 
+
+/* ---- relay: the kernel's floor for a proxy ----
+ *
+ * The least a user-space TCP proxy can do per connection and per request, so the
+ * benchmark can show how much of every proxy's CPU is the kernel's own TCP work:
+ * one thread, edge-triggered epoll, TCP_NODELAY inherited from the listener,
+ * round robin, no timeouts, no accounting, no logging, no epoll_ctl(DEL) (close
+ * removes the socket). Like txlb it takes a short read as "drained" (saves the
+ * read that returns EAGAIN) and sends a source's last bytes with MSG_MORE before
+ * passing its FIN on. Not a proxy to run: a connect failure just closes.
+ */
+
+#define RELAY_BUF (64 * 1024)
+#define RELAY_MAX_LISTENERS 8
+#define RELAY_LISTENER_TAG (1ULL << 63)
+
+struct relay_dir {      /* one direction: bytes from fd[i] to fd[1 - i] */
+    char *buf;          /* held only while bytes wait to be written */
+    int pos, len;
+    int readable;       /* the source may have bytes: an event said so, or the last read filled buf */
+    int read_done, done;
+};
+
+struct relay_conn {
+    int fd[2];          /* 0: client, 1: host */
+    int rdhup[2];       /* FIN seen on fd[i]: read to EOF, don't stop at a short read */
+    struct relay_dir dir[2]; /* 0: client -> host, 1: host -> client */
+};
+
+struct relay_listener {
+    int fd;
+    struct sockaddr_in hosts[16];
+    int nhosts, next;
+};
+
+static char *relay_pool[256];
+static int relay_pooled;
+
+static char *relay_buf_get(void) {
+    if (relay_pooled) return relay_pool[--relay_pooled];
+    char *b = malloc(RELAY_BUF);
+    if (!b) die("malloc");
+    return b;
+}
+
+static void relay_buf_put(struct relay_dir *d) {
+    d->pos = d->len = 0;
+    if (!d->buf) return;
+    if (relay_pooled < 256) relay_pool[relay_pooled++] = d->buf;
+    else free(d->buf);
+    d->buf = NULL;
+}
+
+/* Moves bytes one way until it would block; -1 on an error (the connection ends).
+ * Reads only when the source may have bytes, so no read returns EAGAIN but after
+ * a stale event. */
+static int relay_move(struct relay_conn *c, int i) {
+    struct relay_dir *d = &c->dir[i];
+    int from = c->fd[i], to = c->fd[1 - i];
+    while (!d->done) {
+        while (d->pos < d->len) {
+            ssize_t w = send(to, d->buf + d->pos, d->len - d->pos,
+                             MSG_NOSIGNAL | (d->read_done ? MSG_MORE : 0));
+            if (w < 0) return errno == EAGAIN ? 0 : -1;
+            d->pos += (int)w;
+        }
+        if (d->read_done) {
+            d->done = 1;
+            relay_buf_put(d);
+            if (!c->dir[1 - i].done) shutdown(to, SHUT_WR);
+            return 0;
+        }
+        if (!d->readable) {
+            relay_buf_put(d);
+            return 0;
+        }
+        if (!d->buf) d->buf = relay_buf_get();
+        ssize_t r = recv(from, d->buf, RELAY_BUF, 0);
+        if (r < 0) {
+            d->readable = 0;
+            relay_buf_put(d);
+            return errno == EAGAIN ? 0 : -1;
+        }
+        d->pos = 0;
+        d->len = (int)r;
+        if (r == 0) d->read_done = 1;
+        else if (r < RELAY_BUF) {
+            d->readable = 0; /* drained: the next byte or FIN brings an event */
+            if (c->rdhup[i]) { /* the FIN is next: take it so it leaves with these bytes */
+                ssize_t more = recv(from, d->buf + r, RELAY_BUF - r, 0);
+                if (more == 0) d->read_done = 1;
+                else if (more > 0) d->len += (int)more;
+            }
+        }
+    }
+    return 0;
+}
+
+static void relay_close(struct relay_conn *c) {
+    close(c->fd[0]);
+    close(c->fd[1]);
+    relay_buf_put(&c->dir[0]);
+    relay_buf_put(&c->dir[1]);
+    free(c);
+}
+
+static void relay_accept(int ep, struct relay_listener *l) {
+    for (;;) {
+        int client = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK);
+        if (client < 0) return;
+        int host = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
+        struct relay_conn *c = calloc(1, sizeof *c);
+        if (host < 0 || !c) { close(client); if (host >= 0) close(host); free(c); continue; }
+        setsockopt(host, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        struct sockaddr_in *to = &l->hosts[l->next++ % l->nhosts];
+        if (connect(host, (struct sockaddr *)to, sizeof *to) < 0 && errno != EINPROGRESS) {
+            close(client); close(host); free(c); continue;
+        }
+        c->fd[0] = client;
+        c->fd[1] = host;
+        for (int i = 0; i < 2; i++) {
+            struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                                     .data.u64 = (uint64_t)(uintptr_t)c | (uint64_t)i};
+            epoll_ctl(ep, EPOLL_CTL_ADD, c->fd[i], &ev);
+        }
+    }
+}
+
+/* relay LISTEN=HOST,HOST... [LISTEN=...]: runs until killed. */
+static int cmd_relay(int n, char **specs) {
+    raise_nofile();
+    static struct relay_listener ls[RELAY_MAX_LISTENERS];
+    int ep = epoll_create1(0), one = 1;
+    if (ep < 0) die("epoll_create1");
+    if (n > RELAY_MAX_LISTENERS) n = RELAY_MAX_LISTENERS;
+    for (int k = 0; k < n; k++) {
+        char spec[512], *eq, *tok, *save;
+        snprintf(spec, sizeof spec, "%s", specs[k]);
+        struct sockaddr_in at;
+        if (!(eq = strchr(spec, '='))) { fprintf(stderr, "tcpbench: relay: bad spec %s\n", specs[k]); return 2; }
+        *eq = 0;
+        if (parse_addr(spec, &at) < 0) { fprintf(stderr, "tcpbench: relay: bad address %s\n", spec); return 2; }
+        for (tok = strtok_r(eq + 1, ",", &save); tok && ls[k].nhosts < 16; tok = strtok_r(NULL, ",", &save))
+            if (parse_addr(tok, &ls[k].hosts[ls[k].nhosts]) == 0) ls[k].nhosts++;
+        if (!ls[k].nhosts) { fprintf(stderr, "tcpbench: relay: no host in %s\n", specs[k]); return 2; }
+        ls[k].fd = listen_on(ntohs(at.sin_port));
+        setsockopt(ls[k].fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* accepted sockets inherit it */
+        fcntl(ls[k].fd, F_SETFL, O_NONBLOCK);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = RELAY_LISTENER_TAG | (uint64_t)k};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, ls[k].fd, &ev) < 0) die("epoll_ctl");
+    }
+    struct epoll_event evs[512];
+    for (;;) {
+        int got = epoll_wait(ep, evs, 512, -1);
+        if (got < 0 && errno != EINTR) die("epoll_wait");
+        for (int e = 0; e < got; e++) {
+            uint64_t tag = evs[e].data.u64;
+            if (tag & RELAY_LISTENER_TAG) {
+                if ((int)(tag & 0xff) < n) relay_accept(ep, &ls[tag & 0xff]);
+                continue;
+            }
+            struct relay_conn *c = (struct relay_conn *)(uintptr_t)(tag & ~1ULL);
+            int side = (int)(tag & 1);
+            uint32_t got_events = evs[e].events;
+            if (got_events & (EPOLLRDHUP | EPOLLHUP)) c->rdhup[side] = 1;
+            if (got_events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->dir[side].readable = 1;
+            if (relay_move(c, side) < 0 || relay_move(c, 1 - side) < 0 ||
+                (c->dir[0].done && c->dir[1].done)) {
+                relay_close(c);
+                /* later events of this batch may name it: drop them */
+                for (int f = e + 1; f < got; f++)
+                    if ((evs[f].data.u64 & ~1ULL) == (uint64_t)(uintptr_t)c) evs[f].data.u64 = RELAY_LISTENER_TAG | 0xff;
+            }
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -406,8 +586,10 @@ int main(int argc, char **argv) {
         return cmd_bulk(argv[2], atoi(argv[3]), atoll(argv[4]), atof(argv[5]));
     if (argc >= 6 && !strcmp(argv[1], "idle"))
         return cmd_idle(argv[2], atoi(argv[3]), atoi(argv[4]), atof(argv[5]));
+    if (argc >= 3 && !strcmp(argv[1], "relay")) return cmd_relay(argc - 2, argv + 2);
     fprintf(stderr,
             "usage: tcpbench freeport N | waitlisten PORT SECS | zero PORT | hold PORT |\n"
-            "       bulk ADDRS STREAMS BYTES SECS | idle ADDR N PID SECS\n");
+            "       bulk ADDRS STREAMS BYTES SECS | idle ADDR N PID SECS |\n"
+            "       relay LISTEN=HOST,HOST... [LISTEN=...]\n");
     return 2;
 }

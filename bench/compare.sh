@@ -7,7 +7,8 @@
 #
 # Options: --repeats N   --only LIST (comma-separated: direct,floor,txlb,haproxy,haproxy-splice,
 #          nginx, and txlb-w2: txlb with two workers on the same CPU, for the workers' flatness;
-#          floor is tcpbench's minimal C relay, what the kernel costs any proxy)
+#          floor is tcpbench's minimal C relay, what the kernel costs any proxy; floor-uring is
+#          its io_uring counterpart, bench/urelay.c, not run by default, needs liburing-dev)
 #          --out FILE (JSON, default bench/results/latest.json)   --build (cargo build txlb first)
 #          --keep (keep the work directory with configs and logs)
 # Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb), CARGO_TARGET_DIR,
@@ -18,7 +19,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 
 QUICK=0 REPEATS="" ONLY="" OUT="" BUILD=0 KEEP=0
-usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -112,6 +113,7 @@ install_tools() {
     have nginx || missing+=(nginx)
     { have nginx && stream_module >/dev/null; } || missing+=(libnginx-mod-stream)
     have wrk || missing+=(wrk)
+    case ",$ONLY," in *,floor-uring,*) [ -e /usr/include/liburing.h ] || missing+=(liburing-dev) ;; esac
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ -n "${BENCH_NO_INSTALL:-}" ]; then log "missing ${missing[*]}; BENCH_NO_INSTALL set, not installing"; return 0; fi
     have apt-get || { log "missing ${missing[*]} and no apt-get to install them"; return 0; }
@@ -156,12 +158,15 @@ VARIANTS=()
 for v in "${WANT[@]}"; do
     case "$v" in
         direct|floor|txlb|txlb-w2) VARIANTS+=("$v") ;;
+        floor-uring)
+            if cc -O2 -o "$WORK/urelay" "$BENCH_DIR/urelay.c" -luring 2>"$WORK/urelay-cc.log"; then VARIANTS+=("$v")
+            else cat "$WORK/urelay-cc.log" >&2; skip_or_die floor-uring "bench/urelay.c does not build (liburing-dev missing?)"; fi ;;
         haproxy|haproxy-splice)
             if [ "$HAVE_HAPROXY" = 1 ]; then VARIANTS+=("$v"); else skip_or_die "$v" "haproxy is not installed"; fi ;;
         nginx)
             if [ "$HAVE_NGX" = 1 ] && NGX_STREAM=$(stream_module); then VARIANTS+=("$v")
             else skip_or_die nginx "nginx with the stream module (libnginx-mod-stream) is not installed"; fi ;;
-        *) die "unknown variant $v (known: ${ALL_VARIANTS[*]} txlb-w2)" ;;
+        *) die "unknown variant $v (known: ${ALL_VARIANTS[*]} txlb-w2 floor-uring)" ;;
     esac
 done
 if [ "$HAVE_WRK" = 0 ]; then
@@ -363,6 +368,10 @@ start_proxy() {
             start_bg "$logf" taskset -c "$PROXY_CPU" haproxy -db -f "$conf" ;;
         floor)
             start_bg "$logf" taskset -c "$PROXY_CPU" "$TB" relay \
+                "127.0.0.1:$PH=127.0.0.1:$HB1,127.0.0.1:$HB2" "127.0.0.1:$PZ=127.0.0.1:$ZB1,127.0.0.1:$ZB2" \
+                "127.0.0.1:$PI=127.0.0.1:$IB1,127.0.0.1:$IB2" ;;
+        floor-uring)
+            start_bg "$logf" taskset -c "$PROXY_CPU" "$WORK/urelay" \
                 "127.0.0.1:$PH=127.0.0.1:$HB1,127.0.0.1:$HB2" "127.0.0.1:$PZ=127.0.0.1:$ZB1,127.0.0.1:$ZB2" \
                 "127.0.0.1:$PI=127.0.0.1:$IB1,127.0.0.1:$IB2" ;;
         nginx)

@@ -12,7 +12,7 @@ import re
 import statistics
 import sys
 
-VARIANTS = ["direct", "floor", "txlb", "txlb-w2", "haproxy", "haproxy-splice", "nginx"]
+VARIANTS = ["direct", "floor", "floor-uring", "txlb", "txlb-w2", "haproxy", "haproxy-splice", "nginx"]
 REFERENCE = "haproxy"
 PROXIES = ["haproxy", "haproxy-splice", "nginx"]
 
@@ -295,17 +295,19 @@ def compute_targets(results):
             % (what, fmt(t, "{:.2f}"), who or "-", fmt(b, "{:.2f}"), fmt(r, "{:.2f}")))
     # What the kernel alone costs: tcpbench's minimal relay. A target below the
     # floor cannot be reached by a proxy on these sockets; reported, not judged.
-    for s, what in (("newconn", "new connection"), ("keepalive", "keep-alive request")):
-        f, t = get("floor", s, "cpu_us_per"), get("txlb", s, "cpu_us_per")
-        if f is None:
-            continue
-        b, who = best_proxy(s, "cpu_us_per")
-        out.append({
-            "target": "floor_" + s, "value": ratio(f, b), "limit": None, "status": "info",
-            "text": "kernel floor per %s: minimal relay %s us = %sx best other %s (%s); txlb = %sx the floor"
-            % (what, fmt(f, "{:.2f}"), fmt(ratio(f, b), "{:.2f}"), who or "-", fmt(b, "{:.2f}"),
-               fmt(ratio(t, f), "{:.2f}")),
-        })
+    for floor, how in (("floor", "epoll"), ("floor-uring", "io_uring")):
+        for s, what in (("newconn", "new connection"), ("keepalive", "keep-alive request")):
+            f, t = get(floor, s, "cpu_us_per"), get("txlb", s, "cpu_us_per")
+            if f is None:
+                continue
+            b, who = best_proxy(s, "cpu_us_per")
+            out.append({
+                "target": floor.replace("-", "_") + "_" + s, "value": ratio(f, b), "limit": None,
+                "status": "info",
+                "text": "kernel floor per %s: minimal %s relay %s us = %sx best other %s (%s); txlb = %sx it"
+                % (what, how, fmt(f, "{:.2f}"), fmt(ratio(f, b), "{:.2f}"), who or "-", fmt(b, "{:.2f}"),
+                   fmt(ratio(t, f), "{:.2f}")),
+            })
     t, d = get("txlb", "bulk1", "gbps"), get("direct", "bulk1", "gbps")
     r = ratio(t, d)
     add("bulk1_vs_direct", r, 0.65, lambda v, l: v >= l,

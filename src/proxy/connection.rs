@@ -435,7 +435,7 @@ pub(super) fn resume(parked: super::parking::ParkedConnection) {
                 session,
             });
             let tracker = listener.tracker.clone();
-            tracker.spawn(relay(established, listener));
+            tracker.spawn(Box::pin(relay(established, listener)));
         }
         (Err(error), _) | (_, Err(error)) => {
             tracing::debug!(%error, "resuming a parked connection failed: closed");

@@ -258,6 +258,10 @@ impl Direction {
     /// Moves bytes from `from` to `to` until it would block (Pending) or is done.
     /// `other_done`: the other direction has finished (read `to`'s FIN and
     /// passed it on), so the connection closes as soon as this one is done.
+    ///
+    /// Reads and writes are tried first: tokio answers `WouldBlock` without a
+    /// system call while a socket is not ready. Readiness is polled (which
+    /// registers the waker, under a lock) only before returning `Pending`.
     fn poll_copy(
         &mut self,
         cx: &mut Context<'_>,
@@ -271,7 +275,6 @@ impl Direction {
             }
             // Write what was read.
             while self.pos < self.len {
-                ready!(to.poll_write_ready(cx))?;
                 let buf = self.buf.as_deref().unwrap_or_default();
                 match write(to, &buf[self.pos..self.len], self.read_done) {
                     Ok(n) => {
@@ -279,7 +282,9 @@ impl Direction {
                         self.total += n as u64;
                         on_bytes(n);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        ready!(to.poll_write_ready(cx))?;
+                    }
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
@@ -313,30 +318,24 @@ impl Direction {
                     _ => Poll::Ready(Ok(())),
                 };
             }
-            // Read more.
-            if from.poll_read_ready(cx)?.is_pending() {
-                // Nothing to read now. A small buffer goes back at once; a
-                // stream's large one (held under the budget) stays for its next
-                // burst, until the connection parks (see `is_idle`).
-                if self.reserved == 0 {
-                    self.release_buffer();
-                    self.shrink();
-                }
-                return Poll::Pending;
-            }
-            let size = self.size;
-            let buf = self.buf.get_or_insert_with(|| pooled_buffer(size));
-            match read_draining(from, buf) {
+            // Read more: the buffer is taken only once the socket is readable.
+            let (size, slot) = (self.size, &mut self.buf);
+            let read = read_draining(from, || {
+                &mut slot.get_or_insert_with(|| pooled_buffer(size))[..]
+            });
+            match read {
                 Ok(0) => self.read_done = true,
                 Ok(n) => {
                     self.pos = 0;
                     self.len = n;
-                    // Short, and still readable: either more came, or the source
-                    // has sent FIN (tokio keeps that readiness). Taking the EOF
-                    // now lets the FIN leave with these bytes in one segment.
-                    // An error (a reset) waits until these bytes are written.
-                    if n < buf.len() && from.poll_read_ready(cx)?.is_ready() {
-                        match read_draining(from, &mut buf[n..]) {
+                    // Short: the socket is drained, unless an event came since
+                    // (more bytes, or the source's FIN, which tokio keeps).
+                    // Taking the EOF now lets the FIN leave with these bytes in
+                    // one segment. An error (a reset) waits until these bytes
+                    // are written. Not readable: `WouldBlock` at no cost.
+                    let buf = self.buf.as_deref_mut().unwrap_or_default();
+                    if n < buf.len() {
+                        match read_draining(from, || &mut buf[n..]) {
                             Ok(0) => self.read_done = true,
                             Ok(more) => self.len += more,
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -344,8 +343,20 @@ impl Direction {
                         }
                     }
                 }
-                // Readiness was stale: poll again, which registers the waker.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if from.poll_read_ready(cx)?.is_pending() {
+                        // Nothing to read now. A small buffer goes back at once;
+                        // a stream's large one (held under the budget) stays for
+                        // its next burst, until the connection parks (see
+                        // `is_idle`).
+                        if self.reserved == 0 {
+                            self.release_buffer();
+                            self.shrink();
+                        }
+                        return Poll::Pending;
+                    }
+                    // Readable again since the attempt: try once more.
+                }
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
@@ -356,6 +367,7 @@ impl Direction {
 /// kernel holds the bytes (`MSG_MORE`) for the `shutdown` or `close` that comes
 /// right after, which sends them with the FIN in one segment: the peer answers
 /// one segment instead of two.
+#[inline]
 fn write(to: &TcpStream, buf: &[u8], fin_follows: bool) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
     if fin_follows {
@@ -367,14 +379,18 @@ fn write(to: &TcpStream, buf: &[u8], fin_follows: bool) -> io::Result<usize> {
     to.try_write(buf)
 }
 
-/// Reads like `try_read`, and when the read comes back short (the socket is
-/// drained) also forgets the socket's readiness, which saves the read that
-/// would only return EAGAIN. Tokio clears it only if no event arrived since the
-/// readiness was sampled, before the read, and keeps a FIN already seen.
-fn read_draining(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads like `try_read` into the buffer `buf` gives, called only when the
+/// socket may be readable (so an idle direction takes no buffer). When the read
+/// comes back short (the socket is drained) it also forgets the socket's
+/// readiness, which saves the read that would only return EAGAIN. Tokio clears
+/// it only if no event arrived since the readiness was sampled, before the
+/// read, and keeps a FIN already seen.
+#[inline]
+fn read_draining<'b>(from: &TcpStream, buf: impl FnOnce() -> &'b mut [u8]) -> io::Result<usize> {
     use std::io::Read;
     let mut read = None;
     let result = from.try_io(Interest::READABLE, || {
+        let buf = buf();
         let n = (&*SockRef::from(from)).read(buf)?;
         read = Some(n);
         if n > 0 && n < buf.len() {

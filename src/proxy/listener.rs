@@ -87,7 +87,10 @@ impl ListenerTask {
                         listener: local,
                         accepted_at: SystemTime::now(),
                     };
-                    self.tracker.spawn(connection::serve(accepted, task));
+                    // Boxed: tokio moves a spawned future by value through several
+                    // calls (about ten copies of its state); a box moves as a pointer.
+                    self.tracker
+                        .spawn(Box::pin(connection::serve(accepted, task)));
                 }
                 Err(error) => {
                     // EMFILE/ENFILE and friends: the listener stays, we pause so the

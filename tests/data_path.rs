@@ -363,6 +363,51 @@ async fn client_is_closed_within_the_connect_timeout_when_the_host_does_not_answ
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_answers_late_but_within_the_connect_timeout_serves() {
+    // On loopback a connect usually finishes inside the system call; here the
+    // host's accept queue is full, so the SYN is dropped and only its
+    // retransmission (about a second later) gets through, once the queue has
+    // been emptied: the connect is still in progress when txlb looks.
+    let late = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let late_addr = late.local_addr().unwrap();
+    let queue = socket2::SockRef::from(&late);
+    queue.listen(0).unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&late_addr.into());
+        fillers.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let mut cfg = config(SchedulerKind::RoundRobin, vec![host("late", late_addr, 1)]);
+    cfg.services[0].connect_timeout = Duration::from_secs(5);
+    let balancer = Balancer::start(cfg).await.unwrap();
+    let addr = balancer.local_addr("svc", None).unwrap();
+    // Empty the queue once txlb's SYN has been dropped, then serve everyone.
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        for stream in late.incoming().take(16) {
+            let Ok(mut stream) = stream else { break };
+            let _ = std::io::Write::write_all(&mut stream, b"late\n");
+        }
+    });
+    let started = Instant::now();
+    let (name, _stream) = which_backend(addr).await;
+    assert_eq!(name, "late");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "answered before the queue was emptied: {:?}",
+        started.elapsed()
+    );
+    let stats = balancer.stats();
+    let late = &stats.host("svc", "g", "late").unwrap().stats;
+    assert_eq!(late.health, HostHealth::Up, "{:?}", late.bad);
+    drop(fillers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_marks_a_silent_host_bad_without_client_traffic() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap();

@@ -542,23 +542,96 @@ async fn connect(target: &Target) -> Result<(TcpStream, SocketAddr), ConnectErro
         .stats
         .resolved()
         .ok_or_else(|| ConnectError::Host("address not resolved".to_string()))?;
-    match tokio::time::timeout(target.connect_timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok((stream, addr))
+    let connected = match start_connect(addr) {
+        Ok(Started::Connected(stream)) => Ok(stream),
+        Ok(Started::InProgress(stream)) => {
+            match tokio::time::timeout(target.connect_timeout, finish_connect(stream)).await {
+                Ok(result) => result,
+                Err(_) => {
+                    return Err(ConnectError::Host(format!(
+                        "connect to {addr}: no answer within {:?}",
+                        target.connect_timeout
+                    )));
+                }
+            }
         }
+        Err(error) => Err(error),
+    };
+    match connected {
+        Ok(stream) => Ok((stream, addr)),
         // EMFILE, ENFILE (the same numbers on Linux, macOS and the BSDs), ENOMEM.
-        Ok(Err(error))
+        Err(error)
             if matches!(error.raw_os_error(), Some(23 | 24))
                 || error.kind() == std::io::ErrorKind::OutOfMemory =>
         {
             Err(ConnectError::Local(format!("connect to {addr}: {error}")))
         }
-        Ok(Err(error)) => Err(ConnectError::Host(format!("connect to {addr}: {error}"))),
-        Err(_) => Err(ConnectError::Host(format!(
-            "connect to {addr}: no answer within {:?}",
-            target.connect_timeout
-        ))),
+        Err(error) => Err(ConnectError::Host(format!("connect to {addr}: {error}"))),
+    }
+}
+
+/// A connect just started.
+enum Started {
+    /// The handshake finished within the `connect` call, as it often does on a
+    /// local network: no turn of the event loop, no connect timer.
+    Connected(TcpStream),
+    /// Still in progress: wait for the socket to turn writable.
+    InProgress(TcpStream),
+}
+
+/// Opens a non-blocking socket (TCP_NODELAY) and starts connecting. A `poll`
+/// with no timeout then tells whether the handshake already finished (one
+/// system call, instead of waiting for the event loop's next turn and reading
+/// `SO_ERROR` then).
+fn start_connect(addr: SocketAddr) -> std::io::Result<Started> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::AsRawFd;
+
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let socket = {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_nonblocking(true)?;
+        socket
+    };
+    let _ = socket.set_tcp_nodelay(true);
+    match socket.connect(&addr.into()) {
+        Ok(()) => return Ok(Started::Connected(TcpStream::from_std(socket.into())?)),
+        Err(error) if error.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(error) => return Err(error),
+    }
+    let mut poll = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid, writable pollfd for an open descriptor; no waiting.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    if ready == 1 && poll.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+        return Err(socket
+            .take_error()?
+            .unwrap_or_else(|| std::io::ErrorKind::ConnectionRefused.into()));
+    }
+    let stream = TcpStream::from_std(socket.into())?;
+    Ok(if ready == 1 && poll.revents & libc::POLLOUT != 0 {
+        Started::Connected(stream)
+    } else {
+        Started::InProgress(stream)
+    })
+}
+
+/// Waits for a connect in progress to finish: writable, then `SO_ERROR` says
+/// how it went.
+async fn finish_connect(stream: TcpStream) -> std::io::Result<TcpStream> {
+    stream.writable().await?;
+    match stream.take_error()? {
+        Some(error) => Err(error),
+        None => Ok(stream),
     }
 }
 

@@ -42,6 +42,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loopback_addr.h"
+
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -51,18 +53,6 @@ static double now(void) {
 static void die(const char *what) {
     fprintf(stderr, "tcpbench: %s: %s\n", what, strerror(errno));
     exit(2);
-}
-
-static int parse_addr(const char *s, struct sockaddr_in *sa) {
-    char host[64];
-    const char *colon = strrchr(s, ':');
-    if (!colon || (size_t)(colon - s) >= sizeof host) return -1;
-    memcpy(host, s, colon - s);
-    host[colon - s] = 0;
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)atoi(colon + 1));
-    return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
 }
 
 static int listen_on(int port) {

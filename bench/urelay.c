@@ -29,6 +29,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "loopback_addr.h"
+
 #define NBUF 4096            /* provided buffers (a power of two) */
 #define BUFSZ (16 * 1024)
 #define BGID 0
@@ -232,18 +234,6 @@ static void release(struct conn *c) {
     close(c->fd[0]);
     close(c->fd[1]);
     free(c);
-}
-
-static int parse_addr(const char *s, struct sockaddr_in *sa) {
-    char host[64];
-    const char *colon = strrchr(s, ':');
-    if (!colon || (size_t)(colon - s) >= sizeof host) return -1;
-    memcpy(host, s, colon - s);
-    host[colon - s] = 0;
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)atoi(colon + 1));
-    return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
 }
 
 static void arm_accept(int k) {

@@ -323,19 +323,7 @@ async fn client_is_closed_at_once_when_every_host_refuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_is_closed_within_the_connect_timeout_when_the_host_does_not_answer() {
     // A listener whose accept queue is full drops further SYNs: connects hang.
-    let silent = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    silent
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    silent.listen(0).unwrap();
-    let silent_addr = silent.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..4 {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let _ = s.connect(&silent_addr.into());
-        fillers.push(s);
-    }
+    let (silent_addr, _keep) = black_hole();
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     let mut cfg = config(
@@ -368,17 +356,8 @@ async fn a_host_that_answers_late_but_within_the_connect_timeout_serves() {
     // host's accept queue is full, so the SYN is dropped and only its
     // retransmission (about a second later) gets through, once the queue has
     // been emptied: the connect is still in progress when txlb looks.
-    let late = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-    let late_addr = late.local_addr().unwrap();
-    let queue = socket2::SockRef::from(&late);
-    queue.listen(0).unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..4 {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let _ = s.connect(&late_addr.into());
-        fillers.push(s);
-    }
+    let (late_addr, mut fillers) = black_hole();
+    let late = std::net::TcpListener::from(fillers.remove(0));
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     let mut cfg = config(SchedulerKind::RoundRobin, vec![host("late", late_addr, 1)]);

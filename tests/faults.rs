@@ -252,25 +252,6 @@ async fn a_host_that_never_reads_back_pressures_clients_and_memory_stays_bounded
     thread.join().unwrap();
 }
 
-/// A listening socket whose accept queue is full: further SYNs are dropped, so
-/// connects hang (as to a black-holed address).
-fn black_hole() -> (SocketAddr, Vec<socket2::Socket>) {
-    let silent = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    silent
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    silent.listen(0).unwrap();
-    let addr = silent.local_addr().unwrap().as_socket().unwrap();
-    let mut keep = vec![silent];
-    for _ in 0..4 {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let _ = s.connect(&addr.into());
-        keep.push(s);
-    }
-    (addr, keep)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_host_times_out_and_the_client_fails_over() {
     let (hole, _keep) = black_hole();

@@ -65,6 +65,27 @@ pub enum Hold {
     UntilClientCloses,
 }
 
+/// A listening socket whose accept queue is full: further SYNs are dropped, so
+/// connects hang (as to a black-holed address). The first socket kept is the
+/// listener (accept from it to let connects through again), then the clients
+/// that fill its queue.
+pub fn black_hole() -> (SocketAddr, Vec<socket2::Socket>) {
+    let silent = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    silent
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    silent.listen(0).unwrap();
+    let addr = silent.local_addr().unwrap().as_socket().unwrap();
+    let mut keep = vec![silent];
+    for _ in 0..4 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&addr.into());
+        keep.push(s);
+    }
+    (addr, keep)
+}
+
 /// A backend that sends `NAME\n` to every connection.
 pub async fn named_backend(name: &str, hold: Hold) -> SocketAddr {
     let listener = TcpListener::bind(loopback()).await.unwrap();

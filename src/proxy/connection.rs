@@ -573,16 +573,17 @@ async fn connect(target: &Target) -> Result<(TcpStream, SocketAddr), ConnectErro
 /// A connect just started.
 enum Started {
     /// The handshake finished within the `connect` call, as it often does on a
-    /// local network: no turn of the event loop, no connect timer.
+    /// local network: no connect timer is armed.
     Connected(TcpStream),
     /// Still in progress: wait for the socket to turn writable.
     InProgress(TcpStream),
 }
 
 /// Opens a non-blocking socket (TCP_NODELAY) and starts connecting. A `poll`
-/// with no timeout then tells whether the handshake already finished (one
-/// system call, instead of waiting for the event loop's next turn and reading
-/// `SO_ERROR` then).
+/// with no timeout then tells whether the handshake already finished: one
+/// system call in place of reading `SO_ERROR` once the socket turns writable,
+/// and no connect timer. (The first write still waits for tokio to see the
+/// socket writable: a new registration starts with no readiness.)
 fn start_connect(addr: SocketAddr) -> std::io::Result<Started> {
     use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::AsRawFd;

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # bench/compare.sh: compare txlb with no proxy ("direct"), HAProxy (TCP mode, with and
-# without splice) and nginx stream on loopback. See BENCHMARKS.md.
+# without splice), nginx stream and pen on loopback. See BENCHMARKS.md.
 #
 #   bench/compare.sh            full run: 3 interleaved repeats, ~7-8 minutes
 #   bench/compare.sh --quick    smoke test: 1 repeat, short runs, < 1 minute
 #
 # Options: --repeats N   --only LIST (comma-separated: direct,floor,txlb,haproxy,haproxy-splice,
-#          nginx, and txlb-w2: txlb with two workers on the same CPU, for the workers' flatness;
+#          nginx,pen, and txlb-w2: txlb with two workers on the same CPU, for the workers' flatness;
 #          floor is tcpbench's minimal C relay, what the kernel costs any proxy; floor-uring is
 #          its io_uring counterpart, bench/urelay.c, not run by default, needs liburing-dev)
 #          --out FILE (JSON, default bench/results/latest.json)   --build (cargo build txlb first)
@@ -39,13 +39,13 @@ HTTP_CONNS=50          # wrk connections (both request/response scenarios)
 if [ "$QUICK" = 1 ]; then
     MODE=quick; REPEATS=${REPEATS:-1}
     HTTP_SECS=1; BULK1_BYTES=$((256 << 20)); BULK8_BYTES=$((256 << 20)); BULK_SECS=10
-    IDLE_CONNS=1000; IDLE_SECS=20
+    IDLE_CONNS=1000; IDLE_SECS=20; IDLE_REST=1.5   # txlb parks idle connections after 1 s
 else
     MODE=full; REPEATS=${REPEATS:-3}
     HTTP_SECS=5; BULK1_BYTES=$((4 << 30)); BULK8_BYTES=$((4 << 30)); BULK_SECS=30
-    IDLE_CONNS=10000; IDLE_SECS=30
+    IDLE_CONNS=10000; IDLE_SECS=30; IDLE_REST=3
 fi
-ALL_VARIANTS=(direct floor txlb haproxy haproxy-splice nginx)
+ALL_VARIANTS=(direct floor txlb haproxy haproxy-splice nginx pen)
 OUT=${OUT:-$BENCH_DIR/results/latest.json}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -113,6 +113,7 @@ install_tools() {
     have nginx || missing+=(nginx)
     { have nginx && stream_module >/dev/null; } || missing+=(libnginx-mod-stream)
     have wrk || missing+=(wrk)
+    have pen || missing+=(pen)
     case ",$ONLY," in *,floor-uring,*) [ -e /usr/include/liburing.h ] || missing+=(liburing-dev) ;; esac
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ -n "${BENCH_NO_INSTALL:-}" ]; then log "missing ${missing[*]}; BENCH_NO_INSTALL set, not installing"; return 0; fi
@@ -148,10 +149,11 @@ skip_or_die() {  # in quick mode a missing tool skips the variant; a full run fa
     if [ "$QUICK" = 1 ]; then log "SKIPPING $1: $2"; NOTES+=("$1 skipped: $2"); return 0; fi
     die "$1: $2 (the quick mode would skip it)"
 }
-NGX_STREAM=""; HAVE_NGX=0; HAVE_WRK=0; HAVE_HAPROXY=0
+NGX_STREAM=""; HAVE_NGX=0; HAVE_WRK=0; HAVE_HAPROXY=0; HAVE_PEN=0
 if have nginx; then HAVE_NGX=1; fi
 if have wrk; then HAVE_WRK=1; fi
 if have haproxy; then HAVE_HAPROXY=1; fi
+if have pen; then HAVE_PEN=1; fi
 WANT=()
 if [ -n "$ONLY" ]; then IFS=, read -r -a WANT <<<"$ONLY"; else WANT=("${ALL_VARIANTS[@]}"); fi
 VARIANTS=()
@@ -166,6 +168,8 @@ for v in "${WANT[@]}"; do
         nginx)
             if [ "$HAVE_NGX" = 1 ] && NGX_STREAM=$(stream_module); then VARIANTS+=("$v")
             else skip_or_die nginx "nginx with the stream module (libnginx-mod-stream) is not installed"; fi ;;
+        pen)
+            if [ "$HAVE_PEN" = 1 ]; then VARIANTS+=("$v"); else skip_or_die pen "pen is not installed"; fi ;;
         *) die "unknown variant $v (known: ${ALL_VARIANTS[*]} txlb-w2 floor-uring)" ;;
     esac
 done
@@ -354,10 +358,13 @@ EOF
     echo "$f"
 }
 
-PROXY_PID=""     # the process we start and stop
-MEASURE_PID=""   # the process whose CPU and memory we read (nginx: the worker)
+PROXY_PIDS=()    # the processes we start and stop
+# the process whose CPU and memory each listener's scenarios read (http, bulk, idle):
+# the proxy, nginx's worker, or pen's process for that listener
+declare -A MEASURE=()
 start_proxy() {
-    local v=$1 logf=$WORK/$1.log conf port i
+    local v=$1 logf=$WORK/$1.log conf port i pid name b1 b2
+    PROXY_PIDS=()
     case "$v" in
         txlb|txlb-w2)
             conf=$(write_txlb_conf)
@@ -377,30 +384,49 @@ start_proxy() {
         nginx)
             conf=$(write_nginx_conf)
             start_bg "$logf" taskset -c "$PROXY_CPU" nginx -e "$WORK/nginx-proxy.err" -p "$WORK" -c "$conf" ;;
+        pen)
+            # one process per listener (pen serves one port); round robin without client
+            # tracking, TCP_NODELAY like the others, accepting up to 64 at a time
+            for name in http bulk idle; do
+                case $name in
+                    http) port=$PH b1=$HB1 b2=$HB2 ;;
+                    bulk) port=$PZ b1=$ZB1 b2=$ZB2 ;;
+                    idle) port=$PI b1=$IB1 b2=$IB2 ;;
+                esac
+                start_bg "$WORK/pen-$name.log" taskset -c "$PROXY_CPU" pen -f -r -m 64 -x "$MAXCONN" -c "$MAXCONN" \
+                    -O tcp_nodelay "127.0.0.1:$port" "127.0.0.1:$b1" "127.0.0.1:$b2"
+                PROXY_PIDS+=("$BG_PID"); MEASURE[$name]=$BG_PID
+            done ;;
     esac
-    PROXY_PID=$BG_PID
+    if [ "$v" != pen ]; then
+        PROXY_PIDS=("$BG_PID")
+        MEASURE=([http]=$BG_PID [bulk]=$BG_PID [idle]=$BG_PID)
+    fi
     for port in "$PH" "$PZ" "$PI"; do
-        if ! "$TB" waitlisten "$port" 15 || ! kill -0 "$PROXY_PID" 2>/dev/null; then
+        local up=1
+        "$TB" waitlisten "$port" 15 || up=0
+        for pid in "${PROXY_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || up=0; done
+        if [ "$up" = 0 ]; then
             log "$v did not start; its output:"
-            cat "$logf" >&2; [ -e "$WORK/nginx-proxy.err" ] && cat "$WORK/nginx-proxy.err" >&2
+            cat "$logf" "$WORK"/pen-*.log >&2 2>/dev/null; [ -e "$WORK/nginx-proxy.err" ] && cat "$WORK/nginx-proxy.err" >&2
             return 1
         fi
     done
-    MEASURE_PID=$PROXY_PID
     if [ "$v" = nginx ]; then
-        MEASURE_PID=""
+        pid=""
         for i in $(seq 1 100); do
-            MEASURE_PID=$(pgrep -P "$PROXY_PID" | head -n 1 || true)
-            [ -n "$MEASURE_PID" ] && break; sleep 0.05
+            pid=$(pgrep -P "${PROXY_PIDS[0]}" | head -n 1 || true)
+            [ -n "$pid" ] && break; sleep 0.05
         done
-        [ -n "$MEASURE_PID" ] || { log "nginx: no worker process"; return 1; }
+        [ -n "$pid" ] || { log "nginx: no worker process"; return 1; }
+        MEASURE=([http]=$pid [bulk]=$pid [idle]=$pid)
     fi
     sleep 0.3
 }
 stop_proxy() {
-    [ -n "$PROXY_PID" ] || return 0
-    stop_pid "$PROXY_PID"; forget_pid "$PROXY_PID"
-    PROXY_PID="" MEASURE_PID=""
+    local pid
+    for pid in "${PROXY_PIDS[@]+"${PROXY_PIDS[@]}"}"; do stop_pid "$pid"; forget_pid "$pid"; done
+    PROXY_PIDS=() MEASURE=()
 }
 
 # ------------------------------------------------------------------ measurements
@@ -421,28 +447,30 @@ run_http() {  # run_http VARIANT REP newconn|keepalive
     local v=$1 rep=$2 s=$3 url c0 c1 hdr=()
     if [ "$v" = direct ]; then url=http://127.0.0.1:$HB1/; else url=http://127.0.0.1:$PH/; fi
     [ "$s" = newconn ] && hdr=(-H "Connection: close")
-    c0=$(cpu_ticks "$MEASURE_PID")
+    local pid=${MEASURE[http]:-}
+    c0=$(cpu_ticks "$pid")
     timeout -k 5 $((HTTP_SECS + 20)) taskset -c "$LOAD_CPU" wrk -t1 -c"$HTTP_CONNS" -d"${HTTP_SECS}s" --timeout 2s --latency \
         "${hdr[@]+"${hdr[@]}"}" "$url" >"$WORK/wrk.out" 2>&1 || true
-    c1=$(cpu_ticks "$MEASURE_PID")
+    c1=$(cpu_ticks "$pid")
     record --variant "$v" --rep "$rep" --scenario "$s" --wrk "$WORK/wrk.out" \
-        $([ -n "$MEASURE_PID" ] && echo "cpu_ticks=$((c1 - c0)) clk_tck=$CLK")
+        $([ -n "$pid" ] && echo "cpu_ticks=$((c1 - c0)) clk_tck=$CLK")
 }
 
 run_bulk() {  # run_bulk VARIANT REP STREAMS BYTES
     local v=$1 rep=$2 n=$3 bytes=$4 addrs c0 c1 t0 t1 out
     if [ "$v" = direct ]; then addrs=127.0.0.1:$ZB1,127.0.0.1:$ZB2; else addrs=127.0.0.1:$PZ; fi
-    c0=$(cpu_ticks "$MEASURE_PID"); t0=$EPOCHREALTIME
+    local pid=${MEASURE[bulk]:-}
+    c0=$(cpu_ticks "$pid"); t0=$EPOCHREALTIME
     out=$(timeout -k 5 $((BULK_SECS + 10)) taskset -c "$LOAD_CPU" "$TB" bulk "$addrs" "$n" "$bytes" "$BULK_SECS" 2>&1) || true
-    t1=$EPOCHREALTIME; c1=$(cpu_ticks "$MEASURE_PID")
+    t1=$EPOCHREALTIME; c1=$(cpu_ticks "$pid")
     record --variant "$v" --rep "$rep" --scenario "bulk$n" --json "$out" \
         "wall_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')" \
-        $([ -n "$MEASURE_PID" ] && echo "cpu_ticks=$((c1 - c0)) clk_tck=$CLK")
+        $([ -n "$pid" ] && echo "cpu_ticks=$((c1 - c0)) clk_tck=$CLK")
 }
 
 run_idle() {  # run_idle VARIANT REP (needs a proxy: memory is the proxy's)
     local v=$1 rep=$2 out
-    out=$(timeout -k 5 $((2 * IDLE_SECS + 20)) taskset -c "$LOAD_CPU" "$TB" idle "127.0.0.1:$PI" "$IDLE_CONNS" "$MEASURE_PID" "$IDLE_SECS" 2>&1) || true
+    out=$(timeout -k 5 $((2 * IDLE_SECS + 30)) taskset -c "$LOAD_CPU" "$TB" idle "127.0.0.1:$PI" "$IDLE_CONNS" "${MEASURE[idle]}" "$IDLE_SECS" "$IDLE_REST" 2>&1) || true
     record --variant "$v" --rep "$rep" --scenario idle --json "$out"
 }
 
@@ -485,6 +513,8 @@ versions() {
     [ "$HAVE_HAPROXY" = 1 ] && printf 'haproxy: %s\n' "$(haproxy -v 2>&1 | head -n 1)"
     [ "$HAVE_NGX" = 1 ] && printf 'nginx: %s\n' "$(nginx -v 2>&1 | head -n 1)"
     [ "$HAVE_WRK" = 1 ] && printf 'wrk: %s\n' "$(wrk -v 2>&1 | head -n 1)"
+    # pen has no version option: ask the package manager
+    [ "$HAVE_PEN" = 1 ] && printf 'pen: %s\n' "$(dpkg-query -W -f '${Version}' pen 2>/dev/null || echo unknown)"
     has_variant txlb && printf 'txlb: %s (%s)\n' "$("$TXLB_BIN" --version 2>&1 | head -n 1)" "$TXLB_BIN"
     printf 'git: %s\n' "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
     return 0

@@ -12,9 +12,9 @@ import re
 import statistics
 import sys
 
-VARIANTS = ["direct", "floor", "floor-uring", "txlb", "txlb-w2", "haproxy", "haproxy-splice", "nginx"]
+VARIANTS = ["direct", "floor", "floor-uring", "txlb", "txlb-w2", "haproxy", "haproxy-splice", "nginx", "pen"]
 REFERENCE = "haproxy"
-PROXIES = ["haproxy", "haproxy-splice", "nginx"]
+PROXIES = ["haproxy", "haproxy-splice", "nginx", "pen"]
 
 # scenario -> (title, [(metric, header, format, ratio columns)])
 # ratio columns: "h" = ratio to haproxy, "d" = ratio to direct

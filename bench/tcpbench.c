@@ -11,11 +11,14 @@
  *                                       open STREAMS connections (round robin over the
  *                                       comma-separated host:port list ADDRS), read BYTES in all
  *                                       (split evenly), at most SECS seconds; print JSON
- *   tcpbench idle ADDR N PID SECS       open N idle connections to ADDR, read VmRSS of PID before,
+ *   tcpbench idle ADDR N PID SECS [REST]
+ *                                       open N idle connections to ADDR, read VmRSS of PID before,
  *                                       after (once PID holds 2N more fds), and again after one
  *                                       small request/response on every connection; print JSON.
- *                                       Each reading after 3 s of rest, once RSS has settled.
- *                                       PID 0: no proxy to watch. At most 2*SECS+13 seconds.
+ *                                       Each reading after REST s (default 3) of rest, once RSS
+ *                                       has settled. Returns once PID has closed them
+ *                                       (at most 10 s). PID 0: no proxy to watch. At most
+ *                                       2*SECS+2*REST+17 seconds.
  *   tcpbench relay LISTEN=HOST,HOST... [LISTEN=...]
  *                                       the "floor" variant: the least a proxy can do (one
  *                                       thread, epoll, round robin); runs until killed
@@ -315,6 +318,17 @@ static int wait_fds(int pid, int want, double until) {
     return 0;
 }
 
+/* Wait until PID holds at most `want` fds (it has closed its side of our connections). */
+static int wait_fds_closed(int pid, int want, double until) {
+    if (pid <= 0) return 1;
+    while (now() < until) {
+        int n = fd_count(pid);
+        if (n < 0 || n <= want) return 1;
+        usleep(20000);
+    }
+    return 0;
+}
+
 /* Wait until PID's RSS has not changed for 300 ms (at most until `until`). */
 static long settled_rss(int pid, double until) {
     long last = rss_kb(pid);
@@ -328,14 +342,19 @@ static long settled_rss(int pid, double until) {
     return last;
 }
 
-/* Idle connections are measured once they have been idle for 3 s: a proxy may
- * change how it holds them after a while (txlb parks connections idle for 1 s). */
-#define IDLE_REST_US 3000000
+/* Idle connections are measured once they have been idle for `rest` seconds
+ * (default 3): a proxy may change how it holds them after a while (txlb parks
+ * connections idle for 1 s). */
+#define IDLE_REST_DEFAULT 3.0
 
-static int cmd_idle(const char *addr, int n, int pid, double secs) {
+static int cmd_idle(const char *addr, int n, int pid, double secs, double rest) {
     raise_nofile();
     struct sockaddr_in sa;
-    if (parse_addr(addr, &sa) < 0 || n < 1) { fprintf(stderr, "tcpbench idle: bad arguments\n"); return 2; }
+    if (parse_addr(addr, &sa) < 0 || n < 1 || !(rest >= 0 && rest <= 60)) {
+        fprintf(stderr, "tcpbench idle: bad arguments\n");
+        return 2;
+    }
+    useconds_t rest_us = (useconds_t)(rest * 1e6);
     double start = now(), until = start + secs;
     int *fds = malloc(sizeof(int) * n);
     long rss0 = settled_rss(pid, start + 2);
@@ -351,7 +370,7 @@ static int cmd_idle(const char *addr, int n, int pid, double secs) {
     /* the proxy's side: a client fd and a backend fd per connection (bounded wait) */
     int all_fds = wait_fds(pid, fd0 + 2 * opened, now() + 5);
     until = now() + secs; /* a fresh bound for the request phase */
-    usleep(IDLE_REST_US);
+    usleep(rest_us);
     long rss1 = settled_rss(pid, until);
     int fd1 = fd_count(pid);
 
@@ -372,18 +391,21 @@ static int cmd_idle(const char *addr, int n, int pid, double secs) {
         }
         if (have >= sizeof RESP_KA - 1) answered++;
     }
-    usleep(IDLE_REST_US);
-    long rss2 = settled_rss(pid, until + IDLE_REST_US / 1e6);
+    usleep(rest_us);
+    long rss2 = settled_rss(pid, until + rest);
     struct linger lg = {1, 0};
     for (int i = 0; i < opened; i++) {
         setsockopt(fds[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
         close(fds[i]);
     }
+    /* the proxy's teardown of these connections must not run into what is measured
+     * next; a few descriptors it opened on the way (txlb's parking lot) may stay */
+    int all_closed = wait_fds_closed(pid, fd0 + 16, now() + 10);
     printf("{\"conns\":%d,\"failed\":%d,\"proxy_fds_before\":%d,\"proxy_fds_idle\":%d,\"all_fds_seen\":%s,"
            "\"rss_base_kb\":%ld,\"rss_idle_kb\":%ld,\"rss_after_req_kb\":%ld,\"sent\":%d,\"answered\":%d,"
-           "\"secs\":%.3f}\n",
+           "\"all_closed\":%s,\"secs\":%.3f}\n",
            opened, failed, fd0, fd1, all_fds ? "true" : "false", rss0, rss1, rss2, sent, answered,
-           now() - start);
+           all_closed ? "true" : "false", now() - start);
     free(fds);
     return 0;
 }
@@ -575,11 +597,12 @@ int main(int argc, char **argv) {
     if (argc >= 6 && !strcmp(argv[1], "bulk"))
         return cmd_bulk(argv[2], atoi(argv[3]), atoll(argv[4]), atof(argv[5]));
     if (argc >= 6 && !strcmp(argv[1], "idle"))
-        return cmd_idle(argv[2], atoi(argv[3]), atoi(argv[4]), atof(argv[5]));
+        return cmd_idle(argv[2], atoi(argv[3]), atoi(argv[4]), atof(argv[5]),
+                        argc >= 7 ? atof(argv[6]) : IDLE_REST_DEFAULT);
     if (argc >= 3 && !strcmp(argv[1], "relay")) return cmd_relay(argc - 2, argv + 2);
     fprintf(stderr,
             "usage: tcpbench freeport N | waitlisten PORT SECS | zero PORT | hold PORT |\n"
-            "       bulk ADDRS STREAMS BYTES SECS | idle ADDR N PID SECS |\n"
+            "       bulk ADDRS STREAMS BYTES SECS | idle ADDR N PID SECS [REST] |\n"
             "       relay LISTEN=HOST,HOST... [LISTEN=...]\n");
     return 2;
 }

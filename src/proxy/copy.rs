@@ -12,12 +12,12 @@
 //! stall with data in flight, memory stays bounded by
 //! `connections × 2 × SMALL_BUFFER_MAX + LARGE_BUFFER_BUDGET`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 
 use socket2::SockRef;
@@ -48,13 +48,38 @@ static LARGE_BUFFERS: Budget = Budget::new(LARGE_BUFFER_BUDGET);
 /// Buffers each worker thread keeps for reuse, by size (16 KiB, 64 KiB,
 /// 256 KiB, 1 MiB): a fresh buffer costs zeroing, and a large one page faults
 /// on every page again each time a stream pauses. At most 1 MiB of each of the
-/// three smaller sizes and 4 MiB of the largest per thread.
+/// three smaller sizes and 4 MiB of the largest per thread, until a burst ends
+/// (see [`release_pools`]).
 const POOL_KEEP: [usize; 4] = [64, 16, 4, 4];
 
 thread_local! {
     static POOL: RefCell<[Vec<Box<[u8]>>; 4]> = const {
         RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()])
     };
+    /// The value of [`POOL_RELEASES`] this thread's pool last answered.
+    static POOL_RELEASED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts requests to empty the pools; each thread empties its own when it sees
+/// a new count ([`release_pool_if_asked`]).
+static POOL_RELEASES: AtomicU64 = AtomicU64::new(0);
+
+/// Asks every data-path thread to free its pooled buffers: a burst of
+/// connections has ended (the idle sweeper decides), and what the pools keep
+/// for the next one (up to 7 MiB a thread) would otherwise stay in RSS.
+pub(crate) fn release_pools() {
+    POOL_RELEASES.fetch_add(1, Relaxed);
+}
+
+/// Frees this thread's pooled buffers if [`release_pools`] was called since it
+/// last looked. Each worker calls it from its periodic tick; a thread that never
+/// does keeps its pool.
+pub(crate) fn release_pool_if_asked() {
+    let asked = POOL_RELEASES.load(Relaxed);
+    if POOL_RELEASED.try_with(|seen| seen.replace(asked)) == Ok(asked) {
+        return;
+    }
+    let _ = POOL.try_with(|pool| pool.borrow_mut().iter_mut().for_each(Vec::clear));
 }
 
 /// The pool a buffer of `len` bytes belongs in: the sizes a direction uses.
@@ -523,6 +548,22 @@ mod tests {
         let many: Vec<_> = (0..10).map(|_| pooled_buffer(COPY_BUFFER_MAX)).collect();
         many.into_iter().for_each(return_to_pool);
         POOL.with_borrow(|pool| assert_eq!(pool[3].len(), POOL_KEEP[3]));
+    }
+
+    #[test]
+    fn a_release_empties_the_pool_once() {
+        release_pool_if_asked(); // whatever an earlier test on this thread asked
+        POOL.with_borrow_mut(|pool| pool.iter_mut().for_each(Vec::clear));
+        return_to_pool(pooled_buffer(COPY_BUFFER));
+        release_pool_if_asked();
+        POOL.with_borrow(|pool| assert_eq!(pool[0].len(), 1, "kept: nothing was asked"));
+        release_pools();
+        release_pool_if_asked();
+        POOL.with_borrow(|pool| assert!(pool.iter().all(Vec::is_empty)));
+        // Answered: buffers returned later stay until the next request.
+        return_to_pool(pooled_buffer(COPY_BUFFER));
+        release_pool_if_asked();
+        POOL.with_borrow(|pool| assert_eq!(pool[0].len(), 1));
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! to park (`super::parking`), and forgets stale per-address limit entries. One
 //! task for all connections, instead of a timer in each: an idle connection costs
 //! no timer, and the data path only stores a timestamp.
-//! After a burst of connections has ended it also hands the freed heap back to
-//! the kernel, so that RSS follows the load down.
+//! After a burst of connections has ended it also has the workers free their
+//! pooled copy buffers and hands the freed heap back to the kernel, so that RSS
+//! follows the load down.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -69,6 +70,8 @@ pub(crate) async fn sweep_idle(data: Arc<DataPlane>, stop: CancellationToken) {
             service.limiter.sweep();
         }
         if trim.due(data.registry.len()) | trim.parked(parking) {
+            // The workers free their pooled buffers at their next tick.
+            super::copy::release_pools();
             // Walks every arena: milliseconds for a large heap, so off the runtime.
             tokio::task::spawn_blocking(release_free_heap);
         }

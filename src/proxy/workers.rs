@@ -17,14 +17,15 @@ const TIMER_TICK: Duration = Duration::from_secs(1);
 /// Runs until `stop`, with a timer always due within [`TIMER_TICK`]. Tokio wakes
 /// its driver (a write to an eventfd, then one more `epoll_wait`) whenever a new
 /// timer is due earlier than every other; with this one armed, a connection's
-/// connect timeout (seconds) never is, and costs no system call.
+/// connect timeout (seconds) never is, and costs no system call. Each tick also
+/// frees the worker's pooled copy buffers once a burst has ended.
 async fn keep_timers_armed(stop: CancellationToken) {
     let mut tick = tokio::time::interval(TIMER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tick.tick() => super::copy::release_pool_if_asked(),
         }
     }
 }

@@ -262,23 +262,26 @@ EOF
 # ------------------------------------------------------------------ proxies (on the proxy CPU)
 # Each proxy has three listeners, one per backend pair, round robin, no logging:
 #   PH -> HTTP backends, PZ -> zero writers, PI -> hold servers.
+listener_ports() {  # listener_ports http|bulk|idle: sets LPORT and its backends B1, B2
+    case $1 in
+        http) LPORT=$PH B1=$HB1 B2=$HB2 ;;
+        bulk) LPORT=$PZ B1=$ZB1 B2=$ZB2 ;;
+        idle) LPORT=$PI B1=$IB1 B2=$IB2 ;;
+    esac
+}
 write_txlb_conf() {
     local f=$WORK/txlb.xml
     {
         echo "<config>"
-        local name lport b1 b2
+        local name
         for name in http bulk idle; do
-            case $name in
-                http) lport=$PH b1=$HB1 b2=$HB2 ;;
-                bulk) lport=$PZ b1=$ZB1 b2=$ZB2 ;;
-                idle) lport=$PI b1=$IB1 b2=$IB2 ;;
-            esac
+            listener_ports "$name"
             cat <<EOF
   <service name="$name">
-    <listen ip="127.0.0.1:$lport"/>
+    <listen ip="127.0.0.1:$LPORT"/>
     <group name="g" scheduler="roundr" enable="true">
-      <host name="b1" ip="127.0.0.1:$b1"/>
-      <host name="b2" ip="127.0.0.1:$b2"/>
+      <host name="b1" ip="127.0.0.1:$B1"/>
+      <host name="b2" ip="127.0.0.1:$B2"/>
     </group>
   </service>
 EOF
@@ -363,7 +366,7 @@ PROXY_PIDS=()    # the processes we start and stop
 # the proxy, nginx's worker, or pen's process for that listener
 declare -A MEASURE=()
 start_proxy() {
-    local v=$1 logf=$WORK/$1.log conf port i pid name b1 b2
+    local v=$1 logf=$WORK/$1.log conf port i pid name
     PROXY_PIDS=()
     case "$v" in
         txlb|txlb-w2)
@@ -388,13 +391,9 @@ start_proxy() {
             # one process per listener (pen serves one port); round robin without client
             # tracking, TCP_NODELAY like the others, accepting up to 64 at a time
             for name in http bulk idle; do
-                case $name in
-                    http) port=$PH b1=$HB1 b2=$HB2 ;;
-                    bulk) port=$PZ b1=$ZB1 b2=$ZB2 ;;
-                    idle) port=$PI b1=$IB1 b2=$IB2 ;;
-                esac
+                listener_ports "$name"
                 start_bg "$WORK/pen-$name.log" taskset -c "$PROXY_CPU" pen -f -r -m 64 -x "$MAXCONN" -c "$MAXCONN" \
-                    -O tcp_nodelay "127.0.0.1:$port" "127.0.0.1:$b1" "127.0.0.1:$b2"
+                    -O tcp_nodelay "127.0.0.1:$LPORT" "127.0.0.1:$B1" "127.0.0.1:$B2"
                 PROXY_PIDS+=("$BG_PID"); MEASURE[$name]=$BG_PID
             done ;;
     esac

@@ -307,23 +307,14 @@ static int fd_count(int pid) {
     return n;
 }
 
-/* Wait until PID holds at least `want` fds (its side of our connections is set up). */
-static int wait_fds(int pid, int want, double until) {
+/* Wait until PID holds at least `want` fds (`up`: its side of our connections is set
+ * up) or at most `want` (!`up`: it has closed them; a process that is gone has too). */
+static int wait_fds(int pid, int want, int up, double until) {
     if (pid <= 0) return 1;
     while (now() < until) {
         int n = fd_count(pid);
-        if (n < 0 || n >= want) return n >= want;
-        usleep(20000);
-    }
-    return 0;
-}
-
-/* Wait until PID holds at most `want` fds (it has closed its side of our connections). */
-static int wait_fds_closed(int pid, int want, double until) {
-    if (pid <= 0) return 1;
-    while (now() < until) {
-        int n = fd_count(pid);
-        if (n < 0 || n <= want) return 1;
+        if (n < 0) return !up;
+        if (up ? n >= want : n <= want) return 1;
         usleep(20000);
     }
     return 0;
@@ -365,10 +356,10 @@ static int cmd_idle(const char *addr, int n, int pid, double secs, double rest) 
         if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) { close(fd); failed++; continue; }
         fds[opened++] = fd;
         /* pace: do not run more than 512 connections ahead of the proxy's accept loop */
-        if (opened % 512 == 0) wait_fds(pid, fd0 + (opened - 512), now() + 2);
+        if (opened % 512 == 0) wait_fds(pid, fd0 + (opened - 512), 1, now() + 2);
     }
     /* the proxy's side: a client fd and a backend fd per connection (bounded wait) */
-    int all_fds = wait_fds(pid, fd0 + 2 * opened, now() + 5);
+    int all_fds = wait_fds(pid, fd0 + 2 * opened, 1, now() + 5);
     until = now() + secs; /* a fresh bound for the request phase */
     usleep(rest_us);
     long rss1 = settled_rss(pid, until);
@@ -400,7 +391,7 @@ static int cmd_idle(const char *addr, int n, int pid, double secs, double rest) 
     }
     /* the proxy's teardown of these connections must not run into what is measured
      * next; a few descriptors it opened on the way (txlb's parking lot) may stay */
-    int all_closed = wait_fds_closed(pid, fd0 + 16, now() + 10);
+    int all_closed = wait_fds(pid, fd0 + 16, 0, now() + 10);
     printf("{\"conns\":%d,\"failed\":%d,\"proxy_fds_before\":%d,\"proxy_fds_idle\":%d,\"all_fds_seen\":%s,"
            "\"rss_base_kb\":%ld,\"rss_idle_kb\":%ld,\"rss_after_req_kb\":%ld,\"sent\":%d,\"answered\":%d,"
            "\"all_closed\":%s,\"secs\":%.3f}\n",

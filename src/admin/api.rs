@@ -118,6 +118,12 @@ fn no_content() -> ApiResult {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Sends one change to the balancer, so that every write handler turns a refusal
+/// into the same error body (`ControlError` into `AdminError`).
+async fn apply(state: &AdminState, command: Command) -> Result<(), AdminError> {
+    state.handle.apply(command).await.map_err(AdminError::from)
+}
+
 fn find_service(state: &AdminState, service: &str) -> Result<ServiceStats, AdminError> {
     state
         .handle
@@ -235,9 +241,9 @@ async fn create_service(State(state): State<AdminState>, J(body): J<NewService>)
         .into_iter()
         .map(NewHost::into_config)
         .collect::<Result<Vec<_>, _>>()?;
-    state
-        .handle
-        .apply(Command::AddService(Box::new(ServiceConfig {
+    apply(
+        &state,
+        Command::AddService(Box::new(ServiceConfig {
             name: body.name.clone(),
             listeners,
             groups: vec![GroupConfig {
@@ -249,18 +255,14 @@ async fn create_service(State(state): State<AdminState>, J(body): J<NewService>)
             enabled_group: group,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             options: Default::default(),
-        })))
-        .await
-        .map_err(AdminError::from)?;
+        })),
+    )
+    .await?;
     ok(StatusCode::CREATED, find_service(&state, &body.name)?)
 }
 
 async fn delete_service(State(state): State<AdminState>, P(service): P<String>) -> ApiResult {
-    state
-        .handle
-        .apply(Command::RemoveService { service })
-        .await
-        .map_err(AdminError::from)?;
+    apply(&state, Command::RemoveService { service }).await?;
     no_content()
 }
 
@@ -291,14 +293,14 @@ async fn create_listener(
         .map(|nets| nets.iter().map(|n| parse_net(n)).collect())
         .transpose()
         .map_err(|r| bad("trusted_proxies", r))?;
-    state
-        .handle
-        .apply(Command::AddListener {
+    apply(
+        &state,
+        Command::AddListener {
             service: service.clone(),
             listen: listener,
-        })
-        .await
-        .map_err(AdminError::from)?;
+        },
+    )
+    .await?;
     let bound = state
         .handle
         .listeners()
@@ -312,11 +314,7 @@ async fn delete_listener(
     P((service, listen)): P<(String, String)>,
 ) -> ApiResult {
     let listen = parse_listen_addr(&listen).map_err(|r| bad("listen", r))?;
-    state
-        .handle
-        .apply(Command::RemoveListener { service, listen })
-        .await
-        .map_err(AdminError::from)?;
+    apply(&state, Command::RemoveListener { service, listen }).await?;
     no_content()
 }
 
@@ -349,9 +347,9 @@ async fn create_group(
         .into_iter()
         .map(NewHost::into_config)
         .collect::<Result<Vec<_>, _>>()?;
-    state
-        .handle
-        .apply(Command::AddGroup {
+    apply(
+        &state,
+        Command::AddGroup {
             service: service.clone(),
             group: GroupConfig {
                 name: body.name.clone(),
@@ -362,9 +360,9 @@ async fn create_group(
                     ..Default::default()
                 },
             },
-        })
-        .await
-        .map_err(AdminError::from)?;
+        },
+    )
+    .await?;
     ok(
         StatusCode::CREATED,
         find_group(&state, &service, &body.name)?,
@@ -382,11 +380,7 @@ async fn delete_group(
     State(state): State<AdminState>,
     P((service, group)): P<(String, String)>,
 ) -> ApiResult {
-    state
-        .handle
-        .apply(Command::RemoveGroup { service, group })
-        .await
-        .map_err(AdminError::from)?;
+    apply(&state, Command::RemoveGroup { service, group }).await?;
     no_content()
 }
 
@@ -402,15 +396,15 @@ async fn set_scheduler(
     J(body): J<SchedulerBody>,
 ) -> ApiResult {
     let scheduler = parse_scheduler("scheduler", &body.scheduler)?;
-    state
-        .handle
-        .apply(Command::SetScheduler {
+    apply(
+        &state,
+        Command::SetScheduler {
             service: service.clone(),
             group: group.clone(),
             scheduler,
-        })
-        .await
-        .map_err(AdminError::from)?;
+        },
+    )
+    .await?;
     ok(StatusCode::OK, find_group(&state, &service, &group)?)
 }
 
@@ -418,14 +412,14 @@ async fn enable_group(
     State(state): State<AdminState>,
     P((service, group)): P<(String, String)>,
 ) -> ApiResult {
-    state
-        .handle
-        .apply(Command::EnableGroup {
+    apply(
+        &state,
+        Command::EnableGroup {
             service: service.clone(),
             group: group.clone(),
-        })
-        .await
-        .map_err(AdminError::from)?;
+        },
+    )
+    .await?;
     ok(StatusCode::OK, find_group(&state, &service, &group)?)
 }
 
@@ -443,15 +437,15 @@ async fn create_host(
 ) -> ApiResult {
     let host = body.into_config()?;
     let name = host.name.clone();
-    state
-        .handle
-        .apply(Command::AddHost {
+    apply(
+        &state,
+        Command::AddHost {
             service: service.clone(),
             group: group.clone(),
             host,
-        })
-        .await
-        .map_err(AdminError::from)?;
+        },
+    )
+    .await?;
     ok(
         StatusCode::CREATED,
         find_host(&state, &service, &group, &name)?,
@@ -462,11 +456,7 @@ async fn delete_all_hosts(
     State(state): State<AdminState>,
     P((service, group)): P<(String, String)>,
 ) -> ApiResult {
-    state
-        .handle
-        .apply(Command::RemoveAllHosts { service, group })
-        .await
-        .map_err(AdminError::from)?;
+    apply(&state, Command::RemoveAllHosts { service, group }).await?;
     no_content()
 }
 
@@ -481,15 +471,15 @@ async fn delete_host(
     State(state): State<AdminState>,
     P((service, group, host)): P<(String, String, String)>,
 ) -> ApiResult {
-    state
-        .handle
-        .apply(Command::RemoveHost {
+    apply(
+        &state,
+        Command::RemoveHost {
             service,
             group,
             host,
-        })
-        .await
-        .map_err(AdminError::from)?;
+        },
+    )
+    .await?;
     no_content()
 }
 
@@ -498,16 +488,16 @@ async fn set_admin_down(
     (service, group, host): (String, String, String),
     down: bool,
 ) -> ApiResult {
-    state
-        .handle
-        .apply(Command::SetAdminDown {
+    apply(
+        &state,
+        Command::SetAdminDown {
             service: service.clone(),
             group: group.clone(),
             host: host.clone(),
             down,
-        })
-        .await
-        .map_err(AdminError::from)?;
+        },
+    )
+    .await?;
     ok(StatusCode::OK, find_host(&state, &service, &group, &host)?)
 }
 
@@ -631,20 +621,12 @@ async fn create_user(State(state): State<AdminState>, J(body): J<NewUser>) -> Ap
         access,
     };
     let answer = user_json(&user);
-    state
-        .handle
-        .apply(Command::AddUser(user))
-        .await
-        .map_err(AdminError::from)?;
+    apply(&state, Command::AddUser(user)).await?;
     ok(StatusCode::CREATED, answer)
 }
 
 async fn delete_user(State(state): State<AdminState>, P(name): P<String>) -> ApiResult {
-    state
-        .handle
-        .apply(Command::RemoveUser { name })
-        .await
-        .map_err(AdminError::from)?;
+    apply(&state, Command::RemoveUser { name }).await?;
     no_content()
 }
 

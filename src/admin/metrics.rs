@@ -12,8 +12,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AdminState;
-use crate::Stats;
 use crate::state::{HostHealth, LatencyView};
+use crate::{GroupStats, ServiceStats, Stats};
 
 /// Admin requests by (route, status). Written once per request; a mutex is fine.
 #[derive(Default)]
@@ -113,6 +113,42 @@ impl Family<'_> {
         self.sample_text(&format!("{name}_sum"), labels, &h.sum_seconds.to_string());
         self.sample(&format!("{name}_count"), labels, cumulative);
     }
+
+    /// A family with one sample per service.
+    fn per_service(
+        &mut self,
+        stats: &Stats,
+        name: &str,
+        kind: &str,
+        help: &str,
+        value: impl Fn(&ServiceStats) -> u64,
+    ) {
+        self.head(name, kind, help);
+        for s in &stats.services {
+            self.sample(name, &[("service", &s.name)], value(s));
+        }
+    }
+
+    /// A family with one sample per group of every service.
+    fn per_group(
+        &mut self,
+        stats: &Stats,
+        name: &str,
+        kind: &str,
+        help: &str,
+        value: impl Fn(&ServiceStats, &GroupStats) -> u64,
+    ) {
+        self.head(name, kind, help);
+        for s in &stats.services {
+            for g in &s.groups {
+                self.sample(
+                    name,
+                    &[("service", &s.name), ("group", &g.name)],
+                    value(s, g),
+                );
+            }
+        }
+    }
 }
 
 /// Per-host values of one family.
@@ -163,25 +199,26 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
         ),
     ];
     for (suffix, kind, help, value) in families {
-        let name = format!("txlb_service_{suffix}");
-        f.head(&name, kind, &format!("{help} Per service."));
-        for s in &stats.services {
-            let sum = s
-                .groups
-                .iter()
-                .flat_map(|g| &g.hosts)
-                .map(|h| value(&h.stats))
-                .sum();
-            f.sample(&name, &[("service", &s.name)], sum);
-        }
-        let name = format!("txlb_group_{suffix}");
-        f.head(&name, kind, &format!("{help} Per group."));
-        for s in &stats.services {
-            for g in &s.groups {
-                let sum = g.hosts.iter().map(|h| value(&h.stats)).sum();
-                f.sample(&name, &[("service", &s.name), ("group", &g.name)], sum);
-            }
-        }
+        f.per_service(
+            stats,
+            &format!("txlb_service_{suffix}"),
+            kind,
+            &format!("{help} Per service."),
+            |s| {
+                s.groups
+                    .iter()
+                    .flat_map(|g| &g.hosts)
+                    .map(|h| value(&h.stats))
+                    .sum()
+            },
+        );
+        f.per_group(
+            stats,
+            &format!("txlb_group_{suffix}"),
+            kind,
+            &format!("{help} Per group."),
+            |_, g| g.hosts.iter().map(|h| value(&h.stats)).sum(),
+        );
         let name = format!("txlb_host_{suffix}");
         f.head(&name, kind, &format!("{help} Per host."));
         for s in &stats.services {
@@ -228,51 +265,29 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
         ),
     ];
     for (name, help, value) in service_counters {
-        f.head(name, "counter", help);
-        for s in &stats.services {
-            f.sample(name, &[("service", &s.name)], value(&s.counters));
-        }
+        f.per_service(stats, name, "counter", help, |s| value(&s.counters));
     }
-    f.head(
+    f.per_service(
+        stats,
         "txlb_service_on_backup",
         "gauge",
         "1 while a backup group serves the service (no host of the enabled group is usable), 0 otherwise.",
+        |s| u64::from(s.on_backup),
     );
-    for s in &stats.services {
-        f.sample(
-            "txlb_service_on_backup",
-            &[("service", &s.name)],
-            u64::from(s.on_backup),
-        );
-    }
-    f.head(
+    f.per_group(
+        stats,
         "txlb_group_serving",
         "gauge",
         "1 for the group new connections go to now (the enabled group, or a backup group standing in for it), 0 otherwise.",
+        |s, g| u64::from(s.serving_group.as_deref() == Some(g.name.as_str())),
     );
-    for s in &stats.services {
-        for g in &s.groups {
-            f.sample(
-                "txlb_group_serving",
-                &[("service", &s.name), ("group", &g.name)],
-                u64::from(s.serving_group.as_deref() == Some(g.name.as_str())),
-            );
-        }
-    }
-    f.head(
+    f.per_group(
+        stats,
         "txlb_group_draining_hosts",
         "gauge",
         "Hosts removed from a group whose connections are still open.",
+        |_, g| g.draining.len() as u64,
     );
-    for s in &stats.services {
-        for g in &s.groups {
-            f.sample(
-                "txlb_group_draining_hosts",
-                &[("service", &s.name), ("group", &g.name)],
-                g.draining.len() as u64,
-            );
-        }
-    }
     f.head(
         "txlb_host_state",
         "gauge",
@@ -300,32 +315,20 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
             }
         }
     }
-    f.head(
+    f.per_group(
+        stats,
         "txlb_group_enabled",
         "gauge",
         "1 for the enabled group of each service, 0 for the others.",
+        |_, g| u64::from(g.enabled),
     );
-    for s in &stats.services {
-        for g in &s.groups {
-            f.sample(
-                "txlb_group_enabled",
-                &[("service", &s.name), ("group", &g.name)],
-                u64::from(g.enabled),
-            );
-        }
-    }
-    f.head(
+    f.per_service(
+        stats,
         "txlb_listeners",
         "gauge",
         "Listeners accepting clients, per service.",
+        |s| s.listeners.len() as u64,
     );
-    for s in &stats.services {
-        f.sample(
-            "txlb_listeners",
-            &[("service", &s.name)],
-            s.listeners.len() as u64,
-        );
-    }
     f.head(
         "txlb_admin_requests_total",
         "counter",

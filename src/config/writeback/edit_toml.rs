@@ -20,17 +20,13 @@ use super::super::write::{
 use super::written_path;
 
 /// The running configuration written into `text`, which loaded into `boot`.
+/// The caller has already ruled out a change of the cluster or the resolver.
 pub(super) fn edit(
     text: &str,
     base_dir: Option<&Path>,
     boot: &Config,
     running: &Config,
 ) -> Option<String> {
-    // `<cluster>` is set by hand, once per instance, and `[resolver]` changes only
-    // with the file (a reload): a change of either is rendered in full.
-    if boot.cluster != running.cluster || boot.resolver != running.resolver {
-        return None;
-    }
     let mut doc: DocumentMut = text.parse().ok()?;
     let root = doc.as_table_mut();
     services(root, &boot.services, &running.services)?;

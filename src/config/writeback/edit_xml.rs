@@ -31,18 +31,14 @@ struct Edit {
 }
 
 /// The running configuration written into `text`, which loaded into `boot`.
-/// `None` when a change cannot be expressed as local edits.
+/// `None` when a change cannot be expressed as local edits. The caller has
+/// already ruled out a change of the cluster or the resolver.
 pub(super) fn edit(
     text: &str,
     base_dir: Option<&Path>,
     boot: &Config,
     running: &Config,
 ) -> Option<String> {
-    // `<cluster>` is set by hand, once per instance, and `<resolver>` changes only
-    // with the file (a reload): a change of either is rendered in full.
-    if boot.cluster != running.cluster || boot.resolver != running.resolver {
-        return None;
-    }
     let root = parse_tree(&Source::new(STRING_SOURCE, text)).ok()?;
     let mut ed = Editor {
         text,

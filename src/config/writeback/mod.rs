@@ -199,9 +199,16 @@ pub fn render(
         });
     }
     let dir = base_dir(path);
-    let edited = match Format::of(path) {
-        Format::Xml => edit_xml::edit(original, dir, boot, running),
-        Format::Toml => edit_toml::edit(original, dir, boot, running),
+    // The cluster is set by hand, once per instance, and the resolver changes
+    // only with the file (a reload): a change of either is rendered in full, in
+    // both formats.
+    let edited = if boot.cluster != running.cluster || boot.resolver != running.resolver {
+        None
+    } else {
+        match Format::of(path) {
+            Format::Xml => edit_xml::edit(original, dir, boot, running),
+            Format::Toml => edit_toml::edit(original, dir, boot, running),
+        }
     };
     if let Some(text) = edited
         && loads_as(path, &text, running)

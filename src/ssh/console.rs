@@ -153,22 +153,7 @@ async fn exec(mut channel: Channel, ctx: Context, command: Vec<u8>, pty: bool) {
 
 /// The first line of the client's stdin (a password for `user add`).
 async fn read_stdin_line(channel: &mut Channel) -> Option<String> {
-    let mut buf = Vec::new();
-    let read = async {
-        loop {
-            match channel.wait().await {
-                Some(ChannelMsg::Data { data }) => {
-                    buf.extend_from_slice(&data);
-                    if buf.contains(&b'\n') || buf.len() > 4096 {
-                        break;
-                    }
-                }
-                Some(ChannelMsg::Eof | ChannelMsg::Close) | None => break,
-                Some(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(STDIN_TIMEOUT, read).await.ok()?;
+    let buf = read_stdin_until(channel, |buf| buf.contains(&b'\n') || buf.len() > 4096).await?;
     let text = String::from_utf8(buf).ok()?;
     let line = text.lines().next().unwrap_or_default();
     Some(line.trim_end_matches('\r').to_string()).filter(|l| !l.is_empty())
@@ -176,13 +161,24 @@ async fn read_stdin_line(channel: &mut Channel) -> Option<String> {
 
 /// All of the client's stdin (a script), up to its end or the size limit.
 async fn read_stdin_all(channel: &mut Channel) -> Option<String> {
+    let buf = read_stdin_until(channel, |buf| buf.len() > super::script::MAX_SCRIPT_BYTES).await?;
+    String::from_utf8(buf).ok().filter(|s| !s.trim().is_empty())
+}
+
+/// The client's stdin up to its end or until `enough` holds for what has come so
+/// far; `None` when it takes longer than [`STDIN_TIMEOUT`]. One loop for both
+/// readers, so they stop on the same channel messages.
+async fn read_stdin_until(
+    channel: &mut Channel,
+    enough: impl Fn(&[u8]) -> bool,
+) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     let read = async {
         loop {
             match channel.wait().await {
                 Some(ChannelMsg::Data { data }) => {
                     buf.extend_from_slice(&data);
-                    if buf.len() > super::script::MAX_SCRIPT_BYTES {
+                    if enough(&buf) {
                         break;
                     }
                 }
@@ -192,7 +188,7 @@ async fn read_stdin_all(channel: &mut Channel) -> Option<String> {
         }
     };
     tokio::time::timeout(STDIN_TIMEOUT, read).await.ok()?;
-    String::from_utf8(buf).ok().filter(|s| !s.trim().is_empty())
+    Some(buf)
 }
 
 /// `watch stats` in exec mode: a frame per period until stdin sends something

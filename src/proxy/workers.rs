@@ -45,8 +45,12 @@ impl WorkerPool {
         let mut handles = Vec::new();
         let mut threads = Vec::new();
         for index in 0..count.max(1) {
+            // Sockets and timers only: the signal and child-process drivers that
+            // `enable_all` adds would be checked on every park, for nothing a
+            // worker uses (signals are the control plane's).
             let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
+                .enable_time()
                 .build()?;
             handles.push(runtime.handle().clone());
             let stop = stop.clone();

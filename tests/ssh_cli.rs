@@ -200,7 +200,13 @@ async fn a_reload_moves_and_stops_the_console_while_a_session_runs_on() {
     .unwrap();
     let mark = txlb.log_len();
     txlb.signal("HUP");
-    txlb.wait_for_async("SSH console stopped", mark).await;
+    // The console on the new port (the old one logs its own line once the
+    // session it kept across the move has ended, perhaps only now).
+    txlb.wait_for_async(
+        &format!("SSH console stopped local=127.0.0.1:{new_port}"),
+        mark,
+    )
+    .await;
     assert!(std::net::TcpStream::connect(("127.0.0.1", new_port)).is_err());
     assert_eq!(which_backend(txlb.listener()).await.0, "a");
 }

@@ -232,6 +232,7 @@ pub async fn start(
         shared,
         Arc::new(config),
         listener,
+        local,
         stop.clone(),
     ));
     tracing::info!(%local, %fingerprint, "SSH console up");
@@ -259,6 +260,7 @@ async fn accept_loop(
     shared: Arc<server::Shared>,
     config: Arc<russh::server::Config>,
     listener: TcpListener,
+    local: SocketAddr,
     stop: CancellationToken,
 ) {
     let shutdown = shared.handle.shutdown_token();
@@ -344,7 +346,9 @@ async fn accept_loop(
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, sessions.wait()).await;
     shared.tasks.close();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, shared.tasks.wait()).await;
-    tracing::info!("SSH console stopped");
+    // Which console: after a move the old one stops only once the sessions it
+    // still serves have ended, which may be after the new one has come and gone.
+    tracing::info!(%local, "SSH console stopped");
 }
 
 /// A short pause so consoles can write their goodbye before the disconnect.

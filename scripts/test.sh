@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages used by end-to-end tests. Installed only when missing.
+# System packages used by end-to-end tests. Only the missing ones are installed,
+# without recommends and without upgrading anything already on the machine
+# (`--no-upgrade`): chromium alone pulls 133 packages with recommends (perl and
+# systemd upgrades among them), 28 without.
 # openssh-client: ssh, ssh-keygen, ssh-keyscan for the SSH console tests.
 # systemd: `systemd-analyze verify` of the units; logrotate: checks the
 # package's logrotate file (dpkg-deb, for the package test, is always there).
@@ -18,12 +21,18 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+apt_install=(apt-get install -y -qq --no-install-recommends --no-upgrade)
+# `scripts/test.sh --print-install` prints the install command and the packages
+# (all of them, missing or not) and exits: tests/packaging.rs simulates it.
+if [ "${1:-}" = --print-install ]; then
+  echo "${apt_install[*]} ${packages[*]}"
+  exit 0
+fi
 if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-  fi
+  sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive "${apt_install[@]}" "${missing[@]}"
 fi
 
 # cargo-deb, for the package test (tests/packaging.rs; about 2.5 minutes to

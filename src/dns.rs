@@ -20,6 +20,7 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
 };
+use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RecordType;
 use tokio::task::JoinSet;
@@ -153,7 +154,7 @@ impl Resolver {
         let answer = resolver
             .lookup_ip(name)
             .await
-            .map_err(|e| format!("name {name:?} does not resolve: {e}"))?;
+            .map_err(|e| lookup_failure(name, &e))?;
         let ttl = answer
             .valid_until()
             .saturating_duration_since(Instant::now());
@@ -336,6 +337,18 @@ pub(crate) async fn run(controller: Weak<Controller>, shutdown: CancellationToke
         }
     }
     tracing::debug!("re-resolution stopped");
+}
+
+/// Why a look-up failed, in words: hickory's own text of "no records" prints its
+/// query as a debug structure (`Query { name: Name(…) }`).
+fn lookup_failure(name: &str, error: &NetError) -> String {
+    if error.is_nx_domain() {
+        format!("name {name:?} does not exist (NXDOMAIN)")
+    } else if error.is_no_records_found() {
+        format!("name {name:?} has no address records")
+    } else {
+        format!("name {name:?} does not resolve: {error}")
+    }
 }
 
 #[cfg(test)]

@@ -58,9 +58,8 @@ struct Cli {
 enum Cmd {
     /// Run the balancer.
     Run {
-        /// Configuration file (txLoadBalancer XML, or TOML when it ends in .toml).
-        #[arg(short, long)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Data-path worker threads, each with its own copy of every listener
         /// (default: one per CPU). The control plane runs on the main thread.
         #[arg(long)]
@@ -72,9 +71,8 @@ enum Cmd {
     },
     /// Validate a configuration file and print a summary.
     Check {
-        /// Configuration file.
-        #[arg(short, long)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
     /// Run three demo backends and a balancer in front of them on localhost, with
     /// the admin web UI.
@@ -106,6 +104,25 @@ enum Cmd {
     },
 }
 
+/// The configuration file, given as `--config FILE` or as `FILE`.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct ConfigFile {
+    /// Configuration file (txLoadBalancer XML, or TOML when it ends in .toml).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The configuration file, as a positional argument.
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    fn path(self) -> PathBuf {
+        // clap's group makes exactly one of the two present.
+        self.config.or(self.file).unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum FleetCmd {
     /// Publish a configuration file's services, users and managers to the etcd
@@ -124,10 +141,25 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("txlb: {error:#}");
+            eprintln!("txlb: {}", error_text(&error));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text the
+/// message already carries (errors that print their source, such as a bind
+/// failure's OS error, would otherwise say it twice).
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -137,6 +169,7 @@ fn run(cli: Cli) -> Result<()> {
             workers,
             grace,
         } => {
+            let config = config.path();
             // SAFETY: still one thread (no runtime yet), and nothing took fds 3 and up.
             let inherited = unsafe { systemd::take_listen_fds() }?;
             let manager = ServiceManager {
@@ -162,6 +195,7 @@ fn run(cli: Cli) -> Result<()> {
             control_runtime()?.block_on(serve(boot, loaded, workers, grace))
         }
         Cmd::Check { config } => {
+            let config = config.path();
             let loaded = Config::from_path(&config)?;
             control_runtime()?.block_on(check(&config, &loaded))
         }
@@ -334,7 +368,7 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
 fn save_hook(writeback: Arc<WriteBack>) -> txlb::admin::SaveConfig {
     Arc::new(move |running: &Config| match writeback.save(running) {
         Ok(outcome) => Ok(format!(
-            "configuration saved to {} ({outcome:?})",
+            "configuration saved to {}: {outcome}",
             writeback.path().display()
         )),
         Err(writeback::WriteBackError::Conflict(c)) => {
@@ -418,8 +452,8 @@ async fn reload_on_sighup(
             return;
         };
         match reload(&balancer, &hooks, admin).await {
-            Ok(()) => {
-                tracing::info!(config = %hooks.path.display(), "configuration reloaded");
+            Ok(changes) => {
+                tracing::info!(config = %hooks.path.display(), %changes, "configuration reloaded");
                 hooks.reload_status.succeeded();
                 // Reloading the edited file resolves a write-back conflict: the
                 // file now holds the running configuration and becomes the base
@@ -440,24 +474,29 @@ async fn reload_on_sighup(
 
 /// One reload: the file is read, the admin plane's new addresses and
 /// certificates prepared, the configuration applied, then the admin plane
-/// moved or re-keyed as `<admin>` now says.
+/// moved or re-keyed as `<admin>` now says. Returns what changed.
 async fn reload(
     balancer: &BalancerHandle,
     hooks: &admin_plane::Hooks,
     admin: &mut AdminPlane,
-) -> Result<(), String> {
+) -> Result<txlb::config::Changes, String> {
     let config = Config::from_path(&hooks.path).map_err(|e| e.to_string())?;
+    let changes = txlb::config::Changes::between(&balancer.config(), &config);
     let prepared = admin
         .prepare(&config, hooks)
         .await
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| error_text(&e))?;
     balancer
         .apply(Command::Replace(Box::new(config)))
         .await
         .map_err(|e| e.to_string())?;
     admin.commit(prepared, balancer, hooks).await.map_err(|e| {
-        format!("configuration applied, but the admin plane kept its old settings: {e:#}")
-    })
+        format!(
+            "configuration applied, but the admin plane kept its old settings: {}",
+            error_text(&e)
+        )
+    })?;
+    Ok(changes)
 }
 
 // --- systemd, log rotation, man page ------------------------------------------
@@ -653,10 +692,98 @@ async fn check(path: &Path, config: &Config) -> Result<()> {
             }
         }
     }
+    for line in settings_summary(config) {
+        println!("{line}");
+    }
     if warnings > 0 {
         println!("{warnings} warning(s): hosts whose names do not resolve start bad");
     }
     Ok(())
+}
+
+/// What `txlb check` says of everything but the services: the admin web server,
+/// the SSH console, the users, the control socket, the fleet, the managers and
+/// the logs, so an operator sees what the file turns on.
+fn settings_summary(config: &Config) -> Vec<String> {
+    let mut lines = Vec::new();
+    let admin = config.admin.as_ref();
+    let users = admin.map_or(&[][..], |a| a.users.as_slice());
+    match admin.and_then(|a| a.web.as_ref()) {
+        None => lines.push("admin web: not configured".to_string()),
+        Some(web) if !web.enable => lines.push(format!("admin web: {} (disabled)", web.listen)),
+        Some(web) => {
+            let scheme = if web.secure { "https" } else { "http" };
+            let mut line = format!("admin web: {scheme}://{}/", web.listen);
+            if web.metrics_public {
+                line.push_str(", /metrics without login");
+            }
+            if users.is_empty() {
+                line.push_str(", no users: open without login on loopback only");
+            }
+            lines.push(line);
+        }
+    }
+    match admin.and_then(|a| a.ssh.as_ref()) {
+        None => lines.push("admin ssh: not configured".to_string()),
+        Some(ssh) if !ssh.enable => lines.push(format!("admin ssh: {} (disabled)", ssh.listen)),
+        Some(ssh) => {
+            let keys = ssh.authorized_keys.as_ref().map_or_else(
+                || "passwords only".to_string(),
+                |k| format!("passwords and keys in {}", k.display()),
+            );
+            lines.push(format!("admin ssh: {}, {keys}", ssh.listen));
+        }
+    }
+    if users.is_empty() {
+        lines.push("users: none".to_string());
+    } else {
+        let names: Vec<String> = users
+            .iter()
+            .map(|u| {
+                let access = match u.access {
+                    txlb::config::Access::Full => "full",
+                    txlb::config::Access::ReadOnly => "read-only",
+                };
+                format!("{} ({access})", u.name)
+            })
+            .collect();
+        lines.push(format!("users: {}", names.join(", ")));
+    }
+    if let Some(control) = &config.control {
+        lines.push(format!("control socket: {}", control.socket.display()));
+    }
+    if let Some(cluster) = &config.cluster {
+        lines.push(format!(
+            "fleet: instance {} under {} on {}",
+            cluster.name,
+            cluster.prefix,
+            cluster.endpoints.join(", ")
+        ));
+    }
+    let manager = &config.manager;
+    let task = |name: &str, t: &txlb::config::ManagerTask| {
+        if t.enable {
+            format!("{name} every {} s", t.interval.as_secs_f64())
+        } else {
+            format!("{name} off")
+        }
+    };
+    lines.push(format!(
+        "managers: {}, {}, {}",
+        task("hostCheck", &manager.host_check),
+        task("heartbeat", &manager.heartbeat),
+        task("configCheck", &manager.config_check)
+    ));
+    let log = |file: &Option<PathBuf>, none: &str| {
+        file.as_ref()
+            .map_or_else(|| none.to_string(), |f| f.display().to_string())
+    };
+    lines.push(format!(
+        "logs: {}; access log: {}",
+        log(&config.logging.file, "stderr"),
+        log(&config.logging.access, "none")
+    ));
+    lines
 }
 
 /// `txlb demo`: three backends and a round-robin balancer on localhost, and the

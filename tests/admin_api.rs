@@ -77,6 +77,22 @@ async fn every_documented_operation_answers_as_documented() {
         .await
         .unwrap();
     assert_eq!(doc, txlb::admin::openapi_document());
+    // The API's root says where the description is and lists every operation.
+    for root in ["/api/v1/", "/api/v1"] {
+        let response = send(&admin, FULL, "get", root, None).await;
+        assert_eq!(response.status(), 200, "{root}");
+        let index: Value = response.json().await.unwrap();
+        assert_eq!(index["openapi"], "/api/v1/openapi.json");
+        let endpoints = index["endpoints"].as_array().unwrap();
+        assert!(
+            endpoints.contains(&Value::from("GET /api/v1/stats")),
+            "{index}"
+        );
+        assert!(
+            endpoints.contains(&Value::from("POST /api/v1/config/save")),
+            "{index}"
+        );
+    }
     let paths = doc["paths"].as_object().unwrap();
     let mut walked = 0;
     for (path, item) in paths {

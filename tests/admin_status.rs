@@ -153,6 +153,17 @@ async fn a_file_edited_on_disk_is_not_overwritten_and_the_conflict_is_shown() {
     let (_, html) = get(&base, "running").await;
     assert!(!html.contains("id=\"conflict\""));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), edited);
+    // A save now has nothing to write, and says so in words.
+    let (status, text) = get(&base, "saveConfig").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("lb.xml: the file already held the running configuration"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Unchanged") && !text.contains("Adopted"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -187,6 +187,90 @@ fn grafana_dashboard_queries_txlb_metrics() {
 
 /// The one test that makes a release build, unoptimised, in its own target
 /// directory (so it never waits on the test build's lock).
+/// The number after `key` in `text` (`--grace 20`, `TimeoutStopSec=30`,
+/// `TXLB_GRACE=20`).
+fn number_after(text: &str, key: &str) -> u64 {
+    let rest = &text[text
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key:?} in:\n{text}"))
+        + key.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {key:?}"))
+}
+
+#[test]
+fn the_units_grace_leaves_systemd_a_margin_and_the_readme_says_so() {
+    let unit = std::fs::read_to_string(repo().join("pkg/txlb.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("ExecStart");
+    // The grace must reach txlb: the command line passes it.
+    assert!(exec.contains("--grace ${TXLB_GRACE}"), "{exec}");
+    let grace = number_after(&unit, "Environment=TXLB_GRACE=");
+    let stop = number_after(&unit, "TimeoutStopSec=");
+    assert!(
+        grace > 0 && grace + 10 <= stop,
+        "grace {grace} s leaves TimeoutStopSec={stop} less than 10 s to close the rest"
+    );
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!(
+            "`systemctl stop` lets open connections finish for {grace} s"
+        )),
+        "README.md does not state the unit's grace of {grace} s"
+    );
+    assert!(readme.contains(&format!("`TimeoutStopSec={stop}`")));
+}
+
+#[test]
+fn test_script_installs_only_whats_missing_without_recommends_or_upgrades() {
+    let test = "test_script_installs_only_whats_missing_without_recommends_or_upgrades";
+    let line = stdout(Command::new(repo().join("scripts/test.sh")).arg("--print-install"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[..2], ["apt-get", "install"], "{line}");
+    for flag in ["--no-install-recommends", "--no-upgrade"] {
+        assert!(
+            words.contains(&flag),
+            "scripts/test.sh installs without {flag}: {line}"
+        );
+    }
+    if !have("apt-get", &["--version"], test) {
+        return;
+    }
+    // Simulate the install of every package, present or not: nothing already on
+    // the machine may be upgraded. A machine without package lists cannot tell.
+    let out = Command::new("apt-get")
+        .args(&words[1..])
+        .arg("--simulate")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED part of {test}: apt-get --simulate failed"
+        );
+        return;
+    }
+    let upgrades: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("Inst ")
+                && l.split_whitespace()
+                    .nth(2)
+                    .is_some_and(|v| v.starts_with('['))
+        })
+        .collect();
+    assert!(
+        upgrades.is_empty(),
+        "scripts/test.sh would upgrade:\n{}",
+        upgrades.join("\n")
+    );
+}
+
 #[test]
 fn debian_package_installs_into_a_scratch_root_and_checks_its_config() {
     let test = "debian_package_installs_into_a_scratch_root_and_checks_its_config";
@@ -277,6 +361,27 @@ fn debian_package_installs_into_a_scratch_root_and_checks_its_config() {
     }
     let version = stdout(Command::new(&installed).arg("--version"));
     assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+    if have("readelf", &["--version"], "stripped binary check") {
+        let sections = stdout(Command::new("readelf").arg("-SW").arg(&installed));
+        for section in [".symtab", ".debug_info", ".debug_line"] {
+            assert!(
+                !sections.contains(section),
+                "the packaged binary keeps {section}"
+            );
+        }
+    }
+    let copyright =
+        std::fs::read_to_string(root.path().join("usr/share/doc/txlb/copyright")).unwrap();
+    assert!(copyright.contains("MIT OR Apache-2.0"), "{copyright}");
+    for license in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        assert!(
+            root.path()
+                .join("usr/share/doc/txlb")
+                .join(license)
+                .is_file(),
+            "no {license}"
+        );
+    }
 
     if have(
         "systemd-analyze",

@@ -34,6 +34,8 @@ pub(crate) fn routes() -> Router<AdminState> {
     const G: &str = "/api/v1/services/{service}/groups/{group}";
     const H: &str = "/api/v1/services/{service}/groups/{group}/hosts/{host}";
     Router::new()
+        .route("/api/v1", get(index))
+        .route("/api/v1/", get(index))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/events", get(super::pages::events))
         .route("/api/v1/stats", get(stats))
@@ -161,6 +163,24 @@ fn find_host(
 
 async fn openapi() -> Json<Value> {
     Json(super::openapi_document())
+}
+
+/// `GET /api/v1/`: where the description is, and every endpoint as
+/// `METHOD /path`, read from that description so the two cannot differ.
+async fn index() -> Json<Value> {
+    let document = super::openapi_document();
+    let mut endpoints = Vec::new();
+    if let Some(paths) = document["paths"].as_object() {
+        for (path, operations) in paths {
+            for method in operations.as_object().into_iter().flat_map(|o| o.keys()) {
+                endpoints.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    Json(serde_json::json!({
+        "openapi": "/api/v1/openapi.json",
+        "endpoints": endpoints,
+    }))
 }
 
 async fn stats(State(state): State<AdminState>) -> Json<crate::Stats> {

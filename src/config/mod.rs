@@ -5,11 +5,14 @@
 //! - `validate`: the rules shared by both formats, and the value parsers the
 //!   admin API reuses ([`parse_listen_addr`], [`parse_host_address`], …).
 //! - `write`: the model back to XML or TOML.
+//! - `changes`: what a new configuration adds, removes and changes ([`Changes`]),
+//!   for the reload's log line.
 //! - [`writeback`]: the configCheck manager and `saveConfig`: the running
 //!   configuration back into its file, keeping the operator's comments and layout.
 //! - `error`: [`ConfigError`], always with `FILE:LINE:COL` for content problems.
 
 mod builder;
+mod changes;
 mod error;
 mod model;
 mod options;
@@ -26,6 +29,7 @@ mod tests;
 use std::path::Path;
 
 pub use builder::{BUILDER_SOURCE, ConfigBuilder, GroupBuilder, ServiceBuilder};
+pub use changes::{Changes, Counts};
 pub use error::{ConfigError, Location, STRING_SOURCE};
 pub use model::*;
 pub use options::{

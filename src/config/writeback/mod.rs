@@ -103,6 +103,23 @@ pub enum SaveOutcome {
     },
 }
 
+/// What a save did, in the words of `saveConfig`'s answer.
+impl std::fmt::Display for SaveOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SaveOutcome::Unchanged => "the file already held the running configuration",
+            SaveOutcome::Adopted => {
+                "the file, edited on disk, already held the running configuration: \
+                 taken as the new base"
+            }
+            SaveOutcome::Written { preserved: true } => "written, comments and layout kept",
+            SaveOutcome::Written { preserved: false } => {
+                "written in full (a change could not be made in place)"
+            }
+        })
+    }
+}
+
 /// A new text for the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {

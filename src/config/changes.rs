@@ -1,0 +1,262 @@
+//! What a new configuration changes against the running one, counted per kind
+//! (services, listeners, groups, hosts, users) for the reload's log line: an
+//! operator reading "configuration reloaded" wants to know whether it did what
+//! they meant. Linear in the size of both configurations.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use super::model::{Config, GroupConfig, ServiceConfig};
+
+/// Added, removed and changed items of one kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Present only in the new configuration.
+    pub added: usize,
+    /// Present only in the old one.
+    pub removed: usize,
+    /// Present in both, with different settings.
+    pub changed: usize,
+}
+
+impl Counts {
+    fn is_empty(&self) -> bool {
+        *self == Counts::default()
+    }
+
+    /// Compares two keyed lists: `same` says whether an item kept its settings.
+    fn of<'a, K: std::hash::Hash + Eq, T: 'a>(
+        old: impl IntoIterator<Item = (K, &'a T)>,
+        new: impl IntoIterator<Item = (K, &'a T)>,
+        same: impl Fn(&T, &T) -> bool,
+    ) -> Counts {
+        let old: HashMap<K, &T> = old.into_iter().collect();
+        let mut counts = Counts::default();
+        let mut kept = 0;
+        for (key, item) in new {
+            match old.get(&key) {
+                None => counts.added += 1,
+                Some(before) => {
+                    kept += 1;
+                    if !same(before, item) {
+                        counts.changed += 1;
+                    }
+                }
+            }
+        }
+        counts.removed = old.len() - kept;
+        counts
+    }
+}
+
+/// What changed between two configurations, by kind.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Services (a change of its own settings: timeouts, limits, enabled group).
+    pub services: Counts,
+    /// Listeners, by service and address.
+    pub listeners: Counts,
+    /// Groups, by service and name (scheduler and options; not their hosts).
+    pub groups: Counts,
+    /// Hosts, by service, group and name.
+    pub hosts: Counts,
+    /// Admin users, by name.
+    pub users: Counts,
+    /// Anything else: admin servers, managers, logging, control socket,
+    /// fleet, resolver.
+    pub other: bool,
+}
+
+impl Changes {
+    /// Counts what `new` adds, removes and changes against `old`.
+    pub fn between<'a>(old: &'a Config, new: &'a Config) -> Changes {
+        let services = |c: &'a Config| {
+            c.services
+                .iter()
+                .map(|s| (s.name.as_str(), s))
+                .collect::<Vec<_>>()
+        };
+        let listeners = |c: &'a Config| {
+            c.services
+                .iter()
+                .flat_map(|s| {
+                    s.listeners
+                        .iter()
+                        .map(move |l| ((s.name.as_str(), l.addr.to_string()), l))
+                })
+                .collect::<Vec<_>>()
+        };
+        let groups = |c: &'a Config| {
+            c.services
+                .iter()
+                .flat_map(|s| {
+                    s.groups
+                        .iter()
+                        .map(move |g| ((s.name.as_str(), g.name.as_str()), g))
+                })
+                .collect::<Vec<_>>()
+        };
+        let hosts = |c: &'a Config| {
+            c.services
+                .iter()
+                .flat_map(|s| {
+                    s.groups.iter().flat_map(move |g| {
+                        g.hosts
+                            .iter()
+                            .map(move |h| ((s.name.as_str(), g.name.as_str(), h.name.as_str()), h))
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        let users = |c: &'a Config| {
+            c.admin
+                .iter()
+                .flat_map(|a| a.users.iter().map(|u| (u.name.as_str(), u)))
+                .collect::<Vec<_>>()
+        };
+        let other = old.admin.as_ref().map(|a| (&a.web, &a.ssh))
+            != new.admin.as_ref().map(|a| (&a.web, &a.ssh))
+            || old.manager != new.manager
+            || old.logging != new.logging
+            || old.control != new.control
+            || old.cluster != new.cluster
+            || old.resolver != new.resolver;
+        Changes {
+            services: Counts::of(services(old), services(new), same_service),
+            listeners: Counts::of(listeners(old), listeners(new), |a, b| a == b),
+            groups: Counts::of(groups(old), groups(new), same_group),
+            hosts: Counts::of(hosts(old), hosts(new), |a, b| a == b),
+            users: Counts::of(users(old), users(new), |a, b| a == b),
+            other,
+        }
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        [
+            self.services,
+            self.listeners,
+            self.groups,
+            self.hosts,
+            self.users,
+        ]
+        .iter()
+        .all(Counts::is_empty)
+            && !self.other
+    }
+}
+
+/// A service's own settings, leaving out its listeners and groups (counted apart).
+fn same_service(a: &ServiceConfig, b: &ServiceConfig) -> bool {
+    a.enabled_group == b.enabled_group
+        && a.connect_timeout == b.connect_timeout
+        && a.options == b.options
+}
+
+/// A group's own settings, leaving out its hosts (counted apart).
+fn same_group(a: &GroupConfig, b: &GroupConfig) -> bool {
+    a.scheduler == b.scheduler && a.options == b.options
+}
+
+/// `services +1 ~2, hosts +3 -1` (added, removed, changed; kinds without a
+/// change left out), or `no changes`.
+impl fmt::Display for Changes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("no changes");
+        }
+        let mut parts = Vec::new();
+        for (kind, counts) in [
+            ("services", self.services),
+            ("listeners", self.listeners),
+            ("groups", self.groups),
+            ("hosts", self.hosts),
+            ("users", self.users),
+        ] {
+            if counts.is_empty() {
+                continue;
+            }
+            let mut part = kind.to_string();
+            for (sign, n) in [
+                ("+", counts.added),
+                ("-", counts.removed),
+                ("~", counts.changed),
+            ] {
+                if n > 0 {
+                    part.push_str(&format!(" {sign}{n}"));
+                }
+            }
+            parts.push(part);
+        }
+        if self.other {
+            parts.push("other settings changed".into());
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn parse(xml: &str) -> Config {
+        Config::from_xml_str(xml).unwrap()
+    }
+
+    #[test]
+    fn counts_added_removed_and_changed_by_kind() {
+        let old = parse(
+            r#"<config><service name="a"><listen ip="127.0.0.1:1"/>
+               <group name="g" enable="true"><host name="h1" ip="127.0.0.1:9"/>
+               <host name="h2" ip="127.0.0.1:10"/></group></service></config>"#,
+        );
+        assert!(Changes::between(&old, &old).is_empty());
+        assert_eq!(Changes::between(&old, &old).to_string(), "no changes");
+        let new = parse(
+            r#"<config><service name="a"><listen ip="127.0.0.1:1"/>
+               <group name="g" scheduler="leastc" enable="true"><host name="h1" ip="127.0.0.1:9" weight="3"/>
+               <host name="h3" ip="127.0.0.1:11"/><host name="h4" ip="127.0.0.1:12"/></group></service>
+               <service name="b"><listen ip="127.0.0.1:2"/><group name="g" enable="true">
+               <host name="x" ip="127.0.0.1:9"/></group></service></config>"#,
+        );
+        let changes = Changes::between(&old, &new);
+        assert_eq!(
+            changes.services,
+            Counts {
+                added: 1,
+                removed: 0,
+                changed: 0
+            }
+        );
+        assert_eq!(
+            changes.groups,
+            Counts {
+                added: 1,
+                removed: 0,
+                changed: 1
+            }
+        );
+        assert_eq!(
+            changes.hosts,
+            Counts {
+                added: 3,
+                removed: 1,
+                changed: 1
+            }
+        );
+        assert_eq!(
+            changes.to_string(),
+            "services +1, listeners +1, groups +1 ~1, hosts +3 -1 ~1"
+        );
+        let back = Changes::between(&new, &old);
+        assert_eq!(
+            back.hosts,
+            Counts {
+                added: 1,
+                removed: 3,
+                changed: 1
+            }
+        );
+    }
+}

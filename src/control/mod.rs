@@ -422,7 +422,8 @@ impl Controller {
         // Bind new listeners before anything is swapped: a port in use refuses the
         // whole command.
         let (added, removed) = listeners::diff(&state.listeners, &next)?;
-        let bound = listeners::bind_all(added, self.workers.len().max(1), &self.inherited)?;
+        let own: Vec<SocketAddr> = state.listeners.iter().map(|l| l.local).collect();
+        let bound = listeners::bind_all(added, self.workers.len().max(1), &self.inherited, &own)?;
         // What the names resolve to is known before the hosts are built.
         let intervals = dns::names_of(&next);
         let now = std::time::Instant::now();

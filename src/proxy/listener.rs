@@ -49,7 +49,9 @@ pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::T
 /// kernel lets a socket join those another process of the same user listens
 /// with, and spreads that process's clients over both: the first socket of a
 /// listener is probed this way before it is bound with SO_REUSEPORT. SO_REUSEADDR
-/// keeps connections in TIME_WAIT from failing the probe.
+/// keeps connections in TIME_WAIT from failing the probe. Two programs probing
+/// the same free address in the same few microseconds could both pass; a
+/// program that starts once the other listens cannot.
 pub(crate) fn check_free(addr: SocketAddr) -> io::Result<()> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;

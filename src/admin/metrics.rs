@@ -385,6 +385,27 @@ mod tests {
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 
+    #[test]
+    fn fleet_step_is_well_formed() {
+        let view = crate::fleet::FleetView {
+            enabled: true,
+            revision: 4,
+            latest_revision: 9,
+            out_of_step: Some("cannot apply it here".into()),
+            ..Default::default()
+        };
+        let mut text = String::new();
+        render_fleet(&mut text, &view);
+        assert_exposition(&text);
+        for line in [
+            "txlb_fleet_in_step 0",
+            "txlb_fleet_applied_revision 4",
+            "txlb_fleet_latest_revision 9",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{text}");
+        }
+    }
+
     /// Every line is a comment with HELP/TYPE before its samples, or a well-formed
     /// sample `name{labels} value`.
     pub(crate) fn assert_exposition(text: &str) {

@@ -1,6 +1,6 @@
 //! Events: the transitions worth telling about (a host going bad or coming back, a
 //! group switched, a service on or off its backup group, a listener opened or
-//! closed), logged once and broadcast to
+//! closed, an instance out of step with its fleet or back), logged once and broadcast to
 //! subscribers such as an embedding application or the admin page.
 
 use std::net::SocketAddr;
@@ -76,6 +76,23 @@ pub enum Event {
         /// The address as configured.
         listen: String,
     },
+    /// Fleet mode: the fleet's newest configuration cannot run on this
+    /// instance (told once per revision); it keeps the one it runs and refuses
+    /// changes until it catches up.
+    FleetOutOfStep {
+        /// Revision of the configuration running here.
+        applied: i64,
+        /// The fleet's newest revision.
+        latest: i64,
+        /// Why it cannot run here.
+        reason: String,
+    },
+    /// Fleet mode: an instance that was out of step runs the fleet's newest
+    /// configuration again.
+    FleetInStep {
+        /// The revision now running.
+        revision: i64,
+    },
 }
 
 /// The sending side, shared by the controller, the managers and connections.
@@ -141,6 +158,23 @@ impl Events {
             } => tracing::info!(service, listen, %local, "listener up"),
             Event::ListenerRemoved { service, listen } => {
                 tracing::info!(service, listen, "listener closing")
+            }
+            Event::FleetOutOfStep {
+                applied,
+                latest,
+                reason,
+            } => tracing::error!(
+                applied,
+                latest,
+                reason,
+                "fleet: out of step: the fleet's newest configuration cannot run here; \
+                 keeping the running one, changes refused here until it can"
+            ),
+            Event::FleetInStep { revision } => {
+                tracing::info!(
+                    revision,
+                    "fleet: back in step with the fleet's configuration"
+                )
             }
         }
         // No subscriber is fine: the log line is the record.

@@ -600,3 +600,136 @@ async fn etcd_away_instances_keep_serving_and_changes_flow_again_when_back() {
         lb2.txlb.log_text()
     );
 }
+
+/// `GET path` on an instance's admin as the full user: status and text.
+async fn get_text(lb: &Instance, path: &str) -> (u16, String) {
+    let response = client()
+        .get(format!("{}{path}", lb.admin))
+        .basic_auth(FULL.0, Some(FULL.1))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// Addresses of service `svc`'s listeners as an instance runs them.
+async fn listener_addresses(lb: &Instance) -> Vec<String> {
+    let (_, listeners) = lb
+        .api(reqwest::Method::GET, "/api/v1/services/svc/listeners", None)
+        .await;
+    listeners
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| Some(l["configured"].as_str()?.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_instance_that_cannot_apply_the_fleets_change_is_out_of_step_and_cannot_undo_it() {
+    let binary = etcd_or_skip!();
+    let fleet = Fleet::start(binary).await;
+    let lb1 = Instance::start(&fleet.file("lb1")).await;
+    let lb2 = Instance::start(&fleet.file("lb2")).await;
+    let before = lb1.fleet().await["revision"].as_i64().unwrap();
+    assert!(before > 0);
+    assert_eq!(lb2.fleet().await["revision"], before);
+
+    // lb2 adds a listener. Both instances run on this machine, so whichever
+    // binds the port first runs the fleet's new configuration and on the other
+    // the port is taken: usually lb2 (its own change) wins, and lb1 is stuck.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (status, body) = lb2
+        .api(
+            reqwest::Method::POST,
+            "/api/v1/services/svc/listeners",
+            Some(json!({ "listen": listen })),
+        )
+        .await;
+    let ((fine, _), (stuck, stuck_name)) = if status == 201 {
+        ((&lb2, "lb2"), (&lb1, "lb1"))
+    } else {
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("saved in the fleet"), "{status} {body}");
+        ((&lb1, "lb1"), (&lb2, "lb2"))
+    };
+
+    // The stuck one runs, and says it runs, the revision it applied; it is out
+    // of step, with the reason, on the API ...
+    let out = eventually(Duration::from_secs(5), || async {
+        stuck.fleet().await["in_step"] == false
+    })
+    .await;
+    assert!(out, "{}\n{}", stuck.fleet().await, stuck.txlb.log_text());
+    let view = stuck.fleet().await;
+    assert_eq!(view["revision"], before, "{view}");
+    let latest = view["latest_revision"].as_i64().unwrap_or_default();
+    assert!(latest > before, "{view}");
+    let reason = view["out_of_step"].as_str().unwrap_or_default();
+    assert!(reason.contains(&listen), "{view}");
+    assert!(!listener_addresses(stuck).await.contains(&listen));
+    assert!(listener_addresses(fine).await.contains(&listen));
+    // ... in the log, as an event ...
+    let line = stuck.txlb.wait_for_async("fleet: out of step", 0).await;
+    assert!(line.contains(&listen), "{line}");
+    // ... on /metrics ...
+    let (_, metrics) = get_text(stuck, "/metrics").await;
+    for expected in [
+        "txlb_fleet_in_step 0".to_string(),
+        format!("txlb_fleet_applied_revision {before}"),
+        format!("txlb_fleet_latest_revision {latest}"),
+    ] {
+        assert!(metrics.contains(&expected), "no {expected:?} in\n{metrics}");
+    }
+    // ... on the page ...
+    let (_, page) = get_text(stuck, "/").await;
+    assert!(page.contains("out of step"), "{page}");
+    // ... and to the other instances.
+    let seen = eventually(Duration::from_secs(5), || async {
+        fine.fleet().await["instances"]
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["name"] == stuck_name).cloned())
+            .is_some_and(|i| i["revision"] == before && i["in_step"] == false)
+    })
+    .await;
+    assert!(seen, "{}", fine.fleet().await);
+    let (_, metrics) = get_text(fine, "/metrics").await;
+    assert!(metrics.contains("txlb_fleet_in_step 1"), "{metrics}");
+
+    // A change made on the stuck one is refused, clearly, and cannot undo the
+    // fleet's newer configuration.
+    let c = named_backend("c", Hold::Close).await;
+    let (status, body) = stuck.add_host("c", c).await;
+    assert_eq!(status, 409, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("out of step"), "{body}");
+    eprintln!("out-of-step answer: {body}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(listener_addresses(fine).await.contains(&listen));
+    assert_eq!(host_names(fine).await, ["a"]);
+    assert_eq!(host_names(stuck).await, ["a"]);
+
+    // Once the fleet drops the listener, the stuck one catches up and changes
+    // flow from it again.
+    let (status, body) = fine
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/services/svc/listeners/{listen}"),
+            None,
+        )
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let back = eventually(Duration::from_secs(5), || async {
+        let view = stuck.fleet().await;
+        view["in_step"] == true && view["revision"] == view["latest_revision"]
+    })
+    .await;
+    assert!(back, "{}\n{}", stuck.fleet().await, stuck.txlb.log_text());
+    stuck.txlb.wait_for_async("fleet: back in step", 0).await;
+    let (status, body) = stuck.add_host("c", c).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(fine.reaches("c", Duration::from_secs(2)).await);
+}

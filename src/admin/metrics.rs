@@ -44,14 +44,45 @@ pub(crate) async fn handler(State(state): State<AdminState>) -> Response {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let mut text = render(&state.handle.stats(), &requests);
+    if let Some(fleet) = state.handle.fleet() {
+        render_fleet(&mut text, &fleet);
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&state.handle.stats(), &requests),
+        text,
     )
         .into_response()
+}
+
+/// Fleet mode: whether this instance runs the fleet's newest configuration.
+fn render_fleet(out: &mut String, fleet: &crate::fleet::FleetView) {
+    let mut f = Family { out };
+    let gauges = [
+        (
+            "txlb_fleet_in_step",
+            "1 when this instance runs the fleet's newest configuration, 0 when it could \
+             not apply it (changes are refused here then).",
+            u64::from(fleet.in_step),
+        ),
+        (
+            "txlb_fleet_applied_revision",
+            "etcd revision of the fleet configuration running here.",
+            u64::try_from(fleet.revision).unwrap_or(0),
+        ),
+        (
+            "txlb_fleet_latest_revision",
+            "Newest etcd revision of the fleet configuration seen here.",
+            u64::try_from(fleet.latest_revision).unwrap_or(0),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        f.head(name, "gauge", help);
+        f.sample(name, &[], value);
+    }
 }
 
 /// A label value, escaped as the exposition format requires.
@@ -352,6 +383,27 @@ mod tests {
     #[test]
     fn labels_are_escaped() {
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn fleet_step_is_well_formed() {
+        let view = crate::fleet::FleetView {
+            enabled: true,
+            revision: 4,
+            latest_revision: 9,
+            out_of_step: Some("cannot apply it here".into()),
+            ..Default::default()
+        };
+        let mut text = String::new();
+        render_fleet(&mut text, &view);
+        assert_exposition(&text);
+        for line in [
+            "txlb_fleet_in_step 0",
+            "txlb_fleet_applied_revision 4",
+            "txlb_fleet_latest_revision 9",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{text}");
+        }
     }
 
     /// Every line is a comment with HELP/TYPE before its samples, or a well-formed

@@ -313,7 +313,9 @@ fn ops() -> Vec<Op> {
             "/api/v1/fleet",
             "get",
             "Fleet mode (`<cluster>`): this instance's name and etcd, whether etcd answers, \
-             the configuration revision applied here, the registered `instances`, and \
+             the configuration `revision` applied here and the `latest_revision` seen in etcd \
+             (`in_step` false, with the reason in `out_of_step`, when the newest cannot run \
+             here: changes are refused here then), the registered `instances`, and \
              `hosts_down`: every host some instance sees bad or admin-down, with who sees \
              it how. `enabled` is false (and the rest empty) without fleet mode.",
             None,
@@ -334,7 +336,8 @@ fn reason(status: u16) -> &'static str {
         404 => "No such service, group, host, listener or user.",
         409 => {
             "Refused by a rule (enabled group, last host, duplicate, port in use), or, in \
-                fleet mode, the configuration was changed on another instance meanwhile."
+                fleet mode, the configuration was changed on another instance meanwhile, or \
+                this instance is out of step with the fleet."
         }
         413 => "The request body is larger than the limit (64 KiB).",
         429 => "Too many failed logins from this address.",

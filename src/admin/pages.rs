@@ -700,6 +700,15 @@ fn fleet_section(fleet: &crate::fleet::FleetView) -> String {
         esc(&fleet.prefix),
         fleet.revision
     );
+    if let Some(reason) = &fleet.out_of_step {
+        let _ = write!(
+            p,
+            "<span class=\"bad\">out of step: the fleet is at revision {}, which cannot run \
+             here ({}); changes made here are refused until it does</span> · ",
+            fleet.latest_revision,
+            esc(reason)
+        );
+    }
     match &fleet.error {
         None if fleet.reachable => p.push_str("etcd reachable"),
         None => p.push_str("etcd not reached yet"),
@@ -723,7 +732,15 @@ fn fleet_section(fleet: &crate::fleet::FleetView) -> String {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&i.name),
             esc(&i.version),
-            i.revision,
+            match &i.out_of_step {
+                None => i.revision.to_string(),
+                Some(reason) => format!(
+                    "{} <span class=\"bad\">out of step: cannot run {} ({})</span>",
+                    i.revision,
+                    i.latest_revision,
+                    esc(reason)
+                ),
+            },
             utc(started)
         );
     }

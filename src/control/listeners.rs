@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ControlError, Controller};
 use crate::config::{Config, ListenAddr, ListenHost};
 use crate::events::Event;
-use crate::proxy::{AcceptProxy, ListenerTask, bind};
+use crate::proxy::{AcceptProxy, ListenerTask, bind, check_free};
 
 /// A listener that is accepting.
 pub(super) struct RunningListener {
@@ -91,17 +91,21 @@ pub(super) fn diff(
 
 /// Binds every listener or none, `copies` sockets each (one per worker). A
 /// listener whose address matches a socket in `inherited` uses that socket instead
-/// of binding; on failure such sockets go back for a later attempt.
+/// of binding; on failure such sockets go back for a later attempt. An address
+/// another program listens on is refused, never shared; `own` are the addresses
+/// this process's running listeners hold (one moving to another service may
+/// share its address for the moment both exist).
 pub(super) fn bind_all(
     keys: Vec<NewListener>,
     copies: usize,
     inherited: &Inherited,
+    own: &[SocketAddr],
 ) -> Result<Vec<BoundSocket>, ControlError> {
     let mut all: Vec<BoundSocket> = Vec::new();
     for ((service, configured), proxy) in keys {
         let bound = match inherited.take(&configured) {
             Some(socket) => inherited.share(socket, copies).map(|(l, s)| (l, s, true)),
-            None => bind_copies(&configured, copies).map(|(l, s)| (l, s, false)),
+            None => bind_copies(&configured, copies, own).map(|(l, s)| (l, s, false)),
         };
         match bound {
             Ok((local, sockets, from_inherited)) => all.push(BoundSocket {
@@ -131,9 +135,10 @@ pub(super) fn bind_all(
 fn bind_copies(
     listen: &ListenAddr,
     copies: usize,
+    own: &[SocketAddr],
 ) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
     let reuse_port = copies > 1;
-    let first = bind_listen_addr(listen, reuse_port)?;
+    let first = bind_listen_addr(listen, reuse_port, own)?;
     let local = first.local_addr()?;
     let mut sockets = vec![first];
     for _ in 1..copies {
@@ -142,16 +147,27 @@ fn bind_copies(
     Ok((local, sockets))
 }
 
+/// The first socket of a listener. With SO_REUSEPORT (several workers) the
+/// address is first checked free, so that no other program's listener on it is
+/// joined: the kernel would split its clients between the two. A port 0 bind is
+/// given a port no one uses.
 fn bind_listen_addr(
     listen: &ListenAddr,
     reuse_port: bool,
+    own: &[SocketAddr],
 ) -> std::io::Result<std::net::TcpListener> {
+    let bind_first = |addr: SocketAddr| {
+        if reuse_port && addr.port() != 0 && !own.contains(&addr) {
+            check_free(addr)?;
+        }
+        bind(addr, reuse_port)
+    };
     let ip = match &listen.host {
         ListenHost::Any => {
             // Every address: dual-stack IPv6 where the system has it.
             let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), listen.port);
             let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), listen.port);
-            return bind(v6, reuse_port).or_else(|_| bind(v4, reuse_port));
+            return bind_first(v6).or_else(|_| bind_first(v4));
         }
         ListenHost::Ip(ip) => *ip,
         ListenHost::Name(name) => (name.as_str(), listen.port)
@@ -160,7 +176,7 @@ fn bind_listen_addr(
             .ok_or_else(|| std::io::Error::other(format!("{name:?} has no address")))?
             .ip(),
     };
-    bind(SocketAddr::new(ip, listen.port), reuse_port)
+    bind_first(SocketAddr::new(ip, listen.port))
 }
 
 /// Starts accepting: each socket on its own worker (or on the current runtime).

@@ -161,6 +161,23 @@ pub enum ControlError {
         /// The revision in etcd.
         current: i64,
     },
+    /// Fleet mode: this instance could not apply the fleet's newest
+    /// configuration, so it runs an older one; a change made from that one
+    /// would undo the newer. Nothing was changed.
+    #[error(
+        "this instance is out of step with the fleet: it runs revision {applied} of the fleet's \
+         configuration but could not apply revision {latest} ({reason}); changes made here are \
+         refused so they cannot undo it: remove the cause (the instance then catches up by \
+         itself) or make the change on an instance in step"
+    )]
+    FleetOutOfStep {
+        /// The revision running here.
+        applied: i64,
+        /// The fleet's newest revision.
+        latest: i64,
+        /// Why it does not run here.
+        reason: String,
+    },
     /// Fleet mode: etcd cannot be reached, so the change cannot be shared.
     /// Nothing was changed; the running configuration stays.
     #[error("the fleet's etcd cannot be reached, so changes are refused until it is back ({0})")]
@@ -422,7 +439,8 @@ impl Controller {
         // Bind new listeners before anything is swapped: a port in use refuses the
         // whole command.
         let (added, removed) = listeners::diff(&state.listeners, &next)?;
-        let bound = listeners::bind_all(added, self.workers.len().max(1), &self.inherited)?;
+        let own: Vec<SocketAddr> = state.listeners.iter().map(|l| l.local).collect();
+        let bound = listeners::bind_all(added, self.workers.len().max(1), &self.inherited, &own)?;
         // What the names resolve to is known before the hosts are built.
         let intervals = dns::names_of(&next);
         let now = std::time::Instant::now();

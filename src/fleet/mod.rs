@@ -5,8 +5,11 @@
 //!
 //! - `{prefix}/config`: the shared configuration as TOML text (services, users,
 //!   managers). Written by `txlb fleet push` and by every admin change, always
-//!   with a compare-and-swap on the revision the writer last saw; watched by
-//!   every instance, which applies it live like a SIGHUP reload.
+//!   with a compare-and-swap on the revision running at the writer; watched by
+//!   every instance, which applies it live like a SIGHUP reload. An instance
+//!   that cannot apply a revision (a listener's port taken on its machine) keeps
+//!   the one it runs and is out of step: it says so and refuses changes, which
+//!   would undo the newer revision, until it catches up.
 //! - `{prefix}/instances/{name}`: JSON about each running instance, attached
 //!   to its lease: it disappears a few seconds after the instance does.
 //! - `{prefix}/status/{name}`: JSON of what the instance sees of each host (up,
@@ -30,7 +33,6 @@ mod etcd;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::writeback::same_config;
 use crate::config::{AdminConfig, ClusterConfig, Config, ConfigError, LoggingConfig};
 use crate::control::{Command, ControlError, Controller};
+use crate::events::Event;
 use crate::state::HostHealth;
 use etcd::{Client, EtcdError, Kv, Swap, Watch, WatchEvent};
 
@@ -211,8 +214,8 @@ pub(crate) struct Boot {
     pub(crate) config: Config,
     cluster: ClusterConfig,
     client: Arc<Client>,
-    /// Revision of the configuration started with (0: not from etcd).
-    revision: i64,
+    /// Where the configuration started with stands against etcd's.
+    step: Step,
     cache: Option<PathBuf>,
 }
 
@@ -226,7 +229,7 @@ pub(crate) async fn boot(local: Config, cluster: ClusterConfig) -> Boot {
         config: local.clone(),
         cluster,
         client,
-        revision: 0,
+        step: Step::default(),
         cache,
     };
     match boot.client.get(&key).await {
@@ -238,12 +241,14 @@ pub(crate) async fn boot(local: Config, cluster: ClusterConfig) -> Boot {
                     "fleet: configuration from etcd"
                 );
                 boot.config = with_local(shared, &local);
-                boot.revision = kv.mod_revision;
+                boot.step = Step::at(kv.mod_revision);
                 write_cache(boot.cache.as_deref(), &String::from_utf8_lossy(&kv.value)).await;
             }
             Err(error) => {
                 tracing::error!(key, %error, "fleet: the configuration in etcd does not load; serving the file's");
-                boot.revision = kv.mod_revision;
+                boot.step.latest = kv.mod_revision;
+                boot.step.reason =
+                    Some(format!("the configuration in etcd does not load: {error}"));
             }
         },
         Ok((None, _)) => tracing::warn!(
@@ -284,8 +289,9 @@ struct Change {
 /// changes, and what the fleet looks like.
 pub(crate) struct FleetLink {
     requests: mpsc::Sender<Change>,
-    /// Revision of the configuration applied here; written by the config task.
-    revision: AtomicI64,
+    /// Where this instance stands: written by the config task, read by the
+    /// presence task and admin pages; the lock is held only to copy.
+    step: Mutex<Step>,
     /// Written by the presence task every round, read by admin pages; the lock
     /// is held only to copy.
     view: Mutex<FleetView>,
@@ -309,8 +315,16 @@ impl FleetLink {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
-        view.revision = self.revision.load(Ordering::Relaxed);
+        let step = self.step();
+        view.revision = step.applied;
+        view.latest_revision = step.latest;
+        view.in_step = step.reason.is_none();
+        view.out_of_step = step.reason;
         view
+    }
+
+    fn step(&self) -> Step {
+        self.step.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn update_view(&self, edit: impl FnOnce(&mut FleetView)) {
@@ -333,8 +347,17 @@ pub(crate) struct FleetView {
     pub reachable: bool,
     /// Why it did not, when it did not.
     pub error: Option<String>,
-    /// Revision of the shared configuration applied here (0: none from etcd).
+    /// Revision of the shared configuration applied here, the one running
+    /// (0: none from etcd).
     pub revision: i64,
+    /// Newest revision of the shared configuration seen in etcd.
+    pub latest_revision: i64,
+    /// Whether the newest configuration seen in etcd runs here. When not, the
+    /// instance serves `revision` and refuses changes, which would undo the
+    /// newer one; it catches up by itself once the cause is gone.
+    pub in_step: bool,
+    /// Why the newest configuration does not run here, when it does not.
+    pub out_of_step: Option<String>,
     /// Registered instances, by name.
     pub instances: Vec<FleetInstance>,
     /// Hosts that at least one instance sees bad or admin-down.
@@ -352,6 +375,43 @@ pub(crate) struct FleetInstance {
     pub started: u64,
     /// Revision of the shared configuration it runs.
     pub revision: i64,
+    /// Newest revision it saw in etcd (0 from instances that do not say).
+    #[serde(default)]
+    pub latest_revision: i64,
+    /// Whether it runs the newest configuration it saw.
+    #[serde(default = "yes")]
+    pub in_step: bool,
+    /// Why it does not, when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_step: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where an instance stands against the fleet's configuration in etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Step {
+    /// Revision of the configuration running here (0: none from etcd). Every
+    /// change written from here is a compare-and-swap on it, so a change based
+    /// on an older configuration can never replace a newer one.
+    applied: i64,
+    /// Newest revision of the configuration key seen.
+    latest: i64,
+    /// Why `latest` does not run here, while it does not.
+    reason: Option<String>,
+}
+
+impl Step {
+    /// In step at `revision`.
+    fn at(revision: i64) -> Step {
+        Step {
+            applied: revision,
+            latest: revision,
+            reason: None,
+        }
+    }
 }
 
 /// A host some instances see down.
@@ -398,7 +458,7 @@ pub(crate) fn start(controller: &Arc<Controller>, boot: Boot) {
     let (requests, receiver) = mpsc::channel(CHANGE_QUEUE);
     let link = Arc::new(FleetLink {
         requests,
-        revision: AtomicI64::new(boot.revision),
+        step: Mutex::new(boot.step.clone()),
         view: Mutex::new(FleetView {
             enabled: true,
             instance: boot.cluster.name.clone(),
@@ -410,6 +470,13 @@ pub(crate) fn start(controller: &Arc<Controller>, boot: Boot) {
     if controller.fleet.set(link.clone()).is_err() {
         return;
     }
+    if let Some(reason) = &boot.step.reason {
+        controller.data.events.emit(Event::FleetOutOfStep {
+            applied: boot.step.applied,
+            latest: boot.step.latest,
+            reason: reason.clone(),
+        });
+    }
     let stop = controller.stop_accepting.clone();
     let config_task = ConfigTask {
         controller: controller.clone(),
@@ -417,7 +484,7 @@ pub(crate) fn start(controller: &Arc<Controller>, boot: Boot) {
         key: config_key(&boot.cluster.prefix),
         cache: boot.cache,
         link: link.clone(),
-        revision: boot.revision,
+        step: boot.step,
     };
     tokio::spawn(config_task.run(receiver, stop.clone()));
     let presence = Presence {
@@ -439,8 +506,8 @@ struct ConfigTask {
     key: String,
     cache: Option<PathBuf>,
     link: Arc<FleetLink>,
-    /// Revision of the configuration key applied here (0: none).
-    revision: i64,
+    /// Where this instance stands; copied to `link` on every change.
+    step: Step,
 }
 
 /// The next event of the watch, or never when there is none.
@@ -467,7 +534,7 @@ impl ConfigTask {
                         watch = Some(w);
                         backoff = RETRY_MIN;
                         if away.take().is_some() {
-                            tracing::info!(key = %self.key, revision = self.revision, "fleet: etcd reachable again; watching the configuration");
+                            tracing::info!(key = %self.key, revision = self.step.applied, "fleet: etcd reachable again; watching the configuration");
                         }
                     }
                     Err(error) => {
@@ -490,7 +557,7 @@ impl ConfigTask {
                     Ok(Some(WatchEvent::Put(kv))) => self.arrived(kv).await,
                     Ok(Some(WatchEvent::Delete(revision))) => {
                         tracing::warn!(key = %self.key, revision, "fleet: the configuration was deleted from etcd; keeping the running one");
-                        self.set_revision(0);
+                        self.in_step(0);
                     }
                     Ok(None) | Err(_) => {
                         let error = match event {
@@ -518,9 +585,39 @@ impl ConfigTask {
         }
     }
 
-    fn set_revision(&mut self, revision: i64) {
-        self.revision = revision;
-        self.link.revision.store(revision, Ordering::Relaxed);
+    fn publish(&self) {
+        *self.link.step.lock().unwrap_or_else(|p| p.into_inner()) = self.step.clone();
+    }
+
+    /// Revision `revision` runs here.
+    fn in_step(&mut self, revision: i64) {
+        let was_out = self.step.reason.is_some();
+        self.step = Step::at(revision);
+        self.publish();
+        if was_out {
+            self.controller
+                .data
+                .events
+                .emit(Event::FleetInStep { revision });
+        }
+    }
+
+    /// Revision `latest` cannot run here: the one applied stays, and changes
+    /// are refused until it can. Told once per revision, not on every retry.
+    fn out_of_step(&mut self, latest: i64, reason: String) {
+        let news = self.step.reason.is_none() || self.step.latest != latest;
+        self.step.latest = latest;
+        self.step.reason = Some(reason.clone());
+        self.publish();
+        if news {
+            self.controller.data.events.emit(Event::FleetOutOfStep {
+                applied: self.step.applied,
+                latest,
+                reason,
+            });
+        } else {
+            tracing::debug!(latest, %reason, "fleet: still out of step");
+        }
     }
 
     /// Reads the configuration key (applying it when it is newer than what runs
@@ -529,7 +626,7 @@ impl ConfigTask {
         let (kv, revision) = self.client.get(&self.key).await?;
         match kv {
             Some(kv) => self.arrived(kv).await,
-            None if self.revision != 0 => self.set_revision(0),
+            None if self.step != Step::default() => self.in_step(0),
             None => {}
         }
         self.client.watch(&self.key, revision + 1).await
@@ -537,15 +634,21 @@ impl ConfigTask {
 
     /// A configuration from etcd: applied here like a reload, unless it is the
     /// one running (this instance's own write comes back through the watch).
+    /// One that cannot run here (it does not load, or a listener's port is
+    /// taken on this machine) leaves the instance out of step; the periodic
+    /// check tries it again.
     async fn arrived(&mut self, kv: Kv) {
-        if kv.mod_revision <= self.revision {
+        let revision = kv.mod_revision;
+        if revision <= self.step.applied {
             return;
         }
-        self.set_revision(kv.mod_revision);
         let shared = match parse_shared(&kv.value) {
             Ok(shared) => shared,
             Err(error) => {
-                tracing::error!(key = %self.key, revision = kv.mod_revision, %error, "fleet: configuration from etcd refused; the running one stays");
+                self.out_of_step(
+                    revision,
+                    format!("the configuration in etcd does not load: {error}"),
+                );
                 return;
             }
         };
@@ -556,12 +659,11 @@ impl ConfigTask {
             .await
         {
             Ok(()) => {
-                tracing::info!(revision = kv.mod_revision, "fleet: configuration applied");
+                tracing::info!(revision, "fleet: configuration applied");
+                self.in_step(revision);
                 write_cache(self.cache.as_deref(), &String::from_utf8_lossy(&kv.value)).await;
             }
-            Err(error) => {
-                tracing::error!(revision = kv.mod_revision, %error, "fleet: configuration from etcd refused; the running one stays");
-            }
+            Err(error) => self.out_of_step(revision, format!("cannot apply it here: {error}")),
         }
     }
 
@@ -587,8 +689,17 @@ impl ConfigTask {
         if same_config(&shared, &shared_part(&running)) {
             return self.controller.apply_local(command).await;
         }
+        // Out of step, this instance's configuration is older than the fleet's:
+        // a change made from it would undo the newer one.
+        if let Some(reason) = &self.step.reason {
+            return Err(ControlError::FleetOutOfStep {
+                applied: self.step.applied,
+                latest: self.step.latest,
+                reason: reason.clone(),
+            });
+        }
         let text = shared_text(&shared).map_err(ControlError::Invalid)?;
-        let expected = self.revision;
+        let expected = self.step.applied;
         match self
             .client
             .put_if(&self.key, text.as_bytes(), expected)
@@ -603,16 +714,19 @@ impl ConfigTask {
                 );
                 Err(ControlError::FleetConflict { expected, current })
             }
-            Ok(Swap::Done(revision)) => {
-                self.set_revision(revision);
-                let applied = self.controller.apply_local(command).await;
-                write_cache(self.cache.as_deref(), &text).await;
-                applied.map_err(|error| {
-                    ControlError::Invalid(format!(
+            Ok(Swap::Done(revision)) => match self.controller.apply_local(command).await {
+                Ok(()) => {
+                    self.in_step(revision);
+                    write_cache(self.cache.as_deref(), &text).await;
+                    Ok(())
+                }
+                Err(error) => {
+                    self.out_of_step(revision, format!("cannot apply it here: {error}"));
+                    Err(ControlError::Invalid(format!(
                         "the change is saved in the fleet (revision {revision}) but this instance cannot apply it: {error}"
-                    ))
-                })
-            }
+                    )))
+                }
+            },
         }
     }
 }
@@ -690,11 +804,15 @@ impl Presence {
                 lease
             }
         };
+        let step = self.link.step();
         let me = FleetInstance {
             name: self.cluster.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             started: self.started,
-            revision: self.link.revision.load(Ordering::Relaxed),
+            revision: step.applied,
+            latest_revision: step.latest,
+            in_step: step.reason.is_none(),
+            out_of_step: step.reason,
         };
         let instance = serde_json::to_string(&me).unwrap_or_default();
         let status = serde_json::to_string(&self.hosts()).unwrap_or_default();
@@ -835,6 +953,23 @@ mod tests {
         assert_eq!(down[0].host, "h2");
         assert_eq!(down[0].down[0].instance, "lb1");
         assert_eq!(down[0].up, ["lb2"]);
+    }
+
+    #[test]
+    fn instances_that_do_not_say_are_in_step() {
+        let old = r#"{"name":"lb1","version":"0.1.0","started":1,"revision":7}"#;
+        let instance: FleetInstance = serde_json::from_str(old).unwrap();
+        assert!(instance.in_step);
+        assert_eq!(instance.out_of_step, None);
+        let stuck = FleetInstance {
+            latest_revision: 9,
+            in_step: false,
+            out_of_step: Some("cannot apply it here".into()),
+            ..instance
+        };
+        let back: FleetInstance =
+            serde_json::from_str(&serde_json::to_string(&stuck).unwrap()).unwrap();
+        assert_eq!(back, stuck);
     }
 
     #[test]

@@ -44,6 +44,33 @@ pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::T
     Ok(socket.into())
 }
 
+/// Fails with `AddrInUse` when any socket listens on `addr`, by binding a
+/// socket there without SO_REUSEPORT (and closing it). With SO_REUSEPORT the
+/// kernel lets a socket join those another process of the same user listens
+/// with, and spreads that process's clients over both: the first socket of a
+/// listener is probed this way before it is bound with SO_REUSEPORT. SO_REUSEADDR
+/// keeps connections in TIME_WAIT from failing the probe. Two programs probing
+/// the same free address in the same few microseconds could both pass; a
+/// program that starts once the other listens cannot.
+pub(crate) fn check_free(addr: SocketAddr) -> io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into()).map_err(|error| {
+        if error.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "address already in use by another program (only a socket handed over by \
+                 the service manager is shared)",
+            )
+        } else {
+            error
+        }
+    })
+}
+
 /// Everything an accept loop needs; cheap to clone per listener.
 #[derive(Clone)]
 pub(crate) struct ListenerTask {

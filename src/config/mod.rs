@@ -8,8 +8,11 @@
 //! - [`writeback`]: the configCheck manager and `saveConfig`: the running
 //!   configuration back into its file, keeping the operator's comments and layout.
 //! - `error`: [`ConfigError`], always with `FILE:LINE:COL` for content problems.
+//! - `depth`: the nesting limit ([`MAX_DEPTH`]) both readers enforce before
+//!   anything recursive sees the text.
 
 mod builder;
+mod depth;
 mod error;
 mod model;
 mod options;
@@ -26,6 +29,7 @@ mod tests;
 use std::path::Path;
 
 pub use builder::{BUILDER_SOURCE, ConfigBuilder, GroupBuilder, ServiceBuilder};
+pub use depth::MAX_DEPTH;
 pub use error::{ConfigError, Location, STRING_SOURCE};
 pub use model::*;
 pub use options::{

@@ -132,3 +132,64 @@ async fn a_deep_file_never_ends_the_running_balancer() {
     proxies(listener).await;
     assert!(txlb.terminate().success());
 }
+
+/// A GET of the legacy API as the full user: status and body.
+async fn legacy(base: &str, call: &str) -> (u16, String) {
+    let response = client()
+        .get(format!("{base}{call}"))
+        .basic_auth(FULL.0, Some(FULL.1))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn save_config_never_writes_through_planted_links() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let backend = echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.xml");
+    std::fs::write(&path, xml(backend)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let txlb = Txlb::start(&path, 1);
+    let base = txlb.logged("admin web server up", "url").await;
+    // Links where a writer might put its temporary files, to files it must
+    // not touch.
+    let victims = tempfile::tempdir().unwrap();
+    let mut planted = Vec::new();
+    for name in ["config.xml.tmp", "config.xml.bak.tmp"] {
+        let victim = victims.path().join(name);
+        std::fs::write(&victim, "precious\n").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        planted.push(victim);
+    }
+    let (status, body) = legacy(
+        &base,
+        &format!("addHost?service=svc&group=g&name=b&ip={backend}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = legacy(&base, "saveConfig").await;
+    assert_eq!(status, 200, "{body}");
+
+    for victim in &planted {
+        assert_eq!(std::fs::read_to_string(victim).unwrap(), "precious\n");
+        let mode = std::fs::metadata(victim).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    for file in [path.clone(), dir.path().join("config.xml.bak")] {
+        let meta = std::fs::symlink_metadata(&file).unwrap();
+        assert!(meta.file_type().is_file(), "{}", file.display());
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o640,
+            "{}",
+            file.display()
+        );
+    }
+    let saved = std::fs::read_to_string(&path).unwrap();
+    assert!(saved.contains("name=\"b\""), "{saved}");
+}

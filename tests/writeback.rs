@@ -180,7 +180,7 @@ fn assert_comments_kept(original: &str, new: &str, touched: &[&str]) {
 }
 
 fn write_back_everything(name: &str, text: &str, touched: &[&str]) {
-    let (_dir, path, boot) = setup(name, text);
+    let (dir, path, boot) = setup(name, text);
     let mut running = boot.clone();
     change_everything(&mut running);
     let outcome = writeback::save(&path, text, &boot, &running).unwrap();
@@ -196,7 +196,13 @@ fn write_back_everything(name: &str, text: &str, touched: &[&str]) {
     // (c) the previous text is kept
     let bak = std::fs::read_to_string(path.with_file_name(format!("{name}.bak"))).unwrap();
     assert_eq!(bak, text);
-    assert!(!path.with_file_name(format!("{name}.tmp")).exists());
+    // No temporary file is left.
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, [name.to_string(), format!("{name}.bak")]);
     // Saving again changes nothing.
     assert_eq!(
         writeback::save(&path, &new, &reloaded, &running).unwrap(),
@@ -458,6 +464,69 @@ fn permissions_are_kept() {
     writeback::save(&path, XML, &boot, &running).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o640);
+}
+
+/// Files and links planted beside the configuration under the names a writer
+/// might pick (`FILE.tmp`, `FILE.bak.tmp`, `FILE.bak`) are never opened or
+/// followed: what they point to is untouched, and the file and its backup are
+/// regular files with the file's mode and owner.
+#[cfg(unix)]
+#[test]
+fn planted_links_are_never_written_through() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let (dir, path, boot) = setup("c.xml", XML);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    // Running as root, the file can belong to someone else: it must stay theirs.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        std::os::unix::fs::chown(&path, Some(4321), Some(4322)).unwrap();
+    }
+    let victims = tempfile::tempdir().unwrap();
+    let mut planted = Vec::new();
+    for name in ["c.xml.tmp", "c.xml.bak.tmp", "c.xml.bak"] {
+        let victim = victims.path().join(format!("victim-{name}"));
+        std::fs::write(&victim, "precious\n").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        planted.push(victim);
+    }
+    let mut running = boot.clone();
+    service(&mut running, "web").enabled_group = "upgrade".into();
+    let outcome = writeback::save(&path, XML, &boot, &running).unwrap();
+    assert_eq!(outcome, SaveOutcome::Written { preserved: true });
+    for victim in &planted {
+        assert_eq!(std::fs::read_to_string(victim).unwrap(), "precious\n");
+        let mode = std::fs::metadata(victim).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", victim.display());
+    }
+    for (file, text) in [
+        (path.clone(), None),
+        (path.with_file_name("c.xml.bak"), Some(XML)),
+    ] {
+        let meta = std::fs::symlink_metadata(&file).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "{} is not a regular file",
+            file.display()
+        );
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o640,
+            "{}",
+            file.display()
+        );
+        if root {
+            assert_eq!((meta.uid(), meta.gid()), (4321, 4322), "{}", file.display());
+        }
+        if let Some(text) = text {
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+        }
+    }
+    assert!(writeback::same_config(
+        &Config::from_path(&path).unwrap(),
+        &running
+    ));
 }
 
 /// A configuration big enough that writing it takes a while.

@@ -10,9 +10,12 @@
 //! - [`writeback`]: the configCheck manager and `saveConfig`: the running
 //!   configuration back into its file, keeping the operator's comments and layout.
 //! - `error`: [`ConfigError`], always with `FILE:LINE:COL` for content problems.
+//! - `depth`: the nesting limit ([`MAX_DEPTH`]) both readers enforce before
+//!   anything recursive sees the text.
 
 mod builder;
 mod changes;
+mod depth;
 mod error;
 mod model;
 mod options;
@@ -30,6 +33,7 @@ use std::path::Path;
 
 pub use builder::{BUILDER_SOURCE, ConfigBuilder, GroupBuilder, ServiceBuilder};
 pub use changes::{Changes, Counts};
+pub use depth::MAX_DEPTH;
 pub use error::{ConfigError, Location, STRING_SOURCE};
 pub use model::*;
 pub use options::{

@@ -1349,3 +1349,84 @@ fn resolver_and_dns_host_settings() {
         "unknown key \"ttl\" in [resolver]",
     );
 }
+
+/// Runs `f` on a thread with a 256 KiB stack (less than a blocking-pool or
+/// worker thread has), so a reader that recurses with the nesting fails here.
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .expect("the reader overflowed or panicked")
+}
+
+#[test]
+fn deep_xml_is_refused_at_the_element_too_deep() {
+    const N: usize = 200_000;
+    // Nested anywhere: in the root, or inside a <note> (whose content is skipped).
+    for note in [false, true] {
+        let body = format!("{}{}", "<a>".repeat(N), "</a>".repeat(N));
+        let body = if note {
+            format!("<note>{body}</note>")
+        } else {
+            body
+        };
+        let xml = BASE.replace("</config>", &format!("{body}\n</config>"));
+        let err = on_small_stack(move || Config::from_xml_str(&xml).unwrap_err().to_string());
+        // <config> is level 1, so with the note the 63rd <a> is level 65, else
+        // the 64th.
+        let col = if note { 7 + 62 * 3 } else { 1 + 63 * 3 };
+        assert!(
+            err.starts_with(&format!("<string>:8:{col}: elements nested too deeply")),
+            "{err}"
+        );
+    }
+    // Nesting up to the limit inside a note is fine.
+    let note = format!(
+        "<note>{}{}</note>",
+        "<a>".repeat(MAX_DEPTH - 2),
+        "</a>".repeat(MAX_DEPTH - 2)
+    );
+    Config::from_xml_str(&BASE.replace("</config>", &format!("{note}</config>"))).unwrap();
+}
+
+#[test]
+fn deep_toml_is_refused_where_it_gets_too_deep() {
+    const N: usize = 200_000;
+    let base = "[[service]]\nname = \"s\"\nlisten = [\"127.0.0.1:0\"]\nenabled_group = \"g\"\n\
+                [[service.group]]\nname = \"g\"\nhosts = [{ name = \"h\", ip = \"127.0.0.1:9\" }]\n";
+    // Each with the line and column of the first level past the limit.
+    for (deep, line, col) in [
+        (
+            format!(
+                "[resolver]\nnameserver = {}{}\n",
+                "[".repeat(N),
+                "]".repeat(N)
+            ),
+            9,
+            77,
+        ),
+        (
+            format!(
+                "[resolver]\nnameserver = {}1{}\n",
+                "{a=".repeat(N),
+                "}".repeat(N)
+            ),
+            9,
+            203,
+        ),
+        (
+            format!("[resolver]\nnameserver{} = 1\n", ".a".repeat(N)),
+            9,
+            135,
+        ),
+        (format!("[resolver{}]\n", ".a".repeat(N)), 8, 1),
+    ] {
+        let text = format!("{base}{deep}");
+        let err = on_small_stack(move || Config::from_toml_str(&text).unwrap_err());
+        let loc = err.location().unwrap();
+        assert_eq!((loc.line, loc.column), (line, col), "{err}");
+        assert!(err.message().contains("nested too deeply"), "{err}");
+    }
+}

@@ -268,6 +268,7 @@ fn task(text: &str, t: Option<Task>) -> Option<RawTask> {
 /// Parses TOML text into the raw tree.
 pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
     let t = src.text();
+    super::depth::check_toml(src)?;
     let file: File = ::toml::from_str(t).map_err(|e| {
         let at = e.span().map_or(0, |s| s.start);
         // The message alone: the location is ours, and toml's Display would

@@ -10,6 +10,7 @@ use quick_xml::XmlVersion;
 use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesStart, Event};
 
+use super::depth::{MAX_DEPTH, too_deep};
 use super::error::{ConfigError, Source};
 use super::options::{GroupOptions, HostOptions, ListenOptions, ResolverOptions, ServiceOptions};
 use super::raw::*;
@@ -105,6 +106,8 @@ fn element(src: &Source<'_>, start: &BytesStart<'_>, at: usize) -> Result<Elemen
 }
 
 /// Parses the document into its root element, dropping everything ignorable.
+/// Elements nested deeper than [`MAX_DEPTH`] are refused as they open, so
+/// nothing recursive (dropping the tree, walking it) ever sees a deep one.
 pub(crate) fn parse_tree(src: &Source<'_>) -> Result<Element, ConfigError> {
     let mut reader = Reader::from_str(src.text());
     let mut open: Vec<Element> = Vec::new();
@@ -120,7 +123,13 @@ pub(crate) fn parse_tree(src: &Source<'_>) -> Result<Element, ConfigError> {
         let after = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
         if let Some((depth, start)) = note.as_mut() {
             match event {
-                Event::Start(_) => *depth += 1,
+                Event::Start(_) => {
+                    // The note's own level, its parents' and what it holds.
+                    if open.len() + *depth + 1 > MAX_DEPTH {
+                        return Err(too_deep(src, at, "elements"));
+                    }
+                    *depth += 1;
+                }
                 Event::End(_) if *depth == 1 => note = None,
                 Event::End(_) => *depth -= 1,
                 Event::Eof => {
@@ -154,6 +163,9 @@ pub(crate) fn parse_tree(src: &Source<'_>) -> Result<Element, ConfigError> {
             // ignored wherever they are.
             _ => continue,
         };
+        if open.len() + 1 > MAX_DEPTH {
+            return Err(too_deep(src, at, "elements"));
+        }
         if start.name().as_ref() == NOTE {
             if !closed {
                 note = Some((1, at));

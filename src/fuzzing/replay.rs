@@ -86,6 +86,54 @@ fn config_toml() {
     replay("config_toml", checks::config_toml, 2_000);
 }
 
+/// Nesting far past any stack (as deep as a 1.4 MB file allows) in every
+/// place each format nests, through the targets' properties on a thread with a
+/// small stack: the readers must refuse it by depth, never recurse into it.
+#[test]
+fn deep_nesting() {
+    const N: usize = 200_000;
+    let xml = |open: &str, close: &str| {
+        let seed = include_str!("../../fuzz/seeds/config_xml/deep-note.xml");
+        let nested = format!("{}{}", open.repeat(N), close.repeat(N));
+        seed.replace("</config>", &format!("{nested}</config>"))
+    };
+    let toml = |tail: String| {
+        let seed = include_str!("../../fuzz/seeds/config_toml/options.toml");
+        format!("{seed}\n{tail}\n")
+    };
+    type Check = fn(&[u8]);
+    let inputs: Vec<(Check, String)> = vec![
+        (checks::config_xml, xml("<x>", "</x>")),
+        (checks::config_xml, xml("<note>", "</note>")),
+        (checks::config_xml, xml("<service>", "</service>")),
+        (
+            checks::config_toml,
+            toml(format!("x = {}{}", "[".repeat(N), "]".repeat(N))),
+        ),
+        (
+            checks::config_toml,
+            toml(format!("x = {}1{}", "{a=".repeat(N), "}".repeat(N))),
+        ),
+        (
+            checks::config_toml,
+            toml(format!("x{} = 1", ".a".repeat(N))),
+        ),
+        (checks::config_toml, toml(format!("[x{}]", ".a".repeat(N)))),
+        (
+            checks::config_toml,
+            toml(format!("[[x{}]]", ".a".repeat(N))),
+        ),
+    ];
+    for (check, input) in inputs {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || check(input.as_bytes()))
+            .unwrap()
+            .join()
+            .expect("a deep input overflowed or panicked");
+    }
+}
+
 #[test]
 fn legacy_params() {
     replay("legacy_params", checks::legacy_params, 20_000);

@@ -12,9 +12,12 @@
 //!   made in place; never a text that does not load).
 //! - [`save`]: the file on disk is re-read first; if it was edited since it was
 //!   loaded it is left alone and a [`Conflict`] carries both differences.
-//!   Otherwise the new text goes to `FILE.tmp`, is fsynced and renamed over the
-//!   file, after the previous text was saved the same way as `FILE.bak`: a crash
-//!   at any moment leaves the old or the new file, never a truncated one.
+//!   Otherwise the new text goes to a temporary file beside it (created
+//!   exclusively under a random name, with the file's owner and mode), is
+//!   fsynced and renamed over the file, after the previous text was saved the
+//!   same way as `FILE.bak`: a crash at any moment leaves the old or the new
+//!   file, never a truncated one, and nothing planted in the directory is
+//!   written through.
 //! - [`WriteBack`]: the file's last known text and configuration, shared by the
 //!   configCheck task and the admin plane's `saveConfig`.
 //! - [`run_config_check`]: the configCheck manager.
@@ -22,7 +25,7 @@
 mod edit_toml;
 mod edit_xml;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -58,7 +61,7 @@ pub enum WriteBackError {
     /// Writing, syncing or renaming failed; the file is unchanged.
     #[error("{}: cannot write the configuration file", path.display())]
     Write {
-        /// The file being written (the configuration, its `.bak` or `.tmp`).
+        /// The file being written (the configuration or its `.bak`).
         path: PathBuf,
         /// Why it failed.
         #[source]
@@ -344,13 +347,14 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Keeps `old` as `FILE.bak`, then puts `new` in place; each atomically.
+/// Keeps `old` as `FILE.bak`, then puts `new` in place; each atomically, each
+/// with the file's mode and owner.
 fn replace_file(path: &Path, old: &str, new: &str) -> Result<(), WriteBackError> {
     let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let permissions = fs::metadata(&target).ok().map(|m| m.permissions());
+    let like = fs::metadata(&target).ok();
     // The backup first: a crash after it leaves the old file and its copy.
-    write_atomically(&sibling(&target, ".bak"), old, permissions.as_ref())?;
-    write_atomically(&target, new, permissions.as_ref())?;
+    write_atomically(&sibling(&target, ".bak"), old, like.as_ref())?;
+    write_atomically(&target, new, like.as_ref())?;
     // Makes both renames durable. Some file systems cannot sync a directory;
     // the renames are still atomic there, only possibly not yet on disk.
     if let Some(dir) = base_dir(&target)
@@ -361,35 +365,52 @@ fn replace_file(path: &Path, old: &str, new: &str) -> Result<(), WriteBackError>
     Ok(())
 }
 
-/// Writes `FILE.tmp`, syncs it and renames it over `dest`: readers see the old
-/// content or the new one, never part of it.
+/// Writes a temporary file beside `dest`, syncs it and renames it over `dest`:
+/// readers see the old content or the new one, never part of it.
+///
+/// The temporary file is created exclusively (`O_CREAT|O_EXCL`, mode 0600)
+/// under a random name, so nothing planted in the directory (a file or a
+/// symbolic link under a predictable name such as `FILE.tmp`) is ever opened,
+/// followed, or renamed into place. It takes the owner and mode of `like` (the
+/// configuration file) before any content is written.
 fn write_atomically(
     dest: &Path,
     text: &str,
-    permissions: Option<&fs::Permissions>,
+    like: Option<&fs::Metadata>,
 ) -> Result<(), WriteBackError> {
-    let tmp = sibling(dest, ".tmp");
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        if let Some(permissions) = permissions {
-            file.set_permissions(permissions.clone())?;
-        }
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, dest)
-    })();
-    written.map_err(|source| {
-        let _ = fs::remove_file(&tmp);
-        WriteBackError::Write {
-            path: dest.to_path_buf(),
-            source,
-        }
-    })
+    let failed = |source| WriteBackError::Write {
+        path: dest.to_path_buf(),
+        source,
+    };
+    let dir = base_dir(dest).unwrap_or(Path::new("."));
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(dest.file_name().unwrap_or_default());
+    prefix.push(".");
+    // Removed on drop, so every error below leaves nothing behind.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(failed)?;
+    if let Some(like) = like {
+        keep_owner_and_mode(tmp.as_file(), like).map_err(failed)?;
+    }
+    tmp.write_all(text.as_bytes()).map_err(failed)?;
+    tmp.as_file().sync_all().map_err(failed)?;
+    tmp.persist(dest).map_err(|e| failed(e.error))?;
+    Ok(())
+}
+
+/// Gives `file` the owner, group and permission bits of `like`. The owner can
+/// only be kept by a privileged process (or when it is ours already); the group
+/// when we belong to it; the mode always.
+fn keep_owner_and_mode(file: &File, like: &fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, fchown};
+    if fchown(file, Some(like.uid()), Some(like.gid())).is_err() {
+        let _ = fchown(file, None, Some(like.gid()));
+    }
+    // After chown, which may clear set-id bits.
+    file.set_permissions(like.permissions())
 }
 
 /// A configuration file, what it last said and the configuration that was.

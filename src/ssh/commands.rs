@@ -358,7 +358,7 @@ pub const COMMANDS: &[Spec] = &[
         required: 2,
         flags: &[],
         changes: true,
-        summary: "add a service with one empty group (default GROUP main)",
+        summary: "add a service with one empty group (GROUP default main)",
         detail: "",
     },
     Spec {

@@ -606,3 +606,28 @@ async fn help_names_every_scheduler_and_the_real_default() {
     let ran = lb.run("group add svc fresh").await;
     assert!(ran.stdout.contains("group fresh (roundr) added"), "{ran:?}");
 }
+
+/// Issue 19 item 1: deep recursion, deeply nested expressions and too many
+/// variables are refused with Rhai's errors; the balancer (whose stack a
+/// script shares no part of) proxies on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_scripts_are_refused_without_harm() {
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let ran = lb
+        .script("fn f(n) { if n > 0 { f(n - 1) } else { 0 } } f(100000)")
+        .await;
+    assert_eq!(ran.status, 1, "{ran:?}");
+    assert!(ran.stderr.contains("Stack overflow"), "{ran:?}");
+    let nested = format!("{}1{}", "(".repeat(50_000), ")".repeat(50_000));
+    let ran = lb.script(&nested).await;
+    assert_eq!(ran.status, 1, "{ran:?}");
+    assert!(ran.stderr.contains("Expression exceeds maximum complexity"), "{ran:?}");
+    let many: String = (0..2000).map(|i| format!("let v{i} = {i};\n")).collect();
+    let ran = lb.script(&many).await;
+    assert_eq!(ran.status, 1, "{ran:?}");
+    assert!(ran.stderr.contains("Too many variables"), "{ran:?}");
+    lb.proxies().await;
+}

@@ -542,6 +542,14 @@ async fn interactive_session_takes_a_host_down_and_traffic_avoids_it() {
         .unwrap();
     let at = wait_for("3 hosts", at).await;
     let at = wait_for("admin@txlb> ", at).await;
+    // Ctrl-C stops a running script at once (issue 19 item 1).
+    stdin.write_all(b"script 'loop { }'\r").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let interrupted = std::time::Instant::now();
+    stdin.write_all(b"\x03").await.unwrap();
+    let at = wait_for("script interrupted", at).await;
+    assert!(interrupted.elapsed() < Duration::from_secs(5));
+    let at = wait_for("admin@txlb> ", at).await;
     stdin.write_all(b"exit\r").await.unwrap();
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await

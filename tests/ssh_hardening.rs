@@ -624,7 +624,10 @@ async fn deep_scripts_are_refused_without_harm() {
     let nested = format!("{}1{}", "(".repeat(50_000), ")".repeat(50_000));
     let ran = lb.script(&nested).await;
     assert_eq!(ran.status, 1, "{ran:?}");
-    assert!(ran.stderr.contains("Expression exceeds maximum complexity"), "{ran:?}");
+    assert!(
+        ran.stderr.contains("Expression exceeds maximum complexity"),
+        "{ran:?}"
+    );
     let many: String = (0..2000).map(|i| format!("let v{i} = {i};\n")).collect();
     let ran = lb.script(&many).await;
     assert_eq!(ran.status, 1, "{ran:?}");

@@ -26,6 +26,9 @@ pub(crate) struct Hooks {
     pub writeback: Arc<WriteBack>,
     pub reload_status: Arc<txlb::admin::ReloadStatus>,
     pub save_config: txlb::admin::SaveConfig,
+    /// The one failed-login budget of both servers, so that guesses on the web
+    /// admin and on the console count together (and across restarts of either).
+    pub logins: txlb::admin::Logins,
 }
 
 /// The web server and the SSH console, as the running configuration wants them.
@@ -246,6 +249,7 @@ impl Server for Web {
         let wb = hooks.writeback.clone();
         settings.conflict = Some(Arc::new(move || wb.conflict()));
         settings.save_config = Some(hooks.save_config.clone());
+        settings.logins = hooks.logins.clone();
         Ok(Web(txlb::admin::start(
             balancer.clone(),
             settings,
@@ -306,6 +310,7 @@ impl Server for Ssh {
         let mut settings = txlb::ssh::SshSettings::from_config(element, Some(&hooks.path))?;
         settings.reopen_log = Some(hooks.reopen_logs.clone());
         settings.save_config = Some(hooks.save_config.clone());
+        settings.logins = hooks.logins.clone();
         Ok(Ssh(
             txlb::ssh::start(balancer.clone(), settings, listener).await?
         ))

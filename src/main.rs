@@ -9,9 +9,11 @@ mod systemd;
 /// mimalloc keeps each size of allocation in its own pages, so the pages of
 /// the tasks that parked connections left (see `txlb::proxy` parking) empty
 /// out whole and go back to the kernel; glibc's heap keeps them, pinned by
-/// the few live objects between them.
+/// the few live objects between them. Wrapped to meter SSH `script` threads
+/// (others pay one thread-local read per allocation).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: txlb::ssh::MeteredAlloc<mimalloc::MiMalloc> =
+    txlb::ssh::MeteredAlloc(mimalloc::MiMalloc);
 
 /// Hands pages back as soon as they empty (mimalloc waits 10 ms, and an idle
 /// worker never comes back to finish), in 4 KiB pages: with transparent huge
@@ -314,6 +316,7 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
         writeback: writeback.clone(),
         reload_status: reload_status.clone(),
         save_config: save_hook(writeback.clone()),
+        logins: txlb::admin::Logins::new(),
     };
     let admin = match AdminPlane::start(&balancer.config(), &balancer, &hooks).await {
         Ok(admin) => admin,

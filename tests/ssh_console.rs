@@ -420,6 +420,49 @@ async fn passwords_of_the_configured_users_and_throttling() {
     assert_eq!(password_login(port, FULL.0, FULL.1, "whoami").await, None);
 }
 
+/// Issue 19 item 9: a connection that does not log in within the login
+/// timeout is closed, and its place among those waiting is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_do_not_log_in_are_closed_at_the_deadline() {
+    let handle = txlb::Balancer::start(two_group_config().await)
+        .await
+        .unwrap();
+    let mut settings =
+        txlb::ssh::SshSettings::new(txlb::ssh::load_or_generate_host_key(None).unwrap());
+    settings.login_timeout = Duration::from_secs(1);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = txlb::ssh::start(handle.clone(), settings, listener)
+        .await
+        .unwrap();
+    let port = server.local_addr().port();
+    let started = std::time::Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..txlb::ssh::MAX_UNAUTHENTICATED_PER_SOURCE {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    for stream in &mut idle {
+        let mut buf = [0u8; 256];
+        // The version line, then the end once the deadline has passed.
+        while tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("closed within 5 s")
+            .is_ok_and(|n| n > 0)
+        {}
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    // The places are free again: a password login works from the same address.
+    let out = password_login(port, FULL.0, FULL.1, "whoami").await;
+    assert_eq!(out.as_deref(), Some("admin (full access)\n"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interactive_session_takes_a_host_down_and_traffic_avoids_it() {
     if ssh_missing() {
@@ -498,6 +541,14 @@ async fn interactive_session_takes_a_host_down_and_traffic_avoids_it() {
         .await
         .unwrap();
     let at = wait_for("3 hosts", at).await;
+    let at = wait_for("admin@txlb> ", at).await;
+    // Ctrl-C stops a running script at once (issue 19 item 1).
+    stdin.write_all(b"script 'loop { }'\r").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let interrupted = std::time::Instant::now();
+    stdin.write_all(b"\x03").await.unwrap();
+    let at = wait_for("script interrupted", at).await;
+    assert!(interrupted.elapsed() < Duration::from_secs(5));
     let at = wait_for("admin@txlb> ", at).await;
     stdin.write_all(b"exit\r").await.unwrap();
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -18,12 +18,14 @@ use super::AdminState;
 use super::error::AdminError;
 use crate::config::{Access, UserConfig};
 
-/// Failed logins from one address within [`FAILURE_WINDOW`] before it is refused
-/// with 429 until the window ends.
+/// Failed logins from one source (an IPv4 address, an IPv6 /64) within
+/// [`FAILURE_WINDOW`] before it is refused (429, or a refused SSH login) until
+/// the window ends. Checks in progress count against it too, so simultaneous
+/// guesses cannot check more passwords than this.
 pub const MAX_FAILURES: u32 = 5;
 /// The window in which failed logins are counted.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Addresses tracked at most; past that the oldest windows are forgotten.
+/// Sources tracked at most; past that the oldest windows are forgotten.
 const MAX_TRACKED: usize = 4096;
 /// Verified credentials remembered, so a page with live updates does not pay a
 /// bcrypt or SHA-crypt round per request.
@@ -43,11 +45,73 @@ pub struct Principal {
     pub access: Access,
 }
 
-/// Login bookkeeping shared by all requests of one router.
-pub(crate) struct Auth {
-    /// Failed logins per source address: count and window start. Written by
-    /// failing requests; a mutex because logins are rare and the map is small.
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+/// The login bookkeeping of the admin plane: one failure budget per source
+/// address, shared by the web admin and the SSH console so that guesses on one
+/// count on the other, and the verified-credential cache. Cheap to clone (the
+/// clones share it); `txlb run` makes one and gives it to both servers through
+/// [`AdminSettings::logins`](super::AdminSettings::logins) and
+/// [`SshSettings::logins`](crate::ssh::SshSettings::logins).
+#[derive(Clone, Default)]
+pub struct Logins(Arc<Auth>);
+
+impl Logins {
+    /// A new, empty budget and cache.
+    pub fn new() -> Self {
+        Logins::default()
+    }
+}
+
+impl std::fmt::Debug for Logins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sources = self.0.budgets.lock().map_or(0, |b| b.len());
+        f.debug_struct("Logins").field("sources", &sources).finish()
+    }
+}
+
+impl Logins {
+    /// Seconds until `ip` may try again, when its budget is spent.
+    pub(crate) fn throttled(&self, ip: IpAddr) -> Option<u64> {
+        self.0.throttled(ip)
+    }
+
+    /// See [`Auth::login`].
+    pub(crate) async fn login(
+        &self,
+        ip: IpAddr,
+        users: &[UserConfig],
+        name: &str,
+        password: &str,
+    ) -> Result<Principal, Refused> {
+        self.0.login(ip, users, name, password).await
+    }
+}
+
+/// Why a login was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The source's budget is spent (or taken by checks in progress): retry in
+    /// this many seconds. The password was not checked.
+    Throttled(u64),
+    /// Wrong name or password (counted against the budget).
+    Wrong,
+}
+
+/// One source's failure budget.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// Failed logins in the window.
+    failures: u32,
+    /// Password checks under way, reserved before they start.
+    checking: u32,
+    /// Start of the window.
+    start: Instant,
+}
+
+/// Login bookkeeping (see [`Logins`]).
+struct Auth {
+    /// Budgets per source ([`source_key`]). Written by every password check; a
+    /// mutex because logins are rare and the map is small.
+    budgets: Mutex<HashMap<IpAddr, Budget>>,
     /// Digests of credentials verified before (keyed with `secret`), so the hash is
     /// not recomputed per request.
     verified: Mutex<HashMap<[u8; 32], ()>>,
@@ -55,36 +119,94 @@ pub(crate) struct Auth {
     secret: [u8; 32],
 }
 
-impl Auth {
-    pub(crate) fn new() -> Self {
+impl Default for Auth {
+    fn default() -> Self {
         let mut secret = [0u8; 32];
         random_bytes(&mut secret);
         Auth {
-            failures: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
             secret,
         }
     }
+}
 
-    /// Seconds until `ip` may try again, when it is throttled.
-    pub(crate) fn throttled(&self, ip: IpAddr) -> Option<u64> {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let (count, start) = failures.get(&ip)?;
-        let left = FAILURE_WINDOW.checked_sub(start.elapsed())?;
-        (*count >= MAX_FAILURES).then(|| left.as_secs().max(1))
+/// The budget a client address spends: an IPv4 address (also when written as
+/// an IPv4-mapped IPv6 address), or the /64 of an IPv6 address, since one
+/// client usually holds a whole /64.
+pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+/// A reserved password check: released on drop, a failure when [`Reserved::failed`].
+struct Reserved<'a> {
+    auth: &'a Auth,
+    key: IpAddr,
+}
+
+impl Reserved<'_> {
+    fn failed(self) {
+        let mut budgets = self.auth.lock_budgets();
+        if let Some(b) = budgets.get_mut(&self.key) {
+            if b.start.elapsed() >= FAILURE_WINDOW {
+                b.failures = 0;
+                b.start = Instant::now();
+            }
+            b.failures += 1;
+        }
+        // Drop releases the reservation.
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.auth.lock_budgets().get_mut(&self.key) {
+            b.checking = b.checking.saturating_sub(1);
+        }
+    }
+}
+
+impl Auth {
+    fn lock_budgets(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Budget>> {
+        self.budgets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn record_failure(&self, ip: IpAddr) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+    fn throttled(&self, ip: IpAddr) -> Option<u64> {
+        let budgets = self.lock_budgets();
+        let b = budgets.get(&source_key(ip))?;
+        let left = FAILURE_WINDOW.checked_sub(b.start.elapsed())?;
+        (b.failures >= MAX_FAILURES).then(|| left.as_secs().max(1))
+    }
+
+    /// Reserves one password check of `ip`'s budget, or says when to retry.
+    fn reserve(&self, ip: IpAddr) -> Result<Reserved<'_>, u64> {
+        let key = source_key(ip);
+        let mut budgets = self.lock_budgets();
         let now = Instant::now();
-        if failures.len() >= MAX_TRACKED {
-            failures.retain(|_, (_, start)| now.duration_since(*start) < FAILURE_WINDOW);
+        if budgets.len() >= MAX_TRACKED {
+            budgets.retain(|_, b| b.checking > 0 || now.duration_since(b.start) < FAILURE_WINDOW);
         }
-        let entry = failures.entry(ip).or_insert((0, now));
-        if now.duration_since(entry.1) >= FAILURE_WINDOW {
-            *entry = (0, now);
+        let b = budgets.entry(key).or_insert(Budget {
+            failures: 0,
+            checking: 0,
+            start: now,
+        });
+        if now.duration_since(b.start) >= FAILURE_WINDOW {
+            b.failures = 0;
+            b.start = now;
         }
-        entry.0 += 1;
+        if b.failures + b.checking >= MAX_FAILURES {
+            let left = FAILURE_WINDOW.saturating_sub(now.duration_since(b.start));
+            return Err(left.as_secs().max(1));
+        }
+        b.checking += 1;
+        Ok(Reserved { auth: self, key })
     }
 
     fn digest(&self, user: &str, password: &str, hash: &str) -> [u8; 32] {
@@ -97,14 +219,22 @@ impl Auth {
         d.finalize().into()
     }
 
-    /// Checks `user:password` against `users`; the hash is computed off the async
-    /// runtime. Unknown names cost the same as wrong passwords.
-    pub(crate) async fn check(
+    /// Logs `name` in from `ip` with `password` against `users`. A source whose
+    /// budget is spent is refused before anything is checked, even the right
+    /// password; otherwise a check is reserved from its budget first (so
+    /// simultaneous guesses cannot overrun it), the hash is computed off the
+    /// async runtime, and a failure is counted. Unknown names cost the same as
+    /// wrong passwords.
+    async fn login(
         &self,
+        ip: IpAddr,
         users: &[UserConfig],
         name: &str,
         password: &str,
-    ) -> Option<Principal> {
+    ) -> Result<Principal, Refused> {
+        if let Some(secs) = self.throttled(ip) {
+            return Err(Refused::Throttled(secs));
+        }
         let user = users.iter().find(|u| u.name == name);
         let hash = user.map_or(DUMMY_HASH, |u| u.password_hash.as_str());
         let digest = self.digest(name, password, hash);
@@ -113,24 +243,35 @@ impl Auth {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(&digest);
-        let ok = cached || {
+        let principal = |u: &UserConfig| Principal {
+            name: u.name.clone(),
+            access: u.access,
+        };
+        if let Some(user) = user.filter(|_| cached) {
+            return Ok(principal(user));
+        }
+        let reserved = self.reserve(ip).map_err(Refused::Throttled)?;
+        let ok = {
             let (password, hash) = (password.to_string(), hash.to_string());
             tokio::task::spawn_blocking(move || verify_password(&password, &hash))
                 .await
                 .unwrap_or(false)
         };
-        let user = user.filter(|_| ok)?;
-        if !cached {
-            let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            if verified.len() >= MAX_CACHED {
-                verified.clear();
+        match user.filter(|_| ok) {
+            Some(user) => {
+                drop(reserved);
+                let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                if verified.len() >= MAX_CACHED {
+                    verified.clear();
+                }
+                verified.insert(digest, ());
+                Ok(principal(user))
             }
-            verified.insert(digest, ());
+            None => {
+                reserved.failed();
+                Err(Refused::Wrong)
+            }
         }
-        Some(Principal {
-            name: user.name.clone(),
-            access: user.access,
-        })
     }
 }
 
@@ -277,10 +418,10 @@ pub(crate) async fn middleware(
         let Some((name, password)) = basic_credentials(request.headers()) else {
             return fail(AdminError::Unauthorized("credentials required"));
         };
-        match state.auth.check(&users, &name, &password).await {
-            Some(p) => p,
-            None => {
-                state.auth.record_failure(ip);
+        match state.auth.login(ip, &users, &name, &password).await {
+            Ok(p) => p,
+            Err(Refused::Throttled(secs)) => return fail(AdminError::TooManyRequests(secs)),
+            Err(Refused::Wrong) => {
                 // The name is logged, never the password.
                 tracing::warn!(user = %name, client = %ip, "admin login failed");
                 return fail(AdminError::Unauthorized("wrong user name or password"));
@@ -379,16 +520,54 @@ mod tests {
     }
 
     #[test]
-    fn throttling_after_repeated_failures() {
-        let auth = Auth::new();
+    fn budget_reserved_before_checks_and_keyed_per_v4_address_or_v6_64() {
+        let auth = Logins::new();
         let ip = IpAddr::from([127, 0, 0, 9]);
+        // Checks in progress take the budget: a sixth simultaneous one is refused.
+        let held: Vec<_> = (0..MAX_FAILURES)
+            .map(|_| auth.0.reserve(ip).unwrap())
+            .collect();
+        assert!(auth.0.reserve(ip).is_err_and(|s| (1..=60).contains(&s)));
+        assert_eq!(auth.throttled(ip), None, "nothing has failed yet");
+        drop(held);
         for _ in 0..MAX_FAILURES - 1 {
-            auth.record_failure(ip);
+            auth.0.reserve(ip).unwrap().failed();
         }
         assert_eq!(auth.throttled(ip), None);
-        auth.record_failure(ip);
+        auth.0.reserve(ip).unwrap().failed();
         assert!(auth.throttled(ip).is_some_and(|s| s <= 60));
+        assert!(auth.0.reserve(ip).is_err());
         assert_eq!(auth.throttled(IpAddr::from([127, 0, 0, 8])), None);
+        // One /64 shares a budget; the IPv4-mapped form is the IPv4 address.
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_key(a), source_key(b));
+        assert_ne!(source_key(a), source_key(other));
+        assert_eq!(source_key("::ffff:127.0.0.9".parse().unwrap()), ip);
+        for _ in 0..MAX_FAILURES {
+            auth.0.reserve(a).unwrap().failed();
+        }
+        assert!(auth.throttled(b).is_some());
+        assert!(auth.throttled(other).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_refuses_even_the_right_password_unchecked() {
+        let auth = Logins::new();
+        let users = vec![UserConfig {
+            name: "admin".into(),
+            password_hash: hash_password("pw").unwrap(),
+            access: Access::Full,
+        }];
+        let ip = IpAddr::from([127, 0, 0, 7]);
+        assert!(auth.login(ip, &users, "admin", "pw").await.is_ok());
+        for _ in 0..MAX_FAILURES {
+            let refused = auth.login(ip, &users, "admin", "nope").await;
+            assert_eq!(refused.unwrap_err(), Refused::Wrong);
+        }
+        let refused = auth.login(ip, &users, "admin", "pw").await;
+        assert!(matches!(refused, Err(Refused::Throttled(_))), "{refused:?}");
     }
 
     #[test]

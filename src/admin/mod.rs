@@ -66,7 +66,7 @@ use crate::BalancerHandle;
 use crate::config::{AdminWebConfig, Config, DEFAULT_ADMIN_REFRESH, ListenAddr, ListenHost};
 
 pub(crate) use auth::Principal;
-pub use auth::{FAILURE_WINDOW, MAX_FAILURES, hash_password, verify_password};
+pub use auth::{FAILURE_WINDOW, Logins, MAX_FAILURES, hash_password, verify_password};
 pub use error::AdminError;
 pub use limits::{CLIENT_TIMEOUT, MAX_BODY_BYTES, MAX_HEADER_BYTES};
 pub use openapi::openapi_document;
@@ -117,6 +117,10 @@ pub struct AdminSettings {
     /// (default [`CLIENT_TIMEOUT`]); a slower one is disconnected (head) or
     /// answered 408 (body).
     pub client_timeout: Duration,
+    /// The failed-login budget per source address; give the SSH console the
+    /// same one ([`SshSettings::logins`](crate::ssh::SshSettings::logins)) so
+    /// guesses on either count against both.
+    pub logins: Logins,
 }
 
 impl Default for AdminSettings {
@@ -131,6 +135,7 @@ impl Default for AdminSettings {
             conflict: None,
             reload: None,
             client_timeout: CLIENT_TIMEOUT,
+            logins: Logins::new(),
         }
     }
 }
@@ -147,6 +152,7 @@ impl std::fmt::Debug for AdminSettings {
             .field("conflict", &self.conflict.is_some())
             .field("reload", &self.reload)
             .field("client_timeout", &self.client_timeout)
+            .field("logins", &self.logins)
             .finish()
     }
 }
@@ -169,7 +175,7 @@ pub(crate) struct AdminState(Arc<Inner>);
 pub(crate) struct Inner {
     pub(crate) handle: BalancerHandle,
     pub(crate) settings: AdminSettings,
-    pub(crate) auth: auth::Auth,
+    pub(crate) auth: auth::Logins,
     pub(crate) history: history::History,
     pub(crate) requests: metrics::RequestCounts,
 }
@@ -201,9 +207,9 @@ impl AdminState {
 /// with the balancer or when the router is dropped.
 pub fn router(handle: BalancerHandle, settings: AdminSettings) -> Router {
     let state = AdminState(Arc::new(Inner {
+        auth: settings.logins.clone(),
         handle,
         settings,
-        auth: auth::Auth::new(),
         history: history::History::default(),
         requests: metrics::RequestCounts::default(),
     }));

@@ -87,6 +87,34 @@ impl Spec {
         }
         u
     }
+
+    /// The one line of `help`: the summary, and the default of an optional
+    /// scheduler argument, taken from the parser's own default.
+    pub fn summary_line(&self) -> String {
+        let mut line = self.summary.to_string();
+        for (i, (name, kind)) in self.args.iter().enumerate() {
+            if *kind == Scheduler && i >= self.required {
+                let _ = write!(line, " ({name} default {DEFAULT_SCHEDULER})");
+            }
+        }
+        line
+    }
+
+    /// What `help COMMAND` says of arguments whose values come from a table:
+    /// every scheduler name the parser accepts.
+    pub fn arg_notes(&self) -> Vec<String> {
+        self.args
+            .iter()
+            .filter(|(_, kind)| *kind == Scheduler)
+            .map(|(name, _)| format!("{name}: one of {}", scheduler_names().join(", ")))
+            .collect()
+    }
+}
+
+/// The canonical scheduler names, from [`SchedulerKind::ALL`] (the table the
+/// parser and completion use).
+fn scheduler_names() -> Vec<&'static str> {
+    SchedulerKind::ALL.iter().map(|k| k.name()).collect()
 }
 
 use Arg::*;
@@ -256,7 +284,7 @@ pub const COMMANDS: &[Spec] = &[
         required: 2,
         flags: &[],
         changes: true,
-        summary: "add an empty group (scheduler default rand)",
+        summary: "add an empty group",
         detail: "",
     },
     Spec {
@@ -292,7 +320,7 @@ pub const COMMANDS: &[Spec] = &[
         required: 3,
         flags: &[],
         changes: true,
-        summary: "change a group's scheduler (rand, roundr, leastc, weightr)",
+        summary: "change a group's scheduler",
         detail: "",
     },
     Spec {
@@ -330,7 +358,7 @@ pub const COMMANDS: &[Spec] = &[
         required: 2,
         flags: &[],
         changes: true,
-        summary: "add a service with one empty group (default main, rand)",
+        summary: "add a service with one empty group (GROUP default main)",
         detail: "",
     },
     Spec {
@@ -604,6 +632,10 @@ pub struct Context {
     pub settings: std::sync::Arc<SshSettings>,
     /// Who is logged in.
     pub principal: Principal,
+    /// The server's running scripts (at most a few at once).
+    pub(crate) scripts: std::sync::Arc<super::script::Scripts>,
+    /// The server's sessions: a running script holds a place among them.
+    pub(crate) session: tokio_util::task::TaskTracker,
 }
 
 /// Runs one parsed command.
@@ -1106,7 +1138,10 @@ pub fn help(topic: Option<&str>) -> String {
             return format!("no command {topic:?}; try help\n");
         }
         for s in specs {
-            let _ = writeln!(t, "{}\n    {}", s.usage(), s.summary);
+            let _ = writeln!(t, "{}\n    {}", s.usage(), s.summary_line());
+            for note in s.arg_notes() {
+                let _ = writeln!(t, "    {note}");
+            }
             if !s.detail.is_empty() {
                 let _ = writeln!(t, "    {}", s.detail);
             }
@@ -1125,7 +1160,7 @@ pub fn help(topic: Option<&str>) -> String {
     }
     let rows = COMMANDS
         .iter()
-        .map(|s| vec![s.usage(), s.summary.to_string()])
+        .map(|s| vec![s.usage(), s.summary_line()])
         .collect();
     t.push_str(&table(&["COMMAND", "WHAT IT DOES"], rows));
     t.push_str(
@@ -1214,10 +1249,7 @@ fn values(config: &Config, kind: Arg, service: Option<&str>, group: Option<&str>
         Listener => svc()
             .map(|s| s.listeners.iter().map(ToString::to_string).collect())
             .unwrap_or_default(),
-        Scheduler => SchedulerKind::ALL
-            .iter()
-            .map(|k| k.name().to_string())
-            .collect(),
+        Scheduler => scheduler_names().into_iter().map(String::from).collect(),
         User => config
             .admin
             .as_ref()
@@ -1559,6 +1591,54 @@ mod tests {
         }
         let all = help(None);
         assert!(all.contains("host down SERVICE GROUP HOST"), "{all}");
+    }
+
+    /// Help and completion say what the parser does: every scheduler it accepts,
+    /// its default, and no hand-written list in a summary that could fall behind.
+    #[test]
+    fn help_and_completion_follow_the_scheduler_table() {
+        let all: Vec<&str> = SchedulerKind::ALL.iter().map(|k| k.name()).collect();
+        for spec in COMMANDS {
+            for text in [spec.summary, spec.detail] {
+                for word in text.split(|c: char| !c.is_ascii_alphanumeric()) {
+                    assert!(
+                        word.parse::<SchedulerKind>().is_err(),
+                        "{}: names scheduler {word:?} by hand",
+                        spec.name()
+                    );
+                }
+            }
+            let Some(at) = spec.args.iter().position(|(_, k)| *k == Scheduler) else {
+                continue;
+            };
+            let help = help(Some(&spec.name()));
+            let listed = help
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("SCHEDULER: one of "))
+                .unwrap_or_else(|| panic!("{help}"));
+            let listed: Vec<&str> = listed.split(", ").collect();
+            assert_eq!(listed, all, "{}", spec.name());
+            for name in &listed {
+                assert!(scheduler_arg(Some(name)).is_ok(), "{name}");
+            }
+            let mut line = spec.words.join(" ");
+            for _ in 0..at {
+                line.push_str(" web");
+            }
+            line.push(' ');
+            assert_eq!(cands(&line).len(), all.len(), "{line}");
+            if at >= spec.required {
+                let default = scheduler_arg(None).unwrap();
+                assert!(
+                    spec.summary_line()
+                        .ends_with(&format!("(SCHEDULER default {default})")),
+                    "{}",
+                    spec.summary_line()
+                );
+            }
+        }
+        let group_add = COMMANDS.iter().find(|s| s.name() == "group add").unwrap();
+        assert!(group_add.summary_line().contains("default roundr"));
     }
 
     fn sample() -> Config {

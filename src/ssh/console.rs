@@ -119,7 +119,13 @@ async fn exec(mut channel: Channel, ctx: Context, command: Vec<u8>, pty: bool) {
                             None => read_stdin_all(&mut channel).await,
                         };
                         let (text, error) = match code {
-                            Some(code) => super::script::run(&ctx, code).await,
+                            Some(code) => {
+                                // A closed channel drops the script's future: it stops.
+                                tokio::select! {
+                                    r = super::script::run(&ctx, code) => r,
+                                    () = closed(&mut channel) => return,
+                                }
+                            }
                             None => {
                                 let e = "script: no script on standard input";
                                 (String::new(), Some(ConsoleError::Refused(e.into())))
@@ -149,6 +155,17 @@ async fn exec(mut channel: Channel, ctx: Context, command: Vec<u8>, pty: bool) {
     let _ = channel.exit_status(status).await;
     let _ = channel.eof().await;
     let _ = channel.close().await;
+}
+
+/// Resolves when the channel has closed (its session ended); the client's end
+/// of input is not a close, nor is anything it sends.
+async fn closed(channel: &mut Channel) {
+    loop {
+        match channel.wait().await {
+            Some(ChannelMsg::Close) | None => return,
+            Some(_) => {}
+        }
+    }
 }
 
 /// The first line of the client's stdin (a password for `user add`).
@@ -221,6 +238,9 @@ struct Interactive {
     ctx: Context,
     editor: LineEditor,
     prompt: String,
+    /// The client sent the end of its input while a script ran: leave once the
+    /// keys already typed are handled.
+    input_ended: bool,
 }
 
 /// What the session does after a command.
@@ -237,6 +257,7 @@ impl Interactive {
             editor: LineEditor::new(prompt.clone()),
             prompt,
             ctx,
+            input_ended: false,
         }
     }
 
@@ -283,6 +304,9 @@ impl Interactive {
                 Some(Err(Next::Leave)) => break,
                 Some(Err(Next::Continue)) => continue,
                 None => {}
+            }
+            if self.input_ended {
+                break;
             }
             let msg = tokio::select! {
                 msg = self.channel.wait() => msg,
@@ -414,11 +438,31 @@ impl Interactive {
                 code
             }
         };
-        let (text, error) = super::script::run(&self.ctx, code).await;
-        match error {
+        // Ctrl-C or a closed channel drops the script's future: it stops. Keys
+        // typed meanwhile are kept; the end of input ends the session after it.
+        let mut eof = false;
+        let run = super::script::run(&self.ctx, code);
+        tokio::pin!(run);
+        let (text, error) = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                msg = self.channel.wait() => match msg {
+                    Some(ChannelMsg::Data { data }) if data.contains(&3) => {
+                        return self.write("script interrupted\n").await;
+                    }
+                    Some(ChannelMsg::Data { data }) => self.editor.push(&data),
+                    Some(ChannelMsg::Eof) => eof = true,
+                    Some(ChannelMsg::Close) | None => return false,
+                    Some(_) => {}
+                },
+            }
+        };
+        let written = match error {
             None => self.write(&text).await,
             Some(e) => self.write(&format!("{text}error: {e}\n")).await,
-        }
+        };
+        self.input_ended |= eof;
+        written
     }
 
     /// `watch stats`: redraws the stats every period until a key is pressed.

@@ -1,6 +1,6 @@
 //! Keys of the SSH console: the server's Ed25519 host key, generated once and kept
 //! in a file so clients see the same key across restarts, and the operator's
-//! OpenSSH `authorized_keys` file with a per-key access level.
+//! OpenSSH `authorized_keys` file with a per-key access level and user name.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -100,6 +100,21 @@ pub struct AuthorizedKey {
     pub access: Access,
     /// The key's comment, for logs.
     pub comment: String,
+    /// The one user name this key logs in as (option `user="NAME"`); `None`:
+    /// any name is accepted, and the session acts and is logged as the key's
+    /// fingerprint ([`AuthorizedKey::principal`]), never as the name claimed.
+    pub user: Option<String>,
+}
+
+impl AuthorizedKey {
+    /// Who a login with this key claiming `claimed` acts as: the key's `user`
+    /// (only when claimed), else the key's SHA-256 fingerprint.
+    pub fn principal(&self, claimed: &str) -> Option<String> {
+        match &self.user {
+            Some(user) => (user == claimed).then(|| user.clone()),
+            None => Some(self.key.fingerprint(HashAlg::Sha256).to_string()),
+        }
+    }
 }
 
 /// Parses an OpenSSH `authorized_keys` text. Lines that are not keys are skipped
@@ -117,7 +132,13 @@ pub fn parse_authorized_keys(text: &str, origin: &Path) -> Vec<AuthorizedKey> {
                 let comment = entry.public_key().comment().to_string();
                 let in_options = entry.config_opts().iter().any(is_readonly_word);
                 let in_comment = comment.split_whitespace().any(is_readonly_word);
+                let user = entry
+                    .config_opts()
+                    .iter()
+                    .find_map(|o| o.strip_prefix("user="))
+                    .map(|u| u.trim_matches('"').to_string());
                 keys.push(AuthorizedKey {
+                    user,
                     key: entry.public_key().clone(),
                     access: if in_options || in_comment {
                         Access::ReadOnly
@@ -190,6 +211,17 @@ mod tests {
         assert_eq!(keys[0].comment, "alice@example");
         assert_eq!(keys[1].access, Access::ReadOnly);
         assert_eq!(keys[2].access, Access::ReadOnly);
+        assert!(keys.iter().all(|k| k.user.is_none()));
+        let fingerprint = keys[0].key.fingerprint(HashAlg::Sha256).to_string();
+        assert_eq!(keys[0].principal("root").as_deref(), Some(&*fingerprint));
+        let text = format!("access=readonly,user=\"ops\" {first} o\nuser=admin {second} a\n");
+        let keys = parse_authorized_keys(&text, Path::new("keys"));
+        assert_eq!(keys[0].user.as_deref(), Some("ops"));
+        assert_eq!(keys[0].access, Access::ReadOnly);
+        assert_eq!(keys[0].principal("ops").as_deref(), Some("ops"));
+        assert_eq!(keys[0].principal("admin"), None);
+        assert_eq!(keys[1].principal("admin").as_deref(), Some("admin"));
+        assert_eq!(keys[1].access, Access::Full);
         assert!(is_readonly_word("access=\"readonly\""));
         assert!(!is_readonly_word("access=full"));
     }

@@ -15,6 +15,7 @@
 //! - `server`: russh authentication and channels.
 //! - `keys`: the kept host key and the `authorized_keys` file.
 //! - `script`: the `script` command's Rhai engine, with the commands as functions.
+//! - `memory`: the allocator wrapper that meters a script's memory.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -37,6 +38,7 @@ mod commands;
 mod console;
 mod editor;
 mod keys;
+mod memory;
 mod script;
 mod server;
 
@@ -53,15 +55,25 @@ use tokio_util::task::TaskTracker;
 
 pub use commands::{Arg, COMMANDS, ConsoleError, Spec};
 pub use keys::{host_key_path, load_or_generate_host_key};
-pub use script::{MAX_OPERATIONS, MAX_SCRIPT_BYTES};
+pub use script::{
+    MAX_OPERATIONS, MAX_SCRIPT_BYTES, MAX_SCRIPT_MEMORY, MAX_SCRIPTS, MeteredAlloc, SCRIPT_TIMEOUT,
+};
 
 use crate::BalancerHandle;
-use crate::admin::{ReopenLog, SaveConfig};
+use crate::admin::{Logins, ReopenLog, SaveConfig};
 use crate::config::{AdminSshConfig, ListenAddr};
 
-/// How long a client may take from connecting to logging in; connections still
-/// not logged in then are closed.
-pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a client may take from connecting to logging in (the default of
+/// [`SshSettings::login_timeout`]); connections still not logged in then are
+/// closed. Short, so idle connections cannot hold the console's places.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Connections not yet logged in from one source (an IPv4 address, an IPv6
+/// /64) at once; more are closed at accept, so one client cannot lock the
+/// others out.
+pub const MAX_UNAUTHENTICATED_PER_SOURCE: usize = 8;
+/// Connections not yet logged in at once, whatever their source: half of
+/// [`MAX_SESSIONS`], so logged-in sessions always have room.
+pub const MAX_UNAUTHENTICATED: usize = MAX_SESSIONS / 2;
 /// How long open SSH sessions get to end at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A session silent for this long is closed.
@@ -106,6 +118,14 @@ pub struct SshSettings {
     pub reopen_log: Option<ReopenLog>,
     /// The `config save` hook; `None` answers that saving is not set up.
     pub save_config: Option<SaveConfig>,
+    /// The failed-login budget per source address; the web admin's
+    /// ([`AdminSettings::logins`](crate::admin::AdminSettings::logins)) when
+    /// both run, so guesses on either count against both.
+    pub logins: Logins,
+    /// How long a client may take to log in (default [`LOGIN_TIMEOUT`]).
+    pub login_timeout: Duration,
+    /// How long one `script` may run (default [`SCRIPT_TIMEOUT`]).
+    pub script_timeout: Duration,
 }
 
 impl std::fmt::Debug for SshSettings {
@@ -116,6 +136,9 @@ impl std::fmt::Debug for SshSettings {
             .field("name", &self.name)
             .field("reopen_log", &self.reopen_log.is_some())
             .field("save_config", &self.save_config.is_some())
+            .field("logins", &self.logins)
+            .field("login_timeout", &self.login_timeout)
+            .field("script_timeout", &self.script_timeout)
             .finish()
     }
 }
@@ -129,6 +152,9 @@ impl SshSettings {
             name: "txlb".into(),
             reopen_log: None,
             save_config: None,
+            logins: Logins::new(),
+            login_timeout: LOGIN_TIMEOUT,
+            script_timeout: SCRIPT_TIMEOUT,
         }
     }
 
@@ -224,8 +250,10 @@ pub async fn start(
     let shared = Arc::new(server::Shared {
         handle,
         settings: Arc::new(settings),
-        logins: crate::admin::auth::Auth::new(),
         tasks: TaskTracker::new(),
+        sessions: TaskTracker::new(),
+        unauthenticated: Default::default(),
+        scripts: script::Scripts::new(),
     });
     let stop = shared.handle.shutdown_token().child_token();
     let task = tokio::spawn(accept_loop(
@@ -264,7 +292,8 @@ async fn accept_loop(
     stop: CancellationToken,
 ) {
     let shutdown = shared.handle.shutdown_token();
-    let sessions = TaskTracker::new();
+    let sessions = shared.sessions.clone();
+    let login_timeout = shared.settings.login_timeout;
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -278,17 +307,23 @@ async fn accept_loop(
                 }
             },
         };
+        // Sessions, and scripts still running after theirs ended, count.
         if sessions.len() >= MAX_SESSIONS {
             tracing::warn!(%peer, "too many SSH sessions: connection closed");
             continue;
         }
+        let Some(pending) = server::Pending::new(&shared, peer.ip()) else {
+            // Debug only: a flood of these must not flood the log.
+            tracing::debug!(%peer, "too many SSH connections not logged in: connection closed");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (shared, config, shutdown) = (shared.clone(), config.clone(), shutdown.clone());
         sessions.spawn(async move {
             let logged_in = Arc::new(AtomicBool::new(false));
-            let client = server::Client::new(shared, peer, logged_in.clone());
+            let client = server::Client::new(shared, peer, logged_in.clone(), pending);
             let started = tokio::select! {
-                s = tokio::time::timeout(LOGIN_TIMEOUT, russh::server::run_stream(config, stream, client)) => s,
+                s = tokio::time::timeout(login_timeout, russh::server::run_stream(config, stream, client)) => s,
                 _ = shutdown.cancelled() => return,
             };
             let session = match started {
@@ -312,7 +347,7 @@ async fn accept_loop(
                 }
             };
             let mut session = session;
-            let login_deadline = tokio::time::sleep(LOGIN_TIMEOUT);
+            let login_deadline = tokio::time::sleep(login_timeout);
             tokio::pin!(login_deadline);
             let mut login_checked = false;
             loop {

@@ -1,32 +1,87 @@
 //! The russh side of the console: who may log in (passwords of the configured
-//! users, keys of the `authorized_keys` file, failures throttled per address), and
-//! one console task per session channel.
+//! users, keys of the `authorized_keys` file, failures counted against the
+//! admin plane's shared budget), how many may wait to log in, and one console
+//! task per session channel.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tokio_util::task::TaskTracker;
 
-use super::SshSettings;
 use super::commands::Context;
-use super::keys::read_authorized_keys;
+use super::keys::{AuthorizedKey, read_authorized_keys};
+use super::script::Scripts;
+use super::{MAX_UNAUTHENTICATED, MAX_UNAUTHENTICATED_PER_SOURCE, SshSettings};
 use crate::BalancerHandle;
 use crate::admin::Principal;
-use crate::admin::auth::Auth as Logins;
-use crate::config::Access;
+use crate::admin::auth::{Refused, source_key};
 
 /// What every session of one server shares.
 pub(crate) struct Shared {
     pub(crate) handle: BalancerHandle,
     pub(crate) settings: Arc<SshSettings>,
-    /// Failed-login throttling and the verified-password cache, the same
-    /// bookkeeping as the web admin's (one per server).
-    pub(crate) logins: Logins,
     /// Console tasks, waited for at shutdown.
     pub(crate) tasks: TaskTracker,
+    /// Connection tasks, and scripts still running (each holds a token), so
+    /// both count against [`MAX_SESSIONS`](super::MAX_SESSIONS).
+    pub(crate) sessions: TaskTracker,
+    /// Connections not logged in yet, per source ([`source_key`]). Written at
+    /// accept and by [`Pending`]'s drop; a mutex, as accepts are rare.
+    pub(crate) unauthenticated: Mutex<HashMap<IpAddr, usize>>,
+    /// The bounded runner of `script`.
+    pub(crate) scripts: Arc<Scripts>,
+}
+
+/// A connection's place among those not logged in, given back on login or
+/// when the connection ends.
+pub(crate) struct Pending {
+    shared: Arc<Shared>,
+    key: IpAddr,
+}
+
+impl Pending {
+    /// A place for a connection from `ip`; `None` when its source, or all
+    /// sources together, already hold as many as allowed.
+    pub(crate) fn new(shared: &Arc<Shared>, ip: IpAddr) -> Option<Pending> {
+        let key = source_key(ip);
+        let mut waiting = shared
+            .unauthenticated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let total: usize = waiting.values().sum();
+        let mine = waiting.entry(key).or_insert(0);
+        if *mine >= MAX_UNAUTHENTICATED_PER_SOURCE || total >= MAX_UNAUTHENTICATED {
+            if *mine == 0 {
+                waiting.remove(&key);
+            }
+            return None;
+        }
+        *mine += 1;
+        Some(Pending {
+            shared: shared.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut waiting = self
+            .shared
+            .unauthenticated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = waiting.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// The methods offered to clients.
@@ -42,21 +97,30 @@ pub(crate) struct Client {
     /// Set on login; read by the connection's task, which closes connections
     /// that did not log in within the login timeout.
     logged_in: Arc<AtomicBool>,
+    /// The connection's place among those not logged in, until it logs in.
+    pending: Option<Pending>,
 }
 
 impl Client {
-    pub(crate) fn new(shared: Arc<Shared>, peer: SocketAddr, logged_in: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        logged_in: Arc<AtomicBool>,
+        pending: Pending,
+    ) -> Self {
         Client {
             shared,
             ip: peer.ip(),
             principal: None,
             logged_in,
+            pending: Some(pending),
         }
     }
 
     fn logged_in(&mut self, principal: Principal) -> Auth {
         self.principal = Some(principal);
         self.logged_in.store(true, Ordering::Relaxed);
+        self.pending = None;
         Auth::Accept
     }
 
@@ -67,18 +131,17 @@ impl Client {
         }
     }
 
-    /// The access of `key` when the `authorized_keys` file lists it.
-    async fn key_access(&self, key: &russh::keys::PublicKey) -> Option<(Access, String)> {
+    /// The `authorized_keys` entry of `key`, when the file lists it.
+    async fn authorized(&self, key: &russh::keys::PublicKey) -> Option<AuthorizedKey> {
         let path = self.shared.settings.authorized_keys.as_ref()?;
         read_authorized_keys(path)
             .await
             .into_iter()
             .find(|k| k.key.key_data() == key.key_data())
-            .map(|k| (k.access, k.comment))
     }
 
     fn throttled(&self, user: &str) -> bool {
-        match self.shared.logins.throttled(self.ip) {
+        match self.shared.settings.logins.throttled(self.ip) {
             Some(secs) => {
                 tracing::warn!(user, client = %self.ip, retry_in_secs = secs, "ssh login throttled");
                 true
@@ -92,9 +155,6 @@ impl russh::server::Handler for Client {
     type Error = russh::Error;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.throttled(user) {
-            return Ok(Self::reject());
-        }
         let users = self
             .shared
             .handle
@@ -102,13 +162,17 @@ impl russh::server::Handler for Client {
             .admin
             .map(|a| a.users)
             .unwrap_or_default();
-        match self.shared.logins.check(&users, user, password).await {
-            Some(principal) => {
+        let logins = &self.shared.settings.logins;
+        match logins.login(self.ip, &users, user, password).await {
+            Ok(principal) => {
                 tracing::info!(user, client = %self.ip, method = "password", "ssh login");
                 Ok(self.logged_in(principal))
             }
-            None => {
-                self.shared.logins.record_failure(self.ip);
+            Err(Refused::Throttled(secs)) => {
+                tracing::warn!(user, client = %self.ip, retry_in_secs = secs, "ssh login throttled");
+                Ok(Self::reject())
+            }
+            Err(Refused::Wrong) => {
                 // The name is logged, never the password.
                 tracing::warn!(user, client = %self.ip, "ssh login failed");
                 Ok(Self::reject())
@@ -122,10 +186,13 @@ impl russh::server::Handler for Client {
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         // An unknown key is not a failure: clients offer every key they have.
-        if self.throttled(user) || self.key_access(offer.public_key).await.is_none() {
+        if self.throttled(user) {
             return Ok(Self::reject());
         }
-        Ok(Auth::Accept)
+        match self.authorized(offer.public_key).await {
+            Some(key) if key.principal(user).is_some() => Ok(Auth::Accept),
+            _ => Ok(Self::reject()),
+        }
     }
 
     async fn auth_publickey(
@@ -136,16 +203,21 @@ impl russh::server::Handler for Client {
         if self.throttled(user) {
             return Ok(Self::reject());
         }
-        match self.key_access(key.public_key).await {
-            Some((access, comment)) => {
-                tracing::info!(user, client = %self.ip, method = "publickey", key = %comment, access = access.name(), "ssh login");
-                Ok(self.logged_in(Principal {
-                    name: user.to_string(),
-                    access,
-                }))
-            }
-            None => Ok(Self::reject()),
-        }
+        let Some(entry) = self.authorized(key.public_key).await else {
+            return Ok(Self::reject());
+        };
+        let Some(name) = entry.principal(user) else {
+            tracing::warn!(user, client = %self.ip, key = %entry.comment, "ssh key of another user refused");
+            return Ok(Self::reject());
+        };
+        let fingerprint = entry.key.fingerprint(russh::keys::HashAlg::Sha256);
+        // The audit names who acts (the key's user, or its fingerprint), and the
+        // name the client claimed.
+        tracing::info!(user = %name, claimed = user, client = %self.ip, method = "publickey", key = %entry.comment, %fingerprint, access = entry.access.name(), "ssh login");
+        Ok(self.logged_in(Principal {
+            name,
+            access: entry.access,
+        }))
     }
 
     async fn channel_open_session(
@@ -162,6 +234,8 @@ impl russh::server::Handler for Client {
             handle: self.shared.handle.clone(),
             settings: self.shared.settings.clone(),
             principal,
+            scripts: self.shared.scripts.clone(),
+            session: self.shared.sessions.clone(),
         };
         self.shared.tasks.spawn(super::console::serve(channel, ctx));
         Ok(())

@@ -66,7 +66,8 @@ pub fn keygen(dir: &Path, name: &str) -> PathBuf {
 }
 
 impl Keys {
-    /// Three keys; `full` and `readonly` (option `access=readonly`) authorized.
+    /// Three keys; `full` (as user `admin`) and `readonly` (options
+    /// `access=readonly,user="ops"`) authorized.
     pub fn new() -> Keys {
         let dir = tempfile::tempdir().unwrap();
         let full = keygen(dir.path(), "full");
@@ -77,7 +78,7 @@ impl Keys {
         std::fs::write(
             &authorized,
             format!(
-                "# test keys\n{}access=readonly {}",
+                "# test keys\nuser=\"admin\" {}access=readonly,user=\"ops\" {}",
                 public(&full),
                 public(&readonly)
             ),

@@ -1,0 +1,636 @@
+//! The SSH console of the real `txlb` binary under hostile use, through the real
+//! OpenSSH client (issue 19): scripts bounded in memory, wall time and number and
+//! stopped with their session, `import` reading no file, one failed-login budget
+//! for the web admin and the console that simultaneous guesses cannot overrun,
+//! idle unauthenticated connections that cannot lock others out nor take the
+//! data path's descriptors, keys that act only as their own user, and help
+//! generated from the parser's tables.
+
+mod common;
+mod ssh_common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+
+use common::admin::{FULL, user_lines};
+use common::binary::Txlb;
+use common::*;
+use ssh_common::*;
+
+/// A balancer (service `svc`, group `g` with host `a`) with the SSH console and
+/// the web admin on 127.0.0.1:0, users `admin` and `viewer`, and `keys`.
+struct Lb {
+    txlb: Txlb,
+    ssh: u16,
+    web: String,
+    keys: Keys,
+}
+
+impl Lb {
+    async fn start() -> Lb {
+        let keys = Keys::new();
+        let backend = named_backend("a", Hold::Close).await;
+        let config = keys.dir.path().join("lb.xml");
+        let users = user_lines();
+        std::fs::write(
+            &config,
+            format!(
+                "<config>\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+                 <group name=\"g\" scheduler=\"roundr\" enable=\"true\">\n      \
+                 <host name=\"a\" ip=\"{backend}\"/>\n    </group>\n  </service>\n  <admin>\n    \
+                 <web listen=\"127.0.0.1:0\" enable=\"true\"/>\n    \
+                 <ssh listen=\"127.0.0.1:0\" enable=\"true\" authorizedKeys=\"authorized_keys\"/>\n\
+                 {users}  </admin>\n</config>\n"
+            ),
+        )
+        .unwrap();
+        let txlb = Txlb::start(&config, 2);
+        let ssh: SocketAddr = txlb
+            .logged("SSH console up", "local")
+            .await
+            .parse()
+            .unwrap();
+        let web = txlb.logged("admin web server up", "url").await;
+        Lb {
+            txlb,
+            ssh: ssh.port(),
+            web,
+            keys,
+        }
+    }
+
+    /// `ssh admin@127.0.0.1 COMMAND` with the full key.
+    async fn run(&self, command: &str) -> Ran {
+        ssh(
+            self.ssh,
+            &self.keys.full,
+            &self.keys.known_hosts,
+            "admin",
+            command,
+            None,
+        )
+        .await
+    }
+
+    /// `script` with `code` on standard input, as the read-only key's user.
+    async fn script(&self, code: &str) -> Ran {
+        ssh(
+            self.ssh,
+            &self.keys.readonly,
+            &self.keys.known_hosts,
+            "ops",
+            "script",
+            Some(code),
+        )
+        .await
+    }
+
+    /// The balancer still proxies: a new connection reaches host `a` at once.
+    async fn proxies(&self) {
+        let started = Instant::now();
+        assert_eq!(which_backend(self.txlb.listener()).await.0, "a");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    fn pid(&self) -> u32 {
+        self.txlb.child.id()
+    }
+
+    /// Threads of the process named `txlb-script`.
+    fn script_threads(&self) -> usize {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap();
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim() == "txlb-script")
+            .count()
+    }
+
+    fn rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            / 1024
+    }
+
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+}
+
+/// `ssh` with `extra` options before the destination, not waited for.
+fn spawn_ssh(
+    port: u16,
+    key: &Path,
+    known_hosts: &Path,
+    extra: &[&str],
+    dest: &str,
+    command: &str,
+) -> tokio::process::Child {
+    tokio::process::Command::new("ssh")
+        .args(ssh_args(port, key, known_hosts))
+        .args(extra)
+        .arg(dest)
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn finish(child: tokio::process::Child) -> Ran {
+    let output = tokio::time::timeout(SSH_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("ssh ends")
+        .unwrap();
+    Ran {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        status: output.status.code().unwrap_or(-1),
+    }
+}
+
+/// `ssh USER@127.0.0.1 COMMAND` logging in with `password` (typed by an
+/// `SSH_ASKPASS` program, as OpenSSH reads passwords only from a terminal).
+async fn ssh_password(port: u16, dir: &Path, user: &str, password: &str, command: &str) -> Ran {
+    let askpass = dir.join(format!("askpass-{}", password.len()));
+    std::fs::write(&askpass, format!("#!/bin/sh\necho '{password}'\n")).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o700);
+    std::fs::set_permissions(&askpass, mode).unwrap();
+    let child = tokio::process::Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PasswordAuthentication=yes",
+            "-o",
+            "KbdInteractiveAuthentication=no",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+        ])
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            dir.join("known_hosts_pw").display()
+        ))
+        .args(["-p", &port.to_string()])
+        .arg(format!("{user}@127.0.0.1"))
+        .arg(command)
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    finish(child).await
+}
+
+/// Issue 19 item 1: 600 distinct 4 MB strings in separate variables (and 1 MB
+/// map keys) are refused with a clear error; the balancer proxies on and did
+/// not take the memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_memory_bomb_is_stopped_and_the_balancer_proxies_on() {
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let before = lb.rss_mib();
+    let mut bomb = String::from("let s = \"\"; s.pad(4000000, \"x\");\n");
+    for i in 0..600 {
+        bomb.push_str(&format!("let a{i} = s + \"{i}\";\n"));
+    }
+    bomb.push_str("print(\"survived\");\n");
+    let ran = lb.script(&bomb).await;
+    assert_eq!(ran.status, 1, "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("script stopped: it held more than 64 MiB of memory"),
+        "{ran:?}"
+    );
+    assert!(!ran.stdout.contains("survived"), "{ran:?}");
+    let keys = "let s = \"\"; s.pad(1000000, \"k\"); let m = #{}; \
+                for i in 0..3000 { m[s + i] = i; } m.len()";
+    let ran = lb.script(keys).await;
+    assert!(
+        ran.stderr.contains("held more than 64 MiB"),
+        "map keys count too: {ran:?}"
+    );
+    lb.proxies().await;
+    let grown = lb.rss_mib().saturating_sub(before);
+    assert!(grown < 400, "RSS grew by {grown} MiB");
+    // An ordinary script still runs.
+    let ran = lb.script("let h = show_hosts(\"svc\"); h.len()").await;
+    assert_eq!((ran.status, ran.stdout.as_str()), (0, "1\n"), "{ran:?}");
+}
+
+/// Issue 19 item 1: `loop { show_stats(); }` is stopped at the 10 s wall time,
+/// and a fifth script while four run is refused; the data path is served
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_scripts_stop_at_the_wall_time_and_at_most_four_run() {
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let started = Instant::now();
+    let endless: Vec<_> = (0..4)
+        .map(|_| {
+            spawn_ssh(
+                lb.ssh,
+                &lb.keys.readonly,
+                &lb.keys.known_hosts,
+                &[],
+                "ops@127.0.0.1",
+                "script 'loop { show_stats(); }'",
+            )
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            lb.script_threads() == 4
+        })
+        .await
+    );
+    let ran = lb.script("1 + 1").await;
+    assert_eq!(ran.status, 1, "{ran:?}");
+    assert!(
+        ran.stderr.contains("4 scripts are running already"),
+        "{ran:?}"
+    );
+    lb.proxies().await;
+    for child in endless {
+        let ran = finish(child).await;
+        assert_eq!(ran.status, 1, "{ran:?}");
+        assert!(
+            ran.stderr
+                .contains("script stopped: it ran longer than 10 s"),
+            "{ran:?}"
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            lb.script_threads() == 0
+        })
+        .await
+    );
+}
+
+/// Issue 19 item 1: a client that goes away stops its script at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_stops_the_script() {
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let mut child = spawn_ssh(
+        lb.ssh,
+        &lb.keys.readonly,
+        &lb.keys.known_hosts,
+        &[],
+        "ops@127.0.0.1",
+        "script 'loop { show_stats(); }'",
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            lb.script_threads() == 1
+        })
+        .await,
+        "the script runs on a thread of its own"
+    );
+    child.kill().await.unwrap();
+    let gone = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            lb.script_threads() == 0
+        })
+        .await,
+        "the script still runs after its client left"
+    );
+    assert!(gone.elapsed() < Duration::from_secs(3));
+    lb.proxies().await;
+}
+
+/// Issue 19 item 1: `import` reads no file: an existing module (with a syntax
+/// error) and a missing one are refused alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_reads_no_file() {
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let dir = lb.keys.dir.path();
+    std::fs::write(dir.join("there.rhai"), "this is not ( rhai").unwrap();
+    std::fs::write(dir.join("fine.rhai"), "fn f() { 42 }").unwrap();
+    let lb = &lb;
+    let answer = |name: &str| {
+        let path = dir.join(name).display().to_string();
+        async move {
+            let ran = lb.script(&format!("import \"{path}\" as m; 1")).await;
+            (ran.status, ran.stderr.replace(&path, "PATH"))
+        }
+    };
+    let there = answer("there").await;
+    let missing = answer("missing").await;
+    let fine = answer("fine").await;
+    assert_eq!(there.0, 1, "{there:?}");
+    assert_eq!(there, missing);
+    assert_eq!(fine, missing);
+    let etc = lb.script("import \"/etc/passwd\" as m; 1").await;
+    assert_eq!(etc.stderr.replace("/etc/passwd", "PATH"), missing.1);
+}
+
+/// Issue 19 item 4: 300 simultaneous wrong passwords over HTTP check at most the
+/// budget (5), the rest answered 429 with Retry-After; then the console refuses
+/// the same address even the right password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_guesses_check_at_most_the_budget_shared_with_ssh() {
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let dir = lb.keys.dir.path();
+    // The console takes the right password first.
+    let ran = ssh_password(lb.ssh, dir, FULL.0, FULL.1, "whoami").await;
+    assert_eq!(ran.stdout, "admin (full access)\n", "{ran:?}");
+    let client = common::admin::client();
+    let url = format!("{}api/v1/services", lb.web);
+    let guesses = (0..300).map(|i| {
+        let request = client
+            .get(&url)
+            .basic_auth(FULL.0, Some(format!("guess{i}")))
+            .send();
+        async move { request.await.map_err(|e| e.to_string()) }
+    });
+    let answers = futures_join_all(guesses).await;
+    let mut unauthorized = 0;
+    let mut throttled = 0;
+    // A connection the admin plane refused (its own cap) is no guess.
+    let errors: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    for answer in answers.iter().flatten() {
+        match answer.status().as_u16() {
+            401 => unauthorized += 1,
+            429 => {
+                throttled += 1;
+                assert!(answer.headers().contains_key("retry-after"));
+            }
+            other => panic!("status {other}"),
+        }
+    }
+    let checked = lb.txlb.log_text().matches("admin login failed").count();
+    assert!(checked <= 5, "{checked} passwords checked");
+    assert_eq!(unauthorized, checked, "every 401 was a checked password");
+    eprintln!(
+        "300 guesses: {checked} checked, {unauthorized} answered 401, {throttled} 429, {} failed",
+        errors.len()
+    );
+    assert!(
+        throttled >= 200,
+        "{throttled} answered 429; errors: {errors:?}"
+    );
+    // The right password over HTTP is refused now too, unchecked.
+    let right = client
+        .get(&url)
+        .basic_auth(FULL.0, Some(FULL.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status().as_u16(), 429);
+    // And the console, from the same address.
+    let ran = ssh_password(lb.ssh, dir, FULL.0, FULL.1, "whoami").await;
+    assert_eq!(ran.status, 255, "{ran:?}");
+    assert!(ran.stdout.is_empty(), "{ran:?}");
+    lb.txlb.wait_for_async("ssh login throttled", 0).await;
+    assert_eq!(
+        lb.txlb.log_text().matches("admin login failed").count(),
+        checked
+    );
+}
+
+/// Runs every future at once and waits for all.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
+/// Issue 19 items 9 and 10: 64 idle connections from one address keep at most 8
+/// places (and descriptors); another address logs in meanwhile, and the data
+/// path serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_address_lock_nobody_out() {
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let fds_before = lb.fds();
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", lb.ssh))
+                .await
+                .unwrap(),
+        );
+    }
+    // Those over the cap are closed at once (end of file or reset); the others
+    // get the server's version line and then wait.
+    let mut open = 0;
+    for stream in &mut idle {
+        let mut buf = [0u8; 256];
+        loop {
+            let read = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buf));
+            match read.await {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    open += 1;
+                    break;
+                }
+            }
+        }
+    }
+    assert!(open <= 8, "{open} idle connections kept");
+    let grown = lb.fds().saturating_sub(fds_before);
+    assert!(grown <= 8 + 2, "{grown} descriptors for idle connections");
+    // Another address logs in at once.
+    let other = spawn_ssh(
+        lb.ssh,
+        &lb.keys.full,
+        &lb.keys.known_hosts,
+        &["-b", "127.0.0.2"],
+        "admin@127.0.0.1",
+        "whoami",
+    );
+    let ran = finish(other).await;
+    assert_eq!(
+        (ran.status, ran.stdout.as_str()),
+        (0, "admin (full access)\n"),
+        "{ran:?}"
+    );
+    lb.proxies().await;
+    drop(idle);
+    // The same address logs in once its idle connections are gone.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            lb.run("whoami").await.status == 0
+        })
+        .await
+    );
+}
+
+/// Issue 19 item 9: a key acts only as its own user (`user="…"` in
+/// `authorized_keys`), or, without one, as its fingerprint whatever name the
+/// client claims; the audit log names who acted and what was claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_acts_only_as_its_own_user() {
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let as_user = |user: &'static str| {
+        let lb = &lb;
+        async move {
+            ssh(
+                lb.ssh,
+                &lb.keys.full,
+                &lb.keys.known_hosts,
+                user,
+                "whoami",
+                None,
+            )
+            .await
+        }
+    };
+    assert_eq!(as_user("admin").await.stdout, "admin (full access)\n");
+    let ran = as_user("viewer").await;
+    assert_eq!(ran.status, 255, "the admin key claimed viewer: {ran:?}");
+    // A key line without user=: the fingerprint acts.
+    let public = std::fs::read_to_string(lb.keys.wrong.with_extension("pub")).unwrap();
+    let fingerprint = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(lb.keys.wrong.with_extension("pub"))
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let mut authorized = std::fs::read_to_string(&lb.keys.authorized).unwrap();
+    authorized.push_str(&public);
+    std::fs::write(&lb.keys.authorized, authorized).unwrap();
+    let ran = ssh(
+        lb.ssh,
+        &lb.keys.wrong,
+        &lb.keys.known_hosts,
+        "admin",
+        "whoami; host down svc g a",
+        None,
+    )
+    .await;
+    assert_eq!(ran.status, 0, "{ran:?}");
+    assert!(
+        ran.stdout
+            .starts_with(&format!("{fingerprint} (full access)\n")),
+        "{ran:?}"
+    );
+    let login = lb
+        .txlb
+        .wait_for_async(&format!("user={fingerprint} claimed=\"admin\""), 0)
+        .await;
+    assert!(login.contains("ssh login"), "{login}");
+    let change = lb.txlb.wait_for_async("ssh console change", 0).await;
+    assert!(change.contains(&format!("user={fingerprint}")), "{change}");
+}
+
+/// Issue 19 item 18: help lists every scheduler the parser takes, and the
+/// default it applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_names_every_scheduler_and_the_real_default() {
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let ran = lb.run("help scheduler set").await;
+    for name in [
+        "rand", "roundr", "leastc", "weightr", "hash", "p2c", "wleastc", "wrr",
+    ] {
+        assert!(ran.stdout.contains(name), "{name}: {ran:?}");
+        assert_eq!(
+            lb.run(&format!("scheduler set svc g {name}")).await.status,
+            0
+        );
+    }
+    let ran = lb.run("help").await;
+    let group_add = ran
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("group add"))
+        .unwrap();
+    assert!(group_add.contains("default roundr"), "{group_add}");
+    assert!(!ran.stdout.contains("default rand"), "{ran:?}");
+    let ran = lb.run("group add svc fresh").await;
+    assert!(ran.stdout.contains("group fresh (roundr) added"), "{ran:?}");
+}
+
+/// Issue 19 item 1: deep recursion, deeply nested expressions and too many
+/// variables are refused with Rhai's errors; the balancer (whose stack a
+/// script shares no part of) proxies on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_scripts_are_refused_without_harm() {
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let ran = lb
+        .script("fn f(n) { if n > 0 { f(n - 1) } else { 0 } } f(100000)")
+        .await;
+    assert_eq!(ran.status, 1, "{ran:?}");
+    assert!(ran.stderr.contains("Stack overflow"), "{ran:?}");
+    let nested = format!("{}1{}", "(".repeat(50_000), ")".repeat(50_000));
+    let ran = lb.script(&nested).await;
+    assert_eq!(ran.status, 1, "{ran:?}");
+    assert!(
+        ran.stderr.contains("Expression exceeds maximum complexity"),
+        "{ran:?}"
+    );
+    let many: String = (0..2000).map(|i| format!("let v{i} = {i};\n")).collect();
+    let ran = lb.script(&many).await;
+    assert_eq!(ran.status, 1, "{ran:?}");
+    assert!(ran.stderr.contains("Too many variables"), "{ran:?}");
+    lb.proxies().await;
+}

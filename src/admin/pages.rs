@@ -11,20 +11,21 @@ use std::fmt::Write as _;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use tokio_stream::StreamExt as _;
 
-use super::AdminState;
 use super::history::{HISTORY_LEN, HostKey, Rate};
 use super::status::Snapshot;
+use super::status::readable_config;
+use super::{AdminState, Principal};
 use crate::config::Config;
 use crate::scheduler::SchedulerKind;
 use crate::state::HostHealth;
@@ -397,10 +398,14 @@ struct Flash {
     err: Option<String>,
 }
 
-async fn running(State(state): State<AdminState>, Query(flash): Query<Flash>) -> Response {
+async fn running(
+    State(state): State<AdminState>,
+    Extension(who): Extension<Principal>,
+    Query(flash): Query<Flash>,
+) -> Response {
     let stats = state.handle.stats();
     let config = state.handle.config();
-    let status = Snapshot::read(&state);
+    let status = Snapshot::read(&state).readable_by(who.access);
     html(render_running(&state, &stats, &config, &status, &flash))
 }
 
@@ -989,9 +994,10 @@ pub(crate) fn line_diff<'a>(a: &'a str, b: &'a str) -> Vec<(char, &'a str)> {
     out
 }
 
-async fn diff(State(state): State<AdminState>) -> Response {
-    let boot = state.handle.boot_config().to_xml();
-    let running = state.handle.config().to_xml();
+async fn diff(State(state): State<AdminState>, Extension(who): Extension<Principal>) -> Response {
+    let boot = (*state.handle.boot_config()).clone();
+    let boot = readable_config(who.access, boot).to_xml();
+    let running = readable_config(who.access, state.handle.config()).to_xml();
     let lines = line_diff(&boot, &running);
     let changed = lines.iter().any(|(c, _)| *c != ' ');
     let mut p = format!(
@@ -999,7 +1005,7 @@ async fn diff(State(state): State<AdminState>) -> Response {
          <style>{STYLE}</style></head><body><header><h1>txlb</h1><nav><a href=\"running\">running</a>\
          <a href=\"config.xml\">config.xml</a><a href=\"running.xml\">running.xml</a></nav></header>\
          {}<h2>Boot configuration → running configuration</h2><p>{}</p><pre class=\"diff\">",
-        Snapshot::read(&state).panels(),
+        Snapshot::read(&state).readable_by(who.access).panels(),
         if changed {
             "Lines marked − are only in the configuration loaded at start, + only in the running one."
         } else {
@@ -1112,6 +1118,8 @@ mod tests {
             metrics_public: false,
             cert: None,
             key: None,
+            allowed_hosts: Vec::new(),
+            changes_require_post: false,
         };
         let settings = super::super::AdminSettings {
             tls: Some(super::super::tls_server_config(&web, None).unwrap()),

@@ -711,6 +711,7 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
             } else {
                 h.config()
             };
+            let config = crate::admin::readable_config(ctx.principal.access, config);
             if json {
                 text(config_json(&config)?)
             } else if p.flag("--toml") {
@@ -729,7 +730,7 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
             if diff.is_empty() {
                 text("no change since start\n".into())
             } else {
-                text(diff)
+                text(crate::admin::readable_text(ctx.principal.access, diff))
             }
         }
         "watch stats" => {

@@ -108,25 +108,21 @@ pub(crate) fn check_host(
         Some(local) => port.unwrap_or(default_port) == local.port(),
         None => true,
     };
-    let loopback = host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+    let literal = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok();
+    let loopback = host == "localhost" || literal.is_some_and(|ip| ip.is_loopback());
     if loopback && port_ok {
         return Ok(HostName::Loopback);
     }
-    let own_ip = local.is_some_and(|local| {
-        let ip = match local.ip() {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => v4.to_string(),
-                None => format!("[{v6}]"),
-            },
-            IpAddr::V4(v4) => v4.to_string(),
-        };
-        host == ip
-    });
+    let own_ip = match local {
+        Some(local) => literal.is_some_and(|ip| ip == local.ip().to_canonical()),
+        // Served by an application: which address the client reached is
+        // unknown, and an address is not a name a rebinding page could use.
+        None => literal.is_some(),
+    };
     if own_ip && port_ok {
         return Ok(HostName::Own);
     }
@@ -576,6 +572,10 @@ mod tests {
         let v6: SocketAddr = "[2001:db8::1]:7000".parse().unwrap();
         h.insert(header::HOST, HeaderValue::from_static("[2001:DB8::1]:7000"));
         assert_eq!(check_host(&h, Some(v6), &[], false).unwrap(), HostName::Own);
+        // Nested in an application's router: any address, names still checked.
+        assert_eq!(check_host(&h, None, &[], false).unwrap(), HostName::Own);
+        h.insert(header::HOST, HeaderValue::from_static("evil.example"));
+        assert!(check_host(&h, None, &[], false).is_err());
     }
 
     #[test]

@@ -152,6 +152,11 @@ async fn a_rebound_name_is_refused_and_changes_without_users_need_a_loopback_hos
     }
     let (status, _) = raw(admin, "GET", "/running.txt", "Host: other.test:10\r\n").await;
     assert_eq!(status, 421);
+    // The machine's own name with the port reads too.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let h = format!("Host: {}:{port}\r\n", hostname.trim());
+    let (status, body) = raw(admin, "GET", "/running.txt", &h).await;
+    assert_eq!(status, 200, "{h}: {body}");
     let (_, running) = raw(
         admin,
         "GET",

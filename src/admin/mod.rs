@@ -345,6 +345,11 @@ impl AdminServer {
 /// With no user configured, the server only runs on a loopback address, open to
 /// local clients (and says so in the log); on any other address it refuses with
 /// [`AdminError::NoUsersOnPublicAddress`].
+///
+/// Requests are answered only when their `Host` names this server: the address
+/// the client reached, a loopback name, the machine's host name (with the port)
+/// or one of `settings.allowed_hosts`; at most `settings.max_connections` are
+/// open at once.
 pub async fn start(
     handle: BalancerHandle,
     mut settings: AdminSettings,
@@ -366,6 +371,13 @@ pub async fn start(
         );
         settings.open_without_users = true;
     }
+    // The machine's own name reaches it too (`http://lb1:7000/`): a page of
+    // another site cannot take that name.
+    if let Some(name) = system_host_name() {
+        settings
+            .allowed_hosts
+            .push(format!("{name}:{}", local.port()));
+    }
     let tls = settings
         .tls
         .clone()
@@ -386,6 +398,16 @@ pub async fn start(
     };
     tracing::info!(url = %server.url(), "admin web server up");
     Ok(server)
+}
+
+/// The system's host name (`gethostname`), if it has a usable one.
+fn system_host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|b| *b == 0)?;
+    let name = std::str::from_utf8(&buf[..end]).ok()?;
+    (ok && !name.is_empty() && name != "localhost").then(|| name.to_string())
 }
 
 /// [`start`], then wait until the server has stopped.

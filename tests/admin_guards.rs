@@ -1,8 +1,9 @@
 //! The real `txlb` binary's admin plane against hostile clients: a page whose
 //! name was re-pointed at 127.0.0.1 (DNS rebinding), a user name that would
-//! forge log lines, read-only users and the password hashes, changing calls sent
-//! as GET when the server asks for POST, and idle admin and control connections
-//! under a low descriptor limit while the data path keeps proxying.
+//! forge log lines, read-only users and the password hashes (pages, API and the
+//! SSH console with the real OpenSSH client), changing calls sent as GET when the
+//! server asks for POST, and idle admin and control connections under a low
+//! descriptor limit while the data path keeps proxying.
 
 mod common;
 mod ssh_common;

@@ -359,7 +359,11 @@ async fn fits(driver: &Path, chromium: &Path) {
     let mut bad = group.hosts[0].clone();
     bad.name = "bad".into();
     bad.address.port = 1;
-    group.hosts.push(bad);
+    // A long name and a long address widen their columns too.
+    let mut long = group.hosts[0].clone();
+    long.name = "backend-with-a-long-name-in-eu-west-3b".into();
+    long.address.host = "0000:0000:0000:0000:0000:0000:0000:0001".into();
+    group.hosts.extend([bad, long]);
     let handle = txlb::Balancer::builder(config)
         .scheduler("marking", marking_scheduler)
         .start()
@@ -403,7 +407,8 @@ async fn fits(driver: &Path, chromium: &Path) {
                if(s.scrollWidth>s.clientWidth+1){out.push('section '+i+' '+s.scrollWidth+' > '+s.clientWidth);}});\
              document.querySelectorAll('tr[data-host] td:last-child button').forEach(function(b){\
                var r=b.getBoundingClientRect(); if(r.right>w){out.push(b.textContent+' at '+r.right+' > '+w);}});\
-             return {width:window.innerWidth, clipped:out};",
+             var t=document.querySelector('section.service table'), s=t.closest('section');\
+             return {width:window.innerWidth, clipped:out, slack:s.clientWidth-t.getBoundingClientRect().width};",
             vec![],
         )
         .await
@@ -412,6 +417,7 @@ async fn fits(driver: &Path, chromium: &Path) {
     let path = screenshot_path().with_file_name("admin-page-1280.png");
     std::fs::write(&path, &png).unwrap();
     eprintln!("screenshot at 1280×800: {}", path.display());
+    eprintln!("layout at 1280 px: {layout}");
     assert_eq!(layout["width"], json!(1280), "{layout}");
     assert_eq!(layout["clipped"], json!([]), "{layout}");
 

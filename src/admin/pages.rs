@@ -48,7 +48,7 @@ section.service{background:#fff;border:1px solid #ddd;border-radius:6px;padding:
 .group.serving{border-left-color:#d80}
 table{border-collapse:collapse;margin:.3em 0} th,td{padding:.2em .4em;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}
 td.n{text-align:right;font-variant-numeric:tabular-nums} th,td.nw{white-space:nowrap}
-td.state span,td.actions form{white-space:nowrap} td.actions{min-width:16em} td.state small{display:block;min-width:9em;max-width:22em;overflow-wrap:anywhere}
+td.state span,td.actions form{white-space:nowrap} td.wrap{overflow-wrap:anywhere;min-width:5em} td.wrap code{display:block;min-width:9.5em} td.actions{min-width:16em} td.state small{display:block;min-width:9em;max-width:22em;overflow-wrap:anywhere}
 section.service{overflow-x:auto} div.listeners{margin:.6em 0}
 .up{color:#2a7;font-weight:600} .bad{color:#c33;font-weight:600} .admin-down{color:#a70;font-weight:600}
 small{color:#666}
@@ -557,7 +557,7 @@ fn render_running(
                 };
                 let _ = write!(
                     p,
-                    "<tr data-host=\"{key}\"><td>{name}</td><td><code>{addr}</code></td>\
+                    "<tr data-host=\"{key}\"><td class=\"wrap\">{name}</td><td class=\"wrap\"><code>{addr}</code></td>\
                      <td class=\"n\">{weight}</td><td class=\"state\"><span data-k=\"state\" class=\"{class}\">{text}</span> \
                      <small data-k=\"detail\">{detail}</small></td>\
                      <td class=\"n\" data-k=\"open\">{open}</td><td class=\"n\" data-k=\"total\">{total}</td>\

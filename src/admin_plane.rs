@@ -246,8 +246,8 @@ impl Server for Web {
         settings.tls = keys;
         settings.reopen_log = Some(hooks.reopen_logs.clone());
         settings.reload = Some(hooks.reload_status.clone());
-        let wb = hooks.writeback.clone();
-        settings.conflict = Some(Arc::new(move || wb.conflict()));
+        let (wb, running) = (hooks.writeback.clone(), balancer.clone());
+        settings.conflict = Some(Arc::new(move || wb.conflict_now(&running.config())));
         settings.save_config = Some(hooks.save_config.clone());
         settings.logins = hooks.logins.clone();
         Ok(Web(txlb::admin::start(

@@ -13,7 +13,10 @@
 //! ```
 //!
 //! A connection may ask any number of questions. Entries vanish when the proxied
-//! connection ends.
+//! connection ends. At most [`MAX_CONNECTIONS`] connections are served at once
+//! (fewer under a low descriptor limit, see [`management_cap`]) and one idle for
+//! [`IDLE_TIMEOUT`] is closed, so control clients never hold the descriptors the
+//! data path needs.
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,6 +32,33 @@ use crate::state::ConnectionRegistry;
 
 /// Longest request line accepted; longer ones close the connection.
 const MAX_REQUEST: usize = 1024;
+
+/// Most control connections served at once (under a low descriptor limit,
+/// fewer: [`management_cap`]); past it a new one gets an error line and is
+/// closed.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a control connection may stay without sending a request (or
+/// finishing one) before it is closed.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The most connections one management surface (admin web, SSH, control socket)
+/// may hold: `max`, or a sixteenth of the process's descriptor limit when that
+/// is less (at least 4), so that all of them together leave the data path most
+/// of its descriptors.
+pub fn management_cap(max: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !known || limit.rlim_cur == libc::RLIM_INFINITY {
+        return max;
+    }
+    let share = usize::try_from(limit.rlim_cur / 16).unwrap_or(usize::MAX);
+    share.clamp(4, max.max(4)).min(max)
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,6 +129,23 @@ pub(crate) fn start(
     registry: Arc<ConnectionRegistry>,
     stop: CancellationToken,
 ) -> io::Result<()> {
+    start_with(
+        path,
+        registry,
+        stop,
+        management_cap(MAX_CONNECTIONS),
+        IDLE_TIMEOUT,
+    )
+}
+
+/// [`start`] with a cap on open connections and an idle timeout.
+fn start_with(
+    path: &Path,
+    registry: Arc<ConnectionRegistry>,
+    stop: CancellationToken,
+    max_connections: usize,
+    idle: std::time::Duration,
+) -> io::Result<()> {
     if path.exists() {
         // A socket left by a previous run; refuse to delete anything else.
         use std::os::unix::fs::FileTypeExt;
@@ -108,20 +155,28 @@ pub(crate) fn start(
     }
     let listener = UnixListener::bind(path)?;
     let path: PathBuf = path.to_path_buf();
-    tracing::info!(socket = %path.display(), "control socket up");
+    tracing::info!(socket = %path.display(), max_connections, "control socket up");
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            // Refused at once: its descriptor is released now.
+                            let _ = stream.try_write(b"{\"error\":\"too many control connections\"}\n");
+                            tracing::debug!(max_connections, "control connection refused: too many open");
+                            continue;
+                        };
                         let registry = registry.clone();
                         let stop = stop.clone();
                         tokio::spawn(async move {
                             tokio::select! {
                                 _ = stop.cancelled() => {}
-                                _ = serve(stream, &registry) => {}
+                                _ = serve(stream, &registry, idle) => {}
                             }
+                            drop(slot);
                         });
                     }
                     Err(error) => {
@@ -136,16 +191,26 @@ pub(crate) fn start(
     Ok(())
 }
 
-async fn serve(stream: UnixStream, registry: &ConnectionRegistry) -> io::Result<()> {
+async fn serve(
+    stream: UnixStream,
+    registry: &ConnectionRegistry,
+    idle: std::time::Duration,
+) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let mut line = String::new();
     loop {
         line.clear();
-        // Bounded read: a client that never sends a newline cannot grow the buffer.
-        let n = AsyncReadExt::take(&mut lines, MAX_REQUEST as u64 + 1)
-            .read_line(&mut line)
-            .await?;
+        // Bounded read: a client that never sends a newline cannot grow the
+        // buffer, nor hold the connection past the idle timeout.
+        let mut bounded = AsyncReadExt::take(&mut lines, MAX_REQUEST as u64 + 1);
+        let Ok(n) = tokio::time::timeout(idle, bounded.read_line(&mut line)).await else {
+            let _ = write
+                .write_all(b"{\"error\":\"idle for too long\"}\n")
+                .await;
+            return Ok(());
+        };
+        let n = n?;
         if n == 0 {
             return Ok(());
         }
@@ -155,6 +220,79 @@ async fn serve(stream: UnixStream, registry: &ConnectionRegistry) -> io::Result<
         }
         let mut reply = serde_json::to_vec(&answer(registry, line.trim())).unwrap_or_default();
         reply.push(b'\n');
-        write.write_all(&reply).await?;
+        // A client that stops reading is idle too.
+        match tokio::time::timeout(idle, write.write_all(&reply)).await {
+            Ok(written) => written?,
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    use super::*;
+
+    /// One answer line from `stream`, or `None` when it was closed without one.
+    async fn line_of(stream: &mut UnixStream) -> Option<String> {
+        let mut line = String::new();
+        let mut reader = BufReader::new(stream);
+        match tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await {
+            Ok(Ok(n)) if n > 0 => Some(line),
+            Ok(_) => None,
+            Err(_) => panic!("no answer and no close within 5 s"),
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_are_capped_and_idle_ones_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let stop = CancellationToken::new();
+        let idle = Duration::from_millis(300);
+        start_with(&path, Arc::default(), stop.clone(), 2, idle).unwrap();
+        let mut first = UnixStream::connect(&path).await.unwrap();
+        let mut second = UnixStream::connect(&path).await.unwrap();
+        // Both are served; a third is over the cap and told so.
+        for stream in [&mut first, &mut second] {
+            stream
+                .write_all(b"{\"peer\": \"127.0.0.1:1\"}\n")
+                .await
+                .unwrap();
+            assert!(
+                line_of(stream)
+                    .await
+                    .unwrap()
+                    .contains("no open connection")
+            );
+        }
+        let mut third = UnixStream::connect(&path).await.unwrap();
+        let refused = line_of(&mut third).await.unwrap();
+        assert!(
+            refused.contains("too many control connections"),
+            "{refused}"
+        );
+        assert_eq!(line_of(&mut third).await, None);
+        // Idle past the timeout: told, then closed, which frees a place.
+        let started = std::time::Instant::now();
+        assert!(line_of(&mut first).await.unwrap().contains("idle"));
+        assert_eq!(line_of(&mut first).await, None);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(line_of(&mut second).await.unwrap().contains("idle"));
+        let mut fourth = UnixStream::connect(&path).await.unwrap();
+        fourth
+            .write_all(b"{\"peer\": \"127.0.0.1:1\"}\n")
+            .await
+            .unwrap();
+        assert!(
+            line_of(&mut fourth)
+                .await
+                .unwrap()
+                .contains("no open connection")
+        );
+        stop.cancel();
     }
 }

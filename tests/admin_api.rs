@@ -479,6 +479,8 @@ async fn https_with_the_kept_self_signed_certificate() {
         metrics_public: false,
         cert: None,
         key: None,
+        allowed_hosts: Vec::new(),
+        changes_require_post: false,
     };
     let mut fingerprints = Vec::new();
     for _restart in 0..2 {

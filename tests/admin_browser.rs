@@ -3,7 +3,9 @@
 //! host counters change under real traffic without reloading (server-sent
 //! events), clicks admin-down on a host, and the JSON API and new connections
 //! confirm the host gets no more. A screenshot of the page is kept as
-//! `target/admin-page.png`.
+//! `target/admin-page.png`. At 1280×800 with a bad host's long reason nothing is
+//! clipped or scrolled (`target/admin-page-1280.png`), the drain box says it takes
+//! seconds, and every time shown is UTC, 24-hour.
 //!
 //! Needs `chromium` and `chromedriver` (Debian's `chromium` and
 //! `chromium-driver`, installed by `scripts/test.sh`); without them the test
@@ -314,6 +316,145 @@ async fn browse(driver: &Path, chromium: &Path) {
 
     page.close().await.unwrap();
     drop(browser);
+}
+
+/// A reason as long as real ones get (a name, an address, the system's words).
+const LONG_REASON: &str = "heartbeat: connect to backend-with-a-rather-long-name.eu-west-3.\
+    internal.example.com:8443 (10.128.217.44:8443) failed: Connection timed out (os error \
+    110) after 3 s; the previous probe said: Connection reset by peer (os error 104)";
+
+/// Marks every host named `bad` of a group bad with [`LONG_REASON`] whenever its
+/// snapshot is built (an application's scheduler; it picks the first candidate).
+fn marking_scheduler(
+    hosts: &[txlb::scheduler::HostSnapshot],
+) -> Box<dyn txlb::scheduler::Scheduler> {
+    #[derive(Debug)]
+    struct First;
+    impl txlb::scheduler::Scheduler for First {
+        fn pick(&self, candidates: &txlb::scheduler::Candidates<'_>) -> Option<usize> {
+            (0..candidates.hosts().len()).find(|&i| candidates.is_candidate(i))
+        }
+    }
+    for h in hosts.iter().filter(|h| &*h.name == "bad") {
+        h.stats.mark_bad(LONG_REASON);
+    }
+    Box::new(First)
+}
+
+#[tokio::test]
+async fn the_page_fits_1280_px_with_a_long_reason_and_one_time_format() {
+    let Some((driver, chromium)) = browser_binaries() else {
+        eprintln!("SKIPPED: chromium and chromedriver are not both installed");
+        return;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, fits(&driver, &chromium))
+        .await
+        .expect("the browser test finished in time");
+}
+
+async fn fits(driver: &Path, chromium: &Path) {
+    let mut config = two_group_config().await;
+    let group = &mut config.services[0].groups[0];
+    group.scheduler = txlb::scheduler::SchedulerKind::Custom("marking");
+    let mut bad = group.hosts[0].clone();
+    bad.name = "bad".into();
+    bad.address.port = 1;
+    // A long name and a long address widen their columns too.
+    let mut long = group.hosts[0].clone();
+    long.name = "backend-with-a-long-name-in-eu-west-3b".into();
+    long.address.host = "0000:0000:0000:0000:0000:0000:0000:0001".into();
+    group.hosts.extend([bad, long]);
+    let handle = txlb::Balancer::builder(config)
+        .scheduler("marking", marking_scheduler)
+        .start()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let settings = AdminSettings {
+        refresh: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let server = txlb::admin::start(handle.clone(), settings, listener)
+        .await
+        .unwrap();
+    let browser = Browser::start(driver).await;
+    let page = browser.session(chromium).await;
+    page.set_window_size(1280, 800).await.unwrap();
+    let base = server.url();
+    let base = base.trim_start_matches("http://");
+    page.goto(&format!("http://{}:{}@{base}running", FULL.0, FULL.1))
+        .await
+        .unwrap();
+    assert_eq!(cell(&page, "bad", "state").await, "bad");
+    assert!(
+        cell(&page, "bad", "detail")
+            .await
+            .contains("Connection reset by peer")
+    );
+    let live = page.find(Locator::Id("live")).await.unwrap();
+    assert!(
+        wait_until(|| async { live.text().await.unwrap().starts_with("live, updated") }).await,
+        "the page never got a live update"
+    );
+
+    // Nothing wider than the window: no page scroll, no service box scrolled,
+    // and every host row's actions inside the viewport.
+    let layout = page
+        .execute(
+            "var w=document.documentElement.clientWidth, out=[];\
+             if(document.documentElement.scrollWidth>w){out.push('page '+document.documentElement.scrollWidth+' > '+w);}\
+             document.querySelectorAll('section.service').forEach(function(s,i){\
+               if(s.scrollWidth>s.clientWidth+1){out.push('section '+i+' '+s.scrollWidth+' > '+s.clientWidth);}});\
+             document.querySelectorAll('tr[data-host] td:last-child button').forEach(function(b){\
+               var r=b.getBoundingClientRect(); if(r.right>w){out.push(b.textContent+' at '+r.right+' > '+w);}});\
+             var t=document.querySelector('section.service table'), s=t.closest('section');\
+             return {width:window.innerWidth, clipped:out, slack:s.clientWidth-t.getBoundingClientRect().width};",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let png = page.screenshot().await.unwrap();
+    let path = screenshot_path().with_file_name("admin-page-1280.png");
+    std::fs::write(&path, &png).unwrap();
+    eprintln!("screenshot at 1280×800: {}", path.display());
+    eprintln!("layout at 1280 px: {layout}");
+    assert_eq!(layout["width"], json!(1280), "{layout}");
+    assert_eq!(layout["clipped"], json!([]), "{layout}");
+
+    // The drain box says what it takes; every time shown is UTC, 24-hour.
+    let drain = host_row(&page, "a")
+        .await
+        .find(Locator::Css(
+            "form[action=\"drainHost\"] input[name=\"deadline\"]",
+        ))
+        .await
+        .unwrap();
+    let placeholder = drain.attr("placeholder").await.unwrap().unwrap_or_default();
+    let label = drain.attr("aria-label").await.unwrap().unwrap_or_default();
+    assert!(placeholder.contains("seconds"), "{placeholder:?}");
+    assert!(
+        label.contains("drain") && label.contains("seconds"),
+        "{label:?}"
+    );
+    let live = live.text().await.unwrap();
+    let detail = cell(&page, "bad", "detail").await;
+    for text in [&live, &detail] {
+        assert!(text.contains(" UTC"), "{text}");
+        assert!(!text.contains("AM") && !text.contains("PM"), "{text}");
+    }
+    let stamp = |text: &str| -> Vec<String> {
+        let at = text.find(" UTC").unwrap();
+        text[..at].rsplit(' ').take(2).map(str::to_string).collect()
+    };
+    // `YYYY-MM-DD HH:MM:SS UTC` in both.
+    for text in [&live, &detail] {
+        let parts = stamp(text);
+        assert_eq!(parts[0].len(), 8, "{text}");
+        assert_eq!(parts[1].len(), 10, "{text}");
+    }
+    page.close().await.unwrap();
+    drop(browser);
+    handle.shutdown(Duration::from_secs(1)).await;
 }
 
 /// Polls `condition` every 100 ms for up to [`WAIT`].

@@ -20,6 +20,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 async fn admin() -> Admin {
     let settings = AdminSettings {
         client_timeout: CLIENT_TIMEOUT,
+        // The raw requests below name the server `t`.
+        allowed_hosts: vec!["t".into()],
         ..Default::default()
     };
     Admin::start(two_group_config().await, settings).await

@@ -166,6 +166,61 @@ async fn a_file_edited_on_disk_is_not_overwritten_and_the_conflict_is_shown() {
     );
 }
 
+/// The conflict panel follows the running configuration and the file as they
+/// are now, not as they were at the last save.
+#[tokio::test]
+async fn the_conflict_shown_follows_the_running_configuration_and_the_file() {
+    let a = named_backend("a", Hold::Close).await;
+    let b = named_backend("b", Hold::Close).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    let original = xml(&[("a", a)]);
+    std::fs::write(&path, &original).unwrap();
+    let txlb = Txlb::start(&path, 1);
+    let base = txlb.logged("admin web server up", "url").await;
+    let (status, text) = get(&base, &format!("addHost?service=svc&group=g&name=b&ip={b}")).await;
+    assert_eq!(status, 200, "{text}");
+    let edited = original.replace("refresh=\"1\"", "refresh=\"3\"");
+    std::fs::write(&path, &edited).unwrap();
+    let (status, _) = get(&base, "saveConfig").await;
+    assert_eq!(status, 409);
+    let running_diff = |v: &Value| {
+        v["conflict"]["running_vs_boot"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let b_text = b.to_string();
+    assert!(
+        running_diff(&config_status(&base).await)
+            .unwrap()
+            .contains(&b_text)
+    );
+
+    // The running configuration back to the boot one: no running difference
+    // any more, while the edit on disk still stands.
+    let (status, text) = get(&base, "delHost?service=svc&group=g&name=b").await;
+    assert_eq!(status, 200, "{text}");
+    let now = config_status(&base).await;
+    assert_eq!(running_diff(&now).as_deref(), Some(""), "{now}");
+    assert!(
+        now["conflict"]["file_vs_boot"]
+            .as_str()
+            .unwrap()
+            .contains("refresh=\"3\"")
+    );
+    for page in ["running", "diff"] {
+        let (_, html) = get(&base, page).await;
+        let running_part = html.split("Running vs boot").nth(1).unwrap();
+        assert!(!running_part.contains(&b_text), "{page}: {running_part}");
+    }
+    // The edit undone on disk: no conflict at all.
+    std::fs::write(&path, &original).unwrap();
+    let now = config_status(&base).await;
+    assert_eq!(now["conflict"], Value::Null, "{now}");
+    let (_, html) = get(&base, "running").await;
+    assert!(!html.contains("id=\"conflict\""));
+}
+
 #[tokio::test]
 async fn a_broken_reload_is_shown_with_its_location_until_a_good_one() {
     let a = named_backend("a", Hold::Close).await;

@@ -1,6 +1,7 @@
-//! Who is asking: HTTP basic auth against the configured users' crypt(3) hashes,
-//! throttling of failed logins per source address, read-only enforcement and the
-//! cross-site check on every changing request.
+//! Who is asking: the `Host` check against DNS rebinding, HTTP basic auth against
+//! the configured users' crypt(3) hashes, throttling of failed logins per source
+//! address, read-only enforcement and the cross-site check on every changing
+//! request.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -35,6 +36,108 @@ const MAX_CACHED: usize = 256;
 /// the user name is unknown so that unknown names take as long as wrong passwords.
 const DUMMY_HASH: &str = "$6$rounds=5000$txlbdummysalt$\
     Zb6hZ2e0fZl0I3t0r7f5xKp7cM7b1bq3H0Qw5y6c8f6oX3sV2Zq5kL1dY0mP9nB4aR2tE7uI8oW3qS6zX1cV0";
+
+/// The address a client connected to (the admin socket's own address), put in
+/// each request's extensions by the server; absent when the router is served by
+/// an application of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LocalAddr(pub SocketAddr);
+
+/// What a request's `Host` header names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostName {
+    /// No `Host` at all: not a browser (browsers always send one).
+    Absent,
+    /// `localhost`, a loopback address, with the server's port.
+    Loopback,
+    /// The address the client connected to, or an `allowedHosts` name.
+    Own,
+}
+
+/// `host[:port]` of a `Host` header, lower-cased, with the port if given; an
+/// IPv6 address keeps its brackets. `None` for what no client sends.
+fn split_host(value: &str) -> Option<(String, Option<u16>)> {
+    let value = value.trim().to_ascii_lowercase();
+    let (host, port) = match value.strip_prefix('[') {
+        Some(rest) => {
+            let (inside, after) = rest.split_once(']')?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':')?),
+            };
+            (format!("[{inside}]"), port)
+        }
+        None => match value.split_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (value.clone(), None),
+        },
+    };
+    let port = match port {
+        None => None,
+        Some(p) => Some(p.parse::<u16>().ok()?),
+    };
+    let host = host.trim_end_matches('.').to_string();
+    (!host.is_empty()).then_some((host, port))
+}
+
+/// Checks the `Host` of a request against the server's own names: the address
+/// the client connected to (`local`), the loopback names (`localhost`,
+/// `127.0.0.1`, `[::1]`) with the server's port, and the names of `allowed`
+/// (`host` matches any port, `host:port` that port). Any other `Host` is what a
+/// page whose name was re-pointed at this server (DNS rebinding) sends, and is
+/// refused with 421.
+pub(crate) fn check_host(
+    headers: &HeaderMap,
+    local: Option<SocketAddr>,
+    allowed: &[String],
+    tls: bool,
+) -> Result<HostName, AdminError> {
+    let Some(value) = headers.get(header::HOST) else {
+        return Ok(HostName::Absent);
+    };
+    let text = value.to_str().unwrap_or("");
+    let refuse = || {
+        Err(AdminError::MisdirectedHost(format!(
+            "Host {text:?} is not a name of this admin server; if clients reach it by \
+             that name, add it to <web allowedHosts=…>"
+        )))
+    };
+    let Some((host, port)) = split_host(text) else {
+        return refuse();
+    };
+    let default_port = if tls { 443 } else { 80 };
+    let port_ok = match local {
+        Some(local) => port.unwrap_or(default_port) == local.port(),
+        None => true,
+    };
+    let literal = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok();
+    let loopback = host == "localhost" || literal.is_some_and(|ip| ip.is_loopback());
+    if loopback && port_ok {
+        return Ok(HostName::Loopback);
+    }
+    let own_ip = match local {
+        Some(local) => literal.is_some_and(|ip| ip == local.ip().to_canonical()),
+        // Served by an application: which address the client reached is
+        // unknown, and an address is not a name a rebinding page could use.
+        None => literal.is_some(),
+    };
+    if own_ip && port_ok {
+        return Ok(HostName::Own);
+    }
+    let listed = allowed.iter().any(|entry| match split_host(entry) {
+        Some((h, None)) => h == host,
+        Some((h, Some(p))) => h == host && port.unwrap_or(default_port) == p,
+        None => false,
+    });
+    if listed {
+        return Ok(HostName::Own);
+    }
+    refuse()
+}
 
 /// The authenticated user of a request, put in its extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -395,7 +498,21 @@ pub(crate) async fn middleware(
     let path = request.uri().path().to_string();
     let json = path.contains("/api/");
     let fail = |e: AdminError| if json { e.json() } else { e.plain() };
-    if state.settings.metrics_public && path == "/metrics" {
+    let local = request.extensions().get::<LocalAddr>().map(|l| l.0);
+    let settings = &state.settings;
+    let host = match check_host(
+        request.headers(),
+        local,
+        &settings.allowed_hosts,
+        settings.tls.is_some(),
+    ) {
+        Ok(host) => host,
+        Err(e) => {
+            tracing::warn!(host = ?request.headers().get(header::HOST), "admin request for a foreign Host refused");
+            return fail(e);
+        }
+    };
+    if settings.metrics_public && path == "/metrics" {
         return next.run(request).await;
     }
     let ip = request
@@ -404,8 +521,17 @@ pub(crate) async fn middleware(
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
     let users = state.users();
     let principal = if users.is_empty() {
-        if !state.settings.open_without_users {
+        if !settings.open_without_users {
             return fail(AdminError::Unauthorized("no admin users are configured"));
+        }
+        // Without users nothing but the network guards changes: only a client
+        // that named this machine by a loopback name may make them.
+        if is_change(request.method(), &path) && host == HostName::Own {
+            return fail(AdminError::Forbidden(
+                "without admin users, changes are taken only with a loopback Host \
+                 (localhost, 127.0.0.1, [::1]); add a <user> to change through other names"
+                    .into(),
+            ));
         }
         Principal {
             name: "-".into(),
@@ -422,8 +548,9 @@ pub(crate) async fn middleware(
             Ok(p) => p,
             Err(Refused::Throttled(secs)) => return fail(AdminError::TooManyRequests(secs)),
             Err(Refused::Wrong) => {
-                // The name is logged, never the password.
-                tracing::warn!(user = %name, client = %ip, "admin login failed");
+                // The name is logged (escaped: it is the client's), never the
+                // password.
+                tracing::warn!(user = ?name, client = %ip, "admin login failed");
                 return fail(AdminError::Unauthorized("wrong user name or password"));
             }
         }
@@ -435,10 +562,17 @@ pub(crate) async fn middleware(
                 principal.name
             )));
         }
+        if settings.changes_require_post && matches!(*request.method(), Method::GET | Method::HEAD)
+        {
+            return fail(AdminError::MethodNotAllowed(format!(
+                "{path} changes the balancer: send it as POST (this server is set to \
+                 changesRequirePost)"
+            )));
+        }
         if let Err(e) = check_same_origin(request.headers()) {
             return fail(e);
         }
-        tracing::info!(user = %principal.name, method = %request.method(), path, "admin change");
+        tracing::info!(user = ?principal.name, method = %request.method(), path = ?path, "admin change");
     }
     request.extensions_mut().insert(principal);
     next.run(request).await
@@ -568,6 +702,59 @@ mod tests {
         }
         let refused = auth.login(ip, &users, "admin", "pw").await;
         assert!(matches!(refused, Err(Refused::Throttled(_))), "{refused:?}");
+    }
+
+    #[test]
+    fn hosts_of_this_server() {
+        let local: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let allowed = ["lb.example".to_string(), "proxy.example:443".to_string()];
+        let check = |host: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            check_host(&h, Some(local), &allowed, false)
+        };
+        for host in [
+            "127.0.0.1:7000",
+            "localhost:7000",
+            "LOCALHOST.:7000",
+            "[::1]:7000",
+        ] {
+            assert_eq!(check(host).unwrap(), HostName::Loopback, "{host}");
+        }
+        for host in ["lb.example", "lb.example:8", "proxy.example:443"] {
+            assert_eq!(check(host).unwrap(), HostName::Own, "{host}");
+        }
+        for host in [
+            "evil.example:7000",
+            "127.0.0.1:7001",
+            "localhost",
+            "proxy.example",
+            "proxy.example:80",
+            "127.0.0.1:x",
+            "[::1",
+            "",
+        ] {
+            assert!(check(host).is_err(), "{host}");
+        }
+        assert_eq!(
+            check_host(&HeaderMap::new(), Some(local), &allowed, false).unwrap(),
+            HostName::Absent
+        );
+        // Bound to every address: the one the client reached is the server's.
+        let public: SocketAddr = "192.0.2.7:80".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("192.0.2.7"));
+        assert_eq!(
+            check_host(&h, Some(public), &[], false).unwrap(),
+            HostName::Own
+        );
+        let v6: SocketAddr = "[2001:db8::1]:7000".parse().unwrap();
+        h.insert(header::HOST, HeaderValue::from_static("[2001:DB8::1]:7000"));
+        assert_eq!(check_host(&h, Some(v6), &[], false).unwrap(), HostName::Own);
+        // Nested in an application's router: any address, names still checked.
+        assert_eq!(check_host(&h, None, &[], false).unwrap(), HostName::Own);
+        h.insert(header::HOST, HeaderValue::from_static("evil.example"));
+        assert!(check_host(&h, None, &[], false).is_err());
     }
 
     #[test]

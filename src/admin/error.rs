@@ -42,6 +42,13 @@ pub enum AdminError {
     /// The user may not do this (read-only access, cross-site request).
     #[error("{0}")]
     Forbidden(String),
+    /// The request's `Host` is none of this server's names (DNS rebinding).
+    #[error("{0}")]
+    MisdirectedHost(String),
+    /// A change sent with a method this server does not take changes by
+    /// (`changesRequirePost`).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The request body is larger than the given number of bytes.
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -94,6 +101,8 @@ impl AdminError {
             AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AdminError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            AdminError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             AdminError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AdminError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -118,6 +127,8 @@ impl AdminError {
             AdminError::Conflict(_) => "conflict",
             AdminError::Unauthorized(_) => "unauthorized",
             AdminError::Forbidden(_) => "forbidden",
+            AdminError::MisdirectedHost(_) => "misdirected_request",
+            AdminError::MethodNotAllowed(_) => "method_not_allowed",
             AdminError::TooManyRequests(_) => "too_many_requests",
             AdminError::PayloadTooLarge(_) => "payload_too_large",
             AdminError::RequestTimeout => "request_timeout",
@@ -158,6 +169,9 @@ impl AdminError {
                 if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                     headers.insert(header::RETRY_AFTER, v);
                 }
+            }
+            AdminError::MethodNotAllowed(_) => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
             }
             // The rest of the request may still be on its way: close rather
             // than read it.

@@ -8,15 +8,16 @@
 use std::fmt::Write as _;
 use std::future::Future;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
+use axum::{Extension, Router};
 
-use super::AdminState;
 use super::error::AdminError;
 use super::params::Params;
+use super::status::readable_config;
+use super::{AdminState, Principal};
 use crate::config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCHEDULER, GroupConfig, HostConfig, ServiceConfig, UserConfig,
     parse_seconds,
@@ -442,12 +443,19 @@ async fn running_txt(State(state): State<AdminState>) -> Response {
     plain(running_text(&state.handle.stats(), &state.handle.config()))
 }
 
-async fn running_xml(State(state): State<AdminState>) -> Response {
-    xml(state.handle.config().to_xml())
+async fn running_xml(
+    State(state): State<AdminState>,
+    Extension(who): Extension<Principal>,
+) -> Response {
+    xml(readable_config(who.access, state.handle.config()).to_xml())
 }
 
-async fn config_xml(State(state): State<AdminState>) -> Response {
-    xml(state.handle.boot_config().to_xml())
+async fn config_xml(
+    State(state): State<AdminState>,
+    Extension(who): Extension<Principal>,
+) -> Response {
+    let boot = (*state.handle.boot_config()).clone();
+    xml(readable_config(who.access, boot).to_xml())
 }
 
 fn xml(text: String) -> Response {

@@ -24,8 +24,13 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Default of [`AdminSettings::client_timeout`](super::AdminSettings): how long
-/// a client may take to send a request head, and then its body.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// a client may take to send a request head (or, on a kept-alive connection,
+/// stay idle before the next one), and then its body.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most admin connections open at once, under a descriptor limit high enough
+/// (see [`max_connections`](super::max_connections)).
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// Reads the whole request body before the handler runs: at most
 /// [`MAX_BODY_BYTES`] (413 beyond) within the settings' `client_timeout`
@@ -49,12 +54,12 @@ pub(crate) async fn read_body(
     let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
     let bytes = match tokio::time::timeout(state.settings.client_timeout, read).await {
         Err(_) => {
-            tracing::debug!(path = parts.uri.path(), "admin request body too slow");
+            tracing::debug!(path = ?parts.uri.path(), "admin request body too slow");
             return fail(AdminError::RequestTimeout);
         }
         Ok(Err(error)) => {
             // Too long without a Content-Length (chunked), or the client went.
-            tracing::debug!(path = parts.uri.path(), %error, "admin request body refused");
+            tracing::debug!(path = ?parts.uri.path(), %error, "admin request body refused");
             return fail(AdminError::PayloadTooLarge(MAX_BODY_BYTES));
         }
         Ok(Ok(bytes)) => bytes,

@@ -68,11 +68,13 @@ use crate::config::{AdminWebConfig, Config, DEFAULT_ADMIN_REFRESH, ListenAddr, L
 pub(crate) use auth::Principal;
 pub use auth::{FAILURE_WINDOW, Logins, MAX_FAILURES, hash_password, verify_password};
 pub use error::AdminError;
-pub use limits::{CLIENT_TIMEOUT, MAX_BODY_BYTES, MAX_HEADER_BYTES};
+pub use limits::{CLIENT_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_HEADER_BYTES};
 pub use openapi::openapi_document;
 #[doc(hidden)]
 pub use save::save_to_source;
-pub use status::{ConflictSource, Reload, ReloadStatus, redact_passwords};
+pub use status::{
+    ConflictSource, Reload, ReloadStatus, readable_config, readable_text, redact_passwords,
+};
 pub use tls::{certificate_paths, server_config as tls_server_config};
 
 /// Reopens the log file (the legacy `closeLog`).
@@ -121,6 +123,15 @@ pub struct AdminSettings {
     /// same one ([`SshSettings::logins`](crate::ssh::SshSettings::logins)) so
     /// guesses on either count against both.
     pub logins: Logins,
+    /// Names clients may use in `Host` besides the server's own address and the
+    /// loopback names (`<web allowedHosts=…>`); any other `Host` is refused (421).
+    pub allowed_hosts: Vec<String>,
+    /// Refuse legacy changing calls sent as GET (`<web changesRequirePost>`).
+    pub changes_require_post: bool,
+    /// Most admin connections open at once (default [`max_connections`]); past it a
+    /// new connection is answered 503 and closed, so the admin plane never holds
+    /// the descriptors the data path needs.
+    pub max_connections: usize,
 }
 
 impl Default for AdminSettings {
@@ -136,6 +147,9 @@ impl Default for AdminSettings {
             reload: None,
             client_timeout: CLIENT_TIMEOUT,
             logins: Logins::new(),
+            allowed_hosts: Vec::new(),
+            changes_require_post: false,
+            max_connections: max_connections(),
         }
     }
 }
@@ -153,16 +167,27 @@ impl std::fmt::Debug for AdminSettings {
             .field("reload", &self.reload)
             .field("client_timeout", &self.client_timeout)
             .field("logins", &self.logins)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("changes_require_post", &self.changes_require_post)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
 
 impl AdminSettings {
-    /// Settings from `<web …>` (refresh, metricsPublic); TLS and hooks stay unset.
+    /// Settings from `<web …>` (refresh, metricsPublic, allowedHosts — with the
+    /// listen address when it is a name —, changesRequirePost); TLS and hooks
+    /// stay unset.
     pub fn from_web(web: &AdminWebConfig) -> Self {
+        let mut allowed_hosts = web.allowed_hosts.clone();
+        if let ListenHost::Name(name) = &web.listen.host {
+            allowed_hosts.push(format!("{name}:{}", web.listen.port));
+        }
         AdminSettings {
             refresh: web.refresh,
             metrics_public: web.metrics_public,
+            allowed_hosts,
+            changes_require_post: web.changes_require_post,
             ..AdminSettings::default()
         }
     }
@@ -326,6 +351,11 @@ impl AdminServer {
 /// With no user configured, the server only runs on a loopback address, open to
 /// local clients (and says so in the log); on any other address it refuses with
 /// [`AdminError::NoUsersOnPublicAddress`].
+///
+/// Requests are answered only when their `Host` names this server: the address
+/// the client reached, a loopback name, the machine's host name (with the port)
+/// or one of `settings.allowed_hosts`; at most `settings.max_connections` are
+/// open at once.
 pub async fn start(
     handle: BalancerHandle,
     mut settings: AdminSettings,
@@ -346,6 +376,13 @@ pub async fn start(
              client without a password (loopback only)"
         );
         settings.open_without_users = true;
+    }
+    // The machine's own name reaches it too (`http://lb1:7000/`): a page of
+    // another site cannot take that name.
+    if let Some(name) = system_host_name() {
+        settings
+            .allowed_hosts
+            .push(format!("{name}:{}", local.port()));
     }
     let tls = settings
         .tls
@@ -369,6 +406,16 @@ pub async fn start(
     Ok(server)
 }
 
+/// The system's host name (`gethostname`), if it has a usable one.
+fn system_host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|b| *b == 0)?;
+    let name = std::str::from_utf8(&buf[..end]).ok()?;
+    (ok && !name.is_empty() && name != "localhost").then(|| name.to_string())
+}
+
 /// [`start`], then wait until the server has stopped.
 pub async fn serve(
     handle: BalancerHandle,
@@ -388,6 +435,8 @@ async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     let client_timeout = settings.client_timeout;
+    let max_connections = settings.max_connections;
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let app = router(handle, settings);
     let connections = TaskTracker::new();
     loop {
@@ -403,19 +452,30 @@ async fn accept_loop(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Refused at once, so its descriptor is released now; plain HTTP
+            // clients learn why, TLS ones see the connection close.
+            if tls.is_none() {
+                let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+            }
+            tracing::debug!(%peer, max_connections, "admin connection refused: too many open");
+            continue;
+        };
+        let local = stream.local_addr().unwrap_or(peer);
         let app = app.clone();
         let tls = tls
             .as_ref()
             .map(|config| tokio_rustls::TlsAcceptor::from(config.load_full()));
         let shutdown = shutdown.clone();
         connections.spawn(async move {
+            let ends = (peer, local);
             match tls {
-                None => serve_connection(stream, peer, app, client_timeout, shutdown).await,
+                None => serve_connection(stream, ends, app, client_timeout, shutdown).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
                         Ok(Ok(stream)) => {
-                            serve_connection(stream, peer, app, client_timeout, shutdown).await
+                            serve_connection(stream, ends, app, client_timeout, shutdown).await
                         }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "admin TLS handshake failed")
@@ -424,6 +484,7 @@ async fn accept_loop(
                     }
                 }
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -432,12 +493,24 @@ async fn accept_loop(
     tracing::info!("admin web server stopped");
 }
 
-/// One HTTP/1.1 connection: requests carry the peer address as [`ConnectInfo`];
-/// a request head larger than [`MAX_HEADER_BYTES`] gets 431, one not sent within
-/// `client_timeout` closes the connection.
+/// The answer to a connection over [`AdminSettings::max_connections`].
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+    Content-Type: text/plain; charset=utf-8\r\nContent-Length: 35\r\nConnection: close\r\n\r\n\
+    too many admin connections are open";
+
+/// The default of [`AdminSettings::max_connections`]: 64, or a sixteenth of
+/// the descriptor limit when that is less (at least 4).
+pub fn max_connections() -> usize {
+    crate::lookup::management_cap(MAX_CONNECTIONS)
+}
+
+/// One HTTP/1.1 connection: requests carry the peer address as [`ConnectInfo`]
+/// and the address it reached as [`auth::LocalAddr`]; a request head larger than
+/// [`MAX_HEADER_BYTES`] gets 431, one (or the next one on a kept-alive
+/// connection) not sent within `client_timeout` closes the connection.
 async fn serve_connection<S>(
     stream: S,
-    peer: SocketAddr,
+    (peer, local): (SocketAddr, SocketAddr),
     app: Router,
     client_timeout: Duration,
     shutdown: tokio_util::sync::CancellationToken,
@@ -446,6 +519,7 @@ async fn serve_connection<S>(
 {
     let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(auth::LocalAddr(local));
         app.clone().oneshot(request.map(axum::body::Body::new))
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

@@ -11,20 +11,21 @@ use std::fmt::Write as _;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use tokio_stream::StreamExt as _;
 
-use super::AdminState;
 use super::history::{HISTORY_LEN, HostKey, Rate};
 use super::status::Snapshot;
+use super::status::readable_config;
+use super::{AdminState, Principal};
 use crate::config::Config;
 use crate::scheduler::SchedulerKind;
 use crate::state::HostHealth;
@@ -45,8 +46,9 @@ section.service{background:#fff;border:1px solid #ddd;border-radius:6px;padding:
 .badge{background:#2a7;color:#fff;border-radius:3px;padding:0 .4em;font-size:.8em}
 .badge.backup{background:#777} .badge.serving{background:#d80} .badge.down{background:#c33}
 .group.serving{border-left-color:#d80}
-table{border-collapse:collapse;margin:.3em 0} th,td{padding:.2em .5em;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}
+table{border-collapse:collapse;margin:.3em 0} th,td{padding:.2em .4em;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}
 td.n{text-align:right;font-variant-numeric:tabular-nums} th,td.nw{white-space:nowrap}
+td.state span,td.actions form{white-space:nowrap} td.wrap{overflow-wrap:anywhere;min-width:5em} td.wrap code{display:block;min-width:9.5em} td.actions{min-width:16em} td.state small{display:block;min-width:9em;max-width:22em;overflow-wrap:anywhere}
 section.service{overflow-x:auto} div.listeners{margin:.6em 0}
 .up{color:#2a7;font-weight:600} .bad{color:#c33;font-weight:600} .admin-down{color:#a70;font-weight:600}
 small{color:#666}
@@ -78,7 +80,8 @@ const SCRIPT: &str = r#"
   es.addEventListener("stats",function(e){
     var d=JSON.parse(e.data);
     if(d.sig!==sig){es.close();location.reload();return;}
-    live.textContent="live, updated "+new Date().toLocaleTimeString();
+    var t=new Date().toISOString();
+    live.textContent="live, updated "+t.slice(0,10)+" "+t.slice(11,19)+" UTC";
     d.hosts.forEach(function(h){
       var row=rows[h.key]; if(!row){return;}
       ["open","total","failures","bytes_in","bytes_out","rate"].forEach(function(k){set(row,k,h[k]);});
@@ -268,12 +271,18 @@ fn human_bytes(n: f64) -> String {
     }
 }
 
+/// `↓IN/s ↑OUT/s`, breakable only between the two (the page's column may wrap
+/// it onto two lines).
 fn rate_text(r: Rate) -> String {
     format!(
         "↓{}/s ↑{}/s",
         human_bytes(r.bytes_in),
         human_bytes(r.bytes_out)
     )
+    .replacen(' ', "\u{a0}", 1)
+    .replacen("/s ↑", "/s\u{1}↑", 1)
+    .replace(' ', "\u{a0}")
+    .replace('\u{1}', " ")
 }
 
 /// A UTC time as `YYYY-MM-DD HH:MM:SS`.
@@ -397,10 +406,14 @@ struct Flash {
     err: Option<String>,
 }
 
-async fn running(State(state): State<AdminState>, Query(flash): Query<Flash>) -> Response {
+async fn running(
+    State(state): State<AdminState>,
+    Extension(who): Extension<Principal>,
+    Query(flash): Query<Flash>,
+) -> Response {
     let stats = state.handle.stats();
     let config = state.handle.config();
-    let status = Snapshot::read(&state);
+    let status = Snapshot::read(&state).readable_by(who.access);
     html(render_running(&state, &stats, &config, &status, &flash))
 }
 
@@ -544,17 +557,17 @@ fn render_running(
                 };
                 let _ = write!(
                     p,
-                    "<tr data-host=\"{key}\"><td>{name}</td><td><code>{addr}</code></td>\
-                     <td class=\"n\">{weight}</td><td class=\"nw\"><span data-k=\"state\" class=\"{class}\">{text}</span> \
+                    "<tr data-host=\"{key}\"><td class=\"wrap\">{name}</td><td class=\"wrap\"><code>{addr}</code></td>\
+                     <td class=\"n\">{weight}</td><td class=\"state\"><span data-k=\"state\" class=\"{class}\">{text}</span> \
                      <small data-k=\"detail\">{detail}</small></td>\
                      <td class=\"n\" data-k=\"open\">{open}</td><td class=\"n\" data-k=\"total\">{total}</td>\
                      <td class=\"n\" data-k=\"failures\">{failures}</td>\
                      <td class=\"n\" data-k=\"bytes_in\">{bin}</td><td class=\"n\" data-k=\"bytes_out\">{bout}</td>\
-                     <td class=\"nw\" data-k=\"rate\">{rate}</td>\
+                     <td data-k=\"rate\">{rate}</td>\
                      <td><svg class=\"g\" viewBox=\"0 0 {GRAPH_W} {GRAPH_H}\" width=\"{GRAPH_W}\" height=\"{GRAPH_H}\" \
                      role=\"img\" aria-label=\"throughput, last minute\">\
                      <polyline class=\"i\" points=\"{pin}\"/><polyline class=\"o\" points=\"{pout}\"/></svg></td>\
-                     <td class=\"nw\">{toggle}{drain}{retry}{remove}</td></tr>",
+                     <td class=\"actions\">{toggle}{retry}{remove}{drain}</td></tr>",
                     key = esc(&host_key(sv, gr, &h.name)),
                     name = esc(&h.name),
                     addr = esc(&h.address),
@@ -578,8 +591,9 @@ fn render_running(
                     drain = form(
                         "drainHost",
                         &hidden,
-                        "<input name=\"deadline\" placeholder=\"s\" size=\"3\" \
-                         title=\"close what is left after this many seconds\"> ",
+                        "<input name=\"deadline\" placeholder=\"seconds\" size=\"6\" \
+                         aria-label=\"drain deadline in seconds\" \
+                         title=\"drain deadline in seconds: close what is left after this many seconds\"> ",
                         "drain"
                     ),
                 );
@@ -729,7 +743,7 @@ fn fleet_section(fleet: &crate::fleet::FleetView) -> String {
         let started = UNIX_EPOCH + Duration::from_secs(i.started);
         let _ = write!(
             p,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} UTC</td></tr>",
             esc(&i.name),
             esc(&i.version),
             match &i.out_of_step {
@@ -1006,9 +1020,10 @@ pub(crate) fn line_diff<'a>(a: &'a str, b: &'a str) -> Vec<(char, &'a str)> {
     out
 }
 
-async fn diff(State(state): State<AdminState>) -> Response {
-    let boot = state.handle.boot_config().to_xml();
-    let running = state.handle.config().to_xml();
+async fn diff(State(state): State<AdminState>, Extension(who): Extension<Principal>) -> Response {
+    let boot = (*state.handle.boot_config()).clone();
+    let boot = readable_config(who.access, boot).to_xml();
+    let running = readable_config(who.access, state.handle.config()).to_xml();
     let lines = line_diff(&boot, &running);
     let changed = lines.iter().any(|(c, _)| *c != ' ');
     let mut p = format!(
@@ -1016,7 +1031,7 @@ async fn diff(State(state): State<AdminState>) -> Response {
          <style>{STYLE}</style></head><body><header><h1>txlb</h1><nav><a href=\"running\">running</a>\
          <a href=\"config.xml\">config.xml</a><a href=\"running.xml\">running.xml</a></nav></header>\
          {}<h2>Boot configuration → running configuration</h2><p>{}</p><pre class=\"diff\">",
-        Snapshot::read(&state).panels(),
+        Snapshot::read(&state).readable_by(who.access).panels(),
         if changed {
             "Lines marked − are only in the configuration loaded at start, + only in the running one."
         } else {
@@ -1129,6 +1144,8 @@ mod tests {
             metrics_public: false,
             cert: None,
             key: None,
+            allowed_hosts: Vec::new(),
+            changes_require_post: false,
         };
         let settings = super::super::AdminSettings {
             tls: Some(super::super::tls_server_config(&web, None).unwrap()),

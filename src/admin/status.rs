@@ -10,14 +10,15 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::AdminState;
 use super::pages::{ago, esc, utc};
+use super::{AdminState, Principal};
 use crate::config::writeback::Conflict;
+use crate::config::{Access, Config};
 
 /// Reads the current write-back conflict: the configuration file was edited on
 /// disk since it was loaded, so write-back leaves it alone (`None`: no conflict).
@@ -83,6 +84,16 @@ impl Snapshot {
             conflict: state.settings.conflict.as_ref().and_then(|f| f()),
             reload: state.settings.reload.as_ref().and_then(|r| r.last()),
         }
+    }
+
+    /// What `access` may read of it: the conflict's differences without password
+    /// hashes for read-only users ([`readable_text`]).
+    pub(crate) fn readable_by(mut self, access: Access) -> Snapshot {
+        if let Some(c) = &mut self.conflict {
+            c.file_vs_boot = readable_text(access, std::mem::take(&mut c.file_vs_boot));
+            c.running_vs_boot = readable_text(access, std::mem::take(&mut c.running_vs_boot));
+        }
+        self
     }
 
     /// A short token that changes whenever what the panels show changes (mixed
@@ -170,6 +181,30 @@ impl Snapshot {
 
 pub use crate::config::writeback::redact_passwords;
 
+/// What `access` may read of a configuration text (a file, a rendering, a diff
+/// of them): read-only users get every password hash replaced by `…`
+/// ([`redact_passwords`], the log's redaction), full users the text as is.
+pub fn readable_text(access: Access, text: String) -> String {
+    match access {
+        Access::Full => text,
+        Access::ReadOnly => redact_passwords(&text),
+    }
+}
+
+/// What `access` may read of a configuration: for read-only users every user's
+/// password hash is `…`, whatever format it is shown in (XML, TOML, JSON).
+pub fn readable_config(access: Access, mut config: Config) -> Config {
+    if access != Access::Full
+        && let Some(admin) = &mut config.admin
+    {
+        for user in &mut admin.users {
+            // The mark redact_passwords leaves in texts.
+            user.password_hash = "…".into();
+        }
+    }
+    config
+}
+
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -200,8 +235,11 @@ fn unified_html(diff: &str) -> String {
 }
 
 /// `GET /api/v1/config/status`: the write-back conflict and the last reload.
-pub(crate) async fn handler(State(state): State<AdminState>) -> Json<Value> {
-    Json(Snapshot::read(&state).json())
+pub(crate) async fn handler(
+    State(state): State<AdminState>,
+    Extension(who): Extension<Principal>,
+) -> Json<Value> {
+    Json(Snapshot::read(&state).readable_by(who.access).json())
 }
 
 #[cfg(test)]

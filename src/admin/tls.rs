@@ -144,6 +144,8 @@ mod tests {
             metrics_public: false,
             cert: None,
             key: None,
+            allowed_hosts: Vec::new(),
+            changes_require_post: false,
         }
     }
 

@@ -234,6 +234,14 @@ pub struct AdminWebConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key for `secure` (`key`).
     pub key: Option<PathBuf>,
+    /// Names (`host` or `host:port`) clients may use in `Host` besides the admin's
+    /// own address and the loopback names (`allowedHosts`, comma-separated; TOML
+    /// `allowed_hosts`, a list): any other `Host` is refused, against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+    /// Changes only by POST, DELETE or PUT: a legacy changing call sent as GET is
+    /// refused with 405 (`changesRequirePost`, default false: txLoadBalancer's
+    /// scripts use GET).
+    pub changes_require_post: bool,
 }
 
 /// `<ssh listen=… enable=… authorizedKeys=… hostKey=…/>`.

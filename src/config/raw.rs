@@ -125,6 +125,8 @@ pub(crate) struct RawWeb {
     pub metrics_public: Option<At<bool>>,
     pub cert: Option<At<String>>,
     pub key: Option<At<String>>,
+    pub allowed_hosts: Option<At<Vec<String>>>,
+    pub changes_require_post: Option<At<bool>>,
 }
 
 /// `<ssh>` / `[admin.ssh]`.

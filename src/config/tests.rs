@@ -871,6 +871,31 @@ fn toml_doc_example_loads() {
     assert_eq!(c.services[0].groups[1].scheduler, DEFAULT_SCHEDULER);
 }
 
+/// `allowedHosts` and `changesRequirePost`: read, round-tripped in both formats,
+/// a bad name refused with its place.
+#[test]
+fn web_allowed_hosts_and_changes_require_post() {
+    let xml = BASE.replace(
+        "</config>",
+        "<admin><web listen=\"127.0.0.1:7000\" allowedHosts=\"lb.example, [::1]:7000 10.0.0.5:7000\" \
+         changesRequirePost=\"true\"/></admin></config>",
+    );
+    let c = Config::from_xml_str(&xml).unwrap();
+    let web = c.admin.as_ref().unwrap().web.as_ref().unwrap();
+    assert_eq!(
+        web.allowed_hosts,
+        ["lb.example", "[::1]:7000", "10.0.0.5:7000"]
+    );
+    assert!(web.changes_require_post);
+    same(&c, &Config::from_xml_str(&c.to_xml()).unwrap());
+    let toml = c.to_toml();
+    assert!(toml.contains("allowed_hosts = [\"lb.example\""), "{toml}");
+    same(&c, &Config::from_toml_str(&toml).unwrap());
+    let bad = xml.replace("lb.example", "lb/evil");
+    let error = Config::from_xml_str(&bad).unwrap_err().to_string();
+    assert!(error.contains("bad allowed host \"lb/evil\""), "{error}");
+}
+
 /// txlb's own `<web>` attributes: read from XML and TOML, written back only when
 /// set, and round-tripped.
 #[test]

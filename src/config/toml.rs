@@ -32,6 +32,8 @@
 //! metrics_public = false      # /metrics without auth, default false
 //! # cert = "admin.crt"        # PEM files for secure; without them a
 //! # key = "admin.key"         # self-signed pair is kept beside this file
+//! # allowed_hosts = ["lb.example.com"]  # Host names besides its address, localhost
+//! # changes_require_post = true         # legacy changes by GET refused
 //!
 //! [admin.ssh]
 //! listen = "localhost:2222"
@@ -174,6 +176,8 @@ struct Web {
     metrics_public: Option<Spanned<bool>>,
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
+    allowed_hosts: Option<Spanned<Vec<String>>>,
+    changes_require_post: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -360,6 +364,8 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                 metrics_public: opt(t, w.metrics_public),
                 cert: opt(t, w.cert),
                 key: opt(t, w.key),
+                allowed_hosts: opt(t, w.allowed_hosts),
+                changes_require_post: opt(t, w.changes_require_post),
             }
         }),
         ssh: a.ssh.map(|s| {

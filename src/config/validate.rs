@@ -691,6 +691,25 @@ impl Builder<'_, '_> {
         })
     }
 
+    /// `allowedHosts`: each a name or address with an optional `:port`, as it
+    /// appears in a `Host` header (`[…]` around an IPv6 address).
+    fn allowed_hosts(&self, names: At<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+        let bad = |name: &str| {
+            name.is_empty()
+                || name.len() > 300
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c))
+        };
+        if let Some(name) = names.value.iter().find(|n| bad(n)) {
+            return Err(self.err(
+                names.at,
+                format!("bad allowed host {name:?} (expected NAME or NAME:PORT)"),
+            ));
+        }
+        Ok(names.value)
+    }
+
     fn admin(&mut self, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
         let web = match raw.web {
             None => None,
@@ -707,6 +726,11 @@ impl Builder<'_, '_> {
                     metrics_public: web.metrics_public.is_some_and(|m| m.value),
                     cert: web.cert.map(|c| self.path(c.value)),
                     key: web.key.map(|k| self.path(k.value)),
+                    allowed_hosts: match web.allowed_hosts {
+                        None => Vec::new(),
+                        Some(names) => self.allowed_hosts(names)?,
+                    },
+                    changes_require_post: web.changes_require_post.is_some_and(|c| c.value),
                 })
             }
         };

@@ -150,6 +150,16 @@ pub fn to_xml(config: &Config) -> String {
             if w.metrics_public {
                 extra.push_str(" metricsPublic=\"true\"");
             }
+            if !w.allowed_hosts.is_empty() {
+                let _ = write!(
+                    extra,
+                    " allowedHosts=\"{}\"",
+                    attr(&w.allowed_hosts.join(","))
+                );
+            }
+            if w.changes_require_post {
+                extra.push_str(" changesRequirePost=\"true\"");
+            }
             for (name, path) in [("cert", &w.cert), ("key", &w.key)] {
                 if let Some(p) = path {
                     let _ = write!(extra, " {name}=\"{}\"", attr(&path_text(p)));
@@ -318,6 +328,13 @@ pub fn to_toml(config: &Config) -> String {
             );
             if w.metrics_public {
                 t.push_str("metrics_public = true\n");
+            }
+            if !w.allowed_hosts.is_empty() {
+                let names: Vec<String> = w.allowed_hosts.iter().map(|n| tstr(n)).collect();
+                let _ = writeln!(t, "allowed_hosts = [{}]", names.join(", "));
+            }
+            if w.changes_require_post {
+                t.push_str("changes_require_post = true\n");
             }
             for (name, path) in [("cert", &w.cert), ("key", &w.key)] {
                 if let Some(p) = path {

@@ -445,6 +445,8 @@ impl Walker<'_, '_> {
                             "metricsPublic",
                             "cert",
                             "key",
+                            "allowedHosts",
+                            "changesRequirePost",
                         ],
                     )?;
                     raw.web = Some(RawWeb {
@@ -456,6 +458,11 @@ impl Walker<'_, '_> {
                         metrics_public: leaf.bool("metricsPublic"),
                         cert: leaf.get("cert"),
                         key: leaf.get("key"),
+                        allowed_hosts: leaf.get("allowedHosts").map(|a| {
+                            let names = a.value.split([',', ' ']).filter(|n| !n.is_empty());
+                            At::new(names.map(str::to_string).collect(), a.at)
+                        }),
+                        changes_require_post: leaf.bool("changesRequirePost"),
                     });
                 }
                 "ssh" => {

@@ -743,6 +743,7 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
             } else {
                 h.config()
             };
+            let config = crate::admin::readable_config(ctx.principal.access, config);
             if json {
                 text(config_json(&config)?)
             } else if p.flag("--toml") {
@@ -761,7 +762,7 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
             if diff.is_empty() {
                 text("no change since start\n".into())
             } else {
-                text(diff)
+                text(crate::admin::readable_text(ctx.principal.access, diff))
             }
         }
         "watch stats" => {

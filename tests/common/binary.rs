@@ -27,7 +27,8 @@ impl Txlb {
 
     /// [`Txlb::start`] with the log filter `TXLB_LOG=filter`.
     pub fn start_logging(config: &Path, grace_secs: u32, filter: &str) -> Txlb {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_txlb"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_txlb"));
+        command
             .args([
                 "run",
                 "--workers",
@@ -39,9 +40,14 @@ impl Txlb {
             .arg(config)
             .env("TXLB_LOG", filter)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        Txlb::spawn(command)
+    }
+
+    /// Runs `command` (a `txlb` command line with its stderr piped) and
+    /// collects its log.
+    pub fn spawn(mut command: Command) -> Txlb {
+        let mut child = command.spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();

@@ -476,6 +476,29 @@ impl WriteBack {
         self.lock().conflict.clone()
     }
 
+    /// The conflict as it stands now against `running`, for display: while one
+    /// is recorded, the file is read again and both differences recomputed, so
+    /// an undone edit or a running configuration changed back shows at once.
+    /// `None` once the file says what it said, or exactly what runs (a save
+    /// would adopt it). Blocking file I/O, only while a conflict is recorded.
+    pub fn conflict_now(&self, running: &Config) -> Option<Conflict> {
+        let mut state = self.lock();
+        state.conflict.as_ref()?;
+        let fresh = match fs::read_to_string(&self.path) {
+            Err(_) => return state.conflict.clone(),
+            Ok(on_disk) if on_disk == state.text || loads_as(&self.path, &on_disk, running) => None,
+            Ok(on_disk) => Some(conflict(
+                &self.path,
+                &state.text,
+                &on_disk,
+                &state.config,
+                running,
+            )),
+        };
+        state.conflict.clone_from(&fresh);
+        fresh
+    }
+
     /// Writes `running` into the file (see [`save`]); on success the written
     /// text and `running` become the base of the next comparison. Blocking file
     /// I/O: from async code, call it in `spawn_blocking`.

@@ -298,9 +298,12 @@ async fn read_only_console_users_see_no_password_hash() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    // Each test key logs in as its own user (tests/ssh_common: the read-only
+    // key is ops's, the full one admin's).
     let run = |key: std::path::PathBuf, command: &'static str| {
         let known = keys.known_hosts.clone();
-        async move { ssh_common::ssh(port.port(), &key, &known, "viewer", command, None).await }
+        let user = if key == keys.readonly { "ops" } else { "admin" };
+        async move { ssh_common::ssh(port.port(), &key, &known, user, command, None).await }
     };
     for command in [
         "show config",

@@ -193,3 +193,168 @@ async fn save_config_never_writes_through_planted_links() {
     let saved = std::fs::read_to_string(&path).unwrap();
     assert!(saved.contains("name=\"b\""), "{saved}");
 }
+
+/// A one-service XML file with `host` as the `<host>` element and `user` as a
+/// `<user>` (empty: none).
+fn xml_with(service: &str, host: &str, user: &str) -> String {
+    format!(
+        "<config>\n<service name=\"{service}\">\n<listen ip=\"127.0.0.1:0\"/>\n\
+         <group name=\"g\" enable=\"true\">\n{host}\n</group>\n</service>\n\
+         <admin>\n{user}\n</admin>\n</config>\n"
+    )
+}
+
+#[test]
+fn files_with_bad_names_or_addresses_are_refused_with_their_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok_host = "<host name=\"h\" ip=\"127.0.0.1:9\"/>";
+    let long = "s".repeat(300);
+    let cases = [
+        // (service, host, user, expected "LINE:COL: message" start)
+        (
+            "svc",
+            "<host name=\"a\u{1b}[31m\" ip=\"127.0.0.1:9\"/>",
+            "",
+            "5:13: bad host name \"a\\u{1b}[31m\": contains U+001B (a control character)",
+        ),
+        (
+            "svc",
+            "<host name=\"a\u{7f}\" ip=\"127.0.0.1:9\"/>",
+            "",
+            "5:13: bad host name",
+        ),
+        (
+            "svc",
+            "<host name=\"a\u{fffe}\" ip=\"127.0.0.1:9\"/>",
+            "",
+            "5:13: bad host name",
+        ),
+        (&long, ok_host, "", "2:16: bad service name \"sss"),
+        (
+            "svc",
+            ok_host,
+            "<user name=\"a:b\" password=\"x\"/>",
+            "9:13: bad user name \"a:b\": contains ':'",
+        ),
+        (
+            "svc",
+            "<host name=\"h\" ip=\"a@127.0.0.1:9\"/>",
+            "",
+            "5:20: bad ip \"a@127.0.0.1:9\": host \"a@127.0.0.1\" contains '@'",
+        ),
+    ];
+    for (i, (service, host, user, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.xml"));
+        std::fs::write(&path, xml_with(service, host, user)).unwrap();
+        let (code, stderr) = check(&path);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("bad{i}.xml:{expected}")),
+            "{expected}\n{stderr}"
+        );
+    }
+    // TOML escapes reach the same rule, located at the value.
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[service]]\nname = \"s\"\nlisten = [\"127.0.0.1:0\"]\n[[service.group]]\n\
+         name = \"g\\u0000\"\nenable = true\nhosts = [{ name = \"h\", ip = \"127.0.0.1:9\" }]\n",
+    )
+    .unwrap();
+    let (code, stderr) = check(&path);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml:5:9: bad group name \"g\\0\": contains U+0000"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn apis_refuse_bad_names_and_addresses() {
+    let backend = echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    std::fs::write(&path, xml(backend)).unwrap();
+    let txlb = Txlb::start(&path, 1);
+    let base = txlb.logged("admin web server up", "url").await;
+
+    // The legacy API: (call, what the refusal says).
+    for (call, says) in [
+        (
+            "addHost?service=svc&group=g&name=a%1B%5B2J&ip=127.0.0.1:9",
+            "bad host name",
+        ),
+        (
+            "addHost?service=svc&group=g&name=a%0D%0Ab&ip=127.0.0.1:9",
+            "bad host name",
+        ),
+        (
+            "addHost?service=svc&group=g&name=a%EF%BF%BE&ip=127.0.0.1:9",
+            "noncharacter",
+        ),
+        (
+            "addHost?service=svc&group=g&name=ok&ip=a@127.0.0.1:9",
+            "contains '@'",
+        ),
+        ("newGroup?service=svc&group=g%00", "bad group name"),
+        ("addUser?name=a:b&password=pw", "bad user name"),
+        // (Parameters are trimmed: spaces are no password at all.)
+        ("addUser?name=ok&password=%20%20%20", "\"password\""),
+        (
+            &format!("addUser?name={}&password=pw", "u".repeat(300)),
+            "300 characters long",
+        ),
+    ] {
+        let (status, body) = legacy(&base, call).await;
+        assert_eq!(status, 400, "{call}: {body}");
+        assert!(body.contains(says), "{call}: {body}");
+    }
+
+    // The JSON API.
+    let json = |path: &str, body: serde_json::Value| {
+        client()
+            .post(format!("{base}api/v1/{path}"))
+            .basic_auth(FULL.0, Some(FULL.1))
+            .json(&body)
+            .send()
+    };
+    for (path, body, says) in [
+        (
+            "services/svc/groups/g/hosts",
+            serde_json::json!({"name": "a\u{1b}]0;owned\u{7}", "ip": "127.0.0.1:9"}),
+            "bad host name",
+        ),
+        (
+            "services/svc/groups/g/hosts",
+            serde_json::json!({"name": "ok", "ip": "a@127.0.0.1:9"}),
+            "contains '@'",
+        ),
+        (
+            "services/svc/groups",
+            serde_json::json!({"name": "g\u{202e}"}),
+            "bad group name",
+        ),
+        (
+            "users",
+            serde_json::json!({"name": "a b", "password": "pw"}),
+            "bad user name",
+        ),
+        (
+            "users",
+            serde_json::json!({"name": "ok", "password": "  "}),
+            "empty or only spaces",
+        ),
+    ] {
+        let response = json(path, body.clone()).await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 400, "{path} {body}: {text}");
+        assert!(text.contains(says), "{path} {body}: {text}");
+    }
+
+    // Nothing of it reached the running configuration.
+    let (status, running) = legacy(&base, "running.txt").await;
+    assert_eq!(status, 200);
+    assert!(!running.contains("ok"), "{running}");
+    assert!(!running.contains('\u{1b}'), "{running}");
+}

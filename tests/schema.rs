@@ -70,12 +70,15 @@ fn validate(root: &Value, schema: &Value, value: &Value, path: &str, errors: &mu
             fail(format!("{n} not above exclusiveMinimum"));
         }
     }
-    if let Some(s) = value.as_str()
-        && schema["minLength"]
-            .as_u64()
-            .is_some_and(|m| (s.len() as u64) < m)
-    {
-        fail(format!("{s:?} too short"));
+    if let Some(s) = value.as_str() {
+        // JSON Schema counts characters, not bytes.
+        let len = s.chars().count() as u64;
+        if schema["minLength"].as_u64().is_some_and(|m| len < m) {
+            fail(format!("{s:?} too short"));
+        }
+        if schema["maxLength"].as_u64().is_some_and(|m| len > m) {
+            fail(format!("{s:?} too long"));
+        }
     }
     if let Some(items) = value.as_array() {
         if schema["minItems"]
@@ -261,5 +264,13 @@ fn the_schema_refuses_typos_and_wrong_types() {
         errors_of(&scheduler)
             .iter()
             .any(|e| e.contains("scheduler"))
+    );
+}
+
+#[test]
+fn names_are_as_long_as_the_name_rule_allows() {
+    assert_eq!(
+        schema()["definitions"]["name"]["maxLength"],
+        json!(txlb::config::MAX_NAME_LEN)
     );
 }

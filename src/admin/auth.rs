@@ -388,7 +388,14 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 }
 
 /// A SHA-512-crypt hash of `password` with a random salt, for `<user password=…>`.
+/// Every way a password comes in goes through here, so here it is checked
+/// ([`check_password`](crate::config::check_password): not empty or only
+/// spaces, bounded).
 pub fn hash_password(password: &str) -> Result<String, AdminError> {
+    crate::config::check_password(password).map_err(|reason| AdminError::BadParameter {
+        name: "password",
+        reason,
+    })?;
     pwhash::sha512_crypt::hash(password).map_err(|e| {
         tracing::error!(error = %e, "password hashing failed");
         AdminError::Internal("password hashing failed")

@@ -10,6 +10,9 @@
 //! - [`writeback`]: the configCheck manager and `saveConfig`: the running
 //!   configuration back into its file, keeping the operator's comments and layout.
 //! - `error`: [`ConfigError`], always with `FILE:LINE:COL` for content problems.
+//! - `names`: the one rule for service, group, host and user names and for
+//!   passwords ([`check_name`], [`check_password`]), shared by the files and the
+//!   controller's commands.
 //! - `depth`: the nesting limit ([`MAX_DEPTH`]) both readers enforce before
 //!   anything recursive sees the text.
 
@@ -18,6 +21,7 @@ mod changes;
 mod depth;
 mod error;
 mod model;
+mod names;
 mod options;
 mod raw;
 mod toml;
@@ -36,6 +40,7 @@ pub use changes::{Changes, Counts};
 pub use depth::MAX_DEPTH;
 pub use error::{ConfigError, Location, STRING_SOURCE};
 pub use model::*;
+pub use names::{MAX_NAME_LEN, MAX_PASSWORD_LEN, NameKind, check_name, check_password};
 pub use options::{
     DEFAULT_FIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_QUEUE,
     DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRY_EMPTY_BYTES, DEFAULT_RETRY_EMPTY_TIMEOUT, DNS_PORT,

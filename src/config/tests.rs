@@ -798,17 +798,27 @@ fn awkward_strings_survive_round_trips() {
             .map(|_| ALPHABET[rng.usize(..ALPHABET.len())])
             .collect()
     };
+    // Names follow the name rule: the same awkward characters, less those it
+    // refuses (controls, and for users spaces and ':').
+    let name = |rng: &mut fastrand::Rng, kind: NameKind| -> String {
+        loop {
+            let name = word(rng);
+            if check_name(kind, &name).is_ok() {
+                return name;
+            }
+        }
+    };
     for _ in 0..200 {
         let mut c = Config::from_xml_str(FULL_XML).unwrap();
-        c.services[0].name = word(&mut rng);
-        c.services[0].groups[1].name = word(&mut rng);
-        c.services[0].groups[0].hosts[1].name = word(&mut rng);
+        c.services[0].name = name(&mut rng, NameKind::Service);
+        c.services[0].groups[1].name = name(&mut rng, NameKind::Group);
+        c.services[0].groups[0].hosts[1].name = name(&mut rng, NameKind::Host);
         c.services[0].connect_timeout =
             Duration::new(rng.u64(0..100_000), rng.u32(..1_000_000_000))
                 .max(Duration::from_nanos(1));
         c.manager.config_check.interval = Duration::from_millis(rng.u64(1..10_000_000));
         let admin = c.admin.as_mut().unwrap();
-        admin.users[0].name = word(&mut rng);
+        admin.users[0].name = name(&mut rng, NameKind::User);
         admin.users[0].password_hash = word(&mut rng);
         c.logging.file = Some(PathBuf::from(word(&mut rng)));
         if c.services[0].groups[0].name == c.services[0].groups[1].name

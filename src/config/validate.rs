@@ -5,13 +5,14 @@
 //! ("no port (expected …)") meant to follow the offending value in a message.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use super::error::{ConfigError, Source};
 use super::model::*;
+use super::names::{NameKind, check_name};
 use super::options::OptionSet;
 use super::raw::*;
 use crate::scheduler::SchedulerKind;
@@ -74,16 +75,56 @@ fn split_host_port(s: &str) -> Result<(&str, bool, u16), String> {
     Ok((host, bracketed, port))
 }
 
-/// Checks the host part of an address that is not in brackets.
+/// Checks the host part of an address that is not in brackets: an IPv4
+/// literal, or a DNS name of labels made of ASCII letters, digits, `-` and `_`
+/// (not starting or ending with `-`), at most 63 characters each and 253 in
+/// all, with an optional final dot. Anything else (`a@b`, `a/b`, spaces,
+/// non-ASCII, `1.2.3`) is not what a resolver should be asked.
 fn check_host_name(host: &str) -> Result<(), String> {
+    const EXPECTED: &str = "expected a host name or an IP address";
     if host.is_empty() {
         return Err(format!("empty host ({HOST_PORT_EXAMPLE})"));
     }
+    if host.parse::<Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
     if let Some(c) = host
         .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '[' | ']' | '/'))
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
     {
-        return Err(format!("host {host:?} contains {c:?}"));
+        return Err(format!("host {host:?} contains {c:?} ({EXPECTED})"));
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.len() > 253 {
+        return Err(format!(
+            "host name of {} characters (expected at most 253)",
+            name.len()
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(format!("host {host:?} has an empty label ({EXPECTED})"));
+        }
+        if label.len() > 63 {
+            return Err(format!(
+                "host {host:?} has a label of {} characters (expected at most 63)",
+                label.len()
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!(
+                "host {host:?} has a label starting or ending with '-' ({EXPECTED})"
+            ));
+        }
+    }
+    // No top-level domain is numeric: digits and dots were meant as an IPv4
+    // address, and a resolver would read `10.1` as 10.0.0.1.
+    if name
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("{host:?} is not an IPv4 address ({EXPECTED})"));
     }
     Ok(())
 }
@@ -417,15 +458,20 @@ impl Builder<'_, '_> {
         value.ok_or_else(|| self.err(at, format!("{what} is missing")))
     }
 
+    /// A required name, checked by the one name rule ([`check_name`]).
     fn name(
         &self,
         value: Option<At<String>>,
         at: usize,
-        what: &str,
+        kind: NameKind,
     ) -> Result<At<String>, ConfigError> {
+        let what = kind.word();
         let name = self.required(value, at, &format!("{what} name"))?;
         if name.value.is_empty() {
             return Err(self.err(name.at, format!("empty {what} name")));
+        }
+        if let Err(why) = check_name(kind, &name.value) {
+            return Err(self.err(name.at, format!("bad {what} name {:?}: {why}", name.value)));
         }
         Ok(name)
     }
@@ -482,7 +528,7 @@ impl Builder<'_, '_> {
         raw: RawService,
         names: &mut HashSet<String>,
     ) -> Result<ServiceConfig, ConfigError> {
-        let name = self.name(raw.name, raw.at, "service")?;
+        let name = self.name(raw.name, raw.at, NameKind::Service)?;
         if !names.insert(name.value.clone()) {
             return Err(self.err(name.at, format!("duplicate service name {:?}", name.value)));
         }
@@ -627,7 +673,7 @@ impl Builder<'_, '_> {
     }
 
     fn group(&self, raw: RawGroup, service: &str) -> Result<GroupConfig, ConfigError> {
-        let name = self.name(raw.name, raw.at, "group")?;
+        let name = self.name(raw.name, raw.at, NameKind::Group)?;
         let scheduler = match raw.scheduler {
             None => DEFAULT_SCHEDULER,
             Some(s) => s
@@ -662,7 +708,7 @@ impl Builder<'_, '_> {
         // txLoadBalancer named anonymous hosts after their position.
         let name = match raw.name {
             None => format!("host.{index}"),
-            Some(_) => self.name(raw.name, raw.at, "host")?.value,
+            Some(_) => self.name(raw.name, raw.at, NameKind::Host)?.value,
         };
         let ip = self.required(raw.ip, raw.at, &format!("ip of host {name:?}"))?;
         let address = parse_host_address(&ip.value)
@@ -748,7 +794,7 @@ impl Builder<'_, '_> {
         };
         let mut users: Vec<UserConfig> = Vec::with_capacity(raw.users.len());
         for user in raw.users {
-            let name = self.name(user.name, user.at, "user")?;
+            let name = self.name(user.name, user.at, NameKind::User)?;
             if users.iter().any(|u| u.name == name.value) {
                 return Err(self.err(name.at, format!("duplicate user name {:?}", name.value)));
             }
@@ -861,9 +907,38 @@ mod tests {
         assert_eq!(ok("10.0.0.1:80").port, 80);
         assert_eq!(ok("[::1]:80").host, "::1");
         assert_eq!(ok("[::1]:80").to_string(), "[::1]:80");
+        assert_eq!(ok("db-1.example.com.:5432").host, "db-1.example.com.");
+        assert_eq!(ok("_srv.x1:80").host, "_srv.x1");
+        assert_eq!(ok(&format!("{}:1", "a".repeat(63))).port, 1);
+        assert!(parse_host_address(&format!("{}:1", "a".repeat(64))).is_err());
+        assert!(
+            parse_host_address("a@127.0.0.1:9")
+                .unwrap_err()
+                .contains("'@'")
+        );
         for bad in [
-            "lorien", "lorien:", ":80", "a:70000", "a:0", "a:x1", "::1:80", "[::1]", "[nope]:1",
-            "a b:1", "[::1:80",
+            "lorien",
+            "lorien:",
+            ":80",
+            "a:70000",
+            "a:0",
+            "a:x1",
+            "::1:80",
+            "[::1]",
+            "[nope]:1",
+            "a b:1",
+            "[::1:80",
+            "a@127.0.0.1:9",
+            "a/b:1",
+            "-a:1",
+            "a-:1",
+            "a..b:1",
+            ".a:1",
+            "1.2.3:80",
+            "256.1.1.1:80",
+            "10.1:80",
+            "héllo:80",
+            "a\u{0}:1",
         ] {
             assert!(parse_host_address(bad).is_err(), "{bad}");
         }

@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 
 use crate::config::{
-    AdminConfig, Config, GroupConfig, HostAddress, HostConfig, ListenAddr, Listener, ServiceConfig,
-    UserConfig,
+    AdminConfig, Config, GroupConfig, HostAddress, HostConfig, ListenAddr, Listener, NameKind,
+    ServiceConfig, UserConfig, check_name, parse_host_address,
 };
 use crate::scheduler::SchedulerKind;
 
@@ -139,6 +139,7 @@ impl Command {
                 if config.source.is_none() {
                     config.source = source;
                 }
+                check_names(config)?;
                 for service in &config.services {
                     refuse_backup_enabled(service)?;
                 }
@@ -227,7 +228,7 @@ impl Command {
                         host: host.name.clone(),
                     });
                 }
-                check_weight(host)?;
+                check_host(host)?;
                 g.hosts.push(host.clone());
             }
             Command::RemoveHost {
@@ -268,9 +269,7 @@ impl Command {
                 if admin.users.iter().any(|u| u.name == user.name) {
                     return Err(ControlError::DuplicateUser(user.name.clone()));
                 }
-                if user.name.is_empty() {
-                    return Err(ControlError::Invalid("user name must not be empty".into()));
-                }
+                check_new_name(NameKind::User, &user.name)?;
                 admin.users.push(user.clone());
             }
             Command::RemoveUser { name } => {
@@ -337,7 +336,50 @@ fn check_weight(host: &HostConfig) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// A name the command brings in, by the one name rule the files follow.
+fn check_new_name(kind: NameKind, name: &str) -> Result<(), ControlError> {
+    check_name(kind, name)
+        .map_err(|why| ControlError::Invalid(format!("bad {} name {name:?}: {why}", kind.word())))
+}
+
+/// A host the command brings in: its name, its address (by the rule of the
+/// files' `ip`, whether it was parsed or built in code) and its weight.
+fn check_host(host: &HostConfig) -> Result<(), ControlError> {
+    check_new_name(NameKind::Host, &host.name)?;
+    let written = host.address.to_string();
+    if parse_host_address(&written).as_ref() != Ok(&host.address) {
+        let why = parse_host_address(&written)
+            .err()
+            .unwrap_or_else(|| "not as it would be read back".to_string());
+        return Err(ControlError::Invalid(format!(
+            "host {:?}: bad address {written:?}: {why}",
+            host.name
+        )));
+    }
+    check_weight(host)
+}
+
+/// Every name and host address of a whole configuration (a reload or an
+/// embedding application's): files were checked when read, configurations
+/// built in code are held to the same rule.
+fn check_names(config: &Config) -> Result<(), ControlError> {
+    for service in &config.services {
+        check_new_name(NameKind::Service, &service.name)?;
+        for group in &service.groups {
+            check_new_name(NameKind::Group, &group.name)?;
+            for host in &group.hosts {
+                check_host(host)?;
+            }
+        }
+    }
+    for user in config.admin.iter().flat_map(|a| &a.users) {
+        check_new_name(NameKind::User, &user.name)?;
+    }
+    Ok(())
+}
+
 fn check_group(service: &str, group: &GroupConfig) -> Result<(), ControlError> {
+    check_new_name(NameKind::Group, &group.name)?;
     let mut names = HashSet::new();
     for host in &group.hosts {
         if !names.insert(&host.name) {
@@ -347,12 +389,13 @@ fn check_group(service: &str, group: &GroupConfig) -> Result<(), ControlError> {
                 host: host.name.clone(),
             });
         }
-        check_weight(host)?;
+        check_host(host)?;
     }
     Ok(())
 }
 
 fn check_service(service: &ServiceConfig) -> Result<(), ControlError> {
+    check_new_name(NameKind::Service, &service.name)?;
     if service.listeners.is_empty() {
         return Err(ControlError::Invalid(format!(
             "service {:?} has no listener",

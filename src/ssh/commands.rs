@@ -1088,7 +1088,7 @@ pub async fn add_user(
     let password_hash = tokio::task::spawn_blocking(move || crate::admin::hash_password(&password))
         .await
         .map_err(|_| ConsoleError::Refused("password hashing failed".into()))?
-        .map_err(|_| ConsoleError::Refused("password hashing failed".into()))?;
+        .map_err(|e| ConsoleError::Refused(format!("{e}: user not added")))?;
     ctx.handle
         .apply(Command::AddUser(crate::config::UserConfig {
             name: name.to_string(),

@@ -416,7 +416,10 @@ fn random_change(c: &mut Config, rng: &mut fastrand::Rng, n: usize) {
             name: format!("rg{n}"),
             scheduler: SchedulerKind::Weighted,
             hosts: (0..rng.usize(..3))
-                .map(|i| host(&format!("h{i}"), &format!("10.8.{n}.{i}:80")))
+                .map(|i| {
+                    let ip = format!("10.{}.{}.{i}:80", n / 256, n % 256);
+                    host(&format!("h{i}"), &ip)
+                })
                 .collect(),
             options: Default::default(),
         }),

@@ -128,9 +128,10 @@ pub struct AdminSettings {
     pub allowed_hosts: Vec<String>,
     /// Refuse legacy changing calls sent as GET (`<web changesRequirePost>`).
     pub changes_require_post: bool,
-    /// Most admin connections open at once (default [`max_connections`]); past it a
-    /// new connection is answered 503 and closed, so the admin plane never holds
-    /// the descriptors the data path needs.
+    /// Most admin connections open at once (default [`max_connections`]): past
+    /// it new connections wait in the listen backlog until one closes, so the
+    /// admin plane never holds the descriptors the data path needs; past half of
+    /// it connections are not kept alive.
     pub max_connections: usize,
 }
 
@@ -355,7 +356,7 @@ impl AdminServer {
 /// Requests are answered only when their `Host` names this server: the address
 /// the client reached, a loopback name, the machine's host name (with the port)
 /// or one of `settings.allowed_hosts`; at most `settings.max_connections` are
-/// open at once.
+/// open at once (more wait to be accepted).
 pub async fn start(
     handle: BalancerHandle,
     mut settings: AdminSettings,
@@ -440,6 +441,15 @@ async fn accept_loop(
     let app = router(handle, settings);
     let connections = TaskTracker::new();
     loop {
+        // A place first: past the cap, new connections wait in the listen
+        // backlog, holding none of our descriptors, until one closes.
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -452,15 +462,9 @@ async fn accept_loop(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            // Refused at once, so its descriptor is released now; plain HTTP
-            // clients learn why, TLS ones see the connection close.
-            if tls.is_none() {
-                let _ = stream.try_write(TOO_MANY_CONNECTIONS);
-            }
-            tracing::debug!(%peer, max_connections, "admin connection refused: too many open");
-            continue;
-        };
+        // Past half the cap a connection serves one request and closes, so
+        // kept-alive idle clients cannot keep the others waiting.
+        let keep_alive = slots.available_permits() >= max_connections / 2;
         let local = stream.local_addr().unwrap_or(peer);
         let app = app.clone();
         let tls = tls
@@ -468,7 +472,7 @@ async fn accept_loop(
             .map(|config| tokio_rustls::TlsAcceptor::from(config.load_full()));
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            let ends = (peer, local);
+            let ends = (peer, local, keep_alive);
             match tls {
                 None => serve_connection(stream, ends, app, client_timeout, shutdown).await,
                 Some(acceptor) => {
@@ -493,11 +497,6 @@ async fn accept_loop(
     tracing::info!("admin web server stopped");
 }
 
-/// The answer to a connection over [`AdminSettings::max_connections`].
-const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-    Content-Type: text/plain; charset=utf-8\r\nContent-Length: 35\r\nConnection: close\r\n\r\n\
-    too many admin connections are open";
-
 /// The default of [`AdminSettings::max_connections`]: 64, or a sixteenth of
 /// the descriptor limit when that is less (at least 4).
 pub fn max_connections() -> usize {
@@ -507,10 +506,11 @@ pub fn max_connections() -> usize {
 /// One HTTP/1.1 connection: requests carry the peer address as [`ConnectInfo`]
 /// and the address it reached as [`auth::LocalAddr`]; a request head larger than
 /// [`MAX_HEADER_BYTES`] gets 431, one (or the next one on a kept-alive
-/// connection) not sent within `client_timeout` closes the connection.
+/// connection) not sent within `client_timeout` closes the connection. Without
+/// `keep_alive` the connection closes after its first answer.
 async fn serve_connection<S>(
     stream: S,
-    (peer, local): (SocketAddr, SocketAddr),
+    (peer, local, keep_alive): (SocketAddr, SocketAddr, bool),
     app: Router,
     client_timeout: Duration,
     shutdown: tokio_util::sync::CancellationToken,
@@ -526,6 +526,7 @@ async fn serve_connection<S>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(client_timeout)
+        .keep_alive(keep_alive)
         .max_header_size(MAX_HEADER_BYTES);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);

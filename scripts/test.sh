@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages used by end-to-end tests. Only the missing ones are installed,
-# without recommends and without upgrading anything already on the machine
-# (`--no-upgrade`): chromium alone pulls 133 packages with recommends (perl and
-# systemd upgrades among them), 28 without.
+# without recommends (chromium alone pulls 133 packages with them, perl and
+# systemd upgrades among them; 28 without). apt upgrades an installed package
+# only when a new one needs a newer version of it: tests/packaging.rs simulates
+# this install and fails if it would upgrade anything.
 # openssh-client: ssh, ssh-keygen, ssh-keyscan for the SSH console tests.
 # systemd: `systemd-analyze verify` of the units; logrotate: checks the
 # package's logrotate file (dpkg-deb, for the package test, is always there).
@@ -19,7 +20,8 @@ cd "$(dirname "$0")/.."
 packages=(curl openssh-client systemd logrotate chromium chromium-driver etcd-server)
 missing=()
 for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  # "installed", not merely known to dpkg (removed but not purged).
+  [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing+=("$p")
 done
 apt_install=(apt-get install -y -qq --no-install-recommends --no-upgrade)
 # `scripts/test.sh --print-install` prints the install command and the packages

@@ -346,6 +346,9 @@ fn lookup_failure(name: &str, error: &NetError) -> String {
         format!("name {name:?} does not exist (NXDOMAIN)")
     } else if error.is_no_records_found() {
         format!("name {name:?} has no address records")
+    } else if matches!(error, NetError::Proto(_)) {
+        // hickory's text of a malformed name is a debug structure.
+        format!("name {name:?} is not a valid DNS name")
     } else {
         format!("name {name:?} does not resolve: {error}")
     }

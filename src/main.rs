@@ -140,6 +140,16 @@ enum FleetCmd {
 fn main() -> std::process::ExitCode {
     tune_allocator();
     let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Run { .. } | Cmd::Demo { .. }) {
+        // Commands that only print end quietly when their reader goes away
+        // (`txlb check FILE | head`), as Unix tools do; Rust ignores SIGPIPE and
+        // println! would panic. The servers keep it ignored: a peer closing a
+        // socket is an error to handle, not a reason to die.
+        // SAFETY: no other thread yet; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -698,10 +708,47 @@ async fn check(path: &Path, config: &Config) -> Result<()> {
     for line in settings_summary(config) {
         println!("{line}");
     }
+    for warning in settings_warnings(config) {
+        println!("warning: {warning}");
+    }
     if warnings > 0 {
         println!("{warnings} warning(s): hosts whose names do not resolve start bad");
     }
     Ok(())
+}
+
+/// Mistakes `txlb check` warns of outside the services: passwords that are
+/// not hashes (nobody can log in), DES hashes (only 8 characters count), an
+/// `authorizedKeys` file that is not there.
+fn settings_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let Some(admin) = &config.admin else {
+        return warnings;
+    };
+    for user in &admin.users {
+        match txlb::admin::crypt_scheme(&user.password_hash) {
+            None => warnings.push(format!(
+                "user {:?}: the password is not a crypt(3) hash, so no password matches it \
+                 (txlb passwd makes one)",
+                user.name
+            )),
+            Some("DES") => warnings.push(format!(
+                "user {:?}: a traditional DES hash checks only the first 8 characters of a \
+                 password (txlb passwd makes a SHA-512 one)",
+                user.name
+            )),
+            Some(_) => {}
+        }
+    }
+    if let Some(keys) = admin.ssh.as_ref().and_then(|s| s.authorized_keys.as_ref())
+        && !keys.is_file()
+    {
+        warnings.push(format!(
+            "authorizedKeys {}: no such file, so no key can log in until it exists",
+            keys.display()
+        ));
+    }
+    warnings
 }
 
 /// What `txlb check` says of everything but the services: the admin web server,

@@ -312,6 +312,44 @@ fn check_takes_the_file_positionally_and_reports_the_admin_plane() {
     let none = Command::new(TXLB).arg("check").output().unwrap();
     assert!(!none.status.success());
     assert!(String::from_utf8_lossy(&none.stderr).contains("FILE"));
+
+    // The two passwords above are no hashes: nobody could log in. A DES hash
+    // counts 8 characters. A missing authorizedKeys file lets no key in.
+    for expected in [
+        "warning: user \"ops\": the password is not a crypt(3) hash",
+        "warning: user \"viewer\": the password is not a crypt(3) hash",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in\n{stdout}"
+        );
+    }
+    let des = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("$6$rounds=5000$salt$x", "abJnggxhB/yWI")
+        .replace("<ssh listen", "<ssh authorizedKeys=\"nowhere/keys\" listen");
+    std::fs::write(&path, des).unwrap();
+    let out = Command::new(TXLB).arg("check").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("warning: user \"ops\": a traditional DES hash"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("keys: no such file"), "{stdout}");
+
+    // A reader that goes away ends check quietly, not with a panic.
+    let mut child = Command::new(TXLB)
+        .arg("check")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
 }
 
 /// A name server on loopback that answers every query with NXDOMAIN.
@@ -352,6 +390,10 @@ fn a_name_that_does_not_exist_is_said_in_words() {
     let text = xml_config(&[("h", "127.0.0.1:9".parse().unwrap())])
         .replace("127.0.0.1:9", "nowhere.example:80")
         .replace(
+            "</group>",
+            "<host name=\"u\" ip=\"a_b.example:80\"/></group>",
+        )
+        .replace(
             "</config>",
             &format!("<resolver nameserver=\"{ns}\"/></config>"),
         );
@@ -363,7 +405,14 @@ fn a_name_that_does_not_exist_is_said_in_words() {
         stdout.contains("warning: name \"nowhere.example\" does not exist (NXDOMAIN)"),
         "{stdout}"
     );
-    assert!(!stdout.contains("Query {"), "{stdout}");
+    assert!(
+        stdout.contains("warning: name \"a_b.example\" is not a valid DNS name"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("Query {") && !stdout.contains("Err("),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -34,8 +34,10 @@ const MAX_CACHED: usize = 256;
 
 /// A SHA-512-crypt hash of a password that matches nobody, verified against when
 /// the user name is unknown so that unknown names take as long as wrong passwords.
-const DUMMY_HASH: &str = "$6$rounds=5000$txlbdummysalt$\
-    Zb6hZ2e0fZl0I3t0r7f5xKp7cM7b1bq3H0Qw5y6c8f6oX3sV2Zq5kL1dY0mP9nB4aR2tE7uI8oW3qS6zX1cV0";
+/// A real hash (of a random password since forgotten): a malformed one would
+/// be refused without hashing, and unknown names would answer faster.
+const DUMMY_HASH: &str = "$6$5IOlckW8NMujcA1T$GNs8SRnfFCR2BqgetvY1lNUEbEQZzWbN1G/3J.\
+    2F/vQd2zPw.JL/BqZ8vHdLsJQQZDouXQroncqu04s0/dzQZ1";
 
 /// The address a client connected to (the admin socket's own address), put in
 /// each request's extensions by the server; absent when the router is served by
@@ -385,6 +387,52 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     // pwhash compares in constant time. Its parsers are not all hardened against
     // arbitrary strings, so a panic on a strange configured hash is a mismatch.
     std::panic::catch_unwind(|| pwhash::unix::verify(password, hash)).unwrap_or(false)
+}
+
+/// Which crypt(3) scheme `hash` is written in, by its shape: `DES` (13
+/// characters), `MD5` (`$1$`), `SHA-256` (`$5$`), `SHA-512` (`$6$`), `bcrypt`
+/// (`$2a$`, `$2b$`, `$2y$`); `None` for anything else, which no password
+/// matches. `txlb check` warns of both.
+pub fn crypt_scheme(hash: &str) -> Option<&'static str> {
+    let b64 = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/')
+    };
+    // `$id$[rounds=N$]salt$digest` with a digest of `len` characters.
+    let salted = |rest: &str, len: usize| {
+        let rest = match rest.strip_prefix("rounds=") {
+            Some(r) => match r.split_once('$') {
+                Some((n, r)) if n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() => r,
+                _ => return false,
+            },
+            None => rest,
+        };
+        matches!(rest.split_once('$'), Some((salt, digest))
+            if !salt.is_empty() && salt.len() <= 16 && !salt.contains('$')
+                && digest.len() == len && b64(digest))
+    };
+    if hash.len() == 13 && b64(hash) {
+        return Some("DES");
+    }
+    if let Some(rest) = hash.strip_prefix("$1$") {
+        return salted(rest, 22).then_some("MD5");
+    }
+    if let Some(rest) = hash.strip_prefix("$5$") {
+        return salted(rest, 43).then_some("SHA-256");
+    }
+    if let Some(rest) = hash.strip_prefix("$6$") {
+        return salted(rest, 86).then_some("SHA-512");
+    }
+    for prefix in ["$2a$", "$2b$", "$2y$"] {
+        if let Some(rest) = hash.strip_prefix(prefix) {
+            let ok = matches!(rest.split_once('$'), Some((cost, digest))
+                if cost.len() == 2 && cost.bytes().all(|b| b.is_ascii_digit())
+                    && digest.len() == 53 && b64(digest));
+            return ok.then_some("bcrypt");
+        }
+    }
+    None
 }
 
 /// A SHA-512-crypt hash of `password` with a random salt, for `<user password=…>`.
@@ -762,6 +810,38 @@ mod tests {
         assert_eq!(check_host(&h, None, &[], false).unwrap(), HostName::Own);
         h.insert(header::HOST, HeaderValue::from_static("evil.example"));
         assert!(check_host(&h, None, &[], false).is_err());
+    }
+
+    #[test]
+    fn crypt_schemes_are_told_by_shape() {
+        let sha512 = hash_password("pw-12345").unwrap();
+        assert_eq!(crypt_scheme(&sha512), Some("SHA-512"));
+        assert_eq!(crypt_scheme(DUMMY_HASH), Some("SHA-512"));
+        // Unknown names cost a full hash, as wrong passwords do.
+        let time = |hash: &str| {
+            let start = std::time::Instant::now();
+            for _ in 0..3 {
+                assert!(!verify_password("guess", hash));
+            }
+            start.elapsed()
+        };
+        assert!(
+            time(DUMMY_HASH) * 3 > time(&sha512),
+            "the dummy hash is cheaper"
+        );
+        assert_eq!(crypt_scheme("abJnggxhB/yWI"), Some("DES"));
+        for bad in [
+            "plain",
+            "",
+            "$1$",
+            "$6$$",
+            "*",
+            "!",
+            "$6$salt$short",
+            "$6$rounds=x$s$",
+        ] {
+            assert_eq!(crypt_scheme(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -66,7 +66,9 @@ use crate::BalancerHandle;
 use crate::config::{AdminWebConfig, Config, DEFAULT_ADMIN_REFRESH, ListenAddr, ListenHost};
 
 pub(crate) use auth::Principal;
-pub use auth::{FAILURE_WINDOW, Logins, MAX_FAILURES, hash_password, verify_password};
+pub use auth::{
+    FAILURE_WINDOW, Logins, MAX_FAILURES, crypt_scheme, hash_password, verify_password,
+};
 pub use error::AdminError;
 pub use limits::{CLIENT_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_HEADER_BYTES};
 pub use openapi::openapi_document;

@@ -37,7 +37,7 @@ pub enum ConfigError {
         message: String,
     },
     /// The file could not be read.
-    #[error("{}: cannot read configuration", path.display())]
+    #[error("{}: cannot read configuration: {source}", path.display())]
     Io {
         /// The file we tried to read.
         path: PathBuf,

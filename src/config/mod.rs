@@ -10,6 +10,8 @@
 //! - [`writeback`]: the configCheck manager and `saveConfig`: the running
 //!   configuration back into its file, keeping the operator's comments and layout.
 //! - `error`: [`ConfigError`], always with `FILE:LINE:COL` for content problems.
+//! - `file`: [`read_text`], the one way a configuration file is read (a regular
+//!   file of bounded size, never blocking on a FIFO).
 //! - `names`: the one rule for service, group, host and user names and for
 //!   passwords ([`check_name`], [`check_password`]), shared by the files and the
 //!   controller's commands.
@@ -20,6 +22,7 @@ mod builder;
 mod changes;
 mod depth;
 mod error;
+mod file;
 mod model;
 mod names;
 mod options;
@@ -39,6 +42,7 @@ pub use builder::{BUILDER_SOURCE, ConfigBuilder, GroupBuilder, ServiceBuilder};
 pub use changes::{Changes, Counts};
 pub use depth::MAX_DEPTH;
 pub use error::{ConfigError, Location, STRING_SOURCE};
+pub use file::{MAX_FILE_BYTES, read_text};
 pub use model::*;
 pub use names::{MAX_NAME_LEN, MAX_PASSWORD_LEN, NameKind, check_name, check_password};
 pub use options::{
@@ -85,7 +89,7 @@ impl Config {
     /// otherwise. Relative log and control-socket paths are resolved against the
     /// file's directory; `source` is set to `path`.
     pub fn from_path(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = read_text(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
         })?;

@@ -50,7 +50,7 @@ pub enum WriteBackError {
     #[error("{}: edited on disk since it was loaded; not overwritten", .0.path.display())]
     Conflict(Box<Conflict>),
     /// The file could not be read back before writing.
-    #[error("{}: cannot read the configuration file", path.display())]
+    #[error("{}: cannot read the configuration file: {source}", path.display())]
     Read {
         /// The configuration file.
         path: PathBuf,
@@ -315,7 +315,7 @@ fn save_text(
     boot: &Config,
     running: &Config,
 ) -> Result<(SaveOutcome, String), WriteBackError> {
-    let on_disk = fs::read_to_string(path).map_err(|source| WriteBackError::Read {
+    let on_disk = super::read_text(path).map_err(|source| WriteBackError::Read {
         path: path.to_path_buf(),
         source,
     })?;
@@ -484,7 +484,7 @@ impl WriteBack {
     pub fn conflict_now(&self, running: &Config) -> Option<Conflict> {
         let mut state = self.lock();
         state.conflict.as_ref()?;
-        let fresh = match fs::read_to_string(&self.path) {
+        let fresh = match super::read_text(&self.path) {
             Err(_) => return state.conflict.clone(),
             Ok(on_disk) if on_disk == state.text || loads_as(&self.path, &on_disk, running) => None,
             Ok(on_disk) => Some(conflict(
@@ -604,7 +604,7 @@ pub async fn run_config_check(
 
 /// Loads `path` for write-back: its text and the configuration it holds.
 pub fn load(path: &Path) -> Result<(String, Config), ConfigError> {
-    let text = fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    let text = super::read_text(path).map_err(|source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
     })?;

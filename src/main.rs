@@ -446,7 +446,14 @@ async fn reload(
     hooks: &admin_plane::Hooks,
     admin: &mut AdminPlane,
 ) -> Result<(), String> {
-    let config = Config::from_path(&hooks.path).map_err(|e| e.to_string())?;
+    // Reading and checking a big file takes a while: on the blocking pool, so
+    // the admin plane (on this runtime) keeps answering meanwhile, and a panic
+    // there refuses the reload instead of ending the process.
+    let path = hooks.path.clone();
+    let config = tokio::task::spawn_blocking(move || Config::from_path(&path))
+        .await
+        .map_err(|e| format!("reading the configuration failed: {e}"))?
+        .map_err(|e| e.to_string())?;
     let prepared = admin
         .prepare(&config, hooks)
         .await

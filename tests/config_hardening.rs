@@ -443,3 +443,32 @@ async fn the_admin_plane_answers_while_a_big_reload_runs() {
     );
     proxies(listener).await;
 }
+
+#[tokio::test]
+async fn embedding_applications_are_held_to_the_same_name_rule() {
+    use txlb::config::HostAddress;
+    let backend = echo_backend().await;
+    let mut bad = config(
+        txlb::scheduler::SchedulerKind::RoundRobin,
+        vec![host("a\nforged line", backend, 1)],
+    );
+    let error = txlb::Balancer::start(bad.clone()).await.unwrap_err();
+    assert!(error.to_string().contains("bad host name"), "{error}");
+    bad.services[0].groups[0].hosts[0].name = "a".into();
+    let balancer = txlb::Balancer::start(bad).await.unwrap();
+    let mut odd = host("b", backend, 1);
+    odd.address = HostAddress {
+        host: "a@127.0.0.1".into(),
+        port: 9,
+    };
+    let error = balancer
+        .apply(txlb::Command::AddHost {
+            service: "svc".into(),
+            group: "g".into(),
+            host: odd,
+        })
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("contains '@'"), "{error}");
+    balancer.shutdown(Duration::ZERO).await;
+}

@@ -135,7 +135,7 @@ impl BalancerBuilder {
             }
             None => (None, None),
         };
-        let controller = Arc::new(Controller::new(
+        let controller = Controller::shared(Controller::new(
             records,
             config.control.is_some(),
             handles,

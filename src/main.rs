@@ -493,8 +493,20 @@ async fn reload(
     hooks: &admin_plane::Hooks,
     admin: &mut AdminPlane,
 ) -> Result<txlb::config::Changes, String> {
-    let config = Config::from_path(&hooks.path).map_err(|e| e.to_string())?;
-    let changes = txlb::config::Changes::between(&balancer.config(), &config);
+    // Reading and checking a big file takes a while: on the blocking pool, so
+    // the admin plane (on this runtime) keeps answering meanwhile, and a panic
+    // there refuses the reload instead of ending the process. What changed is
+    // counted there too (linear, but over every host).
+    let (path, running) = (hooks.path.clone(), balancer.config());
+    let (config, changes) = tokio::task::spawn_blocking(move || {
+        Config::from_path(&path).map(|config| {
+            let changes = txlb::config::Changes::between(&running, &config);
+            (config, changes)
+        })
+    })
+    .await
+    .map_err(|e| format!("reading the configuration failed: {e}"))?
+    .map_err(|e| e.to_string())?;
     let prepared = admin
         .prepare(&config, hooks)
         .await

@@ -358,3 +358,117 @@ async fn apis_refuse_bad_names_and_addresses() {
     assert!(!running.contains("ok"), "{running}");
     assert!(!running.contains('\u{1b}'), "{running}");
 }
+
+/// One service over `n` hosts (the first `backend`, the others on addresses
+/// nothing listens on, in a standby group), the admin web server on
+/// 127.0.0.1:0.
+fn big_xml(backend: SocketAddr, n: usize) -> String {
+    let mut hosts = String::with_capacity(48 * n);
+    for i in 0..n {
+        hosts.push_str(&format!(
+            "<host name=\"h{i}\" ip=\"10.{}.{}.{}:80\"/>\n",
+            i >> 16 & 255,
+            i >> 8 & 255,
+            i & 255
+        ));
+    }
+    xml(backend).replace(
+        "  </service>",
+        &format!("<group name=\"standby\">\n{hosts}</group>\n  </service>"),
+    )
+}
+
+#[tokio::test]
+async fn the_admin_plane_answers_while_a_big_reload_runs() {
+    let backend = echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    std::fs::write(&path, xml(backend)).unwrap();
+    let txlb = Txlb::start(&path, 1);
+    let listener: SocketAddr = txlb.logged("listener up", "local").await.parse().unwrap();
+    let base = txlb.logged("admin web server up", "url").await;
+    let http = client();
+    let ask = || async {
+        let start = std::time::Instant::now();
+        let response = http
+            .get(format!("{base}api/v1/openapi.json"))
+            .basic_auth(FULL.0, Some(FULL.1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+        start.elapsed()
+    };
+    ask().await;
+
+    // 100,000 hosts to read, check and apply, and a new listener on a port
+    // taken (without SO_REUSEPORT) at the very end of the apply: the reload is
+    // refused after all the work, and the running configuration (small, so
+    // nothing else about the admin plane changes) stays.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let text = big_xml(backend, 100_000).replace(
+        "<listen ip=\"127.0.0.1:0\"/>",
+        &format!(
+            "<listen ip=\"127.0.0.1:0\"/><listen ip=\"{}\"/>",
+            taken.local_addr().unwrap()
+        ),
+    );
+    std::fs::write(&path, text).unwrap();
+    let skip = txlb.log_len();
+    txlb.signal("HUP");
+    // Ask all along the reload: reading, checking and applying 100,000 hosts
+    // ran on the admin plane's thread and stalled it for seconds.
+    let mut slowest = Duration::ZERO;
+    let mut asked = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        slowest = slowest.max(ask().await);
+        asked += 1;
+        let log = txlb.log.lock().unwrap()[skip..].join("\n");
+        if log.contains("reload refused") {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reload not done in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(refused.contains("cannot listen on"), "{refused}");
+    assert!(asked > 5, "the reload took only {asked} answers");
+    assert!(
+        slowest < Duration::from_millis(750),
+        "an answer took {slowest:?}"
+    );
+    proxies(listener).await;
+}
+
+#[tokio::test]
+async fn embedding_applications_are_held_to_the_same_name_rule() {
+    use txlb::config::HostAddress;
+    let backend = echo_backend().await;
+    let mut bad = config(
+        txlb::scheduler::SchedulerKind::RoundRobin,
+        vec![host("a\nforged line", backend, 1)],
+    );
+    let error = txlb::Balancer::start(bad.clone()).await.unwrap_err();
+    assert!(error.to_string().contains("bad host name"), "{error}");
+    bad.services[0].groups[0].hosts[0].name = "a".into();
+    let balancer = txlb::Balancer::start(bad).await.unwrap();
+    let mut odd = host("b", backend, 1);
+    odd.address = HostAddress {
+        host: "a@127.0.0.1".into(),
+        port: 9,
+    };
+    let error = balancer
+        .apply(txlb::Command::AddHost {
+            service: "svc".into(),
+            group: "g".into(),
+            host: odd,
+        })
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("contains '@'"), "{error}");
+    balancer.shutdown(Duration::ZERO).await;
+}

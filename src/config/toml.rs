@@ -461,43 +461,50 @@ impl Options {
             let at = e.span().map_or(0, |s| s.start);
             src.error(at, e.message().trim_end().to_string())
         })?;
-        let mut found = std::collections::HashMap::new();
+        let mut options = Options {
+            found: std::collections::HashMap::new(),
+        };
         if let Some(resolver) = get(doc.get_ref(), "resolver")
             && let ::toml::de::DeValue::Table(table) = resolver.get_ref()
         {
             let keys = (&[][..], crate::config::ResolverOptions::KEYS, "[resolver]");
-            found.insert(Vec::new(), Self::collect(src, table, keys)?);
+            options.keep(Vec::new(), Self::collect(src, table, keys)?);
         }
-        for (si, service) in tables(get(doc.get_ref(), "service").as_ref())
-            .iter()
-            .enumerate()
-        {
+        for (si, service) in tables(get(doc.get_ref(), "service")).enumerate() {
             let keys = (SERVICE, crate::config::ServiceOptions::KEYS, "[[service]]");
-            found.insert(vec![si], Self::collect(src, service, keys)?);
+            options.keep(vec![si], Self::collect(src, service, keys)?);
             if let Some(::toml::de::DeValue::Array(entries)) =
-                get(service, "listen").as_ref().map(|v| v.get_ref())
+                get(service, "listen").map(|v| v.get_ref())
             {
                 for (li, entry) in entries.iter().enumerate() {
                     if let ::toml::de::DeValue::Table(table) = entry.get_ref() {
                         let keys = (LISTEN, crate::config::ListenOptions::KEYS, "a listen table");
-                        found.insert(listen_path(si, li), Self::collect(src, table, keys)?);
+                        options.keep(listen_path(si, li), Self::collect(src, table, keys)?);
                     }
                 }
             }
-            for (gi, group) in tables(get(service, "group").as_ref()).iter().enumerate() {
+            for (gi, group) in tables(get(service, "group")).enumerate() {
                 let keys = (
                     GROUP,
                     crate::config::GroupOptions::KEYS,
                     "[[service.group]]",
                 );
-                found.insert(vec![si, gi], Self::collect(src, group, keys)?);
-                for (hi, host) in tables(get(group, "hosts").as_ref()).iter().enumerate() {
+                options.keep(vec![si, gi], Self::collect(src, group, keys)?);
+                for (hi, host) in tables(get(group, "hosts")).enumerate() {
                     let keys = (HOST, crate::config::HostOptions::KEYS, "a host");
-                    found.insert(vec![si, gi, hi], Self::collect(src, host, keys)?);
+                    options.keep(vec![si, gi, hi], Self::collect(src, host, keys)?);
                 }
             }
         }
-        Ok(Options { found })
+        Ok(options)
+    }
+
+    /// Keeps the options found at `path`; most tables have none, and keeping
+    /// no entry for them keeps this map small.
+    fn keep(&mut self, path: Vec<usize>, options: RawOptions) {
+        if !options.is_empty() {
+            self.found.insert(path, options);
+        }
     }
 
     /// The keys of `table` beyond `core`, which must be options.
@@ -553,29 +560,26 @@ fn listen_path(service: usize, listen: usize) -> Vec<usize> {
     vec![service, usize::MAX, listen]
 }
 
-/// The tables of an array of tables (an absent or other value: none).
-fn tables<'i>(
-    v: Option<&::toml::Spanned<::toml::de::DeValue<'i>>>,
-) -> Vec<::toml::de::DeTable<'i>> {
-    match v.map(|v| v.get_ref()) {
-        Some(::toml::de::DeValue::Array(items)) => items
-            .iter()
-            .filter_map(|i| match i.get_ref() {
-                ::toml::de::DeValue::Table(t) => Some(t.clone()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
+/// The tables of an array of tables (an absent or other value: none),
+/// borrowed: the document is walked, never copied.
+fn tables<'a, 'i>(
+    v: Option<&'a ::toml::Spanned<::toml::de::DeValue<'i>>>,
+) -> impl Iterator<Item = &'a ::toml::de::DeTable<'i>> {
+    let items: &'a [::toml::Spanned<::toml::de::DeValue<'i>>] = match v.map(|v| v.get_ref()) {
+        Some(::toml::de::DeValue::Array(items)) => items,
+        _ => &[],
+    };
+    items.iter().filter_map(|i| match i.get_ref() {
+        ::toml::de::DeValue::Table(t) => Some(t),
+        _ => None,
+    })
 }
 
-fn get<'i>(
-    t: &::toml::de::DeTable<'i>,
+fn get<'a, 'i>(
+    t: &'a ::toml::de::DeTable<'i>,
     key: &str,
-) -> Option<::toml::Spanned<::toml::de::DeValue<'i>>> {
-    t.iter()
-        .find(|(k, _)| k.get_ref() == key)
-        .map(|(_, v)| v.clone())
+) -> Option<&'a ::toml::Spanned<::toml::de::DeValue<'i>>> {
+    t.iter().find(|(k, _)| k.get_ref() == key).map(|(_, v)| v)
 }
 
 /// A parsed TOML value as a `toml::Value` (what the option types read).

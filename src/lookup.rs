@@ -122,8 +122,9 @@ pub(crate) fn answer(registry: &ConnectionRegistry, line: &str) -> Answer {
     }
 }
 
-/// Binds the socket at `path` (replacing a stale one), and answers until `stop`
-/// is cancelled; then removes the socket file.
+/// Binds the socket at `path` (replacing a stale one, see [`claim`]), and
+/// answers until `stop` is cancelled; then removes the socket file if it is
+/// still this one.
 pub(crate) fn start(
     path: &Path,
     registry: Arc<ConnectionRegistry>,
@@ -146,15 +147,10 @@ fn start_with(
     max_connections: usize,
     idle: std::time::Duration,
 ) -> io::Result<()> {
-    if path.exists() {
-        // A socket left by a previous run; refuse to delete anything else.
-        use std::os::unix::fs::FileTypeExt;
-        if std::fs::symlink_metadata(path)?.file_type().is_socket() {
-            std::fs::remove_file(path)?;
-        }
-    }
+    claim(path)?;
     let listener = UnixListener::bind(path)?;
     let path: PathBuf = path.to_path_buf();
+    let bound = file_id(&path);
     tracing::info!(socket = %path.display(), max_connections, "control socket up");
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     tokio::spawn(async move {
@@ -186,9 +182,75 @@ fn start_with(
                 },
             }
         }
-        let _ = std::fs::remove_file(&path);
+        // Not a socket another process has put there since (ours removed by hand);
+        // the open listener keeps our inode from being reused meanwhile.
+        if bound.is_some() && file_id(&path) == bound {
+            let _ = std::fs::remove_file(&path);
+        }
     });
     Ok(())
+}
+
+/// Makes way for a control socket at `path`: nothing there, or a stale socket
+/// (left by a process that is gone: connecting is refused), which is removed. A
+/// socket some process accepts on is refused, never taken over (its owner would
+/// lose it, and delete ours when it stops); anything that is not a socket is
+/// refused and left as it is.
+fn claim(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    if !metadata.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket (left as it is; remove it or choose another path)",
+        ));
+    }
+    // Non-blocking, so that an owner too busy to accept (a full backlog) cannot
+    // hold up the start: that too means the socket is in use.
+    let probe = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    probe.set_nonblocking(true)?;
+    match probe.connect(&socket2::SockAddr::unix(path)?) {
+        Ok(()) => Err(in_use()),
+        // Queued (or the queue is full): someone listens.
+        Err(error)
+            if error.kind() == io::ErrorKind::WouldBlock
+                || error.raw_os_error() == Some(libc::EINPROGRESS) =>
+        {
+            Err(in_use())
+        }
+        Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
+            tracing::info!(socket = %path.display(), "removing a stale control socket");
+            match std::fs::remove_file(path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+                _ => Ok(()),
+            }
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(io::Error::new(
+            error.kind(),
+            format!("cannot tell whether another process serves it: {error}"),
+        )),
+    }
+}
+
+/// The error for a control socket some process accepts on.
+fn in_use() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "in use by another process (another txlb?); stop it or choose another path",
+    )
+}
+
+/// The device and inode of the file at `path`, if any.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 async fn serve(
@@ -294,5 +356,31 @@ mod tests {
                 .contains("no open connection")
         );
         stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn stopping_removes_only_its_own_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let stop = CancellationToken::new();
+        start_with(&path, Arc::default(), stop.clone(), 2, IDLE_TIMEOUT).unwrap();
+        // Ours removed by hand and the path taken by something else since.
+        std::fs::remove_file(&path).unwrap();
+        let other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        stop.cancel();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(path.exists(), "another's socket was removed");
+        drop(other);
+
+        // Its own socket it removes.
+        std::fs::remove_file(&path).unwrap();
+        let stop = CancellationToken::new();
+        start_with(&path, Arc::default(), stop.clone(), 2, IDLE_TIMEOUT).unwrap();
+        stop.cancel();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while path.exists() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!path.exists());
     }
 }

@@ -1,9 +1,14 @@
 //! The control socket: a host asks who is behind the connection that reached it.
+//! A socket another process serves at the configured path is refused, never
+//! taken over; a stale one is replaced; anything else at the path is kept.
 
 mod common;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use common::binary::Txlb;
 use common::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
@@ -94,4 +99,94 @@ async fn a_host_learns_the_real_client_of_a_live_connection() {
     assert!(gone, "entry outlived its connection");
     balancer.shutdown(Duration::from_secs(1)).await;
     assert!(eventually(Duration::from_secs(2), || async { !socket.exists() }).await);
+}
+
+/// A configuration file in `dir` with a control socket at `socket` and one
+/// listener on 127.0.0.1:0 over a host at `host`.
+fn write_config(dir: &Path, name: &str, socket: &Path, host: SocketAddr) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "<config>\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+             <group name=\"g\" enable=\"true\">\n{}    </group>\n  </service>\n  \
+             <control socket=\"{}\"/>\n</config>\n",
+            host_lines(&[("a", host)]),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Waits (at most 10 s) for `txlb` to exit, then for the line saying why.
+async fn refusal(txlb: &mut Txlb) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = txlb.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "txlb did not refuse to start:\n{}",
+            txlb.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.success(), "{}", txlb.log_text());
+    // The log is read by a thread that may not have reached the last line.
+    txlb.wait_for_async("control socket", 0).await
+}
+
+#[tokio::test]
+async fn a_second_instance_refuses_a_control_socket_in_use_and_leaves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = named_backend("a", Hold::Close).await;
+    let socket = dir.path().join("control.sock");
+    let first = Txlb::start(&write_config(dir.path(), "first.xml", &socket, host), 1);
+    first.wait_for_async("control socket up", 0).await;
+
+    let mut second = Txlb::start(&write_config(dir.path(), "second.xml", &socket, host), 1);
+    let refused = refusal(&mut second).await;
+    assert!(
+        refused.contains(&format!("control socket {}", socket.display()))
+            && refused.contains("in use by another process"),
+        "{refused}"
+    );
+    // The first instance still answers on its socket.
+    let answer = ask(&socket, "{\"peer\": \"127.0.0.1:1\"}").await;
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no open connection")),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_control_socket_path_that_is_not_a_socket_is_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = named_backend("a", Hold::Close).await;
+    let socket = dir.path().join("control.sock");
+    std::fs::write(&socket, "precious\n").unwrap();
+    let mut txlb = Txlb::start(&write_config(dir.path(), "c.xml", &socket, host), 1);
+    let refused = refusal(&mut txlb).await;
+    assert!(
+        refused.contains(&socket.display().to_string()) && refused.contains("not a socket"),
+        "{refused}"
+    );
+    assert_eq!(std::fs::read_to_string(&socket).unwrap(), "precious\n");
+}
+
+#[tokio::test]
+async fn a_stale_control_socket_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = named_backend("a", Hold::Close).await;
+    let socket = dir.path().join("control.sock");
+    // Left by a process that is gone: the file stays, nobody accepts.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let txlb = Txlb::start(&write_config(dir.path(), "c.xml", &socket, host), 1);
+    txlb.wait_for_async("control socket up", 0).await;
+    let answer = ask(&socket, "{\"peer\": \"127.0.0.1:1\"}").await;
+    assert!(answer["error"].is_string(), "{answer}");
 }

@@ -285,13 +285,17 @@ pub async fn bind(listen: &ListenAddr) -> Result<TcpListener, AdminError> {
     })
 }
 
-/// Binds an admin-plane address (web or SSH): `*` is every address (dual-stack
-/// where the system has IPv6), a name its first address.
+/// Binds an admin-plane address (web or SSH): `*` is every address (dual-stack;
+/// IPv4 alone only on a machine without IPv6, never because another program
+/// holds the IPv6 side), a name its first address.
 pub(crate) async fn bind_plane(listen: &ListenAddr) -> io::Result<TcpListener> {
     match &listen.host {
-        ListenHost::Any => TcpListener::bind(("::", listen.port))
-            .await
-            .or(TcpListener::bind(("0.0.0.0", listen.port)).await),
+        ListenHost::Any => match TcpListener::bind(("::", listen.port)).await {
+            Err(error) if crate::proxy::ipv6_unavailable(&error) => {
+                TcpListener::bind(("0.0.0.0", listen.port)).await
+            }
+            bound => bound,
+        },
         ListenHost::Ip(ip) => TcpListener::bind(SocketAddr::new(*ip, listen.port)).await,
         ListenHost::Name(name) => TcpListener::bind((name.as_str(), listen.port)).await,
     }

@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use super::{ControlError, Controller};
 use crate::config::{Config, ListenAddr, ListenHost};
 use crate::events::Event;
-use crate::proxy::{AcceptProxy, ListenerTask, bind, check_free};
+use crate::proxy::{
+    AcceptProxy, ListenerTask, bind, check_free, in_use_by_another, ipv6_unavailable,
+};
 
 /// A listener that is accepting.
 pub(super) struct RunningListener {
@@ -151,23 +153,37 @@ fn bind_copies(
 /// address is first checked free, so that no other program's listener on it is
 /// joined: the kernel would split its clients between the two. A port 0 bind is
 /// given a port no one uses.
+///
+/// Every configured form of "every address" (`*`, `0.0.0.0`, `[::]`, none)
+/// binds one dual-stack `[::]` socket; only on a machine without IPv6 does it
+/// bind `0.0.0.0` instead. Never when another program holds the IPv6 (or IPv4)
+/// side: serving IPv4 alone would silently leave IPv6 clients to that program.
 fn bind_listen_addr(
     listen: &ListenAddr,
     reuse_port: bool,
     own: &[SocketAddr],
 ) -> std::io::Result<std::net::TcpListener> {
     let bind_first = |addr: SocketAddr| {
-        if reuse_port && addr.port() != 0 && !own.contains(&addr) {
+        let ours = addr.port() == 0 || own.contains(&addr);
+        if reuse_port && !ours {
             check_free(addr)?;
         }
-        bind(addr, reuse_port)
+        bind(addr, reuse_port).map_err(|error| match error.kind() {
+            std::io::ErrorKind::AddrInUse if !ours => in_use_by_another(),
+            _ => error,
+        })
     };
     let ip = match &listen.host {
         ListenHost::Any => {
-            // Every address: dual-stack IPv6 where the system has it.
             let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), listen.port);
             let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), listen.port);
-            return bind_first(v6).or_else(|_| bind_first(v4));
+            return match bind_first(v6) {
+                Err(error) if ipv6_unavailable(&error) => {
+                    tracing::debug!(%error, "no IPv6 on this machine: listening on IPv4 only");
+                    bind_first(v4)
+                }
+                bound => bound,
+            };
         }
         ListenHost::Ip(ip) => *ip,
         ListenHost::Name(name) => (name.as_str(), listen.port)

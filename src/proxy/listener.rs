@@ -60,15 +60,37 @@ pub(crate) fn check_free(addr: SocketAddr) -> io::Result<()> {
     }
     socket.bind(&addr.into()).map_err(|error| {
         if error.kind() == io::ErrorKind::AddrInUse {
-            io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "address already in use by another program (only a socket handed over by \
-                 the service manager is shared)",
-            )
+            in_use_by_another()
         } else {
             error
         }
     })
+}
+
+/// The error for a listen address another program holds.
+pub(crate) fn in_use_by_another() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "address already in use by another program (only a socket handed over by the \
+         service manager is shared)",
+    )
+}
+
+/// Whether `error`, from a dual-stack `[::]` socket, says the machine has no
+/// IPv6 (a kernel without it, or no dual-stack sockets) rather than, say, that
+/// another program holds the address: only then may "every address" fall back
+/// to IPv4 alone.
+pub(crate) fn ipv6_unavailable(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(
+            libc::EAFNOSUPPORT
+                | libc::EPFNOSUPPORT
+                | libc::EPROTONOSUPPORT
+                | libc::EADDRNOTAVAIL
+                | libc::ENOPROTOOPT
+        )
+    )
 }
 
 /// Everything an accept loop needs; cheap to clone per listener.

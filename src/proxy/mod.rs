@@ -16,7 +16,7 @@ mod workers;
 pub(crate) use admission::AcceptProxy;
 pub(crate) use connection::ConnectionRecord;
 pub(crate) use idle::sweep_idle;
-pub(crate) use listener::{ListenerTask, bind, check_free};
+pub(crate) use listener::{ListenerTask, bind, check_free, in_use_by_another, ipv6_unavailable};
 pub(crate) use workers::WorkerPool;
 
 use std::sync::Arc;

@@ -253,6 +253,12 @@ impl BalancerHandle {
         self.controller.running()
     }
 
+    /// The running configuration without copying it (a copy of 100,000 hosts
+    /// is not free): for the managers that only look at it.
+    pub(crate) fn config_shared(&self) -> Arc<Config> {
+        self.controller.running_shared()
+    }
+
     /// Fleet mode: the fleet as this instance last saw it; `None` without
     /// `<cluster>`.
     pub(crate) fn fleet(&self) -> Option<crate::fleet::FleetView> {

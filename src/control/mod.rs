@@ -331,6 +331,11 @@ impl Controller {
         Config::clone(&self.views.running.load())
     }
 
+    /// The running configuration, shared: no copy (for readers that only look).
+    pub(crate) fn running_shared(&self) -> Arc<Config> {
+        self.views.running.load_full()
+    }
+
     /// Hosts removed from the configuration whose connections are still open, as
     /// (service, group, host).
     pub(crate) fn removed_hosts(&self) -> Vec<(Arc<str>, Arc<str>, HostSnapshot)> {

@@ -551,7 +551,8 @@ pub async fn run_config_check(
     // The problem last reported, so each is logged once.
     let mut reported: Option<String> = None;
     loop {
-        let settings = handle.config().manager.config_check;
+        // Shared, not copied: this runs every second on the admin plane's runtime.
+        let settings = handle.config_shared().manager.config_check;
         // A disabled manager looks every second whether a reload enabled it.
         let pause = if settings.enable {
             settings.interval
@@ -562,7 +563,7 @@ pub async fn run_config_check(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }
-        let running = handle.config();
+        let running = handle.config_shared();
         if !running.manager.config_check.enable || writeback.is_saved(&running) {
             continue;
         }

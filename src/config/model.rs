@@ -22,6 +22,9 @@ pub const DEFAULT_HOST_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONFIG_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// Default period of the heartbeat manager (probe every host).
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(20);
+/// Default wall time of one SSH console `script` (`<ssh scriptTimeout>`).
+pub const DEFAULT_SCRIPT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Default auto-refresh period of the admin page.
 pub const DEFAULT_ADMIN_REFRESH: Duration = Duration::from_secs(10);
 
@@ -259,6 +262,9 @@ pub struct AdminSshConfig {
     /// first start when missing; without it the key is kept next to the
     /// configuration file.
     pub host_key: Option<PathBuf>,
+    /// How long one `script` may run before it is stopped (`scriptTimeout`,
+    /// default [`DEFAULT_SCRIPT_TIMEOUT`]).
+    pub script_timeout: Duration,
 }
 
 /// An admin user with a crypt(3) password hash.

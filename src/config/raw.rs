@@ -137,6 +137,7 @@ pub(crate) struct RawSsh {
     pub enable: Option<At<bool>>,
     pub authorized_keys: Option<At<String>>,
     pub host_key: Option<At<String>>,
+    pub script_timeout: Option<At<Number>>,
 }
 
 /// `<user>` / `[[admin.user]]`.

@@ -906,6 +906,31 @@ fn web_allowed_hosts_and_changes_require_post() {
     assert!(error.contains("bad allowed host \"lb/evil\""), "{error}");
 }
 
+/// `<ssh scriptTimeout>`: read from XML and TOML, written back only when not the
+/// default, round-tripped, and refused when not a positive number of seconds.
+#[test]
+fn ssh_script_timeout() {
+    let plain = BASE.replace(
+        "</config>",
+        "<admin><ssh listen=\"127.0.0.1:2222\"/></admin></config>",
+    );
+    let c = Config::from_xml_str(&plain).unwrap();
+    let ssh = c.admin.as_ref().unwrap().ssh.as_ref().unwrap();
+    assert_eq!(ssh.script_timeout, DEFAULT_SCRIPT_TIMEOUT);
+    assert!(!c.to_xml().contains("scriptTimeout"));
+    let xml = plain.replace("<ssh ", "<ssh scriptTimeout=\"2.5\" ");
+    let c = Config::from_xml_str(&xml).unwrap();
+    let ssh = c.admin.as_ref().unwrap().ssh.as_ref().unwrap();
+    assert_eq!(ssh.script_timeout, Duration::from_millis(2500));
+    same(&c, &Config::from_xml_str(&c.to_xml()).unwrap());
+    let toml = c.to_toml();
+    assert!(toml.contains("script_timeout = 2.5"), "{toml}");
+    same(&c, &Config::from_toml_str(&toml).unwrap());
+    let bad = xml.replace("2.5", "-1");
+    let error = Config::from_xml_str(&bad).unwrap_err().to_string();
+    assert!(error.contains("scriptTimeout"), "{error}");
+}
+
 /// txlb's own `<web>` attributes: read from XML and TOML, written back only when
 /// set, and round-tripped.
 #[test]

@@ -39,6 +39,7 @@
 //! listen = "localhost:2222"
 //! # authorized_keys = "keys"  # OpenSSH authorized_keys; access=readonly per key
 //! # host_key = "host.key"     # default: <stem>-ssh_host_ed25519_key beside this file
+//! # script_timeout = 10       # seconds one `script` may run
 //!
 //! [[admin.user]]
 //! name = "admin"
@@ -187,6 +188,7 @@ struct Ssh {
     enable: Option<Spanned<bool>>,
     authorized_keys: Option<Spanned<String>>,
     host_key: Option<Spanned<String>>,
+    script_timeout: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -377,6 +379,7 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                 enable: opt(t, s.enable),
                 authorized_keys: opt(t, s.authorized_keys),
                 host_key: opt(t, s.host_key),
+                script_timeout: float(t, s.script_timeout),
             }
         }),
         users: a

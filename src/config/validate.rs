@@ -793,6 +793,10 @@ impl Builder<'_, '_> {
                     enable: ssh.enable.is_none_or(|e| e.value),
                     authorized_keys: ssh.authorized_keys.map(|p| self.path(p.value)),
                     host_key: ssh.host_key.map(|p| self.path(p.value)),
+                    script_timeout: match ssh.script_timeout {
+                        None => DEFAULT_SCRIPT_TIMEOUT,
+                        Some(t) => self.seconds(&t, "scriptTimeout")?,
+                    },
                 })
             }
         };

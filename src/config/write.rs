@@ -184,6 +184,9 @@ pub fn to_xml(config: &Config) -> String {
                     let _ = write!(extra, " {name}=\"{}\"", attr(&path_text(p)));
                 }
             }
+            if s.script_timeout != DEFAULT_SCRIPT_TIMEOUT {
+                let _ = write!(extra, " scriptTimeout=\"{}\"", seconds(s.script_timeout));
+            }
             let _ = writeln!(
                 x,
                 "    <ssh listen=\"{}\" enable=\"{}\"{extra}/>",
@@ -357,6 +360,9 @@ pub fn to_toml(config: &Config) -> String {
                 if let Some(p) = path {
                     let _ = writeln!(t, "{name} = {}", tstr(&path_text(p)));
                 }
+            }
+            if s.script_timeout != DEFAULT_SCRIPT_TIMEOUT {
+                let _ = writeln!(t, "script_timeout = {}", seconds(s.script_timeout));
             }
             t.push('\n');
         }

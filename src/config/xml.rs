@@ -467,14 +467,23 @@ impl Walker<'_, '_> {
                 }
                 "ssh" => {
                     self.once(&raw.ssh, child, el)?;
-                    let leaf =
-                        self.leaf(child, &["listen", "enable", "authorizedKeys", "hostKey"])?;
+                    let leaf = self.leaf(
+                        child,
+                        &[
+                            "listen",
+                            "enable",
+                            "authorizedKeys",
+                            "hostKey",
+                            "scriptTimeout",
+                        ],
+                    )?;
                     raw.ssh = Some(RawSsh {
                         at: child.at,
                         listen: leaf.get("listen"),
                         enable: leaf.bool("enable"),
                         authorized_keys: leaf.get("authorizedKeys"),
                         host_key: leaf.get("hostKey"),
+                        script_timeout: leaf.number("scriptTimeout"),
                     });
                 }
                 "user" => {

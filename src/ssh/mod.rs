@@ -160,7 +160,8 @@ impl SshSettings {
 
     /// Settings from `<ssh …>`: the host key from `hostKey`, else kept next to
     /// `config_file` ([`host_key_path`]), generated when missing; the
-    /// `authorizedKeys` file; the configuration file's stem as the name.
+    /// `authorizedKeys` file; `scriptTimeout`; the configuration file's stem as
+    /// the name.
     pub fn from_config(ssh: &AdminSshConfig, config_file: Option<&Path>) -> Result<Self, SshError> {
         let key_path = ssh
             .host_key
@@ -168,6 +169,7 @@ impl SshSettings {
             .or_else(|| config_file.map(host_key_path));
         let mut settings = SshSettings::new(load_or_generate_host_key(key_path.as_deref())?);
         settings.authorized_keys = ssh.authorized_keys.clone();
+        settings.script_timeout = ssh.script_timeout;
         if let Some(stem) = config_file.and_then(Path::file_stem) {
             settings.name = stem.to_string_lossy().into_owned();
         }

@@ -98,6 +98,9 @@ pub(crate) fn check_toml(src: &Source<'_>) -> Result<(), ConfigError> {
             }
             b']' | b'}' => {
                 open.pop();
+                // A value just ended: what follows is a comma or the line's
+                // end, never key dots (`[{}, 1.5]`).
+                in_key = false;
                 line_used = true;
             }
             b',' => {
@@ -144,6 +147,10 @@ fn skip_string(bytes: &[u8], i: usize) -> usize {
     while j < bytes.len() {
         let b = bytes[j];
         if basic && b == b'\\' {
+            if !triple && bytes.get(j + 1) == Some(&b'\n') {
+                // No line continuation in a single-line string: it ends here.
+                return j + 1;
+            }
             j += 2;
             continue;
         }
@@ -258,5 +265,19 @@ a.b.c = 1
             "[".repeat(n)
         );
         assert_eq!(check(&text), Ok(()));
+    }
+
+    #[test]
+    fn values_after_a_closed_table_are_no_key_and_strings_end_at_their_line() {
+        // Floats after an inline table in an array were counted as key dots.
+        let floats = format!("x = [{{}}, {}]\n", vec!["1.5"; 100].join(", "));
+        assert_eq!(check(&floats), Ok(()));
+        // A backslash at the end of a single-line string does not carry it
+        // over the line: the brackets after it are seen.
+        let hidden = format!("y = \"a\\\nz = {}{}\n", "[".repeat(100), "]".repeat(100));
+        assert!(
+            check(&hidden).unwrap_err().contains("too deeply"),
+            "{hidden}"
+        );
     }
 }

@@ -136,7 +136,7 @@ fn systemd_analyze_verifies_the_units() {
     for line in [
         "Type=notify",
         "ExecStartPre=/usr/bin/txlb check",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/usr/bin/txlb check --config ${TXLB_CONFIG}\nExecReload=/bin/kill -HUP $MAINPID",
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
         "User=txlb",
         "NoNewPrivileges=yes",

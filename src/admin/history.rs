@@ -92,26 +92,34 @@ pub(crate) fn spawn_sampler(state: &AdminState) {
                 _ = ticks.tick() => {}
             }
             let Some(inner) = weak.upgrade() else { return };
-            let now = inner
-                .handle
-                .stats()
-                .services
-                .into_iter()
-                .flat_map(|s| {
-                    s.groups.into_iter().flat_map(move |g| {
-                        let service = s.name.clone();
-                        g.hosts.into_iter().map(move |h| {
-                            (
-                                (service.clone(), g.name.clone(), h.name),
-                                h.stats.bytes_in,
-                                h.stats.bytes_out,
-                            )
+            let elapsed = last.elapsed();
+            last = Instant::now();
+            // Every host is read: with many thousands that takes a while, so on
+            // the blocking pool, never holding up the admin's requests.
+            let sampled = tokio::task::spawn_blocking(move || {
+                let now = inner
+                    .handle
+                    .stats()
+                    .services
+                    .into_iter()
+                    .flat_map(|s| {
+                        s.groups.into_iter().flat_map(move |g| {
+                            let service = s.name.clone();
+                            g.hosts.into_iter().map(move |h| {
+                                (
+                                    (service.clone(), g.name.clone(), h.name),
+                                    h.stats.bytes_in,
+                                    h.stats.bytes_out,
+                                )
+                            })
                         })
                     })
-                })
-                .collect();
-            inner.history.record(now, last.elapsed());
-            last = Instant::now();
+                    .collect();
+                inner.history.record(now, elapsed);
+            });
+            if sampled.await.is_err() {
+                return;
+            }
         }
     });
 }

@@ -787,3 +787,76 @@ async fn the_console_cap_shrinks_with_the_descriptor_limit() {
     .await;
     assert_eq!(ran.stdout, "admin (full access)\n", "{ran:?}");
 }
+
+/// Issue 19 item 9: four addresses that reconnect as soon as one of their 32
+/// stalled connections is closed cannot evict a newcomer from a fifth address:
+/// the place goes to the newest connection of the busiest address, so a key
+/// login succeeds while they churn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_addresses_cannot_evict_a_newcomer() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let port = lb.ssh;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reconnects = Arc::new(AtomicUsize::new(0));
+    let attackers: Vec<_> = (0..32u8)
+        .map(|i| {
+            let (stop, reconnects) = (stop.clone(), reconnects.clone());
+            tokio::spawn(async move {
+                // At most 500 connections each, 20 ms apart.
+                for _ in 0..500 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                    socket.bind(([127, 0, 0, 70 + i % 4], 0).into()).unwrap();
+                    if let Ok(mut stream) = socket.connect(([127, 0, 0, 1], port).into()).await {
+                        let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await;
+                        let mut buf = [0u8; 4096];
+                        while !stop.load(Ordering::Relaxed) {
+                            let read = stream.read(&mut buf);
+                            let waited = tokio::time::timeout(Duration::from_millis(100), read);
+                            if let Ok(Ok(0) | Err(_)) = waited.await {
+                                break;
+                            }
+                        }
+                    }
+                    if !stop.load(Ordering::Relaxed) {
+                        reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = reconnects.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let other = spawn_ssh(
+        lb.ssh,
+        &lb.keys.full,
+        &lb.keys.known_hosts,
+        &["-b", "127.0.0.51"],
+        "admin@127.0.0.1",
+        "whoami",
+    );
+    let ran = finish(other).await;
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for attacker in attackers {
+        attacker.await.unwrap();
+    }
+    let churned = reconnects.load(Ordering::Relaxed) - before;
+    eprintln!("key login in {took:?} while the others reconnected {churned} times");
+    assert_eq!(
+        (ran.status, ran.stdout.as_str()),
+        (0, "admin (full access)\n"),
+        "{ran:?} (the others reconnected {churned} times)"
+    );
+    lb.proxies().await;
+}

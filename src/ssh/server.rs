@@ -426,3 +426,43 @@ impl russh::server::Handler for Client {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Puts a connection from `source` in `waiting` (as `Pending::new` does,
+    /// without the server), returning its cut token.
+    fn wait(waiting: &mut Waiting, source: [u8; 4]) -> CancellationToken {
+        let source = IpAddr::from(source);
+        let cut = CancellationToken::new();
+        *waiting.per_source.entry(source).or_insert(0) += 1;
+        waiting.queue.insert(waiting.next, (source, cut.clone()));
+        waiting.next += 1;
+        cut
+    }
+
+    #[test]
+    fn the_oldest_of_the_busiest_source_is_evicted() {
+        let mut waiting = Waiting::new(8);
+        let newcomer = wait(&mut waiting, [10, 0, 0, 9]);
+        let mut busy = Vec::new();
+        for _ in 0..4 {
+            busy.push(wait(&mut waiting, [10, 0, 0, 1]));
+        }
+        let other: Vec<_> = (0..3).map(|_| wait(&mut waiting, [10, 0, 0, 2])).collect();
+        waiting.evict();
+        // The newcomer is the oldest of all, but holds one place of 8.
+        assert!(!newcomer.is_cancelled());
+        assert!(busy[0].is_cancelled());
+        assert!(busy[1..].iter().chain(&other).all(|c| !c.is_cancelled()));
+        assert_eq!(waiting.queue.len(), 7);
+        assert_eq!(waiting.per_source[&IpAddr::from([10, 0, 0, 1])], 3);
+        // Ties: the oldest of the sources holding the most.
+        waiting.evict();
+        assert!(busy[1].is_cancelled());
+        waiting.evict();
+        assert!(other[0].is_cancelled());
+        assert!(!newcomer.is_cancelled());
+    }
+}

@@ -457,3 +457,50 @@ async fn idle_admin_and_control_connections_leave_the_data_path_its_descriptors(
     let log = txlb.log_text();
     assert!(!log.contains("Too many open files"), "{log}");
 }
+
+/// Issue 19 item 3: an absolute-form request target names the host (RFC 9112:
+/// it overrides `Host`), so its authority is checked too; a request with two
+/// `Host` headers is refused with 400 (RFC 9112), whichever comes first.
+#[tokio::test]
+async fn absolute_form_targets_and_repeated_hosts_are_checked() {
+    let a = named_backend("a", Hold::Close).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    // No <user>: the admin runs open on loopback, as `txlb demo` does.
+    std::fs::write(&path, xml(&[("a", a)], "", "", "")).unwrap();
+    let txlb = Txlb::start(&path, 1);
+    let base = txlb.logged("admin web server up", "url").await;
+    let admin = addr_of(&base);
+    let port = admin.port();
+    let own = format!("Host: 127.0.0.1:{port}\r\n");
+    let add = |name: &str| format!("/addHost?service=svc&group=g&name={name}&ip=127.0.0.1:9");
+
+    let evil = format!("http://evil.com:{port}{}", add("x"));
+    let (status, body) = raw(admin, "GET", &evil, &own).await;
+    assert_eq!(status, 421, "{body}");
+    assert!(body.contains("evil.com"), "{body}");
+    for twice in [
+        format!("{own}Host: evil.com:{port}\r\n"),
+        format!("Host: evil.com:{port}\r\n{own}"),
+        format!("{own}{own}"),
+    ] {
+        let (status, body) = raw(admin, "GET", &add("y"), &twice).await;
+        assert_eq!(status, 400, "{twice}: {body}");
+        assert!(body.contains("more than one Host"), "{body}");
+    }
+    // An absolute-form target naming this server is served as usual.
+    let (status, body) = raw(
+        admin,
+        "GET",
+        &format!("http://127.0.0.1:{port}{}", add("z")),
+        &own,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, running) = raw(admin, "GET", "/running.txt", &own).await;
+    assert!(running.contains("host z "), "{running}");
+    assert!(
+        !running.contains("host x ") && !running.contains("host y "),
+        "{running}"
+    );
+}

@@ -644,3 +644,219 @@ async fn deep_scripts_are_refused_without_harm() {
     assert!(ran.stderr.contains("Too many variables"), "{ran:?}");
     lb.proxies().await;
 }
+
+/// Connections from 127.0.0.`first`…+3, 8 from each, that send an SSH version
+/// line and then nothing, so they stall in the key exchange.
+async fn kex_stalled(port: u16, first: u8) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut stalled = Vec::new();
+    for source in first..first + 4 {
+        for _ in 0..8 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(([127, 0, 0, source], 0).into()).unwrap();
+            let mut stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+            stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await.unwrap();
+            stalled.push(stream);
+        }
+    }
+    // Let the server accept (or evict) every one of them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stalled
+}
+
+/// Whether the server closed `stream` (end of file or reset) before `until`;
+/// what it sent before (its version line, its key exchange offer) is skipped.
+async fn closed_by(stream: &mut tokio::net::TcpStream, until: Instant) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Issue 19 item 9: 32 connections stalled in the key exchange from four
+/// addresses (the cap of connections not logged in) do not lock a key login
+/// from a fifth address out (the oldest is closed to make room), and every one
+/// of them is closed at the login deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kex_stalled_connections_from_four_addresses_lock_nobody_out() {
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let started = Instant::now();
+    let mut stalled = kex_stalled(lb.ssh, 40).await;
+    let other = spawn_ssh(
+        lb.ssh,
+        &lb.keys.full,
+        &lb.keys.known_hosts,
+        &["-b", "127.0.0.50"],
+        "admin@127.0.0.1",
+        "whoami",
+    );
+    let ran = finish(other).await;
+    assert_eq!(
+        (ran.status, ran.stdout.as_str()),
+        (0, "admin (full access)\n"),
+        "{ran:?}"
+    );
+    // The login deadline (20 s) closes the rest, whatever their stage.
+    let until = started + txlb::ssh::LOGIN_TIMEOUT + Duration::from_secs(4);
+    for (i, stream) in stalled.iter_mut().enumerate() {
+        assert!(
+            closed_by(stream, until).await,
+            "stalled connection {i} open"
+        );
+    }
+    lb.proxies().await;
+}
+
+/// Issue 19 item 10: under a descriptor limit of 256 the console serves at most
+/// 16 connections (a sixteenth of the limit, as the admin and control sockets),
+/// half of them not logged in: of 32 stalled connections 8 stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_cap_shrinks_with_the_descriptor_limit() {
+    use std::os::unix::process::CommandExt as _;
+    if ssh_missing() {
+        return;
+    }
+    let keys = Keys::new();
+    let backend = named_backend("a", Hold::Close).await;
+    let config = keys.dir.path().join("lb.xml");
+    std::fs::write(
+        &config,
+        format!(
+            "<config>\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+             <group name=\"g\" scheduler=\"roundr\" enable=\"true\">\n      \
+             <host name=\"a\" ip=\"{backend}\"/>\n    </group>\n  </service>\n  <admin>\n    \
+             <ssh listen=\"127.0.0.1:0\" enable=\"true\" authorizedKeys=\"authorized_keys\"/>\n\
+             {}  </admin>\n</config>\n",
+            user_lines()
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_txlb"));
+    command
+        .args(["run", "--workers", "1", "--grace", "1", "--config"])
+        .arg(&config)
+        .env("TXLB_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let txlb = Txlb::spawn(command);
+    let port: SocketAddr = txlb
+        .logged("SSH console up", "local")
+        .await
+        .parse()
+        .unwrap();
+    let up = txlb.wait_for_async("SSH console up", 0).await;
+    assert!(up.contains("max_sessions=16"), "{up}");
+    let mut stalled = kex_stalled(port.port(), 60).await;
+    let until = Instant::now() + Duration::from_secs(1);
+    let mut open = 0;
+    for stream in &mut stalled {
+        if !closed_by(stream, until).await {
+            open += 1;
+        }
+    }
+    assert_eq!(open, 8, "stalled connections kept");
+    let ran = ssh(
+        port.port(),
+        &keys.full,
+        &keys.known_hosts,
+        "admin",
+        "whoami",
+        None,
+    )
+    .await;
+    assert_eq!(ran.stdout, "admin (full access)\n", "{ran:?}");
+}
+
+/// Issue 19 item 9: four addresses that reconnect as soon as one of their 32
+/// stalled connections is closed cannot evict a newcomer from a fifth address:
+/// the place goes to the newest connection of the busiest address, so a key
+/// login succeeds while they churn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_addresses_cannot_evict_a_newcomer() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let port = lb.ssh;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reconnects = Arc::new(AtomicUsize::new(0));
+    let attackers: Vec<_> = (0..32u8)
+        .map(|i| {
+            let (stop, reconnects) = (stop.clone(), reconnects.clone());
+            tokio::spawn(async move {
+                // At most 500 connections each, 20 ms apart.
+                for _ in 0..500 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                    socket.bind(([127, 0, 0, 70 + i % 4], 0).into()).unwrap();
+                    if let Ok(mut stream) = socket.connect(([127, 0, 0, 1], port).into()).await {
+                        let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await;
+                        let mut buf = [0u8; 4096];
+                        while !stop.load(Ordering::Relaxed) {
+                            let read = stream.read(&mut buf);
+                            let waited = tokio::time::timeout(Duration::from_millis(100), read);
+                            if let Ok(Ok(0) | Err(_)) = waited.await {
+                                break;
+                            }
+                        }
+                    }
+                    if !stop.load(Ordering::Relaxed) {
+                        reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = reconnects.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let other = spawn_ssh(
+        lb.ssh,
+        &lb.keys.full,
+        &lb.keys.known_hosts,
+        &["-b", "127.0.0.51"],
+        "admin@127.0.0.1",
+        "whoami",
+    );
+    let ran = finish(other).await;
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for attacker in attackers {
+        attacker.await.unwrap();
+    }
+    let churned = reconnects.load(Ordering::Relaxed) - before;
+    eprintln!("key login in {took:?} while the others reconnected {churned} times");
+    assert_eq!(
+        (ran.status, ran.stdout.as_str()),
+        (0, "admin (full access)\n"),
+        "{ran:?} (the others reconnected {churned} times)"
+    );
+    lb.proxies().await;
+}

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine as _;
@@ -82,25 +82,53 @@ fn split_host(value: &str) -> Option<(String, Option<u16>)> {
     (!host.is_empty()).then_some((host, port))
 }
 
-/// Checks the `Host` of a request against the server's own names: the address
+/// Checks the host a request names against the server's own names: the address
 /// the client connected to (`local`), the loopback names (`localhost`,
 /// `127.0.0.1`, `[::1]`) with the server's port, and the names of `allowed`
-/// (`host` matches any port, `host:port` that port). Any other `Host` is what a
+/// (`host` matches any port, `host:port` that port). Any other name is what a
 /// page whose name was re-pointed at this server (DNS rebinding) sends, and is
-/// refused with 421.
+/// refused with 421. The name is the `Host` header's and, for an absolute-form
+/// target (`GET http://name/…`, which RFC 9112 says names the host instead),
+/// the target's too: both must be this server's. More than one `Host` header
+/// is refused with 400 (RFC 9112), as which one counts is ambiguous.
 pub(crate) fn check_host(
+    uri: &Uri,
     headers: &HeaderMap,
     local: Option<SocketAddr>,
     allowed: &[String],
     tls: bool,
 ) -> Result<HostName, AdminError> {
-    let Some(value) = headers.get(header::HOST) else {
-        return Ok(HostName::Absent);
-    };
-    let text = value.to_str().unwrap_or("");
+    let mut values = headers.get_all(header::HOST).iter();
+    let host = values.next();
+    if values.next().is_some() {
+        return Err(AdminError::BadRequest("more than one Host header".into()));
+    }
+    let check = |what: &str, text: &str| check_name(what, text, local, allowed, tls);
+    let target = uri
+        .authority()
+        .map(|a| check("request target host", a.as_str()))
+        .transpose()?;
+    let header = host
+        .map(|v| check("Host", v.to_str().unwrap_or("")))
+        .transpose()?;
+    Ok(match (target, header) {
+        (None, None) => HostName::Absent,
+        (t, h) if t == Some(HostName::Own) || h == Some(HostName::Own) => HostName::Own,
+        _ => HostName::Loopback,
+    })
+}
+
+/// [`check_host`] for one name, `text` (`what` says where it came from).
+fn check_name(
+    what: &str,
+    text: &str,
+    local: Option<SocketAddr>,
+    allowed: &[String],
+    tls: bool,
+) -> Result<HostName, AdminError> {
     let refuse = || {
         Err(AdminError::MisdirectedHost(format!(
-            "Host {text:?} is not a name of this admin server; if clients reach it by \
+            "{what} {text:?} is not a name of this admin server; if clients reach it by \
              that name, add it to <web allowedHosts=…>"
         )))
     };
@@ -556,6 +584,7 @@ pub(crate) async fn middleware(
     let local = request.extensions().get::<LocalAddr>().map(|l| l.0);
     let settings = &state.settings;
     let host = match check_host(
+        request.uri(),
         request.headers(),
         local,
         &settings.allowed_hosts,
@@ -563,7 +592,8 @@ pub(crate) async fn middleware(
     ) {
         Ok(host) => host,
         Err(e) => {
-            tracing::warn!(host = ?request.headers().get(header::HOST), "admin request for a foreign Host refused");
+            let target = request.uri().authority().map(|a| a.as_str());
+            tracing::warn!(host = ?request.headers().get(header::HOST), ?target, "admin request for a foreign Host refused");
             return fail(e);
         }
     };
@@ -766,7 +796,7 @@ mod tests {
         let check = |host: &str| {
             let mut h = HeaderMap::new();
             h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
-            check_host(&h, Some(local), &allowed, false)
+            check_host(&Uri::default(), &h, Some(local), &allowed, false)
         };
         for host in [
             "127.0.0.1:7000",
@@ -792,7 +822,14 @@ mod tests {
             assert!(check(host).is_err(), "{host}");
         }
         assert_eq!(
-            check_host(&HeaderMap::new(), Some(local), &allowed, false).unwrap(),
+            check_host(
+                &Uri::default(),
+                &HeaderMap::new(),
+                Some(local),
+                &allowed,
+                false
+            )
+            .unwrap(),
             HostName::Absent
         );
         // Bound to every address: the one the client reached is the server's.
@@ -800,16 +837,46 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("192.0.2.7"));
         assert_eq!(
-            check_host(&h, Some(public), &[], false).unwrap(),
+            check_host(&Uri::default(), &h, Some(public), &[], false).unwrap(),
             HostName::Own
         );
         let v6: SocketAddr = "[2001:db8::1]:7000".parse().unwrap();
         h.insert(header::HOST, HeaderValue::from_static("[2001:DB8::1]:7000"));
-        assert_eq!(check_host(&h, Some(v6), &[], false).unwrap(), HostName::Own);
+        assert_eq!(
+            check_host(&Uri::default(), &h, Some(v6), &[], false).unwrap(),
+            HostName::Own
+        );
         // Nested in an application's router: any address, names still checked.
-        assert_eq!(check_host(&h, None, &[], false).unwrap(), HostName::Own);
+        assert_eq!(
+            check_host(&Uri::default(), &h, None, &[], false).unwrap(),
+            HostName::Own
+        );
         h.insert(header::HOST, HeaderValue::from_static("evil.example"));
-        assert!(check_host(&h, None, &[], false).is_err());
+        assert!(check_host(&Uri::default(), &h, None, &[], false).is_err());
+    }
+
+    #[test]
+    fn absolute_targets_and_repeated_hosts() {
+        let local: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:7000"));
+        let check = |target: &str, h: &HeaderMap| {
+            check_host(&target.parse().unwrap(), h, Some(local), &[], false)
+        };
+        let evil = check("http://evil.example:7000/addHost", &h).unwrap_err();
+        assert!(evil.to_string().contains("evil.example"), "{evil}");
+        assert!(check("http://user@127.0.0.1:7000/", &h).is_err());
+        assert_eq!(
+            check("http://localhost:7000/x", &h).unwrap(),
+            HostName::Loopback
+        );
+        assert_eq!(
+            check("http://localhost:7000/x", &HeaderMap::new()).unwrap(),
+            HostName::Loopback
+        );
+        h.append(header::HOST, HeaderValue::from_static("127.0.0.1:7000"));
+        let twice = check("/", &h).unwrap_err();
+        assert!(matches!(twice, AdminError::BadRequest(_)), "{twice}");
     }
 
     #[test]

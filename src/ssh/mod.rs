@@ -44,12 +44,12 @@ mod server;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::keys::ssh_key::{HashAlg, PrivateKey};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -72,7 +72,9 @@ pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// others out.
 pub const MAX_UNAUTHENTICATED_PER_SOURCE: usize = 8;
 /// Connections not yet logged in at once, whatever their source: half of
-/// [`MAX_SESSIONS`], so logged-in sessions always have room.
+/// [`MAX_SESSIONS`] (of [`max_sessions`] under a low descriptor limit), so
+/// logged-in sessions always have room. Past it the oldest connection of the
+/// source holding the most is closed to make room for the new one.
 pub const MAX_UNAUTHENTICATED: usize = MAX_SESSIONS / 2;
 /// How long open SSH sessions get to end at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -80,8 +82,19 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const INACTIVITY_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The delay of every refused login (so failures take the same time).
 pub const AUTH_REJECTION_TIME: Duration = Duration::from_secs(1);
-/// Connections served at once; more are closed at accept.
+/// Connections served at once, under a descriptor limit high enough (see
+/// [`max_sessions`]); more are closed at accept.
 pub const MAX_SESSIONS: usize = 64;
+/// How long a connection closed by the console (login timed out, shutdown)
+/// gets to take its goodbye before it is cut.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
+
+/// Connections the console serves at once: [`MAX_SESSIONS`], or a sixteenth
+/// of the descriptor limit when that is less (at least 4), as the admin web
+/// server and the control socket.
+pub fn max_sessions() -> usize {
+    crate::lookup::management_cap(MAX_SESSIONS)
+}
 
 /// Why the SSH console could not start.
 #[derive(Debug, thiserror::Error)]
@@ -249,12 +262,14 @@ pub async fn start(
         nodelay: true,
         ..Default::default()
     };
+    let max_sessions = max_sessions();
     let shared = Arc::new(server::Shared {
         handle,
         settings: Arc::new(settings),
         tasks: TaskTracker::new(),
         sessions: TaskTracker::new(),
-        unauthenticated: Default::default(),
+        max_sessions,
+        unauthenticated: Mutex::new(server::Waiting::new(max_sessions / 2)),
         scripts: script::Scripts::new(),
     });
     let stop = shared.handle.shutdown_token().child_token();
@@ -265,7 +280,7 @@ pub async fn start(
         local,
         stop.clone(),
     ));
-    tracing::info!(%local, %fingerprint, "SSH console up");
+    tracing::info!(%local, %fingerprint, max_sessions, "SSH console up");
     Ok(SshServer {
         local,
         fingerprint,
@@ -295,7 +310,6 @@ async fn accept_loop(
 ) {
     let shutdown = shared.handle.shutdown_token();
     let sessions = shared.sessions.clone();
-    let login_timeout = shared.settings.login_timeout;
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -310,73 +324,26 @@ async fn accept_loop(
             },
         };
         // Sessions, and scripts still running after theirs ended, count.
-        if sessions.len() >= MAX_SESSIONS {
+        if sessions.len() >= shared.max_sessions {
             tracing::warn!(%peer, "too many SSH sessions: connection closed");
             continue;
         }
-        let Some(pending) = server::Pending::new(&shared, peer.ip()) else {
+        let cut = CancellationToken::new();
+        let Some(pending) = server::Pending::new(&shared, peer.ip(), cut.clone()) else {
             // Debug only: a flood of these must not flood the log.
             tracing::debug!(%peer, "too many SSH connections not logged in: connection closed");
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (shared, config, shutdown) = (shared.clone(), config.clone(), shutdown.clone());
-        sessions.spawn(async move {
-            let logged_in = Arc::new(AtomicBool::new(false));
-            let client = server::Client::new(shared, peer, logged_in.clone(), pending);
-            let started = tokio::select! {
-                s = tokio::time::timeout(login_timeout, russh::server::run_stream(config, stream, client)) => s,
-                _ = shutdown.cancelled() => return,
-            };
-            let session = match started {
-                Ok(Ok(session)) => session,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "SSH handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "SSH handshake timed out");
-                    return;
-                }
-            };
-            let handle = session.handle();
-            let disconnect = |reason: &'static str| {
-                let handle = handle.clone();
-                async move {
-                    let _ = handle
-                        .disconnect(russh::Disconnect::ByApplication, reason.into(), String::new())
-                        .await;
-                }
-            };
-            let mut session = session;
-            let login_deadline = tokio::time::sleep(login_timeout);
-            tokio::pin!(login_deadline);
-            let mut login_checked = false;
-            loop {
-                tokio::select! {
-                    result = &mut session => {
-                        if let Err(error) = result {
-                            tracing::debug!(%peer, %error, "SSH session ended with an error");
-                        }
-                        break;
-                    }
-                    _ = &mut login_deadline, if !login_checked => {
-                        login_checked = true;
-                        if !logged_in.load(Ordering::Relaxed) {
-                            tracing::debug!(%peer, "SSH login timed out");
-                            disconnect("login timed out").await;
-                            break;
-                        }
-                    }
-                    _ = shutdown.cancelled() => {
-                        // The consoles say goodbye first; then the connection goes.
-                        goodbye_pause().await;
-                        disconnect("the balancer is shutting down").await;
-                        break;
-                    }
-                }
-            }
-        });
+        let stream = server::Severable::new(stream, cut.clone());
+        let connection = Connection {
+            shared: shared.clone(),
+            config: config.clone(),
+            peer,
+            shutdown: shutdown.clone(),
+            cut,
+        };
+        sessions.spawn(connection.serve(stream, pending));
     }
     drop(listener);
     sessions.close();
@@ -386,6 +353,88 @@ async fn accept_loop(
     // Which console: after a move the old one stops only once the sessions it
     // still serves have ended, which may be after the new one has come and gone.
     tracing::info!(%local, "SSH console stopped");
+}
+
+/// One connection's task.
+struct Connection {
+    shared: Arc<server::Shared>,
+    config: Arc<russh::server::Config>,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    /// Cuts the connection's stream ([`server::Severable`]).
+    cut: CancellationToken,
+}
+
+impl Connection {
+    /// Runs the connection until it ends, is evicted, does not log in within
+    /// the login timeout, or the balancer shuts down. Whatever way this task
+    /// ends, the connection's stream is cut, so the russh task (which would
+    /// otherwise wait out a stalled key exchange) ends with it.
+    async fn serve(self, stream: server::Severable<TcpStream>, pending: server::Pending) {
+        let Connection {
+            shared,
+            config,
+            peer,
+            shutdown,
+            cut,
+        } = self;
+        let _cut_on_exit = cut.drop_guard();
+        let deadline = tokio::time::Instant::now() + shared.settings.login_timeout;
+        let logged_in = Arc::new(AtomicBool::new(false));
+        let client = server::Client::new(shared, peer, logged_in.clone(), pending);
+        let started = tokio::select! {
+            s = tokio::time::timeout_at(deadline, russh::server::run_stream(config, stream, client)) => s,
+            _ = shutdown.cancelled() => return,
+        };
+        let mut session = match started {
+            Ok(Ok(session)) => session,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "SSH handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "SSH handshake timed out");
+                return;
+            }
+        };
+        let handle = session.handle();
+        let reason = loop {
+            tokio::select! {
+                result = &mut session => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "SSH session ended with an error");
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep_until(deadline), if !logged_in.load(Ordering::Relaxed) => {
+                    // Logged in meanwhile: the deadline is over for good.
+                    if logged_in.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    tracing::debug!(%peer, "SSH login timed out");
+                    break "login timed out";
+                }
+                _ = shutdown.cancelled() => {
+                    // The consoles say goodbye first; then the connection goes.
+                    goodbye_pause().await;
+                    break "the balancer is shutting down";
+                }
+            }
+        };
+        // Said when the session can (not in the middle of a key exchange);
+        // the stream is cut at the latest when this task ends.
+        let goodbye = async {
+            let _ = handle
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    reason.into(),
+                    String::new(),
+                )
+                .await;
+            let _ = (&mut session).await;
+        };
+        let _ = tokio::time::timeout(DISCONNECT_GRACE, goodbye).await;
+    }
 }
 
 /// A short pause so consoles can write their goodbye before the disconnect.

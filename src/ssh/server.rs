@@ -1,21 +1,27 @@
 //! The russh side of the console: who may log in (passwords of the configured
 //! users, keys of the `authorized_keys` file, failures counted against the
-//! admin plane's shared budget), how many may wait to log in, and one console
-//! task per session channel.
+//! admin plane's shared budget), how many may wait to log in (the oldest
+//! making room for newcomers), the stream that lets a connection be closed at
+//! any stage, and one console task per session channel.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 use super::commands::Context;
 use super::keys::{AuthorizedKey, read_authorized_keys};
 use super::script::Scripts;
-use super::{MAX_UNAUTHENTICATED, MAX_UNAUTHENTICATED_PER_SOURCE, SshSettings};
+use super::{MAX_UNAUTHENTICATED_PER_SOURCE, SshSettings};
 use crate::BalancerHandle;
 use crate::admin::Principal;
 use crate::admin::auth::{Refused, source_key};
@@ -27,43 +33,102 @@ pub(crate) struct Shared {
     /// Console tasks, waited for at shutdown.
     pub(crate) tasks: TaskTracker,
     /// Connection tasks, and scripts still running (each holds a token), so
-    /// both count against [`MAX_SESSIONS`](super::MAX_SESSIONS).
+    /// both count against `max_sessions`.
     pub(crate) sessions: TaskTracker,
-    /// Connections not logged in yet, per source ([`source_key`]). Written at
-    /// accept and by [`Pending`]'s drop; a mutex, as accepts are rare.
-    pub(crate) unauthenticated: Mutex<HashMap<IpAddr, usize>>,
+    /// Connections served at once ([`max_sessions`](super::max_sessions)).
+    pub(crate) max_sessions: usize,
+    /// Connections not logged in yet. Written at accept, by eviction and by
+    /// [`Pending`]'s drop; a mutex, as accepts are rare.
+    pub(crate) unauthenticated: Mutex<Waiting>,
     /// The bounded runner of `script`.
     pub(crate) scripts: Arc<Scripts>,
+}
+
+/// The connections not logged in yet: how many per source ([`source_key`]),
+/// and each one's cut token in the order they came, so the oldest can be
+/// closed to make room.
+pub(crate) struct Waiting {
+    /// At most this many at once (half of `max_sessions`).
+    max: usize,
+    per_source: HashMap<IpAddr, usize>,
+    /// By arrival: the source and the token that closes the connection.
+    queue: BTreeMap<u64, (IpAddr, CancellationToken)>,
+    next: u64,
+}
+
+impl Waiting {
+    /// None yet, at most `max` at once.
+    pub(crate) fn new(max: usize) -> Self {
+        Waiting {
+            max,
+            per_source: HashMap::new(),
+            queue: BTreeMap::new(),
+            next: 0,
+        }
+    }
+
+    /// Frees one place: the oldest connection of the source holding the most
+    /// (so a client that reconnects from a few addresses evicts itself, not a
+    /// newcomer from elsewhere) is cut.
+    fn evict(&mut self) {
+        let Some(&most) = self.per_source.values().max() else {
+            return;
+        };
+        let oldest = self
+            .queue
+            .iter()
+            .find(|(_, (source, _))| self.per_source.get(source) == Some(&most))
+            .map(|(&id, _)| id);
+        if let Some((source, cut)) = oldest.and_then(|id| self.queue.remove(&id)) {
+            cut.cancel();
+            self.release(source);
+        }
+    }
+
+    fn release(&mut self, source: IpAddr) {
+        if let Some(n) = self.per_source.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&source);
+            }
+        }
+    }
 }
 
 /// A connection's place among those not logged in, given back on login or
 /// when the connection ends.
 pub(crate) struct Pending {
     shared: Arc<Shared>,
-    key: IpAddr,
+    id: u64,
 }
 
 impl Pending {
-    /// A place for a connection from `ip`; `None` when its source, or all
-    /// sources together, already hold as many as allowed.
-    pub(crate) fn new(shared: &Arc<Shared>, ip: IpAddr) -> Option<Pending> {
+    /// A place for a connection from `ip`, which `cut` closes if it is evicted;
+    /// `None` when its source already holds
+    /// [`MAX_UNAUTHENTICATED_PER_SOURCE`]. When all sources together hold as
+    /// many as allowed, the oldest connection of the source holding the most
+    /// is closed to make room: new clients always get their turn.
+    pub(crate) fn new(shared: &Arc<Shared>, ip: IpAddr, cut: CancellationToken) -> Option<Pending> {
         let key = source_key(ip);
         let mut waiting = shared
             .unauthenticated
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let total: usize = waiting.values().sum();
-        let mine = waiting.entry(key).or_insert(0);
-        if *mine >= MAX_UNAUTHENTICATED_PER_SOURCE || total >= MAX_UNAUTHENTICATED {
-            if *mine == 0 {
-                waiting.remove(&key);
-            }
+        let mine = waiting.per_source.get(&key).copied().unwrap_or(0);
+        if mine >= MAX_UNAUTHENTICATED_PER_SOURCE.min(waiting.max) {
             return None;
         }
-        *mine += 1;
+        if waiting.queue.len() >= waiting.max {
+            waiting.evict();
+            tracing::debug!(client = %ip, "too many SSH connections not logged in: the oldest closed");
+        }
+        *waiting.per_source.entry(key).or_insert(0) += 1;
+        let id = waiting.next;
+        waiting.next += 1;
+        waiting.queue.insert(id, (key, cut));
         Some(Pending {
             shared: shared.clone(),
-            key,
+            id,
         })
     }
 }
@@ -75,12 +140,88 @@ impl Drop for Pending {
             .unauthenticated
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = waiting.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                waiting.remove(&self.key);
-            }
+        // An evicted connection gave its place back already.
+        if let Some((source, _)) = waiting.queue.remove(&self.id) {
+            waiting.release(source);
         }
+    }
+}
+
+/// A connection's stream that fails every read and write once its token is
+/// cancelled: the way to close a connection whose russh task would not act on
+/// a disconnect (it queues them until a key exchange ends, which a stalled
+/// client never lets happen). The task then ends and drops the socket.
+pub(crate) struct Severable<S> {
+    inner: S,
+    cut: CancellationToken,
+    /// One waiter per direction, as reads and writes may wait at once.
+    read_cut: Pin<Box<WaitForCancellationFutureOwned>>,
+    write_cut: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl<S> Severable<S> {
+    /// `inner`, cut when `cut` is cancelled.
+    pub(crate) fn new(inner: S, cut: CancellationToken) -> Self {
+        Severable {
+            inner,
+            read_cut: Box::pin(cut.clone().cancelled_owned()),
+            write_cut: Box::pin(cut.clone().cancelled_owned()),
+            cut,
+        }
+    }
+}
+
+fn severed() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "connection closed by the console",
+    )
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Severable<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.cut.is_cancelled() || this.read_cut.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(severed()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Severable<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        if this.cut.is_cancelled() || this.write_cut.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(severed()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.cut.is_cancelled() || this.write_cut.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(severed()));
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.cut.is_cancelled() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -283,5 +424,45 @@ impl russh::server::Handler for Client {
     ) -> Result<(), Self::Error> {
         session.channel_failure(channel)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Puts a connection from `source` in `waiting` (as `Pending::new` does,
+    /// without the server), returning its cut token.
+    fn wait(waiting: &mut Waiting, source: [u8; 4]) -> CancellationToken {
+        let source = IpAddr::from(source);
+        let cut = CancellationToken::new();
+        *waiting.per_source.entry(source).or_insert(0) += 1;
+        waiting.queue.insert(waiting.next, (source, cut.clone()));
+        waiting.next += 1;
+        cut
+    }
+
+    #[test]
+    fn the_oldest_of_the_busiest_source_is_evicted() {
+        let mut waiting = Waiting::new(8);
+        let newcomer = wait(&mut waiting, [10, 0, 0, 9]);
+        let mut busy = Vec::new();
+        for _ in 0..4 {
+            busy.push(wait(&mut waiting, [10, 0, 0, 1]));
+        }
+        let other: Vec<_> = (0..3).map(|_| wait(&mut waiting, [10, 0, 0, 2])).collect();
+        waiting.evict();
+        // The newcomer is the oldest of all, but holds one place of 8.
+        assert!(!newcomer.is_cancelled());
+        assert!(busy[0].is_cancelled());
+        assert!(busy[1..].iter().chain(&other).all(|c| !c.is_cancelled()));
+        assert_eq!(waiting.queue.len(), 7);
+        assert_eq!(waiting.per_source[&IpAddr::from([10, 0, 0, 1])], 3);
+        // Ties: the oldest of the sources holding the most.
+        waiting.evict();
+        assert!(busy[1].is_cancelled());
+        waiting.evict();
+        assert!(other[0].is_cancelled());
+        assert!(!newcomer.is_cancelled());
     }
 }

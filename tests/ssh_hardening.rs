@@ -164,7 +164,11 @@ async fn finish(child: tokio::process::Child) -> Ran {
 /// `ssh USER@127.0.0.1 COMMAND` logging in with `password` (typed by an
 /// `SSH_ASKPASS` program, as OpenSSH reads passwords only from a terminal).
 async fn ssh_password(port: u16, dir: &Path, user: &str, password: &str, command: &str) -> Ran {
-    let askpass = dir.join(format!("askpass-{}", password.len()));
+    // A new file each time: rewriting one that an earlier login's askpass may
+    // still be executing fails with "Text file busy".
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let askpass = dir.join(format!("askpass-{n}"));
     std::fs::write(&askpass, format!("#!/bin/sh\necho '{password}'\n")).unwrap();
     let mode = std::os::unix::fs::PermissionsExt::from_mode(0o700);
     std::fs::set_permissions(&askpass, mode).unwrap();

@@ -79,6 +79,12 @@ fn basic(user: &str, password: &str) -> String {
     format!("Authorization: Basic {token}\r\n")
 }
 
+/// Makes the legacy API call `call` as the full user, expecting success.
+async fn change(base: &str, call: &str) {
+    let (status, body) = get_as(base, FULL, call).await;
+    assert_eq!(status, 200, "{call}: {body}");
+}
+
 /// GET /running.txt with `Host: host`: status and body.
 async fn running_via(admin: SocketAddr, host: &str) -> (u16, String) {
     raw(admin, "GET", "/running.txt", &format!("Host: {host}\r\n")).await
@@ -191,20 +197,8 @@ async fn read_only_users_see_no_password_hash() {
     let hashes = hashes_in(&users);
     // A conflict whose differences hold user lines: a user added at run time,
     // and a user line edited on disk.
-    let (status, body) = get_as(
-        &base,
-        FULL,
-        &format!("addHost?service=svc&group=g&name=b&ip={b}"),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = get_as(
-        &base,
-        FULL,
-        "addUser?name=ops&password=pw-12345&access=full",
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    change(&base, &format!("addHost?service=svc&group=g&name=b&ip={b}")).await;
+    change(&base, "addUser?name=ops&password=pw-12345&access=full").await;
     let planted =
         "    <user name=\"hand\" password=\"$1$handsalt$planted.hash.in.file\" access=\"full\"/>\n";
     let edited = xml(&[("a", a)], "", &format!("{users}{planted}"), "");
@@ -271,13 +265,7 @@ async fn read_only_console_users_see_no_password_hash() {
         .await
         .parse()
         .unwrap();
-    let (status, body) = get_as(
-        &base,
-        FULL,
-        "addUser?name=ops&password=pw-12345&access=full",
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    change(&base, "addUser?name=ops&password=pw-12345&access=full").await;
     // Each test key logs in as its own user (tests/ssh_common: the read-only
     // key is ops's, the full one admin's).
     let run = |key: std::path::PathBuf, command: &'static str| {

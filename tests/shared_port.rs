@@ -29,7 +29,7 @@ fn free_port() -> u16 {
 
 /// Service `svc` listening on each of `listens`, over host `a`; with the admin
 /// web server on 127.0.0.1:0 when `admin`.
-fn write_config(dir: &Path, name: &str, listens: &[String], a: SocketAddr, admin: bool) -> PathBuf {
+fn write_config(dir: &Path, name: &str, listens: &[&str], a: SocketAddr, admin: bool) -> PathBuf {
     let listens: String = listens
         .iter()
         .map(|l| format!("    <listen ip=\"{l}\"/>\n"))
@@ -77,18 +77,12 @@ async fn a_second_instance_on_the_same_address_exits_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let a = named_backend("a", Hold::Close).await;
     let listen = format!("127.0.0.1:{}", free_port());
-    let first = start(&write_config(
-        dir.path(),
-        "first.xml",
-        std::slice::from_ref(&listen),
-        a,
-        false,
-    ));
+    let first = start(&write_config(dir.path(), "first.xml", &[&listen], a, false));
     first.wait_for_async("listener up", 0).await;
     let mut second = start(&write_config(
         dir.path(),
         "second.xml",
-        std::slice::from_ref(&listen),
+        &[&listen],
         a,
         false,
     ));
@@ -107,22 +101,10 @@ async fn a_listener_added_live_onto_an_address_another_process_serves_is_refused
     let dir = tempfile::tempdir().unwrap();
     let a = named_backend("a", Hold::Close).await;
     let taken = format!("127.0.0.1:{}", free_port());
-    let first = start(&write_config(
-        dir.path(),
-        "first.xml",
-        std::slice::from_ref(&taken),
-        a,
-        false,
-    ));
+    let first = start(&write_config(dir.path(), "first.xml", &[&taken], a, false));
     first.wait_for_async("listener up", 0).await;
-    let own = "127.0.0.1:0".to_string();
-    let file = write_config(
-        dir.path(),
-        "second.xml",
-        std::slice::from_ref(&own),
-        a,
-        true,
-    );
+    let own = "127.0.0.1:0";
+    let file = write_config(dir.path(), "second.xml", &[own], a, true);
     let second = start(&file);
     let admin = second.logged("admin web server up", "url").await;
 
@@ -145,7 +127,7 @@ async fn a_listener_added_live_onto_an_address_another_process_serves_is_refused
     assert_eq!(listener_count(&admin).await, Some(1));
 
     // A reload of a file that adds it: refused the same way.
-    write_config(dir.path(), "second.xml", &[own, taken.clone()], a, true);
+    write_config(dir.path(), "second.xml", &[own, &taken], a, true);
     let skip = second.log_len();
     second.signal("HUP");
     let refused = second.wait_for_async("reload refused", skip).await;
@@ -183,13 +165,7 @@ async fn every_address_is_refused_when_another_program_holds_its_ipv6_side() {
     for (form, workers) in [("*", 2), ("[::]", 2), ("0.0.0.0", 2), ("*", 1)] {
         let listen = format!("{form}:{port}");
         let mut txlb = Txlb::start_workers(
-            &write_config(
-                dir.path(),
-                "every.xml",
-                std::slice::from_ref(&listen),
-                a,
-                false,
-            ),
+            &write_config(dir.path(), "every.xml", &[&listen], a, false),
             1,
             workers,
         );
@@ -207,14 +183,8 @@ async fn every_address_added_live_is_refused_when_another_program_holds_its_ipv6
     let dir = tempfile::tempdir().unwrap();
     let a = named_backend("a", Hold::Close).await;
     let (_other, port) = ipv6_only_listener();
-    let own = "127.0.0.1:0".to_string();
-    let txlb = start(&write_config(
-        dir.path(),
-        "own.xml",
-        std::slice::from_ref(&own),
-        a,
-        true,
-    ));
+    let own = "127.0.0.1:0";
+    let txlb = start(&write_config(dir.path(), "own.xml", &[own], a, true));
     let admin = txlb.logged("admin web server up", "url").await;
     // The legacy API, as txLoadBalancer's scripts call it.
     let (status, text) = get_as(
@@ -238,7 +208,7 @@ async fn an_admin_plane_on_every_address_is_refused_when_another_program_holds_i
     let dir = tempfile::tempdir().unwrap();
     let a = named_backend("a", Hold::Close).await;
     let (_other, port) = ipv6_only_listener();
-    let file = write_config(dir.path(), "admin.xml", &["127.0.0.1:0".into()], a, true);
+    let file = write_config(dir.path(), "admin.xml", &["127.0.0.1:0"], a, true);
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(
         &file,

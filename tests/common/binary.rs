@@ -110,18 +110,10 @@ impl Txlb {
 
     /// [`Txlb::wait_for`] for async tests.
     pub async fn wait_for_async(&self, needle: &str, skip: usize) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self.find(needle, skip) {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in log:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        poll(&self.log, &format!("no {needle:?} in log"), || {
+            self.find(needle, skip)
+        })
+        .await
     }
 
     /// The value after `key=` on the first line containing `needle`.
@@ -170,21 +162,35 @@ impl Txlb {
     /// process to exit with a failure, then for its line containing `needle`
     /// (saying why); returns the line.
     pub async fn refused(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "txlb did not refuse to start:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let status = poll(&self.log, "txlb did not refuse to start", || {
+            self.child.try_wait().unwrap()
+        })
+        .await;
         assert!(!status.success(), "{}", self.log_text());
         // The log is read by a thread that may not have reached the last line.
         self.wait_for_async(needle, 0).await
+    }
+}
+
+/// What `probe` finds, polling it every 10 ms (without blocking the
+/// test's runtime) for at most 10 s; past that, panics with `failure` and
+/// its `log`.
+async fn poll<T>(
+    log: &Mutex<Vec<String>>,
+    failure: &str,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{failure}:\n{}",
+            log.lock().unwrap().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

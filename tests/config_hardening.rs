@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -47,6 +47,17 @@ fn check_refuses(path: &Path, says: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(says), "{says}\n{stderr}");
+}
+
+/// `txlb` running [`xml`] over an echo backend from `lb.xml` in `dir`: the
+/// backend, the file, the process and its admin URL.
+async fn start_in(dir: &Path) -> (SocketAddr, PathBuf, Txlb, String) {
+    let backend = echo_backend().await;
+    let path = dir.join("lb.xml");
+    std::fs::write(&path, xml(backend)).unwrap();
+    let txlb = Txlb::start(&path, 1);
+    let base = txlb.logged("admin web server up", "url").await;
+    (backend, path, txlb, base)
 }
 
 /// Sends a line through the balancer and expects it echoed.
@@ -92,17 +103,12 @@ fn check_refuses_deep_files_with_their_location() {
 
 #[tokio::test]
 async fn a_deep_file_never_ends_the_running_balancer() {
-    let backend = echo_backend().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lb.xml");
-    let text = xml(backend);
-    std::fs::write(&path, &text).unwrap();
-    let mut txlb = Txlb::start(&path, 1);
+    let (backend, path, mut txlb, base) = start_in(dir.path()).await;
     let listener: SocketAddr = txlb.logged("listener up", "local").await.parse().unwrap();
-    let base = txlb.logged("admin web server up", "url").await;
     proxies(listener).await;
 
-    std::fs::write(&path, deep_xml(&text)).unwrap();
+    std::fs::write(&path, deep_xml(&xml(backend))).unwrap();
     let skip = txlb.log_len();
     txlb.signal("HUP");
     let refused = txlb.wait_for_async("reload refused", skip).await;
@@ -245,12 +251,8 @@ fn files_with_bad_names_or_addresses_are_refused_with_their_location() {
 
 #[tokio::test]
 async fn apis_refuse_bad_names_and_addresses() {
-    let backend = echo_backend().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lb.xml");
-    std::fs::write(&path, xml(backend)).unwrap();
-    let txlb = Txlb::start(&path, 1);
-    let base = txlb.logged("admin web server up", "url").await;
+    let (_, _, _txlb, base) = start_in(dir.path()).await;
 
     // The legacy API: (call, what the refusal says).
     for (call, says) in [
@@ -354,13 +356,9 @@ fn big_xml(backend: SocketAddr, n: usize) -> String {
 
 #[tokio::test]
 async fn the_admin_plane_answers_while_a_big_reload_runs() {
-    let backend = echo_backend().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lb.xml");
-    std::fs::write(&path, xml(backend)).unwrap();
-    let txlb = Txlb::start(&path, 1);
+    let (backend, path, txlb, base) = start_in(dir.path()).await;
     let listener: SocketAddr = txlb.logged("listener up", "local").await.parse().unwrap();
-    let base = txlb.logged("admin web server up", "url").await;
     let http = client();
     let ask = || async {
         let start = std::time::Instant::now();

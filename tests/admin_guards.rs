@@ -10,11 +10,10 @@ mod ssh_common;
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt as _;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::admin::{FULL, READONLY, client, user_lines};
+use common::admin::{FULL, READONLY, client, get_as, user_lines};
 use common::binary::Txlb;
 use common::*;
 use serde_json::Value;
@@ -80,15 +79,15 @@ fn basic(user: &str, password: &str) -> String {
     format!("Authorization: Basic {token}\r\n")
 }
 
-/// GET `path` as `user`: status and body.
-async fn get_as(base: &str, user: (&str, &str), path: &str) -> (u16, String) {
-    let response = client()
-        .get(format!("{base}{path}"))
-        .basic_auth(user.0, Some(user.1))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
+/// Makes the legacy API call `call` as the full user, expecting success.
+async fn change(base: &str, call: &str) {
+    let (status, body) = get_as(base, FULL, call).await;
+    assert_eq!(status, 200, "{call}: {body}");
+}
+
+/// GET /running.txt with `Host: host`: status and body.
+async fn running_via(admin: SocketAddr, host: &str) -> (u16, String) {
+    raw(admin, "GET", "/running.txt", &format!("Host: {host}\r\n")).await
 }
 
 #[tokio::test]
@@ -122,15 +121,9 @@ async fn a_rebound_name_is_refused_and_changes_without_users_need_a_loopback_hos
     let (status, _) = raw(admin, "GET", "/running.txt", &evil).await;
     assert_eq!(status, 421, "even reading is refused");
     // The right name on another port is not this server either.
-    let (status, _) = raw(admin, "GET", "/running.txt", "Host: 127.0.0.1:1\r\n").await;
+    let (status, _) = running_via(admin, "127.0.0.1:1").await;
     assert_eq!(status, 421);
-    let (_, running) = raw(
-        admin,
-        "GET",
-        "/running.txt",
-        &format!("Host: 127.0.0.1:{port}\r\n"),
-    )
-    .await;
+    let (_, running) = running_via(admin, &format!("127.0.0.1:{port}")).await;
     assert!(!running.contains("host x "), "{running}");
 
     // Loopback names with the server's port read and change.
@@ -144,27 +137,20 @@ async fn a_rebound_name_is_refused_and_changes_without_users_need_a_loopback_hos
     }
     // A listed name reads, but without users it may not change anything.
     for host in ["lb.test", &format!("lb.test:{port}"), "other.test:9"] {
-        let h = format!("Host: {host}\r\n");
-        let (status, body) = raw(admin, "GET", "/running.txt", &h).await;
+        let (status, body) = running_via(admin, host).await;
         assert_eq!(status, 200, "{host}: {body}");
-        let (status, body) = raw(admin, "GET", &add("y"), &h).await;
+        let (status, body) = raw(admin, "GET", &add("y"), &format!("Host: {host}\r\n")).await;
         assert_eq!(status, 403, "{host}: {body}");
         assert!(body.contains("loopback Host"), "{body}");
     }
-    let (status, _) = raw(admin, "GET", "/running.txt", "Host: other.test:10\r\n").await;
+    let (status, _) = running_via(admin, "other.test:10").await;
     assert_eq!(status, 421);
     // The machine's own name with the port reads too.
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let h = format!("Host: {}:{port}\r\n", hostname.trim());
-    let (status, body) = raw(admin, "GET", "/running.txt", &h).await;
+    let h = format!("{}:{port}", hostname.trim());
+    let (status, body) = running_via(admin, &h).await;
     assert_eq!(status, 200, "{h}: {body}");
-    let (_, running) = raw(
-        admin,
-        "GET",
-        "/running.txt",
-        &format!("Host: [::1]:{port}\r\n"),
-    )
-    .await;
+    let (_, running) = running_via(admin, &format!("[::1]:{port}")).await;
     assert!(
         running.contains("host l1 ") && !running.contains("host y "),
         "{running}"
@@ -211,20 +197,8 @@ async fn read_only_users_see_no_password_hash() {
     let hashes = hashes_in(&users);
     // A conflict whose differences hold user lines: a user added at run time,
     // and a user line edited on disk.
-    let (status, body) = get_as(
-        &base,
-        FULL,
-        &format!("addHost?service=svc&group=g&name=b&ip={b}"),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = get_as(
-        &base,
-        FULL,
-        "addUser?name=ops&password=pw-12345&access=full",
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    change(&base, &format!("addHost?service=svc&group=g&name=b&ip={b}")).await;
+    change(&base, "addUser?name=ops&password=pw-12345&access=full").await;
     let planted =
         "    <user name=\"hand\" password=\"$1$handsalt$planted.hash.in.file\" access=\"full\"/>\n";
     let edited = xml(&[("a", a)], "", &format!("{users}{planted}"), "");
@@ -291,13 +265,7 @@ async fn read_only_console_users_see_no_password_hash() {
         .await
         .parse()
         .unwrap();
-    let (status, body) = get_as(
-        &base,
-        FULL,
-        "addUser?name=ops&password=pw-12345&access=full",
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    change(&base, "addUser?name=ops&password=pw-12345&access=full").await;
     // Each test key logs in as its own user (tests/ssh_common: the read-only
     // key is ops's, the full one admin's).
     let run = |key: std::path::PathBuf, command: &'static str| {
@@ -378,13 +346,7 @@ async fn idle_admin_and_control_connections_leave_the_data_path_its_descriptors(
     let socket = dir.path().join("control.sock");
     let control = format!("  <control socket=\"{}\"/>\n", socket.display());
     std::fs::write(&path, xml(&[("a", a)], "", &user_lines(), &control)).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_txlb"));
-    command
-        .args(["run", "--workers", "1", "--grace", "1", "--config"])
-        .arg(&path)
-        .env("TXLB_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut command = Txlb::command(&path, 1, 1, "info");
     // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
     unsafe {
         command.pre_exec(|| {

@@ -6,11 +6,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::admin::{FULL, client};
+use common::admin::{FULL, client, get_as};
 use common::binary::Txlb;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,17 +37,27 @@ fn deep_xml(text: &str) -> String {
     text.replace("</config>\n", &format!("{nested}</config>\n"))
 }
 
-/// `txlb check --config PATH`: exit code and stderr.
-fn check(path: &Path) -> (Option<i32>, String) {
+/// Asserts that `txlb check --config PATH` exits with 1 and says `says`.
+fn check_refuses(path: &Path, says: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_txlb"))
         .args(["check", "--config"])
         .arg(path)
         .output()
         .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(says), "{says}\n{stderr}");
+}
+
+/// `txlb` running [`xml`] over an echo backend from `lb.xml` in `dir`: the
+/// backend, the file, the process and its admin URL.
+async fn start_in(dir: &Path) -> (SocketAddr, PathBuf, Txlb, String) {
+    let backend = echo_backend().await;
+    let path = dir.join("lb.xml");
+    std::fs::write(&path, xml(backend)).unwrap();
+    let txlb = Txlb::start(&path, 1);
+    let base = txlb.logged("admin web server up", "url").await;
+    (backend, path, txlb, base)
 }
 
 /// Sends a line through the balancer and expects it echoed.
@@ -69,14 +79,12 @@ fn check_refuses_deep_files_with_their_location() {
     let lines = base.lines().count();
     let path = dir.path().join("deep.xml");
     std::fs::write(&path, deep_xml(&base)).unwrap();
-    let (code, stderr) = check(&path);
-    assert_eq!(code, Some(1), "{stderr}");
     // <config> is level 1: the 64th <x> is one too many.
     let at = format!(
         "deep.xml:{lines}:{}: elements nested too deeply",
         1 + 63 * 3
     );
-    assert!(stderr.contains(&at), "{stderr}");
+    check_refuses(&path, &at);
 
     let toml = dir.path().join("deep.toml");
     let text = format!(
@@ -87,27 +95,20 @@ fn check_refuses_deep_files_with_their_location() {
         "]".repeat(DEEP)
     );
     std::fs::write(&toml, text).unwrap();
-    let (code, stderr) = check(&toml);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains("deep.toml:9:77: tables, arrays or dotted keys nested too deeply"),
-        "{stderr}"
+    check_refuses(
+        &toml,
+        "deep.toml:9:77: tables, arrays or dotted keys nested too deeply",
     );
 }
 
 #[tokio::test]
 async fn a_deep_file_never_ends_the_running_balancer() {
-    let backend = echo_backend().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lb.xml");
-    let text = xml(backend);
-    std::fs::write(&path, &text).unwrap();
-    let mut txlb = Txlb::start(&path, 1);
+    let (backend, path, mut txlb, base) = start_in(dir.path()).await;
     let listener: SocketAddr = txlb.logged("listener up", "local").await.parse().unwrap();
-    let base = txlb.logged("admin web server up", "url").await;
     proxies(listener).await;
 
-    std::fs::write(&path, deep_xml(&text)).unwrap();
+    std::fs::write(&path, deep_xml(&xml(backend))).unwrap();
     let skip = txlb.log_len();
     txlb.signal("HUP");
     let refused = txlb.wait_for_async("reload refused", skip).await;
@@ -118,14 +119,7 @@ async fn a_deep_file_never_ends_the_running_balancer() {
 
     // saveConfig reads the file again before writing: the deep text is a
     // conflict, not a crash.
-    let response = client()
-        .get(format!("{base}saveConfig"))
-        .basic_auth(FULL.0, Some(FULL.1))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap();
+    let (status, body) = legacy(&base, "saveConfig").await;
     assert_ne!(status, 200, "{body}");
     assert!(body.contains("edited on disk"), "{body}");
     assert!(txlb.child.try_wait().unwrap().is_none(), "txlb ended");
@@ -135,14 +129,7 @@ async fn a_deep_file_never_ends_the_running_balancer() {
 
 /// A GET of the legacy API as the full user: status and body.
 async fn legacy(base: &str, call: &str) -> (u16, String) {
-    let response = client()
-        .get(format!("{base}{call}"))
-        .basic_auth(FULL.0, Some(FULL.1))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
+    get_as(base, FULL, call).await
 }
 
 #[tokio::test]
@@ -246,12 +233,7 @@ fn files_with_bad_names_or_addresses_are_refused_with_their_location() {
     for (i, (service, host, user, expected)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad{i}.xml"));
         std::fs::write(&path, xml_with(service, host, user)).unwrap();
-        let (code, stderr) = check(&path);
-        assert_eq!(code, Some(1), "{stderr}");
-        assert!(
-            stderr.contains(&format!("bad{i}.xml:{expected}")),
-            "{expected}\n{stderr}"
-        );
+        check_refuses(&path, &format!("bad{i}.xml:{expected}"));
     }
     // TOML escapes reach the same rule, located at the value.
     let path = dir.path().join("bad.toml");
@@ -261,22 +243,16 @@ fn files_with_bad_names_or_addresses_are_refused_with_their_location() {
          name = \"g\\u0000\"\nenable = true\nhosts = [{ name = \"h\", ip = \"127.0.0.1:9\" }]\n",
     )
     .unwrap();
-    let (code, stderr) = check(&path);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains("bad.toml:5:9: bad group name \"g\\0\": contains U+0000"),
-        "{stderr}"
+    check_refuses(
+        &path,
+        "bad.toml:5:9: bad group name \"g\\0\": contains U+0000",
     );
 }
 
 #[tokio::test]
 async fn apis_refuse_bad_names_and_addresses() {
-    let backend = echo_backend().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lb.xml");
-    std::fs::write(&path, xml(backend)).unwrap();
-    let txlb = Txlb::start(&path, 1);
-    let base = txlb.logged("admin web server up", "url").await;
+    let (_, _, _txlb, base) = start_in(dir.path()).await;
 
     // The legacy API: (call, what the refusal says).
     for (call, says) in [
@@ -380,13 +356,9 @@ fn big_xml(backend: SocketAddr, n: usize) -> String {
 
 #[tokio::test]
 async fn the_admin_plane_answers_while_a_big_reload_runs() {
-    let backend = echo_backend().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lb.xml");
-    std::fs::write(&path, xml(backend)).unwrap();
-    let txlb = Txlb::start(&path, 1);
+    let (backend, path, txlb, base) = start_in(dir.path()).await;
     let listener: SocketAddr = txlb.logged("listener up", "local").await.parse().unwrap();
-    let base = txlb.logged("admin web server up", "url").await;
     let http = client();
     let ask = || async {
         let start = std::time::Instant::now();

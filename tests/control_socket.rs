@@ -6,7 +6,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::binary::Txlb;
 use common::*;
@@ -119,25 +119,6 @@ fn write_config(dir: &Path, name: &str, socket: &Path, host: SocketAddr) -> Path
     path
 }
 
-/// Waits (at most 10 s) for `txlb` to exit, then for the line saying why.
-async fn refusal(txlb: &mut Txlb) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = txlb.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "txlb did not refuse to start:\n{}",
-            txlb.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(!status.success(), "{}", txlb.log_text());
-    // The log is read by a thread that may not have reached the last line.
-    txlb.wait_for_async("control socket", 0).await
-}
-
 #[tokio::test]
 async fn a_second_instance_refuses_a_control_socket_in_use_and_leaves_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -147,7 +128,7 @@ async fn a_second_instance_refuses_a_control_socket_in_use_and_leaves_it() {
     first.wait_for_async("control socket up", 0).await;
 
     let mut second = Txlb::start(&write_config(dir.path(), "second.xml", &socket, host), 1);
-    let refused = refusal(&mut second).await;
+    let refused = second.refused("control socket").await;
     assert!(
         refused.contains(&format!("control socket {}", socket.display()))
             && refused.contains("in use by another process"),
@@ -170,7 +151,7 @@ async fn a_control_socket_path_that_is_not_a_socket_is_refused_and_kept() {
     let socket = dir.path().join("control.sock");
     std::fs::write(&socket, "precious\n").unwrap();
     let mut txlb = Txlb::start(&write_config(dir.path(), "c.xml", &socket, host), 1);
-    let refused = refusal(&mut txlb).await;
+    let refused = txlb.refused("control socket").await;
     assert!(
         refused.contains(&socket.display().to_string()) && refused.contains("not a socket"),
         "{refused}"

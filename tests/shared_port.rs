@@ -8,57 +8,28 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::admin::{FULL, client};
+use common::admin::{FULL, client, get_as};
 use common::binary::Txlb;
 use common::*;
 use serde_json::{Value, json};
 
 /// `txlb run --workers 2` on `config`, its log collected.
 fn start(config: &Path) -> Txlb {
-    start_workers(config, 2)
-}
-
-/// `txlb run --workers WORKERS` on `config`, its log collected.
-fn start_workers(config: &Path, workers: u32) -> Txlb {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_txlb"))
-        .args(["run", "--workers", &workers.to_string(), "--grace", "1"])
-        .arg("--config")
-        .arg(config)
-        .env("TXLB_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    Txlb { child, log }
+    Txlb::start_workers(config, 1, 2)
 }
 
 /// A port free a moment ago.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    closed_port().port()
 }
 
 /// Service `svc` listening on each of `listens`, over host `a`; with the admin
 /// web server on 127.0.0.1:0 when `admin`.
-fn write_config(dir: &Path, name: &str, listens: &[String], a: SocketAddr, admin: bool) -> PathBuf {
+fn write_config(dir: &Path, name: &str, listens: &[&str], a: SocketAddr, admin: bool) -> PathBuf {
     let listens: String = listens
         .iter()
         .map(|l| format!("    <listen ip=\"{l}\"/>\n"))
@@ -84,53 +55,8 @@ fn write_config(dir: &Path, name: &str, listens: &[String], a: SocketAddr, admin
     path
 }
 
-/// The exit status of `txlb`, waiting at most 10 s.
-fn exit_status(txlb: &mut Txlb) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Some(status) = txlb.child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-#[tokio::test]
-async fn a_second_instance_on_the_same_address_exits_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = named_backend("a", Hold::Close).await;
-    let listen = format!("127.0.0.1:{}", free_port());
-    let first = start(&write_config(
-        dir.path(),
-        "first.xml",
-        std::slice::from_ref(&listen),
-        a,
-        false,
-    ));
-    first.wait_for_async("listener up", 0).await;
-    let mut second = start(&write_config(
-        dir.path(),
-        "second.xml",
-        std::slice::from_ref(&listen),
-        a,
-        false,
-    ));
-    let status = exit_status(&mut second);
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "the second instance did not refuse {listen}: {status:?}\n{}",
-        second.log_text()
-    );
-    // The log is read by a thread that may not have reached the last line.
-    let refused = second.wait_for_async("cannot listen on", 0).await;
-    assert!(
-        refused.contains(&format!("cannot listen on {listen}"))
-            && refused.contains("in use by another program"),
-        "{refused}"
-    );
-    // The first one still serves every client.
-    let addr: SocketAddr = listen.parse().unwrap();
+/// Asserts that the instance on `addr` still serves every client.
+async fn still_serves(addr: SocketAddr) {
     for _ in 0..4 {
         let (seen, _) = tokio::time::timeout(Duration::from_secs(2), which_backend(addr))
             .await
@@ -139,38 +65,52 @@ async fn a_second_instance_on_the_same_address_exits_naming_it() {
     }
 }
 
+/// How many listeners service `svc` has, by the JSON API under `admin`.
+async fn listener_count(admin: &str) -> Option<usize> {
+    let (_, body) = get_as(admin, FULL, "api/v1/services/svc/listeners").await;
+    let listeners: Value = serde_json::from_str(&body).unwrap();
+    listeners.as_array().map(Vec::len)
+}
+
+#[tokio::test]
+async fn a_second_instance_on_the_same_address_exits_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = named_backend("a", Hold::Close).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let first = start(&write_config(dir.path(), "first.xml", &[&listen], a, false));
+    first.wait_for_async("listener up", 0).await;
+    let mut second = start(&write_config(
+        dir.path(),
+        "second.xml",
+        &[&listen],
+        a,
+        false,
+    ));
+    let refused = second.refused("cannot listen on").await;
+    assert!(
+        refused.contains(&format!("cannot listen on {listen}"))
+            && refused.contains("in use by another program"),
+        "{refused}"
+    );
+    // The first one still serves every client.
+    still_serves(listen.parse().unwrap()).await;
+}
+
 #[tokio::test]
 async fn a_listener_added_live_onto_an_address_another_process_serves_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let a = named_backend("a", Hold::Close).await;
     let taken = format!("127.0.0.1:{}", free_port());
-    let first = start(&write_config(
-        dir.path(),
-        "first.xml",
-        std::slice::from_ref(&taken),
-        a,
-        false,
-    ));
+    let first = start(&write_config(dir.path(), "first.xml", &[&taken], a, false));
     first.wait_for_async("listener up", 0).await;
-    let own = "127.0.0.1:0".to_string();
-    let file = write_config(
-        dir.path(),
-        "second.xml",
-        std::slice::from_ref(&own),
-        a,
-        true,
-    );
+    let own = "127.0.0.1:0";
+    let file = write_config(dir.path(), "second.xml", &[own], a, true);
     let second = start(&file);
-    let admin = value_after(
-        &second.wait_for_async("admin web server up", 0).await,
-        "url",
-    );
-    let admin = admin.trim_end_matches('/');
-    let listeners_url = format!("{admin}/api/v1/services/svc/listeners");
+    let admin = second.logged("admin web server up", "url").await;
 
     // The JSON API: refused, naming the address; nothing changed.
     let response = client()
-        .post(&listeners_url)
+        .post(format!("{admin}api/v1/services/svc/listeners"))
         .basic_auth(FULL.0, Some(FULL.1))
         .json(&json!({ "listen": taken }))
         .send()
@@ -184,32 +124,17 @@ async fn a_listener_added_live_onto_an_address_another_process_serves_is_refused
         message.contains(&taken) && message.contains("in use"),
         "{body}"
     );
-    let listeners: Value = client()
-        .get(&listeners_url)
-        .basic_auth(FULL.0, Some(FULL.1))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listeners.as_array().map(Vec::len), Some(1), "{listeners}");
+    assert_eq!(listener_count(&admin).await, Some(1));
 
     // A reload of a file that adds it: refused the same way.
-    write_config(dir.path(), "second.xml", &[own, taken.clone()], a, true);
+    write_config(dir.path(), "second.xml", &[own, &taken], a, true);
     let skip = second.log_len();
     second.signal("HUP");
     let refused = second.wait_for_async("reload refused", skip).await;
     assert!(refused.contains(&taken), "{refused}");
 
     // The first instance still serves every client on it.
-    let addr: SocketAddr = taken.parse().unwrap();
-    for _ in 0..4 {
-        let (seen, _) = tokio::time::timeout(Duration::from_secs(2), which_backend(addr))
-            .await
-            .unwrap();
-        assert_eq!(seen, "a");
-    }
+    still_serves(taken.parse().unwrap()).await;
 }
 
 /// A socket of "another program" listening on `[::]:PORT` for IPv6 only
@@ -239,24 +164,12 @@ async fn every_address_is_refused_when_another_program_holds_its_ipv6_side() {
     // and without (one).
     for (form, workers) in [("*", 2), ("[::]", 2), ("0.0.0.0", 2), ("*", 1)] {
         let listen = format!("{form}:{port}");
-        let mut txlb = start_workers(
-            &write_config(
-                dir.path(),
-                "every.xml",
-                std::slice::from_ref(&listen),
-                a,
-                false,
-            ),
+        let mut txlb = Txlb::start_workers(
+            &write_config(dir.path(), "every.xml", &[&listen], a, false),
+            1,
             workers,
         );
-        let status = exit_status(&mut txlb);
-        assert!(
-            status.is_some_and(|s| !s.success()),
-            "{listen} with {workers} worker(s) was not refused: {status:?}\n{}",
-            txlb.log_text()
-        );
-        // The log is read by a thread that may not have reached the last line.
-        let refused = txlb.wait_for_async("cannot listen on", 0).await;
+        let refused = txlb.refused("cannot listen on").await;
         assert!(
             refused.contains(&format!("cannot listen on *:{port}"))
                 && refused.contains("in use by another program"),
@@ -270,40 +183,22 @@ async fn every_address_added_live_is_refused_when_another_program_holds_its_ipv6
     let dir = tempfile::tempdir().unwrap();
     let a = named_backend("a", Hold::Close).await;
     let (_other, port) = ipv6_only_listener();
-    let own = "127.0.0.1:0".to_string();
-    let txlb = start(&write_config(
-        dir.path(),
-        "own.xml",
-        std::slice::from_ref(&own),
-        a,
-        true,
-    ));
-    let admin = value_after(&txlb.wait_for_async("admin web server up", 0).await, "url");
-    let admin = admin.trim_end_matches('/');
+    let own = "127.0.0.1:0";
+    let txlb = start(&write_config(dir.path(), "own.xml", &[own], a, true));
+    let admin = txlb.logged("admin web server up", "url").await;
     // The legacy API, as txLoadBalancer's scripts call it.
-    let response = client()
-        .get(format!("{admin}/addListener?service=svc&listen=*:{port}"))
-        .basic_auth(FULL.0, Some(FULL.1))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
+    let (status, text) = get_as(
+        &admin,
+        FULL,
+        &format!("addListener?service=svc&listen=*:{port}"),
+    )
+    .await;
     assert_eq!(status, 409, "{text}\n{}", txlb.log_text());
     assert!(
         text.contains(&format!("*:{port}")) && text.contains("in use"),
         "{text}"
     );
-    let listeners: Value = client()
-        .get(format!("{admin}/api/v1/services/svc/listeners"))
-        .basic_auth(FULL.0, Some(FULL.1))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listeners.as_array().map(Vec::len), Some(1), "{listeners}");
+    assert_eq!(listener_count(&admin).await, Some(1));
     // Nothing of txlb's listens on the port's IPv4 side.
     assert!(TcpListener::bind(("0.0.0.0", port)).is_ok());
 }
@@ -313,7 +208,7 @@ async fn an_admin_plane_on_every_address_is_refused_when_another_program_holds_i
     let dir = tempfile::tempdir().unwrap();
     let a = named_backend("a", Hold::Close).await;
     let (_other, port) = ipv6_only_listener();
-    let file = write_config(dir.path(), "admin.xml", &["127.0.0.1:0".into()], a, true);
+    let file = write_config(dir.path(), "admin.xml", &["127.0.0.1:0"], a, true);
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(
         &file,
@@ -321,24 +216,9 @@ async fn an_admin_plane_on_every_address_is_refused_when_another_program_holds_i
     )
     .unwrap();
     let mut txlb = start(&file);
-    let status = exit_status(&mut txlb);
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "the admin web server on *:{port} was not refused: {status:?}\n{}",
-        txlb.log_text()
-    );
-    let refused = txlb.wait_for_async("cannot listen on", 0).await;
+    let refused = txlb.refused("cannot listen on").await;
     assert!(
         refused.contains(&format!("*:{port}")) && refused.contains("in use"),
         "{refused}"
     );
-}
-
-/// The value after `key=` on `line`.
-fn value_after(line: &str, key: &str) -> String {
-    let rest = line
-        .split(&format!("{key}="))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"));
-    rest.split_whitespace().next().unwrap().to_string()
 }

@@ -207,7 +207,12 @@ impl Logins {
         self.0.throttled(ip)
     }
 
-    /// See [`Auth::login`].
+    /// Logs `name` in from `ip` with `password` against `users`. A source whose
+    /// budget is spent is refused before anything is checked, even the right
+    /// password; otherwise a check is reserved from its budget first (so
+    /// simultaneous guesses cannot overrun it), the hash is computed off the
+    /// async runtime, and a failure is counted. Unknown names cost the same as
+    /// wrong passwords.
     pub(crate) async fn login(
         &self,
         ip: IpAddr,
@@ -215,7 +220,47 @@ impl Logins {
         name: &str,
         password: &str,
     ) -> Result<Principal, Refused> {
-        self.0.login(ip, users, name, password).await
+        let auth = &*self.0;
+        if let Some(secs) = auth.throttled(ip) {
+            return Err(Refused::Throttled(secs));
+        }
+        let user = users.iter().find(|u| u.name == name);
+        let hash = user.map_or(DUMMY_HASH, |u| u.password_hash.as_str());
+        let digest = auth.digest(name, password, hash);
+        let cached = auth
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&digest);
+        let principal = |u: &UserConfig| Principal {
+            name: u.name.clone(),
+            access: u.access,
+        };
+        if let Some(user) = user.filter(|_| cached) {
+            return Ok(principal(user));
+        }
+        let reserved = auth.reserve(ip).map_err(Refused::Throttled)?;
+        let ok = {
+            let (password, hash) = (password.to_string(), hash.to_string());
+            tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+                .await
+                .unwrap_or(false)
+        };
+        match user.filter(|_| ok) {
+            Some(user) => {
+                drop(reserved);
+                let mut verified = auth.verified.lock().unwrap_or_else(|p| p.into_inner());
+                if verified.len() >= MAX_CACHED {
+                    verified.clear();
+                }
+                verified.insert(digest, ());
+                Ok(principal(user))
+            }
+            None => {
+                reserved.failed();
+                Err(Refused::Wrong)
+            }
+        }
     }
 }
 
@@ -350,61 +395,6 @@ impl Auth {
             d.update(part.as_bytes());
         }
         d.finalize().into()
-    }
-
-    /// Logs `name` in from `ip` with `password` against `users`. A source whose
-    /// budget is spent is refused before anything is checked, even the right
-    /// password; otherwise a check is reserved from its budget first (so
-    /// simultaneous guesses cannot overrun it), the hash is computed off the
-    /// async runtime, and a failure is counted. Unknown names cost the same as
-    /// wrong passwords.
-    async fn login(
-        &self,
-        ip: IpAddr,
-        users: &[UserConfig],
-        name: &str,
-        password: &str,
-    ) -> Result<Principal, Refused> {
-        if let Some(secs) = self.throttled(ip) {
-            return Err(Refused::Throttled(secs));
-        }
-        let user = users.iter().find(|u| u.name == name);
-        let hash = user.map_or(DUMMY_HASH, |u| u.password_hash.as_str());
-        let digest = self.digest(name, password, hash);
-        let cached = self
-            .verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&digest);
-        let principal = |u: &UserConfig| Principal {
-            name: u.name.clone(),
-            access: u.access,
-        };
-        if let Some(user) = user.filter(|_| cached) {
-            return Ok(principal(user));
-        }
-        let reserved = self.reserve(ip).map_err(Refused::Throttled)?;
-        let ok = {
-            let (password, hash) = (password.to_string(), hash.to_string());
-            tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-                .await
-                .unwrap_or(false)
-        };
-        match user.filter(|_| ok) {
-            Some(user) => {
-                drop(reserved);
-                let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-                if verified.len() >= MAX_CACHED {
-                    verified.clear();
-                }
-                verified.insert(digest, ());
-                Ok(principal(user))
-            }
-            None => {
-                reserved.failed();
-                Err(Refused::Wrong)
-            }
-        }
     }
 }
 

@@ -49,6 +49,14 @@ impl Counts {
     }
 }
 
+/// The keyed items of every service of `config`, `items` listing one service's.
+fn in_services<'a, I: IntoIterator>(
+    config: &'a Config,
+    items: impl FnMut(&'a ServiceConfig) -> I,
+) -> impl Iterator<Item = I::Item> {
+    config.services.iter().flat_map(items)
+}
+
 /// What changed between two configurations, by kind.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Changes {
@@ -70,49 +78,34 @@ pub struct Changes {
 impl Changes {
     /// Counts what `new` adds, removes and changes against `old`.
     pub fn between<'a>(old: &'a Config, new: &'a Config) -> Changes {
-        let services = |c: &'a Config| {
-            c.services
-                .iter()
-                .map(|s| (s.name.as_str(), s))
-                .collect::<Vec<_>>()
-        };
+        let services = |c: &'a Config| in_services(c, |s| [(s.name.as_str(), s)]);
         let listeners = |c: &'a Config| {
-            c.services
-                .iter()
-                .flat_map(|s| {
-                    s.listeners
-                        .iter()
-                        .map(move |l| ((s.name.as_str(), l.addr.to_string()), l))
-                })
-                .collect::<Vec<_>>()
+            in_services(c, |s| {
+                s.listeners
+                    .iter()
+                    .map(move |l| ((s.name.as_str(), l.addr.to_string()), l))
+            })
         };
         let groups = |c: &'a Config| {
-            c.services
-                .iter()
-                .flat_map(|s| {
-                    s.groups
-                        .iter()
-                        .map(move |g| ((s.name.as_str(), g.name.as_str()), g))
-                })
-                .collect::<Vec<_>>()
+            in_services(c, |s| {
+                s.groups
+                    .iter()
+                    .map(move |g| ((s.name.as_str(), g.name.as_str()), g))
+            })
         };
         let hosts = |c: &'a Config| {
-            c.services
-                .iter()
-                .flat_map(|s| {
-                    s.groups.iter().flat_map(move |g| {
-                        g.hosts
-                            .iter()
-                            .map(move |h| ((s.name.as_str(), g.name.as_str(), h.name.as_str()), h))
-                    })
+            in_services(c, |s| {
+                s.groups.iter().flat_map(move |g| {
+                    g.hosts
+                        .iter()
+                        .map(move |h| ((s.name.as_str(), g.name.as_str(), h.name.as_str()), h))
                 })
-                .collect::<Vec<_>>()
+            })
         };
         let users = |c: &'a Config| {
             c.admin
                 .iter()
                 .flat_map(|a| a.users.iter().map(|u| (u.name.as_str(), u)))
-                .collect::<Vec<_>>()
         };
         let other = old.admin.as_ref().map(|a| (&a.web, &a.ssh))
             != new.admin.as_ref().map(|a| (&a.web, &a.ssh))

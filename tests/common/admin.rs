@@ -142,6 +142,17 @@ impl Admin {
     }
 }
 
+/// GET `base` + `path` as `user`: status and body.
+pub async fn get_as(base: &str, user: (&str, &str), path: &str) -> (u16, String) {
+    let response = client()
+        .get(format!("{base}{path}"))
+        .basic_auth(user.0, Some(user.1))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
 /// A client that follows no redirects and gives up after 10 s.
 pub fn client() -> reqwest::Client {
     client_trusting(&[])

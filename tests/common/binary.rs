@@ -27,12 +27,24 @@ impl Txlb {
 
     /// [`Txlb::start`] with the log filter `TXLB_LOG=filter`.
     pub fn start_logging(config: &Path, grace_secs: u32, filter: &str) -> Txlb {
+        Txlb::spawn(Txlb::command(config, 1, grace_secs, filter))
+    }
+
+    /// [`Txlb::start`] with `workers` workers.
+    pub fn start_workers(config: &Path, grace_secs: u32, workers: u32) -> Txlb {
+        Txlb::spawn(Txlb::command(config, workers, grace_secs, "info"))
+    }
+
+    /// The command line `txlb run --workers WORKERS --grace GRACE --config
+    /// CONFIG` logging at `filter`, its stderr piped: for [`Txlb::spawn`], once
+    /// a test has set what else it needs (e.g. a descriptor limit).
+    pub fn command(config: &Path, workers: u32, grace_secs: u32, filter: &str) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_txlb"));
         command
             .args([
                 "run",
                 "--workers",
-                "1",
+                &workers.to_string(),
                 "--grace",
                 &grace_secs.to_string(),
                 "--config",
@@ -41,7 +53,7 @@ impl Txlb {
             .env("TXLB_LOG", filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        Txlb::spawn(command)
+        command
     }
 
     /// Runs `command` (a `txlb` command line with its stderr piped) and
@@ -98,18 +110,10 @@ impl Txlb {
 
     /// [`Txlb::wait_for`] for async tests.
     pub async fn wait_for_async(&self, needle: &str, skip: usize) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self.find(needle, skip) {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in log:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        poll(&self.log, &format!("no {needle:?} in log"), || {
+            self.find(needle, skip)
+        })
+        .await
     }
 
     /// The value after `key=` on the first line containing `needle`.
@@ -136,14 +140,57 @@ impl Txlb {
     /// SIGTERM, then waits for the process to exit.
     pub fn terminate(&mut self) -> ExitStatus {
         self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(15);
+        self.exit_status(Duration::from_secs(15))
+            .expect("txlb did not stop on SIGTERM")
+    }
+
+    /// The exit status, waiting for it at most `within` (`None`: still running).
+    pub fn exit_status(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+                return Some(status);
             }
-            assert!(Instant::now() < deadline, "txlb did not stop on SIGTERM");
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits (at most 10 s, without blocking the test's runtime) for the
+    /// process to exit with a failure, then for its line containing `needle`
+    /// (saying why); returns the line.
+    pub async fn refused(&mut self, needle: &str) -> String {
+        let status = poll(&self.log, "txlb did not refuse to start", || {
+            self.child.try_wait().unwrap()
+        })
+        .await;
+        assert!(!status.success(), "{}", self.log_text());
+        // The log is read by a thread that may not have reached the last line.
+        self.wait_for_async(needle, 0).await
+    }
+}
+
+/// What `probe` finds, polling it every 10 ms (without blocking the
+/// test's runtime) for at most 10 s; past that, panics with `failure` and
+/// its `log`.
+async fn poll<T>(
+    log: &Mutex<Vec<String>>,
+    failure: &str,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{failure}:\n{}",
+            log.lock().unwrap().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -669,9 +669,13 @@ mod tests {
     use super::*;
 
     fn eval(code: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        eval_for(code, Duration::from_secs(10))
+    }
+
+    fn eval_for(code: &str, timeout: Duration) -> Result<Dynamic, Box<EvalAltResult>> {
         let limits = Limits {
-            deadline: Instant::now() + Duration::from_secs(10),
-            timeout: Duration::from_secs(10),
+            deadline: Instant::now() + timeout,
+            timeout,
             stop: Arc::new(AtomicBool::new(false)),
         };
         engine(limits, tokio_util::sync::CancellationToken::new()).eval(code)
@@ -696,5 +700,27 @@ mod tests {
         }
         let v = eval("let s = \"ab\"; s.pad(7, \"xyz\"); s.replace(\"b\", 'B'); s").unwrap();
         assert_eq!(v.to_string(), "aBxyzxy");
+    }
+
+    /// `sort` and `dedup` stop with their comparer's errors, the end of the
+    /// wall time among them (Rhai's own went on comparing).
+    #[test]
+    fn sort_and_dedup_stop_with_their_comparer() {
+        let slow = "let a = []; for i in 0..500 { a.push((i * 7919) % 500); }";
+        for call in [
+            "a.sort(|p, q| { let u = 0; for i in 0..1000 { u += i; } p - q })",
+            "a.sort_by(|p, q| { let u = 0; for i in 0..1000 { u += i; } p - q })",
+            "a.dedup(|p, q| { let u = 0; for i in 0..100000 { u += i; } false })",
+        ] {
+            let started = Instant::now();
+            let e = eval_for(&format!("{slow} {call}; 1"), Duration::from_secs(1));
+            let EvalAltResult::ErrorTerminated(why, _) = *e.unwrap_err() else {
+                panic!("{call} not stopped");
+            };
+            assert_eq!(why.to_string(), "it ran longer than 1 s", "{call}");
+            assert!(started.elapsed() < Duration::from_secs(3), "{call}");
+        }
+        let e = eval("let a = [2, 1]; a.sort(|p, q| throw \"no\"); 1").unwrap_err();
+        assert!(e.to_string().contains("no"), "{e}");
     }
 }

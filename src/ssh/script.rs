@@ -187,7 +187,7 @@ fn engine(limits: Limits, shutdown: tokio_util::sync::CancellationToken) -> Engi
     let meter = Meter::start();
     let pace = Pace::start();
     engine.on_progress(move |ops| {
-        pace.keep(&limits);
+        pace.keep(&limits, &shutdown);
         if limits.stop.load(Ordering::Relaxed) {
             return Some(Dynamic::from("its session ended"));
         }
@@ -234,8 +234,8 @@ impl Pace {
     }
 
     /// Sleeps while this thread has used more than its share, waking for the
-    /// stop flag and the deadline.
-    fn keep(&self, limits: &Limits) {
+    /// stop flag, the deadline and the balancer's shutdown.
+    fn keep(&self, limits: &Limits, shutdown: &tokio_util::sync::CancellationToken) {
         let wall = self.started.elapsed();
         if (wall.as_nanos() as u64) < self.next.load(Ordering::Relaxed) {
             return;
@@ -250,6 +250,7 @@ impl Pace {
         while !owed.is_zero()
             && !limits.stop.load(Ordering::Relaxed)
             && Instant::now() < limits.deadline
+            && !shutdown.is_cancelled()
         {
             let nap = owed.min(PACE_NAP);
             std::thread::sleep(nap);

@@ -12,7 +12,8 @@
 //! the `txlb` binary), when its session ends, and at shutdown; Rhai's own limits
 //! bound operations, depth, variables and each value's size; and `import`
 //! reads no file. Rhai's built-ins that could make a value far larger than
-//! their inputs in one call (`replace`, `split`, `to_chars`, `pad`) are
+//! their inputs in one call (`replace`, `split`, `to_chars`, `pad`, printing
+//! arrays and maps, whose escaped keys Rhai does not count) are
 //! replaced by versions that count the result first, and those that swallow
 //! their callback's errors (`sort`, `dedup`) by versions that stop with them,
 //! so no single call can outgrow the limits or outlive the wall time. A script
@@ -128,6 +129,7 @@ pub(crate) async fn run(ctx: &Context, code: String) -> (String, Option<ConsoleE
         deadline: Instant::now() + ctx.settings.script_timeout,
         timeout: ctx.settings.script_timeout,
         stop,
+        refused: Refused::default(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let ctx = ctx.clone();
@@ -167,7 +169,13 @@ struct Limits {
     timeout: Duration,
     /// Set when the session waiting for the script has gone.
     stop: Arc<AtomicBool>,
+    /// Why a built-in refused to go on where Rhai ignores its errors (its
+    /// printing of arrays and maps): the script stops at its next operation.
+    refused: Refused,
 }
+
+/// See [`Limits::refused`].
+type Refused = Arc<Mutex<Option<String>>>;
 
 /// The engine with the console's limits: sizes, depths, variables, no modules.
 fn engine(limits: Limits, shutdown: tokio_util::sync::CancellationToken) -> Engine {
@@ -183,11 +191,14 @@ fn engine(limits: Limits, shutdown: tokio_util::sync::CancellationToken) -> Engi
         .set_max_map_size(MAX_ELEMENTS)
         // `import` reads no file: every path is "not found" alike.
         .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
-    bound_builtins(&mut engine);
+    bound_builtins(&mut engine, &limits.refused);
     let meter = Meter::start();
     let pace = Pace::start();
     engine.on_progress(move |ops| {
         pace.keep(&limits, &shutdown);
+        if let Some(why) = lock(&limits.refused).take() {
+            return Some(Dynamic::from(why));
+        }
         if limits.stop.load(Ordering::Relaxed) {
             return Some(Dynamic::from("its session ended"));
         }
@@ -431,12 +442,67 @@ fn dedup(ctx: NativeCallContext, array: &mut Array, comparer: FnPtr) -> Result<(
     failed.map_or(Ok(()), Err)
 }
 
+/// Roughly how long `value` is when printed (Rhai's own print of arrays and
+/// maps shows strings and map keys escaped, up to 6 bytes a byte).
+fn printed_size(value: &Dynamic) -> usize {
+    let quoted = |s: &str| 2 + s.chars().map(|c| c.escape_debug().len()).sum::<usize>();
+    if let Some(s) = value.read_lock::<ImmutableString>() {
+        quoted(&s)
+    } else if let Some(a) = value.read_lock::<Array>() {
+        a.iter().map(|v| printed_size(v) + 2).sum::<usize>() + 2
+    } else if let Some(m) = value.read_lock::<rhai::Map>() {
+        m.iter()
+            .map(|(k, v)| quoted(k) + 4 + printed_size(v))
+            .sum::<usize>()
+            + 3
+    } else if let Some(b) = value.read_lock::<rhai::Blob>() {
+        3 * b.len() + 2
+    } else {
+        64
+    }
+}
+
+/// `print`, `to_string`, `debug` and `to_debug` of an array or a map: Rhai's
+/// format, its size counted before it is made (a map's keys are not in
+/// Rhai's size limits, and escaping multiplies them).
+fn printed(ctx: &NativeCallContext, value: Dynamic, refused: &Refused) -> ImmutableString {
+    // Rhai prints the value itself when `to_string` fails: the refusal goes
+    // to the progress callback, which stops the script.
+    if let Err(e) = string_fits("printing", printed_size(&value)) {
+        if let EvalAltResult::ErrorRuntime(why, _) = *e {
+            *lock(refused) = Some(why.to_string());
+        }
+        return ImmutableString::new();
+    }
+    let debug = |v: &Dynamic| -> String {
+        ctx.call_native_fn::<ImmutableString>("to_debug", (v.clone(),))
+            .map_or_else(|_| format!("{v:?}"), |s| s.to_string())
+    };
+    let text = if let Some(a) = value.read_lock::<Array>() {
+        let items: Vec<String> = a.iter().map(debug).collect();
+        format!("[{}]", items.join(", "))
+    } else if let Some(m) = value.read_lock::<rhai::Map>() {
+        let items: Vec<String> = m
+            .iter()
+            .map(|(k, v)| format!("{k:?}: {}", debug(v)))
+            .collect();
+        format!("#{{{}}}", items.join(", "))
+    } else {
+        value.to_string()
+    };
+    text.into()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Registers over Rhai's built-ins (functions registered on the engine come
 /// before its packages) the versions that bound their result before making it
 /// and pass their callbacks' errors on. Rhai checks the others before
 /// allocating (`blob`, array and blob `pad`) or makes results no larger than
 /// a few times their inputs (`+`, `extract`, `zip`, `to_upper`).
-fn bound_builtins(engine: &mut Engine) {
+fn bound_builtins(engine: &mut Engine, refused: &Refused) {
     type S = ImmutableString;
     let c = |c: char| c.to_string();
     engine
@@ -498,6 +564,25 @@ fn bound_builtins(engine: &mut Engine) {
         .register_fn("sort", sort)
         .register_fn("sort_by", sort)
         .register_fn("dedup", dedup);
+    for name in ["print", "to_string", "debug", "to_debug"] {
+        let (r1, r2) = (refused.clone(), refused.clone());
+        engine
+            .register_fn(name, move |ctx: NativeCallContext, a: Array| {
+                printed(&ctx, Dynamic::from_array(a), &r1)
+            })
+            .register_fn(name, move |ctx: NativeCallContext, m: rhai::Map| {
+                printed(&ctx, Dynamic::from_map(m), &r2)
+            });
+    }
+}
+
+/// Runs `code` on `engine`; a refusal Rhai ignored stops it all the same.
+fn evaluate(engine: &Engine, code: &str, refused: &Refused) -> Result<Dynamic, Box<EvalAltResult>> {
+    let result = engine.eval::<Dynamic>(code);
+    match lock(refused).take() {
+        Some(why) => Err(EvalAltResult::ErrorTerminated(why.into(), Position::NONE).into()),
+        None => result,
+    }
 }
 
 fn eval(
@@ -507,6 +592,7 @@ fn eval(
     limits: Limits,
 ) -> (String, Option<ConsoleError>) {
     let output = Arc::new(Mutex::new(String::new()));
+    let refused = limits.refused.clone();
     let mut engine = engine(limits, ctx.handle.shutdown_token());
     let sink = output.clone();
     engine.on_print(move |text| {
@@ -525,7 +611,7 @@ fn eval(
         }
     });
     register(&mut engine, &ctx, &runtime);
-    let result = engine.eval::<Dynamic>(code);
+    let result = evaluate(&engine, code, &refused);
     // The engine (and with it the meter) goes before the output is copied.
     drop(engine);
     let mut out = std::mem::take(&mut *output.lock().unwrap_or_else(|p| p.into_inner()));
@@ -678,8 +764,11 @@ mod tests {
             deadline: Instant::now() + timeout,
             timeout,
             stop: Arc::new(AtomicBool::new(false)),
+            refused: Refused::default(),
         };
-        engine(limits, tokio_util::sync::CancellationToken::new()).eval(code)
+        let refused = limits.refused.clone();
+        let engine = engine(limits, tokio_util::sync::CancellationToken::new());
+        evaluate(&engine, code, &refused)
     }
 
     /// The bounded built-ins are the ones called (registered functions come
@@ -723,5 +812,29 @@ mod tests {
         }
         let e = eval("let a = [2, 1]; a.sort(|p, q| throw \"no\"); 1").unwrap_err();
         assert!(e.to_string().contains("no"), "{e}");
+    }
+
+    /// Arrays and maps print as Rhai prints them, unless the text would be
+    /// too long: escaped map keys are counted before it is made.
+    #[test]
+    fn printing_is_rhai_s_and_bounded() {
+        let code = "let m = #{a: 1, b: \"x\\ty\", c: [1, 'c', \"s\", #{}, ()], d: 2.5}; \
+                    `${m} ${[1, \"a\", 'c']} ${m.to_debug()} ${[m].to_string()}`";
+        let ours = eval(code).unwrap().to_string();
+        let rhai: Dynamic = Engine::new().eval(code).unwrap();
+        assert_eq!(ours, rhai.to_string());
+        for call in ["m.to_string()", "`${m}`", "[m].to_debug()", "print(m)"] {
+            let e = eval(&format!(
+                "let s = \"\"; s.pad(1000000, '\\x01'); let m = #{{}}; m[s] = 1; {call}"
+            ));
+            let EvalAltResult::ErrorTerminated(why, _) = *e.unwrap_err() else {
+                panic!("{call} not stopped");
+            };
+            assert!(
+                why.to_string()
+                    .starts_with("printing would make a string of 5000"),
+                "{call}: {why}"
+            );
+        }
     }
 }

@@ -442,8 +442,8 @@ fn dedup(ctx: NativeCallContext, array: &mut Array, comparer: FnPtr) -> Result<(
     failed.map_or(Ok(()), Err)
 }
 
-/// Roughly how long `value` is when printed (Rhai's own print of arrays and
-/// maps shows strings and map keys escaped, up to 6 bytes a byte).
+/// Roughly how long `value` is when printed or made JSON (Rhai shows strings
+/// and map keys escaped, up to 5 bytes a byte, and blob bytes as up to 4).
 fn printed_size(value: &Dynamic) -> usize {
     let quoted = |s: &str| 2 + s.chars().map(|c| c.escape_debug().len()).sum::<usize>();
     if let Some(s) = value.read_lock::<ImmutableString>() {
@@ -456,7 +456,7 @@ fn printed_size(value: &Dynamic) -> usize {
             .sum::<usize>()
             + 3
     } else if let Some(b) = value.read_lock::<rhai::Blob>() {
-        3 * b.len() + 2
+        4 * b.len() + 2
     } else {
         64
     }
@@ -564,6 +564,14 @@ fn bound_builtins(engine: &mut Engine, refused: &Refused) {
         .register_fn("sort", sort)
         .register_fn("sort_by", sort)
         .register_fn("dedup", dedup);
+    engine.register_fn("to_json", |m: rhai::Map| -> Result<String, Refusal> {
+        let value = Dynamic::from_map(m);
+        string_fits("to_json", printed_size(&value))?;
+        Ok(value
+            .read_lock::<rhai::Map>()
+            .map(|m| rhai::format_map_as_json(&m))
+            .unwrap_or_default())
+    });
     for name in ["print", "to_string", "debug", "to_debug"] {
         let (r1, r2) = (refused.clone(), refused.clone());
         engine
@@ -823,6 +831,14 @@ mod tests {
         let ours = eval(code).unwrap().to_string();
         let rhai: Dynamic = Engine::new().eval(code).unwrap();
         assert_eq!(ours, rhai.to_string());
+        let json = eval("#{a: [1, \"x\\ty\"], b: ()}.to_json()").unwrap();
+        assert_eq!(json.to_string(), r#"{"a":[1,"x\ty"],"b":null}"#);
+        let e = eval("let s = \"\"; s.pad(1000000, '\\x01'); let m = #{}; m[s] = 1; m.to_json()");
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("to_json would make a string of 5000"),
+        );
         for call in ["m.to_string()", "`${m}`", "[m].to_debug()", "print(m)"] {
             let e = eval(&format!(
                 "let s = \"\"; s.pad(1000000, '\\x01'); let m = #{{}}; m[s] = 1; {call}"

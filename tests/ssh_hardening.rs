@@ -678,8 +678,8 @@ async fn deep_scripts_are_refused_without_harm() {
 
 /// Issue 19 item 1: no single call makes a value past the limits: a
 /// `replace` that would make a 2 GB string (which ended the balancer) and
-/// `split("")` / `to_chars` / `split()` into millions of pieces are refused
-/// before they allocate, the balancer's peak memory barely moves, and the
+/// `split("")` / `to_chars` / `split()` into millions of pieces, and the print
+/// of a map with a long escaped key, are refused before they allocate, the balancer's peak memory barely moves, and the
 /// bounded versions behave as Rhai's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_single_call_outgrows_the_limits() {
@@ -730,6 +730,16 @@ async fn no_single_call_outgrows_the_limits() {
         assert_eq!(ran.status, 1, "{call}: {ran:?}");
         assert!(ran.stderr.contains(what), "{call}: {ran:?}");
     }
+    // Escaped map keys (which Rhai's limits leave out) grow fivefold in print.
+    let ran = lb
+        .script("let k = \"\"; k.pad(1000000, '\\x01'); let m = #{}; m[k] = 1; print(m)")
+        .await;
+    assert_eq!(ran.status, 1, "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("script stopped: printing would make a string of 5000"),
+        "{ran:?}"
+    );
     lb.proxies().await;
     let grown = lb.peak_mib().saturating_sub(before);
     eprintln!("peak memory grew by {grown} MiB");

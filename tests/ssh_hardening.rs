@@ -120,6 +120,37 @@ impl Lb {
             / 1024
     }
 
+    /// Peak resident memory of the process so far (VmHWM), in MiB.
+    fn peak_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            / 1024
+    }
+
+    /// CPU time (user + system, in clock ticks) of each `txlb-script` thread.
+    fn script_ticks(&self) -> Vec<u64> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap();
+        tasks
+            .filter_map(|t| {
+                let path = t.ok()?.path();
+                let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+                if comm.trim() != "txlb-script" {
+                    return None;
+                }
+                let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+                // Fields after the command's closing parenthesis: utime is the 12th.
+                let rest = &stat[stat.rfind(')')? + 2..];
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                Some(fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?)
+            })
+            .collect()
+    }
+
     fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .unwrap()
@@ -863,4 +894,161 @@ async fn reconnecting_addresses_cannot_evict_a_newcomer() {
         "{ran:?} (the others reconnected {churned} times)"
     );
     lb.proxies().await;
+}
+/// Issue 19 item 1: no single call makes a value past the limits: a
+/// `replace` that would make a 2 GB string (which ended the balancer) and
+/// `split("")` / `to_chars` / `split()` into millions of pieces, and the print
+/// of a map with a long escaped key, are refused before they allocate, the balancer's peak memory barely moves, and the
+/// bounded versions behave as Rhai's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_single_call_outgrows_the_limits() {
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let before = lb.peak_mib();
+    let ran = lb
+        .script("let s = \"\"; s.pad(4000000, \"a\"); let t = s; s.replace(\"a\", t); s.len()")
+        .await;
+    assert_eq!(ran.status, 1, "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("replace would make a string of 16000000000000 bytes"),
+        "{ran:?}"
+    );
+    // 400,000 characters, 200,000 of them spaces.
+    let big = "let s = \"\"; s.pad(400000, \"a b \");";
+    for (call, what) in [
+        (
+            "s.split(\"\")",
+            "split would make an array of 400002 elements",
+        ),
+        (
+            "s.split(\"\", 5000000)",
+            "split would make an array of 400002 elements",
+        ),
+        (
+            "s.split_rev(' ')",
+            "split_rev would make an array of 200001 elements",
+        ),
+        ("s.split()", "split would make an array of 200000 elements"),
+        (
+            "s.to_chars()",
+            "to_chars would make an array of 400000 elements",
+        ),
+        (
+            "s.replace(' ', s)",
+            "replace would make a string of 80000200000 bytes",
+        ),
+        (
+            "s.pad(1400000, '\u{1F600}')",
+            "pad would make a string of 4400000 bytes",
+        ),
+    ] {
+        let ran = lb.script(&format!("{big} {call}.len()")).await;
+        assert_eq!(ran.status, 1, "{call}: {ran:?}");
+        assert!(ran.stderr.contains(what), "{call}: {ran:?}");
+    }
+    // Escaped map keys (which Rhai's limits leave out) grow fivefold in print.
+    let ran = lb
+        .script("let k = \"\"; k.pad(1000000, '\\x01'); let m = #{}; m[k] = 1; print(m)")
+        .await;
+    assert_eq!(ran.status, 1, "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("script stopped: printing would make a string of 5000"),
+        "{ran:?}"
+    );
+    lb.proxies().await;
+    let grown = lb.peak_mib().saturating_sub(before);
+    eprintln!("peak memory grew by {grown} MiB");
+    assert!(grown < 300, "peak memory grew by {grown} MiB");
+    // What fits works as Rhai's own built-ins do.
+    let ran = lb
+        .script(
+            "let t = \"hello\"; t.replace(\"l\", \"L\"); t.replace('o', '0'); \
+             let p = \"ab\"; p.pad(5, \"xy\"); \
+             let x = [3, 1, 2]; x.sort(|a, b| a - b); \
+             let d = [1, 1, 2, 2, 1]; d.dedup(|a, b| a == b); \
+             `${t} ${p} ${\"a,b,,c\".split(\",\")} ${\"a b\".split()} \
+              ${\"abc\".split_rev(\"\")} ${\"a-b-c\".split('-', 2)} ${\"ab\".to_chars()[1].type_of()} ${x} ${d}`",
+        )
+        .await;
+    assert_eq!(
+        (ran.status, ran.stdout.as_str()),
+        (
+            0,
+            "heLL0 abxyx [\"a\", \"b\", \"\", \"c\"] [\"a\", \"b\"] \
+             [\"\", \"c\", \"b\", \"a\", \"\"] [\"a\", \"b-c\"] char [1, 2, 3] [1, 2, 1]\n"
+        ),
+        "{ran:?}"
+    );
+}
+
+/// Issue 19 item 1: a `sort` whose comparer does slow work stops at the wall
+/// time (Rhai's own `sort` and `dedup` ignore their comparer's errors, the stop
+/// among them, and ran such a script for minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sort_stops_at_the_wall_time() {
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let started = Instant::now();
+    let ran = lb
+        .script(
+            "let big = \"\"; big.pad(1000000, \"x\"); let a = []; \
+             for i in 0..3000 { a.push((i * 7919) % 3000); } \
+             a.sort(|p, q| { let u = big.to_upper(); p - q }); print(\"sorted\"); \
+             a.dedup(|p, q| { let u = big.to_upper(); false }); \"done\"",
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(ran.status, 1, "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("script stopped: it ran longer than 10 s"),
+        "{ran:?}"
+    );
+    assert!(!ran.stdout.contains("done"), "{ran:?}");
+    eprintln!("the slow sort stopped after {took:?}");
+    assert!(took < Duration::from_secs(13), "{took:?}");
+    lb.proxies().await;
+}
+
+/// Issue 19 item 1: a busy script uses at most about a tenth of a core (it
+/// sleeps off the rest), so scripts cannot slow the data path; the balancer
+/// proxies meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_script_uses_a_tenth_of_a_core() {
+    if ssh_missing() {
+        return;
+    }
+    let lb = Lb::start().await;
+    let _busy = spawn_ssh(
+        lb.ssh,
+        &lb.keys.readonly,
+        &lb.keys.known_hosts,
+        &[],
+        "ops@127.0.0.1",
+        "script 'let i = 0; loop { i += 1; }'",
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            lb.script_threads() == 1
+        })
+        .await
+    );
+    let ticks = lb.script_ticks()[0];
+    let started = Instant::now();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        lb.proxies().await;
+    }
+    let used = lb.script_ticks()[0] - ticks;
+    // SAFETY: sysconf reads a constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let share = used as f64 / per_second / started.elapsed().as_secs_f64();
+    eprintln!("a busy script used {share:.3} of a core");
+    assert!(share <= 0.15, "the script used {share:.2} of a core");
 }

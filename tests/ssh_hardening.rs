@@ -901,11 +901,13 @@ async fn reconnecting_addresses_cannot_evict_a_newcomer() {
     );
     lb.proxies().await;
 }
+
 /// Issue 19 item 1: no single call makes a value past the limits: a
 /// `replace` that would make a 2 GB string (which ended the balancer) and
 /// `split("")` / `to_chars` / `split()` into millions of pieces, and the print
-/// of a map with a long escaped key, are refused before they allocate, the balancer's peak memory barely moves, and the
-/// bounded versions behave as Rhai's own.
+/// of a map with a long escaped key, are refused before they allocate, the
+/// balancer's peak memory barely moves, and the bounded versions behave as
+/// Rhai's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_single_call_outgrows_the_limits() {
     if ssh_missing() {

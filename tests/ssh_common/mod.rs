@@ -107,6 +107,15 @@ pub struct Ran {
     pub status: i32,
 }
 
+impl Ran {
+    /// Asserts the command was refused (exit status 1) with `says` on stderr.
+    #[allow(dead_code)] // not every test binary that includes this module uses it
+    pub fn assert_refused(&self, says: &str) {
+        assert_eq!(self.status, 1, "{self:?}");
+        assert!(self.stderr.contains(says), "expected {says:?}: {self:?}");
+    }
+}
+
 /// The options for a prompt-free run with `key` to 127.0.0.1:`port`.
 pub fn ssh_args(port: u16, key: &Path, known_hosts: &Path) -> Vec<String> {
     let mut args: Vec<String> = [

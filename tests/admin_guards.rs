@@ -9,7 +9,6 @@ mod common;
 mod ssh_common;
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt as _;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -346,21 +345,7 @@ async fn idle_admin_and_control_connections_leave_the_data_path_its_descriptors(
     let socket = dir.path().join("control.sock");
     let control = format!("  <control socket=\"{}\"/>\n", socket.display());
     std::fs::write(&path, xml(&[("a", a)], "", &user_lines(), &control)).unwrap();
-    let mut command = Txlb::command(&path, 1, 1, "info");
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
-    unsafe {
-        command.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 128,
-                rlim_max: 128,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let txlb = Txlb::spawn(command);
+    let txlb = Txlb::spawn(Txlb::command_with_nofile(&path, 1, 1, "info", 128));
     let base = txlb.logged("admin web server up", "url").await;
     let admin = addr_of(&base);
     let listener = txlb.listener();

@@ -741,7 +741,6 @@ async fn kex_stalled_connections_from_four_addresses_lock_nobody_out() {
 /// half of them not logged in: of 32 stalled connections 8 stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_cap_shrinks_with_the_descriptor_limit() {
-    use std::os::unix::process::CommandExt as _;
     if ssh_missing() {
         return;
     }
@@ -760,27 +759,7 @@ async fn the_console_cap_shrinks_with_the_descriptor_limit() {
         ),
     )
     .unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_txlb"));
-    command
-        .args(["run", "--workers", "1", "--grace", "1", "--config"])
-        .arg(&config)
-        .env("TXLB_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
-    unsafe {
-        command.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 256,
-                rlim_max: 256,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let txlb = Txlb::spawn(command);
+    let txlb = Txlb::spawn(Txlb::command_with_nofile(&config, 1, 1, "info", 256));
     let port: SocketAddr = txlb
         .logged("SSH console up", "local")
         .await

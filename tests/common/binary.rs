@@ -56,6 +56,33 @@ impl Txlb {
         command
     }
 
+    /// [`Txlb::command`] whose process may open at most `nofile` descriptors
+    /// (RLIMIT_NOFILE, set in the child before exec).
+    pub fn command_with_nofile(
+        config: &Path,
+        workers: u32,
+        grace_secs: u32,
+        filter: &str,
+        nofile: u64,
+    ) -> Command {
+        use std::os::unix::process::CommandExt as _;
+        let mut command = Txlb::command(config, workers, grace_secs, filter);
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: nofile,
+                    rlim_max: nofile,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command
+    }
+
     /// Runs `command` (a `txlb` command line with its stderr piped) and
     /// collects its log.
     pub fn spawn(mut command: Command) -> Txlb {

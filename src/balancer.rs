@@ -148,11 +148,10 @@ impl BalancerBuilder {
         }
         match started {
             Ok(boot) => {
-                if let Some(fleet) = fleet {
-                    crate::fleet::start(&controller, fleet);
-                }
+                let fleet = fleet.map(|fleet| crate::fleet::start(&controller, fleet));
                 Ok(BalancerHandle {
                     controller,
+                    fleet,
                     boot,
                     workers: pool,
                     access_log,
@@ -193,7 +192,7 @@ impl BalancerBuilder {
             controller.data.clone(),
             controller.stopped.clone(),
         ));
-        tokio::spawn(crate::dns::run(
+        tokio::spawn(crate::control::follow_names(
             Arc::downgrade(controller),
             controller.stop_accepting.clone(),
         ));
@@ -220,6 +219,9 @@ impl BalancerBuilder {
 #[derive(Clone)]
 pub struct BalancerHandle {
     controller: Arc<Controller>,
+    /// Fleet mode: where configuration changes go first (etcd), before the
+    /// controller applies them.
+    fleet: Option<Arc<crate::fleet::FleetLink>>,
     /// The configuration as given at start, for "what changed since boot".
     boot: Arc<Config>,
     /// The data-path workers, when the balancer has its own.
@@ -245,7 +247,13 @@ impl BalancerHandle {
     /// (cluster, logging, control socket, admin listeners) from its
     /// configuration, the rest coming from etcd.
     pub async fn apply(&self, command: Command) -> Result<(), ControlError> {
-        self.controller.apply(command).await
+        match &self.fleet {
+            // An admin-down flag is this instance's own, not the fleet's.
+            Some(fleet) if !matches!(command, Command::SetAdminDown { .. }) => {
+                fleet.change(command).await
+            }
+            _ => self.controller.apply(command).await,
+        }
     }
 
     /// The running configuration (as changed since start).
@@ -262,7 +270,7 @@ impl BalancerHandle {
     /// Fleet mode: the fleet as this instance last saw it; `None` without
     /// `<cluster>`.
     pub(crate) fn fleet(&self) -> Option<crate::fleet::FleetView> {
-        self.controller.fleet.get().map(|link| link.view())
+        self.fleet.as_ref().map(|link| link.view())
     }
 
     /// Closes and reopens the access log file, if one is kept (log rotation).
@@ -336,14 +344,13 @@ impl BalancerHandle {
             down: true,
         })
         .await?;
-        tracing::info!(
-            service,
-            group,
-            host,
-            open = stats.open(),
-            ?deadline,
-            "host draining"
-        );
+        self.controller.data.events.emit(Event::HostDraining {
+            service: service.into(),
+            group: group.into(),
+            host: host.into(),
+            open: stats.open(),
+            deadline_ms: deadline.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        });
         if let Some(deadline) = deadline {
             let registry = self.controller.data.registry.clone();
             let stop = self.controller.stop_accepting.clone();
@@ -417,11 +424,13 @@ impl BalancerHandle {
         }
     }
 
-    /// Transitions from now on (host bad / back, group enabled, listener added or
-    /// removed), as a stream. A subscriber that falls more than 1,024 events behind
-    /// sees a `Lagged` error item and continues with newer events.
-    pub fn events(&self) -> tokio_stream::wrappers::BroadcastStream<Event> {
-        tokio_stream::wrappers::BroadcastStream::new(self.controller.data.events.subscribe())
+    /// Events from now on: transitions (host bad / back, group enabled, backup
+    /// groups, listeners) and every change made through any surface (services,
+    /// groups, hosts, schedulers, users, admin-down, draining). A subscriber that
+    /// falls more than 1,024 events behind gets a [`Lagged`](crate::events::Lagged)
+    /// item and continues with newer events.
+    pub fn events(&self) -> crate::events::EventStream {
+        crate::events::EventStream::new(self.controller.data.events.subscribe())
     }
 
     /// A token cancelled when shutdown begins.

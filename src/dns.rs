@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
@@ -23,17 +22,14 @@ use hickory_resolver::config::{
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RecordType;
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, HostAddress, ResolverOptions};
-use crate::control::Controller;
 
 /// Longest wait for one look-up (every name server and attempt included).
 pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest sleep of the re-resolution task: names added by a change are
 /// scheduled by then even when no answer runs out sooner.
-const IDLE_RECHECK: Duration = Duration::from_secs(1);
+pub(crate) const IDLE_RECHECK: Duration = Duration::from_secs(1);
 /// Most one warning per name about failed look-ups, per this period.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -297,46 +293,6 @@ pub(crate) fn names_of(config: &Config) -> HashMap<String, Option<Duration>> {
         };
     }
     names
-}
-
-/// Re-resolves names as their answers run out, until `shutdown` (or until the
-/// balancer is dropped without one).
-pub(crate) async fn run(controller: Weak<Controller>, shutdown: CancellationToken) {
-    loop {
-        let Some(strong) = controller.upgrade() else {
-            break;
-        };
-        let (due, resolver, next) = strong.dns_due(Instant::now());
-        drop(strong);
-        if !due.is_empty() {
-            let mut lookups = JoinSet::new();
-            for name in due {
-                let resolver = resolver.clone();
-                lookups.spawn(async move {
-                    let result = resolver.lookup(&name).await;
-                    (name, result)
-                });
-            }
-            let answers = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                answers = lookups.join_all() => answers,
-            };
-            if let Some(controller) = controller.upgrade() {
-                controller.dns_answers(&resolver, answers, Instant::now());
-            }
-            continue;
-        }
-        let pause = next
-            .map_or(IDLE_RECHECK, |at| {
-                at.saturating_duration_since(Instant::now())
-            })
-            .min(IDLE_RECHECK);
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(pause) => {}
-        }
-    }
-    tracing::debug!("re-resolution stopped");
 }
 
 /// Why a look-up failed, in words: hickory's own text of "no records" prints its

@@ -1,19 +1,28 @@
 //! Events: the transitions worth telling about (a host going bad or coming back, a
 //! group switched, a service on or off its backup group, a listener opened or
-//! closed, an instance out of step with its fleet or back), logged once and broadcast to
-//! subscribers such as an embedding application or the admin page.
+//! closed, an instance out of step with its fleet or back) and every change made
+//! through any surface (services, groups, hosts, schedulers, users, admin-down),
+//! logged once and broadcast to subscribers such as an embedding application or
+//! the admin page.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 /// Events kept for a subscriber that falls behind; older ones are dropped for it.
 const EVENT_BACKLOG: usize = 1024;
 
-/// One transition of the running balancer.
+/// One transition of the running balancer. New kinds may be added: match with a
+/// wildcard arm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Event {
     /// A host left rotation after a failure.
     HostBad {
@@ -75,6 +84,110 @@ pub enum Event {
         service: String,
         /// The address as configured.
         listen: String,
+    },
+    /// A service was added.
+    ServiceAdded {
+        /// Service name.
+        service: String,
+    },
+    /// A service was removed; its listeners close, its connections finish.
+    ServiceRemoved {
+        /// Service name.
+        service: String,
+    },
+    /// A service's own settings changed (timeouts, limits, access lists).
+    ServiceChanged {
+        /// Service name.
+        service: String,
+    },
+    /// A group was added to a service.
+    GroupAdded {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+    },
+    /// A group was removed from a service.
+    GroupRemoved {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+    },
+    /// A group's scheduler changed.
+    SchedulerChanged {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+        /// The new scheduler's name (as in configuration files).
+        scheduler: String,
+    },
+    /// A host was added to a group.
+    HostAdded {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+        /// Host name.
+        host: String,
+        /// The address as configured.
+        address: String,
+    },
+    /// A host was removed from a group; connections still open on it drain.
+    HostRemoved {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+        /// Host name.
+        host: String,
+        /// Connections still open on it.
+        open: u64,
+    },
+    /// A host's settings changed (address, weight, limits).
+    HostChanged {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+        /// Host name.
+        host: String,
+    },
+    /// A host was taken out of rotation by an operator (`down`), or put back.
+    HostAdminDown {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+        /// Host name.
+        host: String,
+        /// Out of rotation (`true`) or back (`false`).
+        down: bool,
+    },
+    /// A host is draining: out of rotation, its open connections cut after
+    /// `deadline_ms` (none: they may finish).
+    HostDraining {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+        /// Host name.
+        host: String,
+        /// Connections open when draining began.
+        open: u64,
+        /// When what is still open is closed, in milliseconds from now.
+        deadline_ms: Option<u64>,
+    },
+    /// An admin user was added.
+    UserAdded {
+        /// Login name.
+        user: String,
+    },
+    /// An admin user was removed.
+    UserRemoved {
+        /// Login name.
+        user: String,
     },
     /// Fleet mode: the fleet's newest configuration cannot run on this
     /// instance (told once per revision); it keeps the one it runs and refuses
@@ -176,6 +289,23 @@ impl Events {
                     "fleet: back in step with the fleet's configuration"
                 )
             }
+            Event::HostAdminDown {
+                service,
+                group,
+                host,
+                down,
+            } => tracing::info!(service, group, host, down, "host admin state changed"),
+            Event::HostDraining {
+                service,
+                group,
+                host,
+                open,
+                deadline_ms,
+            } => tracing::info!(service, group, host, open, ?deadline_ms, "host draining"),
+            // What a change did to the configuration: the change's own log line
+            // (e.g. the reload's counts) tells it; one line per host of a big
+            // reload would flood the log.
+            change => tracing::debug!(?change, "configuration changed"),
         }
         // No subscriber is fine: the log line is the record.
         let _ = self.tx.send(event);
@@ -198,5 +328,41 @@ impl Events {
             group: group.to_string(),
             host: host.to_string(),
         });
+    }
+}
+
+/// A subscription to a balancer's events (`BalancerHandle::events`): read it
+/// with [`EventStream::next`], or as a `Stream`.
+#[derive(Debug)]
+pub struct EventStream {
+    inner: BroadcastStream<Event>,
+}
+
+/// A subscriber fell behind by more than the backlog (1,024 events) and missed
+/// this many; it goes on with newer events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("fell behind and missed {0} events")]
+pub struct Lagged(pub u64);
+
+impl EventStream {
+    pub(crate) fn new(receiver: broadcast::Receiver<Event>) -> Self {
+        EventStream {
+            inner: BroadcastStream::new(receiver),
+        }
+    }
+
+    /// The next event; `None` once the balancer is gone.
+    pub async fn next(&mut self) -> Option<Result<Event, Lagged>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Event, Lagged>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.inner)
+            .poll_next(cx)
+            .map(|item| item.map(|r| r.map_err(|BroadcastStreamRecvError::Lagged(n)| Lagged(n))))
     }
 }

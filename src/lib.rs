@@ -63,8 +63,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Hosts are socket addresses or host names; the balancer resolves names itself
-//! (at start, and again in every health probe), and
+//! Hosts are socket addresses or host names; the balancer resolves names itself,
+//! when a configuration or change brings them and again as each answer's TTL runs
+//! out (kept within the `<resolver>`'s `minTtl`..`maxTtl`, or every host's
+//! `resolve` seconds; a probe of a host whose name never resolved asks the
+//! system resolver), and
 //! [`HostAddress::resolve`](config::HostAddress::resolve) shows what a name gives.
 //! [`Balancer::builder`] has more settings than the configuration: data-path
 //! worker threads, inherited listening sockets, and the application's schedulers.
@@ -101,13 +104,14 @@
 //!
 //! Every change is a [`Command`] given to [`BalancerHandle::apply`], checked like
 //! a reload (a refused command changes nothing and says why in a
-//! [`ControlError`]). Handles are cheap clones. [`BalancerHandle::events`] is a
-//! stream of [`events::Event`]s: hosts going bad and coming back, groups switched,
-//! listeners added and removed.
+//! [`ControlError`]). Handles are cheap clones. [`BalancerHandle::events`] is an
+//! [`events::EventStream`] of [`events::Event`]s: every change made through any
+//! surface (services, groups, hosts, schedulers, users, admin-down, draining) and
+//! every transition (hosts going bad and coming back, groups switched, backup
+//! groups, listeners).
 //!
 //! ```
 //! # use std::time::Duration;
-//! use tokio_stream::StreamExt;
 //! use txlb::config::GroupConfig;
 //! use txlb::demo::{Backend, demo_config};
 //! use txlb::events::Event;
@@ -129,8 +133,10 @@
 //! balancer
 //!     .apply(Command::EnableGroup { service: "demo".into(), group: "green".into() })
 //!     .await?;
-//! let event = events.next().await.expect("an event")?;
-//! assert_eq!(event, Event::GroupEnabled { service: "demo".into(), group: "green".into() });
+//! let added = events.next().await.expect("an event")?;
+//! assert_eq!(added, Event::GroupAdded { service: "demo".into(), group: "green".into() });
+//! let enabled = events.next().await.expect("an event")?;
+//! assert_eq!(enabled, Event::GroupEnabled { service: "demo".into(), group: "green".into() });
 //!
 //! // Take a host out of rotation and back; refused changes say why.
 //! let down = |down| Command::SetAdminDown {

@@ -318,6 +318,101 @@ async fn events_report_a_host_going_bad_and_coming_back() {
     assert_eq!(counters.failovers, 1);
 }
 
+/// Every change made through the handle (as every surface makes them) is told:
+/// hosts added, changed, admin-down, draining and removed, schedulers, groups,
+/// and what a reload changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_emits_an_event() {
+    let a = named_backend("a", Hold::Close).await;
+    let b = named_backend("b", Hold::Close).await;
+    let balancer = Balancer::start(config(SchedulerKind::RoundRobin, vec![host("a", a, 1)]))
+        .await
+        .unwrap();
+    let mut events = balancer.events();
+    let group = || ("svc".to_string(), "g".to_string());
+    let (service, main) = group();
+    balancer
+        .apply(Command::AddHost {
+            service,
+            group: main,
+            host: host("b", b, 1),
+        })
+        .await
+        .unwrap();
+    let (service, main) = group();
+    balancer
+        .apply(Command::SetScheduler {
+            service,
+            group: main,
+            scheduler: SchedulerKind::LeastConns,
+        })
+        .await
+        .unwrap();
+    balancer
+        .drain_host("svc", "g", "b", Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let (service, main) = group();
+    balancer
+        .apply(Command::RemoveHost {
+            service,
+            group: main,
+            host: "b".into(),
+        })
+        .await
+        .unwrap();
+    // A reload that changes a host's weight and adds a group.
+    let mut reloaded = balancer.config();
+    reloaded.services[0].groups[0].hosts[0].weight = 5;
+    let mut spare = reloaded.services[0].groups[0].clone();
+    spare.name = "spare".into();
+    reloaded.services[0].groups.push(spare);
+    balancer
+        .apply(Command::Replace(Box::new(reloaded)))
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    while seen.len() < 7 {
+        let next = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
+        match next {
+            Ok(Some(Ok(event))) => seen.push(event),
+            other => panic!("after {seen:?}: {other:?}"),
+        }
+    }
+    let names = |s: &str, g: &str, h: &str| (s.to_string(), g.to_string(), h.to_string());
+    assert!(
+        matches!(&seen[0], Event::HostAdded { service, group, host, address }
+            if (service.clone(), group.clone(), host.clone()) == names("svc", "g", "b") && *address == b.to_string()),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[1], Event::SchedulerChanged { scheduler, .. } if scheduler == "leastc"),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[2], Event::HostAdminDown { host, down: true, .. } if host == "b"),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[3], Event::HostDraining { host, deadline_ms: Some(60_000), .. } if host == "b"),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[4], Event::HostRemoved { host, open: 0, .. } if host == "b"),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[5], Event::HostChanged { host, .. } if host == "a"),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[6], Event::GroupAdded { group, .. } if group == "spare"),
+        "{seen:?}"
+    );
+    balancer.shutdown(Duration::ZERO).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_an_active_transfer() {
     let (balancer, addr) = start(vec![host("slow", slow_backend(15).await, 1)]).await;

@@ -2,10 +2,14 @@
 //! [`Command`], is checked against a copy of the running configuration, and becomes
 //! a new [`Snapshot`] swapped in whole. The controller is never on the data path.
 
+mod build;
 mod command;
 mod listeners;
+mod names;
+mod tell;
 
 pub use command::Command;
+pub(crate) use names::run as follow_names;
 
 use std::collections::HashMap;
 use std::io;
@@ -16,15 +20,15 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, HostAddress, ResolverOptions};
+use crate::config::{Config, ResolverOptions};
 use crate::dns::{self, Answer, NameState, Resolver};
 use crate::events::{Event, Events};
 use crate::proxy::{ConnectionRecord, DataPlane};
-use crate::scheduler::{self, SchedulerFactory, SchedulerKind};
+use crate::scheduler::{SchedulerFactory, SchedulerKind};
 use crate::state::{
-    ConnectionRegistry, GroupSnapshot, HostId, HostSnapshot, HostStats, Limiter, ServiceCounters,
-    ServiceSnapshot, Snapshot,
+    ConnectionRegistry, HostSnapshot, HostStats, Limiter, ServiceCounters, Snapshot,
 };
+use build::Touched;
 use listeners::RunningListener;
 use tokio::sync::mpsc;
 
@@ -229,8 +233,6 @@ pub(crate) struct Controller {
     pub(crate) custom_schedulers: HashMap<&'static str, SchedulerFactory>,
     /// Sockets handed over at start (socket activation), used instead of binding.
     pub(crate) inherited: listeners::Inherited,
-    /// Fleet mode, once started: every configuration change goes through etcd.
-    pub(crate) fleet: std::sync::OnceLock<Arc<crate::fleet::FleetLink>>,
 }
 
 /// A host removed from the configuration, still draining: its service, its
@@ -248,9 +250,6 @@ struct ControlState {
     /// The same configuration as `views.running`.
     running: Arc<Config>,
     next_host_id: u64,
-    /// Identity and counters of every host in the running snapshot, by
-    /// (service, group, host) name.
-    hosts: HashMap<(String, String, String), (HostId, Arc<HostStats>)>,
     /// Service counters by service name, kept across snapshots.
     service_counters: HashMap<String, Arc<ServiceCounters>>,
     /// Admission state by service name, kept across snapshots.
@@ -259,6 +258,9 @@ struct ControlState {
     /// their service and group; shown as draining until their last one closes.
     removed: Vec<(Arc<str>, Arc<str>, HostSnapshot)>,
     listeners: Vec<RunningListener>,
+    /// Every host name of the running configuration, with the shortest
+    /// `resolve` interval asked for it (`dns::names_of`).
+    intervals: Arc<HashMap<String, Option<std::time::Duration>>>,
     /// What is known of every host name in the running configuration.
     names: HashMap<String, NameState>,
     /// The resolver of the running configuration's `<resolver>` settings.
@@ -284,11 +286,11 @@ impl Controller {
             state: Mutex::new(ControlState {
                 running: Arc::new(empty_config()),
                 next_host_id: 0,
-                hosts: HashMap::new(),
                 service_counters: HashMap::new(),
                 limiters: HashMap::new(),
                 removed: Vec::new(),
                 listeners: Vec::new(),
+                intervals: Arc::default(),
                 names: HashMap::new(),
                 resolver: Arc::new(Resolver::new(&ResolverOptions::default())),
             }),
@@ -305,7 +307,6 @@ impl Controller {
             workers,
             custom_schedulers,
             inherited: listeners::Inherited::default(),
-            fleet: std::sync::OnceLock::new(),
         }
     }
 
@@ -394,18 +395,6 @@ impl Controller {
         self.views.removed.store(Arc::new(state.removed.clone()));
     }
 
-    /// Applies one command. In fleet mode a configuration change is first
-    /// written to etcd (compare-and-swap) and applied here only once it is there;
-    /// an admin-down flag is this instance's own. On error nothing has changed.
-    pub(crate) async fn apply(&self, command: Command) -> Result<(), ControlError> {
-        if !matches!(command, Command::SetAdminDown { .. })
-            && let Some(fleet) = self.fleet.get()
-        {
-            return fleet.change(command).await;
-        }
-        self.apply_local(command).await
-    }
-
     /// The configuration `command` would make of the running one, without
     /// applying it (listeners are not bound, names not resolved).
     pub(crate) fn preview(&self, command: &Command) -> Result<Config, ControlError> {
@@ -428,10 +417,11 @@ impl Controller {
         Ok(next)
     }
 
-    /// Applies one command on this instance only: resolves the host names it
-    /// brings (outside the lock), then checks and swaps under the lock. On error
-    /// nothing has changed.
-    pub(crate) async fn apply_local(&self, command: Command) -> Result<(), ControlError> {
+    /// Applies one command on this instance: resolves the host names it brings
+    /// (outside the lock), then checks and swaps under the lock. On error nothing
+    /// has changed. (Fleet mode routes changes through etcd before they get here:
+    /// see `BalancerHandle::apply`.)
+    pub(crate) async fn apply(&self, command: Command) -> Result<(), ControlError> {
         if self.stop_accepting.is_cancelled() {
             return Err(ControlError::ShuttingDown);
         }
@@ -486,16 +476,14 @@ impl Controller {
             down,
         } = command
         {
-            let (_, stats) = state
-                .hosts
-                .get(&(service.clone(), group.clone(), host.clone()))
-                .ok_or_else(|| ControlError::UnknownHost {
+            let stats = self.host_stats(service, group, host)?;
+            if stats.set_admin_down(*down) {
+                self.data.events.emit(Event::HostAdminDown {
                     service: service.clone(),
                     group: group.clone(),
                     host: host.clone(),
-                })?;
-            if stats.set_admin_down(*down) {
-                tracing::info!(service, group, host, down, "host admin state changed");
+                    down: *down,
+                });
             }
             return Ok(());
         }
@@ -506,7 +494,12 @@ impl Controller {
         let own: Vec<SocketAddr> = state.listeners.iter().map(|l| l.local).collect();
         let bound = listeners::bind_all(added, self.workers.len().max(1), &self.inherited, &own)?;
         // What the names resolve to is known before the hosts are built.
-        let intervals = dns::names_of(&next);
+        // Which names the hosts use (and how often to ask): a walk over every
+        // host, so only when the change can alter it.
+        let intervals = match names_may_change(command, &state.running) {
+            true => Arc::new(dns::names_of(&next)),
+            false => state.intervals.clone(),
+        };
         let now = std::time::Instant::now();
         let mut changed_names = Vec::new();
         for (name, result) in answers {
@@ -520,7 +513,13 @@ impl Controller {
             }
         }
         state.resolver = resolver;
-        let snapshot = self.build_snapshot(&mut state, &next);
+        let touched = match changed_names.is_empty() {
+            true => Touched::by(command),
+            // New answers may move hosts of any group that follows those names.
+            false => Touched::All,
+        };
+        let snapshot = self.build_snapshot(&mut state, &next, &touched);
+        let told = tell::changes(&state.running, &next, &touched, &state.removed);
         self.data.snapshots.store(Arc::new(snapshot));
         for listener in bound {
             state.listeners.push(listeners::start(listener, self));
@@ -552,318 +551,46 @@ impl Controller {
         }
         state.running = Arc::new(next);
         self.publish(&state);
+        for event in told {
+            self.data.events.emit(event);
+        }
         state.names.retain(|name, _| intervals.contains_key(name));
+        state.intervals = intervals;
         for name in changed_names {
             self.follow_name(&state, &name);
         }
         Ok(())
     }
+}
 
-    /// Names due for a new look-up at `now`, the resolver to ask, and when the
-    /// next one is due otherwise.
-    pub(crate) fn dns_due(
-        &self,
-        now: std::time::Instant,
-    ) -> (Vec<String>, Arc<Resolver>, Option<std::time::Instant>) {
-        let mut state = self.lock();
-        let intervals = dns::names_of(&state.running);
-        state.names.retain(|name, _| intervals.contains_key(name));
-        let mut due = Vec::new();
-        let mut next: Option<std::time::Instant> = None;
-        for name in intervals.into_keys() {
-            let known = state
-                .names
-                .entry(name.clone())
-                .or_insert_with(|| NameState::new(now));
-            if known.next <= now {
-                due.push(name);
-            } else {
-                next = Some(next.map_or(known.next, |n| n.min(known.next)));
-            }
-        }
-        (due, state.resolver.clone(), next)
-    }
-
-    /// Applies new answers from `resolver`: hosts that follow one address move
-    /// (their stats' address), hosts expanded from a name whose addresses
-    /// changed are rebuilt in a new snapshot.
-    pub(crate) fn dns_answers(
-        &self,
-        resolver: &Arc<Resolver>,
-        answers: Vec<(String, Result<Answer, String>)>,
-        now: std::time::Instant,
-    ) {
-        let mut state = self.lock();
-        if !Arc::ptr_eq(resolver, &state.resolver) {
-            // A reload changed the settings meanwhile: ask again with the new ones.
-            return;
-        }
-        let intervals = dns::names_of(&state.running);
-        let mut rebuild = false;
-        for (name, result) in answers {
-            let Some(interval) = intervals.get(&name).copied() else {
-                continue; // no host uses it any more
-            };
-            let known = state
-                .names
-                .entry(name.clone())
-                .or_insert_with(|| NameState::new(now));
-            if !known.record(&name, result, resolver.options(), interval, now) {
-                continue;
-            }
-            self.follow_name(&state, &name);
-            rebuild |= state
-                .running
-                .services
-                .iter()
-                .flat_map(|s| &s.groups)
-                .flat_map(|g| &g.hosts)
-                .any(|h| h.options.expand && h.address.host == name);
-        }
-        if rebuild {
-            let running = state.running.clone();
-            let snapshot = self.build_snapshot(&mut state, &running);
-            self.data.snapshots.store(Arc::new(snapshot));
-            self.publish(&state);
-        }
-    }
-
-    /// Points every host that follows one address of `name` at its address now.
-    fn follow_name(&self, state: &ControlState, name: &str) {
-        let Some(known) = state.names.get(name) else {
-            return;
-        };
-        for service in &state.running.services {
-            for group in &service.groups {
-                for host in &group.hosts {
-                    if host.address.host != name || host.options.expand {
-                        continue;
-                    }
-                    let key = (service.name.clone(), group.name.clone(), host.name.clone());
-                    let Some((_, stats)) = state.hosts.get(&key) else {
-                        continue;
-                    };
-                    let Some(ip) = known.pick(stats.resolved().map(|a| a.ip())) else {
-                        continue;
-                    };
-                    let addr = SocketAddr::new(ip, host.address.port);
-                    if stats.set_resolved(Some(addr)) {
-                        tracing::info!(service = %service.name, group = %group.name, host = %host.name, address = %host.address, resolved = %addr, "host follows its name to a new address");
-                        // A new address deserves a fresh chance.
-                        if stats.mark_up() {
-                            self.data
-                                .events
-                                .host_back(&service.name, &group.name, &host.name);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Builds the snapshot for `config`, reusing the counters of hosts that stay.
-    fn build_snapshot(&self, state: &mut ControlState, config: &Config) -> Snapshot {
-        let mut hosts = HashMap::new();
-        let previous = self.data.snapshots.load();
-        // Where each host pointed: a map, so the build stays linear (a scan of
-        // the previous snapshot per host made a reload of 80,000 hosts take
-        // seconds).
-        let old_addresses: HashMap<HostId, &HostAddress> =
-            previous.hosts().map(|h| (h.id, &h.address)).collect();
-        let mut services = Vec::with_capacity(config.services.len());
-        for service in &config.services {
-            let mut groups = Vec::with_capacity(service.groups.len());
-            for group in &service.groups {
-                let mut members = Vec::with_capacity(group.hosts.len());
-                for (host, host_name, address) in group
-                    .hosts
-                    .iter()
-                    .flat_map(|host| expand(host, &state.names))
-                {
-                    let key = (service.name.clone(), group.name.clone(), host_name);
-                    let (id, stats) = match state.hosts.get(&key) {
-                        Some(known) => known.clone(),
-                        None => {
-                            state.next_host_id += 1;
-                            (HostId(state.next_host_id), HostStats::new())
-                        }
-                    };
-                    if old_addresses.get(&id) != Some(&&address) {
-                        let names = (service.name.as_str(), group.name.as_str(), key.2.as_str());
-                        set_address(names, &address, &stats, &state.names, &self.data.events);
-                    }
-                    members.push(HostSnapshot {
-                        id,
-                        name: Arc::from(key.2.as_str()),
-                        address,
-                        weight: host.weight,
-                        maxconn: host.options.maxconn,
-                        proxy_protocol: host
-                            .options
-                            .proxy_protocol
-                            .unwrap_or(group.options.proxy_protocol),
-                        stats: stats.clone(),
-                    });
-                    hosts.insert(key, (id, stats));
-                }
-                groups.push(GroupSnapshot {
-                    name: Arc::from(group.name.as_str()),
-                    scheduler_kind: group.scheduler,
-                    scheduler: match group.scheduler {
-                        SchedulerKind::Custom(name) => {
-                            for host in &members {
-                                host.stats.attach_ranking(None);
-                            }
-                            match self.custom_schedulers.get(name) {
-                                Some(factory) => factory(&members),
-                                None => scheduler::build_group(group.scheduler, &members, None),
-                            }
-                        }
-                        kind => scheduler::build_group(kind, &members, group.options.slow_start),
-                    },
-                    hosts: members,
-                    options: group.options.clone(),
-                });
-            }
-            let enabled = service
-                .groups
-                .iter()
-                .position(|g| g.name == service.enabled_group)
-                .unwrap_or(0);
-            let backups = service
-                .groups
-                .iter()
-                .enumerate()
-                .filter(|(i, g)| g.options.backup && *i != enabled)
-                .map(|(i, _)| i)
-                .collect();
-            let counters = state
-                .service_counters
-                .entry(service.name.clone())
-                .or_default()
-                .clone();
-            let limiter = state
-                .limiters
-                .entry(service.name.clone())
-                .or_default()
-                .clone();
-            limiter.configure(service.options.maxconn);
-            services.push(ServiceSnapshot {
-                name: Arc::from(service.name.as_str()),
-                groups,
-                enabled,
-                backups,
-                connect_timeout: service.connect_timeout,
-                counters,
-                limiter,
-                options: Arc::new(service.options.clone()),
-            });
-        }
-        state
-            .service_counters
-            .retain(|name, _| config.services.iter().any(|s| &s.name == name));
-        state
-            .limiters
-            .retain(|name, _| config.services.iter().any(|s| &s.name == name));
-        // Hosts that left stop feeding any ranking; those with connections still
-        // open drain visibly.
-        for service in &previous.services {
-            for group in &service.groups {
-                for host in &group.hosts {
-                    let key = (
-                        service.name.to_string(),
-                        group.name.to_string(),
-                        host.name.to_string(),
-                    );
-                    if hosts.contains_key(&key) {
-                        continue;
-                    }
-                    host.stats.attach_ranking(None);
-                    if host.stats.open() > 0 {
-                        state.removed.push((
-                            service.name.clone(),
-                            group.name.clone(),
-                            host.clone(),
-                        ));
-                    }
-                }
-            }
-        }
-        state.removed.retain(|(_, _, h)| h.stats.open() > 0);
-        state.hosts = hosts;
-        Snapshot {
-            services,
-            manager: config.manager,
-        }
+/// Whether `command` can change which host names the configuration uses (a
+/// look at the host it adds or removes, not a walk over every host).
+fn names_may_change(command: &Command, running: &Config) -> bool {
+    match command {
+        Command::AddHost { host, .. } => dns::is_name(&host.address),
+        Command::RemoveHost {
+            service,
+            group,
+            host,
+        } => running
+            .services
+            .iter()
+            .filter(|s| &s.name == service)
+            .flat_map(|s| &s.groups)
+            .filter(|g| &g.name == group)
+            .flat_map(|g| &g.hosts)
+            .any(|h| &h.name == host && dns::is_name(&h.address)),
+        Command::SetScheduler { .. }
+        | Command::EnableGroup { .. }
+        | Command::AddListener { .. }
+        | Command::RemoveListener { .. }
+        | Command::SetAdminDown { .. }
+        | Command::AddUser(_)
+        | Command::RemoveUser { .. } => false,
+        _ => true,
     }
 }
 
 fn empty_config() -> Config {
     Config::new(Vec::new())
-}
-
-/// The hosts a configured host stands for: itself, or with `expand` one per
-/// address its name resolves to, named `NAME@ADDRESS` (itself, bad, while the name
-/// has never resolved).
-fn expand<'c>(
-    host: &'c crate::config::HostConfig,
-    names: &HashMap<String, NameState>,
-) -> Vec<(&'c crate::config::HostConfig, String, HostAddress)> {
-    let known = names
-        .get(&host.address.host)
-        .filter(|known| host.options.expand && !known.addrs.is_empty());
-    match known {
-        Some(known) => known
-            .addrs
-            .iter()
-            .map(|ip| {
-                let address = HostAddress {
-                    host: ip.to_string(),
-                    port: host.address.port,
-                };
-                (host, format!("{}@{ip}", host.name), address)
-            })
-            .collect(),
-        None => vec![(host, host.name.clone(), host.address.clone())],
-    }
-}
-
-/// Records a host's new address: resolved now, or bad with the resolver's reason.
-fn set_address(
-    (service, group, host): (&str, &str, &str),
-    address: &HostAddress,
-    stats: &HostStats,
-    names: &HashMap<String, NameState>,
-    events: &Events,
-) {
-    let result = match address.host.parse() {
-        Ok(ip) => Ok(SocketAddr::new(ip, address.port)),
-        Err(_) => match names.get(&address.host) {
-            Some(known) => known
-                .pick(stats.resolved().map(|a| a.ip()))
-                .map(|ip| SocketAddr::new(ip, address.port))
-                .ok_or_else(|| {
-                    known
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| format!("name {:?} has no address", address.host))
-                }),
-            None => Err(format!("name {:?} was not resolved", address.host)),
-        },
-    };
-    match result {
-        Ok(addr) => {
-            stats.set_resolved(Some(addr));
-            // A new address deserves a fresh chance.
-            if stats.mark_up() {
-                events.host_back(service, group, host);
-            }
-        }
-        Err(reason) => {
-            stats.set_resolved(None);
-            if stats.mark_bad(reason.clone()) {
-                events.host_bad(service, group, host, &reason);
-            }
-        }
-    }
 }

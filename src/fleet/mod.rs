@@ -452,9 +452,9 @@ struct HostStatus {
     reason: Option<String>,
 }
 
-/// Starts fleet mode on a started controller: from now on every configuration
-/// change goes through etcd.
-pub(crate) fn start(controller: &Arc<Controller>, boot: Boot) {
+/// Starts fleet mode on a started controller; the returned link is where every
+/// configuration change goes from now on (through etcd).
+pub(crate) fn start(controller: &Arc<Controller>, boot: Boot) -> Arc<FleetLink> {
     let (requests, receiver) = mpsc::channel(CHANGE_QUEUE);
     let link = Arc::new(FleetLink {
         requests,
@@ -467,9 +467,6 @@ pub(crate) fn start(controller: &Arc<Controller>, boot: Boot) {
             ..FleetView::default()
         }),
     });
-    if controller.fleet.set(link.clone()).is_err() {
-        return;
-    }
     if let Some(reason) = &boot.step.reason {
         controller.data.events.emit(Event::FleetOutOfStep {
             applied: boot.step.applied,
@@ -491,12 +488,13 @@ pub(crate) fn start(controller: &Arc<Controller>, boot: Boot) {
         controller: controller.clone(),
         client: boot.client,
         cluster: boot.cluster,
-        link,
+        link: link.clone(),
         lease: None,
         published: None,
         started: unix_now(),
     };
     tokio::spawn(presence.run(stop));
+    link
 }
 
 /// The one path between etcd's configuration key and the controller.
@@ -655,7 +653,7 @@ impl ConfigTask {
         let next = with_local(shared, &self.controller.running());
         match self
             .controller
-            .apply_local(Command::Replace(Box::new(next)))
+            .apply(Command::Replace(Box::new(next)))
             .await
         {
             Ok(()) => {
@@ -687,7 +685,7 @@ impl ConfigTask {
         let next = self.controller.preview(&command)?;
         let shared = shared_part(&next);
         if same_config(&shared, &shared_part(&running)) {
-            return self.controller.apply_local(command).await;
+            return self.controller.apply(command).await;
         }
         // Out of step, this instance's configuration is older than the fleet's:
         // a change made from it would undo the newer one.
@@ -714,7 +712,7 @@ impl ConfigTask {
                 );
                 Err(ControlError::FleetConflict { expected, current })
             }
-            Ok(Swap::Done(revision)) => match self.controller.apply_local(command).await {
+            Ok(Swap::Done(revision)) => match self.controller.apply(command).await {
                 Ok(()) => {
                     self.in_step(revision);
                     write_cache(self.cache.as_deref(), &text).await;

@@ -62,8 +62,9 @@ impl Snapshot {
 pub struct ServiceSnapshot {
     /// Service name.
     pub name: Arc<str>,
-    /// Groups; `groups[enabled]` receives traffic.
-    pub groups: Vec<GroupSnapshot>,
+    /// Groups; `groups[enabled]` receives traffic. Shared with the previous
+    /// snapshot when a change leaves them alone.
+    pub groups: Vec<Arc<GroupSnapshot>>,
     /// Index of the enabled group in `groups`.
     pub enabled: usize,
     /// Indices of the backup groups in `groups`, in configuration order: the

@@ -1,0 +1,266 @@
+//! Building the next [`Snapshot`] from a configuration. Groups a change did not
+//! touch are shared with the running snapshot as they are (same hosts, same
+//! scheduler and its tables), so a change costs what it touches: adding a host
+//! rebuilds its group, not the whole balancer.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::names::{expand, set_address};
+use super::{Command, ControlState, Controller};
+use crate::config::{Config, GroupConfig, ServiceConfig};
+use crate::scheduler::{self, SchedulerKind};
+use crate::state::{GroupSnapshot, HostId, HostSnapshot, HostStats, ServiceSnapshot, Snapshot};
+
+/// Which groups a change may have changed; every other group is shared with the
+/// running snapshot. Services' own settings are always rebuilt (they are small).
+pub(super) enum Touched<'a> {
+    /// Anything (a reload, new DNS answers): a group equal to its running
+    /// version, and not following a name, is shared.
+    All,
+    /// Only these groups, as (service, group) names.
+    Groups(Vec<(&'a str, &'a str)>),
+}
+
+impl<'a> Touched<'a> {
+    /// What `command` may change.
+    pub(super) fn by(command: &'a Command) -> Touched<'a> {
+        match command {
+            Command::AddGroup { service, group } => Touched::Groups(vec![(service, &group.name)]),
+            Command::SetScheduler { service, group, .. }
+            | Command::AddHost { service, group, .. }
+            | Command::RemoveHost { service, group, .. }
+            | Command::RemoveAllHosts { service, group } => Touched::Groups(vec![(service, group)]),
+            // A new service has no running groups to share; removed groups and
+            // services are noticed by their absence.
+            Command::AddService(_)
+            | Command::RemoveService { .. }
+            | Command::AddListener { .. }
+            | Command::RemoveListener { .. }
+            | Command::RemoveGroup { .. }
+            | Command::EnableGroup { .. }
+            | Command::SetAdminDown { .. }
+            | Command::AddUser(_)
+            | Command::RemoveUser { .. } => Touched::Groups(Vec::new()),
+            _ => Touched::All,
+        }
+    }
+
+    /// Whether `after`, a group of `service` before and after the change, may
+    /// differ from `before`.
+    pub(super) fn may_differ(
+        &self,
+        service: &str,
+        before: &GroupConfig,
+        after: &GroupConfig,
+    ) -> bool {
+        match self {
+            Touched::All => before != after,
+            Touched::Groups(touched) => touched.contains(&(service, after.name.as_str())),
+        }
+    }
+
+    /// Whether the running version of `group` can serve in the next snapshot.
+    fn shares(&self, service: &str, before: &GroupConfig, after: &GroupConfig) -> bool {
+        match self {
+            Touched::All => before == after && !after.hosts.iter().any(|h| h.options.expand),
+            Touched::Groups(touched) => !touched.contains(&(service, after.name.as_str())),
+        }
+    }
+}
+
+impl Controller {
+    /// Builds the snapshot for `config` (the running one is `state.running`),
+    /// sharing the groups `touched` leaves alone and reusing the counters of
+    /// hosts that stay.
+    pub(super) fn build_snapshot(
+        &self,
+        state: &mut ControlState,
+        config: &Config,
+        touched: &Touched<'_>,
+    ) -> Snapshot {
+        let previous = self.data.snapshots.load_full();
+        let running = state.running.clone();
+        // The running snapshot was built from the running configuration, service
+        // by service and group by group, so the two line up.
+        let before: HashMap<&str, (&ServiceConfig, &ServiceSnapshot)> =
+            if previous.services.len() == running.services.len() {
+                running
+                    .services
+                    .iter()
+                    .zip(&previous.services)
+                    .map(|(c, s)| (c.name.as_str(), (c, s)))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
+        let mut services = Vec::with_capacity(config.services.len());
+        let mut kept: HashSet<(&str, &str)> = HashSet::new();
+        for service in &config.services {
+            let mut groups = Vec::with_capacity(service.groups.len());
+            for group in &service.groups {
+                let old = before.get(service.name.as_str()).and_then(|(c, s)| {
+                    let i = c.groups.iter().position(|g| g.name == group.name)?;
+                    Some((&c.groups[i], s.groups.get(i)?))
+                });
+                kept.insert((&service.name, &group.name));
+                groups.push(match old {
+                    Some((config_before, shared))
+                        if touched.shares(&service.name, config_before, group) =>
+                    {
+                        shared.clone()
+                    }
+                    _ => Arc::new(self.build_group(state, service, group, old.map(|(_, s)| &**s))),
+                });
+            }
+            services.push(self.build_service(state, service, groups));
+        }
+        state
+            .service_counters
+            .retain(|name, _| config.services.iter().any(|s| &s.name == name));
+        state
+            .limiters
+            .retain(|name, _| config.services.iter().any(|s| &s.name == name));
+        // Whole groups that left: their hosts drain.
+        for service in &previous.services {
+            for group in &service.groups {
+                if !kept.contains(&(&*service.name, &*group.name)) {
+                    for host in &group.hosts {
+                        state.drain(&service.name, &group.name, host);
+                    }
+                }
+            }
+        }
+        state.removed.retain(|(_, _, h)| h.stats.open() > 0);
+        Snapshot {
+            services,
+            manager: config.manager,
+        }
+    }
+
+    /// A new snapshot of `group`, keeping the identity and counters of the hosts
+    /// of `before` (its running version) that stay; those that left drain.
+    fn build_group(
+        &self,
+        state: &mut ControlState,
+        service: &ServiceConfig,
+        group: &GroupConfig,
+        before: Option<&GroupSnapshot>,
+    ) -> GroupSnapshot {
+        let mut old: HashMap<&str, &HostSnapshot> = before
+            .map(|g| g.hosts.iter().map(|h| (&*h.name, h)).collect())
+            .unwrap_or_default();
+        let mut members = Vec::with_capacity(group.hosts.len());
+        for (host, host_name, address) in group
+            .hosts
+            .iter()
+            .flat_map(|host| expand(host, &state.names))
+        {
+            let (id, name, stats, moved) = match old.remove(host_name.as_str()) {
+                Some(known) => (
+                    known.id,
+                    known.name.clone(),
+                    known.stats.clone(),
+                    known.address != address,
+                ),
+                None => {
+                    state.next_host_id += 1;
+                    let name = Arc::from(host_name.as_str());
+                    (HostId(state.next_host_id), name, HostStats::new(), true)
+                }
+            };
+            if moved {
+                let names = (service.name.as_str(), group.name.as_str(), &*name);
+                set_address(names, &address, &stats, &state.names, &self.data.events);
+            }
+            members.push(HostSnapshot {
+                id,
+                name,
+                address,
+                weight: host.weight,
+                maxconn: host.options.maxconn,
+                proxy_protocol: host
+                    .options
+                    .proxy_protocol
+                    .unwrap_or(group.options.proxy_protocol),
+                stats,
+            });
+        }
+        for host in old.into_values() {
+            state.drain(&service.name, &group.name, host);
+        }
+        GroupSnapshot {
+            name: Arc::from(group.name.as_str()),
+            scheduler_kind: group.scheduler,
+            scheduler: match group.scheduler {
+                SchedulerKind::Custom(name) => {
+                    for host in &members {
+                        host.stats.attach_ranking(None);
+                    }
+                    match self.custom_schedulers.get(name) {
+                        Some(factory) => factory(&members),
+                        None => scheduler::build_group(group.scheduler, &members, None),
+                    }
+                }
+                kind => scheduler::build_group(kind, &members, group.options.slow_start),
+            },
+            hosts: members,
+            options: group.options.clone(),
+        }
+    }
+
+    /// The snapshot of `service` over `groups`, with its counters and admission
+    /// state carried over by name.
+    fn build_service(
+        &self,
+        state: &mut ControlState,
+        service: &ServiceConfig,
+        groups: Vec<Arc<GroupSnapshot>>,
+    ) -> ServiceSnapshot {
+        let enabled = service
+            .groups
+            .iter()
+            .position(|g| g.name == service.enabled_group)
+            .unwrap_or(0);
+        let backups = service
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(i, g)| g.options.backup && *i != enabled)
+            .map(|(i, _)| i)
+            .collect();
+        let counters = state
+            .service_counters
+            .entry(service.name.clone())
+            .or_default()
+            .clone();
+        let limiter = state
+            .limiters
+            .entry(service.name.clone())
+            .or_default()
+            .clone();
+        limiter.configure(service.options.maxconn);
+        ServiceSnapshot {
+            name: Arc::from(service.name.as_str()),
+            groups,
+            enabled,
+            backups,
+            connect_timeout: service.connect_timeout,
+            counters,
+            limiter,
+            options: Arc::new(service.options.clone()),
+        }
+    }
+}
+
+impl ControlState {
+    /// A host that left the configuration: it stops feeding any ranking, and
+    /// drains visibly while connections are still open on it.
+    fn drain(&mut self, service: &str, group: &str, host: &HostSnapshot) {
+        host.stats.attach_ranking(None);
+        if host.stats.open() > 0 {
+            self.removed
+                .push((Arc::from(service), Arc::from(group), host.clone()));
+        }
+    }
+}

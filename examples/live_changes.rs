@@ -14,7 +14,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
-use tokio_stream::StreamExt;
 use txlb::Command;
 use txlb::demo::Backend;
 use txlb::scheduler::SchedulerKind;

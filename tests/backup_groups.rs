@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
 use txlb::admin::AdminSettings;
 use txlb::config::{AdminConfig, GroupConfig, GroupOptions, ManagerTask};
 use txlb::events::Event;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_stream::StreamExt;
 use txlb::Command;
 use txlb::HostHealth;
 use txlb::events::Event;
@@ -73,7 +72,7 @@ async fn hosts_groups_schedulers_and_listeners_change_live() {
             group: txlb::config::GroupConfig {
                 name: "standby".into(),
                 scheduler: SchedulerKind::LeastConns,
-                hosts: vec![host("c", c, 1)],
+                hosts: vec![host("c", c, 1)].into(),
                 options: Default::default(),
             },
         })
@@ -117,7 +116,7 @@ async fn hosts_groups_schedulers_and_listeners_change_live() {
             groups: vec![txlb::config::GroupConfig {
                 name: "g".into(),
                 scheduler: SchedulerKind::Random,
-                hosts: vec![host("a", a, 1)],
+                hosts: vec![host("a", a, 1)].into(),
                 options: Default::default(),
             }],
             enabled_group: "g".into(),

@@ -67,7 +67,8 @@ fn change_everything(c: &mut Config) {
         hosts: vec![
             host("c1", "10.0.0.9:80", 2),
             host("c2", "[2001:db8::9]:80", 1),
-        ],
+        ]
+        .into(),
         options: txlb::config::GroupOptions {
             proxy_protocol: Some(txlb::proxy_protocol::Version::V2),
             ..Default::default()
@@ -88,7 +89,7 @@ fn change_everything(c: &mut Config) {
         groups: vec![GroupConfig {
             name: "g1".into(),
             scheduler: SchedulerKind::LeastConns,
-            hosts: vec![host("n1", "10.0.1.1:80", 1)],
+            hosts: vec![host("n1", "10.0.1.1:80", 1)].into(),
             options: Default::default(),
         }],
         enabled_group: "g1".into(),
@@ -247,7 +248,7 @@ fn each_change_alone() {
             group(c, "api", "b").hosts.clear()
         }),
         ("add host to emptied group", |c| {
-            group(c, "api", "b").hosts = vec![host("b2", "10.0.0.4:80", 1)];
+            group(c, "api", "b").hosts = vec![host("b2", "10.0.0.4:80", 1)].into();
         }),
         ("remove first host", |c| {
             group(c, "web", "main").hosts.remove(0);

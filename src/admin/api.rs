@@ -269,7 +269,7 @@ async fn create_service(State(state): State<AdminState>, J(body): J<NewService>)
             groups: vec![GroupConfig {
                 name: group.clone(),
                 scheduler: scheduler_or_default(body.scheduler)?,
-                hosts,
+                hosts: hosts.into(),
                 options: Default::default(),
             }],
             enabled_group: group,
@@ -374,7 +374,7 @@ async fn create_group(
             group: GroupConfig {
                 name: body.name.clone(),
                 scheduler: scheduler_or_default(body.scheduler)?,
-                hosts,
+                hosts: hosts.into(),
                 options: crate::config::GroupOptions {
                     backup: body.backup,
                     ..Default::default()

@@ -228,7 +228,7 @@ async fn new_service(state: AdminState, p: Params) -> Result<String, AdminError>
             groups: vec![GroupConfig {
                 name: group.into(),
                 scheduler,
-                hosts,
+                hosts: hosts.into(),
                 options: Default::default(),
             }],
             enabled_group: group.into(),

@@ -590,7 +590,7 @@ pub(crate) mod tests {
                 groups: vec![GroupConfig {
                     name: "g".into(),
                     scheduler: SchedulerKind::RoundRobin,
-                    hosts: vec![host("a", 1), host("b", 2)],
+                    hosts: vec![host("a", 1), host("b", 2)].into(),
                     options: Default::default(),
                 }],
                 enabled_group: "g".into(),

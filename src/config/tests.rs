@@ -292,7 +292,7 @@ fn enabled_group_rules() {
     // The enabled group needs a host; standby groups may be empty.
     let empty_standby = two.replace(" enable=\"1\"><host name=\"h\" ip=\"h:1\"/>", ">");
     assert_eq!(
-        Config::from_xml_str(&empty_standby).unwrap().services[0].groups[1].hosts,
+        *Config::from_xml_str(&empty_standby).unwrap().services[0].groups[1].hosts,
         []
     );
     let empty_enabled = two

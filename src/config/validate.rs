@@ -703,7 +703,7 @@ impl Builder<'_, '_> {
         Ok(GroupConfig {
             name: name.value,
             scheduler,
-            hosts,
+            hosts: hosts.into(),
             options: self.options(raw.options)?,
         })
     }

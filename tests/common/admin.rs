@@ -63,7 +63,7 @@ pub async fn two_group_config() -> Config {
     config.services[0].groups.push(GroupConfig {
         name: "spare".into(),
         scheduler: SchedulerKind::RoundRobin,
-        hosts: vec![host("s1", s1, 1)],
+        hosts: vec![host("s1", s1, 1)].into(),
         options: Default::default(),
     });
     config.admin = Some(AdminConfig {

@@ -168,7 +168,7 @@ pub fn config(scheduler: SchedulerKind, hosts: Vec<HostConfig>) -> Config {
             groups: vec![GroupConfig {
                 name: "g".into(),
                 scheduler,
-                hosts,
+                hosts: hosts.into(),
                 options: Default::default(),
             }],
             enabled_group: "g".into(),

@@ -204,7 +204,7 @@ fn xml_new_group_in_empty_parent_uses_the_file_step() {
         c.services[0].groups.push(GroupConfig {
             name: "n".into(),
             scheduler: SchedulerKind::Random,
-            hosts: Vec::new(),
+            hosts: Vec::new().into(),
             options: Default::default(),
         });
     });

@@ -147,47 +147,45 @@ impl Controller {
         group: &GroupConfig,
         before: Option<&GroupSnapshot>,
     ) -> GroupSnapshot {
-        let mut old: HashMap<&str, &HostSnapshot> = before
-            .map(|g| g.hosts.iter().map(|h| (&*h.name, h)).collect())
-            .unwrap_or_default();
+        let old_hosts = before.map_or(&[][..], |g| &g.hosts[..]);
+        let mut old = ByName::new(old_hosts, |h| &h.name);
         let mut members = Vec::with_capacity(group.hosts.len());
-        for (host, host_name, address) in group
-            .hosts
-            .iter()
-            .flat_map(|host| expand(host, &state.names))
-        {
-            let (id, name, stats, moved) = match old.remove(host_name.as_str()) {
-                Some(known) => (
-                    known.id,
-                    known.name.clone(),
-                    known.stats.clone(),
-                    known.address != address,
-                ),
-                None => {
-                    state.next_host_id += 1;
-                    let name = Arc::from(host_name.as_str());
-                    (HostId(state.next_host_id), name, HostStats::new(), true)
+        for host in &group.hosts {
+            for (host_name, address) in expand(host, &state.names) {
+                let known = old.take(members.len(), &host_name).map(|i| &old_hosts[i]);
+                let (id, name, stats, moved) = match known {
+                    Some(known) => (
+                        known.id,
+                        known.name.clone(),
+                        known.stats.clone(),
+                        known.address != *address,
+                    ),
+                    None => {
+                        state.next_host_id += 1;
+                        let name = Arc::from(&*host_name);
+                        (HostId(state.next_host_id), name, HostStats::new(), true)
+                    }
+                };
+                if moved {
+                    let names = (service.name.as_str(), group.name.as_str(), &*name);
+                    set_address(names, &address, &stats, &state.names, &self.data.events);
                 }
-            };
-            if moved {
-                let names = (service.name.as_str(), group.name.as_str(), &*name);
-                set_address(names, &address, &stats, &state.names, &self.data.events);
+                members.push(HostSnapshot {
+                    id,
+                    name,
+                    address: address.into_owned(),
+                    weight: host.weight,
+                    maxconn: host.options.maxconn,
+                    proxy_protocol: host
+                        .options
+                        .proxy_protocol
+                        .unwrap_or(group.options.proxy_protocol),
+                    stats,
+                });
             }
-            members.push(HostSnapshot {
-                id,
-                name,
-                address,
-                weight: host.weight,
-                maxconn: host.options.maxconn,
-                proxy_protocol: host
-                    .options
-                    .proxy_protocol
-                    .unwrap_or(group.options.proxy_protocol),
-                stats,
-            });
         }
-        for host in old.into_values() {
-            state.drain(&service.name, &group.name, host);
+        for i in old.left() {
+            state.drain(&service.name, &group.name, &old_hosts[i]);
         }
         GroupSnapshot {
             name: Arc::from(group.name.as_str()),
@@ -262,5 +260,59 @@ impl ControlState {
             self.removed
                 .push((Arc::from(service), Arc::from(group), host.clone()));
         }
+    }
+}
+
+/// Finds the items of a list by name, in one pass over a new list that mostly
+/// keeps the old order: an item in its old place is found without hashing, and
+/// a map of the old list is built only at the first one that moved.
+pub(super) struct ByName<'a, T> {
+    old: &'a [T],
+    name: fn(&T) -> &str,
+    map: Option<HashMap<&'a str, usize>>,
+    taken: Vec<bool>,
+}
+
+impl<'a, T> ByName<'a, T> {
+    pub(super) fn new(old: &'a [T], name: fn(&T) -> &str) -> Self {
+        ByName {
+            old,
+            name,
+            map: None,
+            taken: vec![false; old.len()],
+        }
+    }
+
+    /// The index in the old list of the item called `name`, the new list's
+    /// item at `position`; each old item is found at most once.
+    pub(super) fn take(&mut self, position: usize, name: &str) -> Option<usize> {
+        let in_place = self
+            .old
+            .get(position)
+            .filter(|item| (self.name)(item) == name)
+            .map(|_| position);
+        let found = in_place.or_else(|| {
+            let (old, name_of) = (self.old, self.name);
+            let map = self.map.get_or_insert_with(|| {
+                old.iter()
+                    .enumerate()
+                    .map(|(i, h)| (name_of(h), i))
+                    .collect()
+            });
+            map.get(name).copied()
+        })?;
+        if std::mem::replace(&mut self.taken[found], true) {
+            return None;
+        }
+        Some(found)
+    }
+
+    /// The old items never taken, by index.
+    pub(super) fn left(&self) -> impl Iterator<Item = usize> + '_ {
+        self.taken
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !**t)
+            .map(|(i, _)| i)
     }
 }

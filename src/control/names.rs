@@ -3,6 +3,7 @@
 //! are rebuilt). Beside the controller, not inside its apply: `dns` resolves,
 //! this file decides what an answer changes.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -169,30 +170,41 @@ impl Controller {
     }
 }
 
-/// The hosts a configured host stands for: itself, or with `expand` one per
-/// address its name resolves to, named `NAME@ADDRESS` (itself, bad, while the name
-/// has never resolved).
+/// The hosts a configured host stands for, as (name, address): itself, or with
+/// `expand` one per address its name resolves to, named `NAME@ADDRESS` (itself,
+/// bad, while the name has never resolved).
 pub(super) fn expand<'c>(
     host: &'c HostConfig,
     names: &HashMap<String, NameState>,
-) -> Vec<(&'c HostConfig, String, HostAddress)> {
-    let known = names
-        .get(&host.address.host)
-        .filter(|known| host.options.expand && !known.addrs.is_empty());
-    match known {
-        Some(known) => known
-            .addrs
-            .iter()
-            .map(|ip| {
-                let address = HostAddress {
-                    host: ip.to_string(),
-                    port: host.address.port,
-                };
-                (host, format!("{}@{ip}", host.name), address)
-            })
-            .collect(),
-        None => vec![(host, host.name.clone(), host.address.clone())],
-    }
+) -> impl Iterator<Item = (Cow<'c, str>, Cow<'c, HostAddress>)> {
+    let known = match host.options.expand {
+        true => names
+            .get(&host.address.host)
+            .filter(|known| !known.addrs.is_empty()),
+        false => None,
+    };
+    // No allocation for a host that stands for itself (nearly all of them).
+    let itself = known.is_none().then(|| {
+        (
+            Cow::Borrowed(host.name.as_str()),
+            Cow::Borrowed(&host.address),
+        )
+    });
+    let expanded: Vec<_> = known
+        .iter()
+        .flat_map(|known| &known.addrs)
+        .map(|ip| {
+            let address = HostAddress {
+                host: ip.to_string(),
+                port: host.address.port,
+            };
+            (
+                Cow::Owned(format!("{}@{ip}", host.name)),
+                Cow::Owned(address),
+            )
+        })
+        .collect();
+    itself.into_iter().chain(expanded)
 }
 
 /// Records a host's new address: resolved now, or bad with the resolver's reason.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::build::Touched;
+use super::build::{ByName, Touched};
 use crate::config::{Config, GroupConfig, ServiceConfig};
 use crate::events::Event;
 use crate::state::HostSnapshot;
@@ -100,11 +100,10 @@ fn group_changes(
             scheduler: after.scheduler.name().to_string(),
         });
     }
-    let mut old: HashMap<&str, &crate::config::HostConfig> =
-        before.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
-    for host in &after.hosts {
+    let mut old = ByName::new(&before.hosts, |h| &h.name);
+    for (position, host) in after.hosts.iter().enumerate() {
         let (service, group) = names();
-        match old.remove(host.name.as_str()) {
+        match old.take(position, &host.name).map(|i| &before.hosts[i]) {
             None => events.push(Event::HostAdded {
                 service,
                 group,
@@ -119,11 +118,7 @@ fn group_changes(
             Some(_) => {}
         }
     }
-    for host in before
-        .hosts
-        .iter()
-        .filter(|h| old.contains_key(h.name.as_str()))
-    {
+    for host in old.left().map(|i| &before.hosts[i]) {
         let open = removed
             .iter()
             .filter(|(s, g, h)| **s == *service && **g == *after.name && *h.name == *host.name)

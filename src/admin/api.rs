@@ -21,7 +21,7 @@ use super::error::{AdminError, ApiError};
 use crate::config::{HostConfig, UserConfig};
 use crate::ops::{
     AddGroup, AddHost, AddListener, AddService, AddUser, Answer, Args, Drain, GroupRef, HostRef,
-    Op, RemoveListener, SetScheduler, connection_id, new_host,
+    Op, RemoveListener, SetScheduler, connection_id, new_host, read,
 };
 use crate::{GroupStats, HostStatsEntry, ServiceStats};
 
@@ -134,21 +134,11 @@ fn host_ref((service, group, host): (String, String, String)) -> HostRef {
 }
 
 fn find_service(state: &AdminState, service: &str) -> Result<ServiceStats, AdminError> {
-    state
-        .handle
-        .stats()
-        .services
-        .into_iter()
-        .find(|s| s.name == service)
-        .ok_or_else(|| AdminError::NotFound(format!("no service {service:?}")))
+    Ok(read::service(&state.handle.stats(), service)?.clone())
 }
 
 fn find_group(state: &AdminState, service: &str, group: &str) -> Result<GroupStats, AdminError> {
-    find_service(state, service)?
-        .groups
-        .into_iter()
-        .find(|g| g.name == group)
-        .ok_or_else(|| AdminError::NotFound(format!("service {service:?} has no group {group:?}")))
+    Ok(read::group(&state.handle.stats(), service, group)?.clone())
 }
 
 fn find_host(
@@ -157,15 +147,7 @@ fn find_host(
     group: &str,
     host: &str,
 ) -> Result<HostStatsEntry, AdminError> {
-    find_group(state, service, group)?
-        .hosts
-        .into_iter()
-        .find(|h| h.name == host)
-        .ok_or_else(|| {
-            AdminError::NotFound(format!(
-                "group {group:?} of service {service:?} has no host {host:?}"
-            ))
-        })
+    Ok(read::host(&state.handle.stats(), service, group, host)?.clone())
 }
 
 async fn openapi() -> Json<Value> {

@@ -12,12 +12,14 @@
 //! - `service`: services and their listeners.
 //! - `maintenance`: users, connections, saving and reloading the configuration,
 //!   reopening the log.
+//! - `read`: a service, group or host found by name, for the reads.
 //! - `error`: [`OpError`] and its [`Kind`].
 
 mod error;
 mod group;
 mod host;
 mod maintenance;
+pub mod read;
 mod service;
 
 use std::io;

@@ -42,6 +42,7 @@ mod memory;
 mod script;
 mod server;
 mod slots;
+mod views;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -202,6 +202,15 @@ pub(crate) fn back_to_page(page: &str, message: &str, error: bool) -> Response {
     r
 }
 
+/// The answer of the operation a form ran, shown atop the page it came back to
+/// ([`back_to_page`]).
+fn flash_line(msg: Option<&str>, error: bool) -> String {
+    let class = if error { "flash err" } else { "flash" };
+    msg.map_or_else(String::new, |msg| {
+        format!("<p class=\"{class}\" role=\"status\">{}</p>", esc(msg))
+    })
+}
+
 /// The key of a host row, as the page and the events name it.
 fn host_key(service: &str, group: &str, host: &str) -> String {
     format!("{service}\u{1f}{group}\u{1f}{host}")
@@ -392,14 +401,7 @@ fn render_running(
          <a href=\"connections\">connections</a><a href=\"metrics\">metrics</a><a href=\"api/v1/openapi.json\">API</a></nav>\
          <span id=\"live\"></span></header>",
     );
-    if let Some(msg) = &flash.msg {
-        let class = if flash.err.is_some() {
-            "flash err"
-        } else {
-            "flash"
-        };
-        let _ = write!(p, "<p class=\"{class}\" role=\"status\">{}</p>", esc(msg));
-    }
+    p.push_str(&flash_line(flash.msg.as_deref(), flash.err.is_some()));
     p.push_str(&status.panels());
     if let Some(fleet) = state.handle.fleet() {
         p.push_str(&fleet_section(&fleet));
@@ -855,14 +857,7 @@ async fn connections(
          <style>{STYLE}</style></head><body><header><h1>txlb</h1><nav><a href=\"running\">running</a>\
          <a href=\"connections\">connections</a></nav></header>"
     );
-    if let Some(msg) = &q.msg {
-        let class = if q.err.is_some() {
-            "flash err"
-        } else {
-            "flash"
-        };
-        let _ = write!(p, "<p class=\"{class}\" role=\"status\">{}</p>", esc(msg));
-    }
+    p.push_str(&flash_line(q.msg.as_deref(), q.err.is_some()));
     let _ = write!(
         p,
         "<h2>Open connections: {}</h2><form method=\"get\" action=\"connections\">\

@@ -998,6 +998,8 @@ mod tests {
                 cands(&format!("{} ", op.words[0])).contains(&words[1]),
                 "{name}"
             );
+            // Script functions take up to seven arguments.
+            assert!(spec.args.len() <= 7, "{name}");
             let asked = op.params.iter().any(|p| p.asked);
             assert_eq!(
                 function_names().contains(&op.words.join("_")),

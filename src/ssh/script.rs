@@ -709,6 +709,29 @@ fn register_arity(engine: &mut Engine, name: &str, arity: usize, call: Call) {
                 },
             );
         }
+        6 => {
+            engine.register_fn(
+                name,
+                move |a: Dynamic, b: Dynamic, c: Dynamic, d: Dynamic, e: Dynamic, f: Dynamic| {
+                    call(vec![s(a), s(b), s(c), s(d), s(e), s(f)])
+                },
+            );
+        }
+        7 => {
+            engine.register_fn(
+                name,
+                move |a: Dynamic,
+                      b: Dynamic,
+                      c: Dynamic,
+                      d: Dynamic,
+                      e: Dynamic,
+                      f: Dynamic,
+                      g: Dynamic| {
+                    call(vec![s(a), s(b), s(c), s(d), s(e), s(f), s(g)])
+                },
+            );
+        }
+        // Past the longest command (a new service with its first host).
         _ => {}
     }
 }

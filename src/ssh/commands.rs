@@ -632,20 +632,7 @@ async fn run_op(
     p: &Parsed,
     op: &'static Operation,
 ) -> Result<Outcome, ConsoleError> {
-    let mut args = Args::new();
-    let mut params = op.params.iter().filter(|p| !p.asked);
-    for word in &p.args {
-        match params.next() {
-            Some(param) => args.set(param.name, word.as_str()),
-            None => {
-                let (key, value) = word
-                    .split_once('=')
-                    .ok_or_else(|| ConsoleError::Usage("SETTING: expected NAME=VALUE".into()))?;
-                args.setting(key, value);
-            }
-        }
-    }
-    match op.parse(&args)? {
+    match op.parse(&op_args(op, &p.args)?)? {
         Op::AddUser(AddUser {
             name,
             password: None,
@@ -667,6 +654,25 @@ async fn run_op(
             op.run(&ctx.op_context()).await?.text
         ))),
     }
+}
+
+/// An operation's arguments from the words after its name: its parameters in
+/// order (but those the console asks for), then `NAME=VALUE` settings.
+fn op_args(op: &Operation, words: &[String]) -> Result<Args, ConsoleError> {
+    let mut args = Args::new();
+    let mut params = op.params.iter().filter(|p| !p.asked);
+    for word in words {
+        match params.next() {
+            Some(param) => args.set(param.name, word.as_str()),
+            None => {
+                let (key, value) = word
+                    .split_once('=')
+                    .ok_or_else(|| ConsoleError::Usage("SETTING: expected NAME=VALUE".into()))?;
+                args.setting(key, value);
+            }
+        }
+    }
+    Ok(args)
 }
 
 /// Adds the user with the password the console asked for (the second half of
@@ -979,6 +985,41 @@ mod tests {
         assert_eq!(cands("show stats; host u"), vec!["up"]);
         let done = complete(&c, "host down web pr");
         assert_eq!(done.start, "host down web ".len());
+    }
+
+    /// A console line and the legacy call with the same values make the same
+    /// operation: the console's words are the operation's parameters.
+    #[test]
+    fn console_words_and_legacy_parameters_make_the_same_operation() {
+        let value = |label: &str| match label {
+            "ADDRESS" | "LISTEN" => "127.0.0.1:81",
+            "WEIGHT" | "ID" | "SECONDS" => "3",
+            "SCHEDULER" => "leastc",
+            "ACCESS" => "readonly",
+            "HOST" => "h1",
+            _ => "x",
+        };
+        for op in crate::ops::OPERATIONS {
+            let name = op.words.join(" ");
+            let on_line: Vec<&crate::ops::Param> = op.params.iter().filter(|p| !p.asked).collect();
+            let mut line = name.clone();
+            let mut legacy = Args::new();
+            for p in &on_line {
+                line.push(' ');
+                line.push_str(value(p.label));
+                legacy.set(p.name, value(p.label));
+            }
+            if !op.settings.is_empty() {
+                line.push_str(" acceptProxy=true");
+                legacy.setting("acceptProxy", "true");
+            }
+            let parsed = parse(&words(&line)).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(parsed.spec.op.map(|o| o.words), Some(op.words), "{line}");
+            let console = op.parse(&op_args(op, &parsed.args).unwrap());
+            let web = op.parse(&legacy);
+            assert_eq!(format!("{console:?}"), format!("{web:?}"), "{line}");
+            assert!(console.is_ok(), "{line}: {console:?}");
+        }
     }
 
     /// Each operation is a console command from the same table: found by its

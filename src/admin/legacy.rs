@@ -22,7 +22,7 @@ use crate::ops::{Args, OPERATIONS, Operation};
 use crate::{Stats, config::Config};
 
 /// The legacy routes: the reads, and one call per operation
-/// ([`OPERATIONS`](crate::ops::OPERATIONS)).
+/// ([`OPERATIONS`]).
 pub(crate) fn routes() -> Router<AdminState> {
     let mut router = Router::new()
         .route("/running.txt", get(running_txt))

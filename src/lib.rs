@@ -264,7 +264,9 @@
 //! - [`fleet_push`]: seeds fleet mode's shared configuration in etcd
 //!   (`<cluster>`).
 //!
-//! Internals, free to change: `control` (the single writer: command → new
+//! Internals, free to change: `ops` (every change the web admin and the console
+//! offer, each written once: its parameters and their checks, the command it
+//! sends and its answer), `control` (the single writer: command → new
 //! snapshot), `state` (the immutable snapshot and per-host atomic counters),
 //! `proxy` (listeners, one connection's flow, the copy loop, the parking lot of
 //! idle connections), `health` (the
@@ -289,6 +291,7 @@ pub mod fuzzing;
 mod health;
 pub mod logging;
 mod lookup;
+mod ops;
 mod proxy;
 pub mod scheduler;
 pub mod ssh;

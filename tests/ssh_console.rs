@@ -653,6 +653,16 @@ async fn scripts_call_the_commands_as_functions() {
         "has no group",
     )
     .await;
+    // The longest function: a new service with its first host, as newService.
+    let added = c
+        .ok("script 'service_add(\"s7\", \"127.0.0.1:0\", \"g7\", \"rand\", \"h7\", \"127.0.0.1:9\", 3)'")
+        .await;
+    assert!(
+        added.starts_with("OK service s7 listening on 127.0.0.1:"),
+        "{added}"
+    );
+    assert_eq!(c.handle.stats().host("s7", "g7", "h7").unwrap().weight, 3);
+    assert_eq!(c.ok("service del s7").await, "OK service s7 removed\n");
     c.fails("script 'loop {}'", 1, "script").await;
     // The read-only rule holds inside scripts.
     let ran = ssh(

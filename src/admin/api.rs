@@ -1,5 +1,7 @@
 //! The JSON API under `/api/v1/`: services, listeners, groups, hosts and users as
-//! resources; every change is the same [`Command`] the legacy calls send. Errors
+//! resources; every change is an operation of [`crate::ops`], the same the
+//! legacy calls and the console run: this file reads paths and bodies into its
+//! parameters and answers with the resource it changed. Errors
 //! are `{"error": {"code": …, "message": …}}`. The routes are documented in
 //! `openapi` (served at `/api/v1/openapi.json`), and a test walks that document.
 
@@ -16,14 +18,11 @@ use serde_json::{Value, json};
 
 use super::AdminState;
 use super::error::{AdminError, ApiError};
-use super::params::{bad, parse_scheduler};
-use crate::config::{
-    Access, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCHEDULER, GroupConfig, HostConfig, Listener,
-    ServiceConfig, UserConfig, parse_access, parse_host_address, parse_listen_addr, parse_net,
-    parse_seconds,
+use crate::config::{HostConfig, UserConfig};
+use crate::ops::{
+    AddGroup, AddHost, AddListener, AddService, AddUser, Answer, Args, Drain, GroupRef, HostRef,
+    Op, RemoveListener, SetScheduler, connection_id, new_host, read,
 };
-use crate::control::Command;
-use crate::scheduler::SchedulerKind;
 use crate::{GroupStats, HostStatsEntry, ServiceStats};
 
 type ApiResult = Result<Response, ApiError>;
@@ -120,28 +119,26 @@ fn no_content() -> ApiResult {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Sends one change to the balancer, so that every write handler turns a refusal
-/// into the same error body (`ControlError` into `AdminError`).
-async fn apply(state: &AdminState, command: Command) -> Result<(), AdminError> {
-    state.handle.apply(command).await.map_err(AdminError::from)
+/// Runs one operation, so that every write handler turns a refusal into the
+/// same error body.
+async fn run(state: &AdminState, op: Op) -> Result<Answer, AdminError> {
+    Ok(op.run(&state.op_context()).await?)
+}
+
+fn host_ref((service, group, host): (String, String, String)) -> HostRef {
+    HostRef {
+        service,
+        group,
+        host,
+    }
 }
 
 fn find_service(state: &AdminState, service: &str) -> Result<ServiceStats, AdminError> {
-    state
-        .handle
-        .stats()
-        .services
-        .into_iter()
-        .find(|s| s.name == service)
-        .ok_or_else(|| AdminError::NotFound(format!("no service {service:?}")))
+    Ok(read::service(&state.handle.stats(), service)?.clone())
 }
 
 fn find_group(state: &AdminState, service: &str, group: &str) -> Result<GroupStats, AdminError> {
-    find_service(state, service)?
-        .groups
-        .into_iter()
-        .find(|g| g.name == group)
-        .ok_or_else(|| AdminError::NotFound(format!("service {service:?} has no group {group:?}")))
+    Ok(read::group(&state.handle.stats(), service, group)?.clone())
 }
 
 fn find_host(
@@ -150,15 +147,7 @@ fn find_host(
     group: &str,
     host: &str,
 ) -> Result<HostStatsEntry, AdminError> {
-    find_group(state, service, group)?
-        .hosts
-        .into_iter()
-        .find(|h| h.name == host)
-        .ok_or_else(|| {
-            AdminError::NotFound(format!(
-                "group {group:?} of service {service:?} has no host {host:?}"
-            ))
-        })
+    Ok(read::host(&state.handle.stats(), service, group, host)?.clone())
 }
 
 async fn openapi() -> Json<Value> {
@@ -206,25 +195,11 @@ pub(crate) struct NewHost {
 
 impl NewHost {
     fn into_config(self) -> Result<HostConfig, AdminError> {
-        if self.name.trim().is_empty() {
-            return Err(AdminError::MissingParameter("name"));
-        }
-        Ok(HostConfig {
-            name: self.name,
-            address: parse_host_address(&self.ip).map_err(|r| bad("ip", r))?,
-            weight: match self.weight {
-                Some(0) => return Err(bad("weight", "expected an integer of at least 1")),
-                w => w.unwrap_or(1),
-            },
-            options: Default::default(),
-        })
-    }
-}
-
-fn scheduler_or_default(s: Option<String>) -> Result<SchedulerKind, AdminError> {
-    match s {
-        None => Ok(DEFAULT_SCHEDULER),
-        Some(s) => parse_scheduler("scheduler", &s),
+        let args = Args::new()
+            .with("name", Some(self.name))
+            .with("ip", Some(self.ip))
+            .with("weight", self.weight.map(|w| w.to_string()));
+        Ok(new_host(&args)?)
     }
 }
 
@@ -243,46 +218,29 @@ async fn create_service(State(state): State<AdminState>, J(body): J<NewService>)
     if body.name.trim().is_empty() {
         return Err(AdminError::MissingParameter("name").into());
     }
-    if body.listen.is_empty() {
-        return Err(AdminError::MissingParameter("listen").into());
+    let mut listen = body.listen.iter();
+    let args = Args::new()
+        .with("service", Some(body.name.as_str()))
+        .with("listen", listen.next())
+        .with("group", body.group)
+        .with("scheduler", body.scheduler);
+    let mut op = AddService::parse(&args)?;
+    for more in listen {
+        let args = args.clone().with("listen", Some(more));
+        op.listeners.extend(AddService::parse(&args)?.listeners);
     }
-    let listeners = body
-        .listen
-        .iter()
-        .map(|l| {
-            parse_listen_addr(l)
-                .map(Listener::new)
-                .map_err(|r| bad("listen", r))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let group = body.group.unwrap_or_else(|| "main".into());
-    let hosts = body
+    op.hosts = body
         .hosts
         .into_iter()
         .map(NewHost::into_config)
         .collect::<Result<Vec<_>, _>>()?;
-    apply(
-        &state,
-        Command::AddService(Box::new(ServiceConfig {
-            name: body.name.clone(),
-            listeners,
-            groups: vec![GroupConfig {
-                name: group.clone(),
-                scheduler: scheduler_or_default(body.scheduler)?,
-                hosts: hosts.into(),
-                options: Default::default(),
-            }],
-            enabled_group: group,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            options: Default::default(),
-        })),
-    )
-    .await?;
-    ok(StatusCode::CREATED, find_service(&state, &body.name)?)
+    let name = op.name.clone();
+    run(&state, Op::AddService(op)).await?;
+    ok(StatusCode::CREATED, find_service(&state, &name)?)
 }
 
 async fn delete_service(State(state): State<AdminState>, P(service): P<String>) -> ApiResult {
-    apply(&state, Command::RemoveService { service }).await?;
+    run(&state, Op::RemoveService(service)).await?;
     no_content()
 }
 
@@ -305,27 +263,23 @@ async fn create_listener(
     P(service): P<String>,
     J(body): J<NewListener>,
 ) -> ApiResult {
-    let listen = parse_listen_addr(&body.listen).map_err(|r| bad("listen", r))?;
-    let mut listener = Listener::new(listen.clone());
-    listener.options.accept_proxy = body.accept_proxy;
-    listener.options.trusted_proxies = body
-        .trusted_proxies
-        .map(|nets| nets.iter().map(|n| parse_net(n)).collect())
-        .transpose()
-        .map_err(|r| bad("trusted_proxies", r))?;
-    apply(
-        &state,
-        Command::AddListener {
-            service: service.clone(),
-            listen: listener,
-        },
-    )
-    .await?;
+    let mut args = Args::new()
+        .with("service", Some(service.as_str()))
+        .with("listen", Some(body.listen));
+    if let Some(accept) = body.accept_proxy {
+        args.setting("accept_proxy", accept.to_string());
+    }
+    if let Some(nets) = body.trusted_proxies {
+        args.setting("trusted_proxies", nets.join(","));
+    }
+    let op = AddListener::parse(&args)?;
+    let listen = op.listener.addr.to_string();
+    run(&state, Op::AddListener(op)).await?;
     let bound = state
         .handle
         .listeners()
         .into_iter()
-        .find(|l| l.service == service && l.configured == listen.to_string());
+        .find(|l| l.service == service && l.configured == listen);
     ok(StatusCode::CREATED, bound)
 }
 
@@ -333,8 +287,10 @@ async fn delete_listener(
     State(state): State<AdminState>,
     P((service, listen)): P<(String, String)>,
 ) -> ApiResult {
-    let listen = parse_listen_addr(&listen).map_err(|r| bad("listen", r))?;
-    apply(&state, Command::RemoveListener { service, listen }).await?;
+    let args = Args::new()
+        .with("service", Some(service))
+        .with("listen", Some(listen));
+    run(&state, Op::RemoveListener(RemoveListener::parse(&args)?)).await?;
     no_content()
 }
 
@@ -362,27 +318,18 @@ async fn create_group(
     if body.name.trim().is_empty() {
         return Err(AdminError::MissingParameter("name").into());
     }
+    let args = Args::new()
+        .with("service", Some(service.as_str()))
+        .with("group", Some(body.name.as_str()))
+        .with("scheduler", body.scheduler);
+    let scheduler = AddGroup::parse(&args)?.group.scheduler;
     let hosts = body
         .hosts
         .into_iter()
         .map(NewHost::into_config)
         .collect::<Result<Vec<_>, _>>()?;
-    apply(
-        &state,
-        Command::AddGroup {
-            service: service.clone(),
-            group: GroupConfig {
-                name: body.name.clone(),
-                scheduler: scheduler_or_default(body.scheduler)?,
-                hosts: hosts.into(),
-                options: crate::config::GroupOptions {
-                    backup: body.backup,
-                    ..Default::default()
-                },
-            },
-        },
-    )
-    .await?;
+    let op = AddGroup::new(&service, &body.name, scheduler, hosts, body.backup);
+    run(&state, Op::AddGroup(op)).await?;
     ok(
         StatusCode::CREATED,
         find_group(&state, &service, &body.name)?,
@@ -400,7 +347,7 @@ async fn delete_group(
     State(state): State<AdminState>,
     P((service, group)): P<(String, String)>,
 ) -> ApiResult {
-    apply(&state, Command::RemoveGroup { service, group }).await?;
+    run(&state, Op::RemoveGroup(GroupRef { service, group })).await?;
     no_content()
 }
 
@@ -415,16 +362,11 @@ async fn set_scheduler(
     P((service, group)): P<(String, String)>,
     J(body): J<SchedulerBody>,
 ) -> ApiResult {
-    let scheduler = parse_scheduler("scheduler", &body.scheduler)?;
-    apply(
-        &state,
-        Command::SetScheduler {
-            service: service.clone(),
-            group: group.clone(),
-            scheduler,
-        },
-    )
-    .await?;
+    let args = Args::new()
+        .with("service", Some(service.as_str()))
+        .with("group", Some(group.as_str()))
+        .with("scheduler", Some(body.scheduler));
+    run(&state, Op::SetScheduler(SetScheduler::parse(&args)?)).await?;
     ok(StatusCode::OK, find_group(&state, &service, &group)?)
 }
 
@@ -432,14 +374,11 @@ async fn enable_group(
     State(state): State<AdminState>,
     P((service, group)): P<(String, String)>,
 ) -> ApiResult {
-    apply(
-        &state,
-        Command::EnableGroup {
-            service: service.clone(),
-            group: group.clone(),
-        },
-    )
-    .await?;
+    let op = Op::EnableGroup(GroupRef {
+        service: service.clone(),
+        group: group.clone(),
+    });
+    run(&state, op).await?;
     ok(StatusCode::OK, find_group(&state, &service, &group)?)
 }
 
@@ -457,15 +396,12 @@ async fn create_host(
 ) -> ApiResult {
     let host = body.into_config()?;
     let name = host.name.clone();
-    apply(
-        &state,
-        Command::AddHost {
-            service: service.clone(),
-            group: group.clone(),
-            host,
-        },
-    )
-    .await?;
+    let op = AddHost {
+        service: service.clone(),
+        group: group.clone(),
+        host,
+    };
+    run(&state, Op::AddHost(op)).await?;
     ok(
         StatusCode::CREATED,
         find_host(&state, &service, &group, &name)?,
@@ -476,7 +412,7 @@ async fn delete_all_hosts(
     State(state): State<AdminState>,
     P((service, group)): P<(String, String)>,
 ) -> ApiResult {
-    apply(&state, Command::RemoveAllHosts { service, group }).await?;
+    run(&state, Op::ClearGroup(GroupRef { service, group })).await?;
     no_content()
 }
 
@@ -489,36 +425,23 @@ async fn get_host(
 
 async fn delete_host(
     State(state): State<AdminState>,
-    P((service, group, host)): P<(String, String, String)>,
+    P(names): P<(String, String, String)>,
 ) -> ApiResult {
-    apply(
-        &state,
-        Command::RemoveHost {
-            service,
-            group,
-            host,
-        },
-    )
-    .await?;
+    run(&state, Op::RemoveHost(host_ref(names))).await?;
     no_content()
 }
 
 async fn set_admin_down(
     state: AdminState,
-    (service, group, host): (String, String, String),
+    names: (String, String, String),
     down: bool,
 ) -> ApiResult {
-    apply(
-        &state,
-        Command::SetAdminDown {
-            service: service.clone(),
-            group: group.clone(),
-            host: host.clone(),
-            down,
-        },
+    let host = host_ref(names);
+    run(&state, Op::AdminDown(host.clone(), down)).await?;
+    ok(
+        StatusCode::OK,
+        find_host(&state, &host.service, &host.group, &host.host)?,
     )
-    .await?;
-    ok(StatusCode::OK, find_host(&state, &service, &group, &host)?)
 }
 
 async fn admin_down(
@@ -537,17 +460,14 @@ async fn admin_up(
 
 async fn retry_host(
     State(state): State<AdminState>,
-    P((service, group, host)): P<(String, String, String)>,
+    P(names): P<(String, String, String)>,
 ) -> ApiResult {
-    let answered = state
-        .handle
-        .retry_host(&service, &group, &host)
-        .await
-        .map_err(AdminError::from)?;
-    let host = find_host(&state, &service, &group, &host)?;
+    let host = host_ref(names);
+    let answer = run(&state, Op::Retry(host.clone())).await?;
+    let found = find_host(&state, &host.service, &host.group, &host.host)?;
     ok(
         StatusCode::OK,
-        json!({ "answered": answered, "host": host }),
+        json!({ "answered": answer.answered, "host": found }),
     )
 }
 
@@ -562,15 +482,12 @@ async fn drain_host(
     query: Result<Query<DrainQuery>, QueryRejection>,
 ) -> ApiResult {
     let Query(query) = query.map_err(|e| AdminError::BadRequest(e.body_text()))?;
-    let deadline = query
-        .deadline
-        .map(|d| parse_seconds(&d).map_err(|r| bad("deadline", r)))
-        .transpose()?;
-    state
-        .handle
-        .drain_host(&service, &group, &host, deadline)
-        .await
-        .map_err(AdminError::from)?;
+    let args = Args::new()
+        .with("service", Some(service.as_str()))
+        .with("group", Some(group.as_str()))
+        .with("name", Some(host.as_str()))
+        .with("deadline", query.deadline);
+    run(&state, Op::Drain(Drain::parse(&args)?)).await?;
     ok(StatusCode::OK, find_host(&state, &service, &group, &host)?)
 }
 
@@ -594,14 +511,9 @@ async fn list_connections(
 }
 
 async fn close_connection(State(state): State<AdminState>, P(id): P<String>) -> ApiResult {
-    let id: u64 = id
-        .parse()
-        .map_err(|_| bad("id", "expected a connection id (a number)"))?;
-    if state.handle.close_connection(id) {
-        no_content()
-    } else {
-        Err(AdminError::NotFound(format!("no open connection {id}")).into())
-    }
+    let id = connection_id(&Args::new().with("id", Some(id)))?;
+    run(&state, Op::CloseConnection(id)).await?;
+    no_content()
 }
 
 fn user_json(u: &UserConfig) -> Value {
@@ -621,38 +533,24 @@ struct NewUser {
 }
 
 async fn create_user(State(state): State<AdminState>, J(body): J<NewUser>) -> ApiResult {
-    if body.name.trim().is_empty() {
-        return Err(AdminError::MissingParameter("name").into());
-    }
-    if body.password.is_empty() {
-        return Err(AdminError::MissingParameter("password").into());
-    }
-    let access = match &body.access {
-        None => Access::Full,
-        Some(a) => parse_access(a).map_err(|r| bad("access", r))?,
-    };
-    let password = body.password;
-    let password_hash = tokio::task::spawn_blocking(move || super::hash_password(&password))
-        .await
-        .map_err(|_| AdminError::Internal("password hashing failed"))??;
-    let user = UserConfig {
-        name: body.name,
-        password_hash,
-        access,
-    };
-    let answer = user_json(&user);
-    apply(&state, Command::AddUser(user)).await?;
+    let args = Args::new()
+        .with("name", Some(body.name))
+        .with("password", Some(body.password))
+        .with("access", body.access);
+    let op = AddUser::parse(&args)?;
+    let answer = json!({ "name": op.name, "access": op.access.name() });
+    run(&state, Op::AddUser(op)).await?;
     ok(StatusCode::CREATED, answer)
 }
 
 async fn delete_user(State(state): State<AdminState>, P(name): P<String>) -> ApiResult {
-    apply(&state, Command::RemoveUser { name }).await?;
+    run(&state, Op::RemoveUser(name)).await?;
     no_content()
 }
 
-/// The legacy call's text without its `OK ` prefix.
-fn message(text: String) -> Value {
-    let text = text.strip_prefix("OK ").unwrap_or(&text).to_string();
+/// An operation's answer without its `OK ` prefix.
+fn message(answer: Answer) -> Value {
+    let text = answer.text.strip_prefix("OK ").unwrap_or(&answer.text);
     json!({ "message": text })
 }
 
@@ -661,13 +559,11 @@ async fn fleet(State(state): State<AdminState>) -> Json<crate::fleet::FleetView>
 }
 
 async fn reopen_log(State(state): State<AdminState>) -> ApiResult {
-    let text = super::legacy::close_log(state, Default::default()).await?;
-    ok(StatusCode::OK, message(text))
+    ok(StatusCode::OK, message(run(&state, Op::ReopenLog).await?))
 }
 
 async fn save_config(State(state): State<AdminState>) -> ApiResult {
-    let text = super::legacy::save_config(state, Default::default()).await?;
-    ok(StatusCode::OK, message(text))
+    ok(StatusCode::OK, message(run(&state, Op::SaveConfig).await?))
 }
 
 #[cfg(test)]

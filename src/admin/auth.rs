@@ -453,19 +453,10 @@ pub fn crypt_scheme(hash: &str) -> Option<&'static str> {
     None
 }
 
-/// A SHA-512-crypt hash of `password` with a random salt, for `<user password=…>`.
-/// Every way a password comes in goes through here, so here it is checked
-/// ([`check_password`](crate::config::check_password): not empty or only
-/// spaces, bounded).
+/// A SHA-512-crypt hash of `password` with a random salt, for `<user password=…>`,
+/// after the check every password gets ([`check_password`](crate::config::check_password)).
 pub fn hash_password(password: &str) -> Result<String, AdminError> {
-    crate::config::check_password(password).map_err(|reason| AdminError::BadParameter {
-        name: "password",
-        reason,
-    })?;
-    pwhash::sha512_crypt::hash(password).map_err(|e| {
-        tracing::error!(error = %e, "password hashing failed");
-        AdminError::Internal("password hashing failed")
-    })
+    Ok(crate::ops::hash_password(password)?)
 }
 
 /// Fills `buf` from the system's secure random source (through rustls' provider,
@@ -496,38 +487,15 @@ pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)>
     Some((user.to_string(), password.to_string()))
 }
 
-/// Legacy calls that change the running balancer (all others only read).
-pub(crate) const LEGACY_CHANGES: &[&str] = &[
-    "addHost",
-    "delHost",
-    "delAllHosts",
-    "enableGroup",
-    "changeScheduler",
-    "addUser",
-    "delUser",
-    "newService",
-    "delService",
-    "addListener",
-    "delListener",
-    "newGroup",
-    "delGroup",
-    "retryHost",
-    "hostAdminDown",
-    "hostAdminUp",
-    "drainHost",
-    "closeConnection",
-    "closeLog",
-    "saveConfig",
-];
-
 /// Whether a request asks for a change: any method but GET and HEAD, and the
-/// legacy changing calls whatever their method.
+/// legacy calls of operations whatever their method (the other legacy
+/// calls only read).
 pub(crate) fn is_change(method: &Method, path: &str) -> bool {
     if method != Method::GET && method != Method::HEAD {
         return true;
     }
     let last = path.rsplit('/').next().unwrap_or("");
-    LEGACY_CHANGES.contains(&last)
+    crate::ops::by_call(last).is_some()
 }
 
 /// Refuses a changing request that a browser sent from another site: basic auth

@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::control::ControlError;
+use crate::ops::{Kind, OpError};
 
 /// Why an admin request was refused, or the admin server could not start.
 ///
@@ -206,34 +207,28 @@ impl<E: Into<AdminError>> From<E> for ApiError {
     }
 }
 
-impl From<ControlError> for AdminError {
-    fn from(e: ControlError) -> Self {
+impl From<OpError> for AdminError {
+    fn from(e: OpError) -> Self {
         let message = e.to_string();
-        match e {
-            ControlError::UnknownService(_)
-            | ControlError::UnknownGroup { .. }
-            | ControlError::UnknownHost { .. }
-            | ControlError::UnknownListener { .. }
-            | ControlError::UnknownUser(_) => AdminError::NotFound(message),
-            ControlError::Invalid(_) => AdminError::BadRequest(message),
-            ControlError::ShuttingDown => AdminError::ShuttingDown,
-            ControlError::FleetUnavailable(_) => AdminError::Unavailable(message),
-            ControlError::BindListener { listen, source } => AdminError::Conflict(format!(
-                "cannot listen on {listen}: {}",
-                bind_reason(&source)
-            )),
-            _ => AdminError::Conflict(message),
+        match (e.kind(), e) {
+            (_, OpError::Missing { name, .. }) => AdminError::MissingParameter(name),
+            (_, OpError::Bad { name, reason, .. }) => AdminError::BadParameter { name, reason },
+            (_, OpError::NotConfigured(what)) => AdminError::NotConfigured(what),
+            (_, OpError::Internal(what)) => AdminError::Internal(what),
+            (Kind::Invalid, _) => AdminError::BadRequest(message),
+            (Kind::NotFound, _) => AdminError::NotFound(message),
+            (Kind::ShuttingDown, _) => AdminError::ShuttingDown,
+            (Kind::Unavailable, _) => AdminError::Unavailable(message),
+            (Kind::Conflict | Kind::NotConfigured | Kind::Internal, _) => {
+                AdminError::Conflict(message)
+            }
         }
     }
 }
 
-/// A short, safe description of a bind failure.
-fn bind_reason(e: &std::io::Error) -> &'static str {
-    match e.kind() {
-        std::io::ErrorKind::AddrInUse => "address already in use",
-        std::io::ErrorKind::AddrNotAvailable => "address not available on this machine",
-        std::io::ErrorKind::PermissionDenied => "permission denied",
-        _ => "the system refused the address",
+impl From<ControlError> for AdminError {
+    fn from(e: ControlError) -> Self {
+        OpError::from(e).into()
     }
 }
 

@@ -327,18 +327,14 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
     for s in &stats.services {
         for g in &s.groups {
             for h in &g.hosts {
-                for (state, health) in [
-                    ("up", HostHealth::Up),
-                    ("bad", HostHealth::Bad),
-                    ("admin-down", HostHealth::AdminDown),
-                ] {
+                for health in HostHealth::ALL {
                     f.sample(
                         "txlb_host_state",
                         &[
                             ("service", &s.name),
                             ("group", &g.name),
                             ("host", &h.name),
-                            ("state", state),
+                            ("state", health.name()),
                         ],
                         u64::from(h.stats.health == health),
                     );

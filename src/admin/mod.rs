@@ -11,6 +11,7 @@
 //! - `pages`: the running page, the boot-vs-running diff, security headers.
 //! - `api`: the JSON API and its OpenAPI document (`openapi`).
 //! - `history`: the per-host throughput sampler behind the graphs.
+//! - `html`: escaping, times and diffs as HTML, for the pages and the panels.
 //! - `metrics`: `/metrics` in Prometheus text format.
 //! - `tls`: rustls server configuration, certificate files or a kept self-signed one.
 //! - `save`: the atomic write of the running configuration (`saveConfig`).
@@ -37,6 +38,7 @@ mod api;
 pub(crate) mod auth;
 mod error;
 mod history;
+mod html;
 mod legacy;
 mod limits;
 mod metrics;
@@ -63,8 +65,9 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use crate::BalancerHandle;
-use crate::config::{AdminWebConfig, Config, DEFAULT_ADMIN_REFRESH, ListenAddr, ListenHost};
+use crate::config::{AdminWebConfig, DEFAULT_ADMIN_REFRESH, ListenAddr, ListenHost};
 
+pub use crate::ops::{ReopenLog, SaveConfig};
 pub(crate) use auth::Principal;
 pub use auth::{
     FAILURE_WINDOW, Logins, MAX_FAILURES, crypt_scheme, hash_password, verify_password,
@@ -78,12 +81,6 @@ pub use status::{
     ConflictSource, Reload, ReloadStatus, readable_config, readable_text, redact_passwords,
 };
 pub use tls::{certificate_paths, server_config as tls_server_config};
-
-/// Reopens the log file (the legacy `closeLog`).
-pub type ReopenLog = Arc<dyn Fn() -> io::Result<()> + Send + Sync>;
-/// Writes the running configuration to its file (the legacy `saveConfig`);
-/// returns a one-line message on success or a one-line reason on failure.
-pub type SaveConfig = Arc<dyn Fn(&Config) -> Result<String, String> + Send + Sync>;
 
 /// How long a TLS handshake may take before the connection is dropped.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -216,6 +213,15 @@ impl std::ops::Deref for AdminState {
 }
 
 impl AdminState {
+    /// What an operation runs with: the balancer and this server's hooks.
+    pub(crate) fn op_context(&self) -> crate::ops::Context<'_> {
+        crate::ops::Context {
+            handle: &self.handle,
+            reopen_log: self.settings.reopen_log.clone(),
+            save_config: self.settings.save_config.clone(),
+        }
+    }
+
     /// The users of the running configuration (they change with addUser/delUser).
     pub(crate) fn users(&self) -> Vec<crate::config::UserConfig> {
         self.handle
@@ -552,6 +558,7 @@ async fn serve_connection<S>(
 #[cfg(test)]
 pub(crate) mod tests {
     //! Helpers for the `Router::oneshot` tests of the admin modules.
+    use crate::config::Config;
     use axum::body::Body;
     use axum::http::{Request, StatusCode, header};
     use axum::response::Response;

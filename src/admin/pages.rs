@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -23,10 +23,12 @@ use sha2::{Digest, Sha256};
 use tokio_stream::StreamExt as _;
 
 use super::history::{HISTORY_LEN, HostKey, Rate};
+use super::html::{ago, esc, unified_html, utc};
 use super::status::Snapshot;
 use super::status::readable_config;
 use super::{AdminState, Principal};
 use crate::config::Config;
+use crate::config::writeback::unified_diff;
 use crate::scheduler::SchedulerKind;
 use crate::state::HostHealth;
 use crate::{HostStatsEntry, Stats};
@@ -172,22 +174,6 @@ fn html(body: String) -> Response {
     r
 }
 
-/// Escapes text for HTML content and double-quoted attributes.
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Percent-encodes a query value.
 fn pct(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -214,6 +200,15 @@ pub(crate) fn back_to_page(page: &str, message: &str, error: bool) -> Response {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+/// The answer of the operation a form ran, shown atop the page it came back to
+/// ([`back_to_page`]).
+fn flash_line(msg: Option<&str>, error: bool) -> String {
+    let class = if error { "flash err" } else { "flash" };
+    msg.map_or_else(String::new, |msg| {
+        format!("<p class=\"{class}\" role=\"status\">{}</p>", esc(msg))
+    })
 }
 
 /// The key of a host row, as the page and the events name it.
@@ -285,68 +280,24 @@ fn rate_text(r: Rate) -> String {
     .replace('\u{1}', " ")
 }
 
-/// A UTC time as `YYYY-MM-DD HH:MM:SS`.
-pub(crate) fn utc(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-pub(crate) fn ago(t: SystemTime) -> String {
-    let secs = SystemTime::now()
-        .duration_since(t)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
-    match secs {
-        0..60 => format!("{secs} s ago"),
-        60..3600 => format!("{} min ago", secs / 60),
-        _ => format!("{} h {} min ago", secs / 3600, secs % 3600 / 60),
-    }
-}
-
-/// (text, CSS class, detail) of a host's state. An admin-down host with open
-/// connections is draining.
+/// (text, CSS class, detail) of a host's state: its name, both as text and as
+/// class. An admin-down host with open connections is draining.
 fn state_of(h: &HostStatsEntry) -> (String, &'static str, String) {
-    match h.stats.health {
-        HostHealth::Up => ("up".into(), "up", String::new()),
-        HostHealth::AdminDown if h.stats.open > 0 => (
-            format!("draining ({} open)", h.stats.open),
-            "admin-down",
-            String::new(),
+    let health = h.stats.health;
+    let text = match health {
+        HostHealth::AdminDown if h.stats.open > 0 => format!("draining ({} open)", h.stats.open),
+        _ => health.name().to_string(),
+    };
+    let detail = match (&h.stats.bad, health) {
+        (Some(b), HostHealth::Bad) => format!(
+            "{} — since {} UTC ({})",
+            b.reason,
+            utc(b.since),
+            ago(b.since)
         ),
-        HostHealth::AdminDown => ("admin-down".into(), "admin-down", String::new()),
-        HostHealth::Bad => (
-            "bad".into(),
-            "bad",
-            h.stats
-                .bad
-                .as_ref()
-                .map(|b| {
-                    format!(
-                        "{} — since {} UTC ({})",
-                        b.reason,
-                        utc(b.since),
-                        ago(b.since)
-                    )
-                })
-                .unwrap_or_default(),
-        ),
-    }
+        _ => String::new(),
+    };
+    (text, health.name(), detail)
 }
 
 /// Polyline points of one direction of a history, scaled to the largest sample
@@ -450,14 +401,7 @@ fn render_running(
          <a href=\"connections\">connections</a><a href=\"metrics\">metrics</a><a href=\"api/v1/openapi.json\">API</a></nav>\
          <span id=\"live\"></span></header>",
     );
-    if let Some(msg) = &flash.msg {
-        let class = if flash.err.is_some() {
-            "flash err"
-        } else {
-            "flash"
-        };
-        let _ = write!(p, "<p class=\"{class}\" role=\"status\">{}</p>", esc(msg));
-    }
+    p.push_str(&flash_line(flash.msg.as_deref(), flash.err.is_some()));
     p.push_str(&status.panels());
     if let Some(fleet) = state.handle.fleet() {
         p.push_str(&fleet_section(&fleet));
@@ -772,8 +716,8 @@ fn fleet_section(fleet: &crate::fleet::FleetView) -> String {
                 .iter()
                 .map(|d| {
                     let how = match d.health {
-                        HostHealth::AdminDown => "admin-down".to_string(),
-                        _ => format!("bad: {}", d.reason.as_deref().unwrap_or("")),
+                        HostHealth::Bad => format!("bad: {}", d.reason.as_deref().unwrap_or("")),
+                        health => health.name().to_string(),
                     };
                     format!("{} ({})", esc(&d.instance), esc(&how))
                 })
@@ -913,14 +857,7 @@ async fn connections(
          <style>{STYLE}</style></head><body><header><h1>txlb</h1><nav><a href=\"running\">running</a>\
          <a href=\"connections\">connections</a></nav></header>"
     );
-    if let Some(msg) = &q.msg {
-        let class = if q.err.is_some() {
-            "flash err"
-        } else {
-            "flash"
-        };
-        let _ = write!(p, "<p class=\"{class}\" role=\"status\">{}</p>", esc(msg));
-    }
+    p.push_str(&flash_line(q.msg.as_deref(), q.err.is_some()));
     let _ = write!(
         p,
         "<h2>Open connections: {}</h2><form method=\"get\" action=\"connections\">\
@@ -978,77 +915,28 @@ fn form_back(
     )
 }
 
-/// A line diff (longest common subsequence): `(' ' | '-' | '+', line)`.
-pub(crate) fn line_diff<'a>(a: &'a str, b: &'a str) -> Vec<(char, &'a str)> {
-    let a: Vec<&str> = a.lines().collect();
-    let b: Vec<&str> = b.lines().collect();
-    // Configurations are small; past this the whole files are shown as replaced
-    // rather than spending quadratic memory.
-    if a.len().saturating_mul(b.len()) > 4_000_000 {
-        return a
-            .iter()
-            .map(|l| ('-', *l))
-            .chain(b.iter().map(|l| ('+', *l)))
-            .collect();
-    }
-    let (n, m) = (a.len(), b.len());
-    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let (mut i, mut j) = (0, 0);
-    let mut out = Vec::new();
-    while i < n || j < m {
-        if i < n && j < m && a[i] == b[j] {
-            out.push((' ', a[i]));
-            i += 1;
-            j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push(('+', b[j]));
-            j += 1;
-        } else {
-            out.push(('-', a[i]));
-            i += 1;
-        }
-    }
-    out
-}
-
 async fn diff(State(state): State<AdminState>, Extension(who): Extension<Principal>) -> Response {
     let boot = (*state.handle.boot_config()).clone();
     let boot = readable_config(who.access, boot).to_xml();
     let running = readable_config(who.access, state.handle.config()).to_xml();
-    let lines = line_diff(&boot, &running);
-    let changed = lines.iter().any(|(c, _)| *c != ' ');
+    let diff = unified_diff("boot", &boot, "running", &running);
     let mut p = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>txlb: boot vs running</title>\
          <style>{STYLE}</style></head><body><header><h1>txlb</h1><nav><a href=\"running\">running</a>\
          <a href=\"config.xml\">config.xml</a><a href=\"running.xml\">running.xml</a></nav></header>\
-         {}<h2>Boot configuration → running configuration</h2><p>{}</p><pre class=\"diff\">",
+         {}<h2>Boot configuration → running configuration</h2>",
         Snapshot::read(&state).readable_by(who.access).panels(),
-        if changed {
-            "Lines marked − are only in the configuration loaded at start, + only in the running one."
-        } else {
-            "No change since start."
-        }
     );
-    for (c, line) in lines {
-        let (class, mark) = match c {
-            '+' => (" class=\"a\"", '+'),
-            '-' => (" class=\"d\"", '−'),
-            _ => ("", ' '),
-        };
-        // Every line is a block span: no newline between them, or each
-        // would show as an extra blank line.
-        let _ = write!(p, "<span{class}>{mark} {}</span>", esc(line));
+    if diff.is_empty() {
+        p.push_str("<p>No change since start.</p>");
+    } else {
+        p.push_str(
+            "<p>Lines marked - are only in the configuration loaded at start, + only in the \
+             running one.</p>",
+        );
+        p.push_str(&unified_html(&diff));
     }
-    p.push_str("</pre></body></html>");
+    p.push_str("</body></html>");
     html(p)
 }
 
@@ -1056,12 +944,6 @@ async fn diff(State(state): State<AdminState>, Extension(who): Extension<Princip
 mod tests {
     use super::super::tests::{send, test_router};
     use super::*;
-
-    #[test]
-    fn diff_marks_added_and_removed_lines() {
-        let d = line_diff("a\nb\nc\n", "a\nc\nd\n");
-        assert_eq!(d, vec![(' ', "a"), ('-', "b"), (' ', "c"), ('+', "d")]);
-    }
 
     #[test]
     fn utc_formatting() {
@@ -1125,6 +1007,44 @@ mod tests {
         ] {
             assert!(page.contains(needle), "missing {needle}");
         }
+    }
+
+    /// The forms are the operations' own: each posts to an operation's call
+    /// with fields named as its parameters.
+    #[tokio::test]
+    async fn every_form_is_an_operation_with_its_parameters() {
+        let (app, _handle, _b) = test_router().await;
+        let (_, page) = send(&app, "GET", "/running", None).await;
+        let (_, connections) = send(&app, "GET", "/connections", None).await;
+        let attr = |tag: &str, name: &str| {
+            let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+            Some(tag[at..].split('"').next()?.to_string())
+        };
+        let mut forms = 0;
+        for form in format!("{page}{connections}").split("<form ").skip(1) {
+            // The tag's attributes, each after a blank.
+            let form = format!(" {}", form.split("</form>").next().unwrap());
+            if attr(&form, "method").as_deref() == Some("get") {
+                continue;
+            }
+            let action = attr(&form, "action").unwrap();
+            let op = crate::ops::by_call(&action).unwrap_or_else(|| panic!("{action}"));
+            for field in form
+                .split('<')
+                .filter(|t| t.starts_with("input") || t.starts_with("select"))
+            {
+                let name = attr(field, "name").unwrap();
+                let known = name == super::super::params::FROM_PAGE
+                    || op
+                        .params
+                        .iter()
+                        .any(|p| p.name == name || p.aliases.contains(&name.as_str()))
+                    || op.settings.iter().any(|(xml, _)| *xml == name);
+                assert!(known, "{action}: field {name}");
+            }
+            forms += 1;
+        }
+        assert!(forms > 10, "{forms}");
     }
 
     #[tokio::test]

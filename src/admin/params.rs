@@ -7,11 +7,6 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{Method, header};
 
 use super::error::AdminError;
-use crate::config::{
-    Access, HostAddress, ListenAddr, ListenOptions, Listener, RawValue, parse_access,
-    parse_host_address, parse_listen_addr, parse_weight,
-};
-use crate::scheduler::SchedulerKind;
 
 /// The hidden form field that marks a post from the running page: the answer is
 /// then a redirect back to the page instead of plain text.
@@ -93,17 +88,6 @@ fn decode(s: &[u8]) -> String {
 }
 
 impl Params {
-    /// Parameters from pairs (tests).
-    #[cfg(test)]
-    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Self {
-        Params(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-    }
-
     /// Whether the call came from a form of the running page.
     pub(crate) fn is_from_page(&self) -> bool {
         self.0.contains_key(FROM_PAGE)
@@ -121,84 +105,6 @@ impl Params {
     pub(crate) fn optional(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
-
-    /// A required, non-empty parameter.
-    pub(crate) fn required(&self, name: &'static str) -> Result<&str, AdminError> {
-        self.optional(name)
-            .ok_or(AdminError::MissingParameter(name))
-    }
-
-    /// The first present of several names (legacy aliases such as `host`/`name`).
-    pub(crate) fn required_any(&self, names: &[&'static str]) -> Result<&str, AdminError> {
-        names
-            .iter()
-            .find_map(|n| self.optional(n))
-            .ok_or(AdminError::MissingParameter(names[0]))
-    }
-
-    /// A host address `host:port`.
-    pub(crate) fn host_address(&self, name: &'static str) -> Result<HostAddress, AdminError> {
-        parse_host_address(self.required(name)?).map_err(|reason| bad(name, reason))
-    }
-
-    /// A listen address `host:port`.
-    pub(crate) fn listen(&self, name: &'static str) -> Result<ListenAddr, AdminError> {
-        parse_listen_addr(self.required(name)?).map_err(|reason| bad(name, reason))
-    }
-
-    /// A listener: the address `name`, with the optional listener settings
-    /// (`acceptProxy`, `trustedProxies`) read exactly as in a `<listen>` element.
-    pub(crate) fn listener(&self, name: &'static str) -> Result<Listener, AdminError> {
-        let mut listener = Listener::new(self.listen(name)?);
-        for (key, _) in ListenOptions::KEYS {
-            if let Some(value) = self.optional(key) {
-                listener
-                    .options
-                    .set(key, &RawValue::Text(value.to_string()))
-                    .map_err(|why| bad(key, why))?;
-            }
-        }
-        Ok(listener)
-    }
-
-    /// A scheduler name, `default` when absent.
-    pub(crate) fn scheduler(
-        &self,
-        name: &'static str,
-        default: Option<SchedulerKind>,
-    ) -> Result<SchedulerKind, AdminError> {
-        match (self.optional(name), default) {
-            (None, Some(d)) => Ok(d),
-            (None, None) => Err(AdminError::MissingParameter(name)),
-            (Some(s), _) => parse_scheduler(name, s),
-        }
-    }
-
-    /// A weight, 1 when absent.
-    pub(crate) fn weight(&self, name: &'static str) -> Result<u32, AdminError> {
-        self.optional(name).map_or(Ok(1), |w| {
-            parse_weight(w).map_err(|reason| bad(name, reason))
-        })
-    }
-
-    /// An access level, `full` when absent.
-    pub(crate) fn access(&self, name: &'static str) -> Result<Access, AdminError> {
-        self.optional(name).map_or(Ok(Access::Full), |a| {
-            parse_access(a).map_err(|reason| bad(name, reason))
-        })
-    }
-}
-
-pub(crate) fn bad(name: &'static str, reason: impl Into<String>) -> AdminError {
-    AdminError::BadParameter {
-        name,
-        reason: reason.into(),
-    }
-}
-
-pub(crate) fn parse_scheduler(name: &'static str, s: &str) -> Result<SchedulerKind, AdminError> {
-    s.parse::<SchedulerKind>()
-        .map_err(|e| bad(name, e.to_string()))
 }
 
 #[cfg(test)]
@@ -230,26 +136,9 @@ mod tests {
             .body(Body::from("group=g&name=h1&ip=127.0.0.1%3A80"))
             .unwrap();
         let p = Params::from_request(request, &()).await.unwrap();
-        assert_eq!(p.required("service").unwrap(), "s");
-        assert_eq!(p.required("group").unwrap(), "g");
-        assert_eq!(p.host_address("ip").unwrap().port, 80);
-        assert!(matches!(
-            p.required("weight"),
-            Err(AdminError::MissingParameter("weight"))
-        ));
-        assert_eq!(p.weight("weight").unwrap(), 1);
-    }
-
-    #[test]
-    fn bad_values_name_the_parameter() {
-        let p = Params::from_pairs(&[("ip", "nope"), ("weight", "0"), ("scheduler", "x")]);
-        for (e, name) in [
-            (p.host_address("ip").unwrap_err(), "ip"),
-            (p.weight("weight").unwrap_err(), "weight"),
-            (p.scheduler("scheduler", None).unwrap_err(), "scheduler"),
-        ] {
-            assert!(e.to_string().contains(&format!("{name:?}")), "{e}");
-            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
-        }
+        assert_eq!(p.optional("service"), Some("s"));
+        assert_eq!(p.optional("group"), Some("g"));
+        assert_eq!(p.optional("ip"), Some("127.0.0.1:80"));
+        assert_eq!(p.optional("weight"), None);
     }
 }

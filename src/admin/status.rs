@@ -15,7 +15,7 @@ use axum::{Extension, Json};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::pages::{ago, esc, utc};
+use super::html::{ago, esc, unified_html, utc};
 use super::{AdminState, Principal};
 use crate::config::writeback::Conflict;
 use crate::config::{Access, Config};
@@ -207,31 +207,6 @@ pub fn readable_config(access: Access, mut config: Config) -> Config {
 
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// A unified diff as a `<pre>` with added, removed and hunk lines marked.
-fn unified_html(diff: &str) -> String {
-    if diff.is_empty() {
-        return "<p><small>No difference.</small></p>".into();
-    }
-    let mut p = String::from("<pre class=\"diff\">");
-    for line in diff.lines() {
-        let class = if line.starts_with("+++") || line.starts_with("---") {
-            " class=\"f\""
-        } else if line.starts_with('+') {
-            " class=\"a\""
-        } else if line.starts_with('-') {
-            " class=\"d\""
-        } else if line.starts_with("@@") {
-            " class=\"h\""
-        } else {
-            ""
-        };
-        // Block spans (see the page style): no newline between them.
-        let _ = write!(p, "<span{class}>{}</span>", esc(line));
-    }
-    p.push_str("</pre>");
-    p
 }
 
 /// `GET /api/v1/config/status`: the write-back conflict and the last reload.

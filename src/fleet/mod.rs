@@ -782,7 +782,7 @@ impl Presence {
                         service: service.name.to_string(),
                         group: group.name.to_string(),
                         host: host.name.to_string(),
-                        health: health_name(view.health).to_string(),
+                        health: view.health.name().to_string(),
                         reason: view.bad.map(|b| b.reason),
                     });
                 }
@@ -845,14 +845,6 @@ impl Presence {
     }
 }
 
-fn health_name(health: HostHealth) -> &'static str {
-    match health {
-        HostHealth::Up => "up",
-        HostHealth::Bad => "bad",
-        HostHealth::AdminDown => "admin-down",
-    }
-}
-
 /// Hosts that at least one instance sees bad or admin-down, with who sees what.
 fn hosts_down(statuses: &[(String, Vec<HostStatus>)]) -> Vec<FleetHostDown> {
     let mut by_host: BTreeMap<(String, String, String), FleetHostDown> = BTreeMap::new();
@@ -867,9 +859,8 @@ fn hosts_down(statuses: &[(String, Vec<HostStatus>)]) -> Vec<FleetHostDown> {
                     down: Vec::new(),
                     up: Vec::new(),
                 });
-            let health = match h.health.as_str() {
-                "bad" => HostHealth::Bad,
-                "admin-down" => HostHealth::AdminDown,
+            let health = match HostHealth::from_name(&h.health) {
+                Some(health @ (HostHealth::Bad | HostHealth::AdminDown)) => health,
                 _ => {
                     entry.up.push(instance.clone());
                     continue;

@@ -1,50 +1,30 @@
 //! The console's command language: one table of commands ([`COMMANDS`]) drives
-//! parsing, `help`, tab completion and the read-only rule; each change becomes the
-//! same [`Command`] the web admin applies (see `admin/legacy.rs` for the mapping
-//! of txLoadBalancer's calls, which this follows word for word).
+//! parsing, `help`, tab completion, the script functions and the read-only
+//! rule. The commands that change the balancer are the operations of
+//! [`crate::ops`] (the same the web API runs): this file reads their words and
+//! prints their answer; the others (`show …`, `watch`, `help`) are the
+//! console's own views.
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
+use std::sync::LazyLock;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::SshSettings;
+use super::views::{connections_table, host_rows, hosts_table, services_table, stats_table, table};
+use crate::BalancerHandle;
 use crate::admin::Principal;
-use crate::config::{
-    Access, Config, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SCHEDULER, GroupConfig, HostConfig, Listener,
-    RawValue, ServiceConfig, parse_access, parse_host_address, parse_listen_addr, parse_seconds,
-    parse_weight,
-};
-use crate::control::{Command, ControlError};
+use crate::config::{Access, Config, DEFAULT_SCHEDULER, parse_seconds};
+use crate::control::ControlError;
+pub use crate::ops::Arg;
+use crate::ops::{AddUser, Args, OPERATIONS, Op, OpError, Operation, read};
 use crate::scheduler::SchedulerKind;
-use crate::state::HostHealth;
-use crate::{BalancerHandle, HostStatsEntry, Stats};
 
 /// Default refresh period of `watch stats`.
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 /// Shortest refresh period `watch stats` accepts.
 pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
-
-/// What kind of value an argument is: for completion and usage lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arg {
-    /// A service name.
-    Service,
-    /// A group name of the service given before it.
-    Group,
-    /// A host name of the group (or, without a group, of the service) given before.
-    Host,
-    /// A scheduler name.
-    Scheduler,
-    /// A listener of the service given before it.
-    Listener,
-    /// An admin user name.
-    User,
-    /// `full` or `readonly`.
-    AccessLevel,
-    /// Anything else (an address, a number).
-    Value,
-}
 
 /// One console command: its words, arguments, flags and whether it changes the
 /// balancer (read-only users may run only those that do not).
@@ -53,7 +33,7 @@ pub struct Spec {
     /// The command's words, e.g. `["host", "add"]`.
     pub words: &'static [&'static str],
     /// Positional arguments: name shown in usage and kind.
-    pub args: &'static [(&'static str, Arg)],
+    pub args: Vec<(&'static str, Arg)>,
     /// How many of `args` are required (the rest are optional, in order).
     pub required: usize,
     /// Accepted flags, e.g. `--json`.
@@ -64,6 +44,11 @@ pub struct Spec {
     pub summary: &'static str,
     /// More for `help COMMAND` (may be empty).
     pub detail: &'static str,
+    /// Whether scripts have it as a function (not those that talk to the
+    /// terminal).
+    pub(crate) script: bool,
+    /// The operation it runs; `None` for the console's own commands.
+    pub(crate) op: Option<&'static Operation>,
 }
 
 impl Spec {
@@ -109,6 +94,25 @@ impl Spec {
             .map(|(name, _)| format!("{name}: one of {}", scheduler_names().join(", ")))
             .collect()
     }
+
+    /// The console command of an operation: its parameters but those the
+    /// console asks for, then one `NAME=VALUE` word per setting.
+    fn of(op: &'static Operation) -> Spec {
+        let on_line = || op.params.iter().filter(|p| !p.asked);
+        let mut args: Vec<(&'static str, Arg)> = on_line().map(|p| (p.label, p.kind)).collect();
+        args.extend(op.settings.iter().map(|_| ("SETTING", Value)));
+        Spec {
+            words: op.words,
+            args,
+            required: on_line().filter(|p| p.required).count(),
+            flags: &[],
+            changes: true,
+            summary: op.summary,
+            detail: op.detail,
+            script: !op.params.iter().any(|p| p.asked),
+            op: Some(op),
+        }
+    }
 }
 
 /// The canonical scheduler names, from [`SchedulerKind::ALL`] (the table the
@@ -124,333 +128,161 @@ const GRP: (&str, Arg) = ("GROUP", Group);
 const HST: (&str, Arg) = ("HOST", Host);
 const JSON: &[&str] = &["--json"];
 
-/// Every console command, in `help` order.
-pub const COMMANDS: &[Spec] = &[
-    Spec {
-        words: &["help"],
-        args: &[("COMMAND", Value)],
-        required: 0,
-        flags: &[],
-        changes: false,
-        summary: "list the commands, or explain one",
-        detail: "Exit status of a command run as `ssh … 'COMMAND'`: 0 done, 1 refused \
-                 (unknown name, a rule of the model, a failed hook), 2 not understood, \
-                 3 not allowed for a read-only user.",
-    },
-    Spec {
-        words: &["show", "services"],
-        args: &[],
-        required: 0,
-        flags: JSON,
-        changes: false,
-        summary: "services with listeners, enabled group and counters",
-        detail: "",
-    },
-    Spec {
-        words: &["show", "stats"],
-        args: &[],
-        required: 0,
-        flags: JSON,
-        changes: false,
-        summary: "counters of every host (--json: the whole balancer's stats)",
-        detail: "",
-    },
-    Spec {
-        words: &["show", "hosts"],
-        args: &[SVC, GRP],
-        required: 0,
-        flags: JSON,
-        changes: false,
-        summary: "hosts with address, weight, state and why they are bad",
-        detail: "",
-    },
-    Spec {
-        words: &["show", "connections"],
-        args: &[SVC, HST],
-        required: 0,
-        flags: JSON,
-        changes: false,
-        summary: "open client connections, oldest first",
-        detail: "",
-    },
-    Spec {
-        words: &["show", "users"],
-        args: &[],
-        required: 0,
-        flags: JSON,
-        changes: false,
-        summary: "admin users and their access",
-        detail: "",
-    },
-    Spec {
-        words: &["show", "config"],
-        args: &[],
-        required: 0,
-        flags: &["--boot", "--toml", "--json"],
-        changes: false,
-        summary: "the running configuration as XML (or TOML, JSON; --boot: as started)",
-        detail: "",
-    },
-    Spec {
-        words: &["show", "diff"],
-        args: &[],
-        required: 0,
-        flags: &[],
-        changes: false,
-        summary: "what changed since start (boot vs running configuration)",
-        detail: "",
-    },
-    Spec {
-        words: &["whoami"],
-        args: &[],
-        required: 0,
-        flags: JSON,
-        changes: false,
-        summary: "who you are logged in as, and your access",
-        detail: "",
-    },
-    Spec {
-        words: &["watch", "stats"],
-        args: &[("SECONDS", Value)],
-        required: 0,
-        flags: &[],
-        changes: false,
-        summary: "show stats again every SECONDS (default 2) until a key is pressed",
-        detail: "",
-    },
-    Spec {
-        words: &["host", "add"],
-        args: &[
-            SVC,
-            GRP,
-            ("NAME", Value),
-            ("ADDRESS", Value),
-            ("WEIGHT", Value),
-        ],
-        required: 4,
-        flags: &[],
-        changes: true,
-        summary: "add a host (ADDRESS is name-or-ip:port; WEIGHT default 1)",
-        detail: "",
-    },
-    Spec {
-        words: &["host", "del"],
-        args: &[SVC, GRP, HST],
-        required: 3,
-        flags: &[],
-        changes: true,
-        summary: "remove a host; its open connections continue",
-        detail: "",
-    },
-    Spec {
-        words: &["host", "down"],
-        args: &[SVC, GRP, HST],
-        required: 3,
-        flags: &[],
-        changes: true,
-        summary: "take a host out of rotation (admin-down)",
-        detail: "",
-    },
-    Spec {
-        words: &["host", "up"],
-        args: &[SVC, GRP, HST],
-        required: 3,
-        flags: &[],
-        changes: true,
-        summary: "put an admin-down host back in rotation",
-        detail: "",
-    },
-    Spec {
-        words: &["host", "retry"],
-        args: &[SVC, GRP, HST],
-        required: 3,
-        flags: &[],
-        changes: true,
-        summary: "probe a host now; back in rotation if it answers",
-        detail: "",
-    },
-    Spec {
-        words: &["host", "drain"],
-        args: &[SVC, GRP, HST, ("SECONDS", Value)],
-        required: 3,
-        flags: &[],
-        changes: true,
-        summary: "admin-down a host, and close what is still open after SECONDS",
-        detail: "",
-    },
-    Spec {
-        words: &["group", "add"],
-        args: &[SVC, ("GROUP", Value), ("SCHEDULER", Scheduler)],
-        required: 2,
-        flags: &[],
-        changes: true,
-        summary: "add an empty group",
-        detail: "",
-    },
-    Spec {
-        words: &["group", "del"],
-        args: &[SVC, GRP],
-        required: 2,
-        flags: &[],
-        changes: true,
-        summary: "remove a group that is not enabled",
-        detail: "",
-    },
-    Spec {
-        words: &["group", "enable"],
-        args: &[SVC, GRP],
-        required: 2,
-        flags: &[],
-        changes: true,
-        summary: "switch the enabled group; open connections continue",
-        detail: "",
-    },
-    Spec {
-        words: &["group", "clear"],
-        args: &[SVC, GRP],
-        required: 2,
-        flags: &[],
-        changes: true,
-        summary: "remove every host of a group that is not enabled",
-        detail: "",
-    },
-    Spec {
-        words: &["scheduler", "set"],
-        args: &[SVC, GRP, ("SCHEDULER", Scheduler)],
-        required: 3,
-        flags: &[],
-        changes: true,
-        summary: "change a group's scheduler",
-        detail: "",
-    },
-    Spec {
-        words: &["listen", "add"],
-        args: &[
-            SVC,
-            ("ADDRESS", Value),
-            ("SETTING", Value),
-            ("SETTING", Value),
-        ],
-        required: 2,
-        flags: &[],
-        changes: true,
-        summary: "listen on one more address for a service",
-        detail: "SETTING: acceptProxy=true|false or trustedProxies=CIDR,... for this \
-                 listener alone (as on <listen>); without, it follows the service.",
-    },
-    Spec {
-        words: &["listen", "del"],
-        args: &[SVC, ("ADDRESS", Listener)],
-        required: 2,
-        flags: &[],
-        changes: true,
-        summary: "stop listening on an address",
-        detail: "",
-    },
-    Spec {
-        words: &["service", "add"],
-        args: &[
-            ("SERVICE", Value),
-            ("LISTEN", Value),
-            ("GROUP", Value),
-            ("SCHEDULER", Scheduler),
-        ],
-        required: 2,
-        flags: &[],
-        changes: true,
-        summary: "add a service with one empty group (GROUP default main)",
-        detail: "",
-    },
-    Spec {
-        words: &["service", "del"],
-        args: &[SVC],
-        required: 1,
-        flags: &[],
-        changes: true,
-        summary: "remove a service; its connections continue",
-        detail: "",
-    },
-    Spec {
-        words: &["connection", "close"],
-        args: &[("ID", Value)],
-        required: 1,
-        flags: &[],
-        changes: true,
-        summary: "close one open connection (ids from show connections)",
-        detail: "",
-    },
-    Spec {
-        words: &["user", "add"],
-        args: &[("NAME", Value), ("ACCESS", AccessLevel)],
-        required: 1,
-        flags: &[],
-        changes: true,
-        summary: "add an admin user (asks for the password; ACCESS full or readonly)",
-        detail: "Run as `ssh … 'user add NAME'`, the password is the first line of \
-                 standard input.",
-    },
-    Spec {
-        words: &["user", "del"],
-        args: &[("NAME", User)],
-        required: 1,
-        flags: &[],
-        changes: true,
-        summary: "remove an admin user",
-        detail: "",
-    },
-    Spec {
-        words: &["config", "save"],
-        args: &[],
-        required: 0,
-        flags: &[],
-        changes: true,
-        summary: "write the running configuration to its file, keeping comments",
-        detail: "",
-    },
-    Spec {
-        words: &["config", "reload"],
-        args: &[],
-        required: 0,
-        flags: &[],
-        changes: true,
-        summary: "load the configuration file again (like SIGHUP)",
-        detail: "",
-    },
-    Spec {
-        words: &["log", "reopen"],
-        args: &[],
-        required: 0,
-        flags: &[],
-        changes: true,
-        summary: "reopen the log file (after rotation)",
-        detail: "",
-    },
-    Spec {
-        words: &["script"],
-        args: &[("CODE", Value)],
-        required: 0,
-        flags: &[],
-        changes: false,
-        summary: "run a Rhai script whose functions are these commands",
-        detail: "Functions: one per command, its words joined by _, taking its \
-                 arguments: host_down(\"svc\", \"g\", \"a\"), group_enable(…); \
-                 show_stats(), show_hosts(SERVICE) … return maps and arrays; \
-                 run(\"any console line\") returns its output. Errors can be caught \
-                 with try/catch. Without CODE the script is read from standard \
-                 input (exec), or typed until a line with a single . (console). \
-                 Example: for h in show_hosts(\"svc\") { if h.health == \"bad\" \
-                 { print(host_retry(h.service, h.group, h.name)) } }",
-    },
-    Spec {
-        words: &["exit"],
-        args: &[],
-        required: 0,
-        flags: &[],
-        changes: false,
-        summary: "leave the console (also quit, Ctrl-D)",
-        detail: "",
-    },
+/// A command of the console's own, which only reads or talks to the terminal.
+struct Own {
+    words: &'static [&'static str],
+    args: &'static [(&'static str, Arg)],
+    required: usize,
+    flags: &'static [&'static str],
+    summary: &'static str,
+    detail: &'static str,
+    script: bool,
+}
+
+impl Own {
+    const fn new(words: &'static [&'static str], summary: &'static str) -> Own {
+        Own {
+            words,
+            args: &[],
+            required: 0,
+            flags: &[],
+            summary,
+            detail: "",
+            script: true,
+        }
+    }
+
+    const fn args(mut self, args: &'static [(&'static str, Arg)], required: usize) -> Own {
+        self.args = args;
+        self.required = required;
+        self
+    }
+
+    const fn flags(mut self, flags: &'static [&'static str]) -> Own {
+        self.flags = flags;
+        self
+    }
+
+    const fn detail(mut self, detail: &'static str) -> Own {
+        self.detail = detail;
+        self
+    }
+
+    /// Not a script function: it talks to the terminal.
+    const fn terminal(mut self) -> Own {
+        self.script = false;
+        self
+    }
+
+    fn spec(&self) -> Spec {
+        Spec {
+            words: self.words,
+            args: self.args.to_vec(),
+            required: self.required,
+            flags: self.flags,
+            changes: false,
+            summary: self.summary,
+            detail: self.detail,
+            script: self.script,
+            op: None,
+        }
+    }
+}
+
+/// The console's own commands before the operations in `help`.
+const VIEWS: &[Own] = &[
+    Own::new(&["help"], "list the commands, or explain one")
+        .args(&[("COMMAND", Value)], 0)
+        .detail(
+            "Exit status of a command run as `ssh … 'COMMAND'`: 0 done, 1 refused \
+             (unknown name, a rule of the model, a failed hook), 2 not understood, \
+             3 not allowed for a read-only user.",
+        )
+        .terminal(),
+    Own::new(
+        &["show", "services"],
+        "services with listeners, enabled group and counters",
+    )
+    .flags(JSON),
+    Own::new(
+        &["show", "stats"],
+        "counters of every host (--json: the whole balancer's stats)",
+    )
+    .flags(JSON),
+    Own::new(
+        &["show", "hosts"],
+        "hosts with address, weight, state and why they are bad",
+    )
+    .args(&[SVC, GRP], 0)
+    .flags(JSON),
+    Own::new(
+        &["show", "connections"],
+        "open client connections, oldest first",
+    )
+    .args(&[SVC, HST], 0)
+    .flags(JSON),
+    Own::new(&["show", "users"], "admin users and their access").flags(JSON),
+    Own::new(
+        &["show", "config"],
+        "the running configuration as XML (or TOML, JSON; --boot: as started)",
+    )
+    .flags(&["--boot", "--toml", "--json"]),
+    Own::new(
+        &["show", "diff"],
+        "what changed since start (boot vs running configuration)",
+    ),
+    Own::new(&["whoami"], "who you are logged in as, and your access").flags(JSON),
+    Own::new(
+        &["watch", "stats"],
+        "show stats again every SECONDS (default 2) until a key is pressed",
+    )
+    .args(&[("SECONDS", Value)], 0)
+    .terminal(),
 ];
+
+/// The console's own commands after the operations in `help`.
+const SESSION: &[Own] = &[
+    Own::new(
+        &["script"],
+        "run a Rhai script whose functions are these commands",
+    )
+    .args(&[("CODE", Value)], 0)
+    .detail(
+        "Functions: one per command, its words joined by _, taking its \
+         arguments: host_down(\"svc\", \"g\", \"a\"), group_enable(…); \
+         show_stats(), show_hosts(SERVICE) … return maps and arrays; \
+         run(\"any console line\") returns its output. Errors can be caught \
+         with try/catch. Without CODE the script is read from standard \
+         input (exec), or typed until a line with a single . (console). \
+         Example: for h in show_hosts(\"svc\") { if h.health == \"bad\" \
+         { print(host_retry(h.service, h.group, h.name)) } }",
+    )
+    .terminal(),
+    Own::new(&["exit"], "leave the console (also quit, Ctrl-D)").terminal(),
+];
+
+/// Every console command, in `help` order: the views, every operation, the
+/// session's commands.
+pub static COMMANDS: LazyLock<Vec<Spec>> = LazyLock::new(|| {
+    VIEWS
+        .iter()
+        .map(Own::spec)
+        .chain(OPERATIONS.iter().map(Spec::of))
+        .chain(SESSION.iter().map(Own::spec))
+        .collect()
+});
+
+/// Names of the script functions (each command's words joined by `_`, and
+/// `run`), for `help script`.
+pub fn function_names() -> Vec<String> {
+    let mut names: Vec<String> = COMMANDS
+        .iter()
+        .filter(|s| s.script)
+        .map(|s| s.words.join("_"))
+        .collect();
+    names.push("run".into());
+    names
+}
 
 /// Why a console command did not run, and the exit status it gives in exec mode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -477,9 +309,21 @@ impl ConsoleError {
     }
 }
 
+/// A parameter the console read is wrong: a usage error naming it as usage
+/// lines do; anything else is a refusal.
+impl From<OpError> for ConsoleError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Missing { label, .. } => ConsoleError::Usage(format!("{label}: missing")),
+            OpError::Bad { label, reason, .. } => ConsoleError::Usage(format!("{label}: {reason}")),
+            e => ConsoleError::Refused(e.to_string()),
+        }
+    }
+}
+
 impl From<ControlError> for ConsoleError {
     fn from(e: ControlError) -> Self {
-        ConsoleError::Refused(e.to_string())
+        OpError::from(e).into()
     }
 }
 
@@ -501,11 +345,6 @@ impl Parsed {
 
     fn arg(&self, i: usize) -> Option<&str> {
         self.args.get(i).map(String::as_str)
-    }
-
-    /// Argument `i`, which parsing guaranteed when it is required.
-    fn req(&self, i: usize) -> &str {
-        self.arg(i).unwrap_or_default()
     }
 }
 
@@ -633,9 +472,20 @@ pub struct Context {
     /// Who is logged in.
     pub principal: Principal,
     /// The server's running scripts (at most a few at once).
-    pub(crate) scripts: std::sync::Arc<super::script::Scripts>,
+    pub(crate) scripts: std::sync::Arc<super::slots::Scripts>,
     /// The server's sessions: a running script holds a place among them.
     pub(crate) session: tokio_util::task::TaskTracker,
+}
+
+impl Context {
+    /// What an operation runs with: the balancer and this server's hooks.
+    fn op_context(&self) -> crate::ops::Context<'_> {
+        crate::ops::Context {
+            handle: &self.handle,
+            reopen_log: self.settings.reopen_log.clone(),
+            save_config: self.settings.save_config.clone(),
+        }
+    }
 }
 
 /// Runs one parsed command.
@@ -649,6 +499,9 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
     }
     if p.spec.changes {
         tracing::info!(user = %ctx.principal.name, command = %p.spec.name(), args = ?p.args, "ssh console change");
+    }
+    if let Some(op) = p.spec.op {
+        return run_op(ctx, p, op).await;
     }
     let h = &ctx.handle;
     let json = p.flag("--json");
@@ -685,21 +538,15 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
         }
         "show hosts" => {
             let stats = h.stats();
-            if let Some(service) = p.arg(0) {
-                let s = stats
-                    .services
-                    .iter()
-                    .find(|s| s.name == service)
-                    .ok_or_else(|| ControlError::UnknownService(service.into()))?;
-                if let Some(group) = p.arg(1)
-                    && !s.groups.iter().any(|g| g.name == group)
-                {
-                    return Err(ControlError::UnknownGroup {
-                        service: service.into(),
-                        group: group.into(),
-                    }
-                    .into());
+            // Names that do not exist are refused, not shown as no rows.
+            match (p.arg(0), p.arg(1)) {
+                (Some(service), Some(group)) => {
+                    read::group(&stats, service, group)?;
                 }
+                (Some(service), None) => {
+                    read::service(&stats, service)?;
+                }
+                _ => {}
             }
             let rows = host_rows(&stats, p.arg(0), p.arg(1));
             if json {
@@ -774,343 +621,74 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
             };
             Ok(Outcome::Watch(period))
         }
-        "host add" => {
-            let (service, group, host) = (p.req(0), p.req(1), p.req(2));
-            let address = parse_host_address(p.req(3)).map_err(|r| usage("ADDRESS", r))?;
-            let weight = p
-                .arg(4)
-                .map(parse_weight)
-                .transpose()
-                .map_err(|r| usage("WEIGHT", r))?
-                .unwrap_or(1);
-            h.apply(Command::AddHost {
-                service: service.into(),
-                group: group.into(),
-                host: HostConfig {
-                    name: host.into(),
-                    address: address.clone(),
-                    weight,
-                    options: Default::default(),
-                },
-            })
-            .await?;
-            text(format!(
-                "OK host {host} ({address}, weight {weight}) added to group {group} of service {service}\n"
-            ))
-        }
-        "host del" => {
-            let (service, group, host) = (p.req(0), p.req(1), p.req(2));
-            h.apply(Command::RemoveHost {
-                service: service.into(),
-                group: group.into(),
-                host: host.into(),
-            })
-            .await?;
-            text(format!(
-                "OK host {host} removed from group {group} of service {service}\n"
-            ))
-        }
-        "host down" | "host up" => {
-            let down = name == "host down";
-            let (service, group, host) = (p.req(0), p.req(1), p.req(2));
-            h.apply(Command::SetAdminDown {
-                service: service.into(),
-                group: group.into(),
-                host: host.into(),
-                down,
-            })
-            .await?;
-            text(if down {
-                format!("OK host {host} is admin-down\n")
-            } else {
-                format!("OK host {host} is admin-up\n")
-            })
-        }
-        "host retry" => {
-            let (service, group, host) = (p.req(0), p.req(1), p.req(2));
-            if h.retry_host(service, group, host).await? {
-                text(format!("OK host {host} answered and is in rotation\n"))
-            } else {
-                let reason = h
-                    .stats()
-                    .host(service, group, host)
-                    .and_then(|e| e.stats.bad.clone())
-                    .map(|b| b.reason)
-                    .unwrap_or_default();
-                text(format!(
-                    "OK host {host} did not answer and stays bad: {reason}\n"
-                ))
-            }
-        }
-        "host drain" => {
-            let (service, group, host) = (p.req(0), p.req(1), p.req(2));
-            let deadline = p
-                .arg(3)
-                .map(parse_seconds)
-                .transpose()
-                .map_err(|r| usage("SECONDS", r))?;
-            h.drain_host(service, group, host, deadline).await?;
-            let open = h
-                .stats()
-                .host(service, group, host)
-                .map_or(0, |e| e.stats.open);
-            text(match deadline {
-                None => format!("OK host {host} draining ({open} open)\n"),
-                Some(d) => format!(
-                    "OK host {host} draining ({open} open), the rest closed after {} s\n",
-                    d.as_secs_f64()
-                ),
-            })
-        }
-        "group add" => {
-            let (service, group) = (p.req(0), p.req(1));
-            let scheduler = scheduler_arg(p.arg(2))?;
-            h.apply(Command::AddGroup {
-                service: service.into(),
-                group: GroupConfig::new(group, scheduler, Vec::new()),
-            })
-            .await?;
-            text(format!(
-                "OK group {group} ({scheduler}) added to service {service}\n"
-            ))
-        }
-        "group del" => {
-            let (service, group) = (p.req(0), p.req(1));
-            h.apply(Command::RemoveGroup {
-                service: service.into(),
-                group: group.into(),
-            })
-            .await?;
-            text(format!("OK group {group} removed from service {service}\n"))
-        }
-        "group enable" => {
-            let (service, group) = (p.req(0), p.req(1));
-            h.apply(Command::EnableGroup {
-                service: service.into(),
-                group: group.into(),
-            })
-            .await?;
-            text(format!("OK group {group} of service {service} enabled\n"))
-        }
-        "group clear" => {
-            let (service, group) = (p.req(0), p.req(1));
-            h.apply(Command::RemoveAllHosts {
-                service: service.into(),
-                group: group.into(),
-            })
-            .await?;
-            text(format!(
-                "OK every host removed from group {group} of service {service}\n"
-            ))
-        }
-        "scheduler set" => {
-            let (service, group) = (p.req(0), p.req(1));
-            let scheduler = scheduler_arg(Some(p.req(2)))?;
-            h.apply(Command::SetScheduler {
-                service: service.into(),
-                group: group.into(),
-                scheduler,
-            })
-            .await?;
-            text(format!(
-                "OK group {group} of service {service} now uses scheduler {scheduler}\n"
-            ))
-        }
-        "listen add" => {
-            let service = p.req(0);
-            let listen = parse_listen_addr(p.req(1)).map_err(|r| usage("ADDRESS", r))?;
-            let mut listener = Listener::new(listen.clone());
-            for setting in [p.arg(2), p.arg(3)].into_iter().flatten() {
-                let (key, value) = setting
-                    .split_once('=')
-                    .ok_or_else(|| usage("SETTING", "expected NAME=VALUE"))?;
-                let known = listener
-                    .options
-                    .set(key, &RawValue::Text(value.into()))
-                    .map_err(|why| usage("SETTING", why))?;
-                if !known {
-                    return Err(usage(
-                        "SETTING",
-                        format!("unknown setting {key:?} (expected acceptProxy or trustedProxies)"),
-                    ));
-                }
-            }
-            h.apply(Command::AddListener {
-                service: service.into(),
-                listen: listener,
-            })
-            .await?;
-            let bound = h
-                .local_addr(service, Some(&listen))
-                .map_or_else(|| listen.to_string(), |a| a.to_string());
-            text(format!(
-                "OK service {service} now also listens on {bound}\n"
-            ))
-        }
-        "listen del" => {
-            let service = p.req(0);
-            let listen = parse_listen_addr(p.req(1)).map_err(|r| usage("ADDRESS", r))?;
-            h.apply(Command::RemoveListener {
-                service: service.into(),
-                listen: listen.clone(),
-            })
-            .await?;
-            text(format!(
-                "OK service {service} no longer listens on {listen}\n"
-            ))
-        }
-        "service add" => {
-            let service = p.req(0);
-            let listen = parse_listen_addr(p.req(1)).map_err(|r| usage("LISTEN", r))?;
-            let group = p.arg(2).unwrap_or("main");
-            let scheduler = scheduler_arg(p.arg(3))?;
-            h.apply(Command::AddService(Box::new(ServiceConfig {
-                name: service.into(),
-                listeners: vec![listen.clone().into()],
-                groups: vec![GroupConfig::new(group, scheduler, Vec::new())],
-                enabled_group: group.into(),
-                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-                options: Default::default(),
-            })))
-            .await?;
-            let bound = h
-                .local_addr(service, Some(&listen))
-                .map_or_else(|| listen.to_string(), |a| a.to_string());
-            text(format!(
-                "OK service {service} listening on {bound}, group {group} enabled\n"
-            ))
-        }
-        "service del" => {
-            let service = p.req(0);
-            h.apply(Command::RemoveService {
-                service: service.into(),
-            })
-            .await?;
-            text(format!("OK service {service} removed\n"))
-        }
-        "connection close" => {
-            let id: u64 = p
-                .req(0)
-                .parse()
-                .map_err(|_| usage("ID", "expected a connection id (a number)"))?;
-            if h.close_connection(id) {
-                text(format!("OK connection {id} closing\n"))
-            } else {
-                Err(ConsoleError::Refused(format!("no open connection {id}")))
-            }
-        }
-        "user add" => {
-            let access = p
-                .arg(1)
-                .map(parse_access)
-                .transpose()
-                .map_err(|r| usage("ACCESS", r))?
-                .unwrap_or(Access::Full);
-            let name = p.req(0).to_string();
-            if h.config()
-                .admin
-                .is_some_and(|a| a.users.iter().any(|u| u.name == name))
-            {
-                return Err(ControlError::DuplicateUser(name).into());
-            }
-            Ok(Outcome::AddUser { name, access })
-        }
-        "user del" => {
-            let user = p.req(0);
-            h.apply(Command::RemoveUser { name: user.into() }).await?;
-            text(format!("OK user {user} removed\n"))
-        }
-        "config save" => {
-            let Some(save) = ctx.settings.save_config.clone() else {
-                return Err(ConsoleError::Refused(
-                    "saving the configuration is not set up for this server".into(),
-                ));
-            };
-            let running = h.config();
-            let message = tokio::task::spawn_blocking(move || save(&running))
-                .await
-                .map_err(|_| ConsoleError::Refused("saving the configuration failed".into()))?
-                .map_err(|reason| {
-                    ConsoleError::Refused(format!("configuration not saved: {reason}"))
-                })?;
-            text(format!("OK {message}\n"))
-        }
-        "config reload" => {
-            let Some(path) = h.boot_config().source.clone() else {
-                return Err(ConsoleError::Refused(
-                    "the balancer was not started from a file".into(),
-                ));
-            };
-            let loaded = tokio::task::spawn_blocking({
-                let path = path.clone();
-                move || Config::from_path(&path)
-            })
-            .await
-            .map_err(|_| ConsoleError::Refused("reading the configuration failed".into()))?
-            .map_err(|e| ConsoleError::Refused(format!("reload refused: {e}")))?;
-            h.apply(Command::Replace(Box::new(loaded))).await?;
-            tracing::info!(config = %path.display(), "configuration reloaded from the SSH console");
-            text(format!(
-                "OK configuration reloaded from {}\n",
-                path.display()
-            ))
-        }
-        "log reopen" => {
-            let Some(reopen) = ctx.settings.reopen_log.clone() else {
-                return text("OK no log file: logging goes to stderr\n".into());
-            };
-            tokio::task::spawn_blocking(move || reopen())
-                .await
-                .map_err(|_| ConsoleError::Refused("reopening the log file failed".into()))?
-                .map_err(|error| {
-                    tracing::error!(%error, "reopening the log file failed");
-                    ConsoleError::Refused("reopening the log file failed".into())
-                })?;
-            tracing::info!("log file reopened");
-            text("OK log file reopened\n".into())
-        }
         other => Err(ConsoleError::Usage(format!("unknown command {other:?}"))),
     }
 }
 
-/// Hashes `password` and adds the user (the second half of `user add`).
+/// Runs an operation: its arguments in the order of its parameters, then
+/// `NAME=VALUE` settings. `user add` first asks for the password.
+async fn run_op(
+    ctx: &Context,
+    p: &Parsed,
+    op: &'static Operation,
+) -> Result<Outcome, ConsoleError> {
+    match op.parse(&op_args(op, &p.args)?)? {
+        Op::AddUser(AddUser {
+            name,
+            password: None,
+            access,
+        }) => {
+            let user = AddUser {
+                name,
+                password: None,
+                access,
+            };
+            user.refuse_taken(&ctx.handle)?;
+            Ok(Outcome::AddUser {
+                name: user.name,
+                access,
+            })
+        }
+        op => Ok(Outcome::Text(format!(
+            "{}\n",
+            op.run(&ctx.op_context()).await?.text
+        ))),
+    }
+}
+
+/// An operation's arguments from the words after its name: its parameters in
+/// order (but those the console asks for), then `NAME=VALUE` settings.
+fn op_args(op: &Operation, words: &[String]) -> Result<Args, ConsoleError> {
+    let mut args = Args::new();
+    let mut params = op.params.iter().filter(|p| !p.asked);
+    for word in words {
+        match params.next() {
+            Some(param) => args.set(param.name, word.as_str()),
+            None => {
+                let (key, value) = word
+                    .split_once('=')
+                    .ok_or_else(|| ConsoleError::Usage("SETTING: expected NAME=VALUE".into()))?;
+                args.setting(key, value);
+            }
+        }
+    }
+    Ok(args)
+}
+
+/// Adds the user with the password the console asked for (the second half of
+/// `user add`).
 pub async fn add_user(
     ctx: &Context,
     name: &str,
     access: Access,
     password: String,
 ) -> Result<String, ConsoleError> {
-    if password.is_empty() {
-        return Err(ConsoleError::Refused(
-            "empty password: user not added".into(),
-        ));
-    }
-    let password_hash = tokio::task::spawn_blocking(move || crate::admin::hash_password(&password))
-        .await
-        .map_err(|_| ConsoleError::Refused("password hashing failed".into()))?
-        .map_err(|e| ConsoleError::Refused(format!("{e}: user not added")))?;
-    ctx.handle
-        .apply(Command::AddUser(crate::config::UserConfig {
-            name: name.to_string(),
-            password_hash,
-            access,
-        }))
-        .await?;
-    Ok(format!(
-        "OK user {name} added with {} access\n",
-        access.name()
-    ))
-}
-
-fn usage(arg: &str, reason: impl std::fmt::Display) -> ConsoleError {
-    ConsoleError::Usage(format!("{arg}: {reason}"))
-}
-
-fn scheduler_arg(arg: Option<&str>) -> Result<SchedulerKind, ConsoleError> {
-    match arg {
-        None => Ok(DEFAULT_SCHEDULER),
-        Some(s) => s.parse().map_err(|e| usage("SCHEDULER", e)),
-    }
+    let op = Op::AddUser(AddUser {
+        name: name.to_string(),
+        password: Some(password),
+        access,
+    });
+    Ok(format!("{}\n", op.run(&ctx.op_context()).await?.text))
 }
 
 fn to_json(value: &impl Serialize) -> String {
@@ -1150,11 +728,7 @@ pub fn help(topic: Option<&str>) -> String {
                 let _ = writeln!(t, "    (changes the balancer: not for read-only users)");
             }
             if s.words == ["script"] {
-                let _ = writeln!(
-                    t,
-                    "    Functions: {}",
-                    super::script::function_names().join(", ")
-                );
+                let _ = writeln!(t, "    Functions: {}", function_names().join(", "));
             }
         }
         return t;
@@ -1187,7 +761,7 @@ pub fn complete(config: &Config, before: &str) -> crate::ssh::editor::Completion
     let help = words.first().is_some_and(|w| w == "help");
     let command_words = if help { &words[1..] } else { &words[..] };
     // The next word of a command name.
-    for spec in COMMANDS {
+    for spec in COMMANDS.iter() {
         if spec.words.len() > command_words.len()
             && spec.words.iter().zip(command_words).all(|(a, b)| a == b)
         {
@@ -1261,280 +835,6 @@ fn values(config: &Config, kind: Arg, service: Option<&str>, group: Option<&str>
     }
 }
 
-/// An aligned table: columns as wide as their widest cell, numbers right-aligned.
-pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
-    let n = headers.len();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    let mut numeric = vec![!rows.is_empty(); n];
-    for row in &rows {
-        for (i, cell) in row.iter().enumerate().take(n) {
-            widths[i] = widths[i].max(cell.chars().count());
-            if cell.parse::<f64>().is_err() {
-                numeric[i] = false;
-            }
-        }
-    }
-    let mut t = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let mut l = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            let pad = widths[i].saturating_sub(cell.chars().count());
-            if i > 0 {
-                l.push_str("  ");
-            }
-            if numeric[i] {
-                l.push_str(&" ".repeat(pad));
-                l.push_str(cell);
-            } else {
-                l.push_str(cell);
-                if i + 1 < cells.len() {
-                    l.push_str(&" ".repeat(pad));
-                }
-            }
-        }
-        t.push_str(l.trim_end());
-        t.push('\n');
-    };
-    line(headers.to_vec());
-    for row in &rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-    t
-}
-
-fn health(h: HostHealth) -> &'static str {
-    match h {
-        HostHealth::Up => "up",
-        HostHealth::Bad => "bad",
-        HostHealth::AdminDown => "admin-down",
-    }
-}
-
-fn services_table(stats: &Stats) -> String {
-    let rows = stats
-        .services
-        .iter()
-        .map(|s| {
-            let hosts: Vec<&HostStatsEntry> = s
-                .groups
-                .iter()
-                .filter(|g| g.enabled)
-                .flat_map(|g| &g.hosts)
-                .collect();
-            let up = hosts
-                .iter()
-                .filter(|h| h.stats.health == HostHealth::Up)
-                .count();
-            let open: u64 = s
-                .groups
-                .iter()
-                .flat_map(|g| &g.hosts)
-                .map(|h| h.stats.open)
-                .sum();
-            let listeners: Vec<String> = s.listeners.iter().map(|l| l.local.to_string()).collect();
-            vec![
-                s.name.clone(),
-                listeners.join(","),
-                match (&s.serving_group, s.on_backup) {
-                    (Some(backup), true) => format!("{} (on backup {backup})", s.enabled_group),
-                    _ => s.enabled_group.clone(),
-                },
-                s.groups.len().to_string(),
-                format!("{up}/{}", hosts.len()),
-                open.to_string(),
-                s.counters.accepted.to_string(),
-                s.counters.failovers.to_string(),
-                s.counters.no_host.to_string(),
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "SERVICE",
-            "LISTENING",
-            "ENABLED",
-            "GROUPS",
-            "UP",
-            "OPEN",
-            "ACCEPTED",
-            "FAILOVERS",
-            "NO-HOST",
-        ],
-        rows,
-    )
-}
-
-fn stats_table(stats: &Stats) -> String {
-    let mut rows = Vec::new();
-    for s in &stats.services {
-        for g in &s.groups {
-            let group = if g.enabled {
-                format!("{}*", g.name)
-            } else {
-                g.name.clone()
-            };
-            for (h, draining) in g
-                .hosts
-                .iter()
-                .map(|h| (h, false))
-                .chain(g.draining.iter().map(|h| (h, true)))
-            {
-                let v = &h.stats;
-                let state = if draining {
-                    "removed"
-                } else {
-                    health(v.health)
-                };
-                rows.push(vec![
-                    s.name.clone(),
-                    group.clone(),
-                    h.name.clone(),
-                    state.to_string(),
-                    v.open.to_string(),
-                    v.total.to_string(),
-                    v.failures.to_string(),
-                    v.picks.to_string(),
-                    v.bytes_in.to_string(),
-                    v.bytes_out.to_string(),
-                ]);
-            }
-        }
-    }
-    let mut t = table(
-        &[
-            "SERVICE",
-            "GROUP",
-            "HOST",
-            "STATE",
-            "OPEN",
-            "TOTAL",
-            "FAILED",
-            "PICKS",
-            "BYTES-IN",
-            "BYTES-OUT",
-        ],
-        rows,
-    );
-    t.push_str("(* the enabled group)\n");
-    t
-}
-
-/// One host in `show hosts --json`.
-#[derive(Debug, Serialize)]
-struct HostRow<'a> {
-    service: &'a str,
-    group: &'a str,
-    /// Whether the host's group is the enabled one.
-    enabled_group: bool,
-    #[serde(flatten)]
-    host: &'a HostStatsEntry,
-}
-
-fn host_rows<'a>(stats: &'a Stats, service: Option<&str>, group: Option<&str>) -> Vec<HostRow<'a>> {
-    let mut rows = Vec::new();
-    for s in stats
-        .services
-        .iter()
-        .filter(|s| service.is_none_or(|n| s.name == n))
-    {
-        for g in s
-            .groups
-            .iter()
-            .filter(|g| group.is_none_or(|n| g.name == n))
-        {
-            for h in &g.hosts {
-                rows.push(HostRow {
-                    service: &s.name,
-                    group: &g.name,
-                    enabled_group: g.enabled,
-                    host: h,
-                });
-            }
-        }
-    }
-    rows
-}
-
-fn hosts_table(rows: &[HostRow<'_>]) -> String {
-    let now = SystemTime::now();
-    let rows = rows
-        .iter()
-        .map(|r| {
-            let v = &r.host.stats;
-            let why = v.bad.as_ref().map_or_else(String::new, |b| {
-                let ago = now.duration_since(b.since).map_or(0, |d| d.as_secs());
-                format!("{} ({ago} s ago)", b.reason)
-            });
-            let group = if r.enabled_group {
-                format!("{}*", r.group)
-            } else {
-                r.group.to_string()
-            };
-            vec![
-                r.service.to_string(),
-                group,
-                r.host.name.clone(),
-                r.host.address.clone(),
-                r.host.weight.to_string(),
-                health(v.health).to_string(),
-                v.open.to_string(),
-                why,
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "SERVICE", "GROUP", "HOST", "ADDRESS", "WEIGHT", "STATE", "OPEN", "WHY",
-        ],
-        rows,
-    )
-}
-
-fn connections_table(list: &[crate::state::ConnectionInfo]) -> String {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    let rows = list
-        .iter()
-        .map(|c| {
-            vec![
-                c.id.to_string(),
-                c.service.clone(),
-                c.group.clone(),
-                c.host.clone(),
-                c.client.to_string(),
-                format!("{:.0}", (now - c.since).max(0.0)),
-                c.bytes_in.to_string(),
-                c.bytes_out.to_string(),
-                if c.parked { "parked" } else { "" }.to_string(),
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "ID",
-            "SERVICE",
-            "GROUP",
-            "HOST",
-            "CLIENT",
-            "AGE-S",
-            "BYTES-IN",
-            "BYTES-OUT",
-            "IDLE",
-        ],
-        rows,
-    )
-}
-
-/// `show stats` for `watch stats`: the table under a title line.
-pub fn watch_frame(handle: &BalancerHandle, period: Duration) -> String {
-    format!(
-        "Every {} s: show stats   (press any key to stop)\n\n{}",
-        period.as_secs_f64(),
-        stats_table(&handle.stats())
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1585,7 +885,7 @@ mod tests {
     #[test]
     fn every_command_has_a_unique_name_and_consistent_arguments() {
         let mut names = std::collections::HashSet::new();
-        for s in COMMANDS {
+        for s in COMMANDS.iter() {
             assert!(names.insert(s.name()), "{}", s.name());
             assert!(s.required <= s.args.len(), "{}", s.name());
             assert!(help(Some(&s.name())).contains(&s.usage()));
@@ -1599,7 +899,7 @@ mod tests {
     #[test]
     fn help_and_completion_follow_the_scheduler_table() {
         let all: Vec<&str> = SchedulerKind::ALL.iter().map(|k| k.name()).collect();
-        for spec in COMMANDS {
+        for spec in COMMANDS.iter() {
             for text in [spec.summary, spec.detail] {
                 for word in text.split(|c: char| !c.is_ascii_alphanumeric()) {
                     assert!(
@@ -1620,7 +920,7 @@ mod tests {
             let listed: Vec<&str> = listed.split(", ").collect();
             assert_eq!(listed, all, "{}", spec.name());
             for name in &listed {
-                assert!(scheduler_arg(Some(name)).is_ok(), "{name}");
+                assert!(name.parse::<SchedulerKind>().is_ok(), "{name}");
             }
             let mut line = spec.words.join(" ");
             for _ in 0..at {
@@ -1629,7 +929,7 @@ mod tests {
             line.push(' ');
             assert_eq!(cands(&line).len(), all.len(), "{line}");
             if at >= spec.required {
-                let default = scheduler_arg(None).unwrap();
+                let default = DEFAULT_SCHEDULER;
                 assert!(
                     spec.summary_line()
                         .ends_with(&format!("(SCHEDULER default {default})")),
@@ -1687,15 +987,66 @@ mod tests {
         assert_eq!(done.start, "host down web ".len());
     }
 
+    /// A console line and the legacy call with the same values make the same
+    /// operation: the console's words are the operation's parameters.
     #[test]
-    fn tables_align_columns_and_right_align_numbers() {
-        let t = table(
-            &["NAME", "OPEN"],
-            vec![
-                vec!["a".into(), "7".into()],
-                vec!["long".into(), "123".into()],
-            ],
-        );
-        assert_eq!(t, "NAME  OPEN\na        7\nlong   123\n");
+    fn console_words_and_legacy_parameters_make_the_same_operation() {
+        let value = |label: &str| match label {
+            "ADDRESS" | "LISTEN" => "127.0.0.1:81",
+            "WEIGHT" | "ID" | "SECONDS" => "3",
+            "SCHEDULER" => "leastc",
+            "ACCESS" => "readonly",
+            "HOST" => "h1",
+            _ => "x",
+        };
+        for op in crate::ops::OPERATIONS {
+            let name = op.words.join(" ");
+            let on_line: Vec<&crate::ops::Param> = op.params.iter().filter(|p| !p.asked).collect();
+            let mut line = name.clone();
+            let mut legacy = Args::new();
+            for p in &on_line {
+                line.push(' ');
+                line.push_str(value(p.label));
+                legacy.set(p.name, value(p.label));
+            }
+            if !op.settings.is_empty() {
+                line.push_str(" acceptProxy=true");
+                legacy.setting("acceptProxy", "true");
+            }
+            let parsed = parse(&words(&line)).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(parsed.spec.op.map(|o| o.words), Some(op.words), "{line}");
+            let console = op.parse(&op_args(op, &parsed.args).unwrap());
+            let web = op.parse(&legacy);
+            assert_eq!(format!("{console:?}"), format!("{web:?}"), "{line}");
+            assert!(console.is_ok(), "{line}: {console:?}");
+        }
+    }
+
+    /// Each operation is a console command from the same table: found by its
+    /// words, with help, completion and (unless it asks for a password) a
+    /// script function.
+    #[test]
+    fn every_operation_is_a_command_with_help_completion_and_a_function() {
+        for op in crate::ops::OPERATIONS {
+            let name = op.words.join(" ");
+            let words: Vec<String> = op.words.iter().map(|w| w.to_string()).collect();
+            let spec = find_spec(&words).unwrap_or_else(|| panic!("{name}"));
+            assert!(spec.op.is_some_and(|o| std::ptr::eq(o, op)), "{name}");
+            assert!(spec.changes, "{name}");
+            assert!(help(Some(&name)).contains(&spec.usage()), "{name}");
+            assert!(cands(op.words[0]).contains(&words[0]), "{name}");
+            assert!(
+                cands(&format!("{} ", op.words[0])).contains(&words[1]),
+                "{name}"
+            );
+            // Script functions take up to seven arguments.
+            assert!(spec.args.len() <= 7, "{name}");
+            let asked = op.params.iter().any(|p| p.asked);
+            assert_eq!(
+                function_names().contains(&op.words.join("_")),
+                !asked,
+                "{name}"
+            );
+        }
     }
 }

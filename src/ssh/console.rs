@@ -216,7 +216,7 @@ async fn watch_exec(channel: &mut Channel, ctx: &Context, period: Duration, pty:
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let mut frame = commands::watch_frame(&ctx.handle, period);
+                let mut frame = super::views::watch_frame(&ctx.handle, period);
                 frame.push('\n');
                 let bytes = if pty { crlf(&frame) } else { frame.into_bytes() };
                 if channel.data_bytes(bytes).await.is_err() {
@@ -474,7 +474,7 @@ impl Interactive {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    let frame = commands::watch_frame(&self.ctx.handle, period);
+                    let frame = super::views::watch_frame(&self.ctx.handle, period);
                     let mut bytes = b"\x1b[H\x1b[2J".to_vec();
                     bytes.extend(crlf(&frame));
                     if !self.write_raw(bytes).await {

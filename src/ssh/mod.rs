@@ -41,6 +41,8 @@ mod keys;
 mod memory;
 mod script;
 mod server;
+mod slots;
+mod views;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -270,7 +272,7 @@ pub async fn start(
         sessions: TaskTracker::new(),
         max_sessions,
         unauthenticated: Mutex::new(server::Waiting::new(max_sessions / 2)),
-        scripts: script::Scripts::new(),
+        scripts: slots::Scripts::new(),
     });
     let stop = shared.handle.shutdown_token().child_token();
     let task = tokio::spawn(accept_loop(

@@ -19,7 +19,7 @@
 //! so no single call can outgrow the limits or outlive the wall time. A script
 //! uses at most [`CPU_SHARE`] of a core: past it, it sleeps.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,11 @@ use rhai::{
 };
 
 use super::commands::{self, COMMANDS, ConsoleError, Context, Outcome};
+
 use super::memory::Meter;
 pub use super::memory::MeteredAlloc;
+pub use super::slots::MAX_SCRIPTS;
+use super::slots::Slot;
 
 /// Most Rhai operations one script may run.
 pub const MAX_OPERATIONS: u64 = 50_000_000;
@@ -38,8 +41,6 @@ pub const MAX_SCRIPT_BYTES: usize = 256 * 1024;
 /// Most memory one script may hold (its values, variables and output), in
 /// bytes; counted by [`MeteredAlloc`].
 pub const MAX_SCRIPT_MEMORY: usize = 64 * 1024 * 1024;
-/// Scripts running at once (in the whole console); one more is refused.
-pub const MAX_SCRIPTS: usize = 4;
 /// How long a script may run (the default of `SshSettings::script_timeout`).
 pub const SCRIPT_TIMEOUT: Duration = crate::config::DEFAULT_SCRIPT_TIMEOUT;
 /// Most output a script may print, in bytes; the rest is cut. Also the
@@ -62,43 +63,7 @@ const SCRIPT_STACK: usize = 8 * 1024 * 1024;
 /// Operations between two looks at the balancer's shutdown.
 const CHECK_EVERY: u64 = 256;
 
-/// Console commands that are not script functions (they talk to the terminal).
-const NOT_IN_SCRIPTS: &[&str] = &["help", "exit", "watch stats", "user add", "script"];
-
 type Call = Arc<dyn Fn(Vec<String>) -> Result<Dynamic, Box<EvalAltResult>> + Send + Sync>;
-
-/// The scripts running in one console server.
-#[derive(Debug, Default)]
-pub(crate) struct Scripts {
-    /// How many run now; written by [`run`] and its threads' [`Slot`].
-    running: AtomicUsize,
-}
-
-impl Scripts {
-    pub(crate) fn new() -> Arc<Scripts> {
-        Arc::new(Scripts::default())
-    }
-}
-
-/// One of the [`MAX_SCRIPTS`] places, held by a script's thread until it ends.
-struct Slot(Arc<Scripts>);
-
-impl Slot {
-    fn take(scripts: &Arc<Scripts>) -> Option<Slot> {
-        let taken = scripts
-            .running
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_SCRIPTS).then_some(n + 1)
-            });
-        taken.ok().map(|_| Slot(scripts.clone()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// Tells the script's thread to stop when the waiting side goes away (the
 /// session ended, or the console gave up on it).
@@ -683,8 +648,8 @@ fn register(engine: &mut Engine, ctx: &Context, runtime: &tokio::runtime::Handle
             },
         );
     }
-    for spec in COMMANDS {
-        if NOT_IN_SCRIPTS.contains(&spec.name().as_str()) {
+    for spec in COMMANDS.iter() {
+        if !spec.script {
             continue;
         }
         let json = spec.flags.contains(&"--json");
@@ -744,19 +709,31 @@ fn register_arity(engine: &mut Engine, name: &str, arity: usize, call: Call) {
                 },
             );
         }
+        6 => {
+            engine.register_fn(
+                name,
+                move |a: Dynamic, b: Dynamic, c: Dynamic, d: Dynamic, e: Dynamic, f: Dynamic| {
+                    call(vec![s(a), s(b), s(c), s(d), s(e), s(f)])
+                },
+            );
+        }
+        7 => {
+            engine.register_fn(
+                name,
+                move |a: Dynamic,
+                      b: Dynamic,
+                      c: Dynamic,
+                      d: Dynamic,
+                      e: Dynamic,
+                      f: Dynamic,
+                      g: Dynamic| {
+                    call(vec![s(a), s(b), s(c), s(d), s(e), s(f), s(g)])
+                },
+            );
+        }
+        // Past the longest command (a new service with its first host).
         _ => {}
     }
-}
-
-/// Names of the script functions, for `help script`.
-pub fn function_names() -> Vec<String> {
-    let mut names: Vec<String> = COMMANDS
-        .iter()
-        .filter(|s| !NOT_IN_SCRIPTS.contains(&s.name().as_str()))
-        .map(|s| s.words.join("_"))
-        .collect();
-    names.push("run".into());
-    names
 }
 
 #[cfg(test)]

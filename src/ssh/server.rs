@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::commands::Context;
 use super::keys::{AuthorizedKey, read_authorized_keys};
-use super::script::Scripts;
+use super::slots::Scripts;
 use super::{MAX_UNAUTHENTICATED_PER_SOURCE, SshSettings};
 use crate::BalancerHandle;
 use crate::admin::Principal;

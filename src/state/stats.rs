@@ -34,6 +34,26 @@ pub enum HostHealth {
     AdminDown,
 }
 
+impl HostHealth {
+    /// Every state, in the order pages and metrics list them.
+    pub const ALL: [HostHealth; 3] = [HostHealth::Up, HostHealth::Bad, HostHealth::AdminDown];
+
+    /// The state's one text (`up`, `bad`, `admin-down`): the same as its JSON
+    /// name, in every table, page, metric label and fleet status.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HostHealth::Up => "up",
+            HostHealth::Bad => "bad",
+            HostHealth::AdminDown => "admin-down",
+        }
+    }
+
+    /// The state named `text` ([`HostHealth::name`]).
+    pub fn from_name(text: &str) -> Option<HostHealth> {
+        HostHealth::ALL.into_iter().find(|h| h.name() == text)
+    }
+}
+
 /// Counters and health of one host.
 ///
 /// Every field is written without locks: counters by connection tasks, `bad` and
@@ -424,6 +444,16 @@ mod unix_seconds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_health_state_has_one_text_its_json_name() {
+        for health in HostHealth::ALL {
+            let json = serde_json::to_value(health).unwrap();
+            assert_eq!(json, health.name());
+            assert_eq!(HostHealth::from_name(health.name()), Some(health));
+        }
+        assert_eq!(HostHealth::from_name("down"), None);
+    }
 
     #[test]
     fn the_activity_clock_follows_real_time_to_a_tick() {

@@ -1,0 +1,293 @@
+//! What the console's `show` commands and `watch stats` print: aligned tables
+//! of the balancer's stats, hosts and connections (their `--json` forms are
+//! the same data serialized).
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::state::HostHealth;
+use crate::{BalancerHandle, HostStatsEntry, Stats};
+
+/// An aligned table: columns as wide as their widest cell, numbers right-aligned.
+pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let n = headers.len();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    let mut numeric = vec![!rows.is_empty(); n];
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate().take(n) {
+            widths[i] = widths[i].max(cell.chars().count());
+            if cell.parse::<f64>().is_err() {
+                numeric[i] = false;
+            }
+        }
+    }
+    let mut t = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if i > 0 {
+                l.push_str("  ");
+            }
+            if numeric[i] {
+                l.push_str(&" ".repeat(pad));
+                l.push_str(cell);
+            } else {
+                l.push_str(cell);
+                if i + 1 < cells.len() {
+                    l.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        t.push_str(l.trim_end());
+        t.push('\n');
+    };
+    line(headers.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    t
+}
+
+pub(super) fn services_table(stats: &Stats) -> String {
+    let rows = stats
+        .services
+        .iter()
+        .map(|s| {
+            let hosts: Vec<&HostStatsEntry> = s
+                .groups
+                .iter()
+                .filter(|g| g.enabled)
+                .flat_map(|g| &g.hosts)
+                .collect();
+            let up = hosts
+                .iter()
+                .filter(|h| h.stats.health == HostHealth::Up)
+                .count();
+            let open: u64 = s
+                .groups
+                .iter()
+                .flat_map(|g| &g.hosts)
+                .map(|h| h.stats.open)
+                .sum();
+            let listeners: Vec<String> = s.listeners.iter().map(|l| l.local.to_string()).collect();
+            vec![
+                s.name.clone(),
+                listeners.join(","),
+                match (&s.serving_group, s.on_backup) {
+                    (Some(backup), true) => format!("{} (on backup {backup})", s.enabled_group),
+                    _ => s.enabled_group.clone(),
+                },
+                s.groups.len().to_string(),
+                format!("{up}/{}", hosts.len()),
+                open.to_string(),
+                s.counters.accepted.to_string(),
+                s.counters.failovers.to_string(),
+                s.counters.no_host.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SERVICE",
+            "LISTENING",
+            "ENABLED",
+            "GROUPS",
+            "UP",
+            "OPEN",
+            "ACCEPTED",
+            "FAILOVERS",
+            "NO-HOST",
+        ],
+        rows,
+    )
+}
+
+pub(super) fn stats_table(stats: &Stats) -> String {
+    let mut rows = Vec::new();
+    for s in &stats.services {
+        for g in &s.groups {
+            let group = if g.enabled {
+                format!("{}*", g.name)
+            } else {
+                g.name.clone()
+            };
+            for (h, draining) in g
+                .hosts
+                .iter()
+                .map(|h| (h, false))
+                .chain(g.draining.iter().map(|h| (h, true)))
+            {
+                let v = &h.stats;
+                let state = if draining { "removed" } else { v.health.name() };
+                rows.push(vec![
+                    s.name.clone(),
+                    group.clone(),
+                    h.name.clone(),
+                    state.to_string(),
+                    v.open.to_string(),
+                    v.total.to_string(),
+                    v.failures.to_string(),
+                    v.picks.to_string(),
+                    v.bytes_in.to_string(),
+                    v.bytes_out.to_string(),
+                ]);
+            }
+        }
+    }
+    let mut t = table(
+        &[
+            "SERVICE",
+            "GROUP",
+            "HOST",
+            "STATE",
+            "OPEN",
+            "TOTAL",
+            "FAILED",
+            "PICKS",
+            "BYTES-IN",
+            "BYTES-OUT",
+        ],
+        rows,
+    );
+    t.push_str("(* the enabled group)\n");
+    t
+}
+
+/// One host in `show hosts --json`.
+#[derive(Debug, Serialize)]
+pub(super) struct HostRow<'a> {
+    service: &'a str,
+    group: &'a str,
+    /// Whether the host's group is the enabled one.
+    enabled_group: bool,
+    #[serde(flatten)]
+    host: &'a HostStatsEntry,
+}
+
+pub(super) fn host_rows<'a>(
+    stats: &'a Stats,
+    service: Option<&str>,
+    group: Option<&str>,
+) -> Vec<HostRow<'a>> {
+    let mut rows = Vec::new();
+    for s in stats
+        .services
+        .iter()
+        .filter(|s| service.is_none_or(|n| s.name == n))
+    {
+        for g in s
+            .groups
+            .iter()
+            .filter(|g| group.is_none_or(|n| g.name == n))
+        {
+            for h in &g.hosts {
+                rows.push(HostRow {
+                    service: &s.name,
+                    group: &g.name,
+                    enabled_group: g.enabled,
+                    host: h,
+                });
+            }
+        }
+    }
+    rows
+}
+
+pub(super) fn hosts_table(rows: &[HostRow<'_>]) -> String {
+    let now = SystemTime::now();
+    let rows = rows
+        .iter()
+        .map(|r| {
+            let v = &r.host.stats;
+            let why = v.bad.as_ref().map_or_else(String::new, |b| {
+                let ago = now.duration_since(b.since).map_or(0, |d| d.as_secs());
+                format!("{} ({ago} s ago)", b.reason)
+            });
+            let group = if r.enabled_group {
+                format!("{}*", r.group)
+            } else {
+                r.group.to_string()
+            };
+            vec![
+                r.service.to_string(),
+                group,
+                r.host.name.clone(),
+                r.host.address.clone(),
+                r.host.weight.to_string(),
+                v.health.name().to_string(),
+                v.open.to_string(),
+                why,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SERVICE", "GROUP", "HOST", "ADDRESS", "WEIGHT", "STATE", "OPEN", "WHY",
+        ],
+        rows,
+    )
+}
+
+pub(super) fn connections_table(list: &[crate::state::ConnectionInfo]) -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let rows = list
+        .iter()
+        .map(|c| {
+            vec![
+                c.id.to_string(),
+                c.service.clone(),
+                c.group.clone(),
+                c.host.clone(),
+                c.client.to_string(),
+                format!("{:.0}", (now - c.since).max(0.0)),
+                c.bytes_in.to_string(),
+                c.bytes_out.to_string(),
+                if c.parked { "parked" } else { "" }.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "SERVICE",
+            "GROUP",
+            "HOST",
+            "CLIENT",
+            "AGE-S",
+            "BYTES-IN",
+            "BYTES-OUT",
+            "IDLE",
+        ],
+        rows,
+    )
+}
+
+/// `show stats` for `watch stats`: the table under a title line.
+pub fn watch_frame(handle: &BalancerHandle, period: Duration) -> String {
+    format!(
+        "Every {} s: show stats   (press any key to stop)\n\n{}",
+        period.as_secs_f64(),
+        stats_table(&handle.stats())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_and_right_align_numbers() {
+        let t = table(
+            &["NAME", "OPEN"],
+            vec![
+                vec!["a".into(), "7".into()],
+                vec!["long".into(), "123".into()],
+            ],
+        );
+        assert_eq!(t, "NAME  OPEN\na        7\nlong   123\n");
+    }
+}

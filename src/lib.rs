@@ -245,10 +245,13 @@
 //! - [`Balancer`], [`BalancerBuilder`], [`BalancerHandle`]: start and steer a
 //!   balancer; [`Command`] and [`ControlError`] for changes; [`Stats`] and the
 //!   types in it for counters.
+//! - [`check`]: `txlb check`'s report on a configuration.
 //! - [`config`]: the configuration model, its XML and TOML readers and writers,
 //!   and write-back into the file.
 //! - [`scheduler`]: the [`Scheduler`](scheduler::Scheduler) trait, what it sees,
 //!   and the built-in algorithms.
+//! - [`reload`]: the configuration file a balancer runs from, reloaded by
+//!   [`BalancerHandle::reload`] (SIGHUP and the console's `config reload`).
 //! - [`events`]: transitions broadcast to subscribers.
 //! - [`admin`]: the admin plane: HTML UI, legacy web API, JSON API, metrics.
 //! - [`ssh`]: the SSH console: a command language over russh.
@@ -272,6 +275,7 @@
 mod access_log;
 pub mod admin;
 mod balancer;
+pub mod check;
 pub mod config;
 mod control;
 pub mod demo;
@@ -284,6 +288,7 @@ mod health;
 pub mod logging;
 mod lookup;
 mod proxy;
+pub mod reload;
 pub mod scheduler;
 pub mod ssh;
 mod state;

@@ -1036,23 +1036,16 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
             text(format!("OK {message}\n"))
         }
         "config reload" => {
-            let Some(path) = h.boot_config().source.clone() else {
-                return Err(ConsoleError::Refused(
-                    "the balancer was not started from a file".into(),
-                ));
-            };
-            let loaded = tokio::task::spawn_blocking({
-                let path = path.clone();
-                move || Config::from_path(&path)
-            })
-            .await
-            .map_err(|_| ConsoleError::Refused("reading the configuration failed".into()))?
-            .map_err(|e| ConsoleError::Refused(format!("reload refused: {e}")))?;
-            h.apply(Command::Replace(Box::new(loaded))).await?;
-            tracing::info!(config = %path.display(), "configuration reloaded from the SSH console");
+            // The one reload (SIGHUP's): the admin plane follows, the outcome is
+            // recorded for the admin pages, a write-back conflict resolved.
+            let changes = h.reload().await.map_err(|e| match e {
+                crate::reload::ReloadError::NoFile => ConsoleError::Refused(e.to_string()),
+                e => ConsoleError::Refused(format!("reload refused: {e}")),
+            })?;
+            let path = h.config_file().map(|f| f.path().display().to_string());
             text(format!(
-                "OK configuration reloaded from {}\n",
-                path.display()
+                "OK configuration reloaded from {}: {changes}\n",
+                path.unwrap_or_default()
             ))
         }
         "log reopen" => {

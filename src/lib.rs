@@ -254,12 +254,13 @@
 //!   [`BalancerHandle::reload`] (SIGHUP and the console's `config reload`).
 //! - [`events`]: transitions broadcast to subscribers.
 //! - [`admin`]: the admin plane: HTML UI, legacy web API, JSON API, metrics.
-//! - [`ssh`]: the SSH console: a command language over russh.
+//! - `ssh`: the SSH console, a command language over russh (cargo feature
+//!   `ssh`, on by default).
 //! - [`proxy_protocol`]: the PROXY protocol header, read and written.
 //! - [`logging`]: a reopenable log file.
 //! - [`demo`]: in-process HTTP backends, and `txlb demo`'s configuration.
-//! - [`fleet_push`]: seeds fleet mode's shared configuration in etcd
-//!   (`<cluster>`).
+//! - `fleet_push`: seeds fleet mode's shared configuration in etcd
+//!   (`<cluster>`; cargo feature `fleet`, on by default).
 //!
 //! Internals, free to change: `control` (the single writer: command → new
 //! snapshot), `state` (the immutable snapshot and per-host atomic counters),
@@ -281,6 +282,11 @@ mod control;
 pub mod demo;
 mod dns;
 pub mod events;
+#[cfg(feature = "fleet")]
+mod fleet;
+/// Without fleet mode: `<cluster>` refused, the admin pages' view always off.
+#[cfg(not(feature = "fleet"))]
+#[path = "fleet/off.rs"]
 mod fleet;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
@@ -290,6 +296,7 @@ mod lookup;
 mod proxy;
 pub mod reload;
 pub mod scheduler;
+#[cfg(feature = "ssh")]
 pub mod ssh;
 mod state;
 
@@ -298,6 +305,7 @@ mod state;
 #[cfg(test)]
 extern crate self as txlb;
 
+#[cfg(feature = "fleet")]
 pub use fleet::{FleetError, fleet_push};
 
 pub use balancer::{

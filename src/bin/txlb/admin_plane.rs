@@ -324,8 +324,10 @@ impl Server for Web {
 
 /// The SSH console. Its host key is read when it starts (at boot, or when a
 /// reload changes `<ssh>`); the authorized keys file at every login.
+#[cfg(feature = "ssh")]
 struct Ssh(txlb::ssh::SshServer);
 
+#[cfg(feature = "ssh")]
 impl Server for Ssh {
     type Element = AdminSshConfig;
     type Keys = ();
@@ -372,4 +374,61 @@ impl Server for Ssh {
     async fn stopped(self) {
         self.0.stopped().await;
     }
+}
+
+/// Built without the SSH console (cargo feature `ssh`): an enabled `<ssh>`
+/// refuses the start or the reload that asks for it.
+#[cfg(not(feature = "ssh"))]
+enum Ssh {}
+
+#[cfg(not(feature = "ssh"))]
+impl Server for Ssh {
+    type Element = AdminSshConfig;
+    type Keys = ();
+    const NAME: &'static str = "SSH console";
+
+    fn element(config: &Config) -> Option<&AdminSshConfig> {
+        config.admin.as_ref()?.ssh.as_ref().filter(|s| s.enable)
+    }
+
+    fn listen(element: &AdminSshConfig) -> &ListenAddr {
+        &element.listen
+    }
+
+    async fn bind(_: &ListenAddr) -> Result<tokio::net::TcpListener> {
+        Err(no_ssh())
+    }
+
+    fn keys(_: &AdminSshConfig, _: &Hooks) -> Result<()> {
+        Err(no_ssh())
+    }
+
+    async fn start(
+        _: &AdminSshConfig,
+        (): (),
+        _: tokio::net::TcpListener,
+        _: &BalancerHandle,
+        _: &Hooks,
+    ) -> Result<Self> {
+        Err(no_ssh())
+    }
+
+    fn rekey(&self, (): ()) {
+        match *self {}
+    }
+
+    fn stop(self) {
+        match self {}
+    }
+
+    async fn stopped(self) {
+        match self {}
+    }
+}
+
+#[cfg(not(feature = "ssh"))]
+fn no_ssh() -> anyhow::Error {
+    anyhow::anyhow!(
+        "the SSH console (<admin><ssh>) is not built into this txlb (cargo feature \"ssh\")"
+    )
 }

@@ -16,9 +16,14 @@ mod systemd;
 /// out whole and go back to the kernel; glibc's heap keeps them, pinned by
 /// the few live objects between them. Wrapped to meter SSH `script` threads
 /// (others pay one thread-local read per allocation).
+#[cfg(feature = "ssh")]
 #[global_allocator]
 static GLOBAL: txlb::ssh::MeteredAlloc<mimalloc::MiMalloc> =
     txlb::ssh::MeteredAlloc(mimalloc::MiMalloc);
+/// mimalloc, unwrapped without the SSH console's scripts to meter.
+#[cfg(not(feature = "ssh"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Hands pages back as soon as they empty (mimalloc waits 10 ms, and an idle
 /// worker never comes back to finish), in 4 KiB pages: with transparent huge
@@ -131,12 +136,20 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Fleet {
             command: FleetCmd::Push { config },
         } => {
-            let revision = control_runtime()?.block_on(txlb::fleet_push(&config))?;
-            println!(
-                "{}: pushed to the fleet (configuration revision {revision})",
+            #[cfg(feature = "fleet")]
+            {
+                let revision = control_runtime()?.block_on(txlb::fleet_push(&config))?;
+                println!(
+                    "{}: pushed to the fleet (configuration revision {revision})",
+                    config.display()
+                );
+                Ok(())
+            }
+            #[cfg(not(feature = "fleet"))]
+            bail!(
+                "{}: fleet mode is not built into this txlb (cargo feature \"fleet\")",
                 config.display()
-            );
-            Ok(())
+            )
         }
     }
 }

@@ -211,12 +211,12 @@ async fn a_reload_moves_and_stops_the_console_while_a_session_runs_on() {
     assert_eq!(which_backend(txlb.listener()).await.0, "a");
 }
 
-/// The console's `config reload` is SIGHUP's reload, the library's one: it
-/// resolves a write-back conflict, records its outcome for the admin pages,
-/// logs what changed and moves the admin plane, and a broken file is refused
-/// the same way from both.
+/// The console's `config reload` is SIGHUP's reload, the library's one, and
+/// the JSON API's `POST /api/v1/config/reload`: it resolves a write-back
+/// conflict, records its outcome for the admin pages, logs what changed and
+/// moves the admin plane, and a broken file is refused the same way from all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_console_reload_and_sighup_are_one_reload() {
+async fn the_console_the_api_and_sighup_reload_the_same_way() {
     if ssh_missing() {
         return;
     }
@@ -307,6 +307,19 @@ async fn the_console_reload_and_sighup_are_one_reload() {
     txlb.signal("HUP");
     let line = txlb.wait_for_async("reload refused", mark).await;
     assert!(line.contains("lb.xml:"), "{line}");
+    // And the JSON API.
+    let response = common::admin::client()
+        .post(format!("{base}api/v1/config/reload"))
+        .basic_auth(common::admin::FULL.0, Some(common::admin::FULL.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 409);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("reload refused") && body.contains("lb.xml:"),
+        "{body}"
+    );
 
     // A new <web> setting: the console's reload moves the admin web server
     // (restarted on its socket), as SIGHUP does.
@@ -317,4 +330,13 @@ async fn the_console_reload_and_sighup_are_one_reload() {
     let up = txlb.wait_for_async("admin web server up", mark).await;
     assert!(up.contains(&base), "{up}");
     assert_eq!(status().await["reload"]["ok"], true);
+    let response = common::admin::client()
+        .post(format!("{base}api/v1/config/reload"))
+        .basic_auth(common::admin::FULL.0, Some(common::admin::FULL.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("configuration reloaded"), "{body}");
 }

@@ -71,6 +71,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v1/users/{name}", axum::routing::delete(delete_user))
         .route("/api/v1/log/reopen", post(reopen_log))
         .route("/api/v1/config/save", post(save_config))
+        .route("/api/v1/config/reload", post(reload_config))
         .route("/api/v1/config/status", get(super::status::handler))
         .route("/api/v1/fleet", get(fleet))
 }
@@ -667,6 +668,23 @@ async fn reopen_log(State(state): State<AdminState>) -> ApiResult {
 
 async fn save_config(State(state): State<AdminState>) -> ApiResult {
     let text = super::legacy::save_config(state, Default::default()).await?;
+    ok(StatusCode::OK, message(text))
+}
+
+/// The library's one reload, as SIGHUP and the console's `config reload`.
+async fn reload_config(State(state): State<AdminState>) -> ApiResult {
+    let handle = &state.handle;
+    let changes = handle.reload().await.map_err(|e| match e {
+        crate::reload::ReloadError::NoFile => {
+            AdminError::NotConfigured("the balancer was not started from a file")
+        }
+        e => AdminError::Conflict(format!("reload refused: {e}")),
+    })?;
+    let path = handle.config_file().map(|f| f.path().display().to_string());
+    let text = format!(
+        "OK configuration reloaded from {}: {changes}",
+        path.unwrap_or_default()
+    );
     ok(StatusCode::OK, message(text))
 }
 

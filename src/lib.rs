@@ -152,6 +152,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`BalancerHandle::reload`] reads the file the configuration came from again
+//! and applies it as a whole or refuses it as a whole, as SIGHUP does in the
+//! `txlb` command ([`reload`] says what follows it and what it records).
+//!
 //! [`BalancerHandle::drain_host`] takes a host out of rotation and, after a
 //! deadline, closes what is still open on it; [`BalancerHandle::connections`]
 //! lists open connections and [`BalancerHandle::close_connection`] cuts one.

@@ -9,7 +9,6 @@
 //! key refuses the reload), and [`AdminPlane::commit`] swaps the servers
 //! afterwards, each new one starting before the old one stops.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -22,7 +21,6 @@ use txlb::reload::{ConfigFile, FollowFuture, Follower};
 /// reload status), and log reopening.
 #[derive(Clone)]
 pub(crate) struct Hooks {
-    pub path: PathBuf,
     pub file: Arc<ConfigFile>,
     pub reopen_logs: txlb::admin::ReopenLog,
     /// The one failed-login budget of both servers, so that guesses on the web
@@ -275,7 +273,7 @@ impl Server for Web {
         if !element.secure {
             return Ok(None);
         }
-        let tls = txlb::admin::tls_server_config(element, Some(&hooks.path))
+        let tls = txlb::admin::tls_server_config(element, Some(hooks.file.path()))
             .map_err(|e| anyhow::anyhow!("admin web server: {e}"))?;
         Ok(Some(tls))
     }
@@ -356,7 +354,7 @@ impl Server for Ssh {
         balancer: &BalancerHandle,
         hooks: &Hooks,
     ) -> Result<Self> {
-        let mut settings = txlb::ssh::SshSettings::from_config(element, Some(&hooks.path))?;
+        let mut settings = txlb::ssh::SshSettings::from_config(element, Some(hooks.file.path()))?;
         settings.reopen_log = Some(hooks.reopen_logs.clone());
         settings.save_config = Some(hooks.save_config());
         settings.logins = hooks.logins.clone();

@@ -86,7 +86,6 @@ pub(crate) async fn serve(
         })
     };
     let hooks = Hooks {
-        path: path.clone(),
         file: file.clone(),
         reopen_logs: reopen_logs.clone(),
         logins: txlb::admin::Logins::new(),

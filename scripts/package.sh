@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Debian package target/debian/txlb_VERSION_ARCH.deb (under
 # $CARGO_TARGET_DIR when set): a release build, the man page and shell completions
-# generated from the CLI, a stripped copy of the binary, then `cargo deb`. Installs
+# generated from the CLI (`cargo xtask assets`), a stripped copy of the binary,
+# then `cargo deb`. Installs
 # cargo-deb when missing.
 # Prints the package's path as its last line.
 set -euo pipefail
@@ -19,9 +20,7 @@ assets="$target_dir/release/pkg"
 mkdir -p "$assets"
 # The packaged binary without symbols or debug information (about half the size).
 strip --strip-all -o "$assets/txlb" "$bin"
-"$bin" man | gzip -9n >"$assets/txlb.1.gz"
-"$bin" completions bash >"$assets/txlb.bash"
-"$bin" completions zsh >"$assets/_txlb"
-"$bin" completions fish >"$assets/txlb.fish"
+cargo xtask assets "$assets"
+gzip -9nf "$assets/txlb.1"
 
 cargo deb --no-build --locked "$@" | tail -n 1

@@ -13,6 +13,7 @@ use crate::control::{BoundListener, Command, ControlError, Controller};
 use crate::events::Event;
 use crate::health::{self, Manager};
 use crate::proxy::WorkerPool;
+use crate::reload::ConfigFile;
 use crate::scheduler::{Scheduler, SchedulerFactory};
 use crate::state::{
     CloseRequest, ConnectionInfo, HostSnapshot, HostStatsView, ServiceCountersView, Snapshot,
@@ -38,6 +39,7 @@ impl Balancer {
             workers: None,
             inherited: Vec::new(),
             custom_schedulers: HashMap::new(),
+            file_text: None,
         }
     }
 }
@@ -48,6 +50,8 @@ pub struct BalancerBuilder {
     workers: Option<usize>,
     inherited: Vec<std::net::TcpListener>,
     custom_schedulers: HashMap<&'static str, SchedulerFactory>,
+    /// The configuration file's text, for write-back ([`Self::file_text`]).
+    file_text: Option<String>,
 }
 
 impl std::fmt::Debug for BalancerBuilder {
@@ -96,6 +100,17 @@ impl BalancerBuilder {
         self
     }
 
+    /// The text the configuration was read from
+    /// ([`writeback::load`](crate::config::writeback::load)): the balancer then
+    /// writes changes back into its file, keeping comments (saveConfig,
+    /// configCheck; see [`ConfigFile`]). A configuration that names its file
+    /// ([`Config::source`]) can be reloaded without it
+    /// ([`BalancerHandle::reload`]).
+    pub fn file_text(mut self, text: String) -> Self {
+        self.file_text = Some(text);
+        self
+    }
+
     /// Starts the balancer; see [`Balancer::start`].
     pub async fn start(self) -> Result<BalancerHandle, ControlError> {
         let BalancerBuilder {
@@ -103,7 +118,10 @@ impl BalancerBuilder {
             workers,
             inherited,
             custom_schedulers,
+            file_text,
         } = self;
+        // Before fleet mode swaps in the fleet's configuration: the file is ours.
+        let file = ConfigFile::of(&config, file_text).map(Arc::new);
         // Fleet mode: the configuration to start with is the fleet's.
         let (config, fleet) = match config.cluster.clone() {
             Some(cluster) => {
@@ -148,14 +166,17 @@ impl BalancerBuilder {
         }
         match started {
             Ok(boot) => {
-                let fleet = fleet.map(|fleet| crate::fleet::start(&controller, fleet));
-                Ok(BalancerHandle {
+                let fleet = fleet.and_then(|fleet| crate::fleet::start(&controller, fleet));
+                let handle = BalancerHandle {
                     controller,
                     fleet,
                     boot,
                     workers: pool,
                     access_log,
-                })
+                    file,
+                };
+                handle.start_config_check();
+                Ok(handle)
             }
             Err(error) => {
                 controller.stop_accepting.cancel();
@@ -228,6 +249,8 @@ pub struct BalancerHandle {
     workers: Option<Arc<WorkerPool>>,
     /// The access log, when one is kept.
     access_log: Option<AccessLog>,
+    /// The configuration file it runs from, when it names one (reload).
+    file: Option<Arc<ConfigFile>>,
 }
 
 impl std::fmt::Debug for BalancerHandle {
@@ -235,6 +258,29 @@ impl std::fmt::Debug for BalancerHandle {
         f.debug_struct("BalancerHandle").finish_non_exhaustive()
     }
 }
+
+// --- the configuration file (reload: crate::reload) ---------------------------
+impl BalancerHandle {
+    /// The configuration file the balancer runs from (reload, write-back, the
+    /// outcome of the last reload); `None` when its configuration names none.
+    pub fn config_file(&self) -> Option<&Arc<ConfigFile>> {
+        self.file.as_ref()
+    }
+
+    /// The configCheck manager, when the file is written back: it reads its
+    /// interval and enable flag from the running configuration every round, so
+    /// a reload can turn it on. Ends at shutdown.
+    fn start_config_check(&self) {
+        if let Some(writeback) = self.file.as_ref().and_then(|f| f.write_back()) {
+            tokio::spawn(crate::config::writeback::run_config_check(
+                writeback.clone(),
+                self.clone(),
+                self.controller.stop_accepting.clone(),
+            ));
+        }
+    }
+}
+// --- end of the configuration file ---------------------------------------------
 
 impl BalancerHandle {
     /// Applies a change. On error the running balancer is unchanged.

@@ -158,6 +158,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`BalancerHandle::reload`] reads the file the configuration came from again
+//! and applies it as a whole or refuses it as a whole, as SIGHUP does in the
+//! `txlb` command ([`reload`] says what follows it and what it records).
+//!
 //! [`BalancerHandle::drain_host`] takes a host out of rotation and, after a
 //! deadline, closes what is still open on it; [`BalancerHandle::connections`]
 //! lists open connections and [`BalancerHandle::close_connection`] cuts one.
@@ -251,18 +255,22 @@
 //! - [`Balancer`], [`BalancerBuilder`], [`BalancerHandle`]: start and steer a
 //!   balancer; [`Command`] and [`ControlError`] for changes; [`Stats`] and the
 //!   types in it for counters.
+//! - [`check`]: `txlb check`'s report on a configuration.
 //! - [`config`]: the configuration model, its XML and TOML readers and writers,
 //!   and write-back into the file.
 //! - [`scheduler`]: the [`Scheduler`](scheduler::Scheduler) trait, what it sees,
 //!   and the built-in algorithms.
+//! - [`reload`]: the configuration file a balancer runs from, reloaded by
+//!   [`BalancerHandle::reload`] (SIGHUP and the console's `config reload`).
 //! - [`events`]: transitions broadcast to subscribers.
 //! - [`admin`]: the admin plane: HTML UI, legacy web API, JSON API, metrics.
-//! - [`ssh`]: the SSH console: a command language over russh.
+//! - `ssh`: the SSH console, a command language over russh (cargo feature
+//!   `ssh`, on by default).
 //! - [`proxy_protocol`]: the PROXY protocol header, read and written.
 //! - [`logging`]: a reopenable log file.
 //! - [`demo`]: in-process HTTP backends, and `txlb demo`'s configuration.
-//! - [`fleet_push`]: seeds fleet mode's shared configuration in etcd
-//!   (`<cluster>`).
+//! - `fleet_push`: seeds fleet mode's shared configuration in etcd
+//!   (`<cluster>`; cargo feature `fleet`, on by default).
 //!
 //! Internals, free to change: `ops` (every change the web admin and the console
 //! offer, each written once: its parameters and their checks, the command it
@@ -280,11 +288,17 @@
 mod access_log;
 pub mod admin;
 mod balancer;
+pub mod check;
 pub mod config;
 mod control;
 pub mod demo;
 mod dns;
 pub mod events;
+#[cfg(feature = "fleet")]
+mod fleet;
+/// Without fleet mode: `<cluster>` refused, the admin pages' view always off.
+#[cfg(not(feature = "fleet"))]
+#[path = "fleet/off.rs"]
 mod fleet;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
@@ -293,7 +307,9 @@ pub mod logging;
 mod lookup;
 mod ops;
 mod proxy;
+pub mod reload;
 pub mod scheduler;
+#[cfg(feature = "ssh")]
 pub mod ssh;
 mod state;
 
@@ -302,6 +318,7 @@ mod state;
 #[cfg(test)]
 extern crate self as txlb;
 
+#[cfg(feature = "fleet")]
 pub use fleet::{FleetError, fleet_push};
 
 pub use balancer::{

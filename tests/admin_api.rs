@@ -24,6 +24,8 @@ async fn fixture(dir: &std::path::Path) -> Admin {
             .into(),
     );
     config.source = Some(dir.join("lb.xml"));
+    // The file it names, for `POST /api/v1/config/reload`.
+    std::fs::write(dir.join("lb.xml"), config.to_xml()).unwrap();
     let settings = AdminSettings {
         reopen_log: Some(Arc::new(|| Ok(()))),
         save_config: Some(Arc::new(txlb::admin::save_to_source)),

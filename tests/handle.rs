@@ -614,3 +614,118 @@ async fn a_configuration_built_in_code_serves_and_its_mistakes_are_config_errors
         .unwrap_err();
     assert_eq!(no_group.location().unwrap().file.as_ref(), "<builder>");
 }
+
+/// What a [`txlb::reload::Follower`] was asked to do, in order.
+#[derive(Clone, Default)]
+struct Steps(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Steps {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+/// Follows the file; refuses a configuration whose first group is named
+/// `refused-by-follower`.
+struct Recorder(Steps);
+
+impl txlb::reload::Follower for Recorder {
+    fn prepare<'a>(
+        &'a mut self,
+        config: &'a txlb::config::Config,
+    ) -> txlb::reload::FollowFuture<'a> {
+        let group = config.services[0].groups[0].name.clone();
+        self.0.0.lock().unwrap().push(format!("prepare {group}"));
+        Box::pin(async move {
+            match group.as_str() {
+                "refused-by-follower" => Err("the follower says no".to_string()),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn commit<'a>(&'a mut self, _: &'a BalancerHandle) -> txlb::reload::FollowFuture<'a> {
+        self.0.0.lock().unwrap().push("commit".into());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn abandon(&mut self) {
+        self.0.0.lock().unwrap().push("abandon".into());
+    }
+}
+
+/// `BalancerHandle::reload`, the reload SIGHUP and the console call: the file
+/// applied as a whole with its follower (prepare, then commit), or refused as a
+/// whole (by the file, the controller or the follower), each outcome recorded;
+/// without a file it says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_the_file_with_its_follower_or_refuses_it_whole() {
+    let a = named_backend("a", Hold::Close).await;
+    let b = named_backend("b", Hold::Close).await;
+    let (no_file, _) = start(vec![host("a", a, 1)]).await;
+    assert!(matches!(
+        no_file.reload().await,
+        Err(txlb::reload::ReloadError::NoFile)
+    ));
+    no_file.shutdown(Duration::from_secs(1)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    let xml = |group: &str, hosts: &[(&str, std::net::SocketAddr)]| {
+        format!(
+            "<config>\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+             <group name=\"{group}\" scheduler=\"roundr\" enable=\"true\">\n{}    </group>\n  \
+             </service>\n</config>\n",
+            host_lines(hosts)
+        )
+    };
+    std::fs::write(&path, xml("g", &[("a", a)])).unwrap();
+    let config = txlb::config::Config::from_path(&path).unwrap();
+    let balancer = Balancer::start(config).await.unwrap();
+    let addr = balancer.local_addr("svc", None).unwrap();
+    let file = balancer.config_file().unwrap().clone();
+    assert_eq!(file.path(), path);
+    assert!(file.write_back().is_none(), "no text given: no write-back");
+    let steps = Steps::default();
+    file.follow(Box::new(Recorder(steps.clone()))).await;
+
+    // Applied with its follower: prepared, then committed.
+    std::fs::write(&path, xml("g", &[("a", a), ("b", b)])).unwrap();
+    let changes = balancer.reload().await.unwrap();
+    assert!(changes.to_string().contains("hosts +1"), "{changes}");
+    assert_eq!(steps.take(), ["prepare g", "commit"]);
+    assert_eq!(distinct_names(addr, 4).await, ["a", "b"]);
+    assert_eq!(file.status().last().unwrap().error, None);
+
+    // A file that does not load: the follower is not asked.
+    std::fs::write(&path, "<config><service").unwrap();
+    let refused = balancer.reload().await.unwrap_err();
+    assert!(matches!(refused, txlb::reload::ReloadError::Read(_)));
+    assert!(steps.take().is_empty());
+    let error = file.status().last().unwrap().error.unwrap();
+    assert!(error.contains("lb.xml:1:"), "{error}");
+
+    // Refused by the follower: nothing applied.
+    std::fs::write(&path, xml("refused-by-follower", &[("a", a)])).unwrap();
+    let refused = balancer.reload().await.unwrap_err();
+    assert_eq!(refused.to_string(), "the follower says no");
+    assert_eq!(steps.take(), ["prepare refused-by-follower"]);
+    assert_eq!(distinct_names(addr, 4).await, ["a", "b"]);
+
+    // Refused by the controller after the follower prepared (a listener on a
+    // port another socket holds): it abandons, nothing applied.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = xml("g", &[("a", a)]).replace(
+        "<listen ip=\"127.0.0.1:0\"/>",
+        &format!("<listen ip=\"{}\"/>", busy.local_addr().unwrap()),
+    );
+    std::fs::write(&path, &taken).unwrap();
+    let refused = balancer.reload().await.unwrap_err();
+    assert!(
+        matches!(refused, txlb::reload::ReloadError::Refused(_)),
+        "{refused:?}"
+    );
+    assert_eq!(steps.take(), ["prepare g", "abandon"]);
+    assert_eq!(distinct_names(addr, 4).await, ["a", "b"]);
+    balancer.shutdown(Duration::from_secs(1)).await;
+}

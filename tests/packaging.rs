@@ -45,27 +45,32 @@ fn stdout(command: &mut Command) -> String {
     String::from_utf8(run(command).stdout).unwrap()
 }
 
+/// `cargo xtask ARGS`: the build-time artefacts (xtask/src/main.rs).
+fn xtask(args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(repo()).arg("xtask").args(args);
+    command
+}
+
 #[test]
 fn completions_and_man_page_generate() {
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
-        let script = stdout(Command::new(TXLB).args(["completions", shell]));
+        let script = stdout(&mut xtask(&["completions", shell]));
         assert!(
-            script.contains("txlb") && script.contains("completions"),
+            script.contains("txlb") && script.contains("passwd"),
             "{shell}"
         );
     }
     // The bash script at least parses.
     let dir = tempfile::tempdir().unwrap();
     let bash = dir.path().join("txlb.bash");
-    std::fs::write(
-        &bash,
-        stdout(Command::new(TXLB).args(["completions", "bash"])),
-    )
-    .unwrap();
+    std::fs::write(&bash, stdout(&mut xtask(&["completions", "bash"]))).unwrap();
     run(Command::new("bash").arg("-n").arg(&bash));
 
-    let man = stdout(Command::new(TXLB).arg("man"));
+    let man = stdout(&mut xtask(&["man"]));
     assert!(man.contains(".TH txlb 1"), "{man}");
+    let version = concat!("txlb ", env!("CARGO_PKG_VERSION"));
+    assert!(man.contains(version), "no {version} in:\n{man}");
     for section in [
         ".SH NAME",
         ".SH SYNOPSIS",

@@ -210,3 +210,133 @@ async fn a_reload_moves_and_stops_the_console_while_a_session_runs_on() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", new_port)).is_err());
     assert_eq!(which_backend(txlb.listener()).await.0, "a");
 }
+
+/// The console's `config reload` is SIGHUP's reload, the library's one, and
+/// the JSON API's `POST /api/v1/config/reload`: it resolves a write-back
+/// conflict, records its outcome for the admin pages, logs what changed and
+/// moves the admin plane, and a broken file is refused the same way from all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_the_api_and_sighup_reload_the_same_way() {
+    if ssh_missing() {
+        return;
+    }
+    let keys = Keys::new();
+    let dir = keys.dir.path();
+    let config = dir.join("lb.xml");
+    let backend = named_backend("a", Hold::Close).await;
+    let with_web = |refresh: u32| {
+        xml(backend).replace(
+            "  <admin>\n",
+            &format!(
+                "  <admin>\n    <web listen=\"127.0.0.1:0\" enable=\"true\" refresh=\"{refresh}\"/>\n"
+            ),
+        )
+    };
+    std::fs::write(&config, with_web(1)).unwrap();
+    let txlb = Txlb::start(&config, 2);
+    let console: SocketAddr = txlb
+        .logged("SSH console up", "local")
+        .await
+        .parse()
+        .unwrap();
+    let base = txlb.logged("admin web server up", "url").await;
+    let status = || {
+        let base = base.clone();
+        async move {
+            let (code, body) =
+                common::admin::get_as(&base, common::admin::FULL, "api/v1/config/status").await;
+            assert_eq!(code, 200, "{body}");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let run = |command: &'static str| {
+        let keys = &keys;
+        async move {
+            ssh(
+                console.port(),
+                &keys.full,
+                &keys.known_hosts,
+                "admin",
+                command,
+                None,
+            )
+            .await
+        }
+    };
+
+    // A write-back conflict: a change at run time, and the file edited on disk.
+    let ran = run("host add svc g extra 127.0.0.1:9").await;
+    assert_eq!(ran.status, 0, "{ran:?}");
+    let edited = with_web(1).replace("<!-- kept by tests -->", "<!-- edited by hand -->");
+    std::fs::write(&config, &edited).unwrap();
+    run("config save").await.assert_refused("edited on disk");
+    assert!(status().await["conflict"].is_object());
+
+    // The console's reload resolves it, is shown on the admin pages, logs what
+    // changed, and applies the file (the host added at run time is gone).
+    let mark = txlb.log_len();
+    let ran = run("config reload").await;
+    assert_eq!(ran.status, 0, "{ran:?}");
+    assert!(
+        ran.stdout.contains("OK configuration reloaded from") && ran.stdout.contains("lb.xml"),
+        "{ran:?}"
+    );
+    let now = status().await;
+    assert_eq!(now["conflict"], serde_json::Value::Null, "{now}");
+    assert_eq!(now["reload"]["ok"], true, "{now}");
+    let line = txlb.wait_for_async("configuration reloaded", mark).await;
+    assert!(line.contains("changes="), "{line}");
+    let ran = run("show hosts svc g").await;
+    assert!(!ran.stdout.contains("extra"), "{ran:?}");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
+
+    // A broken file: refused from the console, with its location, and shown.
+    let broken = edited.replace("scheduler=\"roundr\"", "scheduler=\"nope\"");
+    std::fs::write(&config, &broken).unwrap();
+    let ran = run("config reload").await;
+    ran.assert_refused("reload refused");
+    assert!(ran.stderr.contains("lb.xml:"), "{ran:?}");
+    let now = status().await;
+    assert_eq!(now["reload"]["ok"], false, "{now}");
+    assert!(
+        now["reload"]["error"].as_str().unwrap().contains("lb.xml:"),
+        "{now}"
+    );
+    // SIGHUP refuses it the same way.
+    let mark = txlb.log_len();
+    txlb.signal("HUP");
+    let line = txlb.wait_for_async("reload refused", mark).await;
+    assert!(line.contains("lb.xml:"), "{line}");
+    // And the JSON API.
+    let response = common::admin::client()
+        .post(format!("{base}api/v1/config/reload"))
+        .basic_auth(common::admin::FULL.0, Some(common::admin::FULL.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 409);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("reload refused") && body.contains("lb.xml:"),
+        "{body}"
+    );
+
+    // A new <web> setting: the console's reload moves the admin web server
+    // (restarted on its socket), as SIGHUP does.
+    let mark = txlb.log_len();
+    std::fs::write(&config, with_web(2)).unwrap();
+    let ran = run("config reload").await;
+    assert_eq!(ran.status, 0, "{ran:?}");
+    let up = txlb.wait_for_async("admin web server up", mark).await;
+    assert!(up.contains(&base), "{up}");
+    assert_eq!(status().await["reload"]["ok"], true);
+    let response = common::admin::client()
+        .post(format!("{base}api/v1/config/reload"))
+        .basic_auth(common::admin::FULL.0, Some(common::admin::FULL.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("configuration reloaded"), "{body}");
+}

@@ -70,6 +70,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v1/users/{name}", axum::routing::delete(delete_user))
         .route("/api/v1/log/reopen", post(reopen_log))
         .route("/api/v1/config/save", post(save_config))
+        .route("/api/v1/config/reload", post(reload_config))
         .route("/api/v1/config/status", get(super::status::handler))
         .route("/api/v1/fleet", get(fleet))
 }
@@ -564,6 +565,11 @@ async fn reopen_log(State(state): State<AdminState>) -> ApiResult {
 
 async fn save_config(State(state): State<AdminState>) -> ApiResult {
     ok(StatusCode::OK, message(run(&state, Op::SaveConfig).await?))
+}
+
+/// The library's one reload, as SIGHUP and the console's `config reload`.
+async fn reload_config(State(state): State<AdminState>) -> ApiResult {
+    ok(StatusCode::OK, message(run(&state, Op::Reload).await?))
 }
 
 #[cfg(test)]

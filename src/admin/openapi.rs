@@ -299,11 +299,21 @@ fn ops() -> Vec<Op> {
             &[409, 500, 501],
         ),
         op(
+            "/api/v1/config/reload",
+            "post",
+            "Read the configuration file again and apply it as a whole, or refuse it as a \
+             whole (409, with the file's error at file:line:column): the reload SIGHUP and \
+             the console's `config reload` do, moving the admin plane with it.",
+            None,
+            (200, "Message"),
+            &[409, 501],
+        ),
+        op(
             "/api/v1/config/status",
             "get",
             "The configuration file's status: `conflict` (edited on disk since it was loaded, \
              so write-back leaves it alone; with both differences as unified diffs) and \
-             `reload` (the last SIGHUP reload: when, `ok`, and the refusal's error with \
+             `reload` (the last reload: when, `ok`, and the refusal's error with \
              file:line:column); each `null` when there is nothing to report.",
             None,
             (200, "ConfigStatus"),

@@ -1,13 +1,13 @@
 //! What the admin plane says about the configuration file besides the running
 //! configuration itself: the outcome of the last reload ([`ReloadStatus`],
-//! written by whoever reloads, `main.rs` on SIGHUP) and a write-back conflict
-//! (read through [`ConflictSource`], `WriteBack::conflict` in `main.rs`).
+//! written by the library's one reload, `BalancerHandle::reload`) and a
+//! write-back conflict (read through [`ConflictSource`]).
 //!
 //! Both show as panels at the top of the running page and the diff page, and as
 //! `GET /api/v1/config/status`.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
@@ -24,53 +24,7 @@ use crate::config::{Access, Config};
 /// disk since it was loaded, so write-back leaves it alone (`None`: no conflict).
 pub type ConflictSource = Arc<dyn Fn() -> Option<Conflict> + Send + Sync>;
 
-/// How one reload of the configuration file ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reload {
-    /// When it was tried.
-    pub at: SystemTime,
-    /// Why it was refused (the file's parse or validation error, with
-    /// file:line:column); `None` when the new configuration runs.
-    pub error: Option<String>,
-}
-
-/// The outcome of the last reload, shared between the reloader and the admin
-/// plane.
-#[derive(Debug, Default)]
-pub struct ReloadStatus {
-    /// Written by the reloader after each attempt, read by pages and the API. A
-    /// std mutex: tiny critical sections, never held across an `.await`.
-    last: Mutex<Option<Reload>>,
-}
-
-impl ReloadStatus {
-    /// No reload tried yet.
-    pub fn new() -> Self {
-        ReloadStatus::default()
-    }
-
-    /// Records a reload that applied the new configuration (clears the error).
-    pub fn succeeded(&self) {
-        self.set(None);
-    }
-
-    /// Records a refused reload: the old configuration keeps running.
-    pub fn failed(&self, error: impl std::fmt::Display) {
-        self.set(Some(error.to_string()));
-    }
-
-    fn set(&self, error: Option<String>) {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Reload {
-            at: SystemTime::now(),
-            error,
-        });
-    }
-
-    /// The last reload, if any was tried.
-    pub fn last(&self) -> Option<Reload> {
-        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
+pub use crate::reload::{Reload, ReloadStatus};
 
 /// The current conflict and last reload, as read from the settings' hooks.
 pub(crate) struct Snapshot {
@@ -220,6 +174,7 @@ pub(crate) async fn handler(
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
+    use std::sync::Mutex;
 
     use super::*;
 

@@ -859,6 +859,12 @@ impl Builder<'_, '_> {
     }
 
     fn cluster(&self, raw: RawCluster) -> Result<ClusterConfig, ConfigError> {
+        if !cfg!(feature = "fleet") {
+            return Err(self.err(
+                raw.at,
+                "fleet mode (<cluster>) is not built into this txlb (cargo feature \"fleet\")",
+            ));
+        }
         let etcd = self.required(
             raw.etcd,
             raw.at,

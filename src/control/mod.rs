@@ -242,6 +242,8 @@ impl Controller {
 
     /// The configuration `command` would make of the running one, without
     /// applying it (listeners are not bound, names not resolved).
+    // Fleet mode's only (it checks a change before writing it to etcd).
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
     pub(crate) fn preview(&self, command: &Command) -> Result<Config, ControlError> {
         let running = Config::clone(&self.views.running.load());
         self.next_config(running, command)

@@ -30,6 +30,7 @@
 //! starts while etcd is down serves the fleet's last configuration it knew.
 
 mod etcd;
+mod view;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,7 @@ use crate::control::{Command, ControlError, Controller};
 use crate::events::Event;
 use crate::state::HostHealth;
 use etcd::{Client, EtcdError, Kv, Swap, Watch, WatchEvent};
+pub(crate) use view::{FleetHostDown, FleetInstance, FleetSighting, FleetView};
 
 /// How long an instance's registration outlives it (etcd lease TTL).
 const LEASE_TTL: Duration = Duration::from_secs(5);
@@ -332,64 +334,6 @@ impl FleetLink {
     }
 }
 
-/// The fleet as one instance sees it: the admin page's and `/api/v1/fleet`'s.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub(crate) struct FleetView {
-    /// Whether fleet mode is on (`<cluster>`); everything else is empty when not.
-    pub enabled: bool,
-    /// This instance's name.
-    pub instance: String,
-    /// The key prefix.
-    pub prefix: String,
-    /// etcd endpoints.
-    pub etcd: Vec<String>,
-    /// Whether etcd answered the last round.
-    pub reachable: bool,
-    /// Why it did not, when it did not.
-    pub error: Option<String>,
-    /// Revision of the shared configuration applied here, the one running
-    /// (0: none from etcd).
-    pub revision: i64,
-    /// Newest revision of the shared configuration seen in etcd.
-    pub latest_revision: i64,
-    /// Whether the newest configuration seen in etcd runs here. When not, the
-    /// instance serves `revision` and refuses changes, which would undo the
-    /// newer one; it catches up by itself once the cause is gone.
-    pub in_step: bool,
-    /// Why the newest configuration does not run here, when it does not.
-    pub out_of_step: Option<String>,
-    /// Registered instances, by name.
-    pub instances: Vec<FleetInstance>,
-    /// Hosts that at least one instance sees bad or admin-down.
-    pub hosts_down: Vec<FleetHostDown>,
-}
-
-/// One registered instance.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub(crate) struct FleetInstance {
-    /// Its name.
-    pub name: String,
-    /// Its txlb version.
-    pub version: String,
-    /// When it started, in seconds since the Unix epoch.
-    pub started: u64,
-    /// Revision of the shared configuration it runs.
-    pub revision: i64,
-    /// Newest revision it saw in etcd (0 from instances that do not say).
-    #[serde(default)]
-    pub latest_revision: i64,
-    /// Whether it runs the newest configuration it saw.
-    #[serde(default = "yes")]
-    pub in_step: bool,
-    /// Why it does not, when it does not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub out_of_step: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
 /// Where an instance stands against the fleet's configuration in etcd.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Step {
@@ -414,32 +358,6 @@ impl Step {
     }
 }
 
-/// A host some instances see down.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub(crate) struct FleetHostDown {
-    /// Service name.
-    pub service: String,
-    /// Group name.
-    pub group: String,
-    /// Host name.
-    pub host: String,
-    /// Instances that see it bad or admin-down, with their reason.
-    pub down: Vec<FleetSighting>,
-    /// Instances that see it up.
-    pub up: Vec<String>,
-}
-
-/// One instance's view of a host that is not up.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub(crate) struct FleetSighting {
-    /// The instance.
-    pub instance: String,
-    /// `bad` or `admin-down`.
-    pub health: HostHealth,
-    /// Why it is bad.
-    pub reason: Option<String>,
-}
-
 /// What an instance publishes of one host in `{prefix}/status/{name}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct HostStatus {
@@ -454,7 +372,7 @@ struct HostStatus {
 
 /// Starts fleet mode on a started controller; the returned link is where every
 /// configuration change goes from now on (through etcd).
-pub(crate) fn start(controller: &Arc<Controller>, boot: Boot) -> Arc<FleetLink> {
+pub(crate) fn start(controller: &Arc<Controller>, boot: Boot) -> Option<Arc<FleetLink>> {
     let (requests, receiver) = mpsc::channel(CHANGE_QUEUE);
     let link = Arc::new(FleetLink {
         requests,
@@ -494,7 +412,7 @@ pub(crate) fn start(controller: &Arc<Controller>, boot: Boot) -> Arc<FleetLink> 
         started: unix_now(),
     };
     tokio::spawn(presence.run(stop));
-    link
+    Some(link)
 }
 
 /// The one path between etcd's configuration key and the controller.

@@ -3,8 +3,9 @@
 
 use super::{ACCESS, Args, Context, ID, NAME, OpError, PASSWORD, bad};
 use crate::BalancerHandle;
-use crate::config::{Access, Config, UserConfig, parse_access};
+use crate::config::{Access, UserConfig, parse_access};
 use crate::control::{Command, ControlError};
+use crate::reload::ReloadError;
 
 /// A SHA-512-crypt hash of `password` with a random salt, for `<user password=…>`.
 /// Every way a password comes in goes through here, so here it is checked
@@ -55,6 +56,7 @@ impl AddUser {
     }
 
     /// Refuses a name that is taken before a password is asked for in vain.
+    #[cfg_attr(not(feature = "ssh"), allow(dead_code))]
     pub fn refuse_taken(&self, h: &BalancerHandle) -> Result<(), OpError> {
         let taken = h
             .config_shared()
@@ -115,22 +117,19 @@ pub(super) async fn save_config(ctx: &Context<'_>) -> Result<String, OpError> {
     Ok(format!("OK {message}"))
 }
 
+/// The library's one reload (SIGHUP's): the admin plane follows, the outcome is
+/// recorded for the admin pages, a write-back conflict resolved.
 pub(super) async fn reload(h: &BalancerHandle) -> Result<String, OpError> {
-    let Some(path) = h.boot_config().source.clone() else {
-        return Err(OpError::NotConfigured(
-            "the balancer was not started from a file",
-        ));
-    };
-    let loaded = tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || Config::from_path(&path)
-    })
-    .await
-    .map_err(|_| OpError::Internal("reading the configuration failed"))?
-    .map_err(|e| OpError::Failed(format!("reload refused: {e}")))?;
-    h.apply(Command::Replace(Box::new(loaded))).await?;
-    tracing::info!(config = %path.display(), "configuration reloaded");
-    Ok(format!("OK configuration reloaded from {}", path.display()))
+    let changes = h.reload().await.map_err(|e| match e {
+        ReloadError::NoFile => OpError::NotConfigured("the balancer was not started from a file"),
+        ReloadError::Refused(refused) => OpError::Refused(refused),
+        e => OpError::Failed(format!("reload refused: {e}")),
+    })?;
+    let path = h.config_file().map(|f| f.path().display().to_string());
+    Ok(format!(
+        "OK configuration reloaded from {}: {changes}",
+        path.unwrap_or_default()
+    ))
 }
 
 pub(super) async fn reopen_log(ctx: &Context<'_>) -> Result<String, OpError> {

@@ -72,6 +72,7 @@ pub struct Param {
     /// Its name in the console's usage lines (`ADDRESS`).
     pub label: &'static str,
     /// What it is, for completion.
+    #[cfg_attr(not(feature = "ssh"), allow(dead_code))]
     pub kind: Arg,
     /// Whether it must be given.
     pub required: bool,
@@ -144,8 +145,10 @@ pub struct Operation {
     /// named parameters in the web API, `NAME=VALUE` words in the console.
     pub settings: &'static [(&'static str, &'static str)],
     /// One line for help.
+    #[cfg_attr(not(feature = "ssh"), allow(dead_code))]
     pub summary: &'static str,
     /// More for `help COMMAND` (may be empty).
+    #[cfg_attr(not(feature = "ssh"), allow(dead_code))]
     pub detail: &'static str,
     parse: fn(&Args) -> Result<Op, OpError>,
 }

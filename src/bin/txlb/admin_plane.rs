@@ -2,33 +2,76 @@
 //! console of `<admin><ssh>`, started at boot and, at each reload, moved to a new
 //! address, restarted with new settings, re-keyed or stopped to match the file.
 //!
-//! A reload goes in two steps so that it applies as a whole or not at all:
-//! [`AdminPlane::prepare`] binds new addresses and reads certificates before the
-//! configuration is applied (a busy port or a bad key refuses the reload), and
-//! [`AdminPlane::commit`] swaps the servers afterwards, each new one starting
-//! before the old one stops.
+//! The library's reload ([`txlb::BalancerHandle::reload`], from SIGHUP or the
+//! console) moves it as a [`Follower`], in two steps so that a reload applies
+//! as a whole or not at all: [`AdminPlane::prepare`] binds new addresses and
+//! reads certificates before the configuration is applied (a busy port or a bad
+//! key refuses the reload), and [`AdminPlane::commit`] swaps the servers
+//! afterwards, each new one starting before the old one stops.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
 use txlb::BalancerHandle;
-use txlb::config::writeback::WriteBack;
 use txlb::config::{AdminSshConfig, AdminWebConfig, Config, ListenAddr};
+use txlb::reload::{ConfigFile, FollowFuture, Follower};
 
 /// What the servers need from the rest of `txlb run`: the configuration file
-/// (next to which certificates and host keys are kept), log reopening,
-/// configuration saving, and the reload status shown on the pages.
+/// (next to which certificates and host keys are kept; its write-back and
+/// reload status), and log reopening.
 #[derive(Clone)]
 pub(crate) struct Hooks {
-    pub path: PathBuf,
+    pub file: Arc<ConfigFile>,
     pub reopen_logs: txlb::admin::ReopenLog,
-    pub writeback: Arc<WriteBack>,
-    pub reload_status: Arc<txlb::admin::ReloadStatus>,
-    pub save_config: txlb::admin::SaveConfig,
     /// The one failed-login budget of both servers, so that guesses on the web
     /// admin and on the console count together (and across restarts of either).
     pub logins: txlb::admin::Logins,
+}
+
+impl Hooks {
+    /// saveConfig / `config save`: the file's comment-keeping write-back.
+    fn save_config(&self) -> txlb::admin::SaveConfig {
+        let file = self.file.clone();
+        Arc::new(move |running: &Config| file.save(running))
+    }
+}
+
+/// The admin plane as the configuration file's [`Follower`]: the plane is
+/// shared with `txlb run`, which stops it at shutdown.
+pub(crate) struct Following {
+    pub plane: Arc<tokio::sync::Mutex<Option<AdminPlane>>>,
+    pub hooks: Hooks,
+    /// What the reload under way prepared.
+    pub pending: Option<Prepared>,
+}
+
+impl Follower for Following {
+    fn prepare<'a>(&'a mut self, config: &'a Config) -> FollowFuture<'a> {
+        Box::pin(async move {
+            let plane = self.plane.lock().await;
+            let Some(plane) = plane.as_ref() else {
+                return Ok(());
+            };
+            let prepared = plane.prepare(config, &self.hooks).await;
+            self.pending = Some(prepared.map_err(|e| crate::error_text(&e))?);
+            Ok(())
+        })
+    }
+
+    fn commit<'a>(&'a mut self, balancer: &'a BalancerHandle) -> FollowFuture<'a> {
+        Box::pin(async move {
+            let mut plane = self.plane.lock().await;
+            let (Some(plane), Some(prepared)) = (plane.as_mut(), self.pending.take()) else {
+                return Ok(());
+            };
+            let committed = plane.commit(prepared, balancer, &self.hooks).await;
+            committed.map_err(|e| crate::error_text(&e))
+        })
+    }
+
+    fn abandon(&mut self) {
+        self.pending = None;
+    }
 }
 
 /// The web server and the SSH console, as the running configuration wants them.
@@ -230,7 +273,7 @@ impl Server for Web {
         if !element.secure {
             return Ok(None);
         }
-        let tls = txlb::admin::tls_server_config(element, Some(&hooks.path))
+        let tls = txlb::admin::tls_server_config(element, Some(hooks.file.path()))
             .map_err(|e| anyhow::anyhow!("admin web server: {e}"))?;
         Ok(Some(tls))
     }
@@ -245,10 +288,12 @@ impl Server for Web {
         let mut settings = txlb::admin::AdminSettings::from_web(element);
         settings.tls = keys;
         settings.reopen_log = Some(hooks.reopen_logs.clone());
-        settings.reload = Some(hooks.reload_status.clone());
-        let (wb, running) = (hooks.writeback.clone(), balancer.clone());
-        settings.conflict = Some(Arc::new(move || wb.conflict_now(&running.config())));
-        settings.save_config = Some(hooks.save_config.clone());
+        settings.reload = Some(hooks.file.status().clone());
+        if let Some(wb) = hooks.file.write_back().cloned() {
+            let running = balancer.clone();
+            settings.conflict = Some(Arc::new(move || wb.conflict_now(&running.config())));
+        }
+        settings.save_config = Some(hooks.save_config());
         settings.logins = hooks.logins.clone();
         Ok(Web(txlb::admin::start(
             balancer.clone(),
@@ -277,8 +322,10 @@ impl Server for Web {
 
 /// The SSH console. Its host key is read when it starts (at boot, or when a
 /// reload changes `<ssh>`); the authorized keys file at every login.
+#[cfg(feature = "ssh")]
 struct Ssh(txlb::ssh::SshServer);
 
+#[cfg(feature = "ssh")]
 impl Server for Ssh {
     type Element = AdminSshConfig;
     type Keys = ();
@@ -307,9 +354,9 @@ impl Server for Ssh {
         balancer: &BalancerHandle,
         hooks: &Hooks,
     ) -> Result<Self> {
-        let mut settings = txlb::ssh::SshSettings::from_config(element, Some(&hooks.path))?;
+        let mut settings = txlb::ssh::SshSettings::from_config(element, Some(hooks.file.path()))?;
         settings.reopen_log = Some(hooks.reopen_logs.clone());
-        settings.save_config = Some(hooks.save_config.clone());
+        settings.save_config = Some(hooks.save_config());
         settings.logins = hooks.logins.clone();
         Ok(Ssh(
             txlb::ssh::start(balancer.clone(), settings, listener).await?
@@ -325,4 +372,61 @@ impl Server for Ssh {
     async fn stopped(self) {
         self.0.stopped().await;
     }
+}
+
+/// Built without the SSH console (cargo feature `ssh`): an enabled `<ssh>`
+/// refuses the start or the reload that asks for it.
+#[cfg(not(feature = "ssh"))]
+enum Ssh {}
+
+#[cfg(not(feature = "ssh"))]
+impl Server for Ssh {
+    type Element = AdminSshConfig;
+    type Keys = ();
+    const NAME: &'static str = "SSH console";
+
+    fn element(config: &Config) -> Option<&AdminSshConfig> {
+        config.admin.as_ref()?.ssh.as_ref().filter(|s| s.enable)
+    }
+
+    fn listen(element: &AdminSshConfig) -> &ListenAddr {
+        &element.listen
+    }
+
+    async fn bind(_: &ListenAddr) -> Result<tokio::net::TcpListener> {
+        Err(no_ssh())
+    }
+
+    fn keys(_: &AdminSshConfig, _: &Hooks) -> Result<()> {
+        Err(no_ssh())
+    }
+
+    async fn start(
+        _: &AdminSshConfig,
+        (): (),
+        _: tokio::net::TcpListener,
+        _: &BalancerHandle,
+        _: &Hooks,
+    ) -> Result<Self> {
+        Err(no_ssh())
+    }
+
+    fn rekey(&self, (): ()) {
+        match *self {}
+    }
+
+    fn stop(self) {
+        match self {}
+    }
+
+    async fn stopped(self) {
+        match self {}
+    }
+}
+
+#[cfg(not(feature = "ssh"))]
+fn no_ssh() -> anyhow::Error {
+    anyhow::anyhow!(
+        "the SSH console (<admin><ssh>) is not built into this txlb (cargo feature \"ssh\")"
+    )
 }

@@ -184,7 +184,7 @@ pub(super) fn expand<'c>(
         false => None,
     };
     // No allocation for a host that stands for itself (nearly all of them).
-    let itself = known.is_none().then(|| {
+    let itself = known.is_none().then_some({
         (
             Cow::Borrowed(host.name.as_str()),
             Cow::Borrowed(&host.address),

@@ -8,7 +8,6 @@
 //! [`build_group`] when the controller makes a snapshot, never per pick; picking
 //! allocates nothing (`tests/no_alloc_pick.rs` checks every scheduler).
 
-mod kind;
 mod least_conns;
 mod maglev;
 mod p2c;
@@ -20,7 +19,7 @@ mod slow_start;
 mod weighted;
 mod wrr;
 
-pub use kind::{SchedulerKind, UnknownScheduler};
+pub use crate::config::{SchedulerKind, UnknownScheduler};
 pub(crate) use least_conns::{LeastConns, Ranking};
 pub(crate) use maglev::Maglev;
 pub(crate) use p2c::PowerOfTwo;

@@ -25,8 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::config::{GroupOptions, HostAddress, ManagerConfig, ServiceOptions};
-use crate::proxy::proxy_protocol::Version as ProxyVersion;
+use crate::config::{GroupOptions, HostAddress, ManagerConfig, ProxyVersion, ServiceOptions};
 use crate::scheduler::{Scheduler, SchedulerKind};
 
 /// Stable identity of a host across snapshots (service, group and host name).

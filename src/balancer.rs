@@ -453,11 +453,6 @@ impl BalancerHandle {
         if let Some(pool) = self.workers.clone() {
             let _ = tokio::task::spawn_blocking(move || pool.stop()).await;
         }
-        // leastc rankings and their hosts point at each other: unhook them so an
-        // embedding application that drops the balancer frees them.
-        for host in c.data.snapshots.load().hosts() {
-            host.stats.attach_ranking(None);
-        }
     }
 }
 

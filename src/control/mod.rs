@@ -710,15 +710,10 @@ impl Controller {
                     name: Arc::from(group.name.as_str()),
                     scheduler_kind: group.scheduler,
                     scheduler: match group.scheduler {
-                        SchedulerKind::Custom(name) => {
-                            for host in &members {
-                                host.stats.attach_ranking(None);
-                            }
-                            match self.custom_schedulers.get(name) {
-                                Some(factory) => factory(&members),
-                                None => scheduler::build_group(group.scheduler, &members, None),
-                            }
-                        }
+                        SchedulerKind::Custom(name) => match self.custom_schedulers.get(name) {
+                            Some(factory) => factory(&members),
+                            None => scheduler::build_group(group.scheduler, &members, None),
+                        },
                         kind => scheduler::build_group(kind, &members, group.options.slow_start),
                     },
                     hosts: members,
@@ -778,7 +773,6 @@ impl Controller {
                     if hosts.contains_key(&key) {
                         continue;
                     }
-                    host.stats.attach_ranking(None);
                     if host.stats.open() > 0 {
                         state.removed.push((
                             service.name.clone(),

@@ -20,7 +20,7 @@ mod weighted;
 mod wrr;
 
 pub use crate::config::{SchedulerKind, UnknownScheduler};
-pub(crate) use least_conns::{LeastConns, Ranking};
+pub(crate) use least_conns::LeastConns;
 pub(crate) use maglev::Maglev;
 pub(crate) use p2c::PowerOfTwo;
 pub(crate) use random::Random;
@@ -118,15 +118,6 @@ pub fn build_group(
     hosts: &[HostSnapshot],
     slow_start: Option<Duration>,
 ) -> Box<dyn Scheduler> {
-    if !matches!(
-        kind,
-        SchedulerKind::LeastConns | SchedulerKind::WeightedLeastConns
-    ) {
-        // Hosts leaving a leastc group stop feeding its ranking.
-        for host in hosts {
-            host.stats.attach_ranking(None);
-        }
-    }
     let slow_start = SlowStart::new(slow_start).map(|s| s.for_hosts(hosts));
     let weights = || hosts.iter().map(|h| h.weight);
     match kind {

@@ -15,6 +15,7 @@ pub use connections::{
 };
 pub use limits::{Admission, Limiter, Refusal};
 
+pub(crate) use stats::Ranking;
 pub use stats::{
     BadInfo, ConnectionGuard, HostHealth, HostStats, HostStatsView, LatencyView, clock_ms,
     clock_nanos, last_came_up,

@@ -14,8 +14,9 @@ use crate::events::Event;
 use crate::health::{self, Manager};
 use crate::proxy::WorkerPool;
 use crate::scheduler::{Scheduler, SchedulerFactory};
+use crate::snapshot::Snapshot;
 use crate::state::{
-    CloseRequest, ConnectionInfo, HostSnapshot, HostStatsView, ServiceCountersView, Snapshot,
+    CloseRequest, ConnectionInfo, HostSnapshot, HostStatsView, ServiceCountersView,
 };
 use std::collections::HashMap;
 

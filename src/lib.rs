@@ -259,7 +259,8 @@
 //!   (`<cluster>`).
 //!
 //! Internals, free to change: `control` (the single writer: command → new
-//! snapshot), `state` (the immutable snapshot and per-host atomic counters),
+//! snapshot), `state` (per-host atomic counters and health, service counters,
+//! limits, open connections), `snapshot` (the immutable snapshot),
 //! `proxy` (listeners, one connection's flow, the copy loop, the parking lot of
 //! idle connections), `health` (the
 //! hostCheck and heartbeat managers, the backup watcher), `dns` (host names
@@ -285,6 +286,7 @@ pub mod logging;
 mod lookup;
 mod proxy;
 pub mod scheduler;
+mod snapshot;
 pub mod ssh;
 mod state;
 

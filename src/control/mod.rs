@@ -21,10 +21,8 @@ use crate::dns::{self, Answer, NameState, Resolver};
 use crate::events::{Event, Events};
 use crate::proxy::{ConnectionRecord, DataPlane};
 use crate::scheduler::{self, SchedulerFactory, SchedulerKind};
-use crate::state::{
-    ConnectionRegistry, GroupSnapshot, HostId, HostSnapshot, HostStats, Limiter, ServiceCounters,
-    ServiceSnapshot, Snapshot,
-};
+use crate::snapshot::{GroupSnapshot, ServiceSnapshot, Snapshot};
+use crate::state::{ConnectionRegistry, HostId, HostSnapshot, HostStats, Limiter, ServiceCounters};
 use listeners::RunningListener;
 use tokio::sync::mpsc;
 

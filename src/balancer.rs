@@ -15,8 +15,9 @@ use crate::health::{self, Manager};
 use crate::proxy::WorkerPool;
 use crate::reload::ConfigFile;
 use crate::scheduler::{Scheduler, SchedulerFactory};
+use crate::snapshot::Snapshot;
 use crate::state::{
-    CloseRequest, ConnectionInfo, HostSnapshot, HostStatsView, ServiceCountersView, Snapshot,
+    CloseRequest, ConnectionInfo, HostSnapshot, HostStatsView, ServiceCountersView,
 };
 use std::collections::HashMap;
 
@@ -507,11 +508,6 @@ impl BalancerHandle {
         c.stopped.cancel();
         if let Some(pool) = self.workers.clone() {
             let _ = tokio::task::spawn_blocking(move || pool.stop()).await;
-        }
-        // leastc rankings and their hosts point at each other: unhook them so an
-        // embedding application that drops the balancer frees them.
-        for host in c.data.snapshots.load().hosts() {
-            host.stats.attach_ranking(None);
         }
     }
 }

@@ -275,7 +275,8 @@
 //! Internals, free to change: `ops` (every change the web admin and the console
 //! offer, each written once: its parameters and their checks, the command it
 //! sends and its answer), `control` (the single writer: command → new
-//! snapshot), `state` (the immutable snapshot and per-host atomic counters),
+//! snapshot), `state` (per-host atomic counters and health, service counters,
+//! limits, open connections), `snapshot` (the immutable snapshot),
 //! `proxy` (listeners, one connection's flow, the copy loop, the parking lot of
 //! idle connections), `health` (the
 //! hostCheck and heartbeat managers, the backup watcher), `dns` (host names
@@ -309,6 +310,7 @@ mod ops;
 mod proxy;
 pub mod reload;
 pub mod scheduler;
+mod snapshot;
 #[cfg(feature = "ssh")]
 pub mod ssh;
 mod state;

@@ -37,7 +37,7 @@ use super::{
     Config, ConfigError, GroupConfig, GroupOptions, HostConfig, HostOptions, ServiceConfig,
     ServiceOptions, parse_host_address, parse_listen_addr,
 };
-use crate::scheduler::SchedulerKind;
+use crate::config::SchedulerKind;
 
 /// Where builder errors are located: the builder call, or (for rules checked on
 /// the whole model) a line of the configuration's TOML rendering.

@@ -27,6 +27,7 @@ mod model;
 mod names;
 mod options;
 mod raw;
+mod scheduler_kind;
 mod toml;
 mod validate;
 mod write;
@@ -48,8 +49,9 @@ pub use names::{MAX_NAME_LEN, MAX_PASSWORD_LEN, NameKind, check_name, check_pass
 pub use options::{
     DEFAULT_FIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_QUEUE,
     DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRY_EMPTY_BYTES, DEFAULT_RETRY_EMPTY_TIMEOUT, DNS_PORT,
-    parse_nameserver, parse_net,
+    ProxyVersion, parse_nameserver, parse_net,
 };
+pub use scheduler_kind::{SchedulerKind, UnknownScheduler};
 pub use validate::{
     DEFAULT_SCHEDULER, MAX_SECONDS, parse_access, parse_bool, parse_host_address,
     parse_listen_addr, parse_seconds, parse_weight,

@@ -13,7 +13,7 @@ use std::time::Duration;
 pub use super::options::{
     GroupOptions, HostOptions, ListenOptions, ResolverOptions, ServiceOptions,
 };
-use crate::scheduler::SchedulerKind;
+use crate::config::SchedulerKind;
 
 /// Default connect timeout towards a host.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

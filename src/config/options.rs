@@ -13,7 +13,6 @@ use ipnet::IpNet;
 
 use super::validate::{parse_bool, parse_seconds};
 use super::write::seconds;
-use crate::proxy::proxy_protocol::Version as ProxyVersion;
 
 /// A setting's value as written: XML text, or a typed TOML value.
 #[derive(Debug, Clone)]
@@ -217,6 +216,16 @@ pub fn parse_net(text: &str) -> Result<IpNet, String> {
         .map_err(|_| {
             format!("{text:?} is not a network (expected e.g. 10.0.0.0/8, 192.168.1.7 or ::1)")
         })
+}
+
+/// Which version of the PROXY protocol header to send to hosts (the
+/// `proxyProtocol` setting); [`crate::proxy_protocol`] writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyVersion {
+    /// Human-readable text.
+    V1,
+    /// Binary.
+    V2,
 }
 
 /// `v1`, `v2`, or `none`.

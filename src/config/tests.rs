@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
-use crate::scheduler::SchedulerKind;
+use crate::config::SchedulerKind;
 
 const CONFEX_XML: &str = include_str!("../../tests/fixtures/txlb-confex.xml");
 const CONFIG_XML: &str = include_str!("../../tests/fixtures/txlb-config.xml");

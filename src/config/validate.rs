@@ -15,7 +15,7 @@ use super::model::*;
 use super::names::{NameKind, check_name};
 use super::options::OptionSet;
 use super::raw::*;
-use crate::scheduler::SchedulerKind;
+use crate::config::SchedulerKind;
 
 /// The scheduler of a group that names none. txLoadBalancer refused such a group
 /// (it looked the empty name up among its schedulers); `roundr` is the least

@@ -10,7 +10,8 @@ use super::names::{expand, set_address};
 use super::{Command, ControlState, Controller};
 use crate::config::{Config, GroupConfig, ServiceConfig};
 use crate::scheduler::{self, SchedulerKind};
-use crate::state::{GroupSnapshot, HostId, HostSnapshot, HostStats, ServiceSnapshot, Snapshot};
+use crate::snapshot::{GroupSnapshot, ServiceSnapshot, Snapshot};
+use crate::state::{HostId, HostSnapshot, HostStats};
 
 /// Which groups a change may have changed; every other group is shared with the
 /// running snapshot. Services' own settings are always rebuilt (they are small).
@@ -191,15 +192,10 @@ impl Controller {
             name: Arc::from(group.name.as_str()),
             scheduler_kind: group.scheduler,
             scheduler: match group.scheduler {
-                SchedulerKind::Custom(name) => {
-                    for host in &members {
-                        host.stats.attach_ranking(None);
-                    }
-                    match self.custom_schedulers.get(name) {
-                        Some(factory) => factory(&members),
-                        None => scheduler::build_group(group.scheduler, &members, None),
-                    }
-                }
+                SchedulerKind::Custom(name) => match self.custom_schedulers.get(name) {
+                    Some(factory) => factory(&members),
+                    None => scheduler::build_group(group.scheduler, &members, None),
+                },
                 kind => scheduler::build_group(kind, &members, group.options.slow_start),
             },
             hosts: members,
@@ -252,10 +248,9 @@ impl Controller {
 }
 
 impl ControlState {
-    /// A host that left the configuration: it stops feeding any ranking, and
-    /// drains visibly while connections are still open on it.
+    /// A host that left the configuration drains visibly while connections
+    /// are still open on it.
     fn drain(&mut self, service: &str, group: &str, host: &HostSnapshot) {
-        host.stats.attach_ranking(None);
         if host.stats.open() > 0 {
             self.removed
                 .push((Arc::from(service), Arc::from(group), host.clone()));

@@ -26,9 +26,8 @@ use crate::dns::{self, Answer, NameState, Resolver};
 use crate::events::{Event, Events};
 use crate::proxy::{ConnectionRecord, DataPlane};
 use crate::scheduler::{SchedulerFactory, SchedulerKind};
-use crate::state::{
-    ConnectionRegistry, HostSnapshot, HostStats, Limiter, ServiceCounters, Snapshot,
-};
+use crate::snapshot::Snapshot;
+use crate::state::{ConnectionRegistry, HostSnapshot, HostStats, Limiter, ServiceCounters};
 use build::Touched;
 use listeners::RunningListener;
 use tokio::sync::mpsc;

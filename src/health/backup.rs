@@ -12,7 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{Event, Events};
-use crate::state::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// How often the watcher looks even without an event: admin-down and
 /// configuration changes emit none of their own.

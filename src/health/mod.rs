@@ -17,7 +17,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::Events;
-use crate::state::{HostSnapshot, Snapshot};
+use crate::snapshot::Snapshot;
+use crate::state::HostSnapshot;
 
 /// Which hosts a manager looks at, and what it does with the probe's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

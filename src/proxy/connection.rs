@@ -18,9 +18,10 @@ use super::retry_empty::{FirstByte, Replay};
 use super::{DataPlane, ListenerTask};
 use crate::config::ServiceOptions;
 use crate::scheduler::Candidates;
+use crate::snapshot::Snapshot;
 use crate::state::{
     Admission, CloseRequest, ConnectionEntry, ConnectionGuard, HostId, HostStats, Limiter,
-    Registered, ServiceCounters, Snapshot, clock_ms,
+    Registered, ServiceCounters, clock_ms,
 };
 
 /// How a proxied connection ended.

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::DataPlane;
 use super::parking::PARK_AFTER;
-use crate::state::{CloseRequest, Snapshot, clock_ms};
+use crate::snapshot::Snapshot;
+use crate::state::{CloseRequest, clock_ms};
 
 /// Fastest sweep: bounds the work for very short timeouts.
 const MIN_PERIOD: Duration = Duration::from_millis(50);

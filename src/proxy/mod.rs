@@ -25,7 +25,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
 use crate::events::Events;
-use crate::state::{ConnectionRegistry, Snapshot};
+use crate::snapshot::Snapshot;
+use crate::state::ConnectionRegistry;
 
 /// What every connection task shares: built once by the controller.
 #[derive(Debug)]

@@ -16,14 +16,9 @@ pub const V1_MAX: usize = 107;
 /// txlb wait for (or buffer) 64 KiB.
 pub const V2_MAX: usize = 16 + 1024;
 
-/// Which version of the header to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Version {
-    /// Human-readable text.
-    V1,
-    /// Binary.
-    V2,
-}
+/// Which version of the header to send: a setting, so declared with the
+/// configuration (which comes before the proxy).
+pub use crate::config::ProxyVersion as Version;
 
 /// What a received header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

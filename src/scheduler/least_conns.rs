@@ -9,12 +9,12 @@
 //! update on its path repairs it, and a pick never returns a host that is not a
 //! candidate (that falls back to an exact scan).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
 
 use super::slow_start::{Ramp, SlowStart};
 use super::{Candidates, Scheduler};
-use crate::state::{HostSnapshot, HostStats};
+use crate::state::{HostSnapshot, HostStats, Ranking};
 
 /// Marks an empty slot of the tree (padding beyond the last host).
 const NONE: u32 = u32::MAX;
@@ -49,11 +49,9 @@ impl LeastConns {
             hosts.iter().map(|h| h.stats.clone()).collect(),
             weights,
         ));
-        for (leaf, host) in hosts.iter().enumerate() {
-            host.stats.attach_ranking(Some(Ranking {
-                tree: tree.clone(),
-                leaf,
-            }));
+        let ranking: Weak<dyn Ranking> = Arc::downgrade(&tree) as _;
+        for (slot, host) in hosts.iter().enumerate() {
+            host.stats.observe(ranking.clone(), slot);
         }
         LeastConns {
             tree,
@@ -109,19 +107,12 @@ fn rank(stats: &HostStats) -> (bool, u64, u64) {
     (!stats.is_available(), stats.open(), stats.last_closed())
 }
 
-/// A host's place in a group's tree: its counters call [`Ranking::update`] when
-/// they change.
-#[derive(Debug)]
-pub struct Ranking {
-    tree: Arc<Tree>,
-    leaf: usize,
-}
-
-impl Ranking {
-    /// Replays the matches from this host's leaf to the root.
+/// Each host's counters replay the matches from its leaf to the root when they
+/// change.
+impl Ranking for Tree {
     #[inline]
-    pub fn update(&self) {
-        self.tree.update(self.leaf);
+    fn host_changed(&self, slot: usize) {
+        self.update(slot);
     }
 }
 
@@ -130,6 +121,8 @@ impl Ranking {
 /// the best host of its subtree.
 #[derive(Debug)]
 struct Tree {
+    /// The group's hosts, held strongly; they hold the tree only weakly, so
+    /// dropping the scheduler frees both.
     hosts: Box<[Arc<HostStats>]>,
     /// `wleastc`: each host's weight; `None` for `leastc`.
     weights: Option<Box<[u32]>>,
@@ -330,6 +323,38 @@ mod tests {
         assert_eq!(LeastConns::weighted(&h).pick(&c), Some(1), "without ramp");
         std::thread::sleep(period);
         assert_eq!(s.pick(&c), Some(1), "ramp over");
+    }
+
+    #[test]
+    fn dropping_the_scheduler_frees_its_hosts_without_unhooking() {
+        let h = hosts(&[1, 2, 3]);
+        let freed: Vec<_> = h.iter().map(|h| Arc::downgrade(&h.stats)).collect();
+        let s = LeastConns::weighted(&h);
+        let tree = Arc::downgrade(&s.tree);
+        let guard = ConnectionGuard::new(h[1].stats.clone());
+        // The tree holds each host once; the hosts hold the tree only weakly.
+        assert_eq!(Arc::strong_count(&h[0].stats), 2);
+        assert_eq!(tree.strong_count(), 1);
+        drop(s);
+        assert_eq!(tree.strong_count(), 0, "the tree went with its scheduler");
+        assert_eq!(Arc::strong_count(&h[0].stats), 1);
+        // A connection still open on a host of the dropped group closes quietly.
+        drop(guard);
+        drop(h);
+        assert!(freed.iter().all(|w| w.upgrade().is_none()), "hosts freed");
+    }
+
+    #[test]
+    fn a_later_scheduler_takes_over_its_hosts() {
+        let h = hosts(&[1, 1]);
+        let old = LeastConns::new(&h);
+        let new = LeastConns::new(&h);
+        drop(old);
+        let _g = ConnectionGuard::new(h[0].stats.clone());
+        assert_eq!(new.pick(&Candidates::new(&h, &[], None)), Some(1));
+        let _g = ConnectionGuard::new(h[1].stats.clone());
+        let _g = ConnectionGuard::new(h[1].stats.clone());
+        assert_eq!(new.pick(&Candidates::new(&h, &[], None)), Some(0));
     }
 
     #[test]

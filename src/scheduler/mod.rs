@@ -8,7 +8,6 @@
 //! [`build_group`] when the controller makes a snapshot, never per pick; picking
 //! allocates nothing (`tests/no_alloc_pick.rs` checks every scheduler).
 
-mod kind;
 mod least_conns;
 mod maglev;
 mod p2c;
@@ -20,8 +19,8 @@ mod slow_start;
 mod weighted;
 mod wrr;
 
-pub use kind::{SchedulerKind, UnknownScheduler};
-pub(crate) use least_conns::{LeastConns, Ranking};
+pub use crate::config::{SchedulerKind, UnknownScheduler};
+pub(crate) use least_conns::LeastConns;
 pub(crate) use maglev::Maglev;
 pub(crate) use p2c::PowerOfTwo;
 pub(crate) use random::Random;
@@ -119,15 +118,6 @@ pub fn build_group(
     hosts: &[HostSnapshot],
     slow_start: Option<Duration>,
 ) -> Box<dyn Scheduler> {
-    if !matches!(
-        kind,
-        SchedulerKind::LeastConns | SchedulerKind::WeightedLeastConns
-    ) {
-        // Hosts leaving a leastc group stop feeding its ranking.
-        for host in hosts {
-            host.stats.attach_ranking(None);
-        }
-    }
     let slow_start = SlowStart::new(slow_start).map(|s| s.for_hosts(hosts));
     let weights = || hosts.iter().map(|h| h.weight);
     match kind {

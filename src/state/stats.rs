@@ -1,16 +1,15 @@
 //! Per-host counters and health: atomics written by the data path and the managers,
 //! read by schedulers and the admin plane.
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
-
-use crate::scheduler::Ranking;
 
 /// Why and since when a host is bad.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,10 +79,10 @@ pub struct HostStats {
     bad_info: ArcSwapOption<BadInfo>,
     /// The address connections go to; `None` until the name resolves.
     resolved: ArcSwapOption<SocketAddr>,
-    /// The leastc ranking this host takes part in, if its group uses leastc.
-    /// Set by the controller for each snapshot; told of every change that moves
-    /// the host in the ranking.
-    ranking: ArcSwapOption<Ranking>,
+    /// The ranking this host takes part in (its group's leastc tree), told of
+    /// every change that moves the host in it. Set when a snapshot's scheduler is
+    /// built; an `ArcSwapOption` so the data path reads it without a lock.
+    observer: ArcSwapOption<Observer>,
     bad: AtomicBool,
     admin_down: AtomicBool,
     total: AtomicU64,
@@ -97,6 +96,23 @@ pub struct HostStats {
     connect_buckets: [AtomicU64; CONNECT_BUCKETS.len() + 1],
     /// Sum of successful connect latencies, in microseconds.
     connect_micros: AtomicU64,
+}
+
+/// An order over a group's hosts kept current by their counters (the leastc
+/// tournament tree): [`HostStats`] tells it whenever the host's availability or
+/// open connections change. Declared here so host state needs no scheduler.
+pub(crate) trait Ranking: Send + Sync + fmt::Debug {
+    /// The host at `slot` (its place in the ranking) changed.
+    fn host_changed(&self, slot: usize);
+}
+
+/// A host's link to its ranking. Weak because the ranking holds the hosts:
+/// when the snapshot owning the ranking goes, the ranking and any host no other
+/// snapshot or connection holds are freed, with no unhooking.
+#[derive(Debug)]
+struct Observer {
+    ranking: Weak<dyn Ranking>,
+    slot: usize,
 }
 
 /// [`clock_nanos`] of the latest moment any host came back into rotation, in any
@@ -213,17 +229,21 @@ impl HostStats {
         }
     }
 
-    /// Hooks this host to a leastc ranking (or unhooks it).
-    pub(crate) fn attach_ranking(&self, ranking: Option<Ranking>) {
-        self.ranking.store(ranking.map(Arc::new));
+    /// Makes `ranking` hear of this host's changes from now on, as its `slot`th
+    /// host (replacing the ranking of an earlier snapshot), and tells it once.
+    pub(crate) fn observe(&self, ranking: Weak<dyn Ranking>, slot: usize) {
+        self.observer
+            .store(Some(Arc::new(Observer { ranking, slot })));
         self.rank_changed();
     }
 
-    /// Tells the host's leastc ranking, if any, that this host moved.
+    /// Tells the host's ranking, if it still exists, that this host moved.
     #[inline]
     fn rank_changed(&self) {
-        if let Some(ranking) = &*self.ranking.load() {
-            ranking.update();
+        if let Some(observer) = &*self.observer.load()
+            && let Some(ranking) = observer.ranking.upgrade()
+        {
+            ranking.host_changed(observer.slot);
         }
     }
 

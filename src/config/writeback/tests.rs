@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use super::*;
+use crate::config::SchedulerKind;
 use crate::config::{
     GroupConfig, HostConfig, LoggingConfig, parse_host_address, parse_listen_addr,
 };
-use crate::scheduler::SchedulerKind;
 
 const XML_FIXTURE: &str = include_str!("../../../tests/fixtures/writeback/commented.xml");
 const TOML_FIXTURE: &str = include_str!("../../../tests/fixtures/writeback/commented.toml");

@@ -1,4 +1,6 @@
 //! Scheduler names as they appear in configuration files, with their aliases.
+//! A setting, so declared with the configuration; [`crate::scheduler`] builds
+//! the algorithm each names.
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,0 +1,163 @@
+//! The immutable [`Snapshot`] the data path reads: services, their groups with
+//! ready-built schedulers, and the hosts. No async, no I/O here.
+//!
+//! The controller builds a new `Snapshot` for every change and swaps it in whole;
+//! connections read it only long enough to pick a host. What outlives a snapshot
+//! (counters, health, limits) is in [`crate::state`], shared by `Arc`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{GroupOptions, ManagerConfig, ServiceOptions};
+use crate::scheduler::{Scheduler, SchedulerKind};
+use crate::state::{HostSnapshot, Limiter, ServiceCounters};
+
+/// Everything the data path may read, swapped atomically as one value.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Services in configuration order.
+    pub services: Vec<ServiceSnapshot>,
+    /// The managers' settings, read by the managers every round.
+    pub manager: ManagerConfig,
+}
+
+impl Snapshot {
+    /// The service called `name`, if any. Services are few, so a scan beats a map.
+    pub fn service(&self, name: &str) -> Option<&ServiceSnapshot> {
+        self.services.iter().find(|s| &*s.name == name)
+    }
+}
+
+/// One service as the data path sees it.
+#[derive(Debug)]
+pub struct ServiceSnapshot {
+    /// Service name.
+    pub name: Arc<str>,
+    /// Groups; `groups[enabled]` receives traffic. Shared with the previous
+    /// snapshot when a change leaves them alone.
+    pub groups: Vec<Arc<GroupSnapshot>>,
+    /// Index of the enabled group in `groups`.
+    pub enabled: usize,
+    /// Indices of the backup groups in `groups`, in configuration order: the
+    /// first with a usable host serves while the enabled group has none.
+    pub backups: Vec<usize>,
+    /// How long to wait for a host to accept.
+    pub connect_timeout: Duration,
+    /// Service-wide counters, carried across snapshots by service name.
+    pub counters: Arc<ServiceCounters>,
+    /// Admission limits' state, carried across snapshots by service name.
+    pub limiter: Arc<Limiter>,
+    /// Timeouts, limits, access lists, PROXY protocol acceptance.
+    pub options: Arc<ServiceOptions>,
+}
+
+impl ServiceSnapshot {
+    /// The group that receives new connections.
+    pub fn enabled_group(&self) -> &GroupSnapshot {
+        &self.groups[self.enabled]
+    }
+
+    /// The group new connections go to now: the enabled group while one of its
+    /// hosts is usable (neither bad nor admin-down), else the first backup group
+    /// (configuration order) with a usable host; `None` when no group has one.
+    /// Reads only host atomics: no lock, no allocation.
+    pub fn serving_group(&self) -> Option<usize> {
+        if self.enabled_group().any_available() {
+            return Some(self.enabled);
+        }
+        self.backups
+            .iter()
+            .copied()
+            .find(|&i| self.groups[i].any_available())
+    }
+}
+
+impl GroupSnapshot {
+    /// Whether some host is in rotation (neither bad nor admin-down; a host at
+    /// its `maxconn` still counts: backup groups stand in for failed hosts, not
+    /// for busy ones).
+    pub fn any_available(&self) -> bool {
+        self.hosts.iter().any(|h| h.stats.is_available())
+    }
+}
+
+/// A group with its ready-to-use scheduler.
+#[derive(Debug)]
+pub struct GroupSnapshot {
+    /// Group name.
+    pub name: Arc<str>,
+    /// Which algorithm `scheduler` implements (for display and write-back).
+    pub scheduler_kind: SchedulerKind,
+    /// The scheduler, with any tables already built for `hosts`.
+    pub scheduler: Box<dyn Scheduler>,
+    /// Hosts in configuration order; schedulers return indices into this slice.
+    pub hosts: Vec<HostSnapshot>,
+    /// Replays on empty answers, PROXY protocol default.
+    pub options: GroupOptions,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::{self, Candidates, ConnectionGuard};
+
+    fn service(kind: SchedulerKind, hosts: Vec<HostSnapshot>) -> ServiceSnapshot {
+        ServiceSnapshot {
+            name: Arc::from("web"),
+            groups: vec![Arc::new(GroupSnapshot {
+                name: Arc::from("main"),
+                scheduler_kind: kind,
+                scheduler: scheduler::build(kind, &hosts),
+                hosts,
+                options: GroupOptions::default(),
+            })],
+            enabled: 0,
+            backups: Vec::new(),
+            connect_timeout: Duration::from_secs(1),
+            counters: Arc::default(),
+            limiter: Arc::default(),
+            options: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn dropping_a_snapshot_frees_its_hosts_whatever_the_scheduler() {
+        for kind in SchedulerKind::ALL {
+            let hosts = scheduler::testing::hosts(&[1, 2, 3]);
+            let freed: Vec<_> = hosts.iter().map(|h| Arc::downgrade(&h.stats)).collect();
+            let snapshot = Snapshot {
+                services: vec![service(kind, hosts)],
+                manager: ManagerConfig::default(),
+            };
+            let group = snapshot.services[0].enabled_group();
+            let picked = group
+                .scheduler
+                .pick(&Candidates::new(&group.hosts, &[], None))
+                .expect("a host");
+            let open = ConnectionGuard::new(group.hosts[picked].stats.clone());
+            drop(snapshot);
+            // A connection keeps its own host, and only that one, until it closes.
+            let alive = freed.iter().filter(|w| w.upgrade().is_some()).count();
+            assert_eq!(alive, 1, "{kind}");
+            drop(open);
+            assert!(freed.iter().all(|w| w.upgrade().is_none()), "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_later_snapshot_keeps_the_hosts_its_predecessor_ranked() {
+        let hosts = scheduler::testing::hosts(&[1, 1]);
+        let stats = Arc::downgrade(&hosts[0].stats);
+        let first = service(SchedulerKind::LeastConns, hosts.clone());
+        let second = service(SchedulerKind::LeastConns, hosts);
+        drop(first);
+        assert!(stats.upgrade().is_some());
+        let group = second.enabled_group();
+        let open = ConnectionGuard::new(group.hosts[0].stats.clone());
+        let c = Candidates::new(&group.hosts, &[], None);
+        assert_eq!(group.scheduler.pick(&c), Some(1), "the tree still follows");
+        drop(second);
+        drop(open);
+        assert!(stats.upgrade().is_none());
+    }
+}

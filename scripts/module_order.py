@@ -21,10 +21,14 @@ ORDER = [
     ("state",),
     ("scheduler",),
     ("snapshot",),
-    ("proxy", "health", "dns"),
+    ("proxy", "health", "dns", "lookup"),
     ("control",),
+    # Fleet mode routes changes through etcd before the controller applies
+    # them: beside the controller, below the handle that sends changes to it.
+    ("fleet",),
     ("balancer",),
-    ("admin", "ssh", "fleet", "lookup"),
+    ("ops",),
+    ("admin", "ssh"),
 ]
 RANK = {m: i for i, group in enumerate(ORDER) for m in group}
 

@@ -308,7 +308,6 @@ pub mod logging;
 mod lookup;
 mod ops;
 mod proxy;
-pub mod reload;
 pub mod scheduler;
 mod snapshot;
 #[cfg(feature = "ssh")]
@@ -323,6 +322,8 @@ extern crate self as txlb;
 #[cfg(feature = "fleet")]
 pub use fleet::{FleetError, fleet_push};
 
+/// The configuration file a balancer runs from: reload, its status, write-back.
+pub use balancer::reload;
 pub use balancer::{
     Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats,
 };

@@ -643,9 +643,10 @@ async fn config_check_writes_back_changes() {
     let handle = txlb::Balancer::start(boot_config.clone()).await.unwrap();
     let wb = Arc::new(WriteBack::new(&path, text.clone(), boot_config));
     let stop = tokio_util::sync::CancellationToken::new();
+    let running = handle.clone();
     tokio::spawn(writeback::run_config_check(
         wb.clone(),
-        handle.clone(),
+        move || Arc::new(running.config()),
         stop.clone(),
     ));
     handle

@@ -36,7 +36,6 @@ use tokio_util::sync::CancellationToken;
 use super::model::{Config, ControlConfig};
 use super::write::{path_text, to_toml, to_xml};
 use super::{ConfigError, Format};
-use crate::BalancerHandle;
 
 /// Longest time spent computing one of a conflict's differences; past it the
 /// difference is coarser, never missing.
@@ -545,14 +544,14 @@ impl WriteBack {
 /// (not at every tick). Ends when `shutdown` is cancelled.
 pub async fn run_config_check(
     writeback: Arc<WriteBack>,
-    handle: BalancerHandle,
+    running: impl Fn() -> Arc<Config>,
     shutdown: CancellationToken,
 ) {
     // The problem last reported, so each is logged once.
     let mut reported: Option<String> = None;
     loop {
         // Shared, not copied: this runs every second on the admin plane's runtime.
-        let settings = handle.config_shared().manager.config_check;
+        let settings = running().manager.config_check;
         // A disabled manager looks every second whether a reload enabled it.
         let pause = if settings.enable {
             settings.interval
@@ -563,7 +562,7 @@ pub async fn run_config_check(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }
-        let running = handle.config_shared();
+        let running = running();
         if !running.manager.config_check.enable || writeback.is_saved(&running) {
             continue;
         }

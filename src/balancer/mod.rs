@@ -1,6 +1,8 @@
 //! The embedding API: start a balancer from a [`Config`] on the caller's tokio
 //! runtime and steer it through a cheap, clonable [`BalancerHandle`].
 
+pub mod reload;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -273,9 +275,10 @@ impl BalancerHandle {
     /// a reload can turn it on. Ends at shutdown.
     fn start_config_check(&self) {
         if let Some(writeback) = self.file.as_ref().and_then(|f| f.write_back()) {
+            let handle = self.clone();
             tokio::spawn(crate::config::writeback::run_config_check(
                 writeback.clone(),
-                self.clone(),
+                move || handle.config_shared(),
                 self.controller.stop_accepting.clone(),
             ));
         }

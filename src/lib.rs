@@ -306,6 +306,8 @@ pub mod fuzzing;
 mod health;
 pub mod logging;
 mod lookup;
+#[cfg(test)]
+mod module_order;
 mod ops;
 mod proxy;
 pub mod scheduler;

@@ -14,7 +14,7 @@ use std::path::Path;
 use super::super::error::{STRING_SOURCE, Source};
 use super::super::model::*;
 use super::super::options::Written;
-use super::super::validate::parse_bool;
+use super::super::parse::parse_bool;
 use super::super::write::{attr as esc, logging_values, seconds, xml_options, yes};
 use super::super::xml::{Element, parse_tree};
 use super::written_path;

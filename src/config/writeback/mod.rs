@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::model::{Config, ControlConfig};
-use super::write::{path_text, to_toml, to_xml};
+use super::write::{to_toml, to_xml, written_path};
 use super::{ConfigError, Format};
 use crate::BalancerHandle;
 
@@ -159,15 +159,6 @@ pub fn same_config(a: &Config, b: &Config) -> bool {
 /// The directory relative paths in the file are resolved against.
 fn base_dir(path: &Path) -> Option<&Path> {
     path.parent().filter(|p| !p.as_os_str().is_empty())
-}
-
-/// A path as written in the file: relative to the file's directory when it is
-/// under it (the reader joined it), so it reloads to the same path.
-fn written_path(p: &Path, base_dir: Option<&Path>) -> String {
-    match base_dir.and_then(|dir| p.strip_prefix(dir).ok()) {
-        Some(relative) if !relative.as_os_str().is_empty() => path_text(relative),
-        _ => path_text(p),
-    }
 }
 
 fn loads_as(path: &Path, text: &str, running: &Config) -> bool {

@@ -325,7 +325,10 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
         reopen_logs: reopen_logs.clone(),
         writeback: writeback.clone(),
         reload_status: reload_status.clone(),
-        save_config: save_hook(writeback.clone()),
+        save_config: {
+            let writeback = writeback.clone();
+            Arc::new(move |running: &Config| writeback.save_reply(running))
+        },
         logins: txlb::admin::Logins::new(),
     };
     let admin = match AdminPlane::start(&balancer.config(), &balancer, &hooks).await {
@@ -375,30 +378,6 @@ async fn serve(boot: Boot, config: Config, workers: usize, grace: Duration) -> R
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// saveConfig / `config save`: the same comment-keeping write-back as configCheck.
-fn save_hook(writeback: Arc<WriteBack>) -> txlb::admin::SaveConfig {
-    Arc::new(move |running: &Config| match writeback.save(running) {
-        Ok(outcome) => Ok(format!(
-            "configuration saved to {}: {outcome}",
-            writeback.path().display()
-        )),
-        Err(writeback::WriteBackError::Conflict(c)) => {
-            // Both diffs, without the users' password hashes.
-            tracing::warn!(
-                config = %c.path.display(),
-                file_vs_boot = %txlb::admin::redact_passwords(&c.file_vs_boot),
-                running_vs_boot = %txlb::admin::redact_passwords(&c.running_vs_boot),
-                "saveConfig: config file edited on disk since it was loaded: not overwritten (reload it, or undo the edit)"
-            );
-            Err(format!(
-                "{}: edited on disk since it was loaded; not overwritten (both differences are on the admin page)",
-                c.path.display()
-            ))
-        }
-        Err(error) => Err(error.to_string()),
-    })
 }
 
 /// `txlb passwd`: a SHA-512-crypt hash of a password read without echo.

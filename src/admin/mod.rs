@@ -13,7 +13,6 @@
 //! - `history`: the per-host throughput sampler behind the graphs.
 //! - `metrics`: `/metrics` in Prometheus text format.
 //! - `tls`: rustls server configuration, certificate files or a kept self-signed one.
-//! - `save`: the atomic write of the running configuration (`saveConfig`).
 //! - `limits`: request head and body size limits, timeouts on slow clients.
 //! - `status`: the last reload and the write-back conflict, as panels and JSON.
 //!
@@ -43,7 +42,6 @@ mod metrics;
 mod openapi;
 mod pages;
 pub(crate) mod params;
-mod save;
 mod status;
 mod tls;
 
@@ -72,8 +70,6 @@ pub use auth::{
 pub use error::AdminError;
 pub use limits::{CLIENT_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_HEADER_BYTES};
 pub use openapi::openapi_document;
-#[doc(hidden)]
-pub use save::save_to_source;
 pub use status::{
     ConflictSource, Reload, ReloadStatus, readable_config, readable_text, redact_passwords,
 };
@@ -82,7 +78,8 @@ pub use tls::{certificate_paths, server_config as tls_server_config};
 /// Reopens the log file (the legacy `closeLog`).
 pub type ReopenLog = Arc<dyn Fn() -> io::Result<()> + Send + Sync>;
 /// Writes the running configuration to its file (the legacy `saveConfig`);
-/// returns a one-line message on success or a one-line reason on failure.
+/// returns a one-line message on success or a one-line reason on failure. The
+/// binary's is [`WriteBack::save_reply`](crate::config::writeback::WriteBack::save_reply).
 pub type SaveConfig = Arc<dyn Fn(&Config) -> Result<String, String> + Send + Sync>;
 
 /// How long a TLS handshake may take before the connection is dropped.

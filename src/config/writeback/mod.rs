@@ -527,6 +527,37 @@ impl WriteBack {
             Err(other) => Err(other),
         }
     }
+
+    /// `saveConfig` / `config save`: [`WriteBack::save`], answered in words:
+    /// what was done (the message after `OK`), or why not. A conflict is
+    /// logged with both differences, passwords redacted.
+    pub fn save_reply(&self, running: &Config) -> Result<String, String> {
+        match self.save(running) {
+            Ok(outcome) => Ok(format!(
+                "configuration saved to {}: {outcome}",
+                self.path.display()
+            )),
+            Err(WriteBackError::Conflict(c)) => {
+                warn_conflict(&c, "saveConfig");
+                Err(format!(
+                    "{}: edited on disk since it was loaded; not overwritten (both differences are on the admin page)",
+                    c.path.display()
+                ))
+            }
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}
+
+/// Logs a conflict `by` (the configCheck manager or `saveConfig`) met.
+fn warn_conflict(c: &Conflict, by: &'static str) {
+    tracing::warn!(
+        by,
+        config = %c.path.display(),
+        file_vs_boot = %redact_passwords(&c.file_vs_boot),
+        running_vs_boot = %redact_passwords(&c.running_vs_boot),
+        "config file edited on disk since it was loaded: not overwritten (reload it, or undo the edit)"
+    );
 }
 
 /// The configCheck manager: every `interval`, if the running configuration
@@ -578,12 +609,7 @@ pub async fn run_config_check(
                     continue;
                 }
                 match &error {
-                    WriteBackError::Conflict(c) => tracing::warn!(
-                        config = %c.path.display(),
-                        file_vs_boot = %redact_passwords(&c.file_vs_boot),
-                        running_vs_boot = %redact_passwords(&c.running_vs_boot),
-                        "config file edited on disk since it was loaded: not overwritten (reload it, or undo the edit)"
-                    ),
+                    WriteBackError::Conflict(c) => warn_conflict(c, "configCheck"),
                     other => {
                         tracing::error!(error = %other, source = ?std::error::Error::source(other), "config write-back failed")
                     }

@@ -23,12 +23,18 @@ async fn fixture(dir: &std::path::Path) -> Admin {
             .unwrap()
             .into(),
     );
-    config.source = Some(dir.join("lb.xml"));
-    // The file it names, for `POST /api/v1/config/reload`.
-    std::fs::write(dir.join("lb.xml"), config.to_xml()).unwrap();
+    let path = dir.join("lb.xml");
+    config.source = Some(path.clone());
+    // The file it was loaded from, for saveConfig's write-back and
+    // `POST /api/v1/config/reload`.
+    std::fs::write(&path, config.to_xml()).unwrap();
+    let (text, boot) = txlb::config::writeback::load(&path).unwrap();
+    let writeback = txlb::config::writeback::WriteBack::new(&path, text, boot);
     let settings = AdminSettings {
         reopen_log: Some(Arc::new(|| Ok(()))),
-        save_config: Some(Arc::new(txlb::admin::save_to_source)),
+        save_config: Some(Arc::new(move |running: &txlb::config::Config| {
+            writeback.save_reply(running)
+        })),
         ..AdminSettings::default()
     };
     Admin::start(config, settings).await

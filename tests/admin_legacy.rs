@@ -351,8 +351,14 @@ async fn save_config_writes_the_running_config() {
     let path = dir.path().join("lb.xml");
     let mut config = two_group_config().await;
     config.source = Some(path.clone());
+    let original = config.to_xml();
+    std::fs::write(&path, &original).unwrap();
+    let (text, boot) = txlb::config::writeback::load(&path).unwrap();
+    let save = txlb::config::writeback::WriteBack::new(&path, text, boot);
     let settings = AdminSettings {
-        save_config: Some(Arc::new(txlb::admin::save_to_source)),
+        save_config: Some(Arc::new(move |running: &txlb::config::Config| {
+            save.save_reply(running)
+        })),
         ..AdminSettings::default()
     };
     let admin = Admin::start(config, settings).await;
@@ -365,15 +371,21 @@ async fn save_config_writes_the_running_config() {
     assert_eq!(saved.services, admin.handle.config().services);
     assert_eq!(saved.admin, admin.handle.config().admin);
 
-    // Refusal: nothing to save to.
-    let settings = AdminSettings {
-        save_config: Some(Arc::new(txlb::admin::save_to_source)),
-        ..AdminSettings::default()
-    };
-    let admin = Admin::start(two_group_config().await, settings).await;
+    let previous = std::fs::read_to_string(dir.path().join("lb.xml.bak")).unwrap();
+    assert_eq!(previous, original, "the previous file is lb.xml.bak");
+
+    // Refusal: the file was edited on disk since; it is not overwritten.
+    std::fs::write(&path, "<config/>\n").unwrap();
+    admin
+        .get("/addHost?service=svc&group=spare&name=s3&ip=127.0.0.1:9")
+        .await;
     let (status, text) = admin.get("/saveConfig").await;
     assert_eq!(status, 409, "{text}");
-    assert!(text.contains("not loaded from a file"), "{text}");
+    assert!(
+        text.contains("edited on disk since it was loaded"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "<config/>\n");
 }
 
 /// Every changing call of the legacy API, with parameters that would succeed.

@@ -14,7 +14,6 @@
 //! - `html`: escaping, times and diffs as HTML, for the pages and the panels.
 //! - `metrics`: `/metrics` in Prometheus text format.
 //! - `tls`: rustls server configuration, certificate files or a kept self-signed one.
-//! - `save`: the atomic write of the running configuration (`saveConfig`).
 //! - `limits`: request head and body size limits, timeouts on slow clients.
 //! - `status`: the last reload and the write-back conflict, as panels and JSON.
 //!
@@ -45,7 +44,6 @@ mod metrics;
 mod openapi;
 mod pages;
 pub(crate) mod params;
-mod save;
 mod status;
 mod tls;
 
@@ -75,8 +73,6 @@ pub use auth::{
 pub use error::AdminError;
 pub use limits::{CLIENT_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_HEADER_BYTES};
 pub use openapi::openapi_document;
-#[doc(hidden)]
-pub use save::save_to_source;
 pub use status::{
     ConflictSource, Reload, ReloadStatus, readable_config, readable_text, redact_passwords,
 };

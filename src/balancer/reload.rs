@@ -183,26 +183,7 @@ impl ConfigFile {
         let Some(writeback) = &self.writeback else {
             return Err("saving the configuration is not set up for this server".into());
         };
-        match writeback.save(running) {
-            Ok(outcome) => Ok(format!(
-                "configuration saved to {}: {outcome}",
-                writeback.path().display()
-            )),
-            Err(WriteBackError::Conflict(c)) => {
-                // Both diffs, without the users' password hashes.
-                tracing::warn!(
-                    config = %c.path.display(),
-                    file_vs_boot = %redact_passwords(&c.file_vs_boot),
-                    running_vs_boot = %redact_passwords(&c.running_vs_boot),
-                    "saveConfig: config file edited on disk since it was loaded: not overwritten (reload it, or undo the edit)"
-                );
-                Err(format!(
-                    "{}: edited on disk since it was loaded; not overwritten (both differences are on the admin page)",
-                    c.path.display()
-                ))
-            }
-            Err(error) => Err(error.to_string()),
-        }
+        writeback.save_reply(running)
     }
 
     /// One reload; see [`BalancerHandle::reload`].

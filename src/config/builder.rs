@@ -1,6 +1,6 @@
 //! Building a configuration in code. The builders assemble the same model a
 //! file gives and [`ConfigBuilder::build`] checks it by the very rules a file is
-//! checked by, so an application gets the [`ConfigError`]s `txlb check` prints.
+//! checked by ([`Config::check`]); the error says what and where in words.
 //!
 //! ```
 //! use txlb::config::{Config, GroupBuilder, ServiceBuilder};
@@ -39,8 +39,8 @@ use super::{
 };
 use crate::config::SchedulerKind;
 
-/// Where builder errors are located: the builder call, or (for rules checked on
-/// the whole model) a line of the configuration's TOML rendering.
+/// The file builder errors are located in (always at 1:1: their message says
+/// where in words).
 pub const BUILDER_SOURCE: &str = "<builder>";
 
 impl Config {
@@ -72,18 +72,17 @@ impl ConfigBuilder {
         for service in self.services {
             services.push(service.finish()?);
         }
+        if services.is_empty() {
+            // As a file with no service: the balancer would serve nothing.
+            return Err(builder_error(
+                "no service defined (expected at least one service)".to_string(),
+            ));
+        }
         let config = Config::new(services);
-        // The whole-model rules are the readers' own: check the rendering.
-        Config::from_toml_str(&config.to_toml()).map_err(|error| match error {
-            ConfigError::Invalid { location, message } => ConfigError::Invalid {
-                location: Location {
-                    file: BUILDER_SOURCE.into(),
-                    ..location
-                },
-                message,
-            },
-            other => other,
-        })
+        config
+            .check()
+            .map_err(|error| builder_error(error.to_string()))?;
+        Ok(config)
     }
 }
 

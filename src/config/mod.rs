@@ -2,8 +2,13 @@
 //!
 //! - `model`: the validated [`Config`] every reader produces.
 //! - `xml`, `toml`: syntax and structure of each format → an unvalidated tree.
-//! - `validate`: the rules shared by both formats, and the value parsers the
-//!   admin API reuses ([`parse_listen_addr`], [`parse_host_address`], …).
+//! - `parse`: the value parsers, shared by the readers, the builder and the
+//!   admin API ([`parse_listen_addr`], [`parse_host_address`], …).
+//! - `read`: a raw tree → the model, keeping where each part was written.
+//! - `check`: the rules of the model ([`Config::check`] and the checks of one
+//!   service, group, host or user it is made of), the same for a file, a
+//!   builder and every command.
+//! - `builder`: [`ConfigBuilder`], a configuration built in code.
 //! - `write`: the model back to XML or TOML.
 //! - `changes`: what a new configuration adds, removes and changes ([`Changes`]),
 //!   for the reload's log line.
@@ -20,16 +25,18 @@
 
 mod builder;
 mod changes;
+mod check;
 mod depth;
 mod error;
 mod file;
 mod model;
 mod names;
 mod options;
+mod parse;
 mod raw;
+mod read;
 mod scheduler_kind;
 mod toml;
-mod validate;
 mod write;
 pub mod writeback;
 mod xml;
@@ -41,6 +48,8 @@ use std::path::Path;
 
 pub use builder::{BUILDER_SOURCE, ConfigBuilder, GroupBuilder, ServiceBuilder};
 pub use changes::{Changes, Counts};
+pub use check::CheckError;
+pub(crate) use check::Rule;
 pub use depth::MAX_DEPTH;
 pub use error::{ConfigError, Location, STRING_SOURCE};
 pub use file::{MAX_FILE_BYTES, read_text};
@@ -51,11 +60,12 @@ pub use options::{
     DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRY_EMPTY_BYTES, DEFAULT_RETRY_EMPTY_TIMEOUT, DNS_PORT,
     ProxyVersion, parse_nameserver, parse_net,
 };
-pub use scheduler_kind::{SchedulerKind, UnknownScheduler};
-pub use validate::{
-    DEFAULT_SCHEDULER, MAX_SECONDS, parse_access, parse_bool, parse_host_address,
-    parse_listen_addr, parse_seconds, parse_weight,
+pub use parse::{
+    MAX_SECONDS, parse_access, parse_bool, parse_host_address, parse_listen_addr, parse_seconds,
+    parse_weight,
 };
+pub use scheduler_kind::{SchedulerKind, UnknownScheduler};
+pub use read::DEFAULT_SCHEDULER;
 pub use write::{to_toml, to_xml};
 
 use error::Source;
@@ -83,7 +93,7 @@ fn load(src: &Source<'_>, format: Format, base_dir: Option<&Path>) -> Result<Con
         Format::Xml => xml::read(src)?,
         Format::Toml => toml::read(src)?,
     };
-    validate::build(raw, src, base_dir)
+    read::read(raw, src, base_dir)
 }
 
 impl Config {

@@ -1,5 +1,5 @@
 //! The one rule for names of services, groups, hosts and users, and for
-//! passwords, whatever brings them in: a file (through `validate`), a command
+//! passwords, whatever brings them in: a file (through `check`), a command
 //! from the web APIs, the console or an embedding application (through the
 //! controller), a password to hash (through `admin::hash_password`).
 //!

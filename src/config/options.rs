@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::validate::{parse_bool, parse_seconds};
+use super::parse::{check_seconds, parse_bool, parse_seconds};
 use super::write::seconds;
 
 /// A setting's value as written: XML text, or a typed TOML value.
@@ -40,6 +40,11 @@ pub(crate) trait OptionValue: Sized + Clone + PartialEq {
     fn xml(&self) -> String;
     /// The TOML value, as TOML source text.
     fn toml(&self) -> String;
+    /// Whether a value set in code is one a file could say (what `read`
+    /// accepts), or why not.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Seconds, possibly fractional; zero and negative values are refused.
@@ -57,6 +62,9 @@ impl OptionValue for Duration {
     }
     fn toml(&self) -> String {
         seconds(*self)
+    }
+    fn check(&self) -> Result<(), String> {
+        check_seconds(*self)
     }
 }
 
@@ -79,6 +87,10 @@ impl OptionValue for Option<Duration> {
     }
     fn toml(&self) -> String {
         self.map_or_else(|| "0".to_string(), |d| d.toml())
+    }
+    fn check(&self) -> Result<(), String> {
+        // `Some(0)` would be written `0` and read back as `None`.
+        self.map_or(Ok(()), check_seconds)
     }
 }
 
@@ -316,6 +328,17 @@ macro_rules! options {
                     )*
                     _ => Ok(false),
                 }
+            }
+
+            /// Whether every setting is one a file could say, or the first
+            /// that is not and why.
+            pub(crate) fn check(&self) -> Result<(), String> {
+                $(
+                    OptionValue::check(&self.$field).map_err(|why| {
+                        format!("bad {} {}: {why}", $xml, OptionValue::xml(&self.$field))
+                    })?;
+                )*
+                Ok(())
             }
 
             /// Every setting whose value differs from `base`, written out.

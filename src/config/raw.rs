@@ -3,7 +3,7 @@
 //! The XML and TOML readers only deal with syntax and structure (which elements,
 //! tables and keys exist); they fill these types and leave every rule about values
 //! (addresses, schedulers, uniqueness, the enabled group, defaults) to
-//! `validate`, so both formats obey the same rules with the same messages.
+//! `read` and `check`, so both formats obey the same rules with the same messages.
 //! Offsets are byte offsets into the source text; `at` is where the element or
 //! table starts, used when something is missing rather than wrong.
 
@@ -68,7 +68,7 @@ pub(crate) struct RawService {
     /// `<enable group=…/>` / `enabled_group = …`.
     pub enabled_group: Option<At<String>>,
     /// Per-service settings beyond txLoadBalancer's: add new ones here, in both
-    /// readers, and in `validate::service_settings`.
+    /// readers, and in `read::service_settings`.
     pub connect_timeout: Option<At<Number>>,
     /// Settings of `options::ServiceOptions`, by XML attribute or TOML key.
     pub options: Vec<(At<String>, At<RawValue>)>,

@@ -1490,3 +1490,135 @@ fn deep_toml_is_refused_where_it_gets_too_deep() {
         assert!(err.message().contains("nested too deeply"), "{err}");
     }
 }
+
+/// The model's rules hold a configuration built in code to what a file may
+/// say, and say where in words (no file to point at).
+#[test]
+fn check_holds_code_built_configurations_to_the_file_rules() {
+    let base = Config::from_xml_str(BASE).unwrap();
+    assert_eq!(base.check(), Ok(()));
+    let broken = |change: &dyn Fn(&mut Config)| {
+        let mut c = base.clone();
+        change(&mut c);
+        c.check().unwrap_err().to_string()
+    };
+    let words = broken(&|c| c.services[0].groups[0].hosts[0].name = "a\nb".into());
+    assert!(
+        words.starts_with("group \"g\" of service \"web\": bad host name \"a\\nb\""),
+        "{words}"
+    );
+    let words = broken(&|c| c.services[0].groups[0].hosts[0].weight = 0);
+    assert!(words.contains("host \"h1\": bad weight 0"), "{words}");
+    let words = broken(&|c| {
+        c.services[0].groups[0].hosts[0].address.host = "a@b".into();
+    });
+    assert!(words.contains("contains '@'"), "{words}");
+    let words = broken(&|c| c.services[0].groups[0].options.slow_start = Some(Duration::ZERO));
+    assert!(
+        words.starts_with("service \"web\": group \"g\": bad slowStart 0: zero"),
+        "{words}"
+    );
+    let words = broken(&|c| c.services[0].connect_timeout = Duration::from_secs(MAX_SECONDS + 1));
+    assert!(words.contains("bad connect timeout"), "{words}");
+    let words = broken(&|c| {
+        let twin = c.services[0].groups[0].hosts[0].clone();
+        c.services[0].groups[0].hosts.push(twin);
+    });
+    assert_eq!(
+        words,
+        "duplicate host name \"h1\" in group \"g\" of service \"web\""
+    );
+    let words = broken(&|c| c.services[0].enabled_group = "nope".into());
+    assert!(
+        words.contains("no group named \"nope\" to enable"),
+        "{words}"
+    );
+    let words = broken(&|c| {
+        c.services[0].listeners[0].addr.host = ListenHost::Name("10.0.0.1".into());
+    });
+    assert!(words.contains("is an address, not a name"), "{words}");
+    let words = broken(&|c| c.resolver.min_ttl = Duration::from_secs(600));
+    assert!(
+        words.contains("minTtl (600) is longer than maxTtl"),
+        "{words}"
+    );
+}
+
+/// A file's broken model rule points at where the part was written, for the
+/// admin plane as for services.
+#[test]
+fn check_errors_from_files_are_located() {
+    let web = BASE.replace(
+        "</config>",
+        "  <admin>\n    <web listen=\"*:8080\"/>\n  </admin>\n</config>",
+    );
+    xml_err(
+        &web,
+        9,
+        18,
+        "listen address *:8080 is already used by service \"web\"",
+    );
+    let users = BASE.replace(
+        "</config>",
+        "  <admin>\n    <user name=\"a b\" password=\"x\"/>\n  </admin>\n</config>",
+    );
+    xml_err(&users, 9, 17, "bad user name \"a b\"");
+    let resolver = BASE.replace(
+        "</config>",
+        "  <resolver minTtl=\"60\" maxTtl=\"10\"/>\n</config>",
+    );
+    xml_err(&resolver, 8, 3, "minTtl (60) is longer than maxTtl (10)");
+}
+
+/// What a command checks is the part it changes: a listen address against
+/// every listener, a new service against the others.
+#[test]
+fn checks_of_one_part() {
+    let mut c = Config::from_xml_str(BASE).unwrap();
+    c.admin = Some(AdminConfig {
+        web: Some(AdminWebConfig {
+            listen: parse_listen_addr("127.0.0.1:9000").unwrap(),
+            enable: true,
+            secure: false,
+            refresh: DEFAULT_ADMIN_REFRESH,
+            metrics_public: false,
+            cert: None,
+            key: None,
+            allowed_hosts: Vec::new(),
+            changes_require_post: false,
+        }),
+        ..AdminConfig::default()
+    });
+    assert_eq!(c.check(), Ok(()));
+    let taken = c
+        .check_listen_free(&parse_listen_addr("127.0.0.1:9000").unwrap())
+        .unwrap_err();
+    assert_eq!(
+        taken.to_string(),
+        "listen address 127.0.0.1:9000 is already used by the admin web server"
+    );
+    assert_eq!(
+        c.check_listen_free(&parse_listen_addr("127.0.0.1:0").unwrap()),
+        Ok(())
+    );
+    let mut twin = c.services[0].clone();
+    let e = c.check_new_service(&twin).unwrap_err();
+    assert_eq!(e.to_string(), "duplicate service name \"web\"");
+    twin.name = "other".into();
+    let e = c.check_new_service(&twin).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("*:8080 is already used by service \"web\""),
+        "{e}"
+    );
+    twin.listeners[0].addr.port = 8081;
+    assert_eq!(c.check_new_service(&twin), Ok(()));
+    // A service a command creates may wait for its hosts; a file's may not.
+    twin.groups[0].hosts.clear();
+    assert_eq!(c.check_new_service(&twin), Ok(()));
+    let e = twin.check().unwrap_err();
+    assert!(
+        e.to_string().contains("enabled group \"g\" has no host"),
+        "{e}"
+    );
+}

@@ -69,7 +69,7 @@
 //! ```
 //!
 //! Unknown keys are errors, so typos are caught. Only structure and types are
-//! checked here; values go through the same `validate` rules as XML.
+//! checked here; values go through the same `read` and `check` rules as XML.
 
 use serde::Deserialize;
 use serde_spanned::Spanned;

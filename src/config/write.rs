@@ -91,145 +91,203 @@ pub(crate) fn toml_inline_options(options: &[Written]) -> String {
         .collect()
 }
 
+/// A path as a file writes it: relative to `base_dir` (the file's directory)
+/// when it lies under it, as it is otherwise.
+pub(crate) fn written_path(p: &Path, base_dir: Option<&Path>) -> String {
+    match base_dir.and_then(|dir| p.strip_prefix(dir).ok()) {
+        Some(relative) if !relative.as_os_str().is_empty() => path_text(relative),
+        _ => path_text(p),
+    }
+}
+
+// The XML elements, one renderer each, shared by `to_xml` and the write-back's
+// in-place editor: `ind` is the element's indentation, `step` one level more;
+// an element of several lines has no final line break.
+
+/// `<listen ip=…/>`.
+pub(crate) fn xml_listen(l: &Listener, ind: &str) -> String {
+    format!(
+        "{ind}<listen ip=\"{}\"{}/>",
+        attr(&l.addr.to_string()),
+        xml_options(&l.options.non_default())
+    )
+}
+
+/// `<host name=… ip=… weight=…/>`.
+pub(crate) fn xml_host(h: &HostConfig, ind: &str) -> String {
+    format!(
+        "{ind}<host name=\"{}\" ip=\"{}\" weight=\"{}\"{}/>",
+        attr(&h.name),
+        attr(&h.address.to_string()),
+        h.weight,
+        xml_options(&h.options.non_default())
+    )
+}
+
+/// `<group …>` with its hosts.
+pub(crate) fn xml_group(g: &GroupConfig, enabled: bool, ind: &str, step: &str) -> String {
+    let enable = if enabled { " enable=\"true\"" } else { "" };
+    let mut x = format!(
+        "{ind}<group name=\"{}\" scheduler=\"{}\"{enable}{}>",
+        attr(&g.name),
+        g.scheduler,
+        xml_options(&g.options.non_default())
+    );
+    let inner = format!("{ind}{step}");
+    for h in &g.hosts {
+        x.push('\n');
+        x.push_str(&xml_host(h, &inner));
+    }
+    let _ = write!(x, "\n{ind}</group>");
+    x
+}
+
+/// `<service …>` with its listeners and groups.
+pub(crate) fn xml_service(s: &ServiceConfig, ind: &str, step: &str) -> String {
+    let timeout = if s.connect_timeout == DEFAULT_CONNECT_TIMEOUT {
+        String::new()
+    } else {
+        format!(" connectTimeout=\"{}\"", seconds(s.connect_timeout))
+    };
+    let mut x = format!(
+        "{ind}<service name=\"{}\"{timeout}{}>",
+        attr(&s.name),
+        xml_options(&s.options.non_default())
+    );
+    let inner = format!("{ind}{step}");
+    for l in &s.listeners {
+        x.push('\n');
+        x.push_str(&xml_listen(l, &inner));
+    }
+    for g in &s.groups {
+        x.push('\n');
+        x.push_str(&xml_group(g, g.name == s.enabled_group, &inner, step));
+    }
+    let _ = write!(x, "\n{ind}</service>");
+    x
+}
+
+/// `<web …/>`.
+pub(crate) fn xml_web(w: &AdminWebConfig, ind: &str, base_dir: Option<&Path>) -> String {
+    // txlb's own attributes are written only when set, so files stay
+    // readable by txLoadBalancer.
+    let mut extra = String::new();
+    if w.metrics_public {
+        extra.push_str(" metricsPublic=\"true\"");
+    }
+    if !w.allowed_hosts.is_empty() {
+        let _ = write!(
+            extra,
+            " allowedHosts=\"{}\"",
+            attr(&w.allowed_hosts.join(","))
+        );
+    }
+    if w.changes_require_post {
+        extra.push_str(" changesRequirePost=\"true\"");
+    }
+    for (name, path) in [("cert", &w.cert), ("key", &w.key)] {
+        if let Some(p) = path {
+            let _ = write!(extra, " {name}=\"{}\"", attr(&written_path(p, base_dir)));
+        }
+    }
+    format!(
+        "{ind}<web listen=\"{}\" enable=\"{}\" secure=\"{}\" refresh=\"{}\"{extra}/>",
+        attr(&w.listen.to_string()),
+        yes(w.enable),
+        yes(w.secure),
+        seconds(w.refresh)
+    )
+}
+
+/// `<ssh …/>`.
+pub(crate) fn xml_ssh(s: &AdminSshConfig, ind: &str, base_dir: Option<&Path>) -> String {
+    let mut extra = String::new();
+    for (name, path) in [
+        ("authorizedKeys", &s.authorized_keys),
+        ("hostKey", &s.host_key),
+    ] {
+        if let Some(p) = path {
+            let _ = write!(extra, " {name}=\"{}\"", attr(&written_path(p, base_dir)));
+        }
+    }
+    if s.script_timeout != DEFAULT_SCRIPT_TIMEOUT {
+        let _ = write!(extra, " scriptTimeout=\"{}\"", seconds(s.script_timeout));
+    }
+    format!(
+        "{ind}<ssh listen=\"{}\" enable=\"{}\"{extra}/>",
+        attr(&s.listen.to_string()),
+        yes(s.enable)
+    )
+}
+
+/// `<user …/>`.
+pub(crate) fn xml_user(u: &UserConfig, ind: &str) -> String {
+    format!(
+        "{ind}<user name=\"{}\" password=\"{}\" access=\"{}\"/>",
+        attr(&u.name),
+        attr(&u.password_hash),
+        u.access.name()
+    )
+}
+
+/// `<admin>` with its web server, console and users.
+pub(crate) fn xml_admin(a: &AdminConfig, ind: &str, step: &str, base_dir: Option<&Path>) -> String {
+    let inner = format!("{ind}{step}");
+    let mut lines = vec![format!("{ind}<admin>")];
+    lines.extend(a.web.iter().map(|w| xml_web(w, &inner, base_dir)));
+    lines.extend(a.ssh.iter().map(|s| xml_ssh(s, &inner, base_dir)));
+    lines.extend(a.users.iter().map(|u| xml_user(u, &inner)));
+    lines.push(format!("{ind}</admin>"));
+    lines.join("\n")
+}
+
+/// `<hostCheck …/>`, `<configCheck …/>` or `<heartbeat …/>`.
+pub(crate) fn xml_task(tag: &str, t: ManagerTask, ind: &str) -> String {
+    format!(
+        "{ind}<{tag} interval=\"{}\" enable=\"{}\"/>",
+        seconds(t.interval),
+        yes(t.enable)
+    )
+}
+
+/// `<manager>` with its three tasks.
+pub(crate) fn xml_manager(m: &ManagerConfig, ind: &str, step: &str) -> String {
+    let inner = format!("{ind}{step}");
+    [
+        format!("{ind}<manager>"),
+        xml_task("hostCheck", m.host_check, &inner),
+        xml_task("configCheck", m.config_check, &inner),
+        xml_task("heartbeat", m.heartbeat, &inner),
+        format!("{ind}</manager>"),
+    ]
+    .join("\n")
+}
+
 /// The configuration as txLoadBalancer XML.
 pub fn to_xml(config: &Config) -> String {
+    const IND: &str = "  ";
     let mut x = String::from("<config>\n");
     for s in &config.services {
-        let timeout = if s.connect_timeout == DEFAULT_CONNECT_TIMEOUT {
-            String::new()
-        } else {
-            format!(" connectTimeout=\"{}\"", seconds(s.connect_timeout))
-        };
-        let options = xml_options(&s.options.non_default());
-        let _ = writeln!(
-            x,
-            "  <service name=\"{}\"{timeout}{options}>",
-            attr(&s.name)
-        );
-        for l in &s.listeners {
-            let _ = writeln!(
-                x,
-                "    <listen ip=\"{}\"{}/>",
-                attr(&l.addr.to_string()),
-                xml_options(&l.options.non_default())
-            );
-        }
-        for g in &s.groups {
-            let enable = if g.name == s.enabled_group {
-                " enable=\"true\""
-            } else {
-                ""
-            };
-            let _ = writeln!(
-                x,
-                "    <group name=\"{}\" scheduler=\"{}\"{enable}{}>",
-                attr(&g.name),
-                g.scheduler,
-                xml_options(&g.options.non_default())
-            );
-            for h in &g.hosts {
-                let _ = writeln!(
-                    x,
-                    "      <host name=\"{}\" ip=\"{}\" weight=\"{}\"{}/>",
-                    attr(&h.name),
-                    attr(&h.address.to_string()),
-                    h.weight,
-                    xml_options(&h.options.non_default())
-                );
-            }
-            x.push_str("    </group>\n");
-        }
-        x.push_str("  </service>\n");
+        let _ = writeln!(x, "{}", xml_service(s, IND, IND));
     }
     if let Some(admin) = &config.admin {
-        x.push_str("  <admin>\n");
-        if let Some(w) = &admin.web {
-            // txlb's own attributes are written only when set, so files stay
-            // readable by txLoadBalancer.
-            let mut extra = String::new();
-            if w.metrics_public {
-                extra.push_str(" metricsPublic=\"true\"");
-            }
-            if !w.allowed_hosts.is_empty() {
-                let _ = write!(
-                    extra,
-                    " allowedHosts=\"{}\"",
-                    attr(&w.allowed_hosts.join(","))
-                );
-            }
-            if w.changes_require_post {
-                extra.push_str(" changesRequirePost=\"true\"");
-            }
-            for (name, path) in [("cert", &w.cert), ("key", &w.key)] {
-                if let Some(p) = path {
-                    let _ = write!(extra, " {name}=\"{}\"", attr(&path_text(p)));
-                }
-            }
-            let _ = writeln!(
-                x,
-                "    <web listen=\"{}\" enable=\"{}\" secure=\"{}\" refresh=\"{}\"{extra}/>",
-                attr(&w.listen.to_string()),
-                yes(w.enable),
-                yes(w.secure),
-                seconds(w.refresh)
-            );
-        }
-        if let Some(s) = &admin.ssh {
-            let mut extra = String::new();
-            for (name, path) in [
-                ("authorizedKeys", &s.authorized_keys),
-                ("hostKey", &s.host_key),
-            ] {
-                if let Some(p) = path {
-                    let _ = write!(extra, " {name}=\"{}\"", attr(&path_text(p)));
-                }
-            }
-            if s.script_timeout != DEFAULT_SCRIPT_TIMEOUT {
-                let _ = write!(extra, " scriptTimeout=\"{}\"", seconds(s.script_timeout));
-            }
-            let _ = writeln!(
-                x,
-                "    <ssh listen=\"{}\" enable=\"{}\"{extra}/>",
-                attr(&s.listen.to_string()),
-                yes(s.enable)
-            );
-        }
-        for u in &admin.users {
-            let _ = writeln!(
-                x,
-                "    <user name=\"{}\" password=\"{}\" access=\"{}\"/>",
-                attr(&u.name),
-                attr(&u.password_hash),
-                u.access.name()
-            );
-        }
-        x.push_str("  </admin>\n");
+        let _ = writeln!(x, "{}", xml_admin(admin, IND, IND, None));
     }
-    let m = &config.manager;
-    x.push_str("  <manager>\n");
-    for (tag, t) in [
-        ("hostCheck", m.host_check),
-        ("configCheck", m.config_check),
-        ("heartbeat", m.heartbeat),
-    ] {
-        let _ = writeln!(
-            x,
-            "    <{tag} interval=\"{}\" enable=\"{}\"/>",
-            seconds(t.interval),
-            yes(t.enable)
-        );
-    }
-    x.push_str("  </manager>\n");
+    let _ = writeln!(x, "{}", xml_manager(&config.manager, IND, IND));
     if !config.logging.is_empty() {
-        let _ = writeln!(x, "  {}", xml_logging(&config.logging));
+        let _ = writeln!(x, "{IND}{}", xml_logging(&config.logging));
     }
     if let Some(c) = &config.control {
-        let _ = writeln!(x, "  <control socket=\"{}\"/>", attr(&path_text(&c.socket)));
+        let _ = writeln!(
+            x,
+            "{IND}<control socket=\"{}\"/>",
+            attr(&path_text(&c.socket))
+        );
     }
     if let Some(c) = &config.cluster {
         let _ = writeln!(
             x,
-            "  <cluster etcd=\"{}\" prefix=\"{}\" name=\"{}\"/>",
+            "{IND}<cluster etcd=\"{}\" prefix=\"{}\" name=\"{}\"/>",
             attr(&c.endpoints.join(",")),
             attr(&c.prefix),
             attr(&c.name)
@@ -237,7 +295,7 @@ pub fn to_xml(config: &Config) -> String {
     }
     let resolver = config.resolver.non_default();
     if !resolver.is_empty() {
-        let _ = writeln!(x, "  <resolver{}/>", xml_options(&resolver));
+        let _ = writeln!(x, "{IND}<resolver{}/>", xml_options(&resolver));
     }
     x.push_str("</config>\n");
     x

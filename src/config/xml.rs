@@ -3,7 +3,7 @@
 //! Two passes: quick-xml events → a small element tree (dropping comments, CDATA,
 //! text, processing instructions and `<note>` elements with all they contain),
 //! then the tree → [`RawConfig`], refusing unknown elements and attributes so
-//! typos are caught. Values are checked later, by `validate`.
+//! typos are caught. Values are read and checked later, by `read` and `check`.
 
 use quick_xml::Reader;
 use quick_xml::XmlVersion;
@@ -13,8 +13,8 @@ use quick_xml::events::{BytesStart, Event};
 use super::depth::{MAX_DEPTH, too_deep};
 use super::error::{ConfigError, Source};
 use super::options::{GroupOptions, HostOptions, ListenOptions, ResolverOptions, ServiceOptions};
+use super::parse::parse_bool;
 use super::raw::*;
-use super::validate::parse_bool;
 
 /// The element whose content is ignored everywhere: free-form notes.
 const NOTE: &str = "note";

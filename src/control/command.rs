@@ -1,11 +1,9 @@
 //! Commands: every change to the running balancer, whatever asked for it (reload,
 //! web, API, SSH, embedding handle), and how each edits the configuration model.
 
-use std::collections::HashSet;
-
 use crate::config::{
-    AdminConfig, Config, GroupConfig, HostAddress, HostConfig, ListenAddr, Listener, NameKind,
-    ServiceConfig, UserConfig, check_name, parse_host_address,
+    AdminConfig, CheckError, Config, GroupConfig, HostAddress, HostConfig, ListenAddr, Listener,
+    Rule, ServiceConfig, UserConfig,
 };
 use crate::scheduler::SchedulerKind;
 
@@ -129,26 +127,24 @@ impl Command {
             .collect()
     }
 
-    /// Applies the command to a copy of the running configuration. Runtime-only
-    /// changes (admin-down) leave it untouched; the controller handles them.
+    /// Applies the command to a copy of the running configuration, checking
+    /// by the model's rules ([`Config::check`] and the checks it is made of)
+    /// only what the command changes: a `Replace` is checked whole, an added
+    /// host alone (and its name against its group's), never the rest.
+    /// Runtime-only changes (admin-down) leave it untouched; the controller
+    /// handles them.
     pub(crate) fn edit(&self, config: &mut Config) -> Result<(), ControlError> {
         match self {
             Command::Replace(new) => {
+                new.check()?;
                 let source = config.source.clone();
                 *config = (**new).clone();
                 if config.source.is_none() {
                     config.source = source;
                 }
-                check_names(config)?;
-                for service in &config.services {
-                    refuse_backup_enabled(service)?;
-                }
             }
             Command::AddService(service) => {
-                if config.services.iter().any(|s| s.name == service.name) {
-                    return Err(ControlError::DuplicateService(service.name.clone()));
-                }
-                check_service(service)?;
+                config.check_new_service(service)?;
                 config.services.push((**service).clone());
             }
             Command::RemoveService { service } => {
@@ -159,6 +155,9 @@ impl Command {
                 }
             }
             Command::AddListener { service, listen } => {
+                service_mut(config, service)?;
+                listen.check(service)?;
+                config.check_listen_free(&listen.addr)?;
                 service_mut(config, service)?.listeners.push(listen.clone());
             }
             Command::RemoveListener { service, listen } => {
@@ -184,7 +183,9 @@ impl Command {
                         group: group.name.clone(),
                     });
                 }
-                check_group(service, group)?;
+                group
+                    .check(service)
+                    .map_err(|e| e.within(|| format!("service {service:?}")))?;
                 s.groups.push(group.clone());
             }
             Command::RemoveGroup { service, group } => {
@@ -195,20 +196,8 @@ impl Command {
             }
             Command::EnableGroup { service, group } => {
                 let s = service_mut(config, service)?;
-                let index = group_index(s, group)?;
-                if s.groups[index].options.backup {
-                    return Err(ControlError::BackupGroupEnabled {
-                        service: service.clone(),
-                        group: group.clone(),
-                    });
-                }
-                if s.groups[index].hosts.is_empty() {
-                    return Err(ControlError::EmptyGroup {
-                        service: service.clone(),
-                        group: group.clone(),
-                    });
-                }
                 s.enabled_group = group.clone();
+                s.check_enabled()?;
             }
             Command::SetScheduler {
                 service,
@@ -228,7 +217,8 @@ impl Command {
                         host: host.name.clone(),
                     });
                 }
-                check_host(host)?;
+                host.check()
+                    .map_err(|e| e.within(|| format!("group {group:?} of service {service:?}")))?;
                 g.hosts.push(host.clone());
             }
             Command::RemoveHost {
@@ -269,7 +259,7 @@ impl Command {
                 if admin.users.iter().any(|u| u.name == user.name) {
                     return Err(ControlError::DuplicateUser(user.name.clone()));
                 }
-                check_new_name(NameKind::User, &user.name)?;
+                user.check()?;
                 admin.users.push(user.clone());
             }
             Command::RemoveUser { name } => {
@@ -326,108 +316,140 @@ fn refuse_enabled(service: &ServiceConfig, group: &str) -> Result<(), ControlErr
     Ok(())
 }
 
-fn check_weight(host: &HostConfig) -> Result<(), ControlError> {
-    if host.weight == 0 {
-        return Err(ControlError::Invalid(format!(
-            "host {:?}: weight must be at least 1",
-            host.name
-        )));
-    }
-    Ok(())
-}
-
-/// A name the command brings in, by the one name rule the files follow.
-fn check_new_name(kind: NameKind, name: &str) -> Result<(), ControlError> {
-    check_name(kind, name)
-        .map_err(|why| ControlError::Invalid(format!("bad {} name {name:?}: {why}", kind.word())))
-}
-
-/// A host the command brings in: its name, its address (by the rule of the
-/// files' `ip`, whether it was parsed or built in code) and its weight.
-fn check_host(host: &HostConfig) -> Result<(), ControlError> {
-    check_new_name(NameKind::Host, &host.name)?;
-    let written = host.address.to_string();
-    if parse_host_address(&written).as_ref() != Ok(&host.address) {
-        let why = parse_host_address(&written)
-            .err()
-            .unwrap_or_else(|| "not as it would be read back".to_string());
-        return Err(ControlError::Invalid(format!(
-            "host {:?}: bad address {written:?}: {why}",
-            host.name
-        )));
-    }
-    check_weight(host)
-}
-
-/// Every name and host address of a whole configuration (a reload or an
-/// embedding application's): files were checked when read, configurations
-/// built in code are held to the same rule.
-fn check_names(config: &Config) -> Result<(), ControlError> {
-    for service in &config.services {
-        check_new_name(NameKind::Service, &service.name)?;
-        for group in &service.groups {
-            check_new_name(NameKind::Group, &group.name)?;
-            for host in &group.hosts {
-                check_host(host)?;
+/// A broken rule of the model, as the controller's error: the rules that
+/// commands also break by name keep their own variants.
+impl From<CheckError> for ControlError {
+    fn from(error: CheckError) -> Self {
+        match error.rule().clone() {
+            Rule::DuplicateService(service) => ControlError::DuplicateService(service),
+            Rule::DuplicateGroup { service, group } => {
+                ControlError::DuplicateGroup { service, group }
+            }
+            Rule::DuplicateHost {
+                service,
+                group,
+                host,
+            } => ControlError::DuplicateHost {
+                service,
+                group,
+                host,
+            },
+            Rule::DuplicateUser(user) => ControlError::DuplicateUser(user),
+            Rule::UnknownEnabledGroup { service, group } => {
+                ControlError::UnknownGroup { service, group }
+            }
+            Rule::BackupEnabled { service, group } => {
+                ControlError::BackupGroupEnabled { service, group }
+            }
+            Rule::EnabledGroupEmpty { service, group } => {
+                ControlError::EmptyGroup { service, group }
+            }
+            Rule::ListenerInUse {
+                listen,
+                service: Some(service),
+            } => ControlError::DuplicateListener { service, listen },
+            Rule::ListenerInUse { service: None, .. } | Rule::Value => {
+                ControlError::Invalid(error.to_string())
             }
         }
     }
-    for user in config.admin.iter().flat_map(|a| &a.users) {
-        check_new_name(NameKind::User, &user.name)?;
-    }
-    Ok(())
 }
 
-fn check_group(service: &str, group: &GroupConfig) -> Result<(), ControlError> {
-    check_new_name(NameKind::Group, &group.name)?;
-    let mut names = HashSet::new();
-    for host in &group.hosts {
-        if !names.insert(&host.name) {
-            return Err(ControlError::DuplicateHost {
-                service: service.to_string(),
-                group: group.name.clone(),
-                host: host.name.clone(),
-            });
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_listen_addr;
+
+    fn running() -> Config {
+        Config::from_xml_str(
+            r#"<config>
+  <service name="svc">
+    <listen ip="127.0.0.1:7000"/>
+    <group name="g" enable="true"><host name="a" ip="127.0.0.1:9"/></group>
+    <group name="spare" backup="true"><host name="b" ip="127.0.0.1:9"/></group>
+  </service>
+  <admin><web listen="127.0.0.1:7001"/></admin>
+</config>"#,
+        )
+        .unwrap()
+    }
+
+    fn host(name: &str) -> HostConfig {
+        HostConfig {
+            name: name.into(),
+            address: crate::config::parse_host_address("127.0.0.1:9").unwrap(),
+            weight: 1,
+            options: Default::default(),
         }
-        check_host(host)?;
     }
-    Ok(())
-}
 
-fn check_service(service: &ServiceConfig) -> Result<(), ControlError> {
-    check_new_name(NameKind::Service, &service.name)?;
-    if service.listeners.is_empty() {
-        return Err(ControlError::Invalid(format!(
-            "service {:?} has no listener",
-            service.name
-        )));
+    fn refused(command: Command) -> ControlError {
+        command.edit(&mut running()).unwrap_err()
     }
-    let mut names = HashSet::new();
-    for group in &service.groups {
-        if !names.insert(&group.name) {
-            return Err(ControlError::DuplicateGroup {
-                service: service.name.clone(),
-                group: group.name.clone(),
-            });
-        }
-        check_group(&service.name, group)?;
-    }
-    group_index(service, &service.enabled_group)?;
-    refuse_backup_enabled(service)
-}
 
-/// The files refuse an enabled backup group; configurations built in code are
-/// held to the same rule.
-fn refuse_backup_enabled(service: &ServiceConfig) -> Result<(), ControlError> {
-    match service
-        .groups
-        .iter()
-        .find(|g| g.name == service.enabled_group)
-    {
-        Some(group) if group.options.backup => Err(ControlError::BackupGroupEnabled {
-            service: service.name.clone(),
-            group: group.name.clone(),
-        }),
-        _ => Ok(()),
+    #[test]
+    fn commands_are_held_to_the_model_rules_in_words() {
+        let e = refused(Command::AddHost {
+            service: "svc".into(),
+            group: "g".into(),
+            host: host("x\u{1b}"),
+        });
+        assert!(matches!(e, ControlError::Invalid(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("group \"g\" of service \"svc\": bad host name"),
+            "{e}"
+        );
+        let e = refused(Command::AddHost {
+            service: "svc".into(),
+            group: "g".into(),
+            host: host("a"),
+        });
+        assert!(matches!(e, ControlError::DuplicateHost { .. }), "{e:?}");
+        let e = refused(Command::AddListener {
+            service: "svc".into(),
+            listen: parse_listen_addr("127.0.0.1:7001").unwrap().into(),
+        });
+        assert!(e.to_string().contains("the admin web server"), "{e}");
+        let e = refused(Command::AddListener {
+            service: "svc".into(),
+            listen: parse_listen_addr("127.0.0.1:7000").unwrap().into(),
+        });
+        assert!(matches!(e, ControlError::DuplicateListener { .. }), "{e:?}");
+        let e = refused(Command::EnableGroup {
+            service: "svc".into(),
+            group: "spare".into(),
+        });
+        assert!(
+            matches!(e, ControlError::BackupGroupEnabled { .. }),
+            "{e:?}"
+        );
+        let e = refused(Command::EnableGroup {
+            service: "svc".into(),
+            group: "nope".into(),
+        });
+        assert!(matches!(e, ControlError::UnknownGroup { .. }), "{e:?}");
+        let mut twin = running().services[0].clone();
+        twin.name = "other".into();
+        let e = refused(Command::AddService(Box::new(twin)));
+        assert!(matches!(e, ControlError::DuplicateListener { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_replace_is_checked_whole() {
+        let mut next = running();
+        let twin = next.services[0].groups[1].hosts[0].clone();
+        next.services[0].groups[1].hosts.push(twin);
+        let e = refused(Command::Replace(Box::new(next)));
+        assert!(matches!(e, ControlError::DuplicateHost { .. }), "{e:?}");
+        let mut next = running();
+        next.admin.as_mut().unwrap().web.as_mut().unwrap().listen =
+            parse_listen_addr("127.0.0.1:7000").unwrap();
+        let e = refused(Command::Replace(Box::new(next)));
+        assert!(matches!(e, ControlError::DuplicateListener { .. }), "{e:?}");
+        let mut config = running();
+        Command::Replace(Box::new(running()))
+            .edit(&mut config)
+            .unwrap();
     }
 }

@@ -14,10 +14,12 @@ use std::path::Path;
 use super::super::error::{STRING_SOURCE, Source};
 use super::super::model::*;
 use super::super::options::Written;
-use super::super::validate::parse_bool;
-use super::super::write::{attr as esc, logging_values, seconds, xml_options, yes};
+use super::super::parse::parse_bool;
+use super::super::write::{
+    attr as esc, logging_values, seconds, written_path, xml_admin, xml_group, xml_host, xml_listen,
+    xml_manager, xml_service, xml_ssh, xml_task, xml_user, xml_web, yes,
+};
 use super::super::xml::{Element, parse_tree};
-use super::written_path;
 
 /// The indentation step used when the file shows none.
 const DEFAULT_STEP: &str = "  ";
@@ -392,7 +394,7 @@ impl Editor<'_> {
             (boot, running),
             |a, b| a.name == b.name,
             |ed, el, b, r| ed.service(el, b, r),
-            r_service,
+            xml_service,
         )
     }
 
@@ -413,7 +415,7 @@ impl Editor<'_> {
                 ed.set_options(le, &rl.options.differing(&bl.options));
                 Some(())
             },
-            |l, ind, _| r_listen(l, ind),
+            |l, ind, _| xml_listen(l, ind),
         )?;
         let enable_el = kids(el, "enable").into_iter().next();
         let named = enable_el.is_some();
@@ -423,7 +425,7 @@ impl Editor<'_> {
             (&b.groups, &r.groups),
             |a, b| a.name == b.name,
             |ed, ge, bg, rg| ed.group(ge, bg, rg, rg.name == r.enabled_group, named),
-            |g, ind, step| r_group(g, g.name == r.enabled_group, ind, step),
+            |g, ind, step| xml_group(g, g.name == r.enabled_group, ind, step),
         )?;
         if let Some(e) = enable_el
             && attr_value(e, "group") != Some(r.enabled_group.as_str())
@@ -468,7 +470,7 @@ impl Editor<'_> {
                 ed.set_options(he, &rh.options.differing(&bh.options));
                 Some(())
             },
-            |h, ind, _| r_host(h, ind),
+            |h, ind, _| xml_host(h, ind),
         )
     }
 
@@ -487,7 +489,7 @@ impl Editor<'_> {
             (_, None, None) => {}
             (_, Some(r), None) => {
                 let base = self.base_dir;
-                self.add(root, None, |ind, step| vec![r_admin(r, ind, step, base)])
+                self.add(root, None, |ind, step| vec![xml_admin(r, ind, step, base)])
             }
             (None, Some(_), Some(_)) => return None,
             (Some(b), Some(r), Some(el)) => {
@@ -523,7 +525,8 @@ impl Editor<'_> {
             (_, Some(r), _) => {
                 let anchor = admin.children.first();
                 // Before the first child keeps <web> at the top; after it is simpler.
-                self.add(admin, anchor, |ind, _| vec![r_web(r, ind)]);
+                let base = self.base_dir;
+                self.add(admin, anchor, |ind, _| vec![xml_web(r, ind, base)]);
             }
             (_, None, None) => {}
         }
@@ -561,7 +564,7 @@ impl Editor<'_> {
             (_, Some(r), _) => {
                 let anchor = kids(admin, "web").into_iter().next();
                 let base = self.base_dir;
-                self.add(admin, anchor, |ind, _| vec![r_ssh(r, ind, base)]);
+                self.add(admin, anchor, |ind, _| vec![xml_ssh(r, ind, base)]);
             }
             (_, None, None) => {}
         }
@@ -582,7 +585,7 @@ impl Editor<'_> {
                 }
                 Some(())
             },
-            |u, ind, _| r_user(u, ind),
+            |u, ind, _| xml_user(u, ind),
         )
     }
 
@@ -591,7 +594,7 @@ impl Editor<'_> {
             return;
         }
         let Some(el) = kids(root, "manager").into_iter().next() else {
-            self.add(root, None, |ind, step| vec![r_manager(r, ind, step)]);
+            self.add(root, None, |ind, step| vec![xml_manager(r, ind, step)]);
             return;
         };
         for (tag, bt, rt) in [
@@ -611,7 +614,9 @@ impl Editor<'_> {
                         self.set_attr(te, "enable", yes(rt.enable));
                     }
                 }
-                None => self.add(el, el.children.last(), |ind, _| vec![r_task(tag, rt, ind)]),
+                None => self.add(el, el.children.last(), |ind, _| {
+                    vec![xml_task(tag, rt, ind)]
+                }),
             }
         }
     }
@@ -685,131 +690,4 @@ impl Editor<'_> {
             }
         }
     }
-}
-
-// Renderings of new elements, in `write::to_xml`'s style, every line indented.
-
-fn r_listen(l: &Listener, ind: &str) -> String {
-    format!(
-        "{ind}<listen ip=\"{}\"{}/>",
-        esc(&l.addr.to_string()),
-        xml_options(&l.options.non_default())
-    )
-}
-
-fn r_host(h: &HostConfig, ind: &str) -> String {
-    format!(
-        "{ind}<host name=\"{}\" ip=\"{}\" weight=\"{}\"{}/>",
-        esc(&h.name),
-        esc(&h.address.to_string()),
-        h.weight,
-        xml_options(&h.options.non_default())
-    )
-}
-
-fn r_group(g: &GroupConfig, enabled: bool, ind: &str, step: &str) -> String {
-    let enable = if enabled { " enable=\"true\"" } else { "" };
-    let mut x = format!(
-        "{ind}<group name=\"{}\" scheduler=\"{}\"{enable}{}>",
-        esc(&g.name),
-        g.scheduler,
-        xml_options(&g.options.non_default())
-    );
-    let inner = format!("{ind}{step}");
-    for h in &g.hosts {
-        x.push('\n');
-        x.push_str(&r_host(h, &inner));
-    }
-    x.push_str(&format!("\n{ind}</group>"));
-    x
-}
-
-fn r_service(s: &ServiceConfig, ind: &str, step: &str) -> String {
-    let timeout = if s.connect_timeout == DEFAULT_CONNECT_TIMEOUT {
-        String::new()
-    } else {
-        format!(" connectTimeout=\"{}\"", seconds(s.connect_timeout))
-    };
-    let mut x = format!(
-        "{ind}<service name=\"{}\"{timeout}{}>",
-        esc(&s.name),
-        xml_options(&s.options.non_default())
-    );
-    let inner = format!("{ind}{step}");
-    for l in &s.listeners {
-        x.push('\n');
-        x.push_str(&r_listen(l, &inner));
-    }
-    for g in &s.groups {
-        x.push('\n');
-        x.push_str(&r_group(g, g.name == s.enabled_group, &inner, step));
-    }
-    x.push_str(&format!("\n{ind}</service>"));
-    x
-}
-
-fn r_web(w: &AdminWebConfig, ind: &str) -> String {
-    format!(
-        "{ind}<web listen=\"{}\" enable=\"{}\" secure=\"{}\" refresh=\"{}\"/>",
-        esc(&w.listen.to_string()),
-        yes(w.enable),
-        yes(w.secure),
-        seconds(w.refresh)
-    )
-}
-
-fn r_ssh(s: &AdminSshConfig, ind: &str, base_dir: Option<&Path>) -> String {
-    let mut extra = String::new();
-    for (name, path) in [
-        ("authorizedKeys", &s.authorized_keys),
-        ("hostKey", &s.host_key),
-    ] {
-        if let Some(p) = path {
-            extra.push_str(&format!(" {name}=\"{}\"", esc(&written_path(p, base_dir))));
-        }
-    }
-    format!(
-        "{ind}<ssh listen=\"{}\" enable=\"{}\"{extra}/>",
-        esc(&s.listen.to_string()),
-        yes(s.enable)
-    )
-}
-
-fn r_user(u: &UserConfig, ind: &str) -> String {
-    format!(
-        "{ind}<user name=\"{}\" password=\"{}\" access=\"{}\"/>",
-        esc(&u.name),
-        esc(&u.password_hash),
-        u.access.name()
-    )
-}
-
-fn r_admin(a: &AdminConfig, ind: &str, step: &str, base_dir: Option<&Path>) -> String {
-    let inner = format!("{ind}{step}");
-    let mut lines = vec![format!("{ind}<admin>")];
-    lines.extend(a.web.iter().map(|w| r_web(w, &inner)));
-    lines.extend(a.ssh.iter().map(|s| r_ssh(s, &inner, base_dir)));
-    lines.extend(a.users.iter().map(|u| r_user(u, &inner)));
-    lines.push(format!("{ind}</admin>"));
-    lines.join("\n")
-}
-
-fn r_task(tag: &str, t: ManagerTask, ind: &str) -> String {
-    format!(
-        "{ind}<{tag} interval=\"{}\" enable=\"{}\"/>",
-        seconds(t.interval),
-        yes(t.enable)
-    )
-}
-
-fn r_manager(m: &ManagerConfig, ind: &str, step: &str) -> String {
-    let inner = format!("{ind}{step}");
-    [
-        format!("{ind}<manager>"),
-        r_task("hostCheck", m.host_check, &inner),
-        r_task("configCheck", m.config_check, &inner),
-        r_task("heartbeat", m.heartbeat, &inner),
-        format!("{ind}</manager>"),
-    ]
-    .join("\n")
 }

@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::model::{Config, ControlConfig};
-use super::write::{path_text, to_toml, to_xml};
+use super::write::{to_toml, to_xml, written_path};
 use super::{ConfigError, Format};
 
 /// Longest time spent computing one of a conflict's differences; past it the
@@ -158,15 +158,6 @@ pub fn same_config(a: &Config, b: &Config) -> bool {
 /// The directory relative paths in the file are resolved against.
 fn base_dir(path: &Path) -> Option<&Path> {
     path.parent().filter(|p| !p.as_os_str().is_empty())
-}
-
-/// A path as written in the file: relative to the file's directory when it is
-/// under it (the reader joined it), so it reloads to the same path.
-fn written_path(p: &Path, base_dir: Option<&Path>) -> String {
-    match base_dir.and_then(|dir| p.strip_prefix(dir).ok()) {
-        Some(relative) if !relative.as_os_str().is_empty() => path_text(relative),
-        _ => path_text(p),
-    }
 }
 
 fn loads_as(path: &Path, text: &str, running: &Config) -> bool {
@@ -535,6 +526,37 @@ impl WriteBack {
             Err(other) => Err(other),
         }
     }
+
+    /// `saveConfig` / `config save`: [`WriteBack::save`], answered in words:
+    /// what was done (the message after `OK`), or why not. A conflict is
+    /// logged with both differences, passwords redacted.
+    pub fn save_reply(&self, running: &Config) -> Result<String, String> {
+        match self.save(running) {
+            Ok(outcome) => Ok(format!(
+                "configuration saved to {}: {outcome}",
+                self.path.display()
+            )),
+            Err(WriteBackError::Conflict(c)) => {
+                warn_conflict(&c, "saveConfig");
+                Err(format!(
+                    "{}: edited on disk since it was loaded; not overwritten (both differences are on the admin page)",
+                    c.path.display()
+                ))
+            }
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}
+
+/// Logs a conflict `by` (the configCheck manager or `saveConfig`) met.
+fn warn_conflict(c: &Conflict, by: &'static str) {
+    tracing::warn!(
+        by,
+        config = %c.path.display(),
+        file_vs_boot = %redact_passwords(&c.file_vs_boot),
+        running_vs_boot = %redact_passwords(&c.running_vs_boot),
+        "config file edited on disk since it was loaded: not overwritten (reload it, or undo the edit)"
+    );
 }
 
 /// The configCheck manager: every `interval`, if the running configuration
@@ -586,12 +608,7 @@ pub async fn run_config_check(
                     continue;
                 }
                 match &error {
-                    WriteBackError::Conflict(c) => tracing::warn!(
-                        config = %c.path.display(),
-                        file_vs_boot = %redact_passwords(&c.file_vs_boot),
-                        running_vs_boot = %redact_passwords(&c.running_vs_boot),
-                        "config file edited on disk since it was loaded: not overwritten (reload it, or undo the edit)"
-                    ),
+                    WriteBackError::Conflict(c) => warn_conflict(c, "configCheck"),
                     other => {
                         tracing::error!(error = %other, source = ?std::error::Error::source(other), "config write-back failed")
                     }

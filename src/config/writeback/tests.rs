@@ -712,3 +712,44 @@ listen = [
         "{out}"
     );
 }
+
+#[test]
+fn save_reply_writes_atomically_keeps_a_backup_and_refuses_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    let original = "<config>\n  <service name=\"s\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+         <group name=\"g\" enable=\"true\"><host name=\"h\" ip=\"127.0.0.1:1\"/></group>\n  \
+         </service>\n</config>\n";
+    fs::write(&path, original).unwrap();
+    let (text, boot) = load(&path).unwrap();
+    let writeback = WriteBack::new(&path, text, boot.clone());
+    let mut running = boot;
+    running.services[0].groups[0].hosts[0].weight = 7;
+    let reply = writeback.save_reply(&running).unwrap();
+    assert!(reply.starts_with("configuration saved to "), "{reply}");
+    assert!(
+        reply.ends_with("lb.xml: written, comments and layout kept"),
+        "{reply}"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("lb.xml.bak")).unwrap(),
+        original
+    );
+    assert!(same_config(&Config::from_path(&path).unwrap(), &running));
+    // No temporary file is left beside it.
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // Edited on disk since: left alone, and the reply says why.
+    fs::write(&path, original.replace("127.0.0.1:1", "127.0.0.1:2")).unwrap();
+    running.services[0].groups[0].hosts[0].weight = 8;
+    let refused = writeback.save_reply(&running).unwrap_err();
+    assert!(
+        refused.contains("edited on disk since it was loaded"),
+        "{refused}"
+    );
+    assert!(fs::read_to_string(&path).unwrap().contains("127.0.0.1:2"));
+}

@@ -1,0 +1,709 @@
+//! The rules of the model, in one place, whatever made the configuration: the
+//! readers check what they built from a file, the builder what it assembled,
+//! each command the part it changes.
+//!
+//! [`Config::check`] is made of [`ServiceConfig::check`], [`GroupConfig::check`],
+//! [`HostConfig::check`] and [`UserConfig::check`], plus the rules across
+//! services (unique names, one user per listen address). Each is linear in what
+//! it looks at, so a command adding one host checks that host and never walks
+//! the other 100,000. A broken rule is a [`CheckError`]: its text says what and
+//! where in words; the place it carries lets a reader point at `FILE:LINE:COL`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+use super::model::*;
+use super::names::{NameKind, check_name};
+use super::parse::{
+    check_host_address, check_listen_addr, check_seconds, parse_etcd_endpoint, parse_etcd_prefix,
+    parse_instance_name,
+};
+
+/// A rule of the model that a configuration breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckError(Box<Broken>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Broken {
+    place: Place,
+    rule: Rule,
+    /// Where, in words, when `message` does not say it: `group "g" of
+    /// service "web"`. Empty when the message is complete.
+    within: String,
+    message: String,
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.within.is_empty() {
+            f.write_str(&self.0.message)
+        } else {
+            write!(f, "{}: {}", self.0.within, self.0.message)
+        }
+    }
+}
+
+impl std::error::Error for CheckError {}
+
+impl CheckError {
+    fn new(place: Place, rule: Rule, message: impl Into<String>) -> Self {
+        CheckError(Box::new(Broken {
+            place,
+            rule,
+            within: String::new(),
+            message: message.into(),
+        }))
+    }
+
+    /// A bad value at `place`.
+    fn value(place: Place, message: impl Into<String>) -> Self {
+        CheckError::new(place, Rule::Value, message)
+    }
+
+    /// What is wrong, as a file's error shows it after `FILE:LINE:COL`.
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    /// Where it is in the configuration, for the readers.
+    pub(crate) fn place(&self) -> Place {
+        self.0.place
+    }
+
+    /// Which rule, for the controller's error.
+    pub(crate) fn rule(&self) -> &Rule {
+        &self.0.rule
+    }
+
+    /// Says where in words, unless the message says it already.
+    pub(crate) fn within(mut self, words: impl FnOnce() -> String) -> Self {
+        if self.0.within.is_empty() && self.0.rule == Rule::Value {
+            self.0.within = words();
+        }
+        self
+    }
+
+    /// The same error at `place`.
+    fn at(mut self, place: Place) -> Self {
+        self.0.place = place;
+        self
+    }
+
+    /// The error of a group's check, placed in group `index` of its service.
+    fn in_group(mut self, index: usize) -> Self {
+        if let Place::Service(_, InService::Group(g, _)) = &mut self.0.place {
+            *g = index;
+        }
+        self
+    }
+
+    /// The error of a service's check, placed in service `index`.
+    fn in_service(mut self, index: usize) -> Self {
+        if let Place::Service(s, _) = &mut self.0.place {
+            *s = index;
+        }
+        self
+    }
+}
+
+/// Which rule is broken, with the names the controller's errors carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Rule {
+    /// A bad value or name.
+    Value,
+    /// Two services of one name.
+    DuplicateService(String),
+    /// Two groups of one name in a service.
+    DuplicateGroup { service: String, group: String },
+    /// Two hosts of one name in a group.
+    DuplicateHost {
+        service: String,
+        group: String,
+        host: String,
+    },
+    /// Two users of one name.
+    DuplicateUser(String),
+    /// The enabled group is not one of the service's groups.
+    UnknownEnabledGroup { service: String, group: String },
+    /// The enabled group is a backup group.
+    BackupEnabled { service: String, group: String },
+    /// The enabled group has no host.
+    EnabledGroupEmpty { service: String, group: String },
+    /// A listen address (with a fixed port) used twice; `service` is the one
+    /// that had it, if a service did.
+    ListenerInUse {
+        listen: String,
+        service: Option<String>,
+    },
+}
+
+/// Where in a configuration a rule is broken, by position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// The configuration as a whole.
+    Config,
+    /// Service `n`, or something in it.
+    Service(usize, InService),
+    /// User `n`'s name.
+    User(usize),
+    /// The admin web server's element.
+    Web,
+    /// The admin web server's listen address.
+    WebListen,
+    /// The admin web server's `allowedHosts`.
+    AllowedHosts,
+    /// The SSH console's element.
+    Ssh,
+    /// The SSH console's listen address.
+    SshListen,
+    /// The managers' intervals.
+    Manager,
+    /// The control socket.
+    Control,
+    /// The fleet's cluster settings.
+    Cluster,
+    /// The resolver's settings.
+    Resolver,
+}
+
+/// Where in a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InService {
+    /// The service's element.
+    Element,
+    /// Its name.
+    Name,
+    /// Where it names its enabled group.
+    Enabled,
+    /// Listener `n`'s address.
+    Listener(usize),
+    /// Group `n`, or something in it.
+    Group(usize, InGroup),
+}
+
+/// Where in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InGroup {
+    /// The group's name.
+    Name,
+    /// Its `backup` setting.
+    Backup,
+    /// Host `n`'s name.
+    Host(usize),
+}
+
+fn in_service(part: InService) -> Place {
+    Place::Service(0, part)
+}
+
+fn in_group(part: InGroup) -> Place {
+    Place::Service(0, InService::Group(0, part))
+}
+
+/// A name by the one name rule ([`check_name`]).
+fn name(place: Place, kind: NameKind, name: &str) -> Result<(), CheckError> {
+    let what = kind.word();
+    if name.is_empty() {
+        return Err(CheckError::value(place, format!("empty {what} name")));
+    }
+    check_name(kind, name)
+        .map_err(|why| CheckError::value(place, format!("bad {what} name {name:?}: {why}")))
+}
+
+/// A duration a file could say: `what` names it in the message.
+fn seconds(place: Place, what: &str, d: Duration) -> Result<(), CheckError> {
+    check_seconds(d).map_err(|why| {
+        CheckError::value(
+            place,
+            format!("bad {what} {}: {why}", super::write::seconds(d)),
+        )
+    })
+}
+
+impl HostConfig {
+    /// The rules of one host: its name, an address a file could hold, a
+    /// weight of at least 1, its settings in range.
+    pub fn check(&self) -> Result<(), CheckError> {
+        let place = in_group(InGroup::Host(0));
+        name(place, NameKind::Host, &self.name)?;
+        let host = &self.name;
+        check_host_address(&self.address).map_err(|why| {
+            CheckError::value(
+                place,
+                format!(
+                    "host {host:?}: bad address {:?}: {why}",
+                    self.address.to_string()
+                ),
+            )
+        })?;
+        if self.weight == 0 {
+            return Err(CheckError::value(
+                place,
+                format!("host {host:?}: bad weight 0: expected an integer of at least 1"),
+            ));
+        }
+        self.options
+            .check()
+            .map_err(|why| CheckError::value(place, format!("host {host:?}: {why}")))
+    }
+}
+
+impl GroupConfig {
+    /// The rules of one group of `service`: its name, its settings, each
+    /// host's rules, and host names unique within it.
+    pub fn check(&self, service: &str) -> Result<(), CheckError> {
+        let group = &self.name;
+        let place = in_group(InGroup::Name);
+        name(place, NameKind::Group, group)?;
+        self.options
+            .check()
+            .map_err(|why| CheckError::value(place, format!("group {group:?}: {why}")))?;
+        // A set, so 100,000 hosts are checked in linear time.
+        let mut names = HashSet::with_capacity(self.hosts.len());
+        for (index, host) in self.hosts.iter().enumerate() {
+            let place = in_group(InGroup::Host(index));
+            host.check().map_err(|e| {
+                e.at(place)
+                    .within(|| format!("group {group:?} of service {service:?}"))
+            })?;
+            if !names.insert(host.name.as_str()) {
+                return Err(CheckError::new(
+                    place,
+                    Rule::DuplicateHost {
+                        service: service.to_string(),
+                        group: group.clone(),
+                        host: host.name.clone(),
+                    },
+                    format!(
+                        "duplicate host name {:?} in group {group:?} of service {service:?}",
+                        host.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ServiceConfig {
+    /// The rules of one service: its name and settings, at least one listener
+    /// (none twice), at least one group, each group's rules, group names
+    /// unique, and an enabled group that can take traffic
+    /// ([`ServiceConfig::check_enabled`]).
+    pub fn check(&self) -> Result<(), CheckError> {
+        self.check_with(Enabled::NeedsHost)
+    }
+
+    fn check_with(&self, enabled: Enabled) -> Result<(), CheckError> {
+        let service = &self.name;
+        name(in_service(InService::Name), NameKind::Service, service)?;
+        if self.listeners.is_empty() {
+            return Err(CheckError::value(
+                in_service(InService::Element),
+                format!("service {service:?} has no listen address"),
+            ));
+        }
+        let mut listening = Listening::default();
+        for (index, listener) in self.listeners.iter().enumerate() {
+            let place = in_service(InService::Listener(index));
+            listener.check(service).map_err(|e| e.at(place))?;
+            listening.add(place, &listener.addr, Owner::Service(service))?;
+        }
+        seconds(
+            in_service(InService::Element),
+            "connect timeout",
+            self.connect_timeout,
+        )
+        .and_then(|()| {
+            self.options
+                .check()
+                .map_err(|why| CheckError::value(in_service(InService::Element), why))
+        })
+        .map_err(|e| e.within(|| format!("service {service:?}")))?;
+        let mut names = HashSet::with_capacity(self.groups.len());
+        for (index, group) in self.groups.iter().enumerate() {
+            group
+                .check(service)
+                .map_err(|e| e.in_group(index).within(|| format!("service {service:?}")))?;
+            if !names.insert(group.name.as_str()) {
+                return Err(CheckError::new(
+                    in_service(InService::Group(index, InGroup::Name)),
+                    Rule::DuplicateGroup {
+                        service: service.clone(),
+                        group: group.name.clone(),
+                    },
+                    format!(
+                        "duplicate group name {:?} in service {service:?}",
+                        group.name
+                    ),
+                ));
+            }
+        }
+        if self.groups.is_empty() {
+            return Err(CheckError::value(
+                in_service(InService::Element),
+                format!("service {service:?} has no group"),
+            ));
+        }
+        self.check_enabled_with(enabled)
+    }
+
+    /// The rule of the enabled group: one of the service's groups, not a
+    /// backup group (a backup stands in for it), with at least one host
+    /// (other groups may be empty: the admin API empties standby groups).
+    pub fn check_enabled(&self) -> Result<(), CheckError> {
+        self.check_enabled_with(Enabled::NeedsHost)
+    }
+
+    fn check_enabled_with(&self, rule: Enabled) -> Result<(), CheckError> {
+        let service = &self.name;
+        let enabled = &self.enabled_group;
+        let Some((index, group)) = self
+            .groups
+            .iter()
+            .enumerate()
+            .find(|(_, g)| g.name == *enabled)
+        else {
+            let known: Vec<_> = self.groups.iter().map(|g| g.name.as_str()).collect();
+            return Err(CheckError::new(
+                in_service(InService::Enabled),
+                Rule::UnknownEnabledGroup {
+                    service: service.clone(),
+                    group: enabled.clone(),
+                },
+                format!(
+                    "service {service:?} has no group named {enabled:?} to enable (groups: {})",
+                    known.join(", ")
+                ),
+            ));
+        };
+        if group.options.backup {
+            return Err(CheckError::new(
+                in_service(InService::Group(index, InGroup::Backup)),
+                Rule::BackupEnabled {
+                    service: service.clone(),
+                    group: enabled.clone(),
+                },
+                format!(
+                    "service {service:?}: group {enabled:?} is both enabled and a backup group (expected the enabled group without backup)"
+                ),
+            ));
+        }
+        if group.hosts.is_empty() && rule == Enabled::NeedsHost {
+            return Err(CheckError::new(
+                in_service(InService::Element),
+                Rule::EnabledGroupEmpty {
+                    service: service.clone(),
+                    group: enabled.clone(),
+                },
+                format!("service {service:?}: enabled group {enabled:?} has no host"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether the enabled group must have a host already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enabled {
+    /// It must: a file, a builder, a whole configuration.
+    NeedsHost,
+    /// It may start empty: a service a command creates, hosts to follow.
+    MayStartEmpty,
+}
+
+impl Listener {
+    /// The rules of one listener of `service`: an address and settings a file
+    /// could say. Whether another uses the address is the configuration's
+    /// rule ([`Config::check_listen_free`]).
+    pub fn check(&self, service: &str) -> Result<(), CheckError> {
+        let place = in_service(InService::Listener(0));
+        check_listen_addr(&self.addr).map_err(|why| {
+            CheckError::value(
+                place,
+                format!(
+                    "service {service:?}: bad listen address {:?}: {why}",
+                    self.addr.to_string()
+                ),
+            )
+        })?;
+        self.options
+            .check()
+            .map_err(|why| CheckError::value(place, format!("service {service:?}: {why}")))
+    }
+}
+
+impl UserConfig {
+    /// The rules of one admin user: a login name by the name rule.
+    pub fn check(&self) -> Result<(), CheckError> {
+        name(Place::User(0), NameKind::User, &self.name)
+    }
+}
+
+/// Who listens on an address, for the message when another wants it.
+#[derive(Debug, Clone, Copy)]
+enum Owner<'c> {
+    Service(&'c str),
+    Web,
+    Ssh,
+}
+
+impl fmt::Display for Owner<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::Service(name) => write!(f, "service {name:?}"),
+            Owner::Web => f.write_str("the admin web server"),
+            Owner::Ssh => f.write_str("the admin SSH console"),
+        }
+    }
+}
+
+/// The listen addresses taken so far: two listeners on one address would fail
+/// at bind time, far from what caused it. Port 0 picks a fresh port at each
+/// bind, so such listeners never collide.
+#[derive(Default)]
+struct Listening<'c> {
+    taken: HashMap<&'c ListenAddr, Owner<'c>>,
+}
+
+impl<'c> Listening<'c> {
+    fn add(
+        &mut self,
+        place: Place,
+        addr: &'c ListenAddr,
+        owner: Owner<'c>,
+    ) -> Result<(), CheckError> {
+        if addr.port == 0 {
+            return Ok(());
+        }
+        if let Some(other) = self.taken.insert(addr, owner) {
+            return Err(in_use(place, addr, other));
+        }
+        Ok(())
+    }
+}
+
+fn in_use(place: Place, addr: &ListenAddr, other: Owner<'_>) -> CheckError {
+    let service = match other {
+        Owner::Service(name) => Some(name.to_string()),
+        Owner::Web | Owner::Ssh => None,
+    };
+    CheckError::new(
+        place,
+        Rule::ListenerInUse {
+            listen: addr.to_string(),
+            service,
+        },
+        format!("listen address {addr} is already used by {other}"),
+    )
+}
+
+impl Config {
+    /// Every rule of the model: each service's ([`ServiceConfig::check`]),
+    /// service names unique, no listen address used twice (services and the
+    /// admin plane alike), the admin plane's settings, users' names unique,
+    /// the managers', control socket's, cluster's and resolver's settings.
+    /// Linear in the size of the configuration.
+    pub fn check(&self) -> Result<(), CheckError> {
+        let mut names = HashSet::with_capacity(self.services.len());
+        let mut listening = Listening::default();
+        for (index, service) in self.services.iter().enumerate() {
+            service.check().map_err(|e| e.in_service(index))?;
+            if !names.insert(service.name.as_str()) {
+                return Err(CheckError::new(
+                    Place::Service(index, InService::Name),
+                    Rule::DuplicateService(service.name.clone()),
+                    format!("duplicate service name {:?}", service.name),
+                ));
+            }
+            for (l, listener) in service.listeners.iter().enumerate() {
+                listening.add(
+                    Place::Service(index, InService::Listener(l)),
+                    &listener.addr,
+                    Owner::Service(&service.name),
+                )?;
+            }
+        }
+        if let Some(admin) = &self.admin {
+            self.check_admin(admin, &mut listening)?;
+        }
+        for (task, what) in [
+            (&self.manager.host_check, "hostCheck interval"),
+            (&self.manager.config_check, "configCheck interval"),
+            (&self.manager.heartbeat, "heartbeat interval"),
+        ] {
+            seconds(Place::Manager, what, task.interval)?;
+        }
+        if let Some(control) = &self.control
+            && control.socket.as_os_str().is_empty()
+        {
+            return Err(CheckError::value(
+                Place::Control,
+                "empty control socket path",
+            ));
+        }
+        if let Some(cluster) = &self.cluster {
+            check_cluster(cluster)?;
+        }
+        let resolver = &self.resolver;
+        resolver
+            .check()
+            .map_err(|why| CheckError::value(Place::Resolver, format!("resolver: {why}")))?;
+        if resolver.min_ttl > resolver.max_ttl {
+            return Err(CheckError::value(
+                Place::Resolver,
+                format!(
+                    "resolver minTtl ({}) is longer than maxTtl ({}) (expected minTtl <= maxTtl)",
+                    super::write::seconds(resolver.min_ttl),
+                    super::write::seconds(resolver.max_ttl)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_admin<'c>(
+        &'c self,
+        admin: &'c AdminConfig,
+        listening: &mut Listening<'c>,
+    ) -> Result<(), CheckError> {
+        if let Some(web) = &admin.web {
+            check_listen_addr(&web.listen).map_err(|why| {
+                CheckError::value(
+                    Place::WebListen,
+                    format!(
+                        "admin web: bad listen address {:?}: {why}",
+                        web.listen.to_string()
+                    ),
+                )
+            })?;
+            listening.add(Place::WebListen, &web.listen, Owner::Web)?;
+            seconds(Place::Web, "refresh", web.refresh)?;
+            if let Some(name) = web.allowed_hosts.iter().find(|n| !allowed_host(n)) {
+                return Err(CheckError::value(
+                    Place::AllowedHosts,
+                    format!("bad allowed host {name:?} (expected NAME or NAME:PORT)"),
+                ));
+            }
+        }
+        if let Some(ssh) = &admin.ssh {
+            check_listen_addr(&ssh.listen).map_err(|why| {
+                CheckError::value(
+                    Place::SshListen,
+                    format!(
+                        "admin SSH: bad listen address {:?}: {why}",
+                        ssh.listen.to_string()
+                    ),
+                )
+            })?;
+            listening.add(Place::SshListen, &ssh.listen, Owner::Ssh)?;
+            seconds(Place::Ssh, "scriptTimeout", ssh.script_timeout)?;
+        }
+        let mut names = HashSet::with_capacity(admin.users.len());
+        for (index, user) in admin.users.iter().enumerate() {
+            user.check().map_err(|e| e.at(Place::User(index)))?;
+            if !names.insert(user.name.as_str()) {
+                return Err(CheckError::new(
+                    Place::User(index),
+                    Rule::DuplicateUser(user.name.clone()),
+                    format!("duplicate user name {:?}", user.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rule across services for one listen address a command brings in:
+    /// no service and no admin server of this configuration uses it. Walks the
+    /// listeners only.
+    pub fn check_listen_free(&self, addr: &ListenAddr) -> Result<(), CheckError> {
+        if addr.port == 0 {
+            return Ok(());
+        }
+        let place = Place::Config;
+        for service in &self.services {
+            if service.listeners.iter().any(|l| l.addr == *addr) {
+                return Err(in_use(place, addr, Owner::Service(&service.name)));
+            }
+        }
+        let admin = self.admin.as_ref();
+        if admin
+            .and_then(|a| a.web.as_ref())
+            .is_some_and(|w| w.listen == *addr)
+        {
+            return Err(in_use(place, addr, Owner::Web));
+        }
+        if admin
+            .and_then(|a| a.ssh.as_ref())
+            .is_some_and(|s| s.listen == *addr)
+        {
+            return Err(in_use(place, addr, Owner::Ssh));
+        }
+        Ok(())
+    }
+
+    /// The rules for a service a command adds: its own
+    /// ([`ServiceConfig::check`]), a name no other service has, listen
+    /// addresses no one uses. Walks the services and listeners, not the hosts.
+    ///
+    /// One exception: its enabled group may start without a host (the APIs'
+    /// `newService` and the console's `service add` create a service, then
+    /// hosts are added to it); a file or a whole configuration may not.
+    pub fn check_new_service(&self, service: &ServiceConfig) -> Result<(), CheckError> {
+        if self.services.iter().any(|s| s.name == service.name) {
+            return Err(CheckError::new(
+                Place::Config,
+                Rule::DuplicateService(service.name.clone()),
+                format!("duplicate service name {:?}", service.name),
+            ));
+        }
+        service.check_with(Enabled::MayStartEmpty)?;
+        for listener in &service.listeners {
+            self.check_listen_free(&listener.addr)?;
+        }
+        Ok(())
+    }
+}
+
+/// `allowedHosts`: a name or address with an optional `:port`, as it appears in
+/// a `Host` header (`[…]` around an IPv6 address).
+fn allowed_host(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 300
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c))
+}
+
+fn check_cluster(cluster: &ClusterConfig) -> Result<(), CheckError> {
+    let bad = |message: String| CheckError::value(Place::Cluster, message);
+    if cluster.endpoints.is_empty() {
+        return Err(bad(
+            "etcd endpoint (etcd=\"http://HOST:PORT\") is missing".to_string()
+        ));
+    }
+    for endpoint in &cluster.endpoints {
+        match parse_etcd_endpoint(endpoint) {
+            Ok(parsed) if parsed == *endpoint => {}
+            Ok(_) => {
+                return Err(bad(format!(
+                    "bad etcd endpoint {endpoint:?}: expected http://HOST:PORT without a trailing '/'"
+                )));
+            }
+            Err(why) => return Err(bad(format!("bad etcd endpoint {endpoint:?}: {why}"))),
+        }
+    }
+    match parse_etcd_prefix(&cluster.prefix) {
+        Ok(parsed) if parsed == cluster.prefix => {}
+        Ok(_) => {
+            return Err(bad(format!(
+                "bad key prefix {:?}: expected no trailing '/'",
+                cluster.prefix
+            )));
+        }
+        Err(why) => return Err(bad(format!("bad key prefix {:?}: {why}", cluster.prefix))),
+    }
+    parse_instance_name(&cluster.name)
+        .map_err(|why| bad(format!("bad instance name {:?}: {why}", cluster.name)))
+}

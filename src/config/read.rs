@@ -1,0 +1,579 @@
+//! The raw tree both readers produce → the model, then the model's rules.
+//!
+//! Here live what only a file can get wrong: a value missing or unreadable
+//! (through the value parsers of `parse`), two groups flagged `enable`, no
+//! service at all. Every rule of the model is [`Config::check`]'s, the same a
+//! builder or a command obeys; this module keeps where each element was
+//! written so such an error still points at `FILE:LINE:COL`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::check::{InGroup, InService, Place};
+use super::error::{ConfigError, Source};
+use super::model::*;
+use super::options::OptionSet;
+use super::parse::{
+    MAX_SECONDS, SECONDS_EXPECTED, parse_access, parse_etcd_endpoint, parse_etcd_prefix,
+    parse_host_address, parse_listen_addr, parse_seconds, parse_weight, seconds_from_f64,
+};
+use super::raw::*;
+use crate::config::SchedulerKind;
+
+/// The scheduler of a group that names none. txLoadBalancer refused such a group
+/// (it looked the empty name up among its schedulers); `roundr` is the least
+/// surprising behaviour and matches what most sample files use.
+pub const DEFAULT_SCHEDULER: SchedulerKind = SchedulerKind::RoundRobin;
+
+/// How a raw number is shown in messages: text quoted as written, numbers plain.
+fn show(n: &Number) -> String {
+    match n {
+        Number::Text(s) => format!("{s:?}"),
+        Number::Int(i) => i.to_string(),
+        Number::Float(f) => f.to_string(),
+    }
+}
+
+/// Builds the model from a raw tree and checks its rules. `base_dir` is the
+/// directory of the configuration file, against which relative log and socket
+/// paths are resolved.
+pub(crate) fn read(
+    raw: RawConfig,
+    src: &Source<'_>,
+    base_dir: Option<&Path>,
+) -> Result<Config, ConfigError> {
+    let mut reader = Reader {
+        src,
+        base_dir,
+        spans: Spans {
+            config: raw.at,
+            ..Spans::default()
+        },
+    };
+    let config = reader.config(raw)?;
+    config
+        .check()
+        .map_err(|e| reader.err(reader.spans.of(e.place()), e.message()))?;
+    Ok(config)
+}
+
+/// Where the parts of the model were written (byte offsets), for the errors
+/// of [`Config::check`]: one offset per host, a few per service.
+#[derive(Debug, Default)]
+struct Spans {
+    config: usize,
+    services: Vec<ServiceSpans>,
+    users: Vec<usize>,
+    web: Option<usize>,
+    web_listen: Option<usize>,
+    allowed_hosts: Option<usize>,
+    ssh: Option<usize>,
+    ssh_listen: Option<usize>,
+    control: Option<usize>,
+    cluster: Option<usize>,
+    resolver: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+struct ServiceSpans {
+    at: usize,
+    name: usize,
+    enabled: usize,
+    listeners: Vec<usize>,
+    groups: Vec<GroupSpans>,
+}
+
+#[derive(Debug, Default)]
+struct GroupSpans {
+    name: usize,
+    backup: Option<usize>,
+    /// Each host's name (its element's start when it has none).
+    hosts: Vec<usize>,
+}
+
+impl Spans {
+    /// Where `place` was written; the nearest enclosing element if that part
+    /// was not written.
+    fn of(&self, place: Place) -> usize {
+        let at = |span: Option<usize>| span.unwrap_or(self.config);
+        match place {
+            Place::Config | Place::Manager => self.config,
+            Place::Service(s, part) => {
+                let Some(service) = self.services.get(s) else {
+                    return self.config;
+                };
+                match part {
+                    InService::Element => service.at,
+                    InService::Name => service.name,
+                    InService::Enabled => service.enabled,
+                    InService::Listener(l) => {
+                        service.listeners.get(l).copied().unwrap_or(service.at)
+                    }
+                    InService::Group(g, part) => {
+                        let Some(group) = service.groups.get(g) else {
+                            return service.at;
+                        };
+                        match part {
+                            InGroup::Name => group.name,
+                            InGroup::Backup => group.backup.unwrap_or(service.at),
+                            InGroup::Host(h) => group.hosts.get(h).copied().unwrap_or(group.name),
+                        }
+                    }
+                }
+            }
+            Place::User(u) => at(self.users.get(u).copied()),
+            Place::Web => at(self.web),
+            Place::WebListen => at(self.web_listen),
+            Place::AllowedHosts => at(self.allowed_hosts.or(self.web)),
+            Place::Ssh => at(self.ssh),
+            Place::SshListen => at(self.ssh_listen),
+            Place::Control => at(self.control),
+            Place::Cluster => at(self.cluster),
+            Place::Resolver => at(self.resolver),
+        }
+    }
+}
+
+struct Reader<'s, 'a> {
+    src: &'s Source<'a>,
+    base_dir: Option<&'s Path>,
+    spans: Spans,
+}
+
+impl Reader<'_, '_> {
+    fn err(&self, at: usize, message: impl Into<String>) -> ConfigError {
+        self.src.error(at, message)
+    }
+
+    /// Reads an element's options; an error points at the bad value.
+    fn options<T: OptionSet + Default>(
+        &self,
+        raw: Vec<(At<String>, At<RawValue>)>,
+    ) -> Result<T, ConfigError> {
+        let mut options = T::default();
+        for (key, value) in raw {
+            match options.set_option(&key.value, &value.value) {
+                Ok(true) => {}
+                // The readers only pass known names; be safe anyway.
+                Ok(false) => {
+                    return Err(self.err(key.at, format!("unknown setting {:?}", key.value)));
+                }
+                Err(why) => return Err(self.err(value.at, why)),
+            }
+        }
+        Ok(options)
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let mut services = Vec::with_capacity(raw.services.len());
+        for service in raw.services {
+            let built = self.service(service)?;
+            services.push(built);
+        }
+        if services.is_empty() {
+            return Err(self.err(raw.at, "no service defined (expected at least one service)"));
+        }
+        let admin = raw.admin.map(|a| self.admin(a)).transpose()?;
+        let manager = self.manager(raw.manager)?;
+        let logging = match raw.logging {
+            Some(l) => LoggingConfig {
+                file: l.file.map(|f| self.path(f.value)),
+                access: l.access.map(|f| self.path(f.value)),
+                access_format: match l.format {
+                    None => AccessFormat::Text,
+                    Some(f) => match f.value.as_str() {
+                        "text" => AccessFormat::Text,
+                        "json" => AccessFormat::Json,
+                        other => {
+                            return Err(self.err(
+                                f.at,
+                                format!("bad access log format {other:?} (expected text or json)"),
+                            ));
+                        }
+                    },
+                },
+            },
+            None => LoggingConfig::default(),
+        };
+        let control = raw.control.map(|c| self.control(c)).transpose()?;
+        let cluster = raw.cluster.map(|c| self.cluster(c)).transpose()?;
+        let resolver = match raw.resolver {
+            Some(r) => {
+                self.spans.resolver = Some(r.at);
+                self.options(r.options)?
+            }
+            None => ResolverOptions::default(),
+        };
+        Ok(Config {
+            source: None,
+            services,
+            admin,
+            manager,
+            logging,
+            control,
+            cluster,
+            resolver,
+        })
+    }
+
+    fn required<T>(
+        &self,
+        value: Option<At<T>>,
+        at: usize,
+        what: &str,
+    ) -> Result<At<T>, ConfigError> {
+        value.ok_or_else(|| self.err(at, format!("{what} is missing")))
+    }
+
+    /// A required name (its rule is [`Config::check`]'s).
+    fn name(
+        &self,
+        value: Option<At<String>>,
+        at: usize,
+        what: &str,
+    ) -> Result<At<String>, ConfigError> {
+        self.required(value, at, &format!("{what} name"))
+    }
+
+    fn seconds(&self, value: &At<Number>, what: &str) -> Result<Duration, ConfigError> {
+        let parsed = match &value.value {
+            Number::Text(s) => parse_seconds(s),
+            Number::Int(i) => match u64::try_from(*i) {
+                Ok(0) => Err(format!("zero ({SECONDS_EXPECTED})")),
+                Ok(s) if s <= MAX_SECONDS => Ok(Duration::from_secs(s)),
+                Ok(_) => Err(format!("too large (at most {MAX_SECONDS} seconds)")),
+                Err(_) => Err(format!("negative ({SECONDS_EXPECTED})")),
+            },
+            Number::Float(f) => seconds_from_f64(*f),
+        };
+        parsed.map_err(|why| {
+            self.err(
+                value.at,
+                format!("bad {what} {}: {why}", show(&value.value)),
+            )
+        })
+    }
+
+    fn listen(&self, value: &At<String>) -> Result<ListenAddr, ConfigError> {
+        parse_listen_addr(&value.value).map_err(|why| {
+            self.err(
+                value.at,
+                format!("bad listen address {:?}: {why}", value.value),
+            )
+        })
+    }
+
+    fn path(&self, written: String) -> PathBuf {
+        let path = PathBuf::from(written);
+        match self.base_dir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path,
+        }
+    }
+
+    fn service(&mut self, raw: RawService) -> Result<ServiceConfig, ConfigError> {
+        let name = self.name(raw.name, raw.at, "service")?;
+        let label = format!("service {:?}", name.value);
+        let mut spans = ServiceSpans {
+            at: raw.at,
+            name: name.at,
+            enabled: raw.at,
+            listeners: Vec::with_capacity(raw.listen.len()),
+            groups: Vec::with_capacity(raw.groups.len()),
+        };
+        let mut listeners = Vec::with_capacity(raw.listen.len());
+        for listen in raw.listen {
+            let ip = self.required(
+                listen.ip,
+                listen.at,
+                "listen address (expected ip = \"HOST:PORT\")",
+            )?;
+            spans.listeners.push(ip.at);
+            listeners.push(Listener {
+                addr: self.listen(&ip)?,
+                options: self.options(listen.options)?,
+            });
+        }
+
+        let mut groups: Vec<GroupConfig> = Vec::with_capacity(raw.groups.len());
+        // The group flagged `enable`, with where the flag is, for the messages below.
+        let mut flagged: Option<(String, usize)> = None;
+        for group in raw.groups {
+            let enable = group.enable.clone();
+            let (built, group_spans) = self.group(group)?;
+            if let Some(At { value: true, at }) = enable {
+                if let Some((first, _)) = &flagged {
+                    return Err(self.err(
+                        at,
+                        format!(
+                            "{label} has more than one enabled group: {first:?} and {:?} (expected exactly one)",
+                            built.name
+                        ),
+                    ));
+                }
+                flagged = Some((built.name.clone(), at));
+            }
+            groups.push(built);
+            spans.groups.push(group_spans);
+        }
+
+        let enabled_group = match (raw.enabled_group, flagged) {
+            (Some(named), flagged) => {
+                // An unknown name is the model's rule (reported by the check).
+                let known = groups.iter().any(|g| g.name == named.value);
+                if let Some((flagged, at)) = flagged
+                    && flagged != named.value
+                    && known
+                {
+                    return Err(self.err(
+                        at,
+                        format!(
+                            "{label} enables group {flagged:?} here but group {:?} elsewhere (expected exactly one)",
+                            named.value
+                        ),
+                    ));
+                }
+                spans.enabled = named.at;
+                named.value
+            }
+            (None, Some((flagged, at))) => {
+                spans.enabled = at;
+                flagged
+            }
+            (None, None) if groups.is_empty() => String::new(),
+            (None, None) => {
+                return Err(self.err(
+                    raw.at,
+                    format!(
+                        "{label} has no enabled group (expected one group with enable true, or the name of the group to enable)"
+                    ),
+                ));
+            }
+        };
+
+        let mut service = ServiceConfig {
+            name: name.value,
+            listeners,
+            groups,
+            enabled_group,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            options: self.options(raw.options)?,
+        };
+        self.service_settings(&mut service, raw.connect_timeout)?;
+        self.spans.services.push(spans);
+        Ok(service)
+    }
+
+    /// Optional per-service settings: the place to add new ones.
+    fn service_settings(
+        &self,
+        service: &mut ServiceConfig,
+        connect_timeout: Option<At<Number>>,
+    ) -> Result<(), ConfigError> {
+        if let Some(timeout) = connect_timeout {
+            service.connect_timeout = self.seconds(&timeout, "connect timeout")?;
+        }
+        Ok(())
+    }
+
+    fn group(&self, raw: RawGroup) -> Result<(GroupConfig, GroupSpans), ConfigError> {
+        let name = self.name(raw.name, raw.at, "group")?;
+        let scheduler = match raw.scheduler {
+            None => DEFAULT_SCHEDULER,
+            Some(s) => s
+                .value
+                .parse::<SchedulerKind>()
+                .map_err(|e| self.err(s.at, e.to_string()))?,
+        };
+        let mut spans = GroupSpans {
+            name: name.at,
+            backup: raw
+                .options
+                .iter()
+                .find(|(key, _)| key.value == "backup")
+                .map(|(key, _)| key.at),
+            hosts: Vec::with_capacity(raw.hosts.len()),
+        };
+        let mut hosts: Vec<HostConfig> = Vec::with_capacity(raw.hosts.len());
+        for (index, host) in raw.hosts.into_iter().enumerate() {
+            spans
+                .hosts
+                .push(host.name.as_ref().map_or(host.at, |n| n.at));
+            hosts.push(self.host(host, index)?);
+        }
+        let group = GroupConfig {
+            name: name.value,
+            scheduler,
+            hosts: hosts.into(),
+            options: self.options(raw.options)?,
+        };
+        Ok((group, spans))
+    }
+
+    fn host(&self, raw: RawHost, index: usize) -> Result<HostConfig, ConfigError> {
+        // txLoadBalancer named anonymous hosts after their position.
+        let name = match raw.name {
+            None => format!("host.{index}"),
+            Some(name) => name.value,
+        };
+        let ip = self.required(raw.ip, raw.at, &format!("ip of host {name:?}"))?;
+        let address = parse_host_address(&ip.value)
+            .map_err(|why| self.err(ip.at, format!("bad ip {:?}: {why}", ip.value)))?;
+        let weight = match raw.weight {
+            None => 1,
+            Some(w) => {
+                let parsed = match &w.value {
+                    Number::Text(s) => parse_weight(s),
+                    Number::Int(i) => u32::try_from(*i)
+                        .ok()
+                        .filter(|&w| w >= 1)
+                        .ok_or_else(|| "expected an integer of at least 1".to_string()),
+                    Number::Float(_) => Err("expected an integer of at least 1".to_string()),
+                };
+                parsed.map_err(|why| {
+                    self.err(w.at, format!("bad weight {}: {why}", show(&w.value)))
+                })?
+            }
+        };
+        Ok(HostConfig {
+            name,
+            address,
+            weight,
+            options: self.options(raw.options)?,
+        })
+    }
+
+    fn admin(&mut self, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
+        let web = match raw.web {
+            None => None,
+            Some(web) => {
+                let listen = self.required(web.listen, web.at, "listen address of web")?;
+                self.spans.web = Some(web.at);
+                self.spans.web_listen = Some(listen.at);
+                self.spans.allowed_hosts = web.allowed_hosts.as_ref().map(|a| a.at);
+                Some(AdminWebConfig {
+                    listen: self.listen(&listen)?,
+                    enable: web.enable.is_none_or(|e| e.value),
+                    secure: web.secure.is_some_and(|s| s.value),
+                    refresh: match web.refresh {
+                        None => DEFAULT_ADMIN_REFRESH,
+                        Some(r) => self.seconds(&r, "refresh")?,
+                    },
+                    metrics_public: web.metrics_public.is_some_and(|m| m.value),
+                    cert: web.cert.map(|c| self.path(c.value)),
+                    key: web.key.map(|k| self.path(k.value)),
+                    allowed_hosts: web.allowed_hosts.map(|a| a.value).unwrap_or_default(),
+                    changes_require_post: web.changes_require_post.is_some_and(|c| c.value),
+                })
+            }
+        };
+        let ssh = match raw.ssh {
+            None => None,
+            Some(ssh) => {
+                let listen = self.required(ssh.listen, ssh.at, "listen address of ssh")?;
+                self.spans.ssh = Some(ssh.at);
+                self.spans.ssh_listen = Some(listen.at);
+                Some(AdminSshConfig {
+                    listen: self.listen(&listen)?,
+                    enable: ssh.enable.is_none_or(|e| e.value),
+                    authorized_keys: ssh.authorized_keys.map(|p| self.path(p.value)),
+                    host_key: ssh.host_key.map(|p| self.path(p.value)),
+                    script_timeout: match ssh.script_timeout {
+                        None => DEFAULT_SCRIPT_TIMEOUT,
+                        Some(t) => self.seconds(&t, "scriptTimeout")?,
+                    },
+                })
+            }
+        };
+        let mut users: Vec<UserConfig> = Vec::with_capacity(raw.users.len());
+        for user in raw.users {
+            let name = self.name(user.name, user.at, "user")?;
+            let password = self.required(
+                user.password,
+                user.at,
+                &format!("password of user {:?}", name.value),
+            )?;
+            let access = match user.access {
+                None => Access::Full,
+                Some(a) => parse_access(&a.value)
+                    .map_err(|why| self.err(a.at, format!("bad access {:?}: {why}", a.value)))?,
+            };
+            self.spans.users.push(name.at);
+            users.push(UserConfig {
+                name: name.value,
+                password_hash: password.value,
+                access,
+            });
+        }
+        Ok(AdminConfig { web, ssh, users })
+    }
+
+    fn manager(&self, raw: Option<RawManager>) -> Result<ManagerConfig, ConfigError> {
+        let mut manager = ManagerConfig::default();
+        let Some(raw) = raw else {
+            return Ok(manager);
+        };
+        for (task, raw) in [
+            (&mut manager.host_check, raw.host_check),
+            (&mut manager.config_check, raw.config_check),
+            (&mut manager.heartbeat, raw.heartbeat),
+        ] {
+            // What is not written keeps the task's default.
+            let Some(raw) = raw else { continue };
+            if let Some(enable) = raw.enable {
+                task.enable = enable.value;
+            }
+            if let Some(interval) = raw.interval {
+                task.interval = self.seconds(&interval, "interval")?;
+            }
+        }
+        Ok(manager)
+    }
+
+    fn control(&mut self, raw: RawControl) -> Result<ControlConfig, ConfigError> {
+        let socket = self.required(raw.socket, raw.at, "control socket path")?;
+        self.spans.control = Some(socket.at);
+        Ok(ControlConfig {
+            socket: if socket.value.is_empty() {
+                // Empty stays empty (not the base directory), for the rule.
+                PathBuf::new()
+            } else {
+                self.path(socket.value)
+            },
+        })
+    }
+
+    fn cluster(&mut self, raw: RawCluster) -> Result<ClusterConfig, ConfigError> {
+        if !cfg!(feature = "fleet") {
+            return Err(self.err(
+                raw.at,
+                "fleet mode (<cluster>) is not built into this txlb (cargo feature \"fleet\")",
+            ));
+        }
+        let etcd = self.required(
+            raw.etcd,
+            raw.at,
+            "etcd endpoint (etcd=\"http://HOST:PORT\")",
+        )?;
+        let mut endpoints = Vec::new();
+        for endpoint in etcd.value.split(',').map(str::trim) {
+            endpoints.push(parse_etcd_endpoint(endpoint).map_err(|reason| {
+                self.err(etcd.at, format!("bad etcd endpoint {endpoint:?}: {reason}"))
+            })?);
+        }
+        let prefix = self.required(raw.prefix, raw.at, "key prefix (prefix=\"/txlb/NAME\")")?;
+        let prefix = parse_etcd_prefix(&prefix.value).map_err(|reason| {
+            self.err(
+                prefix.at,
+                format!("bad key prefix {:?}: {reason}", prefix.value),
+            )
+        })?;
+        let name = self.required(raw.name, raw.at, "instance name (name=\"NAME\")")?;
+        self.spans.cluster = Some(name.at);
+        Ok(ClusterConfig {
+            endpoints,
+            prefix,
+            name: name.value,
+        })
+    }
+}

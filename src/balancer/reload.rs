@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::balancer::BalancerHandle;
-use crate::config::writeback::{WriteBack, WriteBackError, redact_passwords};
+use crate::config::writeback::WriteBack;
 use crate::config::{Changes, Config, ConfigError};
 use crate::control::{Command, ControlError};
 

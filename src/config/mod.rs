@@ -64,8 +64,8 @@ pub use parse::{
     MAX_SECONDS, parse_access, parse_bool, parse_host_address, parse_listen_addr, parse_seconds,
     parse_weight,
 };
-pub use scheduler_kind::{SchedulerKind, UnknownScheduler};
 pub use read::DEFAULT_SCHEDULER;
+pub use scheduler_kind::{SchedulerKind, UnknownScheduler};
 pub use write::{to_toml, to_xml};
 
 use error::Source;

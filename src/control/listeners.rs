@@ -65,19 +65,9 @@ pub(super) fn diff(
     running: &[RunningListener],
     next: &Config,
 ) -> Result<(Vec<NewListener>, HashSet<ListenerKey>), ControlError> {
-    let mut wanted_list: Vec<NewListener> = Vec::new();
-    for (key, proxy) in wanted(next) {
-        let listen = &key.1;
-        if listen.port != 0
-            && let Some(((owner, _), _)) = wanted_list.iter().find(|((_, l), _)| l == listen)
-        {
-            return Err(ControlError::DuplicateListener {
-                service: owner.to_string(),
-                listen: listen.to_string(),
-            });
-        }
-        wanted_list.push((key, proxy));
-    }
+    // Two services on one address were refused by the command's check
+    // (`Config::check`), before anything is bound.
+    let wanted_list: Vec<NewListener> = wanted(next).collect();
     let have: HashSet<ListenerKey> = running
         .iter()
         .map(|l| (l.service.clone(), l.configured.clone()))

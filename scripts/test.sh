@@ -41,8 +41,12 @@ fi
 # install once, then cached in ~/.cargo/bin).
 cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked
 
-cargo test --all-targets "$@"
-cargo test --doc
+# The default targets: unit and integration tests, the doc tests, and the
+# examples built as programs (tests/cli/examples.rs runs them; --all-targets
+# would build them as tests instead). --locked: Cargo.lock is up to date.
+cargo test --locked "$@"
+# The benchmarks, once each as a test.
+cargo test --locked --benches
 
 # The fuzz targets' properties run above on seeds, past crashes and random
 # mutations (src/fuzzing/replay.rs). The libFuzzer smoke needs cargo-fuzz and an

@@ -18,12 +18,31 @@ fn example(name: &str) -> PathBuf {
 fn run(name: &str, expect: &str) {
     let path = example(name);
     if !path.exists() {
-        // Built by `cargo test`; a filtered `cargo test --test examples` may not.
-        let status = Command::new(env!("CARGO"))
+        // Built by `cargo test` (scripts/test.sh); `--all-targets` or a
+        // filtered `cargo test --test cli` does not.
+        let mut build = Command::new(env!("CARGO"));
+        build
             .args(["build", "--example", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build --example");
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // Without the variables cargo sets for a test: build scripts watching
+        // them (ring's) would rebuild half the dependencies, and again at the
+        // next build.
+        for (key, _) in std::env::vars() {
+            let set_for_tests = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+                || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"]
+                    .contains(&key.as_str());
+            if set_for_tests {
+                build.env_remove(key);
+            }
+        }
+        let status = build.status().expect("cargo build --example");
         assert!(status.success());
     }
     let started = Instant::now();

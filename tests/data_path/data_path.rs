@@ -100,7 +100,8 @@ async fn two_hundred_concurrent_megabytes_come_back_intact() {
     for seed in 0..200u64 {
         tasks.push(tokio::spawn(async move {
             let mut rng = fastrand::Rng::with_seed(seed);
-            let data: Vec<u8> = (0..SIZE).map(|_| rng.u8(..)).collect();
+            let mut data = vec![0u8; SIZE];
+            rng.fill(&mut data);
             let sent = Sha256::digest(&data);
             let stream = TcpStream::connect(addr).await.unwrap();
             let (mut r, mut w) = stream.into_split();

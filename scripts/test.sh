@@ -45,8 +45,9 @@ cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked
 # examples built as programs (tests/cli/examples.rs runs them; --all-targets
 # would build them as tests instead). --locked: Cargo.lock is up to date.
 cargo test --locked "$@"
-# The benchmarks, once each as a test.
-cargo test --locked --benches
+# The benchmarks, once each as a test (`--benches` would run the unit tests
+# again: the library is a bench target too).
+cargo test --locked --bench '*'
 
 # The fuzz targets' properties run above on seeds, past crashes and random
 # mutations (src/fuzzing/replay.rs). The libFuzzer smoke needs cargo-fuzz and an

@@ -167,6 +167,15 @@ async fn connections_are_listed_and_can_be_closed() {
     let mut client = TcpStream::connect(addr).await.unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     client.read_exact(&mut buf).await.unwrap();
+    // The proxy counts a write once it returns, which may be after the client
+    // has read it.
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            let list = balancer.connections(Some("svc"), Some("slow"));
+            list.len() == 1 && list[0].bytes_out >= 64 * 1024
+        })
+        .await
+    );
     let list = balancer.connections(Some("svc"), Some("slow"));
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0].client, client.local_addr().unwrap());

@@ -8,14 +8,14 @@ cd "$(dirname "$0")/.."
 # System packages used by end-to-end tests. Only the missing ones are installed,
 # without recommends (chromium alone pulls 133 packages with them, perl and
 # systemd upgrades among them; 28 without). apt upgrades an installed package
-# only when a new one needs a newer version of it: tests/packaging.rs simulates
+# only when a new one needs a newer version of it: tests/cli/packaging.rs simulates
 # this install and fails if it would upgrade anything.
 # openssh-client: ssh, ssh-keygen, ssh-keyscan for the SSH console tests.
 # systemd: `systemd-analyze verify` of the units; logrotate: checks the
 # package's logrotate file (dpkg-deb, for the package test, is always there).
 # chromium and chromium-driver: the browser test of the admin page
-# (tests/admin_browser.rs), which skips itself where they are absent.
-# etcd-server: the fleet tests (tests/fleet.rs) start their own etcd on
+# (tests/admin/admin_browser.rs), which skips itself where they are absent.
+# etcd-server: the fleet tests (tests/cli/fleet.rs) start their own etcd on
 # loopback ports; they skip themselves where it is absent.
 packages=(curl openssh-client systemd logrotate chromium chromium-driver etcd-server)
 missing=()
@@ -25,7 +25,7 @@ for p in "${packages[@]}"; do
 done
 apt_install=(apt-get install -y -qq --no-install-recommends --no-upgrade)
 # `scripts/test.sh --print-install` prints the install command and the packages
-# (all of them, missing or not) and exits: tests/packaging.rs simulates it.
+# (all of them, missing or not) and exits: tests/cli/packaging.rs simulates it.
 if [ "${1:-}" = --print-install ]; then
   echo "${apt_install[*]} ${packages[*]}"
   exit 0
@@ -37,12 +37,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive "${apt_install[@]}" "${missing[@]}"
 fi
 
-# cargo-deb, for the package test (tests/packaging.rs; about 2.5 minutes to
+# cargo-deb, for the package test (tests/cli/packaging.rs; about 2.5 minutes to
 # install once, then cached in ~/.cargo/bin).
 cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked
 
-cargo test --all-targets "$@"
-cargo test --doc
+# The default targets: unit and integration tests, the doc tests, and the
+# examples built as programs (tests/cli/examples.rs runs them; --all-targets
+# would build them as tests instead). --locked: Cargo.lock is up to date.
+cargo test --locked "$@"
+# The benchmarks, once each as a test (`--benches` would run the unit tests
+# again: the library is a bench target too).
+cargo test --locked --bench '*'
 
 # The fuzz targets' properties run above on seeds, past crashes and random
 # mutations (src/fuzzing/replay.rs). The libFuzzer smoke needs cargo-fuzz and an

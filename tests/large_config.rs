@@ -5,6 +5,8 @@
 //! debug build on a busy machine that a quadratic step still breaks them; the
 //! `#[ignore]`d `measure` prints the figures (run it with `--release
 //! --ignored --nocapture`).
+//! Its own test binary: its counting allocator is the process's global one,
+//! and its peak-memory figures would count other tests' allocations.
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! No scheduler allocates while picking (issue 4): a counting global allocator
 //! counts allocations made by this thread while it picks.
+//! Its own test binary: the counting allocator is the process's global one.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

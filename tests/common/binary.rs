@@ -1,5 +1,7 @@
-//! The real `txlb` binary as a child process: started on a configuration file,
-//! killed on drop, its stderr collected so tests can wait for log lines.
+//! The real `txlb` binary as a child process, the one harness of every test
+//! binary: started on a configuration file (or an XML text, optionally under a
+//! descriptor limit), killed on drop, its stderr collected so tests can wait for
+//! log lines, its resident memory and descriptors read from `/proc`.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -17,12 +19,29 @@ pub struct Txlb {
     pub child: Child,
     /// Every stderr line so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The configuration's directory when the harness wrote it ([`Txlb::start_xml`]).
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Txlb {
     /// `txlb run --workers 1 --grace GRACE --config CONFIG`, logging at info.
     pub fn start(config: &Path, grace_secs: u32) -> Txlb {
         Txlb::start_logging(config, grace_secs, "info")
+    }
+
+    /// Writes `xml` to a temporary file and runs `txlb run` on it with one
+    /// worker and a grace of 2 s; with `nofile`, under that descriptor limit.
+    pub fn start_xml(xml: &str, nofile: Option<u64>) -> Txlb {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("lb.xml");
+        std::fs::write(&config, xml).unwrap();
+        let command = match nofile {
+            Some(n) => Txlb::command_with_nofile(&config, 1, 2, "info", n),
+            None => Txlb::command(&config, 1, 2, "info"),
+        };
+        let mut txlb = Txlb::spawn(command);
+        txlb.dir = Some(dir);
+        txlb
     }
 
     /// [`Txlb::start`] with the log filter `TXLB_LOG=filter`.
@@ -95,7 +114,43 @@ impl Txlb {
                 sink.lock().unwrap().push(line);
             }
         });
-        Txlb { child, log }
+        Txlb {
+            child,
+            log,
+            dir: None,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Log lines containing `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Resident memory in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:")
+    }
+
+    /// Open file descriptors.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// Lines logged so far.
@@ -233,5 +288,52 @@ impl Drop for Txlb {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A `kB` field of `/proc/PID/status`.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A one-service XML configuration on 127.0.0.1:0 with `attrs` on `<service>`,
+/// `group_attrs` on `<group>`, hosts given as (name, address, extra attributes),
+/// and `extra` inside `<config>` (e.g. an `<admin>` block).
+pub fn xml(
+    attrs: &str,
+    group_attrs: &str,
+    hosts: &[(&str, SocketAddr, &str)],
+    extra: &str,
+) -> String {
+    let hosts: String = hosts
+        .iter()
+        .map(|(name, addr, a)| format!("      <host name=\"{name}\" ip=\"{addr}\" {a}/>\n"))
+        .collect();
+    format!(
+        "<config>\n  <service name=\"svc\" {attrs}>\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+         <group name=\"g\" scheduler=\"leastc\" enable=\"true\" {group_attrs}>\n{hosts}    </group>\n  \
+         </service>\n{extra}</config>\n"
+    )
+}
+
+/// Raises this process's soft descriptor limit to its hard limit (children
+/// inherit it); returns the new soft limit.
+pub fn raise_nofile() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        limit.rlim_cur
     }
 }

@@ -1,9 +1,12 @@
-//! Shared helpers for integration tests: backends on 127.0.0.1 ephemeral ports,
-//! configurations built in code, and a polling `eventually`.
+//! Shared helpers for integration tests, included by each test binary: the one
+//! harness for `txlb` child processes ([`binary`]), admin and SSH clients,
+//! backends on 127.0.0.1 ephemeral ports, configurations built in code, and a
+//! polling `eventually`.
 #![allow(dead_code)]
 
 pub mod admin;
 pub mod binary;
+pub mod ssh;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +19,23 @@ use txlb::config::{
     ServiceConfig,
 };
 use txlb::scheduler::SchedulerKind;
+
+/// Held for its whole run by each test that loads the machine or holds
+/// thousands of descriptors (the soak test, thousands of parked clients,
+/// 200 MiB echoed, the kill -9 loop) and by each that times answers under such
+/// a load (a big reload): one at a time in a test binary, so they neither
+/// share the descriptor limit nor slow each other past their time bounds, while
+/// light tests run beside them.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().await
+}
+
+/// [`heavy`] for tests without a runtime.
+pub fn heavy_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.blocking_lock()
+}
+
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Polls `condition` every 10 ms until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F) -> bool

@@ -1,0 +1,21 @@
+//! The data path end to end: proxying, PROXY protocol, limits and access
+//! lists, parked connections, faults, schedulers, shared ports, retries,
+//! backup groups, inherited sockets, DNS-named hosts and the soak test. One
+//! test binary (each file a module) so the crate is linked once.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod backup_groups;
+mod data_path;
+mod dns;
+mod faults;
+mod inherited;
+mod limits;
+mod parking;
+mod proxy_protocol;
+mod retry_empty;
+mod schedulers;
+mod schedulers_more;
+mod shared_port;
+mod soak;

@@ -1,0 +1,250 @@
+//! Idle connections park (leave the runtime: no task, no I/O registration) and
+//! come back on the first byte from either side, on a close request, a timeout
+//! or shutdown, with nothing lost; and a parked connection costs under 1 KiB of
+//! the real binary's resident memory.
+
+use crate::common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use txlb::scheduler::SchedulerKind;
+use txlb::{Balancer, BalancerHandle};
+
+/// Parking starts after 1 s of silence and the sweeper looks every second.
+const PARKED_WITHIN: Duration = Duration::from_secs(5);
+
+async fn start(hosts: Vec<txlb::config::HostConfig>, idle_timeout: Option<f64>) -> BalancerHandle {
+    let mut cfg = config(SchedulerKind::RoundRobin, hosts);
+    if let Some(secs) = idle_timeout {
+        cfg.services[0].options.client_timeout = Duration::from_secs_f64(secs);
+        cfg.services[0].options.server_timeout = Duration::from_secs_f64(secs);
+    }
+    Balancer::builder(cfg).workers(1).start().await.unwrap()
+}
+
+fn parked(balancer: &BalancerHandle) -> (usize, usize) {
+    let all = balancer.connections(None, None);
+    (all.iter().filter(|c| c.parked).count(), all.len())
+}
+
+async fn all_parked(balancer: &BalancerHandle, n: usize) -> bool {
+    eventually(PARKED_WITHIN, || async { parked(balancer) == (n, n) }).await
+}
+
+async fn echo(client: &mut TcpStream, message: &[u8]) {
+    client.write_all(message).await.unwrap();
+    let mut back = vec![0u8; message.len()];
+    tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut back))
+        .await
+        .expect("the echo came back")
+        .unwrap();
+    assert_eq!(back, message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_park_and_every_byte_wakes_them() {
+    const CLIENTS: usize = 50;
+    let balancer = start(vec![host("echo", echo_backend().await, 1)], None).await;
+    let addr = balancer.local_addr("svc", None).unwrap();
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        echo(&mut client, format!("hello {i}").as_bytes()).await;
+        clients.push(client);
+    }
+    assert!(
+        all_parked(&balancer, CLIENTS).await,
+        "parked, open: {:?}",
+        parked(&balancer)
+    );
+    // A byte from the client wakes its connection; the rest stay parked.
+    echo(&mut clients[0], b"wake up").await;
+    let (parked_now, open) = parked(&balancer);
+    assert_eq!(open, CLIENTS);
+    assert!(parked_now < CLIENTS, "the woken one runs again");
+    // Every connection, many times over, with a large message each way.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    for client in clients.iter_mut() {
+        echo(client, &big).await;
+    }
+    assert!(all_parked(&balancer, CLIENTS).await, "parked again");
+    for (i, client) in clients.iter_mut().enumerate() {
+        echo(client, format!("again {i}").as_bytes()).await;
+    }
+    // Half-close from a parked connection still passes on, and the reply comes.
+    assert!(all_parked(&balancer, CLIENTS).await);
+    let mut last = clients.pop().unwrap();
+    last.write_all(b"bye").await.unwrap();
+    last.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), last.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rest, b"bye");
+    let stats = balancer.stats();
+    let echo_host = &stats.host("svc", "g", "echo").unwrap().stats;
+    let expected = (0..CLIENTS)
+        .map(|i| format!("hello {i}").len() + format!("again {i}").len() + big.len())
+        .sum::<usize>()
+        + b"wake up".len()
+        + b"bye".len();
+    assert_eq!(echo_host.bytes_in as usize, expected, "no byte lost");
+    assert_eq!(echo_host.bytes_out as usize, expected);
+}
+
+/// A host that says nothing for `delay`, then sends its greeting.
+async fn late_speaker(delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = stream.write_all(b"late hello\n").await;
+                let mut sink = Vec::new();
+                let _ = stream.read_to_end(&mut sink).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_speaking_to_a_parked_connection_wakes_it() {
+    let balancer = start(
+        vec![host("late", late_speaker(Duration::from_secs(6)).await, 1)],
+        None,
+    )
+    .await;
+    let mut client = TcpStream::connect(balancer.local_addr("svc", None).unwrap())
+        .await
+        .unwrap();
+    assert!(all_parked(&balancer, 1).await);
+    let mut greeting = [0u8; 11];
+    tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut greeting))
+        .await
+        .expect("the greeting arrived")
+        .unwrap();
+    assert_eq!(&greeting, b"late hello\n");
+    assert_eq!(parked(&balancer), (0, 1), "awake while it talks");
+}
+
+async fn assert_closed_within(client: &mut TcpStream, limit: Duration) {
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(limit, client.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "closed, not data: {read:?}");
+    assert!(started.elapsed() <= limit);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_close_on_request_on_timeout_and_at_shutdown() {
+    // Closed by request.
+    let balancer = start(vec![host("echo", echo_backend().await, 1)], None).await;
+    let addr = balancer.local_addr("svc", None).unwrap();
+    let mut closed = TcpStream::connect(addr).await.unwrap();
+    let mut kept = TcpStream::connect(addr).await.unwrap();
+    assert!(all_parked(&balancer, 2).await);
+    let id = balancer.connections(None, None)[0].id;
+    assert!(balancer.close_connection(id));
+    // The one closed is one of the two; find it by reading both briefly.
+    let mut which = None;
+    for (i, client) in [&mut closed, &mut kept].into_iter().enumerate() {
+        let mut buf = [0u8; 1];
+        if let Ok(read) = tokio::time::timeout(Duration::from_secs(2), client.read(&mut buf)).await
+        {
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+            which = Some(i);
+        }
+    }
+    let which = which.expect("the closed client saw the close");
+    let mut other = if which == 0 { kept } else { closed };
+    echo(&mut other, b"still here").await;
+    assert_eq!(balancer.connections(None, None).len(), 1);
+
+    // Shutdown: parked connections close at the end of the grace period.
+    assert!(all_parked(&balancer, 1).await);
+    let started = Instant::now();
+    balancer.shutdown(Duration::from_millis(500)).await;
+    assert_closed_within(&mut other, Duration::from_secs(2)).await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // Idle timeout: a parked connection times out like any other.
+    let balancer = start(vec![host("echo", echo_backend().await, 1)], Some(3.0)).await;
+    let mut client = TcpStream::connect(balancer.local_addr("svc", None).unwrap())
+        .await
+        .unwrap();
+    echo(&mut client, b"hi").await;
+    assert!(all_parked(&balancer, 1).await);
+    assert_closed_within(&mut client, Duration::from_secs(4)).await;
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            balancer.stats().services[0].counters.timeouts == 1
+        })
+        .await
+    );
+}
+
+#[test]
+fn a_parked_connection_costs_under_a_kilobyte_of_resident_memory() {
+    let _heavy = common::heavy_blocking();
+    const CLIENTS: usize = 5000;
+    common::binary::raise_nofile();
+    // A host that holds every connection and says nothing.
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in backend.incoming().map_while(Result::ok) {
+            held.push(stream);
+        }
+    });
+    let txlb = common::binary::Txlb::start_xml(
+        &common::binary::xml("", "", &[("b", backend_addr, "")], ""),
+        None,
+    );
+    let addr = txlb.listener();
+    // Baseline after a first round of connections, so the runtime and tables
+    // have their first sizes.
+    let warm: Vec<_> = (0..100)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(warm);
+    std::thread::sleep(Duration::from_secs(1));
+    let baseline = txlb.rss_kib();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    // Parking takes up to two sweeps; then the memory settles: read it until
+    // it has not fallen for two seconds (at most 20 s).
+    let started = Instant::now();
+    let mut per_connection = u64::MAX;
+    let mut fell_at = Instant::now();
+    while started.elapsed() < Duration::from_secs(20)
+        && (started.elapsed() < Duration::from_secs(3)
+            || fell_at.elapsed() < Duration::from_secs(2))
+    {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = (txlb.rss_kib().saturating_sub(baseline) * 1024) / CLIENTS as u64;
+        if now < per_connection {
+            per_connection = now;
+            fell_at = Instant::now();
+        }
+    }
+    eprintln!(
+        "{CLIENTS} parked connections: {per_connection} B of RSS each (baseline {baseline} KiB)"
+    );
+    assert!(
+        per_connection <= 1024,
+        "{per_connection} B per parked connection"
+    );
+    drop(clients);
+}

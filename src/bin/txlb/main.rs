@@ -28,7 +28,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Hands pages back as soon as they empty (mimalloc waits 10 ms, and an idle
 /// worker never comes back to finish), in 4 KiB pages: with transparent huge
 /// pages a page goes back only when all 2 MiB around it are free. The option
-/// number is the same in mimalloc 2 and 3 (`mimalloc.h`); `tests/parking.rs`
+/// number is the same in mimalloc 2 and 3 (`mimalloc.h`); `tests/data_path/parking.rs`
 /// measures the effect.
 fn tune_allocator() {
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;

@@ -61,12 +61,12 @@ impl<'a> Touched<'a> {
         }
     }
 
-    /// Whether the running version of `group` can serve in the next snapshot.
+    /// Whether the running version of `group` can serve in the next snapshot:
+    /// it did not change, and (after new answers) follows no name.
     fn shares(&self, service: &str, before: &GroupConfig, after: &GroupConfig) -> bool {
-        match self {
-            Touched::All => before == after && !after.hosts.iter().any(|h| h.options.expand),
-            Touched::Groups(touched) => !touched.contains(&(service, after.name.as_str())),
-        }
+        let follows_names =
+            matches!(self, Touched::All) && after.hosts.iter().any(|h| h.options.expand);
+        !self.may_differ(service, before, after) && !follows_names
     }
 }
 
@@ -99,11 +99,13 @@ impl Controller {
         let mut kept: HashSet<(&str, &str)> = HashSet::new();
         for service in &config.services {
             let mut groups = Vec::with_capacity(service.groups.len());
-            for group in &service.groups {
-                let old = before.get(service.name.as_str()).and_then(|(c, s)| {
-                    let i = c.groups.iter().position(|g| g.name == group.name)?;
-                    Some((&c.groups[i], s.groups.get(i)?))
-                });
+            let was = before.get(service.name.as_str());
+            let mut old_groups =
+                ByName::new(was.map_or(&[][..], |(c, _)| &c.groups[..]), |g| &g.name);
+            for (position, group) in service.groups.iter().enumerate() {
+                let old = was
+                    .zip(old_groups.take(position, &group.name))
+                    .and_then(|((c, s), i)| Some((&c.groups[i], s.groups.get(i)?)));
                 kept.insert((&service.name, &group.name));
                 groups.push(match old {
                     Some((config_before, shared))

@@ -5,26 +5,32 @@
 use std::collections::HashMap;
 
 use super::build::{ByName, Touched};
-use crate::config::{Config, GroupConfig, ServiceConfig};
+use crate::config::{Config, GroupConfig};
 use crate::events::Event;
 use crate::state::HostSnapshot;
 
+/// Connections still open on hosts that left, by (service, group, host).
+type Draining<'a> = HashMap<(&'a str, &'a str, &'a str), u64>;
+
 /// What `after` adds, removes and changes against `before`, in that order per
 /// service. `removed` are the hosts that left with connections still open.
-pub(super) fn changes(
-    before: &Config,
-    after: &Config,
+pub(super) fn changes<'a>(
+    before: &'a Config,
+    after: &'a Config,
     touched: &Touched<'_>,
     removed: &[(std::sync::Arc<str>, std::sync::Arc<str>, HostSnapshot)],
 ) -> Vec<Event> {
+    let mut draining = Draining::new();
+    for (service, group, host) in removed {
+        *draining.entry((service, group, &host.name)).or_default() += host.stats.open();
+    }
     let mut events = Vec::new();
-    let old: HashMap<&str, &ServiceConfig> = before
-        .services
-        .iter()
-        .map(|s| (s.name.as_str(), s))
-        .collect();
-    for service in &after.services {
-        let Some(was) = old.get(service.name.as_str()) else {
+    let mut old_services = ByName::new(&before.services, |s| &s.name);
+    for (position, service) in after.services.iter().enumerate() {
+        let Some(was) = old_services
+            .take(position, &service.name)
+            .map(|i| &before.services[i])
+        else {
             events.push(Event::ServiceAdded {
                 service: service.name.clone(),
             });
@@ -35,50 +41,48 @@ pub(super) fn changes(
                 service: service.name.clone(),
             });
         }
-        for group in &service.groups {
-            match was.groups.iter().find(|g| g.name == group.name) {
+        let mut old_groups = ByName::new(&was.groups, |g| &g.name);
+        for (position, group) in service.groups.iter().enumerate() {
+            match old_groups
+                .take(position, &group.name)
+                .map(|i| &was.groups[i])
+            {
                 None => events.push(Event::GroupAdded {
                     service: service.name.clone(),
                     group: group.name.clone(),
                 }),
                 Some(old_group) if touched.may_differ(&service.name, old_group, group) => {
-                    group_changes(&service.name, old_group, group, removed, &mut events);
+                    group_changes(&service.name, old_group, group, &draining, &mut events);
                 }
                 Some(_) => {}
             }
         }
-        for group in &was.groups {
-            if !service.groups.iter().any(|g| g.name == group.name) {
-                events.push(Event::GroupRemoved {
-                    service: service.name.clone(),
-                    group: group.name.clone(),
-                });
-            }
-        }
-    }
-    for service in &before.services {
-        if !after.services.iter().any(|s| s.name == service.name) {
-            events.push(Event::ServiceRemoved {
+        for group in old_groups.left().map(|i| &was.groups[i]) {
+            events.push(Event::GroupRemoved {
                 service: service.name.clone(),
+                group: group.name.clone(),
             });
         }
     }
-    let users = |c: &Config| -> Vec<String> {
-        c.admin
-            .iter()
-            .flat_map(|a| a.users.iter().map(|u| u.name.clone()))
-            .collect()
-    };
+    for service in old_services.left().map(|i| &before.services[i]) {
+        events.push(Event::ServiceRemoved {
+            service: service.name.clone(),
+        });
+    }
+    let users = |c: &'a Config| c.admin.as_ref().map_or(&[][..], |a| &a.users[..]);
     let (users_before, users_after) = (users(before), users(after));
-    for user in &users_after {
-        if !users_before.contains(user) {
-            events.push(Event::UserAdded { user: user.clone() });
+    let mut old_users = ByName::new(users_before, |u| &u.name);
+    for (position, user) in users_after.iter().enumerate() {
+        if old_users.take(position, &user.name).is_none() {
+            events.push(Event::UserAdded {
+                user: user.name.clone(),
+            });
         }
     }
-    for user in users_before {
-        if !users_after.contains(&user) {
-            events.push(Event::UserRemoved { user });
-        }
+    for user in old_users.left().map(|i| &users_before[i]) {
+        events.push(Event::UserRemoved {
+            user: user.name.clone(),
+        });
     }
     events
 }
@@ -88,7 +92,7 @@ fn group_changes(
     service: &str,
     before: &GroupConfig,
     after: &GroupConfig,
-    removed: &[(std::sync::Arc<str>, std::sync::Arc<str>, HostSnapshot)],
+    draining: &Draining<'_>,
     events: &mut Vec<Event>,
 ) {
     let names = || (service.to_string(), after.name.clone());
@@ -102,28 +106,30 @@ fn group_changes(
     }
     let mut old = ByName::new(&before.hosts, |h| &h.name);
     for (position, host) in after.hosts.iter().enumerate() {
-        let (service, group) = names();
         match old.take(position, &host.name).map(|i| &before.hosts[i]) {
-            None => events.push(Event::HostAdded {
-                service,
-                group,
-                host: host.name.clone(),
-                address: host.address.to_string(),
-            }),
-            Some(was) if was != host => events.push(Event::HostChanged {
-                service,
-                group,
-                host: host.name.clone(),
-            }),
+            None => {
+                let (service, group) = names();
+                events.push(Event::HostAdded {
+                    service,
+                    group,
+                    host: host.name.clone(),
+                    address: host.address.to_string(),
+                });
+            }
+            Some(was) if was != host => {
+                let (service, group) = names();
+                events.push(Event::HostChanged {
+                    service,
+                    group,
+                    host: host.name.clone(),
+                });
+            }
             Some(_) => {}
         }
     }
     for host in old.left().map(|i| &before.hosts[i]) {
-        let open = removed
-            .iter()
-            .filter(|(s, g, h)| **s == *service && **g == *after.name && *h.name == *host.name)
-            .map(|(_, _, h)| h.stats.open())
-            .sum();
+        let key = (service, after.name.as_str(), host.name.as_str());
+        let open = draining.get(&key).copied().unwrap_or(0);
         let (service, group) = names();
         events.push(Event::HostRemoved {
             service,

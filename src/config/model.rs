@@ -93,8 +93,12 @@ pub struct ServiceConfig {
 pub struct Listener {
     /// Where to listen.
     pub addr: ListenAddr,
-    /// PROXY protocol acceptance for this listener alone.
+    /// PROXY protocol acceptance and inspection limits for this listener alone.
     pub options: ListenOptions,
+    /// Rules sending clients to other services by what they send first (TLS
+    /// SNI and ALPN, HTTP `Host`, the protocol), tried in order; empty: every
+    /// client is this service's and nothing is read before a host is picked.
+    pub routes: Vec<Route>,
 }
 
 impl Listener {
@@ -103,6 +107,7 @@ impl Listener {
         Listener {
             addr,
             options: ListenOptions::default(),
+            routes: Vec::new(),
         }
     }
 }
@@ -110,6 +115,72 @@ impl Listener {
 impl From<ListenAddr> for Listener {
     fn from(addr: ListenAddr) -> Self {
         Listener::new(addr)
+    }
+}
+
+/// A listener's rule: the clients it matches are served by `service` (its
+/// groups, scheduler, limits and stats), not by the listener's own. Every
+/// condition given must match; a route gives at least one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// The service that serves the clients this route matches.
+    pub service: String,
+    /// The TLS server name (SNI), lower case: exact, `*.SUFFIX` (one or more
+    /// labels under SUFFIX) or `*` (any client that sent one). A client
+    /// without SNI matches only routes without `sni`.
+    pub sni: Option<String>,
+    /// An ALPN protocol the client must offer (`h2`, `http/1.1`, …).
+    pub alpn: Option<String>,
+    /// What the client speaks.
+    pub protocol: Option<ClientProtocol>,
+    /// The HTTP/1.x `Host`, lower case, without a port; only with
+    /// `protocol = http`.
+    pub host: Option<String>,
+}
+
+/// What a client speaks, told from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientProtocol {
+    /// A TLS ClientHello.
+    Tls,
+    /// An HTTP/1.x request line.
+    Http,
+    /// An SSH identification string (`SSH-2.0-…`).
+    Ssh,
+    /// Anything else, or nothing in time.
+    Other,
+}
+
+impl ClientProtocol {
+    /// Every protocol, in the order the configuration documents them.
+    pub const ALL: [ClientProtocol; 4] = [
+        ClientProtocol::Tls,
+        ClientProtocol::Http,
+        ClientProtocol::Ssh,
+        ClientProtocol::Other,
+    ];
+
+    /// The name in configuration files and answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientProtocol::Tls => "tls",
+            ClientProtocol::Http => "http",
+            ClientProtocol::Ssh => "ssh",
+            ClientProtocol::Other => "other",
+        }
+    }
+
+    /// The protocol called `name` (case-insensitive).
+    pub fn from_name(name: &str) -> Option<ClientProtocol> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
+impl fmt::Display for ClientProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -490,8 +490,21 @@ options! {
         accept_proxy: Option<bool> = None, "acceptProxy", "accept_proxy";
         /// Sources allowed to send PROXY headers to this listener (empty: any).
         trusted_proxies: Option<Vec<IpNet>> = None, "trustedProxies", "trusted_proxies";
+        /// On a listener with routes: the longest wait for the client's first
+        /// bytes (a client silent that long goes to the listener's own service).
+        inspect_timeout: Duration = DEFAULT_INSPECT_TIMEOUT, "inspectTimeout", "inspect_timeout";
+        /// On a listener with routes: the most bytes read to choose one, at
+        /// most [`MAX_INSPECT_BYTES`].
+        inspect_bytes: u32 = MAX_INSPECT_BYTES, "inspectBytes", "inspect_bytes";
     }
 }
+
+/// Default `inspectTimeout`: how long a listener with routes waits for a
+/// client's first bytes.
+pub const DEFAULT_INSPECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest (and default) `inspectBytes`: a TLS record's largest payload, so a
+/// ClientHello in one record always fits.
+pub const MAX_INSPECT_BYTES: u32 = 16 * 1024;
 
 impl ListenOptions {
     /// Whether this listener's clients must start with a PROXY header: its own

@@ -292,6 +292,7 @@ impl Reader<'_, '_> {
             listeners.push(Listener {
                 addr: self.listen(&ip)?,
                 options: self.options(listen.options)?,
+                routes: Vec::new(),
             });
         }
 

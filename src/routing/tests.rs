@@ -854,3 +854,74 @@ fn find_cost() {
         println!("{n} routes: {each:?} per find ({hits} hits)");
     }
 }
+
+// ---- Real clients' first bytes (fuzz/seeds/, fuzz/capture_seeds.py) ----
+
+#[test]
+fn captured_first_bytes() {
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let h2 = &["h2", "http/1.1"][..];
+    let cases: [(&str, Seen); 20] = [
+        (
+            "client_hello/openssl-sni-alpn",
+            tls(Some("api.example.com"), h2),
+        ),
+        (
+            "client_hello/openssl-tls12",
+            tls(Some("legacy.example.com"), &[]),
+        ),
+        ("client_hello/openssl-no-sni", tls(None, &[])),
+        ("client_hello/curl", tls(Some("curl.example"), h2)),
+        ("client_hello/python-ssl", tls(Some("python.example"), h2)),
+        ("client_hello/wget", tls(None, &[])),
+        ("client_hello/chromium", tls(Some("chromium.example"), h2)),
+        (
+            "client_hello/ech-outer",
+            tls(Some("public.example.net"), h2),
+        ),
+        (
+            "client_hello/firefox-like",
+            tls(Some("www.mozilla.example"), h2),
+        ),
+        (
+            "client_hello/grease",
+            tls(Some("grease.example"), &["::", "h2"]),
+        ),
+        (
+            "client_hello/three-records",
+            tls(Some("split.example.org"), &["http/1.1", "h2"]),
+        ),
+        (
+            "client_hello/huge-length",
+            with(ClientProtocol::Tls, Anomaly::OversizedHello),
+        ),
+        (
+            "client_hello/sslv2-compatible",
+            with(ClientProtocol::Tls, Anomaly::Sslv2Hello),
+        ),
+        ("http_request/curl", http(Some("curl.example"))),
+        ("http_request/wget", http(Some("::ffff:127.0.0.1"))),
+        ("http_request/python-urllib", http(Some("127.0.0.1"))),
+        ("http_request/ipv6-host", http(Some("2001:db8::1"))),
+        (
+            "http_request/no-host",
+            with(ClientProtocol::Http, Anomaly::HttpWithoutHost),
+        ),
+        ("http_request/h2-preface", Seen::new(ClientProtocol::Http)),
+        ("http_request/ssh", Seen::new(ClientProtocol::Ssh)),
+    ];
+    for (name, expected) in cases {
+        let bytes = std::fs::read(seeds.join(name)).unwrap();
+        assert_eq!(done(&bytes), expected, "{name}");
+        assert_eq!(
+            fed_by(&bytes, 1),
+            Some(expected.clone()),
+            "{name}, a byte at a time"
+        );
+        assert_eq!(
+            fed_by(&bytes, 7),
+            Some(expected),
+            "{name}, 7 bytes at a time"
+        );
+    }
+}

@@ -15,9 +15,10 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Tab
 use super::super::model::*;
 use super::super::options::Written;
 use super::super::write::{
-    logging_values, seconds, to_toml, toml_inline_options, toml_listen, tstr, yes,
+    logging_values, seconds, to_toml, toml_inline_options, toml_listen, toml_listeners,
+    toml_route, tstr, yes,
 };
-use super::written_path;
+use super::{common_ends, written_path};
 
 /// The running configuration written into `text`, which loaded into `boot`.
 /// The caller has already ruled out a change of the cluster or the resolver.
@@ -405,7 +406,7 @@ fn service(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Optio
     }
     set_options(t, &r.options.differing(&b.options))?;
     if b.listeners != r.listeners {
-        listeners(t.get_mut("listen")?.as_array_mut()?, b, r)?;
+        listeners(t, b, r)?;
     }
     let named = match t.get("enabled_group") {
         None => false,
@@ -416,6 +417,18 @@ fn service(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Optio
             true
         }
     };
+    if b.groups == r.groups {
+        return Some(());
+    }
+    if t.get("group").is_none() && b.groups.is_empty() {
+        // A service that had no group: the groups as `to_toml` writes them.
+        let mut list = ArrayOfTables::new();
+        for g in &r.groups {
+            list.push(spaced(rendered_group(g, g.name == r.enabled_group)?));
+        }
+        t.insert("group", Item::ArrayOfTables(list));
+        return Some(());
+    }
     Seq::of(t.get_mut("group")?)?.sync(
         &b.groups,
         &r.groups,
@@ -425,9 +438,29 @@ fn service(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Optio
     )
 }
 
-/// Edits the `listen` array: entries are matched by address; one whose settings
-/// changed becomes (or stays) a table, and the others keep their text.
-fn listeners(listen: &mut Array, b: &ServiceConfig, r: &ServiceConfig) -> Option<()> {
+/// Edits the service's listeners: the `listen` array (entries matched by
+/// address; one whose settings or routes changed becomes, or stays, a
+/// table, and the others keep their text), or its `[[service.listen]]`
+/// tables, or a new `listen` key where the service had none.
+fn listeners(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Option<()> {
+    let item = match t.get_mut("listen") {
+        Some(item) => item,
+        None if b.listeners.is_empty() => {
+            set(t, "listen", toml_listeners(&r.listeners).parse().ok()?);
+            return Some(());
+        }
+        None => return None,
+    };
+    if let Item::ArrayOfTables(_) = item {
+        return Seq::of(item)?.sync(
+            &b.listeners,
+            &r.listeners,
+            |a, b| a.addr == b.addr,
+            listener,
+            |l| inline(&toml_listen(l, "")).map(Entry::Inline),
+        );
+    }
+    let listen = item.as_array_mut()?;
     if listen.len() != b.listeners.len() {
         return None;
     }
@@ -435,15 +468,13 @@ fn listeners(listen: &mut Array, b: &ServiceConfig, r: &ServiceConfig) -> Option
     for (i, l) in b.listeners.iter().enumerate().rev() {
         match find(&r.listeners, l) {
             None => remove_value(listen, i),
-            Some(j) if r.listeners[j].options != l.options => {
+            Some(j) if r.listeners[j] != *l => {
                 let rl = &r.listeners[j];
                 let entry = listen.get_mut(i)?;
                 match entry {
-                    Value::InlineTable(table) => {
-                        set_options(table, &rl.options.differing(&l.options))?;
-                    }
+                    Value::InlineTable(table) => listener(table, l, rl)?,
                     _ => {
-                        let mut table: Value = toml_listen(rl).parse().ok()?;
+                        let mut table: Value = toml_listen(rl, "  ").parse().ok()?;
                         *table.decor_mut() = entry.decor().clone();
                         *entry = table;
                     }
@@ -454,8 +485,52 @@ fn listeners(listen: &mut Array, b: &ServiceConfig, r: &ServiceConfig) -> Option
     }
     for (i, l) in r.listeners.iter().enumerate() {
         if find(&b.listeners, l).is_none() {
-            insert_value(listen, i, toml_listen(l).parse().ok()?);
+            insert_value(listen, i, toml_listen(l, "  ").parse().ok()?);
         }
+    }
+    Some(())
+}
+
+/// A listener's table (inline or `[[service.listen]]`): its settings and
+/// routes.
+fn listener(t: &mut dyn TableLike, b: &Listener, r: &Listener) -> Option<()> {
+    set_options(t, &r.options.differing(&b.options))?;
+    routes(t, &b.routes, &r.routes)
+}
+
+/// Brings a listener's `routes` to `running`. Routes have no name to match
+/// them by and their order matters, so the routes both share at the start and
+/// at the end keep their entries (and comments), and those in between are
+/// replaced.
+fn routes(t: &mut dyn TableLike, boot: &[Route], running: &[Route]) -> Option<()> {
+    if boot == running {
+        return Some(());
+    }
+    if running.is_empty() {
+        t.remove("routes");
+        return Some(());
+    }
+    let Some(item) = t.get_mut("routes") else {
+        if !boot.is_empty() {
+            return None;
+        }
+        let lines: String = running
+            .iter()
+            .map(|r| format!("\n    {},", toml_route(r)))
+            .collect();
+        set(t, "routes", format!("[{lines}\n  ]").parse().ok()?);
+        return Some(());
+    };
+    let mut seq = Seq::of(item)?;
+    if seq.len() != boot.len() {
+        return None;
+    }
+    let (prefix, suffix) = common_ends(boot, running);
+    for i in (prefix..boot.len() - suffix).rev() {
+        seq.remove(i);
+    }
+    for (i, r) in running[prefix..running.len() - suffix].iter().enumerate() {
+        seq.insert(prefix + i, Entry::Inline(inline(&toml_route(r))?));
     }
     Some(())
 }

@@ -580,7 +580,12 @@ impl Route {
                 ),
             ));
         }
-        let values: [(&str, &Option<String>, InRoute, fn(&str) -> Result<String, String>); 3] = [
+        let values: [(
+            &str,
+            &Option<String>,
+            InRoute,
+            fn(&str) -> Result<String, String>,
+        ); 3] = [
             ("sni", &self.sni, InRoute::Sni, parse_sni),
             ("alpn", &self.alpn, InRoute::Alpn, parse_alpn),
             ("host", &self.host, InRoute::Host, parse_route_host),
@@ -864,9 +869,8 @@ impl Config {
         let names: HashMap<&str, &ServiceConfig> =
             self.services.iter().map(|s| (s.name.as_str(), s)).collect();
         for (index, route) in listener.routes.iter().enumerate() {
-            check_target(service, listener, route, names.get(&*route.service)).map_err(|e| {
-                e.at(in_service(InService::Route(0, index, InRoute::Service)))
-            })?;
+            check_target(service, listener, route, names.get(&*route.service))
+                .map_err(|e| e.at(in_service(InService::Route(0, index, InRoute::Service))))?;
         }
         Ok(())
     }

@@ -173,7 +173,11 @@ impl fmt::Display for Route {
         if let Some(protocol) = self.protocol {
             write!(f, "protocol={protocol} ")?;
         }
-        for (key, value) in [("sni", &self.sni), ("alpn", &self.alpn), ("host", &self.host)] {
+        for (key, value) in [
+            ("sni", &self.sni),
+            ("alpn", &self.alpn),
+            ("host", &self.host),
+        ] {
             if let Some(value) = value {
                 write!(f, "{key}={value} ")?;
             }

@@ -15,8 +15,8 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Tab
 use super::super::model::*;
 use super::super::options::Written;
 use super::super::write::{
-    logging_values, seconds, to_toml, toml_inline_options, toml_listen, toml_listeners,
-    toml_route, tstr, yes,
+    logging_values, seconds, to_toml, toml_inline_options, toml_listen, toml_listeners, toml_route,
+    tstr, yes,
 };
 use super::{common_ends, written_path};
 
@@ -239,21 +239,27 @@ fn push_value(a: &mut Array, mut v: Value) {
     a.push_formatted(v);
 }
 
-/// Inserts an element before the one at `i`, which keeps its line; the comment
-/// ending the previous line stays there.
+/// Inserts an element before the one at `i`, which keeps its line and the
+/// comment lines above it; the comment ending the previous line stays there.
 fn insert_value(a: &mut Array, i: usize, mut v: Value) {
     let Some(next) = a.get_mut(i) else {
         push_value(a, v);
         return;
     };
     let prefix = raw(next.decor().prefix());
-    let own = match prefix.rfind('\n') {
-        Some(newline) => format!("\n{}", &prefix[newline + 1..]),
-        None if i == 0 => " ".to_string(),
-        None => prefix.clone(),
+    let (own, new) = match prefix.rfind('\n') {
+        Some(newline) => {
+            let (end, rest) = split_line(&prefix);
+            (
+                rest.to_string(),
+                format!("{end}\n{}", &prefix[newline + 1..]),
+            )
+        }
+        None if i == 0 => (" ".to_string(), prefix.clone()),
+        None => (prefix.clone(), prefix.clone()),
     };
     next.decor_mut().set_prefix(own);
-    v.decor_mut().set_prefix(prefix);
+    v.decor_mut().set_prefix(new);
     v.decor_mut().set_suffix("");
     a.insert_formatted(i, v);
 }
@@ -471,8 +477,13 @@ fn listeners(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Opt
             Some(j) if r.listeners[j] != *l => {
                 let rl = &r.listeners[j];
                 let entry = listen.get_mut(i)?;
+                let plain = rl.routes.is_empty() && rl.options.non_default().is_empty();
                 match entry {
-                    Value::InlineTable(table) => listener(table, l, rl)?,
+                    Value::InlineTable(table) if !plain => {
+                        listener(table, l, rl)?;
+                        tidy_inline(table);
+                    }
+                    // Back to the address alone, or a table in place of it.
                     _ => {
                         let mut table: Value = toml_listen(rl, "  ").parse().ok()?;
                         *table.decor_mut() = entry.decor().clone();
@@ -489,6 +500,19 @@ fn listeners(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Opt
         }
     }
     Some(())
+}
+
+/// After keys were added to an inline table: the blank before its `}` follows
+/// its last value only (a key added after the last one would otherwise leave
+/// `a = 1 , b = 2`). Comments and line breaks are left alone.
+fn tidy_inline(t: &mut InlineTable) {
+    let last = t.len().saturating_sub(1);
+    for (i, (_, v)) in t.iter_mut().enumerate() {
+        let suffix = raw(v.decor().suffix());
+        if suffix.chars().all(|c| c == ' ' || c == '\t') {
+            v.decor_mut().set_suffix(if i == last { " " } else { "" });
+        }
+    }
 }
 
 /// A listener's table (inline or `[[service.listen]]`): its settings and

@@ -439,8 +439,8 @@ impl Editor<'_> {
     /// Brings a listener's routes to `running`. Routes have no name to match
     /// them by and their order matters, so the routes both share at the start
     /// and at the end keep their elements (and the comments around them), and
-    /// those in between are replaced: adding, removing or changing one route
-    /// touches that route's line only.
+    /// those in between are rewritten in place, removed or inserted: adding,
+    /// removing or changing one route touches that route's line only.
     fn routes(&mut self, listen: &Element, boot: &[Route], running: &[Route]) -> Option<()> {
         if boot == running {
             return Some(());
@@ -450,16 +450,25 @@ impl Editor<'_> {
             return None;
         }
         let (prefix, suffix) = common_ends(boot, running);
-        for el in &els[prefix..boot.len() - suffix] {
+        let old = &els[prefix..boot.len() - suffix];
+        let new = &running[prefix..running.len() - suffix];
+        // Changed routes are rewritten where they are, keeping their lines'
+        // comments; the rest are removed or inserted after them.
+        let paired = old.len().min(new.len());
+        for (el, route) in old.iter().zip(new) {
+            self.push(el.at, el.end, xml_route(route, ""));
+        }
+        for el in &old[paired..] {
             self.remove(el);
         }
-        let new = &running[prefix..running.len() - suffix];
-        if new.is_empty() {
+        let added = &new[paired..];
+        if added.is_empty() {
             return Some(());
         }
-        let render = |ind: &str, _: &str| new.iter().map(|r| xml_route(r, ind)).collect();
-        if prefix > 0 {
-            self.insert_after(els[prefix - 1], render);
+        let render = |ind: &str, _: &str| added.iter().map(|r| xml_route(r, ind)).collect();
+        let before = prefix + paired;
+        if before > 0 {
+            self.insert_after(els[before - 1], render);
         } else if suffix > 0 {
             self.insert_before(els[boot.len() - suffix], render);
         } else {

@@ -294,4 +294,31 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn routes_counted_apart_from_their_listeners() {
+        let config = |routes: &str| {
+            parse(&format!(
+                r#"<config><service name="edge"><listen ip="127.0.0.1:1">{routes}</listen>
+                   <group name="g" enable="true"><host name="h" ip="127.0.0.1:9"/></group></service>
+                   <service name="api"><group name="g" enable="true">
+                   <host name="a" ip="127.0.0.1:10"/></group></service></config>"#
+            ))
+        };
+        let a = r#"<route sni="a.example.com" service="api"/>"#;
+        let b = r#"<route sni="b.example.com" service="api"/>"#;
+        let c = r#"<route protocol="ssh" service="api"/>"#;
+        let old = config(&format!("{a}{b}"));
+        let added = Changes::between(&old, &config(&format!("{a}{c}{b}")));
+        assert_eq!(added.to_string(), "routes +1");
+        let changed = Changes::between(&old, &config(&format!("{a}{c}")));
+        assert_eq!(changed.to_string(), "routes +1 -1");
+        // The same routes in another order match differently: the listener changed.
+        let moved = Changes::between(&old, &config(&format!("{b}{a}")));
+        assert_eq!(moved.to_string(), "listeners ~1");
+        // A route twice counts twice.
+        let twice = Changes::between(&old, &config(&format!("{a}{b}{a}")));
+        assert_eq!(twice.to_string(), "routes +1");
+        assert_eq!(Changes::between(&old, &config("")).routes.removed, 2);
+    }
 }

@@ -2258,3 +2258,15 @@ fn services_without_listeners_or_groups_from_the_builder() {
         "{e}"
     );
 }
+
+/// The fuzz seeds with routes load (a seed that did not would test only the
+/// error path) and give one configuration.
+#[test]
+fn route_fuzz_seeds_load() {
+    let x = Config::from_xml_str(include_str!("../../fuzz/seeds/config_xml/routes.xml")).unwrap();
+    let t =
+        Config::from_toml_str(include_str!("../../fuzz/seeds/config_toml/routes.toml")).unwrap();
+    assert_eq!(x.services[0].listeners[0].routes.len(), 8);
+    assert_eq!(t.services[0].listeners[0].routes.len(), 5);
+    assert_eq!(x.services[4], t.services[4]);
+}

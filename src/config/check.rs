@@ -580,12 +580,9 @@ impl Route {
                 ),
             ));
         }
-        let values: [(
-            &str,
-            &Option<String>,
-            InRoute,
-            fn(&str) -> Result<String, String>,
-        ); 3] = [
+        /// A value's parser: its canonical form, or why it is wrong.
+        type Parse = fn(&str) -> Result<String, String>;
+        let values: [(&str, &Option<String>, InRoute, Parse); 3] = [
             ("sni", &self.sni, InRoute::Sni, parse_sni),
             ("alpn", &self.alpn, InRoute::Alpn, parse_alpn),
             ("host", &self.host, InRoute::Host, parse_route_host),

@@ -310,9 +310,6 @@ mod lookup;
 mod module_order;
 mod ops;
 mod proxy;
-// Used by the data path once it routes (issue 21); until then only by the fuzz
-// targets and tests.
-#[allow(dead_code, unused_imports)]
 mod routing;
 pub mod scheduler;
 mod snapshot;
@@ -333,7 +330,7 @@ pub use balancer::reload;
 pub use balancer::{
     Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats,
 };
-pub use control::{BoundListener, Command, ControlError};
+pub use control::{BoundListener, Command, ControlError, RouteStats};
 pub use proxy::proxy_protocol;
 pub use state::{
     BadInfo, ConnectionInfo, HostHealth, HostStatsView, LatencyView, ServiceCountersView,

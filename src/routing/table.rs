@@ -166,11 +166,6 @@ impl RouteTable {
         table
     }
 
-    /// Whether there are no routes.
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
-
     /// Index (into the routes given to [`new`](Self::new)) of the first route,
     /// in order, whose every condition `seen` matches.
     pub fn find(&self, seen: &Seen) -> Option<usize> {

@@ -16,12 +16,26 @@ pub async fn report(config: &Config) -> String {
     let mut warnings = 0;
     for service in &config.services {
         let listeners: Vec<String> = service.listeners.iter().map(ToString::to_string).collect();
-        let _ = writeln!(
-            out,
-            "service {}: listen {}",
-            service.name,
-            listeners.join(", ")
-        );
+        if listeners.is_empty() {
+            let _ = writeln!(
+                out,
+                "service {}: no listener (reached by routes)",
+                service.name
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "service {}: listen {}",
+                service.name,
+                listeners.join(", ")
+            );
+        }
+        for listener in service.listeners.iter().filter(|l| !l.routes.is_empty()) {
+            let _ = writeln!(out, "  routes on {listener}:");
+            for route in &listener.routes {
+                let _ = writeln!(out, "    {route}");
+            }
+        }
         for group in &service.groups {
             let enabled = if group.name == service.enabled_group {
                 ", enabled"

@@ -719,6 +719,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn routes_resource_round_trip() {
+        let (app, handle, _b) = test_router().await;
+        let (s, v) = json(
+            &app,
+            "POST",
+            "/api/v1/services",
+            Some(r#"{"name":"app","listen":["127.0.0.5:0"],"hosts":[{"name":"a","ip":"127.0.0.1:9"}]}"#),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let routes = "/api/v1/services/svc/listeners/127.0.0.1:0/routes";
+        let (s, v) = json(&app, "GET", routes, None).await;
+        assert_eq!((s, v), (StatusCode::OK, serde_json::json!([])));
+        for body in [
+            r#"{"to":"app","protocol":"http","host":"app.example.com"}"#,
+            r#"{"to":"app","sni":"*.example.org","position":1}"#,
+        ] {
+            let (s, v) = json(&app, "POST", routes, Some(body)).await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+        }
+        let (_, v) = json(&app, "GET", routes, None).await;
+        assert_eq!(v[0]["route"], "sni=*.example.org", "{v}");
+        assert_eq!(v[1]["route"], "protocol=http host=app.example.com", "{v}");
+        assert_eq!(v[1]["service"], "app");
+        assert_eq!(v[1]["hits"], 0);
+        let (s, v) = json(
+            &app,
+            "POST",
+            routes,
+            Some(r#"{"to":"app","host":"x.example.com"}"#),
+        )
+        .await;
+        assert_eq!(
+            s,
+            StatusCode::BAD_REQUEST,
+            "host without protocol http: {v}"
+        );
+        let (s, v) = json(
+            &app,
+            "POST",
+            routes,
+            Some(r#"{"to":"app","sni":"x","bogus":1}"#),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        let (s, _) = json(&app, "DELETE", &format!("{routes}/1"), None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _) = json(&app, "DELETE", &format!("{routes}/7"), None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let left = &handle.config().services[0].listeners[0].routes;
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].host.as_deref(), Some("app.example.com"));
+    }
+
+    #[tokio::test]
     async fn hosts_resource_round_trip() {
         let (app, handle, _b) = test_router().await;
         let (s, v) = json(&app, "GET", "/api/v1/services/svc/groups/g/hosts", None).await;

@@ -254,6 +254,76 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn routes_are_added_shown_and_removed_by_the_legacy_calls() {
+        let (app, handle, _backends) = test_router().await;
+        let (status, body) = send(
+            &app,
+            "GET",
+            "/newService?service=api&listen=127.0.0.4:0&name=a1&ip=127.0.0.1:9",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let add = "/addRoute?service=svc&listen=127.0.0.1:0&to=api&sni=API.example.com";
+        let (status, body) = send(&app, "GET", add, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body.trim_end(),
+            "OK listener 127.0.0.1:0 of service svc routes sni=api.example.com to service api"
+        );
+        let routes = &handle.config().services[0].listeners[0].routes;
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[0].sni.as_deref(), Some("api.example.com"));
+        let (_, text) = send(&app, "GET", "/running.txt", None).await;
+        assert!(
+            text.contains("    route sni=api.example.com service=api hits=0\n"),
+            "{text}"
+        );
+        // Refused, each with its reason and nothing changed: an unknown
+        // service, a route to itself, a bad name, no condition, a bad protocol.
+        for (uri, needle) in [
+            (
+                "/addRoute?service=svc&listen=127.0.0.1:0&to=nope&sni=x.example.com",
+                "nope",
+            ),
+            (
+                "/addRoute?service=svc&listen=127.0.0.1:0&to=svc&sni=x.example.com",
+                "itself",
+            ),
+            (
+                "/addRoute?service=svc&listen=127.0.0.1:0&to=api&sni=a.*.com",
+                "sni",
+            ),
+            (
+                "/addRoute?service=svc&listen=127.0.0.1:0&to=api",
+                "condition",
+            ),
+            (
+                "/addRoute?service=svc&listen=127.0.0.1:0&to=api&protocol=gopher",
+                "protocol",
+            ),
+            (
+                "/addRoute?service=svc&listen=127.0.0.9:1&to=api&alpn=h2",
+                "does not listen",
+            ),
+        ] {
+            let (status, body) = send(&app, "GET", uri, None).await;
+            assert!(status.is_client_error(), "{uri}: {status} {body}");
+            assert!(body.contains(needle), "{uri}: {body}");
+            assert_eq!(handle.config().services[0].listeners[0].routes.len(), 1);
+        }
+        // A service a route names cannot be removed before the route.
+        let (status, body) = send(&app, "GET", "/delService?service=api", None).await;
+        assert!(status.is_client_error(), "{body}");
+        let del = "/delRoute?service=svc&listen=127.0.0.1:0&to=api&sni=api.example.com";
+        let (status, body) = send(&app, "GET", del, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(handle.config().services[0].listeners[0].routes.is_empty());
+        let (status, _) = send(&app, "GET", del, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
     async fn add_listener_takes_proxy_settings_and_running_txt_shows_them() {
         let (app, handle, _backends) = test_router().await;
         let (status, body) = send(

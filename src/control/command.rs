@@ -169,6 +169,7 @@ impl Command {
                 config.services.push((**service).clone());
             }
             Command::RemoveService { service } => {
+                config.check_unrouted(service)?;
                 let before = config.services.len();
                 config.services.retain(|s| &s.name != service);
                 if config.services.len() == before {
@@ -177,7 +178,7 @@ impl Command {
             }
             Command::AddListener { service, listen } => {
                 service_mut(config, service)?;
-                listen.check(service)?;
+                config.check_listener(service, listen)?;
                 config.check_listen_free(&listen.addr)?;
                 service_mut(config, service)?.listeners.push(listen.clone());
             }
@@ -202,11 +203,13 @@ impl Command {
                 route,
                 position,
             } => {
-                let routes = &mut listener_mut(config, service, listen)?.routes;
-                let at = position.unwrap_or(routes.len()).min(routes.len());
-                routes.insert(at, route.clone());
-                // Routes name other services: the whole model's rules apply.
-                config.check()?;
+                let listener = listener_mut(config, service, listen)?;
+                let at = position
+                    .unwrap_or(listener.routes.len())
+                    .min(listener.routes.len());
+                listener.routes.insert(at, route.clone());
+                let listener = listener.clone();
+                config.check_listener(service, &listener)?;
             }
             Command::RemoveRoute {
                 service,
@@ -218,11 +221,12 @@ impl Command {
                     ControlError::UnknownRoute {
                         service: service.clone(),
                         listen: listen.to_string(),
-                        route: route.clone(),
+                        route: route.to_string(),
                     }
                 })?;
                 routes.remove(at);
-                config.check()?;
+                // A service without groups must keep a route on each listener.
+                service_mut(config, service)?.check()?;
             }
             Command::AddGroup { service, group } => {
                 let s = service_mut(config, service)?;

@@ -36,18 +36,15 @@ pub enum ControlError {
         listen: String,
     },
     /// The listener has no such route.
-    #[error(
-        "listener {listen} of service {service:?} has no route {} to service {:?}",
-        route.conditions(),
-        route.service
-    )]
+    #[error("listener {listen} of service {service:?} has no route {route}")]
     UnknownRoute {
         /// Service name.
         service: String,
         /// Listen address.
         listen: String,
-        /// The route asked for.
-        route: crate::config::Route,
+        /// The route asked for, as a file writes it
+        /// (`sni=api.example.com service=api`).
+        route: String,
     },
     /// A service of that name exists already.
     #[error("service {0:?} exists already")]

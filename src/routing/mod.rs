@@ -16,5 +16,9 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
-pub use seen::{Anomaly, GiveUp, Seen, Sniffed, Sniffer, give_up, sniff};
+pub use seen::{Anomaly, GiveUp, Seen, Sniffed, Sniffer, give_up};
+// The data path keeps one `Sniffer` per client; a one-shot verdict is for the
+// fuzz targets and tests.
+#[cfg(any(test, feature = "fuzzing"))]
+pub use seen::sniff;
 pub use table::RouteTable;

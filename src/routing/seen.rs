@@ -278,6 +278,7 @@ impl Sniffer {
 }
 
 /// The verdict on `received` as a whole (a [`Sniffer`] used once).
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn sniff(received: &[u8]) -> Sniffed {
     Sniffer::new().sniff(received)
 }

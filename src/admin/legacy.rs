@@ -279,6 +279,17 @@ mod tests {
             text.contains("    route sni=api.example.com service=api hits=0\n"),
             "{text}"
         );
+        // The page shows it under its listener, with its hits and a form
+        // removing it.
+        let (_, page) = send(&app, "GET", "/", None).await;
+        assert!(
+            page.contains("Routes of <code>127.0.0.1:0</code>")
+                && page.contains(
+                    "<code>sni=api.example.com</code> &rarr; api <small>(0 clients)</small>"
+                )
+                && page.contains("action=\"delRoute\""),
+            "{page}"
+        );
         // Refused, each with its reason and nothing changed: an unknown
         // service, a route to itself, a bad name, no condition, a bad protocol.
         for (uri, needle) in [

@@ -51,6 +51,11 @@ pub struct Spec {
     pub(crate) op: Option<&'static Operation>,
 }
 
+/// The most `NAME=VALUE` words a command takes: a listener's four settings,
+/// or a route's conditions that make sense together (protocol, sni, alpn) and
+/// its position.
+const MAX_SETTING_WORDS: usize = 4;
+
 impl Spec {
     /// The command's name, e.g. `host add`.
     pub fn name(&self) -> String {
@@ -96,11 +101,13 @@ impl Spec {
     }
 
     /// The console command of an operation: its parameters but those the
-    /// console asks for, then one `NAME=VALUE` word per setting.
+    /// console asks for, then one `NAME=VALUE` word per setting, at most
+    /// [`MAX_SETTING_WORDS`].
     fn of(op: &'static Operation) -> Spec {
         let on_line = || op.params.iter().filter(|p| !p.asked);
         let mut args: Vec<(&'static str, Arg)> = on_line().map(|p| (p.label, p.kind)).collect();
-        args.extend(op.settings.iter().map(|_| ("SETTING", Value)));
+        let settings = op.settings.len().min(MAX_SETTING_WORDS);
+        args.extend(std::iter::repeat_n(("SETTING", Value), settings));
         Spec {
             words: op.words,
             args,
@@ -1009,9 +1016,13 @@ mod tests {
                 line.push_str(value(p.label));
                 legacy.set(p.name, value(p.label));
             }
-            if !op.settings.is_empty() {
-                line.push_str(" acceptProxy=true");
-                legacy.setting("acceptProxy", "true");
+            if let Some((key, _)) = op.settings.first() {
+                let value = match *key {
+                    "sni" => "x.example.com",
+                    _ => "true",
+                };
+                line.push_str(&format!(" {key}={value}"));
+                legacy.setting(*key, value);
             }
             let parsed = parse(&words(&line)).unwrap_or_else(|e| panic!("{line}: {e}"));
             assert_eq!(parsed.spec.op.map(|o| o.words), Some(op.words), "{line}");

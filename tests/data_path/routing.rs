@@ -577,6 +577,18 @@ async fn sixty_four_mib_pass_byte_exact_after_routing() {
     let edge = edge().await;
     let tcp = TcpStream::connect(edge.addr).await.unwrap();
     let tls = tls_connect(tcp, "echo.example.com", &edge.pem("echo.example.com")).await;
+    // The connection list tells what was seen and the route taken.
+    let listed = common::admin::get_as(&edge.base, FULL, "/api/v1/connections")
+        .await
+        .1;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let ours = listed
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["service"] == "echo"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(ours["protocol"], "tls", "{ours}");
+    assert_eq!(ours["sni"], "echo.example.com", "{ours}");
+    assert_eq!(ours["route"], "sni=echo.example.com", "{ours}");
     let (mut r, mut w) = tokio::io::split(tls);
     const TOTAL: usize = 64 << 20;
     let writer = tokio::spawn(async move {
@@ -676,4 +688,102 @@ async fn silent_clients_wait_inspect_timeout_then_go_to_the_own_group() {
         })
         .await
     );
+}
+
+/// The first bytes of a real ClientHello (rustls's, asking for `sni`).
+fn client_hello(sni: &'static str) -> Vec<u8> {
+    let config = common::admin::tls_client_config(&[]);
+    let mut client =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from(sni).unwrap())
+            .unwrap();
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    hello
+}
+
+#[tokio::test]
+async fn odd_first_bytes_are_served_counted_and_logged_once_per_kind() {
+    let own = greeting_host("own", None).await;
+    let xml = format!(
+        "<config>\n  <service name=\"edge\">\n    \
+         <listen ip=\"127.0.0.1:0\" inspectTimeout=\"0.5\">\n      \
+         <route sni=\"api.example.com\" service=\"api\"/>\n    </listen>\n    \
+         <group name=\"g\" enable=\"true\">\n      <host name=\"own1\" ip=\"{own}\"/>\n    \
+         </group>\n  </service>\n{}{}</config>\n",
+        service("api", greeting_host("api", None).await),
+        admin_block()
+    );
+    let mut txlb = Txlb::start_xml(&xml, None);
+    let edge = txlb.listener();
+    let base = admin_base(&txlb).await;
+    let hello = client_hello("api.example.com");
+    let mut oversized = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x01, 0x86, 0xa0];
+    oversized.resize(64, 0);
+    let mut endless_http = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+    endless_http.resize(20 * 1024, b'a');
+    let sslv2 = [
+        0x80u8, 0x2e, 0x01, 0x00, 0x02, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10,
+    ];
+    // (bytes, close after sending, the kind counted)
+    let cases: Vec<(Vec<u8>, bool, &str)> = vec![
+        (oversized, false, "oversized_hello"),
+        (hello[..hello.len() / 2].to_vec(), true, "truncated_hello"),
+        (sslv2.to_vec(), false, "sslv2_hello"),
+        (
+            b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n".to_vec(),
+            false,
+            "http_without_host",
+        ),
+        (endless_http, false, "oversized_http"),
+        (Vec::new(), false, "silent"),
+        (Vec::new(), false, "silent"),
+    ];
+    for (bytes, close, kind) in &cases {
+        let mut client = TcpStream::connect(edge).await.unwrap();
+        client.write_all(bytes).await.unwrap();
+        if *close {
+            client.shutdown().await.unwrap();
+        }
+        // Each is served by the listener's own group (a client that sent
+        // bytes, then closed, may see its host answer or the close).
+        let mut greeting = [0u8; 4];
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut greeting))
+            .await
+            .unwrap_or_else(|_| panic!("{kind}: no answer"));
+        if !close {
+            read.unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(&greeting, b"own\n", "{kind}");
+        }
+    }
+    let counted = |metrics: &str, kind: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("txlb_inspect_anomalies_total{")
+                    && l.contains(&format!("kind=\"{kind}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let metrics = common::admin::get_as(&base, FULL, "/metrics").await.1;
+        if counted(&metrics, "silent") == 2 || Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(counted(&metrics, "silent"), 2, "{metrics}");
+    for (_, _, kind) in &cases[..5] {
+        assert_eq!(counted(&metrics, kind), 1, "{kind}:\n{metrics}");
+    }
+    // Logged once per kind, however many clients show it.
+    assert_eq!(
+        txlb.count("the client sent nothing"),
+        1,
+        "{}",
+        txlb.log_text()
+    );
+    assert_eq!(txlb.count("TLS ClientHello too long"), 1);
+    assert!(txlb.alive());
 }

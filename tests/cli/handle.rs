@@ -521,6 +521,67 @@ async fn the_json_access_log_has_one_line_per_finished_connection() {
     assert_eq!(sizes, vec![10, 2_000, 70_000]);
 }
 
+/// A routing listener set up in code (an embedding application's way): each
+/// access log record names the service that served, what the client's first
+/// bytes were and the route taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_clients_are_logged_with_what_they_sent_and_their_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let mut cfg = config(
+        SchedulerKind::RoundRobin,
+        vec![host("own", echo_backend().await, 1)],
+    );
+    let mut app = cfg.services[0].clone();
+    app.name = "app".into();
+    app.listeners.clear();
+    app.groups[0].hosts = vec![host("a1", echo_backend().await, 1)].into();
+    cfg.services.push(app);
+    let mut route = txlb::config::Route::to("app");
+    route.protocol = Some(txlb::config::ClientProtocol::Http);
+    route.host = Some("app.example.com".into());
+    cfg.services[0].listeners[0].routes = vec![route];
+    cfg.logging.access = Some(path.clone());
+    cfg.logging.access_format = txlb::config::AccessFormat::Json;
+    let balancer = Balancer::start(cfg).await.unwrap();
+    let addr = balancer.local_addr("svc", None).unwrap();
+    for first in [
+        &b"GET / HTTP/1.1\r\nHost: App.Example.com:8080\r\n\r\n"[..],
+        b"hello\n",
+    ] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(first).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, first, "every byte reaches the host as sent");
+    }
+    let lines = || {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async { lines().len() == 2 }).await,
+        "{:?}",
+        lines()
+    );
+    let mut records = lines();
+    records.sort_by_key(|r| r["service"].as_str().unwrap_or_default().to_string());
+    assert_eq!(records[0]["service"], "app", "{records:?}");
+    assert_eq!(records[0]["host"], "a1");
+    assert_eq!(records[0]["protocol"], "http");
+    assert_eq!(records[0]["route"], "protocol=http host=app.example.com");
+    assert_eq!(records[1]["service"], "svc");
+    assert_eq!(records[1]["protocol"], "other");
+    assert_eq!(records[1]["route"], serde_json::Value::Null);
+    let stats = balancer.stats();
+    let hits = &stats.services[0].listeners[0].routes[0];
+    assert_eq!((hits.service.as_str(), hits.hits), ("app", 1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_turns_the_heartbeat_on_live() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

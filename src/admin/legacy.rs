@@ -118,7 +118,13 @@ fn xml(text: String) -> Response {
 pub(crate) fn running_text(stats: &Stats, config: &Config) -> String {
     let mut t = String::new();
     for s in &stats.services {
-        let _ = write!(t, "service {} enabled={}", s.name, s.enabled_group);
+        // A service without groups (reached through routes) enables none.
+        let enabled = if s.enabled_group.is_empty() {
+            "none"
+        } else {
+            &s.enabled_group
+        };
+        let _ = write!(t, "service {} enabled={enabled}", s.name);
         // Only when it matters, so the lines of services without backups stay
         // as they were.
         match (&s.serving_group, s.on_backup) {

@@ -77,6 +77,7 @@ pub(super) fn services_table(stats: &Stats) -> String {
                 listeners.join(","),
                 match (&s.serving_group, s.on_backup) {
                     (Some(backup), true) => format!("{} (on backup {backup})", s.enabled_group),
+                    _ if s.enabled_group.is_empty() => "-".into(),
                     _ => s.enabled_group.clone(),
                 },
                 s.groups.len().to_string(),

@@ -2,7 +2,7 @@
 # bench/compare.sh: compare txlb with no proxy ("direct"), HAProxy (TCP mode, with and
 # without splice), nginx stream and pen on loopback. See BENCHMARKS.md.
 #
-#   bench/compare.sh            full run: 3 interleaved repeats, ~10 minutes
+#   bench/compare.sh            full run: 3 interleaved repeats, ~11 minutes
 #   bench/compare.sh --quick    smoke test: 1 repeat, short runs, < 1 minute
 #
 # Options: --repeats N   --only LIST (comma-separated: direct,floor,txlb,haproxy,haproxy-splice,

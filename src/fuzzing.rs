@@ -4,6 +4,9 @@
 //! [`crate::proxy_protocol`].
 
 pub use crate::admin::params::decode_params;
+/// The first-bytes sniffer of listeners with routes (TLS ClientHello, HTTP
+/// request, SSH).
+pub use crate::routing::{Anomaly, GiveUp, Seen, Sniffed, Sniffer, give_up, sniff};
 
 #[cfg(test)]
 mod replay;

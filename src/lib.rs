@@ -310,6 +310,10 @@ mod lookup;
 mod module_order;
 mod ops;
 mod proxy;
+// Used by the data path once it routes (issue 21); until then only by the fuzz
+// targets and tests.
+#[allow(dead_code, unused_imports)]
+mod routing;
 pub mod scheduler;
 mod snapshot;
 #[cfg(feature = "ssh")]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// crate (events, logging) and the binary's files are not ranked.
 const ORDER: &[&[&str]] = &[
     &["config"],
+    &["routing"],
     &["state"],
     &["scheduler"],
     &["snapshot"],

@@ -21,6 +21,29 @@
 //!     .build()?;
 //! assert_eq!(config.services[0].enabled_group, "main");
 //!
+//! // A listener may send clients to other services by what they send first;
+//! // a service may have no listener (reached by routes only), and no group
+//! // when all its listeners route (clients no route matches are closed).
+//! use txlb::config::{ClientProtocol, RouteBuilder};
+//! let edge = Config::builder()
+//!     .service(ServiceBuilder::new("edge").listen_with_routes(
+//!         "127.0.0.1:0",
+//!         [
+//!             RouteBuilder::to("api").sni("API.example.com"),
+//!             RouteBuilder::to("bastion").protocol(ClientProtocol::Ssh),
+//!         ],
+//!     ))
+//!     .service(ServiceBuilder::new("api").group(
+//!         GroupBuilder::new("g", SchedulerKind::RoundRobin).host("a", "10.0.0.1:443"),
+//!     ))
+//!     .service(ServiceBuilder::new("bastion").group(
+//!         GroupBuilder::new("g", SchedulerKind::RoundRobin).host("b", "10.0.0.2:22"),
+//!     ))
+//!     .build()?;
+//! let routes = &edge.services[0].listeners[0].routes;
+//! assert_eq!(routes[0].sni.as_deref(), Some("api.example.com"));
+//! assert_eq!(edge.services[0].enabled_group, "");
+//!
 //! // A mistake is the error a file would give.
 //! let error = Config::builder()
 //!     .service(ServiceBuilder::new("web").listen("127.0.0.1:0").enable("nope"))
@@ -34,8 +57,9 @@ use std::time::Duration;
 
 use super::error::Location;
 use super::{
-    Config, ConfigError, GroupConfig, GroupOptions, HostConfig, HostOptions, ServiceConfig,
-    ServiceOptions, parse_host_address, parse_listen_addr,
+    ClientProtocol, Config, ConfigError, GroupConfig, GroupOptions, HostConfig, HostOptions,
+    Listener, Route, ServiceConfig, ServiceOptions, parse_alpn, parse_host_address,
+    parse_listen_addr, parse_route_host, parse_sni,
 };
 use crate::config::SchedulerKind;
 
@@ -64,8 +88,8 @@ impl ConfigBuilder {
     }
 
     /// The configuration, checked as a file would be: unique names, one
-    /// enabled group per service that exists, a listener, hosts with ports,
-    /// valid settings. The admin plane, managers and logging keep their
+    /// enabled group per service with groups, hosts with ports, routes to
+    /// services that exist, valid settings. The admin plane, managers and logging keep their
     /// defaults; set them on the result.
     pub fn build(self) -> Result<Config, ConfigError> {
         let mut services = Vec::new();
@@ -96,7 +120,9 @@ pub struct ServiceBuilder {
 
 impl ServiceBuilder {
     /// A service with no listener and no group yet; its first group is the
-    /// enabled one unless [`ServiceBuilder::enable`] says otherwise.
+    /// enabled one unless [`ServiceBuilder::enable`] says otherwise. Left
+    /// without listeners, it is reached only by other services' routes; left
+    /// without groups, its listeners must all route.
     pub fn new(name: impl Into<String>) -> Self {
         ServiceBuilder {
             service: ServiceConfig {
@@ -120,6 +146,40 @@ impl ServiceBuilder {
                 self.service.name
             )),
         }
+        self
+    }
+
+    /// Listens on `addr` (as [`ServiceBuilder::listen`]) with routes sending
+    /// the clients they match to other services, tried in order. The services
+    /// they name must be in the configuration built.
+    pub fn listen_with_routes(
+        mut self,
+        addr: &str,
+        routes: impl IntoIterator<Item = RouteBuilder>,
+    ) -> Self {
+        let mut listener = match parse_listen_addr(addr) {
+            Ok(listen) => Listener::new(listen),
+            Err(why) => {
+                self.fail(format!(
+                    "service {:?}: listen {addr:?}: {why}",
+                    self.service.name
+                ));
+                return self;
+            }
+        };
+        for route in routes {
+            match route.error {
+                Some(why) => {
+                    self.fail(format!(
+                        "service {:?}: listen {addr:?}: {why}",
+                        self.service.name
+                    ));
+                    return self;
+                }
+                None => listener.routes.push(route.route),
+            }
+        }
+        self.service.listeners.push(listener);
         self
     }
 
@@ -164,6 +224,64 @@ impl ServiceBuilder {
             self.service.enabled_group = first.name.clone();
         }
         Ok(self.service)
+    }
+}
+
+/// A route under construction: the service it sends clients to, and one or
+/// more conditions (all must match). Values are read as a file's are
+/// (`sni` and `host` lower-cased).
+#[derive(Debug)]
+pub struct RouteBuilder {
+    route: Route,
+    error: Option<String>,
+}
+
+impl RouteBuilder {
+    /// A route to `service`, with no condition yet.
+    pub fn to(service: impl Into<String>) -> Self {
+        RouteBuilder {
+            route: Route::to(service),
+            error: None,
+        }
+    }
+
+    /// Matches the TLS server name: exact, `*.SUFFIX` or `*`.
+    pub fn sni(mut self, sni: &str) -> Self {
+        match parse_sni(sni) {
+            Ok(sni) => self.route.sni = Some(sni),
+            Err(why) => self.fail(format!("bad sni {sni:?}: {why}")),
+        }
+        self
+    }
+
+    /// Matches a client offering this ALPN protocol (`h2`, `http/1.1`, …).
+    pub fn alpn(mut self, alpn: &str) -> Self {
+        match parse_alpn(alpn) {
+            Ok(alpn) => self.route.alpn = Some(alpn),
+            Err(why) => self.fail(format!("bad alpn {alpn:?}: {why}")),
+        }
+        self
+    }
+
+    /// Matches what the client speaks.
+    pub fn protocol(mut self, protocol: ClientProtocol) -> Self {
+        self.route.protocol = Some(protocol);
+        self
+    }
+
+    /// Matches the HTTP/1.x `Host` (with `protocol(ClientProtocol::Http)`).
+    pub fn host(mut self, host: &str) -> Self {
+        match parse_route_host(host) {
+            Ok(host) => self.route.host = Some(host),
+            Err(why) => self.fail(format!("bad host {host:?}: {why}")),
+        }
+        self
+    }
+
+    fn fail(&mut self, why: String) {
+        let service = &self.route.service;
+        self.error
+            .get_or_insert_with(|| format!("route to {service:?}: {why}"));
     }
 }
 

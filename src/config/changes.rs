@@ -1,12 +1,12 @@
 //! What a new configuration changes against the running one, counted per kind
-//! (services, listeners, groups, hosts, users) for the reload's log line: an
+//! (services, listeners, routes, groups, hosts, users) for the reload's log line: an
 //! operator reading "configuration reloaded" wants to know whether it did what
 //! they meant. Linear in the size of both configurations.
 
 use std::collections::HashMap;
 use std::fmt;
 
-use super::model::{Config, GroupConfig, ServiceConfig};
+use super::model::{Config, GroupConfig, Listener, Route, ServiceConfig};
 
 /// Added, removed and changed items of one kind.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +62,13 @@ fn in_services<'a, I: IntoIterator>(
 pub struct Changes {
     /// Services (a change of its own settings: timeouts, limits, enabled group).
     pub services: Counts,
-    /// Listeners, by service and address.
+    /// Listeners, by service and address (their settings, and the order of
+    /// their routes when only that changed; the routes themselves are
+    /// counted apart).
     pub listeners: Counts,
+    /// Routes, by service, listener and what they say (a route changed is one
+    /// removed and one added; never `changed`).
+    pub routes: Counts,
     /// Groups, by service and name (scheduler and options; not their hosts).
     pub groups: Counts,
     /// Hosts, by service, group and name.
@@ -84,6 +89,19 @@ impl Changes {
                 s.listeners
                     .iter()
                     .map(move |l| ((s.name.as_str(), l.addr.to_string()), l))
+            })
+        };
+        let routes = |c: &'a Config| {
+            in_services(c, |s| {
+                s.listeners.iter().flat_map(move |l| {
+                    // The same route twice on a listener counts twice.
+                    let mut seen: HashMap<&Route, usize> = HashMap::new();
+                    l.routes.iter().map(move |r| {
+                        let nth = seen.entry(r).or_default();
+                        *nth += 1;
+                        ((s.name.as_str(), &l.addr, r, *nth), r)
+                    })
+                })
             })
         };
         let groups = |c: &'a Config| {
@@ -116,7 +134,8 @@ impl Changes {
             || old.resolver != new.resolver;
         Changes {
             services: Counts::of(services(old), services(new), same_service),
-            listeners: Counts::of(listeners(old), listeners(new), |a, b| a == b),
+            listeners: Counts::of(listeners(old), listeners(new), same_listener),
+            routes: Counts::of(routes(old), routes(new), |_, _| true),
             groups: Counts::of(groups(old), groups(new), same_group),
             hosts: Counts::of(hosts(old), hosts(new), |a, b| a == b),
             users: Counts::of(users(old), users(new), |a, b| a == b),
@@ -129,6 +148,7 @@ impl Changes {
         [
             self.services,
             self.listeners,
+            self.routes,
             self.groups,
             self.hosts,
             self.users,
@@ -144,6 +164,27 @@ fn same_service(a: &ServiceConfig, b: &ServiceConfig) -> bool {
     a.enabled_group == b.enabled_group
         && a.connect_timeout == b.connect_timeout
         && a.options == b.options
+}
+
+/// A listener's own settings, leaving out its routes (counted apart) unless
+/// they only moved: the same routes in another order match differently.
+fn same_listener(a: &Listener, b: &Listener) -> bool {
+    a.options == b.options && (a.routes == b.routes || !same_routes(&a.routes, &b.routes))
+}
+
+/// Whether two lists hold the same routes, in any order.
+fn same_routes(a: &[Route], b: &[Route]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut counts: HashMap<&Route, isize> = HashMap::with_capacity(a.len());
+    for r in a {
+        *counts.entry(r).or_default() += 1;
+    }
+    for r in b {
+        *counts.entry(r).or_default() -= 1;
+    }
+    counts.values().all(|&n| n == 0)
 }
 
 /// A group's own settings, leaving out its hosts (counted apart).
@@ -162,6 +203,7 @@ impl fmt::Display for Changes {
         for (kind, counts) in [
             ("services", self.services),
             ("listeners", self.listeners),
+            ("routes", self.routes),
             ("groups", self.groups),
             ("hosts", self.hosts),
             ("users", self.users),
@@ -251,5 +293,32 @@ mod tests {
                 changed: 1
             }
         );
+    }
+
+    #[test]
+    fn routes_counted_apart_from_their_listeners() {
+        let config = |routes: &str| {
+            parse(&format!(
+                r#"<config><service name="edge"><listen ip="127.0.0.1:1">{routes}</listen>
+                   <group name="g" enable="true"><host name="h" ip="127.0.0.1:9"/></group></service>
+                   <service name="api"><group name="g" enable="true">
+                   <host name="a" ip="127.0.0.1:10"/></group></service></config>"#
+            ))
+        };
+        let a = r#"<route sni="a.example.com" service="api"/>"#;
+        let b = r#"<route sni="b.example.com" service="api"/>"#;
+        let c = r#"<route protocol="ssh" service="api"/>"#;
+        let old = config(&format!("{a}{b}"));
+        let added = Changes::between(&old, &config(&format!("{a}{c}{b}")));
+        assert_eq!(added.to_string(), "routes +1");
+        let changed = Changes::between(&old, &config(&format!("{a}{c}")));
+        assert_eq!(changed.to_string(), "routes +1 -1");
+        // The same routes in another order match differently: the listener changed.
+        let moved = Changes::between(&old, &config(&format!("{b}{a}")));
+        assert_eq!(moved.to_string(), "listeners ~1");
+        // A route twice counts twice.
+        let twice = Changes::between(&old, &config(&format!("{a}{b}{a}")));
+        assert_eq!(twice.to_string(), "routes +1");
+        assert_eq!(Changes::between(&old, &config("")).routes.removed, 2);
     }
 }

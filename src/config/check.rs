@@ -2,11 +2,12 @@
 //! readers check what they built from a file, the builder what it assembled,
 //! each command the part it changes.
 //!
-//! [`Config::check`] is made of [`ServiceConfig::check`], [`GroupConfig::check`],
-//! [`HostConfig::check`] and [`UserConfig::check`], plus the rules across
-//! services (unique names, one user per listen address). Each is linear in what
-//! it looks at, so a command adding one host checks that host and never walks
-//! the other 100,000. A broken rule is a [`CheckError`]: its text says what and
+//! [`Config::check`] is made of [`ServiceConfig::check`], [`Listener::check`],
+//! [`Route::check`], [`GroupConfig::check`], [`HostConfig::check`] and
+//! [`UserConfig::check`], plus the rules across services (unique names, one
+//! user per listen address, routes to services that exist). Each is linear in
+//! what it looks at, so a command adding one host checks that host and never
+//! walks the other 100,000. A broken rule is a [`CheckError`]: its text says what and
 //! where in words; the place it carries lets a reader point at `FILE:LINE:COL`.
 
 use std::collections::{HashMap, HashSet};
@@ -15,9 +16,10 @@ use std::time::Duration;
 
 use super::model::*;
 use super::names::{NameKind, check_name};
+use super::options::MAX_INSPECT_BYTES;
 use super::parse::{
-    check_host_address, check_listen_addr, check_seconds, parse_etcd_endpoint, parse_etcd_prefix,
-    parse_instance_name,
+    check_host_address, check_listen_addr, check_seconds, parse_alpn, parse_etcd_endpoint,
+    parse_etcd_prefix, parse_instance_name, parse_route_host, parse_sni,
 };
 
 /// A rule of the model that a configuration breaks.
@@ -98,6 +100,27 @@ impl CheckError {
         self
     }
 
+    /// The error of a listener's check, placed in listener `index` of its
+    /// service.
+    fn in_listener(mut self, index: usize) -> Self {
+        if let Place::Service(
+            _,
+            InService::Listener(l) | InService::ListenerSetting(l, _) | InService::Route(l, _, _),
+        ) = &mut self.0.place
+        {
+            *l = index;
+        }
+        self
+    }
+
+    /// The error of a route's check, placed in route `index` of its listener.
+    fn in_route(mut self, index: usize) -> Self {
+        if let Place::Service(_, InService::Route(_, r, _)) = &mut self.0.place {
+            *r = index;
+        }
+        self
+    }
+
     /// The error of a service's check, placed in service `index`.
     fn in_service(mut self, index: usize) -> Self {
         if let Place::Service(s, _) = &mut self.0.place {
@@ -130,6 +153,8 @@ pub(crate) enum Rule {
     BackupEnabled { service: String, group: String },
     /// The enabled group has no host.
     EnabledGroupEmpty { service: String, group: String },
+    /// A route names a service that does not exist.
+    UnknownService(String),
     /// A listen address (with a fixed port) used twice; `service` is the one
     /// that had it, if a service did.
     ListenerInUse {
@@ -178,8 +203,28 @@ pub(crate) enum InService {
     Enabled,
     /// Listener `n`'s address.
     Listener(usize),
+    /// Listener `n`'s setting of this XML name (or its address when the
+    /// setting was not written).
+    ListenerSetting(usize, &'static str),
+    /// Route `r` of listener `n`, or a part of it.
+    Route(usize, usize, InRoute),
     /// Group `n`, or something in it.
     Group(usize, InGroup),
+}
+
+/// Where in a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InRoute {
+    /// The route's element.
+    Element,
+    /// Its `service`.
+    Service,
+    /// Its `sni`.
+    Sni,
+    /// Its `alpn`.
+    Alpn,
+    /// Its `host`.
+    Host,
 }
 
 /// Where in a group.
@@ -287,10 +332,13 @@ impl GroupConfig {
 }
 
 impl ServiceConfig {
-    /// The rules of one service: its name and settings, at least one listener
-    /// (none twice), at least one group, each group's rules, group names
-    /// unique, and an enabled group that can take traffic
-    /// ([`ServiceConfig::check_enabled`]).
+    /// The rules of one service: its name and settings, its listeners' rules
+    /// (none twice; none at all when other services' routes reach it), each
+    /// group's rules, group names unique, and an enabled group that can take
+    /// traffic ([`ServiceConfig::check_enabled`]). A service without groups
+    /// must have listeners, each with routes (a client no route matches is
+    /// closed). Whether the services its routes name exist is the
+    /// configuration's rule ([`Config::check`]).
     pub fn check(&self) -> Result<(), CheckError> {
         self.check_with(Enabled::NeedsHost)
     }
@@ -298,16 +346,10 @@ impl ServiceConfig {
     fn check_with(&self, enabled: Enabled) -> Result<(), CheckError> {
         let service = &self.name;
         name(in_service(InService::Name), NameKind::Service, service)?;
-        if self.listeners.is_empty() {
-            return Err(CheckError::value(
-                in_service(InService::Element),
-                format!("service {service:?} has no listen address"),
-            ));
-        }
         let mut listening = Listening::default();
         for (index, listener) in self.listeners.iter().enumerate() {
             let place = in_service(InService::Listener(index));
-            listener.check(service).map_err(|e| e.at(place))?;
+            listener.check(service).map_err(|e| e.in_listener(index))?;
             listening.add(place, &listener.addr, Owner::Service(service))?;
         }
         seconds(
@@ -341,12 +383,50 @@ impl ServiceConfig {
             }
         }
         if self.groups.is_empty() {
-            return Err(CheckError::value(
-                in_service(InService::Element),
-                format!("service {service:?} has no group"),
-            ));
+            return self.check_without_groups();
         }
         self.check_enabled_with(enabled)
+    }
+
+    /// A service without groups: only listeners that route, and no enabled
+    /// group named.
+    fn check_without_groups(&self) -> Result<(), CheckError> {
+        let service = &self.name;
+        if self.listeners.is_empty() {
+            return Err(CheckError::value(
+                in_service(InService::Element),
+                format!(
+                    "service {service:?} has no group and no listener (expected a group, or listeners with routes)"
+                ),
+            ));
+        }
+        if let Some((index, listener)) = self
+            .listeners
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.routes.is_empty())
+        {
+            return Err(CheckError::value(
+                in_service(InService::Listener(index)),
+                format!(
+                    "service {service:?} has no group, and its listener {listener} has no route (expected a group, or routes on every listener)"
+                ),
+            ));
+        }
+        if !self.enabled_group.is_empty() {
+            return Err(CheckError::new(
+                in_service(InService::Enabled),
+                Rule::UnknownEnabledGroup {
+                    service: service.clone(),
+                    group: self.enabled_group.clone(),
+                },
+                format!(
+                    "service {service:?} has no group named {:?} to enable (it has no group)",
+                    self.enabled_group
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The rule of the enabled group: one of the service's groups, not a
@@ -415,22 +495,135 @@ enum Enabled {
 
 impl Listener {
     /// The rules of one listener of `service`: an address and settings a file
-    /// could say. Whether another uses the address is the configuration's
-    /// rule ([`Config::check_listen_free`]).
+    /// could say (`inspectBytes` from 1 to [`MAX_INSPECT_BYTES`]), at most
+    /// [`MAX_ROUTES`] routes, each by its rules ([`Route::check`]) and none
+    /// back to `service`. Whether another uses the address
+    /// ([`Config::check_listen_free`]) and whether the services its routes
+    /// name exist ([`Config::check_listener`]) are the configuration's rules.
     pub fn check(&self, service: &str) -> Result<(), CheckError> {
         let place = in_service(InService::Listener(0));
-        check_listen_addr(&self.addr).map_err(|why| {
+        let setting = |xml| in_service(InService::ListenerSetting(0, xml));
+        let addr = &self.addr;
+        check_listen_addr(addr).map_err(|why| {
             CheckError::value(
                 place,
                 format!(
                     "service {service:?}: bad listen address {:?}: {why}",
-                    self.addr.to_string()
+                    addr.to_string()
                 ),
             )
         })?;
+        let within = || format!("service {service:?}, listener {addr}");
+        seconds(
+            setting("inspectTimeout"),
+            "inspectTimeout",
+            self.options.inspect_timeout,
+        )
+        .map_err(|e| e.within(within))?;
+        let bytes = self.options.inspect_bytes;
+        if bytes == 0 || bytes > MAX_INSPECT_BYTES {
+            return Err(CheckError::value(
+                setting("inspectBytes"),
+                format!("bad inspectBytes {bytes}: expected 1 to {MAX_INSPECT_BYTES}"),
+            )
+            .within(within));
+        }
         self.options
             .check()
-            .map_err(|why| CheckError::value(place, format!("service {service:?}: {why}")))
+            .map_err(|why| CheckError::value(place, format!("service {service:?}: {why}")))?;
+        if self.routes.len() > MAX_ROUTES {
+            return Err(CheckError::value(
+                in_service(InService::Route(0, MAX_ROUTES, InRoute::Element)),
+                format!(
+                    "service {service:?}: listener {addr} has {} routes (expected at most {MAX_ROUTES})",
+                    self.routes.len()
+                ),
+            ));
+        }
+        for (index, route) in self.routes.iter().enumerate() {
+            route
+                .check()
+                .map_err(|e| e.in_route(index).within(within))?;
+            if route.service == *service {
+                return Err(CheckError::value(
+                    in_service(InService::Route(0, index, InRoute::Service)),
+                    format!(
+                        "service {service:?} routes to itself on {addr} (expected another service: its own groups serve the clients no route matches)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Route {
+    /// The rules of one route, apart from the service it names (which must
+    /// exist: [`Config::check_listener`]): a service name by the name rule, at
+    /// least one condition, each a value a file could say ([`parse_sni`],
+    /// [`parse_alpn`], [`parse_route_host`]: lower case where those lower
+    /// it), `sni` and `alpn` only with `protocol` tls or none, `host` only
+    /// with `protocol` http.
+    ///
+    /// [`parse_sni`]: crate::config::parse_sni
+    /// [`parse_alpn`]: crate::config::parse_alpn
+    /// [`parse_route_host`]: crate::config::parse_route_host
+    pub fn check(&self) -> Result<(), CheckError> {
+        let place = |part| in_service(InService::Route(0, 0, part));
+        let target = &self.service;
+        name(place(InRoute::Service), NameKind::Service, target)?;
+        if self.is_unconditional() {
+            return Err(CheckError::value(
+                place(InRoute::Element),
+                format!(
+                    "route to {target:?} has no condition (expected one or more of sni, alpn, protocol, host)"
+                ),
+            ));
+        }
+        /// A value's parser: its canonical form, or why it is wrong.
+        type Parse = fn(&str) -> Result<String, String>;
+        let values: [(&str, &Option<String>, InRoute, Parse); 3] = [
+            ("sni", &self.sni, InRoute::Sni, parse_sni),
+            ("alpn", &self.alpn, InRoute::Alpn, parse_alpn),
+            ("host", &self.host, InRoute::Host, parse_route_host),
+        ];
+        for (key, value, part, parse) in values {
+            let Some(value) = value else { continue };
+            let why = match parse(value) {
+                Ok(canonical) if canonical == *value => continue,
+                Ok(canonical) => format!("expected {canonical:?}"),
+                Err(why) => why,
+            };
+            return Err(CheckError::value(
+                place(part),
+                format!("route to {target:?}: bad {key} {value:?}: {why}"),
+            ));
+        }
+        let protocol = self.protocol;
+        for (key, value, part) in [
+            ("sni", &self.sni, InRoute::Sni),
+            ("alpn", &self.alpn, InRoute::Alpn),
+        ] {
+            if value.is_some()
+                && let Some(other) = protocol.filter(|p| *p != ClientProtocol::Tls)
+            {
+                return Err(CheckError::value(
+                    place(part),
+                    format!(
+                        "route to {target:?}: {key} is only seen in TLS, not with protocol {other} (expected protocol tls, or none)"
+                    ),
+                ));
+            }
+        }
+        if self.host.is_some() && protocol != Some(ClientProtocol::Http) {
+            return Err(CheckError::value(
+                place(InRoute::Host),
+                format!(
+                    "route to {target:?}: host needs protocol http (expected protocol=\"http\" with it)"
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -502,15 +695,16 @@ fn in_use(place: Place, addr: &ListenAddr, other: Owner<'_>) -> CheckError {
 impl Config {
     /// Every rule of the model: each service's ([`ServiceConfig::check`]),
     /// service names unique, no listen address used twice (services and the
-    /// admin plane alike), the admin plane's settings, users' names unique,
+    /// admin plane alike), every route naming a service that exists and has
+    /// groups, the admin plane's settings, users' names unique,
     /// the managers', control socket's, cluster's and resolver's settings.
     /// Linear in the size of the configuration.
     pub fn check(&self) -> Result<(), CheckError> {
-        let mut names = HashSet::with_capacity(self.services.len());
+        let mut names = HashMap::with_capacity(self.services.len());
         let mut listening = Listening::default();
         for (index, service) in self.services.iter().enumerate() {
             service.check().map_err(|e| e.in_service(index))?;
-            if !names.insert(service.name.as_str()) {
+            if names.insert(service.name.as_str(), service).is_some() {
                 return Err(CheckError::new(
                     Place::Service(index, InService::Name),
                     Rule::DuplicateService(service.name.clone()),
@@ -523,6 +717,16 @@ impl Config {
                     &listener.addr,
                     Owner::Service(&service.name),
                 )?;
+            }
+        }
+        for (s, service) in self.services.iter().enumerate() {
+            for (l, listener) in service.listeners.iter().enumerate() {
+                for (r, route) in listener.routes.iter().enumerate() {
+                    check_target(&service.name, listener, route, names.get(&*route.service))
+                        .map_err(|e| {
+                            e.at(Place::Service(s, InService::Route(l, r, InRoute::Service)))
+                        })?;
+                }
             }
         }
         if let Some(admin) = &self.admin {
@@ -643,9 +847,54 @@ impl Config {
         Ok(())
     }
 
+    /// The rules of one listener of `service` in this configuration, for a
+    /// command adding it or changing its routes: its own
+    /// ([`Listener::check`]), and every route naming a service of this
+    /// configuration that has groups. Whether its address is free is
+    /// [`Config::check_listen_free`]'s. Walks the services once, not the hosts.
+    pub fn check_listener(&self, service: &str, listener: &Listener) -> Result<(), CheckError> {
+        listener.check(service)?;
+        self.check_targets(service, listener)
+    }
+
+    /// Every route of `listener` (of `service`) names a service of this
+    /// configuration that has groups.
+    fn check_targets(&self, service: &str, listener: &Listener) -> Result<(), CheckError> {
+        if listener.routes.is_empty() {
+            return Ok(());
+        }
+        let names: HashMap<&str, &ServiceConfig> =
+            self.services.iter().map(|s| (s.name.as_str(), s)).collect();
+        for (index, route) in listener.routes.iter().enumerate() {
+            check_target(service, listener, route, names.get(&*route.service))
+                .map_err(|e| e.at(in_service(InService::Route(0, index, InRoute::Service))))?;
+        }
+        Ok(())
+    }
+
+    /// The rule a command removing `service` must keep: no route of another
+    /// service names it. Walks the listeners.
+    pub fn check_unrouted(&self, service: &str) -> Result<(), CheckError> {
+        for other in &self.services {
+            for listener in &other.listeners {
+                if listener.routes.iter().any(|r| r.service == service) {
+                    return Err(CheckError::value(
+                        Place::Config,
+                        format!(
+                            "service {service:?} is named by a route of service {:?} on {listener} (expected that route removed first)",
+                            other.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The rules for a service a command adds: its own
     /// ([`ServiceConfig::check`]), a name no other service has, listen
-    /// addresses no one uses. Walks the services and listeners, not the hosts.
+    /// addresses no one uses, routes to services that exist. Walks the
+    /// services and listeners, not the hosts.
     ///
     /// One exception: its enabled group may start without a host (the APIs'
     /// `newService` and the console's `service add` create a service, then
@@ -659,10 +908,38 @@ impl Config {
             ));
         }
         service.check_with(Enabled::MayStartEmpty)?;
-        for listener in &service.listeners {
+        for (index, listener) in service.listeners.iter().enumerate() {
             self.check_listen_free(&listener.addr)?;
+            self.check_targets(&service.name, listener)
+                .map_err(|e| e.in_listener(index))?;
         }
         Ok(())
+    }
+}
+
+/// The rule of a route's target: `target` (the service it names, if one has
+/// that name) exists and has groups to serve the clients sent to it.
+fn check_target(
+    service: &str,
+    listener: &Listener,
+    route: &Route,
+    target: Option<&&ServiceConfig>,
+) -> Result<(), CheckError> {
+    let place = in_service(InService::Route(0, 0, InRoute::Service));
+    let name = &route.service;
+    match target {
+        None => Err(CheckError::new(
+            place,
+            Rule::UnknownService(name.clone()),
+            format!("service {service:?}: route on {listener} to unknown service {name:?}"),
+        )),
+        Some(target) if target.groups.is_empty() => Err(CheckError::value(
+            place,
+            format!(
+                "service {service:?}: route on {listener} to service {name:?}, which has no group to serve the clients (expected a service with groups)"
+            ),
+        )),
+        Some(_) => Ok(()),
     }
 }
 

@@ -46,7 +46,7 @@ mod tests;
 
 use std::path::Path;
 
-pub use builder::{BUILDER_SOURCE, ConfigBuilder, GroupBuilder, ServiceBuilder};
+pub use builder::{BUILDER_SOURCE, ConfigBuilder, GroupBuilder, RouteBuilder, ServiceBuilder};
 pub use changes::{Changes, Counts};
 pub use check::CheckError;
 pub(crate) use check::Rule;
@@ -62,7 +62,8 @@ pub use options::{
     parse_net,
 };
 pub use parse::{
-    MAX_SECONDS, parse_access, parse_bool, parse_host_address, parse_listen_addr, parse_seconds,
+    MAX_ALPN_LEN, MAX_SECONDS, parse_access, parse_alpn, parse_bool, parse_client_protocol,
+    parse_host_address, parse_listen_addr, parse_route_host, parse_seconds, parse_sni,
     parse_weight,
 };
 pub use read::DEFAULT_SCHEDULER;

@@ -2,8 +2,9 @@
 //!
 //! The XML (txLoadBalancer's format) and TOML readers both produce a [`Config`];
 //! nothing downstream knows which format it came from. Every value here has been
-//! checked: names are unique where they must be, each service has exactly one
-//! enabled group, addresses have ports, schedulers exist.
+//! checked: names are unique where they must be, each service with groups has
+//! exactly one enabled group, addresses have ports, schedulers exist, routes
+//! name services that exist.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -74,12 +75,15 @@ impl Config {
 pub struct ServiceConfig {
     /// Unique service name.
     pub name: String,
-    /// Where this service accepts clients (at least one), each with its own
-    /// settings.
+    /// Where this service accepts clients, each with its own settings. None:
+    /// the service is reached only by other services' routes.
     pub listeners: Vec<Listener>,
-    /// Groups of hosts (at least one); exactly one is enabled.
+    /// Groups of hosts; exactly one is enabled. None only when the service has
+    /// listeners and every one of them has routes: a client no route matches
+    /// is then closed.
     pub groups: Vec<GroupConfig>,
-    /// Name of the enabled group; always names one of `groups`.
+    /// Name of the enabled group: always one of `groups`, or empty (`""`)
+    /// when the service has no group.
     pub enabled_group: String,
     /// How long to wait for a host to accept a connection before marking it bad.
     pub connect_timeout: Duration,
@@ -118,9 +122,14 @@ impl From<ListenAddr> for Listener {
     }
 }
 
+/// The most routes one listener may have. Matching does not slow down with
+/// more; the bound keeps a mistaken generated file from costing without limit.
+pub const MAX_ROUTES: usize = 10_000;
+
 /// A listener's rule: the clients it matches are served by `service` (its
 /// groups, scheduler, limits and stats), not by the listener's own. Every
-/// condition given must match; a route gives at least one.
+/// condition given must match; a route gives at least one. `sni` and `alpn`
+/// go with `protocol` tls or none, `host` only with `protocol` http.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Route {
     /// The service that serves the clients this route matches.
@@ -133,9 +142,48 @@ pub struct Route {
     pub alpn: Option<String>,
     /// What the client speaks.
     pub protocol: Option<ClientProtocol>,
-    /// The HTTP/1.x `Host`, lower case, without a port; only with
-    /// `protocol = http`.
+    /// The HTTP/1.x `Host`, lower case, without a port (a file refuses one;
+    /// the client's port is ignored), IPv6 literals without brackets; only
+    /// with `protocol = http`.
     pub host: Option<String>,
+}
+
+impl Route {
+    /// A route to `service` with no condition yet (set at least one).
+    pub fn to(service: impl Into<String>) -> Route {
+        Route {
+            service: service.into(),
+            sni: None,
+            alpn: None,
+            protocol: None,
+            host: None,
+        }
+    }
+
+    /// Whether the route sets no condition (which the rules refuse).
+    pub fn is_unconditional(&self) -> bool {
+        self.sni.is_none() && self.alpn.is_none() && self.protocol.is_none() && self.host.is_none()
+    }
+}
+
+/// Its conditions then its service, as a configuration file writes them:
+/// `protocol=http host=app.example.com service=app`.
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(protocol) = self.protocol {
+            write!(f, "protocol={protocol} ")?;
+        }
+        for (key, value) in [
+            ("sni", &self.sni),
+            ("alpn", &self.alpn),
+            ("host", &self.host),
+        ] {
+            if let Some(value) = value {
+                write!(f, "{key}={value} ")?;
+            }
+        }
+        write!(f, "service={}", self.service)
+    }
 }
 
 /// What a client speaks, told from its first bytes.

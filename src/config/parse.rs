@@ -270,6 +270,146 @@ pub(super) fn check_seconds(d: Duration) -> Result<(), String> {
     }
 }
 
+/// The most characters of a DNS name (a route's `sni` or `host`).
+const MAX_DNS_NAME: usize = 253;
+/// The most characters of one label of a DNS name.
+const MAX_DNS_LABEL: usize = 63;
+
+/// A DNS name as a route matches it: labels of letters, digits, `-` and `_`,
+/// separated by dots, none empty (so no final dot), at most 63 characters
+/// each and [`MAX_DNS_NAME`] in all. `what` names the value in messages.
+fn check_dns_name(name: &str, what: &str, expected: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("empty {what} ({expected})"));
+    }
+    if name.len() > MAX_DNS_NAME {
+        return Err(format!(
+            "{what} of {} characters (expected at most {MAX_DNS_NAME})",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!("{what} {name:?} contains {c:?} ({expected})"));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(format!("{what} {name:?} has an empty label ({expected})"));
+        }
+        if label.len() > MAX_DNS_LABEL {
+            return Err(format!(
+                "{what} {name:?} has a label of {} characters (expected at most {MAX_DNS_LABEL})",
+                label.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A route's `sni`, lower-cased: `*` (any client that sent one), `*.SUFFIX`
+/// (one or more labels under SUFFIX) or a DNS name, matched exactly. A `*`
+/// anywhere else (`a.*.b`, `*foo.com`) is refused: it would never match what
+/// the operator meant.
+pub fn parse_sni(s: &str) -> Result<String, String> {
+    const EXPECTED: &str = "expected a server name, *.SUFFIX or *";
+    let sni = s.trim().to_ascii_lowercase();
+    if sni == "*" {
+        return Ok(sni);
+    }
+    let name = sni.strip_prefix("*.").unwrap_or(&sni);
+    if name.contains('*') {
+        return Err(format!(
+            "'*' only as the whole name or as the first label, e.g. *.example.org ({EXPECTED})"
+        ));
+    }
+    check_dns_name(name, "server name", EXPECTED)?;
+    if sni.len() > MAX_DNS_NAME {
+        return Err(format!(
+            "server name of {} characters (expected at most {MAX_DNS_NAME})",
+            sni.len()
+        ));
+    }
+    Ok(sni)
+}
+
+/// The longest ALPN protocol name (its length is one byte on the wire).
+pub const MAX_ALPN_LEN: usize = 255;
+
+/// A route's `alpn`: an ALPN protocol name as the client offers it (`h2`,
+/// `http/1.1`, `acme-tls/1`), 1 to [`MAX_ALPN_LEN`] bytes of printable ASCII
+/// without spaces. Case matters (ALPN names are byte strings).
+pub fn parse_alpn(s: &str) -> Result<String, String> {
+    const EXPECTED: &str = "expected a protocol name such as h2 or http/1.1";
+    if s.is_empty() {
+        return Err(format!("empty ({EXPECTED})"));
+    }
+    if s.len() > MAX_ALPN_LEN {
+        return Err(format!(
+            "{} bytes long (expected at most {MAX_ALPN_LEN})",
+            s.len()
+        ));
+    }
+    if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "contains {c:?} (expected printable ASCII without spaces; {EXPECTED})"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// A route's `host` (the HTTP/1.x `Host` header, port ignored), lower-cased:
+/// a DNS name, an IPv4 literal, or an IPv6 literal with or without brackets
+/// (kept without, in its usual short form). A port is refused, not dropped:
+/// the route matches the name whatever port the client's `Host` carries, and
+/// `app.example.com:8080` would say otherwise.
+pub fn parse_route_host(s: &str) -> Result<String, String> {
+    const EXPECTED: &str = "expected a host name or an IP address, without a port";
+    let host = s.trim().to_ascii_lowercase();
+    let inner = host
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'));
+    if let Ok(ip) = inner.unwrap_or(&host).parse::<Ipv6Addr>() {
+        return Ok(ip.to_string());
+    }
+    if host.starts_with('[') {
+        return Err(match host.split_once("]:") {
+            Some(_) => format!("a port is not allowed: the client's is ignored ({EXPECTED})"),
+            None => format!("not an IPv6 address in brackets ({EXPECTED})"),
+        });
+    }
+    if host.parse::<Ipv4Addr>().is_ok() {
+        return Ok(host);
+    }
+    if let Some((_, port)) = host.rsplit_once(':')
+        && !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!(
+            "a port is not allowed: the client's is ignored ({EXPECTED})"
+        ));
+    }
+    check_dns_name(&host, "host", EXPECTED)?;
+    // Digits and dots were meant as an IPv4 address (see `check_host_name`).
+    if host
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("not an IPv4 address ({EXPECTED})"));
+    }
+    Ok(host)
+}
+
+/// A route's `protocol`: `tls`, `http`, `ssh` or `other`, any case.
+pub fn parse_client_protocol(s: &str) -> Result<ClientProtocol, String> {
+    ClientProtocol::from_name(s.trim()).ok_or_else(|| {
+        let names: Vec<&str> = ClientProtocol::ALL.iter().map(|p| p.as_str()).collect();
+        format!("expected one of: {}", names.join(", "))
+    })
+}
+
 /// A host weight: an integer of at least 1.
 pub fn parse_weight(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {

@@ -81,6 +81,19 @@ pub(crate) struct RawListen {
     pub ip: Option<At<String>>,
     /// Settings of `options::ListenOptions`.
     pub options: Vec<(At<String>, At<RawValue>)>,
+    /// `<route>` children / the `routes` array, in order.
+    pub routes: Vec<RawRoute>,
+}
+
+/// `<route>` / an entry of a listen table's `routes`.
+#[derive(Debug, Default)]
+pub(crate) struct RawRoute {
+    pub at: usize,
+    pub service: Option<At<String>>,
+    pub sni: Option<At<String>>,
+    pub alpn: Option<At<String>>,
+    pub protocol: Option<At<String>>,
+    pub host: Option<At<String>>,
 }
 
 /// `<group>` / `[[service.group]]`.

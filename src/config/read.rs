@@ -9,13 +9,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::check::{InGroup, InService, Place};
+use super::check::{InGroup, InRoute, InService, Place};
 use super::error::{ConfigError, Source};
 use super::model::*;
 use super::options::OptionSet;
 use super::parse::{
-    MAX_SECONDS, SECONDS_EXPECTED, parse_access, parse_etcd_endpoint, parse_etcd_prefix,
-    parse_host_address, parse_listen_addr, parse_seconds, parse_weight, seconds_from_f64,
+    MAX_SECONDS, SECONDS_EXPECTED, parse_access, parse_alpn, parse_client_protocol,
+    parse_etcd_endpoint, parse_etcd_prefix, parse_host_address, parse_listen_addr,
+    parse_route_host, parse_seconds, parse_sni, parse_weight, seconds_from_f64,
 };
 use super::raw::*;
 use crate::config::SchedulerKind;
@@ -79,8 +80,26 @@ struct ServiceSpans {
     at: usize,
     name: usize,
     enabled: usize,
-    listeners: Vec<usize>,
+    listeners: Vec<ListenerSpans>,
     groups: Vec<GroupSpans>,
+}
+
+#[derive(Debug, Default)]
+struct ListenerSpans {
+    /// Its address.
+    ip: usize,
+    /// Each setting written, by XML name, with where its value is.
+    settings: Vec<(&'static str, usize)>,
+    routes: Vec<RouteSpans>,
+}
+
+#[derive(Debug, Default)]
+struct RouteSpans {
+    at: usize,
+    service: Option<usize>,
+    sni: Option<usize>,
+    alpn: Option<usize>,
+    host: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -106,8 +125,29 @@ impl Spans {
                     InService::Element => service.at,
                     InService::Name => service.name,
                     InService::Enabled => service.enabled,
-                    InService::Listener(l) => {
-                        service.listeners.get(l).copied().unwrap_or(service.at)
+                    InService::Listener(l) => service.listeners.get(l).map_or(service.at, |l| l.ip),
+                    InService::ListenerSetting(l, xml) => {
+                        let Some(listener) = service.listeners.get(l) else {
+                            return service.at;
+                        };
+                        let setting = listener.settings.iter().find(|(name, _)| *name == xml);
+                        setting.map_or(listener.ip, |(_, at)| *at)
+                    }
+                    InService::Route(l, r, part) => {
+                        let Some(listener) = service.listeners.get(l) else {
+                            return service.at;
+                        };
+                        let Some(route) = listener.routes.get(r) else {
+                            return listener.ip;
+                        };
+                        let written = match part {
+                            InRoute::Element => None,
+                            InRoute::Service => route.service,
+                            InRoute::Sni => route.sni,
+                            InRoute::Alpn => route.alpn,
+                            InRoute::Host => route.host,
+                        };
+                        written.unwrap_or(route.at)
                     }
                     InService::Group(g, part) => {
                         let Some(group) = service.groups.get(g) else {
@@ -288,12 +328,33 @@ impl Reader<'_, '_> {
                 listen.at,
                 "listen address (expected ip = \"HOST:PORT\")",
             )?;
-            spans.listeners.push(ip.at);
+            let settings = listen
+                .options
+                .iter()
+                .filter_map(|(key, value)| {
+                    let (xml, _) = ListenOptions::KEYS
+                        .iter()
+                        .find(|(xml, toml)| key.value == *xml || key.value == *toml)?;
+                    Some((*xml, value.at))
+                })
+                .collect();
+            let mut listener_spans = ListenerSpans {
+                ip: ip.at,
+                settings,
+                routes: Vec::with_capacity(listen.routes.len()),
+            };
+            let mut routes = Vec::with_capacity(listen.routes.len());
+            for route in listen.routes {
+                let (route, route_spans) = self.route(route)?;
+                routes.push(route);
+                listener_spans.routes.push(route_spans);
+            }
             listeners.push(Listener {
                 addr: self.listen(&ip)?,
                 options: self.options(listen.options)?,
-                routes: Vec::new(),
+                routes,
             });
+            spans.listeners.push(listener_spans);
         }
 
         let mut groups: Vec<GroupConfig> = Vec::with_capacity(raw.groups.len());
@@ -363,6 +424,52 @@ impl Reader<'_, '_> {
         self.service_settings(&mut service, raw.connect_timeout)?;
         self.spans.services.push(spans);
         Ok(service)
+    }
+
+    /// A route of a listener: its values read (lower-cased where they are
+    /// matched without case); its rules are the check's.
+    fn route(&self, raw: RawRoute) -> Result<(Route, RouteSpans), ConfigError> {
+        let Some(service) = raw.service else {
+            return Err(self.err(
+                raw.at,
+                "route without a service (expected service = the name of the service that serves the clients it matches)",
+            ));
+        };
+        let value = |v: &Option<At<String>>,
+                     key: &str,
+                     parse: fn(&str) -> Result<String, String>|
+         -> Result<Option<String>, ConfigError> {
+            v.as_ref()
+                .map(|v| {
+                    parse(&v.value)
+                        .map_err(|why| self.err(v.at, format!("bad {key} {:?}: {why}", v.value)))
+                })
+                .transpose()
+        };
+        let protocol = raw
+            .protocol
+            .as_ref()
+            .map(|p| {
+                parse_client_protocol(&p.value)
+                    .map_err(|why| self.err(p.at, format!("bad protocol {:?}: {why}", p.value)))
+            })
+            .transpose()?;
+        let route = Route {
+            sni: value(&raw.sni, "sni", parse_sni)?,
+            alpn: value(&raw.alpn, "alpn", parse_alpn)?,
+            host: value(&raw.host, "host", parse_route_host)?,
+            protocol,
+            service: service.value,
+        };
+        let at = |v: &Option<At<String>>| v.as_ref().map(|v| v.at);
+        let spans = RouteSpans {
+            at: raw.at,
+            service: Some(service.at),
+            sni: at(&raw.sni),
+            alpn: at(&raw.alpn),
+            host: at(&raw.host),
+        };
+        Ok((route, spans))
     }
 
     /// Optional per-service settings: the place to add new ones.

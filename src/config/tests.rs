@@ -1622,3 +1622,651 @@ fn checks_of_one_part() {
         "{e}"
     );
 }
+
+/// The issue's example: an edge service routing by SNI, ALPN, Host and
+/// protocol, services reached only by routes, one with no listener.
+const ROUTES_XML: &str = r#"<config>
+  <service name="edge">
+    <listen ip="0.0.0.0:443" inspectTimeout="2.5" inspectBytes="4096">
+      <!-- by name -->
+      <route sni="API.example.com" service="api"/>
+      <route sni="*.example.org" service="org"/>
+      <route alpn="h2" service="h2-pool"/>
+      <note>ignored</note>
+      <route protocol="HTTP" host="App.Example.com" service="app"/>
+      <route protocol="ssh" service="bastion"/>
+    </listen>
+    <listen ip="127.0.0.1:8443"/>
+    <group name="default" enable="true"><host name="d" ip="10.0.0.9:443"/></group>
+  </service>
+  <service name="api">
+    <group name="g" enable="true"><host name="a1" ip="10.0.0.1:443"/></group>
+  </service>
+  <service name="org"><group name="g" enable="true"><host name="o" ip="10.0.0.2:443"/></group></service>
+  <service name="h2-pool"><group name="g" enable="true"><host name="h" ip="10.0.0.3:443"/></group></service>
+  <service name="app"><group name="g" enable="true"><host name="p" ip="10.0.0.4:80"/></group></service>
+  <service name="bastion"><group name="g" enable="true"><host name="b" ip="10.0.0.5:22"/></group></service>
+  <service name="front">
+    <listen ip="*:8080"><route sni="*" service="api"/></listen>
+  </service>
+</config>
+"#;
+
+const ROUTES_TOML: &str = r#"
+[[service]]
+name = "edge"
+listen = [
+  { ip = "0.0.0.0:443", inspect_timeout = 2.5, inspect_bytes = 4096, routes = [
+    { sni = "API.example.com", service = "api" },  # by name
+    { sni = "*.example.org", service = "org" },
+    { alpn = "h2", service = "h2-pool" },
+    { protocol = "HTTP", host = "App.Example.com", service = "app" },
+    { protocol = "ssh", service = "bastion" },
+  ] },
+  "127.0.0.1:8443",
+]
+  [[service.group]]
+  name = "default"
+  enable = true
+  hosts = [ { name = "d", ip = "10.0.0.9:443" } ]
+
+[[service]]
+name = "api"
+  [[service.group]]
+  name = "g"
+  enable = true
+  hosts = [ { name = "a1", ip = "10.0.0.1:443" } ]
+
+[[service]]
+name = "org"
+group = [ { name = "g", enable = true, hosts = [ { name = "o", ip = "10.0.0.2:443" } ] } ]
+
+[[service]]
+name = "h2-pool"
+group = [ { name = "g", enable = true, hosts = [ { name = "h", ip = "10.0.0.3:443" } ] } ]
+
+[[service]]
+name = "app"
+group = [ { name = "g", enable = true, hosts = [ { name = "p", ip = "10.0.0.4:80" } ] } ]
+
+[[service]]
+name = "bastion"
+group = [ { name = "g", enable = true, hosts = [ { name = "b", ip = "10.0.0.5:22" } ] } ]
+
+[[service]]
+name = "front"
+
+  [[service.listen]]
+  ip = "*:8080"
+
+    [[service.listen.routes]]
+    sni = "*"
+    service = "api"
+"#;
+
+/// Where `needle` first occurs in `text`, as (line, column).
+fn position(text: &str, needle: &str) -> (u32, u32) {
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in the text"));
+    let loc = error::Source::new(STRING_SOURCE, text).locate(at);
+    (loc.line, loc.column)
+}
+
+/// Loads `text` (XML, or TOML when `toml`), expecting an error where `needle`
+/// first occurs in it, whose message contains `message`.
+#[track_caller]
+fn err_at(text: &str, toml: bool, needle: &str, message: &str) {
+    let (line, col) = position(text, needle);
+    if toml {
+        toml_err(text, line, col, message);
+    } else {
+        xml_err(text, line, col, message);
+    }
+}
+
+#[test]
+fn routes_read_from_xml_and_toml() {
+    let x = Config::from_xml_str(ROUTES_XML).unwrap();
+    let t = Config::from_toml_str(ROUTES_TOML).unwrap();
+    assert_eq!(x, t);
+    let edge = &x.services[0];
+    let listener = &edge.listeners[0];
+    assert_eq!(
+        listener.options.inspect_timeout,
+        Duration::from_millis(2500)
+    );
+    assert_eq!(listener.options.inspect_bytes, 4096);
+    let sni = |s: &str| Some(s.to_string());
+    assert_eq!(
+        listener.routes,
+        [
+            Route {
+                sni: sni("api.example.com"),
+                ..Route::to("api")
+            },
+            Route {
+                sni: sni("*.example.org"),
+                ..Route::to("org")
+            },
+            Route {
+                alpn: sni("h2"),
+                ..Route::to("h2-pool")
+            },
+            Route {
+                protocol: Some(ClientProtocol::Http),
+                host: sni("app.example.com"),
+                ..Route::to("app")
+            },
+            Route {
+                protocol: Some(ClientProtocol::Ssh),
+                ..Route::to("bastion")
+            },
+        ]
+    );
+    assert_eq!(
+        listener.routes[3].to_string(),
+        "protocol=http host=app.example.com service=app"
+    );
+    assert!(edge.listeners[1].routes.is_empty());
+    assert_eq!(edge.listeners[1].options, ListenOptions::default());
+    // Reached by routes only: no listener.
+    assert!(x.services[1].listeners.is_empty());
+    // Every listener routes: no group needed, none enabled.
+    let front = &x.services[6];
+    assert!(front.groups.is_empty());
+    assert_eq!(front.enabled_group, "");
+    assert_eq!(
+        front.listeners[0].routes,
+        [Route {
+            sni: sni("*"),
+            ..Route::to("api")
+        }]
+    );
+
+    // Written and read back the same, in both formats.
+    for c in [&x, &t] {
+        let xml = c.to_xml();
+        assert!(
+            xml.contains("<route protocol=\"http\" host=\"app.example.com\" service=\"app\"/>"),
+            "{xml}"
+        );
+        same(
+            c,
+            &Config::from_xml_str(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}")),
+        );
+        let toml = c.to_toml();
+        assert!(
+            toml.contains("{ sni = \"api.example.com\", service = \"api\" },"),
+            "{toml}"
+        );
+        assert!(!toml.contains("enabled_group = \"\""), "{toml}");
+        same(
+            c,
+            &Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}")),
+        );
+    }
+}
+
+#[test]
+fn route_values_are_read_and_refused_with_their_location() {
+    // XML: each bad value is pointed at.
+    let with = |route: &str| {
+        ROUTES_XML.replace(
+            "<route alpn=\"h2\" service=\"h2-pool\"/>",
+            &format!("<route {route}/>"),
+        )
+    };
+    for (route, needle, message) in [
+        (
+            "sni=\"a.*.b\" service=\"api\"",
+            "a.*.b",
+            "bad sni \"a.*.b\": '*' only as the whole name or as the first label",
+        ),
+        (
+            "sni=\"*foo.com\" service=\"api\"",
+            "*foo.com",
+            "bad sni \"*foo.com\"",
+        ),
+        ("sni=\"a..b\" service=\"api\"", "a..b", "has an empty label"),
+        (
+            "sni=\"example.com.\" service=\"api\"",
+            "example.com.",
+            "has an empty label",
+        ),
+        ("sni=\"a b\" service=\"api\"", "a b", "contains ' '"),
+        ("sni=\"\" service=\"api\"", "sni=\"\"", "empty server name"),
+        (
+            "alpn=\"h 2\" service=\"api\"",
+            "h 2",
+            "bad alpn \"h 2\": contains ' '",
+        ),
+        (
+            "alpn=\"\" service=\"api\"",
+            "alpn=\"\"",
+            "bad alpn \"\": empty",
+        ),
+        (
+            "protocol=\"quic\" service=\"api\"",
+            "quic",
+            "bad protocol \"quic\": expected one of: tls, http, ssh, other",
+        ),
+        (
+            "protocol=\"http\" host=\"app.example.com:8080\" service=\"app\"",
+            "app.example.com:8080",
+            "a port is not allowed",
+        ),
+        (
+            "protocol=\"http\" host=\"[::1]:80\" service=\"app\"",
+            "[::1]:80",
+            "a port is not allowed",
+        ),
+        (
+            "protocol=\"http\" host=\"a/b\" service=\"app\"",
+            "a/b",
+            "contains '/'",
+        ),
+        (
+            "sni=\"x.example.com\"",
+            "<route sni=\"x",
+            "route without a service",
+        ),
+        (
+            "sni=\"x.example.com\" service=\"api\" port=\"1\"",
+            "port=",
+            "unknown attribute \"port\" on <route> (expected one of: service, sni, alpn, protocol, host)",
+        ),
+    ] {
+        let text = with(route);
+        let needle = if needle.starts_with("sni=\"\"") || needle.starts_with("alpn=\"\"") {
+            // An empty value is located just past its opening quote.
+            let (line, col) = position(&text, needle);
+            xml_err(&text, line, col + needle.len() as u32 - 1, message);
+            continue;
+        } else {
+            needle
+        };
+        err_at(&text, false, needle, message);
+    }
+    let alpn = "x".repeat(256);
+    err_at(
+        &with(&format!("alpn=\"{alpn}\" service=\"api\"")),
+        false,
+        &alpn,
+        "256 bytes long (expected at most 255)",
+    );
+    let sni = format!("{}.com", "a.".repeat(125));
+    err_at(
+        &with(&format!("sni=\"{sni}\" service=\"api\"")),
+        false,
+        &sni,
+        "server name of 254 characters (expected at most 253)",
+    );
+    // IPv6 hosts keep no brackets; a trailing-dot name stays as written.
+    let c =
+        Config::from_xml_str(&with("protocol=\"http\" host=\"[::1]\" service=\"app\"")).unwrap();
+    assert_eq!(
+        c.services[0].listeners[0].routes[2].host.as_deref(),
+        Some("::1")
+    );
+    // Only <route> in <listen>.
+    err_at(
+        &with("sni=\"x.example.com\" service=\"api\"/><host name=\"h\" ip=\"1.2.3.4:5\""),
+        false,
+        "<host name=\"h\" ip=\"1.2",
+        "unknown element <host> in <listen> (expected one of: route)",
+    );
+    err_at(
+        &ROUTES_XML.replace("<!-- by name -->", "<route sni=\"x.example.com\" service=\"api\"><route service=\"api\" sni=\"y\"/></route>"),
+        false,
+        "<route service=\"api\" sni=\"y\"/>",
+        "unknown element <route> in <route> (it takes no child elements)",
+    );
+
+    // TOML: the same values, located alike.
+    let with = |route: &str| {
+        ROUTES_TOML.replace(
+            "{ alpn = \"h2\", service = \"h2-pool\" }",
+            &format!("{{ {route} }}"),
+        )
+    };
+    for (route, needle, message) in [
+        (
+            "sni = \"a.*.b\", service = \"api\"",
+            "a.*.b",
+            "bad sni \"a.*.b\"",
+        ),
+        (
+            "alpn = \"h\\t2\", service = \"api\"",
+            "h\\t2",
+            "bad alpn \"h\\t2\": contains '\\t'",
+        ),
+        (
+            "protocol = \"quic\", service = \"api\"",
+            "quic",
+            "bad protocol \"quic\"",
+        ),
+        (
+            "protocol = \"http\", host = \"a:80\", service = \"app\"",
+            "a:80",
+            "a port is not allowed",
+        ),
+        (
+            "sni = \"x.example.com\"",
+            "{ sni = \"x.example.com\" }",
+            "route without a service",
+        ),
+        (
+            "sni = \"x.example.com\", service = \"api\", port = 1",
+            "port",
+            "unknown field `port`",
+        ),
+        (
+            "sni = 5, service = \"api\"",
+            "5, service",
+            "invalid type: integer `5`, expected a string",
+        ),
+    ] {
+        err_at(&with(route), true, needle, message);
+    }
+    err_at(
+        &ROUTES_TOML.replace(
+            "inspect_bytes = 4096, ",
+            "inspect_bytes = 4096, route = [], ",
+        ),
+        true,
+        "route = []",
+        "unknown key \"route\" in a listen table (expected one of: ip, routes, accept_proxy",
+    );
+    err_at(
+        &ROUTES_TOML.replace("    sni = \"*\"\n", "    sni = \"*\"\n    weight = 1\n"),
+        true,
+        "weight",
+        "unknown field `weight`",
+    );
+}
+
+/// The model's rules about routes and services without listeners or groups,
+/// from a file: each error points at what broke the rule.
+#[test]
+fn route_rules_are_located() {
+    let replace = |from: &str, to: &str| {
+        assert!(ROUTES_XML.contains(from), "{from}");
+        ROUTES_XML.replace(from, to)
+    };
+    let text = replace("service=\"h2-pool\"/>", "service=\"nope\"/>");
+    err_at(
+        &text,
+        false,
+        "nope",
+        "service \"edge\": route on *:443 to unknown service \"nope\"",
+    );
+    let text = replace("service=\"h2-pool\"/>", "service=\"edge\"/>");
+    err_at(
+        &text,
+        false,
+        "edge\"/>",
+        "service \"edge\" routes to itself on *:443 (expected another service",
+    );
+    let text = replace("alpn=\"h2\" service", "service");
+    err_at(
+        &text,
+        false,
+        "<route service=\"h2-pool\"/>",
+        "route to \"h2-pool\" has no condition (expected one or more of sni, alpn, protocol, host)",
+    );
+    let text = replace("protocol=\"HTTP\" host", "host");
+    err_at(
+        &text,
+        false,
+        "App.Example",
+        "route to \"app\": host needs protocol http",
+    );
+    let text = replace("alpn=\"h2\"", "protocol=\"ssh\" alpn=\"h2\"");
+    err_at(
+        &text,
+        false,
+        "h2\" service",
+        "route to \"h2-pool\": alpn is only seen in TLS, not with protocol ssh",
+    );
+    let text = replace(
+        "sni=\"*.example.org\"",
+        "protocol=\"http\" sni=\"*.example.org\"",
+    );
+    err_at(
+        &text,
+        false,
+        "*.example.org",
+        "sni is only seen in TLS, not with protocol http",
+    );
+    // protocol="tls" with an SNI is fine.
+    Config::from_xml_str(&replace(
+        "sni=\"*.example.org\"",
+        "protocol=\"TLS\" sni=\"*.example.org\"",
+    ))
+    .unwrap();
+    // A route's target must have groups to serve its clients.
+    let text = replace("service=\"h2-pool\"/>", "service=\"front\"/>");
+    err_at(
+        &text,
+        false,
+        "front\"/>",
+        "route on *:443 to service \"front\", which has no group to serve the clients",
+    );
+    // A service without groups: every listener routes, and it has one.
+    let text = replace(
+        "<listen ip=\"*:8080\"><route sni=\"*\" service=\"api\"/></listen>",
+        "<listen ip=\"*:8080\"><route sni=\"*\" service=\"api\"/></listen><listen ip=\"*:8081\"/>",
+    );
+    err_at(
+        &text,
+        false,
+        "*:8081",
+        "service \"front\" has no group, and its listener *:8081 has no route (expected a group, or routes on every listener)",
+    );
+    let text = replace(
+        "<listen ip=\"*:8080\"><route sni=\"*\" service=\"api\"/></listen>",
+        "",
+    );
+    err_at(
+        &text,
+        false,
+        "<service name=\"front\">",
+        "service \"front\" has no group and no listener",
+    );
+    // inspectBytes from 1 to 16 KiB; inspectTimeout as any duration.
+    for bytes in ["0", "16385"] {
+        let text = replace(
+            "inspectBytes=\"4096\"",
+            &format!("inspectBytes=\"{bytes}\""),
+        );
+        err_at(
+            &text,
+            false,
+            &format!("{bytes}\">"),
+            &format!("bad inspectBytes {bytes}: expected 1 to 16384"),
+        );
+    }
+    let text = replace("inspectTimeout=\"2.5\"", "inspectTimeout=\"0\"");
+    err_at(
+        &text,
+        false,
+        "0\" inspectBytes",
+        "bad inspectTimeout \"0\": zero",
+    );
+    // At most MAX_ROUTES routes on a listener: the first one too many is shown.
+    let many: String = (0..=MAX_ROUTES)
+        .map(|i| format!("<route sni=\"h{i}.example.com\" service=\"api\"/>\n"))
+        .collect();
+    let text = replace("<!-- by name -->", &many);
+    err_at(
+        &text,
+        false,
+        &format!("<route sni=\"h{MAX_ROUTES}."),
+        &format!(
+            "listener *:443 has {} routes (expected at most {MAX_ROUTES})",
+            MAX_ROUTES + 6
+        ),
+    );
+    let fine: String = (0..MAX_ROUTES - 5)
+        .map(|i| format!("<route sni=\"h{i}.example.com\" service=\"api\"/>\n"))
+        .collect();
+    let c = Config::from_xml_str(&replace("<!-- by name -->", &fine)).unwrap();
+    assert_eq!(c.services[0].listeners[0].routes.len(), MAX_ROUTES);
+
+    // TOML: the same rules, pointed at the same parts.
+    let text = ROUTES_TOML.replace("service = \"h2-pool\"", "service = \"nope\"");
+    err_at(
+        &text,
+        true,
+        "nope",
+        "route on *:443 to unknown service \"nope\"",
+    );
+    let text = ROUTES_TOML.replace("    sni = \"*\"\n", "");
+    err_at(
+        &text,
+        true,
+        "[[service.listen.routes]]",
+        "route to \"api\" has no condition",
+    );
+    let text = ROUTES_TOML.replace("inspect_bytes = 4096", "inspect_bytes = 0");
+    err_at(
+        &text,
+        true,
+        "0, routes",
+        "bad inspectBytes 0: expected 1 to 16384",
+    );
+}
+
+/// Routes built in code obey the file's rules: values as a file would hold
+/// them, targets that exist; a command's checks of one part.
+#[test]
+fn route_rules_hold_in_code_and_commands() {
+    let base = Config::from_xml_str(ROUTES_XML).unwrap();
+    let broken = |change: &dyn Fn(&mut Config)| {
+        let mut c = base.clone();
+        change(&mut c);
+        c.check().unwrap_err().to_string()
+    };
+    let words =
+        broken(&|c| c.services[0].listeners[0].routes[0].sni = Some("API.example.com".into()));
+    assert_eq!(
+        words,
+        "service \"edge\", listener *:443: route to \"api\": bad sni \"API.example.com\": expected \"api.example.com\""
+    );
+    let words = broken(&|c| c.services[0].listeners[0].routes[3].host = Some("app:80".into()));
+    assert!(
+        words.contains("bad host \"app:80\": a port is not allowed"),
+        "{words}"
+    );
+    let words = broken(&|c| c.services[0].listeners[0].routes[2].alpn = Some(String::new()));
+    assert!(words.contains("bad alpn \"\": empty"), "{words}");
+    let words = broken(&|c| c.services[0].listeners[0].routes[0].service = String::new());
+    assert!(words.contains("empty service name"), "{words}");
+    let words = broken(&|c| c.services[0].listeners[0].options.inspect_bytes = 0);
+    assert_eq!(
+        words,
+        "service \"edge\", listener *:443: bad inspectBytes 0: expected 1 to 16384"
+    );
+    let words = broken(&|c| c.services[0].listeners[0].options.inspect_timeout = Duration::ZERO);
+    assert!(words.contains("bad inspectTimeout 0: zero"), "{words}");
+    let words = broken(&|c| c.services[6].enabled_group = "g".into());
+    assert!(
+        words.contains("has no group named \"g\" to enable"),
+        "{words}"
+    );
+    // Removing a service a route names is refused; others may go.
+    assert_eq!(
+        base.check_unrouted("api").unwrap_err().to_string(),
+        "service \"api\" is named by a route of service \"edge\" on *:443 (expected that route removed first)"
+    );
+    assert_eq!(base.check_unrouted("edge"), Ok(()));
+    // A listener a command adds or changes: its rules and its targets.
+    let mut listener = base.services[0].listeners[0].clone();
+    assert_eq!(base.check_listener("edge", &listener), Ok(()));
+    listener.routes.push(Route {
+        protocol: Some(ClientProtocol::Other),
+        ..Route::to("ghost")
+    });
+    let e = base.check_listener("edge", &listener).unwrap_err();
+    assert_eq!(*e.rule(), Rule::UnknownService("ghost".into()));
+    // A new service's routes name services that exist.
+    let mut new = base.services[6].clone();
+    new.name = "front2".into();
+    new.listeners[0].addr.port = 8090;
+    assert_eq!(base.check_new_service(&new), Ok(()));
+    new.listeners[0].routes[0].service = "ghost".into();
+    let e = base.check_new_service(&new).unwrap_err();
+    assert!(e.to_string().contains("unknown service \"ghost\""), "{e}");
+}
+
+#[test]
+fn services_without_listeners_or_groups_from_the_builder() {
+    use crate::config::{GroupBuilder, RouteBuilder, ServiceBuilder};
+    let group = || GroupBuilder::new("g", SchedulerKind::RoundRobin).host("h", "10.0.0.1:80");
+    let c = Config::builder()
+        .service(
+            ServiceBuilder::new("edge").listen_with_routes(
+                "*:443",
+                [
+                    RouteBuilder::to("api").sni("*.Example.org").alpn("h2"),
+                    RouteBuilder::to("api")
+                        .protocol(ClientProtocol::Http)
+                        .host("WWW.example.org"),
+                ],
+            ),
+        )
+        .service(ServiceBuilder::new("api").group(group()))
+        .build()
+        .unwrap();
+    let routes = &c.services[0].listeners[0].routes;
+    assert_eq!(routes[0].sni.as_deref(), Some("*.example.org"));
+    assert_eq!(routes[1].host.as_deref(), Some("www.example.org"));
+    same(&c, &Config::from_xml_str(&c.to_xml()).unwrap());
+    same(&c, &Config::from_toml_str(&c.to_toml()).unwrap());
+    // Bad values and bad rules: the error a file would give, in words.
+    let e = Config::builder()
+        .service(
+            ServiceBuilder::new("edge")
+                .listen_with_routes("*:443", [RouteBuilder::to("api").sni("a.*")]),
+        )
+        .service(ServiceBuilder::new("api").group(group()))
+        .build()
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with(
+            "<builder>:1:1: service \"edge\": listen \"*:443\": route to \"api\": bad sni \"a.*\""
+        ),
+        "{e}"
+    );
+    let e = Config::builder()
+        .service(ServiceBuilder::new("edge").listen_with_routes("*:443", [RouteBuilder::to("api")]))
+        .service(ServiceBuilder::new("api").group(group()))
+        .build()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("route to \"api\" has no condition"),
+        "{e}"
+    );
+    let e = Config::builder()
+        .service(ServiceBuilder::new("alone"))
+        .build()
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("service \"alone\" has no group and no listener"),
+        "{e}"
+    );
+}
+
+/// The fuzz seeds with routes load (a seed that did not would test only the
+/// error path) and give one configuration.
+#[test]
+fn route_fuzz_seeds_load() {
+    let x = Config::from_xml_str(include_str!("../../fuzz/seeds/config_xml/routes.xml")).unwrap();
+    let t =
+        Config::from_toml_str(include_str!("../../fuzz/seeds/config_toml/routes.toml")).unwrap();
+    assert_eq!(x.services[0].listeners[0].routes.len(), 8);
+    assert_eq!(t.services[0].listeners[0].routes.len(), 5);
+    assert_eq!(x.services[4], t.services[4]);
+}

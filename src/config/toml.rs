@@ -9,6 +9,16 @@
 //! listen = ["0.0.0.0:8080"]   # or tables, with settings of their own:
 //! # listen = ["0.0.0.0:80", { ip = "0.0.0.0:8080", accept_proxy = true,
 //! #                           trusted_proxies = ["10.0.0.0/8"] }]
+//! # and routes: clients sent to other services by what they send first
+//! # (see `Route`; tried in order, the first match wins):
+//! # listen = [{ ip = "0.0.0.0:443", inspect_timeout = 5.0, routes = [
+//! #     { sni = "api.example.com", service = "api" },
+//! #     { sni = "*.example.org", alpn = "h2", service = "org" },
+//! #     { protocol = "http", host = "app.example.com", service = "app" },
+//! #     { protocol = "ssh", service = "bastion" },
+//! # ] }]
+//! # Listeners may also be written [[service.listen]] tables (ip = …, routes
+//! # = […] or [[service.listen.routes]] tables).
 //! enabled_group = "prod"      # optional if exactly one group has enable = true
 //! connect_timeout = 3.0       # seconds, optional (default 3)
 //!
@@ -103,11 +113,25 @@ struct Service {
     group: Vec<Spanned<Group>>,
 }
 
-/// An entry of `listen`: an address, or a table with `ip` and settings (which
-/// the second pass reads, with their positions).
+/// An entry of `listen`: an address, or a table with `ip`, `routes` and
+/// settings (which the second pass reads, with their positions).
 enum ListenEntry {
     Addr(String),
-    Table { ip: Option<Spanned<String>> },
+    Table {
+        ip: Option<Spanned<String>>,
+        routes: Vec<Spanned<Route>>,
+    },
+}
+
+/// An entry of a listen table's `routes`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Route {
+    service: Option<Spanned<String>>,
+    sni: Option<Spanned<String>>,
+    alpn: Option<Spanned<String>>,
+    protocol: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
 }
 
 impl<'de> Deserialize<'de> for ListenEntry {
@@ -126,14 +150,17 @@ impl<'de> Deserialize<'de> for ListenEntry {
                 mut map: A,
             ) -> Result<ListenEntry, A::Error> {
                 let mut ip = None;
+                let mut routes = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
-                    if key == "ip" {
-                        ip = Some(map.next_value::<Spanned<String>>()?);
-                    } else {
-                        map.next_value::<serde::de::IgnoredAny>()?;
+                    match key.as_str() {
+                        "ip" => ip = Some(map.next_value::<Spanned<String>>()?),
+                        "routes" => routes = map.next_value()?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
                     }
                 }
-                Ok(ListenEntry::Table { ip })
+                Ok(ListenEntry::Table { ip, routes })
             }
         }
         d.deserialize_any(Entry)
@@ -264,6 +291,19 @@ fn float(text: &str, s: Option<Spanned<f64>>) -> Option<At<Number>> {
     })
 }
 
+fn route(text: &str, r: Spanned<Route>) -> RawRoute {
+    let at = r.span().start;
+    let r = r.into_inner();
+    RawRoute {
+        at,
+        service: opt(text, r.service),
+        sni: opt(text, r.sni),
+        alpn: opt(text, r.alpn),
+        protocol: opt(text, r.protocol),
+        host: opt(text, r.host),
+    }
+}
+
 fn task(text: &str, t: Option<Task>) -> Option<RawTask> {
     t.map(|t| RawTask {
         interval: float(text, t.interval),
@@ -303,11 +343,13 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                                 at: entry_at,
                                 ip: Some(value_at(t, entry_at, ip)),
                                 options: Vec::new(),
+                                routes: Vec::new(),
                             },
-                            ListenEntry::Table { ip } => RawListen {
+                            ListenEntry::Table { ip, routes } => RawListen {
                                 at: entry_at,
                                 ip: opt(t, ip),
                                 options: options.take_listen(si, li),
+                                routes: routes.into_iter().map(|r| route(t, r)).collect(),
                             },
                         }
                     })
@@ -459,7 +501,7 @@ impl Options {
         ];
         const GROUP: &[&str] = &["name", "scheduler", "enable", "hosts"];
         const HOST: &[&str] = &["name", "ip", "weight"];
-        const LISTEN: &[&str] = &["ip"];
+        const LISTEN: &[&str] = &["ip", "routes"];
         let doc = DeTable::parse(src.text()).map_err(|e| {
             let at = e.span().map_or(0, |s| s.start);
             src.error(at, e.message().trim_end().to_string())

@@ -104,13 +104,50 @@ pub(crate) fn written_path(p: &Path, base_dir: Option<&Path>) -> String {
 // in-place editor: `ind` is the element's indentation, `step` one level more;
 // an element of several lines has no final line break.
 
-/// `<listen ip=…/>`.
-pub(crate) fn xml_listen(l: &Listener, ind: &str) -> String {
-    format!(
-        "{ind}<listen ip=\"{}\"{}/>",
+/// `<listen ip=…/>`, or `<listen ip=…>` with its routes.
+pub(crate) fn xml_listen(l: &Listener, ind: &str, step: &str) -> String {
+    let mut x = format!(
+        "{ind}<listen ip=\"{}\"{}",
         attr(&l.addr.to_string()),
         xml_options(&l.options.non_default())
-    )
+    );
+    if l.routes.is_empty() {
+        x.push_str("/>");
+        return x;
+    }
+    x.push('>');
+    let inner = format!("{ind}{step}");
+    for r in &l.routes {
+        x.push('\n');
+        x.push_str(&xml_route(r, &inner));
+    }
+    let _ = write!(x, "\n{ind}</listen>");
+    x
+}
+
+/// A route's settings as (key, value), conditions first, as both formats
+/// write them.
+pub(crate) fn route_values(r: &Route) -> Vec<(&'static str, &str)> {
+    let mut out = Vec::with_capacity(5);
+    if let Some(protocol) = r.protocol {
+        out.push(("protocol", protocol.as_str()));
+    }
+    for (key, value) in [("sni", &r.sni), ("alpn", &r.alpn), ("host", &r.host)] {
+        if let Some(value) = value {
+            out.push((key, value.as_str()));
+        }
+    }
+    out.push(("service", r.service.as_str()));
+    out
+}
+
+/// `<route sni=… service=…/>`.
+pub(crate) fn xml_route(r: &Route, ind: &str) -> String {
+    let attrs: String = route_values(r)
+        .iter()
+        .map(|(k, v)| format!(" {k}=\"{}\"", attr(v)))
+        .collect();
+    format!("{ind}<route{attrs}/>")
 }
 
 /// `<host name=… ip=… weight=…/>`.
@@ -157,7 +194,7 @@ pub(crate) fn xml_service(s: &ServiceConfig, ind: &str, step: &str) -> String {
     let inner = format!("{ind}{step}");
     for l in &s.listeners {
         x.push('\n');
-        x.push_str(&xml_listen(l, &inner));
+        x.push_str(&xml_listen(l, &inner, step));
     }
     for g in &s.groups {
         x.push('\n');
@@ -323,28 +360,63 @@ pub(crate) fn tstr(s: &str) -> String {
 }
 
 /// A `listen` entry: the address, or an inline table when the listener has
-/// settings of its own.
-pub(crate) fn toml_listen(l: &Listener) -> String {
+/// settings or routes of its own. Routes are one per line, indented by `ind`
+/// and one more level.
+pub(crate) fn toml_listen(l: &Listener, ind: &str) -> String {
     let options = l.options.non_default();
-    if options.is_empty() {
-        tstr(&l.addr.to_string())
-    } else {
-        format!(
-            "{{ ip = {}{} }}",
-            tstr(&l.addr.to_string()),
-            toml_inline_options(&options)
-        )
+    if options.is_empty() && l.routes.is_empty() {
+        return tstr(&l.addr.to_string());
     }
+    let mut t = format!(
+        "{{ ip = {}{}",
+        tstr(&l.addr.to_string()),
+        toml_inline_options(&options)
+    );
+    if !l.routes.is_empty() {
+        t.push_str(", routes = [");
+        for r in &l.routes {
+            let _ = write!(t, "\n{ind}  {},", toml_route(r));
+        }
+        let _ = write!(t, "\n{ind}]");
+    }
+    t.push_str(" }");
+    t
+}
+
+/// A `routes` entry: `{ sni = …, service = … }`.
+pub(crate) fn toml_route(r: &Route) -> String {
+    let keys: Vec<String> = route_values(r)
+        .iter()
+        .map(|(k, v)| format!("{k} = {}", tstr(v)))
+        .collect();
+    format!("{{ {} }}", keys.join(", "))
+}
+
+/// The `listen` array: on one line, or one listener per line when one has
+/// routes.
+pub(crate) fn toml_listeners(listeners: &[Listener]) -> String {
+    if listeners.iter().all(|l| l.routes.is_empty()) {
+        let listen: Vec<String> = listeners.iter().map(|l| toml_listen(l, "")).collect();
+        return format!("[{}]", listen.join(", "));
+    }
+    let mut t = String::from("[");
+    for l in listeners {
+        let _ = write!(t, "\n  {},", toml_listen(l, "  "));
+    }
+    t.push_str("\n]");
+    t
 }
 
 /// The configuration as TOML (the format documented in the `toml` reader).
 pub fn to_toml(config: &Config) -> String {
     let mut t = String::new();
     for s in &config.services {
-        let listen: Vec<String> = s.listeners.iter().map(toml_listen).collect();
         let _ = writeln!(t, "[[service]]\nname = {}", tstr(&s.name));
-        let _ = writeln!(t, "listen = [{}]", listen.join(", "));
-        let _ = writeln!(t, "enabled_group = {}", tstr(&s.enabled_group));
+        let _ = writeln!(t, "listen = {}", toml_listeners(&s.listeners));
+        // A service without groups names none.
+        if !s.groups.is_empty() {
+            let _ = writeln!(t, "enabled_group = {}", tstr(&s.enabled_group));
+        }
         let _ = writeln!(t, "connect_timeout = {}", seconds(s.connect_timeout));
         for o in s.options.non_default() {
             let _ = writeln!(t, "{} = {}", o.toml_key, o.toml);

@@ -364,21 +364,7 @@ impl Walker<'_, '_> {
         };
         for child in &el.children {
             match child.name.as_str() {
-                "listen" => {
-                    const LISTEN: &[&str] = &["ip"];
-                    let leaf = self.leaf(child, &with_options(LISTEN, ListenOptions::KEYS))?;
-                    let Some(ip) = leaf.get("ip") else {
-                        return Err(self.src.error(
-                            child.at,
-                            "listen address is missing (expected ip=\"HOST:PORT\")",
-                        ));
-                    };
-                    raw.listen.push(RawListen {
-                        at: child.at,
-                        ip: Some(ip),
-                        options: leaf.options(LISTEN),
-                    });
-                }
+                "listen" => raw.listen.push(self.listen(child)?),
                 "group" => raw.groups.push(self.group(child)?),
                 "enable" => {
                     self.once(&raw.enabled_group, child, el)?;
@@ -397,6 +383,40 @@ impl Walker<'_, '_> {
             }
         }
         Ok(raw)
+    }
+
+    /// `<listen ip=… …>` with its `<route>`s.
+    fn listen(&self, el: &Element) -> Result<RawListen, ConfigError> {
+        const LISTEN: &[&str] = &["ip"];
+        self.check_attrs(el, &with_options(LISTEN, ListenOptions::KEYS))?;
+        let leaf = Leaf(el);
+        let Some(ip) = leaf.get("ip") else {
+            return Err(self.src.error(
+                el.at,
+                "listen address is missing (expected ip=\"HOST:PORT\")",
+            ));
+        };
+        let mut routes = Vec::with_capacity(el.children.len());
+        for child in &el.children {
+            if child.name != "route" {
+                return Err(self.unknown_child(el, child, &["route"]));
+            }
+            let route = self.leaf(child, &["service", "sni", "alpn", "protocol", "host"])?;
+            routes.push(RawRoute {
+                at: child.at,
+                service: route.get("service"),
+                sni: route.get("sni"),
+                alpn: route.get("alpn"),
+                protocol: route.get("protocol"),
+                host: route.get("host"),
+            });
+        }
+        Ok(RawListen {
+            at: el.at,
+            ip: Some(ip),
+            options: leaf.options(LISTEN),
+            routes,
+        })
     }
 
     fn group(&self, el: &Element) -> Result<RawGroup, ConfigError> {

@@ -335,6 +335,7 @@ impl From<CheckError> for ControlError {
                 host,
             },
             Rule::DuplicateUser(user) => ControlError::DuplicateUser(user),
+            Rule::UnknownService(service) => ControlError::UnknownService(service),
             Rule::UnknownEnabledGroup { service, group } => {
                 ControlError::UnknownGroup { service, group }
             }

@@ -138,3 +138,13 @@ fn deep_nesting() {
 fn legacy_params() {
     replay("legacy_params", checks::legacy_params, 20_000);
 }
+
+#[test]
+fn client_hello() {
+    replay("client_hello", checks::client_hello, 3_000);
+}
+
+#[test]
+fn http_request() {
+    replay("http_request", checks::http_request, 3_000);
+}

@@ -8,5 +8,6 @@ mod common;
 
 mod config_hardening;
 mod reload_files;
+mod routes;
 mod schema;
 mod writeback;

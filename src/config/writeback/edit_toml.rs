@@ -15,9 +15,10 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Tab
 use super::super::model::*;
 use super::super::options::Written;
 use super::super::write::{
-    logging_values, seconds, to_toml, toml_inline_options, toml_listen, tstr, yes,
+    logging_values, seconds, to_toml, toml_inline_options, toml_listen, toml_listeners, toml_route,
+    tstr, yes,
 };
-use super::written_path;
+use super::{common_ends, written_path};
 
 /// The running configuration written into `text`, which loaded into `boot`.
 /// The caller has already ruled out a change of the cluster or the resolver.
@@ -238,21 +239,27 @@ fn push_value(a: &mut Array, mut v: Value) {
     a.push_formatted(v);
 }
 
-/// Inserts an element before the one at `i`, which keeps its line; the comment
-/// ending the previous line stays there.
+/// Inserts an element before the one at `i`, which keeps its line and the
+/// comment lines above it; the comment ending the previous line stays there.
 fn insert_value(a: &mut Array, i: usize, mut v: Value) {
     let Some(next) = a.get_mut(i) else {
         push_value(a, v);
         return;
     };
     let prefix = raw(next.decor().prefix());
-    let own = match prefix.rfind('\n') {
-        Some(newline) => format!("\n{}", &prefix[newline + 1..]),
-        None if i == 0 => " ".to_string(),
-        None => prefix.clone(),
+    let (own, new) = match prefix.rfind('\n') {
+        Some(newline) => {
+            let (end, rest) = split_line(&prefix);
+            (
+                rest.to_string(),
+                format!("{end}\n{}", &prefix[newline + 1..]),
+            )
+        }
+        None if i == 0 => (" ".to_string(), prefix.clone()),
+        None => (prefix.clone(), prefix.clone()),
     };
     next.decor_mut().set_prefix(own);
-    v.decor_mut().set_prefix(prefix);
+    v.decor_mut().set_prefix(new);
     v.decor_mut().set_suffix("");
     a.insert_formatted(i, v);
 }
@@ -405,7 +412,7 @@ fn service(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Optio
     }
     set_options(t, &r.options.differing(&b.options))?;
     if b.listeners != r.listeners {
-        listeners(t.get_mut("listen")?.as_array_mut()?, b, r)?;
+        listeners(t, b, r)?;
     }
     let named = match t.get("enabled_group") {
         None => false,
@@ -416,6 +423,18 @@ fn service(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Optio
             true
         }
     };
+    if b.groups == r.groups {
+        return Some(());
+    }
+    if t.get("group").is_none() && b.groups.is_empty() {
+        // A service that had no group: the groups as `to_toml` writes them.
+        let mut list = ArrayOfTables::new();
+        for g in &r.groups {
+            list.push(spaced(rendered_group(g, g.name == r.enabled_group)?));
+        }
+        t.insert("group", Item::ArrayOfTables(list));
+        return Some(());
+    }
     Seq::of(t.get_mut("group")?)?.sync(
         &b.groups,
         &r.groups,
@@ -425,9 +444,29 @@ fn service(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Optio
     )
 }
 
-/// Edits the `listen` array: entries are matched by address; one whose settings
-/// changed becomes (or stays) a table, and the others keep their text.
-fn listeners(listen: &mut Array, b: &ServiceConfig, r: &ServiceConfig) -> Option<()> {
+/// Edits the service's listeners: the `listen` array (entries matched by
+/// address; one whose settings or routes changed becomes, or stays, a
+/// table, and the others keep their text), or its `[[service.listen]]`
+/// tables, or a new `listen` key where the service had none.
+fn listeners(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Option<()> {
+    let item = match t.get_mut("listen") {
+        Some(item) => item,
+        None if b.listeners.is_empty() => {
+            set(t, "listen", toml_listeners(&r.listeners).parse().ok()?);
+            return Some(());
+        }
+        None => return None,
+    };
+    if let Item::ArrayOfTables(_) = item {
+        return Seq::of(item)?.sync(
+            &b.listeners,
+            &r.listeners,
+            |a, b| a.addr == b.addr,
+            listener,
+            |l| inline(&toml_listen(l, "")).map(Entry::Inline),
+        );
+    }
+    let listen = item.as_array_mut()?;
     if listen.len() != b.listeners.len() {
         return None;
     }
@@ -435,15 +474,18 @@ fn listeners(listen: &mut Array, b: &ServiceConfig, r: &ServiceConfig) -> Option
     for (i, l) in b.listeners.iter().enumerate().rev() {
         match find(&r.listeners, l) {
             None => remove_value(listen, i),
-            Some(j) if r.listeners[j].options != l.options => {
+            Some(j) if r.listeners[j] != *l => {
                 let rl = &r.listeners[j];
                 let entry = listen.get_mut(i)?;
+                let plain = rl.routes.is_empty() && rl.options.non_default().is_empty();
                 match entry {
-                    Value::InlineTable(table) => {
-                        set_options(table, &rl.options.differing(&l.options))?;
+                    Value::InlineTable(table) if !plain => {
+                        listener(table, l, rl)?;
+                        tidy_inline(table);
                     }
+                    // Back to the address alone, or a table in place of it.
                     _ => {
-                        let mut table: Value = toml_listen(rl).parse().ok()?;
+                        let mut table: Value = toml_listen(rl, "  ").parse().ok()?;
                         *table.decor_mut() = entry.decor().clone();
                         *entry = table;
                     }
@@ -454,8 +496,65 @@ fn listeners(listen: &mut Array, b: &ServiceConfig, r: &ServiceConfig) -> Option
     }
     for (i, l) in r.listeners.iter().enumerate() {
         if find(&b.listeners, l).is_none() {
-            insert_value(listen, i, toml_listen(l).parse().ok()?);
+            insert_value(listen, i, toml_listen(l, "  ").parse().ok()?);
         }
+    }
+    Some(())
+}
+
+/// After keys were added to an inline table: the blank before its `}` follows
+/// its last value only (a key added after the last one would otherwise leave
+/// `a = 1 , b = 2`). Comments and line breaks are left alone.
+fn tidy_inline(t: &mut InlineTable) {
+    let last = t.len().saturating_sub(1);
+    for (i, (_, v)) in t.iter_mut().enumerate() {
+        let suffix = raw(v.decor().suffix());
+        if suffix.chars().all(|c| c == ' ' || c == '\t') {
+            v.decor_mut().set_suffix(if i == last { " " } else { "" });
+        }
+    }
+}
+
+/// A listener's table (inline or `[[service.listen]]`): its settings and
+/// routes.
+fn listener(t: &mut dyn TableLike, b: &Listener, r: &Listener) -> Option<()> {
+    set_options(t, &r.options.differing(&b.options))?;
+    routes(t, &b.routes, &r.routes)
+}
+
+/// Brings a listener's `routes` to `running`. Routes have no name to match
+/// them by and their order matters, so the routes both share at the start and
+/// at the end keep their entries (and comments), and those in between are
+/// replaced.
+fn routes(t: &mut dyn TableLike, boot: &[Route], running: &[Route]) -> Option<()> {
+    if boot == running {
+        return Some(());
+    }
+    if running.is_empty() {
+        t.remove("routes");
+        return Some(());
+    }
+    let Some(item) = t.get_mut("routes") else {
+        if !boot.is_empty() {
+            return None;
+        }
+        let lines: String = running
+            .iter()
+            .map(|r| format!("\n    {},", toml_route(r)))
+            .collect();
+        set(t, "routes", format!("[{lines}\n  ]").parse().ok()?);
+        return Some(());
+    };
+    let mut seq = Seq::of(item)?;
+    if seq.len() != boot.len() {
+        return None;
+    }
+    let (prefix, suffix) = common_ends(boot, running);
+    for i in (prefix..boot.len() - suffix).rev() {
+        seq.remove(i);
+    }
+    for (i, r) in running[prefix..running.len() - suffix].iter().enumerate() {
+        seq.insert(prefix + i, Entry::Inline(inline(&toml_route(r))?));
     }
     Some(())
 }

@@ -17,9 +17,10 @@ use super::super::options::Written;
 use super::super::parse::parse_bool;
 use super::super::write::{
     attr as esc, logging_values, seconds, written_path, xml_admin, xml_group, xml_host, xml_listen,
-    xml_manager, xml_service, xml_ssh, xml_task, xml_user, xml_web, yes,
+    xml_manager, xml_route, xml_service, xml_ssh, xml_task, xml_user, xml_web, yes,
 };
 use super::super::xml::{Element, parse_tree};
+use super::common_ends;
 
 /// The indentation step used when the file shows none.
 const DEFAULT_STEP: &str = "  ";
@@ -413,9 +414,9 @@ impl Editor<'_> {
             |a, b| a.addr == b.addr,
             |ed, le, bl, rl| {
                 ed.set_options(le, &rl.options.differing(&bl.options));
-                Some(())
+                ed.routes(le, &bl.routes, &rl.routes)
             },
-            |l, ind, _| xml_listen(l, ind),
+            xml_listen,
         )?;
         let enable_el = kids(el, "enable").into_iter().next();
         let named = enable_el.is_some();
@@ -431,6 +432,47 @@ impl Editor<'_> {
             && attr_value(e, "group") != Some(r.enabled_group.as_str())
         {
             self.set_attr(e, "group", &r.enabled_group);
+        }
+        Some(())
+    }
+
+    /// Brings a listener's routes to `running`. Routes have no name to match
+    /// them by and their order matters, so the routes both share at the start
+    /// and at the end keep their elements (and the comments around them), and
+    /// those in between are rewritten in place, removed or inserted: adding,
+    /// removing or changing one route touches that route's line only.
+    fn routes(&mut self, listen: &Element, boot: &[Route], running: &[Route]) -> Option<()> {
+        if boot == running {
+            return Some(());
+        }
+        let els = kids(listen, "route");
+        if els.len() != boot.len() {
+            return None;
+        }
+        let (prefix, suffix) = common_ends(boot, running);
+        let old = &els[prefix..boot.len() - suffix];
+        let new = &running[prefix..running.len() - suffix];
+        // Changed routes are rewritten where they are, keeping their lines'
+        // comments; the rest are removed or inserted after them.
+        let paired = old.len().min(new.len());
+        for (el, route) in old.iter().zip(new) {
+            self.push(el.at, el.end, xml_route(route, ""));
+        }
+        for el in &old[paired..] {
+            self.remove(el);
+        }
+        let added = &new[paired..];
+        if added.is_empty() {
+            return Some(());
+        }
+        let render = |ind: &str, _: &str| added.iter().map(|r| xml_route(r, ind)).collect();
+        let before = prefix + paired;
+        if before > 0 {
+            self.insert_after(els[before - 1], render);
+        } else if suffix > 0 {
+            self.insert_before(els[boot.len() - suffix], render);
+        } else {
+            self.insert_into(listen, render);
         }
         Some(())
     }

@@ -155,6 +155,21 @@ pub fn same_config(a: &Config, b: &Config) -> bool {
         && *resolver == b.resolver
 }
 
+/// How many items `boot` and `running` share at their start, and then at
+/// their end (never overlapping the start).
+fn common_ends<T: PartialEq>(boot: &[T], running: &[T]) -> (usize, usize) {
+    let prefix = boot.iter().zip(running).take_while(|(b, r)| b == r).count();
+    let room = boot.len().min(running.len()) - prefix;
+    let suffix = boot
+        .iter()
+        .rev()
+        .zip(running.iter().rev())
+        .take(room)
+        .take_while(|(b, r)| b == r)
+        .count();
+    (prefix, suffix)
+}
+
 /// The directory relative paths in the file are resolved against.
 fn base_dir(path: &Path) -> Option<&Path> {
     path.parent().filter(|p| !p.as_os_str().is_empty())

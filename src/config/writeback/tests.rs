@@ -381,9 +381,17 @@ fn missing_file_is_a_read_error() {
 /// A random change of the kinds the admin plane makes.
 fn random_change(c: &mut Config, rng: &mut fastrand::Rng, n: usize) {
     let s = rng.usize(..c.services.len());
+    if rng.u8(..4) == 0 {
+        random_route_change(c, s, rng, n);
+        return;
+    }
+    let removable = c.services.len() > 1 && c.check_unrouted(&c.services[s].name).is_ok();
     let service = &mut c.services[s];
+    if service.groups.is_empty() {
+        return;
+    }
     let g = rng.usize(..service.groups.len());
-    match rng.u8(..10) {
+    match rng.u8(..11) {
         0 => {
             let at = rng.usize(..=service.groups[g].hosts.len());
             let new = host(
@@ -441,8 +449,15 @@ fn random_change(c: &mut Config, rng: &mut fastrand::Rng, n: usize) {
             ];
             c.services.push(new);
         }
-        8 if c.services.len() > 1 => {
+        8 if removable => {
             c.services.remove(s);
+        }
+        10 => {
+            // Reached by routes only: no listener.
+            let mut new = service.clone();
+            new.name = format!("bare{n}");
+            new.listeners.clear();
+            c.services.push(new);
         }
         9 => {
             let admin = c.admin.get_or_insert_with(Default::default);
@@ -461,6 +476,59 @@ fn random_change(c: &mut Config, rng: &mut fastrand::Rng, n: usize) {
     }
 }
 
+/// A random change of a listener's routes (added, removed, changed, moved)
+/// or its inspection settings, on service `s`.
+fn random_route_change(c: &mut Config, s: usize, rng: &mut fastrand::Rng, n: usize) {
+    let name = c.services[s].name.clone();
+    let targets: Vec<String> = c
+        .services
+        .iter()
+        .filter(|t| t.name != name && !t.groups.is_empty())
+        .map(|t| t.name.clone())
+        .collect();
+    let service = &mut c.services[s];
+    if service.listeners.is_empty() {
+        return;
+    }
+    let l = rng.usize(..service.listeners.len());
+    let listener = &mut service.listeners[l];
+    let len = listener.routes.len();
+    // A service without groups keeps a route on every listener.
+    let removable = len > 1 || !service.groups.is_empty();
+    match rng.u8(..5) {
+        0 | 1 if !targets.is_empty() => {
+            let mut route = crate::config::Route::to(&targets[rng.usize(..targets.len())]);
+            match rng.u8(..3) {
+                0 => route.sni = Some(format!("r{n}.example.com")),
+                1 => {
+                    route.protocol = Some(crate::config::ClientProtocol::Http);
+                    route.host = Some(format!("h{n}.example.com"));
+                }
+                _ => route.alpn = Some(format!("a{n}")),
+            }
+            listener.routes.insert(rng.usize(..=len), route);
+        }
+        2 if len > 0 && removable => {
+            listener.routes.remove(rng.usize(..len));
+        }
+        3 if len > 0 => {
+            let i = rng.usize(..len);
+            listener.routes[i].sni = Some(format!("*.c{n}.example.org"));
+            listener.routes[i].protocol = None;
+            listener.routes[i].host = None;
+            if len > 1 {
+                let moved = listener.routes.remove(i);
+                listener.routes.insert(rng.usize(..len), moved);
+            }
+        }
+        _ => {
+            listener.options.inspect_timeout =
+                std::time::Duration::from_millis(500 * rng.u64(1..10));
+            listener.options.inspect_bytes = rng.u32(1..=crate::config::MAX_INSPECT_BYTES);
+        }
+    }
+}
+
 #[test]
 fn random_changes_always_round_trip() {
     let mut rng = fastrand::Rng::with_seed(7);
@@ -475,6 +543,8 @@ fn random_changes_always_round_trip() {
             "x.xml",
             include_str!("../../../tests/fixtures/txlb-confex.xml"),
         ),
+        ("r.xml", ROUTES_XML),
+        ("r.toml", ROUTES_TOML),
     ] {
         let path = Path::new(path);
         let mut text = fixture.to_string();
@@ -752,4 +822,219 @@ fn save_reply_writes_atomically_keeps_a_backup_and_refuses_a_conflict() {
         "{refused}"
     );
     assert!(fs::read_to_string(&path).unwrap().contains("127.0.0.1:2"));
+}
+
+/// Routes on listeners, in both formats, with comments to keep.
+const ROUTES_XML: &str = "<config>
+  <service name='edge'>
+    <listen ip='*:443'>
+      <route sni='api.example.com' service='api'/>  <!-- the API -->
+      <!-- ssh on 443 too -->
+      <route protocol='ssh' service='api'/>
+    </listen>
+    <listen ip='*:80'/>
+    <group name='g' enable='yes'><host name='e' ip='10.0.0.9:80'/></group>
+  </service>
+  <!-- reached by routes -->
+  <service name='api'>
+    <group name='g' enable='yes'><host name='a' ip='10.0.0.1:443'/></group>
+  </service>
+  <service name='front'>
+    <listen ip='*:8443'>
+      <route sni='*' service='api'/>
+    </listen>
+  </service>
+</config>
+";
+
+const ROUTES_TOML: &str = r#"[[service]]
+name = "edge"
+listen = [
+  { ip = "*:443", routes = [
+    { sni = "api.example.com", service = "api" },  # the API
+    # ssh on 443 too
+    { protocol = "ssh", service = "api" },
+  ] },
+  "*:80",  # plain
+]
+
+  [[service.group]]
+  name = "g"
+  enable = true
+  hosts = [ { name = "e", ip = "10.0.0.9:80" } ]
+
+# reached by routes
+[[service]]
+name = "api"
+
+  [[service.group]]
+  name = "g"
+  enable = true
+  hosts = [ { name = "a", ip = "10.0.0.1:443" } ]
+
+[[service]]
+name = "front"
+
+  [[service.listen]]   # the front door
+  ip = "*:8443"
+
+    [[service.listen.routes]]
+    sni = "*"
+    service = "api"
+"#;
+
+fn sni_route(sni: &str, service: &str) -> crate::config::Route {
+    crate::config::Route {
+        sni: Some(sni.into()),
+        ..crate::config::Route::to(service)
+    }
+}
+
+#[test]
+fn xml_routes_added_removed_and_changed_in_place() {
+    // Added between two routes, the comments stay where they were.
+    let out = in_place("c.xml", ROUTES_XML, |c| {
+        c.services[0].listeners[0]
+            .routes
+            .insert(1, sni_route("*.example.org", "api"));
+    });
+    assert_eq!(
+        out,
+        ROUTES_XML.replace(
+            "<!-- the API -->\n",
+            "<!-- the API -->\n      <route sni=\"*.example.org\" service=\"api\"/>\n"
+        )
+    );
+    // Removed: its line goes, the comments stay.
+    let out = in_place("c.xml", ROUTES_XML, |c| {
+        c.services[0].listeners[0].routes.remove(1);
+    });
+    assert_eq!(
+        out,
+        ROUTES_XML.replace("      <route protocol='ssh' service='api'/>\n", "")
+    );
+    // Changed: that route's line only.
+    let out = in_place("c.xml", ROUTES_XML, |c| {
+        c.services[0].listeners[0].routes[0].sni = Some("api2.example.com".into());
+    });
+    assert_eq!(
+        out,
+        ROUTES_XML.replace(
+            "<route sni='api.example.com' service='api'/>",
+            "<route sni=\"api2.example.com\" service=\"api\"/>"
+        )
+    );
+    // The first route on a plain listener opens its element; settings set.
+    let out = in_place("c.xml", ROUTES_XML, |c| {
+        let l = &mut c.services[0].listeners[1];
+        l.routes.push(sni_route("web.example.com", "api"));
+        l.options.inspect_timeout = std::time::Duration::from_secs(2);
+    });
+    assert!(
+        out.contains(
+            "    <listen ip='*:80' inspectTimeout=\"2\">\n      <route sni=\"web.example.com\" service=\"api\"/>\n    </listen>\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("<!-- ssh on 443 too -->"), "{out}");
+    // A service added with no listener, and one with no group.
+    let out = in_place("c.xml", ROUTES_XML, |c| {
+        let mut bare = c.services[1].clone();
+        bare.name = "bare".into();
+        c.services.push(bare);
+        let mut front = c.services[2].clone();
+        front.name = "front2".into();
+        front.listeners[0].addr.port = 8444;
+        c.services.push(front);
+    });
+    assert!(
+        out.starts_with(&ROUTES_XML.replace("</config>\n", "")),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "  <service name=\"bare\">\n    <group name=\"g\" scheduler=\"roundr\" enable=\"true\">"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("  <service name=\"front2\">\n    <listen ip=\"*:8444\">\n      <route sni=\"*\" service=\"api\"/>\n    </listen>\n  </service>"),
+        "{out}"
+    );
+}
+
+#[test]
+fn toml_routes_added_removed_and_changed_in_place() {
+    let out = in_place("c.toml", ROUTES_TOML, |c| {
+        c.services[0].listeners[0]
+            .routes
+            .insert(1, sni_route("*.example.org", "api"));
+    });
+    assert!(
+        out.contains("    { sni = \"api.example.com\", service = \"api\" },  # the API\n    { sni = \"*.example.org\", service = \"api\" },\n    # ssh on 443 too\n"),
+        "{out}"
+    );
+    let out = in_place("c.toml", ROUTES_TOML, |c| {
+        c.services[0].listeners[0].routes.remove(1);
+    });
+    assert!(!out.contains("ssh") && out.contains("# the API\n"), "{out}");
+    // The plain entry becomes a table with its routes; its comment stays.
+    let out = in_place("c.toml", ROUTES_TOML, |c| {
+        let l = &mut c.services[0].listeners[1];
+        l.routes.push(sni_route("web.example.com", "api"));
+    });
+    assert!(
+        out.contains("{ ip = \"*:80\", routes = [\n    { sni = \"web.example.com\", service = \"api\" },\n  ] },  # plain\n"),
+        "{out}"
+    );
+    // [[service.listen]] tables: a route added, a setting set.
+    let out = in_place("c.toml", ROUTES_TOML, |c| {
+        let l = &mut c.services[2].listeners[0];
+        l.routes.insert(0, sni_route("first.example.com", "api"));
+        l.options.inspect_bytes = 512;
+    });
+    assert!(
+        out.contains("[[service.listen]]   # the front door\n  ip = \"*:8443\"\n"),
+        "{out}"
+    );
+    assert!(out.contains("inspect_bytes = 512"), "{out}");
+    assert!(out.contains("sni = \"first.example.com\""), "{out}");
+    // A service added with no listener, and one with no group.
+    let out = in_place("c.toml", ROUTES_TOML, |c| {
+        let mut bare = c.services[1].clone();
+        bare.name = "bare".into();
+        c.services.push(bare);
+        let mut front = c.services[2].clone();
+        front.name = "front2".into();
+        front.listeners[0].addr.port = 8444;
+        c.services.push(front);
+    });
+    assert!(out.starts_with(ROUTES_TOML), "{out}");
+    // Every route of a listener removed: its routes key goes.
+    let out = in_place("c.toml", ROUTES_TOML, |c| {
+        c.services[0].listeners[0].routes.clear();
+    });
+    assert!(
+        out.contains("listen = [\n  \"*:443\",\n  \"*:80\",  # plain\n]"),
+        "{out}"
+    );
+}
+
+#[test]
+fn routes_kept_when_a_service_without_groups_gets_one() {
+    for (path, text) in [("c.xml", ROUTES_XML), ("c.toml", ROUTES_TOML)] {
+        let out = in_place(path, text, |c| {
+            c.services[2].groups.push(GroupConfig::new(
+                "late",
+                SchedulerKind::RoundRobin,
+                vec![host("l", "10.0.0.7:443")],
+            ));
+            c.services[2].enabled_group = "late".into();
+        });
+        assert!(out.contains("late"), "{out}");
+        assert!(
+            out.contains("# the API") || out.contains("<!-- the API -->"),
+            "{out}"
+        );
+    }
 }

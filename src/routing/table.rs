@@ -1,0 +1,218 @@
+//! A listener's routes compiled for look-up: indexed by the name, ALPN
+//! protocol or client protocol they require, so that finding a client's route
+//! costs a few hash look-ups however many routes there are.
+
+use std::collections::HashMap;
+
+use crate::config::{ClientProtocol, Route};
+
+use super::seen::Seen;
+
+/// A name condition (`sni` or `host`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    /// This name.
+    Exact(Box<str>),
+    /// `*.SUFFIX`: one or more labels under SUFFIX.
+    Under(Box<str>),
+    /// `*`: any name, but a name.
+    Any,
+}
+
+impl Pattern {
+    fn new(text: &str) -> Pattern {
+        let text = text.to_ascii_lowercase();
+        let text = text.strip_suffix('.').unwrap_or(&text);
+        if text == "*" {
+            Pattern::Any
+        } else if let Some(suffix) = text.strip_prefix("*.") {
+            Pattern::Under(suffix.into())
+        } else {
+            // An IPv6 Host is kept without brackets.
+            let text = text
+                .strip_prefix('[')
+                .and_then(|t| t.strip_suffix(']'))
+                .unwrap_or(text);
+            Pattern::Exact(text.into())
+        }
+    }
+
+    fn matches(&self, name: Option<&str>) -> bool {
+        let Some(name) = name else {
+            return false;
+        };
+        match self {
+            Pattern::Exact(exact) => **exact == *name,
+            Pattern::Under(suffix) => {
+                name.len() > suffix.len() + 1
+                    && name.ends_with(&**suffix)
+                    && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+            }
+            Pattern::Any => true,
+        }
+    }
+}
+
+/// One route's conditions.
+#[derive(Debug, Clone)]
+struct Conditions {
+    sni: Option<Pattern>,
+    alpn: Option<Box<str>>,
+    protocol: Option<ClientProtocol>,
+    host: Option<Pattern>,
+}
+
+impl Conditions {
+    fn matches(&self, seen: &Seen, sni: Option<&str>, host: Option<&str>) -> bool {
+        self.sni.as_ref().is_none_or(|p| p.matches(sni))
+            && self.host.as_ref().is_none_or(|p| p.matches(host))
+            && self.protocol.is_none_or(|p| p == seen.protocol)
+            && self
+                .alpn
+                .as_ref()
+                .is_none_or(|a| seen.alpn.iter().any(|offered| offered == a))
+    }
+}
+
+/// Route indices by a name: the exact names, the suffixes of `*.SUFFIX`, and
+/// `*`, each list in configuration order.
+#[derive(Debug, Clone, Default)]
+struct Names {
+    exact: HashMap<Box<str>, Vec<u32>>,
+    under: HashMap<Box<str>, Vec<u32>>,
+    any: Vec<u32>,
+}
+
+impl Names {
+    fn add(&mut self, pattern: &Pattern, index: u32) {
+        match pattern {
+            Pattern::Exact(name) => self.exact.entry(name.clone()).or_default().push(index),
+            Pattern::Under(suffix) => self.under.entry(suffix.clone()).or_default().push(index),
+            Pattern::Any => self.any.push(index),
+        }
+    }
+
+    /// The lists that may hold routes for `name`: its own, those of each of
+    /// its parents (as many as it has dots), and `*`'s.
+    fn lists<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u32]> + 'a {
+        let parents = name
+            .match_indices('.')
+            .filter_map(|(dot, _)| self.under.get(&name[dot + 1..]));
+        self.exact
+            .get(name)
+            .into_iter()
+            .chain(parents)
+            .map(Vec::as_slice)
+            .chain(std::iter::once(self.any.as_slice()))
+    }
+}
+
+/// The compiled routes of one listener.
+///
+/// Each route is indexed once, by its most selective condition: its `sni`,
+/// else its `host`, else its `alpn`, else its `protocol`. [`find`](Self::find)
+/// looks up the client's own keys (its name and each parent domain of it,
+/// each ALPN protocol it offers, its protocol) and checks every condition of
+/// the routes listed there, in configuration order, stopping at the first
+/// match of each list and skipping routes after the best so far: the cost
+/// depends on the client and on how many routes share its keys, not on how
+/// many routes there are.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Conditions>,
+    sni: Names,
+    host: Names,
+    alpn: HashMap<Box<str>, Vec<u32>>,
+    protocol: [Vec<u32>; ClientProtocol::ALL.len()],
+    /// Routes without a condition, which the configuration refuses: they
+    /// match every client.
+    any: Vec<u32>,
+}
+
+fn protocol_index(protocol: ClientProtocol) -> usize {
+    ClientProtocol::ALL
+        .iter()
+        .position(|&p| p == protocol)
+        .unwrap_or_default()
+}
+
+impl RouteTable {
+    /// Compiles a listener's routes, in configuration order.
+    pub fn new(routes: &[Route]) -> RouteTable {
+        let mut table = RouteTable::default();
+        for (index, route) in routes.iter().enumerate() {
+            let Ok(index) = u32::try_from(index) else {
+                break;
+            };
+            let conditions = Conditions {
+                sni: route.sni.as_deref().map(Pattern::new),
+                alpn: route.alpn.as_deref().map(Box::from),
+                protocol: route.protocol,
+                host: route.host.as_deref().map(Pattern::new),
+            };
+            if let Some(sni) = &conditions.sni {
+                table.sni.add(sni, index);
+            } else if let Some(host) = &conditions.host {
+                table.host.add(host, index);
+            } else if let Some(alpn) = &conditions.alpn {
+                table.alpn.entry(alpn.clone()).or_default().push(index);
+            } else if let Some(protocol) = conditions.protocol {
+                table.protocol[protocol_index(protocol)].push(index);
+            } else {
+                table.any.push(index);
+            }
+            table.routes.push(conditions);
+        }
+        table
+    }
+
+    /// Whether there are no routes.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Index (into the routes given to [`new`](Self::new)) of the first route,
+    /// in order, whose every condition `seen` matches.
+    pub fn find(&self, seen: &Seen) -> Option<usize> {
+        // Names from the sniffer are lower case already; others are made so.
+        let sni = seen.sni.as_deref().map(lower_case);
+        let host = seen.host.as_deref().map(lower_case);
+        let sni = sni.as_deref();
+        let host = host.as_deref();
+        let mut best = u32::MAX;
+        let mut consider = |list: &[u32]| {
+            for &index in list {
+                if index >= best {
+                    break;
+                }
+                if self.routes[index as usize].matches(seen, sni, host) {
+                    best = index;
+                    break;
+                }
+            }
+        };
+        if let Some(name) = sni {
+            self.sni.lists(name).for_each(&mut consider);
+        }
+        if let Some(name) = host {
+            self.host.lists(name).for_each(&mut consider);
+        }
+        for offered in &seen.alpn {
+            if let Some(list) = self.alpn.get(offered) {
+                consider(list);
+            }
+        }
+        consider(&self.protocol[protocol_index(seen.protocol)]);
+        consider(&self.any);
+        (best != u32::MAX).then_some(best as usize)
+    }
+}
+
+/// `name` in lower case, borrowed when it already is.
+fn lower_case(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        name.to_ascii_lowercase().into()
+    } else {
+        name.into()
+    }
+}

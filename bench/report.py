@@ -185,6 +185,9 @@ def derive(r):
         # hash of the hello it sent; every other outcome is in "errors"
         if cpu_s is not None and r.get("conns"):
             r["cpu_us_per"] = cpu_s * 1e6 / r["conns"]
+        kinds = ("connect_errors", "resets", "no_answer", "bad_bytes", "wrong_route", "timeouts")
+        if r.get("errors") and "error_text" not in r:
+            r["error_text"] = ", ".join("%s %d" % (k, r[k]) for k in kinds if r.get(k))
     elif s in ("bulk1", "bulk8"):
         errs = r.get("errors", 0) + r.get("short_streams", 0)
         r["errors"] = errs

@@ -86,6 +86,21 @@ pub fn format_record(r: &ConnectionRecord, format: AccessFormat, out: &mut Strin
                 ended,
                 r.failovers
             );
+            if let Some(seen) = &r.inspection {
+                let _ = write!(out, " protocol={}", seen.protocol);
+                if let Some(sni) = &seen.sni {
+                    let _ = write!(out, " sni={sni:?}");
+                }
+                if !seen.alpn.is_empty() {
+                    let _ = write!(out, " alpn={:?}", seen.alpn.join(","));
+                }
+                match &seen.route {
+                    Some(route) => {
+                        let _ = write!(out, " route={route:?}");
+                    }
+                    None => out.push_str(" route=none"),
+                }
+            }
         }
     }
     out.push('\n');

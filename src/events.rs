@@ -85,6 +85,16 @@ pub enum Event {
         /// The address as configured.
         listen: String,
     },
+    /// A listener's settings changed in place, its socket kept: its PROXY
+    /// protocol acceptance or its routes.
+    ListenerChanged {
+        /// Service name.
+        service: String,
+        /// The address as configured.
+        listen: String,
+        /// How many routes it has now.
+        routes: usize,
+    },
     /// A service was added.
     ServiceAdded {
         /// Service name.
@@ -272,6 +282,11 @@ impl Events {
             Event::ListenerRemoved { service, listen } => {
                 tracing::info!(service, listen, "listener closing")
             }
+            Event::ListenerChanged {
+                service,
+                listen,
+                routes,
+            } => tracing::info!(service, listen, routes, "listener settings changed"),
             Event::FleetOutOfStep {
                 applied,
                 latest,

@@ -275,7 +275,9 @@
 //! Internals, free to change: `ops` (every change the web admin and the console
 //! offer, each written once: its parameters and their checks, the command it
 //! sends and its answer), `control` (the single writer: command → new
-//! snapshot), `state` (per-host atomic counters and health, service counters,
+//! snapshot), `routing` (a client's first bytes told apart: TLS with its SNI
+//! and ALPN, HTTP with its Host, SSH; a listener's routes compiled for
+//! look-up), `state` (per-host atomic counters and health, service counters,
 //! limits, open connections), `snapshot` (the immutable snapshot),
 //! `proxy` (listeners, one connection's flow, the copy loop, the parking lot of
 //! idle connections), `health` (the
@@ -310,9 +312,6 @@ mod lookup;
 mod module_order;
 mod ops;
 mod proxy;
-// Used by the data path once it routes (issue 21); until then only by the fuzz
-// targets and tests.
-#[allow(dead_code, unused_imports)]
 mod routing;
 pub mod scheduler;
 mod snapshot;
@@ -333,7 +332,7 @@ pub use balancer::reload;
 pub use balancer::{
     Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats,
 };
-pub use control::{BoundListener, Command, ControlError};
+pub use control::{BoundListener, Command, ControlError, RouteStats};
 pub use proxy::proxy_protocol;
 pub use state::{
     BadInfo, ConnectionInfo, HostHealth, HostStatsView, LatencyView, ServiceCountersView,

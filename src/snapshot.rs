@@ -5,6 +5,7 @@
 //! connections read it only long enough to pick a host. What outlives a snapshot
 //! (counters, health, limits) is in [`crate::state`], shared by `Arc`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,15 +17,37 @@ use crate::state::{HostSnapshot, Limiter, ServiceCounters};
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Services in configuration order.
-    pub services: Vec<ServiceSnapshot>,
+    services: Vec<ServiceSnapshot>,
+    /// Index of each service in `services`, by name: routes may send clients
+    /// to any of many services, each looked up once per client.
+    by_name: HashMap<Arc<str>, usize>,
     /// The managers' settings, read by the managers every round.
     pub manager: ManagerConfig,
 }
 
 impl Snapshot {
-    /// The service called `name`, if any. Services are few, so a scan beats a map.
+    /// A snapshot of `services` (unique names, configuration order).
+    pub fn new(services: Vec<ServiceSnapshot>, manager: ManagerConfig) -> Snapshot {
+        let by_name = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        Snapshot {
+            services,
+            by_name,
+            manager,
+        }
+    }
+
+    /// Services in configuration order.
+    pub fn services(&self) -> &[ServiceSnapshot] {
+        &self.services
+    }
+
+    /// The service called `name`, if any.
     pub fn service(&self, name: &str) -> Option<&ServiceSnapshot> {
-        self.services.iter().find(|s| &*s.name == name)
+        self.services.get(*self.by_name.get(name)?)
     }
 }
 
@@ -52,9 +75,10 @@ pub struct ServiceSnapshot {
 }
 
 impl ServiceSnapshot {
-    /// The group that receives new connections.
-    pub fn enabled_group(&self) -> &GroupSnapshot {
-        &self.groups[self.enabled]
+    /// The group that receives new connections; `None` for a service without
+    /// groups (reached only through routes, it serves no client of its own).
+    pub fn enabled_group(&self) -> Option<&GroupSnapshot> {
+        self.groups.get(self.enabled).map(|g| &**g)
     }
 
     /// The group new connections go to now: the enabled group while one of its
@@ -62,7 +86,7 @@ impl ServiceSnapshot {
     /// (configuration order) with a usable host; `None` when no group has one.
     /// Reads only host atomics: no lock, no allocation.
     pub fn serving_group(&self) -> Option<usize> {
-        if self.enabled_group().any_available() {
+        if self.enabled_group()?.any_available() {
             return Some(self.enabled);
         }
         self.backups
@@ -125,11 +149,8 @@ mod tests {
         for kind in SchedulerKind::ALL {
             let hosts = scheduler::testing::hosts(&[1, 2, 3]);
             let freed: Vec<_> = hosts.iter().map(|h| Arc::downgrade(&h.stats)).collect();
-            let snapshot = Snapshot {
-                services: vec![service(kind, hosts)],
-                manager: ManagerConfig::default(),
-            };
-            let group = snapshot.services[0].enabled_group();
+            let snapshot = Snapshot::new(vec![service(kind, hosts)], ManagerConfig::default());
+            let group = snapshot.services()[0].enabled_group().unwrap();
             let picked = group
                 .scheduler
                 .pick(&Candidates::new(&group.hosts, &[], None))
@@ -152,7 +173,7 @@ mod tests {
         let second = service(SchedulerKind::LeastConns, hosts);
         drop(first);
         assert!(stats.upgrade().is_some());
-        let group = second.enabled_group();
+        let group = second.enabled_group().unwrap();
         let open = ConnectionGuard::new(group.hosts[0].stats.clone());
         let c = Candidates::new(&group.hosts, &[], None);
         assert_eq!(group.scheduler.pick(&c), Some(1), "the tree still follows");

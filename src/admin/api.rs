@@ -21,7 +21,7 @@ use super::error::{AdminError, ApiError};
 use crate::config::{HostConfig, UserConfig};
 use crate::ops::{
     AddGroup, AddHost, AddListener, AddService, AddUser, Answer, Args, Drain, GroupRef, HostRef,
-    Op, RemoveListener, SetScheduler, connection_id, new_host, read,
+    Op, RemoveListener, RouteChange, SetScheduler, connection_id, new_host, read,
 };
 use crate::{GroupStats, HostStatsEntry, ServiceStats};
 
@@ -47,6 +47,14 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route(
             &format!("{S}/listeners/{{listen}}"),
             axum::routing::delete(delete_listener),
+        )
+        .route(
+            &format!("{S}/listeners/{{listen}}/routes"),
+            get(list_routes).post(create_route),
+        )
+        .route(
+            &format!("{S}/listeners/{{listen}}/routes/{{position}}"),
+            axum::routing::delete(delete_route),
         )
         .route(&format!("{S}/groups"), get(list_groups).post(create_group))
         .route(G, get(get_group).delete(delete_group))
@@ -292,6 +300,115 @@ async fn delete_listener(
         .with("service", Some(service))
         .with("listen", Some(listen));
     run(&state, Op::RemoveListener(RemoveListener::parse(&args)?)).await?;
+    no_content()
+}
+
+/// The listener `listen` (as configured) of `service`, with its routes.
+fn find_listener(
+    state: &AdminState,
+    service: &str,
+    listen: &str,
+) -> Result<crate::BoundListener, AdminError> {
+    let listener = find_service(state, service)?
+        .listeners
+        .into_iter()
+        .find(|l| l.configured == listen || l.local.to_string() == listen);
+    listener.ok_or_else(|| {
+        AdminError::from(crate::ops::OpError::Refused(
+            crate::ControlError::UnknownListener {
+                service: service.to_string(),
+                listen: listen.to_string(),
+            },
+        ))
+    })
+}
+
+async fn list_routes(
+    State(state): State<AdminState>,
+    P((service, listen)): P<(String, String)>,
+) -> ApiResult {
+    ok(
+        StatusCode::OK,
+        find_listener(&state, &service, &listen)?.routes,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRoute {
+    /// The service the route sends to.
+    to: String,
+    sni: Option<String>,
+    alpn: Option<String>,
+    protocol: Option<String>,
+    host: Option<String>,
+    /// Where among the listener's routes, 1 first; absent: last.
+    position: Option<u64>,
+}
+
+async fn create_route(
+    State(state): State<AdminState>,
+    P((service, listen)): P<(String, String)>,
+    J(body): J<NewRoute>,
+) -> ApiResult {
+    let configured = find_listener(&state, &service, &listen)?.configured;
+    let mut args = Args::new()
+        .with("service", Some(service.as_str()))
+        .with("listen", Some(configured.as_str()))
+        .with("to", Some(body.to));
+    let conditions = [
+        ("sni", body.sni),
+        ("alpn", body.alpn),
+        ("protocol", body.protocol),
+        ("host", body.host),
+        ("position", body.position.map(|p| p.to_string())),
+    ];
+    for (key, value) in conditions {
+        if let Some(value) = value {
+            args.setting(key, value);
+        }
+    }
+    run(&state, Op::AddRoute(RouteChange::parse(&args)?)).await?;
+    ok(
+        StatusCode::CREATED,
+        find_listener(&state, &service, &configured)?.routes,
+    )
+}
+
+/// Removes the route at `position` (1 first) of the listener.
+async fn delete_route(
+    State(state): State<AdminState>,
+    P((service, listen, position)): P<(String, String, usize)>,
+) -> ApiResult {
+    let configured = find_listener(&state, &service, &listen)?.configured;
+    let config = state.handle.config_shared();
+    let route = config
+        .services
+        .iter()
+        .find(|s| s.name == service)
+        .and_then(|s| {
+            s.listeners
+                .iter()
+                .find(|l| l.addr.to_string() == configured)
+        })
+        .and_then(|l| l.routes.get(position.checked_sub(1)?))
+        .cloned()
+        .ok_or_else(|| {
+            AdminError::from(crate::ops::OpError::NotFound(format!(
+                "listener {configured} of service {service:?} has no route {position}"
+            )))
+        })?;
+    let op = crate::ops::RouteChange {
+        service,
+        listen: crate::config::parse_listen_addr(&configured).map_err(|_| {
+            AdminError::from(crate::ops::OpError::Internal(
+                "a listener's address does not read back",
+            ))
+        })?,
+        route,
+        position: None,
+    };
+    run(&state, Op::RemoveRoute(op)).await?;
     no_content()
 }
 

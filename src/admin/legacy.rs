@@ -135,6 +135,13 @@ pub(crate) fn running_text(stats: &Stats, config: &Config) -> String {
                 "  listen {} bound={} accept_proxy={}",
                 l.configured, l.local, l.accept_proxy
             );
+            for r in &l.routes {
+                let _ = writeln!(
+                    t,
+                    "    route {} service={} hits={}",
+                    r.route, r.service, r.hits
+                );
+            }
         }
         for g in &s.groups {
             let _ = writeln!(

@@ -280,7 +280,7 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
             }
         }
     }
-    let service_counters: [(&str, &str, ServiceValue); 3] = [
+    let service_counters: [(&str, &str, ServiceValue); 4] = [
         ("txlb_service_accepted_total", "Clients accepted.", |c| {
             c.accepted
         }),
@@ -293,6 +293,11 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
             "txlb_service_no_host_total",
             "Clients closed because no host was available.",
             |c| c.no_host,
+        ),
+        (
+            "txlb_service_no_route_total",
+            "Clients of the service's routing listeners that no route matched, closed (the service has no group of its own).",
+            |c| c.no_route,
         ),
     ];
     for (name, help, value) in service_counters {
@@ -356,6 +361,44 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
         "Listeners accepting clients, per service.",
         |s| s.listeners.len() as u64,
     );
+    f.head(
+        "txlb_route_hits_total",
+        "counter",
+        "Clients each route of a listener sent to its service.",
+    );
+    for s in &stats.services {
+        for l in &s.listeners {
+            for r in &l.routes {
+                f.sample(
+                    "txlb_route_hits_total",
+                    &[
+                        ("listener", &l.configured),
+                        ("route", &r.route),
+                        ("service", &r.service),
+                    ],
+                    r.hits,
+                );
+            }
+        }
+    }
+    f.head(
+        "txlb_inspect_anomalies_total",
+        "counter",
+        "Clients of a listener with routes whose first bytes were odd (a malformed, \
+         truncated or oversized ClientHello, an HTTP request without Host, nothing in \
+         time…), by kind.",
+    );
+    for s in &stats.services {
+        for l in &s.listeners {
+            for (kind, n) in &l.anomalies {
+                f.sample(
+                    "txlb_inspect_anomalies_total",
+                    &[("listener", &l.configured), ("kind", kind)],
+                    *n,
+                );
+            }
+        }
+    }
     f.head(
         "txlb_admin_requests_total",
         "counter",

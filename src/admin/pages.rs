@@ -216,6 +216,62 @@ fn host_key(service: &str, group: &str, host: &str) -> String {
     format!("{service}\u{1f}{group}\u{1f}{host}")
 }
 
+/// The routes of listener `l` of service `sv`, each with its hits and a form
+/// removing it, then a form adding one.
+fn listener_routes(p: &mut String, sv: &str, l: &crate::BoundListener) {
+    let _ = write!(
+        p,
+        "<div class=\"routes\">Routes of <code>{}</code>:<ol>",
+        esc(&l.configured)
+    );
+    for r in &l.routes {
+        let mut hidden = vec![
+            ("service", sv),
+            ("listen", l.configured.as_str()),
+            ("to", r.service.as_str()),
+        ];
+        let conditions: Vec<(&str, &str)> = r
+            .route
+            .split(' ')
+            .filter_map(|c| c.split_once('='))
+            .collect();
+        hidden.extend(conditions);
+        let _ = write!(
+            p,
+            "<li><code>{}</code> &rarr; {} <small>({} clients)</small> {}</li>",
+            esc(&r.route),
+            esc(&r.service),
+            r.hits,
+            form("delRoute", &hidden, "", "remove")
+        );
+    }
+    p.push_str("</ol>");
+    if !l.anomalies.is_empty() {
+        let seen: Vec<String> = l
+            .anomalies
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        let _ = write!(
+            p,
+            "<small>odd first bytes: {}</small>",
+            esc(&seen.join(", "))
+        );
+    }
+    p.push_str(&form(
+        "addRoute",
+        &[("service", sv), ("listen", l.configured.as_str())],
+        "<input name=\"to\" placeholder=\"service\" required size=\"10\"> \
+         <input name=\"sni\" placeholder=\"sni\" size=\"14\"> \
+         <input name=\"alpn\" placeholder=\"alpn\" size=\"6\"> \
+         <input name=\"protocol\" placeholder=\"protocol\" size=\"6\"> \
+         <input name=\"host\" placeholder=\"http host\" size=\"14\"> \
+         <input name=\"position\" placeholder=\"position\" size=\"4\"> ",
+        "add route",
+    ));
+    p.push_str("</div>");
+}
+
 /// A signature of the page's structure (services, listeners, groups, hosts,
 /// enabled groups, schedulers, users) and of the status panels (reload,
 /// conflict): when it changes, the page reloads.
@@ -230,6 +286,11 @@ fn signature(stats: &Stats, config: &Config, status: &Snapshot) -> String {
         for l in &s.listeners {
             d.update(l.configured.as_bytes());
             d.update([u8::from(l.accept_proxy)]);
+            for r in &l.routes {
+                d.update(b"\x1d");
+                d.update(r.route.as_bytes());
+                d.update(r.service.as_bytes());
+            }
         }
         for g in &s.groups {
             d.update(b"\x1e");
@@ -442,6 +503,9 @@ fn render_running(
         }
         // A div, not a p: the forms inside would close a paragraph early.
         p.push_str("</div>");
+        for l in s.listeners.iter().filter(|l| !l.routes.is_empty()) {
+            listener_routes(&mut p, sv, l);
+        }
         p.push_str(&form(
             "addListener",
             &[("service", sv)],

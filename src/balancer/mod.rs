@@ -588,7 +588,7 @@ impl Stats {
             stats: h.stats.view(),
         };
         let services = snapshot
-            .services
+            .services()
             .iter()
             .map(|s| (s, s.serving_group()))
             .map(|(s, serving)| ServiceStats {
@@ -598,7 +598,10 @@ impl Stats {
                     .filter(|l| *l.service == *s.name)
                     .cloned()
                     .collect(),
-                enabled_group: s.enabled_group().name.to_string(),
+                enabled_group: s
+                    .enabled_group()
+                    .map(|g| g.name.to_string())
+                    .unwrap_or_default(),
                 serving_group: serving.map(|i| s.groups[i].name.to_string()),
                 on_backup: serving.is_some_and(|i| i != s.enabled),
                 groups: s

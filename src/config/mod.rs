@@ -3,12 +3,14 @@
 //! - `model`: the validated [`Config`] every reader produces.
 //! - `xml`, `toml`: syntax and structure of each format → an unvalidated tree.
 //! - `parse`: the value parsers, shared by the readers, the builder and the
-//!   admin API ([`parse_listen_addr`], [`parse_host_address`], …).
+//!   admin API ([`parse_listen_addr`], [`parse_host_address`], a route's
+//!   [`parse_sni`], [`parse_alpn`], [`parse_route_host`], …).
 //! - `read`: a raw tree → the model, keeping where each part was written.
 //! - `check`: the rules of the model ([`Config::check`] and the checks of one
 //!   service, group, host or user it is made of), the same for a file, a
 //!   builder and every command.
-//! - `builder`: [`ConfigBuilder`], a configuration built in code.
+//! - `builder`: [`ConfigBuilder`], a configuration built in code (routes with
+//!   [`RouteBuilder`]).
 //! - `write`: the model back to XML or TOML.
 //! - `changes`: what a new configuration adds, removes and changes ([`Changes`]),
 //!   for the reload's log line.

@@ -164,25 +164,32 @@ impl Route {
     pub fn is_unconditional(&self) -> bool {
         self.sni.is_none() && self.alpn.is_none() && self.protocol.is_none() && self.host.is_none()
     }
+
+    /// Its conditions as one line, as logs, metrics and answers show them,
+    /// in the order a file writes them: `protocol=http host=app.example.com`.
+    pub fn conditions(&self) -> String {
+        let conditions = [
+            ("protocol", self.protocol.map(ClientProtocol::as_str)),
+            ("sni", self.sni.as_deref()),
+            ("alpn", self.alpn.as_deref()),
+            ("host", self.host.as_deref()),
+        ];
+        let parts: Vec<String> = conditions
+            .iter()
+            .filter_map(|(key, value)| value.map(|v| format!("{key}={v}")))
+            .collect();
+        parts.join(" ")
+    }
 }
 
 /// Its conditions then its service, as a configuration file writes them:
 /// `protocol=http host=app.example.com service=app`.
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(protocol) = self.protocol {
-            write!(f, "protocol={protocol} ")?;
+        if self.is_unconditional() {
+            return write!(f, "service={}", self.service);
         }
-        for (key, value) in [
-            ("sni", &self.sni),
-            ("alpn", &self.alpn),
-            ("host", &self.host),
-        ] {
-            if let Some(value) = value {
-                write!(f, "{key}={value} ")?;
-            }
-        }
-        write!(f, "service={}", self.service)
+        write!(f, "{} service={}", self.conditions(), self.service)
     }
 }
 
@@ -223,6 +230,12 @@ impl ClientProtocol {
         Self::ALL
             .into_iter()
             .find(|p| p.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
+impl serde::Serialize for ClientProtocol {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 

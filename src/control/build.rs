@@ -38,6 +38,8 @@ impl<'a> Touched<'a> {
             | Command::RemoveService { .. }
             | Command::AddListener { .. }
             | Command::RemoveListener { .. }
+            | Command::AddRoute { .. }
+            | Command::RemoveRoute { .. }
             | Command::RemoveGroup { .. }
             | Command::EnableGroup { .. }
             | Command::SetAdminDown { .. }
@@ -85,11 +87,11 @@ impl Controller {
         // The running snapshot was built from the running configuration, service
         // by service and group by group, so the two line up.
         let before: HashMap<&str, (&ServiceConfig, &ServiceSnapshot)> =
-            if previous.services.len() == running.services.len() {
+            if previous.services().len() == running.services.len() {
                 running
                     .services
                     .iter()
-                    .zip(&previous.services)
+                    .zip(previous.services())
                     .map(|(c, s)| (c.name.as_str(), (c, s)))
                     .collect()
             } else {
@@ -118,14 +120,15 @@ impl Controller {
             }
             services.push(self.build_service(state, service, groups));
         }
+        let names: HashSet<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
         state
             .service_counters
-            .retain(|name, _| config.services.iter().any(|s| &s.name == name));
+            .retain(|name, _| names.contains(name.as_str()));
         state
             .limiters
-            .retain(|name, _| config.services.iter().any(|s| &s.name == name));
+            .retain(|name, _| names.contains(name.as_str()));
         // Whole groups that left: their hosts drain.
-        for service in &previous.services {
+        for service in previous.services() {
             for group in &service.groups {
                 if !kept.contains(&(&*service.name, &*group.name)) {
                     for host in &group.hosts {
@@ -135,10 +138,7 @@ impl Controller {
             }
         }
         state.removed.retain(|(_, _, h)| h.stats.open() > 0);
-        Snapshot {
-            services,
-            manager: config.manager,
-        }
+        Snapshot::new(services, config.manager)
     }
 
     /// A new snapshot of `group`, keeping the identity and counters of the hosts

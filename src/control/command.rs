@@ -3,7 +3,7 @@
 
 use crate::config::{
     AdminConfig, CheckError, Config, GroupConfig, HostAddress, HostConfig, ListenAddr, Listener,
-    Rule, ServiceConfig, UserConfig,
+    Route, Rule, ServiceConfig, UserConfig,
 };
 use crate::scheduler::SchedulerKind;
 
@@ -35,6 +35,27 @@ pub enum Command {
         service: String,
         /// Address as configured.
         listen: ListenAddr,
+    },
+    /// Add a route to a listener: at `position` (0 is first), or last.
+    AddRoute {
+        /// Service of the listener.
+        service: String,
+        /// The listener's address as configured.
+        listen: ListenAddr,
+        /// The new route.
+        route: Route,
+        /// Where among the listener's routes (order decides: the first match
+        /// wins); `None`: after the others.
+        position: Option<usize>,
+    },
+    /// Remove a listener's route: the first equal to `route`.
+    RemoveRoute {
+        /// Service of the listener.
+        service: String,
+        /// The listener's address as configured.
+        listen: ListenAddr,
+        /// The route to remove (its conditions and service).
+        route: Route,
     },
     /// Add a group to a service.
     AddGroup {
@@ -175,6 +196,34 @@ impl Command {
                 }
                 s.listeners.remove(index);
             }
+            Command::AddRoute {
+                service,
+                listen,
+                route,
+                position,
+            } => {
+                let routes = &mut listener_mut(config, service, listen)?.routes;
+                let at = position.unwrap_or(routes.len()).min(routes.len());
+                routes.insert(at, route.clone());
+                // Routes name other services: the whole model's rules apply.
+                config.check()?;
+            }
+            Command::RemoveRoute {
+                service,
+                listen,
+                route,
+            } => {
+                let routes = &mut listener_mut(config, service, listen)?.routes;
+                let at = routes.iter().position(|r| r == route).ok_or_else(|| {
+                    ControlError::UnknownRoute {
+                        service: service.clone(),
+                        listen: listen.to_string(),
+                        route: route.clone(),
+                    }
+                })?;
+                routes.remove(at);
+                config.check()?;
+            }
             Command::AddGroup { service, group } => {
                 let s = service_mut(config, service)?;
                 if s.groups.iter().any(|g| g.name == group.name) {
@@ -283,6 +332,21 @@ fn service_mut<'a>(
         .iter_mut()
         .find(|s| s.name == name)
         .ok_or_else(|| ControlError::UnknownService(name.to_string()))
+}
+
+fn listener_mut<'a>(
+    config: &'a mut Config,
+    service: &str,
+    listen: &ListenAddr,
+) -> Result<&'a mut Listener, ControlError> {
+    service_mut(config, service)?
+        .listeners
+        .iter_mut()
+        .find(|l| l.addr == *listen)
+        .ok_or_else(|| ControlError::UnknownListener {
+            service: service.to_string(),
+            listen: listen.to_string(),
+        })
 }
 
 fn group_index(service: &ServiceConfig, group: &str) -> Result<usize, ControlError> {

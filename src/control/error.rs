@@ -35,6 +35,20 @@ pub enum ControlError {
         /// Listen address.
         listen: String,
     },
+    /// The listener has no such route.
+    #[error(
+        "listener {listen} of service {service:?} has no route {} to service {:?}",
+        route.conditions(),
+        route.service
+    )]
+    UnknownRoute {
+        /// Service name.
+        service: String,
+        /// Listen address.
+        listen: String,
+        /// The route asked for.
+        route: crate::config::Route,
+    },
     /// A service of that name exists already.
     #[error("service {0:?} exists already")]
     DuplicateService(String),

@@ -2,21 +2,22 @@
 //! changes, and the tasks that accept on them.
 //!
 //! A listener is known by its service and address: a command that keeps both
-//! keeps the socket, and only the listener's settings (PROXY acceptance) are
-//! updated in place by [`refresh`].
+//! keeps the socket, and only the listener's settings (PROXY acceptance,
+//! routes) are swapped in place by [`refresh`].
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use super::{ControlError, Controller};
-use crate::config::{Config, ListenAddr, ListenHost};
-use crate::events::Event;
+use crate::config::{Config, ListenAddr, ListenHost, Listener, ServiceConfig};
+use crate::events::{Event, Events};
 use crate::proxy::{
-    AcceptProxy, ListenerTask, bind, check_free, in_use_by_another, ipv6_unavailable,
+    AcceptProxy, ListenerSettings, ListenerTask, bind, check_free, in_use_by_another,
+    ipv6_unavailable,
 };
 
 /// A listener that is accepting.
@@ -26,9 +27,9 @@ pub(super) struct RunningListener {
     pub(super) local: SocketAddr,
     /// Cancelled to close this listener alone; a child of the engine's token.
     pub(super) stop: CancellationToken,
-    /// The PROXY acceptance its accept tasks hand to each client; written by
+    /// The settings its accept tasks hand to each client; written by
     /// [`refresh`] under the controller's lock.
-    pub(super) proxy: Arc<ArcSwapOption<AcceptProxy>>,
+    pub(super) settings: Arc<ArcSwap<ListenerSettings>>,
 }
 
 /// A listener bound but not yet accepting: one socket per worker (or one).
@@ -39,32 +40,32 @@ pub(super) struct BoundSocket {
     sockets: Vec<std::net::TcpListener>,
     /// Whether `sockets` are copies of a socket handed over at start.
     from_inherited: bool,
-    /// PROXY acceptance from the first accepted client on.
-    proxy: Option<AcceptProxy>,
+    /// Settings from the first accepted client on.
+    settings: ListenerSettings,
 }
 
 type ListenerKey = (Arc<str>, ListenAddr);
 
-/// A listener to add: its key and its effective PROXY acceptance.
-pub(super) type NewListener = (ListenerKey, Option<AcceptProxy>);
+/// A listener of a configuration: its key, its service and itself.
+pub(super) type NewListener<'a> = (ListenerKey, &'a ServiceConfig, &'a Listener);
 
-/// Every listener of `config` in order, with its effective PROXY acceptance.
-fn wanted(config: &Config) -> impl Iterator<Item = NewListener> + '_ {
+/// Every listener of `config` in order.
+fn wanted(config: &Config) -> impl Iterator<Item = NewListener<'_>> + '_ {
     config.services.iter().flat_map(|service| {
         let name: Arc<str> = Arc::from(service.name.as_str());
-        service.listeners.iter().map(move |l| {
-            let proxy = AcceptProxy::of(&service.options, &l.options);
-            ((name.clone(), l.addr.clone()), proxy)
-        })
+        service
+            .listeners
+            .iter()
+            .map(move |l| ((name.clone(), l.addr.clone()), service, l))
     })
 }
 
 /// Listeners to add and to remove to go from `running` to `next`. Refuses a
 /// configuration that names the same (non-zero port) address twice.
-pub(super) fn diff(
+pub(super) fn diff<'a>(
     running: &[RunningListener],
-    next: &Config,
-) -> Result<(Vec<NewListener>, HashSet<ListenerKey>), ControlError> {
+    next: &'a Config,
+) -> Result<(Vec<NewListener<'a>>, HashSet<ListenerKey>), ControlError> {
     // Two services on one address were refused by the command's check
     // (`Config::check`), before anything is bound.
     let wanted_list: Vec<NewListener> = wanted(next).collect();
@@ -72,10 +73,10 @@ pub(super) fn diff(
         .iter()
         .map(|l| (l.service.clone(), l.configured.clone()))
         .collect();
-    let wanted_set: HashSet<ListenerKey> = wanted_list.iter().map(|(k, _)| k.clone()).collect();
+    let wanted_set: HashSet<ListenerKey> = wanted_list.iter().map(|(k, ..)| k.clone()).collect();
     let added = wanted_list
         .into_iter()
-        .filter(|(k, _)| !have.contains(k))
+        .filter(|(k, ..)| !have.contains(k))
         .collect();
     let removed = have.difference(&wanted_set).cloned().collect();
     Ok((added, removed))
@@ -88,13 +89,13 @@ pub(super) fn diff(
 /// this process's running listeners hold (one moving to another service may
 /// share its address for the moment both exist).
 pub(super) fn bind_all(
-    keys: Vec<NewListener>,
+    keys: Vec<NewListener<'_>>,
     copies: usize,
     inherited: &Inherited,
     own: &[SocketAddr],
 ) -> Result<Vec<BoundSocket>, ControlError> {
     let mut all: Vec<BoundSocket> = Vec::new();
-    for ((service, configured), proxy) in keys {
+    for ((service, configured), service_config, listener) in keys {
         let bound = match inherited.take(&configured) {
             Some(socket) => inherited.share(socket, copies).map(|(l, s)| (l, s, true)),
             None => bind_copies(&configured, copies, own).map(|(l, s)| (l, s, false)),
@@ -106,7 +107,7 @@ pub(super) fn bind_all(
                 configured,
                 local,
                 sockets,
-                proxy,
+                settings: ListenerSettings::new(&service_config.options, listener, None),
             }),
             Err(source) => {
                 for b in all.into_iter().filter(|b| b.from_inherited) {
@@ -188,10 +189,10 @@ fn bind_listen_addr(
 /// Starts accepting: each socket on its own worker (or on the current runtime).
 pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListener {
     let stop = controller.stop_accepting.child_token();
-    let proxy = Arc::new(ArcSwapOption::from_pointee(bound.proxy));
+    let settings = Arc::new(ArcSwap::from_pointee(bound.settings));
     let task = ListenerTask {
         service: bound.service.clone(),
-        proxy: proxy.clone(),
+        settings: settings.clone(),
         data: controller.data.clone(),
         stop_accepting: stop.clone(),
         stop_connections: controller.stop_connections.clone(),
@@ -229,35 +230,38 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
         configured: bound.configured,
         local,
         stop,
-        proxy,
+        settings,
     }
 }
 
-/// Gives every running listener the PROXY acceptance `config` now asks of it,
-/// without touching its socket; clients accepted from then on get it (one
-/// accepted while the command is applied may still get the old one, as with any
-/// reload). Listeners sharing a key (port 0 twice) are matched to the
-/// configuration's in order.
-pub(super) fn refresh(running: &[RunningListener], config: &Config) {
+/// Gives every running listener the settings (PROXY acceptance, routes)
+/// `config` now asks of it, without touching its socket; clients accepted from
+/// then on get them (one accepted while the command is applied may still get
+/// the old ones, as with any reload). Route counters carry over. Listeners
+/// sharing a key (port 0 twice) are matched to the configuration's in order.
+pub(super) fn refresh(running: &[RunningListener], config: &Config, events: &Events) {
     let mut wanted: Vec<Option<NewListener>> = wanted(config).map(Some).collect();
     for listener in running {
         let found = wanted.iter_mut().find(|w| {
-            w.as_ref().is_some_and(|((service, listen), _)| {
+            w.as_ref().is_some_and(|((service, listen), ..)| {
                 *service == listener.service && *listen == listener.configured
             })
         });
-        let Some((_, proxy)) = found.and_then(Option::take) else {
+        let Some((_, service, wanted)) = found.and_then(Option::take) else {
             continue; // being removed
         };
-        if listener.proxy.load().as_deref() != proxy.as_ref() {
-            tracing::info!(
-                service = %listener.service,
-                listener = %listener.configured,
-                accept_proxy = proxy.is_some(),
-                "listener settings changed"
-            );
-            listener.proxy.store(proxy.map(Arc::new));
+        let proxy = AcceptProxy::of(&service.options, &wanted.options);
+        let current = listener.settings.load();
+        if current.same_as(&proxy, wanted) {
+            continue;
         }
+        events.emit(Event::ListenerChanged {
+            service: listener.service.to_string(),
+            listen: listener.configured.to_string(),
+            routes: wanted.routes.len(),
+        });
+        let next = ListenerSettings::new(&service.options, wanted, Some(&current));
+        listener.settings.store(Arc::new(next));
     }
 }
 

@@ -21,10 +21,10 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ResolverOptions};
+use crate::config::{Config, ListenAddr, ResolverOptions};
 use crate::dns::{self, Answer, NameState, Resolver};
 use crate::events::{Event, Events};
-use crate::proxy::{ConnectionRecord, DataPlane};
+use crate::proxy::{ConnectionRecord, DataPlane, ListenerSettings};
 use crate::scheduler::{SchedulerFactory, SchedulerKind};
 use crate::snapshot::Snapshot;
 use crate::state::{ConnectionRegistry, HostSnapshot, HostStats, Limiter, ServiceCounters};
@@ -44,6 +44,61 @@ pub struct BoundListener {
     /// Whether its clients must start with a PROXY protocol header (the
     /// listener's `acceptProxy`, or its service's).
     pub accept_proxy: bool,
+    /// Its routes in order, with the clients each matched (empty: the listener
+    /// does not route).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteStats>,
+    /// On a listener with routes: clients whose first bytes were odd, by kind
+    /// (`truncated_hello`, `silent`, …; kinds never seen are left out).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub anomalies: Vec<(&'static str, u64)>,
+}
+
+/// One route of a listener, as reported to observers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouteStats {
+    /// Its conditions, as one line (`sni=api.example.com alpn=h2`).
+    pub route: String,
+    /// The service it sends clients to.
+    pub service: String,
+    /// Clients it matched since it was added.
+    pub hits: u64,
+}
+
+impl BoundListener {
+    /// What observers see of a running listener now: its counters are read at
+    /// the call.
+    fn of(
+        service: &str,
+        configured: &ListenAddr,
+        local: SocketAddr,
+        settings: &ListenerSettings,
+    ) -> BoundListener {
+        let routing = settings.routing.as_ref();
+        BoundListener {
+            service: service.to_string(),
+            configured: configured.to_string(),
+            local,
+            accept_proxy: settings.proxy.is_some(),
+            routes: routing.map_or_else(Vec::new, |r| {
+                r.targets
+                    .iter()
+                    .map(|t| RouteStats {
+                        route: t.label.to_string(),
+                        service: t.service.to_string(),
+                        hits: t.hits.load(std::sync::atomic::Ordering::Relaxed),
+                    })
+                    .collect()
+            }),
+            anomalies: routing.map_or_else(Vec::new, |r| {
+                crate::routing::Anomaly::ALL
+                    .iter()
+                    .map(|&a| (a.as_str(), r.anomaly_count(a)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect()
+            }),
+        }
+    }
 }
 
 /// The balancer engine: shared by every handle.
@@ -86,8 +141,16 @@ type RemovedHost = (Arc<str>, Arc<str>, HostSnapshot);
 /// What readers see of the control state, published by each change.
 struct Views {
     running: ArcSwap<Config>,
-    listeners: ArcSwap<Vec<BoundListener>>,
+    listeners: ArcSwap<Vec<ListenerView>>,
     removed: ArcSwap<Vec<RemovedHost>>,
+}
+
+/// What readers see of a running listener; its settings are read when asked.
+struct ListenerView {
+    service: Arc<str>,
+    configured: ListenAddr,
+    local: SocketAddr,
+    settings: Arc<ArcSwap<ListenerSettings>>,
 }
 
 struct ControlState {
@@ -219,7 +282,12 @@ impl Controller {
 
     /// Listeners currently bound.
     pub(crate) fn listeners(&self) -> Vec<BoundListener> {
-        Vec::clone(&self.views.listeners.load())
+        self.views
+            .listeners
+            .load()
+            .iter()
+            .map(|l| BoundListener::of(&l.service, &l.configured, l.local, &l.settings.load()))
+            .collect()
     }
 
     /// Publishes what readers see of `state` (see [`Views`]).
@@ -228,11 +296,11 @@ impl Controller {
         let listeners = state
             .listeners
             .iter()
-            .map(|l| BoundListener {
-                service: l.service.to_string(),
-                configured: l.configured.to_string(),
+            .map(|l| ListenerView {
+                service: l.service.clone(),
+                configured: l.configured.clone(),
                 local: l.local,
-                accept_proxy: l.proxy.load().is_some(),
+                settings: l.settings.clone(),
             })
             .collect();
         self.views.listeners.store(Arc::new(listeners));
@@ -370,7 +438,7 @@ impl Controller {
         for listener in bound {
             state.listeners.push(listeners::start(listener, self));
         }
-        listeners::refresh(&state.listeners, &next);
+        listeners::refresh(&state.listeners, &next, &self.data.events);
         state.listeners.retain(|l| {
             let keep = !removed.contains(&(l.service.clone(), l.configured.clone()));
             if !keep {
@@ -430,6 +498,8 @@ fn names_may_change(command: &Command, running: &Config) -> bool {
         | Command::EnableGroup { .. }
         | Command::AddListener { .. }
         | Command::RemoveListener { .. }
+        | Command::AddRoute { .. }
+        | Command::RemoveRoute { .. }
         | Command::SetAdminDown { .. }
         | Command::AddUser(_)
         | Command::RemoveUser { .. } => false,

@@ -135,7 +135,7 @@ impl Controller {
         };
         // The snapshot was built from the running configuration: they line up.
         let snapshot = self.data.snapshots.load();
-        for (service, running) in state.running.services.iter().zip(&snapshot.services) {
+        for (service, running) in state.running.services.iter().zip(snapshot.services()) {
             for (group, running) in service.groups.iter().zip(&running.groups) {
                 let mut followers = group
                     .hosts

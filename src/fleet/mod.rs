@@ -692,7 +692,7 @@ impl Presence {
     fn hosts(&self) -> Vec<HostStatus> {
         let snapshot = self.controller.data.snapshots.load();
         let mut hosts = Vec::new();
-        for service in &snapshot.services {
+        for service in snapshot.services() {
             for group in &service.groups {
                 for host in &group.hosts {
                     let view = host.stats.view();

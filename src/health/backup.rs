@@ -51,7 +51,7 @@ pub(crate) struct Serving {
 impl Serving {
     /// Compares every service with what was last seen and reports the changes.
     pub(crate) fn check(&mut self, snapshot: &Snapshot, events: &Events) {
-        for service in &snapshot.services {
+        for service in snapshot.services() {
             let serving = service.serving_group();
             let backup = serving
                 .filter(|&i| i != service.enabled)

@@ -91,7 +91,7 @@ pub(crate) async fn run(
 /// Probes, concurrently, every host `manager` wants, and applies the results.
 pub(crate) async fn check_round(manager: Manager, snapshot: &Snapshot, events: &Events) {
     let mut probes = JoinSet::new();
-    for service in &snapshot.services {
+    for service in snapshot.services() {
         for group in &service.groups {
             for host in group.hosts.iter().filter(|h| manager.wants(h)) {
                 let host = host.clone();

@@ -105,6 +105,7 @@ impl OpError {
                 | ControlError::UnknownGroup { .. }
                 | ControlError::UnknownHost { .. }
                 | ControlError::UnknownListener { .. }
+                | ControlError::UnknownRoute { .. }
                 | ControlError::UnknownUser(_) => Kind::NotFound,
                 ControlError::Invalid(_) => Kind::Invalid,
                 ControlError::ShuttingDown => Kind::ShuttingDown,

@@ -10,6 +10,7 @@
 //! - `host`: add, remove, admin-down/up, retry, drain.
 //! - `group`: add, remove, enable, clear, scheduler.
 //! - `service`: services and their listeners.
+//! - `route`: a listener's routes.
 //! - `maintenance`: users, connections, saving and reloading the configuration,
 //!   reopening the log.
 //! - `read`: a service, group or host found by name, for the reads.
@@ -20,6 +21,7 @@ mod group;
 mod host;
 mod maintenance;
 pub mod read;
+mod route;
 mod service;
 
 use std::io;
@@ -29,6 +31,7 @@ pub use error::{Kind, OpError};
 pub use group::{AddGroup, GroupRef, SetScheduler};
 pub use host::{AddHost, Drain, HostRef, new_host};
 pub use maintenance::{AddUser, connection_id, hash_password};
+pub use route::RouteChange;
 pub use service::{AddListener, AddService, RemoveListener};
 
 use crate::BalancerHandle;
@@ -290,6 +293,26 @@ pub static OPERATIONS: &[Operation] = &[
         parse: |a| Ok(Op::RemoveListener(RemoveListener::parse(a)?)),
     },
     Operation {
+        words: &["route", "add"],
+        call: Some("addRoute"),
+        params: &[SERVICE, LISTENER, route::TO],
+        settings: route::ROUTE_KEYS,
+        summary: "route a listener's clients to another service by what they send first",
+        detail: "CONDITION: sni=NAME|*.SUFFIX|*, alpn=PROTOCOL, protocol=tls|http|ssh|other, \
+                 host=NAME (with protocol=http); every one given must match. \
+                 position=N puts the route N-th (the first match wins); without, last.",
+        parse: |a| Ok(Op::AddRoute(RouteChange::parse(a)?)),
+    },
+    Operation {
+        words: &["route", "del"],
+        call: Some("delRoute"),
+        params: &[SERVICE, LISTENER, route::TO],
+        settings: route::ROUTE_KEYS,
+        summary: "remove a listener's route (the same conditions and service)",
+        detail: "",
+        parse: |a| Ok(Op::RemoveRoute(RouteChange::parse(a)?)),
+    },
+    Operation {
         words: &["service", "add"],
         call: Some("newService"),
         params: &[
@@ -479,6 +502,10 @@ pub enum Op {
     AddListener(AddListener),
     /// Stop listening on an address.
     RemoveListener(RemoveListener),
+    /// Add a route to a listener.
+    AddRoute(RouteChange),
+    /// Remove a route of a listener.
+    RemoveRoute(RouteChange),
     /// Add a service.
     AddService(AddService),
     /// Remove a service.
@@ -541,6 +568,8 @@ impl Op {
             Op::ClearGroup(op) => op.clear(),
             Op::SetScheduler(op) => op.change(),
             Op::RemoveListener(op) => op.change(),
+            Op::AddRoute(op) => op.add(),
+            Op::RemoveRoute(op) => op.remove(),
             Op::RemoveService(service) => service::remove(service),
             Op::RemoveUser(name) => maintenance::remove_user(name),
             Op::Retry(op) => return op.retry(h).await,

@@ -1,6 +1,6 @@
 //! What happens between accept and the first host pick: the PROXY header of a
-//! balancer in front (when the listener accepts one), the access lists, and the
-//! connection limits.
+//! balancer in front (when the listener accepts one), then, once the service is
+//! known, its access lists and connection limits.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -58,54 +58,47 @@ impl AcceptProxy {
     }
 }
 
-/// A client let in: its real address, its place under the service's limits, and
-/// any bytes it sent right behind a PROXY header.
-pub(crate) struct Admitted {
-    pub client: SocketAddr,
-    pub admission: Admission,
-    pub early: Vec<u8>,
-}
-
-/// Lets a client in, or says why not. `proxy`: the listener's PROXY protocol
-/// acceptance, if it takes headers.
-pub(crate) async fn admit(
+/// Reads the PROXY header the listener expects, if it takes them. Returns the
+/// client's real address and any client bytes that came behind the header (to
+/// be sent to the host first).
+pub(crate) async fn read_proxy(
     client: &mut TcpStream,
     peer: SocketAddr,
     proxy: Option<&AcceptProxy>,
+) -> Result<(SocketAddr, Vec<u8>), Rejected> {
+    let Some(proxy) = proxy else {
+        return Ok((peer, Vec::new()));
+    };
+    if !proxy.trusted.is_empty() && !contains(&proxy.trusted, peer.ip()) {
+        return Err(Rejected::Proxy(format!(
+            "{} is not a trusted proxy",
+            peer.ip()
+        )));
+    }
+    match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(client)).await {
+        Ok(Ok((header, rest))) => Ok(match header {
+            ProxyHeader::Proxy { source, .. } => (source, rest),
+            ProxyHeader::Local => (peer, rest),
+        }),
+        Ok(Err(why)) => Err(Rejected::Proxy(why)),
+        Err(_) => Err(Rejected::Proxy(format!(
+            "none within {PROXY_HEADER_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// Lets the client at `client` (its real address) into the service, or says
+/// why not: the access lists, then the limits.
+pub(crate) async fn admit(
+    client: SocketAddr,
     options: &ServiceOptions,
     limiter: &Arc<Limiter>,
-) -> Result<Admitted, Rejected> {
-    let mut early = Vec::new();
-    let real = if let Some(proxy) = proxy {
-        if !proxy.trusted.is_empty() && !contains(&proxy.trusted, peer.ip()) {
-            return Err(Rejected::Proxy(format!(
-                "{} is not a trusted proxy",
-                peer.ip()
-            )));
-        }
-        match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(client)).await {
-            Ok(Ok((header, rest))) => {
-                early = rest;
-                match header {
-                    ProxyHeader::Proxy { source, .. } => source,
-                    ProxyHeader::Local => peer,
-                }
-            }
-            Ok(Err(why)) => return Err(Rejected::Proxy(why)),
-            Err(_) => {
-                return Err(Rejected::Proxy(format!(
-                    "none within {PROXY_HEADER_TIMEOUT:?}"
-                )));
-            }
-        }
-    } else {
-        peer
-    };
-    let ip = canonical(real.ip());
+) -> Result<Admission, Rejected> {
+    let ip = canonical(client.ip());
     if contains(&options.deny, ip) || (!options.allow.is_empty() && !contains(&options.allow, ip)) {
         return Err(Rejected::Denied);
     }
-    let admission = limiter
+    limiter
         .admit(
             ip,
             (options.source_maxconn, options.source_rate),
@@ -113,12 +106,7 @@ pub(crate) async fn admit(
             options.queue_timeout,
         )
         .await
-        .map_err(Rejected::Limit)?;
-    Ok(Admitted {
-        client: real,
-        admission,
-        early,
-    })
+        .map_err(Rejected::Limit)
 }
 
 /// IPv4 clients of a dual-stack listener arrive as `::ffff:a.b.c.d`: match them

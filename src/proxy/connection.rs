@@ -11,17 +11,18 @@ use tokio::net::TcpStream;
 
 use tokio::io::AsyncWriteExt;
 
-use super::admission::{AcceptProxy, Rejected, admit};
+use super::admission::{Rejected, admit, read_proxy};
 use super::copy::{Progress, Side, copy_bidirectional};
+use super::inspect::inspect;
 use super::proxy_protocol::{self, Version as ProxyVersion};
 use super::retry_empty::{FirstByte, Replay};
-use super::{DataPlane, ListenerTask};
+use super::{DataPlane, ListenerSettings, ListenerTask};
 use crate::config::ServiceOptions;
 use crate::scheduler::Candidates;
 use crate::snapshot::Snapshot;
 use crate::state::{
-    Admission, CloseRequest, ConnectionEntry, ConnectionGuard, HostId, HostStats, Limiter,
-    Registered, ServiceCounters, clock_ms,
+    Admission, CloseRequest, ConnectionEntry, ConnectionGuard, HostId, HostStats, Inspection,
+    Limiter, Registered, ServiceCounters, clock_ms,
 };
 
 /// How a proxied connection ended.
@@ -69,6 +70,10 @@ pub struct ConnectionRecord {
     pub ended: CloseReason,
     /// Hosts that failed this client before one served it.
     pub failovers: u32,
+    /// On a listener with routes: what the client's first bytes told, and the
+    /// route taken.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub inspection: Option<Inspection>,
 }
 
 /// What a connection keeps of the snapshot once it has picked: only its host.
@@ -88,6 +93,9 @@ struct ServicePlan {
     options: Arc<ServiceOptions>,
     limiter: Arc<Limiter>,
     counters: Arc<ServiceCounters>,
+    /// Whether the service has a group: one without is reached only through
+    /// routes, and serves none of its own listeners' clients.
+    has_groups: bool,
 }
 
 /// The client side of a new connection.
@@ -140,7 +148,7 @@ pub(crate) fn serve(accepted: Accepted, listener: ListenerTask) -> impl Future<O
     let establish = Box::pin(establish(
         accepted,
         listener.service.clone(),
-        listener.proxy.load_full(),
+        listener.settings.load_full(),
         listener.data.clone(),
     ));
     async move {
@@ -150,12 +158,15 @@ pub(crate) fn serve(accepted: Accepted, listener: ListenerTask) -> impl Future<O
     }
 }
 
-/// Admits the client, picks a host and connects, failing over to other hosts,
-/// until one answers or none is left (then the client is closed).
+/// Reads the PROXY header the listener expects, chooses the service (a
+/// listener with routes reads the client's first bytes), admits the client,
+/// picks a host and connects, failing over to other hosts, until one answers or
+/// none is left (then the client is closed). Each client is counted as
+/// accepted by one service: the one that serves it, or that refused it.
 async fn establish(
     accepted: Accepted,
-    service_name: Arc<str>,
-    proxy: Option<Arc<AcceptProxy>>,
+    own: Arc<str>,
+    settings: Arc<ListenerSettings>,
     data: Arc<DataPlane>,
 ) -> Option<Box<Established>> {
     let Accepted {
@@ -164,26 +175,48 @@ async fn establish(
         listener: local,
         accepted_at,
     } = accepted;
-    let service: &str = &service_name;
     let started = Instant::now();
     // Linux: inherited from the listener (set once there).
     #[cfg(not(target_os = "linux"))]
     let _ = client.set_nodelay(true);
+    let (client_addr, mut early) =
+        match read_proxy(&mut client, peer, settings.proxy.as_ref()).await {
+            Ok(real) => real,
+            Err(rejected) => {
+                if let Some(plan) = plan(&data.snapshots.load(), &own) {
+                    plan.counters.accepted.fetch_add(1, Relaxed);
+                    plan.counters.proxy_errors.fetch_add(1, Relaxed);
+                }
+                log_refused(&own, peer, &rejected.reason());
+                return None;
+            }
+        };
+    let (service_name, inspection) = match &settings.routing {
+        None => (own, None),
+        Some(routing) => {
+            let inspected = inspect(&mut client, &mut early, routing).await;
+            let service = match inspected.route {
+                Some(at) => routing.targets[at].service.clone(),
+                None => own,
+            };
+            (service, Some(Box::new(inspected.inspection)))
+        }
+    };
+    let service: &str = &service_name;
     let Some(plan) = plan(&data.snapshots.load(), service) else {
-        log_refused(service, peer, "service no longer exists");
+        log_refused(service, client_addr, "service no longer exists");
         return None;
     };
     plan.counters.accepted.fetch_add(1, Relaxed);
-    let admitted = match admit(
-        &mut client,
-        peer,
-        proxy.as_deref(),
-        &plan.options,
-        &plan.limiter,
-    )
-    .await
-    {
-        Ok(admitted) => admitted,
+    if !plan.has_groups {
+        // Only a listener's own service can lack groups: its listeners route,
+        // and this client matched no route.
+        plan.counters.no_route.fetch_add(1, Relaxed);
+        log_refused(service, client_addr, "no route matched");
+        return None;
+    }
+    let admission = match admit(client_addr, &plan.options, &plan.limiter).await {
+        Ok(admission) => admission,
         Err(rejected) => {
             let counter = match rejected {
                 Rejected::Proxy(_) => &plan.counters.proxy_errors,
@@ -191,12 +224,10 @@ async fn establish(
                 Rejected::Limit(_) => &plan.counters.over_limit,
             };
             counter.fetch_add(1, Relaxed);
-            log_refused(service, peer, &rejected.reason());
+            log_refused(service, client_addr, &rejected.reason());
             return None;
         }
     };
-    let client_addr = admitted.client;
-    let mut early = admitted.early;
     // Client bytes kept for a replay, once a group with `retryEmpty` is tried.
     let mut replay: Option<Replay> = None;
     // Hosts that failed for this client; allocated only when one fails.
@@ -283,6 +314,7 @@ async fn establish(
             host_addr,
             host_local,
             accepted_at,
+            inspection,
         ));
         return Some(Box::new(Established {
             client,
@@ -290,7 +322,7 @@ async fn establish(
             session: Session {
                 guard,
                 registered,
-                _admission: admitted.admission,
+                _admission: admission,
                 counters: plan.counters,
                 early,
                 started,
@@ -354,6 +386,7 @@ async fn relay(mut established: Box<Established>, listener: ListenerTask) {
             bytes_out: entry.bytes_out.load(Relaxed),
             ended,
             failovers: session.failovers,
+            inspection: entry.inspection.as_deref().cloned(),
         });
     }
 }
@@ -473,6 +506,7 @@ fn plan(snapshot: &Snapshot, service: &str) -> Option<ServicePlan> {
         options: service.options.clone(),
         limiter: service.limiter.clone(),
         counters: service.counters.clone(),
+        has_groups: !service.groups.is_empty(),
     })
 }
 
@@ -504,7 +538,7 @@ fn pick(
     tried: &[HostId],
 ) -> Option<Target> {
     let service = snapshot.service(service)?;
-    let mut group = service.enabled_group();
+    let mut group = service.enabled_group()?;
     let mut picked = group
         .scheduler
         .pick(&Candidates::new(&group.hosts, tried, Some(client)));

@@ -36,7 +36,7 @@ pub(crate) async fn sweep_idle(data: Arc<DataPlane>, stop: CancellationToken) {
         let snapshot = data.snapshots.load_full();
         // (idle, half-closed) limits in milliseconds, by service.
         let limits: HashMap<&str, (u64, u64)> = snapshot
-            .services
+            .services()
             .iter()
             .map(|s| {
                 let idle = s.options.client_timeout.min(s.options.server_timeout);
@@ -67,7 +67,7 @@ pub(crate) async fn sweep_idle(data: Arc<DataPlane>, stop: CancellationToken) {
             !c.half_closed.load(Relaxed)
                 && now.saturating_sub(c.last_activity.load(Relaxed)) >= park_after
         });
-        for service in &snapshot.services {
+        for service in snapshot.services() {
             service.limiter.sweep();
         }
         if trim.due(data.registry.len()) | trim.parked(parking) {
@@ -82,7 +82,7 @@ pub(crate) async fn sweep_idle(data: Arc<DataPlane>, stop: CancellationToken) {
 /// A quarter of the shortest timeout, within bounds.
 fn period(snapshot: &Snapshot) -> Duration {
     snapshot
-        .services
+        .services()
         .iter()
         .flat_map(|s| {
             [

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +14,8 @@ use tokio_util::task::TaskTracker;
 use super::DataPlane;
 use super::admission::AcceptProxy;
 use super::connection::{self, Accepted};
+use super::inspect::Routing;
+use crate::config::{Listener, ServiceOptions};
 
 /// Pending connections the kernel queues before accept.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -93,15 +95,53 @@ pub(crate) fn ipv6_unavailable(error: &io::Error) -> bool {
     )
 }
 
+/// What a listener does with each new client before a host is picked: its
+/// PROXY protocol acceptance and its routes. Built by the controller from the
+/// configuration, swapped whole when a command changes it (the socket stays).
+#[derive(Debug, Default)]
+pub(crate) struct ListenerSettings {
+    /// PROXY protocol acceptance (`None`: its clients send no header).
+    pub proxy: Option<AcceptProxy>,
+    /// Routes by the client's first bytes (`None`: every client is the
+    /// listener's service's, and nothing is read before a host is picked).
+    pub routing: Option<Routing>,
+}
+
+impl ListenerSettings {
+    /// The settings `listener` of a service with `options` asks for; counters
+    /// of routes `previous` had too carry over.
+    pub(crate) fn new(
+        options: &ServiceOptions,
+        listener: &Listener,
+        previous: Option<&ListenerSettings>,
+    ) -> ListenerSettings {
+        ListenerSettings {
+            proxy: AcceptProxy::of(options, &listener.options),
+            routing: Routing::new(listener, previous.and_then(|p| p.routing.as_ref())),
+        }
+    }
+
+    /// Whether a listener with these settings asks for `proxy` and `listener`'s
+    /// routes (their counters aside).
+    pub(crate) fn same_as(&self, proxy: &Option<AcceptProxy>, listener: &Listener) -> bool {
+        self.proxy == *proxy
+            && match &self.routing {
+                Some(routing) => routing.same_as(listener),
+                None => listener.routes.is_empty(),
+            }
+    }
+}
+
 /// Everything an accept loop needs; cheap to clone per listener.
 #[derive(Clone)]
 pub(crate) struct ListenerTask {
-    /// The service whose enabled group receives this listener's clients.
+    /// The service whose enabled group receives this listener's clients (those
+    /// no route sends elsewhere).
     pub service: Arc<str>,
-    /// This listener's PROXY protocol acceptance (`None`: plain clients). Written
-    /// by the controller when a command changes it (the socket stays), read once
-    /// per accepted client; shared by the listener's per-worker copies.
-    pub proxy: Arc<ArcSwapOption<AcceptProxy>>,
+    /// This listener's settings. Written by the controller when a command
+    /// changes them, read once per accepted client; shared by the listener's
+    /// per-worker copies.
+    pub settings: Arc<ArcSwap<ListenerSettings>>,
     /// What every connection shares.
     pub data: Arc<DataPlane>,
     /// Cancelled when this listener must stop accepting (removed or shutdown).

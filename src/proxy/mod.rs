@@ -1,5 +1,6 @@
-//! The data path: listeners accept clients, each connection picks a host of its
-//! service's enabled group, connects (failing over to other hosts), then copies;
+//! The data path: listeners accept clients (a listener with routes first reads
+//! what the client sends to choose its service), each connection picks a host
+//! of its service's enabled group, connects (failing over to other hosts), then copies;
 //! a connection idle for a second waits in its worker's parking lot, out of the
 //! runtime, until a byte comes.
 
@@ -7,6 +8,7 @@ mod admission;
 mod connection;
 mod copy;
 mod idle;
+mod inspect;
 mod listener;
 mod parking;
 pub mod proxy_protocol;
@@ -16,7 +18,9 @@ mod workers;
 pub(crate) use admission::AcceptProxy;
 pub(crate) use connection::ConnectionRecord;
 pub(crate) use idle::sweep_idle;
-pub(crate) use listener::{ListenerTask, bind, check_free, in_use_by_another, ipv6_unavailable};
+pub(crate) use listener::{
+    ListenerSettings, ListenerTask, bind, check_free, in_use_by_another, ipv6_unavailable,
+};
 pub(crate) use workers::WorkerPool;
 
 use std::sync::Arc;

@@ -320,7 +320,11 @@ pub(super) fn dns_name(name: &[u8]) -> Option<Box<str>> {
     plausible.then(|| lower(name))
 }
 
-/// ASCII bytes in lower case (callers checked they are ASCII).
+/// ASCII bytes in lower case (callers checked they are ASCII), in one
+/// allocation.
 pub(super) fn lower(bytes: &[u8]) -> Box<str> {
-    String::from_utf8_lossy(&bytes.to_ascii_lowercase()).into()
+    match String::from_utf8(bytes.to_ascii_lowercase()) {
+        Ok(text) => text.into_boxed_str(),
+        Err(not_utf8) => String::from_utf8_lossy(not_utf8.as_bytes()).into(),
+    }
 }

@@ -74,49 +74,107 @@ impl Conditions {
     }
 }
 
-/// Route indices by a name: the exact names, the suffixes of `*.SUFFIX`, and
-/// `*`, each list in configuration order.
+/// Route indices (each list in configuration order) under one key: those
+/// without an `alpn` condition, and those with one by their protocol.
 #[derive(Debug, Clone, Default)]
-struct Names {
-    exact: HashMap<Box<str>, Vec<u32>>,
-    under: HashMap<Box<str>, Vec<u32>>,
-    any: Vec<u32>,
+struct Bucket {
+    plain: Vec<u32>,
+    by_alpn: HashMap<Box<str>, Vec<u32>>,
 }
 
-impl Names {
-    fn add(&mut self, pattern: &Pattern, index: u32) {
-        match pattern {
-            Pattern::Exact(name) => self.exact.entry(name.clone()).or_default().push(index),
-            Pattern::Under(suffix) => self.under.entry(suffix.clone()).or_default().push(index),
-            Pattern::Any => self.any.push(index),
+impl Bucket {
+    fn add(&mut self, alpn: Option<&str>, index: u32) {
+        match alpn {
+            None => self.plain.push(index),
+            Some(alpn) => self.by_alpn.entry(alpn.into()).or_default().push(index),
         }
     }
 
-    /// The lists that may hold routes for `name`: its own, those of each of
-    /// its parents (as many as it has dots), and `*`'s.
-    fn lists<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u32]> + 'a {
+    /// The lists that may hold routes for a client offering `alpn`.
+    fn lists<'a>(&'a self, alpn: &'a [Box<str>]) -> impl Iterator<Item = &'a [u32]> + 'a {
+        let offered = alpn
+            .iter()
+            .take(if self.by_alpn.is_empty() {
+                0
+            } else {
+                alpn.len()
+            })
+            .filter_map(|a| self.by_alpn.get(a));
+        std::iter::once(&self.plain)
+            .chain(offered)
+            .map(Vec::as_slice)
+    }
+}
+
+/// Route indices by a name: the exact names, the suffixes of `*.SUFFIX`, and
+/// `*`.
+#[derive(Debug, Clone, Default)]
+struct Names {
+    exact: HashMap<Box<str>, Bucket>,
+    under: HashMap<Box<str>, Bucket>,
+    any: Bucket,
+    /// Labels of the shortest and longest suffix in `under`: a client's
+    /// parent names outside this range are not looked up, so a name of a
+    /// hundred labels costs no more than one of three.
+    under_labels: (usize, usize),
+}
+
+fn labels(name: &str) -> usize {
+    name.bytes().filter(|&b| b == b'.').count() + 1
+}
+
+impl Names {
+    fn add(&mut self, pattern: &Pattern, alpn: Option<&str>, index: u32) {
+        let bucket = match pattern {
+            Pattern::Exact(name) => self.exact.entry(name.clone()).or_default(),
+            Pattern::Under(suffix) => {
+                let n = labels(suffix);
+                self.under_labels = if self.under.is_empty() {
+                    (n, n)
+                } else {
+                    (self.under_labels.0.min(n), self.under_labels.1.max(n))
+                };
+                self.under.entry(suffix.clone()).or_default()
+            }
+            Pattern::Any => &mut self.any,
+        };
+        bucket.add(alpn, index);
+    }
+
+    /// The buckets that may hold routes for `name`: its own, those of its
+    /// parents with as many labels as a configured suffix, and `*`'s.
+    fn buckets<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Bucket> + 'a {
+        let (fewest, most) = self.under_labels;
+        let all = labels(name);
         let parents = name
             .match_indices('.')
-            .filter_map(|(dot, _)| self.under.get(&name[dot + 1..]));
+            .take(if self.under.is_empty() { 0 } else { all })
+            .enumerate()
+            // After the (i+1)-th dot: all - i - 1 labels.
+            .filter(move |&(i, _)| (fewest..=most).contains(&(all - i - 1)))
+            .filter_map(|(_, (dot, _))| self.under.get(&name[dot + 1..]));
         self.exact
             .get(name)
             .into_iter()
             .chain(parents)
-            .map(Vec::as_slice)
-            .chain(std::iter::once(self.any.as_slice()))
+            .chain(std::iter::once(&self.any))
     }
 }
 
 /// The compiled routes of one listener.
 ///
-/// Each route is indexed once, by its most selective condition: its `sni`,
-/// else its `host`, else its `alpn`, else its `protocol`. [`find`](Self::find)
-/// looks up the client's own keys (its name and each parent domain of it,
-/// each ALPN protocol it offers, its protocol) and checks every condition of
-/// the routes listed there, in configuration order, stopping at the first
-/// match of each list and skipping routes after the best so far: the cost
-/// depends on the client and on how many routes share its keys, not on how
-/// many routes there are.
+/// Each route is indexed once, by its most selective condition (its `sni`,
+/// else its `host`, else its `alpn`, else its `protocol`) and, under a name,
+/// by its `alpn`. [`find`](Self::find) looks up the client's own keys (its
+/// name and the parent domains a configured wildcard could match, each ALPN
+/// protocol it offers, its protocol) and checks the routes listed there in
+/// configuration order, stopping at the first match of each list and
+/// skipping routes after the best so far. Routes whose conditions contradict
+/// each other (`sni` or `alpn` with a protocol other than `tls`, `host` with
+/// one other than `http`, `host` with `sni` or `alpn`) match no client the
+/// sniffer describes and are left out, so the first route of a list matches
+/// (but for its protocol): the cost depends on the client's name and offers,
+/// not on how many routes there are.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Conditions>,
@@ -136,6 +194,19 @@ fn protocol_index(protocol: ClientProtocol) -> usize {
         .unwrap_or_default()
 }
 
+impl Conditions {
+    /// Whether a client the sniffer describes could match: TLS alone has an
+    /// SNI and ALPN, HTTP alone a Host.
+    fn possible(&self) -> bool {
+        let tls = self.sni.is_some() || self.alpn.is_some();
+        let http = self.host.is_some();
+        !(tls && http)
+            && self.protocol.is_none_or(|p| {
+                (!tls || p == ClientProtocol::Tls) && (!http || p == ClientProtocol::Http)
+            })
+    }
+}
+
 impl RouteTable {
     /// Compiles a listener's routes, in configuration order.
     pub fn new(routes: &[Route]) -> RouteTable {
@@ -150,12 +221,15 @@ impl RouteTable {
                 protocol: route.protocol,
                 host: route.host.as_deref().map(Pattern::new),
             };
-            if let Some(sni) = &conditions.sni {
-                table.sni.add(sni, index);
+            let alpn = conditions.alpn.as_deref();
+            if !conditions.possible() {
+                // Never matches: kept for its index only.
+            } else if let Some(sni) = &conditions.sni {
+                table.sni.add(sni, alpn, index);
             } else if let Some(host) = &conditions.host {
-                table.host.add(host, index);
-            } else if let Some(alpn) = &conditions.alpn {
-                table.alpn.entry(alpn.clone()).or_default().push(index);
+                table.host.add(host, alpn, index);
+            } else if let Some(alpn) = alpn {
+                table.alpn.entry(alpn.into()).or_default().push(index);
             } else if let Some(protocol) = conditions.protocol {
                 table.protocol[protocol_index(protocol)].push(index);
             } else {
@@ -164,11 +238,6 @@ impl RouteTable {
             table.routes.push(conditions);
         }
         table
-    }
-
-    /// Whether there are no routes.
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
     }
 
     /// Index (into the routes given to [`new`](Self::new)) of the first route,
@@ -191,15 +260,18 @@ impl RouteTable {
                 }
             }
         };
-        if let Some(name) = sni {
-            self.sni.lists(name).for_each(&mut consider);
+        for (names, name) in [(&self.sni, sni), (&self.host, host)] {
+            if let Some(name) = name {
+                for bucket in names.buckets(name) {
+                    bucket.lists(&seen.alpn).for_each(&mut consider);
+                }
+            }
         }
-        if let Some(name) = host {
-            self.host.lists(name).for_each(&mut consider);
-        }
-        for offered in &seen.alpn {
-            if let Some(list) = self.alpn.get(offered) {
-                consider(list);
+        if !self.alpn.is_empty() {
+            for offered in &seen.alpn {
+                if let Some(list) = self.alpn.get(offered) {
+                    consider(list);
+                }
             }
         }
         consider(&self.protocol[protocol_index(seen.protocol)]);

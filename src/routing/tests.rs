@@ -265,6 +265,24 @@ fn tls_malformed_hellos() {
 }
 
 #[test]
+fn many_extensions() {
+    let mut exts: Vec<Ext> = (100..160).map(|kind| (kind, vec![])).collect();
+    exts.push(sni_ext(&[b"many.example"]));
+    let bytes = records(&message(&exts), &[usize::MAX]);
+    assert_eq!(done(&bytes), tls(Some("many.example"), &[]));
+    for dup in [100, 140, 159] {
+        let mut with_dup = exts.clone();
+        with_dup.push((dup, vec![]));
+        let bytes = records(&message(&with_dup), &[usize::MAX]);
+        assert_eq!(
+            done(&bytes),
+            with(ClientProtocol::Tls, Anomaly::MalformedHello),
+            "{dup}"
+        );
+    }
+}
+
+#[test]
 fn not_tls_after_all() {
     for bytes in [&[22, 2][..], &[22, 3, 0], &[22, 3, 5], &[22, 0x16]] {
         assert_eq!(done(bytes), Seen::new(ClientProtocol::Other), "{bytes:?}");
@@ -599,6 +617,40 @@ fn wildcards() {
 }
 
 #[test]
+fn wildcards_of_several_depths() {
+    let table = RouteTable::new(&[
+        route(Some("*.a.b.c.d"), None, None),
+        route(Some("*.org"), None, None),
+        route(Some("*.example.org"), Some("h2"), None),
+    ]);
+    assert_eq!(table.find(&client(Some("x.y.a.b.c.d"), &[])), Some(0));
+    assert_eq!(table.find(&client(Some("a.b.c.d"), &[])), None);
+    assert_eq!(table.find(&client(Some("q.w.e.r.t.y.org"), &[])), Some(1));
+    let deep = format!("{}example.org", "x.".repeat(100));
+    assert_eq!(table.find(&client(Some(&deep), &[])), Some(1));
+    let only = RouteTable::new(&[route(Some("*.example.org"), Some("h2"), None)]);
+    assert_eq!(only.find(&client(Some(&deep), &["h2"])), Some(0));
+    assert_eq!(only.find(&client(Some(&deep), &["http/1.1"])), None);
+}
+
+#[test]
+fn contradictions_match_nothing() {
+    let host = Route {
+        host: Some("a.com".into()),
+        ..route(None, None, Some(ClientProtocol::Tls))
+    };
+    let table = RouteTable::new(&[
+        route(Some("a.com"), None, Some(ClientProtocol::Http)),
+        route(None, Some("h2"), Some(ClientProtocol::Ssh)),
+        host,
+        route(Some("a.com"), None, Some(ClientProtocol::Tls)),
+    ]);
+    assert_eq!(table.find(&client(Some("a.com"), &["h2"])), Some(3));
+    let from = |bytes: &[u8]| table.find(&done(bytes));
+    assert_eq!(from(b"GET / HTTP/1.1\r\nHost: a.com\r\n"), None);
+}
+
+#[test]
 fn case_insensitive_names() {
     let table = RouteTable::new(&[
         route(Some("API.Example.com"), None, None),
@@ -830,28 +882,72 @@ fn table_agrees_with_a_linear_scan() {
     }
 }
 
-/// `find` with 10 and 1,000 routes (the numbers in the report of issue 21):
+/// `find` with 10, 1,000 and 10,000 routes (the numbers in the report of
+/// issue 21), mixed as in the test above, then names only (exact and
+/// wildcard, the client's name matching one in the middle):
 /// `cargo test --release --lib routing::tests::find_cost -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn find_cost() {
-    let mut rng = fastrand::Rng::with_seed(7);
-    for n in [10, 1_000, 10_000] {
-        let routes = many_routes(&mut rng, n);
-        let table = RouteTable::new(&routes);
-        let clients: Vec<Seen> = (0..1_000)
-            .map(|_| random_client(&mut rng, &routes))
-            .collect();
+    fn time(table: &RouteTable, clients: &[Seen]) -> (Duration, usize) {
         let rounds = 1_000;
         let start = Instant::now();
         let mut hits = 0;
         for _ in 0..rounds {
-            for seen in &clients {
-                hits += std::hint::black_box(table.find(seen)).is_some() as usize;
+            for seen in clients {
+                hits += usize::from(std::hint::black_box(table.find(seen)).is_some());
             }
         }
-        let each = start.elapsed() / (rounds * clients.len()) as u32;
-        println!("{n} routes: {each:?} per find ({hits} hits)");
+        (start.elapsed() / (rounds * clients.len()) as u32, hits)
+    }
+    let mut rng = fastrand::Rng::with_seed(7);
+    for n in [10, 1_000, 10_000] {
+        let routes = many_routes(&mut rng, n);
+        let clients: Vec<Seen> = (0..1_000)
+            .map(|_| random_client(&mut rng, &routes))
+            .collect();
+        let (each, hits) = time(&RouteTable::new(&routes), &clients);
+        println!("{n} mixed routes: {each:?} per find ({hits} hits)");
+    }
+    for n in [10, 1_000, 10_000] {
+        let routes: Vec<Route> = (0..n)
+            .map(|i| match i % 2 {
+                0 => route(Some(&format!("h{i}.example.com")), None, None),
+                _ => route(Some(&format!("*.d{i}.example.net")), None, None),
+            })
+            .collect();
+        let clients = [
+            client(
+                Some(&format!("h{}.example.com", (n / 2) & !1)),
+                &["h2", "http/1.1"],
+            ),
+            client(Some(&format!("a.b.d{}.example.net", (n / 2) | 1)), &["h2"]),
+            client(Some("nowhere.example.org"), &["h2"]),
+        ];
+        let (each, hits) = time(&RouteTable::new(&routes), &clients);
+        println!("{n} name routes: {each:?} per find ({hits} hits)");
+    }
+}
+
+/// What sniffing costs per connection, on real clients' first bytes:
+/// `cargo test --release --lib routing::tests::sniff_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sniff_cost() {
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    for name in [
+        "client_hello/chromium",
+        "client_hello/curl",
+        "http_request/curl",
+    ] {
+        let bytes = std::fs::read(seeds.join(name)).unwrap();
+        let rounds = 100_000;
+        let start = Instant::now();
+        for _ in 0..rounds {
+            std::hint::black_box(sniff(std::hint::black_box(&bytes)));
+        }
+        let each = start.elapsed() / rounds;
+        println!("{name} ({} bytes): {each:?} per sniff", bytes.len());
     }
 }
 

@@ -243,19 +243,36 @@ fn parse(body: &[u8], seen: &mut Seen) -> Result<(), Stop> {
         Some(_) => return Err(Stop::Malformed),
         None => (Reader(std::mem::take(&mut r.0)), true),
     };
-    let mut types = Vec::with_capacity(32);
+    // Extension types, to find duplicates: on the stack for real hellos
+    // (twenty or so), on the heap past that.
+    let mut few = [0u16; 48];
+    let mut count = 0;
+    let mut many = Vec::new();
     while !extensions.0.is_empty() {
         let (Some(kind), Some(data)) = (extensions.u16(), extensions.vector(2)) else {
             cut = true;
             break;
         };
-        types.push(kind);
+        if count < few.len() {
+            few[count] = kind;
+        } else {
+            if many.is_empty() {
+                many.extend_from_slice(&few);
+            }
+            many.push(kind);
+        }
+        count += 1;
         match kind {
             EXT_SERVER_NAME => server_name(data, seen)?,
             EXT_ALPN => alpn(data, seen)?,
             _ => {}
         }
     }
+    let types = if many.is_empty() {
+        &mut few[..count]
+    } else {
+        &mut many[..]
+    };
     types.sort_unstable();
     if types.windows(2).any(|pair| pair[0] == pair[1]) {
         return Err(Stop::Malformed);

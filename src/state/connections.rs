@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::HostStats;
+use crate::config::ClientProtocol;
 
 /// One open client connection. Created when the host connection is up, removed
 /// when the connection ends. Byte counters are written by the connection's copy
@@ -38,6 +39,8 @@ pub struct ConnectionEntry {
     pub host_local: Option<SocketAddr>,
     /// When the client connection was accepted.
     pub since: SystemTime,
+    /// What the client's first bytes told, on a listener with routes.
+    pub inspection: Option<Box<Inspection>>,
     /// Bytes from client to host so far.
     pub bytes_in: AtomicU64,
     /// Bytes from host to client so far.
@@ -73,6 +76,31 @@ pub enum CloseRequest {
     Timeout = 3,
 }
 
+/// What a listener with routes saw of a client's first bytes, and the route
+/// it took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Inspection {
+    /// What the client speaks.
+    pub protocol: ClientProtocol,
+    /// The TLS server name it asked for (lower case).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<Box<str>>,
+    /// The ALPN protocols it offered, in its order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alpn: Vec<Box<str>>,
+    /// The conditions of the route taken (`sni=api.example.com`); `None`: no
+    /// route matched and the listener's own service serves it.
+    #[serde(serialize_with = "route_label")]
+    pub route: Option<Arc<str>>,
+}
+
+fn route_label<S: serde::Serializer>(route: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match route {
+        Some(label) => s.serialize_some(&**label),
+        None => s.serialize_none(),
+    }
+}
+
 /// A point-in-time copy of one open connection.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConnectionInfo {
@@ -98,6 +126,9 @@ pub struct ConnectionInfo {
     pub bytes_out: u64,
     /// Idle, parked: no task and no runtime registration until a byte arrives.
     pub parked: bool,
+    /// On a listener with routes: what the client's first bytes told.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub inspection: Option<Inspection>,
 }
 
 impl ConnectionEntry {
@@ -115,6 +146,7 @@ impl ConnectionEntry {
         host_addr: SocketAddr,
         host_local: Option<SocketAddr>,
         since: SystemTime,
+        inspection: Option<Box<Inspection>>,
     ) -> Self {
         ConnectionEntry {
             id,
@@ -127,6 +159,7 @@ impl ConnectionEntry {
             host_addr,
             host_local,
             since,
+            inspection,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             last_activity: AtomicU64::new(super::clock_ms()),
@@ -217,6 +250,7 @@ impl ConnectionEntry {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             parked: self.is_parked(),
+            inspection: self.inspection.as_deref().cloned(),
         }
     }
 }

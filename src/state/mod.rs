@@ -12,7 +12,7 @@ mod limits;
 mod stats;
 
 pub use connections::{
-    CloseRequest, ConnectionEntry, ConnectionInfo, ConnectionRegistry, Registered,
+    CloseRequest, ConnectionEntry, ConnectionInfo, ConnectionRegistry, Inspection, Registered,
 };
 pub use limits::{Admission, Limiter, Refusal};
 
@@ -40,6 +40,9 @@ pub struct ServiceCounters {
     pub accepted: AtomicU64,
     /// Clients closed because no host was available.
     pub no_host: AtomicU64,
+    /// Clients of this service's routing listeners that no route matched and
+    /// that the service could not serve itself (it has no group): closed.
+    pub no_route: AtomicU64,
     /// Clients served by a host after at least one other host failed them.
     pub failovers: AtomicU64,
     /// Clients refused by the access lists.
@@ -59,6 +62,8 @@ pub struct ServiceCountersView {
     pub accepted: u64,
     /// Clients closed for want of a host.
     pub no_host: u64,
+    /// Clients of its routing listeners closed for want of a route.
+    pub no_route: u64,
     /// Clients served after a failover.
     pub failovers: u64,
     /// Clients refused by the access lists.
@@ -77,6 +82,7 @@ impl ServiceCounters {
         ServiceCountersView {
             accepted: self.accepted.load(Relaxed),
             no_host: self.no_host.load(Relaxed),
+            no_route: self.no_route.load(Relaxed),
             failovers: self.failovers.load(Relaxed),
             denied: self.denied.load(Relaxed),
             over_limit: self.over_limit.load(Relaxed),

@@ -274,3 +274,34 @@ fn names_are_as_long_as_the_name_rule_allows() {
         json!(txlb::config::MAX_NAME_LEN)
     );
 }
+
+#[test]
+fn the_schema_knows_routes_and_services_without_listeners_or_groups() {
+    let text = r#"
+[[service]]
+name = "edge"
+listen = [{ ip = "*:443", inspect_timeout = 2.5, inspect_bytes = 4096, routes = [
+  { sni = "*.example.org", alpn = "h2", service = "api" },
+  { protocol = "ssh", service = "api" },
+] }]
+
+[[service]]
+name = "api"
+[[service.group]]
+name = "g"
+enable = true
+hosts = [{ ip = "10.0.0.1:443" }]
+"#;
+    txlb::config::Config::from_toml_str(text).unwrap();
+    assert!(errors_of(text).is_empty(), "{:?}", errors_of(text));
+    let typo = text.replace("alpn = \"h2\"", "apln = \"h2\"");
+    assert!(errors_of(&typo).iter().any(|e| e.contains("apln")));
+    let quic = text.replace("\"ssh\"", "\"quic\"");
+    assert!(errors_of(&quic).iter().any(|e| e.contains("protocol")));
+    let bytes = text.replace("4096", "20000");
+    assert!(
+        errors_of(&bytes)
+            .iter()
+            .any(|e| e.contains("inspect_bytes"))
+    );
+}

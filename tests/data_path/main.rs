@@ -15,6 +15,7 @@ mod limits;
 mod parking;
 mod proxy_protocol;
 mod retry_empty;
+mod routing;
 mod schedulers;
 mod schedulers_more;
 mod shared_port;

@@ -423,10 +423,10 @@ fn service(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Optio
             true
         }
     };
-    if b.groups == r.groups {
-        return Some(());
-    }
     if t.get("group").is_none() && b.groups.is_empty() {
+        if r.groups.is_empty() {
+            return Some(());
+        }
         // A service that had no group: the groups as `to_toml` writes them.
         let mut list = ArrayOfTables::new();
         for g in &r.groups {

@@ -2,13 +2,15 @@
 # bench/compare.sh: compare txlb with no proxy ("direct"), HAProxy (TCP mode, with and
 # without splice), nginx stream and pen on loopback. See BENCHMARKS.md.
 #
-#   bench/compare.sh            full run: 3 interleaved repeats, ~8.5 minutes
+#   bench/compare.sh            full run: 3 interleaved repeats, ~11 minutes
 #   bench/compare.sh --quick    smoke test: 1 repeat, short runs, < 1 minute
 #
 # Options: --repeats N   --only LIST (comma-separated: direct,floor,txlb,haproxy,haproxy-splice,
 #          nginx,pen, and txlb-w2: txlb with two workers on the same CPU, for the workers' flatness;
 #          floor is tcpbench's minimal C relay, what the kernel costs any proxy; floor-uring is
 #          its io_uring counterpart, bench/urelay.c, not run by default, needs liburing-dev)
+#          --scenarios LIST (comma-separated: idle,http,bulk,tls; default all; tls is TLS
+#          passthrough routed by SNI, run for direct, floor, txlb, haproxy and nginx)
 #          --out FILE (JSON, default bench/results/latest.json)   --build (cargo build txlb first)
 #          --keep (keep the work directory with configs and logs)
 # Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb), CARGO_TARGET_DIR,
@@ -18,13 +20,14 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 
-QUICK=0 REPEATS="" ONLY="" OUT="" BUILD=0 KEEP=0
-usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+QUICK=0 REPEATS="" ONLY="" OUT="" BUILD=0 KEEP=0 SCENARIOS=idle,http,bulk,tls
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --repeats) REPEATS=${2:?--repeats needs a number}; shift ;;
         --only) ONLY=${2:?--only needs a list}; shift ;;
+        --scenarios) SCENARIOS=${2:?--scenarios needs a list}; shift ;;
         --out) OUT=${2:?--out needs a file}; shift ;;
         --build) BUILD=1 ;;
         --keep) KEEP=1 ;;
@@ -40,11 +43,17 @@ if [ "$QUICK" = 1 ]; then
     MODE=quick; REPEATS=${REPEATS:-1}
     HTTP_SECS=1; BULK1_BYTES=$((256 << 20)); BULK8_BYTES=$((256 << 20)); BULK_SECS=10
     IDLE_CONNS=1000; IDLE_SECS=20; IDLE_REST=1.5   # txlb parks idle connections after 1 s
+    # a few seconds in all: txlb's three listeners, HAProxy and nginx routed only
+    TLS_SECS=0.3; TLS_WARM=0.1; TLS_VARIANTS=" txlb haproxy nginx "
 else
     MODE=full; REPEATS=${REPEATS:-3}
     HTTP_SECS=5; BULK1_BYTES=$((4 << 30)); BULK8_BYTES=$((4 << 30)); BULK_SECS=30
     IDLE_CONNS=10000; IDLE_SECS=30; IDLE_REST=3
+    TLS_SECS=5; TLS_WARM=0.5; TLS_VARIANTS=" direct floor txlb haproxy nginx "
 fi
+# TLS passthrough: new connections, each sending a ClientHello whose SNI alternates between
+# these two names, routed to one service each; txlb also with 1,000 routes (998 decoys first)
+TLS_CONNS=50 TLS_NAMES=api.example.com,www.example.org TLS_ROUTES_MANY=1000
 ALL_VARIANTS=(direct floor txlb haproxy haproxy-splice nginx pen)
 OUT=${OUT:-$BENCH_DIR/results/latest.json}
 
@@ -143,6 +152,17 @@ TB=$WORK/tcpbench
 cc -O2 -pthread -o "$TB" "$BENCH_DIR/tcpbench.c" || die "compiling bench/tcpbench.c failed"
 REPORT=(python3 "$BENCH_DIR/report.py")
 
+# which scenarios
+WANT_IDLE=0 WANT_HTTP=0 WANT_BULK=0 WANT_TLS=0
+IFS=, read -r -a _scen <<<"$SCENARIOS"
+for s in "${_scen[@]}"; do
+    case "$s" in
+        idle) WANT_IDLE=1 ;; http) WANT_HTTP=1 ;; bulk) WANT_BULK=1 ;; tls) WANT_TLS=1 ;;
+        *) die "unknown scenario $s (known: idle,http,bulk,tls)" ;;
+    esac
+done
+WANT_CLASSIC=$(( WANT_IDLE || WANT_HTTP || WANT_BULK ))
+
 # which variants can run
 NOTES=()
 skip_or_die() {  # in quick mode a missing tool skips the variant; a full run fails
@@ -173,7 +193,7 @@ for v in "${WANT[@]}"; do
         *) die "unknown variant $v (known: ${ALL_VARIANTS[*]} txlb-w2 floor-uring)" ;;
     esac
 done
-if [ "$HAVE_WRK" = 0 ]; then
+if [ "$HAVE_WRK" = 0 ] && [ "$WANT_HTTP" = 1 ]; then
     skip_or_die "the new-connection and keep-alive scenarios" "wrk is not installed"
 fi
 if [ "$HAVE_NGX" = 0 ]; then
@@ -206,21 +226,28 @@ NOFILE=$(ulimit -n)
 [ "$NOFILE" = unlimited ] && NOFILE=1048576
 # the proxy holds two descriptors per proxied connection
 MAX_IDLE=$(( (NOFILE - 200) / 2 ))
-if [ "$IDLE_CONNS" -gt "$MAX_IDLE" ]; then
+if [ "$WANT_IDLE" = 1 ] && [ "$IDLE_CONNS" -gt "$MAX_IDLE" ]; then
     NOTES+=("idle: $MAX_IDLE connections, not $IDLE_CONNS: the open-files hard limit is $NOFILE and the proxy needs 2 per connection")
     log "open-files hard limit $NOFILE: idle test uses $MAX_IDLE connections instead of $IDLE_CONNS"
     IDLE_CONNS=$MAX_IDLE
 fi
 MAXCONN=$(( NOFILE / 2 > 50000 ? 50000 : NOFILE / 2 ))   # haproxy maxconn, nginx worker_connections/2
 
-read -r HB1 HB2 ZB1 ZB2 IB1 IB2 PH PZ PI < <("$TB" freeport 9) || die "no free ports"
+read -r HB1 HB2 ZB1 ZB2 IB1 IB2 PH PZ PI TB1 TB2 PT PT1K PTP PS < <("$TB" freeport 15) || die "no free ports"
 CLK=$(getconf CLK_TCK)
 
 # ------------------------------------------------------------------ backends (all on the load CPU)
 # HTTP: two nginx servers returning a small static body; bulk: two zero writers;
 # idle: two "hold" servers that keep every connection open and answer tiny requests.
+# TLS: two tcpbench "tlsback" servers (backend 1 for api.example.com, 2 for *.example.org).
 start_backends() {
     local i port
+    if [ "$WANT_TLS" = 1 ]; then
+        start_bg "$WORK/tlsback1.log" taskset -c "$LOAD_CPU" "$TB" tlsback "$TB1" 1
+        start_bg "$WORK/tlsback2.log" taskset -c "$LOAD_CPU" "$TB" tlsback "$TB2" 2
+        for port in "$TB1" "$TB2"; do "$TB" waitlisten "$port" 10 || die "TLS backend on $port did not start"; done
+    fi
+    [ "$WANT_CLASSIC" = 1 ] || return 0
     mkdir -p "$WORK/ngx-tmp"
     for i in 1 2; do
         port=$([ $i = 1 ] && echo "$HB1" || echo "$HB2")
@@ -484,25 +511,273 @@ run_session() {  # one variant, all scenarios, on a freshly started proxy
             return 0
         fi
         # idle first: memory growth is measured on a fresh process
-        run_idle "$v" "$rep"
+        if [ "$WANT_IDLE" = 1 ]; then run_idle "$v" "$rep"; fi
     fi
-    if [ "$HAVE_WRK" = 1 ]; then
+    if [ "$HAVE_WRK" = 1 ] && [ "$WANT_HTTP" = 1 ]; then
         run_http "$v" "$rep" newconn
         run_http "$v" "$rep" keepalive
     fi
-    run_bulk "$v" "$rep" 1 "$BULK1_BYTES"
-    run_bulk "$v" "$rep" 8 "$BULK8_BYTES"
+    if [ "$WANT_BULK" = 1 ]; then
+        run_bulk "$v" "$rep" 1 "$BULK1_BYTES"
+        run_bulk "$v" "$rep" 8 "$BULK8_BYTES"
+    fi
+    stop_proxy
+}
+
+# ------------------------------------------------------------------ TLS passthrough
+# Each proxy gets two listeners: PT routes by SNI (api.example.com -> backend 1,
+# *.example.org -> backend 2), PTP has no routes (round robin over both, the plain-TCP
+# cost of the same connections). txlb has a third, PT1K: the same two routes after 998
+# decoys. The load is tcpbench tls: TLS_CONNS at a time, each a ClientHello and the
+# backend's short answer (checked: right backend, hello received byte for byte).
+write_txlb_tls_conf() {
+    local f=$WORK/txlb-tls.xml i
+    {
+        echo "<config>"
+        echo "  <service name=\"edge\">"
+        echo "    <listen ip=\"127.0.0.1:$PT\">"
+        echo "      <route sni=\"api.example.com\" service=\"api\"/>"
+        echo "      <route sni=\"*.example.org\" service=\"org\"/>"
+        echo "    </listen>"
+        echo "  </service>"
+        echo "  <service name=\"edge1k\">"
+        echo "    <listen ip=\"127.0.0.1:$PT1K\">"
+        # decoys, exact and wildcard, under the same domains as the real names: none matches them
+        for i in $(seq 1 $((TLS_ROUTES_MANY - 2))); do
+            case $((i % 4)) in
+                0) echo "      <route sni=\"api$i.example.com\" service=\"api\"/>" ;;
+                1) echo "      <route sni=\"*.d$i.example.org\" service=\"org\"/>" ;;
+                2) echo "      <route sni=\"www$i.example.org\" service=\"org\"/>" ;;
+                3) echo "      <route sni=\"*.d$i.example.com\" service=\"api\"/>" ;;
+            esac
+        done
+        echo "      <route sni=\"api.example.com\" service=\"api\"/>"
+        echo "      <route sni=\"*.example.org\" service=\"org\"/>"
+        echo "    </listen>"
+        echo "  </service>"
+        cat <<XML
+  <service name="plain">
+    <listen ip="127.0.0.1:$PTP"/>
+    <group name="g" scheduler="roundr" enable="true">
+      <host name="a" ip="127.0.0.1:$TB1"/>
+      <host name="b" ip="127.0.0.1:$TB2"/>
+    </group>
+  </service>
+  <service name="api">
+    <group name="g" enable="true"><host name="a" ip="127.0.0.1:$TB1"/></group>
+  </service>
+  <service name="org">
+    <group name="g" enable="true"><host name="b" ip="127.0.0.1:$TB2"/></group>
+  </service>
+  <manager><hostCheck interval="10" enable="true"/></manager>
+</config>
+XML
+    } >"$f"
+    echo "$f"
+}
+
+write_haproxy_tls_conf() {
+    local f=$WORK/haproxy-tls.cfg
+    cat >"$f" <<EOF2
+global
+    nbthread 1
+    maxconn $MAXCONN
+    no strict-limits
+
+defaults
+    mode tcp
+    maxconn $MAXCONN
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+
+frontend tls
+    bind 127.0.0.1:$PT
+    tcp-request inspect-delay 5s
+    tcp-request content accept if { req.ssl_hello_type 1 }
+    use_backend tls_api if { req.ssl_sni -i api.example.com }
+    use_backend tls_org if { req.ssl_sni -i -m end .example.org }
+    # no default_backend: a client no route matched is closed
+
+frontend tlsplain
+    bind 127.0.0.1:$PTP
+    default_backend tls_rr
+
+backend tls_api
+    server a 127.0.0.1:$TB1
+backend tls_org
+    server b 127.0.0.1:$TB2
+backend tls_rr
+    balance roundrobin
+    server a 127.0.0.1:$TB1
+    server b 127.0.0.1:$TB2
+EOF2
+    echo "$f"
+}
+
+write_nginx_tls_conf() {
+    local f=$WORK/nginx-tls.conf
+    cat >"$f" <<EOF2
+$NGX_STREAM
+worker_processes 1;
+worker_rlimit_nofile $NOFILE;
+daemon off;
+pid $WORK/nginx-tls.pid;
+error_log $WORK/nginx-tls.err error;
+events { worker_connections $NOFILE; }
+stream {
+    access_log off;
+    proxy_connect_timeout 5s;
+    proxy_timeout 1h;
+    map \$ssl_preread_server_name \$tls_upstream {
+        hostnames;
+        api.example.com tls_api;
+        *.example.org   tls_org;
+        default         tls_none;
+    }
+    upstream tls_api { server 127.0.0.1:$TB1; }
+    upstream tls_org { server 127.0.0.1:$TB2; }
+    # no route matched: nothing listens on port 1, so the client is closed
+    upstream tls_none { server 127.0.0.1:1; }
+    upstream tls_rr { server 127.0.0.1:$TB1; server 127.0.0.1:$TB2; }
+    server { listen 127.0.0.1:$PT backlog=4096; ssl_preread on; proxy_pass \$tls_upstream; }
+    server { listen 127.0.0.1:$PTP backlog=4096; proxy_pass tls_rr; }
+}
+EOF2
+    echo "$f"
+}
+
+TLS_TXLB=1   # 0 once txlb has refused the routed configuration (quick mode only)
+start_tls_proxy() {  # sets PROXY_PIDS and TLS_PID (the process whose CPU is read)
+    local v=$1 logf=$WORK/$1-tls.log conf port pid i
+    PROXY_PIDS=()
+    case "$v" in
+        txlb)
+            conf=$(write_txlb_tls_conf)
+            if ! "$TXLB_BIN" check --config "$conf" >"$WORK/txlb-tls-check.log" 2>&1; then
+                cat "$WORK/txlb-tls-check.log" >&2
+                return 2
+            fi
+            start_bg "$logf" env TXLB_LOG=warn taskset -c "$PROXY_CPU" "$TXLB_BIN" run --config "$conf" \
+                --workers 1 --grace 1 ;;
+        haproxy)
+            conf=$(write_haproxy_tls_conf)
+            start_bg "$logf" taskset -c "$PROXY_CPU" haproxy -db -f "$conf" ;;
+        nginx)
+            conf=$(write_nginx_tls_conf)
+            start_bg "$logf" taskset -c "$PROXY_CPU" nginx -e "$WORK/nginx-tls.err" -p "$WORK" -c "$conf" ;;
+        floor)
+            start_bg "$logf" taskset -c "$PROXY_CPU" "$TB" relay "127.0.0.1:$PTP=127.0.0.1:$TB1,127.0.0.1:$TB2" ;;
+    esac
+    PROXY_PIDS=("$BG_PID") TLS_PID=$BG_PID
+    for port in $(tls_ports "$v"); do
+        if ! "$TB" waitlisten "$port" 15 || ! kill -0 "$BG_PID" 2>/dev/null; then
+            log "$v did not start; its output:"
+            cat "$logf" >&2; [ -e "$WORK/nginx-tls.err" ] && cat "$WORK/nginx-tls.err" >&2
+            return 1
+        fi
+    done
+    if [ "$v" = nginx ]; then
+        pid=""
+        for i in $(seq 1 100); do
+            pid=$(pgrep -P "$BG_PID" | head -n 1 || true)
+            [ -n "$pid" ] && break; sleep 0.05
+        done
+        [ -n "$pid" ] || { log "nginx: no worker process"; return 1; }
+        TLS_PID=$pid
+    fi
+    sleep 0.1
+}
+tls_ports() {  # the listeners a variant has in this scenario
+    case "$1" in
+        txlb) echo "$PT $PTP $PT1K" ;;
+        haproxy|nginx) echo "$PT $PTP" ;;
+        floor) echo "$PTP" ;;
+    esac
+}
+tls_port_of() {  # tls_port_of SCENARIO: the listener each scenario loads
+    case "$1" in tls) echo "$PT" ;; tlsplain) echo "$PTP" ;; tls1k) echo "$PT1K" ;; esac
+}
+
+run_tls() {  # run_tls VARIANT REP SCENARIO (tls, tlsplain or tls1k)
+    local v=$1 rep=$2 s=$3 addrs mode=route c0 c1 out
+    if [ "$v" = direct ]; then addrs=127.0.0.1:$TB1,127.0.0.1:$TB2; else addrs=127.0.0.1:$(tls_port_of "$s"); fi
+    [ "$s" = tlsplain ] && mode=any   # round robin: either backend, but the bytes are still checked
+    local pid=${TLS_PID:-}
+    c0=$(cpu_ticks "$pid")
+    out=$(timeout -k 5 "$(awk -v s="$TLS_SECS" 'BEGIN { printf "%d", s + 15 }')" taskset -c "$LOAD_CPU" \
+        "$TB" tls "$addrs" "$TLS_CONNS" "$TLS_SECS" "$TLS_NAMES" "$mode" 2>&1) || true
+    c1=$(cpu_ticks "$pid")
+    record --variant "$v" --rep "$rep" --scenario "$s" --json "$out" \
+        $([ -n "$pid" ] && echo "cpu_ticks=$((c1 - c0)) clk_tck=$CLK")
+}
+
+run_tls_session() {  # one variant, its TLS scenarios, on a freshly started proxy
+    local v=$1 rep=$2 scen=() s port rc=0 k
+    case "$v" in
+        direct) scen=(tls) ;;
+        floor) scen=(tlsplain) ;;
+        txlb) scen=(tls tlsplain tls1k) ;;
+        *) if [ "$QUICK" = 1 ]; then scen=(tls); else scen=(tls tlsplain); fi ;;
+    esac
+    TLS_PID=""
+    if [ "$v" != direct ]; then
+        [ "$v" = txlb ] && [ "$TLS_TXLB" = 0 ] && return 0
+        start_tls_proxy "$v" || rc=$?
+        if [ "$rc" != 0 ]; then
+            stop_proxy
+            if [ "$v" = txlb ] && [ "$rc" = 2 ]; then
+                [ "$QUICK" = 1 ] || die "txlb refused the TLS routing configuration (above)"
+                log "SKIPPING txlb's TLS scenario: this txlb refuses listener routes (above)"
+                NOTES+=("tls: txlb skipped, its binary refuses listener routes"); TLS_TXLB=0
+                return 0
+            fi
+            [ "$v" = txlb ] && die "txlb failed to start with the TLS configuration"
+            [ "$QUICK" = 1 ] || die "$v failed to start (TLS configuration)"
+            log "SKIPPING $v's TLS scenario for this repeat: it failed to start"
+            NOTES+=("$v failed to start (tls) in repeat $rep")
+            return 0
+        fi
+        # warm up every listener (first connections pay for the process's lazy setup)
+        for port in $(tls_ports "$v"); do
+            taskset -c "$LOAD_CPU" "$TB" tls "127.0.0.1:$port" "$TLS_CONNS" "$TLS_WARM" "$TLS_NAMES" any >/dev/null 2>&1 || true
+        done
+    fi
+    # the order turns with each repeat, so none of them always comes first
+    for k in $(seq 0 $((${#scen[@]} - 1))); do
+        run_tls "$v" "$rep" "${scen[$(( (k + rep - 1) % ${#scen[@]} ))]}"
+    done
     stop_proxy
 }
 
 # ------------------------------------------------------------------ run
+# The canned ClientHello must be one a real TLS server takes: openssl s_server answers it
+# with a ServerHello (checked once, when openssl is there).
+check_hello() {
+    local name pid ok=1
+    if ! have openssl; then NOTES+=("tls: openssl missing, the ClientHello was not checked against a TLS server"); return 0; fi
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=api.example.com \
+        -keyout "$WORK/hello-key.pem" -out "$WORK/hello-cert.pem" >"$WORK/openssl-req.log" 2>&1 || die "openssl req failed"
+    start_bg "$WORK/s_server.log" openssl s_server -accept "127.0.0.1:$PS" -cert "$WORK/hello-cert.pem" \
+        -key "$WORK/hello-key.pem" -alpn h2 -quiet
+    pid=$BG_PID
+    "$TB" waitlisten "$PS" 10 || die "openssl s_server did not start"
+    IFS=, read -r -a _names <<<"$TLS_NAMES"
+    for name in "${_names[@]}"; do "$TB" hellocheck "127.0.0.1:$PS" "$name" >>"$WORK/hello-check.log" 2>&1 || ok=0; done
+    stop_pid "$pid"; forget_pid "$pid"
+    [ "$ok" = 1 ] || { cat "$WORK/hello-check.log" >&2; die "openssl s_server did not take tcpbench's ClientHello"; }
+    log "ClientHello checked: $(tr '\n' ';' <"$WORK/hello-check.log")"
+}
+
 START=$EPOCHSECONDS
-log "$MODE run: variants ${VARIANTS[*]}; $REPEATS repeat(s); work dir $WORK"
+log "$MODE run: variants ${VARIANTS[*]}; scenarios $SCENARIOS; $REPEATS repeat(s); work dir $WORK"
+if [ "$WANT_TLS" = 1 ]; then check_hello; fi
 start_backends
 for rep in $(seq 1 "$REPEATS"); do
     for v in "${VARIANTS[@]}"; do   # interleaved: A B C ... A B C ...
         log "repeat $rep/$REPEATS: $v"
-        run_session "$v" "$rep"
+        if [ "$WANT_CLASSIC" = 1 ]; then run_session "$v" "$rep"; fi
+        if [ "$WANT_TLS" = 1 ] && [[ "$TLS_VARIANTS" == *" $v "* ]]; then run_tls_session "$v" "$rep"; fi
     done
 done
 log "measurements done in $((EPOCHSECONDS - START)) s"
@@ -524,6 +799,8 @@ VERSIONS_TEXT=$(versions)
 MODE="$MODE" REPEATS="$REPEATS" PROXY_CPU="$PROXY_CPU" LOAD_CPU="$LOAD_CPU" NOTES_TEXT="$NOTES_TEXT" \
 VERSIONS_TEXT="$VERSIONS_TEXT" HTTP_SECS="$HTTP_SECS" HTTP_CONNS="$HTTP_CONNS" BULK1_BYTES="$BULK1_BYTES" \
 BULK8_BYTES="$BULK8_BYTES" IDLE_CONNS="$IDLE_CONNS" ELAPSED=$((EPOCHSECONDS - START)) \
+TLS_SECS="$TLS_SECS" TLS_CONNS="$TLS_CONNS" TLS_NAMES="$TLS_NAMES" TLS_ROUTES_MANY="$TLS_ROUTES_MANY" \
+HELLO_BYTES="$("$TB" hello "${TLS_NAMES%%,*}" | wc -c)" \
 python3 - "$META" <<'EOF'
 import json, os, platform, sys, time
 e = os.environ
@@ -537,13 +814,19 @@ meta = {
     "elapsed_s": int(e["ELAPSED"]),
     "settings": {"http_secs": int(e["HTTP_SECS"]), "http_conns": int(e["HTTP_CONNS"]),
                  "bulk1_bytes": int(e["BULK1_BYTES"]), "bulk8_bytes": int(e["BULK8_BYTES"]),
-                 "idle_conns": int(e["IDLE_CONNS"])},
+                 "idle_conns": int(e["IDLE_CONNS"]), "tls_secs": float(e["TLS_SECS"]),
+                 "tls_conns": int(e["TLS_CONNS"]), "tls_names": e["TLS_NAMES"].split(","),
+                 "tls_routes_many": int(e["TLS_ROUTES_MANY"])},
     "scenario_notes": {
         "newconn": "wrk -t1 -c%s, %ss" % (e["HTTP_CONNS"], e["HTTP_SECS"]),
         "keepalive": "wrk -t1 -c%s, %ss" % (e["HTTP_CONNS"], e["HTTP_SECS"]),
         "bulk1": "%.2f GiB" % (int(e["BULK1_BYTES"]) / 2**30),
         "bulk8": "%.2f GiB in all" % (int(e["BULK8_BYTES"]) / 2**30),
         "idle": "%s connections" % e["IDLE_CONNS"],
+        "tls": "tcpbench tls -c%s, %ss, %s-byte ClientHello, SNI %s in turn"
+               % (e["TLS_CONNS"], e["TLS_SECS"], e["HELLO_BYTES"], " / ".join(e["TLS_NAMES"].split(","))),
+        "tlsplain": "the same hellos, round robin over both backends",
+        "tls1k": "%s routes: the 2 real ones after %d decoys" % (e["TLS_ROUTES_MANY"], int(e["TLS_ROUTES_MANY"]) - 2),
     },
 }
 json.dump(meta, open(sys.argv[1], "w"), indent=2)

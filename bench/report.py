@@ -45,6 +45,33 @@ SCENARIOS = {
         "bulk, 8 streams backend->client",
         [("gbps", "Gbit/s", "{:.2f}", "hd"), ("cpu_pct", "CPU %", "{:.0f}", "h")],
     ),
+    "tls": (
+        "TLS passthrough: new connections routed by SNI among two services (ClientHello, short answer)",
+        [
+            ("rate", "conn/s", "{:.0f}", "h"),
+            ("p50_ms", "p50 ms", "{:.2f}", ""),
+            ("p99_ms", "p99 ms", "{:.2f}", ""),
+            ("cpu_us_per", "CPU us/conn", "{:.1f}", "h"),
+        ],
+    ),
+    "tlsplain": (
+        "TLS passthrough without routes: the same connections, plain TCP round robin",
+        [
+            ("rate", "conn/s", "{:.0f}", "h"),
+            ("p50_ms", "p50 ms", "{:.2f}", ""),
+            ("p99_ms", "p99 ms", "{:.2f}", ""),
+            ("cpu_us_per", "CPU us/conn", "{:.1f}", "h"),
+        ],
+    ),
+    "tls1k": (
+        "TLS passthrough routed by SNI with 1,000 routes",
+        [
+            ("rate", "conn/s", "{:.0f}", ""),
+            ("p50_ms", "p50 ms", "{:.2f}", ""),
+            ("p99_ms", "p99 ms", "{:.2f}", ""),
+            ("cpu_us_per", "CPU us/conn", "{:.1f}", ""),
+        ],
+    ),
     "idle": (
         "idle memory: proxy RSS growth per connection",
         [
@@ -153,6 +180,14 @@ def derive(r):
     if s in ("newconn", "keepalive"):
         if cpu_s is not None and r.get("requests"):
             r["cpu_us_per"] = cpu_s * 1e6 / r["requests"]
+    elif s in ("tls", "tlsplain", "tls1k"):
+        # tcpbench tls counts only connections answered by the right backend with the
+        # hash of the hello it sent; every other outcome is in "errors"
+        if cpu_s is not None and r.get("conns"):
+            r["cpu_us_per"] = cpu_s * 1e6 / r["conns"]
+        kinds = ("connect_errors", "resets", "no_answer", "bad_bytes", "wrong_route", "timeouts")
+        if r.get("errors") and "error_text" not in r:
+            r["error_text"] = ", ".join("%s %d" % (k, r[k]) for k in kinds if r.get(k))
     elif s in ("bulk1", "bulk8"):
         errs = r.get("errors", 0) + r.get("short_streams", 0)
         r["errors"] = errs
@@ -337,6 +372,37 @@ def compute_targets(results):
         add(s + "_vs_best_peer", r, 1.3, lambda v, l: v >= l,
             "bulk %s: txlb %s Gbit/s vs best other %s (%s) = %sx (target >= 1.3x)"
             % (what, fmt(t, "{:.2f}"), who or "-", fmt(b, "{:.2f}"), fmt(r, "{:.2f}")))
+    # TLS passthrough (issue 21)
+    t = get("txlb", "tls", "cpu_us_per")
+    vals = [(get(v, "tls", "cpu_us_per"), v) for v in ("haproxy", "nginx") if get(v, "tls", "cpu_us_per") is not None]
+    b, who = min(vals) if vals else (None, None)
+    r = ratio(t, b)
+    add("tls_cpu_vs_best", r, 0.9, lambda v, l: v <= l,
+        "CPU per routed TLS connection: txlb %s us vs best of haproxy and nginx %s (%s) us = %sx (target <= 0.9x)"
+        % (fmt(t, "{:.2f}"), who or "-", fmt(b, "{:.2f}"), fmt(r, "{:.2f}")))
+    p = get("txlb", "tlsplain", "cpu_us_per")
+    r = ratio(t, p)
+    add("tls_cpu_vs_plain", r, 1.1, lambda v, l: v <= l,
+        "CPU per routed TLS connection: txlb %s us vs txlb without routes %s us = %sx (target <= 1.1x)"
+        % (fmt(t, "{:.2f}"), fmt(p, "{:.2f}"), fmt(r, "{:.2f}")))
+    k = get("txlb", "tls1k", "cpu_us_per")
+    r = ratio(k, t)
+    add("tls_routes_flat", r, 1.1, lambda v, l: v <= l,
+        "routes: CPU per routed TLS connection with 1,000 routes %s us vs 2 routes %s us = %sx (target: flat, <= 1.1x)"
+        % (fmt(k, "{:.2f}"), fmt(t, "{:.2f}"), fmt(r, "{:.2f}")))
+    # what routing costs the others, and the kernel's floor for the same connections
+    parts = []
+    for v in ("txlb", "haproxy", "nginx"):
+        rt, pl = get(v, "tls", "cpu_us_per"), get(v, "tlsplain", "cpu_us_per")
+        if rt is not None and pl is not None:
+            parts.append("%s %s/%s us = %sx" % (v, fmt(rt, "{:.1f}"), fmt(pl, "{:.1f}"), fmt(ratio(rt, pl), "{:.2f}")))
+    f = get("floor", "tlsplain", "cpu_us_per")
+    if parts or f is not None:
+        out.append({
+            "target": "tls_routing_cost", "value": None, "limit": None, "status": "info",
+            "text": "TLS routed/plain per connection: %s; floor relay (plain) %s us"
+            % ("; ".join(parts) or "-", fmt(f, "{:.1f}")),
+        })
     t = get("txlb", "idle", "rss_per_conn_idle")
     add("idle_bytes_per_conn", t, 1024, lambda v, l: v <= l,
         "idle memory: txlb %s B per idle connection (target <= 1024 B)" % fmt(t, "{:.0f}"))

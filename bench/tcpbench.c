@@ -22,6 +22,19 @@
  *   tcpbench relay LISTEN=HOST,HOST... [LISTEN=...]
  *                                       the "floor" variant: the least a proxy can do (one
  *                                       thread, epoll, round robin); runs until killed
+ *   tcpbench hello NAME                 write the canned TLS ClientHello for NAME to stdout
+ *   tcpbench hellocheck ADDR NAME       send it to a real TLS server at ADDR; succeed if a
+ *                                       ServerHello comes back (proof the hello is a real one)
+ *   tcpbench tlsback PORT ID            backend: read one TLS record (the ClientHello), answer
+ *                                       "B<ID> <FNV-1a 64 of the bytes received>\n", close
+ *   tcpbench tls ADDRS CONC SECS NAMES route|any
+ *                                       CONC connections at a time for SECS seconds, each
+ *                                       sending the ClientHello for the next of the comma-separated
+ *                                       NAMES (in turn) and reading the backend's answer to EOF.
+ *                                       Every answer is checked: the hash proves the hello
+ *                                       arrived byte for byte; "route" also wants backend
+ *                                       ID i+1 for NAMES[i]. ADDRS: one address for all, or
+ *                                       one per name (no proxy: "direct"). Prints JSON.
  *
  * Every loop is bounded in count and time. Loopback only: ADDRs are parsed as IPv4 literals.
  */
@@ -578,6 +591,322 @@ static int cmd_relay(int n, char **specs) {
     }
 }
 
+/* ---- TLS passthrough: a canned ClientHello, its backend and its load ----
+ *
+ * The proxies under test only peek at the ClientHello (SNI) and then relay bytes,
+ * so no handshake is completed: the backend reads the hello, answers a few bytes
+ * and closes, as an HTTP backend does after one `Connection: close` request. */
+
+#define HELLO_MAX 1024
+#define TLS_NAMES_MAX 4
+
+static void put16(unsigned char *p, size_t v) { p[0] = (unsigned char)(v >> 8); p[1] = (unsigned char)v; }
+
+/* The ClientHello OpenSSL 3.0's `s_client -servername NAME -alpn h2,http/1.1` sends,
+ * extension for extension (TLS 1.3 and 1.2 suites, an x25519 key share, ALPN h2 and
+ * http/1.1), with SNI NAME. Random, session id and key share are fixed bytes derived
+ * from NAME: a proxy looks at none of them. Returns its length, 0 if NAME is too long. */
+static size_t build_hello(const char *name, unsigned char *out) {
+    static const unsigned char suites[] = {
+        0x13, 0x02, 0x13, 0x03, 0x13, 0x01, 0xc0, 0x2c, 0xc0, 0x30, 0x00, 0x9f, 0xcc, 0xa9, 0xcc, 0xa8,
+        0xcc, 0xaa, 0xc0, 0x2b, 0xc0, 0x2f, 0x00, 0x9e, 0xc0, 0x24, 0xc0, 0x28, 0x00, 0x6b, 0xc0, 0x23,
+        0xc0, 0x27, 0x00, 0x67, 0xc0, 0x0a, 0xc0, 0x14, 0x00, 0x39, 0xc0, 0x09, 0xc0, 0x13, 0x00, 0x33,
+        0x00, 0x9d, 0x00, 0x9c, 0x00, 0x3d, 0x00, 0x3c, 0x00, 0x35, 0x00, 0x2f, 0x00, 0xff};
+    /* the extensions after server_name, as OpenSSL orders them; the key share's
+     * 32 bytes are filled in below */
+    static const unsigned char tail[] = {
+        0x00, 0x0b, 0x00, 0x04, 0x03, 0x00, 0x01, 0x02,                   /* ec_point_formats */
+        0x00, 0x0a, 0x00, 0x16, 0x00, 0x14, 0x00, 0x1d, 0x00, 0x17, 0x00, /* supported_groups */
+        0x1e, 0x00, 0x19, 0x00, 0x18, 0x01, 0x00, 0x01, 0x01, 0x01, 0x02, 0x01, 0x03, 0x01, 0x04,
+        0x00, 0x23, 0x00, 0x00,                                           /* session_ticket */
+        0x00, 0x10, 0x00, 0x0e, 0x00, 0x0c, 0x02, 'h', '2',               /* ALPN */
+        0x08, 'h', 't', 't', 'p', '/', '1', '.', '1',
+        0x00, 0x16, 0x00, 0x00,                                           /* encrypt_then_mac */
+        0x00, 0x17, 0x00, 0x00,                                           /* extended_master_secret */
+        0x00, 0x0d, 0x00, 0x2a, 0x00, 0x28, 0x04, 0x03, 0x05, 0x03, 0x06, /* signature_algorithms */
+        0x03, 0x08, 0x07, 0x08, 0x08, 0x08, 0x09, 0x08, 0x0a, 0x08, 0x0b, 0x08, 0x04, 0x08, 0x05,
+        0x08, 0x06, 0x04, 0x01, 0x05, 0x01, 0x06, 0x01, 0x03, 0x03, 0x03, 0x01, 0x03, 0x02, 0x04,
+        0x02, 0x05, 0x02, 0x06, 0x02,
+        0x00, 0x2b, 0x00, 0x09, 0x08, 0x03, 0x04, 0x03, 0x03, 0x03, 0x02, 0x03, 0x01, /* supported_versions */
+        0x00, 0x2d, 0x00, 0x02, 0x01, 0x01,                               /* psk_key_exchange_modes */
+        0x00, 0x33, 0x00, 0x26, 0x00, 0x24, 0x00, 0x1d, 0x00, 0x20};      /* key_share: x25519, 32 bytes */
+    size_t n = strlen(name), p = 0;
+    if (n == 0 || n > 255) return 0;
+    uint32_t x = 2166136261u; /* a small generator seeded by NAME for the "random" bytes */
+    for (size_t i = 0; i < n; i++) x = (x ^ (unsigned char)name[i]) * 16777619u;
+#define FILL(count) for (int k = 0; k < (count); k++) { x ^= x << 13; x ^= x >> 17; x ^= x << 5; out[p++] = (unsigned char)x; }
+    out[p++] = 0x16; out[p++] = 0x03; out[p++] = 0x01; p += 2;  /* record header; length below */
+    out[p++] = 0x01; p += 3;                                    /* ClientHello; length below */
+    out[p++] = 0x03; out[p++] = 0x03;                           /* legacy_version TLS 1.2 */
+    FILL(32);                                                   /* random */
+    out[p++] = 32; FILL(32);                                    /* legacy_session_id */
+    put16(out + p, sizeof suites); p += 2;
+    memcpy(out + p, suites, sizeof suites); p += sizeof suites;
+    out[p++] = 0x01; out[p++] = 0x00;                           /* compression: null */
+    size_t ext_len_at = p;
+    p += 2;
+    put16(out + p, 0x0000); put16(out + p + 2, n + 5);          /* server_name */
+    put16(out + p + 4, n + 3); out[p + 6] = 0x00; put16(out + p + 7, n);
+    p += 9;
+    memcpy(out + p, name, n); p += n;
+    memcpy(out + p, tail, sizeof tail); p += sizeof tail;
+    FILL(32);                                                   /* the x25519 public key */
+#undef FILL
+    put16(out + ext_len_at, p - ext_len_at - 2);
+    put16(out + 3, p - 5);
+    out[6] = 0; put16(out + 7, p - 9);
+    return p;
+}
+
+static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+#define FNV_START 14695981039346656037ull
+
+static int cmd_hello(const char *name) {
+    unsigned char h[HELLO_MAX];
+    size_t n = build_hello(name, h);
+    if (!n) { fprintf(stderr, "tcpbench hello: bad name\n"); return 2; }
+    return fwrite(h, 1, n, stdout) == n ? 0 : 1;
+}
+
+static int cmd_hellocheck(const char *addr, const char *name) {
+    struct sockaddr_in sa;
+    unsigned char h[HELLO_MAX], in[64];
+    size_t n = build_hello(name, h), have = 0;
+    if (parse_addr(addr, &sa) < 0 || !n) { fprintf(stderr, "tcpbench hellocheck: bad arguments\n"); return 2; }
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) die("hellocheck: connect");
+    if (send(fd, h, n, MSG_NOSIGNAL) != (ssize_t)n) die("hellocheck: send");
+    while (have < 6) {
+        ssize_t r = recv(fd, in + have, sizeof in - have, 0);
+        if (r <= 0) break;
+        have += (size_t)r;
+    }
+    close(fd);
+    /* a handshake record (22) whose first message is a ServerHello (2) */
+    if (have >= 6 && in[0] == 0x16 && in[5] == 0x02) { printf("ServerHello for %s (%zu-byte ClientHello)\n", name, n); return 0; }
+    fprintf(stderr, "tcpbench hellocheck: no ServerHello (%zu bytes back, first %02x)\n", have, have ? in[0] : 0);
+    return 1;
+}
+
+/* ---- tlsback ---- */
+
+struct tls_peer {
+    size_t have, need; /* bytes read; 5 + record length once the header is in */
+    unsigned char hdr[5];
+    uint64_t hash;     /* of every byte read */
+};
+
+__attribute__((noreturn)) static int cmd_tlsback(int port, int id) {
+    raise_nofile();
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    size_t max_fd = rl.rlim_cur > (1u << 20) ? (1u << 20) : rl.rlim_cur;
+    struct tls_peer **peers = calloc(max_fd, sizeof *peers);
+    int lfd = listen_on(port);
+    fcntl(lfd, F_SETFL, O_NONBLOCK);
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = lfd}, evs[256];
+    if (!peers || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev) < 0) die("tlsback: setup");
+    unsigned char buf[4096];
+    for (;;) {
+        int n = epoll_wait(ep, evs, 256, -1);
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == lfd) {
+                for (int k = 0; k < 1024; k++) {
+                    int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK);
+                    if (c < 0) break;
+                    struct tls_peer *t = (size_t)c < max_fd ? calloc(1, sizeof *t) : NULL;
+                    if (!t) { close(c); continue; }
+                    t->hash = FNV_START;
+                    peers[c] = t;
+                    struct epoll_event ce = {.events = EPOLLIN | EPOLLRDHUP, .data.fd = c};
+                    epoll_ctl(ep, EPOLL_CTL_ADD, c, &ce);
+                }
+                continue;
+            }
+            struct tls_peer *t = peers[fd];
+            enum { WAIT, GONE, ANSWER, BAD } end = WAIT;
+            while (end == WAIT) {
+                ssize_t r = recv(fd, buf, sizeof buf, 0);
+                if (r < 0 && errno == EAGAIN) break;
+                if (r <= 0) { end = GONE; break; } /* closed before the whole record: no answer */
+                for (size_t k = t->have; k < 5 && k - t->have < (size_t)r; k++) t->hdr[k] = buf[k - t->have];
+                t->have += (size_t)r;
+                t->hash = fnv1a(t->hash, buf, (size_t)r);
+                if (!t->need && t->have >= 5) {
+                    size_t len = (size_t)t->hdr[3] << 8 | t->hdr[4];
+                    if (t->hdr[0] != 0x16 || len > 16384) end = BAD; /* not a handshake record */
+                    t->need = 5 + len;
+                }
+                /* exactly one record: a byte more is not what the client sent */
+                if (end == WAIT && t->need && t->have >= t->need) end = t->have == t->need ? ANSWER : BAD;
+            }
+            if (end == WAIT) continue;
+            char out[32];
+            int len = end == ANSWER ? snprintf(out, sizeof out, "B%d %016llx\n", id, (unsigned long long)t->hash)
+                                    : snprintf(out, sizeof out, "B%d BAD\n", id);
+            if (end != GONE) send(fd, out, (size_t)len, MSG_NOSIGNAL);
+            free(t);
+            peers[fd] = NULL;
+            close(fd);
+        }
+    }
+}
+
+/* ---- tls: the load ---- */
+
+struct tls_conn {
+    int fd, name, sent;
+    double t0;
+    size_t rlen;
+    char rbuf[64];
+};
+
+struct tls_load {
+    int ep, nnames, naddrs, route;
+    struct sockaddr_in addrs[TLS_NAMES_MAX];
+    unsigned char hello[TLS_NAMES_MAX][HELLO_MAX];
+    size_t hello_len[TLS_NAMES_MAX];
+    uint64_t hash[TLS_NAMES_MAX];
+    unsigned long next;
+    long ok, connect_err, reset, no_answer, bad_bytes, wrong_route;
+    double *lat;
+    size_t nlat, cap;
+};
+
+static int tls_send(struct tls_load *L, struct tls_conn *c) {
+    ssize_t w = send(c->fd, L->hello[c->name], L->hello_len[c->name], MSG_NOSIGNAL);
+    if (w == (ssize_t)L->hello_len[c->name]) { c->sent = 1; return 0; }
+    if (w < 0 && (errno == EAGAIN || errno == ENOTCONN || errno == EINPROGRESS)) return 0; /* connecting */
+    return -1; /* a partial send of a few hundred bytes into an empty socket does not happen */
+}
+
+/* Opens the next connection in slot c; 0 when it is under way. */
+static int tls_start(struct tls_load *L, struct tls_conn *c, uint32_t slot) {
+    c->name = (int)(L->next++ % (unsigned long)L->nnames);
+    c->sent = 0;
+    c->rlen = 0;
+    c->t0 = now();
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (c->fd < 0) die("tls: socket");
+    struct sockaddr_in *to = &L->addrs[L->naddrs == 1 ? 0 : c->name];
+    if ((connect(c->fd, (struct sockaddr *)to, sizeof *to) < 0 && errno != EINPROGRESS) || tls_send(L, c) < 0) {
+        L->connect_err++;
+        close(c->fd);
+        c->fd = -1;
+        return -1;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u32 = slot};
+    if (epoll_ctl(L->ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("tls: epoll_ctl");
+    return 0;
+}
+
+/* The answer to EOF: is it the right backend's, with the hash of exactly our hello? */
+static void tls_judge(struct tls_load *L, struct tls_conn *c) {
+    c->rbuf[c->rlen < sizeof c->rbuf ? c->rlen : sizeof c->rbuf - 1] = 0;
+    int id = -1;
+    unsigned long long h = 0;
+    if (c->rlen == 0) { L->no_answer++; return; }
+    if (sscanf(c->rbuf, "B%d %16llx\n", &id, &h) != 2 || h != L->hash[c->name]) { L->bad_bytes++; return; }
+    if (L->route && id != c->name + 1) { L->wrong_route++; return; }
+    L->ok++;
+    if (L->nlat == L->cap && L->cap < (8u << 20)) {
+        L->cap = L->cap ? 2 * L->cap : 65536;
+        L->lat = realloc(L->lat, L->cap * sizeof *L->lat);
+        if (!L->lat) die("tls: realloc");
+    }
+    if (L->nlat < L->cap) L->lat[L->nlat++] = now() - c->t0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int cmd_tls(const char *addrs, int conc, double secs, const char *names, const char *mode) {
+    raise_nofile();
+    static struct tls_load L;
+    char copy[512], *save = NULL;
+    snprintf(copy, sizeof copy, "%s", names);
+    for (char *t = strtok_r(copy, ",", &save); t && L.nnames < TLS_NAMES_MAX; t = strtok_r(NULL, ",", &save)) {
+        L.hello_len[L.nnames] = build_hello(t, L.hello[L.nnames]);
+        if (!L.hello_len[L.nnames]) break;
+        L.hash[L.nnames] = fnv1a(FNV_START, L.hello[L.nnames], L.hello_len[L.nnames]);
+        L.nnames++;
+    }
+    snprintf(copy, sizeof copy, "%s", addrs);
+    save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t && L.naddrs < TLS_NAMES_MAX; t = strtok_r(NULL, ",", &save))
+        if (parse_addr(t, &L.addrs[L.naddrs]) == 0) L.naddrs++;
+    L.route = !strcmp(mode, "route");
+    if (!L.nnames || !(L.naddrs == 1 || L.naddrs == L.nnames) || conc < 1 || conc > 4096 || !(secs > 0 && secs <= 600) ||
+        (!L.route && strcmp(mode, "any"))) {
+        fprintf(stderr, "tcpbench tls: bad arguments\n");
+        return 2;
+    }
+    L.ep = epoll_create1(0);
+    struct tls_conn *cs = calloc((size_t)conc, sizeof *cs);
+    struct epoll_event evs[256];
+    double start = now(), stop = start + secs, last = start;
+    int active = 0;
+    for (int i = 0; i < conc; i++) active += tls_start(&L, &cs[i], (uint32_t)i) == 0;
+    /* a connection that has not finished 3 s after the end is counted and dropped */
+    while (active > 0 && now() < stop + 3) {
+        int n = epoll_wait(L.ep, evs, 256, 100);
+        for (int e = 0; e < n; e++) {
+            struct tls_conn *c = &cs[evs[e].data.u32];
+            if (c->fd < 0) continue;
+            int end = 0; /* 1: EOF, -1: failed */
+            if (!c->sent && tls_send(&L, c) < 0) end = -1;
+            while (c->sent && !end) {
+                char tmp[64];
+                ssize_t r = recv(c->fd, tmp, sizeof tmp, 0);
+                if (r > 0) {
+                    size_t room = sizeof c->rbuf - 1 - c->rlen, k = (size_t)r < room ? (size_t)r : room;
+                    memcpy(c->rbuf + c->rlen, tmp, k);
+                    c->rlen += k;
+                } else if (r == 0) {
+                    end = 1;
+                } else if (errno != EAGAIN) {
+                    end = -1;
+                } else {
+                    break;
+                }
+            }
+            if (!end) continue;
+            if (end > 0) tls_judge(&L, c);
+            else L.reset++;
+            close(c->fd);
+            c->fd = -1;
+            last = now();
+            active--;
+            /* start the next one (a connection that fails to start is counted: retry in the same slot) */
+            while (now() < stop && c->fd < 0) active += tls_start(&L, c, evs[e].data.u32) == 0;
+        }
+    }
+    long timeouts = 0;
+    for (int i = 0; i < conc; i++)
+        if (cs[i].fd >= 0) { timeouts++; close(cs[i].fd); }
+    double el = last - start;
+    qsort(L.lat, L.nlat, sizeof *L.lat, cmp_double);
+    double p50 = L.nlat ? L.lat[L.nlat / 2] * 1e3 : 0, p99 = L.nlat ? L.lat[(size_t)(L.nlat * 0.99)] * 1e3 : 0;
+    long errors = L.connect_err + L.reset + L.no_answer + L.bad_bytes + L.wrong_route + timeouts;
+    printf("{\"conns\":%ld,\"secs\":%.4f,\"rate\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"hello_bytes\":%zu,"
+           "\"errors\":%ld,\"connect_errors\":%ld,\"resets\":%ld,\"no_answer\":%ld,\"bad_bytes\":%ld,"
+           "\"wrong_route\":%ld,\"timeouts\":%ld}\n",
+           L.ok, el, el > 0 ? L.ok / el : 0.0, p50, p99, L.hello_len[0], errors, L.connect_err, L.reset,
+           L.no_answer, L.bad_bytes, L.wrong_route, timeouts);
+    free(cs);
+    free(L.lat);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -591,9 +920,15 @@ int main(int argc, char **argv) {
         return cmd_idle(argv[2], atoi(argv[3]), atoi(argv[4]), atof(argv[5]),
                         argc >= 7 ? atof(argv[6]) : IDLE_REST_DEFAULT);
     if (argc >= 3 && !strcmp(argv[1], "relay")) return cmd_relay(argc - 2, argv + 2);
+    if (argc >= 3 && !strcmp(argv[1], "hello")) return cmd_hello(argv[2]);
+    if (argc >= 4 && !strcmp(argv[1], "hellocheck")) return cmd_hellocheck(argv[2], argv[3]);
+    if (argc >= 4 && !strcmp(argv[1], "tlsback")) return cmd_tlsback(atoi(argv[2]), atoi(argv[3]));
+    if (argc >= 7 && !strcmp(argv[1], "tls"))
+        return cmd_tls(argv[2], atoi(argv[3]), atof(argv[4]), argv[5], argv[6]);
     fprintf(stderr,
             "usage: tcpbench freeport N | waitlisten PORT SECS | zero PORT | hold PORT |\n"
             "       bulk ADDRS STREAMS BYTES SECS | idle ADDR N PID SECS [REST] |\n"
-            "       relay LISTEN=HOST,HOST... [LISTEN=...]\n");
+            "       relay LISTEN=HOST,HOST... [LISTEN=...] | hello NAME | hellocheck ADDR NAME |\n"
+            "       tlsback PORT ID | tls ADDRS CONC SECS NAMES route|any\n");
     return 2;
 }

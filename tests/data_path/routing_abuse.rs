@@ -380,3 +380,30 @@ async fn the_routed_services_access_lists_and_limits_decide() {
     assert_eq!((counters("edge").accepted, counters("edge").denied), (1, 0));
     balancer.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_routed_service_removed_while_its_client_is_inspected() {
+    let own = greeting_host("own", None).await;
+    let api = greeting_host("api", None).await;
+    let xml = edge_xml("inspectTimeout=\"5\"", own, &service("api", api));
+    let (balancer, edge) = balancer(&xml).await;
+    let hello = client_hello("api.example.com");
+    let mut client = TcpStream::connect(edge).await.unwrap();
+    client.write_all(&hello[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The reload drops the route and the service it sent to.
+    let mut next = balancer.config();
+    next.services.retain(|s| s.name != "api");
+    next.services[0].listeners[0].routes.clear();
+    balancer
+        .apply(Command::Replace(Box::new(next)))
+        .await
+        .unwrap();
+    client.write_all(&hello[10..]).await.unwrap();
+    // Served as the listener now says: by its own group.
+    assert_eq!(
+        greeting(&mut client, Duration::from_secs(3)).await,
+        Ok("own".into())
+    );
+    balancer.shutdown(Duration::from_secs(1)).await;
+}

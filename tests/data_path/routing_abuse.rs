@@ -407,3 +407,150 @@ async fn a_routed_service_removed_while_its_client_is_inspected() {
     );
     balancer.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn routes_added_and_removed_under_load_lose_no_client_and_keep_their_hits() {
+    const CLIENTS: usize = 4;
+    const ROUNDS: usize = 40;
+    let own = greeting_host("own", None).await;
+    let api = greeting_host("api", None).await;
+    let other = greeting_host("other", None).await;
+    let xml = edge_xml(
+        "",
+        own,
+        &format!("{}{}", service("api", api), service("other", other)),
+    );
+    let (balancer, edge) = balancer(&xml).await;
+    let hello = client_hello("api.example.com");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..CLIENTS {
+        let (stop, hello) = (stop.clone(), hello.clone());
+        load.push(tokio::spawn(async move {
+            let mut served = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut client = TcpStream::connect(edge).await.unwrap();
+                client.write_all(&hello).await.unwrap();
+                assert_eq!(
+                    greeting(&mut client, Duration::from_secs(3)).await,
+                    Ok("api".into()),
+                    "client {served}"
+                );
+                served += 1;
+            }
+            served
+        }));
+    }
+    let listen = txlb::config::parse_listen_addr("127.0.0.1:0").unwrap();
+    let mut route = txlb::config::Route::to("other");
+    route.sni = Some("other.example.com".into());
+    for _ in 0..ROUNDS {
+        // First, so the api route moves down and back up.
+        balancer
+            .apply(Command::AddRoute {
+                service: "edge".into(),
+                listen: listen.clone(),
+                route: route.clone(),
+                position: Some(0),
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        balancer
+            .apply(Command::RemoveRoute {
+                service: "edge".into(),
+                listen: listen.clone(),
+                route: route.clone(),
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut served = 0;
+    for task in load {
+        served += task.await.unwrap();
+    }
+    assert!(served > 0);
+    let routes = &balancer.listeners()[0].routes;
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert_eq!(routes[0].hits, served, "{routes:?}");
+    let stats = balancer.stats();
+    let api = stats.services.iter().find(|s| s.name == "api").unwrap();
+    assert_eq!(api.counters.accepted, served);
+    balancer.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn random_first_bytes_never_break_the_binary() {
+    const CLIENTS: u64 = 300;
+    let own = greeting_host("own", None).await;
+    let api = greeting_host("api", None).await;
+    let xml = format!(
+        "<config>\n  <service name=\"edge\">\n    <listen ip=\"127.0.0.1:0\" inspectTimeout=\"0.3\">\n      \
+         <route sni=\"api.example.com\" service=\"api\"/>\n      \
+         <route sni=\"*.example.org\" alpn=\"h2\" service=\"api\"/>\n      \
+         <route protocol=\"http\" host=\"app.example.com\" service=\"api\"/>\n      \
+         <route protocol=\"ssh\" service=\"api\"/>\n    </listen>\n    \
+         <group name=\"g\" enable=\"true\">\n      <host name=\"own1\" ip=\"{own}\"/>\n    \
+         </group>\n  </service>\n{}</config>\n",
+        service("api", api)
+    );
+    let mut txlb = Txlb::start_xml(&xml, None);
+    let edge = txlb.listener();
+    let hello = client_hello("api.example.com");
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for seed in 0..CLIENTS {
+        if tasks.len() >= 32 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+        let hello = hello.clone();
+        tasks.spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut bytes = match seed % 4 {
+                // A real hello with a few bytes changed.
+                0 => {
+                    let mut h = hello;
+                    for _ in 0..rng.usize(1..8) {
+                        let at = rng.usize(..h.len());
+                        h[at] = rng.u8(..);
+                    }
+                    h
+                }
+                1 => b"GET / HTTP/1.1\r\nHost: ".to_vec(),
+                2 => vec![0x16, 0x03, rng.u8(0..5)],
+                _ => Vec::new(),
+            };
+            let cut = rng.usize(..=bytes.len());
+            bytes.truncate(cut);
+            let extra = rng.usize(..2000);
+            bytes.extend((0..extra).map(|_| rng.u8(..)));
+            let Ok(mut client) = TcpStream::connect(edge).await else {
+                return;
+            };
+            let _ = client.write_all(&bytes).await;
+            if rng.bool() {
+                // Past the inspect timeout: the sniffer gives up, not the client.
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            let _ = client.shutdown().await;
+            let mut sink = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut sink)).await;
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(txlb.alive(), "{}", txlb.log_text());
+    assert_eq!(txlb.count("panicked"), 0, "{}", txlb.log_text());
+    // Still routing.
+    let mut client = TcpStream::connect(edge).await.unwrap();
+    client.write_all(&hello).await.unwrap();
+    assert_eq!(
+        greeting(&mut client, Duration::from_secs(3)).await,
+        Ok("api".into())
+    );
+}

@@ -554,3 +554,73 @@ async fn random_first_bytes_never_break_the_binary() {
         Ok("api".into())
     );
 }
+
+#[tokio::test]
+async fn a_route_added_beside_ten_thousand_costs_little() {
+    let own = greeting_host("own", None).await;
+    let api = greeting_host("api", None).await;
+    let routes: String = (0..txlb::config::MAX_ROUTES - 1)
+        .map(|i| format!("      <route sni=\"h{i}.example.com\" service=\"api\"/>\n"))
+        .collect();
+    let xml = format!(
+        "<config>\n  <service name=\"edge\">\n    <listen ip=\"127.0.0.1:0\">\n{routes}    \
+         </listen>\n    <group name=\"g\" enable=\"true\">\n      <host name=\"own1\" ip=\"{own}\"/>\n    \
+         </group>\n  </service>\n{}</config>\n",
+        service("api", api)
+    );
+    let (balancer, edge) = balancer(&xml).await;
+    let listen = txlb::config::parse_listen_addr("127.0.0.1:0").unwrap();
+    let mut route = txlb::config::Route::to("api");
+    route.sni = Some("api.example.com".into());
+    let started = Instant::now();
+    balancer
+        .apply(Command::AddRoute {
+            service: "edge".into(),
+            listen: listen.clone(),
+            route: route.clone(),
+            position: Some(0),
+        })
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    eprintln!("adding the 10,000th route took {took:?}");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    // A reload changing one of them, too.
+    let mut next = balancer.config();
+    next.services[0].listeners[0].routes[5000].sni = Some("changed.example.com".into());
+    let started = Instant::now();
+    balancer
+        .apply(Command::Replace(Box::new(next)))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    eprintln!("a reload changing one of 10,000 routes took {took:?}");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    // One more is refused, and nothing changed.
+    route.sni = Some("more.example.com".into());
+    let refused = balancer
+        .apply(Command::AddRoute {
+            service: "edge".into(),
+            listen,
+            route,
+            position: None,
+        })
+        .await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("at most 10000")),
+        "{refused:?}"
+    );
+    let mut client = TcpStream::connect(edge).await.unwrap();
+    client
+        .write_all(&client_hello("api.example.com"))
+        .await
+        .unwrap();
+    assert_eq!(
+        greeting(&mut client, Duration::from_secs(3)).await,
+        Ok("api".into())
+    );
+    assert_eq!(balancer.listeners()[0].routes[0].hits, 1);
+    balancer.shutdown(Duration::from_secs(1)).await;
+}

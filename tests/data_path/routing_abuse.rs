@@ -337,7 +337,7 @@ async fn retry_empty_behind_a_route_replays_the_hello() {
 }
 
 #[tokio::test]
-async fn the_routed_services_access_lists_and_limits_decide() {
+async fn the_routed_services_access_lists_decide() {
     let own = greeting_host("own", None).await;
     let api = greeting_host("api", None).await;
     let xml = edge_xml(

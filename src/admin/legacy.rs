@@ -15,7 +15,7 @@ use axum::routing::{MethodFilter, MethodRouter, get, on};
 use axum::{Extension, Router};
 
 use super::error::AdminError;
-use super::params::Params;
+use super::params::{FROM_PAGE, Params};
 use super::status::readable_config;
 use super::{AdminState, Principal};
 use crate::ops::{Args, OPERATIONS, Operation};
@@ -63,6 +63,9 @@ fn call(op: &'static Operation) -> MethodRouter<AdminState> {
 /// The call's parameters by their names (or a legacy alias), and the listener
 /// settings by theirs, run as the operation.
 async fn run(state: &AdminState, op: &'static Operation, p: &Params) -> Result<String, AdminError> {
+    if !op.settings.is_empty() {
+        refuse_unknown(op, p)?;
+    }
     let mut args = Args::new();
     for param in op.params {
         let value = std::iter::once(&param.name)
@@ -79,6 +82,34 @@ async fn run(state: &AdminState, op: &'static Operation, p: &Params) -> Result<S
     }
     let answer = op.parse(&args)?.run(&state.op_context()).await?;
     Ok(answer.text)
+}
+
+/// Where settings give a call its meaning, a misspelt one is refused rather
+/// than dropped: `sin=` would leave a route matching every TLS client, a
+/// misspelt `trustedProxies` a listener trusting any source.
+fn refuse_unknown(op: &Operation, p: &Params) -> Result<(), AdminError> {
+    let known = |name: &str| {
+        name == FROM_PAGE
+            || op
+                .params
+                .iter()
+                .any(|param| param.name == name || param.aliases.contains(&name))
+            || op.settings.iter().any(|(key, _)| *key == name)
+    };
+    let Some(unknown) = p.names().filter(|name| !known(name)).min() else {
+        return Ok(());
+    };
+    let expected: Vec<&str> = op
+        .params
+        .iter()
+        .map(|param| param.name)
+        .chain(op.settings.iter().map(|(key, _)| *key))
+        .collect();
+    let shown: String = unknown.chars().take(64).collect();
+    Err(AdminError::BadRequest(format!(
+        "unknown parameter {shown:?} (expected {})",
+        expected.join(", ")
+    )))
 }
 
 fn plain(text: String) -> Response {
@@ -391,5 +422,78 @@ mod tests {
         let (_, xml) = send(&app, "GET", "/running.xml", None).await;
         assert!(crate::config::Config::from_xml_str(&xml).is_ok(), "{xml}");
         let _ = body_text;
+    }
+
+    #[tokio::test]
+    async fn hostile_route_values_are_refused_on_one_line_and_change_nothing() {
+        let (app, handle, _backends) = test_router().await;
+        let (status, body) = send(
+            &app,
+            "GET",
+            "/newService?service=api&listen=127.0.0.4:0&name=a1&ip=127.0.0.1:9",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let add = "/addRoute?service=svc&listen=127.0.0.1:0&to=api";
+        let (status, body) = send(&app, "GET", &format!("{add}&sni=a.example.com"), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let huge = "a".repeat(30_000);
+        for (query, needle) in [
+            (format!("sni={huge}"), "sni"),
+            (format!("sni={huge}.example.com"), "sni"),
+            ("sni=a%00b.example.com".into(), "sni"),
+            ("sni=a%0Ab.example.com".into(), "sni"),
+            ("sni=a%1B%5B31mb.example.com".into(), "sni"),
+            ("sni=b%C3%BCcher.example.com".into(), "sni"),
+            ("sni=a.example.com:443".into(), "sni"),
+            ("sni=*.*.example.com".into(), "sni"),
+            ("sni=.".into(), "sni"),
+            ("sni=..".into(), "sni"),
+            ("protocol=http&host=app.example.com:8080".into(), "port"),
+            ("protocol=http&host=%5B::1%5D:80".into(), "port"),
+            ("protocol=http&host=a%0Db.example.com".into(), "host"),
+            ("protocol=http&host=b%C3%BCcher.example".into(), "host"),
+            ("alpn=h2%20h3".into(), "alpn"),
+            ("alpn=h2%00".into(), "alpn"),
+            (format!("alpn={}", "x".repeat(256)), "alpn"),
+            ("alpn=%C3%BC".into(), "alpn"),
+            ("protocol=ssh&sni=a.example.com".into(), "sni"),
+            ("protocol=tl%00s".into(), "protocol"),
+            ("sni=b.example.com&position=0".into(), "position"),
+            ("sni=b.example.com&position=-1".into(), "position"),
+            (
+                "sni=b.example.com&position=99999999999999999999999".into(),
+                "position",
+            ),
+            ("sni=b.example.com&nonsense=1".into(), "nonsense"),
+            // The very route again: it could never match (the first one
+            // always would), and removing "it" would leave the other.
+            ("sni=a.example.com".into(), "a.example.com"),
+            ("sni=A.EXAMPLE.COM.".into(), "a.example.com"),
+            // The same in effect: only TLS clients send a server name.
+            (
+                "sni=a.example.com&protocol=tls".into(),
+                "conditions of route 1",
+            ),
+        ] {
+            let uri = format!("{add}&{query}");
+            let (status, body) = send(&app, "GET", &uri, None).await;
+            let short = &uri[..uri.len().min(120)];
+            assert!(status.is_client_error(), "{short}: {status} {body:.300}");
+            assert!(body.contains(needle), "{short}: {body:.300}");
+            assert_eq!(body.trim_end().lines().count(), 1, "{short}: {body:.300}");
+            assert!(body.len() < 2000, "{short}: {} bytes", body.len());
+            assert_eq!(handle.config().services[0].listeners[0].routes.len(), 1);
+        }
+        // Another condition is another route.
+        let (status, body) = send(
+            &app,
+            "GET",
+            &format!("{add}&sni=a.example.com&alpn=h2"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
     }
 }

@@ -101,6 +101,11 @@ impl Params {
         }
     }
 
+    /// The names of the parameters given.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
     /// A parameter that may be absent; empty counts as absent.
     pub(crate) fn optional(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())

@@ -553,11 +553,46 @@ impl Listener {
                 ));
             }
         }
+        // A route whose conditions an earlier one has never matches, and
+        // removing "the" route would leave it to take over.
+        let mut seen = HashMap::with_capacity(self.routes.len());
+        for (index, route) in self.routes.iter().enumerate() {
+            if let Some(first) = seen.insert(route.effective_conditions(), index) {
+                return Err(CheckError::value(
+                    in_service(InService::Route(0, index, InRoute::Element)),
+                    format!(
+                        "service {service:?}: route {} on {addr} ({}) has the conditions of route {}: it would never match (expected other conditions, or one of them removed)",
+                        index + 1,
+                        route.conditions(),
+                        first + 1
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
 
+/// A route's conditions with the protocol its `sni` or `alpn` implies.
+type Conditions<'r> = (
+    Option<&'r str>,
+    Option<&'r str>,
+    Option<ClientProtocol>,
+    Option<&'r str>,
+);
+
 impl Route {
+    /// What a client must show to match: `sni=a` and `sni=a protocol=tls`
+    /// match the same clients.
+    fn effective_conditions(&self) -> Conditions<'_> {
+        let implied = (self.sni.is_some() || self.alpn.is_some()).then_some(ClientProtocol::Tls);
+        (
+            self.sni.as_deref(),
+            self.alpn.as_deref(),
+            self.protocol.or(implied),
+            self.host.as_deref(),
+        )
+    }
     /// The rules of one route, apart from the service it names (which must
     /// exist: [`Config::check_listener`]): a service name by the name rule, at
     /// least one condition, each a value a file could say ([`parse_sni`],

@@ -2113,6 +2113,28 @@ fn route_rules_are_located() {
         .collect();
     let c = Config::from_xml_str(&replace("<!-- by name -->", &fine)).unwrap();
     assert_eq!(c.services[0].listeners[0].routes.len(), MAX_ROUTES);
+    // A route with the conditions of an earlier one (in effect: a server
+    // name is only seen in TLS) would never match: the later one is shown.
+    let text = replace(
+        "<route protocol=\"ssh\" service=\"bastion\"/>",
+        "<route protocol=\"ssh\" service=\"bastion\"/>\n<route sni=\"api.example.com\" protocol=\"tls\" service=\"org\"/>",
+    );
+    err_at(
+        &text,
+        false,
+        "<route sni=\"api.example.com\" protocol",
+        "route 6 on *:443 (protocol=tls sni=api.example.com) has the conditions of route 1: it would never match",
+    );
+    let text = ROUTES_TOML.replace(
+        "    { protocol = \"ssh\", service = \"bastion\" },\n",
+        "    { protocol = \"ssh\", service = \"bastion\" },\n    { protocol = \"ssh\", service = \"api\" },\n",
+    );
+    err_at(
+        &text,
+        true,
+        "{ protocol = \"ssh\", service = \"api\" }",
+        "route 6 on *:443 (protocol=ssh) has the conditions of route 5",
+    );
 
     // TOML: the same rules, pointed at the same parts.
     let text = ROUTES_TOML.replace("service = \"h2-pool\"", "service = \"nope\"");

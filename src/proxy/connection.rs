@@ -191,19 +191,35 @@ async fn establish(
                 return None;
             }
         };
-    let (service_name, inspection) = match &settings.routing {
-        None => (own, None),
+    let (service_name, inspection, plan) = match &settings.routing {
+        None => {
+            let plan = plan(&data.snapshots.load(), &own);
+            (own, None, plan)
+        }
         Some(routing) => {
-            let inspected = inspect(&mut client, &mut early, routing).await;
-            let service = match inspected.route {
-                Some(at) => routing.targets[at].service.clone(),
-                None => own,
-            };
-            (service, Some(Box::new(inspected.inspection)))
+            let mut inspected = inspect(&mut client, &mut early, routing).await;
+            let snapshot = data.snapshots.load();
+            let routed = inspected.route.and_then(|at| {
+                let service = &routing.targets[at].service;
+                Some((service.clone(), plan(&snapshot, service)?))
+            });
+            match routed {
+                Some((service, plan)) => {
+                    (service, Some(Box::new(inspected.inspection)), Some(plan))
+                }
+                None => {
+                    // No route matched, or a reload removed the routed-to
+                    // service (and its route) while the client was read: the
+                    // listener's own service serves it, as the listener now says.
+                    inspected.inspection.route = None;
+                    let plan = plan(&snapshot, &own);
+                    (own, Some(Box::new(inspected.inspection)), plan)
+                }
+            }
         }
     };
     let service: &str = &service_name;
-    let Some(plan) = plan(&data.snapshots.load(), service) else {
+    let Some(plan) = plan else {
         log_refused(service, client_addr, "service no longer exists");
         return None;
     };

@@ -2,6 +2,7 @@
 //! receive exactly as sent), tell what the client speaks, and choose the route,
 //! hence the service, that serves it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -52,15 +53,22 @@ impl Routing {
         if listener.routes.is_empty() {
             return None;
         }
+        // By route, its previous hits: one pass each, not a search per route
+        // (quadratic at thousands of routes). The first of equal routes,
+        // as the table matches it.
+        let mut carried: HashMap<&Route, &Arc<AtomicU64>> = HashMap::new();
+        if let Some(previous) = previous {
+            for (route, target) in previous.routes.iter().zip(&previous.targets) {
+                carried.entry(route).or_insert(&target.hits);
+            }
+        }
         let targets = listener
             .routes
             .iter()
             .map(|route| {
-                let hits = previous
-                    .and_then(|p| {
-                        let at = p.routes.iter().position(|r| r == route)?;
-                        Some(p.targets[at].hits.clone())
-                    })
+                let hits = carried
+                    .get(route)
+                    .map(|hits| Arc::clone(hits))
                     .unwrap_or_default();
                 RouteTarget {
                     service: Arc::from(route.service.as_str()),

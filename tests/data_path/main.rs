@@ -16,6 +16,7 @@ mod parking;
 mod proxy_protocol;
 mod retry_empty;
 mod routing;
+mod routing_abuse;
 mod schedulers;
 mod schedulers_more;
 mod shared_port;

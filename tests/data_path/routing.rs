@@ -137,7 +137,7 @@ async fn http_host(name: &'static str) -> SocketAddr {
 
 /// A host that greets first: writes `NAME\n` to every client, then echoes.
 /// With `first_line`, sends each client's first line (up to 255 bytes) there.
-async fn greeting_host(
+pub(super) async fn greeting_host(
     name: &'static str,
     first_line: Option<tokio::sync::mpsc::Sender<String>>,
 ) -> SocketAddr {
@@ -169,7 +169,7 @@ async fn greeting_host(
 }
 
 /// The admin block: the web server on a free port, one full user.
-fn admin_block() -> String {
+pub(super) fn admin_block() -> String {
     let user = &users()[0];
     format!(
         "  <admin>\n    <web listen=\"127.0.0.1:0\" enable=\"true\"/>\n    \
@@ -179,13 +179,13 @@ fn admin_block() -> String {
 }
 
 /// The admin web server's URL, without the final `/`.
-async fn admin_base(txlb: &Txlb) -> String {
+pub(super) async fn admin_base(txlb: &Txlb) -> String {
     let url = txlb.logged("admin web server up", "url").await;
     url.trim_end_matches('/').to_string()
 }
 
 /// A service with one group of one host.
-fn service(name: &str, host: SocketAddr) -> String {
+pub(super) fn service(name: &str, host: SocketAddr) -> String {
     format!(
         "  <service name=\"{name}\">\n    <group name=\"g\" enable=\"true\">\n      \
          <host name=\"{name}1\" ip=\"{host}\"/>\n    </group>\n  </service>\n"
@@ -691,7 +691,7 @@ async fn silent_clients_wait_inspect_timeout_then_go_to_the_own_group() {
 }
 
 /// The first bytes of a real ClientHello (rustls's, asking for `sni`).
-fn client_hello(sni: &'static str) -> Vec<u8> {
+pub(super) fn client_hello(sni: &'static str) -> Vec<u8> {
     let config = common::admin::tls_client_config(&[]);
     let mut client =
         rustls::ClientConnection::new(Arc::new(config), ServerName::try_from(sni).unwrap())

@@ -94,10 +94,10 @@ pub(crate) async fn admit(
     options: &ServiceOptions,
     limiter: &Arc<Limiter>,
 ) -> Result<Admission, Rejected> {
-    let ip = canonical(client.ip());
-    if contains(&options.deny, ip) || (!options.allow.is_empty() && !contains(&options.allow, ip)) {
+    if !allowed(client, options) {
         return Err(Rejected::Denied);
     }
+    let ip = canonical(client.ip());
     limiter
         .admit(
             ip,
@@ -107,6 +107,12 @@ pub(crate) async fn admit(
         )
         .await
         .map_err(Rejected::Limit)
+}
+
+/// Whether the access lists of a service with `options` let `client` in.
+pub(crate) fn allowed(client: SocketAddr, options: &ServiceOptions) -> bool {
+    let ip = canonical(client.ip());
+    !(contains(&options.deny, ip) || (!options.allow.is_empty() && !contains(&options.allow, ip)))
 }
 
 /// IPv4 clients of a dual-stack listener arrive as `::ffff:a.b.c.d`: match them

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use tokio::io::AsyncWriteExt;
 
-use super::admission::{Rejected, admit, read_proxy};
+use super::admission::{Rejected, admit, allowed, read_proxy};
 use super::copy::{Progress, Side, copy_bidirectional};
 use super::inspect::inspect;
 use super::proxy_protocol::{self, Version as ProxyVersion};
@@ -197,6 +197,17 @@ async fn establish(
             (own, None, plan)
         }
         Some(routing) => {
+            // The listener's own service owns the port: a client its access
+            // lists refuse is closed before anything is read, whatever it
+            // would have asked for.
+            if let Some(own_plan) = plan(&data.snapshots.load(), &own)
+                && !allowed(client_addr, &own_plan.options)
+            {
+                own_plan.counters.accepted.fetch_add(1, Relaxed);
+                own_plan.counters.denied.fetch_add(1, Relaxed);
+                log_refused(&own, client_addr, &Rejected::Denied.reason());
+                return None;
+            }
             let mut inspected = inspect(&mut client, &mut early, routing).await;
             let snapshot = data.snapshots.load();
             let routed = inspected.route.and_then(|at| {

@@ -26,6 +26,10 @@ use crate::events::Events;
 use crate::snapshot::Snapshot;
 use crate::state::{HostId, HostSnapshot};
 
+/// How much longer than the check's `timeout` a probe may take before it is
+/// abandoned (the exchange itself stops at the timeout).
+const GUARD: Duration = Duration::from_millis(100);
+
 /// How often the supervisor looks whether the snapshot changed.
 const FOLLOW: Duration = Duration::from_millis(200);
 
@@ -177,9 +181,12 @@ async fn watch(target: Target, host: HostSnapshot, events: Events, stop: Cancell
         }
         pause = jittered(check.interval);
         let started = Instant::now();
+        // The exchange keeps to the deadline and says what it got by then;
+        // the guard, a little later, bounds what it cannot (a name look-up).
+        let deadline = tokio::time::Instant::from_std(started) + check.timeout;
         let result = tokio::select! {
             _ = stop.cancelled() => return,
-            r = tokio::time::timeout(check.timeout, probe(&target, &host)) => r.unwrap_or_else(|_| {
+            r = tokio::time::timeout_at(deadline + GUARD, probe(&target, &host, deadline)) => r.unwrap_or_else(|_| {
                 Err(format!("timeout after {} s", check.timeout.as_secs_f64()))
             }),
         };
@@ -188,10 +195,14 @@ async fn watch(target: Target, host: HostSnapshot, events: Events, stop: Cancell
 }
 
 /// One probe: the host's address (with the check's port), then the exchange.
-async fn probe(target: &Target, host: &HostSnapshot) -> Result<(), String> {
+async fn probe(
+    target: &Target,
+    host: &HostSnapshot,
+    deadline: tokio::time::Instant,
+) -> Result<(), String> {
     let addr = address(host).await?;
     let addr = SocketAddr::new(addr.ip(), target.port.unwrap_or(addr.port()));
-    exchange(&target.check, &host.address.host, addr).await
+    exchange(&target.check, &host.address.host, addr, deadline).await
 }
 
 /// Records a probe's result on the host and makes the transition it calls for.

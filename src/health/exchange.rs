@@ -1,13 +1,14 @@
 //! One probe of a group's active check: connect, then what the check's type
 //! says (`tcp`: nothing more; `send`: write, read until the reply contains
 //! `expect`; `http`: `GET`, read the status line). Whatever the host sends,
-//! at most [`READ_LIMIT`] bytes are read, into a buffer on the task's stack;
-//! the caller bounds the time.
+//! at most [`READ_LIMIT`] bytes are read, into a buffer on the task's stack,
+//! and nothing goes on past the check's `timeout`.
 
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
 
 use crate::config::{CheckConfig, CheckKind, Escaped};
 
@@ -17,30 +18,34 @@ pub const READ_LIMIT: usize = 4096;
 /// Most bytes of a reply a failure reason quotes.
 const QUOTED: usize = 64;
 
-/// Runs one probe of `check` against `addr`; `host_name` is the `Host` of an
-/// HTTP check that names none. The error is the failure's reason.
+/// Runs one probe of `check` against `addr`, to be done by `deadline` (the
+/// check's `timeout` after it started); `host_name` is the `Host` of an HTTP
+/// check that names none. The error is the failure's reason.
 pub(crate) async fn exchange(
     check: &CheckConfig,
     host_name: &str,
     addr: SocketAddr,
+    deadline: Instant,
 ) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr)
+    let late = || format!("timeout after {} s", check.timeout.as_secs_f64());
+    let mut stream = timeout_at(deadline, TcpStream::connect(addr))
         .await
+        .map_err(|_| format!("connect to {addr}: {}", late()))?
         .map_err(|e| format!("connect to {addr}: {e}"))?;
     match check.kind {
         CheckKind::Tcp => Ok(()),
         CheckKind::Send => {
             if !check.send.is_empty() {
-                stream
-                    .write_all(&check.send.0)
+                timeout_at(deadline, stream.write_all(&check.send.0))
                     .await
+                    .map_err(|_| format!("send to {addr}: {}", late()))?
                     .map_err(|e| format!("send to {addr}: {e}"))?;
             }
             if check.expect.is_empty() {
                 return Ok(());
             }
             let expect = &check.expect.0;
-            read_until(&mut stream, |got| contains(got, expect))
+            read_until(&mut stream, deadline, &late, |got| contains(got, expect))
                 .await
                 .map(|_| ())
                 .map_err(|(got, why)| {
@@ -57,11 +62,11 @@ pub(crate) async fn exchange(
                 "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: txlb-check\r\nConnection: close\r\n\r\n",
                 check.path
             );
-            stream
-                .write_all(request.as_bytes())
+            timeout_at(deadline, stream.write_all(request.as_bytes()))
                 .await
+                .map_err(|_| format!("send to {addr}: {}", late()))?
                 .map_err(|e| format!("send to {addr}: {e}"))?;
-            let line = read_until(&mut stream, |got| got.contains(&b'\n'))
+            let line = read_until(&mut stream, deadline, &late, |got| got.contains(&b'\n'))
                 .await
                 .map_err(|(got, why)| format!("no HTTP status line: got {}{why}", quote(&got)))?;
             let code = status_code(&line)
@@ -104,19 +109,23 @@ fn quote(got: &[u8]) -> String {
     format!("\"{}{more}\"", Escaped(cut.to_vec()))
 }
 
-/// Reads until `done` holds for what was read, the host closes, or
-/// [`READ_LIMIT`] bytes came without it. The error carries what was read and
-/// why it stopped (`" then EOF"`, `" (4096 bytes)"`, a read error).
+/// Reads until `done` holds for what was read, the host closes, `deadline`
+/// passes, or [`READ_LIMIT`] bytes came without it. The error carries what
+/// was read and why it stopped (`" then EOF"`, `" then timeout after 1 s"`,
+/// `" (4096 bytes without it)"`, a read error).
 async fn read_until(
     stream: &mut TcpStream,
+    deadline: Instant,
+    late: &(dyn Fn() -> String + Sync),
     done: impl Fn(&[u8]) -> bool,
 ) -> Result<Vec<u8>, (Vec<u8>, String)> {
     let mut buf = [0u8; READ_LIMIT];
     let mut len = 0;
     loop {
-        let n = match stream.read(&mut buf[len..]).await {
-            Ok(n) => n,
-            Err(e) => return Err((buf[..len].to_vec(), format!(" then {e}"))),
+        let n = match timeout_at(deadline, stream.read(&mut buf[len..])).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err((buf[..len].to_vec(), format!(" then {e}"))),
+            Err(_) => return Err((buf[..len].to_vec(), format!(" then {}", late()))),
         };
         if n == 0 {
             return Err((buf[..len].to_vec(), " then EOF".into()));

@@ -343,3 +343,25 @@ async fn hostile_hosts_fail_by_the_read_limit_or_the_timeout_in_flat_memory() {
         txlb.log_text()
     );
 }
+
+#[tokio::test]
+async fn a_check_added_by_a_reload_starts_probing() {
+    let h1 = http_host("h1", Arc::new(AtomicU16::new(503))).await;
+    let h2 = http_host("h2", Arc::new(AtomicU16::new(200))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    let hosts = [("h1", h1), ("h2", h2)];
+    // Without a check, a host answering 503 is up: its connects succeed.
+    std::fs::write(&path, config("", &hosts)).unwrap();
+    let txlb = Txlb::start(&path, 2);
+    txlb.listener();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(txlb.count("host marked bad"), 0, "{}", txlb.log_text());
+    let check = r#"<check type="http" interval="0.2" timeout="0.5" fall="1" path="/healthz"/>"#;
+    std::fs::write(&path, config(check, &hosts)).unwrap();
+    let skip = txlb.log_len();
+    txlb.signal("HUP");
+    let bad = transition(&txlb, "host marked bad", "h1", skip).await;
+    assert!(bad.contains("check: HTTP 503"), "{bad}");
+    assert_eq!(txlb.count("host marked bad"), 1, "{}", txlb.log_text());
+}

@@ -183,6 +183,7 @@ pub fn demo_config(listen: SocketAddr, backends: &[Backend]) -> Config {
                 scheduler: SchedulerKind::RoundRobin,
                 hosts,
                 options: Default::default(),
+                check: None,
             }],
             enabled_group: "demo".into(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,

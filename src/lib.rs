@@ -335,5 +335,6 @@ pub use balancer::{
 pub use control::{BoundListener, Command, ControlError, RouteStats};
 pub use proxy::proxy_protocol;
 pub use state::{
-    BadInfo, ConnectionInfo, HostHealth, HostStatsView, LatencyView, ServiceCountersView,
+    BadInfo, CheckStateView, ConnectionInfo, HostHealth, HostStatsView, LatencyView,
+    ServiceCountersView,
 };

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{GroupOptions, ManagerConfig, ServiceOptions};
+use crate::config::{CheckConfig, GroupOptions, ManagerConfig, ServiceOptions};
 use crate::scheduler::{Scheduler, SchedulerKind};
 use crate::state::{HostSnapshot, Limiter, ServiceCounters};
 
@@ -118,6 +118,19 @@ pub struct GroupSnapshot {
     pub hosts: Vec<HostSnapshot>,
     /// Replays on empty answers, PROXY protocol default.
     pub options: GroupOptions,
+    /// The group's active check (`<check>`), if any: its hosts are probed by
+    /// `health::checks`, not by the hostCheck and heartbeat managers.
+    pub check: Option<Arc<GroupCheck>>,
+}
+
+/// A group's active check as its check tasks read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupCheck {
+    /// The settings.
+    pub config: CheckConfig,
+    /// The port to probe on each host (same order as the group's `hosts`):
+    /// the host's `checkPort`, else the check's `port`; `None`: the host's own.
+    pub ports: Vec<Option<u16>>,
 }
 
 #[cfg(test)]
@@ -134,6 +147,7 @@ mod tests {
                 scheduler: scheduler::build(kind, &hosts),
                 hosts,
                 options: GroupOptions::default(),
+                check: None,
             })],
             enabled: 0,
             backups: Vec::new(),

@@ -347,6 +347,43 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
             }
         }
     }
+    // Only hosts of groups with a `<check>`, once probed.
+    f.head(
+        "txlb_host_check_seconds",
+        "gauge",
+        "How long the last probe of the group's active check took. Per host.",
+    );
+    for s in &stats.services {
+        for g in &s.groups {
+            for h in &g.hosts {
+                if let Some(check) = &h.stats.check {
+                    f.sample_text(
+                        "txlb_host_check_seconds",
+                        &[("service", &s.name), ("group", &g.name), ("host", &h.name)],
+                        &(check.last_micros as f64 / 1e6).to_string(),
+                    );
+                }
+            }
+        }
+    }
+    f.head(
+        "txlb_host_check_failures_total",
+        "counter",
+        "Failed probes of the group's active check. Per host.",
+    );
+    for s in &stats.services {
+        for g in &s.groups {
+            for h in &g.hosts {
+                if let Some(check) = &h.stats.check {
+                    f.sample(
+                        "txlb_host_check_failures_total",
+                        &[("service", &s.name), ("group", &g.name), ("host", &h.name)],
+                        check.failures,
+                    );
+                }
+            }
+        }
+    }
     f.per_group(
         stats,
         "txlb_group_enabled",

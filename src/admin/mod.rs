@@ -595,6 +595,7 @@ pub(crate) mod tests {
                     scheduler: SchedulerKind::RoundRobin,
                     hosts: vec![host("a", 1), host("b", 2)].into(),
                     options: Default::default(),
+                    check: None,
                 }],
                 enabled_group: "g".into(),
                 connect_timeout: Duration::from_secs(1),

@@ -225,6 +225,11 @@ impl BalancerBuilder {
             controller.data.events.clone(),
             controller.stop_accepting.clone(),
         ));
+        tokio::spawn(health::checks::run(
+            controller.data.snapshots.clone(),
+            controller.data.events.clone(),
+            controller.stop_accepting.clone(),
+        ));
         // Both always run: each reads its settings from the snapshot every round,
         // so a reload can enable, disable or re-time it.
         for task in [Manager::HostCheck, Manager::Heartbeat] {

@@ -189,7 +189,7 @@ fn same_routes(a: &[Route], b: &[Route]) -> bool {
 
 /// A group's own settings, leaving out its hosts (counted apart).
 fn same_group(a: &GroupConfig, b: &GroupConfig) -> bool {
-    a.scheduler == b.scheduler && a.options == b.options
+    a.scheduler == b.scheduler && a.options == b.options && a.check == b.check
 }
 
 /// `services +1 ~2, hosts +3 -1` (added, removed, changed; kinds without a
@@ -293,6 +293,22 @@ mod tests {
                 changed: 1
             }
         );
+    }
+
+    #[test]
+    fn a_check_added_or_changed_changes_its_group() {
+        let config = |check: &str| {
+            parse(&format!(
+                r#"<config><service name="a"><listen ip="127.0.0.1:1"/>
+                   <group name="g" enable="true">{check}<host name="h" ip="127.0.0.1:9"/></group></service></config>"#
+            ))
+        };
+        let none = config("");
+        let tcp = config(r#"<check type="tcp"/>"#);
+        let http = config(r#"<check type="http" rise="3"/>"#);
+        assert_eq!(Changes::between(&none, &tcp).to_string(), "groups ~1");
+        assert_eq!(Changes::between(&tcp, &http).to_string(), "groups ~1");
+        assert!(Changes::between(&http, &http).is_empty());
     }
 
     #[test]

@@ -236,6 +236,9 @@ pub(crate) enum InGroup {
     Backup,
     /// Host `n`'s name.
     Host(usize),
+    /// Its `<check>`'s setting of this XML name (the element when the
+    /// setting was not written).
+    Check(&'static str),
 }
 
 fn in_service(part: InService) -> Place {
@@ -304,6 +307,18 @@ impl GroupConfig {
         self.options
             .check()
             .map_err(|why| CheckError::value(place, format!("group {group:?}: {why}")))?;
+        if let Some(check) = &self.check {
+            check
+                .check()
+                .map_err(|why| ("", why))
+                .and_then(|()| check.rules())
+                .map_err(|(setting, why)| {
+                    CheckError::value(
+                        in_group(InGroup::Check(setting)),
+                        format!("group {group:?}: check: {why}"),
+                    )
+                })?;
+        }
         // A set, so 100,000 hosts are checked in linear time.
         let mut names = HashSet::with_capacity(self.hosts.len());
         for (index, host) in self.hosts.iter().enumerate() {

@@ -31,6 +31,7 @@ mod check;
 mod depth;
 mod error;
 mod file;
+mod health_check;
 mod model;
 mod names;
 mod options;
@@ -55,6 +56,9 @@ pub(crate) use check::Rule;
 pub use depth::MAX_DEPTH;
 pub use error::{ConfigError, Location, STRING_SOURCE};
 pub use file::{MAX_FILE_BYTES, read_text};
+pub use health_check::{
+    DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, DEFAULT_FALL, DEFAULT_RISE, MAX_RISE_FALL,
+};
 pub use model::*;
 pub use names::{MAX_NAME_LEN, MAX_PASSWORD_LEN, NameKind, check_name, check_password};
 pub use options::{

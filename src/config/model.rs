@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use super::health_check::{CheckKind, Escaped, StatusList};
 pub use super::options::{
-    GroupOptions, HostOptions, ListenOptions, ResolverOptions, ServiceOptions,
+    CheckConfig, GroupOptions, HostOptions, ListenOptions, ResolverOptions, ServiceOptions,
 };
 use crate::config::SchedulerKind;
 
@@ -263,6 +264,9 @@ pub struct GroupConfig {
     pub hosts: HostList,
     /// Slow start, PROXY protocol towards hosts, replays on empty answers.
     pub options: GroupOptions,
+    /// The active check of the group's hosts (`<check>`), if any. Without one,
+    /// the hostCheck and heartbeat managers watch them.
+    pub check: Option<CheckConfig>,
 }
 
 impl GroupConfig {
@@ -273,6 +277,7 @@ impl GroupConfig {
             scheduler,
             hosts: hosts.into(),
             options: GroupOptions::default(),
+            check: None,
         }
     }
 }

@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::health_check::{
+    CheckKind, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, DEFAULT_FALL, DEFAULT_RISE, Escaped,
+    StatusList,
+};
 use super::parse::{check_seconds, parse_bool, parse_seconds};
 use super::write::seconds;
 
@@ -360,6 +364,7 @@ macro_rules! options {
             }
 
             /// Settings that differ from their defaults (what a writer writes).
+            #[allow(dead_code)]
             pub(crate) fn non_default(&self) -> Vec<Written> {
                 self.differing(&Self::default())
             }
@@ -457,6 +462,41 @@ options! {
         /// record's TTL (`None`, written `0`: follow the TTL within the
         /// `<resolver>`'s `minTtl`..`maxTtl`).
         resolve: Option<Duration> = None, "resolve", "resolve";
+        /// The port the group's `<check>` probes on this host, overriding the
+        /// check's `port` (`None`: the check's, else the host's own).
+        check_port: Option<u16> = None, "checkPort", "check_port";
+    }
+}
+
+options! {
+    /// A group's active check (`<check>`, TOML `check = { … }`): every host of
+    /// the group is probed every `interval`; `fall` failures in a row make an up
+    /// host bad, `rise` successes in a row put a bad host back. The rules across
+    /// settings are [`CheckConfig::rules`].
+    pub struct CheckConfig {
+        /// What a probe does once connected (`type`).
+        kind: CheckKind = CheckKind::Tcp, "type", "type";
+        /// Time between two probes of one host, ±10% jitter.
+        interval: Duration = DEFAULT_CHECK_INTERVAL, "interval", "interval";
+        /// Longest time one probe may take, connect and exchange together.
+        timeout: Duration = DEFAULT_CHECK_TIMEOUT, "timeout", "timeout";
+        /// Consecutive successes that put a bad host back.
+        rise: u32 = DEFAULT_RISE, "rise", "rise";
+        /// Consecutive failures that make an up host bad.
+        fall: u32 = DEFAULT_FALL, "fall", "fall";
+        /// The port probed (`None`: each host's own; a host's `checkPort` wins).
+        port: Option<u16> = None, "port", "port";
+        /// `type="send"`: the bytes written once connected (may be empty: the
+        /// host speaks first).
+        send: Escaped = Escaped::default(), "send", "send";
+        /// `type="send"`: the reply must contain these bytes.
+        expect: Escaped = Escaped::default(), "expect", "expect";
+        /// `type="http"`: the path requested.
+        path: String = "/".to_string(), "path", "path";
+        /// `type="http"`: the `Host` header (empty: the host's name).
+        host: String = String::new(), "host", "host";
+        /// `type="http"`: the status codes that pass.
+        status: StatusList = StatusList::default(), "status", "status";
     }
 }
 

@@ -106,6 +106,16 @@ pub(crate) struct RawGroup {
     pub hosts: Vec<RawHost>,
     /// Settings of `options::GroupOptions`.
     pub options: Vec<(At<String>, At<RawValue>)>,
+    /// `<check>` / `check = { … }`.
+    pub check: Option<RawCheck>,
+}
+
+/// `<check>` / a group's `check` table.
+#[derive(Debug, Default)]
+pub(crate) struct RawCheck {
+    pub at: usize,
+    /// Settings of `options::CheckConfig`.
+    pub options: Vec<(At<String>, At<RawValue>)>,
 }
 
 /// `<host>` / an entry of `hosts`.

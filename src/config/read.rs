@@ -106,6 +106,9 @@ struct RouteSpans {
 struct GroupSpans {
     name: usize,
     backup: Option<usize>,
+    /// The `<check>` element, and each of its settings written, by XML name.
+    check: Option<usize>,
+    check_settings: Vec<(&'static str, usize)>,
     /// Each host's name (its element's start when it has none).
     hosts: Vec<usize>,
 }
@@ -157,6 +160,13 @@ impl Spans {
                             InGroup::Name => group.name,
                             InGroup::Backup => group.backup.unwrap_or(service.at),
                             InGroup::Host(h) => group.hosts.get(h).copied().unwrap_or(group.name),
+                            InGroup::Check(setting) => group
+                                .check_settings
+                                .iter()
+                                .find(|(name, _)| *name == setting)
+                                .map(|(_, at)| *at)
+                                .or(group.check)
+                                .unwrap_or(group.name),
                         }
                     }
                 }
@@ -501,6 +511,18 @@ impl Reader<'_, '_> {
                 .find(|(key, _)| key.value == "backup")
                 .map(|(key, _)| key.at),
             hosts: Vec::with_capacity(raw.hosts.len()),
+            check: raw.check.as_ref().map(|c| c.at),
+            check_settings: raw.check.as_ref().map_or_else(Vec::new, |c| {
+                c.options
+                    .iter()
+                    .filter_map(|(key, value)| {
+                        CheckConfig::KEYS
+                            .iter()
+                            .find(|(xml, toml)| key.value == *xml || key.value == *toml)
+                            .map(|(xml, _)| (*xml, value.at))
+                    })
+                    .collect()
+            }),
         };
         let mut hosts: Vec<HostConfig> = Vec::with_capacity(raw.hosts.len());
         for (index, host) in raw.hosts.into_iter().enumerate() {
@@ -514,6 +536,10 @@ impl Reader<'_, '_> {
             scheduler,
             hosts: hosts.into(),
             options: self.options(raw.options)?,
+            check: match raw.check {
+                Some(check) => Some(self.options(check.options)?),
+                None => None,
+            },
         };
         Ok((group, spans))
     }

@@ -377,7 +377,7 @@ fn unknown_elements_and_attributes() {
         &BASE.replace("    </group>", "      <hots name=\"x\"/>\n    </group>"),
         6,
         7,
-        "unknown element <hots> in <group> (expected one of: host)",
+        "unknown element <hots> in <group> (expected one of: check, host)",
     );
     xml_err(
         &BASE.replace("</config>", "  <loging file=\"x\"/>\n</config>"),
@@ -389,7 +389,7 @@ fn unknown_elements_and_attributes() {
         &BASE.replace("name=\"h1\"", "name=\"h1\" wieght=\"2\""),
         5,
         23,
-        "unknown attribute \"wieght\" on <host> (expected one of: name, ip, weight, maxconn, proxyProtocol, expand, resolve)",
+        "unknown attribute \"wieght\" on <host> (expected one of: name, ip, weight, maxconn, proxyProtocol, expand, resolve, checkPort)",
     );
     xml_err(
         &BASE.replace(
@@ -2291,4 +2291,178 @@ fn route_fuzz_seeds_load() {
     assert_eq!(x.services[0].listeners[0].routes.len(), 8);
     assert_eq!(t.services[0].listeners[0].routes.len(), 5);
     assert_eq!(x.services[4], t.services[4]);
+}
+
+#[test]
+fn group_checks_read_write_and_are_checked() {
+    let xml = r#"<config>
+  <service name="web">
+    <listen ip="*:8080"/>
+    <group name="a" enable="yes">
+      <check type="http" interval="0.5" timeout="0.2" rise="1" fall="4" port="8081" path="/healthz" host="app" status="200-299,404"/>
+      <host name="h" ip="h:1" checkPort="9000"/>
+    </group>
+    <group name="b"><check type="send" send="PING\r\n" expect="+PONG"/><host name="h" ip="h:1"/></group>
+  </service>
+</config>"#;
+    let c = Config::from_xml_str(xml).unwrap();
+    let a = c.services[0].groups[0].check.as_ref().unwrap();
+    assert_eq!(a.kind, CheckKind::Http);
+    assert_eq!(
+        (a.interval, a.timeout, a.rise, a.fall, a.port),
+        (
+            Duration::from_millis(500),
+            Duration::from_millis(200),
+            1,
+            4,
+            Some(8081)
+        )
+    );
+    assert_eq!((a.path.as_str(), a.host.as_str()), ("/healthz", "app"));
+    assert!(a.status.contains(404) && !a.status.contains(300));
+    assert_eq!(
+        c.services[0].groups[0].hosts[0].options.check_port,
+        Some(9000)
+    );
+    let b = c.services[0].groups[1].check.as_ref().unwrap();
+    assert_eq!(
+        (b.send.0.as_slice(), b.expect.0.as_slice()),
+        (&b"PING\r\n"[..], &b"+PONG"[..])
+    );
+    assert_eq!((b.interval, b.rise, b.fall), (DEFAULT_CHECK_INTERVAL, 2, 3));
+    // The same in TOML, and both writers read back.
+    let toml = r#"
+[[service]]
+name = "web"
+listen = ["*:8080"]
+  [[service.group]]
+  name = "a"
+  enable = true
+  check = { type = "http", interval = 0.5, timeout = 0.2, rise = 1, fall = 4, port = 8081, path = "/healthz", host = "app", status = ["200-299", 404] }
+  hosts = [{ name = "h", ip = "h:1", check_port = 9000 }]
+  [[service.group]]
+  name = "b"
+  check = { type = "send", send = 'PING\r\n', expect = "+PONG" }
+  hosts = [{ name = "h", ip = "h:1" }]
+"#;
+    assert_eq!(Config::from_toml_str(toml).unwrap().services, c.services);
+    let xml_again = to_xml(&c);
+    assert!(
+        xml_again.contains(r#"<check type="send" send="PING\r\n" expect="+PONG"/>"#),
+        "{xml_again}"
+    );
+    assert_eq!(
+        Config::from_xml_str(&xml_again).unwrap().services,
+        c.services
+    );
+    let toml_again = to_toml(&c);
+    assert_eq!(
+        Config::from_toml_str(&toml_again).unwrap().services,
+        c.services,
+        "{toml_again}"
+    );
+    // A plain tcp check is written with its type.
+    let mut plain = c.clone();
+    plain.services[0].groups[1].check = Some(CheckConfig::default());
+    assert!(to_xml(&plain).contains("<check type=\"tcp\"/>"));
+
+    // Bad settings, each at its value (where `at` is in the text).
+    let pos = |text: &str, at: &str| {
+        let offset = text.find(at).unwrap();
+        let line = text[..offset].matches('\n').count() as u32 + 1;
+        let col = text[..offset].rsplit('\n').next().unwrap().chars().count() as u32 + 1;
+        (line, col)
+    };
+    let bad = |from: &str, to: &str, at: &str, needle: &str| {
+        let text = xml.replacen(from, to, 1);
+        let (line, col) = pos(&text, at);
+        xml_err(&text, line, col, needle);
+    };
+    bad(
+        "type=\"http\"",
+        "type=\"redis\"",
+        "redis",
+        "unknown check type",
+    );
+    bad(
+        "rise=\"1\"",
+        "rise=\"0\"",
+        "0\" fall",
+        "rise 0 is out of range",
+    );
+    bad(
+        "fall=\"4\"",
+        "fall=\"101\"",
+        "101",
+        "fall 101 is out of range",
+    );
+    bad(
+        "interval=\"0.5\"",
+        "interval=\"0.01\"",
+        "0.01",
+        "interval 0.01 s is out of range",
+    );
+    bad(
+        "timeout=\"0.2\"",
+        "timeout=\"120\"",
+        "120",
+        "timeout 120 s is out of range",
+    );
+    bad(
+        "path=\"/healthz\"",
+        "path=\"healthz\"",
+        "healthz",
+        "does not start with",
+    );
+    bad(
+        "200-299,404",
+        "200-299,4040",
+        "200-299,4040",
+        "not an HTTP status code",
+    );
+    bad("+PONG", "\\q", "\\q", "bad escape");
+    bad(
+        "type=\"send\"",
+        "type=\"tcp\"",
+        "PING",
+        "send is for type=\"send\" checks",
+    );
+    bad(
+        "<check type=\"send\" send=\"PING\\r\\n\" ",
+        "<check type=\"tcp\" ",
+        "+PONG",
+        "expect is for type=\"send\"",
+    );
+    bad("port=\"8081\"", "port=\"0\"", "0\" path", "expected a port");
+    bad(
+        "checkPort=\"9000\"",
+        "checkPort=\"x\"",
+        "x\"",
+        "bad checkPort",
+    );
+    bad(
+        "<check type=\"send\"",
+        "<check type=\"send\" nonsense=\"1\"",
+        "nonsense",
+        "unknown attribute \"nonsense\" on <check>",
+    );
+    bad(
+        "<host name=\"h\" ip=\"h:1\"/></group>",
+        "<check/><host name=\"h\" ip=\"h:1\"/></group>",
+        "<check/>",
+        "duplicate <check>",
+    );
+    let toml_bad = |from: &str, to: &str, at: &str, needle: &str| {
+        let text = toml.replacen(from, to, 1);
+        let (line, col) = pos(&text, at);
+        toml_err(&text, line, col, needle);
+    };
+    toml_bad("rise = 1", "rise = 0", "0, fall", "rise 0 is out of range");
+    toml_bad(
+        "rise = 1",
+        "rize = 1",
+        "rize",
+        "unknown key \"rize\" in a check table",
+    );
+    toml_bad("'PING\\r\\n'", "'\\x4'", "'\\x4'", "bad escape");
 }

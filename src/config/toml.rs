@@ -175,6 +175,8 @@ struct Group {
     enable: Option<Spanned<bool>>,
     #[serde(default)]
     hosts: Vec<Spanned<Host>>,
+    /// Keys read with the options (`Options::read`).
+    check: Option<Spanned<serde::de::IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
@@ -386,6 +388,10 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                                 })
                                 .collect(),
                             options: options.take(&[si, gi]),
+                            check: g.check.map(|c| RawCheck {
+                                at: c.span().start,
+                                options: options.take(&check_path(si, gi)),
+                            }),
                         }
                     })
                     .collect(),
@@ -499,7 +505,7 @@ impl Options {
             "connect_timeout",
             "group",
         ];
-        const GROUP: &[&str] = &["name", "scheduler", "enable", "hosts"];
+        const GROUP: &[&str] = &["name", "scheduler", "enable", "hosts", "check"];
         const HOST: &[&str] = &["name", "ip", "weight"];
         const LISTEN: &[&str] = &["ip", "routes"];
         let doc = DeTable::parse(src.text()).map_err(|e| {
@@ -535,6 +541,16 @@ impl Options {
                     "[[service.group]]",
                 );
                 options.keep(vec![si, gi], Self::collect(src, group, keys)?);
+                if let Some(check) = get(group, "check") {
+                    let ::toml::de::DeValue::Table(table) = check.get_ref() else {
+                        return Err(src.error(
+                            check.span().start,
+                            "expected a table for check, e.g. check = { type = \"tcp\" }",
+                        ));
+                    };
+                    let keys = (&[][..], crate::config::CheckConfig::KEYS, "a check table");
+                    options.keep(check_path(si, gi), Self::collect(src, table, keys)?);
+                }
                 for (hi, host) in tables(get(group, "hosts")).enumerate() {
                     let keys = (HOST, crate::config::HostOptions::KEYS, "a host");
                     options.keep(vec![si, gi, hi], Self::collect(src, host, keys)?);
@@ -603,6 +619,12 @@ impl Options {
 /// array: a path no group or host has.
 fn listen_path(service: usize, listen: usize) -> Vec<usize> {
     vec![service, usize::MAX, listen]
+}
+
+/// Where [`Options`] keeps the settings of a group's `check` table: a path
+/// no host has.
+fn check_path(service: usize, group: usize) -> Vec<usize> {
+    vec![service, group, usize::MAX]
 }
 
 /// The tables of an array of tables (an absent or other value: none),

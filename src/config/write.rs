@@ -161,7 +161,35 @@ pub(crate) fn xml_host(h: &HostConfig, ind: &str) -> String {
     )
 }
 
-/// `<group …>` with its hosts.
+/// The settings of a check as written: its type always, the others when not
+/// at their defaults.
+fn check_settings(c: &CheckConfig) -> Vec<Written> {
+    let mut written = c.differing(&CheckConfig::of(c.kind));
+    written.insert(
+        0,
+        Written {
+            xml_name: "type",
+            toml_key: "type",
+            xml: c.kind.name().to_string(),
+            toml: tstr(c.kind.name()),
+            default: false,
+        },
+    );
+    written
+}
+
+/// `<check type=… …/>`.
+pub(crate) fn xml_check(c: &CheckConfig, ind: &str) -> String {
+    format!("{ind}<check{}/>", xml_options(&check_settings(c)))
+}
+
+/// `{ type = …, … }`.
+pub(crate) fn toml_check(c: &CheckConfig) -> String {
+    let settings = toml_inline_options(&check_settings(c));
+    format!("{{ {} }}", settings.trim_start_matches(", "))
+}
+
+/// `<group …>` with its check and hosts.
 pub(crate) fn xml_group(g: &GroupConfig, enabled: bool, ind: &str, step: &str) -> String {
     let enable = if enabled { " enable=\"true\"" } else { "" };
     let mut x = format!(
@@ -171,6 +199,10 @@ pub(crate) fn xml_group(g: &GroupConfig, enabled: bool, ind: &str, step: &str) -
         xml_options(&g.options.non_default())
     );
     let inner = format!("{ind}{step}");
+    if let Some(check) = &g.check {
+        x.push('\n');
+        x.push_str(&xml_check(check, &inner));
+    }
     for h in &g.hosts {
         x.push('\n');
         x.push_str(&xml_host(h, &inner));
@@ -431,6 +463,9 @@ pub fn to_toml(config: &Config) -> String {
             );
             for o in g.options.non_default() {
                 let _ = writeln!(t, "  {} = {}", o.toml_key, o.toml);
+            }
+            if let Some(check) = &g.check {
+                let _ = writeln!(t, "  check = {}", toml_check(check));
             }
             t.push_str("  hosts = [\n");
             for h in &g.hosts {

@@ -12,7 +12,9 @@ use quick_xml::events::{BytesStart, Event};
 
 use super::depth::{MAX_DEPTH, too_deep};
 use super::error::{ConfigError, Source};
-use super::options::{GroupOptions, HostOptions, ListenOptions, ResolverOptions, ServiceOptions};
+use super::options::{
+    CheckConfig, GroupOptions, HostOptions, ListenOptions, ResolverOptions, ServiceOptions,
+};
 use super::parse::parse_bool;
 use super::raw::*;
 
@@ -430,10 +432,20 @@ impl Walker<'_, '_> {
             enable: leaf.bool("enable"),
             hosts: Vec::new(),
             options: leaf.options(CORE),
+            check: None,
         };
         for child in &el.children {
+            if child.name == "check" {
+                self.once(&raw.check, child, el)?;
+                let leaf = self.leaf(child, &with_options(&[], CheckConfig::KEYS))?;
+                raw.check = Some(RawCheck {
+                    at: child.at,
+                    options: leaf.options(&[]),
+                });
+                continue;
+            }
             if child.name != "host" {
-                return Err(self.unknown_child(el, child, &["host"]));
+                return Err(self.unknown_child(el, child, &["check", "host"]));
             }
             const HOST: &[&str] = &["name", "ip", "weight"];
             let leaf = self.leaf(child, &with_options(HOST, HostOptions::KEYS))?;

@@ -10,7 +10,7 @@ use super::names::{expand, set_address};
 use super::{Command, ControlState, Controller};
 use crate::config::{Config, GroupConfig, ServiceConfig};
 use crate::scheduler::{self, SchedulerKind};
-use crate::snapshot::{GroupSnapshot, ServiceSnapshot, Snapshot};
+use crate::snapshot::{GroupCheck, GroupSnapshot, ServiceSnapshot, Snapshot};
 use crate::state::{HostId, HostSnapshot, HostStats};
 
 /// Which groups a change may have changed; every other group is shared with the
@@ -153,8 +153,12 @@ impl Controller {
         let old_hosts = before.map_or(&[][..], |g| &g.hosts[..]);
         let mut old = ByName::new(old_hosts, |h| &h.name);
         let mut members = Vec::with_capacity(group.hosts.len());
+        let mut check_ports = Vec::new();
         for host in &group.hosts {
             for (host_name, address) in expand(host, &state.names) {
+                if let Some(check) = &group.check {
+                    check_ports.push(host.options.check_port.or(check.port));
+                }
                 let known = old.take(members.len(), &host_name).map(|i| &old_hosts[i]);
                 let (id, name, stats, moved) = match known {
                     Some(known) => (
@@ -202,6 +206,12 @@ impl Controller {
             },
             hosts: members,
             options: group.options.clone(),
+            check: group.check.as_ref().map(|check| {
+                Arc::new(GroupCheck {
+                    config: check.clone(),
+                    ports: check_ports,
+                })
+            }),
         }
     }
 

@@ -1,10 +1,13 @@
 //! Managers that watch host health: `hostCheck` re-probes bad hosts and puts back
 //! those that answer; `heartbeat` probes every host and marks failing ones bad.
-//! Both are plain tasks on the balancer's runtime that stop on shutdown, like the
-//! backup watcher (`backup`), which reports services moving to or from a
-//! backup group.
+//! Both watch the groups without a `<check>`; the active checks (`checks`, one
+//! task per host, `exchange` for one probe) watch the others. All are plain
+//! tasks on the balancer's runtime that stop on shutdown, like the backup
+//! watcher (`backup`), which reports services moving to or from a backup group.
 
 pub(crate) mod backup;
+pub(crate) mod checks;
+mod exchange;
 mod probe;
 
 pub(crate) use probe::probe;
@@ -92,7 +95,8 @@ pub(crate) async fn run(
 pub(crate) async fn check_round(manager: Manager, snapshot: &Snapshot, events: &Events) {
     let mut probes = JoinSet::new();
     for service in snapshot.services() {
-        for group in &service.groups {
+        // A group with an active check is the check's alone.
+        for group in service.groups.iter().filter(|g| g.check.is_none()) {
             for host in group.hosts.iter().filter(|h| manager.wants(h)) {
                 let host = host.clone();
                 let service_name = service.name.clone();

@@ -40,21 +40,28 @@ impl HostAddress {
     }
 }
 
-/// Checks that `host` accepts a TCP connection within `timeout` on its address:
-/// the one its name resolved to (names are kept fresh by the re-resolution task,
-/// with the configured resolver), else resolved now by the system (recorded).
-/// The probe connection is closed at once.
-pub async fn probe(host: &HostSnapshot, timeout: Duration) -> Result<(), String> {
-    let addr = match host.stats.resolved() {
-        Some(addr) => addr,
+/// Where to probe `host`: the address its name resolved to (names are kept
+/// fresh by the re-resolution task, with the configured resolver), else
+/// resolved now by the system (recorded).
+pub(crate) async fn address(host: &HostSnapshot) -> Result<SocketAddr, String> {
+    match host.stats.resolved() {
+        Some(addr) => Ok(addr),
         None => {
             let addr = resolve(&host.address).await?;
             if host.stats.set_resolved(Some(addr)) {
                 tracing::info!(host = %host.name, address = %host.address, resolved = %addr, "host address resolved");
             }
-            addr
+            Ok(addr)
         }
-    };
+    }
+}
+
+/// Checks that `host` accepts a TCP connection within `timeout` on its address:
+/// the one its name resolved to (names are kept fresh by the re-resolution task,
+/// with the configured resolver), else resolved now by the system (recorded).
+/// The probe connection is closed at once.
+pub async fn probe(host: &HostSnapshot, timeout: Duration) -> Result<(), String> {
+    let addr = address(host).await?;
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(error)) => Err(format!("connect to {addr}: {error}")),

@@ -18,8 +18,8 @@ pub use limits::{Admission, Limiter, Refusal};
 
 pub(crate) use stats::Ranking;
 pub use stats::{
-    BadInfo, ConnectionGuard, HostHealth, HostStats, HostStatsView, LatencyView, clock_ms,
-    clock_nanos, last_came_up,
+    BadInfo, CheckStateView, ConnectionGuard, HostHealth, HostStats, HostStatsView, LatencyView,
+    clock_ms, clock_nanos, last_came_up,
 };
 
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -96,6 +96,15 @@ pub struct HostStats {
     connect_buckets: [AtomicU64; CONNECT_BUCKETS.len() + 1],
     /// Sum of successful connect latencies, in microseconds.
     connect_micros: AtomicU64,
+    /// The group's active check, written only by the host's check task (one
+    /// per host), read by the admin plane: consecutive passes and failures,
+    /// the last probe's latency (µs + 1; 0 = never probed), its failure
+    /// reason (`None`: it passed), and failed probes since start.
+    check_passes: AtomicU32,
+    check_fails: AtomicU32,
+    check_micros: AtomicU64,
+    check_failures: AtomicU64,
+    check_last: ArcSwapOption<String>,
 }
 
 /// An order over a group's hosts kept current by their counters (the leastc
@@ -354,6 +363,47 @@ impl HostStats {
         self.picks.fetch_add(1, Relaxed);
     }
 
+    /// The active check's consecutive (passes, failures).
+    pub(crate) fn check_streak(&self) -> (u32, u32) {
+        (
+            self.check_passes.load(Relaxed),
+            self.check_fails.load(Relaxed),
+        )
+    }
+
+    /// Records one probe of the active check: its latency, its failure reason
+    /// (`None`: passed) and the streak after it.
+    pub(crate) fn record_check(
+        &self,
+        latency: Duration,
+        failure: Option<String>,
+        (passes, fails): (u32, u32),
+    ) {
+        self.check_micros
+            .store(latency.as_micros() as u64 + 1, Relaxed);
+        if failure.is_some() {
+            self.check_failures.fetch_add(1, Relaxed);
+        }
+        self.check_last.store(failure.map(Arc::new));
+        self.check_passes.store(passes, Relaxed);
+        self.check_fails.store(fails, Relaxed);
+    }
+
+    /// The active check's state, once the host was probed.
+    pub fn check_view(&self) -> Option<CheckStateView> {
+        let micros = self.check_micros.load(Relaxed);
+        if micros == 0 {
+            return None;
+        }
+        Some(CheckStateView {
+            passes: self.check_passes.load(Relaxed),
+            fails: self.check_fails.load(Relaxed),
+            last_micros: micros - 1,
+            last_failure: self.check_last.load_full().map(|r| (*r).clone()),
+            failures: self.check_failures.load(Relaxed),
+        })
+    }
+
     /// A plain copy of the counters, for display and serialisation.
     pub fn view(&self) -> HostStatsView {
         HostStatsView {
@@ -375,8 +425,24 @@ impl HostStats {
             },
             bad: self.bad_info().map(|b| (*b).clone()),
             resolved: self.resolved(),
+            check: self.check_view(),
         }
     }
+}
+
+/// The active check's state of one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckStateView {
+    /// Consecutive passed probes (towards `rise` while the host is bad).
+    pub passes: u32,
+    /// Consecutive failed probes (towards `fall` while the host is up).
+    pub fails: u32,
+    /// How long the last probe took, in microseconds.
+    pub last_micros: u64,
+    /// Why the last probe failed; `None`: it passed.
+    pub last_failure: Option<String>,
+    /// Failed probes since start.
+    pub failures: u64,
 }
 
 /// A point-in-time copy of a host's counters and health.
@@ -402,6 +468,9 @@ pub struct HostStatsView {
     pub bad: Option<BadInfo>,
     /// The address in use, if resolved.
     pub resolved: Option<SocketAddr>,
+    /// The group's active check, once it probed the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckStateView>,
 }
 
 /// A latency histogram: `counts[i]` connects took at most `le_seconds[i]` (and more

@@ -74,6 +74,7 @@ async fn hosts_groups_schedulers_and_listeners_change_live() {
                 scheduler: SchedulerKind::LeastConns,
                 hosts: vec![host("c", c, 1)].into(),
                 options: Default::default(),
+                check: None,
             },
         })
         .await
@@ -118,6 +119,7 @@ async fn hosts_groups_schedulers_and_listeners_change_live() {
                 scheduler: SchedulerKind::Random,
                 hosts: vec![host("a", a, 1)].into(),
                 options: Default::default(),
+                check: None,
             }],
             enabled_group: "g".into(),
             connect_timeout: Duration::from_secs(1),

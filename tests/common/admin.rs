@@ -65,6 +65,7 @@ pub async fn two_group_config() -> Config {
         scheduler: SchedulerKind::RoundRobin,
         hosts: vec![host("s1", s1, 1)].into(),
         options: Default::default(),
+        check: None,
     });
     config.admin = Some(AdminConfig {
         web: None,

@@ -190,6 +190,7 @@ pub fn config(scheduler: SchedulerKind, hosts: Vec<HostConfig>) -> Config {
                 scheduler,
                 hosts: hosts.into(),
                 options: Default::default(),
+                check: None,
             }],
             enabled_group: "g".into(),
             connect_timeout: Duration::from_secs(3),

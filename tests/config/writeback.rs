@@ -73,6 +73,7 @@ fn change_everything(c: &mut Config) {
             proxy_protocol: Some(txlb::proxy_protocol::Version::V2),
             ..Default::default()
         },
+        check: None,
     });
     // settings beyond txLoadBalancer's, on kept elements
     service(c, "web").options.client_timeout = std::time::Duration::from_secs(90);
@@ -91,6 +92,7 @@ fn change_everything(c: &mut Config) {
             scheduler: SchedulerKind::LeastConns,
             hosts: vec![host("n1", "10.0.1.1:80", 1)].into(),
             options: Default::default(),
+            check: None,
         }],
         enabled_group: "g1".into(),
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,

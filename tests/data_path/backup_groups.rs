@@ -80,6 +80,7 @@ fn group(name: &str, hosts: &[&Backend], backup: bool) -> GroupConfig {
             backup,
             ..GroupOptions::default()
         },
+        check: None,
     }
 }
 

@@ -15,8 +15,8 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Tab
 use super::super::model::*;
 use super::super::options::Written;
 use super::super::write::{
-    logging_values, seconds, to_toml, toml_inline_options, toml_listen, toml_listeners, toml_route,
-    tstr, yes,
+    logging_values, seconds, to_toml, toml_check, toml_inline_options, toml_listen, toml_listeners,
+    toml_route, tstr, yes,
 };
 use super::{common_ends, written_path};
 
@@ -579,6 +579,7 @@ fn group(
         None if enabled && !named => set(t, "enable", Value::from(true)),
         None => {}
     }
+    check(t, b.check.as_ref(), r.check.as_ref())?;
     if b.hosts == r.hosts {
         return Some(());
     }
@@ -609,6 +610,31 @@ fn group(
         },
         |h| inline_host(h).map(Entry::Inline),
     )
+}
+
+/// A group's `check` table: keys edited in place, or the table added or
+/// removed.
+fn check(t: &mut dyn TableLike, b: Option<&CheckConfig>, r: Option<&CheckConfig>) -> Option<()> {
+    if b == r {
+        return Some(());
+    }
+    let Some(r) = r else {
+        t.remove("check");
+        return Some(());
+    };
+    match t.get_mut("check") {
+        Some(item) => {
+            let table = item.as_table_like_mut()?;
+            let base = b.cloned().unwrap_or_default();
+            for mut o in r.differing(&base) {
+                // The type stays written even at its default.
+                o.default &= o.toml_key != "type";
+                set_options(table, &[o])?;
+            }
+        }
+        None => set(t, "check", Value::InlineTable(inline(&toml_check(r))?)),
+    }
+    Some(())
 }
 
 /// Inserts a sub-table: `[parent.key]` under a table, an inline table under an

@@ -16,8 +16,8 @@ use super::super::model::*;
 use super::super::options::Written;
 use super::super::parse::parse_bool;
 use super::super::write::{
-    attr as esc, logging_values, seconds, written_path, xml_admin, xml_group, xml_host, xml_listen,
-    xml_manager, xml_route, xml_service, xml_ssh, xml_task, xml_user, xml_web, yes,
+    attr as esc, logging_values, seconds, written_path, xml_admin, xml_check, xml_group, xml_host,
+    xml_listen, xml_manager, xml_route, xml_service, xml_ssh, xml_task, xml_user, xml_web, yes,
 };
 use super::super::xml::{Element, parse_tree};
 use super::common_ends;
@@ -497,6 +497,7 @@ impl Editor<'_> {
             None if enabled && !named_elsewhere => self.set_attr(el, "enable", "true"),
             None => {}
         }
+        self.check(el, b.check.as_ref(), r.check.as_ref());
         self.sync(
             el,
             &kids(el, "host"),
@@ -514,6 +515,33 @@ impl Editor<'_> {
             },
             |h, ind, _| xml_host(h, ind),
         )
+    }
+
+    /// A group's `<check>`: settings edited in place, the element added
+    /// before the first host (or removed).
+    fn check(&mut self, group: &Element, b: Option<&CheckConfig>, r: Option<&CheckConfig>) {
+        if b == r {
+            return;
+        }
+        match (r, kids(group, "check").into_iter().next()) {
+            (None, Some(el)) => self.remove(el),
+            (None, None) => {}
+            (Some(r), Some(el)) => {
+                let base = b.cloned().unwrap_or_default();
+                for o in r.differing(&base) {
+                    // The type stays written even at its default.
+                    if o.default && o.xml_name != "type" {
+                        self.remove_attr(el, o.xml_name);
+                    } else {
+                        self.set_attr(el, o.xml_name, &o.xml);
+                    }
+                }
+            }
+            (Some(r), None) => match kids(group, "host").into_iter().next() {
+                Some(first) => self.insert_before(first, |ind, _| vec![xml_check(r, ind)]),
+                None => self.insert_into(group, |ind, _| vec![xml_check(r, ind)]),
+            },
+        }
     }
 
     fn admin(

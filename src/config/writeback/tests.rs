@@ -6,7 +6,8 @@ use std::path::Path;
 use super::*;
 use crate::config::SchedulerKind;
 use crate::config::{
-    GroupConfig, HostConfig, LoggingConfig, parse_host_address, parse_listen_addr,
+    CheckConfig, CheckKind, Escaped, GroupConfig, HostConfig, LoggingConfig, parse_host_address,
+    parse_listen_addr,
 };
 
 const XML_FIXTURE: &str = include_str!("../../../tests/fixtures/writeback/commented.xml");
@@ -85,6 +86,81 @@ fn xml_slow_start_set_and_removed_in_place() {
         back,
         SMALL_XML.replace("scheduler='roundr'", "scheduler='wrr'")
     );
+}
+
+#[test]
+fn xml_check_added_edited_and_removed_in_place() {
+    let added = in_place("c.xml", SMALL_XML, |c| {
+        c.services[0].groups[0].check = Some(CheckConfig {
+            path: "/healthz".into(),
+            ..CheckConfig::of(CheckKind::Http)
+        });
+        c.services[0].groups[1].check = Some(CheckConfig::default());
+    });
+    let expected = SMALL_XML
+        .replace(
+            "      <host name='h1'",
+            "      <check type=\"http\" path=\"/healthz\"/>\n      <host name='h1'",
+        )
+        .replace(
+            "<group name=\"s\" scheduler=\"rand\"/>",
+            "<group name=\"s\" scheduler=\"rand\">\n      <check type=\"tcp\"/>\n    </group>",
+        );
+    assert_eq!(added, expected);
+    let edited = in_place("c.xml", &added, |c| {
+        let check = c.services[0].groups[0].check.as_mut().unwrap();
+        check.rise = 5;
+        check.path = "/".into();
+        c.services[0].groups[0].hosts[0].options.check_port = Some(8081);
+    });
+    assert!(
+        edited.contains("<check type=\"http\" rise=\"5\"/>")
+            && edited.contains("ip='10.0.0.1:80' checkPort=\"8081\"/>"),
+        "{edited}"
+    );
+    let removed = in_place("c.xml", &edited, |c| {
+        c.services[0].groups[0].check = None;
+    });
+    assert!(!removed.contains("rise"), "{removed}");
+    assert!(removed.contains("  <!-- two -->"), "{removed}");
+}
+
+#[test]
+fn toml_check_added_edited_and_removed_in_place() {
+    let text = "[[service]]
+name = \"web\"
+listen = [\"*:80\"]
+
+  [[service.group]]
+  name = \"g\"   # the group
+  enable = true
+  hosts = [ { name = \"h1\", ip = \"10.0.0.1:80\" } ]
+";
+    let added = in_place("c.toml", text, |c| {
+        c.services[0].groups[0].check = Some(CheckConfig {
+            send: Escaped(b"PING\r\n".to_vec()),
+            ..CheckConfig::of(CheckKind::Send)
+        });
+    });
+    assert!(
+        added.contains(r#"check = { type = "send", send = "PING\\r\\n" }"#),
+        "{added}"
+    );
+    let edited = in_place("c.toml", &added, |c| {
+        let check = c.services[0].groups[0].check.as_mut().unwrap();
+        check.kind = CheckKind::Tcp;
+        check.send = Escaped::default();
+        check.fall = 7;
+    });
+    assert!(
+        edited.contains(r#"check = { type = "tcp", fall = 7 }"#),
+        "{edited}"
+    );
+    assert!(edited.contains("name = \"g\"   # the group"), "{edited}");
+    let removed = in_place("c.toml", &edited, |c| {
+        c.services[0].groups[0].check = None;
+    });
+    assert!(!removed.contains("check"), "{removed}");
 }
 
 #[test]
@@ -206,6 +282,7 @@ fn xml_new_group_in_empty_parent_uses_the_file_step() {
             scheduler: SchedulerKind::Random,
             hosts: Vec::new().into(),
             options: Default::default(),
+            check: None,
         });
     });
     assert!(
@@ -416,6 +493,20 @@ fn random_change(c: &mut Config, rng: &mut fastrand::Rng, n: usize) {
                 1 => Some(std::time::Duration::from_millis(1500 + 500 * rng.u64(..4))),
                 _ => group.options.slow_start,
             };
+            group.check = match rng.u8(..4) {
+                0 => None,
+                1 => Some(CheckConfig {
+                    rise: 1 + rng.u32(..5),
+                    path: "/healthz".into(),
+                    ..CheckConfig::of(CheckKind::Http)
+                }),
+                2 => Some(CheckConfig {
+                    send: Escaped(b"PING\r\n".to_vec()),
+                    expect: Escaped(b"+PONG".to_vec()),
+                    ..CheckConfig::of(CheckKind::Send)
+                }),
+                _ => group.check.clone(),
+            };
         }
         3 if !service.groups[g].hosts.is_empty() => {
             service.enabled_group = service.groups[g].name.clone();
@@ -430,6 +521,7 @@ fn random_change(c: &mut Config, rng: &mut fastrand::Rng, n: usize) {
                 })
                 .collect(),
             options: Default::default(),
+            check: None,
         }),
         5 if service.groups[g].name != service.enabled_group => {
             service.groups.remove(g);

@@ -204,6 +204,16 @@ pub(crate) fn running_text(stats: &Stats, config: &Config) -> String {
                     v.bytes_in,
                     v.bytes_out
                 );
+                if let Some(check) = &v.check {
+                    let _ = write!(
+                        t,
+                        " check_passes={} check_fails={} check_ms={:.3} check_failures={}",
+                        check.passes,
+                        check.fails,
+                        check.last_micros as f64 / 1e3,
+                        check.failures
+                    );
+                }
                 if let Some(bad) = &v.bad {
                     let since = bad
                         .since

@@ -358,6 +358,28 @@ fn state_of(h: &HostStatsEntry) -> (String, &'static str, String) {
         ),
         _ => String::new(),
     };
+    // The active check's progress: passes in a row count towards `rise`
+    // while the host is bad, failures towards `fall` while it is up.
+    let detail = match &h.stats.check {
+        Some(c) => {
+            let last = match &c.last_failure {
+                Some(why) => format!("failed: {why}"),
+                None => "passed".to_string(),
+            };
+            let check = format!(
+                "check {last} in {:.1} ms; {} passed, {} failed in a row",
+                c.last_micros as f64 / 1e3,
+                c.passes,
+                c.fails
+            );
+            if detail.is_empty() {
+                check
+            } else {
+                format!("{detail}; {check}")
+            }
+        }
+        None => detail,
+    };
     (text, health.name(), detail)
 }
 

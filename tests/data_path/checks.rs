@@ -119,9 +119,13 @@ async fn an_http_host_answering_503_goes_bad_after_fall_checks_and_back_after_ri
     let h1 = http_host("h1", sick.clone()).await;
     let h2 = http_host("h2", Arc::new(AtomicU16::new(200))).await;
     let check = r#"<check type="http" interval="0.2" timeout="0.5" rise="2" fall="2" path="/healthz" status="200-299"/>"#;
-    let admin =
-        "  <admin><web listen=\"127.0.0.1:0\" enable=\"true\" metricsPublic=\"true\"/></admin>\n";
-    let txlb = Txlb::start_xml(&config_with(check, &[("h1", h1), ("h2", h2)], admin), None);
+    let user = &common::admin::users()[0];
+    let admin = format!(
+        "  <admin><web listen=\"127.0.0.1:0\" enable=\"true\" metricsPublic=\"true\"/>\
+         <user name=\"{}\" password=\"{}\" access=\"full\"/></admin>\n",
+        user.name, user.password_hash
+    );
+    let txlb = Txlb::start_xml(&config_with(check, &[("h1", h1), ("h2", h2)], &admin), None);
     let lb = txlb.listener();
     let mut seen = std::collections::HashSet::new();
     for _ in 0..4 {
@@ -135,6 +139,18 @@ async fn an_http_host_answering_503_goes_bad_after_fall_checks_and_back_after_ri
     for _ in 0..6 {
         assert_eq!(served_by(lb).await, "h2", "clients avoid the bad host");
     }
+    // The check's progress shows in running.txt and on the page.
+    let base = txlb.logged("admin web server up", "url").await;
+    let base = base.trim_end_matches('/');
+    let full = common::admin::FULL;
+    let running = common::admin::get_as(base, full, "/running.txt").await.1;
+    let h1_line = running.lines().find(|l| l.contains("host h1 ")).unwrap();
+    assert!(
+        h1_line.contains(" state=bad ") && h1_line.contains(" check_failures="),
+        "{running}"
+    );
+    let page = common::admin::get_as(base, full, "/").await.1;
+    assert!(page.contains("failed: HTTP 503 in "), "{page}");
     let skip = txlb.log_len();
     sick.store(200, SeqCst);
     transition(&txlb, "host back in rotation", "h1", skip).await;

@@ -227,7 +227,10 @@ impl BalancerBuilder {
         ));
         tokio::spawn(health::checks::run(
             controller.data.snapshots.clone(),
-            controller.data.events.clone(),
+            health::checks::Tell {
+                events: controller.data.events.clone(),
+                registry: controller.data.registry.clone(),
+            },
             controller.stop_accepting.clone(),
         ));
         // Both always run: each reads its settings from the snapshot every round,

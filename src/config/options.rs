@@ -443,6 +443,46 @@ options! {
         /// them back as soon as one is. With several, the first (in configuration
         /// order) that has a usable host serves. The enabled group cannot be one.
         backup: bool = false, "backup", "backup";
+        /// What happens to a host's open connections when its group's
+        /// `<check>` marks it bad: kept (`keep`, the default) or closed
+        /// (`close`, HAProxy's `on-marked-down shutdown-sessions`).
+        on_marked_down: MarkedDown = MarkedDown::Keep, "onMarkedDown", "on_marked_down";
+    }
+}
+
+/// `onMarkedDown`: what a host's open connections do when a check marks the
+/// host bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MarkedDown {
+    /// They continue until they end (txLoadBalancer's behaviour).
+    #[default]
+    Keep,
+    /// They are closed at once.
+    Close,
+}
+
+impl OptionValue for MarkedDown {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        let text = match raw {
+            RawValue::Text(t) => t.as_str(),
+            RawValue::Toml(toml::Value::String(s)) => s.as_str(),
+            RawValue::Toml(_) => return Err("expected \"keep\" or \"close\"".into()),
+        };
+        match text.trim().to_ascii_lowercase().as_str() {
+            "keep" => Ok(MarkedDown::Keep),
+            "close" => Ok(MarkedDown::Close),
+            _ => Err("expected keep or close".into()),
+        }
+    }
+    fn xml(&self) -> String {
+        match self {
+            MarkedDown::Keep => "keep",
+            MarkedDown::Close => "close",
+        }
+        .to_string()
+    }
+    fn toml(&self) -> String {
+        format!("\"{}\"", self.xml())
     }
 }
 

@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::exchange::exchange;
 use super::probe::address;
-use crate::config::{CheckConfig, HostAddress};
+use crate::config::{CheckConfig, HostAddress, MarkedDown};
 use crate::events::Events;
 use crate::snapshot::Snapshot;
-use crate::state::{HostId, HostSnapshot};
+use crate::state::{CloseRequest, ConnectionRegistry, HostId, HostSnapshot};
 
 /// How much longer than the check's `timeout` a probe may take before it is
 /// abandoned (the exchange itself stops at the timeout).
@@ -95,6 +95,19 @@ struct Target {
     check: CheckConfig,
     port: Option<u16>,
     address: HostAddress,
+    /// The group's `onMarkedDown`: close the host's connections when the
+    /// check marks it bad.
+    on_marked_down: MarkedDown,
+}
+
+/// Where a check's transitions are told: events, and the open connections
+/// `onMarkedDown="close"` closes.
+#[derive(Clone)]
+pub(crate) struct Tell {
+    /// Host bad / back events.
+    pub events: Events,
+    /// The open connections.
+    pub registry: Arc<ConnectionRegistry>,
 }
 
 struct Running {
@@ -105,7 +118,7 @@ struct Running {
 /// Runs the active checks of the running configuration until `shutdown`.
 pub(crate) async fn run(
     snapshots: Arc<ArcSwap<Snapshot>>,
-    events: Events,
+    tell: Tell,
     shutdown: CancellationToken,
 ) {
     let mut running: HashMap<HostId, Running> = HashMap::new();
@@ -113,7 +126,7 @@ pub(crate) async fn run(
     loop {
         let snapshot = snapshots.load_full();
         if seen.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &snapshot)) {
-            follow(&snapshot, &mut running, &events, &shutdown);
+            follow(&snapshot, &mut running, &tell, &shutdown);
             seen = Some(snapshot);
         }
         tokio::select! {
@@ -128,7 +141,7 @@ pub(crate) async fn run(
 fn follow(
     snapshot: &Snapshot,
     running: &mut HashMap<HostId, Running>,
-    events: &Events,
+    tell: &Tell,
     shutdown: &CancellationToken,
 ) {
     let mut wanted: HashMap<HostId, (Target, HostSnapshot)> = HashMap::new();
@@ -142,6 +155,7 @@ fn follow(
                     check: check.config.clone(),
                     port: check.ports.get(i).copied().flatten(),
                     address: host.address.clone(),
+                    on_marked_down: group.options.on_marked_down,
                 };
                 wanted.insert(host.id, (target, host.clone()));
             }
@@ -159,7 +173,7 @@ fn follow(
             continue;
         }
         let stop = shutdown.child_token();
-        tokio::spawn(watch(target.clone(), host, events.clone(), stop.clone()));
+        tokio::spawn(watch(target.clone(), host, tell.clone(), stop.clone()));
         running.insert(id, Running { target, stop });
     }
 }
@@ -171,7 +185,7 @@ fn jittered(interval: Duration) -> Duration {
 
 /// Probes one host until `stop`: the first probe within one interval (spread
 /// at random, so a group's hosts are not probed at once), then every interval.
-async fn watch(target: Target, host: HostSnapshot, events: Events, stop: CancellationToken) {
+async fn watch(target: Target, host: HostSnapshot, tell: Tell, stop: CancellationToken) {
     let check = &target.check;
     let mut pause = check.interval.mul_f64(fastrand::f64());
     loop {
@@ -190,7 +204,7 @@ async fn watch(target: Target, host: HostSnapshot, events: Events, stop: Cancell
                 Err(format!("timeout after {} s", check.timeout.as_secs_f64()))
             }),
         };
-        apply(&target, &host, result, started.elapsed(), &events);
+        apply(&target, &host, result, started.elapsed(), &tell);
     }
 }
 
@@ -211,8 +225,9 @@ fn apply(
     host: &HostSnapshot,
     result: Result<(), String>,
     latency: Duration,
-    events: &Events,
+    tell: &Tell,
 ) {
+    let events = &tell.events;
     let stats = &host.stats;
     let (passes, fails) = stats.check_streak();
     let before = Streak { passes, fails };
@@ -237,6 +252,12 @@ fn apply(
             let reason = reason.unwrap_or_default();
             if stats.mark_bad(reason.clone()) {
                 events.host_bad(&target.service, &target.group, &host.name, &reason);
+                if target.on_marked_down == MarkedDown::Close {
+                    let closed = tell.registry.close_where(CloseRequest::HostDown, |c| {
+                        Arc::ptr_eq(&c.host_stats, stats)
+                    });
+                    tracing::info!(service = %target.service, group = %target.group, host = %host.name, closed, "connections of a host marked bad closed (onMarkedDown)");
+                }
             }
         }
     }

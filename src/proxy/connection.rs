@@ -41,6 +41,9 @@ pub enum CloseReason {
     Shutdown,
     /// Idle, or half-closed, for longer than the service allows.
     Timeout,
+    /// Its host was marked bad by a check, in a group with
+    /// `onMarkedDown="close"`.
+    HostDown,
 }
 
 /// One finished connection, for the access log.
@@ -470,6 +473,7 @@ async fn copy(established: &Established, early: Vec<u8>) -> Outcome {
                     Some(CloseRequest::Shutdown) => return Outcome::Ended(CloseReason::Shutdown),
                     Some(CloseRequest::Timeout) => return Outcome::Ended(CloseReason::Timeout),
                     Some(CloseRequest::Admin) => return Outcome::Ended(CloseReason::ClosedByAdmin),
+                    Some(CloseRequest::HostDown) => return Outcome::Ended(CloseReason::HostDown),
                     None => {}
                 }
             }

@@ -54,7 +54,7 @@ pub struct ConnectionEntry {
     /// `notify_one` keeps a permit, so a request made before the task waits is
     /// not lost.
     pub close: Notify,
-    /// Why it was asked to close: 0 = not asked, 1..=3 a [`CloseRequest`], or
+    /// Why it was asked to close: 0 = not asked, 1..=3 or 6 a [`CloseRequest`], or
     /// [`PARK_REQUESTED`] / [`PARKED`]. A close request replaces a parking state.
     close_reason: AtomicU8,
 }
@@ -74,6 +74,9 @@ pub enum CloseRequest {
     Shutdown = 2,
     /// Idle (or half-closed) for longer than the service allows.
     Timeout = 3,
+    /// Its host was marked bad by its group's check, and the group closes
+    /// such a host's connections (`onMarkedDown="close"`).
+    HostDown = 6,
 }
 
 /// What a listener with routes saw of a client's first bytes, and the route
@@ -228,6 +231,7 @@ impl ConnectionEntry {
             1 => Some(CloseRequest::Admin),
             2 => Some(CloseRequest::Shutdown),
             3 => Some(CloseRequest::Timeout),
+            6 => Some(CloseRequest::HostDown),
             _ => None,
         }
     }

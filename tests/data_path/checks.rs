@@ -381,3 +381,51 @@ async fn a_check_added_by_a_reload_starts_probing() {
     assert!(bad.contains("check: HTTP 503"), "{bad}");
     assert_eq!(txlb.count("host marked bad"), 1, "{}", txlb.log_text());
 }
+
+/// `onMarkedDown="close"` closes the open connections of a host the check
+/// marks bad, within the probes that take to fail; without it they continue.
+#[tokio::test]
+async fn on_marked_down_close_ends_the_hosts_open_connections() {
+    for close in [true, false] {
+        let loading = Arc::new(AtomicBool::new(false));
+        let redis = redis_like(loading.clone()).await;
+        let check = r#"<check type="send" send="PING\r\n" expect="+PONG" interval="0.2" timeout="0.3" rise="2" fall="2"/>"#;
+        let mut xml = config(check, &[("redis", redis)]);
+        if close {
+            xml = xml.replace("enable=\"true\"", "enable=\"true\" onMarkedDown=\"close\"");
+        }
+        let txlb = Txlb::start_xml(&xml, None);
+        let mut client = TcpStream::connect(txlb.listener()).await.unwrap();
+        let mut answer = [0u8; 7];
+        client.write_all(b"PING\r\n").await.unwrap();
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"+PONG\r\n");
+        loading.store(true, SeqCst);
+        transition(&txlb, "host marked bad", "redis", 0).await;
+        let mut rest = [0u8; 64];
+        if close {
+            // Closed: a read sees the end (or an error) soon, whatever
+            // answers came before.
+            let ended = tokio::time::timeout(Duration::from_secs(2), async {
+                let _ = client.write_all(b"PING\r\n").await;
+                loop {
+                    match client.read(&mut rest).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            assert!(ended.is_ok(), "closed on marked down");
+            assert_eq!(txlb.count("closed=1"), 1, "{}", txlb.log_text());
+        } else {
+            let after = tokio::time::timeout(Duration::from_secs(2), async {
+                client.write_all(b"PING\r\n").await?;
+                client.read(&mut rest).await
+            })
+            .await;
+            let n = after.expect("kept open").expect("kept open");
+            assert!(rest[..n].starts_with(b"-LOADING"), "{:?}", &rest[..n]);
+        }
+    }
+}

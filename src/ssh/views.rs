@@ -211,6 +211,24 @@ pub(super) fn hosts_table(rows: &[HostRow<'_>]) -> String {
             } else {
                 r.group.to_string()
             };
+            // The active check: the last probe's result and time, then the
+            // passes and failures in a row (towards rise and fall).
+            let check = v.check.as_ref().map_or_else(
+                || "-".to_string(),
+                |c| {
+                    format!(
+                        "{} {:.1}ms +{}/-{}",
+                        if c.last_failure.is_some() {
+                            "fail"
+                        } else {
+                            "ok"
+                        },
+                        c.last_micros as f64 / 1e3,
+                        c.passes,
+                        c.fails
+                    )
+                },
+            );
             vec![
                 r.service.to_string(),
                 group,
@@ -219,13 +237,14 @@ pub(super) fn hosts_table(rows: &[HostRow<'_>]) -> String {
                 r.host.weight.to_string(),
                 v.health.name().to_string(),
                 v.open.to_string(),
+                check,
                 why,
             ]
         })
         .collect();
     table(
         &[
-            "SERVICE", "GROUP", "HOST", "ADDRESS", "WEIGHT", "STATE", "OPEN", "WHY",
+            "SERVICE", "GROUP", "HOST", "ADDRESS", "WEIGHT", "STATE", "OPEN", "CHECK", "WHY",
         ],
         rows,
     )
@@ -290,5 +309,37 @@ mod tests {
             ],
         );
         assert_eq!(t, "NAME  OPEN\na        7\nlong   123\n");
+    }
+
+    #[test]
+    fn the_hosts_table_shows_the_active_check() {
+        let mut checked = HostStatsEntry {
+            name: "h1".into(),
+            address: "127.0.0.1:80".into(),
+            weight: 1,
+            stats: crate::state::HostStats::new().view(),
+        };
+        let unchecked = HostStatsEntry {
+            name: "h2".into(),
+            ..checked.clone()
+        };
+        checked.stats.check = Some(crate::state::CheckStateView {
+            passes: 0,
+            fails: 2,
+            last_micros: 1500,
+            last_failure: Some("HTTP 503".into()),
+            failures: 2,
+        });
+        let row = |host| HostRow {
+            service: "svc",
+            group: "g",
+            enabled_group: true,
+            host,
+        };
+        let t = hosts_table(&[row(&checked), row(&unchecked)]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].contains(" CHECK "), "{t}");
+        assert!(lines[1].contains(" fail 1.5ms +0/-2"), "{t}");
+        assert!(lines[2].trim_end().ends_with(" -"), "{t}");
     }
 }

@@ -300,9 +300,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn routes_are_added_shown_and_removed_by_the_legacy_calls() {
-        let (app, handle, _backends) = test_router().await;
+    /// The test router with a second service, `api`, for routes to send to.
+    async fn with_api_service() -> (axum::Router, crate::BalancerHandle, ()) {
+        let (app, handle, backends) = test_router().await;
         let (status, body) = send(
             &app,
             "GET",
@@ -311,6 +311,12 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{body}");
+        (app, handle, backends)
+    }
+
+    #[tokio::test]
+    async fn routes_are_added_shown_and_removed_by_the_legacy_calls() {
+        let (app, handle, _backends) = with_api_service().await;
         let add = "/addRoute?service=svc&listen=127.0.0.1:0&to=api&sni=API.example.com";
         let (status, body) = send(&app, "GET", add, None).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -436,15 +442,7 @@ mod tests {
 
     #[tokio::test]
     async fn hostile_route_values_are_refused_on_one_line_and_change_nothing() {
-        let (app, handle, _backends) = test_router().await;
-        let (status, body) = send(
-            &app,
-            "GET",
-            "/newService?service=api&listen=127.0.0.4:0&name=a1&ip=127.0.0.1:9",
-            None,
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        let (app, handle, _backends) = with_api_service().await;
         let add = "/addRoute?service=svc&listen=127.0.0.1:0&to=api";
         let (status, body) = send(&app, "GET", &format!("{add}&sni=a.example.com"), None).await;
         assert_eq!(status, StatusCode::OK, "{body}");

@@ -59,6 +59,17 @@ async fn balancer(xml: &str) -> (BalancerHandle, SocketAddr) {
     (balancer, edge)
 }
 
+/// The counters of service `name` now.
+fn service_counters(balancer: &BalancerHandle, name: &str) -> txlb::ServiceCountersView {
+    let stats = balancer.stats();
+    stats
+        .services
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap()
+        .counters
+}
+
 /// The first line the balancer sends a client (a greeting host's name), or
 /// what the client saw instead.
 async fn greeting(client: &mut TcpStream, within: Duration) -> Result<String, String> {
@@ -367,15 +378,7 @@ async fn the_routed_services_access_lists_decide() {
         greeting(&mut other, Duration::from_secs(3)).await,
         Ok("own".into())
     );
-    let stats = balancer.stats();
-    let counters = |name: &str| {
-        stats
-            .services
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap()
-            .counters
-    };
+    let counters = |name: &str| service_counters(&balancer, name);
     assert_eq!((counters("api").accepted, counters("api").denied), (1, 1));
     assert_eq!((counters("edge").accepted, counters("edge").denied), (1, 0));
     balancer.shutdown(Duration::from_secs(1)).await;
@@ -411,15 +414,7 @@ async fn the_listeners_own_access_lists_refuse_before_inspection() {
     let mut routed = TcpStream::connect(edge).await.unwrap();
     let _ = routed.write_all(&client_hello("api.example.com")).await;
     assert!(greeting(&mut routed, Duration::from_secs(3)).await.is_err());
-    let stats = balancer.stats();
-    let counters = |name: &str| {
-        stats
-            .services
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap()
-            .counters
-    };
+    let counters = |name: &str| service_counters(&balancer, name);
     assert_eq!((counters("edge").accepted, counters("edge").denied), (2, 2));
     assert_eq!(counters("api").accepted, 0);
     balancer.shutdown(Duration::from_secs(1)).await;

@@ -180,6 +180,32 @@ impl Family<'_> {
             }
         }
     }
+
+    /// A family with one sample per host of every group, for the hosts
+    /// `value` has one for (its text).
+    fn per_host(
+        &mut self,
+        stats: &Stats,
+        name: &str,
+        kind: &str,
+        help: &str,
+        value: impl Fn(&crate::state::HostStatsView) -> Option<String>,
+    ) {
+        self.head(name, kind, help);
+        for s in &stats.services {
+            for g in &s.groups {
+                for h in &g.hosts {
+                    if let Some(v) = value(&h.stats) {
+                        self.sample_text(
+                            name,
+                            &[("service", &s.name), ("group", &g.name), ("host", &h.name)],
+                            &v,
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Per-host values of one family.
@@ -250,19 +276,13 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
             &format!("{help} Per group."),
             |_, g| g.hosts.iter().map(|h| value(&h.stats)).sum(),
         );
-        let name = format!("txlb_host_{suffix}");
-        f.head(&name, kind, &format!("{help} Per host."));
-        for s in &stats.services {
-            for g in &s.groups {
-                for h in &g.hosts {
-                    f.sample(
-                        &name,
-                        &[("service", &s.name), ("group", &g.name), ("host", &h.name)],
-                        value(&h.stats),
-                    );
-                }
-            }
-        }
+        f.per_host(
+            stats,
+            &format!("txlb_host_{suffix}"),
+            kind,
+            &format!("{help} Per host."),
+            |h| Some(value(h).to_string()),
+        );
     }
     f.head(
         "txlb_host_connect_latency_seconds",
@@ -348,42 +368,20 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
         }
     }
     // Only hosts of groups with a `<check>`, once probed.
-    f.head(
+    f.per_host(
+        stats,
         "txlb_host_check_seconds",
         "gauge",
         "How long the last probe of the group's active check took. Per host.",
+        |h| Some((h.check.as_ref()?.last_micros as f64 / 1e6).to_string()),
     );
-    for s in &stats.services {
-        for g in &s.groups {
-            for h in &g.hosts {
-                if let Some(check) = &h.stats.check {
-                    f.sample_text(
-                        "txlb_host_check_seconds",
-                        &[("service", &s.name), ("group", &g.name), ("host", &h.name)],
-                        &(check.last_micros as f64 / 1e6).to_string(),
-                    );
-                }
-            }
-        }
-    }
-    f.head(
+    f.per_host(
+        stats,
         "txlb_host_check_failures_total",
         "counter",
         "Failed probes of the group's active check. Per host.",
+        |h| Some(h.check.as_ref()?.failures.to_string()),
     );
-    for s in &stats.services {
-        for g in &s.groups {
-            for h in &g.hosts {
-                if let Some(check) = &h.stats.check {
-                    f.sample(
-                        "txlb_host_check_failures_total",
-                        &[("service", &s.name), ("group", &g.name), ("host", &h.name)],
-                        check.failures,
-                    );
-                }
-            }
-        }
-    }
     f.per_group(
         stats,
         "txlb_group_enabled",

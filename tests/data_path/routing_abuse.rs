@@ -354,9 +354,9 @@ async fn the_routed_services_access_lists_decide() {
     let xml = edge_xml(
         "",
         own,
-        &format!(
-            "  <service name=\"api\" deny=\"127.0.0.0/8\">\n    <group name=\"g\" enable=\"true\">\n      \
-             <host name=\"api1\" ip=\"{api}\"/>\n    </group>\n  </service>\n"
+        &service("api", api).replace(
+            "<service name=\"api\">",
+            "<service name=\"api\" deny=\"127.0.0.0/8\">",
         ),
     );
     let (balancer, edge) = balancer(&xml).await;
@@ -390,15 +390,7 @@ async fn the_routed_services_access_lists_decide() {
 async fn the_listeners_own_access_lists_refuse_before_inspection() {
     let own = greeting_host("own", None).await;
     let api = greeting_host("api", None).await;
-    let xml = edge_xml(
-        "",
-        own,
-        &format!(
-            "  <service name=\"api\">\n    <group name=\"g\" enable=\"true\">\n      \
-             <host name=\"api1\" ip=\"{api}\"/>\n    </group>\n  </service>\n"
-        ),
-    )
-    .replace(
+    let xml = edge_xml("", own, &service("api", api)).replace(
         "<service name=\"edge\">",
         "<service name=\"edge\" deny=\"127.0.0.0/8\">",
     );

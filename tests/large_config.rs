@@ -119,7 +119,7 @@ fn from_toml(text: &str) -> Config {
 /// The heap the model itself holds, roughly: its strings and vectors.
 fn model_bytes(config: &Config) -> usize {
     let hosts = &config.services[0].groups[0].hosts;
-    hosts.capacity() * std::mem::size_of::<HostConfig>()
+    hosts.len() * std::mem::size_of::<HostConfig>()
         + hosts
             .iter()
             .map(|h| h.name.capacity() + h.address.host.capacity())

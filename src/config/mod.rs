@@ -32,6 +32,7 @@ mod depth;
 mod error;
 mod file;
 mod health_check;
+mod host_list;
 mod model;
 mod names;
 mod options;

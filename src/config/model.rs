@@ -8,10 +8,10 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use super::health_check::{CheckKind, Escaped, StatusList};
+pub use super::host_list::{HostEdit, HostList};
 pub use super::options::{
     CheckConfig, GroupOptions, HostOptions, ListenOptions, ResolverOptions, ServiceOptions,
 };
@@ -279,88 +279,6 @@ impl GroupConfig {
             options: GroupOptions::default(),
             check: None,
         }
-    }
-}
-
-/// The hosts of a group, shared between copies of a configuration until one
-/// copy changes them: copying a configuration copies no host, and writing
-/// through a shared list copies that list first. So a change to one group (a
-/// host added through the API) costs that group, not the whole configuration.
-/// Reads and writes go through `Vec<HostConfig>`'s methods.
-#[derive(Clone, Default)]
-pub struct HostList(Arc<Vec<HostConfig>>);
-
-impl HostList {
-    /// Whether both are the same list (not only equal): nothing was written
-    /// through either since one was copied from the other.
-    pub fn is_shared_with(&self, other: &HostList) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl std::ops::Deref for HostList {
-    type Target = Vec<HostConfig>;
-
-    fn deref(&self) -> &Vec<HostConfig> {
-        &self.0
-    }
-}
-
-/// Copy on write: a list shared with another configuration is copied first.
-impl std::ops::DerefMut for HostList {
-    fn deref_mut(&mut self) -> &mut Vec<HostConfig> {
-        Arc::make_mut(&mut self.0)
-    }
-}
-
-impl From<Vec<HostConfig>> for HostList {
-    fn from(hosts: Vec<HostConfig>) -> Self {
-        HostList(Arc::new(hosts))
-    }
-}
-
-impl FromIterator<HostConfig> for HostList {
-    fn from_iter<I: IntoIterator<Item = HostConfig>>(hosts: I) -> Self {
-        HostList(Arc::new(hosts.into_iter().collect()))
-    }
-}
-
-impl<'a> IntoIterator for &'a HostList {
-    type Item = &'a HostConfig;
-    type IntoIter = std::slice::Iter<'a, HostConfig>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
-    }
-}
-
-impl IntoIterator for HostList {
-    type Item = HostConfig;
-    type IntoIter = std::vec::IntoIter<HostConfig>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        Arc::unwrap_or_clone(self.0).into_iter()
-    }
-}
-
-impl fmt::Debug for HostList {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// Equal hosts in the same order; a list shared with `other` is equal at once.
-impl PartialEq for HostList {
-    fn eq(&self, other: &HostList) -> bool {
-        self.is_shared_with(other) || self.0 == other.0
-    }
-}
-
-impl Eq for HostList {}
-
-impl PartialEq<Vec<HostConfig>> for HostList {
-    fn eq(&self, other: &Vec<HostConfig>) -> bool {
-        *self.0 == *other
     }
 }
 

@@ -291,9 +291,10 @@ fn enabled_group_rules() {
     );
     // The enabled group needs a host; standby groups may be empty.
     let empty_standby = two.replace(" enable=\"1\"><host name=\"h\" ip=\"h:1\"/>", ">");
-    assert_eq!(
-        *Config::from_xml_str(&empty_standby).unwrap().services[0].groups[1].hosts,
-        []
+    assert!(
+        Config::from_xml_str(&empty_standby).unwrap().services[0].groups[1]
+            .hosts
+            .is_empty()
     );
     let empty_enabled = two
         .replace(" enable=\"yes\"><host name=\"h\" ip=\"h:1\"/>", ">")
@@ -812,7 +813,7 @@ fn awkward_strings_survive_round_trips() {
         let mut c = Config::from_xml_str(FULL_XML).unwrap();
         c.services[0].name = name(&mut rng, NameKind::Service);
         c.services[0].groups[1].name = name(&mut rng, NameKind::Group);
-        c.services[0].groups[0].hosts[1].name = name(&mut rng, NameKind::Host);
+        c.services[0].groups[0].hosts.edit(1).name = name(&mut rng, NameKind::Host);
         c.services[0].connect_timeout =
             Duration::new(rng.u64(0..100_000), rng.u32(..1_000_000_000))
                 .max(Duration::from_nanos(1));
@@ -1261,7 +1262,7 @@ fn write_back_keeps_the_cluster_element() {
     let path = Path::new("/etc/txlb/config.xml");
     let boot = Config::from_text(path, &text).unwrap();
     let mut running = boot.clone();
-    running.services[0].groups[0].hosts[0].weight = 3;
+    running.services[0].groups[0].hosts.edit(0).weight = 3;
     let rendered = writeback::render(path, &text, &boot, &running).unwrap();
     assert!(rendered.preserved);
     assert!(rendered.text.contains("<!-- mine -->"), "{}", rendered.text);
@@ -1502,15 +1503,15 @@ fn check_holds_code_built_configurations_to_the_file_rules() {
         change(&mut c);
         c.check().unwrap_err().to_string()
     };
-    let words = broken(&|c| c.services[0].groups[0].hosts[0].name = "a\nb".into());
+    let words = broken(&|c| c.services[0].groups[0].hosts.edit(0).name = "a\nb".into());
     assert!(
         words.starts_with("group \"g\" of service \"web\": bad host name \"a\\nb\""),
         "{words}"
     );
-    let words = broken(&|c| c.services[0].groups[0].hosts[0].weight = 0);
+    let words = broken(&|c| c.services[0].groups[0].hosts.edit(0).weight = 0);
     assert!(words.contains("host \"h1\": bad weight 0"), "{words}");
     let words = broken(&|c| {
-        c.services[0].groups[0].hosts[0].address.host = "a@b".into();
+        c.services[0].groups[0].hosts.edit(0).address.host = "a@b".into();
     });
     assert!(words.contains("contains '@'"), "{words}");
     let words = broken(&|c| c.services[0].groups[0].options.slow_start = Some(Duration::ZERO));

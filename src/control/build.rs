@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use super::names::{expand, set_address};
 use super::{Command, ControlState, Controller};
-use crate::config::{Config, GroupConfig, ServiceConfig};
+use crate::config::{Config, GroupConfig, HostAddress, HostConfig, ServiceConfig};
+use crate::dns::NameState;
 use crate::scheduler::{self, SchedulerKind};
 use crate::snapshot::{GroupCheck, GroupSnapshot, ServiceSnapshot, Snapshot};
 use crate::state::{HostId, HostSnapshot, HostStats};
@@ -21,6 +22,17 @@ pub(super) enum Touched<'a> {
     All,
     /// Only these groups, as (service, group) names.
     Groups(Vec<(&'a str, &'a str)>),
+    /// One group, which only gained `host` at its end: its running version
+    /// is extended, not rebuilt (a group of 100,000 hosts costs what one host
+    /// costs).
+    HostAdded {
+        /// Its service.
+        service: &'a str,
+        /// The group.
+        group: &'a str,
+        /// The host added.
+        host: &'a HostConfig,
+    },
 }
 
 impl<'a> Touched<'a> {
@@ -28,8 +40,16 @@ impl<'a> Touched<'a> {
     pub(super) fn by(command: &'a Command) -> Touched<'a> {
         match command {
             Command::AddGroup { service, group } => Touched::Groups(vec![(service, &group.name)]),
+            Command::AddHost {
+                service,
+                group,
+                host,
+            } => Touched::HostAdded {
+                service,
+                group,
+                host,
+            },
             Command::SetScheduler { service, group, .. }
-            | Command::AddHost { service, group, .. }
             | Command::RemoveHost { service, group, .. }
             | Command::RemoveAllHosts { service, group } => Touched::Groups(vec![(service, group)]),
             // A new service has no running groups to share; removed groups and
@@ -60,6 +80,11 @@ impl<'a> Touched<'a> {
         match self {
             Touched::All => before != after,
             Touched::Groups(touched) => touched.contains(&(service, after.name.as_str())),
+            Touched::HostAdded {
+                service: s,
+                group: g,
+                ..
+            } => (*s, *g) == (service, after.name.as_str()),
         }
     }
 
@@ -115,6 +140,12 @@ impl Controller {
                     {
                         shared.clone()
                     }
+                    Some((_, running)) if matches!(touched, Touched::HostAdded { .. }) => {
+                        let Touched::HostAdded { host, .. } = touched else {
+                            unreachable!()
+                        };
+                        Arc::new(self.extend_group(state, service, group, running, host))
+                    }
                     _ => Arc::new(self.build_group(state, service, group, old.map(|(_, s)| &**s))),
                 });
             }
@@ -160,40 +191,118 @@ impl Controller {
                     check_ports.push(host.options.check_port.or(check.port));
                 }
                 let known = old.take(members.len(), &host_name).map(|i| &old_hosts[i]);
-                let (id, name, stats, moved) = match known {
-                    Some(known) => (
-                        known.id,
-                        known.name.clone(),
-                        known.stats.clone(),
-                        known.address != *address,
-                    ),
+                let member = match known {
+                    Some(known) => {
+                        if known.address != *address {
+                            let names = (service.name.as_str(), group.name.as_str(), &*known.name);
+                            set_address(
+                                names,
+                                &address,
+                                &known.stats,
+                                &state.names,
+                                &self.data.events,
+                            );
+                        }
+                        let (name, stats) = (known.name.clone(), known.stats.clone());
+                        Self::member(group, host, known.id, name, address.into_owned(), stats)
+                    }
                     None => {
-                        state.next_host_id += 1;
-                        let name = Arc::from(&*host_name);
-                        (HostId(state.next_host_id), name, HostStats::new(), true)
+                        let ids = (&mut state.next_host_id, &state.names);
+                        self.new_member(ids, service, group, host, &host_name, &address)
                     }
                 };
-                if moved {
-                    let names = (service.name.as_str(), group.name.as_str(), &*name);
-                    set_address(names, &address, &stats, &state.names, &self.data.events);
-                }
-                members.push(HostSnapshot {
-                    id,
-                    name,
-                    address: address.into_owned(),
-                    weight: host.weight,
-                    maxconn: host.options.maxconn,
-                    proxy_protocol: host
-                        .options
-                        .proxy_protocol
-                        .unwrap_or(group.options.proxy_protocol),
-                    stats,
-                });
+                members.push(member);
             }
         }
         for i in old.left() {
             state.drain(&service.name, &group.name, &old_hosts[i]);
         }
+        self.group_snapshot(group, members, check_ports)
+    }
+
+    /// The running version `before` of `group`, with `host` (added at the
+    /// group's end) after its hosts: nothing is matched or rebuilt but the
+    /// scheduler.
+    fn extend_group(
+        &self,
+        state: &mut ControlState,
+        service: &ServiceConfig,
+        group: &GroupConfig,
+        before: &GroupSnapshot,
+        host: &HostConfig,
+    ) -> GroupSnapshot {
+        let mut members = before.hosts.clone();
+        let mut check_ports = before
+            .check
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.ports.clone());
+        for (host_name, address) in expand(host, &state.names) {
+            if let Some(check) = &group.check {
+                check_ports.push(host.options.check_port.or(check.port));
+            }
+            let ids = (&mut state.next_host_id, &state.names);
+            members.push(self.new_member(ids, service, group, host, &host_name, &address));
+        }
+        self.group_snapshot(group, members, check_ports)
+    }
+
+    /// A host new to its group (or to this address of a name it follows):
+    /// a new identity, fresh counters, its address set.
+    fn new_member(
+        &self,
+        (next_host_id, known): (&mut u64, &HashMap<String, NameState>),
+        service: &ServiceConfig,
+        group: &GroupConfig,
+        host: &HostConfig,
+        host_name: &str,
+        address: &HostAddress,
+    ) -> HostSnapshot {
+        *next_host_id += 1;
+        let name: Arc<str> = Arc::from(host_name);
+        let stats = HostStats::new();
+        let names = (service.name.as_str(), group.name.as_str(), &*name);
+        set_address(names, address, &stats, known, &self.data.events);
+        Self::member(
+            group,
+            host,
+            HostId(*next_host_id),
+            name,
+            address.clone(),
+            stats,
+        )
+    }
+
+    /// A host of `group` as the data path sees it: `host`'s settings at
+    /// `address` (its own, or one its name resolves to).
+    fn member(
+        group: &GroupConfig,
+        host: &HostConfig,
+        id: HostId,
+        name: Arc<str>,
+        address: HostAddress,
+        stats: Arc<HostStats>,
+    ) -> HostSnapshot {
+        HostSnapshot {
+            id,
+            name,
+            address,
+            weight: host.weight,
+            maxconn: host.options.maxconn,
+            proxy_protocol: host
+                .options
+                .proxy_protocol
+                .unwrap_or(group.options.proxy_protocol),
+            stats,
+        }
+    }
+
+    /// The snapshot of `group` over `members`, its scheduler built for them.
+    fn group_snapshot(
+        &self,
+        group: &GroupConfig,
+        members: Vec<HostSnapshot>,
+        check_ports: Vec<Option<u16>>,
+    ) -> GroupSnapshot {
         GroupSnapshot {
             name: Arc::from(group.name.as_str()),
             scheduler_kind: group.scheduler,
@@ -278,6 +387,9 @@ pub(super) struct ByName<'a, T> {
     name: fn(&T) -> &str,
     map: Option<HashMap<&'a str, usize>>,
     taken: Vec<bool>,
+    /// Old items not taken yet: at 0 nothing is looked for (a host added at
+    /// the end of a big group builds no map of the others).
+    left: usize,
 }
 
 impl<'a, T> ByName<'a, T> {
@@ -287,12 +399,16 @@ impl<'a, T> ByName<'a, T> {
             name,
             map: None,
             taken: vec![false; old.len()],
+            left: old.len(),
         }
     }
 
     /// The index in the old list of the item called `name`, the new list's
     /// item at `position`; each old item is found at most once.
     pub(super) fn take(&mut self, position: usize, name: &str) -> Option<usize> {
+        if self.left == 0 {
+            return None;
+        }
         let in_place = self
             .old
             .get(position)
@@ -311,6 +427,7 @@ impl<'a, T> ByName<'a, T> {
         if std::mem::replace(&mut self.taken[found], true) {
             return None;
         }
+        self.left -= 1;
         Some(found)
     }
 
@@ -321,5 +438,6 @@ impl<'a, T> ByName<'a, T> {
             .enumerate()
             .filter(|(_, t)| !**t)
             .map(|(i, _)| i)
+            .take(self.left)
     }
 }

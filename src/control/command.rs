@@ -263,7 +263,7 @@ impl Command {
                 host,
             } => {
                 let g = group_mut(config, service, group)?;
-                if g.hosts.iter().any(|h| h.name == host.name) {
+                if g.hosts.contains_name(&host.name) {
                     return Err(ControlError::DuplicateHost {
                         service: service.clone(),
                         group: group.clone(),
@@ -285,8 +285,7 @@ impl Command {
                 let g = &mut s.groups[index];
                 let index = g
                     .hosts
-                    .iter()
-                    .position(|h| &h.name == host)
+                    .position(host)
                     .ok_or_else(|| ControlError::UnknownHost {
                         service: service.clone(),
                         group: group.clone(),

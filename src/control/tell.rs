@@ -1,11 +1,11 @@
 //! The events a change makes: what it added, removed or changed, found by
 //! comparing the running configuration with the next one where the change can
-//! have touched it (a host added walks its group, not the whole balancer).
+//! have touched it (a host added to a group is told as it is: no walk at all).
 
 use std::collections::HashMap;
 
 use super::build::{ByName, Touched};
-use crate::config::{Config, GroupConfig};
+use crate::config::{Config, GroupConfig, HostConfig};
 use crate::events::Event;
 use crate::state::HostSnapshot;
 
@@ -52,7 +52,15 @@ pub(super) fn changes<'a>(
                     group: group.name.clone(),
                 }),
                 Some(old_group) if touched.may_differ(&service.name, old_group, group) => {
-                    group_changes(&service.name, old_group, group, &draining, &mut events);
+                    match touched {
+                        Touched::HostAdded { host, .. } => events.push(Event::HostAdded {
+                            service: service.name.clone(),
+                            group: group.name.clone(),
+                            host: host.name.clone(),
+                            address: host.address.to_string(),
+                        }),
+                        _ => group_changes(&service.name, old_group, group, &draining, &mut events),
+                    }
                 }
                 Some(_) => {}
             }
@@ -104,9 +112,10 @@ fn group_changes(
             scheduler: after.scheduler.name().to_string(),
         });
     }
-    let mut old = ByName::new(&before.hosts, |h| &h.name);
+    let old_hosts: Vec<&HostConfig> = before.hosts.iter().collect();
+    let mut old = ByName::new(&old_hosts, |h| &h.name);
     for (position, host) in after.hosts.iter().enumerate() {
-        match old.take(position, &host.name).map(|i| &before.hosts[i]) {
+        match old.take(position, &host.name).map(|i| old_hosts[i]) {
             None => {
                 let (service, group) = names();
                 events.push(Event::HostAdded {
@@ -127,7 +136,7 @@ fn group_changes(
             Some(_) => {}
         }
     }
-    for host in old.left().map(|i| &before.hosts[i]) {
+    for host in old.left().map(|i| old_hosts[i]) {
         let key = (service, after.name.as_str(), host.name.as_str());
         let open = draining.get(&key).copied().unwrap_or(0);
         let (service, group) = names();

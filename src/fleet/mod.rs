@@ -833,7 +833,7 @@ mod tests {
     fn fleet_changes_keep_local_parts() {
         let local = Config::from_xml_str(FILE).unwrap();
         let mut other = local.clone();
-        other.services[0].groups[0].hosts[0].weight = 7;
+        other.services[0].groups[0].hosts.edit(0).weight = 7;
         other.cluster = None;
         other.admin.as_mut().unwrap().web = None;
         let merged = with_local(shared_part(&other), &local);

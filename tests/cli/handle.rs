@@ -373,7 +373,7 @@ async fn every_change_emits_an_event() {
         .unwrap();
     // A reload that changes a host's weight and adds a group.
     let mut reloaded = balancer.config();
-    reloaded.services[0].groups[0].hosts[0].weight = 5;
+    reloaded.services[0].groups[0].hosts.edit(0).weight = 5;
     let mut spare = reloaded.services[0].groups[0].clone();
     spare.name = "spare".into();
     reloaded.services[0].groups.push(spare);

@@ -427,7 +427,7 @@ async fn embedding_applications_are_held_to_the_same_name_rule() {
     );
     let error = txlb::Balancer::start(bad.clone()).await.unwrap_err();
     assert!(error.to_string().contains("bad host name"), "{error}");
-    bad.services[0].groups[0].hosts[0].name = "a".into();
+    bad.services[0].groups[0].hosts.edit(0).name = "a".into();
     let balancer = txlb::Balancer::start(bad).await.unwrap();
     let mut odd = host("b", backend, 1);
     odd.address = HostAddress {

@@ -56,7 +56,7 @@ fn change_everything(c: &mut Config) {
         .hosts
         .push(host("four", "127.0.0.1:8004", 1));
     group(c, "web", "main").hosts.retain(|h| h.name != "two");
-    group(c, "web", "upgrade").hosts[0].weight = 4;
+    group(c, "web", "upgrade").hosts.edit(0).weight = 4;
     // change scheduler, switch enabled group
     group(c, "web", "upgrade").scheduler = SchedulerKind::RoundRobin;
     service(c, "web").enabled_group = "upgrade".into();
@@ -78,7 +78,7 @@ fn change_everything(c: &mut Config) {
     // settings beyond txLoadBalancer's, on kept elements
     service(c, "web").options.client_timeout = std::time::Duration::from_secs(90);
     service(c, "web").options.deny = vec!["10.9.0.0/16".parse().unwrap()];
-    group(c, "web", "upgrade").hosts[0].options.maxconn = 50;
+    group(c, "web", "upgrade").hosts.edit(0).options.maxconn = 50;
     service(c, "api").groups.retain(|g| g.name != "b");
     // add listener, add service
     service(c, "api")
@@ -256,10 +256,11 @@ fn each_change_alone() {
             group(c, "web", "main").hosts.remove(0);
         }),
         ("remove last host", |c| {
-            group(c, "web", "main").hosts.pop();
+            let hosts = &mut group(c, "web", "main").hosts;
+            hosts.remove(hosts.len() - 1);
         }),
         ("change address", |c| {
-            group(c, "web", "main").hosts[1].address = parse_host_address("[::1]:1").unwrap();
+            group(c, "web", "main").hosts.edit(1).address = parse_host_address("[::1]:1").unwrap();
         }),
         ("scheduler", |c| {
             group(c, "api", "b").scheduler = SchedulerKind::Weighted

@@ -594,9 +594,10 @@ fn group(
         set(t, "hosts", array);
         return Some(());
     }
+    let (boot, running): (Vec<_>, Vec<_>) = (b.hosts.iter().collect(), r.hosts.iter().collect());
     Seq::of(t.get_mut("hosts")?)?.sync(
-        &b.hosts,
-        &r.hosts,
+        &boot,
+        &running,
         |a, b| a.name == b.name,
         |e, bh, rh| {
             if rh.address != bh.address {

@@ -498,10 +498,12 @@ impl Editor<'_> {
             None => {}
         }
         self.check(el, b.check.as_ref(), r.check.as_ref());
+        let (boot, running): (Vec<_>, Vec<_>) =
+            (b.hosts.iter().collect(), r.hosts.iter().collect());
         self.sync(
             el,
             &kids(el, "host"),
-            (&b.hosts, &r.hosts),
+            (&boot, &running),
             |a, b| a.name == b.name,
             |ed, he, bh, rh| {
                 if rh.address != bh.address {

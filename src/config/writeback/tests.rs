@@ -60,7 +60,7 @@ const SMALL_XML: &str = "<config>
 fn xml_attribute_replaced_in_place_keeping_quotes() {
     let out = in_place("c.xml", SMALL_XML, |c| {
         c.services[0].groups[0].scheduler = SchedulerKind::LeastConns;
-        c.services[0].groups[0].hosts[1].weight = 3;
+        c.services[0].groups[0].hosts.edit(1).weight = 3;
     });
     let expected = SMALL_XML
         .replace("scheduler='roundr'", "scheduler='leastc'")
@@ -111,7 +111,7 @@ fn xml_check_added_edited_and_removed_in_place() {
         let check = c.services[0].groups[0].check.as_mut().unwrap();
         check.rise = 5;
         check.path = "/".into();
-        c.services[0].groups[0].hosts[0].options.check_port = Some(8081);
+        c.services[0].groups[0].hosts.edit(0).options.check_port = Some(8081);
     });
     assert!(
         edited.contains("<check type=\"http\" rise=\"5\"/>")
@@ -332,7 +332,7 @@ hosts = [
 fn toml_values_replaced_keeping_comments() {
     let out = in_place("c.toml", SMALL_TOML, |c| {
         c.services[0].groups[0].scheduler = SchedulerKind::LeastConns;
-        c.services[0].groups[0].hosts[0].address = parse_host_address("[::1]:81").unwrap();
+        c.services[0].groups[0].hosts.edit(0).address = parse_host_address("[::1]:81").unwrap();
     });
     let expected = SMALL_TOML
         .replace("scheduler = \"roundr\"", "scheduler = \"leastc\"")
@@ -354,7 +354,8 @@ fn toml_array_entries_removed_and_inserted_by_line() {
     );
     assert_eq!(out, expected);
     let out = in_place("c.toml", SMALL_TOML, |c| {
-        c.services[0].groups[0].hosts.pop();
+        let hosts = &mut c.services[0].groups[0].hosts;
+        hosts.remove(hosts.len() - 1);
     });
     assert_eq!(
         out,
@@ -379,7 +380,10 @@ fn toml_listeners_in_one_line_array() {
 #[test]
 fn unexpressible_changes_fall_back_to_a_full_rendering() {
     for (path, text) in [("c.xml", SMALL_XML), ("c.toml", SMALL_TOML)] {
-        let rendered = rewrite(path, text, |c| c.services[0].groups[0].hosts.reverse());
+        let rendered = rewrite(path, text, |c| {
+            let hosts = &mut c.services[0].groups[0].hosts;
+            *hosts = hosts.iter().rev().cloned().collect();
+        });
         assert!(!rendered.preserved);
         assert!(!rendered.text.contains("one"));
     }
@@ -798,7 +802,7 @@ fn xml_listener_settings_in_place() {
     let line = "<listen ip='*:8080'  acceptProxy='true' trustedProxies='10.0.0.0/8, 192.168.1.1'/>  <!-- lb -->";
     // Unrelated change: the listen lines stay as written.
     let out = in_place("c.xml", &text, |c| {
-        c.services[0].groups[0].hosts[1].weight = 3;
+        c.services[0].groups[0].hosts.edit(1).weight = 3;
     });
     assert!(out.contains(line), "{out}");
     assert!(out.contains("<listen ip='*:80'/>\n"), "{out}");
@@ -845,7 +849,7 @@ listen = [
   hosts = [ { name = \"h1\", ip = \"10.0.0.1:80\" } ]
 ";
     let unrelated = in_place("c.toml", text, |c| {
-        c.services[0].groups[0].hosts[0].weight = 2;
+        c.services[0].groups[0].hosts.edit(0).weight = 2;
     });
     let (head, _) = text.split_once("\n\n").unwrap();
     assert!(unrelated.starts_with(head), "{unrelated}");
@@ -886,7 +890,7 @@ fn save_reply_writes_atomically_keeps_a_backup_and_refuses_a_conflict() {
     let (text, boot) = load(&path).unwrap();
     let writeback = WriteBack::new(&path, text, boot.clone());
     let mut running = boot;
-    running.services[0].groups[0].hosts[0].weight = 7;
+    running.services[0].groups[0].hosts.edit(0).weight = 7;
     let reply = writeback.save_reply(&running).unwrap();
     assert!(reply.starts_with("configuration saved to "), "{reply}");
     assert!(
@@ -907,7 +911,7 @@ fn save_reply_writes_atomically_keeps_a_backup_and_refuses_a_conflict() {
 
     // Edited on disk since: left alone, and the reply says why.
     fs::write(&path, original.replace("127.0.0.1:1", "127.0.0.1:2")).unwrap();
-    running.services[0].groups[0].hosts[0].weight = 8;
+    running.services[0].groups[0].hosts.edit(0).weight = 8;
     let refused = writeback.save_reply(&running).unwrap_err();
     assert!(
         refused.contains("edited on disk since it was loaded"),

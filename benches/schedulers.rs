@@ -22,10 +22,10 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use txlb::config::HostAddress;
 use txlb::scheduler::{Candidates, Scheduler, SchedulerKind, build, build_group};
-use txlb::scheduler::{ConnectionGuard, HostId, HostSnapshot, HostStats};
+use txlb::scheduler::{ConnectionGuard, HostId, HostSnapshot, HostStats, Hosts};
 
 /// `n` hosts with weights 1..=5; every tenth host bad when `bad`.
-fn group(n: usize, bad: bool) -> Vec<HostSnapshot> {
+fn group(n: usize, bad: bool) -> Hosts {
     (0..n)
         .map(|i| {
             let stats = HostStats::new();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::config::{CheckConfig, GroupOptions, ManagerConfig, ServiceOptions};
 use crate::scheduler::{Scheduler, SchedulerKind};
-use crate::state::{HostSnapshot, Limiter, ServiceCounters};
+use crate::state::{Hosts, Limiter, ServiceCounters};
 
 /// Everything the data path may read, swapped atomically as one value.
 #[derive(Debug, Default)]
@@ -114,8 +114,8 @@ pub struct GroupSnapshot {
     pub scheduler_kind: SchedulerKind,
     /// The scheduler, with any tables already built for `hosts`.
     pub scheduler: Box<dyn Scheduler>,
-    /// Hosts in configuration order; schedulers return indices into this slice.
-    pub hosts: Vec<HostSnapshot>,
+    /// Hosts in configuration order; schedulers return indices into it.
+    pub hosts: Hosts,
     /// Replays on empty answers, PROXY protocol default.
     pub options: GroupOptions,
     /// The group's active check (`<check>`), if any: its hosts are probed by
@@ -130,7 +130,8 @@ pub struct GroupCheck {
     pub config: CheckConfig,
     /// The port to probe on each host (same order as the group's `hosts`):
     /// the host's `checkPort`, else the check's `port`; `None`: the host's own.
-    pub ports: Vec<Option<u16>>,
+    /// Persistent, as the hosts: a host added copies a chunk, not the list.
+    pub ports: imbl::Vector<Option<u16>>,
 }
 
 #[cfg(test)]
@@ -138,7 +139,7 @@ mod tests {
     use super::*;
     use crate::scheduler::{self, Candidates, ConnectionGuard};
 
-    fn service(kind: SchedulerKind, hosts: Vec<HostSnapshot>) -> ServiceSnapshot {
+    fn service(kind: SchedulerKind, hosts: Hosts) -> ServiceSnapshot {
         ServiceSnapshot {
             name: Arc::from("web"),
             groups: vec![Arc::new(GroupSnapshot {

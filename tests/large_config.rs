@@ -23,6 +23,8 @@ struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Every byte ever allocated.
+static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every call goes to the system allocator unchanged; only counters are
 // updated around it.
@@ -30,6 +32,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
+            ALLOCATED.fetch_add(layout.size(), Relaxed);
             let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
             PEAK.fetch_max(live, Relaxed);
         }
@@ -44,6 +47,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
+            ALLOCATED.fetch_add(new_size, Relaxed);
             if new_size >= layout.size() {
                 let grown = new_size - layout.size();
                 let live = LIVE.fetch_add(grown, Relaxed) + grown;
@@ -70,9 +74,16 @@ fn host_ip(i: usize) -> String {
 /// One service whose enabled group holds `n` hosts (the worst case for
 /// per-group checks), as XML.
 fn xml(n: usize) -> String {
+    xml_with(n, "roundr")
+}
+
+/// The same, with the group's scheduler `scheduler`.
+fn xml_with(n: usize, scheduler: &str) -> String {
     let mut x = String::with_capacity(64 * n + 256);
     x.push_str("<config>\n<service name=\"svc\">\n<listen ip=\"127.0.0.1:0\"/>\n");
-    x.push_str("<group name=\"g\" scheduler=\"roundr\" enable=\"true\">\n");
+    x.push_str(&format!(
+        "<group name=\"g\" scheduler=\"{scheduler}\" enable=\"true\">\n"
+    ));
     for i in 0..n {
         x.push_str(&format!("<host name=\"h{i}\" ip=\"{}\"/>\n", host_ip(i)));
     }
@@ -208,6 +219,39 @@ async fn starting_and_adding_hosts_is_linear_in_the_configuration() {
     balancer.shutdown(Duration::ZERO).await;
 }
 
+/// Bytes allocated by one add-host (the mean of 10) to the group of `xml_with(n,
+/// scheduler)`, managers off so that nothing else allocates meanwhile.
+async fn bytes_per_add(n: usize, scheduler: &str) -> usize {
+    let text = xml_with(n, scheduler).replace(
+        "</config>",
+        "<manager><hostCheck enable=\"false\"/><heartbeat enable=\"false\"/></manager></config>",
+    );
+    let balancer = Balancer::start(from_xml(&text)).await.unwrap();
+    add_hosts(&balancer, 2_000_000, 1).await;
+    let before = ALLOCATED.load(Relaxed);
+    add_hosts(&balancer, 1_000_000, 10).await;
+    let each = (ALLOCATED.load(Relaxed) - before) / 10;
+    balancer.shutdown(Duration::ZERO).await;
+    each
+}
+
+#[tokio::test]
+async fn one_add_host_costs_the_same_in_a_group_of_1000_or_of_40000() {
+    let _serial = SERIAL.lock().await;
+    // Every add-host copied the group's hosts (configuration and snapshot):
+    // about 200 bytes a host, 8 MB at 40,000. Now it copies a few chunks of
+    // persistent lists; schedulers without tables (roundr, rand, p2c)
+    // build nothing.
+    for scheduler in ["roundr", "rand", "p2c"] {
+        let small = bytes_per_add(1_000, scheduler).await;
+        let big = bytes_per_add(40_000, scheduler).await;
+        assert!(
+            big < 2 * small + 64 * 1024,
+            "{scheduler}: one add-host allocated {small} bytes at 1,000 hosts, {big} at 40,000"
+        );
+    }
+}
+
 /// Prints the figures: load times and peak heap per host for XML and TOML,
 /// one add-host at several group sizes, and a reload.
 #[tokio::test]
@@ -231,14 +275,23 @@ async fn measure() {
             model_bytes(&config) / n
         );
     }
-    for n in sizes("TXLB_MEASURE_ADD", &[1_000, 5_000, 20_000, 80_000]) {
-        let balancer = Balancer::start(from_xml(&xml(n))).await.unwrap();
+    // Schedulers too: `TXLB_MEASURE_SCHEDULERS=roundr,hash` (tables are
+    // rebuilt for every change; roundr has none).
+    let schedulers = std::env::var("TXLB_MEASURE_SCHEDULERS").unwrap_or_else(|_| "roundr".into());
+    let adds = sizes("TXLB_MEASURE_ADD", &[1_000, 5_000, 20_000, 80_000]);
+    for (scheduler, n) in schedulers
+        .split(',')
+        .flat_map(|s| adds.iter().map(move |&n| (s.trim(), n)))
+    {
+        let balancer = Balancer::start(from_xml(&xml_with(n, scheduler)))
+            .await
+            .unwrap();
         let cpu = process_cpu();
         let each = add_hosts(&balancer, 1_000_000, 20).await;
         // CPU time as well as wall time: on a busy machine only the first is
         // the change's own.
         let cpu_each = (process_cpu() - cpu) / 20;
-        let config = from_xml(&xml(n));
+        let config = from_xml(&xml_with(n, scheduler));
         let start = Instant::now();
         balancer
             .apply(Command::Replace(Box::new(config)))
@@ -246,7 +299,7 @@ async fn measure() {
             .unwrap();
         let reload = start.elapsed();
         println!(
-            "{n:>6} hosts in the group: one add-host {each:>10.1?} ({cpu_each:>8.1?} CPU), reload {reload:>10.1?}"
+            "{scheduler:>8} {n:>6} hosts in the group: one add-host {each:>10.1?} ({cpu_each:>8.1?} CPU), reload {reload:>10.1?}"
         );
         balancer.shutdown(Duration::ZERO).await;
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use txlb::config::HostAddress;
 use txlb::scheduler::{Candidates, SchedulerKind, build_group};
-use txlb::scheduler::{HostId, HostSnapshot, HostStats};
+use txlb::scheduler::{HostId, HostSnapshot, HostStats, Hosts};
 
 struct Counting;
 
@@ -65,7 +65,7 @@ fn allocations(f: impl FnOnce()) -> u64 {
     COUNT.with(|c| c.get())
 }
 
-fn group(n: usize) -> Vec<HostSnapshot> {
+fn group(n: usize) -> Hosts {
     (0..n)
         .map(|i| HostSnapshot {
             id: HostId(i as u64),

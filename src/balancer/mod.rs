@@ -16,7 +16,7 @@ use crate::events::Event;
 use crate::health::{self, Manager};
 use crate::proxy::WorkerPool;
 use crate::reload::ConfigFile;
-use crate::scheduler::{Scheduler, SchedulerFactory};
+use crate::scheduler::{Hosts, Scheduler, SchedulerFactory};
 use crate::snapshot::Snapshot;
 use crate::state::{
     CloseRequest, ConnectionInfo, HostSnapshot, HostStatsView, ServiceCountersView,
@@ -78,7 +78,7 @@ impl BalancerBuilder {
     pub fn scheduler(
         mut self,
         name: &'static str,
-        factory: impl Fn(&[HostSnapshot]) -> Box<dyn Scheduler> + Send + Sync + 'static,
+        factory: impl Fn(&Hosts) -> Box<dyn Scheduler> + Send + Sync + 'static,
     ) -> Self {
         self.custom_schedulers.insert(name, Arc::new(factory));
         self

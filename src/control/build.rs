@@ -12,7 +12,7 @@ use crate::config::{Config, GroupConfig, HostAddress, HostConfig, ServiceConfig}
 use crate::dns::NameState;
 use crate::scheduler::{self, SchedulerKind};
 use crate::snapshot::{GroupCheck, GroupSnapshot, ServiceSnapshot, Snapshot};
-use crate::state::{HostId, HostSnapshot, HostStats};
+use crate::state::{HostId, HostSnapshot, HostStats, Hosts};
 
 /// Which groups a change may have changed; every other group is shared with the
 /// running snapshot. Services' own settings are always rebuilt (they are small).
@@ -181,16 +181,17 @@ impl Controller {
         group: &GroupConfig,
         before: Option<&GroupSnapshot>,
     ) -> GroupSnapshot {
-        let old_hosts = before.map_or(&[][..], |g| &g.hosts[..]);
-        let mut old = ByName::new(old_hosts, |h| &h.name);
+        let old_hosts: Vec<&HostSnapshot> =
+            before.map_or_else(Vec::new, |g| g.hosts.iter().collect());
+        let mut old = ByName::new(&old_hosts, |h| &h.name);
         let mut members = Vec::with_capacity(group.hosts.len());
-        let mut check_ports = Vec::new();
+        let mut check_ports = imbl::Vector::new();
         for host in &group.hosts {
             for (host_name, address) in expand(host, &state.names) {
                 if let Some(check) = &group.check {
-                    check_ports.push(host.options.check_port.or(check.port));
+                    check_ports.push_back(host.options.check_port.or(check.port));
                 }
-                let known = old.take(members.len(), &host_name).map(|i| &old_hosts[i]);
+                let known = old.take(members.len(), &host_name).map(|i| old_hosts[i]);
                 let member = match known {
                     Some(known) => {
                         if known.address != *address {
@@ -215,9 +216,9 @@ impl Controller {
             }
         }
         for i in old.left() {
-            state.drain(&service.name, &group.name, &old_hosts[i]);
+            state.drain(&service.name, &group.name, old_hosts[i]);
         }
-        self.group_snapshot(group, members, check_ports)
+        self.group_snapshot(group, members.into(), check_ports)
     }
 
     /// The running version `before` of `group`, with `host` (added at the
@@ -235,10 +236,10 @@ impl Controller {
         let mut check_ports = before
             .check
             .as_ref()
-            .map_or_else(Vec::new, |c| c.ports.clone());
+            .map_or_else(imbl::Vector::new, |c| c.ports.clone());
         for (host_name, address) in expand(host, &state.names) {
             if let Some(check) = &group.check {
-                check_ports.push(host.options.check_port.or(check.port));
+                check_ports.push_back(host.options.check_port.or(check.port));
             }
             let ids = (&mut state.next_host_id, &state.names);
             members.push(self.new_member(ids, service, group, host, &host_name, &address));
@@ -300,8 +301,8 @@ impl Controller {
     fn group_snapshot(
         &self,
         group: &GroupConfig,
-        members: Vec<HostSnapshot>,
-        check_ports: Vec<Option<u16>>,
+        members: Hosts,
+        check_ports: imbl::Vector<Option<u16>>,
     ) -> GroupSnapshot {
         GroupSnapshot {
             name: Arc::from(group.name.as_str()),

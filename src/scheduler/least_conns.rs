@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 
 use super::slow_start::{Ramp, SlowStart};
 use super::{Candidates, Scheduler};
-use crate::state::{HostSnapshot, HostStats, Ranking};
+use crate::state::{HostStats, Hosts, Ranking};
 
 /// Marks an empty slot of the tree (padding beyond the last host).
 const NONE: u32 = u32::MAX;
@@ -34,17 +34,17 @@ impl LeastConns {
     /// `leastc`: builds the tree for `hosts` and hooks each host's counters to it,
     /// so their changes keep it current. The controller calls this for every
     /// snapshot.
-    pub fn new(hosts: &[HostSnapshot]) -> Self {
+    pub fn new(hosts: &Hosts) -> Self {
         Self::with_weights(hosts, None)
     }
 
     /// `wleastc`: like [`LeastConns::new`], ranking hosts by open connections
     /// divided by weight.
-    pub fn weighted(hosts: &[HostSnapshot]) -> Self {
+    pub fn weighted(hosts: &Hosts) -> Self {
         Self::with_weights(hosts, Some(hosts.iter().map(|h| h.weight).collect()))
     }
 
-    fn with_weights(hosts: &[HostSnapshot], weights: Option<Box<[u32]>>) -> Self {
+    fn with_weights(hosts: &Hosts, weights: Option<Box<[u32]>>) -> Self {
         let tree = Arc::new(Tree::new(
             hosts.iter().map(|h| h.stats.clone()).collect(),
             weights,

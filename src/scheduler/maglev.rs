@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::{Candidates, Scheduler};
-use crate::state::HostSnapshot;
+use crate::state::Hosts;
 
 /// The smallest table: a prime, large enough for ~650 hosts at 100 slots each.
 pub const MIN_TABLE: usize = 65_537;
@@ -60,7 +60,7 @@ pub struct Maglev {
 impl Maglev {
     /// Builds the lookup table for `hosts`, identified by their configured
     /// address (so a renamed host keeps its clients) and weighted by `weight`.
-    pub fn new(hosts: &[HostSnapshot]) -> Self {
+    pub fn new(hosts: &Hosts) -> Self {
         let keys: Vec<(String, u32)> = hosts
             .iter()
             .map(|h| (h.address.to_string(), h.weight))
@@ -248,7 +248,7 @@ mod tests {
         SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + i), 40_000))
     }
 
-    fn pick(s: &Maglev, h: &[HostSnapshot], c: SocketAddr) -> usize {
+    fn pick(s: &Maglev, h: &Hosts, c: SocketAddr) -> usize {
         s.pick(&Candidates::new(h, &[], Some(c))).unwrap()
     }
 
@@ -381,7 +381,7 @@ mod tests {
         assert_eq!(s.pick(&Candidates::new(&h, &all, Some(c))), None);
         assert!(s.pick(&Candidates::new(&h, &[], None)).is_some());
         assert_eq!(
-            Maglev::new(&[]).pick(&Candidates::new(&[], &[], Some(c))),
+            Maglev::new(&Hosts::default()).pick(&Candidates::new(&Hosts::default(), &[], Some(c))),
             None
         );
     }

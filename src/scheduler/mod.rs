@@ -31,7 +31,7 @@ pub(crate) use wrr::SmoothWeighted;
 
 // What a scheduler sees of a host, and what a test of one needs to build hosts
 // and hold connections open on them.
-pub use crate::state::{ConnectionGuard, HostId, HostSnapshot, HostStats};
+pub use crate::state::{ConnectionGuard, HostId, HostSnapshot, HostStats, Hosts};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -53,7 +53,7 @@ pub trait Scheduler: Send + Sync + fmt::Debug {
 /// The hosts of the enabled group as one client connection sees them.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidates<'a> {
-    hosts: &'a [HostSnapshot],
+    hosts: &'a Hosts,
     tried: &'a [HostId],
     client: Option<SocketAddr>,
 }
@@ -61,7 +61,7 @@ pub struct Candidates<'a> {
 impl<'a> Candidates<'a> {
     /// Candidates among `hosts`, excluding those in `tried` (hosts this client was
     /// already sent to and that failed).
-    pub fn new(hosts: &'a [HostSnapshot], tried: &'a [HostId], client: Option<SocketAddr>) -> Self {
+    pub fn new(hosts: &'a Hosts, tried: &'a [HostId], client: Option<SocketAddr>) -> Self {
         Candidates {
             hosts,
             tried,
@@ -70,7 +70,7 @@ impl<'a> Candidates<'a> {
     }
 
     /// Every host of the group, candidates or not, in configuration order.
-    pub fn hosts(&self) -> &'a [HostSnapshot] {
+    pub fn hosts(&self) -> &'a Hosts {
         self.hosts
     }
 
@@ -106,7 +106,7 @@ impl<'a> Candidates<'a> {
 
 /// Builds the scheduler of `kind` for a group with these hosts, without slow
 /// start.
-pub fn build(kind: SchedulerKind, hosts: &[HostSnapshot]) -> Box<dyn Scheduler> {
+pub fn build(kind: SchedulerKind, hosts: &Hosts) -> Box<dyn Scheduler> {
     build_group(kind, hosts, None)
 }
 
@@ -115,7 +115,7 @@ pub fn build(kind: SchedulerKind, hosts: &[HostSnapshot]) -> Box<dyn Scheduler> 
 /// [honour it](SchedulerKind::honours_slow_start)).
 pub fn build_group(
     kind: SchedulerKind,
-    hosts: &[HostSnapshot],
+    hosts: &Hosts,
     slow_start: Option<Duration>,
 ) -> Box<dyn Scheduler> {
     let slow_start = SlowStart::new(slow_start).map(|s| s.for_hosts(hosts));
@@ -143,8 +143,7 @@ pub fn build_group(
 /// Builds an application's scheduler for a group's hosts (see
 /// [`crate::BalancerBuilder::scheduler`]). Called by the controller for every
 /// snapshot, off the data path.
-pub type SchedulerFactory =
-    std::sync::Arc<dyn Fn(&[HostSnapshot]) -> Box<dyn Scheduler> + Send + Sync>;
+pub type SchedulerFactory = std::sync::Arc<dyn Fn(&Hosts) -> Box<dyn Scheduler> + Send + Sync>;
 
 #[cfg(test)]
 pub(crate) mod testing {
@@ -155,7 +154,7 @@ pub(crate) mod testing {
     use std::sync::Arc;
 
     /// `weights.len()` up hosts named h0, h1, … with these weights.
-    pub fn hosts(weights: &[u32]) -> Vec<HostSnapshot> {
+    pub fn hosts(weights: &[u32]) -> Hosts {
         weights
             .iter()
             .enumerate()
@@ -175,7 +174,7 @@ pub(crate) mod testing {
     }
 
     /// How often each host is picked in `n` picks.
-    pub fn histogram(s: &dyn Scheduler, hosts: &[HostSnapshot], n: usize) -> Vec<usize> {
+    pub fn histogram(s: &dyn Scheduler, hosts: &Hosts, n: usize) -> Vec<usize> {
         let mut counts = vec![0; hosts.len()];
         for _ in 0..n {
             let i = s.pick(&Candidates::new(hosts, &[], None)).expect("a host");
@@ -200,7 +199,12 @@ mod tests {
         assert_eq!(c.from(2).collect::<Vec<_>>(), vec![0]);
         let c = Candidates::new(&h, &[], None);
         assert_eq!(c.from(1).collect::<Vec<_>>(), vec![3, 0]);
-        assert_eq!(Candidates::new(&[], &[], None).from(7).count(), 0);
+        assert_eq!(
+            Candidates::new(&Hosts::default(), &[], None)
+                .from(7)
+                .count(),
+            0
+        );
     }
 
     #[test]

@@ -145,7 +145,7 @@ mod tests {
     fn survivors_only_when_most_are_bad() {
         fastrand::seed(37);
         let h = hosts(&[1; 10]);
-        for host in &h[..8] {
+        for host in h.iter().take(8) {
             host.stats.mark_bad("x");
         }
         let counts = histogram(&PowerOfTwo::default(), &h, 4_000);

@@ -47,7 +47,7 @@ mod tests {
     fn uniform_over_survivors_when_most_are_bad() {
         fastrand::seed(11);
         let h = hosts(&[1; 10]);
-        for host in &h[..8] {
+        for host in h.iter().take(8) {
             host.stats.mark_bad("x");
         }
         let counts = histogram(&Random, &h, 20_000);

@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::state::{HostSnapshot, HostStats, clock_nanos, last_came_up};
+use crate::state::{HostStats, Hosts, clock_nanos, last_came_up};
 
 /// Shares are counted in 1/`SCALE` of a host's weight.
 pub const SCALE: u64 = 1024;
@@ -58,7 +58,7 @@ impl SlowStart {
 
     /// Notes when the group's longest-up host came back: its share bounds every
     /// host's, and random schedulers admit a ramping host relative to it.
-    pub fn for_hosts(mut self, hosts: &[HostSnapshot]) -> Self {
+    pub fn for_hosts(mut self, hosts: &Hosts) -> Self {
         self.settled = hosts.iter().map(|h| h.stats.up_since()).min().unwrap_or(0);
         self
     }

@@ -78,9 +78,24 @@ fn fit(weights: &[u64]) -> Vec<u64> {
         .collect()
 }
 
+/// Most steps (hosts × cycle length) nginx's algorithm may take to build a
+/// cycle (a few tens of milliseconds); beyond, [`deadlines`] builds it.
+const MAX_NGINX_STEPS: u64 = 1 << 25;
+
 /// One cycle of nginx's smooth weighted round robin (ties to the first host).
+/// nginx's algorithm looks at every host for every slot: with 80,000 hosts
+/// that took 8 s. Equal weights make plain round robin at once, and big
+/// groups take [`deadlines`], the same shares in O(slots × log hosts).
 fn cycle(weights: &[u64]) -> Box<[u32]> {
     let total: u64 = weights.iter().sum();
+    if weights.iter().all(|&w| w == weights[0]) {
+        // nginx gives equal weights their configuration order, `w` times.
+        let (n, turns) = (weights.len() as u32, weights.first().copied().unwrap_or(0));
+        return (0..turns).flat_map(|_| 0..n).collect();
+    }
+    if total.saturating_mul(weights.len() as u64) > MAX_NGINX_STEPS {
+        return deadlines(weights, total);
+    }
     let mut current = vec![0i128; weights.len()];
     let mut out = Vec::with_capacity(total as usize);
     for _ in 0..total {
@@ -93,6 +108,55 @@ fn cycle(weights: &[u64]) -> Box<[u32]> {
         }
         current[best] -= i128::from(total);
         out.push(best as u32);
+    }
+    out.into_boxed_slice()
+}
+
+/// A cycle in which host `i`'s `k`-th turn falls at its deadline
+/// `(k + ½) · total / weight_i` (earliest first, ties to the first host):
+/// each host gets exactly its weight's turns, spread evenly over the cycle.
+fn deadlines(weights: &[u64], total: u64) -> Box<[u32]> {
+    use std::cmp::{Ordering, Reverse};
+    use std::collections::BinaryHeap;
+    /// Host `host`'s next turn, due at `(2·turn + 1) · total / (2·weight)`.
+    #[derive(PartialEq, Eq)]
+    struct Due {
+        turn: u64,
+        weight: u64,
+        host: u32,
+    }
+    impl Ord for Due {
+        fn cmp(&self, other: &Self) -> Ordering {
+            // (2a+1)/(2wa) against (2b+1)/(2wb), in integers.
+            let a = u128::from(2 * self.turn + 1) * u128::from(other.weight);
+            let b = u128::from(2 * other.turn + 1) * u128::from(self.weight);
+            a.cmp(&b).then(self.host.cmp(&other.host))
+        }
+    }
+    impl PartialOrd for Due {
+        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    let mut due: BinaryHeap<Reverse<Due>> = weights
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| **w > 0)
+        .map(|(i, &weight)| {
+            Reverse(Due {
+                turn: 0,
+                weight,
+                host: i as u32,
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(total as usize);
+    while let Some(Reverse(mut next)) = due.pop() {
+        out.push(next.host);
+        next.turn += 1;
+        if next.turn < next.weight {
+            due.push(Reverse(next));
+        }
     }
     out.into_boxed_slice()
 }
@@ -132,10 +196,31 @@ mod tests {
     use super::super::testing::*;
     use super::*;
 
-    fn sequence(s: &SmoothWeighted, h: &[crate::state::HostSnapshot], n: usize) -> String {
+    fn sequence(s: &SmoothWeighted, h: &crate::state::Hosts, n: usize) -> String {
         (0..n)
             .map(|_| (b'a' + s.pick(&Candidates::new(h, &[], None)).unwrap() as u8) as char)
             .collect()
+    }
+
+    #[test]
+    fn big_groups_get_their_shares_without_nginx_s_quadratic_build() {
+        // Equal weights: round robin in order, as nginx.
+        assert_eq!(&*cycle(&[2, 2, 2]), &[0, 1, 2, 0, 1, 2]);
+        // Deadlines on a small case: the same shares as nginx's, spread out.
+        let weights = [5, 1, 1];
+        let mut shares = [0; 3];
+        for &i in deadlines(&weights, 7).iter() {
+            shares[i as usize] += 1;
+        }
+        assert_eq!(shares, [5, 1, 1]);
+        // A's turns at 0.7, 2.1, 3.5, 4.9, 6.3; B's and C's at 3.5.
+        assert_eq!(&*deadlines(&weights, 7), &[0, 0, 0, 1, 2, 0, 0]);
+        // 80,000 hosts of mixed weights: built at once (nginx's took seconds).
+        let weights: Vec<u64> = (0..80_000).map(|i| 1 + i % 3).collect();
+        let start = std::time::Instant::now();
+        let built = cycle(&fit(&weights));
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        assert!(built.len() <= MAX_CYCLE + 80_000);
     }
 
     #[test]

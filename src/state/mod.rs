@@ -8,12 +8,14 @@
 //! shows its draining connections.
 
 mod connections;
+mod hosts;
 mod limits;
 mod stats;
 
 pub use connections::{
     CloseRequest, ConnectionEntry, ConnectionInfo, ConnectionRegistry, Inspection, Registered,
 };
+pub use hosts::Hosts;
 pub use limits::{Admission, Limiter, Refusal};
 
 pub(crate) use stats::Ranking;

@@ -325,9 +325,7 @@ const LONG_REASON: &str = "heartbeat: connect to backend-with-a-rather-long-name
 
 /// Marks every host named `bad` of a group bad with [`LONG_REASON`] whenever its
 /// snapshot is built (an application's scheduler; it picks the first candidate).
-fn marking_scheduler(
-    hosts: &[txlb::scheduler::HostSnapshot],
-) -> Box<dyn txlb::scheduler::Scheduler> {
+fn marking_scheduler(hosts: &txlb::scheduler::Hosts) -> Box<dyn txlb::scheduler::Scheduler> {
     #[derive(Debug)]
     struct First;
     impl txlb::scheduler::Scheduler for First {

@@ -13,7 +13,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use txlb::Command;
 use txlb::config::Config;
 use txlb::config::HostAddress;
-use txlb::scheduler::{Candidates, HostId, HostSnapshot, HostStats, SchedulerKind, build};
+use txlb::scheduler::{Candidates, HostId, HostSnapshot, HostStats, Hosts, SchedulerKind, build};
 use txlb::{Balancer, BalancerHandle};
 
 /// Backends `b0`, `b1`, … with these weights, behind a balancer whose group `g`
@@ -214,7 +214,7 @@ async fn hash_keeps_each_client_address_on_one_host() {
 
     // An independently built scheduler over the same hosts (another txlb
     // instance) agrees on every client.
-    let hosts: Vec<HostSnapshot> = backends
+    let hosts: Hosts = backends
         .iter()
         .enumerate()
         .map(|(i, b)| HostSnapshot {

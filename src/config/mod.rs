@@ -57,7 +57,8 @@ pub use depth::MAX_DEPTH;
 pub use error::{ConfigError, Location, STRING_SOURCE};
 pub use file::{MAX_FILE_BYTES, read_text};
 pub use health_check::{
-    DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, DEFAULT_FALL, DEFAULT_RISE, MAX_RISE_FALL,
+    DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, DEFAULT_FALL, DEFAULT_POSTGRES_USER,
+    DEFAULT_RISE, MAX_REGEX_SIZE, MAX_RISE_FALL,
 };
 pub use model::*;
 pub use names::{MAX_NAME_LEN, MAX_PASSWORD_LEN, NameKind, check_name, check_password};

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use super::health_check::{CheckKind, Escaped, StatusList};
+pub use super::health_check::{CheckKind, CheckRegex, Escaped, RedisRole, StatusList};
 pub use super::options::{
     CheckConfig, GroupOptions, HostOptions, ListenOptions, ResolverOptions, ServiceOptions,
 };

@@ -12,8 +12,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::health_check::{
-    CheckKind, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, DEFAULT_FALL, DEFAULT_RISE, Escaped,
-    StatusList,
+    CheckKind, CheckRegex, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, DEFAULT_FALL,
+    DEFAULT_POSTGRES_USER, DEFAULT_RISE, Escaped, RedisRole, StatusList,
 };
 use super::parse::{check_seconds, parse_bool, parse_seconds};
 use super::write::seconds;
@@ -531,12 +531,22 @@ options! {
         send: Escaped = Escaped::default(), "send", "send";
         /// `type="send"`: the reply must contain these bytes.
         expect: Escaped = Escaped::default(), "expect", "expect";
+        /// `type="send"`: the reply must match this regular expression
+        /// (instead of `expect`).
+        expect_regex: CheckRegex = CheckRegex::default(), "expectRegex", "expect_regex";
         /// `type="http"`: the path requested.
         path: String = "/".to_string(), "path", "path";
         /// `type="http"`: the `Host` header (empty: the host's name).
         host: String = String::new(), "host", "host";
         /// `type="http"`: the status codes that pass.
         status: StatusList = StatusList::default(), "status", "status";
+        /// `type="http"`: over TLS (HTTPS; the certificate is not verified).
+        tls: bool = false, "tls", "tls";
+        /// `type="redis"`: the replication role `INFO replication` must say
+        /// (empty: any).
+        role: RedisRole = RedisRole::default(), "role", "role";
+        /// `type="postgres"`: the user named in the startup message.
+        user: String = DEFAULT_POSTGRES_USER.to_string(), "user", "user";
     }
 }
 

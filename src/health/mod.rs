@@ -9,6 +9,7 @@ pub(crate) mod backup;
 pub(crate) mod checks;
 mod exchange;
 mod probe;
+mod protocols;
 
 pub(crate) use probe::probe;
 

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod binary;
+pub mod servers;
 pub mod ssh;
 
 use std::future::Future;

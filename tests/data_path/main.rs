@@ -7,6 +7,7 @@
 mod common;
 
 mod backup_groups;
+mod check_protocols;
 mod checks;
 mod data_path;
 mod dns;

@@ -5,7 +5,7 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use super::options::{CheckConfig, OptionValue, RawValue};
+use super::options::{AgentConfig, CheckConfig, OptionValue, RawValue};
 use super::write::tstr;
 
 /// Default time between two probes of one host (`interval`), before ±10% jitter.
@@ -461,6 +461,19 @@ impl OptionValue for StatusList {
     }
     fn check(&self) -> Result<(), String> {
         StatusList::parse(&self.to_string()).map(|_| ())
+    }
+}
+
+impl AgentConfig {
+    /// The rules across the agent's settings: `interval` and `timeout` in
+    /// the ranges a check's take. The error names the XML attribute.
+    pub fn rules(&self) -> Result<(), (&'static str, String)> {
+        let check = CheckConfig {
+            interval: self.interval,
+            timeout: self.timeout,
+            ..CheckConfig::default()
+        };
+        check.rules()
     }
 }
 

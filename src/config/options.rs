@@ -505,6 +505,30 @@ options! {
         /// The port the group's `<check>` probes on this host, overriding the
         /// check's `port` (`None`: the check's, else the host's own).
         check_port: Option<u16> = None, "checkPort", "check_port";
+        /// The port the group's `<agent>` asks on this host, overriding the
+        /// agent's `port`.
+        agent_port: Option<u16> = None, "agentPort", "agent_port";
+    }
+}
+
+/// Default time between two questions to a host's agent (`<agent interval>`).
+pub const DEFAULT_AGENT_INTERVAL: Duration = Duration::from_secs(2);
+/// Default longest wait for an agent's line (`<agent timeout>`).
+pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(1);
+
+options! {
+    /// A group's agent (`<agent>`, TOML `agent = { … }`, HAProxy's
+    /// `agent-check`): every `interval` each host's agent is asked, on
+    /// `port` (a host's `agentPort` wins), for one line saying its state
+    /// and weight; see `health::agent`.
+    pub struct AgentConfig {
+        /// The port the agent answers on (`None`: every host names its own
+        /// `agentPort`).
+        port: Option<u16> = None, "port", "port";
+        /// Time between two questions to one host's agent, ±10% jitter.
+        interval: Duration = DEFAULT_AGENT_INTERVAL, "interval", "interval";
+        /// Longest wait for the agent's line, connect included.
+        timeout: Duration = DEFAULT_AGENT_TIMEOUT, "timeout", "timeout";
     }
 }
 

@@ -377,7 +377,7 @@ fn unknown_elements_and_attributes() {
         &BASE.replace("    </group>", "      <hots name=\"x\"/>\n    </group>"),
         6,
         7,
-        "unknown element <hots> in <group> (expected one of: check, host)",
+        "unknown element <hots> in <group> (expected one of: check, agent, host)",
     );
     xml_err(
         &BASE.replace("</config>", "  <loging file=\"x\"/>\n</config>"),
@@ -389,7 +389,7 @@ fn unknown_elements_and_attributes() {
         &BASE.replace("name=\"h1\"", "name=\"h1\" wieght=\"2\""),
         5,
         23,
-        "unknown attribute \"wieght\" on <host> (expected one of: name, ip, weight, maxconn, proxyProtocol, expand, resolve, checkPort)",
+        "unknown attribute \"wieght\" on <host> (expected one of: name, ip, weight, maxconn, proxyProtocol, expand, resolve, checkPort, agentPort)",
     );
     xml_err(
         &BASE.replace(
@@ -2426,6 +2426,99 @@ listen = ["*:5432"]
         "unclosed group",
     );
     toml_bad("tls = true", "tls = 1", "bad tls");
+}
+
+#[test]
+fn group_agents_read_write_and_are_checked() {
+    let xml = r#"<config>
+  <service name="web">
+    <listen ip="*:8080"/>
+    <group name="a" enable="yes">
+      <agent port="9000" interval="5" timeout="0.5"/>
+      <host name="h" ip="h:1" agentPort="9001"/>
+      <host name="i" ip="i:1"/>
+    </group>
+  </service>
+</config>"#;
+    let c = Config::from_xml_str(xml).unwrap();
+    let g = &c.services[0].groups[0];
+    let a = g.agent.as_ref().unwrap();
+    assert_eq!(
+        (a.port, a.interval, a.timeout),
+        (
+            Some(9000),
+            Duration::from_secs(5),
+            Duration::from_millis(500)
+        )
+    );
+    assert_eq!(g.hosts[0].options.agent_port, Some(9001));
+    let toml = r#"
+[[service]]
+name = "web"
+listen = ["*:8080"]
+  [[service.group]]
+  name = "a"
+  enable = true
+  agent = { port = 9000, interval = 5, timeout = 0.5 }
+  hosts = [{ name = "h", ip = "h:1", agent_port = 9001 }, { name = "i", ip = "i:1" }]
+"#;
+    assert_eq!(Config::from_toml_str(toml).unwrap().services, c.services);
+    let xml_again = to_xml(&c);
+    assert!(
+        xml_again.contains(r#"<agent port="9000" interval="5" timeout="0.5"/>"#),
+        "{xml_again}"
+    );
+    assert_eq!(
+        Config::from_xml_str(&xml_again).unwrap().services,
+        c.services
+    );
+    assert_eq!(
+        Config::from_toml_str(&to_toml(&c)).unwrap().services,
+        c.services
+    );
+    let bad = |from: &str, to: &str, at: &str, needle: &str| {
+        let text = xml.replacen(from, to, 1);
+        let offset = text.find(at).unwrap();
+        let line = text[..offset].matches('\n').count() as u32 + 1;
+        let col = text[..offset].rsplit('\n').next().unwrap().chars().count() as u32 + 1;
+        xml_err(&text, line, col, needle);
+    };
+    bad(
+        "port=\"9000\" ",
+        "",
+        "<agent",
+        "agent has no port and a host has no agentPort",
+    );
+    bad(
+        "interval=\"5\"",
+        "interval=\"0.01\"",
+        "0.01",
+        "interval 0.01 s is out of range",
+    );
+    bad(
+        "port=\"9000\"",
+        "port=\"0\"",
+        "0\" interval",
+        "expected a port",
+    );
+    bad(
+        "agentPort=\"9001\"",
+        "agentPort=\"x\"",
+        "x\"",
+        "bad agentPort",
+    );
+    bad(
+        "<agent port",
+        "<agent nonsense=\"1\" port",
+        "nonsense",
+        "unknown attribute \"nonsense\" on <agent>",
+    );
+    bad(
+        "<host name=\"i\"",
+        "<agent/><host name=\"i\"",
+        "<agent/>",
+        "duplicate <agent>",
+    );
 }
 
 #[test]

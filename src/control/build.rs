@@ -10,7 +10,7 @@ use super::names::{expand, set_address};
 use super::{Command, ControlState, Controller};
 use crate::config::{Config, GroupConfig, ServiceConfig};
 use crate::scheduler::{self, SchedulerKind};
-use crate::snapshot::{GroupCheck, GroupSnapshot, ServiceSnapshot, Snapshot};
+use crate::snapshot::{GroupAgent, GroupCheck, GroupSnapshot, ServiceSnapshot, Snapshot};
 use crate::state::{HostId, HostSnapshot, HostStats};
 
 /// Which groups a change may have changed; every other group is shared with the
@@ -154,10 +154,14 @@ impl Controller {
         let mut old = ByName::new(old_hosts, |h| &h.name);
         let mut members = Vec::with_capacity(group.hosts.len());
         let mut check_ports = Vec::new();
+        let mut agent_ports = Vec::new();
         for host in &group.hosts {
             for (host_name, address) in expand(host, &state.names) {
                 if let Some(check) = &group.check {
                     check_ports.push(host.options.check_port.or(check.port));
+                }
+                if let Some(agent) = &group.agent {
+                    agent_ports.push(host.options.agent_port.or(agent.port));
                 }
                 let known = old.take(members.len(), &host_name).map(|i| &old_hosts[i]);
                 let (id, name, stats, moved) = match known {
@@ -210,6 +214,12 @@ impl Controller {
                 Arc::new(GroupCheck {
                     config: check.clone(),
                     ports: check_ports,
+                })
+            }),
+            agent: group.agent.as_ref().map(|agent| {
+                Arc::new(GroupAgent {
+                    config: agent.clone(),
+                    ports: agent_ports,
                 })
             }),
         }

@@ -192,6 +192,7 @@ pub fn config(scheduler: SchedulerKind, hosts: Vec<HostConfig>) -> Config {
                 hosts: hosts.into(),
                 options: Default::default(),
                 check: None,
+                agent: None,
             }],
             enabled_group: "g".into(),
             connect_timeout: Duration::from_secs(3),

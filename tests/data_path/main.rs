@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod agents;
 mod backup_groups;
 mod check_protocols;
 mod checks;

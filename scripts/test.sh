@@ -17,7 +17,12 @@ cd "$(dirname "$0")/.."
 # (tests/admin/admin_browser.rs), which skips itself where they are absent.
 # etcd-server: the fleet tests (tests/cli/fleet.rs) start their own etcd on
 # loopback ports; they skip themselves where it is absent.
-packages=(curl openssh-client systemd logrotate chromium chromium-driver etcd-server)
+# redis-server, postgresql, mariadb-server, openssl: the protocol checks' tests
+# (tests/data_path/check_protocols.rs) start their own servers on loopback
+# ports; they skip themselves where one is absent unless TXLB_REQUIRE_HOSTS is
+# set.
+packages=(curl openssh-client systemd logrotate chromium chromium-driver etcd-server
+  redis-server postgresql mariadb-server openssl)
 missing=()
 for p in "${packages[@]}"; do
   # "installed", not merely known to dpkg (removed but not purged).

@@ -184,6 +184,7 @@ pub fn demo_config(listen: SocketAddr, backends: &[Backend]) -> Config {
                 hosts,
                 options: Default::default(),
                 check: None,
+                agent: None,
             }],
             enabled_group: "demo".into(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,

@@ -44,6 +44,22 @@ pub enum Event {
         /// Host name.
         host: String,
     },
+    /// A host's agent (`<agent>`) said something new: another state, weight
+    /// or `maxconn`.
+    AgentSaid {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+        /// Host name.
+        host: String,
+        /// The state it gave: `up`, `drain`, `maint` or `down`.
+        state: String,
+        /// The weight, in percent of the configured weight.
+        weight_percent: u32,
+        /// Its `maxconn:N` (0: none).
+        maxconn: u32,
+    },
     /// A service's enabled group changed.
     GroupEnabled {
         /// Service name.
@@ -252,6 +268,22 @@ impl Events {
             } => {
                 tracing::info!(service, group, host, "host back in rotation")
             }
+            Event::AgentSaid {
+                service,
+                group,
+                host,
+                state,
+                weight_percent,
+                maxconn,
+            } => tracing::info!(
+                service,
+                group,
+                host,
+                state,
+                weight_percent,
+                maxconn,
+                "host agent said"
+            ),
             Event::GroupEnabled { service, group } => {
                 tracing::info!(service, group, "group enabled")
             }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{CheckConfig, GroupOptions, ManagerConfig, ServiceOptions};
+use crate::config::{AgentConfig, CheckConfig, GroupOptions, ManagerConfig, ServiceOptions};
 use crate::scheduler::{Scheduler, SchedulerKind};
 use crate::state::{Hosts, Limiter, ServiceCounters};
 
@@ -121,6 +121,20 @@ pub struct GroupSnapshot {
     /// The group's active check (`<check>`), if any: its hosts are probed by
     /// `health::checks`, not by the hostCheck and heartbeat managers.
     pub check: Option<Arc<GroupCheck>>,
+    /// The group's agent (`<agent>`), if any: `health::agent` asks each
+    /// host's.
+    pub agent: Option<Arc<GroupAgent>>,
+}
+
+/// A group's agent as its agent tasks read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupAgent {
+    /// The settings.
+    pub config: AgentConfig,
+    /// The port to ask on each host (same order as the group's `hosts`):
+    /// the host's `agentPort`, else the agent's `port`. Persistent, as the
+    /// hosts.
+    pub ports: imbl::Vector<Option<u16>>,
 }
 
 /// A group's active check as its check tasks read it.
@@ -149,6 +163,7 @@ mod tests {
                 hosts,
                 options: GroupOptions::default(),
                 check: None,
+                agent: None,
             })],
             enabled: 0,
             backups: Vec::new(),

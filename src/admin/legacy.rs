@@ -214,6 +214,19 @@ pub(crate) fn running_text(stats: &Stats, config: &Config) -> String {
                         check.failures
                     );
                 }
+                if let Some(agent) = &v.agent {
+                    let _ = write!(
+                        t,
+                        " agent={} agent_weight={} agent_maxconn={} agent_said={:?}",
+                        agent.state.name(),
+                        agent.weight_percent,
+                        agent.maxconn,
+                        agent.said
+                    );
+                    if let Some(why) = &agent.failure {
+                        let _ = write!(t, " agent_failure={why:?}");
+                    }
+                }
                 if let Some(bad) = &v.bad {
                     let since = bad
                         .since

@@ -596,6 +596,7 @@ pub(crate) mod tests {
                     hosts: vec![host("a", 1), host("b", 2)].into(),
                     options: Default::default(),
                     check: None,
+                    agent: None,
                 }],
                 enabled_group: "g".into(),
                 connect_timeout: Duration::from_secs(1),

@@ -380,6 +380,12 @@ fn state_of(h: &HostStatsEntry) -> (String, &'static str, String) {
         }
         None => detail,
     };
+    // What the agent says, beside the check.
+    let detail = match &h.stats.agent {
+        Some(a) if detail.is_empty() => format!("agent says {}", a.summary()),
+        Some(a) => format!("{detail}; agent says {}", a.summary()),
+        None => detail,
+    };
     (text, health.name(), detail)
 }
 

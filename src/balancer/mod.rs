@@ -233,6 +233,14 @@ impl BalancerBuilder {
             },
             controller.stop_accepting.clone(),
         ));
+        tokio::spawn(health::agent::run(
+            controller.data.snapshots.clone(),
+            health::checks::Tell {
+                events: controller.data.events.clone(),
+                registry: controller.data.registry.clone(),
+            },
+            controller.stop_accepting.clone(),
+        ));
         // Both always run: each reads its settings from the snapshot every round,
         // so a reload can enable, disable or re-time it.
         for task in [Manager::HostCheck, Manager::Heartbeat] {

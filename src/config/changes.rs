@@ -189,7 +189,7 @@ fn same_routes(a: &[Route], b: &[Route]) -> bool {
 
 /// A group's own settings, leaving out its hosts (counted apart).
 fn same_group(a: &GroupConfig, b: &GroupConfig) -> bool {
-    a.scheduler == b.scheduler && a.options == b.options && a.check == b.check
+    a.scheduler == b.scheduler && a.options == b.options && a.check == b.check && a.agent == b.agent
 }
 
 /// `services +1 ~2, hosts +3 -1` (added, removed, changed; kinds without a

@@ -239,6 +239,9 @@ pub(crate) enum InGroup {
     /// Its `<check>`'s setting of this XML name (the element when the
     /// setting was not written).
     Check(&'static str),
+    /// Its `<agent>`'s setting of this XML name (the element when the
+    /// setting was not written).
+    Agent(&'static str),
 }
 
 fn in_service(part: InService) -> Place {
@@ -316,6 +319,29 @@ impl GroupConfig {
                     CheckError::value(
                         in_group(InGroup::Check(setting)),
                         format!("group {group:?}: check: {why}"),
+                    )
+                })?;
+        }
+        if let Some(agent) = &self.agent {
+            agent
+                .check()
+                .map_err(|why| ("", why))
+                .and_then(|()| agent.rules())
+                .and_then(|()| {
+                    if agent.port.is_none()
+                        && self.hosts.iter().any(|h| h.options.agent_port.is_none())
+                    {
+                        return Err((
+                            "port",
+                            "agent has no port and a host has no agentPort".to_string(),
+                        ));
+                    }
+                    Ok(())
+                })
+                .map_err(|(setting, why)| {
+                    CheckError::value(
+                        in_group(InGroup::Agent(setting)),
+                        format!("group {group:?}: agent: {why}"),
                     )
                 })?;
         }

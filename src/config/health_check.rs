@@ -5,7 +5,7 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use super::options::{CheckConfig, OptionValue, RawValue};
+use super::options::{AgentConfig, CheckConfig, OptionValue, RawValue};
 use super::write::tstr;
 
 /// Default time between two probes of one host (`interval`), before ±10% jitter.
@@ -28,6 +28,8 @@ pub const MIN_CHECK_TIMEOUT: Duration = Duration::from_millis(10);
 pub const MAX_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest `send`, `expect`, `path` or `host` (bytes).
 pub const MAX_CHECK_TEXT: usize = 1024;
+/// Default `user` of a `postgres` check: the role `initdb` makes.
+pub const DEFAULT_POSTGRES_USER: &str = "postgres";
 
 /// What a probe does once connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -37,13 +39,34 @@ pub enum CheckKind {
     Tcp,
     /// Write `send`, read until the reply contains `expect`.
     Send,
-    /// `GET path HTTP/1.0`; the status code must be in `status`.
+    /// `GET path HTTP/1.0`; the status code must be in `status` (over TLS
+    /// with `tls="true"`).
     Http,
+    /// The TLS handshake completes (the certificate is not verified).
+    Tls,
+    /// Redis: `PING` answers `+PONG`; with `role`, `INFO replication` says it.
+    Redis,
+    /// PostgreSQL: a startup message for `user` gets an authentication
+    /// request, not an error.
+    Postgres,
+    /// MySQL and MariaDB: the server's greeting, not an error packet.
+    Mysql,
+    /// SMTP: a `220` banner, then `QUIT`.
+    Smtp,
 }
 
 impl CheckKind {
     /// Every type, in the order the documentation lists them.
-    pub const ALL: [CheckKind; 3] = [CheckKind::Tcp, CheckKind::Send, CheckKind::Http];
+    pub const ALL: [CheckKind; 8] = [
+        CheckKind::Tcp,
+        CheckKind::Send,
+        CheckKind::Http,
+        CheckKind::Tls,
+        CheckKind::Redis,
+        CheckKind::Postgres,
+        CheckKind::Mysql,
+        CheckKind::Smtp,
+    ];
 
     /// The name in configuration files (`type`).
     pub fn name(self) -> &'static str {
@@ -51,6 +74,11 @@ impl CheckKind {
             CheckKind::Tcp => "tcp",
             CheckKind::Send => "send",
             CheckKind::Http => "http",
+            CheckKind::Tls => "tls",
+            CheckKind::Redis => "redis",
+            CheckKind::Postgres => "postgres",
+            CheckKind::Mysql => "mysql",
+            CheckKind::Smtp => "smtp",
         }
     }
 }
@@ -69,14 +97,19 @@ fn text(raw: &RawValue, expected: &str) -> Result<String, String> {
     }
 }
 
-/// `tcp`, `send` or `http`.
+/// The names of every type, for errors: `tcp, send, http, …`.
+fn kind_names() -> String {
+    CheckKind::ALL.map(CheckKind::name).join(", ")
+}
+
+/// `tcp`, `send`, `http`, `tls`, `redis`, `postgres`, `mysql` or `smtp`.
 impl OptionValue for CheckKind {
     fn read(raw: &RawValue) -> Result<Self, String> {
-        let name = text(raw, "a check type (tcp, send or http)")?;
+        let name = text(raw, &format!("a check type ({})", kind_names()))?;
         CheckKind::ALL
             .into_iter()
             .find(|k| k.name().eq_ignore_ascii_case(name.trim()))
-            .ok_or_else(|| "unknown check type (expected tcp, send or http)".to_string())
+            .ok_or_else(|| format!("unknown check type (expected one of: {})", kind_names()))
     }
     fn xml(&self) -> String {
         self.name().to_string()
@@ -215,6 +248,127 @@ impl OptionValue for Escaped {
     }
 }
 
+/// Most bytes a compiled `expectRegex` may take (its program; the lazy DFA's
+/// cache has the same bound): a pattern like `a{1000}{1000}` is refused when
+/// read instead of taking memory at every probe.
+pub const MAX_REGEX_SIZE: usize = 256 * 1024;
+
+/// A regular expression a reply must match (`expectRegex`), over bytes: a
+/// host's reply need not be UTF-8. Compiled once, when read, within
+/// [`MAX_REGEX_SIZE`]; matching is linear in the reply (at most the 4 KiB a
+/// probe reads). Equal when written the same.
+#[derive(Debug, Clone, Default)]
+pub struct CheckRegex(pub Option<regex::bytes::Regex>);
+
+impl CheckRegex {
+    /// Compiles `pattern` (empty: none), or says why it cannot.
+    pub fn parse(pattern: &str) -> Result<CheckRegex, String> {
+        if pattern.is_empty() {
+            return Ok(CheckRegex(None));
+        }
+        regex::bytes::RegexBuilder::new(pattern)
+            .size_limit(MAX_REGEX_SIZE)
+            .dfa_size_limit(MAX_REGEX_SIZE)
+            .build()
+            .map(|r| CheckRegex(Some(r)))
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(limit) => {
+                    format!("the expression compiles to more than {limit} bytes")
+                }
+                // The syntax error's own text points at the place, over
+                // several lines: one line here.
+                e => e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            })
+    }
+
+    /// The pattern as written (empty: none).
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref().map_or("", |r| r.as_str())
+    }
+
+    /// Whether there is no expression.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Whether `reply` matches (true without an expression).
+    pub fn is_match(&self, reply: &[u8]) -> bool {
+        self.0.as_ref().is_none_or(|r| r.is_match(reply))
+    }
+}
+
+impl PartialEq for CheckRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for CheckRegex {}
+
+impl OptionValue for CheckRegex {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        CheckRegex::parse(&text(raw, "a regular expression")?)
+    }
+    fn xml(&self) -> String {
+        self.as_str().to_string()
+    }
+    fn toml(&self) -> String {
+        tstr(self.as_str())
+    }
+    fn check(&self) -> Result<(), String> {
+        CheckRegex::parse(self.as_str()).map(|_| ())
+    }
+}
+
+/// `role` of a `redis` check: what `INFO replication` must say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RedisRole {
+    /// Any role.
+    #[default]
+    Any,
+    /// `role:master`.
+    Master,
+    /// `role:slave` (a replica).
+    Replica,
+}
+
+impl RedisRole {
+    /// The name in configuration files (empty: any).
+    pub fn name(self) -> &'static str {
+        match self {
+            RedisRole::Any => "",
+            RedisRole::Master => "master",
+            RedisRole::Replica => "replica",
+        }
+    }
+}
+
+/// `master`, `replica` (or `slave`), or empty for any.
+impl OptionValue for RedisRole {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        match text(raw, "master or replica")?
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "" | "any" => Ok(RedisRole::Any),
+            "master" => Ok(RedisRole::Master),
+            "replica" | "slave" => Ok(RedisRole::Replica),
+            _ => Err("expected master or replica".into()),
+        }
+    }
+    fn xml(&self) -> String {
+        self.name().to_string()
+    }
+    fn toml(&self) -> String {
+        tstr(self.name())
+    }
+}
+
 /// HTTP status codes a check accepts: codes and inclusive ranges
 /// (`200-399,404`), each within 100..=599.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,6 +464,19 @@ impl OptionValue for StatusList {
     }
 }
 
+impl AgentConfig {
+    /// The rules across the agent's settings: `interval` and `timeout` in
+    /// the ranges a check's take. The error names the XML attribute.
+    pub fn rules(&self) -> Result<(), (&'static str, String)> {
+        let check = CheckConfig {
+            interval: self.interval,
+            timeout: self.timeout,
+            ..CheckConfig::default()
+        };
+        check.rules()
+    }
+}
+
 impl CheckConfig {
     /// A check of this type with every other setting at its default.
     pub fn of(kind: CheckKind) -> CheckConfig {
@@ -372,6 +539,20 @@ impl CheckConfig {
         };
         only("send", !self.send.is_empty(), CheckKind::Send)?;
         only("expect", !self.expect.is_empty(), CheckKind::Send)?;
+        only(
+            "expectRegex",
+            !self.expect_regex.is_empty(),
+            CheckKind::Send,
+        )?;
+        if !self.expect.is_empty() && !self.expect_regex.is_empty() {
+            return Err((
+                "expectRegex",
+                "expect and expectRegex are set: one or the other".into(),
+            ));
+        }
+        only("tls", self.tls, CheckKind::Http)?;
+        only("role", self.role != RedisRole::Any, CheckKind::Redis)?;
+        only("user", self.user != defaults.user, CheckKind::Postgres)?;
         only("path", self.path != defaults.path, CheckKind::Http)?;
         only("host", self.host != defaults.host, CheckKind::Http)?;
         only("status", self.status != defaults.status, CheckKind::Http)?;
@@ -380,6 +561,8 @@ impl CheckConfig {
             ("expect", self.expect.0.len()),
             ("path", self.path.len()),
             ("host", self.host.len()),
+            ("expectRegex", self.expect_regex.as_str().len()),
+            ("user", self.user.len()),
         ] {
             if len > MAX_CHECK_TEXT {
                 return Err((
@@ -405,6 +588,12 @@ impl CheckConfig {
             return Err((
                 "host",
                 format!("host {:?} has a space or a control character", self.host),
+            ));
+        }
+        if self.user.is_empty() || self.user.contains(|c: char| c == '\0' || c.is_control()) {
+            return Err((
+                "user",
+                format!("user {:?} is empty or has a control character", self.user),
             ));
         }
         if self.status.0.is_empty() {
@@ -486,16 +675,75 @@ mod tests {
     }
 
     #[test]
+    fn regexes_compile_within_their_bound_and_compare_by_text() {
+        let r = CheckRegex::parse(r"^\+PONG\r?$|role:master").unwrap();
+        assert!(r.is_match(b"x\nrole:master\r\n") && !r.is_match(b"-LOADING"));
+        assert!(r.is_match(&[
+            0xff, b'r', b'o', b'l', b'e', b':', b'm', b'a', b's', b't', b'e', b'r'
+        ]));
+        assert_eq!(r, CheckRegex::parse(r.as_str()).unwrap());
+        assert!(CheckRegex::parse("").unwrap().is_empty());
+        let bad = CheckRegex::parse("(unclosed").unwrap_err();
+        assert!(
+            bad.contains("unclosed group") && !bad.contains('\n'),
+            "{bad}"
+        );
+        let big = CheckRegex::parse(r"\w{1000}{1000}").unwrap_err();
+        assert!(big.contains("more than"), "{big}");
+        let mut c = CheckConfig::of(CheckKind::Send);
+        c.expect_regex = r;
+        assert_eq!(c.rules(), Ok(()));
+        c.expect = Escaped(b"+PONG".to_vec());
+        assert_eq!(c.rules().unwrap_err().0, "expectRegex");
+        c.kind = CheckKind::Http;
+        c.expect = Escaped::default();
+        assert_eq!(c.rules().unwrap_err().0, "expectRegex");
+    }
+
+    #[test]
+    fn settings_of_the_protocol_types_belong_to_them() {
+        let mut c = CheckConfig::of(CheckKind::Http);
+        c.tls = true;
+        assert_eq!(c.rules(), Ok(()));
+        c.kind = CheckKind::Tls;
+        assert_eq!(c.rules().unwrap_err().0, "tls");
+        let mut r = CheckConfig::of(CheckKind::Redis);
+        r.role = RedisRole::Master;
+        assert_eq!(r.rules(), Ok(()));
+        r.kind = CheckKind::Send;
+        assert_eq!(r.rules().unwrap_err().0, "role");
+        let mut p = CheckConfig::of(CheckKind::Postgres);
+        p.user = "app".into();
+        assert_eq!(p.rules(), Ok(()));
+        p.user = "a\0b".into();
+        assert_eq!(p.rules().unwrap_err().0, "user");
+        p.kind = CheckKind::Mysql;
+        p.user = "app".into();
+        assert_eq!(p.rules().unwrap_err().0, "user");
+        assert_eq!(
+            RedisRole::read(&RawValue::Text("slave".into())),
+            Ok(RedisRole::Replica)
+        );
+        assert!(RedisRole::read(&RawValue::Text("leader".into())).is_err());
+    }
+
+    #[test]
     fn types_and_ports_read_from_text_and_toml() {
         assert_eq!(
             CheckKind::read(&RawValue::Text("HTTP".into())),
             Ok(CheckKind::Http)
         );
         assert!(
-            CheckKind::read(&RawValue::Text("redis".into()))
+            CheckKind::read(&RawValue::Text("ldap".into()))
                 .unwrap_err()
-                .contains("unknown check type")
+                .contains("unknown check type (expected one of: tcp, send, http, tls, redis")
         );
+        for kind in CheckKind::ALL {
+            assert_eq!(
+                CheckKind::read(&RawValue::Text(kind.name().into())),
+                Ok(kind)
+            );
+        }
         assert_eq!(
             <Option<u16>>::read(&RawValue::Toml(toml::Value::Integer(8081))),
             Ok(Some(8081))

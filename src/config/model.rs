@@ -10,10 +10,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::health_check::{CheckKind, Escaped, StatusList};
+pub use super::health_check::{CheckKind, CheckRegex, Escaped, RedisRole, StatusList};
 pub use super::host_list::{HostEdit, HostList};
 pub use super::options::{
-    CheckConfig, GroupOptions, HostOptions, ListenOptions, ResolverOptions, ServiceOptions,
+    AgentConfig, CheckConfig, GroupOptions, HostOptions, ListenOptions, ResolverOptions,
+    ServiceOptions,
 };
 use crate::config::SchedulerKind;
 
@@ -267,6 +268,9 @@ pub struct GroupConfig {
     /// The active check of the group's hosts (`<check>`), if any. Without one,
     /// the hostCheck and heartbeat managers watch them.
     pub check: Option<CheckConfig>,
+    /// The agent each host is asked for its state and weight (`<agent>`),
+    /// if any.
+    pub agent: Option<AgentConfig>,
 }
 
 impl GroupConfig {
@@ -278,6 +282,7 @@ impl GroupConfig {
             hosts: hosts.into(),
             options: GroupOptions::default(),
             check: None,
+            agent: None,
         }
     }
 }

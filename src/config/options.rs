@@ -12,8 +12,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::health_check::{
-    CheckKind, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, DEFAULT_FALL, DEFAULT_RISE, Escaped,
-    StatusList,
+    CheckKind, CheckRegex, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, DEFAULT_FALL,
+    DEFAULT_POSTGRES_USER, DEFAULT_RISE, Escaped, RedisRole, StatusList,
 };
 use super::parse::{check_seconds, parse_bool, parse_seconds};
 use super::write::seconds;
@@ -505,6 +505,30 @@ options! {
         /// The port the group's `<check>` probes on this host, overriding the
         /// check's `port` (`None`: the check's, else the host's own).
         check_port: Option<u16> = None, "checkPort", "check_port";
+        /// The port the group's `<agent>` asks on this host, overriding the
+        /// agent's `port`.
+        agent_port: Option<u16> = None, "agentPort", "agent_port";
+    }
+}
+
+/// Default time between two questions to a host's agent (`<agent interval>`).
+pub const DEFAULT_AGENT_INTERVAL: Duration = Duration::from_secs(2);
+/// Default longest wait for an agent's line (`<agent timeout>`).
+pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(1);
+
+options! {
+    /// A group's agent (`<agent>`, TOML `agent = { … }`, HAProxy's
+    /// `agent-check`): every `interval` each host's agent is asked, on
+    /// `port` (a host's `agentPort` wins), for one line saying its state
+    /// and weight; see `health::agent`.
+    pub struct AgentConfig {
+        /// The port the agent answers on (`None`: every host names its own
+        /// `agentPort`).
+        port: Option<u16> = None, "port", "port";
+        /// Time between two questions to one host's agent, ±10% jitter.
+        interval: Duration = DEFAULT_AGENT_INTERVAL, "interval", "interval";
+        /// Longest wait for the agent's line, connect included.
+        timeout: Duration = DEFAULT_AGENT_TIMEOUT, "timeout", "timeout";
     }
 }
 
@@ -531,12 +555,22 @@ options! {
         send: Escaped = Escaped::default(), "send", "send";
         /// `type="send"`: the reply must contain these bytes.
         expect: Escaped = Escaped::default(), "expect", "expect";
+        /// `type="send"`: the reply must match this regular expression
+        /// (instead of `expect`).
+        expect_regex: CheckRegex = CheckRegex::default(), "expectRegex", "expect_regex";
         /// `type="http"`: the path requested.
         path: String = "/".to_string(), "path", "path";
         /// `type="http"`: the `Host` header (empty: the host's name).
         host: String = String::new(), "host", "host";
         /// `type="http"`: the status codes that pass.
         status: StatusList = StatusList::default(), "status", "status";
+        /// `type="http"`: over TLS (HTTPS; the certificate is not verified).
+        tls: bool = false, "tls", "tls";
+        /// `type="redis"`: the replication role `INFO replication` must say
+        /// (empty: any).
+        role: RedisRole = RedisRole::default(), "role", "role";
+        /// `type="postgres"`: the user named in the startup message.
+        user: String = DEFAULT_POSTGRES_USER.to_string(), "user", "user";
     }
 }
 

@@ -108,6 +108,8 @@ pub(crate) struct RawGroup {
     pub options: Vec<(At<String>, At<RawValue>)>,
     /// `<check>` / `check = { … }`.
     pub check: Option<RawCheck>,
+    /// `<agent>` / `agent = { … }` (the same shape as a check).
+    pub agent: Option<RawCheck>,
 }
 
 /// `<check>` / a group's `check` table.

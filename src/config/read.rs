@@ -109,6 +109,9 @@ struct GroupSpans {
     /// The `<check>` element, and each of its settings written, by XML name.
     check: Option<usize>,
     check_settings: Vec<(&'static str, usize)>,
+    /// The `<agent>` element, and each of its settings written, by XML name.
+    agent: Option<usize>,
+    agent_settings: Vec<(&'static str, usize)>,
     /// Each host's name (its element's start when it has none).
     hosts: Vec<usize>,
 }
@@ -166,6 +169,13 @@ impl Spans {
                                 .find(|(name, _)| *name == setting)
                                 .map(|(_, at)| *at)
                                 .or(group.check)
+                                .unwrap_or(group.name),
+                            InGroup::Agent(setting) => group
+                                .agent_settings
+                                .iter()
+                                .find(|(name, _)| *name == setting)
+                                .map(|(_, at)| *at)
+                                .or(group.agent)
                                 .unwrap_or(group.name),
                         }
                     }
@@ -512,6 +522,11 @@ impl Reader<'_, '_> {
                 .map(|(key, _)| key.at),
             hosts: Vec::with_capacity(raw.hosts.len()),
             check: raw.check.as_ref().map(|c| c.at),
+            agent: raw.agent.as_ref().map(|c| c.at),
+            agent_settings: raw
+                .agent
+                .as_ref()
+                .map_or_else(Vec::new, |c| settings_at(&c.options, AgentConfig::KEYS)),
             check_settings: raw.check.as_ref().map_or_else(Vec::new, |c| {
                 c.options
                     .iter()
@@ -538,6 +553,10 @@ impl Reader<'_, '_> {
             options: self.options(raw.options)?,
             check: match raw.check {
                 Some(check) => Some(self.options(check.options)?),
+                None => None,
+            },
+            agent: match raw.agent {
+                Some(agent) => Some(self.options(agent.options)?),
                 None => None,
             },
         };
@@ -710,4 +729,19 @@ impl Reader<'_, '_> {
             name: name.value,
         })
     }
+}
+
+/// Where each setting of an element was written, by XML name.
+fn settings_at(
+    options: &[(At<String>, At<RawValue>)],
+    keys: &[(&'static str, &'static str)],
+) -> Vec<(&'static str, usize)> {
+    options
+        .iter()
+        .filter_map(|(key, value)| {
+            keys.iter()
+                .find(|(xml, toml)| key.value == *xml || key.value == *toml)
+                .map(|(xml, _)| (*xml, value.at))
+        })
+        .collect()
 }

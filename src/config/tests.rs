@@ -378,7 +378,7 @@ fn unknown_elements_and_attributes() {
         &BASE.replace("    </group>", "      <hots name=\"x\"/>\n    </group>"),
         6,
         7,
-        "unknown element <hots> in <group> (expected one of: check, host)",
+        "unknown element <hots> in <group> (expected one of: check, agent, host)",
     );
     xml_err(
         &BASE.replace("</config>", "  <loging file=\"x\"/>\n</config>"),
@@ -390,7 +390,7 @@ fn unknown_elements_and_attributes() {
         &BASE.replace("name=\"h1\"", "name=\"h1\" wieght=\"2\""),
         5,
         23,
-        "unknown attribute \"wieght\" on <host> (expected one of: name, ip, weight, maxconn, proxyProtocol, expand, resolve, checkPort)",
+        "unknown attribute \"wieght\" on <host> (expected one of: name, ip, weight, maxconn, proxyProtocol, expand, resolve, checkPort, agentPort)",
     );
     xml_err(
         &BASE.replace(
@@ -2295,6 +2295,234 @@ fn route_fuzz_seeds_load() {
 }
 
 #[test]
+fn protocol_checks_and_expect_regex_read_write_and_are_checked() {
+    let xml = r#"<config>
+  <service name="db">
+    <listen ip="*:5432"/>
+    <group name="pg" enable="yes"><check type="postgres" user="app"/><host name="h" ip="h:1"/></group>
+    <group name="r"><check type="redis" role="master"/><host name="h" ip="h:1"/></group>
+    <group name="s"><check type="send" send="INFO\r\n" expectRegex="role:(master|slave)\r"/><host name="h" ip="h:1"/></group>
+    <group name="w"><check type="http" tls="true" path="/healthz"/><host name="h" ip="h:1"/></group>
+    <group name="m"><check type="mysql"/><host name="h" ip="h:1"/></group>
+  </service>
+</config>"#;
+    let c = Config::from_xml_str(xml).unwrap();
+    let check = |g: usize| c.services[0].groups[g].check.clone().unwrap();
+    assert_eq!(
+        (check(0).kind, check(0).user.as_str()),
+        (CheckKind::Postgres, "app")
+    );
+    assert_eq!(check(1).role, RedisRole::Master);
+    assert_eq!(check(2).expect_regex.as_str(), "role:(master|slave)\\r");
+    assert!(
+        check(2)
+            .expect_regex
+            .is_match(b"# Replication\r\nrole:slave\r\n")
+    );
+    assert!(check(3).tls);
+    assert_eq!(check(4).kind, CheckKind::Mysql);
+    let toml = r#"
+[[service]]
+name = "db"
+listen = ["*:5432"]
+  [[service.group]]
+  name = "pg"
+  enable = true
+  check = { type = "postgres", user = "app" }
+  hosts = [{ name = "h", ip = "h:1" }]
+  [[service.group]]
+  name = "r"
+  check = { type = "redis", role = "master" }
+  hosts = [{ name = "h", ip = "h:1" }]
+  [[service.group]]
+  name = "s"
+  check = { type = "send", send = 'INFO\r\n', expect_regex = 'role:(master|slave)\r' }
+  hosts = [{ name = "h", ip = "h:1" }]
+  [[service.group]]
+  name = "w"
+  check = { type = "http", tls = true, path = "/healthz" }
+  hosts = [{ name = "h", ip = "h:1" }]
+  [[service.group]]
+  name = "m"
+  check = { type = "mysql" }
+  hosts = [{ name = "h", ip = "h:1" }]
+"#;
+    assert_eq!(Config::from_toml_str(toml).unwrap().services, c.services);
+    let xml_again = to_xml(&c);
+    assert!(
+        xml_again.contains(
+            r#"<check type="send" send="INFO\r\n" expectRegex="role:(master|slave)\r"/>"#
+        ),
+        "{xml_again}"
+    );
+    assert_eq!(
+        Config::from_xml_str(&xml_again).unwrap().services,
+        c.services
+    );
+    let toml_again = to_toml(&c);
+    assert_eq!(
+        Config::from_toml_str(&toml_again).unwrap().services,
+        c.services,
+        "{toml_again}"
+    );
+    // Bad settings, each at its value.
+    let bad = |from: &str, to: &str, at: &str, needle: &str| {
+        let text = xml.replacen(from, to, 1);
+        let offset = text.find(at).unwrap();
+        let line = text[..offset].matches('\n').count() as u32 + 1;
+        let col = text[..offset].rsplit('\n').next().unwrap().chars().count() as u32 + 1;
+        xml_err(&text, line, col, needle);
+    };
+    bad(
+        "role:(master|slave)",
+        "role:(master|slave",
+        "role:(master|slave\\r",
+        "unclosed group",
+    );
+    bad(
+        "role:(master|slave)",
+        "\\w{1000}{1000}",
+        "\\w{1000}",
+        "compiles to more than",
+    );
+    bad(
+        "expectRegex=",
+        "expect=\"x\" expectRegex=",
+        "role:",
+        "expect and expectRegex are set",
+    );
+    bad(
+        "type=\"http\" tls",
+        "type=\"tcp\" tls",
+        "true",
+        "tls is for type=\"http\"",
+    );
+    bad(
+        "role=\"master\"",
+        "role=\"leader\"",
+        "leader",
+        "expected master or replica",
+    );
+    bad(
+        "type=\"redis\" role",
+        "type=\"tcp\" role",
+        "master",
+        "role is for type=\"redis\"",
+    );
+    bad(
+        "user=\"app\"",
+        "user=\"\"",
+        "\"/><host",
+        "user \"\" is empty",
+    );
+    let toml_bad = |from: &str, to: &str, needle: &str| {
+        let err = Config::from_toml_str(&toml.replacen(from, to, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{err}");
+    };
+    toml_bad(
+        "'role:(master|slave)",
+        "'role:(master|slave",
+        "unclosed group",
+    );
+    toml_bad("tls = true", "tls = 1", "bad tls");
+}
+
+#[test]
+fn group_agents_read_write_and_are_checked() {
+    let xml = r#"<config>
+  <service name="web">
+    <listen ip="*:8080"/>
+    <group name="a" enable="yes">
+      <agent port="9000" interval="5" timeout="0.5"/>
+      <host name="h" ip="h:1" agentPort="9001"/>
+      <host name="i" ip="i:1"/>
+    </group>
+  </service>
+</config>"#;
+    let c = Config::from_xml_str(xml).unwrap();
+    let g = &c.services[0].groups[0];
+    let a = g.agent.as_ref().unwrap();
+    assert_eq!(
+        (a.port, a.interval, a.timeout),
+        (
+            Some(9000),
+            Duration::from_secs(5),
+            Duration::from_millis(500)
+        )
+    );
+    assert_eq!(g.hosts[0].options.agent_port, Some(9001));
+    let toml = r#"
+[[service]]
+name = "web"
+listen = ["*:8080"]
+  [[service.group]]
+  name = "a"
+  enable = true
+  agent = { port = 9000, interval = 5, timeout = 0.5 }
+  hosts = [{ name = "h", ip = "h:1", agent_port = 9001 }, { name = "i", ip = "i:1" }]
+"#;
+    assert_eq!(Config::from_toml_str(toml).unwrap().services, c.services);
+    let xml_again = to_xml(&c);
+    assert!(
+        xml_again.contains(r#"<agent port="9000" interval="5" timeout="0.5"/>"#),
+        "{xml_again}"
+    );
+    assert_eq!(
+        Config::from_xml_str(&xml_again).unwrap().services,
+        c.services
+    );
+    assert_eq!(
+        Config::from_toml_str(&to_toml(&c)).unwrap().services,
+        c.services
+    );
+    let bad = |from: &str, to: &str, at: &str, needle: &str| {
+        let text = xml.replacen(from, to, 1);
+        let offset = text.find(at).unwrap();
+        let line = text[..offset].matches('\n').count() as u32 + 1;
+        let col = text[..offset].rsplit('\n').next().unwrap().chars().count() as u32 + 1;
+        xml_err(&text, line, col, needle);
+    };
+    bad(
+        "port=\"9000\" ",
+        "",
+        "<agent",
+        "agent has no port and a host has no agentPort",
+    );
+    bad(
+        "interval=\"5\"",
+        "interval=\"0.01\"",
+        "0.01",
+        "interval 0.01 s is out of range",
+    );
+    bad(
+        "port=\"9000\"",
+        "port=\"0\"",
+        "0\" interval",
+        "expected a port",
+    );
+    bad(
+        "agentPort=\"9001\"",
+        "agentPort=\"x\"",
+        "x\"",
+        "bad agentPort",
+    );
+    bad(
+        "<agent port",
+        "<agent nonsense=\"1\" port",
+        "nonsense",
+        "unknown attribute \"nonsense\" on <agent>",
+    );
+    bad(
+        "<host name=\"i\"",
+        "<agent/><host name=\"i\"",
+        "<agent/>",
+        "duplicate <agent>",
+    );
+}
+
+#[test]
 fn group_checks_read_write_and_are_checked() {
     let xml = r#"<config>
   <service name="web">
@@ -2381,8 +2609,8 @@ listen = ["*:8080"]
     };
     bad(
         "type=\"http\"",
-        "type=\"redis\"",
-        "redis",
+        "type=\"ldap\"",
+        "ldap",
         "unknown check type",
     );
     bad(

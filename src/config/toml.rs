@@ -177,6 +177,8 @@ struct Group {
     hosts: Vec<Spanned<Host>>,
     /// Keys read with the options (`Options::read`).
     check: Option<Spanned<serde::de::IgnoredAny>>,
+    /// Keys read with the options (`Options::read`).
+    agent: Option<Spanned<serde::de::IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
@@ -392,6 +394,10 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                                 at: c.span().start,
                                 options: options.take(&check_path(si, gi)),
                             }),
+                            agent: g.agent.map(|c| RawCheck {
+                                at: c.span().start,
+                                options: options.take(&agent_path(si, gi)),
+                            }),
                         }
                     })
                     .collect(),
@@ -505,7 +511,7 @@ impl Options {
             "connect_timeout",
             "group",
         ];
-        const GROUP: &[&str] = &["name", "scheduler", "enable", "hosts", "check"];
+        const GROUP: &[&str] = &["name", "scheduler", "enable", "hosts", "check", "agent"];
         const HOST: &[&str] = &["name", "ip", "weight"];
         const LISTEN: &[&str] = &["ip", "routes"];
         let doc = DeTable::parse(src.text()).map_err(|e| {
@@ -550,6 +556,16 @@ impl Options {
                     };
                     let keys = (&[][..], crate::config::CheckConfig::KEYS, "a check table");
                     options.keep(check_path(si, gi), Self::collect(src, table, keys)?);
+                }
+                if let Some(agent) = get(group, "agent") {
+                    let ::toml::de::DeValue::Table(table) = agent.get_ref() else {
+                        return Err(src.error(
+                            agent.span().start,
+                            "expected a table for agent, e.g. agent = { port = 9000 }",
+                        ));
+                    };
+                    let keys = (&[][..], crate::config::AgentConfig::KEYS, "an agent table");
+                    options.keep(agent_path(si, gi), Self::collect(src, table, keys)?);
                 }
                 for (hi, host) in tables(get(group, "hosts")).enumerate() {
                     let keys = (HOST, crate::config::HostOptions::KEYS, "a host");
@@ -625,6 +641,11 @@ fn listen_path(service: usize, listen: usize) -> Vec<usize> {
 /// no host has.
 fn check_path(service: usize, group: usize) -> Vec<usize> {
     vec![service, group, usize::MAX]
+}
+
+/// Where [`Options`] keeps the settings of a group's `agent` table.
+fn agent_path(service: usize, group: usize) -> Vec<usize> {
+    vec![service, group, usize::MAX - 1]
 }
 
 /// The tables of an array of tables (an absent or other value: none),

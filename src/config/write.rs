@@ -189,6 +189,17 @@ pub(crate) fn toml_check(c: &CheckConfig) -> String {
     format!("{{ {} }}", settings.trim_start_matches(", "))
 }
 
+/// `<agent …/>`.
+pub(crate) fn xml_agent(a: &AgentConfig, ind: &str) -> String {
+    format!("{ind}<agent{}/>", xml_options(&a.non_default()))
+}
+
+/// `{ port = …, … }`.
+pub(crate) fn toml_agent(a: &AgentConfig) -> String {
+    let settings = toml_inline_options(&a.non_default());
+    format!("{{ {} }}", settings.trim_start_matches(", "))
+}
+
 /// `<group …>` with its check and hosts.
 pub(crate) fn xml_group(g: &GroupConfig, enabled: bool, ind: &str, step: &str) -> String {
     let enable = if enabled { " enable=\"true\"" } else { "" };
@@ -202,6 +213,10 @@ pub(crate) fn xml_group(g: &GroupConfig, enabled: bool, ind: &str, step: &str) -
     if let Some(check) = &g.check {
         x.push('\n');
         x.push_str(&xml_check(check, &inner));
+    }
+    if let Some(agent) = &g.agent {
+        x.push('\n');
+        x.push_str(&xml_agent(agent, &inner));
     }
     for h in &g.hosts {
         x.push('\n');
@@ -466,6 +481,9 @@ pub fn to_toml(config: &Config) -> String {
             }
             if let Some(check) = &g.check {
                 let _ = writeln!(t, "  check = {}", toml_check(check));
+            }
+            if let Some(agent) = &g.agent {
+                let _ = writeln!(t, "  agent = {}", toml_agent(agent));
             }
             t.push_str("  hosts = [\n");
             for h in &g.hosts {

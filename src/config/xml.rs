@@ -13,7 +13,8 @@ use quick_xml::events::{BytesStart, Event};
 use super::depth::{MAX_DEPTH, too_deep};
 use super::error::{ConfigError, Source};
 use super::options::{
-    CheckConfig, GroupOptions, HostOptions, ListenOptions, ResolverOptions, ServiceOptions,
+    AgentConfig, CheckConfig, GroupOptions, HostOptions, ListenOptions, ResolverOptions,
+    ServiceOptions,
 };
 use super::parse::parse_bool;
 use super::raw::*;
@@ -433,8 +434,18 @@ impl Walker<'_, '_> {
             hosts: Vec::new(),
             options: leaf.options(CORE),
             check: None,
+            agent: None,
         };
         for child in &el.children {
+            if child.name == "agent" {
+                self.once(&raw.agent, child, el)?;
+                let leaf = self.leaf(child, &with_options(&[], AgentConfig::KEYS))?;
+                raw.agent = Some(RawCheck {
+                    at: child.at,
+                    options: leaf.options(&[]),
+                });
+                continue;
+            }
             if child.name == "check" {
                 self.once(&raw.check, child, el)?;
                 let leaf = self.leaf(child, &with_options(&[], CheckConfig::KEYS))?;
@@ -445,7 +456,7 @@ impl Walker<'_, '_> {
                 continue;
             }
             if child.name != "host" {
-                return Err(self.unknown_child(el, child, &["check", "host"]));
+                return Err(self.unknown_child(el, child, &["check", "agent", "host"]));
             }
             const HOST: &[&str] = &["name", "ip", "weight"];
             let leaf = self.leaf(child, &with_options(HOST, HostOptions::KEYS))?;

@@ -11,7 +11,7 @@ use super::{Command, ControlState, Controller};
 use crate::config::{Config, GroupConfig, HostAddress, HostConfig, ServiceConfig};
 use crate::dns::NameState;
 use crate::scheduler::{self, SchedulerKind};
-use crate::snapshot::{GroupCheck, GroupSnapshot, ServiceSnapshot, Snapshot};
+use crate::snapshot::{GroupAgent, GroupCheck, GroupSnapshot, ServiceSnapshot, Snapshot};
 use crate::state::{HostId, HostSnapshot, HostStats, Hosts};
 
 /// Which groups a change may have changed; every other group is shared with the
@@ -185,12 +185,10 @@ impl Controller {
             before.map_or_else(Vec::new, |g| g.hosts.iter().collect());
         let mut old = ByName::new(&old_hosts, |h| &h.name);
         let mut members = Vec::with_capacity(group.hosts.len());
-        let mut check_ports = imbl::Vector::new();
+        let mut ports = ProbePorts::default();
         for host in &group.hosts {
             for (host_name, address) in expand(host, &state.names) {
-                if let Some(check) = &group.check {
-                    check_ports.push_back(host.options.check_port.or(check.port));
-                }
+                ports.push(group, host);
                 let known = old.take(members.len(), &host_name).map(|i| old_hosts[i]);
                 let member = match known {
                     Some(known) => {
@@ -218,7 +216,7 @@ impl Controller {
         for i in old.left() {
             state.drain(&service.name, &group.name, old_hosts[i]);
         }
-        self.group_snapshot(group, members.into(), check_ports)
+        self.group_snapshot(group, members.into(), ports)
     }
 
     /// The running version `before` of `group`, with `host` (added at the
@@ -233,18 +231,24 @@ impl Controller {
         host: &HostConfig,
     ) -> GroupSnapshot {
         let mut members = before.hosts.clone();
-        let mut check_ports = before
-            .check
-            .as_ref()
-            .map_or_else(imbl::Vector::new, |c| c.ports.clone());
+        let mut ports = ProbePorts {
+            check: before
+                .check
+                .as_ref()
+                .map(|c| c.ports.clone())
+                .unwrap_or_default(),
+            agent: before
+                .agent
+                .as_ref()
+                .map(|a| a.ports.clone())
+                .unwrap_or_default(),
+        };
         for (host_name, address) in expand(host, &state.names) {
-            if let Some(check) = &group.check {
-                check_ports.push_back(host.options.check_port.or(check.port));
-            }
+            ports.push(group, host);
             let ids = (&mut state.next_host_id, &state.names);
             members.push(self.new_member(ids, service, group, host, &host_name, &address));
         }
-        self.group_snapshot(group, members, check_ports)
+        self.group_snapshot(group, members, ports)
     }
 
     /// A host new to its group (or to this address of a name it follows):
@@ -302,7 +306,7 @@ impl Controller {
         &self,
         group: &GroupConfig,
         members: Hosts,
-        check_ports: imbl::Vector<Option<u16>>,
+        ports: ProbePorts,
     ) -> GroupSnapshot {
         GroupSnapshot {
             name: Arc::from(group.name.as_str()),
@@ -319,7 +323,13 @@ impl Controller {
             check: group.check.as_ref().map(|check| {
                 Arc::new(GroupCheck {
                     config: check.clone(),
-                    ports: check_ports,
+                    ports: ports.check,
+                })
+            }),
+            agent: group.agent.as_ref().map(|agent| {
+                Arc::new(GroupAgent {
+                    config: agent.clone(),
+                    ports: ports.agent,
                 })
             }),
         }
@@ -365,6 +375,26 @@ impl Controller {
             counters,
             limiter,
             options: Arc::new(service.options.clone()),
+        }
+    }
+}
+
+/// The port each host of a group is probed on by its check and its agent (in
+/// the order of the group's hosts; empty without a check or an agent).
+#[derive(Default)]
+struct ProbePorts {
+    check: imbl::Vector<Option<u16>>,
+    agent: imbl::Vector<Option<u16>>,
+}
+
+impl ProbePorts {
+    /// The ports of `host` (one of its addresses), next.
+    fn push(&mut self, group: &GroupConfig, host: &HostConfig) {
+        if let Some(check) = &group.check {
+            self.check.push_back(host.options.check_port.or(check.port));
+        }
+        if let Some(agent) = &group.agent {
+            self.agent.push_back(host.options.agent_port.or(agent.port));
         }
     }
 }

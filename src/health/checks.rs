@@ -24,7 +24,7 @@ use super::probe::address;
 use crate::config::{CheckConfig, HostAddress, MarkedDown};
 use crate::events::Events;
 use crate::snapshot::Snapshot;
-use crate::state::{CloseRequest, ConnectionRegistry, HostId, HostSnapshot};
+use crate::state::{AgentState, CloseRequest, ConnectionRegistry, HostId, HostSnapshot};
 
 /// How much longer than the check's `timeout` a probe may take before it is
 /// abandoned (the exchange itself stops at the timeout).
@@ -179,7 +179,7 @@ fn follow(
 }
 
 /// A pause of `interval` ±10%.
-fn jittered(interval: Duration) -> Duration {
+pub(crate) fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(0.9 + fastrand::f64() * 0.2)
 }
 
@@ -243,6 +243,9 @@ fn apply(
     stats.record_check(latency, failure, (after.passes, after.fails));
     match verdict {
         Verdict::Stay => {}
+        // A host its agent says is down stays bad until the agent says
+        // otherwise (the streak starts again).
+        Verdict::Up if stats.agent_state() == AgentState::Down => {}
         Verdict::Up => {
             if stats.mark_up() {
                 events.host_back(&target.service, &target.group, &host.name);

@@ -1,18 +1,28 @@
 //! One probe of a group's active check: connect, then what the check's type
 //! says (`tcp`: nothing more; `send`: write, read until the reply contains
-//! `expect`; `http`: `GET`, read the status line). Whatever the host sends,
-//! at most [`READ_LIMIT`] bytes are read, into a buffer on the task's stack,
-//! and nothing goes on past the check's `timeout`.
+//! `expect` or matches `expectRegex`; `http`: `GET`, read the status line,
+//! over TLS with `tls`; `tls`: the handshake; the protocols of
+//! [`super::protocols`]). Whatever the host sends, at most [`READ_LIMIT`]
+//! bytes are held, in a buffer of the probe's own, and nothing goes on past
+//! the check's `timeout`.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
+use tokio_rustls::TlsConnector;
 
+use super::protocols;
 use crate::config::{CheckConfig, CheckKind, Escaped};
 
-/// Most bytes of a reply read before the probe fails (4 KiB).
+/// Most bytes of a reply held at once before the probe fails (4 KiB).
 pub const READ_LIMIT: usize = 4096;
 
 /// Most bytes of a reply a failure reason quotes.
@@ -20,64 +30,298 @@ const QUOTED: usize = 64;
 
 /// Runs one probe of `check` against `addr`, to be done by `deadline` (the
 /// check's `timeout` after it started); `host_name` is the `Host` of an HTTP
-/// check that names none. The error is the failure's reason.
+/// check that names none, and the TLS server name. The error is the
+/// failure's reason.
 pub(crate) async fn exchange(
     check: &CheckConfig,
     host_name: &str,
     addr: SocketAddr,
     deadline: Instant,
 ) -> Result<(), String> {
-    let late = || format!("timeout after {} s", check.timeout.as_secs_f64());
-    let mut stream = timeout_at(deadline, TcpStream::connect(addr))
+    let timeout = check.timeout;
+    let stream = timeout_at(deadline, TcpStream::connect(addr))
         .await
-        .map_err(|_| format!("connect to {addr}: {}", late()))?
+        .map_err(|_| format!("connect to {addr}: {}", late(timeout)))?
         .map_err(|e| format!("connect to {addr}: {e}"))?;
     match check.kind {
         CheckKind::Tcp => Ok(()),
+        CheckKind::Tls => tls(stream, host_name, addr, deadline, timeout)
+            .await
+            .map(|_| ()),
         CheckKind::Send => {
-            if !check.send.is_empty() {
-                timeout_at(deadline, stream.write_all(&check.send.0))
-                    .await
-                    .map_err(|_| format!("send to {addr}: {}", late()))?
-                    .map_err(|e| format!("send to {addr}: {e}"))?;
-            }
-            if check.expect.is_empty() {
-                return Ok(());
-            }
-            let expect = &check.expect.0;
-            read_until(&mut stream, deadline, &late, |got| contains(got, expect))
-                .await
-                .map(|_| ())
-                .map_err(|(got, why)| {
-                    format!("expect \"{}\", got {}{why}", check.expect, quote(&got))
-                })
+            send_expect(check, &mut Talk::new(stream, addr, deadline, timeout)).await
+        }
+        CheckKind::Http if check.tls => {
+            let stream = tls(stream, host_name, addr, deadline, timeout).await?;
+            http(
+                check,
+                host_name,
+                &mut Talk::new(stream, addr, deadline, timeout),
+            )
+            .await
         }
         CheckKind::Http => {
-            let host = if check.host.is_empty() {
-                host_name
-            } else {
-                &check.host
-            };
-            let request = format!(
-                "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: txlb-check\r\nConnection: close\r\n\r\n",
-                check.path
-            );
-            timeout_at(deadline, stream.write_all(request.as_bytes()))
-                .await
-                .map_err(|_| format!("send to {addr}: {}", late()))?
-                .map_err(|e| format!("send to {addr}: {e}"))?;
-            let line = read_until(&mut stream, deadline, &late, |got| got.contains(&b'\n'))
-                .await
-                .map_err(|(got, why)| format!("no HTTP status line: got {}{why}", quote(&got)))?;
-            let code = status_code(&line)
-                .ok_or_else(|| format!("not an HTTP status line: {}", quote(&line)))?;
-            if check.status.contains(code) {
-                Ok(())
-            } else {
-                Err(format!("HTTP {code}"))
-            }
+            http(
+                check,
+                host_name,
+                &mut Talk::new(stream, addr, deadline, timeout),
+            )
+            .await
+        }
+        CheckKind::Redis => {
+            protocols::redis(check.role, &mut Talk::new(stream, addr, deadline, timeout)).await
+        }
+        CheckKind::Postgres => {
+            protocols::postgres(&check.user, &mut Talk::new(stream, addr, deadline, timeout)).await
+        }
+        CheckKind::Mysql => protocols::mysql(&mut Talk::new(stream, addr, deadline, timeout)).await,
+        CheckKind::Smtp => protocols::smtp(&mut Talk::new(stream, addr, deadline, timeout)).await,
+    }
+}
+
+/// `timeout after 1 s`.
+fn late(timeout: Duration) -> String {
+    format!("timeout after {} s", timeout.as_secs_f64())
+}
+
+/// `type="send"`: write `send`, then read until the reply contains `expect`
+/// or matches `expectRegex` (neither: the write is enough).
+async fn send_expect<S: AsyncRead + AsyncWrite + Unpin>(
+    check: &CheckConfig,
+    talk: &mut Talk<S>,
+) -> Result<(), String> {
+    if !check.send.is_empty() {
+        talk.send(&check.send.0).await?;
+    }
+    if !check.expect.is_empty() {
+        let expect = &check.expect.0;
+        talk.read_until(|got| contains(got, expect).then_some(got.len()))
+            .await
+            .map(|_| ())
+            .map_err(|(got, why)| format!("expect \"{}\", got {}{why}", check.expect, quote(&got)))
+    } else if let Some(regex) = &check.expect_regex.0 {
+        talk.read_until(|got| regex.is_match(got).then_some(got.len()))
+            .await
+            .map(|_| ())
+            .map_err(|(got, why)| format!("expect /{}/, got {}{why}", regex.as_str(), quote(&got)))
+    } else {
+        Ok(())
+    }
+}
+
+/// `type="http"`: `GET path`, the status line's code in `status`.
+async fn http<S: AsyncRead + AsyncWrite + Unpin>(
+    check: &CheckConfig,
+    host_name: &str,
+    talk: &mut Talk<S>,
+) -> Result<(), String> {
+    let host = if check.host.is_empty() {
+        host_name
+    } else {
+        &check.host
+    };
+    let request = format!(
+        "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: txlb-check\r\nConnection: close\r\n\r\n",
+        check.path
+    );
+    talk.send(request.as_bytes()).await?;
+    let end = talk
+        .read_until(line_end)
+        .await
+        .map_err(|(got, why)| format!("no HTTP status line: got {}{why}", quote(&got)))?;
+    let line = talk.take(end);
+    let code =
+        status_code(line).ok_or_else(|| format!("not an HTTP status line: {}", quote(line)))?;
+    if check.status.contains(code) {
+        Ok(())
+    } else {
+        Err(format!("HTTP {code}"))
+    }
+}
+
+/// A TLS handshake over `stream`, by `deadline`. The certificate is not
+/// verified: a check asks whether the host answers, and no group originates
+/// TLS yet (when one does, its check should verify as its connections do).
+/// The handshake's signatures are still checked.
+async fn tls(
+    stream: TcpStream,
+    host_name: &str,
+    addr: SocketAddr,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let name = ServerName::try_from(host_name.to_string())
+        .unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into()));
+    let connector = TlsConnector::from(tls_config());
+    timeout_at(deadline, connector.connect(name, stream))
+        .await
+        .map_err(|_| format!("TLS handshake with {addr}: {}", late(timeout)))?
+        .map_err(|e| format!("TLS handshake with {addr}: {e}"))
+}
+
+/// The checks' TLS client settings, made once.
+fn tls_config() -> Arc<ClientConfig> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// Takes any certificate, checking only that the handshake is signed by its
+/// key (see [`tls`]).
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// One probe's conversation with a host: what it sent and not yet used, in a
+/// buffer of [`READ_LIMIT`] bytes, and the probe's deadline.
+pub(crate) struct Talk<S> {
+    stream: S,
+    addr: SocketAddr,
+    deadline: Instant,
+    timeout: Duration,
+    buf: Box<[u8; READ_LIMIT]>,
+    /// Bytes of `buf` read and not yet taken.
+    len: usize,
+    /// Where the bytes not yet taken start.
+    start: usize,
+}
+
+/// What a read got before it stopped, and why it stopped (`" then EOF"`,
+/// `" then timeout after 1 s"`, `" (4096 bytes without it)"`, a read error).
+pub(crate) type Unfinished = (Vec<u8>, String);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Talk<S> {
+    /// A conversation over `stream` (connected to `addr`) ending by `deadline`.
+    pub(crate) fn new(stream: S, addr: SocketAddr, deadline: Instant, timeout: Duration) -> Self {
+        Talk {
+            stream,
+            addr,
+            deadline,
+            timeout,
+            buf: Box::new([0; READ_LIMIT]),
+            len: 0,
+            start: 0,
         }
     }
+
+    /// Writes all of `bytes` by the deadline.
+    pub(crate) async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let addr = self.addr;
+        timeout_at(self.deadline, self.stream.write_all(bytes))
+            .await
+            .map_err(|_| format!("send to {addr}: {}", late(self.timeout)))?
+            .map_err(|e| format!("send to {addr}: {e}"))
+    }
+
+    /// Reads until `done` finds a whole message at the start of what is not
+    /// yet taken (it answers the message's length), the host closes, the
+    /// deadline passes, or the buffer is full without one. The length is the
+    /// message's, for [`Talk::take`].
+    pub(crate) async fn read_until(
+        &mut self,
+        done: impl Fn(&[u8]) -> Option<usize>,
+    ) -> Result<usize, Unfinished> {
+        loop {
+            let pending = &self.buf[self.start..self.len];
+            if let Some(n) = done(pending).filter(|&n| n <= pending.len()) {
+                return Ok(n);
+            }
+            if self.len == READ_LIMIT {
+                if self.start == 0 {
+                    return Err((
+                        pending.to_vec(),
+                        format!(" ({READ_LIMIT} bytes without it)"),
+                    ));
+                }
+                // Make room: what was taken goes.
+                self.buf.copy_within(self.start..self.len, 0);
+                self.len -= self.start;
+                self.start = 0;
+            }
+            let read = timeout_at(self.deadline, self.stream.read(&mut self.buf[self.len..])).await;
+            let pending = || self.buf[self.start..self.len].to_vec();
+            let n = match read {
+                Ok(Ok(0)) => return Err((pending(), " then EOF".into())),
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err((pending(), format!(" then {e}"))),
+                Err(_) => return Err((pending(), format!(" then {}", late(self.timeout)))),
+            };
+            self.len += n;
+        }
+    }
+
+    /// The next `n` bytes not yet taken (a message [`Talk::read_until`]
+    /// found), now taken.
+    pub(crate) fn take(&mut self, n: usize) -> &[u8] {
+        let at = self.start;
+        self.start += n.min(self.len - at);
+        &self.buf[at..self.start]
+    }
+}
+
+/// The length of the first line (its `\n` included), once there is one.
+pub(crate) fn line_end(got: &[u8]) -> Option<usize> {
+    got.iter().position(|&b| b == b'\n').map(|i| i + 1)
+}
+
+/// A line without its `\r\n` or `\n`.
+pub(crate) fn trim_line(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// Whether `hay` contains `needle`.
@@ -87,8 +331,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// The code of an HTTP/1.x status line (`HTTP/1.1 503 Service Unavailable`).
 fn status_code(reply: &[u8]) -> Option<u16> {
-    let line = reply.split(|&b| b == b'\n').next()?;
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = trim_line(reply.split(|&b| b == b'\n').next()?);
     let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
     if !words.next()?.starts_with(b"HTTP/1.") {
         return None;
@@ -101,46 +344,11 @@ fn status_code(reply: &[u8]) -> Option<u16> {
 }
 
 /// The start of a reply, as a failure reason quotes it.
-fn quote(got: &[u8]) -> String {
-    let trimmed = got.strip_suffix(b"\n").unwrap_or(got);
-    let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
+pub(crate) fn quote(got: &[u8]) -> String {
+    let trimmed = trim_line(got);
     let cut = &trimmed[..trimmed.len().min(QUOTED)];
     let more = if trimmed.len() > QUOTED { "…" } else { "" };
     format!("\"{}{more}\"", Escaped(cut.to_vec()))
-}
-
-/// Reads until `done` holds for what was read, the host closes, `deadline`
-/// passes, or [`READ_LIMIT`] bytes came without it. The error carries what
-/// was read and why it stopped (`" then EOF"`, `" then timeout after 1 s"`,
-/// `" (4096 bytes without it)"`, a read error).
-async fn read_until(
-    stream: &mut TcpStream,
-    deadline: Instant,
-    late: &(dyn Fn() -> String + Sync),
-    done: impl Fn(&[u8]) -> bool,
-) -> Result<Vec<u8>, (Vec<u8>, String)> {
-    let mut buf = [0u8; READ_LIMIT];
-    let mut len = 0;
-    loop {
-        let n = match timeout_at(deadline, stream.read(&mut buf[len..])).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err((buf[..len].to_vec(), format!(" then {e}"))),
-            Err(_) => return Err((buf[..len].to_vec(), format!(" then {}", late()))),
-        };
-        if n == 0 {
-            return Err((buf[..len].to_vec(), " then EOF".into()));
-        }
-        len += n;
-        if done(&buf[..len]) {
-            return Ok(buf[..len].to_vec());
-        }
-        if len == READ_LIMIT {
-            return Err((
-                buf[..len].to_vec(),
-                format!(" ({READ_LIMIT} bytes without it)"),
-            ));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -166,5 +374,48 @@ mod tests {
         assert!(quote(&[b'a'; 100]).ends_with("…\""));
         assert!(contains(b"x+PONG\r\n", b"+PONG"));
         assert!(!contains(b"+PON", b"+PONG"));
+    }
+
+    /// A conversation with `reply` arriving in pieces of `chunk` bytes.
+    async fn talk_to(reply: Vec<u8>, chunk: usize) -> Talk<tokio::io::DuplexStream> {
+        let (mine, mut theirs) = tokio::io::duplex(64);
+        tokio::spawn(async move {
+            for piece in reply.chunks(chunk) {
+                if theirs.write_all(piece).await.is_err() {
+                    return;
+                }
+            }
+            // Keep the stream open a while: the reads end by the deadline.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let deadline = Instant::now() + Duration::from_millis(300);
+        Talk::new(mine, addr, deadline, Duration::from_millis(300))
+    }
+
+    #[tokio::test]
+    async fn a_talk_reads_messages_in_turn_and_stops_at_the_limit_or_deadline() {
+        let mut talk = talk_to(b"one\r\ntwo\r\nthr".to_vec(), 1).await;
+        let n = talk.read_until(line_end).await.unwrap();
+        assert_eq!(talk.take(n), b"one\r\n");
+        let n = talk.read_until(line_end).await.unwrap();
+        assert_eq!(trim_line(talk.take(n)), b"two");
+        let (got, why) = talk.read_until(line_end).await.unwrap_err();
+        assert_eq!(
+            (got.as_slice(), why.as_str()),
+            (&b"thr"[..], " then timeout after 0.3 s")
+        );
+        // An endless line: the buffer's worth, then the failure.
+        let mut talk = talk_to(vec![b'a'; 3 * READ_LIMIT], 1000).await;
+        let (got, why) = talk.read_until(line_end).await.unwrap_err();
+        assert_eq!(got.len(), READ_LIMIT);
+        assert!(why.contains("4096 bytes without it"), "{why}");
+        // Taken messages make room for more: many short lines in turn.
+        let lines: Vec<u8> = b"ok\n".repeat(3 * READ_LIMIT / 3);
+        let mut talk = talk_to(lines, 777).await;
+        for _ in 0..READ_LIMIT {
+            let n = talk.read_until(line_end).await.unwrap();
+            assert_eq!(talk.take(n), b"ok\n");
+        }
     }
 }

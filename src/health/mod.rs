@@ -5,10 +5,12 @@
 //! tasks on the balancer's runtime that stop on shutdown, like the backup
 //! watcher (`backup`), which reports services moving to or from a backup group.
 
+pub(crate) mod agent;
 pub(crate) mod backup;
 pub(crate) mod checks;
 mod exchange;
 mod probe;
+mod protocols;
 
 pub(crate) use probe::probe;
 
@@ -123,7 +125,12 @@ fn apply(
 ) {
     match manager {
         Manager::HostCheck => {
-            if result.is_ok() && host.stats.mark_up() {
+            // A host its agent says is down stays bad until the agent says
+            // otherwise.
+            if result.is_ok()
+                && host.stats.agent_state() != crate::state::AgentState::Down
+                && host.stats.mark_up()
+            {
                 events.host_back(service, group, &host.name);
             }
         }

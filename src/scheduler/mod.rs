@@ -84,7 +84,7 @@ impl<'a> Candidates<'a> {
     pub fn is_candidate(&self, index: usize) -> bool {
         let host = &self.hosts[index];
         host.stats.is_available()
-            && (host.maxconn == 0 || host.stats.open() < u64::from(host.maxconn))
+            && host.stats.has_room(host.maxconn)
             && !self.tried.contains(&host.id)
     }
 
@@ -118,7 +118,12 @@ pub fn build_group(
     hosts: &Hosts,
     slow_start: Option<Duration>,
 ) -> Box<dyn Scheduler> {
-    let slow_start = SlowStart::new(slow_start).map(|s| s.for_hosts(hosts));
+    // Without a slow-start period, the agents' weights still scale shares.
+    let slow_start = Some(
+        SlowStart::new(slow_start)
+            .unwrap_or_else(SlowStart::agents_only)
+            .for_hosts(hosts),
+    );
     let weights = || hosts.iter().map(|h| h.weight);
     match kind {
         SchedulerKind::Random => Box::new(Random),

@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::state::{HostStats, Hosts, clock_nanos, last_came_up};
+use crate::state::{HostStats, Hosts, clock_nanos, last_came_up, scaled_hosts};
 
 /// Shares are counted in 1/`SCALE` of a host's weight.
 pub const SCALE: u64 = 1024;
@@ -56,9 +56,25 @@ impl SlowStart {
         })
     }
 
+    /// No ramp, only the agents' weights (`<agent>`'s `NN%`): a group
+    /// without `slowStart`. [`SlowStart::now`] answers `None` after one
+    /// atomic load while no host anywhere has a scaled weight.
+    pub fn agents_only() -> Self {
+        SlowStart {
+            period: 0,
+            quiet: AtomicU64::new(u64::MAX),
+            settled: 0,
+        }
+    }
+
     /// Notes when the group's longest-up host came back: its share bounds every
     /// host's, and random schedulers admit a ramping host relative to it.
     pub fn for_hosts(mut self, hosts: &Hosts) -> Self {
+        if self.period == 0 {
+            // No ramp: nothing to bound (and a host added to a big group
+            // costs no walk over the others).
+            return self;
+        }
         self.settled = hosts.iter().map(|h| h.stats.up_since()).min().unwrap_or(0);
         self
     }
@@ -67,19 +83,32 @@ impl SlowStart {
     /// period (every host then has its full weight).
     #[inline]
     pub fn now(&self) -> Option<Ramp> {
+        // Shares scaled by agents, without a ramp: every host's time share
+        // is whole (period 0).
+        let scaled = scaled_hosts() > 0;
+        let whole = Ramp {
+            now: 0,
+            period: 0,
+            ceiling: SCALE,
+            scaled,
+        };
+        if self.period == 0 {
+            return scaled.then_some(whole);
+        }
         let last = last_came_up();
         if last == self.quiet.load(Relaxed) {
-            return None;
+            return scaled.then_some(whole);
         }
         let now = clock_nanos();
         if now.saturating_sub(last) >= self.period {
             self.quiet.store(last, Relaxed);
-            None
+            scaled.then_some(whole)
         } else {
             let mut ramp = Ramp {
                 now,
                 period: self.period,
                 ceiling: SCALE,
+                scaled,
             };
             ramp.ceiling = ramp.share_at(self.settled);
             Some(ramp)
@@ -94,8 +123,9 @@ impl SlowStart {
     /// at build).
     #[inline]
     pub fn uneven(&self, ramp: &Ramp, newest: u64) -> bool {
-        ramp.now.saturating_sub(newest) < self.period
-            && newest.saturating_sub(self.settled) >= self.period / SCALE
+        ramp.scaled
+            || ramp.now.saturating_sub(newest) < self.period
+                && newest.saturating_sub(self.settled) >= self.period / SCALE
     }
 }
 
@@ -106,6 +136,9 @@ pub struct Ramp {
     period: u64,
     /// The largest share any host of the group can have now.
     ceiling: u64,
+    /// Some host (in any group) has an agent weight below 100%: shares are
+    /// scaled by it.
+    scaled: bool,
 }
 
 impl Ramp {
@@ -113,7 +146,12 @@ impl Ramp {
     /// `FLOOR..=SCALE`.
     #[inline]
     pub fn share(&self, stats: &HostStats) -> u64 {
-        self.share_at(stats.up_since())
+        let share = self.share_at(stats.up_since());
+        if self.scaled {
+            share * stats.agent_share(SCALE) / SCALE
+        } else {
+            share
+        }
     }
 
     /// The share of a host that came back at `up_since`.
@@ -159,6 +197,7 @@ mod tests {
                 now: up + age,
                 period,
                 ceiling: SCALE,
+                scaled: false,
             }
             .share(&stats)
         };
@@ -172,6 +211,7 @@ mod tests {
             now: 1,
             period,
             ceiling: SCALE,
+            scaled: false,
         };
         assert_eq!(early.share(&stats), FLOOR);
     }

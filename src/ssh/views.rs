@@ -213,7 +213,7 @@ pub(super) fn hosts_table(rows: &[HostRow<'_>]) -> String {
             };
             // The active check: the last probe's result and time, then the
             // passes and failures in a row (towards rise and fall).
-            let check = v.check.as_ref().map_or_else(
+            let mut check = v.check.as_ref().map_or_else(
                 || "-".to_string(),
                 |c| {
                     format!(
@@ -229,6 +229,14 @@ pub(super) fn hosts_table(rows: &[HostRow<'_>]) -> String {
                     )
                 },
             );
+            // The agent's word beside it.
+            if let Some(a) = &v.agent {
+                check = if check == "-" {
+                    format!("agent:{}", a.summary())
+                } else {
+                    format!("{check} agent:{}", a.summary())
+                };
+            }
             vec![
                 r.service.to_string(),
                 group,

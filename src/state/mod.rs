@@ -20,8 +20,8 @@ pub use limits::{Admission, Limiter, Refusal};
 
 pub(crate) use stats::Ranking;
 pub use stats::{
-    BadInfo, CheckStateView, ConnectionGuard, HostHealth, HostStats, HostStatsView, LatencyView,
-    clock_ms, clock_nanos, last_came_up,
+    AgentState, AgentView, BadInfo, CheckStateView, ConnectionGuard, HostHealth, HostStats,
+    HostStatsView, LatencyView, clock_ms, clock_nanos, last_came_up, scaled_hosts,
 };
 
 use std::net::SocketAddr;

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -85,6 +87,14 @@ pub struct HostStats {
     observer: ArcSwapOption<Observer>,
     bad: AtomicBool,
     admin_down: AtomicBool,
+    /// What the group's agent last said of the host's state ([`AgentState`]
+    /// as a byte), written by the host's agent task, read by every pick
+    /// ([`HostStats::is_available`]): in the first cache line, in what was
+    /// padding.
+    agent_state: AtomicU8,
+    /// The agent's `maxconn:N` (0: none, the host's own `maxconn` holds);
+    /// read by every pick ([`HostStats::has_room`]).
+    agent_maxconn: AtomicU32,
     total: AtomicU64,
     failures: AtomicU64,
     bytes_in: AtomicU64,
@@ -105,6 +115,95 @@ pub struct HostStats {
     check_micros: AtomicU64,
     check_failures: AtomicU64,
     check_last: ArcSwapOption<String>,
+    /// What the agent takes off the host's weight, in percent (0 until an
+    /// agent says a weight; 100 drains): stored as a cut so a fresh host's
+    /// zero means its whole weight. Read by the weighted schedulers only
+    /// while some host anywhere is scaled ([`scaled_hosts`]).
+    agent_cut: AtomicU32,
+    /// What the agent last said, for people (`None`: never asked).
+    agent_view: ArcSwapOption<AgentView>,
+}
+
+/// A host's state as its group's agent (`<agent>`) says it, in the order
+/// of how strongly it keeps the host out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[repr(u8)]
+pub enum AgentState {
+    /// No word against the host (`up`, `ready`, only a weight, or no agent).
+    #[default]
+    Up = 0,
+    /// `drain` (or `0%`): open connections go on, no new ones.
+    Drain = 1,
+    /// `maint`: out of rotation, as admin-down.
+    Maint = 2,
+    /// `down`: the host is bad until the agent says otherwise.
+    Down = 3,
+}
+
+impl AgentState {
+    fn from_u8(b: u8) -> AgentState {
+        match b {
+            1 => AgentState::Drain,
+            2 => AgentState::Maint,
+            3 => AgentState::Down,
+            _ => AgentState::Up,
+        }
+    }
+
+    /// The word (`up`, `drain`, `maint`, `down`).
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentState::Up => "up",
+            AgentState::Drain => "drain",
+            AgentState::Maint => "maint",
+            AgentState::Down => "down",
+        }
+    }
+}
+
+/// What a host's agent last said, and whether it answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentView {
+    /// The state it gave (the last answer's, kept while it does not answer).
+    pub state: AgentState,
+    /// The weight in percent of the configured weight.
+    pub weight_percent: u32,
+    /// Its `maxconn:N` (0: none).
+    pub maxconn: u32,
+    /// Its last line as it came (trimmed, at most 128 bytes, escaped).
+    pub said: String,
+    /// Why the last question got no answer; `None`: it answered.
+    pub failure: Option<String>,
+}
+
+impl AgentView {
+    /// What the agent says in a few words, the same on every surface:
+    /// `up`, `drain 50%`, `up 75% maxconn:30`, with `, no answer` when the
+    /// last question got none.
+    pub fn summary(&self) -> String {
+        let mut out = self.state.name().to_string();
+        if self.weight_percent != 100 {
+            out.push_str(&format!(" {}%", self.weight_percent));
+        }
+        if self.maxconn != 0 {
+            out.push_str(&format!(" maxconn:{}", self.maxconn));
+        }
+        if self.failure.is_some() {
+            out.push_str(", no answer");
+        }
+        out
+    }
+}
+
+/// Hosts (in any group) whose agent weight is not 100%: while there are
+/// none, weighted schedulers never read a host's agent weight.
+static SCALED_HOSTS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many hosts (in any group) an agent gives a weight other than 100%.
+#[inline]
+pub fn scaled_hosts() -> usize {
+    SCALED_HOSTS.load(Relaxed)
 }
 
 /// An order over a group's hosts kept current by their counters (the leastc
@@ -211,7 +310,18 @@ impl HostStats {
     /// whose name does not resolve is marked bad.)
     #[inline]
     pub fn is_available(&self) -> bool {
-        !self.bad.load(Relaxed) && !self.admin_down.load(Relaxed)
+        !self.bad.load(Relaxed)
+            && !self.admin_down.load(Relaxed)
+            && self.agent_state.load(Relaxed) == AgentState::Up as u8
+    }
+
+    /// Whether the host may take one more connection: under its agent's
+    /// `maxconn:N` when it said one, else under `maxconn` (0: no limit).
+    #[inline]
+    pub fn has_room(&self, maxconn: u32) -> bool {
+        let agent = self.agent_maxconn.load(Relaxed);
+        let limit = if agent != 0 { agent } else { maxconn };
+        limit == 0 || self.open() < u64::from(limit)
     }
 
     /// Open connections (including ones still connecting).
@@ -229,7 +339,7 @@ impl HostStats {
 
     /// Current health.
     pub fn health(&self) -> HostHealth {
-        if self.admin_down.load(Relaxed) {
+        if self.admin_down.load(Relaxed) || self.agent_state() == AgentState::Maint {
             HostHealth::AdminDown
         } else if self.bad.load(Relaxed) {
             HostHealth::Bad
@@ -404,6 +514,58 @@ impl HostStats {
         })
     }
 
+    /// What the agent last said of the host's state.
+    pub fn agent_state(&self) -> AgentState {
+        AgentState::from_u8(self.agent_state.load(Relaxed))
+    }
+
+    /// The agent's weight, in 1/`scale` of the configured weight.
+    #[inline]
+    pub fn agent_share(&self, scale: u64) -> u64 {
+        u64::from(100 - self.agent_cut.load(Relaxed).min(100)) * scale / 100
+    }
+
+    /// Records what the agent said (its state, weight in percent, capped at
+    /// 100, and `maxconn:N`, 0 for none); true when the state changed.
+    pub(crate) fn set_agent(&self, state: AgentState, weight: u32, maxconn: u32) -> bool {
+        let cut = 100 - weight.min(100);
+        let before = self.agent_cut.swap(cut, Relaxed);
+        match (before == 0, cut == 0) {
+            (true, false) => {
+                SCALED_HOSTS.fetch_add(1, Relaxed);
+            }
+            (false, true) => {
+                SCALED_HOSTS.fetch_sub(1, Relaxed);
+            }
+            _ => {}
+        }
+        self.agent_maxconn.store(maxconn, Relaxed);
+        let was = self.agent_state.swap(state as u8, Relaxed);
+        let changed = was != state as u8;
+        if changed {
+            if state == AgentState::Up {
+                self.came_up();
+            }
+            self.rank_changed();
+        }
+        changed
+    }
+
+    /// Records the agent's last line, or why it did not answer.
+    pub(crate) fn set_agent_view(&self, view: AgentView) {
+        self.agent_view.store(Some(Arc::new(view)));
+    }
+
+    /// Forgets what the agent said (its group has no agent any more).
+    pub(crate) fn clear_agent_view(&self) {
+        self.agent_view.store(None);
+    }
+
+    /// What the agent last said (`None`: never asked).
+    pub fn agent_view(&self) -> Option<AgentView> {
+        self.agent_view.load_full().map(|v| (*v).clone())
+    }
+
     /// A plain copy of the counters, for display and serialisation.
     pub fn view(&self) -> HostStatsView {
         HostStatsView {
@@ -426,6 +588,7 @@ impl HostStats {
             bad: self.bad_info().map(|b| (*b).clone()),
             resolved: self.resolved(),
             check: self.check_view(),
+            agent: self.agent_view(),
         }
     }
 }
@@ -471,6 +634,9 @@ pub struct HostStatsView {
     /// The group's active check, once it probed the host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckStateView>,
+    /// What the group's agent last said, once it was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentView>,
 }
 
 /// A latency histogram: `counts[i]` connects took at most `le_seconds[i]` (and more
@@ -486,6 +652,15 @@ pub struct LatencyView {
 }
 
 impl Eq for LatencyView {}
+
+impl Drop for HostStats {
+    fn drop(&mut self) {
+        // A scaled host that goes away no longer counts.
+        if *self.agent_cut.get_mut() != 0 {
+            SCALED_HOSTS.fetch_sub(1, Relaxed);
+        }
+    }
+}
 
 /// Holds one open connection on a host: counted on creation, released on drop,
 /// whichever way the connection ends.

@@ -75,6 +75,7 @@ async fn hosts_groups_schedulers_and_listeners_change_live() {
                 hosts: vec![host("c", c, 1)].into(),
                 options: Default::default(),
                 check: None,
+                agent: None,
             },
         })
         .await
@@ -120,6 +121,7 @@ async fn hosts_groups_schedulers_and_listeners_change_live() {
                 hosts: vec![host("a", a, 1)].into(),
                 options: Default::default(),
                 check: None,
+                agent: None,
             }],
             enabled_group: "g".into(),
             connect_timeout: Duration::from_secs(1),

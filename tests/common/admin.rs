@@ -66,6 +66,7 @@ pub async fn two_group_config() -> Config {
         hosts: vec![host("s1", s1, 1)].into(),
         options: Default::default(),
         check: None,
+        agent: None,
     });
     config.admin = Some(AdminConfig {
         web: None,

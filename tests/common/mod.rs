@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod binary;
+pub mod servers;
 pub mod ssh;
 
 use std::future::Future;
@@ -191,6 +192,7 @@ pub fn config(scheduler: SchedulerKind, hosts: Vec<HostConfig>) -> Config {
                 hosts: hosts.into(),
                 options: Default::default(),
                 check: None,
+                agent: None,
             }],
             enabled_group: "g".into(),
             connect_timeout: Duration::from_secs(3),

@@ -74,6 +74,7 @@ fn change_everything(c: &mut Config) {
             ..Default::default()
         },
         check: None,
+        agent: None,
     });
     // settings beyond txLoadBalancer's, on kept elements
     service(c, "web").options.client_timeout = std::time::Duration::from_secs(90);
@@ -93,6 +94,7 @@ fn change_everything(c: &mut Config) {
             hosts: vec![host("n1", "10.0.1.1:80", 1)].into(),
             options: Default::default(),
             check: None,
+            agent: None,
         }],
         enabled_group: "g1".into(),
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,

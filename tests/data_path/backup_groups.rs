@@ -81,6 +81,7 @@ fn group(name: &str, hosts: &[&Backend], backup: bool) -> GroupConfig {
             ..GroupOptions::default()
         },
         check: None,
+        agent: None,
     }
 }
 

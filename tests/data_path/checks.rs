@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// A one-service configuration whose group has `check` and `hosts`, with
 /// `extra` in `<config>`.
-fn config_with(check: &str, hosts: &[(&str, SocketAddr)], extra: &str) -> String {
+pub(super) fn config_with(check: &str, hosts: &[(&str, SocketAddr)], extra: &str) -> String {
     format!(
         "<config>\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
          <group name=\"g\" scheduler=\"roundr\" enable=\"true\">\n      {check}\n{}    </group>\n  \
@@ -28,7 +28,7 @@ fn config_with(check: &str, hosts: &[(&str, SocketAddr)], extra: &str) -> String
     )
 }
 
-fn config(check: &str, hosts: &[(&str, SocketAddr)]) -> String {
+pub(super) fn config(check: &str, hosts: &[(&str, SocketAddr)]) -> String {
     config_with(check, hosts, "")
 }
 
@@ -48,7 +48,7 @@ async fn metrics(base: &str) -> String {
 
 /// The first log line after `skip` lines saying `what` ("host marked bad",
 /// "host back in rotation") about host `name`.
-async fn transition(txlb: &Txlb, what: &str, name: &str, skip: usize) -> String {
+pub(super) async fn transition(txlb: &Txlb, what: &str, name: &str, skip: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(8);
     loop {
         let found = txlb
@@ -250,7 +250,7 @@ async fn a_tcp_host_takes_exactly_fall_failures_and_rise_passes() {
 }
 
 /// A Redis-like host: `-LOADING` to every `PING` while `loading`, then `+PONG`.
-async fn redis_like(loading: Arc<AtomicBool>) -> SocketAddr {
+pub(super) async fn redis_like(loading: Arc<AtomicBool>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -6,7 +6,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod agents;
 mod backup_groups;
+mod check_protocols;
 mod checks;
 mod data_path;
 mod dns;

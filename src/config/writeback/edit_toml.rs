@@ -15,8 +15,8 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Tab
 use super::super::model::*;
 use super::super::options::Written;
 use super::super::write::{
-    logging_values, seconds, to_toml, toml_check, toml_inline_options, toml_listen, toml_listeners,
-    toml_route, tstr, yes,
+    logging_values, seconds, to_toml, toml_agent, toml_check, toml_inline_options, toml_listen,
+    toml_listeners, toml_route, tstr, yes,
 };
 use super::{common_ends, written_path};
 
@@ -580,6 +580,7 @@ fn group(
         None => {}
     }
     check(t, b.check.as_ref(), r.check.as_ref())?;
+    agent(t, b.agent.as_ref(), r.agent.as_ref())?;
     if b.hosts == r.hosts {
         return Some(());
     }
@@ -634,6 +635,27 @@ fn check(t: &mut dyn TableLike, b: Option<&CheckConfig>, r: Option<&CheckConfig>
             }
         }
         None => set(t, "check", Value::InlineTable(inline(&toml_check(r))?)),
+    }
+    Some(())
+}
+
+/// A group's `agent` table: keys edited in place, or the table added or
+/// removed.
+fn agent(t: &mut dyn TableLike, b: Option<&AgentConfig>, r: Option<&AgentConfig>) -> Option<()> {
+    if b == r {
+        return Some(());
+    }
+    let Some(r) = r else {
+        t.remove("agent");
+        return Some(());
+    };
+    match t.get_mut("agent") {
+        Some(item) => {
+            let table = item.as_table_like_mut()?;
+            let base = b.cloned().unwrap_or_default();
+            set_options(table, &r.differing(&base))?;
+        }
+        None => set(t, "agent", Value::InlineTable(inline(&toml_agent(r))?)),
     }
     Some(())
 }

@@ -16,8 +16,9 @@ use super::super::model::*;
 use super::super::options::Written;
 use super::super::parse::parse_bool;
 use super::super::write::{
-    attr as esc, logging_values, seconds, written_path, xml_admin, xml_check, xml_group, xml_host,
-    xml_listen, xml_manager, xml_route, xml_service, xml_ssh, xml_task, xml_user, xml_web, yes,
+    attr as esc, logging_values, seconds, written_path, xml_admin, xml_agent, xml_check, xml_group,
+    xml_host, xml_listen, xml_manager, xml_route, xml_service, xml_ssh, xml_task, xml_user,
+    xml_web, yes,
 };
 use super::super::xml::{Element, parse_tree};
 use super::common_ends;
@@ -498,6 +499,7 @@ impl Editor<'_> {
             None => {}
         }
         self.check(el, b.check.as_ref(), r.check.as_ref());
+        self.agent(el, b.agent.as_ref(), r.agent.as_ref());
         let (boot, running): (Vec<_>, Vec<_>) =
             (b.hosts.iter().collect(), r.hosts.iter().collect());
         self.sync(
@@ -542,6 +544,32 @@ impl Editor<'_> {
             (Some(r), None) => match kids(group, "host").into_iter().next() {
                 Some(first) => self.insert_before(first, |ind, _| vec![xml_check(r, ind)]),
                 None => self.insert_into(group, |ind, _| vec![xml_check(r, ind)]),
+            },
+        }
+    }
+
+    /// A group's `<agent>`: settings edited in place, the element added
+    /// before the first host (or removed).
+    fn agent(&mut self, group: &Element, b: Option<&AgentConfig>, r: Option<&AgentConfig>) {
+        if b == r {
+            return;
+        }
+        match (r, kids(group, "agent").into_iter().next()) {
+            (None, Some(el)) => self.remove(el),
+            (None, None) => {}
+            (Some(r), Some(el)) => {
+                let base = b.cloned().unwrap_or_default();
+                for o in r.differing(&base) {
+                    if o.default {
+                        self.remove_attr(el, o.xml_name);
+                    } else {
+                        self.set_attr(el, o.xml_name, &o.xml);
+                    }
+                }
+            }
+            (Some(r), None) => match kids(group, "host").into_iter().next() {
+                Some(first) => self.insert_before(first, |ind, _| vec![xml_agent(r, ind)]),
+                None => self.insert_into(group, |ind, _| vec![xml_agent(r, ind)]),
             },
         }
     }

@@ -6,8 +6,8 @@ use std::path::Path;
 use super::*;
 use crate::config::SchedulerKind;
 use crate::config::{
-    CheckConfig, CheckKind, Escaped, GroupConfig, HostConfig, LoggingConfig, parse_host_address,
-    parse_listen_addr,
+    AgentConfig, CheckConfig, CheckKind, Escaped, GroupConfig, HostConfig, LoggingConfig,
+    parse_host_address, parse_listen_addr,
 };
 
 const XML_FIXTURE: &str = include_str!("../../../tests/fixtures/writeback/commented.xml");
@@ -122,6 +122,35 @@ fn xml_check_added_edited_and_removed_in_place() {
         c.services[0].groups[0].check = None;
     });
     assert!(!removed.contains("rise"), "{removed}");
+    assert!(removed.contains("  <!-- two -->"), "{removed}");
+}
+
+#[test]
+fn xml_agent_added_edited_and_removed_in_place() {
+    let added = in_place("c.xml", SMALL_XML, |c| {
+        c.services[0].groups[0].agent = Some(AgentConfig {
+            port: Some(9000),
+            ..AgentConfig::default()
+        });
+    });
+    assert!(
+        added.contains("      <agent port=\"9000\"/>\n      <host name='h1'"),
+        "{added}"
+    );
+    let edited = in_place("c.xml", &added, |c| {
+        let agent = c.services[0].groups[0].agent.as_mut().unwrap();
+        agent.interval = std::time::Duration::from_secs(5);
+        c.services[0].groups[0].hosts.edit(0).options.agent_port = Some(9001);
+    });
+    assert!(
+        edited.contains("<agent port=\"9000\" interval=\"5\"/>")
+            && edited.contains("ip='10.0.0.1:80' agentPort=\"9001\"/>"),
+        "{edited}"
+    );
+    let removed = in_place("c.xml", &edited, |c| {
+        c.services[0].groups[0].agent = None;
+    });
+    assert!(!removed.contains("<agent"), "{removed}");
     assert!(removed.contains("  <!-- two -->"), "{removed}");
 }
 
@@ -283,6 +312,7 @@ fn xml_new_group_in_empty_parent_uses_the_file_step() {
             hosts: Vec::new().into(),
             options: Default::default(),
             check: None,
+            agent: None,
         });
     });
     assert!(
@@ -526,6 +556,7 @@ fn random_change(c: &mut Config, rng: &mut fastrand::Rng, n: usize) {
                 .collect(),
             options: Default::default(),
             check: None,
+            agent: None,
         }),
         5 if service.groups[g].name != service.enabled_group => {
             service.groups.remove(g);

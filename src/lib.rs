@@ -128,7 +128,7 @@
 //! // A second group, then switch traffic to it.
 //! let green_group = GroupConfig::new("green", SchedulerKind::Random, vec![green.host()]);
 //! balancer
-//!     .apply(Command::AddGroup { service: "demo".into(), group: green_group })
+//!     .apply(Command::AddGroup { service: "demo".into(), group: Box::new(green_group) })
 //!     .await?;
 //! balancer
 //!     .apply(Command::EnableGroup { service: "demo".into(), group: "green".into() })

@@ -62,7 +62,7 @@ pub enum Command {
         /// Service name.
         service: String,
         /// The new group (may already have hosts).
-        group: GroupConfig,
+        group: Box<GroupConfig>,
     },
     /// Remove a group that is not enabled.
     RemoveGroup {
@@ -239,7 +239,7 @@ impl Command {
                 group
                     .check(service)
                     .map_err(|e| e.within(|| format!("service {service:?}")))?;
-                s.groups.push(group.clone());
+                s.groups.push((**group).clone());
             }
             Command::RemoveGroup { service, group } => {
                 let s = service_mut(config, service)?;

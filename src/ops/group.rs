@@ -62,7 +62,7 @@ pub struct AddGroup {
     /// Service name.
     pub service: String,
     /// The new group (may have hosts, may be a backup group).
-    pub group: GroupConfig,
+    pub group: Box<GroupConfig>,
 }
 
 impl AddGroup {
@@ -89,13 +89,13 @@ impl AddGroup {
     ) -> AddGroup {
         AddGroup {
             service: service.into(),
-            group: GroupConfig {
+            group: Box::new(GroupConfig {
                 options: GroupOptions {
                     backup,
                     ..Default::default()
                 },
                 ..GroupConfig::new(group, scheduler, hosts)
-            },
+            }),
         }
     }
 

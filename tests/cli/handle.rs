@@ -69,14 +69,14 @@ async fn hosts_groups_schedulers_and_listeners_change_live() {
     balancer
         .apply(Command::AddGroup {
             service: "svc".into(),
-            group: txlb::config::GroupConfig {
+            group: Box::new(txlb::config::GroupConfig {
                 name: "standby".into(),
                 scheduler: SchedulerKind::LeastConns,
                 hosts: vec![host("c", c, 1)].into(),
                 options: Default::default(),
                 check: None,
                 agent: None,
-            },
+            }),
         })
         .await
         .unwrap();

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{AgentConfig, CheckConfig, GroupOptions, ManagerConfig, ServiceOptions};
-use crate::scheduler::{Scheduler, SchedulerKind};
-use crate::state::{Hosts, Limiter, ServiceCounters};
+use crate::scheduler::{Candidates, Scheduler, SchedulerKind};
+use crate::state::{HostId, Hosts, Limiter, ServiceCounters};
+use std::net::SocketAddr;
 
 /// Everything the data path may read, swapped atomically as one value.
 #[derive(Debug, Default)]
@@ -52,7 +53,7 @@ impl Snapshot {
 }
 
 /// One service as the data path sees it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ServiceSnapshot {
     /// Service name.
     pub name: Arc<str>,
@@ -97,6 +98,19 @@ impl ServiceSnapshot {
 }
 
 impl GroupSnapshot {
+    /// The index (in `hosts`) of the host `scheduler` picks for `client`,
+    /// passing over the hosts it already `tried`.
+    #[inline]
+    pub fn pick(&self, tried: &[HostId], client: Option<SocketAddr>) -> Option<usize> {
+        self.scheduler
+            .pick(&Candidates::new(&self.scheduled, tried, client))
+    }
+
+    /// Whether hosts were added since `scheduler`'s tables were built.
+    pub fn tables_behind(&self) -> bool {
+        self.scheduled.len() != self.hosts.len()
+    }
+
     /// Whether some host is in rotation (neither bad nor admin-down; a host at
     /// its `maxconn` still counts: backup groups stand in for failed hosts, not
     /// for busy ones).
@@ -106,16 +120,22 @@ impl GroupSnapshot {
 }
 
 /// A group with its ready-to-use scheduler.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct GroupSnapshot {
     /// Group name.
     pub name: Arc<str>,
     /// Which algorithm `scheduler` implements (for display and write-back).
     pub scheduler_kind: SchedulerKind,
-    /// The scheduler, with any tables already built for `hosts`.
-    pub scheduler: Box<dyn Scheduler>,
+    /// The scheduler, with any tables already built for `scheduled`.
+    pub scheduler: Arc<dyn Scheduler>,
     /// Hosts in configuration order; schedulers return indices into it.
     pub hosts: Hosts,
+    /// The hosts `scheduler` was built for: `hosts`, or for a short while
+    /// its first hosts. A host added to a big group whose scheduler has
+    /// tables (hash, leastc, …) joins `hosts` at once and the tables when
+    /// the controller rebuilds them, just after (see `control/build.rs`): the
+    /// change does not wait for a table of the whole group.
+    pub scheduled: Hosts,
     /// Replays on empty answers, PROXY protocol default.
     pub options: GroupOptions,
     /// The group's active check (`<check>`), if any: its hosts are probed by
@@ -159,7 +179,8 @@ mod tests {
             groups: vec![Arc::new(GroupSnapshot {
                 name: Arc::from("main"),
                 scheduler_kind: kind,
-                scheduler: scheduler::build(kind, &hosts),
+                scheduler: scheduler::build(kind, &hosts).into(),
+                scheduled: hosts.clone(),
                 hosts,
                 options: GroupOptions::default(),
                 check: None,

@@ -14,7 +14,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use txlb::config::{Config, HostAddress, HostConfig};
+use txlb::config::{Config, HostAddress, HostConfig, SchedulerKind};
 use txlb::{Balancer, Command};
 
 /// The system allocator, counting the bytes live and their peak, so memory
@@ -249,6 +249,43 @@ async fn one_add_host_costs_the_same_in_a_group_of_1000_or_of_40000() {
             big < 2 * small + 64 * 1024,
             "{scheduler}: one add-host allocated {small} bytes at 1,000 hosts, {big} at 40,000"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_host_added_to_a_big_table_group_serves_once_its_tables_are_built() {
+    let _serial = SERIAL.lock().await;
+    use common::Hold;
+    // 1,200 hosts (past the point where tables are built after the change)
+    // of weight 1 on backend "old"; then "new" with a weight that takes
+    // nearly every client once the tables know it.
+    let old = common::named_backend("old", Hold::Close).await;
+    let new = common::named_backend("new", Hold::Close).await;
+    for kind in [SchedulerKind::Weighted, SchedulerKind::WeightedRoundRobin] {
+        let hosts = (0..1_200)
+            .map(|i| common::host(&format!("h{i}"), old, 1))
+            .collect();
+        let balancer = Balancer::start(common::config(kind, hosts)).await.unwrap();
+        let addr = balancer.local_addr("svc", None).unwrap();
+        balancer
+            .apply(Command::AddHost {
+                service: "svc".into(),
+                group: "g".into(),
+                host: common::host("big", new, 1_000_000),
+            })
+            .await
+            .unwrap();
+        // Every client is served meanwhile (the running tables serve the
+        // hosts they know), and within moments the new host takes them.
+        let mut served_by_new = 0;
+        let start = Instant::now();
+        while served_by_new < 5 && start.elapsed() < Duration::from_secs(10) {
+            let (name, _) = common::which_backend(addr).await;
+            assert!(name == "old" || name == "new", "{kind}: {name:?}");
+            served_by_new += usize::from(name == "new");
+        }
+        assert_eq!(served_by_new, 5, "{kind}: the new host never served");
+        balancer.shutdown(Duration::ZERO).await;
     }
 }
 

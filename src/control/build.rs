@@ -10,9 +10,16 @@ use super::names::{expand, set_address};
 use super::{Command, ControlState, Controller};
 use crate::config::{Config, GroupConfig, HostAddress, HostConfig, ServiceConfig};
 use crate::dns::NameState;
-use crate::scheduler::{self, SchedulerKind};
+use crate::scheduler::{self, Scheduler, SchedulerKind};
 use crate::snapshot::{GroupAgent, GroupCheck, GroupSnapshot, ServiceSnapshot, Snapshot};
 use crate::state::{HostId, HostSnapshot, HostStats, Hosts};
+
+/// From this many hosts, a host added to a group whose scheduler has tables
+/// (hash, leastc, weighted ones) does not wait for the group's new tables
+/// (a Maglev table for 80,000 hosts takes most of a second): see
+/// [`Controller::refresh_tables`]. Smaller groups build them at once, so a
+/// host added there is picked from the change on.
+pub(super) const DEFER_TABLES_FROM: usize = 1_000;
 
 /// Which groups a change may have changed; every other group is shared with the
 /// running snapshot. Services' own settings are always rebuilt (they are small).
@@ -216,7 +223,7 @@ impl Controller {
         for i in old.left() {
             state.drain(&service.name, &group.name, old_hosts[i]);
         }
-        self.group_snapshot(group, members.into(), ports)
+        self.group_snapshot(group, members.into(), ports, None)
     }
 
     /// The running version `before` of `group`, with `host` (added at the
@@ -248,7 +255,62 @@ impl Controller {
             let ids = (&mut state.next_host_id, &state.names);
             members.push(self.new_member(ids, service, group, host, &host_name, &address));
         }
-        self.group_snapshot(group, members, ports)
+        self.group_snapshot(group, members, ports, Some(before))
+    }
+
+    /// The scheduler of `kind` for `hosts`: the application's for a custom
+    /// one.
+    fn scheduler_for(
+        &self,
+        kind: SchedulerKind,
+        hosts: &Hosts,
+        slow_start: Option<std::time::Duration>,
+    ) -> Arc<dyn Scheduler> {
+        Arc::from(match kind {
+            SchedulerKind::Custom(name) => match self.custom_schedulers.get(name) {
+                Some(factory) => factory(hosts),
+                None => scheduler::build_group(kind, hosts, None),
+            },
+            kind => scheduler::build_group(kind, hosts, slow_start),
+        })
+    }
+
+    /// Builds the tables of every group whose scheduler knows only its first
+    /// hosts (see [`Controller::extend_group`]) and swaps the snapshot. Run
+    /// just after such a change, off it: hosts added one after another to a
+    /// big group share one rebuild.
+    pub(super) fn refresh_tables(&self) {
+        let _state = self.lock();
+        let previous = self.data.snapshots.load_full();
+        let behind = |s: &ServiceSnapshot| s.groups.iter().any(|g| g.tables_behind());
+        if !previous.services().iter().any(behind) {
+            return;
+        }
+        let services = previous
+            .services()
+            .iter()
+            .map(|s| ServiceSnapshot {
+                groups: s
+                    .groups
+                    .iter()
+                    .map(|g| match g.tables_behind() {
+                        true => Arc::new(GroupSnapshot {
+                            scheduler: self.scheduler_for(
+                                g.scheduler_kind,
+                                &g.hosts,
+                                g.options.slow_start,
+                            ),
+                            scheduled: g.hosts.clone(),
+                            ..GroupSnapshot::clone(g)
+                        }),
+                        false => g.clone(),
+                    })
+                    .collect(),
+                ..s.clone()
+            })
+            .collect();
+        let next = Snapshot::new(services, previous.manager);
+        self.data.snapshots.store(Arc::new(next));
     }
 
     /// A host new to its group (or to this address of a name it follows):
@@ -302,22 +364,36 @@ impl Controller {
     }
 
     /// The snapshot of `group` over `members`, its scheduler built for them.
+    /// The snapshot of `group` over `members`. When `members` only adds hosts
+    /// to `extended` (its running version), a big group whose scheduler has
+    /// tables keeps the running ones, which serve the hosts they know, and
+    /// [`Controller::refresh_tables`] builds new ones just after, off the
+    /// change.
     fn group_snapshot(
         &self,
         group: &GroupConfig,
         members: Hosts,
         ports: ProbePorts,
+        extended: Option<&GroupSnapshot>,
     ) -> GroupSnapshot {
+        let (scheduler, scheduled) = match extended {
+            Some(running)
+                if running.hosts.len() >= DEFER_TABLES_FROM
+                    && scheduler::builds_tables(group.scheduler)
+                    && self.defers_tables() =>
+            {
+                (running.scheduler.clone(), running.scheduled.clone())
+            }
+            _ => (
+                self.scheduler_for(group.scheduler, &members, group.options.slow_start),
+                members.clone(),
+            ),
+        };
         GroupSnapshot {
             name: Arc::from(group.name.as_str()),
             scheduler_kind: group.scheduler,
-            scheduler: match group.scheduler {
-                SchedulerKind::Custom(name) => match self.custom_schedulers.get(name) {
-                    Some(factory) => factory(&members),
-                    None => scheduler::build_group(group.scheduler, &members, None),
-                },
-                kind => scheduler::build_group(kind, &members, group.options.slow_start),
-            },
+            scheduler,
+            scheduled,
             hosts: members,
             options: group.options.clone(),
             check: group.check.as_ref().map(|check| {

@@ -32,6 +32,10 @@ use build::Touched;
 use listeners::RunningListener;
 use tokio::sync::mpsc;
 
+/// How long after a change that left tables behind they are rebuilt: hosts
+/// added one after another meanwhile share one rebuild.
+const TABLES_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// One bound listener, as reported to observers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BoundListener {
@@ -132,6 +136,9 @@ pub(crate) struct Controller {
     pub(crate) custom_schedulers: HashMap<&'static str, SchedulerFactory>,
     /// Sockets handed over at start (socket activation), used instead of binding.
     pub(crate) inherited: listeners::Inherited,
+    /// A rebuild of tables left behind by a change is on its way
+    /// ([`Controller::refresh_tables`]).
+    tables_due: std::sync::atomic::AtomicBool,
 }
 
 /// A host removed from the configuration, still draining: its service, its
@@ -214,6 +221,7 @@ impl Controller {
             workers,
             custom_schedulers,
             inherited: listeners::Inherited::default(),
+            tables_due: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -305,6 +313,31 @@ impl Controller {
             .collect();
         self.views.listeners.store(Arc::new(listeners));
         self.views.removed.store(Arc::new(state.removed.clone()));
+    }
+
+    /// Whether a change may leave a big group's tables behind, to be rebuilt
+    /// just after it: only where something can run that rebuild.
+    fn defers_tables(&self) -> bool {
+        self.me.strong_count() > 0 && tokio::runtime::Handle::try_current().is_ok()
+    }
+
+    /// Rebuilds the tables left behind, shortly: changes that follow meanwhile
+    /// (hosts added one by one) share the rebuild.
+    fn schedule_tables(&self) {
+        use std::sync::atomic::Ordering::{AcqRel, Release};
+        if self.tables_due.swap(true, AcqRel) {
+            return;
+        }
+        let (Some(me), Ok(runtime)) = (self.me.upgrade(), tokio::runtime::Handle::try_current())
+        else {
+            self.tables_due.store(false, Release);
+            return;
+        };
+        runtime.spawn(async move {
+            tokio::time::sleep(TABLES_DELAY).await;
+            me.tables_due.store(false, Release);
+            let _ = tokio::task::spawn_blocking(move || me.refresh_tables()).await;
+        });
     }
 
     /// The configuration `command` would make of the running one, without
@@ -434,7 +467,15 @@ impl Controller {
         };
         let snapshot = self.build_snapshot(&mut state, &next, &touched);
         let told = tell::changes(&state.running, &next, &touched, &state.removed);
+        let behind = snapshot
+            .services()
+            .iter()
+            .flat_map(|s| &s.groups)
+            .any(|g| g.tables_behind());
         self.data.snapshots.store(Arc::new(snapshot));
+        if behind {
+            self.schedule_tables();
+        }
         for listener in bound {
             state.listeners.push(listeners::start(listener, self));
         }

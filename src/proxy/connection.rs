@@ -18,7 +18,6 @@ use super::proxy_protocol::{self, Version as ProxyVersion};
 use super::retry_empty::{FirstByte, Replay};
 use super::{DataPlane, ListenerSettings, ListenerTask};
 use crate::config::ServiceOptions;
-use crate::scheduler::Candidates;
 use crate::snapshot::Snapshot;
 use crate::state::{
     Admission, CloseRequest, ConnectionEntry, ConnectionGuard, HostId, HostStats, Inspection,
@@ -570,9 +569,7 @@ fn pick(
 ) -> Option<Target> {
     let service = snapshot.service(service)?;
     let mut group = service.enabled_group()?;
-    let mut picked = group
-        .scheduler
-        .pick(&Candidates::new(&group.hosts, tried, Some(client)));
+    let mut picked = group.pick(tried, Some(client));
     // Nothing in the enabled group: its backup serves if no host of the enabled
     // group is usable at all (not merely full, nor just tried by this client and
     // still up). Only this rare path looks further; no lock, no allocation.
@@ -582,9 +579,7 @@ fn pick(
         && serving != service.enabled
     {
         group = &service.groups[serving];
-        picked = group
-            .scheduler
-            .pick(&Candidates::new(&group.hosts, tried, Some(client)));
+        picked = group.pick(tried, Some(client));
     }
     let host = &group.hosts[picked?];
     host.stats.record_pick();

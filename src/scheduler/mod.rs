@@ -145,6 +145,15 @@ pub fn build_group(
     }
 }
 
+/// Whether the scheduler of `kind` builds tables over its group's hosts (a
+/// cost that grows with the group), rather than only counters.
+pub(crate) fn builds_tables(kind: SchedulerKind) -> bool {
+    !matches!(
+        kind,
+        SchedulerKind::Random | SchedulerKind::RoundRobin | SchedulerKind::PowerOfTwo
+    )
+}
+
 /// Builds an application's scheduler for a group's hosts (see
 /// [`crate::BalancerBuilder::scheduler`]). Called by the controller for every
 /// snapshot, off the data path.

@@ -13,9 +13,10 @@ use tokio::io::AsyncWriteExt;
 
 use super::admission::{Rejected, admit, allowed, read_proxy};
 use super::copy::{Progress, Side, copy_bidirectional};
-use super::inspect::inspect;
+use super::inspect::{Inspected, choose, inspect};
 use super::proxy_protocol::{self, Version as ProxyVersion};
 use super::retry_empty::{FirstByte, Replay};
+use super::terminate::{self, TlsClient, handshake, log_failure};
 use super::{DataPlane, ListenerSettings, ListenerTask};
 use crate::config::ServiceOptions;
 use crate::scheduler::Candidates;
@@ -113,9 +114,27 @@ pub(crate) struct Accepted {
 /// so the futures that pass it along each hold a pointer rather than their own
 /// copy.
 struct Established {
-    client: TcpStream,
+    client: Client,
     host: TcpStream,
     session: Session,
+}
+
+/// The client side of an established connection.
+enum Client {
+    /// Bytes as they come: the readiness-driven copy loop, parking.
+    Plain(TcpStream),
+    /// Terminated TLS (the host gets the plaintext).
+    Tls(Box<TlsClient>),
+}
+
+impl Client {
+    /// The client's socket.
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Client::Plain(socket) => socket,
+            Client::Tls(stream) => stream.get_ref().0.socket(),
+        }
+    }
 }
 
 /// What a connection keeps besides its sockets: all that a parked connection
@@ -194,26 +213,55 @@ async fn establish(
                 return None;
             }
         };
-    let (service_name, inspection, plan) = match &settings.routing {
+    // The listener's own service owns the port: a client its access lists
+    // refuse is closed before anything is read (a handshake, a route's
+    // bytes), whatever it would have asked for.
+    if (settings.routing.is_some() || settings.tls.is_some())
+        && let Some(own_plan) = plan(&data.snapshots.load(), &own)
+        && !allowed(client_addr, &own_plan.options)
+    {
+        own_plan.counters.accepted.fetch_add(1, Relaxed);
+        own_plan.counters.denied.fetch_add(1, Relaxed);
+        log_refused(&own, client_addr, &Rejected::Denied.reason());
+        return None;
+    }
+    let (mut client, handshaken) = match &settings.tls {
+        None => (Client::Plain(client), None),
+        // Boxed: the handshake's state (rustls's buffers) is not part of
+        // every connection's future, only of those that terminate TLS.
+        Some(tls) => match Box::pin(handshake(client, std::mem::take(&mut early), tls)).await {
+            Ok(done) => (Client::Tls(done.stream), Some((done.seen, done.session))),
+            Err(why) => {
+                log_failure(why, client_addr, &own);
+                return None;
+            }
+        },
+    };
+    // What the client told (its handshake, or its first bytes on a listener
+    // with routes), and the route it matched.
+    let inspected = match (handshaken, &settings.routing, &mut client) {
+        (Some((seen, session)), routing, _) => {
+            let mut inspected = match routing {
+                Some(routing) => choose(seen, routing),
+                None => Inspected::unrouted(seen),
+            };
+            inspected.inspection.tls = Some(Box::new(session));
+            Some(inspected)
+        }
+        (None, Some(routing), Client::Plain(socket)) => {
+            Some(inspect(socket, &mut early, routing).await)
+        }
+        (None, _, _) => None,
+    };
+    let (service_name, inspection, plan) = match inspected {
         None => {
             let plan = plan(&data.snapshots.load(), &own);
             (own, None, plan)
         }
-        Some(routing) => {
-            // The listener's own service owns the port: a client its access
-            // lists refuse is closed before anything is read, whatever it
-            // would have asked for.
-            if let Some(own_plan) = plan(&data.snapshots.load(), &own)
-                && !allowed(client_addr, &own_plan.options)
-            {
-                own_plan.counters.accepted.fetch_add(1, Relaxed);
-                own_plan.counters.denied.fetch_add(1, Relaxed);
-                log_refused(&own, client_addr, &Rejected::Denied.reason());
-                return None;
-            }
-            let mut inspected = inspect(&mut client, &mut early, routing).await;
+        Some(mut inspected) => {
+            let routing = settings.routing.as_ref();
             let snapshot = data.snapshots.load();
-            let routed = inspected.route.and_then(|at| {
+            let routed = inspected.route.zip(routing).and_then(|(at, routing)| {
                 let service = &routing.targets[at].service;
                 Some((service.clone(), plan(&snapshot, service)?))
             });
@@ -277,7 +325,7 @@ async fn establish(
         let guard = ConnectionGuard::new(target.stats.clone());
         let connect_started = Instant::now();
         let connected = match connect(&target).await {
-            Ok((host, host_addr)) => send_proxy_header(&target, host, client_addr, &client)
+            Ok((host, host_addr)) => send_proxy_header(&target, host, client_addr, client.socket())
                 .await
                 .map(|host| (host, host_addr)),
             Err(ConnectError::Host(reason)) => Err(reason),
@@ -290,13 +338,19 @@ async fn establish(
                 return None;
             }
         };
-        let connected = match (connected, target.retry_empty) {
-            (Ok((mut host, host_addr)), Some((max_bytes, wait))) => {
+        // A terminated client's bytes are read through TLS: `retryEmpty`
+        // (which reads the client's socket) does not apply to it.
+        let retry_empty = match &client {
+            Client::Plain(socket) => target.retry_empty.map(|bounds| (socket, bounds)),
+            Client::Tls(_) => None,
+        };
+        let connected = match (connected, retry_empty) {
+            (Ok((mut host, host_addr)), Some((socket, (max_bytes, wait)))) => {
                 let replay = replay.get_or_insert_with(|| Replay {
                     bytes: std::mem::take(&mut early),
                     ..Replay::default()
                 });
-                match retry_on_empty(replay, &client, &mut host, (max_bytes, wait)).await {
+                match retry_on_empty(replay, socket, &mut host, (max_bytes, wait)).await {
                     Ok(()) => Ok((host, host_addr)),
                     Err(reason) => Err(reason),
                 }
@@ -375,16 +429,31 @@ async fn relay(mut established: Box<Established>, listener: ListenerTask) {
             .entry()
             .request_close(CloseRequest::Shutdown);
     }
-    let ended = match copy(&established, early).await {
+    let Established {
+        client,
+        host,
+        session,
+    } = &mut *established;
+    let outcome = match client {
+        Client::Plain(client) => copy(client, host, session, early).await,
+        // Boxed: a plain connection's task does not carry its state.
+        Client::Tls(client) => {
+            Outcome::Ended(Box::pin(copy_terminated(client, host, session)).await)
+        }
+    };
+    let ended = match outcome {
         Outcome::Ended(ended) => ended,
         Outcome::Park => {
             #[cfg(target_os = "linux")]
             {
                 let Established {
-                    client,
+                    client: Client::Plain(client),
                     host,
                     session,
-                } = *established;
+                } = *established
+                else {
+                    return; // only a plain connection parks
+                };
                 super::parking::park(client, host, session, listener);
                 return;
             }
@@ -430,10 +499,10 @@ enum Outcome {
 }
 
 /// Copies both ways, counting, until the connection ends or parks.
-async fn copy(established: &Established, early: Vec<u8>) -> Outcome {
-    let entry = established.session.entry();
-    let stats = established.session.guard.stats();
-    let copy = copy_bidirectional(&established.client, &established.host, early, |progress| {
+async fn copy(client: &TcpStream, host: &TcpStream, session: &Session, early: Vec<u8>) -> Outcome {
+    let entry = session.entry();
+    let stats = session.guard.stats();
+    let copy = copy_bidirectional(client, host, early, |progress| {
         match progress {
             Progress::Bytes(Side::Client, n) => {
                 stats.add_bytes_in(n as u64);
@@ -469,12 +538,65 @@ async fn copy(established: &Established, early: Vec<u8>) -> Outcome {
                     entry.decline_park();
                     continue;
                 }
-                match entry.close_request() {
-                    Some(CloseRequest::Shutdown) => return Outcome::Ended(CloseReason::Shutdown),
-                    Some(CloseRequest::Timeout) => return Outcome::Ended(CloseReason::Timeout),
-                    Some(CloseRequest::Admin) => return Outcome::Ended(CloseReason::ClosedByAdmin),
-                    Some(CloseRequest::HostDown) => return Outcome::Ended(CloseReason::HostDown),
-                    None => {}
+                if let Some(ended) = close_requested(entry) {
+                    return Outcome::Ended(ended);
+                }
+            }
+        }
+    }
+}
+
+/// Why the connection was asked to close, if it was.
+fn close_requested(entry: &ConnectionEntry) -> Option<CloseReason> {
+    match entry.close_request()? {
+        CloseRequest::Shutdown => Some(CloseReason::Shutdown),
+        CloseRequest::Timeout => Some(CloseReason::Timeout),
+        CloseRequest::Admin => Some(CloseReason::ClosedByAdmin),
+        CloseRequest::HostDown => Some(CloseReason::HostDown),
+    }
+}
+
+/// Copies both ways between a terminated client and its host, counting,
+/// until the connection ends; it never parks (rustls holds its state).
+async fn copy_terminated(
+    client: &mut TlsClient,
+    host: &mut TcpStream,
+    session: &Session,
+) -> CloseReason {
+    let entry = session.entry();
+    let stats = session.guard.stats();
+    let copy = terminate::copy(client, host, |side, n| {
+        match side {
+            Side::Client => {
+                stats.add_bytes_in(n as u64);
+                entry.bytes_in.fetch_add(n as u64, Relaxed);
+            }
+            Side::Host => {
+                stats.add_bytes_out(n as u64);
+                entry.bytes_out.fetch_add(n as u64, Relaxed);
+            }
+        }
+        entry.last_activity.store(clock_ms(), Relaxed);
+    });
+    let mut copy = std::pin::pin!(copy);
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut copy => return match result {
+                Ok(Side::Host) => CloseReason::HostClosed,
+                Ok(Side::Client) => CloseReason::ClientClosed,
+                Err(error) => {
+                    tracing::debug!(service = %entry.service, host = %entry.host, client = %entry.client, %error, "connection ended with an error");
+                    CloseReason::Error
+                }
+            },
+            _ = entry.close.notified() => {
+                if entry.park_requested() {
+                    entry.decline_park();
+                    continue;
+                }
+                if let Some(ended) = close_requested(entry) {
+                    return ended;
                 }
             }
         }
@@ -495,7 +617,7 @@ pub(super) fn resume(parked: super::parking::ParkedConnection) {
     match (TcpStream::from_std(client), TcpStream::from_std(host)) {
         (Ok(client), Ok(host)) => {
             let established = Box::new(Established {
-                client,
+                client: Client::Plain(client),
                 host,
                 session,
             });

@@ -110,6 +110,22 @@ pub(crate) struct Inspected {
     pub route: Option<usize>,
 }
 
+impl Inspected {
+    /// What a client of a listener without routes told (its handshake).
+    pub(crate) fn unrouted(seen: Seen) -> Inspected {
+        Inspected {
+            inspection: Inspection {
+                protocol: seen.protocol,
+                sni: seen.sni,
+                alpn: seen.alpn,
+                route: None,
+                tls: None,
+            },
+            route: None,
+        }
+    }
+}
+
 /// Reads the client's first bytes into `received` (which may already hold
 /// bytes that came behind a PROXY header) until they tell enough to choose a
 /// route, `routing.max_bytes` are in, `routing.timeout` passes or the client
@@ -133,6 +149,12 @@ pub(crate) async fn inspect(
         routing.anomalies[anomaly as usize].fetch_add(1, Relaxed);
         log_anomaly(anomaly, client);
     }
+    choose(seen, routing)
+}
+
+/// Chooses the route `seen` matches (what a client's first bytes, or its TLS
+/// handshake, told), counting the hit.
+pub(crate) fn choose(seen: Seen, routing: &Routing) -> Inspected {
     let route = routing.table.find(&seen);
     if let Some(at) = route {
         routing.targets[at].hits.fetch_add(1, Relaxed);
@@ -143,6 +165,7 @@ pub(crate) async fn inspect(
             sni: seen.sni,
             alpn: seen.alpn,
             route: route.map(|at| routing.targets[at].label.clone()),
+            tls: None,
         },
         route,
     }

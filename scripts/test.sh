@@ -17,7 +17,10 @@ cd "$(dirname "$0")/.."
 # (tests/admin/admin_browser.rs), which skips itself where they are absent.
 # etcd-server: the fleet tests (tests/cli/fleet.rs) start their own etcd on
 # loopback ports; they skip themselves where it is absent.
-packages=(curl openssh-client systemd logrotate chromium chromium-driver etcd-server)
+# redis-server and redis-tools: a Redis behind a TLS-terminating listener, with
+# `redis-cli --tls` (tests/data_path/tls.rs; skipped where absent unless
+# TXLB_REQUIRE_HOSTS is set).
+packages=(curl openssh-client systemd logrotate chromium chromium-driver etcd-server redis-server redis-tools)
 missing=()
 for p in "${packages[@]}"; do
   # "installed", not merely known to dpkg (removed but not purged).

@@ -496,3 +496,91 @@ pub fn warn_expiring(listener: &str, certs: &[CertInfo], now: SystemTime) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener's TLS of self-signed certificates for each list of names,
+    /// written into `dir`.
+    fn listener_tls(dir: &Path, names: &[&[&str]]) -> ListenerTls {
+        let certs = names
+            .iter()
+            .enumerate()
+            .map(|(i, names)| {
+                let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                let key = rcgen::KeyPair::generate().unwrap();
+                let cert = rcgen::CertificateParams::new(names)
+                    .unwrap()
+                    .self_signed(&key)
+                    .unwrap();
+                let (c, k) = (dir.join(format!("{i}.pem")), dir.join(format!("{i}.key")));
+                std::fs::write(&c, cert.pem()).unwrap();
+                std::fs::write(&k, key.serialize_pem()).unwrap();
+                TlsCert::new(c, k)
+            })
+            .collect();
+        ListenerTls {
+            certs,
+            options: Default::default(),
+        }
+    }
+
+    #[test]
+    fn sni_picks_exact_then_one_label_wildcards_else_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = listener_tls(
+            dir.path(),
+            &[
+                &["first.example.com"],
+                &["*.example.org", "exact.example.net"],
+                &["a.example.org", "exact.example.net"],
+            ],
+        );
+        let loaded = load(&tls).unwrap();
+        assert_eq!(loaded.certs.len(), 3);
+        let by_name = ByName::new(Vec::new(), &loaded.certs);
+        for (sni, want) in [
+            (None, 0),
+            (Some("first.example.com"), 0),
+            (Some("FIRST.example.com."), 0),
+            (Some("b.example.org"), 1),
+            // An exact name beats a wildcard, whatever their order.
+            (Some("a.example.org"), 2),
+            // The first certificate that names it.
+            (Some("exact.example.net"), 1),
+            (Some("x.y.example.org"), 0),
+            (Some("example.org"), 0),
+            (Some("other.test"), 0),
+        ] {
+            assert_eq!(by_name.pick(sni), want, "{sni:?}");
+        }
+        assert_eq!(
+            loaded.certs[1].names,
+            ["*.example.org", "exact.example.net"]
+        );
+        assert!(loaded.certs[0].expires_in(SystemTime::now()) > 0);
+    }
+
+    #[test]
+    fn files_that_do_not_load_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tls = listener_tls(dir.path(), &[&["a.test"], &["b.test"]]);
+        let err = |tls: &ListenerTls| load(tls).unwrap_err().message;
+        let mut swapped = tls.clone();
+        swapped.certs[0].key = tls.certs[1].key.clone();
+        assert!(err(&swapped).contains("is not the private key of"));
+        let mut missing = tls.clone();
+        missing.certs[1].cert = dir.path().join("none.pem");
+        assert!(err(&missing).contains("cannot read"));
+        std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+        let mut empty = tls.clone();
+        empty.certs[0].cert = dir.path().join("empty.pem");
+        assert!(err(&empty).contains("no certificate in it"));
+        tls.options.client_ca = Some(dir.path().join("0.key"));
+        assert!(err(&tls).contains("no certificate in it"));
+        let mut dir_as_file = listener_tls(dir.path(), &[&["c.test"]]);
+        dir_as_file.certs[0].key = dir.path().to_path_buf();
+        assert!(err(&dir_as_file).contains("not a regular file"));
+    }
+}

@@ -225,33 +225,29 @@ async fn establish(
         log_refused(&own, client_addr, &Rejected::Denied.reason());
         return None;
     }
-    let (mut client, handshaken) = match &settings.tls {
-        None => (Client::Plain(client), None),
-        // Boxed: the handshake's state (rustls's buffers) is not part of
-        // every connection's future, only of those that terminate TLS.
-        Some(tls) => match Box::pin(handshake(client, std::mem::take(&mut early), tls)).await {
-            Ok(done) => (Client::Tls(done.stream), Some((done.seen, done.session))),
-            Err(why) => {
-                log_failure(why, client_addr, &own);
-                return None;
-            }
-        },
-    };
     // What the client told (its handshake, or its first bytes on a listener
-    // with routes), and the route it matched.
-    let inspected = match (handshaken, &settings.routing, &mut client) {
-        (Some((seen, session)), routing, _) => {
-            let mut inspected = match routing {
-                Some(routing) => choose(seen, routing),
-                None => Inspected::unrouted(seen),
+    // with routes), and the route it matched. The handshake's state and its
+    // results live in a box of their own: a plain connection's future does
+    // not carry them.
+    let (client, inspected) = match &settings.tls {
+        Some(tls) => {
+            let early = std::mem::take(&mut early);
+            let routing = settings.routing.as_ref();
+            match Box::pin(terminate(client, early, tls, routing)).await {
+                Ok((client, inspected)) => (Client::Tls(client), Some(inspected)),
+                Err(why) => {
+                    log_failure(why, client_addr, &own);
+                    return None;
+                }
+            }
+        }
+        None => {
+            let inspected = match &settings.routing {
+                Some(routing) => Some(inspect(&mut client, &mut early, routing).await),
+                None => None,
             };
-            inspected.inspection.tls = Some(Box::new(session));
-            Some(inspected)
+            (Client::Plain(client), inspected)
         }
-        (None, Some(routing), Client::Plain(socket)) => {
-            Some(inspect(socket, &mut early, routing).await)
-        }
-        (None, _, _) => None,
     };
     let (service_name, inspection, plan) = match inspected {
         None => {
@@ -417,6 +413,24 @@ async fn establish(
     }
 }
 
+/// The TLS handshake of a terminating listener's client, then the route its
+/// SNI and ALPN match (when the listener routes): the client, speaking TLS,
+/// and what it told.
+async fn terminate(
+    client: TcpStream,
+    early: Vec<u8>,
+    tls: &super::listener::Terminating,
+    routing: Option<&super::inspect::Routing>,
+) -> Result<(Box<TlsClient>, Inspected), crate::tls::HandshakeFailure> {
+    let done = handshake(client, early, tls).await?;
+    let mut inspected = match routing {
+        Some(routing) => choose(done.seen, routing),
+        None => Inspected::unrouted(done.seen),
+    };
+    inspected.inspection.tls = Some(Box::new(done.session));
+    Ok((done.stream, inspected))
+}
+
 /// Copies until both sides are done or the connection is asked to close, then
 /// writes the access log record; or, asked to park while idle, parks it.
 async fn relay(mut established: Box<Established>, listener: ListenerTask) {
@@ -429,17 +443,10 @@ async fn relay(mut established: Box<Established>, listener: ListenerTask) {
             .entry()
             .request_close(CloseRequest::Shutdown);
     }
-    let Established {
-        client,
-        host,
-        session,
-    } = &mut *established;
-    let outcome = match client {
-        Client::Plain(client) => copy(client, host, session, early).await,
+    let outcome = match established.client {
+        Client::Plain(_) => copy(&established, early).await,
         // Boxed: a plain connection's task does not carry its state.
-        Client::Tls(client) => {
-            Outcome::Ended(Box::pin(copy_terminated(client, host, session)).await)
-        }
+        Client::Tls(_) => Outcome::Ended(Box::pin(copy_terminated(&mut established)).await),
     };
     let ended = match outcome {
         Outcome::Ended(ended) => ended,
@@ -499,7 +506,15 @@ enum Outcome {
 }
 
 /// Copies both ways, counting, until the connection ends or parks.
-async fn copy(client: &TcpStream, host: &TcpStream, session: &Session, early: Vec<u8>) -> Outcome {
+async fn copy(established: &Established, early: Vec<u8>) -> Outcome {
+    let Established {
+        client: Client::Plain(client),
+        host,
+        session,
+    } = established
+    else {
+        return Outcome::Ended(CloseReason::Error); // a terminated one: copy_terminated
+    };
     let entry = session.entry();
     let stats = session.guard.stats();
     let copy = copy_bidirectional(client, host, early, |progress| {
@@ -558,11 +573,15 @@ fn close_requested(entry: &ConnectionEntry) -> Option<CloseReason> {
 
 /// Copies both ways between a terminated client and its host, counting,
 /// until the connection ends; it never parks (rustls holds its state).
-async fn copy_terminated(
-    client: &mut TlsClient,
-    host: &mut TcpStream,
-    session: &Session,
-) -> CloseReason {
+async fn copy_terminated(established: &mut Established) -> CloseReason {
+    let Established {
+        client: Client::Tls(client),
+        host,
+        session,
+    } = established
+    else {
+        return CloseReason::Error; // a plain one: copy
+    };
     let entry = session.entry();
     let stats = session.guard.stats();
     let copy = terminate::copy(client, host, |side, n| {

@@ -262,16 +262,14 @@ async fn establish(
                 Some((service.clone(), plan(&snapshot, service)?))
             });
             match routed {
-                Some((service, plan)) => {
-                    (service, Some(Box::new(inspected.inspection)), Some(plan))
-                }
+                Some((service, plan)) => (service, Some(inspected.inspection), Some(plan)),
                 None => {
                     // No route matched, or a reload removed the routed-to
                     // service (and its route) while the client was read: the
                     // listener's own service serves it, as the listener now says.
                     inspected.inspection.route = None;
                     let plan = plan(&snapshot, &own);
-                    (own, Some(Box::new(inspected.inspection)), plan)
+                    (own, Some(inspected.inspection), plan)
                 }
             }
         }
@@ -336,12 +334,13 @@ async fn establish(
         };
         // A terminated client's bytes are read through TLS: `retryEmpty`
         // (which reads the client's socket) does not apply to it.
-        let retry_empty = match &client {
-            Client::Plain(socket) => target.retry_empty.map(|bounds| (socket, bounds)),
+        let retry_empty = match client {
+            Client::Plain(_) => target.retry_empty,
             Client::Tls(_) => None,
         };
         let connected = match (connected, retry_empty) {
-            (Ok((mut host, host_addr)), Some((socket, (max_bytes, wait)))) => {
+            (Ok((mut host, host_addr)), Some((max_bytes, wait))) => {
+                let socket = client.socket();
                 let replay = replay.get_or_insert_with(|| Replay {
                     bytes: std::mem::take(&mut early),
                     ..Replay::default()

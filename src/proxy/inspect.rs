@@ -104,8 +104,10 @@ impl Routing {
 
 /// What a client's first bytes told, and the route they matched.
 pub(crate) struct Inspected {
-    /// What was seen, for the connection list and the access log.
-    pub inspection: Inspection,
+    /// What was seen, for the connection list and the access log (boxed as
+    /// the connection keeps it, and so that a connection's future holds a
+    /// pointer while it waits).
+    pub inspection: Box<Inspection>,
     /// Index of the route taken in [`Routing::targets`], if one matched.
     pub route: Option<usize>,
 }
@@ -114,13 +116,13 @@ impl Inspected {
     /// What a client of a listener without routes told (its handshake).
     pub(crate) fn unrouted(seen: Seen) -> Inspected {
         Inspected {
-            inspection: Inspection {
+            inspection: Box::new(Inspection {
                 protocol: seen.protocol,
                 sni: seen.sni,
                 alpn: seen.alpn,
                 route: None,
                 tls: None,
-            },
+            }),
             route: None,
         }
     }
@@ -160,13 +162,13 @@ pub(crate) fn choose(seen: Seen, routing: &Routing) -> Inspected {
         routing.targets[at].hits.fetch_add(1, Relaxed);
     }
     Inspected {
-        inspection: Inspection {
+        inspection: Box::new(Inspection {
             protocol: seen.protocol,
             sni: seen.sni,
             alpn: seen.alpn,
             route: route.map(|at| routing.targets[at].label.clone()),
             tls: None,
-        },
+        }),
         route,
     }
 }

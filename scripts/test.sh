@@ -19,10 +19,11 @@ cd "$(dirname "$0")/.."
 # loopback ports; they skip themselves where it is absent.
 # redis-server, postgresql, mariadb-server, openssl: the protocol checks' tests
 # (tests/data_path/check_protocols.rs) start their own servers on loopback
-# ports; they skip themselves where one is absent unless TXLB_REQUIRE_HOSTS is
-# set.
+# ports; redis-server and redis-tools also serve a Redis behind a
+# TLS-terminating listener, with `redis-cli --tls` (tests/data_path/tls.rs).
+# Each skips itself where a binary is absent unless TXLB_REQUIRE_HOSTS is set.
 packages=(curl openssh-client systemd logrotate chromium chromium-driver etcd-server
-  redis-server postgresql mariadb-server openssl)
+  redis-server redis-tools postgresql mariadb-server openssl)
 missing=()
 for p in "${packages[@]}"; do
   # "installed", not merely known to dpkg (removed but not purged).

@@ -100,6 +100,15 @@ pub fn format_record(r: &ConnectionRecord, format: AccessFormat, out: &mut Strin
                     }
                     None => out.push_str(" route=none"),
                 }
+                if let Some(tls) = &seen.tls {
+                    let _ = write!(out, " tls_version={} cipher={}", tls.version, tls.cipher);
+                    if let Some(alpn) = &tls.alpn {
+                        let _ = write!(out, " tls_alpn={alpn:?}");
+                    }
+                    if let Some(subject) = &tls.client_subject {
+                        let _ = write!(out, " client_subject={subject:?}");
+                    }
+                }
             }
         }
     }

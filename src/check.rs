@@ -7,6 +7,41 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 
+/// Reads every terminating listener's certificates, keys and client CAs
+/// (`tls::load`, as start and reloads do): their description for
+/// [`report`], one line each, or the first that does not load, with the
+/// FILE:LINE:COL that names it.
+pub fn certificates(config: &Config) -> Result<Vec<String>, String> {
+    let now = std::time::SystemTime::now();
+    let mut lines = Vec::new();
+    for service in &config.services {
+        for listener in &service.listeners {
+            let Some(tls) = &listener.tls else {
+                continue;
+            };
+            let terminator = crate::tls::load(tls).map_err(|e| e.to_string())?;
+            lines.push(format!("  tls on {listener}:"));
+            for cert in &terminator.certs {
+                let left = cert.expires_in(now);
+                let warning = if left <= 0 {
+                    "  warning: expired"
+                } else if left <= crate::tls::EXPIRY_WARNING.as_secs() as i64 {
+                    "  warning: expires within 14 days"
+                } else {
+                    ""
+                };
+                lines.push(format!(
+                    "    {} ({}), expires in {} days{warning}",
+                    cert.file.display(),
+                    cert.names.join(" "),
+                    left / 86_400
+                ));
+            }
+        }
+    }
+    Ok(lines)
+}
+
 /// What `txlb check` prints after `FILE: OK`: every service with its
 /// listeners, groups and hosts (a host whose name does not resolve gets a
 /// warning: it starts bad), what the file turns on besides, and the mistakes

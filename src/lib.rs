@@ -277,7 +277,8 @@
 //! sends and its answer), `control` (the single writer: command → new
 //! snapshot), `routing` (a client's first bytes told apart: TLS with its SNI
 //! and ALPN, HTTP with its Host, SSH; a listener's routes compiled for
-//! look-up), `state` (per-host atomic counters and health, service counters,
+//! look-up), `tls` (a terminating listener's certificates, read and checked
+//! once for `txlb check`, start and reloads, chosen by SNI), `state` (per-host atomic counters and health, service counters,
 //! limits, open connections), `snapshot` (the immutable snapshot),
 //! `proxy` (listeners, one connection's flow, the copy loop, the parking lot of
 //! idle connections), `health` (the
@@ -318,6 +319,7 @@ mod snapshot;
 #[cfg(feature = "ssh")]
 pub mod ssh;
 mod state;
+mod tls;
 
 /// The fuzz properties (`fuzz/checks.rs`, replayed by the unit tests) name the
 /// crate `txlb`, as the fuzz targets do.
@@ -332,7 +334,7 @@ pub use balancer::reload;
 pub use balancer::{
     Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats,
 };
-pub use control::{BoundListener, Command, ControlError, RouteStats};
+pub use control::{BoundListener, CertificateStats, Command, ControlError, RouteStats, TlsStats};
 pub use proxy::proxy_protocol;
 pub use state::{
     BadInfo, CheckStateView, ConnectionInfo, HostHealth, HostStatsView, LatencyView,

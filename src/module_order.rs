@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// crate (events, logging) and the binary's files are not ranked.
 const ORDER: &[&[&str]] = &[
     &["config"],
-    &["routing"],
+    &["routing", "tls"],
     &["state"],
     &["scheduler"],
     &["snapshot"],

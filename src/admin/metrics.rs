@@ -435,6 +435,73 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
         }
     }
     f.head(
+        "txlb_tls_handshakes_total",
+        "counter",
+        "TLS handshakes of a terminating listener, by version and result (ok; a failed \
+         handshake has no version: it is counted under version=\"none\", result=\"failed\").",
+    );
+    for s in &stats.services {
+        for l in &s.listeners {
+            let Some(tls) = &l.tls else { continue };
+            for (version, n) in &tls.handshakes {
+                f.sample(
+                    "txlb_tls_handshakes_total",
+                    &[
+                        ("listener", &l.configured),
+                        ("version", version),
+                        ("result", "ok"),
+                    ],
+                    *n,
+                );
+            }
+            let failed: u64 = tls.handshake_errors.iter().map(|(_, n)| n).sum();
+            f.sample(
+                "txlb_tls_handshakes_total",
+                &[
+                    ("listener", &l.configured),
+                    ("version", "none"),
+                    ("result", "failed"),
+                ],
+                failed,
+            );
+        }
+    }
+    f.head(
+        "txlb_tls_handshake_errors_total",
+        "counter",
+        "Failed TLS handshakes of a terminating listener, by reason (timeout, not_tls, closed, \
+         incompatible, no_client_cert, bad_client_cert, client_alert, protocol).",
+    );
+    for s in &stats.services {
+        for l in &s.listeners {
+            let Some(tls) = &l.tls else { continue };
+            for (reason, n) in &tls.handshake_errors {
+                f.sample(
+                    "txlb_tls_handshake_errors_total",
+                    &[("listener", &l.configured), ("reason", reason)],
+                    *n,
+                );
+            }
+        }
+    }
+    f.head(
+        "txlb_tls_certificate_expiry_seconds",
+        "gauge",
+        "Seconds until each certificate of a terminating listener expires (negative: expired).",
+    );
+    for s in &stats.services {
+        for l in &s.listeners {
+            let Some(tls) = &l.tls else { continue };
+            for cert in &tls.certificates {
+                f.sample_text(
+                    "txlb_tls_certificate_expiry_seconds",
+                    &[("listener", &l.configured), ("name", &cert.name)],
+                    &cert.expires_in.to_string(),
+                );
+            }
+        }
+    }
+    f.head(
         "txlb_admin_requests_total",
         "counter",
         "Admin plane requests by route and HTTP status.",

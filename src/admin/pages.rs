@@ -216,6 +216,55 @@ fn host_key(service: &str, group: &str, host: &str) -> String {
     format!("{service}\u{1f}{group}\u{1f}{host}")
 }
 
+/// The certificates of a terminating listener, with their expiry (a warning
+/// within 14 days), and its handshakes.
+fn listener_certificates(p: &mut String, listen: &str, tls: &crate::TlsStats) {
+    let _ = write!(
+        p,
+        "<div class=\"certs\">TLS on <code>{}</code>:<ul>",
+        esc(listen)
+    );
+    for c in &tls.certificates {
+        let days = c.expires_in.div_euclid(86_400);
+        let when = if c.expires_in <= 0 {
+            "<strong class=\"bad\">expired</strong>".to_string()
+        } else if c.expiring {
+            format!("<strong class=\"bad\">expires in {days} days</strong>")
+        } else {
+            format!("expires in {days} days")
+        };
+        let _ = write!(
+            p,
+            "<li><code>{}</code> ({}) issued by {}, {when} <small>{}</small></li>",
+            esc(&c.name),
+            esc(&c.names.join(" ")),
+            esc(&c.issuer),
+            esc(&c.file)
+        );
+    }
+    let handshakes: Vec<String> = tls
+        .handshakes
+        .iter()
+        .map(|(v, n)| format!("TLS {v} {n}"))
+        .collect();
+    let failed: Vec<String> = tls
+        .handshake_errors
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(why, n)| format!("{why} {n}"))
+        .collect();
+    let _ = write!(
+        p,
+        "</ul><small>handshakes: {}{}</small></div>",
+        esc(&handshakes.join(", ")),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!("; failed: {}", esc(&failed.join(", ")))
+        }
+    );
+}
+
 /// The routes of listener `l` of service `sv`, each with its hits and a form
 /// removing it, then a form adding one.
 fn listener_routes(p: &mut String, sv: &str, l: &crate::BoundListener) {
@@ -533,6 +582,11 @@ fn render_running(
         p.push_str("</div>");
         for l in s.listeners.iter().filter(|l| !l.routes.is_empty()) {
             listener_routes(&mut p, sv, l);
+        }
+        for l in &s.listeners {
+            if let Some(tls) = &l.tls {
+                listener_certificates(&mut p, &l.configured, tls);
+            }
         }
         p.push_str(&form(
             "addListener",

@@ -62,9 +62,9 @@ fn in_services<'a, I: IntoIterator>(
 pub struct Changes {
     /// Services (a change of its own settings: timeouts, limits, enabled group).
     pub services: Counts,
-    /// Listeners, by service and address (their settings, and the order of
-    /// their routes when only that changed; the routes themselves are
-    /// counted apart).
+    /// Listeners, by service and address (their settings and TLS, and the
+    /// order of their routes when only that changed; the routes themselves
+    /// are counted apart).
     pub listeners: Counts,
     /// Routes, by service, listener and what they say (a route changed is one
     /// removed and one added; never `changed`).
@@ -166,10 +166,13 @@ fn same_service(a: &ServiceConfig, b: &ServiceConfig) -> bool {
         && a.options == b.options
 }
 
-/// A listener's own settings, leaving out its routes (counted apart) unless
-/// they only moved: the same routes in another order match differently.
+/// A listener's own settings and TLS (its certificates' files and settings),
+/// leaving out its routes (counted apart) unless they only moved: the same
+/// routes in another order match differently.
 fn same_listener(a: &Listener, b: &Listener) -> bool {
-    a.options == b.options && (a.routes == b.routes || !same_routes(&a.routes, &b.routes))
+    a.options == b.options
+        && a.tls == b.tls
+        && (a.routes == b.routes || !same_routes(&a.routes, &b.routes))
 }
 
 /// Whether two lists hold the same routes, in any order.

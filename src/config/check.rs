@@ -105,7 +105,10 @@ impl CheckError {
     fn in_listener(mut self, index: usize) -> Self {
         if let Place::Service(
             _,
-            InService::Listener(l) | InService::ListenerSetting(l, _) | InService::Route(l, _, _),
+            InService::Listener(l)
+            | InService::ListenerSetting(l, _)
+            | InService::Route(l, _, _)
+            | InService::Tls(l, _),
         ) = &mut self.0.place
         {
             *l = index;
@@ -208,6 +211,8 @@ pub(crate) enum InService {
     ListenerSetting(usize, &'static str),
     /// Route `r` of listener `n`, or a part of it.
     Route(usize, usize, InRoute),
+    /// The `<tls>` `t` of listener `n`.
+    Tls(usize, usize),
     /// Group `n`, or something in it.
     Group(usize, InGroup),
 }
@@ -594,6 +599,23 @@ impl Listener {
                 ));
             }
         }
+        if let Some(tls) = &self.tls {
+            tls.check().map_err(|e| e.within(within))?;
+            // The handshake tells only the SNI and the ALPN protocols.
+            let plain = self.routes.iter().position(|r| {
+                r.host.is_some() || r.protocol.is_some_and(|p| p != ClientProtocol::Tls)
+            });
+            if let Some(index) = plain {
+                return Err(CheckError::value(
+                    in_service(InService::Route(0, index, InRoute::Element)),
+                    format!(
+                        "service {service:?}: route {} on {addr} ({}) cannot match on a listener that terminates TLS (expected sni or alpn: what its handshake tells)",
+                        index + 1,
+                        self.routes[index].conditions()
+                    ),
+                ));
+            }
+        }
         // A route whose conditions an earlier one has never matches, and
         // removing "the" route would leave it to take over.
         let mut seen = HashMap::with_capacity(self.routes.len());
@@ -611,6 +633,38 @@ impl Listener {
             }
         }
         Ok(())
+    }
+}
+
+impl ListenerTls {
+    /// The rules of a terminating listener's TLS: one to [`MAX_TLS_CERTS`]
+    /// certificates, file names given, settings a file could say. Whether
+    /// the files load is `tls::load`'s (it reads them).
+    pub fn check(&self) -> Result<(), CheckError> {
+        let place = |t| in_service(InService::Tls(0, t));
+        if self.certs.is_empty() || self.certs.len() > MAX_TLS_CERTS {
+            return Err(CheckError::value(
+                place(0),
+                format!(
+                    "{} certificates (expected 1 to {MAX_TLS_CERTS})",
+                    self.certs.len()
+                ),
+            ));
+        }
+        for (index, pair) in self.certs.iter().enumerate() {
+            for (what, path) in [("cert", &pair.cert), ("key", &pair.key)] {
+                if path.as_os_str().is_empty() || path.to_str().is_none() {
+                    return Err(CheckError::value(
+                        place(index),
+                        format!("tls {}: bad {what} (expected a PEM file name)", index + 1),
+                    ));
+                }
+            }
+        }
+        seconds(place(0), "handshakeTimeout", self.options.handshake_timeout)?;
+        self.options
+            .check()
+            .map_err(|why| CheckError::value(place(0), why))
     }
 }
 

@@ -14,7 +14,7 @@ pub use super::health_check::{CheckKind, CheckRegex, Escaped, RedisRole, StatusL
 pub use super::host_list::{HostEdit, HostList};
 pub use super::options::{
     AgentConfig, CheckConfig, GroupOptions, HostOptions, ListenOptions, ResolverOptions,
-    ServiceOptions,
+    ServiceOptions, TlsOptions,
 };
 use crate::config::SchedulerKind;
 
@@ -105,6 +105,9 @@ pub struct Listener {
     /// SNI and ALPN, HTTP `Host`, the protocol), tried in order; empty: every
     /// client is this service's and nothing is read before a host is picked.
     pub routes: Vec<Route>,
+    /// `Some`: the listener terminates TLS (`<tls>` children) and its service's
+    /// hosts receive the plaintext.
+    pub tls: Option<ListenerTls>,
 }
 
 impl Listener {
@@ -114,9 +117,69 @@ impl Listener {
             addr,
             options: ListenOptions::default(),
             routes: Vec::new(),
+            tls: None,
         }
     }
 }
+
+/// Most certificates one terminating listener may have.
+pub const MAX_TLS_CERTS: usize = 1_000;
+
+/// A terminating listener's TLS: its certificates, the first of which serves
+/// clients whose SNI matches none (or who send none), and its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Certificates with their keys, in file order; at least one.
+    pub certs: Vec<TlsCert>,
+    /// Settings (written on the first `<tls>`).
+    pub options: TlsOptions,
+}
+
+/// A certificate chain and its private key, as PEM files (`<tls cert key>`).
+/// Which names it serves is read from the certificate itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCert {
+    /// The certificate chain (PEM), the leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Where the file said so, for the errors of reading them.
+    pub written: WrittenAt,
+}
+
+impl TlsCert {
+    /// A pair of files, written nowhere.
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> TlsCert {
+        TlsCert {
+            cert: cert.into(),
+            key: key.into(),
+            written: WrittenAt::default(),
+        }
+    }
+}
+
+/// Where a part of the configuration was written (`FILE:LINE:COL`), kept for
+/// errors found after reading (a certificate file that does not load). Not
+/// part of what a configuration says: any two compare equal.
+#[derive(Debug, Clone, Default)]
+pub struct WrittenAt {
+    /// The element (`<tls>` or its table).
+    pub element: Option<super::Location>,
+    /// Its `cert` value.
+    pub cert: Option<super::Location>,
+    /// Its `key` value.
+    pub key: Option<super::Location>,
+    /// Its `clientCa` value (on the first only).
+    pub client_ca: Option<super::Location>,
+}
+
+impl PartialEq for WrittenAt {
+    fn eq(&self, _: &WrittenAt) -> bool {
+        true
+    }
+}
+
+impl Eq for WrittenAt {}
 
 impl From<ListenAddr> for Listener {
     fn from(addr: ListenAddr) -> Self {

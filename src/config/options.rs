@@ -741,3 +741,174 @@ mod tests {
         assert_eq!(h.proxy_protocol, Some(None));
     }
 }
+
+/// Default `handshakeTimeout`: the longest a terminating listener waits for a
+/// client's TLS handshake to complete.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+options! {
+    /// A terminating listener's TLS settings (attributes of its first `<tls>`,
+    /// keys of the first entry of a listen table's `tls`).
+    pub struct TlsOptions {
+        /// ALPN protocols offered, in order of preference (empty: none).
+        alpn: Vec<String> = Vec::new(), "alpn", "alpn";
+        /// The oldest TLS version accepted.
+        min_version: TlsVersion = TlsVersion::V1_2, "minVersion", "min_version";
+        /// CA certificates (PEM) client certificates are verified against:
+        /// mutual TLS. `None`: clients are not asked for a certificate.
+        client_ca: Option<std::path::PathBuf> = None, "clientCa", "client_ca";
+        /// With `clientCa`: whether a client must show a certificate.
+        client_auth: ClientAuth = ClientAuth::Required, "clientAuth", "client_auth";
+        /// Longest time for a client's handshake to complete.
+        handshake_timeout: Duration = DEFAULT_HANDSHAKE_TIMEOUT, "handshakeTimeout", "handshake_timeout";
+    }
+}
+
+/// A TLS protocol version txlb speaks (`minVersion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    V1_2,
+    /// TLS 1.3.
+    V1_3,
+}
+
+impl TlsVersion {
+    /// As written: `1.2`, `1.3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
+}
+
+/// Text of a string option, or what it expected.
+fn text_of<'r>(raw: &'r RawValue, expected: &str) -> Result<std::borrow::Cow<'r, str>, String> {
+    match raw {
+        RawValue::Text(t) => Ok(t.trim().into()),
+        RawValue::Toml(toml::Value::String(s)) => Ok(s.trim().into()),
+        RawValue::Toml(toml::Value::Float(f)) => Ok(f.to_string().into()),
+        RawValue::Toml(_) => Err(expected.to_string()),
+    }
+}
+
+/// `1.2` or `1.3` (a TOML string or number).
+impl OptionValue for TlsVersion {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        const EXPECTED: &str = "expected 1.2 or 1.3";
+        match text_of(raw, EXPECTED)?.as_ref() {
+            "1.2" | "TLSv1.2" | "tls1.2" => Ok(TlsVersion::V1_2),
+            "1.3" | "TLSv1.3" | "tls1.3" => Ok(TlsVersion::V1_3),
+            _ => Err(EXPECTED.into()),
+        }
+    }
+    fn xml(&self) -> String {
+        self.as_str().to_string()
+    }
+    fn toml(&self) -> String {
+        format!("\"{}\"", self.as_str())
+    }
+}
+
+/// Whether a terminating listener with `clientCa` requires a client
+/// certificate (`clientAuth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientAuth {
+    /// A client without a certificate that verifies is refused.
+    Required,
+    /// A client may show none; one it shows must verify.
+    Optional,
+}
+
+impl ClientAuth {
+    /// As written: `required`, `optional`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::Required => "required",
+            ClientAuth::Optional => "optional",
+        }
+    }
+}
+
+/// `required` or `optional`.
+impl OptionValue for ClientAuth {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        const EXPECTED: &str = "expected required or optional";
+        match text_of(raw, EXPECTED)?.to_ascii_lowercase().as_str() {
+            "required" => Ok(ClientAuth::Required),
+            "optional" => Ok(ClientAuth::Optional),
+            _ => Err(EXPECTED.into()),
+        }
+    }
+    fn xml(&self) -> String {
+        self.as_str().to_string()
+    }
+    fn toml(&self) -> String {
+        format!("\"{}\"", self.as_str())
+    }
+}
+
+/// A file (relative paths are resolved against the configuration's
+/// directory by the reader); empty: none.
+impl OptionValue for Option<std::path::PathBuf> {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        let text = match raw {
+            RawValue::Text(t) => t.as_str(),
+            RawValue::Toml(toml::Value::String(s)) => s.as_str(),
+            RawValue::Toml(_) => return Err("expected a file name".into()),
+        };
+        Ok((!text.is_empty()).then(|| std::path::PathBuf::from(text)))
+    }
+    fn xml(&self) -> String {
+        self.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+    fn toml(&self) -> String {
+        super::write::tstr(&self.xml())
+    }
+    fn check(&self) -> Result<(), String> {
+        match self {
+            Some(p) if p.to_str().is_none() => Err("expected a file name in UTF-8".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// ALPN protocol names: comma or space separated in XML, an array of strings
+/// in TOML; each as a route's `alpn` ([`super::parse::parse_alpn`]).
+impl OptionValue for Vec<String> {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        let names = read_list(raw, "protocol names")?;
+        if names.len() > MAX_TLS_ALPN {
+            return Err(format!(
+                "{} protocols (expected at most {MAX_TLS_ALPN})",
+                names.len()
+            ));
+        }
+        names
+            .iter()
+            .map(|n| super::parse::parse_alpn(n).map_err(|why| format!("{n:?}: {why}")))
+            .collect()
+    }
+    fn xml(&self) -> String {
+        self.join(",")
+    }
+    fn toml(&self) -> String {
+        let items: Vec<String> = self.iter().map(|s| super::write::tstr(s)).collect();
+        format!("[{}]", items.join(", "))
+    }
+    fn check(&self) -> Result<(), String> {
+        if self.len() > MAX_TLS_ALPN {
+            return Err(format!("expected at most {MAX_TLS_ALPN} protocols"));
+        }
+        for name in self {
+            super::parse::parse_alpn(name).map_err(|why| format!("{name:?}: {why}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Most ALPN protocols a terminating listener offers.
+pub const MAX_TLS_ALPN: usize = 16;

@@ -83,6 +83,18 @@ pub(crate) struct RawListen {
     pub options: Vec<(At<String>, At<RawValue>)>,
     /// `<route>` children / the `routes` array, in order.
     pub routes: Vec<RawRoute>,
+    /// `<tls>` children / the `tls` array, in order.
+    pub tls: Vec<RawTls>,
+}
+
+/// `<tls>` / an entry of a listen table's `tls`.
+#[derive(Debug, Default)]
+pub(crate) struct RawTls {
+    pub at: usize,
+    pub cert: Option<At<String>>,
+    pub key: Option<At<String>>,
+    /// Settings of `options::TlsOptions` (the first entry's apply).
+    pub options: Vec<(At<String>, At<RawValue>)>,
 }
 
 /// `<route>` / an entry of a listen table's `routes`.

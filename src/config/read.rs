@@ -91,6 +91,8 @@ struct ListenerSpans {
     /// Each setting written, by XML name, with where its value is.
     settings: Vec<(&'static str, usize)>,
     routes: Vec<RouteSpans>,
+    /// Each `<tls>` element.
+    tls: Vec<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +140,12 @@ impl Spans {
                         };
                         let setting = listener.settings.iter().find(|(name, _)| *name == xml);
                         setting.map_or(listener.ip, |(_, at)| *at)
+                    }
+                    InService::Tls(l, t) => {
+                        let Some(listener) = service.listeners.get(l) else {
+                            return service.at;
+                        };
+                        listener.tls.get(t).copied().unwrap_or(listener.ip)
                     }
                     InService::Route(l, r, part) => {
                         let Some(listener) = service.listeners.get(l) else {
@@ -324,7 +332,10 @@ impl Reader<'_, '_> {
     }
 
     fn path(&self, written: String) -> PathBuf {
-        let path = PathBuf::from(written);
+        self.path_buf(PathBuf::from(written))
+    }
+
+    fn path_buf(&self, path: PathBuf) -> PathBuf {
         match self.base_dir {
             Some(dir) if path.is_relative() => dir.join(path),
             _ => path,
@@ -362,6 +373,7 @@ impl Reader<'_, '_> {
                 ip: ip.at,
                 settings,
                 routes: Vec::with_capacity(listen.routes.len()),
+                tls: listen.tls.iter().map(|t| t.at).collect(),
             };
             let mut routes = Vec::with_capacity(listen.routes.len());
             for route in listen.routes {
@@ -369,10 +381,12 @@ impl Reader<'_, '_> {
                 routes.push(route);
                 listener_spans.routes.push(route_spans);
             }
+            let tls = self.tls(listen.tls)?;
             listeners.push(Listener {
                 addr: self.listen(&ip)?,
                 options: self.options(listen.options)?,
                 routes,
+                tls,
             });
             spans.listeners.push(listener_spans);
         }
@@ -490,6 +504,62 @@ impl Reader<'_, '_> {
             host: at(&raw.host),
         };
         Ok((route, spans))
+    }
+
+    /// A listener's `<tls>` elements: `None` without any. The files are named
+    /// here (relative to the configuration's directory) and read later, by
+    /// `tls::load` (`txlb check`, start, every reload); each remembers where it
+    /// was written for the errors of reading it. Settings go on the first.
+    fn tls(&self, raw: Vec<RawTls>) -> Result<Option<ListenerTls>, ConfigError> {
+        let Some(first) = raw.first() else {
+            return Ok(None);
+        };
+        let client_ca_at = first
+            .options
+            .iter()
+            .find(|(key, _)| key.value == "clientCa" || key.value == "client_ca")
+            .map(|(_, value)| self.src.locate(value.at));
+        let mut certs = Vec::with_capacity(raw.len());
+        let mut options = TlsOptions::default();
+        for (index, entry) in raw.into_iter().enumerate() {
+            let file = |value: Option<At<String>>, what: &str| match value {
+                Some(v) if !v.value.is_empty() => Ok(v),
+                Some(v) => Err(self.err(v.at, format!("empty {what} (expected a PEM file)"))),
+                None => Err(self.err(
+                    entry.at,
+                    format!("tls without {what} (expected cert=\"FILE\" key=\"FILE\", PEM files)"),
+                )),
+            };
+            let cert = file(entry.cert.clone(), "cert")?;
+            let key = file(entry.key.clone(), "key")?;
+            if index == 0 {
+                options = self.options(entry.options)?;
+            } else if let Some((key, _)) = entry.options.first() {
+                return Err(self.err(
+                    key.at,
+                    format!(
+                        "{:?} on a listener's second or later tls (expected it on the first: its settings apply to the whole listener)",
+                        key.value
+                    ),
+                ));
+            }
+            certs.push(TlsCert {
+                cert: self.path(cert.value),
+                key: self.path(key.value),
+                written: WrittenAt {
+                    element: Some(self.src.locate(entry.at)),
+                    cert: Some(self.src.locate(cert.at)),
+                    key: Some(self.src.locate(key.at)),
+                    client_ca: if index == 0 {
+                        client_ca_at.clone()
+                    } else {
+                        None
+                    },
+                },
+            });
+        }
+        options.client_ca = options.client_ca.map(|ca| self.path_buf(ca));
+        Ok(Some(ListenerTls { certs, options }))
     }
 
     /// Optional per-service settings: the place to add new ones.

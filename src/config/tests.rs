@@ -1915,7 +1915,7 @@ fn route_values_are_read_and_refused_with_their_location() {
         &with("sni=\"x.example.com\" service=\"api\"/><host name=\"h\" ip=\"1.2.3.4:5\""),
         false,
         "<host name=\"h\" ip=\"1.2",
-        "unknown element <host> in <listen> (expected one of: route)",
+        "unknown element <host> in <listen> (expected one of: route, tls)",
     );
     err_at(
         &ROUTES_XML.replace("<!-- by name -->", "<route sni=\"x.example.com\" service=\"api\"><route service=\"api\" sni=\"y\"/></route>"),
@@ -1977,7 +1977,7 @@ fn route_values_are_read_and_refused_with_their_location() {
         ),
         true,
         "route = []",
-        "unknown key \"route\" in a listen table (expected one of: ip, routes, accept_proxy",
+        "unknown key \"route\" in a listen table (expected one of: ip, routes, tls, accept_proxy",
     );
     err_at(
         &ROUTES_TOML.replace("    sni = \"*\"\n", "    sni = \"*\"\n    weight = 1\n"),
@@ -2694,4 +2694,110 @@ listen = ["*:8080"]
         "unknown key \"rize\" in a check table",
     );
     toml_bad("'PING\\r\\n'", "'\\x4'", "'\\x4'", "bad escape");
+}
+
+const TLS_LISTENER: &str = r#"<config>
+  <service name="web">
+    <listen ip="*:8443">
+      <tls cert="a.pem" key="a.key" alpn="h2,http/1.1" minVersion="1.3" clientCa="ca.pem" clientAuth="optional" handshakeTimeout="2.5"/>
+      <tls cert="/abs/b.pem" key="/abs/b.key"/>
+    </listen>
+    <group name="g" scheduler="roundr" enable="true">
+      <host name="h1" ip="10.0.0.1:80"/>
+    </group>
+  </service>
+</config>
+"#;
+
+#[test]
+fn tls_listener_is_read_in_both_formats() {
+    let c = Config::from_xml_str(TLS_LISTENER).unwrap();
+    let tls = c.services[0].listeners[0].tls.as_ref().unwrap();
+    assert_eq!(tls.certs.len(), 2);
+    assert_eq!(tls.certs[0].cert, PathBuf::from("a.pem"));
+    assert_eq!(tls.certs[1].key, PathBuf::from("/abs/b.key"));
+    assert_eq!(
+        tls.options.alpn,
+        vec!["h2".to_string(), "http/1.1".to_string()]
+    );
+    assert_eq!(tls.options.min_version, TlsVersion::V1_3);
+    assert_eq!(tls.options.client_ca, Some(PathBuf::from("ca.pem")));
+    assert_eq!(tls.options.client_auth, ClientAuth::Optional);
+    assert_eq!(tls.options.handshake_timeout, Duration::from_millis(2500));
+    let at = tls.certs[0].written.cert.as_ref().unwrap();
+    assert_eq!((at.line, at.column), (4, 18));
+    // Both writers, read back: the same model.
+    same(&Config::from_xml_str(&to_xml(&c)).unwrap(), &c);
+    same(&Config::from_toml_str(&to_toml(&c)).unwrap(), &c);
+    let toml = r#"[[service]]
+name = "web"
+listen = [{ ip = "*:8443", tls = [
+  { cert = "a.pem", key = "a.key", alpn = ["h2", "http/1.1"], min_version = "1.3", client_ca = "ca.pem", client_auth = "optional", handshake_timeout = 2.5 },
+  { cert = "/abs/b.pem", key = "/abs/b.key" },
+] }]
+  [[service.group]]
+  name = "g"
+  enable = true
+  hosts = [{ name = "h1", ip = "10.0.0.1:80" }]
+"#;
+    same(&Config::from_toml_str(toml).unwrap(), &c);
+}
+
+#[test]
+fn tls_mistakes_are_located() {
+    let with =
+        |tls: &str| TLS_LISTENER.replace(r#"<tls cert="/abs/b.pem" key="/abs/b.key"/>"#, tls);
+    xml_err(&with(r#"<tls cert="b.pem"/>"#), 5, 7, "tls without key");
+    xml_err(&with(r#"<tls cert="" key="k"/>"#), 5, 18, "empty cert");
+    xml_err(
+        &with(r#"<tls cert="b.pem" key="b.key" alpn="h2"/>"#),
+        5,
+        37,
+        "on a listener's second or later tls",
+    );
+    xml_err(
+        &with(r#"<tls cert="b.pem" key="b.key" color="red"/>"#),
+        5,
+        37,
+        "color",
+    );
+    let first = |from: &str, to: &str| TLS_LISTENER.replace(from, to);
+    xml_err(&first("\"1.3\"", "\"1.1\""), 4, 68, "expected 1.2 or 1.3");
+    xml_err(
+        &first("\"optional\"", "\"maybe\""),
+        4,
+        103,
+        "expected required or optional",
+    );
+    xml_err(&first("\"2.5\"", "\"0\""), 4, 131, "handshakeTimeout");
+    let long = "x".repeat(300);
+    xml_err(&first("h2,http/1.1", &long), 4, 43, "alpn");
+    // Routes a handshake cannot tell.
+    let routed = TLS_LISTENER.replace(
+        r#"<tls cert="/abs/b.pem" key="/abs/b.key"/>"#,
+        r#"<route protocol="ssh" service="web2"/>"#,
+    )
+    .replace(
+        "</config>",
+        r#"<service name="web2"><group name="g" enable="true"><host name="h" ip="10.0.0.2:80"/></group></service></config>"#,
+    );
+    xml_err(
+        &routed,
+        5,
+        7,
+        "cannot match on a listener that terminates TLS",
+    );
+    toml_err(
+        r#"[[service]]
+name = "web"
+listen = [{ ip = "*:8443", tls = [{ cert = "a.pem", key = "a.key", colour = 1 }] }]
+  [[service.group]]
+  name = "g"
+  enable = true
+  hosts = [{ name = "h1", ip = "10.0.0.1:80" }]
+"#,
+        3,
+        68,
+        "unknown key \"colour\" in a tls table",
+    );
 }

@@ -17,6 +17,14 @@
 //! #     { protocol = "http", host = "app.example.com", service = "app" },
 //! #     { protocol = "ssh", service = "bastion" },
 //! # ] }]
+//! # A listener with `tls` terminates TLS (the hosts receive plaintext); the
+//! # certificate is chosen by the client's SNI, the first when none matches;
+//! # settings on the first entry apply to the listener:
+//! # listen = [{ ip = "0.0.0.0:6380", tls = [
+//! #     { cert = "redis.pem", key = "redis.key", alpn = ["redis"], min_version = "1.3",
+//! #       client_ca = "clients.pem", client_auth = "required", handshake_timeout = 10 },
+//! #     { cert = "other.pem", key = "other.key" },
+//! # ] }]
 //! # Listeners may also be written [[service.listen]] tables (ip = …, routes
 //! # = […] or [[service.listen.routes]] tables).
 //! enabled_group = "prod"      # optional if exactly one group has enable = true
@@ -120,7 +128,17 @@ enum ListenEntry {
     Table {
         ip: Option<Spanned<String>>,
         routes: Vec<Spanned<Route>>,
+        tls: Vec<Spanned<Tls>>,
     },
+}
+
+/// An entry of a listen table's `tls`: the files (its settings are read
+/// with the options, [`Options::read`]).
+#[derive(Deserialize)]
+// Unknown keys: checked with the options (`options_of`).
+struct Tls {
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
 }
 
 /// An entry of a listen table's `routes`.
@@ -151,16 +169,18 @@ impl<'de> Deserialize<'de> for ListenEntry {
             ) -> Result<ListenEntry, A::Error> {
                 let mut ip = None;
                 let mut routes = Vec::new();
+                let mut tls = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "ip" => ip = Some(map.next_value::<Spanned<String>>()?),
                         "routes" => routes = map.next_value()?,
+                        "tls" => tls = map.next_value()?,
                         _ => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
                     }
                 }
-                Ok(ListenEntry::Table { ip, routes })
+                Ok(ListenEntry::Table { ip, routes, tls })
             }
         }
         d.deserialize_any(Entry)
@@ -348,12 +368,27 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                                 ip: Some(value_at(t, entry_at, ip)),
                                 options: Vec::new(),
                                 routes: Vec::new(),
+                                tls: Vec::new(),
                             },
-                            ListenEntry::Table { ip, routes } => RawListen {
+                            ListenEntry::Table { ip, routes, tls } => RawListen {
                                 at: entry_at,
                                 ip: opt(t, ip),
                                 options: options.take_listen(si, li),
                                 routes: routes.into_iter().map(|r| route(t, r)).collect(),
+                                tls: tls
+                                    .into_iter()
+                                    .enumerate()
+                                    .map(|(ti, entry)| {
+                                        let tls_at = entry.span().start;
+                                        let entry = entry.into_inner();
+                                        RawTls {
+                                            at: tls_at,
+                                            cert: opt(t, entry.cert),
+                                            key: opt(t, entry.key),
+                                            options: options.take(&tls_path(si, li, ti)),
+                                        }
+                                    })
+                                    .collect(),
                             },
                         }
                     })
@@ -513,7 +548,8 @@ impl Options {
         ];
         const GROUP: &[&str] = &["name", "scheduler", "enable", "hosts", "check", "agent"];
         const HOST: &[&str] = &["name", "ip", "weight"];
-        const LISTEN: &[&str] = &["ip", "routes"];
+        const LISTEN: &[&str] = &["ip", "routes", "tls"];
+        const TLS: &[&str] = &["cert", "key"];
         let doc = DeTable::parse(src.text()).map_err(|e| {
             let at = e.span().map_or(0, |s| s.start);
             src.error(at, e.message().trim_end().to_string())
@@ -537,6 +573,10 @@ impl Options {
                     if let ::toml::de::DeValue::Table(table) = entry.get_ref() {
                         let keys = (LISTEN, crate::config::ListenOptions::KEYS, "a listen table");
                         options.keep(listen_path(si, li), Self::collect(src, table, keys)?);
+                        for (ti, tls) in tables(get(table, "tls")).enumerate() {
+                            let keys = (TLS, crate::config::TlsOptions::KEYS, "a tls table");
+                            options.keep(tls_path(si, li, ti), Self::collect(src, tls, keys)?);
+                        }
                     }
                 }
             }
@@ -635,6 +675,12 @@ impl Options {
 /// array: a path no group or host has.
 fn listen_path(service: usize, listen: usize) -> Vec<usize> {
     vec![service, usize::MAX, listen]
+}
+
+/// Where [`Options`] keeps the settings of entry `tls` of a listen table's
+/// `tls`: a path nothing else has.
+fn tls_path(service: usize, listen: usize, tls: usize) -> Vec<usize> {
+    vec![service, usize::MAX, listen, tls]
 }
 
 /// Where [`Options`] keeps the settings of a group's `check` table: a path

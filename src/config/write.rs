@@ -111,18 +111,64 @@ pub(crate) fn xml_listen(l: &Listener, ind: &str, step: &str) -> String {
         attr(&l.addr.to_string()),
         xml_options(&l.options.non_default())
     );
-    if l.routes.is_empty() {
+    if l.routes.is_empty() && l.tls.is_none() {
         x.push_str("/>");
         return x;
     }
     x.push('>');
     let inner = format!("{ind}{step}");
+    if let Some(tls) = &l.tls {
+        for (index, pair) in tls.certs.iter().enumerate() {
+            x.push('\n');
+            x.push_str(&xml_tls(pair, tls_settings(tls, index), &inner));
+        }
+    }
     for r in &l.routes {
         x.push('\n');
         x.push_str(&xml_route(r, &inner));
     }
     let _ = write!(x, "\n{ind}</listen>");
     x
+}
+
+/// The settings written on `<tls>` number `index` of a listener: the
+/// listener's, on the first only.
+pub(crate) fn tls_settings(tls: &ListenerTls, index: usize) -> Vec<Written> {
+    match index {
+        0 => tls.options.non_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// `<tls cert=… key=… …/>`.
+pub(crate) fn xml_tls(pair: &TlsCert, settings: Vec<Written>, ind: &str) -> String {
+    format!(
+        "{ind}<tls cert=\"{}\" key=\"{}\"{}/>",
+        attr(&path_text(&pair.cert)),
+        attr(&path_text(&pair.key)),
+        xml_options(&settings)
+    )
+}
+
+/// A `tls` entry: `{ cert = …, key = …, … }`.
+pub(crate) fn toml_tls(pair: &TlsCert, settings: Vec<Written>) -> String {
+    format!(
+        "{{ cert = {}, key = {}{} }}",
+        tstr(&path_text(&pair.cert)),
+        tstr(&path_text(&pair.key)),
+        toml_inline_options(&settings)
+    )
+}
+
+/// A listener's whole `tls` array, one entry per line indented by `ind` and
+/// one more level.
+pub(crate) fn toml_tls_array(tls: &ListenerTls, ind: &str) -> String {
+    let mut t = String::from("[");
+    for (index, pair) in tls.certs.iter().enumerate() {
+        let _ = write!(t, "\n{ind}  {},", toml_tls(pair, tls_settings(tls, index)));
+    }
+    let _ = write!(t, "\n{ind}]");
+    t
 }
 
 /// A route's settings as (key, value), conditions first, as both formats
@@ -411,7 +457,7 @@ pub(crate) fn tstr(s: &str) -> String {
 /// and one more level.
 pub(crate) fn toml_listen(l: &Listener, ind: &str) -> String {
     let options = l.options.non_default();
-    if options.is_empty() && l.routes.is_empty() {
+    if options.is_empty() && l.routes.is_empty() && l.tls.is_none() {
         return tstr(&l.addr.to_string());
     }
     let mut t = format!(
@@ -419,6 +465,9 @@ pub(crate) fn toml_listen(l: &Listener, ind: &str) -> String {
         tstr(&l.addr.to_string()),
         toml_inline_options(&options)
     );
+    if let Some(tls) = &l.tls {
+        let _ = write!(t, ", tls = {}", toml_tls_array(tls, ind));
+    }
     if !l.routes.is_empty() {
         t.push_str(", routes = [");
         for r in &l.routes {
@@ -442,7 +491,10 @@ pub(crate) fn toml_route(r: &Route) -> String {
 /// The `listen` array: on one line, or one listener per line when one has
 /// routes.
 pub(crate) fn toml_listeners(listeners: &[Listener]) -> String {
-    if listeners.iter().all(|l| l.routes.is_empty()) {
+    if listeners
+        .iter()
+        .all(|l| l.routes.is_empty() && l.tls.is_none())
+    {
         let listen: Vec<String> = listeners.iter().map(|l| toml_listen(l, "")).collect();
         return format!("[{}]", listen.join(", "));
     }

@@ -14,7 +14,7 @@ use super::depth::{MAX_DEPTH, too_deep};
 use super::error::{ConfigError, Source};
 use super::options::{
     AgentConfig, CheckConfig, GroupOptions, HostOptions, ListenOptions, ResolverOptions,
-    ServiceOptions,
+    ServiceOptions, TlsOptions,
 };
 use super::parse::parse_bool;
 use super::raw::*;
@@ -400,9 +400,21 @@ impl Walker<'_, '_> {
             ));
         };
         let mut routes = Vec::with_capacity(el.children.len());
+        let mut tls = Vec::new();
         for child in &el.children {
+            if child.name == "tls" {
+                const TLS: &[&str] = &["cert", "key"];
+                let leaf = self.leaf(child, &with_options(TLS, TlsOptions::KEYS))?;
+                tls.push(RawTls {
+                    at: child.at,
+                    cert: leaf.get("cert"),
+                    key: leaf.get("key"),
+                    options: leaf.options(TLS),
+                });
+                continue;
+            }
             if child.name != "route" {
-                return Err(self.unknown_child(el, child, &["route"]));
+                return Err(self.unknown_child(el, child, &["route", "tls"]));
             }
             let route = self.leaf(child, &["service", "sni", "alpn", "protocol", "host"])?;
             routes.push(RawRoute {
@@ -419,6 +431,7 @@ impl Walker<'_, '_> {
             ip: Some(ip),
             options: leaf.options(LISTEN),
             routes,
+            tls,
         })
     }
 

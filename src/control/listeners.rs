@@ -5,7 +5,7 @@
 //! keeps the socket, and only the listener's settings (PROXY acceptance,
 //! routes) are swapped in place by [`refresh`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 
@@ -13,12 +13,13 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use super::{ControlError, Controller};
-use crate::config::{Config, ListenAddr, ListenHost, Listener, ServiceConfig};
+use crate::config::{Config, ListenAddr, ListenHost, Listener, ListenerTls, ServiceConfig};
 use crate::events::{Event, Events};
 use crate::proxy::{
     AcceptProxy, ListenerSettings, ListenerTask, bind, check_free, in_use_by_another,
     ipv6_unavailable,
 };
+use crate::tls::Terminator;
 
 /// A listener that is accepting.
 pub(super) struct RunningListener {
@@ -82,6 +83,73 @@ pub(super) fn diff<'a>(
     Ok((added, removed))
 }
 
+/// The TLS of every terminating listener of a configuration, by listener.
+pub(super) type Terminators = HashMap<ListenerKey, Vec<Arc<Terminator>>>;
+
+/// Builds the TLS of every terminating listener of `next` (`tls::load`:
+/// certificates, keys and client CAs read from their files), or refuses the
+/// change with the first that does not load. A running listener whose TLS
+/// is unchanged keeps its own, unless `reread` (a reload re-reads every
+/// file). Certificates near their expiry are warned about.
+pub(super) fn terminators(
+    running: &[RunningListener],
+    next: &Config,
+    reread: bool,
+) -> Result<Terminators, ControlError> {
+    let mut out: Terminators = HashMap::new();
+    for (key, _, listener) in wanted(next) {
+        let Some(tls) = &listener.tls else {
+            continue;
+        };
+        let kept = (!reread)
+            .then(|| {
+                running
+                    .iter()
+                    .filter(|r| r.service == key.0 && r.configured == key.1)
+                    .find_map(|r| {
+                        let settings = r.settings.load();
+                        let t = settings.tls.as_ref()?;
+                        (t.terminator.config == *tls).then(|| t.terminator.clone())
+                    })
+            })
+            .flatten();
+        let terminator = match kept {
+            Some(kept) => kept,
+            None => {
+                let loaded = crate::tls::load(tls).map_err(|e| {
+                    let at = e.at.map(|at| format!("{at}: ")).unwrap_or_default();
+                    ControlError::Invalid(format!(
+                        "{at}service {:?}, listener {}: {}",
+                        key.0, key.1, e.message
+                    ))
+                })?;
+                crate::tls::warn_expiring(
+                    &key.1.to_string(),
+                    &loaded.certs,
+                    std::time::SystemTime::now(),
+                );
+                Arc::new(loaded)
+            }
+        };
+        out.entry(key).or_default().push(terminator);
+    }
+    Ok(out)
+}
+
+/// The terminator built for a listener of `key` with `tls`.
+fn terminator_for(
+    terminators: &Terminators,
+    key: &ListenerKey,
+    tls: Option<&ListenerTls>,
+) -> Option<Arc<Terminator>> {
+    let tls = tls?;
+    terminators
+        .get(key)?
+        .iter()
+        .find(|t| t.config == *tls)
+        .cloned()
+}
+
 /// Binds every listener or none, `copies` sockets each (one per worker). A
 /// listener whose address matches a socket in `inherited` uses that socket instead
 /// of binding; on failure such sockets go back for a later attempt. An address
@@ -93,9 +161,15 @@ pub(super) fn bind_all(
     copies: usize,
     inherited: &Inherited,
     own: &[SocketAddr],
+    terminators: &Terminators,
 ) -> Result<Vec<BoundSocket>, ControlError> {
     let mut all: Vec<BoundSocket> = Vec::new();
     for ((service, configured), service_config, listener) in keys {
+        let terminator = terminator_for(
+            terminators,
+            &(service.clone(), configured.clone()),
+            listener.tls.as_ref(),
+        );
         let bound = match inherited.take(&configured) {
             Some(socket) => inherited.share(socket, copies).map(|(l, s)| (l, s, true)),
             None => bind_copies(&configured, copies, own).map(|(l, s)| (l, s, false)),
@@ -107,7 +181,12 @@ pub(super) fn bind_all(
                 configured,
                 local,
                 sockets,
-                settings: ListenerSettings::new(&service_config.options, listener, None),
+                settings: ListenerSettings::new(
+                    &service_config.options,
+                    listener,
+                    None,
+                    terminator,
+                ),
             }),
             Err(source) => {
                 for b in all.into_iter().filter(|b| b.from_inherited) {
@@ -239,7 +318,12 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
 /// then on get them (one accepted while the command is applied may still get
 /// the old ones, as with any reload). Route counters carry over. Listeners
 /// sharing a key (port 0 twice) are matched to the configuration's in order.
-pub(super) fn refresh(running: &[RunningListener], config: &Config, events: &Events) {
+pub(super) fn refresh(
+    running: &[RunningListener],
+    config: &Config,
+    terminators: &Terminators,
+    events: &Events,
+) {
     let mut wanted: Vec<Option<NewListener>> = wanted(config).map(Some).collect();
     for listener in running {
         let found = wanted.iter_mut().find(|w| {
@@ -251,8 +335,10 @@ pub(super) fn refresh(running: &[RunningListener], config: &Config, events: &Eve
             continue; // being removed
         };
         let proxy = AcceptProxy::of(&service.options, &wanted.options);
+        let key = (listener.service.clone(), listener.configured.clone());
+        let terminator = terminator_for(terminators, &key, wanted.tls.as_ref());
         let current = listener.settings.load();
-        if current.same_as(&proxy, wanted) {
+        if current.same_as(&proxy, terminator.as_ref(), wanted) {
             continue;
         }
         events.emit(Event::ListenerChanged {
@@ -260,7 +346,7 @@ pub(super) fn refresh(running: &[RunningListener], config: &Config, events: &Eve
             listen: listener.configured.to_string(),
             routes: wanted.routes.len(),
         });
-        let next = ListenerSettings::new(&service.options, wanted, Some(&current));
+        let next = ListenerSettings::new(&service.options, wanted, Some(&current), terminator);
         listener.settings.store(Arc::new(next));
     }
 }

@@ -56,6 +56,75 @@ pub struct BoundListener {
     /// (`truncated_hello`, `silent`, …; kinds never seen are left out).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub anomalies: Vec<(&'static str, u64)>,
+    /// On a listener that terminates TLS: its certificates and handshakes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStats>,
+}
+
+/// A terminating listener's certificates and handshakes, as reported to
+/// observers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TlsStats {
+    /// Its certificates, in configuration order (the first serves clients
+    /// whose SNI matches none).
+    pub certificates: Vec<CertificateStats>,
+    /// Completed handshakes by version (`1.2`, `1.3`).
+    pub handshakes: Vec<(&'static str, u64)>,
+    /// Failed handshakes by reason (`timeout`, `not_tls`, …; every reason,
+    /// zero included).
+    pub handshake_errors: Vec<(&'static str, u64)>,
+}
+
+/// One certificate of a terminating listener.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CertificateStats {
+    /// The name it is shown by (its first DNS name, else its subject).
+    pub name: String,
+    /// Every DNS name it serves.
+    pub names: Vec<String>,
+    /// Its issuer.
+    pub issuer: String,
+    /// The file it was read from.
+    pub file: String,
+    /// End of validity, seconds since the Unix epoch.
+    pub not_after: i64,
+    /// Seconds left until then (negative: expired), at the time of the call.
+    pub expires_in: i64,
+    /// Whether it expires within 14 days (or has).
+    pub expiring: bool,
+}
+
+impl TlsStats {
+    fn of(t: &crate::proxy::Terminating) -> TlsStats {
+        use crate::tls::HandshakeFailure;
+        let now = std::time::SystemTime::now();
+        let warn = crate::tls::EXPIRY_WARNING.as_secs() as i64;
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        TlsStats {
+            certificates: t
+                .terminator
+                .certs
+                .iter()
+                .map(|c| CertificateStats {
+                    name: c.name().to_string(),
+                    names: c.names.clone(),
+                    issuer: c.issuer.clone(),
+                    file: c.file.display().to_string(),
+                    not_after: c.not_after,
+                    expires_in: c.expires_in(now),
+                    expiring: c.expires_in(now) <= warn,
+                })
+                .collect(),
+            handshakes: vec![
+                ("1.2", t.counters.tls12.load(relaxed)),
+                ("1.3", t.counters.tls13.load(relaxed)),
+            ],
+            handshake_errors: HandshakeFailure::ALL
+                .iter()
+                .map(|&why| (why.as_str(), t.counters.failures(why)))
+                .collect(),
+        }
+    }
 }
 
 /// One route of a listener, as reported to observers.
@@ -101,6 +170,7 @@ impl BoundListener {
                     .filter(|(_, n)| *n > 0)
                     .collect()
             }),
+            tls: settings.tls.as_ref().map(TlsStats::of),
         }
     }
 }
@@ -438,8 +508,18 @@ impl Controller {
         // Bind new listeners before anything is swapped: a port in use refuses the
         // whole command.
         let (added, removed) = listeners::diff(&state.listeners, &next)?;
+        // Certificates are read before anything is bound: one that does not
+        // load refuses the whole command, and the running ones stay.
+        let reread = matches!(command, Command::Replace(_));
+        let terminators = listeners::terminators(&state.listeners, &next, reread)?;
         let own: Vec<SocketAddr> = state.listeners.iter().map(|l| l.local).collect();
-        let bound = listeners::bind_all(added, self.workers.len().max(1), &self.inherited, &own)?;
+        let bound = listeners::bind_all(
+            added,
+            self.workers.len().max(1),
+            &self.inherited,
+            &own,
+            &terminators,
+        )?;
         // What the names resolve to is known before the hosts are built.
         // Which names the hosts use (and how often to ask): a walk over every
         // host, so only when the change can alter it.
@@ -479,7 +559,7 @@ impl Controller {
         for listener in bound {
             state.listeners.push(listeners::start(listener, self));
         }
-        listeners::refresh(&state.listeners, &next, &self.data.events);
+        listeners::refresh(&state.listeners, &next, &terminators, &self.data.events);
         state.listeners.retain(|l| {
             let keep = !removed.contains(&(l.service.clone(), l.configured.clone()));
             if !keep {
@@ -515,6 +595,33 @@ impl Controller {
             self.follow_name(&state, &name);
         }
         Ok(())
+    }
+}
+
+/// How often the certificates of terminating listeners are looked at for
+/// their expiry (each is warned about at most once a day).
+const CERTIFICATE_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Warns in the log, at most once a day each, of the running certificates
+/// that expire within 14 days (loading them warns too), until `stop`.
+pub(crate) async fn watch_certificates(
+    controller: std::sync::Weak<Controller>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(CERTIFICATE_WATCH_INTERVAL) => {}
+        }
+        let Some(controller) = controller.upgrade() else {
+            return;
+        };
+        let now = std::time::SystemTime::now();
+        for l in controller.views.listeners.load().iter() {
+            if let Some(tls) = &l.settings.load().tls {
+                crate::tls::warn_expiring(&l.configured.to_string(), &tls.terminator.certs, now);
+            }
+        }
     }
 }
 

@@ -13,9 +13,10 @@ use tokio::io::AsyncWriteExt;
 
 use super::admission::{Rejected, admit, allowed, read_proxy};
 use super::copy::{Progress, Side, copy_bidirectional};
-use super::inspect::inspect;
+use super::inspect::{Inspected, choose, inspect};
 use super::proxy_protocol::{self, Version as ProxyVersion};
 use super::retry_empty::{FirstByte, Replay};
+use super::terminate::{self, TlsClient, handshake, log_failure};
 use super::{DataPlane, ListenerSettings, ListenerTask};
 use crate::config::ServiceOptions;
 use crate::snapshot::Snapshot;
@@ -112,9 +113,27 @@ pub(crate) struct Accepted {
 /// so the futures that pass it along each hold a pointer rather than their own
 /// copy.
 struct Established {
-    client: TcpStream,
+    client: Client,
     host: TcpStream,
     session: Session,
+}
+
+/// The client side of an established connection.
+enum Client {
+    /// Bytes as they come: the readiness-driven copy loop, parking.
+    Plain(TcpStream),
+    /// Terminated TLS (the host gets the plaintext).
+    Tls(Box<TlsClient>),
+}
+
+impl Client {
+    /// The client's socket.
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Client::Plain(socket) => socket,
+            Client::Tls(stream) => stream.get_ref().0.socket(),
+        }
+    }
 }
 
 /// What a connection keeps besides its sockets: all that a parked connection
@@ -193,40 +212,63 @@ async fn establish(
                 return None;
             }
         };
-    let (service_name, inspection, plan) = match &settings.routing {
+    // The listener's own service owns the port: a client its access lists
+    // refuse is closed before anything is read (a handshake, a route's
+    // bytes), whatever it would have asked for.
+    if (settings.routing.is_some() || settings.tls.is_some())
+        && let Some(own_plan) = plan(&data.snapshots.load(), &own)
+        && !allowed(client_addr, &own_plan.options)
+    {
+        own_plan.counters.accepted.fetch_add(1, Relaxed);
+        own_plan.counters.denied.fetch_add(1, Relaxed);
+        log_refused(&own, client_addr, &Rejected::Denied.reason());
+        return None;
+    }
+    // What the client told (its handshake, or its first bytes on a listener
+    // with routes), and the route it matched. The handshake's state and its
+    // results live in a box of their own: a plain connection's future does
+    // not carry them.
+    let (client, inspected) = match &settings.tls {
+        Some(tls) => {
+            let early = std::mem::take(&mut early);
+            let routing = settings.routing.as_ref();
+            match Box::pin(terminate(client, early, tls, routing)).await {
+                Ok((client, inspected)) => (Client::Tls(client), Some(inspected)),
+                Err(why) => {
+                    log_failure(why, client_addr, &own);
+                    return None;
+                }
+            }
+        }
+        None => {
+            let inspected = match &settings.routing {
+                Some(routing) => Some(inspect(&mut client, &mut early, routing).await),
+                None => None,
+            };
+            (Client::Plain(client), inspected)
+        }
+    };
+    let (service_name, inspection, plan) = match inspected {
         None => {
             let plan = plan(&data.snapshots.load(), &own);
             (own, None, plan)
         }
-        Some(routing) => {
-            // The listener's own service owns the port: a client its access
-            // lists refuse is closed before anything is read, whatever it
-            // would have asked for.
-            if let Some(own_plan) = plan(&data.snapshots.load(), &own)
-                && !allowed(client_addr, &own_plan.options)
-            {
-                own_plan.counters.accepted.fetch_add(1, Relaxed);
-                own_plan.counters.denied.fetch_add(1, Relaxed);
-                log_refused(&own, client_addr, &Rejected::Denied.reason());
-                return None;
-            }
-            let mut inspected = inspect(&mut client, &mut early, routing).await;
+        Some(mut inspected) => {
+            let routing = settings.routing.as_ref();
             let snapshot = data.snapshots.load();
-            let routed = inspected.route.and_then(|at| {
+            let routed = inspected.route.zip(routing).and_then(|(at, routing)| {
                 let service = &routing.targets[at].service;
                 Some((service.clone(), plan(&snapshot, service)?))
             });
             match routed {
-                Some((service, plan)) => {
-                    (service, Some(Box::new(inspected.inspection)), Some(plan))
-                }
+                Some((service, plan)) => (service, Some(inspected.inspection), Some(plan)),
                 None => {
                     // No route matched, or a reload removed the routed-to
                     // service (and its route) while the client was read: the
                     // listener's own service serves it, as the listener now says.
                     inspected.inspection.route = None;
                     let plan = plan(&snapshot, &own);
-                    (own, Some(Box::new(inspected.inspection)), plan)
+                    (own, Some(inspected.inspection), plan)
                 }
             }
         }
@@ -276,7 +318,7 @@ async fn establish(
         let guard = ConnectionGuard::new(target.stats.clone());
         let connect_started = Instant::now();
         let connected = match connect(&target).await {
-            Ok((host, host_addr)) => send_proxy_header(&target, host, client_addr, &client)
+            Ok((host, host_addr)) => send_proxy_header(&target, host, client_addr, client.socket())
                 .await
                 .map(|host| (host, host_addr)),
             Err(ConnectError::Host(reason)) => Err(reason),
@@ -289,13 +331,20 @@ async fn establish(
                 return None;
             }
         };
-        let connected = match (connected, target.retry_empty) {
+        // A terminated client's bytes are read through TLS: `retryEmpty`
+        // (which reads the client's socket) does not apply to it.
+        let retry_empty = match client {
+            Client::Plain(_) => target.retry_empty,
+            Client::Tls(_) => None,
+        };
+        let connected = match (connected, retry_empty) {
             (Ok((mut host, host_addr)), Some((max_bytes, wait))) => {
+                let socket = client.socket();
                 let replay = replay.get_or_insert_with(|| Replay {
                     bytes: std::mem::take(&mut early),
                     ..Replay::default()
                 });
-                match retry_on_empty(replay, &client, &mut host, (max_bytes, wait)).await {
+                match retry_on_empty(replay, socket, &mut host, (max_bytes, wait)).await {
                     Ok(()) => Ok((host, host_addr)),
                     Err(reason) => Err(reason),
                 }
@@ -362,6 +411,24 @@ async fn establish(
     }
 }
 
+/// The TLS handshake of a terminating listener's client, then the route its
+/// SNI and ALPN match (when the listener routes): the client, speaking TLS,
+/// and what it told.
+async fn terminate(
+    client: TcpStream,
+    early: Vec<u8>,
+    tls: &super::listener::Terminating,
+    routing: Option<&super::inspect::Routing>,
+) -> Result<(Box<TlsClient>, Inspected), crate::tls::HandshakeFailure> {
+    let done = handshake(client, early, tls).await?;
+    let mut inspected = match routing {
+        Some(routing) => choose(done.seen, routing),
+        None => Inspected::unrouted(done.seen),
+    };
+    inspected.inspection.tls = Some(Box::new(done.session));
+    Ok((done.stream, inspected))
+}
+
 /// Copies until both sides are done or the connection is asked to close, then
 /// writes the access log record; or, asked to park while idle, parks it.
 async fn relay(mut established: Box<Established>, listener: ListenerTask) {
@@ -374,16 +441,24 @@ async fn relay(mut established: Box<Established>, listener: ListenerTask) {
             .entry()
             .request_close(CloseRequest::Shutdown);
     }
-    let ended = match copy(&established, early).await {
+    let outcome = match established.client {
+        Client::Plain(_) => copy(&established, early).await,
+        // Boxed: a plain connection's task does not carry its state.
+        Client::Tls(_) => Outcome::Ended(Box::pin(copy_terminated(&mut established)).await),
+    };
+    let ended = match outcome {
         Outcome::Ended(ended) => ended,
         Outcome::Park => {
             #[cfg(target_os = "linux")]
             {
                 let Established {
-                    client,
+                    client: Client::Plain(client),
                     host,
                     session,
-                } = *established;
+                } = *established
+                else {
+                    return; // only a plain connection parks
+                };
                 super::parking::park(client, host, session, listener);
                 return;
             }
@@ -430,9 +505,17 @@ enum Outcome {
 
 /// Copies both ways, counting, until the connection ends or parks.
 async fn copy(established: &Established, early: Vec<u8>) -> Outcome {
-    let entry = established.session.entry();
-    let stats = established.session.guard.stats();
-    let copy = copy_bidirectional(&established.client, &established.host, early, |progress| {
+    let Established {
+        client: Client::Plain(client),
+        host,
+        session,
+    } = established
+    else {
+        return Outcome::Ended(CloseReason::Error); // a terminated one: copy_terminated
+    };
+    let entry = session.entry();
+    let stats = session.guard.stats();
+    let copy = copy_bidirectional(client, host, early, |progress| {
         match progress {
             Progress::Bytes(Side::Client, n) => {
                 stats.add_bytes_in(n as u64);
@@ -468,12 +551,69 @@ async fn copy(established: &Established, early: Vec<u8>) -> Outcome {
                     entry.decline_park();
                     continue;
                 }
-                match entry.close_request() {
-                    Some(CloseRequest::Shutdown) => return Outcome::Ended(CloseReason::Shutdown),
-                    Some(CloseRequest::Timeout) => return Outcome::Ended(CloseReason::Timeout),
-                    Some(CloseRequest::Admin) => return Outcome::Ended(CloseReason::ClosedByAdmin),
-                    Some(CloseRequest::HostDown) => return Outcome::Ended(CloseReason::HostDown),
-                    None => {}
+                if let Some(ended) = close_requested(entry) {
+                    return Outcome::Ended(ended);
+                }
+            }
+        }
+    }
+}
+
+/// Why the connection was asked to close, if it was.
+fn close_requested(entry: &ConnectionEntry) -> Option<CloseReason> {
+    match entry.close_request()? {
+        CloseRequest::Shutdown => Some(CloseReason::Shutdown),
+        CloseRequest::Timeout => Some(CloseReason::Timeout),
+        CloseRequest::Admin => Some(CloseReason::ClosedByAdmin),
+        CloseRequest::HostDown => Some(CloseReason::HostDown),
+    }
+}
+
+/// Copies both ways between a terminated client and its host, counting,
+/// until the connection ends; it never parks (rustls holds its state).
+async fn copy_terminated(established: &mut Established) -> CloseReason {
+    let Established {
+        client: Client::Tls(client),
+        host,
+        session,
+    } = established
+    else {
+        return CloseReason::Error; // a plain one: copy
+    };
+    let entry = session.entry();
+    let stats = session.guard.stats();
+    let copy = terminate::copy(client, host, |side, n| {
+        match side {
+            Side::Client => {
+                stats.add_bytes_in(n as u64);
+                entry.bytes_in.fetch_add(n as u64, Relaxed);
+            }
+            Side::Host => {
+                stats.add_bytes_out(n as u64);
+                entry.bytes_out.fetch_add(n as u64, Relaxed);
+            }
+        }
+        entry.last_activity.store(clock_ms(), Relaxed);
+    });
+    let mut copy = std::pin::pin!(copy);
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut copy => return match result {
+                Ok(Side::Host) => CloseReason::HostClosed,
+                Ok(Side::Client) => CloseReason::ClientClosed,
+                Err(error) => {
+                    tracing::debug!(service = %entry.service, host = %entry.host, client = %entry.client, %error, "connection ended with an error");
+                    CloseReason::Error
+                }
+            },
+            _ = entry.close.notified() => {
+                if entry.park_requested() {
+                    entry.decline_park();
+                    continue;
+                }
+                if let Some(ended) = close_requested(entry) {
+                    return ended;
                 }
             }
         }
@@ -494,7 +634,7 @@ pub(super) fn resume(parked: super::parking::ParkedConnection) {
     match (TcpStream::from_std(client), TcpStream::from_std(host)) {
         (Ok(client), Ok(host)) => {
             let established = Box::new(Established {
-                client,
+                client: Client::Plain(client),
                 host,
                 session,
             });

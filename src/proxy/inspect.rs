@@ -104,10 +104,28 @@ impl Routing {
 
 /// What a client's first bytes told, and the route they matched.
 pub(crate) struct Inspected {
-    /// What was seen, for the connection list and the access log.
-    pub inspection: Inspection,
+    /// What was seen, for the connection list and the access log (boxed as
+    /// the connection keeps it, and so that a connection's future holds a
+    /// pointer while it waits).
+    pub inspection: Box<Inspection>,
     /// Index of the route taken in [`Routing::targets`], if one matched.
     pub route: Option<usize>,
+}
+
+impl Inspected {
+    /// What a client of a listener without routes told (its handshake).
+    pub(crate) fn unrouted(seen: Seen) -> Inspected {
+        Inspected {
+            inspection: Box::new(Inspection {
+                protocol: seen.protocol,
+                sni: seen.sni,
+                alpn: seen.alpn,
+                route: None,
+                tls: None,
+            }),
+            route: None,
+        }
+    }
 }
 
 /// Reads the client's first bytes into `received` (which may already hold
@@ -133,17 +151,24 @@ pub(crate) async fn inspect(
         routing.anomalies[anomaly as usize].fetch_add(1, Relaxed);
         log_anomaly(anomaly, client);
     }
+    choose(seen, routing)
+}
+
+/// Chooses the route `seen` matches (what a client's first bytes, or its TLS
+/// handshake, told), counting the hit.
+pub(crate) fn choose(seen: Seen, routing: &Routing) -> Inspected {
     let route = routing.table.find(&seen);
     if let Some(at) = route {
         routing.targets[at].hits.fetch_add(1, Relaxed);
     }
     Inspected {
-        inspection: Inspection {
+        inspection: Box::new(Inspection {
             protocol: seen.protocol,
             sni: seen.sni,
             alpn: seen.alpn,
             route: route.map(|at| routing.targets[at].label.clone()),
-        },
+            tls: None,
+        }),
         route,
     }
 }

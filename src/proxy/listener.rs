@@ -16,6 +16,7 @@ use super::admission::AcceptProxy;
 use super::connection::{self, Accepted};
 use super::inspect::Routing;
 use crate::config::{Listener, ServiceOptions};
+use crate::tls::{Terminator, TlsCounters};
 
 /// Pending connections the kernel queues before accept.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -96,35 +97,67 @@ pub(crate) fn ipv6_unavailable(error: &io::Error) -> bool {
 }
 
 /// What a listener does with each new client before a host is picked: its
-/// PROXY protocol acceptance and its routes. Built by the controller from the
-/// configuration, swapped whole when a command changes it (the socket stays).
+/// PROXY protocol acceptance, its TLS termination and its routes. Built by the
+/// controller from the configuration, swapped whole when a command changes it
+/// or a reload re-reads its certificates (the socket stays).
 #[derive(Debug, Default)]
 pub(crate) struct ListenerSettings {
     /// PROXY protocol acceptance (`None`: its clients send no header).
     pub proxy: Option<AcceptProxy>,
+    /// TLS termination (`None`: bytes pass as they come).
+    pub tls: Option<Terminating>,
     /// Routes by the client's first bytes (`None`: every client is the
-    /// listener's service's, and nothing is read before a host is picked).
+    /// listener's service's, and nothing is read before a host is picked);
+    /// on a terminating listener, by its handshake's SNI and ALPN.
     pub routing: Option<Routing>,
 }
 
+/// A terminating listener's TLS as the data path uses it.
+#[derive(Debug)]
+pub(crate) struct Terminating {
+    /// Certificates and rustls settings, from `tls::load`.
+    pub terminator: Arc<Terminator>,
+    /// Handshakes counted; kept across changes of the listener's settings.
+    pub counters: Arc<TlsCounters>,
+}
+
 impl ListenerSettings {
-    /// The settings `listener` of a service with `options` asks for; counters
-    /// of routes `previous` had too carry over.
+    /// The settings `listener` of a service with `options` asks for, with
+    /// `terminator` when it terminates TLS; counters of routes and handshakes
+    /// `previous` had too carry over.
     pub(crate) fn new(
         options: &ServiceOptions,
         listener: &Listener,
         previous: Option<&ListenerSettings>,
+        terminator: Option<Arc<Terminator>>,
     ) -> ListenerSettings {
         ListenerSettings {
             proxy: AcceptProxy::of(options, &listener.options),
+            tls: terminator.map(|terminator| Terminating {
+                terminator,
+                counters: previous
+                    .and_then(|p| p.tls.as_ref())
+                    .map(|t| t.counters.clone())
+                    .unwrap_or_default(),
+            }),
             routing: Routing::new(listener, previous.and_then(|p| p.routing.as_ref())),
         }
     }
 
-    /// Whether a listener with these settings asks for `proxy` and `listener`'s
-    /// routes (their counters aside).
-    pub(crate) fn same_as(&self, proxy: &Option<AcceptProxy>, listener: &Listener) -> bool {
+    /// Whether a listener with these settings asks for `proxy`, `terminator`
+    /// (the very one) and `listener`'s routes (their counters aside).
+    pub(crate) fn same_as(
+        &self,
+        proxy: &Option<AcceptProxy>,
+        terminator: Option<&Arc<Terminator>>,
+        listener: &Listener,
+    ) -> bool {
         self.proxy == *proxy
+            && match (&self.tls, terminator) {
+                (Some(t), Some(other)) => Arc::ptr_eq(&t.terminator, other),
+                (None, None) => true,
+                _ => false,
+            }
             && match &self.routing {
                 Some(routing) => routing.same_as(listener),
                 None => listener.routes.is_empty(),

@@ -13,13 +13,15 @@ mod listener;
 mod parking;
 pub mod proxy_protocol;
 mod retry_empty;
+mod terminate;
 mod workers;
 
 pub(crate) use admission::AcceptProxy;
 pub(crate) use connection::ConnectionRecord;
 pub(crate) use idle::sweep_idle;
 pub(crate) use listener::{
-    ListenerSettings, ListenerTask, bind, check_free, in_use_by_another, ipv6_unavailable,
+    ListenerSettings, ListenerTask, Terminating, bind, check_free, in_use_by_another,
+    ipv6_unavailable,
 };
 pub(crate) use workers::WorkerPool;
 

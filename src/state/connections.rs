@@ -79,8 +79,8 @@ pub enum CloseRequest {
     HostDown = 6,
 }
 
-/// What a listener with routes saw of a client's first bytes, and the route
-/// it took.
+/// What a listener with routes saw of a client's first bytes (or a
+/// terminating listener of its handshake), and the route it took.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Inspection {
     /// What the client speaks.
@@ -95,6 +95,10 @@ pub struct Inspection {
     /// route matched and the listener's own service serves it.
     #[serde(serialize_with = "route_label")]
     pub route: Option<Arc<str>>,
+    /// On a listener that terminates TLS: what its handshake agreed (the
+    /// SNI and ALPN offered are `sni` and `alpn`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Box<crate::tls::Session>>,
 }
 
 fn route_label<S: serde::Serializer>(route: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {

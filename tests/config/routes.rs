@@ -162,7 +162,7 @@ fn check_accepts_routes_and_refuses_broken_rules_with_their_location() {
             "<host name=\"x\" ip=\"127.0.0.1:9\"/>",
         ),
         "<host name=\"x\"",
-        "unknown element <host> in <listen> (expected one of: route)",
+        "unknown element <host> in <listen> (expected one of: route, tls)",
     );
 
     let toml = |from: &str, to: &str| {

@@ -1,7 +1,8 @@
 //! The data path end to end: proxying, PROXY protocol, limits and access
 //! lists, parked connections, faults, schedulers, shared ports, retries,
-//! backup groups, inherited sockets, DNS-named hosts and the soak test. One
-//! test binary (each file a module) so the crate is linked once.
+//! backup groups, inherited sockets, DNS-named hosts, TLS termination and
+//! the soak test. One test binary (each file a module) so the crate is
+//! linked once.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -24,3 +25,4 @@ mod schedulers;
 mod schedulers_more;
 mod shared_port;
 mod soak;
+mod tls;

@@ -117,7 +117,7 @@ async fn read_request_head<S: AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
 }
 
 /// A plain HTTP host answering `NAME` to any request, then closing.
-async fn http_host(name: &'static str) -> SocketAddr {
+pub(super) async fn http_host(name: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -266,7 +266,12 @@ async fn edge() -> Edge {
 /// `openssl s_client` to `addr` asking for `sni` (none when `None`), trusting
 /// `ca`, and verifying the host name when the name asked is the one `ca` is
 /// for; returns its output.
-async fn s_client(addr: SocketAddr, sni: Option<&str>, alpn: Option<&str>, ca: &Path) -> String {
+pub(super) async fn s_client(
+    addr: SocketAddr,
+    sni: Option<&str>,
+    alpn: Option<&str>,
+    ca: &Path,
+) -> String {
     let mut command = Command::new("openssl");
     command
         .args(["s_client", "-connect", &addr.to_string(), "-CAfile"])
@@ -302,7 +307,7 @@ async fn s_client(addr: SocketAddr, sni: Option<&str>, alpn: Option<&str>, ca: &
 }
 
 /// The host certificate's subject line `openssl s_client -brief` prints.
-fn peer_subject(output: &str) -> &str {
+pub(super) fn peer_subject(output: &str) -> &str {
     output
         .lines()
         .find(|l| l.contains("Peer certificate:") || l.starts_with("depth=0 "))

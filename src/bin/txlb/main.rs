@@ -115,11 +115,15 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Check { config } => {
             let config = config.path();
             let loaded = Config::from_path(&config)?;
+            let certificates = txlb::check::certificates(&loaded).map_err(anyhow::Error::msg)?;
             println!("{}: OK", config.display());
             print!(
                 "{}",
                 control_runtime()?.block_on(txlb::check::report(&loaded))
             );
+            for line in certificates {
+                println!("{line}");
+            }
             Ok(())
         }
         Cmd::Demo { listen, admin } => {

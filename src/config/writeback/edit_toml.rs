@@ -15,8 +15,8 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Tab
 use super::super::model::*;
 use super::super::options::Written;
 use super::super::write::{
-    logging_values, seconds, to_toml, toml_agent, toml_check, toml_inline_options, toml_listen,
-    toml_listeners, toml_route, tstr, yes,
+    logging_values, seconds, tls_settings, to_toml, toml_agent, toml_check, toml_inline_options,
+    toml_listen, toml_listeners, toml_route, toml_tls, toml_tls_array, tstr, yes,
 };
 use super::{common_ends, written_path};
 
@@ -477,7 +477,8 @@ fn listeners(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Opt
             Some(j) if r.listeners[j] != *l => {
                 let rl = &r.listeners[j];
                 let entry = listen.get_mut(i)?;
-                let plain = rl.routes.is_empty() && rl.options.non_default().is_empty();
+                let plain =
+                    rl.routes.is_empty() && rl.tls.is_none() && rl.options.non_default().is_empty();
                 match entry {
                     Value::InlineTable(table) if !plain => {
                         listener(table, l, rl)?;
@@ -519,7 +520,55 @@ fn tidy_inline(t: &mut InlineTable) {
 /// routes.
 fn listener(t: &mut dyn TableLike, b: &Listener, r: &Listener) -> Option<()> {
     set_options(t, &r.options.differing(&b.options))?;
+    tls(t, b.tls.as_ref(), r.tls.as_ref())?;
     routes(t, &b.routes, &r.routes)
+}
+
+/// Brings a listener's `tls` to `running`: entries whose text is unchanged
+/// keep it (and their comments), the others are replaced.
+fn tls(
+    t: &mut dyn TableLike,
+    boot: Option<&ListenerTls>,
+    running: Option<&ListenerTls>,
+) -> Option<()> {
+    if boot == running {
+        return Some(());
+    }
+    let Some(running) = running else {
+        t.remove("tls");
+        return Some(());
+    };
+    let entries: Vec<String> = (0..running.certs.len())
+        .map(|i| toml_tls(&running.certs[i], tls_settings(running, i)))
+        .collect();
+    let Some(item) = t.get_mut("tls") else {
+        if boot.is_some() {
+            return None;
+        }
+        set(t, "tls", toml_tls_array(running, "").parse().ok()?);
+        return Some(());
+    };
+    let mut seq = Seq::of(item)?;
+    let before = boot.map_or(0, |b| b.certs.len());
+    if seq.len() != before {
+        return None;
+    }
+    let old: Vec<String> = boot.map_or_else(Vec::new, |b| {
+        (0..b.certs.len())
+            .map(|i| toml_tls(&b.certs[i], tls_settings(b, i)))
+            .collect()
+    });
+    for i in (0..before).rev() {
+        if entries.get(i) != old.get(i) {
+            seq.remove(i);
+        }
+    }
+    for (i, entry) in entries.iter().enumerate() {
+        if old.get(i) != Some(entry) {
+            seq.insert(i, Entry::Inline(inline(entry)?));
+        }
+    }
+    Some(())
 }
 
 /// Brings a listener's `routes` to `running`. Routes have no name to match

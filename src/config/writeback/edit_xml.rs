@@ -16,9 +16,9 @@ use super::super::model::*;
 use super::super::options::Written;
 use super::super::parse::parse_bool;
 use super::super::write::{
-    attr as esc, logging_values, seconds, written_path, xml_admin, xml_agent, xml_check, xml_group,
-    xml_host, xml_listen, xml_manager, xml_route, xml_service, xml_ssh, xml_task, xml_user,
-    xml_web, yes,
+    attr as esc, logging_values, seconds, tls_settings, written_path, xml_admin, xml_agent,
+    xml_check, xml_group, xml_host, xml_listen, xml_manager, xml_route, xml_service, xml_ssh,
+    xml_task, xml_tls, xml_user, xml_web, yes,
 };
 use super::super::xml::{Element, parse_tree};
 use super::common_ends;
@@ -415,6 +415,7 @@ impl Editor<'_> {
             |a, b| a.addr == b.addr,
             |ed, le, bl, rl| {
                 ed.set_options(le, &rl.options.differing(&bl.options));
+                ed.tls(le, bl.tls.as_ref(), rl.tls.as_ref())?;
                 ed.routes(le, &bl.routes, &rl.routes)
             },
             xml_listen,
@@ -433,6 +434,53 @@ impl Editor<'_> {
             && attr_value(e, "group") != Some(r.enabled_group.as_str())
         {
             self.set_attr(e, "group", &r.enabled_group);
+        }
+        Some(())
+    }
+
+    /// Brings a listener's `<tls>` elements to `running`: each is rewritten
+    /// in place (its line's comments kept), extra ones removed, new ones
+    /// inserted after the last (or before the first route).
+    fn tls(
+        &mut self,
+        listen: &Element,
+        boot: Option<&ListenerTls>,
+        running: Option<&ListenerTls>,
+    ) -> Option<()> {
+        if boot == running {
+            return Some(());
+        }
+        let els = kids(listen, "tls");
+        if els.len() != boot.map_or(0, |t| t.certs.len()) {
+            return None;
+        }
+        let rendered: Vec<String> = running.map_or_else(Vec::new, |tls| {
+            (0..tls.certs.len())
+                .map(|i| xml_tls(&tls.certs[i], tls_settings(tls, i), ""))
+                .collect()
+        });
+        for (el, text) in els.iter().zip(&rendered) {
+            self.push(el.at, el.end, text.clone());
+        }
+        for el in els.iter().skip(rendered.len()) {
+            self.remove(el);
+        }
+        let Some(tls) = running.filter(|_| rendered.len() > els.len()) else {
+            return Some(());
+        };
+        let from = els.len();
+        let render = |ind: &str, _: &str| {
+            (from..tls.certs.len())
+                .map(|i| xml_tls(&tls.certs[i], tls_settings(tls, i), ind))
+                .collect()
+        };
+        let routes = kids(listen, "route");
+        if let Some(last) = els.last() {
+            self.insert_after(last, render);
+        } else if let Some(first) = routes.first() {
+            self.insert_before(first, render);
+        } else {
+            self.insert_into(listen, render);
         }
         Some(())
     }

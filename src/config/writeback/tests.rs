@@ -1165,3 +1165,89 @@ fn routes_kept_when_a_service_without_groups_gets_one() {
         );
     }
 }
+
+/// A terminating listener, in both formats, with comments to keep.
+const TLS_XML: &str = "<config>
+  <service name='redis'>
+    <listen ip='127.0.0.1:6380'>
+      <!-- the main name -->
+      <tls cert='/etc/t/a.pem' key='/etc/t/a.key' alpn='redis' minVersion='1.3'/>
+      <tls cert='/etc/t/b.pem' key='/etc/t/b.key'/>  <!-- other -->
+      <route sni='b.example.com' service='other'/>
+    </listen>
+    <group name='g' enable='yes'><host name='r' ip='127.0.0.1:6379'/></group>
+  </service>
+  <service name='other'>
+    <group name='g' enable='yes'><host name='o' ip='127.0.0.1:6381'/></group>
+  </service>
+</config>
+";
+
+const TLS_TOML: &str = r#"[[service]]
+name = "redis"
+listen = [
+  { ip = "127.0.0.1:6380", tls = [
+    # the main name
+    { cert = "/etc/t/a.pem", key = "/etc/t/a.key", alpn = ["redis"], min_version = "1.3" },
+    { cert = "/etc/t/b.pem", key = "/etc/t/b.key" },  # other
+  ], routes = [{ sni = "b.example.com", service = "other" }] },
+]
+
+  [[service.group]]
+  name = "g"
+  enable = true
+  hosts = [ { name = "r", ip = "127.0.0.1:6379" } ]
+
+[[service]]
+name = "other"
+
+  [[service.group]]
+  name = "g"
+  enable = true
+  hosts = [ { name = "o", ip = "127.0.0.1:6381" } ]
+"#;
+
+#[test]
+fn tls_kept_when_something_else_changes_and_edited_in_place() {
+    for (path, text) in [("c.xml", TLS_XML), ("c.toml", TLS_TOML)] {
+        // A host added elsewhere: the tls entries and their comments stay.
+        let out = in_place(path, text, |c| {
+            let mut host = c.services[0].groups[0].hosts[0].clone();
+            host.name = "r2".into();
+            host.address.port = 6390;
+            c.services[0].groups[0].hosts.push(host);
+        });
+        for kept in ["the main name", "other", "/etc/t/a.pem", "/etc/t/b.key"] {
+            assert!(out.contains(kept), "{path}: {out}");
+        }
+        // The second certificate changed: its entry only; the first's
+        // settings stay on the first.
+        let out = in_place(path, text, |c| {
+            let tls = c.services[0].listeners[0].tls.as_mut().unwrap();
+            tls.certs[1].cert = "/etc/t/c.pem".into();
+            tls.certs
+                .push(crate::config::TlsCert::new("/etc/t/d.pem", "/etc/t/d.key"));
+        });
+        assert!(out.contains("# the main name") || out.contains("<!-- the main name -->"));
+        assert!(
+            out.contains("/etc/t/c.pem") && out.contains("/etc/t/d.key"),
+            "{out}"
+        );
+        assert!(!out.contains("/etc/t/b.pem"), "{out}");
+        let reread = match path.ends_with(".xml") {
+            true => Config::from_xml_str(&out),
+            false => Config::from_toml_str(&out),
+        }
+        .unwrap();
+        let tls = reread.services[0].listeners[0].tls.as_ref().unwrap();
+        assert_eq!(tls.certs.len(), 3, "{out}");
+        assert_eq!(tls.options.alpn, vec!["redis".to_string()]);
+        // TLS removed: the listener stays, its routes too.
+        let out = in_place(path, text, |c| {
+            c.services[0].listeners[0].tls = None;
+            c.services[0].listeners[0].routes.clear();
+        });
+        assert!(!out.contains("a.pem"), "{out}");
+        assert!(out.contains("127.0.0.1:6380"), "{out}");
+    }
+}

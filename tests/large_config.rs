@@ -289,6 +289,42 @@ async fn a_host_added_to_a_big_table_group_serves_once_its_tables_are_built() {
     }
 }
 
+#[test]
+fn saving_a_big_group_with_a_host_added_is_linear() {
+    let _serial = SERIAL.blocking_lock();
+    // Write-back looked each host of one list up in the other by a scan:
+    // saving 80,000 hosts after one add-host took 30 s in a release build.
+    let time = |n: usize, format: &str| {
+        let (text, path) = match format {
+            "XML" => (xml(n), "lb.xml"),
+            _ => (toml(n), "lb.toml"),
+        };
+        let boot = match format {
+            "XML" => from_xml(&text),
+            _ => from_toml(&text),
+        };
+        let mut running = boot.clone();
+        running.services[0].groups[0].hosts.push(host(9_000_000));
+        let start = Instant::now();
+        let path = std::path::Path::new(path);
+        let rendered = txlb::config::writeback::render(path, &text, &boot, &running).unwrap();
+        let took = start.elapsed();
+        assert!(rendered.preserved, "{format}: edited in place");
+        assert!(rendered.text.contains("\"n9000000\""), "{format}");
+        took
+    };
+    for format in ["XML", "TOML"] {
+        let small = time(4_000, format);
+        let big = time(40_000, format);
+        // Ten times the hosts: about ten times the time; a scan per host
+        // makes it a hundred.
+        assert!(
+            big < small * 30 + Duration::from_millis(300),
+            "{format}: 4,000 hosts saved in {small:?}, 40,000 in {big:?}"
+        );
+    }
+}
+
 /// Prints the figures: load times and peak heap per host for XML and TOML,
 /// one add-host at several group sizes, and a reload.
 #[tokio::test]

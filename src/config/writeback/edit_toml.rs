@@ -18,7 +18,7 @@ use super::super::write::{
     logging_values, seconds, tls_settings, to_toml, toml_agent, toml_check, toml_inline_options,
     toml_listen, toml_listeners, toml_route, toml_tls, toml_tls_array, tstr, yes,
 };
-use super::{common_ends, written_path};
+use super::{common_ends, first_index, written_path};
 
 /// The running configuration written into `text`, which loaded into `boot`.
 /// The caller has already ruled out a change of the cluster or the resolver.
@@ -118,27 +118,30 @@ impl<'a> Seq<'a> {
     /// Brings the entries (one per `boot` item) to `running`: entries of items
     /// gone are removed, kept ones are handed to `keep`, new ones are inserted
     /// where `running` has them.
-    fn sync<T>(
+    /// Items are the same item when their `key`s are equal.
+    fn sync<'i, T, K: Eq + std::hash::Hash>(
         &mut self,
-        boot: &[T],
-        running: &[T],
-        same: impl Fn(&T, &T) -> bool,
+        boot: &'i [T],
+        running: &'i [T],
+        key: impl Fn(&'i T) -> K,
         mut keep: impl FnMut(&mut dyn TableLike, &T, &T) -> Option<()>,
         make: impl Fn(&T) -> Option<Entry>,
     ) -> Option<()> {
         if self.len() != boot.len() {
             return None;
         }
+        let running_at = first_index(running, &key);
         for (i, b) in boot.iter().enumerate().rev() {
-            match running.iter().find(|r| same(b, r)) {
+            match running_at.get(&key(b)) {
                 None => self.remove(i),
-                Some(r) => keep(self.entry(i)?, b, r)?,
+                Some(&r) => keep(self.entry(i)?, b, &running[r])?,
             }
         }
         // Kept entries are in running order (if not, the result fails its
         // check and the caller renders the whole file).
+        let boot_at = first_index(boot, &key);
         for (i, r) in running.iter().enumerate() {
-            if !boot.iter().any(|b| same(b, r)) {
+            if !boot_at.contains_key(&key(r)) {
                 self.insert(i, make(r)?);
             }
         }
@@ -397,7 +400,7 @@ fn services(root: &mut Table, boot: &[ServiceConfig], running: &[ServiceConfig])
     Seq::of(root.get_mut("service")?)?.sync(
         boot,
         running,
-        |a, b| a.name == b.name,
+        |x| x.name.as_str(),
         service,
         |r| rendered_service(r).map(Entry::Table),
     )
@@ -438,7 +441,7 @@ fn service(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Optio
     Seq::of(t.get_mut("group")?)?.sync(
         &b.groups,
         &r.groups,
-        |a, b| a.name == b.name,
+        |x| x.name.as_str(),
         |t, bg, rg| group(t, bg, rg, rg.name == r.enabled_group, named),
         |g| rendered_group(g, g.name == r.enabled_group).map(Entry::Table),
     )
@@ -461,7 +464,7 @@ fn listeners(t: &mut dyn TableLike, b: &ServiceConfig, r: &ServiceConfig) -> Opt
         return Seq::of(item)?.sync(
             &b.listeners,
             &r.listeners,
-            |a, b| a.addr == b.addr,
+            |x| &x.addr,
             listener,
             |l| inline(&toml_listen(l, "")).map(Entry::Inline),
         );
@@ -648,7 +651,7 @@ fn group(
     Seq::of(t.get_mut("hosts")?)?.sync(
         &boot,
         &running,
-        |a, b| a.name == b.name,
+        |x| x.name.as_str(),
         |e, bh, rh| {
             if rh.address != bh.address {
                 set(e, "ip", Value::from(rh.address.to_string()));
@@ -851,7 +854,7 @@ fn users(admin: &mut Item, b: &[UserConfig], r: &[UserConfig]) -> Option<()> {
     Seq::of(admin.as_table_like_mut()?.get_mut("user")?)?.sync(
         b,
         r,
-        |a, b| a.name == b.name,
+        |x| x.name.as_str(),
         |e, bu, ru| {
             if ru.password_hash != bu.password_hash {
                 set(e, "password", Value::from(ru.password_hash.as_str()));

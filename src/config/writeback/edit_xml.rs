@@ -21,7 +21,7 @@ use super::super::write::{
     xml_task, xml_tls, xml_user, xml_web, yes,
 };
 use super::super::xml::{Element, parse_tree};
-use super::common_ends;
+use super::{common_ends, first_index};
 
 /// The indentation step used when the file shows none.
 const DEFAULT_STEP: &str = "  ";
@@ -341,25 +341,28 @@ impl Editor<'_> {
     /// elements of items gone are removed, items kept are handed to `keep` with
     /// their element, and new items are inserted where `running` has them: after
     /// the element of the kept item before them, or before the first kept one.
-    fn sync<T>(
+    /// Items are the same item when their `key`s are equal.
+    fn sync<'i, T, K: Eq + std::hash::Hash>(
         &mut self,
         parent: &Element,
         els: &[&Element],
-        (boot, running): (&[T], &[T]),
-        same: impl Fn(&T, &T) -> bool,
+        (boot, running): (&'i [T], &'i [T]),
+        key: impl Fn(&'i T) -> K,
         mut keep: impl FnMut(&mut Self, &Element, &T, &T) -> Option<()>,
         render: impl Fn(&T, &str, &str) -> String,
     ) -> Option<()> {
         if els.len() != boot.len() {
             return None;
         }
+        let running_at = first_index(running, &key);
         for (el, b) in els.iter().zip(boot) {
-            match running.iter().find(|r| same(b, r)) {
+            match running_at.get(&key(b)) {
                 None => self.remove(el),
-                Some(r) => keep(self, el, b, r)?,
+                Some(&i) => keep(self, el, b, &running[i])?,
             }
         }
-        let element_of = |r: &T| boot.iter().position(|b| same(b, r)).map(|i| els[i]);
+        let boot_at = first_index(boot, &key);
+        let element_of = |r: &'i T| boot_at.get(&key(r)).map(|&i| els[i]);
         let mut anchor: Option<&Element> = None;
         let mut pending: Vec<&T> = Vec::new();
         for r in running {
@@ -394,7 +397,7 @@ impl Editor<'_> {
             root,
             &kids(root, "service"),
             (boot, running),
-            |a, b| a.name == b.name,
+            |x| x.name.as_str(),
             |ed, el, b, r| ed.service(el, b, r),
             xml_service,
         )
@@ -412,7 +415,7 @@ impl Editor<'_> {
             el,
             &kids(el, "listen"),
             (&b.listeners, &r.listeners),
-            |a, b| a.addr == b.addr,
+            |x| &x.addr,
             |ed, le, bl, rl| {
                 ed.set_options(le, &rl.options.differing(&bl.options));
                 ed.tls(le, bl.tls.as_ref(), rl.tls.as_ref())?;
@@ -426,7 +429,7 @@ impl Editor<'_> {
             el,
             &kids(el, "group"),
             (&b.groups, &r.groups),
-            |a, b| a.name == b.name,
+            |x| x.name.as_str(),
             |ed, ge, bg, rg| ed.group(ge, bg, rg, rg.name == r.enabled_group, named),
             |g, ind, step| xml_group(g, g.name == r.enabled_group, ind, step),
         )?;
@@ -554,7 +557,7 @@ impl Editor<'_> {
             el,
             &kids(el, "host"),
             (&boot, &running),
-            |a, b| a.name == b.name,
+            |x| x.name.as_str(),
             |ed, he, bh, rh| {
                 if rh.address != bh.address {
                     ed.set_attr(he, "ip", &rh.address.to_string());
@@ -723,7 +726,7 @@ impl Editor<'_> {
             admin,
             &kids(admin, "user"),
             (b, r),
-            |a, b| a.name == b.name,
+            |x| x.name.as_str(),
             |ed, ue, bu, ru| {
                 if ru.password_hash != bu.password_hash {
                     ed.set_attr(ue, "password", &ru.password_hash);

@@ -23,7 +23,7 @@ use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RecordType;
 
-use crate::config::{Config, HostAddress, ResolverOptions};
+use crate::config::{Config, HostAddress, HostConfig, ResolverOptions};
 
 /// Longest wait for one look-up (every name server and attempt included).
 pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -284,15 +284,23 @@ pub(crate) fn names_of(config: &Config) -> HashMap<String, Option<Duration>> {
         .iter()
         .flat_map(|s| &s.groups)
         .flat_map(|g| &g.hosts)
-        .filter(|h| is_name(&h.address))
     {
-        let interval = names.entry(host.address.host.clone()).or_default();
-        *interval = match (*interval, host.options.resolve) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        add_name(&mut names, host);
     }
     names
+}
+
+/// Adds `host`'s name, if it has one, to `names` (see [`names_of`]): what a
+/// host added to the configuration changes.
+pub(crate) fn add_name(names: &mut HashMap<String, Option<Duration>>, host: &HostConfig) {
+    if !is_name(&host.address) {
+        return;
+    }
+    let interval = names.entry(host.address.host.clone()).or_default();
+    *interval = match (*interval, host.options.resolve) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
 }
 
 /// Why a look-up failed, in words: hickory's own text of "no records" prints its

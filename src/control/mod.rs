@@ -523,9 +523,16 @@ impl Controller {
         // What the names resolve to is known before the hosts are built.
         // Which names the hosts use (and how often to ask): a walk over every
         // host, so only when the change can alter it.
-        let intervals = match names_may_change(command, &state.running) {
-            true => Arc::new(dns::names_of(&next)),
-            false => state.intervals.clone(),
+        let intervals = match command {
+            // One more name, or one more host of a name: no walk over the
+            // other hosts.
+            Command::AddHost { host, .. } if dns::is_name(&host.address) => {
+                let mut names = HashMap::clone(&state.intervals);
+                dns::add_name(&mut names, host);
+                Arc::new(names)
+            }
+            _ if names_may_change(command, &state.running) => Arc::new(dns::names_of(&next)),
+            _ => state.intervals.clone(),
         };
         let now = std::time::Instant::now();
         let mut changed_names = Vec::new();

@@ -263,6 +263,42 @@ async fn a_host_given_by_name_follows_its_record() {
 }
 
 #[tokio::test]
+async fn a_host_added_by_name_follows_its_record() {
+    // An added host's name joins the names followed without a walk over the
+    // other hosts: it must still be followed.
+    let zone = Zone::default();
+    let nameserver = zone.serve().await;
+    let (port, _) = backends(&["a", "b"]).await;
+    zone.set("added.test", &["127.0.0.2"]);
+    let cfg = config(nameserver, r#"<host name="h" ip="127.0.0.1:9"/>"#);
+    let handle = txlb::Balancer::start(cfg).await.unwrap();
+    let lb = handle.local_addr("svc", None).unwrap();
+    let mut host = common::host("named", ([127, 0, 0, 2], port).into(), 1);
+    host.address.host = "added.test".into();
+    handle
+        .apply(txlb::Command::AddHost {
+            service: "svc".into(),
+            group: "g".into(),
+            host,
+        })
+        .await
+        .unwrap();
+    handle
+        .apply(txlb::Command::RemoveHost {
+            service: "svc".into(),
+            group: "g".into(),
+            host: "h".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(reached(lb, 3).await, ["a"]);
+    zone.set("added.test", &["127.0.0.3"]);
+    let followed = eventually(FOLLOW, || async { reached(lb, 1).await == ["b"] }).await;
+    assert!(followed, "traffic follows the added host's record");
+    handle.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
 async fn a_name_that_resolves_later_brings_its_host_up() {
     let zone = Zone::default();
     let nameserver = zone.serve().await;

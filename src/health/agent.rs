@@ -30,9 +30,6 @@ use crate::config::{AgentConfig, Escaped, MarkedDown};
 use crate::snapshot::Snapshot;
 use crate::state::{AgentState, AgentView, CloseRequest, HostId, HostSnapshot};
 
-/// How often the supervisor looks whether the snapshot changed.
-const FOLLOW: Duration = Duration::from_millis(200);
-
 /// Most bytes of an agent's line kept for people to read.
 const SAID: usize = 128;
 
@@ -118,18 +115,10 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     let mut running: HashMap<HostId, (Target, CancellationToken)> = HashMap::new();
-    let mut seen: Option<Arc<Snapshot>> = None;
-    loop {
-        let snapshot = snapshots.load_full();
-        if seen.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &snapshot)) {
-            follow(&snapshot, &mut running, &tell, &shutdown);
-            seen = Some(snapshot);
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(FOLLOW) => {}
-        }
-    }
+    super::follow_snapshots(&snapshots, &shutdown, |snapshot| {
+        follow(snapshot, &mut running, &tell, &shutdown)
+    })
+    .await;
 }
 
 /// Brings the host tasks in line with `snapshot`. A host whose agent goes

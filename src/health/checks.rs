@@ -30,9 +30,6 @@ use crate::state::{AgentState, CloseRequest, ConnectionRegistry, HostId, HostSna
 /// abandoned (the exchange itself stops at the timeout).
 const GUARD: Duration = Duration::from_millis(100);
 
-/// How often the supervisor looks whether the snapshot changed.
-const FOLLOW: Duration = Duration::from_millis(200);
-
 /// Consecutive results of one host's check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Streak {
@@ -122,18 +119,10 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     let mut running: HashMap<HostId, Running> = HashMap::new();
-    let mut seen: Option<Arc<Snapshot>> = None;
-    loop {
-        let snapshot = snapshots.load_full();
-        if seen.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &snapshot)) {
-            follow(&snapshot, &mut running, &tell, &shutdown);
-            seen = Some(snapshot);
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(FOLLOW) => {}
-        }
-    }
+    super::follow_snapshots(&snapshots, &shutdown, |snapshot| {
+        follow(snapshot, &mut running, &tell, &shutdown)
+    })
+    .await;
     tracing::debug!("active checks stopped");
 }
 

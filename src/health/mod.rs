@@ -25,6 +25,32 @@ use crate::events::Events;
 use crate::snapshot::Snapshot;
 use crate::state::HostSnapshot;
 
+/// How often a supervisor of per-host tasks (checks, agents) looks whether the
+/// snapshot changed.
+const FOLLOW: Duration = Duration::from_millis(200);
+
+/// Runs `follow` on the running snapshot, and again each time it changes,
+/// until `shutdown`: how the check and agent supervisors keep one task per
+/// host of the running configuration.
+pub(crate) async fn follow_snapshots(
+    snapshots: &ArcSwap<Snapshot>,
+    shutdown: &CancellationToken,
+    mut follow: impl FnMut(&Snapshot),
+) {
+    let mut seen: Option<Arc<Snapshot>> = None;
+    loop {
+        let snapshot = snapshots.load_full();
+        if seen.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &snapshot)) {
+            follow(&snapshot);
+            seen = Some(snapshot);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(FOLLOW) => {}
+        }
+    }
+}
+
 /// Which hosts a manager looks at, and what it does with the probe's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Manager {

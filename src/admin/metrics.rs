@@ -181,6 +181,26 @@ impl Family<'_> {
         }
     }
 
+    /// A family with samples per listener of every service: `samples` gives
+    /// a listener's, as (labels beside `listener`, value).
+    fn per_listener(
+        &mut self,
+        stats: &Stats,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: impl Fn(&crate::BoundListener) -> Vec<(Vec<(&'static str, String)>, String)>,
+    ) {
+        self.head(name, kind, help);
+        for l in stats.services.iter().flat_map(|s| &s.listeners) {
+            for (labels, value) in samples(l) {
+                let mut all: Vec<(&str, &str)> = vec![("listener", &l.configured)];
+                all.extend(labels.iter().map(|(k, v)| (*k, v.as_str())));
+                self.sample_text(name, &all, &value);
+            }
+        }
+    }
+
     /// A family with one sample per host of every group, for the hosts
     /// `value` has one for (its text).
     fn per_host(
@@ -396,111 +416,82 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
         "Listeners accepting clients, per service.",
         |s| s.listeners.len() as u64,
     );
-    f.head(
+    f.per_listener(
+        stats,
         "txlb_route_hits_total",
         "counter",
         "Clients each route of a listener sent to its service.",
+        |l| {
+            l.routes
+                .iter()
+                .map(|r| {
+                    let labels = vec![("route", r.route.clone()), ("service", r.service.clone())];
+                    (labels, r.hits.to_string())
+                })
+                .collect()
+        },
     );
-    for s in &stats.services {
-        for l in &s.listeners {
-            for r in &l.routes {
-                f.sample(
-                    "txlb_route_hits_total",
-                    &[
-                        ("listener", &l.configured),
-                        ("route", &r.route),
-                        ("service", &r.service),
-                    ],
-                    r.hits,
-                );
-            }
-        }
-    }
-    f.head(
+    f.per_listener(
+        stats,
         "txlb_inspect_anomalies_total",
         "counter",
         "Clients of a listener with routes whose first bytes were odd (a malformed, \
          truncated or oversized ClientHello, an HTTP request without Host, nothing in \
          time…), by kind.",
+        |l| {
+            l.anomalies
+                .iter()
+                .map(|(kind, n)| (vec![("kind", kind.to_string())], n.to_string()))
+                .collect()
+        },
     );
-    for s in &stats.services {
-        for l in &s.listeners {
-            for (kind, n) in &l.anomalies {
-                f.sample(
-                    "txlb_inspect_anomalies_total",
-                    &[("listener", &l.configured), ("kind", kind)],
-                    *n,
-                );
-            }
-        }
-    }
-    f.head(
+    f.per_listener(
+        stats,
         "txlb_tls_handshakes_total",
         "counter",
         "TLS handshakes of a terminating listener, by version and result (ok; a failed \
          handshake has no version: it is counted under version=\"none\", result=\"failed\").",
-    );
-    for s in &stats.services {
-        for l in &s.listeners {
-            let Some(tls) = &l.tls else { continue };
-            for (version, n) in &tls.handshakes {
-                f.sample(
-                    "txlb_tls_handshakes_total",
-                    &[
-                        ("listener", &l.configured),
-                        ("version", version),
-                        ("result", "ok"),
-                    ],
-                    *n,
-                );
-            }
+        |l| {
+            let Some(tls) = &l.tls else { return Vec::new() };
             let failed: u64 = tls.handshake_errors.iter().map(|(_, n)| n).sum();
-            f.sample(
-                "txlb_tls_handshakes_total",
-                &[
-                    ("listener", &l.configured),
-                    ("version", "none"),
-                    ("result", "failed"),
-                ],
-                failed,
+            let ok = tls.handshakes.iter().map(|(version, n)| {
+                let labels = vec![("version", version.to_string()), ("result", "ok".into())];
+                (labels, n.to_string())
+            });
+            let failed = (
+                vec![("version", "none".into()), ("result", "failed".into())],
+                failed.to_string(),
             );
-        }
-    }
-    f.head(
+            ok.chain([failed]).collect()
+        },
+    );
+    f.per_listener(
+        stats,
         "txlb_tls_handshake_errors_total",
         "counter",
         "Failed TLS handshakes of a terminating listener, by reason (timeout, not_tls, closed, \
          incompatible, no_client_cert, bad_client_cert, client_alert, protocol).",
+        |l| {
+            let Some(tls) = &l.tls else { return Vec::new() };
+            tls.handshake_errors
+                .iter()
+                .map(|(reason, n)| (vec![("reason", reason.to_string())], n.to_string()))
+                .collect()
+        },
     );
-    for s in &stats.services {
-        for l in &s.listeners {
-            let Some(tls) = &l.tls else { continue };
-            for (reason, n) in &tls.handshake_errors {
-                f.sample(
-                    "txlb_tls_handshake_errors_total",
-                    &[("listener", &l.configured), ("reason", reason)],
-                    *n,
-                );
-            }
-        }
-    }
-    f.head(
+    f.per_listener(
+        stats,
         "txlb_tls_certificate_expiry_seconds",
         "gauge",
         "Seconds until each certificate of a terminating listener expires (negative: expired).",
+        |l| {
+            let Some(tls) = &l.tls else { return Vec::new() };
+            tls.certificates
+                .iter()
+                .map(|c| (vec![("name", c.name.clone())], c.expires_in.to_string()))
+                .collect()
+        },
     );
-    for s in &stats.services {
-        for l in &s.listeners {
-            let Some(tls) = &l.tls else { continue };
-            for cert in &tls.certificates {
-                f.sample_text(
-                    "txlb_tls_certificate_expiry_seconds",
-                    &[("listener", &l.configured), ("name", &cert.name)],
-                    &cert.expires_in.to_string(),
-                );
-            }
-        }
-    }
     f.head(
         "txlb_admin_requests_total",
         "counter",

@@ -227,6 +227,9 @@ pub(crate) fn running_text(stats: &Stats, config: &Config) -> String {
                         let _ = write!(t, " agent_failure={why:?}");
                     }
                 }
+                if v.ejections > 0 {
+                    let _ = write!(t, " ejections={}", v.ejections);
+                }
                 if let Some(bad) = &v.bad {
                     let since = bad
                         .since

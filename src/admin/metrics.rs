@@ -382,6 +382,13 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
         "Failed probes of the group's active check. Per host.",
         |h| Some(h.check.as_ref()?.failures.to_string()),
     );
+    f.per_host(
+        stats,
+        "txlb_host_ejections_total",
+        "counter",
+        "Times the passive checks (the group's failLimit) ejected the host. Per host.",
+        |h| Some(h.ejections.to_string()),
+    );
     f.per_group(
         stats,
         "txlb_group_enabled",

@@ -13,6 +13,7 @@ mod check_protocols;
 mod checks;
 mod data_path;
 mod dns;
+mod ejection;
 mod faults;
 mod inherited;
 mod limits;

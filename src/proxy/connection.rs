@@ -19,7 +19,7 @@ use super::proxy_protocol::{self, Version as ProxyVersion};
 use super::retry_empty::{FirstByte, Replay};
 use super::terminate::{self, TlsClient, handshake, log_failure};
 use super::{DataPlane, ListenerSettings, ListenerTask};
-use crate::config::ServiceOptions;
+use crate::config::{AllBad, ServiceOptions};
 use crate::snapshot::Snapshot;
 use crate::state::{
     Admission, CloseRequest, ConnectionEntry, ConnectionGuard, HostId, HostStats, Inspection,
@@ -736,6 +736,14 @@ fn pick(
     {
         group = &service.groups[serving];
         picked = group.pick(tried, Some(client));
+    }
+    // Still nothing, every host of the enabled group bad and no backup group
+    // serving: `allBad="open"` tries them anyway. Only this rare path looks.
+    if picked.is_none()
+        && group.options.all_bad == AllBad::Open
+        && service.serving_group().is_none()
+    {
+        picked = group.pick_forced(tried);
     }
     let host = &group.hosts[picked?];
     host.stats.record_pick();

@@ -8,6 +8,7 @@
 mod common;
 
 mod agents;
+mod all_bad;
 mod backup_groups;
 mod check_protocols;
 mod checks;

@@ -113,22 +113,6 @@ async fn a_refusing_host_is_ejected_after_fail_limit_failures_and_each_ejection_
     assert_eq!(metric(&base, "txlb_host_ejections_total", "h1").await, 1.0);
     assert_eq!(metric(&base, "txlb_host_ejections_total", "h2").await, 0.0);
     assert_eq!(txlb.count("host marked bad"), 0, "{}", txlb.log_text());
-    // The reason shows where people look: running.txt and the JSON host stats.
-    let running = common::admin::get_as(&base, common::admin::FULL, "/running.txt")
-        .await
-        .1;
-    let h1_line = running.lines().find(|l| l.contains("host h1 ")).unwrap();
-    assert!(
-        h1_line.contains(" state=bad ")
-            && h1_line.contains("reason=\"ejected for 1 s after 3 failures")
-            && h1_line.contains(" ejections=1"),
-        "{running}"
-    );
-    let json = common::admin::get_as(&base, common::admin::FULL, "/api/v1/stats")
-        .await
-        .1;
-    assert!(json.contains("\"ejection\":{"), "{json}");
-
     let skip = txlb.log_len();
     let back = returned(&txlb, 0).await;
     let first = back - ejected_at;
@@ -198,6 +182,51 @@ async fn a_host_resetting_before_its_first_byte_counts_as_failing() {
     for _ in 0..4 {
         assert_eq!(common::which_backend(lb).await.0, "h2");
     }
+    let base = admin_base(&txlb).await;
+    // The reason shows where people look: running.txt and the JSON host stats.
+    let running = common::admin::get_as(&base, common::admin::FULL, "/running.txt")
+        .await
+        .1;
+    let h1_line = running.lines().find(|l| l.contains("host h1 ")).unwrap();
+    assert!(
+        h1_line.contains(" state=bad ")
+            && h1_line.contains("reason=\"ejected for 30 s after 2 failures")
+            && h1_line.contains(" ejections=1"),
+        "{running}"
+    );
+    let json = common::admin::get_as(&base, common::admin::FULL, "/api/v1/stats")
+        .await
+        .1;
+    assert!(json.contains("\"ejection\":{"), "{json}");
+    // The hostCheck read: the legacy call and the JSON API say the same.
+    let (status, text) = common::admin::get_as(
+        &base,
+        common::admin::FULL,
+        "/hostCheck?service=svc&group=g&host=h1",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.starts_with("OK host h1 state=bad reason=\"ejected for 30 s after 2 failures")
+            && text.contains(" check=none ")
+            && text.trim_end().ends_with(" fail_limit=2 ejections=1"),
+        "{text}"
+    );
+    let path = "/api/v1/services/svc/groups/g/hosts/h1/check";
+    let (status, body) = common::admin::get_as(&base, common::admin::FULL, path).await;
+    assert_eq!(status, 200, "{body}");
+    let read: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(read["health"], "bad", "{body}");
+    assert_eq!(read["fail_limit"], 2, "{body}");
+    assert_eq!(read["ejection"]["failures"], 2, "{body}");
+    assert_eq!(read["ejection"]["seconds"], 30.0, "{body}");
+    let (status, _) = common::admin::get_as(
+        &base,
+        common::admin::FULL,
+        "/api/v1/services/svc/groups/g/hosts/nope/check",
+    )
+    .await;
+    assert_eq!(status, 404);
 }
 
 #[tokio::test]

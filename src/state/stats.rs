@@ -189,6 +189,14 @@ pub enum AgentState {
 }
 
 impl AgentState {
+    /// Every state, in the order metrics list them.
+    pub const ALL: [AgentState; 4] = [
+        AgentState::Up,
+        AgentState::Drain,
+        AgentState::Maint,
+        AgentState::Down,
+    ];
+
     fn from_u8(b: u8) -> AgentState {
         match b {
             1 => AgentState::Drain,

@@ -103,6 +103,10 @@ pub struct HostStats {
     failures: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Consecutive failures on clients' connections for the passive checks
+    /// (`failLimit`), cleared by the host's first byte to a client: read once
+    /// per connection by the copy loop, beside `bytes_out` it writes anyway.
+    passive_fails: AtomicU32,
     /// Times a scheduler picked this host (successful or not).
     picks: AtomicU64,
     /// Connect latency of successful connects, per [`CONNECT_BUCKETS`] bucket
@@ -126,11 +130,9 @@ pub struct HostStats {
     agent_cut: AtomicU32,
     /// What the agent last said, for people (`None`: never asked).
     agent_view: ArcSwapOption<AgentView>,
-    /// Passive checks (`failLimit`), written by connections: consecutive
-    /// failures on clients' connections (cleared by the host's first byte),
-    /// ejections in a row (each doubles the next one's time), when the last
-    /// ejection ended ([`clock_nanos`], 0: never) and ejections since start.
-    passive_fails: AtomicU32,
+    /// Passive checks (`failLimit`), written by connections: ejections in a
+    /// row (each doubles the next one's time), when the last ejection ended
+    /// ([`clock_nanos`], 0: never) and ejections since start.
     eject_level: AtomicU32,
     returned_at: AtomicU64,
     ejections: AtomicU64,
@@ -916,6 +918,11 @@ mod tests {
             assert!(field - base < 64);
         }
         assert!(&h.bytes_in as *const AtomicU64 as usize - base >= 64);
+        // The copy loop's first host chunk reads the streak beside what it writes.
+        assert_eq!(
+            (&h.passive_fails as *const AtomicU32 as usize - base) / 64,
+            (&h.bytes_out as *const AtomicU64 as usize - base) / 64
+        );
     }
 
     #[test]

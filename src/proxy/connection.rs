@@ -762,7 +762,8 @@ fn pick(
     })
 }
 
-/// Connects to the target, or says why not (the reason a host is marked bad).
+/// Connects to the target, or says why not (the host's reason when it is
+/// marked bad or ejected).
 async fn connect(target: &Target) -> Result<(TcpStream, SocketAddr), ConnectError> {
     let addr = target
         .stats
@@ -864,7 +865,8 @@ async fn finish_connect(stream: TcpStream) -> std::io::Result<TcpStream> {
 
 /// Why a connect failed: the host's doing, or short resources here.
 enum ConnectError {
-    /// The host refused, did not answer, or is unknown: mark it bad, fail over.
+    /// The host refused, did not answer, or is unknown: a failure of the host
+    /// (bad at once, or one more towards its group's `failLimit`), fail over.
     Host(String),
     /// txlb is out of descriptors or memory.
     Local(String),

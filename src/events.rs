@@ -44,6 +44,30 @@ pub enum Event {
         /// Host name.
         host: String,
     },
+    /// The passive checks (`failLimit`) took a host out of rotation after
+    /// consecutive failures on clients' connections.
+    HostEjected {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+        /// Host name.
+        host: String,
+        /// How long the ejection lasts, in milliseconds.
+        millis: u64,
+        /// The host's reason while ejected (`ejected for 20 s after 3 failures (…)`).
+        reason: String,
+    },
+    /// A host's ejection ran out: it is back in rotation (unless something
+    /// else keeps it out).
+    HostReturned {
+        /// Service name.
+        service: String,
+        /// Group name.
+        group: String,
+        /// Host name.
+        host: String,
+    },
     /// A host's agent (`<agent>`) said something new: another state, weight
     /// or `maxconn`.
     AgentSaid {
@@ -268,6 +292,18 @@ impl Events {
             } => {
                 tracing::info!(service, group, host, "host back in rotation")
             }
+            Event::HostEjected {
+                service,
+                group,
+                host,
+                reason,
+                ..
+            } => tracing::warn!(service, group, host, reason, "host ejected"),
+            Event::HostReturned {
+                service,
+                group,
+                host,
+            } => tracing::info!(service, group, host, "host ejection over"),
             Event::AgentSaid {
                 service,
                 group,

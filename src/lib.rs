@@ -337,6 +337,6 @@ pub use balancer::{
 pub use control::{BoundListener, CertificateStats, Command, ControlError, RouteStats, TlsStats};
 pub use proxy::proxy_protocol;
 pub use state::{
-    BadInfo, CheckStateView, ConnectionInfo, HostHealth, HostStatsView, LatencyView,
-    ServiceCountersView,
+    BadInfo, CheckStateView, ConnectionInfo, EJECT_DOUBLING_RESET, Ejection, HostHealth,
+    HostStatsView, LatencyView, ServiceCountersView,
 };

@@ -11,8 +11,14 @@ use std::time::Duration;
 
 use crate::config::{AgentConfig, CheckConfig, GroupOptions, ManagerConfig, ServiceOptions};
 use crate::scheduler::{Candidates, Scheduler, SchedulerKind};
-use crate::state::{HostId, Hosts, Limiter, ServiceCounters};
+use crate::state::{AgentState, HostHealth, HostId, Hosts, Limiter, ServiceCounters};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+/// Where the next forced pick ([`GroupSnapshot::pick_forced`]) starts: spreads
+/// clients over a group whose hosts are all bad. One counter for every group:
+/// only clients of such groups move it.
+static FORCED_NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// Everything the data path may read, swapped atomically as one value.
 #[derive(Debug, Default)]
@@ -104,6 +110,26 @@ impl GroupSnapshot {
     pub fn pick(&self, tried: &[HostId], client: Option<SocketAddr>) -> Option<usize> {
         self.scheduler
             .pick(&Candidates::new(&self.scheduled, tried, client))
+    }
+
+    /// `allBad="open"`'s pick, for when no host of the group is in rotation:
+    /// the next host, round robin, that is out only for being bad (failed or
+    /// ejected; never admin-down, in maintenance or draining), has room and
+    /// was not `tried`. The scheduler is not asked: its tables skip hosts out
+    /// of rotation.
+    pub fn pick_forced(&self, tried: &[HostId]) -> Option<usize> {
+        let n = self.hosts.len();
+        if n == 0 {
+            return None;
+        }
+        let start = FORCED_NEXT.fetch_add(1, Relaxed) % n;
+        (start..n).chain(0..start).find(|&i| {
+            let host = &self.hosts[i];
+            host.stats.health() == HostHealth::Bad
+                && host.stats.agent_state() != AgentState::Drain
+                && host.stats.has_room(host.maxconn)
+                && !tried.contains(&host.id)
+        })
     }
 
     /// Whether hosts were added since `scheduler`'s tables were built.
@@ -231,5 +257,28 @@ mod tests {
         drop(second);
         drop(open);
         assert!(stats.upgrade().is_none());
+    }
+
+    #[test]
+    fn a_forced_pick_takes_only_bad_hosts_not_yet_tried() {
+        let hosts = scheduler::testing::hosts(&[1, 1, 1, 1]);
+        let svc = service(SchedulerKind::RoundRobin, hosts);
+        let group = svc.enabled_group().unwrap();
+        let stats = |i: usize| &group.hosts[i].stats;
+        stats(0).mark_bad("refused");
+        stats(1).set_admin_down(true);
+        stats(2).mark_bad("refused");
+        stats(2).set_agent(AgentState::Drain, 100, 0);
+        stats(3).mark_bad("refused");
+        for _ in 0..8 {
+            let picked = group.pick_forced(&[]).unwrap();
+            assert!(picked == 0 || picked == 3, "{picked}");
+        }
+        let tried = [group.hosts[0].id];
+        assert_eq!(group.pick_forced(&tried), Some(3));
+        assert_eq!(
+            group.pick_forced(&[group.hosts[0].id, group.hosts[3].id]),
+            None
+        );
     }
 }

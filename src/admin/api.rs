@@ -65,6 +65,7 @@ pub(crate) fn routes() -> Router<AdminState> {
             get(list_hosts).post(create_host).delete(delete_all_hosts),
         )
         .route(H, get(get_host).delete(delete_host))
+        .route(&format!("{H}/check"), get(get_host_check))
         .route(&format!("{H}/admin-down"), post(admin_down))
         .route(&format!("{H}/admin-up"), post(admin_up))
         .route(&format!("{H}/retry"), post(retry_host))
@@ -539,6 +540,17 @@ async fn get_host(
     P((service, group, host)): P<(String, String, String)>,
 ) -> ApiResult {
     ok(StatusCode::OK, find_host(&state, &service, &group, &host)?)
+}
+
+/// What the host's checks say of it ([`read::host_check`]).
+async fn get_host_check(
+    State(state): State<AdminState>,
+    P((service, group, host)): P<(String, String, String)>,
+) -> ApiResult {
+    let (stats, config) = (state.handle.stats(), state.handle.config());
+    let read =
+        read::host_check(&stats, &config, &service, &group, &host).map_err(AdminError::from)?;
+    ok(StatusCode::OK, read)
 }
 
 async fn delete_host(

@@ -27,7 +27,8 @@ pub(crate) fn routes() -> Router<AdminState> {
     let mut router = Router::new()
         .route("/running.txt", get(running_txt))
         .route("/running.xml", get(running_xml))
-        .route("/config.xml", get(config_xml));
+        .route("/config.xml", get(config_xml))
+        .route("/hostCheck", get(host_check));
     for op in OPERATIONS {
         if let Some(name) = op.call {
             router = router.route(&format!("/{name}"), call(op));
@@ -110,6 +111,30 @@ fn refuse_unknown(op: &Operation, p: &Params) -> Result<(), AdminError> {
         "unknown parameter {shown:?} (expected {})",
         expected.join(", ")
     )))
+}
+
+/// `hostCheck?service=&group=&host=` (`name` for `host`, as the other
+/// calls): what the host's checks say, one `OK host …` line
+/// ([`crate::ops::read::host_check`]).
+async fn host_check(State(state): State<AdminState>, p: Params) -> Response {
+    let found = || -> Result<String, AdminError> {
+        let need = |name: &'static str, alias: Option<&str>| {
+            p.optional(name)
+                .or_else(|| alias.and_then(|a| p.optional(a)))
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| AdminError::BadRequest(format!("missing parameter {name}")))
+        };
+        let (service, group, host) = (need("service", None)?, need("group", None)?, {
+            need("host", Some("name"))?
+        });
+        let (stats, config) = (state.handle.stats(), state.handle.config());
+        let read = crate::ops::read::host_check(&stats, &config, service, group, host)?;
+        Ok(read.text(host))
+    };
+    match found() {
+        Ok(text) => plain(format!("{text}\n")),
+        Err(e) => e.plain(),
+    }
 }
 
 fn plain(text: String) -> Response {
@@ -226,6 +251,9 @@ pub(crate) fn running_text(stats: &Stats, config: &Config) -> String {
                     if let Some(why) = &agent.failure {
                         let _ = write!(t, " agent_failure={why:?}");
                     }
+                }
+                if v.ejections > 0 {
+                    let _ = write!(t, " ejections={}", v.ejections);
                 }
                 if let Some(bad) = &v.bad {
                     let since = bad

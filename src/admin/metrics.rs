@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AdminState;
-use crate::state::{HostHealth, LatencyView};
+use crate::state::{AgentState, HostHealth, LatencyView};
 use crate::{GroupStats, ServiceStats, Stats};
 
 /// Admin requests by (route, status). Written once per request; a mutex is fine.
@@ -401,6 +401,54 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
         "counter",
         "Failed probes of the group's active check. Per host.",
         |h| Some(h.check.as_ref()?.failures.to_string()),
+    );
+    // Only hosts of groups with an `<agent>`, once asked.
+    f.head(
+        "txlb_host_agent_state",
+        "gauge",
+        "What the group's agent last said: 1 for the state it gave (up, drain, maint, down), 0 otherwise.",
+    );
+    for s in &stats.services {
+        for g in &s.groups {
+            for h in &g.hosts {
+                let Some(agent) = &h.stats.agent else {
+                    continue;
+                };
+                for state in AgentState::ALL {
+                    f.sample(
+                        "txlb_host_agent_state",
+                        &[
+                            ("service", &s.name),
+                            ("group", &g.name),
+                            ("host", &h.name),
+                            ("state", state.name()),
+                        ],
+                        u64::from(agent.state == state),
+                    );
+                }
+            }
+        }
+    }
+    f.per_host(
+        stats,
+        "txlb_host_agent_weight_percent",
+        "gauge",
+        "The weight the group's agent last gave, in percent of the configured weight. Per host.",
+        |h| Some(h.agent.as_ref()?.weight_percent.to_string()),
+    );
+    f.per_host(
+        stats,
+        "txlb_host_agent_answering",
+        "gauge",
+        "1 if the group's agent answered its last question, 0 if not. Per host.",
+        |h| Some(u64::from(h.agent.as_ref()?.failure.is_none()).to_string()),
+    );
+    f.per_host(
+        stats,
+        "txlb_host_ejections_total",
+        "counter",
+        "Times the passive checks (the group's failLimit) ejected the host. Per host.",
+        |h| Some(h.ejections.to_string()),
     );
     f.per_group(
         stats,

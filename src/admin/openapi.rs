@@ -202,6 +202,15 @@ fn ops() -> Vec<Op> {
             &[404],
         ),
         op(
+            "/api/v1/services/{service}/groups/{group}/hosts/{host}/check",
+            "get",
+            "What the host's checks say of it: state and reason, the group's active \
+             check and its progress, the agent's word, the passive checks' ejection.",
+            None,
+            (200, "HostCheck"),
+            &[404],
+        ),
+        op(
             "/api/v1/services/{service}/groups/{group}/hosts/{host}",
             "delete",
             "Remove a host; refused for the last host of the enabled group (409).",

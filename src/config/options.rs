@@ -447,6 +447,95 @@ options! {
         /// `<check>` marks it bad: kept (`keep`, the default) or closed
         /// (`close`, HAProxy's `on-marked-down shutdown-sessions`).
         on_marked_down: MarkedDown = MarkedDown::Keep, "onMarkedDown", "on_marked_down";
+        /// Passive checks on live traffic (Envoy's outlier detection): this
+        /// many consecutive failures of a host on clients' connections (a
+        /// failed connect, or a reset before the host's first byte) eject it
+        /// for `ejectTime` (0, the default: off, and one failed connect marks
+        /// the host bad, txLoadBalancer's rule).
+        fail_limit: u32 = 0, "failLimit", "fail_limit";
+        /// How long a host's first ejection lasts; each further one lasts
+        /// twice the one before, up to [`MAX_EJECT_TIME`].
+        eject_time: Duration = DEFAULT_EJECT_TIME, "ejectTime", "eject_time";
+        /// At most this share of the group's hosts (in percent, rounded
+        /// down) ejected at once.
+        max_eject_percent: Percent = Percent(DEFAULT_MAX_EJECT_PERCENT), "maxEjectPercent", "max_eject_percent";
+        /// When every host of the enabled group is bad (or admin-down, ejected,
+        /// drained) and no backup group serves: refuse new clients (`close`,
+        /// the default) or try them on every host anyway (`open`).
+        all_bad: AllBad = AllBad::Close, "allBad", "all_bad";
+    }
+}
+
+/// Default `ejectTime`: a host's first ejection.
+pub const DEFAULT_EJECT_TIME: Duration = Duration::from_secs(10);
+/// The longest an ejection lasts, however often the host was ejected.
+pub const MAX_EJECT_TIME: Duration = Duration::from_secs(300);
+/// Default `maxEjectPercent`.
+pub const DEFAULT_MAX_EJECT_PERCENT: u8 = 50;
+
+/// A share in percent, 0 to 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Percent(pub u8);
+
+impl OptionValue for Percent {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        let bad = || "expected a whole number from 0 to 100".to_string();
+        let n = match raw {
+            RawValue::Text(t) => t.trim().trim_end_matches('%').parse::<u8>().ok(),
+            RawValue::Toml(toml::Value::Integer(i)) => u8::try_from(*i).ok(),
+            RawValue::Toml(_) => None,
+        };
+        n.filter(|&n| n <= 100).map(Percent).ok_or_else(bad)
+    }
+    fn xml(&self) -> String {
+        self.0.to_string()
+    }
+    fn toml(&self) -> String {
+        self.0.to_string()
+    }
+    fn check(&self) -> Result<(), String> {
+        if self.0 <= 100 {
+            Ok(())
+        } else {
+            Err("expected a whole number from 0 to 100".into())
+        }
+    }
+}
+
+/// `allBad`: what new clients get when no host of the enabled group is in
+/// rotation and no backup group serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AllBad {
+    /// They are refused (txlb's behaviour before `allBad`).
+    #[default]
+    Close,
+    /// They are tried on every host anyway (txLoadBalancer's "All hosts are
+    /// down! Forcing them back").
+    Open,
+}
+
+impl OptionValue for AllBad {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        let text = match raw {
+            RawValue::Text(t) => t.as_str(),
+            RawValue::Toml(toml::Value::String(s)) => s.as_str(),
+            RawValue::Toml(_) => return Err("expected \"close\" or \"open\"".into()),
+        };
+        match text.trim().to_ascii_lowercase().as_str() {
+            "close" => Ok(AllBad::Close),
+            "open" => Ok(AllBad::Open),
+            _ => Err("expected close or open".into()),
+        }
+    }
+    fn xml(&self) -> String {
+        match self {
+            AllBad::Close => "close",
+            AllBad::Open => "open",
+        }
+        .to_string()
+    }
+    fn toml(&self) -> String {
+        format!("\"{}\"", self.xml())
     }
 }
 

@@ -2801,3 +2801,52 @@ listen = [{ ip = "*:8443", tls = [{ cert = "a.pem", key = "a.key", colour = 1 }]
         "unknown key \"colour\" in a tls table",
     );
 }
+
+#[test]
+fn passive_check_settings_read_write_and_are_located() {
+    let attrs = r#"enable="true" failLimit="3" ejectTime="2.5" maxEjectPercent="25" allBad="open""#;
+    let c = Config::from_xml_str(&BASE.replace("enable=\"true\"", attrs)).unwrap();
+    let o = &c.services[0].groups[0].options;
+    assert_eq!(o.fail_limit, 3);
+    assert_eq!(o.eject_time, Duration::from_millis(2500));
+    assert_eq!(o.max_eject_percent, Percent(25));
+    assert_eq!(o.all_bad, AllBad::Open);
+    // Defaults: off, 10 s, 50%, close.
+    let d = Config::from_xml_str(BASE).unwrap();
+    let o = &d.services[0].groups[0].options;
+    assert_eq!(
+        (o.fail_limit, o.eject_time, o.max_eject_percent, o.all_bad),
+        (0, DEFAULT_EJECT_TIME, Percent(50), AllBad::Close)
+    );
+    // Both writers keep them, and TOML reads what XML says.
+    let xml = c.to_xml();
+    assert!(
+        xml.contains(r#"failLimit="3""#) && xml.contains(r#"allBad="open""#),
+        "{xml}"
+    );
+    same(&Config::from_xml_str(&xml).unwrap(), &c);
+    let toml = c.to_toml();
+    assert!(
+        toml.contains("fail_limit = 3") && toml.contains("all_bad = \"open\""),
+        "{toml}"
+    );
+    same(&Config::from_toml_str(&toml).unwrap(), &c);
+    for (bad, needle) in [
+        (r#"maxEjectPercent="150""#, "bad maxEjectPercent \"150\""),
+        (r#"ejectTime="0""#, "bad ejectTime \"0\""),
+        (r#"failLimit="-1""#, "bad failLimit \"-1\""),
+        (
+            r#"allBad="maybe""#,
+            "bad allBad \"maybe\": expected close or open",
+        ),
+    ] {
+        // The column of the value: after `name="`.
+        let col = 56 + bad.find('=').unwrap() as u32;
+        xml_err(
+            &BASE.replace("enable=\"true\"", &format!("enable=\"true\" {bad}")),
+            4,
+            col,
+            needle,
+        );
+    }
+}

@@ -14,11 +14,12 @@ use tokio::io::AsyncWriteExt;
 use super::admission::{Rejected, admit, allowed, read_proxy};
 use super::copy::{Progress, Side, copy_bidirectional};
 use super::inspect::{Inspected, choose, inspect};
+use super::passive;
 use super::proxy_protocol::{self, Version as ProxyVersion};
 use super::retry_empty::{FirstByte, Replay};
 use super::terminate::{self, TlsClient, handshake, log_failure};
 use super::{DataPlane, ListenerSettings, ListenerTask};
-use crate::config::ServiceOptions;
+use crate::config::{AllBad, ServiceOptions};
 use crate::snapshot::Snapshot;
 use crate::state::{
     Admission, CloseRequest, ConnectionEntry, ConnectionGuard, HostId, HostStats, Inspection,
@@ -89,6 +90,8 @@ struct Target {
     proxy_protocol: Option<ProxyVersion>,
     /// The group's `retryEmpty` bounds (bytes, wait), when it replays.
     retry_empty: Option<(usize, Duration)>,
+    /// The group's `failLimit` (0: a failed connect marks the host bad).
+    fail_limit: u32,
 }
 
 /// What the service asks of a new client, read once from the snapshot.
@@ -363,10 +366,8 @@ async fn establish(
         let (host, host_addr) = match connected {
             Ok(connected) => connected,
             Err(reason) => {
-                if target.stats.record_failure(reason.clone()) {
-                    data.events
-                        .host_bad(service, &target.group, &target.host, &reason);
-                }
+                let place = (&service_name, &target.group, &target.host);
+                passive::host_failed(&data, place, &target.stats, target.fail_limit, &reason);
                 tried.push(target.id);
                 continue;
             }
@@ -466,10 +467,20 @@ async fn relay(mut established: Box<Established>, listener: ListenerTask) {
             unreachable!("parking is never available here");
         }
     };
-    let Established { session, .. } = &*established;
+    let Established { session, host, .. } = &*established;
     let entry = session.entry();
     if ended == CloseReason::Timeout {
         session.counters.timeouts.fetch_add(1, Relaxed);
+    }
+    // Ended by an error before the host said anything, and the host's side is
+    // no longer connected: the host reset it (a client's reset leaves it
+    // connected). A failure for the passive checks.
+    if ended == CloseReason::Error
+        && entry.bytes_out.load(Relaxed) == 0
+        && host.peer_addr().is_err()
+    {
+        let place = (&entry.service, &entry.group, &entry.host);
+        passive::host_reset(&listener.data, place, session.guard.stats());
     }
     if let Some(log) = &listener.data.access_log {
         // try_send: a full channel drops the record rather than wait.
@@ -523,7 +534,10 @@ async fn copy(established: &Established, early: Vec<u8>) -> Outcome {
             }
             Progress::Bytes(Side::Host, n) => {
                 stats.add_bytes_out(n as u64);
-                entry.bytes_out.fetch_add(n as u64, Relaxed);
+                // The host's first byte to this client: not a failing host.
+                if entry.bytes_out.fetch_add(n as u64, Relaxed) == 0 {
+                    stats.record_passive_success();
+                }
             }
             Progress::Finished(_) => entry.half_closed.store(true, Relaxed),
         }
@@ -590,7 +604,9 @@ async fn copy_terminated(established: &mut Established) -> CloseReason {
             }
             Side::Host => {
                 stats.add_bytes_out(n as u64);
-                entry.bytes_out.fetch_add(n as u64, Relaxed);
+                if entry.bytes_out.fetch_add(n as u64, Relaxed) == 0 {
+                    stats.record_passive_success();
+                }
             }
         }
         entry.last_activity.store(clock_ms(), Relaxed);
@@ -721,6 +737,14 @@ fn pick(
         group = &service.groups[serving];
         picked = group.pick(tried, Some(client));
     }
+    // Still nothing, every host of the enabled group bad and no backup group
+    // serving: `allBad="open"` tries them anyway. Only this rare path looks.
+    if picked.is_none()
+        && group.options.all_bad == AllBad::Open
+        && service.serving_group().is_none()
+    {
+        picked = group.pick_forced(tried);
+    }
     let host = &group.hosts[picked?];
     host.stats.record_pick();
     Some(Target {
@@ -734,10 +758,12 @@ fn pick(
             group.options.retry_empty_bytes as usize,
             group.options.retry_empty_timeout,
         )),
+        fail_limit: group.options.fail_limit,
     })
 }
 
-/// Connects to the target, or says why not (the reason a host is marked bad).
+/// Connects to the target, or says why not (the host's reason when it is
+/// marked bad or ejected).
 async fn connect(target: &Target) -> Result<(TcpStream, SocketAddr), ConnectError> {
     let addr = target
         .stats
@@ -839,7 +865,8 @@ async fn finish_connect(stream: TcpStream) -> std::io::Result<TcpStream> {
 
 /// Why a connect failed: the host's doing, or short resources here.
 enum ConnectError {
-    /// The host refused, did not answer, or is unknown: mark it bad, fail over.
+    /// The host refused, did not answer, or is unknown: a failure of the host
+    /// (bad at once, or one more towards its group's `failLimit`), fail over.
     Host(String),
     /// txlb is out of descriptors or memory.
     Local(String),

@@ -11,6 +11,7 @@ mod idle;
 mod inspect;
 mod listener;
 mod parking;
+mod passive;
 pub mod proxy_protocol;
 mod retry_empty;
 mod terminate;

@@ -223,6 +223,12 @@ const VIEWS: &[Own] = &[
     .args(&[SVC, GRP], 0)
     .flags(JSON),
     Own::new(
+        &["show", "check"],
+        "what a host's checks say: state, reason, active check, agent, ejection",
+    )
+    .args(&[SVC, GRP, HST], 3)
+    .flags(JSON),
+    Own::new(
         &["show", "connections"],
         "open client connections, oldest first",
     )
@@ -542,6 +548,18 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
                 return text(to_json(&stats));
             }
             text(stats_table(&stats))
+        }
+        "show check" => {
+            let (service, group, host) = (
+                p.arg(0).unwrap_or_default(),
+                p.arg(1).unwrap_or_default(),
+                p.arg(2).unwrap_or_default(),
+            );
+            let read = read::host_check(&h.stats(), &h.config(), service, group, host)?;
+            if json {
+                return text(to_json(&read));
+            }
+            text(format!("{}\n", read.text(host)))
         }
         "show hosts" => {
             let stats = h.stats();

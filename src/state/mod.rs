@@ -20,8 +20,9 @@ pub use limits::{Admission, Limiter, Refusal};
 
 pub(crate) use stats::Ranking;
 pub use stats::{
-    AgentState, AgentView, BadInfo, CheckStateView, ConnectionGuard, HostHealth, HostStats,
-    HostStatsView, LatencyView, clock_ms, clock_nanos, last_came_up, scaled_hosts,
+    AgentState, AgentView, BadInfo, CheckStateView, ConnectionGuard, EJECT_DOUBLING_RESET,
+    Ejection, HostHealth, HostStats, HostStatsView, LatencyView, clock_ms, clock_nanos,
+    last_came_up, scaled_hosts,
 };
 
 use std::net::SocketAddr;

@@ -92,6 +92,10 @@ pub struct HostStats {
     /// ([`HostStats::is_available`]): in the first cache line, in what was
     /// padding.
     agent_state: AtomicU8,
+    /// Ejected by the passive checks (`failLimit`) until its return timer
+    /// ends it: written by the connection that ejects and by the timer, read
+    /// by every pick ([`HostStats::is_available`]), in what was padding.
+    ejected: AtomicBool,
     /// The agent's `maxconn:N` (0: none, the host's own `maxconn` holds);
     /// read by every pick ([`HostStats::has_room`]).
     agent_maxconn: AtomicU32,
@@ -99,6 +103,10 @@ pub struct HostStats {
     failures: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Consecutive failures on clients' connections for the passive checks
+    /// (`failLimit`), cleared by the host's first byte to a client: read once
+    /// per connection by the copy loop, beside `bytes_out` it writes anyway.
+    passive_fails: AtomicU32,
     /// Times a scheduler picked this host (successful or not).
     picks: AtomicU64,
     /// Connect latency of successful connects, per [`CONNECT_BUCKETS`] bucket
@@ -122,7 +130,48 @@ pub struct HostStats {
     agent_cut: AtomicU32,
     /// What the agent last said, for people (`None`: never asked).
     agent_view: ArcSwapOption<AgentView>,
+    /// Passive checks (`failLimit`), written by connections: ejections in a
+    /// row (each doubles the next one's time), when the last ejection ended
+    /// ([`clock_nanos`], 0: never) and ejections since start.
+    eject_level: AtomicU32,
+    returned_at: AtomicU64,
+    ejections: AtomicU64,
+    /// The running ejection, for people; set before `ejected`.
+    ejection: ArcSwapOption<Ejection>,
 }
+
+/// A host taken out of rotation by the passive checks (`failLimit`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ejection {
+    /// When it was ejected.
+    #[serde(with = "unix_seconds")]
+    pub since: SystemTime,
+    /// How long the ejection lasts, in seconds.
+    pub seconds: f64,
+    /// The consecutive failures that ejected it.
+    pub failures: u32,
+    /// The last of them.
+    pub last_failure: String,
+}
+
+// `seconds` is never NaN.
+impl Eq for Ejection {}
+
+impl Ejection {
+    /// The host's reason while it is ejected, the same on every surface:
+    /// `ejected for 20 s after 3 failures (connect to …: refused)`.
+    pub fn reason(&self) -> String {
+        format!(
+            "ejected for {} s after {} failures ({})",
+            self.seconds, self.failures, self.last_failure
+        )
+    }
+}
+
+/// When a host's ejections stop doubling: once it stayed in rotation, not
+/// ejected again, this long after its last ejection ended (the longest an
+/// ejection lasts), its next ejection lasts the group's `ejectTime` again.
+pub const EJECT_DOUBLING_RESET: Duration = crate::config::MAX_EJECT_TIME;
 
 /// A host's state as its group's agent (`<agent>`) says it, in the order
 /// of how strongly it keeps the host out.
@@ -142,6 +191,14 @@ pub enum AgentState {
 }
 
 impl AgentState {
+    /// Every state, in the order metrics list them.
+    pub const ALL: [AgentState; 4] = [
+        AgentState::Up,
+        AgentState::Drain,
+        AgentState::Maint,
+        AgentState::Down,
+    ];
+
     fn from_u8(b: u8) -> AgentState {
         match b {
             1 => AgentState::Drain,
@@ -313,6 +370,7 @@ impl HostStats {
         !self.bad.load(Relaxed)
             && !self.admin_down.load(Relaxed)
             && self.agent_state.load(Relaxed) == AgentState::Up as u8
+            && !self.ejected.load(Relaxed)
     }
 
     /// Whether the host may take one more connection: under its agent's
@@ -341,7 +399,7 @@ impl HostStats {
     pub fn health(&self) -> HostHealth {
         if self.admin_down.load(Relaxed) || self.agent_state() == AgentState::Maint {
             HostHealth::AdminDown
-        } else if self.bad.load(Relaxed) {
+        } else if self.bad.load(Relaxed) || self.ejected.load(Relaxed) {
             HostHealth::Bad
         } else {
             HostHealth::Up
@@ -400,6 +458,105 @@ impl HostStats {
     pub(crate) fn record_failure(&self, reason: impl Into<String>) -> bool {
         self.failures.fetch_add(1, Relaxed);
         self.mark_bad(reason)
+    }
+
+    /// Counts one failed connection attempt and, for the passive checks, one
+    /// more consecutive failure: returns how many in a row now. The host
+    /// stays in rotation ([`HostStats::eject`] takes it out).
+    pub(crate) fn record_passive_failure(&self) -> u32 {
+        self.failures.fetch_add(1, Relaxed);
+        self.passive_fails.fetch_add(1, Relaxed).saturating_add(1)
+    }
+
+    /// The host sent a client its first byte: its failures are no longer
+    /// consecutive. A load, and a store only after failures.
+    #[inline]
+    pub(crate) fn record_passive_success(&self) {
+        if self.passive_fails.load(Relaxed) != 0 {
+            self.passive_fails.store(0, Relaxed);
+        }
+    }
+
+    /// Whether the passive checks took the host out of rotation.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Relaxed)
+    }
+
+    /// The running ejection, if the host is ejected.
+    pub fn ejection(&self) -> Option<Arc<Ejection>> {
+        if self.is_ejected() {
+            self.ejection.load_full()
+        } else {
+            None
+        }
+    }
+
+    /// Ejections since start.
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(Relaxed)
+    }
+
+    /// Ejects the host after `failures` consecutive failures (the last one
+    /// `reason`), unless it already is or `room` says the group has no room
+    /// for one more ejected host: `room(n)` gets how many hosts of the group
+    /// are ejected counting this one. The ejection lasts `base` doubled once
+    /// per ejection in a row, up to `max` (never below `base`); `now` is
+    /// [`clock_nanos`]. Returns the ejection's length and its number (for
+    /// [`HostStats::end_ejection`]).
+    pub(crate) fn eject(
+        &self,
+        (base, max): (Duration, Duration),
+        failures: u32,
+        reason: &str,
+        now: u64,
+        room: impl FnOnce() -> bool,
+    ) -> Option<(Duration, u64)> {
+        if self.ejected.swap(true, Relaxed) {
+            return None;
+        }
+        // Counted with this host marked: two hosts ejected at once both see
+        // each other, so the group never goes over its share (at worst both
+        // step back, and the next failure tries again).
+        if !room() {
+            self.ejected.store(false, Relaxed);
+            return None;
+        }
+        let returned = self.returned_at.load(Relaxed);
+        let clean = returned != 0
+            && Duration::from_nanos(now.saturating_sub(returned)) >= EJECT_DOUBLING_RESET;
+        let level = if clean {
+            0
+        } else {
+            self.eject_level.load(Relaxed)
+        };
+        self.eject_level
+            .store(level.saturating_add(1).min(31), Relaxed);
+        let length = base
+            .saturating_mul(1u32 << level.min(20))
+            .min(max.max(base));
+        self.passive_fails.store(0, Relaxed);
+        self.ejection.store(Some(Arc::new(Ejection {
+            since: SystemTime::now(),
+            seconds: length.as_secs_f64(),
+            failures,
+            last_failure: reason.to_string(),
+        })));
+        let number = self.ejections.fetch_add(1, Relaxed) + 1;
+        self.rank_changed();
+        Some((length, number))
+    }
+
+    /// Ends ejection `number` (its timer ran out): the host is back in
+    /// rotation. False if that ejection is not the running one.
+    pub(crate) fn end_ejection(&self, number: u64, now: u64) -> bool {
+        if self.ejections.load(Relaxed) != number || !self.ejected.swap(false, Relaxed) {
+            return false;
+        }
+        self.returned_at.store(now, Relaxed);
+        self.passive_fails.store(0, Relaxed);
+        self.came_up();
+        self.rank_changed();
+        true
     }
 
     /// Puts a bad host back in rotation. Returns true if it was bad.
@@ -585,7 +742,14 @@ impl HostStats {
                     .collect(),
                 sum_seconds: self.connect_micros.load(Relaxed) as f64 / 1e6,
             },
-            bad: self.bad_info().map(|b| (*b).clone()),
+            bad: self.bad_info().map(|b| (*b).clone()).or_else(|| {
+                self.ejection().map(|e| BadInfo {
+                    since: e.since,
+                    reason: e.reason(),
+                })
+            }),
+            ejection: self.ejection().map(|e| (*e).clone()),
+            ejections: self.ejections(),
             resolved: self.resolved(),
             check: self.check_view(),
             agent: self.agent_view(),
@@ -637,6 +801,11 @@ pub struct HostStatsView {
     /// What the group's agent last said, once it was asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentView>,
+    /// The passive checks' running ejection (`failLimit`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ejection: Option<Ejection>,
+    /// Ejections by the passive checks since start.
+    pub ejections: u64,
 }
 
 /// A latency histogram: `counts[i]` connects took at most `le_seconds[i]` (and more
@@ -744,10 +913,16 @@ mod tests {
             &h.up_since as *const AtomicU64 as usize,
             &h.bad as *const AtomicBool as usize,
             &h.admin_down as *const AtomicBool as usize,
+            &h.ejected as *const AtomicBool as usize,
         ] {
             assert!(field - base < 64);
         }
         assert!(&h.bytes_in as *const AtomicU64 as usize - base >= 64);
+        // The copy loop's first host chunk reads the streak beside what it writes.
+        assert_eq!(
+            (&h.passive_fails as *const AtomicU32 as usize - base) / 64,
+            (&h.bytes_out as *const AtomicU64 as usize - base) / 64
+        );
     }
 
     #[test]
@@ -793,6 +968,51 @@ mod tests {
         h.set_admin_down(false);
         assert!(h.up_since() > back);
         assert!(last_came_up() >= h.up_since());
+    }
+
+    #[test]
+    fn ejections_double_up_to_the_cap_and_reset_after_a_clean_spell() {
+        let h = HostStats::new();
+        let times = (Duration::from_secs(10), Duration::from_secs(300));
+        let sec = |s: u64| s * 1_000_000_000;
+        assert_eq!(h.record_passive_failure(), 1);
+        h.record_passive_success();
+        assert_eq!(h.record_passive_failure(), 1, "a success breaks the streak");
+        // No room in the group: not ejected, and the host stays available.
+        assert_eq!(h.eject(times, 1, "x", sec(1), || false), None);
+        assert!(h.is_available() && !h.is_ejected());
+        let mut now = sec(1);
+        let mut lengths = Vec::new();
+        for _ in 0..7 {
+            let (length, number) = h.eject(times, 3, "refused", now, || true).unwrap();
+            assert!(!h.is_available());
+            assert_eq!(h.health(), HostHealth::Bad);
+            assert_eq!(
+                h.view().bad.unwrap().reason,
+                format!(
+                    "ejected for {} s after 3 failures (refused)",
+                    length.as_secs()
+                )
+            );
+            assert_eq!(h.eject(times, 3, "again", now, || true), None, "once");
+            assert!(!h.end_ejection(number + 1, now), "another ejection's timer");
+            now += length.as_nanos() as u64;
+            assert!(h.end_ejection(number, now));
+            assert!(h.is_available() && h.view().bad.is_none());
+            lengths.push(length.as_secs());
+            now += sec(1);
+        }
+        assert_eq!(lengths, [10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(h.ejections(), 7);
+        // A passing check does not end an ejection: mark_up leaves it.
+        let (_, number) = h.eject(times, 3, "refused", now, || true).unwrap();
+        assert!(!h.mark_up() && h.is_ejected());
+        now += sec(300);
+        h.end_ejection(number, now);
+        // Clean for EJECT_DOUBLING_RESET after its return: back to ejectTime.
+        now += EJECT_DOUBLING_RESET.as_nanos() as u64;
+        let (length, _) = h.eject(times, 3, "refused", now, || true).unwrap();
+        assert_eq!(length, Duration::from_secs(10));
     }
 
     #[test]

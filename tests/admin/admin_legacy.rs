@@ -435,10 +435,31 @@ async fn readonly_gets_403_on_every_change_and_reads_everything() {
         "/config.xml",
         "/diff",
         "/metrics",
+        "/hostCheck?service=svc&group=g&host=a",
     ] {
         let (status, _) = admin.call(Some(READONLY), Method::GET, page, None).await;
         assert_eq!(status, 200, "{page}");
     }
+    // hostCheck is a read: a missing parameter or an unknown host is named.
+    let (status, text) = admin
+        .call(
+            Some(READONLY),
+            Method::GET,
+            "/hostCheck?service=svc&group=g",
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("missing parameter host"), "{text}");
+    let (status, text) = admin
+        .call(
+            Some(READONLY),
+            Method::GET,
+            "/hostCheck?service=svc&group=g&name=nope",
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{text}");
     // The walk above covers every call the server counts as a change.
     let (status, _) = admin
         .call(Some(READONLY), Method::GET, "/api/v1/services", None)

@@ -53,14 +53,19 @@ async fn an_agents_words_drain_scale_down_and_bring_back_its_host() {
     let word2 = Arc::new(Mutex::new(Some("ready".to_string())));
     let a1 = agent(word1.clone()).await;
     let a2 = agent(word2.clone()).await;
+    let user = &common::admin::users()[0];
     let xml = format!(
         "<config>\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
          <group name=\"g\" scheduler=\"wrr\" enable=\"true\">\n      \
          <agent interval=\"0.1\" timeout=\"0.5\"/>\n      \
          <host name=\"h1\" ip=\"{h1}\" agentPort=\"{}\"/>\n      \
-         <host name=\"h2\" ip=\"{h2}\" agentPort=\"{}\"/>\n    </group>\n  </service>\n</config>\n",
+         <host name=\"h2\" ip=\"{h2}\" agentPort=\"{}\"/>\n    </group>\n  </service>\n\
+         <admin><web listen=\"127.0.0.1:0\" enable=\"true\"/>\
+         <user name=\"{}\" password=\"{}\" access=\"full\"/></admin>\n</config>\n",
         a1.port(),
-        a2.port()
+        a2.port(),
+        user.name,
+        user.password_hash
     );
     let txlb = Txlb::start_xml(&xml, None);
     let lb = txlb.listener();
@@ -72,6 +77,21 @@ async fn an_agents_words_drain_scale_down_and_bring_back_its_host() {
     let skip = txlb.log_len();
     *word1.lock().unwrap() = Some("up 50%".into());
     transition(&txlb, "host agent said", "weight_percent=50", skip).await;
+    let base = txlb.logged("admin web server up", "url").await;
+    let base = base.trim_end_matches('/').to_string();
+    let metrics = || async {
+        common::admin::get_as(&base, common::admin::FULL, "/metrics")
+            .await
+            .1
+    };
+    let h1 = "service=\"svc\",group=\"g\",host=\"h1\"";
+    let text = metrics().await;
+    assert!(
+        text.contains(&format!("txlb_host_agent_weight_percent{{{h1}}} 50\n"))
+            && text.contains(&format!("txlb_host_agent_state{{{h1},state=\"up\"}} 1\n"))
+            && text.contains(&format!("txlb_host_agent_answering{{{h1}}} 1\n")),
+        "{text}"
+    );
     let (a, b) = shares(lb, 300).await;
     assert!((70..=130).contains(&a), "a third to h1 at 50%: {a} / {b}");
 
@@ -80,6 +100,13 @@ async fn an_agents_words_drain_scale_down_and_bring_back_its_host() {
     *word1.lock().unwrap() = Some("drain".into());
     transition(&txlb, "host agent said", "state=\"drain\"", skip).await;
     assert_eq!(shares(lb, 20).await, (0, 20), "drained");
+    let text = metrics().await;
+    assert!(
+        text.contains(&format!(
+            "txlb_host_agent_state{{{h1},state=\"drain\"}} 1\n"
+        )) && text.contains(&format!("txlb_host_agent_state{{{h1},state=\"up\"}} 0\n")),
+        "{text}"
+    );
 
     // A reply without drain (only a weight) puts it back, whole.
     let skip = txlb.log_len();
@@ -107,5 +134,13 @@ async fn an_agents_words_drain_scale_down_and_bring_back_its_host() {
     *word2.lock().unwrap() = None;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(shares(lb, 10).await, (0, 10), "maint holds while silent");
+    let text = metrics().await;
+    assert!(
+        text.contains(&format!("txlb_host_agent_answering{{{h1}}} 0\n"))
+            && text.contains(&format!(
+                "txlb_host_agent_state{{{h1},state=\"maint\"}} 1\n"
+            )),
+        "{text}"
+    );
     assert_eq!(txlb.count("host marked bad"), 1, "{}", txlb.log_text());
 }

@@ -151,6 +151,14 @@ async fn an_http_host_answering_503_goes_bad_after_fall_checks_and_back_after_ri
     );
     let page = common::admin::get_as(base, full, "/").await.1;
     assert!(page.contains("failed: HTTP 503 in "), "{page}");
+    // The hostCheck read (legacy call; `name` as the other calls take it).
+    let read = "/hostCheck?service=svc&group=g&name=h1";
+    let text = common::admin::get_as(base, full, read).await.1;
+    assert!(
+        text.starts_with("OK host h1 state=bad reason=\"check: HTTP 503\" check=http rise=2 fall=2 passes=0 fails=")
+            && text.contains(" last_failure=\"HTTP 503\""),
+        "{text}"
+    );
     let skip = txlb.log_len();
     sick.store(200, SeqCst);
     transition(&txlb, "host back in rotation", "h1", skip).await;
@@ -417,6 +425,9 @@ async fn on_marked_down_close_ends_the_hosts_open_connections() {
             })
             .await;
             assert!(ended.is_ok(), "closed on marked down");
+            // The line is written once the close is done: the client may see
+            // the end first.
+            txlb.wait_for_async("closed=1", 0).await;
             assert_eq!(txlb.count("closed=1"), 1, "{}", txlb.log_text());
         } else {
             let after = tokio::time::timeout(Duration::from_secs(2), async {

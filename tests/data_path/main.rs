@@ -8,11 +8,13 @@
 mod common;
 
 mod agents;
+mod all_bad;
 mod backup_groups;
 mod check_protocols;
 mod checks;
 mod data_path;
 mod dns;
+mod ejection;
 mod faults;
 mod inherited;
 mod limits;

@@ -118,6 +118,15 @@ async fn exec_mode_reads_match_the_balancer() {
     assert_eq!(hosts[0]["address"], a.address.to_string());
     assert_eq!(hosts[0]["health"], "up");
     assert_eq!(hosts[0]["enabled_group"], true);
+    // A host's checks, the same read as the legacy hostCheck call.
+    assert_eq!(
+        c.ok("show check svc g a").await,
+        "OK host a state=up check=none fail_limit=0 ejections=0\n"
+    );
+    let check = json(&c.ok("show check svc g a --json").await);
+    assert_eq!(check["health"], "up");
+    assert_eq!(check["ejections"], 0);
+    c.fails("show check svc g nope", 1, "nope").await;
     // Tables for people: aligned columns with the names.
     let table = c.ok("show hosts").await;
     assert!(table.starts_with("SERVICE  GROUP"), "{table}");

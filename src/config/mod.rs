@@ -67,8 +67,8 @@ pub use options::{
     ClientAuth, DEFAULT_AGENT_INTERVAL, DEFAULT_AGENT_TIMEOUT, DEFAULT_FIN_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_INSPECT_TIMEOUT, DEFAULT_MAX_TTL,
     DEFAULT_MIN_TTL, DEFAULT_QUEUE, DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRY_EMPTY_BYTES,
-    DEFAULT_RETRY_EMPTY_TIMEOUT, DNS_PORT, MAX_INSPECT_BYTES, MAX_TLS_ALPN, MarkedDown,
-    ProxyVersion, TlsVersion, parse_nameserver, parse_net,
+    DEFAULT_RETRY_EMPTY_TIMEOUT, DNS_PORT, MAX_INSPECT_BYTES, MAX_TLS_ALPN, MarkedDown, NamedFile,
+    ProxyVersion, TlsVerify, TlsVersion, parse_nameserver, parse_net,
 };
 pub use parse::{
     MAX_ALPN_LEN, MAX_SECONDS, parse_access, parse_alpn, parse_bool, parse_client_protocol,

@@ -7,6 +7,7 @@ mod command;
 mod error;
 mod listeners;
 mod names;
+mod origins;
 mod tell;
 
 pub use command::Command;
@@ -249,6 +250,9 @@ struct ControlState {
     names: HashMap<String, NameState>,
     /// The resolver of the running configuration's `<resolver>` settings.
     resolver: Arc<Resolver>,
+    /// The TLS of the running configuration's originating groups, by
+    /// (service, group): what `build_snapshot` puts in their snapshots.
+    originators: origins::Originators,
 }
 
 impl Controller {
@@ -273,6 +277,7 @@ impl Controller {
                 service_counters: HashMap::new(),
                 limiters: HashMap::new(),
                 removed: Vec::new(),
+                originators: HashMap::new(),
                 listeners: Vec::new(),
                 intervals: Arc::default(),
                 names: HashMap::new(),
@@ -512,6 +517,7 @@ impl Controller {
         // load refuses the whole command, and the running ones stay.
         let reread = matches!(command, Command::Replace(_));
         let terminators = listeners::terminators(&state.listeners, &next, reread)?;
+        let originators = origins::originators(&state.originators, &next, reread)?;
         let own: Vec<SocketAddr> = state.listeners.iter().map(|l| l.local).collect();
         let bound = listeners::bind_all(
             added,
@@ -545,6 +551,7 @@ impl Controller {
             // New answers may move hosts of any group that follows those names.
             false => Touched::All,
         };
+        state.originators = originators;
         let snapshot = self.build_snapshot(&mut state, &next, &touched);
         let told = tell::changes(&state.running, &next, &touched, &state.removed);
         let behind = snapshot

@@ -22,6 +22,10 @@ use rustls::{RootCertStore, ServerConfig};
 
 use crate::config::{ClientAuth, ListenerTls, Location, TlsCert, TlsVersion};
 
+pub mod origin;
+
+pub use origin::{OriginTls, Originator};
+
 /// Largest PEM file read (a chain of a few certificates is a few KiB).
 pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
 
@@ -164,7 +168,7 @@ pub fn load(tls: &ListenerTls) -> Result<Terminator, TlsError> {
 }
 
 /// One `<tls cert key>`: the chain, the key, and that they belong together.
-fn load_pair(
+pub(crate) fn load_pair(
     pair: &TlsCert,
     provider: &CryptoProvider,
 ) -> Result<(CertifiedKey, CertInfo), TlsError> {
@@ -211,7 +215,7 @@ fn load_pair(
 }
 
 /// A PEM file's bytes: a regular file of at most [`MAX_PEM_BYTES`].
-fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     let shown = path.display();
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;

@@ -26,15 +26,15 @@ use tokio::process::Command;
 use super::routing::{admin_base, admin_block, http_host, peer_subject, s_client, service};
 
 /// A certificate and its key, as PEM, with its DER.
-struct Issued {
-    der: CertificateDer<'static>,
-    pem: String,
-    key_pem: String,
+pub(super) struct Issued {
+    pub der: CertificateDer<'static>,
+    pub pem: String,
+    pub key_pem: String,
 }
 
 /// A certificate for `names`, with common name `cn`: self-signed, or signed
 /// by `ca`.
-fn issue(
+pub(super) fn issue(
     cn: &str,
     names: &[&str],
     ca: Option<&(rcgen::Issuer<'static, rcgen::KeyPair>, Issued)>,
@@ -58,7 +58,7 @@ fn issue(
 }
 
 /// A CA that signs client certificates.
-fn client_ca() -> (rcgen::Issuer<'static, rcgen::KeyPair>, Issued) {
+pub(super) fn client_ca() -> (rcgen::Issuer<'static, rcgen::KeyPair>, Issued) {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     params
@@ -75,7 +75,7 @@ fn client_ca() -> (rcgen::Issuer<'static, rcgen::KeyPair>, Issued) {
 }
 
 /// Writes `issued` as `DIR/NAME.pem` and `DIR/NAME.key`.
-fn write_pair(dir: &Path, name: &str, issued: &Issued) -> (PathBuf, PathBuf) {
+pub(super) fn write_pair(dir: &Path, name: &str, issued: &Issued) -> (PathBuf, PathBuf) {
     let (cert, key) = (
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}.key")),

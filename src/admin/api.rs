@@ -69,6 +69,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route(&format!("{H}/admin-up"), post(admin_up))
         .route(&format!("{H}/retry"), post(retry_host))
         .route(&format!("{H}/drain"), post(drain_host))
+        .route("/api/v1/certificates", get(list_certificates))
         .route("/api/v1/connections", get(list_connections))
         .route(
             "/api/v1/connections/{id}",
@@ -613,6 +614,12 @@ async fn drain_host(
 struct ConnectionFilter {
     service: Option<String>,
     host: Option<String>,
+}
+
+async fn list_certificates(
+    State(state): State<AdminState>,
+) -> Json<Vec<crate::ops::CertificateEntry>> {
+    Json(crate::ops::certificates(&state.handle))
 }
 
 async fn list_connections(

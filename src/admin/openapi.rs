@@ -243,6 +243,16 @@ fn ops() -> Vec<Op> {
             &[400, 404],
         ),
         op(
+            "/api/v1/certificates",
+            "get",
+            "Certificates in use: each terminating listener's (`role` server) and each \
+             originating group's client certificate (`role` client), with names, issuer, \
+             file and expiry.",
+            None,
+            (200, "CertificateList"),
+            &[],
+        ),
+        op(
             "/api/v1/connections",
             "get",
             "Open connections, oldest first; `?service=` and `?host=` filter.",

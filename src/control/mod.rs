@@ -95,26 +95,33 @@ pub struct CertificateStats {
     pub expiring: bool,
 }
 
+impl CertificateStats {
+    /// What observers see of `c` at `now`.
+    pub(crate) fn of(c: &crate::tls::CertInfo, now: std::time::SystemTime) -> CertificateStats {
+        let warn = crate::tls::EXPIRY_WARNING.as_secs() as i64;
+        CertificateStats {
+            name: c.name().to_string(),
+            names: c.names.clone(),
+            issuer: c.issuer.clone(),
+            file: c.file.display().to_string(),
+            not_after: c.not_after,
+            expires_in: c.expires_in(now),
+            expiring: c.expires_in(now) <= warn,
+        }
+    }
+}
+
 impl TlsStats {
     fn of(t: &crate::proxy::Terminating) -> TlsStats {
         use crate::tls::HandshakeFailure;
         let now = std::time::SystemTime::now();
-        let warn = crate::tls::EXPIRY_WARNING.as_secs() as i64;
         let relaxed = std::sync::atomic::Ordering::Relaxed;
         TlsStats {
             certificates: t
                 .terminator
                 .certs
                 .iter()
-                .map(|c| CertificateStats {
-                    name: c.name().to_string(),
-                    names: c.names.clone(),
-                    issuer: c.issuer.clone(),
-                    file: c.file.display().to_string(),
-                    not_after: c.not_after,
-                    expires_in: c.expires_in(now),
-                    expiring: c.expires_in(now) <= warn,
-                })
+                .map(|c| CertificateStats::of(c, now))
                 .collect(),
             handshakes: vec![
                 ("1.2", t.counters.tls12.load(relaxed)),

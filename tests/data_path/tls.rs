@@ -152,7 +152,7 @@ async fn start(
 
 /// A rustls client to `addr` trusting `roots`, asking for `sni` and
 /// offering `alpn`.
-async fn rustls_client(
+pub(super) async fn rustls_client(
     addr: SocketAddr,
     sni: &str,
     roots: &[CertificateDer<'static>],

@@ -236,8 +236,16 @@ async fn a_client_certificate_is_shown_to_a_host_that_requires_one() {
              <host name=\"h\" ip=\"{h}\"/>\n    </group>\n  </service>\n"
         )
     };
+    // TLS on both sides: terminated from the client, originated to the host.
+    let edge = format!(
+        "  <service name=\"edge\">\n    <listen ip=\"127.0.0.1:0\">\n      \
+         <tls cert=\"db.pem\" key=\"db.key\"/>\n    </listen>\n    \
+         <group name=\"g\" enable=\"true\" tls=\"true\" tlsVerify=\"ca.pem\" tlsSni=\"db.test\" \
+         tlsCert=\"client.pem\" tlsKey=\"client.key\">\n      \
+         <host name=\"h\" ip=\"{h}\"/>\n    </group>\n  </service>\n"
+    );
     let xml = format!(
-        "<config>\n{}{}{}</config>\n",
+        "<config>\n{}{}{edge}{}</config>\n",
         group(
             "with",
             " tlsCert=\"client.pem\" tlsKey=\"client.key\" tlsAlpn=\"echo\""
@@ -260,6 +268,54 @@ async fn a_client_certificate_is_shown_to_a_host_that_requires_one() {
         "{}",
         host.log_text()
     );
+    // A TLS client through a terminating listener to the same host.
+    let edge = listener_of(&txlb, "edge").await;
+    let mut client =
+        super::tls::rustls_client(edge, "db.test", std::slice::from_ref(&ca.1.der), &[])
+            .await
+            .unwrap();
+    client.write_all(&data).await.unwrap();
+    let mut back = vec![0; data.len()];
+    client.read_exact(&mut back).await.unwrap();
+    assert!(back == data, "TLS both ways: bytes differ");
+    drop(client);
+
+    // The certificates in use: the listener's, and the groups' client ones.
+    let (status, body) = common::admin::get_as(&base, FULL, "/api/v1/certificates").await;
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 3, "{body}");
+    let server = &list[0];
+    assert_eq!(server["service"], "edge", "{body}");
+    assert_eq!(server["role"], "server", "{body}");
+    assert_eq!(server["listener"], "127.0.0.1:0", "{body}");
+    assert_eq!(server["names"], serde_json::json!(["db.test"]), "{body}");
+    assert!(
+        server["issuer"]
+            .as_str()
+            .unwrap()
+            .contains("txlb test clients")
+    );
+    assert!(server["file"].as_str().unwrap().ends_with("db.pem"));
+    assert!(server["not_after"].as_i64().unwrap() > 0);
+    let clients: Vec<_> = list[1..]
+        .iter()
+        .map(|c| {
+            (
+                c["service"].as_str().unwrap(),
+                c["group"].as_str().unwrap(),
+                c["role"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        clients,
+        [("with", "g", "client"), ("edge", "g", "client")],
+        "{body}"
+    );
+    assert!(list[1]["file"].as_str().unwrap().ends_with("client.pem"));
+
     // Without a certificate the host refuses the handshake (in TLS 1.3 the
     // refusal comes after the client's Finished: the first read fails).
     let without = listener_of(&txlb, "without").await;

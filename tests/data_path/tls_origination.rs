@@ -376,3 +376,47 @@ async fn a_tls_check_verifies_as_connections_do() {
         txlb.log_text()
     );
 }
+
+#[tokio::test]
+async fn a_reload_rereads_the_ca_file_of_an_unchanged_group() {
+    if python_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (right, other) = (client_ca(), client_ca());
+    let ca_file = dir.path().join("ca.pem");
+    // At first the group trusts another CA: the host does not verify.
+    std::fs::write(&ca_file, &other.1.pem).unwrap();
+    let (cert, key) = write_pair(dir.path(), "db", &issue("db", &["db.test"], Some(&right)));
+    let host = echo_host(dir.path(), &cert, &key, None);
+    let h = host.addr;
+    let xml = format!(
+        "<config>\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+         <group name=\"g\" enable=\"true\" tls=\"true\" tlsVerify=\"ca.pem\" tlsSni=\"db.test\">\n      \
+         <check type=\"tcp\" interval=\"0.2\" timeout=\"1\" rise=\"1\" fall=\"1\"/>\n      \
+         <host name=\"h\" ip=\"{h}\"/>\n    </group>\n  </service>\n</config>\n"
+    );
+    let config = dir.path().join("lb.xml");
+    std::fs::write(&config, xml).unwrap();
+    let txlb = Txlb::start(&config, 2);
+    let addr = listener_of(&txlb, "svc").await;
+    assert!(round_trip(addr, b"hello").await.is_empty());
+    let bad = super::checks::transition(&txlb, "host marked bad", "h", 0).await;
+    // Both CAs have the same name: the signature is what fails.
+    assert!(bad.contains("invalid peer certificate"), "{bad}");
+    // The same configuration, the file now the right CA: a reload re-reads
+    // it, the check (a tcp check: over a verified handshake here) takes the
+    // new settings and finds the host good again, and clients are served.
+    std::fs::write(&ca_file, &right.1.pem).unwrap();
+    let skip = txlb.log_len();
+    txlb.signal("HUP");
+    txlb.wait_for_async("reload", skip).await;
+    assert!(
+        common::eventually(Duration::from_secs(10), || async {
+            round_trip(addr, b"again").await == b"again"
+        })
+        .await,
+        "{}",
+        txlb.log_text()
+    );
+}

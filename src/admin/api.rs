@@ -49,6 +49,10 @@ pub(crate) fn routes() -> Router<AdminState> {
             axum::routing::delete(delete_listener),
         )
         .route(
+            &format!("{S}/listeners/{{listen}}/certificates/{{index}}"),
+            put(replace_certificate),
+        )
+        .route(
             &format!("{S}/listeners/{{listen}}/routes"),
             get(list_routes).post(create_route),
         )
@@ -620,6 +624,34 @@ async fn list_certificates(
     State(state): State<AdminState>,
 ) -> Json<Vec<crate::ops::CertificateEntry>> {
     Json(crate::ops::certificates(&state.handle))
+}
+
+/// A certificate and its key as sent in a request body (PEM text).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCertificate {
+    cert: String,
+    key: String,
+}
+
+async fn replace_certificate(
+    State(state): State<AdminState>,
+    P((service, listen, index)): P<(String, String, usize)>,
+    J(body): J<NewCertificate>,
+) -> ApiResult {
+    let configured = find_listener(&state, &service, &listen)?.configured;
+    let listen = crate::config::parse_listen_addr(&configured)
+        .map_err(|e| AdminError::BadRequest(format!("bad listener {configured:?}: {e}")))?;
+    let replaced = crate::ops::ReplaceCertificate {
+        service,
+        listen,
+        index,
+        cert: body.cert,
+        key: body.key,
+    }
+    .run(&state.handle)
+    .await?;
+    ok(StatusCode::OK, replaced)
 }
 
 async fn list_connections(

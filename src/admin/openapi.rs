@@ -253,6 +253,19 @@ fn ops() -> Vec<Op> {
             &[],
         ),
         op(
+            "/api/v1/services/{service}/listeners/{listen}/certificates/{index}",
+            "put",
+            "Serve another certificate in place of the listener's certificate number \
+             `index` (from 0): PEM text of the chain and its key, checked before use, \
+             written beside the old files (`NAME.UNIXTIME.pem`, `.key`) and named by the \
+             running configuration (`config save` keeps it). Not in fleet mode (409).",
+            Some(
+                json!({"cert": "-----BEGIN CERTIFICATE-----\n…", "key": "-----BEGIN PRIVATE KEY-----\n…"}),
+            ),
+            (200, "Certificate"),
+            &[400, 404, 409],
+        ),
+        op(
             "/api/v1/connections",
             "get",
             "Open connections, oldest first; `?service=` and `?host=` filter.",

@@ -65,6 +65,7 @@ impl<'a> Touched<'a> {
             | Command::RemoveService { .. }
             | Command::AddListener { .. }
             | Command::RemoveListener { .. }
+            | Command::SetListenerCert { .. }
             | Command::AddRoute { .. }
             | Command::RemoveRoute { .. }
             | Command::RemoveGroup { .. }

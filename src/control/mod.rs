@@ -660,6 +660,7 @@ fn names_may_change(command: &Command, running: &Config) -> bool {
         | Command::EnableGroup { .. }
         | Command::AddListener { .. }
         | Command::RemoveListener { .. }
+        | Command::SetListenerCert { .. }
         | Command::AddRoute { .. }
         | Command::RemoveRoute { .. }
         | Command::SetAdminDown { .. }

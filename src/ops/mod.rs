@@ -29,7 +29,7 @@ mod service;
 use std::io;
 use std::sync::Arc;
 
-pub use certificates::{CertificateEntry, certificates};
+pub use certificates::{CertificateEntry, ReplaceCertificate, certificates};
 pub use error::{Kind, OpError};
 pub use group::{AddGroup, GroupRef, SetScheduler};
 pub use host::{AddHost, Drain, HostRef, new_host};

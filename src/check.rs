@@ -15,6 +15,7 @@ use crate::config::Config;
 pub fn certificates(config: &Config) -> Result<Vec<String>, String> {
     let now = std::time::SystemTime::now();
     let mut lines = Vec::new();
+    let mut system = crate::tls::origin::SystemRoots::default();
     for service in &config.services {
         for listener in &service.listeners {
             let Some(tls) = &listener.tls else {
@@ -53,7 +54,7 @@ pub fn certificates(config: &Config) -> Result<Vec<String>, String> {
                 )
             };
             let tls = crate::tls::OriginTls::of(&group.options).map_err(fail)?;
-            let loaded = crate::tls::origin::load(&tls).map_err(fail)?;
+            let loaded = crate::tls::origin::load(&tls, &mut system).map_err(fail)?;
             let verify = match &tls.verify {
                 crate::config::TlsVerify::System => {
                     format!("verified against the system's roots ({})", loaded.roots)

@@ -23,6 +23,7 @@ pub(super) fn originators(
     reread: bool,
 ) -> Result<Originators, ControlError> {
     let mut out = Originators::new();
+    let mut system = crate::tls::origin::SystemRoots::default();
     for service in &next.services {
         for group in &service.groups {
             let originates =
@@ -46,7 +47,7 @@ pub(super) fn originators(
             let originator = match kept {
                 Some(kept) => kept,
                 None => {
-                    let loaded = crate::tls::origin::load(&tls).map_err(fail)?;
+                    let loaded = crate::tls::origin::load(&tls, &mut system).map_err(fail)?;
                     if tls.verify == TlsVerify::None {
                         tracing::warn!(
                             service = %service.name,

@@ -65,11 +65,18 @@ pub struct Originator {
     pub roots: usize,
 }
 
+/// The system's trusted roots, read at most once per [`SystemRoots`]: one
+/// per start or reload, however many groups verify against them (reading the
+/// store takes tens of milliseconds).
+#[derive(Debug, Default)]
+pub struct SystemRoots(Option<Arc<RootCertStore>>);
+
 /// Builds an originating group's TLS: reads the CA file or the system's
-/// store, and the client certificate with its key (as termination reads its
-/// own: [`load_pair`]). An error names where the configuration names the
-/// file that does not load.
-pub fn load(tls: &OriginTls) -> Result<Originator, TlsError> {
+/// store (into `system`, once for every group of a start or reload), and
+/// the client certificate with its key (as termination reads its own:
+/// [`load_pair`]). An error names where the configuration names the file
+/// that does not load.
+pub fn load(tls: &OriginTls, system: &mut SystemRoots) -> Result<Originator, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -85,15 +92,22 @@ pub fn load(tls: &OriginTls) -> Result<Originator, TlsError> {
             0,
         ),
         verify => {
-            let roots = roots(verify)?;
+            let roots = match (verify, &system.0) {
+                (TlsVerify::System, Some(roots)) => roots.clone(),
+                (TlsVerify::System, None) => {
+                    let roots = Arc::new(self::roots(verify)?);
+                    system.0 = Some(roots.clone());
+                    roots
+                }
+                _ => Arc::new(self::roots(verify)?),
+            };
             let count = roots.len();
-            let verifier =
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| TlsError {
-                        at: None,
-                        message: e.to_string(),
-                    })?;
+            let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|e| TlsError {
+                    at: None,
+                    message: e.to_string(),
+                })?;
             (builder.with_webpki_verifier(verifier), count)
         }
     };

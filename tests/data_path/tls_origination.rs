@@ -322,6 +322,21 @@ async fn a_client_certificate_is_shown_to_a_host_that_requires_one() {
     let got = round_trip(without, b"hello").await;
     assert!(got.is_empty(), "served without a certificate: {got:?}");
 
+    // `txlb check` reads the same files and says how each group verifies.
+    let out = StdCommand::new(env!("CARGO_BIN_EXE_txlb"))
+        .arg("check")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("tls to the hosts of group g: verified against")
+            && report.contains("ca.pem (1 CA certificates)")
+            && report.contains("client certificate")
+            && report.contains("client.pem"),
+        "{report}"
+    );
     // `txlb check` says which file is missing, and where it is named.
     std::fs::write(&config, xml.replace("client.key", "missing.key")).unwrap();
     let out = StdCommand::new(env!("CARGO_BIN_EXE_txlb"))

@@ -3,8 +3,10 @@
 //! certificates made here (rcgen). Verified against a CA file and the
 //! system's store (SSL_CERT_FILE), byte-exact; a wrong name refused with the
 //! verification error as the host's reason and the client failed over;
-//! `tlsVerify="none"`; a host that requires a client certificate; a TLS
-//! check verifying as connections do; `txlb check` on a missing CA file.
+//! `tlsVerify="none"`; a host's own `tls` in a plain group; a host that
+//! requires a client certificate, TLS on both sides, the certificates listed
+//! by the JSON API; `txlb check` and a refused reload on a missing key; a
+//! reload re-reading a CA file; a TLS check verifying as connections do.
 
 use crate::common;
 
@@ -147,6 +149,7 @@ async fn originates_tls_verified_by_a_ca_file_or_the_system_store() {
     let (cert, key) = write_pair(dir.path(), "db", &host_cert);
     let host = echo_host(dir.path(), &cert, &key, None);
     let h = host.addr;
+    let plain = common::echo_backend().await;
     let xml = format!(
         "<config>\n\
   <service name=\"ca\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
@@ -162,6 +165,10 @@ async fn originates_tls_verified_by_a_ca_file_or_the_system_store() {
     <group name=\"g\" enable=\"true\" scheduler=\"roundr\" tls=\"true\" tlsVerify=\"ca.pem\" tlsSni=\"wrong.test\">\n      \
       <host name=\"misnamed\" ip=\"{h}\"/>\n      \
       <host name=\"right\" ip=\"{h}\" tlsSni=\"db.test\"/>\n    </group>\n  </service>\n\
+  <service name=\"mixed\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+    <group name=\"g\" enable=\"true\" scheduler=\"roundr\" tlsVerify=\"ca.pem\" tlsSni=\"db.test\">\n      \
+      <host name=\"tls\" ip=\"{h}\" tls=\"true\"/>\n      \
+      <host name=\"plain\" ip=\"{plain}\"/>\n    </group>\n  </service>\n\
   <service name=\"unverified\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
     <group name=\"g\" enable=\"true\" tls=\"true\" tlsVerify=\"none\" tlsSni=\"wrong.test\">\n      \
       <host name=\"h\" ip=\"{h}\"/>\n    </group>\n  </service>\n\
@@ -195,6 +202,15 @@ async fn originates_tls_verified_by_a_ca_file_or_the_system_store() {
             host.log_text()
         );
     }
+
+    // A host's own `tls`: one host of a plain group reached with TLS, the
+    // other plain (each answers only in its own way).
+    let mixed = listener_of(&txlb, "mixed").await;
+    for _ in 0..2 {
+        assert_eq!(round_trip(mixed, b"either").await, b"either");
+    }
+    let (_, api) = common::admin::get_as(&base, FULL, "/api/v1/services/mixed").await;
+    assert!(!api.contains("TLS handshake"), "{api}");
 
     // The certificate is not for wrong.test: refused, with the reason.
     let wrong = listener_of(&txlb, "wrong").await;

@@ -42,6 +42,7 @@ fn group(n: usize, bad: bool) -> Hosts {
                 weight: 1 + (i % 5) as u32,
                 maxconn: 0,
                 proxy_protocol: None,
+                tls: None,
                 stats,
             }
         })

@@ -8,12 +8,14 @@ use std::path::PathBuf;
 use crate::config::Config;
 
 /// Reads every terminating listener's certificates, keys and client CAs
-/// (`tls::load`, as start and reloads do): their description for
-/// [`report`], one line each, or the first that does not load, with the
-/// FILE:LINE:COL that names it.
+/// (`tls::load`, as start and reloads do), and every originating group's
+/// CA file (or the system's roots) and client certificate
+/// (`tls::origin::load`): their description for [`report`], one line each,
+/// or the first that does not load, with the FILE:LINE:COL that names it.
 pub fn certificates(config: &Config) -> Result<Vec<String>, String> {
     let now = std::time::SystemTime::now();
     let mut lines = Vec::new();
+    let mut system = crate::tls::origin::SystemRoots::default();
     for service in &config.services {
         for listener in &service.listeners {
             let Some(tls) = &listener.tls else {
@@ -35,6 +37,47 @@ pub fn certificates(config: &Config) -> Result<Vec<String>, String> {
                     cert.file.display(),
                     cert.names.join(" "),
                     left / 86_400
+                ));
+            }
+        }
+        for group in &service.groups {
+            let originates =
+                group.options.tls || group.hosts.iter().any(|h| h.options.tls == Some(true));
+            if !originates {
+                continue;
+            }
+            let fail = |e: crate::tls::TlsError| {
+                let at = e.at.map(|at| format!("{at}: ")).unwrap_or_default();
+                format!(
+                    "{at}service {:?}, group {:?}: {}",
+                    service.name, group.name, e.message
+                )
+            };
+            let tls = crate::tls::OriginTls::of(&group.options).map_err(fail)?;
+            let loaded = crate::tls::origin::load(&tls, &mut system).map_err(fail)?;
+            let verify = match &tls.verify {
+                crate::config::TlsVerify::System => {
+                    format!("verified against the system's roots ({})", loaded.roots)
+                }
+                crate::config::TlsVerify::Ca(file) => format!(
+                    "verified against {} ({} CA certificates)",
+                    file.path.display(),
+                    loaded.roots
+                ),
+                crate::config::TlsVerify::None => {
+                    "not verified (tlsVerify=\"none\")  warning: hosts' certificates are not verified".to_string()
+                }
+            };
+            lines.push(format!(
+                "  tls to the hosts of group {}: {verify}",
+                group.name
+            ));
+            if let Some(cert) = &loaded.cert {
+                lines.push(format!(
+                    "    client certificate {} ({}), expires in {} days",
+                    cert.file.display(),
+                    cert.names.join(" "),
+                    cert.expires_in(now) / 86_400
                 ));
             }
         }

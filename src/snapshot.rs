@@ -170,6 +170,9 @@ pub struct GroupSnapshot {
     /// The group's agent (`<agent>`), if any: `health::agent` asks each
     /// host's.
     pub agent: Option<Arc<GroupAgent>>,
+    /// The group's TLS towards its hosts, when the group or one of its hosts
+    /// originates TLS (each host says whether it does, and its name).
+    pub origin: Option<Arc<crate::tls::Originator>>,
 }
 
 /// A group's agent as its agent tasks read it.
@@ -211,6 +214,7 @@ mod tests {
                 options: GroupOptions::default(),
                 check: None,
                 agent: None,
+                origin: None,
             })],
             enabled: 0,
             backups: Vec::new(),

@@ -77,6 +77,7 @@ fn group(n: usize) -> Hosts {
             weight: 1 + (i % 4) as u32,
             maxconn: 0,
             proxy_protocol: None,
+            tls: None,
             stats: HostStats::new(),
         })
         .collect()

@@ -49,6 +49,10 @@ pub(crate) fn routes() -> Router<AdminState> {
             axum::routing::delete(delete_listener),
         )
         .route(
+            &format!("{S}/listeners/{{listen}}/certificates/{{index}}"),
+            put(replace_certificate),
+        )
+        .route(
             &format!("{S}/listeners/{{listen}}/routes"),
             get(list_routes).post(create_route),
         )
@@ -70,6 +74,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route(&format!("{H}/admin-up"), post(admin_up))
         .route(&format!("{H}/retry"), post(retry_host))
         .route(&format!("{H}/drain"), post(drain_host))
+        .route("/api/v1/certificates", get(list_certificates))
         .route("/api/v1/connections", get(list_connections))
         .route(
             "/api/v1/connections/{id}",
@@ -625,6 +630,40 @@ async fn drain_host(
 struct ConnectionFilter {
     service: Option<String>,
     host: Option<String>,
+}
+
+async fn list_certificates(
+    State(state): State<AdminState>,
+) -> Json<Vec<crate::ops::CertificateEntry>> {
+    Json(crate::ops::certificates(&state.handle))
+}
+
+/// A certificate and its key as sent in a request body (PEM text).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCertificate {
+    cert: String,
+    key: String,
+}
+
+async fn replace_certificate(
+    State(state): State<AdminState>,
+    P((service, listen, index)): P<(String, String, usize)>,
+    J(body): J<NewCertificate>,
+) -> ApiResult {
+    let configured = find_listener(&state, &service, &listen)?.configured;
+    let listen = crate::config::parse_listen_addr(&configured)
+        .map_err(|e| AdminError::BadRequest(format!("bad listener {configured:?}: {e}")))?;
+    let replaced = crate::ops::ReplaceCertificate {
+        service,
+        listen,
+        index,
+        cert: body.cert,
+        key: body.key,
+    }
+    .run(&state.handle)
+    .await?;
+    ok(StatusCode::OK, replaced)
 }
 
 async fn list_connections(

@@ -252,6 +252,29 @@ fn ops() -> Vec<Op> {
             &[400, 404],
         ),
         op(
+            "/api/v1/certificates",
+            "get",
+            "Certificates in use: each terminating listener's (`role` server) and each \
+             originating group's client certificate (`role` client), with names, issuer, \
+             file and expiry.",
+            None,
+            (200, "CertificateList"),
+            &[],
+        ),
+        op(
+            "/api/v1/services/{service}/listeners/{listen}/certificates/{index}",
+            "put",
+            "Serve another certificate in place of the listener's certificate number \
+             `index` (from 0): PEM text of the chain and its key, checked before use, \
+             written beside the old files (`NAME.UNIXTIME.pem`, `.key`) and named by the \
+             running configuration (`config save` keeps it). Not in fleet mode (409).",
+            Some(
+                json!({"cert": "-----BEGIN CERTIFICATE-----\n…", "key": "-----BEGIN PRIVATE KEY-----\n…"}),
+            ),
+            (200, "Certificate"),
+            &[400, 404, 409],
+        ),
+        op(
             "/api/v1/connections",
             "get",
             "Open connections, oldest first; `?service=` and `?host=` filter.",

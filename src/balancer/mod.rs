@@ -374,6 +374,26 @@ impl BalancerHandle {
             .map(|l| l.local)
     }
 
+    /// The client certificate of every group that originates TLS with one,
+    /// as (service, group, certificate).
+    pub fn client_certificates(&self) -> Vec<(String, String, crate::CertificateStats)> {
+        let now = std::time::SystemTime::now();
+        let snapshot = self.controller.data.snapshots.load();
+        let mut out = Vec::new();
+        for service in snapshot.services() {
+            for group in &service.groups {
+                if let Some(cert) = group.origin.as_ref().and_then(|o| o.cert.as_ref()) {
+                    out.push((
+                        service.name.to_string(),
+                        group.name.to_string(),
+                        crate::CertificateStats::of(cert, now),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// A point-in-time copy of every service, group and host with its counters.
     pub fn stats(&self) -> Stats {
         Stats::of(

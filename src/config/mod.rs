@@ -68,8 +68,8 @@ pub use options::{
     DEFAULT_FIN_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_INSPECT_TIMEOUT,
     DEFAULT_MAX_EJECT_PERCENT, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_QUEUE,
     DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRY_EMPTY_BYTES, DEFAULT_RETRY_EMPTY_TIMEOUT, DNS_PORT,
-    MAX_EJECT_TIME, MAX_INSPECT_BYTES, MAX_TLS_ALPN, MarkedDown, Percent, ProxyVersion, TlsVersion,
-    parse_nameserver, parse_net,
+    MAX_EJECT_TIME, MAX_INSPECT_BYTES, MAX_TLS_ALPN, MarkedDown, NamedFile, Percent, ProxyVersion,
+    TlsVerify, TlsVersion, parse_nameserver, parse_net,
 };
 pub use parse::{
     MAX_ALPN_LEN, MAX_SECONDS, parse_access, parse_alpn, parse_bool, parse_client_protocol,

@@ -463,6 +463,21 @@ options! {
         /// drained) and no backup group serves: refuse new clients (`close`,
         /// the default) or try them on every host anyway (`open`).
         all_bad: AllBad = AllBad::Close, "allBad", "all_bad";
+        /// Connect to the group's hosts with TLS (origination): the client's
+        /// plaintext goes to them encrypted.
+        tls: bool = false, "tls", "tls";
+        /// How the hosts' certificates are verified: the system's roots, a CA
+        /// file, or `none` (only when written so; warned about at load).
+        tls_verify: TlsVerify = TlsVerify::System, "tlsVerify", "tls_verify";
+        /// The name sent (SNI) and checked in the hosts' certificates (else
+        /// each host's name in `ip`, else its IP).
+        tls_sni: Option<String> = None, "tlsSni", "tls_sni";
+        /// A client certificate (PEM chain) shown to hosts that ask for one.
+        tls_cert: Option<NamedFile> = None, "tlsCert", "tls_cert";
+        /// The private key of `tlsCert` (PEM).
+        tls_key: Option<NamedFile> = None, "tlsKey", "tls_key";
+        /// ALPN protocols offered to the hosts, in order (empty: none).
+        tls_alpn: Vec<String> = Vec::new(), "tlsAlpn", "tls_alpn";
     }
 }
 
@@ -539,6 +554,146 @@ impl OptionValue for AllBad {
     }
 }
 
+/// A file a setting names, with where the configuration named it: the
+/// errors of reading it later (start, reload) say `FILE:LINE:COL`. Two
+/// compare equal when they name the same path, wherever written.
+#[derive(Debug, Clone, Eq)]
+pub struct NamedFile {
+    /// The file (relative ones resolved against the configuration's
+    /// directory by the reader).
+    pub path: std::path::PathBuf,
+    /// Its name as the configuration wrote it (relative names stay
+    /// relative when written back); `None`: `path`.
+    pub written: Option<String>,
+    /// Where its name was written, if read from a file.
+    pub at: Option<super::Location>,
+}
+
+impl NamedFile {
+    /// `path`, written nowhere.
+    pub fn new(path: impl Into<std::path::PathBuf>) -> NamedFile {
+        NamedFile {
+            path: path.into(),
+            written: None,
+            at: None,
+        }
+    }
+}
+
+impl NamedFile {
+    /// The name a configuration file writes.
+    fn as_written(&self) -> String {
+        self.written
+            .clone()
+            .unwrap_or_else(|| self.path.display().to_string())
+    }
+}
+
+impl PartialEq for NamedFile {
+    fn eq(&self, other: &NamedFile) -> bool {
+        self.path == other.path
+    }
+}
+
+/// A file name; empty: none.
+impl OptionValue for Option<NamedFile> {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        <Option<std::path::PathBuf> as OptionValue>::read(raw).map(|p| p.map(NamedFile::new))
+    }
+    fn xml(&self) -> String {
+        self.as_ref().map(NamedFile::as_written).unwrap_or_default()
+    }
+    fn toml(&self) -> String {
+        super::write::tstr(&self.xml())
+    }
+    fn check(&self) -> Result<(), String> {
+        match self {
+            Some(f) if f.path.to_str().is_none() => Err("expected a file name in UTF-8".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `tlsVerify`: how an originating group verifies its hosts' certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TlsVerify {
+    /// Against the system's trusted roots (read from the system's store).
+    #[default]
+    System,
+    /// Not at all (only the handshake's signatures are checked): written
+    /// `none`, warned about at load.
+    None,
+    /// Against the CA certificates of this PEM file.
+    Ca(NamedFile),
+}
+
+/// `system`, `none` or a CA file.
+impl OptionValue for TlsVerify {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        const EXPECTED: &str = "expected system, none or a CA file (PEM)";
+        let text = match raw {
+            RawValue::Text(t) => t.trim(),
+            RawValue::Toml(toml::Value::String(s)) => s.trim(),
+            RawValue::Toml(_) => return Err(EXPECTED.into()),
+        };
+        match text {
+            "" => Err(EXPECTED.into()),
+            "system" => Ok(TlsVerify::System),
+            "none" => Ok(TlsVerify::None),
+            file => Ok(TlsVerify::Ca(NamedFile::new(file))),
+        }
+    }
+    fn xml(&self) -> String {
+        match self {
+            TlsVerify::System => "system".into(),
+            TlsVerify::None => "none".into(),
+            TlsVerify::Ca(f) => f.as_written(),
+        }
+    }
+    fn toml(&self) -> String {
+        super::write::tstr(&self.xml())
+    }
+    fn check(&self) -> Result<(), String> {
+        match self {
+            TlsVerify::Ca(f) if f.path.to_str().is_none() => {
+                Err("expected a file name in UTF-8".into())
+            }
+            TlsVerify::Ca(f) if matches!(f.path.to_str(), Some("" | "system" | "none")) => {
+                Err("expected a CA file's name".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A TLS server name (`tlsSni`): a DNS name or an IP address; absent: none.
+impl OptionValue for Option<String> {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        let text = text_of(raw, "expected a DNS name")?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        check_server_name(&text)?;
+        Ok(Some(text.to_ascii_lowercase()))
+    }
+    fn xml(&self) -> String {
+        self.clone().unwrap_or_default()
+    }
+    fn toml(&self) -> String {
+        super::write::tstr(&self.xml())
+    }
+    fn check(&self) -> Result<(), String> {
+        self.as_deref().map_or(Ok(()), check_server_name)
+    }
+}
+
+/// Whether `name` can be a TLS server name (SNI).
+fn check_server_name(name: &str) -> Result<(), String> {
+    rustls::pki_types::ServerName::try_from(name)
+        .map(|_| ())
+        .map_err(|_| "expected a DNS name or an IP address".to_string())
+}
+
 /// `onMarkedDown`: what a host's open connections do when a check marks the
 /// host bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -597,6 +752,10 @@ options! {
         /// The port the group's `<agent>` asks on this host, overriding the
         /// agent's `port`.
         agent_port: Option<u16> = None, "agentPort", "agent_port";
+        /// Connect to this host with TLS (or not), overriding the group's `tls`.
+        tls: Option<bool> = None, "tls", "tls";
+        /// The TLS server name for this host, overriding the group's `tlsSni`.
+        tls_sni: Option<String> = None, "tlsSni", "tls_sni";
     }
 }
 

@@ -9,10 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::Location;
 use super::check::{InGroup, InRoute, InService, Place};
 use super::error::{ConfigError, Source};
 use super::model::*;
-use super::options::OptionSet;
+use super::options::{GroupOptions, NamedFile, OptionSet, TlsVerify};
 use super::parse::{
     MAX_SECONDS, SECONDS_EXPECTED, parse_access, parse_alpn, parse_client_protocol,
     parse_etcd_endpoint, parse_etcd_prefix, parse_host_address, parse_listen_addr,
@@ -616,11 +617,37 @@ impl Reader<'_, '_> {
                 .push(host.name.as_ref().map_or(host.at, |n| n.at));
             hosts.push(self.host(host, index)?);
         }
+        // Where the files of TLS origination are named, for the errors of
+        // reading them (start, reloads).
+        let file_at = |names: [&str; 2]| {
+            raw.options
+                .iter()
+                .find(|(key, _)| names.contains(&key.value.as_str()))
+                .map(|(_, value)| self.src.locate(value.at))
+        };
+        let cert_at = file_at(["tlsCert", "tls_cert"]);
+        let key_at = file_at(["tlsKey", "tls_key"]);
+        let verify_at = file_at(["tlsVerify", "tls_verify"]);
+        let mut options: GroupOptions = self.options(raw.options)?;
+        let locate = |file: &mut NamedFile, at: Option<Location>| {
+            file.written = file.path.to_str().map(str::to_string);
+            file.path = self.path_buf(std::mem::take(&mut file.path));
+            file.at = at;
+        };
+        if let Some(file) = &mut options.tls_cert {
+            locate(file, cert_at);
+        }
+        if let Some(file) = &mut options.tls_key {
+            locate(file, key_at);
+        }
+        if let TlsVerify::Ca(file) = &mut options.tls_verify {
+            locate(file, verify_at);
+        }
         let group = GroupConfig {
             name: name.value,
             scheduler,
             hosts: hosts.into(),
-            options: self.options(raw.options)?,
+            options,
             check: match raw.check {
                 Some(check) => Some(self.options(check.options)?),
                 None => None,

@@ -390,7 +390,7 @@ fn unknown_elements_and_attributes() {
         &BASE.replace("name=\"h1\"", "name=\"h1\" wieght=\"2\""),
         5,
         23,
-        "unknown attribute \"wieght\" on <host> (expected one of: name, ip, weight, maxconn, proxyProtocol, expand, resolve, checkPort, agentPort)",
+        "unknown attribute \"wieght\" on <host> (expected one of: name, ip, weight, maxconn, proxyProtocol, expand, resolve, checkPort, agentPort, tls, tlsSni)",
     );
     xml_err(
         &BASE.replace(
@@ -1324,7 +1324,7 @@ listen = ["*:8080"]
         &xml.replace("backup=\"true\"", "backup=\"true\" nonsense=\"1\""),
         5,
         35,
-        "expected one of: name, scheduler, enable, slowStart, proxyProtocol, retryEmpty, retryEmptyBytes, retryEmptyTimeout, backup",
+        "expected one of: name, scheduler, enable, slowStart, proxyProtocol, retryEmpty, retryEmptyBytes, retryEmptyTimeout, backup, onMarkedDown, tls, tlsVerify, tlsSni, tlsCert, tlsKey, tlsAlpn",
     );
 }
 
@@ -2849,4 +2849,70 @@ fn passive_check_settings_read_write_and_are_located() {
             needle,
         );
     }
+}
+
+const TLS_GROUP: &str = r#"<config>
+  <service name="db">
+    <listen ip="*:5432"/>
+    <group name="g" enable="true" tls="true" tlsVerify="ca.pem" tlsSni="DB.internal" tlsCert="c.pem" tlsKey="/abs/c.key" tlsAlpn="postgresql">
+      <host name="h1" ip="10.0.0.1:5432"/>
+      <host name="h2" ip="db2.internal:5432" tls="false" tlsSni="other.internal"/>
+    </group>
+  </service>
+</config>
+"#;
+
+#[test]
+fn tls_origination_is_read_in_both_formats_and_located() {
+    let c = Config::from_xml_str(TLS_GROUP).unwrap();
+    let group = &c.services[0].groups[0];
+    let o = &group.options;
+    assert!(o.tls);
+    let TlsVerify::Ca(ca) = &o.tls_verify else {
+        panic!("{:?}", o.tls_verify)
+    };
+    assert_eq!(ca.path, PathBuf::from("ca.pem"));
+    let at = o.tls_cert.as_ref().unwrap().at.as_ref().unwrap();
+    assert_eq!((at.line, at.column), (4, 95));
+    assert_eq!(o.tls_sni.as_deref(), Some("db.internal"));
+    assert_eq!(
+        o.tls_key.as_ref().unwrap().path,
+        PathBuf::from("/abs/c.key")
+    );
+    assert_eq!(o.tls_alpn, ["postgresql"]);
+    assert_eq!(group.hosts[1].options.tls, Some(false));
+    assert_eq!(
+        group.hosts[1].options.tls_sni.as_deref(),
+        Some("other.internal")
+    );
+    assert_eq!(GroupOptions::default().tls_verify, TlsVerify::System);
+    same(&Config::from_xml_str(&to_xml(&c)).unwrap(), &c);
+    same(&Config::from_toml_str(&to_toml(&c)).unwrap(), &c);
+    let toml = r#"[[service]]
+name = "db"
+listen = ["*:5432"]
+  [[service.group]]
+  name = "g"
+  enable = true
+  tls = true
+  tls_verify = "ca.pem"
+  tls_sni = "db.internal"
+  tls_cert = "c.pem"
+  tls_key = "/abs/c.key"
+  tls_alpn = ["postgresql"]
+  hosts = [{ name = "h1", ip = "10.0.0.1:5432" }, { name = "h2", ip = "db2.internal:5432", tls = false, tls_sni = "other.internal" }]
+"#;
+    same(&Config::from_toml_str(toml).unwrap(), &c);
+    xml_err(
+        &TLS_GROUP.replace("tlsSni=\"DB.internal\"", "tlsSni=\"not a name\""),
+        4,
+        73,
+        "bad tlsSni \"not a name\": expected a DNS name or an IP address",
+    );
+    xml_err(
+        &TLS_GROUP.replace("tlsVerify=\"ca.pem\"", "tlsVerify=\"\""),
+        4,
+        57,
+        "bad tlsVerify \"\": expected system, none or a CA file (PEM)",
+    );
 }

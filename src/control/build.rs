@@ -65,6 +65,7 @@ impl<'a> Touched<'a> {
             | Command::RemoveService { .. }
             | Command::AddListener { .. }
             | Command::RemoveListener { .. }
+            | Command::SetListenerCert { .. }
             | Command::AddRoute { .. }
             | Command::RemoveRoute { .. }
             | Command::RemoveGroup { .. }
@@ -155,6 +156,23 @@ impl Controller {
                     }
                     _ => Arc::new(self.build_group(state, service, group, old.map(|(_, s)| &**s))),
                 });
+                // A shared group keeps its hosts and tables; its TLS may have
+                // been re-read (a reload) or changed.
+                let origin = state
+                    .originators
+                    .get(&(service.name.clone(), group.name.clone()));
+                let last = groups.len() - 1;
+                let same = match (&groups[last].origin, origin) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    groups[last] = Arc::new(GroupSnapshot {
+                        origin: origin.cloned(),
+                        ..GroupSnapshot::clone(&groups[last])
+                    });
+                }
             }
             services.push(self.build_service(state, service, groups));
         }
@@ -359,6 +377,16 @@ impl Controller {
                 .options
                 .proxy_protocol
                 .unwrap_or(group.options.proxy_protocol),
+            tls: host.options.tls.unwrap_or(group.options.tls).then(|| {
+                let sni = host
+                    .options
+                    .tls_sni
+                    .as_ref()
+                    .or(group.options.tls_sni.as_ref());
+                // An expanded host (`NAME@ADDRESS`) is checked against
+                // the name it was expanded from.
+                crate::tls::origin::server_name(sni.map(String::as_str), &host.address.host)
+            }),
             stats,
         }
     }
@@ -408,6 +436,8 @@ impl Controller {
                     ports: ports.agent,
                 })
             }),
+            // Set by `build_snapshot` from the controller's originators.
+            origin: None,
         }
     }
 

@@ -130,6 +130,22 @@ pub enum Command {
         /// Login name.
         name: String,
     },
+    /// Serve another certificate and key (PEM files) in place of a
+    /// terminating listener's certificate number `index` (from 0). The files
+    /// are read as at every change of a listener's TLS; one that does not
+    /// load refuses the command and the running certificate stays.
+    SetListenerCert {
+        /// Service name.
+        service: String,
+        /// The listener, as configured.
+        listen: ListenAddr,
+        /// Which of its certificates (configuration order, from 0).
+        index: usize,
+        /// The certificate chain.
+        cert: std::path::PathBuf,
+        /// Its private key.
+        key: std::path::PathBuf,
+    },
 }
 
 impl Command {
@@ -181,6 +197,25 @@ impl Command {
                 config.check_listener(service, listen)?;
                 config.check_listen_free(&listen.addr)?;
                 service_mut(config, service)?.listeners.push(listen.clone());
+            }
+            Command::SetListenerCert {
+                service,
+                listen,
+                index,
+                cert,
+                key,
+            } => {
+                let listener = listener_mut(config, service, listen)?;
+                let Some(pair) = listener
+                    .tls
+                    .as_mut()
+                    .and_then(|tls| tls.certs.get_mut(*index))
+                else {
+                    return Err(ControlError::Invalid(format!(
+                        "service {service:?}, listener {listen}: no certificate number {index} (expected a terminating listener's, counted from 0)"
+                    )));
+                };
+                *pair = crate::config::TlsCert::new(cert, key);
             }
             Command::RemoveListener { service, listen } => {
                 let s = service_mut(config, service)?;

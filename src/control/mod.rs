@@ -7,6 +7,7 @@ mod command;
 mod error;
 mod listeners;
 mod names;
+mod origins;
 mod tell;
 
 pub use command::Command;
@@ -94,26 +95,33 @@ pub struct CertificateStats {
     pub expiring: bool,
 }
 
+impl CertificateStats {
+    /// What observers see of `c` at `now`.
+    pub(crate) fn of(c: &crate::tls::CertInfo, now: std::time::SystemTime) -> CertificateStats {
+        let warn = crate::tls::EXPIRY_WARNING.as_secs() as i64;
+        CertificateStats {
+            name: c.name().to_string(),
+            names: c.names.clone(),
+            issuer: c.issuer.clone(),
+            file: c.file.display().to_string(),
+            not_after: c.not_after,
+            expires_in: c.expires_in(now),
+            expiring: c.expires_in(now) <= warn,
+        }
+    }
+}
+
 impl TlsStats {
     fn of(t: &crate::proxy::Terminating) -> TlsStats {
         use crate::tls::HandshakeFailure;
         let now = std::time::SystemTime::now();
-        let warn = crate::tls::EXPIRY_WARNING.as_secs() as i64;
         let relaxed = std::sync::atomic::Ordering::Relaxed;
         TlsStats {
             certificates: t
                 .terminator
                 .certs
                 .iter()
-                .map(|c| CertificateStats {
-                    name: c.name().to_string(),
-                    names: c.names.clone(),
-                    issuer: c.issuer.clone(),
-                    file: c.file.display().to_string(),
-                    not_after: c.not_after,
-                    expires_in: c.expires_in(now),
-                    expiring: c.expires_in(now) <= warn,
-                })
+                .map(|c| CertificateStats::of(c, now))
                 .collect(),
             handshakes: vec![
                 ("1.2", t.counters.tls12.load(relaxed)),
@@ -249,6 +257,9 @@ struct ControlState {
     names: HashMap<String, NameState>,
     /// The resolver of the running configuration's `<resolver>` settings.
     resolver: Arc<Resolver>,
+    /// The TLS of the running configuration's originating groups, by
+    /// (service, group): what `build_snapshot` puts in their snapshots.
+    originators: origins::Originators,
 }
 
 impl Controller {
@@ -273,6 +284,7 @@ impl Controller {
                 service_counters: HashMap::new(),
                 limiters: HashMap::new(),
                 removed: Vec::new(),
+                originators: HashMap::new(),
                 listeners: Vec::new(),
                 intervals: Arc::default(),
                 names: HashMap::new(),
@@ -512,6 +524,7 @@ impl Controller {
         // load refuses the whole command, and the running ones stay.
         let reread = matches!(command, Command::Replace(_));
         let terminators = listeners::terminators(&state.listeners, &next, reread)?;
+        let originators = origins::originators(&state.originators, &next, reread)?;
         let own: Vec<SocketAddr> = state.listeners.iter().map(|l| l.local).collect();
         let bound = listeners::bind_all(
             added,
@@ -552,6 +565,7 @@ impl Controller {
             // New answers may move hosts of any group that follows those names.
             false => Touched::All,
         };
+        state.originators = originators;
         let snapshot = self.build_snapshot(&mut state, &next, &touched);
         let told = tell::changes(&state.running, &next, &touched, &state.removed);
         let behind = snapshot
@@ -653,6 +667,7 @@ fn names_may_change(command: &Command, running: &Config) -> bool {
         | Command::EnableGroup { .. }
         | Command::AddListener { .. }
         | Command::RemoveListener { .. }
+        | Command::SetListenerCert { .. }
         | Command::AddRoute { .. }
         | Command::RemoveRoute { .. }
         | Command::SetAdminDown { .. }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use super::exchange::exchange;
+use super::exchange::{CheckTls, exchange};
 use super::probe::address;
 use crate::config::{CheckConfig, HostAddress, MarkedDown};
 use crate::events::Events;
@@ -95,6 +95,9 @@ struct Target {
     /// The group's `onMarkedDown`: close the host's connections when the
     /// check marks it bad.
     on_marked_down: MarkedDown,
+    /// With TLS origination towards the host: the probe speaks TLS and
+    /// verifies the host as connections do.
+    tls: Option<CheckTls>,
 }
 
 /// Where a check's transitions are told: events, and the open connections
@@ -145,6 +148,14 @@ fn follow(
                     port: check.ports.get(i).copied().flatten(),
                     address: host.address.clone(),
                     on_marked_down: group.options.on_marked_down,
+                    tls: host
+                        .tls
+                        .as_ref()
+                        .zip(group.origin.as_ref())
+                        .map(|(name, origin)| CheckTls {
+                            client: origin.client.clone(),
+                            name: name.clone(),
+                        }),
                 };
                 wanted.insert(host.id, (target, host.clone()));
             }
@@ -205,7 +216,14 @@ async fn probe(
 ) -> Result<(), String> {
     let addr = address(host).await?;
     let addr = SocketAddr::new(addr.ip(), target.port.unwrap_or(addr.port()));
-    exchange(&target.check, &host.address.host, addr, deadline).await
+    exchange(
+        &target.check,
+        &host.address.host,
+        addr,
+        target.tls.as_ref(),
+        deadline,
+    )
+    .await
 }
 
 /// Records a probe's result on the host and makes the transition it calls for.

@@ -2,7 +2,8 @@
 //! says (`tcp`: nothing more; `send`: write, read until the reply contains
 //! `expect` or matches `expectRegex`; `http`: `GET`, read the status line,
 //! over TLS with `tls`; `tls`: the handshake; the protocols of
-//! [`super::protocols`]). Whatever the host sends, at most [`READ_LIMIT`]
+//! [`super::protocols`]). Towards a host of a group that originates TLS,
+//! every type speaks TLS, verified as the group's connections are. Whatever the host sends, at most [`READ_LIMIT`]
 //! bytes are held, in a buffer of the probe's own, and nothing goes on past
 //! the check's `timeout`.
 
@@ -10,10 +11,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
@@ -21,6 +20,7 @@ use tokio_rustls::TlsConnector;
 
 use super::protocols;
 use crate::config::{CheckConfig, CheckKind, Escaped};
+use crate::tls::origin::AnyCertificate;
 
 /// Most bytes of a reply held at once before the probe fails (4 KiB).
 pub const READ_LIMIT: usize = 4096;
@@ -28,14 +28,33 @@ pub const READ_LIMIT: usize = 4096;
 /// Most bytes of a reply a failure reason quotes.
 const QUOTED: usize = 64;
 
+/// A check's TLS towards a host its group originates TLS to: the group's
+/// client settings and the host's server name. Equal when they are the same
+/// settings (a reload that re-reads them restarts the check).
+#[derive(Debug, Clone)]
+pub(crate) struct CheckTls {
+    /// The group's client settings.
+    pub client: Arc<ClientConfig>,
+    /// The name sent and checked.
+    pub name: ServerName<'static>,
+}
+
+impl PartialEq for CheckTls {
+    fn eq(&self, other: &CheckTls) -> bool {
+        Arc::ptr_eq(&self.client, &other.client) && self.name == other.name
+    }
+}
+
 /// Runs one probe of `check` against `addr`, to be done by `deadline` (the
 /// check's `timeout` after it started); `host_name` is the `Host` of an HTTP
-/// check that names none, and the TLS server name. The error is the
-/// failure's reason.
+/// check that names none, and the TLS server name. With `origin` (the host
+/// is reached with TLS), the probe completes a verified handshake first and
+/// its conversation goes over it. The error is the failure's reason.
 pub(crate) async fn exchange(
     check: &CheckConfig,
     host_name: &str,
     addr: SocketAddr,
+    origin: Option<&CheckTls>,
     deadline: Instant,
 ) -> Result<(), String> {
     let timeout = check.timeout;
@@ -43,39 +62,42 @@ pub(crate) async fn exchange(
         .await
         .map_err(|_| format!("connect to {addr}: {}", late(timeout)))?
         .map_err(|e| format!("connect to {addr}: {e}"))?;
+    if let Some(origin) = origin {
+        let connector = TlsConnector::from(origin.client.clone());
+        let stream = timeout_at(deadline, connector.connect(origin.name.clone(), stream))
+            .await
+            .map_err(|_| format!("TLS handshake with {addr}: {}", late(timeout)))?
+            .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+        return converse(check, host_name, Talk::new(stream, addr, deadline, timeout)).await;
+    }
     match check.kind {
-        CheckKind::Tcp => Ok(()),
         CheckKind::Tls => tls(stream, host_name, addr, deadline, timeout)
             .await
             .map(|_| ()),
-        CheckKind::Send => {
-            send_expect(check, &mut Talk::new(stream, addr, deadline, timeout)).await
-        }
         CheckKind::Http if check.tls => {
             let stream = tls(stream, host_name, addr, deadline, timeout).await?;
-            http(
-                check,
-                host_name,
-                &mut Talk::new(stream, addr, deadline, timeout),
-            )
-            .await
+            converse(check, host_name, Talk::new(stream, addr, deadline, timeout)).await
         }
-        CheckKind::Http => {
-            http(
-                check,
-                host_name,
-                &mut Talk::new(stream, addr, deadline, timeout),
-            )
-            .await
-        }
-        CheckKind::Redis => {
-            protocols::redis(check.role, &mut Talk::new(stream, addr, deadline, timeout)).await
-        }
-        CheckKind::Postgres => {
-            protocols::postgres(&check.user, &mut Talk::new(stream, addr, deadline, timeout)).await
-        }
-        CheckKind::Mysql => protocols::mysql(&mut Talk::new(stream, addr, deadline, timeout)).await,
-        CheckKind::Smtp => protocols::smtp(&mut Talk::new(stream, addr, deadline, timeout)).await,
+        _ => converse(check, host_name, Talk::new(stream, addr, deadline, timeout)).await,
+    }
+}
+
+/// What the check's type says once connected (and past TLS, if any).
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    check: &CheckConfig,
+    host_name: &str,
+    mut talk: Talk<S>,
+) -> Result<(), String> {
+    let talk = &mut talk;
+    match check.kind {
+        // The connect (and the handshake, if any) was the check.
+        CheckKind::Tcp | CheckKind::Tls => Ok(()),
+        CheckKind::Send => send_expect(check, talk).await,
+        CheckKind::Http => http(check, host_name, talk).await,
+        CheckKind::Redis => protocols::redis(check.role, talk).await,
+        CheckKind::Postgres => protocols::postgres(&check.user, talk).await,
+        CheckKind::Mysql => protocols::mysql(talk).await,
+        CheckKind::Smtp => protocols::smtp(talk).await,
     }
 }
 
@@ -139,10 +161,10 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// A TLS handshake over `stream`, by `deadline`. The certificate is not
-/// verified: a check asks whether the host answers, and no group originates
-/// TLS yet (when one does, its check should verify as its connections do).
-/// The handshake's signatures are still checked.
+/// A TLS handshake over `stream`, by `deadline`, towards a host of a group
+/// that does not originate TLS. The certificate is not verified: the check
+/// asks whether the host answers (a group that originates verifies, see
+/// [`exchange`]). The handshake's signatures are still checked.
 async fn tls(
     stream: TcpStream,
     host_name: &str,
@@ -174,56 +196,6 @@ fn tls_config() -> Arc<ClientConfig> {
             Arc::new(config)
         })
         .clone()
-}
-
-/// Takes any certificate, checking only that the handshake is signed by its
-/// key (see [`tls`]).
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// One probe's conversation with a host: what it sent and not yet used, in a

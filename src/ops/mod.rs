@@ -14,8 +14,10 @@
 //! - `maintenance`: users, connections, saving and reloading the configuration,
 //!   reopening the log.
 //! - `read`: a service, group or host found by name, for the reads.
+//! - `certificates`: the certificates in use (a read).
 //! - `error`: [`OpError`] and its [`Kind`].
 
+mod certificates;
 mod error;
 mod group;
 mod host;
@@ -27,6 +29,7 @@ mod service;
 use std::io;
 use std::sync::Arc;
 
+pub use certificates::{CertificateEntry, ReplaceCertificate, certificates};
 pub use error::{Kind, OpError};
 pub use group::{AddGroup, GroupRef, SetScheduler};
 pub use host::{AddHost, Drain, HostRef, new_host};

@@ -92,6 +92,18 @@ struct Target {
     retry_empty: Option<(usize, Duration)>,
     /// The group's `failLimit` (0: a failed connect marks the host bad).
     fail_limit: u32,
+    /// TLS towards the host (origination): the group's settings and the
+    /// host's server name. Boxed: most hosts are plain.
+    tls: Option<Box<Originate>>,
+}
+
+/// What a connect to a host that speaks TLS needs.
+struct Originate {
+    /// The group's client settings (`None`: the group has none, a
+    /// configuration the controller does not build).
+    client: Option<Arc<rustls::ClientConfig>>,
+    /// The name sent and checked.
+    name: rustls::pki_types::ServerName<'static>,
 }
 
 /// What the service asks of a new client, read once from the snapshot.
@@ -117,8 +129,29 @@ pub(crate) struct Accepted {
 /// copy.
 struct Established {
     client: Client,
-    host: TcpStream,
+    host: Host,
     session: Session,
+}
+
+/// The host side of an established connection.
+enum Host {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS originated towards it (the client's plaintext is encrypted).
+    Tls(Box<HostTls>),
+}
+
+/// A host's stream with TLS originated towards it.
+type HostTls = tokio_rustls::client::TlsStream<TcpStream>;
+
+impl Host {
+    /// The host's socket.
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Host::Plain(socket) => socket,
+            Host::Tls(stream) => stream.get_ref().0,
+        }
+    }
 }
 
 /// The client side of an established connection.
@@ -334,28 +367,40 @@ async fn establish(
                 return None;
             }
         };
-        // A terminated client's bytes are read through TLS: `retryEmpty`
-        // (which reads the client's socket) does not apply to it.
-        let retry_empty = match client {
-            Client::Plain(_) => target.retry_empty,
-            Client::Tls(_) => None,
+        // TLS towards the host, within what is left of the connect timeout.
+        let connected = match (connected, &target.tls) {
+            (Ok((host, host_addr)), Some(tls)) => {
+                let deadline =
+                    tokio::time::Instant::from_std(connect_started) + target.connect_timeout;
+                Box::pin(originate(host, tls, host_addr, deadline))
+                    .await
+                    .map(|host| (Host::Tls(Box::new(host)), host_addr))
+            }
+            (Ok((host, host_addr)), None) => Ok((Host::Plain(host), host_addr)),
+            (Err(reason), _) => Err(reason),
+        };
+        // A terminated client's bytes are read through TLS, and a host's
+        // through TLS too with origination: `retryEmpty` (which reads the
+        // sockets) applies only between plain ones.
+        let retry_empty = match (&client, &target.tls) {
+            (Client::Plain(_), None) => target.retry_empty,
+            _ => None,
         };
         let connected = match (connected, retry_empty) {
-            (Ok((mut host, host_addr)), Some((max_bytes, wait))) => {
+            (Ok((Host::Plain(mut host), host_addr)), Some((max_bytes, wait))) => {
                 let socket = client.socket();
                 let replay = replay.get_or_insert_with(|| Replay {
                     bytes: std::mem::take(&mut early),
                     ..Replay::default()
                 });
                 match retry_on_empty(replay, socket, &mut host, (max_bytes, wait)).await {
-                    Ok(()) => Ok((host, host_addr)),
+                    Ok(()) => Ok((Host::Plain(host), host_addr)),
                     Err(reason) => Err(reason),
                 }
             }
-            (Ok((mut host, host_addr)), None) => match &replay {
+            (Ok((mut host, host_addr)), _) => match &replay {
                 // A replay started on a `retryEmpty` group: the new host gets it.
-                Some(replay) if !replay.given_up => replay
-                    .replay_to(&mut host)
+                Some(replay) if !replay.given_up => replay_to(replay, &mut host)
                     .await
                     .map(|()| (host, host_addr))
                     .map_err(|e| format!("replaying the client's bytes: {e}")),
@@ -378,7 +423,7 @@ async fn establish(
             plan.counters.failovers.fetch_add(1, Relaxed);
         }
         let host_local = if data.index_host_side {
-            host.local_addr().ok()
+            host.socket().local_addr().ok()
         } else {
             None
         };
@@ -442,10 +487,10 @@ async fn relay(mut established: Box<Established>, listener: ListenerTask) {
             .entry()
             .request_close(CloseRequest::Shutdown);
     }
-    let outcome = match established.client {
-        Client::Plain(_) => copy(&established, early).await,
+    let outcome = match (&established.client, &established.host) {
+        (Client::Plain(_), Host::Plain(_)) => copy(&established, early).await,
         // Boxed: a plain connection's task does not carry its state.
-        Client::Tls(_) => Outcome::Ended(Box::pin(copy_terminated(&mut established)).await),
+        _ => Outcome::Ended(Box::pin(copy_tls(&mut established, early)).await),
     };
     let ended = match outcome {
         Outcome::Ended(ended) => ended,
@@ -454,7 +499,7 @@ async fn relay(mut established: Box<Established>, listener: ListenerTask) {
             {
                 let Established {
                     client: Client::Plain(client),
-                    host,
+                    host: Host::Plain(host),
                     session,
                 } = *established
                 else {
@@ -477,7 +522,7 @@ async fn relay(mut established: Box<Established>, listener: ListenerTask) {
     // connected). A failure for the passive checks.
     if ended == CloseReason::Error
         && entry.bytes_out.load(Relaxed) == 0
-        && host.peer_addr().is_err()
+        && host.socket().peer_addr().is_err()
     {
         let place = (&entry.service, &entry.group, &entry.host);
         passive::host_reset(&listener.data, place, session.guard.stats());
@@ -518,11 +563,11 @@ enum Outcome {
 async fn copy(established: &Established, early: Vec<u8>) -> Outcome {
     let Established {
         client: Client::Plain(client),
-        host,
+        host: Host::Plain(host),
         session,
     } = established
     else {
-        return Outcome::Ended(CloseReason::Error); // a terminated one: copy_terminated
+        return Outcome::Ended(CloseReason::Error); // one with TLS: copy_tls
     };
     let entry = session.entry();
     let stats = session.guard.stats();
@@ -583,18 +628,31 @@ fn close_requested(entry: &ConnectionEntry) -> Option<CloseReason> {
     }
 }
 
-/// Copies both ways between a terminated client and its host, counting,
-/// until the connection ends; it never parks (rustls holds its state).
-async fn copy_terminated(established: &mut Established) -> CloseReason {
+/// Copies both ways between a client and a host one of which speaks TLS
+/// (terminated, originated or both), counting, until the connection ends;
+/// it never parks (rustls holds its state). `early`, client bytes already
+/// read, go to the host first.
+async fn copy_tls(established: &mut Established, early: Vec<u8>) -> CloseReason {
     let Established {
-        client: Client::Tls(client),
+        client,
         host,
         session,
-    } = established
-    else {
-        return CloseReason::Error; // a plain one: copy
+    } = established;
+    let client: &mut dyn terminate::Stream = match client {
+        Client::Plain(socket) => socket,
+        Client::Tls(stream) => &mut **stream,
+    };
+    let host: &mut dyn terminate::Stream = match host {
+        Host::Plain(socket) => socket,
+        Host::Tls(stream) => &mut **stream,
     };
     let entry = session.entry();
+    if !early.is_empty()
+        && let Err(error) = host.write_all(&early).await
+    {
+        tracing::debug!(service = %entry.service, host = %entry.host, client = %entry.client, %error, "connection ended with an error");
+        return CloseReason::Error;
+    }
     let stats = session.guard.stats();
     let copy = terminate::copy(client, host, |side, n| {
         match side {
@@ -651,7 +709,7 @@ pub(super) fn resume(parked: super::parking::ParkedConnection) {
         (Ok(client), Ok(host)) => {
             let established = Box::new(Established {
                 client: Client::Plain(client),
-                host,
+                host: Host::Plain(host),
                 session,
             });
             let tracker = listener.tracker.clone();
@@ -682,6 +740,45 @@ async fn retry_on_empty(
     match replay.await_first_byte(client, host, max_bytes, wait).await {
         FirstByte::Answered | FirstByte::GaveUp => Ok(()),
         FirstByte::Failed(reason) => Err(reason),
+    }
+}
+
+/// Sends a new host everything the client sent so far (a replay started on
+/// a `retryEmpty` group), through TLS if the host speaks it.
+async fn replay_to(replay: &Replay, host: &mut Host) -> std::io::Result<()> {
+    match host {
+        Host::Plain(socket) => replay.replay_to(socket).await,
+        Host::Tls(stream) => {
+            stream.write_all(&replay.bytes).await?;
+            if replay.client_done {
+                stream.shutdown().await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The client side of a TLS handshake with a host over `host` (connected),
+/// by `deadline` (the connect timeout's end). A certificate that does not
+/// verify fails it, as a refused connect does; the reason says why.
+async fn originate(
+    host: TcpStream,
+    tls: &Originate,
+    addr: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Result<HostTls, String> {
+    let Some(client) = &tls.client else {
+        return Err(format!(
+            "TLS handshake with {addr}: the group has no TLS settings"
+        ));
+    };
+    let connector = tokio_rustls::TlsConnector::from(client.clone());
+    match tokio::time::timeout_at(deadline, connector.connect(tls.name.clone(), host)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(error)) => Err(format!("TLS handshake with {addr}: {error}")),
+        Err(_) => Err(format!(
+            "TLS handshake with {addr}: not done within the connect timeout"
+        )),
     }
 }
 
@@ -754,6 +851,12 @@ fn pick(
         stats: host.stats.clone(),
         connect_timeout: service.connect_timeout,
         proxy_protocol: host.proxy_protocol,
+        tls: host.tls.as_ref().map(|name| {
+            Box::new(Originate {
+                client: group.origin.as_ref().map(|o| o.client.clone()),
+                name: name.clone(),
+            })
+        }),
         retry_empty: group.options.retry_empty.then_some((
             group.options.retry_empty_bytes as usize,
             group.options.retry_empty_timeout,

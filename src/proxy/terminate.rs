@@ -1,11 +1,12 @@
 //! Listeners that terminate TLS: the handshake (bounded by the listener's
 //! `handshakeTimeout`), what it tells for routing and the logs, and the copy
-//! loop between a TLS client and its plaintext host.
+//! loop of a connection with TLS on either side (a terminated client, a host
+//! TLS is originated towards, or both).
 //!
 //! Plain-TCP connections never come here: their copy loop (`copy.rs`) works
-//! on the sockets' readiness and parks idle connections; a terminated one
-//! goes through rustls's buffers, so it is copied with tokio's generic loop
-//! and never parked.
+//! on the sockets' readiness and parks idle connections; one with TLS goes
+//! through rustls's buffers, so it is copied with tokio's generic loop and
+//! never parked.
 
 use std::io;
 use std::pin::Pin;
@@ -150,11 +151,17 @@ pub(crate) async fn handshake(
     result
 }
 
+/// Either side of a connection copied through rustls: a plain socket, a
+/// terminated client or a host TLS is originated towards.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
 /// A side of a terminated connection, telling `on_read` of every chunk read
 /// and `first` which side reached its end first. A TLS client that closes
 /// without `close_notify` (most do) has reached its end, as a TCP client
 /// sending FIN.
-struct Counted<'a, S, F> {
+struct Counted<'a, S: ?Sized, F> {
     io: &'a mut S,
     side: Side,
     /// 0 until a side ends; then 1 (client) or 2 (host).
@@ -162,7 +169,7 @@ struct Counted<'a, S, F> {
     on_read: &'a F,
 }
 
-impl<S: AsyncRead + Unpin, F: Fn(Side, usize)> AsyncRead for Counted<'_, S, F> {
+impl<S: AsyncRead + Unpin + ?Sized, F: Fn(Side, usize)> AsyncRead for Counted<'_, S, F> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -187,7 +194,7 @@ impl<S: AsyncRead + Unpin, F: Fn(Side, usize)> AsyncRead for Counted<'_, S, F> {
     }
 }
 
-impl<S: AsyncWrite + Unpin, F> AsyncWrite for Counted<'_, S, F> {
+impl<S: AsyncWrite + Unpin + ?Sized, F> AsyncWrite for Counted<'_, S, F> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -203,12 +210,12 @@ impl<S: AsyncWrite + Unpin, F> AsyncWrite for Counted<'_, S, F> {
     }
 }
 
-/// Copies between a terminated client and its host, both ways, half-close
-/// passed on, until both are done (or an error); `on_read` hears of every
-/// chunk read from either side. Returns the side that closed first.
+/// Copies between a client and its host one of which speaks TLS, both ways,
+/// half-close passed on, until both are done (or an error); `on_read` hears
+/// of every chunk read from either side. Returns the side that closed first.
 pub(crate) async fn copy(
-    client: &mut TlsClient,
-    host: &mut TcpStream,
+    client: &mut dyn Stream,
+    host: &mut dyn Stream,
     on_read: impl Fn(Side, usize),
 ) -> io::Result<Side> {
     let first = AtomicU8::new(0);

@@ -182,6 +182,7 @@ pub(crate) mod testing {
                 weight,
                 maxconn: 0,
                 proxy_protocol: None,
+                tls: None,
                 stats: HostStats::new(),
             })
             .collect()

@@ -12,7 +12,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::SshSettings;
-use super::views::{connections_table, host_rows, hosts_table, services_table, stats_table, table};
+use super::views::{
+    certificates_table, connections_table, host_rows, hosts_table, services_table, stats_table,
+    table,
+};
 use crate::BalancerHandle;
 use crate::admin::Principal;
 use crate::config::{Access, Config, DEFAULT_SCHEDULER, parse_seconds};
@@ -235,6 +238,11 @@ const VIEWS: &[Own] = &[
     .args(&[SVC, HST], 0)
     .flags(JSON),
     Own::new(&["show", "users"], "admin users and their access").flags(JSON),
+    Own::new(
+        &["show", "certs"],
+        "certificates in use: listeners' and groups' client ones, with expiry",
+    )
+    .flags(JSON),
     Own::new(
         &["show", "config"],
         "the running configuration as XML (or TOML, JSON; --boot: as started)",
@@ -585,6 +593,13 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
                 return text(to_json(&list));
             }
             text(connections_table(&list))
+        }
+        "show certs" => {
+            let list = crate::ops::certificates(h);
+            if json {
+                return text(to_json(&list));
+            }
+            text(certificates_table(&list))
         }
         "show users" => {
             let users: Vec<serde_json::Value> = h

@@ -258,6 +258,42 @@ pub(super) fn hosts_table(rows: &[HostRow<'_>]) -> String {
     )
 }
 
+pub(super) fn certificates_table(list: &[crate::ops::CertificateEntry]) -> String {
+    let rows = list
+        .iter()
+        .map(|c| {
+            let place = match (&c.listener, &c.group) {
+                (Some(listener), _) => format!("listen {listener}"),
+                (None, Some(group)) => format!("group {group}"),
+                (None, None) => String::new(),
+            };
+            let days = c.certificate.expires_in.div_euclid(86_400);
+            let expires = if c.certificate.expires_in <= 0 {
+                "expired".to_string()
+            } else if c.certificate.expiring {
+                format!("{days} days (soon)")
+            } else {
+                format!("{days} days")
+            };
+            vec![
+                c.service.clone(),
+                place,
+                c.role.to_string(),
+                c.certificate.names.join(" "),
+                c.certificate.issuer.clone(),
+                expires,
+                c.certificate.file.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SERVICE", "WHERE", "ROLE", "NAMES", "ISSUER", "EXPIRES", "FILE",
+        ],
+        rows,
+    )
+}
+
 pub(super) fn connections_table(list: &[crate::state::ConnectionInfo]) -> String {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -110,6 +110,9 @@ pub struct HostSnapshot {
     pub maxconn: u32,
     /// PROXY protocol header to send (the host's setting, else its group's).
     pub proxy_protocol: Option<ProxyVersion>,
+    /// With TLS origination (the host's `tls`, else its group's): the name
+    /// sent (SNI) and checked in its certificate; `None`: plain TCP.
+    pub tls: Option<rustls::pki_types::ServerName<'static>>,
     /// Counters and health, shared with every snapshot that has this host.
     pub stats: Arc<HostStats>,
 }

@@ -22,6 +22,10 @@ use rustls::{RootCertStore, ServerConfig};
 
 use crate::config::{ClientAuth, ListenerTls, Location, TlsCert, TlsVersion};
 
+pub mod origin;
+
+pub use origin::{OriginTls, Originator};
+
 /// Largest PEM file read (a chain of a few certificates is a few KiB).
 pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
 
@@ -164,7 +168,7 @@ pub fn load(tls: &ListenerTls) -> Result<Terminator, TlsError> {
 }
 
 /// One `<tls cert key>`: the chain, the key, and that they belong together.
-fn load_pair(
+pub(crate) fn load_pair(
     pair: &TlsCert,
     provider: &CryptoProvider,
 ) -> Result<(CertifiedKey, CertInfo), TlsError> {
@@ -176,10 +180,46 @@ fn load_pair(
         at: pair.written.key.clone(),
         message,
     };
-    let cert_file = pair.cert.display();
-    let key_file = pair.key.display();
-    let text = read_pem(&pair.cert).map_err(cert_err)?;
-    let chain = CertificateDer::pem_slice_iter(&text)
+    let cert_text = read_pem(&pair.cert).map_err(cert_err)?;
+    let key_text = read_pem(&pair.key).map_err(key_err)?;
+    parse_pair(&pair.cert, &cert_text, &pair.key, &key_text, provider).map_err(
+        |(on_key, message)| match on_key {
+            true => key_err(message),
+            false => cert_err(message),
+        },
+    )
+}
+
+/// Checks a certificate chain and its key given as PEM text (a certificate
+/// replaced through the API), as [`load`] checks files: what the leaf says,
+/// or why they do not go together.
+pub fn check_pem_pair(cert: &[u8], key: &[u8]) -> Result<CertInfo, String> {
+    let provider = rustls::crypto::ring::default_provider();
+    if cert.len() as u64 > MAX_PEM_BYTES || key.len() as u64 > MAX_PEM_BYTES {
+        return Err(format!(
+            "larger than {MAX_PEM_BYTES} bytes (expected a PEM file)"
+        ));
+    }
+    parse_pair(Path::new("cert"), cert, Path::new("key"), key, &provider)
+        .map(|(_, info)| info)
+        .map_err(|(_, message)| message)
+}
+
+/// A chain and its key from their PEM text (`cert_file`, `key_file` name
+/// them in messages). The error says whether the key is to blame.
+fn parse_pair(
+    cert_file: &Path,
+    text: &[u8],
+    key_file: &Path,
+    key_text: &[u8],
+    provider: &CryptoProvider,
+) -> Result<(CertifiedKey, CertInfo), (bool, String)> {
+    let cert_err = |message: String| (false, message);
+    let key_err = |message: String| (true, message);
+    let cert_path = cert_file;
+    let cert_file = cert_file.display();
+    let key_file = key_file.display();
+    let chain = CertificateDer::pem_slice_iter(text)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| cert_err(format!("{cert_file}: bad PEM: {e}")))?;
     let Some(leaf) = chain.first() else {
@@ -187,9 +227,8 @@ fn load_pair(
             "{cert_file}: no certificate in it (expected PEM CERTIFICATE blocks)"
         )));
     };
-    let info = describe(&pair.cert, leaf).map_err(cert_err)?;
-    let text = read_pem(&pair.key).map_err(key_err)?;
-    let key = PrivateKeyDer::from_pem_slice(&text).map_err(|e| {
+    let info = describe(cert_path, leaf).map_err(cert_err)?;
+    let key = PrivateKeyDer::from_pem_slice(key_text).map_err(|e| {
         key_err(format!(
             "{key_file}: no private key in it (expected a PEM PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block): {e}"
         ))
@@ -211,7 +250,7 @@ fn load_pair(
 }
 
 /// A PEM file's bytes: a regular file of at most [`MAX_PEM_BYTES`].
-fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     let shown = path.display();
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;

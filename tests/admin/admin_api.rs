@@ -23,6 +23,20 @@ async fn fixture(dir: &std::path::Path) -> Admin {
             .unwrap()
             .into(),
     );
+    // A terminating listener, for the certificate's replacement.
+    let (cert, key) = pem_pair();
+    std::fs::write(dir.join("site.pem"), cert).unwrap();
+    std::fs::write(dir.join("site.key"), key).unwrap();
+    let mut tls =
+        txlb::config::Listener::new(txlb::config::parse_listen_addr("127.0.0.3:0").unwrap());
+    tls.tls = Some(txlb::config::ListenerTls {
+        certs: vec![txlb::config::TlsCert::new(
+            dir.join("site.pem"),
+            dir.join("site.key"),
+        )],
+        options: Default::default(),
+    });
+    config.services[0].listeners.push(tls);
     let path = dir.join("lb.xml");
     config.source = Some(path.clone());
     // The file it was loaded from, for saveConfig's write-back and
@@ -40,6 +54,16 @@ async fn fixture(dir: &std::path::Path) -> Admin {
     Admin::start(config, settings).await
 }
 
+/// A self-signed certificate for `site.test` and its key, as PEM.
+fn pem_pair() -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["site.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
 /// `path` with its parameters filled with names that exist in [`fixture`]
 /// (`service` replaces the service name, for the refusal walk).
 fn fill(path: &str, method: &str, service: &str) -> String {
@@ -47,10 +71,17 @@ fn fill(path: &str, method: &str, service: &str) -> String {
     let standby = method == "delete"
         && (path.ends_with("/groups/{group}") || path.ends_with("/groups/{group}/hosts"));
     let (group, host) = if standby { ("spare", "s1") } else { ("g", "a") };
+    // Certificates: the terminating listener's first.
+    let listen = if path.contains("/certificates/") {
+        "127.0.0.3%3A0"
+    } else {
+        "127.0.0.2%3A0"
+    };
     path.replace("{service}", service)
         .replace("{group}", group)
         .replace("{host}", host)
-        .replace("{listen}", "127.0.0.2%3A0")
+        .replace("{listen}", listen)
+        .replace("{index}", "0")
         .replace("{name}", "viewer")
 }
 
@@ -113,7 +144,12 @@ async fn every_documented_operation_answers_as_documented() {
                 .find(|s| (200..300).contains(s))
                 .unwrap_or_else(|| panic!("{method} {path}: no success response"));
             let body = op["requestBody"]["content"]["application/json"]["example"].clone();
-            let body = (!body.is_null()).then_some(body);
+            let mut body = (!body.is_null()).then_some(body);
+            // The example's PEM is elided: a real pair.
+            if path.contains("/certificates/") {
+                let (cert, key) = pem_pair();
+                body = Some(serde_json::json!({"cert": cert, "key": key}));
+            }
 
             // The happy path, on a fresh balancer.
             let dir = tempfile::tempdir().unwrap();

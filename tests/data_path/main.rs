@@ -28,3 +28,4 @@ mod schedulers_more;
 mod shared_port;
 mod soak;
 mod tls;
+mod tls_origination;

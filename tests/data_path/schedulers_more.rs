@@ -227,6 +227,7 @@ async fn hash_keeps_each_client_address_on_one_host() {
             weight: 1,
             maxconn: 0,
             proxy_protocol: None,
+            tls: None,
             stats: HostStats::new(),
         })
         .collect();

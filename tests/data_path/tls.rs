@@ -26,15 +26,15 @@ use tokio::process::Command;
 use super::routing::{admin_base, admin_block, http_host, peer_subject, s_client, service};
 
 /// A certificate and its key, as PEM, with its DER.
-struct Issued {
-    der: CertificateDer<'static>,
-    pem: String,
-    key_pem: String,
+pub(super) struct Issued {
+    pub der: CertificateDer<'static>,
+    pub pem: String,
+    pub key_pem: String,
 }
 
 /// A certificate for `names`, with common name `cn`: self-signed, or signed
 /// by `ca`.
-fn issue(
+pub(super) fn issue(
     cn: &str,
     names: &[&str],
     ca: Option<&(rcgen::Issuer<'static, rcgen::KeyPair>, Issued)>,
@@ -58,7 +58,7 @@ fn issue(
 }
 
 /// A CA that signs client certificates.
-fn client_ca() -> (rcgen::Issuer<'static, rcgen::KeyPair>, Issued) {
+pub(super) fn client_ca() -> (rcgen::Issuer<'static, rcgen::KeyPair>, Issued) {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     params
@@ -75,7 +75,7 @@ fn client_ca() -> (rcgen::Issuer<'static, rcgen::KeyPair>, Issued) {
 }
 
 /// Writes `issued` as `DIR/NAME.pem` and `DIR/NAME.key`.
-fn write_pair(dir: &Path, name: &str, issued: &Issued) -> (PathBuf, PathBuf) {
+pub(super) fn write_pair(dir: &Path, name: &str, issued: &Issued) -> (PathBuf, PathBuf) {
     let (cert, key) = (
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}.key")),
@@ -152,7 +152,7 @@ async fn start(
 
 /// A rustls client to `addr` trusting `roots`, asking for `sni` and
 /// offering `alpn`.
-async fn rustls_client(
+pub(super) async fn rustls_client(
     addr: SocketAddr,
     sni: &str,
     roots: &[CertificateDer<'static>],
@@ -848,4 +848,112 @@ async fn check_reports_missing_bad_and_mismatched_files() {
         !ok && out.contains("check.xml:4:33:") && out.contains("no private key"),
         "{out}"
     );
+}
+
+/// PUT `body` (JSON) to `base` + `path` as `user`: status and body.
+async fn put_json(
+    base: &str,
+    user: (&str, &str),
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, String) {
+    let response = common::admin::client()
+        .put(format!("{base}{path}"))
+        .basic_auth(user.0, Some(user.1))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_certificate_replaced_through_the_api_is_checked_then_served() {
+    let a = issue("a", &["a.test"], None);
+    let b = issue("b", &["b.test"], None);
+    let echo = echo_backend().await;
+    let lb = start(
+        |dir| {
+            write_pair(dir, "site", &a);
+        },
+        "<listen ip=\"127.0.0.1:0\">\n      <tls cert=\"site.pem\" key=\"site.key\"/>\n    </listen>",
+        echo,
+        "",
+    )
+    .await;
+    let path = "/api/v1/services/edge/listeners/127.0.0.1:0/certificates/0";
+    let body =
+        |cert: &Issued, key: &Issued| serde_json::json!({"cert": cert.pem, "key": key.key_pem});
+    // A key that is not the certificate's: refused, nothing written, the
+    // running certificate stays.
+    let (status, text) = put_json(&lb.base, FULL, path, body(&b, &a)).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("is not the private key"), "{text}");
+    let (status, text) = put_json(
+        &lb.base,
+        FULL,
+        path,
+        serde_json::json!({"cert": "junk", "key": ""}),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("no certificate in it"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(lb.dir.path()).unwrap().count(),
+        4,
+        "files written"
+    );
+    let mut old = rustls_client(lb.addr, "a.test", std::slice::from_ref(&a.der), &[])
+        .await
+        .unwrap();
+    // A good pair: written beside the old one, served from the next handshake.
+    let (status, text) = put_json(&lb.base, FULL, path, body(&b, &b)).await;
+    assert_eq!(status, 200, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["names"], serde_json::json!(["b.test"]), "{text}");
+    let file = PathBuf::from(answer["file"].as_str().unwrap());
+    assert_eq!(file.parent(), Some(lb.dir.path()), "{text}");
+    assert!(
+        file.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("site.")
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), b.pem);
+    let key_file = file.with_extension("key");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let mut new = rustls_client(lb.addr, "b.test", std::slice::from_ref(&b.der), &[])
+        .await
+        .unwrap();
+    assert!(
+        rustls_client(lb.addr, "a.test", std::slice::from_ref(&a.der), &[])
+            .await
+            .is_err()
+    );
+    // The connection made before goes on; the running configuration names
+    // the new files.
+    for stream in [&mut old, &mut new] {
+        stream.write_all(b"ping").await.unwrap();
+        let mut got = [0; 4];
+        stream.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+    }
+    let (_, running) = common::admin::get_as(&lb.base, FULL, "/running.xml").await;
+    assert!(
+        running.contains(file.file_name().unwrap().to_str().unwrap()),
+        "{running}"
+    );
+    let (status, text) = put_json(
+        &lb.base,
+        FULL,
+        "/api/v1/services/edge/listeners/127.0.0.1:0/certificates/1",
+        body(&b, &b),
+    )
+    .await;
+    assert_eq!(status, 404, "{text}");
 }

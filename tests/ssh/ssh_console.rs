@@ -27,9 +27,11 @@ struct Console {
 
 impl Console {
     async fn start() -> Console {
-        let handle = txlb::Balancer::start(two_group_config().await)
-            .await
-            .unwrap();
+        Console::start_with(two_group_config().await).await
+    }
+
+    async fn start_with(config: txlb::config::Config) -> Console {
+        let handle = txlb::Balancer::start(config).await.unwrap();
         let keys = Keys::new();
         let mut settings =
             txlb::ssh::SshSettings::new(txlb::ssh::load_or_generate_host_key(None).unwrap());
@@ -689,4 +691,75 @@ async fn scripts_call_the_commands_as_functions() {
         c.handle.stats().host("svc", "g", "a").unwrap().stats.health,
         HostHealth::Up
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_certs_lists_listener_and_client_certificates() {
+    if ssh_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, names: &[&str]| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (
+            dir.path().join(format!("{name}.pem")),
+            dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    };
+    let (server_cert, server_key) = write("server", &["edge.test", "www.edge.test"]);
+    let (client_cert, client_key) = write("client", &["client.test"]);
+    let mut config = two_group_config().await;
+    let mut listener =
+        txlb::config::Listener::new(txlb::config::parse_listen_addr("127.0.0.1:0").unwrap());
+    listener.tls = Some(txlb::config::ListenerTls {
+        certs: vec![txlb::config::TlsCert::new(&server_cert, &server_key)],
+        options: Default::default(),
+    });
+    config.services[0].listeners.push(listener);
+    let spare = &mut config.services[0].groups[1].options;
+    spare.tls = true;
+    spare.tls_verify = txlb::config::TlsVerify::None;
+    spare.tls_cert = Some(txlb::config::NamedFile::new(&client_cert));
+    spare.tls_key = Some(txlb::config::NamedFile::new(&client_key));
+    let c = Console::start_with(config).await;
+    let list = json(&c.ok("show certs --json").await);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list[0]["role"], "server");
+    assert_eq!(list[0]["service"], "svc");
+    assert_eq!(list[0]["listener"], "127.0.0.1:0");
+    assert_eq!(
+        list[0]["names"],
+        serde_json::json!(["edge.test", "www.edge.test"])
+    );
+    assert_eq!(list[0]["file"], server_cert.display().to_string());
+    assert_eq!(list[1]["role"], "client");
+    assert_eq!(list[1]["group"], "spare");
+    assert_eq!(list[1]["file"], client_cert.display().to_string());
+    let table = c.ok("show certs").await;
+    assert!(table.starts_with("SERVICE"), "{table}");
+    assert!(
+        table.contains("edge.test www.edge.test") && table.contains("group spare"),
+        "{table}"
+    );
+    assert!(table.contains("client.pem"), "{table}");
+    // A read: allowed to read-only users too.
+    let viewer = ssh(
+        c.port,
+        &c.keys.readonly,
+        &c.keys.known_hosts,
+        "ops",
+        "show certs --json",
+        Some("pw\n"),
+    )
+    .await;
+    assert_eq!(viewer.status, 0, "{viewer:?}");
 }

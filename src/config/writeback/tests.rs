@@ -1251,3 +1251,32 @@ fn tls_kept_when_something_else_changes_and_edited_in_place() {
         assert!(out.contains("127.0.0.1:6380"), "{out}");
     }
 }
+
+#[test]
+fn tls_origination_settings_written_back_in_both_formats() {
+    let xml = SMALL_XML.replace(
+        "<group name='g' scheduler='roundr' enable='yes'>",
+        "<group name='g' scheduler='roundr' enable='yes' tls='true' tlsVerify='ca.pem' tlsSni='db.test' tlsCert='c.pem' tlsKey='c.key' tlsAlpn='postgresql'>",
+    );
+    // In place: a host's override set, the group's SNI changed; the files
+    // stay named as written.
+    let out = in_place("conf/c.xml", &xml, |c| {
+        let group = &mut c.services[0].groups[0];
+        group.hosts.edit(1).options.tls_sni = Some("h2.test".into());
+        group.hosts.edit(0).options.tls = Some(false);
+        group.options.tls_sni = Some("other.test".into());
+    });
+    assert!(out.contains("tlsVerify='ca.pem'"), "{out}");
+    assert!(out.contains("tlsSni='other.test'"), "{out}");
+    assert!(out.contains("tlsSni=\"h2.test\""), "{out}");
+    assert!(out.contains("tls=\"false\""), "{out}");
+    // A full rendering, in XML and TOML, reads back the same.
+    let boot = Config::from_text(Path::new("conf/c.xml"), &xml).unwrap();
+    let toml = crate::config::to_toml(&boot);
+    assert!(toml.contains("tls_verify = \"ca.pem\""), "{toml}");
+    for (path, text) in [("conf/c.xml", &xml), ("conf/c.toml", &toml)] {
+        let rendered = rewrite(path, text, |c| c.services[0].groups.reverse());
+        assert!(!rendered.preserved);
+        assert!(rendered.text.contains("db.test"), "{}", rendered.text);
+    }
+}

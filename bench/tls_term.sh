@@ -10,7 +10,9 @@
 # each: wrk does not resume sessions), "keepalive" many over 50 connections. The
 # proxy runs on CPU 0, wrk and the hold servers on CPU 1; per run, the proxy's CPU
 # (user + system, /proc/PID/stat) per connection or request. Variants run in turn,
-# R times (default 3); medians are printed with the ratio to the best peer.
+# R times (default 3); medians are printed with the ratio to the best peer. Also:
+# "resumed", openssl s_time resuming one session (CPU per resumed handshake), and
+# "idle", the proxy's memory per terminated connection held open (B, not us).
 # Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb);
 # PERF_OUT=FILE records a perf profile of txlb's new-connection runs.
 set -euo pipefail
@@ -31,7 +33,7 @@ done
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 log() { printf '[tls %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-for tool in wrk openssl taskset cc; do command -v "$tool" >/dev/null || die "$tool is required"; done
+for tool in wrk openssl taskset cc python3; do command -v "$tool" >/dev/null || die "$tool is required"; done
 [ "$(nproc)" -ge 2 ] || die "needs two CPUs"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/txlb-tls.XXXXXX")
@@ -156,6 +158,55 @@ run() {
         }' "$WORK/wrk.out"
 }
 
+# resumed VARIANT: openssl s_time resuming one session (TLS 1.3 PSK) over and over,
+# one connection at a time; prints like run.
+resumed() {
+    local v=$1 c0 c1
+    c0=$(ticks "$PID")
+    timeout -k 5 $((SECS + 20)) taskset -c 1 openssl s_time -connect "127.0.0.1:$LP" -reuse \
+        -time "$SECS" >"$WORK/s_time.out" 2>&1 || true
+    c1=$(ticks "$PID")
+    awk -v v="$v" -v t=$((c1 - c0)) -v hz="$CLK" '
+        /connections in .* real seconds/ { n = $1 }
+        END {
+            if (n == 0) { print "tls_term.sh: no resumed connections for " v > "/dev/stderr"; exit 1 }
+            printf "%s resumed %.2f %d 0\n", v, 1e6 * t / hz / n, n
+        }' "$WORK/s_time.out"
+}
+
+# idle VARIANT: the proxy's RSS growth per terminated connection held open after one
+# request (N = IDLE connections, from one Python client); prints "VARIANT idle BYTES N 0".
+IDLE=${IDLE:-1000}
+idle() {
+    local v=$1
+    taskset -c 1 python3 - "$LP" "$IDLE" "$PID" "$v" <<'PY'
+import socket, ssl, sys, time
+port, n, pid, v = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def rss():
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+time.sleep(1)
+before = rss()
+conns = []
+for _ in range(n):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="bench.example.com")
+    s.sendall(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
+    conns.append(s)
+for s in conns:
+    s.settimeout(5)
+    s.recv(4096)
+time.sleep(2)
+after = rss()
+print(f"{v} idle {(after - before) / n:.0f} {n} 0")
+for s in conns:
+    s.close()
+PY
+}
+
 IFS=, read -r -a VARIANTS <<<"$ONLY"
 : >"$WORK/results"
 log "TLS 1.3, ECDSA P-256; wrk -t1 -c$CONNS, ${SECS}s per run, $REPEATS repeats"
@@ -171,6 +222,8 @@ for r in $(seq 1 "$REPEATS"); do
             run "$v" "$s" | tee -a "$WORK/results" >&2
             if [ -n "$local_perf" ]; then wait "$local_perf" 2>/dev/null || true; fi
         done
+        resumed "$v" | tee -a "$WORK/results" >&2
+        idle "$v" | tee -a "$WORK/results" >&2
         kill "$STOP" 2>/dev/null || true
         wait "$STOP" 2>/dev/null || true
         sleep 0.5

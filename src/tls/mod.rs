@@ -155,6 +155,9 @@ pub fn load(tls: &ListenerTls) -> Result<Terminator, TlsError> {
     };
     let mut server = builder.with_cert_resolver(Arc::new(ByName::new(keys, &certs)));
     server.ignore_client_order = true;
+    if let Some(ticketer) = ticketer() {
+        server.ticketer = ticketer;
+    }
     server.alpn_protocols = tls
         .options
         .alpn
@@ -186,6 +189,26 @@ fn server_provider() -> CryptoProvider {
         )
     });
     provider
+}
+
+/// The session tickets of every terminating listener (TLS 1.3 resumption
+/// without a server-side cache, and a ticket reusable as OpenSSL's are):
+/// one rotating key (rustls' `Ticketer`, a new key every 6 hours) for the
+/// process, so a reload that rebuilds a listener's configuration keeps its
+/// clients' tickets good. `None` if it cannot be made: sessions then resume
+/// from rustls' in-memory cache only.
+fn ticketer() -> Option<Arc<dyn rustls::server::ProducesTickets>> {
+    static TICKETER: std::sync::OnceLock<Option<Arc<dyn rustls::server::ProducesTickets>>> =
+        std::sync::OnceLock::new();
+    TICKETER
+        .get_or_init(|| match rustls::crypto::ring::Ticketer::new() {
+            Ok(ticketer) => Some(ticketer),
+            Err(error) => {
+                tracing::warn!(%error, "no session tickets: TLS sessions resume from the cache only");
+                None
+            }
+        })
+        .clone()
 }
 
 /// One `<tls cert key>`: the chain, the key, and that they belong together.

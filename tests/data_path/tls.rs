@@ -593,6 +593,66 @@ async fn hosts_learn_the_clients_tls_and_certificate_from_proxy_v2_tlvs() {
     );
 }
 
+/// One rustls handshake and echo through `addr` with `config` (whose session
+/// store keeps tickets between calls): how the handshake went.
+async fn handshake_kind(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> rustls::HandshakeKind {
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("first.example.com").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    // The echo's read also takes in the tickets sent after the handshake.
+    tls.write_all(b"ping\n").await.unwrap();
+    let mut back = [0u8; 5];
+    tls.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping\n");
+    tls.get_ref().1.handshake_kind().unwrap()
+}
+
+#[tokio::test]
+async fn sessions_resume_from_tickets_also_after_a_reload() {
+    let first = issue("first.example.com", &["first.example.com"], None);
+    let echo = echo_backend().await;
+    let lb = start(
+        |dir| {
+            write_pair(dir, "first", &first);
+        },
+        "<listen ip=\"127.0.0.1:0\"><tls cert=\"first.pem\" key=\"first.key\"/></listen>",
+        echo,
+        "",
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(first.der.clone()).unwrap();
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    assert_eq!(
+        handshake_kind(lb.addr, &config).await,
+        rustls::HandshakeKind::Full
+    );
+    assert_eq!(
+        handshake_kind(lb.addr, &config).await,
+        rustls::HandshakeKind::Resumed
+    );
+    // A reload rebuilds the listener's TLS; its tickets stay good.
+    let skip = lb.txlb.log_len();
+    lb.txlb.signal("HUP");
+    lb.txlb.wait_for_async("configuration reloaded", skip).await;
+    assert_eq!(
+        handshake_kind(lb.addr, &config).await,
+        rustls::HandshakeKind::Resumed
+    );
+}
+
 #[tokio::test]
 async fn plain_text_truncated_and_stalled_handshakes_are_closed_and_counted() {
     let cert = issue("t.example.com", &["t.example.com"], None);

@@ -656,6 +656,7 @@ async fn copy_tls(established: &mut Established, early: Vec<u8>) -> CloseReason 
         tracing::debug!(service = %entry.service, host = %entry.host, client = %entry.client, %error, "connection ended with an error");
         return CloseReason::Error;
     }
+    drop(early); // not held for the connection's life
     let stats = session.guard.stats();
     let copy = terminate::copy(client, host, |side, n| {
         match side {

@@ -282,13 +282,14 @@ pub(super) fn certificates_table(list: &[crate::ops::CertificateEntry]) -> Strin
                 c.certificate.names.join(" "),
                 c.certificate.issuer.clone(),
                 expires,
+                c.certificate.source.to_string(),
                 c.certificate.file.clone(),
             ]
         })
         .collect();
     table(
         &[
-            "SERVICE", "WHERE", "ROLE", "NAMES", "ISSUER", "EXPIRES", "FILE",
+            "SERVICE", "WHERE", "ROLE", "NAMES", "ISSUER", "EXPIRES", "SOURCE", "FILE",
         ],
         rows,
     )

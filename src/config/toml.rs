@@ -87,11 +87,13 @@
 //! min_ttl = 5                 # seconds: floor of the record TTL
 //! max_ttl = 300               # seconds: ceiling of the record TTL
 //!
-//! [acme]                      # certificates of `tls = [{ acme = "…" }]`
-//! directory = "https://acme-v02.api.letsencrypt.org/directory"
-//! email = "ops@example.com"
-//! storage = "/var/lib/txlb/acme"   # account key and certificates (0600)
-//! challenge = "tls-alpn-01"   # or "http-01" (listeners with acme_http = true)
+//! # Certificates of `tls = [{ acme = "…" }]` (not with [cluster]):
+//! # [acme]
+//! # directory = "https://acme-v02.api.letsencrypt.org/directory"
+//! # email = "ops@example.com"
+//! # storage = "/var/lib/txlb/acme"   # account key and certificates (0600)
+//! # challenge = "tls-alpn-01"   # or "http-01" (listeners with acme_http = true)
+//! # renew_before = 2592000      # seconds before expiry (30 days)
 //! ```
 //!
 //! Unknown keys are errors, so typos are caught. Only structure and types are

@@ -145,10 +145,12 @@ impl AcmeCerts {
             .clone()
     }
 
-    /// Forgets the slots no listener uses any more (`in_use`: sorted names).
+    /// Forgets the slots neither `in_use` (sorted names) nor any listener
+    /// uses: a change may have given a listener its slot before the
+    /// configuration naming it is published.
     pub(crate) fn retain(&self, in_use: &[Vec<String>]) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.retain(|names, _| in_use.contains(names));
+        slots.retain(|names, slot| in_use.contains(names) || Arc::strong_count(slot) > 1);
     }
 }
 
@@ -209,8 +211,15 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(a.names, ["a.test", "b.test"]);
         assert!(a.current().is_none());
+        // Kept while a listener holds it; forgotten once none does.
         certs.retain(&[]);
-        assert!(!Arc::ptr_eq(&a, &certs.slot(&["a.test".into()])));
+        assert!(Arc::ptr_eq(
+            &a,
+            &certs.slot(&["a.test".into(), "b.test".into()])
+        ));
+        drop((a, b));
+        certs.retain(&[]);
+        assert_eq!(certs.slots.lock().unwrap().len(), 0);
     }
 
     #[test]

@@ -494,3 +494,47 @@ async fn until_a_certificate_is_issued_tls_clients_are_refused_with_a_log_line()
         "{page}"
     );
 }
+
+#[test]
+fn txlb_check_reports_the_names_ordered_and_refuses_acme_in_fleet_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    let host: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let acme = "<acme directory=\"https://acme.test/dir\" storage=\"acme\"/>";
+    std::fs::write(
+        &path,
+        config(host, "<tls acme=\"e.test www.e.test\"/>", acme),
+    )
+    .unwrap();
+    let check = |path: &Path| {
+        StdCommand::new(env!("CARGO_BIN_EXE_txlb"))
+            .arg("check")
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let out = check(&path);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("from ACME: e.test www.e.test"), "{text}");
+    // Fleet mode: refused where <acme> is written.
+    let fleet = config(host, "<tls acme=\"e.test\"/>", acme).replace(
+        "</config>",
+        "  <cluster etcd=\"http://127.0.0.1:2379\" prefix=\"/txlb\" name=\"a\"/>\n</config>",
+    );
+    std::fs::write(&path, &fleet).unwrap();
+    let out = check(&path);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let line = fleet.lines().position(|l| l.contains("<acme")).unwrap() + 1;
+    assert!(
+        text.contains(&format!(
+            "lb.xml:{line}:3: <acme> is not supported in fleet mode"
+        )),
+        "{text}"
+    );
+}

@@ -384,7 +384,7 @@ fn unknown_elements_and_attributes() {
         &BASE.replace("</config>", "  <loging file=\"x\"/>\n</config>"),
         8,
         3,
-        "unknown element <loging> in <config> (expected one of: service, admin, manager, logging, control, cluster, resolver)",
+        "unknown element <loging> in <config> (expected one of: service, admin, manager, logging, control, cluster, resolver, acme)",
     );
     xml_err(
         &BASE.replace("name=\"h1\"", "name=\"h1\" wieght=\"2\""),

@@ -472,7 +472,7 @@ async fn until_a_certificate_is_issued_tls_clients_are_refused_with_a_log_line()
         "{failure}"
     );
     let edge = listener_of(&txlb, "edge").await;
-    let refused = rustls_client(edge, "d.test", &[ca.1.der.clone()], &[]).await;
+    let refused = rustls_client(edge, "d.test", std::slice::from_ref(&ca.1.der), &[]).await;
     assert!(
         refused.is_err(),
         "a TLS client was served without a certificate"

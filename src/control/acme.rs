@@ -140,7 +140,7 @@ pub(crate) async fn run(controller: Weak<Controller>, stop: CancellationToken) {
                         account = None;
                         events.emit(Event::AcmeFailed {
                             names: job.slot.names.clone(),
-                            reason,
+                            reason: shortened(reason),
                             retry_in: wait.as_secs(),
                         });
                         next = next.min(wait);
@@ -154,6 +154,23 @@ pub(crate) async fn run(controller: Weak<Controller>, stop: CancellationToken) {
             _ = tokio::time::sleep(next) => {}
         }
     }
+}
+
+/// Longest reason of a failed order told (a server's problem document
+/// can be long).
+const MAX_REASON: usize = 1024;
+
+/// `reason`, cut to [`MAX_REASON`] bytes (at a character boundary).
+fn shortened(mut reason: String) -> String {
+    if reason.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+    }
+    reason
 }
 
 /// The sorted names of every `<tls acme>` of `config` (none without `<acme>`).
@@ -554,6 +571,13 @@ mod tests {
         assert_eq!(retry_after(3), RETRY_MIN * 4);
         assert_eq!(retry_after(30), RETRY_MAX);
         assert_eq!(retry_after(u32::MAX), RETRY_MAX);
+    }
+
+    #[test]
+    fn long_reasons_are_cut() {
+        assert_eq!(shortened("short".into()), "short");
+        let long = shortened("é".repeat(2000));
+        assert!(long.len() <= MAX_REASON + '…'.len_utf8() && long.ends_with('…'));
     }
 
     #[test]

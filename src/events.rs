@@ -109,6 +109,23 @@ pub enum Event {
         /// The group serving now, if any.
         group: Option<String>,
     },
+    /// Every host of a service's enabled group is bad, no backup group serves,
+    /// and the group says `allBad="open"`: new clients are tried on the bad
+    /// hosts anyway (txLoadBalancer's "forcing them back").
+    AllBadForced {
+        /// Service name.
+        service: String,
+        /// The enabled group, whose bad hosts take clients.
+        group: String,
+    },
+    /// A service stopped trying its bad hosts: a host is usable again, a
+    /// group serves, or the group no longer says `allBad="open"`.
+    AllBadEnded {
+        /// Service name.
+        service: String,
+        /// The group that was forced.
+        group: String,
+    },
     /// A listener started accepting.
     ListenerAdded {
         /// Service name.
@@ -362,6 +379,14 @@ impl Events {
                 service,
                 group: None,
             } => tracing::warn!(service, "backup group has no usable host left either"),
+            Event::AllBadForced { service, group } => tracing::warn!(
+                service,
+                group,
+                "every host of the group is bad: trying them anyway (allBad=\"open\")"
+            ),
+            Event::AllBadEnded { service, group } => {
+                tracing::info!(service, group, "no longer trying bad hosts (allBad)")
+            }
             Event::ListenerAdded {
                 service,
                 listen,

@@ -479,7 +479,7 @@ impl BalancerHandle {
         group: &str,
         host: &str,
     ) -> Result<bool, ControlError> {
-        let (target, timeout) = {
+        let (target, origin, timeout) = {
             let snapshot = self.controller.data.snapshots.load();
             let s = snapshot
                 .service(service)
@@ -497,9 +497,9 @@ impl BalancerHandle {
                     host: host.into(),
                 }
             })?;
-            (h.clone(), s.connect_timeout)
+            (h.clone(), g.origin.clone(), s.connect_timeout)
         };
-        match health::probe(&target, timeout).await {
+        match health::probe(&target, origin.as_deref(), timeout).await {
             Ok(()) => {
                 if target.stats.mark_up() {
                     self.controller.data.events.host_back(service, group, host);

@@ -1324,7 +1324,7 @@ listen = ["*:8080"]
         &xml.replace("backup=\"true\"", "backup=\"true\" nonsense=\"1\""),
         5,
         35,
-        "expected one of: name, scheduler, enable, slowStart, proxyProtocol, retryEmpty, retryEmptyBytes, retryEmptyTimeout, backup, onMarkedDown, tls, tlsVerify, tlsSni, tlsCert, tlsKey, tlsAlpn",
+        "expected one of: name, scheduler, enable, slowStart, proxyProtocol, retryEmpty, retryEmptyBytes, retryEmptyTimeout, backup, onMarkedDown, failLimit, ejectTime, maxEjectPercent, allBad, tls, tlsVerify, tlsSni, tlsCert, tlsKey, tlsAlpn",
     );
 }
 

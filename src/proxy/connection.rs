@@ -362,9 +362,12 @@ async fn establish(
         let guard = ConnectionGuard::new(target.stats.clone());
         let connect_started = Instant::now();
         let connected = match connect(&target).await {
-            Ok((host, host_addr)) => send_proxy_header(&target, host, client_addr, client.socket())
-                .await
-                .map(|host| (host, host_addr)),
+            Ok((host, host_addr)) => {
+                let socket = client.socket();
+                send_proxy_header(&target, host, client_addr, socket, inspection.as_deref())
+                    .await
+                    .map(|host| (host, host_addr))
+            }
             Err(ConnectError::Host(reason)) => Err(reason),
             Err(ConnectError::Local(reason)) => {
                 // Out of descriptors or memory here: the host is not to blame
@@ -802,18 +805,26 @@ fn plan(snapshot: &Snapshot, service: &str) -> Option<ServicePlan> {
 }
 
 /// Writes the PROXY protocol header the host expects, if any, before any client
-/// byte. A host that cannot take it is a failed host.
+/// byte; version 2 carries a terminated client's TLS facts. A host that cannot
+/// take it is a failed host.
 async fn send_proxy_header(
     target: &Target,
     mut host: TcpStream,
     client: SocketAddr,
     client_socket: &TcpStream,
+    inspection: Option<&Inspection>,
 ) -> Result<TcpStream, String> {
     let Some(version) = target.proxy_protocol else {
         return Ok(host);
     };
     let destination = client_socket.local_addr().map_err(|e| e.to_string())?;
-    let header = proxy_protocol::encode(version, client, destination);
+    let tls = inspection.and_then(|seen| {
+        Some(proxy_protocol::TlsFacts {
+            sni: seen.sni.as_deref(),
+            session: seen.tls.as_deref()?,
+        })
+    });
+    let header = proxy_protocol::encode(version, client, destination, tls);
     host.write_all(&header)
         .await
         .map_err(|e| format!("sending the PROXY header: {e}"))?;

@@ -375,10 +375,17 @@ pub(crate) fn describe(file: &Path, der: &CertificateDer<'_>) -> Result<CertInfo
     })
 }
 
-/// The subject of a client's certificate (`CN=…, O=…`), if it parses.
-pub fn subject_of(der: &CertificateDer<'_>) -> Option<String> {
+/// The subject of a client's certificate (`CN=…, O=…`) and its first
+/// common name, if the certificate parses.
+fn identity_of(der: &CertificateDer<'_>) -> Option<(String, Option<String>)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-    Some(cert.subject().to_string())
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string);
+    Some((cert.subject().to_string(), cn))
 }
 
 /// Chooses a certificate by the client's SNI: an exact name, else a
@@ -448,11 +455,19 @@ pub struct Session {
     /// The subject of the client's certificate (mutual TLS), if it showed one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_subject: Option<String>,
+    /// That certificate's common name, for the PROXY v2 header's TLV.
+    #[serde(skip)]
+    pub client_cn: Option<String>,
 }
 
 impl Session {
     /// What `conn` (a finished handshake) tells.
     pub fn of(conn: &rustls::ServerConnection) -> Session {
+        let (client_subject, client_cn) = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(identity_of)
+            .unzip();
         Session {
             version: match conn.protocol_version() {
                 Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
@@ -466,10 +481,8 @@ impl Session {
             alpn: conn
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
-            client_subject: conn
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(subject_of),
+            client_subject,
+            client_cn: client_cn.flatten(),
         }
     }
 }

@@ -408,6 +408,53 @@ async fn a_tls_check_verifies_as_connections_do() {
     );
 }
 
+/// Without a `<check>`, the txLoadBalancer managers probe a TLS group's hosts
+/// with a verified handshake too: heartbeat marks a host whose certificate
+/// does not verify bad (a plain connect would find it up), and hostCheck does
+/// not put it back.
+#[tokio::test]
+async fn the_managers_probe_tls_hosts_with_a_verified_handshake() {
+    if python_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = client_ca();
+    std::fs::write(dir.path().join("ca.pem"), &ca.1.pem).unwrap();
+    let (cert, key) = write_pair(dir.path(), "db", &issue("db", &["db.test"], Some(&ca)));
+    let host = echo_host(dir.path(), &cert, &key, None);
+    let h = host.addr;
+    let xml = format!(
+        "<config>\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+         <group name=\"g\" enable=\"true\" tls=\"true\" tlsVerify=\"ca.pem\">\n      \
+         <host name=\"good\" ip=\"{h}\" tlsSni=\"db.test\"/>\n      \
+         <host name=\"misnamed\" ip=\"{h}\" tlsSni=\"other.test\"/>\n    </group>\n  \
+         </service>\n  <manager>\n    <hostCheck interval=\"0.2\" enable=\"true\"/>\n    \
+         <heartbeat interval=\"0.2\" enable=\"true\"/>\n  </manager>\n</config>\n"
+    );
+    let config = dir.path().join("lb.xml");
+    std::fs::write(&config, xml).unwrap();
+    let txlb = Txlb::start(&config, 2);
+    let bad = super::checks::transition(&txlb, "host marked bad", "misnamed", 0).await;
+    assert!(
+        bad.contains("heartbeat") && bad.contains("not valid for name"),
+        "{bad}"
+    );
+    // Several rounds of both managers: the good host stays, the misnamed one
+    // is not put back.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let log = txlb.log_text();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("host marked bad") && l.contains("good")),
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("host back in rotation") && l.contains("misnamed")),
+        "{log}"
+    );
+}
+
 #[tokio::test]
 async fn a_reload_rereads_the_ca_file_of_an_unchanged_group() {
     if python_missing() {

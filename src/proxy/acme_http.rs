@@ -106,3 +106,75 @@ async fn requested_token(client: &TcpStream, early: &[u8], deadline: Instant) ->
         tokio::time::sleep(PEEK_PAUSE).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A connected pair: (client side, server side).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        (client, listener.accept().await.unwrap().0)
+    }
+
+    fn answering() -> Challenges {
+        let challenges = Challenges::default();
+        challenges.answer_http("tok_1-x", "tok_1-x.thumb");
+        challenges
+    }
+
+    #[tokio::test]
+    async fn a_request_for_a_token_answered_gets_its_key_authorization() {
+        let (mut client, mut server) = pair().await;
+        client
+            .write_all(b"GET /.well-known/acme-challenge/tok_1-x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(answer(&mut server, b"", &answering(), Duration::from_secs(5)).await);
+        let mut response = String::new();
+        client.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(response.ends_with("\r\n\r\ntok_1-x.thumb"), "{response}");
+    }
+
+    #[tokio::test]
+    async fn other_clients_keep_every_byte_in_their_socket() {
+        for sent in [
+            &b"GET /.well-known/acme-challenge/other HTTP/1.1\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"\x16\x03\x01\x00",
+            b"POST /.well-known/acme-challenge/tok_1-x HTTP/1.1\r\n\r\n",
+        ] {
+            let (mut client, mut server) = pair().await;
+            client.write_all(sent).await.unwrap();
+            let started = std::time::Instant::now();
+            assert!(!answer(&mut server, b"", &answering(), Duration::from_secs(5)).await);
+            // Decided on what was there, not on the timeout.
+            assert!(started.elapsed() < Duration::from_secs(2));
+            let mut kept = vec![0u8; sent.len()];
+            server.read_exact(&mut kept).await.unwrap();
+            assert_eq!(kept, sent);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stalled_or_silent_client_passes_on_after_the_wait() {
+        for sent in [&b"GET /.well-"[..], b""] {
+            let (mut client, mut server) = pair().await;
+            client.write_all(sent).await.unwrap();
+            let started = std::time::Instant::now();
+            let wait = Duration::from_millis(300);
+            assert!(!answer(&mut server, b"", &answering(), wait).await);
+            assert!(started.elapsed() < Duration::from_secs(2));
+            // The part sent is still there for the service.
+            client.write_all(b"!").await.unwrap();
+            let mut kept = vec![0u8; sent.len() + 1];
+            server.read_exact(&mut kept).await.unwrap();
+            assert_eq!(&kept[..sent.len()], sent);
+        }
+    }
+}

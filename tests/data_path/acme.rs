@@ -128,6 +128,18 @@ impl Pebble {
         CertificateDer::from_pem_slice(&out.stdout).expect("a PEM root")
     }
 
+    /// Accounts pebble created so far.
+    fn accounts(&self) -> usize {
+        self.log().matches("POST /sign-me-up").count()
+    }
+
+    fn log(&self) -> String {
+        self.server
+            .as_ref()
+            .map(|s| s.log_text())
+            .unwrap_or_default()
+    }
+
     /// New orders pebble took so far.
     fn orders(&self) -> usize {
         self.server
@@ -296,16 +308,31 @@ async fn tls_alpn_01_orders_serves_and_a_restart_reuses_the_stored_certificate()
     for file in &files {
         assert_eq!(mode(file), 0o600, "{}", file.display());
     }
-    // A restart serves the stored certificate and orders nothing.
+    // A restart (on the same port, where pebble validates) serves the
+    // stored certificate and orders nothing.
     let orders = pebble.orders();
+    let account = std::fs::read(storage.join("account.json")).unwrap();
     drop(txlb);
+    let same_port = config(host, tls, &acme).replacen("127.0.0.1:0", &edge.to_string(), 1);
+    std::fs::write(&path, &same_port).unwrap();
     let txlb = Txlb::start(&path, 1);
     logged(&txlb, "serving the stored ACME certificate", 1).await;
-    let edge = listener_of(&txlb, "edge").await;
+    assert_eq!(listener_of(&txlb, "edge").await, edge);
     assert_eq!(served(edge, "a.test", &root).await, leaf);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(txlb.count(ISSUED), 0, "{}", txlb.log_text());
     assert_eq!(pebble.orders(), orders);
+    // New names: a new order, from the stored account (no new one).
+    zone.set("new.a.test", &["127.0.0.1"]);
+    let more = same_port.replace("a.test www.a.test", "a.test new.a.test");
+    reload(&txlb, &path, &more).await;
+    logged(&txlb, ISSUED, 1).await;
+    served(edge, "new.a.test", &root).await;
+    assert_eq!(pebble.accounts(), 1);
+    assert_eq!(
+        std::fs::read(storage.join("account.json")).unwrap(),
+        account
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -575,8 +575,13 @@ async fn hosts_learn_the_clients_tls_and_certificate_from_proxy_v2_tlvs() {
     let txlb = Txlb::start(&config, 2);
     let ca_file = dir.path().join("server.pem");
     let out = s_client_mtls(txlb.listener(), &ca_file, Some((&alice_cert, &alice_key))).await;
+    // OpenSSL offers AES-256-GCM-SHA384 first; the listener's own order
+    // chooses AES-128-GCM-SHA256 (`tls::server_provider`).
     assert!(
-        out.contains("sni=mtls.example.com client=7 verify=0 version=TLSv1.3 cn=alice cipher=TLS_"),
+        out.contains(
+            "sni=mtls.example.com client=7 verify=0 version=TLSv1.3 cn=alice \
+             cipher=TLS_AES_128_GCM_SHA256"
+        ),
         "{out}"
     );
     assert!(out.contains("hello mtls"), "then the client's bytes: {out}");
@@ -585,6 +590,66 @@ async fn hosts_learn_the_clients_tls_and_certificate_from_proxy_v2_tlvs() {
     assert!(
         out.contains("sni=mtls.example.com client=1 verify=1 version=TLSv1.3 cipher=TLS_"),
         "{out}"
+    );
+}
+
+/// One rustls handshake and echo through `addr` with `config` (whose session
+/// store keeps tickets between calls): how the handshake went.
+async fn handshake_kind(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> rustls::HandshakeKind {
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("first.example.com").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    // The echo's read also takes in the tickets sent after the handshake.
+    tls.write_all(b"ping\n").await.unwrap();
+    let mut back = [0u8; 5];
+    tls.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping\n");
+    tls.get_ref().1.handshake_kind().unwrap()
+}
+
+#[tokio::test]
+async fn sessions_resume_from_tickets_also_after_a_reload() {
+    let first = issue("first.example.com", &["first.example.com"], None);
+    let echo = echo_backend().await;
+    let lb = start(
+        |dir| {
+            write_pair(dir, "first", &first);
+        },
+        "<listen ip=\"127.0.0.1:0\"><tls cert=\"first.pem\" key=\"first.key\"/></listen>",
+        echo,
+        "",
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(first.der.clone()).unwrap();
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    assert_eq!(
+        handshake_kind(lb.addr, &config).await,
+        rustls::HandshakeKind::Full
+    );
+    assert_eq!(
+        handshake_kind(lb.addr, &config).await,
+        rustls::HandshakeKind::Resumed
+    );
+    // A reload rebuilds the listener's TLS; its tickets stay good.
+    let skip = lb.txlb.log_len();
+    lb.txlb.signal("HUP");
+    lb.txlb.wait_for_async("configuration reloaded", skip).await;
+    assert_eq!(
+        handshake_kind(lb.addr, &config).await,
+        rustls::HandshakeKind::Resumed
     );
 }
 

@@ -267,6 +267,26 @@ pub enum Event {
         /// Why it cannot run here.
         reason: String,
     },
+    /// A certificate was issued by ACME (a first one or a renewal), stored,
+    /// and is served by new handshakes.
+    AcmeIssued {
+        /// Its DNS names, sorted.
+        names: Vec<String>,
+        /// Its issuer.
+        issuer: String,
+        /// End of validity, seconds since the Unix epoch.
+        not_after: i64,
+    },
+    /// Ordering a certificate from ACME failed; the certificate served (if
+    /// any) stays, and the order is tried again later.
+    AcmeFailed {
+        /// Its DNS names, sorted.
+        names: Vec<String>,
+        /// Why.
+        reason: String,
+        /// Seconds until the next try (doubling after each failure).
+        retry_in: u64,
+    },
     /// Fleet mode: an instance that was out of step runs the fleet's newest
     /// configuration again.
     FleetInStep {
@@ -390,6 +410,26 @@ impl Events {
                 reason,
                 "fleet: out of step: the fleet's newest configuration cannot run here; \
                  keeping the running one, changes refused here until it can"
+            ),
+            Event::AcmeIssued {
+                names,
+                issuer,
+                not_after,
+            } => tracing::info!(
+                names = %names.join(" "),
+                issuer,
+                not_after,
+                "certificate issued by ACME: served from now on"
+            ),
+            Event::AcmeFailed {
+                names,
+                reason,
+                retry_in,
+            } => tracing::warn!(
+                names = %names.join(" "),
+                reason,
+                retry_in,
+                "ordering a certificate from ACME failed: the served one (if any) stays; retrying later"
             ),
             Event::FleetInStep { revision } => {
                 tracing::info!(

@@ -224,6 +224,10 @@ impl BalancerBuilder {
             Arc::downgrade(controller),
             controller.stop_accepting.clone(),
         ));
+        tokio::spawn(crate::control::acme::run(
+            Arc::downgrade(controller),
+            controller.stop_accepting.clone(),
+        ));
         tokio::spawn(health::backup::watch(
             controller.data.snapshots.clone(),
             controller.data.events.clone(),

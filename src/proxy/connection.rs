@@ -248,6 +248,14 @@ async fn establish(
                 return None;
             }
         };
+    // An ACME server validating a certificate txlb orders (http-01): answered
+    // here, before the service's rules, as its answer is public by design.
+    if let Some(wait) = settings.acme_http
+        && data.challenges.answers_http()
+        && super::acme_http::answer(&mut client, &early, &data.challenges, wait).await
+    {
+        return None;
+    }
     // The listener's own service owns the port: a client its access lists
     // refuse is closed before anything is read (a handshake, a route's
     // bytes), whatever it would have asked for.

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -24,6 +24,7 @@ use super::listener::Terminating;
 use crate::config::ClientProtocol;
 use crate::routing::Seen;
 use crate::state::clock_ms;
+use crate::tls::acme::ACME_TLS_ALPN;
 use crate::tls::{HandshakeFailure, Session};
 
 /// A client's socket, with the bytes already read from it (behind a PROXY
@@ -126,6 +127,24 @@ pub(crate) async fn handshake(
                 .take(Seen::MAX_ALPN)
                 .map(|p| String::from_utf8_lossy(p).into())
                 .collect();
+        }
+        if let Some(acme) = &tls.terminator.acme {
+            let validating = hello
+                .alpn()
+                .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+            if validating {
+                // RFC 8737: the validation certificate, then nothing more.
+                let mut stream =
+                    tokio::time::timeout_at(deadline, start.into_stream(acme.validation.clone()))
+                        .await
+                        .map_err(|_| HandshakeFailure::Timeout)?
+                        .map_err(|e| HandshakeFailure::of(&e))?;
+                let _ = tokio::time::timeout_at(deadline, stream.shutdown()).await;
+                return Err(HandshakeFailure::AcmeValidation);
+            }
+            if acme.slot.current().is_none() {
+                return Err(HandshakeFailure::NoCertificate);
+            }
         }
         let stream =
             tokio::time::timeout_at(deadline, start.into_stream(tls.terminator.server.clone()))
@@ -294,7 +313,9 @@ const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Logs a failed handshake, once a minute per kind.
 pub(crate) fn log_failure(why: HandshakeFailure, client: std::net::SocketAddr, listener: &str) {
     let now = clock_ms() / 1000;
-    let last = &LAST_LOGGED[why as usize];
+    let Some(last) = LAST_LOGGED.get(why as usize) else {
+        return;
+    };
     let previous = last.load(Relaxed);
     if previous != u64::MAX && now.saturating_sub(previous) < FAILURE_LOG_INTERVAL.as_secs() {
         return;
@@ -303,6 +324,15 @@ pub(crate) fn log_failure(why: HandshakeFailure, client: std::net::SocketAddr, l
         .compare_exchange(previous, now, Relaxed, Relaxed)
         .is_ok()
     {
+        if why == HandshakeFailure::NoCertificate {
+            tracing::warn!(
+                reason = why.as_str(),
+                %client,
+                listener,
+                "TLS client refused: the listener's certificate from ACME is not issued yet (see the acme events; logged once a minute; counted in txlb_tls_handshake_errors_total)"
+            );
+            return;
+        }
         tracing::warn!(
             reason = why.as_str(),
             %client,

@@ -22,8 +22,10 @@ use rustls::{RootCertStore, ServerConfig};
 
 use crate::config::{ClientAuth, ListenerTls, Location, TlsCert, TlsVersion};
 
+pub mod acme;
 pub mod origin;
 
+pub use acme::{AcmeCerts, AcmeSlot};
 pub use origin::{OriginTls, Originator};
 
 /// Largest PEM file read (a chain of a few certificates is a few KiB).
@@ -83,8 +85,36 @@ pub struct Terminator {
     pub config: ListenerTls,
     /// The rustls configuration every handshake uses.
     pub server: Arc<ServerConfig>,
-    /// Its certificates, in configuration order.
+    /// Its certificates, in configuration order (none when its certificate
+    /// comes from ACME: see `acme`).
     pub certs: Vec<CertInfo>,
+    /// When its certificate comes from ACME (`<tls acme>`): where.
+    pub acme: Option<AcmeServing>,
+}
+
+/// A terminating listener's certificate from ACME.
+#[derive(Debug)]
+pub struct AcmeServing {
+    /// The certificate served (swapped by the ordering task).
+    pub slot: Arc<AcmeSlot>,
+    /// The configuration of `tls-alpn-01` validation handshakes (ALPN
+    /// `acme-tls/1`, the validation certificate by SNI).
+    pub validation: Arc<ServerConfig>,
+}
+
+impl Terminator {
+    /// What its certificates say now (an ACME one's once issued).
+    pub fn cert_infos(&self) -> Vec<CertInfo> {
+        match &self.acme {
+            Some(acme) => acme
+                .slot
+                .current()
+                .map(|i| i.info.clone())
+                .into_iter()
+                .collect(),
+            None => self.certs.clone(),
+        }
+    }
 }
 
 /// Reads every certificate, key and client CA file of `tls` and builds the
@@ -93,6 +123,11 @@ pub struct Terminator {
 /// expected, a key that is not its certificate's, or a certificate that does
 /// not parse is an error naming where the configuration names the file.
 pub fn load(tls: &ListenerTls) -> Result<Terminator, TlsError> {
+    load_in(tls, &AcmeCerts::default())
+}
+
+/// [`load`], a certificate from ACME served from its slot in `acme`.
+pub fn load_in(tls: &ListenerTls, acme: &AcmeCerts) -> Result<Terminator, TlsError> {
     let provider = Arc::new(server_provider());
     let mut keys = Vec::with_capacity(tls.certs.len());
     let mut certs = Vec::with_capacity(tls.certs.len());
@@ -101,12 +136,13 @@ pub fn load(tls: &ListenerTls) -> Result<Terminator, TlsError> {
         keys.push(Arc::new(key));
         certs.push(info);
     }
-    let first = tls.certs.first();
+    let first = tls.certs.first().map(|c| &c.written);
+    let first = first.or((!tls.acme.is_empty()).then_some(&tls.acme_written));
     let at = |l: Option<&Location>| l.cloned();
     let verifier = match &tls.options.client_ca {
         None => None,
         Some(ca) => {
-            let ca_at = at(first.and_then(|p| p.written.client_ca.as_ref()));
+            let ca_at = at(first.and_then(|w| w.client_ca.as_ref()));
             let fail = |message: String| TlsError {
                 at: ca_at.clone(),
                 message,
@@ -142,8 +178,8 @@ pub fn load(tls: &ListenerTls) -> Result<Terminator, TlsError> {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
     };
-    let element = at(first.and_then(|p| p.written.element.as_ref()));
-    let builder = ServerConfig::builder_with_provider(provider)
+    let element = at(first.and_then(|w| w.element.as_ref()));
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| TlsError {
             at: element.clone(),
@@ -153,7 +189,32 @@ pub fn load(tls: &ListenerTls) -> Result<Terminator, TlsError> {
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
-    let mut server = builder.with_cert_resolver(Arc::new(ByName::new(keys, &certs)));
+    let (mut server, acme) = match tls.acme.is_empty() {
+        true => (
+            builder.with_cert_resolver(Arc::new(ByName::new(keys, &certs))),
+            None,
+        ),
+        false => {
+            let slot = acme.slot(&tls.acme);
+            let validation = ServerConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .map_err(|e| TlsError {
+                    at: element.clone(),
+                    message: e.to_string(),
+                })?
+                .with_no_client_auth();
+            let mut validation =
+                validation.with_cert_resolver(Arc::new(acme::Validation(acme.challenges.clone())));
+            validation.alpn_protocols = vec![acme::ACME_TLS_ALPN.to_vec()];
+            (
+                builder.with_cert_resolver(Arc::new(acme::FromSlot(slot.clone()))),
+                Some(AcmeServing {
+                    slot,
+                    validation: Arc::new(validation),
+                }),
+            )
+        }
+    };
     server.ignore_client_order = true;
     if let Some(ticketer) = ticketer() {
         server.ticketer = ticketer;
@@ -168,6 +229,7 @@ pub fn load(tls: &ListenerTls) -> Result<Terminator, TlsError> {
         config: tls.clone(),
         server: Arc::new(server),
         certs,
+        acme,
     })
 }
 
@@ -249,6 +311,17 @@ pub fn check_pem_pair(cert: &[u8], key: &[u8]) -> Result<CertInfo, String> {
         .map_err(|(_, message)| message)
 }
 
+/// A chain and its key given as PEM text, ready to serve: what a certificate
+/// from ACME stored at `file` is read into.
+pub(crate) fn certified_from_pem(
+    file: &Path,
+    cert: &[u8],
+    key: &[u8],
+) -> Result<(CertifiedKey, CertInfo), String> {
+    let provider = rustls::crypto::ring::default_provider();
+    parse_pair(file, cert, file, key, &provider).map_err(|(_, message)| message)
+}
+
 /// A chain and its key from their PEM text (`cert_file`, `key_file` name
 /// them in messages). The error says whether the key is to blame.
 fn parse_pair(
@@ -317,7 +390,7 @@ pub(crate) fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// What a leaf certificate says (names, subject, issuer, expiry).
-fn describe(file: &Path, der: &CertificateDer<'_>) -> Result<CertInfo, String> {
+pub(crate) fn describe(file: &Path, der: &CertificateDer<'_>) -> Result<CertInfo, String> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
         .map_err(|e| format!("{}: not an X.509 certificate: {e}", file.display()))?;
@@ -477,11 +550,16 @@ pub enum HandshakeFailure {
     ClientAlert,
     /// Any other protocol error.
     Protocol,
+    /// The listener's certificate comes from ACME and none was issued yet.
+    NoCertificate,
+    /// Not a failure: an ACME server's `tls-alpn-01` validation, answered
+    /// and closed (neither counted nor logged: not in [`HandshakeFailure::ALL`]).
+    AcmeValidation,
 }
 
 impl HandshakeFailure {
     /// Every kind, in counter order.
-    pub const ALL: [HandshakeFailure; 8] = [
+    pub const ALL: [HandshakeFailure; 9] = [
         HandshakeFailure::Timeout,
         HandshakeFailure::NotTls,
         HandshakeFailure::Closed,
@@ -490,6 +568,7 @@ impl HandshakeFailure {
         HandshakeFailure::BadClientCert,
         HandshakeFailure::ClientAlert,
         HandshakeFailure::Protocol,
+        HandshakeFailure::NoCertificate,
     ];
 
     /// As counted in `/metrics` (`reason`).
@@ -503,6 +582,8 @@ impl HandshakeFailure {
             HandshakeFailure::BadClientCert => "bad_client_cert",
             HandshakeFailure::ClientAlert => "client_alert",
             HandshakeFailure::Protocol => "protocol",
+            HandshakeFailure::NoCertificate => "no_certificate",
+            HandshakeFailure::AcmeValidation => "acme_validation",
         }
     }
 
@@ -559,12 +640,14 @@ impl TlsCounters {
 
     /// Counts a failed handshake.
     pub fn failed(&self, why: HandshakeFailure) {
-        self.failed[why as usize].fetch_add(1, Relaxed);
+        if let Some(counter) = self.failed.get(why as usize) {
+            counter.fetch_add(1, Relaxed);
+        }
     }
 
     /// Failed handshakes of kind `why`.
     pub fn failures(&self, why: HandshakeFailure) -> u64 {
-        self.failed[why as usize].load(Relaxed)
+        self.failed.get(why as usize).map_or(0, |c| c.load(Relaxed))
     }
 }
 
@@ -618,7 +701,7 @@ mod tests {
             .collect();
         ListenerTls {
             certs,
-            options: Default::default(),
+            ..ListenerTls::default()
         }
     }
 

@@ -65,6 +65,10 @@ pub(crate) async fn serve(
         log_file,
         manager,
     } = boot;
+    // Before the first listener serves: a signal sent once clients are
+    // served must never meet its default action (SIGHUP would kill the
+    // process). One sent during the start waits in its stream.
+    let signals = Signals::register()?;
     let balancer = Balancer::builder(config)
         .workers(workers)
         .inherited_listeners(manager.inherited)
@@ -107,7 +111,6 @@ pub(crate) async fn serve(
     file.follow(Box::new(following)).await;
     tracing::info!(config = %path.display(), "txlb running");
     let stop = CancellationToken::new();
-    let signals = Signals::register()?;
     let notifier = manager.notifier;
     let _watchdog = start_watchdog(&notifier);
     tokio::spawn(reopen_logs_on_sigusr1(
@@ -137,8 +140,8 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-/// The signals `txlb run` handles, registered before READY=1 so that none sent
-/// after it can kill the process with its default action.
+/// The signals `txlb run` handles, registered before any listener serves so
+/// that none sent after it can kill the process with its default action.
 struct Signals {
     stop: std::pin::Pin<Box<dyn Future<Output = ()>>>,
     hup: tokio::signal::unix::Signal,

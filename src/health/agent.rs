@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
-use super::checks::{Tell, jittered};
+use super::checks::{Tell, next_due, on_tick};
 use super::exchange::{Talk, line_end, trim_line};
 use super::probe::address;
 use crate::config::{AgentConfig, Escaped, MarkedDown};
@@ -194,13 +194,13 @@ fn forget(host: &HostSnapshot, service: &str, group: &str, tell: &Tell) {
 /// (spread at random), then every interval.
 async fn watch(target: Target, host: HostSnapshot, tell: Tell, stop: CancellationToken) {
     let interval = target.agent.interval;
-    let mut pause = interval.mul_f64(fastrand::f64());
+    let mut due = Instant::now() + interval.mul_f64(fastrand::f64());
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::time::sleep_until(on_tick(due, interval)) => {}
         }
-        pause = jittered(interval);
+        due = next_due(due, interval);
         let deadline = Instant::now() + target.agent.timeout;
         let answer = tokio::select! {
             _ = stop.cancelled() => return,

@@ -183,17 +183,41 @@ pub(crate) fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(0.9 + fastrand::f64() * 0.2)
 }
 
+/// Probes start on a grid whose step is a twentieth of their interval, at
+/// most this: the probes of many hosts due within one step start on one
+/// wake-up of the control plane's thread, not one each (at 1,000 hosts a
+/// second, a wake-up per probe cost more than the probes' own work).
+const MAX_PROBE_TICK: Duration = Duration::from_millis(50);
+
+/// `at`, put off to the next tick of the grid for `interval`.
+pub(crate) fn on_tick(at: tokio::time::Instant, interval: Duration) -> tokio::time::Instant {
+    static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(tokio::time::Instant::now);
+    let since = at.saturating_duration_since(epoch).as_nanos();
+    let tick = (interval / 20)
+        .clamp(Duration::from_millis(1), MAX_PROBE_TICK)
+        .as_nanos();
+    let late = (tick - since % tick) % tick;
+    at + Duration::from_nanos(late as u64)
+}
+
+/// When a probe that was `due` is next due: a jittered interval later (from
+/// when it was due, so starting on the grid's ticks does not slow the rate),
+/// and not before now (a probe that overran starts its next at once).
+pub(crate) fn next_due(due: tokio::time::Instant, interval: Duration) -> tokio::time::Instant {
+    (due + jittered(interval)).max(tokio::time::Instant::now())
+}
+
 /// Probes one host until `stop`: the first probe within one interval (spread
 /// at random, so a group's hosts are not probed at once), then every interval.
 async fn watch(target: Target, host: HostSnapshot, tell: Tell, stop: CancellationToken) {
     let check = &target.check;
-    let mut pause = check.interval.mul_f64(fastrand::f64());
+    let mut due = tokio::time::Instant::now() + check.interval.mul_f64(fastrand::f64());
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::time::sleep_until(on_tick(due, check.interval)) => {}
         }
-        pause = jittered(check.interval);
         let started = Instant::now();
         // The exchange keeps to the deadline and says what it got by then;
         // the guard, a little later, bounds what it cannot (a name look-up).
@@ -205,6 +229,7 @@ async fn watch(target: Target, host: HostSnapshot, tell: Tell, stop: Cancellatio
             }),
         };
         apply(&target, &host, result, started.elapsed(), &tell);
+        due = next_due(due, check.interval);
     }
 }
 
@@ -319,5 +344,23 @@ mod tests {
     #[test]
     fn a_flapping_host_never_moves_with_rise_and_fall_above_one() {
         assert_eq!(run(&"+-".repeat(20), 2, 2), ".".repeat(40));
+    }
+
+    #[tokio::test]
+    async fn probes_due_within_one_tick_start_together_and_never_early() {
+        for (interval, tick) in [
+            (Duration::from_secs(2), MAX_PROBE_TICK),
+            (Duration::from_millis(100), Duration::from_millis(5)),
+        ] {
+            let due = tokio::time::Instant::now() + Duration::from_millis(1000);
+            let a = on_tick(due, interval);
+            let b = on_tick(due + Duration::from_micros(300), interval);
+            for at in [a, b] {
+                assert!(at >= due && at <= due + Duration::from_micros(300) + tick);
+            }
+            // On the same grid: whole ticks apart.
+            let apart = a.max(b) - a.min(b);
+            assert_eq!(apart.as_nanos() % tick.as_nanos(), 0, "{apart:?}");
+        }
     }
 }

@@ -320,6 +320,7 @@ mod snapshot;
 pub mod ssh;
 mod state;
 mod tls;
+pub mod upgrade;
 
 /// The fuzz properties (`fuzz/checks.rs`, replayed by the unit tests) name the
 /// crate `txlb`, as the fuzz targets do.
@@ -332,7 +333,8 @@ pub use fleet::{FleetError, fleet_push};
 /// The configuration file a balancer runs from: reload, its status, write-back.
 pub use balancer::reload;
 pub use balancer::{
-    Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats,
+    Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Started,
+    Stats, UpgradedFrom,
 };
 pub use control::{BoundListener, CertificateStats, Command, ControlError, RouteStats, TlsStats};
 pub use proxy::proxy_protocol;

@@ -212,11 +212,116 @@ pub(crate) struct Controller {
     pub(crate) workers: Vec<tokio::runtime::Handle>,
     /// The application's schedulers, by name.
     pub(crate) custom_schedulers: HashMap<&'static str, SchedulerFactory>,
-    /// Sockets handed over at start (socket activation), used instead of binding.
+    /// Sockets handed over at start (socket activation, an upgrade), used
+    /// instead of binding.
     pub(crate) inherited: listeners::Inherited,
+    /// Cancelled once an upgrade handed this process's sockets to a new one:
+    /// what they name on disk (the control socket's file) is the new one's.
+    pub(crate) handed_over: CancellationToken,
+    /// A duplicate of the control socket's listening socket, for an upgrade
+    /// to hand over; set once at start.
+    pub(crate) control_socket: Mutex<Option<std::os::fd::OwnedFd>>,
+    /// What the previous process carried over (an upgrade), taken on by the
+    /// first snapshot's hosts and services before any listener accepts.
+    pub(crate) carried: Mutex<Option<Carried>>,
     /// A rebuild of tables left behind by a change is on its way
     /// ([`Controller::refresh_tables`]).
     tables_due: std::sync::atomic::AtomicBool,
+}
+
+/// The hosts' health and counters and the services' counters a previous
+/// process carried over in an upgrade, by name.
+#[derive(Debug, Default)]
+pub struct Carried {
+    /// By (service, group, host).
+    pub hosts: HashMap<(String, String, String), crate::state::CarriedHost>,
+    /// By service.
+    pub services: HashMap<String, crate::state::ServiceCountersView>,
+}
+
+impl Controller {
+    /// Gives the hosts and services of `snapshot` (the first) what the
+    /// previous process carried: before any listener accepts, so no client
+    /// sees an admin-down host in rotation. Running ejections and drains
+    /// get their timers again.
+    fn restore(&self, snapshot: &Snapshot, carried: Carried) {
+        let mut restored = 0usize;
+        for service in snapshot.services() {
+            if let Some(counters) = carried.services.get(&*service.name) {
+                service.counters.restore(counters);
+            }
+            for group in &service.groups {
+                for host in group.hosts.iter() {
+                    let key = (
+                        service.name.to_string(),
+                        group.name.to_string(),
+                        host.name.to_string(),
+                    );
+                    let Some(was) = carried.hosts.get(&key) else {
+                        continue;
+                    };
+                    restored += 1;
+                    let (service, group, host_name) = key;
+                    if let Some((left, number)) = host.stats.restore(was) {
+                        let (events, stats) = (self.data.events.clone(), host.stats.clone());
+                        let (service, group, host) =
+                            (service.clone(), group.clone(), host_name.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(left).await;
+                            if stats.end_ejection(number, crate::state::clock_nanos()) {
+                                events.emit(Event::HostReturned {
+                                    service,
+                                    group,
+                                    host,
+                                });
+                            }
+                        });
+                    }
+                    if let Some(deadline) = was.drain_deadline_ms {
+                        let left = crate::state::from_unix_ms(deadline)
+                            .duration_since(std::time::SystemTime::now())
+                            .unwrap_or_default();
+                        self.drain_deadline(&host.stats, (service, group, host_name), left);
+                    }
+                }
+            }
+        }
+        tracing::info!(hosts = restored, "state of the previous process taken on");
+    }
+
+    /// Closes the connections of `stats`' host still open after `left`, if
+    /// it is still draining (admin-down) then: a drain's deadline.
+    pub(crate) fn drain_deadline(
+        &self,
+        stats: &Arc<HostStats>,
+        (service, group, host): (String, String, String),
+        left: std::time::Duration,
+    ) {
+        stats.set_drain_deadline(Some(std::time::SystemTime::now() + left));
+        let registry = self.data.registry.clone();
+        let stop = self.stop_accepting.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(left) => {}
+                _ = stop.cancelled() => return,
+            }
+            stats.set_drain_deadline(None);
+            // Still draining (not put back up meanwhile)? Cut what is left.
+            if stats.is_admin_down() {
+                let closed = registry.close_where(crate::state::CloseRequest::Admin, |c| {
+                    Arc::ptr_eq(&c.host_stats, &stats)
+                });
+                tracing::info!(
+                    service,
+                    group,
+                    host,
+                    closed,
+                    "drain deadline: connections closed"
+                );
+            }
+        });
+    }
 }
 
 /// A host removed from the configuration, still draining: its service, its
@@ -303,6 +408,9 @@ impl Controller {
             workers,
             custom_schedulers,
             inherited: listeners::Inherited::default(),
+            handed_over: CancellationToken::new(),
+            control_socket: Mutex::new(None),
+            carried: Mutex::new(None),
             tables_due: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -368,6 +476,26 @@ impl Controller {
                 host: host.into(),
             }),
         }
+    }
+
+    /// Every running listener with a duplicate of each of its sockets, for an
+    /// upgrade to hand over: (service, configured address, sockets).
+    pub(crate) fn listener_sockets(
+        &self,
+    ) -> Vec<(Arc<str>, ListenAddr, Vec<std::os::fd::OwnedFd>)> {
+        let state = self.lock();
+        state
+            .listeners
+            .iter()
+            .map(|l| {
+                let sockets = l
+                    .sockets
+                    .iter()
+                    .filter_map(|s| s.try_clone().ok())
+                    .collect();
+                (l.service.clone(), l.configured.clone(), sockets)
+            })
+            .collect()
     }
 
     /// Listeners currently bound.
@@ -573,6 +701,10 @@ impl Controller {
             .iter()
             .flat_map(|s| &s.groups)
             .any(|g| g.tables_behind());
+        let taken = self.carried.lock().map(|mut c| c.take()).ok().flatten();
+        if let Some(carried) = taken {
+            self.restore(&snapshot, carried);
+        }
         self.data.snapshots.store(Arc::new(snapshot));
         if behind {
             self.schedule_tables();

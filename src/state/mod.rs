@@ -20,9 +20,9 @@ pub use limits::{Admission, Limiter, Refusal};
 
 pub(crate) use stats::Ranking;
 pub use stats::{
-    AgentState, AgentView, BadInfo, CheckStateView, ConnectionGuard, EJECT_DOUBLING_RESET,
-    Ejection, HostHealth, HostStats, HostStatsView, LatencyView, clock_ms, clock_nanos,
-    last_came_up, scaled_hosts,
+    AgentState, AgentView, BadInfo, CarriedHost, CheckStateView, ConnectionGuard,
+    EJECT_DOUBLING_RESET, Ejection, HostHealth, HostStats, HostStatsView, LatencyView, clock_ms,
+    clock_nanos, from_unix_ms, last_came_up, scaled_hosts, unix_ms,
 };
 
 use std::net::SocketAddr;
@@ -59,7 +59,8 @@ pub struct ServiceCounters {
 }
 
 /// A point-in-time copy of a service's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ServiceCountersView {
     /// Clients accepted.
     pub accepted: u64,
@@ -92,6 +93,18 @@ impl ServiceCounters {
             proxy_errors: self.proxy_errors.load(Relaxed),
             timeouts: self.timeouts.load(Relaxed),
         }
+    }
+
+    /// Takes on the counters a previous process had (an upgrade).
+    pub(crate) fn restore(&self, carried: &ServiceCountersView) {
+        self.accepted.store(carried.accepted, Relaxed);
+        self.no_host.store(carried.no_host, Relaxed);
+        self.no_route.store(carried.no_route, Relaxed);
+        self.failovers.store(carried.failovers, Relaxed);
+        self.denied.store(carried.denied, Relaxed);
+        self.over_limit.store(carried.over_limit, Relaxed);
+        self.proxy_errors.store(carried.proxy_errors, Relaxed);
+        self.timeouts.store(carried.timeouts, Relaxed);
     }
 }
 

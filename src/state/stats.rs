@@ -138,6 +138,10 @@ pub struct HostStats {
     ejections: AtomicU64,
     /// The running ejection, for people; set before `ejected`.
     ejection: ArcSwapOption<Ejection>,
+    /// When a drain's deadline closes the host's connections (`None`: not
+    /// draining with one): written by the drain's timer task, read by an
+    /// upgrade, which carries it over.
+    drain_deadline: ArcSwapOption<SystemTime>,
 }
 
 /// A host taken out of rotation by the passive checks (`failLimit`).
@@ -723,6 +727,96 @@ impl HostStats {
         self.agent_view.load_full().map(|v| (*v).clone())
     }
 
+    /// What an upgrade carries of this host to the next process: health
+    /// (bad with its reason and time, admin-down, the running ejection) and
+    /// counters. Open connections stay counted where they are.
+    pub(crate) fn carried(&self) -> CarriedHost {
+        CarriedHost {
+            bad: self.bad_info().map(|b| CarriedBad {
+                since_ns: unix_nanos(b.since),
+                reason: b.reason.clone(),
+            }),
+            admin_down: self.is_admin_down(),
+            drain_deadline_ms: self
+                .drain_deadline
+                .load_full()
+                .filter(|_| self.is_admin_down())
+                .map(|at| unix_ms(*at)),
+            total: self.total.load(Relaxed),
+            failures: self.failures.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            picks: self.picks.load(Relaxed),
+            connect_buckets: self
+                .connect_buckets
+                .iter()
+                .map(|c| c.load(Relaxed))
+                .collect(),
+            connect_micros: self.connect_micros.load(Relaxed),
+            check_failures: self.check_failures.load(Relaxed),
+            ejections: self.ejections(),
+            eject_level: self.eject_level.load(Relaxed),
+            ejection: self
+                .ejection()
+                .map(|e| (*e).clone())
+                .map(|e| CarriedEjection {
+                    since_ns: unix_nanos(e.since),
+                    seconds: e.seconds,
+                    failures: e.failures,
+                    last_failure: e.last_failure,
+                }),
+        }
+    }
+
+    /// Takes on what the previous process carried of this host (a fresh
+    /// host of the new process, before its first client). A running
+    /// ejection is restored as it was; the caller ends it when its time
+    /// runs out ([`HostStats::end_ejection`] with the number returned).
+    pub(crate) fn restore(&self, carried: &CarriedHost) -> Option<(Duration, u64)> {
+        if let Some(bad) = &carried.bad {
+            self.bad.store(true, Relaxed);
+            self.bad_info.store(Some(Arc::new(BadInfo {
+                since: from_unix_nanos(bad.since_ns),
+                reason: bad.reason.clone(),
+            })));
+        }
+        self.admin_down.store(carried.admin_down, Relaxed);
+        self.total.store(carried.total, Relaxed);
+        self.failures.store(carried.failures, Relaxed);
+        self.bytes_in.store(carried.bytes_in, Relaxed);
+        self.bytes_out.store(carried.bytes_out, Relaxed);
+        self.picks.store(carried.picks, Relaxed);
+        for (bucket, count) in self.connect_buckets.iter().zip(&carried.connect_buckets) {
+            bucket.store(*count, Relaxed);
+        }
+        self.connect_micros.store(carried.connect_micros, Relaxed);
+        self.check_failures.store(carried.check_failures, Relaxed);
+        self.ejections.store(carried.ejections, Relaxed);
+        self.eject_level.store(carried.eject_level, Relaxed);
+        let resumed = carried.ejection.as_ref().map(|e| {
+            let since = from_unix_nanos(e.since_ns);
+            let length = Duration::try_from_secs_f64(e.seconds).unwrap_or_default();
+            let left = (since + length)
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            self.ejection.store(Some(Arc::new(Ejection {
+                since,
+                seconds: e.seconds,
+                failures: e.failures,
+                last_failure: e.last_failure.clone(),
+            })));
+            self.ejected.store(true, Relaxed);
+            (left, carried.ejections)
+        });
+        self.rank_changed();
+        resumed
+    }
+
+    /// Records a drain's deadline (`None`: over or cancelled).
+    pub(crate) fn set_drain_deadline(&self, at: Option<SystemTime>) {
+        self.drain_deadline.store(at.map(Arc::new));
+    }
+
     /// A plain copy of the counters, for display and serialisation.
     pub fn view(&self) -> HostStatsView {
         HostStatsView {
@@ -755,6 +849,87 @@ impl HostStats {
             agent: self.agent_view(),
         }
     }
+}
+
+/// A host's health and counters as an upgrade hands them to the next
+/// process (part of its versioned state: fields are only ever added, with
+/// defaults, so the next release reads this one's).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct CarriedHost {
+    /// Why and since when it is bad.
+    pub bad: Option<CarriedBad>,
+    /// Taken out of rotation by an administrator.
+    pub admin_down: bool,
+    /// Draining until then (milliseconds since the Unix epoch), when its
+    /// connections still open are closed.
+    pub drain_deadline_ms: Option<u64>,
+    /// Connections since start.
+    pub total: u64,
+    /// Failed connection attempts.
+    pub failures: u64,
+    /// Bytes from clients.
+    pub bytes_in: u64,
+    /// Bytes to clients.
+    pub bytes_out: u64,
+    /// Picks.
+    pub picks: u64,
+    /// Connect latency per bucket.
+    pub connect_buckets: Vec<u64>,
+    /// Sum of connect latencies, in microseconds.
+    pub connect_micros: u64,
+    /// Failed probes of the active check.
+    pub check_failures: u64,
+    /// Ejections since start.
+    pub ejections: u64,
+    /// Ejections in a row (each doubles the next one's length).
+    pub eject_level: u32,
+    /// The running ejection.
+    pub ejection: Option<CarriedEjection>,
+}
+
+/// [`BadInfo`] in the upgrade state.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct CarriedBad {
+    /// When it was marked bad, in nanoseconds since the Unix epoch.
+    pub since_ns: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// [`Ejection`] in the upgrade state.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct CarriedEjection {
+    /// When it began, in nanoseconds since the Unix epoch.
+    pub since_ns: u64,
+    /// Its length, in seconds.
+    pub seconds: f64,
+    /// The failures that caused it.
+    pub failures: u32,
+    /// The last of them.
+    pub last_failure: String,
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Nanoseconds since the Unix epoch (0 before it; saturating in 2554).
+pub fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The time `ns` nanoseconds after the Unix epoch.
+pub fn from_unix_nanos(ns: u64) -> SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
+/// The time `ms` milliseconds after the Unix epoch.
+pub fn from_unix_ms(ms: u64) -> SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 /// The active check's state of one host.

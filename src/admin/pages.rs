@@ -540,7 +540,7 @@ fn render_running(
          <span id=\"live\"></span></header>",
     );
     p.push_str(&flash_line(flash.msg.as_deref(), flash.err.is_some()));
-    p.push_str(&process_line(state.handle.started()));
+    p.push_str(&process_line(&state.handle.started()));
     p.push_str(&status.panels());
     if let Some(fleet) = state.handle.fleet() {
         p.push_str(&fleet_section(&fleet));

@@ -470,9 +470,17 @@ impl BalancerHandle {
         }
     }
 
-    /// How this balancer started (when, version, fresh or by an upgrade).
-    pub fn started(&self) -> &Started {
-        &self.process
+    /// How this balancer started (when, version, fresh or by an upgrade, with
+    /// the connections moved so far).
+    pub fn started(&self) -> Started {
+        let mut started = Started::clone(&self.process);
+        if let Some(from) = &mut started.upgraded_from {
+            from.connections_moved = self
+                .controller
+                .moved_in
+                .load(std::sync::atomic::Ordering::Relaxed);
+        }
+        started
     }
 
     /// The controller, for the upgrade (`crate::upgrade`), which reads and

@@ -224,6 +224,9 @@ pub(crate) struct Controller {
     /// What the previous process carried over (an upgrade), taken on by the
     /// first snapshot's hosts and services before any listener accepts.
     pub(crate) carried: Mutex<Option<Carried>>,
+    /// Established connections the previous process handed over (an
+    /// upgrade); also picks the worker each lands on, round robin.
+    pub(crate) moved_in: std::sync::atomic::AtomicU64,
     /// A rebuild of tables left behind by a change is on its way
     /// ([`Controller::refresh_tables`]).
     tables_due: std::sync::atomic::AtomicBool,
@@ -324,6 +327,76 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// Takes on an established connection the previous process handed over:
+    /// parked in a worker's lot (round robin; `fallback` without workers),
+    /// on its host and under the listener it reached. False, and closed,
+    /// when its host or listener is not in this configuration.
+    pub(crate) fn adopt(
+        &self,
+        record: crate::proxy::moved::MovedConnection,
+        client: std::net::TcpStream,
+        host: std::net::TcpStream,
+        fallback: &tokio::runtime::Handle,
+    ) -> bool {
+        let snapshot = self.data.snapshots.load();
+        let found = snapshot.service(&record.service).and_then(|s| {
+            let stats = s
+                .groups
+                .iter()
+                .filter(|g| *g.name == *record.group)
+                .flat_map(|g| g.hosts.iter())
+                .find(|h| *h.name == *record.host)?
+                .stats
+                .clone();
+            Some((stats, s.counters.clone()))
+        });
+        let listener = {
+            let state = self.lock();
+            state
+                .listeners
+                .iter()
+                .find(|l| l.local == record.listener)
+                .map(|l| crate::proxy::ListenerTask {
+                    service: l.service.clone(),
+                    settings: l.settings.clone(),
+                    data: self.data.clone(),
+                    stop_accepting: l.stop.clone(),
+                    stop_connections: self.stop_connections.clone(),
+                    tracker: self.connections.clone(),
+                })
+        };
+        let (Some((stats, counters)), Some(listener)) = (found, listener) else {
+            tracing::info!(
+                id = record.id,
+                service = record.service,
+                host = record.host,
+                "upgrade: a handed-over connection's host or listener is gone: closed"
+            );
+            return false;
+        };
+        let landing = crate::proxy::moved::Landing {
+            stats,
+            counters,
+            listener,
+        };
+        let n = self
+            .moved_in
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed) as usize;
+        let runtime = match self.workers.len() {
+            0 => fallback,
+            count => &self.workers[n % count],
+        };
+        #[cfg(target_os = "linux")]
+        drop(runtime.spawn(async move {
+            crate::proxy::moved::adopt(record, client, host, landing);
+        }));
+        #[cfg(not(target_os = "linux"))]
+        let _ = (runtime, record, client, host, landing);
+        true
+    }
+}
+
 /// A host removed from the configuration, still draining: its service, its
 /// group and itself.
 type RemovedHost = (Arc<str>, Arc<str>, HostSnapshot);
@@ -411,6 +484,7 @@ impl Controller {
             handed_over: CancellationToken::new(),
             control_socket: Mutex::new(None),
             carried: Mutex::new(None),
+            moved_in: std::sync::atomic::AtomicU64::new(0),
             tables_due: std::sync::atomic::AtomicBool::new(false),
         }
     }

@@ -22,7 +22,7 @@ pub(crate) use stats::Ranking;
 pub use stats::{
     AgentState, AgentView, BadInfo, CarriedHost, CheckStateView, ConnectionGuard,
     EJECT_DOUBLING_RESET, Ejection, HostHealth, HostStats, HostStatsView, LatencyView, clock_ms,
-    clock_nanos, from_unix_ms, last_came_up, scaled_hosts, unix_ms,
+    clock_nanos, from_unix_ms, from_unix_nanos, last_came_up, scaled_hosts, unix_ms, unix_nanos,
 };
 
 use std::net::SocketAddr;

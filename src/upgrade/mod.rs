@@ -132,8 +132,8 @@ pub struct Plan {
     pub args: Vec<OsString>,
     /// How long the new process has to serve.
     pub ready_timeout: Duration,
-    /// How long active connections have to go quiet and move (not used
-    /// yet: established connections stay and drain in the old process).
+    /// How long established connections have to go quiet (parked, nothing
+    /// in flight) and move; those still busy then stay and drain here.
     pub handoff_deadline: Duration,
     /// The application's own listening sockets, by name, for the new process
     /// to take with [`Incoming::take_socket`].
@@ -181,22 +181,108 @@ pub async fn hand_over(balancer: &BalancerHandle, plan: Plan) -> Result<HandedOv
         "upgrade: starting the new process"
     );
     let (binary, args, timeout) = (plan.binary, plan.args, plan.ready_timeout);
-    let outcome =
+    let (pid, socket) =
         tokio::task::spawn_blocking(move || run_child(&binary, &args, timeout, &message, &sockets))
             .await
             .unwrap_or_else(|e| Err(UpgradeError::Prepare(e.to_string())))?;
     controller.handed_over.cancel();
+    // What is parked now moves at once; the rest as it goes quiet.
+    let (socket, first) = move_parked(socket, 0).await;
     tracing::info!(
-        pid = outcome,
+        pid,
         sockets = count,
-        connections_moved = 0,
+        connections_moved = first,
         "upgrade: handed over; this process stops accepting and drains"
     );
+    let deadline = Instant::now() + plan.handoff_deadline;
+    tokio::spawn(keep_moving(balancer.clone(), socket, first, deadline));
     Ok(HandedOver {
-        pid: outcome,
+        pid,
         sockets: count,
-        connections_moved: 0,
+        connections_moved: first,
     })
+}
+
+/// Connections sent per message: two descriptors each, within one message's
+/// [`fds::FDS_PER_MESSAGE`].
+const CONNECTIONS_PER_MESSAGE: usize = fds::FDS_PER_MESSAGE / 2;
+
+/// How often the old process looks for connections that went quiet.
+const MOVE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Sends every connection parked now to the new process; returns the socket
+/// (`None` once it failed) and `moved` plus those sent. A connection whose
+/// message could not be sent is closed (its sockets may be half there).
+async fn move_parked(socket: Option<UnixStream>, moved: u64) -> (Option<UnixStream>, u64) {
+    #[cfg(target_os = "linux")]
+    {
+        let Some(socket) = socket else {
+            return (None, moved);
+        };
+        let outgoing = crate::proxy::moved::take_parked();
+        if outgoing.is_empty() {
+            return (Some(socket), moved);
+        }
+        let sent = tokio::task::spawn_blocking(move || {
+            let mut sent = 0u64;
+            for batch in outgoing.chunks(CONNECTIONS_PER_MESSAGE) {
+                let records = batch.iter().map(|o| o.record.clone()).collect();
+                let body = serde_json::to_vec(&state::Transfer::Connections(records))
+                    .map_err(io::Error::other)?;
+                let fds: Vec<_> = batch.iter().flat_map(|o| o.sockets()).collect();
+                fds::send(&socket, &body, &fds)?;
+                sent += batch.len() as u64;
+            }
+            // Dropped here, after sending: each releases its place (host open
+            // count, registry entry, the drain's wait) in this process.
+            drop(outgoing);
+            Ok::<_, io::Error>((socket, sent))
+        })
+        .await;
+        match sent {
+            Ok(Ok((socket, sent))) => {
+                tracing::debug!(sent, "upgrade: connections moved");
+                (Some(socket), moved + sent)
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "upgrade: cannot move connections to the new process");
+                (None, moved)
+            }
+            Err(_) => (None, moved),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    (socket, moved)
+}
+
+/// Moves connections as they go quiet (the idle sweeper parks them after a
+/// second without a byte) until none is left here or `deadline`; then tells
+/// the new process it is over.
+async fn keep_moving(
+    balancer: BalancerHandle,
+    socket: Option<UnixStream>,
+    mut moved: u64,
+    deadline: Instant,
+) {
+    let controller = balancer.controller().clone();
+    let mut socket = socket;
+    while socket.is_some() && Instant::now() < deadline && !controller.connections.is_empty() {
+        tokio::time::sleep(MOVE_INTERVAL).await;
+        (socket, moved) = move_parked(socket, moved).await;
+    }
+    let left = controller.connections.len();
+    tracing::info!(
+        moved,
+        left,
+        "upgrade: connections moved to the new process; those left drain here"
+    );
+    if let Some(socket) = socket {
+        let _ = tokio::task::spawn_blocking(move || {
+            let done = serde_json::to_vec(&state::Transfer::Done { moved }).unwrap_or_default();
+            fds::send(&socket, &done, &[])
+        })
+        .await;
+    }
 }
 
 /// The message and the descriptors, in the manifest's order.
@@ -286,7 +372,7 @@ fn run_child(
     timeout: Duration,
     message: &[u8],
     sockets: &[OwnedFd],
-) -> Result<u32, UpgradeError> {
+) -> Result<(u32, Option<UnixStream>), UpgradeError> {
     let deadline = Instant::now() + timeout;
     let (ours, theirs) = UnixStream::pair().map_err(|e| UpgradeError::Prepare(e.to_string()))?;
     let mut command = Command::new(binary);
@@ -329,7 +415,7 @@ fn run_child(
         let _ = child.kill();
         let _ = child.wait();
     }
-    result.map(|()| pid)
+    result.map(|()| (pid, Some(ours)))
 }
 
 fn exchange(
@@ -567,8 +653,10 @@ impl Incoming {
         Ok(builder.carried(carried, from))
     }
 
-    /// Tells the old process this one serves; it stops accepting and drains.
-    pub fn ready(self) -> io::Result<()> {
+    /// Tells the old process this one serves; it stops accepting and drains,
+    /// and hands over its established connections as they go quiet, which
+    /// `balancer` takes on (a thread reads them). Call on `balancer`'s runtime.
+    pub fn ready(self, balancer: &BalancerHandle) -> io::Result<()> {
         let unused = self.sockets.iter().filter(|(_, fd)| fd.is_some()).count();
         if unused > 0 {
             tracing::warn!(
@@ -587,7 +675,13 @@ impl Incoming {
             &Answer::Ready {
                 pid: std::process::id(),
             },
-        )
+        )?;
+        let (socket, controller) = (self.socket, balancer.controller().clone());
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("txlb-upgrade".into())
+            .spawn(move || take_connections(&socket, &controller, &runtime))?;
+        Ok(())
     }
 
     /// Tells the old process this one cannot take over, and why; it kills
@@ -600,6 +694,66 @@ impl Incoming {
             },
         );
     }
+}
+
+/// The new process's side of the connections' move: reads them until the old
+/// process says it is done (or goes away) and parks each in a worker.
+fn take_connections(
+    socket: &UnixStream,
+    controller: &crate::control::Controller,
+    runtime: &tokio::runtime::Handle,
+) {
+    // The old process may take its whole handoff deadline.
+    let _ = socket.set_read_timeout(None);
+    let mut taken = 0u64;
+    let mut closed = 0u64;
+    loop {
+        let (body, fds) = match fds::receive(socket) {
+            Ok(received) => received,
+            Err(error) => {
+                if error.kind() != io::ErrorKind::UnexpectedEof {
+                    tracing::warn!(%error, "upgrade: reading connections from the old process");
+                }
+                break;
+            }
+        };
+        match serde_json::from_slice::<state::Transfer>(&body) {
+            Ok(state::Transfer::Connections(records)) if fds.len() == 2 * records.len() => {
+                let mut fds = fds.into_iter();
+                for record in records {
+                    let (Some(client), Some(host)) = (fds.next(), fds.next()) else {
+                        break;
+                    };
+                    let (client, host) = (
+                        std::net::TcpStream::from(client),
+                        std::net::TcpStream::from(host),
+                    );
+                    if client.set_nonblocking(true).is_err() || host.set_nonblocking(true).is_err()
+                    {
+                        closed += 1;
+                        continue;
+                    }
+                    if controller.adopt(record, client, host, runtime) {
+                        taken += 1;
+                    } else {
+                        closed += 1;
+                    }
+                }
+            }
+            Ok(state::Transfer::Done { moved }) => {
+                tracing::info!(moved, taken, closed, "upgrade: connections taken over");
+                return;
+            }
+            Ok(_) | Err(_) => {
+                tracing::warn!("upgrade: a message of connections this txlb cannot read: closed");
+            }
+        }
+    }
+    tracing::info!(
+        taken,
+        closed,
+        "upgrade: connections taken over (the old process went away)"
+    );
 }
 
 fn answer(socket: &UnixStream, answer: &Answer) -> io::Result<()> {

@@ -110,6 +110,20 @@ pub(crate) enum Answer {
     },
 }
 
+/// What follows the new process's [`Answer::Ready`] on the socket, from the
+/// old process: established connections as they become movable, then the end.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Transfer {
+    /// Connections, each with two descriptors (client, host) in this order.
+    Connections(Vec<crate::proxy::moved::MovedConnection>),
+    /// Nothing more will move; `moved` moved in all.
+    Done {
+        /// Connections moved in all.
+        moved: u64,
+    },
+}
+
 /// Reads a handover message, refusing a version this txlb does not read
 /// before looking at the rest.
 pub(crate) fn read(body: &[u8]) -> Result<Handover, String> {

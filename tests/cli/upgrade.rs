@@ -404,3 +404,173 @@ async fn two_upgrades_in_a_row_the_second_by_sigusr2_keep_a_bad_host_bad() {
         }
     }
 }
+
+/// A stream's bytes: a pseudo-random sequence from `seed`, so any loss or
+/// reordering shows.
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Sends `data` through `stream` to an echo backend and checks every byte
+/// that comes back.
+async fn echo_exact(stream: &mut tokio::net::TcpStream, data: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut reader, mut writer) = stream.split();
+    let write = async {
+        for chunk in data.chunks(64 * 1024) {
+            writer.write_all(chunk).await.unwrap();
+        }
+    };
+    let read = async {
+        let mut back = vec![0u8; data.len()];
+        reader.read_exact(&mut back).await.unwrap();
+        assert!(back == data, "bytes lost or reordered");
+    };
+    tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(write, read) })
+        .await
+        .expect("a stream stalled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_and_quiet_streams_move_to_the_new_process() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const IDLE: usize = 1000;
+    const STREAMS: usize = 3;
+    const STREAM_BYTES: usize = 4 << 20;
+    let _heavy = crate::common::heavy().await;
+    crate::common::binary::raise_nofile();
+    let a = echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", a)]);
+    let mut txlb = Txlb::start_workers(&config, 20, 2);
+    let listener = txlb.listener();
+    let base = txlb.logged("admin web server up", "url").await;
+    let mut adopted = Adopted(Vec::new());
+
+    let mut idle = Vec::with_capacity(IDLE);
+    for i in 0..IDLE {
+        let mut stream = tokio::net::TcpStream::connect(listener).await.unwrap();
+        let token = format!("{i:06}");
+        stream.write_all(token.as_bytes()).await.unwrap();
+        let mut back = [0u8; 6];
+        stream.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, token.as_bytes());
+        idle.push(stream);
+    }
+    // Streams: half their bytes, then quiet (they park and move), then the
+    // other half once the new process serves.
+    let mut streams = Vec::new();
+    for s in 0..STREAMS {
+        let mut stream = tokio::net::TcpStream::connect(listener).await.unwrap();
+        let data = pattern(s as u64 + 7, STREAM_BYTES);
+        echo_exact(&mut stream, &data[..STREAM_BYTES / 2]).await;
+        streams.push((stream, data));
+    }
+    let all = (IDLE + STREAMS) as u64;
+    let parked = |list: &Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["parked"] == true)
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let base = base.clone();
+            async move { parked(&api(&base, "api/v1/connections").await) == IDLE + STREAMS }
+        })
+        .await,
+        "not every connection parked"
+    );
+    let before = api(&base, "api/v1/connections").await;
+    let mut ids: Vec<u64> = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    ids.sort_unstable();
+
+    let config2 = config.clone();
+    let output = tokio::task::spawn_blocking(move || upgrade(&config2, &[]))
+        .await
+        .unwrap();
+    let pid = new_pid(&output);
+    adopted.0.push(pid);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("{all} connections moved")),
+        "{stdout}"
+    );
+    // Nothing stayed: the old process exits at once, not at its 20 s grace.
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = txlb.exit_status(Duration::from_secs(8));
+        (status, txlb)
+    })
+    .await
+    .unwrap();
+    let (status, txlb) = exited;
+    assert!(
+        status.is_some(),
+        "the old process kept connections:\n{}",
+        txlb.log_text()
+    );
+
+    // In the new process: the same connections (ids, counts), counted open on
+    // their host, and they all work.
+    let after = api(&base, "api/v1/connections").await;
+    let mut moved: Vec<u64> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    moved.sort_unstable();
+    assert_eq!(moved, ids);
+    let first = &after.as_array().unwrap()[0];
+    let was = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == first["id"])
+        .unwrap();
+    for key in ["since", "bytes_in", "bytes_out", "client", "host"] {
+        assert_eq!(first[key], was[key], "{key}");
+    }
+    let stats = api(&base, "api/v1/stats").await;
+    assert_eq!(host(&stats, "a")["open"], all, "{stats}");
+    let status = api(&base, "api/v1/status").await;
+    assert_eq!(status["started"]["connections_moved"], all, "{status}");
+    for (i, stream) in idle.iter_mut().enumerate() {
+        let token = format!("{:06}", IDLE - i);
+        stream.write_all(token.as_bytes()).await.unwrap();
+        let mut back = [0u8; 6];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut back))
+            .await
+            .expect("a moved connection does not answer")
+            .unwrap();
+        assert_eq!(&back, token.as_bytes());
+    }
+    for (stream, data) in &mut streams {
+        echo_exact(stream, &data[STREAM_BYTES / 2..]).await;
+    }
+    drop(idle);
+    drop(streams);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let base = base.clone();
+            async move { host(&api(&base, "api/v1/stats").await, "a")["open"] == 0 }
+        })
+        .await,
+        "the host's open count did not come back to 0"
+    );
+    drop(txlb);
+}

@@ -187,7 +187,7 @@ pub(crate) async fn serve(
     // its handler: tell systemd, and the old process when this one took over.
     match incoming {
         Some(incoming) => {
-            if let Err(error) = incoming.ready() {
+            if let Err(error) = incoming.ready(&balancer) {
                 // The old process gave up on us (its ready timeout): it serves
                 // on, so this one must not.
                 balancer.shutdown(Duration::ZERO).await;

@@ -440,7 +440,7 @@ async fn echo_exact(stream: &mut tokio::net::TcpStream, data: &[u8]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_connections_and_quiet_streams_move_to_the_new_process() {
+async fn idle_connections_and_streams_move_to_the_new_process_as_they_go_quiet() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const IDLE: usize = 1000;
     const STREAMS: usize = 3;
@@ -474,6 +474,27 @@ async fn idle_connections_and_quiet_streams_move_to_the_new_process() {
         echo_exact(&mut stream, &data[..STREAM_BYTES / 2]).await;
         streams.push((stream, data));
     }
+    // One stream busy through the upgrade (a chunk every 50 ms): it stays in
+    // the old process until it goes quiet, then moves within the handoff
+    // deadline.
+    let busy_stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let stop = busy_stop.clone();
+        let mut stream = tokio::net::TcpStream::connect(listener).await.unwrap();
+        tokio::spawn(async move {
+            let data = pattern(99, 64 << 10);
+            let mut sent = 0;
+            for chunk in data.chunks(1024) {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                echo_exact(&mut stream, chunk).await;
+                sent += chunk.len();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (stream, data, sent)
+        })
+    };
     let all = (IDLE + STREAMS) as u64;
     let parked = |list: &Value| {
         list.as_array()
@@ -491,6 +512,7 @@ async fn idle_connections_and_quiet_streams_move_to_the_new_process() {
         "not every connection parked"
     );
     let before = api(&base, "api/v1/connections").await;
+    assert_eq!(before.as_array().unwrap().len(), IDLE + STREAMS + 1);
     let mut ids: Vec<u64> = before
         .as_array()
         .unwrap()
@@ -510,7 +532,12 @@ async fn idle_connections_and_quiet_streams_move_to_the_new_process() {
         stdout.contains(&format!("{all} connections moved")),
         "{stdout}"
     );
-    // Nothing stayed: the old process exits at once, not at its 20 s grace.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    busy_stop.store(true, Ordering::Relaxed);
+    let (mut busy, busy_data, busy_sent) = busy.await.unwrap();
+    assert!(busy_sent > 0);
+    // Nothing stayed: the old process exits once the busy stream moved too,
+    // not at its 20 s grace.
     let exited = tokio::task::spawn_blocking(move || {
         let status = txlb.exit_status(Duration::from_secs(8));
         (status, txlb)
@@ -546,9 +573,10 @@ async fn idle_connections_and_quiet_streams_move_to_the_new_process() {
         assert_eq!(first[key], was[key], "{key}");
     }
     let stats = api(&base, "api/v1/stats").await;
-    assert_eq!(host(&stats, "a")["open"], all, "{stats}");
+    assert_eq!(host(&stats, "a")["open"], all + 1, "{stats}");
     let status = api(&base, "api/v1/status").await;
-    assert_eq!(status["started"]["connections_moved"], all, "{status}");
+    assert_eq!(status["started"]["connections_moved"], all + 1, "{status}");
+    echo_exact(&mut busy, &busy_data[busy_sent..]).await;
     for (i, stream) in idle.iter_mut().enumerate() {
         let token = format!("{:06}", IDLE - i);
         stream.write_all(token.as_bytes()).await.unwrap();
@@ -564,6 +592,7 @@ async fn idle_connections_and_quiet_streams_move_to_the_new_process() {
     }
     drop(idle);
     drop(streams);
+    drop(busy);
     assert!(
         eventually(Duration::from_secs(10), || {
             let base = base.clone();

@@ -26,6 +26,12 @@
 //!    If the new process fails, exits or is not ready within
 //!    [`Plan::ready_timeout`], it is killed and the old process keeps
 //!    everything (it never stopped accepting).
+//! 5. Established connections follow on the same socket
+//!    ([`state::Transfer`]): every parked one at once (two sockets and a
+//!    record, nothing in flight), then, until [`Plan::handoff_deadline`],
+//!    those the idle sweeper parks meanwhile. The new process parks each in
+//!    a worker's lot under its id, counted open on its host; the old one
+//!    releases it once its sockets are sent.
 //!
 //! The data path takes no part: the sockets are duplicates made when each
 //! listener started, and the state is read from the same atomics and
@@ -522,9 +528,19 @@ impl Incoming {
     /// Call once, while the process has one thread (it changes the
     /// environment), before anything else could own the descriptor named.
     pub unsafe fn from_env() -> Option<Result<Incoming, String>> {
-        let fd: RawFd = std::env::var(UPGRADE_FD_VAR).ok()?.parse().ok()?;
+        let named = std::env::var(UPGRADE_FD_VAR).ok()?;
         // SAFETY: one thread, as the caller guarantees.
         unsafe { std::env::remove_var(UPGRADE_FD_VAR) };
+        // Only the descriptor an upgrade passes, and only a socket: a stray
+        // variable must not make this process take (and close) its stdout.
+        let fd: RawFd = match named.parse() {
+            Ok(UPGRADE_FD) if is_socket(UPGRADE_FD) => UPGRADE_FD,
+            _ => {
+                return Some(Err(format!(
+                    "{UPGRADE_FD_VAR}={named:?} does not name the upgrade's socket (descriptor {UPGRADE_FD})"
+                )));
+            }
+        };
         // SAFETY: the old process passed `fd` for this; nothing else owns it.
         let socket = unsafe { UnixStream::from(OwnedFd::from_raw_fd(fd)) };
         Some(Incoming::receive(socket))
@@ -760,6 +776,15 @@ fn answer(socket: &UnixStream, answer: &Answer) -> io::Result<()> {
     let body = serde_json::to_vec(answer).map_err(io::Error::other)?;
     socket.set_write_timeout(Some(RECEIVE_TIMEOUT))?;
     fds::send(socket, &body, &[])
+}
+
+/// Whether descriptor `fd` is open and a socket.
+fn is_socket(fd: RawFd) -> bool {
+    // SAFETY: fstat writes only the struct it is given; an unknown fd fails.
+    unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut stat) == 0 && (stat.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+    }
 }
 
 fn set_cloexec(socket: &UnixStream) -> io::Result<()> {

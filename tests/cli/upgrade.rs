@@ -603,3 +603,31 @@ async fn idle_connections_and_streams_move_to_the_new_process_as_they_go_quiet()
     );
     drop(txlb);
 }
+
+#[test]
+fn upgrade_without_a_running_txlb_or_with_a_stray_variable_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", closed_port())]);
+    let output = upgrade(&config, &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no txlb runs"), "{stderr}");
+    let output = upgrade(&dir.path().join("missing.xml"), &[]);
+    assert!(!output.status.success());
+    let output = upgrade(&config, &["--ready-timeout", "-1"]);
+    assert!(!output.status.success());
+    // A stray variable does not make `txlb run` take its stdout for the
+    // upgrade's socket.
+    let output = Command::new(env!("CARGO_BIN_EXE_txlb"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env(txlb::upgrade::UPGRADE_FD_VAR, "1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("does not name the upgrade's socket"),
+        "{stderr}"
+    );
+}

@@ -59,9 +59,10 @@ pub enum Cmd {
         /// upgrade fails.
         #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_READY_TIMEOUT_SECS)]
         ready_timeout: f64,
-        /// Seconds active connections have to go quiet and move to the new
-        /// process (established connections stay and drain in the old one for
-        /// now).
+        /// Seconds established connections have to go quiet and move to the
+        /// new process: idle (parked) ones move at once, busy ones once nothing
+        /// has moved for a second; those still busy then, and TLS-terminated
+        /// ones, stay and drain in the old process.
         #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_HANDOFF_DEADLINE_SECS)]
         handoff_deadline: f64,
     },

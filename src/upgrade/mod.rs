@@ -194,12 +194,14 @@ pub async fn hand_over(balancer: &BalancerHandle, plan: Plan) -> Result<HandedOv
     controller.handed_over.cancel();
     // What is parked now moves at once; the rest as it goes quiet.
     let (socket, first) = move_parked(socket, 0).await;
-    tracing::info!(
-        pid,
-        sockets = count,
-        connections_moved = first,
-        "upgrade: handed over; this process stops accepting and drains"
-    );
+    controller
+        .data
+        .events
+        .emit(crate::events::Event::HandedOver {
+            pid,
+            sockets: count,
+            connections_moved: first,
+        });
     let deadline = Instant::now() + plan.handoff_deadline;
     tokio::spawn(keep_moving(balancer.clone(), socket, first, deadline));
     Ok(HandedOver {
@@ -277,11 +279,10 @@ async fn keep_moving(
         (socket, moved) = move_parked(socket, moved).await;
     }
     let left = controller.connections.len();
-    tracing::info!(
-        moved,
-        left,
-        "upgrade: connections moved to the new process; those left drain here"
-    );
+    controller
+        .data
+        .events
+        .emit(crate::events::Event::ConnectionsMoved { moved, left });
     if let Some(socket) = socket {
         let _ = tokio::task::spawn_blocking(move || {
             let done = serde_json::to_vec(&state::Transfer::Done { moved }).unwrap_or_default();
@@ -694,9 +695,17 @@ impl Incoming {
         )?;
         let (socket, controller) = (self.socket, balancer.controller().clone());
         let runtime = tokio::runtime::Handle::current();
+        let from_pid = self.handover.from.pid;
         std::thread::Builder::new()
             .name("txlb-upgrade".into())
-            .spawn(move || take_connections(&socket, &controller, &runtime))?;
+            .spawn(move || {
+                let (connections, closed) = take_connections(&socket, &controller, &runtime);
+                controller.data.events.emit(crate::events::Event::TookOver {
+                    from_pid,
+                    connections,
+                    closed,
+                });
+            })?;
         Ok(())
     }
 
@@ -718,7 +727,7 @@ fn take_connections(
     socket: &UnixStream,
     controller: &crate::control::Controller,
     runtime: &tokio::runtime::Handle,
-) {
+) -> (u64, u64) {
     // The old process may take its whole handoff deadline.
     let _ = socket.set_read_timeout(None);
     let mut taken = 0u64;
@@ -757,19 +766,16 @@ fn take_connections(
                 }
             }
             Ok(state::Transfer::Done { moved }) => {
-                tracing::info!(moved, taken, closed, "upgrade: connections taken over");
-                return;
+                tracing::debug!(moved, "upgrade: the old process is done moving connections");
+                return (taken, closed);
             }
             Ok(_) | Err(_) => {
                 tracing::warn!("upgrade: a message of connections this txlb cannot read: closed");
             }
         }
     }
-    tracing::info!(
-        taken,
-        closed,
-        "upgrade: connections taken over (the old process went away)"
-    );
+    tracing::debug!("upgrade: the old process went away while moving connections");
+    (taken, closed)
 }
 
 fn answer(socket: &UnixStream, answer: &Answer) -> io::Result<()> {

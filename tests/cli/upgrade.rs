@@ -550,6 +550,18 @@ async fn idle_connections_and_streams_move_to_the_new_process_as_they_go_quiet()
         "the old process kept connections:\n{}",
         txlb.log_text()
     );
+    // Both sides say what moved.
+    let handed = txlb
+        .wait_for_async("upgrade: handed over to the new process", 0)
+        .await;
+    assert!(
+        handed.contains(&format!("connections_moved={all}")),
+        "{handed}"
+    );
+    let took = txlb
+        .wait_for_async("upgrade: took over; connections taken on", 0)
+        .await;
+    assert!(took.contains(&format!("connections={}", all + 1)), "{took}");
 
     // In the new process: the same connections (ids, counts), counted open on
     // their host, and they all work.

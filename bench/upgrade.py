@@ -6,31 +6,31 @@ Decides: whether moving parked connections (two descriptors and a record each)
 keeps an upgrade of a loaded balancer short, so that operators need not choose
 between dropping connections and two generations running side by side.
 
-    bench/upgrade.py [--connections 10000] [--txlb target/release/txlb]
+    bench/upgrade.py [--connections 9900] [--txlb target/release/txlb]
 
 txlb runs with one worker pinned to CPU 0 (`taskset`), this script and its echo
-backend on CPU 1. Every connection sends and reads back one token, then rests
-until txlb parks it. The CPU of both processes (utime + stime from /proc) is
-read before `txlb upgrade` and at the old process's exit; an upgrade with no
-connection measures what a new process costs by itself, which is taken off.
-Bounded: a 60 s limit on each wait, connections capped at 30,000.
+backend (a process of its own) on CPU 1. Every connection sends and reads back
+one token, then rests until txlb parks it. The CPU time of both txlb processes
+(utime + stime from /proc, exited threads included) is read before `txlb
+upgrade` and at the old process's exit; an upgrade with no connection measures
+what a new process costs by itself, which is taken off. 9,900 connections by
+default: txlb holds two descriptors per connection, under a hard limit of
+20,000 here. Bounded: a 60 s limit on each wait, connections capped at 30,000.
 """
 
 import argparse
 import os
+import resource
 import selectors
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
 def cpu_seconds(pid):
-    """utime + stime of `pid`, or None once it is gone."""
+    """utime + stime of `pid` (exited threads included), or None once it is
+    gone. In clock ticks (10 ms): runs long enough to be read so."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -38,11 +38,21 @@ def cpu_seconds(pid):
         return None
     if fields[0] == "Z":
         return None
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def echo_server():
-    """An echo backend on 127.0.0.1 (one thread, selectors): its address."""
+    """An echo backend on 127.0.0.1 in a process of its own (its descriptors
+    count apart from the clients'): its address."""
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--echo"], stdout=subprocess.PIPE, text=True
+    )
+    port = int(child.stdout.readline())
+    return ("127.0.0.1", port), child
+
+
+def serve_echo():
+    """The echo backend (one thread, selectors); prints its port."""
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("127.0.0.1", 0))
@@ -75,8 +85,8 @@ def echo_server():
                         sel.unregister(conn)
                         conn.close()
 
-    threading.Thread(target=run, daemon=True).start()
-    return server.getsockname()
+    print(server.getsockname()[1], flush=True)
+    run()
 
 
 def wait(what, condition, limit=60.0):
@@ -88,7 +98,7 @@ def wait(what, condition, limit=60.0):
 
 
 def one_run(txlb, connections, workdir):
-    backend = echo_server()
+    backend, echo = echo_server()
     config = os.path.join(workdir, f"lb{connections}.xml")
     with open(config, "w") as f:
         f.write(
@@ -126,22 +136,32 @@ def one_run(txlb, connections, workdir):
         time.sleep(2.5)  # parked after 1 s without a byte
         cpu_old = cpu_seconds(old.pid)
         start = time.monotonic()
-        out = subprocess.run(
-            [txlb, "upgrade", "--config", config], capture_output=True, text=True, timeout=120
+        upgrade = subprocess.Popen(
+            [txlb, "upgrade", "--config", config],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        if out.returncode != 0:
-            sys.exit(f"txlb upgrade failed: {out.stderr}")
-        new_pid = int(out.stdout.split("PID ")[1].split()[0])
-        answered = time.monotonic() - start
+        # The old process's CPU is read until it exits (polled every 1 ms:
+        # the last reading is at most that short of its end).
+        answered = None
         last_old = cpu_old
         while True:
+            if answered is None and upgrade.poll() is not None:
+                answered = time.monotonic() - start
             now = cpu_seconds(old.pid)
             if now is None or old.poll() is not None:
                 break
             last_old = now
             if time.monotonic() - start > 60:
                 sys.exit("the old process did not exit")
-            time.sleep(0.002)
+            time.sleep(0.001)
+        stdout, stderr = upgrade.communicate(timeout=60)
+        if answered is None:
+            answered = time.monotonic() - start
+        if upgrade.returncode != 0:
+            sys.exit(f"txlb upgrade failed: {stderr}")
+        new_pid = int(stdout.split("PID ")[1].split()[0])
         exited = time.monotonic() - start
         # Let the new process finish parking what it received.
         time.sleep(0.5)
@@ -159,16 +179,21 @@ def one_run(txlb, connections, workdir):
         if old.poll() is None:
             old.kill()
         old.wait()
+        echo.kill()
+        echo.wait()
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--connections", type=int, default=10000)
+    parser.add_argument("--connections", type=int, default=9900)
+    parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--txlb", default="target/release/txlb")
     args = parser.parse_args()
+    if args.echo:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
+        serve_echo()
+        return
     n = min(args.connections, 30000)
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     os.sched_setaffinity(0, {1})

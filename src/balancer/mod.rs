@@ -677,6 +677,7 @@ impl BalancerHandle {
     pub async fn shutdown(&self, grace: Duration) {
         let c = &self.controller;
         c.stop_accepting.cancel();
+        c.release_sockets();
         c.connections.close();
         if tokio::time::timeout(grace, c.connections.wait())
             .await

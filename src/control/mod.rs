@@ -292,6 +292,33 @@ impl Controller {
         tracing::info!(hosts = restored, "state of the previous process taken on");
     }
 
+    /// Adds the counts the previous process made after it handed over (its
+    /// last clients, the bytes of connections before they moved).
+    pub(crate) fn add_counts(
+        &self,
+        hosts: HashMap<(String, String, String), crate::state::CarriedHost>,
+        services: HashMap<String, crate::state::ServiceCountersView>,
+    ) {
+        let snapshot = self.data.snapshots.load();
+        for service in snapshot.services() {
+            if let Some(delta) = services.get(&*service.name) {
+                service.counters.add(delta);
+            }
+            for group in &service.groups {
+                for host in group.hosts.iter() {
+                    let key = (
+                        service.name.to_string(),
+                        group.name.to_string(),
+                        host.name.to_string(),
+                    );
+                    if let Some(delta) = hosts.get(&key) {
+                        host.stats.add_counts(delta);
+                    }
+                }
+            }
+        }
+    }
+
     /// Closes the connections of `stats`' host still open after `left`, if
     /// it is still draining (admin-down) then: a drain's deadline.
     pub(crate) fn drain_deadline(
@@ -570,6 +597,19 @@ impl Controller {
                 (l.service.clone(), l.configured.clone(), sockets)
             })
             .collect()
+    }
+
+    /// Closes the duplicates of the listening sockets kept for an upgrade
+    /// (at shutdown: once the accept tasks end, nothing holds the sockets and
+    /// new clients are refused).
+    pub(crate) fn release_sockets(&self) {
+        for listener in &mut self.lock().listeners {
+            listener.sockets.clear();
+        }
+        self.control_socket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     /// Listeners currently bound.

@@ -80,6 +80,22 @@ pub struct ServiceCountersView {
     pub timeouts: u64,
 }
 
+impl ServiceCountersView {
+    /// The counts made since `earlier`.
+    pub fn since(&self, earlier: &ServiceCountersView) -> ServiceCountersView {
+        ServiceCountersView {
+            accepted: self.accepted.saturating_sub(earlier.accepted),
+            no_host: self.no_host.saturating_sub(earlier.no_host),
+            no_route: self.no_route.saturating_sub(earlier.no_route),
+            failovers: self.failovers.saturating_sub(earlier.failovers),
+            denied: self.denied.saturating_sub(earlier.denied),
+            over_limit: self.over_limit.saturating_sub(earlier.over_limit),
+            proxy_errors: self.proxy_errors.saturating_sub(earlier.proxy_errors),
+            timeouts: self.timeouts.saturating_sub(earlier.timeouts),
+        }
+    }
+}
+
 impl ServiceCounters {
     /// A copy for display.
     pub fn view(&self) -> ServiceCountersView {
@@ -93,6 +109,18 @@ impl ServiceCounters {
             proxy_errors: self.proxy_errors.load(Relaxed),
             timeouts: self.timeouts.load(Relaxed),
         }
+    }
+
+    /// Adds what the old process of an upgrade counted after it handed over.
+    pub(crate) fn add(&self, delta: &ServiceCountersView) {
+        self.accepted.fetch_add(delta.accepted, Relaxed);
+        self.no_host.fetch_add(delta.no_host, Relaxed);
+        self.no_route.fetch_add(delta.no_route, Relaxed);
+        self.failovers.fetch_add(delta.failovers, Relaxed);
+        self.denied.fetch_add(delta.denied, Relaxed);
+        self.over_limit.fetch_add(delta.over_limit, Relaxed);
+        self.proxy_errors.fetch_add(delta.proxy_errors, Relaxed);
+        self.timeouts.fetch_add(delta.timeouts, Relaxed);
     }
 
     /// Takes on the counters a previous process had (an upgrade).

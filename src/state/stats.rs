@@ -812,6 +812,21 @@ impl HostStats {
         resumed
     }
 
+    /// Adds the counts an upgrade's old process made after it handed over
+    /// (`delta` from [`CarriedHost::counts_since`]).
+    pub(crate) fn add_counts(&self, delta: &CarriedHost) {
+        self.total.fetch_add(delta.total, Relaxed);
+        self.failures.fetch_add(delta.failures, Relaxed);
+        self.bytes_in.fetch_add(delta.bytes_in, Relaxed);
+        self.bytes_out.fetch_add(delta.bytes_out, Relaxed);
+        self.picks.fetch_add(delta.picks, Relaxed);
+        for (bucket, count) in self.connect_buckets.iter().zip(&delta.connect_buckets) {
+            bucket.fetch_add(*count, Relaxed);
+        }
+        self.connect_micros.fetch_add(delta.connect_micros, Relaxed);
+        self.check_failures.fetch_add(delta.check_failures, Relaxed);
+    }
+
     /// Records a drain's deadline (`None`: over or cancelled).
     pub(crate) fn set_drain_deadline(&self, at: Option<SystemTime>) {
         self.drain_deadline.store(at.map(Arc::new));
@@ -886,6 +901,29 @@ pub struct CarriedHost {
     pub eject_level: u32,
     /// The running ejection.
     pub ejection: Option<CarriedEjection>,
+}
+
+impl CarriedHost {
+    /// The counts made since `earlier` (the same host's, read before), health
+    /// left out: what the old process adds after it handed over.
+    pub fn counts_since(&self, earlier: &CarriedHost) -> CarriedHost {
+        CarriedHost {
+            total: self.total.saturating_sub(earlier.total),
+            failures: self.failures.saturating_sub(earlier.failures),
+            bytes_in: self.bytes_in.saturating_sub(earlier.bytes_in),
+            bytes_out: self.bytes_out.saturating_sub(earlier.bytes_out),
+            picks: self.picks.saturating_sub(earlier.picks),
+            connect_buckets: self
+                .connect_buckets
+                .iter()
+                .zip(earlier.connect_buckets.iter().chain(std::iter::repeat(&0)))
+                .map(|(now, was)| now.saturating_sub(*was))
+                .collect(),
+            connect_micros: self.connect_micros.saturating_sub(earlier.connect_micros),
+            check_failures: self.check_failures.saturating_sub(earlier.check_failures),
+            ..CarriedHost::default()
+        }
+    }
 }
 
 /// [`BadInfo`] in the upgrade state.

@@ -153,8 +153,12 @@ pub struct HandedOver {
     pub pid: u32,
     /// Listening sockets handed over (every copy counted).
     pub sockets: usize,
-    /// Established connections moved.
+    /// Established connections moved at once (idle ones).
     pub connections_moved: u64,
+    /// Cancelled once the connections' move is over (all moved, or the
+    /// handoff deadline) and the new process has this one's last counts:
+    /// wait for it, after draining, before this process exits.
+    pub finished: tokio_util::sync::CancellationToken,
 }
 
 /// One upgrade at a time per process.
@@ -178,7 +182,7 @@ pub async fn hand_over(balancer: &BalancerHandle, plan: Plan) -> Result<HandedOv
         }
     }
     let _release = Release;
-    let (message, sockets) = prepare(balancer, plan.sockets)?;
+    let (message, sockets, sent) = prepare(balancer, plan.sockets)?;
     let count = sockets.len();
     tracing::info!(
         binary = %plan.binary.display(),
@@ -203,11 +207,19 @@ pub async fn hand_over(balancer: &BalancerHandle, plan: Plan) -> Result<HandedOv
             connections_moved: first,
         });
     let deadline = Instant::now() + plan.handoff_deadline;
-    tokio::spawn(keep_moving(balancer.clone(), socket, first, deadline));
+    let finished = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(keep_moving(
+        balancer.clone(),
+        socket,
+        (first, deadline),
+        sent,
+        finished.clone().drop_guard(),
+    ));
     Ok(HandedOver {
         pid,
         sockets: count,
         connections_moved: first,
+        finished,
     })
 }
 
@@ -264,19 +276,26 @@ async fn move_parked(socket: Option<UnixStream>, moved: u64) -> (Option<UnixStre
 }
 
 /// Moves connections as they go quiet (the idle sweeper parks them after a
-/// second without a byte) until none is left here or `deadline`; then tells
-/// the new process it is over.
+/// second without a byte) until this process has stopped accepting and has
+/// none left, or `deadline`; then tells the new process it is over, with what
+/// this one counted since `sent`. `_finished` is dropped at the end.
 async fn keep_moving(
     balancer: BalancerHandle,
     socket: Option<UnixStream>,
-    mut moved: u64,
-    deadline: Instant,
+    (mut moved, deadline): (u64, Instant),
+    sent: Counts,
+    _finished: tokio_util::sync::DropGuard,
 ) {
     let controller = balancer.controller().clone();
     let mut socket = socket;
-    while socket.is_some() && Instant::now() < deadline && !controller.connections.is_empty() {
+    while socket.is_some() && Instant::now() < deadline {
         tokio::time::sleep(MOVE_INTERVAL).await;
         (socket, moved) = move_parked(socket, moved).await;
+        // Checked a moment after accepting stopped: a client accepted just
+        // before is tracked by then.
+        if controller.stop_accepting.is_cancelled() && controller.connections.is_empty() {
+            break;
+        }
     }
     let left = controller.connections.len();
     controller
@@ -285,18 +304,78 @@ async fn keep_moving(
         .emit(crate::events::Event::ConnectionsMoved { moved, left });
     if let Some(socket) = socket {
         let _ = tokio::task::spawn_blocking(move || {
-            let done = serde_json::to_vec(&state::Transfer::Done { moved }).unwrap_or_default();
+            let (hosts, services) = counted_since(&controller, &sent);
+            let done = serde_json::to_vec(&state::Transfer::Done {
+                moved,
+                hosts,
+                services,
+            })
+            .unwrap_or_default();
             fds::send(&socket, &done, &[])
         })
         .await;
     }
 }
 
-/// The message and the descriptors, in the manifest's order.
+/// Every host's health and counters and every service's counters, now.
+fn counted(controller: &crate::control::Controller) -> Counts {
+    let snapshot = controller.data.snapshots.load();
+    let mut hosts = Vec::new();
+    let mut services = Vec::new();
+    for service in snapshot.services() {
+        services.push(ServiceEntry {
+            service: service.name.to_string(),
+            counters: service.counters.view(),
+        });
+        for group in &service.groups {
+            for host in group.hosts.iter() {
+                hosts.push(HostEntry {
+                    service: service.name.to_string(),
+                    group: group.name.to_string(),
+                    host: host.name.to_string(),
+                    carried: host.stats.carried(),
+                });
+            }
+        }
+    }
+    (hosts, services)
+}
+
+/// The counts made since `earlier` ([`counted`] at the hand-over).
+fn counted_since(controller: &crate::control::Controller, earlier: &Counts) -> Counts {
+    let (hosts, services) = counted(controller);
+    let hosts = hosts
+        .into_iter()
+        .filter_map(|h| {
+            let was = earlier
+                .0
+                .iter()
+                .find(|e| e.service == h.service && e.group == h.group && e.host == h.host)?;
+            let carried = h.carried.counts_since(&was.carried);
+            Some(HostEntry { carried, ..h })
+        })
+        .collect();
+    let services = services
+        .into_iter()
+        .filter_map(|s| {
+            let was = earlier.1.iter().find(|e| e.service == s.service)?;
+            Some(ServiceEntry {
+                counters: s.counters.since(&was.counters),
+                service: s.service,
+            })
+        })
+        .collect();
+    (hosts, services)
+}
+
+/// Hosts' and services' counts at one moment.
+type Counts = (Vec<HostEntry>, Vec<ServiceEntry>);
+
+/// The message, the descriptors in the manifest's order, and the counts sent.
 fn prepare(
     balancer: &BalancerHandle,
     named: Vec<(String, OwnedFd)>,
-) -> Result<(Vec<u8>, Vec<OwnedFd>), UpgradeError> {
+) -> Result<(Vec<u8>, Vec<OwnedFd>, Counts), UpgradeError> {
     let controller = balancer.controller();
     let running = balancer.config_shared();
     let config = match running.source.as_deref().map(crate::config::Format::of) {
@@ -330,25 +409,8 @@ fn prepare(
         entries.push(SocketEntry::Named { name });
         fds.push(fd);
     }
-    let snapshot = controller.data.snapshots.load();
-    let mut hosts = Vec::new();
-    let mut services = Vec::new();
-    for service in snapshot.services() {
-        services.push(ServiceEntry {
-            service: service.name.to_string(),
-            counters: service.counters.view(),
-        });
-        for group in &service.groups {
-            for host in group.hosts.iter() {
-                hosts.push(HostEntry {
-                    service: service.name.to_string(),
-                    group: group.name.to_string(),
-                    host: host.name.to_string(),
-                    carried: host.stats.carried(),
-                });
-            }
-        }
-    }
+    let (hosts, services) = counted(controller);
+    let sent = (hosts.clone(), services.clone());
     let handover = Handover {
         version: state::FORMAT_VERSION,
         from: Predecessor {
@@ -368,7 +430,7 @@ fn prepare(
     };
     let message =
         serde_json::to_vec(&handover).map_err(|e| UpgradeError::Prepare(e.to_string()))?;
-    Ok((message, fds))
+    Ok((message, fds, sent))
 }
 
 /// Starts the new process, sends it everything and waits for its answer; on
@@ -765,8 +827,22 @@ fn take_connections(
                     }
                 }
             }
-            Ok(state::Transfer::Done { moved }) => {
+            Ok(state::Transfer::Done {
+                moved,
+                hosts,
+                services,
+            }) => {
                 tracing::debug!(moved, "upgrade: the old process is done moving connections");
+                controller.add_counts(
+                    hosts
+                        .into_iter()
+                        .map(|h| ((h.service, h.group, h.host), h.carried))
+                        .collect(),
+                    services
+                        .into_iter()
+                        .map(|s| (s.service, s.counters))
+                        .collect(),
+                );
                 return (taken, closed);
             }
             Ok(_) | Err(_) => {

@@ -77,7 +77,7 @@ pub(crate) enum SocketEntry {
 }
 
 /// One host's carried state.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct HostEntry {
     pub service: String,
     pub group: String,
@@ -87,7 +87,7 @@ pub(crate) struct HostEntry {
 }
 
 /// One service's counters.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ServiceEntry {
     pub service: String,
     #[serde(flatten)]
@@ -117,10 +117,18 @@ pub(crate) enum Answer {
 pub(crate) enum Transfer {
     /// Connections, each with two descriptors (client, host) in this order.
     Connections(Vec<crate::proxy::moved::MovedConnection>),
-    /// Nothing more will move; `moved` moved in all.
+    /// Nothing more will move; `moved` moved in all. With what the old
+    /// process counted since it handed over (its last clients, the bytes of
+    /// connections before they moved), for the new one to add.
     Done {
         /// Connections moved in all.
         moved: u64,
+        /// Hosts' counts since the hand-over.
+        #[serde(default)]
+        hosts: Vec<HostEntry>,
+        /// Services' counts since the hand-over.
+        #[serde(default)]
+        services: Vec<ServiceEntry>,
     },
 }
 

@@ -159,6 +159,7 @@ pub(crate) async fn serve(
         stop.clone(),
     ));
     let handed = CancellationToken::new();
+    let moving = Arc::new(std::sync::Mutex::new(None));
     match upgrade_socket {
         Ok((socket, dup)) => {
             let upgrader = crate::upgrade::Upgrader {
@@ -167,6 +168,7 @@ pub(crate) async fn serve(
                 socket: Arc::new(dup),
                 started_as,
                 handed: handed.clone(),
+                finished: moving.clone(),
             };
             tokio::spawn(upgrader.clone().on_sigusr2(signals.usr2, stop.clone()));
             let serving = upgrader.clone();
@@ -216,6 +218,11 @@ pub(crate) async fn serve(
         tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down");
     }
     balancer.shutdown(grace).await;
+    let moving = moving.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(finished) = moving {
+        // Bounded by the handoff deadline; this is a safety net.
+        let _ = tokio::time::timeout(MOVE_WAIT, finished.cancelled()).await;
+    }
     file.unfollow().await;
     if let Some(admin) = admin.lock().await.take() {
         admin.stopped().await;
@@ -223,6 +230,10 @@ pub(crate) async fn serve(
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Longest wait, after draining, for an upgrade's move of connections to
+/// finish (it ends by itself at the handoff deadline).
+const MOVE_WAIT: Duration = Duration::from_secs(120);
 
 /// The signals `txlb run` handles, registered before READY=1 so that none sent
 /// after it can kill the process with its default action.

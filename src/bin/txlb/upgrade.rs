@@ -63,6 +63,9 @@ pub(crate) struct Upgrader {
     pub started_as: StartedAs,
     /// Cancelled once handed over: `txlb run` then stops accepting and drains.
     pub handed: CancellationToken,
+    /// Cancelled once the connections' move is over: `txlb run` waits for it
+    /// before it exits (the new process then has its last counts).
+    pub finished: Arc<std::sync::Mutex<Option<CancellationToken>>>,
 }
 
 impl Upgrader {
@@ -97,6 +100,8 @@ impl Upgrader {
         };
         match txlb::upgrade::hand_over(&self.balancer, plan).await {
             Ok(done) => {
+                *self.finished.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(done.finished.clone());
                 self.handed.cancel();
                 Reply {
                     ok: true,

@@ -970,6 +970,56 @@ pub fn from_unix_ms(ms: u64) -> SystemTime {
     std::time::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
+#[cfg(test)]
+mod carried_tests {
+    use super::*;
+
+    #[test]
+    fn health_and_counts_survive_the_trip_and_later_counts_add() {
+        let old = HostStats::new();
+        old.record_failure("connect: refused");
+        old.set_admin_down(true);
+        old.set_drain_deadline(Some(SystemTime::now() + Duration::from_secs(60)));
+        old.add_bytes_in(10);
+        old.record_connected(Duration::from_micros(300));
+        let ejected = old.eject(
+            (Duration::from_secs(30), Duration::from_secs(300)),
+            3,
+            "reset",
+            clock_nanos(),
+            || true,
+        );
+        assert!(ejected.is_some());
+        let carried = old.carried();
+        // Through the versioned state's JSON, as an upgrade sends it.
+        let carried: CarriedHost =
+            serde_json::from_str(&serde_json::to_string(&carried).unwrap()).unwrap();
+        let new = HostStats::new();
+        let (left, number) = new.restore(&carried).expect("the ejection goes on");
+        assert!(left > Duration::from_secs(25) && left <= Duration::from_secs(30));
+        assert_eq!(number, 1);
+        assert!(new.is_bad() && new.is_admin_down() && new.is_ejected());
+        assert_eq!(new.bad_info(), old.bad_info(), "reason and time kept");
+        assert_eq!(new.ejection(), old.ejection());
+        // The drain's deadline travels; the controller arms its timer again.
+        assert!(carried.drain_deadline_ms.is_some());
+        let (was, now) = (old.view(), new.view());
+        assert_eq!(
+            (was.failures, was.bytes_in, was.connect_latency.clone()),
+            (now.failures, now.bytes_in, now.connect_latency.clone())
+        );
+        // What the old process counts after the hand-over adds on.
+        old.add_bytes_in(5);
+        old.record_failure("again");
+        new.add_counts(&old.carried().counts_since(&carried));
+        assert_eq!(new.view().bytes_in, 15);
+        assert_eq!(new.view().failures, 2);
+        // The ejection ends on the timer's number, as a local one would.
+        assert!(new.end_ejection(number, clock_nanos()));
+        assert!(!new.is_ejected());
+    }
+}
+
 /// The active check's state of one host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckStateView {

@@ -230,6 +230,10 @@ const CONNECTIONS_PER_MESSAGE: usize = fds::FDS_PER_MESSAGE / 2;
 /// How often the old process looks for connections that went quiet.
 const MOVE_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How long after accepting stopped the old process looks again: long enough
+/// for the accept tasks to have seen it.
+const SETTLE: Duration = Duration::from_millis(20);
+
 /// Sends every connection parked now to the new process; returns the socket
 /// (`None` once it failed) and `moved` plus those sent. A connection whose
 /// message could not be sent is closed (its sockets may be half there).
@@ -288,8 +292,16 @@ async fn keep_moving(
 ) {
     let controller = balancer.controller().clone();
     let mut socket = socket;
+    let mut stopped = false;
     while socket.is_some() && Instant::now() < deadline {
-        tokio::time::sleep(MOVE_INTERVAL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(MOVE_INTERVAL) => {}
+            // Accepting stopped: look again soon (often nothing is left).
+            _ = controller.stop_accepting.cancelled(), if !stopped => {
+                stopped = true;
+                tokio::time::sleep(SETTLE).await;
+            }
+        }
         (socket, moved) = move_parked(socket, moved).await;
         // Checked a moment after accepting stopped: a client accepted just
         // before is tracked by then.

@@ -7,6 +7,11 @@
  *   tcpbench hold PORT                  backend: accept and hold connections forever; answer each
  *                                       HTTP request with a tiny response (keep-alive, or close
  *                                       after it when the request says "Connection: close")
+ *   tcpbench holdmany N                 hold on N ephemeral ports of 127.0.0.1; prints them first
+ *   tcpbench probe PORTS INTERVAL SECS tcp|http
+ *                                       the health checker's floor (bench/checks.sh): probe every
+ *                                       port of the comma-separated list once per INTERVAL, spread
+ *                                       evenly, 1 s timeout; print JSON with this process's CPU
  *   tcpbench bulk ADDRS STREAMS BYTES SECS
  *                                       open STREAMS connections (round robin over the
  *                                       comma-separated host:port list ADDRS), read BYTES in all
@@ -175,23 +180,40 @@ __attribute__((noreturn)) static int cmd_zero(int port) {
 static const char RESP_KA[] = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
 static const char RESP_CLOSE[] = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
 
-__attribute__((noreturn)) static int cmd_hold(int port) {
-    raise_nofile();
-    int lfd = listen_on(port);
-    fcntl(lfd, F_SETFL, O_NONBLOCK);
+/* Listening sockets carry this bit in their epoll data, connections do not. */
+#define HOLD_LISTENER (1ULL << 32)
+
+/* Connections accepted so far, printed to stderr on SIGUSR1 (bench/checks.sh counts probes). */
+static long hold_accepted;
+static volatile sig_atomic_t hold_report;
+static void on_usr1(int sig) { (void)sig; hold_report = 1; }
+
+/* Serve the hold protocol on every listening socket in lfds[0..n). */
+__attribute__((noreturn)) static void serve_hold(const int *lfds, int n) {
+    struct sigaction sa = {.sa_handler = on_usr1}; /* no SA_RESTART: epoll_wait returns */
+    sigaction(SIGUSR1, &sa, NULL);
     int ep = epoll_create1(0);
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = lfd}, evs[256];
-    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+    struct epoll_event evs[256];
+    for (int i = 0; i < n; i++) {
+        fcntl(lfds[i], F_SETFL, O_NONBLOCK);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = HOLD_LISTENER | (uint32_t)lfds[i]};
+        epoll_ctl(ep, EPOLL_CTL_ADD, lfds[i], &ev);
+    }
     char buf[16384];
     for (;;) {
-        int n = epoll_wait(ep, evs, 256, -1);
-        for (int i = 0; i < n; i++) {
-            int fd = evs[i].data.fd;
-            if (fd == lfd) {
+        int got = epoll_wait(ep, evs, 256, -1);
+        if (hold_report) {
+            hold_report = 0;
+            fprintf(stderr, "accepted %ld\n", hold_accepted);
+        }
+        for (int i = 0; i < got; i++) {
+            int fd = (int)(uint32_t)evs[i].data.u64;
+            if (evs[i].data.u64 & HOLD_LISTENER) {
                 for (int k = 0; k < 1024; k++) {
-                    int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK);
+                    int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK);
                     if (c < 0) break;
-                    struct epoll_event ce = {.events = EPOLLIN | EPOLLRDHUP, .data.fd = c};
+                    hold_accepted++;
+                    struct epoll_event ce = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = (uint32_t)c};
                     epoll_ctl(ep, EPOLL_CTL_ADD, c, &ce);
                 }
                 continue;
@@ -213,6 +235,129 @@ __attribute__((noreturn)) static int cmd_hold(int port) {
             if (close_after) close(fd);
         }
     }
+}
+
+__attribute__((noreturn)) static int cmd_hold(int port) {
+    raise_nofile();
+    int lfd = listen_on(port);
+    serve_hold(&lfd, 1);
+}
+
+/* holdmany: N hold servers on N ephemeral ports of 127.0.0.1, their ports printed first. */
+static int cmd_holdmany(int n) {
+    if (n < 1 || n > 20000) { fprintf(stderr, "tcpbench: holdmany wants 1..20000 ports\n"); return 2; }
+    raise_nofile();
+    int *lfds = calloc((size_t)n, sizeof *lfds);
+    if (!lfds) die("calloc");
+    for (int i = 0; i < n; i++) {
+        lfds[i] = listen_on(0);
+        struct sockaddr_in sa;
+        socklen_t len = sizeof sa;
+        if (getsockname(lfds[i], (struct sockaddr *)&sa, &len) < 0) die("getsockname");
+        printf("%d%c", ntohs(sa.sin_port), i + 1 < n ? ' ' : '\n');
+    }
+    fflush(stdout);
+    serve_hold(lfds, n);
+}
+
+/* ---- probe: the least a health checker can do (the floor for bench/checks.sh) ---- */
+
+struct probe_target {
+    struct sockaddr_in sa;
+    double due, deadline;
+    int fd; /* -1 while idle */
+    int sent;
+};
+
+static void probe_end(int ep, struct probe_target *t, int ok, long *oks, long *fails) {
+    epoll_ctl(ep, EPOLL_CTL_DEL, t->fd, NULL);
+    close(t->fd);
+    t->fd = -1;
+    t->sent = 0;
+    if (ok) (*oks)++; else (*fails)++;
+}
+
+/* Every INTERVAL s, connect to each of the ports in PORTS (comma-separated, 127.0.0.1),
+ * spread evenly over the interval, with a 1 s timeout. tcp: close once connected.
+ * http: send a GET, read the reply to its end, want "HTTP/1.1 200". Prints JSON with
+ * the probes done and this process's CPU time over SECS. */
+static int cmd_probe(const char *ports, double interval, double secs, const char *mode) {
+    int http = !strcmp(mode, "http");
+    if ((!http && strcmp(mode, "tcp")) || interval <= 0 || secs <= 0 || secs > 600) {
+        fprintf(stderr, "tcpbench: probe PORTS INTERVAL SECS tcp|http\n");
+        return 2;
+    }
+    raise_nofile();
+    int n = 1;
+    for (const char *c = ports; *c; c++) n += *c == ',';
+    struct probe_target *ts = calloc((size_t)n, sizeof *ts);
+    if (!ts) die("calloc");
+    double start = now();
+    const char *c = ports;
+    for (int i = 0; i < n; i++) {
+        ts[i].sa.sin_family = AF_INET;
+        ts[i].sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ts[i].sa.sin_port = htons((uint16_t)atoi(c));
+        ts[i].due = start + interval * i / n;
+        ts[i].fd = -1;
+        c = strchr(c, ',');
+        if (c) c++; else c = "";
+    }
+    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    int ep = epoll_create1(0);
+    struct epoll_event evs[256];
+    char buf[4096];
+    long oks = 0, fails = 0;
+    struct rusage r0, r1;
+    getrusage(RUSAGE_SELF, &r0);
+    double end = start + secs, next_scan = start;
+    for (double t = start; t < end; t = now()) {
+        if (t >= next_scan) { /* start what is due, time out what is late: ten times a second */
+            for (int i = 0; i < n; i++) {
+                struct probe_target *p = &ts[i];
+                if (p->fd >= 0 && t > p->deadline) probe_end(ep, p, 0, &oks, &fails);
+                if (p->fd >= 0 || t < p->due) continue;
+                p->due += interval;
+                p->deadline = t + 1.0;
+                p->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+                if (p->fd < 0) { fails++; continue; }
+                if (connect(p->fd, (struct sockaddr *)&p->sa, sizeof p->sa) < 0 && errno != EINPROGRESS) {
+                    close(p->fd); p->fd = -1; fails++; continue;
+                }
+                struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)i};
+                epoll_ctl(ep, EPOLL_CTL_ADD, p->fd, &ev);
+            }
+            next_scan = t + interval / 100.0;
+        }
+        int ms = (int)((next_scan - now()) * 1000);
+        int got = epoll_wait(ep, evs, 256, ms < 0 ? 0 : ms);
+        for (int k = 0; k < got; k++) {
+            struct probe_target *p = &ts[evs[k].data.u32];
+            if (p->fd < 0) continue;
+            if (!p->sent) {
+                int err = 0;
+                socklen_t len = sizeof err;
+                getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+                if (err || !http) { probe_end(ep, p, !err, &oks, &fails); continue; }
+                if (send(p->fd, req, sizeof req - 1, MSG_NOSIGNAL) < 0) { probe_end(ep, p, 0, &oks, &fails); continue; }
+                p->sent = 1;
+                struct epoll_event ev = {.events = EPOLLIN, .data.u32 = evs[k].data.u32};
+                epoll_ctl(ep, EPOLL_CTL_MOD, p->fd, &ev);
+                continue;
+            }
+            ssize_t r = recv(p->fd, buf, sizeof buf, 0);
+            if (r < 0 && errno == EAGAIN) continue;
+            probe_end(ep, p, r > 12 && !memcmp(buf, "HTTP/1.1 200", 12), &oks, &fails);
+        }
+    }
+    getrusage(RUSAGE_SELF, &r1);
+    double cpu = (r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) + (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) / 1e6 +
+                 (r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) + (r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) / 1e6;
+    double took = now() - start;
+    printf("{\"probes_ok\": %ld, \"probes_failed\": %ld, \"secs\": %.3f, \"cpu_secs\": %.4f}\n",
+           oks, fails, took, cpu);
+    free(ts);
+    return fails > oks / 100 ? 1 : 0;
 }
 
 /* ---- bulk: throughput client ---- */
@@ -914,6 +1059,8 @@ int main(int argc, char **argv) {
     if (argc >= 4 && !strcmp(argv[1], "waitlisten")) return cmd_waitlisten(atoi(argv[2]), atof(argv[3]));
     if (argc >= 3 && !strcmp(argv[1], "zero")) return cmd_zero(atoi(argv[2]));
     if (argc >= 3 && !strcmp(argv[1], "hold")) return cmd_hold(atoi(argv[2]));
+    if (argc >= 3 && !strcmp(argv[1], "holdmany")) return cmd_holdmany(atoi(argv[2]));
+    if (argc >= 6 && !strcmp(argv[1], "probe")) return cmd_probe(argv[2], atof(argv[3]), atof(argv[4]), argv[5]);
     if (argc >= 6 && !strcmp(argv[1], "bulk"))
         return cmd_bulk(argv[2], atoi(argv[3]), atoll(argv[4]), atof(argv[5]));
     if (argc >= 6 && !strcmp(argv[1], "idle"))
@@ -926,7 +1073,8 @@ int main(int argc, char **argv) {
     if (argc >= 7 && !strcmp(argv[1], "tls"))
         return cmd_tls(argv[2], atoi(argv[3]), atof(argv[4]), argv[5], argv[6]);
     fprintf(stderr,
-            "usage: tcpbench freeport N | waitlisten PORT SECS | zero PORT | hold PORT |\n"
+            "usage: tcpbench freeport N | waitlisten PORT SECS | zero PORT | hold PORT | holdmany N |\n"
+            "       probe PORTS INTERVAL SECS tcp|http |\n"
             "       bulk ADDRS STREAMS BYTES SECS | idle ADDR N PID SECS [REST] |\n"
             "       relay LISTEN=HOST,HOST... [LISTEN=...] | hello NAME | hellocheck ADDR NAME |\n"
             "       tlsback PORT ID | tls ADDRS CONC SECS NAMES route|any\n");

@@ -22,9 +22,11 @@ cd "$(dirname "$0")/.."
 # ports; redis-server and redis-tools also serve a Redis behind a
 # TLS-terminating listener, with `redis-cli --tls` (tests/data_path/tls.rs).
 # python3: the TLS hosts of the origination tests (tests/data_path/tls_origination.rs).
+# pebble: the ACME test server the certificates-from-ACME tests order from, on
+# loopback ports (tests/data_path/acme.rs).
 # Each skips itself where a binary is absent unless TXLB_REQUIRE_HOSTS is set.
 packages=(curl openssh-client systemd logrotate chromium chromium-driver etcd-server
-  redis-server redis-tools postgresql mariadb-server openssl python3)
+  redis-server redis-tools postgresql mariadb-server openssl python3 pebble)
 missing=()
 for p in "${packages[@]}"; do
   # "installed", not merely known to dpkg (removed but not purged).

@@ -196,6 +196,7 @@ pub fn demo_config(listen: SocketAddr, backends: &[Backend]) -> Config {
         control: None,
         cluster: None,
         resolver: Default::default(),
+        acme: None,
     }
 }
 

@@ -109,6 +109,23 @@ pub enum Event {
         /// The group serving now, if any.
         group: Option<String>,
     },
+    /// Every host of a service's enabled group is bad, no backup group serves,
+    /// and the group says `allBad="open"`: new clients are tried on the bad
+    /// hosts anyway (txLoadBalancer's "forcing them back").
+    AllBadForced {
+        /// Service name.
+        service: String,
+        /// The enabled group, whose bad hosts take clients.
+        group: String,
+    },
+    /// A service stopped trying its bad hosts: a host is usable again, a
+    /// group serves, or the group no longer says `allBad="open"`.
+    AllBadEnded {
+        /// Service name.
+        service: String,
+        /// The group that was forced.
+        group: String,
+    },
     /// A listener started accepting.
     ListenerAdded {
         /// Service name.
@@ -250,6 +267,26 @@ pub enum Event {
         /// Why it cannot run here.
         reason: String,
     },
+    /// A certificate was issued by ACME (a first one or a renewal), stored,
+    /// and is served by new handshakes.
+    AcmeIssued {
+        /// Its DNS names, sorted.
+        names: Vec<String>,
+        /// Its issuer.
+        issuer: String,
+        /// End of validity, seconds since the Unix epoch.
+        not_after: i64,
+    },
+    /// Ordering a certificate from ACME failed; the certificate served (if
+    /// any) stays, and the order is tried again later.
+    AcmeFailed {
+        /// Its DNS names, sorted.
+        names: Vec<String>,
+        /// Why.
+        reason: String,
+        /// Seconds until the next try (doubling after each failure).
+        retry_in: u64,
+    },
     /// Fleet mode: an instance that was out of step runs the fleet's newest
     /// configuration again.
     FleetInStep {
@@ -370,6 +407,14 @@ impl Events {
                 service,
                 group: None,
             } => tracing::warn!(service, "backup group has no usable host left either"),
+            Event::AllBadForced { service, group } => tracing::warn!(
+                service,
+                group,
+                "every host of the group is bad: trying them anyway (allBad=\"open\")"
+            ),
+            Event::AllBadEnded { service, group } => {
+                tracing::info!(service, group, "no longer trying bad hosts (allBad)")
+            }
             Event::ListenerAdded {
                 service,
                 listen,
@@ -418,6 +463,26 @@ impl Events {
                 connections,
                 closed,
                 "upgrade: took over; connections taken on"
+            ),
+            Event::AcmeIssued {
+                names,
+                issuer,
+                not_after,
+            } => tracing::info!(
+                names = %names.join(" "),
+                issuer,
+                not_after,
+                "certificate issued by ACME: served from now on"
+            ),
+            Event::AcmeFailed {
+                names,
+                reason,
+                retry_in,
+            } => tracing::warn!(
+                names = %names.join(" "),
+                reason,
+                retry_in,
+                "ordering a certificate from ACME failed: the served one (if any) stays; retrying later"
             ),
             Event::FleetInStep { revision } => {
                 tracing::info!(

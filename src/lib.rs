@@ -275,10 +275,12 @@
 //! Internals, free to change: `ops` (every change the web admin and the console
 //! offer, each written once: its parameters and their checks, the command it
 //! sends and its answer), `control` (the single writer: command → new
-//! snapshot), `routing` (a client's first bytes told apart: TLS with its SNI
+//! snapshot; and the task that orders and renews certificates from ACME),
+//! `routing` (a client's first bytes told apart: TLS with its SNI
 //! and ALPN, HTTP with its Host, SSH; a listener's routes compiled for
 //! look-up), `tls` (a terminating listener's certificates, read and checked
-//! once for `txlb check`, start and reloads, chosen by SNI), `state` (per-host atomic counters and health, service counters,
+//! once for `txlb check`, start and reloads, chosen by SNI; those from ACME
+//! served from a slot the ordering task swaps), `state` (per-host atomic counters and health, service counters,
 //! limits, open connections), `snapshot` (the immutable snapshot),
 //! `proxy` (listeners, one connection's flow, the copy loop, the parking lot of
 //! idle connections), `health` (the

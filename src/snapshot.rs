@@ -9,9 +9,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{AgentConfig, CheckConfig, GroupOptions, ManagerConfig, ServiceOptions};
+use crate::config::{
+    AgentConfig, AllBad, CheckConfig, GroupOptions, ManagerConfig, ServiceOptions,
+};
 use crate::scheduler::{Candidates, Scheduler, SchedulerKind};
-use crate::state::{AgentState, HostHealth, HostId, Hosts, Limiter, ServiceCounters};
+use crate::state::{AgentState, HostHealth, HostId, HostSnapshot, Hosts, Limiter, ServiceCounters};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -101,6 +103,17 @@ impl ServiceSnapshot {
             .copied()
             .find(|&i| self.groups[i].any_available())
     }
+
+    /// The enabled group when `allBad="open"` has new clients tried on its
+    /// bad hosts: no group serves and some host of it is out only for being
+    /// bad (what [`GroupSnapshot::pick_forced`] picks from).
+    pub fn forced_group(&self) -> Option<&GroupSnapshot> {
+        let group = self.enabled_group()?;
+        (group.options.all_bad == AllBad::Open
+            && self.serving_group().is_none()
+            && group.hosts.iter().any(forcible))
+        .then_some(group)
+    }
 }
 
 impl GroupSnapshot {
@@ -125,10 +138,7 @@ impl GroupSnapshot {
         let start = FORCED_NEXT.fetch_add(1, Relaxed) % n;
         (start..n).chain(0..start).find(|&i| {
             let host = &self.hosts[i];
-            host.stats.health() == HostHealth::Bad
-                && host.stats.agent_state() != AgentState::Drain
-                && host.stats.has_room(host.maxconn)
-                && !tried.contains(&host.id)
+            forcible(host) && host.stats.has_room(host.maxconn) && !tried.contains(&host.id)
         })
     }
 
@@ -143,6 +153,12 @@ impl GroupSnapshot {
     pub fn any_available(&self) -> bool {
         self.hosts.iter().any(|h| h.stats.is_available())
     }
+}
+
+/// Whether `allBad="open"` may try `host`: it is out only for being bad
+/// (failed or ejected; never admin-down, in maintenance or draining).
+fn forcible(host: &HostSnapshot) -> bool {
+    host.stats.health() == HostHealth::Bad && host.stats.agent_state() != AgentState::Drain
 }
 
 /// A group with its ready-to-use scheduler.

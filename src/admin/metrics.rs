@@ -518,7 +518,7 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
         "txlb_tls_handshake_errors_total",
         "counter",
         "Failed TLS handshakes of a terminating listener, by reason (timeout, not_tls, closed, \
-         incompatible, no_client_cert, bad_client_cert, client_alert, protocol).",
+         incompatible, no_client_cert, bad_client_cert, client_alert, protocol, no_certificate).",
         |l| {
             let Some(tls) = &l.tls else { return Vec::new() };
             tls.handshake_errors

@@ -608,6 +608,7 @@ pub(crate) mod tests {
             control: None,
             cluster: None,
             resolver: Default::default(),
+            acme: None,
         };
         let handle = Balancer::start(config).await.unwrap();
         let settings = AdminSettings {

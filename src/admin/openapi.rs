@@ -266,7 +266,8 @@ fn ops() -> Vec<Op> {
             "get",
             "Certificates in use: each terminating listener's (`role` server) and each \
              originating group's client certificate (`role` client), with names, issuer, \
-             file and expiry.",
+             file and expiry; `source` says whether it was read from `file` or ordered \
+             from `acme` (then `file` is where it is stored; listed once issued).",
             None,
             (200, "CertificateList"),
             &[],

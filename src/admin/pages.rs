@@ -233,13 +233,24 @@ fn listener_certificates(p: &mut String, listen: &str, tls: &crate::TlsStats) {
         } else {
             format!("expires in {days} days")
         };
+        let source = match c.source {
+            "acme" => "from ACME, stored in ",
+            _ => "",
+        };
         let _ = write!(
             p,
-            "<li><code>{}</code> ({}) issued by {}, {when} <small>{}</small></li>",
+            "<li><code>{}</code> ({}) issued by {}, {when} <small>{source}{}</small></li>",
             esc(&c.name),
             esc(&c.names.join(" ")),
             esc(&c.issuer),
             esc(&c.file)
+        );
+    }
+    if !tls.acme.is_empty() && tls.certificates.is_empty() {
+        let _ = write!(
+            p,
+            "<li><strong class=\"bad\">certificate from ACME for {} not issued yet</strong>: TLS clients are refused until it is</li>",
+            esc(&tls.acme.join(" "))
         );
     }
     let handshakes: Vec<String> = tls

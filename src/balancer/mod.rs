@@ -366,6 +366,10 @@ impl BalancerBuilder {
             Arc::downgrade(controller),
             controller.stop_accepting.clone(),
         ));
+        tokio::spawn(crate::control::acme::run(
+            Arc::downgrade(controller),
+            controller.stop_accepting.clone(),
+        ));
         tokio::spawn(health::backup::watch(
             controller.data.snapshots.clone(),
             controller.data.events.clone(),
@@ -619,7 +623,7 @@ impl BalancerHandle {
         group: &str,
         host: &str,
     ) -> Result<bool, ControlError> {
-        let (target, timeout) = {
+        let (target, origin, timeout) = {
             let snapshot = self.controller.data.snapshots.load();
             let s = snapshot
                 .service(service)
@@ -637,9 +641,9 @@ impl BalancerHandle {
                     host: host.into(),
                 }
             })?;
-            (h.clone(), s.connect_timeout)
+            (h.clone(), g.origin.clone(), s.connect_timeout)
         };
-        match health::probe(&target, timeout).await {
+        match health::probe(&target, origin.as_deref(), timeout).await {
             Ok(()) => {
                 if target.stats.mark_up() {
                     self.controller.data.events.host_back(service, group, host);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::model::*;
 use super::names::{NameKind, check_name};
-use super::options::MAX_INSPECT_BYTES;
+use super::options::{AcmeChallenge, MAX_INSPECT_BYTES};
 use super::parse::{
     check_host_address, check_listen_addr, check_seconds, parse_alpn, parse_etcd_endpoint,
     parse_etcd_prefix, parse_instance_name, parse_route_host, parse_sni,
@@ -193,6 +193,8 @@ pub(crate) enum Place {
     Cluster,
     /// The resolver's settings.
     Resolver,
+    /// The ACME settings (`<acme>`).
+    Acme,
 }
 
 /// Where in a service.
@@ -642,7 +644,28 @@ impl ListenerTls {
     /// the files load is `tls::load`'s (it reads them).
     pub fn check(&self) -> Result<(), CheckError> {
         let place = |t| in_service(InService::Tls(0, t));
-        if self.certs.is_empty() || self.certs.len() > MAX_TLS_CERTS {
+        if !self.acme.is_empty() {
+            if !self.certs.is_empty() {
+                return Err(CheckError::value(
+                    place(0),
+                    "a tls with acme names and certificate files (expected one or the other)",
+                ));
+            }
+            if self.acme.len() > MAX_ACME_NAMES {
+                return Err(CheckError::value(
+                    place(0),
+                    format!(
+                        "{} acme names (expected 1 to {MAX_ACME_NAMES})",
+                        self.acme.len()
+                    ),
+                ));
+            }
+            for name in &self.acme {
+                check_acme_name(name).map_err(|why| {
+                    CheckError::value(place(0), format!("bad acme name {name:?}: {why}"))
+                })?;
+            }
+        } else if self.certs.is_empty() || self.certs.len() > MAX_TLS_CERTS {
             return Err(CheckError::value(
                 place(0),
                 format!(
@@ -880,6 +903,7 @@ impl Config {
         if let Some(cluster) = &self.cluster {
             check_cluster(cluster)?;
         }
+        check_acme(self)?;
         let resolver = &self.resolver;
         resolver
             .check()
@@ -1081,6 +1105,100 @@ fn allowed_host(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c))
+}
+
+/// Whether `name` can be ordered from ACME with `tls-alpn-01` or `http-01`:
+/// a DNS name of at least two labels, lower case, no wildcard (those need
+/// `dns-01`), not an IP address.
+fn check_acme_name(name: &str) -> Result<(), String> {
+    const EXPECTED: &str = "expected a DNS name like www.example.com";
+    if name.starts_with("*.") {
+        return Err("wildcard names need the dns-01 challenge, which txlb does not answer (expected the names themselves)".into());
+    }
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!("an IP address ({EXPECTED})"));
+    }
+    let valid = name.len() <= 253
+        && name.contains('.')
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    match valid {
+        true => Ok(()),
+        false => Err(EXPECTED.into()),
+    }
+}
+
+/// The rules of `<acme>` and its users: a directory and a storage given,
+/// settings a file could say; not in fleet mode; a `<tls acme>` only with
+/// an `<acme>`; `acmeHttp` only on plain listeners, and `http-01` only with
+/// one of them.
+fn check_acme(config: &Config) -> Result<(), CheckError> {
+    let mut acme_tls = None;
+    let mut acme_http = None;
+    for (s, service) in config.services.iter().enumerate() {
+        for (l, listener) in service.listeners.iter().enumerate() {
+            let tls = listener.tls.as_ref();
+            if acme_tls.is_none() && tls.is_some_and(|t| !t.acme.is_empty()) {
+                acme_tls = Some(Place::Service(s, InService::Tls(l, 0)));
+            }
+            if listener.options.acme_http {
+                let place = Place::Service(s, InService::ListenerSetting(l, "acmeHttp"));
+                if tls.is_some() {
+                    return Err(CheckError::value(
+                        place,
+                        format!(
+                            "service {:?}: acmeHttp on listener {}, which terminates TLS (expected it on a plain listener: ACME's http-01 is plain HTTP, on port 80)",
+                            service.name, listener.addr
+                        ),
+                    ));
+                }
+                acme_http.get_or_insert(place);
+            }
+        }
+    }
+    let Some(acme) = &config.acme else {
+        if let Some(place) = acme_tls.or(acme_http) {
+            return Err(CheckError::value(
+                place,
+                "certificates from ACME need an <acme> element in <config> (expected <acme directory=\"https://…\" storage=\"DIR\"/>, TOML [acme])",
+            ));
+        }
+        return Ok(());
+    };
+    let bad = |message: String| CheckError::value(Place::Acme, message);
+    if config.cluster.is_some() {
+        return Err(bad(
+            "<acme> is not supported in fleet mode (<cluster>) yet: each instance would order its own certificates (expected certificate files, <tls cert key>, in fleet mode)".into(),
+        ));
+    }
+    acme.check().map_err(|why| bad(format!("acme: {why}")))?;
+    if acme.directory.0.is_empty() {
+        return Err(bad(
+            "acme directory is missing (expected directory=\"https://…/directory\", the ACME server's directory URL)".into(),
+        ));
+    }
+    match &acme.storage {
+        Some(dir) if dir.to_str().is_some() => {}
+        _ => {
+            return Err(bad(
+                "acme storage is missing (expected storage=\"DIR\", where the account key and certificates are kept)".into(),
+            ));
+        }
+    }
+    seconds(Place::Acme, "renewBefore", acme.renew_before)?;
+    if acme.challenge == AcmeChallenge::Http01 && acme_tls.is_some() && acme_http.is_none() {
+        return Err(bad(
+            "challenge http-01 with no listener answering it (expected acmeHttp=\"true\" on a plain listener, reached on port 80 of the names)".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn check_cluster(cluster: &ClusterConfig) -> Result<(), CheckError> {

@@ -13,8 +13,8 @@ use std::time::Duration;
 pub use super::health_check::{CheckKind, CheckRegex, Escaped, RedisRole, StatusList};
 pub use super::host_list::{HostEdit, HostList};
 pub use super::options::{
-    AgentConfig, CheckConfig, GroupOptions, HostOptions, ListenOptions, ResolverOptions,
-    ServiceOptions, TlsOptions,
+    AcmeConfig, AgentConfig, CheckConfig, GroupOptions, HostOptions, ListenOptions,
+    ResolverOptions, ServiceOptions, TlsOptions,
 };
 use crate::config::SchedulerKind;
 
@@ -52,6 +52,9 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// How host names are resolved and re-resolved (`<resolver>`).
     pub resolver: ResolverOptions,
+    /// Where the certificates of `<tls acme="…">` come from (`<acme>`), if
+    /// configured.
+    pub acme: Option<AcmeConfig>,
 }
 
 impl Config {
@@ -68,6 +71,7 @@ impl Config {
             control: None,
             cluster: None,
             resolver: ResolverOptions::default(),
+            acme: None,
         }
     }
 }
@@ -125,14 +129,43 @@ impl Listener {
 /// Most certificates one terminating listener may have.
 pub const MAX_TLS_CERTS: usize = 1_000;
 
+/// Most names one certificate from ACME may have (Let's Encrypt's limit).
+pub const MAX_ACME_NAMES: usize = 100;
+
 /// A terminating listener's TLS: its certificates, the first of which serves
 /// clients whose SNI matches none (or who send none), and its settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListenerTls {
-    /// Certificates with their keys, in file order; at least one.
+    /// Certificates with their keys, in file order; at least one, unless
+    /// the certificate comes from ACME (`acme`), when there is none.
     pub certs: Vec<TlsCert>,
     /// Settings (written on the first `<tls>`).
     pub options: TlsOptions,
+    /// The DNS names of the one certificate txlb orders from ACME for this
+    /// listener (`<tls acme="a.example b.example"/>`), lower case, in
+    /// order; empty: the certificates are files (`certs`).
+    pub acme: Vec<String>,
+    /// Where the `<tls acme>` was written (its certificates' `written`
+    /// otherwise), for the errors of reading its `clientCa`.
+    pub acme_written: WrittenAt,
+}
+
+impl ListenerTls {
+    /// A listener's TLS with one certificate from ACME for `names`.
+    pub fn acme<S: Into<String>>(names: impl IntoIterator<Item = S>) -> ListenerTls {
+        ListenerTls {
+            acme: names.into_iter().map(Into::into).collect(),
+            ..ListenerTls::default()
+        }
+    }
+
+    /// How many `<tls>` elements it is written as.
+    pub(crate) fn entries(&self) -> usize {
+        match self.acme.is_empty() {
+            true => self.certs.len(),
+            false => 1,
+        }
+    }
 }
 
 /// A certificate chain and its private key, as PEM files (`<tls cert key>`).

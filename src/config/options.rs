@@ -858,6 +858,9 @@ options! {
         /// On a listener with routes: the most bytes read to choose one, at
         /// most [`MAX_INSPECT_BYTES`].
         inspect_bytes: u32 = MAX_INSPECT_BYTES, "inspectBytes", "inspect_bytes";
+        /// Answers ACME `http-01` validations (`GET /.well-known/acme-challenge/…`)
+        /// of the certificates txlb orders, and passes every other client on.
+        acme_http: bool = false, "acmeHttp", "acme_http";
     }
 }
 
@@ -1160,3 +1163,152 @@ impl OptionValue for Vec<String> {
 
 /// Most ALPN protocols a terminating listener offers.
 pub const MAX_TLS_ALPN: usize = 16;
+
+/// Default `renewBefore`: a certificate from ACME is renewed from this long
+/// before it expires (30 days, as Let's Encrypt advises for 90-day ones).
+pub const DEFAULT_ACME_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+options! {
+    /// `<acme>` (TOML `[acme]`): where the certificates of `<tls acme="…">`
+    /// come from, and where they are kept.
+    pub struct AcmeConfig {
+        /// The ACME server's directory URL (`https://…`); required.
+        directory: AcmeUrl = AcmeUrl::default(), "directory", "directory";
+        /// The account's contact address, if any.
+        email: AcmeEmail = AcmeEmail::default(), "email", "email";
+        /// The directory the account key and the certificates are kept in
+        /// (created 0700, files 0600); required.
+        storage: Option<std::path::PathBuf> = None, "storage", "storage";
+        /// CA certificates (PEM) the ACME server's own certificate is
+        /// verified against (a private ACME server); `None`: the system's.
+        ca_bundle: Option<std::path::PathBuf> = None, "caBundle", "ca_bundle";
+        /// How txlb proves it holds the names.
+        challenge: AcmeChallenge = AcmeChallenge::TlsAlpn01, "challenge", "challenge";
+        /// A certificate is renewed from this long before its expiry.
+        renew_before: Duration = DEFAULT_ACME_RENEW_BEFORE, "renewBefore", "renew_before";
+    }
+}
+
+/// Longest ACME directory URL or contact address.
+const MAX_ACME_TEXT: usize = 2048;
+
+/// An ACME directory URL: `https://…`, no spaces; empty: not given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AcmeUrl(pub String);
+
+impl AcmeUrl {
+    fn valid(text: &str) -> Result<(), String> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let rest = text
+            .strip_prefix("https://")
+            .ok_or("expected an https:// URL (ACME is spoken over TLS)")?;
+        if rest.is_empty()
+            || text.len() > MAX_ACME_TEXT
+            || text.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err("expected an https:// URL".into());
+        }
+        Ok(())
+    }
+}
+
+impl OptionValue for AcmeUrl {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        let text = text_of(raw, "expected an https:// URL")?;
+        AcmeUrl::valid(&text)?;
+        Ok(AcmeUrl(text.into_owned()))
+    }
+    fn xml(&self) -> String {
+        self.0.clone()
+    }
+    fn toml(&self) -> String {
+        super::write::tstr(&self.0)
+    }
+    fn check(&self) -> Result<(), String> {
+        AcmeUrl::valid(&self.0)
+    }
+}
+
+/// An ACME account's contact address (`ops@example.com`); empty: none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AcmeEmail(pub String);
+
+impl AcmeEmail {
+    fn valid(text: &str) -> Result<(), String> {
+        const EXPECTED: &str = "expected an e-mail address, like ops@example.com";
+        if text.is_empty() {
+            return Ok(());
+        }
+        match text.split_once('@') {
+            Some((user, domain))
+                if !user.is_empty()
+                    && !domain.is_empty()
+                    && text.len() <= MAX_ACME_TEXT
+                    && !text
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || c == ',') =>
+            {
+                Ok(())
+            }
+            _ => Err(EXPECTED.into()),
+        }
+    }
+}
+
+impl OptionValue for AcmeEmail {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        let text = text_of(raw, "expected an e-mail address")?;
+        AcmeEmail::valid(&text)?;
+        Ok(AcmeEmail(text.into_owned()))
+    }
+    fn xml(&self) -> String {
+        self.0.clone()
+    }
+    fn toml(&self) -> String {
+        super::write::tstr(&self.0)
+    }
+    fn check(&self) -> Result<(), String> {
+        AcmeEmail::valid(&self.0)
+    }
+}
+
+/// How txlb proves to the ACME server that it holds a name (RFC 8555 §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AcmeChallenge {
+    /// `tls-alpn-01` (RFC 8737): answered by the terminating listener itself,
+    /// which must be reachable on port 443 of the name.
+    #[default]
+    TlsAlpn01,
+    /// `http-01`: answered by the listeners with `acmeHttp="true"`, one of
+    /// which must be reachable on port 80 of the name.
+    Http01,
+}
+
+impl AcmeChallenge {
+    /// As written: `tls-alpn-01`, `http-01`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+            AcmeChallenge::Http01 => "http-01",
+        }
+    }
+}
+
+impl OptionValue for AcmeChallenge {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        const EXPECTED: &str = "expected tls-alpn-01 or http-01";
+        match text_of(raw, EXPECTED)?.to_ascii_lowercase().as_str() {
+            "tls-alpn-01" => Ok(AcmeChallenge::TlsAlpn01),
+            "http-01" => Ok(AcmeChallenge::Http01),
+            _ => Err(EXPECTED.into()),
+        }
+    }
+    fn xml(&self) -> String {
+        self.as_str().to_string()
+    }
+    fn toml(&self) -> String {
+        format!("\"{}\"", self.as_str())
+    }
+}

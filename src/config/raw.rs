@@ -48,6 +48,15 @@ pub(crate) struct RawConfig {
     pub control: Option<RawControl>,
     pub cluster: Option<RawCluster>,
     pub resolver: Option<RawResolver>,
+    pub acme: Option<RawAcme>,
+}
+
+/// `<acme>` / `[acme]`.
+#[derive(Debug, Default)]
+pub(crate) struct RawAcme {
+    pub at: usize,
+    /// Settings of `options::AcmeConfig`.
+    pub options: Vec<(At<String>, At<RawValue>)>,
 }
 
 /// `<resolver>` / `[resolver]`.
@@ -93,6 +102,8 @@ pub(crate) struct RawTls {
     pub at: usize,
     pub cert: Option<At<String>>,
     pub key: Option<At<String>>,
+    /// `acme`: the names of a certificate from ACME, instead of files.
+    pub acme: Option<At<String>>,
     /// Settings of `options::TlsOptions` (the first entry's apply).
     pub options: Vec<(At<String>, At<RawValue>)>,
 }

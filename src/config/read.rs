@@ -74,6 +74,7 @@ struct Spans {
     control: Option<usize>,
     cluster: Option<usize>,
     resolver: Option<usize>,
+    acme: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +200,7 @@ impl Spans {
             Place::Control => at(self.control),
             Place::Cluster => at(self.cluster),
             Place::Resolver => at(self.resolver),
+            Place::Acme => at(self.acme),
         }
     }
 }
@@ -273,6 +275,16 @@ impl Reader<'_, '_> {
             }
             None => ResolverOptions::default(),
         };
+        let acme = match raw.acme {
+            Some(a) => {
+                self.spans.acme = Some(a.at);
+                let mut acme: AcmeConfig = self.options(a.options)?;
+                acme.storage = acme.storage.map(|p| self.path_buf(p));
+                acme.ca_bundle = acme.ca_bundle.map(|p| self.path_buf(p));
+                Some(acme)
+            }
+            None => None,
+        };
         Ok(Config {
             source: None,
             services,
@@ -282,6 +294,7 @@ impl Reader<'_, '_> {
             control,
             cluster,
             resolver,
+            acme,
         })
     }
 
@@ -520,6 +533,9 @@ impl Reader<'_, '_> {
             .iter()
             .find(|(key, _)| key.value == "clientCa" || key.value == "client_ca")
             .map(|(_, value)| self.src.locate(value.at));
+        if let Some(acme) = raw.iter().find_map(|t| t.acme.clone()) {
+            return self.acme_tls(raw, acme).map(Some);
+        }
         let mut certs = Vec::with_capacity(raw.len());
         let mut options = TlsOptions::default();
         for (index, entry) in raw.into_iter().enumerate() {
@@ -560,7 +576,67 @@ impl Reader<'_, '_> {
             });
         }
         options.client_ca = options.client_ca.map(|ca| self.path_buf(ca));
-        Ok(Some(ListenerTls { certs, options }))
+        Ok(Some(ListenerTls {
+            certs,
+            options,
+            ..ListenerTls::default()
+        }))
+    }
+
+    /// A listener's `<tls acme="NAME …">`: its one `<tls>`, with no files;
+    /// the names are split here (spaces or commas) and checked by
+    /// `ListenerTls::check`.
+    fn acme_tls(&self, raw: Vec<RawTls>, names: At<String>) -> Result<ListenerTls, ConfigError> {
+        if raw.len() > 1 {
+            return Err(self.err(
+                raw[1].at,
+                "a listener with tls acme has that one tls (expected either one acme=\"NAMES\" or cert/key files, not both)",
+            ));
+        }
+        let Some(entry) = raw.into_iter().next() else {
+            return Ok(ListenerTls::default());
+        };
+        if let Some(file) = entry.cert.as_ref().or(entry.key.as_ref()) {
+            return Err(self.err(
+                file.at,
+                "cert or key on a tls with acme (expected either acme=\"NAMES\", whose certificate txlb orders, or cert and key files)",
+            ));
+        }
+        let mut acme: Vec<String> = Vec::new();
+        for name in names
+            .value
+            .split([' ', ',', '\t', '\n'])
+            .filter(|n| !n.is_empty())
+        {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if !acme.contains(&name) {
+                acme.push(name);
+            }
+        }
+        if acme.is_empty() {
+            return Err(self.err(
+                names.at,
+                "empty acme (expected the certificate's DNS names, e.g. acme=\"example.com www.example.com\")",
+            ));
+        }
+        let client_ca = entry
+            .options
+            .iter()
+            .find(|(key, _)| key.value == "clientCa" || key.value == "client_ca")
+            .map(|(_, value)| self.src.locate(value.at));
+        let element = Some(self.src.locate(entry.at));
+        let mut options: TlsOptions = self.options(entry.options)?;
+        options.client_ca = options.client_ca.map(|ca| self.path_buf(ca));
+        Ok(ListenerTls {
+            certs: Vec::new(),
+            options,
+            acme,
+            acme_written: WrittenAt {
+                element,
+                client_ca,
+                ..WrittenAt::default()
+            },
+        })
     }
 
     /// Optional per-service settings: the place to add new ones.

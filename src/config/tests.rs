@@ -384,7 +384,7 @@ fn unknown_elements_and_attributes() {
         &BASE.replace("</config>", "  <loging file=\"x\"/>\n</config>"),
         8,
         3,
-        "unknown element <loging> in <config> (expected one of: service, admin, manager, logging, control, cluster, resolver)",
+        "unknown element <loging> in <config> (expected one of: service, admin, manager, logging, control, cluster, resolver, acme)",
     );
     xml_err(
         &BASE.replace("name=\"h1\"", "name=\"h1\" wieght=\"2\""),
@@ -1324,7 +1324,7 @@ listen = ["*:8080"]
         &xml.replace("backup=\"true\"", "backup=\"true\" nonsense=\"1\""),
         5,
         35,
-        "expected one of: name, scheduler, enable, slowStart, proxyProtocol, retryEmpty, retryEmptyBytes, retryEmptyTimeout, backup, onMarkedDown, tls, tlsVerify, tlsSni, tlsCert, tlsKey, tlsAlpn",
+        "expected one of: name, scheduler, enable, slowStart, proxyProtocol, retryEmpty, retryEmptyBytes, retryEmptyTimeout, backup, onMarkedDown, failLimit, ejectTime, maxEjectPercent, allBad, tls, tlsVerify, tlsSni, tlsCert, tlsKey, tlsAlpn",
     );
 }
 
@@ -2914,5 +2914,184 @@ listen = ["*:5432"]
         4,
         57,
         "bad tlsVerify \"\": expected system, none or a CA file (PEM)",
+    );
+}
+
+/// A listener with a certificate from ACME, a plain one answering http-01,
+/// and `<acme>`.
+const ACME_XML: &str = r#"<config>
+  <service name="web">
+    <listen ip="*:443"><tls acme="example.com WWW.example.com, example.com" alpn="h2"/></listen>
+    <listen ip="*:80" acmeHttp="true"/>
+    <group name="g" enable="true">
+      <host name="h1" ip="10.0.0.1:80"/>
+    </group>
+  </service>
+  <acme directory="https://acme.test/directory" email="ops@example.com" storage="acme" caBundle="/etc/ca.pem" challenge="http-01" renewBefore="86400"/>
+</config>
+"#;
+
+#[test]
+fn acme_is_read_in_both_formats_and_written_back() {
+    let c = Config::from_xml_str(ACME_XML).unwrap();
+    let tls = c.services[0].listeners[0].tls.as_ref().unwrap();
+    assert_eq!(tls.acme, ["example.com", "www.example.com"]);
+    assert!(tls.certs.is_empty());
+    assert_eq!(tls.options.alpn, ["h2"]);
+    assert!(c.services[0].listeners[1].options.acme_http);
+    let acme = c.acme.as_ref().unwrap();
+    assert_eq!(acme.directory.0, "https://acme.test/directory");
+    assert_eq!(acme.email.0, "ops@example.com");
+    assert_eq!(acme.storage, Some(PathBuf::from("acme")));
+    assert_eq!(acme.ca_bundle, Some(PathBuf::from("/etc/ca.pem")));
+    assert_eq!(acme.challenge, AcmeChallenge::Http01);
+    assert_eq!(acme.renew_before, Duration::from_secs(86_400));
+    same(&Config::from_xml_str(&to_xml(&c)).unwrap(), &c);
+    same(&Config::from_toml_str(&to_toml(&c)).unwrap(), &c);
+    let toml = r#"[[service]]
+name = "web"
+listen = [
+  { ip = "*:443", tls = [{ acme = "example.com www.example.com", alpn = ["h2"] }] },
+  { ip = "*:80", acme_http = true },
+]
+  [[service.group]]
+  name = "g"
+  enable = true
+  hosts = [{ name = "h1", ip = "10.0.0.1:80" }]
+
+[acme]
+directory = "https://acme.test/directory"
+email = "ops@example.com"
+storage = "acme"
+ca_bundle = "/etc/ca.pem"
+challenge = "http-01"
+renew_before = 86400
+"#;
+    same(&Config::from_toml_str(toml).unwrap(), &c);
+    // Defaults: tls-alpn-01, 30 days, the system's roots.
+    let plain = Config::from_xml_str(
+        &ACME_XML
+            .replace(
+                " caBundle=\"/etc/ca.pem\" challenge=\"http-01\" renewBefore=\"86400\"",
+                "",
+            )
+            .replace(" acmeHttp=\"true\"", ""),
+    )
+    .unwrap();
+    let acme = plain.acme.as_ref().unwrap();
+    assert_eq!(acme.challenge, AcmeChallenge::TlsAlpn01);
+    assert_eq!(acme.renew_before, DEFAULT_ACME_RENEW_BEFORE);
+    assert_eq!(acme.ca_bundle, None);
+    assert!(to_xml(&plain).contains("<acme directory=\"https://acme.test/directory\""));
+}
+
+#[test]
+fn acme_mistakes_are_located() {
+    let with = |from: &str, to: &str| ACME_XML.replace(from, to);
+    err_at(
+        &with("https://acme.test/directory", "ftp://x"),
+        false,
+        "ftp://x",
+        "expected an https:// URL",
+    );
+    err_at(&with("ops@example.com", "ops"), false, "ops\"", "e-mail");
+    err_at(
+        &with("\"http-01\"", "\"dns-01\""),
+        false,
+        "dns-01",
+        "expected tls-alpn-01 or http-01",
+    );
+    err_at(
+        &with("\"86400\"", "\"0\""),
+        false,
+        "0\"/>\n</config>",
+        "renewBefore",
+    );
+    err_at(
+        &with(" storage=\"acme\"", ""),
+        false,
+        "<acme",
+        "acme storage is missing",
+    );
+    err_at(
+        &with(" directory=\"https://acme.test/directory\"", ""),
+        false,
+        "<acme",
+        "acme directory is missing",
+    );
+    err_at(
+        &with("example.com WWW", "*.example.com WWW"),
+        false,
+        "<tls",
+        "wildcard names need the dns-01 challenge",
+    );
+    err_at(
+        &with("example.com WWW", "10.0.0.1 WWW"),
+        false,
+        "<tls",
+        "an IP address",
+    );
+    err_at(
+        &with(
+            "acme=\"example.com WWW.example.com, example.com\"",
+            "acme=\" \"",
+        ),
+        false,
+        " \"",
+        "empty acme",
+    );
+    err_at(
+        &with("alpn=\"h2\"/>", "cert=\"a.pem\"/>"),
+        false,
+        "a.pem",
+        "cert or key on a tls with acme",
+    );
+    err_at(
+        &with("alpn=\"h2\"/>", "/><tls cert=\"a.pem\" key=\"a.key\"/>"),
+        false,
+        "<tls cert",
+        "a listener with tls acme has that one tls",
+    );
+    // Without <acme>, with <cluster>, acmeHttp on a TLS listener, http-01
+    // with no listener to answer it.
+    let without: String = ACME_XML
+        .lines()
+        .filter(|l| !l.contains("<acme "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    err_at(&without, false, "<tls", "need an <acme> element");
+    let fleet = with(
+        "</config>",
+        "<cluster etcd=\"http://127.0.0.1:2379\" prefix=\"/txlb\" name=\"a\"/></config>",
+    );
+    if cfg!(feature = "fleet") {
+        err_at(&fleet, false, "<acme", "not supported in fleet mode");
+    }
+    err_at(
+        &with(" acmeHttp=\"true\"", ""),
+        false,
+        "<acme",
+        "challenge http-01 with no listener answering it",
+    );
+    err_at(
+        &with(
+            "<tls acme=\"example.com WWW.example.com, example.com\" alpn=\"h2\"/></listen>",
+            "<tls acme=\"example.com\"/></listen><listen ip=\"*:8443\" acmeHttp=\"true\"><tls acme=\"b.example.com\"/></listen>",
+        ),
+        false,
+        "true\"><tls",
+        "which terminates TLS",
+    );
+    err_at(
+        &with("<acme ", "<acme colour=\"red\" "),
+        false,
+        "colour",
+        "colour",
+    );
+    toml_err(
+        "[[service]]\nname = \"web\"\nlisten = [\"*:80\"]\n  [[service.group]]\n  name = \"g\"\n  enable = true\n  hosts = [{ name = \"h1\", ip = \"10.0.0.1:80\" }]\n[acme]\ndirectory = \"https://a.test/dir\"\ncolour = 1\n",
+        10,
+        1,
+        "unknown key \"colour\" in [acme]",
     );
 }

@@ -25,6 +25,8 @@
 //! #       client_ca = "clients.pem", client_auth = "required", handshake_timeout = 10 },
 //! #     { cert = "other.pem", key = "other.key" },
 //! # ] }]
+//! # Or one certificate txlb orders and renews from ACME ([acme] below):
+//! # listen = [{ ip = "0.0.0.0:443", tls = [{ acme = "example.com www.example.com" }] }]
 //! # Listeners may also be written [[service.listen]] tables (ip = …, routes
 //! # = […] or [[service.listen.routes]] tables).
 //! enabled_group = "prod"      # optional if exactly one group has enable = true
@@ -84,6 +86,14 @@
 //! nameserver = ["127.0.0.1:5353"]  # default: the system's (/etc/resolv.conf)
 //! min_ttl = 5                 # seconds: floor of the record TTL
 //! max_ttl = 300               # seconds: ceiling of the record TTL
+//!
+//! # Certificates of `tls = [{ acme = "…" }]` (not with [cluster]):
+//! # [acme]
+//! # directory = "https://acme-v02.api.letsencrypt.org/directory"
+//! # email = "ops@example.com"
+//! # storage = "/var/lib/txlb/acme"   # account key and certificates (0600)
+//! # challenge = "tls-alpn-01"   # or "http-01" (listeners with acme_http = true)
+//! # renew_before = 2592000      # seconds before expiry (30 days)
 //! ```
 //!
 //! Unknown keys are errors, so typos are caught. Only structure and types are
@@ -107,6 +117,8 @@ struct File {
     cluster: Option<Spanned<Cluster>>,
     /// Keys read with the options (`Options::read`).
     resolver: Option<Spanned<serde::de::IgnoredAny>>,
+    /// Keys read with the options (`Options::read`).
+    acme: Option<Spanned<serde::de::IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +151,7 @@ enum ListenEntry {
 struct Tls {
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
+    acme: Option<Spanned<String>>,
 }
 
 /// An entry of a listen table's `routes`.
@@ -385,6 +398,7 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
                                             at: tls_at,
                                             cert: opt(t, entry.cert),
                                             key: opt(t, entry.key),
+                                            acme: opt(t, entry.acme),
                                             options: options.take(&tls_path(si, li, ti)),
                                         }
                                     })
@@ -522,6 +536,10 @@ pub(crate) fn read(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
             at: r.span().start,
             options: options.take(&[]),
         }),
+        acme: file.acme.map(|a| RawAcme {
+            at: a.span().start,
+            options: options.take(ACME_PATH),
+        }),
     })
 }
 
@@ -549,7 +567,7 @@ impl Options {
         const GROUP: &[&str] = &["name", "scheduler", "enable", "hosts", "check", "agent"];
         const HOST: &[&str] = &["name", "ip", "weight"];
         const LISTEN: &[&str] = &["ip", "routes", "tls"];
-        const TLS: &[&str] = &["cert", "key"];
+        const TLS: &[&str] = &["cert", "key", "acme"];
         let doc = DeTable::parse(src.text()).map_err(|e| {
             let at = e.span().map_or(0, |s| s.start);
             src.error(at, e.message().trim_end().to_string())
@@ -562,6 +580,16 @@ impl Options {
         {
             let keys = (&[][..], crate::config::ResolverOptions::KEYS, "[resolver]");
             options.keep(Vec::new(), Self::collect(src, table, keys)?);
+        }
+        if let Some(acme) = get(doc.get_ref(), "acme") {
+            let ::toml::de::DeValue::Table(table) = acme.get_ref() else {
+                return Err(src.error(
+                    acme.span().start,
+                    "expected a table for acme, e.g. [acme] directory = \"https://…\"",
+                ));
+            };
+            let keys = (&[][..], crate::config::AcmeConfig::KEYS, "[acme]");
+            options.keep(ACME_PATH.to_vec(), Self::collect(src, table, keys)?);
         }
         for (si, service) in tables(get(doc.get_ref(), "service")).enumerate() {
             let keys = (SERVICE, crate::config::ServiceOptions::KEYS, "[[service]]");
@@ -670,6 +698,9 @@ impl Options {
         self.take(&listen_path(service, listen))
     }
 }
+
+/// Where [`Options`] keeps the settings of `[acme]`: a path nothing else has.
+const ACME_PATH: &[usize] = &[usize::MAX];
 
 /// Where [`Options`] keeps the settings of a table in a service's `listen`
 /// array: a path no group or host has.

@@ -118,9 +118,9 @@ pub(crate) fn xml_listen(l: &Listener, ind: &str, step: &str) -> String {
     x.push('>');
     let inner = format!("{ind}{step}");
     if let Some(tls) = &l.tls {
-        for (index, pair) in tls.certs.iter().enumerate() {
+        for entry in xml_tls_entries(tls, &inner) {
             x.push('\n');
-            x.push_str(&xml_tls(pair, tls_settings(tls, index), &inner));
+            x.push_str(&entry);
         }
     }
     for r in &l.routes {
@@ -150,6 +150,35 @@ pub(crate) fn xml_tls(pair: &TlsCert, settings: Vec<Written>, ind: &str) -> Stri
     )
 }
 
+/// Each `<tls>` of a listener, indented by `ind`: its files' (`<tls cert
+/// key>`), or its one `<tls acme="…">`.
+pub(crate) fn xml_tls_entries(tls: &ListenerTls, ind: &str) -> Vec<String> {
+    if !tls.acme.is_empty() {
+        return vec![format!(
+            "{ind}<tls acme=\"{}\"{}/>",
+            attr(&tls.acme.join(" ")),
+            xml_options(&tls_settings(tls, 0))
+        )];
+    }
+    (0..tls.certs.len())
+        .map(|i| xml_tls(&tls.certs[i], tls_settings(tls, i), ind))
+        .collect()
+}
+
+/// Each entry of a listener's `tls` array (see [`xml_tls_entries`]).
+pub(crate) fn toml_tls_entries(tls: &ListenerTls) -> Vec<String> {
+    if !tls.acme.is_empty() {
+        return vec![format!(
+            "{{ acme = {}{} }}",
+            tstr(&tls.acme.join(" ")),
+            toml_inline_options(&tls_settings(tls, 0))
+        )];
+    }
+    (0..tls.certs.len())
+        .map(|i| toml_tls(&tls.certs[i], tls_settings(tls, i)))
+        .collect()
+}
+
 /// A `tls` entry: `{ cert = …, key = …, … }`.
 pub(crate) fn toml_tls(pair: &TlsCert, settings: Vec<Written>) -> String {
     format!(
@@ -164,8 +193,8 @@ pub(crate) fn toml_tls(pair: &TlsCert, settings: Vec<Written>) -> String {
 /// one more level.
 pub(crate) fn toml_tls_array(tls: &ListenerTls, ind: &str) -> String {
     let mut t = String::from("[");
-    for (index, pair) in tls.certs.iter().enumerate() {
-        let _ = write!(t, "\n{ind}  {},", toml_tls(pair, tls_settings(tls, index)));
+    for entry in toml_tls_entries(tls) {
+        let _ = write!(t, "\n{ind}  {entry},");
     }
     let _ = write!(t, "\n{ind}]");
     t
@@ -427,6 +456,9 @@ pub fn to_xml(config: &Config) -> String {
     if !resolver.is_empty() {
         let _ = writeln!(x, "{IND}<resolver{}/>", xml_options(&resolver));
     }
+    if let Some(acme) = &config.acme {
+        let _ = writeln!(x, "{IND}<acme{}/>", xml_options(&acme.non_default()));
+    }
     x.push_str("</config>\n");
     x
 }
@@ -647,6 +679,12 @@ pub fn to_toml(config: &Config) -> String {
     if !resolver.is_empty() {
         t.push_str("\n[resolver]\n");
         for o in resolver {
+            let _ = writeln!(t, "{} = {}", o.toml_key, o.toml);
+        }
+    }
+    if let Some(acme) = &config.acme {
+        t.push_str("\n[acme]\n");
+        for o in acme.non_default() {
             let _ = writeln!(t, "{} = {}", o.toml_key, o.toml);
         }
     }

@@ -13,8 +13,8 @@ use quick_xml::events::{BytesStart, Event};
 use super::depth::{MAX_DEPTH, too_deep};
 use super::error::{ConfigError, Source};
 use super::options::{
-    AgentConfig, CheckConfig, GroupOptions, HostOptions, ListenOptions, ResolverOptions,
-    ServiceOptions, TlsOptions,
+    AcmeConfig, AgentConfig, CheckConfig, GroupOptions, HostOptions, ListenOptions,
+    ResolverOptions, ServiceOptions, TlsOptions,
 };
 use super::parse::parse_bool;
 use super::raw::*;
@@ -295,7 +295,7 @@ impl Walker<'_, '_> {
         }
         self.check_attrs(root, &[])?;
         const CHILDREN: &[&str] = &[
-            "service", "admin", "manager", "logging", "control", "cluster", "resolver",
+            "service", "admin", "manager", "logging", "control", "cluster", "resolver", "acme",
         ];
         let mut raw = RawConfig {
             at: root.at,
@@ -343,6 +343,14 @@ impl Walker<'_, '_> {
                     self.once(&raw.resolver, child, root)?;
                     let leaf = self.leaf(child, &with_options(&[], ResolverOptions::KEYS))?;
                     raw.resolver = Some(RawResolver {
+                        at: child.at,
+                        options: leaf.options(&[]),
+                    });
+                }
+                "acme" => {
+                    self.once(&raw.acme, child, root)?;
+                    let leaf = self.leaf(child, &with_options(&[], AcmeConfig::KEYS))?;
+                    raw.acme = Some(RawAcme {
                         at: child.at,
                         options: leaf.options(&[]),
                     });
@@ -403,12 +411,13 @@ impl Walker<'_, '_> {
         let mut tls = Vec::new();
         for child in &el.children {
             if child.name == "tls" {
-                const TLS: &[&str] = &["cert", "key"];
+                const TLS: &[&str] = &["cert", "key", "acme"];
                 let leaf = self.leaf(child, &with_options(TLS, TlsOptions::KEYS))?;
                 tls.push(RawTls {
                     at: child.at,
                     cert: leaf.get("cert"),
                     key: leaf.get("key"),
+                    acme: leaf.get("acme"),
                     options: leaf.options(TLS),
                 });
                 continue;

@@ -99,6 +99,7 @@ pub(super) fn terminators(
     running: &[RunningListener],
     next: &Config,
     reread: bool,
+    acme: &crate::tls::AcmeCerts,
 ) -> Result<Terminators, ControlError> {
     let mut out: Terminators = HashMap::new();
     for (key, _, listener) in wanted(next) {
@@ -120,7 +121,7 @@ pub(super) fn terminators(
         let terminator = match kept {
             Some(kept) => kept,
             None => {
-                let loaded = crate::tls::load(tls).map_err(|e| {
+                let loaded = crate::tls::load_in(tls, acme).map_err(|e| {
                     let at = e.at.map(|at| format!("{at}: ")).unwrap_or_default();
                     ControlError::Invalid(format!(
                         "{at}service {:?}, listener {}: {}",

@@ -2,6 +2,7 @@
 //! [`Command`], is checked against a copy of the running configuration, and becomes
 //! a new [`Snapshot`] swapped in whole. The controller is never on the data path.
 
+pub(crate) mod acme;
 mod build;
 mod command;
 mod error;
@@ -69,6 +70,10 @@ pub struct TlsStats {
     /// Its certificates, in configuration order (the first serves clients
     /// whose SNI matches none).
     pub certificates: Vec<CertificateStats>,
+    /// When its certificate comes from ACME: the names ordered (its
+    /// certificate is listed once issued).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub acme: Vec<String>,
     /// Completed handshakes by version (`1.2`, `1.3`).
     pub handshakes: Vec<(&'static str, u64)>,
     /// Failed handshakes by reason (`timeout`, `not_tls`, …; every reason,
@@ -85,7 +90,10 @@ pub struct CertificateStats {
     pub names: Vec<String>,
     /// Its issuer.
     pub issuer: String,
-    /// The file it was read from.
+    /// Where it comes from: `file` (read from `file`) or `acme` (ordered
+    /// by txlb; `file` is where it is stored).
+    pub source: &'static str,
+    /// The file it was read from (stored in, for `acme`).
     pub file: String,
     /// End of validity, seconds since the Unix epoch.
     pub not_after: i64,
@@ -103,6 +111,7 @@ impl CertificateStats {
             name: c.name().to_string(),
             names: c.names.clone(),
             issuer: c.issuer.clone(),
+            source: "file",
             file: c.file.display().to_string(),
             not_after: c.not_after,
             expires_in: c.expires_in(now),
@@ -119,10 +128,17 @@ impl TlsStats {
         TlsStats {
             certificates: t
                 .terminator
-                .certs
+                .cert_infos()
                 .iter()
-                .map(|c| CertificateStats::of(c, now))
+                .map(|c| CertificateStats {
+                    source: match t.terminator.acme {
+                        Some(_) => "acme",
+                        None => "file",
+                    },
+                    ..CertificateStats::of(c, now)
+                })
                 .collect(),
+            acme: t.terminator.config.acme.clone(),
             handshakes: vec![
                 ("1.2", t.counters.tls12.load(relaxed)),
                 ("1.3", t.counters.tls13.load(relaxed)),
@@ -230,6 +246,10 @@ pub(crate) struct Controller {
     /// A rebuild of tables left behind by a change is on its way
     /// ([`Controller::refresh_tables`]).
     tables_due: std::sync::atomic::AtomicBool,
+    /// The certificates from ACME and the challenges being answered: given
+    /// to listeners by each change, filled by the ordering task
+    /// (`acme::run`).
+    pub(crate) acme: Arc<crate::tls::AcmeCerts>,
 }
 
 /// The hosts' health and counters and the services' counters a previous
@@ -475,8 +495,10 @@ impl Controller {
         workers: Vec<tokio::runtime::Handle>,
         custom_schedulers: HashMap<&'static str, SchedulerFactory>,
     ) -> Self {
+        let acme = Arc::new(crate::tls::AcmeCerts::default());
         Controller {
             data: Arc::new(DataPlane {
+                challenges: acme.challenges.clone(),
                 snapshots: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
                 events: Events::new(),
                 registry: Arc::new(ConnectionRegistry::default()),
@@ -513,6 +535,7 @@ impl Controller {
             carried: Mutex::new(None),
             moved_in: std::sync::atomic::AtomicU64::new(0),
             tables_due: std::sync::atomic::AtomicBool::new(false),
+            acme,
         }
     }
 
@@ -637,6 +660,8 @@ impl Controller {
             .collect();
         self.views.listeners.store(Arc::new(listeners));
         self.views.removed.store(Arc::new(state.removed.clone()));
+        // New names to order, maybe.
+        self.acme.changed.notify_one();
     }
 
     /// Whether a change may leave a big group's tables behind, to be rebuilt
@@ -765,7 +790,7 @@ impl Controller {
         // Certificates are read before anything is bound: one that does not
         // load refuses the whole command, and the running ones stay.
         let reread = matches!(command, Command::Replace(_));
-        let terminators = listeners::terminators(&state.listeners, &next, reread)?;
+        let terminators = listeners::terminators(&state.listeners, &next, reread, &self.acme)?;
         let originators = origins::originators(&state.originators, &next, reread)?;
         let own: Vec<SocketAddr> = state.listeners.iter().map(|l| l.local).collect();
         let bound = listeners::bind_all(
@@ -886,7 +911,11 @@ pub(crate) async fn watch_certificates(
         let now = std::time::SystemTime::now();
         for l in controller.views.listeners.load().iter() {
             if let Some(tls) = &l.settings.load().tls {
-                crate::tls::warn_expiring(&l.configured.to_string(), &tls.terminator.certs, now);
+                crate::tls::warn_expiring(
+                    &l.configured.to_string(),
+                    &tls.terminator.cert_infos(),
+                    now,
+                );
             }
         }
     }

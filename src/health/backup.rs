@@ -1,7 +1,8 @@
 //! The backup watcher: tells (once, at the edge) when a service starts or stops
 //! serving from a backup group. The data path needs no watcher (it falls back on
 //! its own when the enabled group has no usable host); this task only turns
-//! those moments into [`Event::BackupActive`] and [`Event::BackupEnded`].
+//! those moments into [`Event::BackupActive`] and [`Event::BackupEnded`], and
+//! `allBad="open"`'s into [`Event::AllBadForced`] and [`Event::AllBadEnded`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,10 +43,12 @@ pub(crate) async fn watch(
     }
 }
 
-/// The backup group each service was last seen serving from (absent: none).
+/// The backup group each service was last seen serving from (absent: none),
+/// and the group each was last seen forcing (`allBad="open"`).
 #[derive(Debug, Default)]
 pub(crate) struct Serving {
     on_backup: HashMap<Arc<str>, Arc<str>>,
+    forcing: HashMap<Arc<str>, Arc<str>>,
 }
 
 impl Serving {
@@ -78,6 +81,38 @@ impl Serving {
             }
         }
         self.on_backup
+            .retain(|name, _| snapshot.service(name).is_some());
+        self.check_forced(snapshot, events);
+    }
+
+    /// The same at `allBad="open"`'s edges.
+    fn check_forced(&mut self, snapshot: &Snapshot, events: &Events) {
+        for service in snapshot.services() {
+            let forced = service.forced_group().map(|g| g.name.clone());
+            let before = self.forcing.get(&service.name);
+            if before == forced.as_ref() {
+                continue;
+            }
+            if let Some(group) = before {
+                events.emit(Event::AllBadEnded {
+                    service: service.name.to_string(),
+                    group: group.to_string(),
+                });
+            }
+            match forced {
+                Some(group) => {
+                    events.emit(Event::AllBadForced {
+                        service: service.name.to_string(),
+                        group: group.to_string(),
+                    });
+                    self.forcing.insert(service.name.clone(), group);
+                }
+                None => {
+                    self.forcing.remove(&service.name);
+                }
+            }
+        }
+        self.forcing
             .retain(|name, _| snapshot.service(name).is_some());
     }
 }

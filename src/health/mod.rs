@@ -130,9 +130,10 @@ pub(crate) async fn check_round(manager: Manager, snapshot: &Snapshot, events: &
                 let service_name = service.name.clone();
                 let group_name = group.name.clone();
                 let timeout = service.connect_timeout;
+                let origin = group.origin.clone();
                 let events = events.clone();
                 probes.spawn(async move {
-                    let result = probe(&host, timeout).await;
+                    let result = probe(&host, origin.as_deref(), timeout).await;
                     apply(manager, &service_name, &group_name, &host, result, &events);
                 });
             }

@@ -1,4 +1,5 @@
-//! One health probe: (re-)resolve the host's name, then a TCP connect.
+//! One health probe: (re-)resolve the host's name, then a TCP connect, and
+//! the TLS handshake towards a host its group originates TLS to.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -7,6 +8,7 @@ use tokio::net::TcpStream;
 
 use crate::config::HostAddress;
 use crate::state::HostSnapshot;
+use crate::tls::Originator;
 
 /// Longest wait for the system resolver.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,12 +61,31 @@ pub(crate) async fn address(host: &HostSnapshot) -> Result<SocketAddr, String> {
 /// Checks that `host` accepts a TCP connection within `timeout` on its address:
 /// the one its name resolved to (names are kept fresh by the re-resolution task,
 /// with the configured resolver), else resolved now by the system (recorded).
-/// The probe connection is closed at once.
-pub async fn probe(host: &HostSnapshot, timeout: Duration) -> Result<(), String> {
+/// A host reached with TLS (`host.tls`, with its group's `origin`) must also
+/// complete a verified handshake within the same `timeout`: a certificate that
+/// does not verify makes it bad, as it would fail every client. The probe
+/// connection is closed at once.
+pub async fn probe(
+    host: &HostSnapshot,
+    origin: Option<&Originator>,
+    timeout: Duration,
+) -> Result<(), String> {
     let addr = address(host).await?;
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return Err(format!("connect to {addr}: {error}")),
+        Err(_) => return Err(format!("connect to {addr}: no answer within {timeout:?}")),
+    };
+    let (Some(name), Some(origin)) = (&host.tls, origin) else {
+        return Ok(());
+    };
+    let connector = tokio_rustls::TlsConnector::from(origin.client.clone());
+    match tokio::time::timeout_at(deadline, connector.connect(name.clone(), stream)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(format!("connect to {addr}: {error}")),
-        Err(_) => Err(format!("connect to {addr}: no answer within {timeout:?}")),
+        Ok(Err(error)) => Err(format!("TLS handshake with {addr}: {error}")),
+        Err(_) => Err(format!(
+            "TLS handshake with {addr}: not done within {timeout:?}"
+        )),
     }
 }

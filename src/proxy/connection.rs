@@ -286,6 +286,14 @@ async fn establish(
                 return None;
             }
         };
+    // An ACME server validating a certificate txlb orders (http-01): answered
+    // here, before the service's rules, as its answer is public by design.
+    if let Some(wait) = settings.acme_http
+        && data.challenges.answers_http()
+        && super::acme_http::answer(&mut client, &early, &data.challenges, wait).await
+    {
+        return None;
+    }
     // The listener's own service owns the port: a client its access lists
     // refuse is closed before anything is read (a handshake, a route's
     // bytes), whatever it would have asked for.
@@ -392,9 +400,12 @@ async fn establish(
         let guard = ConnectionGuard::new(target.stats.clone());
         let connect_started = Instant::now();
         let connected = match connect(&target).await {
-            Ok((host, host_addr)) => send_proxy_header(&target, host, client_addr, client.socket())
-                .await
-                .map(|host| (host, host_addr)),
+            Ok((host, host_addr)) => {
+                let socket = client.socket();
+                send_proxy_header(&target, host, client_addr, socket, inspection.as_deref())
+                    .await
+                    .map(|host| (host, host_addr))
+            }
             Err(ConnectError::Host(reason)) => Err(reason),
             Err(ConnectError::Local(reason)) => {
                 // Out of descriptors or memory here: the host is not to blame
@@ -691,6 +702,7 @@ async fn copy_tls(established: &mut Established, early: Vec<u8>) -> CloseReason 
         tracing::debug!(service = %entry.service, host = %entry.host, client = %entry.client, %error, "connection ended with an error");
         return CloseReason::Error;
     }
+    drop(early); // not held for the connection's life
     let stats = session.guard.stats();
     let copy = terminate::copy(client, host, |side, n| {
         match side {
@@ -832,18 +844,26 @@ fn plan(snapshot: &Snapshot, service: &str) -> Option<ServicePlan> {
 }
 
 /// Writes the PROXY protocol header the host expects, if any, before any client
-/// byte. A host that cannot take it is a failed host.
+/// byte; version 2 carries a terminated client's TLS facts. A host that cannot
+/// take it is a failed host.
 async fn send_proxy_header(
     target: &Target,
     mut host: TcpStream,
     client: SocketAddr,
     client_socket: &TcpStream,
+    inspection: Option<&Inspection>,
 ) -> Result<TcpStream, String> {
     let Some(version) = target.proxy_protocol else {
         return Ok(host);
     };
     let destination = client_socket.local_addr().map_err(|e| e.to_string())?;
-    let header = proxy_protocol::encode(version, client, destination);
+    let tls = inspection.and_then(|seen| {
+        Some(proxy_protocol::TlsFacts {
+            sni: seen.sni.as_deref(),
+            session: seen.tls.as_deref()?,
+        })
+    });
+    let header = proxy_protocol::encode(version, client, destination, tls);
     host.write_all(&header)
         .await
         .map_err(|e| format!("sending the PROXY header: {e}"))?;

@@ -110,6 +110,9 @@ pub(crate) struct ListenerSettings {
     /// listener's service's, and nothing is read before a host is picked);
     /// on a terminating listener, by its handshake's SNI and ALPN.
     pub routing: Option<Routing>,
+    /// `acmeHttp`: answers ACME `http-01` validations, waiting this long at
+    /// most for a request line (its `inspectTimeout`) while one is on.
+    pub acme_http: Option<Duration>,
 }
 
 /// A terminating listener's TLS as the data path uses it.
@@ -141,6 +144,10 @@ impl ListenerSettings {
                     .unwrap_or_default(),
             }),
             routing: Routing::new(listener, previous.and_then(|p| p.routing.as_ref())),
+            acme_http: listener
+                .options
+                .acme_http
+                .then_some(listener.options.inspect_timeout),
         }
     }
 
@@ -153,6 +160,11 @@ impl ListenerSettings {
         listener: &Listener,
     ) -> bool {
         self.proxy == *proxy
+            && self.acme_http
+                == listener
+                    .options
+                    .acme_http
+                    .then_some(listener.options.inspect_timeout)
             && match (&self.tls, terminator) {
                 (Some(t), Some(other)) => Arc::ptr_eq(&t.terminator, other),
                 (None, None) => true,

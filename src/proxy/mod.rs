@@ -4,6 +4,7 @@
 //! a connection idle for a second waits in its worker's parking lot, out of the
 //! runtime, until a byte comes.
 
+mod acme_http;
 mod admission;
 mod connection;
 mod copy;
@@ -53,4 +54,6 @@ pub(crate) struct DataPlane {
     /// Whether a control socket may look connections up by txlb's address on the
     /// host side (costs a `getsockname` per connection, so only when needed).
     pub index_host_side: bool,
+    /// The ACME challenges being answered (`acmeHttp` listeners read them).
+    pub challenges: Arc<crate::tls::acme::Challenges>,
 }

@@ -256,11 +256,92 @@ pub fn encode_v2(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
     out
 }
 
-/// Encodes the header of `version`.
-pub fn encode(version: Version, source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
-    match version {
-        Version::V1 => encode_v1(source, destination).into_bytes(),
-        Version::V2 => encode_v2(source, destination),
+/// What a terminating listener learned of a client's TLS, passed on to the
+/// host in a version 2 header's TLVs (version 1 has none).
+#[derive(Debug, Clone, Copy)]
+pub struct TlsFacts<'a> {
+    /// The server name the client asked for (`PP2_TYPE_AUTHORITY`).
+    pub sni: Option<&'a str>,
+    /// What the handshake agreed: ALPN (`PP2_TYPE_ALPN`), version, cipher and
+    /// the client certificate's common name (`PP2_TYPE_SSL` and its sub-TLVs).
+    pub session: &'a crate::tls::Session,
+}
+
+/// The TLV types of the PROXY protocol's version 2 (section 2.2) that txlb
+/// writes.
+mod tlv {
+    pub const ALPN: u8 = 0x01;
+    pub const AUTHORITY: u8 = 0x02;
+    pub const SSL: u8 = 0x20;
+    pub const SSL_VERSION: u8 = 0x21;
+    pub const SSL_CN: u8 = 0x22;
+    pub const SSL_CIPHER: u8 = 0x23;
+    /// `PP2_TYPE_SSL`'s client field: the connection is TLS, and the client
+    /// showed a certificate on this connection and in this session.
+    pub const CLIENT_SSL: u8 = 0x01;
+    pub const CLIENT_CERT_CONN: u8 = 0x02;
+    pub const CLIENT_CERT_SESS: u8 = 0x04;
+}
+
+/// Appends one TLV, its value cut at what the 16-bit length can say.
+fn push_tlv(out: &mut Vec<u8>, kind: u8, value: &[u8]) {
+    let value = &value[..value.len().min(u16::MAX as usize)];
+    out.push(kind);
+    out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    out.extend_from_slice(value);
+}
+
+/// The version 2 header with the TLVs of a terminated client's TLS: ALPN,
+/// authority (SNI) and `PP2_TYPE_SSL` with the TLS version (`TLSv1.3`), the
+/// cipher (its IANA name) and, when the client showed a certificate, its
+/// common name; `verify` is 0 only for a client certificate that verified.
+pub fn encode_v2_tls(source: SocketAddr, destination: SocketAddr, tls: TlsFacts<'_>) -> Vec<u8> {
+    let mut out = encode_v2(source, destination);
+    let session = tls.session;
+    if let Some(alpn) = &session.alpn {
+        push_tlv(&mut out, tlv::ALPN, alpn.as_bytes());
+    }
+    if let Some(sni) = tls.sni {
+        push_tlv(&mut out, tlv::AUTHORITY, sni.as_bytes());
+    }
+    let mut ssl = Vec::with_capacity(64);
+    let shown = session.client_subject.is_some();
+    ssl.push(if shown {
+        tlv::CLIENT_SSL | tlv::CLIENT_CERT_CONN | tlv::CLIENT_CERT_SESS
+    } else {
+        tlv::CLIENT_SSL
+    });
+    // A certificate shown got through the listener's verification (an
+    // unverified one ends the handshake).
+    ssl.extend_from_slice(&u32::from(!shown).to_be_bytes());
+    push_tlv(
+        &mut ssl,
+        tlv::SSL_VERSION,
+        format!("TLSv{}", session.version).as_bytes(),
+    );
+    if let Some(cn) = &session.client_cn {
+        push_tlv(&mut ssl, tlv::SSL_CN, cn.as_bytes());
+    }
+    let cipher = session.cipher.replace("TLS13_", "TLS_");
+    push_tlv(&mut ssl, tlv::SSL_CIPHER, cipher.as_bytes());
+    push_tlv(&mut out, tlv::SSL, &ssl);
+    // The header's length counts the addresses and every TLV.
+    let len = (out.len() - 16).min(u16::MAX as usize) as u16;
+    out[14..16].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+/// Encodes the header of `version`, with `tls`'s TLVs in version 2.
+pub fn encode(
+    version: Version,
+    source: SocketAddr,
+    destination: SocketAddr,
+    tls: Option<TlsFacts<'_>>,
+) -> Vec<u8> {
+    match (version, tls) {
+        (Version::V1, _) => encode_v1(source, destination).into_bytes(),
+        (Version::V2, None) => encode_v2(source, destination),
+        (Version::V2, Some(tls)) => encode_v2_tls(source, destination, tls),
     }
 }
 
@@ -294,6 +375,89 @@ mod tests {
         assert_eq!(
             encode_v1(a("192.168.0.1:56324"), a("192.168.0.11:443")),
             "PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n"
+        );
+    }
+
+    /// The TLVs after the addresses of an IPv4 header, as (type, value).
+    fn tlvs(mut rest: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while rest.len() >= 3 {
+            let len = u16::from_be_bytes([rest[1], rest[2]]) as usize;
+            out.push((rest[0], rest[3..3 + len].to_vec()));
+            rest = &rest[3 + len..];
+        }
+        assert!(rest.is_empty(), "TLVs end where the header says");
+        out
+    }
+
+    #[test]
+    fn v2_carries_a_terminated_clients_tls_in_tlvs_that_parsers_skip() {
+        let session = crate::tls::Session {
+            version: "1.3",
+            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+            alpn: Some("h2".into()),
+            client_subject: Some("CN=alice, O=Example".into()),
+            client_cn: Some("alice".into()),
+        };
+        let facts = TlsFacts {
+            sni: Some("api.example.com"),
+            session: &session,
+        };
+        let (s, d) = (a("1.2.3.4:5678"), a("10.0.0.1:443"));
+        let mut bytes = encode(Version::V2, s, d, Some(facts));
+        let header_len = bytes.len();
+        assert_eq!(
+            u16::from_be_bytes([bytes[14], bytes[15]]) as usize,
+            header_len - 16
+        );
+        let found = tlvs(&bytes[16 + 12..]);
+        assert_eq!(found[0], (0x01, b"h2".to_vec()));
+        assert_eq!(found[1], (0x02, b"api.example.com".to_vec()));
+        let (kind, ssl) = &found[2];
+        assert_eq!(*kind, 0x20);
+        assert_eq!(
+            ssl[0], 0x07,
+            "TLS, certificate on the connection and session"
+        );
+        assert_eq!(&ssl[1..5], &[0, 0, 0, 0], "verified");
+        assert_eq!(
+            tlvs(&ssl[5..]),
+            [
+                (0x21, b"TLSv1.3".to_vec()),
+                (0x22, b"alice".to_vec()),
+                (0x23, b"TLS_AES_128_GCM_SHA256".to_vec()),
+            ]
+        );
+        // txlb's own parser (a host that is another txlb) skips them.
+        bytes.extend_from_slice(b"GET /");
+        let (header, n) = parse(&bytes).unwrap().unwrap();
+        assert_eq!(n, header_len);
+        assert_eq!(
+            header,
+            ProxyHeader::Proxy {
+                source: s,
+                destination: d
+            }
+        );
+        // No client certificate: no CN, and `verify` is not 0.
+        let anonymous = crate::tls::Session {
+            client_subject: None,
+            client_cn: None,
+            alpn: None,
+            ..session
+        };
+        let facts = TlsFacts {
+            sni: None,
+            session: &anonymous,
+        };
+        let bytes = encode(Version::V2, s, d, Some(facts));
+        let found = tlvs(&bytes[16 + 12..]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(&found[0].1[..5], &[0x01, 0, 0, 0, 1]);
+        // Version 1 has no TLVs.
+        assert_eq!(
+            encode(Version::V1, s, d, Some(facts)),
+            encode_v1(s, d).into_bytes()
         );
     }
 

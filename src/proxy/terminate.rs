@@ -5,16 +5,16 @@
 //!
 //! Plain-TCP connections never come here: their copy loop (`copy.rs`) works
 //! on the sockets' readiness and parks idle connections; one with TLS goes
-//! through rustls's buffers, so it is copied with tokio's generic loop and
-//! never parked.
+//! through rustls's buffers, so it is copied through `AsyncRead`/`AsyncWrite`
+//! (`copy` below, holding no buffer of its own while idle) and never parked.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -24,11 +24,8 @@ use super::listener::Terminating;
 use crate::config::ClientProtocol;
 use crate::routing::Seen;
 use crate::state::clock_ms;
+use crate::tls::acme::ACME_TLS_ALPN;
 use crate::tls::{HandshakeFailure, Session};
-
-/// Buffer of each direction of a terminated connection's copy: a TLS
-/// record's largest payload.
-const TLS_COPY_BUFFER: usize = 16 * 1024;
 
 /// A client's socket, with the bytes already read from it (behind a PROXY
 /// header) given back first: what rustls reads the handshake from.
@@ -131,6 +128,24 @@ pub(crate) async fn handshake(
                 .map(|p| String::from_utf8_lossy(p).into())
                 .collect();
         }
+        if let Some(acme) = &tls.terminator.acme {
+            let validating = hello
+                .alpn()
+                .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+            if validating {
+                // RFC 8737: the validation certificate, then nothing more.
+                let mut stream =
+                    tokio::time::timeout_at(deadline, start.into_stream(acme.validation.clone()))
+                        .await
+                        .map_err(|_| HandshakeFailure::Timeout)?
+                        .map_err(|e| HandshakeFailure::of(&e))?;
+                let _ = tokio::time::timeout_at(deadline, stream.shutdown()).await;
+                return Err(HandshakeFailure::AcmeValidation);
+            }
+            if acme.slot.current().is_none() {
+                return Err(HandshakeFailure::NoCertificate);
+            }
+        }
         let stream =
             tokio::time::timeout_at(deadline, start.into_stream(tls.terminator.server.clone()))
                 .await
@@ -157,56 +172,106 @@ pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
-/// A side of a terminated connection, telling `on_read` of every chunk read
-/// and `first` which side reached its end first. A TLS client that closes
-/// without `close_notify` (most do) has reached its end, as a TCP client
-/// sending FIN.
-struct Counted<'a, S: ?Sized, F> {
-    io: &'a mut S,
-    side: Side,
-    /// 0 until a side ends; then 1 (client) or 2 (host).
-    first: &'a AtomicU8,
-    on_read: &'a F,
+/// One direction of a copy through rustls. Bytes read are written on at
+/// once from a scratch buffer on the stack; only what the other side does not
+/// take at once is kept, on the heap, until it does: an idle connection holds
+/// no copy buffer (rustls keeps its own, 4 KiB, for reading records).
+#[derive(Default)]
+struct Direction {
+    /// Read, not yet written; empty (no allocation) most of the time.
+    pending: Vec<u8>,
+    /// How much of `pending` is written.
+    at: usize,
+    /// Written since the last flush (rustls may hold records to send).
+    unflushed: bool,
+    /// The reading side reached its end: shutting the writing side down.
+    ended: bool,
+    /// Shut down too: this direction is done.
+    done: bool,
 }
 
-impl<S: AsyncRead + Unpin + ?Sized, F: Fn(Side, usize)> AsyncRead for Counted<'_, S, F> {
-    fn poll_read(
-        self: Pin<&mut Self>,
+/// The scratch buffer of one read: a TLS record's largest payload.
+const SCRATCH: usize = 16 * 1024;
+
+impl Direction {
+    /// Copies from `from` to `to` as far as both allow; `Ready` once `from`
+    /// has ended and `to` is shut down.
+    fn poll_copy(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+        from: &mut dyn Stream,
+        to: &mut dyn Stream,
+        on_read: &mut dyn FnMut(usize),
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = match Pin::new(&mut *this.io).poll_read(cx, buf) {
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(())),
-            other => other,
-        };
-        if let Poll::Ready(Ok(())) = polled {
-            let n = buf.filled().len() - before;
-            if n == 0 {
-                let side = if this.side == Side::Client { 1 } else { 2 };
-                let _ = this.first.compare_exchange(0, side, Relaxed, Relaxed);
-            } else {
-                (this.on_read)(this.side, n);
+        loop {
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            // What the other side did not take yet goes first.
+            while self.at < self.pending.len() {
+                match Pin::new(&mut *to).poll_write(cx, &self.pending[self.at..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => self.at += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+                self.unflushed = true;
+            }
+            if !self.pending.is_empty() {
+                self.pending = Vec::new(); // give the heap back
+                self.at = 0;
+            }
+            if self.ended {
+                return match Pin::new(&mut *to).poll_shutdown(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.done = true;
+                        Poll::Ready(Ok(()))
+                    }
+                    other => other,
+                };
+            }
+            let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); SCRATCH];
+            let mut buf = ReadBuf::uninit(&mut scratch);
+            match Pin::new(&mut *from).poll_read(cx, &mut buf) {
+                Poll::Pending => {
+                    if self.unflushed {
+                        match Pin::new(&mut *to).poll_flush(cx) {
+                            Poll::Ready(Ok(())) => self.unflushed = false,
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                            Poll::Pending => {}
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                // A TLS peer that closes without `close_notify` (most do) has
+                // reached its end, as a TCP peer sending FIN.
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    self.ended = true
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => self.ended = true,
+                Poll::Ready(Ok(())) => {
+                    let read = buf.filled();
+                    on_read(read.len());
+                    let mut at = 0;
+                    while at < read.len() {
+                        match Pin::new(&mut *to).poll_write(cx, &read[at..]) {
+                            Poll::Ready(Ok(0)) => {
+                                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                            }
+                            Poll::Ready(Ok(n)) => at += n,
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                            Poll::Pending => break,
+                        }
+                    }
+                    self.unflushed = true;
+                    if at < read.len() {
+                        self.pending = read[at..].to_vec();
+                        self.at = 0;
+                    }
+                }
             }
         }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin + ?Sized, F> AsyncWrite for Counted<'_, S, F> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.get_mut().io).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().io).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -218,30 +283,25 @@ pub(crate) async fn copy(
     host: &mut dyn Stream,
     on_read: impl Fn(Side, usize),
 ) -> io::Result<Side> {
-    let first = AtomicU8::new(0);
-    let mut client = Counted {
-        io: client,
-        side: Side::Client,
-        first: &first,
-        on_read: &on_read,
-    };
-    let mut host = Counted {
-        io: host,
-        side: Side::Host,
-        first: &first,
-        on_read: &on_read,
-    };
-    tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut host,
-        TLS_COPY_BUFFER,
-        TLS_COPY_BUFFER,
-    )
-    .await?;
-    Ok(match first.load(Relaxed) {
-        2 => Side::Host,
-        _ => Side::Client,
+    let (mut up, mut down) = (Direction::default(), Direction::default());
+    let mut first = None;
+    std::future::poll_fn(|cx| {
+        let mut from_client = |n| on_read(Side::Client, n);
+        let up_done = up.poll_copy(cx, &mut *client, &mut *host, &mut from_client)?;
+        if up.ended && first.is_none() {
+            first = Some(Side::Client);
+        }
+        let mut from_host = |n| on_read(Side::Host, n);
+        let down_done = down.poll_copy(cx, &mut *host, &mut *client, &mut from_host)?;
+        if down.ended && first.is_none() {
+            first = Some(Side::Host);
+        }
+        match (up_done, down_done) {
+            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok(first.unwrap_or(Side::Client))),
+            _ => Poll::Pending,
+        }
     })
+    .await
 }
 
 /// Seconds (process clock) each kind of failed handshake was last logged:
@@ -253,7 +313,9 @@ const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Logs a failed handshake, once a minute per kind.
 pub(crate) fn log_failure(why: HandshakeFailure, client: std::net::SocketAddr, listener: &str) {
     let now = clock_ms() / 1000;
-    let last = &LAST_LOGGED[why as usize];
+    let Some(last) = LAST_LOGGED.get(why as usize) else {
+        return;
+    };
     let previous = last.load(Relaxed);
     if previous != u64::MAX && now.saturating_sub(previous) < FAILURE_LOG_INTERVAL.as_secs() {
         return;
@@ -262,11 +324,92 @@ pub(crate) fn log_failure(why: HandshakeFailure, client: std::net::SocketAddr, l
         .compare_exchange(previous, now, Relaxed, Relaxed)
         .is_ok()
     {
+        if why == HandshakeFailure::NoCertificate {
+            tracing::warn!(
+                reason = why.as_str(),
+                %client,
+                listener,
+                "TLS client refused: the listener's certificate from ACME is not issued yet (see the acme events; logged once a minute; counted in txlb_tls_handshake_errors_total)"
+            );
+            return;
+        }
         tracing::warn!(
             reason = why.as_str(),
             %client,
             listener,
             "TLS handshake failed: client closed (logged once a minute per reason; counted in txlb_tls_handshake_errors_total)"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pattern(seed: u8, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    }
+
+    /// Both ways at once through pipes of 1 KiB, a host that reads slowly
+    /// (its side's writes wait: the bytes left over are kept and sent later),
+    /// half-close passed on: byte exact, every byte counted, the client's end
+    /// seen first.
+    #[tokio::test]
+    async fn copies_both_ways_byte_exact_under_backpressure_and_passes_half_close() {
+        const LEN: usize = 300 * 1024;
+        let (mut client, mut client_side) = tokio::io::duplex(1024);
+        let (mut host_side, mut host) = tokio::io::duplex(1024);
+        let counted = [AtomicUsize::new(0), AtomicUsize::new(0)];
+        let relay = async {
+            copy(&mut client_side, &mut host_side, |side, n| {
+                counted[side as usize].fetch_add(n, Relaxed);
+            })
+            .await
+        };
+        let client_talks = async {
+            let (mut read, mut write) = tokio::io::split(&mut client);
+            let send = async {
+                write.write_all(&pattern(1, LEN)).await.unwrap();
+                write.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let receive = read.read_to_end(&mut got);
+            let ((), received) = tokio::join!(send, receive);
+            received.unwrap();
+            got
+        };
+        let host_talks = async {
+            let (mut read, mut write) = tokio::io::split(&mut host);
+            let send = async {
+                write.write_all(&pattern(2, LEN)).await.unwrap();
+                write.shutdown().await.unwrap();
+            };
+            let receive = async {
+                let mut got = Vec::new();
+                let mut chunk = [0u8; 700];
+                loop {
+                    tokio::task::yield_now().await;
+                    match read.read(&mut chunk).await.unwrap() {
+                        0 => break got,
+                        n => got.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            };
+            let ((), got) = tokio::join!(send, receive);
+            got
+        };
+        let (first, to_client, to_host) = tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::join!(relay, client_talks, host_talks)
+        })
+        .await
+        .expect("the copy ends");
+        assert!(to_host == pattern(1, LEN), "the client's bytes, in order");
+        assert!(to_client == pattern(2, LEN), "the host's bytes, in order");
+        assert_eq!(counted[0].load(Relaxed) + counted[1].load(Relaxed), 2 * LEN);
+        assert!(first.is_ok());
     }
 }

@@ -282,13 +282,14 @@ pub(super) fn certificates_table(list: &[crate::ops::CertificateEntry]) -> Strin
                 c.certificate.names.join(" "),
                 c.certificate.issuer.clone(),
                 expires,
+                c.certificate.source.to_string(),
                 c.certificate.file.clone(),
             ]
         })
         .collect();
     table(
         &[
-            "SERVICE", "WHERE", "ROLE", "NAMES", "ISSUER", "EXPIRES", "FILE",
+            "SERVICE", "WHERE", "ROLE", "NAMES", "ISSUER", "EXPIRES", "SOURCE", "FILE",
         ],
         rows,
     )
@@ -385,5 +386,42 @@ mod tests {
         assert!(lines[0].contains(" CHECK "), "{t}");
         assert!(lines[1].contains(" fail 1.5ms +0/-2"), "{t}");
         assert!(lines[2].trim_end().ends_with(" -"), "{t}");
+    }
+
+    #[test]
+    fn the_certificates_table_says_where_each_comes_from() {
+        let entry = |source: &'static str, file: &str| crate::ops::CertificateEntry {
+            service: "web".into(),
+            role: "server",
+            listener: Some("*:443".into()),
+            group: None,
+            certificate: crate::CertificateStats {
+                name: "a.test".into(),
+                names: vec!["a.test".into()],
+                issuer: "CN=Pebble Intermediate CA".into(),
+                source,
+                file: file.into(),
+                not_after: 0,
+                expires_in: 90 * 86_400,
+                expiring: false,
+            },
+        };
+        let t = certificates_table(&[
+            entry("acme", "/var/lib/txlb/acme/a.test-0123.pem"),
+            entry("file", "/etc/txlb/a.pem"),
+        ]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[0].contains(" SOURCE ") && lines[0].ends_with("FILE"),
+            "{t}"
+        );
+        assert!(
+            lines[1].contains(" acme ") && lines[1].contains("Pebble"),
+            "{t}"
+        );
+        assert!(
+            lines[2].contains(" file ") && lines[2].contains("90 days"),
+            "{t}"
+        );
     }
 }

@@ -22,8 +22,10 @@ use rustls::{RootCertStore, ServerConfig};
 
 use crate::config::{ClientAuth, ListenerTls, Location, TlsCert, TlsVersion};
 
+pub mod acme;
 pub mod origin;
 
+pub use acme::{AcmeCerts, AcmeSlot};
 pub use origin::{OriginTls, Originator};
 
 /// Largest PEM file read (a chain of a few certificates is a few KiB).
@@ -83,8 +85,36 @@ pub struct Terminator {
     pub config: ListenerTls,
     /// The rustls configuration every handshake uses.
     pub server: Arc<ServerConfig>,
-    /// Its certificates, in configuration order.
+    /// Its certificates, in configuration order (none when its certificate
+    /// comes from ACME: see `acme`).
     pub certs: Vec<CertInfo>,
+    /// When its certificate comes from ACME (`<tls acme>`): where.
+    pub acme: Option<AcmeServing>,
+}
+
+/// A terminating listener's certificate from ACME.
+#[derive(Debug)]
+pub struct AcmeServing {
+    /// The certificate served (swapped by the ordering task).
+    pub slot: Arc<AcmeSlot>,
+    /// The configuration of `tls-alpn-01` validation handshakes (ALPN
+    /// `acme-tls/1`, the validation certificate by SNI).
+    pub validation: Arc<ServerConfig>,
+}
+
+impl Terminator {
+    /// What its certificates say now (an ACME one's once issued).
+    pub fn cert_infos(&self) -> Vec<CertInfo> {
+        match &self.acme {
+            Some(acme) => acme
+                .slot
+                .current()
+                .map(|i| i.info.clone())
+                .into_iter()
+                .collect(),
+            None => self.certs.clone(),
+        }
+    }
 }
 
 /// Reads every certificate, key and client CA file of `tls` and builds the
@@ -93,7 +123,12 @@ pub struct Terminator {
 /// expected, a key that is not its certificate's, or a certificate that does
 /// not parse is an error naming where the configuration names the file.
 pub fn load(tls: &ListenerTls) -> Result<Terminator, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    load_in(tls, &AcmeCerts::default())
+}
+
+/// [`load`], a certificate from ACME served from its slot in `acme`.
+pub fn load_in(tls: &ListenerTls, acme: &AcmeCerts) -> Result<Terminator, TlsError> {
+    let provider = Arc::new(server_provider());
     let mut keys = Vec::with_capacity(tls.certs.len());
     let mut certs = Vec::with_capacity(tls.certs.len());
     for pair in &tls.certs {
@@ -101,12 +136,13 @@ pub fn load(tls: &ListenerTls) -> Result<Terminator, TlsError> {
         keys.push(Arc::new(key));
         certs.push(info);
     }
-    let first = tls.certs.first();
+    let first = tls.certs.first().map(|c| &c.written);
+    let first = first.or((!tls.acme.is_empty()).then_some(&tls.acme_written));
     let at = |l: Option<&Location>| l.cloned();
     let verifier = match &tls.options.client_ca {
         None => None,
         Some(ca) => {
-            let ca_at = at(first.and_then(|p| p.written.client_ca.as_ref()));
+            let ca_at = at(first.and_then(|w| w.client_ca.as_ref()));
             let fail = |message: String| TlsError {
                 at: ca_at.clone(),
                 message,
@@ -142,8 +178,8 @@ pub fn load(tls: &ListenerTls) -> Result<Terminator, TlsError> {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
     };
-    let element = at(first.and_then(|p| p.written.element.as_ref()));
-    let builder = ServerConfig::builder_with_provider(provider)
+    let element = at(first.and_then(|w| w.element.as_ref()));
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| TlsError {
             at: element.clone(),
@@ -153,7 +189,36 @@ pub fn load(tls: &ListenerTls) -> Result<Terminator, TlsError> {
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
-    let mut server = builder.with_cert_resolver(Arc::new(ByName::new(keys, &certs)));
+    let (mut server, acme) = match tls.acme.is_empty() {
+        true => (
+            builder.with_cert_resolver(Arc::new(ByName::new(keys, &certs))),
+            None,
+        ),
+        false => {
+            let slot = acme.slot(&tls.acme);
+            let validation = ServerConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .map_err(|e| TlsError {
+                    at: element.clone(),
+                    message: e.to_string(),
+                })?
+                .with_no_client_auth();
+            let mut validation =
+                validation.with_cert_resolver(Arc::new(acme::Validation(acme.challenges.clone())));
+            validation.alpn_protocols = vec![acme::ACME_TLS_ALPN.to_vec()];
+            (
+                builder.with_cert_resolver(Arc::new(acme::FromSlot(slot.clone()))),
+                Some(AcmeServing {
+                    slot,
+                    validation: Arc::new(validation),
+                }),
+            )
+        }
+    };
+    server.ignore_client_order = true;
+    if let Some(ticketer) = ticketer() {
+        server.ticketer = ticketer;
+    }
     server.alpn_protocols = tls
         .options
         .alpn
@@ -164,7 +229,48 @@ pub fn load(tls: &ListenerTls) -> Result<Terminator, TlsError> {
         config: tls.clone(),
         server: Arc::new(server),
         certs,
+        acme,
     })
+}
+
+/// The crypto of terminating listeners: *ring*'s suites, in the server's
+/// order (the listener ignores the client's), AES-128-GCM first and the
+/// SHA-384 suites last. TLS 1.3's mandatory suite is as safe for a session
+/// and its key schedule hashes with SHA-256, which CPUs do in hardware:
+/// with a client's usual order (AES-256-GCM-SHA384 first), SHA-512 rounds in
+/// software were 9% of a full handshake's CPU.
+fn server_provider() -> CryptoProvider {
+    use rustls::CipherSuite::*;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|s| {
+        matches!(
+            s.suite(),
+            TLS13_AES_256_GCM_SHA384
+                | TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+                | TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+        )
+    });
+    provider
+}
+
+/// The session tickets of every terminating listener (TLS 1.3 resumption
+/// without a server-side cache, and a ticket reusable as OpenSSL's are):
+/// one rotating key (rustls' `Ticketer`, a new key every 6 hours) for the
+/// process, so a reload that rebuilds a listener's configuration keeps its
+/// clients' tickets good. `None` if it cannot be made: sessions then resume
+/// from rustls' in-memory cache only.
+fn ticketer() -> Option<Arc<dyn rustls::server::ProducesTickets>> {
+    static TICKETER: std::sync::OnceLock<Option<Arc<dyn rustls::server::ProducesTickets>>> =
+        std::sync::OnceLock::new();
+    TICKETER
+        .get_or_init(|| match rustls::crypto::ring::Ticketer::new() {
+            Ok(ticketer) => Some(ticketer),
+            Err(error) => {
+                tracing::warn!(%error, "no session tickets: TLS sessions resume from the cache only");
+                None
+            }
+        })
+        .clone()
 }
 
 /// One `<tls cert key>`: the chain, the key, and that they belong together.
@@ -203,6 +309,17 @@ pub fn check_pem_pair(cert: &[u8], key: &[u8]) -> Result<CertInfo, String> {
     parse_pair(Path::new("cert"), cert, Path::new("key"), key, &provider)
         .map(|(_, info)| info)
         .map_err(|(_, message)| message)
+}
+
+/// A chain and its key given as PEM text, ready to serve: what a certificate
+/// from ACME stored at `file` is read into.
+pub(crate) fn certified_from_pem(
+    file: &Path,
+    cert: &[u8],
+    key: &[u8],
+) -> Result<(CertifiedKey, CertInfo), String> {
+    let provider = rustls::crypto::ring::default_provider();
+    parse_pair(file, cert, file, key, &provider).map_err(|(_, message)| message)
 }
 
 /// A chain and its key from their PEM text (`cert_file`, `key_file` name
@@ -273,7 +390,7 @@ pub(crate) fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// What a leaf certificate says (names, subject, issuer, expiry).
-fn describe(file: &Path, der: &CertificateDer<'_>) -> Result<CertInfo, String> {
+pub(crate) fn describe(file: &Path, der: &CertificateDer<'_>) -> Result<CertInfo, String> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
         .map_err(|e| format!("{}: not an X.509 certificate: {e}", file.display()))?;
@@ -302,10 +419,17 @@ fn describe(file: &Path, der: &CertificateDer<'_>) -> Result<CertInfo, String> {
     })
 }
 
-/// The subject of a client's certificate (`CN=…, O=…`), if it parses.
-pub fn subject_of(der: &CertificateDer<'_>) -> Option<String> {
+/// The subject of a client's certificate (`CN=…, O=…`) and its first
+/// common name, if the certificate parses.
+fn identity_of(der: &CertificateDer<'_>) -> Option<(String, Option<String>)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-    Some(cert.subject().to_string())
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string);
+    Some((cert.subject().to_string(), cn))
 }
 
 /// Chooses a certificate by the client's SNI: an exact name, else a
@@ -375,11 +499,19 @@ pub struct Session {
     /// The subject of the client's certificate (mutual TLS), if it showed one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_subject: Option<String>,
+    /// That certificate's common name, for the PROXY v2 header's TLV.
+    #[serde(skip)]
+    pub client_cn: Option<String>,
 }
 
 impl Session {
     /// What `conn` (a finished handshake) tells.
     pub fn of(conn: &rustls::ServerConnection) -> Session {
+        let (client_subject, client_cn) = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(identity_of)
+            .unzip();
         Session {
             version: match conn.protocol_version() {
                 Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
@@ -393,10 +525,8 @@ impl Session {
             alpn: conn
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
-            client_subject: conn
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(subject_of),
+            client_subject,
+            client_cn: client_cn.flatten(),
         }
     }
 }
@@ -420,11 +550,16 @@ pub enum HandshakeFailure {
     ClientAlert,
     /// Any other protocol error.
     Protocol,
+    /// The listener's certificate comes from ACME and none was issued yet.
+    NoCertificate,
+    /// Not a failure: an ACME server's `tls-alpn-01` validation, answered
+    /// and closed (neither counted nor logged: not in [`HandshakeFailure::ALL`]).
+    AcmeValidation,
 }
 
 impl HandshakeFailure {
     /// Every kind, in counter order.
-    pub const ALL: [HandshakeFailure; 8] = [
+    pub const ALL: [HandshakeFailure; 9] = [
         HandshakeFailure::Timeout,
         HandshakeFailure::NotTls,
         HandshakeFailure::Closed,
@@ -433,6 +568,7 @@ impl HandshakeFailure {
         HandshakeFailure::BadClientCert,
         HandshakeFailure::ClientAlert,
         HandshakeFailure::Protocol,
+        HandshakeFailure::NoCertificate,
     ];
 
     /// As counted in `/metrics` (`reason`).
@@ -446,6 +582,8 @@ impl HandshakeFailure {
             HandshakeFailure::BadClientCert => "bad_client_cert",
             HandshakeFailure::ClientAlert => "client_alert",
             HandshakeFailure::Protocol => "protocol",
+            HandshakeFailure::NoCertificate => "no_certificate",
+            HandshakeFailure::AcmeValidation => "acme_validation",
         }
     }
 
@@ -502,12 +640,14 @@ impl TlsCounters {
 
     /// Counts a failed handshake.
     pub fn failed(&self, why: HandshakeFailure) {
-        self.failed[why as usize].fetch_add(1, Relaxed);
+        if let Some(counter) = self.failed.get(why as usize) {
+            counter.fetch_add(1, Relaxed);
+        }
     }
 
     /// Failed handshakes of kind `why`.
     pub fn failures(&self, why: HandshakeFailure) -> u64 {
-        self.failed[why as usize].load(Relaxed)
+        self.failed.get(why as usize).map_or(0, |c| c.load(Relaxed))
     }
 }
 
@@ -561,7 +701,7 @@ mod tests {
             .collect();
         ListenerTls {
             certs,
-            options: Default::default(),
+            ..ListenerTls::default()
         }
     }
 

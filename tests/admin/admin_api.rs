@@ -34,7 +34,7 @@ async fn fixture(dir: &std::path::Path) -> Admin {
             dir.join("site.pem"),
             dir.join("site.key"),
         )],
-        options: Default::default(),
+        ..Default::default()
     });
     config.services[0].listeners.push(tls);
     let path = dir.join("lb.xml");

@@ -163,7 +163,7 @@ impl Txlb {
         self.log.lock().unwrap().join("\n")
     }
 
-    fn find(&self, needle: &str, skip: usize) -> Option<String> {
+    pub fn find(&self, needle: &str, skip: usize) -> Option<String> {
         self.log
             .lock()
             .unwrap()

@@ -204,5 +204,6 @@ pub fn config(scheduler: SchedulerKind, hosts: Vec<HostConfig>) -> Config {
         control: None,
         cluster: None,
         resolver: Default::default(),
+        acme: None,
     }
 }

@@ -28,7 +28,7 @@ const FOLLOW: Duration = Duration::from_secs(10);
 
 /// A name server for a few A records, changed by the test.
 #[derive(Clone, Default)]
-struct Zone {
+pub(super) struct Zone {
     records: Arc<Mutex<HashMap<String, Vec<Ipv4Addr>>>>,
     /// Answer every query with SERVFAIL (a broken name server).
     failing: Arc<Mutex<bool>>,
@@ -36,7 +36,7 @@ struct Zone {
 
 impl Zone {
     /// Sets `name`'s A records (none: the name does not exist).
-    fn set(&self, name: &str, addrs: &[&str]) {
+    pub(super) fn set(&self, name: &str, addrs: &[&str]) {
         let addrs = addrs.iter().map(|a| a.parse().unwrap()).collect();
         self.records
             .lock()
@@ -84,7 +84,7 @@ impl Zone {
 
     /// Serves on 127.0.0.1, UDP and TCP on one ephemeral port, until the test
     /// ends; returns the address.
-    async fn serve(&self) -> SocketAddr {
+    pub(super) async fn serve(&self) -> SocketAddr {
         let (udp, tcp) = loop {
             let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let addr = udp.local_addr().unwrap();

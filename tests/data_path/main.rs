@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod acme;
 mod agents;
 mod all_bad;
 mod backup_groups;

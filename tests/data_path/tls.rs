@@ -499,6 +499,160 @@ async fn mutual_tls_accepted_and_refused() {
     assert_eq!(lb.access().lines().count(), 1, "{}", lb.access());
 }
 
+/// A host that wants a PROXY v2 header: it answers each client with what the
+/// header's TLVs say (`alpn=… sni=… version=… cn=… verify=…`) on one line,
+/// then echoes. The TLVs are read here by the spec, not by txlb's parser.
+async fn proxy_v2_reporter() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 16];
+                s.read_exact(&mut head).await?;
+                let mut rest = vec![0u8; u16::from_be_bytes([head[14], head[15]]) as usize];
+                s.read_exact(&mut rest).await?;
+                let mut said = Vec::new();
+                let mut tlvs = &rest[12.min(rest.len())..]; // past the IPv4 addresses
+                let mut ssl = Vec::new();
+                while tlvs.len() >= 3 {
+                    let len = u16::from_be_bytes([tlvs[1], tlvs[2]]) as usize;
+                    let value = &tlvs[3..3 + len];
+                    match tlvs[0] {
+                        0x01 => said.push(format!("alpn={}", String::from_utf8_lossy(value))),
+                        0x02 => said.push(format!("sni={}", String::from_utf8_lossy(value))),
+                        0x20 => {
+                            let verify = u32::from_be_bytes(value[1..5].try_into().unwrap());
+                            said.push(format!("client={} verify={verify}", value[0]));
+                            ssl = value[5..].to_vec();
+                        }
+                        _ => {}
+                    }
+                    tlvs = &tlvs[3 + len..];
+                }
+                let mut sub = &ssl[..];
+                while sub.len() >= 3 {
+                    let len = u16::from_be_bytes([sub[1], sub[2]]) as usize;
+                    let value = String::from_utf8_lossy(&sub[3..3 + len]);
+                    match sub[0] {
+                        0x21 => said.push(format!("version={value}")),
+                        0x22 => said.push(format!("cn={value}")),
+                        0x23 => said.push(format!("cipher={value}")),
+                        _ => {}
+                    }
+                    sub = &sub[3 + len..];
+                }
+                s.write_all(format!("{}\n", said.join(" ")).as_bytes())
+                    .await?;
+                let (mut r, mut w) = s.split();
+                tokio::io::copy(&mut r, &mut w).await?;
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn hosts_learn_the_clients_tls_and_certificate_from_proxy_v2_tlvs() {
+    let server = issue("mtls.example.com", &["mtls.example.com"], None);
+    let ca = client_ca();
+    let alice = issue("alice", &[], Some(&ca));
+    let reporter = proxy_v2_reporter().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_pair(dir.path(), "server", &server);
+    let (alice_cert, alice_key) = write_pair(dir.path(), "alice", &alice);
+    std::fs::write(dir.path().join("clients.pem"), &ca.1.pem).unwrap();
+    let xml = format!(
+        "<config>\n  <service name=\"edge\">\n    <listen ip=\"127.0.0.1:0\"><tls \
+         cert=\"server.pem\" key=\"server.key\" clientCa=\"clients.pem\" \
+         clientAuth=\"optional\"/></listen>\n    <group name=\"g\" enable=\"true\" \
+         proxyProtocol=\"v2\">\n      <host name=\"h1\" ip=\"{reporter}\"/>\n    </group>\n  \
+         </service>\n</config>\n"
+    );
+    let config = dir.path().join("lb.xml");
+    std::fs::write(&config, xml).unwrap();
+    let txlb = Txlb::start(&config, 2);
+    let ca_file = dir.path().join("server.pem");
+    let out = s_client_mtls(txlb.listener(), &ca_file, Some((&alice_cert, &alice_key))).await;
+    // OpenSSL offers AES-256-GCM-SHA384 first; the listener's own order
+    // chooses AES-128-GCM-SHA256 (`tls::server_provider`).
+    assert!(
+        out.contains(
+            "sni=mtls.example.com client=7 verify=0 version=TLSv1.3 cn=alice \
+             cipher=TLS_AES_128_GCM_SHA256"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("hello mtls"), "then the client's bytes: {out}");
+    // Without a certificate: TLS facts, no name, `verify` not 0.
+    let out = s_client_mtls(txlb.listener(), &ca_file, None).await;
+    assert!(
+        out.contains("sni=mtls.example.com client=1 verify=1 version=TLSv1.3 cipher=TLS_"),
+        "{out}"
+    );
+}
+
+/// One rustls handshake and echo through `addr` with `config` (whose session
+/// store keeps tickets between calls): how the handshake went.
+async fn handshake_kind(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> rustls::HandshakeKind {
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("first.example.com").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    // The echo's read also takes in the tickets sent after the handshake.
+    tls.write_all(b"ping\n").await.unwrap();
+    let mut back = [0u8; 5];
+    tls.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping\n");
+    tls.get_ref().1.handshake_kind().unwrap()
+}
+
+#[tokio::test]
+async fn sessions_resume_from_tickets_also_after_a_reload() {
+    let first = issue("first.example.com", &["first.example.com"], None);
+    let echo = echo_backend().await;
+    let lb = start(
+        |dir| {
+            write_pair(dir, "first", &first);
+        },
+        "<listen ip=\"127.0.0.1:0\"><tls cert=\"first.pem\" key=\"first.key\"/></listen>",
+        echo,
+        "",
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(first.der.clone()).unwrap();
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    assert_eq!(
+        handshake_kind(lb.addr, &config).await,
+        rustls::HandshakeKind::Full
+    );
+    assert_eq!(
+        handshake_kind(lb.addr, &config).await,
+        rustls::HandshakeKind::Resumed
+    );
+    // A reload rebuilds the listener's TLS; its tickets stay good.
+    let skip = lb.txlb.log_len();
+    lb.txlb.signal("HUP");
+    lb.txlb.wait_for_async("configuration reloaded", skip).await;
+    assert_eq!(
+        handshake_kind(lb.addr, &config).await,
+        rustls::HandshakeKind::Resumed
+    );
+}
+
 #[tokio::test]
 async fn plain_text_truncated_and_stalled_handshakes_are_closed_and_counted() {
     let cert = issue("t.example.com", &["t.example.com"], None);

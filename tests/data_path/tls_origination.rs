@@ -374,11 +374,13 @@ async fn a_client_certificate_is_shown_to_a_host_that_requires_one() {
     assert!(round_trip(with, b"still").await == b"still");
 }
 
-#[tokio::test]
-async fn a_tls_check_verifies_as_connections_do() {
-    if python_missing() {
-        return;
-    }
+/// A TLS group probed by `probes` (a `<check>` in the group, or `<manager>`
+/// after the service) with two hosts on one TLS echo server: `good` asks for
+/// the name its certificate has, `misnamed` for another. Waits until
+/// `misnamed` is marked bad and returns that line; afterwards, through
+/// several probe rounds, `good` was never marked bad and `misnamed` never put
+/// back.
+async fn only_the_misnamed_host_goes_bad(check: &str, managers: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let ca = client_ca();
     std::fs::write(dir.path().join("ca.pem"), &ca.1.pem).unwrap();
@@ -387,25 +389,45 @@ async fn a_tls_check_verifies_as_connections_do() {
     let h = host.addr;
     let xml = format!(
         "<config>\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
-         <group name=\"g\" enable=\"true\" tls=\"true\" tlsVerify=\"ca.pem\">\n      \
-         <check type=\"tls\" interval=\"0.2\" timeout=\"1\" rise=\"1\" fall=\"1\"/>\n      \
+         <group name=\"g\" enable=\"true\" tls=\"true\" tlsVerify=\"ca.pem\">\n      {check}\n      \
          <host name=\"good\" ip=\"{h}\" tlsSni=\"db.test\"/>\n      \
-         <host name=\"misnamed\" ip=\"{h}\" tlsSni=\"other.test\"/>\n    </group>\n  </service>\n</config>\n"
+         <host name=\"misnamed\" ip=\"{h}\" tlsSni=\"other.test\"/>\n    </group>\n  \
+         </service>\n  {managers}\n</config>\n"
     );
     let config = dir.path().join("lb.xml");
     std::fs::write(&config, xml).unwrap();
     let txlb = Txlb::start(&config, 2);
     let bad = super::checks::transition(&txlb, "host marked bad", "misnamed", 0).await;
     assert!(bad.contains("not valid for name"), "{bad}");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(
-        !txlb
-            .log_text()
-            .lines()
-            .any(|l| l.contains("host marked bad") && l.contains("good")),
-        "{}",
-        txlb.log_text()
-    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let log = txlb.log_text();
+    let said = |what: &str, host: &str| log.lines().any(|l| l.contains(what) && l.contains(host));
+    assert!(!said("host marked bad", "good"), "{log}");
+    assert!(!said("host back in rotation", "misnamed"), "{log}");
+    bad
+}
+
+#[tokio::test]
+async fn a_tls_check_verifies_as_connections_do() {
+    if python_missing() {
+        return;
+    }
+    let check = r#"<check type="tls" interval="0.2" timeout="1" rise="1" fall="1"/>"#;
+    only_the_misnamed_host_goes_bad(check, "").await;
+}
+
+/// Without a `<check>`, the txLoadBalancer managers probe a TLS group's hosts
+/// with a verified handshake too: heartbeat marks a host whose certificate
+/// does not verify bad (a plain connect would find it up), and hostCheck does
+/// not put it back.
+#[tokio::test]
+async fn the_managers_probe_tls_hosts_with_a_verified_handshake() {
+    if python_missing() {
+        return;
+    }
+    let managers = r#"<manager><hostCheck interval="0.2" enable="true"/><heartbeat interval="0.2" enable="true"/></manager>"#;
+    let bad = only_the_misnamed_host_goes_bad("", managers).await;
+    assert!(bad.contains("heartbeat"), "{bad}");
 }
 
 #[tokio::test]

@@ -721,7 +721,7 @@ async fn show_certs_lists_listener_and_client_certificates() {
         txlb::config::Listener::new(txlb::config::parse_listen_addr("127.0.0.1:0").unwrap());
     listener.tls = Some(txlb::config::ListenerTls {
         certs: vec![txlb::config::TlsCert::new(&server_cert, &server_key)],
-        options: Default::default(),
+        ..Default::default()
     });
     config.services[0].listeners.push(listener);
     let spare = &mut config.services[0].groups[1].options;

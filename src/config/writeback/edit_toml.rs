@@ -15,8 +15,8 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Tab
 use super::super::model::*;
 use super::super::options::Written;
 use super::super::write::{
-    logging_values, seconds, tls_settings, to_toml, toml_agent, toml_check, toml_inline_options,
-    toml_listen, toml_listeners, toml_route, toml_tls, toml_tls_array, tstr, yes,
+    logging_values, seconds, to_toml, toml_agent, toml_check, toml_inline_options, toml_listen,
+    toml_listeners, toml_route, toml_tls_array, toml_tls_entries, tstr, yes,
 };
 use super::{common_ends, first_index, written_path};
 
@@ -337,6 +337,7 @@ fn rendering(
         control: None,
         cluster: None,
         resolver: Default::default(),
+        acme: None,
     })
     .parse()
     .ok()
@@ -541,9 +542,7 @@ fn tls(
         t.remove("tls");
         return Some(());
     };
-    let entries: Vec<String> = (0..running.certs.len())
-        .map(|i| toml_tls(&running.certs[i], tls_settings(running, i)))
-        .collect();
+    let entries: Vec<String> = toml_tls_entries(running);
     let Some(item) = t.get_mut("tls") else {
         if boot.is_some() {
             return None;
@@ -552,15 +551,11 @@ fn tls(
         return Some(());
     };
     let mut seq = Seq::of(item)?;
-    let before = boot.map_or(0, |b| b.certs.len());
+    let before = boot.map_or(0, ListenerTls::entries);
     if seq.len() != before {
         return None;
     }
-    let old: Vec<String> = boot.map_or_else(Vec::new, |b| {
-        (0..b.certs.len())
-            .map(|i| toml_tls(&b.certs[i], tls_settings(b, i)))
-            .collect()
-    });
+    let old: Vec<String> = boot.map_or_else(Vec::new, toml_tls_entries);
     for i in (0..before).rev() {
         if entries.get(i) != old.get(i) {
             seq.remove(i);

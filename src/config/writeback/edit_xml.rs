@@ -16,9 +16,9 @@ use super::super::model::*;
 use super::super::options::Written;
 use super::super::parse::parse_bool;
 use super::super::write::{
-    attr as esc, logging_values, seconds, tls_settings, written_path, xml_admin, xml_agent,
-    xml_check, xml_group, xml_host, xml_listen, xml_manager, xml_route, xml_service, xml_ssh,
-    xml_task, xml_tls, xml_user, xml_web, yes,
+    attr as esc, logging_values, seconds, written_path, xml_admin, xml_agent, xml_check, xml_group,
+    xml_host, xml_listen, xml_manager, xml_route, xml_service, xml_ssh, xml_task, xml_tls_entries,
+    xml_user, xml_web, yes,
 };
 use super::super::xml::{Element, parse_tree};
 use super::{common_ends, first_index};
@@ -454,14 +454,10 @@ impl Editor<'_> {
             return Some(());
         }
         let els = kids(listen, "tls");
-        if els.len() != boot.map_or(0, |t| t.certs.len()) {
+        if els.len() != boot.map_or(0, ListenerTls::entries) {
             return None;
         }
-        let rendered: Vec<String> = running.map_or_else(Vec::new, |tls| {
-            (0..tls.certs.len())
-                .map(|i| xml_tls(&tls.certs[i], tls_settings(tls, i), ""))
-                .collect()
-        });
+        let rendered: Vec<String> = running.map_or_else(Vec::new, |tls| xml_tls_entries(tls, ""));
         for (el, text) in els.iter().zip(&rendered) {
             self.push(el.at, el.end, text.clone());
         }
@@ -472,11 +468,7 @@ impl Editor<'_> {
             return Some(());
         };
         let from = els.len();
-        let render = |ind: &str, _: &str| {
-            (from..tls.certs.len())
-                .map(|i| xml_tls(&tls.certs[i], tls_settings(tls, i), ind))
-                .collect()
-        };
+        let render = |ind: &str, _: &str| xml_tls_entries(tls, ind).split_off(from);
         let routes = kids(listen, "route");
         if let Some(last) = els.last() {
             self.insert_after(last, render);

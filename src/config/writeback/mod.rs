@@ -145,6 +145,7 @@ pub fn same_config(a: &Config, b: &Config) -> bool {
         control,
         cluster,
         resolver,
+        acme,
     } = a;
     *services == b.services
         && *admin == b.admin
@@ -153,6 +154,7 @@ pub fn same_config(a: &Config, b: &Config) -> bool {
         && *control == b.control
         && *cluster == b.cluster
         && *resolver == b.resolver
+        && *acme == b.acme
 }
 
 /// The index of the first item of `items` with each key: how write-back
@@ -238,10 +240,13 @@ pub fn render(
         });
     }
     let dir = base_dir(path);
-    // The cluster is set by hand, once per instance, and the resolver changes
-    // only with the file (a reload): a change of either is rendered in full, in
-    // both formats.
-    let edited = if boot.cluster != running.cluster || boot.resolver != running.resolver {
+    // The cluster is set by hand, once per instance, and the resolver and
+    // ACME settings change only with the file (a reload): a change of any is
+    // rendered in full, in both formats.
+    let edited = if boot.cluster != running.cluster
+        || boot.resolver != running.resolver
+        || boot.acme != running.acme
+    {
         None
     } else {
         match Format::of(path) {

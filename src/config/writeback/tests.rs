@@ -1280,3 +1280,54 @@ fn tls_origination_settings_written_back_in_both_formats() {
         assert!(rendered.text.contains("db.test"), "{}", rendered.text);
     }
 }
+
+#[test]
+fn acme_listeners_and_settings_written_back_in_both_formats() {
+    let xml = TLS_XML.replace(
+        "<tls cert='/etc/t/a.pem' key='/etc/t/a.key' alpn='redis' minVersion='1.3'/>\n      <tls cert='/etc/t/b.pem' key='/etc/t/b.key'/>  <!-- other -->",
+        "<tls acme='a.example.com b.example.com' alpn='redis'/>  <!-- from ACME -->",
+    )
+    .replace(
+        "</config>",
+        "  <acme directory='https://acme.test/dir' storage='/var/lib/txlb/acme'/>\n</config>",
+    );
+    let toml = TLS_TOML
+        .replace(
+            "    { cert = \"/etc/t/a.pem\", key = \"/etc/t/a.key\", alpn = [\"redis\"], min_version = \"1.3\" },\n    { cert = \"/etc/t/b.pem\", key = \"/etc/t/b.key\" },  # other\n",
+            "    { acme = \"a.example.com b.example.com\", alpn = [\"redis\"] },  # from ACME\n",
+        )
+        + "\n[acme]\ndirectory = \"https://acme.test/dir\"\nstorage = \"/var/lib/txlb/acme\"\n";
+    for (path, text) in [("c.xml", xml.as_str()), ("c.toml", toml.as_str())] {
+        // Something else changes: the <tls acme> and its comment stay.
+        let out = in_place(path, text, |c| {
+            c.services[0].groups[0]
+                .hosts
+                .push(host("r2", "127.0.0.1:6390"));
+        });
+        for kept in ["from ACME", "a.example.com b.example.com", "acme.test/dir"] {
+            assert!(out.contains(kept), "{path}: {out}");
+        }
+        // The names change: that entry only.
+        let out = in_place(path, text, |c| {
+            let tls = c.services[0].listeners[0].tls.as_mut().unwrap();
+            tls.acme = vec!["c.example.com".into()];
+        });
+        assert!(
+            out.contains("c.example.com") && !out.contains("b.example.com b"),
+            "{out}"
+        );
+        // From ACME to files and back.
+        rewrite(path, text, |c| {
+            let tls = c.services[0].listeners[0].tls.as_mut().unwrap();
+            tls.acme.clear();
+            tls.certs
+                .push(crate::config::TlsCert::new("/etc/t/d.pem", "/etc/t/d.key"));
+        });
+        // <acme> changed: rendered in full, and it reads back the same.
+        let out = rewrite(path, text, |c| {
+            c.acme.as_mut().unwrap().renew_before = Duration::from_secs(3600);
+        })
+        .text;
+        assert!(out.contains("3600"), "{out}");
+    }
+}

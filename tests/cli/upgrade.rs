@@ -352,9 +352,20 @@ async fn two_upgrades_in_a_row_the_second_by_sigusr2_keep_a_bad_host_bad() {
     let refused = closed_port();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("a", a), ("b", refused)]);
+    // The SSH console too: its socket moves with the others.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "  <admin>\n",
+        "  <admin>\n    <ssh listen=\"127.0.0.1:0\" enable=\"true\"/>\n",
+    );
+    std::fs::write(&config, text).unwrap();
     let mut txlb = Txlb::start_workers(&config, 5, 2);
     let listener = txlb.listener();
     let base = txlb.logged("admin web server up", "url").await;
+    let ssh: SocketAddr = txlb
+        .logged("SSH console up", "local")
+        .await
+        .parse()
+        .unwrap();
     let mut adopted = Adopted(Vec::new());
     // Round robin reaches b, whose refusal marks it bad (the client fails
     // over to a).
@@ -403,6 +414,19 @@ async fn two_upgrades_in_a_row_the_second_by_sigusr2_keep_a_bad_host_bad() {
     tokio::task::spawn_blocking(move || echo_once(listener).unwrap())
         .await
         .unwrap();
+    // The third process's console answers on the first one's port.
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect_timeout(&ssh, Duration::from_secs(5)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut banner = [0u8; 8];
+        stream.read_exact(&mut banner).unwrap();
+        banner
+    })
+    .await
+    .unwrap();
+    assert_eq!(&banner, b"SSH-2.0-");
     let after = api(&base, "api/v1/stats").await;
     assert_eq!(host(&after, "b")["health"], "bad", "{after}");
     assert_eq!(

@@ -293,6 +293,34 @@ pub enum Event {
         /// The revision now running.
         revision: i64,
     },
+    /// An upgrade: this process handed its listening sockets and state to a
+    /// new process, which serves now; this one stops accepting.
+    HandedOver {
+        /// The new process.
+        pid: u32,
+        /// Listening sockets handed over (each worker's copy counted).
+        sockets: usize,
+        /// Established connections moved at once (idle ones).
+        connections_moved: u64,
+    },
+    /// An upgrade: established connections moved to the new process as they
+    /// went quiet; `left` stay here and drain.
+    ConnectionsMoved {
+        /// Moved in all.
+        moved: u64,
+        /// Still open here (busy, or TLS-terminated).
+        left: usize,
+    },
+    /// This process took over from a previous one (an upgrade) and took on
+    /// the established connections it handed over.
+    TookOver {
+        /// The previous process.
+        from_pid: u32,
+        /// Connections taken on.
+        connections: u64,
+        /// Connections whose host or listener is gone here: closed.
+        closed: u64,
+    },
 }
 
 /// The sending side, shared by the controller, the managers and connections.
@@ -410,6 +438,31 @@ impl Events {
                 reason,
                 "fleet: out of step: the fleet's newest configuration cannot run here; \
                  keeping the running one, changes refused here until it can"
+            ),
+            Event::HandedOver {
+                pid,
+                sockets,
+                connections_moved,
+            } => tracing::info!(
+                pid,
+                sockets,
+                connections_moved,
+                "upgrade: handed over to the new process; this one stops accepting and drains"
+            ),
+            Event::ConnectionsMoved { moved, left } => tracing::info!(
+                moved,
+                left,
+                "upgrade: connections moved to the new process; those left drain here"
+            ),
+            Event::TookOver {
+                from_pid,
+                connections,
+                closed,
+            } => tracing::info!(
+                from_pid,
+                connections,
+                closed,
+                "upgrade: took over; connections taken on"
             ),
             Event::AcmeIssued {
                 names,

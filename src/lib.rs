@@ -269,6 +269,9 @@
 //! - [`proxy_protocol`]: the PROXY protocol header, read and written.
 //! - [`logging`]: a reopenable log file.
 //! - [`demo`]: in-process HTTP backends, and `txlb demo`'s configuration.
+//! - [`upgrade`]: a running balancer's sockets, state and established
+//!   connections handed to a new process (`txlb upgrade`, SIGUSR2), and a new
+//!   process started from them.
 //! - `fleet_push`: seeds fleet mode's shared configuration in etcd
 //!   (`<cluster>`; cargo feature `fleet`, on by default).
 //!
@@ -322,6 +325,7 @@ mod snapshot;
 pub mod ssh;
 mod state;
 mod tls;
+pub mod upgrade;
 
 /// The fuzz properties (`fuzz/checks.rs`, replayed by the unit tests) name the
 /// crate `txlb`, as the fuzz targets do.
@@ -334,7 +338,8 @@ pub use fleet::{FleetError, fleet_push};
 /// The configuration file a balancer runs from: reload, its status, write-back.
 pub use balancer::reload;
 pub use balancer::{
-    Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Stats,
+    Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Started,
+    Stats, UpgradedFrom,
 };
 pub use control::{BoundListener, CertificateStats, Command, ControlError, RouteStats, TlsStats};
 pub use proxy::proxy_protocol;

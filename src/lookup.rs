@@ -122,16 +122,30 @@ pub(crate) fn answer(registry: &ConnectionRegistry, line: &str) -> Answer {
     }
 }
 
-/// Binds the socket at `path` (replacing a stale one, see [`claim`]), and
-/// answers until `stop` is cancelled; then removes the socket file if it is
-/// still this one.
+/// Where the control socket comes from, and whether it stays when this
+/// process stops.
+pub(crate) struct Socket {
+    /// A listening socket handed over by the previous process (an upgrade),
+    /// already at the path; `None`: bind it.
+    pub inherited: Option<std::os::unix::net::UnixListener>,
+    /// Cancelled once the socket was handed over to a new process, whose it
+    /// is from then on: its file is not removed at stop.
+    pub handed_over: CancellationToken,
+}
+
+/// Binds the socket at `path` (replacing a stale one, see [`claim`]), or takes
+/// the one handed over, and answers until `stop` is cancelled; then removes
+/// the socket file if it is still this one and was not handed over. Returns a
+/// duplicate of the listening socket (for an upgrade to hand over).
 pub(crate) fn start(
     path: &Path,
+    socket: Socket,
     registry: Arc<ConnectionRegistry>,
     stop: CancellationToken,
-) -> io::Result<()> {
+) -> io::Result<std::os::fd::OwnedFd> {
     start_with(
         path,
+        socket,
         registry,
         stop,
         management_cap(MAX_CONNECTIONS),
@@ -142,13 +156,24 @@ pub(crate) fn start(
 /// [`start`] with a cap on open connections and an idle timeout.
 fn start_with(
     path: &Path,
+    socket: Socket,
     registry: Arc<ConnectionRegistry>,
     stop: CancellationToken,
     max_connections: usize,
     idle: std::time::Duration,
-) -> io::Result<()> {
-    claim(path)?;
-    let listener = UnixListener::bind(path)?;
+) -> io::Result<std::os::fd::OwnedFd> {
+    let listener = match socket.inherited {
+        Some(inherited) => {
+            inherited.set_nonblocking(true)?;
+            UnixListener::from_std(inherited)?
+        }
+        None => {
+            claim(path)?;
+            UnixListener::bind(path)?
+        }
+    };
+    let handed_over = socket.handed_over;
+    let dup = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?;
     let path: PathBuf = path.to_path_buf();
     let bound = file_id(&path);
     tracing::info!(socket = %path.display(), max_connections, "control socket up");
@@ -184,11 +209,11 @@ fn start_with(
         }
         // Not a socket another process has put there since (ours removed by hand);
         // the open listener keeps our inode from being reused meanwhile.
-        if bound.is_some() && file_id(&path) == bound {
+        if bound.is_some() && file_id(&path) == bound && !handed_over.is_cancelled() {
             let _ = std::fs::remove_file(&path);
         }
     });
-    Ok(())
+    Ok(dup)
 }
 
 /// Makes way for a control socket at `path`: nothing there, or a stale socket
@@ -298,6 +323,13 @@ mod tests {
 
     use super::*;
 
+    fn fresh() -> Socket {
+        Socket {
+            inherited: None,
+            handed_over: CancellationToken::new(),
+        }
+    }
+
     /// One answer line from `stream`, or `None` when it was closed without one.
     async fn line_of(stream: &mut UnixStream) -> Option<String> {
         let mut line = String::new();
@@ -315,7 +347,7 @@ mod tests {
         let path = dir.path().join("control.sock");
         let stop = CancellationToken::new();
         let idle = Duration::from_millis(300);
-        start_with(&path, Arc::default(), stop.clone(), 2, idle).unwrap();
+        start_with(&path, fresh(), Arc::default(), stop.clone(), 2, idle).unwrap();
         let mut first = UnixStream::connect(&path).await.unwrap();
         let mut second = UnixStream::connect(&path).await.unwrap();
         // Both are served; a third is over the cap and told so.
@@ -363,7 +395,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
         let stop = CancellationToken::new();
-        start_with(&path, Arc::default(), stop.clone(), 2, IDLE_TIMEOUT).unwrap();
+        start_with(
+            &path,
+            fresh(),
+            Arc::default(),
+            stop.clone(),
+            2,
+            IDLE_TIMEOUT,
+        )
+        .unwrap();
         // Ours removed by hand and the path taken by something else since.
         std::fs::remove_file(&path).unwrap();
         let other = std::os::unix::net::UnixListener::bind(&path).unwrap();
@@ -375,7 +415,15 @@ mod tests {
         // Its own socket it removes.
         std::fs::remove_file(&path).unwrap();
         let stop = CancellationToken::new();
-        start_with(&path, Arc::default(), stop.clone(), 2, IDLE_TIMEOUT).unwrap();
+        start_with(
+            &path,
+            fresh(),
+            Arc::default(),
+            stop.clone(),
+            2,
+            IDLE_TIMEOUT,
+        )
+        .unwrap();
         stop.cancel();
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         while path.exists() && std::time::Instant::now() < deadline {

@@ -20,6 +20,9 @@ const ORDER: &[&[&str]] = &[
     // them: beside the controller, below the handle that sends changes to it.
     &["fleet"],
     &["balancer"],
+    // The upgrade hands a running balancer's sockets and state to a new
+    // process, and starts one from them.
+    &["upgrade"],
     &["ops"],
     &["admin", "ssh"],
 ];

@@ -38,6 +38,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/events", get(super::pages::events))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/status", get(status))
         .route("/api/v1/services", get(list_services).post(create_service))
         .route(S, get(get_service).delete(delete_service))
         .route(
@@ -189,6 +190,27 @@ async fn index() -> Json<Value> {
 
 async fn stats(State(state): State<AdminState>) -> Json<crate::Stats> {
     Json(state.handle.stats())
+}
+
+/// The process: its id, start time, version and how it started (fresh, or
+/// upgraded from a previous process).
+async fn status(State(state): State<AdminState>) -> Json<Value> {
+    let started = state.handle.started();
+    Json(serde_json::json!({
+        "pid": started.pid,
+        "version": started.version,
+        "started_at": crate::state::unix_ms(started.at) / 1000,
+        "started": match &started.upgraded_from {
+            None => serde_json::json!({"how": "fresh"}),
+            Some(from) => serde_json::json!({
+                "how": "upgraded",
+                "from_pid": from.pid,
+                "from_version": from.version,
+                "at": crate::state::unix_ms(from.at) / 1000,
+                "connections_moved": from.connections_moved,
+            }),
+        },
+    }))
 }
 
 async fn list_services(State(state): State<AdminState>) -> Json<Vec<ServiceStats>> {

@@ -59,6 +59,16 @@ fn ops() -> Vec<Op> {
             &[],
         ),
         op(
+            "/api/v1/status",
+            "get",
+            "The process: `pid`, `version`, `started_at` (Unix seconds) and `started`: \
+             `{\"how\": \"fresh\"}` or `{\"how\": \"upgraded\", \"from_pid\", \"from_version\", \
+             \"at\", \"connections_moved\"}` (`txlb upgrade`).",
+            None,
+            (200, "Object"),
+            &[],
+        ),
+        op(
             "/api/v1/services",
             "get",
             "List services.",

@@ -551,6 +551,7 @@ fn render_running(
          <span id=\"live\"></span></header>",
     );
     p.push_str(&flash_line(flash.msg.as_deref(), flash.err.is_some()));
+    p.push_str(&process_line(&state.handle.started()));
     p.push_str(&status.panels());
     if let Some(fleet) = state.handle.fleet() {
         p.push_str(&fleet_section(&fleet));
@@ -1095,6 +1096,26 @@ async fn diff(State(state): State<AdminState>, Extension(who): Extension<Princip
     }
     p.push_str("</body></html>");
     html(p)
+}
+
+/// The process line: id, version, start and how it started.
+fn process_line(started: &crate::Started) -> String {
+    let how = match &started.upgraded_from {
+        None => "fresh".to_string(),
+        Some(from) => format!(
+            "upgraded from PID {} (txlb {}) at {}, {} connections moved",
+            from.pid,
+            esc(&from.version),
+            utc(from.at),
+            from.connections_moved
+        ),
+    };
+    format!(
+        "<p class=\"process\" id=\"process\">PID {} · txlb {} · started {} · {how}</p>",
+        started.pid,
+        esc(started.version),
+        utc(started.at)
+    )
 }
 
 #[cfg(test)]

@@ -43,8 +43,72 @@ impl Balancer {
             inherited: Vec::new(),
             custom_schedulers: HashMap::new(),
             file_text: None,
+            handed: Handed::default(),
         }
     }
+}
+
+/// How this balancer started: when, which version, and whether it took over
+/// from a previous process (an upgrade). Shown by `GET /api/v1/status` and
+/// the admin page.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Started {
+    /// This process.
+    pub pid: u32,
+    /// When the balancer started.
+    #[serde(serialize_with = "unix_seconds")]
+    pub at: std::time::SystemTime,
+    /// This txlb's version.
+    pub version: &'static str,
+    /// The process it took over from, when it started by an upgrade.
+    pub upgraded_from: Option<UpgradedFrom>,
+}
+
+/// The process an upgraded balancer took over from.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UpgradedFrom {
+    /// Its process id.
+    pub pid: u32,
+    /// Its version.
+    pub version: String,
+    /// When it handed over.
+    #[serde(serialize_with = "unix_seconds")]
+    pub at: std::time::SystemTime,
+    /// How many established connections it handed over.
+    pub connections_moved: u64,
+}
+
+impl Started {
+    /// A line for people: `fresh` or `upgraded from PID N (txlb V), K
+    /// connections moved`.
+    pub fn how(&self) -> String {
+        match &self.upgraded_from {
+            None => "fresh".into(),
+            Some(from) => format!(
+                "upgraded from PID {} (txlb {}), {} connections moved",
+                from.pid, from.version, from.connections_moved
+            ),
+        }
+    }
+}
+
+fn unix_seconds<S: serde::Serializer>(t: &std::time::SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(crate::state::unix_ms(*t) / 1000)
+}
+
+/// What a previous process handed over in an upgrade, for the builder.
+#[derive(Default)]
+struct Handed {
+    /// Every copy of each listener's socket, by service and configured address.
+    listeners: Vec<(String, ListenAddr, Vec<std::net::TcpListener>)>,
+    /// The control socket's listening socket.
+    control_socket: Option<std::os::unix::net::UnixListener>,
+    /// The write-back's base: the file's text as last loaded or written.
+    baseline: Option<String>,
+    /// Health and counters.
+    carried: Option<crate::control::Carried>,
+    /// Who handed over.
+    from: Option<UpgradedFrom>,
 }
 
 /// Settings for starting a balancer; see [`Balancer::builder`].
@@ -55,6 +119,8 @@ pub struct BalancerBuilder {
     custom_schedulers: HashMap<&'static str, SchedulerFactory>,
     /// The configuration file's text, for write-back ([`Self::file_text`]).
     file_text: Option<String>,
+    /// What a previous process handed over (an upgrade).
+    handed: Handed,
 }
 
 impl std::fmt::Debug for BalancerBuilder {
@@ -114,6 +180,47 @@ impl BalancerBuilder {
         self
     }
 
+    /// Every copy of the socket of the listener `listen` of `service`, handed
+    /// over by a previous process (an upgrade): the listener accepts on all of
+    /// them (one task each, spread over the workers), so no client waiting in
+    /// any of their queues is lost. Sockets must be non-blocking.
+    pub(crate) fn handed_listener(
+        mut self,
+        service: &str,
+        listen: ListenAddr,
+        copies: Vec<std::net::TcpListener>,
+    ) -> Self {
+        self.handed
+            .listeners
+            .push((service.to_string(), listen, copies));
+        self
+    }
+
+    /// The control socket's listening socket, handed over by a previous
+    /// process (an upgrade), already at the configured path.
+    pub(crate) fn handed_control_socket(
+        mut self,
+        socket: std::os::unix::net::UnixListener,
+    ) -> Self {
+        self.handed.control_socket = Some(socket);
+        self
+    }
+
+    /// Write-back's base when it differs from the configuration given (an
+    /// upgrade, whose running configuration may hold unsaved changes): the
+    /// file's text as it was last loaded or written.
+    pub(crate) fn write_back_baseline(mut self, text: String) -> Self {
+        self.handed.baseline = Some(text);
+        self
+    }
+
+    /// Health and counters a previous process carried over, and who it was.
+    pub(crate) fn carried(mut self, carried: crate::control::Carried, from: UpgradedFrom) -> Self {
+        self.handed.carried = Some(carried);
+        self.handed.from = Some(from);
+        self
+    }
+
     /// Starts the balancer; see [`Balancer::start`].
     pub async fn start(self) -> Result<BalancerHandle, ControlError> {
         let BalancerBuilder {
@@ -122,9 +229,19 @@ impl BalancerBuilder {
             inherited,
             custom_schedulers,
             file_text,
+            handed,
         } = self;
         // Before fleet mode swaps in the fleet's configuration: the file is ours.
-        let file = ConfigFile::of(&config, file_text).map(Arc::new);
+        let file = match (&handed.baseline, &config.source) {
+            (Some(baseline), Some(path)) => {
+                let base = Config::from_text(path, baseline).map_err(|e| {
+                    ControlError::Invalid(format!("the handed-over write-back base: {e}"))
+                })?;
+                ConfigFile::of_base(path, baseline.clone(), base)
+            }
+            _ => ConfigFile::of(&config, file_text),
+        }
+        .map(Arc::new);
         // Fleet mode: the configuration to start with is the fleet's.
         let (config, fleet) = match config.cluster.clone() {
             Some(cluster) => {
@@ -163,7 +280,19 @@ impl BalancerBuilder {
             custom_schedulers,
         ));
         controller.inherited.put(inherited);
-        let started = Self::start_controller(&controller, config).await;
+        for (service, listen, copies) in handed.listeners {
+            controller.inherited.put_listener(&service, listen, copies);
+        }
+        if let Some(carried) = handed.carried {
+            *controller.carried.lock().unwrap_or_else(|p| p.into_inner()) = Some(carried);
+        }
+        let process = Arc::new(Started {
+            pid: std::process::id(),
+            at: std::time::SystemTime::now(),
+            version: env!("CARGO_PKG_VERSION"),
+            upgraded_from: handed.from,
+        });
+        let started = Self::start_controller(&controller, config, handed.control_socket).await;
         for local in controller.inherited.unused() {
             tracing::warn!(%local, "no listener has the address of this inherited socket");
         }
@@ -177,6 +306,7 @@ impl BalancerBuilder {
                     workers: pool,
                     access_log,
                     file,
+                    process,
                 };
                 handle.start_config_check();
                 Ok(handle)
@@ -194,16 +324,28 @@ impl BalancerBuilder {
     async fn start_controller(
         controller: &Arc<Controller>,
         config: Config,
+        control_socket_handed: Option<std::os::unix::net::UnixListener>,
     ) -> Result<Arc<Config>, ControlError> {
         let boot = Arc::new(config.clone());
         let control_socket = config.control.clone();
         controller.apply(Command::Replace(Box::new(config))).await?;
         if let Some(control) = control_socket {
+            let socket = crate::lookup::Socket {
+                inherited: control_socket_handed,
+                handed_over: controller.handed_over.clone(),
+            };
             let started = crate::lookup::start(
                 &control.socket,
+                socket,
                 controller.data.registry.clone(),
                 controller.stop_accepting.clone(),
             );
+            if let Ok(dup) = &started {
+                *controller
+                    .control_socket
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = dup.try_clone().ok();
+            }
             if let Err(source) = started {
                 controller.stop_accepting.cancel();
                 return Err(ControlError::BindListener {
@@ -278,6 +420,8 @@ pub struct BalancerHandle {
     access_log: Option<AccessLog>,
     /// The configuration file it runs from, when it names one (reload).
     file: Option<Arc<ConfigFile>>,
+    /// How it started.
+    process: Arc<Started>,
 }
 
 impl std::fmt::Debug for BalancerHandle {
@@ -328,6 +472,25 @@ impl BalancerHandle {
             }
             _ => self.controller.apply(command).await,
         }
+    }
+
+    /// How this balancer started (when, version, fresh or by an upgrade, with
+    /// the connections moved so far).
+    pub fn started(&self) -> Started {
+        let mut started = Started::clone(&self.process);
+        if let Some(from) = &mut started.upgraded_from {
+            from.connections_moved = self
+                .controller
+                .moved_in
+                .load(std::sync::atomic::Ordering::Relaxed);
+        }
+        started
+    }
+
+    /// The controller, for the upgrade (`crate::upgrade`), which reads and
+    /// hands over what the balancer runs with.
+    pub(crate) fn controller(&self) -> &Arc<Controller> {
+        &self.controller
     }
 
     /// The running configuration (as changed since start).
@@ -446,27 +609,8 @@ impl BalancerHandle {
             deadline_ms: deadline.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         });
         if let Some(deadline) = deadline {
-            let registry = self.controller.data.registry.clone();
-            let stop = self.controller.stop_accepting.clone();
-            let (service, group, host) = (service.to_string(), group.to_string(), host.to_string());
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = tokio::time::sleep(deadline) => {}
-                    _ = stop.cancelled() => return,
-                }
-                // Still draining (not put back up meanwhile)? Cut what is left.
-                if stats.is_admin_down() {
-                    let closed = registry
-                        .close_where(CloseRequest::Admin, |c| Arc::ptr_eq(&c.host_stats, &stats));
-                    tracing::info!(
-                        service,
-                        group,
-                        host,
-                        closed,
-                        "drain deadline: connections closed"
-                    );
-                }
-            });
+            let place = (service.to_string(), group.to_string(), host.to_string());
+            self.controller.drain_deadline(&stats, place, deadline);
         }
         Ok(())
     }
@@ -537,6 +681,7 @@ impl BalancerHandle {
     pub async fn shutdown(&self, grace: Duration) {
         let c = &self.controller;
         c.stop_accepting.cancel();
+        c.release_sockets();
         c.connections.close();
         if tokio::time::timeout(grace, c.connections.wait())
             .await

@@ -148,6 +148,18 @@ impl ConfigFile {
         })
     }
 
+    /// The file at `path` with write-back from `text`, which loads into
+    /// `base`: the running configuration may differ (unsaved changes handed
+    /// over by an upgrade).
+    pub(crate) fn of_base(path: &Path, text: String, base: Config) -> Option<ConfigFile> {
+        Some(ConfigFile {
+            path: path.to_path_buf(),
+            writeback: Some(Arc::new(WriteBack::new(path, text, base))),
+            status: Arc::new(ReloadStatus::new()),
+            follower: tokio::sync::Mutex::new(None),
+        })
+    }
+
     /// The configuration file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -31,6 +31,9 @@ pub(super) struct RunningListener {
     /// The settings its accept tasks hand to each client; written by
     /// [`refresh`] under the controller's lock.
     pub(super) settings: Arc<ArcSwap<ListenerSettings>>,
+    /// A duplicate of each of its sockets (one per worker), for an upgrade to
+    /// hand over: the accept tasks own theirs. Closed with the listener.
+    pub(super) sockets: Vec<std::os::fd::OwnedFd>,
 }
 
 /// A listener bound but not yet accepting: one socket per worker (or one).
@@ -39,8 +42,9 @@ pub(super) struct BoundSocket {
     configured: ListenAddr,
     local: SocketAddr,
     sockets: Vec<std::net::TcpListener>,
-    /// Whether `sockets` are copies of a socket handed over at start.
-    from_inherited: bool,
+    /// How many of `sockets` were handed over at start (the others are
+    /// duplicates of them), which go back if the change fails.
+    from_inherited: usize,
     /// Settings from the first accepted client on.
     settings: ListenerSettings,
 }
@@ -171,9 +175,14 @@ pub(super) fn bind_all(
             &(service.clone(), configured.clone()),
             listener.tls.as_ref(),
         );
-        let bound = match inherited.take(&configured) {
-            Some(socket) => inherited.share(socket, copies).map(|(l, s)| (l, s, true)),
-            None => bind_copies(&configured, copies, own).map(|(l, s)| (l, s, false)),
+        let bound = match inherited.take(&service, &configured) {
+            Some((group, from)) => {
+                let count = group.len();
+                inherited
+                    .share(group, copies, from)
+                    .map(|(l, s)| (l, s, count))
+            }
+            None => bind_copies(&configured, copies, own).map(|(l, s)| (l, s, 0)),
         };
         match bound {
             Ok((local, sockets, from_inherited)) => all.push(BoundSocket {
@@ -190,8 +199,8 @@ pub(super) fn bind_all(
                 ),
             }),
             Err(source) => {
-                for b in all.into_iter().filter(|b| b.from_inherited) {
-                    inherited.give_back(b.sockets);
+                for b in all.into_iter().filter(|b| b.from_inherited > 0) {
+                    inherited.give_back(&b.service, &b.configured, b.sockets, b.from_inherited);
                 }
                 return Err(ControlError::BindListener {
                     listen: configured.to_string(),
@@ -279,6 +288,11 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
         tracker: controller.connections.clone(),
     };
     let local = bound.local;
+    let sockets = bound
+        .sockets
+        .iter()
+        .filter_map(|s| std::os::fd::AsFd::as_fd(s).try_clone_to_owned().ok())
+        .collect();
     controller.data.events.emit(Event::ListenerAdded {
         service: bound.service.to_string(),
         listen: bound.configured.to_string(),
@@ -300,7 +314,10 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
                 }
             }
         };
-        match controller.workers.get(index) {
+        // Handed-over sockets may outnumber the workers: each gets a task.
+        let worker = (!controller.workers.is_empty())
+            .then(|| &controller.workers[index % controller.workers.len()]);
+        match worker {
             Some(worker) => drop(worker.spawn(accept)),
             None => drop(tokio::spawn(accept)),
         }
@@ -311,6 +328,7 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
         local,
         stop,
         settings,
+        sockets,
     }
 }
 
@@ -352,15 +370,24 @@ pub(super) fn refresh(
     }
 }
 
-// --- Sockets handed over at start (systemd socket activation) ----------------
+// --- Sockets handed over at start (socket activation, an upgrade) -----------
 //
-// The process may start with listening sockets it did not bind (systemd's
-// `LISTEN_FDS`). They wait here until a listener with their address is added,
-// which then uses one instead of binding. One kernel socket cannot be split into
-// `SO_REUSEPORT` copies, and binding extra copies beside it may be impossible (a
-// privileged port without the capability), so every worker gets a duplicate
-// descriptor of the same socket: the workers share its one accept queue. A
-// listener removed by a reload closes its socket; adding it back binds afresh.
+// The process may start with listening sockets it did not bind: systemd's
+// `LISTEN_FDS`, or the previous process's in an upgrade. They wait here until
+// a listener is added that takes them instead of binding.
+//
+// systemd's are matched by address. One kernel socket cannot be split into
+// `SO_REUSEPORT` copies, and binding extra copies beside it may be impossible
+// (a privileged port without the capability), so every worker gets a
+// duplicate descriptor of the same socket: the workers share its one accept
+// queue.
+//
+// An upgrade's come by listener (service and configured address, so port 0
+// finds its port again), each with all its copies: closing one copy of a
+// `SO_REUSEPORT` group would reset the clients waiting in its queue, so the
+// new process accepts on every one (one task per copy, spread over the
+// workers). A listener removed by a reload closes its sockets; adding it back
+// binds afresh.
 
 /// Sockets handed over at start, waiting for the listener with their address.
 #[derive(Default)]
@@ -368,31 +395,74 @@ pub(crate) struct Inherited {
     /// Written by the builder before the first command and by `bind_all` (take,
     /// give back), both under the controller's state lock or before it exists;
     /// a lock because the controller is shared.
-    sockets: Mutex<Vec<std::net::TcpListener>>,
+    sockets: Mutex<InheritedSockets>,
+}
+
+#[derive(Default)]
+struct InheritedSockets {
+    /// By address (socket activation): one socket each.
+    by_address: Vec<std::net::TcpListener>,
+    /// By listener (an upgrade): every copy of its socket.
+    by_listener: Vec<(ListenerKey, Vec<std::net::TcpListener>)>,
 }
 
 impl Inherited {
-    /// Adds sockets to wait for their listener.
+    /// Adds sockets to wait for the listener with their address.
     pub(crate) fn put(&self, sockets: Vec<std::net::TcpListener>) {
-        self.lock().extend(sockets);
+        self.lock().by_address.extend(sockets);
+    }
+
+    /// Adds the copies of a running listener's socket handed over by an
+    /// upgrade, for the listener `configured` of `service`.
+    pub(crate) fn put_listener(
+        &self,
+        service: &str,
+        configured: ListenAddr,
+        copies: Vec<std::net::TcpListener>,
+    ) {
+        self.lock()
+            .by_listener
+            .push(((Arc::from(service), configured), copies));
     }
 
     /// Addresses of the sockets no listener has taken.
     pub(crate) fn unused(&self) -> Vec<SocketAddr> {
-        self.lock()
+        let sockets = self.lock();
+        sockets
+            .by_address
             .iter()
+            .chain(
+                sockets
+                    .by_listener
+                    .iter()
+                    .flat_map(|(_, copies)| copies.first()),
+            )
             .filter_map(|s| s.local_addr().ok())
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<std::net::TcpListener>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InheritedSockets> {
         self.sockets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Removes and returns the socket bound to `listen`'s address, if any. A
-    /// configured `*` matches a socket on any unspecified address, a name matches
-    /// a socket on one of its addresses; port 0 never matches.
-    fn take(&self, listen: &ListenAddr) -> Option<std::net::TcpListener> {
+    /// Removes and returns the sockets for listener `listen` of `service`: the
+    /// copies handed over for it by an upgrade, else the socket bound to its
+    /// address, if any. A configured `*` matches a socket on any unspecified
+    /// address, a name matches a socket on one of its addresses; port 0 never
+    /// matches an address.
+    fn take(
+        &self,
+        service: &Arc<str>,
+        listen: &ListenAddr,
+    ) -> Option<(Vec<std::net::TcpListener>, &'static str)> {
+        let mut sockets = self.lock();
+        if let Some(index) = sockets
+            .by_listener
+            .iter()
+            .position(|((s, l), _)| s == service && l == listen)
+        {
+            return Some((sockets.by_listener.remove(index).1, "the previous process"));
+        }
         if listen.port == 0 {
             return None;
         }
@@ -406,44 +476,64 @@ impl Inherited {
                         .is_ok_and(|mut addrs| addrs.any(|a| a.ip() == local.ip())),
                 }
         };
-        let mut sockets = self.lock();
         let index = sockets
+            .by_address
             .iter()
             .position(|s| s.local_addr().is_ok_and(matches))?;
-        Some(sockets.swap_remove(index))
+        Some((
+            vec![sockets.by_address.swap_remove(index)],
+            "the service manager",
+        ))
     }
 
-    /// `copies` descriptors of `socket`, with its address. On failure the socket
-    /// goes back.
+    /// At least `copies` descriptors of the sockets of `group` (duplicates
+    /// made round the group when it has fewer), with their address; `from`
+    /// says who passed them, for the log. On failure the sockets go back.
     fn share(
         &self,
-        socket: std::net::TcpListener,
+        group: Vec<std::net::TcpListener>,
         copies: usize,
+        from: &str,
     ) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
-        let shared = socket.local_addr().and_then(|local| {
-            let dups = (1..copies)
-                .map(|_| socket.try_clone())
-                .collect::<std::io::Result<Vec<_>>>()?;
-            Ok((local, dups))
-        });
+        let shared = group.first().map_or_else(
+            || Err(std::io::Error::other("no socket")),
+            |first| {
+                let local = first.local_addr()?;
+                let dups = (group.len()..copies)
+                    .map(|i| group[i % group.len()].try_clone())
+                    .collect::<std::io::Result<Vec<_>>>()?;
+                Ok((local, dups))
+            },
+        );
         match shared {
             Ok((local, dups)) => {
-                tracing::info!(%local, "listening on a socket passed by the service manager");
-                let mut sockets = vec![socket];
+                tracing::info!(%local, sockets = group.len(), "listening on a socket passed by {from}");
+                let mut sockets = group;
                 sockets.extend(dups);
                 Ok((local, sockets))
             }
             Err(error) => {
-                self.lock().push(socket);
+                let mut inherited = self.lock();
+                if group.len() == 1 {
+                    inherited.by_address.extend(group);
+                }
                 Err(error)
             }
         }
     }
 
-    /// Puts back the first of `sockets` (the others are duplicates).
-    fn give_back(&self, sockets: Vec<std::net::TcpListener>) {
-        if let Some(socket) = sockets.into_iter().next() {
-            self.lock().push(socket);
-        }
+    /// Puts back the first `count` of `sockets` (the others are duplicates),
+    /// for the listener they were taken for.
+    fn give_back(
+        &self,
+        service: &Arc<str>,
+        listen: &ListenAddr,
+        mut sockets: Vec<std::net::TcpListener>,
+        count: usize,
+    ) {
+        sockets.truncate(count);
+        self.lock()
+            .by_listener
+            .push(((service.clone(), listen.clone()), sockets));
     }
 }

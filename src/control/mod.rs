@@ -228,8 +228,21 @@ pub(crate) struct Controller {
     pub(crate) workers: Vec<tokio::runtime::Handle>,
     /// The application's schedulers, by name.
     pub(crate) custom_schedulers: HashMap<&'static str, SchedulerFactory>,
-    /// Sockets handed over at start (socket activation), used instead of binding.
+    /// Sockets handed over at start (socket activation, an upgrade), used
+    /// instead of binding.
     pub(crate) inherited: listeners::Inherited,
+    /// Cancelled once an upgrade handed this process's sockets to a new one:
+    /// what they name on disk (the control socket's file) is the new one's.
+    pub(crate) handed_over: CancellationToken,
+    /// A duplicate of the control socket's listening socket, for an upgrade
+    /// to hand over; set once at start.
+    pub(crate) control_socket: Mutex<Option<std::os::fd::OwnedFd>>,
+    /// What the previous process carried over (an upgrade), taken on by the
+    /// first snapshot's hosts and services before any listener accepts.
+    pub(crate) carried: Mutex<Option<Carried>>,
+    /// Established connections the previous process handed over (an
+    /// upgrade); also picks the worker each lands on, round robin.
+    pub(crate) moved_in: std::sync::atomic::AtomicU64,
     /// A rebuild of tables left behind by a change is on its way
     /// ([`Controller::refresh_tables`]).
     tables_due: std::sync::atomic::AtomicBool,
@@ -237,6 +250,198 @@ pub(crate) struct Controller {
     /// to listeners by each change, filled by the ordering task
     /// (`acme::run`).
     pub(crate) acme: Arc<crate::tls::AcmeCerts>,
+}
+
+/// The hosts' health and counters and the services' counters a previous
+/// process carried over in an upgrade, by name.
+#[derive(Debug, Default)]
+pub struct Carried {
+    /// By (service, group, host).
+    pub hosts: HashMap<(String, String, String), crate::state::CarriedHost>,
+    /// By service.
+    pub services: HashMap<String, crate::state::ServiceCountersView>,
+}
+
+impl Controller {
+    /// Gives the hosts and services of `snapshot` (the first) what the
+    /// previous process carried: before any listener accepts, so no client
+    /// sees an admin-down host in rotation. Running ejections and drains
+    /// get their timers again.
+    fn restore(&self, snapshot: &Snapshot, carried: Carried) {
+        let mut restored = 0usize;
+        for service in snapshot.services() {
+            if let Some(counters) = carried.services.get(&*service.name) {
+                service.counters.restore(counters);
+            }
+            for group in &service.groups {
+                for host in group.hosts.iter() {
+                    let key = (
+                        service.name.to_string(),
+                        group.name.to_string(),
+                        host.name.to_string(),
+                    );
+                    let Some(was) = carried.hosts.get(&key) else {
+                        continue;
+                    };
+                    restored += 1;
+                    let (service, group, host_name) = key;
+                    if let Some((left, number)) = host.stats.restore(was) {
+                        let (events, stats) = (self.data.events.clone(), host.stats.clone());
+                        let (service, group, host) =
+                            (service.clone(), group.clone(), host_name.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(left).await;
+                            if stats.end_ejection(number, crate::state::clock_nanos()) {
+                                events.emit(Event::HostReturned {
+                                    service,
+                                    group,
+                                    host,
+                                });
+                            }
+                        });
+                    }
+                    if let Some(deadline) = was.drain_deadline_ms {
+                        let left = crate::state::from_unix_ms(deadline)
+                            .duration_since(std::time::SystemTime::now())
+                            .unwrap_or_default();
+                        self.drain_deadline(&host.stats, (service, group, host_name), left);
+                    }
+                }
+            }
+        }
+        tracing::info!(hosts = restored, "state of the previous process taken on");
+    }
+
+    /// Adds the counts the previous process made after it handed over (its
+    /// last clients, the bytes of connections before they moved).
+    pub(crate) fn add_counts(
+        &self,
+        hosts: HashMap<(String, String, String), crate::state::CarriedHost>,
+        services: HashMap<String, crate::state::ServiceCountersView>,
+    ) {
+        let snapshot = self.data.snapshots.load();
+        for service in snapshot.services() {
+            if let Some(delta) = services.get(&*service.name) {
+                service.counters.add(delta);
+            }
+            for group in &service.groups {
+                for host in group.hosts.iter() {
+                    let key = (
+                        service.name.to_string(),
+                        group.name.to_string(),
+                        host.name.to_string(),
+                    );
+                    if let Some(delta) = hosts.get(&key) {
+                        host.stats.add_counts(delta);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the connections of `stats`' host still open after `left`, if
+    /// it is still draining (admin-down) then: a drain's deadline.
+    pub(crate) fn drain_deadline(
+        &self,
+        stats: &Arc<HostStats>,
+        (service, group, host): (String, String, String),
+        left: std::time::Duration,
+    ) {
+        stats.set_drain_deadline(Some(std::time::SystemTime::now() + left));
+        let registry = self.data.registry.clone();
+        let stop = self.stop_accepting.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(left) => {}
+                _ = stop.cancelled() => return,
+            }
+            stats.set_drain_deadline(None);
+            // Still draining (not put back up meanwhile)? Cut what is left.
+            if stats.is_admin_down() {
+                let closed = registry.close_where(crate::state::CloseRequest::Admin, |c| {
+                    Arc::ptr_eq(&c.host_stats, &stats)
+                });
+                tracing::info!(
+                    service,
+                    group,
+                    host,
+                    closed,
+                    "drain deadline: connections closed"
+                );
+            }
+        });
+    }
+}
+
+impl Controller {
+    /// Takes on an established connection the previous process handed over:
+    /// parked in a worker's lot (round robin; `fallback` without workers),
+    /// on its host and under the listener it reached. False, and closed,
+    /// when its host or listener is not in this configuration.
+    pub(crate) fn adopt(
+        &self,
+        record: crate::proxy::moved::MovedConnection,
+        client: std::net::TcpStream,
+        host: std::net::TcpStream,
+        fallback: &tokio::runtime::Handle,
+    ) -> bool {
+        let snapshot = self.data.snapshots.load();
+        let found = snapshot.service(&record.service).and_then(|s| {
+            let stats = s
+                .groups
+                .iter()
+                .filter(|g| *g.name == *record.group)
+                .flat_map(|g| g.hosts.iter())
+                .find(|h| *h.name == *record.host)?
+                .stats
+                .clone();
+            Some((stats, s.counters.clone()))
+        });
+        let listener = {
+            let state = self.lock();
+            state
+                .listeners
+                .iter()
+                .find(|l| l.local == record.listener)
+                .map(|l| crate::proxy::ListenerTask {
+                    service: l.service.clone(),
+                    settings: l.settings.clone(),
+                    data: self.data.clone(),
+                    stop_accepting: l.stop.clone(),
+                    stop_connections: self.stop_connections.clone(),
+                    tracker: self.connections.clone(),
+                })
+        };
+        let (Some((stats, counters)), Some(listener)) = (found, listener) else {
+            tracing::info!(
+                id = record.id,
+                service = record.service,
+                host = record.host,
+                "upgrade: a handed-over connection's host or listener is gone: closed"
+            );
+            return false;
+        };
+        let landing = crate::proxy::moved::Landing {
+            stats,
+            counters,
+            listener,
+        };
+        let n = self
+            .moved_in
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed) as usize;
+        let runtime = match self.workers.len() {
+            0 => fallback,
+            count => &self.workers[n % count],
+        };
+        #[cfg(target_os = "linux")]
+        drop(runtime.spawn(async move {
+            crate::proxy::moved::adopt(record, client, host, landing);
+        }));
+        #[cfg(not(target_os = "linux"))]
+        let _ = (runtime, record, client, host, landing);
+        true
+    }
 }
 
 /// A host removed from the configuration, still draining: its service, its
@@ -325,6 +530,10 @@ impl Controller {
             workers,
             custom_schedulers,
             inherited: listeners::Inherited::default(),
+            handed_over: CancellationToken::new(),
+            control_socket: Mutex::new(None),
+            carried: Mutex::new(None),
+            moved_in: std::sync::atomic::AtomicU64::new(0),
             tables_due: std::sync::atomic::AtomicBool::new(false),
             acme,
         }
@@ -391,6 +600,39 @@ impl Controller {
                 host: host.into(),
             }),
         }
+    }
+
+    /// Every running listener with a duplicate of each of its sockets, for an
+    /// upgrade to hand over: (service, configured address, sockets).
+    pub(crate) fn listener_sockets(
+        &self,
+    ) -> Vec<(Arc<str>, ListenAddr, Vec<std::os::fd::OwnedFd>)> {
+        let state = self.lock();
+        state
+            .listeners
+            .iter()
+            .map(|l| {
+                let sockets = l
+                    .sockets
+                    .iter()
+                    .filter_map(|s| s.try_clone().ok())
+                    .collect();
+                (l.service.clone(), l.configured.clone(), sockets)
+            })
+            .collect()
+    }
+
+    /// Closes the duplicates of the listening sockets kept for an upgrade
+    /// (at shutdown: once the accept tasks end, nothing holds the sockets and
+    /// new clients are refused).
+    pub(crate) fn release_sockets(&self) {
+        for listener in &mut self.lock().listeners {
+            listener.sockets.clear();
+        }
+        self.control_socket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     /// Listeners currently bound.
@@ -598,6 +840,10 @@ impl Controller {
             .iter()
             .flat_map(|s| &s.groups)
             .any(|g| g.tables_behind());
+        let taken = self.carried.lock().map(|mut c| c.take()).ok().flatten();
+        if let Some(carried) = taken {
+            self.restore(&snapshot, carried);
+        }
         self.data.snapshots.store(Arc::new(snapshot));
         if behind {
             self.schedule_tables();

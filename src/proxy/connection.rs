@@ -194,6 +194,44 @@ impl Session {
     pub(crate) fn entry(&self) -> &ConnectionEntry {
         self.registered.entry()
     }
+
+    /// The session of a connection handed over by the previous process (an
+    /// upgrade): it was admitted there, so it takes no place under this
+    /// process's limits.
+    pub(super) fn moved(
+        guard: ConnectionGuard,
+        registered: Registered,
+        counters: Arc<ServiceCounters>,
+        started: Instant,
+        connect_time: Duration,
+        failovers: u32,
+    ) -> Session {
+        Session {
+            guard,
+            registered,
+            _admission: Admission::none(),
+            counters,
+            early: Vec::new(),
+            started,
+            connect_time,
+            failovers,
+        }
+    }
+
+    /// When the connection was accepted (this process's clock).
+    pub(super) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// How long its connect took.
+    pub(super) fn connect_time(&self) -> Duration {
+        self.connect_time
+    }
+
+    /// Hosts that failed it before this one.
+    pub(super) fn failovers(&self) -> u32 {
+        self.failovers
+    }
 }
 
 /// Serves one client to completion. Errors end here: they are counted on the host

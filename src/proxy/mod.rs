@@ -11,6 +11,7 @@ mod copy;
 mod idle;
 mod inspect;
 mod listener;
+pub(crate) mod moved;
 mod parking;
 mod passive;
 pub mod proxy_protocol;

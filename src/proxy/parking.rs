@@ -15,7 +15,7 @@ use std::time::Duration;
 pub(crate) const PARK_AFTER: Duration = Duration::from_secs(1);
 
 #[cfg(target_os = "linux")]
-pub(crate) use lot::{ParkedConnection, available, park};
+pub(crate) use lot::{ParkedConnection, available, park, park_moved, take_all};
 
 /// Parking needs epoll; elsewhere connections stay in their tasks.
 #[cfg(not(target_os = "linux"))]
@@ -118,6 +118,32 @@ mod lot {
         static LOT: RefCell<Option<Arc<Lot>>> = const { RefCell::new(None) };
     }
 
+    /// Every thread's lot, for an upgrade to take the parked connections out
+    /// of: written when a lot is made, read by [`take_all`]; never on a
+    /// connection's way.
+    static LOTS: Mutex<Vec<std::sync::Weak<Lot>>> = Mutex::new(Vec::new());
+
+    /// Takes every parked connection out of every lot (an upgrade hands them
+    /// to the new process): their sockets leave the epoll sets, so nothing
+    /// here wakes them again.
+    pub(crate) fn take_all() -> Vec<ParkedConnection> {
+        let lots: Vec<Arc<Lot>> = {
+            let mut lots = LOTS.lock().unwrap_or_else(|p| p.into_inner());
+            lots.retain(|l| l.strong_count() > 0);
+            lots.iter().filter_map(std::sync::Weak::upgrade).collect()
+        };
+        let mut taken = Vec::new();
+        for lot in lots {
+            let keys = lot
+                .parked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys_where(|p| !p.must_wake());
+            taken.extend(keys.into_iter().filter_map(|key| lot.take(key)));
+        }
+        taken
+    }
+
     /// This thread's lot, made (with its task on the current runtime) on first use.
     fn lot() -> Option<Arc<Lot>> {
         LOT.try_with(|slot| {
@@ -133,6 +159,9 @@ mod lot {
                 }
             };
             tokio::spawn(drive(lot.clone()));
+            LOTS.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Arc::downgrade(&lot));
             *slot = Some(lot.clone());
             Some(lot)
         })
@@ -162,13 +191,18 @@ mod lot {
             }
         };
         let _tracked = listener.tracker.token();
-        let parked = ParkedConnection {
+        park_moved(ParkedConnection {
             client,
             host,
             session,
             listener,
             _tracked,
-        };
+        });
+    }
+
+    /// Parks a connection in this thread's lot (one parked here, or handed
+    /// over by the previous process); if it cannot, it is woken at once.
+    pub(crate) fn park_moved(parked: ParkedConnection) {
         let Some(lot) = lot() else {
             resume(parked);
             return;

@@ -217,6 +217,12 @@ impl ConnectionEntry {
             .is_ok()
     }
 
+    /// Marks a connection handed over by the previous process, going
+    /// straight into a parking lot, parked.
+    pub fn mark_moved_in_parked(&self) {
+        self.close_reason.store(PARKED, Relaxed);
+    }
+
     /// Back from the parking lot to a task.
     pub fn mark_unparked(&self) {
         let _ = self
@@ -278,6 +284,12 @@ impl ConnectionRegistry {
     /// A fresh id for a new connection.
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Numbers new connections after `id` (one handed over by the previous
+    /// process keeps its id).
+    pub fn numbered_from(&self, id: u64) {
+        self.next_id.fetch_max(id, Relaxed);
     }
 
     /// Adds a connection; it is removed when the returned guard drops.

@@ -84,6 +84,17 @@ pub struct Admission {
     source: Option<(Arc<Limiter>, IpAddr)>,
 }
 
+impl Admission {
+    /// An admission that holds no place under any limit (a connection admitted
+    /// by the previous process, handed over by an upgrade).
+    pub fn none() -> Admission {
+        Admission {
+            _slot: None,
+            source: None,
+        }
+    }
+}
+
 impl Drop for Admission {
     fn drop(&mut self) {
         if let Some((limiter, ip)) = self.source.take()

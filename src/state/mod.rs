@@ -20,9 +20,9 @@ pub use limits::{Admission, Limiter, Refusal};
 
 pub(crate) use stats::Ranking;
 pub use stats::{
-    AgentState, AgentView, BadInfo, CheckStateView, ConnectionGuard, EJECT_DOUBLING_RESET,
-    Ejection, HostHealth, HostStats, HostStatsView, LatencyView, clock_ms, clock_nanos,
-    last_came_up, scaled_hosts,
+    AgentState, AgentView, BadInfo, CarriedHost, CheckStateView, ConnectionGuard,
+    EJECT_DOUBLING_RESET, Ejection, HostHealth, HostStats, HostStatsView, LatencyView, clock_ms,
+    clock_nanos, from_unix_ms, from_unix_nanos, last_came_up, scaled_hosts, unix_ms, unix_nanos,
 };
 
 use std::net::SocketAddr;
@@ -59,7 +59,8 @@ pub struct ServiceCounters {
 }
 
 /// A point-in-time copy of a service's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ServiceCountersView {
     /// Clients accepted.
     pub accepted: u64,
@@ -79,6 +80,22 @@ pub struct ServiceCountersView {
     pub timeouts: u64,
 }
 
+impl ServiceCountersView {
+    /// The counts made since `earlier`.
+    pub fn since(&self, earlier: &ServiceCountersView) -> ServiceCountersView {
+        ServiceCountersView {
+            accepted: self.accepted.saturating_sub(earlier.accepted),
+            no_host: self.no_host.saturating_sub(earlier.no_host),
+            no_route: self.no_route.saturating_sub(earlier.no_route),
+            failovers: self.failovers.saturating_sub(earlier.failovers),
+            denied: self.denied.saturating_sub(earlier.denied),
+            over_limit: self.over_limit.saturating_sub(earlier.over_limit),
+            proxy_errors: self.proxy_errors.saturating_sub(earlier.proxy_errors),
+            timeouts: self.timeouts.saturating_sub(earlier.timeouts),
+        }
+    }
+}
+
 impl ServiceCounters {
     /// A copy for display.
     pub fn view(&self) -> ServiceCountersView {
@@ -92,6 +109,30 @@ impl ServiceCounters {
             proxy_errors: self.proxy_errors.load(Relaxed),
             timeouts: self.timeouts.load(Relaxed),
         }
+    }
+
+    /// Adds what the old process of an upgrade counted after it handed over.
+    pub(crate) fn add(&self, delta: &ServiceCountersView) {
+        self.accepted.fetch_add(delta.accepted, Relaxed);
+        self.no_host.fetch_add(delta.no_host, Relaxed);
+        self.no_route.fetch_add(delta.no_route, Relaxed);
+        self.failovers.fetch_add(delta.failovers, Relaxed);
+        self.denied.fetch_add(delta.denied, Relaxed);
+        self.over_limit.fetch_add(delta.over_limit, Relaxed);
+        self.proxy_errors.fetch_add(delta.proxy_errors, Relaxed);
+        self.timeouts.fetch_add(delta.timeouts, Relaxed);
+    }
+
+    /// Takes on the counters a previous process had (an upgrade).
+    pub(crate) fn restore(&self, carried: &ServiceCountersView) {
+        self.accepted.store(carried.accepted, Relaxed);
+        self.no_host.store(carried.no_host, Relaxed);
+        self.no_route.store(carried.no_route, Relaxed);
+        self.failovers.store(carried.failovers, Relaxed);
+        self.denied.store(carried.denied, Relaxed);
+        self.over_limit.store(carried.over_limit, Relaxed);
+        self.proxy_errors.store(carried.proxy_errors, Relaxed);
+        self.timeouts.store(carried.timeouts, Relaxed);
     }
 }
 

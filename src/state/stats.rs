@@ -138,6 +138,10 @@ pub struct HostStats {
     ejections: AtomicU64,
     /// The running ejection, for people; set before `ejected`.
     ejection: ArcSwapOption<Ejection>,
+    /// When a drain's deadline closes the host's connections (`None`: not
+    /// draining with one): written by the drain's timer task, read by an
+    /// upgrade, which carries it over.
+    drain_deadline: ArcSwapOption<SystemTime>,
 }
 
 /// A host taken out of rotation by the passive checks (`failLimit`).
@@ -723,6 +727,111 @@ impl HostStats {
         self.agent_view.load_full().map(|v| (*v).clone())
     }
 
+    /// What an upgrade carries of this host to the next process: health
+    /// (bad with its reason and time, admin-down, the running ejection) and
+    /// counters. Open connections stay counted where they are.
+    pub(crate) fn carried(&self) -> CarriedHost {
+        CarriedHost {
+            bad: self.bad_info().map(|b| CarriedBad {
+                since_ns: unix_nanos(b.since),
+                reason: b.reason.clone(),
+            }),
+            admin_down: self.is_admin_down(),
+            drain_deadline_ms: self
+                .drain_deadline
+                .load_full()
+                .filter(|_| self.is_admin_down())
+                .map(|at| unix_ms(*at)),
+            total: self.total.load(Relaxed),
+            failures: self.failures.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            picks: self.picks.load(Relaxed),
+            connect_buckets: self
+                .connect_buckets
+                .iter()
+                .map(|c| c.load(Relaxed))
+                .collect(),
+            connect_micros: self.connect_micros.load(Relaxed),
+            check_failures: self.check_failures.load(Relaxed),
+            ejections: self.ejections(),
+            eject_level: self.eject_level.load(Relaxed),
+            ejection: self
+                .ejection()
+                .map(|e| (*e).clone())
+                .map(|e| CarriedEjection {
+                    since_ns: unix_nanos(e.since),
+                    seconds: e.seconds,
+                    failures: e.failures,
+                    last_failure: e.last_failure,
+                }),
+        }
+    }
+
+    /// Takes on what the previous process carried of this host (a fresh
+    /// host of the new process, before its first client). A running
+    /// ejection is restored as it was; the caller ends it when its time
+    /// runs out ([`HostStats::end_ejection`] with the number returned).
+    pub(crate) fn restore(&self, carried: &CarriedHost) -> Option<(Duration, u64)> {
+        if let Some(bad) = &carried.bad {
+            self.bad.store(true, Relaxed);
+            self.bad_info.store(Some(Arc::new(BadInfo {
+                since: from_unix_nanos(bad.since_ns),
+                reason: bad.reason.clone(),
+            })));
+        }
+        self.admin_down.store(carried.admin_down, Relaxed);
+        self.total.store(carried.total, Relaxed);
+        self.failures.store(carried.failures, Relaxed);
+        self.bytes_in.store(carried.bytes_in, Relaxed);
+        self.bytes_out.store(carried.bytes_out, Relaxed);
+        self.picks.store(carried.picks, Relaxed);
+        for (bucket, count) in self.connect_buckets.iter().zip(&carried.connect_buckets) {
+            bucket.store(*count, Relaxed);
+        }
+        self.connect_micros.store(carried.connect_micros, Relaxed);
+        self.check_failures.store(carried.check_failures, Relaxed);
+        self.ejections.store(carried.ejections, Relaxed);
+        self.eject_level.store(carried.eject_level, Relaxed);
+        let resumed = carried.ejection.as_ref().map(|e| {
+            let since = from_unix_nanos(e.since_ns);
+            let length = Duration::try_from_secs_f64(e.seconds).unwrap_or_default();
+            let left = (since + length)
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            self.ejection.store(Some(Arc::new(Ejection {
+                since,
+                seconds: e.seconds,
+                failures: e.failures,
+                last_failure: e.last_failure.clone(),
+            })));
+            self.ejected.store(true, Relaxed);
+            (left, carried.ejections)
+        });
+        self.rank_changed();
+        resumed
+    }
+
+    /// Adds the counts an upgrade's old process made after it handed over
+    /// (`delta` from [`CarriedHost::counts_since`]).
+    pub(crate) fn add_counts(&self, delta: &CarriedHost) {
+        self.total.fetch_add(delta.total, Relaxed);
+        self.failures.fetch_add(delta.failures, Relaxed);
+        self.bytes_in.fetch_add(delta.bytes_in, Relaxed);
+        self.bytes_out.fetch_add(delta.bytes_out, Relaxed);
+        self.picks.fetch_add(delta.picks, Relaxed);
+        for (bucket, count) in self.connect_buckets.iter().zip(&delta.connect_buckets) {
+            bucket.fetch_add(*count, Relaxed);
+        }
+        self.connect_micros.fetch_add(delta.connect_micros, Relaxed);
+        self.check_failures.fetch_add(delta.check_failures, Relaxed);
+    }
+
+    /// Records a drain's deadline (`None`: over or cancelled).
+    pub(crate) fn set_drain_deadline(&self, at: Option<SystemTime>) {
+        self.drain_deadline.store(at.map(Arc::new));
+    }
+
     /// A plain copy of the counters, for display and serialisation.
     pub fn view(&self) -> HostStatsView {
         HostStatsView {
@@ -754,6 +863,160 @@ impl HostStats {
             check: self.check_view(),
             agent: self.agent_view(),
         }
+    }
+}
+
+/// A host's health and counters as an upgrade hands them to the next
+/// process (part of its versioned state: fields are only ever added, with
+/// defaults, so the next release reads this one's).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct CarriedHost {
+    /// Why and since when it is bad.
+    pub bad: Option<CarriedBad>,
+    /// Taken out of rotation by an administrator.
+    pub admin_down: bool,
+    /// Draining until then (milliseconds since the Unix epoch), when its
+    /// connections still open are closed.
+    pub drain_deadline_ms: Option<u64>,
+    /// Connections since start.
+    pub total: u64,
+    /// Failed connection attempts.
+    pub failures: u64,
+    /// Bytes from clients.
+    pub bytes_in: u64,
+    /// Bytes to clients.
+    pub bytes_out: u64,
+    /// Picks.
+    pub picks: u64,
+    /// Connect latency per bucket.
+    pub connect_buckets: Vec<u64>,
+    /// Sum of connect latencies, in microseconds.
+    pub connect_micros: u64,
+    /// Failed probes of the active check.
+    pub check_failures: u64,
+    /// Ejections since start.
+    pub ejections: u64,
+    /// Ejections in a row (each doubles the next one's length).
+    pub eject_level: u32,
+    /// The running ejection.
+    pub ejection: Option<CarriedEjection>,
+}
+
+impl CarriedHost {
+    /// The counts made since `earlier` (the same host's, read before), health
+    /// left out: what the old process adds after it handed over.
+    pub fn counts_since(&self, earlier: &CarriedHost) -> CarriedHost {
+        CarriedHost {
+            total: self.total.saturating_sub(earlier.total),
+            failures: self.failures.saturating_sub(earlier.failures),
+            bytes_in: self.bytes_in.saturating_sub(earlier.bytes_in),
+            bytes_out: self.bytes_out.saturating_sub(earlier.bytes_out),
+            picks: self.picks.saturating_sub(earlier.picks),
+            connect_buckets: self
+                .connect_buckets
+                .iter()
+                .zip(earlier.connect_buckets.iter().chain(std::iter::repeat(&0)))
+                .map(|(now, was)| now.saturating_sub(*was))
+                .collect(),
+            connect_micros: self.connect_micros.saturating_sub(earlier.connect_micros),
+            check_failures: self.check_failures.saturating_sub(earlier.check_failures),
+            ..CarriedHost::default()
+        }
+    }
+}
+
+/// [`BadInfo`] in the upgrade state.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct CarriedBad {
+    /// When it was marked bad, in nanoseconds since the Unix epoch.
+    pub since_ns: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// [`Ejection`] in the upgrade state.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct CarriedEjection {
+    /// When it began, in nanoseconds since the Unix epoch.
+    pub since_ns: u64,
+    /// Its length, in seconds.
+    pub seconds: f64,
+    /// The failures that caused it.
+    pub failures: u32,
+    /// The last of them.
+    pub last_failure: String,
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Nanoseconds since the Unix epoch (0 before it; saturating in 2554).
+pub fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The time `ns` nanoseconds after the Unix epoch.
+pub fn from_unix_nanos(ns: u64) -> SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
+/// The time `ms` milliseconds after the Unix epoch.
+pub fn from_unix_ms(ms: u64) -> SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod carried_tests {
+    use super::*;
+
+    #[test]
+    fn health_and_counts_survive_the_trip_and_later_counts_add() {
+        let old = HostStats::new();
+        old.record_failure("connect: refused");
+        old.set_admin_down(true);
+        old.set_drain_deadline(Some(SystemTime::now() + Duration::from_secs(60)));
+        old.add_bytes_in(10);
+        old.record_connected(Duration::from_micros(300));
+        let ejected = old.eject(
+            (Duration::from_secs(30), Duration::from_secs(300)),
+            3,
+            "reset",
+            clock_nanos(),
+            || true,
+        );
+        assert!(ejected.is_some());
+        let carried = old.carried();
+        // Through the versioned state's JSON, as an upgrade sends it.
+        let carried: CarriedHost =
+            serde_json::from_str(&serde_json::to_string(&carried).unwrap()).unwrap();
+        let new = HostStats::new();
+        let (left, number) = new.restore(&carried).expect("the ejection goes on");
+        assert!(left > Duration::from_secs(25) && left <= Duration::from_secs(30));
+        assert_eq!(number, 1);
+        assert!(new.is_bad() && new.is_admin_down() && new.is_ejected());
+        assert_eq!(new.bad_info(), old.bad_info(), "reason and time kept");
+        assert_eq!(new.ejection(), old.ejection());
+        // The drain's deadline travels; the controller arms its timer again.
+        assert!(carried.drain_deadline_ms.is_some());
+        let (was, now) = (old.view(), new.view());
+        assert_eq!(
+            (was.failures, was.bytes_in, was.connect_latency.clone()),
+            (now.failures, now.bytes_in, now.connect_latency.clone())
+        );
+        // What the old process counts after the hand-over adds on.
+        old.add_bytes_in(5);
+        old.record_failure("again");
+        new.add_counts(&old.carried().counts_since(&carried));
+        assert_eq!(new.view().bytes_in, 15);
+        assert_eq!(new.view().failures, 2);
+        // The ejection ends on the timer's number, as a local one would.
+        assert!(new.end_ejection(number, clock_nanos()));
+        assert!(!new.is_ejected());
     }
 }
 

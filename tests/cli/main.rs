@@ -14,3 +14,4 @@ mod handle;
 mod licenses;
 mod packaging;
 mod systemd;
+mod upgrade;

@@ -196,6 +196,75 @@ fn serves_on_a_socket_passed_as_fd_3_instead_of_binding() {
 }
 
 #[test]
+fn an_upgraded_process_announces_its_pid_and_the_old_one_says_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let config = write_config(dir.path(), "127.0.0.1:0", hello_backend(), "");
+    let mut command = run_command(&config, "2");
+    command
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "200000");
+    let mut txlb = spawn(command);
+    let mut pings = 0;
+    assert!(notify.next(&mut pings).starts_with("READY=1"));
+    let addr = txlb.listener();
+
+    let output = Command::new(TXLB)
+        .args(["upgrade", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let pid: u32 = stdout
+        .split("PID ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no PID in {stdout:?}"));
+    struct Stop(u32);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // SAFETY: kill with the pid txlb upgrade printed.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let _stop = Stop(pid);
+    // systemd follows the new process: MAINPID= with READY=1, which NotifyAccess=all
+    // (the packaged unit) lets a process other than the main one send.
+    let announced = notify.next(&mut pings);
+    assert!(
+        announced.starts_with(&format!("MAINPID={pid}\nREADY=1")),
+        "{announced:?}"
+    );
+    assert!(
+        txlb.exit_status(WAIT)
+            .expect("the old process did not exit")
+            .success(),
+        "{}",
+        txlb.log_text()
+    );
+    assert_eq!(fetch(addr), "hello\n");
+    // The old process's drain sent no STOPPING=1 (systemd would stop the
+    // service); the new one pings the watchdog.
+    let deadline = Instant::now() + WAIT;
+    let before = pings;
+    while pings < before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no watchdog pings from the new process"
+        );
+        let mut buf = [0u8; 64];
+        let n = notify.socket.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1");
+        pings += 1;
+    }
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pkg/txlb.service")).unwrap();
+    assert!(unit.contains("\nNotifyAccess=all\n"), "{unit}");
+}
+
+#[test]
 fn sigusr1_reopens_a_renamed_log_file() {
     let dir = tempfile::tempdir().unwrap();
     let notify = NotifySocket::bind(dir.path());

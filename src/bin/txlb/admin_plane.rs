@@ -86,20 +86,64 @@ pub(crate) struct Prepared {
     ssh: Change<Ssh>,
 }
 
+/// The admin plane's listening sockets handed over by an upgrade.
+#[derive(Default)]
+pub(crate) struct Handed {
+    web: Option<std::net::TcpListener>,
+    ssh: Option<std::net::TcpListener>,
+}
+
+/// The names the servers' sockets are handed over by.
+const WEB_SOCKET: &str = "admin-web";
+const SSH_SOCKET: &str = "ssh";
+
+impl Handed {
+    /// The sockets `incoming` holds for the admin plane, taken.
+    pub(crate) fn take(incoming: Option<&mut txlb::upgrade::Incoming>) -> Handed {
+        let Some(incoming) = incoming else {
+            return Handed::default();
+        };
+        let mut take = |name| incoming.take_socket(name).map(std::net::TcpListener::from);
+        Handed {
+            web: take(WEB_SOCKET),
+            ssh: take(SSH_SOCKET),
+        }
+    }
+}
+
 impl AdminPlane {
-    /// Starts what `config` enables.
+    /// Starts what `config` enables, on the sockets `handed` over by an
+    /// upgrade where there are some.
     pub(crate) async fn start(
         config: &Config,
         balancer: &BalancerHandle,
         hooks: &Hooks,
+        handed: Handed,
     ) -> Result<AdminPlane> {
         let mut plane = AdminPlane {
             web: Slot(None),
             ssh: Slot(None),
         };
-        let prepared = plane.prepare(config, hooks).await?;
+        let prepared = Prepared {
+            web: plane.web.prepare_with(config, hooks, handed.web).await?,
+            ssh: plane.ssh.prepare_with(config, hooks, handed.ssh).await?,
+        };
         plane.commit(prepared, balancer, hooks).await?;
         Ok(plane)
+    }
+
+    /// Duplicates of the servers' listening sockets, by name, for an upgrade
+    /// to hand over.
+    pub(crate) fn sockets(&self) -> Vec<(String, std::os::fd::OwnedFd)> {
+        let dup = |socket: &std::net::TcpListener| {
+            std::os::fd::AsFd::as_fd(socket).try_clone_to_owned().ok()
+        };
+        let web = self.web.0.as_ref().and_then(|r| dup(&r.socket));
+        let ssh = self.ssh.0.as_ref().and_then(|r| dup(&r.socket));
+        [(WEB_SOCKET, web), (SSH_SOCKET, ssh)]
+            .into_iter()
+            .filter_map(|(name, fd)| Some((name.to_string(), fd?)))
+            .collect()
     }
 
     /// Binds new addresses and reads keys for `config`; changes nothing yet.
@@ -186,6 +230,17 @@ enum Change<S: Server> {
 
 impl<S: Server> Slot<S> {
     async fn prepare(&self, config: &Config, hooks: &Hooks) -> Result<Change<S>> {
+        self.prepare_with(config, hooks, None).await
+    }
+
+    /// [`Slot::prepare`], starting on `handed` (an upgrade's socket) rather
+    /// than binding.
+    async fn prepare_with(
+        &self,
+        config: &Config,
+        hooks: &Hooks,
+        handed: Option<std::net::TcpListener>,
+    ) -> Result<Change<S>> {
         let Some(wanted) = S::element(config) else {
             return Ok(match self.0 {
                 Some(_) => Change::Stop,
@@ -197,9 +252,16 @@ impl<S: Server> Slot<S> {
         if running.is_some_and(|r| r.element == *wanted) {
             return Ok(Change::Rekey(keys));
         }
-        let socket = match running.filter(|r| S::listen(&r.element) == S::listen(wanted)) {
-            Some(running) => running.socket.try_clone()?,
-            None => S::bind(S::listen(wanted)).await?.into_std()?,
+        let socket = match (
+            running.filter(|r| S::listen(&r.element) == S::listen(wanted)),
+            handed,
+        ) {
+            (Some(running), _) => running.socket.try_clone()?,
+            (None, Some(handed)) => {
+                handed.set_nonblocking(true)?;
+                handed
+            }
+            (None, None) => S::bind(S::listen(wanted)).await?.into_std()?,
         };
         Ok(Change::Start {
             element: wanted.clone(),

@@ -10,6 +10,12 @@ use clap::{Parser, Subcommand};
 /// take to finish after SIGTERM or SIGINT (`--grace`).
 pub const DEFAULT_GRACE_SECS: f64 = 30.0;
 
+/// Default of `txlb upgrade --ready-timeout`, in seconds.
+pub const DEFAULT_READY_TIMEOUT_SECS: f64 = 60.0;
+
+/// Default of `txlb upgrade --handoff-deadline`, in seconds.
+pub const DEFAULT_HANDOFF_DEADLINE_SECS: f64 = 30.0;
+
 /// txlb: a TCP load balancer that reads txLoadBalancer's configuration.
 #[derive(Debug, Parser)]
 #[command(name = "txlb", version, about)]
@@ -34,6 +40,31 @@ pub enum Cmd {
         /// SIGINT) before the rest are closed.
         #[arg(long, default_value_t = DEFAULT_GRACE_SECS)]
         grace: f64,
+    },
+    /// Upgrade the running txlb without refusing a client: the process running
+    /// the configuration FILE starts the binary (by default its own path, so
+    /// after a package upgrade the new version runs) and hands it every
+    /// listening socket and its running state (unsaved changes, host states,
+    /// counters); once the new process serves, the old one stops accepting and
+    /// drains. Exits 0 once the new process serves, non-zero with the reason
+    /// when the upgrade failed (the old process then serves on). SIGUSR2 to the
+    /// running process does the same with the defaults.
+    Upgrade {
+        #[command(flatten)]
+        config: ConfigFile,
+        /// The binary to start instead of the running one's own path.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// Seconds the new process has to serve before it is stopped and the
+        /// upgrade fails.
+        #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_READY_TIMEOUT_SECS)]
+        ready_timeout: f64,
+        /// Seconds established connections have to go quiet and move to the
+        /// new process: idle (parked) ones move at once, busy ones once nothing
+        /// has moved for a second; those still busy then, and TLS-terminated
+        /// ones, stay and drain in the old process.
+        #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_HANDOFF_DEADLINE_SECS)]
+        handoff_deadline: f64,
     },
     /// Validate a configuration file and print a summary.
     Check {

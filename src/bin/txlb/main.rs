@@ -10,6 +10,7 @@ mod admin_plane;
 mod cli;
 mod serve;
 mod systemd;
+mod upgrade;
 
 /// mimalloc keeps each size of allocation in its own pages, so the pages of
 /// the tasks that parked connections left (see `txlb::proxy` parking) empty
@@ -53,6 +54,9 @@ use txlb::config::writeback;
 
 fn main() -> std::process::ExitCode {
     tune_allocator();
+    // Read now: after a package upgrade replaced the binary, /proc/self/exe
+    // names a deleted file, and the upgrade must start the path's new one.
+    let started_as = upgrade::StartedAs::now();
     let cli = Cli::parse();
     if !matches!(cli.command, Cmd::Run { .. } | Cmd::Demo { .. }) {
         // Commands that only print end quietly when their reader goes away
@@ -64,7 +68,7 @@ fn main() -> std::process::ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    match run(cli) {
+    match run(cli, started_as) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("txlb: {}", error_text(&error));
@@ -88,7 +92,7 @@ fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, started_as: upgrade::StartedAs) -> Result<()> {
     match cli.command {
         Cmd::Run {
             config,
@@ -96,10 +100,31 @@ fn run(cli: Cli) -> Result<()> {
             grace,
         } => {
             let config = config.path();
+            // SAFETY: still one thread (no runtime yet), and nothing took fds 3
+            // and up: the upgrade's socket is 3 when the variable says so.
+            let incoming = match unsafe { txlb::upgrade::Incoming::from_env() } {
+                None => None,
+                Some(Ok(incoming)) => Some(incoming),
+                // The old process heard why and serves on.
+                Some(Err(reason)) => bail!("upgrade: {reason}"),
+            };
             // SAFETY: still one thread (no runtime yet), and nothing took fds 3 and up.
             let manager = unsafe { serve::ServiceManager::from_env() }?;
-            // The text is kept: write-back edits exactly what was parsed.
-            let (text, loaded) = writeback::load(&config)?;
+            // The text is kept: write-back edits exactly what was parsed. An
+            // upgrade runs the old process's configuration (unsaved changes
+            // too), its write-back base handed over with it.
+            let (text, loaded) = match &incoming {
+                None => writeback::load(&config)?,
+                Some(handed) => match handed.config(&config) {
+                    Ok(loaded) => (String::new(), loaded),
+                    Err(reason) => {
+                        if let Some(incoming) = incoming {
+                            incoming.fail(&reason);
+                        }
+                        bail!("upgrade: {reason}");
+                    }
+                },
+            };
             let log_file = init_logging(&loaded)?;
             let workers = workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -109,8 +134,46 @@ fn run(cli: Cli) -> Result<()> {
                 text,
                 log_file,
                 manager,
+                incoming,
+                started_as,
             };
             control_runtime()?.block_on(serve::serve(boot, loaded, workers, grace))
+        }
+        Cmd::Upgrade {
+            config,
+            binary,
+            ready_timeout,
+            handoff_deadline,
+        } => {
+            let config = config.path();
+            let valid = |s: f64| s.is_finite() && s >= 0.0;
+            if !valid(ready_timeout) || !valid(handoff_deadline) {
+                bail!("--ready-timeout and --handoff-deadline take seconds (0 or more)");
+            }
+            let binary = binary
+                .map(|b| std::path::absolute(&b).with_context(|| b.display().to_string()))
+                .transpose()?;
+            let request = txlb::upgrade::request::Request {
+                binary,
+                ready_timeout,
+                handoff_deadline,
+            };
+            let reply =
+                control_runtime()?.block_on(txlb::upgrade::request::ask(&config, &request))?;
+            match (reply.ok, reply.pid) {
+                (true, Some(pid)) => {
+                    println!(
+                        "{}: upgraded: PID {pid} serves{}",
+                        config.display(),
+                        reply.message.map(|m| format!(" ({m})")).unwrap_or_default()
+                    );
+                    Ok(())
+                }
+                _ => bail!(
+                    "upgrade failed (the running process serves on): {}",
+                    reply.error.unwrap_or_else(|| "no reason given".into())
+                ),
+            }
         }
         Cmd::Check { config } => {
             let config = config.path();

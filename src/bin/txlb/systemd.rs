@@ -86,6 +86,12 @@ impl Notifier {
         self.send_logged(&format!("READY=1\nSTATUS={status}"));
     }
 
+    /// `MAINPID=` and `READY=1`: a process started by an upgrade took over
+    /// (with `NotifyAccess=all`, systemd follows it from now on).
+    pub fn main_pid_ready(&self, pid: u32, status: &str) {
+        self.send_logged(&format!("MAINPID={pid}\nREADY=1\nSTATUS={status}"));
+    }
+
     /// `RELOADING=1`: a reload begins; [`Notifier::ready`] must follow. Carries
     /// `MONOTONIC_USEC`, which `Type=notify-reload` requires.
     pub fn reloading(&self) {

@@ -1,0 +1,689 @@
+//! `txlb upgrade` and SIGUSR2 with real processes: the running txlb starts a
+//! new one and hands it its sockets and state. No client is refused through an
+//! upgrade, host states, unsaved changes and counters carry over, the old
+//! process drains and exits, and a new binary that fails or never serves
+//! leaves the old one serving.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::admin::{FULL, client, user_lines};
+use crate::common::binary::Txlb;
+use crate::common::{closed_port, echo_backend, eventually};
+
+/// Processes started by upgrades (not the harness's children): stopped at the
+/// end of the test whatever happens.
+struct Adopted(Vec<u32>);
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            // SAFETY: kill with a pid this test learnt from txlb itself.
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie waiting for its parent).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// A configuration with service `svc` on 127.0.0.1:0 (group `g`, least
+/// connections, `hosts`), the admin web server on 127.0.0.1:0 with the test
+/// users, and a control socket in `dir`.
+fn write_config(dir: &Path, hosts: &[(&str, SocketAddr)]) -> PathBuf {
+    let hosts: String = hosts
+        .iter()
+        .map(|(name, addr)| format!("      <host name=\"{name}\" ip=\"{addr}\"/>\n"))
+        .collect();
+    let xml = format!(
+        "<config>\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+         <group name=\"g\" scheduler=\"roundr\" enable=\"true\">\n{hosts}    </group>\n  \
+         </service>\n  <admin>\n    <web listen=\"127.0.0.1:0\" enable=\"true\"/>\n{}  </admin>\n  \
+         <control socket=\"{}\"/>\n</config>\n",
+        user_lines(),
+        dir.join("control.sock").display()
+    );
+    let path = dir.join("lb.xml");
+    std::fs::write(&path, xml).unwrap();
+    path
+}
+
+/// `txlb upgrade --config CONFIG ARGS…`.
+fn upgrade(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_txlb"))
+        .arg("upgrade")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The new process's id from `txlb upgrade`'s success line.
+fn new_pid(output: &Output) -> u32 {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "txlb upgrade failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .split("PID ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no PID in {stdout:?}"))
+}
+
+/// One byte through the balancer to an echo backend and back.
+fn echo_once(addr: SocketAddr) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"x")?;
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte)?;
+    assert_eq!(&byte, b"x");
+    Ok(())
+}
+
+async fn api(base: &str, path: &str) -> Value {
+    let response = client()
+        .get(format!("{base}{path}"))
+        .basic_auth(FULL.0, Some(FULL.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
+async fn api_post(base: &str, path: &str, body: Value) -> u16 {
+    client()
+        .post(format!("{base}{path}"))
+        .basic_auth(FULL.0, Some(FULL.1))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn host<'a>(stats: &'a Value, name: &str) -> &'a Value {
+    stats["services"][0]["groups"][0]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == name)
+        .unwrap_or_else(|| panic!("no host {name} in {stats}"))
+}
+
+/// A client connecting every millisecond (one byte echoed each time) until
+/// stopped, at most 30,000 times or 30 s: (served, failed, first failure).
+struct EveryMillisecond {
+    stop: Arc<AtomicBool>,
+    served: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<(u64, Option<String>)>,
+}
+
+impl EveryMillisecond {
+    fn start(addr: SocketAddr) -> EveryMillisecond {
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(AtomicU64::new(0));
+        let (stop2, served2) = (stop.clone(), served.clone());
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let (mut failed, mut first) = (0u64, None);
+            for _ in 0..30_000 {
+                if stop2.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(30) {
+                    break;
+                }
+                match echo_once(addr) {
+                    Ok(()) => drop(served2.fetch_add(1, Ordering::Relaxed)),
+                    Err(error) => {
+                        failed += 1;
+                        first.get_or_insert(error.to_string());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            (failed, first)
+        });
+        EveryMillisecond {
+            stop,
+            served,
+            thread,
+        }
+    }
+
+    fn stop(self) -> (u64, u64, Option<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (failed, first) = self.thread.join().unwrap();
+        (self.served.load(Ordering::Relaxed), failed, first)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_under_a_client_every_millisecond_refuses_nobody_and_keeps_the_state() {
+    let (a, b, c) = (
+        echo_backend().await,
+        echo_backend().await,
+        echo_backend().await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", a), ("b", b)]);
+    let mut txlb = Txlb::start_workers(&config, 5, 2);
+    let listener = txlb.listener();
+    let base = txlb.logged("admin web server up", "url").await;
+    let old_pid = txlb.pid();
+    let mut adopted = Adopted(Vec::new());
+
+    // Traffic on both hosts, then b admin-down and host c added (not saved).
+    tokio::task::spawn_blocking(move || (0..20).for_each(|_| echo_once(listener).unwrap()))
+        .await
+        .unwrap();
+    let hosts = "api/v1/services/svc/groups/g/hosts";
+    assert_eq!(
+        api_post(&base, &format!("{hosts}/b/admin-down"), Value::Null).await,
+        200
+    );
+    let added = serde_json::json!({"name": "c", "ip": c.to_string(), "weight": 1});
+    assert_eq!(api_post(&base, hosts, added).await, 201);
+    let before = api(&base, "api/v1/stats").await;
+    assert_eq!(host(&before, "b")["health"], "admin-down");
+    let b_total = host(&before, "b")["total"].as_u64().unwrap();
+    let a_total = host(&before, "a")["total"].as_u64().unwrap();
+    assert!(a_total >= 10 && b_total >= 10, "{before}");
+
+    let clients = EveryMillisecond::start(listener);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let config2 = config.clone();
+    let output = tokio::task::spawn_blocking(move || upgrade(&config2, &[]))
+        .await
+        .unwrap();
+    let pid = new_pid(&output);
+    adopted.0.push(pid);
+    assert_ne!(pid, old_pid);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (served, failed, first) = tokio::task::spawn_blocking(move || clients.stop())
+        .await
+        .unwrap();
+    assert_eq!(failed, 0, "{failed} clients failed, the first: {first:?}");
+    assert!(served > 100, "only {served} clients served");
+
+    // The old process drained and exited on its own.
+    let status = tokio::task::spawn_blocking(move || txlb.exit_status(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the old process did not exit after the upgrade");
+    assert!(status.success(), "{status}");
+
+    // The new one serves the same address, with the state as it was.
+    tokio::task::spawn_blocking(move || echo_once(listener).unwrap())
+        .await
+        .unwrap();
+    let status = api(&base, "api/v1/status").await;
+    assert_eq!(status["pid"], pid, "{status}");
+    assert_eq!(status["started"]["how"], "upgraded", "{status}");
+    assert_eq!(status["started"]["from_pid"], old_pid, "{status}");
+    let after = api(&base, "api/v1/stats").await;
+    assert_eq!(host(&after, "b")["health"], "admin-down", "{after}");
+    assert_eq!(host(&after, "b")["total"], b_total, "{after}");
+    assert!(host(&after, "a")["total"].as_u64().unwrap() >= a_total);
+    assert_eq!(
+        host(&after, "c")["address"],
+        c.to_string(),
+        "unsaved host lost: {after}"
+    );
+    let accepted = |s: &Value| s["services"][0]["counters"]["accepted"].as_u64().unwrap();
+    // Every client counted once, by one process or the other: the old one
+    // sends what it counted after the hand-over once it is done.
+    let totals = |s: &Value| -> u64 {
+        ["a", "b", "c"]
+            .iter()
+            .map(|h| host(s, h)["total"].as_u64().unwrap())
+            .sum()
+    };
+    let expected = (accepted(&before) + served, totals(&before) + served);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = api(&base, "api/v1/stats").await;
+    // The one client after the upgrade counts too.
+    let counted = loop {
+        if (accepted(&last), totals(&last)) == (expected.0 + 1, expected.1 + 1) {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        last = api(&base, "api/v1/stats").await;
+    };
+    assert!(counted, "expected {expected:?} (+1): {last}");
+    // The page says how the process started.
+    let page = client()
+        .get(format!("{base}running"))
+        .basic_auth(FULL.0, Some(FULL.1))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("upgraded from PID {old_pid}")),
+        "{page}"
+    );
+
+    // The control socket moved with its file (the old process left it).
+    let socket = dir.path().join("control.sock");
+    let mut control = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    control.write_all(b"{\"peer\": \"127.0.0.1:1\"}\n").unwrap();
+    let mut answer = [0u8; 64];
+    let n = control.read(&mut answer).unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).contains("no open connection"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_that_exits_or_never_serves_leaves_the_old_one_serving() {
+    let a = echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", a)]);
+    let mut txlb = Txlb::start_workers(&config, 5, 1);
+    let listener = txlb.listener();
+    let mut adopted = Adopted(Vec::new());
+    let script = dir.path().join("silent");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let config2 = config.clone();
+    let (exits, silent, later) = tokio::task::spawn_blocking(move || {
+        let exits = upgrade(&config2, &["--binary", "/bin/false"]);
+        echo_once(listener).unwrap();
+        let started = Instant::now();
+        let silent = upgrade(
+            &config2,
+            &["--binary", script.to_str().unwrap(), "--ready-timeout", "1"],
+        );
+        let took = started.elapsed();
+        echo_once(listener).unwrap();
+        (exits, (silent, took), upgrade(&config2, &[]))
+    })
+    .await
+    .unwrap();
+    assert!(!exits.status.success());
+    let stderr = String::from_utf8_lossy(&exits.stderr);
+    assert!(stderr.contains("exited before it was ready"), "{stderr}");
+    assert!(stderr.contains("serves on"), "{stderr}");
+    let (silent, took) = silent;
+    assert!(!silent.status.success());
+    let stderr = String::from_utf8_lossy(&silent.stderr);
+    assert!(stderr.contains("not ready within 1 s"), "{stderr}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    // Both failures left the old process whole: it still upgrades.
+    assert!(txlb.count("upgrade failed; serving on") >= 2);
+    let pid = new_pid(&later);
+    adopted.0.push(pid);
+    tokio::task::spawn_blocking(move || {
+        assert!(txlb.exit_status(Duration::from_secs(10)).is_some());
+        echo_once(listener).unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_upgrades_in_a_row_the_second_by_sigusr2_keep_a_bad_host_bad() {
+    let a = echo_backend().await;
+    let refused = closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", a), ("b", refused)]);
+    // The SSH console too: its socket moves with the others.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "  <admin>\n",
+        "  <admin>\n    <ssh listen=\"127.0.0.1:0\" enable=\"true\"/>\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut txlb = Txlb::start_workers(&config, 5, 2);
+    let listener = txlb.listener();
+    let base = txlb.logged("admin web server up", "url").await;
+    let ssh: SocketAddr = txlb
+        .logged("SSH console up", "local")
+        .await
+        .parse()
+        .unwrap();
+    let mut adopted = Adopted(Vec::new());
+    // Round robin reaches b, whose refusal marks it bad (the client fails
+    // over to a).
+    tokio::task::spawn_blocking(move || (0..4).for_each(|_| echo_once(listener).unwrap()))
+        .await
+        .unwrap();
+    let before = api(&base, "api/v1/stats").await;
+    let bad = host(&before, "b")["bad"].clone();
+    assert_eq!(host(&before, "b")["health"], "bad", "{before}");
+
+    let config2 = config.clone();
+    let second = tokio::task::spawn_blocking(move || new_pid(&upgrade(&config2, &[])))
+        .await
+        .unwrap();
+    adopted.0.push(second);
+    // SAFETY: kill with the pid txlb upgrade printed.
+    assert_eq!(unsafe { libc::kill(second as i32, libc::SIGUSR2) }, 0);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let base = base.clone();
+            async move {
+                let status = client()
+                    .get(format!("{base}api/v1/status"))
+                    .basic_auth(FULL.0, Some(FULL.1))
+                    .send()
+                    .await;
+                match status {
+                    Ok(response) => {
+                        let status: Value = response.json().await.unwrap_or_default();
+                        status["started"]["from_pid"] == second
+                    }
+                    Err(_) => false,
+                }
+            }
+        })
+        .await,
+        "the second upgrade did not happen:\n{}",
+        txlb.log_text()
+    );
+    let status = api(&base, "api/v1/status").await;
+    let third = status["pid"].as_u64().unwrap() as u32;
+    adopted.0.push(third);
+    assert!(third != second && third != txlb.pid());
+    assert!(eventually(Duration::from_secs(10), || async { gone(second) }).await);
+    assert!(txlb.exit_status(Duration::from_secs(10)).is_some());
+    tokio::task::spawn_blocking(move || echo_once(listener).unwrap())
+        .await
+        .unwrap();
+    // The third process's console answers on the first one's port.
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect_timeout(&ssh, Duration::from_secs(5)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut banner = [0u8; 8];
+        stream.read_exact(&mut banner).unwrap();
+        banner
+    })
+    .await
+    .unwrap();
+    assert_eq!(&banner, b"SSH-2.0-");
+    let after = api(&base, "api/v1/stats").await;
+    assert_eq!(host(&after, "b")["health"], "bad", "{after}");
+    assert_eq!(
+        host(&after, "b")["bad"],
+        bad,
+        "reason or time changed: {after}"
+    );
+    // No client was served meanwhile but the last one: the counters are
+    // exactly those of the first process, plus it.
+    for (name, plus) in [("a", 1), ("b", 0)] {
+        for counter in ["total", "picks", "failures", "bytes_in", "bytes_out"] {
+            let was = host(&before, name)[counter].as_u64().unwrap();
+            let plus = if counter == "failures" { 0 } else { plus };
+            assert_eq!(
+                host(&after, name)[counter],
+                was + plus,
+                "{name} {counter}: {after}"
+            );
+        }
+    }
+}
+
+/// A stream's bytes: a pseudo-random sequence from `seed`, so any loss or
+/// reordering shows.
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Sends `data` through `stream` to an echo backend and checks every byte
+/// that comes back.
+async fn echo_exact(stream: &mut tokio::net::TcpStream, data: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut reader, mut writer) = stream.split();
+    let write = async {
+        for chunk in data.chunks(64 * 1024) {
+            writer.write_all(chunk).await.unwrap();
+        }
+    };
+    let read = async {
+        let mut back = vec![0u8; data.len()];
+        reader.read_exact(&mut back).await.unwrap();
+        assert!(back == data, "bytes lost or reordered");
+    };
+    tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(write, read) })
+        .await
+        .expect("a stream stalled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_and_streams_move_to_the_new_process_as_they_go_quiet() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const IDLE: usize = 1000;
+    const STREAMS: usize = 3;
+    const STREAM_BYTES: usize = 4 << 20;
+    let _heavy = crate::common::heavy().await;
+    crate::common::binary::raise_nofile();
+    let a = echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", a)]);
+    let mut txlb = Txlb::start_workers(&config, 20, 2);
+    let listener = txlb.listener();
+    let base = txlb.logged("admin web server up", "url").await;
+    let mut adopted = Adopted(Vec::new());
+
+    let mut idle = Vec::with_capacity(IDLE);
+    for i in 0..IDLE {
+        let mut stream = tokio::net::TcpStream::connect(listener).await.unwrap();
+        let token = format!("{i:06}");
+        stream.write_all(token.as_bytes()).await.unwrap();
+        let mut back = [0u8; 6];
+        stream.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, token.as_bytes());
+        idle.push(stream);
+    }
+    // Streams: half their bytes, then quiet (they park and move), then the
+    // other half once the new process serves.
+    let mut streams = Vec::new();
+    for s in 0..STREAMS {
+        let mut stream = tokio::net::TcpStream::connect(listener).await.unwrap();
+        let data = pattern(s as u64 + 7, STREAM_BYTES);
+        echo_exact(&mut stream, &data[..STREAM_BYTES / 2]).await;
+        streams.push((stream, data));
+    }
+    // One stream busy through the upgrade (a chunk every 50 ms): it stays in
+    // the old process until it goes quiet, then moves within the handoff
+    // deadline.
+    let busy_stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let stop = busy_stop.clone();
+        let mut stream = tokio::net::TcpStream::connect(listener).await.unwrap();
+        tokio::spawn(async move {
+            let data = pattern(99, 64 << 10);
+            let mut sent = 0;
+            for chunk in data.chunks(1024) {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                echo_exact(&mut stream, chunk).await;
+                sent += chunk.len();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (stream, data, sent)
+        })
+    };
+    let all = (IDLE + STREAMS) as u64;
+    let parked = |list: &Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["parked"] == true)
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let base = base.clone();
+            async move { parked(&api(&base, "api/v1/connections").await) == IDLE + STREAMS }
+        })
+        .await,
+        "not every connection parked"
+    );
+    let before = api(&base, "api/v1/connections").await;
+    assert_eq!(before.as_array().unwrap().len(), IDLE + STREAMS + 1);
+    let mut ids: Vec<u64> = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    ids.sort_unstable();
+
+    let config2 = config.clone();
+    let output = tokio::task::spawn_blocking(move || upgrade(&config2, &[]))
+        .await
+        .unwrap();
+    let pid = new_pid(&output);
+    adopted.0.push(pid);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("{all} connections moved")),
+        "{stdout}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    busy_stop.store(true, Ordering::Relaxed);
+    let (mut busy, busy_data, busy_sent) = busy.await.unwrap();
+    assert!(busy_sent > 0);
+    // Nothing stayed: the old process exits once the busy stream moved too,
+    // not at its 20 s grace.
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = txlb.exit_status(Duration::from_secs(8));
+        (status, txlb)
+    })
+    .await
+    .unwrap();
+    let (status, txlb) = exited;
+    assert!(
+        status.is_some(),
+        "the old process kept connections:\n{}",
+        txlb.log_text()
+    );
+    // Both sides say what moved.
+    let handed = txlb
+        .wait_for_async("upgrade: handed over to the new process", 0)
+        .await;
+    assert!(
+        handed.contains(&format!("connections_moved={all}")),
+        "{handed}"
+    );
+    let took = txlb
+        .wait_for_async("upgrade: took over; connections taken on", 0)
+        .await;
+    assert!(took.contains(&format!("connections={}", all + 1)), "{took}");
+
+    // In the new process: the same connections (ids, counts), counted open on
+    // their host, and they all work.
+    let after = api(&base, "api/v1/connections").await;
+    let mut moved: Vec<u64> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    moved.sort_unstable();
+    assert_eq!(moved, ids);
+    let first = &after.as_array().unwrap()[0];
+    let was = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == first["id"])
+        .unwrap();
+    for key in ["since", "bytes_in", "bytes_out", "client", "host"] {
+        assert_eq!(first[key], was[key], "{key}");
+    }
+    let stats = api(&base, "api/v1/stats").await;
+    assert_eq!(host(&stats, "a")["open"], all + 1, "{stats}");
+    let status = api(&base, "api/v1/status").await;
+    assert_eq!(status["started"]["connections_moved"], all + 1, "{status}");
+    echo_exact(&mut busy, &busy_data[busy_sent..]).await;
+    for (i, stream) in idle.iter_mut().enumerate() {
+        let token = format!("{:06}", IDLE - i);
+        stream.write_all(token.as_bytes()).await.unwrap();
+        let mut back = [0u8; 6];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut back))
+            .await
+            .expect("a moved connection does not answer")
+            .unwrap();
+        assert_eq!(&back, token.as_bytes());
+    }
+    for (stream, data) in &mut streams {
+        echo_exact(stream, &data[STREAM_BYTES / 2..]).await;
+    }
+    drop(idle);
+    drop(streams);
+    drop(busy);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let base = base.clone();
+            async move { host(&api(&base, "api/v1/stats").await, "a")["open"] == 0 }
+        })
+        .await,
+        "the host's open count did not come back to 0"
+    );
+    drop(txlb);
+}
+
+#[test]
+fn upgrade_without_a_running_txlb_or_with_a_stray_variable_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", closed_port())]);
+    let output = upgrade(&config, &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no txlb runs"), "{stderr}");
+    let output = upgrade(&dir.path().join("missing.xml"), &[]);
+    assert!(!output.status.success());
+    let output = upgrade(&config, &["--ready-timeout", "-1"]);
+    assert!(!output.status.success());
+    // A stray variable does not make `txlb run` take its stdout for the
+    // upgrade's socket.
+    let output = Command::new(env!("CARGO_BIN_EXE_txlb"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env(txlb::upgrade::UPGRADE_FD_VAR, "1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("does not name the upgrade's socket"),
+        "{stderr}"
+    );
+}

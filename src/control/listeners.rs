@@ -13,11 +13,13 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use super::{ControlError, Controller};
-use crate::config::{Config, ListenAddr, ListenHost, Listener, ListenerTls, ServiceConfig};
+use crate::config::{
+    Config, ListenAddr, ListenHost, Listener, ListenerTls, ServiceConfig, Transport,
+};
 use crate::events::{Event, Events};
 use crate::proxy::{
-    AcceptProxy, ListenerSettings, ListenerTask, bind, check_free, in_use_by_another,
-    ipv6_unavailable,
+    AcceptProxy, ListenerSettings, ListenerTask, UdpListenerTask, bind, check_free,
+    in_use_by_another, ipv6_unavailable,
 };
 use crate::tls::Terminator;
 
@@ -31,6 +33,9 @@ pub(super) struct RunningListener {
     /// The settings its accept tasks hand to each client; written by
     /// [`refresh`] under the controller's lock.
     pub(super) settings: Arc<ArcSwap<ListenerSettings>>,
+    /// A UDP service's listener (one socket, `proxy/udp.rs`), whose settings
+    /// are its service's, read per new session.
+    pub(super) udp: bool,
 }
 
 /// A listener bound but not yet accepting: one socket per worker (or one).
@@ -39,6 +44,8 @@ pub(super) struct BoundSocket {
     configured: ListenAddr,
     local: SocketAddr,
     sockets: Vec<std::net::TcpListener>,
+    /// A UDP service's one socket (then `sockets` is empty).
+    udp: Option<std::net::UdpSocket>,
     /// Whether `sockets` are copies of a socket handed over at start.
     from_inherited: bool,
     /// Settings from the first accepted client on.
@@ -46,6 +53,14 @@ pub(super) struct BoundSocket {
 }
 
 type ListenerKey = (Arc<str>, ListenAddr);
+
+/// A listener's key and whether it is UDP: a service changing its protocol
+/// changes its listeners.
+pub(super) type RunningKey = (ListenerKey, bool);
+
+fn is_udp(service: &ServiceConfig) -> bool {
+    service.options.protocol == Transport::Udp
+}
 
 /// A listener of a configuration: its key, its service and itself.
 pub(super) type NewListener<'a> = (ListenerKey, &'a ServiceConfig, &'a Listener);
@@ -66,18 +81,21 @@ fn wanted(config: &Config) -> impl Iterator<Item = NewListener<'_>> + '_ {
 pub(super) fn diff<'a>(
     running: &[RunningListener],
     next: &'a Config,
-) -> Result<(Vec<NewListener<'a>>, HashSet<ListenerKey>), ControlError> {
+) -> Result<(Vec<NewListener<'a>>, HashSet<RunningKey>), ControlError> {
     // Two services on one address were refused by the command's check
     // (`Config::check`), before anything is bound.
     let wanted_list: Vec<NewListener> = wanted(next).collect();
-    let have: HashSet<ListenerKey> = running
+    let have: HashSet<RunningKey> = running
         .iter()
-        .map(|l| (l.service.clone(), l.configured.clone()))
+        .map(|l| ((l.service.clone(), l.configured.clone()), l.udp))
         .collect();
-    let wanted_set: HashSet<ListenerKey> = wanted_list.iter().map(|(k, ..)| k.clone()).collect();
+    let wanted_set: HashSet<RunningKey> = wanted_list
+        .iter()
+        .map(|(k, s, _)| (k.clone(), is_udp(s)))
+        .collect();
     let added = wanted_list
         .into_iter()
-        .filter(|(k, ..)| !have.contains(k))
+        .filter(|(k, s, _)| !have.contains(&(k.clone(), is_udp(s))))
         .collect();
     let removed = have.difference(&wanted_set).cloned().collect();
     Ok((added, removed))
@@ -171,6 +189,36 @@ pub(super) fn bind_all(
             &(service.clone(), configured.clone()),
             listener.tls.as_ref(),
         );
+        if is_udp(service_config) {
+            match bind_udp(&configured) {
+                Ok((local, socket)) => {
+                    all.push(BoundSocket {
+                        from_inherited: false,
+                        service,
+                        configured,
+                        local,
+                        sockets: Vec::new(),
+                        udp: Some(socket),
+                        settings: ListenerSettings::new(
+                            &service_config.options,
+                            listener,
+                            None,
+                            None,
+                        ),
+                    });
+                    continue;
+                }
+                Err(source) => {
+                    for b in all.into_iter().filter(|b| b.from_inherited) {
+                        inherited.give_back(b.sockets);
+                    }
+                    return Err(ControlError::BindListener {
+                        listen: configured.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
         let bound = match inherited.take(&configured) {
             Some(socket) => inherited.share(socket, copies).map(|(l, s)| (l, s, true)),
             None => bind_copies(&configured, copies, own).map(|(l, s)| (l, s, false)),
@@ -182,6 +230,7 @@ pub(super) fn bind_all(
                 configured,
                 local,
                 sockets,
+                udp: None,
                 settings: ListenerSettings::new(
                     &service_config.options,
                     listener,
@@ -266,10 +315,71 @@ fn bind_listen_addr(
     bind_first(SocketAddr::new(ip, listen.port))
 }
 
+/// A UDP service's socket on `listen`: one socket (no `SO_REUSEPORT` copies:
+/// its sessions are keyed by client in one table); "every address" is one
+/// dual-stack `[::]` socket, or `0.0.0.0` on a machine without IPv6.
+fn bind_udp(listen: &ListenAddr) -> std::io::Result<(SocketAddr, std::net::UdpSocket)> {
+    let ip = match &listen.host {
+        ListenHost::Any => {
+            let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), listen.port);
+            let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), listen.port);
+            let socket = match std::net::UdpSocket::bind(v6) {
+                Err(error) if ipv6_unavailable(&error) => std::net::UdpSocket::bind(v4)?,
+                bound => bound?,
+            };
+            return Ok((socket.local_addr()?, socket));
+        }
+        ListenHost::Ip(ip) => *ip,
+        ListenHost::Name(name) => (name.as_str(), listen.port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("{name:?} has no address")))?
+            .ip(),
+    };
+    let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, listen.port))?;
+    Ok((socket.local_addr()?, socket))
+}
+
 /// Starts accepting: each socket on its own worker (or on the current runtime).
 pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListener {
     let stop = controller.stop_accepting.child_token();
     let settings = Arc::new(ArcSwap::from_pointee(bound.settings));
+    let local = bound.local;
+    if let Some(socket) = bound.udp {
+        controller.data.events.emit(Event::ListenerAdded {
+            service: bound.service.to_string(),
+            listen: bound.configured.to_string(),
+            local,
+        });
+        let task = UdpListenerTask {
+            service: bound.service.clone(),
+            data: controller.data.clone(),
+            stop: stop.clone(),
+        };
+        let receive = async move {
+            let socket = socket
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UdpSocket::from_std(socket));
+            match socket {
+                Ok(socket) => task.run(socket).await,
+                Err(error) => {
+                    tracing::error!(service = %task.service, %local, %error, "cannot start receiving")
+                }
+            }
+        };
+        match controller.workers.first() {
+            Some(worker) => drop(worker.spawn(receive)),
+            None => drop(tokio::spawn(receive)),
+        }
+        return RunningListener {
+            service: bound.service,
+            configured: bound.configured,
+            local,
+            stop,
+            settings,
+            udp: true,
+        };
+    }
     let task = ListenerTask {
         service: bound.service.clone(),
         settings: settings.clone(),
@@ -278,7 +388,6 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
         stop_connections: controller.stop_connections.clone(),
         tracker: controller.connections.clone(),
     };
-    let local = bound.local;
     controller.data.events.emit(Event::ListenerAdded {
         service: bound.service.to_string(),
         listen: bound.configured.to_string(),
@@ -311,6 +420,7 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
         local,
         stop,
         settings,
+        udp: false,
     }
 }
 

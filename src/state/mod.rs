@@ -56,6 +56,20 @@ pub struct ServiceCounters {
     pub proxy_errors: AtomicU64,
     /// Connections closed for being idle too long.
     pub timeouts: AtomicU64,
+    /// UDP: sessions open now (a gauge).
+    pub sessions_open: AtomicU64,
+    /// UDP: sessions started.
+    pub sessions_total: AtomicU64,
+    /// UDP: datagrams from clients passed to hosts.
+    pub datagrams_in: AtomicU64,
+    /// UDP: datagrams from hosts passed to clients.
+    pub datagrams_out: AtomicU64,
+    /// UDP: client datagrams dropped for want of a host.
+    pub dropped_no_host: AtomicU64,
+    /// UDP: datagrams dropped at a limit (`maxSessions`, a full socket buffer).
+    pub dropped_limit: AtomicU64,
+    /// UDP: datagrams dropped for being larger than 65,535 bytes.
+    pub dropped_oversize: AtomicU64,
 }
 
 /// A point-in-time copy of a service's counters.
@@ -77,6 +91,20 @@ pub struct ServiceCountersView {
     pub proxy_errors: u64,
     /// Connections closed for being idle too long.
     pub timeouts: u64,
+    /// UDP: sessions open now.
+    pub sessions_open: u64,
+    /// UDP: sessions started.
+    pub sessions_total: u64,
+    /// UDP: datagrams from clients passed to hosts.
+    pub datagrams_in: u64,
+    /// UDP: datagrams from hosts passed to clients.
+    pub datagrams_out: u64,
+    /// UDP: client datagrams dropped for want of a host.
+    pub dropped_no_host: u64,
+    /// UDP: datagrams dropped at a limit.
+    pub dropped_limit: u64,
+    /// UDP: datagrams dropped for their size.
+    pub dropped_oversize: u64,
 }
 
 impl ServiceCounters {
@@ -91,6 +119,13 @@ impl ServiceCounters {
             over_limit: self.over_limit.load(Relaxed),
             proxy_errors: self.proxy_errors.load(Relaxed),
             timeouts: self.timeouts.load(Relaxed),
+            sessions_open: self.sessions_open.load(Relaxed),
+            sessions_total: self.sessions_total.load(Relaxed),
+            datagrams_in: self.datagrams_in.load(Relaxed),
+            datagrams_out: self.datagrams_out.load(Relaxed),
+            dropped_no_host: self.dropped_no_host.load(Relaxed),
+            dropped_limit: self.dropped_limit.load(Relaxed),
+            dropped_oversize: self.dropped_oversize.load(Relaxed),
         }
     }
 }

@@ -878,6 +878,8 @@ options! {
         role: RedisRole = RedisRole::default(), "role", "role";
         /// `type="postgres"`: the user named in the startup message.
         user: String = DEFAULT_POSTGRES_USER.to_string(), "user", "user";
+        /// `type="dns"`: the name queried (an `A` record).
+        name: String = String::new(), "name", "name";
     }
 }
 

@@ -3209,3 +3209,48 @@ fn udp_services_read_write_and_refuse_what_udp_lacks() {
         assert!(loc.column >= col.saturating_sub(1), "{shown} vs {col}");
     }
 }
+
+#[test]
+fn udp_and_dns_checks_read_write_and_are_checked() {
+    let with = |check: &str| {
+        BASE.replace(
+            "<host name=\"h1\"",
+            &format!("{check}\n      <host name=\"h1\""),
+        )
+    };
+    let c = Config::from_xml_str(&with(
+        r#"<check type="dns" name="example.com" interval="2"/>"#,
+    ))
+    .unwrap();
+    let check = c.services[0].groups[0].check.as_ref().unwrap();
+    assert_eq!(
+        (check.kind, check.name.as_str()),
+        (CheckKind::Dns, "example.com")
+    );
+    same(&Config::from_xml_str(&c.to_xml()).unwrap(), &c);
+    same(&Config::from_toml_str(&c.to_toml()).unwrap(), &c);
+    let u =
+        Config::from_xml_str(&with(r#"<check type="udp" send="ping" expect="pong"/>"#)).unwrap();
+    let check = u.services[0].groups[0].check.as_ref().unwrap();
+    assert_eq!(
+        (check.kind, &check.send.0[..]),
+        (CheckKind::Udp, &b"ping"[..])
+    );
+    same(&Config::from_toml_str(&u.to_toml()).unwrap(), &u);
+    for (check, needle) in [
+        (r#"<check type="dns"/>"#, "is not a DNS name"),
+        (r#"<check type="dns" name="a..b"/>"#, "is not a DNS name"),
+        (
+            r#"<check type="tcp" name="example.com"/>"#,
+            "name is for type=\"dns\" checks",
+        ),
+        (
+            r#"<check type="dns" name="x" send="a"/>"#,
+            "send is for type=\"send\" checks",
+        ),
+    ] {
+        let err = Config::from_xml_str(&with(check)).expect_err(check);
+        assert!(err.to_string().contains(needle), "{err}");
+        assert!(err.location().is_some(), "{err}");
+    }
+}

@@ -17,9 +17,12 @@ const REPLY: Duration = Duration::from_secs(2);
 /// A UDP host on `ip`: answers each datagram with `prefix` then the
 /// datagram (an empty prefix: an echo). Counts what it received.
 async fn udp_host(ip: &str, prefix: &str) -> (SocketAddr, Arc<AtomicUsize>) {
-    let socket = UdpSocket::bind((ip.parse::<IpAddr>().unwrap(), 0))
-        .await
-        .unwrap();
+    udp_host_on((ip.parse::<IpAddr>().unwrap(), 0).into(), prefix).await
+}
+
+/// [`udp_host`] on `addr`.
+async fn udp_host_on(addr: SocketAddr, prefix: &str) -> (SocketAddr, Arc<AtomicUsize>) {
+    let socket = UdpSocket::bind(addr).await.unwrap();
     let addr = socket.local_addr().unwrap();
     let received = Arc::new(AtomicUsize::new(0));
     let count = received.clone();
@@ -51,6 +54,17 @@ fn closed_udp_port() -> SocketAddr {
 /// A UDP service on `listen` with `attrs` on `<service>`, a group of
 /// `hosts` under `scheduler`, and the admin web (for `/metrics`).
 fn config(listen: &str, attrs: &str, scheduler: &str, hosts: &[(&str, SocketAddr)]) -> String {
+    config_with(listen, attrs, scheduler, "", hosts)
+}
+
+/// [`config`] with `check` (a `<check>` element, or nothing) in the group.
+fn config_with(
+    listen: &str,
+    attrs: &str,
+    scheduler: &str,
+    check: &str,
+    hosts: &[(&str, SocketAddr)],
+) -> String {
     let user = &common::admin::users()[0];
     let hosts: String = hosts
         .iter()
@@ -58,7 +72,7 @@ fn config(listen: &str, attrs: &str, scheduler: &str, hosts: &[(&str, SocketAddr
         .collect();
     format!(
         "<config>\n  <service name=\"u\" protocol=\"udp\" {attrs}>\n    <listen ip=\"{listen}\"/>\n    \
-         <group name=\"g\" scheduler=\"{scheduler}\" enable=\"true\">\n{hosts}    </group>\n  </service>\n\
+         <group name=\"g\" scheduler=\"{scheduler}\" enable=\"true\">\n      {check}\n{hosts}    </group>\n  </service>\n\
          <admin><web listen=\"127.0.0.1:0\" enable=\"true\"/>\
          <user name=\"{}\" password=\"{}\" access=\"full\"/></admin>\n</config>\n",
         user.name, user.password_hash
@@ -340,4 +354,155 @@ async fn a_reload_that_changes_the_hosts_keeps_open_sessions() {
         hosts.insert(which(&client("127.0.0.1").await, lb, b"n").await);
     }
     assert!(hosts.contains("h2"), "{hosts:?}");
+}
+
+/// Waits for the log line `what` about host `host`, after line `skip`.
+async fn host_line(txlb: &Txlb, what: &str, host: &str, skip: usize) {
+    let needle = format!("host=\"{host}\"");
+    assert!(
+        common::eventually(Duration::from_secs(10), || async {
+            txlb.log_text()
+                .lines()
+                .skip(skip)
+                .any(|l| l.contains(what) && l.contains(&needle))
+        })
+        .await,
+        "no {what:?} for {host}:\n{}",
+        txlb.log_text()
+    );
+}
+
+#[tokio::test]
+async fn a_udp_check_marks_a_host_bad_and_back() {
+    let (h1, _) = udp_host("127.0.0.1", "h1:").await;
+    let spot = closed_udp_port();
+    let check = r#"<check type="udp" send="ping" expect="ping" interval="0.2" timeout="0.5" rise="2" fall="2"/>"#;
+    let xml = config_with(
+        "127.0.0.1:0",
+        "",
+        "roundr",
+        check,
+        &[("h1", h1), ("h2", spot)],
+    );
+    let txlb = Txlb::start_xml(&xml, None);
+    let lb = txlb.listener();
+    host_line(&txlb, "host marked bad", "h2", 0).await;
+    for _ in 0..4 {
+        assert_eq!(which(&client("127.0.0.1").await, lb, b"n").await, "h1");
+    }
+    // A reply that lacks `expect` keeps it bad; the right one brings it back.
+    let skip = txlb.log_len();
+    let (_, _) = udp_host_on(spot, "h2:").await;
+    host_line(&txlb, "host back in rotation", "h2", skip).await;
+    let mut hosts = std::collections::HashSet::new();
+    for _ in 0..4 {
+        hosts.insert(which(&client("127.0.0.1").await, lb, b"n").await);
+    }
+    assert_eq!(hosts.len(), 2, "{hosts:?}");
+}
+
+#[tokio::test]
+async fn a_udp_check_with_a_wrong_reply_keeps_its_host_bad() {
+    let (h1, _) = udp_host("127.0.0.1", "h1:").await;
+    let (h2, received) = udp_host("127.0.0.1", "nope:").await;
+    let check = r#"<check type="udp" send="ping" expect="h1:ping" interval="0.2" timeout="0.5" rise="1" fall="1"/>"#;
+    let xml = config_with(
+        "127.0.0.1:0",
+        "",
+        "roundr",
+        check,
+        &[("h1", h1), ("h2", h2)],
+    );
+    let txlb = Txlb::start_xml(&xml, None);
+    host_line(&txlb, "host marked bad", "h2", 0).await;
+    let line = txlb.wait_for("host marked bad", 0);
+    assert!(line.contains("expect"), "{line}");
+    assert!(received.load(Relaxed) >= 1);
+}
+
+/// `dnsmasq` answering `example.com` with `answer` on a free port of 127.0.0.1.
+fn dnsmasq(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    answer: &str,
+    port: u16,
+) -> common::servers::Server {
+    let mut command = std::process::Command::new(binary);
+    command.args([
+        "--no-daemon",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        "--listen-address=127.0.0.1",
+        "--user=root",
+        "--pid-file=",
+        &format!("--port={port}"),
+        &format!("--address=/example.com/{answer}"),
+    ]);
+    let log = dir.join(format!("dnsmasq-{port}.log"));
+    common::servers::Server::start(command, ([127, 0, 0, 1], port).into(), &log)
+}
+
+/// `dig @127.0.0.1 -p PORT example.com +short`: the answer, or what dig said.
+fn dig(port: u16) -> String {
+    let out = std::process::Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "example.com",
+            "A",
+            "+short",
+            "+tries=1",
+            "+time=2",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn dig_through_a_udp_service_reaches_dnsmasq_hosts_and_a_dns_check_follows_them() {
+    let Some(binary) = common::servers::binary(&["/usr/sbin/dnsmasq"], "dnsmasq-base") else {
+        return;
+    };
+    if common::servers::binary(&["/usr/bin/dig"], "bind9-dnsutils").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2) = (common::servers::free_port(), common::servers::free_port());
+    let mut d1 = dnsmasq(&binary, dir.path(), "127.0.0.9", p1);
+    let _d2 = dnsmasq(&binary, dir.path(), "127.0.0.10", p2);
+    let check =
+        r#"<check type="dns" name="example.com" interval="0.2" timeout="0.5" rise="1" fall="1"/>"#;
+    let hosts = [
+        ("d1", ([127, 0, 0, 1], p1).into()),
+        ("d2", ([127, 0, 0, 1], p2).into()),
+    ];
+    let xml = config_with("127.0.0.1:0", "responses=\"1\"", "roundr", check, &hosts);
+    let txlb = Txlb::start_xml(&xml, None);
+    let port = txlb.listener().port();
+    let answers: Vec<String> = (0..4).map(|_| dig(port)).collect();
+    assert!(answers.contains(&"127.0.0.9".to_string()), "{answers:?}");
+    assert!(answers.contains(&"127.0.0.10".to_string()), "{answers:?}");
+    // Sessions of one reply each: all ended.
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            metric(&txlb, "txlb_service_sessions_open").await == 0
+        })
+        .await
+    );
+    assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 4);
+    // d1 stops: the check marks it bad, every query goes to d2.
+    d1.kill();
+    host_line(&txlb, "host marked bad", "d1", 0).await;
+    for _ in 0..4 {
+        assert_eq!(dig(port), "127.0.0.10");
+    }
+    // Back on its port: the check puts it back.
+    let skip = txlb.log_len();
+    let _d1 = dnsmasq(&binary, dir.path(), "127.0.0.9", p1);
+    host_line(&txlb, "host back in rotation", "d1", skip).await;
+    let answers: Vec<String> = (0..4).map(|_| dig(port)).collect();
+    assert!(answers.contains(&"127.0.0.9".to_string()), "{answers:?}");
 }

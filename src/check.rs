@@ -115,8 +115,8 @@ pub async fn report(config: &Config) -> String {
         if o.protocol == crate::config::Transport::Udp {
             let _ = writeln!(
                 out,
-                "  udp: sessionTimeout {}, responses {}, maxSessions {}",
-                format!("{}s", crate::config::seconds(o.session_timeout)),
+                "  udp: sessionTimeout {}s, responses {}, maxSessions {}",
+                crate::config::seconds(o.session_timeout),
                 match o.responses {
                     0 => "unlimited".to_string(),
                     n => n.to_string(),

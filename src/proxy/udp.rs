@@ -196,9 +196,16 @@ impl UdpListenerTask {
             counters.dropped_limit.fetch_add(1, Relaxed);
             return;
         }
-        let Some((picked, socket)) = self.open(&snapshot, client) else {
-            counters.dropped_no_host.fetch_add(1, Relaxed);
-            return;
+        let (picked, socket) = match self.open(&snapshot, client) {
+            Ok(opened) => opened,
+            Err(Unopened::NoHost) => {
+                counters.dropped_no_host.fetch_add(1, Relaxed);
+                return;
+            }
+            Err(Unopened::Local) => {
+                counters.dropped_limit.fetch_add(1, Relaxed);
+                return;
+            }
         };
         let session = Arc::new(Session {
             socket,
@@ -239,14 +246,19 @@ impl UdpListenerTask {
     /// Picks a host for a new session of `client` and connects a socket to
     /// it, passing over hosts whose address is unknown or whose socket cannot
     /// be made.
-    fn open(&self, snapshot: &Snapshot, client: SocketAddr) -> Option<(Picked, UdpSocket)> {
-        let service = snapshot.service(&self.service)?;
+    fn open(
+        &self,
+        snapshot: &Snapshot,
+        client: SocketAddr,
+    ) -> Result<(Picked, UdpSocket), Unopened> {
+        let service = snapshot.service(&self.service).ok_or(Unopened::NoHost)?;
         // The enabled group, or the backup group standing in for it.
         let serving = service.serving_group().unwrap_or(service.enabled);
-        let group = service.groups.get(serving)?;
+        let group = service.groups.get(serving).ok_or(Unopened::NoHost)?;
         let mut tried: Vec<HostId> = Vec::new();
         loop {
-            let host = &group.hosts[group.pick(&tried, Some(client))?];
+            let picked = group.pick(&tried, Some(client)).ok_or(Unopened::NoHost)?;
+            let host = &group.hosts[picked];
             host.stats.record_pick();
             tried.push(host.id);
             let Some(addr) = host.socket_addr() else {
@@ -254,7 +266,7 @@ impl UdpListenerTask {
             };
             match connected_socket(addr) {
                 Ok(socket) => {
-                    return Some((
+                    return Ok((
                         Picked {
                             stats: host.stats.clone(),
                             group: group.name.clone(),
@@ -269,11 +281,19 @@ impl UdpListenerTask {
                     // Local (descriptors, memory): not the host's fault, and
                     // every other host would fail the same way.
                     tracing::debug!(service = %self.service, %addr, %error, "udp session socket");
-                    return None;
+                    return Err(Unopened::Local);
                 }
             }
         }
     }
+}
+
+/// Why no session was opened.
+enum Unopened {
+    /// No host of the service is in rotation.
+    NoHost,
+    /// No socket for it (descriptors or memory): a limit of this machine.
+    Local,
 }
 
 /// The host a new session goes to.

@@ -66,7 +66,8 @@ pub struct ServiceCounters {
     pub datagrams_out: AtomicU64,
     /// UDP: client datagrams dropped for want of a host.
     pub dropped_no_host: AtomicU64,
-    /// UDP: datagrams dropped at a limit (`maxSessions`, a full socket buffer).
+    /// UDP: datagrams dropped at a limit (`maxSessions`, a full socket
+    /// buffer, no descriptor left for a session).
     pub dropped_limit: AtomicU64,
     /// UDP: datagrams dropped for being larger than 65,535 bytes.
     pub dropped_oversize: AtomicU64,

@@ -213,11 +213,17 @@ async fn hash_keeps_a_client_address_on_one_host_across_sessions() {
 async fn responses_one_ends_a_session_after_its_reply() {
     let (h1, _) = udp_host("127.0.0.1", "h1:").await;
     let (h2, _) = udp_host("127.0.0.1", "h2:").await;
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
     let xml = config(
         "127.0.0.1:0",
         "responses=\"1\"",
         "roundr",
         &[("h1", h1), ("h2", h2)],
+    )
+    .replace(
+        "<admin>",
+        &format!("<logging access=\"{}\"/><admin>", access.display()),
     );
     let txlb = Txlb::start_xml(&xml, None);
     let lb = txlb.listener();
@@ -233,6 +239,23 @@ async fn responses_one_ends_a_session_after_its_reply() {
         .await
     );
     assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 2);
+    // One access log line per session, each of one datagram each way.
+    let client_addr = a.local_addr().unwrap().to_string();
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            let text = std::fs::read_to_string(&access).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines.len() == 2
+                && lines.iter().all(|l| {
+                    l.contains(&format!("client={client_addr} "))
+                        && l.contains("service=\"u\"")
+                        && l.contains("bytes_in=1 bytes_out=4 ended=responses")
+                })
+        })
+        .await,
+        "{}",
+        std::fs::read_to_string(&access).unwrap_or_default()
+    );
 }
 
 #[tokio::test]

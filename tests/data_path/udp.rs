@@ -529,3 +529,37 @@ async fn dig_through_a_udp_service_reaches_dnsmasq_hosts_and_a_dns_check_follows
     let answers: Vec<String> = (0..4).map(|_| dig(port)).collect();
     assert!(answers.contains(&"127.0.0.9".to_string()), "{answers:?}");
 }
+
+#[tokio::test]
+async fn a_session_whose_host_goes_bad_moves_on_its_next_datagram() {
+    let (h1, _) = udp_host("127.0.0.1", "h1:").await;
+    let (h2, _) = udp_host("127.0.0.1", "h2:").await;
+    // h1 answers the check until its expected reply changes: a host that is
+    // still there (no ICMP) but bad.
+    let check = r#"<check type="udp" send="ping" expect="h1:ping" interval="0.2" timeout="0.5" rise="1" fall="1"/>"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    let hosts = [("h1", h1), ("h2", h2)];
+    std::fs::write(&path, config_with("127.0.0.1:0", "", "hash", check, &hosts)).unwrap();
+    let txlb = Txlb::start(&path, 2);
+    let lb = txlb.listener();
+    // hash: every client of 127.0.0.1 goes to one host; find which.
+    let a = client("127.0.0.1").await;
+    let first = which(&a, lb, b"1").await;
+    // That host's check now fails (a reload to a check that host cannot pass;
+    // the other host's replies pass it): marked bad.
+    let other = if first == "h1" { "h2" } else { "h1" };
+    let failing = check.replace("h1:ping", &format!("{other}:ping"));
+    let skip = txlb.log_len();
+    std::fs::write(
+        &path,
+        config_with("127.0.0.1:0", "", "hash", &failing, &hosts),
+    )
+    .unwrap();
+    txlb.signal("HUP");
+    host_line(&txlb, "host marked bad", &first, skip).await;
+    // The same client, same session: its next datagram goes to the other host.
+    assert_eq!(which(&a, lb, b"2").await, other);
+    assert_eq!(which(&a, lb, b"3").await, other);
+    assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 2);
+}

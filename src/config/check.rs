@@ -464,6 +464,26 @@ impl ServiceConfig {
         if self.options.accept_proxy {
             return refuse(InService::Element, "acceptProxy");
         }
+        // Settings of TCP connections' admission and copy, written.
+        const TCP_ONLY: [&str; 8] = [
+            "clientTimeout",
+            "serverTimeout",
+            "clientFinTimeout",
+            "maxconn",
+            "queue",
+            "queueTimeout",
+            "sourceMaxconn",
+            "sourceRate",
+        ];
+        let defaults = super::options::ServiceOptions::default();
+        if let Some(written) = self
+            .options
+            .differing(&defaults)
+            .into_iter()
+            .find(|w| TCP_ONLY.contains(&w.xml_name))
+        {
+            return refuse(InService::Element, written.xml_name);
+        }
         for (index, listener) in self.listeners.iter().enumerate() {
             if listener.tls.is_some() {
                 return refuse(InService::Tls(index, 0), "TLS on a listener");
@@ -486,6 +506,12 @@ impl ServiceConfig {
             let hosts = || group.hosts.iter();
             if group.options.tls || hosts().any(|h| h.options.tls == Some(true)) {
                 return refuse(at, "TLS towards hosts");
+            }
+            if let Some(check) = &group.check
+                && !matches!(check.kind, CheckKind::Udp | CheckKind::Dns)
+            {
+                let what = format!("a type=\"{}\" check (expected udp or dns)", check.kind);
+                return refuse(InService::Group(index, InGroup::Check("type")), &what);
             }
             if group.options.proxy_protocol.is_some()
                 || hosts().any(|h| matches!(h.options.proxy_protocol, Some(Some(_))))

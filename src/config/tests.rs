@@ -3198,6 +3198,22 @@ fn udp_services_read_write_and_refuse_what_udp_lacks() {
             "\"g\"",
             "proxyProtocol is not supported on UDP",
         ),
+        (
+            on_udp(
+                r#"<service name="web" protocol="udp">"#,
+                r#"<service name="web" protocol="udp" maxconn="10">"#,
+            ),
+            "<service",
+            "maxconn is not supported on UDP",
+        ),
+        (
+            on_udp(
+                r#"<host name="h1""#,
+                r#"<check type="http"/><host name="h1""#,
+            ),
+            "type=\"http\"",
+            "a type=\"http\" check (expected udp or dns) is not supported on UDP",
+        ),
     ] {
         let text = text.clone();
         let (line, col) = position(&text, at);

@@ -192,6 +192,10 @@ impl UdpListenerTask {
             session.end(CloseReason::HostDown);
             table.sessions.remove(&client);
         }
+        if !super::admission::allowed(client, &service.options) {
+            counters.denied.fetch_add(1, Relaxed);
+            return;
+        }
         if table.sessions.len() >= service.options.max_sessions as usize {
             counters.dropped_limit.fetch_add(1, Relaxed);
             return;

@@ -563,3 +563,15 @@ async fn a_session_whose_host_goes_bad_moves_on_its_next_datagram() {
     assert_eq!(which(&a, lb, b"3").await, other);
     assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 2);
 }
+
+#[tokio::test]
+async fn denied_clients_open_no_session() {
+    let (h1, received) = udp_host("127.0.0.1", "h1:").await;
+    let xml = config("127.0.0.1:0", "deny=\"127.0.0.2\"", "roundr", &[("h1", h1)]);
+    let txlb = Txlb::start_xml(&xml, None);
+    let lb = txlb.listener();
+    assert_eq!(ask(&client("127.0.0.2").await, lb, b"no").await, None);
+    assert_eq!(received.load(Relaxed), 0);
+    assert_eq!(which(&client("127.0.0.3").await, lb, b"yes").await, "h1");
+    assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 1);
+}

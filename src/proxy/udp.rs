@@ -70,7 +70,8 @@ struct Session {
     bytes_out: AtomicU64,
     /// Why the listener ended it ([`CloseReason`] as a number, 0: it did not).
     ended_by: AtomicU8,
-    /// Cancelled by the listener to end the session.
+    /// Cancelled by the listener to end the session, and by the session's
+    /// task when it ends on its own.
     cancel: CancellationToken,
     /// Tells this session from an earlier one of the same client.
     number: u64,
@@ -162,7 +163,11 @@ impl UdpListenerTask {
             return;
         }
         if let Some(session) = table.sessions.get(&client) {
-            if session.stats.is_available() {
+            // A session that ended on its own (its message to the table may
+            // still be on its way) takes no more datagrams: they would reach
+            // the host with no one left to relay its replies.
+            let open = !session.cancel.is_cancelled();
+            if open && session.stats.is_available() {
                 match send(&session.socket, bytes) {
                     Ok(_) => {
                         session.last.store(clock_ms(), Relaxed);
@@ -188,7 +193,7 @@ impl UdpListenerTask {
                     }
                 }
             }
-            // Its host is out of rotation: this datagram picks again.
+            // Ended, or its host is out of rotation: this datagram picks again.
             session.end(CloseReason::HostDown);
             table.sessions.remove(&client);
         }
@@ -402,6 +407,8 @@ impl Serve {
                 }
             }
         };
+        // Seen by the listener before the message below is.
+        session.cancel.cancel();
         self.counters.sessions_open.fetch_sub(1, Relaxed);
         let _ = self.ended.send((self.client, session.number));
         self.log(ended, since, started);

@@ -575,3 +575,22 @@ async fn denied_clients_open_no_session() {
     assert_eq!(which(&client("127.0.0.3").await, lb, b"yes").await, "h1");
     assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 1);
 }
+
+#[tokio::test]
+async fn one_reply_sessions_back_to_back_lose_no_reply() {
+    let (h1, _) = udp_host("127.0.0.1", "h1:").await;
+    let xml = config("127.0.0.1:0", "responses=\"1\"", "roundr", &[("h1", h1)]);
+    let txlb = Txlb::start_xml(&xml, None);
+    let lb = txlb.listener();
+    let a = client("127.0.0.1").await;
+    // Each query right after the last reply: the session that sent it may
+    // not have left the table yet, and must not swallow the next query.
+    for i in 0..300u32 {
+        let query = i.to_be_bytes();
+        let reply = ask(&a, lb, &query)
+            .await
+            .unwrap_or_else(|| panic!("query {i} lost"));
+        assert_eq!(&reply[3..], &query);
+    }
+    assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 300);
+}

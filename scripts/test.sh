@@ -24,9 +24,12 @@ cd "$(dirname "$0")/.."
 # python3: the TLS hosts of the origination tests (tests/data_path/tls_origination.rs).
 # pebble: the ACME test server the certificates-from-ACME tests order from, on
 # loopback ports (tests/data_path/acme.rs).
+# dnsmasq-base and bind9-dnsutils: a DNS host (dnsmasq) behind a UDP service,
+# queried with dig, and the dns check against it (tests/data_path/udp.rs).
 # Each skips itself where a binary is absent unless TXLB_REQUIRE_HOSTS is set.
 packages=(curl openssh-client systemd logrotate chromium chromium-driver etcd-server
-  redis-server redis-tools postgresql mariadb-server openssl python3 pebble)
+  redis-server redis-tools postgresql mariadb-server openssl python3 pebble
+  dnsmasq-base bind9-dnsutils)
 missing=()
 for p in "${packages[@]}"; do
   # "installed", not merely known to dpkg (removed but not purged).

@@ -111,6 +111,19 @@ pub async fn report(config: &Config) -> String {
                 listeners.join(", ")
             );
         }
+        let o = &service.options;
+        if o.protocol == crate::config::Transport::Udp {
+            let _ = writeln!(
+                out,
+                "  udp: sessionTimeout {}s, responses {}, maxSessions {}",
+                crate::config::seconds(o.session_timeout),
+                match o.responses {
+                    0 => "unlimited".to_string(),
+                    n => n.to_string(),
+                },
+                o.max_sessions
+            );
+        }
         for listener in service.listeners.iter().filter(|l| !l.routes.is_empty()) {
             let _ = writeln!(out, "  routes on {listener}:");
             for route in &listener.routes {

@@ -320,7 +320,7 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
             }
         }
     }
-    let service_counters: [(&str, &str, ServiceValue); 4] = [
+    let service_counters: [(&str, &str, ServiceValue); 10] = [
         ("txlb_service_accepted_total", "Clients accepted.", |c| {
             c.accepted
         }),
@@ -339,10 +339,47 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
             "Clients of the service's routing listeners that no route matched, closed (the service has no group of its own).",
             |c| c.no_route,
         ),
+        (
+            "txlb_service_sessions_total",
+            "UDP sessions started.",
+            |c| c.sessions_total,
+        ),
+        (
+            "txlb_service_datagrams_in_total",
+            "UDP datagrams from clients passed to hosts.",
+            |c| c.datagrams_in,
+        ),
+        (
+            "txlb_service_datagrams_out_total",
+            "UDP datagrams from hosts passed to clients.",
+            |c| c.datagrams_out,
+        ),
+        (
+            "txlb_service_dropped_no_host_total",
+            "UDP datagrams from clients dropped for want of a host.",
+            |c| c.dropped_no_host,
+        ),
+        (
+            "txlb_service_dropped_limit_total",
+            "UDP datagrams dropped at a limit (maxSessions, a full socket buffer).",
+            |c| c.dropped_limit,
+        ),
+        (
+            "txlb_service_dropped_oversize_total",
+            "UDP datagrams dropped for being larger than 65,535 bytes.",
+            |c| c.dropped_oversize,
+        ),
     ];
     for (name, help, value) in service_counters {
         f.per_service(stats, name, "counter", help, |s| value(&s.counters));
     }
+    f.per_service(
+        stats,
+        "txlb_service_sessions_open",
+        "gauge",
+        "UDP sessions open.",
+        |s| s.counters.sessions_open,
+    );
     f.per_service(
         stats,
         "txlb_service_on_backup",

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::model::*;
 use super::names::{NameKind, check_name};
-use super::options::{AcmeChallenge, MAX_INSPECT_BYTES};
+use super::options::{AcmeChallenge, MAX_INSPECT_BYTES, MAX_SESSIONS, Transport};
 use super::parse::{
     check_host_address, check_listen_addr, check_seconds, parse_alpn, parse_etcd_endpoint,
     parse_etcd_prefix, parse_instance_name, parse_route_host, parse_sni,
@@ -411,6 +411,7 @@ impl ServiceConfig {
                 .map_err(|why| CheckError::value(in_service(InService::Element), why))
         })
         .map_err(|e| e.within(|| format!("service {service:?}")))?;
+        self.check_udp()?;
         let mut names = HashSet::with_capacity(self.groups.len());
         for (index, group) in self.groups.iter().enumerate() {
             group
@@ -434,6 +435,91 @@ impl ServiceConfig {
             return self.check_without_groups();
         }
         self.check_enabled_with(enabled)
+    }
+
+    /// `maxSessions` within its bounds, and for a UDP service what UDP does
+    /// not have yet refused where it is written rather than ignored: TLS,
+    /// routes, PROXY acceptance on its listeners, TLS and PROXY headers
+    /// towards its hosts.
+    fn check_udp(&self) -> Result<(), CheckError> {
+        let service = &self.name;
+        let sessions = self.options.max_sessions;
+        if sessions == 0 || sessions > MAX_SESSIONS {
+            return Err(CheckError::value(
+                in_service(InService::Element),
+                format!(
+                    "service {service:?}: bad maxSessions {sessions} (expected 1 to {MAX_SESSIONS})"
+                ),
+            ));
+        }
+        if self.options.protocol != Transport::Udp {
+            return Ok(());
+        }
+        let refuse = |place, what: &str| {
+            Err(CheckError::value(
+                in_service(place),
+                format!("service {service:?} is protocol=\"udp\": {what} is not supported on UDP"),
+            ))
+        };
+        if self.options.accept_proxy {
+            return refuse(InService::Element, "acceptProxy");
+        }
+        // Settings of TCP connections' admission and copy, written.
+        const TCP_ONLY: [&str; 8] = [
+            "clientTimeout",
+            "serverTimeout",
+            "clientFinTimeout",
+            "maxconn",
+            "queue",
+            "queueTimeout",
+            "sourceMaxconn",
+            "sourceRate",
+        ];
+        let defaults = super::options::ServiceOptions::default();
+        if let Some(written) = self
+            .options
+            .differing(&defaults)
+            .into_iter()
+            .find(|w| TCP_ONLY.contains(&w.xml_name))
+        {
+            return refuse(InService::Element, written.xml_name);
+        }
+        for (index, listener) in self.listeners.iter().enumerate() {
+            if listener.tls.is_some() {
+                return refuse(InService::Tls(index, 0), "TLS on a listener");
+            }
+            if !listener.routes.is_empty() {
+                return refuse(InService::Route(index, 0, InRoute::Element), "a route");
+            }
+            if listener.options.accept_proxy == Some(true) {
+                return refuse(
+                    InService::ListenerSetting(index, "acceptProxy"),
+                    "acceptProxy",
+                );
+            }
+            if listener.options.acme_http {
+                return refuse(InService::ListenerSetting(index, "acmeHttp"), "acmeHttp");
+            }
+        }
+        for (index, group) in self.groups.iter().enumerate() {
+            let at = InService::Group(index, InGroup::Name);
+            let hosts = || group.hosts.iter();
+            if group.options.tls || hosts().any(|h| h.options.tls == Some(true)) {
+                return refuse(at, "TLS towards hosts");
+            }
+            if let Some(check) = &group.check
+                && !matches!(check.kind, CheckKind::Udp | CheckKind::Dns)
+            {
+                let what = format!("a type=\"{}\" check (expected udp or dns)", check.kind);
+                return refuse(InService::Group(index, InGroup::Check("type")), &what);
+            }
+            if group.options.proxy_protocol.is_some()
+                || hosts().any(|h| matches!(h.options.proxy_protocol, Some(Some(_))))
+            {
+                return refuse(at, "proxyProtocol");
+            }
+        }
+        Ok(())
     }
 
     /// A service without groups: only listeners that route, and no enabled

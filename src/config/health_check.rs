@@ -53,11 +53,16 @@ pub enum CheckKind {
     Mysql,
     /// SMTP: a `220` banner, then `QUIT`.
     Smtp,
+    /// UDP: `send` in one datagram; a reply must come (containing `expect`
+    /// or matching `expectRegex`, when set), not a refusal.
+    Udp,
+    /// DNS over UDP: a query for `name`; any answer but SERVFAIL or REFUSED.
+    Dns,
 }
 
 impl CheckKind {
     /// Every type, in the order the documentation lists them.
-    pub const ALL: [CheckKind; 8] = [
+    pub const ALL: [CheckKind; 10] = [
         CheckKind::Tcp,
         CheckKind::Send,
         CheckKind::Http,
@@ -66,6 +71,8 @@ impl CheckKind {
         CheckKind::Postgres,
         CheckKind::Mysql,
         CheckKind::Smtp,
+        CheckKind::Udp,
+        CheckKind::Dns,
     ];
 
     /// The name in configuration files (`type`).
@@ -79,6 +86,8 @@ impl CheckKind {
             CheckKind::Postgres => "postgres",
             CheckKind::Mysql => "mysql",
             CheckKind::Smtp => "smtp",
+            CheckKind::Udp => "udp",
+            CheckKind::Dns => "dns",
         }
     }
 }
@@ -97,12 +106,29 @@ fn text(raw: &RawValue, expected: &str) -> Result<String, String> {
     }
 }
 
+/// A `dns` check's `name`: labels of 1 to 63 bytes, at most 253 in all
+/// (a trailing dot allowed), printable ASCII.
+fn check_dns_name(name: &str) -> Result<(), String> {
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    let bad = trimmed.is_empty()
+        || trimmed.len() > 253
+        || trimmed
+            .split('.')
+            .any(|l| l.is_empty() || l.len() > 63 || !l.bytes().all(|b| b.is_ascii_graphic()));
+    match bad {
+        true => Err(format!(
+            "name {name:?} is not a DNS name (expected labels of 1 to 63 characters, at most 253 in all, e.g. example.com)"
+        )),
+        false => Ok(()),
+    }
+}
+
 /// The names of every type, for errors: `tcp, send, http, …`.
 fn kind_names() -> String {
     CheckKind::ALL.map(CheckKind::name).join(", ")
 }
 
-/// `tcp`, `send`, `http`, `tls`, `redis`, `postgres`, `mysql` or `smtp`.
+/// `tcp`, `send`, `http`, `tls`, `redis`, `postgres`, `mysql`, `smtp`, `udp` or `dns`.
 impl OptionValue for CheckKind {
     fn read(raw: &RawValue) -> Result<Self, String> {
         let name = text(raw, &format!("a check type ({})", kind_names()))?;
@@ -526,7 +552,10 @@ impl CheckConfig {
         }
         let defaults = CheckConfig::default();
         let only = |what: &'static str, set: bool, kind: CheckKind| {
-            if set && self.kind != kind {
+            // What a `send` check says, a `udp` check says in a datagram.
+            let same =
+                self.kind == kind || (kind == CheckKind::Send && self.kind == CheckKind::Udp);
+            if set && !same {
                 return Err((
                     what,
                     format!(
@@ -595,6 +624,10 @@ impl CheckConfig {
                 "user",
                 format!("user {:?} is empty or has a control character", self.user),
             ));
+        }
+        only("name", !self.name.is_empty(), CheckKind::Dns)?;
+        if self.kind == CheckKind::Dns {
+            check_dns_name(&self.name).map_err(|why| ("name", why))?;
         }
         if self.status.0.is_empty() {
             return Err(("status", "status lists no code".into()));

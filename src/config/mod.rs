@@ -67,10 +67,11 @@ pub use options::{
     AcmeChallenge, AcmeConfig, AcmeEmail, AcmeUrl, AllBad, ClientAuth, DEFAULT_ACME_RENEW_BEFORE,
     DEFAULT_AGENT_INTERVAL, DEFAULT_AGENT_TIMEOUT, DEFAULT_EJECT_TIME, DEFAULT_FIN_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_INSPECT_TIMEOUT,
-    DEFAULT_MAX_EJECT_PERCENT, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_QUEUE,
-    DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRY_EMPTY_BYTES, DEFAULT_RETRY_EMPTY_TIMEOUT, DNS_PORT,
-    MAX_EJECT_TIME, MAX_INSPECT_BYTES, MAX_TLS_ALPN, MarkedDown, NamedFile, Percent, ProxyVersion,
-    TlsVerify, TlsVersion, parse_nameserver, parse_net,
+    DEFAULT_MAX_EJECT_PERCENT, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL,
+    DEFAULT_QUEUE, DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRY_EMPTY_BYTES, DEFAULT_RETRY_EMPTY_TIMEOUT,
+    DEFAULT_SESSION_TIMEOUT, DNS_PORT, MAX_EJECT_TIME, MAX_INSPECT_BYTES, MAX_SESSIONS,
+    MAX_TLS_ALPN, MarkedDown, NamedFile, Percent, ProxyVersion, TlsVerify, TlsVersion, Transport,
+    parse_nameserver, parse_net,
 };
 pub use parse::{
     MAX_ALPN_LEN, MAX_SECONDS, parse_access, parse_alpn, parse_bool, parse_client_protocol,
@@ -79,6 +80,7 @@ pub use parse::{
 };
 pub use read::DEFAULT_SCHEDULER;
 pub use scheduler_kind::{SchedulerKind, UnknownScheduler};
+pub(crate) use write::seconds;
 pub use write::{to_toml, to_xml};
 
 use error::Source;

@@ -418,6 +418,65 @@ options! {
         accept_proxy: bool = false, "acceptProxy", "accept_proxy";
         /// Sources allowed to send PROXY headers (empty: any).
         trusted_proxies: Vec<IpNet> = Vec::new(), "trustedProxies", "trusted_proxies";
+        /// What the service carries: TCP connections (the default) or UDP
+        /// datagrams, in sessions (`proxy/udp.rs`).
+        protocol: Transport = Transport::Tcp, "protocol", "protocol";
+        /// UDP: a session ends after this long without a datagram either way.
+        session_timeout: Duration = DEFAULT_SESSION_TIMEOUT, "sessionTimeout", "session_timeout";
+        /// UDP: a session ends after this many replies from its host (0 = no
+        /// limit; 1 suits DNS).
+        responses: u32 = 0, "responses", "responses";
+        /// UDP: most sessions open at once, from 1 to [`MAX_SESSIONS`]; a
+        /// datagram that would open one more is dropped (counted).
+        max_sessions: u32 = DEFAULT_MAX_SESSIONS, "maxSessions", "max_sessions";
+    }
+}
+
+/// Default `sessionTimeout` of a UDP service.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `maxSessions` of a UDP service.
+pub const DEFAULT_MAX_SESSIONS: u32 = 100_000;
+/// Largest `maxSessions`: bounds the session table whatever a file says.
+pub const MAX_SESSIONS: u32 = 1_000_000;
+
+/// What a service carries (its `protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Transport {
+    /// TCP connections.
+    #[default]
+    Tcp,
+    /// UDP datagrams, grouped into sessions by client address and port.
+    Udp,
+}
+
+impl Transport {
+    /// The name in configuration files and answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+impl OptionValue for Transport {
+    fn read(raw: &RawValue) -> Result<Self, String> {
+        let text = match raw {
+            RawValue::Text(t) => t.as_str(),
+            RawValue::Toml(toml::Value::String(s)) => s.as_str(),
+            RawValue::Toml(_) => return Err("expected \"tcp\" or \"udp\"".into()),
+        };
+        match text.trim().to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Transport::Tcp),
+            "udp" => Ok(Transport::Udp),
+            _ => Err("expected tcp or udp".into()),
+        }
+    }
+    fn xml(&self) -> String {
+        self.as_str().to_string()
+    }
+    fn toml(&self) -> String {
+        format!("\"{}\"", self.as_str())
     }
 }
 
@@ -819,6 +878,8 @@ options! {
         role: RedisRole = RedisRole::default(), "role", "role";
         /// `type="postgres"`: the user named in the startup message.
         user: String = DEFAULT_POSTGRES_USER.to_string(), "user", "user";
+        /// `type="dns"`: the name queried (an `A` record).
+        name: String = String::new(), "name", "name";
     }
 }
 

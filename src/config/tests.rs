@@ -3095,3 +3095,178 @@ fn acme_mistakes_are_located() {
         "unknown key \"colour\" in [acme]",
     );
 }
+
+#[test]
+fn udp_services_read_write_and_refuse_what_udp_lacks() {
+    let udp = r#"<service name="web" protocol="udp" sessionTimeout="2.5" responses="1" maxSessions="50">"#;
+    let c = Config::from_xml_str(&BASE.replace(r#"<service name="web">"#, udp)).unwrap();
+    let o = &c.services[0].options;
+    assert_eq!(o.protocol, Transport::Udp);
+    assert_eq!(o.session_timeout, Duration::from_millis(2500));
+    assert_eq!((o.responses, o.max_sessions), (1, 50));
+    // Defaults: tcp, 30 s, unlimited, 100,000.
+    let d = &Config::from_xml_str(BASE).unwrap().services[0].options;
+    assert_eq!(
+        (d.protocol, d.session_timeout, d.responses, d.max_sessions),
+        (
+            Transport::Tcp,
+            DEFAULT_SESSION_TIMEOUT,
+            0,
+            DEFAULT_MAX_SESSIONS
+        )
+    );
+    // Both writers keep them; TOML reads what XML says.
+    let xml = c.to_xml();
+    assert!(
+        xml.contains(r#"protocol="udp""#) && xml.contains(r#"sessionTimeout="2.5""#),
+        "{xml}"
+    );
+    same(&Config::from_xml_str(&xml).unwrap(), &c);
+    let toml = c.to_toml();
+    assert!(
+        toml.contains("protocol = \"udp\"") && toml.contains("max_sessions = 50"),
+        "{toml}"
+    );
+    same(&Config::from_toml_str(&toml).unwrap(), &c);
+    // Bad values, located at the value.
+    for (bad, needle) in [
+        (
+            r#"protocol="sctp""#,
+            "bad protocol \"sctp\": expected tcp or udp",
+        ),
+        (r#"sessionTimeout="0""#, "bad sessionTimeout \"0\""),
+        (r#"responses="-1""#, "bad responses \"-1\""),
+    ] {
+        let text = BASE.replace(
+            r#"<service name="web">"#,
+            &format!(r#"<service name="web" {bad}>"#),
+        );
+        let value = format!("{}\"", &bad[..bad.find('=').unwrap() + 1]);
+        let (line, col) = position(&text, &value);
+        xml_err(&text, line, col + value.len() as u32, needle);
+    }
+    let toml = "[[service]]\nname = \"web\"\nprotocol = 17\n[[service.listen]]\nip = \"*:53\"\n";
+    toml_err(toml, 3, 12, "bad protocol 17");
+    err_at(
+        &BASE.replace(
+            r#"<service name="web">"#,
+            r#"<service name="web" maxSessions="0">"#,
+        ),
+        false,
+        "<service",
+        "bad maxSessions 0 (expected 1 to 1000000)",
+    );
+    // What UDP does not do yet is refused where it is written.
+    let on_udp = |from: &str, to: &str| {
+        BASE.replace(
+            r#"<service name="web">"#,
+            r#"<service name="web" protocol="udp">"#,
+        )
+        .replace(from, to)
+    };
+    let route = r#"<listen ip="*:8080"><route sni="a.example" service="x"/></listen>"#;
+    let with_x = |text: String| {
+        text.replace(
+            "</service>",
+            r#"</service><service name="x"><listen ip="*:9"/><group name="x" enable="true"><host name="h" ip="10.0.0.2:1"/></group></service>"#,
+        )
+    };
+    for (text, at, needle) in [
+        (
+            on_udp(
+                r#"<listen ip="*:8080"/>"#,
+                r#"<listen ip="*:8080" acceptProxy="true"/>"#,
+            ),
+            "acceptProxy=\"true\"",
+            "acceptProxy is not supported on UDP",
+        ),
+        (
+            with_x(on_udp(r#"<listen ip="*:8080"/>"#, route)),
+            "<route",
+            "a route is not supported on UDP",
+        ),
+        (
+            on_udp(
+                r#"<listen ip="*:8080"/>"#,
+                r#"<listen ip="*:8080"><tls cert="c.pem" key="k.pem"/></listen>"#,
+            ),
+            "<tls",
+            "TLS on a listener is not supported on UDP",
+        ),
+        (
+            on_udp(r#"enable="true""#, r#"enable="true" proxyProtocol="v2""#),
+            "\"g\"",
+            "proxyProtocol is not supported on UDP",
+        ),
+        (
+            on_udp(
+                r#"<service name="web" protocol="udp">"#,
+                r#"<service name="web" protocol="udp" maxconn="10">"#,
+            ),
+            "<service",
+            "maxconn is not supported on UDP",
+        ),
+        (
+            on_udp(
+                r#"<host name="h1""#,
+                r#"<check type="http"/><host name="h1""#,
+            ),
+            "type=\"http\"",
+            "a type=\"http\" check (expected udp or dns) is not supported on UDP",
+        ),
+    ] {
+        let text = text.clone();
+        let (line, col) = position(&text, at);
+        let err = Config::from_xml_str(&text).expect_err(needle);
+        let shown = err.to_string();
+        assert!(shown.contains(needle), "{shown}");
+        let loc = err.location().expect("located");
+        assert_eq!(loc.line, line, "{shown}");
+        assert!(loc.column >= col.saturating_sub(1), "{shown} vs {col}");
+    }
+}
+
+#[test]
+fn udp_and_dns_checks_read_write_and_are_checked() {
+    let with = |check: &str| {
+        BASE.replace(
+            "<host name=\"h1\"",
+            &format!("{check}\n      <host name=\"h1\""),
+        )
+    };
+    let c = Config::from_xml_str(&with(
+        r#"<check type="dns" name="example.com" interval="2"/>"#,
+    ))
+    .unwrap();
+    let check = c.services[0].groups[0].check.as_ref().unwrap();
+    assert_eq!(
+        (check.kind, check.name.as_str()),
+        (CheckKind::Dns, "example.com")
+    );
+    same(&Config::from_xml_str(&c.to_xml()).unwrap(), &c);
+    same(&Config::from_toml_str(&c.to_toml()).unwrap(), &c);
+    let u =
+        Config::from_xml_str(&with(r#"<check type="udp" send="ping" expect="pong"/>"#)).unwrap();
+    let check = u.services[0].groups[0].check.as_ref().unwrap();
+    assert_eq!(
+        (check.kind, &check.send.0[..]),
+        (CheckKind::Udp, &b"ping"[..])
+    );
+    same(&Config::from_toml_str(&u.to_toml()).unwrap(), &u);
+    for (check, needle) in [
+        (r#"<check type="dns"/>"#, "is not a DNS name"),
+        (r#"<check type="dns" name="a..b"/>"#, "is not a DNS name"),
+        (
+            r#"<check type="tcp" name="example.com"/>"#,
+            "name is for type=\"dns\" checks",
+        ),
+        (
+            r#"<check type="dns" name="x" send="a"/>"#,
+            "send is for type=\"send\" checks",
+        ),
+    ] {
+        let err = Config::from_xml_str(&with(check)).expect_err(check);
+        assert!(err.to_string().contains(needle), "{err}");
+        assert!(err.location().is_some(), "{err}");
+    }
+}

@@ -13,11 +13,13 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use super::{ControlError, Controller};
-use crate::config::{Config, ListenAddr, ListenHost, Listener, ListenerTls, ServiceConfig};
+use crate::config::{
+    Config, ListenAddr, ListenHost, Listener, ListenerTls, ServiceConfig, Transport,
+};
 use crate::events::{Event, Events};
 use crate::proxy::{
-    AcceptProxy, ListenerSettings, ListenerTask, bind, check_free, in_use_by_another,
-    ipv6_unavailable,
+    AcceptProxy, ListenerSettings, ListenerTask, UdpListenerTask, bind, check_free,
+    in_use_by_another, ipv6_unavailable,
 };
 use crate::tls::Terminator;
 
@@ -34,6 +36,9 @@ pub(super) struct RunningListener {
     /// A duplicate of each of its sockets (one per worker), for an upgrade to
     /// hand over: the accept tasks own theirs. Closed with the listener.
     pub(super) sockets: Vec<std::os::fd::OwnedFd>,
+    /// A UDP service's listener (one socket, `proxy/udp.rs`), whose settings
+    /// are its service's, read per new session.
+    pub(super) udp: bool,
 }
 
 /// A listener bound but not yet accepting: one socket per worker (or one).
@@ -45,11 +50,21 @@ pub(super) struct BoundSocket {
     /// How many of `sockets` were handed over at start (the others are
     /// duplicates of them), which go back if the change fails.
     from_inherited: usize,
+    /// A UDP service's one socket (then `sockets` is empty).
+    udp: Option<std::net::UdpSocket>,
     /// Settings from the first accepted client on.
     settings: ListenerSettings,
 }
 
 type ListenerKey = (Arc<str>, ListenAddr);
+
+/// A listener's key and whether it is UDP: a service changing its protocol
+/// changes its listeners.
+pub(super) type RunningKey = (ListenerKey, bool);
+
+fn is_udp(service: &ServiceConfig) -> bool {
+    service.options.protocol == Transport::Udp
+}
 
 /// A listener of a configuration: its key, its service and itself.
 pub(super) type NewListener<'a> = (ListenerKey, &'a ServiceConfig, &'a Listener);
@@ -70,18 +85,21 @@ fn wanted(config: &Config) -> impl Iterator<Item = NewListener<'_>> + '_ {
 pub(super) fn diff<'a>(
     running: &[RunningListener],
     next: &'a Config,
-) -> Result<(Vec<NewListener<'a>>, HashSet<ListenerKey>), ControlError> {
+) -> Result<(Vec<NewListener<'a>>, HashSet<RunningKey>), ControlError> {
     // Two services on one address were refused by the command's check
     // (`Config::check`), before anything is bound.
     let wanted_list: Vec<NewListener> = wanted(next).collect();
-    let have: HashSet<ListenerKey> = running
+    let have: HashSet<RunningKey> = running
         .iter()
-        .map(|l| (l.service.clone(), l.configured.clone()))
+        .map(|l| ((l.service.clone(), l.configured.clone()), l.udp))
         .collect();
-    let wanted_set: HashSet<ListenerKey> = wanted_list.iter().map(|(k, ..)| k.clone()).collect();
+    let wanted_set: HashSet<RunningKey> = wanted_list
+        .iter()
+        .map(|(k, s, _)| (k.clone(), is_udp(s)))
+        .collect();
     let added = wanted_list
         .into_iter()
-        .filter(|(k, ..)| !have.contains(k))
+        .filter(|(k, s, _)| !have.contains(&(k.clone(), is_udp(s))))
         .collect();
     let removed = have.difference(&wanted_set).cloned().collect();
     Ok((added, removed))
@@ -175,6 +193,44 @@ pub(super) fn bind_all(
             &(service.clone(), configured.clone()),
             listener.tls.as_ref(),
         );
+        if is_udp(service_config) {
+            // An upgrade hands a UDP listener's socket over as the TCP ones.
+            let handed = inherited
+                .take(&service, &configured)
+                .and_then(|(group, _)| group.into_iter().next())
+                .map(std::os::fd::OwnedFd::from)
+                .filter(|fd| socket2::SockRef::from(fd).r#type().ok() == Some(socket2::Type::DGRAM))
+                .map(std::net::UdpSocket::from)
+                .map(|socket| Ok((socket.local_addr()?, socket)));
+            match handed.unwrap_or_else(|| bind_udp(&configured)) {
+                Ok((local, socket)) => {
+                    all.push(BoundSocket {
+                        from_inherited: 0,
+                        service,
+                        configured,
+                        local,
+                        sockets: Vec::new(),
+                        udp: Some(socket),
+                        settings: ListenerSettings::new(
+                            &service_config.options,
+                            listener,
+                            None,
+                            None,
+                        ),
+                    });
+                    continue;
+                }
+                Err(source) => {
+                    for b in all.into_iter().filter(|b| b.from_inherited > 0) {
+                        inherited.give_back(&b.service, &b.configured, b.sockets, b.from_inherited);
+                    }
+                    return Err(ControlError::BindListener {
+                        listen: configured.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
         let bound = match inherited.take(&service, &configured) {
             Some((group, from)) => {
                 let count = group.len();
@@ -191,6 +247,7 @@ pub(super) fn bind_all(
                 configured,
                 local,
                 sockets,
+                udp: None,
                 settings: ListenerSettings::new(
                     &service_config.options,
                     listener,
@@ -275,10 +332,78 @@ fn bind_listen_addr(
     bind_first(SocketAddr::new(ip, listen.port))
 }
 
+/// A UDP service's socket on `listen`: one socket (no `SO_REUSEPORT` copies:
+/// its sessions are keyed by client in one table); "every address" is one
+/// dual-stack `[::]` socket, or `0.0.0.0` on a machine without IPv6.
+fn bind_udp(listen: &ListenAddr) -> std::io::Result<(SocketAddr, std::net::UdpSocket)> {
+    let ip = match &listen.host {
+        ListenHost::Any => {
+            let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), listen.port);
+            let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), listen.port);
+            let socket = match std::net::UdpSocket::bind(v6) {
+                Err(error) if ipv6_unavailable(&error) => std::net::UdpSocket::bind(v4)?,
+                bound => bound?,
+            };
+            return Ok((socket.local_addr()?, socket));
+        }
+        ListenHost::Ip(ip) => *ip,
+        ListenHost::Name(name) => (name.as_str(), listen.port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("{name:?} has no address")))?
+            .ip(),
+    };
+    let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, listen.port))?;
+    Ok((socket.local_addr()?, socket))
+}
+
 /// Starts accepting: each socket on its own worker (or on the current runtime).
 pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListener {
     let stop = controller.stop_accepting.child_token();
     let settings = Arc::new(ArcSwap::from_pointee(bound.settings));
+    let local = bound.local;
+    if let Some(socket) = bound.udp {
+        // For an upgrade to hand over (the new process stops this one's
+        // receiving when it serves).
+        let handover = std::os::fd::AsFd::as_fd(&socket)
+            .try_clone_to_owned()
+            .into_iter()
+            .collect();
+        controller.data.events.emit(Event::ListenerAdded {
+            service: bound.service.to_string(),
+            listen: bound.configured.to_string(),
+            local,
+        });
+        let task = UdpListenerTask {
+            service: bound.service.clone(),
+            data: controller.data.clone(),
+            stop: stop.clone(),
+        };
+        let receive = async move {
+            let socket = socket
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UdpSocket::from_std(socket));
+            match socket {
+                Ok(socket) => task.run(socket).await,
+                Err(error) => {
+                    tracing::error!(service = %task.service, %local, %error, "cannot start receiving")
+                }
+            }
+        };
+        match controller.workers.first() {
+            Some(worker) => drop(worker.spawn(receive)),
+            None => drop(tokio::spawn(receive)),
+        }
+        return RunningListener {
+            service: bound.service,
+            configured: bound.configured,
+            local,
+            stop,
+            settings,
+            sockets: handover,
+            udp: true,
+        };
+    }
     let task = ListenerTask {
         service: bound.service.clone(),
         settings: settings.clone(),
@@ -329,6 +454,7 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
         stop,
         settings,
         sockets,
+        udp: false,
     }
 }
 

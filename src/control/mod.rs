@@ -853,7 +853,7 @@ impl Controller {
         }
         listeners::refresh(&state.listeners, &next, &terminators, &self.data.events);
         state.listeners.retain(|l| {
-            let keep = !removed.contains(&(l.service.clone(), l.configured.clone()));
+            let keep = !removed.contains(&((l.service.clone(), l.configured.clone()), l.udp));
             if !keep {
                 l.stop.cancel();
                 self.data.events.emit(Event::ListenerRemoved {

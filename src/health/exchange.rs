@@ -58,6 +58,9 @@ pub(crate) async fn exchange(
     deadline: Instant,
 ) -> Result<(), String> {
     let timeout = check.timeout;
+    if matches!(check.kind, CheckKind::Udp | CheckKind::Dns) {
+        return udp(check, addr, deadline).await;
+    }
     let stream = timeout_at(deadline, TcpStream::connect(addr))
         .await
         .map_err(|_| format!("connect to {addr}: {}", late(timeout)))?
@@ -98,6 +101,75 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
         CheckKind::Postgres => protocols::postgres(&check.user, talk).await,
         CheckKind::Mysql => protocols::mysql(talk).await,
         CheckKind::Smtp => protocols::smtp(talk).await,
+        // Over UDP, never connected: see `udp`.
+        CheckKind::Udp | CheckKind::Dns => Err("not a TCP check".into()),
+    }
+}
+
+/// `type="udp"` and `type="dns"`: one datagram from a socket connected to
+/// `addr` (`send`, or a query for `name`), then replies are read, each into
+/// a buffer of [`READ_LIMIT`] bytes (longer ones are cut), until one passes
+/// or `deadline`; a refusal (ICMP port unreachable) fails at once.
+async fn udp(check: &CheckConfig, addr: SocketAddr, deadline: Instant) -> Result<(), String> {
+    let any: SocketAddr = match addr {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = tokio::net::UdpSocket::bind(any)
+        .await
+        .map_err(|e| format!("udp socket: {e}"))?;
+    socket
+        .connect(addr)
+        .await
+        .map_err(|e| format!("udp to {addr}: {e}"))?;
+    let (request, id) = match check.kind {
+        CheckKind::Dns => {
+            let id = (crate::state::clock_nanos() & 0xffff) as u16;
+            (protocols::dns_query(id, &check.name), id)
+        }
+        _ => (check.send.0.clone(), 0),
+    };
+    socket
+        .send(&request)
+        .await
+        .map_err(|e| format!("udp to {addr}: {e}"))?;
+    let mut buf = vec![0u8; READ_LIMIT];
+    let mut last = Vec::new();
+    loop {
+        let n = match timeout_at(deadline, socket.recv(&mut buf)).await {
+            Err(_) if last.is_empty() => {
+                return Err(format!("udp to {addr}: no reply, {}", late(check.timeout)));
+            }
+            Err(_) => return Err(format!("udp to {addr}: {}", String::from_utf8_lossy(&last))),
+            Ok(Err(e)) => return Err(format!("udp to {addr}: {e}")),
+            Ok(Ok(n)) => n,
+        };
+        let got = &buf[..n];
+        let verdict = match check.kind {
+            CheckKind::Dns => protocols::dns_answer(id, got),
+            _ if !check.expect.is_empty() => match contains(got, &check.expect.0) {
+                true => Ok(()),
+                false => Err(format!("expect \"{}\", got {}", check.expect, quote(got))),
+            },
+            _ => match &check.expect_regex.0 {
+                Some(regex) if !regex.is_match(got) => {
+                    Err(format!("expect /{}/, got {}", regex.as_str(), quote(got)))
+                }
+                _ => Ok(()),
+            },
+        };
+        match verdict {
+            Ok(()) => return Ok(()),
+            // Not the answer (another query's, a stray datagram): the next
+            // may be, until the deadline.
+            Err(why) if why.is_empty() => {}
+            Err(why) => {
+                last = why.into_bytes();
+                if check.kind == CheckKind::Dns {
+                    return Err(format!("dns: {}", String::from_utf8_lossy(&last)));
+                }
+            }
+        }
     }
 }
 

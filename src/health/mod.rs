@@ -1,6 +1,7 @@
 //! Managers that watch host health: `hostCheck` re-probes bad hosts and puts back
 //! those that answer; `heartbeat` probes every host and marks failing ones bad.
-//! Both watch the groups without a `<check>`; the active checks (`checks`, one
+//! Both watch the groups without a `<check>` (a UDP service's hosts with
+//! `probe_udp`: up unless their port refuses a datagram); the active checks (`checks`, one
 //! task per host, `exchange` for one probe) watch the others. All are plain
 //! tasks on the balancer's runtime that stop on shutdown, like the backup
 //! watcher (`backup`), which reports services moving to or from a backup group.
@@ -132,8 +133,12 @@ pub(crate) async fn check_round(manager: Manager, snapshot: &Snapshot, events: &
                 let timeout = service.connect_timeout;
                 let origin = group.origin.clone();
                 let events = events.clone();
+                let udp = service.options.protocol == crate::config::Transport::Udp;
                 probes.spawn(async move {
-                    let result = probe(&host, origin.as_deref(), timeout).await;
+                    let result = match udp {
+                        true => probe::probe_udp(&host, timeout).await,
+                        false => probe(&host, origin.as_deref(), timeout).await,
+                    };
                     apply(manager, &service_name, &group_name, &host, result, &events);
                 });
             }

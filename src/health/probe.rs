@@ -89,3 +89,25 @@ pub async fn probe(
         )),
     }
 }
+
+/// The managers' probe of a UDP service's host: an empty datagram from a
+/// socket connected to its address, up unless the host's port refuses it
+/// (ICMP port unreachable) within `timeout`; a silent host is up, since
+/// UDP has no handshake to wait for. A reply is up too.
+pub async fn probe_udp(host: &HostSnapshot, timeout: Duration) -> Result<(), String> {
+    let addr = address(host).await?;
+    let any: SocketAddr = match addr {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let local = |e: std::io::Error| format!("udp probe of {addr}: {e}");
+    let socket = tokio::net::UdpSocket::bind(any).await.map_err(local)?;
+    socket.connect(addr).await.map_err(local)?;
+    let refused = |e: std::io::Error| format!("udp to {addr}: {e}");
+    socket.send(&[]).await.map_err(refused)?;
+    let mut reply = [0u8; 1];
+    match tokio::time::timeout(timeout, socket.recv(&mut reply)).await {
+        Ok(Err(error)) => Err(refused(error)),
+        Ok(Ok(_)) | Err(_) => Ok(()),
+    }
+}

@@ -221,3 +221,68 @@ mod tests {
         assert_eq!(postgres_error(b"\xff\0\0"), "postgres:   ");
     }
 }
+
+/// A DNS query (RFC 1035 §4.1) for the `A` records of `name`, with `id`,
+/// recursion desired. `name` was checked by the configuration's rules
+/// (labels of 1 to 63 bytes, 253 in all).
+pub(super) fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = Vec::with_capacity(18 + name.len());
+    q.extend_from_slice(&id.to_be_bytes());
+    // Flags: a standard query, recursion desired; one question.
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len().min(63) as u8);
+        q.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
+    }
+    // The root, then QTYPE A, QCLASS IN.
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// Whether `reply` answers query `id` with a code other than SERVFAIL (2)
+/// or REFUSED (5): `Ok`; `Err("")` for a datagram that is not its answer
+/// (too short, another id, not a response); else the failure.
+pub(super) fn dns_answer(id: u16, reply: &[u8]) -> Result<(), String> {
+    let [a, b, flags, codes, ..] = *reply else {
+        return Err(String::new());
+    };
+    if u16::from_be_bytes([a, b]) != id || flags & 0x80 == 0 || reply.len() < 12 {
+        return Err(String::new());
+    }
+    match codes & 0x0f {
+        2 => Err("SERVFAIL".into()),
+        5 => Err("REFUSED".into()),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod dns_tests {
+    use super::*;
+
+    #[test]
+    fn a_query_is_laid_out_as_rfc_1035_says() {
+        let q = dns_query(0xabcd, "example.com.");
+        assert_eq!(
+            q,
+            b"\xab\xcd\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01"
+        );
+    }
+
+    #[test]
+    fn answers_are_told_by_id_flag_and_code() {
+        let mut reply = dns_query(7, "example.com");
+        reply[2] |= 0x80;
+        assert_eq!(dns_answer(7, &reply), Ok(()));
+        assert_eq!(dns_answer(8, &reply), Err(String::new()), "another id");
+        reply[3] = 0x83; // NXDOMAIN: the server answers
+        assert_eq!(dns_answer(7, &reply), Ok(()));
+        reply[3] = 0x82;
+        assert_eq!(dns_answer(7, &reply), Err("SERVFAIL".into()));
+        reply[3] = 0x05;
+        assert_eq!(dns_answer(7, &reply), Err("REFUSED".into()));
+        assert_eq!(dns_answer(7, &reply[..5]), Err(String::new()), "short");
+        let query = dns_query(7, "example.com");
+        assert_eq!(dns_answer(7, &query), Err(String::new()), "not a response");
+    }
+}

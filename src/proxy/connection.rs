@@ -43,8 +43,11 @@ pub enum CloseReason {
     /// Idle, or half-closed, for longer than the service allows.
     Timeout,
     /// Its host was marked bad by a check, in a group with
-    /// `onMarkedDown="close"`.
+    /// `onMarkedDown="close"`; for a UDP session, its host was bad (or
+    /// refused a datagram) when the client sent again.
     HostDown,
+    /// A UDP session got the `responses` replies its service allows.
+    Responses,
 }
 
 /// One finished connection, for the access log.

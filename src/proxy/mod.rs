@@ -2,7 +2,7 @@
 //! what the client sends to choose its service), each connection picks a host
 //! of its service's enabled group, connects (failing over to other hosts), then copies;
 //! a connection idle for a second waits in its worker's parking lot, out of the
-//! runtime, until a byte comes.
+//! runtime, until a byte comes. UDP services have their own flow (`udp.rs`).
 
 mod acme_http;
 mod admission;
@@ -17,6 +17,7 @@ mod passive;
 pub mod proxy_protocol;
 mod retry_empty;
 mod terminate;
+mod udp;
 mod workers;
 
 pub(crate) use admission::AcceptProxy;
@@ -26,6 +27,7 @@ pub(crate) use listener::{
     ListenerSettings, ListenerTask, Terminating, bind, check_free, in_use_by_another,
     ipv6_unavailable,
 };
+pub(crate) use udp::UdpListenerTask;
 pub(crate) use workers::WorkerPool;
 
 use std::sync::Arc;

@@ -56,6 +56,21 @@ pub struct ServiceCounters {
     pub proxy_errors: AtomicU64,
     /// Connections closed for being idle too long.
     pub timeouts: AtomicU64,
+    /// UDP: sessions open now (a gauge).
+    pub sessions_open: AtomicU64,
+    /// UDP: sessions started.
+    pub sessions_total: AtomicU64,
+    /// UDP: datagrams from clients passed to hosts.
+    pub datagrams_in: AtomicU64,
+    /// UDP: datagrams from hosts passed to clients.
+    pub datagrams_out: AtomicU64,
+    /// UDP: client datagrams dropped for want of a host.
+    pub dropped_no_host: AtomicU64,
+    /// UDP: datagrams dropped at a limit (`maxSessions`, a full socket
+    /// buffer, no descriptor left for a session).
+    pub dropped_limit: AtomicU64,
+    /// UDP: datagrams dropped for being larger than 65,535 bytes.
+    pub dropped_oversize: AtomicU64,
 }
 
 /// A point-in-time copy of a service's counters.
@@ -78,6 +93,20 @@ pub struct ServiceCountersView {
     pub proxy_errors: u64,
     /// Connections closed for being idle too long.
     pub timeouts: u64,
+    /// UDP: sessions open now.
+    pub sessions_open: u64,
+    /// UDP: sessions started.
+    pub sessions_total: u64,
+    /// UDP: datagrams from clients passed to hosts.
+    pub datagrams_in: u64,
+    /// UDP: datagrams from hosts passed to clients.
+    pub datagrams_out: u64,
+    /// UDP: client datagrams dropped for want of a host.
+    pub dropped_no_host: u64,
+    /// UDP: datagrams dropped at a limit.
+    pub dropped_limit: u64,
+    /// UDP: datagrams dropped for their size.
+    pub dropped_oversize: u64,
 }
 
 impl ServiceCountersView {
@@ -92,6 +121,16 @@ impl ServiceCountersView {
             over_limit: self.over_limit.saturating_sub(earlier.over_limit),
             proxy_errors: self.proxy_errors.saturating_sub(earlier.proxy_errors),
             timeouts: self.timeouts.saturating_sub(earlier.timeouts),
+            sessions_total: self.sessions_total.saturating_sub(earlier.sessions_total),
+            datagrams_in: self.datagrams_in.saturating_sub(earlier.datagrams_in),
+            datagrams_out: self.datagrams_out.saturating_sub(earlier.datagrams_out),
+            dropped_no_host: self.dropped_no_host.saturating_sub(earlier.dropped_no_host),
+            dropped_limit: self.dropped_limit.saturating_sub(earlier.dropped_limit),
+            dropped_oversize: self
+                .dropped_oversize
+                .saturating_sub(earlier.dropped_oversize),
+            // A gauge, not a count: UDP sessions stay with their process.
+            sessions_open: 0,
         }
     }
 }
@@ -108,6 +147,13 @@ impl ServiceCounters {
             over_limit: self.over_limit.load(Relaxed),
             proxy_errors: self.proxy_errors.load(Relaxed),
             timeouts: self.timeouts.load(Relaxed),
+            sessions_open: self.sessions_open.load(Relaxed),
+            sessions_total: self.sessions_total.load(Relaxed),
+            datagrams_in: self.datagrams_in.load(Relaxed),
+            datagrams_out: self.datagrams_out.load(Relaxed),
+            dropped_no_host: self.dropped_no_host.load(Relaxed),
+            dropped_limit: self.dropped_limit.load(Relaxed),
+            dropped_oversize: self.dropped_oversize.load(Relaxed),
         }
     }
 
@@ -121,6 +167,14 @@ impl ServiceCounters {
         self.over_limit.fetch_add(delta.over_limit, Relaxed);
         self.proxy_errors.fetch_add(delta.proxy_errors, Relaxed);
         self.timeouts.fetch_add(delta.timeouts, Relaxed);
+        self.sessions_total.fetch_add(delta.sessions_total, Relaxed);
+        self.datagrams_in.fetch_add(delta.datagrams_in, Relaxed);
+        self.datagrams_out.fetch_add(delta.datagrams_out, Relaxed);
+        self.dropped_no_host
+            .fetch_add(delta.dropped_no_host, Relaxed);
+        self.dropped_limit.fetch_add(delta.dropped_limit, Relaxed);
+        self.dropped_oversize
+            .fetch_add(delta.dropped_oversize, Relaxed);
     }
 
     /// Takes on the counters a previous process had (an upgrade).
@@ -133,6 +187,13 @@ impl ServiceCounters {
         self.over_limit.store(carried.over_limit, Relaxed);
         self.proxy_errors.store(carried.proxy_errors, Relaxed);
         self.timeouts.store(carried.timeouts, Relaxed);
+        self.sessions_total.store(carried.sessions_total, Relaxed);
+        self.datagrams_in.store(carried.datagrams_in, Relaxed);
+        self.datagrams_out.store(carried.datagrams_out, Relaxed);
+        self.dropped_no_host.store(carried.dropped_no_host, Relaxed);
+        self.dropped_limit.store(carried.dropped_limit, Relaxed);
+        self.dropped_oversize
+            .store(carried.dropped_oversize, Relaxed);
     }
 }
 

@@ -628,6 +628,13 @@ impl HostStats {
             .fetch_add(latency.as_micros() as u64, Relaxed);
     }
 
+    /// Counts one UDP session started on this host (its `total`, without
+    /// a connect time: a connected UDP socket does not wait for the host).
+    #[inline]
+    pub(crate) fn record_session(&self) {
+        self.total.fetch_add(1, Relaxed);
+    }
+
     /// Counts one pick of this host by a scheduler.
     #[inline]
     pub(crate) fn record_pick(&self) {

@@ -687,3 +687,85 @@ fn upgrade_without_a_running_txlb_or_with_a_stray_variable_is_refused() {
         "{stderr}"
     );
 }
+
+/// A UDP echo host on 127.0.0.1: every datagram comes back as it came.
+fn udp_echo() -> SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    addr
+}
+
+/// One datagram through the UDP service at `addr` and its echo, from a new
+/// client address (a new session).
+fn udp_round_trip(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    client.set_read_timeout(Some(Duration::from_secs(2)))?;
+    client.send_to(data, addr)?;
+    let mut buf = [0u8; 2048];
+    let (n, _) = client.recv_from(&mut buf)?;
+    Ok(buf[..n].to_vec())
+}
+
+/// A UDP service's socket is handed over like a TCP listener's: the upgrade
+/// succeeds (the new process does not find its port taken), the new process
+/// answers on the very address, and the old one exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_service_keeps_its_address_through_an_upgrade() {
+    let a = echo_backend().await;
+    let dns = udp_echo();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", a)]);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "  <admin>\n",
+        &format!(
+            "  <service name=\"dns\" protocol=\"udp\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+             <group name=\"r\" enable=\"true\">\n      <host name=\"r1\" ip=\"{dns}\"/>\n    \
+             </group>\n  </service>\n  <admin>\n"
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut txlb = Txlb::start_workers(&config, 5, 1);
+    txlb.wait_for_async("listener up", 0).await;
+    let started = Instant::now();
+    let udp: SocketAddr = loop {
+        let line = txlb
+            .log_text()
+            .lines()
+            .find(|l| l.contains("listener up") && l.contains("service=\"dns\""))
+            .map(str::to_string);
+        if let Some(line) = line {
+            let local = line.split("local=").nth(1).unwrap();
+            break local.split_whitespace().next().unwrap().parse().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            txlb.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut adopted = Adopted(Vec::new());
+    let config2 = config.clone();
+    let pid = tokio::task::spawn_blocking(move || {
+        assert_eq!(udp_round_trip(udp, b"before").unwrap(), b"before");
+        new_pid(&upgrade(&config2, &[]))
+    })
+    .await
+    .unwrap();
+    adopted.0.push(pid);
+    tokio::task::spawn_blocking(move || {
+        assert!(
+            txlb.exit_status(Duration::from_secs(20)).is_some(),
+            "the old process exits"
+        );
+        assert_eq!(udp_round_trip(udp, b"after").unwrap(), b"after");
+    })
+    .await
+    .unwrap();
+}

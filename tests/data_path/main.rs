@@ -30,3 +30,4 @@ mod shared_port;
 mod soak;
 mod tls;
 mod tls_origination;
+mod udp;

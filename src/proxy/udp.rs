@@ -1,0 +1,501 @@
+//! UDP services (`protocol="udp"`): one socket per listen address and a
+//! session per client address and port.
+//!
+//! A client's first datagram picks a host with its service's scheduler (the
+//! snapshot is read then, and only then) and opens a session: a task with its
+//! own UDP socket connected to the host. Later datagrams from the client go out
+//! on that socket; the host's replies go back to the client from the
+//! listener's socket. A session ends after `sessionTimeout` without a datagram
+//! either way, after `responses` replies, when its host refuses a datagram
+//! (ICMP port unreachable: the host is failed as a refused TCP connect is), or
+//! when its host is out of rotation as the client sends again (the datagram
+//! opens a session on another host). The table of sessions belongs to the
+//! listener's task alone: no lock. A session holds no buffer: replies are read
+//! into one buffer per worker thread and sent on at once.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::connection::{CloseReason, ConnectionRecord};
+use super::{DataPlane, passive};
+use crate::snapshot::Snapshot;
+use crate::state::{ConnectionGuard, HostId, HostStats, ServiceCounters, clock_ms};
+
+/// The largest datagram passed on (a UDP payload's bound; an IPv4 one is at
+/// most 65,507 bytes). Larger ones (IPv6 jumbograms) are dropped and counted.
+pub(crate) const MAX_DATAGRAM: usize = 65_535;
+
+thread_local! {
+    /// Where the sessions of this worker thread read their hosts' replies:
+    /// each is sent on before the next read, so one buffer serves them all.
+    static REPLY: RefCell<Box<[u8]>> = RefCell::new(vec![0; MAX_DATAGRAM + 1].into_boxed_slice());
+}
+
+/// A UDP listener of a service: what its task needs besides its socket.
+pub(crate) struct UdpListenerTask {
+    /// The service it serves.
+    pub service: Arc<str>,
+    /// The snapshots, events and access log.
+    pub data: Arc<DataPlane>,
+    /// Cancelled to close the listener (and its sessions).
+    pub stop: CancellationToken,
+}
+
+/// One session as the listener's table keeps it.
+struct Session {
+    /// Connected to the host.
+    socket: UdpSocket,
+    /// The host's counters and health.
+    stats: Arc<HostStats>,
+    /// Where the host is: service, group, host names.
+    group: Arc<str>,
+    host: Arc<str>,
+    /// The host's group's `failLimit`.
+    fail_limit: u32,
+    /// [`clock_ms`] of the last datagram either way; written by the listener
+    /// (client side) and the session's task (host side).
+    last: AtomicU64,
+    /// Bytes each way, for the access log.
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Why the listener ended it ([`CloseReason`] as a number, 0: it did not).
+    ended_by: AtomicU8,
+    /// Cancelled by the listener to end the session, and by the session's
+    /// task when it ends on its own.
+    cancel: CancellationToken,
+    /// Tells this session from an earlier one of the same client.
+    number: u64,
+}
+
+impl Session {
+    /// Ends the session from the listener's side.
+    fn end(&self, reason: CloseReason) {
+        self.ended_by.store(reason_code(reason), Relaxed);
+        self.cancel.cancel();
+    }
+}
+
+fn reason_code(reason: CloseReason) -> u8 {
+    match reason {
+        CloseReason::HostDown => 1,
+        CloseReason::Shutdown => 2,
+        _ => 3,
+    }
+}
+
+fn reason_of(code: u8) -> CloseReason {
+    match code {
+        1 => CloseReason::HostDown,
+        2 => CloseReason::Shutdown,
+        _ => CloseReason::Error,
+    }
+}
+
+/// What the listener's task keeps.
+struct Table {
+    sessions: HashMap<SocketAddr, Arc<Session>>,
+    next: u64,
+    /// Sessions tell the listener here that they ended (client, number).
+    ended_tx: mpsc::UnboundedSender<(SocketAddr, u64)>,
+}
+
+impl UdpListenerTask {
+    /// Receives datagrams until the listener is stopped; then ends its sessions.
+    pub(crate) async fn run(self, socket: UdpSocket) {
+        let socket = Arc::new(socket);
+        let local = socket.local_addr().ok();
+        let (ended_tx, mut ended_rx) = mpsc::unbounded_channel();
+        let mut table = Table {
+            sessions: HashMap::new(),
+            next: 0,
+            ended_tx,
+        };
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => break,
+                Some((client, number)) = ended_rx.recv() => {
+                    if table.sessions.get(&client).is_some_and(|s| s.number == number) {
+                        table.sessions.remove(&client);
+                    }
+                }
+                received = socket.recv_from(&mut buf) => match received {
+                    Ok((n, client)) => self.datagram(&buf[..n], client, &socket, &mut table),
+                    Err(error) => {
+                        // Errors of an unconnected socket are local (memory):
+                        // a short pause rather than a spin.
+                        tracing::debug!(service = %self.service, ?local, %error, "udp receive");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+            }
+        }
+        for session in table.sessions.values() {
+            session.end(CloseReason::Shutdown);
+        }
+    }
+
+    /// One datagram from `client`: on to its session's host, or a new session.
+    fn datagram(
+        &self,
+        bytes: &[u8],
+        client: SocketAddr,
+        listener: &Arc<UdpSocket>,
+        table: &mut Table,
+    ) {
+        let snapshot = self.data.snapshots.load();
+        let Some(service) = snapshot.service(&self.service) else {
+            return; // removed by a reload; this listener is closing
+        };
+        let counters = &service.counters;
+        if bytes.len() > MAX_DATAGRAM {
+            counters.dropped_oversize.fetch_add(1, Relaxed);
+            return;
+        }
+        if let Some(session) = table.sessions.get(&client) {
+            // A session that ended on its own (its message to the table may
+            // still be on its way) takes no more datagrams: they would reach
+            // the host with no one left to relay its replies.
+            let open = !session.cancel.is_cancelled();
+            if open && session.stats.is_available() {
+                match send(&session.socket, bytes) {
+                    Ok(_) => {
+                        session.last.store(clock_ms(), Relaxed);
+                        passed_in(counters, session, bytes.len());
+                        return;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        counters.dropped_limit.fetch_add(1, Relaxed);
+                        return;
+                    }
+                    Err(e) => {
+                        // A refusal of an earlier datagram (ICMP port
+                        // unreachable) or another error of the host's side.
+                        let place = (&self.service, &session.group, &session.host);
+                        let reason = format!("udp: {e}");
+                        passive::host_failed(
+                            &self.data,
+                            place,
+                            &session.stats,
+                            session.fail_limit,
+                            &reason,
+                        );
+                    }
+                }
+            }
+            // Ended, or its host is out of rotation: this datagram picks again.
+            session.end(CloseReason::HostDown);
+            table.sessions.remove(&client);
+        }
+        if !super::admission::allowed(client, &service.options) {
+            counters.denied.fetch_add(1, Relaxed);
+            return;
+        }
+        if table.sessions.len() >= service.options.max_sessions as usize {
+            counters.dropped_limit.fetch_add(1, Relaxed);
+            return;
+        }
+        let (picked, socket) = match self.open(&snapshot, client) {
+            Ok(opened) => opened,
+            Err(Unopened::NoHost) => {
+                counters.dropped_no_host.fetch_add(1, Relaxed);
+                return;
+            }
+            Err(Unopened::Local) => {
+                counters.dropped_limit.fetch_add(1, Relaxed);
+                return;
+            }
+        };
+        let session = Arc::new(Session {
+            socket,
+            stats: picked.stats,
+            group: picked.group,
+            host: picked.host,
+            fail_limit: picked.fail_limit,
+            last: AtomicU64::new(clock_ms()),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            ended_by: AtomicU8::new(0),
+            cancel: self.stop.child_token(),
+            number: table.next,
+        });
+        table.next += 1;
+        match send(&session.socket, bytes) {
+            Ok(_) => passed_in(counters, &session, bytes.len()),
+            Err(_) => {
+                counters.dropped_limit.fetch_add(1, Relaxed);
+            }
+        }
+        table.sessions.insert(client, session.clone());
+        let serve = Serve {
+            session,
+            listener: listener.clone(),
+            client,
+            host_addr: picked.addr,
+            counters: service.counters.clone(),
+            timeout: service.options.session_timeout,
+            responses: service.options.responses,
+            service: self.service.clone(),
+            data: self.data.clone(),
+            ended: table.ended_tx.clone(),
+        };
+        tokio::spawn(serve.run());
+    }
+
+    /// Picks a host for a new session of `client` and connects a socket to
+    /// it, passing over hosts whose address is unknown or whose socket cannot
+    /// be made.
+    fn open(
+        &self,
+        snapshot: &Snapshot,
+        client: SocketAddr,
+    ) -> Result<(Picked, UdpSocket), Unopened> {
+        let service = snapshot.service(&self.service).ok_or(Unopened::NoHost)?;
+        // The enabled group, or the backup group standing in for it.
+        let serving = service.serving_group().unwrap_or(service.enabled);
+        let group = service.groups.get(serving).ok_or(Unopened::NoHost)?;
+        let mut tried: Vec<HostId> = Vec::new();
+        loop {
+            let picked = group.pick(&tried, Some(client)).ok_or(Unopened::NoHost)?;
+            let host = &group.hosts[picked];
+            host.stats.record_pick();
+            tried.push(host.id);
+            let Some(addr) = host.socket_addr() else {
+                continue;
+            };
+            match connected_socket(addr) {
+                Ok(socket) => {
+                    return Ok((
+                        Picked {
+                            stats: host.stats.clone(),
+                            group: group.name.clone(),
+                            host: host.name.clone(),
+                            fail_limit: group.options.fail_limit,
+                            addr,
+                        },
+                        socket,
+                    ));
+                }
+                Err(error) => {
+                    // Local (descriptors, memory): not the host's fault, and
+                    // every other host would fail the same way.
+                    tracing::debug!(service = %self.service, %addr, %error, "udp session socket");
+                    return Err(Unopened::Local);
+                }
+            }
+        }
+    }
+}
+
+/// Why no session was opened.
+enum Unopened {
+    /// No host of the service is in rotation.
+    NoHost,
+    /// No socket for it (descriptors or memory): a limit of this machine.
+    Local,
+}
+
+/// The host a new session goes to.
+struct Picked {
+    stats: Arc<HostStats>,
+    group: Arc<str>,
+    host: Arc<str>,
+    fail_limit: u32,
+    addr: SocketAddr,
+}
+
+/// Sends on a session's socket at once. Not tokio's `try_send`: that waits
+/// for the reactor to have seen the socket writable, which a socket made for
+/// the datagram in hand has not; a UDP send does not block but for a full
+/// buffer (then `WouldBlock`, and the datagram is dropped).
+fn send(socket: &UdpSocket, bytes: &[u8]) -> io::Result<usize> {
+    socket2::SockRef::from(socket).send(bytes)
+}
+
+fn passed_in(counters: &ServiceCounters, session: &Session, n: usize) {
+    counters.datagrams_in.fetch_add(1, Relaxed);
+    session.stats.add_bytes_in(n as u64);
+    session.bytes_in.fetch_add(n as u64, Relaxed);
+}
+
+/// A UDP socket on an ephemeral port connected to `host`: the kernel then
+/// delivers only the host's datagrams to it, and its ICMP refusals as errors.
+fn connected_socket(host: SocketAddr) -> io::Result<UdpSocket> {
+    let any: SocketAddr = match host {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = std::net::UdpSocket::bind(any)?;
+    socket.connect(host)?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket)
+}
+
+/// A session's task: the host's replies to the client, until it ends.
+struct Serve {
+    session: Arc<Session>,
+    listener: Arc<UdpSocket>,
+    client: SocketAddr,
+    host_addr: SocketAddr,
+    counters: Arc<ServiceCounters>,
+    timeout: Duration,
+    responses: u32,
+    service: Arc<str>,
+    data: Arc<DataPlane>,
+    ended: mpsc::UnboundedSender<(SocketAddr, u64)>,
+}
+
+/// What one read of the host's side gave.
+enum Read {
+    /// Every reply waiting was sent on; `replies` of them.
+    Drained(u32),
+    /// The session is over.
+    End(CloseReason),
+}
+
+impl Serve {
+    async fn run(self) {
+        let started = Instant::now();
+        let since = SystemTime::now();
+        let session = &self.session;
+        let _open = ConnectionGuard::new(session.stats.clone());
+        session.stats.record_session();
+        self.counters.sessions_total.fetch_add(1, Relaxed);
+        self.counters.sessions_open.fetch_add(1, Relaxed);
+        let timeout_ms = self.timeout.as_millis() as u64;
+        let mut replies: u32 = 0;
+        let ended = loop {
+            let idle = clock_ms().saturating_sub(session.last.load(Relaxed));
+            let left = Duration::from_millis(timeout_ms.saturating_sub(idle));
+            if left.is_zero() {
+                break CloseReason::Timeout;
+            }
+            tokio::select! {
+                () = session.cancel.cancelled() => break reason_of(session.ended_by.load(Relaxed)),
+                () = tokio::time::sleep(left) => continue,
+                // ERROR too: the host's refusal (ICMP) is a socket error,
+                // not a datagram to read.
+                ready = session.socket.ready(Interest::READABLE | Interest::ERROR) => {
+                    let Ok(ready) = ready else {
+                        break CloseReason::Error;
+                    };
+                    if ready.is_error() {
+                        // Only an error: tokio reads nothing then, so it is
+                        // taken here (ECONNREFUSED: the host's port is closed).
+                        let error = session.socket.take_error().ok().flatten();
+                        let error = error.unwrap_or_else(|| io::Error::other("socket error"));
+                        self.host_failed(&error);
+                        break CloseReason::HostDown;
+                    }
+                    match self.drain() {
+                        Read::Drained(n) => replies = replies.saturating_add(n),
+                        Read::End(reason) => break reason,
+                    }
+                    if self.responses > 0 && replies >= self.responses {
+                        break CloseReason::Responses;
+                    }
+                }
+            }
+        };
+        // Seen by the listener before the message below is.
+        session.cancel.cancel();
+        self.counters.sessions_open.fetch_sub(1, Relaxed);
+        let _ = self.ended.send((self.client, session.number));
+        self.log(ended, since, started);
+    }
+
+    /// Sends every reply waiting on the session's socket to the client, up to
+    /// what `responses` still allows.
+    fn drain(&self) -> Read {
+        let session = &self.session;
+        let mut replies = 0;
+        REPLY.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            loop {
+                if self.responses > 0 && replies >= self.responses {
+                    return Read::Drained(replies);
+                }
+                match session.socket.try_recv(&mut buf) {
+                    Ok(n) if n > MAX_DATAGRAM => {
+                        self.counters.dropped_oversize.fetch_add(1, Relaxed);
+                    }
+                    Ok(n) => {
+                        session.last.store(clock_ms(), Relaxed);
+                        replies += 1;
+                        let to = socket2::SockAddr::from(self.client);
+                        match socket2::SockRef::from(&*self.listener).send_to(&buf[..n], &to) {
+                            Ok(_) => {
+                                self.counters.datagrams_out.fetch_add(1, Relaxed);
+                                session.stats.add_bytes_out(n as u64);
+                                session.bytes_out.fetch_add(n as u64, Relaxed);
+                            }
+                            Err(_) => {
+                                self.counters.dropped_limit.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Read::Drained(replies);
+                    }
+                    Err(e) => {
+                        // ECONNREFUSED: the host's port is closed (ICMP).
+                        self.host_failed(&e);
+                        return Read::End(CloseReason::HostDown);
+                    }
+                }
+            }
+        })
+    }
+
+    /// The host failed the session's client (a refusal): marked bad, or a
+    /// failure under its group's `failLimit`, as a refused TCP connect.
+    fn host_failed(&self, error: &io::Error) {
+        let session = &self.session;
+        let place = (&self.service, &session.group, &session.host);
+        let reason = format!("udp: {error}");
+        passive::host_failed(
+            &self.data,
+            place,
+            &session.stats,
+            session.fail_limit,
+            &reason,
+        );
+    }
+
+    /// One access log line for the ended session, when the log is on.
+    fn log(&self, ended: CloseReason, since: SystemTime, started: Instant) {
+        let Some(log) = &self.data.access_log else {
+            return;
+        };
+        let session = &self.session;
+        // try_send: a full channel drops the record rather than wait.
+        let _ = log.try_send(ConnectionRecord {
+            start: since
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            client: self.client,
+            listener: self.listener.local_addr().unwrap_or(self.client),
+            service: self.service.to_string(),
+            host: session.host.to_string(),
+            host_addr: self.host_addr,
+            connect_seconds: 0.0,
+            duration_seconds: started.elapsed().as_secs_f64(),
+            bytes_in: session.bytes_in.load(Relaxed),
+            bytes_out: session.bytes_out.load(Relaxed),
+            ended,
+            failovers: 0,
+            inspection: None,
+        });
+    }
+}

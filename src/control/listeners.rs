@@ -220,15 +220,7 @@ pub(super) fn bind_all(
                     });
                     continue;
                 }
-                Err(source) => {
-                    for b in all.into_iter().filter(|b| b.from_inherited > 0) {
-                        inherited.give_back(&b.service, &b.configured, b.sockets, b.from_inherited);
-                    }
-                    return Err(ControlError::BindListener {
-                        listen: configured.to_string(),
-                        source,
-                    });
-                }
+                Err(source) => return Err(give_back(all, inherited, &configured, source)),
             }
         }
         let bound = match inherited.take(&service, &configured) {
@@ -255,18 +247,27 @@ pub(super) fn bind_all(
                     terminator,
                 ),
             }),
-            Err(source) => {
-                for b in all.into_iter().filter(|b| b.from_inherited > 0) {
-                    inherited.give_back(&b.service, &b.configured, b.sockets, b.from_inherited);
-                }
-                return Err(ControlError::BindListener {
-                    listen: configured.to_string(),
-                    source,
-                });
-            }
+            Err(source) => return Err(give_back(all, inherited, &configured, source)),
         }
     }
     Ok(all)
+}
+
+/// A bind of `listen` failed: the sockets handed over at start that `bound`
+/// took go back for a later attempt; the error says which listener.
+fn give_back(
+    bound: Vec<BoundSocket>,
+    inherited: &Inherited,
+    listen: &ListenAddr,
+    source: std::io::Error,
+) -> ControlError {
+    for b in bound.into_iter().filter(|b| b.from_inherited > 0) {
+        inherited.give_back(&b.service, &b.configured, b.sockets, b.from_inherited);
+    }
+    ControlError::BindListener {
+        listen: listen.to_string(),
+        source,
+    }
 }
 
 /// Binds `listen` once, then `copies - 1` more times on the very address the first

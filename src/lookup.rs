@@ -47,6 +47,12 @@ pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30)
 /// is less (at least 4), so that all of them together leave the data path most
 /// of its descriptors.
 pub fn management_cap(max: usize) -> usize {
+    descriptor_share(max, 16)
+}
+
+/// `max`, or the `1/divisor` share of the process's descriptor limit when
+/// that is less (at least 4).
+pub fn descriptor_share(max: usize, divisor: u64) -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -56,7 +62,7 @@ pub fn management_cap(max: usize) -> usize {
     if !known || limit.rlim_cur == libc::RLIM_INFINITY {
         return max;
     }
-    let share = usize::try_from(limit.rlim_cur / 16).unwrap_or(usize::MAX);
+    let share = usize::try_from(limit.rlim_cur / divisor).unwrap_or(usize::MAX);
     share.clamp(4, max.max(4)).min(max)
 }
 

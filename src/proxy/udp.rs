@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::Interest;
@@ -49,6 +49,24 @@ pub(crate) struct UdpListenerTask {
     pub data: Arc<DataPlane>,
     /// Cancelled to close the listener (and its sessions).
     pub stop: CancellationToken,
+}
+
+/// UDP sessions open in the process, every service's: each holds a socket.
+static OPEN_SESSIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// The most UDP sessions open at once in the process, whatever the services'
+/// `maxSessions` say: a quarter of the descriptor limit. New client addresses
+/// cost a flood nothing (spoofed ones neither), and each session holds a
+/// descriptor: TCP services keep the rest.
+fn session_cap() -> usize {
+    static CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| crate::lookup::descriptor_share(usize::MAX, 4))
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        OPEN_SESSIONS.fetch_sub(1, Relaxed);
+    }
 }
 
 /// One session as the listener's table keeps it.
@@ -201,7 +219,9 @@ impl UdpListenerTask {
             counters.denied.fetch_add(1, Relaxed);
             return;
         }
-        if table.sessions.len() >= service.options.max_sessions as usize {
+        if table.sessions.len() >= service.options.max_sessions as usize
+            || OPEN_SESSIONS.load(Relaxed) >= session_cap()
+        {
             counters.dropped_limit.fetch_add(1, Relaxed);
             return;
         }
@@ -216,6 +236,7 @@ impl UdpListenerTask {
                 return;
             }
         };
+        OPEN_SESSIONS.fetch_add(1, Relaxed); // back in `Session`'s drop
         let session = Arc::new(Session {
             socket,
             stats: picked.stats,

@@ -594,3 +594,34 @@ async fn one_reply_sessions_back_to_back_lose_no_reply() {
     }
     assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 300);
 }
+
+/// A flood of new client addresses opens at most a quarter of the process's
+/// descriptors as sessions, whatever `maxSessions` says: under a limit of 256
+/// descriptors, 300 clients get at most 64 sessions, the rest are counted as
+/// limit drops, and the admin web server (TCP) still accepts. Without the cap
+/// the sessions took every descriptor and TCP accepts failed.
+#[tokio::test]
+async fn a_flood_of_client_addresses_leaves_tcp_its_descriptors() {
+    let (h1, _) = udp_host("127.0.0.1", "h1:").await;
+    let xml = config("127.0.0.1:0", "", "roundr", &[("h1", h1)]);
+    let txlb = Txlb::start_xml(&xml, Some(256));
+    let lb = txlb.listener();
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        let c = client("127.0.0.1").await;
+        c.send_to(b"x", lb).await.unwrap();
+        clients.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut answered = 0;
+    let mut buf = [0u8; 64];
+    for c in &clients {
+        if c.try_recv_from(&mut buf).is_ok() {
+            answered += 1;
+        }
+    }
+    assert!((1..=64).contains(&answered), "{answered} sessions answered");
+    // The admin web server answers over TCP, and counts the drops.
+    let dropped = metric(&txlb, "txlb_service_dropped_limit_total").await;
+    assert!(dropped >= 300 - 64, "{dropped} dropped");
+}

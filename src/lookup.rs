@@ -47,23 +47,7 @@ pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30)
 /// is less (at least 4), so that all of them together leave the data path most
 /// of its descriptors.
 pub fn management_cap(max: usize) -> usize {
-    descriptor_share(max, 16)
-}
-
-/// `max`, or the `1/divisor` share of the process's descriptor limit when
-/// that is less (at least 4).
-pub fn descriptor_share(max: usize, divisor: u64) -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct it is given.
-    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    if !known || limit.rlim_cur == libc::RLIM_INFINITY {
-        return max;
-    }
-    let share = usize::try_from(limit.rlim_cur / divisor).unwrap_or(usize::MAX);
-    share.clamp(4, max.max(4)).min(max)
+    crate::state::descriptor_share(max, 16)
 }
 
 #[derive(Debug, Deserialize)]

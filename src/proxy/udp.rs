@@ -60,7 +60,7 @@ static OPEN_SESSIONS: AtomicUsize = AtomicUsize::new(0);
 /// descriptor: TCP services keep the rest.
 fn session_cap() -> usize {
     static CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CAP.get_or_init(|| crate::lookup::descriptor_share(usize::MAX, 4))
+    *CAP.get_or_init(|| crate::state::descriptor_share(usize::MAX, 4))
 }
 
 impl Drop for Session {

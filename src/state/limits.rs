@@ -193,6 +193,22 @@ impl Limiter {
     }
 }
 
+/// `max`, or the `1/divisor` share of the process's descriptor limit when
+/// that is less (at least 4).
+pub fn descriptor_share(max: usize, divisor: u64) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !known || limit.rlim_cur == libc::RLIM_INFINITY {
+        return max;
+    }
+    let share = usize::try_from(limit.rlim_cur / divisor).unwrap_or(usize::MAX);
+    share.clamp(4, max.max(4)).min(max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ pub use connections::{
     CloseRequest, ConnectionEntry, ConnectionInfo, ConnectionRegistry, Inspection, Registered,
 };
 pub use hosts::Hosts;
-pub use limits::{Admission, Limiter, Refusal};
+pub use limits::{Admission, Limiter, Refusal, descriptor_share};
 
 pub(crate) use stats::Ranking;
 pub use stats::{

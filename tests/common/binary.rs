@@ -141,6 +141,17 @@ impl Txlb {
             .count()
     }
 
+    /// Log lines containing `needle`, once there are `expected` of them or 10 s
+    /// passed: the child's log reaches the test through a pipe, a moment
+    /// after what it logs has happened.
+    pub async fn count_reaching(&self, needle: &str, expected: usize) -> usize {
+        let deadline = Instant::now() + WAIT;
+        while self.count(needle) < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.count(needle)
+    }
+
     /// Resident memory in KiB (`VmRSS`).
     pub fn rss_kib(&self) -> u64 {
         proc_status_kib(self.pid(), "VmRSS:")

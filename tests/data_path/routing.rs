@@ -784,11 +784,11 @@ async fn odd_first_bytes_are_served_counted_and_logged_once_per_kind() {
     }
     // Logged once per kind, however many clients show it.
     assert_eq!(
-        txlb.count("the client sent nothing"),
+        txlb.count_reaching("the client sent nothing", 1).await,
         1,
         "{}",
         txlb.log_text()
     );
-    assert_eq!(txlb.count("TLS ClientHello too long"), 1);
+    assert_eq!(txlb.count_reaching("TLS ClientHello too long", 1).await, 1);
     assert!(txlb.alive());
 }

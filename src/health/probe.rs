@@ -78,6 +78,7 @@ pub async fn probe(
         Err(_) => return Err(format!("connect to {addr}: no answer within {timeout:?}")),
     };
     let (Some(name), Some(origin)) = (&host.tls, origin) else {
+        super::exchange::close_with_reset(&stream);
         return Ok(());
     };
     let connector = tokio_rustls::TlsConnector::from(origin.client.clone());

@@ -440,3 +440,48 @@ async fn on_marked_down_close_ends_the_hosts_open_connections() {
         }
     }
 }
+
+/// How the next probe connection to a fresh host listening at its port ends,
+/// after the host answered `reply`: "reset" or "eof".
+async fn how_a_probe_ends(check: &str, reply: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _txlb = Txlb::start_xml(&config(check, &[("h1", addr)]), None);
+    let (mut probe, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("a probe within 10 s")
+        .unwrap();
+    // Read the request (if any) before answering, so the reply is its answer.
+    let mut buf = [0u8; 1024];
+    if !reply.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), probe.read(&mut buf)).await;
+        probe.write_all(reply).await.unwrap();
+    }
+    let mut end = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while end.is_empty() && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), probe.read(&mut buf)).await {
+            Ok(Ok(0)) => end = "eof".into(),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => end = "reset".into(),
+            Ok(Err(e)) => end = format!("error {e}"),
+            Err(_) => end = "open".into(),
+        }
+    }
+    end
+}
+
+#[tokio::test]
+async fn tcp_and_http_probes_end_with_a_reset_and_conversations_with_a_fin() {
+    // A reset spares the host a TIME_WAIT socket per probe, as HAProxy's
+    // checks do; hosts that log a reset (databases) get a FIN.
+    let http = r#"<check type="http" path="/" interval="0.2" timeout="1"/>"#;
+    let tcp = r#"<check type="tcp" interval="0.2" timeout="1"/>"#;
+    let send = r#"<check type="send" send="PING\r\n" expect="PONG" interval="0.2" timeout="1"/>"#;
+    assert_eq!(
+        how_a_probe_ends(http, b"HTTP/1.0 200 OK\r\n\r\n").await,
+        "reset"
+    );
+    assert_eq!(how_a_probe_ends(tcp, b"").await, "reset");
+    assert_eq!(how_a_probe_ends(send, b"+PONG\r\n").await, "eof");
+}

@@ -320,7 +320,7 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
             }
         }
     }
-    let service_counters: [(&str, &str, ServiceValue); 10] = [
+    let service_counters: [(&str, &str, ServiceValue); 14] = [
         ("txlb_service_accepted_total", "Clients accepted.", |c| {
             c.accepted
         }),
@@ -338,6 +338,26 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
             "txlb_service_no_route_total",
             "Clients of the service's routing listeners that no route matched, closed (the service has no group of its own).",
             |c| c.no_route,
+        ),
+        (
+            "txlb_service_denied_total",
+            "Clients (UDP: new sessions) refused by the allow and deny lists.",
+            |c| c.denied,
+        ),
+        (
+            "txlb_service_over_limit_total",
+            "Clients refused by connection limits (maxConnections, per-address limits, the accept queue).",
+            |c| c.over_limit,
+        ),
+        (
+            "txlb_service_proxy_errors_total",
+            "Clients closed for a missing, malformed or untrusted PROXY header.",
+            |c| c.proxy_errors,
+        ),
+        (
+            "txlb_service_timeouts_total",
+            "Connections closed for being idle too long.",
+            |c| c.timeouts,
         ),
         (
             "txlb_service_sessions_total",

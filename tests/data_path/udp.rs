@@ -574,6 +574,7 @@ async fn denied_clients_open_no_session() {
     assert_eq!(received.load(Relaxed), 0);
     assert_eq!(which(&client("127.0.0.3").await, lb, b"yes").await, "h1");
     assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 1);
+    assert_eq!(metric(&txlb, "txlb_service_denied_total").await, 1);
 }
 
 #[tokio::test]

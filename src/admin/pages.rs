@@ -372,6 +372,40 @@ fn signature(stats: &Stats, config: &Config, status: &Snapshot) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A service's own counters in one line: clients for TCP, sessions and
+/// datagrams for UDP, with what was refused or dropped and why.
+fn service_counters(s: &crate::ServiceStats) -> String {
+    let c = &s.counters;
+    let text = if s.protocol == "udp" {
+        format!(
+            "UDP sessions: {} open, {} total; datagrams: {} in, {} out; dropped: {} no host, \
+             {} at a limit, {} oversize; {} denied",
+            c.sessions_open,
+            c.sessions_total,
+            c.datagrams_in,
+            c.datagrams_out,
+            c.dropped_no_host,
+            c.dropped_limit,
+            c.dropped_oversize,
+            c.denied
+        )
+    } else {
+        format!(
+            "Clients: {} accepted, {} failed over; refused: {} no host, {} no route, {} denied, \
+             {} over a limit, {} bad PROXY header; {} timed out",
+            c.accepted,
+            c.failovers,
+            c.no_host,
+            c.no_route,
+            c.denied,
+            c.over_limit,
+            c.proxy_errors,
+            c.timeouts
+        )
+    };
+    format!("<p class=\"counters\"><small>{text}</small></p>")
+}
+
 fn human_bytes(n: f64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n;
@@ -592,6 +626,7 @@ fn render_running(
         }
         // A div, not a p: the forms inside would close a paragraph early.
         p.push_str("</div>");
+        p.push_str(&service_counters(s));
         for l in s.listeners.iter().filter(|l| !l.routes.is_empty()) {
             listener_routes(&mut p, sv, l);
         }

@@ -716,6 +716,8 @@ pub struct Stats {
 pub struct ServiceStats {
     /// Service name.
     pub name: String,
+    /// What it carries: `tcp` or `udp`.
+    pub protocol: &'static str,
     /// Bound listeners.
     pub listeners: Vec<BoundListener>,
     /// Name of the enabled group.
@@ -782,6 +784,7 @@ impl Stats {
             .map(|s| (s, s.serving_group()))
             .map(|(s, serving)| ServiceStats {
                 name: s.name.to_string(),
+                protocol: s.options.protocol.as_str(),
                 listeners: listeners
                     .iter()
                     .filter(|l| *l.service == *s.name)

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::SshSettings;
 use super::views::{
     certificates_table, connections_table, host_rows, hosts_table, services_table, stats_table,
-    table,
+    table, udp_table,
 };
 use crate::BalancerHandle;
 use crate::admin::Principal;
@@ -212,6 +212,11 @@ const VIEWS: &[Own] = &[
     Own::new(
         &["show", "services"],
         "services with listeners, enabled group and counters",
+    )
+    .flags(JSON),
+    Own::new(
+        &["show", "udp"],
+        "UDP services: sessions, datagrams each way, drops by reason",
     )
     .flags(JSON),
     Own::new(
@@ -549,6 +554,18 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
                 return text(to_json(&stats.services));
             }
             text(services_table(&stats))
+        }
+        "show udp" => {
+            let stats = h.stats();
+            let udp: Vec<_> = stats
+                .services
+                .iter()
+                .filter(|s| s.protocol == "udp")
+                .collect();
+            if json {
+                return text(to_json(&udp));
+            }
+            text(udp_table(&udp))
         }
         "show stats" => {
             let stats = h.stats();

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::state::HostHealth;
-use crate::{BalancerHandle, HostStatsEntry, Stats};
+use crate::{BalancerHandle, HostStatsEntry, ServiceStats, Stats};
 
 /// An aligned table: columns as wide as their widest cell, numbers right-aligned.
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
@@ -100,6 +100,44 @@ pub(super) fn services_table(stats: &Stats) -> String {
             "ACCEPTED",
             "FAILOVERS",
             "NO-HOST",
+        ],
+        rows,
+    )
+}
+
+/// `show udp`: each UDP service's sessions, datagrams and drops.
+pub(super) fn udp_table(services: &[&ServiceStats]) -> String {
+    let rows = services
+        .iter()
+        .map(|s| {
+            let c = &s.counters;
+            let listeners: Vec<String> = s.listeners.iter().map(|l| l.local.to_string()).collect();
+            vec![
+                s.name.clone(),
+                listeners.join(","),
+                c.sessions_open.to_string(),
+                c.sessions_total.to_string(),
+                c.datagrams_in.to_string(),
+                c.datagrams_out.to_string(),
+                c.dropped_no_host.to_string(),
+                c.dropped_limit.to_string(),
+                c.dropped_oversize.to_string(),
+                c.denied.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SERVICE",
+            "LISTENING",
+            "SESSIONS",
+            "TOTAL",
+            "DGRAMS-IN",
+            "DGRAMS-OUT",
+            "NO-HOST",
+            "LIMIT",
+            "OVERSIZE",
+            "DENIED",
         ],
         rows,
     )

@@ -575,6 +575,16 @@ async fn denied_clients_open_no_session() {
     assert_eq!(which(&client("127.0.0.3").await, lb, b"yes").await, "h1");
     assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 1);
     assert_eq!(metric(&txlb, "txlb_service_denied_total").await, 1);
+    // The page says the same in the service's counters line.
+    let base = txlb.logged("admin web server up", "url").await;
+    let page = common::admin::get_as(base.trim_end_matches('/'), common::admin::FULL, "/")
+        .await
+        .1;
+    assert!(
+        page.contains("UDP sessions: 1 open, 1 total; datagrams: 1 in, 1 out;")
+            && page.contains("1 denied"),
+        "{page}"
+    );
 }
 
 #[tokio::test]

@@ -763,3 +763,59 @@ async fn show_certs_lists_listener_and_client_certificates() {
     .await;
     assert_eq!(viewer.status, 0, "{viewer:?}");
 }
+
+/// `show udp` lists UDP services only, with their sessions and datagrams as
+/// a client through the balancer made them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_udp_counts_a_clients_session_and_datagrams() {
+    if ssh_missing() {
+        return;
+    }
+    let host = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let host_addr = host.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = host.recv_from(&mut buf).await {
+            let _ = host.send_to(&buf[..n], from).await;
+        }
+    });
+    let xml = format!(
+        "<config><service name=\"dns\" protocol=\"udp\"><listen ip=\"127.0.0.1:0\"/>\
+         <group name=\"g\" enable=\"true\"><host name=\"r1\" ip=\"{host_addr}\"/></group>\
+         </service><service name=\"web\"><listen ip=\"127.0.0.1:0\"/>\
+         <group name=\"g\" enable=\"true\"><host name=\"w1\" ip=\"127.0.0.1:9\"/></group>\
+         </service></config>"
+    );
+    let c = Console::start_with(txlb::config::Config::from_xml_str(&xml).unwrap()).await;
+    let udp_listener = c
+        .handle
+        .listeners()
+        .into_iter()
+        .find(|l| l.service == "dns")
+        .unwrap()
+        .local;
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..3u8 {
+        client.send_to(&[i; 10], udp_listener).await.unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("a reply")
+            .unwrap();
+        assert_eq!(&buf[..n], &[i; 10]);
+    }
+    let list = json(&c.ok("show udp --json").await);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "only the UDP service: {list:?}");
+    assert_eq!(list[0]["name"], "dns");
+    assert_eq!(list[0]["protocol"], "udp");
+    let counters = &list[0]["counters"];
+    assert_eq!(counters["sessions_open"], 1, "{counters}");
+    assert_eq!(counters["datagrams_in"], 3, "{counters}");
+    assert_eq!(counters["datagrams_out"], 3, "{counters}");
+    let table = c.ok("show udp").await;
+    let row = table.lines().find(|l| l.starts_with("dns ")).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[2..6], ["1", "1", "3", "3"], "{table}");
+    assert!(!table.contains("web"), "{table}");
+}

@@ -737,19 +737,30 @@ impl ListenerTls {
                     "a tls with acme names and certificate files (expected one or the other)",
                 ));
             }
-            if self.acme.len() > MAX_ACME_NAMES {
+            if self.acme.len() > MAX_TLS_CERTS {
                 return Err(CheckError::value(
                     place(0),
                     format!(
-                        "{} acme names (expected 1 to {MAX_ACME_NAMES})",
+                        "{} certificates (expected 1 to {MAX_TLS_CERTS})",
                         self.acme.len()
                     ),
                 ));
             }
-            for name in &self.acme {
-                check_acme_name(name).map_err(|why| {
-                    CheckError::value(place(0), format!("bad acme name {name:?}: {why}"))
-                })?;
+            for (index, cert) in self.acme.iter().enumerate() {
+                if cert.names.is_empty() || cert.names.len() > MAX_ACME_NAMES {
+                    return Err(CheckError::value(
+                        place(index),
+                        format!(
+                            "{} acme names (expected 1 to {MAX_ACME_NAMES})",
+                            cert.names.len()
+                        ),
+                    ));
+                }
+                for name in &cert.names {
+                    check_acme_name(name).map_err(|why| {
+                        CheckError::value(place(index), format!("bad acme name {name:?}: {why}"))
+                    })?;
+                }
             }
         } else if self.certs.is_empty() || self.certs.len() > MAX_TLS_CERTS {
             return Err(CheckError::value(

@@ -180,8 +180,8 @@ fn wanted(config: &Config) -> Vec<Vec<String>> {
     }
     let mut out: Vec<Vec<String>> = Vec::new();
     for listener in config.services.iter().flat_map(|s| &s.listeners) {
-        if let Some(tls) = listener.tls.as_ref().filter(|t| !t.acme.is_empty()) {
-            let mut names = tls.acme.clone();
+        for cert in listener.tls.iter().flat_map(|t| &t.acme) {
+            let mut names = cert.names.clone();
             names.sort();
             names.dedup();
             if !out.contains(&names) {

@@ -154,14 +154,19 @@ impl AcmeCerts {
     }
 }
 
-/// Serves a listener's certificate from ACME; none until one is issued (the
-/// handshake is refused before it gets here, with a log line).
+/// Serves a listener's certificates from ACME, chosen by SNI; none until
+/// the one chosen is issued (the handshake is refused before it gets here,
+/// with a log line).
 #[derive(Debug)]
-pub(crate) struct FromSlot(pub Arc<AcmeSlot>);
+pub(crate) struct FromSlots {
+    pub slots: Vec<Arc<AcmeSlot>>,
+    pub index: super::NameIndex,
+}
 
-impl ResolvesServerCert for FromSlot {
-    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.current().map(|issued| issued.key.clone())
+impl ResolvesServerCert for FromSlots {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let slot = self.slots.get(self.index.pick(hello.server_name()))?;
+        slot.current().map(|issued| issued.key.clone())
     }
 }
 

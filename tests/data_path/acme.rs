@@ -565,3 +565,147 @@ fn txlb_check_reports_the_names_ordered_and_refuses_acme_in_fleet_mode() {
         "{text}"
     );
 }
+
+/// The DNS names of a leaf certificate (its subject alternative names).
+fn names_of(leaf: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Service `edge` with `edge_tls` in its listener, service `api` with
+/// `api_tls` in its own, both in front of `host`, the admin web server and
+/// `acme`.
+fn two_listeners(host: SocketAddr, edge_tls: &str, api_tls: &str, acme: &str) -> String {
+    format!(
+        "<config>\n  <service name=\"edge\">\n    <listen ip=\"127.0.0.1:0\">{edge_tls}</listen>\n    \
+         <group name=\"g\" enable=\"true\"><host name=\"h1\" ip=\"{host}\"/></group>\n  </service>\n  \
+         <service name=\"api\">\n    <listen ip=\"127.0.0.1:0\">{api_tls}</listen>\n    \
+         <group name=\"g\" enable=\"true\"><host name=\"h1\" ip=\"{host}\"/></group>\n  </service>\n\
+         {}  {acme}\n</config>\n",
+        admin_block()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tls_acme_of_each_listener_gets_its_own_certificate_chosen_by_sni() {
+    let zone = Zone::default();
+    for name in ["m1.test", "www.m1.test", "m2.test", "m3.test"] {
+        zone.set(name, &["127.0.0.1"]);
+    }
+    // nowhere.test is not in the zone: its order fails, the others' do not.
+    let dns = zone.serve().await;
+    let host = common::echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("acme");
+    let path = dir.path().join("lb.xml");
+    let Some(mut pebble) = Pebble::prepare() else {
+        return;
+    };
+    let acme = acme_element(&pebble, &storage, "");
+    std::fs::write(&path, two_listeners(host, "", "", &acme)).unwrap();
+    let txlb = Txlb::start(&path, 1);
+    let (edge, api) = (
+        listener_of(&txlb, "edge").await,
+        listener_of(&txlb, "api").await,
+    );
+    // Pebble validates on edge's port: api's names are answered there too
+    // (as they would be on port 443 of every name).
+    pebble.start(dns, free_port(), edge.port(), None);
+    let edge_tls = "<tls acme=\"m1.test www.m1.test\"/><tls acme=\"m2.test\"/>\
+                    <tls acme=\"nowhere.test\"/>";
+    let api_tls = "<tls acme=\"m3.test\"/>";
+    let both = two_listeners(host, edge_tls, api_tls, &acme);
+    reload(&txlb, &path, &both).await;
+    logged(&txlb, ISSUED, 3).await;
+    logged(&txlb, FAILED, 1).await;
+    assert!(
+        txlb.find(FAILED, 0).unwrap().contains("nowhere.test"),
+        "{}",
+        txlb.log_text()
+    );
+    let root = pebble.root();
+    let m1 = served(edge, "www.m1.test", &root).await;
+    assert_eq!(names_of(&m1), ["m1.test", "www.m1.test"]);
+    assert_eq!(served(edge, "m1.test", &root).await, m1);
+    let m2 = served(edge, "m2.test", &root).await;
+    assert_eq!(names_of(&m2), ["m2.test"]);
+    let m3 = served(api, "m3.test", &root).await;
+    assert_eq!(names_of(&m3), ["m3.test"]);
+    // Each listener serves its own names only: another's SNI gets the
+    // listener's first certificate, which does not verify for it.
+    assert!(
+        rustls_client(api, "m2.test", std::slice::from_ref(&root), &[])
+            .await
+            .is_err()
+    );
+    // The certificate that failed: its clients are refused and counted,
+    // the listener's other clients served.
+    let refused = rustls_client(edge, "nowhere.test", std::slice::from_ref(&root), &[]).await;
+    assert!(refused.is_err(), "served without a certificate");
+    served(edge, "m2.test", &root).await;
+    assert_eq!(pebble.orders(), 4, "{}", pebble.log());
+    let base = admin_base(&txlb).await;
+    let (status, body) =
+        common::admin::get_as(&base, common::admin::FULL, "/api/v1/certificates").await;
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listed: Vec<(String, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert_eq!(c["source"], "acme", "{body}");
+            (
+                c["service"].as_str().unwrap().to_string(),
+                c["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(s, n)| (s.to_string(), n.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        listed,
+        pairs(&[("edge", "m1.test"), ("edge", "m2.test"), ("api", "m3.test")]),
+        "{body}"
+    );
+    let metrics = common::admin::get_as(&base, common::admin::FULL, "/metrics")
+        .await
+        .1;
+    assert!(
+        metrics.contains("reason=\"no_certificate\"} 1"),
+        "{metrics}"
+    );
+    let page = common::admin::get_as(&base, common::admin::FULL, "/")
+        .await
+        .1;
+    assert!(
+        page.contains("certificate from ACME for nowhere.test not issued yet"),
+        "{page}"
+    );
+    assert!(!page.contains("for m2.test not issued"), "{page}");
+    // A restart on the same ports serves all three from storage.
+    drop(txlb);
+    let same_ports = both.replacen("127.0.0.1:0", &edge.to_string(), 1).replacen(
+        "127.0.0.1:0",
+        &api.to_string(),
+        1,
+    );
+    std::fs::write(&path, &same_ports).unwrap();
+    let txlb = Txlb::start(&path, 1);
+    logged(&txlb, "serving the stored ACME certificate", 3).await;
+    assert_eq!(served(edge, "m2.test", &root).await, m2);
+    assert_eq!(served(api, "m3.test", &root).await, m3);
+    assert_eq!(txlb.count(ISSUED), 0, "{}", txlb.log_text());
+}

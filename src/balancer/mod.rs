@@ -748,6 +748,38 @@ pub struct GroupStats {
     pub hosts: Vec<HostStatsEntry>,
     /// Hosts removed from the group whose connections are still open.
     pub draining: Vec<HostStatsEntry>,
+    /// When the group originates TLS: its handshakes with its hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<OriginStats>,
+}
+
+/// An originating group's TLS handshakes with its hosts (clients'
+/// connections; not the health probes), as reported to observers.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OriginStats {
+    /// Handshakes by result: `ok`, `verify_failed` (the host's certificate
+    /// did not verify), `handshake_error` (any other failure), `timeout`
+    /// (not done within the connect timeout); every result, zero included.
+    pub handshakes: Vec<(&'static str, u64)>,
+    /// How long the completed handshakes took.
+    pub handshake_latency: crate::state::LatencyView,
+}
+
+impl OriginStats {
+    fn of(counters: &crate::tls::origin::OriginCounters) -> OriginStats {
+        use crate::tls::origin::{HANDSHAKE_BUCKETS, OriginResult};
+        OriginStats {
+            handshakes: OriginResult::ALL
+                .iter()
+                .map(|&r| (r.as_str(), counters.handshakes(r)))
+                .collect(),
+            handshake_latency: crate::state::LatencyView {
+                le_seconds: HANDSHAKE_BUCKETS.to_vec(),
+                counts: counters.buckets(),
+                sum_seconds: counters.micros() as f64 / 1e6,
+            },
+        }
+    }
 }
 
 /// One host's configuration and counters.
@@ -808,6 +840,7 @@ impl Stats {
                             .filter(|(rs, rg, _)| *rs == s.name && *rg == g.name)
                             .map(|(_, _, h)| entry(h))
                             .collect(),
+                        tls: g.origin.as_ref().map(|o| OriginStats::of(&o.counters)),
                     })
                     .collect(),
                 counters: s.counters.view(),

@@ -292,7 +292,9 @@ impl BalancerBuilder {
             version: env!("CARGO_PKG_VERSION"),
             upgraded_from: handed.from,
         });
-        let started = Self::start_controller(&controller, config, handed.control_socket).await;
+        let acme_store = fleet.as_ref().and_then(crate::fleet::acme_store);
+        let started =
+            Self::start_controller(&controller, config, handed.control_socket, acme_store).await;
         for local in controller.inherited.unused() {
             tracing::warn!(%local, "no listener has the address of this inherited socket");
         }
@@ -325,6 +327,7 @@ impl BalancerBuilder {
         controller: &Arc<Controller>,
         config: Config,
         control_socket_handed: Option<std::os::unix::net::UnixListener>,
+        acme_store: Option<Arc<dyn crate::control::acme::Store>>,
     ) -> Result<Arc<Config>, ControlError> {
         let boot = Arc::new(config.clone());
         let control_socket = config.control.clone();
@@ -369,6 +372,7 @@ impl BalancerBuilder {
         tokio::spawn(crate::control::acme::run(
             Arc::downgrade(controller),
             controller.stop_accepting.clone(),
+            acme_store,
         ));
         tokio::spawn(health::backup::watch(
             controller.data.snapshots.clone(),

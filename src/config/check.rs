@@ -1233,7 +1233,7 @@ fn check_acme_name(name: &str) -> Result<(), String> {
 }
 
 /// The rules of `<acme>` and its users: a directory and a storage given,
-/// settings a file could say; not in fleet mode; a `<tls acme>` only with
+/// settings a file could say; a `<tls acme>` only with
 /// an `<acme>`; `acmeHttp` only on plain listeners, and `http-01` only with
 /// one of them.
 fn check_acme(config: &Config) -> Result<(), CheckError> {
@@ -1270,11 +1270,6 @@ fn check_acme(config: &Config) -> Result<(), CheckError> {
         return Ok(());
     };
     let bad = |message: String| CheckError::value(Place::Acme, message);
-    if config.cluster.is_some() {
-        return Err(bad(
-            "<acme> is not supported in fleet mode (<cluster>) yet: each instance would order its own certificates (expected certificate files, <tls cert key>, in fleet mode)".into(),
-        ));
-    }
     acme.check().map_err(|why| bad(format!("acme: {why}")))?;
     if acme.directory.0.is_empty() {
         return Err(bad(

@@ -94,6 +94,14 @@ impl Challenges {
         });
     }
 
+    /// Whether `tls-alpn-01` validations of `name` are answered.
+    #[cfg(test)]
+    pub fn answers_tls_alpn(&self, name: &str) -> bool {
+        self.tls_alpn
+            .load()
+            .contains_key(&name.to_ascii_lowercase())
+    }
+
     /// Shows `key` to `tls-alpn-01` validations of `name`.
     pub fn answer_tls_alpn(&self, name: &str, key: Arc<CertifiedKey>) {
         self.tls_alpn.rcu(|map| {

@@ -523,7 +523,7 @@ async fn until_a_certificate_is_issued_tls_clients_are_refused_with_a_log_line()
 }
 
 #[test]
-fn txlb_check_reports_the_names_ordered_and_refuses_acme_in_fleet_mode() {
+fn txlb_check_reports_the_names_ordered_also_in_fleet_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.xml");
     let host: SocketAddr = "127.0.0.1:9".parse().unwrap();
@@ -548,21 +548,17 @@ fn txlb_check_reports_the_names_ordered_and_refuses_acme_in_fleet_mode() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("from ACME: e.test www.e.test"), "{text}");
-    // Fleet mode: refused where <acme> is written.
+    // Fleet mode: accepted (the fleet shares the certificates through etcd).
     let fleet = config(host, "<tls acme=\"e.test\"/>", acme).replace(
         "</config>",
         "  <cluster etcd=\"http://127.0.0.1:2379\" prefix=\"/txlb\" name=\"a\"/>\n</config>",
     );
     std::fs::write(&path, &fleet).unwrap();
     let out = check(&path);
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    let line = fleet.lines().position(|l| l.contains("<acme")).unwrap() + 1;
     assert!(
-        text.contains(&format!(
-            "lb.xml:{line}:3: <acme> is not supported in fleet mode"
-        )),
-        "{text}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -708,4 +704,142 @@ async fn each_tls_acme_of_each_listener_gets_its_own_certificate_chosen_by_sni()
     assert_eq!(served(edge, "m2.test", &root).await, m2);
     assert_eq!(served(api, "m3.test", &root).await, m3);
     assert_eq!(txlb.count(ISSUED), 0, "{}", txlb.log_text());
+}
+
+/// The serial number of a leaf certificate.
+fn serial_of(leaf: &CertificateDer<'_>) -> String {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+    cert.raw_serial_as_string()
+}
+
+/// A fleet instance's file: service `edge` with `tls` in its listener, in
+/// front of `host`, `acme`, and `<cluster>` naming `name`.
+fn fleet_config(host: SocketAddr, tls: &str, acme: &str, etcd: &str, name: &str) -> String {
+    format!(
+        "<config>\n  <service name=\"edge\">\n    <listen ip=\"127.0.0.1:0\">{tls}</listen>\n    \
+         <group name=\"g\" enable=\"true\"><host name=\"h1\" ip=\"{host}\"/></group>\n  </service>\n  \
+         {acme}\n  <cluster etcd=\"{etcd}\" prefix=\"/txlb/acme-test\" name=\"{name}\"/>\n</config>\n"
+    )
+}
+
+/// `txlb fleet push --config FILE`, which must succeed.
+fn push(file: &Path) {
+    let out = StdCommand::new(env!("CARGO_BIN_EXE_txlb"))
+        .args(["fleet", "push", "--config"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_orders_each_certificate_once_and_every_instance_serves_it() {
+    let Some(etcd_binary) = common::etcd::etcd_binary() else {
+        eprintln!("SKIPPED: etcd is not installed (scripts/test.sh installs etcd-server)");
+        return;
+    };
+    let Some(mut pebble) = Pebble::prepare() else {
+        return;
+    };
+    let etcd = common::etcd::Etcd::start(etcd_binary);
+    let zone = Zone::default();
+    zone.set("f1.test", &["127.0.0.1"]);
+    zone.set("f2.test", &["127.0.0.1"]);
+    let dns = zone.serve().await;
+    let host = common::echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("acme");
+    let acme = acme_element(&pebble, &storage, "");
+    let file = |name: &str, tls: &str| {
+        let path = dir.path().join(format!("{name}.xml"));
+        std::fs::write(&path, fleet_config(host, tls, &acme, &etcd.url(), name)).unwrap();
+        path
+    };
+    push(&file("a", ""));
+    let a = Txlb::start(&file("a", ""), 1);
+    let b = Txlb::start(&file("b", ""), 1);
+    let (a_edge, b_edge) = (listener_of(&a, "edge").await, listener_of(&b, "edge").await);
+    // The ACME server validates on a's port only: what b orders, a must
+    // answer (as with one address in front of the fleet).
+    pebble.start(dns, free_port(), a_edge.port(), None);
+    // Two certificates: while one instance orders the first, the other
+    // takes the second.
+    push(&file("a", "<tls acme=\"f1.test\"/><tls acme=\"f2.test\"/>"));
+    let issued = || a.count(ISSUED) + b.count(ISSUED);
+    let both = common::eventually(ORDER_WAIT, || async { issued() >= 2 }).await;
+    assert!(
+        both,
+        "a:\n{}\nb:\n{}\npebble:\n{}",
+        a.log_text(),
+        b.log_text(),
+        pebble.log()
+    );
+    assert_eq!(
+        a.count(FAILED) + b.count(FAILED),
+        0,
+        "a (edge {a_edge}):\n{}\nb (edge {b_edge}):\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    assert!(
+        b.count(ISSUED) >= 1,
+        "b ordered nothing (its validations went to a):\n{}",
+        b.log_text()
+    );
+    // Each certificate ordered once, from one account; both instances serve
+    // the same ones (b's from etcd, or a's).
+    let root = pebble.root();
+    for name in ["f1.test", "f2.test"] {
+        let mut same = false;
+        for _ in 0..40 {
+            let (x, y) = (
+                rustls_client(a_edge, name, std::slice::from_ref(&root), &[]).await,
+                rustls_client(b_edge, name, std::slice::from_ref(&root), &[]).await,
+            );
+            if let (Ok(x), Ok(y)) = (x, y) {
+                let leaf = |s: &tokio_rustls::client::TlsStream<TcpStream>| {
+                    s.get_ref().1.peer_certificates().unwrap()[0].clone()
+                };
+                if serial_of(&leaf(&x)) == serial_of(&leaf(&y)) {
+                    same = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(
+            same,
+            "{name}: not the same certificate on both:\n{}\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+    }
+    assert_eq!(pebble.orders(), 2, "{}", pebble.log());
+    assert_eq!(pebble.accounts(), 1, "{}", pebble.log());
+    assert_eq!(issued(), 2);
+    let f1 = served(b_edge, "f1.test", &root).await;
+    let f2 = served(b_edge, "f2.test", &root).await;
+    // A restart of b, without its local copies: served from etcd, nothing
+    // ordered.
+    drop(b);
+    std::fs::remove_dir_all(&storage).unwrap();
+    let b = Txlb::start(&file("b", ""), 1);
+    let b_edge = listener_of(&b, "edge").await;
+    logged(&b, "serving the stored ACME certificate", 2).await;
+    assert_eq!(served(b_edge, "f1.test", &root).await, f1);
+    assert_eq!(served(b_edge, "f2.test", &root).await, f2);
+    assert!(
+        b.find("serving the stored ACME certificate", 0)
+            .unwrap()
+            .contains("etcd:/txlb/acme-test/acme/certs/")
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.count(ISSUED), 0, "{}", b.log_text());
+    assert_eq!(pebble.orders(), 2);
+    drop(etcd);
 }

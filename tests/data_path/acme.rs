@@ -843,3 +843,82 @@ async fn a_fleet_orders_each_certificate_once_and_every_instance_serves_it() {
     assert_eq!(pebble.orders(), 2);
     drop(etcd);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_renews_once_and_every_instance_installs_the_renewed_certificate() {
+    let Some(etcd_binary) = common::etcd::etcd_binary() else {
+        eprintln!("SKIPPED: etcd is not installed (scripts/test.sh installs etcd-server)");
+        return;
+    };
+    let Some(mut pebble) = Pebble::prepare() else {
+        return;
+    };
+    let etcd = common::etcd::Etcd::start(etcd_binary);
+    let zone = Zone::default();
+    zone.set("r.test", &["127.0.0.1"]);
+    let dns = zone.serve().await;
+    let host = common::echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let acme = acme_element(&pebble, &dir.path().join("acme"), " renewBefore=\"30\"");
+    let file = |name: &str, tls: &str| {
+        let path = dir.path().join(format!("{name}.xml"));
+        std::fs::write(&path, fleet_config(host, tls, &acme, &etcd.url(), name)).unwrap();
+        path
+    };
+    push(&file("a", ""));
+    let a = Txlb::start(&file("a", ""), 1);
+    let b = Txlb::start(&file("b", ""), 1);
+    let (a_edge, b_edge) = (listener_of(&a, "edge").await, listener_of(&b, "edge").await);
+    // Certificates of 40 s renewed 30 s before their end: every 10 s.
+    pebble.start(dns, free_port(), a_edge.port(), Some(40));
+    push(&file("a", "<tls acme=\"r.test\"/>"));
+    let issued = || a.count(ISSUED) + b.count(ISSUED);
+    let root = pebble.root();
+    // Both serve the same certificate, whoever ordered it.
+    let serials = || async {
+        let mut out = Vec::new();
+        for edge in [a_edge, b_edge] {
+            match rustls_client(edge, "r.test", std::slice::from_ref(&root), &[]).await {
+                Ok(s) => out.push(serial_of(&s.get_ref().1.peer_certificates().unwrap()[0])),
+                Err(_) => out.push(String::new()),
+            }
+        }
+        out
+    };
+    let agreed = |min_issued: usize| {
+        let serials = &serials;
+        let issued = &issued;
+        async move {
+            common::eventually(ORDER_WAIT, || async {
+                let s = serials().await;
+                issued() >= min_issued && !s[0].is_empty() && s[0] == s[1]
+            })
+            .await
+        }
+    };
+    assert!(agreed(1).await, "{}\n{}", a.log_text(), b.log_text());
+    let first = serials().await[0].clone();
+    // Renewed: one new order, and both move to the new certificate.
+    assert!(agreed(2).await, "{}\n{}", a.log_text(), b.log_text());
+    let renewed = serials().await;
+    assert_ne!(renewed[0], first, "{}\n{}", a.log_text(), b.log_text());
+    assert!(
+        b.count("serving the stored ACME certificate")
+            + a.count("serving the stored ACME certificate")
+            >= 1,
+        "neither installed the other's renewal:\n{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    // Every order pebble took is one certificate issued to one instance:
+    // none ordered twice.
+    let (orders, issued_now) = (pebble.orders(), issued());
+    assert!(
+        orders == issued_now || orders == issued_now + 1,
+        "{orders} orders, {issued_now} issued:\n{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    assert_eq!(a.count(FAILED) + b.count(FAILED), 0);
+    drop(etcd);
+}

@@ -922,3 +922,110 @@ async fn a_fleet_renews_once_and_every_instance_installs_the_renewed_certificate
     assert_eq!(a.count(FAILED) + b.count(FAILED), 0);
     drop(etcd);
 }
+
+/// A request to etcd's JSON gateway at `etcd` (curl): its answer.
+fn etcd_call(etcd: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let out = StdCommand::new("curl")
+        .args(["-sS", "--max-time", "5", "-X", "POST", "-d"])
+        .arg(body.to_string())
+        .arg(format!("{etcd}{path}"))
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_waits_for_the_lock_of_a_dead_instance_and_skips_a_bad_stored_certificate() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let Some(etcd_binary) = common::etcd::etcd_binary() else {
+        eprintln!("SKIPPED: etcd is not installed (scripts/test.sh installs etcd-server)");
+        return;
+    };
+    let Some(mut pebble) = Pebble::prepare() else {
+        return;
+    };
+    let etcd = common::etcd::Etcd::start(etcd_binary);
+    let zone = Zone::default();
+    zone.set("w.test", &["127.0.0.1"]);
+    let dns = zone.serve().await;
+    let host = common::echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let acme = acme_element(&pebble, &dir.path().join("acme"), "");
+    let file = |name: &str, tls: &str| {
+        let path = dir.path().join(format!("{name}.xml"));
+        std::fs::write(&path, fleet_config(host, tls, &acme, &etcd.url(), name)).unwrap();
+        path
+    };
+    push(&file("a", ""));
+    let a = Txlb::start(&file("a", ""), 1);
+    let b = Txlb::start(&file("b", ""), 1);
+    let (a_edge, b_edge) = (listener_of(&a, "edge").await, listener_of(&b, "edge").await);
+    pebble.start(dns, free_port(), a_edge.port(), None);
+    // What an instance that died while ordering leaves: the lock, on a
+    // lease nobody renews (4 s); and something in etcd that is not a
+    // certificate where w.test's would be.
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let hash: String = sha2::Sha256::digest(b"w.test")[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let base = format!("/txlb/acme-test/acme/{{}}/w.test-{hash}");
+    let lease = etcd_call(
+        &etcd.url(),
+        "/v3/lease/grant",
+        serde_json::json!({ "TTL": "4" }),
+    );
+    let lease = lease["ID"].as_str().unwrap().to_string();
+    etcd_call(
+        &etcd.url(),
+        "/v3/kv/put",
+        serde_json::json!({
+            "key": b64(&base.replace("{}", "locks")), "value": b64("dead"), "lease": lease,
+        }),
+    );
+    etcd_call(
+        &etcd.url(),
+        "/v3/kv/put",
+        serde_json::json!({ "key": b64(&base.replace("{}", "certs")), "value": b64("garbage") }),
+    );
+    let locked_at = Instant::now();
+    push(&file("a", "<tls acme=\"w.test\"/>"));
+    logged(&a, "stored ACME certificate does not load", 1).await;
+    // Nobody orders while the lock is held.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pebble.orders(), 0, "{}\n{}", a.log_text(), b.log_text());
+    // Once it is gone, one instance orders, and both serve the certificate.
+    let issued = || a.count(ISSUED) + b.count(ISSUED);
+    assert!(
+        common::eventually(ORDER_WAIT, || async { issued() >= 1 }).await,
+        "{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    assert!(locked_at.elapsed() >= Duration::from_secs(3));
+    let root = pebble.root();
+    let served_both = common::eventually(Duration::from_secs(10), || async {
+        let (x, y) = (
+            rustls_client(a_edge, "w.test", std::slice::from_ref(&root), &[]).await,
+            rustls_client(b_edge, "w.test", std::slice::from_ref(&root), &[]).await,
+        );
+        match (x, y) {
+            (Ok(x), Ok(y)) => {
+                x.get_ref().1.peer_certificates().unwrap()[0]
+                    == y.get_ref().1.peer_certificates().unwrap()[0]
+            }
+            _ => false,
+        }
+    })
+    .await;
+    assert!(served_both, "{}\n{}", a.log_text(), b.log_text());
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    assert_eq!(issued(), 1);
+    drop(etcd);
+}

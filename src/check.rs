@@ -23,8 +23,8 @@ pub fn certificates(config: &Config) -> Result<Vec<String>, String> {
             };
             let terminator = crate::tls::load(tls).map_err(|e| e.to_string())?;
             lines.push(format!("  tls on {listener}:"));
-            if !tls.acme.is_empty() {
-                lines.push(format!("    from ACME: {}", tls.acme.join(" ")));
+            for cert in &tls.acme {
+                lines.push(format!("    from ACME: {}", cert.names.join(" ")));
             }
             for cert in &terminator.certs {
                 let left = cert.expires_in(now);

@@ -338,8 +338,8 @@ pub use fleet::{FleetError, fleet_push};
 /// The configuration file a balancer runs from: reload, its status, write-back.
 pub use balancer::reload;
 pub use balancer::{
-    Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, ServiceStats, Started,
-    Stats, UpgradedFrom,
+    Balancer, BalancerBuilder, BalancerHandle, GroupStats, HostStatsEntry, OriginStats,
+    ServiceStats, Started, Stats, UpgradedFrom,
 };
 pub use control::{BoundListener, CertificateStats, Command, ControlError, RouteStats, TlsStats};
 pub use proxy::proxy_protocol;

@@ -320,6 +320,39 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
             }
         }
     }
+    // Only groups that originate TLS.
+    f.head(
+        "txlb_group_tls_handshakes_total",
+        "counter",
+        "TLS handshakes of clients' connections with the group's hosts, by result: ok, verify_failed (the host's certificate did not verify), handshake_error, timeout. Per group that originates TLS.",
+    );
+    for s in &stats.services {
+        for g in &s.groups {
+            for (result, count) in g.tls.iter().flat_map(|t| &t.handshakes) {
+                f.sample(
+                    "txlb_group_tls_handshakes_total",
+                    &[("service", &s.name), ("group", &g.name), ("result", result)],
+                    *count,
+                );
+            }
+        }
+    }
+    f.head(
+        "txlb_group_tls_handshake_seconds",
+        "histogram",
+        "Time of the completed TLS handshakes with the group's hosts. Per group that originates TLS.",
+    );
+    for s in &stats.services {
+        for g in &s.groups {
+            if let Some(tls) = &g.tls {
+                f.histogram(
+                    "txlb_group_tls_handshake_seconds",
+                    &[("service", &s.name), ("group", &g.name)],
+                    &tls.handshake_latency,
+                );
+            }
+        }
+    }
     let service_counters: [(&str, &str, ServiceValue); 14] = [
         ("txlb_service_accepted_total", "Clients accepted.", |c| {
             c.accepted

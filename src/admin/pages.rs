@@ -246,11 +246,11 @@ fn listener_certificates(p: &mut String, listen: &str, tls: &crate::TlsStats) {
             esc(&c.file)
         );
     }
-    if !tls.acme.is_empty() && tls.certificates.is_empty() {
+    for names in &tls.acme_pending {
         let _ = write!(
             p,
-            "<li><strong class=\"bad\">certificate from ACME for {} not issued yet</strong>: TLS clients are refused until it is</li>",
-            esc(&tls.acme.join(" "))
+            "<li><strong class=\"bad\">certificate from ACME for {} not issued yet</strong>: its TLS clients are refused until it is</li>",
+            esc(&names.join(" "))
         );
     }
     let handshakes: Vec<String> = tls

@@ -292,7 +292,9 @@ impl BalancerBuilder {
             version: env!("CARGO_PKG_VERSION"),
             upgraded_from: handed.from,
         });
-        let started = Self::start_controller(&controller, config, handed.control_socket).await;
+        let acme_store = fleet.as_ref().and_then(crate::fleet::acme_store);
+        let started =
+            Self::start_controller(&controller, config, handed.control_socket, acme_store).await;
         for local in controller.inherited.unused() {
             tracing::warn!(%local, "no listener has the address of this inherited socket");
         }
@@ -325,6 +327,7 @@ impl BalancerBuilder {
         controller: &Arc<Controller>,
         config: Config,
         control_socket_handed: Option<std::os::unix::net::UnixListener>,
+        acme_store: Option<Arc<dyn crate::control::acme::Store>>,
     ) -> Result<Arc<Config>, ControlError> {
         let boot = Arc::new(config.clone());
         let control_socket = config.control.clone();
@@ -369,6 +372,7 @@ impl BalancerBuilder {
         tokio::spawn(crate::control::acme::run(
             Arc::downgrade(controller),
             controller.stop_accepting.clone(),
+            acme_store,
         ));
         tokio::spawn(health::backup::watch(
             controller.data.snapshots.clone(),
@@ -750,6 +754,38 @@ pub struct GroupStats {
     pub hosts: Vec<HostStatsEntry>,
     /// Hosts removed from the group whose connections are still open.
     pub draining: Vec<HostStatsEntry>,
+    /// When the group originates TLS: its handshakes with its hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<OriginStats>,
+}
+
+/// An originating group's TLS handshakes with its hosts (clients'
+/// connections; not the health probes), as reported to observers.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OriginStats {
+    /// Handshakes by result: `ok`, `verify_failed` (the host's certificate
+    /// did not verify), `handshake_error` (any other failure), `timeout`
+    /// (not done within the connect timeout); every result, zero included.
+    pub handshakes: Vec<(&'static str, u64)>,
+    /// How long the completed handshakes took.
+    pub handshake_latency: crate::state::LatencyView,
+}
+
+impl OriginStats {
+    fn of(counters: &crate::tls::origin::OriginCounters) -> OriginStats {
+        use crate::tls::origin::{HANDSHAKE_BUCKETS, OriginResult};
+        OriginStats {
+            handshakes: OriginResult::ALL
+                .iter()
+                .map(|&r| (r.as_str(), counters.handshakes(r)))
+                .collect(),
+            handshake_latency: crate::state::LatencyView {
+                le_seconds: HANDSHAKE_BUCKETS.to_vec(),
+                counts: counters.buckets(),
+                sum_seconds: counters.micros() as f64 / 1e6,
+            },
+        }
+    }
 }
 
 /// One host's configuration and counters.
@@ -811,6 +847,7 @@ impl Stats {
                             .filter(|(rs, rg, _)| *rs == s.name && *rg == g.name)
                             .map(|(_, _, h)| entry(h))
                             .collect(),
+                        tls: g.origin.as_ref().map(|o| OriginStats::of(&o.counters)),
                     })
                     .collect(),
                 counters: s.counters.view(),

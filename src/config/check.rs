@@ -737,19 +737,30 @@ impl ListenerTls {
                     "a tls with acme names and certificate files (expected one or the other)",
                 ));
             }
-            if self.acme.len() > MAX_ACME_NAMES {
+            if self.acme.len() > MAX_TLS_CERTS {
                 return Err(CheckError::value(
                     place(0),
                     format!(
-                        "{} acme names (expected 1 to {MAX_ACME_NAMES})",
+                        "{} certificates (expected 1 to {MAX_TLS_CERTS})",
                         self.acme.len()
                     ),
                 ));
             }
-            for name in &self.acme {
-                check_acme_name(name).map_err(|why| {
-                    CheckError::value(place(0), format!("bad acme name {name:?}: {why}"))
-                })?;
+            for (index, cert) in self.acme.iter().enumerate() {
+                if cert.names.is_empty() || cert.names.len() > MAX_ACME_NAMES {
+                    return Err(CheckError::value(
+                        place(index),
+                        format!(
+                            "{} acme names (expected 1 to {MAX_ACME_NAMES})",
+                            cert.names.len()
+                        ),
+                    ));
+                }
+                for name in &cert.names {
+                    check_acme_name(name).map_err(|why| {
+                        CheckError::value(place(index), format!("bad acme name {name:?}: {why}"))
+                    })?;
+                }
             }
         } else if self.certs.is_empty() || self.certs.len() > MAX_TLS_CERTS {
             return Err(CheckError::value(
@@ -1222,7 +1233,7 @@ fn check_acme_name(name: &str) -> Result<(), String> {
 }
 
 /// The rules of `<acme>` and its users: a directory and a storage given,
-/// settings a file could say; not in fleet mode; a `<tls acme>` only with
+/// settings a file could say; a `<tls acme>` only with
 /// an `<acme>`; `acmeHttp` only on plain listeners, and `http-01` only with
 /// one of them.
 fn check_acme(config: &Config) -> Result<(), CheckError> {
@@ -1259,11 +1270,6 @@ fn check_acme(config: &Config) -> Result<(), CheckError> {
         return Ok(());
     };
     let bad = |message: String| CheckError::value(Place::Acme, message);
-    if config.cluster.is_some() {
-        return Err(bad(
-            "<acme> is not supported in fleet mode (<cluster>) yet: each instance would order its own certificates (expected certificate files, <tls cert key>, in fleet mode)".into(),
-        ));
-    }
     acme.check().map_err(|why| bad(format!("acme: {why}")))?;
     if acme.directory.0.is_empty() {
         return Err(bad(

@@ -137,33 +137,54 @@ pub const MAX_ACME_NAMES: usize = 100;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListenerTls {
     /// Certificates with their keys, in file order; at least one, unless
-    /// the certificate comes from ACME (`acme`), when there is none.
+    /// the certificates come from ACME (`acme`), when there is none.
     pub certs: Vec<TlsCert>,
     /// Settings (written on the first `<tls>`).
     pub options: TlsOptions,
-    /// The DNS names of the one certificate txlb orders from ACME for this
-    /// listener (`<tls acme="a.example b.example"/>`), lower case, in
-    /// order; empty: the certificates are files (`certs`).
-    pub acme: Vec<String>,
-    /// Where the `<tls acme>` was written (its certificates' `written`
-    /// otherwise), for the errors of reading its `clientCa`.
-    pub acme_written: WrittenAt,
+    /// The certificates txlb orders from ACME for this listener, one per
+    /// `<tls acme="a.example b.example"/>`, in order (chosen by SNI as
+    /// files are); empty: the certificates are files (`certs`).
+    pub acme: Vec<AcmeCert>,
 }
 
 impl ListenerTls {
     /// A listener's TLS with one certificate from ACME for `names`.
     pub fn acme<S: Into<String>>(names: impl IntoIterator<Item = S>) -> ListenerTls {
         ListenerTls {
-            acme: names.into_iter().map(Into::into).collect(),
+            acme: vec![AcmeCert::new(names)],
             ..ListenerTls::default()
         }
     }
 
     /// How many `<tls>` elements it is written as.
     pub(crate) fn entries(&self) -> usize {
-        match self.acme.is_empty() {
-            true => self.certs.len(),
-            false => 1,
+        self.certs.len() + self.acme.len()
+    }
+
+    /// Every name ordered from ACME for it, certificate after certificate.
+    pub fn acme_names(&self) -> impl Iterator<Item = &String> {
+        self.acme.iter().flat_map(|c| &c.names)
+    }
+}
+
+/// One certificate from ACME (`<tls acme="NAME …">`): the DNS names it is
+/// ordered for. Which of a listener's certificates a client gets is chosen
+/// by its SNI against these names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AcmeCert {
+    /// Its DNS names, lower case, in the order written, without repeats.
+    pub names: Vec<String>,
+    /// Where its `<tls acme>` was written, for the errors of reading the
+    /// listener's `clientCa` (on the first).
+    pub written: WrittenAt,
+}
+
+impl AcmeCert {
+    /// A certificate from ACME for `names`, written nowhere.
+    pub fn new<S: Into<String>>(names: impl IntoIterator<Item = S>) -> AcmeCert {
+        AcmeCert {
+            names: names.into_iter().map(Into::into).collect(),
+            written: WrittenAt::default(),
         }
     }
 }

@@ -533,8 +533,8 @@ impl Reader<'_, '_> {
             .iter()
             .find(|(key, _)| key.value == "clientCa" || key.value == "client_ca")
             .map(|(_, value)| self.src.locate(value.at));
-        if let Some(acme) = raw.iter().find_map(|t| t.acme.clone()) {
-            return self.acme_tls(raw, acme).map(Some);
+        if raw.iter().any(|t| t.acme.is_some()) {
+            return self.acme_tls(raw).map(Some);
         }
         let mut certs = Vec::with_capacity(raw.len());
         let mut options = TlsOptions::default();
@@ -583,60 +583,69 @@ impl Reader<'_, '_> {
         }))
     }
 
-    /// A listener's `<tls acme="NAME …">`: its one `<tls>`, with no files;
-    /// the names are split here (spaces or commas) and checked by
-    /// `ListenerTls::check`.
-    fn acme_tls(&self, raw: Vec<RawTls>, names: At<String>) -> Result<ListenerTls, ConfigError> {
-        if raw.len() > 1 {
-            return Err(self.err(
-                raw[1].at,
-                "a listener with tls acme has that one tls (expected either one acme=\"NAMES\" or cert/key files, not both)",
-            ));
-        }
-        let Some(entry) = raw.into_iter().next() else {
-            return Ok(ListenerTls::default());
-        };
-        if let Some(file) = entry.cert.as_ref().or(entry.key.as_ref()) {
-            return Err(self.err(
-                file.at,
-                "cert or key on a tls with acme (expected either acme=\"NAMES\", whose certificate txlb orders, or cert and key files)",
-            ));
-        }
-        let mut acme: Vec<String> = Vec::new();
-        for name in names
-            .value
-            .split([' ', ',', '\t', '\n'])
-            .filter(|n| !n.is_empty())
-        {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            if !acme.contains(&name) {
-                acme.push(name);
+    /// A listener's `<tls acme="NAME …">` elements, each a certificate from
+    /// ACME, with no files (every `<tls>` of the listener is one); the names
+    /// are split here (spaces or commas) and checked by `ListenerTls::check`.
+    /// Settings go on the first.
+    fn acme_tls(&self, raw: Vec<RawTls>) -> Result<ListenerTls, ConfigError> {
+        let mut tls = ListenerTls::default();
+        for (index, entry) in raw.into_iter().enumerate() {
+            if let Some(file) = entry.cert.as_ref().or(entry.key.as_ref()) {
+                return Err(self.err(
+                    file.at,
+                    "cert or key on a listener whose certificates come from ACME (expected every tls of a listener either acme=\"NAMES\", whose certificate txlb orders, or cert and key files)",
+                ));
             }
-        }
-        if acme.is_empty() {
-            return Err(self.err(
-                names.at,
-                "empty acme (expected the certificate's DNS names, e.g. acme=\"example.com www.example.com\")",
-            ));
-        }
-        let client_ca = entry
-            .options
-            .iter()
-            .find(|(key, _)| key.value == "clientCa" || key.value == "client_ca")
-            .map(|(_, value)| self.src.locate(value.at));
-        let element = Some(self.src.locate(entry.at));
-        let mut options: TlsOptions = self.options(entry.options)?;
-        options.client_ca = options.client_ca.map(|ca| self.path_buf(ca));
-        Ok(ListenerTls {
-            certs: Vec::new(),
-            options,
-            acme,
-            acme_written: WrittenAt {
-                element,
-                client_ca,
+            let Some(names) = entry.acme else {
+                return Err(self.err(
+                    entry.at,
+                    "tls without acme on a listener whose certificates come from ACME (expected every tls of a listener either acme=\"NAMES\" or cert and key files, not both)",
+                ));
+            };
+            let mut acme: Vec<String> = Vec::new();
+            for name in names
+                .value
+                .split([' ', ',', '\t', '\n'])
+                .filter(|n| !n.is_empty())
+            {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                if !acme.contains(&name) {
+                    acme.push(name);
+                }
+            }
+            if acme.is_empty() {
+                return Err(self.err(
+                    names.at,
+                    "empty acme (expected the certificate's DNS names, e.g. acme=\"example.com www.example.com\")",
+                ));
+            }
+            let mut written = WrittenAt {
+                element: Some(self.src.locate(entry.at)),
                 ..WrittenAt::default()
-            },
-        })
+            };
+            if index == 0 {
+                written.client_ca = entry
+                    .options
+                    .iter()
+                    .find(|(key, _)| key.value == "clientCa" || key.value == "client_ca")
+                    .map(|(_, value)| self.src.locate(value.at));
+                tls.options = self.options(entry.options)?;
+                tls.options.client_ca = tls.options.client_ca.map(|ca| self.path_buf(ca));
+            } else if let Some((key, _)) = entry.options.first() {
+                return Err(self.err(
+                    key.at,
+                    format!(
+                        "{:?} on a listener's second or later tls (expected it on the first: its settings apply to the whole listener)",
+                        key.value
+                    ),
+                ));
+            }
+            tls.acme.push(AcmeCert {
+                names: acme,
+                written,
+            });
+        }
+        Ok(tls)
     }
 
     /// Optional per-service settings: the place to add new ones.

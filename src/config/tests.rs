@@ -2935,7 +2935,8 @@ const ACME_XML: &str = r#"<config>
 fn acme_is_read_in_both_formats_and_written_back() {
     let c = Config::from_xml_str(ACME_XML).unwrap();
     let tls = c.services[0].listeners[0].tls.as_ref().unwrap();
-    assert_eq!(tls.acme, ["example.com", "www.example.com"]);
+    assert_eq!(tls.acme.len(), 1);
+    assert_eq!(tls.acme[0].names, ["example.com", "www.example.com"]);
     assert!(tls.certs.is_empty());
     assert_eq!(tls.options.alpn, ["h2"]);
     assert!(c.services[0].listeners[1].options.acme_http);
@@ -2983,6 +2984,36 @@ renew_before = 86400
     assert_eq!(acme.renew_before, DEFAULT_ACME_RENEW_BEFORE);
     assert_eq!(acme.ca_bundle, None);
     assert!(to_xml(&plain).contains("<acme directory=\"https://acme.test/directory\""));
+}
+
+#[test]
+fn several_certificates_from_acme_on_a_listener_in_both_formats() {
+    let xml = ACME_XML.replace(
+        "alpn=\"h2\"/>",
+        "alpn=\"h2\"/>\n      <tls acme=\"other.example.com\"/></listen>\n    <listen ip=\"*:8443\"><tls acme=\"third.example.com\"/>",
+    );
+    let c = Config::from_xml_str(&xml).unwrap();
+    let tls = c.services[0].listeners[0].tls.as_ref().unwrap();
+    let names: Vec<&[String]> = tls.acme.iter().map(|a| a.names.as_slice()).collect();
+    assert_eq!(
+        names,
+        [
+            &["example.com".to_string(), "www.example.com".into()][..],
+            &["other.example.com".to_string()][..]
+        ]
+    );
+    assert_eq!(tls.options.alpn, ["h2"]);
+    let second = c.services[0].listeners[1].tls.as_ref().unwrap();
+    assert_eq!(second.acme[0].names, ["third.example.com"]);
+    let written = to_xml(&c);
+    assert!(
+        written.contains("<tls acme=\"other.example.com\"/>"),
+        "{written}"
+    );
+    same(&Config::from_xml_str(&written).unwrap(), &c);
+    let toml = to_toml(&c);
+    assert!(toml.contains("{ acme = \"other.example.com\" }"), "{toml}");
+    same(&Config::from_toml_str(&toml).unwrap(), &c);
 }
 
 #[test]
@@ -3044,16 +3075,37 @@ fn acme_mistakes_are_located() {
         &with("alpn=\"h2\"/>", "cert=\"a.pem\"/>"),
         false,
         "a.pem",
-        "cert or key on a tls with acme",
+        "cert or key on a listener whose certificates come from ACME",
     );
     err_at(
         &with("alpn=\"h2\"/>", "/><tls cert=\"a.pem\" key=\"a.key\"/>"),
         false,
-        "<tls cert",
-        "a listener with tls acme has that one tls",
+        "a.pem",
+        "cert or key on a listener whose certificates come from ACME",
     );
-    // Without <acme>, with <cluster>, acmeHttp on a TLS listener, http-01
-    // with no listener to answer it.
+    err_at(
+        &with("<tls acme", "<tls minVersion=\"1.3\"/><tls acme"),
+        false,
+        "<tls min",
+        "tls without acme on a listener whose certificates come from ACME",
+    );
+    err_at(
+        &with(
+            "alpn=\"h2\"/>",
+            "/><tls acme=\"b.example.com\" alpn=\"h2\"/>",
+        ),
+        false,
+        "alpn=\"h2\"/></listen>",
+        "second or later tls",
+    );
+    err_at(
+        &with("alpn=\"h2\"/>", "/><tls acme=\"b..example.com\"/>"),
+        false,
+        "<tls acme=\"b..",
+        "bad acme name \"b..example.com\"",
+    );
+    // Without <acme>, acmeHttp on a TLS listener, http-01 with no listener
+    // to answer it. (With <cluster> it is fine: the fleet shares it.)
     let without: String = ACME_XML
         .lines()
         .filter(|l| !l.contains("<acme "))
@@ -3065,7 +3117,7 @@ fn acme_mistakes_are_located() {
         "<cluster etcd=\"http://127.0.0.1:2379\" prefix=\"/txlb\" name=\"a\"/></config>",
     );
     if cfg!(feature = "fleet") {
-        err_at(&fleet, false, "<acme", "not supported in fleet mode");
+        assert!(Config::from_xml_str(&fleet).unwrap().acme.is_some());
     }
     err_at(
         &with(" acmeHttp=\"true\"", ""),

@@ -25,8 +25,10 @@
 //! #       client_ca = "clients.pem", client_auth = "required", handshake_timeout = 10 },
 //! #     { cert = "other.pem", key = "other.key" },
 //! # ] }]
-//! # Or one certificate txlb orders and renews from ACME ([acme] below):
-//! # listen = [{ ip = "0.0.0.0:443", tls = [{ acme = "example.com www.example.com" }] }]
+//! # Or certificates txlb orders and renews from ACME ([acme] below), one per
+//! # entry, chosen by SNI too:
+//! # listen = [{ ip = "0.0.0.0:443", tls = [{ acme = "example.com www.example.com" },
+//! #     { acme = "api.example.com" }] }]
 //! # Listeners may also be written [[service.listen]] tables (ip = …, routes
 //! # = […] or [[service.listen.routes]] tables).
 //! enabled_group = "prod"      # optional if exactly one group has enable = true

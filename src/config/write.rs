@@ -151,14 +151,18 @@ pub(crate) fn xml_tls(pair: &TlsCert, settings: Vec<Written>, ind: &str) -> Stri
 }
 
 /// Each `<tls>` of a listener, indented by `ind`: its files' (`<tls cert
-/// key>`), or its one `<tls acme="…">`.
+/// key>`), or its certificates from ACME (`<tls acme="…">`).
 pub(crate) fn xml_tls_entries(tls: &ListenerTls, ind: &str) -> Vec<String> {
     if !tls.acme.is_empty() {
-        return vec![format!(
-            "{ind}<tls acme=\"{}\"{}/>",
-            attr(&tls.acme.join(" ")),
-            xml_options(&tls_settings(tls, 0))
-        )];
+        return (tls.acme.iter().enumerate())
+            .map(|(i, cert)| {
+                format!(
+                    "{ind}<tls acme=\"{}\"{}/>",
+                    attr(&cert.names.join(" ")),
+                    xml_options(&tls_settings(tls, i))
+                )
+            })
+            .collect();
     }
     (0..tls.certs.len())
         .map(|i| xml_tls(&tls.certs[i], tls_settings(tls, i), ind))
@@ -168,11 +172,15 @@ pub(crate) fn xml_tls_entries(tls: &ListenerTls, ind: &str) -> Vec<String> {
 /// Each entry of a listener's `tls` array (see [`xml_tls_entries`]).
 pub(crate) fn toml_tls_entries(tls: &ListenerTls) -> Vec<String> {
     if !tls.acme.is_empty() {
-        return vec![format!(
-            "{{ acme = {}{} }}",
-            tstr(&tls.acme.join(" ")),
-            toml_inline_options(&tls_settings(tls, 0))
-        )];
+        return (tls.acme.iter().enumerate())
+            .map(|(i, cert)| {
+                format!(
+                    "{{ acme = {}{} }}",
+                    tstr(&cert.names.join(" ")),
+                    toml_inline_options(&tls_settings(tls, i))
+                )
+            })
+            .collect();
     }
     (0..tls.certs.len())
         .map(|i| toml_tls(&tls.certs[i], tls_settings(tls, i)))

@@ -11,6 +11,16 @@
 //! account's key, for the directory it was made at) and, per certificate,
 //! `NAME-HASH.pem` (the chain) and `NAME-HASH.key`; read again at start, so
 //! a restart orders nothing while the stored certificate is good.
+//!
+//! In fleet mode the account, the certificates and the challenges being
+//! answered live in etcd (a [`Store`] the fleet module gives `run`), with
+//! `storage` as this instance's copy for when etcd is away. A certificate
+//! due is first looked for there (another instance may have ordered it);
+//! only the instance holding its lock (an etcd key under a lease) orders it,
+//! the others look again every [`FLEET_WAIT`] until it is stored. Every
+//! instance answers the challenges published there (the fleet watches them:
+//! [`answer_published`]), since the ACME server may validate on any of them.
+//! The account is made under a lock too.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -53,6 +63,72 @@ pub const RETRY_MAX: Duration = Duration::from_secs(3600);
 const LOOK_INTERVAL: Duration = Duration::from_secs(3600);
 /// Largest file read back from storage.
 const MAX_STORED_BYTES: u64 = 1024 * 1024;
+/// Fleet mode: how soon an instance looks again for a certificate another
+/// instance is ordering.
+pub const FLEET_WAIT: Duration = Duration::from_secs(1);
+/// Fleet mode: how long the instance ordering waits after publishing a
+/// challenge before telling the ACME server it is ready, so that every
+/// instance answers it (they watch the challenges: milliseconds, unless
+/// busy).
+const CHALLENGE_SPREAD: Duration = Duration::from_secs(1);
+
+/// A boxed future, for the object-safe [`Store`].
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The right to order a certificate for the fleet, held until dropped (the
+/// etcd lease its key is attached to is revoked).
+pub(crate) struct Lock {
+    /// The lease the lock's key (and the challenges published under it) are
+    /// attached to.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub lease: i64,
+    /// Ends the lease when dropped.
+    pub _held: Box<dyn Send + Sync>,
+}
+
+/// A challenge being answered, as published for the other instances:
+/// `tls-alpn-01` by name (the SHA-256 of the key authorization, hex),
+/// `http-01` by token (the key authorization).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Published {
+    /// `tls-alpn-01` or `http-01`.
+    pub kind: String,
+    /// The name or the token.
+    pub id: String,
+    /// The digest (hex) or the key authorization.
+    pub value: String,
+}
+
+/// Where the account and certificates are kept besides `storage`, shared
+/// by instances: etcd in fleet mode (`fleet/acme.rs`). Every call is
+/// bounded by the store's own request timeout.
+pub(crate) trait Store: Send + Sync {
+    /// The stored account (`account.json`'s bytes), if there is one.
+    fn account(&self) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>>;
+    /// Stores `bytes` as the account (made under the lock `account`).
+    fn store_account(&self, bytes: Vec<u8>) -> BoxFuture<'_, Result<(), String>>;
+    /// The stored certificate `base` (`NAME-HASH`): its chain, then its
+    /// key, PEM.
+    fn certificate<'a>(&'a self, base: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, String>>;
+    /// Stores the chain and key of `base`.
+    fn store_certificate<'a>(
+        &'a self,
+        base: &'a str,
+        chain: &'a [u8],
+        key: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// The right to order `base`; `None` while another instance holds it.
+    fn lock<'a>(&'a self, base: &'a str) -> BoxFuture<'a, Result<Option<Lock>, String>>;
+    /// Publishes a challenge answered under `lock`, for the other instances
+    /// (gone with the lock).
+    fn publish<'a>(
+        &'a self,
+        lock: &'a Lock,
+        challenge: Published,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// Where `base` is stored, as shown (`file` of its certificate).
+    fn place(&self, base: &str) -> PathBuf;
+}
 
 /// The wait before the next try after `failures` failed orders in a row.
 pub fn retry_after(failures: u32) -> Duration {
@@ -73,7 +149,12 @@ struct Job {
 
 /// Orders, stores and renews the certificates from ACME of the running
 /// configuration, until `stop`: the control plane's task (see the module).
-pub(crate) async fn run(controller: Weak<Controller>, stop: CancellationToken) {
+/// `shared`: the fleet's store (etcd), in fleet mode.
+pub(crate) async fn run(
+    controller: Weak<Controller>,
+    stop: CancellationToken,
+    shared: Option<Arc<dyn Store>>,
+) {
     let mut jobs: HashMap<Vec<String>, Job> = HashMap::new();
     let mut account: Option<(AcmeConfig, Account)> = None;
     loop {
@@ -87,6 +168,10 @@ pub(crate) async fn run(controller: Weak<Controller>, stop: CancellationToken) {
         acme.retain(&wanted);
         let mut next = LOOK_INTERVAL;
         if let Some(settings) = &config.acme {
+            let store = Stores {
+                files: storage_of(settings),
+                shared: shared.clone(),
+            };
             for names in &wanted {
                 let job = jobs.entry(names.clone()).or_insert_with(|| Job {
                     slot: acme.slot(names),
@@ -94,32 +179,74 @@ pub(crate) async fn run(controller: Weak<Controller>, stop: CancellationToken) {
                     failures: 0,
                     retry_at: None,
                 });
-                let storage = storage_of(settings);
                 if !job.loaded {
                     job.loaded = true;
-                    load_stored(&storage, &job.slot);
+                    load_stored(&store, &job.slot).await;
                 }
-                let renew_in = renew_in(&job.slot, settings.renew_before);
+                let due_in = renew_in(&job.slot, settings.renew_before);
                 let now = tokio::time::Instant::now();
-                if renew_in > Duration::ZERO {
-                    next = next.min(renew_in);
+                if due_in > Duration::ZERO {
+                    next = next.min(due_in);
                     continue;
                 }
                 if let Some(at) = job.retry_at.filter(|at| *at > now) {
                     next = next.min(at - now);
                     continue;
                 }
+                // Due. In a fleet, another instance may have ordered it, and
+                // only the one holding its lock orders.
+                let lock = match store.shared.as_ref() {
+                    None => None,
+                    Some(fleet) => {
+                        if load_stored(&store, &job.slot).await
+                            && renew_in(&job.slot, settings.renew_before) > Duration::ZERO
+                        {
+                            next = next.min(renew_in_at_least_a_second(&job.slot, settings));
+                            continue;
+                        }
+                        match fleet.lock(&base_of(&job.slot.names)).await {
+                            Ok(Some(lock)) => Some(lock),
+                            Ok(None) => {
+                                next = next.min(FLEET_WAIT);
+                                continue;
+                            }
+                            Err(error) => {
+                                tracing::warn!(names = %job.slot.names.join(" "), %error, "fleet: cannot take the lock to order an ACME certificate; looking again");
+                                next = next.min(FLEET_WAIT * 8);
+                                continue;
+                            }
+                        }
+                    }
+                };
+                // Under the lock: the instance that held it before may have
+                // stored one just now.
+                if lock.is_some()
+                    && load_stored(&store, &job.slot).await
+                    && renew_in(&job.slot, settings.renew_before) > Duration::ZERO
+                {
+                    next = next.min(renew_in_at_least_a_second(&job.slot, settings));
+                    continue;
+                }
+                let order = Ordering {
+                    settings,
+                    store: &store,
+                    lock: lock.as_ref(),
+                    challenges: &acme.challenges,
+                };
                 let ordered = tokio::select! {
                     _ = stop.cancelled() => return,
                     ordered = tokio::time::timeout(
                         ORDER_TIMEOUT,
-                        obtain(settings, &mut account, &job.slot.names, &acme.challenges),
+                        obtain(&order, &mut account, &job.slot.names),
                     ) => ordered.unwrap_or_else(|_| Err(format!(
                         "the order took longer than {} s", ORDER_TIMEOUT.as_secs()
                     ))),
                 };
-                let done =
-                    ordered.and_then(|(chain, key)| store(&storage, &job.slot, &chain, &key));
+                let done = match ordered {
+                    Ok((chain, key)) => store_issued(&store, &job.slot, &chain, &key).await,
+                    Err(reason) => Err(reason),
+                };
+                drop(lock);
                 match done {
                     Ok(issued) => {
                         job.failures = 0;
@@ -156,6 +283,55 @@ pub(crate) async fn run(controller: Weak<Controller>, stop: CancellationToken) {
     }
 }
 
+/// Fleet mode: answers the challenges other instances publish (`now`, all
+/// of them), and stops answering those of `answered` no longer published;
+/// `answered` becomes `now`. Called by the fleet's watch of them.
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+pub(crate) fn answer_published(
+    challenges: &Challenges,
+    answered: &mut Vec<Published>,
+    now: Vec<Published>,
+) {
+    for gone in answered.iter().filter(|c| !now.contains(c)) {
+        match gone.kind.as_str() {
+            "http-01" => challenges.forget_http(&gone.id),
+            _ => challenges.forget_tls_alpn(&gone.id),
+        }
+    }
+    for new in now.iter().filter(|c| !answered.contains(c)) {
+        match new.kind.as_str() {
+            "http-01" => challenges.answer_http(&new.id, &new.value),
+            _ => {
+                let digest = from_hex(&new.value);
+                match digest.map(|d| validation_key(&new.id, &d)) {
+                    Some(Ok(key)) => challenges.answer_tls_alpn(&new.id, Arc::new(key)),
+                    _ => {
+                        tracing::warn!(name = %new.id, "fleet: a published tls-alpn-01 challenge is not a digest; not answered")
+                    }
+                }
+            }
+        }
+    }
+    *answered = now;
+}
+
+/// Bytes from lower-case hex (`None` if it is not).
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || text.len() > 128 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Hex of `bytes`, lower case.
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Longest reason of a failed order told (a server's problem document
 /// can be long).
 const MAX_REASON: usize = 1024;
@@ -180,8 +356,8 @@ fn wanted(config: &Config) -> Vec<Vec<String>> {
     }
     let mut out: Vec<Vec<String>> = Vec::new();
     for listener in config.services.iter().flat_map(|s| &s.listeners) {
-        if let Some(tls) = listener.tls.as_ref().filter(|t| !t.acme.is_empty()) {
-            let mut names = tls.acme.clone();
+        for cert in listener.tls.iter().flat_map(|t| &t.acme) {
+            let mut names = cert.names.clone();
             names.sort();
             names.dedup();
             if !out.contains(&names) {
@@ -214,43 +390,85 @@ fn storage_of(settings: &AcmeConfig) -> PathBuf {
     settings.storage.clone().unwrap_or_default()
 }
 
-/// Where the certificate of `names` is stored: `FIRST-HASH.pem` and
-/// `FIRST-HASH.key` (the hash of every name, so two sets sharing their first
-/// name do not share files).
-fn files_of(storage: &Path, names: &[String]) -> (PathBuf, PathBuf) {
+/// What the certificate of `names` is stored as: `FIRST-HASH` (the hash of
+/// every name, so two sets sharing their first name do not share files).
+fn base_of(names: &[String]) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(names.join(" ").as_bytes());
-    let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
     let first = names.first().map_or("certificate", String::as_str);
+    format!("{first}-{}", to_hex(&digest[..6]))
+}
+
+/// Where the certificate of `names` is stored under `storage`:
+/// `FIRST-HASH.pem` and `FIRST-HASH.key`.
+fn files_of(storage: &Path, names: &[String]) -> (PathBuf, PathBuf) {
+    let base = base_of(names);
     (
-        storage.join(format!("{first}-{hash}.pem")),
-        storage.join(format!("{first}-{hash}.key")),
+        storage.join(format!("{base}.pem")),
+        storage.join(format!("{base}.key")),
     )
 }
 
-/// Serves the certificate stored for `slot`, if there is a good one: its
-/// names are the slot's, and it has not expired.
-fn load_stored(storage: &Path, slot: &AcmeSlot) {
-    let (cert_file, key_file) = files_of(storage, &slot.names);
-    let (Ok(cert), Ok(key)) = (read_stored(&cert_file), read_stored(&key_file)) else {
-        return;
+/// The stores of one round: `storage`, and the fleet's in fleet mode.
+struct Stores {
+    files: PathBuf,
+    shared: Option<Arc<dyn Store>>,
+}
+
+impl Stores {
+    /// The stored chain and key of `names`, and where they are: the fleet's
+    /// (when it answers), else this instance's files.
+    async fn certificate(&self, names: &[String]) -> Option<(Vec<u8>, Vec<u8>, PathBuf)> {
+        let base = base_of(names);
+        if let Some(fleet) = &self.shared {
+            match fleet.certificate(&base).await {
+                // Each reader picks its own PEM blocks out of the text.
+                Ok(Some(pem)) => return Some((pem.clone(), pem, fleet.place(&base))),
+                Ok(None) => return None,
+                Err(error) => {
+                    tracing::warn!(%error, "fleet: cannot read the ACME certificate from etcd; reading this instance's copy")
+                }
+            }
+        }
+        let (cert_file, key_file) = files_of(&self.files, names);
+        match (read_stored(&cert_file), read_stored(&key_file)) {
+            (Ok(chain), Ok(key)) => Some((chain, key, cert_file)),
+            _ => None,
+        }
+    }
+}
+
+/// Serves the certificate stored for `slot` if it is a good one (its names
+/// are the slot's, it has not expired) and ends later than the one served:
+/// whether it did.
+async fn load_stored(store: &Stores, slot: &AcmeSlot) -> bool {
+    let Some((cert, key, place)) = store.certificate(&slot.names).await else {
+        return false;
     };
-    match crate::tls::certified_from_pem(&cert_file, &cert, &key) {
+    match crate::tls::certified_from_pem(&place, &cert, &key) {
         Ok((key, info)) => {
             let mut names = info.names.clone();
             names.sort();
             if names != slot.names || info.expires_in(SystemTime::now()) <= 0 {
-                tracing::info!(file = %cert_file.display(), "stored ACME certificate is for other names or expired: ordering a new one");
-                return;
+                tracing::info!(file = %place.display(), "stored ACME certificate is for other names or expired: ordering a new one");
+                return false;
             }
-            tracing::info!(names = %slot.names.join(" "), file = %cert_file.display(), not_after = info.not_after, "serving the stored ACME certificate");
+            if slot
+                .current()
+                .is_some_and(|current| current.info.not_after >= info.not_after)
+            {
+                return false;
+            }
+            tracing::info!(names = %slot.names.join(" "), file = %place.display(), not_after = info.not_after, "serving the stored ACME certificate");
             slot.install(Issued {
                 key: Arc::new(key),
                 info,
             });
+            true
         }
         Err(error) => {
-            tracing::warn!(file = %cert_file.display(), %error, "stored ACME certificate does not load: ordering a new one");
+            tracing::warn!(file = %place.display(), %error, "stored ACME certificate does not load: ordering a new one");
+            false
         }
     }
 }
@@ -265,14 +483,33 @@ fn read_stored(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Checks an issued chain and its key, writes them under `storage` and
-/// returns them ready to serve.
-fn store(storage: &Path, slot: &AcmeSlot, chain: &str, key: &str) -> Result<Issued, String> {
-    let (cert_file, key_file) = files_of(storage, &slot.names);
+/// Checks an issued chain and its key, writes them under `storage` (and to
+/// the fleet's store) and returns them ready to serve.
+async fn store_issued(
+    store: &Stores,
+    slot: &AcmeSlot,
+    chain: &str,
+    key: &str,
+) -> Result<Issued, String> {
+    let (cert_file, key_file) = files_of(&store.files, &slot.names);
+    let base = base_of(&slot.names);
+    let place = match &store.shared {
+        Some(fleet) => fleet.place(&base),
+        None => cert_file.clone(),
+    };
     let (certified, info) =
-        crate::tls::certified_from_pem(&cert_file, chain.as_bytes(), key.as_bytes())
+        crate::tls::certified_from_pem(&place, chain.as_bytes(), key.as_bytes())
             .map_err(|e| format!("the issued certificate does not load: {e}"))?;
-    private_dir(storage)?;
+    if let Some(fleet) = &store.shared {
+        // Served here even if etcd fails it now: the others order their own.
+        if let Err(error) = fleet
+            .store_certificate(&base, chain.as_bytes(), key.as_bytes())
+            .await
+        {
+            tracing::warn!(%error, names = %slot.names.join(" "), "fleet: cannot store the ACME certificate in etcd; the other instances will order their own");
+        }
+    }
+    private_dir(&store.files)?;
     write_private(&key_file, key.as_bytes())?;
     write_private(&cert_file, chain.as_bytes())?;
     Ok(Issued {
@@ -313,36 +550,72 @@ struct StoredAccount {
     credentials: AccountCredentials,
 }
 
+/// What an order needs: the settings, where the account is, the fleet's
+/// lock (fleet mode) and the challenges to answer.
+struct Ordering<'o> {
+    settings: &'o AcmeConfig,
+    store: &'o Stores,
+    lock: Option<&'o Lock>,
+    challenges: &'o Challenges,
+}
+
 /// Orders a certificate for `names`: the account (stored, else created),
 /// the order, each authorization's challenge answered, the CSR of a new
 /// ECDSA P-256 key, the chain. Returns the chain and the key, PEM.
 async fn obtain(
-    settings: &AcmeConfig,
+    order: &Ordering<'_>,
     account: &mut Option<(AcmeConfig, Account)>,
     names: &[String],
-    challenges: &Challenges,
 ) -> Result<(String, String), String> {
     let current = match account.take() {
-        Some((made_for, current)) if made_for == *settings => current,
-        _ => open_account(settings).await?,
+        Some((made_for, current)) if made_for == *order.settings => current,
+        _ => open_account(order.settings, order.store).await?,
     };
-    let result = order(&current, settings.challenge, names, challenges).await;
-    *account = Some((settings.clone(), current));
+    let result = self::order(&current, order, names).await;
+    *account = Some((order.settings.clone(), current));
     result
 }
 
-/// The account of `settings`: read from storage if it was made at this
+/// The account of `settings`: read from the store if it was made at this
 /// directory, else created there (agreeing to its terms of service) and
-/// stored.
-async fn open_account(settings: &AcmeConfig) -> Result<Account, String> {
-    let storage = storage_of(settings);
-    let path = storage.join("account.json");
+/// stored; in a fleet, the one another instance stored first if it did.
+async fn open_account(settings: &AcmeConfig, store: &Stores) -> Result<Account, String> {
+    let path = store.files.join("account.json");
     let directory = settings.directory.0.clone();
     let http = || http_client(settings);
-    if let Ok(text) = read_stored(&path)
-        && let Ok(stored) = serde_json::from_slice::<StoredAccount>(&text)
-        && stored.directory == directory
-    {
+    let from_stored = |text: &[u8]| {
+        serde_json::from_slice::<StoredAccount>(text)
+            .ok()
+            .filter(|stored| stored.directory == directory)
+    };
+    // In a fleet, the fleet's account; one instance makes it, under a lock
+    // (the order's timeout bounds the wait).
+    let mut _making = None;
+    let stored = loop {
+        let Some(fleet) = &store.shared else {
+            break read_stored(&path).ok();
+        };
+        let found = match fleet.account().await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, "fleet: cannot read the ACME account from etcd; using this instance's copy");
+                break read_stored(&path).ok();
+            }
+        };
+        if found.as_deref().and_then(from_stored).is_some() {
+            break found;
+        }
+        match fleet.lock("account").await {
+            Ok(Some(lock)) => {
+                _making = Some(lock);
+                // It may have been stored just before the lock was ours.
+                break fleet.account().await.ok().flatten();
+            }
+            Ok(None) => tokio::time::sleep(FLEET_WAIT).await,
+            Err(error) => return Err(format!("fleet: the account's lock: {error}")),
+        }
+    };
+    if let Some(stored) = stored.as_deref().and_then(from_stored) {
         return Account::builder_with_http(http()?)
             .from_credentials(stored.credentials)
             .await
@@ -366,11 +639,16 @@ async fn open_account(settings: &AcmeConfig) -> Result<Account, String> {
         .await
         .map_err(|e| format!("cannot create an account at {directory}: {e}"))?;
     let stored = serde_json::to_vec_pretty(&StoredAccount {
-        directory,
+        directory: directory.clone(),
         credentials,
     })
     .map_err(|e| e.to_string())?;
-    private_dir(&storage)?;
+    if let Some(fleet) = &store.shared
+        && let Err(error) = fleet.store_account(stored.clone()).await
+    {
+        tracing::warn!(%error, "fleet: cannot store the ACME account in etcd");
+    }
+    private_dir(&store.files)?;
     write_private(&path, &stored)?;
     tracing::info!(account = account.id(), "ACME account created");
     Ok(account)
@@ -379,10 +657,10 @@ async fn open_account(settings: &AcmeConfig) -> Result<Account, String> {
 /// One order, its challenges answered until it ends (whichever way).
 async fn order(
     account: &Account,
-    challenge: AcmeChallenge,
+    ordering: &Ordering<'_>,
     names: &[String],
-    challenges: &Challenges,
 ) -> Result<(String, String), String> {
+    let (challenge, challenges) = (ordering.settings.challenge, ordering.challenges);
     let identifiers: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
     let mut order = account
         .new_order(&NewOrder::new(&identifiers))
@@ -410,16 +688,36 @@ async fn order(
             .ok_or_else(|| format!("the ACME server offers no {} challenge", challenge.as_str()))?;
         let name = handle.identifier().to_string();
         let key_authorization = handle.key_authorization();
-        match challenge {
+        let published = match challenge {
             AcmeChallenge::TlsAlpn01 => {
-                let key = validation_key(&name, key_authorization.digest().as_ref())?;
+                let digest = key_authorization.digest();
+                let key = validation_key(&name, digest.as_ref())?;
                 challenges.answer_tls_alpn(&name, Arc::new(key));
                 answering.tls_alpn.push(name.clone());
+                Published {
+                    kind: challenge.as_str().into(),
+                    id: name.to_ascii_lowercase(),
+                    value: to_hex(digest.as_ref()),
+                }
             }
             AcmeChallenge::Http01 => {
                 challenges.answer_http(&handle.token, key_authorization.as_str());
                 answering.http.push(handle.token.clone());
+                Published {
+                    kind: challenge.as_str().into(),
+                    id: handle.token.clone(),
+                    value: key_authorization.as_str().to_string(),
+                }
             }
+        };
+        // In a fleet the server may validate on any instance: each is
+        // given time to answer too.
+        if let (Some(fleet), Some(lock)) = (&ordering.store.shared, ordering.lock) {
+            fleet
+                .publish(lock, published)
+                .await
+                .map_err(|e| format!("{name}: publishing the challenge in etcd: {e}"))?;
+            tokio::time::sleep(CHALLENGE_SPREAD).await;
         }
         handle
             .set_ready()
@@ -591,6 +889,44 @@ mod tests {
         assert_eq!(a.0.extension().unwrap(), "pem");
         assert!(a.1.extension().unwrap() == "key");
         assert_ne!(a.0, b.0);
+    }
+
+    #[test]
+    fn published_challenges_are_answered_until_withdrawn() {
+        assert_eq!(from_hex(&to_hex(&[0, 9, 255])), Some(vec![0, 9, 255]));
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex("abc"), None);
+        let challenges = Challenges::default();
+        let mut answered = Vec::new();
+        let tls = Published {
+            kind: "tls-alpn-01".into(),
+            id: "a.test".into(),
+            value: to_hex(&[7; 32]),
+        };
+        let http = Published {
+            kind: "http-01".into(),
+            id: "tok".into(),
+            value: "tok.thumb".into(),
+        };
+        let bad = Published {
+            kind: "tls-alpn-01".into(),
+            id: "b.test".into(),
+            value: "not hex".into(),
+        };
+        answer_published(
+            &challenges,
+            &mut answered,
+            vec![tls.clone(), http.clone(), bad],
+        );
+        assert_eq!(challenges.http("tok").as_deref(), Some("tok.thumb"));
+        assert!(challenges.answers_tls_alpn("a.test"));
+        assert!(!challenges.answers_tls_alpn("b.test"));
+        answer_published(&challenges, &mut answered, vec![tls]);
+        assert!(!challenges.answers_http());
+        assert!(challenges.answers_tls_alpn("a.test"));
+        answer_published(&challenges, &mut answered, Vec::new());
+        assert!(!challenges.answers_tls_alpn("a.test"));
+        assert!(answered.is_empty());
     }
 
     #[test]

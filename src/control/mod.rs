@@ -70,10 +70,13 @@ pub struct TlsStats {
     /// Its certificates, in configuration order (the first serves clients
     /// whose SNI matches none).
     pub certificates: Vec<CertificateStats>,
-    /// When its certificate comes from ACME: the names ordered (its
+    /// When its certificates come from ACME: every name ordered (each
     /// certificate is listed once issued).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub acme: Vec<String>,
+    /// The names of each certificate from ACME not issued yet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub acme_pending: Vec<Vec<String>>,
     /// Completed handshakes by version (`1.2`, `1.3`).
     pub handshakes: Vec<(&'static str, u64)>,
     /// Failed handshakes by reason (`timeout`, `not_tls`, …; every reason,
@@ -138,7 +141,8 @@ impl TlsStats {
                     ..CertificateStats::of(c, now)
                 })
                 .collect(),
-            acme: t.terminator.config.acme.clone(),
+            acme: t.terminator.config.acme_names().cloned().collect(),
+            acme_pending: t.terminator.acme_pending(),
             handshakes: vec![
                 ("1.2", t.counters.tls12.load(relaxed)),
                 ("1.3", t.counters.tls13.load(relaxed)),

@@ -47,7 +47,10 @@ pub(super) fn originators(
             let originator = match kept {
                 Some(kept) => kept,
                 None => {
-                    let loaded = crate::tls::origin::load(&tls, &mut system).map_err(fail)?;
+                    let mut loaded = crate::tls::origin::load(&tls, &mut system).map_err(fail)?;
+                    if let Some(running) = running.get(&key) {
+                        loaded.counters = running.counters.clone();
+                    }
                     if tls.verify == TlsVerify::None {
                         tracing::warn!(
                             service = %service.name,

@@ -258,6 +258,39 @@ impl Client {
         Ok(Swap::Conflict(int(&current)))
     }
 
+    /// Writes `value` attached to `lease` (if given) unless the key exists:
+    /// `Conflict` with its revision if it does.
+    pub(crate) async fn put_new(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: Option<i64>,
+    ) -> Result<Swap, EtcdError> {
+        let key = b64(key.as_bytes());
+        let mut put = json!({ "key": key, "value": b64(value) });
+        if let Some(lease) = lease {
+            put["lease"] = json!(lease.to_string());
+        }
+        let answer = self
+            .call(
+                "/v3/kv/txn",
+                json!({
+                    "compare": [{
+                        "target": "CREATE", "result": "EQUAL", "key": key,
+                        "create_revision": "0",
+                    }],
+                    "success": [{ "request_put": put }],
+                    "failure": [{ "request_range": { "key": key } }],
+                }),
+            )
+            .await?;
+        if answer["succeeded"].as_bool() == Some(true) {
+            return Ok(Swap::Done(int(&answer["header"]["revision"])));
+        }
+        let current = answer["responses"][0]["response_range"]["kvs"][0]["mod_revision"].clone();
+        Ok(Swap::Conflict(int(&current)))
+    }
+
     /// Writes `value`, attached to `lease` if given; returns the new revision.
     pub(crate) async fn put(
         &self,
@@ -307,6 +340,18 @@ impl Client {
         let body = json!({ "create_request": {
             "key": b64(key.as_bytes()), "start_revision": from.to_string(),
         }});
+        self.open_watch(body).await
+    }
+
+    /// Watches every key starting with `prefix`, from now on.
+    pub(crate) async fn watch_prefix(&self, prefix: &str) -> Result<Watch, EtcdError> {
+        let body = json!({ "create_request": {
+            "key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix)),
+        }});
+        self.open_watch(body).await
+    }
+
+    async fn open_watch(&self, body: Value) -> Result<Watch, EtcdError> {
         let response = self.send("/v3/watch", &body).await?;
         if !response.status().is_success() {
             return Err(EtcdError::Refused(format!(

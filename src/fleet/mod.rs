@@ -14,13 +14,17 @@
 //!   to its lease: it disappears a few seconds after the instance does.
 //! - `{prefix}/status/{name}`: JSON of what the instance sees of each host (up,
 //!   bad with the reason, admin-down), under the same lease.
+//! - `{prefix}/acme/…`: the certificates from ACME, their account, the locks
+//!   under which one instance orders and the challenges it publishes (see
+//!   `acme.rs`).
 //!
 //! What stays each instance's own, from its file: `<cluster>`, `<logging>`,
 //! `<control>` and the admin web and SSH listeners (they name this machine's
 //! addresses and paths). An admin-down flag is also the instance's own.
 //!
-//! Two tasks talk to etcd, both on the control plane (the data path never waits
-//! for them): the config task, the one path between etcd and the
+//! Three tasks talk to etcd, all on the control plane (the data path never
+//! waits for them): the challenges task (`acme::follow_challenges`), the
+//! config task, the one path between etcd and the
 //! [`Controller`](crate::control::Controller) (it applies what the watch brings
 //! and writes every change, in order), and the presence task (lease,
 //! registration, status, and the fleet view the admin pages show). When etcd is
@@ -29,6 +33,7 @@
 //! beside the configuration file (`FILE.fleet-cache`), so an instance that
 //! starts while etcd is down serves the fleet's last configuration it knew.
 
+mod acme;
 mod etcd;
 mod view;
 
@@ -370,6 +375,16 @@ struct HostStatus {
     reason: Option<String>,
 }
 
+/// The fleet's store of certificates from ACME (etcd), for the ordering
+/// task (`control::acme::run`).
+pub(crate) fn acme_store(boot: &Boot) -> Option<Arc<dyn crate::control::acme::Store>> {
+    Some(Arc::new(acme::EtcdStore::new(
+        boot.client.clone(),
+        &boot.cluster.prefix,
+        &boot.cluster.name,
+    )))
+}
+
 /// Starts fleet mode on a started controller; the returned link is where every
 /// configuration change goes from now on (through etcd).
 pub(crate) fn start(controller: &Arc<Controller>, boot: Boot) -> Option<Arc<FleetLink>> {
@@ -393,6 +408,12 @@ pub(crate) fn start(controller: &Arc<Controller>, boot: Boot) -> Option<Arc<Flee
         });
     }
     let stop = controller.stop_accepting.clone();
+    tokio::spawn(acme::follow_challenges(
+        boot.client.clone(),
+        boot.cluster.prefix.clone(),
+        controller.acme.challenges.clone(),
+        stop.clone(),
+    ));
     let config_task = ConfigTask {
         controller: controller.clone(),
         client: boot.client.clone(),

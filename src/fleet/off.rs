@@ -41,6 +41,11 @@ pub(crate) async fn boot(local: Config, cluster: ClusterConfig) -> Boot {
     Boot { config: local }
 }
 
+/// No fleet, no shared store: certificates from ACME are this instance's.
+pub(crate) fn acme_store(_: &Boot) -> Option<Arc<dyn crate::control::acme::Store>> {
+    None
+}
+
 /// Nothing to start: no link.
 pub(crate) fn start(_: &Arc<Controller>, _: Boot) -> Option<Arc<FleetLink>> {
     None

@@ -25,6 +25,7 @@ use crate::state::{
     Admission, CloseRequest, ConnectionEntry, ConnectionGuard, HostId, HostStats, Inspection,
     Limiter, Registered, ServiceCounters, clock_ms,
 };
+use crate::tls::origin::OriginResult;
 
 /// How a proxied connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -107,6 +108,8 @@ struct Originate {
     client: Option<Arc<rustls::ClientConfig>>,
     /// The name sent and checked.
     name: rustls::pki_types::ServerName<'static>,
+    /// The group's handshake counters.
+    counters: Option<Arc<crate::tls::origin::OriginCounters>>,
 }
 
 /// What the service asks of a new client, read once from the snapshot.
@@ -826,13 +829,25 @@ async fn originate(
         ));
     };
     let connector = tokio_rustls::TlsConnector::from(client.clone());
-    match tokio::time::timeout_at(deadline, connector.connect(tls.name.clone(), host)).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(error)) => Err(format!("TLS handshake with {addr}: {error}")),
-        Err(_) => Err(format!(
-            "TLS handshake with {addr}: not done within the connect timeout"
-        )),
+    let started = Instant::now();
+    let (result, outcome) =
+        match tokio::time::timeout_at(deadline, connector.connect(tls.name.clone(), host)).await {
+            Ok(Ok(stream)) => (OriginResult::Ok, Ok(stream)),
+            Ok(Err(error)) => (
+                OriginResult::of(&error),
+                Err(format!("TLS handshake with {addr}: {error}")),
+            ),
+            Err(_) => (
+                OriginResult::Timeout,
+                Err(format!(
+                    "TLS handshake with {addr}: not done within the connect timeout"
+                )),
+            ),
+        };
+    if let Some(counters) = &tls.counters {
+        counters.count(result, started.elapsed());
     }
+    outcome
 }
 
 /// The service's admission settings, from the snapshot.
@@ -916,6 +931,7 @@ fn pick(
             Box::new(Originate {
                 client: group.origin.as_ref().map(|o| o.client.clone()),
                 name: name.clone(),
+                counters: group.origin.as_ref().map(|o| o.counters.clone()),
             })
         }),
         retry_empty: group.options.retry_empty.then_some((

@@ -142,7 +142,7 @@ pub(crate) async fn handshake(
                 let _ = tokio::time::timeout_at(deadline, stream.shutdown()).await;
                 return Err(HandshakeFailure::AcmeValidation);
             }
-            if acme.slot.current().is_none() {
+            if acme.pick(seen.sni.as_deref()).current().is_none() {
                 return Err(HandshakeFailure::NoCertificate);
             }
         }

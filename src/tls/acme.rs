@@ -94,6 +94,14 @@ impl Challenges {
         });
     }
 
+    /// Whether `tls-alpn-01` validations of `name` are answered.
+    #[cfg(test)]
+    pub fn answers_tls_alpn(&self, name: &str) -> bool {
+        self.tls_alpn
+            .load()
+            .contains_key(&name.to_ascii_lowercase())
+    }
+
     /// Shows `key` to `tls-alpn-01` validations of `name`.
     pub fn answer_tls_alpn(&self, name: &str, key: Arc<CertifiedKey>) {
         self.tls_alpn.rcu(|map| {
@@ -154,14 +162,19 @@ impl AcmeCerts {
     }
 }
 
-/// Serves a listener's certificate from ACME; none until one is issued (the
-/// handshake is refused before it gets here, with a log line).
+/// Serves a listener's certificates from ACME, chosen by SNI; none until
+/// the one chosen is issued (the handshake is refused before it gets here,
+/// with a log line).
 #[derive(Debug)]
-pub(crate) struct FromSlot(pub Arc<AcmeSlot>);
+pub(crate) struct FromSlots {
+    pub slots: Vec<Arc<AcmeSlot>>,
+    pub index: super::NameIndex,
+}
 
-impl ResolvesServerCert for FromSlot {
-    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.current().map(|issued| issued.key.clone())
+impl ResolvesServerCert for FromSlots {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let slot = self.slots.get(self.index.pick(hello.server_name()))?;
+        slot.current().map(|issued| issued.key.clone())
     }
 }
 

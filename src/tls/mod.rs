@@ -92,28 +92,43 @@ pub struct Terminator {
     pub acme: Option<AcmeServing>,
 }
 
-/// A terminating listener's certificate from ACME.
+/// A terminating listener's certificates from ACME.
 #[derive(Debug)]
 pub struct AcmeServing {
-    /// The certificate served (swapped by the ordering task).
-    pub slot: Arc<AcmeSlot>,
+    /// The certificates served, in configuration order (each swapped by
+    /// the ordering task).
+    pub slots: Vec<Arc<AcmeSlot>>,
+    /// Which slot serves which SNI (as [`ByName`] chooses among files).
+    pub index: NameIndex,
     /// The configuration of `tls-alpn-01` validation handshakes (ALPN
     /// `acme-tls/1`, the validation certificate by SNI).
     pub validation: Arc<ServerConfig>,
 }
 
+impl AcmeServing {
+    /// The slot whose certificate a client sending `sni` gets.
+    pub fn pick(&self, sni: Option<&str>) -> &Arc<AcmeSlot> {
+        &self.slots[self.index.pick(sni).min(self.slots.len() - 1)]
+    }
+}
+
 impl Terminator {
-    /// What its certificates say now (an ACME one's once issued).
+    /// What its certificates say now (those from ACME once issued).
     pub fn cert_infos(&self) -> Vec<CertInfo> {
         match &self.acme {
-            Some(acme) => acme
-                .slot
-                .current()
-                .map(|i| i.info.clone())
-                .into_iter()
+            Some(acme) => (acme.slots.iter())
+                .filter_map(|slot| slot.current().map(|i| i.info.clone()))
                 .collect(),
             None => self.certs.clone(),
         }
+    }
+
+    /// The names of each of its certificates from ACME not issued yet.
+    pub fn acme_pending(&self) -> Vec<Vec<String>> {
+        (self.acme.iter().flat_map(|a| &a.slots))
+            .filter(|slot| slot.current().is_none())
+            .map(|slot| slot.names.clone())
+            .collect()
     }
 }
 
@@ -137,7 +152,7 @@ pub fn load_in(tls: &ListenerTls, acme: &AcmeCerts) -> Result<Terminator, TlsErr
         certs.push(info);
     }
     let first = tls.certs.first().map(|c| &c.written);
-    let first = first.or((!tls.acme.is_empty()).then_some(&tls.acme_written));
+    let first = first.or(tls.acme.first().map(|c| &c.written));
     let at = |l: Option<&Location>| l.cloned();
     let verifier = match &tls.options.client_ca {
         None => None,
@@ -195,7 +210,9 @@ pub fn load_in(tls: &ListenerTls, acme: &AcmeCerts) -> Result<Terminator, TlsErr
             None,
         ),
         false => {
-            let slot = acme.slot(&tls.acme);
+            let slots: Vec<Arc<AcmeSlot>> =
+                tls.acme.iter().map(|cert| acme.slot(&cert.names)).collect();
+            let index = NameIndex::new(tls.acme.iter().map(|cert| cert.names.as_slice()));
             let validation = ServerConfig::builder_with_provider(provider)
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
                 .map_err(|e| TlsError {
@@ -206,12 +223,14 @@ pub fn load_in(tls: &ListenerTls, acme: &AcmeCerts) -> Result<Terminator, TlsErr
             let mut validation =
                 validation.with_cert_resolver(Arc::new(acme::Validation(acme.challenges.clone())));
             validation.alpn_protocols = vec![acme::ACME_TLS_ALPN.to_vec()];
+            let serving = AcmeServing {
+                slots: slots.clone(),
+                index: index.clone(),
+                validation: Arc::new(validation),
+            };
             (
-                builder.with_cert_resolver(Arc::new(acme::FromSlot(slot.clone()))),
-                Some(AcmeServing {
-                    slot,
-                    validation: Arc::new(validation),
-                }),
+                builder.with_cert_resolver(Arc::new(acme::FromSlots { slots, index })),
+                Some(serving),
             )
         }
     };
@@ -436,31 +455,26 @@ fn identity_of(der: &CertificateDer<'_>) -> Option<(String, Option<String>)> {
 /// wildcard `*.rest` covering its first label (as certificates mean it: one
 /// label); no SNI or no match: the first certificate. Earlier certificates
 /// win a name two carry.
-#[derive(Debug)]
-pub struct ByName {
-    keys: Vec<Arc<CertifiedKey>>,
+#[derive(Debug, Clone, Default)]
+pub struct NameIndex {
     exact: HashMap<String, usize>,
     /// By the part after `*.`.
     wildcard: HashMap<String, usize>,
 }
 
-impl ByName {
-    fn new(keys: Vec<Arc<CertifiedKey>>, certs: &[CertInfo]) -> ByName {
-        let mut exact = HashMap::new();
-        let mut wildcard = HashMap::new();
-        for (index, info) in certs.iter().enumerate() {
-            for name in &info.names {
+impl NameIndex {
+    /// The index of the names of each certificate, in order.
+    pub fn new<'n>(certs: impl Iterator<Item = &'n [String]>) -> NameIndex {
+        let mut index = NameIndex::default();
+        for (i, names) in certs.enumerate() {
+            for name in names {
                 match name.strip_prefix("*.") {
-                    Some(rest) => wildcard.entry(rest.to_string()).or_insert(index),
-                    None => exact.entry(name.clone()).or_insert(index),
+                    Some(rest) => index.wildcard.entry(rest.to_string()).or_insert(i),
+                    None => index.exact.entry(name.clone()).or_insert(i),
                 };
             }
         }
-        ByName {
-            keys,
-            exact,
-            wildcard,
-        }
+        index
     }
 
     /// The index of the certificate for `sni`.
@@ -475,6 +489,27 @@ impl ByName {
         sni.split_once('.')
             .and_then(|(_, rest)| self.wildcard.get(rest).copied())
             .unwrap_or(0)
+    }
+}
+
+/// Serves a listener's certificate files, chosen by SNI ([`NameIndex`]).
+#[derive(Debug)]
+pub struct ByName {
+    keys: Vec<Arc<CertifiedKey>>,
+    index: NameIndex,
+}
+
+impl ByName {
+    fn new(keys: Vec<Arc<CertifiedKey>>, certs: &[CertInfo]) -> ByName {
+        ByName {
+            keys,
+            index: NameIndex::new(certs.iter().map(|c| c.names.as_slice())),
+        }
+    }
+
+    /// The index of the certificate for `sni`.
+    pub fn pick(&self, sni: Option<&str>) -> usize {
+        self.index.pick(sni)
     }
 }
 

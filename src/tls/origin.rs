@@ -6,6 +6,8 @@
 //! and gives each connect the host's server name; a reload builds a new one.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
@@ -63,6 +65,110 @@ pub struct Originator {
     pub cert: Option<CertInfo>,
     /// How many roots verify the hosts' certificates (0 with `none`).
     pub roots: usize,
+    /// The group's handshakes with its hosts: carried from the group's
+    /// previous `Originator` when a change or reload builds a new one.
+    pub counters: Arc<OriginCounters>,
+}
+
+/// How a TLS handshake with a host ended, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginResult {
+    /// Completed: the host's certificate verified.
+    Ok,
+    /// The host's certificate did not verify (unknown issuer, wrong name,
+    /// expired…).
+    VerifyFailed,
+    /// Any other failure: the host closed, refused our client certificate,
+    /// spoke no TLS, had no version or cipher in common.
+    HandshakeError,
+    /// Not done within what was left of the connect timeout.
+    Timeout,
+}
+
+impl OriginResult {
+    /// Every result, in counter order.
+    pub const ALL: [OriginResult; 4] = [
+        OriginResult::Ok,
+        OriginResult::VerifyFailed,
+        OriginResult::HandshakeError,
+        OriginResult::Timeout,
+    ];
+
+    /// As counted in `/metrics` (`result`) and the JSON stats.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OriginResult::Ok => "ok",
+            OriginResult::VerifyFailed => "verify_failed",
+            OriginResult::HandshakeError => "handshake_error",
+            OriginResult::Timeout => "timeout",
+        }
+    }
+
+    /// The result of a handshake that failed with `error` (tokio-rustls
+    /// wraps rustls's errors in an I/O error).
+    pub fn of(error: &std::io::Error) -> OriginResult {
+        let inner = error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        match inner {
+            Some(rustls::Error::InvalidCertificate(_)) => OriginResult::VerifyFailed,
+            _ => OriginResult::HandshakeError,
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the buckets of the histogram of completed
+/// handshakes with hosts (a handshake on a LAN takes a millisecond or two;
+/// one across the world, a few hundred).
+pub const HANDSHAKE_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// An originating group's handshakes with its hosts, by result, and how
+/// long the completed ones took. Written by the connections of the group
+/// (atomics: no lock on the data path), read by the stats and `/metrics`.
+#[derive(Debug, Default)]
+pub struct OriginCounters {
+    /// Handshakes by [`OriginResult::ALL`] order.
+    results: [AtomicU64; OriginResult::ALL.len()],
+    /// Completed handshakes per [`HANDSHAKE_BUCKETS`] bucket (the last one
+    /// counts everything slower).
+    buckets: [AtomicU64; HANDSHAKE_BUCKETS.len() + 1],
+    /// Microseconds the completed handshakes took, summed.
+    micros: AtomicU64,
+}
+
+impl OriginCounters {
+    /// Counts a handshake that ended with `result` after `took`.
+    pub fn count(&self, result: OriginResult, took: Duration) {
+        self.results[result as usize].fetch_add(1, Relaxed);
+        if result == OriginResult::Ok {
+            let seconds = took.as_secs_f64();
+            let bucket = HANDSHAKE_BUCKETS
+                .iter()
+                .position(|&le| seconds <= le)
+                .unwrap_or(HANDSHAKE_BUCKETS.len());
+            self.buckets[bucket].fetch_add(1, Relaxed);
+            let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            self.micros.fetch_add(micros, Relaxed);
+        }
+    }
+
+    /// Handshakes that ended with `result`.
+    pub fn handshakes(&self, result: OriginResult) -> u64 {
+        self.results[result as usize].load(Relaxed)
+    }
+
+    /// Completed handshakes per [`HANDSHAKE_BUCKETS`] bucket, and one more
+    /// for the slower ones (not cumulative).
+    pub fn buckets(&self) -> Vec<u64> {
+        self.buckets.iter().map(|b| b.load(Relaxed)).collect()
+    }
+
+    /// Microseconds the completed handshakes took, summed.
+    pub fn micros(&self) -> u64 {
+        self.micros.load(Relaxed)
+    }
 }
 
 /// The system's trusted roots, read at most once per [`SystemRoots`]: one
@@ -138,6 +244,7 @@ pub fn load(tls: &OriginTls, system: &mut SystemRoots) -> Result<Originator, Tls
         client: Arc::new(client),
         cert,
         roots,
+        counters: Arc::default(),
     })
 }
 

@@ -523,7 +523,7 @@ async fn until_a_certificate_is_issued_tls_clients_are_refused_with_a_log_line()
 }
 
 #[test]
-fn txlb_check_reports_the_names_ordered_and_refuses_acme_in_fleet_mode() {
+fn txlb_check_reports_the_names_ordered_also_in_fleet_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.xml");
     let host: SocketAddr = "127.0.0.1:9".parse().unwrap();
@@ -548,20 +548,484 @@ fn txlb_check_reports_the_names_ordered_and_refuses_acme_in_fleet_mode() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("from ACME: e.test www.e.test"), "{text}");
-    // Fleet mode: refused where <acme> is written.
+    // Fleet mode: accepted (the fleet shares the certificates through etcd).
     let fleet = config(host, "<tls acme=\"e.test\"/>", acme).replace(
         "</config>",
         "  <cluster etcd=\"http://127.0.0.1:2379\" prefix=\"/txlb\" name=\"a\"/>\n</config>",
     );
     std::fs::write(&path, &fleet).unwrap();
     let out = check(&path);
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    let line = fleet.lines().position(|l| l.contains("<acme")).unwrap() + 1;
     assert!(
-        text.contains(&format!(
-            "lb.xml:{line}:3: <acme> is not supported in fleet mode"
-        )),
-        "{text}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The DNS names of a leaf certificate (its subject alternative names).
+fn names_of(leaf: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Service `edge` with `edge_tls` in its listener, service `api` with
+/// `api_tls` in its own, both in front of `host`, the admin web server and
+/// `acme`.
+fn two_listeners(host: SocketAddr, edge_tls: &str, api_tls: &str, acme: &str) -> String {
+    format!(
+        "<config>\n  <service name=\"edge\">\n    <listen ip=\"127.0.0.1:0\">{edge_tls}</listen>\n    \
+         <group name=\"g\" enable=\"true\"><host name=\"h1\" ip=\"{host}\"/></group>\n  </service>\n  \
+         <service name=\"api\">\n    <listen ip=\"127.0.0.1:0\">{api_tls}</listen>\n    \
+         <group name=\"g\" enable=\"true\"><host name=\"h1\" ip=\"{host}\"/></group>\n  </service>\n\
+         {}  {acme}\n</config>\n",
+        admin_block()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tls_acme_of_each_listener_gets_its_own_certificate_chosen_by_sni() {
+    let zone = Zone::default();
+    for name in ["m1.test", "www.m1.test", "m2.test", "m3.test"] {
+        zone.set(name, &["127.0.0.1"]);
+    }
+    // nowhere.test is not in the zone: its order fails, the others' do not.
+    let dns = zone.serve().await;
+    let host = common::echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("acme");
+    let path = dir.path().join("lb.xml");
+    let Some(mut pebble) = Pebble::prepare() else {
+        return;
+    };
+    let acme = acme_element(&pebble, &storage, "");
+    std::fs::write(&path, two_listeners(host, "", "", &acme)).unwrap();
+    let txlb = Txlb::start(&path, 1);
+    let (edge, api) = (
+        listener_of(&txlb, "edge").await,
+        listener_of(&txlb, "api").await,
+    );
+    // Pebble validates on edge's port: api's names are answered there too
+    // (as they would be on port 443 of every name).
+    pebble.start(dns, free_port(), edge.port(), None);
+    let edge_tls = "<tls acme=\"m1.test www.m1.test\"/><tls acme=\"m2.test\"/>\
+                    <tls acme=\"nowhere.test\"/>";
+    let api_tls = "<tls acme=\"m3.test\"/>";
+    let both = two_listeners(host, edge_tls, api_tls, &acme);
+    reload(&txlb, &path, &both).await;
+    logged(&txlb, ISSUED, 3).await;
+    logged(&txlb, FAILED, 1).await;
+    assert!(
+        txlb.find(FAILED, 0).unwrap().contains("nowhere.test"),
+        "{}",
+        txlb.log_text()
+    );
+    let root = pebble.root();
+    let m1 = served(edge, "www.m1.test", &root).await;
+    assert_eq!(names_of(&m1), ["m1.test", "www.m1.test"]);
+    assert_eq!(served(edge, "m1.test", &root).await, m1);
+    let m2 = served(edge, "m2.test", &root).await;
+    assert_eq!(names_of(&m2), ["m2.test"]);
+    let m3 = served(api, "m3.test", &root).await;
+    assert_eq!(names_of(&m3), ["m3.test"]);
+    // Each listener serves its own names only: another's SNI gets the
+    // listener's first certificate, which does not verify for it.
+    assert!(
+        rustls_client(api, "m2.test", std::slice::from_ref(&root), &[])
+            .await
+            .is_err()
+    );
+    // The certificate that failed: its clients are refused and counted,
+    // the listener's other clients served.
+    let refused = rustls_client(edge, "nowhere.test", std::slice::from_ref(&root), &[]).await;
+    assert!(refused.is_err(), "served without a certificate");
+    served(edge, "m2.test", &root).await;
+    assert_eq!(pebble.orders(), 4, "{}", pebble.log());
+    let base = admin_base(&txlb).await;
+    let (status, body) =
+        common::admin::get_as(&base, common::admin::FULL, "/api/v1/certificates").await;
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listed: Vec<(String, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert_eq!(c["source"], "acme", "{body}");
+            (
+                c["service"].as_str().unwrap().to_string(),
+                c["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(s, n)| (s.to_string(), n.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        listed,
+        pairs(&[("edge", "m1.test"), ("edge", "m2.test"), ("api", "m3.test")]),
+        "{body}"
+    );
+    let metrics = common::admin::get_as(&base, common::admin::FULL, "/metrics")
+        .await
+        .1;
+    assert!(
+        metrics.contains("reason=\"no_certificate\"} 1"),
+        "{metrics}"
+    );
+    let page = common::admin::get_as(&base, common::admin::FULL, "/")
+        .await
+        .1;
+    assert!(
+        page.contains("certificate from ACME for nowhere.test not issued yet"),
+        "{page}"
+    );
+    assert!(!page.contains("for m2.test not issued"), "{page}");
+    // A restart on the same ports serves all three from storage.
+    drop(txlb);
+    let same_ports = both.replacen("127.0.0.1:0", &edge.to_string(), 1).replacen(
+        "127.0.0.1:0",
+        &api.to_string(),
+        1,
+    );
+    std::fs::write(&path, &same_ports).unwrap();
+    let txlb = Txlb::start(&path, 1);
+    logged(&txlb, "serving the stored ACME certificate", 3).await;
+    assert_eq!(served(edge, "m2.test", &root).await, m2);
+    assert_eq!(served(api, "m3.test", &root).await, m3);
+    assert_eq!(txlb.count(ISSUED), 0, "{}", txlb.log_text());
+}
+
+/// The serial number of a leaf certificate.
+fn serial_of(leaf: &CertificateDer<'_>) -> String {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+    cert.raw_serial_as_string()
+}
+
+/// A fleet instance's file: service `edge` with `tls` in its listener, in
+/// front of `host`, `acme`, and `<cluster>` naming `name`.
+fn fleet_config(host: SocketAddr, tls: &str, acme: &str, etcd: &str, name: &str) -> String {
+    format!(
+        "<config>\n  <service name=\"edge\">\n    <listen ip=\"127.0.0.1:0\">{tls}</listen>\n    \
+         <group name=\"g\" enable=\"true\"><host name=\"h1\" ip=\"{host}\"/></group>\n  </service>\n  \
+         {acme}\n  <cluster etcd=\"{etcd}\" prefix=\"/txlb/acme-test\" name=\"{name}\"/>\n</config>\n"
+    )
+}
+
+/// `txlb fleet push --config FILE`, which must succeed.
+fn push(file: &Path) {
+    let out = StdCommand::new(env!("CARGO_BIN_EXE_txlb"))
+        .args(["fleet", "push", "--config"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_orders_each_certificate_once_and_every_instance_serves_it() {
+    let Some(etcd_binary) = common::etcd::etcd_binary() else {
+        eprintln!("SKIPPED: etcd is not installed (scripts/test.sh installs etcd-server)");
+        return;
+    };
+    let Some(mut pebble) = Pebble::prepare() else {
+        return;
+    };
+    let etcd = common::etcd::Etcd::start(etcd_binary);
+    let zone = Zone::default();
+    zone.set("f1.test", &["127.0.0.1"]);
+    zone.set("f2.test", &["127.0.0.1"]);
+    let dns = zone.serve().await;
+    let host = common::echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("acme");
+    let acme = acme_element(&pebble, &storage, "");
+    let file = |name: &str, tls: &str| {
+        let path = dir.path().join(format!("{name}.xml"));
+        std::fs::write(&path, fleet_config(host, tls, &acme, &etcd.url(), name)).unwrap();
+        path
+    };
+    push(&file("a", ""));
+    let a = Txlb::start(&file("a", ""), 1);
+    let b = Txlb::start(&file("b", ""), 1);
+    let (a_edge, b_edge) = (listener_of(&a, "edge").await, listener_of(&b, "edge").await);
+    // The ACME server validates on a's port only: what b orders, a must
+    // answer (as with one address in front of the fleet).
+    pebble.start(dns, free_port(), a_edge.port(), None);
+    // Two certificates: while one instance orders the first, the other
+    // takes the second.
+    push(&file("a", "<tls acme=\"f1.test\"/><tls acme=\"f2.test\"/>"));
+    let issued = || a.count(ISSUED) + b.count(ISSUED);
+    let both = common::eventually(ORDER_WAIT, || async { issued() >= 2 }).await;
+    assert!(
+        both,
+        "a:\n{}\nb:\n{}\npebble:\n{}",
+        a.log_text(),
+        b.log_text(),
+        pebble.log()
+    );
+    assert_eq!(
+        a.count(FAILED) + b.count(FAILED),
+        0,
+        "a (edge {a_edge}):\n{}\nb (edge {b_edge}):\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    assert!(
+        b.count(ISSUED) >= 1,
+        "b ordered nothing (its validations went to a):\n{}",
+        b.log_text()
+    );
+    // Each certificate ordered once, from one account; both instances serve
+    // the same ones (b's from etcd, or a's).
+    let root = pebble.root();
+    for name in ["f1.test", "f2.test"] {
+        let mut same = false;
+        for _ in 0..40 {
+            let (x, y) = (
+                rustls_client(a_edge, name, std::slice::from_ref(&root), &[]).await,
+                rustls_client(b_edge, name, std::slice::from_ref(&root), &[]).await,
+            );
+            if let (Ok(x), Ok(y)) = (x, y) {
+                let leaf = |s: &tokio_rustls::client::TlsStream<TcpStream>| {
+                    s.get_ref().1.peer_certificates().unwrap()[0].clone()
+                };
+                if serial_of(&leaf(&x)) == serial_of(&leaf(&y)) {
+                    same = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(
+            same,
+            "{name}: not the same certificate on both:\n{}\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+    }
+    assert_eq!(pebble.orders(), 2, "{}", pebble.log());
+    assert_eq!(pebble.accounts(), 1, "{}", pebble.log());
+    assert_eq!(issued(), 2);
+    let f1 = served(b_edge, "f1.test", &root).await;
+    let f2 = served(b_edge, "f2.test", &root).await;
+    // A restart of b, without its local copies: served from etcd, nothing
+    // ordered.
+    drop(b);
+    std::fs::remove_dir_all(&storage).unwrap();
+    let b = Txlb::start(&file("b", ""), 1);
+    let b_edge = listener_of(&b, "edge").await;
+    logged(&b, "serving the stored ACME certificate", 2).await;
+    assert_eq!(served(b_edge, "f1.test", &root).await, f1);
+    assert_eq!(served(b_edge, "f2.test", &root).await, f2);
+    assert!(
+        b.find("serving the stored ACME certificate", 0)
+            .unwrap()
+            .contains("etcd:/txlb/acme-test/acme/certs/")
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.count(ISSUED), 0, "{}", b.log_text());
+    assert_eq!(pebble.orders(), 2);
+    drop(etcd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_renews_once_and_every_instance_installs_the_renewed_certificate() {
+    let Some(etcd_binary) = common::etcd::etcd_binary() else {
+        eprintln!("SKIPPED: etcd is not installed (scripts/test.sh installs etcd-server)");
+        return;
+    };
+    let Some(mut pebble) = Pebble::prepare() else {
+        return;
+    };
+    let etcd = common::etcd::Etcd::start(etcd_binary);
+    let zone = Zone::default();
+    zone.set("r.test", &["127.0.0.1"]);
+    let dns = zone.serve().await;
+    let host = common::echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let acme = acme_element(&pebble, &dir.path().join("acme"), " renewBefore=\"30\"");
+    let file = |name: &str, tls: &str| {
+        let path = dir.path().join(format!("{name}.xml"));
+        std::fs::write(&path, fleet_config(host, tls, &acme, &etcd.url(), name)).unwrap();
+        path
+    };
+    push(&file("a", ""));
+    let a = Txlb::start(&file("a", ""), 1);
+    let b = Txlb::start(&file("b", ""), 1);
+    let (a_edge, b_edge) = (listener_of(&a, "edge").await, listener_of(&b, "edge").await);
+    // Certificates of 40 s renewed 30 s before their end: every 10 s.
+    pebble.start(dns, free_port(), a_edge.port(), Some(40));
+    push(&file("a", "<tls acme=\"r.test\"/>"));
+    let issued = || a.count(ISSUED) + b.count(ISSUED);
+    let root = pebble.root();
+    // Both serve the same certificate, whoever ordered it.
+    let serials = || async {
+        let mut out = Vec::new();
+        for edge in [a_edge, b_edge] {
+            match rustls_client(edge, "r.test", std::slice::from_ref(&root), &[]).await {
+                Ok(s) => out.push(serial_of(&s.get_ref().1.peer_certificates().unwrap()[0])),
+                Err(_) => out.push(String::new()),
+            }
+        }
+        out
+    };
+    let agreed = |min_issued: usize| {
+        let serials = &serials;
+        let issued = &issued;
+        async move {
+            common::eventually(ORDER_WAIT, || async {
+                let s = serials().await;
+                issued() >= min_issued && !s[0].is_empty() && s[0] == s[1]
+            })
+            .await
+        }
+    };
+    assert!(agreed(1).await, "{}\n{}", a.log_text(), b.log_text());
+    let first = serials().await[0].clone();
+    // Renewed: one new order, and both move to the new certificate.
+    assert!(agreed(2).await, "{}\n{}", a.log_text(), b.log_text());
+    let renewed = serials().await;
+    assert_ne!(renewed[0], first, "{}\n{}", a.log_text(), b.log_text());
+    assert!(
+        b.count("serving the stored ACME certificate")
+            + a.count("serving the stored ACME certificate")
+            >= 1,
+        "neither installed the other's renewal:\n{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    // Every order pebble took is one certificate issued to one instance:
+    // none ordered twice.
+    let (orders, issued_now) = (pebble.orders(), issued());
+    assert!(
+        orders == issued_now || orders == issued_now + 1,
+        "{orders} orders, {issued_now} issued:\n{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    assert_eq!(a.count(FAILED) + b.count(FAILED), 0);
+    drop(etcd);
+}
+
+/// A request to etcd's JSON gateway at `etcd` (curl): its answer.
+fn etcd_call(etcd: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let out = StdCommand::new("curl")
+        .args(["-sS", "--max-time", "5", "-X", "POST", "-d"])
+        .arg(body.to_string())
+        .arg(format!("{etcd}{path}"))
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_waits_for_the_lock_of_a_dead_instance_and_skips_a_bad_stored_certificate() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let Some(etcd_binary) = common::etcd::etcd_binary() else {
+        eprintln!("SKIPPED: etcd is not installed (scripts/test.sh installs etcd-server)");
+        return;
+    };
+    let Some(mut pebble) = Pebble::prepare() else {
+        return;
+    };
+    let etcd = common::etcd::Etcd::start(etcd_binary);
+    let zone = Zone::default();
+    zone.set("w.test", &["127.0.0.1"]);
+    let dns = zone.serve().await;
+    let host = common::echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let acme = acme_element(&pebble, &dir.path().join("acme"), "");
+    let file = |name: &str, tls: &str| {
+        let path = dir.path().join(format!("{name}.xml"));
+        std::fs::write(&path, fleet_config(host, tls, &acme, &etcd.url(), name)).unwrap();
+        path
+    };
+    push(&file("a", ""));
+    let a = Txlb::start(&file("a", ""), 1);
+    let b = Txlb::start(&file("b", ""), 1);
+    let (a_edge, b_edge) = (listener_of(&a, "edge").await, listener_of(&b, "edge").await);
+    pebble.start(dns, free_port(), a_edge.port(), None);
+    // What an instance that died while ordering leaves: the lock, on a
+    // lease nobody renews (4 s); and something in etcd that is not a
+    // certificate where w.test's would be.
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let hash: String = sha2::Sha256::digest(b"w.test")[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let base = format!("/txlb/acme-test/acme/{{}}/w.test-{hash}");
+    let lease = etcd_call(
+        &etcd.url(),
+        "/v3/lease/grant",
+        serde_json::json!({ "TTL": "4" }),
+    );
+    let lease = lease["ID"].as_str().unwrap().to_string();
+    etcd_call(
+        &etcd.url(),
+        "/v3/kv/put",
+        serde_json::json!({
+            "key": b64(&base.replace("{}", "locks")), "value": b64("dead"), "lease": lease,
+        }),
+    );
+    etcd_call(
+        &etcd.url(),
+        "/v3/kv/put",
+        serde_json::json!({ "key": b64(&base.replace("{}", "certs")), "value": b64("garbage") }),
+    );
+    let locked_at = Instant::now();
+    push(&file("a", "<tls acme=\"w.test\"/>"));
+    logged(&a, "stored ACME certificate does not load", 1).await;
+    // Nobody orders while the lock is held.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pebble.orders(), 0, "{}\n{}", a.log_text(), b.log_text());
+    // Once it is gone, one instance orders, and both serve the certificate.
+    let issued = || a.count(ISSUED) + b.count(ISSUED);
+    assert!(
+        common::eventually(ORDER_WAIT, || async { issued() >= 1 }).await,
+        "{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    assert!(locked_at.elapsed() >= Duration::from_secs(3));
+    let root = pebble.root();
+    let served_both = common::eventually(Duration::from_secs(10), || async {
+        let (x, y) = (
+            rustls_client(a_edge, "w.test", std::slice::from_ref(&root), &[]).await,
+            rustls_client(b_edge, "w.test", std::slice::from_ref(&root), &[]).await,
+        );
+        match (x, y) {
+            (Ok(x), Ok(y)) => {
+                x.get_ref().1.peer_certificates().unwrap()[0]
+                    == y.get_ref().1.peer_certificates().unwrap()[0]
+            }
+            _ => false,
+        }
+    })
+    .await;
+    assert!(served_both, "{}\n{}", a.log_text(), b.log_text());
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    assert_eq!(issued(), 1);
+    drop(etcd);
 }

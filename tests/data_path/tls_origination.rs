@@ -473,3 +473,120 @@ async fn a_reload_rereads_the_ca_file_of_an_unchanged_group() {
         txlb.log_text()
     );
 }
+
+#[tokio::test]
+async fn handshakes_with_hosts_are_counted_by_result_and_timed_in_metrics_and_stats() {
+    if python_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = client_ca();
+    std::fs::write(dir.path().join("ca.pem"), &ca.1.pem).unwrap();
+    let (cert, key) = write_pair(dir.path(), "db", &issue("db", &["db.test"], Some(&ca)));
+    let host = echo_host(dir.path(), &cert, &key, None);
+    let h = host.addr;
+    // A plain host (it echoes the ClientHello back) and one that accepts
+    // and never answers (the kernel accepts it into the backlog).
+    let plain = common::echo_backend().await;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let service = |name: &str, host: SocketAddr, sni: &str| {
+        format!(
+            "  <service name=\"{name}\" connectTimeout=\"0.5\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+             <group name=\"g\" enable=\"true\" tls=\"true\" tlsVerify=\"ca.pem\" tlsSni=\"{sni}\">\n      \
+             <host name=\"h\" ip=\"{host}\"/>\n    </group>\n  </service>\n"
+        )
+    };
+    let xml = format!(
+        "<config>\n{}{}{}{}  <service name=\"plain\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+         <group name=\"g\" enable=\"true\"><host name=\"h\" ip=\"{plain}\"/></group>\n  </service>\n{}</config>\n",
+        service("good", h, "db.test"),
+        service("misnamed", h, "wrong.test"),
+        service("nottls", plain, "db.test"),
+        service("stalls", silent_addr, "db.test"),
+        admin_block()
+    );
+    let config = dir.path().join("lb.xml");
+    std::fs::write(&config, xml).unwrap();
+    let txlb = Txlb::start(&config, 1);
+    let base = admin_base(&txlb).await;
+    let good = listener_of(&txlb, "good").await;
+    for _ in 0..3 {
+        assert_eq!(round_trip(good, b"counted").await, b"counted");
+    }
+    // One client each: the failure marks the one host bad, and the next
+    // client would find no host to shake hands with.
+    for service in ["misnamed", "nottls", "stalls"] {
+        let addr = listener_of(&txlb, service).await;
+        assert!(round_trip(addr, b"refused").await.is_empty(), "{service}");
+    }
+    let sample = |metrics: &str, service: &str, result: &str| -> u64 {
+        let wanted = format!(
+            "txlb_group_tls_handshakes_total{{service=\"{service}\",group=\"g\",result=\"{result}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&wanted))
+            .unwrap_or_else(|| panic!("no {wanted}in:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let metrics = common::admin::get_as(&base, FULL, "/metrics").await.1;
+    for (service, wanted) in [
+        ("good", [3, 0, 0, 0]),
+        ("misnamed", [0, 1, 0, 0]),
+        ("nottls", [0, 0, 1, 0]),
+        ("stalls", [0, 0, 0, 1]),
+    ] {
+        let got: Vec<u64> = ["ok", "verify_failed", "handshake_error", "timeout"]
+            .iter()
+            .map(|result| sample(&metrics, service, result))
+            .collect();
+        assert_eq!(got, wanted, "{service}:\n{metrics}");
+    }
+    // Only groups that originate have the families.
+    assert!(!metrics.contains("service=\"plain\",group=\"g\",result="));
+    assert!(
+        metrics.contains("txlb_group_tls_handshake_seconds_count{service=\"good\",group=\"g\"} 3"),
+        "{metrics}"
+    );
+    let sum: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("txlb_group_tls_handshake_seconds_sum{service=\"good\",group=\"g\"} ")
+        })
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(sum > 0.0 && sum < 3.0, "{sum}");
+    // The same in the JSON stats of the group; a reload keeps the counts.
+    let skip = txlb.log_len();
+    txlb.signal("HUP");
+    txlb.wait_for_async("reload", skip).await;
+    assert_eq!(round_trip(good, b"after").await, b"after");
+    let (status, body) = common::admin::get_as(&base, FULL, "/api/v1/services/good").await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let tls = &json["groups"][0]["tls"];
+    assert_eq!(
+        tls["handshakes"],
+        serde_json::json!([
+            ["ok", 4],
+            ["verify_failed", 0],
+            ["handshake_error", 0],
+            ["timeout", 0]
+        ]),
+        "{body}"
+    );
+    let latency = &tls["handshake_latency"];
+    let counts: u64 = latency["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(counts, 4, "{body}");
+    let (_, plain) = common::admin::get_as(&base, FULL, "/api/v1/services/plain").await;
+    assert!(!plain.contains("handshakes"), "{plain}");
+    drop(silent);
+}

@@ -1310,7 +1310,7 @@ fn acme_listeners_and_settings_written_back_in_both_formats() {
         // The names change: that entry only.
         let out = in_place(path, text, |c| {
             let tls = c.services[0].listeners[0].tls.as_mut().unwrap();
-            tls.acme = vec!["c.example.com".into()];
+            tls.acme = vec![crate::config::AcmeCert::new(["c.example.com"])];
         });
         assert!(
             out.contains("c.example.com") && !out.contains("b.example.com b"),

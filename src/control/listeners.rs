@@ -380,7 +380,17 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
             data: controller.data.clone(),
             stop: stop.clone(),
         };
-        let receive = task.run(socket);
+        let receive = async move {
+            let socket = socket
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UdpSocket::from_std(socket));
+            match socket {
+                Ok(socket) => task.run(socket).await,
+                Err(error) => {
+                    tracing::error!(service = %task.service, %local, %error, "cannot start receiving")
+                }
+            }
+        };
         match controller.workers.first() {
             Some(worker) => drop(worker.spawn(receive)),
             None => drop(tokio::spawn(receive)),

@@ -1,33 +1,29 @@
 //! UDP services (`protocol="udp"`): one socket per listen address and a
 //! session per client address and port.
 //!
-//! Each listener is relayed by a thread of its own around one epoll set: the
-//! listener's socket, every session's socket and a wake-up descriptor. A
-//! client's first datagram picks a host with its service's scheduler (the
-//! snapshot is read then, and only then) and opens a session: a UDP socket
-//! connected to the host, in the set under the session's key. Later datagrams
-//! from the client go out on that socket; the host's replies go back to the
-//! client from the listener's socket. A session ends after `sessionTimeout`
-//! without a datagram either way (a sweep a tenth of the timeout apart), after
-//! `responses` replies, when its host refuses a datagram (ICMP port
-//! unreachable: the host is failed as a refused TCP connect is), or when its
-//! host is out of rotation as the client sends again (the datagram opens a
-//! session on another host).
-//!
-//! A session is a record in a slab and a socket in the set: no task, no
-//! timer, no buffer (datagrams pass through the thread's one buffer, sent on
-//! before the next read), so a table of 100,000 sessions is a few dozen
-//! megabytes of the kernel's and little of ours. The thread owns the table:
-//! no lock.
+//! A client's first datagram picks a host with its service's scheduler (the
+//! snapshot is read then, and only then) and opens a session: a task with its
+//! own UDP socket connected to the host. Later datagrams from the client go out
+//! on that socket; the host's replies go back to the client from the
+//! listener's socket. A session ends after `sessionTimeout` without a datagram
+//! either way, after `responses` replies, when its host refuses a datagram
+//! (ICMP port unreachable: the host is failed as a refused TCP connect is), or
+//! when its host is out of rotation as the client sends again (the datagram
+//! opens a session on another host). The table of sessions belongs to the
+//! listener's task alone: no lock. A session holds no buffer: replies are read
+//! into one buffer per worker thread and sent on at once.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime};
 
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{CloseReason, ConnectionRecord};
@@ -39,17 +35,13 @@ use crate::state::{ConnectionGuard, HostId, HostStats, ServiceCounters, clock_ms
 /// most 65,507 bytes). Larger ones (IPv6 jumbograms) are dropped and counted.
 pub(crate) const MAX_DATAGRAM: usize = 65_535;
 
-/// Events taken per `epoll_wait`.
-const EVENTS: usize = 64;
-/// Client datagrams read per event of the listener's socket before the
-/// sessions' replies get their turn.
-const CLIENT_BATCH: usize = 64;
-/// The listener's socket's key in the set.
-const LISTENER_KEY: u64 = u64::MAX;
-/// The wake-up descriptor's key.
-const WAKE_KEY: u64 = u64::MAX - 1;
+thread_local! {
+    /// Where the sessions of this worker thread read their hosts' replies:
+    /// each is sent on before the next read, so one buffer serves them all.
+    static REPLY: RefCell<Box<[u8]>> = RefCell::new(vec![0; MAX_DATAGRAM + 1].into_boxed_slice());
+}
 
-/// A UDP listener of a service: what its thread needs besides its socket.
+/// A UDP listener of a service: what its task needs besides its socket.
 pub(crate) struct UdpListenerTask {
     /// The service it serves.
     pub service: Arc<str>,
@@ -71,298 +63,133 @@ fn session_cap() -> usize {
     *CAP.get_or_init(|| crate::state::descriptor_share(usize::MAX, 4))
 }
 
-impl UdpListenerTask {
-    /// Relays datagrams on `socket` (non-blocking) until the listener is
-    /// stopped; then ends its sessions. The relay runs on a thread of its
-    /// own; this waits for it.
-    pub(crate) async fn run(self, socket: std::net::UdpSocket) {
-        let service = self.service.clone();
-        let stop = self.stop.clone();
-        let relay = match Relay::new(self, socket) {
-            Ok(relay) => relay,
-            Err(error) => {
-                tracing::error!(%service, %error, "cannot start relaying UDP");
-                return;
-            }
-        };
-        let wake = match relay.wake.try_clone() {
-            Ok(wake) => wake,
-            Err(error) => {
-                tracing::error!(%service, %error, "cannot start relaying UDP");
-                return;
-            }
-        };
-        let runtime = tokio::runtime::Handle::current();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let started = std::thread::Builder::new()
-            .name("txlb-udp".into())
-            .spawn(move || {
-                // Ejection timers and events are spawned on the runtime.
-                let _runtime = runtime.enter();
-                relay.run();
-                let _ = done_tx.send(());
-            });
-        if let Err(error) = started {
-            tracing::error!(%service, %error, "cannot start relaying UDP");
-            return;
-        }
-        tokio::select! {
-            _ = done_rx => {}
-            () = stop.cancelled() => {
-                // SAFETY: `wake` is an open eventfd; 8 bytes from a u64.
-                let one: u64 = 1;
-                unsafe { libc::write(wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-            }
-        }
+impl Drop for Session {
+    fn drop(&mut self) {
+        OPEN_SESSIONS.fetch_sub(1, Relaxed);
     }
 }
 
-/// Where a session's host is, shared by the sessions of one host.
-struct Place {
+/// One session as the listener's table keeps it.
+struct Session {
+    /// Connected to the host.
+    socket: UdpSocket,
+    /// The host's counters and health.
+    stats: Arc<HostStats>,
+    /// Where the host is: service, group, host names.
     group: Arc<str>,
     host: Arc<str>,
-    /// The host's group's `failLimit` when the session opened.
+    /// The host's group's `failLimit`.
     fail_limit: u32,
-    addr: SocketAddr,
+    /// [`clock_ms`] of the last datagram either way; written by the listener
+    /// (client side) and the session's task (host side).
+    last: AtomicU64,
+    /// Bytes each way, for the access log.
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Why the listener ended it ([`CloseReason`] as a number, 0: it did not).
+    ended_by: AtomicU8,
+    /// Cancelled by the listener to end the session, and by the session's
+    /// task when it ends on its own.
+    cancel: CancellationToken,
+    /// Tells this session from an earlier one of the same client.
+    number: u64,
 }
 
-/// One session: a record in the relay's slab.
-struct Session {
-    /// Connected to the host; in the relay's epoll set while open.
-    socket: std::net::UdpSocket,
-    client: SocketAddr,
-    /// Keeps the host's open count; holds its stats.
-    guard: ConnectionGuard,
-    place: Arc<Place>,
-    /// [`clock_ms`] of the last datagram either way, and of the first.
-    last_ms: u64,
-    started_ms: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    replies: u32,
-    /// The service's `responses` and `sessionTimeout` when it opened.
-    responses: u32,
-    timeout_ms: u32,
-}
-
-/// A slot of the slab; `generation` tells a session from a later one in the
-/// same slot (an event read in one batch with the end of the first).
-struct Slot {
-    generation: u32,
-    session: Option<Session>,
-}
-
-/// The open sessions: a slab and an index by client address.
-#[derive(Default)]
-struct Sessions {
-    by_client: HashMap<SocketAddr, u32>,
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-}
-
-impl Sessions {
-    fn key(&self, index: u32) -> u64 {
-        (u64::from(self.slots[index as usize].generation) << 32) | u64::from(index)
+impl Session {
+    /// Ends the session from the listener's side.
+    fn end(&self, reason: CloseReason) {
+        self.ended_by.store(reason_code(reason), Relaxed);
+        self.cancel.cancel();
     }
+}
 
-    /// The slot of the session under `key`, if it is still that session.
-    fn index_of(&self, key: u64) -> Option<u32> {
-        let index = key as u32;
-        let slot = self.slots.get(index as usize)?;
-        (u64::from(slot.generation) == key >> 32 && slot.session.is_some()).then_some(index)
+fn reason_code(reason: CloseReason) -> u8 {
+    match reason {
+        CloseReason::HostDown => 1,
+        CloseReason::Shutdown => 2,
+        _ => 3,
     }
+}
 
-    fn get_mut(&mut self, index: u32) -> &mut Session {
-        self.slots[index as usize]
-            .session
-            .as_mut()
-            .expect("an index from the table names an open session")
+fn reason_of(code: u8) -> CloseReason {
+    match code {
+        1 => CloseReason::HostDown,
+        2 => CloseReason::Shutdown,
+        _ => CloseReason::Error,
     }
+}
 
-    fn insert(&mut self, session: Session) -> u32 {
-        let client = session.client;
-        let index = match self.free.pop() {
-            Some(index) => {
-                self.slots[index as usize].session = Some(session);
-                index
-            }
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    session: Some(session),
-                });
-                (self.slots.len() - 1) as u32
-            }
+/// What the listener's task keeps.
+struct Table {
+    sessions: HashMap<SocketAddr, Arc<Session>>,
+    next: u64,
+    /// Sessions tell the listener here that they ended (client, number).
+    ended_tx: mpsc::UnboundedSender<(SocketAddr, u64)>,
+}
+
+impl UdpListenerTask {
+    /// Receives datagrams until the listener is stopped; then ends its sessions.
+    pub(crate) async fn run(self, socket: UdpSocket) {
+        let socket = Arc::new(socket);
+        let local = socket.local_addr().ok();
+        let (ended_tx, mut ended_rx) = mpsc::unbounded_channel();
+        let mut table = Table {
+            sessions: HashMap::new(),
+            next: 0,
+            ended_tx,
         };
-        self.by_client.insert(client, index);
-        index
-    }
-
-    fn remove(&mut self, index: u32) -> Session {
-        let slot = &mut self.slots[index as usize];
-        let session = slot.session.take().expect("removing an open session");
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(index);
-        if self.by_client.get(&session.client) == Some(&index) {
-            self.by_client.remove(&session.client);
-        }
-        session
-    }
-}
-
-/// A listener's relay: its thread's state.
-struct Relay {
-    task: UdpListenerTask,
-    listener: std::net::UdpSocket,
-    local: SocketAddr,
-    epoll: OwnedFd,
-    /// Written when the listener is stopped, to end the thread's wait.
-    wake: OwnedFd,
-    sessions: Sessions,
-    /// One [`Place`] per host address and group, for new sessions.
-    places: HashMap<(usize, SocketAddr), Arc<Place>>,
-    /// Every datagram passes through here, sent on before the next read.
-    buf: Box<[u8]>,
-    /// The service's counters, as of the last client datagram (a reload
-    /// keeps them).
-    counters: Arc<ServiceCounters>,
-    /// Sessions are looked at for their timeout this often, and next then.
-    sweep_every: Duration,
-    next_sweep: u64,
-}
-
-impl Relay {
-    fn new(task: UdpListenerTask, listener: std::net::UdpSocket) -> io::Result<Relay> {
-        let local = listener.local_addr()?;
-        listener.set_nonblocking(true)?;
-        // SAFETY: epoll_create1 and eventfd return a new descriptor or -1.
-        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if epoll < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: ours alone.
-        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
-        // SAFETY: as above.
-        let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if wake < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: ours alone.
-        let wake = unsafe { OwnedFd::from_raw_fd(wake) };
-        let relay = Relay {
-            task,
-            listener,
-            local,
-            epoll,
-            wake,
-            sessions: Sessions::default(),
-            places: HashMap::new(),
-            buf: vec![0; MAX_DATAGRAM + 1].into_boxed_slice(),
-            counters: Arc::default(),
-            sweep_every: Duration::from_secs(1),
-            next_sweep: 0,
-        };
-        relay.watch(relay.listener.as_raw_fd(), LISTENER_KEY)?;
-        relay.watch(relay.wake.as_raw_fd(), WAKE_KEY)?;
-        Ok(relay)
-    }
-
-    /// Level-triggered: a socket read once per event is reported again
-    /// while it has more. Closing a socket takes it out of the set.
-    fn watch(&self, fd: i32, key: u64) -> io::Result<()> {
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: key,
-        };
-        // SAFETY: both descriptors are open; `event` outlives the call.
-        let rc =
-            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn run(mut self) {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
-        self.next_sweep = clock_ms() + self.sweep_every.as_millis() as u64;
-        while !self.task.stop.is_cancelled() {
-            let wait = self.next_sweep.saturating_sub(clock_ms()).min(1_000) as i32;
-            // SAFETY: `events` has room for EVENTS entries.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    EVENTS as i32,
-                    wait,
-                )
-            };
-            if n < 0 {
-                let error = io::Error::last_os_error();
-                if error.kind() != io::ErrorKind::Interrupted {
-                    tracing::warn!(service = %self.task.service, %error, "udp: epoll_wait");
-                    std::thread::sleep(Duration::from_millis(10));
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => break,
+                Some((client, number)) = ended_rx.recv() => {
+                    if table.sessions.get(&client).is_some_and(|s| s.number == number) {
+                        table.sessions.remove(&client);
+                    }
                 }
-                continue;
-            }
-            for event in &events[..n as usize] {
-                match event.u64 {
-                    LISTENER_KEY => self.read_clients(),
-                    WAKE_KEY => {}
-                    key => self.read_host(key),
-                }
-            }
-            let now = clock_ms();
-            if now >= self.next_sweep {
-                self.sweep(now);
-                self.next_sweep = now + self.sweep_every.as_millis() as u64;
+                received = socket.recv_from(&mut buf) => match received {
+                    Ok((n, client)) => self.datagram(&buf[..n], client, &socket, &mut table),
+                    Err(error) => {
+                        // Errors of an unconnected socket are local (memory):
+                        // a short pause rather than a spin.
+                        tracing::debug!(service = %self.service, ?local, %error, "udp receive");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
             }
         }
-        let open: Vec<u32> = self.sessions.by_client.values().copied().collect();
-        for index in open {
-            self.end(index, CloseReason::Shutdown);
+        for session in table.sessions.values() {
+            session.end(CloseReason::Shutdown);
         }
     }
 
-    /// Datagrams waiting on the listener's socket, up to a batch.
-    fn read_clients(&mut self) {
-        for _ in 0..CLIENT_BATCH {
-            match self.listener.recv_from(&mut self.buf) {
-                Ok((n, client)) => self.datagram(n, client),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) => {
-                    // Errors of an unconnected socket are local (memory):
-                    // a short pause rather than a spin.
-                    tracing::debug!(service = %self.task.service, local = %self.local, %error, "udp receive");
-                    std::thread::sleep(Duration::from_millis(10));
-                    return;
-                }
-            }
-        }
-    }
-
-    /// One datagram of `n` bytes in the buffer from `client`: on to its
-    /// session's host, or a new session.
-    fn datagram(&mut self, n: usize, client: SocketAddr) {
-        let snapshot = self.task.data.snapshots.load();
-        let Some(service) = snapshot.service(&self.task.service) else {
+    /// One datagram from `client`: on to its session's host, or a new session.
+    fn datagram(
+        &self,
+        bytes: &[u8],
+        client: SocketAddr,
+        listener: &Arc<UdpSocket>,
+        table: &mut Table,
+    ) {
+        let snapshot = self.data.snapshots.load();
+        let Some(service) = snapshot.service(&self.service) else {
             return; // removed by a reload; this listener is closing
         };
         let counters = &service.counters;
-        if !Arc::ptr_eq(&self.counters, counters) {
-            self.counters = counters.clone();
-        }
-        if n > MAX_DATAGRAM {
+        if bytes.len() > MAX_DATAGRAM {
             counters.dropped_oversize.fetch_add(1, Relaxed);
             return;
         }
-        if let Some(&index) = self.sessions.by_client.get(&client) {
-            let session = self.sessions.get_mut(index);
-            if session.guard.stats().is_available() {
-                match send(&session.socket, &self.buf[..n]) {
+        if let Some(session) = table.sessions.get(&client) {
+            // A session that ended on its own (its message to the table may
+            // still be on its way) takes no more datagrams: they would reach
+            // the host with no one left to relay its replies.
+            let open = !session.cancel.is_cancelled();
+            if open && session.stats.is_available() {
+                match send(&session.socket, bytes) {
                     Ok(_) => {
-                        session.last_ms = clock_ms();
-                        passed_in(counters, session, n);
+                        session.last.store(clock_ms(), Relaxed);
+                        passed_in(counters, session, bytes.len());
                         return;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -372,24 +199,33 @@ impl Relay {
                     Err(e) => {
                         // A refusal of an earlier datagram (ICMP port
                         // unreachable) or another error of the host's side.
-                        self.host_failed(index, &e);
+                        let place = (&self.service, &session.group, &session.host);
+                        let reason = format!("udp: {e}");
+                        passive::host_failed(
+                            &self.data,
+                            place,
+                            &session.stats,
+                            session.fail_limit,
+                            &reason,
+                        );
                     }
                 }
             }
-            // Its host is out of rotation or failed: this datagram picks again.
-            self.end(index, CloseReason::HostDown);
+            // Ended, or its host is out of rotation: this datagram picks again.
+            session.end(CloseReason::HostDown);
+            table.sessions.remove(&client);
         }
         if !super::admission::allowed(client, &service.options) {
             counters.denied.fetch_add(1, Relaxed);
             return;
         }
-        if self.sessions.by_client.len() >= service.options.max_sessions as usize
+        if table.sessions.len() >= service.options.max_sessions as usize
             || OPEN_SESSIONS.load(Relaxed) >= session_cap()
         {
             counters.dropped_limit.fetch_add(1, Relaxed);
             return;
         }
-        let (place, stats, socket) = match self.open(&snapshot, client) {
+        let (picked, socket) = match self.open(&snapshot, client) {
             Ok(opened) => opened,
             Err(Unopened::NoHost) => {
                 counters.dropped_no_host.fetch_add(1, Relaxed);
@@ -400,54 +236,52 @@ impl Relay {
                 return;
             }
         };
-        let options = &service.options;
-        let timeout = options.session_timeout;
-        self.sweep_every = (timeout / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        let now = clock_ms();
-        self.next_sweep = self
-            .next_sweep
-            .min(now + self.sweep_every.as_millis() as u64);
-        stats.record_session();
-        counters.sessions_total.fetch_add(1, Relaxed);
-        counters.sessions_open.fetch_add(1, Relaxed);
-        OPEN_SESSIONS.fetch_add(1, Relaxed); // back in `end`
-        let mut session = Session {
+        OPEN_SESSIONS.fetch_add(1, Relaxed); // back in `Session`'s drop
+        let session = Arc::new(Session {
             socket,
-            client,
-            guard: ConnectionGuard::new(stats),
-            place,
-            last_ms: now,
-            started_ms: now,
-            bytes_in: 0,
-            bytes_out: 0,
-            replies: 0,
-            responses: options.responses,
-            timeout_ms: timeout.as_millis().min(u128::from(u32::MAX)) as u32,
-        };
-        match send(&session.socket, &self.buf[..n]) {
-            Ok(_) => passed_in(counters, &mut session, n),
+            stats: picked.stats,
+            group: picked.group,
+            host: picked.host,
+            fail_limit: picked.fail_limit,
+            last: AtomicU64::new(clock_ms()),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            ended_by: AtomicU8::new(0),
+            cancel: self.stop.child_token(),
+            number: table.next,
+        });
+        table.next += 1;
+        match send(&session.socket, bytes) {
+            Ok(_) => passed_in(counters, &session, bytes.len()),
             Err(_) => {
                 counters.dropped_limit.fetch_add(1, Relaxed);
             }
         }
-        let fd = session.socket.as_raw_fd();
-        let index = self.sessions.insert(session);
-        if let Err(error) = self.watch(fd, self.sessions.key(index)) {
-            tracing::debug!(service = %self.task.service, %error, "udp session socket");
-            self.end(index, CloseReason::Error);
-        }
+        table.sessions.insert(client, session.clone());
+        let serve = Serve {
+            session,
+            listener: listener.clone(),
+            client,
+            host_addr: picked.addr,
+            counters: service.counters.clone(),
+            timeout: service.options.session_timeout,
+            responses: service.options.responses,
+            service: self.service.clone(),
+            data: self.data.clone(),
+            ended: table.ended_tx.clone(),
+        };
+        tokio::spawn(serve.run());
     }
 
     /// Picks a host for a new session of `client` and connects a socket to
-    /// it, passing over hosts whose address is unknown.
+    /// it, passing over hosts whose address is unknown or whose socket cannot
+    /// be made.
     fn open(
-        &mut self,
+        &self,
         snapshot: &Snapshot,
         client: SocketAddr,
-    ) -> Result<(Arc<Place>, Arc<HostStats>, std::net::UdpSocket), Unopened> {
-        let service = snapshot
-            .service(&self.task.service)
-            .ok_or(Unopened::NoHost)?;
+    ) -> Result<(Picked, UdpSocket), Unopened> {
+        let service = snapshot.service(&self.service).ok_or(Unopened::NoHost)?;
         // The enabled group, or the backup group standing in for it.
         let serving = service.serving_group().unwrap_or(service.enabled);
         let group = service.groups.get(serving).ok_or(Unopened::NoHost)?;
@@ -460,144 +294,27 @@ impl Relay {
             let Some(addr) = host.socket_addr() else {
                 continue;
             };
-            let socket = connected_socket(addr).map_err(|error| {
-                // Local (descriptors, memory): not the host's fault, and
-                // every other host would fail the same way.
-                tracing::debug!(service = %self.task.service, %addr, %error, "udp session socket");
-                Unopened::Local
-            })?;
-            let key = (Arc::as_ptr(&host.stats) as usize, addr);
-            let fail_limit = group.options.fail_limit;
-            let fresh = |p: &Arc<Place>| p.fail_limit == fail_limit && p.group == group.name;
-            let place = match self.places.get(&key) {
-                Some(place) if fresh(place) => place.clone(),
-                _ => {
-                    let place = Arc::new(Place {
-                        group: group.name.clone(),
-                        host: host.name.clone(),
-                        fail_limit,
-                        addr,
-                    });
-                    self.places.insert(key, place.clone());
-                    place
+            match connected_socket(addr) {
+                Ok(socket) => {
+                    return Ok((
+                        Picked {
+                            stats: host.stats.clone(),
+                            group: group.name.clone(),
+                            host: host.name.clone(),
+                            fail_limit: group.options.fail_limit,
+                            addr,
+                        },
+                        socket,
+                    ));
                 }
-            };
-            return Ok((place, host.stats.clone(), socket));
-        }
-    }
-
-    /// One event of a session's socket: a reply to pass back (one read; the
-    /// set reports the socket again while it has more), or its host's
-    /// refusal.
-    fn read_host(&mut self, key: u64) {
-        let Some(index) = self.sessions.index_of(key) else {
-            return; // ended earlier in this batch
-        };
-        let session = self.sessions.get_mut(index);
-        match session.socket.recv(&mut self.buf) {
-            Ok(n) if n > MAX_DATAGRAM => {
-                self.counters.dropped_oversize.fetch_add(1, Relaxed);
-            }
-            Ok(n) => {
-                session.last_ms = clock_ms();
-                session.replies = session.replies.saturating_add(1);
-                let to = socket2::SockAddr::from(session.client);
-                let sent = socket2::SockRef::from(&self.listener).send_to(&self.buf[..n], &to);
-                let done = session.responses > 0 && session.replies >= session.responses;
-                match sent {
-                    Ok(_) => {
-                        session.guard.stats().add_bytes_out(n as u64);
-                        session.bytes_out += n as u64;
-                        self.counters.datagrams_out.fetch_add(1, Relaxed);
-                    }
-                    Err(_) => {
-                        self.counters.dropped_limit.fetch_add(1, Relaxed);
-                    }
-                }
-                if done {
-                    self.end(index, CloseReason::Responses);
+                Err(error) => {
+                    // Local (descriptors, memory): not the host's fault, and
+                    // every other host would fail the same way.
+                    tracing::debug!(service = %self.service, %addr, %error, "udp session socket");
+                    return Err(Unopened::Local);
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => {
-                // ECONNREFUSED: the host's port is closed (ICMP).
-                self.host_failed(index, &e);
-                self.end(index, CloseReason::HostDown);
-            }
         }
-    }
-
-    /// Ends the sessions quiet for their timeout.
-    fn sweep(&mut self, now: u64) {
-        let expired: Vec<u32> = self
-            .sessions
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, slot)| {
-                let s = slot.session.as_ref()?;
-                (now.saturating_sub(s.last_ms) >= u64::from(s.timeout_ms)).then_some(i as u32)
-            })
-            .collect();
-        for index in expired {
-            self.end(index, CloseReason::Timeout);
-        }
-        // Places no session holds any more.
-        self.places.retain(|_, place| Arc::strong_count(place) > 1);
-    }
-
-    /// The session's host failed its client (a refusal): marked bad, or a
-    /// failure under its group's `failLimit`, as a refused TCP connect.
-    fn host_failed(&mut self, index: u32, error: &io::Error) {
-        let session = self.sessions.get_mut(index);
-        let place = &session.place;
-        let reason = format!("udp: {error}");
-        passive::host_failed(
-            &self.task.data,
-            (&self.task.service, &place.group, &place.host),
-            session.guard.stats(),
-            place.fail_limit,
-            &reason,
-        );
-    }
-
-    /// Ends the session in `index`: out of the table, its socket closed (and
-    /// so out of the set), counted, and logged.
-    fn end(&mut self, index: u32, ended: CloseReason) {
-        let session = self.sessions.remove(index);
-        OPEN_SESSIONS.fetch_sub(1, Relaxed);
-        self.counters.sessions_open.fetch_sub(1, Relaxed);
-        self.log(&session, ended);
-    }
-
-    /// One access log line for an ended session, when the log is on.
-    fn log(&self, session: &Session, ended: CloseReason) {
-        let Some(log) = &self.task.data.access_log else {
-            return;
-        };
-        let lasted = Duration::from_millis(clock_ms().saturating_sub(session.started_ms));
-        let start = SystemTime::now()
-            .checked_sub(lasted)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        // try_send: a full channel drops the record rather than wait.
-        let _ = log.try_send(ConnectionRecord {
-            start: start
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
-            client: session.client,
-            listener: self.local,
-            service: self.task.service.to_string(),
-            host: session.place.host.to_string(),
-            host_addr: session.place.addr,
-            connect_seconds: 0.0,
-            duration_seconds: lasted.as_secs_f64(),
-            bytes_in: session.bytes_in,
-            bytes_out: session.bytes_out,
-            ended,
-            failovers: 0,
-            inspection: None,
-        });
     }
 }
 
@@ -609,22 +326,32 @@ enum Unopened {
     Local,
 }
 
-/// Sends on a session's socket at once; a UDP send does not block but for a
-/// full buffer (then `WouldBlock`, and the datagram is dropped).
-fn send(socket: &std::net::UdpSocket, bytes: &[u8]) -> io::Result<usize> {
-    socket.send(bytes)
+/// The host a new session goes to.
+struct Picked {
+    stats: Arc<HostStats>,
+    group: Arc<str>,
+    host: Arc<str>,
+    fail_limit: u32,
+    addr: SocketAddr,
 }
 
-fn passed_in(counters: &ServiceCounters, session: &mut Session, n: usize) {
+/// Sends on a session's socket at once. Not tokio's `try_send`: that waits
+/// for the reactor to have seen the socket writable, which a socket made for
+/// the datagram in hand has not; a UDP send does not block but for a full
+/// buffer (then `WouldBlock`, and the datagram is dropped).
+fn send(socket: &UdpSocket, bytes: &[u8]) -> io::Result<usize> {
+    socket2::SockRef::from(socket).send(bytes)
+}
+
+fn passed_in(counters: &ServiceCounters, session: &Session, n: usize) {
     counters.datagrams_in.fetch_add(1, Relaxed);
-    session.guard.stats().add_bytes_in(n as u64);
-    session.bytes_in += n as u64;
+    session.stats.add_bytes_in(n as u64);
+    session.bytes_in.fetch_add(n as u64, Relaxed);
 }
 
-/// A non-blocking UDP socket on an ephemeral port connected to `host`: the
-/// kernel then delivers only the host's datagrams to it, and its ICMP
-/// refusals as errors.
-fn connected_socket(host: SocketAddr) -> io::Result<std::net::UdpSocket> {
+/// A UDP socket on an ephemeral port connected to `host`: the kernel then
+/// delivers only the host's datagrams to it, and its ICMP refusals as errors.
+fn connected_socket(host: SocketAddr) -> io::Result<UdpSocket> {
     let any: SocketAddr = match host {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -632,5 +359,164 @@ fn connected_socket(host: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = std::net::UdpSocket::bind(any)?;
     socket.connect(host)?;
     socket.set_nonblocking(true)?;
-    Ok(socket)
+    UdpSocket::from_std(socket)
+}
+
+/// A session's task: the host's replies to the client, until it ends.
+struct Serve {
+    session: Arc<Session>,
+    listener: Arc<UdpSocket>,
+    client: SocketAddr,
+    host_addr: SocketAddr,
+    counters: Arc<ServiceCounters>,
+    timeout: Duration,
+    responses: u32,
+    service: Arc<str>,
+    data: Arc<DataPlane>,
+    ended: mpsc::UnboundedSender<(SocketAddr, u64)>,
+}
+
+/// What one read of the host's side gave.
+enum Read {
+    /// Every reply waiting was sent on; `replies` of them.
+    Drained(u32),
+    /// The session is over.
+    End(CloseReason),
+}
+
+impl Serve {
+    async fn run(self) {
+        let started = Instant::now();
+        let since = SystemTime::now();
+        let session = &self.session;
+        let _open = ConnectionGuard::new(session.stats.clone());
+        session.stats.record_session();
+        self.counters.sessions_total.fetch_add(1, Relaxed);
+        self.counters.sessions_open.fetch_add(1, Relaxed);
+        let timeout_ms = self.timeout.as_millis() as u64;
+        let mut replies: u32 = 0;
+        let ended = loop {
+            let idle = clock_ms().saturating_sub(session.last.load(Relaxed));
+            let left = Duration::from_millis(timeout_ms.saturating_sub(idle));
+            if left.is_zero() {
+                break CloseReason::Timeout;
+            }
+            tokio::select! {
+                () = session.cancel.cancelled() => break reason_of(session.ended_by.load(Relaxed)),
+                () = tokio::time::sleep(left) => continue,
+                // ERROR too: the host's refusal (ICMP) is a socket error,
+                // not a datagram to read.
+                ready = session.socket.ready(Interest::READABLE | Interest::ERROR) => {
+                    let Ok(ready) = ready else {
+                        break CloseReason::Error;
+                    };
+                    if ready.is_error() {
+                        // Only an error: tokio reads nothing then, so it is
+                        // taken here (ECONNREFUSED: the host's port is closed).
+                        let error = session.socket.take_error().ok().flatten();
+                        let error = error.unwrap_or_else(|| io::Error::other("socket error"));
+                        self.host_failed(&error);
+                        break CloseReason::HostDown;
+                    }
+                    match self.drain() {
+                        Read::Drained(n) => replies = replies.saturating_add(n),
+                        Read::End(reason) => break reason,
+                    }
+                    if self.responses > 0 && replies >= self.responses {
+                        break CloseReason::Responses;
+                    }
+                }
+            }
+        };
+        // Seen by the listener before the message below is.
+        session.cancel.cancel();
+        self.counters.sessions_open.fetch_sub(1, Relaxed);
+        let _ = self.ended.send((self.client, session.number));
+        self.log(ended, since, started);
+    }
+
+    /// Sends every reply waiting on the session's socket to the client, up to
+    /// what `responses` still allows.
+    fn drain(&self) -> Read {
+        let session = &self.session;
+        let mut replies = 0;
+        REPLY.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            loop {
+                if self.responses > 0 && replies >= self.responses {
+                    return Read::Drained(replies);
+                }
+                match session.socket.try_recv(&mut buf) {
+                    Ok(n) if n > MAX_DATAGRAM => {
+                        self.counters.dropped_oversize.fetch_add(1, Relaxed);
+                    }
+                    Ok(n) => {
+                        session.last.store(clock_ms(), Relaxed);
+                        replies += 1;
+                        let to = socket2::SockAddr::from(self.client);
+                        match socket2::SockRef::from(&*self.listener).send_to(&buf[..n], &to) {
+                            Ok(_) => {
+                                self.counters.datagrams_out.fetch_add(1, Relaxed);
+                                session.stats.add_bytes_out(n as u64);
+                                session.bytes_out.fetch_add(n as u64, Relaxed);
+                            }
+                            Err(_) => {
+                                self.counters.dropped_limit.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Read::Drained(replies);
+                    }
+                    Err(e) => {
+                        // ECONNREFUSED: the host's port is closed (ICMP).
+                        self.host_failed(&e);
+                        return Read::End(CloseReason::HostDown);
+                    }
+                }
+            }
+        })
+    }
+
+    /// The host failed the session's client (a refusal): marked bad, or a
+    /// failure under its group's `failLimit`, as a refused TCP connect.
+    fn host_failed(&self, error: &io::Error) {
+        let session = &self.session;
+        let place = (&self.service, &session.group, &session.host);
+        let reason = format!("udp: {error}");
+        passive::host_failed(
+            &self.data,
+            place,
+            &session.stats,
+            session.fail_limit,
+            &reason,
+        );
+    }
+
+    /// One access log line for the ended session, when the log is on.
+    fn log(&self, ended: CloseReason, since: SystemTime, started: Instant) {
+        let Some(log) = &self.data.access_log else {
+            return;
+        };
+        let session = &self.session;
+        // try_send: a full channel drops the record rather than wait.
+        let _ = log.try_send(ConnectionRecord {
+            start: since
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            client: self.client,
+            listener: self.listener.local_addr().unwrap_or(self.client),
+            service: self.service.to_string(),
+            host: session.host.to_string(),
+            host_addr: self.host_addr,
+            connect_seconds: 0.0,
+            duration_seconds: started.elapsed().as_secs_f64(),
+            bytes_in: session.bytes_in.load(Relaxed),
+            bytes_out: session.bytes_out.load(Relaxed),
+            ended,
+            failovers: 0,
+            inspection: None,
+        });
+    }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::model::*;
 use super::names::{NameKind, check_name};
-use super::options::{AcmeChallenge, MAX_INSPECT_BYTES, MAX_SESSIONS, Transport};
+use super::options::{AcmeChallenge, MAX_INSPECT_BYTES, MAX_SESSIONS, ProxyVersion, Transport};
 use super::parse::{
     check_host_address, check_listen_addr, check_seconds, parse_alpn, parse_etcd_endpoint,
     parse_etcd_prefix, parse_instance_name, parse_route_host, parse_sni,
@@ -439,7 +439,7 @@ impl ServiceConfig {
 
     /// `maxSessions` within its bounds, and for a UDP service what UDP does
     /// not have yet refused where it is written rather than ignored: TLS,
-    /// routes, PROXY acceptance on its listeners, TLS and PROXY headers
+    /// routes, PROXY acceptance on its listeners, TLS and PROXY v1 headers
     /// towards its hosts.
     fn check_udp(&self) -> Result<(), CheckError> {
         let service = &self.name;
@@ -513,10 +513,14 @@ impl ServiceConfig {
                 let what = format!("a type=\"{}\" check (expected udp or dns)", check.kind);
                 return refuse(InService::Group(index, InGroup::Check("type")), &what);
             }
-            if group.options.proxy_protocol.is_some()
-                || hosts().any(|h| matches!(h.options.proxy_protocol, Some(Some(_))))
-            {
-                return refuse(at, "proxyProtocol");
+            // Version 2 has a datagram family; version 1 has none.
+            let v1 = Some(ProxyVersion::V1);
+            if group.options.proxy_protocol == v1 {
+                return refuse(at, "proxyProtocol=\"v1\" (expected v2)");
+            }
+            if let Some(host) = hosts().position(|h| h.options.proxy_protocol == Some(v1)) {
+                let at = InService::Group(index, InGroup::Host(host));
+                return refuse(at, "proxyProtocol=\"v1\" (expected v2)");
             }
         }
         Ok(())

@@ -3194,9 +3194,14 @@ fn udp_services_read_write_and_refuse_what_udp_lacks() {
             "TLS on a listener is not supported on UDP",
         ),
         (
-            on_udp(r#"enable="true""#, r#"enable="true" proxyProtocol="v2""#),
+            on_udp(r#"enable="true""#, r#"enable="true" proxyProtocol="v1""#),
             "\"g\"",
-            "proxyProtocol is not supported on UDP",
+            "proxyProtocol=\"v1\" (expected v2) is not supported on UDP",
+        ),
+        (
+            on_udp(r#"<host name="h1""#, r#"<host proxyProtocol="1" name="h1""#),
+            "<host proxyProtocol",
+            "proxyProtocol=\"v1\" (expected v2) is not supported on UDP",
         ),
         (
             on_udp(
@@ -3224,6 +3229,15 @@ fn udp_services_read_write_and_refuse_what_udp_lacks() {
         assert_eq!(loc.line, line, "{shown}");
         assert!(loc.column >= col.saturating_sub(1), "{shown} vs {col}");
     }
+    // PROXY v2 headers on datagrams, per group or host, kept by both writers.
+    let v2 = on_udp(r#"enable="true""#, r#"enable="true" proxyProtocol="v2""#).replace(
+        r#"<host name="h1""#,
+        r#"<host proxyProtocol="v2" name="h1""#,
+    );
+    let c = Config::from_xml_str(&v2).unwrap();
+    let xml = c.to_xml();
+    assert_eq!(xml.matches(r#"proxyProtocol="v2""#).count(), 2, "{xml}");
+    same(&Config::from_toml_str(&c.to_toml()).unwrap(), &c);
 }
 
 #[test]

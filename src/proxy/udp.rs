@@ -11,7 +11,9 @@
 //! when its host is out of rotation as the client sends again (the datagram
 //! opens a session on another host). The table of sessions belongs to the
 //! listener's task alone: no lock. A session holds no buffer: replies are read
-//! into one buffer per worker thread and sent on at once.
+//! into one buffer per worker thread and sent on at once. With
+//! `proxyProtocol="v2"` each datagram to the host goes behind a PROXY v2
+//! header (`DGRAM` family: client and listener addresses), as nginx sends it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{CloseReason, ConnectionRecord};
-use super::{DataPlane, passive};
+use super::{DataPlane, passive, proxy_protocol};
 use crate::snapshot::Snapshot;
 use crate::state::{ConnectionGuard, HostId, HostStats, ServiceCounters, clock_ms};
 
@@ -93,6 +95,9 @@ struct Session {
     cancel: CancellationToken,
     /// Tells this session from an earlier one of the same client.
     number: u64,
+    /// The PROXY v2 header put in front of each datagram to the host
+    /// (`proxyProtocol="v2"`), made once for the session.
+    header: Option<Box<[u8]>>,
 }
 
 impl Session {
@@ -186,7 +191,7 @@ impl UdpListenerTask {
             // the host with no one left to relay its replies.
             let open = !session.cancel.is_cancelled();
             if open && session.stats.is_available() {
-                match send(&session.socket, bytes) {
+                match send(&session.socket, session.header.as_deref(), bytes) {
                     Ok(_) => {
                         session.last.store(clock_ms(), Relaxed);
                         passed_in(counters, session, bytes.len());
@@ -194,6 +199,11 @@ impl UdpListenerTask {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         counters.dropped_limit.fetch_add(1, Relaxed);
+                        return;
+                    }
+                    Err(e) if too_long(&e) => {
+                        // With its PROXY header, longer than a datagram.
+                        counters.dropped_oversize.fetch_add(1, Relaxed);
                         return;
                     }
                     Err(e) => {
@@ -237,6 +247,12 @@ impl UdpListenerTask {
             }
         };
         OPEN_SESSIONS.fetch_add(1, Relaxed); // back in `Session`'s drop
+        // Version 1 is refused on UDP by the configuration's check: any
+        // header is version 2's, to the address the client sent to.
+        let header = picked.proxy_protocol.and_then(|_| {
+            let reached = listener.local_addr().ok()?;
+            Some(proxy_protocol::encode_v2_datagram(client, reached).into_boxed_slice())
+        });
         let session = Arc::new(Session {
             socket,
             stats: picked.stats,
@@ -249,10 +265,14 @@ impl UdpListenerTask {
             ended_by: AtomicU8::new(0),
             cancel: self.stop.child_token(),
             number: table.next,
+            header,
         });
         table.next += 1;
-        match send(&session.socket, bytes) {
+        match send(&session.socket, session.header.as_deref(), bytes) {
             Ok(_) => passed_in(counters, &session, bytes.len()),
+            Err(e) if too_long(&e) => {
+                counters.dropped_oversize.fetch_add(1, Relaxed);
+            }
             Err(_) => {
                 counters.dropped_limit.fetch_add(1, Relaxed);
             }
@@ -303,6 +323,7 @@ impl UdpListenerTask {
                             host: host.name.clone(),
                             fail_limit: group.options.fail_limit,
                             addr,
+                            proxy_protocol: host.proxy_protocol,
                         },
                         socket,
                     ));
@@ -333,14 +354,26 @@ struct Picked {
     host: Arc<str>,
     fail_limit: u32,
     addr: SocketAddr,
+    proxy_protocol: Option<crate::config::ProxyVersion>,
 }
 
-/// Sends on a session's socket at once. Not tokio's `try_send`: that waits
+/// Sends on a session's socket at once, behind `header` if any (one
+/// datagram, gathered from both: no copy). Not tokio's `try_send`: that waits
 /// for the reactor to have seen the socket writable, which a socket made for
 /// the datagram in hand has not; a UDP send does not block but for a full
 /// buffer (then `WouldBlock`, and the datagram is dropped).
-fn send(socket: &UdpSocket, bytes: &[u8]) -> io::Result<usize> {
-    socket2::SockRef::from(socket).send(bytes)
+fn send(socket: &UdpSocket, header: Option<&[u8]>, bytes: &[u8]) -> io::Result<usize> {
+    let socket = socket2::SockRef::from(socket);
+    match header {
+        None => socket.send(bytes),
+        Some(header) => socket.send_vectored(&[io::IoSlice::new(header), io::IoSlice::new(bytes)]),
+    }
+}
+
+/// Whether a send failed for the datagram's length (EMSGSIZE): the
+/// datagram's fault, not the host's.
+fn too_long(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(libc::EMSGSIZE)
 }
 
 fn passed_in(counters: &ServiceCounters, session: &Session, n: usize) {

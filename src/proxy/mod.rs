@@ -15,6 +15,7 @@ pub(crate) mod moved;
 mod parking;
 mod passive;
 pub mod proxy_protocol;
+mod quic;
 mod retry_empty;
 mod terminate;
 mod udp;

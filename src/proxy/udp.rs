@@ -23,13 +23,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{CloseReason, ConnectionRecord};
-use super::{DataPlane, passive, proxy_protocol};
+use super::quic::{Decided, Offer, Pending, WAITING_CHECK};
+use super::{DataPlane, ListenerSettings, passive, proxy_protocol};
 use crate::snapshot::Snapshot;
 use crate::state::{ConnectionGuard, HostId, HostStats, ServiceCounters, clock_ms};
 
@@ -45,8 +47,11 @@ thread_local! {
 
 /// A UDP listener of a service: what its task needs besides its socket.
 pub(crate) struct UdpListenerTask {
-    /// The service it serves.
+    /// The service it serves (the clients no route sends elsewhere).
     pub service: Arc<str>,
+    /// Its routes (QUIC, by SNI and ALPN), read per new client; swapped by
+    /// the controller when they change.
+    pub settings: Arc<ArcSwap<ListenerSettings>>,
     /// The snapshots, events and access log.
     pub data: Arc<DataPlane>,
     /// Cancelled to close the listener (and its sessions).
@@ -75,6 +80,10 @@ impl Drop for Session {
 struct Session {
     /// Connected to the host.
     socket: UdpSocket,
+    /// The service it belongs to (the listener's, or a route's), and its
+    /// counters.
+    service: Arc<str>,
+    counters: Arc<ServiceCounters>,
     /// The host's counters and health.
     stats: Arc<HostStats>,
     /// Where the host is: service, group, host names.
@@ -127,6 +136,8 @@ fn reason_of(code: u8) -> CloseReason {
 /// What the listener's task keeps.
 struct Table {
     sessions: HashMap<SocketAddr, Arc<Session>>,
+    /// New clients of a listener with routes, until their route is chosen.
+    pending: Pending,
     next: u64,
     /// Sessions tell the listener here that they ended (client, number).
     ended_tx: mpsc::UnboundedSender<(SocketAddr, u64)>,
@@ -140,13 +151,19 @@ impl UdpListenerTask {
         let (ended_tx, mut ended_rx) = mpsc::unbounded_channel();
         let mut table = Table {
             sessions: HashMap::new(),
+            pending: Pending::default(),
             next: 0,
             ended_tx,
         };
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let mut waiting_check = tokio::time::interval(WAITING_CHECK);
+        waiting_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => break,
+                _ = waiting_check.tick(), if !table.pending.is_empty() => {
+                    self.waited(&socket, &mut table);
+                }
                 Some((client, number)) = ended_rx.recv() => {
                     if table.sessions.get(&client).is_some_and(|s| s.number == number) {
                         table.sessions.remove(&client);
@@ -185,7 +202,11 @@ impl UdpListenerTask {
             counters.dropped_oversize.fetch_add(1, Relaxed);
             return;
         }
+        // The service of the client's session ended here: a new one stays
+        // on it (a route's, chosen by the client's first datagrams).
+        let mut stays_on = None;
         if let Some(session) = table.sessions.get(&client) {
+            let counters = &session.counters;
             // A session that ended on its own (its message to the table may
             // still be on its way) takes no more datagrams: they would reach
             // the host with no one left to relay its replies.
@@ -209,7 +230,7 @@ impl UdpListenerTask {
                     Err(e) => {
                         // A refusal of an earlier datagram (ICMP port
                         // unreachable) or another error of the host's side.
-                        let place = (&self.service, &session.group, &session.host);
+                        let place = (&session.service, &session.group, &session.host);
                         let reason = format!("udp: {e}");
                         passive::host_failed(
                             &self.data,
@@ -223,19 +244,72 @@ impl UdpListenerTask {
             }
             // Ended, or its host is out of rotation: this datagram picks again.
             session.end(CloseReason::HostDown);
+            stays_on = Some(session.service.clone());
             table.sessions.remove(&client);
         }
         if !super::admission::allowed(client, &service.options) {
             counters.denied.fetch_add(1, Relaxed);
             return;
         }
-        if table.sessions.len() >= service.options.max_sessions as usize
+        let settings = self.settings.load();
+        if let Some(routing) = settings.routing.as_ref().filter(|_| stays_on.is_none()) {
+            match table.pending.offer(client, bytes, routing) {
+                Offer::Wait => {}
+                Offer::Decided(decided) => self.start(&snapshot, decided, listener, table),
+            }
+            return;
+        }
+        let decided = Decided {
+            client,
+            target: stays_on,
+            datagrams: vec![bytes.into()],
+        };
+        self.start(&snapshot, decided, listener, table);
+    }
+
+    /// Clients that waited for their route past the listener's
+    /// `inspectTimeout`: decided on what they sent.
+    fn waited(&self, listener: &Arc<UdpSocket>, table: &mut Table) {
+        let settings = self.settings.load();
+        let routing = settings.routing.as_ref();
+        let timeout = routing.map_or(Duration::ZERO, |r| r.timeout);
+        let decided = table.pending.expired(timeout, routing);
+        if decided.is_empty() {
+            return;
+        }
+        let snapshot = self.data.snapshots.load();
+        for decided in decided {
+            self.start(&snapshot, decided, listener, table);
+        }
+    }
+
+    /// Opens a session for a client whose route is decided (its service:
+    /// the route's, else the listener's) and sends it the client's datagrams.
+    fn start(
+        &self,
+        snapshot: &Snapshot,
+        decided: Decided,
+        listener: &Arc<UdpSocket>,
+        table: &mut Table,
+    ) {
+        let Some(own) = snapshot.service(&self.service) else {
+            return;
+        };
+        let name = decided.target.unwrap_or_else(|| self.service.clone());
+        let client = decided.client;
+        // A route's service gone with a reload: no host for it.
+        let Some(service) = snapshot.service(&name) else {
+            own.counters.dropped_no_host.fetch_add(1, Relaxed);
+            return;
+        };
+        let counters = &service.counters;
+        if table.sessions.len() >= own.options.max_sessions as usize
             || OPEN_SESSIONS.load(Relaxed) >= session_cap()
         {
             counters.dropped_limit.fetch_add(1, Relaxed);
             return;
         }
-        let (picked, socket) = match self.open(&snapshot, client) {
+        let (picked, socket) = match self.open(snapshot, &name, client) {
             Ok(opened) => opened,
             Err(Unopened::NoHost) => {
                 counters.dropped_no_host.fetch_add(1, Relaxed);
@@ -255,6 +329,8 @@ impl UdpListenerTask {
         });
         let session = Arc::new(Session {
             socket,
+            service: name.clone(),
+            counters: service.counters.clone(),
             stats: picked.stats,
             group: picked.group,
             host: picked.host,
@@ -268,13 +344,15 @@ impl UdpListenerTask {
             header,
         });
         table.next += 1;
-        match send(&session.socket, session.header.as_deref(), bytes) {
-            Ok(_) => passed_in(counters, &session, bytes.len()),
-            Err(e) if too_long(&e) => {
-                counters.dropped_oversize.fetch_add(1, Relaxed);
-            }
-            Err(_) => {
-                counters.dropped_limit.fetch_add(1, Relaxed);
+        for bytes in &decided.datagrams {
+            match send(&session.socket, session.header.as_deref(), bytes) {
+                Ok(_) => passed_in(counters, &session, bytes.len()),
+                Err(e) if too_long(&e) => {
+                    counters.dropped_oversize.fetch_add(1, Relaxed);
+                }
+                Err(_) => {
+                    counters.dropped_limit.fetch_add(1, Relaxed);
+                }
             }
         }
         table.sessions.insert(client, session.clone());
@@ -286,7 +364,6 @@ impl UdpListenerTask {
             counters: service.counters.clone(),
             timeout: service.options.session_timeout,
             responses: service.options.responses,
-            service: self.service.clone(),
             data: self.data.clone(),
             ended: table.ended_tx.clone(),
         };
@@ -299,9 +376,10 @@ impl UdpListenerTask {
     fn open(
         &self,
         snapshot: &Snapshot,
+        service: &str,
         client: SocketAddr,
     ) -> Result<(Picked, UdpSocket), Unopened> {
-        let service = snapshot.service(&self.service).ok_or(Unopened::NoHost)?;
+        let service = snapshot.service(service).ok_or(Unopened::NoHost)?;
         // The enabled group, or the backup group standing in for it.
         let serving = service.serving_group().unwrap_or(service.enabled);
         let group = service.groups.get(serving).ok_or(Unopened::NoHost)?;
@@ -331,7 +409,7 @@ impl UdpListenerTask {
                 Err(error) => {
                     // Local (descriptors, memory): not the host's fault, and
                     // every other host would fail the same way.
-                    tracing::debug!(service = %self.service, %addr, %error, "udp session socket");
+                    tracing::debug!(service = %service.name, %addr, %error, "udp session socket");
                     return Err(Unopened::Local);
                 }
             }
@@ -404,7 +482,6 @@ struct Serve {
     counters: Arc<ServiceCounters>,
     timeout: Duration,
     responses: u32,
-    service: Arc<str>,
     data: Arc<DataPlane>,
     ended: mpsc::UnboundedSender<(SocketAddr, u64)>,
 }
@@ -515,7 +592,7 @@ impl Serve {
     /// failure under its group's `failLimit`, as a refused TCP connect.
     fn host_failed(&self, error: &io::Error) {
         let session = &self.session;
-        let place = (&self.service, &session.group, &session.host);
+        let place = (&session.service, &session.group, &session.host);
         let reason = format!("udp: {error}");
         passive::host_failed(
             &self.data,
@@ -540,7 +617,7 @@ impl Serve {
                 .unwrap_or(0.0),
             client: self.client,
             listener: self.listener.local_addr().unwrap_or(self.client),
-            service: self.service.to_string(),
+            service: session.service.to_string(),
             host: session.host.to_string(),
             host_addr: self.host_addr,
             connect_seconds: 0.0,

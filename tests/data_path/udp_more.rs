@@ -156,3 +156,279 @@ async fn datagrams_carry_a_group_proxy_v2_header_over_ipv4() {
 async fn datagrams_carry_a_host_proxy_v2_header_over_ipv6() {
     datagrams_carry_a_proxy_v2_header("::1", "[::1]:0", "host").await;
 }
+
+// --- QUIC passthrough by SNI ------------------------------------------------
+
+/// A real QUIC client's first datagrams: the ClientHello rustls' QUIC
+/// client writes for `sni` (offering `alpn`), in CRYPTO frames of Initial
+/// packets (version 1) protected with the initial keys of `dcid`, one
+/// Initial per datagram of `chunk` hello bytes at most, each datagram padded
+/// to 1,200 bytes as clients pad theirs. Built here from RFC 9000/9001 with
+/// rustls' keys, not with txlb's code.
+fn quic_initials(sni: &str, alpn: &[&[u8]], dcid: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+    use rustls::quic::{ClientConnection, Version};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let mut client =
+        ClientConnection::new(std::sync::Arc::new(config), Version::V1, name, vec![]).unwrap();
+    let mut hello = Vec::new();
+    client.write_hs(&mut hello);
+    let rustls::SupportedCipherSuite::Tls13(suite) =
+        rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+    else {
+        unreachable!()
+    };
+    let keys = suite
+        .quic_suite()
+        .unwrap()
+        .keys(dcid, rustls::Side::Client, Version::V1)
+        .local;
+    let mut datagrams = Vec::new();
+    for (number, piece) in hello.chunks(chunk).enumerate() {
+        let offset = number * chunk;
+        // CRYPTO frame: type 6, offset and length as 2-byte varints.
+        let mut payload = vec![0x06];
+        payload.extend_from_slice(&(0x4000 | offset as u16).to_be_bytes());
+        payload.extend_from_slice(&(0x4000 | piece.len() as u16).to_be_bytes());
+        payload.extend_from_slice(piece);
+        // Long header, Initial, 2-byte packet number; no SCID, no token.
+        let mut packet = vec![0xc1];
+        packet.extend_from_slice(&1u32.to_be_bytes());
+        packet.push(dcid.len() as u8);
+        packet.extend_from_slice(dcid);
+        packet.extend_from_slice(&[0, 0]);
+        let header_len = packet.len() + 2 + 2;
+        // PADDING frames (zeros) to a 1,200-byte datagram with the tag.
+        payload.resize(1200 - header_len - 16, 0);
+        let length = 2 + payload.len() + 16;
+        packet.extend_from_slice(&(0x4000 | length as u16).to_be_bytes());
+        let pn_at = packet.len();
+        packet.extend_from_slice(&(number as u16).to_be_bytes());
+        let tag = keys
+            .packet
+            .encrypt_in_place(number as u64, &packet, &mut payload)
+            .unwrap();
+        packet.extend_from_slice(&payload);
+        packet.extend_from_slice(tag.as_ref());
+        let sample: Vec<u8> = packet[pn_at + 4..pn_at + 20].to_vec();
+        let (head, rest) = packet.split_at_mut(pn_at);
+        keys.header
+            .encrypt_in_place(&sample, &mut head[0], &mut rest[..2])
+            .unwrap();
+        assert_eq!(packet.len(), 1200);
+        datagrams.push(packet);
+    }
+    datagrams
+}
+
+/// Services `qa` and `qb` (a UDP host each, answering `a:` and `b:`) and
+/// `u`, listening on 127.0.0.1 with routes by SNI and ALPN to them and a
+/// default group of its own (a host answering `d:`).
+async fn quic_routes(listen_attrs: &str) -> (Txlb, SocketAddr) {
+    let (a, _) = super::udp::udp_host("127.0.0.1", "a:").await;
+    let (b, _) = super::udp::udp_host("127.0.0.1", "b:").await;
+    let (d, _) = super::udp::udp_host("127.0.0.1", "d:").await;
+    let user = &crate::common::admin::users()[0];
+    let service = |name: &str, host: SocketAddr| {
+        format!(
+            "<service name=\"{name}\" protocol=\"udp\"><listen ip=\"127.0.0.1:0\"/>\
+             <group name=\"g\" enable=\"true\"><host name=\"{name}1\" ip=\"{host}\"/></group></service>\n"
+        )
+    };
+    let xml = format!(
+        "<config>\n<service name=\"u\" protocol=\"udp\">\
+         <listen ip=\"127.0.0.1:0\" {listen_attrs}>\
+         <route sni=\"a.example\" service=\"qa\"/>\
+         <route sni=\"*.b.example\" service=\"qb\"/>\
+         <route alpn=\"b-proto\" service=\"qb\"/>\
+         </listen>\
+         <group name=\"g\" enable=\"true\"><host name=\"d1\" ip=\"{d}\"/></group></service>\n\
+         {}{}\
+         <admin><web listen=\"127.0.0.1:0\" enable=\"true\"/>\
+         <user name=\"{}\" password=\"{}\" access=\"full\"/></admin>\n</config>\n",
+        service("qa", a),
+        service("qb", b),
+        user.name,
+        user.password_hash
+    );
+    let txlb = Txlb::start_xml(&xml, None);
+    let lb = txlb.listener();
+    (txlb, lb)
+}
+
+/// Sends `datagrams` to `lb` from `socket`; the replies, in order.
+async fn exchange(socket: &UdpSocket, lb: SocketAddr, datagrams: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    for d in datagrams {
+        socket.send_to(d, lb).await.unwrap();
+    }
+    let mut replies = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    while replies.len() < datagrams.len() {
+        match tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, _))) => replies.push(buf[..n].to_vec()),
+            _ => break,
+        }
+    }
+    replies
+}
+
+/// The host a reply came from: its prefix (`a`, `b` or `d`), and the rest.
+fn from(reply: &[u8]) -> (String, &[u8]) {
+    let at = reply
+        .iter()
+        .position(|&b| b == b':')
+        .expect("a host's prefix");
+    (
+        String::from_utf8_lossy(&reply[..at]).into_owned(),
+        &reply[at + 1..],
+    )
+}
+
+/// A listener counter from `/metrics`: the line of `name` whose labels
+/// contain `label` (0 when there is none; only `u`'s listener has routes).
+async fn listener_metric(txlb: &Txlb, name: &str, label: &str) -> u64 {
+    let base = txlb.logged("admin web server up", "url").await;
+    let base = base.trim_end_matches('/');
+    let text = crate::common::admin::get_as(base, crate::common::admin::FULL, "/metrics")
+        .await
+        .1;
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn quic_initials_of_a_real_client_hello_are_routed_by_sni_and_alpn() {
+    let (txlb, lb) = quic_routes("").await;
+    let dcid = [0x11u8, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
+    // One Initial each: by SNI to qa, by a wildcard SNI to qb, by ALPN to
+    // qb, and no route's: the listener's own group.
+    for (sni, alpn, host) in [
+        ("a.example", &[&b"h3"[..]][..], "a"),
+        ("x.b.example", &[&b"h3"[..]][..], "b"),
+        ("c.example", &[&b"h3"[..], &b"b-proto"[..]][..], "b"),
+        ("c.example", &[&b"h3"[..]][..], "d"),
+    ] {
+        let socket = client("127.0.0.1").await;
+        let initials = quic_initials(sni, alpn, &dcid, 2_000);
+        assert_eq!(initials.len(), 1);
+        let replies = exchange(&socket, lb, &initials).await;
+        assert_eq!(replies.len(), 1, "{sni}");
+        let (which, echoed) = from(&replies[0]);
+        assert_eq!((which.as_str(), echoed), (host, &initials[0][..]), "{sni}");
+        // Later datagrams (1-RTT, short header) stay on the session's host.
+        for i in 0..3u8 {
+            let short = [0x40 | i, 1, 2, 3, i];
+            let reply = ask(&socket, lb, &short).await.expect("a reply");
+            assert_eq!(from(&reply), (host.to_string(), &short[..]), "{sni}");
+        }
+    }
+    // A hello over two datagrams (many ALPN names: about 2.4 KB, as with
+    // post-quantum key shares): both reach qa, in order.
+    let names: Vec<Vec<u8>> = (0..100)
+        .map(|i| format!("proto-{i:04}").into_bytes())
+        .collect();
+    let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+    let initials = quic_initials("a.example", &names, &dcid, 1_000);
+    assert!(initials.len() >= 2, "{}", initials.len());
+    let socket = client("127.0.0.1").await;
+    let replies = exchange(&socket, lb, &initials).await;
+    let echoed: Vec<(String, &[u8])> = replies.iter().map(|r| from(r)).collect();
+    let expected: Vec<(String, &[u8])> =
+        initials.iter().map(|d| ("a".to_string(), &d[..])).collect();
+    assert_eq!(echoed, expected);
+    assert_eq!(
+        metric_of(&txlb, "qa", "txlb_service_sessions_total").await,
+        2
+    );
+    assert_eq!(
+        metric_of(&txlb, "qb", "txlb_service_sessions_total").await,
+        2
+    );
+    assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 1);
+    let hits = listener_metric(&txlb, "txlb_route_hits_total", "sni=a.example").await;
+    assert_eq!(hits, 2);
+}
+
+/// One service counter of `service` from `/metrics`.
+async fn metric_of(txlb: &Txlb, service: &str, name: &str) -> u64 {
+    let base = txlb.logged("admin web server up", "url").await;
+    let base = base.trim_end_matches('/');
+    let text = crate::common::admin::get_as(base, crate::common::admin::FULL, "/metrics")
+        .await
+        .1;
+    let prefix = format!("{name}{{service=\"{service}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix}"))
+        .parse()
+        .unwrap()
+}
+
+/// Truncated, altered and garbage Initials, each from its own client: every
+/// one reaches the listener's own group unchanged (the default route), each
+/// is counted as an anomaly, and txlb goes on routing real ones.
+#[tokio::test]
+async fn truncated_and_garbage_initials_take_the_default_route_and_are_counted() {
+    let (txlb, lb) = quic_routes("").await;
+    let dcid = [9u8; 12];
+    let real = quic_initials("a.example", &[b"h3"], &dcid, 2_000).remove(0);
+    let mut rng = fastrand::Rng::with_seed(26);
+    let mut bad: Vec<Vec<u8>> = vec![Vec::new(), b"\x12\x34\x01\x00".to_vec(), vec![0xff; 1200]];
+    for _ in 0..40 {
+        let cut = rng.usize(1..real.len());
+        bad.push(real[..cut].to_vec());
+        let mut flipped = real.clone();
+        // Past the first byte and the version: still a v1 Initial that
+        // fails somewhere later (header, keys or tag).
+        let at = rng.usize(5..real.len());
+        flipped[at] ^= rng.u8(1..);
+        bad.push(flipped);
+        bad.push((0..rng.usize(1..1500)).map(|_| rng.u8(..)).collect());
+    }
+    for datagram in &bad {
+        let socket = client("127.0.0.1").await;
+        let reply = ask(&socket, lb, datagram).await.expect("a reply");
+        assert_eq!(from(&reply), ("d".to_string(), &datagram[..]));
+    }
+    let counted = listener_metric(&txlb, "txlb_inspect_anomalies_total", "bad_quic_initial").await;
+    assert_eq!(counted, bad.len() as u64);
+    let socket = client("127.0.0.1").await;
+    let reply = ask(&socket, lb, &real).await.expect("a reply");
+    assert_eq!(from(&reply).0, "a");
+}
+
+/// A hello whose second datagram never comes waits the listener's
+/// `inspectTimeout`, then takes a route on what came.
+#[tokio::test]
+async fn a_hello_cut_short_is_routed_after_the_inspect_timeout() {
+    let (txlb, lb) = quic_routes("inspectTimeout=\"0.4\"").await;
+    let names: Vec<Vec<u8>> = (0..100)
+        .map(|i| format!("proto-{i:04}").into_bytes())
+        .collect();
+    let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+    let initials = quic_initials("a.example", &names, &[7u8; 8], 1_000);
+    let socket = client("127.0.0.1").await;
+    let sent = std::time::Instant::now();
+    socket.send_to(&initials[0], lb).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buf))
+        .await
+        .expect("a reply after the timeout")
+        .unwrap();
+    assert!(
+        sent.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(from(&buf[..n]).1, &initials[0][..]);
+    let cut = listener_metric(&txlb, "txlb_inspect_anomalies_total", "truncated_hello").await;
+    assert_eq!(cut, 1);
+}

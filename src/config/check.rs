@@ -482,7 +482,13 @@ impl ServiceConfig {
             .into_iter()
             .find(|w| TCP_ONLY.contains(&w.xml_name))
         {
-            return refuse(InService::Element, written.xml_name);
+            // Their UDP counterparts, per client address.
+            let what = match written.xml_name {
+                "sourceMaxconn" => "sourceMaxconn (expected maxSessionsPerSource)",
+                "sourceRate" => "sourceRate (expected datagramRate)",
+                other => other,
+            };
+            return refuse(InService::Element, what);
         }
         for (index, listener) in self.listeners.iter().enumerate() {
             if listener.tls.is_some() {

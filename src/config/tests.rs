@@ -3255,6 +3255,27 @@ fn udp_services_read_write_and_refuse_what_udp_lacks() {
         err.contains("which is protocol=\"udp\" (expected a tcp service"),
         "{err}"
     );
+    // Per-source limits, kept by both writers; TCP's are refused with a hint.
+    let limits = on_udp(
+        r#"<service name="web" protocol="udp">"#,
+        r#"<service name="web" protocol="udp" maxSessionsPerSource="3" datagramRate="100">"#,
+    );
+    let c = Config::from_xml_str(&limits).unwrap();
+    let o = &c.services[0].options;
+    assert_eq!((o.max_sessions_per_source, o.datagram_rate), (3, 100));
+    same(&Config::from_xml_str(&c.to_xml()).unwrap(), &c);
+    let toml = c.to_toml();
+    assert!(toml.contains("datagram_rate = 100"), "{toml}");
+    same(&Config::from_toml_str(&toml).unwrap(), &c);
+    let tcp_limit = on_udp(
+        r#"<service name="web" protocol="udp">"#,
+        r#"<service name="web" protocol="udp" sourceRate="5">"#,
+    );
+    let err = Config::from_xml_str(&tcp_limit).unwrap_err().to_string();
+    assert!(
+        err.contains("sourceRate (expected datagramRate) is not supported on UDP"),
+        "{err}"
+    );
     // PROXY v2 headers on datagrams, per group or host, kept by both writers.
     let v2 = on_udp(r#"enable="true""#, r#"enable="true" proxyProtocol="v2""#).replace(
         r#"<host name="h1""#,

@@ -19,6 +19,7 @@ mod quic;
 mod retry_empty;
 mod terminate;
 mod udp;
+mod udp_sources;
 mod workers;
 
 pub(crate) use admission::AcceptProxy;

@@ -14,6 +14,8 @@
 //! into one buffer per worker thread and sent on at once. With
 //! `proxyProtocol="v2"` each datagram to the host goes behind a PROXY v2
 //! header (`DGRAM` family: client and listener addresses), as nginx sends it.
+//! Per client address, `datagramRate` bounds datagrams per second and
+//! `maxSessionsPerSource` the sessions open (`udp_sources.rs`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::{CloseReason, ConnectionRecord};
 use super::quic::{Decided, Offer, Pending, WAITING_CHECK};
+use super::udp_sources::Sources;
 use super::{DataPlane, ListenerSettings, passive, proxy_protocol};
 use crate::snapshot::Snapshot;
 use crate::state::{ConnectionGuard, HostId, HostStats, ServiceCounters, clock_ms};
@@ -138,6 +141,8 @@ struct Table {
     sessions: HashMap<SocketAddr, Arc<Session>>,
     /// New clients of a listener with routes, until their route is chosen.
     pending: Pending,
+    /// Sessions and datagrams per client address, for the per-source limits.
+    sources: Sources,
     next: u64,
     /// Sessions tell the listener here that they ended (client, number).
     ended_tx: mpsc::UnboundedSender<(SocketAddr, u64)>,
@@ -152,6 +157,7 @@ impl UdpListenerTask {
         let mut table = Table {
             sessions: HashMap::new(),
             pending: Pending::default(),
+            sources: Sources::default(),
             next: 0,
             ended_tx,
         };
@@ -167,6 +173,7 @@ impl UdpListenerTask {
                 Some((client, number)) = ended_rx.recv() => {
                     if table.sessions.get(&client).is_some_and(|s| s.number == number) {
                         table.sessions.remove(&client);
+                        table.sources.closed(client.ip());
                     }
                 }
                 received = socket.recv_from(&mut buf) => match received {
@@ -200,6 +207,13 @@ impl UdpListenerTask {
         let counters = &service.counters;
         if bytes.len() > MAX_DATAGRAM {
             counters.dropped_oversize.fetch_add(1, Relaxed);
+            return;
+        }
+        if !table
+            .sources
+            .datagram(client.ip(), service.options.datagram_rate)
+        {
+            counters.dropped_rate.fetch_add(1, Relaxed);
             return;
         }
         // The service of the client's session ended here: a new one stays
@@ -246,6 +260,7 @@ impl UdpListenerTask {
             session.end(CloseReason::HostDown);
             stays_on = Some(session.service.clone());
             table.sessions.remove(&client);
+            table.sources.closed(client.ip());
         }
         if !super::admission::allowed(client, &service.options) {
             counters.denied.fetch_add(1, Relaxed);
@@ -302,6 +317,13 @@ impl UdpListenerTask {
             own.counters.dropped_no_host.fetch_add(1, Relaxed);
             return;
         };
+        if !table
+            .sources
+            .may_open(client.ip(), own.options.max_sessions_per_source)
+        {
+            own.counters.dropped_source_limit.fetch_add(1, Relaxed);
+            return;
+        }
         let counters = &service.counters;
         if table.sessions.len() >= own.options.max_sessions as usize
             || OPEN_SESSIONS.load(Relaxed) >= session_cap()
@@ -356,6 +378,7 @@ impl UdpListenerTask {
             }
         }
         table.sessions.insert(client, session.clone());
+        table.sources.opened(client.ip());
         let serve = Serve {
             session,
             listener: listener.clone(),

@@ -432,3 +432,82 @@ async fn a_hello_cut_short_is_routed_after_the_inspect_timeout() {
     let cut = listener_metric(&txlb, "txlb_inspect_anomalies_total", "truncated_hello").await;
     assert_eq!(cut, 1);
 }
+
+// --- Per-source limits --------------------------------------------------------
+
+/// Sends `bytes` and waits briefly for a reply: whether one came.
+async fn answered(socket: &UdpSocket, lb: SocketAddr, bytes: &[u8]) -> bool {
+    socket.send_to(bytes, lb).await.unwrap();
+    let mut buf = [0u8; 256];
+    tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf))
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn sessions_past_max_sessions_per_source_are_dropped_and_counted() {
+    let (h1, _) = super::udp::udp_host("127.0.0.1", "h1:").await;
+    let attrs = r#"maxSessionsPerSource="2" sessionTimeout="1""#;
+    let txlb = Txlb::start_xml(&config("127.0.0.1:0", attrs, "roundr", &[("h1", h1)]), None);
+    let lb = txlb.listener();
+    let sockets = [
+        client("127.0.0.1").await,
+        client("127.0.0.1").await,
+        client("127.0.0.1").await,
+    ];
+    assert!(answered(&sockets[0], lb, b"a").await);
+    assert!(answered(&sockets[1], lb, b"b").await);
+    // A third port of the same address: no session.
+    assert!(!answered(&sockets[2], lb, b"c").await);
+    assert_eq!(
+        metric(&txlb, "txlb_service_dropped_source_limit_total").await,
+        1
+    );
+    // Open sessions keep passing; another address has its own two.
+    assert!(answered(&sockets[0], lb, b"a2").await);
+    assert!(answered(&client("127.0.0.2").await, lb, b"d").await);
+    // Once the address's sessions end (sessionTimeout), the third opens one.
+    assert!(
+        crate::common::eventually(Duration::from_secs(5), || async {
+            metric(&txlb, "txlb_service_sessions_open").await == 0
+        })
+        .await
+    );
+    assert!(answered(&sockets[2], lb, b"c2").await);
+    assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 4);
+}
+
+#[tokio::test]
+async fn datagrams_past_the_rate_of_a_source_are_dropped_and_counted() {
+    let (h1, received) = super::udp::udp_host("127.0.0.1", "h1:").await;
+    let attrs = r#"datagramRate="5""#;
+    let txlb = Txlb::start_xml(&config("127.0.0.1:0", attrs, "roundr", &[("h1", h1)]), None);
+    let lb = txlb.listener();
+    // Two sockets of one address share its rate: 30 datagrams at once.
+    let (a, b) = (client("127.0.0.1").await, client("127.0.0.1").await);
+    for i in 0..15u8 {
+        a.send_to(&[i], lb).await.unwrap();
+        b.send_to(&[i], lb).await.unwrap();
+    }
+    assert!(
+        crate::common::eventually(Duration::from_secs(5), || async {
+            let passed = metric(&txlb, "txlb_service_datagrams_in_total").await;
+            let dropped = metric(&txlb, "txlb_service_dropped_rate_total").await;
+            passed + dropped == 30
+        })
+        .await
+    );
+    // Five a second (ten if the burst crossed a second's edge).
+    let passed = metric(&txlb, "txlb_service_datagrams_in_total").await;
+    assert!((5..=10).contains(&passed), "{passed} passed");
+    let at_host = || received.load(std::sync::atomic::Ordering::Relaxed) as u64;
+    assert!(
+        crate::common::eventually(Duration::from_secs(5), || async { at_host() == passed }).await,
+        "{} reached the host, {passed} passed",
+        at_host()
+    );
+    // Another address is not held back; the first passes again next second.
+    assert!(answered(&client("127.0.0.2").await, lb, b"x").await);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(answered(&a, lb, b"again").await);
+}

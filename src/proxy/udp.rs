@@ -325,6 +325,12 @@ impl UdpListenerTask {
             return;
         }
         let counters = &service.counters;
+        if service.groups.is_empty() {
+            // Only a listener's own service can lack groups: its listeners
+            // route, and this client matched no route.
+            counters.no_route.fetch_add(1, Relaxed);
+            return;
+        }
         if table.sessions.len() >= own.options.max_sessions as usize
             || OPEN_SESSIONS.load(Relaxed) >= session_cap()
         {

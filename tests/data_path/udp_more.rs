@@ -227,13 +227,21 @@ fn quic_initials(sni: &str, alpn: &[&[u8]], dcid: &[u8], chunk: usize) -> Vec<Ve
     datagrams
 }
 
-/// Services `qa` and `qb` (a UDP host each, answering `a:` and `b:`) and
-/// `u`, listening on 127.0.0.1 with routes by SNI and ALPN to them and a
-/// default group of its own (a host answering `d:`).
-async fn quic_routes(listen_attrs: &str) -> (Txlb, SocketAddr) {
-    let (a, _) = super::udp::udp_host("127.0.0.1", "a:").await;
-    let (b, _) = super::udp::udp_host("127.0.0.1", "b:").await;
-    let (d, _) = super::udp::udp_host("127.0.0.1", "d:").await;
+/// The routes of [`quic_routes`].
+const ROUTES: &str = "<route sni=\"a.example\" service=\"qa\"/>\
+                      <route sni=\"*.b.example\" service=\"qb\"/>\
+                      <route alpn=\"b-proto\" service=\"qb\"/>";
+
+/// Services `qa` and `qb` (a UDP host each, at `a` and `b`) and `u`,
+/// listening on 127.0.0.1 with `routes` to them and, with `own`, a default
+/// group of its own (a host at `own`).
+fn quic_xml(
+    listen_attrs: &str,
+    routes: &str,
+    own: Option<SocketAddr>,
+    a: SocketAddr,
+    b: SocketAddr,
+) -> String {
     let user = &crate::common::admin::users()[0];
     let service = |name: &str, host: SocketAddr| {
         format!(
@@ -241,14 +249,12 @@ async fn quic_routes(listen_attrs: &str) -> (Txlb, SocketAddr) {
              <group name=\"g\" enable=\"true\"><host name=\"{name}1\" ip=\"{host}\"/></group></service>\n"
         )
     };
-    let xml = format!(
+    let own = own.map_or(String::new(), |d| {
+        format!("<group name=\"g\" enable=\"true\"><host name=\"d1\" ip=\"{d}\"/></group>")
+    });
+    format!(
         "<config>\n<service name=\"u\" protocol=\"udp\">\
-         <listen ip=\"127.0.0.1:0\" {listen_attrs}>\
-         <route sni=\"a.example\" service=\"qa\"/>\
-         <route sni=\"*.b.example\" service=\"qb\"/>\
-         <route alpn=\"b-proto\" service=\"qb\"/>\
-         </listen>\
-         <group name=\"g\" enable=\"true\"><host name=\"d1\" ip=\"{d}\"/></group></service>\n\
+         <listen ip=\"127.0.0.1:0\" {listen_attrs}>{routes}</listen>{own}</service>\n\
          {}{}\
          <admin><web listen=\"127.0.0.1:0\" enable=\"true\"/>\
          <user name=\"{}\" password=\"{}\" access=\"full\"/></admin>\n</config>\n",
@@ -256,8 +262,16 @@ async fn quic_routes(listen_attrs: &str) -> (Txlb, SocketAddr) {
         service("qb", b),
         user.name,
         user.password_hash
-    );
-    let txlb = Txlb::start_xml(&xml, None);
+    )
+}
+
+/// [`quic_xml`] with [`ROUTES`], hosts answering `a:`, `b:` and (the
+/// listener's own) `d:`, run.
+async fn quic_routes(listen_attrs: &str) -> (Txlb, SocketAddr) {
+    let (a, _) = super::udp::udp_host("127.0.0.1", "a:").await;
+    let (b, _) = super::udp::udp_host("127.0.0.1", "b:").await;
+    let (d, _) = super::udp::udp_host("127.0.0.1", "d:").await;
+    let txlb = Txlb::start_xml(&quic_xml(listen_attrs, ROUTES, Some(d), a, b), None);
     let lb = txlb.listener();
     (txlb, lb)
 }
@@ -276,6 +290,14 @@ async fn exchange(socket: &UdpSocket, lb: SocketAddr, datagrams: &[Vec<u8>]) -> 
         }
     }
     replies
+}
+
+/// `socket`, kept open in `kept` (its port not given to another client
+/// while the test runs).
+fn keep(kept: &mut Vec<std::sync::Arc<UdpSocket>>, socket: UdpSocket) -> std::sync::Arc<UdpSocket> {
+    let socket = std::sync::Arc::new(socket);
+    kept.push(socket.clone());
+    socket
 }
 
 /// The host a reply came from: its prefix (`a`, `b` or `d`), and the rest.
@@ -307,6 +329,7 @@ async fn listener_metric(txlb: &Txlb, name: &str, label: &str) -> u64 {
 #[tokio::test]
 async fn quic_initials_of_a_real_client_hello_are_routed_by_sni_and_alpn() {
     let (txlb, lb) = quic_routes("").await;
+    let mut kept = Vec::new();
     let dcid = [0x11u8, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
     // One Initial each: by SNI to qa, by a wildcard SNI to qb, by ALPN to
     // qb, and no route's: the listener's own group.
@@ -316,7 +339,9 @@ async fn quic_initials_of_a_real_client_hello_are_routed_by_sni_and_alpn() {
         ("c.example", &[&b"h3"[..], &b"b-proto"[..]][..], "b"),
         ("c.example", &[&b"h3"[..]][..], "d"),
     ] {
-        let socket = client("127.0.0.1").await;
+        // Each client keeps its socket: a port freed could be the next
+        // client's, and find the session of the last.
+        let socket = keep(&mut kept, client("127.0.0.1").await);
         let initials = quic_initials(sni, alpn, &dcid, 2_000);
         assert_eq!(initials.len(), 1);
         let replies = exchange(&socket, lb, &initials).await;
@@ -393,8 +418,9 @@ async fn truncated_and_garbage_initials_take_the_default_route_and_are_counted()
         bad.push(flipped);
         bad.push((0..rng.usize(1..1500)).map(|_| rng.u8(..)).collect());
     }
+    let mut kept = Vec::new();
     for datagram in &bad {
-        let socket = client("127.0.0.1").await;
+        let socket = keep(&mut kept, client("127.0.0.1").await);
         let reply = ask(&socket, lb, datagram).await.expect("a reply");
         assert_eq!(from(&reply), ("d".to_string(), &datagram[..]));
     }
@@ -431,6 +457,51 @@ async fn a_hello_cut_short_is_routed_after_the_inspect_timeout() {
     assert_eq!(from(&buf[..n]).1, &initials[0][..]);
     let cut = listener_metric(&txlb, "txlb_inspect_anomalies_total", "truncated_hello").await;
     assert_eq!(cut, 1);
+}
+
+/// Routes change with a reload: new clients follow the new ones, a session
+/// keeps its host. A listener without a group of its own drops a client no
+/// route matches, counted as `no_route`.
+#[tokio::test]
+async fn a_reload_of_quic_routes_moves_new_clients_and_keeps_sessions() {
+    let (a, _) = super::udp::udp_host("127.0.0.1", "a:").await;
+    let (b, _) = super::udp::udp_host("127.0.0.1", "b:").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    std::fs::write(&path, quic_xml("", ROUTES, None, a, b)).unwrap();
+    let txlb = Txlb::start(&path, 2);
+    let lb = txlb.listener();
+    let dcid = [3u8; 8];
+    let first = quic_initials("a.example", &[b"h3"], &dcid, 2_000);
+    let open = client("127.0.0.1").await;
+    assert_eq!(from(&exchange(&open, lb, &first).await[0]).0, "a");
+    // No route matches, and `u` has no group: dropped and counted.
+    let lost = client("127.0.0.1").await;
+    let none = quic_initials("c.example", &[b"h3"], &dcid, 2_000);
+    assert!(exchange(&lost, lb, &none).await.is_empty());
+    assert_eq!(metric(&txlb, "txlb_service_no_route_total").await, 1);
+    // a.example now goes to qb.
+    let moved = "<route sni=\"a.example\" service=\"qb\"/>";
+    std::fs::write(&path, quic_xml("", moved, None, a, b)).unwrap();
+    let skip = txlb.log_len();
+    txlb.signal("HUP");
+    txlb.wait_for("reload", skip);
+    let fresh = client("127.0.0.1").await;
+    assert!(
+        crate::common::eventually(Duration::from_secs(5), || async {
+            let fresh = client("127.0.0.1").await;
+            exchange(&fresh, lb, &first)
+                .await
+                .first()
+                .map(|r| from(r).0)
+                == Some("b".into())
+        })
+        .await
+    );
+    assert_eq!(from(&exchange(&fresh, lb, &first).await[0]).0, "b");
+    // The session opened before the reload stays on qa's host.
+    let reply = ask(&open, lb, &[0x40, 9]).await.expect("a reply");
+    assert_eq!(from(&reply).0, "a");
 }
 
 // --- Per-source limits --------------------------------------------------------

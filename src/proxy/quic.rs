@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::inspect::{Routing, choose};
 use crate::routing::{Seen, Sniffed, sniff_initials};
+use crate::state::HostStats;
 
 /// Clients of one listener whose ClientHello is still incomplete. Real
 /// clients send a hello's datagrams back to back: they wait microseconds.
@@ -55,6 +56,8 @@ pub(crate) struct Decided {
     pub target: Option<Arc<str>>,
     /// Every datagram it sent so far, in order.
     pub datagrams: Vec<Box<[u8]>>,
+    /// The host to prefer: a client that came back from another address.
+    pub host: Option<Arc<HostStats>>,
 }
 
 impl Pending {
@@ -122,5 +125,147 @@ fn decide(client: SocketAddr, seen: Seen, waiting: Waiting, routing: Option<&Rou
         client,
         target,
         datagrams: waiting.datagrams,
+        host: None,
+    }
+}
+
+/// Longest connection ID of QUIC versions 1 and 2.
+const MAX_CID: usize = 20;
+/// Shortest connection ID followed: shorter ones (0 to 3 bytes) would match
+/// a stranger's datagram too easily.
+const MIN_CID: usize = 4;
+
+/// The connection IDs a listener's hosts chose (the Source Connection ID of
+/// their first long-header reply), each with the session it belongs to: a
+/// QUIC client that comes back from another address (NAT rebinding,
+/// migration) sends to that ID, and is sent to the same service and host.
+/// One ID per session, forgotten with it: bounded by the table of sessions.
+#[derive(Default)]
+pub(crate) struct ConnectionIds {
+    by_id: HashMap<Box<[u8]>, Owner>,
+    /// The ID of each session that has one, to forget it with the session.
+    by_session: HashMap<Owner, Box<[u8]>>,
+    /// How many IDs of each length are followed: a short header does not
+    /// say its ID's length, so each length in use is tried.
+    lengths: [u32; MAX_CID + 1],
+}
+
+/// A session: its client and number (as the listener's table knows it).
+pub(crate) type Owner = (SocketAddr, u64);
+
+impl ConnectionIds {
+    /// `session`'s host chose `id`.
+    pub(crate) fn learned(&mut self, id: &[u8], session: Owner) {
+        if !(MIN_CID..=MAX_CID).contains(&id.len()) || self.by_session.contains_key(&session) {
+            return;
+        }
+        if let Some(previous) = self.by_id.insert(id.into(), session) {
+            // Another session's ID (a stale one): it is this one's now.
+            self.by_session.remove(&previous);
+        } else {
+            self.lengths[id.len()] += 1;
+        }
+        self.by_session.insert(session, id.into());
+    }
+
+    /// `session` ended (or moved): its ID is forgotten.
+    pub(crate) fn forget(&mut self, session: Owner) -> Option<Box<[u8]>> {
+        let id = self.by_session.remove(&session)?;
+        if self.by_id.get(&id) == Some(&session) {
+            self.by_id.remove(&id);
+            self.lengths[id.len()] -= 1;
+        }
+        Some(id)
+    }
+
+    /// The session whose host chose the connection ID `datagram` is sent to,
+    /// and that ID: the long header's Destination Connection ID, or the
+    /// first bytes after a short header's first byte, for each length in use.
+    pub(crate) fn find(&self, datagram: &[u8]) -> Option<(Owner, &[u8])> {
+        if self.by_id.is_empty() {
+            return None;
+        }
+        let first = *datagram.first()?;
+        if first & 0x80 != 0 {
+            let len = usize::from(*datagram.get(5)?);
+            let id = datagram.get(6..6 + len)?;
+            return self
+                .by_id
+                .get_key_value(id)
+                .map(|(id, owner)| (*owner, &**id));
+        }
+        (MIN_CID..=MAX_CID)
+            .filter(|&len| self.lengths[len] > 0)
+            .find_map(|len| {
+                let id = datagram.get(1..1 + len)?;
+                self.by_id
+                    .get_key_value(id)
+                    .map(|(id, owner)| (*owner, &**id))
+            })
+    }
+}
+
+/// The Source Connection ID of a host's long-header packet (the ID its
+/// client sends to afterwards), if `reply` starts with one.
+pub(crate) fn source_id(reply: &[u8]) -> Option<&[u8]> {
+    if reply.first()? & 0x80 == 0 {
+        return None;
+    }
+    let dcid_len = usize::from(*reply.get(5)?);
+    let at = 6 + dcid_len;
+    let scid_len = usize::from(*reply.get(at)?);
+    if scid_len > MAX_CID {
+        return None;
+    }
+    reply.get(at + 1..at + 1 + scid_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(port: u16, number: u64) -> Owner {
+        (SocketAddr::from(([127, 0, 0, 1], port)), number)
+    }
+
+    #[test]
+    fn a_hosts_connection_id_finds_its_session_from_any_header() {
+        let mut ids = ConnectionIds::default();
+        // A host's Handshake packet: DCID (the client's), SCID (its own).
+        let mut reply = vec![0xe0, 0, 0, 0, 1, 4, 1, 2, 3, 4, 8];
+        reply.extend_from_slice(&[0xab; 8]);
+        reply.extend_from_slice(b"rest");
+        let scid = source_id(&reply).unwrap().to_vec();
+        assert_eq!(scid, [0xab; 8]);
+        ids.learned(&scid, owner(1, 0));
+        ids.learned(&[0xcd; 8], owner(1, 0)); // one per session
+        // A short header to it, and a long one.
+        let mut short = vec![0x41];
+        short.extend_from_slice(&[0xab; 8]);
+        short.extend_from_slice(b"payload");
+        assert_eq!(ids.find(&short), Some((owner(1, 0), &scid[..])));
+        let mut long = vec![0xc0, 0, 0, 0, 1, 8];
+        long.extend_from_slice(&[0xab; 8]);
+        assert_eq!(ids.find(&long).map(|f| f.0), Some(owner(1, 0)));
+        assert_eq!(ids.find(&[0x41, 0xcd, 0xcd, 0xcd, 0xcd, 0xcd]), None);
+        assert_eq!(ids.find(b""), None);
+        // Moved to another session, then forgotten with it.
+        assert_eq!(ids.forget(owner(1, 0)).as_deref(), Some(&scid[..]));
+        ids.learned(&scid, owner(2, 1));
+        assert_eq!(ids.find(&short).map(|f| f.0), Some(owner(2, 1)));
+        ids.forget(owner(2, 1));
+        assert_eq!(ids.find(&short), None);
+        assert_eq!(ids.lengths.iter().sum::<u32>(), 0);
+        // Too short an ID, and broken replies, are not followed.
+        ids.learned(&[1, 2], owner(3, 0));
+        assert!(ids.by_id.is_empty());
+        for broken in [
+            &b""[..],
+            &[0xe0, 0, 0],
+            &[0xe0, 0, 0, 0, 1, 30],
+            &[0x40; 30],
+        ] {
+            assert_eq!(source_id(broken), None);
+        }
     }
 }

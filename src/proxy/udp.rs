@@ -17,7 +17,7 @@
 //! Per client address, `datagramRate` bounds datagrams per second and
 //! `maxSessionsPerSource` the sessions open (`udp_sources.rs`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{CloseReason, ConnectionRecord};
-use super::quic::{Decided, Offer, Pending, WAITING_CHECK};
+use super::quic::{ConnectionIds, Decided, Offer, Owner, Pending, WAITING_CHECK, source_id};
 use super::udp_sources::Sources;
 use super::{DataPlane, ListenerSettings, passive, proxy_protocol};
 use crate::snapshot::Snapshot;
@@ -143,6 +143,11 @@ struct Table {
     pending: Pending,
     /// Sessions and datagrams per client address, for the per-source limits.
     sources: Sources,
+    /// QUIC: the connection IDs hosts chose, by which a client that changed
+    /// address finds its service and host again.
+    ids: ConnectionIds,
+    /// Sessions tell the listener here the connection ID their host chose.
+    ids_tx: mpsc::UnboundedSender<(Box<[u8]>, Owner)>,
     next: u64,
     /// Sessions tell the listener here that they ended (client, number).
     ended_tx: mpsc::UnboundedSender<(SocketAddr, u64)>,
@@ -154,10 +159,13 @@ impl UdpListenerTask {
         let socket = Arc::new(socket);
         let local = socket.local_addr().ok();
         let (ended_tx, mut ended_rx) = mpsc::unbounded_channel();
+        let (ids_tx, mut ids_rx) = mpsc::unbounded_channel();
         let mut table = Table {
             sessions: HashMap::new(),
             pending: Pending::default(),
             sources: Sources::default(),
+            ids: ConnectionIds::default(),
+            ids_tx,
             next: 0,
             ended_tx,
         };
@@ -166,6 +174,10 @@ impl UdpListenerTask {
         waiting_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // Sessions' messages before new datagrams: a client that
+                // changes address right after its host's reply finds the
+                // connection ID that reply told.
+                biased;
                 () = self.stop.cancelled() => break,
                 _ = waiting_check.tick(), if !table.pending.is_empty() => {
                     self.waited(&socket, &mut table);
@@ -174,6 +186,12 @@ impl UdpListenerTask {
                     if table.sessions.get(&client).is_some_and(|s| s.number == number) {
                         table.sessions.remove(&client);
                         table.sources.closed(client.ip());
+                    }
+                    table.ids.forget((client, number));
+                }
+                Some((id, (client, number))) = ids_rx.recv() => {
+                    if table.sessions.get(&client).is_some_and(|s| s.number == number) {
+                        table.ids.learned(&id, (client, number));
                     }
                 }
                 received = socket.recv_from(&mut buf) => match received {
@@ -259,6 +277,7 @@ impl UdpListenerTask {
             // Ended, or its host is out of rotation: this datagram picks again.
             session.end(CloseReason::HostDown);
             stays_on = Some(session.service.clone());
+            table.ids.forget((client, session.number));
             table.sessions.remove(&client);
             table.sources.closed(client.ip());
         }
@@ -268,9 +287,14 @@ impl UdpListenerTask {
         }
         let settings = self.settings.load();
         if let Some(routing) = settings.routing.as_ref().filter(|_| stays_on.is_none()) {
+            if self.came_back(&snapshot, bytes, client, listener, table) {
+                return;
+            }
             match table.pending.offer(client, bytes, routing) {
                 Offer::Wait => {}
-                Offer::Decided(decided) => self.start(&snapshot, decided, listener, table),
+                Offer::Decided(decided) => {
+                    self.start(&snapshot, decided, listener, table);
+                }
             }
             return;
         }
@@ -278,8 +302,40 @@ impl UdpListenerTask {
             client,
             target: stays_on,
             datagrams: vec![bytes.into()],
+            host: None,
         };
         self.start(&snapshot, decided, listener, table);
+    }
+
+    /// A QUIC client from a new address sending to a connection ID a host of
+    /// this listener chose: a session on that host (its service, not the
+    /// default route), which takes the ID over. Whether it was one.
+    fn came_back(
+        &self,
+        snapshot: &Snapshot,
+        bytes: &[u8],
+        client: SocketAddr,
+        listener: &Arc<UdpSocket>,
+        table: &mut Table,
+    ) -> bool {
+        let Some((owner, id)) = table.ids.find(bytes) else {
+            return false;
+        };
+        let id: Box<[u8]> = id.into();
+        let Some(earlier) = table.sessions.get(&owner.0).filter(|s| s.number == owner.1) else {
+            return false;
+        };
+        let decided = Decided {
+            client,
+            target: Some(earlier.service.clone()),
+            datagrams: vec![bytes.into()],
+            host: Some(earlier.stats.clone()),
+        };
+        if let Some(number) = self.start(snapshot, decided, listener, table) {
+            table.ids.forget(owner);
+            table.ids.learned(&id, (client, number));
+        }
+        true
     }
 
     /// Clients that waited for their route past the listener's
@@ -299,53 +355,52 @@ impl UdpListenerTask {
     }
 
     /// Opens a session for a client whose route is decided (its service:
-    /// the route's, else the listener's) and sends it the client's datagrams.
+    /// the route's, else the listener's) and sends it the client's
+    /// datagrams; the session's number.
     fn start(
         &self,
         snapshot: &Snapshot,
         decided: Decided,
         listener: &Arc<UdpSocket>,
         table: &mut Table,
-    ) {
-        let Some(own) = snapshot.service(&self.service) else {
-            return;
-        };
+    ) -> Option<u64> {
+        let own = snapshot.service(&self.service)?;
         let name = decided.target.unwrap_or_else(|| self.service.clone());
         let client = decided.client;
         // A route's service gone with a reload: no host for it.
         let Some(service) = snapshot.service(&name) else {
             own.counters.dropped_no_host.fetch_add(1, Relaxed);
-            return;
+            return None;
         };
         if !table
             .sources
             .may_open(client.ip(), own.options.max_sessions_per_source)
         {
             own.counters.dropped_source_limit.fetch_add(1, Relaxed);
-            return;
+            return None;
         }
         let counters = &service.counters;
         if service.groups.is_empty() {
             // Only a listener's own service can lack groups: its listeners
             // route, and this client matched no route.
             counters.no_route.fetch_add(1, Relaxed);
-            return;
+            return None;
         }
         if table.sessions.len() >= own.options.max_sessions as usize
             || OPEN_SESSIONS.load(Relaxed) >= session_cap()
         {
             counters.dropped_limit.fetch_add(1, Relaxed);
-            return;
+            return None;
         }
-        let (picked, socket) = match self.open(snapshot, &name, client) {
+        let (picked, socket) = match self.open(snapshot, &name, client, decided.host.as_ref()) {
             Ok(opened) => opened,
             Err(Unopened::NoHost) => {
                 counters.dropped_no_host.fetch_add(1, Relaxed);
-                return;
+                return None;
             }
             Err(Unopened::Local) => {
                 counters.dropped_limit.fetch_add(1, Relaxed);
-                return;
+                return None;
             }
         };
         OPEN_SESSIONS.fetch_add(1, Relaxed); // back in `Session`'s drop
@@ -395,8 +450,19 @@ impl UdpListenerTask {
             responses: service.options.responses,
             data: self.data.clone(),
             ended: table.ended_tx.clone(),
+            // QUIC sessions (a listener with routes) tell their host's
+            // connection ID.
+            learn: self
+                .settings
+                .load()
+                .routing
+                .is_some()
+                .then(|| table.ids_tx.clone()),
+            learned: Cell::new(false),
         };
+        let number = serve.session.number;
         tokio::spawn(serve.run());
+        Some(number)
     }
 
     /// Picks a host for a new session of `client` and connects a socket to
@@ -407,14 +473,25 @@ impl UdpListenerTask {
         snapshot: &Snapshot,
         service: &str,
         client: SocketAddr,
+        prefer: Option<&Arc<HostStats>>,
     ) -> Result<(Picked, UdpSocket), Unopened> {
         let service = snapshot.service(service).ok_or(Unopened::NoHost)?;
         // The enabled group, or the backup group standing in for it.
         let serving = service.serving_group().unwrap_or(service.enabled);
         let group = service.groups.get(serving).ok_or(Unopened::NoHost)?;
         let mut tried: Vec<HostId> = Vec::new();
+        // A client that came back: its host first, while in rotation.
+        let mut preferred = prefer.and_then(|stats| {
+            group
+                .hosts
+                .iter()
+                .position(|h| Arc::ptr_eq(&h.stats, stats) && h.stats.is_available())
+        });
         loop {
-            let picked = group.pick(&tried, Some(client)).ok_or(Unopened::NoHost)?;
+            let picked = match preferred.take() {
+                Some(at) => at,
+                None => group.pick(&tried, Some(client)).ok_or(Unopened::NoHost)?,
+            };
             let host = &group.hosts[picked];
             host.stats.record_pick();
             tried.push(host.id);
@@ -513,6 +590,10 @@ struct Serve {
     responses: u32,
     data: Arc<DataPlane>,
     ended: mpsc::UnboundedSender<(SocketAddr, u64)>,
+    /// QUIC: where to tell the connection ID of the host's first
+    /// long-header reply (once).
+    learn: Option<mpsc::UnboundedSender<(Box<[u8]>, Owner)>>,
+    learned: Cell<bool>,
 }
 
 /// What one read of the host's side gave.
@@ -592,6 +673,7 @@ impl Serve {
                     Ok(n) => {
                         session.last.store(clock_ms(), Relaxed);
                         replies += 1;
+                        self.learn_id(&buf[..n]);
                         let to = socket2::SockAddr::from(self.client);
                         match socket2::SockRef::from(&*self.listener).send_to(&buf[..n], &to) {
                             Ok(_) => {
@@ -615,6 +697,21 @@ impl Serve {
                 }
             }
         })
+    }
+
+    /// Tells the listener the connection ID the host chose, from its first
+    /// long-header reply (QUIC sessions only).
+    fn learn_id(&self, reply: &[u8]) {
+        let Some(learn) = &self.learn else {
+            return;
+        };
+        if self.learned.get() {
+            return;
+        }
+        if let Some(id) = source_id(reply) {
+            self.learned.set(true);
+            let _ = learn.send((id.into(), (self.client, self.session.number)));
+        }
     }
 
     /// The host failed the session's client (a refusal): marked bad, or a

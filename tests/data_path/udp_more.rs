@@ -504,6 +504,90 @@ async fn a_reload_of_quic_routes_moves_new_clients_and_keeps_sessions() {
     assert_eq!(from(&reply).0, "a");
 }
 
+/// A QUIC-like host on 127.0.0.1: answers each datagram with a long-header
+/// packet (Handshake, version 1) whose Source Connection ID is `id` (the ID
+/// its clients send to afterwards), then `name:` and the datagram.
+async fn quic_host(name: &str, id: [u8; 8]) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let mut header = vec![0xe0, 0, 0, 0, 1, 8];
+    header.extend_from_slice(&[0x11; 8]);
+    header.push(8);
+    header.extend_from_slice(&id);
+    header.extend_from_slice(format!("{name}:").as_bytes());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let mut reply = header.clone();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = socket.send_to(&reply, from).await;
+        }
+    });
+    addr
+}
+
+/// Which [`quic_host`] answered, by the name after its header.
+fn quic_host_name(reply: &[u8]) -> String {
+    let text = &reply[23..];
+    let at = text.iter().position(|&b| b == b':').unwrap();
+    String::from_utf8_lossy(&text[..at]).into_owned()
+}
+
+/// A QUIC client that comes back from another address (NAT rebinding,
+/// migration) sends to the connection ID its host chose: it reaches the same
+/// service and host, not the default route, however often it moves; an ID
+/// no host chose takes the default route.
+#[tokio::test]
+async fn a_client_from_a_new_address_follows_its_hosts_connection_id() {
+    let a1 = quic_host("a1", [0xa1; 8]).await;
+    let a2 = quic_host("a2", [0xa2; 8]).await;
+    let (b, _) = super::udp::udp_host("127.0.0.1", "b:").await;
+    let (d, _) = super::udp::udp_host("127.0.0.1", "d:").await;
+    // qa has two hosts, in turn: the host must be the client's, not the
+    // next one.
+    let xml = quic_xml("", ROUTES, Some(d), a1, b).replace(
+        &format!("<host name=\"qa1\" ip=\"{a1}\"/>"),
+        &format!("<host name=\"qa1\" ip=\"{a1}\"/><host name=\"qa2\" ip=\"{a2}\"/>"),
+    );
+    assert!(xml.contains("qa2"));
+    let txlb = Txlb::start_xml(&xml, None);
+    let lb = txlb.listener();
+    let mut kept = Vec::new();
+    let mut first_hosts = Vec::new();
+    for n in 0..2u8 {
+        let socket = keep(&mut kept, client("127.0.0.1").await);
+        let initial = quic_initials("a.example", &[b"h3"], &[n; 8], 2_000);
+        let reply = exchange(&socket, lb, &initial).await.remove(0);
+        first_hosts.push(quic_host_name(&reply));
+    }
+    first_hosts.sort();
+    assert_eq!(first_hosts, ["a1", "a2"]);
+    for (host, id) in [("a1", [0xa1u8; 8]), ("a2", [0xa2; 8])] {
+        // Three moves: a short header, a long one (a Handshake packet to
+        // the ID), a short one again.
+        let mut short = vec![0x41];
+        short.extend_from_slice(&id);
+        short.extend_from_slice(b"moved");
+        let mut long = vec![0xe0, 0, 0, 0, 1, 8];
+        long.extend_from_slice(&id);
+        long.extend_from_slice(&[0, 0x40, 4, 1, 2, 3, 4]);
+        for datagram in [&short, &long, &short] {
+            let socket = keep(&mut kept, client("127.0.0.1").await);
+            let reply = ask(&socket, lb, datagram).await.expect("a reply");
+            assert_eq!(quic_host_name(&reply), host);
+            assert_eq!(&reply[23 + 3..], &datagram[..]);
+        }
+    }
+    let mut stranger = vec![0x41];
+    stranger.extend_from_slice(&[0xee; 8]);
+    let socket = keep(&mut kept, client("127.0.0.1").await);
+    let reply = ask(&socket, lb, &stranger).await.expect("a reply");
+    assert_eq!(from(&reply).0, "d");
+}
+
 // --- Per-source limits --------------------------------------------------------
 
 /// Sends `bytes` and waits briefly for a reply: whether one came.

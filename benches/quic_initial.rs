@@ -6,10 +6,10 @@
 //! Informs where the read runs: on the listener's own task, inline with its
 //! datagrams (no hand-off to another thread), as long as a real Initial costs
 //! a few microseconds and garbage less; a flood of Initials is bounded by
-//! `datagramRate` per source and `maxSessions` overall. Measured (release,
-//! a shared 2-core machine under load
-//! 5): one Initial 7.9 µs, a hello over two datagrams 10.5 µs, an Initial
-//! whose tag fails 5.3 µs, a datagram that is no Initial 28 ns. So one
+//! `datagramRate` per source and `maxSessions` overall. Measured (release, a
+//! shared 2-core machine at load 5): one Initial 7.9 µs, a hello over two
+//! datagrams 10.5 µs, an Initial whose tag fails 5.3 µs, a datagram that is
+//! no Initial 28 ns. So one
 //! listener's task reads about 100,000 new QUIC clients a second: spoofed
 //! Initials from many addresses can take that task (not the TCP workers).
 //!

@@ -69,7 +69,8 @@ impl Pending {
     /// A datagram of `client`, which has no session: waits with the
     /// client's others, or decides its route.
     pub(crate) fn offer(&mut self, client: SocketAddr, bytes: &[u8], routing: &Routing) -> Offer {
-        let full = self.clients.len() >= MAX_WAITING_CLIENTS;
+        // Full for new clients only: one already waiting keeps its place.
+        let full = !self.clients.contains_key(&client) && self.clients.len() >= MAX_WAITING_CLIENTS;
         let mut waiting = self.clients.remove(&client).unwrap_or_else(|| Waiting {
             datagrams: Vec::with_capacity(2),
             bytes: 0,
@@ -223,6 +224,84 @@ pub(crate) fn source_id(reply: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::routing::{crypto_frame, protect_initial};
+
+    /// A UDP listener's routing: `a.example` to service `a`.
+    fn routing() -> Routing {
+        let xml = r#"<config>
+          <service name="u" protocol="udp"><listen ip="127.0.0.1:0" inspectTimeout="1">
+            <route sni="a.example" service="a"/></listen>
+            <group name="g" enable="true"><host name="h" ip="127.0.0.1:1"/></group></service>
+          <service name="a" protocol="udp"><listen ip="127.0.0.1:0"/>
+            <group name="g" enable="true"><host name="h" ip="127.0.0.1:2"/></group></service>
+        </config>"#;
+        let config = Config::from_xml_str(xml).unwrap();
+        Routing::new(&config.services[0].listeners[0], None).unwrap()
+    }
+
+    /// The first of two Initials of a hello for `a.example` (its SNI is
+    /// in the first: the extension comes early).
+    fn first_half() -> Vec<u8> {
+        let mut hello = vec![1, 0, 0x10, 0, 3, 3];
+        hello.extend_from_slice(&[0; 32]);
+        hello.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+        let name = b"a.example";
+        let mut sni = vec![0, 0];
+        sni.extend_from_slice(&((name.len() + 5) as u16).to_be_bytes());
+        sni.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+        sni.push(0);
+        sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        sni.extend_from_slice(name);
+        hello.extend_from_slice(&[0x0f, 0xf0]); // extensions' length: more to come
+        hello.extend_from_slice(&sni);
+        protect_initial(false, &[1; 8], 0, &crypto_frame(0, &hello))
+    }
+
+    fn client(n: u32) -> SocketAddr {
+        SocketAddr::from((n.to_be_bytes(), 1000))
+    }
+
+    #[test]
+    fn waiting_clients_are_bounded_in_number_datagrams_and_time() {
+        let routing = routing();
+        let half = first_half();
+        let mut pending = Pending::default();
+        for n in 0..MAX_WAITING_CLIENTS as u32 {
+            assert!(matches!(
+                pending.offer(client(n), &half, &routing),
+                Offer::Wait
+            ));
+        }
+        // No room: decided at once, by the SNI that came.
+        let Offer::Decided(d) = pending.offer(client(u32::MAX), &half, &routing) else {
+            panic!("no room to wait");
+        };
+        assert_eq!(d.target.as_deref(), Some("a"));
+        assert_eq!(d.datagrams.len(), 1);
+        // A waiting client's fourth datagram decides it.
+        let first = client(0);
+        for _ in 0..2 {
+            assert!(matches!(pending.offer(first, &half, &routing), Offer::Wait));
+        }
+        let Offer::Decided(d) = pending.offer(first, &half, &routing) else {
+            panic!("four datagrams read");
+        };
+        assert_eq!(d.datagrams.len(), 4);
+        // The others wait out `inspectTimeout` (1 s), then go by their SNI.
+        assert!(pending.expired(routing.timeout, Some(&routing)).is_empty());
+        let all = pending.expired(Duration::ZERO, Some(&routing));
+        assert_eq!(all.len(), MAX_WAITING_CLIENTS - 1);
+        assert!(all.iter().all(|d| d.target.as_deref() == Some("a")));
+        assert!(pending.is_empty());
+        // Truncated hellos counted: every decision on a cut-short hello.
+        let cut = routing.anomaly_count(crate::routing::Anomaly::TruncatedHello);
+        assert_eq!(cut, MAX_WAITING_CLIENTS as u64 + 1);
+        // Routes gone with a reload: the listener's own service.
+        pending.offer(client(7), &half, &routing);
+        let gone = pending.expired(Duration::ZERO, None);
+        assert_eq!(gone[0].target, None);
+    }
 
     fn owner(port: u16, number: u64) -> Owner {
         (SocketAddr::from(([127, 0, 0, 1], port)), number)

@@ -10,7 +10,10 @@ use txlb::config::{
     ClientProtocol, Config, parse_access, parse_host_address, parse_listen_addr, parse_net,
     parse_seconds, parse_weight,
 };
-use txlb::fuzzing::{Anomaly, GiveUp, Seen, Sniffed, Sniffer, decode_params, give_up, sniff};
+use txlb::fuzzing::{
+    Anomaly, GiveUp, Seen, Sniffed, Sniffer, crypto_frame, decode_params, give_up, protect_initial,
+    sniff, sniff_initials,
+};
 use txlb::proxy_protocol::parse;
 use txlb::scheduler::SchedulerKind;
 
@@ -309,5 +312,52 @@ fn resplit_records(data: &[u8]) {
             Sniffed::Done(seen.clone()),
             "in records of {size} bytes"
         );
+    }
+}
+
+/// The QUIC Initial reader: on arbitrary bytes as a client's datagram it
+/// never panics and, given up, always decides; on arbitrary bytes as a
+/// client's handshake stream (cut into CRYPTO frames in a scrambled order,
+/// over two Initials protected as a client protects them) it decides,
+/// claims no name that is not in the input, and when both parse a hello it
+/// agrees with the TCP sniffer on that stream in one TLS record.
+pub fn quic_initial(data: &[u8]) {
+    let _ = sniff_initials(&[data], false);
+    assert!(matches!(sniff_initials(&[data], true), Sniffed::Done(_)));
+    if data.len() > 4_000 {
+        return;
+    }
+    let mut bounds = cuts(data, 3);
+    bounds.insert(0, 0);
+    bounds.push(data.len());
+    let mut pieces: Vec<(u64, &[u8])> = bounds
+        .windows(2)
+        .map(|w| (w[0] as u64, &data[w[0]..w[1]]))
+        .collect();
+    if data.len() % 2 == 1 {
+        pieces.reverse();
+    }
+    let frames = |pieces: &[(u64, &[u8])]| -> Vec<u8> {
+        pieces
+            .iter()
+            .flat_map(|(offset, piece)| crypto_frame(*offset, piece))
+            .collect()
+    };
+    let dcid = [0x5a; 8];
+    let half = pieces.len() / 2;
+    let first = protect_initial(false, &dcid, 0, &frames(&pieces[..half]));
+    let second = protect_initial(false, &dcid, 1, &frames(&pieces[half..]));
+    let Sniffed::Done(seen) = sniff_initials(&[first, second], true) else {
+        panic!("given up, the reader must decide");
+    };
+    claims(data, &seen);
+    let mut record = vec![22, 3, 1];
+    record.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    record.extend_from_slice(data);
+    if let Sniffed::Done(tcp) = sniff(&record)
+        && tcp.anomaly.is_none()
+        && seen.anomaly.is_none()
+    {
+        assert_eq!((&seen.sni, &seen.alpn), (&tcp.sni, &tcp.alpn));
     }
 }

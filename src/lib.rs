@@ -280,8 +280,8 @@
 //! sends and its answer), `control` (the single writer: command → new
 //! snapshot; and the task that orders and renews certificates from ACME),
 //! `routing` (a client's first bytes told apart: TLS with its SNI
-//! and ALPN, HTTP with its Host, SSH; a listener's routes compiled for
-//! look-up), `tls` (a terminating listener's certificates, read and checked
+//! and ALPN, HTTP with its Host, SSH; the ClientHello in QUIC Initial
+//! packets; a listener's routes compiled for look-up), `tls` (a terminating listener's certificates, read and checked
 //! once for `txlb check`, start and reloads, chosen by SNI; those from ACME
 //! served from a slot the ordering task swaps), `state` (per-host atomic counters and health, service counters,
 //! limits, open connections), `snapshot` (the immutable snapshot),

@@ -353,7 +353,7 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
             }
         }
     }
-    let service_counters: [(&str, &str, ServiceValue); 14] = [
+    let service_counters: [(&str, &str, ServiceValue); 16] = [
         ("txlb_service_accepted_total", "Clients accepted.", |c| {
             c.accepted
         }),
@@ -421,6 +421,16 @@ pub(crate) fn render(stats: &Stats, requests: &BTreeMap<(String, u16), u64>) -> 
             "txlb_service_dropped_oversize_total",
             "UDP datagrams dropped for being larger than 65,535 bytes.",
             |c| c.dropped_oversize,
+        ),
+        (
+            "txlb_service_dropped_source_limit_total",
+            "UDP datagrams that would have opened a session past maxSessionsPerSource, dropped.",
+            |c| c.dropped_source_limit,
+        ),
+        (
+            "txlb_service_dropped_rate_total",
+            "UDP datagrams past a client address's datagramRate, dropped.",
+            |c| c.dropped_rate,
         ),
     ];
     for (name, help, value) in service_counters {

@@ -379,7 +379,8 @@ fn service_counters(s: &crate::ServiceStats) -> String {
     let text = if s.protocol == "udp" {
         format!(
             "UDP sessions: {} open, {} total; datagrams: {} in, {} out; dropped: {} no host, \
-             {} at a limit, {} oversize; {} denied",
+             {} at a limit, {} oversize, {} over a source's sessions, {} over a source's rate; \
+             {} denied",
             c.sessions_open,
             c.sessions_total,
             c.datagrams_in,
@@ -387,6 +388,8 @@ fn service_counters(s: &crate::ServiceStats) -> String {
             c.dropped_no_host,
             c.dropped_limit,
             c.dropped_oversize,
+            c.dropped_source_limit,
+            c.dropped_rate,
             c.denied
         )
     } else {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::model::*;
 use super::names::{NameKind, check_name};
-use super::options::{AcmeChallenge, MAX_INSPECT_BYTES, MAX_SESSIONS, Transport};
+use super::options::{AcmeChallenge, MAX_INSPECT_BYTES, MAX_SESSIONS, ProxyVersion, Transport};
 use super::parse::{
     check_host_address, check_listen_addr, check_seconds, parse_alpn, parse_etcd_endpoint,
     parse_etcd_prefix, parse_instance_name, parse_route_host, parse_sni,
@@ -439,8 +439,8 @@ impl ServiceConfig {
 
     /// `maxSessions` within its bounds, and for a UDP service what UDP does
     /// not have yet refused where it is written rather than ignored: TLS,
-    /// routes, PROXY acceptance on its listeners, TLS and PROXY headers
-    /// towards its hosts.
+    /// routes by other than SNI or ALPN, PROXY acceptance on its listeners,
+    /// TLS and PROXY v1 headers towards its hosts.
     fn check_udp(&self) -> Result<(), CheckError> {
         let service = &self.name;
         let sessions = self.options.max_sessions;
@@ -482,14 +482,26 @@ impl ServiceConfig {
             .into_iter()
             .find(|w| TCP_ONLY.contains(&w.xml_name))
         {
-            return refuse(InService::Element, written.xml_name);
+            // Their UDP counterparts, per client address.
+            let what = match written.xml_name {
+                "sourceMaxconn" => "sourceMaxconn (expected maxSessionsPerSource)",
+                "sourceRate" => "sourceRate (expected datagramRate)",
+                other => other,
+            };
+            return refuse(InService::Element, what);
         }
         for (index, listener) in self.listeners.iter().enumerate() {
             if listener.tls.is_some() {
                 return refuse(InService::Tls(index, 0), "TLS on a listener");
             }
-            if !listener.routes.is_empty() {
-                return refuse(InService::Route(index, 0, InRoute::Element), "a route");
+            // QUIC Initials tell their ClientHello's SNI and ALPN, no more.
+            if let Some(r) = listener.routes.iter().position(|r| {
+                r.host.is_some() || r.protocol.is_some_and(|p| p != ClientProtocol::Tls)
+            }) {
+                return refuse(
+                    InService::Route(index, r, InRoute::Element),
+                    "a route by protocol or host (expected sni or alpn: what a QUIC Initial tells)",
+                );
             }
             if listener.options.accept_proxy == Some(true) {
                 return refuse(
@@ -513,10 +525,14 @@ impl ServiceConfig {
                 let what = format!("a type=\"{}\" check (expected udp or dns)", check.kind);
                 return refuse(InService::Group(index, InGroup::Check("type")), &what);
             }
-            if group.options.proxy_protocol.is_some()
-                || hosts().any(|h| matches!(h.options.proxy_protocol, Some(Some(_))))
-            {
-                return refuse(at, "proxyProtocol");
+            // Version 2 has a datagram family; version 1 has none.
+            let v1 = Some(ProxyVersion::V1);
+            if group.options.proxy_protocol == v1 {
+                return refuse(at, "proxyProtocol=\"v1\" (expected v2)");
+            }
+            if let Some(host) = hosts().position(|h| h.options.proxy_protocol == Some(v1)) {
+                let at = InService::Group(index, InGroup::Host(host));
+                return refuse(at, "proxyProtocol=\"v1\" (expected v2)");
             }
         }
         Ok(())
@@ -972,10 +988,11 @@ impl Config {
         for (s, service) in self.services.iter().enumerate() {
             for (l, listener) in service.listeners.iter().enumerate() {
                 for (r, route) in listener.routes.iter().enumerate() {
-                    check_target(&service.name, listener, route, names.get(&*route.service))
-                        .map_err(|e| {
-                            e.at(Place::Service(s, InService::Route(l, r, InRoute::Service)))
-                        })?;
+                    let protocol = service.options.protocol;
+                    let target = names.get(&*route.service);
+                    check_target(&service.name, protocol, listener, route, target).map_err(
+                        |e| e.at(Place::Service(s, InService::Route(l, r, InRoute::Service))),
+                    )?;
                 }
             }
         }
@@ -1105,20 +1122,36 @@ impl Config {
     /// [`Config::check_listen_free`]'s. Walks the services once, not the hosts.
     pub fn check_listener(&self, service: &str, listener: &Listener) -> Result<(), CheckError> {
         listener.check(service)?;
-        self.check_targets(service, listener)
+        let protocol = self
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .map_or(Transport::Tcp, |s| s.options.protocol);
+        self.check_targets(service, protocol, listener)
     }
 
     /// Every route of `listener` (of `service`) names a service of this
     /// configuration that has groups.
-    fn check_targets(&self, service: &str, listener: &Listener) -> Result<(), CheckError> {
+    fn check_targets(
+        &self,
+        service: &str,
+        protocol: Transport,
+        listener: &Listener,
+    ) -> Result<(), CheckError> {
         if listener.routes.is_empty() {
             return Ok(());
         }
         let names: HashMap<&str, &ServiceConfig> =
             self.services.iter().map(|s| (s.name.as_str(), s)).collect();
         for (index, route) in listener.routes.iter().enumerate() {
-            check_target(service, listener, route, names.get(&*route.service))
-                .map_err(|e| e.at(in_service(InService::Route(0, index, InRoute::Service))))?;
+            check_target(
+                service,
+                protocol,
+                listener,
+                route,
+                names.get(&*route.service),
+            )
+            .map_err(|e| e.at(in_service(InService::Route(0, index, InRoute::Service))))?;
         }
         Ok(())
     }
@@ -1161,7 +1194,7 @@ impl Config {
         service.check_with(Enabled::MayStartEmpty)?;
         for (index, listener) in service.listeners.iter().enumerate() {
             self.check_listen_free(&listener.addr)?;
-            self.check_targets(&service.name, listener)
+            self.check_targets(&service.name, service.options.protocol, listener)
                 .map_err(|e| e.in_listener(index))?;
         }
         Ok(())
@@ -1169,9 +1202,11 @@ impl Config {
 }
 
 /// The rule of a route's target: `target` (the service it names, if one has
-/// that name) exists and has groups to serve the clients sent to it.
+/// that name) exists, has groups to serve the clients sent to it, and speaks
+/// the transport (`protocol`) of the listener's service.
 fn check_target(
     service: &str,
+    protocol: Transport,
     listener: &Listener,
     route: &Route,
     target: Option<&&ServiceConfig>,
@@ -1188,6 +1223,14 @@ fn check_target(
             place,
             format!(
                 "service {service:?}: route on {listener} to service {name:?}, which has no group to serve the clients (expected a service with groups)"
+            ),
+        )),
+        Some(target) if target.options.protocol != protocol => Err(CheckError::value(
+            place,
+            format!(
+                "service {service:?}: route on {listener} to service {name:?}, which is protocol=\"{}\" (expected a {} service like this one)",
+                target.options.protocol.as_str(),
+                protocol.as_str()
             ),
         )),
         Some(_) => Ok(()),

@@ -429,6 +429,14 @@ options! {
         /// UDP: most sessions open at once, from 1 to [`MAX_SESSIONS`]; a
         /// datagram that would open one more is dropped (counted).
         max_sessions: u32 = DEFAULT_MAX_SESSIONS, "maxSessions", "max_sessions";
+        /// UDP: most sessions open at once from one client address (any
+        /// port; 0 = no limit); a datagram that would open one more is
+        /// dropped (counted as `source_limit`).
+        max_sessions_per_source: u32 = 0, "maxSessionsPerSource", "max_sessions_per_source";
+        /// UDP: most datagrams per second from one client address, to every
+        /// session of it (0 = no limit); the rest of the second's are
+        /// dropped (counted as `rate`).
+        datagram_rate: u32 = 0, "datagramRate", "datagram_rate";
     }
 }
 

@@ -3234,8 +3234,16 @@ fn udp_services_read_write_and_refuse_what_udp_lacks() {
         ),
         (
             with_x(on_udp(r#"<listen ip="*:8080"/>"#, route)),
-            "<route",
-            "a route is not supported on UDP",
+            "service=\"x\"",
+            "to service \"x\", which is protocol=\"tcp\" (expected a udp service like this one)",
+        ),
+        (
+            with_x(on_udp(
+                r#"<listen ip="*:8080"/>"#,
+                r#"<listen ip="*:8080"><route sni="a.example" service="x"/><route protocol="http" host="a" service="x"/></listen>"#,
+            )),
+            "<route protocol",
+            "a route by protocol or host (expected sni or alpn: what a QUIC Initial tells) is not supported on UDP",
         ),
         (
             on_udp(
@@ -3246,9 +3254,14 @@ fn udp_services_read_write_and_refuse_what_udp_lacks() {
             "TLS on a listener is not supported on UDP",
         ),
         (
-            on_udp(r#"enable="true""#, r#"enable="true" proxyProtocol="v2""#),
+            on_udp(r#"enable="true""#, r#"enable="true" proxyProtocol="v1""#),
             "\"g\"",
-            "proxyProtocol is not supported on UDP",
+            "proxyProtocol=\"v1\" (expected v2) is not supported on UDP",
+        ),
+        (
+            on_udp(r#"<host name="h1""#, r#"<host proxyProtocol="1" name="h1""#),
+            "<host proxyProtocol",
+            "proxyProtocol=\"v1\" (expected v2) is not supported on UDP",
         ),
         (
             on_udp(
@@ -3276,6 +3289,54 @@ fn udp_services_read_write_and_refuse_what_udp_lacks() {
         assert_eq!(loc.line, line, "{shown}");
         assert!(loc.column >= col.saturating_sub(1), "{shown} vs {col}");
     }
+    // Routes by SNI or ALPN on a UDP listener (QUIC) to a UDP service; a TCP
+    // listener's route may not reach a UDP service.
+    let udp_x = |text: String| {
+        text.replace(
+            "</service>",
+            r#"</service><service name="x" protocol="udp"><listen ip="*:9"/><group name="x" enable="true"><host name="h" ip="10.0.0.2:1"/></group></service>"#,
+        )
+    };
+    let quic = udp_x(on_udp(r#"<listen ip="*:8080"/>"#, route));
+    let c = Config::from_xml_str(&quic).unwrap();
+    assert_eq!(c.services[0].listeners[0].routes.len(), 1);
+    same(&Config::from_xml_str(&c.to_xml()).unwrap(), &c);
+    let tcp_to_udp = udp_x(BASE.replace(r#"<listen ip="*:8080"/>"#, route));
+    let err = Config::from_xml_str(&tcp_to_udp).unwrap_err().to_string();
+    assert!(
+        err.contains("which is protocol=\"udp\" (expected a tcp service"),
+        "{err}"
+    );
+    // Per-source limits, kept by both writers; TCP's are refused with a hint.
+    let limits = on_udp(
+        r#"<service name="web" protocol="udp">"#,
+        r#"<service name="web" protocol="udp" maxSessionsPerSource="3" datagramRate="100">"#,
+    );
+    let c = Config::from_xml_str(&limits).unwrap();
+    let o = &c.services[0].options;
+    assert_eq!((o.max_sessions_per_source, o.datagram_rate), (3, 100));
+    same(&Config::from_xml_str(&c.to_xml()).unwrap(), &c);
+    let toml = c.to_toml();
+    assert!(toml.contains("datagram_rate = 100"), "{toml}");
+    same(&Config::from_toml_str(&toml).unwrap(), &c);
+    let tcp_limit = on_udp(
+        r#"<service name="web" protocol="udp">"#,
+        r#"<service name="web" protocol="udp" sourceRate="5">"#,
+    );
+    let err = Config::from_xml_str(&tcp_limit).unwrap_err().to_string();
+    assert!(
+        err.contains("sourceRate (expected datagramRate) is not supported on UDP"),
+        "{err}"
+    );
+    // PROXY v2 headers on datagrams, per group or host, kept by both writers.
+    let v2 = on_udp(r#"enable="true""#, r#"enable="true" proxyProtocol="v2""#).replace(
+        r#"<host name="h1""#,
+        r#"<host proxyProtocol="v2" name="h1""#,
+    );
+    let c = Config::from_xml_str(&v2).unwrap();
+    let xml = c.to_xml();
+    assert_eq!(xml.matches(r#"proxyProtocol="v2""#).count(), 2, "{xml}");
+    same(&Config::from_toml_str(&c.to_toml()).unwrap(), &c);
 }
 
 #[test]

@@ -37,7 +37,7 @@ pub(super) struct RunningListener {
     /// hand over: the accept tasks own theirs. Closed with the listener.
     pub(super) sockets: Vec<std::os::fd::OwnedFd>,
     /// A UDP service's listener (one socket, `proxy/udp.rs`), whose settings
-    /// are its service's, read per new session.
+    /// are its service's, read per new session, and its routes (QUIC).
     pub(super) udp: bool,
 }
 
@@ -377,6 +377,7 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
         });
         let task = UdpListenerTask {
             service: bound.service.clone(),
+            settings: settings.clone(),
             data: controller.data.clone(),
             stop: stop.clone(),
         };

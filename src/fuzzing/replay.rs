@@ -140,6 +140,11 @@ fn legacy_params() {
 }
 
 #[test]
+fn quic_initial() {
+    replay("quic_initial", checks::quic_initial, 1_000);
+}
+
+#[test]
 fn client_hello() {
     replay("client_hello", checks::client_hello, 3_000);
 }

@@ -15,9 +15,11 @@ pub(crate) mod moved;
 mod parking;
 mod passive;
 pub mod proxy_protocol;
+mod quic;
 mod retry_empty;
 mod terminate;
 mod udp;
+mod udp_sources;
 mod workers;
 
 pub(crate) use admission::AcceptProxy;

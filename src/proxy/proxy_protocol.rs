@@ -232,19 +232,33 @@ pub fn encode_v1(source: SocketAddr, destination: SocketAddr) -> String {
 /// The version 2 header (command PROXY, TCP) for a client at `source` that reached
 /// `destination`.
 pub fn encode_v2(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    encode_v2_transport(source, destination, STREAM)
+}
+
+/// The version 2 header (command PROXY, UDP: family `DGRAM`) put in front of
+/// each datagram of a client at `source` that reached `destination`.
+pub fn encode_v2_datagram(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    encode_v2_transport(source, destination, DGRAM)
+}
+
+/// The transport half of a v2 header's family byte.
+const STREAM: u8 = 0x1;
+const DGRAM: u8 = 0x2;
+
+fn encode_v2_transport(source: SocketAddr, destination: SocketAddr, transport: u8) -> Vec<u8> {
     let (s, d) = same_family(source, destination);
     let mut out = Vec::with_capacity(16 + 36);
     out.extend_from_slice(&V2_SIGNATURE);
     out.push(0x21); // version 2, PROXY
     match (s.ip(), d.ip()) {
         (IpAddr::V4(si), IpAddr::V4(di)) => {
-            out.push(0x11);
+            out.push(0x10 | transport);
             out.extend_from_slice(&12u16.to_be_bytes());
             out.extend_from_slice(&si.octets());
             out.extend_from_slice(&di.octets());
         }
         (IpAddr::V6(si), IpAddr::V6(di)) => {
-            out.push(0x21);
+            out.push(0x20 | transport);
             out.extend_from_slice(&36u16.to_be_bytes());
             out.extend_from_slice(&si.octets());
             out.extend_from_slice(&di.octets());
@@ -487,6 +501,20 @@ mod tests {
                 destination: a("[::1]:6")
             }
         );
+    }
+
+    #[test]
+    fn v2_datagram_headers_differ_from_stream_ones_in_the_family_byte_alone() {
+        for (s, d, family) in [
+            ("1.2.3.4:5678", "10.0.0.1:53", 0x12),
+            ("[2001:db8::1]:65535", "[::1]:1", 0x22),
+        ] {
+            let stream = encode_v2(a(s), a(d));
+            let datagram = encode_v2_datagram(a(s), a(d));
+            assert_eq!(datagram[13], family);
+            assert_eq!(datagram[..13], stream[..13]);
+            assert_eq!(datagram[14..], stream[14..]);
+        }
     }
 
     #[test]

@@ -11,9 +11,13 @@
 //! when its host is out of rotation as the client sends again (the datagram
 //! opens a session on another host). The table of sessions belongs to the
 //! listener's task alone: no lock. A session holds no buffer: replies are read
-//! into one buffer per worker thread and sent on at once.
+//! into one buffer per worker thread and sent on at once. With
+//! `proxyProtocol="v2"` each datagram to the host goes behind a PROXY v2
+//! header (`DGRAM` family: client and listener addresses), as nginx sends it.
+//! Per client address, `datagramRate` bounds datagrams per second and
+//! `maxSessionsPerSource` the sessions open (`udp_sources.rs`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -21,13 +25,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{CloseReason, ConnectionRecord};
-use super::{DataPlane, passive};
+use super::quic::{ConnectionIds, Decided, Offer, Owner, Pending, WAITING_CHECK, source_id};
+use super::udp_sources::Sources;
+use super::{DataPlane, ListenerSettings, passive, proxy_protocol};
 use crate::snapshot::Snapshot;
 use crate::state::{ConnectionGuard, HostId, HostStats, ServiceCounters, clock_ms};
 
@@ -43,8 +50,11 @@ thread_local! {
 
 /// A UDP listener of a service: what its task needs besides its socket.
 pub(crate) struct UdpListenerTask {
-    /// The service it serves.
+    /// The service it serves (the clients no route sends elsewhere).
     pub service: Arc<str>,
+    /// Its routes (QUIC, by SNI and ALPN), read per new client; swapped by
+    /// the controller when they change.
+    pub settings: Arc<ArcSwap<ListenerSettings>>,
     /// The snapshots, events and access log.
     pub data: Arc<DataPlane>,
     /// Cancelled to close the listener (and its sessions).
@@ -73,6 +83,10 @@ impl Drop for Session {
 struct Session {
     /// Connected to the host.
     socket: UdpSocket,
+    /// The service it belongs to (the listener's, or a route's), and its
+    /// counters.
+    service: Arc<str>,
+    counters: Arc<ServiceCounters>,
     /// The host's counters and health.
     stats: Arc<HostStats>,
     /// Where the host is: service, group, host names.
@@ -93,6 +107,9 @@ struct Session {
     cancel: CancellationToken,
     /// Tells this session from an earlier one of the same client.
     number: u64,
+    /// The PROXY v2 header put in front of each datagram to the host
+    /// (`proxyProtocol="v2"`), made once for the session.
+    header: Option<Box<[u8]>>,
 }
 
 impl Session {
@@ -122,6 +139,15 @@ fn reason_of(code: u8) -> CloseReason {
 /// What the listener's task keeps.
 struct Table {
     sessions: HashMap<SocketAddr, Arc<Session>>,
+    /// New clients of a listener with routes, until their route is chosen.
+    pending: Pending,
+    /// Sessions and datagrams per client address, for the per-source limits.
+    sources: Sources,
+    /// QUIC: the connection IDs hosts chose, by which a client that changed
+    /// address finds its service and host again.
+    ids: ConnectionIds,
+    /// Sessions tell the listener here the connection ID their host chose.
+    ids_tx: mpsc::UnboundedSender<(Box<[u8]>, Owner)>,
     next: u64,
     /// Sessions tell the listener here that they ended (client, number).
     ended_tx: mpsc::UnboundedSender<(SocketAddr, u64)>,
@@ -133,18 +159,39 @@ impl UdpListenerTask {
         let socket = Arc::new(socket);
         let local = socket.local_addr().ok();
         let (ended_tx, mut ended_rx) = mpsc::unbounded_channel();
+        let (ids_tx, mut ids_rx) = mpsc::unbounded_channel();
         let mut table = Table {
             sessions: HashMap::new(),
+            pending: Pending::default(),
+            sources: Sources::default(),
+            ids: ConnectionIds::default(),
+            ids_tx,
             next: 0,
             ended_tx,
         };
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let mut waiting_check = tokio::time::interval(WAITING_CHECK);
+        waiting_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // Sessions' messages before new datagrams: a client that
+                // changes address right after its host's reply finds the
+                // connection ID that reply told.
+                biased;
                 () = self.stop.cancelled() => break,
+                _ = waiting_check.tick(), if !table.pending.is_empty() => {
+                    self.waited(&socket, &mut table);
+                }
                 Some((client, number)) = ended_rx.recv() => {
                     if table.sessions.get(&client).is_some_and(|s| s.number == number) {
                         table.sessions.remove(&client);
+                        table.sources.closed(client.ip());
+                    }
+                    table.ids.forget((client, number));
+                }
+                Some((id, (client, number))) = ids_rx.recv() => {
+                    if table.sessions.get(&client).is_some_and(|s| s.number == number) {
+                        table.ids.learned(&id, (client, number));
                     }
                 }
                 received = socket.recv_from(&mut buf) => match received {
@@ -180,13 +227,24 @@ impl UdpListenerTask {
             counters.dropped_oversize.fetch_add(1, Relaxed);
             return;
         }
+        if !table
+            .sources
+            .datagram(client.ip(), service.options.datagram_rate)
+        {
+            counters.dropped_rate.fetch_add(1, Relaxed);
+            return;
+        }
+        // The service of the client's session ended here: a new one stays
+        // on it (a route's, chosen by the client's first datagrams).
+        let mut stays_on = None;
         if let Some(session) = table.sessions.get(&client) {
+            let counters = &session.counters;
             // A session that ended on its own (its message to the table may
             // still be on its way) takes no more datagrams: they would reach
             // the host with no one left to relay its replies.
             let open = !session.cancel.is_cancelled();
             if open && session.stats.is_available() {
-                match send(&session.socket, bytes) {
+                match send(&session.socket, session.header.as_deref(), bytes) {
                     Ok(_) => {
                         session.last.store(clock_ms(), Relaxed);
                         passed_in(counters, session, bytes.len());
@@ -196,10 +254,15 @@ impl UdpListenerTask {
                         counters.dropped_limit.fetch_add(1, Relaxed);
                         return;
                     }
+                    Err(e) if too_long(&e) => {
+                        // With its PROXY header, longer than a datagram.
+                        counters.dropped_oversize.fetch_add(1, Relaxed);
+                        return;
+                    }
                     Err(e) => {
                         // A refusal of an earlier datagram (ICMP port
                         // unreachable) or another error of the host's side.
-                        let place = (&self.service, &session.group, &session.host);
+                        let place = (&session.service, &session.group, &session.host);
                         let reason = format!("udp: {e}");
                         passive::host_failed(
                             &self.data,
@@ -213,32 +276,144 @@ impl UdpListenerTask {
             }
             // Ended, or its host is out of rotation: this datagram picks again.
             session.end(CloseReason::HostDown);
+            stays_on = Some(session.service.clone());
+            table.ids.forget((client, session.number));
             table.sessions.remove(&client);
+            table.sources.closed(client.ip());
         }
         if !super::admission::allowed(client, &service.options) {
             counters.denied.fetch_add(1, Relaxed);
             return;
         }
-        if table.sessions.len() >= service.options.max_sessions as usize
+        let settings = self.settings.load();
+        if let Some(routing) = settings.routing.as_ref().filter(|_| stays_on.is_none()) {
+            if self.came_back(&snapshot, bytes, client, listener, table) {
+                return;
+            }
+            match table.pending.offer(client, bytes, routing) {
+                Offer::Wait => {}
+                Offer::Decided(decided) => {
+                    self.start(&snapshot, decided, listener, table);
+                }
+            }
+            return;
+        }
+        let decided = Decided {
+            client,
+            target: stays_on,
+            datagrams: vec![bytes.into()],
+            host: None,
+        };
+        self.start(&snapshot, decided, listener, table);
+    }
+
+    /// A QUIC client from a new address sending to a connection ID a host of
+    /// this listener chose: a session on that host (its service, not the
+    /// default route), which takes the ID over. Whether it was one.
+    fn came_back(
+        &self,
+        snapshot: &Snapshot,
+        bytes: &[u8],
+        client: SocketAddr,
+        listener: &Arc<UdpSocket>,
+        table: &mut Table,
+    ) -> bool {
+        let Some((owner, id)) = table.ids.find(bytes) else {
+            return false;
+        };
+        let id: Box<[u8]> = id.into();
+        let Some(earlier) = table.sessions.get(&owner.0).filter(|s| s.number == owner.1) else {
+            return false;
+        };
+        let decided = Decided {
+            client,
+            target: Some(earlier.service.clone()),
+            datagrams: vec![bytes.into()],
+            host: Some(earlier.stats.clone()),
+        };
+        if let Some(number) = self.start(snapshot, decided, listener, table) {
+            table.ids.forget(owner);
+            table.ids.learned(&id, (client, number));
+        }
+        true
+    }
+
+    /// Clients that waited for their route past the listener's
+    /// `inspectTimeout`: decided on what they sent.
+    fn waited(&self, listener: &Arc<UdpSocket>, table: &mut Table) {
+        let settings = self.settings.load();
+        let routing = settings.routing.as_ref();
+        let timeout = routing.map_or(Duration::ZERO, |r| r.timeout);
+        let decided = table.pending.expired(timeout, routing);
+        if decided.is_empty() {
+            return;
+        }
+        let snapshot = self.data.snapshots.load();
+        for decided in decided {
+            self.start(&snapshot, decided, listener, table);
+        }
+    }
+
+    /// Opens a session for a client whose route is decided (its service:
+    /// the route's, else the listener's) and sends it the client's
+    /// datagrams; the session's number.
+    fn start(
+        &self,
+        snapshot: &Snapshot,
+        decided: Decided,
+        listener: &Arc<UdpSocket>,
+        table: &mut Table,
+    ) -> Option<u64> {
+        let own = snapshot.service(&self.service)?;
+        let name = decided.target.unwrap_or_else(|| self.service.clone());
+        let client = decided.client;
+        // A route's service gone with a reload: no host for it.
+        let Some(service) = snapshot.service(&name) else {
+            own.counters.dropped_no_host.fetch_add(1, Relaxed);
+            return None;
+        };
+        if !table
+            .sources
+            .may_open(client.ip(), own.options.max_sessions_per_source)
+        {
+            own.counters.dropped_source_limit.fetch_add(1, Relaxed);
+            return None;
+        }
+        let counters = &service.counters;
+        if service.groups.is_empty() {
+            // Only a listener's own service can lack groups: its listeners
+            // route, and this client matched no route.
+            counters.no_route.fetch_add(1, Relaxed);
+            return None;
+        }
+        if table.sessions.len() >= own.options.max_sessions as usize
             || OPEN_SESSIONS.load(Relaxed) >= session_cap()
         {
             counters.dropped_limit.fetch_add(1, Relaxed);
-            return;
+            return None;
         }
-        let (picked, socket) = match self.open(&snapshot, client) {
+        let (picked, socket) = match self.open(snapshot, &name, client, decided.host.as_ref()) {
             Ok(opened) => opened,
             Err(Unopened::NoHost) => {
                 counters.dropped_no_host.fetch_add(1, Relaxed);
-                return;
+                return None;
             }
             Err(Unopened::Local) => {
                 counters.dropped_limit.fetch_add(1, Relaxed);
-                return;
+                return None;
             }
         };
         OPEN_SESSIONS.fetch_add(1, Relaxed); // back in `Session`'s drop
+        // Version 1 is refused on UDP by the configuration's check: any
+        // header is version 2's, to the address the client sent to.
+        let header = picked.proxy_protocol.and_then(|_| {
+            let reached = listener.local_addr().ok()?;
+            Some(proxy_protocol::encode_v2_datagram(client, reached).into_boxed_slice())
+        });
         let session = Arc::new(Session {
             socket,
+            service: name.clone(),
+            counters: service.counters.clone(),
             stats: picked.stats,
             group: picked.group,
             host: picked.host,
@@ -249,15 +424,22 @@ impl UdpListenerTask {
             ended_by: AtomicU8::new(0),
             cancel: self.stop.child_token(),
             number: table.next,
+            header,
         });
         table.next += 1;
-        match send(&session.socket, bytes) {
-            Ok(_) => passed_in(counters, &session, bytes.len()),
-            Err(_) => {
-                counters.dropped_limit.fetch_add(1, Relaxed);
+        for bytes in &decided.datagrams {
+            match send(&session.socket, session.header.as_deref(), bytes) {
+                Ok(_) => passed_in(counters, &session, bytes.len()),
+                Err(e) if too_long(&e) => {
+                    counters.dropped_oversize.fetch_add(1, Relaxed);
+                }
+                Err(_) => {
+                    counters.dropped_limit.fetch_add(1, Relaxed);
+                }
             }
         }
         table.sessions.insert(client, session.clone());
+        table.sources.opened(client.ip());
         let serve = Serve {
             session,
             listener: listener.clone(),
@@ -266,11 +448,21 @@ impl UdpListenerTask {
             counters: service.counters.clone(),
             timeout: service.options.session_timeout,
             responses: service.options.responses,
-            service: self.service.clone(),
             data: self.data.clone(),
             ended: table.ended_tx.clone(),
+            // QUIC sessions (a listener with routes) tell their host's
+            // connection ID.
+            learn: self
+                .settings
+                .load()
+                .routing
+                .is_some()
+                .then(|| table.ids_tx.clone()),
+            learned: Cell::new(false),
         };
+        let number = serve.session.number;
         tokio::spawn(serve.run());
+        Some(number)
     }
 
     /// Picks a host for a new session of `client` and connects a socket to
@@ -279,15 +471,27 @@ impl UdpListenerTask {
     fn open(
         &self,
         snapshot: &Snapshot,
+        service: &str,
         client: SocketAddr,
+        prefer: Option<&Arc<HostStats>>,
     ) -> Result<(Picked, UdpSocket), Unopened> {
-        let service = snapshot.service(&self.service).ok_or(Unopened::NoHost)?;
+        let service = snapshot.service(service).ok_or(Unopened::NoHost)?;
         // The enabled group, or the backup group standing in for it.
         let serving = service.serving_group().unwrap_or(service.enabled);
         let group = service.groups.get(serving).ok_or(Unopened::NoHost)?;
         let mut tried: Vec<HostId> = Vec::new();
+        // A client that came back: its host first, while in rotation.
+        let mut preferred = prefer.and_then(|stats| {
+            group
+                .hosts
+                .iter()
+                .position(|h| Arc::ptr_eq(&h.stats, stats) && h.stats.is_available())
+        });
         loop {
-            let picked = group.pick(&tried, Some(client)).ok_or(Unopened::NoHost)?;
+            let picked = match preferred.take() {
+                Some(at) => at,
+                None => group.pick(&tried, Some(client)).ok_or(Unopened::NoHost)?,
+            };
             let host = &group.hosts[picked];
             host.stats.record_pick();
             tried.push(host.id);
@@ -303,6 +507,7 @@ impl UdpListenerTask {
                             host: host.name.clone(),
                             fail_limit: group.options.fail_limit,
                             addr,
+                            proxy_protocol: host.proxy_protocol,
                         },
                         socket,
                     ));
@@ -310,7 +515,7 @@ impl UdpListenerTask {
                 Err(error) => {
                     // Local (descriptors, memory): not the host's fault, and
                     // every other host would fail the same way.
-                    tracing::debug!(service = %self.service, %addr, %error, "udp session socket");
+                    tracing::debug!(service = %service.name, %addr, %error, "udp session socket");
                     return Err(Unopened::Local);
                 }
             }
@@ -333,14 +538,26 @@ struct Picked {
     host: Arc<str>,
     fail_limit: u32,
     addr: SocketAddr,
+    proxy_protocol: Option<crate::config::ProxyVersion>,
 }
 
-/// Sends on a session's socket at once. Not tokio's `try_send`: that waits
+/// Sends on a session's socket at once, behind `header` if any (one
+/// datagram, gathered from both: no copy). Not tokio's `try_send`: that waits
 /// for the reactor to have seen the socket writable, which a socket made for
 /// the datagram in hand has not; a UDP send does not block but for a full
 /// buffer (then `WouldBlock`, and the datagram is dropped).
-fn send(socket: &UdpSocket, bytes: &[u8]) -> io::Result<usize> {
-    socket2::SockRef::from(socket).send(bytes)
+fn send(socket: &UdpSocket, header: Option<&[u8]>, bytes: &[u8]) -> io::Result<usize> {
+    let socket = socket2::SockRef::from(socket);
+    match header {
+        None => socket.send(bytes),
+        Some(header) => socket.send_vectored(&[io::IoSlice::new(header), io::IoSlice::new(bytes)]),
+    }
+}
+
+/// Whether a send failed for the datagram's length (EMSGSIZE): the
+/// datagram's fault, not the host's.
+fn too_long(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(libc::EMSGSIZE)
 }
 
 fn passed_in(counters: &ServiceCounters, session: &Session, n: usize) {
@@ -371,9 +588,12 @@ struct Serve {
     counters: Arc<ServiceCounters>,
     timeout: Duration,
     responses: u32,
-    service: Arc<str>,
     data: Arc<DataPlane>,
     ended: mpsc::UnboundedSender<(SocketAddr, u64)>,
+    /// QUIC: where to tell the connection ID of the host's first
+    /// long-header reply (once).
+    learn: Option<mpsc::UnboundedSender<(Box<[u8]>, Owner)>>,
+    learned: Cell<bool>,
 }
 
 /// What one read of the host's side gave.
@@ -453,6 +673,7 @@ impl Serve {
                     Ok(n) => {
                         session.last.store(clock_ms(), Relaxed);
                         replies += 1;
+                        self.learn_id(&buf[..n]);
                         let to = socket2::SockAddr::from(self.client);
                         match socket2::SockRef::from(&*self.listener).send_to(&buf[..n], &to) {
                             Ok(_) => {
@@ -478,11 +699,26 @@ impl Serve {
         })
     }
 
+    /// Tells the listener the connection ID the host chose, from its first
+    /// long-header reply (QUIC sessions only).
+    fn learn_id(&self, reply: &[u8]) {
+        let Some(learn) = &self.learn else {
+            return;
+        };
+        if self.learned.get() {
+            return;
+        }
+        if let Some(id) = source_id(reply) {
+            self.learned.set(true);
+            let _ = learn.send((id.into(), (self.client, self.session.number)));
+        }
+    }
+
     /// The host failed the session's client (a refusal): marked bad, or a
     /// failure under its group's `failLimit`, as a refused TCP connect.
     fn host_failed(&self, error: &io::Error) {
         let session = &self.session;
-        let place = (&self.service, &session.group, &session.host);
+        let place = (&session.service, &session.group, &session.host);
         let reason = format!("udp: {error}");
         passive::host_failed(
             &self.data,
@@ -507,7 +743,7 @@ impl Serve {
                 .unwrap_or(0.0),
             client: self.client,
             listener: self.listener.local_addr().unwrap_or(self.client),
-            service: self.service.to_string(),
+            service: session.service.to_string(),
             host: session.host.to_string(),
             host_addr: self.host_addr,
             connect_seconds: 0.0,

@@ -6,9 +6,12 @@
 //! bytes without consuming them, gives everything received so far to a
 //! [`Sniffer`] until it answers [`Sniffed::Done`] (or calls [`give_up`] at the
 //! listener's `inspectBytes`, its `inspectTimeout`, or the client's close), then
-//! asks the listener's [`RouteTable`] which route the [`Seen`] matches.
+//! asks the listener's [`RouteTable`] which route the [`Seen`] matches. A UDP
+//! listener with routes gives a client's first datagrams to
+//! [`sniff_initials`] instead: the ClientHello of QUIC Initial packets.
 
 mod http;
+mod quic;
 mod seen;
 mod table;
 mod tls;
@@ -19,6 +22,9 @@ mod tests;
 pub use seen::{Anomaly, GiveUp, Seen, Sniffed, Sniffer, give_up};
 // The data path keeps one `Sniffer` per client; a one-shot verdict is for the
 // fuzz targets and tests.
+pub use quic::sniff_initials;
+#[cfg(any(test, feature = "fuzzing"))]
+pub use quic::{crypto_frame, protect_initial};
 #[cfg(any(test, feature = "fuzzing"))]
 pub use seen::sniff;
 pub use table::RouteTable;

@@ -96,11 +96,15 @@ pub enum Anomaly {
     TruncatedHttp,
     /// An HTTP request whose headers go on past what may be read to decide.
     OversizedHttp,
+    /// A UDP client's first datagram on a listener with routes that is no
+    /// QUIC Initial txlb can read: another protocol or version, a broken
+    /// header, or a packet that does not decrypt with the initial keys.
+    BadQuicInitial,
 }
 
 impl Anomaly {
     /// Every kind, in declaration order.
-    pub const ALL: [Anomaly; 11] = [
+    pub const ALL: [Anomaly; 12] = [
         Anomaly::Silent,
         Anomaly::Incomplete,
         Anomaly::MalformedHello,
@@ -112,6 +116,7 @@ impl Anomaly {
         Anomaly::BadHttp,
         Anomaly::TruncatedHttp,
         Anomaly::OversizedHttp,
+        Anomaly::BadQuicInitial,
     ];
 
     /// The kind's name in snake case: a metrics label, a log field.
@@ -128,6 +133,7 @@ impl Anomaly {
             Anomaly::BadHttp => "bad_http",
             Anomaly::TruncatedHttp => "truncated_http",
             Anomaly::OversizedHttp => "oversized_http",
+            Anomaly::BadQuicInitial => "bad_quic_initial",
         }
     }
 }
@@ -147,6 +153,7 @@ impl fmt::Display for Anomaly {
             Anomaly::BadHttp => "malformed HTTP request",
             Anomaly::TruncatedHttp => "truncated HTTP request headers",
             Anomaly::OversizedHttp => "HTTP request headers too long to inspect",
+            Anomaly::BadQuicInitial => "not a QUIC Initial that can be read",
         })
     }
 }

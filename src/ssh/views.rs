@@ -122,6 +122,8 @@ pub(super) fn udp_table(services: &[&ServiceStats]) -> String {
                 c.dropped_no_host.to_string(),
                 c.dropped_limit.to_string(),
                 c.dropped_oversize.to_string(),
+                c.dropped_source_limit.to_string(),
+                c.dropped_rate.to_string(),
                 c.denied.to_string(),
             ]
         })
@@ -137,6 +139,8 @@ pub(super) fn udp_table(services: &[&ServiceStats]) -> String {
             "NO-HOST",
             "LIMIT",
             "OVERSIZE",
+            "PER-SOURCE",
+            "RATE",
             "DENIED",
         ],
         rows,

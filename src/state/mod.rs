@@ -71,6 +71,11 @@ pub struct ServiceCounters {
     pub dropped_limit: AtomicU64,
     /// UDP: datagrams dropped for being larger than 65,535 bytes.
     pub dropped_oversize: AtomicU64,
+    /// UDP: datagrams that would have opened a session past
+    /// `maxSessionsPerSource`, dropped.
+    pub dropped_source_limit: AtomicU64,
+    /// UDP: datagrams past a client address's `datagramRate`, dropped.
+    pub dropped_rate: AtomicU64,
 }
 
 /// A point-in-time copy of a service's counters.
@@ -107,6 +112,10 @@ pub struct ServiceCountersView {
     pub dropped_limit: u64,
     /// UDP: datagrams dropped for their size.
     pub dropped_oversize: u64,
+    /// UDP: datagrams dropped at `maxSessionsPerSource`.
+    pub dropped_source_limit: u64,
+    /// UDP: datagrams dropped at `datagramRate`.
+    pub dropped_rate: u64,
 }
 
 impl ServiceCountersView {
@@ -129,6 +138,10 @@ impl ServiceCountersView {
             dropped_oversize: self
                 .dropped_oversize
                 .saturating_sub(earlier.dropped_oversize),
+            dropped_source_limit: self
+                .dropped_source_limit
+                .saturating_sub(earlier.dropped_source_limit),
+            dropped_rate: self.dropped_rate.saturating_sub(earlier.dropped_rate),
             // A gauge, not a count: UDP sessions stay with their process.
             sessions_open: 0,
         }
@@ -154,6 +167,8 @@ impl ServiceCounters {
             dropped_no_host: self.dropped_no_host.load(Relaxed),
             dropped_limit: self.dropped_limit.load(Relaxed),
             dropped_oversize: self.dropped_oversize.load(Relaxed),
+            dropped_source_limit: self.dropped_source_limit.load(Relaxed),
+            dropped_rate: self.dropped_rate.load(Relaxed),
         }
     }
 
@@ -175,6 +190,9 @@ impl ServiceCounters {
         self.dropped_limit.fetch_add(delta.dropped_limit, Relaxed);
         self.dropped_oversize
             .fetch_add(delta.dropped_oversize, Relaxed);
+        self.dropped_source_limit
+            .fetch_add(delta.dropped_source_limit, Relaxed);
+        self.dropped_rate.fetch_add(delta.dropped_rate, Relaxed);
     }
 
     /// Takes on the counters a previous process had (an upgrade).
@@ -194,6 +212,9 @@ impl ServiceCounters {
         self.dropped_limit.store(carried.dropped_limit, Relaxed);
         self.dropped_oversize
             .store(carried.dropped_oversize, Relaxed);
+        self.dropped_source_limit
+            .store(carried.dropped_source_limit, Relaxed);
+        self.dropped_rate.store(carried.dropped_rate, Relaxed);
     }
 }
 

@@ -28,14 +28,21 @@ pub fn binary(paths: &[&str], package: &str) -> Option<PathBuf> {
     None
 }
 
-/// A loopback port nothing listens on now (bound then released: a server
+/// A loopback port nothing uses now, TCP or UDP (bound then released: a server
 /// started on it right after gets it unless another process races for it).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // Free for UDP too (servers like dnsmasq bind both): a UDP socket
+        // of another test may hold the same number.
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A server process, killed (and waited for) on drop, with its directory.

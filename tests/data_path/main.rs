@@ -31,3 +31,4 @@ mod soak;
 mod tls;
 mod tls_origination;
 mod udp;
+mod udp_more;

@@ -16,12 +16,12 @@ const REPLY: Duration = Duration::from_secs(2);
 
 /// A UDP host on `ip`: answers each datagram with `prefix` then the
 /// datagram (an empty prefix: an echo). Counts what it received.
-async fn udp_host(ip: &str, prefix: &str) -> (SocketAddr, Arc<AtomicUsize>) {
+pub(super) async fn udp_host(ip: &str, prefix: &str) -> (SocketAddr, Arc<AtomicUsize>) {
     udp_host_on((ip.parse::<IpAddr>().unwrap(), 0).into(), prefix).await
 }
 
 /// [`udp_host`] on `addr`.
-async fn udp_host_on(addr: SocketAddr, prefix: &str) -> (SocketAddr, Arc<AtomicUsize>) {
+pub(super) async fn udp_host_on(addr: SocketAddr, prefix: &str) -> (SocketAddr, Arc<AtomicUsize>) {
     let socket = UdpSocket::bind(addr).await.unwrap();
     let addr = socket.local_addr().unwrap();
     let received = Arc::new(AtomicUsize::new(0));
@@ -53,12 +53,17 @@ fn closed_udp_port() -> SocketAddr {
 
 /// A UDP service on `listen` with `attrs` on `<service>`, a group of
 /// `hosts` under `scheduler`, and the admin web (for `/metrics`).
-fn config(listen: &str, attrs: &str, scheduler: &str, hosts: &[(&str, SocketAddr)]) -> String {
+pub(super) fn config(
+    listen: &str,
+    attrs: &str,
+    scheduler: &str,
+    hosts: &[(&str, SocketAddr)],
+) -> String {
     config_with(listen, attrs, scheduler, "", hosts)
 }
 
 /// [`config`] with `check` (a `<check>` element, or nothing) in the group.
-fn config_with(
+pub(super) fn config_with(
     listen: &str,
     attrs: &str,
     scheduler: &str,
@@ -80,14 +85,14 @@ fn config_with(
 }
 
 /// A client socket on `ip`, port chosen by the kernel.
-async fn client(ip: &str) -> UdpSocket {
+pub(super) async fn client(ip: &str) -> UdpSocket {
     UdpSocket::bind((ip.parse::<IpAddr>().unwrap(), 0))
         .await
         .unwrap()
 }
 
 /// Sends `bytes` to `lb` and waits for one reply.
-async fn ask(socket: &UdpSocket, lb: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+pub(super) async fn ask(socket: &UdpSocket, lb: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
     socket.send_to(bytes, lb).await.unwrap();
     let mut buf = vec![0u8; 65_536];
     match tokio::time::timeout(REPLY, socket.recv_from(&mut buf)).await {
@@ -100,14 +105,14 @@ async fn ask(socket: &UdpSocket, lb: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>
 }
 
 /// The reply's host name (what comes before `:`).
-async fn which(socket: &UdpSocket, lb: SocketAddr, bytes: &[u8]) -> String {
+pub(super) async fn which(socket: &UdpSocket, lb: SocketAddr, bytes: &[u8]) -> String {
     let reply = ask(socket, lb, bytes).await.expect("a reply");
     let text = String::from_utf8(reply).unwrap();
     text.split(':').next().unwrap().to_string()
 }
 
 /// One service counter from `/metrics`.
-async fn metric(txlb: &Txlb, name: &str) -> u64 {
+pub(super) async fn metric(txlb: &Txlb, name: &str) -> u64 {
     let base = txlb.logged("admin web server up", "url").await;
     let base = base.trim_end_matches('/');
     let text = common::admin::get_as(base, common::admin::FULL, "/metrics")

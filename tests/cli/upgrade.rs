@@ -769,3 +769,241 @@ async fn a_udp_service_keeps_its_address_through_an_upgrade() {
     .await
     .unwrap();
 }
+
+/// Bytes of each of the five streams, each way.
+const BIG_STREAM: u64 = 256 << 20;
+
+/// A TCP echo host for bulk streams: a thread per connection and a 256 KiB
+/// buffer, so the test's own side is not what limits the rate.
+fn bulk_echo() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut back = stream.try_clone().unwrap();
+                let mut buf = vec![0u8; 256 << 10];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || back.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = back.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// A stream's bytes at any offset without holding them all: a pseudo-random
+/// block of odd length (not a divisor of any chunk), repeated. A byte lost,
+/// doubled or moved shifts everything after it out of step.
+struct Cyclic {
+    /// The block, followed by its first [`CHUNK`] bytes again, so any
+    /// offset's next chunk is one slice.
+    doubled: Vec<u8>,
+}
+
+const CHUNK: usize = 256 << 10;
+const BLOCK: usize = (1 << 20) - 3;
+
+impl Cyclic {
+    fn new(seed: u64) -> Cyclic {
+        let mut doubled = pattern(seed, BLOCK);
+        doubled.extend_from_within(..CHUNK);
+        Cyclic { doubled }
+    }
+
+    /// The bytes at stream offset `at`, at most `len` (≤ [`CHUNK`]).
+    fn at(&self, at: u64, len: usize) -> &[u8] {
+        let start = (at % BLOCK as u64) as usize;
+        &self.doubled[start..start + len]
+    }
+}
+
+/// One bulk stream through the balancer: a writer and a reader thread with
+/// blocking sockets. The writer sends bytes `from..to` of the pattern, pacing
+/// itself when `pace` says over how long; the reader checks every byte that
+/// comes back up to `to`. Returns once both are done (panics on a mismatch,
+/// an error or 60 s without progress).
+fn run_stream(
+    stream: &TcpStream,
+    pattern: &Arc<Cyclic>,
+    (from, to): (u64, u64),
+    pace: Option<Duration>,
+) {
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = stream.try_clone().unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let sending = pattern.clone();
+    let write = std::thread::spawn(move || {
+        let started = Instant::now();
+        let chunks = (to - from).div_ceil(CHUNK as u64);
+        let mut at = from;
+        let mut sent = 0u64;
+        while at < to {
+            if let Some(over) = pace {
+                // Chunk k not before k/chunks of the way: never quiet for long.
+                let due = over.mul_f64(sent as f64 / chunks as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            let len = CHUNK.min((to - at) as usize);
+            writer.write_all(sending.at(at, len)).unwrap();
+            at += len as u64;
+            sent += 1;
+        }
+    });
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = from;
+    while at < to {
+        let want = CHUNK.min((to - at) as usize);
+        let n = reader.read(&mut buf[..want]).unwrap();
+        assert!(n > 0, "the stream ended at byte {at} of {to}");
+        assert!(
+            buf[..n] == *pattern.at(at, n),
+            "bytes lost or reordered at byte {at}"
+        );
+        at += n as u64;
+    }
+    write.join().unwrap();
+}
+
+/// The sizes: five streams of 256 MiB, both directions at once (an
+/// echo host), byte-exact through an upgrade. Four send half, go quiet and
+/// move, then send the rest through the new process; the fifth stays busy
+/// past the handoff deadline, drains in the old process, which exits once it
+/// ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_streams_of_256_mib_move_or_drain_byte_exact_through_an_upgrade() {
+    const QUIET: usize = 4;
+    let _heavy = crate::common::heavy().await;
+    let started = Instant::now();
+    let echo = bulk_echo();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", echo)]);
+    let mut txlb = Txlb::start_workers(&config, 60, 2);
+    let listener = txlb.listener();
+    let base = txlb.logged("admin web server up", "url").await;
+    let mut adopted = Adopted(Vec::new());
+
+    // The quiet ones: their first halves at once, then nothing in flight.
+    let half = BIG_STREAM / 2;
+    let mut quiet = Vec::new();
+    for s in 0..QUIET {
+        let stream = TcpStream::connect(listener).unwrap();
+        stream.set_nodelay(true).unwrap();
+        quiet.push((stream, Arc::new(Cyclic::new(s as u64 + 11))));
+    }
+    let firsts: Vec<_> = quiet
+        .iter()
+        .map(|(stream, pattern)| {
+            let (stream, pattern) = (stream.try_clone().unwrap(), pattern.clone());
+            tokio::task::spawn_blocking(move || run_stream(&stream, &pattern, (0, half), None))
+        })
+        .collect();
+    for first in firsts {
+        first.await.unwrap();
+    }
+    let halves = started.elapsed();
+    let parked = |list: &Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["parked"] == true)
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let base = base.clone();
+            async move { parked(&api(&base, "api/v1/connections").await) == QUIET }
+        })
+        .await,
+        "the quiet streams did not park"
+    );
+
+    // The busy one: 256 MiB paced over 8 s, through the upgrade and past its
+    // 2 s handoff deadline.
+    let busy = TcpStream::connect(listener).unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let busy_pattern = Arc::new(Cyclic::new(5));
+    let busy_run = tokio::task::spawn_blocking(move || {
+        run_stream(
+            &busy,
+            &busy_pattern,
+            (0, BIG_STREAM),
+            Some(Duration::from_secs(8)),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let config2 = config.clone();
+    let output =
+        tokio::task::spawn_blocking(move || upgrade(&config2, &["--handoff-deadline", "2"]))
+            .await
+            .unwrap();
+    let pid = new_pid(&output);
+    adopted.0.push(pid);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("{QUIET} connections moved")),
+        "{stdout}"
+    );
+    // The quiet ones send the rest through the new process while the busy
+    // one still streams through the old one.
+    let seconds: Vec<_> = quiet
+        .iter()
+        .map(|(stream, pattern)| {
+            let (stream, pattern) = (stream.try_clone().unwrap(), pattern.clone());
+            tokio::task::spawn_blocking(move || {
+                run_stream(&stream, &pattern, (half, BIG_STREAM), None)
+            })
+        })
+        .collect();
+    // At the deadline the busy one stayed: one connection left to drain.
+    let moved = txlb
+        .wait_for_async("upgrade: connections moved to the new process", 0)
+        .await;
+    assert!(
+        moved.contains(&format!("moved={QUIET}")) && moved.contains("left=1"),
+        "{moved}"
+    );
+    assert!(txlb.alive(), "the old process left its busy stream");
+    let list = api(&base, "api/v1/connections").await;
+    let clients: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["client"].as_str().unwrap())
+        .collect();
+    assert_eq!(clients.len(), QUIET, "{list}");
+    assert!(!clients.contains(&busy_addr.as_str()), "{list}");
+    for second in seconds {
+        second.await.unwrap();
+    }
+    busy_run.await.unwrap();
+    drop(quiet);
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = txlb.exit_status(Duration::from_secs(10));
+        (status, txlb)
+    })
+    .await
+    .unwrap();
+    assert!(
+        exited.0.is_some(),
+        "the old process did not exit once its stream ended:\n{}",
+        exited.1.log_text()
+    );
+    let moved_bytes = 2 * half * QUIET as u64;
+    eprintln!(
+        "five 256 MiB streams: first halves in {halves:?}, all in {:?} ({} MiB each way)",
+        started.elapsed(),
+        (moved_bytes + BIG_STREAM) >> 20,
+    );
+}

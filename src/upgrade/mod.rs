@@ -156,8 +156,9 @@ pub struct HandedOver {
     /// Established connections moved at once (idle ones).
     pub connections_moved: u64,
     /// Cancelled once the connections' move is over (all moved, or the
-    /// handoff deadline) and the new process has this one's last counts:
-    /// wait for it, after draining, before this process exits.
+    /// handoff deadline), those left here have ended and the new process has
+    /// this one's last counts: wait for it, after draining, before this
+    /// process exits.
     pub finished: tokio_util::sync::CancellationToken,
 }
 
@@ -281,8 +282,9 @@ async fn move_parked(socket: Option<UnixStream>, moved: u64) -> (Option<UnixStre
 
 /// Moves connections as they go quiet (the idle sweeper parks them after a
 /// second without a byte) until this process has stopped accepting and has
-/// none left, or `deadline`; then tells the new process it is over, with what
-/// this one counted since `sent`. `_finished` is dropped at the end.
+/// none left, or `deadline`; then, once those left here have ended, tells
+/// the new process it is over, with what this one counted since `sent`.
+/// `_finished` is dropped at the end.
 async fn keep_moving(
     balancer: BalancerHandle,
     socket: Option<UnixStream>,
@@ -314,6 +316,13 @@ async fn keep_moving(
         .data
         .events
         .emit(crate::events::Event::ConnectionsMoved { moved, left });
+    // Those left still count bytes here: the new process's totals take them
+    // once the last has ended (the drain's grace period bounds the wait).
+    while socket.is_some()
+        && !(controller.stop_accepting.is_cancelled() && controller.connections.is_empty())
+    {
+        tokio::time::sleep(MOVE_INTERVAL).await;
+    }
     if let Some(socket) = socket {
         let _ = tokio::task::spawn_blocking(move || {
             let (hosts, services) = counted_since(&controller, &sent);

@@ -117,9 +117,10 @@ pub(crate) enum Answer {
 pub(crate) enum Transfer {
     /// Connections, each with two descriptors (client, host) in this order.
     Connections(Vec<crate::proxy::moved::MovedConnection>),
-    /// Nothing more will move; `moved` moved in all. With what the old
-    /// process counted since it handed over (its last clients, the bytes of
-    /// connections before they moved), for the new one to add.
+    /// Nothing more will move and nothing is left in the old process;
+    /// `moved` moved in all. With what the old process counted since it
+    /// handed over (its last clients, the bytes of connections before they
+    /// moved and of those that drained there), for the new one to add.
     Done {
         /// Connections moved in all.
         moved: u64,

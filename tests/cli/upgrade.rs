@@ -893,6 +893,7 @@ async fn five_streams_of_256_mib_move_or_drain_byte_exact_through_an_upgrade() {
     let listener = txlb.listener();
     let base = txlb.logged("admin web server up", "url").await;
     let mut adopted = Adopted(Vec::new());
+    let before = api(&base, "api/v1/stats").await;
 
     // The quiet ones: their first halves at once, then nothing in flight.
     let half = BIG_STREAM / 2;
@@ -1006,4 +1007,23 @@ async fn five_streams_of_256_mib_move_or_drain_byte_exact_through_an_upgrade() {
         started.elapsed(),
         (moved_bytes + BIG_STREAM) >> 20,
     );
+    // Every byte counted once on the host, by one process or the other: the
+    // busy stream's, counted in the old process after the hand-over, reach
+    // the new one's totals.
+    let bytes = |s: &Value, key: &str| host(s, "a")[key].as_u64().unwrap();
+    let all = (QUIET as u64 + 1) * BIG_STREAM;
+    let expected = (
+        bytes(&before, "bytes_in") + all,
+        bytes(&before, "bytes_out") + all,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let counted = loop {
+        let last = api(&base, "api/v1/stats").await;
+        let now = (bytes(&last, "bytes_in"), bytes(&last, "bytes_out"));
+        if now == expected || Instant::now() > deadline {
+            break (now, last);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(counted.0, expected, "bytes on the host: {}", counted.1);
 }

@@ -109,6 +109,8 @@ struct Handed {
     carried: Option<crate::control::Carried>,
     /// Who handed over.
     from: Option<UpgradedFrom>,
+    /// It sends its UDP sessions once this process is ready.
+    udp_sessions_follow: bool,
 }
 
 /// Settings for starting a balancer; see [`Balancer::builder`].
@@ -221,6 +223,13 @@ impl BalancerBuilder {
         self
     }
 
+    /// The previous process (an upgrade) sends its UDP sessions once this
+    /// one is ready: UDP listeners wait for them before they receive.
+    pub(crate) fn udp_sessions_follow(mut self) -> Self {
+        self.handed.udp_sessions_follow = true;
+        self
+    }
+
     /// Starts the balancer; see [`Balancer::start`].
     pub async fn start(self) -> Result<BalancerHandle, ControlError> {
         let BalancerBuilder {
@@ -273,12 +282,16 @@ impl BalancerBuilder {
             }
             None => (None, None),
         };
-        let controller = Controller::shared(Controller::new(
+        let mut controller = Controller::new(
             records,
             config.control.is_some(),
             handles,
             custom_schedulers,
-        ));
+        );
+        if handed.udp_sessions_follow {
+            controller.udp_moves = Arc::new(crate::proxy::udp_moved::SessionMoves::awaiting());
+        }
+        let controller = Controller::shared(controller);
         controller.inherited.put(inherited);
         for (service, listen, copies) in handed.listeners {
             controller.inherited.put_listener(&service, listen, copies);

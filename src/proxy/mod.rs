@@ -18,6 +18,7 @@ pub mod proxy_protocol;
 mod retry_empty;
 mod terminate;
 mod udp;
+pub(crate) mod udp_moved;
 mod workers;
 
 pub(crate) use admission::AcceptProxy;

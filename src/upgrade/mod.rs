@@ -26,7 +26,11 @@
 //!    If the new process fails, exits or is not ready within
 //!    [`Plan::ready_timeout`], it is killed and the old process keeps
 //!    everything (it never stopped accepting).
-//! 5. Established connections follow on the same socket
+//! 5. UDP sessions follow on the same socket, before `hand_over` returns
+//!    ([`state::Transfer::UdpSessions`]): each UDP listener stops at the
+//!    hand-over and gives its sessions up, connected sockets and all; the new
+//!    process's UDP listeners wait for them before they receive.
+//! 6. Established connections follow on the same socket
 //!    ([`state::Transfer`]): every parked one at once (two sockets and a
 //!    record, nothing in flight), then, until [`Plan::handoff_deadline`],
 //!    those the idle sweeper parks meanwhile. The new process parks each in
@@ -47,6 +51,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -192,11 +197,20 @@ pub async fn hand_over(balancer: &BalancerHandle, plan: Plan) -> Result<HandedOv
         "upgrade: starting the new process"
     );
     let (binary, args, timeout) = (plan.binary, plan.args, plan.ready_timeout);
-    let (pid, socket) =
+    let (pid, socket, takes_udp) =
         tokio::task::spawn_blocking(move || run_child(&binary, &args, timeout, &message, &sockets))
             .await
             .unwrap_or_else(|e| Err(UpgradeError::Prepare(e.to_string())))?;
+    if takes_udp {
+        // Before the hand-over shows: UDP listeners then give their
+        // sessions up rather than end them.
+        controller.udp_moves.export();
+    }
     controller.handed_over.cancel();
+    // UDP listeners stop at the hand-over and give their sessions up: they
+    // move before this returns, and so before this process winds its
+    // workers down.
+    let socket = move_udp_sessions(socket, controller).await;
     // What is parked now moves at once; the rest as it goes quiet.
     let (socket, first) = move_parked(socket, 0).await;
     controller
@@ -338,6 +352,52 @@ async fn keep_moving(
     }
 }
 
+/// Longest the old process waits for its UDP listeners to stop and give
+/// their sessions up (moments: each waits for its sessions' tasks).
+const UDP_STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// Sends the UDP sessions this process's listeners gave up (when the new
+/// process takes them), then says none follow; returns the socket (`None`
+/// once it failed).
+async fn move_udp_sessions(
+    socket: Option<UnixStream>,
+    controller: &Arc<crate::control::Controller>,
+) -> Option<UnixStream> {
+    let socket = socket?;
+    if !controller.udp_moves.exporting() {
+        return Some(socket);
+    }
+    let outgoing = controller.udp_moves.take_outgoing(UDP_STOP_WAIT).await;
+    let sent = tokio::task::spawn_blocking(move || {
+        let batches: Vec<_> = outgoing.chunks(fds::FDS_PER_MESSAGE).collect();
+        let count = batches.len().max(1);
+        for at in 0..count {
+            let batch = batches.get(at).copied().unwrap_or_default();
+            let body = serde_json::to_vec(&state::Transfer::UdpSessions {
+                sessions: batch.iter().map(|(s, _)| s.clone()).collect(),
+                last: at + 1 == count,
+            })
+            .map_err(io::Error::other)?;
+            let fds: Vec<_> = batch.iter().map(|(_, fd)| fd.as_fd()).collect();
+            fds::send(&socket, &body, &fds)?;
+        }
+        // Closed here once sent: the new process has its own copies.
+        Ok::<_, io::Error>((socket, outgoing.len()))
+    })
+    .await;
+    match sent {
+        Ok(Ok((socket, sessions))) => {
+            tracing::info!(sessions, "upgrade: UDP sessions moved to the new process");
+            Some(socket)
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "upgrade: cannot move UDP sessions to the new process");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 /// Every host's health and counters and every service's counters, now.
 fn counted(controller: &crate::control::Controller) -> Counts {
     let snapshot = controller.data.snapshots.load();
@@ -448,6 +508,7 @@ fn prepare(
         hosts,
         services,
         fleet_revision: balancer.fleet().map(|f| f.revision),
+        udp_sessions: true,
     };
     let message =
         serde_json::to_vec(&handover).map_err(|e| UpgradeError::Prepare(e.to_string()))?;
@@ -462,7 +523,7 @@ fn run_child(
     timeout: Duration,
     message: &[u8],
     sockets: &[OwnedFd],
-) -> Result<(u32, Option<UnixStream>), UpgradeError> {
+) -> Result<(u32, Option<UnixStream>, bool), UpgradeError> {
     let deadline = Instant::now() + timeout;
     let (ours, theirs) = UnixStream::pair().map_err(|e| UpgradeError::Prepare(e.to_string()))?;
     let mut command = Command::new(binary);
@@ -505,7 +566,7 @@ fn run_child(
         let _ = child.kill();
         let _ = child.wait();
     }
-    result.map(|()| (pid, Some(ours)))
+    result.map(|takes_udp| (pid, Some(ours), takes_udp))
 }
 
 fn exchange(
@@ -515,7 +576,7 @@ fn exchange(
     timeout: Duration,
     message: &[u8],
     sockets: &[OwnedFd],
-) -> Result<(), UpgradeError> {
+) -> Result<bool, UpgradeError> {
     let pid = child.id();
     let not_ready = || UpgradeError::NotReady {
         pid,
@@ -574,7 +635,7 @@ fn exchange(
         Err(e) => return Err(io(e)),
     };
     match serde_json::from_slice::<Answer>(&body) {
-        Ok(Answer::Ready { .. }) => Ok(()),
+        Ok(Answer::Ready { udp_sessions, .. }) => Ok(udp_sessions),
         Ok(Answer::Failed { reason }) => Err(UpgradeError::Refused { pid, reason }),
         Err(e) => Err(UpgradeError::Refused {
             pid,
@@ -747,6 +808,9 @@ impl Incoming {
             at: from_unix_ms(self.handover.from.at_ms),
             connections_moved: 0,
         };
+        if self.handover.udp_sessions {
+            builder = builder.udp_sessions_follow();
+        }
         if let Some(revision) = self.handover.fleet_revision {
             tracing::info!(revision, "upgrade: the old process ran this fleet revision");
         }
@@ -774,6 +838,7 @@ impl Incoming {
             &self.socket,
             &Answer::Ready {
                 pid: std::process::id(),
+                udp_sessions: true,
             },
         )?;
         let (socket, controller) = (self.socket, balancer.controller().clone());
@@ -813,6 +878,14 @@ fn take_connections(
 ) -> (u64, u64) {
     // The old process may take its whole handoff deadline.
     let _ = socket.set_read_timeout(None);
+    // However this ends, UDP listeners wait no longer.
+    struct Receive<'a>(&'a crate::proxy::udp_moved::SessionMoves);
+    impl Drop for Receive<'_> {
+        fn drop(&mut self) {
+            self.0.none_to_come();
+        }
+    }
+    let _receive = Receive(&controller.udp_moves);
     let mut taken = 0u64;
     let mut closed = 0u64;
     loop {
@@ -847,6 +920,9 @@ fn take_connections(
                         closed += 1;
                     }
                 }
+            }
+            Ok(state::Transfer::UdpSessions { sessions, last }) if fds.len() == sessions.len() => {
+                controller.adopt_udp(sessions.into_iter().zip(fds).collect(), last);
             }
             Ok(state::Transfer::Done {
                 moved,

@@ -42,6 +42,10 @@ pub(crate) struct Handover {
     /// Fleet mode: the configuration revision the old process ran.
     #[serde(default)]
     pub fleet_revision: Option<i64>,
+    /// The old process sends its UDP sessions after [`Answer::Ready`] (if
+    /// that says the new one takes them): UDP listeners wait for them.
+    #[serde(default)]
+    pub udp_sessions: bool,
 }
 
 /// The process handing over.
@@ -102,6 +106,10 @@ pub(crate) enum Answer {
     Ready {
         /// Its process id.
         pid: u32,
+        /// It takes UDP sessions ([`Transfer::UdpSessions`]); an older
+        /// process does not say so, and the old one ends them instead.
+        #[serde(default)]
+        udp_sessions: bool,
     },
     /// It cannot take over, and says why.
     Failed {
@@ -117,6 +125,13 @@ pub(crate) enum Answer {
 pub(crate) enum Transfer {
     /// Connections, each with two descriptors (client, host) in this order.
     Connections(Vec<crate::proxy::moved::MovedConnection>),
+    /// UDP sessions, each with its connected socket, before any connection
+    /// that goes quiet later; `last` on the final message (sent even when
+    /// there are none), after which the new process's UDP listeners receive.
+    UdpSessions {
+        sessions: Vec<crate::proxy::udp_moved::MovedSession>,
+        last: bool,
+    },
     /// Nothing more will move and nothing is left in the old process;
     /// `moved` moved in all. With what the old process counted since it
     /// handed over (its last clients, the bytes of connections before they
@@ -184,6 +199,7 @@ mod tests {
             }],
             services: Vec::new(),
             fleet_revision: None,
+            udp_sessions: false,
         })
         .unwrap()
     }

@@ -705,11 +705,178 @@ fn udp_echo() -> SocketAddr {
 /// client address (a new session).
 fn udp_round_trip(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
     let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    client.set_read_timeout(Some(Duration::from_secs(2)))?;
+    client.set_read_timeout(Some(Duration::from_secs(5)))?;
     client.send_to(data, addr)?;
     let mut buf = [0u8; 2048];
     let (n, _) = client.recv_from(&mut buf)?;
     Ok(buf[..n].to_vec())
+}
+
+/// The bound address of the UDP service `dns`, from its "listener up" line.
+async fn udp_listener(txlb: &Txlb) -> SocketAddr {
+    txlb.wait_for_async("listener up", 0).await;
+    let started = Instant::now();
+    loop {
+        let line = txlb
+            .log_text()
+            .lines()
+            .find(|l| l.contains("listener up") && l.contains("service=\"dns\""))
+            .map(str::to_string);
+        if let Some(line) = line {
+            let local = line.split("local=").nth(1).unwrap();
+            return local.split_whitespace().next().unwrap().parse().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            txlb.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `config` with a UDP service `dns` (`attrs` on it) on 127.0.0.1:0 before
+/// the admin section, its group `r` of `hosts` by round robin.
+fn add_udp_service(config: &Path, attrs: &str, hosts: &[(&str, SocketAddr)]) {
+    let hosts: String = hosts
+        .iter()
+        .map(|(name, addr)| format!("      <host name=\"{name}\" ip=\"{addr}\"/>\n"))
+        .collect();
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        "  <admin>\n",
+        &format!(
+            "  <service name=\"dns\" protocol=\"udp\" {attrs}>\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+             <group name=\"r\" scheduler=\"roundr\" enable=\"true\">\n{hosts}    </group>\n  \
+             </service>\n  <admin>\n"
+        ),
+    );
+    std::fs::write(config, text).unwrap();
+}
+
+/// A UDP host that keeps state per client address: it answers each datagram
+/// with its name, the datagram and how many that address sent it so far.
+fn counting_udp_host(name: &'static str) -> SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut seen = std::collections::HashMap::<SocketAddr, u64>::new();
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let count = seen.entry(from).or_default();
+            *count += 1;
+            let reply = format!("{name} {} {count}", String::from_utf8_lossy(&buf[..n]));
+            let _ = socket.send_to(reply.as_bytes(), from);
+        }
+    });
+    addr
+}
+
+/// One datagram from `client` to `addr` and its reply, as text.
+fn ask(client: &std::net::UdpSocket, addr: SocketAddr, what: &str) -> String {
+    client.send_to(what.as_bytes(), addr).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = client.recv_from(&mut buf).expect("no reply");
+    assert_eq!(from, addr, "the reply came from another address");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// UDP sessions move in an upgrade: a client mid-session reaches the same
+/// host from the new process through the same host-side socket (the host's
+/// count for it goes on), replies come back, and what `responses` still
+/// allows carries over: the fourth reply ends the session there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_sessions_move_with_their_sockets_and_go_on_in_the_new_process() {
+    let a = echo_backend().await;
+    let (h1, h2) = (counting_udp_host("h1"), counting_udp_host("h2"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", a)]);
+    add_udp_service(
+        &config,
+        "responses=\"4\" sessionTimeout=\"60\"",
+        &[("h1", h1), ("h2", h2)],
+    );
+    let mut txlb = Txlb::start_workers(&config, 5, 2);
+    let udp = udp_listener(&txlb).await;
+    let base = txlb.logged("admin web server up", "url").await;
+    let mut adopted = Adopted(Vec::new());
+    let client = |_| {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        socket
+    };
+    let (first, second) = (client(0), client(1));
+    let (one, two) = tokio::task::spawn_blocking(move || {
+        let one = ask(&first, udp, "a");
+        assert!(one.ends_with(" a 1"), "{one}");
+        let again = ask(&first, udp, "b");
+        assert_eq!(again, one.replace(" a 1", " b 2"));
+        let two = ask(&second, udp, "x");
+        assert!(two.ends_with(" x 1"), "{two}");
+        ((first, one), (second, two))
+    })
+    .await
+    .unwrap();
+    let dns = |stats: &Value| {
+        stats["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "dns")
+            .cloned()
+            .unwrap_or_else(|| panic!("no service dns: {stats}"))
+    };
+    let before = dns(&api(&base, "api/v1/stats").await);
+    assert_eq!(before["counters"]["sessions_open"], 2, "{before}");
+
+    let config2 = config.clone();
+    let pid = tokio::task::spawn_blocking(move || new_pid(&upgrade(&config2, &[])))
+        .await
+        .unwrap();
+    adopted.0.push(pid);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = txlb.exit_status(Duration::from_secs(10));
+        (status, txlb)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.is_some(), "the old process did not exit");
+    let txlb = status.1;
+    let moved = txlb
+        .wait_for_async("upgrade: UDP sessions moved to the new process", 0)
+        .await;
+    assert!(moved.contains("sessions=2"), "{moved}\n{}", txlb.log_text());
+
+    // In the new process: the same host, whose count for the client goes on.
+    let ((first, one), (second, two)) = (one, two);
+    let host_of = |reply: &str| reply.split(' ').next().unwrap().to_string();
+    let (h_one, h_two) = (host_of(&one), host_of(&two));
+    let after = dns(&api(&base, "api/v1/stats").await);
+    assert_eq!(after["counters"]["sessions_open"], 2, "{after}");
+    assert_eq!(
+        after["counters"]["sessions_total"], before["counters"]["sessions_total"],
+        "a moved session counted again: {after}"
+    );
+    let open: u64 = after["groups"][0]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["open"].as_u64().unwrap())
+        .sum();
+    assert_eq!(open, 2, "{after}");
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(ask(&first, udp, "c"), format!("{h_one} c 3"));
+        assert_eq!(ask(&second, udp, "y"), format!("{h_two} y 2"));
+        // The fourth reply was the session's last (two came before the
+        // upgrade): the next datagram opens a session, a new socket.
+        assert_eq!(ask(&first, udp, "d"), format!("{h_one} d 4"));
+        let fifth = ask(&first, udp, "e");
+        assert!(fifth.ends_with(" e 1"), "{fifth}");
+    })
+    .await
+    .unwrap();
+    drop(txlb);
 }
 
 /// A UDP service's socket is handed over like a TCP listener's: the upgrade
@@ -731,25 +898,7 @@ async fn a_udp_service_keeps_its_address_through_an_upgrade() {
     );
     std::fs::write(&config, text).unwrap();
     let mut txlb = Txlb::start_workers(&config, 5, 1);
-    txlb.wait_for_async("listener up", 0).await;
-    let started = Instant::now();
-    let udp: SocketAddr = loop {
-        let line = txlb
-            .log_text()
-            .lines()
-            .find(|l| l.contains("listener up") && l.contains("service=\"dns\""))
-            .map(str::to_string);
-        if let Some(line) = line {
-            let local = line.split("local=").nth(1).unwrap();
-            break local.split_whitespace().next().unwrap().parse().unwrap();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{}",
-            txlb.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let udp = udp_listener(&txlb).await;
     let mut adopted = Adopted(Vec::new());
     let config2 = config.clone();
     let pid = tokio::task::spawn_blocking(move || {

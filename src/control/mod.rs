@@ -424,7 +424,8 @@ impl Controller {
                 .find(|h| *h.name == *record.host)?
                 .stats
                 .clone();
-            Some((stats, s.counters.clone()))
+            let admission = crate::proxy::hold(record.client, &s.options, &s.limiter);
+            Some((stats, s.counters.clone(), admission))
         });
         let listener = {
             let state = self.lock();
@@ -441,7 +442,7 @@ impl Controller {
                     tracker: self.connections.clone(),
                 })
         };
-        let (Some((stats, counters)), Some(listener)) = (found, listener) else {
+        let (Some((stats, counters, admission)), Some(listener)) = (found, listener) else {
             tracing::info!(
                 id = record.id,
                 service = record.service,
@@ -453,6 +454,7 @@ impl Controller {
         let landing = crate::proxy::moved::Landing {
             stats,
             counters,
+            admission,
             listener,
         };
         let n = self

@@ -21,7 +21,7 @@ mod udp;
 pub(crate) mod udp_moved;
 mod workers;
 
-pub(crate) use admission::AcceptProxy;
+pub(crate) use admission::{AcceptProxy, hold};
 pub(crate) use connection::ConnectionRecord;
 pub(crate) use idle::sweep_idle;
 pub(crate) use listener::{

@@ -1176,3 +1176,105 @@ async fn five_streams_of_256_mib_move_or_drain_byte_exact_through_an_upgrade() {
     };
     assert_eq!(counted.0, expected, "bytes on the host: {}", counted.1);
 }
+
+/// Whether a client at `addr` is served (its byte echoed) or turned away
+/// (closed without an answer).
+fn served(addr: SocketAddr) -> bool {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    if stream.write_all(b"x").is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(1))
+}
+
+/// Moved connections hold their place under the new process's limits: with
+/// `maxconn="2"` (no queue) and two connections moved, a third client is
+/// turned away until one of them ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_connections_count_under_the_new_process_maxconn() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", a)]);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "<service name=\"svc\">",
+        "<service name=\"svc\" maxconn=\"2\" queue=\"0\">",
+    );
+    std::fs::write(&config, text).unwrap();
+    let txlb = Txlb::start_workers(&config, 5, 2);
+    let listener = txlb.listener();
+    let base = txlb.logged("admin web server up", "url").await;
+    let mut adopted = Adopted(Vec::new());
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(listener).await.unwrap();
+        stream.write_all(b"h").await.unwrap();
+        let mut back = [0u8; 1];
+        stream.read_exact(&mut back).await.unwrap();
+        held.push(stream);
+    }
+    assert!(
+        !tokio::task::spawn_blocking(move || served(listener))
+            .await
+            .unwrap()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let base = base.clone();
+            async move {
+                let list = api(&base, "api/v1/connections").await;
+                list.as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|c| c["parked"] == true)
+                    .count()
+                    == 2
+            }
+        })
+        .await,
+        "the two connections did not park"
+    );
+    let config2 = config.clone();
+    let output = tokio::task::spawn_blocking(move || upgrade(&config2, &[]))
+        .await
+        .unwrap();
+    adopted.0.push(new_pid(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("2 connections moved"), "{stdout}");
+    let mut txlb = txlb;
+    tokio::task::spawn_blocking(move || {
+        assert!(txlb.exit_status(Duration::from_secs(10)).is_some());
+    })
+    .await
+    .unwrap();
+
+    // The new process is full with the two it took on.
+    assert!(
+        !tokio::task::spawn_blocking(move || served(listener))
+            .await
+            .unwrap()
+    );
+    let stats = api(&base, "api/v1/stats").await;
+    assert_eq!(stats["services"][0]["counters"]["over_limit"], 2, "{stats}");
+    // They still work; once one ends its place is free.
+    for stream in &mut held {
+        stream.write_all(b"m").await.unwrap();
+        let mut back = [0u8; 1];
+        stream.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"m");
+    }
+    drop(held.pop());
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            tokio::task::spawn_blocking(move || served(listener))
+                .await
+                .unwrap()
+        })
+        .await,
+        "no place freed when a moved connection ended"
+    );
+}

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::time::SystemTime;
 
 use dashmap::DashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::HostStats;
@@ -278,6 +278,34 @@ pub struct ConnectionRegistry {
     /// The same entries by `host_local`, for control socket look-ups.
     by_host_local: DashMap<SocketAddr, Arc<ConnectionEntry>>,
     next_id: AtomicU64,
+    /// Connections the previous process of an upgrade still serves (they
+    /// drain there), for control socket look-ups that miss here. Written
+    /// by the upgrade's thread twice (set, cleared once that process is
+    /// done), read on a miss only: never on the data path.
+    elsewhere: std::sync::RwLock<Option<Elsewhere>>,
+}
+
+/// Connections open in another process (the previous one of an upgrade).
+#[derive(Debug)]
+struct Elsewhere {
+    pid: u32,
+    by_host_local: std::collections::HashMap<SocketAddr, HostSide>,
+}
+
+/// What a control socket look-up answers about a connection: who is behind
+/// txlb's address `host_local` on the host side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSide {
+    /// txlb's address on the host side.
+    pub host_local: SocketAddr,
+    /// The real client.
+    pub client: SocketAddr,
+    /// The balancer address the client reached.
+    pub listener: SocketAddr,
+    /// Service, group and host names.
+    pub service: String,
+    pub group: String,
+    pub host: String,
 }
 
 impl ConnectionRegistry {
@@ -323,6 +351,43 @@ impl ConnectionRegistry {
         self.by_host_local
             .get(&host_local)
             .map(|e| e.value().clone())
+    }
+
+    /// Every open connection whose host-side address is indexed.
+    pub(crate) fn host_sides(&self) -> Vec<HostSide> {
+        self.by_host_local
+            .iter()
+            .map(|e| {
+                let c = e.value();
+                HostSide {
+                    host_local: *e.key(),
+                    client: c.client,
+                    listener: c.listener,
+                    service: c.service.to_string(),
+                    group: c.group.to_string(),
+                    host: c.host.to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// Connections process `pid` still serves (the previous one of an
+    /// upgrade, draining them), answered by [`Self::elsewhere`]; `None`
+    /// once it is done.
+    pub(crate) fn open_elsewhere(&self, open: Option<(u32, Vec<HostSide>)>) {
+        let open = open.map(|(pid, sides)| Elsewhere {
+            pid,
+            by_host_local: sides.into_iter().map(|s| (s.host_local, s)).collect(),
+        });
+        *self.elsewhere.write().unwrap_or_else(|p| p.into_inner()) = open;
+    }
+
+    /// The connection another process (the previous one of an upgrade)
+    /// still serves with txlb's address `host_local`, and that process's id.
+    pub fn elsewhere(&self, host_local: SocketAddr) -> Option<(u32, HostSide)> {
+        let elsewhere = self.elsewhere.read().unwrap_or_else(|p| p.into_inner());
+        let open = elsewhere.as_ref()?;
+        Some((open.pid, open.by_host_local.get(&host_local)?.clone()))
     }
 
     /// Closes connection `id`; false if there is none.

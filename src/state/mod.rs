@@ -13,7 +13,8 @@ mod limits;
 mod stats;
 
 pub use connections::{
-    CloseRequest, ConnectionEntry, ConnectionInfo, ConnectionRegistry, Inspection, Registered,
+    CloseRequest, ConnectionEntry, ConnectionInfo, ConnectionRegistry, HostSide, Inspection,
+    Registered,
 };
 pub use hosts::Hosts;
 pub use limits::{Admission, Limiter, Refusal, descriptor_share};

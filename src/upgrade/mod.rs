@@ -197,11 +197,11 @@ pub async fn hand_over(balancer: &BalancerHandle, plan: Plan) -> Result<HandedOv
         "upgrade: starting the new process"
     );
     let (binary, args, timeout) = (plan.binary, plan.args, plan.ready_timeout);
-    let (pid, socket, takes_udp) =
+    let (pid, socket, reads) =
         tokio::task::spawn_blocking(move || run_child(&binary, &args, timeout, &message, &sockets))
             .await
             .unwrap_or_else(|e| Err(UpgradeError::Prepare(e.to_string())))?;
-    if takes_udp {
+    if reads.udp_sessions {
         // Before the hand-over shows: UDP listeners then give their
         // sessions up rather than end them.
         controller.udp_moves.export();
@@ -213,6 +213,10 @@ pub async fn hand_over(balancer: &BalancerHandle, plan: Plan) -> Result<HandedOv
     let socket = move_udp_sessions(socket, controller).await;
     // What is parked now moves at once; the rest as it goes quiet.
     let (socket, first) = move_parked(socket, 0).await;
+    let socket = match socket {
+        Some(socket) if reads.draining => tell_draining(socket, controller).await,
+        socket => socket,
+    };
     controller
         .data
         .events
@@ -349,6 +353,41 @@ async fn keep_moving(
             fds::send(&socket, &done, &[])
         })
         .await;
+    }
+}
+
+/// What the new process said it reads of what follows its `Ready`.
+#[derive(Debug, Clone, Copy)]
+struct Reads {
+    udp_sessions: bool,
+    draining: bool,
+}
+
+/// Tells the new process which connections stay here for now (busy ones),
+/// so that its control socket answers for them; returns the socket (`None`
+/// once it failed).
+async fn tell_draining(
+    socket: UnixStream,
+    controller: &crate::control::Controller,
+) -> Option<UnixStream> {
+    let sides = controller.data.registry.host_sides();
+    if sides.is_empty() {
+        return Some(socket);
+    }
+    let told = tokio::task::spawn_blocking(move || {
+        let body =
+            serde_json::to_vec(&state::Transfer::Draining(sides)).map_err(io::Error::other)?;
+        fds::send(&socket, &body, &[])?;
+        Ok::<_, io::Error>(socket)
+    })
+    .await;
+    match told {
+        Ok(Ok(socket)) => Some(socket),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "upgrade: cannot tell the new process what drains here");
+            None
+        }
+        Err(_) => None,
     }
 }
 
@@ -523,7 +562,7 @@ fn run_child(
     timeout: Duration,
     message: &[u8],
     sockets: &[OwnedFd],
-) -> Result<(u32, Option<UnixStream>, bool), UpgradeError> {
+) -> Result<(u32, Option<UnixStream>, Reads), UpgradeError> {
     let deadline = Instant::now() + timeout;
     let (ours, theirs) = UnixStream::pair().map_err(|e| UpgradeError::Prepare(e.to_string()))?;
     let mut command = Command::new(binary);
@@ -566,7 +605,7 @@ fn run_child(
         let _ = child.kill();
         let _ = child.wait();
     }
-    result.map(|takes_udp| (pid, Some(ours), takes_udp))
+    result.map(|reads| (pid, Some(ours), reads))
 }
 
 fn exchange(
@@ -576,7 +615,7 @@ fn exchange(
     timeout: Duration,
     message: &[u8],
     sockets: &[OwnedFd],
-) -> Result<bool, UpgradeError> {
+) -> Result<Reads, UpgradeError> {
     let pid = child.id();
     let not_ready = || UpgradeError::NotReady {
         pid,
@@ -635,7 +674,14 @@ fn exchange(
         Err(e) => return Err(io(e)),
     };
     match serde_json::from_slice::<Answer>(&body) {
-        Ok(Answer::Ready { udp_sessions, .. }) => Ok(udp_sessions),
+        Ok(Answer::Ready {
+            udp_sessions,
+            draining,
+            ..
+        }) => Ok(Reads {
+            udp_sessions,
+            draining,
+        }),
         Ok(Answer::Failed { reason }) => Err(UpgradeError::Refused { pid, reason }),
         Err(e) => Err(UpgradeError::Refused {
             pid,
@@ -839,6 +885,7 @@ impl Incoming {
             &Answer::Ready {
                 pid: std::process::id(),
                 udp_sessions: true,
+                draining: true,
             },
         )?;
         let (socket, controller) = (self.socket, balancer.controller().clone());
@@ -847,7 +894,8 @@ impl Incoming {
         std::thread::Builder::new()
             .name("txlb-upgrade".into())
             .spawn(move || {
-                let (connections, closed) = take_connections(&socket, &controller, &runtime);
+                let (connections, closed) =
+                    take_connections(&socket, &controller, &runtime, from_pid);
                 controller.data.events.emit(crate::events::Event::TookOver {
                     from_pid,
                     connections,
@@ -870,22 +918,26 @@ impl Incoming {
 }
 
 /// The new process's side of the connections' move: reads them until the old
-/// process says it is done (or goes away) and parks each in a worker.
+/// process (`from_pid`) says it is done (or goes away) and parks each in a
+/// worker.
 fn take_connections(
     socket: &UnixStream,
     controller: &crate::control::Controller,
     runtime: &tokio::runtime::Handle,
+    from_pid: u32,
 ) -> (u64, u64) {
     // The old process may take its whole handoff deadline.
     let _ = socket.set_read_timeout(None);
-    // However this ends, UDP listeners wait no longer.
-    struct Receive<'a>(&'a crate::proxy::udp_moved::SessionMoves);
+    // However this ends, UDP listeners wait no longer, and what the old
+    // process still served has ended (it exits after `Done`).
+    struct Receive<'a>(&'a crate::control::Controller);
     impl Drop for Receive<'_> {
         fn drop(&mut self) {
-            self.0.none_to_come();
+            self.0.udp_moves.none_to_come();
+            self.0.data.registry.open_elsewhere(None);
         }
     }
-    let _receive = Receive(&controller.udp_moves);
+    let _receive = Receive(controller);
     let mut taken = 0u64;
     let mut closed = 0u64;
     loop {
@@ -920,6 +972,12 @@ fn take_connections(
                         closed += 1;
                     }
                 }
+            }
+            Ok(state::Transfer::Draining(sides)) => {
+                controller
+                    .data
+                    .registry
+                    .open_elsewhere(Some((from_pid, sides)));
             }
             Ok(state::Transfer::UdpSessions { sessions, last }) if fds.len() == sessions.len() => {
                 controller.adopt_udp(sessions.into_iter().zip(fds).collect(), last);

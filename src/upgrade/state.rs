@@ -110,6 +110,9 @@ pub(crate) enum Answer {
         /// process does not say so, and the old one ends them instead.
         #[serde(default)]
         udp_sessions: bool,
+        /// It reads [`Transfer::Draining`].
+        #[serde(default)]
+        draining: bool,
     },
     /// It cannot take over, and says why.
     Failed {
@@ -132,6 +135,10 @@ pub(crate) enum Transfer {
         sessions: Vec<crate::proxy::udp_moved::MovedSession>,
         last: bool,
     },
+    /// The connections still open in the old process once the idle ones
+    /// moved, by txlb's host-side address: the new process's control socket
+    /// answers for them (those that move later are its own) until `Done`.
+    Draining(Vec<crate::state::HostSide>),
     /// Nothing more will move and nothing is left in the old process;
     /// `moved` moved in all. With what the old process counted since it
     /// handed over (its last clients, the bytes of connections before they

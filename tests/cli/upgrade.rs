@@ -1278,3 +1278,154 @@ async fn moved_connections_count_under_the_new_process_maxconn() {
         "no place freed when a moved connection ended"
     );
 }
+
+/// A TCP echo host that tells, in order of accept, each connection's peer:
+/// txlb's address on the host side.
+async fn echo_telling_peers() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<SocketAddr>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            let _ = tx.send(peer);
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// The control socket's answer about `peer`.
+fn control_lookup(socket: &Path, peer: SocketAddr) -> Value {
+    let mut control = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    control
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    control
+        .write_all(format!("{{\"peer\": \"{peer}\"}}\n").as_bytes())
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while control.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        answer.push(byte[0]);
+    }
+    serde_json::from_slice(&answer).unwrap()
+}
+
+/// After an upgrade the control socket (the new process's) answers for a
+/// connection still draining in the old process, saying so with its PID,
+/// as for one that moved; once it ended, for neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_socket_answers_for_connections_draining_in_the_old_process() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (echo, mut peers) = echo_telling_peers().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", echo)]);
+    let socket = dir.path().join("control.sock");
+    let txlb = Txlb::start_workers(&config, 20, 2);
+    let old_pid = txlb.pid();
+    let listener = txlb.listener();
+    let base = txlb.logged("admin web server up", "url").await;
+    let mut adopted = Adopted(Vec::new());
+
+    let mut quiet = tokio::net::TcpStream::connect(listener).await.unwrap();
+    quiet.write_all(b"q").await.unwrap();
+    let mut byte = [0u8; 1];
+    quiet.read_exact(&mut byte).await.unwrap();
+    let quiet_peer = peers.recv().await.unwrap();
+    let busy_stop = Arc::new(AtomicBool::new(false));
+    let mut busy = tokio::net::TcpStream::connect(listener).await.unwrap();
+    let busy_client = busy.local_addr().unwrap();
+    echo_exact(&mut busy, b"b").await;
+    let busy_peer = peers.recv().await.unwrap();
+    let busy = {
+        let stop = busy_stop.clone();
+        tokio::spawn(async move {
+            // At most 20 s of a chunk every 50 ms.
+            for _ in 0..400 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                echo_exact(&mut busy, &[7u8; 512]).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            busy
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let base = base.clone();
+            async move {
+                let list = api(&base, "api/v1/connections").await;
+                list.as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|c| c["parked"] == true)
+                    .count()
+                    == 1
+            }
+        })
+        .await,
+        "the quiet connection did not park"
+    );
+    let config2 = config.clone();
+    let output =
+        tokio::task::spawn_blocking(move || upgrade(&config2, &["--handoff-deadline", "1"]))
+            .await
+            .unwrap();
+    adopted.0.push(new_pid(&output));
+    let moved = txlb
+        .wait_for_async("upgrade: connections moved to the new process", 0)
+        .await;
+    assert!(
+        moved.contains("moved=1") && moved.contains("left=1"),
+        "{moved}"
+    );
+
+    let (socket2, quiet_client) = (socket.clone(), quiet.local_addr().unwrap());
+    let (draining, here) = tokio::task::spawn_blocking(move || {
+        (
+            control_lookup(&socket2, busy_peer),
+            control_lookup(&socket2, quiet_peer),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(draining["client"], busy_client.to_string(), "{draining}");
+    assert_eq!(draining["service"], "svc", "{draining}");
+    assert_eq!(draining["draining_in"], old_pid, "{draining}");
+    assert_eq!(here["client"], quiet_client.to_string(), "{here}");
+    assert!(here.get("draining_in").is_none(), "{here}");
+
+    // Once it ended and the old process exited, no answer for it.
+    busy_stop.store(true, Ordering::Relaxed);
+    drop(busy.await.unwrap());
+    let mut txlb = txlb;
+    let exited = tokio::task::spawn_blocking(move || txlb.exit_status(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(exited.is_some(), "the old process did not exit");
+    let gone = tokio::task::spawn_blocking(move || {
+        // The new process hears that the old one is done a moment later.
+        let started = Instant::now();
+        loop {
+            let answer = control_lookup(&socket, busy_peer);
+            if answer.get("error").is_some() || started.elapsed() > Duration::from_secs(5) {
+                break answer;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        gone["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no open connection"),
+        "{gone}"
+    );
+    drop(quiet);
+}

@@ -584,14 +584,26 @@ impl BalancerHandle {
     }
 
     /// Open connections, oldest first, optionally only those of one service and
-    /// one host name.
+    /// one host name; after an upgrade, those still draining in the previous
+    /// process too (`draining_in`).
     pub fn connections(&self, service: Option<&str>, host: Option<&str>) -> Vec<ConnectionInfo> {
-        self.controller.data.registry.list(|c| {
+        let registry = &self.controller.data.registry;
+        let mut list = registry.list(|c| {
             service.is_none_or(|s| *c.service == *s) && host.is_none_or(|h| *c.host == *h)
-        })
+        });
+        // Those still draining in the previous process of an upgrade.
+        let elsewhere = registry.list_elsewhere(|s, h| {
+            service.is_none_or(|want| want == s) && host.is_none_or(|want| want == h)
+        });
+        if !elsewhere.is_empty() {
+            list.extend(elsewhere);
+            list.sort_by_key(|c| c.id);
+        }
+        list
     }
 
-    /// Closes one open connection; false if it no longer exists.
+    /// Closes one open connection (one still draining in the previous
+    /// process of an upgrade too); false if it no longer exists.
     pub fn close_connection(&self, id: u64) -> bool {
         self.controller.data.registry.close(id)
     }

@@ -136,6 +136,10 @@ pub struct ConnectionInfo {
     /// On a listener with routes: what the client's first bytes told.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub inspection: Option<Inspection>,
+    /// The process that serves it when not this one: the previous one of an
+    /// upgrade, where it drains (its counts are as that process last told).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draining_in: Option<u32>,
 }
 
 impl ConnectionEntry {
@@ -265,6 +269,7 @@ impl ConnectionEntry {
             bytes_out: self.bytes_out.load(Relaxed),
             parked: self.is_parked(),
             inspection: self.inspection.as_deref().cloned(),
+            draining_in: None,
         }
     }
 }
@@ -279,33 +284,78 @@ pub struct ConnectionRegistry {
     by_host_local: DashMap<SocketAddr, Arc<ConnectionEntry>>,
     next_id: AtomicU64,
     /// Connections the previous process of an upgrade still serves (they
-    /// drain there), for control socket look-ups that miss here. Written
-    /// by the upgrade's thread twice (set, cleared once that process is
-    /// done), read on a miss only: never on the data path.
+    /// drain there), for the connections list, closing and control socket
+    /// look-ups. Written by the upgrade's thread (each update from that
+    /// process, cleared once it is done), read by management surfaces
+    /// only: never on the data path.
     elsewhere: std::sync::RwLock<Option<Elsewhere>>,
 }
 
+/// Asks the process where connections drain to close one; true if asked.
+pub type CloseElsewhere = Box<dyn Fn(u64) -> bool + Send + Sync>;
+
 /// Connections open in another process (the previous one of an upgrade).
-#[derive(Debug)]
 struct Elsewhere {
     pid: u32,
-    by_host_local: std::collections::HashMap<SocketAddr, HostSide>,
+    connections: std::collections::HashMap<u64, DrainingConnection>,
+    by_host_local: std::collections::HashMap<SocketAddr, u64>,
+    close: Arc<CloseElsewhere>,
 }
 
-/// What a control socket look-up answers about a connection: who is behind
-/// txlb's address `host_local` on the host side.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostSide {
-    /// txlb's address on the host side.
-    pub host_local: SocketAddr,
-    /// The real client.
-    pub client: SocketAddr,
-    /// The balancer address the client reached.
-    pub listener: SocketAddr,
+impl std::fmt::Debug for Elsewhere {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Elsewhere")
+            .field("pid", &self.pid)
+            .field("connections", &self.connections.len())
+            .finish()
+    }
+}
+
+/// A connection still open in the previous process of an upgrade, as the
+/// new process lists it and answers look-ups about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainingConnection {
+    /// Its id (unique across both processes: the new one numbers after the
+    /// old one's).
+    pub id: u64,
     /// Service, group and host names.
     pub service: String,
     pub group: String,
     pub host: String,
+    /// The real client.
+    pub client: SocketAddr,
+    /// The balancer address the client reached.
+    pub listener: SocketAddr,
+    /// The host's address.
+    pub host_addr: SocketAddr,
+    /// txlb's address on the host side, when a control socket indexes it.
+    #[serde(default)]
+    pub host_local: Option<SocketAddr>,
+    /// Accepted at, seconds since the Unix epoch.
+    pub since: f64,
+    /// Bytes each way when the old process last told.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl DrainingConnection {
+    fn info(&self, pid: u32) -> ConnectionInfo {
+        ConnectionInfo {
+            id: self.id,
+            service: self.service.clone(),
+            group: self.group.clone(),
+            host: self.host.clone(),
+            client: self.client,
+            listener: self.listener,
+            host_addr: self.host_addr,
+            since: self.since,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            parked: false,
+            inspection: None,
+            draining_in: Some(pid),
+        }
+    }
 }
 
 impl ConnectionRegistry {
@@ -353,51 +403,91 @@ impl ConnectionRegistry {
             .map(|e| e.value().clone())
     }
 
-    /// Every open connection whose host-side address is indexed.
-    pub(crate) fn host_sides(&self) -> Vec<HostSide> {
-        self.by_host_local
+    /// Every open connection, as another process lists it while this one
+    /// drains them (an upgrade).
+    pub(crate) fn draining(&self) -> Vec<DrainingConnection> {
+        self.entries
             .iter()
             .map(|e| {
-                let c = e.value();
-                HostSide {
-                    host_local: *e.key(),
-                    client: c.client,
-                    listener: c.listener,
-                    service: c.service.to_string(),
-                    group: c.group.to_string(),
-                    host: c.host.to_string(),
+                let info = e.value().info();
+                DrainingConnection {
+                    id: info.id,
+                    service: info.service,
+                    group: info.group,
+                    host: info.host,
+                    client: info.client,
+                    listener: info.listener,
+                    host_addr: info.host_addr,
+                    host_local: e.value().host_local,
+                    since: info.since,
+                    bytes_in: info.bytes_in,
+                    bytes_out: info.bytes_out,
                 }
             })
             .collect()
     }
 
     /// Connections process `pid` still serves (the previous one of an
-    /// upgrade, draining them), answered by [`Self::elsewhere`]; `None`
-    /// once it is done.
-    pub(crate) fn open_elsewhere(&self, open: Option<(u32, Vec<HostSide>)>) {
-        let open = open.map(|(pid, sides)| Elsewhere {
+    /// upgrade, draining them), and how to ask it to close one; `None` once
+    /// it is done. Each call replaces what the last said.
+    pub(crate) fn open_elsewhere(
+        &self,
+        open: Option<(u32, Vec<DrainingConnection>, Arc<CloseElsewhere>)>,
+    ) {
+        let open = open.map(|(pid, list, close)| Elsewhere {
             pid,
-            by_host_local: sides.into_iter().map(|s| (s.host_local, s)).collect(),
+            by_host_local: list
+                .iter()
+                .filter_map(|c| Some((c.host_local?, c.id)))
+                .collect(),
+            connections: list.into_iter().map(|c| (c.id, c)).collect(),
+            close,
         });
         *self.elsewhere.write().unwrap_or_else(|p| p.into_inner()) = open;
     }
 
     /// The connection another process (the previous one of an upgrade)
     /// still serves with txlb's address `host_local`, and that process's id.
-    pub fn elsewhere(&self, host_local: SocketAddr) -> Option<(u32, HostSide)> {
+    pub fn elsewhere(&self, host_local: SocketAddr) -> Option<(u32, DrainingConnection)> {
         let elsewhere = self.elsewhere.read().unwrap_or_else(|p| p.into_inner());
         let open = elsewhere.as_ref()?;
-        Some((open.pid, open.by_host_local.get(&host_local)?.clone()))
+        let id = open.by_host_local.get(&host_local)?;
+        Some((open.pid, open.connections.get(id)?.clone()))
     }
 
-    /// Closes connection `id`; false if there is none.
+    /// Connections another process (the previous one of an upgrade) still
+    /// serves, matching `filter` (on service and host names), those this one
+    /// took on since left out.
+    pub fn list_elsewhere(&self, filter: impl Fn(&str, &str) -> bool) -> Vec<ConnectionInfo> {
+        let elsewhere = self.elsewhere.read().unwrap_or_else(|p| p.into_inner());
+        let Some(open) = elsewhere.as_ref() else {
+            return Vec::new();
+        };
+        open.connections
+            .values()
+            .filter(|c| !self.entries.contains_key(&c.id) && filter(&c.service, &c.host))
+            .map(|c| c.info(open.pid))
+            .collect()
+    }
+
+    /// Closes connection `id` (here, or in the process where it drains);
+    /// false if there is none.
     pub fn close(&self, id: u64) -> bool {
         match self.entries.get(&id) {
             Some(entry) => {
                 entry.request_close(CloseRequest::Admin);
                 true
             }
-            None => false,
+            None => {
+                let close = {
+                    let elsewhere = self.elsewhere.read().unwrap_or_else(|p| p.into_inner());
+                    elsewhere
+                        .as_ref()
+                        .filter(|open| open.connections.contains_key(&id))
+                        .map(|open| open.close.clone())
+                };
+                close.is_some_and(|close| close(id))
+            }
         }
     }
 

@@ -213,10 +213,14 @@ pub async fn hand_over(balancer: &BalancerHandle, plan: Plan) -> Result<HandedOv
     let socket = move_udp_sessions(socket, controller).await;
     // What is parked now moves at once; the rest as it goes quiet.
     let (socket, first) = move_parked(socket, 0).await;
-    let socket = match socket {
-        Some(socket) if reads.draining => tell_draining(socket, controller).await,
-        socket => socket,
+    if let Some(socket) = socket.as_ref().filter(|_| reads.draining) {
+        serve_asks(socket, controller.data.registry.clone());
+    }
+    let telling = Telling {
+        reads: reads.draining,
+        told: None,
     };
+    let (socket, telling) = telling.tell(socket, controller).await;
     controller
         .data
         .events
@@ -229,7 +233,7 @@ pub async fn hand_over(balancer: &BalancerHandle, plan: Plan) -> Result<HandedOv
     let finished = tokio_util::sync::CancellationToken::new();
     tokio::spawn(keep_moving(
         balancer.clone(),
-        socket,
+        (socket, telling),
         (first, deadline),
         sent,
         finished.clone().drop_guard(),
@@ -305,13 +309,13 @@ async fn move_parked(socket: Option<UnixStream>, moved: u64) -> (Option<UnixStre
 /// `_finished` is dropped at the end.
 async fn keep_moving(
     balancer: BalancerHandle,
-    socket: Option<UnixStream>,
+    (socket, telling): (Option<UnixStream>, Telling),
     (mut moved, deadline): (u64, Instant),
     sent: Counts,
     _finished: tokio_util::sync::DropGuard,
 ) {
     let controller = balancer.controller().clone();
-    let mut socket = socket;
+    let (mut socket, mut telling) = (socket, telling);
     let mut stopped = false;
     while socket.is_some() && Instant::now() < deadline {
         tokio::select! {
@@ -323,6 +327,7 @@ async fn keep_moving(
             }
         }
         (socket, moved) = move_parked(socket, moved).await;
+        (socket, telling) = telling.tell(socket, &controller).await;
         // Checked a moment after accepting stopped: a client accepted just
         // before is tracked by then.
         if controller.stop_accepting.is_cancelled() && controller.connections.is_empty() {
@@ -340,6 +345,7 @@ async fn keep_moving(
         && !(controller.stop_accepting.is_cancelled() && controller.connections.is_empty())
     {
         tokio::time::sleep(MOVE_INTERVAL).await;
+        (socket, telling) = telling.tell(socket, &controller).await;
     }
     if let Some(socket) = socket {
         let _ = tokio::task::spawn_blocking(move || {
@@ -363,32 +369,85 @@ struct Reads {
     draining: bool,
 }
 
-/// Tells the new process which connections stay here for now (busy ones),
-/// so that its control socket answers for them; returns the socket (`None`
-/// once it failed).
+/// What the new process was told of the connections open here, if it reads it.
+struct Telling {
+    reads: bool,
+    told: Option<Vec<crate::state::DrainingConnection>>,
+}
+
+impl Telling {
+    /// [`tell_draining`] when the new process reads it.
+    async fn tell(
+        self,
+        socket: Option<UnixStream>,
+        controller: &crate::control::Controller,
+    ) -> (Option<UnixStream>, Telling) {
+        match socket {
+            Some(socket) if self.reads => {
+                let (socket, told) = tell_draining(socket, controller, self.told).await;
+                (socket, Telling { reads: true, told })
+            }
+            socket => (socket, self),
+        }
+    }
+}
+
+/// Tells the new process which connections are open here now (busy ones,
+/// draining), when that changed since `told`, so that it lists them, closes
+/// them through this process and its control socket answers for them;
+/// returns the socket (`None` once it failed) and what it was told.
 async fn tell_draining(
     socket: UnixStream,
     controller: &crate::control::Controller,
-) -> Option<UnixStream> {
-    let sides = controller.data.registry.host_sides();
-    if sides.is_empty() {
-        return Some(socket);
+    told: Option<Vec<crate::state::DrainingConnection>>,
+) -> (
+    Option<UnixStream>,
+    Option<Vec<crate::state::DrainingConnection>>,
+) {
+    let mut open = controller.data.registry.draining();
+    open.sort_by_key(|c| c.id);
+    if told.as_ref() == Some(&open) || (told.is_none() && open.is_empty()) {
+        return (Some(socket), told);
     }
-    let told = tokio::task::spawn_blocking(move || {
+    let sent = open.clone();
+    let result = tokio::task::spawn_blocking(move || {
         let body =
-            serde_json::to_vec(&state::Transfer::Draining(sides)).map_err(io::Error::other)?;
+            serde_json::to_vec(&state::Transfer::Draining(sent)).map_err(io::Error::other)?;
         fds::send(&socket, &body, &[])?;
         Ok::<_, io::Error>(socket)
     })
     .await;
-    match told {
-        Ok(Ok(socket)) => Some(socket),
+    match result {
+        Ok(Ok(socket)) => (Some(socket), Some(open)),
         Ok(Err(error)) => {
             tracing::warn!(%error, "upgrade: cannot tell the new process what drains here");
-            None
+            (None, told)
         }
-        Err(_) => None,
+        Err(_) => (None, told),
     }
+}
+
+/// Carries out what the new process asks (closing a connection that drains
+/// here) until it closes the socket: a thread on a copy of it.
+fn serve_asks(socket: &UnixStream, registry: Arc<crate::state::ConnectionRegistry>) {
+    let Ok(socket) = socket.try_clone() else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("txlb-upgrade-asks".into())
+        .spawn(move || {
+            let _ = socket.set_read_timeout(None);
+            while let Ok((body, _)) = fds::receive(&socket) {
+                if let Ok(state::Ask::Close { id }) = serde_json::from_slice(&body) {
+                    let closed = registry.close(id);
+                    tracing::info!(
+                        id,
+                        closed,
+                        "upgrade: the new process asked to close a connection draining here"
+                    );
+                }
+            }
+        });
 }
 
 /// Longest the old process waits for its UDP listeners to stop and give
@@ -938,6 +997,21 @@ fn take_connections(
         }
     }
     let _receive = Receive(controller);
+    // An administrator's close of a connection draining in the old process
+    // goes there, on this socket (one writer at a time: frames are several
+    // writes).
+    let close_there: Arc<crate::state::CloseElsewhere> = {
+        let writer = socket.try_clone().ok().map(std::sync::Mutex::new);
+        Arc::new(Box::new(move |id| {
+            let Some(writer) = &writer else { return false };
+            let writer = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let body = serde_json::to_vec(&state::Ask::Close { id }).unwrap_or_default();
+            writer
+                .set_write_timeout(Some(Duration::from_secs(1)))
+                .is_ok()
+                && fds::send(&writer, &body, &[]).is_ok()
+        }))
+    };
     let mut taken = 0u64;
     let mut closed = 0u64;
     loop {
@@ -973,11 +1047,12 @@ fn take_connections(
                     }
                 }
             }
-            Ok(state::Transfer::Draining(sides)) => {
-                controller
-                    .data
-                    .registry
-                    .open_elsewhere(Some((from_pid, sides)));
+            Ok(state::Transfer::Draining(open)) => {
+                controller.data.registry.open_elsewhere(Some((
+                    from_pid,
+                    open,
+                    close_there.clone(),
+                )));
             }
             Ok(state::Transfer::UdpSessions { sessions, last }) if fds.len() == sessions.len() => {
                 controller.adopt_udp(sessions.into_iter().zip(fds).collect(), last);

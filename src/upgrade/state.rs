@@ -135,10 +135,11 @@ pub(crate) enum Transfer {
         sessions: Vec<crate::proxy::udp_moved::MovedSession>,
         last: bool,
     },
-    /// The connections still open in the old process once the idle ones
-    /// moved, by txlb's host-side address: the new process's control socket
-    /// answers for them (those that move later are its own) until `Done`.
-    Draining(Vec<crate::state::HostSide>),
+    /// The connections open in the old process after a move, each time
+    /// they changed: the new process lists them, closes them through
+    /// [`Ask::Close`] and its control socket answers for them (those that
+    /// move later are its own) until `Done`.
+    Draining(Vec<crate::state::DrainingConnection>),
     /// Nothing more will move and nothing is left in the old process;
     /// `moved` moved in all. With what the old process counted since it
     /// handed over (its last clients, the bytes of connections before they
@@ -152,6 +153,18 @@ pub(crate) enum Transfer {
         /// Services' counts since the hand-over.
         #[serde(default)]
         services: Vec<ServiceEntry>,
+    },
+}
+
+/// What the new process asks of the old one, on the same socket, once the
+/// old one told it what drains there.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Ask {
+    /// Close connection `id` (an administrator's close in the new process).
+    Close {
+        /// The connection.
+        id: u64,
     },
 }
 

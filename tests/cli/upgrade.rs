@@ -1314,11 +1314,12 @@ fn control_lookup(socket: &Path, peer: SocketAddr) -> Value {
     serde_json::from_slice(&answer).unwrap()
 }
 
-/// After an upgrade the control socket (the new process's) answers for a
-/// connection still draining in the old process, saying so with its PID,
-/// as for one that moved; once it ended, for neither.
+/// After an upgrade the new process's control socket answers for a
+/// connection still draining in the old process, saying so with its PID, as
+/// for one that moved; its connections list shows it (`draining_in`) and
+/// closing it there closes it in the old process, which then exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_control_socket_answers_for_connections_draining_in_the_old_process() {
+async fn connections_draining_in_the_old_process_are_looked_up_listed_and_closed_from_the_new() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (echo, mut peers) = echo_telling_peers().await;
     let dir = tempfile::tempdir().unwrap();
@@ -1340,18 +1341,28 @@ async fn the_control_socket_answers_for_connections_draining_in_the_old_process(
     let busy_client = busy.local_addr().unwrap();
     echo_exact(&mut busy, b"b").await;
     let busy_peer = peers.recv().await.unwrap();
+    // A chunk every 50 ms for at most 20 s, until the balancer closes it:
+    // whether it did.
     let busy = {
         let stop = busy_stop.clone();
         tokio::spawn(async move {
-            // At most 20 s of a chunk every 50 ms.
+            let mut back = [0u8; 512];
             for _ in 0..400 {
                 if stop.load(Ordering::Relaxed) {
-                    break;
+                    return false;
                 }
-                echo_exact(&mut busy, &[7u8; 512]).await;
+                let echoed = async {
+                    busy.write_all(&[7u8; 512]).await?;
+                    busy.read_exact(&mut back).await
+                };
+                match tokio::time::timeout(Duration::from_secs(5), echoed).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return true,
+                    Err(_) => panic!("the busy connection stalled"),
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            busy
+            false
         })
     };
     assert!(
@@ -1399,9 +1410,34 @@ async fn the_control_socket_answers_for_connections_draining_in_the_old_process(
     assert_eq!(here["client"], quiet_client.to_string(), "{here}");
     assert!(here.get("draining_in").is_none(), "{here}");
 
-    // Once it ended and the old process exited, no answer for it.
+    // The new process lists it, saying where it drains, and closes it there.
+    let list = api(&base, "api/v1/connections").await;
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client"] == busy_client.to_string())
+        .unwrap_or_else(|| panic!("the draining connection is not listed: {list}"))
+        .clone();
+    assert_eq!(listed["draining_in"], old_pid, "{listed}");
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let id = listed["id"].as_u64().unwrap();
+    let closed = client()
+        .delete(format!("{base}api/v1/connections/{id}"))
+        .basic_auth(FULL.0, Some(FULL.1))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(closed, 204);
+    let by_balancer = tokio::time::timeout(Duration::from_secs(10), busy)
+        .await
+        .expect("the draining connection was not closed")
+        .unwrap();
+    assert!(by_balancer, "the busy client stopped on its own");
     busy_stop.store(true, Ordering::Relaxed);
-    drop(busy.await.unwrap());
+
+    // It ended and the old process exited: no answer for it, not listed.
     let mut txlb = txlb;
     let exited = tokio::task::spawn_blocking(move || txlb.exit_status(Duration::from_secs(10)))
         .await
@@ -1427,5 +1463,7 @@ async fn the_control_socket_answers_for_connections_draining_in_the_old_process(
             .contains("no open connection"),
         "{gone}"
     );
+    let list = api(&base, "api/v1/connections").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     drop(quiet);
 }

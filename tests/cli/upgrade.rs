@@ -1421,6 +1421,19 @@ async fn connections_draining_in_the_old_process_are_looked_up_listed_and_closed
         .clone();
     assert_eq!(listed["draining_in"], old_pid, "{listed}");
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let page = client()
+        .get(format!("{base}connections"))
+        .basic_auth(FULL.0, Some(FULL.1))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("draining in PID {old_pid}")),
+        "{page}"
+    );
     let id = listed["id"].as_u64().unwrap();
     let closed = client()
         .delete(format!("{base}api/v1/connections/{id}"))

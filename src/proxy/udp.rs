@@ -600,14 +600,13 @@ impl Serve {
                         self.host_failed(&error);
                         break CloseReason::HostDown;
                     }
-                    let read = self.drain(replies);
-                    match read {
-                        Read::Drained(n) => replies = replies.saturating_add(n),
-                        Read::End(_) => {}
-                    }
-                    session.replies.store(replies, Relaxed);
-                    if let Read::End(reason) = read {
-                        break reason;
+                    match self.drain(replies) {
+                        Read::Drained(n) => {
+                            replies = replies.saturating_add(n);
+                            // For an upgrade to carry what `responses` still allows.
+                            session.replies.store(replies, Relaxed);
+                        }
+                        Read::End(reason) => break reason,
                     }
                     if self.responses > 0 && replies >= self.responses {
                         break CloseReason::Responses;

@@ -369,11 +369,23 @@ struct Reads {
     draining: bool,
 }
 
-/// What the new process was told of the connections open here, if it reads it.
+/// What the new process was told of the connections open here (and when),
+/// if it reads it.
 struct Telling {
     reads: bool,
-    told: Option<Vec<crate::state::DrainingConnection>>,
+    told: Option<Told>,
 }
+
+/// The connections open here as last told, and when.
+struct Told {
+    open: Vec<crate::state::DrainingConnection>,
+    at: Instant,
+}
+
+/// How often the new process hears of the byte counts of connections that
+/// drain here when no connection came or went (a list of thousands of busy
+/// ones is not re-sent every [`MOVE_INTERVAL`]).
+const COUNTS_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Telling {
     /// [`tell_draining`] when the new process reads it.
@@ -393,20 +405,26 @@ impl Telling {
 }
 
 /// Tells the new process which connections are open here now (busy ones,
-/// draining), when that changed since `told`, so that it lists them, closes
-/// them through this process and its control socket answers for them;
-/// returns the socket (`None` once it failed) and what it was told.
+/// draining) when one came or went since `told`, or their counts changed and
+/// [`COUNTS_INTERVAL`] passed, so that it lists them, closes them through
+/// this process and its control socket answers for them; returns the socket
+/// (`None` once it failed) and what it was told.
 async fn tell_draining(
     socket: UnixStream,
     controller: &crate::control::Controller,
-    told: Option<Vec<crate::state::DrainingConnection>>,
-) -> (
-    Option<UnixStream>,
-    Option<Vec<crate::state::DrainingConnection>>,
-) {
+    told: Option<Told>,
+) -> (Option<UnixStream>, Option<Told>) {
     let mut open = controller.data.registry.draining();
     open.sort_by_key(|c| c.id);
-    if told.as_ref() == Some(&open) || (told.is_none() && open.is_empty()) {
+    let unchanged = match &told {
+        None => open.is_empty(),
+        Some(told) => {
+            told.open.len() == open.len()
+                && told.open.iter().zip(&open).all(|(a, b)| a.id == b.id)
+                && (told.at.elapsed() < COUNTS_INTERVAL || told.open == open)
+        }
+    };
+    if unchanged {
         return (Some(socket), told);
     }
     let sent = open.clone();
@@ -418,7 +436,13 @@ async fn tell_draining(
     })
     .await;
     match result {
-        Ok(Ok(socket)) => (Some(socket), Some(open)),
+        Ok(Ok(socket)) => (
+            Some(socket),
+            Some(Told {
+                open,
+                at: Instant::now(),
+            }),
+        ),
         Ok(Err(error)) => {
             tracing::warn!(%error, "upgrade: cannot tell the new process what drains here");
             (None, told)

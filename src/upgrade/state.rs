@@ -251,5 +251,33 @@ mod tests {
             "sockets":[],"config":"<config/>"}"#;
         let read = read(minimal).unwrap();
         assert!(read.hosts.is_empty() && read.baseline.is_none());
+        // An old process that does not send its UDP sessions: nobody waits.
+        assert!(!read.udp_sessions);
+    }
+
+    #[test]
+    fn an_older_new_process_is_sent_only_what_it_reads() {
+        // Its ready answer names neither UDP sessions nor draining lists.
+        let answer: Answer = serde_json::from_str(r#"{"ready":{"pid":7}}"#).unwrap();
+        let Answer::Ready {
+            pid,
+            udp_sessions,
+            draining,
+        } = answer
+        else {
+            panic!("not ready: {answer:?}");
+        };
+        assert_eq!(pid, 7);
+        assert!(!udp_sessions && !draining);
+        let ours = serde_json::to_string(&Answer::Ready {
+            pid: 7,
+            udp_sessions: true,
+            draining: true,
+        })
+        .unwrap();
+        assert_eq!(
+            ours,
+            r#"{"ready":{"pid":7,"udp_sessions":true,"draining":true}}"#
+        );
     }
 }

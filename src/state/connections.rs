@@ -545,3 +545,76 @@ impl Drop for Registered {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    fn draining(id: u64, host_local: Option<&str>) -> DrainingConnection {
+        DrainingConnection {
+            id,
+            service: "web".into(),
+            group: "g".into(),
+            host: if id.is_multiple_of(2) { "a" } else { "b" }.into(),
+            client: "192.0.2.1:4000".parse().unwrap(),
+            listener: "127.0.0.1:80".parse().unwrap(),
+            host_addr: "127.0.0.1:8080".parse().unwrap(),
+            host_local: host_local.map(|a| a.parse().unwrap()),
+            since: 0.0,
+            bytes_in: 10,
+            bytes_out: 20,
+        }
+    }
+
+    #[test]
+    fn connections_draining_elsewhere_are_listed_looked_up_and_closed_there() {
+        let registry = Arc::new(ConnectionRegistry::default());
+        let asked = Arc::new(AtomicUsize::new(0));
+        let close: Arc<CloseElsewhere> = {
+            let asked = asked.clone();
+            Arc::new(Box::new(move |id| {
+                asked.fetch_add(id as usize, Relaxed);
+                true
+            }))
+        };
+        let open = vec![draining(7, Some("127.0.0.1:5007")), draining(8, None)];
+        registry.open_elsewhere(Some((42, open, close)));
+        // One of them moved since: it is this process's own, listed once.
+        let moved = ConnectionEntry::new(
+            8,
+            Arc::from("web"),
+            Arc::from("g"),
+            Arc::from("a"),
+            Arc::new(HostStats::default()),
+            "192.0.2.1:4000".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+            None,
+            SystemTime::now(),
+            None,
+        );
+        let _registered = registry.register(moved);
+        let listed = registry.list_elsewhere(|_, _| true);
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].id, listed[0].draining_in), (7, Some(42)));
+        assert!(registry.list_elsewhere(|_, host| host == "a").is_empty());
+        let (pid, found) = registry
+            .elsewhere("127.0.0.1:5007".parse().unwrap())
+            .unwrap();
+        assert_eq!((pid, found.id), (42, 7));
+        assert!(registry.close(7));
+        assert_eq!(asked.load(Relaxed), 7);
+        assert!(!registry.close(9));
+        // Once that process is done, nothing more.
+        registry.open_elsewhere(None);
+        assert!(registry.list_elsewhere(|_, _| true).is_empty());
+        assert!(!registry.close(7));
+        assert!(
+            registry
+                .elsewhere("127.0.0.1:5007".parse().unwrap())
+                .is_none()
+        );
+    }
+}

@@ -269,9 +269,9 @@
 //! - [`proxy_protocol`]: the PROXY protocol header, read and written.
 //! - [`logging`]: a reopenable log file.
 //! - [`demo`]: in-process HTTP backends, and `txlb demo`'s configuration.
-//! - [`upgrade`]: a running balancer's sockets, state and established
-//!   connections handed to a new process (`txlb upgrade`, SIGUSR2), and a new
-//!   process started from them.
+//! - [`upgrade`]: a running balancer's sockets, state, established
+//!   connections and UDP sessions handed to a new process (`txlb upgrade`,
+//!   SIGUSR2), and a new process started from them.
 //! - `fleet_push`: seeds fleet mode's shared configuration in etcd
 //!   (`<cluster>`; cargo feature `fleet`, on by default).
 //!

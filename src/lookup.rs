@@ -12,6 +12,9 @@
 //! ← {"error": "no open connection from 127.0.0.1:1"}
 //! ```
 //!
+//! After an upgrade, connections still draining in the previous process are
+//! answered too, with that process's id: `"draining_in": PID`.
+//!
 //! A connection may ask any number of questions. Entries vanish when the proxied
 //! connection ends. At most [`MAX_CONNECTIONS`] connections are served at once
 //! (fewer under a low descriptor limit, see [`management_cap`]) and one idle for
@@ -72,6 +75,10 @@ pub enum Answer {
         group: String,
         /// Host name.
         host: String,
+        /// The process that serves it, when not this one: the previous one
+        /// of an upgrade, where it drains.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        draining_in: Option<u32>,
     },
     /// The request was wrong or no connection matched.
     Error {
@@ -105,9 +112,20 @@ pub(crate) fn answer(registry: &ConnectionRegistry, line: &str) -> Answer {
             service: c.service.to_string(),
             group: c.group.to_string(),
             host: c.host.to_string(),
+            draining_in: None,
         },
-        None => Answer::Error {
-            error: format!("no open connection from {peer}"),
+        None => match registry.elsewhere(peer) {
+            Some((pid, c)) => Answer::Found {
+                client: c.client,
+                listener: c.listener,
+                service: c.service,
+                group: c.group,
+                host: c.host,
+                draining_in: Some(pid),
+            },
+            None => Answer::Error {
+                error: format!("no open connection from {peer}"),
+            },
         },
     }
 }

@@ -1080,7 +1080,11 @@ async fn connections(
             c.host_addr,
             utc(since),
             ago(since),
-            if c.parked { ", idle: parked" } else { "" },
+            match (c.parked, c.draining_in) {
+                (true, _) => ", idle: parked".to_string(),
+                (false, Some(pid)) => format!(", draining in PID {pid}"),
+                (false, None) => String::new(),
+            },
             c.bytes_in,
             c.bytes_out,
             form_back(

@@ -109,6 +109,8 @@ struct Handed {
     carried: Option<crate::control::Carried>,
     /// Who handed over.
     from: Option<UpgradedFrom>,
+    /// It sends its UDP sessions once this process is ready.
+    udp_sessions_follow: bool,
 }
 
 /// Settings for starting a balancer; see [`Balancer::builder`].
@@ -221,6 +223,13 @@ impl BalancerBuilder {
         self
     }
 
+    /// The previous process (an upgrade) sends its UDP sessions once this
+    /// one is ready: UDP listeners wait for them before they receive.
+    pub(crate) fn udp_sessions_follow(mut self) -> Self {
+        self.handed.udp_sessions_follow = true;
+        self
+    }
+
     /// Starts the balancer; see [`Balancer::start`].
     pub async fn start(self) -> Result<BalancerHandle, ControlError> {
         let BalancerBuilder {
@@ -273,12 +282,16 @@ impl BalancerBuilder {
             }
             None => (None, None),
         };
-        let controller = Controller::shared(Controller::new(
+        let mut controller = Controller::new(
             records,
             config.control.is_some(),
             handles,
             custom_schedulers,
-        ));
+        );
+        if handed.udp_sessions_follow {
+            controller.udp_moves = Arc::new(crate::proxy::udp_moved::SessionMoves::awaiting());
+        }
+        let controller = Controller::shared(controller);
         controller.inherited.put(inherited);
         for (service, listen, copies) in handed.listeners {
             controller.inherited.put_listener(&service, listen, copies);
@@ -575,14 +588,26 @@ impl BalancerHandle {
     }
 
     /// Open connections, oldest first, optionally only those of one service and
-    /// one host name.
+    /// one host name; after an upgrade, those still draining in the previous
+    /// process too (`draining_in`).
     pub fn connections(&self, service: Option<&str>, host: Option<&str>) -> Vec<ConnectionInfo> {
-        self.controller.data.registry.list(|c| {
+        let registry = &self.controller.data.registry;
+        let mut list = registry.list(|c| {
             service.is_none_or(|s| *c.service == *s) && host.is_none_or(|h| *c.host == *h)
-        })
+        });
+        // Those still draining in the previous process of an upgrade.
+        let elsewhere = registry.list_elsewhere(|s, h| {
+            service.is_none_or(|want| want == s) && host.is_none_or(|want| want == h)
+        });
+        if !elsewhere.is_empty() {
+            list.extend(elsewhere);
+            list.sort_by_key(|c| c.id);
+        }
+        list
     }
 
-    /// Closes one open connection; false if it no longer exists.
+    /// Closes one open connection (one still draining in the previous
+    /// process of an upgrade too); false if it no longer exists.
     pub fn close_connection(&self, id: u64) -> bool {
         self.controller.data.registry.close(id)
     }

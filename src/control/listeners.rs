@@ -380,6 +380,8 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
             settings: settings.clone(),
             data: controller.data.clone(),
             stop: stop.clone(),
+            handed_over: controller.handed_over.clone(),
+            moves: controller.udp_moves.clone(),
         };
         let receive = async move {
             let socket = socket

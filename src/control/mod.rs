@@ -247,6 +247,9 @@ pub(crate) struct Controller {
     /// Established connections the previous process handed over (an
     /// upgrade); also picks the worker each lands on, round robin.
     pub(crate) moved_in: std::sync::atomic::AtomicU64,
+    /// UDP sessions moving in an upgrade: given up by this process's
+    /// listeners, or handed over by the previous process.
+    pub(crate) udp_moves: Arc<crate::proxy::udp_moved::SessionMoves>,
     /// A rebuild of tables left behind by a change is on its way
     /// ([`Controller::refresh_tables`]).
     tables_due: std::sync::atomic::AtomicBool,
@@ -383,6 +386,31 @@ impl Controller {
     /// parked in a worker's lot (round robin; `fallback` without workers),
     /// on its host and under the listener it reached. False, and closed,
     /// when its host or listener is not in this configuration.
+    /// UDP sessions the previous process handed over (an upgrade), for
+    /// their listeners to take on; with `last`, none follow. One whose
+    /// listener is not here is closed.
+    pub(crate) fn adopt_udp(&self, sessions: Vec<crate::proxy::udp_moved::Moving>, last: bool) {
+        let listening: Vec<std::net::SocketAddr> = {
+            let state = self.lock();
+            state
+                .listeners
+                .iter()
+                .filter(|l| l.udp)
+                .map(|l| l.local)
+                .collect()
+        };
+        let (here, gone): (Vec<_>, Vec<_>) = sessions
+            .into_iter()
+            .partition(|(s, _)| listening.contains(&s.listener));
+        if !gone.is_empty() {
+            tracing::info!(
+                sessions = gone.len(),
+                "upgrade: handed-over UDP sessions of a listener not here: closed"
+            );
+        }
+        self.udp_moves.arrive(here, last);
+    }
+
     pub(crate) fn adopt(
         &self,
         record: crate::proxy::moved::MovedConnection,
@@ -400,7 +428,8 @@ impl Controller {
                 .find(|h| *h.name == *record.host)?
                 .stats
                 .clone();
-            Some((stats, s.counters.clone()))
+            let admission = crate::proxy::hold(record.client, &s.options, &s.limiter);
+            Some((stats, s.counters.clone(), admission))
         });
         let listener = {
             let state = self.lock();
@@ -417,7 +446,7 @@ impl Controller {
                     tracker: self.connections.clone(),
                 })
         };
-        let (Some((stats, counters)), Some(listener)) = (found, listener) else {
+        let (Some((stats, counters, admission)), Some(listener)) = (found, listener) else {
             tracing::info!(
                 id = record.id,
                 service = record.service,
@@ -429,6 +458,7 @@ impl Controller {
         let landing = crate::proxy::moved::Landing {
             stats,
             counters,
+            admission,
             listener,
         };
         let n = self
@@ -538,6 +568,7 @@ impl Controller {
             control_socket: Mutex::new(None),
             carried: Mutex::new(None),
             moved_in: std::sync::atomic::AtomicU64::new(0),
+            udp_moves: Arc::new(crate::proxy::udp_moved::SessionMoves::new()),
             tables_due: std::sync::atomic::AtomicBool::new(false),
             acme,
         }

@@ -109,6 +109,18 @@ pub(crate) async fn admit(
         .map_err(Rejected::Limit)
 }
 
+/// The place under its service's limits of a connection the previous process
+/// admitted (an upgrade): it counts as [`admit`] would have counted it, but
+/// is never refused.
+pub(crate) fn hold(
+    client: SocketAddr,
+    options: &ServiceOptions,
+    limiter: &Arc<Limiter>,
+) -> Admission {
+    let per_source = options.source_maxconn > 0 || options.source_rate > 0;
+    limiter.hold(canonical(client.ip()), per_source)
+}
+
 /// Whether the access lists of a service with `options` let `client` in.
 pub(crate) fn allowed(client: SocketAddr, options: &ServiceOptions) -> bool {
     let ip = canonical(client.ip());

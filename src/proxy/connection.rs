@@ -202,11 +202,12 @@ impl Session {
     }
 
     /// The session of a connection handed over by the previous process (an
-    /// upgrade): it was admitted there, so it takes no place under this
-    /// process's limits.
+    /// upgrade): admitted there, it holds its place under this process's
+    /// limits (`admission`).
     pub(super) fn moved(
         guard: ConnectionGuard,
         registered: Registered,
+        admission: Admission,
         counters: Arc<ServiceCounters>,
         started: Instant,
         connect_time: Duration,
@@ -215,7 +216,7 @@ impl Session {
         Session {
             guard,
             registered,
-            _admission: Admission::none(),
+            _admission: admission,
             counters,
             early: Vec::new(),
             started,

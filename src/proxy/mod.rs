@@ -20,9 +20,10 @@ mod retry_empty;
 mod terminate;
 mod udp;
 mod udp_sources;
+pub(crate) mod udp_moved;
 mod workers;
 
-pub(crate) use admission::AcceptProxy;
+pub(crate) use admission::{AcceptProxy, hold};
 pub(crate) use connection::ConnectionRecord;
 pub(crate) use idle::sweep_idle;
 pub(crate) use listener::{

@@ -123,11 +123,13 @@ pub(crate) fn take_parked() -> Vec<Outgoing> {
         .collect()
 }
 
-/// Where a moved connection lands: its host's counters, its service's, and
-/// the listener that serves it from now on.
+/// Where a moved connection lands: its host's counters, its service's, its
+/// place under the service's limits, and the listener that serves it from
+/// now on.
 pub(crate) struct Landing {
     pub stats: Arc<HostStats>,
     pub counters: Arc<ServiceCounters>,
+    pub admission: crate::state::Admission,
     pub listener: ListenerTask,
 }
 
@@ -144,6 +146,7 @@ pub(crate) fn adopt(
     let Landing {
         stats,
         counters,
+        admission,
         listener,
     } = landing;
     let data = &listener.data;
@@ -185,6 +188,7 @@ pub(crate) fn adopt(
     let session = super::connection::Session::moved(
         ConnectionGuard::new(stats),
         registered,
+        admission,
         counters,
         started,
         Duration::from_micros(record.connect_us),

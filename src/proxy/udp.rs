@@ -16,13 +16,14 @@
 //! header (`DGRAM` family: client and listener addresses), as nginx sends it.
 //! Per client address, `datagramRate` bounds datagrams per second and
 //! `maxSessionsPerSource` the sessions open (`udp_sources.rs`).
+//! In an upgrade the sessions move with their sockets (`udp_moved.rs`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -33,10 +34,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::{CloseReason, ConnectionRecord};
 use super::quic::{ConnectionIds, Decided, Offer, Owner, Pending, WAITING_CHECK, source_id};
+use super::udp_moved::{MovedSession, Moving, SessionMoves};
 use super::udp_sources::Sources;
 use super::{DataPlane, ListenerSettings, passive, proxy_protocol};
-use crate::snapshot::Snapshot;
-use crate::state::{ConnectionGuard, HostId, HostStats, ServiceCounters, clock_ms};
+use crate::snapshot::{ServiceSnapshot, Snapshot};
+use crate::state::{
+    ConnectionGuard, HostId, HostStats, ServiceCounters, clock_ms, from_unix_nanos, unix_nanos,
+};
 
 /// The largest datagram passed on (a UDP payload's bound; an IPv4 one is at
 /// most 65,507 bytes). Larger ones (IPv6 jumbograms) are dropped and counted.
@@ -59,6 +63,11 @@ pub(crate) struct UdpListenerTask {
     pub data: Arc<DataPlane>,
     /// Cancelled to close the listener (and its sessions).
     pub stop: CancellationToken,
+    /// Cancelled once an upgrade handed the sockets to a new process: when
+    /// that one takes the sessions, the listener stops and gives them up.
+    pub handed_over: CancellationToken,
+    /// The sessions' move in an upgrade, both sides.
+    pub moves: Arc<SessionMoves>,
 }
 
 /// UDP sessions open in the process, every service's: each holds a socket.
@@ -89,9 +98,10 @@ struct Session {
     counters: Arc<ServiceCounters>,
     /// The host's counters and health.
     stats: Arc<HostStats>,
-    /// Where the host is: service, group, host names.
+    /// Where the host is: service, group, host names, and its address.
     group: Arc<str>,
     host: Arc<str>,
+    host_addr: SocketAddr,
     /// The host's group's `failLimit`.
     fail_limit: u32,
     /// [`clock_ms`] of the last datagram either way; written by the listener
@@ -100,10 +110,17 @@ struct Session {
     /// Bytes each way, for the access log.
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Replies passed on; written by the session's task.
+    replies: AtomicU32,
+    /// When it opened (moved sessions: in the previous process).
+    since: SystemTime,
+    started: Instant,
     /// Why the listener ended it ([`CloseReason`] as a number, 0: it did not).
     ended_by: AtomicU8,
     /// Cancelled by the listener to end the session, and by the session's
-    /// task when it ends on its own.
+    /// task when it ends on its own. Not a child of the listener's stop: in
+    /// an upgrade the listener gives its sessions up whole rather than end
+    /// them, and ends them itself otherwise.
     cancel: CancellationToken,
     /// Tells this session from an earlier one of the same client.
     number: u64,
@@ -127,6 +144,10 @@ fn reason_code(reason: CloseReason) -> u8 {
         _ => 3,
     }
 }
+
+/// [`Session::ended_by`] of a session given up to a new process: it goes on
+/// there, so its task here ends without a log line.
+const MOVED: u8 = 4;
 
 fn reason_of(code: u8) -> CloseReason {
     match code {
@@ -156,6 +177,7 @@ struct Table {
 impl UdpListenerTask {
     /// Receives datagrams until the listener is stopped; then ends its sessions.
     pub(crate) async fn run(self, socket: UdpSocket) {
+        let _running = self.moves.running();
         let socket = Arc::new(socket);
         let local = socket.local_addr().ok();
         let (ended_tx, mut ended_rx) = mpsc::unbounded_channel();
@@ -169,15 +191,28 @@ impl UdpListenerTask {
             next: 0,
             ended_tx,
         };
+        // After an upgrade, the previous process's sessions come first: the
+        // datagrams waiting in the shared socket may be theirs.
+        for moving in self.moves.take_incoming(local).await {
+            self.adopt(moving, &socket, &mut table);
+        }
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         let mut waiting_check = tokio::time::interval(WAITING_CHECK);
         waiting_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut handed = false;
         loop {
             tokio::select! {
-                // Sessions' messages before new datagrams: a client that
-                // changes address right after its host's reply finds the
-                // connection ID that reply told.
+                // The hand-over first: stopping cancels the sessions, which
+                // must move whole. Then sessions' messages before new
+                // datagrams: a client that changes address right after its
+                // host's reply finds the connection ID that reply told.
                 biased;
+                () = self.handed_over.cancelled(), if !handed => {
+                    handed = true;
+                    if self.moves.exporting() {
+                        break;
+                    }
+                }
                 () = self.stop.cancelled() => break,
                 _ = waiting_check.tick(), if !table.pending.is_empty() => {
                     self.waited(&socket, &mut table);
@@ -205,9 +240,179 @@ impl UdpListenerTask {
                 },
             }
         }
-        for session in table.sessions.values() {
-            session.end(CloseReason::Shutdown);
+        match local {
+            Some(local) if self.moves.exporting() && self.handed_over.is_cancelled() => {
+                self.give_up(table, &mut ended_rx, local).await;
+            }
+            _ => {
+                for session in table.sessions.values() {
+                    session.end(CloseReason::Shutdown);
+                }
+            }
         }
+    }
+
+    /// The old process's side of an upgrade: ends each open session's task
+    /// here (waiting for it, so nothing here reads its socket any more) and
+    /// gives the session up, socket and facts, for the upgrade to send.
+    async fn give_up(
+        &self,
+        mut table: Table,
+        ended_rx: &mut mpsc::UnboundedReceiver<(SocketAddr, u64)>,
+        listener: SocketAddr,
+    ) {
+        let open: Vec<_> = table
+            .sessions
+            .drain()
+            .filter(|(_, s)| !s.cancel.is_cancelled())
+            .collect();
+        for (_, session) in &open {
+            session.ended_by.store(MOVED, Relaxed);
+            session.cancel.cancel();
+        }
+        let open_count = open.len();
+        let mut running: std::collections::HashSet<_> =
+            open.iter().map(|(c, s)| (*c, s.number)).collect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while !running.is_empty() {
+                match ended_rx.recv().await {
+                    Some(ended) => drop(running.remove(&ended)),
+                    None => return,
+                }
+            }
+        })
+        .await;
+        let now = clock_ms();
+        let moving: Vec<Moving> = open
+            .into_iter()
+            // A task still running would read replies here: that session ends.
+            .filter(|(client, s)| !running.contains(&(*client, s.number)))
+            .filter_map(|(client, s)| {
+                let fd = std::os::fd::AsFd::as_fd(&s.socket)
+                    .try_clone_to_owned()
+                    .ok()?;
+                let record = MovedSession {
+                    service: s.service.to_string(),
+                    listener,
+                    client,
+                    group: s.group.to_string(),
+                    host: s.host.to_string(),
+                    host_addr: s.host_addr,
+                    since_ns: unix_nanos(s.since),
+                    age_us: s.started.elapsed().as_micros() as u64,
+                    idle_ms: now.saturating_sub(s.last.load(Relaxed)),
+                    bytes_in: s.bytes_in.load(Relaxed),
+                    bytes_out: s.bytes_out.load(Relaxed),
+                    replies: s.replies.load(Relaxed),
+                };
+                Some((record, fd))
+            })
+            .collect();
+        tracing::info!(
+            service = %self.service,
+            %listener,
+            sessions = moving.len(),
+            ended = open_count - moving.len(),
+            "upgrade: UDP listener stopped; its sessions move"
+        );
+        self.moves.give_up(moving);
+    }
+
+    /// The new process's side: a session the previous process gave up, in
+    /// this listener's table with a task of its own, counted open on its
+    /// host and under the service's limits. One whose host is gone, or whose
+    /// client already has a session here, is closed.
+    fn adopt(&self, (record, fd): Moving, listener: &Arc<UdpSocket>, table: &mut Table) {
+        let snapshot = self.data.snapshots.load();
+        // The session's service: the listener's, or the one a route chose.
+        let named = Some(record.service.as_str()).filter(|n| !n.is_empty());
+        let Some(service) = snapshot.service(named.unwrap_or(&self.service)) else {
+            return;
+        };
+        let found = service
+            .groups
+            .iter()
+            .filter(|g| *g.name == *record.group)
+            .find_map(|g| Some((g, g.hosts.iter().find(|h| *h.name == *record.host)?)));
+        let Some((group, host)) = found else {
+            tracing::info!(service = %self.service, host = record.host, client = %record.client,
+                "upgrade: a handed-over UDP session's host is gone: closed");
+            return;
+        };
+        if table.sessions.contains_key(&record.client) {
+            return;
+        }
+        let socket = std::net::UdpSocket::from(fd);
+        let Ok(socket) = socket
+            .set_nonblocking(true)
+            .and_then(|()| UdpSocket::from_std(socket))
+        else {
+            return;
+        };
+        OPEN_SESSIONS.fetch_add(1, Relaxed); // back in `Session`'s drop
+        let header = host.proxy_protocol.and_then(|_| {
+            let reached = listener.local_addr().ok()?;
+            Some(proxy_protocol::encode_v2_datagram(record.client, reached).into_boxed_slice())
+        });
+        let session = Arc::new(Session {
+            socket,
+            service: service.name.clone(),
+            counters: service.counters.clone(),
+            header,
+            stats: host.stats.clone(),
+            group: group.name.clone(),
+            host: host.name.clone(),
+            host_addr: record.host_addr,
+            fail_limit: group.options.fail_limit,
+            last: AtomicU64::new(clock_ms().saturating_sub(record.idle_ms)),
+            bytes_in: AtomicU64::new(record.bytes_in),
+            bytes_out: AtomicU64::new(record.bytes_out),
+            replies: AtomicU32::new(record.replies),
+            since: from_unix_nanos(record.since_ns),
+            started: Instant::now()
+                .checked_sub(Duration::from_micros(record.age_us))
+                .unwrap_or_else(Instant::now),
+            ended_by: AtomicU8::new(0),
+            cancel: CancellationToken::new(),
+            number: table.next,
+        });
+        table.next += 1;
+        table.sessions.insert(record.client, session.clone());
+        table.sources.opened(record.client.ip());
+        self.serve(session, listener, record.client, service, table, true);
+    }
+
+    /// Starts a session's task: the host's replies to `client`.
+    fn serve(
+        &self,
+        session: Arc<Session>,
+        listener: &Arc<UdpSocket>,
+        client: SocketAddr,
+        service: &ServiceSnapshot,
+        table: &Table,
+        moved_in: bool,
+    ) {
+        let serve = Serve {
+            session,
+            listener: listener.clone(),
+            client,
+            counters: service.counters.clone(),
+            timeout: service.options.session_timeout,
+            responses: service.options.responses,
+            data: self.data.clone(),
+            ended: table.ended_tx.clone(),
+            // QUIC sessions (a listener with routes) tell their host's
+            // connection ID.
+            learn: self
+                .settings
+                .load()
+                .routing
+                .is_some()
+                .then(|| table.ids_tx.clone()),
+            learned: Cell::new(false),
+            moved_in,
+        };
+        tokio::spawn(serve.run());
     }
 
     /// One datagram from `client`: on to its session's host, or a new session.
@@ -417,12 +622,16 @@ impl UdpListenerTask {
             stats: picked.stats,
             group: picked.group,
             host: picked.host,
+            host_addr: picked.addr,
             fail_limit: picked.fail_limit,
             last: AtomicU64::new(clock_ms()),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            replies: AtomicU32::new(0),
+            since: SystemTime::now(),
+            started: Instant::now(),
             ended_by: AtomicU8::new(0),
-            cancel: self.stop.child_token(),
+            cancel: CancellationToken::new(),
             number: table.next,
             header,
         });
@@ -440,28 +649,8 @@ impl UdpListenerTask {
         }
         table.sessions.insert(client, session.clone());
         table.sources.opened(client.ip());
-        let serve = Serve {
-            session,
-            listener: listener.clone(),
-            client,
-            host_addr: picked.addr,
-            counters: service.counters.clone(),
-            timeout: service.options.session_timeout,
-            responses: service.options.responses,
-            data: self.data.clone(),
-            ended: table.ended_tx.clone(),
-            // QUIC sessions (a listener with routes) tell their host's
-            // connection ID.
-            learn: self
-                .settings
-                .load()
-                .routing
-                .is_some()
-                .then(|| table.ids_tx.clone()),
-            learned: Cell::new(false),
-        };
-        let number = serve.session.number;
-        tokio::spawn(serve.run());
+        let number = session.number;
+        self.serve(session, listener, client, service, table, false);
         Some(number)
     }
 
@@ -584,7 +773,6 @@ struct Serve {
     session: Arc<Session>,
     listener: Arc<UdpSocket>,
     client: SocketAddr,
-    host_addr: SocketAddr,
     counters: Arc<ServiceCounters>,
     timeout: Duration,
     responses: u32,
@@ -594,6 +782,8 @@ struct Serve {
     /// long-header reply (once).
     learn: Option<mpsc::UnboundedSender<(Box<[u8]>, Owner)>>,
     learned: Cell<bool>,
+    /// Handed over by the previous process, which counted its start.
+    moved_in: bool,
 }
 
 /// What one read of the host's side gave.
@@ -606,15 +796,15 @@ enum Read {
 
 impl Serve {
     async fn run(self) {
-        let started = Instant::now();
-        let since = SystemTime::now();
         let session = &self.session;
         let _open = ConnectionGuard::new(session.stats.clone());
-        session.stats.record_session();
-        self.counters.sessions_total.fetch_add(1, Relaxed);
+        if !self.moved_in {
+            session.stats.record_session();
+            self.counters.sessions_total.fetch_add(1, Relaxed);
+        }
         self.counters.sessions_open.fetch_add(1, Relaxed);
         let timeout_ms = self.timeout.as_millis() as u64;
-        let mut replies: u32 = 0;
+        let mut replies: u32 = session.replies.load(Relaxed);
         let ended = loop {
             let idle = clock_ms().saturating_sub(session.last.load(Relaxed));
             let left = Duration::from_millis(timeout_ms.saturating_sub(idle));
@@ -638,8 +828,12 @@ impl Serve {
                         self.host_failed(&error);
                         break CloseReason::HostDown;
                     }
-                    match self.drain() {
-                        Read::Drained(n) => replies = replies.saturating_add(n),
+                    match self.drain(replies) {
+                        Read::Drained(n) => {
+                            replies = replies.saturating_add(n);
+                            // For an upgrade to carry what `responses` still allows.
+                            session.replies.store(replies, Relaxed);
+                        }
                         Read::End(reason) => break reason,
                     }
                     if self.responses > 0 && replies >= self.responses {
@@ -652,18 +846,20 @@ impl Serve {
         session.cancel.cancel();
         self.counters.sessions_open.fetch_sub(1, Relaxed);
         let _ = self.ended.send((self.client, session.number));
-        self.log(ended, since, started);
+        if session.ended_by.load(Relaxed) != MOVED {
+            self.log(ended);
+        }
     }
 
     /// Sends every reply waiting on the session's socket to the client, up to
-    /// what `responses` still allows.
-    fn drain(&self) -> Read {
+    /// what `responses` still allows after the `earlier` ones.
+    fn drain(&self, earlier: u32) -> Read {
         let session = &self.session;
         let mut replies = 0;
         REPLY.with(|buf| {
             let mut buf = buf.borrow_mut();
             loop {
-                if self.responses > 0 && replies >= self.responses {
+                if self.responses > 0 && earlier + replies >= self.responses {
                     return Read::Drained(replies);
                 }
                 match session.socket.try_recv(&mut buf) {
@@ -730,14 +926,15 @@ impl Serve {
     }
 
     /// One access log line for the ended session, when the log is on.
-    fn log(&self, ended: CloseReason, since: SystemTime, started: Instant) {
+    fn log(&self, ended: CloseReason) {
         let Some(log) = &self.data.access_log else {
             return;
         };
         let session = &self.session;
         // try_send: a full channel drops the record rather than wait.
         let _ = log.try_send(ConnectionRecord {
-            start: since
+            start: session
+                .since
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
@@ -745,9 +942,9 @@ impl Serve {
             listener: self.listener.local_addr().unwrap_or(self.client),
             service: session.service.to_string(),
             host: session.host.to_string(),
-            host_addr: self.host_addr,
+            host_addr: session.host_addr,
             connect_seconds: 0.0,
-            duration_seconds: started.elapsed().as_secs_f64(),
+            duration_seconds: session.started.elapsed().as_secs_f64(),
             bytes_in: session.bytes_in.load(Relaxed),
             bytes_out: session.bytes_out.load(Relaxed),
             ended,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::time::SystemTime;
 
 use dashmap::DashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::HostStats;
@@ -136,6 +136,10 @@ pub struct ConnectionInfo {
     /// On a listener with routes: what the client's first bytes told.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub inspection: Option<Inspection>,
+    /// The process that serves it when not this one: the previous one of an
+    /// upgrade, where it drains (its counts are as that process last told).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draining_in: Option<u32>,
 }
 
 impl ConnectionEntry {
@@ -265,6 +269,7 @@ impl ConnectionEntry {
             bytes_out: self.bytes_out.load(Relaxed),
             parked: self.is_parked(),
             inspection: self.inspection.as_deref().cloned(),
+            draining_in: None,
         }
     }
 }
@@ -278,6 +283,79 @@ pub struct ConnectionRegistry {
     /// The same entries by `host_local`, for control socket look-ups.
     by_host_local: DashMap<SocketAddr, Arc<ConnectionEntry>>,
     next_id: AtomicU64,
+    /// Connections the previous process of an upgrade still serves (they
+    /// drain there), for the connections list, closing and control socket
+    /// look-ups. Written by the upgrade's thread (each update from that
+    /// process, cleared once it is done), read by management surfaces
+    /// only: never on the data path.
+    elsewhere: std::sync::RwLock<Option<Elsewhere>>,
+}
+
+/// Asks the process where connections drain to close one; true if asked.
+pub type CloseElsewhere = Box<dyn Fn(u64) -> bool + Send + Sync>;
+
+/// Connections open in another process (the previous one of an upgrade).
+struct Elsewhere {
+    pid: u32,
+    connections: std::collections::HashMap<u64, DrainingConnection>,
+    by_host_local: std::collections::HashMap<SocketAddr, u64>,
+    close: Arc<CloseElsewhere>,
+}
+
+impl std::fmt::Debug for Elsewhere {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Elsewhere")
+            .field("pid", &self.pid)
+            .field("connections", &self.connections.len())
+            .finish()
+    }
+}
+
+/// A connection still open in the previous process of an upgrade, as the
+/// new process lists it and answers look-ups about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainingConnection {
+    /// Its id (unique across both processes: the new one numbers after the
+    /// old one's).
+    pub id: u64,
+    /// Service, group and host names.
+    pub service: String,
+    pub group: String,
+    pub host: String,
+    /// The real client.
+    pub client: SocketAddr,
+    /// The balancer address the client reached.
+    pub listener: SocketAddr,
+    /// The host's address.
+    pub host_addr: SocketAddr,
+    /// txlb's address on the host side, when a control socket indexes it.
+    #[serde(default)]
+    pub host_local: Option<SocketAddr>,
+    /// Accepted at, seconds since the Unix epoch.
+    pub since: f64,
+    /// Bytes each way when the old process last told.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl DrainingConnection {
+    fn info(&self, pid: u32) -> ConnectionInfo {
+        ConnectionInfo {
+            id: self.id,
+            service: self.service.clone(),
+            group: self.group.clone(),
+            host: self.host.clone(),
+            client: self.client,
+            listener: self.listener,
+            host_addr: self.host_addr,
+            since: self.since,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            parked: false,
+            inspection: None,
+            draining_in: Some(pid),
+        }
+    }
 }
 
 impl ConnectionRegistry {
@@ -325,14 +403,91 @@ impl ConnectionRegistry {
             .map(|e| e.value().clone())
     }
 
-    /// Closes connection `id`; false if there is none.
+    /// Every open connection, as another process lists it while this one
+    /// drains them (an upgrade).
+    pub(crate) fn draining(&self) -> Vec<DrainingConnection> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let info = e.value().info();
+                DrainingConnection {
+                    id: info.id,
+                    service: info.service,
+                    group: info.group,
+                    host: info.host,
+                    client: info.client,
+                    listener: info.listener,
+                    host_addr: info.host_addr,
+                    host_local: e.value().host_local,
+                    since: info.since,
+                    bytes_in: info.bytes_in,
+                    bytes_out: info.bytes_out,
+                }
+            })
+            .collect()
+    }
+
+    /// Connections process `pid` still serves (the previous one of an
+    /// upgrade, draining them), and how to ask it to close one; `None` once
+    /// it is done. Each call replaces what the last said.
+    pub(crate) fn open_elsewhere(
+        &self,
+        open: Option<(u32, Vec<DrainingConnection>, Arc<CloseElsewhere>)>,
+    ) {
+        let open = open.map(|(pid, list, close)| Elsewhere {
+            pid,
+            by_host_local: list
+                .iter()
+                .filter_map(|c| Some((c.host_local?, c.id)))
+                .collect(),
+            connections: list.into_iter().map(|c| (c.id, c)).collect(),
+            close,
+        });
+        *self.elsewhere.write().unwrap_or_else(|p| p.into_inner()) = open;
+    }
+
+    /// The connection another process (the previous one of an upgrade)
+    /// still serves with txlb's address `host_local`, and that process's id.
+    pub fn elsewhere(&self, host_local: SocketAddr) -> Option<(u32, DrainingConnection)> {
+        let elsewhere = self.elsewhere.read().unwrap_or_else(|p| p.into_inner());
+        let open = elsewhere.as_ref()?;
+        let id = open.by_host_local.get(&host_local)?;
+        Some((open.pid, open.connections.get(id)?.clone()))
+    }
+
+    /// Connections another process (the previous one of an upgrade) still
+    /// serves, matching `filter` (on service and host names), those this one
+    /// took on since left out.
+    pub fn list_elsewhere(&self, filter: impl Fn(&str, &str) -> bool) -> Vec<ConnectionInfo> {
+        let elsewhere = self.elsewhere.read().unwrap_or_else(|p| p.into_inner());
+        let Some(open) = elsewhere.as_ref() else {
+            return Vec::new();
+        };
+        open.connections
+            .values()
+            .filter(|c| !self.entries.contains_key(&c.id) && filter(&c.service, &c.host))
+            .map(|c| c.info(open.pid))
+            .collect()
+    }
+
+    /// Closes connection `id` (here, or in the process where it drains);
+    /// false if there is none.
     pub fn close(&self, id: u64) -> bool {
         match self.entries.get(&id) {
             Some(entry) => {
                 entry.request_close(CloseRequest::Admin);
                 true
             }
-            None => false,
+            None => {
+                let close = {
+                    let elsewhere = self.elsewhere.read().unwrap_or_else(|p| p.into_inner());
+                    elsewhere
+                        .as_ref()
+                        .filter(|open| open.connections.contains_key(&id))
+                        .map(|open| open.close.clone())
+                };
+                close.is_some_and(|close| close(id))
+            }
         }
     }
 
@@ -388,5 +543,78 @@ impl Drop for Registered {
                 .by_host_local
                 .remove_if(local, |_, e| e.id == self.entry.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    fn draining(id: u64, host_local: Option<&str>) -> DrainingConnection {
+        DrainingConnection {
+            id,
+            service: "web".into(),
+            group: "g".into(),
+            host: if id.is_multiple_of(2) { "a" } else { "b" }.into(),
+            client: "192.0.2.1:4000".parse().unwrap(),
+            listener: "127.0.0.1:80".parse().unwrap(),
+            host_addr: "127.0.0.1:8080".parse().unwrap(),
+            host_local: host_local.map(|a| a.parse().unwrap()),
+            since: 0.0,
+            bytes_in: 10,
+            bytes_out: 20,
+        }
+    }
+
+    #[test]
+    fn connections_draining_elsewhere_are_listed_looked_up_and_closed_there() {
+        let registry = Arc::new(ConnectionRegistry::default());
+        let asked = Arc::new(AtomicUsize::new(0));
+        let close: Arc<CloseElsewhere> = {
+            let asked = asked.clone();
+            Arc::new(Box::new(move |id| {
+                asked.fetch_add(id as usize, Relaxed);
+                true
+            }))
+        };
+        let open = vec![draining(7, Some("127.0.0.1:5007")), draining(8, None)];
+        registry.open_elsewhere(Some((42, open, close)));
+        // One of them moved since: it is this process's own, listed once.
+        let moved = ConnectionEntry::new(
+            8,
+            Arc::from("web"),
+            Arc::from("g"),
+            Arc::from("a"),
+            Arc::new(HostStats::default()),
+            "192.0.2.1:4000".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+            None,
+            SystemTime::now(),
+            None,
+        );
+        let _registered = registry.register(moved);
+        let listed = registry.list_elsewhere(|_, _| true);
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].id, listed[0].draining_in), (7, Some(42)));
+        assert!(registry.list_elsewhere(|_, host| host == "a").is_empty());
+        let (pid, found) = registry
+            .elsewhere("127.0.0.1:5007".parse().unwrap())
+            .unwrap();
+        assert_eq!((pid, found.id), (42, 7));
+        assert!(registry.close(7));
+        assert_eq!(asked.load(Relaxed), 7);
+        assert!(!registry.close(9));
+        // Once that process is done, nothing more.
+        registry.open_elsewhere(None);
+        assert!(registry.list_elsewhere(|_, _| true).is_empty());
+        assert!(!registry.close(7));
+        assert!(
+            registry
+                .elsewhere("127.0.0.1:5007".parse().unwrap())
+                .is_none()
+        );
     }
 }

@@ -85,8 +85,7 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// An admission that holds no place under any limit (a connection admitted
-    /// by the previous process, handed over by an upgrade).
+    /// An admission that holds no place under any limit.
     pub fn none() -> Admission {
         Admission {
             _slot: None,
@@ -177,6 +176,23 @@ impl Limiter {
         }
     }
 
+    /// A place for a connection the previous process admitted (an upgrade):
+    /// taken without a wait or a refusal, since the connection is open
+    /// already, so that new clients count it. Its address's open count
+    /// (when `per_source`) and a service slot while one is free: past
+    /// `maxconn` (a new configuration that lowered it) it holds none.
+    pub fn hold(self: &Arc<Self>, ip: IpAddr, per_source: bool) -> Admission {
+        let mut admission = Admission::none();
+        if per_source {
+            self.sources.entry(ip).or_default().open += 1;
+            admission.source = Some((self.clone(), ip));
+        }
+        if let Some(slots) = self.slots.load_full() {
+            admission._slot = slots.semaphore.clone().try_acquire_owned().ok();
+        }
+        admission
+    }
+
     /// Forgets addresses with nothing open and no activity this second.
     pub fn sweep(&self) {
         let second = self.clock.elapsed().as_secs();
@@ -214,6 +230,26 @@ mod tests {
     use super::*;
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[tokio::test]
+    async fn a_held_place_counts_against_new_clients_and_is_never_refused() {
+        let l = Arc::new(Limiter::default());
+        l.configure(1);
+        let held = l.hold(IP, true);
+        // Past every limit, a moved connection still holds (no slot left).
+        let over = l.hold(IP, true);
+        assert_eq!(
+            l.admit(IP, (2, 0), 0, Duration::ZERO).await.unwrap_err(),
+            Refusal::SourceConnections
+        );
+        drop(over);
+        assert_eq!(
+            l.admit(IP, (2, 0), 0, Duration::ZERO).await.unwrap_err(),
+            Refusal::QueueFull
+        );
+        drop(held);
+        assert!(l.admit(IP, (2, 0), 0, Duration::ZERO).await.is_ok());
+    }
 
     #[tokio::test]
     async fn per_source_connections_and_rate() {

@@ -13,7 +13,8 @@ mod limits;
 mod stats;
 
 pub use connections::{
-    CloseRequest, ConnectionEntry, ConnectionInfo, ConnectionRegistry, Inspection, Registered,
+    CloseElsewhere, CloseRequest, ConnectionEntry, ConnectionInfo, ConnectionRegistry,
+    DrainingConnection, Inspection, Registered,
 };
 pub use hosts::Hosts;
 pub use limits::{Admission, Limiter, Refusal, descriptor_share};

@@ -26,7 +26,11 @@
 //!    If the new process fails, exits or is not ready within
 //!    [`Plan::ready_timeout`], it is killed and the old process keeps
 //!    everything (it never stopped accepting).
-//! 5. Established connections follow on the same socket
+//! 5. UDP sessions follow on the same socket, before `hand_over` returns
+//!    ([`state::Transfer::UdpSessions`]): each UDP listener stops at the
+//!    hand-over and gives its sessions up, connected sockets and all; the new
+//!    process's UDP listeners wait for them before they receive.
+//! 6. Established connections follow on the same socket
 //!    ([`state::Transfer`]): every parked one at once (two sockets and a
 //!    record, nothing in flight), then, until [`Plan::handoff_deadline`],
 //!    those the idle sweeper parks meanwhile. The new process parks each in
@@ -47,6 +51,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -156,8 +161,9 @@ pub struct HandedOver {
     /// Established connections moved at once (idle ones).
     pub connections_moved: u64,
     /// Cancelled once the connections' move is over (all moved, or the
-    /// handoff deadline) and the new process has this one's last counts:
-    /// wait for it, after draining, before this process exits.
+    /// handoff deadline), those left here have ended and the new process has
+    /// this one's last counts: wait for it, after draining, before this
+    /// process exits.
     pub finished: tokio_util::sync::CancellationToken,
 }
 
@@ -191,13 +197,30 @@ pub async fn hand_over(balancer: &BalancerHandle, plan: Plan) -> Result<HandedOv
         "upgrade: starting the new process"
     );
     let (binary, args, timeout) = (plan.binary, plan.args, plan.ready_timeout);
-    let (pid, socket) =
+    let (pid, socket, reads) =
         tokio::task::spawn_blocking(move || run_child(&binary, &args, timeout, &message, &sockets))
             .await
             .unwrap_or_else(|e| Err(UpgradeError::Prepare(e.to_string())))?;
+    if reads.udp_sessions {
+        // Before the hand-over shows: UDP listeners then give their
+        // sessions up rather than end them.
+        controller.udp_moves.export();
+    }
     controller.handed_over.cancel();
+    // UDP listeners stop at the hand-over and give their sessions up: they
+    // move before this returns, and so before this process winds its
+    // workers down.
+    let socket = move_udp_sessions(socket, controller).await;
     // What is parked now moves at once; the rest as it goes quiet.
     let (socket, first) = move_parked(socket, 0).await;
+    if let Some(socket) = socket.as_ref().filter(|_| reads.draining) {
+        serve_asks(socket, controller.data.registry.clone());
+    }
+    let telling = Telling {
+        reads: reads.draining,
+        told: None,
+    };
+    let (socket, telling) = telling.tell(socket, controller).await;
     controller
         .data
         .events
@@ -210,7 +233,7 @@ pub async fn hand_over(balancer: &BalancerHandle, plan: Plan) -> Result<HandedOv
     let finished = tokio_util::sync::CancellationToken::new();
     tokio::spawn(keep_moving(
         balancer.clone(),
-        socket,
+        (socket, telling),
         (first, deadline),
         sent,
         finished.clone().drop_guard(),
@@ -281,17 +304,18 @@ async fn move_parked(socket: Option<UnixStream>, moved: u64) -> (Option<UnixStre
 
 /// Moves connections as they go quiet (the idle sweeper parks them after a
 /// second without a byte) until this process has stopped accepting and has
-/// none left, or `deadline`; then tells the new process it is over, with what
-/// this one counted since `sent`. `_finished` is dropped at the end.
+/// none left, or `deadline`; then, once those left here have ended, tells
+/// the new process it is over, with what this one counted since `sent`.
+/// `_finished` is dropped at the end.
 async fn keep_moving(
     balancer: BalancerHandle,
-    socket: Option<UnixStream>,
+    (socket, telling): (Option<UnixStream>, Telling),
     (mut moved, deadline): (u64, Instant),
     sent: Counts,
     _finished: tokio_util::sync::DropGuard,
 ) {
     let controller = balancer.controller().clone();
-    let mut socket = socket;
+    let (mut socket, mut telling) = (socket, telling);
     let mut stopped = false;
     while socket.is_some() && Instant::now() < deadline {
         tokio::select! {
@@ -303,6 +327,7 @@ async fn keep_moving(
             }
         }
         (socket, moved) = move_parked(socket, moved).await;
+        (socket, telling) = telling.tell(socket, &controller).await;
         // Checked a moment after accepting stopped: a client accepted just
         // before is tracked by then.
         if controller.stop_accepting.is_cancelled() && controller.connections.is_empty() {
@@ -314,6 +339,14 @@ async fn keep_moving(
         .data
         .events
         .emit(crate::events::Event::ConnectionsMoved { moved, left });
+    // Those left still count bytes here: the new process's totals take them
+    // once the last has ended (the drain's grace period bounds the wait).
+    while socket.is_some()
+        && !(controller.stop_accepting.is_cancelled() && controller.connections.is_empty())
+    {
+        tokio::time::sleep(MOVE_INTERVAL).await;
+        (socket, telling) = telling.tell(socket, &controller).await;
+    }
     if let Some(socket) = socket {
         let _ = tokio::task::spawn_blocking(move || {
             let (hosts, services) = counted_since(&controller, &sent);
@@ -326,6 +359,164 @@ async fn keep_moving(
             fds::send(&socket, &done, &[])
         })
         .await;
+    }
+}
+
+/// What the new process said it reads of what follows its `Ready`.
+#[derive(Debug, Clone, Copy)]
+struct Reads {
+    udp_sessions: bool,
+    draining: bool,
+}
+
+/// What the new process was told of the connections open here (and when),
+/// if it reads it.
+struct Telling {
+    reads: bool,
+    told: Option<Told>,
+}
+
+/// The connections open here as last told, and when.
+struct Told {
+    open: Vec<crate::state::DrainingConnection>,
+    at: Instant,
+}
+
+/// How often the new process hears of the byte counts of connections that
+/// drain here when no connection came or went (a list of thousands of busy
+/// ones is not re-sent every [`MOVE_INTERVAL`]).
+const COUNTS_INTERVAL: Duration = Duration::from_secs(2);
+
+impl Telling {
+    /// [`tell_draining`] when the new process reads it.
+    async fn tell(
+        self,
+        socket: Option<UnixStream>,
+        controller: &crate::control::Controller,
+    ) -> (Option<UnixStream>, Telling) {
+        match socket {
+            Some(socket) if self.reads => {
+                let (socket, told) = tell_draining(socket, controller, self.told).await;
+                (socket, Telling { reads: true, told })
+            }
+            socket => (socket, self),
+        }
+    }
+}
+
+/// Tells the new process which connections are open here now (busy ones,
+/// draining) when one came or went since `told`, or their counts changed and
+/// [`COUNTS_INTERVAL`] passed, so that it lists them, closes them through
+/// this process and its control socket answers for them; returns the socket
+/// (`None` once it failed) and what it was told.
+async fn tell_draining(
+    socket: UnixStream,
+    controller: &crate::control::Controller,
+    told: Option<Told>,
+) -> (Option<UnixStream>, Option<Told>) {
+    let mut open = controller.data.registry.draining();
+    open.sort_by_key(|c| c.id);
+    let unchanged = match &told {
+        None => open.is_empty(),
+        Some(told) => {
+            told.open.len() == open.len()
+                && told.open.iter().zip(&open).all(|(a, b)| a.id == b.id)
+                && (told.at.elapsed() < COUNTS_INTERVAL || told.open == open)
+        }
+    };
+    if unchanged {
+        return (Some(socket), told);
+    }
+    let sent = open.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let body =
+            serde_json::to_vec(&state::Transfer::Draining(sent)).map_err(io::Error::other)?;
+        fds::send(&socket, &body, &[])?;
+        Ok::<_, io::Error>(socket)
+    })
+    .await;
+    match result {
+        Ok(Ok(socket)) => (
+            Some(socket),
+            Some(Told {
+                open,
+                at: Instant::now(),
+            }),
+        ),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "upgrade: cannot tell the new process what drains here");
+            (None, told)
+        }
+        Err(_) => (None, told),
+    }
+}
+
+/// Carries out what the new process asks (closing a connection that drains
+/// here) until it closes the socket: a thread on a copy of it.
+fn serve_asks(socket: &UnixStream, registry: Arc<crate::state::ConnectionRegistry>) {
+    let Ok(socket) = socket.try_clone() else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("txlb-upgrade-asks".into())
+        .spawn(move || {
+            let _ = socket.set_read_timeout(None);
+            while let Ok((body, _)) = fds::receive(&socket) {
+                if let Ok(state::Ask::Close { id }) = serde_json::from_slice(&body) {
+                    let closed = registry.close(id);
+                    tracing::info!(
+                        id,
+                        closed,
+                        "upgrade: the new process asked to close a connection draining here"
+                    );
+                }
+            }
+        });
+}
+
+/// Longest the old process waits for its UDP listeners to stop and give
+/// their sessions up (moments: each waits for its sessions' tasks).
+const UDP_STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// Sends the UDP sessions this process's listeners gave up (when the new
+/// process takes them), then says none follow; returns the socket (`None`
+/// once it failed).
+async fn move_udp_sessions(
+    socket: Option<UnixStream>,
+    controller: &Arc<crate::control::Controller>,
+) -> Option<UnixStream> {
+    let socket = socket?;
+    if !controller.udp_moves.exporting() {
+        return Some(socket);
+    }
+    let outgoing = controller.udp_moves.take_outgoing(UDP_STOP_WAIT).await;
+    let sent = tokio::task::spawn_blocking(move || {
+        let batches: Vec<_> = outgoing.chunks(fds::FDS_PER_MESSAGE).collect();
+        let count = batches.len().max(1);
+        for at in 0..count {
+            let batch = batches.get(at).copied().unwrap_or_default();
+            let body = serde_json::to_vec(&state::Transfer::UdpSessions {
+                sessions: batch.iter().map(|(s, _)| s.clone()).collect(),
+                last: at + 1 == count,
+            })
+            .map_err(io::Error::other)?;
+            let fds: Vec<_> = batch.iter().map(|(_, fd)| fd.as_fd()).collect();
+            fds::send(&socket, &body, &fds)?;
+        }
+        // Closed here once sent: the new process has its own copies.
+        Ok::<_, io::Error>((socket, outgoing.len()))
+    })
+    .await;
+    match sent {
+        Ok(Ok((socket, sessions))) => {
+            tracing::info!(sessions, "upgrade: UDP sessions moved to the new process");
+            Some(socket)
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "upgrade: cannot move UDP sessions to the new process");
+            None
+        }
+        Err(_) => None,
     }
 }
 
@@ -439,6 +630,7 @@ fn prepare(
         hosts,
         services,
         fleet_revision: balancer.fleet().map(|f| f.revision),
+        udp_sessions: true,
     };
     let message =
         serde_json::to_vec(&handover).map_err(|e| UpgradeError::Prepare(e.to_string()))?;
@@ -453,7 +645,7 @@ fn run_child(
     timeout: Duration,
     message: &[u8],
     sockets: &[OwnedFd],
-) -> Result<(u32, Option<UnixStream>), UpgradeError> {
+) -> Result<(u32, Option<UnixStream>, Reads), UpgradeError> {
     let deadline = Instant::now() + timeout;
     let (ours, theirs) = UnixStream::pair().map_err(|e| UpgradeError::Prepare(e.to_string()))?;
     let mut command = Command::new(binary);
@@ -496,7 +688,7 @@ fn run_child(
         let _ = child.kill();
         let _ = child.wait();
     }
-    result.map(|()| (pid, Some(ours)))
+    result.map(|reads| (pid, Some(ours), reads))
 }
 
 fn exchange(
@@ -506,7 +698,7 @@ fn exchange(
     timeout: Duration,
     message: &[u8],
     sockets: &[OwnedFd],
-) -> Result<(), UpgradeError> {
+) -> Result<Reads, UpgradeError> {
     let pid = child.id();
     let not_ready = || UpgradeError::NotReady {
         pid,
@@ -565,7 +757,14 @@ fn exchange(
         Err(e) => return Err(io(e)),
     };
     match serde_json::from_slice::<Answer>(&body) {
-        Ok(Answer::Ready { .. }) => Ok(()),
+        Ok(Answer::Ready {
+            udp_sessions,
+            draining,
+            ..
+        }) => Ok(Reads {
+            udp_sessions,
+            draining,
+        }),
         Ok(Answer::Failed { reason }) => Err(UpgradeError::Refused { pid, reason }),
         Err(e) => Err(UpgradeError::Refused {
             pid,
@@ -738,6 +937,9 @@ impl Incoming {
             at: from_unix_ms(self.handover.from.at_ms),
             connections_moved: 0,
         };
+        if self.handover.udp_sessions {
+            builder = builder.udp_sessions_follow();
+        }
         if let Some(revision) = self.handover.fleet_revision {
             tracing::info!(revision, "upgrade: the old process ran this fleet revision");
         }
@@ -765,6 +967,8 @@ impl Incoming {
             &self.socket,
             &Answer::Ready {
                 pid: std::process::id(),
+                udp_sessions: true,
+                draining: true,
             },
         )?;
         let (socket, controller) = (self.socket, balancer.controller().clone());
@@ -773,7 +977,8 @@ impl Incoming {
         std::thread::Builder::new()
             .name("txlb-upgrade".into())
             .spawn(move || {
-                let (connections, closed) = take_connections(&socket, &controller, &runtime);
+                let (connections, closed) =
+                    take_connections(&socket, &controller, &runtime, from_pid);
                 controller.data.events.emit(crate::events::Event::TookOver {
                     from_pid,
                     connections,
@@ -796,14 +1001,41 @@ impl Incoming {
 }
 
 /// The new process's side of the connections' move: reads them until the old
-/// process says it is done (or goes away) and parks each in a worker.
+/// process (`from_pid`) says it is done (or goes away) and parks each in a
+/// worker.
 fn take_connections(
     socket: &UnixStream,
     controller: &crate::control::Controller,
     runtime: &tokio::runtime::Handle,
+    from_pid: u32,
 ) -> (u64, u64) {
     // The old process may take its whole handoff deadline.
     let _ = socket.set_read_timeout(None);
+    // However this ends, UDP listeners wait no longer, and what the old
+    // process still served has ended (it exits after `Done`).
+    struct Receive<'a>(&'a crate::control::Controller);
+    impl Drop for Receive<'_> {
+        fn drop(&mut self) {
+            self.0.udp_moves.none_to_come();
+            self.0.data.registry.open_elsewhere(None);
+        }
+    }
+    let _receive = Receive(controller);
+    // An administrator's close of a connection draining in the old process
+    // goes there, on this socket (one writer at a time: frames are several
+    // writes).
+    let close_there: Arc<crate::state::CloseElsewhere> = {
+        let writer = socket.try_clone().ok().map(std::sync::Mutex::new);
+        Arc::new(Box::new(move |id| {
+            let Some(writer) = &writer else { return false };
+            let writer = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let body = serde_json::to_vec(&state::Ask::Close { id }).unwrap_or_default();
+            writer
+                .set_write_timeout(Some(Duration::from_secs(1)))
+                .is_ok()
+                && fds::send(&writer, &body, &[]).is_ok()
+        }))
+    };
     let mut taken = 0u64;
     let mut closed = 0u64;
     loop {
@@ -838,6 +1070,16 @@ fn take_connections(
                         closed += 1;
                     }
                 }
+            }
+            Ok(state::Transfer::Draining(open)) => {
+                controller.data.registry.open_elsewhere(Some((
+                    from_pid,
+                    open,
+                    close_there.clone(),
+                )));
+            }
+            Ok(state::Transfer::UdpSessions { sessions, last }) if fds.len() == sessions.len() => {
+                controller.adopt_udp(sessions.into_iter().zip(fds).collect(), last);
             }
             Ok(state::Transfer::Done {
                 moved,

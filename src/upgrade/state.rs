@@ -42,6 +42,10 @@ pub(crate) struct Handover {
     /// Fleet mode: the configuration revision the old process ran.
     #[serde(default)]
     pub fleet_revision: Option<i64>,
+    /// The old process sends its UDP sessions after [`Answer::Ready`] (if
+    /// that says the new one takes them): UDP listeners wait for them.
+    #[serde(default)]
+    pub udp_sessions: bool,
 }
 
 /// The process handing over.
@@ -102,6 +106,13 @@ pub(crate) enum Answer {
     Ready {
         /// Its process id.
         pid: u32,
+        /// It takes UDP sessions ([`Transfer::UdpSessions`]); an older
+        /// process does not say so, and the old one ends them instead.
+        #[serde(default)]
+        udp_sessions: bool,
+        /// It reads [`Transfer::Draining`].
+        #[serde(default)]
+        draining: bool,
     },
     /// It cannot take over, and says why.
     Failed {
@@ -117,9 +128,22 @@ pub(crate) enum Answer {
 pub(crate) enum Transfer {
     /// Connections, each with two descriptors (client, host) in this order.
     Connections(Vec<crate::proxy::moved::MovedConnection>),
-    /// Nothing more will move; `moved` moved in all. With what the old
-    /// process counted since it handed over (its last clients, the bytes of
-    /// connections before they moved), for the new one to add.
+    /// UDP sessions, each with its connected socket, before any connection
+    /// that goes quiet later; `last` on the final message (sent even when
+    /// there are none), after which the new process's UDP listeners receive.
+    UdpSessions {
+        sessions: Vec<crate::proxy::udp_moved::MovedSession>,
+        last: bool,
+    },
+    /// The connections open in the old process after a move, each time
+    /// they changed: the new process lists them, closes them through
+    /// [`Ask::Close`] and its control socket answers for them (those that
+    /// move later are its own) until `Done`.
+    Draining(Vec<crate::state::DrainingConnection>),
+    /// Nothing more will move and nothing is left in the old process;
+    /// `moved` moved in all. With what the old process counted since it
+    /// handed over (its last clients, the bytes of connections before they
+    /// moved and of those that drained there), for the new one to add.
     Done {
         /// Connections moved in all.
         moved: u64,
@@ -129,6 +153,18 @@ pub(crate) enum Transfer {
         /// Services' counts since the hand-over.
         #[serde(default)]
         services: Vec<ServiceEntry>,
+    },
+}
+
+/// What the new process asks of the old one, on the same socket, once the
+/// old one told it what drains there.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Ask {
+    /// Close connection `id` (an administrator's close in the new process).
+    Close {
+        /// The connection.
+        id: u64,
     },
 }
 
@@ -183,6 +219,7 @@ mod tests {
             }],
             services: Vec::new(),
             fleet_revision: None,
+            udp_sessions: false,
         })
         .unwrap()
     }
@@ -214,5 +251,33 @@ mod tests {
             "sockets":[],"config":"<config/>"}"#;
         let read = read(minimal).unwrap();
         assert!(read.hosts.is_empty() && read.baseline.is_none());
+        // An old process that does not send its UDP sessions: nobody waits.
+        assert!(!read.udp_sessions);
+    }
+
+    #[test]
+    fn an_older_new_process_is_sent_only_what_it_reads() {
+        // Its ready answer names neither UDP sessions nor draining lists.
+        let answer: Answer = serde_json::from_str(r#"{"ready":{"pid":7}}"#).unwrap();
+        let Answer::Ready {
+            pid,
+            udp_sessions,
+            draining,
+        } = answer
+        else {
+            panic!("not ready: {answer:?}");
+        };
+        assert_eq!(pid, 7);
+        assert!(!udp_sessions && !draining);
+        let ours = serde_json::to_string(&Answer::Ready {
+            pid: 7,
+            udp_sessions: true,
+            draining: true,
+        })
+        .unwrap();
+        assert_eq!(
+            ours,
+            r#"{"ready":{"pid":7,"udp_sessions":true,"draining":true}}"#
+        );
     }
 }

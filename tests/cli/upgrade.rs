@@ -705,11 +705,178 @@ fn udp_echo() -> SocketAddr {
 /// client address (a new session).
 fn udp_round_trip(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
     let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    client.set_read_timeout(Some(Duration::from_secs(2)))?;
+    client.set_read_timeout(Some(Duration::from_secs(5)))?;
     client.send_to(data, addr)?;
     let mut buf = [0u8; 2048];
     let (n, _) = client.recv_from(&mut buf)?;
     Ok(buf[..n].to_vec())
+}
+
+/// The bound address of the UDP service `dns`, from its "listener up" line.
+async fn udp_listener(txlb: &Txlb) -> SocketAddr {
+    txlb.wait_for_async("listener up", 0).await;
+    let started = Instant::now();
+    loop {
+        let line = txlb
+            .log_text()
+            .lines()
+            .find(|l| l.contains("listener up") && l.contains("service=\"dns\""))
+            .map(str::to_string);
+        if let Some(line) = line {
+            let local = line.split("local=").nth(1).unwrap();
+            return local.split_whitespace().next().unwrap().parse().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            txlb.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `config` with a UDP service `dns` (`attrs` on it) on 127.0.0.1:0 before
+/// the admin section, its group `r` of `hosts` by round robin.
+fn add_udp_service(config: &Path, attrs: &str, hosts: &[(&str, SocketAddr)]) {
+    let hosts: String = hosts
+        .iter()
+        .map(|(name, addr)| format!("      <host name=\"{name}\" ip=\"{addr}\"/>\n"))
+        .collect();
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        "  <admin>\n",
+        &format!(
+            "  <service name=\"dns\" protocol=\"udp\" {attrs}>\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+             <group name=\"r\" scheduler=\"roundr\" enable=\"true\">\n{hosts}    </group>\n  \
+             </service>\n  <admin>\n"
+        ),
+    );
+    std::fs::write(config, text).unwrap();
+}
+
+/// A UDP host that keeps state per client address: it answers each datagram
+/// with its name, the datagram and how many that address sent it so far.
+fn counting_udp_host(name: &'static str) -> SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut seen = std::collections::HashMap::<SocketAddr, u64>::new();
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let count = seen.entry(from).or_default();
+            *count += 1;
+            let reply = format!("{name} {} {count}", String::from_utf8_lossy(&buf[..n]));
+            let _ = socket.send_to(reply.as_bytes(), from);
+        }
+    });
+    addr
+}
+
+/// One datagram from `client` to `addr` and its reply, as text.
+fn ask(client: &std::net::UdpSocket, addr: SocketAddr, what: &str) -> String {
+    client.send_to(what.as_bytes(), addr).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = client.recv_from(&mut buf).expect("no reply");
+    assert_eq!(from, addr, "the reply came from another address");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// UDP sessions move in an upgrade: a client mid-session reaches the same
+/// host from the new process through the same host-side socket (the host's
+/// count for it goes on), replies come back, and what `responses` still
+/// allows carries over: the fourth reply ends the session there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_sessions_move_with_their_sockets_and_go_on_in_the_new_process() {
+    let a = echo_backend().await;
+    let (h1, h2) = (counting_udp_host("h1"), counting_udp_host("h2"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", a)]);
+    add_udp_service(
+        &config,
+        "responses=\"4\" sessionTimeout=\"60\"",
+        &[("h1", h1), ("h2", h2)],
+    );
+    let mut txlb = Txlb::start_workers(&config, 5, 2);
+    let udp = udp_listener(&txlb).await;
+    let base = txlb.logged("admin web server up", "url").await;
+    let mut adopted = Adopted(Vec::new());
+    let client = |_| {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        socket
+    };
+    let (first, second) = (client(0), client(1));
+    let (one, two) = tokio::task::spawn_blocking(move || {
+        let one = ask(&first, udp, "a");
+        assert!(one.ends_with(" a 1"), "{one}");
+        let again = ask(&first, udp, "b");
+        assert_eq!(again, one.replace(" a 1", " b 2"));
+        let two = ask(&second, udp, "x");
+        assert!(two.ends_with(" x 1"), "{two}");
+        ((first, one), (second, two))
+    })
+    .await
+    .unwrap();
+    let dns = |stats: &Value| {
+        stats["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "dns")
+            .cloned()
+            .unwrap_or_else(|| panic!("no service dns: {stats}"))
+    };
+    let before = dns(&api(&base, "api/v1/stats").await);
+    assert_eq!(before["counters"]["sessions_open"], 2, "{before}");
+
+    let config2 = config.clone();
+    let pid = tokio::task::spawn_blocking(move || new_pid(&upgrade(&config2, &[])))
+        .await
+        .unwrap();
+    adopted.0.push(pid);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = txlb.exit_status(Duration::from_secs(10));
+        (status, txlb)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.is_some(), "the old process did not exit");
+    let txlb = status.1;
+    let moved = txlb
+        .wait_for_async("upgrade: UDP sessions moved to the new process", 0)
+        .await;
+    assert!(moved.contains("sessions=2"), "{moved}\n{}", txlb.log_text());
+
+    // In the new process: the same host, whose count for the client goes on.
+    let ((first, one), (second, two)) = (one, two);
+    let host_of = |reply: &str| reply.split(' ').next().unwrap().to_string();
+    let (h_one, h_two) = (host_of(&one), host_of(&two));
+    let after = dns(&api(&base, "api/v1/stats").await);
+    assert_eq!(after["counters"]["sessions_open"], 2, "{after}");
+    assert_eq!(
+        after["counters"]["sessions_total"], before["counters"]["sessions_total"],
+        "a moved session counted again: {after}"
+    );
+    let open: u64 = after["groups"][0]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["open"].as_u64().unwrap())
+        .sum();
+    assert_eq!(open, 2, "{after}");
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(ask(&first, udp, "c"), format!("{h_one} c 3"));
+        assert_eq!(ask(&second, udp, "y"), format!("{h_two} y 2"));
+        // The fourth reply was the session's last (two came before the
+        // upgrade): the next datagram opens a session, a new socket.
+        assert_eq!(ask(&first, udp, "d"), format!("{h_one} d 4"));
+        let fifth = ask(&first, udp, "e");
+        assert!(fifth.ends_with(" e 1"), "{fifth}");
+    })
+    .await
+    .unwrap();
+    drop(txlb);
 }
 
 /// A UDP service's socket is handed over like a TCP listener's: the upgrade
@@ -731,25 +898,7 @@ async fn a_udp_service_keeps_its_address_through_an_upgrade() {
     );
     std::fs::write(&config, text).unwrap();
     let mut txlb = Txlb::start_workers(&config, 5, 1);
-    txlb.wait_for_async("listener up", 0).await;
-    let started = Instant::now();
-    let udp: SocketAddr = loop {
-        let line = txlb
-            .log_text()
-            .lines()
-            .find(|l| l.contains("listener up") && l.contains("service=\"dns\""))
-            .map(str::to_string);
-        if let Some(line) = line {
-            let local = line.split("local=").nth(1).unwrap();
-            break local.split_whitespace().next().unwrap().parse().unwrap();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{}",
-            txlb.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let udp = udp_listener(&txlb).await;
     let mut adopted = Adopted(Vec::new());
     let config2 = config.clone();
     let pid = tokio::task::spawn_blocking(move || {
@@ -768,4 +917,569 @@ async fn a_udp_service_keeps_its_address_through_an_upgrade() {
     })
     .await
     .unwrap();
+}
+
+/// Bytes of each of the five streams, each way.
+const BIG_STREAM: u64 = 256 << 20;
+
+/// A TCP echo host for bulk streams: a thread per connection and a 256 KiB
+/// buffer, so the test's own side is not what limits the rate.
+fn bulk_echo() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut back = stream.try_clone().unwrap();
+                let mut buf = vec![0u8; 256 << 10];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || back.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = back.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// A stream's bytes at any offset without holding them all: a pseudo-random
+/// block of odd length (not a divisor of any chunk), repeated. A byte lost,
+/// doubled or moved shifts everything after it out of step.
+struct Cyclic {
+    /// The block, followed by its first [`CHUNK`] bytes again, so any
+    /// offset's next chunk is one slice.
+    doubled: Vec<u8>,
+}
+
+const CHUNK: usize = 256 << 10;
+const BLOCK: usize = (1 << 20) - 3;
+
+impl Cyclic {
+    fn new(seed: u64) -> Cyclic {
+        let mut doubled = pattern(seed, BLOCK);
+        doubled.extend_from_within(..CHUNK);
+        Cyclic { doubled }
+    }
+
+    /// The bytes at stream offset `at`, at most `len` (≤ [`CHUNK`]).
+    fn at(&self, at: u64, len: usize) -> &[u8] {
+        let start = (at % BLOCK as u64) as usize;
+        &self.doubled[start..start + len]
+    }
+}
+
+/// One bulk stream through the balancer: a writer and a reader thread with
+/// blocking sockets. The writer sends bytes `from..to` of the pattern, pacing
+/// itself when `pace` says over how long; the reader checks every byte that
+/// comes back up to `to`. Returns once both are done (panics on a mismatch,
+/// an error or 60 s without progress).
+fn run_stream(
+    stream: &TcpStream,
+    pattern: &Arc<Cyclic>,
+    (from, to): (u64, u64),
+    pace: Option<Duration>,
+) {
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = stream.try_clone().unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let sending = pattern.clone();
+    let write = std::thread::spawn(move || {
+        let started = Instant::now();
+        let chunks = (to - from).div_ceil(CHUNK as u64);
+        let mut at = from;
+        let mut sent = 0u64;
+        while at < to {
+            if let Some(over) = pace {
+                // Chunk k not before k/chunks of the way: never quiet for long.
+                let due = over.mul_f64(sent as f64 / chunks as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            let len = CHUNK.min((to - at) as usize);
+            writer.write_all(sending.at(at, len)).unwrap();
+            at += len as u64;
+            sent += 1;
+        }
+    });
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = from;
+    while at < to {
+        let want = CHUNK.min((to - at) as usize);
+        let n = reader.read(&mut buf[..want]).unwrap();
+        assert!(n > 0, "the stream ended at byte {at} of {to}");
+        assert!(
+            buf[..n] == *pattern.at(at, n),
+            "bytes lost or reordered at byte {at}"
+        );
+        at += n as u64;
+    }
+    write.join().unwrap();
+}
+
+/// The issue's sizes: five streams of 256 MiB, both directions at once (an
+/// echo host), byte-exact through an upgrade. Four send half, go quiet and
+/// move, then send the rest through the new process; the fifth stays busy
+/// past the handoff deadline, drains in the old process, which exits once it
+/// ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_streams_of_256_mib_move_or_drain_byte_exact_through_an_upgrade() {
+    const QUIET: usize = 4;
+    let _heavy = crate::common::heavy().await;
+    let started = Instant::now();
+    let echo = bulk_echo();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", echo)]);
+    let mut txlb = Txlb::start_workers(&config, 60, 2);
+    let listener = txlb.listener();
+    let base = txlb.logged("admin web server up", "url").await;
+    let mut adopted = Adopted(Vec::new());
+    let before = api(&base, "api/v1/stats").await;
+
+    // The quiet ones: their first halves at once, then nothing in flight.
+    let half = BIG_STREAM / 2;
+    let mut quiet = Vec::new();
+    for s in 0..QUIET {
+        let stream = TcpStream::connect(listener).unwrap();
+        stream.set_nodelay(true).unwrap();
+        quiet.push((stream, Arc::new(Cyclic::new(s as u64 + 11))));
+    }
+    let firsts: Vec<_> = quiet
+        .iter()
+        .map(|(stream, pattern)| {
+            let (stream, pattern) = (stream.try_clone().unwrap(), pattern.clone());
+            tokio::task::spawn_blocking(move || run_stream(&stream, &pattern, (0, half), None))
+        })
+        .collect();
+    for first in firsts {
+        first.await.unwrap();
+    }
+    let halves = started.elapsed();
+    let parked = |list: &Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["parked"] == true)
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let base = base.clone();
+            async move { parked(&api(&base, "api/v1/connections").await) == QUIET }
+        })
+        .await,
+        "the quiet streams did not park"
+    );
+
+    // The busy one: 256 MiB paced over 8 s, through the upgrade and past its
+    // 2 s handoff deadline.
+    let busy = TcpStream::connect(listener).unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let busy_pattern = Arc::new(Cyclic::new(5));
+    let busy_run = tokio::task::spawn_blocking(move || {
+        run_stream(
+            &busy,
+            &busy_pattern,
+            (0, BIG_STREAM),
+            Some(Duration::from_secs(8)),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let config2 = config.clone();
+    let output =
+        tokio::task::spawn_blocking(move || upgrade(&config2, &["--handoff-deadline", "2"]))
+            .await
+            .unwrap();
+    let pid = new_pid(&output);
+    adopted.0.push(pid);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("{QUIET} connections moved")),
+        "{stdout}"
+    );
+    // The quiet ones send the rest through the new process while the busy
+    // one still streams through the old one.
+    let seconds: Vec<_> = quiet
+        .iter()
+        .map(|(stream, pattern)| {
+            let (stream, pattern) = (stream.try_clone().unwrap(), pattern.clone());
+            tokio::task::spawn_blocking(move || {
+                run_stream(&stream, &pattern, (half, BIG_STREAM), None)
+            })
+        })
+        .collect();
+    // At the deadline the busy one stayed: one connection left to drain.
+    let moved = txlb
+        .wait_for_async("upgrade: connections moved to the new process", 0)
+        .await;
+    assert!(
+        moved.contains(&format!("moved={QUIET}")) && moved.contains("left=1"),
+        "{moved}"
+    );
+    assert!(txlb.alive(), "the old process left its busy stream");
+    // The new process has the quiet ones and lists the busy one as draining
+    // in the old process.
+    let list = api(&base, "api/v1/connections").await;
+    let (draining, here): (Vec<&Value>, Vec<&Value>) = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .partition(|c| c.get("draining_in").is_some());
+    assert_eq!(here.len(), QUIET, "{list}");
+    assert_eq!(draining.len(), 1, "{list}");
+    assert_eq!(draining[0]["client"], busy_addr, "{list}");
+    assert_eq!(draining[0]["draining_in"], txlb.pid(), "{list}");
+    for second in seconds {
+        second.await.unwrap();
+    }
+    busy_run.await.unwrap();
+    drop(quiet);
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = txlb.exit_status(Duration::from_secs(10));
+        (status, txlb)
+    })
+    .await
+    .unwrap();
+    assert!(
+        exited.0.is_some(),
+        "the old process did not exit once its stream ended:\n{}",
+        exited.1.log_text()
+    );
+    let moved_bytes = 2 * half * QUIET as u64;
+    eprintln!(
+        "five 256 MiB streams: first halves in {halves:?}, all in {:?} ({} MiB each way)",
+        started.elapsed(),
+        (moved_bytes + BIG_STREAM) >> 20,
+    );
+    // Every byte counted once on the host, by one process or the other: the
+    // busy stream's, counted in the old process after the hand-over, reach
+    // the new one's totals.
+    let bytes = |s: &Value, key: &str| host(s, "a")[key].as_u64().unwrap();
+    let all = (QUIET as u64 + 1) * BIG_STREAM;
+    let expected = (
+        bytes(&before, "bytes_in") + all,
+        bytes(&before, "bytes_out") + all,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let counted = loop {
+        let last = api(&base, "api/v1/stats").await;
+        let now = (bytes(&last, "bytes_in"), bytes(&last, "bytes_out"));
+        if now == expected || Instant::now() > deadline {
+            break (now, last);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(counted.0, expected, "bytes on the host: {}", counted.1);
+}
+
+/// Whether a client at `addr` is served (its byte echoed) or turned away
+/// (closed without an answer).
+fn served(addr: SocketAddr) -> bool {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    if stream.write_all(b"x").is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(1))
+}
+
+/// Moved connections hold their place under the new process's limits: with
+/// `maxconn="2"` (no queue) and two connections moved, a third client is
+/// turned away until one of them ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_connections_count_under_the_new_process_maxconn() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", a)]);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "<service name=\"svc\">",
+        "<service name=\"svc\" maxconn=\"2\" queue=\"0\">",
+    );
+    std::fs::write(&config, text).unwrap();
+    let txlb = Txlb::start_workers(&config, 5, 2);
+    let listener = txlb.listener();
+    let base = txlb.logged("admin web server up", "url").await;
+    let mut adopted = Adopted(Vec::new());
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(listener).await.unwrap();
+        stream.write_all(b"h").await.unwrap();
+        let mut back = [0u8; 1];
+        stream.read_exact(&mut back).await.unwrap();
+        held.push(stream);
+    }
+    assert!(
+        !tokio::task::spawn_blocking(move || served(listener))
+            .await
+            .unwrap()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let base = base.clone();
+            async move {
+                let list = api(&base, "api/v1/connections").await;
+                list.as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|c| c["parked"] == true)
+                    .count()
+                    == 2
+            }
+        })
+        .await,
+        "the two connections did not park"
+    );
+    let config2 = config.clone();
+    let output = tokio::task::spawn_blocking(move || upgrade(&config2, &[]))
+        .await
+        .unwrap();
+    adopted.0.push(new_pid(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("2 connections moved"), "{stdout}");
+    let mut txlb = txlb;
+    tokio::task::spawn_blocking(move || {
+        assert!(txlb.exit_status(Duration::from_secs(10)).is_some());
+    })
+    .await
+    .unwrap();
+
+    // The new process is full with the two it took on.
+    assert!(
+        !tokio::task::spawn_blocking(move || served(listener))
+            .await
+            .unwrap()
+    );
+    let stats = api(&base, "api/v1/stats").await;
+    assert_eq!(stats["services"][0]["counters"]["over_limit"], 2, "{stats}");
+    // They still work; once one ends its place is free.
+    for stream in &mut held {
+        stream.write_all(b"m").await.unwrap();
+        let mut back = [0u8; 1];
+        stream.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"m");
+    }
+    drop(held.pop());
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            tokio::task::spawn_blocking(move || served(listener))
+                .await
+                .unwrap()
+        })
+        .await,
+        "no place freed when a moved connection ended"
+    );
+}
+
+/// A TCP echo host that tells, in order of accept, each connection's peer:
+/// txlb's address on the host side.
+async fn echo_telling_peers() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<SocketAddr>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            let _ = tx.send(peer);
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// The control socket's answer about `peer`.
+fn control_lookup(socket: &Path, peer: SocketAddr) -> Value {
+    let mut control = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    control
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    control
+        .write_all(format!("{{\"peer\": \"{peer}\"}}\n").as_bytes())
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while control.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        answer.push(byte[0]);
+    }
+    serde_json::from_slice(&answer).unwrap()
+}
+
+/// After an upgrade the new process's control socket answers for a
+/// connection still draining in the old process, saying so with its PID, as
+/// for one that moved; its connections list shows it (`draining_in`) and
+/// closing it there closes it in the old process, which then exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_draining_in_the_old_process_are_looked_up_listed_and_closed_from_the_new() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (echo, mut peers) = echo_telling_peers().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", echo)]);
+    let socket = dir.path().join("control.sock");
+    let txlb = Txlb::start_workers(&config, 20, 2);
+    let old_pid = txlb.pid();
+    let listener = txlb.listener();
+    let base = txlb.logged("admin web server up", "url").await;
+    let mut adopted = Adopted(Vec::new());
+
+    let mut quiet = tokio::net::TcpStream::connect(listener).await.unwrap();
+    quiet.write_all(b"q").await.unwrap();
+    let mut byte = [0u8; 1];
+    quiet.read_exact(&mut byte).await.unwrap();
+    let quiet_peer = peers.recv().await.unwrap();
+    let busy_stop = Arc::new(AtomicBool::new(false));
+    let mut busy = tokio::net::TcpStream::connect(listener).await.unwrap();
+    let busy_client = busy.local_addr().unwrap();
+    echo_exact(&mut busy, b"b").await;
+    let busy_peer = peers.recv().await.unwrap();
+    // A chunk every 50 ms for at most 20 s, until the balancer closes it:
+    // whether it did.
+    let busy = {
+        let stop = busy_stop.clone();
+        tokio::spawn(async move {
+            let mut back = [0u8; 512];
+            for _ in 0..400 {
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                let echoed = async {
+                    busy.write_all(&[7u8; 512]).await?;
+                    busy.read_exact(&mut back).await
+                };
+                match tokio::time::timeout(Duration::from_secs(5), echoed).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return true,
+                    Err(_) => panic!("the busy connection stalled"),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let base = base.clone();
+            async move {
+                let list = api(&base, "api/v1/connections").await;
+                list.as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|c| c["parked"] == true)
+                    .count()
+                    == 1
+            }
+        })
+        .await,
+        "the quiet connection did not park"
+    );
+    let config2 = config.clone();
+    let output =
+        tokio::task::spawn_blocking(move || upgrade(&config2, &["--handoff-deadline", "1"]))
+            .await
+            .unwrap();
+    adopted.0.push(new_pid(&output));
+    let moved = txlb
+        .wait_for_async("upgrade: connections moved to the new process", 0)
+        .await;
+    assert!(
+        moved.contains("moved=1") && moved.contains("left=1"),
+        "{moved}"
+    );
+
+    let (socket2, quiet_client) = (socket.clone(), quiet.local_addr().unwrap());
+    let (draining, here) = tokio::task::spawn_blocking(move || {
+        (
+            control_lookup(&socket2, busy_peer),
+            control_lookup(&socket2, quiet_peer),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(draining["client"], busy_client.to_string(), "{draining}");
+    assert_eq!(draining["service"], "svc", "{draining}");
+    assert_eq!(draining["draining_in"], old_pid, "{draining}");
+    assert_eq!(here["client"], quiet_client.to_string(), "{here}");
+    assert!(here.get("draining_in").is_none(), "{here}");
+
+    // The new process lists it, saying where it drains, and closes it there.
+    let list = api(&base, "api/v1/connections").await;
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client"] == busy_client.to_string())
+        .unwrap_or_else(|| panic!("the draining connection is not listed: {list}"))
+        .clone();
+    assert_eq!(listed["draining_in"], old_pid, "{listed}");
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let page = client()
+        .get(format!("{base}connections"))
+        .basic_auth(FULL.0, Some(FULL.1))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("draining in PID {old_pid}")),
+        "{page}"
+    );
+    let id = listed["id"].as_u64().unwrap();
+    let closed = client()
+        .delete(format!("{base}api/v1/connections/{id}"))
+        .basic_auth(FULL.0, Some(FULL.1))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(closed, 204);
+    let by_balancer = tokio::time::timeout(Duration::from_secs(10), busy)
+        .await
+        .expect("the draining connection was not closed")
+        .unwrap();
+    assert!(by_balancer, "the busy client stopped on its own");
+    busy_stop.store(true, Ordering::Relaxed);
+
+    // It ended and the old process exited: no answer for it, not listed.
+    let mut txlb = txlb;
+    let exited = tokio::task::spawn_blocking(move || txlb.exit_status(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(exited.is_some(), "the old process did not exit");
+    let gone = tokio::task::spawn_blocking(move || {
+        // The new process hears that the old one is done a moment later.
+        let started = Instant::now();
+        loop {
+            let answer = control_lookup(&socket, busy_peer);
+            if answer.get("error").is_some() || started.elapsed() > Duration::from_secs(5) {
+                break answer;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        gone["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no open connection"),
+        "{gone}"
+    );
+    let list = api(&base, "api/v1/connections").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    drop(quiet);
 }

@@ -267,9 +267,23 @@ pub struct Carried {
     pub hosts: HashMap<(String, String, String), crate::state::CarriedHost>,
     /// By service.
     pub services: HashMap<String, crate::state::ServiceCountersView>,
+    /// What the hosts' names last resolved to, by name: taken as the first
+    /// answers instead of look-ups (asked again at the resolver's floor).
+    pub names: HashMap<String, Vec<std::net::IpAddr>>,
 }
 
 impl Controller {
+    /// Every host name with the addresses it last resolved to (names that
+    /// never resolved are left out), for an upgrade to carry.
+    pub(crate) fn known_names(&self) -> Vec<(String, Vec<std::net::IpAddr>)> {
+        self.lock()
+            .names
+            .iter()
+            .filter(|(_, known)| !known.addrs.is_empty())
+            .map(|(name, known)| (name.clone(), known.addrs.clone()))
+            .collect()
+    }
+
     /// Gives the hosts and services of `snapshot` (the first) what the
     /// previous process carried: before any listener accepts, so no client
     /// sees an admin-down host in rotation. Running ejections and drains
@@ -772,6 +786,28 @@ impl Controller {
                 names.push(address.host);
             }
         }
+        // After an upgrade, the previous process's answers come first.
+        let carried: HashMap<String, Vec<std::net::IpAddr>> = self
+            .carried
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.names.clone()))
+            .unwrap_or_default();
+        let mut answers = Vec::new();
+        names.retain(|name| match carried.get(name) {
+            Some(addrs) if !addrs.is_empty() => {
+                let ttl = std::time::Duration::ZERO; // kept at the floor: asked again soon
+                answers.push((
+                    name.clone(),
+                    Ok(Answer {
+                        addrs: addrs.clone(),
+                        ttl,
+                    }),
+                ));
+                false
+            }
+            _ => true,
+        });
         let mut lookups = tokio::task::JoinSet::new();
         for name in names {
             let resolver = resolver.clone();
@@ -780,7 +816,7 @@ impl Controller {
                 (name, result)
             });
         }
-        let answers = lookups.join_all().await;
+        answers.extend(lookups.join_all().await);
         // Checking and building a big configuration takes a while: on the
         // blocking pool, so the runtime (the admin plane's) keeps serving.
         match self.me.upgrade() {

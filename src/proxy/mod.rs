@@ -19,8 +19,8 @@ mod quic;
 mod retry_empty;
 mod terminate;
 mod udp;
-mod udp_sources;
 pub(crate) mod udp_moved;
+mod udp_sources;
 mod workers;
 
 pub(crate) use admission::{AcceptProxy, hold};

@@ -631,6 +631,11 @@ fn prepare(
         services,
         fleet_revision: balancer.fleet().map(|f| f.revision),
         udp_sessions: true,
+        names: controller
+            .known_names()
+            .into_iter()
+            .map(|(name, addrs)| state::NameEntry { name, addrs })
+            .collect(),
     };
     let message =
         serde_json::to_vec(&handover).map_err(|e| UpgradeError::Prepare(e.to_string()))?;
@@ -929,6 +934,10 @@ impl Incoming {
             services: std::mem::take(&mut self.handover.services)
                 .into_iter()
                 .map(|s| (s.service, s.counters))
+                .collect(),
+            names: std::mem::take(&mut self.handover.names)
+                .into_iter()
+                .map(|n| (n.name, n.addrs))
                 .collect(),
         };
         let from = UpgradedFrom {

@@ -46,6 +46,18 @@ pub(crate) struct Handover {
     /// that says the new one takes them): UDP listeners wait for them.
     #[serde(default)]
     pub udp_sessions: bool,
+    /// What the hosts' names resolved to: the new process serves with these
+    /// at once (asking again soon), not after fresh look-ups that a name
+    /// server down at that moment would fail.
+    #[serde(default)]
+    pub names: Vec<NameEntry>,
+}
+
+/// One host name and the addresses it last resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NameEntry {
+    pub name: String,
+    pub addrs: Vec<std::net::IpAddr>,
 }
 
 /// The process handing over.
@@ -220,6 +232,10 @@ mod tests {
             services: Vec::new(),
             fleet_revision: None,
             udp_sessions: false,
+            names: vec![NameEntry {
+                name: "app.test".into(),
+                addrs: vec!["127.0.0.1".parse().unwrap()],
+            }],
         })
         .unwrap()
     }
@@ -230,6 +246,10 @@ mod tests {
         assert_eq!(read.sockets[1], SocketEntry::Control);
         assert!(read.hosts[0].carried.admin_down);
         assert_eq!(read.hosts[0].carried.total, 5);
+        assert_eq!(
+            read.names[0].addrs,
+            ["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
     }
 
     #[test]

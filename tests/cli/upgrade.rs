@@ -1483,3 +1483,57 @@ async fn connections_draining_in_the_old_process_are_looked_up_listed_and_closed
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     drop(quiet);
 }
+
+/// The new process serves a host given by name with the address the old one
+/// resolved, though the name server fails when it starts: the answers are
+/// part of the hand-over. Without them its first look-up fails and the host
+/// has no address until the name server answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolved_names_carry_over_so_a_name_server_down_at_the_upgrade_costs_nothing() {
+    let zone = crate::common::dns::Zone::default();
+    zone.set("app.test", &["127.0.0.1"]);
+    let nameserver = zone.serve().await;
+    let backend = echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[]);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .replace(
+            "scheduler=\"roundr\" enable=\"true\">\n",
+            &format!(
+                "scheduler=\"roundr\" enable=\"true\">\n      <host name=\"app\" ip=\"app.test:{}\"/>\n",
+                backend.port()
+            ),
+        )
+        .replace(
+            "  <admin>\n",
+            &format!("  <resolver nameserver=\"{nameserver}\" minTtl=\"30\" maxTtl=\"60\"/>\n  <admin>\n"),
+        );
+    std::fs::write(&config, text).unwrap();
+    let txlb = Txlb::start(&config, 5);
+    let listener = txlb.listener();
+    let mut adopted = Adopted(Vec::new());
+    tokio::task::spawn_blocking(move || echo_once(listener).unwrap())
+        .await
+        .unwrap();
+    // The name server breaks: every query is answered SERVFAIL.
+    zone.fail(true);
+    let config2 = config.clone();
+    let new = tokio::task::spawn_blocking(move || new_pid(&upgrade(&config2, &[])))
+        .await
+        .unwrap();
+    adopted.0.push(new);
+    // The new process serves the host at its carried address.
+    let served = tokio::task::spawn_blocking(move || echo_once(listener))
+        .await
+        .unwrap();
+    assert!(served.is_ok(), "{served:?}\n{}", txlb.log_text());
+    let base = txlb.logged("admin web server up", "url").await;
+    let stats = api(&base, "api/v1/stats").await;
+    assert_eq!(host(&stats, "app")["health"], "up", "{stats}");
+    assert_eq!(
+        api(&base, "api/v1/status").await["pid"].as_u64(),
+        Some(u64::from(new)),
+        "the new process answers"
+    );
+}

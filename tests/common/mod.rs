@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod binary;
+pub mod dns;
 pub mod etcd;
 pub mod servers;
 pub mod ssh;

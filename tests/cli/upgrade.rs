@@ -1537,3 +1537,140 @@ async fn resolved_names_carry_over_so_a_name_server_down_at_the_upgrade_costs_no
         "the new process answers"
     );
 }
+
+/// The test in one upgrade: a client every millisecond, 1,000 idle
+/// connections and five streams of 256 MiB both ways (an echo host), under
+/// `--workers 2`. The streams send half, go quiet and move with the idle
+/// ones; then everything works through the new process: the streams send the
+/// rest byte-exact, every idle connection answers, nobody was refused, and
+/// the old process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_upgrade_moves_idle_connections_and_five_big_streams_under_a_client_every_millisecond()
+{
+    const IDLE: usize = 1000;
+    const STREAMS: usize = 5;
+    let _heavy = crate::common::heavy().await;
+    crate::common::binary::raise_nofile();
+    let started = Instant::now();
+    let echo = bulk_echo();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", echo)]);
+    let mut txlb = Txlb::start_workers(&config, 30, 2);
+    let listener = txlb.listener();
+    let base = txlb.logged("admin web server up", "url").await;
+    let mut adopted = Adopted(Vec::new());
+
+    let idle = tokio::task::spawn_blocking(move || {
+        (0..IDLE)
+            .map(|i| {
+                let mut stream = TcpStream::connect(listener).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let token = format!("{i:06}");
+                stream.write_all(token.as_bytes()).unwrap();
+                let mut back = [0u8; 6];
+                stream.read_exact(&mut back).unwrap();
+                assert_eq!(&back, token.as_bytes());
+                stream
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let half = BIG_STREAM / 2;
+    let streams: Vec<(TcpStream, Arc<Cyclic>)> = (0..STREAMS)
+        .map(|s| {
+            let stream = TcpStream::connect(listener).unwrap();
+            stream.set_nodelay(true).unwrap();
+            (stream, Arc::new(Cyclic::new(s as u64 + 31)))
+        })
+        .collect();
+    let firsts: Vec<_> = streams
+        .iter()
+        .map(|(stream, pattern)| {
+            let (stream, pattern) = (stream.try_clone().unwrap(), pattern.clone());
+            tokio::task::spawn_blocking(move || run_stream(&stream, &pattern, (0, half), None))
+        })
+        .collect();
+    for first in firsts {
+        first.await.unwrap();
+    }
+    let parked = |list: &Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["parked"] == true)
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let base = base.clone();
+            async move { parked(&api(&base, "api/v1/connections").await) == IDLE + STREAMS }
+        })
+        .await,
+        "not every connection parked"
+    );
+
+    let clients = EveryMillisecond::start(listener);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let config2 = config.clone();
+    let output = tokio::task::spawn_blocking(move || upgrade(&config2, &[]))
+        .await
+        .unwrap();
+    adopted.0.push(new_pid(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("{} connections moved", IDLE + STREAMS)),
+        "{stdout}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (served, failed, first) = tokio::task::spawn_blocking(move || clients.stop())
+        .await
+        .unwrap();
+    assert_eq!(failed, 0, "{failed} clients failed, the first: {first:?}");
+    assert!(served > 50, "only {served} clients served");
+
+    // Everything goes on through the new process.
+    let seconds: Vec<_> = streams
+        .iter()
+        .map(|(stream, pattern)| {
+            let (stream, pattern) = (stream.try_clone().unwrap(), pattern.clone());
+            tokio::task::spawn_blocking(move || {
+                run_stream(&stream, &pattern, (half, BIG_STREAM), None)
+            })
+        })
+        .collect();
+    for second in seconds {
+        second.await.unwrap();
+    }
+    let idle = tokio::task::spawn_blocking(move || {
+        for (i, stream) in idle.iter().enumerate() {
+            let mut stream = stream;
+            let token = format!("{:06}", IDLE - i);
+            stream.write_all(token.as_bytes()).unwrap();
+            let mut back = [0u8; 6];
+            stream.read_exact(&mut back).unwrap();
+            assert_eq!(&back, token.as_bytes(), "idle connection {i}");
+        }
+        idle
+    })
+    .await
+    .unwrap();
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = txlb.exit_status(Duration::from_secs(15));
+        (status, txlb)
+    })
+    .await
+    .unwrap();
+    assert!(
+        exited.0.is_some(),
+        "the old process did not exit:\n{}",
+        exited.1.log_text()
+    );
+    drop((idle, streams));
+    eprintln!(
+        "one upgrade, {IDLE} idle connections, {STREAMS} streams of 256 MiB both ways: {:?}",
+        started.elapsed()
+    );
+}

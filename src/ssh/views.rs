@@ -353,7 +353,12 @@ pub(super) fn connections_table(list: &[crate::state::ConnectionInfo]) -> String
                 format!("{:.0}", (now - c.since).max(0.0)),
                 c.bytes_in.to_string(),
                 c.bytes_out.to_string(),
-                if c.parked { "parked" } else { "" }.to_string(),
+                match (c.draining_in, c.parked) {
+                    // Still in the process an upgrade replaced, until it ends.
+                    (Some(pid), _) => format!("draining in PID {pid}"),
+                    (None, true) => "parked".to_string(),
+                    (None, false) => String::new(),
+                },
             ]
         })
         .collect();
@@ -367,7 +372,7 @@ pub(super) fn connections_table(list: &[crate::state::ConnectionInfo]) -> String
             "AGE-S",
             "BYTES-IN",
             "BYTES-OUT",
-            "IDLE",
+            "STATE",
         ],
         rows,
     )
@@ -385,6 +390,35 @@ pub fn watch_frame(handle: &BalancerHandle, period: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_connections_table_says_which_are_parked_or_draining_elsewhere() {
+        let one = |id: u64, parked: bool, draining_in: Option<u32>| crate::state::ConnectionInfo {
+            id,
+            service: "svc".into(),
+            group: "g".into(),
+            host: "a".into(),
+            client: "127.0.0.1:5000".parse().unwrap(),
+            listener: "127.0.0.1:80".parse().unwrap(),
+            host_addr: "127.0.0.1:8080".parse().unwrap(),
+            since: 0.0,
+            bytes_in: 1,
+            bytes_out: 2,
+            parked,
+            inspection: None,
+            draining_in,
+        };
+        let t = connections_table(&[
+            one(1, true, None),
+            one(2, false, Some(42)),
+            one(3, false, None),
+        ]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].ends_with("STATE"), "{t}");
+        assert!(lines[1].trim_end().ends_with("parked"), "{t}");
+        assert!(lines[2].trim_end().ends_with("draining in PID 42"), "{t}");
+        assert!(lines[3].trim_end().ends_with(" 2"), "{t}");
+    }
 
     #[test]
     fn tables_align_columns_and_right_align_numbers() {

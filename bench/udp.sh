@@ -82,7 +82,22 @@ PIDS+=("$!")
 for _ in $(seq 1 50); do [ -s "$WORK/echo.port" ] && break; sleep 0.1; done
 ECHO=$(cat "$WORK/echo.port")
 [ -n "$ECHO" ] || die "the echo host did not start"
-free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+free_port() {  # a port free for UDP and TCP both (dnsdist binds both)
+    python3 - <<'PY'
+import socket
+for _ in range(100):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
+    port = u.getsockname()[1]
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        t.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(port)
+    break
+PY
+}
 proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 TICK=$(getconf CLK_TCK)
@@ -135,6 +150,16 @@ stop() {  # stop PID VARIANT
     sleep 0.3
 }
 
+# answers ADDR: whether a proxy just started answers, trying for up to 10 s
+answers() {
+    local _
+    for _ in $(seq 1 20); do
+        taskset -c 1 "$UB" load "$1" 1 0.3 >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
 # saturation VARIANT: prints "variant answers/s p50 p99 cpu_us/answer cpu_us/datagram"
 saturation() {
     local v=$1 port pid t0 t1 out addr
@@ -144,7 +169,7 @@ saturation() {
         port=$(free_port); addr=127.0.0.1:$port
         pid=$(start "$v" "$port"); sleep 1
         kill -0 "$pid" 2>/dev/null || die "$v did not start: $(tail -n 5 "$WORK/$v.log" 2>/dev/null)"
-        taskset -c 1 "$UB" load "$addr" 4 0.3 >/dev/null || die "$v answers no query"
+        answers "$addr" || die "$v answers no query: $(tail -n 5 "$WORK/$v.log" 2>/dev/null)"
     fi
     [ -n "$pid" ] && t0=$(proc_ticks "$pid")
     out=$(taskset -c 1 "$UB" load "$addr" "$CONC" "$SECS") || die "$v: load failed: $out"
@@ -165,7 +190,7 @@ memory() {
     local v=$1 port pid before after ready
     port=$(free_port)
     pid=$(start "$v" "$port"); sleep 1
-    taskset -c 1 "$UB" load "127.0.0.1:$port" 1 0.2 >/dev/null || die "$v answers no query"
+    answers "127.0.0.1:$port" || die "$v answers no query: $(tail -n 5 "$WORK/$v.log" 2>/dev/null)"
     sleep 1
     before=$(rss_kib "$pid")
     taskset -c 1 "$UB" sessions "127.0.0.1:$port" "$SESSIONS" 20 >"$WORK/sessions.out" 2>&1 &

@@ -12,13 +12,16 @@
 # proxy runs on CPU 0, wrk and the hold servers on CPU 1; per run, the proxy's CPU
 # (user + system, /proc/PID/stat) per connection or request. Variants run in turn,
 # R times (default 3); medians are printed with the ratio to the best peer. Also:
-# "resumed", openssl s_time resuming one session (CPU per resumed handshake), and
+# "resumed", bench/tlsclient.c resuming from the last ticket, one connection at a
+# time, one request each (CPU per resumed handshake; a run that does not resume
+# fails; openssl s_time -reuse never resumes TLS 1.3: it frees sessions unshut), and
 # "idle", the proxy's memory per terminated connection held open (B, not us);
-# "bulk", one client (bench/tlsbulk.c, OpenSSL, on CPU 1) downloading BULK_BYTES
+# "bulk", one client (bench/tlsclient.c, OpenSSL, on CPU 1) downloading BULK_BYTES
 # (default 1 GiB) of zeros from tcpbench's "zero" backend through a second
 # listener: the proxy's CPU per GiB (ms, not us) and "bulk_mibps", the stream's
 # MiB/s (higher is better: its ratio is to the fastest other variant).
 # Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb);
+# TXLB_BIN_B, a second build run as variant "txlb-b" (--only txlb,txlb-b: A/B);
 # PERF_OUT=FILE records a perf profile of txlb's new-connection runs.
 set -euo pipefail
 
@@ -55,8 +58,8 @@ trap cleanup EXIT
 TB=$WORK/tcpbench
 cc -O2 -pthread -o "$TB" "$BENCH_DIR/tcpbench.c" || die "compiling bench/tcpbench.c failed"
 TXLB_BIN=${TXLB_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/txlb}
-TLSBULK=$WORK/tlsbulk
-cc -O2 -o "$TLSBULK" "$BENCH_DIR/tlsbulk.c" -lssl -lcrypto || die "compiling bench/tlsbulk.c failed (libssl-dev?)"
+TLSCLIENT=$WORK/tlsclient
+cc -O2 -o "$TLSCLIENT" "$BENCH_DIR/tlsclient.c" -lssl -lcrypto || die "compiling bench/tlsclient.c failed (libssl-dev?)"
 [ -x "$TXLB_BIN" ] || die "no txlb at $TXLB_BIN (cargo build --release)"
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
@@ -146,7 +149,10 @@ EOF
 
 start() {  # start VARIANT: sets PID (the process whose CPU is read)
     case $1 in
-        txlb) TXLB_LOG=warn taskset -c 0 "$TXLB_BIN" run --config "$WORK/txlb.xml" --grace 1 >"$WORK/$1.log" 2>&1 & ;;
+        txlb | txlb-b)
+            local bin=$TXLB_BIN
+            [ "$1" = txlb ] || bin=${TXLB_BIN_B:?TXLB_BIN_B names the txlb-b build}
+            TXLB_LOG=warn taskset -c 0 "$bin" run --config "$WORK/txlb.xml" --grace 1 >"$WORK/$1.log" 2>&1 & ;;
         haproxy) taskset -c 0 haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/$1.log" 2>&1 & ;;
         nginx) taskset -c 0 nginx -e "$WORK/nginx.err" -p "$WORK" -c "$WORK/nginx.conf" >"$WORK/$1.log" 2>&1 & ;;
         *) die "unknown variant $1" ;;
@@ -185,20 +191,20 @@ run() {
         }' "$WORK/wrk.out"
 }
 
-# resumed VARIANT: openssl s_time resuming one session (TLS 1.3 PSK) over and over,
-# one connection at a time; prints like run.
+# resumed VARIANT: one connection at a time for SECS, each resuming the session
+# of the one before (TLS 1.3 ticket, PSK with ECDHE) and making one request; prints
+# like run.
 resumed() {
-    local v=$1 c0 c1
+    local v=$1 c0 c1 out
     c0=$(ticks "$PID")
-    timeout -k 5 $((SECS + 20)) taskset -c 1 openssl s_time -connect "127.0.0.1:$LP" -reuse \
-        -time "$SECS" >"$WORK/s_time.out" 2>&1 || true
+    out=$(timeout -k 5 $((SECS + 20)) taskset -c 1 "$TLSCLIENT" resume "127.0.0.1:$LP" "$SECS") ||
+        die "$v resumed: the client failed ($out)"
     c1=$(ticks "$PID")
-    awk -v v="$v" -v t=$((c1 - c0)) -v hz="$CLK" '
-        /connections in .* real seconds/ { n = $1 }
-        END {
-            if (n == 0) { print "tls_term.sh: no resumed connections for " v > "/dev/stderr"; exit 1 }
-            printf "%s resumed %.2f %d 0\n", v, 1e6 * t / hz / n, n
-        }' "$WORK/s_time.out"
+    awk -v v="$v" -v t=$((c1 - c0)) -v hz="$CLK" -v out="$out" 'BEGIN {
+        split(out, r, " ")
+        if (r[1] < 2 || r[2] < r[1] - 1) { print "tls_term.sh: " v " did not resume (" out ")" > "/dev/stderr"; exit 1 }
+        printf "%s resumed %.2f %d 0\n", v, 1e6 * t / hz / r[1], r[1]
+    }'
 }
 
 # idle VARIANT: the proxy's RSS growth per terminated connection held open after one
@@ -240,7 +246,7 @@ BULK_BYTES=${BULK_BYTES:-1073741824}
 bulk() {
     local v=$1 c0 c1 out
     c0=$(ticks "$PID")
-    out=$(timeout -k 5 $((SECS + 60)) taskset -c 1 "$TLSBULK" "127.0.0.1:$LZ" "$BULK_BYTES" $((SECS + 50))) ||
+    out=$(timeout -k 5 $((SECS + 60)) taskset -c 1 "$TLSCLIENT" bulk "127.0.0.1:$LZ" "$BULK_BYTES" $((SECS + 50))) ||
         die "$v bulk: short stream ($out)"
     c1=$(ticks "$PID")
     awk -v v="$v" -v t=$((c1 - c0)) -v hz="$CLK" -v out="$out" 'BEGIN {

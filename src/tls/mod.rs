@@ -235,6 +235,10 @@ pub fn load_in(tls: &ListenerTls, acme: &AcmeCerts) -> Result<Terminator, TlsErr
         }
     };
     server.ignore_client_order = true;
+    // One ticket per handshake (rustls sends two by default): clients resume
+    // from the latest (browsers, curl, OpenSSL's s_time), and each ticket is
+    // an encryption and three reads of the system's randomness.
+    server.send_tls13_tickets = 1;
     if let Some(ticketer) = ticketer() {
         server.ticketer = ticketer;
     }

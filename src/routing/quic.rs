@@ -6,8 +6,8 @@
 //! clients scatter them on purpose), then the ClientHello parsed as a TCP
 //! one is ([`super::tls`]).
 //!
-//! Bounded: at most [`MAX_DATAGRAMS`] datagrams of a client and
-//! [`MAX_HELLO`] bytes of handshake are read; a hello that does not fit, or
+//! Bounded: at most [`MAX_DATAGRAMS`] datagrams of a client, the first
+//! [`MAX_PACKETS`] packets of each, and [`MAX_HELLO`] bytes of handshake are read; a hello that does not fit, or
 //! is still incomplete when the caller stops waiting, is decided on what
 //! came (the default route, unless the SNI was already in).
 
@@ -23,6 +23,11 @@ use super::tls;
 /// Datagrams of one client read to find its ClientHello: real clients need
 /// one, or two with post-quantum key shares.
 pub const MAX_DATAGRAMS: usize = 4;
+/// Coalesced packets read in one datagram: a client coalesces one packet
+/// per packet type at most (Initial, 0-RTT, Handshake). Each Initial read
+/// is a decryption: without a bound, one datagram of 1,700 tiny Initials
+/// cost as much CPU as 1,700 datagrams.
+pub const MAX_PACKETS: usize = 8;
 /// Handshake bytes gathered from CRYPTO frames: a ClientHello with a
 /// post-quantum key share is about 1.8 KB.
 pub const MAX_HELLO: usize = 8 * 1024;
@@ -104,8 +109,13 @@ impl Gathered {
     /// decide it (not QUIC, or broken beyond reading).
     fn datagram(&mut self, mut bytes: &[u8], first_datagram: bool) -> Result<(), Seen> {
         let mut first_packet = true;
+        let mut packets = 0;
         // Coalesced packets (RFC 9000, 12.2): each long header says its length.
         while let Some(&byte) = bytes.first() {
+            if packets == MAX_PACKETS {
+                return Ok(());
+            }
+            packets += 1;
             if byte & 0x80 == 0 {
                 // A short header (1-RTT), or padding after the packets.
                 if first_datagram && first_packet {

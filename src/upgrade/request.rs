@@ -82,8 +82,13 @@ pub fn bind(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
     Ok(listener)
 }
 
-/// Serves requests on `listener` (one at a time), each through `upgrade`,
-/// until `stop`.
+/// Connections whose request is still being read at once: past it, a new
+/// one is closed unanswered (each waits [`REQUEST_TIMEOUT`] at most).
+const MAX_READING: usize = 16;
+
+/// Serves requests on `listener` (one upgrade at a time), each through
+/// `upgrade`, until `stop`. Requests are read side by side: a connection
+/// that sends nothing cannot hold up the next one for its timeout.
 pub async fn serve<F, Fut>(
     listener: UnixListener,
     upgrade: F,
@@ -92,20 +97,36 @@ pub async fn serve<F, Fut>(
     F: Fn(Request) -> Fut,
     Fut: Future<Output = Reply>,
 {
+    let (read_tx, mut read_rx) = tokio::sync::mpsc::channel(MAX_READING);
+    let reading = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_READING));
     loop {
-        let stream = tokio::select! {
+        let (mut stream, request) = tokio::select! {
+            // Handed over: a request read meanwhile is not this process's.
+            biased;
             _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "upgrade socket: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+            Some(read) = read_rx.recv() => read,
+            accepted = listener.accept() => {
+                match accepted {
+                    Ok((mut stream, _)) => {
+                        // Past the bound: closed at once, unanswered.
+                        if let Ok(permit) = reading.clone().try_acquire_owned() {
+                            let read_tx = read_tx.clone();
+                            tokio::spawn(async move {
+                                let request = read_request(&mut stream).await;
+                                drop(permit);
+                                let _ = read_tx.send((stream, request)).await;
+                            });
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "upgrade socket: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
-            },
+                continue;
+            }
         };
-        let mut stream = stream;
-        let reply = match read_request(&mut stream).await {
+        let reply = match request {
             Ok(request) => {
                 tracing::info!(?request, "upgrade requested");
                 upgrade(request).await

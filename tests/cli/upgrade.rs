@@ -1674,3 +1674,41 @@ async fn one_upgrade_moves_idle_connections_and_five_big_streams_under_a_client_
         started.elapsed()
     );
 }
+
+/// Connections to the upgrade socket that never send a request (a stray
+/// process, or a client that hung) do not hold up `txlb upgrade`: each used
+/// to be read in turn for its 5 s, so four of them made an upgrade wait 20 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_to_the_upgrade_socket_do_not_hold_up_an_upgrade() {
+    use std::os::linux::net::SocketAddrExt as _;
+    let a = echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", a)]);
+    let mut txlb = Txlb::start_workers(&config, 5, 1);
+    let listener = txlb.listener();
+    let mut adopted = Adopted(Vec::new());
+    // The upgrade socket is bound before this line.
+    txlb.wait_for("txlb running", 0);
+    let name = txlb::upgrade::request::socket_name(&config).unwrap();
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let strays: Vec<_> = (0..4)
+        .map(|_| std::os::unix::net::UnixStream::connect_addr(&address).unwrap())
+        .collect();
+    let config2 = config.clone();
+    let (output, took) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        (upgrade(&config2, &[]), started.elapsed())
+    })
+    .await
+    .unwrap();
+    let pid = new_pid(&output);
+    adopted.0.push(pid);
+    assert!(took < Duration::from_secs(4), "the upgrade took {took:?}");
+    drop(strays);
+    tokio::task::spawn_blocking(move || {
+        assert!(txlb.exit_status(Duration::from_secs(10)).is_some());
+        echo_once(listener).unwrap();
+    })
+    .await
+    .unwrap();
+}

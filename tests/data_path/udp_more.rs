@@ -666,3 +666,105 @@ async fn datagrams_past_the_rate_of_a_source_are_dropped_and_counted() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(answered(&a, lb, b"again").await);
 }
+
+/// CPU seconds (user and system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// One client Initial (version 1) for `dcid` carrying `payload` as is (no
+/// padding), protected with rustls' initial keys; a 1-byte packet number.
+fn initial_packet(dcid: &[u8], number: u8, payload: &[u8]) -> Vec<u8> {
+    use rustls::quic::Version;
+    let rustls::SupportedCipherSuite::Tls13(suite) =
+        rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+    else {
+        unreachable!()
+    };
+    let keys = suite
+        .quic_suite()
+        .unwrap()
+        .keys(dcid, rustls::Side::Client, Version::V1)
+        .local;
+    let mut payload = payload.to_vec();
+    let mut packet = vec![0xc0];
+    packet.extend_from_slice(&1u32.to_be_bytes());
+    packet.push(dcid.len() as u8);
+    packet.extend_from_slice(dcid);
+    packet.extend_from_slice(&[0, 0]);
+    let length = 1 + payload.len() + 16;
+    packet.extend_from_slice(&(0x4000 | length as u16).to_be_bytes());
+    let pn_at = packet.len();
+    packet.push(number);
+    let tag = keys
+        .packet
+        .encrypt_in_place(u64::from(number), &packet, &mut payload)
+        .unwrap();
+    packet.extend_from_slice(&payload);
+    packet.extend_from_slice(tag.as_ref());
+    let sample: Vec<u8> = packet[pn_at + 4..pn_at + 20].to_vec();
+    let (head, rest) = packet.split_at_mut(pn_at);
+    keys.header
+        .encrypt_in_place(&sample, &mut head[0], &mut rest[..1])
+        .unwrap();
+    packet
+}
+
+/// Datagrams of 65,000 bytes: a real Initial with the start of a hello,
+/// then some 1,700 tiny Initials of the same connection coalesced behind
+/// it, which cost txlb no more to read than any other datagram of that size
+/// (each packet would be a decryption: a CPU amplifier for a flood of new
+/// client addresses).
+#[tokio::test]
+async fn a_datagram_of_many_coalesced_initials_costs_no_more_than_another() {
+    let (txlb, lb) = quic_routes("").await;
+    let dcid = [7u8; 8];
+    let mut coalesced = initial_packet(&dcid, 0, &crypto_of_a_hello_start());
+    let mut tiny = vec![0xc0];
+    tiny.extend_from_slice(&1u32.to_be_bytes());
+    tiny.push(dcid.len() as u8);
+    tiny.extend_from_slice(&dcid);
+    tiny.extend_from_slice(&[0, 0, 20]);
+    tiny.extend_from_slice(&[0x5a; 20]);
+    while coalesced.len() + tiny.len() <= 65_000 {
+        coalesced.extend_from_slice(&tiny);
+    }
+    let mut plain = vec![0x11u8; coalesced.len()];
+    plain[0] = 0x40; // a short header: no Initial, decided at once
+    let cost = |datagram: Vec<u8>| {
+        let pid = txlb.pid();
+        async move {
+            let before = cpu_seconds(pid);
+            let mut kept = Vec::new();
+            for _ in 0..150 {
+                let socket = keep(&mut kept, client("127.0.0.1").await);
+                assert!(ask(&socket, lb, &datagram).await.is_some(), "a reply");
+            }
+            cpu_seconds(pid) - before
+        }
+    };
+    let plain_cost = cost(plain).await;
+    let coalesced_cost = cost(coalesced).await;
+    eprintln!("CPU: 150 plain datagrams {plain_cost:.2} s, 150 coalesced {coalesced_cost:.2} s");
+    assert!(
+        coalesced_cost < 3.0 * plain_cost + 0.3,
+        "coalesced Initials cost {coalesced_cost:.2} s of CPU, plain datagrams {plain_cost:.2} s"
+    );
+}
+
+/// A CRYPTO frame at offset 0 with the first 200 bytes of a ClientHello
+/// of 4 KiB (the rest never comes).
+fn crypto_of_a_hello_start() -> Vec<u8> {
+    let mut frame = vec![0x06, 0x00, 0x40, 200];
+    frame.extend_from_slice(&[0x01, 0x00, 0x10, 0x00]);
+    frame.resize(4 + 200, 0);
+    frame
+}

@@ -15,41 +15,53 @@
 //!
 //! Run: `cargo bench --bench quic_initial --no-default-features --features fuzzing`.
 
-use std::hint::black_box;
+// The reader's entry points are the fuzzing ones: without the feature this
+// bench only says so (so `cargo test --bench '*'` builds it either way).
+#[cfg(feature = "fuzzing")]
+mod with_fuzzing {
+    use std::hint::black_box;
 
-use criterion::{Criterion, criterion_group, criterion_main};
-use txlb::fuzzing::{crypto_frame, protect_initial, sniff_initials};
+    use criterion::{Criterion, criterion_group};
+    use txlb::fuzzing::{crypto_frame, protect_initial, sniff_initials};
 
-/// A ClientHello of a real client (Chromium's, from the fuzz seeds).
-const HELLO: &[u8] = include_bytes!("../fuzz/seeds/quic_initial/chromium-handshake");
+    /// A ClientHello of a real client (Chromium's, from the fuzz seeds).
+    const HELLO: &[u8] = include_bytes!("../fuzz/seeds/quic_initial/chromium-handshake");
 
-fn initials(c: &mut Criterion) {
-    let dcid = [0x5a; 8];
-    let one = protect_initial(false, &dcid, 0, &crypto_frame(0, HELLO));
-    let (a, b) = HELLO.split_at(HELLO.len() / 2);
-    let two = [
-        protect_initial(false, &dcid, 0, &crypto_frame(0, a)),
-        protect_initial(false, &dcid, 1, &crypto_frame(a.len() as u64, b)),
-    ];
-    let mut garbage = one.clone();
-    let last = garbage.len() - 1;
-    garbage[last] ^= 1; // the tag fails: decrypted for nothing
-    let not_quic = vec![0x12u8; 1200];
-    let mut group = c.benchmark_group("quic_initial");
-    group.bench_function("one_datagram", |bench| {
-        bench.iter(|| sniff_initials(black_box(&[&one]), false))
-    });
-    group.bench_function("two_datagrams", |bench| {
-        bench.iter(|| sniff_initials(black_box(&two), false))
-    });
-    group.bench_function("bad_tag", |bench| {
-        bench.iter(|| sniff_initials(black_box(&[&garbage]), false))
-    });
-    group.bench_function("not_quic", |bench| {
-        bench.iter(|| sniff_initials(black_box(&[&not_quic]), false))
-    });
-    group.finish();
+    fn initials(c: &mut Criterion) {
+        let dcid = [0x5a; 8];
+        let one = protect_initial(false, &dcid, 0, &crypto_frame(0, HELLO));
+        let (a, b) = HELLO.split_at(HELLO.len() / 2);
+        let two = [
+            protect_initial(false, &dcid, 0, &crypto_frame(0, a)),
+            protect_initial(false, &dcid, 1, &crypto_frame(a.len() as u64, b)),
+        ];
+        let mut garbage = one.clone();
+        let last = garbage.len() - 1;
+        garbage[last] ^= 1; // the tag fails: decrypted for nothing
+        let not_quic = vec![0x12u8; 1200];
+        let mut group = c.benchmark_group("quic_initial");
+        group.bench_function("one_datagram", |bench| {
+            bench.iter(|| sniff_initials(black_box(&[&one]), false))
+        });
+        group.bench_function("two_datagrams", |bench| {
+            bench.iter(|| sniff_initials(black_box(&two), false))
+        });
+        group.bench_function("bad_tag", |bench| {
+            bench.iter(|| sniff_initials(black_box(&[&garbage]), false))
+        });
+        group.bench_function("not_quic", |bench| {
+            bench.iter(|| sniff_initials(black_box(&[&not_quic]), false))
+        });
+        group.finish();
+    }
+
+    criterion_group!(benches, initials);
 }
 
-criterion_group!(benches, initials);
-criterion_main!(benches);
+#[cfg(feature = "fuzzing")]
+criterion::criterion_main!(with_fuzzing::benches);
+
+#[cfg(not(feature = "fuzzing"))]
+fn main() {
+    eprintln!("quic_initial: run with --features fuzzing (the QUIC reader's entry points)");
+}

@@ -31,6 +31,20 @@ impl Drop for Adopted {
     }
 }
 
+/// Whether `count` connections are parked (the JSON API's list) within `wait`.
+async fn parked_within(base: &str, count: usize, wait: Duration) -> bool {
+    eventually(wait, || async move {
+        let list = api(base, "api/v1/connections").await;
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["parked"] == true)
+            .count()
+            == count
+    })
+    .await
+}
+
 /// Whether process `pid` is gone (or a zombie waiting for its parent).
 fn gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -540,19 +554,8 @@ async fn idle_connections_and_streams_move_to_the_new_process_as_they_go_quiet()
         })
     };
     let all = (IDLE + STREAMS) as u64;
-    let parked = |list: &Value| {
-        list.as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["parked"] == true)
-            .count()
-    };
     assert!(
-        eventually(Duration::from_secs(10), || {
-            let base = base.clone();
-            async move { parked(&api(&base, "api/v1/connections").await) == IDLE + STREAMS }
-        })
-        .await,
+        parked_within(&base, IDLE + STREAMS, Duration::from_secs(10)).await,
         "not every connection parked"
     );
     let before = api(&base, "api/v1/connections").await;
@@ -1063,19 +1066,8 @@ async fn five_streams_of_256_mib_move_or_drain_byte_exact_through_an_upgrade() {
         first.await.unwrap();
     }
     let halves = started.elapsed();
-    let parked = |list: &Value| {
-        list.as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["parked"] == true)
-            .count()
-    };
     assert!(
-        eventually(Duration::from_secs(10), || {
-            let base = base.clone();
-            async move { parked(&api(&base, "api/v1/connections").await) == QUIET }
-        })
-        .await,
+        parked_within(&base, QUIET, Duration::from_secs(10)).await,
         "the quiet streams did not park"
     );
 
@@ -1226,19 +1218,7 @@ async fn moved_connections_count_under_the_new_process_maxconn() {
             .unwrap()
     );
     assert!(
-        eventually(Duration::from_secs(10), || {
-            let base = base.clone();
-            async move {
-                let list = api(&base, "api/v1/connections").await;
-                list.as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|c| c["parked"] == true)
-                    .count()
-                    == 2
-            }
-        })
-        .await,
+        parked_within(&base, 2, Duration::from_secs(10)).await,
         "the two connections did not park"
     );
     let config2 = config.clone();
@@ -1369,19 +1349,7 @@ async fn connections_draining_in_the_old_process_are_looked_up_listed_and_closed
         })
     };
     assert!(
-        eventually(Duration::from_secs(10), || {
-            let base = base.clone();
-            async move {
-                let list = api(&base, "api/v1/connections").await;
-                list.as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|c| c["parked"] == true)
-                    .count()
-                    == 1
-            }
-        })
-        .await,
+        parked_within(&base, 1, Duration::from_secs(10)).await,
         "the quiet connection did not park"
     );
     let config2 = config.clone();
@@ -1596,19 +1564,8 @@ async fn one_upgrade_moves_idle_connections_and_five_big_streams_under_a_client_
     for first in firsts {
         first.await.unwrap();
     }
-    let parked = |list: &Value| {
-        list.as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["parked"] == true)
-            .count()
-    };
     assert!(
-        eventually(Duration::from_secs(15), || {
-            let base = base.clone();
-            async move { parked(&api(&base, "api/v1/connections").await) == IDLE + STREAMS }
-        })
-        .await,
+        parked_within(&base, IDLE + STREAMS, Duration::from_secs(15)).await,
         "not every connection parked"
     );
 

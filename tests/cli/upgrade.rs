@@ -31,6 +31,14 @@ impl Drop for Adopted {
     }
 }
 
+/// `txlb` once it says it runs: its upgrade socket is bound by then (the
+/// "listener up" line comes before it; an upgrade asked in between finds no
+/// process).
+async fn running(txlb: Txlb) -> Txlb {
+    txlb.wait_for_async("txlb running", 0).await;
+    txlb
+}
+
 /// Whether `count` connections are parked (the JSON API's list) within `wait`.
 async fn parked_within(base: &str, count: usize, wait: Duration) -> bool {
     eventually(wait, || async move {
@@ -201,7 +209,7 @@ async fn an_upgrade_under_a_client_every_millisecond_refuses_nobody_and_keeps_th
     );
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("a", a), ("b", b)]);
-    let mut txlb = Txlb::start_workers(&config, 5, 2);
+    let mut txlb = running(Txlb::start_workers(&config, 5, 2)).await;
     let listener = txlb.listener();
     let base = txlb.logged("admin web server up", "url").await;
     let old_pid = txlb.pid();
@@ -317,7 +325,7 @@ async fn a_binary_that_exits_or_never_serves_leaves_the_old_one_serving() {
     let a = echo_backend().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("a", a)]);
-    let mut txlb = Txlb::start_workers(&config, 5, 1);
+    let mut txlb = running(Txlb::start_workers(&config, 5, 1)).await;
     let listener = txlb.listener();
     let mut adopted = Adopted(Vec::new());
     let script = dir.path().join("silent");
@@ -372,7 +380,7 @@ async fn two_upgrades_in_a_row_the_second_by_sigusr2_keep_a_bad_host_bad() {
         "  <admin>\n    <ssh listen=\"127.0.0.1:0\" enable=\"true\"/>\n",
     );
     std::fs::write(&config, text).unwrap();
-    let mut txlb = Txlb::start_workers(&config, 5, 2);
+    let mut txlb = running(Txlb::start_workers(&config, 5, 2)).await;
     let listener = txlb.listener();
     let base = txlb.logged("admin web server up", "url").await;
     let ssh: SocketAddr = txlb
@@ -508,7 +516,7 @@ async fn idle_connections_and_streams_move_to_the_new_process_as_they_go_quiet()
     let a = echo_backend().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("a", a)]);
-    let mut txlb = Txlb::start_workers(&config, 20, 2);
+    let mut txlb = running(Txlb::start_workers(&config, 20, 2)).await;
     let listener = txlb.listener();
     let base = txlb.logged("admin web server up", "url").await;
     let mut adopted = Adopted(Vec::new());
@@ -798,7 +806,7 @@ async fn udp_sessions_move_with_their_sockets_and_go_on_in_the_new_process() {
         "responses=\"4\" sessionTimeout=\"60\"",
         &[("h1", h1), ("h2", h2)],
     );
-    let mut txlb = Txlb::start_workers(&config, 5, 2);
+    let mut txlb = running(Txlb::start_workers(&config, 5, 2)).await;
     let udp = udp_listener(&txlb).await;
     let base = txlb.logged("admin web server up", "url").await;
     let mut adopted = Adopted(Vec::new());
@@ -900,7 +908,7 @@ async fn a_udp_service_keeps_its_address_through_an_upgrade() {
         ),
     );
     std::fs::write(&config, text).unwrap();
-    let mut txlb = Txlb::start_workers(&config, 5, 1);
+    let mut txlb = running(Txlb::start_workers(&config, 5, 1)).await;
     let udp = udp_listener(&txlb).await;
     let mut adopted = Adopted(Vec::new());
     let config2 = config.clone();
@@ -1041,7 +1049,7 @@ async fn five_streams_of_256_mib_move_or_drain_byte_exact_through_an_upgrade() {
     let echo = bulk_echo();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("a", echo)]);
-    let mut txlb = Txlb::start_workers(&config, 60, 2);
+    let mut txlb = running(Txlb::start_workers(&config, 60, 2)).await;
     let listener = txlb.listener();
     let base = txlb.logged("admin web server up", "url").await;
     let mut adopted = Adopted(Vec::new());
@@ -1200,7 +1208,7 @@ async fn moved_connections_count_under_the_new_process_maxconn() {
         "<service name=\"svc\" maxconn=\"2\" queue=\"0\">",
     );
     std::fs::write(&config, text).unwrap();
-    let txlb = Txlb::start_workers(&config, 5, 2);
+    let txlb = running(Txlb::start_workers(&config, 5, 2)).await;
     let listener = txlb.listener();
     let base = txlb.logged("admin web server up", "url").await;
     let mut adopted = Adopted(Vec::new());
@@ -1308,7 +1316,7 @@ async fn connections_draining_in_the_old_process_are_looked_up_listed_and_closed
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("a", echo)]);
     let socket = dir.path().join("control.sock");
-    let txlb = Txlb::start_workers(&config, 20, 2);
+    let txlb = running(Txlb::start_workers(&config, 20, 2)).await;
     let old_pid = txlb.pid();
     let listener = txlb.listener();
     let base = txlb.logged("admin web server up", "url").await;
@@ -1478,7 +1486,7 @@ async fn resolved_names_carry_over_so_a_name_server_down_at_the_upgrade_costs_no
             &format!("  <resolver nameserver=\"{nameserver}\" minTtl=\"30\" maxTtl=\"60\"/>\n  <admin>\n"),
         );
     std::fs::write(&config, text).unwrap();
-    let txlb = Txlb::start(&config, 5);
+    let txlb = running(Txlb::start(&config, 5)).await;
     let listener = txlb.listener();
     let mut adopted = Adopted(Vec::new());
     tokio::task::spawn_blocking(move || echo_once(listener).unwrap())
@@ -1523,7 +1531,7 @@ async fn one_upgrade_moves_idle_connections_and_five_big_streams_under_a_client_
     let echo = bulk_echo();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("a", echo)]);
-    let mut txlb = Txlb::start_workers(&config, 30, 2);
+    let mut txlb = running(Txlb::start_workers(&config, 30, 2)).await;
     let listener = txlb.listener();
     let base = txlb.logged("admin web server up", "url").await;
     let mut adopted = Adopted(Vec::new());
@@ -1641,7 +1649,7 @@ async fn idle_connections_to_the_upgrade_socket_do_not_hold_up_an_upgrade() {
     let a = echo_backend().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("a", a)]);
-    let mut txlb = Txlb::start_workers(&config, 5, 1);
+    let mut txlb = running(Txlb::start_workers(&config, 5, 1)).await;
     let listener = txlb.listener();
     let mut adopted = Adopted(Vec::new());
     // The upgrade socket is bound before this line.

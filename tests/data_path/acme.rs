@@ -43,6 +43,10 @@ struct Pebble {
     ca: PathBuf,
     management: SocketAddr,
     dir: tempfile::TempDir,
+    /// Pebble's two ports, bound here until it starts: a port only picked
+    /// could be taken by another test meanwhile (pebble then exits, and
+    /// txlb's orders reach whatever took it).
+    hold: Vec<std::net::TcpListener>,
 }
 
 impl Pebble {
@@ -57,8 +61,13 @@ impl Pebble {
         write_pair(dir.path(), "pebble", &own);
         let ca_file = dir.path().join("pebble-ca.pem");
         std::fs::write(&ca_file, &ca.1.pem).unwrap();
-        let (listen, management) = (free_port(), free_port());
+        let hold: Vec<std::net::TcpListener> = (0..2)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let port = |i: usize| hold[i].local_addr().unwrap().port();
+        let (listen, management) = (port(0), port(1));
         Some(Pebble {
+            hold,
             server: None,
             directory: format!("https://127.0.0.1:{listen}/dir"),
             listen,
@@ -88,6 +97,7 @@ impl Pebble {
         );
         let config_file = self.dir.path().join("pebble.json");
         std::fs::write(&config_file, config).unwrap();
+        self.hold.clear();
         let mut command = StdCommand::new("/usr/bin/pebble");
         command
             .args(["-config"])

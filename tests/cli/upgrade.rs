@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::admin::{FULL, client, user_lines};
+use crate::common::admin::{FULL, client, get_as, user_lines};
 use crate::common::binary::Txlb;
 use crate::common::{closed_port, echo_backend, eventually};
 
@@ -297,15 +297,7 @@ async fn an_upgrade_under_a_client_every_millisecond_refuses_nobody_and_keeps_th
     };
     assert!(counted, "expected {expected:?} (+1): {last}");
     // The page says how the process started.
-    let page = client()
-        .get(format!("{base}running"))
-        .basic_auth(FULL.0, Some(FULL.1))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_as(&base, FULL, "running").await.1;
     assert!(
         page.contains(&format!("upgraded from PID {old_pid}")),
         "{page}"
@@ -1400,15 +1392,7 @@ async fn connections_draining_in_the_old_process_are_looked_up_listed_and_closed
         .clone();
     assert_eq!(listed["draining_in"], old_pid, "{listed}");
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
-    let page = client()
-        .get(format!("{base}connections"))
-        .basic_auth(FULL.0, Some(FULL.1))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_as(&base, FULL, "connections").await.1;
     assert!(
         page.contains(&format!("draining in PID {old_pid}")),
         "{page}"

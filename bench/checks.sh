@@ -9,7 +9,8 @@
 # Each variant runs pinned to CPU 0, the hold server on CPU 1, in turn, R times
 # (default 3). Per run: the process's CPU (user + system, /proc/PID/stat, exited
 # threads included) and CPU 0's busy time (/proc/stat, softirq included) over S
-# seconds (default 20) after a warm-up, and the probes the hold server accepted.
+# seconds (default 20) after a warm-up, the probes (connections opened) and the
+# TCP segments per probe (both ends).
 # Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb).
 set -euo pipefail
 
@@ -28,6 +29,11 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+# The run gets a network namespace of its own where it can, so that the TCP
+# counters it reads (/proc/net/snmp is per namespace) count its probes only.
+if [ -z "${CHECKS_NETNS:-}" ] && unshare -n true 2>/dev/null; then
+    exec env CHECKS_NETNS=1 unshare -n sh -c 'ip link set lo up && exec "$0" "$@"' "$0" "$@"
+fi
 log() { printf '[checks %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 [ "$(nproc)" -ge 2 ] || die "needs two CPUs (the checker on CPU 0, the hosts on CPU 1)"
@@ -58,13 +64,13 @@ read -r -a PORTS <"$WORK/ports"
 PORT_LIST=$(IFS=,; echo "${PORTS[*]}")
 LISTEN_PORT=$("$TB" freeport 1)
 
-accepted() {  # the hold server's accept count so far
-    kill -USR1 "$HOLD"
-    sleep 0.2
-    tail -n 1 "$WORK/hold.log" | awk '{print $2}'
-}
 proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 cpu0_busy() { awk '$1 == "cpu0" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+# TCP segments sent on this machine so far (both ends of every loopback probe),
+# and connections opened (a probe's connect; a tcp probe of txlb's never reaches
+# the hold server's accept: it resets the connection before its handshake ends).
+segments() { awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ {print $12}' /proc/net/snmp; }
+opened() { awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp; }
 TICK=$(getconf CLK_TCK)
 
 write_conf() {  # write_conf TYPE: txlb's configuration, N hosts checked every second
@@ -86,9 +92,9 @@ write_conf() {  # write_conf TYPE: txlb's configuration, N hosts checked every s
 }
 
 # measure VARIANT TYPE: start it on CPU 0, warm up, measure SECS, stop it; prints
-# "variant type process% cpu0% probes/s".
+# "variant type process% cpu0% probes/s segments/probe".
 measure() {
-    local v=$1 type=$2 pid a0 a1 p0 p1 c0 c1
+    local v=$1 type=$2 pid a0 a1 p0 p1 c0 c1 s0 s1
     case $v in
         txlb)
             local conf
@@ -103,20 +109,20 @@ measure() {
     PIDS+=("$pid")
     sleep "$WARM"
     kill -0 "$pid" 2>/dev/null || die "$v exited early: $(cat "$WORK/$v.log")"
-    a0=$(accepted) p0=$(proc_ticks "$pid") c0=$(cpu0_busy)
+    a0=$(opened) p0=$(proc_ticks "$pid") c0=$(cpu0_busy) s0=$(segments)
     sleep "$SECS"
-    a1=$(accepted) p1=$(proc_ticks "$pid") c1=$(cpu0_busy)
+    a1=$(opened) p1=$(proc_ticks "$pid") c1=$(cpu0_busy) s1=$(segments)
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     awk -v v="$v" -v t="$type" -v p=$((p1 - p0)) -v c=$((c1 - c0)) -v a=$((a1 - a0)) \
-        -v s="$SECS" -v hz="$TICK" -v n="$HOSTS" 'BEGIN {
-        printf "%-6s %-5s %7.2f %7.2f %9.1f\n", v, t, 100 * p / hz / s, 100 * c / hz / s, a / s
+        -v s="$SECS" -v hz="$TICK" -v n="$HOSTS" -v g=$((s1 - s0)) 'BEGIN {
+        printf "%-6s %-5s %7.2f %7.2f %9.1f %8.2f\n", v, t, 100 * p / hz / s, 100 * c / hz / s, a / s, a ? g / a : 0
         if (a / s < 0.9 * n) { print "checks.sh: too few probes: " a / s "/s for " n " hosts" > "/dev/stderr"; exit 1 }
     }'
 }
 
 log "$HOSTS hosts, each checked every second; $SECS s per run after $WARM s, $REPEATS repeats"
-printf '%-6s %-5s %7s %7s %9s\n' variant type "proc%" "cpu0%" "probes/s"
+printf '%-6s %-5s %7s %7s %9s %8s\n' variant type "proc%" "cpu0%" "probes/s" "segs/pr"
 IFS=, read -r -a TYPE_LIST <<<"$TYPES"
 for r in $(seq 1 "$REPEATS"); do
     for type in "${TYPE_LIST[@]}"; do

@@ -61,12 +61,20 @@ pub(crate) async fn exchange(
     if matches!(check.kind, CheckKind::Udp | CheckKind::Dns) {
         return udp(check, addr, deadline).await;
     }
-    let stream = timeout_at(deadline, TcpStream::connect(addr))
+    let plain = origin.is_none() && matches!(check.kind, CheckKind::Tcp | CheckKind::Http);
+    let stream = timeout_at(deadline, connect(addr, speaks_first(check, origin)))
         .await
         .map_err(|_| format!("connect to {addr}: {}", late(timeout)))?
         .map_err(|e| format!("connect to {addr}: {e}"))?;
-    if origin.is_none() && matches!(check.kind, CheckKind::Tcp | CheckKind::Http) {
+    if plain {
         close_with_reset(&stream);
+    }
+    if plain && check.kind == CheckKind::Http && !check.tls {
+        // The probe resets the connection as soon as the status line is in:
+        // an ACK of the reply or of the host's FIN before that is a segment
+        // (and a wake-up of the host) for nothing. (Connecting left the
+        // delayed-ACK mode set by `connect`.)
+        let _ = socket2::SockRef::from(&stream).set_tcp_quickack(false);
     }
     if let Some(origin) = origin {
         let connector = TlsConnector::from(origin.client.clone());
@@ -88,6 +96,39 @@ pub(crate) async fn exchange(
         }
         _ => converse(check, host_name, Talk::new(stream, addr, deadline, timeout)).await,
     }
+}
+
+/// Whether the probe sends before the host does: a TLS handshake's hello,
+/// a request, or nothing at all before it resets (`tcp`). Hosts of `smtp`,
+/// `mysql` and a `send` check with nothing to send speak first.
+fn speaks_first(check: &CheckConfig, origin: Option<&CheckTls>) -> bool {
+    origin.is_some()
+        || check.tls
+        || match check.kind {
+            CheckKind::Tcp | CheckKind::Http | CheckKind::Tls => true,
+            CheckKind::Redis | CheckKind::Postgres => true,
+            CheckKind::Send => !check.send.is_empty(),
+            CheckKind::Mysql | CheckKind::Smtp | CheckKind::Udp | CheckKind::Dns => false,
+        }
+}
+
+/// Connects to `addr`. With `client_first` (the probe speaks first or not
+/// at all) the socket starts in delayed-ACK mode, so the kernel does not
+/// answer the host's SYN-ACK with an ACK of its own: the ACK rides on the
+/// request (the host is woken once, with the request already there), or on
+/// the reset of a `tcp` probe (the host's kernel answered the SYN, which is
+/// what a connect proves; no connection reaches its accept queue). Never
+/// for checks the host speaks first in: it could not, until the held ACK's
+/// timer (up to 200 ms) sends it.
+pub(crate) async fn connect(addr: SocketAddr, client_first: bool) -> std::io::Result<TcpStream> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    if client_first {
+        let _ = socket2::SockRef::from(&socket).set_tcp_quickack(false);
+    }
+    socket.connect(addr).await
 }
 
 /// Makes closing `stream` send a reset instead of a FIN, as HAProxy's checks

@@ -4,8 +4,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
 use crate::config::HostAddress;
 use crate::state::HostSnapshot;
 use crate::tls::Originator;
@@ -72,7 +70,9 @@ pub async fn probe(
 ) -> Result<(), String> {
     let addr = address(host).await?;
     let deadline = tokio::time::Instant::now() + timeout;
-    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+    // Both kinds of probe speak first: a TLS hello, or a reset at once.
+    let connect = super::exchange::connect(addr, true);
+    let stream = match tokio::time::timeout_at(deadline, connect).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => return Err(format!("connect to {addr}: {error}")),
         Err(_) => return Err(format!("connect to {addr}: no answer within {timeout:?}")),

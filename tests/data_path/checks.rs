@@ -191,8 +191,10 @@ async fn an_http_host_answering_503_goes_bad_after_fall_checks_and_back_after_ri
 }
 
 #[tokio::test]
-async fn a_tcp_host_takes_exactly_fall_failures_and_rise_passes() {
-    // The host counts the probes it accepts and when the last came.
+async fn a_host_takes_exactly_fall_failures_and_rise_passes() {
+    // The host counts the probes it accepts and when the last came, and
+    // answers each. (An http check: a tcp probe never reaches the host's
+    // accept queue, see the test below.)
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -204,16 +206,17 @@ async fn a_tcp_host_takes_exactly_fall_failures_and_rise_passes() {
         let listener = TcpListener::from_std(listener).unwrap();
         tokio::spawn(async move {
             while serving.load(SeqCst) {
-                if let Ok(Ok(_)) =
+                if let Ok(Ok((mut probe, _))) =
                     tokio::time::timeout(Duration::from_millis(20), listener.accept()).await
                 {
                     *last.lock().unwrap() = Instant::now();
                     accepted.fetch_add(1, SeqCst);
+                    let _ = probe.try_write(b"HTTP/1.0 200 OK\r\n\r\n");
                 }
             }
         })
     };
-    let check = r#"<check type="tcp" interval="0.2" timeout="0.1" rise="2" fall="3"/>"#;
+    let check = r#"<check type="http" interval="0.2" timeout="0.1" rise="2" fall="3"/>"#;
     let task = serve(listener);
     let txlb = Txlb::start_xml(&config(check, &[("flappy", addr)]), None);
     txlb.listener();
@@ -472,16 +475,32 @@ async fn how_a_probe_ends(check: &str, reply: &'static [u8]) -> String {
 }
 
 #[tokio::test]
-async fn tcp_and_http_probes_end_with_a_reset_and_conversations_with_a_fin() {
+async fn http_probes_end_with_a_reset_and_conversations_with_a_fin() {
     // A reset spares the host a TIME_WAIT socket per probe, as HAProxy's
     // checks do; hosts that log a reset (databases) get a FIN.
     let http = r#"<check type="http" path="/" interval="0.2" timeout="1"/>"#;
-    let tcp = r#"<check type="tcp" interval="0.2" timeout="1"/>"#;
     let send = r#"<check type="send" send="PING\r\n" expect="PONG" interval="0.2" timeout="1"/>"#;
     assert_eq!(
         how_a_probe_ends(http, b"HTTP/1.0 200 OK\r\n\r\n").await,
         "reset"
     );
-    assert_eq!(how_a_probe_ends(tcp, b"").await, "reset");
     assert_eq!(how_a_probe_ends(send, b"+PONG\r\n").await, "eof");
+}
+
+#[tokio::test]
+async fn a_tcp_probe_is_answered_by_the_hosts_kernel_and_never_reaches_its_accept_queue() {
+    // The probe resets the connection where it would have sent the last ACK
+    // of the handshake: the SYN-ACK proved the port listens, and the host's
+    // program never sees (accepts, logs, closes) a probe.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let check = r#"<check type="tcp" interval="0.2" timeout="1" rise="1" fall="1"/>"#;
+    let txlb = Txlb::start_xml(&config(check, &[("h1", addr)]), None);
+    txlb.listener();
+    let accepted = tokio::time::timeout(Duration::from_millis(1500), listener.accept()).await;
+    assert!(accepted.is_err(), "a probe reached the accept queue");
+    assert_eq!(txlb.count("host marked bad"), 0, "{}", txlb.log_text());
+    // The probes did run: the port closed, the next one fails.
+    drop(listener);
+    transition(&txlb, "host marked bad", "h1", 0).await;
 }

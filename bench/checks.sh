@@ -11,7 +11,8 @@
 # threads included) and CPU 0's busy time (/proc/stat, softirq included) over S
 # seconds (default 20) after a warm-up, the probes (connections opened) and the
 # TCP segments per probe (both ends).
-# Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb).
+# Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb); with
+# TXLB_BIN_B, a second txlb build runs beside it as variant "txlb-b" (A/B).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -96,10 +97,11 @@ write_conf() {  # write_conf TYPE: txlb's configuration, N hosts checked every s
 measure() {
     local v=$1 type=$2 pid a0 a1 p0 p1 c0 c1 s0 s1
     case $v in
-        txlb)
-            local conf
+        txlb | txlb-b)
+            local conf bin=$TXLB_BIN
+            [ "$v" = txlb ] || bin=$TXLB_BIN_B
             conf=$(write_conf "$type")
-            TXLB_LOG=warn taskset -c 0 "$TXLB_BIN" run --config "$conf" --grace 1 >"$WORK/txlb.log" 2>&1 &
+            TXLB_LOG=warn taskset -c 0 "$bin" run --config "$conf" --grace 1 >"$WORK/$v.log" 2>&1 &
             ;;
         floor)
             taskset -c 0 "$TB" probe "$PORT_LIST" 1 $((SECS + WARM + 2)) "$type" >"$WORK/floor.log" 2>&1 &
@@ -126,6 +128,6 @@ printf '%-6s %-5s %7s %7s %9s %8s\n' variant type "proc%" "cpu0%" "probes/s" "se
 IFS=, read -r -a TYPE_LIST <<<"$TYPES"
 for r in $(seq 1 "$REPEATS"); do
     for type in "${TYPE_LIST[@]}"; do
-        for v in floor txlb; do measure "$v" "$type"; done
+        for v in floor txlb ${TXLB_BIN_B:+txlb-b}; do measure "$v" "$type"; done
     done
 done

@@ -206,7 +206,7 @@ async fn a_host_takes_exactly_fall_failures_and_rise_passes() {
         let listener = TcpListener::from_std(listener).unwrap();
         tokio::spawn(async move {
             while serving.load(SeqCst) {
-                if let Ok(Ok((mut probe, _))) =
+                if let Ok(Ok((probe, _))) =
                     tokio::time::timeout(Duration::from_millis(20), listener.accept()).await
                 {
                     *last.lock().unwrap() = Instant::now();

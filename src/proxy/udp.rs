@@ -189,6 +189,10 @@ struct Place {
     /// The service's `responses` and `sessionTimeout` (ms).
     responses: u32,
     timeout_ms: u64,
+    /// Each datagram to the host goes behind a PROXY v2 header
+    /// (`proxyProtocol="v2"`; version 1 is refused on UDP by the
+    /// configuration's check).
+    proxy_v2: bool,
 }
 
 impl Place {
@@ -204,6 +208,7 @@ impl Place {
             && self.fail_limit == other.fail_limit
             && self.responses == other.responses
             && self.timeout_ms == other.timeout_ms
+            && self.proxy_v2 == other.proxy_v2
     }
 }
 
@@ -215,9 +220,6 @@ struct Session {
     /// Keeps the host's open count (held for its drop).
     _open: ConnectionGuard,
     place: Arc<Place>,
-    /// The PROXY v2 header put in front of each datagram to the host
-    /// (`proxyProtocol="v2"`), made once for the session.
-    header: Option<Box<[u8]>>,
     /// [`clock_ms`] of the last datagram either way, and of the first.
     last_ms: u64,
     started_ms: u64,
@@ -258,6 +260,8 @@ struct Relay {
     places: HashMap<(usize, SocketAddr, Arc<str>), Arc<Place>>,
     /// Every datagram passes through here, sent on before the next read.
     buf: Box<[u8]>,
+    /// The PROXY v2 header of the datagram being sent.
+    header: Vec<u8>,
     /// [`clock_ms`] as of this turn of the loop (read once per wake-up).
     now: u64,
     /// Sessions are looked at for their timeout this often (ms), and next
@@ -300,6 +304,7 @@ impl Relay {
             ids: ConnectionIds::default(),
             places: HashMap::new(),
             buf: vec![0; MAX_DATAGRAM + 1].into_boxed_slice(),
+            header: Vec::new(),
             now,
             sweep_every: MAX_SWEEP_MS,
             next_sweep: now + MAX_SWEEP_MS,
@@ -428,7 +433,8 @@ impl Relay {
             let mut failed = None;
             if session.place.stats.is_available() {
                 let counters = &session.place.counters;
-                match send(&session.socket, session.header.as_deref(), bytes) {
+                let header = header(&mut self.header, session, self.local);
+                match send(&session.socket, header, bytes) {
                     Ok(_) => {
                         session.last_ms = self.now;
                         passed_in(session, bytes.len());
@@ -577,11 +583,6 @@ impl Relay {
                 return None;
             }
         };
-        // Version 1 is refused on UDP by the configuration's check: any
-        // header is version 2's, to the address the client sent to.
-        let header = picked
-            .proxy_protocol
-            .map(|_| proxy_protocol::encode_v2_datagram(client, self.local).into_boxed_slice());
         let place = self.place(Place {
             service: service.name.clone(),
             counters: service.counters.clone(),
@@ -592,6 +593,7 @@ impl Relay {
             fail_limit: picked.fail_limit,
             responses: service.options.responses,
             timeout_ms: service.options.session_timeout.as_millis() as u64,
+            proxy_v2: picked.proxy_protocol.is_some(),
         });
         place.stats.record_session();
         counters.sessions_total.fetch_add(1, Relaxed);
@@ -600,7 +602,6 @@ impl Relay {
             client,
             _open: ConnectionGuard::new(place.stats.clone()),
             place,
-            header,
             last_ms: self.now,
             started_ms: self.now,
             bytes_in: 0,
@@ -610,7 +611,8 @@ impl Relay {
         };
         for bytes in datagrams {
             let bytes = bytes.as_ref();
-            match send(&session.socket, session.header.as_deref(), bytes) {
+            let header = header(&mut self.header, &session, self.local);
+            match send(&session.socket, header, bytes) {
                 Ok(_) => passed_in(&mut session, bytes.len()),
                 Err(e) if too_long(&e) => {
                     counters.dropped_oversize.fetch_add(1, Relaxed);
@@ -830,9 +832,6 @@ impl Relay {
         if socket.set_nonblocking(true).is_err() {
             return;
         }
-        let header = host.proxy_protocol.map(|_| {
-            proxy_protocol::encode_v2_datagram(record.client, self.local).into_boxed_slice()
-        });
         let place = self.place(Place {
             service: service.name.clone(),
             counters: service.counters.clone(),
@@ -843,6 +842,7 @@ impl Relay {
             fail_limit: group.options.fail_limit,
             responses: service.options.responses,
             timeout_ms: service.options.session_timeout.as_millis() as u64,
+            proxy_v2: host.proxy_protocol.is_some(),
         });
         let age_ms = record.age_us / 1000;
         let session = Session {
@@ -850,7 +850,6 @@ impl Relay {
             client: record.client,
             _open: ConnectionGuard::new(place.stats.clone()),
             place,
-            header,
             last_ms: self.now.saturating_sub(record.idle_ms),
             started_ms: self.now.saturating_sub(age_ms),
             bytes_in: record.bytes_in,
@@ -976,6 +975,16 @@ fn send(socket: &std::net::UdpSocket, header: Option<&[u8]>, bytes: &[u8]) -> io
     }
 }
 
+/// The PROXY v2 header for a datagram of `session`'s client, written in
+/// `out`, if its host wants one: the client's address and the one it sent to.
+fn header<'a>(out: &'a mut Vec<u8>, session: &Session, local: SocketAddr) -> Option<&'a [u8]> {
+    if !session.place.proxy_v2 {
+        return None;
+    }
+    proxy_protocol::write_v2_datagram(session.client, local, out);
+    Some(out)
+}
+
 /// Whether a send failed for the datagram's length (EMSGSIZE): the
 /// datagram's fault, not the host's.
 fn too_long(error: &io::Error) -> bool {
@@ -1000,4 +1009,18 @@ fn connected_socket(host: SocketAddr) -> io::Result<std::net::UdpSocket> {
     socket.connect(host)?;
     socket.set_nonblocking(true)?;
     Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Memory per session (issue 26: at most 256 B beside the kernel's) is
+    /// mostly this record and its slot (8 bytes more); `bench/udp.sh`
+    /// measures the whole.
+    #[test]
+    fn a_session_record_stays_small() {
+        let size = std::mem::size_of::<Option<Session>>();
+        assert!(size <= 96, "{size} B");
+    }
 }

@@ -15,9 +15,13 @@
 //! (the datagram opens a session on another host).
 //!
 //! A session is a record in a slab (`udp_table.rs`) and a socket in the set:
-//! no task, no timer, no buffer (datagrams pass through the thread's one
-//! buffer, sent on before the next read). The thread owns the table, the
-//! QUIC clients waiting for their route and the per-source limits: no lock.
+//! no task, no timer, no buffer (datagrams pass through the thread's
+//! buffers). The thread owns the table, the QUIC clients waiting for their
+//! route and the per-source limits: no lock. Clients' datagrams are read up
+//! to 16 per system call (`recvmmsg`), and the hosts' replies read in one
+//! turn of the loop go back to their clients with one `sendmmsg`: under load
+//! a request and its answer cost the session's `send` and `recv` and a share
+//! of the listener's batched calls.
 //! With `proxyProtocol="v2"` each datagram to the host goes behind a PROXY v2
 //! header (`DGRAM` family: client and listener addresses), as nginx sends it.
 //! Per client address, `datagramRate` bounds datagrams per second and
@@ -26,7 +30,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
@@ -53,6 +57,12 @@ const EVENTS: usize = 64;
 /// Client datagrams read per event of the listener's socket before the
 /// sessions' replies get their turn.
 const CLIENT_BATCH: usize = 64;
+/// Datagrams taken (`recvmmsg`) or sent (`sendmmsg`) on the listener's
+/// socket per system call.
+const BATCH: usize = 16;
+/// Room for one datagram of a batch: a byte more than is passed on, so a
+/// longer one shows (and is dropped).
+const ROOM: usize = MAX_DATAGRAM + 1;
 /// The listener's socket's key in the set.
 const LISTENER_KEY: u64 = u64::MAX;
 /// The wake-up descriptor's key.
@@ -258,8 +268,11 @@ struct Relay {
     ids: ConnectionIds,
     /// One [`Place`] per host, address and service, for new sessions.
     places: HashMap<(usize, SocketAddr, Arc<str>), Arc<Place>>,
-    /// Every datagram passes through here, sent on before the next read.
-    buf: Box<[u8]>,
+    /// Client datagrams, read a batch at a time (out of here while they
+    /// are passed on).
+    received: Option<Box<Received>>,
+    /// Hosts' replies waiting for one `sendmmsg` to their clients.
+    replies: Box<Replies>,
     /// The PROXY v2 header of the datagram being sent.
     header: Vec<u8>,
     /// [`clock_ms`] as of this turn of the loop (read once per wake-up).
@@ -303,7 +316,16 @@ impl Relay {
             sources: Sources::default(),
             ids: ConnectionIds::default(),
             places: HashMap::new(),
-            buf: vec![0; MAX_DATAGRAM + 1].into_boxed_slice(),
+            received: Some(Box::new(Received {
+                rooms: Rooms::new(),
+                // SAFETY: an all-zero sockaddr_storage is valid (AF_UNSPEC).
+                from: unsafe { std::mem::zeroed() },
+                lens: [0; BATCH],
+            })),
+            replies: Box::new(Replies {
+                rooms: Rooms::new(),
+                to: Vec::with_capacity(BATCH),
+            }),
             header: Vec::new(),
             now,
             sweep_every: MAX_SWEEP_MS,
@@ -368,6 +390,7 @@ impl Relay {
                     key => self.read_host(key),
                 }
             }
+            self.replies.send(&self.listener);
             if !self.pending.is_empty() && self.now >= self.next_waiting_check {
                 self.waited();
                 self.next_waiting_check = self.now + WAITING_CHECK.as_millis() as u64;
@@ -377,6 +400,7 @@ impl Relay {
                 self.next_sweep = self.now + self.sweep_every;
             }
         }
+        self.replies.send(&self.listener);
         if self.exit.load(Relaxed) == GIVE_UP {
             self.give_up();
         } else {
@@ -386,14 +410,30 @@ impl Relay {
         }
     }
 
-    /// Datagrams waiting on the listener's socket, up to a batch.
+    /// Datagrams waiting on the listener's socket, up to [`CLIENT_BATCH`],
+    /// [`BATCH`] per system call; the snapshot is read once for them.
     fn read_clients(&mut self) {
-        // Out of `self` while in use, so the datagram can be passed on with
+        // Out of `self` while in use, so the datagrams can be passed on with
         // `&mut self`: back in place before the next read.
-        let mut buf = std::mem::take(&mut self.buf);
-        for _ in 0..CLIENT_BATCH {
-            match self.listener.recv_from(&mut buf) {
-                Ok((n, client)) => self.datagram(&buf[..n], client),
+        let Some(mut batch) = self.received.take() else {
+            return;
+        };
+        let snapshot = self.task.data.snapshots.load();
+        for _ in 0..CLIENT_BATCH / BATCH {
+            match batch.receive(&self.listener) {
+                Ok(n) => {
+                    // Removed by a reload: this listener is closing.
+                    if let Some(service) = snapshot.service(&self.task.service) {
+                        for i in 0..n {
+                            if let Some((bytes, client)) = batch.datagram(i) {
+                                self.datagram(&snapshot, service, bytes, client);
+                            }
+                        }
+                    }
+                    if n < BATCH {
+                        break; // the socket is empty: no call to learn it
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {
                     // Errors of an unconnected socket are local (memory):
@@ -404,15 +444,17 @@ impl Relay {
                 }
             }
         }
-        self.buf = buf;
+        self.received = Some(batch);
     }
 
     /// One datagram from `client`: on to its session's host, or a new session.
-    fn datagram(&mut self, bytes: &[u8], client: SocketAddr) {
-        let snapshot = self.task.data.snapshots.load();
-        let Some(service) = snapshot.service(&self.task.service) else {
-            return; // removed by a reload; this listener is closing
-        };
+    fn datagram(
+        &mut self,
+        snapshot: &Snapshot,
+        service: &ServiceSnapshot,
+        bytes: &[u8],
+        client: SocketAddr,
+    ) {
         let counters = &service.counters;
         if bytes.len() > MAX_DATAGRAM {
             counters.dropped_oversize.fetch_add(1, Relaxed);
@@ -466,7 +508,7 @@ impl Relay {
         }
         let settings = self.task.settings.load();
         if let Some(routing) = settings.routing.as_ref().filter(|_| stays_on.is_none()) {
-            if self.came_back(&snapshot, bytes, client) {
+            if self.came_back(snapshot, bytes, client) {
                 return;
             }
             if let Offer::Decided(decided) = self.pending.offer(client, bytes, routing) {
@@ -475,7 +517,7 @@ impl Relay {
                     target: decided.target,
                     host: decided.host,
                 };
-                self.start(&snapshot, opened, &decided.datagrams);
+                self.start(snapshot, opened, &decided.datagrams);
             }
             return;
         }
@@ -484,7 +526,7 @@ impl Relay {
             target: stays_on,
             host: None,
         };
-        self.start(&snapshot, opening, &[bytes]);
+        self.start(snapshot, opening, &[bytes]);
     }
 
     /// A QUIC client from a new address sending to a connection ID a host of
@@ -664,12 +706,12 @@ impl Relay {
 
     /// One event of a session's socket: a reply to pass back (one read; the
     /// set reports the socket again while it has more), or its host's
-    /// refusal.
+    /// refusal. Replies go out together ([`Replies::send`]).
     fn read_host(&mut self, key: Key) {
         let Some(session) = self.sessions.get_mut(key) else {
             return; // ended earlier in this batch
         };
-        match session.socket.recv(&mut self.buf) {
+        match session.socket.recv(self.replies.room()) {
             Ok(n) if n > MAX_DATAGRAM => {
                 session
                     .place
@@ -678,27 +720,20 @@ impl Relay {
                     .fetch_add(1, Relaxed);
             }
             Ok(n) => {
-                let reply = &self.buf[..n];
                 session.last_ms = self.now;
                 session.replies = session.replies.saturating_add(1);
+                session.bytes_out += n as u64;
                 let place = &session.place;
-                match self.listener.send_to(reply, session.client) {
-                    Ok(_) => {
-                        place.counters.datagrams_out.fetch_add(1, Relaxed);
-                        place.stats.add_bytes_out(n as u64);
-                        session.bytes_out += n as u64;
-                    }
-                    Err(_) => {
-                        place.counters.dropped_limit.fetch_add(1, Relaxed);
-                    }
-                }
                 let done = place.responses > 0 && session.replies >= place.responses;
                 if session.learn_id
-                    && let Some(id) = source_id(reply)
+                    && let Some(id) = source_id(self.replies.room_bytes(n))
                 {
                     session.learn_id = false;
-                    let client = session.client;
-                    self.ids.learned(id, (client, key));
+                    self.ids.learned(id, (session.client, key));
+                }
+                self.replies.push(session.client, n, place.clone());
+                if self.replies.to.len() == BATCH {
+                    self.replies.send(&self.listener);
                 }
                 if done {
                     self.end(key, CloseReason::Responses);
@@ -888,6 +923,169 @@ impl Relay {
             failovers: 0,
             inspection: None,
         });
+    }
+}
+
+/// The buffers of a batch of datagrams: [`BATCH`] rooms of [`ROOM`] bytes,
+/// mapped as they are written (a room's first page for a small datagram).
+struct Rooms(Box<[u8]>);
+
+impl Rooms {
+    fn new() -> Rooms {
+        Rooms(vec![0; BATCH * ROOM].into_boxed_slice())
+    }
+
+    /// The `i`th room's `iovec` for `len` bytes.
+    fn iovec(&mut self, i: usize, len: usize) -> libc::iovec {
+        libc::iovec {
+            iov_base: self.0[i * ROOM..].as_mut_ptr().cast(),
+            iov_len: len.min(ROOM),
+        }
+    }
+}
+
+/// Client datagrams of one `recvmmsg`.
+struct Received {
+    rooms: Rooms,
+    from: [libc::sockaddr_storage; BATCH],
+    lens: [usize; BATCH],
+}
+
+impl Received {
+    /// Takes up to [`BATCH`] datagrams waiting on `socket`; how many.
+    fn receive(&mut self, socket: &std::net::UdpSocket) -> io::Result<usize> {
+        // SAFETY: all-zero iovecs and headers are valid (null, empty); each
+        // is set below.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (i, header) in headers.iter_mut().enumerate() {
+            iovecs[i] = self.rooms.iovec(i, ROOM);
+            let header = &mut header.msg_hdr;
+            header.msg_name = (&mut self.from[i] as *mut libc::sockaddr_storage).cast();
+            header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            header.msg_iov = &mut iovecs[i];
+            header.msg_iovlen = 1;
+        }
+        // SAFETY: every header points into `self` and `iovecs`, which
+        // outlive the call; BATCH headers.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for (len, header) in self.lens.iter_mut().zip(&headers[..n]) {
+            *len = header.msg_len as usize;
+        }
+        Ok(n)
+    }
+
+    /// The `i`th datagram and its sender (`None`: not an IP address).
+    fn datagram(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        let from = socket_addr(&self.from[i])?;
+        Some((&self.rooms.0[i * ROOM..i * ROOM + self.lens[i]], from))
+    }
+}
+
+/// The address in `storage` (as the kernel filled it), as std reads one.
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says a sockaddr_in, which the (larger,
+            // aligned) storage holds.
+            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddrV4::new(ip, u16::from_be(a.sin_port)).into())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, a sockaddr_in6.
+            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            let port = u16::from_be(a.sin6_port);
+            Some(SocketAddrV6::new(ip, port, a.sin6_flowinfo, a.sin6_scope_id).into())
+        }
+        _ => None,
+    }
+}
+
+/// Hosts' replies on their way to their clients, sent together with one
+/// `sendmmsg` on the listener's socket (at most [`BATCH`], and at the end
+/// of each turn of the relay's loop).
+struct Replies {
+    rooms: Rooms,
+    /// Each reply's client, length and place (counted once sent).
+    to: Vec<(socket2::SockAddr, usize, Arc<Place>)>,
+}
+
+impl Replies {
+    /// Where the next reply is read.
+    fn room(&mut self) -> &mut [u8] {
+        let at = self.to.len() * ROOM;
+        &mut self.rooms.0[at..at + ROOM]
+    }
+
+    /// The next reply's first `n` bytes, as read.
+    fn room_bytes(&self, n: usize) -> &[u8] {
+        let at = self.to.len() * ROOM;
+        &self.rooms.0[at..at + n]
+    }
+
+    /// The reply read in [`Replies::room`] goes to `client`.
+    fn push(&mut self, client: SocketAddr, n: usize, place: Arc<Place>) {
+        self.to.push((socket2::SockAddr::from(client), n, place));
+    }
+
+    /// Sends the replies waiting, counting each as sent or dropped.
+    fn send(&mut self, socket: &std::net::UdpSocket) {
+        let count = self.to.len();
+        if count == 0 {
+            return;
+        }
+        // SAFETY: as in `Received::receive`.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (i, (to, len, _)) in self.to.iter().enumerate() {
+            iovecs[i] = self.rooms.iovec(i, *len);
+            let header = &mut headers[i].msg_hdr;
+            header.msg_name = to.as_ptr() as *mut libc::c_void;
+            header.msg_namelen = to.len();
+            header.msg_iov = &mut iovecs[i];
+            header.msg_iovlen = 1;
+        }
+        let mut at = 0;
+        while at < count {
+            // SAFETY: headers `at..count` point into `self.rooms`, `self.to`
+            // and `iovecs`, which outlive the call.
+            let sent = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    headers[at..].as_mut_ptr(),
+                    (count - at) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if sent <= 0 {
+                // The first one failed (a full buffer): dropped, as a
+                // single send's failure would be; the rest are tried.
+                self.to[at].2.counters.dropped_limit.fetch_add(1, Relaxed);
+                at += 1;
+                continue;
+            }
+            let sent = sent as usize;
+            for (_, len, place) in &self.to[at..at + sent] {
+                place.counters.datagrams_out.fetch_add(1, Relaxed);
+                place.stats.add_bytes_out(*len as u64);
+            }
+            at += sent;
+        }
+        self.to.clear();
     }
 }
 

@@ -258,7 +258,12 @@ fn encode_v2_transport(source: SocketAddr, destination: SocketAddr, transport: u
     out
 }
 
-fn write_v2_transport(source: SocketAddr, destination: SocketAddr, transport: u8, out: &mut Vec<u8>) {
+fn write_v2_transport(
+    source: SocketAddr,
+    destination: SocketAddr,
+    transport: u8,
+    out: &mut Vec<u8>,
+) {
     let (s, d) = same_family(source, destination);
     out.extend_from_slice(&V2_SIGNATURE);
     out.push(0x21); // version 2, PROXY

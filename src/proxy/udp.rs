@@ -790,11 +790,7 @@ impl Relay {
     fn close(&mut self, key: Key) -> Option<Session> {
         let session = self.sessions.remove(key)?;
         OPEN_SESSIONS.fetch_sub(1, Relaxed);
-        session
-            .place
-            .counters
-            .sessions_open
-            .fetch_sub(1, Relaxed);
+        session.place.counters.sessions_open.fetch_sub(1, Relaxed);
         self.sources.closed(session.client.ip());
         self.ids.forget((session.client, key));
         Some(session)
@@ -1000,13 +996,16 @@ fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
         libc::AF_INET => {
             // SAFETY: the family says a sockaddr_in, which the (larger,
             // aligned) storage holds.
-            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let a =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
             Some(SocketAddrV4::new(ip, u16::from_be(a.sin_port)).into())
         }
         libc::AF_INET6 => {
             // SAFETY: as above, a sockaddr_in6.
-            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let a = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
             let port = u16::from_be(a.sin6_port);
             Some(SocketAddrV6::new(ip, port, a.sin6_flowinfo, a.sin6_scope_id).into())

@@ -124,7 +124,7 @@ impl<T: Client> Table<T> {
             index
         } else {
             let index = self.slots;
-            if index as usize % CHUNK == 0 {
+            if (index as usize).is_multiple_of(CHUNK) {
                 self.chunks.push(Vec::with_capacity(CHUNK));
             }
             let chunk = self.chunks.last_mut().expect("a chunk with room");
@@ -230,6 +230,9 @@ mod tests {
         assert_eq!(table.len(), usize::from(n));
         assert_eq!(table.find(addr(0)), None);
         assert_eq!(table.find(addr(1)), Some(keys[1]));
-        assert_eq!(table.keys_where(|s| s.0.port() >= 10_000).len(), usize::from(n.div_ceil(2)));
+        assert_eq!(
+            table.keys_where(|s| s.0.port() >= 10_000).len(),
+            usize::from(n.div_ceil(2))
+        );
     }
 }

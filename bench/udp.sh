@@ -14,6 +14,8 @@
 # - sessions: N client sockets (default 4000) one query each, held open: the proxy's
 #   VmRSS after minus before, per session.
 # Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb),
+#              TXLB_BIN_B (another txlb binary: variant "txlb-b", added to the
+#              default list when set, for an A/B in one run),
 #              BENCH_NO_INSTALL=1 (never call apt-get for nginx's stream module or dnsdist).
 set -euo pipefail
 
@@ -28,7 +30,7 @@ while [ $# -gt 0 ]; do
         --sessions) SESSIONS=${2:?}; shift ;;
         --only) ONLY=${2:?}; shift ;;
         --build) BUILD=1 ;;
-        -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "udp.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -75,6 +77,10 @@ cc -O2 -o "$UB" "$BENCH_DIR/udpbench.c" || die "compiling bench/udpbench.c faile
 if [ "$BUILD" = 1 ]; then (cd "$ROOT" && cargo build --release) >&2; fi
 TXLB_BIN=${TXLB_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/txlb}
 [ -x "$TXLB_BIN" ] || die "no txlb at $TXLB_BIN (cargo build --release, or --build)"
+if [ -n "${TXLB_BIN_B:-}" ]; then
+    [ -x "$TXLB_BIN_B" ] || die "no txlb at TXLB_BIN_B=$TXLB_BIN_B"
+    case ",$ONLY," in *,txlb-b,*) ;; *) ONLY=$ONLY,txlb-b ;; esac
+fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 taskset -c 1 "$UB" echo 0 >"$WORK/echo.port" 2>"$WORK/echo.log" &
@@ -107,14 +113,16 @@ TICK=$(getconf CLK_TCK)
 start() {
     local v=$1 port=$2 pid
     case $v in
-        txlb)
+        txlb|txlb-b)
+            local bin=$TXLB_BIN
+            [ "$v" = txlb-b ] && bin=$TXLB_BIN_B
             cat >"$WORK/txlb.xml" <<EOF
 <config><service name="dns" protocol="udp" sessionTimeout="60" maxSessions="100000">
   <listen ip="127.0.0.1:$port"/>
   <group name="g" scheduler="roundr" enable="true"><host name="h" ip="127.0.0.1:$ECHO"/></group>
 </service></config>
 EOF
-            TXLB_LOG=warn taskset -c 0 "$TXLB_BIN" run --config "$WORK/txlb.xml" --grace 1 >"$WORK/txlb.log" 2>&1 &
+            TXLB_LOG=warn taskset -c 0 "$bin" run --config "$WORK/txlb.xml" --grace 1 >"$WORK/$v.log" 2>&1 &
             pid=$! ;;
         nginx)
             cat >"$WORK/nginx.conf" <<EOF
@@ -210,7 +218,7 @@ VARIANTS=()
 IFS=, read -r -a WANT <<<"$ONLY"
 for v in "${WANT[@]}"; do
     case $v in
-        direct|txlb) VARIANTS+=("$v") ;;
+        direct|txlb|txlb-b) VARIANTS+=("$v") ;;
         nginx) if have nginx && stream_module >/dev/null; then VARIANTS+=(nginx); else log "skipping nginx: no stream module"; fi ;;
         dnsdist) if have dnsdist; then VARIANTS+=(dnsdist); else log "skipping dnsdist: not installed"; fi ;;
         *) die "unknown variant $v" ;;

@@ -383,17 +383,7 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
             handed_over: controller.handed_over.clone(),
             moves: controller.udp_moves.clone(),
         };
-        let receive = async move {
-            let socket = socket
-                .set_nonblocking(true)
-                .and_then(|()| tokio::net::UdpSocket::from_std(socket));
-            match socket {
-                Ok(socket) => task.run(socket).await,
-                Err(error) => {
-                    tracing::error!(service = %task.service, %local, %error, "cannot start receiving")
-                }
-            }
-        };
+        let receive = task.run(socket);
         match controller.workers.first() {
             Some(worker) => drop(worker.spawn(receive)),
             None => drop(tokio::spawn(receive)),

@@ -21,6 +21,7 @@ mod terminate;
 mod udp;
 pub(crate) mod udp_moved;
 mod udp_sources;
+mod udp_table;
 mod workers;
 
 pub(crate) use admission::{AcceptProxy, hold};

@@ -241,13 +241,30 @@ pub fn encode_v2_datagram(source: SocketAddr, destination: SocketAddr) -> Vec<u8
     encode_v2_transport(source, destination, DGRAM)
 }
 
+/// [`encode_v2_datagram`] into `out` (cleared first): a relay writes each
+/// datagram's header in one buffer rather than keep one per session.
+pub fn write_v2_datagram(source: SocketAddr, destination: SocketAddr, out: &mut Vec<u8>) {
+    out.clear();
+    write_v2_transport(source, destination, DGRAM, out);
+}
+
 /// The transport half of a v2 header's family byte.
 const STREAM: u8 = 0x1;
 const DGRAM: u8 = 0x2;
 
 fn encode_v2_transport(source: SocketAddr, destination: SocketAddr, transport: u8) -> Vec<u8> {
-    let (s, d) = same_family(source, destination);
     let mut out = Vec::with_capacity(16 + 36);
+    write_v2_transport(source, destination, transport, &mut out);
+    out
+}
+
+fn write_v2_transport(
+    source: SocketAddr,
+    destination: SocketAddr,
+    transport: u8,
+    out: &mut Vec<u8>,
+) {
+    let (s, d) = same_family(source, destination);
     out.extend_from_slice(&V2_SIGNATURE);
     out.push(0x21); // version 2, PROXY
     match (s.ip(), d.ip()) {
@@ -267,7 +284,6 @@ fn encode_v2_transport(source: SocketAddr, destination: SocketAddr, transport: u
     }
     out.extend_from_slice(&s.port().to_be_bytes());
     out.extend_from_slice(&d.port().to_be_bytes());
-    out
 }
 
 /// What a terminating listener learned of a client's TLS, passed on to the

@@ -1,58 +1,79 @@
 //! UDP services (`protocol="udp"`): one socket per listen address and a
 //! session per client address and port.
 //!
-//! A client's first datagram picks a host with its service's scheduler (the
-//! snapshot is read then, and only then) and opens a session: a task with its
-//! own UDP socket connected to the host. Later datagrams from the client go out
-//! on that socket; the host's replies go back to the client from the
-//! listener's socket. A session ends after `sessionTimeout` without a datagram
-//! either way, after `responses` replies, when its host refuses a datagram
-//! (ICMP port unreachable: the host is failed as a refused TCP connect is), or
-//! when its host is out of rotation as the client sends again (the datagram
-//! opens a session on another host). The table of sessions belongs to the
-//! listener's task alone: no lock. A session holds no buffer: replies are read
-//! into one buffer per worker thread and sent on at once. With
-//! `proxyProtocol="v2"` each datagram to the host goes behind a PROXY v2
+//! Each listener is relayed by a thread of its own around one level-triggered
+//! epoll set: the listener's socket, every session's socket and a wake-up
+//! descriptor. A client's first datagram picks a host with its service's
+//! scheduler (the snapshot is read then, and only then) and opens a session:
+//! a UDP socket connected to the host, in the set under the session's key.
+//! Later datagrams from the client go out on that socket; the host's replies
+//! go back to the client from the listener's socket. A session ends after
+//! `sessionTimeout` without a datagram either way (a sweep a tenth of the
+//! timeout apart), after `responses` replies, when its host refuses a
+//! datagram (ICMP port unreachable: the host is failed as a refused TCP
+//! connect is), or when its host is out of rotation as the client sends again
+//! (the datagram opens a session on another host).
+//!
+//! A session is a record in a slab (`udp_table.rs`) and a socket in the set:
+//! no task, no timer, no buffer (datagrams pass through the thread's
+//! buffers). The thread owns the table, the QUIC clients waiting for their
+//! route and the per-source limits: no lock. Clients' datagrams are read up
+//! to 16 per system call (`recvmmsg`), and the hosts' replies read in one
+//! turn of the loop go back to their clients with one `sendmmsg`: under load
+//! a request and its answer cost the session's `send` and `recv` and a share
+//! of the listener's batched calls.
+//! With `proxyProtocol="v2"` each datagram to the host goes behind a PROXY v2
 //! header (`DGRAM` family: client and listener addresses), as nginx sends it.
 //! Per client address, `datagramRate` bounds datagrams per second and
-//! `maxSessionsPerSource` the sessions open (`udp_sources.rs`).
-//! In an upgrade the sessions move with their sockets (`udp_moved.rs`).
+//! `maxSessionsPerSource` the sessions open (`udp_sources.rs`). In an upgrade
+//! the sessions move with their sockets (`udp_moved.rs`).
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{CloseReason, ConnectionRecord};
-use super::quic::{ConnectionIds, Decided, Offer, Owner, Pending, WAITING_CHECK, source_id};
+use super::quic::{ConnectionIds, Offer, Pending, WAITING_CHECK, source_id};
 use super::udp_moved::{MovedSession, Moving, SessionMoves};
 use super::udp_sources::Sources;
+use super::udp_table::{Client, Key, Table};
 use super::{DataPlane, ListenerSettings, passive, proxy_protocol};
 use crate::snapshot::{ServiceSnapshot, Snapshot};
-use crate::state::{
-    ConnectionGuard, HostId, HostStats, ServiceCounters, clock_ms, from_unix_nanos, unix_nanos,
-};
+use crate::state::{ConnectionGuard, HostId, HostStats, ServiceCounters, clock_ms, unix_nanos};
 
 /// The largest datagram passed on (a UDP payload's bound; an IPv4 one is at
 /// most 65,507 bytes). Larger ones (IPv6 jumbograms) are dropped and counted.
 pub(crate) const MAX_DATAGRAM: usize = 65_535;
 
-thread_local! {
-    /// Where the sessions of this worker thread read their hosts' replies:
-    /// each is sent on before the next read, so one buffer serves them all.
-    static REPLY: RefCell<Box<[u8]>> = RefCell::new(vec![0; MAX_DATAGRAM + 1].into_boxed_slice());
-}
+/// Events taken per `epoll_wait`.
+const EVENTS: usize = 64;
+/// Client datagrams read per event of the listener's socket before the
+/// sessions' replies get their turn.
+const CLIENT_BATCH: usize = 64;
+/// Datagrams taken (`recvmmsg`) or sent (`sendmmsg`) on the listener's
+/// socket per system call.
+const BATCH: usize = 16;
+/// Room for one datagram of a batch: a byte more than is passed on, so a
+/// longer one shows (and is dropped).
+const ROOM: usize = MAX_DATAGRAM + 1;
+/// The listener's socket's key in the set.
+const LISTENER_KEY: u64 = u64::MAX;
+/// The wake-up descriptor's key.
+const WAKE_KEY: u64 = u64::MAX - 1;
+/// Longest a relay sleeps without looking at its clock (sweeps are due at
+/// most this far apart).
+const MAX_SWEEP_MS: u64 = 1_000;
+/// Shortest time between two sweeps of a listener's sessions.
+const MIN_SWEEP_MS: u64 = 10;
 
-/// A UDP listener of a service: what its task needs besides its socket.
+/// A UDP listener of a service: what its relay needs besides its socket.
 pub(crate) struct UdpListenerTask {
     /// The service it serves (the clients no route sends elsewhere).
     pub service: Arc<str>,
@@ -82,84 +103,162 @@ fn session_cap() -> usize {
     *CAP.get_or_init(|| crate::state::descriptor_share(usize::MAX, 4))
 }
 
-impl Drop for Session {
-    fn drop(&mut self) {
-        OPEN_SESSIONS.fetch_sub(1, Relaxed);
+/// [`Relay::exit`]: how the relay thread is asked to end.
+const RUN: u8 = 0;
+/// The listener stops: its sessions end.
+const STOP: u8 = 1;
+/// A new process took the sockets: the sessions are given up to it.
+const GIVE_UP: u8 = 2;
+
+impl UdpListenerTask {
+    /// Relays datagrams on `socket` until the listener is stopped, on a
+    /// thread of its own; this waits for it (and tells it to end).
+    pub(crate) async fn run(self, socket: std::net::UdpSocket) {
+        let _running = self.moves.running();
+        let service = self.service.clone();
+        let (stop, handed_over, moves) = (
+            self.stop.clone(),
+            self.handed_over.clone(),
+            self.moves.clone(),
+        );
+        // After an upgrade, the previous process's sessions come first: the
+        // datagrams waiting in the shared socket may be theirs.
+        let incoming = moves.take_incoming(socket.local_addr().ok()).await;
+        let relay = match Relay::new(self, socket) {
+            Ok(relay) => relay,
+            Err(error) => {
+                tracing::error!(%service, %error, "cannot start relaying UDP");
+                return;
+            }
+        };
+        let (exit, wake) = match relay.wake.try_clone() {
+            Ok(wake) => (relay.exit.clone(), wake),
+            Err(error) => {
+                tracing::error!(%service, %error, "cannot start relaying UDP");
+                return;
+            }
+        };
+        let runtime = tokio::runtime::Handle::current();
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+        let started = std::thread::Builder::new()
+            .name("txlb-udp".into())
+            .spawn(move || {
+                // Ejection timers and events are spawned on the runtime.
+                let _runtime = runtime.enter();
+                relay.run(incoming);
+                drop(done_tx);
+            });
+        if let Err(error) = started {
+            tracing::error!(%service, %error, "cannot start relaying UDP");
+            return;
+        }
+        let tell = |how: u8| {
+            exit.store(how, Relaxed);
+            let one: u64 = 1;
+            // SAFETY: `wake` is an open eventfd; 8 bytes from a u64.
+            unsafe { libc::write(wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        };
+        let mut handed = false;
+        loop {
+            tokio::select! {
+                // The hand-over first: the sessions must move whole.
+                biased;
+                () = handed_over.cancelled(), if !handed => {
+                    handed = true;
+                    if moves.exporting() {
+                        tell(GIVE_UP);
+                        break;
+                    }
+                }
+                () = stop.cancelled() => {
+                    tell(if moves.exporting() && handed_over.is_cancelled() { GIVE_UP } else { STOP });
+                    break;
+                }
+                _ = &mut done_rx => return,
+            }
+        }
+        // The thread gives the sessions up before `_running` lets the
+        // upgrade send them.
+        let _ = done_rx.await;
     }
 }
 
-/// One session as the listener's table keeps it.
-struct Session {
-    /// Connected to the host.
-    socket: UdpSocket,
+/// Where a session's host is and what its service asks of it, shared by the
+/// sessions of one host and service.
+struct Place {
     /// The service it belongs to (the listener's, or a route's), and its
     /// counters.
     service: Arc<str>,
     counters: Arc<ServiceCounters>,
-    /// The host's counters and health.
-    stats: Arc<HostStats>,
-    /// Where the host is: service, group, host names, and its address.
     group: Arc<str>,
     host: Arc<str>,
-    host_addr: SocketAddr,
+    stats: Arc<HostStats>,
+    addr: SocketAddr,
     /// The host's group's `failLimit`.
     fail_limit: u32,
-    /// [`clock_ms`] of the last datagram either way; written by the listener
-    /// (client side) and the session's task (host side).
-    last: AtomicU64,
-    /// Bytes each way, for the access log.
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    /// Replies passed on; written by the session's task.
-    replies: AtomicU32,
-    /// When it opened (moved sessions: in the previous process).
-    since: SystemTime,
-    started: Instant,
-    /// Why the listener ended it ([`CloseReason`] as a number, 0: it did not).
-    ended_by: AtomicU8,
-    /// Cancelled by the listener to end the session, and by the session's
-    /// task when it ends on its own. Not a child of the listener's stop: in
-    /// an upgrade the listener gives its sessions up whole rather than end
-    /// them, and ends them itself otherwise.
-    cancel: CancellationToken,
-    /// Tells this session from an earlier one of the same client.
-    number: u64,
-    /// The PROXY v2 header put in front of each datagram to the host
-    /// (`proxyProtocol="v2"`), made once for the session.
-    header: Option<Box<[u8]>>,
+    /// The service's `responses` and `sessionTimeout` (ms).
+    responses: u32,
+    timeout_ms: u64,
+    /// Each datagram to the host goes behind a PROXY v2 header
+    /// (`proxyProtocol="v2"`; version 1 is refused on UDP by the
+    /// configuration's check).
+    proxy_v2: bool,
 }
 
-impl Session {
-    /// Ends the session from the listener's side.
-    fn end(&self, reason: CloseReason) {
-        self.ended_by.store(reason_code(reason), Relaxed);
-        self.cancel.cancel();
+impl Place {
+    /// Whether `self` says the same as `other` (a reload may have changed a
+    /// setting: a new place then).
+    fn same(&self, other: &Place) -> bool {
+        Arc::ptr_eq(&self.counters, &other.counters)
+            && Arc::ptr_eq(&self.stats, &other.stats)
+            && self.service == other.service
+            && self.group == other.group
+            && self.host == other.host
+            && self.addr == other.addr
+            && self.fail_limit == other.fail_limit
+            && self.responses == other.responses
+            && self.timeout_ms == other.timeout_ms
+            && self.proxy_v2 == other.proxy_v2
     }
 }
 
-fn reason_code(reason: CloseReason) -> u8 {
-    match reason {
-        CloseReason::HostDown => 1,
-        CloseReason::Shutdown => 2,
-        _ => 3,
+/// One session: a record in the relay's table.
+struct Session {
+    /// Connected to the host; in the relay's epoll set while open.
+    socket: std::net::UdpSocket,
+    client: SocketAddr,
+    /// Keeps the host's open count (held for its drop).
+    _open: ConnectionGuard,
+    place: Arc<Place>,
+    /// [`clock_ms`] of the last datagram either way, and of the first.
+    last_ms: u64,
+    started_ms: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// Replies passed on.
+    replies: u32,
+    /// QUIC (a listener with routes): the connection ID of the host's first
+    /// long-header reply is still to learn.
+    learn_id: bool,
+}
+
+impl Client for Session {
+    fn client(&self) -> SocketAddr {
+        self.client
     }
 }
 
-/// [`Session::ended_by`] of a session given up to a new process: it goes on
-/// there, so its task here ends without a log line.
-const MOVED: u8 = 4;
-
-fn reason_of(code: u8) -> CloseReason {
-    match code {
-        1 => CloseReason::HostDown,
-        2 => CloseReason::Shutdown,
-        _ => CloseReason::Error,
-    }
-}
-
-/// What the listener's task keeps.
-struct Table {
-    sessions: HashMap<SocketAddr, Arc<Session>>,
+/// A listener's relay: its thread's state.
+struct Relay {
+    task: UdpListenerTask,
+    listener: std::net::UdpSocket,
+    local: SocketAddr,
+    epoll: OwnedFd,
+    /// Written when the listener is stopped, to end the thread's wait.
+    wake: OwnedFd,
+    /// [`RUN`], [`STOP`] or [`GIVE_UP`]; written by the listener's task.
+    exit: Arc<AtomicU8>,
+    sessions: Table<Session>,
     /// New clients of a listener with routes, until their route is chosen.
     pending: Pending,
     /// Sessions and datagrams per client address, for the per-source limits.
@@ -167,272 +266,201 @@ struct Table {
     /// QUIC: the connection IDs hosts chose, by which a client that changed
     /// address finds its service and host again.
     ids: ConnectionIds,
-    /// Sessions tell the listener here the connection ID their host chose.
-    ids_tx: mpsc::UnboundedSender<(Box<[u8]>, Owner)>,
-    next: u64,
-    /// Sessions tell the listener here that they ended (client, number).
-    ended_tx: mpsc::UnboundedSender<(SocketAddr, u64)>,
+    /// One [`Place`] per host, address and service, for new sessions.
+    places: HashMap<(usize, SocketAddr, Arc<str>), Arc<Place>>,
+    /// Client datagrams, read a batch at a time (out of here while they
+    /// are passed on).
+    received: Option<Box<Received>>,
+    /// Hosts' replies waiting for one `sendmmsg` to their clients.
+    replies: Box<Replies>,
+    /// The PROXY v2 header of the datagram being sent.
+    header: Vec<u8>,
+    /// [`clock_ms`] as of this turn of the loop (read once per wake-up).
+    now: u64,
+    /// Sessions are looked at for their timeout this often (ms), and next
+    /// then.
+    sweep_every: u64,
+    next_sweep: u64,
+    /// When waiting QUIC clients are next checked for their timeout.
+    next_waiting_check: u64,
 }
 
-impl UdpListenerTask {
-    /// Receives datagrams until the listener is stopped; then ends its sessions.
-    pub(crate) async fn run(self, socket: UdpSocket) {
-        let _running = self.moves.running();
-        let socket = Arc::new(socket);
-        let local = socket.local_addr().ok();
-        let (ended_tx, mut ended_rx) = mpsc::unbounded_channel();
-        let (ids_tx, mut ids_rx) = mpsc::unbounded_channel();
-        let mut table = Table {
-            sessions: HashMap::new(),
+impl Relay {
+    fn new(task: UdpListenerTask, listener: std::net::UdpSocket) -> io::Result<Relay> {
+        let local = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        // SAFETY: epoll_create1 and eventfd return a new descriptor or -1.
+        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epoll < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: ours alone.
+        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+        // SAFETY: as above.
+        let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if wake < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: ours alone.
+        let wake = unsafe { OwnedFd::from_raw_fd(wake) };
+        let now = clock_ms();
+        let relay = Relay {
+            task,
+            listener,
+            local,
+            epoll,
+            wake,
+            exit: Arc::new(AtomicU8::new(RUN)),
+            sessions: Table::default(),
             pending: Pending::default(),
             sources: Sources::default(),
             ids: ConnectionIds::default(),
-            ids_tx,
-            next: 0,
-            ended_tx,
+            places: HashMap::new(),
+            received: Some(Box::new(Received {
+                rooms: Rooms::new(),
+                // SAFETY: an all-zero sockaddr_storage is valid (AF_UNSPEC).
+                from: unsafe { std::mem::zeroed() },
+                lens: [0; BATCH],
+            })),
+            replies: Box::new(Replies {
+                rooms: Rooms::new(),
+                to: Vec::with_capacity(BATCH),
+            }),
+            header: Vec::new(),
+            now,
+            sweep_every: MAX_SWEEP_MS,
+            next_sweep: now + MAX_SWEEP_MS,
+            next_waiting_check: now,
         };
-        // After an upgrade, the previous process's sessions come first: the
-        // datagrams waiting in the shared socket may be theirs.
-        for moving in self.moves.take_incoming(local).await {
-            self.adopt(moving, &socket, &mut table);
+        relay.watch(relay.listener.as_raw_fd(), LISTENER_KEY)?;
+        relay.watch(relay.wake.as_raw_fd(), WAKE_KEY)?;
+        Ok(relay)
+    }
+
+    /// Level-triggered: a socket read once per event is reported again
+    /// while it has more (and while it holds an error: a host's refusal).
+    /// Closing a socket takes it out of the set.
+    fn watch(&self, fd: i32, key: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: key,
+        };
+        // SAFETY: both descriptors are open; `event` outlives the call.
+        let rc =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
         }
-        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-        let mut waiting_check = tokio::time::interval(WAITING_CHECK);
-        waiting_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut handed = false;
-        loop {
-            tokio::select! {
-                // The hand-over first: stopping cancels the sessions, which
-                // must move whole. Then sessions' messages before new
-                // datagrams: a client that changes address right after its
-                // host's reply finds the connection ID that reply told.
-                biased;
-                () = self.handed_over.cancelled(), if !handed => {
-                    handed = true;
-                    if self.moves.exporting() {
-                        break;
-                    }
+        Ok(())
+    }
+
+    fn run(mut self, incoming: Vec<Moving>) {
+        for moving in incoming {
+            self.adopt(moving);
+        }
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        while self.exit.load(Relaxed) == RUN {
+            let mut due = self.next_sweep;
+            if !self.pending.is_empty() {
+                due = due.min(self.next_waiting_check);
+            }
+            let wait = due.saturating_sub(clock_ms()).min(MAX_SWEEP_MS) as i32;
+            // SAFETY: `events` has room for EVENTS entries.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    EVENTS as i32,
+                    wait,
+                )
+            };
+            self.now = clock_ms();
+            if n < 0 {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::Interrupted {
+                    tracing::warn!(service = %self.task.service, %error, "udp: epoll_wait");
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-                () = self.stop.cancelled() => break,
-                _ = waiting_check.tick(), if !table.pending.is_empty() => {
-                    self.waited(&socket, &mut table);
+                continue;
+            }
+            for event in &events[..n as usize] {
+                match event.u64 {
+                    LISTENER_KEY => self.read_clients(),
+                    WAKE_KEY => {}
+                    key => self.read_host(key),
                 }
-                Some((client, number)) = ended_rx.recv() => {
-                    if table.sessions.get(&client).is_some_and(|s| s.number == number) {
-                        table.sessions.remove(&client);
-                        table.sources.closed(client.ip());
-                    }
-                    table.ids.forget((client, number));
-                }
-                Some((id, (client, number))) = ids_rx.recv() => {
-                    if table.sessions.get(&client).is_some_and(|s| s.number == number) {
-                        table.ids.learned(&id, (client, number));
-                    }
-                }
-                received = socket.recv_from(&mut buf) => match received {
-                    Ok((n, client)) => self.datagram(&buf[..n], client, &socket, &mut table),
-                    Err(error) => {
-                        // Errors of an unconnected socket are local (memory):
-                        // a short pause rather than a spin.
-                        tracing::debug!(service = %self.service, ?local, %error, "udp receive");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                },
+            }
+            self.replies.send(&self.listener);
+            if !self.pending.is_empty() && self.now >= self.next_waiting_check {
+                self.waited();
+                self.next_waiting_check = self.now + WAITING_CHECK.as_millis() as u64;
+            }
+            if self.now >= self.next_sweep {
+                self.sweep();
+                self.next_sweep = self.now + self.sweep_every;
             }
         }
-        match local {
-            Some(local) if self.moves.exporting() && self.handed_over.is_cancelled() => {
-                self.give_up(table, &mut ended_rx, local).await;
-            }
-            _ => {
-                for session in table.sessions.values() {
-                    session.end(CloseReason::Shutdown);
-                }
+        self.replies.send(&self.listener);
+        if self.exit.load(Relaxed) == GIVE_UP {
+            self.give_up();
+        } else {
+            for key in self.sessions.keys_where(|_| true) {
+                self.end(key, CloseReason::Shutdown);
             }
         }
     }
 
-    /// The old process's side of an upgrade: ends each open session's task
-    /// here (waiting for it, so nothing here reads its socket any more) and
-    /// gives the session up, socket and facts, for the upgrade to send.
-    async fn give_up(
-        &self,
-        mut table: Table,
-        ended_rx: &mut mpsc::UnboundedReceiver<(SocketAddr, u64)>,
-        listener: SocketAddr,
-    ) {
-        let open: Vec<_> = table
-            .sessions
-            .drain()
-            .filter(|(_, s)| !s.cancel.is_cancelled())
-            .collect();
-        for (_, session) in &open {
-            session.ended_by.store(MOVED, Relaxed);
-            session.cancel.cancel();
-        }
-        let open_count = open.len();
-        let mut running: std::collections::HashSet<_> =
-            open.iter().map(|(c, s)| (*c, s.number)).collect();
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while !running.is_empty() {
-                match ended_rx.recv().await {
-                    Some(ended) => drop(running.remove(&ended)),
-                    None => return,
+    /// Datagrams waiting on the listener's socket, up to [`CLIENT_BATCH`],
+    /// [`BATCH`] per system call; the snapshot is read once for them.
+    fn read_clients(&mut self) {
+        // Out of `self` while in use, so the datagrams can be passed on with
+        // `&mut self`: back in place before the next read.
+        let Some(mut batch) = self.received.take() else {
+            return;
+        };
+        let snapshot = self.task.data.snapshots.load();
+        for _ in 0..CLIENT_BATCH / BATCH {
+            match batch.receive(&self.listener) {
+                Ok(n) => {
+                    // Removed by a reload: this listener is closing.
+                    if let Some(service) = snapshot.service(&self.task.service) {
+                        for i in 0..n {
+                            if let Some((bytes, client)) = batch.datagram(i) {
+                                self.datagram(&snapshot, service, bytes, client);
+                            }
+                        }
+                    }
+                    if n < BATCH {
+                        break; // the socket is empty: no call to learn it
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    // Errors of an unconnected socket are local (memory):
+                    // a short pause rather than a spin.
+                    tracing::debug!(service = %self.task.service, local = %self.local, %error, "udp receive");
+                    std::thread::sleep(Duration::from_millis(10));
+                    break;
                 }
             }
-        })
-        .await;
-        let now = clock_ms();
-        let moving: Vec<Moving> = open
-            .into_iter()
-            // A task still running would read replies here: that session ends.
-            .filter(|(client, s)| !running.contains(&(*client, s.number)))
-            .filter_map(|(client, s)| {
-                let fd = std::os::fd::AsFd::as_fd(&s.socket)
-                    .try_clone_to_owned()
-                    .ok()?;
-                let record = MovedSession {
-                    service: s.service.to_string(),
-                    listener,
-                    client,
-                    group: s.group.to_string(),
-                    host: s.host.to_string(),
-                    host_addr: s.host_addr,
-                    since_ns: unix_nanos(s.since),
-                    age_us: s.started.elapsed().as_micros() as u64,
-                    idle_ms: now.saturating_sub(s.last.load(Relaxed)),
-                    bytes_in: s.bytes_in.load(Relaxed),
-                    bytes_out: s.bytes_out.load(Relaxed),
-                    replies: s.replies.load(Relaxed),
-                };
-                Some((record, fd))
-            })
-            .collect();
-        tracing::info!(
-            service = %self.service,
-            %listener,
-            sessions = moving.len(),
-            ended = open_count - moving.len(),
-            "upgrade: UDP listener stopped; its sessions move"
-        );
-        self.moves.give_up(moving);
-    }
-
-    /// The new process's side: a session the previous process gave up, in
-    /// this listener's table with a task of its own, counted open on its
-    /// host and under the service's limits. One whose host is gone, or whose
-    /// client already has a session here, is closed.
-    fn adopt(&self, (record, fd): Moving, listener: &Arc<UdpSocket>, table: &mut Table) {
-        let snapshot = self.data.snapshots.load();
-        // The session's service: the listener's, or the one a route chose.
-        let named = Some(record.service.as_str()).filter(|n| !n.is_empty());
-        let Some(service) = snapshot.service(named.unwrap_or(&self.service)) else {
-            return;
-        };
-        let found = service
-            .groups
-            .iter()
-            .filter(|g| *g.name == *record.group)
-            .find_map(|g| Some((g, g.hosts.iter().find(|h| *h.name == *record.host)?)));
-        let Some((group, host)) = found else {
-            tracing::info!(service = %self.service, host = record.host, client = %record.client,
-                "upgrade: a handed-over UDP session's host is gone: closed");
-            return;
-        };
-        if table.sessions.contains_key(&record.client) {
-            return;
         }
-        let socket = std::net::UdpSocket::from(fd);
-        let Ok(socket) = socket
-            .set_nonblocking(true)
-            .and_then(|()| UdpSocket::from_std(socket))
-        else {
-            return;
-        };
-        OPEN_SESSIONS.fetch_add(1, Relaxed); // back in `Session`'s drop
-        let header = host.proxy_protocol.and_then(|_| {
-            let reached = listener.local_addr().ok()?;
-            Some(proxy_protocol::encode_v2_datagram(record.client, reached).into_boxed_slice())
-        });
-        let session = Arc::new(Session {
-            socket,
-            service: service.name.clone(),
-            counters: service.counters.clone(),
-            header,
-            stats: host.stats.clone(),
-            group: group.name.clone(),
-            host: host.name.clone(),
-            host_addr: record.host_addr,
-            fail_limit: group.options.fail_limit,
-            last: AtomicU64::new(clock_ms().saturating_sub(record.idle_ms)),
-            bytes_in: AtomicU64::new(record.bytes_in),
-            bytes_out: AtomicU64::new(record.bytes_out),
-            replies: AtomicU32::new(record.replies),
-            since: from_unix_nanos(record.since_ns),
-            started: Instant::now()
-                .checked_sub(Duration::from_micros(record.age_us))
-                .unwrap_or_else(Instant::now),
-            ended_by: AtomicU8::new(0),
-            cancel: CancellationToken::new(),
-            number: table.next,
-        });
-        table.next += 1;
-        table.sessions.insert(record.client, session.clone());
-        table.sources.opened(record.client.ip());
-        self.serve(session, listener, record.client, service, table, true);
-    }
-
-    /// Starts a session's task: the host's replies to `client`.
-    fn serve(
-        &self,
-        session: Arc<Session>,
-        listener: &Arc<UdpSocket>,
-        client: SocketAddr,
-        service: &ServiceSnapshot,
-        table: &Table,
-        moved_in: bool,
-    ) {
-        let serve = Serve {
-            session,
-            listener: listener.clone(),
-            client,
-            counters: service.counters.clone(),
-            timeout: service.options.session_timeout,
-            responses: service.options.responses,
-            data: self.data.clone(),
-            ended: table.ended_tx.clone(),
-            // QUIC sessions (a listener with routes) tell their host's
-            // connection ID.
-            learn: self
-                .settings
-                .load()
-                .routing
-                .is_some()
-                .then(|| table.ids_tx.clone()),
-            learned: Cell::new(false),
-            moved_in,
-        };
-        tokio::spawn(serve.run());
+        self.received = Some(batch);
     }
 
     /// One datagram from `client`: on to its session's host, or a new session.
     fn datagram(
-        &self,
+        &mut self,
+        snapshot: &Snapshot,
+        service: &ServiceSnapshot,
         bytes: &[u8],
         client: SocketAddr,
-        listener: &Arc<UdpSocket>,
-        table: &mut Table,
     ) {
-        let snapshot = self.data.snapshots.load();
-        let Some(service) = snapshot.service(&self.service) else {
-            return; // removed by a reload; this listener is closing
-        };
         let counters = &service.counters;
         if bytes.len() > MAX_DATAGRAM {
             counters.dropped_oversize.fetch_add(1, Relaxed);
             return;
         }
-        if !table
+        if !self
             .sources
             .datagram(client.ip(), service.options.datagram_rate)
         {
@@ -442,17 +470,16 @@ impl UdpListenerTask {
         // The service of the client's session ended here: a new one stays
         // on it (a route's, chosen by the client's first datagrams).
         let mut stays_on = None;
-        if let Some(session) = table.sessions.get(&client) {
-            let counters = &session.counters;
-            // A session that ended on its own (its message to the table may
-            // still be on its way) takes no more datagrams: they would reach
-            // the host with no one left to relay its replies.
-            let open = !session.cancel.is_cancelled();
-            if open && session.stats.is_available() {
-                match send(&session.socket, session.header.as_deref(), bytes) {
+        if let Some(key) = self.sessions.find(client) {
+            let session = self.sessions.get_mut(key).expect("found");
+            let mut failed = None;
+            if session.place.stats.is_available() {
+                let counters = &session.place.counters;
+                let header = header(&mut self.header, session, self.local);
+                match send(&session.socket, header, bytes) {
                     Ok(_) => {
-                        session.last.store(clock_ms(), Relaxed);
-                        passed_in(counters, session, bytes.len());
+                        session.last_ms = self.now;
+                        passed_in(session, bytes.len());
                         return;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -464,120 +491,110 @@ impl UdpListenerTask {
                         counters.dropped_oversize.fetch_add(1, Relaxed);
                         return;
                     }
-                    Err(e) => {
-                        // A refusal of an earlier datagram (ICMP port
-                        // unreachable) or another error of the host's side.
-                        let place = (&session.service, &session.group, &session.host);
-                        let reason = format!("udp: {e}");
-                        passive::host_failed(
-                            &self.data,
-                            place,
-                            &session.stats,
-                            session.fail_limit,
-                            &reason,
-                        );
-                    }
+                    // A refusal of an earlier datagram (ICMP port
+                    // unreachable) or another error of the host's side.
+                    Err(e) => failed = Some(e),
                 }
             }
-            // Ended, or its host is out of rotation: this datagram picks again.
-            session.end(CloseReason::HostDown);
-            stays_on = Some(session.service.clone());
-            table.ids.forget((client, session.number));
-            table.sessions.remove(&client);
-            table.sources.closed(client.ip());
+            if let Some(error) = failed {
+                self.host_failed(key, &error);
+            }
+            // Its host is out of rotation or failed: this datagram picks again.
+            stays_on = self.end(key, CloseReason::HostDown);
         }
         if !super::admission::allowed(client, &service.options) {
             counters.denied.fetch_add(1, Relaxed);
             return;
         }
-        let settings = self.settings.load();
+        let settings = self.task.settings.load();
         if let Some(routing) = settings.routing.as_ref().filter(|_| stays_on.is_none()) {
-            if self.came_back(&snapshot, bytes, client, listener, table) {
+            if self.came_back(snapshot, bytes, client) {
                 return;
             }
-            match table.pending.offer(client, bytes, routing) {
-                Offer::Wait => {}
-                Offer::Decided(decided) => {
-                    self.start(&snapshot, decided, listener, table);
-                }
+            if let Offer::Decided(decided) = self.pending.offer(client, bytes, routing) {
+                let opened = Opening {
+                    client,
+                    target: decided.target,
+                    host: decided.host,
+                };
+                self.start(snapshot, opened, &decided.datagrams);
             }
             return;
         }
-        let decided = Decided {
+        let opening = Opening {
             client,
             target: stays_on,
-            datagrams: vec![bytes.into()],
             host: None,
         };
-        self.start(&snapshot, decided, listener, table);
+        self.start(snapshot, opening, &[bytes]);
     }
 
     /// A QUIC client from a new address sending to a connection ID a host of
     /// this listener chose: a session on that host (its service, not the
     /// default route), which takes the ID over. Whether it was one.
-    fn came_back(
-        &self,
-        snapshot: &Snapshot,
-        bytes: &[u8],
-        client: SocketAddr,
-        listener: &Arc<UdpSocket>,
-        table: &mut Table,
-    ) -> bool {
-        let Some((owner, id)) = table.ids.find(bytes) else {
+    fn came_back(&mut self, snapshot: &Snapshot, bytes: &[u8], client: SocketAddr) -> bool {
+        let Some(((_, owner), id)) = self.ids.find(bytes) else {
             return false;
         };
         let id: Box<[u8]> = id.into();
-        let Some(earlier) = table.sessions.get(&owner.0).filter(|s| s.number == owner.1) else {
+        let Some(earlier) = self.sessions.get(owner) else {
             return false;
         };
-        let decided = Decided {
+        let opening = Opening {
             client,
-            target: Some(earlier.service.clone()),
-            datagrams: vec![bytes.into()],
-            host: Some(earlier.stats.clone()),
+            target: Some(earlier.place.service.clone()),
+            host: Some(earlier.place.stats.clone()),
         };
-        if let Some(number) = self.start(snapshot, decided, listener, table) {
-            table.ids.forget(owner);
-            table.ids.learned(&id, (client, number));
+        let earlier = (earlier.client, owner);
+        if let Some(key) = self.start(snapshot, opening, &[bytes]) {
+            self.ids.forget(earlier);
+            self.ids.learned(&id, (client, key));
+            if let Some(session) = self.sessions.get_mut(key) {
+                session.learn_id = false;
+            }
         }
         true
     }
 
     /// Clients that waited for their route past the listener's
     /// `inspectTimeout`: decided on what they sent.
-    fn waited(&self, listener: &Arc<UdpSocket>, table: &mut Table) {
-        let settings = self.settings.load();
+    fn waited(&mut self) {
+        let settings = self.task.settings.load();
         let routing = settings.routing.as_ref();
         let timeout = routing.map_or(Duration::ZERO, |r| r.timeout);
-        let decided = table.pending.expired(timeout, routing);
+        let decided = self.pending.expired(timeout, routing);
         if decided.is_empty() {
             return;
         }
-        let snapshot = self.data.snapshots.load();
+        let snapshot = self.task.data.snapshots.load();
         for decided in decided {
-            self.start(&snapshot, decided, listener, table);
+            let opening = Opening {
+                client: decided.client,
+                target: decided.target,
+                host: decided.host,
+            };
+            self.start(&snapshot, opening, &decided.datagrams);
         }
     }
 
     /// Opens a session for a client whose route is decided (its service:
     /// the route's, else the listener's) and sends it the client's
-    /// datagrams; the session's number.
+    /// datagrams; the session's key.
     fn start(
-        &self,
+        &mut self,
         snapshot: &Snapshot,
-        decided: Decided,
-        listener: &Arc<UdpSocket>,
-        table: &mut Table,
-    ) -> Option<u64> {
-        let own = snapshot.service(&self.service)?;
-        let name = decided.target.unwrap_or_else(|| self.service.clone());
-        let client = decided.client;
+        opening: Opening,
+        datagrams: &[impl AsRef<[u8]>],
+    ) -> Option<Key> {
+        let own = snapshot.service(&self.task.service)?;
+        let name = opening.target.unwrap_or_else(|| self.task.service.clone());
+        let client = opening.client;
         // A route's service gone with a reload: no host for it.
         let Some(service) = snapshot.service(&name) else {
             own.counters.dropped_no_host.fetch_add(1, Relaxed);
             return None;
         };
-        if !table
+        if !self
             .sources
             .may_open(client.ip(), own.options.max_sessions_per_source)
         {
@@ -591,13 +608,13 @@ impl UdpListenerTask {
             counters.no_route.fetch_add(1, Relaxed);
             return None;
         }
-        if table.sessions.len() >= own.options.max_sessions as usize
+        if self.sessions.len() >= own.options.max_sessions as usize
             || OPEN_SESSIONS.load(Relaxed) >= session_cap()
         {
             counters.dropped_limit.fetch_add(1, Relaxed);
             return None;
         }
-        let (picked, socket) = match self.open(snapshot, &name, client, decided.host.as_ref()) {
+        let (picked, socket) = match open(service, client, opening.host.as_ref()) {
             Ok(opened) => opened,
             Err(Unopened::NoHost) => {
                 counters.dropped_no_host.fetch_add(1, Relaxed);
@@ -608,37 +625,37 @@ impl UdpListenerTask {
                 return None;
             }
         };
-        OPEN_SESSIONS.fetch_add(1, Relaxed); // back in `Session`'s drop
-        // Version 1 is refused on UDP by the configuration's check: any
-        // header is version 2's, to the address the client sent to.
-        let header = picked.proxy_protocol.and_then(|_| {
-            let reached = listener.local_addr().ok()?;
-            Some(proxy_protocol::encode_v2_datagram(client, reached).into_boxed_slice())
-        });
-        let session = Arc::new(Session {
-            socket,
-            service: name.clone(),
+        let place = self.place(Place {
+            service: service.name.clone(),
             counters: service.counters.clone(),
-            stats: picked.stats,
             group: picked.group,
             host: picked.host,
-            host_addr: picked.addr,
+            stats: picked.stats,
+            addr: picked.addr,
             fail_limit: picked.fail_limit,
-            last: AtomicU64::new(clock_ms()),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            replies: AtomicU32::new(0),
-            since: SystemTime::now(),
-            started: Instant::now(),
-            ended_by: AtomicU8::new(0),
-            cancel: CancellationToken::new(),
-            number: table.next,
-            header,
+            responses: service.options.responses,
+            timeout_ms: service.options.session_timeout.as_millis() as u64,
+            proxy_v2: picked.proxy_protocol.is_some(),
         });
-        table.next += 1;
-        for bytes in &decided.datagrams {
-            match send(&session.socket, session.header.as_deref(), bytes) {
-                Ok(_) => passed_in(counters, &session, bytes.len()),
+        place.stats.record_session();
+        counters.sessions_total.fetch_add(1, Relaxed);
+        let mut session = Session {
+            socket,
+            client,
+            _open: ConnectionGuard::new(place.stats.clone()),
+            place,
+            last_ms: self.now,
+            started_ms: self.now,
+            bytes_in: 0,
+            bytes_out: 0,
+            replies: 0,
+            learn_id: self.task.settings.load().routing.is_some(),
+        };
+        for bytes in datagrams {
+            let bytes = bytes.as_ref();
+            let header = header(&mut self.header, &session, self.local);
+            match send(&session.socket, header, bytes) {
+                Ok(_) => passed_in(&mut session, bytes.len()),
                 Err(e) if too_long(&e) => {
                     counters.dropped_oversize.fetch_add(1, Relaxed);
                 }
@@ -647,69 +664,436 @@ impl UdpListenerTask {
                 }
             }
         }
-        table.sessions.insert(client, session.clone());
-        table.sources.opened(client.ip());
-        let number = session.number;
-        self.serve(session, listener, client, service, table, false);
-        Some(number)
+        self.insert(session)
     }
 
-    /// Picks a host for a new session of `client` and connects a socket to
-    /// it, passing over hosts whose address is unknown or whose socket cannot
-    /// be made.
-    fn open(
-        &self,
-        snapshot: &Snapshot,
-        service: &str,
-        client: SocketAddr,
-        prefer: Option<&Arc<HostStats>>,
-    ) -> Result<(Picked, UdpSocket), Unopened> {
-        let service = snapshot.service(service).ok_or(Unopened::NoHost)?;
-        // The enabled group, or the backup group standing in for it.
-        let serving = service.serving_group().unwrap_or(service.enabled);
-        let group = service.groups.get(serving).ok_or(Unopened::NoHost)?;
-        let mut tried: Vec<HostId> = Vec::new();
-        // A client that came back: its host first, while in rotation.
-        let mut preferred = prefer.and_then(|stats| {
-            group
-                .hosts
-                .iter()
-                .position(|h| Arc::ptr_eq(&h.stats, stats) && h.stats.is_available())
-        });
-        loop {
-            let picked = match preferred.take() {
-                Some(at) => at,
-                None => group.pick(&tried, Some(client)).ok_or(Unopened::NoHost)?,
-            };
-            let host = &group.hosts[picked];
-            host.stats.record_pick();
-            tried.push(host.id);
-            let Some(addr) = host.socket_addr() else {
-                continue;
-            };
-            match connected_socket(addr) {
-                Ok(socket) => {
-                    return Ok((
-                        Picked {
-                            stats: host.stats.clone(),
-                            group: group.name.clone(),
-                            host: host.name.clone(),
-                            fail_limit: group.options.fail_limit,
-                            addr,
-                            proxy_protocol: host.proxy_protocol,
-                        },
-                        socket,
-                    ));
-                }
-                Err(error) => {
-                    // Local (descriptors, memory): not the host's fault, and
-                    // every other host would fail the same way.
-                    tracing::debug!(service = %service.name, %addr, %error, "udp session socket");
-                    return Err(Unopened::Local);
-                }
+    /// The shared [`Place`] saying what `fresh` says.
+    fn place(&mut self, fresh: Place) -> Arc<Place> {
+        let key = (
+            Arc::as_ptr(&fresh.stats) as usize,
+            fresh.addr,
+            fresh.service.clone(),
+        );
+        match self.places.get(&key) {
+            Some(place) if place.same(&fresh) => place.clone(),
+            _ => {
+                let timeout = fresh.timeout_ms / 10;
+                self.sweep_every = self
+                    .sweep_every
+                    .min(timeout.clamp(MIN_SWEEP_MS, MAX_SWEEP_MS));
+                self.next_sweep = self.next_sweep.min(self.now + self.sweep_every);
+                let place = Arc::new(fresh);
+                self.places.insert(key, place.clone());
+                place
             }
         }
     }
+
+    /// A new session in the table and the set, counted open; its key.
+    fn insert(&mut self, session: Session) -> Option<Key> {
+        OPEN_SESSIONS.fetch_add(1, Relaxed); // back in `close`
+        session.place.counters.sessions_open.fetch_add(1, Relaxed);
+        self.sources.opened(session.client.ip());
+        let fd = session.socket.as_raw_fd();
+        let key = self.sessions.insert(session);
+        if let Err(error) = self.watch(fd, key) {
+            tracing::debug!(service = %self.task.service, %error, "udp session socket");
+            self.end(key, CloseReason::Error);
+            return None;
+        }
+        Some(key)
+    }
+
+    /// One event of a session's socket: a reply to pass back (one read; the
+    /// set reports the socket again while it has more), or its host's
+    /// refusal. Replies go out together ([`Replies::send`]).
+    fn read_host(&mut self, key: Key) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return; // ended earlier in this batch
+        };
+        match session.socket.recv(self.replies.room()) {
+            Ok(n) if n > MAX_DATAGRAM => {
+                session
+                    .place
+                    .counters
+                    .dropped_oversize
+                    .fetch_add(1, Relaxed);
+            }
+            Ok(n) => {
+                session.last_ms = self.now;
+                session.replies = session.replies.saturating_add(1);
+                session.bytes_out += n as u64;
+                let place = &session.place;
+                let done = place.responses > 0 && session.replies >= place.responses;
+                if session.learn_id
+                    && let Some(id) = source_id(self.replies.room_bytes(n))
+                {
+                    session.learn_id = false;
+                    self.ids.learned(id, (session.client, key));
+                }
+                self.replies.push(session.client, n, place.clone());
+                if self.replies.to.len() == BATCH {
+                    self.replies.send(&self.listener);
+                }
+                if done {
+                    self.end(key, CloseReason::Responses);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                // ECONNREFUSED: the host's port is closed (ICMP).
+                self.host_failed(key, &e);
+                self.end(key, CloseReason::HostDown);
+            }
+        }
+    }
+
+    /// Ends the sessions quiet for their timeout; forgets places no session
+    /// holds.
+    fn sweep(&mut self) {
+        let now = self.now;
+        let expired = self
+            .sessions
+            .keys_where(|s| now.saturating_sub(s.last_ms) >= s.place.timeout_ms);
+        for key in expired {
+            self.end(key, CloseReason::Timeout);
+        }
+        self.places.retain(|_, place| Arc::strong_count(place) > 1);
+    }
+
+    /// The session's host failed its client (a refusal): marked bad, or a
+    /// failure under its group's `failLimit`, as a refused TCP connect.
+    fn host_failed(&self, key: Key, error: &io::Error) {
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
+        let place = &session.place;
+        let reason = format!("udp: {error}");
+        passive::host_failed(
+            &self.task.data,
+            (&place.service, &place.group, &place.host),
+            &place.stats,
+            place.fail_limit,
+            &reason,
+        );
+    }
+
+    /// Ends the session under `key`: out of the table, its socket closed (and
+    /// so out of the set), counted, and logged; its service.
+    fn end(&mut self, key: Key, ended: CloseReason) -> Option<Arc<str>> {
+        let session = self.close(key)?;
+        self.log(&session, ended);
+        Some(session.place.service.clone())
+    }
+
+    /// Takes the session under `key` out of the table and its counts.
+    fn close(&mut self, key: Key) -> Option<Session> {
+        let session = self.sessions.remove(key)?;
+        OPEN_SESSIONS.fetch_sub(1, Relaxed);
+        session.place.counters.sessions_open.fetch_sub(1, Relaxed);
+        self.sources.closed(session.client.ip());
+        self.ids.forget((session.client, key));
+        Some(session)
+    }
+
+    /// The old process's side of an upgrade: gives every open session up,
+    /// socket and facts, for the upgrade to send (no log line: it goes on
+    /// there).
+    fn give_up(&mut self) {
+        let mut moving: Vec<Moving> = Vec::new();
+        let now = self.now;
+        for key in self.sessions.keys_where(|_| true) {
+            let Some(s) = self.close(key) else {
+                continue;
+            };
+            let age = Duration::from_millis(now.saturating_sub(s.started_ms));
+            let since = SystemTime::now()
+                .checked_sub(age)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let record = MovedSession {
+                service: s.place.service.to_string(),
+                listener: self.local,
+                client: s.client,
+                group: s.place.group.to_string(),
+                host: s.place.host.to_string(),
+                host_addr: s.place.addr,
+                since_ns: unix_nanos(since),
+                age_us: age.as_micros() as u64,
+                idle_ms: now.saturating_sub(s.last_ms),
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out,
+                replies: s.replies,
+            };
+            moving.push((record, OwnedFd::from(s.socket)));
+        }
+        tracing::info!(
+            service = %self.task.service,
+            listener = %self.local,
+            sessions = moving.len(),
+            "upgrade: UDP listener stopped; its sessions move"
+        );
+        self.task.moves.give_up(moving);
+    }
+
+    /// The new process's side: a session the previous process gave up, in
+    /// this listener's table, counted open on its host and under the
+    /// service's limits. One whose host is gone, or whose client already has
+    /// a session here, is closed.
+    fn adopt(&mut self, (record, fd): Moving) {
+        let snapshot = self.task.data.snapshots.load();
+        // The session's service: the listener's, or the one a route chose.
+        let named = Some(record.service.as_str()).filter(|n| !n.is_empty());
+        let Some(service) = snapshot.service(named.unwrap_or(&self.task.service)) else {
+            return;
+        };
+        let found = service
+            .groups
+            .iter()
+            .filter(|g| *g.name == *record.group)
+            .find_map(|g| Some((g, g.hosts.iter().find(|h| *h.name == *record.host)?)));
+        let Some((group, host)) = found else {
+            tracing::info!(service = %self.task.service, host = record.host, client = %record.client,
+                "upgrade: a handed-over UDP session's host is gone: closed");
+            return;
+        };
+        if self.sessions.find(record.client).is_some() {
+            return;
+        }
+        let socket = std::net::UdpSocket::from(fd);
+        if socket.set_nonblocking(true).is_err() {
+            return;
+        }
+        let place = self.place(Place {
+            service: service.name.clone(),
+            counters: service.counters.clone(),
+            group: group.name.clone(),
+            host: host.name.clone(),
+            stats: host.stats.clone(),
+            addr: record.host_addr,
+            fail_limit: group.options.fail_limit,
+            responses: service.options.responses,
+            timeout_ms: service.options.session_timeout.as_millis() as u64,
+            proxy_v2: host.proxy_protocol.is_some(),
+        });
+        let age_ms = record.age_us / 1000;
+        let session = Session {
+            socket,
+            client: record.client,
+            _open: ConnectionGuard::new(place.stats.clone()),
+            place,
+            last_ms: self.now.saturating_sub(record.idle_ms),
+            started_ms: self.now.saturating_sub(age_ms),
+            bytes_in: record.bytes_in,
+            bytes_out: record.bytes_out,
+            replies: record.replies,
+            learn_id: false,
+        };
+        self.insert(session);
+    }
+
+    /// One access log line for an ended session, when the log is on.
+    fn log(&self, session: &Session, ended: CloseReason) {
+        let Some(log) = &self.task.data.access_log else {
+            return;
+        };
+        let lasted = Duration::from_millis(clock_ms().saturating_sub(session.started_ms));
+        let start = SystemTime::now()
+            .checked_sub(lasted)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        // try_send: a full channel drops the record rather than wait.
+        let _ = log.try_send(ConnectionRecord {
+            start: start
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            client: session.client,
+            listener: self.local,
+            service: session.place.service.to_string(),
+            host: session.place.host.to_string(),
+            host_addr: session.place.addr,
+            connect_seconds: 0.0,
+            duration_seconds: lasted.as_secs_f64(),
+            bytes_in: session.bytes_in,
+            bytes_out: session.bytes_out,
+            ended,
+            failovers: 0,
+            inspection: None,
+        });
+    }
+}
+
+/// The buffers of a batch of datagrams: [`BATCH`] rooms of [`ROOM`] bytes,
+/// mapped as they are written (a room's first page for a small datagram).
+struct Rooms(Box<[u8]>);
+
+impl Rooms {
+    fn new() -> Rooms {
+        Rooms(vec![0; BATCH * ROOM].into_boxed_slice())
+    }
+
+    /// The `i`th room's `iovec` for `len` bytes.
+    fn iovec(&mut self, i: usize, len: usize) -> libc::iovec {
+        libc::iovec {
+            iov_base: self.0[i * ROOM..].as_mut_ptr().cast(),
+            iov_len: len.min(ROOM),
+        }
+    }
+}
+
+/// Client datagrams of one `recvmmsg`.
+struct Received {
+    rooms: Rooms,
+    from: [libc::sockaddr_storage; BATCH],
+    lens: [usize; BATCH],
+}
+
+impl Received {
+    /// Takes up to [`BATCH`] datagrams waiting on `socket`; how many.
+    fn receive(&mut self, socket: &std::net::UdpSocket) -> io::Result<usize> {
+        // SAFETY: all-zero iovecs and headers are valid (null, empty); each
+        // is set below.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (i, header) in headers.iter_mut().enumerate() {
+            iovecs[i] = self.rooms.iovec(i, ROOM);
+            let header = &mut header.msg_hdr;
+            header.msg_name = (&mut self.from[i] as *mut libc::sockaddr_storage).cast();
+            header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            header.msg_iov = &mut iovecs[i];
+            header.msg_iovlen = 1;
+        }
+        // SAFETY: every header points into `self` and `iovecs`, which
+        // outlive the call; BATCH headers.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for (len, header) in self.lens.iter_mut().zip(&headers[..n]) {
+            *len = header.msg_len as usize;
+        }
+        Ok(n)
+    }
+
+    /// The `i`th datagram and its sender (`None`: not an IP address).
+    fn datagram(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        let from = socket_addr(&self.from[i])?;
+        Some((&self.rooms.0[i * ROOM..i * ROOM + self.lens[i]], from))
+    }
+}
+
+/// The address in `storage` (as the kernel filled it), as std reads one.
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says a sockaddr_in, which the (larger,
+            // aligned) storage holds.
+            let a =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddrV4::new(ip, u16::from_be(a.sin_port)).into())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, a sockaddr_in6.
+            let a = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            let port = u16::from_be(a.sin6_port);
+            Some(SocketAddrV6::new(ip, port, a.sin6_flowinfo, a.sin6_scope_id).into())
+        }
+        _ => None,
+    }
+}
+
+/// Hosts' replies on their way to their clients, sent together with one
+/// `sendmmsg` on the listener's socket (at most [`BATCH`], and at the end
+/// of each turn of the relay's loop).
+struct Replies {
+    rooms: Rooms,
+    /// Each reply's client, length and place (counted once sent).
+    to: Vec<(socket2::SockAddr, usize, Arc<Place>)>,
+}
+
+impl Replies {
+    /// Where the next reply is read.
+    fn room(&mut self) -> &mut [u8] {
+        let at = self.to.len() * ROOM;
+        &mut self.rooms.0[at..at + ROOM]
+    }
+
+    /// The next reply's first `n` bytes, as read.
+    fn room_bytes(&self, n: usize) -> &[u8] {
+        let at = self.to.len() * ROOM;
+        &self.rooms.0[at..at + n]
+    }
+
+    /// The reply read in [`Replies::room`] goes to `client`.
+    fn push(&mut self, client: SocketAddr, n: usize, place: Arc<Place>) {
+        self.to.push((socket2::SockAddr::from(client), n, place));
+    }
+
+    /// Sends the replies waiting, counting each as sent or dropped.
+    fn send(&mut self, socket: &std::net::UdpSocket) {
+        let count = self.to.len();
+        if count == 0 {
+            return;
+        }
+        // SAFETY: as in `Received::receive`.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (i, (to, len, _)) in self.to.iter().enumerate() {
+            iovecs[i] = self.rooms.iovec(i, *len);
+            let header = &mut headers[i].msg_hdr;
+            header.msg_name = to.as_ptr() as *mut libc::c_void;
+            header.msg_namelen = to.len();
+            header.msg_iov = &mut iovecs[i];
+            header.msg_iovlen = 1;
+        }
+        let mut at = 0;
+        while at < count {
+            // SAFETY: headers `at..count` point into `self.rooms`, `self.to`
+            // and `iovecs`, which outlive the call.
+            let sent = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    headers[at..].as_mut_ptr(),
+                    (count - at) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if sent <= 0 {
+                // The first one failed (a full buffer): dropped, as a
+                // single send's failure would be; the rest are tried.
+                self.to[at].2.counters.dropped_limit.fetch_add(1, Relaxed);
+                at += 1;
+                continue;
+            }
+            let sent = sent as usize;
+            for (_, len, place) in &self.to[at..at + sent] {
+                place.counters.datagrams_out.fetch_add(1, Relaxed);
+                place.stats.add_bytes_out(*len as u64);
+            }
+            at += sent;
+        }
+        self.to.clear();
+    }
+}
+
+/// A session about to open: its client, its service (`None`: the
+/// listener's) and the host to prefer (a QUIC client that came back).
+struct Opening {
+    client: SocketAddr,
+    target: Option<Arc<str>>,
+    host: Option<Arc<HostStats>>,
 }
 
 /// Why no session was opened.
@@ -730,17 +1114,72 @@ struct Picked {
     proxy_protocol: Option<crate::config::ProxyVersion>,
 }
 
+/// Picks a host of `service` for a new session of `client` and connects a
+/// socket to it, passing over hosts whose address is unknown.
+fn open(
+    service: &ServiceSnapshot,
+    client: SocketAddr,
+    prefer: Option<&Arc<HostStats>>,
+) -> Result<(Picked, std::net::UdpSocket), Unopened> {
+    // The enabled group, or the backup group standing in for it.
+    let serving = service.serving_group().unwrap_or(service.enabled);
+    let group = service.groups.get(serving).ok_or(Unopened::NoHost)?;
+    let mut tried: Vec<HostId> = Vec::new();
+    // A client that came back: its host first, while in rotation.
+    let mut preferred = prefer.and_then(|stats| {
+        group
+            .hosts
+            .iter()
+            .position(|h| Arc::ptr_eq(&h.stats, stats) && h.stats.is_available())
+    });
+    loop {
+        let picked = match preferred.take() {
+            Some(at) => at,
+            None => group.pick(&tried, Some(client)).ok_or(Unopened::NoHost)?,
+        };
+        let host = &group.hosts[picked];
+        host.stats.record_pick();
+        tried.push(host.id);
+        let Some(addr) = host.socket_addr() else {
+            continue;
+        };
+        let socket = connected_socket(addr).map_err(|error| {
+            // Local (descriptors, memory): not the host's fault, and
+            // every other host would fail the same way.
+            tracing::debug!(service = %service.name, %addr, %error, "udp session socket");
+            Unopened::Local
+        })?;
+        let picked = Picked {
+            stats: host.stats.clone(),
+            group: group.name.clone(),
+            host: host.name.clone(),
+            fail_limit: group.options.fail_limit,
+            addr,
+            proxy_protocol: host.proxy_protocol,
+        };
+        return Ok((picked, socket));
+    }
+}
+
 /// Sends on a session's socket at once, behind `header` if any (one
-/// datagram, gathered from both: no copy). Not tokio's `try_send`: that waits
-/// for the reactor to have seen the socket writable, which a socket made for
-/// the datagram in hand has not; a UDP send does not block but for a full
-/// buffer (then `WouldBlock`, and the datagram is dropped).
-fn send(socket: &UdpSocket, header: Option<&[u8]>, bytes: &[u8]) -> io::Result<usize> {
-    let socket = socket2::SockRef::from(socket);
+/// datagram, gathered from both: no copy). A UDP send does not block but for
+/// a full buffer (then `WouldBlock`, and the datagram is dropped).
+fn send(socket: &std::net::UdpSocket, header: Option<&[u8]>, bytes: &[u8]) -> io::Result<usize> {
     match header {
         None => socket.send(bytes),
-        Some(header) => socket.send_vectored(&[io::IoSlice::new(header), io::IoSlice::new(bytes)]),
+        Some(header) => socket2::SockRef::from(socket)
+            .send_vectored(&[io::IoSlice::new(header), io::IoSlice::new(bytes)]),
     }
+}
+
+/// The PROXY v2 header for a datagram of `session`'s client, written in
+/// `out`, if its host wants one: the client's address and the one it sent to.
+fn header<'a>(out: &'a mut Vec<u8>, session: &Session, local: SocketAddr) -> Option<&'a [u8]> {
+    if !session.place.proxy_v2 {
+        return None;
+    }
+    proxy_protocol::write_v2_datagram(session.client, local, out);
+    Some(out)
 }
 
 /// Whether a send failed for the datagram's length (EMSGSIZE): the
@@ -749,15 +1188,16 @@ fn too_long(error: &io::Error) -> bool {
     error.raw_os_error() == Some(libc::EMSGSIZE)
 }
 
-fn passed_in(counters: &ServiceCounters, session: &Session, n: usize) {
-    counters.datagrams_in.fetch_add(1, Relaxed);
-    session.stats.add_bytes_in(n as u64);
-    session.bytes_in.fetch_add(n as u64, Relaxed);
+fn passed_in(session: &mut Session, n: usize) {
+    session.place.counters.datagrams_in.fetch_add(1, Relaxed);
+    session.place.stats.add_bytes_in(n as u64);
+    session.bytes_in += n as u64;
 }
 
-/// A UDP socket on an ephemeral port connected to `host`: the kernel then
-/// delivers only the host's datagrams to it, and its ICMP refusals as errors.
-fn connected_socket(host: SocketAddr) -> io::Result<UdpSocket> {
+/// A non-blocking UDP socket on an ephemeral port connected to `host`: the
+/// kernel then delivers only the host's datagrams to it, and its ICMP
+/// refusals as errors.
+fn connected_socket(host: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let any: SocketAddr = match host {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -765,191 +1205,19 @@ fn connected_socket(host: SocketAddr) -> io::Result<UdpSocket> {
     let socket = std::net::UdpSocket::bind(any)?;
     socket.connect(host)?;
     socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
+    Ok(socket)
 }
 
-/// A session's task: the host's replies to the client, until it ends.
-struct Serve {
-    session: Arc<Session>,
-    listener: Arc<UdpSocket>,
-    client: SocketAddr,
-    counters: Arc<ServiceCounters>,
-    timeout: Duration,
-    responses: u32,
-    data: Arc<DataPlane>,
-    ended: mpsc::UnboundedSender<(SocketAddr, u64)>,
-    /// QUIC: where to tell the connection ID of the host's first
-    /// long-header reply (once).
-    learn: Option<mpsc::UnboundedSender<(Box<[u8]>, Owner)>>,
-    learned: Cell<bool>,
-    /// Handed over by the previous process, which counted its start.
-    moved_in: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// What one read of the host's side gave.
-enum Read {
-    /// Every reply waiting was sent on; `replies` of them.
-    Drained(u32),
-    /// The session is over.
-    End(CloseReason),
-}
-
-impl Serve {
-    async fn run(self) {
-        let session = &self.session;
-        let _open = ConnectionGuard::new(session.stats.clone());
-        if !self.moved_in {
-            session.stats.record_session();
-            self.counters.sessions_total.fetch_add(1, Relaxed);
-        }
-        self.counters.sessions_open.fetch_add(1, Relaxed);
-        let timeout_ms = self.timeout.as_millis() as u64;
-        let mut replies: u32 = session.replies.load(Relaxed);
-        let ended = loop {
-            let idle = clock_ms().saturating_sub(session.last.load(Relaxed));
-            let left = Duration::from_millis(timeout_ms.saturating_sub(idle));
-            if left.is_zero() {
-                break CloseReason::Timeout;
-            }
-            tokio::select! {
-                () = session.cancel.cancelled() => break reason_of(session.ended_by.load(Relaxed)),
-                () = tokio::time::sleep(left) => continue,
-                // ERROR too: the host's refusal (ICMP) is a socket error,
-                // not a datagram to read.
-                ready = session.socket.ready(Interest::READABLE | Interest::ERROR) => {
-                    let Ok(ready) = ready else {
-                        break CloseReason::Error;
-                    };
-                    if ready.is_error() {
-                        // Only an error: tokio reads nothing then, so it is
-                        // taken here (ECONNREFUSED: the host's port is closed).
-                        let error = session.socket.take_error().ok().flatten();
-                        let error = error.unwrap_or_else(|| io::Error::other("socket error"));
-                        self.host_failed(&error);
-                        break CloseReason::HostDown;
-                    }
-                    match self.drain(replies) {
-                        Read::Drained(n) => {
-                            replies = replies.saturating_add(n);
-                            // For an upgrade to carry what `responses` still allows.
-                            session.replies.store(replies, Relaxed);
-                        }
-                        Read::End(reason) => break reason,
-                    }
-                    if self.responses > 0 && replies >= self.responses {
-                        break CloseReason::Responses;
-                    }
-                }
-            }
-        };
-        // Seen by the listener before the message below is.
-        session.cancel.cancel();
-        self.counters.sessions_open.fetch_sub(1, Relaxed);
-        let _ = self.ended.send((self.client, session.number));
-        if session.ended_by.load(Relaxed) != MOVED {
-            self.log(ended);
-        }
-    }
-
-    /// Sends every reply waiting on the session's socket to the client, up to
-    /// what `responses` still allows after the `earlier` ones.
-    fn drain(&self, earlier: u32) -> Read {
-        let session = &self.session;
-        let mut replies = 0;
-        REPLY.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            loop {
-                if self.responses > 0 && earlier + replies >= self.responses {
-                    return Read::Drained(replies);
-                }
-                match session.socket.try_recv(&mut buf) {
-                    Ok(n) if n > MAX_DATAGRAM => {
-                        self.counters.dropped_oversize.fetch_add(1, Relaxed);
-                    }
-                    Ok(n) => {
-                        session.last.store(clock_ms(), Relaxed);
-                        replies += 1;
-                        self.learn_id(&buf[..n]);
-                        let to = socket2::SockAddr::from(self.client);
-                        match socket2::SockRef::from(&*self.listener).send_to(&buf[..n], &to) {
-                            Ok(_) => {
-                                self.counters.datagrams_out.fetch_add(1, Relaxed);
-                                session.stats.add_bytes_out(n as u64);
-                                session.bytes_out.fetch_add(n as u64, Relaxed);
-                            }
-                            Err(_) => {
-                                self.counters.dropped_limit.fetch_add(1, Relaxed);
-                            }
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        return Read::Drained(replies);
-                    }
-                    Err(e) => {
-                        // ECONNREFUSED: the host's port is closed (ICMP).
-                        self.host_failed(&e);
-                        return Read::End(CloseReason::HostDown);
-                    }
-                }
-            }
-        })
-    }
-
-    /// Tells the listener the connection ID the host chose, from its first
-    /// long-header reply (QUIC sessions only).
-    fn learn_id(&self, reply: &[u8]) {
-        let Some(learn) = &self.learn else {
-            return;
-        };
-        if self.learned.get() {
-            return;
-        }
-        if let Some(id) = source_id(reply) {
-            self.learned.set(true);
-            let _ = learn.send((id.into(), (self.client, self.session.number)));
-        }
-    }
-
-    /// The host failed the session's client (a refusal): marked bad, or a
-    /// failure under its group's `failLimit`, as a refused TCP connect.
-    fn host_failed(&self, error: &io::Error) {
-        let session = &self.session;
-        let place = (&session.service, &session.group, &session.host);
-        let reason = format!("udp: {error}");
-        passive::host_failed(
-            &self.data,
-            place,
-            &session.stats,
-            session.fail_limit,
-            &reason,
-        );
-    }
-
-    /// One access log line for the ended session, when the log is on.
-    fn log(&self, ended: CloseReason) {
-        let Some(log) = &self.data.access_log else {
-            return;
-        };
-        let session = &self.session;
-        // try_send: a full channel drops the record rather than wait.
-        let _ = log.try_send(ConnectionRecord {
-            start: session
-                .since
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
-            client: self.client,
-            listener: self.listener.local_addr().unwrap_or(self.client),
-            service: session.service.to_string(),
-            host: session.host.to_string(),
-            host_addr: session.host_addr,
-            connect_seconds: 0.0,
-            duration_seconds: session.started.elapsed().as_secs_f64(),
-            bytes_in: session.bytes_in.load(Relaxed),
-            bytes_out: session.bytes_out.load(Relaxed),
-            ended,
-            failovers: 0,
-            inspection: None,
-        });
+    /// Memory per session (issue 26: at most 256 B beside the kernel's) is
+    /// mostly this record and its slot (8 bytes more); `bench/udp.sh`
+    /// measures the whole.
+    #[test]
+    fn a_session_record_stays_small() {
+        let size = std::mem::size_of::<Option<Session>>();
+        assert!(size <= 96, "{size} B");
     }
 }

@@ -1,9 +1,9 @@
 //! UDP sessions moving between processes (an upgrade). A session is a socket
 //! connected to its host and a few facts, so it moves whole: the old process's
-//! listener stops receiving, ends each session's task without a log line and
-//! hands its socket over with a [`MovedSession`]; the new process's listener,
-//! which waits for them before its first datagram, puts each in its table
-//! with a task of its own. The host sees the same source address, so state it
+//! listener's relay stops receiving and gives each session up without a log
+//! line, its socket with a [`MovedSession`]; the new process's relay, which
+//! waits for them before its first datagram, puts each in its table and epoll
+//! set. The host sees the same source address, so state it
 //! keeps per client (a counter, a DNS transaction) carries on; replies it
 //! sends meanwhile wait in the socket and go out from the new process.
 

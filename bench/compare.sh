@@ -21,6 +21,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 
 QUICK=0 REPEATS="" ONLY="" OUT="" BUILD=0 KEEP=0 SCENARIOS=idle,http,bulk,tls
+ARGS=("$@")   # kept for the re-run in a network namespace of its own (below)
 usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -146,6 +147,14 @@ install_tools() {
 }
 
 install_tools
+# A network namespace of its own (root only): /proc/net/snmp's TCP counters are per namespace,
+# so the segments counted per connection are this run's alone, not those of other programs'
+# loopback traffic. The script runs again inside it, with everything installed.
+if [ -z "${BENCH_NETNS:-}" ] && [ "$(id -u)" = 0 ] && have unshare && have ip; then
+    rm -rf "$WORK"; trap - EXIT
+    exec unshare --net -- env BENCH_NETNS=1 BENCH_NO_INSTALL=1 \
+        bash -c 'ip link set lo up && exec "$@"' bash "${BASH_SOURCE[0]}" "${ARGS[@]+"${ARGS[@]}"}"
+fi
 have python3 || die "python3 is required (for the report)"
 have cc || die "a C compiler (cc) is required for bench/tcpbench.c"
 TB=$WORK/tcpbench
@@ -169,6 +178,9 @@ skip_or_die() {  # in quick mode a missing tool skips the variant; a full run fa
     if [ "$QUICK" = 1 ]; then log "SKIPPING $1: $2"; NOTES+=("$1 skipped: $2"); return 0; fi
     die "$1: $2 (the quick mode would skip it)"
 }
+if [ -z "${BENCH_NETNS:-}" ]; then
+    NOTES+=("segments are counted over the whole machine's TCP (not root: no network namespace of its own), other programs' loopback traffic included")
+fi
 NGX_STREAM=""; HAVE_NGX=0; HAVE_WRK=0; HAVE_HAPROXY=0; HAVE_PEN=0
 if have nginx; then HAVE_NGX=1; fi
 if have wrk; then HAVE_WRK=1; fi
@@ -247,6 +259,7 @@ start_backends() {
         start_bg "$WORK/tlsback2.log" taskset -c "$LOAD_CPU" "$TB" tlsback "$TB2" 2
         for port in "$TB1" "$TB2"; do "$TB" waitlisten "$port" 10 || die "TLS backend on $port did not start"; done
     fi
+    LOAD_PIDS=("${PIDS[@]+"${PIDS[@]}"}")
     [ "$WANT_CLASSIC" = 1 ] || return 0
     mkdir -p "$WORK/ngx-tmp"
     for i in 1 2; do
@@ -284,6 +297,7 @@ EOF
     for port in "$ZB1" "$ZB2"; do start_bg "$WORK/zero-$port.log" taskset -c "$LOAD_CPU" "$TB" zero "$port"; done
     for port in "$IB1" "$IB2"; do start_bg "$WORK/hold-$port.log" taskset -c "$LOAD_CPU" "$TB" hold "$port"; done
     for port in "$ZB1" "$ZB2" "$IB1" "$IB2"; do "$TB" waitlisten "$port" 10 || die "backend on $port did not start"; done
+    LOAD_PIDS=("${PIDS[@]}")
 }
 
 # ------------------------------------------------------------------ proxies (on the proxy CPU)
@@ -389,6 +403,7 @@ EOF
 }
 
 PROXY_PIDS=()    # the processes we start and stop
+LOAD_PIDS=()     # the backends (their CPU counts in every variant's "all CPU" figure)
 # the process whose CPU and memory each listener's scenarios read (http, bulk, idle):
 # the proxy, nginx's worker, or pen's process for that listener
 declare -A MEASURE=()
@@ -465,6 +480,23 @@ cpu_ticks() {  # utime+stime of a process (all its threads), in clock ticks
     set -- $s
     echo $(( ${12} + ${13} ))
 }
+# TCP segments sent by every socket of the namespace (each loopback segment is sent once)
+tcp_out_segs() { awk '/^Tcp:/ { if (n++) print $12 }' /proc/net/snmp; }
+# The CPU of everything a scenario runs besides the proxy: the backends and the kernel's softirq
+# threads (ticks), and the client (waited_ms). With the proxy's own CPU this is the work of both
+# cores on the scenario, whatever the proxy moves to the other one (the peers' wake-ups, softirq),
+# and not the work of other programs on the machine, which /proc/stat would count.
+load_ticks() {
+    local t=0 p
+    for p in "${LOAD_PIDS[@]+"${LOAD_PIDS[@]}"}" $KSOFTIRQD; do t=$((t + $(cpu_ticks "$p"))); done
+    echo "$t"
+}
+KSOFTIRQD=$(pgrep '^ksoftirqd/' | tr '\n' ' ' || true)
+waited_ms() {  # waited_ms VAR: CPU ms of every child this shell has waited for (bash's times), into VAR
+    times >"$WORK/times.txt"
+    printf -v "$1" '%s' "$(awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60000 + a[2] * 1000 }
+        printf "%d", t }' "$WORK/times.txt")"
+}
 RAW=$WORK/raw.jsonl
 : >"$RAW"
 record() { "${REPORT[@]}" record "$RAW" "$@"; }
@@ -473,13 +505,14 @@ run_http() {  # run_http VARIANT REP newconn|keepalive
     local v=$1 rep=$2 s=$3 url c0 c1 hdr=()
     if [ "$v" = direct ]; then url=http://127.0.0.1:$HB1/; else url=http://127.0.0.1:$PH/; fi
     [ "$s" = newconn ] && hdr=(-H "Connection: close")
-    local pid=${MEASURE[http]:-}
-    c0=$(cpu_ticks "$pid")
+    local pid=${MEASURE[http]:-} g0 g1 l0 l1 w0 w1
+    c0=$(cpu_ticks "$pid") g0=$(tcp_out_segs) l0=$(load_ticks); waited_ms w0
     timeout -k 5 $((HTTP_SECS + 20)) taskset -c "$LOAD_CPU" wrk -t1 -c"$HTTP_CONNS" -d"${HTTP_SECS}s" --timeout 2s --latency \
         "${hdr[@]+"${hdr[@]}"}" "$url" >"$WORK/wrk.out" 2>&1 || true
-    c1=$(cpu_ticks "$pid")
+    waited_ms w1; c1=$(cpu_ticks "$pid") g1=$(tcp_out_segs) l1=$(load_ticks)
     record --variant "$v" --rep "$rep" --scenario "$s" --wrk "$WORK/wrk.out" \
-        $([ -n "$pid" ] && echo "cpu_ticks=$((c1 - c0)) clk_tck=$CLK")
+        "segs=$((g1 - g0))" "load_ticks=$((l1 - l0))" "client_ms=$((w1 - w0))" "clk_tck=$CLK" \
+        $([ -n "$pid" ] && echo "cpu_ticks=$((c1 - c0))")
 }
 
 run_bulk() {  # run_bulk VARIANT REP STREAMS BYTES
@@ -703,13 +736,14 @@ run_tls() {  # run_tls VARIANT REP SCENARIO (tls, tlsplain or tls1k)
     local v=$1 rep=$2 s=$3 addrs mode=route c0 c1 out
     if [ "$v" = direct ]; then addrs=127.0.0.1:$TB1,127.0.0.1:$TB2; else addrs=127.0.0.1:$(tls_port_of "$s"); fi
     [ "$s" = tlsplain ] && mode=any   # round robin: either backend, but the bytes are still checked
-    local pid=${TLS_PID:-}
-    c0=$(cpu_ticks "$pid")
+    local pid=${TLS_PID:-} g0 g1 l0 l1 w0 w1
+    c0=$(cpu_ticks "$pid") g0=$(tcp_out_segs) l0=$(load_ticks); waited_ms w0
     out=$(timeout -k 5 "$(awk -v s="$TLS_SECS" 'BEGIN { printf "%d", s + 15 }')" taskset -c "$LOAD_CPU" \
         "$TB" tls "$addrs" "$TLS_CONNS" "$TLS_SECS" "$TLS_NAMES" "$mode" 2>&1) || true
-    c1=$(cpu_ticks "$pid")
+    waited_ms w1; c1=$(cpu_ticks "$pid") g1=$(tcp_out_segs) l1=$(load_ticks)
     record --variant "$v" --rep "$rep" --scenario "$s" --json "$out" \
-        $([ -n "$pid" ] && echo "cpu_ticks=$((c1 - c0)) clk_tck=$CLK")
+        "segs=$((g1 - g0))" "load_ticks=$((l1 - l0))" "client_ms=$((w1 - w0))" "clk_tck=$CLK" \
+        $([ -n "$pid" ] && echo "cpu_ticks=$((c1 - c0))")
 }
 
 run_tls_session() {  # one variant, its TLS scenarios, on a freshly started proxy

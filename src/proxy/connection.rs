@@ -243,7 +243,7 @@ impl Session {
 
 /// Serves one client to completion. Errors end here: they are counted on the host
 /// and logged, never propagated to the accept loop.
-pub(crate) fn serve(accepted: Accepted, listener: ListenerTask) -> impl Future<Output = ()> {
+pub(crate) fn serve(accepted: Accepted, listener: Arc<ListenerTask>) -> impl Future<Output = ()> {
     // Boxed: the connect phase's state (timer, connect future, failover list) is
     // freed once the host answers instead of sitting in every idle task. Built
     // here, outside the async block, so the block does not keep `accepted`.
@@ -533,7 +533,7 @@ async fn terminate(
 
 /// Copies until both sides are done or the connection is asked to close, then
 /// writes the access log record; or, asked to park while idle, parks it.
-async fn relay(mut established: Box<Established>, listener: ListenerTask) {
+async fn relay(mut established: Box<Established>, listener: Arc<ListenerTask>) {
     let early = std::mem::take(&mut established.session.early);
     // Shutdown closes registered connections; one registering just after it
     // began sees the flag instead.

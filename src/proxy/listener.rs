@@ -198,8 +198,10 @@ pub(crate) struct ListenerTask {
 }
 
 impl ListenerTask {
-    /// Accepts until `stop_accepting` is cancelled.
+    /// Accepts until `stop_accepting` is cancelled. Its connections share it
+    /// (one `Arc` each, not a copy: a parked connection keeps one).
     pub(crate) async fn run(self, listener: TcpListener) {
+        let this = Arc::new(self);
         let local = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -208,13 +210,13 @@ impl ListenerTask {
         let mut suppressed = 0u64;
         loop {
             let accepted = tokio::select! {
-                _ = self.stop_accepting.cancelled() => break,
+                _ = this.stop_accepting.cancelled() => break,
                 accepted = listener.accept() => accepted,
             };
             match accepted {
                 Ok((client, peer)) => {
                     backoff = ACCEPT_BACKOFF_MIN;
-                    let task = self.clone();
+                    let task = this.clone();
                     let accepted = Accepted {
                         client,
                         peer,
@@ -223,27 +225,27 @@ impl ListenerTask {
                     };
                     // Boxed: tokio moves a spawned future by value through several
                     // calls (about ten copies of its state); a box moves as a pointer.
-                    self.tracker
+                    this.tracker
                         .spawn(Box::pin(connection::serve(accepted, task)));
                 }
                 Err(error) => {
                     // EMFILE/ENFILE and friends: the listener stays, we pause so the
                     // loop doesn't spin while descriptors are short.
                     if last_warning.is_none_or(|t| t.elapsed() >= ACCEPT_WARNING_INTERVAL) {
-                        tracing::warn!(service = %self.service, listener = %local, %error, pause_ms = backoff.as_millis() as u64, suppressed, "accept failed");
+                        tracing::warn!(service = %this.service, listener = %local, %error, pause_ms = backoff.as_millis() as u64, suppressed, "accept failed");
                         last_warning = Some(Instant::now());
                         suppressed = 0;
                     } else {
                         suppressed += 1;
                     }
                     tokio::select! {
-                        _ = self.stop_accepting.cancelled() => break,
+                        _ = this.stop_accepting.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 }
             }
         }
-        tracing::info!(service = %self.service, listener = %local, "listener closed");
+        tracing::info!(service = %this.service, listener = %local, "listener closed");
     }
 }

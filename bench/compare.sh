@@ -7,6 +7,7 @@
 #
 # Options: --repeats N   --only LIST (comma-separated: direct,floor,txlb,haproxy,haproxy-splice,
 #          nginx,pen, and txlb-w2: txlb with two workers on the same CPU, for the workers' flatness;
+#          txlb-cf: txlb with clientFirst="true" on the HTTP service (deferred accept, no quick ACK);
 #          floor is tcpbench's minimal C relay, what the kernel costs any proxy; floor-uring is
 #          its io_uring counterpart, bench/urelay.c, not run by default, needs liburing-dev)
 #          --scenarios LIST (comma-separated: idle,http,bulk,tls; default all; tls is TLS
@@ -14,7 +15,8 @@
 #          --out FILE (JSON, default bench/results/latest.json)   --build (cargo build txlb first)
 #          --keep (keep the work directory with configs and logs)
 # Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb), CARGO_TARGET_DIR,
-#          BENCH_NO_INSTALL=1 (never call apt-get).
+#          BENCH_NO_INSTALL=1 (never call apt-get), TXLB_BIN_B (a second txlb for the variant
+#          txlb-b, run beside txlb for an A/B in one invocation; not run by default).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,7 +24,7 @@ ROOT=$(dirname "$BENCH_DIR")
 
 QUICK=0 REPEATS="" ONLY="" OUT="" BUILD=0 KEEP=0 SCENARIOS=idle,http,bulk,tls
 ARGS=("$@")   # kept for the re-run in a network namespace of its own (below)
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -191,7 +193,11 @@ if [ -n "$ONLY" ]; then IFS=, read -r -a WANT <<<"$ONLY"; else WANT=("${ALL_VARI
 VARIANTS=()
 for v in "${WANT[@]}"; do
     case "$v" in
-        direct|floor|txlb|txlb-w2) VARIANTS+=("$v") ;;
+        direct|floor|txlb|txlb-w2|txlb-cf) VARIANTS+=("$v") ;;
+        txlb-b)
+            [ -x "${TXLB_BIN_B:-}" ] || die "txlb-b needs TXLB_BIN_B, another txlb binary (A/B)"
+            case "$TXLB_BIN_B" in /*) ;; *) TXLB_BIN_B=$ROOT/$TXLB_BIN_B ;; esac
+            VARIANTS+=("$v") ;;
         floor-uring)
             if cc -O2 -o "$WORK/urelay" "$BENCH_DIR/urelay.c" -luring 2>"$WORK/urelay-cc.log"; then VARIANTS+=("$v")
             else cat "$WORK/urelay-cc.log" >&2; skip_or_die floor-uring "bench/urelay.c does not build (liburing-dev missing?)"; fi ;;
@@ -202,7 +208,7 @@ for v in "${WANT[@]}"; do
             else skip_or_die nginx "nginx with the stream module (libnginx-mod-stream) is not installed"; fi ;;
         pen)
             if [ "$HAVE_PEN" = 1 ]; then VARIANTS+=("$v"); else skip_or_die pen "pen is not installed"; fi ;;
-        *) die "unknown variant $v (known: ${ALL_VARIANTS[*]} txlb-w2 floor-uring)" ;;
+        *) die "unknown variant $v (known: ${ALL_VARIANTS[*]} txlb-w2 txlb-b txlb-cf floor-uring)" ;;
     esac
 done
 if [ "$HAVE_WRK" = 0 ] && [ "$WANT_HTTP" = 1 ]; then
@@ -215,7 +221,7 @@ fi
 
 # ------------------------------------------------------------------ txlb binary
 has_variant() { local v; for v in "${VARIANTS[@]}"; do [ "$v" = "$1" ] && return 0; done; return 1; }
-if has_variant txlb || has_variant txlb-w2; then
+if has_variant txlb || has_variant txlb-w2 || has_variant txlb-b || has_variant txlb-cf; then
     TARGET_DIR=${CARGO_TARGET_DIR:-target}
     case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
     if [ -n "${TXLB_BIN:-}" ]; then
@@ -310,15 +316,17 @@ listener_ports() {  # listener_ports http|bulk|idle: sets LPORT and its backends
         idle) LPORT=$PI B1=$IB1 B2=$IB2 ;;
     esac
 }
-write_txlb_conf() {
-    local f=$WORK/txlb.xml
+write_txlb_conf() {  # write_txlb_conf [cf]: cf sets clientFirst on the HTTP service (its clients speak first)
+    local f=$WORK/txlb${1:+-$1}.xml
     {
         echo "<config>"
-        local name
+        local name attrs
         for name in http bulk idle; do
             listener_ports "$name"
+            attrs=""
+            [ "${1:-}" = cf ] && [ "$name" = http ] && attrs=' clientFirst="true"'
             cat <<EOF
-  <service name="$name">
+  <service name="$name"$attrs>
     <listen ip="127.0.0.1:$LPORT"/>
     <group name="g" scheduler="roundr" enable="true">
       <host name="b1" ip="127.0.0.1:$B1"/>
@@ -411,9 +419,10 @@ start_proxy() {
     local v=$1 logf=$WORK/$1.log conf port i pid name
     PROXY_PIDS=()
     case "$v" in
-        txlb|txlb-w2)
-            conf=$(write_txlb_conf)
-            start_bg "$logf" env TXLB_LOG=warn taskset -c "$PROXY_CPU" "$TXLB_BIN" run --config "$conf" \
+        txlb|txlb-w2|txlb-b|txlb-cf)
+            conf=$(write_txlb_conf "$([ "$v" = txlb-cf ] && echo cf)")
+            start_bg "$logf" env TXLB_LOG=warn taskset -c "$PROXY_CPU" \
+                "$([ "$v" = txlb-b ] && echo "$TXLB_BIN_B" || echo "$TXLB_BIN")" run --config "$conf" \
                 --workers "$([ "$v" = txlb-w2 ] && echo 2 || echo 1)" --grace 1 ;;
         haproxy|haproxy-splice)
             conf=$(write_haproxy_conf "$([ "$v" = haproxy-splice ] && echo splice)")
@@ -538,7 +547,7 @@ run_session() {  # one variant, all scenarios, on a freshly started proxy
     if [ "$v" != direct ]; then
         if ! start_proxy "$v"; then
             stop_proxy
-            case "$v" in txlb|txlb-w2) die "txlb failed to start (it must run, also in --quick mode)" ;; esac
+            case "$v" in txlb|txlb-w2|txlb-b|txlb-cf) die "txlb failed to start (it must run, also in --quick mode)" ;; esac
             [ "$QUICK" = 1 ] || die "$v failed to start"
             log "SKIPPING $v for this repeat: it failed to start"; NOTES+=("$v failed to start in repeat $rep")
             return 0
@@ -824,6 +833,7 @@ versions() {
     # pen has no version option: ask the package manager
     [ "$HAVE_PEN" = 1 ] && printf 'pen: %s\n' "$(dpkg-query -W -f '${Version}' pen 2>/dev/null || echo unknown)"
     has_variant txlb && printf 'txlb: %s (%s)\n' "$("$TXLB_BIN" --version 2>&1 | head -n 1)" "$TXLB_BIN"
+    has_variant txlb-b && printf 'txlb-b: %s (%s)\n' "$("$TXLB_BIN_B" --version 2>&1 | head -n 1)" "$TXLB_BIN_B"
     printf 'git: %s\n' "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
     return 0
 }

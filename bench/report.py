@@ -12,7 +12,7 @@ import re
 import statistics
 import sys
 
-VARIANTS = ["direct", "floor", "floor-uring", "txlb", "txlb-w2", "haproxy", "haproxy-splice", "nginx", "pen"]
+VARIANTS = ["direct", "floor", "floor-uring", "txlb", "txlb-b", "txlb-cf", "txlb-w2", "haproxy", "haproxy-splice", "nginx", "pen"]
 REFERENCE = "haproxy"
 PROXIES = ["haproxy", "haproxy-splice", "nginx", "pen"]
 
@@ -384,21 +384,23 @@ def compute_targets(results):
     # Issue 25: txlb against the floor on the proxy's CPU and on both CPUs less direct's
     # (work moved to the other core, softirq or the peers' wake-ups, counts), and the
     # segments each sends per operation.
-    for s, what in (("newconn", "new connection"), ("keepalive", "keep-alive request")):
-        ft, tt = get("floor", s, "cpu_us_per"), get("txlb", s, "cpu_us_per")
-        fb, tb = get("floor", s, "busy_us_per_minus_direct"), get("txlb", s, "busy_us_per_minus_direct")
-        fs, ts = get("floor", s, "segs_per"), get("txlb", s, "segs_per")
-        if ft is None or tt is None:
-            continue
-        out.append({
-            "target": "floor_both_cpus_" + s, "value": ratio(tb, fb), "limit": 1.0,
-            "status": "n/a" if ratio(tb, fb) is None else ("PASS" if ratio(tt, ft) <= 1.0 and ratio(tb, fb) <= 1.0 else "FAIL"),
-            "text": "CPU per %s vs the floor (target <= 1.0x on both): proxy CPU txlb %s us / floor %s = %sx; "
-            "all CPU less direct's txlb %s us / floor %s = %sx; segments txlb %s / floor %s"
-            % (what, fmt(tt, "{:.2f}"), fmt(ft, "{:.2f}"), fmt(ratio(tt, ft), "{:.2f}"),
-               fmt(tb, "{:.2f}"), fmt(fb, "{:.2f}"), fmt(ratio(tb, fb), "{:.2f}"),
-               fmt(ts, "{:.2f}"), fmt(fs, "{:.2f}")),
-        })
+    for name in ("txlb", "txlb-cf"):
+        for s, what in (("newconn", "new connection"), ("keepalive", "keep-alive request")):
+            ft, tt = get("floor", s, "cpu_us_per"), get(name, s, "cpu_us_per")
+            fb, tb = get("floor", s, "busy_us_per_minus_direct"), get(name, s, "busy_us_per_minus_direct")
+            fs, ts = get("floor", s, "segs_per"), get(name, s, "segs_per")
+            if ft is None or tt is None:
+                continue
+            both = ratio(tb, fb)
+            out.append({
+                "target": "floor_" + name.replace("-", "_") + "_" + s, "value": both, "limit": 1.0,
+                "status": "n/a" if both is None else ("PASS" if ratio(tt, ft) <= 1.0 and both <= 1.0 else "FAIL"),
+                "text": "CPU per %s vs the floor (target <= 1.0x on both): proxy CPU %s %s us / floor %s = %sx; "
+                "all CPU less direct's %s us / floor %s = %sx; segments %s / floor %s"
+                % (what, name, fmt(tt, "{:.2f}"), fmt(ft, "{:.2f}"), fmt(ratio(tt, ft), "{:.2f}"),
+                   fmt(tb, "{:.2f}"), fmt(fb, "{:.2f}"), fmt(both, "{:.2f}"),
+                   fmt(ts, "{:.2f}"), fmt(fs, "{:.2f}")),
+            })
     t, d = get("txlb", "bulk1", "gbps"), get("direct", "bulk1", "gbps")
     r = ratio(t, d)
     add("bulk1_vs_direct", r, 0.65, lambda v, l: v >= l,

@@ -47,6 +47,47 @@ pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::T
     Ok(socket.into())
 }
 
+/// Seconds a client of a `clientFirst` service may take to send its first
+/// bytes before it is accepted anyway (the kernel turns it into SYN-ACK
+/// retransmissions: about this long, as nginx's `deferred`).
+#[cfg(target_os = "linux")]
+const DEFER_ACCEPT_SECS: libc::c_int = 1;
+
+/// Sets the options accepted sockets inherit from the listening `socket`, once
+/// here rather than once per connection: TCP_NODELAY, and for a service whose
+/// clients speak first (`client_first`) deferred accept (the client is
+/// accepted with its first bytes, one wake-up) and no quick ACK (its bytes are
+/// acknowledged with the answer, not by a segment of their own). Linux only
+/// (elsewhere connections set TCP_NODELAY themselves).
+pub(crate) fn set_inherited_options(
+    socket: std::os::fd::BorrowedFd<'_>,
+    client_first: bool,
+) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let options = socket2::SockRef::from(&socket);
+        options.set_tcp_nodelay(true)?;
+        options.set_tcp_quickack(!client_first)?;
+        let defer: libc::c_int = if client_first { DEFER_ACCEPT_SECS } else { 0 };
+        // SAFETY: an open socket, and a c_int option value that outlives the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&defer as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (socket, client_first);
+    Ok(())
+}
+
 /// Fails with `AddrInUse` when any socket listens on `addr`, by binding a
 /// socket there without SO_REUSEPORT (and closing it). With SO_REUSEPORT the
 /// kernel lets a socket join those another process of the same user listens
@@ -113,6 +154,9 @@ pub(crate) struct ListenerSettings {
     /// `acmeHttp`: answers ACME `http-01` validations, waiting this long at
     /// most for a request line (its `inspectTimeout`) while one is on.
     pub acme_http: Option<Duration>,
+    /// The service's `clientFirst`, as set on the listening sockets
+    /// ([`set_inherited_options`]).
+    pub client_first: bool,
 }
 
 /// A terminating listener's TLS as the data path uses it.
@@ -148,6 +192,7 @@ impl ListenerSettings {
                 .options
                 .acme_http
                 .then_some(listener.options.inspect_timeout),
+            client_first: options.client_first,
         }
     }
 

@@ -152,7 +152,8 @@ install_tools
 # A network namespace of its own (root only): /proc/net/snmp's TCP counters are per namespace,
 # so the segments counted per connection are this run's alone, not those of other programs'
 # loopback traffic. The script runs again inside it, with everything installed.
-if [ -z "${BENCH_NETNS:-}" ] && [ "$(id -u)" = 0 ] && have unshare && have ip; then
+# (Not where namespaces are not allowed, as in some containers: then the machine's counters.)
+if [ -z "${BENCH_NETNS:-}" ] && [ "$(id -u)" = 0 ] && have unshare && have ip && unshare --net true 2>/dev/null; then
     rm -rf "$WORK"; trap - EXIT
     exec unshare --net -- env BENCH_NETNS=1 BENCH_NO_INSTALL=1 \
         bash -c 'ip link set lo up && exec "$@"' bash "${BASH_SOURCE[0]}" "${ARGS[@]+"${ARGS[@]}"}"
@@ -181,7 +182,7 @@ skip_or_die() {  # in quick mode a missing tool skips the variant; a full run fa
     die "$1: $2 (the quick mode would skip it)"
 }
 if [ -z "${BENCH_NETNS:-}" ]; then
-    NOTES+=("segments are counted over the whole machine's TCP (not root: no network namespace of its own), other programs' loopback traffic included")
+    NOTES+=("segments are counted over the whole machine's TCP (no network namespace of its own: not root, or not allowed), other programs' loopback traffic included")
 fi
 NGX_STREAM=""; HAVE_NGX=0; HAVE_WRK=0; HAVE_HAPROXY=0; HAVE_PEN=0
 if have nginx; then HAVE_NGX=1; fi

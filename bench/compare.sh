@@ -7,6 +7,7 @@
 #
 # Options: --repeats N   --only LIST (comma-separated: direct,floor,txlb,haproxy,haproxy-splice,
 #          nginx,pen, and txlb-w2: txlb with two workers on the same CPU, for the workers' flatness;
+#          txlb-cf: txlb with clientFirst="true" on the HTTP service (deferred accept, no quick ACK);
 #          floor is tcpbench's minimal C relay, what the kernel costs any proxy; floor-uring is
 #          its io_uring counterpart, bench/urelay.c, not run by default, needs liburing-dev)
 #          --scenarios LIST (comma-separated: idle,http,bulk,tls; default all; tls is TLS
@@ -14,14 +15,16 @@
 #          --out FILE (JSON, default bench/results/latest.json)   --build (cargo build txlb first)
 #          --keep (keep the work directory with configs and logs)
 # Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb), CARGO_TARGET_DIR,
-#          BENCH_NO_INSTALL=1 (never call apt-get).
+#          BENCH_NO_INSTALL=1 (never call apt-get), TXLB_BIN_B (a second txlb for the variant
+#          txlb-b, run beside txlb for an A/B in one invocation; not run by default).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 
 QUICK=0 REPEATS="" ONLY="" OUT="" BUILD=0 KEEP=0 SCENARIOS=idle,http,bulk,tls
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+ARGS=("$@")   # kept for the re-run in a network namespace of its own (below)
+usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -146,6 +149,15 @@ install_tools() {
 }
 
 install_tools
+# A network namespace of its own (root only): /proc/net/snmp's TCP counters are per namespace,
+# so the segments counted per connection are this run's alone, not those of other programs'
+# loopback traffic. The script runs again inside it, with everything installed.
+# (Not where namespaces are not allowed, as in some containers: then the machine's counters.)
+if [ -z "${BENCH_NETNS:-}" ] && [ "$(id -u)" = 0 ] && have unshare && have ip && unshare --net true 2>/dev/null; then
+    rm -rf "$WORK"; trap - EXIT
+    exec unshare --net -- env BENCH_NETNS=1 BENCH_NO_INSTALL=1 \
+        bash -c 'ip link set lo up && exec "$@"' bash "${BASH_SOURCE[0]}" "${ARGS[@]+"${ARGS[@]}"}"
+fi
 have python3 || die "python3 is required (for the report)"
 have cc || die "a C compiler (cc) is required for bench/tcpbench.c"
 TB=$WORK/tcpbench
@@ -169,6 +181,9 @@ skip_or_die() {  # in quick mode a missing tool skips the variant; a full run fa
     if [ "$QUICK" = 1 ]; then log "SKIPPING $1: $2"; NOTES+=("$1 skipped: $2"); return 0; fi
     die "$1: $2 (the quick mode would skip it)"
 }
+if [ -z "${BENCH_NETNS:-}" ]; then
+    NOTES+=("segments are counted over the whole machine's TCP (no network namespace of its own: not root, or not allowed), other programs' loopback traffic included")
+fi
 NGX_STREAM=""; HAVE_NGX=0; HAVE_WRK=0; HAVE_HAPROXY=0; HAVE_PEN=0
 if have nginx; then HAVE_NGX=1; fi
 if have wrk; then HAVE_WRK=1; fi
@@ -179,7 +194,11 @@ if [ -n "$ONLY" ]; then IFS=, read -r -a WANT <<<"$ONLY"; else WANT=("${ALL_VARI
 VARIANTS=()
 for v in "${WANT[@]}"; do
     case "$v" in
-        direct|floor|txlb|txlb-w2) VARIANTS+=("$v") ;;
+        direct|floor|txlb|txlb-w2|txlb-cf) VARIANTS+=("$v") ;;
+        txlb-b)
+            [ -x "${TXLB_BIN_B:-}" ] || die "txlb-b needs TXLB_BIN_B, another txlb binary (A/B)"
+            case "$TXLB_BIN_B" in /*) ;; *) TXLB_BIN_B=$ROOT/$TXLB_BIN_B ;; esac
+            VARIANTS+=("$v") ;;
         floor-uring)
             if cc -O2 -o "$WORK/urelay" "$BENCH_DIR/urelay.c" -luring 2>"$WORK/urelay-cc.log"; then VARIANTS+=("$v")
             else cat "$WORK/urelay-cc.log" >&2; skip_or_die floor-uring "bench/urelay.c does not build (liburing-dev missing?)"; fi ;;
@@ -190,7 +209,7 @@ for v in "${WANT[@]}"; do
             else skip_or_die nginx "nginx with the stream module (libnginx-mod-stream) is not installed"; fi ;;
         pen)
             if [ "$HAVE_PEN" = 1 ]; then VARIANTS+=("$v"); else skip_or_die pen "pen is not installed"; fi ;;
-        *) die "unknown variant $v (known: ${ALL_VARIANTS[*]} txlb-w2 floor-uring)" ;;
+        *) die "unknown variant $v (known: ${ALL_VARIANTS[*]} txlb-w2 txlb-b txlb-cf floor-uring)" ;;
     esac
 done
 if [ "$HAVE_WRK" = 0 ] && [ "$WANT_HTTP" = 1 ]; then
@@ -203,7 +222,7 @@ fi
 
 # ------------------------------------------------------------------ txlb binary
 has_variant() { local v; for v in "${VARIANTS[@]}"; do [ "$v" = "$1" ] && return 0; done; return 1; }
-if has_variant txlb || has_variant txlb-w2; then
+if has_variant txlb || has_variant txlb-w2 || has_variant txlb-b || has_variant txlb-cf; then
     TARGET_DIR=${CARGO_TARGET_DIR:-target}
     case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
     if [ -n "${TXLB_BIN:-}" ]; then
@@ -247,6 +266,7 @@ start_backends() {
         start_bg "$WORK/tlsback2.log" taskset -c "$LOAD_CPU" "$TB" tlsback "$TB2" 2
         for port in "$TB1" "$TB2"; do "$TB" waitlisten "$port" 10 || die "TLS backend on $port did not start"; done
     fi
+    LOAD_PIDS=("${PIDS[@]+"${PIDS[@]}"}")
     [ "$WANT_CLASSIC" = 1 ] || return 0
     mkdir -p "$WORK/ngx-tmp"
     for i in 1 2; do
@@ -284,6 +304,7 @@ EOF
     for port in "$ZB1" "$ZB2"; do start_bg "$WORK/zero-$port.log" taskset -c "$LOAD_CPU" "$TB" zero "$port"; done
     for port in "$IB1" "$IB2"; do start_bg "$WORK/hold-$port.log" taskset -c "$LOAD_CPU" "$TB" hold "$port"; done
     for port in "$ZB1" "$ZB2" "$IB1" "$IB2"; do "$TB" waitlisten "$port" 10 || die "backend on $port did not start"; done
+    LOAD_PIDS=("${PIDS[@]}")
 }
 
 # ------------------------------------------------------------------ proxies (on the proxy CPU)
@@ -296,15 +317,17 @@ listener_ports() {  # listener_ports http|bulk|idle: sets LPORT and its backends
         idle) LPORT=$PI B1=$IB1 B2=$IB2 ;;
     esac
 }
-write_txlb_conf() {
-    local f=$WORK/txlb.xml
+write_txlb_conf() {  # write_txlb_conf [cf]: cf sets clientFirst on the HTTP service (its clients speak first)
+    local f=$WORK/txlb${1:+-$1}.xml
     {
         echo "<config>"
-        local name
+        local name attrs
         for name in http bulk idle; do
             listener_ports "$name"
+            attrs=""
+            [ "${1:-}" = cf ] && [ "$name" = http ] && attrs=' clientFirst="true"'
             cat <<EOF
-  <service name="$name">
+  <service name="$name"$attrs>
     <listen ip="127.0.0.1:$LPORT"/>
     <group name="g" scheduler="roundr" enable="true">
       <host name="b1" ip="127.0.0.1:$B1"/>
@@ -389,6 +412,7 @@ EOF
 }
 
 PROXY_PIDS=()    # the processes we start and stop
+LOAD_PIDS=()     # the backends (their CPU counts in every variant's "all CPU" figure)
 # the process whose CPU and memory each listener's scenarios read (http, bulk, idle):
 # the proxy, nginx's worker, or pen's process for that listener
 declare -A MEASURE=()
@@ -396,9 +420,10 @@ start_proxy() {
     local v=$1 logf=$WORK/$1.log conf port i pid name
     PROXY_PIDS=()
     case "$v" in
-        txlb|txlb-w2)
-            conf=$(write_txlb_conf)
-            start_bg "$logf" env TXLB_LOG=warn taskset -c "$PROXY_CPU" "$TXLB_BIN" run --config "$conf" \
+        txlb|txlb-w2|txlb-b|txlb-cf)
+            conf=$(write_txlb_conf "$([ "$v" = txlb-cf ] && echo cf)")
+            start_bg "$logf" env TXLB_LOG=warn taskset -c "$PROXY_CPU" \
+                "$([ "$v" = txlb-b ] && echo "$TXLB_BIN_B" || echo "$TXLB_BIN")" run --config "$conf" \
                 --workers "$([ "$v" = txlb-w2 ] && echo 2 || echo 1)" --grace 1 ;;
         haproxy|haproxy-splice)
             conf=$(write_haproxy_conf "$([ "$v" = haproxy-splice ] && echo splice)")
@@ -465,6 +490,23 @@ cpu_ticks() {  # utime+stime of a process (all its threads), in clock ticks
     set -- $s
     echo $(( ${12} + ${13} ))
 }
+# TCP segments sent by every socket of the namespace (each loopback segment is sent once)
+tcp_out_segs() { awk '/^Tcp:/ { if (n++) print $12 }' /proc/net/snmp; }
+# The CPU of everything a scenario runs besides the proxy: the backends and the kernel's softirq
+# threads (ticks), and the client (waited_ms). With the proxy's own CPU this is the work of both
+# cores on the scenario, whatever the proxy moves to the other one (the peers' wake-ups, softirq),
+# and not the work of other programs on the machine, which /proc/stat would count.
+load_ticks() {
+    local t=0 p
+    for p in "${LOAD_PIDS[@]+"${LOAD_PIDS[@]}"}" $KSOFTIRQD; do t=$((t + $(cpu_ticks "$p"))); done
+    echo "$t"
+}
+KSOFTIRQD=$(pgrep '^ksoftirqd/' | tr '\n' ' ' || true)
+waited_ms() {  # waited_ms VAR: CPU ms of every child this shell has waited for (bash's times), into VAR
+    times >"$WORK/times.txt"
+    printf -v "$1" '%s' "$(awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60000 + a[2] * 1000 }
+        printf "%d", t }' "$WORK/times.txt")"
+}
 RAW=$WORK/raw.jsonl
 : >"$RAW"
 record() { "${REPORT[@]}" record "$RAW" "$@"; }
@@ -473,13 +515,14 @@ run_http() {  # run_http VARIANT REP newconn|keepalive
     local v=$1 rep=$2 s=$3 url c0 c1 hdr=()
     if [ "$v" = direct ]; then url=http://127.0.0.1:$HB1/; else url=http://127.0.0.1:$PH/; fi
     [ "$s" = newconn ] && hdr=(-H "Connection: close")
-    local pid=${MEASURE[http]:-}
-    c0=$(cpu_ticks "$pid")
+    local pid=${MEASURE[http]:-} g0 g1 l0 l1 w0 w1
+    c0=$(cpu_ticks "$pid") g0=$(tcp_out_segs) l0=$(load_ticks); waited_ms w0
     timeout -k 5 $((HTTP_SECS + 20)) taskset -c "$LOAD_CPU" wrk -t1 -c"$HTTP_CONNS" -d"${HTTP_SECS}s" --timeout 2s --latency \
         "${hdr[@]+"${hdr[@]}"}" "$url" >"$WORK/wrk.out" 2>&1 || true
-    c1=$(cpu_ticks "$pid")
+    waited_ms w1; c1=$(cpu_ticks "$pid") g1=$(tcp_out_segs) l1=$(load_ticks)
     record --variant "$v" --rep "$rep" --scenario "$s" --wrk "$WORK/wrk.out" \
-        $([ -n "$pid" ] && echo "cpu_ticks=$((c1 - c0)) clk_tck=$CLK")
+        "segs=$((g1 - g0))" "load_ticks=$((l1 - l0))" "client_ms=$((w1 - w0))" "clk_tck=$CLK" \
+        $([ -n "$pid" ] && echo "cpu_ticks=$((c1 - c0))")
 }
 
 run_bulk() {  # run_bulk VARIANT REP STREAMS BYTES
@@ -505,7 +548,7 @@ run_session() {  # one variant, all scenarios, on a freshly started proxy
     if [ "$v" != direct ]; then
         if ! start_proxy "$v"; then
             stop_proxy
-            case "$v" in txlb|txlb-w2) die "txlb failed to start (it must run, also in --quick mode)" ;; esac
+            case "$v" in txlb|txlb-w2|txlb-b|txlb-cf) die "txlb failed to start (it must run, also in --quick mode)" ;; esac
             [ "$QUICK" = 1 ] || die "$v failed to start"
             log "SKIPPING $v for this repeat: it failed to start"; NOTES+=("$v failed to start in repeat $rep")
             return 0
@@ -703,13 +746,14 @@ run_tls() {  # run_tls VARIANT REP SCENARIO (tls, tlsplain or tls1k)
     local v=$1 rep=$2 s=$3 addrs mode=route c0 c1 out
     if [ "$v" = direct ]; then addrs=127.0.0.1:$TB1,127.0.0.1:$TB2; else addrs=127.0.0.1:$(tls_port_of "$s"); fi
     [ "$s" = tlsplain ] && mode=any   # round robin: either backend, but the bytes are still checked
-    local pid=${TLS_PID:-}
-    c0=$(cpu_ticks "$pid")
+    local pid=${TLS_PID:-} g0 g1 l0 l1 w0 w1
+    c0=$(cpu_ticks "$pid") g0=$(tcp_out_segs) l0=$(load_ticks); waited_ms w0
     out=$(timeout -k 5 "$(awk -v s="$TLS_SECS" 'BEGIN { printf "%d", s + 15 }')" taskset -c "$LOAD_CPU" \
         "$TB" tls "$addrs" "$TLS_CONNS" "$TLS_SECS" "$TLS_NAMES" "$mode" 2>&1) || true
-    c1=$(cpu_ticks "$pid")
+    waited_ms w1; c1=$(cpu_ticks "$pid") g1=$(tcp_out_segs) l1=$(load_ticks)
     record --variant "$v" --rep "$rep" --scenario "$s" --json "$out" \
-        $([ -n "$pid" ] && echo "cpu_ticks=$((c1 - c0)) clk_tck=$CLK")
+        "segs=$((g1 - g0))" "load_ticks=$((l1 - l0))" "client_ms=$((w1 - w0))" "clk_tck=$CLK" \
+        $([ -n "$pid" ] && echo "cpu_ticks=$((c1 - c0))")
 }
 
 run_tls_session() {  # one variant, its TLS scenarios, on a freshly started proxy
@@ -790,6 +834,7 @@ versions() {
     # pen has no version option: ask the package manager
     [ "$HAVE_PEN" = 1 ] && printf 'pen: %s\n' "$(dpkg-query -W -f '${Version}' pen 2>/dev/null || echo unknown)"
     has_variant txlb && printf 'txlb: %s (%s)\n' "$("$TXLB_BIN" --version 2>&1 | head -n 1)" "$TXLB_BIN"
+    has_variant txlb-b && printf 'txlb-b: %s (%s)\n' "$("$TXLB_BIN_B" --version 2>&1 | head -n 1)" "$TXLB_BIN_B"
     printf 'git: %s\n' "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
     return 0
 }

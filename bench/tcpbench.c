@@ -657,7 +657,15 @@ static int relay_move(struct relay_conn *c, int i) {
     return 0;
 }
 
+/* TCPBENCH_RELAY_DEL=1: epoll_ctl(DEL) both sockets before closing them, as tokio does,
+ * to measure what that costs a proxy (close alone removes them). */
+static int relay_ep = -1, relay_del;
+
 static void relay_close(struct relay_conn *c) {
+    if (relay_del) {
+        epoll_ctl(relay_ep, EPOLL_CTL_DEL, c->fd[0], NULL);
+        epoll_ctl(relay_ep, EPOLL_CTL_DEL, c->fd[1], NULL);
+    }
     close(c->fd[0]);
     close(c->fd[1]);
     relay_buf_put(&c->dir[0]);
@@ -693,6 +701,8 @@ static int cmd_relay(int n, char **specs) {
     static struct relay_listener ls[RELAY_MAX_LISTENERS];
     int ep = epoll_create1(0), one = 1;
     if (ep < 0) die("epoll_create1");
+    relay_ep = ep;
+    relay_del = getenv("TCPBENCH_RELAY_DEL") != NULL;
     if (n > RELAY_MAX_LISTENERS) n = RELAY_MAX_LISTENERS;
     for (int k = 0; k < n; k++) {
         char spec[512], *eq, *tok, *save;

@@ -465,7 +465,8 @@ impl ServiceConfig {
             return refuse(InService::Element, "acceptProxy");
         }
         // Settings of TCP connections' admission and copy, written.
-        const TCP_ONLY: [&str; 8] = [
+        const TCP_ONLY: [&str; 9] = [
+            "clientFirst",
             "clientTimeout",
             "serverTimeout",
             "clientFinTimeout",

@@ -416,6 +416,13 @@ options! {
         deny: Vec<IpNet> = Vec::new(), "deny", "deny";
         /// Clients start with a PROXY protocol header (v1 or v2) from another balancer.
         accept_proxy: bool = false, "acceptProxy", "accept_proxy";
+        /// Clients speak first, each sending its first request at once (HTTP,
+        /// TLS): a client is accepted once its first bytes have come, its bytes
+        /// are acknowledged with the answer, and the host's handshake with the
+        /// first bytes sent to it, saving two segments per connection. Never
+        /// for protocols where the server speaks first (SMTP, SSH, MySQL): their
+        /// clients would wait a second to be accepted.
+        client_first: bool = false, "clientFirst", "client_first";
         /// Sources allowed to send PROXY headers (empty: any).
         trusted_proxies: Vec<IpNet> = Vec::new(), "trustedProxies", "trusted_proxies";
         /// What the service carries: TCP connections (the default) or UDP

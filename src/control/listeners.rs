@@ -19,7 +19,7 @@ use crate::config::{
 use crate::events::{Event, Events};
 use crate::proxy::{
     AcceptProxy, ListenerSettings, ListenerTask, UdpListenerTask, bind, check_free,
-    in_use_by_another, ipv6_unavailable,
+    in_use_by_another, ipv6_unavailable, set_inherited_options,
 };
 use crate::tls::Terminator;
 
@@ -419,10 +419,9 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
     });
     for (index, socket) in bound.sockets.into_iter().enumerate() {
         let task = task.clone();
-        // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one
-        // setsockopt here instead of one per connection.
-        if let Err(error) = socket2::SockRef::from(&socket).set_tcp_nodelay(true) {
-            tracing::debug!(%local, %error, "TCP_NODELAY on the listener");
+        let client_first = settings.load().client_first;
+        if let Err(error) = set_inherited_options(std::os::fd::AsFd::as_fd(&socket), client_first) {
+            tracing::debug!(%local, %error, "options of the listening socket");
         }
         // Registered with the reactor of the runtime that will poll it.
         let accept = async move {
@@ -477,7 +476,19 @@ pub(super) fn refresh(
         let key = (listener.service.clone(), listener.configured.clone());
         let terminator = terminator_for(terminators, &key, wanted.tls.as_ref());
         let current = listener.settings.load();
-        if current.same_as(&proxy, terminator.as_ref(), wanted) {
+        let client_first = service.options.client_first;
+        if current.client_first != client_first && !listener.udp {
+            for socket in &listener.sockets {
+                if let Err(error) =
+                    set_inherited_options(std::os::fd::AsFd::as_fd(socket), client_first)
+                {
+                    tracing::warn!(service = %listener.service, local = %listener.local, %error, "clientFirst: options of the listening socket");
+                }
+            }
+        }
+        if current.same_as(&proxy, terminator.as_ref(), wanted)
+            && current.client_first == client_first
+        {
             continue;
         }
         events.emit(Event::ListenerChanged {

@@ -451,13 +451,15 @@ impl Controller {
                 .listeners
                 .iter()
                 .find(|l| l.local == record.listener)
-                .map(|l| crate::proxy::ListenerTask {
-                    service: l.service.clone(),
-                    settings: l.settings.clone(),
-                    data: self.data.clone(),
-                    stop_accepting: l.stop.clone(),
-                    stop_connections: self.stop_connections.clone(),
-                    tracker: self.connections.clone(),
+                .map(|l| {
+                    Arc::new(crate::proxy::ListenerTask {
+                        service: l.service.clone(),
+                        settings: l.settings.clone(),
+                        data: self.data.clone(),
+                        stop_accepting: l.stop.clone(),
+                        stop_connections: self.stop_connections.clone(),
+                        tracker: self.connections.clone(),
+                    })
                 })
         };
         let (Some((stats, counters, admission)), Some(listener)) = (found, listener) else {

@@ -99,6 +99,9 @@ struct Target {
     /// TLS towards the host (origination): the group's settings and the
     /// host's server name. Boxed: most hosts are plain.
     tls: Option<Box<Originate>>,
+    /// The service's `clientFirst`: the client's bytes are there to send
+    /// once connected, so the handshake's last ACK can wait for them.
+    client_first: bool,
 }
 
 /// What a connect to a host that speaks TLS needs.
@@ -243,7 +246,7 @@ impl Session {
 
 /// Serves one client to completion. Errors end here: they are counted on the host
 /// and logged, never propagated to the accept loop.
-pub(crate) fn serve(accepted: Accepted, listener: ListenerTask) -> impl Future<Output = ()> {
+pub(crate) fn serve(accepted: Accepted, listener: Arc<ListenerTask>) -> impl Future<Output = ()> {
     // Boxed: the connect phase's state (timer, connect future, failover list) is
     // freed once the host answers instead of sitting in every idle task. Built
     // here, outside the async block, so the block does not keep `accepted`.
@@ -533,7 +536,7 @@ async fn terminate(
 
 /// Copies until both sides are done or the connection is asked to close, then
 /// writes the access log record; or, asked to park while idle, parks it.
-async fn relay(mut established: Box<Established>, listener: ListenerTask) {
+async fn relay(mut established: Box<Established>, listener: Arc<ListenerTask>) {
     let early = std::mem::take(&mut established.session.early);
     // Shutdown closes registered connections; one registering just after it
     // began sees the flag instead.
@@ -927,6 +930,7 @@ fn pick(
         host: host.name.clone(),
         stats: host.stats.clone(),
         connect_timeout: service.connect_timeout,
+        client_first: service.options.client_first,
         proxy_protocol: host.proxy_protocol,
         tls: host.tls.as_ref().map(|name| {
             Box::new(Originate {
@@ -950,7 +954,7 @@ async fn connect(target: &Target) -> Result<(TcpStream, SocketAddr), ConnectErro
         .stats
         .resolved()
         .ok_or_else(|| ConnectError::Host("address not resolved".to_string()))?;
-    let connected = match start_connect(addr) {
+    let connected = match start_connect(addr, target.client_first) {
         Ok(Started::Connected(stream)) => Ok(stream),
         Ok(Started::InProgress(stream)) => {
             match tokio::time::timeout(target.connect_timeout, finish_connect(stream)).await {
@@ -992,7 +996,7 @@ enum Started {
 /// system call in place of reading `SO_ERROR` once the socket turns writable,
 /// and no connect timer. (The first write still waits for tokio to see the
 /// socket writable: a new registration starts with no readiness.)
-fn start_connect(addr: SocketAddr) -> std::io::Result<Started> {
+fn start_connect(addr: SocketAddr, client_first: bool) -> std::io::Result<Started> {
     use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::AsRawFd;
 
@@ -1009,6 +1013,14 @@ fn start_connect(addr: SocketAddr) -> std::io::Result<Started> {
         socket
     };
     let _ = socket.set_tcp_nodelay(true);
+    // The handshake's last ACK leaves with the client's first bytes (a
+    // segment saved; the kernel sends it alone within 200 ms if none come).
+    #[cfg(target_os = "linux")]
+    if client_first {
+        let _ = socket.set_tcp_quickack(false);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = client_first;
     match socket.connect(&addr.into()) {
         Ok(()) => return Ok(Started::Connected(TcpStream::from_std(socket.into())?)),
         Err(error) if error.raw_os_error() == Some(libc::EINPROGRESS) => {}

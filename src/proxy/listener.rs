@@ -47,6 +47,47 @@ pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::T
     Ok(socket.into())
 }
 
+/// Seconds a client of a `clientFirst` service may take to send its first
+/// bytes before it is accepted anyway (the kernel turns it into SYN-ACK
+/// retransmissions: about this long, as nginx's `deferred`).
+#[cfg(target_os = "linux")]
+const DEFER_ACCEPT_SECS: libc::c_int = 1;
+
+/// Sets the options accepted sockets inherit from the listening `socket`, once
+/// here rather than once per connection: TCP_NODELAY, and for a service whose
+/// clients speak first (`client_first`) deferred accept (the client is
+/// accepted with its first bytes, one wake-up) and no quick ACK (its bytes are
+/// acknowledged with the answer, not by a segment of their own). Linux only
+/// (elsewhere connections set TCP_NODELAY themselves).
+pub(crate) fn set_inherited_options(
+    socket: std::os::fd::BorrowedFd<'_>,
+    client_first: bool,
+) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let options = socket2::SockRef::from(&socket);
+        options.set_tcp_nodelay(true)?;
+        options.set_tcp_quickack(!client_first)?;
+        let defer: libc::c_int = if client_first { DEFER_ACCEPT_SECS } else { 0 };
+        // SAFETY: an open socket, and a c_int option value that outlives the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&defer as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (socket, client_first);
+    Ok(())
+}
+
 /// Fails with `AddrInUse` when any socket listens on `addr`, by binding a
 /// socket there without SO_REUSEPORT (and closing it). With SO_REUSEPORT the
 /// kernel lets a socket join those another process of the same user listens
@@ -113,6 +154,9 @@ pub(crate) struct ListenerSettings {
     /// `acmeHttp`: answers ACME `http-01` validations, waiting this long at
     /// most for a request line (its `inspectTimeout`) while one is on.
     pub acme_http: Option<Duration>,
+    /// The service's `clientFirst`, as set on the listening sockets
+    /// ([`set_inherited_options`]).
+    pub client_first: bool,
 }
 
 /// A terminating listener's TLS as the data path uses it.
@@ -148,6 +192,7 @@ impl ListenerSettings {
                 .options
                 .acme_http
                 .then_some(listener.options.inspect_timeout),
+            client_first: options.client_first,
         }
     }
 
@@ -198,8 +243,10 @@ pub(crate) struct ListenerTask {
 }
 
 impl ListenerTask {
-    /// Accepts until `stop_accepting` is cancelled.
+    /// Accepts until `stop_accepting` is cancelled. Its connections share it
+    /// (one `Arc` each, not a copy: a parked connection keeps one).
     pub(crate) async fn run(self, listener: TcpListener) {
+        let this = Arc::new(self);
         let local = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -208,13 +255,13 @@ impl ListenerTask {
         let mut suppressed = 0u64;
         loop {
             let accepted = tokio::select! {
-                _ = self.stop_accepting.cancelled() => break,
+                _ = this.stop_accepting.cancelled() => break,
                 accepted = listener.accept() => accepted,
             };
             match accepted {
                 Ok((client, peer)) => {
                     backoff = ACCEPT_BACKOFF_MIN;
-                    let task = self.clone();
+                    let task = this.clone();
                     let accepted = Accepted {
                         client,
                         peer,
@@ -223,27 +270,27 @@ impl ListenerTask {
                     };
                     // Boxed: tokio moves a spawned future by value through several
                     // calls (about ten copies of its state); a box moves as a pointer.
-                    self.tracker
+                    this.tracker
                         .spawn(Box::pin(connection::serve(accepted, task)));
                 }
                 Err(error) => {
                     // EMFILE/ENFILE and friends: the listener stays, we pause so the
                     // loop doesn't spin while descriptors are short.
                     if last_warning.is_none_or(|t| t.elapsed() >= ACCEPT_WARNING_INTERVAL) {
-                        tracing::warn!(service = %self.service, listener = %local, %error, pause_ms = backoff.as_millis() as u64, suppressed, "accept failed");
+                        tracing::warn!(service = %this.service, listener = %local, %error, pause_ms = backoff.as_millis() as u64, suppressed, "accept failed");
                         last_warning = Some(Instant::now());
                         suppressed = 0;
                     } else {
                         suppressed += 1;
                     }
                     tokio::select! {
-                        _ = self.stop_accepting.cancelled() => break,
+                        _ = this.stop_accepting.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 }
             }
         }
-        tracing::info!(service = %self.service, listener = %local, "listener closed");
+        tracing::info!(service = %this.service, listener = %local, "listener closed");
     }
 }

@@ -29,7 +29,7 @@ pub(crate) use connection::ConnectionRecord;
 pub(crate) use idle::sweep_idle;
 pub(crate) use listener::{
     ListenerSettings, ListenerTask, Terminating, bind, check_free, in_use_by_another,
-    ipv6_unavailable,
+    ipv6_unavailable, set_inherited_options,
 };
 pub(crate) use udp::UdpListenerTask;
 pub(crate) use workers::WorkerPool;

@@ -130,7 +130,7 @@ pub(crate) struct Landing {
     pub stats: Arc<HostStats>,
     pub counters: Arc<ServiceCounters>,
     pub admission: crate::state::Admission,
-    pub listener: ListenerTask,
+    pub listener: Arc<ListenerTask>,
 }
 
 /// Parks a connection handed over by the previous process in this thread's

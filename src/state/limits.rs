@@ -78,23 +78,32 @@ impl Default for Limiter {
 }
 
 /// A client admitted under the service limits; releases its place on drop.
+/// One pointer, boxed only when it holds a place: most services set no limits,
+/// and every open (and parked) connection keeps one.
 #[derive(Debug)]
 pub struct Admission {
+    _held: Option<Box<Held>>,
+}
+
+/// The places an admitted client holds.
+#[derive(Debug, Default)]
+struct Held {
     _slot: Option<OwnedSemaphorePermit>,
     source: Option<(Arc<Limiter>, IpAddr)>,
 }
 
 impl Admission {
-    /// An admission that holds no place under any limit.
-    pub fn none() -> Admission {
+    fn of(held: Held) -> Admission {
+        if held._slot.is_none() && held.source.is_none() {
+            return Admission { _held: None };
+        }
         Admission {
-            _slot: None,
-            source: None,
+            _held: Some(Box::new(held)),
         }
     }
 }
 
-impl Drop for Admission {
+impl Drop for Held {
     fn drop(&mut self) {
         if let Some((limiter, ip)) = self.source.take()
             && let Some(mut source) = limiter.sources.get_mut(&ip)
@@ -131,10 +140,7 @@ impl Limiter {
         queue_timeout: Duration,
     ) -> Result<Admission, Refusal> {
         let (source_maxconn, source_rate) = limits;
-        let mut admission = Admission {
-            _slot: None,
-            source: None,
-        };
+        let mut admission = Held::default();
         if source_maxconn > 0 || source_rate > 0 {
             let second = self.clock.elapsed().as_secs();
             let mut source = self.sources.entry(ip).or_default();
@@ -154,11 +160,11 @@ impl Limiter {
             admission.source = Some((self.clone(), ip));
         }
         let Some(slots) = self.slots.load_full() else {
-            return Ok(admission);
+            return Ok(Admission::of(admission));
         };
         if let Ok(permit) = slots.semaphore.clone().try_acquire_owned() {
             admission._slot = Some(permit);
-            return Ok(admission);
+            return Ok(Admission::of(admission));
         }
         if slots.waiting.fetch_add(1, Relaxed) >= queue {
             slots.waiting.fetch_sub(1, Relaxed);
@@ -170,7 +176,7 @@ impl Limiter {
         match waited {
             Ok(Ok(permit)) => {
                 admission._slot = Some(permit);
-                Ok(admission)
+                Ok(Admission::of(admission))
             }
             _ => Err(Refusal::QueueTimeout),
         }
@@ -182,7 +188,7 @@ impl Limiter {
     /// (when `per_source`) and a service slot while one is free: past
     /// `maxconn` (a new configuration that lowered it) it holds none.
     pub fn hold(self: &Arc<Self>, ip: IpAddr, per_source: bool) -> Admission {
-        let mut admission = Admission::none();
+        let mut admission = Held::default();
         if per_source {
             self.sources.entry(ip).or_default().open += 1;
             admission.source = Some((self.clone(), ip));
@@ -190,7 +196,7 @@ impl Limiter {
         if let Some(slots) = self.slots.load_full() {
             admission._slot = slots.semaphore.clone().try_acquire_owned().ok();
         }
-        admission
+        Admission::of(admission)
     }
 
     /// Forgets addresses with nothing open and no activity this second.

@@ -1,4 +1,4 @@
-//! The data path end to end: proxying, PROXY protocol, limits and access
+//! The data path end to end: proxying, clientFirst, PROXY protocol, limits and access
 //! lists, parked connections, faults, schedulers, shared ports, retries,
 //! backup groups, inherited sockets, DNS-named hosts, TLS termination and
 //! the soak test. One test binary (each file a module) so the crate is
@@ -13,6 +13,7 @@ mod all_bad;
 mod backup_groups;
 mod check_protocols;
 mod checks;
+mod client_first;
 mod data_path;
 mod dns;
 mod ejection;

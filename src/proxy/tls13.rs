@@ -240,7 +240,12 @@ impl AsyncWrite for Tls13Stream {
             this.write_done = true;
             let mut sealed = [0u8; OVERHEAD + 2];
             let n = this.records.seal_close_notify(&mut sealed)?;
-            this.send(cx, &sealed[..n])?;
+            // Held back (MSG_MORE) for the FIN the shutdown adds to it: one
+            // segment and one wake-up of the client, not two.
+            let sent = socket2::SockRef::from(&this.io)
+                .send_with_flags(&sealed[..n], libc::MSG_MORE | libc::MSG_NOSIGNAL)
+                .unwrap_or(0);
+            this.send(cx, &sealed[sent..n])?;
             ready!(this.poll_out(cx))?;
         }
         Pin::new(&mut this.io).poll_shutdown(cx)

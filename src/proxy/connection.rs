@@ -168,7 +168,7 @@ enum Client {
     /// Bytes as they come: the readiness-driven copy loop, parking.
     Plain(TcpStream),
     /// Terminated TLS (the host gets the plaintext).
-    Tls(Box<TlsClient>),
+    Tls(TlsClient),
 }
 
 impl Client {
@@ -176,7 +176,7 @@ impl Client {
     fn socket(&self) -> &TcpStream {
         match self {
             Client::Plain(socket) => socket,
-            Client::Tls(stream) => stream.get_ref().0.socket(),
+            Client::Tls(stream) => stream.socket(),
         }
     }
 }
@@ -524,7 +524,7 @@ async fn terminate(
     early: Vec<u8>,
     tls: &super::listener::Terminating,
     routing: Option<&super::inspect::Routing>,
-) -> Result<(Box<TlsClient>, Inspected), crate::tls::HandshakeFailure> {
+) -> Result<(TlsClient, Inspected), crate::tls::HandshakeFailure> {
     let done = handshake(client, early, tls).await?;
     let mut inspected = match routing {
         Some(routing) => choose(done.seen, routing),
@@ -689,7 +689,7 @@ fn close_requested(entry: &ConnectionEntry) -> Option<CloseReason> {
 
 /// Copies both ways between a client and a host one of which speaks TLS
 /// (terminated, originated or both), counting, until the connection ends;
-/// it never parks (rustls holds its state). `early`, client bytes already
+/// it never parks (its TLS state lives in the task). `early`, client bytes already
 /// read, go to the host first.
 async fn copy_tls(established: &mut Established, early: Vec<u8>) -> CloseReason {
     let Established {
@@ -699,7 +699,7 @@ async fn copy_tls(established: &mut Established, early: Vec<u8>) -> CloseReason 
     } = established;
     let client: &mut dyn terminate::Stream = match client {
         Client::Plain(socket) => socket,
-        Client::Tls(stream) => &mut **stream,
+        Client::Tls(stream) => stream.stream(),
     };
     let host: &mut dyn terminate::Stream = match host {
         Host::Plain(socket) => socket,

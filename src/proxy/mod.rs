@@ -18,6 +18,7 @@ pub mod proxy_protocol;
 mod quic;
 mod retry_empty;
 mod terminate;
+mod tls13;
 mod udp;
 pub(crate) mod udp_moved;
 mod udp_sources;

@@ -4,14 +4,18 @@
 //! TLS is originated towards, or both).
 //!
 //! Plain-TCP connections never come here: their copy loop (`copy.rs`) works
-//! on the sockets' readiness and parks idle connections; one with TLS goes
-//! through rustls's buffers, so it is copied through `AsyncRead`/`AsyncWrite`
-//! (`copy` below, holding no buffer of its own while idle) and never parked.
+//! on the sockets' readiness and parks idle connections; one with TLS is
+//! copied through `AsyncRead`/`AsyncWrite` (`copy` below, holding no buffer
+//! of its own while idle) and never parked. A TLS 1.3 client leaves rustls
+//! once its handshake is done (`TlsClient::of`): rustls' stream keeps a
+//! record buffer and its state for the connection's life, `tls13.rs` only
+//! the keys. TLS 1.2 clients, and the rare handshake that ends with part of
+//! a record read, stay with rustls.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
@@ -21,10 +25,12 @@ use tokio_rustls::server::TlsStream;
 
 use super::copy::Side;
 use super::listener::Terminating;
+use super::tls13::Tls13Stream;
 use crate::config::ClientProtocol;
 use crate::routing::Seen;
 use crate::state::clock_ms;
 use crate::tls::acme::ACME_TLS_ALPN;
+use crate::tls::record::{Records, TrafficSecrets, capture};
 use crate::tls::{HandshakeFailure, Session};
 
 /// A client's socket, with the bytes already read from it (behind a PROXY
@@ -34,17 +40,65 @@ pub(crate) struct Prefixed {
     early: Vec<u8>,
     at: usize,
     io: TcpStream,
+    /// Where the records rustls read end, while it handshakes.
+    records: Option<Boundary>,
 }
 
 impl Prefixed {
     /// `io`, whose first bytes are `early`.
     pub(crate) fn new(early: Vec<u8>, io: TcpStream) -> Prefixed {
-        Prefixed { early, at: 0, io }
+        Prefixed {
+            early,
+            at: 0,
+            io,
+            records: Some(Boundary::default()),
+        }
     }
 
     /// The socket.
     pub(crate) fn socket(&self) -> &TcpStream {
         &self.io
+    }
+
+    /// rustls read whole records only (none of its buffer is left to read)
+    /// and nothing given back is left: the stream may leave rustls.
+    fn between_records(&self) -> bool {
+        self.at == self.early.len() && self.records.as_ref().is_some_and(Boundary::between)
+    }
+}
+
+/// Follows the records in a byte stream (header, then its length of body)
+/// to tell when the bytes read so far end with a whole record.
+#[derive(Debug, Default)]
+struct Boundary {
+    header: [u8; 5],
+    /// Header bytes seen of the record starting.
+    have: usize,
+    /// Body bytes still to come of the current record.
+    left: usize,
+}
+
+impl Boundary {
+    fn saw(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(bytes.len());
+                self.left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (self.header.len() - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == self.header.len() {
+                self.left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                self.have = 0;
+            }
+        }
+    }
+    fn between(&self) -> bool {
+        self.have == 0 && self.left == 0
     }
 }
 
@@ -55,6 +109,7 @@ impl AsyncRead for Prefixed {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         if this.at < this.early.len() {
             let n = (this.early.len() - this.at).min(buf.remaining());
             buf.put_slice(&this.early[this.at..this.at + n]);
@@ -63,9 +118,13 @@ impl AsyncRead for Prefixed {
                 this.early = Vec::new();
                 this.at = 0;
             }
-            return Poll::Ready(Ok(()));
+        } else {
+            ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         }
-        Pin::new(&mut this.io).poll_read(cx, buf)
+        if let Some(records) = &mut this.records {
+            records.saw(&buf.filled()[before..]);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -98,13 +157,82 @@ impl AsyncWrite for Prefixed {
     }
 }
 
-/// A terminated client's stream: TLS over its socket.
-pub(crate) type TlsClient = TlsStream<Prefixed>;
+/// A terminated client's stream: TLS over its socket, through rustls or,
+/// once a TLS 1.3 handshake is done, our own record layer (`tls13.rs`:
+/// rustls keeps buffers and state for the connection's life).
+pub(crate) enum TlsClient {
+    /// rustls' stream (TLS 1.2; the handshake left bytes in rustls).
+    Rustls(Box<TlsStream<Prefixed>>),
+    /// TLS 1.3 without rustls.
+    Tls13(Box<Tls13Stream>),
+}
+
+impl TlsClient {
+    /// The client's socket.
+    pub(crate) fn socket(&self) -> &TcpStream {
+        match self {
+            TlsClient::Rustls(stream) => stream.get_ref().0.socket(),
+            TlsClient::Tls13(stream) => stream.socket(),
+        }
+    }
+
+    /// The stream to copy through.
+    pub(crate) fn stream(&mut self) -> &mut dyn Stream {
+        match self {
+            TlsClient::Rustls(stream) => &mut **stream,
+            TlsClient::Tls13(stream) => &mut **stream,
+        }
+    }
+
+    /// A finished handshake's stream: out of rustls when it can be
+    /// (`traffic`, its secrets, captured), else rustls' own.
+    fn of(mut stream: TlsStream<Prefixed>, traffic: TrafficSecrets) -> io::Result<TlsClient> {
+        let (io, conn) = stream.get_ref();
+        let suite = match conn.negotiated_cipher_suite() {
+            Some(rustls::SupportedCipherSuite::Tls13(suite)) => suite.common.suite,
+            _ => return Ok(TlsClient::rustls(stream)),
+        };
+        // The conditions of `dangerous_extract_secrets` (handshake done,
+        // nothing to send), and nothing read but not processed.
+        if !io.between_records() || conn.wants_write() || conn.is_handshaking() {
+            return Ok(TlsClient::rustls(stream));
+        }
+        let conn = &mut stream.get_mut().1;
+        let closed = conn
+            .process_new_packets()
+            .map_err(io::Error::other)?
+            .peer_has_closed();
+        let mut plain = Vec::new();
+        // Ends at what is buffered: WouldBlock, or the client's end (read
+        // again from the socket, which tells it once more).
+        match io::Read::read_to_end(&mut conn.reader(), &mut plain) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::UnexpectedEof
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        let (io, conn) = stream.into_inner();
+        let secrets = conn.dangerous_extract_secrets().map_err(io::Error::other)?;
+        let records = Records::new(suite, secrets, traffic)
+            .ok_or_else(|| io::Error::other("TLS 1.3 keys not usable"))?;
+        Ok(TlsClient::Tls13(Box::new(Tls13Stream::new(
+            io.io, records, plain, closed,
+        ))))
+    }
+
+    fn rustls(mut stream: TlsStream<Prefixed>) -> TlsClient {
+        stream.get_mut().0.records = None;
+        TlsClient::Rustls(Box::new(stream))
+    }
+}
 
 /// A finished handshake.
 pub(crate) struct Handshaken {
     /// The client, speaking TLS.
-    pub stream: Box<TlsClient>,
+    pub stream: TlsClient,
     /// What its ClientHello asked for (SNI, ALPN offered), for the routes.
     pub seen: Seen,
     /// What was agreed, for the logs.
@@ -159,14 +287,22 @@ pub(crate) async fn handshake(
                 return Err(HandshakeFailure::NoCertificate);
             }
         }
-        let stream =
-            tokio::time::timeout_at(deadline, start.into_stream(tls.terminator.server.clone()))
-                .await
-                .map_err(|_| HandshakeFailure::Timeout)?
-                .map_err(|e| HandshakeFailure::of(&e))?;
+        // The traffic secrets are derived (and captured) as the server's
+        // flight is made: in `into_stream`, or in a poll after a retry.
+        let mut traffic = TrafficSecrets::default();
+        let mut accept = capture(&mut traffic, || {
+            start.into_stream(tls.terminator.server.clone())
+        });
+        let accepting =
+            std::future::poll_fn(|cx| capture(&mut traffic, || Pin::new(&mut accept).poll(cx)));
+        let stream = tokio::time::timeout_at(deadline, accepting)
+            .await
+            .map_err(|_| HandshakeFailure::Timeout)?
+            .map_err(|e| HandshakeFailure::of(&e))?;
         let session = Session::of(stream.get_ref().1);
+        let stream = TlsClient::of(stream, traffic).map_err(|e| HandshakeFailure::of(&e))?;
         Ok(Handshaken {
-            stream: Box::new(stream),
+            stream,
             seen,
             session,
         })
@@ -185,10 +321,11 @@ pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
-/// One direction of a copy through rustls. Bytes read are written on at
-/// once from a scratch buffer on the stack; only what the other side does not
+/// One direction of a copy through TLS. Bytes read are written on at once
+/// from a scratch buffer on the stack; only what the other side does not
 /// take at once is kept, on the heap, until it does: an idle connection holds
-/// no copy buffer (rustls keeps its own, 4 KiB, for reading records).
+/// no copy buffer (rustls' stream keeps its own, 4 KiB, for reading records;
+/// `Tls13Stream` reads records into this one).
 #[derive(Default)]
 struct Direction {
     /// Read, not yet written; empty (no allocation) most of the time.

@@ -24,6 +24,7 @@ use crate::config::{ClientAuth, ListenerTls, Location, TlsCert, TlsVersion};
 
 pub mod acme;
 pub mod origin;
+pub(crate) mod record;
 
 pub use acme::{AcmeCerts, AcmeSlot};
 pub use origin::{OriginTls, Originator};
@@ -239,6 +240,10 @@ pub fn load_in(tls: &ListenerTls, acme: &AcmeCerts) -> Result<Terminator, TlsErr
     // from the latest (browsers, curl, OpenSSL's s_time), and each ticket is
     // an encryption and three reads of the system's randomness.
     server.send_tls13_tickets = 1;
+    // TLS 1.3 connections leave rustls after the handshake (`record`): its
+    // keys are extracted, its traffic secrets logged for key updates.
+    server.enable_secret_extraction = true;
+    server.key_log = Arc::new(record::CaptureSecrets);
     if let Some(ticketer) = ticketer() {
         server.ticketer = ticketer;
     }

@@ -1111,3 +1111,181 @@ async fn a_certificate_replaced_through_the_api_is_checked_then_served() {
     .await;
     assert_eq!(status, 404, "{text}");
 }
+
+/// A pattern that shows where bytes were lost, doubled or reordered.
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed ^ (i >> 13) as u8)
+        .collect()
+}
+
+/// After a TLS 1.3 handshake txlb runs the records itself (rustls only
+/// agrees the keys): key updates the client makes (each asking for txlb's
+/// too) are followed both ways in the middle of 4 MiB echoed, byte exact;
+/// the client's close_notify and FIN reach the host as its end, the host's
+/// end comes back as close_notify; a client that sends a record txlb cannot
+/// open is cut off without harming the next.
+#[tokio::test]
+async fn tls13_streams_follow_key_updates_and_pass_half_close() {
+    const LEN: usize = 4 << 20;
+    let cert = issue("keys.example.com", &["keys.example.com"], None);
+    let echo = echo_backend().await;
+    let lb = start(
+        |dir| {
+            write_pair(dir, "keys", &cert);
+        },
+        "<listen ip=\"127.0.0.1:0\"><tls cert=\"keys.pem\" key=\"keys.key\"/></listen>",
+        echo,
+        "",
+    )
+    .await;
+    let tls = rustls_client(
+        lb.addr,
+        "keys.example.com",
+        std::slice::from_ref(&cert.der),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    let mut tls = tls;
+    let sent = pattern(7, LEN);
+    let echo_all = async {
+        let mut echoed = vec![0u8; LEN];
+        for (i, (chunk, back)) in sent
+            .chunks(64 * 1024)
+            .zip(echoed.chunks_mut(64 * 1024))
+            .enumerate()
+        {
+            tls.write_all(chunk).await.unwrap();
+            tls.flush().await.unwrap();
+            tls.read_exact(back).await.unwrap();
+            if i % 8 == 3 {
+                // The next records under new keys, and txlb's answers too.
+                tls.get_mut().1.refresh_traffic_keys().unwrap();
+            }
+        }
+        tls.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let end = tls.read_to_end(&mut rest).await;
+        (echoed, end.map(|_| rest))
+    };
+    let (echoed, end) = tokio::time::timeout(Duration::from_secs(60), echo_all)
+        .await
+        .expect("the echo ends");
+    assert!(echoed == sent, "echoed byte exact");
+    assert_eq!(end.expect("the host's end comes back as close_notify"), b"");
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            lb.access()
+                .contains(&format!("bytes_in={LEN} bytes_out={LEN}"))
+        })
+        .await,
+        "{}",
+        lb.access()
+    );
+
+    // A record that does not decrypt: that client is closed, not the next.
+    let mut bad = rustls_client(
+        lb.addr,
+        "keys.example.com",
+        std::slice::from_ref(&cert.der),
+        &[],
+    )
+    .await
+    .unwrap();
+    bad.get_mut()
+        .0
+        .write_all(&[
+            23, 3, 3, 0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+        ])
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    // Closed (an EOF or a reset), not left hanging.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        bad.get_mut().0.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the client is closed");
+    let mut good = rustls_client(
+        lb.addr,
+        "keys.example.com",
+        std::slice::from_ref(&cert.der),
+        &[],
+    )
+    .await
+    .unwrap();
+    good.write_all(b"still here").await.unwrap();
+    let mut back = [0u8; 10];
+    good.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"still here");
+}
+
+/// Idle terminated TLS 1.3 connections hold their keys and little else:
+/// no record buffer, no rustls state (with rustls' stream each held ~10 KB).
+#[test]
+fn an_idle_tls13_connection_holds_little_memory() {
+    let _heavy = common::heavy_blocking();
+    const CLIENTS: usize = 1000;
+    common::binary::raise_nofile();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cert = issue("idle.example.com", &["idle.example.com"], None);
+    // A host that answers each connection once and then holds it.
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut stream in backend.incoming().map_while(Result::ok) {
+            let _ = std::io::Write::write_all(&mut stream, b"hello");
+            held.push(stream);
+        }
+    });
+    let lb = runtime.block_on(start(
+        |dir| {
+            write_pair(dir, "idle", &cert);
+        },
+        "<listen ip=\"127.0.0.1:0\"><tls cert=\"idle.pem\" key=\"idle.key\"/></listen>",
+        backend_addr,
+        "",
+    ));
+    let connect = |n: usize| {
+        runtime.block_on(async {
+            let mut clients = Vec::new();
+            for _ in 0..n {
+                let mut tls = rustls_client(
+                    lb.addr,
+                    "idle.example.com",
+                    std::slice::from_ref(&cert.der),
+                    &[],
+                )
+                .await
+                .unwrap();
+                let mut hello = [0u8; 5];
+                tls.read_exact(&mut hello).await.unwrap();
+                clients.push(tls);
+            }
+            clients
+        })
+    };
+    // Baseline after a first round, so the runtime and tables have their sizes.
+    drop(connect(100));
+    std::thread::sleep(Duration::from_secs(1));
+    let baseline = lb.txlb.rss_kib();
+    let clients = connect(CLIENTS);
+    std::thread::sleep(Duration::from_secs(1));
+    let per_connection = (lb.txlb.rss_kib().saturating_sub(baseline) * 1024) / CLIENTS as u64;
+    eprintln!("{CLIENTS} idle TLS 1.3 connections: {per_connection} B of RSS each");
+    assert!(
+        per_connection <= 6 * 1024,
+        "{per_connection} B per idle TLS connection"
+    );
+    drop(clients);
+}

@@ -240,6 +240,8 @@ struct Session {
     /// QUIC (a listener with routes): the connection ID of the host's first
     /// long-header reply is still to learn.
     learn_id: bool,
+    /// Counted in [`Relay::sources`] (opened under `maxSessionsPerSource`).
+    per_source: bool,
 }
 
 impl Client for Session {
@@ -650,6 +652,7 @@ impl Relay {
             bytes_out: 0,
             replies: 0,
             learn_id: self.task.settings.load().routing.is_some(),
+            per_source: false,
         };
         for bytes in datagrams {
             let bytes = bytes.as_ref();
@@ -664,7 +667,7 @@ impl Relay {
                 }
             }
         }
-        self.insert(session)
+        self.insert(session, own.options.max_sessions_per_source)
     }
 
     /// The shared [`Place`] saying what `fresh` says.
@@ -689,11 +692,12 @@ impl Relay {
         }
     }
 
-    /// A new session in the table and the set, counted open; its key.
-    fn insert(&mut self, session: Session) -> Option<Key> {
+    /// A new session in the table and the set, counted open (and per
+    /// source under a limit of `per_source` sessions, 0: none); its key.
+    fn insert(&mut self, mut session: Session, per_source: u32) -> Option<Key> {
         OPEN_SESSIONS.fetch_add(1, Relaxed); // back in `close`
         session.place.counters.sessions_open.fetch_add(1, Relaxed);
-        self.sources.opened(session.client.ip());
+        session.per_source = self.sources.opened(session.client.ip(), per_source);
         let fd = session.socket.as_raw_fd();
         let key = self.sessions.insert(session);
         if let Err(error) = self.watch(fd, key) {
@@ -749,7 +753,7 @@ impl Relay {
     }
 
     /// Ends the sessions quiet for their timeout; forgets places no session
-    /// holds.
+    /// holds and client addresses nothing counts.
     fn sweep(&mut self) {
         let now = self.now;
         let expired = self
@@ -759,6 +763,7 @@ impl Relay {
             self.end(key, CloseReason::Timeout);
         }
         self.places.retain(|_, place| Arc::strong_count(place) > 1);
+        self.sources.forget_idle();
     }
 
     /// The session's host failed its client (a refusal): marked bad, or a
@@ -791,7 +796,9 @@ impl Relay {
         let session = self.sessions.remove(key)?;
         OPEN_SESSIONS.fetch_sub(1, Relaxed);
         session.place.counters.sessions_open.fetch_sub(1, Relaxed);
-        self.sources.closed(session.client.ip());
+        if session.per_source {
+            self.sources.closed(session.client.ip());
+        }
         self.ids.forget((session.client, key));
         Some(session)
     }
@@ -887,8 +894,12 @@ impl Relay {
             bytes_out: record.bytes_out,
             replies: record.replies,
             learn_id: false,
+            per_source: false,
         };
-        self.insert(session);
+        let per_source = snapshot
+            .service(&self.task.service)
+            .map_or(0, |own| own.options.max_sessions_per_source);
+        self.insert(session, per_source);
     }
 
     /// One access log line for an ended session, when the log is on.

@@ -1,7 +1,13 @@
 //! Per-source limits of a UDP listener's clients: sessions open per client
 //! address (`maxSessionsPerSource`) and datagrams per second per client
 //! address (`datagramRate`, a window of one second, as TCP's `sourceRate`).
-//! Owned by the listener's task with its table of sessions: no lock.
+//! Owned by the listener's relay thread with its table of sessions: no lock.
+//!
+//! Nothing is kept for a listener without these limits. With them, an
+//! address is kept while it has a session counted here (at most
+//! `maxSessions` of them) or, for the rate alone, at most
+//! [`MAX_RATE_SOURCES`] more: some 40-90 B each, so spoofed sources cannot
+//! grow the map past that.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -56,11 +62,7 @@ impl Sources {
         }
         let second = self.second();
         if second != self.swept {
-            // Once a second: addresses with no session and no datagram this
-            // second are forgotten.
-            self.swept = second;
-            self.by_ip
-                .retain(|_, u| u.sessions > 0 || u.second == second);
+            self.forget_idle();
         }
         if !self.by_ip.contains_key(&ip) && self.by_ip.len() >= MAX_RATE_SOURCES {
             return true;
@@ -77,17 +79,40 @@ impl Sources {
         true
     }
 
+    /// Forgets the addresses with no counted session and no datagram this
+    /// second, and the room they took after a flood. Called at least once a
+    /// second (by the relay's sweep too: a reload may have lifted the rate).
+    pub(crate) fn forget_idle(&mut self) {
+        if self.by_ip.capacity() == 0 {
+            return;
+        }
+        let second = self.second();
+        self.swept = second;
+        self.by_ip
+            .retain(|_, u| u.sessions > 0 || u.second == second);
+        if self.by_ip.len() < self.by_ip.capacity() / 4 {
+            self.by_ip.shrink_to_fit();
+        }
+    }
+
     /// Whether `ip` may open another session under `max` (0: no limit).
     pub(crate) fn may_open(&self, ip: IpAddr, max: u32) -> bool {
         max == 0 || self.by_ip.get(&ip).map_or(0, |u| u.sessions) < max
     }
 
-    /// A session of `ip` opened.
-    pub(crate) fn opened(&mut self, ip: IpAddr) {
+    /// A session of `ip` opened under a limit of `max` sessions per address:
+    /// whether it is counted (not without a limit, 0). Only a counted one is
+    /// to be [`closed`](Sources::closed): a reload may set or lift the limit
+    /// while it is open.
+    pub(crate) fn opened(&mut self, ip: IpAddr, max: u32) -> bool {
+        if max == 0 {
+            return false;
+        }
         self.by_ip.entry(ip).or_default().sessions += 1;
+        true
     }
 
-    /// A session of `ip` ended.
+    /// A counted session of `ip` ended.
     pub(crate) fn closed(&mut self, ip: IpAddr) {
         let second = self.second();
         if let Some(used) = self.by_ip.get_mut(&ip) {
@@ -118,8 +143,8 @@ mod tests {
     fn sessions_per_address_are_counted_and_forgotten_when_closed() {
         let mut sources = Sources::default();
         assert!(sources.may_open(ip(1), 2));
-        sources.opened(ip(1));
-        sources.opened(ip(1));
+        assert!(sources.opened(ip(1), 2));
+        assert!(sources.opened(ip(1), 2));
         assert!(!sources.may_open(ip(1), 2));
         assert!(sources.may_open(ip(1), 0), "0: no limit");
         assert!(sources.may_open(ip(2), 2), "per address");
@@ -128,6 +153,17 @@ mod tests {
         sources.closed(ip(1));
         sources.closed(ip(1)); // never below zero
         assert_eq!(sources.len(), 0);
+    }
+
+    #[test]
+    fn nothing_is_kept_per_address_without_limits() {
+        let mut sources = Sources::default();
+        for n in 0..1000 {
+            assert!(!sources.opened(ip(n), 0), "not counted");
+            assert!(sources.datagram(ip(n), 0));
+        }
+        assert_eq!(sources.len(), 0);
+        assert_eq!(sources.by_ip.capacity(), 0, "not even allocated");
     }
 
     #[test]
@@ -153,5 +189,21 @@ mod tests {
             assert!(sources.datagram(ip(n), 1));
         }
         assert!(sources.len() <= MAX_RATE_SOURCES);
+    }
+
+    #[test]
+    fn addresses_followed_for_their_rate_are_forgotten_the_next_second() {
+        let mut sources = Sources::default();
+        for n in 0..1000 {
+            sources.datagram(ip(n), 5);
+        }
+        assert!(sources.opened(ip(1), 3));
+        // A second later (the clock moved back instead of sleeping).
+        sources.clock -= std::time::Duration::from_secs(1);
+        sources.forget_idle();
+        assert_eq!(sources.len(), 1, "the address with a session stays");
+        assert!(sources.by_ip.capacity() < 1000, "room given back");
+        sources.closed(ip(1));
+        assert_eq!(sources.len(), 0);
     }
 }

@@ -613,3 +613,86 @@ async fn an_instance_that_cannot_apply_the_fleets_change_is_out_of_step_and_cann
     assert_eq!(status, 201, "{body}");
     assert!(fine.reaches("c", Duration::from_secs(2)).await);
 }
+
+/// A UDP host on 127.0.0.1 answering each datagram with `name:` then the
+/// datagram.
+async fn udp_named_host(name: &str) -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let prefix = format!("{name}:").into_bytes();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let reply = [&prefix[..], &buf[..n]].concat();
+            let _ = socket.send_to(&reply, from).await;
+        }
+    });
+    addr
+}
+
+/// The name of the UDP host a new client of `lb` reaches (a new client
+/// address: a new session), or nothing within half a second.
+async fn udp_reached(lb: SocketAddr) -> Option<String> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(b"ping", lb).await.ok()?;
+    let mut buf = [0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let reply = std::str::from_utf8(&buf[..n]).ok()?;
+    let (name, echoed) = reply.split_once(':')?;
+    (echoed == "ping").then(|| name.to_string())
+}
+
+#[tokio::test]
+async fn udp_host_added_on_one_instance_serves_through_another() {
+    let binary = etcd_or_skip!();
+    let etcd = Etcd::start(binary);
+    let dir = tempfile::tempdir().unwrap();
+    let ua = udp_named_host("ua").await;
+    // The fleet's configuration: one UDP service over host `ua`, round robin
+    // (each new client address goes to the next host).
+    let file = |name: &str| {
+        let text = xml(&etcd.url(), name, &[("ua", ua)]).replace(
+            "<service name=\"svc\">",
+            "<service name=\"svc\" protocol=\"udp\" sessionTimeout=\"5\">",
+        );
+        let path = dir.path().join(format!("{name}.xml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (ok, out) = push(&file("seed"));
+    assert!(ok, "{out}");
+    let lb1 = Instance::start(&file("lb1")).await;
+    let lb2 = Instance::start(&file("lb2")).await;
+    assert_eq!(udp_reached(lb2.listener).await.as_deref(), Some("ua"));
+
+    let ub = udp_named_host("ub").await;
+    let (status, body) = lb1.add_host("ub", ub).await;
+    assert_eq!(status, 201, "{body}");
+    // New clients of lb2 reach the host added on lb1, and the first one still.
+    let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+    let both = eventually(Duration::from_secs(3), || async {
+        if let Some(name) = udp_reached(lb2.listener).await {
+            seen.lock().unwrap().insert(name);
+        }
+        let seen = seen.lock().unwrap();
+        seen.contains("ua") && seen.contains("ub")
+    })
+    .await;
+    assert!(
+        both,
+        "lb2 reached {:?}:\n{}",
+        seen.lock().unwrap(),
+        lb2.txlb.log_text()
+    );
+    // lb1 serves it too, and both list it.
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            udp_reached(lb1.listener).await.as_deref() == Some("ub")
+        })
+        .await
+    );
+    assert_eq!(host_names(&lb2).await, ["ua", "ub"]);
+}

@@ -633,6 +633,53 @@ async fn sessions_past_max_sessions_per_source_are_dropped_and_counted() {
 }
 
 #[tokio::test]
+async fn max_sessions_per_source_counts_only_sessions_opened_under_it_across_reloads() {
+    let (h1, _) = super::udp::udp_host("127.0.0.1", "h1:").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    let with = |attrs: &str| config("127.0.0.1:0", attrs, "roundr", &[("h1", h1)]);
+    std::fs::write(&path, with(r#"sessionTimeout="30""#)).unwrap();
+    let txlb = Txlb::start(&path, 2);
+    let lb = txlb.listener();
+    let reload = |attrs: &str| {
+        std::fs::write(&path, with(attrs)).unwrap();
+        let skip = txlb.log_len();
+        txlb.signal("HUP");
+        txlb.wait_for("configuration reloaded", skip);
+    };
+    // Without the limit nothing is counted per address.
+    let before = [client("127.0.0.1").await, client("127.0.0.1").await];
+    for socket in &before {
+        assert!(answered(socket, lb, b"a").await);
+    }
+    reload(r#"sessionTimeout="30" maxSessionsPerSource="1""#);
+    let counted = client("127.0.0.1").await;
+    assert!(
+        answered(&counted, lb, b"b").await,
+        "the two before do not count"
+    );
+    assert!(!answered(&client("127.0.0.1").await, lb, b"c").await);
+    assert_eq!(
+        metric(&txlb, "txlb_service_dropped_source_limit_total").await,
+        1
+    );
+    // Lifted, and set again at two: the one opened under it still counts.
+    reload(r#"sessionTimeout="30""#);
+    assert!(answered(&client("127.0.0.1").await, lb, b"d").await);
+    reload(r#"sessionTimeout="30" maxSessionsPerSource="2""#);
+    assert!(answered(&client("127.0.0.1").await, lb, b"e").await);
+    assert!(!answered(&client("127.0.0.1").await, lb, b"f").await);
+    assert_eq!(
+        metric(&txlb, "txlb_service_dropped_source_limit_total").await,
+        2
+    );
+    for socket in before.iter().chain([&counted]) {
+        assert!(answered(socket, lb, b"again").await);
+    }
+    assert_eq!(metric(&txlb, "txlb_service_sessions_open").await, 5);
+}
+
+#[tokio::test]
 async fn datagrams_past_the_rate_of_a_source_are_dropped_and_counted() {
     let (h1, received) = super::udp::udp_host("127.0.0.1", "h1:").await;
     let attrs = r#"datagramRate="5""#;

@@ -895,21 +895,35 @@ async fn a_fleet_renews_once_and_every_instance_installs_the_renewed_certificate
         }
         out
     };
-    let agreed = |min_issued: usize| {
+    // Both serve one certificate, other than `old`, after `min_issued` orders
+    // (counted before the serials are read: an order logged in between must
+    // not pass with both still serving the one before it).
+    let agreed = |min_issued: usize, old: String| {
         let serials = &serials;
         let issued = &issued;
         async move {
             common::eventually(ORDER_WAIT, || async {
+                let ordered = issued();
                 let s = serials().await;
-                issued() >= min_issued && !s[0].is_empty() && s[0] == s[1]
+                ordered >= min_issued && !s[0].is_empty() && s[0] == s[1] && s[0] != old
             })
             .await
         }
     };
-    assert!(agreed(1).await, "{}\n{}", a.log_text(), b.log_text());
+    assert!(
+        agreed(1, String::new()).await,
+        "{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
     let first = serials().await[0].clone();
     // Renewed: one new order, and both move to the new certificate.
-    assert!(agreed(2).await, "{}\n{}", a.log_text(), b.log_text());
+    assert!(
+        agreed(2, first.clone()).await,
+        "{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
     let renewed = serials().await;
     assert_ne!(renewed[0], first, "{}\n{}", a.log_text(), b.log_text());
     assert!(

@@ -216,8 +216,11 @@ impl TlsClient {
         }
         let (io, conn) = stream.into_inner();
         let secrets = conn.dangerous_extract_secrets().map_err(io::Error::other)?;
-        let records = Records::new(suite, secrets, traffic)
-            .ok_or_else(|| io::Error::other("TLS 1.3 keys not usable"))?;
+        let records = Records::new(suite, secrets, traffic).ok_or_else(|| {
+            io::Error::other(
+                "TLS 1.3 keys not usable (a key update sent with the client's Finished?)",
+            )
+        })?;
         Ok(TlsClient::Tls13(Box::new(Tls13Stream::new(
             io.io, records, plain, closed,
         ))))

@@ -44,6 +44,11 @@ pub(crate) struct Tls13Stream {
     read_done: bool,
     /// `close_notify` sealed: nothing more is written.
     write_done: bool,
+    /// A key update of ours is the last thing in `out`, not yet taken by
+    /// the socket: it answers every request read until our next data
+    /// (RFC 8446 §4.6.3), so a client that asks again and again while
+    /// never reading queues one answer, not one per request.
+    update_queued: bool,
 }
 
 impl Tls13Stream {
@@ -60,6 +65,7 @@ impl Tls13Stream {
             out_at: 0,
             read_done: closed,
             write_done: false,
+            update_queued: false,
         }
     }
 
@@ -79,6 +85,7 @@ impl Tls13Stream {
         }
         self.out = Vec::new(); // give the heap back
         self.out_at = 0;
+        self.update_queued = false;
         Poll::Ready(Ok(()))
     }
 
@@ -108,6 +115,7 @@ impl Tls13Stream {
     ) -> io::Result<()> {
         let mut sealed = [0u8; N];
         let n = self.records.seal(plain, &mut sealed)?;
+        self.update_queued = false;
         self.send(cx, &sealed[..n])
     }
 
@@ -144,10 +152,11 @@ impl Tls13Stream {
                 self.partial = data[opened.consumed..].to_vec();
             }
             buf.set_filled(base + opened.plaintext);
-            if opened.update_requested {
+            if opened.update_requested && !self.update_queued {
                 let mut sealed = [0u8; OVERHEAD + 5];
                 let n = self.records.seal_key_update(&mut sealed)?;
                 self.send(cx, &sealed[..n])?;
+                self.update_queued = !self.out.is_empty();
             }
             if opened.closed {
                 self.read_done = true;

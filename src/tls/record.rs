@@ -195,6 +195,20 @@ impl Direction {
         })
     }
 
+    /// The direction whose traffic secret is `secret`, at `seq`, if its
+    /// keys are `key` and `iv`: the keys rustls handed over must be the
+    /// ones of the secret its key log gave. They are not when the client
+    /// sent a key update with its Finished: rustls took it while still
+    /// handshaking (and dropped its answer on extraction), so the secret is
+    /// a generation behind and following it would reuse keys and nonces.
+    fn checked(suite: Suite, secret: Secret, key: &[u8], iv: &[u8], seq: u64) -> Option<Direction> {
+        let (derived_key, derived_iv) = keys_of(suite, &secret)?;
+        if derived_key[..suite.aead().key_len()] != *key || derived_iv[..] != *iv {
+            return None;
+        }
+        Direction::new(suite, key, iv, seq, secret)
+    }
+
     /// The next generation (a key update): its secret, key and IV.
     fn next(&self, suite: Suite) -> Option<Direction> {
         let mut secret = self.secret.clone();
@@ -205,12 +219,8 @@ impl Direction {
             b"traffic upd",
             &mut secret.bytes[..len],
         )?;
-        let mut key = [0u8; 32];
-        let key = &mut key[..suite.aead().key_len()];
-        expand_label(suite, secret.as_bytes(), b"key", key)?;
-        let mut iv = [0u8; aead::NONCE_LEN];
-        expand_label(suite, secret.as_bytes(), b"iv", &mut iv)?;
-        Direction::new(suite, key, &iv, 0, secret)
+        let (key, iv) = keys_of(suite, &secret)?;
+        Direction::new(suite, &key[..suite.aead().key_len()], &iv, 0, secret)
     }
 
     fn nonce(&mut self) -> io::Result<Nonce> {
@@ -224,6 +234,21 @@ impl Direction {
             .ok_or_else(|| invalid("TLS sequence number exhausted"))?;
         Ok(Nonce::assume_unique_for_key(nonce))
     }
+}
+
+/// The key (its first `key_len` bytes) and IV of a traffic secret (RFC
+/// 8446 §7.3).
+fn keys_of(suite: Suite, secret: &Secret) -> Option<([u8; 32], [u8; aead::NONCE_LEN])> {
+    let mut key = [0u8; 32];
+    expand_label(
+        suite,
+        secret.as_bytes(),
+        b"key",
+        &mut key[..suite.aead().key_len()],
+    )?;
+    let mut iv = [0u8; aead::NONCE_LEN];
+    expand_label(suite, secret.as_bytes(), b"iv", &mut iv)?;
+    Some((key, iv))
 }
 
 fn invalid(why: &'static str) -> io::Error {
@@ -252,7 +277,14 @@ pub(crate) struct Records {
     tx: Direction,
     /// `close_notify` was read: what follows is ignored.
     closed: bool,
+    /// Key updates read since the last application data: each asks for
+    /// work (and maybe an answer), so a client gets at most
+    /// [`MAX_KEY_UPDATES`] in a row, as rustls allows.
+    key_updates: u8,
 }
+
+/// Most key updates a client may send without application data between.
+const MAX_KEY_UPDATES: u8 = 32;
 
 impl Records {
     /// The record layer a finished handshake agreed on: `secrets` extracted
@@ -273,13 +305,14 @@ impl Records {
                 }
                 _ => return None,
             };
-            Direction::new(suite, key.as_ref(), iv.as_ref(), seq, secret)
+            Direction::checked(suite, secret, key.as_ref(), iv.as_ref(), seq)
         };
         Some(Records {
             suite,
             rx: direction(secrets.rx, traffic.client?)?,
             tx: direction(secrets.tx, traffic.server?)?,
             closed: false,
+            key_updates: 0,
         })
     }
 
@@ -313,11 +346,16 @@ impl Records {
                 return Err(invalid("TLS record without content type"));
             };
             let (content, typ) = (end, plain[end]);
-            if content > MAX_PLAINTEXT {
+            // The inner plaintext, padding included, is at most 2^14 + 1
+            // bytes (RFC 8446 §5.4).
+            if plain.len() > MAX_PLAINTEXT + 1 {
                 return Err(invalid("TLS record too long"));
             }
             match typ {
                 APPLICATION_DATA => {
+                    if content > 0 {
+                        self.key_updates = 0;
+                    }
                     let from = at + HEADER;
                     data.copy_within(from..from + content, opened.plaintext);
                     opened.plaintext += content;
@@ -336,21 +374,18 @@ impl Records {
                     }
                 },
                 HANDSHAKE => {
-                    // Only key updates come after a server's handshake,
-                    // each whole in its record (as every TLS stack sends it).
-                    let mut messages = &plain[..content];
-                    let mut update = None;
-                    while let [KEY_UPDATE, 0, 0, 1, request, rest @ ..] = messages {
-                        match request {
-                            0 => {}
-                            1 => opened.update_requested = true,
-                            _ => return Err(invalid("bad TLS key update")),
-                        }
-                        update = Some(());
-                        messages = rest;
+                    // Only key updates come after a server's handshake, one
+                    // whole at the end of its record (RFC 8446 §5.1: a key
+                    // change ends its record).
+                    match plain[..content] {
+                        [KEY_UPDATE, 0, 0, 1, 0] => {}
+                        [KEY_UPDATE, 0, 0, 1, 1] => opened.update_requested = true,
+                        [KEY_UPDATE, ..] => return Err(invalid("bad TLS key update")),
+                        _ => return Err(invalid("unexpected TLS handshake message")),
                     }
-                    if !messages.is_empty() || update.is_none() {
-                        return Err(invalid("unexpected TLS handshake message"));
+                    self.key_updates += 1;
+                    if self.key_updates > MAX_KEY_UPDATES {
+                        return Err(invalid("too many TLS key updates in a row"));
                     }
                     self.rx = self
                         .rx
@@ -437,6 +472,19 @@ mod tests {
         rustls::ServerConnection,
         TrafficSecrets,
     ) {
+        handshake_with(suite, false)
+    }
+
+    /// [`handshake`], the client's key update sent with its Finished when
+    /// `update_with_finished`.
+    fn handshake_with(
+        suite: rustls::SupportedCipherSuite,
+        update_with_finished: bool,
+    ) -> (
+        rustls::ClientConnection,
+        rustls::ServerConnection,
+        TrafficSecrets,
+    ) {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["r.example.com".to_string()])
             .unwrap()
@@ -468,11 +516,16 @@ mod tests {
                 .unwrap();
         let mut server = rustls::ServerConnection::new(Arc::new(server)).unwrap();
         let mut traffic = TrafficSecrets::default();
+        let mut glue = update_with_finished;
         while client.is_handshaking()
             || server.is_handshaking()
             || client.wants_write()
             || server.wants_write()
         {
+            if glue && !client.is_handshaking() {
+                client.refresh_traffic_keys().unwrap();
+                glue = false;
+            }
             let mut wire = Vec::new();
             client.write_tls(&mut wire).unwrap();
             capture(&mut traffic, || {
@@ -597,12 +650,14 @@ mod tests {
             rx: direction(1),
             tx: direction(2),
             closed: false,
+            key_updates: 0,
         };
         let mirror = Records {
             suite,
             rx: direction(2),
             tx: direction(1),
             closed: false,
+            key_updates: 0,
         };
         (ours, mirror)
     }
@@ -631,6 +686,49 @@ mod tests {
         assert!(sealed[..opened.plaintext] == plain[..]);
     }
 
+    /// A key update sent with the client's Finished reaches rustls while it
+    /// still handshakes: the keys it hands over are then a generation past
+    /// the secrets its key log gave, and following those would reuse keys
+    /// and nonces (a replayed record accepted, two records sealed under
+    /// one nonce). Such a connection gets no records of ours.
+    #[test]
+    fn a_key_update_with_the_clients_finished_gets_no_records() {
+        use rustls::crypto::ring::cipher_suite::*;
+        for suite in [TLS13_AES_128_GCM_SHA256, TLS13_CHACHA20_POLY1305_SHA256] {
+            let (_, server, traffic) = handshake_with(suite, true);
+            let name = server.negotiated_cipher_suite().unwrap().suite();
+            let secrets = server.dangerous_extract_secrets().unwrap();
+            assert!(Records::new(name, secrets, traffic).is_none());
+            // Without the glued update the same handshake goes on.
+            let (_, server, traffic) = handshake_with(suite, false);
+            let secrets = server.dangerous_extract_secrets().unwrap();
+            assert!(Records::new(name, secrets, traffic).is_some());
+        }
+    }
+
+    /// A client gets [`MAX_KEY_UPDATES`] key updates in a row, then the
+    /// connection ends; application data between lets it go on.
+    #[test]
+    fn key_updates_without_data_between_are_bounded() {
+        let (mut ours, mut client) = pair(Suite::Aes128Gcm);
+        let mut sealed = [0u8; 64];
+        for round in 0..3 {
+            for _ in 0..MAX_KEY_UPDATES {
+                let n = client.seal_key_update(&mut sealed).unwrap();
+                let opened = ours.open(&mut sealed[..n]).unwrap();
+                assert_eq!(opened.consumed, n, "round {round}");
+            }
+            let n = client.seal(b"data", &mut sealed).unwrap();
+            assert_eq!(ours.open(&mut sealed[..n]).unwrap().plaintext, 4);
+        }
+        for _ in 0..MAX_KEY_UPDATES {
+            let n = client.seal_key_update(&mut sealed).unwrap();
+            ours.open(&mut sealed[..n]).unwrap();
+        }
+        let n = client.seal_key_update(&mut sealed).unwrap();
+        assert!(ours.open(&mut sealed[..n]).is_err());
+    }
+
     /// What a client may not send after the handshake is refused, never a
     /// panic: plaintext records, overlong ones, bad tags, other handshake
     /// messages, fatal alerts; a record's header alone waits for its body.
@@ -650,6 +748,7 @@ mod tests {
             (HANDSHAKE, &[4u8, 0, 0, 1, 0][..]),    // NewSessionTicket
             (HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 7]), // bad request
             (HANDSHAKE, &[KEY_UPDATE, 0, 0]),       // cut
+            (HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0, KEY_UPDATE, 0, 0, 1, 0]), // two in one record
             (ALERT, &[2, 40]),                      // handshake_failure
             (20, &[1]),                             // change_cipher_spec
         ] {
@@ -659,6 +758,14 @@ mod tests {
             let n = client.seal_one(typ, content, &mut sealed).unwrap();
             assert!(ours.open(&mut sealed[..n]).is_err(), "{typ} {content:?}");
         }
+        // Padding past 2^14 + 1 bytes of inner plaintext.
+        let (mut ours, _) = pair(Suite::Chacha20);
+        let (_, mut client) = pair(Suite::Chacha20);
+        let mut padded = vec![0u8; MAX_PLAINTEXT + 1];
+        padded[..2].copy_from_slice(&[b'A', APPLICATION_DATA]);
+        let mut sealed = vec![0u8; MAX_RECORD + 64];
+        let n = client.seal_one(0, &padded, &mut sealed).unwrap();
+        assert!(ours.open(&mut sealed[..n]).is_err(), "overlong padding");
         // user_canceled is only a warning.
         let mut sealed = [0u8; 64];
         let n = mirror

@@ -1289,3 +1289,92 @@ fn an_idle_tls13_connection_holds_little_memory() {
     );
     drop(clients);
 }
+
+/// A client that sends a key update together with its Finished (rustls
+/// takes it while still handshaking, and its keys move a generation past
+/// the secrets txlb follows updates from) is closed, never answered under
+/// keys it cannot follow: that once reused AES-GCM nonces and took a
+/// replayed record. A client that waits is served.
+#[tokio::test]
+async fn a_key_update_sent_with_the_finished_is_closed_never_garbled() {
+    let cert = issue("keys.example.com", &["keys.example.com"], None);
+    let echo = echo_backend().await;
+    let lb = start(
+        |dir| {
+            write_pair(dir, "keys", &cert);
+        },
+        "<listen ip=\"127.0.0.1:0\"><tls cert=\"keys.pem\" key=\"keys.key\"/></listen>",
+        echo,
+        "",
+    )
+    .await;
+    for glued in [true, false] {
+        let (addr, der) = (lb.addr, cert.der.clone());
+        let outcome = tokio::task::spawn_blocking(move || key_update_client(addr, der, glued))
+            .await
+            .unwrap();
+        match glued {
+            // Refused, or (if txlb read the Finished alone) followed.
+            true => assert!(outcome == "closed" || outcome == "echo ping", "{outcome}"),
+            false => assert_eq!(outcome, "echo ping"),
+        }
+    }
+}
+
+/// A blocking TLS 1.3 client of `addr`: its key update sent in one write
+/// with its Finished when `glued`, then `ping`; what came back: "echo
+/// ping", "closed", or the error.
+fn key_update_client(addr: SocketAddr, der: CertificateDer<'static>, glued: bool) -> String {
+    use std::io::{Read, Write};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("keys.example.com").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut glue = glued;
+    let mut pinged = false;
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        if !conn.is_handshaking() && glue {
+            conn.refresh_traffic_keys().unwrap();
+            glue = false;
+        }
+        if !conn.is_handshaking() && !pinged && !glue {
+            conn.writer().write_all(b"ping").unwrap();
+            pinged = true;
+        }
+        if conn.wants_write() {
+            let mut wire = Vec::new();
+            while conn.wants_write() {
+                conn.write_tls(&mut wire).unwrap();
+            }
+            if socket.write_all(&wire).is_err() {
+                return "closed".into();
+            }
+            continue;
+        }
+        match conn.read_tls(&mut socket) {
+            Ok(0) => return "closed".into(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return "closed".into(),
+            Err(e) => return format!("read error {e}"),
+        }
+        if let Err(e) = conn.process_new_packets() {
+            return format!("TLS error {e}");
+        }
+        let _ = conn.reader().read_to_end(&mut got);
+        if got.len() >= 4 {
+            return format!("echo {}", String::from_utf8_lossy(&got));
+        }
+    }
+    "no end".into()
+}

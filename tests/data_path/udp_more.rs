@@ -179,16 +179,7 @@ fn quic_initials(sni: &str, alpn: &[&[u8]], dcid: &[u8], chunk: usize) -> Vec<Ve
         ClientConnection::new(std::sync::Arc::new(config), Version::V1, name, vec![]).unwrap();
     let mut hello = Vec::new();
     client.write_hs(&mut hello);
-    let rustls::SupportedCipherSuite::Tls13(suite) =
-        rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
-    else {
-        unreachable!()
-    };
-    let keys = suite
-        .quic_suite()
-        .unwrap()
-        .keys(dcid, rustls::Side::Client, Version::V1)
-        .local;
+    let keys = client_initial_keys(dcid);
     let mut datagrams = Vec::new();
     for (number, piece) in hello.chunks(chunk).enumerate() {
         let offset = number * chunk;
@@ -727,20 +718,24 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
-/// One client Initial (version 1) for `dcid` carrying `payload` as is (no
-/// padding), protected with rustls' initial keys; a 1-byte packet number.
-fn initial_packet(dcid: &[u8], number: u8, payload: &[u8]) -> Vec<u8> {
-    use rustls::quic::Version;
+/// The keys a client protects its version 1 Initials to `dcid` with.
+fn client_initial_keys(dcid: &[u8]) -> rustls::quic::DirectionalKeys {
     let rustls::SupportedCipherSuite::Tls13(suite) =
         rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
     else {
         unreachable!()
     };
-    let keys = suite
+    suite
         .quic_suite()
         .unwrap()
-        .keys(dcid, rustls::Side::Client, Version::V1)
-        .local;
+        .keys(dcid, rustls::Side::Client, rustls::quic::Version::V1)
+        .local
+}
+
+/// One client Initial (version 1) for `dcid` carrying `payload` as is (no
+/// padding), protected with rustls' initial keys; a 1-byte packet number.
+fn initial_packet(dcid: &[u8], number: u8, payload: &[u8]) -> Vec<u8> {
+    let keys = client_initial_keys(dcid);
     let mut payload = payload.to_vec();
     let mut packet = vec![0xc0];
     packet.extend_from_slice(&1u32.to_be_bytes());

@@ -52,7 +52,7 @@ else
     MODE=full; REPEATS=${REPEATS:-3}
     HTTP_SECS=5; BULK1_BYTES=$((4 << 30)); BULK8_BYTES=$((4 << 30)); BULK_SECS=30
     IDLE_CONNS=10000; IDLE_SECS=30; IDLE_REST=3
-    TLS_SECS=5; TLS_WARM=0.5; TLS_VARIANTS=" direct floor txlb haproxy nginx "
+    TLS_SECS=5; TLS_WARM=0.5; TLS_VARIANTS=" direct floor txlb txlb-b haproxy nginx "
 fi
 # TLS passthrough: new connections, each sending a ClientHello whose SNI alternates between
 # these two names, routed to one service each; txlb also with 1,000 routes (998 decoys first)
@@ -695,13 +695,15 @@ start_tls_proxy() {  # sets PROXY_PIDS and TLS_PID (the process whose CPU is rea
     local v=$1 logf=$WORK/$1-tls.log conf port pid i
     PROXY_PIDS=()
     case "$v" in
-        txlb)
+        txlb|txlb-b)
+            local bin=$TXLB_BIN
+            [ "$v" = txlb-b ] && bin=$TXLB_BIN_B
             conf=$(write_txlb_tls_conf)
-            if ! "$TXLB_BIN" check --config "$conf" >"$WORK/txlb-tls-check.log" 2>&1; then
+            if ! "$bin" check --config "$conf" >"$WORK/txlb-tls-check.log" 2>&1; then
                 cat "$WORK/txlb-tls-check.log" >&2
                 return 2
             fi
-            start_bg "$logf" env TXLB_LOG=warn taskset -c "$PROXY_CPU" "$TXLB_BIN" run --config "$conf" \
+            start_bg "$logf" env TXLB_LOG=warn taskset -c "$PROXY_CPU" "$bin" run --config "$conf" \
                 --workers 1 --grace 1 ;;
         haproxy)
             conf=$(write_haproxy_tls_conf)
@@ -734,7 +736,7 @@ start_tls_proxy() {  # sets PROXY_PIDS and TLS_PID (the process whose CPU is rea
 tls_ports() {  # the listeners a variant has in this scenario
     case "$1" in
         txlb) echo "$PT $PTP $PT1K" ;;
-        haproxy|nginx) echo "$PT $PTP" ;;
+        haproxy|nginx|txlb-b) echo "$PT $PTP" ;;
         floor) echo "$PTP" ;;
     esac
 }

@@ -19,7 +19,7 @@ use crate::config::{
 use crate::events::{Event, Events};
 use crate::proxy::{
     AcceptProxy, ListenerSettings, ListenerTask, UdpListenerTask, bind, check_free,
-    in_use_by_another, ipv6_unavailable, set_inherited_options,
+    clients_speak_first, in_use_by_another, ipv6_unavailable, set_inherited_options,
 };
 use crate::tls::Terminator;
 
@@ -476,7 +476,7 @@ pub(super) fn refresh(
         let key = (listener.service.clone(), listener.configured.clone());
         let terminator = terminator_for(terminators, &key, wanted.tls.as_ref());
         let current = listener.settings.load();
-        let client_first = service.options.client_first;
+        let client_first = clients_speak_first(&service.options, wanted);
         if current.client_first != client_first && !listener.udp {
             for socket in &listener.sockets {
                 if let Err(error) =

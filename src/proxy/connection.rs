@@ -99,8 +99,9 @@ struct Target {
     /// TLS towards the host (origination): the group's settings and the
     /// host's server name. Boxed: most hosts are plain.
     tls: Option<Box<Originate>>,
-    /// The service's `clientFirst`: the client's bytes are there to send
-    /// once connected, so the handshake's last ACK can wait for them.
+    /// The service's `clientFirst`, or the client's first bytes already
+    /// read (a routed client): bytes to send once connected, so the
+    /// handshake's last ACK can wait for them.
     client_first: bool,
 }
 
@@ -395,8 +396,9 @@ async fn establish(
     let mut replay: Option<Replay> = None;
     // Hosts that failed for this client; allocated only when one fails.
     let mut tried: Vec<HostId> = Vec::new();
+    let bytes_in_hand = !early.is_empty();
     loop {
-        let Some(target) = pick(&data.snapshots.load(), service, client_addr, &tried) else {
+        let Some(mut target) = pick(&data.snapshots.load(), service, client_addr, &tried) else {
             plan.counters.no_host.fetch_add(1, Relaxed);
             let reason = if tried.is_empty() {
                 "no host available in the enabled group or its backups"
@@ -406,6 +408,9 @@ async fn establish(
             log_refused(service, client_addr, reason);
             return None; // dropping `client` closes it at once
         };
+        // Bytes to send at once (the client's first, a PROXY header): the
+        // handshake's last ACK can ride with them.
+        target.client_first |= bytes_in_hand || target.proxy_protocol.is_some();
         // Counted as open from now on, so leastc sees connections in progress.
         let guard = ConnectionGuard::new(target.stats.clone());
         let connect_started = Instant::now();

@@ -50,7 +50,6 @@ pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::T
 /// Seconds a client of a `clientFirst` service may take to send its first
 /// bytes before it is accepted anyway (the kernel turns it into SYN-ACK
 /// retransmissions: about this long, as nginx's `deferred`).
-#[cfg(target_os = "linux")]
 const DEFER_ACCEPT_SECS: libc::c_int = 1;
 
 /// Sets the options accepted sockets inherit from the listening `socket`, once
@@ -154,9 +153,22 @@ pub(crate) struct ListenerSettings {
     /// `acmeHttp`: answers ACME `http-01` validations, waiting this long at
     /// most for a request line (its `inspectTimeout`) while one is on.
     pub acme_http: Option<Duration>,
-    /// The service's `clientFirst`, as set on the listening sockets
-    /// ([`set_inherited_options`]).
+    /// Whether its clients speak first ([`clients_speak_first`]), as set on
+    /// the listening sockets ([`set_inherited_options`]).
     pub client_first: bool,
+}
+
+/// Whether `listener`'s clients speak first: its service says so
+/// (`clientFirst`), or the listener routes by what they send (only
+/// client-first protocols can be routed), so that a client is accepted with
+/// its first bytes and they are acknowledged with the answer. Not for routes
+/// with an `inspectTimeout` under the second a silent client then waits to
+/// be accepted: so short a wait says silent clients are expected (a
+/// server-first service behind the routes).
+pub(crate) fn clients_speak_first(options: &ServiceOptions, listener: &Listener) -> bool {
+    options.client_first
+        || (!listener.routes.is_empty()
+            && listener.options.inspect_timeout >= Duration::from_secs(DEFER_ACCEPT_SECS as u64))
 }
 
 /// A terminating listener's TLS as the data path uses it.
@@ -192,7 +204,7 @@ impl ListenerSettings {
                 .options
                 .acme_http
                 .then_some(listener.options.inspect_timeout),
-            client_first: options.client_first,
+            client_first: clients_speak_first(options, listener),
         }
     }
 

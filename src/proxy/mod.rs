@@ -29,8 +29,8 @@ pub(crate) use admission::{AcceptProxy, hold};
 pub(crate) use connection::ConnectionRecord;
 pub(crate) use idle::sweep_idle;
 pub(crate) use listener::{
-    ListenerSettings, ListenerTask, Terminating, bind, check_free, in_use_by_another,
-    ipv6_unavailable, set_inherited_options,
+    ListenerSettings, ListenerTask, Terminating, bind, check_free, clients_speak_first,
+    in_use_by_another, ipv6_unavailable, set_inherited_options,
 };
 pub(crate) use udp::UdpListenerTask;
 pub(crate) use workers::WorkerPool;

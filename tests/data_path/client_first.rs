@@ -77,3 +77,101 @@ async fn client_first_connects_the_host_once_the_client_has_spoken() {
     }
     balancer.shutdown(Duration::from_secs(1)).await;
 }
+
+/// The state (`/proc/net/tcp`'s `st`) of the balancer's side of the
+/// connection `client` made to `listener`: 0x01 established (accepted or
+/// about to be), 0x03 SYN_RECV (held back by deferred accept).
+fn server_side_state(listener: SocketAddr, client: SocketAddr) -> Option<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let hex = |addr: SocketAddr| match addr.ip() {
+        std::net::IpAddr::V4(ip) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(ip.octets()),
+            addr.port()
+        ),
+        std::net::IpAddr::V6(_) => String::new(),
+    };
+    let (local, remote) = (hex(listener), hex(client));
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str()))
+            .then(|| u8::from_str_radix(fields.get(3)?, 16).ok())
+            .flatten()
+    })
+}
+
+/// Whether a client that connects to `addr` and says nothing is held back
+/// by deferred accept (SYN_RECV on the balancer's side) rather than
+/// established. The host's side of the silent client is taken from
+/// `backend` and closed.
+async fn a_silent_client_is_held_back(addr: SocketAddr, backend: &TcpListener) -> bool {
+    let client = TcpStream::connect(addr).await.unwrap();
+    let local = client.local_addr().unwrap();
+    // The client's ACK has reached the listener by now on any machine.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let held_back = match server_side_state(addr, local) {
+        Some(0x03) => true,
+        Some(0x01) => false,
+        other => panic!("{local} -> {addr}: state {other:?} in /proc/net/tcp"),
+    };
+    // Its FIN ends a deferral too, and a client that said nothing goes to
+    // the listener's own group: the host sees it either way.
+    drop(client);
+    let _ = tokio::time::timeout(Duration::from_secs(2), backend.accept()).await;
+    held_back
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_with_routes_accepts_clients_with_their_first_bytes() {
+    if !std::path::Path::new("/proc/net/tcp").exists() {
+        eprintln!("skipped: no /proc/net/tcp (not Linux)");
+        return;
+    }
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = config(
+        SchedulerKind::RoundRobin,
+        vec![host("b", backend.local_addr().unwrap(), 1)],
+    );
+    let mut other = cfg.services[0].clone();
+    other.name = "other".into();
+    other.listeners.clear();
+    cfg.services.push(other);
+    let balancer = Balancer::start(cfg).await.unwrap();
+    let addr = balancer.local_addr("svc", None).unwrap();
+    assert!(
+        !a_silent_client_is_held_back(addr, &backend).await,
+        "no routes"
+    );
+    one_client(addr, &backend, false).await;
+
+    // A route: clients are accepted with their first bytes, on the running
+    // listening socket, and the bytes still pass both ways.
+    let listen = txlb::config::parse_listen_addr("127.0.0.1:0").unwrap();
+    let mut route = txlb::config::Route::to("other");
+    route.sni = Some("other.example.com".into());
+    let add = Command::AddRoute {
+        service: "svc".into(),
+        listen: listen.clone(),
+        route: route.clone(),
+        position: None,
+    };
+    balancer.apply(add).await.unwrap();
+    assert_eq!(balancer.local_addr("svc", None).unwrap(), addr);
+    assert!(a_silent_client_is_held_back(addr, &backend).await, "routes");
+    one_client(addr, &backend, true).await;
+
+    balancer
+        .apply(Command::RemoveRoute {
+            service: "svc".into(),
+            listen,
+            route,
+        })
+        .await
+        .unwrap();
+    assert!(
+        !a_silent_client_is_held_back(addr, &backend).await,
+        "routes removed"
+    );
+    one_client(addr, &backend, false).await;
+    balancer.shutdown(Duration::from_secs(1)).await;
+}

@@ -29,6 +29,7 @@ mod schedulers;
 mod schedulers_more;
 mod shared_port;
 mod soak;
+mod splice;
 mod tls;
 mod tls_origination;
 mod udp;

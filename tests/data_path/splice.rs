@@ -1,0 +1,132 @@
+//! Streams move by `splice` once a read fills a 256 KiB buffer (Linux): the
+//! bytes must still arrive exactly, both ways at once, through slow readers
+//! and half-closes, and the pipes must go with the connection.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::binary::Txlb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Bytes each side sends: enough for many pipe-fulls each way.
+const SIZE: usize = 24 << 20;
+
+/// `SIZE` bytes from the seed, written in odd-sized chunks.
+async fn send_random(mut to: impl AsyncWriteExt + Unpin, seed: u64) -> u64 {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    let mut chunk = vec![0u8; 100_003];
+    let mut sent = 0;
+    while sent < SIZE {
+        let n = chunk.len().min(SIZE - sent);
+        rng.fill(&mut chunk[..n]);
+        hash.update(&chunk[..n]);
+        to.write_all(&chunk[..n]).await.unwrap();
+        sent += n;
+    }
+    to.shutdown().await.unwrap();
+    hash.digest()
+}
+
+/// Reads to EOF after `pause` (the sender's pipe and buffers fill
+/// meanwhile): the byte count and hash.
+async fn receive_all(mut from: impl AsyncReadExt + Unpin, pause: Duration) -> (usize, u64) {
+    tokio::time::sleep(pause).await;
+    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 7919];
+    let mut got = 0;
+    loop {
+        let n = from.read(&mut buf).await.unwrap();
+        if n == 0 {
+            return (got, hash.digest());
+        }
+        hash.update(&buf[..n]);
+        got += n;
+    }
+}
+
+/// The pipes among `pid`'s open descriptors.
+fn pipes_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter(|target| target.to_string_lossy().starts_with("pipe:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_both_ways_move_by_splice_byte_for_byte_and_half_close() {
+    if !std::path::Path::new("/proc/self/fd").exists() {
+        eprintln!("skipped: no /proc (splice is Linux only)");
+        return;
+    }
+    let _heavy = common::heavy().await;
+    // The host sends its stream and its FIN while it reads the client's,
+    // slowly at first, and reports what it got.
+    let host = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host_addr = host.local_addr().unwrap();
+    let (report, reported) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (stream, _) = host.accept().await.unwrap();
+        let (r, w) = stream.into_split();
+        let sender = tokio::spawn(send_random(w, 2));
+        let got = receive_all(r, Duration::from_millis(300)).await;
+        let _ = report.send((got, sender.await.unwrap()));
+    });
+    let xml = format!(
+        "<config>\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+         <group name=\"g\" enable=\"true\">\n      <host name=\"h\" ip=\"{host_addr}\"/>\n    \
+         </group>\n  </service>\n</config>\n"
+    );
+    let txlb = Txlb::start_xml(&xml, None);
+    let addr = txlb.listener();
+    let before = pipes_of(txlb.pid());
+
+    let (r, w) = TcpStream::connect(addr).await.unwrap().into_split();
+    let sender = tokio::spawn(send_random(w, 1));
+    let watcher = {
+        let pid = txlb.pid();
+        tokio::spawn(async move {
+            let mut most = 0;
+            for _ in 0..200 {
+                most = most.max(pipes_of(pid));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            most
+        })
+    };
+    let (got, got_hash) = tokio::time::timeout(
+        Duration::from_secs(60),
+        receive_all(r, Duration::from_millis(500)),
+    )
+    .await
+    .expect("the host's stream in time");
+    let sent_hash = sender.await.unwrap();
+    let ((host_got, host_got_hash), host_sent_hash) =
+        tokio::time::timeout(Duration::from_secs(60), reported)
+            .await
+            .expect("the host's report in time")
+            .unwrap();
+    assert_eq!(got, SIZE, "host to client");
+    assert_eq!(got_hash, host_sent_hash, "host to client");
+    assert_eq!(host_got, SIZE, "client to host");
+    assert_eq!(host_got_hash, sent_hash, "client to host");
+    let most = watcher.await.unwrap();
+    assert!(
+        most >= before + 2,
+        "no pipe was opened for the streams ({before} before, {most} at most)"
+    );
+    // The pipes close with the connection.
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            pipes_of(txlb.pid()) == before
+        })
+        .await,
+        "{} pipes left, {before} before",
+        pipes_of(txlb.pid())
+    );
+}

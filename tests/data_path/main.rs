@@ -32,4 +32,5 @@ mod soak;
 mod tls;
 mod tls_origination;
 mod udp;
+mod udp_list;
 mod udp_more;

@@ -1048,7 +1048,7 @@ async fn connections(
 ) -> Response {
     let service = q.service.as_deref().filter(|s| !s.is_empty());
     let host = q.host.as_deref().filter(|s| !s.is_empty());
-    let list = state.handle.connections(service, host);
+    let list = crate::ops::read::connections(&state.handle, service, host).await;
     let mut p = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>txlb: connections</title>\
          <style>{STYLE}</style></head><body><header><h1>txlb</h1><nav><a href=\"running\">running</a>\

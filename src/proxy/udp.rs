@@ -39,7 +39,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +53,7 @@ use super::{DataPlane, ListenerSettings, passive, proxy_protocol};
 use crate::snapshot::{ServiceSnapshot, Snapshot};
 use crate::state::{
     Ask, ConnectionGuard, ConnectionInfo, HostId, HostStats, Keeping, MAX_LISTED_SESSIONS,
-    ServiceCounters, Transport, clock_ms, unix_nanos,
+    ServiceCounters, SessionFilter, Transport, clock_ms, unix_nanos,
 };
 
 /// The largest datagram passed on (a UDP payload's bound; an IPv4 one is at
@@ -941,52 +941,74 @@ impl Relay {
     }
 
     /// What management surfaces asked (they wrote the wake-up descriptor):
-    /// lists of sessions, and sessions to close, all in one pass over the
-    /// table. A close for a session not here is not answered (its sender
-    /// drops): another relay's, or none.
+    /// sessions to close, all in one pass over the table, and one list per
+    /// turn (every ask with its filter shares it), so that however many
+    /// calls come at once a turn copies at most [`MAX_LISTED_SESSIONS`];
+    /// the other lists wait for the next turns, and a list whose caller
+    /// stopped waiting is dropped. A close for a session not here is not
+    /// answered (its sender drops): another relay's, or none.
     fn answer(&mut self) {
         let mut count = [0u8; 8];
         // SAFETY: `wake` is an open non-blocking eventfd; reading its 8
         // bytes resets it (level-triggered, it would be reported again).
         unsafe { libc::read(self.wake.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
-        let mut closing = Vec::new();
+        let now = Instant::now();
+        let (mut closing, mut lists) = (Vec::new(), Vec::new());
         for ask in self.keeping.keeper().take() {
             match ask {
-                Ask::List {
-                    service,
-                    host,
-                    answer,
-                } => {
-                    let _ = answer.send(self.listed(&service, &host));
-                }
+                Ask::List { until, .. } if until <= now => {}
+                Ask::List { .. } => lists.push(ask),
                 Ask::Close { id, answer } => closing.push((id, answer)),
             }
         }
-        if closing.is_empty() {
-            return;
-        }
-        let keys = self
-            .sessions
-            .keys_where(|s| closing.iter().any(|(id, _)| *id == s.id));
-        for key in keys {
-            let Some(id) = self.sessions.get(key).map(|s| s.id) else {
-                continue;
-            };
-            self.end(key, CloseReason::ClosedByAdmin);
-            for (_, answer) in closing.iter().filter(|(asked, _)| *asked == id) {
-                let _ = answer.send(true);
+        if !closing.is_empty() {
+            let keys = self
+                .sessions
+                .keys_where(|s| closing.iter().any(|(id, _)| *id == s.id));
+            for key in keys {
+                let Some(id) = self.sessions.get(key).map(|s| s.id) else {
+                    continue;
+                };
+                self.end(key, CloseReason::ClosedByAdmin);
+                for (_, answer) in closing.iter().filter(|(asked, _)| *asked == id) {
+                    let _ = answer.send(true);
+                }
             }
+        }
+        let Some(Ask::List { filter, .. }) = lists.first() else {
+            return;
+        };
+        let filter = filter.clone();
+        let list = Arc::new(self.listed(&filter));
+        let mut later = Vec::new();
+        for ask in lists {
+            match ask {
+                Ask::List {
+                    filter: wanted,
+                    answer,
+                    ..
+                } if wanted == filter => {
+                    let _ = answer.send(list.clone());
+                }
+                ask => later.push(ask),
+            }
+        }
+        if !later.is_empty() {
+            self.keeping.keeper().put_back(later);
+            let one: u64 = 1;
+            // SAFETY: as above; 8 bytes from a u64 (a wake-up for the next turn).
+            unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
         }
     }
 
-    /// The sessions of `service` and `host` (`None`: any) as the
-    /// connections list shows them, at most [`MAX_LISTED_SESSIONS`].
-    fn listed(&self, service: &Option<Box<str>>, host: &Option<Box<str>>) -> Vec<ConnectionInfo> {
+    /// The sessions `filter` wants as the connections list shows them, at
+    /// most [`MAX_LISTED_SESSIONS`].
+    fn listed(&self, filter: &SessionFilter) -> Vec<ConnectionInfo> {
         let now = clock_ms();
         let wall = SystemTime::now();
         self.sessions
             .iter()
-            .filter(|s| Ask::wants(service, host, &s.place.service, &s.place.host))
+            .filter(|s| filter.wants(&s.place.service, &s.place.host))
             .take(MAX_LISTED_SESSIONS)
             .map(|s| {
                 let age = Duration::from_millis(now.saturating_sub(s.started_ms));

@@ -346,28 +346,32 @@ pub(crate) const MAX_LISTED_SESSIONS: usize = 10_000;
 
 /// What a management surface asks of a thread keeping sessions of its own.
 pub(crate) enum Ask {
-    /// Its sessions of that service and host name (`None`: any), at most
-    /// [`MAX_LISTED_SESSIONS`].
+    /// Its sessions that `filter` wants, at most [`MAX_LISTED_SESSIONS`];
+    /// not answered past `until`, when the caller no longer waits. Asks with
+    /// the same filter answered in one turn share one list.
     List {
-        service: Option<Box<str>>,
-        host: Option<Box<str>>,
-        answer: mpsc::Sender<Vec<ConnectionInfo>>,
+        filter: SessionFilter,
+        until: Instant,
+        answer: mpsc::Sender<Arc<Vec<ConnectionInfo>>>,
     },
     /// End session `id` if it is its own (closed by an administrator);
     /// answers only when it was.
     Close { id: u64, answer: mpsc::Sender<bool> },
 }
 
-impl Ask {
-    /// Whether a listed session of `service` and `host` is asked for.
-    pub(crate) fn wants(
-        service: &Option<Box<str>>,
-        host: &Option<Box<str>>,
-        s: &str,
-        h: &str,
-    ) -> bool {
-        service.as_deref().is_none_or(|want| want == s)
-            && host.as_deref().is_none_or(|want| want == h)
+/// Which sessions a list wants: those of a service and a host name
+/// (`None`: any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionFilter {
+    pub service: Option<Box<str>>,
+    pub host: Option<Box<str>>,
+}
+
+impl SessionFilter {
+    /// Whether a session of `service` and `host` is wanted.
+    pub(crate) fn wants(&self, service: &str, host: &str) -> bool {
+        self.service.as_deref().is_none_or(|want| want == service)
+            && self.host.as_deref().is_none_or(|want| want == host)
     }
 }
 
@@ -409,6 +413,16 @@ impl Keeper {
     pub(crate) fn take(&self) -> Vec<Ask> {
         let mut asks = self.asks.lock().unwrap_or_else(|p| p.into_inner());
         asks.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The thread's side: asks it took but leaves for its next turn, ahead
+    /// of those left since (it wakes itself for them).
+    pub(crate) fn put_back(&self, mut earlier: Vec<Ask>) {
+        let mut asks = self.asks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(asks) = asks.as_mut() {
+            earlier.append(asks);
+            *asks = earlier;
+        }
     }
 }
 
@@ -553,11 +567,12 @@ impl ConnectionRegistry {
     }
 
     /// Asks every keeper with `ask` (made per keeper, answering on the
-    /// sender given) and gathers the answers until each answered or ended,
-    /// or [`KEEPER_WAIT`] passed; `enough` stops at an answer that settles it.
+    /// sender given, by the deadline given) and gathers the answers until
+    /// each answered or ended, or [`KEEPER_WAIT`] passed; `enough` stops at
+    /// an answer that settles it.
     fn ask_keepers<T>(
         &self,
-        ask: impl Fn(mpsc::Sender<T>) -> Ask,
+        ask: impl Fn(mpsc::Sender<T>, Instant) -> Ask,
         mut enough: impl FnMut(&T) -> bool,
     ) -> Vec<T> {
         let keepers = self
@@ -569,13 +584,13 @@ impl ConnectionRegistry {
             return Vec::new();
         }
         let (tx, rx) = mpsc::channel();
+        let deadline = Instant::now() + KEEPER_WAIT;
         for keeper in &keepers {
-            keeper.ask(ask(tx.clone()));
+            keeper.ask(ask(tx.clone(), deadline));
         }
         // Each keeper holds a sender until it answers or ends: once all
         // have, the channel says so.
         drop(tx);
-        let deadline = Instant::now() + KEEPER_WAIT;
         let mut answers = Vec::new();
         while let Ok(answer) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             let done = enough(&answer);
@@ -591,16 +606,20 @@ impl ConnectionRegistry {
     /// hold, at most [`MAX_LISTED_SESSIONS`] per listener; a relay that does
     /// not answer within [`KEEPER_WAIT`] is left out.
     pub fn list_sessions(&self, service: Option<&str>, host: Option<&str>) -> Vec<ConnectionInfo> {
+        let filter = SessionFilter {
+            service: service.map(Box::from),
+            host: host.map(Box::from),
+        };
         self.ask_keepers(
-            |answer| Ask::List {
-                service: service.map(Box::from),
-                host: host.map(Box::from),
+            |answer, until| Ask::List {
+                filter: filter.clone(),
+                until,
                 answer,
             },
             |_| false,
         )
-        .into_iter()
-        .flatten()
+        .iter()
+        .flat_map(|list| list.iter().cloned())
         .collect()
     }
 
@@ -714,7 +733,7 @@ impl ConnectionRegistry {
             return false;
         }
         !self
-            .ask_keepers(|answer| Ask::Close { id, answer }, |&closed| closed)
+            .ask_keepers(|answer, _| Ask::Close { id, answer }, |&closed| closed)
             .is_empty()
     }
 
@@ -822,17 +841,13 @@ mod tests {
                 for ask in keeper.take() {
                     count.fetch_add(1, Relaxed);
                     match ask {
-                        Ask::List {
-                            service,
-                            host,
-                            answer,
-                        } => {
+                        Ask::List { filter, answer, .. } => {
                             let list = open
                                 .iter()
                                 .map(|&id| session(id, if id % 2 == 0 { "a" } else { "b" }))
-                                .filter(|s| Ask::wants(&service, &host, &s.service, &s.host))
+                                .filter(|s| filter.wants(&s.service, &s.host))
                                 .collect();
-                            let _ = answer.send(list);
+                            let _ = answer.send(Arc::new(list));
                         }
                         Ask::Close { id, answer } => {
                             if open.contains(&id) {

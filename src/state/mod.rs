@@ -12,7 +12,7 @@ mod hosts;
 mod limits;
 mod stats;
 
-pub(crate) use connections::{Ask, Keeping, MAX_LISTED_SESSIONS};
+pub(crate) use connections::{Ask, Keeping, MAX_LISTED_SESSIONS, SessionFilter};
 pub use connections::{
     CloseElsewhere, CloseRequest, ConnectionEntry, ConnectionInfo, ConnectionRegistry,
     DrainingConnection, Inspection, Registered, Transport,

@@ -164,7 +164,8 @@
 //!
 //! [`BalancerHandle::drain_host`] takes a host out of rotation and, after a
 //! deadline, closes what is still open on it; [`BalancerHandle::connections`]
-//! lists open connections and [`BalancerHandle::close_connection`] cuts one.
+//! lists open connections and UDP sessions and
+//! [`BalancerHandle::close_connection`] cuts one.
 //!
 //! ## Your own scheduler
 //!
@@ -345,5 +346,5 @@ pub use control::{BoundListener, CertificateStats, Command, ControlError, RouteS
 pub use proxy::proxy_protocol;
 pub use state::{
     BadInfo, CheckStateView, ConnectionInfo, EJECT_DOUBLING_RESET, Ejection, HostHealth,
-    HostStatsView, LatencyView, ServiceCountersView,
+    HostStatsView, LatencyView, ServiceCountersView, Transport,
 };

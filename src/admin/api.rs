@@ -693,12 +693,9 @@ async fn list_connections(
     filter: Result<Query<ConnectionFilter>, QueryRejection>,
 ) -> ApiResult {
     let Query(f) = filter.map_err(|e| AdminError::BadRequest(e.body_text()))?;
-    ok(
-        StatusCode::OK,
-        state
-            .handle
-            .connections(f.service.as_deref(), f.host.as_deref()),
-    )
+    let list =
+        crate::ops::read::connections(&state.handle, f.service.as_deref(), f.host.as_deref()).await;
+    ok(StatusCode::OK, list)
 }
 
 async fn close_connection(State(state): State<AdminState>, P(id): P<String>) -> ApiResult {

@@ -1039,15 +1039,16 @@ struct ConnectionsQuery {
     err: Option<String>,
 }
 
-/// Open connections (client, listener, host, since, bytes each way), filterable
-/// by service and host, each with a close button.
+/// Open connections and UDP sessions (client, listener, host, since, idle,
+/// datagrams and bytes each way), filterable by service and host, each with a
+/// close button.
 async fn connections(
     State(state): State<AdminState>,
     Query(q): Query<ConnectionsQuery>,
 ) -> Response {
     let service = q.service.as_deref().filter(|s| !s.is_empty());
     let host = q.host.as_deref().filter(|s| !s.is_empty());
-    let list = state.handle.connections(service, host);
+    let list = crate::ops::read::connections(&state.handle, service, host).await;
     let mut p = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>txlb: connections</title>\
          <style>{STYLE}</style></head><body><header><h1>txlb</h1><nav><a href=\"running\">running</a>\
@@ -1059,8 +1060,9 @@ async fn connections(
         "<h2>Open connections: {}</h2><form method=\"get\" action=\"connections\">\
          <input name=\"service\" placeholder=\"service\" value=\"{}\" size=\"10\"> \
          <input name=\"host\" placeholder=\"host\" value=\"{}\" size=\"10\"> <button>filter</button></form>\
-         <table><thead><tr><th>id</th><th>client</th><th>listener</th><th>service</th><th>group</th>\
-         <th>host</th><th>since</th><th>bytes in</th><th>bytes out</th><th></th></tr></thead><tbody>",
+         <table><thead><tr><th>id</th><th>proto</th><th>client</th><th>listener</th><th>service</th><th>group</th>\
+         <th>host</th><th>since</th><th>idle</th><th>datagrams in</th><th>datagrams out</th>\
+         <th>bytes in</th><th>bytes out</th><th></th></tr></thead><tbody>",
         list.len(),
         esc(service.unwrap_or("")),
         esc(host.unwrap_or(""))
@@ -1068,10 +1070,13 @@ async fn connections(
     for c in &list {
         let since = UNIX_EPOCH + Duration::from_secs_f64(c.since.max(0.0));
         let id = c.id.to_string();
+        let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
         let _ = write!(
             p,
-            "<tr><td class=\"n\">{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} <small>{}</small></td>\
-             <td>{} UTC <small>({}{})</small></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            "<tr><td class=\"n\">{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} <small>{}</small></td>\
+             <td>{} UTC <small>({}{})</small></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            c.transport.as_str(),
             c.client,
             c.listener,
             esc(&c.service),
@@ -1085,6 +1090,11 @@ async fn connections(
                 (false, Some(pid)) => format!(", draining in PID {pid}"),
                 (false, None) => String::new(),
             },
+            c.idle_seconds
+                .map(|s| format!("{s:.0} s"))
+                .unwrap_or_default(),
+            count(c.datagrams_in),
+            count(c.datagrams_out),
             c.bytes_in,
             c.bytes_out,
             form_back(

@@ -587,9 +587,12 @@ impl BalancerHandle {
         )
     }
 
-    /// Open connections, oldest first, optionally only those of one service and
-    /// one host name; after an upgrade, those still draining in the previous
-    /// process too (`draining_in`).
+    /// Open connections and UDP sessions, oldest first, optionally only
+    /// those of one service and one host name; after an upgrade, those still
+    /// draining in the previous process too (`draining_in`). UDP sessions
+    /// come from their listeners' relay threads, each asked and waited for
+    /// at most 100 ms (one that has not answered by then is left out), at
+    /// most 10,000 per listener.
     pub fn connections(&self, service: Option<&str>, host: Option<&str>) -> Vec<ConnectionInfo> {
         let registry = &self.controller.data.registry;
         let mut list = registry.list(|c| {
@@ -599,15 +602,19 @@ impl BalancerHandle {
         let elsewhere = registry.list_elsewhere(|s, h| {
             service.is_none_or(|want| want == s) && host.is_none_or(|want| want == h)
         });
-        if !elsewhere.is_empty() {
+        let sessions = registry.list_sessions(service, host);
+        if !elsewhere.is_empty() || !sessions.is_empty() {
             list.extend(elsewhere);
+            list.extend(sessions);
             list.sort_by_key(|c| c.id);
         }
         list
     }
 
     /// Closes one open connection (one still draining in the previous
-    /// process of an upgrade too); false if it no longer exists.
+    /// process of an upgrade too) or ends one UDP session (its relay does,
+    /// before this returns, waited for at most 100 ms); false if it no
+    /// longer exists.
     pub fn close_connection(&self, id: u64) -> bool {
         self.controller.data.registry.close(id)
     }

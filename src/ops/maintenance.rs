@@ -26,8 +26,15 @@ pub fn connection_id(a: &Args) -> Result<u64, OpError> {
         .map_err(|_| bad(&ID, "expected a connection id (a number)"))
 }
 
-pub(super) fn close_connection(h: &BalancerHandle, id: u64) -> Result<String, OpError> {
-    if h.close_connection(id) {
+/// Closes connection (or UDP session) `id`, on the blocking pool: a UDP
+/// relay is waited for (at most 100 ms), and the control plane's runtime
+/// must not be.
+pub(super) async fn close_connection(h: &BalancerHandle, id: u64) -> Result<String, OpError> {
+    let handle = h.clone();
+    let closed = tokio::task::spawn_blocking(move || handle.close_connection(id))
+        .await
+        .unwrap_or(false);
+    if closed {
         Ok(format!("OK connection {id} closing"))
     } else {
         Err(OpError::NotFound(format!("no open connection {id}")))

@@ -580,7 +580,7 @@ impl Op {
             Op::AddListener(op) => return op.run(h).await.map(Answer::text),
             Op::AddService(op) => return op.run(h).await.map(Answer::text),
             Op::CloseConnection(id) => {
-                return maintenance::close_connection(h, id).map(Answer::text);
+                return maintenance::close_connection(h, id).await.map(Answer::text);
             }
             Op::AddUser(op) => return op.run(h).await.map(Answer::text),
             Op::SaveConfig => return maintenance::save_config(ctx).await.map(Answer::text),

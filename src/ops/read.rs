@@ -1,6 +1,7 @@
 //! Reads the surfaces share: a service, group or host of the stats by name,
 //! refused in the controller's words (and so with the same status and text
-//! everywhere) when there is none; and a host's checks ([`host_check`]).
+//! everywhere) when there is none; a host's checks ([`host_check`]); and the
+//! connections list ([`connections`]).
 
 use std::fmt::Write as _;
 
@@ -11,6 +12,21 @@ use crate::config::Config;
 use crate::control::ControlError;
 use crate::state::{AgentView, CheckStateView, Ejection, HostHealth};
 use crate::{GroupStats, HostStatsEntry, ServiceStats, Stats};
+
+/// Open connections and UDP sessions of `service` and `host` (`None`: any),
+/// as [`BalancerHandle::connections`](crate::BalancerHandle::connections)
+/// lists them, read on the blocking pool: the UDP relays are waited for (at
+/// most 100 ms), and the control plane's runtime must not be.
+pub async fn connections(
+    h: &crate::BalancerHandle,
+    service: Option<&str>,
+    host: Option<&str>,
+) -> Vec<crate::ConnectionInfo> {
+    let (h, service, host) = (h.clone(), service.map(String::from), host.map(String::from));
+    tokio::task::spawn_blocking(move || h.connections(service.as_deref(), host.as_deref()))
+        .await
+        .unwrap_or_default()
+}
 
 /// The service named `service`.
 pub fn service<'a>(stats: &'a Stats, service: &str) -> Result<&'a ServiceStats, OpError> {

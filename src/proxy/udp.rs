@@ -27,6 +27,11 @@
 //! Per client address, `datagramRate` bounds datagrams per second and
 //! `maxSessionsPerSource` the sessions open (`udp_sources.rs`). In an upgrade
 //! the sessions move with their sockets (`udp_moved.rs`).
+//!
+//! The connections list and close-by-id reach a relay through the registry
+//! ([`crate::state::Keeper`]): a surface leaves its ask and writes the
+//! wake-up descriptor; the relay answers on its next turn, copying at most
+//! [`MAX_LISTED_SESSIONS`] sessions, so nothing is shared per datagram.
 
 use std::collections::HashMap;
 use std::io;
@@ -34,7 +39,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +51,10 @@ use super::udp_sources::Sources;
 use super::udp_table::{Client, Key, Table};
 use super::{DataPlane, ListenerSettings, passive, proxy_protocol};
 use crate::snapshot::{ServiceSnapshot, Snapshot};
-use crate::state::{ConnectionGuard, HostId, HostStats, ServiceCounters, clock_ms, unix_nanos};
+use crate::state::{
+    Ask, ConnectionGuard, ConnectionInfo, HostId, HostStats, Keeping, MAX_LISTED_SESSIONS,
+    ServiceCounters, SessionFilter, Transport, clock_ms, unix_nanos,
+};
 
 /// The largest datagram passed on (a UDP payload's bound; an IPv4 one is at
 /// most 65,507 bytes). Larger ones (IPv6 jumbograms) are dropped and counted.
@@ -224,6 +232,9 @@ impl Place {
 
 /// One session: a record in the relay's table.
 struct Session {
+    /// Its id in the connections list, numbered with TCP connections
+    /// (`ConnectionRegistry::next_id`), for closing it.
+    id: u64,
     /// Connected to the host; in the relay's epoll set while open.
     socket: std::net::UdpSocket,
     client: SocketAddr,
@@ -235,6 +246,8 @@ struct Session {
     started_ms: u64,
     bytes_in: u64,
     bytes_out: u64,
+    /// Client datagrams passed on (saturating), for the connections list.
+    datagrams_in: u32,
     /// Replies passed on.
     replies: u32,
     /// QUIC (a listener with routes): the connection ID of the host's first
@@ -260,6 +273,9 @@ struct Relay {
     wake: OwnedFd,
     /// [`RUN`], [`STOP`] or [`GIVE_UP`]; written by the listener's task.
     exit: Arc<AtomicU8>,
+    /// In the registry while the relay runs: what management surfaces ask
+    /// of its sessions (they write `wake`).
+    keeping: Keeping,
     sessions: Table<Session>,
     /// New clients of a listener with routes, until their route is chosen.
     pending: Pending,
@@ -305,6 +321,12 @@ impl Relay {
         }
         // SAFETY: ours alone.
         let wake = unsafe { OwnedFd::from_raw_fd(wake) };
+        let asked = wake.try_clone()?;
+        let keeping = task.data.registry.keep(Box::new(move || {
+            let one: u64 = 1;
+            // SAFETY: `asked` is an open eventfd; 8 bytes from a u64.
+            unsafe { libc::write(asked.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }));
         let now = clock_ms();
         let relay = Relay {
             task,
@@ -313,6 +335,7 @@ impl Relay {
             epoll,
             wake,
             exit: Arc::new(AtomicU8::new(RUN)),
+            keeping,
             sessions: Table::default(),
             pending: Pending::default(),
             sources: Sources::default(),
@@ -388,7 +411,7 @@ impl Relay {
             for event in &events[..n as usize] {
                 match event.u64 {
                     LISTENER_KEY => self.read_clients(),
-                    WAKE_KEY => {}
+                    WAKE_KEY => self.answer(),
                     key => self.read_host(key),
                 }
             }
@@ -642,6 +665,7 @@ impl Relay {
         place.stats.record_session();
         counters.sessions_total.fetch_add(1, Relaxed);
         let mut session = Session {
+            id: self.task.data.registry.next_id(),
             socket,
             client,
             _open: ConnectionGuard::new(place.stats.clone()),
@@ -650,6 +674,7 @@ impl Relay {
             started_ms: self.now,
             bytes_in: 0,
             bytes_out: 0,
+            datagrams_in: 0,
             replies: 0,
             learn_id: self.task.settings.load().routing.is_some(),
             per_source: false,
@@ -830,6 +855,8 @@ impl Relay {
                 bytes_in: s.bytes_in,
                 bytes_out: s.bytes_out,
                 replies: s.replies,
+                id: s.id,
+                datagrams_in: s.datagrams_in,
             };
             moving.push((record, OwnedFd::from(s.socket)));
         }
@@ -883,7 +910,17 @@ impl Relay {
             proxy_v2: host.proxy_protocol.is_some(),
         });
         let age_ms = record.age_us / 1000;
+        // It keeps its id (one from an older process that sent none gets one).
+        let registry = &self.task.data.registry;
+        let id = match record.id {
+            0 => registry.next_id(),
+            id => {
+                registry.numbered_from(id);
+                id
+            }
+        };
         let session = Session {
+            id,
             socket,
             client: record.client,
             _open: ConnectionGuard::new(place.stats.clone()),
@@ -892,6 +929,7 @@ impl Relay {
             started_ms: self.now.saturating_sub(age_ms),
             bytes_in: record.bytes_in,
             bytes_out: record.bytes_out,
+            datagrams_in: record.datagrams_in,
             replies: record.replies,
             learn_id: false,
             per_source: false,
@@ -900,6 +938,104 @@ impl Relay {
             .service(&self.task.service)
             .map_or(0, |own| own.options.max_sessions_per_source);
         self.insert(session, per_source);
+    }
+
+    /// What management surfaces asked (they wrote the wake-up descriptor):
+    /// sessions to close, all in one pass over the table, and one list per
+    /// turn (every ask with its filter shares it), so that however many
+    /// calls come at once a turn copies at most [`MAX_LISTED_SESSIONS`];
+    /// the other lists wait for the next turns, and a list whose caller
+    /// stopped waiting is dropped. A close for a session not here is not
+    /// answered (its sender drops): another relay's, or none.
+    fn answer(&mut self) {
+        let mut count = [0u8; 8];
+        // SAFETY: `wake` is an open non-blocking eventfd; reading its 8
+        // bytes resets it (level-triggered, it would be reported again).
+        unsafe { libc::read(self.wake.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        let now = Instant::now();
+        let (mut closing, mut lists) = (Vec::new(), Vec::new());
+        for ask in self.keeping.keeper().take() {
+            match ask {
+                Ask::List { until, .. } if until <= now => {}
+                Ask::List { .. } => lists.push(ask),
+                Ask::Close { id, answer } => closing.push((id, answer)),
+            }
+        }
+        if !closing.is_empty() {
+            let keys = self
+                .sessions
+                .keys_where(|s| closing.iter().any(|(id, _)| *id == s.id));
+            for key in keys {
+                let Some(id) = self.sessions.get(key).map(|s| s.id) else {
+                    continue;
+                };
+                self.end(key, CloseReason::ClosedByAdmin);
+                for (_, answer) in closing.iter().filter(|(asked, _)| *asked == id) {
+                    let _ = answer.send(true);
+                }
+            }
+        }
+        let Some(Ask::List { filter, .. }) = lists.first() else {
+            return;
+        };
+        let filter = filter.clone();
+        let list = Arc::new(self.listed(&filter));
+        let mut later = Vec::new();
+        for ask in lists {
+            match ask {
+                Ask::List {
+                    filter: wanted,
+                    answer,
+                    ..
+                } if wanted == filter => {
+                    let _ = answer.send(list.clone());
+                }
+                ask => later.push(ask),
+            }
+        }
+        if !later.is_empty() {
+            self.keeping.keeper().put_back(later);
+            let one: u64 = 1;
+            // SAFETY: as above; 8 bytes from a u64 (a wake-up for the next turn).
+            unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    /// The sessions `filter` wants as the connections list shows them, at
+    /// most [`MAX_LISTED_SESSIONS`].
+    fn listed(&self, filter: &SessionFilter) -> Vec<ConnectionInfo> {
+        let now = clock_ms();
+        let wall = SystemTime::now();
+        self.sessions
+            .iter()
+            .filter(|s| filter.wants(&s.place.service, &s.place.host))
+            .take(MAX_LISTED_SESSIONS)
+            .map(|s| {
+                let age = Duration::from_millis(now.saturating_sub(s.started_ms));
+                let since = wall.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
+                ConnectionInfo {
+                    id: s.id,
+                    transport: Transport::Udp,
+                    service: s.place.service.to_string(),
+                    group: s.place.group.to_string(),
+                    host: s.place.host.to_string(),
+                    client: s.client,
+                    listener: self.local,
+                    host_addr: s.place.addr,
+                    since: since
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64()),
+                    bytes_in: s.bytes_in,
+                    bytes_out: s.bytes_out,
+                    idle_seconds: Some(now.saturating_sub(s.last_ms) as f64 / 1000.0),
+                    datagrams_in: Some(u64::from(s.datagrams_in)),
+                    datagrams_out: Some(u64::from(s.replies)),
+                    parked: false,
+                    inspection: None,
+                    draining_in: None,
+                }
+            })
+            .collect()
     }
 
     /// One access log line for an ended session, when the log is on.
@@ -1203,6 +1339,7 @@ fn passed_in(session: &mut Session, n: usize) {
     session.place.counters.datagrams_in.fetch_add(1, Relaxed);
     session.place.stats.add_bytes_in(n as u64);
     session.bytes_in += n as u64;
+    session.datagrams_in = session.datagrams_in.saturating_add(1);
 }
 
 /// A non-blocking UDP socket on an ephemeral port connected to `host`: the
@@ -1225,10 +1362,11 @@ mod tests {
 
     /// Memory per session (issue 26: at most 256 B beside the kernel's) is
     /// mostly this record and its slot (8 bytes more); `bench/udp.sh`
-    /// measures the whole.
+    /// measures the whole. (96 B before the id and datagram count the
+    /// connections list shows.)
     #[test]
     fn a_session_record_stays_small() {
         let size = std::mem::size_of::<Option<Session>>();
-        assert!(size <= 96, "{size} B");
+        assert!(size <= 104, "{size} B");
     }
 }

@@ -41,6 +41,13 @@ pub struct MovedSession {
     pub bytes_out: u64,
     /// Replies passed on so far (what `responses` still allows follows).
     pub replies: u32,
+    /// Its id in the connections list, kept in the new process (0: sent by
+    /// a process that numbered no sessions; a new id there).
+    #[serde(default)]
+    pub id: u64,
+    /// Client datagrams passed on so far.
+    #[serde(default)]
+    pub datagrams_in: u32,
 }
 
 /// A session and its socket, on its way in or out.
@@ -195,6 +202,8 @@ mod tests {
             bytes_in: 0,
             bytes_out: 0,
             replies: 0,
+            id: 7,
+            datagrams_in: 0,
         };
         (record, OwnedFd::from(socket))
     }

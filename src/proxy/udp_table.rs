@@ -163,6 +163,14 @@ impl<T: Client> Table<T> {
         Some(value)
     }
 
+    /// Every open session, in slot order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks
+            .iter()
+            .flatten()
+            .filter_map(|slot| slot.value.as_ref())
+    }
+
     /// The keys of the sessions `pick` chooses.
     pub(super) fn keys_where(&self, mut pick: impl FnMut(&T) -> bool) -> Vec<Key> {
         self.chunks
@@ -207,6 +215,7 @@ mod tests {
         assert_eq!(table.find(addr(1)), None);
         assert_eq!(table.len(), 1);
         assert_eq!(table.keys_where(|_| true), vec![second]);
+        assert_eq!(table.iter().map(|s| s.0).collect::<Vec<_>>(), vec![addr(2)]);
     }
 
     #[test]

@@ -605,7 +605,7 @@ pub async fn run(ctx: &Context, p: &Parsed) -> Result<Outcome, ConsoleError> {
             text(hosts_table(&rows))
         }
         "show connections" => {
-            let list = h.connections(p.arg(0), p.arg(1));
+            let list = read::connections(h, p.arg(0), p.arg(1)).await;
             if json {
                 return text(to_json(&list));
             }

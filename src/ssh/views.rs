@@ -341,16 +341,23 @@ pub(super) fn connections_table(list: &[crate::state::ConnectionInfo]) -> String
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
+    let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
     let rows = list
         .iter()
         .map(|c| {
             vec![
                 c.id.to_string(),
+                c.transport.as_str().to_string(),
                 c.service.clone(),
                 c.group.clone(),
                 c.host.clone(),
                 c.client.to_string(),
                 format!("{:.0}", (now - c.since).max(0.0)),
+                c.idle_seconds
+                    .map(|s| format!("{s:.0}"))
+                    .unwrap_or_default(),
+                count(c.datagrams_in),
+                count(c.datagrams_out),
                 c.bytes_in.to_string(),
                 c.bytes_out.to_string(),
                 match (c.draining_in, c.parked) {
@@ -365,11 +372,15 @@ pub(super) fn connections_table(list: &[crate::state::ConnectionInfo]) -> String
     table(
         &[
             "ID",
+            "PROTO",
             "SERVICE",
             "GROUP",
             "HOST",
             "CLIENT",
             "AGE-S",
+            "IDLE-S",
+            "DGRAMS-IN",
+            "DGRAMS-OUT",
             "BYTES-IN",
             "BYTES-OUT",
             "STATE",
@@ -395,6 +406,7 @@ mod tests {
     fn the_connections_table_says_which_are_parked_or_draining_elsewhere() {
         let one = |id: u64, parked: bool, draining_in: Option<u32>| crate::state::ConnectionInfo {
             id,
+            transport: crate::state::Transport::Tcp,
             service: "svc".into(),
             group: "g".into(),
             host: "a".into(),
@@ -404,20 +416,35 @@ mod tests {
             since: 0.0,
             bytes_in: 1,
             bytes_out: 2,
+            idle_seconds: Some(0.0),
+            datagrams_in: None,
+            datagrams_out: None,
             parked,
             inspection: None,
             draining_in,
+        };
+        let session = crate::state::ConnectionInfo {
+            transport: crate::state::Transport::Udp,
+            datagrams_in: Some(5),
+            datagrams_out: Some(4),
+            bytes_in: 50,
+            bytes_out: 40,
+            ..one(4, false, None)
         };
         let t = connections_table(&[
             one(1, true, None),
             one(2, false, Some(42)),
             one(3, false, None),
+            session,
         ]);
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].ends_with("STATE"), "{t}");
         assert!(lines[1].trim_end().ends_with("parked"), "{t}");
         assert!(lines[2].trim_end().ends_with("draining in PID 42"), "{t}");
         assert!(lines[3].trim_end().ends_with(" 2"), "{t}");
+        let words: Vec<&str> = lines[4].split_whitespace().collect();
+        assert_eq!(words[..2], ["4", "udp"], "{t}");
+        assert_eq!(words[words.len() - 4..], ["5", "4", "50", "40"], "{t}");
     }
 
     #[test]

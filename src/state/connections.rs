@@ -1,10 +1,12 @@
 //! The open connections: who is connected to which host through which listener,
 //! for the admin plane's connections page, close action, drains and access log.
+//! UDP sessions are not entries here (a datagram touches nothing shared): their
+//! relay threads are [`Keeper`]s, asked for their sessions and to close one.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -108,11 +110,34 @@ fn route_label<S: serde::Serializer>(route: &Option<Arc<str>>, s: S) -> Result<S
     }
 }
 
-/// A point-in-time copy of one open connection.
+/// What carries a listed connection: a TCP connection or a UDP session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A TCP connection.
+    Tcp,
+    /// A UDP session: one client address and port talking to one host.
+    Udp,
+}
+
+impl Transport {
+    /// `tcp` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+/// A point-in-time copy of one open connection (or UDP session).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConnectionInfo {
-    /// Unique id (for closing it).
+    /// Unique id (for closing it), TCP connections and UDP sessions numbered
+    /// alike.
     pub id: u64,
+    /// A TCP connection or a UDP session.
+    pub transport: Transport,
     /// Service name.
     pub service: String,
     /// Group name.
@@ -131,6 +156,16 @@ pub struct ConnectionInfo {
     pub bytes_in: u64,
     /// Bytes from host to client.
     pub bytes_out: u64,
+    /// Seconds since bytes last moved either way (unknown for a connection
+    /// draining in another process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_seconds: Option<f64>,
+    /// UDP: datagrams from the client passed to the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datagrams_in: Option<u64>,
+    /// UDP: the host's datagrams passed back to the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datagrams_out: Option<u64>,
     /// Idle, parked: no task and no runtime registration until a byte arrives.
     pub parked: bool,
     /// On a listener with routes: what the client's first bytes told.
@@ -252,8 +287,10 @@ impl ConnectionEntry {
 
     /// A copy for display.
     pub fn info(&self) -> ConnectionInfo {
+        let idle_ms = super::clock_ms().saturating_sub(self.last_activity.load(Relaxed));
         ConnectionInfo {
             id: self.id,
+            transport: Transport::Tcp,
             service: self.service.to_string(),
             group: self.group.to_string(),
             host: self.host.to_string(),
@@ -267,6 +304,9 @@ impl ConnectionEntry {
                 .unwrap_or(0.0),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
+            idle_seconds: Some(idle_ms as f64 / 1000.0),
+            datagrams_in: None,
+            datagrams_out: None,
             parked: self.is_parked(),
             inspection: self.inspection.as_deref().cloned(),
             draining_in: None,
@@ -289,6 +329,128 @@ pub struct ConnectionRegistry {
     /// process, cleared once it is done), read by management surfaces
     /// only: never on the data path.
     elsewhere: std::sync::RwLock<Option<Elsewhere>>,
+    /// Threads keeping sessions of their own (UDP relays), asked for them by
+    /// management surfaces; locked to ask and when a relay starts or ends,
+    /// never by the data path.
+    keepers: Mutex<Vec<Arc<Keeper>>>,
+}
+
+/// Longest a management call waits for the relays' answers: each answers on
+/// its next turn (at once when idle, after the batch in hand under load);
+/// one that has not answered by then is left out.
+pub(crate) const KEEPER_WAIT: Duration = Duration::from_millis(100);
+
+/// Most sessions one relay lists per call, so that a listener with 100,000
+/// sessions costs its thread and the caller a bounded copy.
+pub(crate) const MAX_LISTED_SESSIONS: usize = 10_000;
+
+/// What a management surface asks of a thread keeping sessions of its own.
+pub(crate) enum Ask {
+    /// Its sessions that `filter` wants, at most [`MAX_LISTED_SESSIONS`];
+    /// not answered past `until`, when the caller no longer waits. Asks with
+    /// the same filter answered in one turn share one list.
+    List {
+        filter: SessionFilter,
+        until: Instant,
+        answer: mpsc::Sender<Arc<Vec<ConnectionInfo>>>,
+    },
+    /// End session `id` if it is its own (closed by an administrator);
+    /// answers only when it was.
+    Close { id: u64, answer: mpsc::Sender<bool> },
+}
+
+/// Which sessions a list wants: those of a service and a host name
+/// (`None`: any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionFilter {
+    pub service: Option<Box<str>>,
+    pub host: Option<Box<str>>,
+}
+
+impl SessionFilter {
+    /// Whether a session of `service` and `host` is wanted.
+    pub(crate) fn wants(&self, service: &str, host: &str) -> bool {
+        self.service.as_deref().is_none_or(|want| want == service)
+            && self.host.as_deref().is_none_or(|want| want == host)
+    }
+}
+
+/// A thread that keeps sessions of its own, outside the entries (a UDP
+/// listener's relay: its sessions are records in its own table). Surfaces
+/// leave it [`Ask`]s and wake it; it takes them on its next turn and
+/// answers on the channel each carries.
+pub(crate) struct Keeper {
+    /// Asks not yet taken; `None` once the thread ended (an ask is then
+    /// refused, and those left were dropped, which ends their wait). Locked
+    /// by an asking surface and by the thread once per wake-up, never per
+    /// datagram.
+    asks: Mutex<Option<Vec<Ask>>>,
+    /// Wakes the thread (an eventfd it polls).
+    wake: Box<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for Keeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keeper").finish_non_exhaustive()
+    }
+}
+
+impl Keeper {
+    /// Leaves `ask` for the thread and wakes it; false once it ended.
+    fn ask(&self, ask: Ask) -> bool {
+        {
+            let mut asks = self.asks.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(asks) = asks.as_mut() else {
+                return false;
+            };
+            asks.push(ask);
+        }
+        (self.wake)();
+        true
+    }
+
+    /// The thread's side: the asks left since it last looked.
+    pub(crate) fn take(&self) -> Vec<Ask> {
+        let mut asks = self.asks.lock().unwrap_or_else(|p| p.into_inner());
+        asks.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The thread's side: asks it took but leaves for its next turn, ahead
+    /// of those left since (it wakes itself for them).
+    pub(crate) fn put_back(&self, mut earlier: Vec<Ask>) {
+        let mut asks = self.asks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(asks) = asks.as_mut() {
+            earlier.append(asks);
+            *asks = earlier;
+        }
+    }
+}
+
+/// Keeps a [`Keeper`] in the registry while its thread runs; dropped when
+/// it ends, which refuses later asks and ends the wait of those left.
+pub(crate) struct Keeping {
+    registry: Arc<ConnectionRegistry>,
+    keeper: Arc<Keeper>,
+}
+
+impl Keeping {
+    /// The keeper, for its thread to [`Keeper::take`] from.
+    pub(crate) fn keeper(&self) -> &Keeper {
+        &self.keeper
+    }
+}
+
+impl Drop for Keeping {
+    fn drop(&mut self) {
+        let mut keepers = self
+            .registry
+            .keepers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        keepers.retain(|k| !Arc::ptr_eq(k, &self.keeper));
+        drop(keepers);
+        *self.keeper.asks.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 /// Asks the process where connections drain to close one; true if asked.
@@ -342,6 +504,7 @@ impl DrainingConnection {
     fn info(&self, pid: u32) -> ConnectionInfo {
         ConnectionInfo {
             id: self.id,
+            transport: Transport::Tcp,
             service: self.service.clone(),
             group: self.group.clone(),
             host: self.host.clone(),
@@ -351,6 +514,9 @@ impl DrainingConnection {
             since: self.since,
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
+            idle_seconds: None,
+            datagrams_in: None,
+            datagrams_out: None,
             parked: false,
             inspection: None,
             draining_in: Some(pid),
@@ -381,6 +547,80 @@ impl ConnectionRegistry {
             registry: self.clone(),
             entry,
         }
+    }
+
+    /// A thread keeping sessions of its own joins the registry until the
+    /// result drops; `wake` wakes it to take what it is asked.
+    pub(crate) fn keep(self: &Arc<Self>, wake: Box<dyn Fn() + Send + Sync>) -> Keeping {
+        let keeper = Arc::new(Keeper {
+            asks: Mutex::new(Some(Vec::new())),
+            wake,
+        });
+        self.keepers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(keeper.clone());
+        Keeping {
+            registry: self.clone(),
+            keeper,
+        }
+    }
+
+    /// Asks every keeper with `ask` (made per keeper, answering on the
+    /// sender given, by the deadline given) and gathers the answers until
+    /// each answered or ended, or [`KEEPER_WAIT`] passed; `enough` stops at
+    /// an answer that settles it.
+    fn ask_keepers<T>(
+        &self,
+        ask: impl Fn(mpsc::Sender<T>, Instant) -> Ask,
+        mut enough: impl FnMut(&T) -> bool,
+    ) -> Vec<T> {
+        let keepers = self
+            .keepers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if keepers.is_empty() {
+            return Vec::new();
+        }
+        let (tx, rx) = mpsc::channel();
+        let deadline = Instant::now() + KEEPER_WAIT;
+        for keeper in &keepers {
+            keeper.ask(ask(tx.clone(), deadline));
+        }
+        // Each keeper holds a sender until it answers or ends: once all
+        // have, the channel says so.
+        drop(tx);
+        let mut answers = Vec::new();
+        while let Ok(answer) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            let done = enough(&answer);
+            answers.push(answer);
+            if done {
+                break;
+            }
+        }
+        answers
+    }
+
+    /// UDP sessions of `service` and `host` (`None`: any) that the relays
+    /// hold, at most [`MAX_LISTED_SESSIONS`] per listener; a relay that does
+    /// not answer within [`KEEPER_WAIT`] is left out.
+    pub fn list_sessions(&self, service: Option<&str>, host: Option<&str>) -> Vec<ConnectionInfo> {
+        let filter = SessionFilter {
+            service: service.map(Box::from),
+            host: host.map(Box::from),
+        };
+        self.ask_keepers(
+            |answer, until| Ask::List {
+                filter: filter.clone(),
+                until,
+                answer,
+            },
+            |_| false,
+        )
+        .iter()
+        .flat_map(|list| list.iter().cloned())
+        .collect()
     }
 
     /// Open connections matching `filter`, oldest first.
@@ -470,25 +710,31 @@ impl ConnectionRegistry {
             .collect()
     }
 
-    /// Closes connection `id` (here, or in the process where it drains);
-    /// false if there is none.
+    /// Closes connection `id` (here, or in the process where it drains), or
+    /// ends UDP session `id` (its relay does, within [`KEEPER_WAIT`]); false
+    /// if there is none.
     pub fn close(&self, id: u64) -> bool {
-        match self.entries.get(&id) {
-            Some(entry) => {
-                entry.request_close(CloseRequest::Admin);
-                true
-            }
-            None => {
-                let close = {
-                    let elsewhere = self.elsewhere.read().unwrap_or_else(|p| p.into_inner());
-                    elsewhere
-                        .as_ref()
-                        .filter(|open| open.connections.contains_key(&id))
-                        .map(|open| open.close.clone())
-                };
-                close.is_some_and(|close| close(id))
-            }
+        if let Some(entry) = self.entries.get(&id) {
+            entry.request_close(CloseRequest::Admin);
+            return true;
         }
+        let close = {
+            let elsewhere = self.elsewhere.read().unwrap_or_else(|p| p.into_inner());
+            elsewhere
+                .as_ref()
+                .filter(|open| open.connections.contains_key(&id))
+                .map(|open| open.close.clone())
+        };
+        if close.is_some_and(|close| close(id)) {
+            return true;
+        }
+        // Not numbered yet: no relay need look.
+        if id == 0 || id > self.next_id.load(Relaxed) {
+            return false;
+        }
+        !self
+            .ask_keepers(|answer, _| Ask::Close { id, answer }, |&closed| closed)
+            .is_empty()
     }
 
     /// Closes every connection matching `filter`; returns how many.
@@ -566,6 +812,96 @@ mod tests {
             bytes_in: 10,
             bytes_out: 20,
         }
+    }
+
+    fn session(id: u64, host: &str) -> ConnectionInfo {
+        ConnectionInfo {
+            transport: Transport::Udp,
+            host: host.into(),
+            datagrams_in: Some(1),
+            datagrams_out: Some(1),
+            draining_in: None,
+            ..draining(id, None).info(0)
+        }
+    }
+
+    /// A keeper whose thread answers on each wake-up: lists `ids` (host `a`
+    /// for even ones) and closes those among them; counts the asks taken.
+    fn answering(registry: &Arc<ConnectionRegistry>, ids: Vec<u64>) -> (Keeping, Arc<AtomicUsize>) {
+        let (wake_tx, wake_rx) = mpsc::channel::<()>();
+        let keeping = registry.keep(Box::new(move || {
+            let _ = wake_tx.send(());
+        }));
+        let keeper = keeping.keeper.clone();
+        let taken = Arc::new(AtomicUsize::new(0));
+        let count = taken.clone();
+        std::thread::spawn(move || {
+            let mut open = ids;
+            while wake_rx.recv().is_ok() {
+                for ask in keeper.take() {
+                    count.fetch_add(1, Relaxed);
+                    match ask {
+                        Ask::List { filter, answer, .. } => {
+                            let list = open
+                                .iter()
+                                .map(|&id| session(id, if id % 2 == 0 { "a" } else { "b" }))
+                                .filter(|s| filter.wants(&s.service, &s.host))
+                                .collect();
+                            let _ = answer.send(Arc::new(list));
+                        }
+                        Ask::Close { id, answer } => {
+                            if open.contains(&id) {
+                                open.retain(|&o| o != id);
+                                let _ = answer.send(true);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        (keeping, taken)
+    }
+
+    #[test]
+    fn relays_are_asked_for_their_sessions_and_waited_for_a_bounded_time() {
+        let registry = Arc::new(ConnectionRegistry::default());
+        for _ in 0..10 {
+            registry.next_id();
+        }
+        let (_one, taken) = answering(&registry, vec![2, 3]);
+        let (_two, _) = answering(&registry, vec![4]);
+        let ids = |list: Vec<ConnectionInfo>| {
+            let mut ids: Vec<u64> = list.iter().map(|c| c.id).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(registry.list_sessions(None, None)), [2, 3, 4]);
+        assert_eq!(ids(registry.list_sessions(Some("web"), Some("a"))), [2, 4]);
+        assert!(registry.list_sessions(Some("other"), None).is_empty());
+        // Closed by the relay that holds it, once.
+        assert!(registry.close(3));
+        assert!(!registry.close(3));
+        assert_eq!(ids(registry.list_sessions(None, None)), [2, 4]);
+        // An id never given out asks no relay.
+        let asked = taken.load(Relaxed);
+        assert!(!registry.close(11));
+        assert!(!registry.close(0));
+        assert_eq!(taken.load(Relaxed), asked);
+        // A relay that does not answer holds a call up for the bound only.
+        let silent = registry.keep(Box::new(|| {}));
+        let started = Instant::now();
+        assert_eq!(ids(registry.list_sessions(None, None)), [2, 4]);
+        let waited = started.elapsed();
+        assert!(
+            waited >= KEEPER_WAIT && waited < 10 * KEEPER_WAIT,
+            "{waited:?}"
+        );
+        // Once it ended, not at all.
+        drop(silent);
+        let started = Instant::now();
+        assert_eq!(ids(registry.list_sessions(None, None)), [2, 4]);
+        assert!(!registry.close(5));
+        assert!(started.elapsed() < KEEPER_WAIT, "{:?}", started.elapsed());
     }
 
     #[test]

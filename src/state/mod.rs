@@ -12,9 +12,10 @@ mod hosts;
 mod limits;
 mod stats;
 
+pub(crate) use connections::{Ask, Keeping, MAX_LISTED_SESSIONS, SessionFilter};
 pub use connections::{
     CloseElsewhere, CloseRequest, ConnectionEntry, ConnectionInfo, ConnectionRegistry,
-    DrainingConnection, Inspection, Registered,
+    DrainingConnection, Inspection, Registered, Transport,
 };
 pub use hosts::Hosts;
 pub use limits::{Admission, Limiter, Refusal, descriptor_share};

@@ -786,7 +786,9 @@ fn ask(client: &std::net::UdpSocket, addr: SocketAddr, what: &str) -> String {
 /// UDP sessions move in an upgrade: a client mid-session reaches the same
 /// host from the new process through the same host-side socket (the host's
 /// count for it goes on), replies come back, and what `responses` still
-/// allows carries over: the fourth reply ends the session there.
+/// allows carries over: the fourth reply ends the session there. The
+/// connections list shows the moved sessions under their ids with their
+/// counts, and closes one by its id there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_sessions_move_with_their_sockets_and_go_on_in_the_new_process() {
     let a = echo_backend().await;
@@ -832,6 +834,25 @@ async fn udp_sessions_move_with_their_sockets_and_go_on_in_the_new_process() {
     };
     let before = dns(&api(&base, "api/v1/stats").await);
     assert_eq!(before["counters"]["sessions_open"], 2, "{before}");
+    // The list's view of a session: id, client, host, datagrams each way.
+    let sessions = |list: Value| {
+        let mut seen: Vec<(u64, String, String, u64, u64)> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["transport"] == "udp")
+            .map(|c| {
+                let text = |k: &str| c[k].as_str().unwrap().to_string();
+                let count = |k: &str| c[k].as_u64().unwrap();
+                let (id, ins, outs) = (count("id"), count("datagrams_in"), count("datagrams_out"));
+                (id, text("client"), text("host"), ins, outs)
+            })
+            .collect();
+        seen.sort();
+        seen
+    };
+    let listed_before = sessions(api(&base, "api/v1/connections?service=dns").await);
+    assert_eq!(listed_before.len(), 2, "{listed_before:?}");
 
     let config2 = config.clone();
     let pid = tokio::task::spawn_blocking(move || new_pid(&upgrade(&config2, &[])))
@@ -868,6 +889,14 @@ async fn udp_sessions_move_with_their_sockets_and_go_on_in_the_new_process() {
         .map(|h| h["open"].as_u64().unwrap())
         .sum();
     assert_eq!(open, 2, "{after}");
+    let listed_after = sessions(api(&base, "api/v1/connections?service=dns").await);
+    assert_eq!(listed_after, listed_before, "the same ids and counts");
+    let second_addr = second.local_addr().unwrap().to_string();
+    let (second_id, ..) = listed_after
+        .iter()
+        .find(|s| s.1 == second_addr)
+        .cloned()
+        .unwrap();
     tokio::task::spawn_blocking(move || {
         assert_eq!(ask(&first, udp, "c"), format!("{h_one} c 3"));
         assert_eq!(ask(&second, udp, "y"), format!("{h_two} y 2"));
@@ -879,6 +908,25 @@ async fn udp_sessions_move_with_their_sockets_and_go_on_in_the_new_process() {
     })
     .await
     .unwrap();
+    // The first client's new session is numbered after the moved ones; the
+    // second's, moved, is closed by its id in the new process.
+    let listed = sessions(api(&base, "api/v1/connections?service=dns").await);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let moved_last = listed_before.iter().map(|s| s.0).max().unwrap();
+    assert!(
+        listed.iter().all(|s| s.0 == second_id || s.0 > moved_last),
+        "{listed:?}"
+    );
+    let closed = crate::common::admin::client()
+        .delete(format!("{base}api/v1/connections/{second_id}"))
+        .basic_auth(FULL.0, Some(FULL.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 204);
+    let listed = sessions(api(&base, "api/v1/connections?service=dns").await);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_ne!(listed[0].0, second_id);
     drop(txlb);
 }
 

@@ -33,4 +33,5 @@ mod splice;
 mod tls;
 mod tls_origination;
 mod udp;
+mod udp_list;
 mod udp_more;

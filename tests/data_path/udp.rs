@@ -623,10 +623,16 @@ async fn a_flood_of_client_addresses_leaves_tcp_its_descriptors() {
     let txlb = Txlb::start_xml(&xml, Some(256));
     let lb = txlb.listener();
     let mut clients = Vec::new();
-    for _ in 0..300 {
+    for i in 0..300 {
         let c = client("127.0.0.1").await;
         c.send_to(b"x", lb).await.unwrap();
         clients.push(c);
+        // In bursts of 25, so that a relay slowed by a loaded machine does
+        // not find its socket's buffer overflowed: the kernel's drops are
+        // nobody's count (seen: 198 counted of 236 expected).
+        if i % 25 == 24 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut answered = 0;

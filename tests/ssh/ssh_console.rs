@@ -819,3 +819,71 @@ async fn show_udp_counts_a_clients_session_and_datagrams() {
     assert_eq!(&cells[2..6], ["1", "1", "3", "3"], "{table}");
     assert!(!table.contains("web"), "{table}");
 }
+
+/// `show connections` lists a UDP session (`udp`, its datagrams and bytes
+/// each way) and `connection close` ends it by its id: the client's next
+/// datagram opens another session; the closed id is then unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_connections_lists_a_udp_session_and_connection_close_ends_it() {
+    if ssh_missing() {
+        return;
+    }
+    let host = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let host_addr = host.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = host.recv_from(&mut buf).await {
+            let _ = host.send_to(&buf[..n], from).await;
+        }
+    });
+    let xml = format!(
+        "<config><service name=\"dns\" protocol=\"udp\"><listen ip=\"127.0.0.1:0\"/>\
+         <group name=\"g\" enable=\"true\"><host name=\"r1\" ip=\"{host_addr}\"/></group>\
+         </service></config>"
+    );
+    let c = Console::start_with(txlb::config::Config::from_xml_str(&xml).unwrap()).await;
+    let listener = c.handle.listeners()[0].local;
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let exchange = |size: usize| {
+        let client = &client;
+        async move {
+            client.send_to(&vec![1u8; size], listener).await.unwrap();
+            let mut buf = [0u8; 64];
+            tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+                .await
+                .expect("a reply")
+                .unwrap();
+        }
+    };
+    exchange(10).await;
+    exchange(20).await;
+    let list = json(&c.ok("show connections --json").await);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let session = &list[0];
+    assert_eq!(session["transport"], "udp", "{session}");
+    assert_eq!(session["client"], client.local_addr().unwrap().to_string());
+    assert_eq!(session["host"], "r1");
+    assert_eq!(session["datagrams_in"], 2, "{session}");
+    assert_eq!(session["bytes_out"], 30, "{session}");
+    let id = session["id"].as_u64().unwrap();
+    let table = c.ok("show connections").await;
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&id.to_string()))
+        .unwrap_or_else(|| panic!("no row {id}: {table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1..5], ["udp", "dns", "g", "r1"], "{table}");
+    assert_eq!(cells[cells.len() - 4..], ["2", "2", "30", "30"], "{table}");
+    c.ok(&format!("connection close {id}")).await;
+    assert!(c.handle.connections(None, None).is_empty());
+    c.fails(&format!("connection close {id}"), 1, "no open connection")
+        .await;
+    exchange(5).await;
+    let list = c.handle.connections(None, None);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert!(list[0].id > id, "{list:?}");
+    assert_eq!(list[0].datagrams_in, Some(1));
+    let stats = c.handle.stats();
+    let counters = &stats.services[0].counters;
+    assert_eq!((counters.sessions_total, counters.sessions_open), (2, 1));
+}

@@ -30,6 +30,7 @@ mod schedulers_more;
 mod shared_port;
 mod soak;
 mod tls;
+mod tls_alerts;
 mod tls_origination;
 mod udp;
 mod udp_more;

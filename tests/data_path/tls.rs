@@ -99,7 +99,7 @@ impl Terminating {
     }
 
     /// The access log's lines so far.
-    fn access(&self) -> String {
+    pub(super) fn access(&self) -> String {
         std::fs::read_to_string(self.path("access.log")).unwrap_or_default()
     }
 

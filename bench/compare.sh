@@ -17,7 +17,8 @@
 #          --keep (keep the work directory with configs and logs)
 # Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb), CARGO_TARGET_DIR,
 #          BENCH_NO_INSTALL=1 (never call apt-get), TXLB_BIN_B (a second txlb for the variant
-#          txlb-b, run beside txlb for an A/B in one invocation; not run by default).
+#          txlb-b, run beside txlb for an A/B in one invocation; not run by default),
+#          STEADY_CONNS, STEADY_PERIOD (s between one connection's requests), STEADY_SECS.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -49,13 +50,13 @@ if [ "$QUICK" = 1 ]; then
     IDLE_CONNS=1000; IDLE_SECS=20; IDLE_REST=1.5   # txlb parks idle connections after 1 s
     # a few seconds in all: txlb's three listeners, HAProxy and nginx routed only
     TLS_SECS=0.3; TLS_WARM=0.1; TLS_VARIANTS=" txlb haproxy nginx "
-    STEADY_CONNS=200; STEADY_PERIOD=0.5; STEADY_SECS=1
+    STEADY_CONNS=${STEADY_CONNS:-200} STEADY_PERIOD=${STEADY_PERIOD:-0.5} STEADY_SECS=${STEADY_SECS:-1}
 else
     MODE=full; REPEATS=${REPEATS:-3}
     HTTP_SECS=5; BULK1_BYTES=$((4 << 30)); BULK8_BYTES=$((4 << 30)); BULK_SECS=30
     IDLE_CONNS=10000; IDLE_SECS=30; IDLE_REST=3
     TLS_SECS=5; TLS_WARM=0.5; TLS_VARIANTS=" direct floor txlb haproxy nginx "
-    STEADY_CONNS=10000; STEADY_PERIOD=1; STEADY_SECS=10
+    STEADY_CONNS=${STEADY_CONNS:-10000} STEADY_PERIOD=${STEADY_PERIOD:-1} STEADY_SECS=${STEADY_SECS:-10}
 fi
 # steady: STEADY_CONNS connections held open, each sending one small request every
 # STEADY_PERIOD seconds (spread evenly: STEADY_CONNS / STEADY_PERIOD requests a second in all),

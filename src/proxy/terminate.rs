@@ -243,7 +243,7 @@ struct NonBlocking<'a>(&'a TcpStream);
 
 impl io::Write for NonBlocking<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.try_write(buf)
+        socket2::SockRef::from(self.0).send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

@@ -127,12 +127,7 @@ impl Tls13Stream {
             let mut sealed = [0u8; OVERHEAD + 2];
             if let Ok(n) = self.records.seal_alert(alert, &mut sealed) {
                 self.out.extend_from_slice(&sealed[..n]);
-                while self.out_at < self.out.len() {
-                    match self.io.try_write(&self.out[self.out_at..]) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => self.out_at += n,
-                    }
-                }
+                let _ = send_now(&self.io, &self.out[self.out_at..]);
             }
         }
         self.out = Vec::new();
@@ -302,6 +297,20 @@ impl AsyncWrite for Tls13Stream {
         }
         Pin::new(&mut this.io).poll_shutdown(cx)
     }
+}
+
+/// Writes what `io` takes of `bytes` now, never waiting: the system call is
+/// made whatever tokio last saw of the socket's readiness (room may have
+/// come since). For a last record on the way out.
+fn send_now(io: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    let socket = socket2::SockRef::from(io);
+    while !bytes.is_empty() {
+        match socket.send_with_flags(bytes, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => bytes = &bytes[n..],
+        }
+    }
+    Ok(())
 }
 
 /// What a refused client's stream answers after the refusal.

@@ -2,9 +2,10 @@
 //! handshake hears why before it is closed: txlb's record layer answers each
 //! refusal with its fatal alert (RFC 8446 §5, §5.1, §5.2, §4.6.3; §6.2),
 //! sealed under its current key, once, then the end of the stream. The
-//! client is rustls, whose error names the alert it received; records
+//! clients are rustls, whose error names the alert it received (records
 //! rustls will not make are sealed here under the client's key from its key
-//! log. TLS 1.2 stays with rustls, which sends its alerts itself.
+//! log), and OpenSSL through Python's `ssl`. TLS 1.2 stays with rustls,
+//! which sends its alerts itself.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -368,4 +369,99 @@ async fn a_client_that_does_not_read_is_closed_without_waiting_for_its_alert() {
         lb.access()
     );
     drop(client);
+}
+
+/// A Python `ssl` client (OpenSSL) over memory BIOs, so its records can be
+/// damaged on the way: `ADDR PORT CASE`; prints `alert REASON` as OpenSSL
+/// names the alert it read.
+const PYTHON_CLIENT: &str = r#"
+import socket, ssl, sys
+addr, port, case = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+sock = socket.create_connection((addr, port), timeout=10)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(inc, out, server_hostname="alerts.example.com")
+def pump():
+    data = out.read()
+    if data:
+        sock.sendall(data)
+while True:
+    try:
+        tls.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        pump()
+        inc.write(sock.recv(65536))
+tls.write(b"ping")
+pump()
+echoed = b""
+while echoed != b"ping":
+    try:
+        echoed += tls.read(4)
+    except ssl.SSLWantReadError:
+        inc.write(sock.recv(65536))
+if case == "tampered":
+    tls.write(b"data")
+    record = bytearray(out.read())
+    record[-1] ^= 1
+    sock.sendall(bytes(record))
+elif case == "too long":
+    sock.sendall(bytes([23, 3, 3, 0x41, 0x01]))
+else:
+    sock.sendall(bytes([22, 3, 3, 0, 1, 0]))
+while True:
+    data = sock.recv(65536)
+    if not data:
+        break
+    inc.write(data)
+inc.write_eof()
+try:
+    print("read", tls.read(100))
+except ssl.SSLError as e:
+    print("alert", e.reason)
+"#;
+
+/// OpenSSL reads each alert and names it: a record whose tag was flipped,
+/// a header longer than any record, a plaintext handshake record.
+#[tokio::test]
+async fn openssl_names_each_alert_it_gets() {
+    let cert = issue("alerts.example.com", &["alerts.example.com"], None);
+    let echo = echo_backend().await;
+    let lb = start(
+        |dir| {
+            write_pair(dir, "alerts", &cert);
+        },
+        "<listen ip=\"127.0.0.1:0\"><tls cert=\"alerts.pem\" key=\"alerts.key\"/></listen>",
+        echo,
+        "",
+    )
+    .await;
+    for (case, alert) in [
+        ("tampered", "SSLV3_ALERT_BAD_RECORD_MAC"),
+        ("too long", "TLSV1_ALERT_RECORD_OVERFLOW"),
+        ("plaintext", "SSLV3_ALERT_UNEXPECTED_MESSAGE"),
+    ] {
+        let output = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new("python3")
+                .args(["-c", PYTHON_CLIENT])
+                .arg(lb.addr.ip().to_string())
+                .arg(lb.addr.port().to_string())
+                .arg(case)
+                .output(),
+        )
+        .await
+        .expect("the client ends")
+        .expect("python3 runs");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            text.trim(),
+            format!("alert {alert}"),
+            "{case}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

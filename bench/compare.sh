@@ -2,7 +2,7 @@
 # bench/compare.sh: compare txlb with no proxy ("direct"), HAProxy (TCP mode, with and
 # without splice), nginx stream and pen on loopback. See BENCHMARKS.md.
 #
-#   bench/compare.sh            full run: 3 interleaved repeats, ~11 minutes
+#   bench/compare.sh            full run: 3 interleaved repeats, ~16 minutes
 #   bench/compare.sh --quick    smoke test: 1 repeat, short runs, < 1 minute
 #
 # Options: --repeats N   --only LIST (comma-separated: direct,floor,txlb,haproxy,haproxy-splice,
@@ -10,21 +10,23 @@
 #          txlb-cf: txlb with clientFirst="true" on the HTTP service (deferred accept, no quick ACK);
 #          floor is tcpbench's minimal C relay, what the kernel costs any proxy; floor-uring is
 #          its io_uring counterpart, bench/urelay.c, not run by default, needs liburing-dev)
-#          --scenarios LIST (comma-separated: idle,http,bulk,tls; default all; tls is TLS
-#          passthrough routed by SNI, run for direct, floor, txlb, haproxy and nginx)
+#          --scenarios LIST (comma-separated: idle,http,bulk,tls,steady; default all; tls is TLS
+#          passthrough routed by SNI, run for direct, floor, txlb, haproxy and nginx; steady is
+#          10,000 connections each asking once a second: latency percentiles, CPU per request)
 #          --out FILE (JSON, default bench/results/latest.json)   --build (cargo build txlb first)
 #          --keep (keep the work directory with configs and logs)
 # Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb), CARGO_TARGET_DIR,
 #          BENCH_NO_INSTALL=1 (never call apt-get), TXLB_BIN_B (a second txlb for the variant
-#          txlb-b, run beside txlb for an A/B in one invocation; not run by default).
+#          txlb-b, run beside txlb for an A/B in one invocation; not run by default),
+#          STEADY_CONNS, STEADY_PERIOD (s between one connection's requests), STEADY_SECS.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 
-QUICK=0 REPEATS="" ONLY="" OUT="" BUILD=0 KEEP=0 SCENARIOS=idle,http,bulk,tls
+QUICK=0 REPEATS="" ONLY="" OUT="" BUILD=0 KEEP=0 SCENARIOS=idle,http,bulk,tls,steady
 ARGS=("$@")   # kept for the re-run in a network namespace of its own (below)
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -48,12 +50,17 @@ if [ "$QUICK" = 1 ]; then
     IDLE_CONNS=1000; IDLE_SECS=20; IDLE_REST=1.5   # txlb parks idle connections after 1 s
     # a few seconds in all: txlb's three listeners, HAProxy and nginx routed only
     TLS_SECS=0.3; TLS_WARM=0.1; TLS_VARIANTS=" txlb haproxy nginx "
+    STEADY_CONNS=${STEADY_CONNS:-200} STEADY_PERIOD=${STEADY_PERIOD:-0.5} STEADY_SECS=${STEADY_SECS:-1}
 else
     MODE=full; REPEATS=${REPEATS:-3}
     HTTP_SECS=5; BULK1_BYTES=$((4 << 30)); BULK8_BYTES=$((4 << 30)); BULK_SECS=30
     IDLE_CONNS=10000; IDLE_SECS=30; IDLE_REST=3
     TLS_SECS=5; TLS_WARM=0.5; TLS_VARIANTS=" direct floor txlb txlb-b haproxy nginx "
+    STEADY_CONNS=${STEADY_CONNS:-10000} STEADY_PERIOD=${STEADY_PERIOD:-1} STEADY_SECS=${STEADY_SECS:-10}
 fi
+# steady: STEADY_CONNS connections held open, each sending one small request every
+# STEADY_PERIOD seconds (spread evenly: STEADY_CONNS / STEADY_PERIOD requests a second in all),
+# after a warm-up round; STEADY_SECS measured
 # TLS passthrough: new connections, each sending a ClientHello whose SNI alternates between
 # these two names, routed to one service each; txlb also with 1,000 routes (998 decoys first)
 TLS_CONNS=50 TLS_NAMES=api.example.com,www.example.org TLS_ROUTES_MANY=1000
@@ -165,15 +172,16 @@ cc -O2 -pthread -o "$TB" "$BENCH_DIR/tcpbench.c" || die "compiling bench/tcpbenc
 REPORT=(python3 "$BENCH_DIR/report.py")
 
 # which scenarios
-WANT_IDLE=0 WANT_HTTP=0 WANT_BULK=0 WANT_TLS=0
+WANT_IDLE=0 WANT_HTTP=0 WANT_BULK=0 WANT_TLS=0 WANT_STEADY=0
 IFS=, read -r -a _scen <<<"$SCENARIOS"
 for s in "${_scen[@]}"; do
     case "$s" in
         idle) WANT_IDLE=1 ;; http) WANT_HTTP=1 ;; bulk) WANT_BULK=1 ;; tls) WANT_TLS=1 ;;
-        *) die "unknown scenario $s (known: idle,http,bulk,tls)" ;;
+        steady) WANT_STEADY=1 ;;
+        *) die "unknown scenario $s (known: idle,http,bulk,tls,steady)" ;;
     esac
 done
-WANT_CLASSIC=$(( WANT_IDLE || WANT_HTTP || WANT_BULK ))
+WANT_CLASSIC=$(( WANT_IDLE || WANT_HTTP || WANT_BULK || WANT_STEADY ))
 
 # which variants can run
 NOTES=()
@@ -240,6 +248,10 @@ if has_variant txlb || has_variant txlb-w2 || has_variant txlb-b || has_variant 
 fi
 
 # ------------------------------------------------------------------ limits and ports
+# the proxy holds two descriptors per connection: 10,000 connections need more than the usual
+# hard limit of 20,000 (raising it takes root with CAP_SYS_RESOURCE; where that fails, the
+# idle and steady scenarios use fewer connections and say so)
+ulimit -Hn 1048576 2>/dev/null || ulimit -Hn 65536 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
 [ "$NOFILE" = unlimited ] && NOFILE=1048576
@@ -250,6 +262,12 @@ if [ "$WANT_IDLE" = 1 ] && [ "$IDLE_CONNS" -gt "$MAX_IDLE" ]; then
     log "open-files hard limit $NOFILE: idle test uses $MAX_IDLE connections instead of $IDLE_CONNS"
     IDLE_CONNS=$MAX_IDLE
 fi
+if [ "$WANT_STEADY" = 1 ] && [ "$STEADY_CONNS" -gt "$MAX_IDLE" ]; then
+    NOTES+=("steady: $MAX_IDLE connections, not $STEADY_CONNS: the open-files hard limit is $NOFILE and the proxy needs 2 per connection")
+    log "open-files hard limit $NOFILE: steady test uses $MAX_IDLE connections instead of $STEADY_CONNS"
+    STEADY_CONNS=$MAX_IDLE
+fi
+STEADY_RATE=$(awk -v n="$STEADY_CONNS" -v p="$STEADY_PERIOD" 'BEGIN { printf "%.1f", n / p }')
 MAXCONN=$(( NOFILE / 2 > 50000 ? 50000 : NOFILE / 2 ))   # haproxy maxconn, nginx worker_connections/2
 
 read -r HB1 HB2 ZB1 ZB2 IB1 IB2 PH PZ PI TB1 TB2 PT PT1K PTP PS < <("$TB" freeport 15) || die "no free ports"
@@ -543,6 +561,17 @@ run_idle() {  # run_idle VARIANT REP (needs a proxy: memory is the proxy's)
     record --variant "$v" --rep "$rep" --scenario idle --json "$out"
 }
 
+run_steady() {  # run_steady VARIANT REP: many connections, each asking at a steady rate
+    local v=$1 rep=$2 addrs out pid=${MEASURE[idle]:-0} loadpids secs
+    if [ "$v" = direct ]; then addrs=127.0.0.1:$IB1,127.0.0.1:$IB2; else addrs=127.0.0.1:$PI; fi
+    # the backends and softirq threads: their CPU over the measured window, as load_ticks elsewhere
+    loadpids=$(echo "${LOAD_PIDS[*]+"${LOAD_PIDS[*]}"} $KSOFTIRQD" | tr -s ' ' ',' | sed 's/^,//; s/,$//')
+    secs=$(awk -v s="$STEADY_SECS" -v p="$STEADY_PERIOD" 'BEGIN { printf "%d", s + p + 100 }')
+    out=$(timeout -k 5 "$secs" taskset -c "$LOAD_CPU" "$TB" steady "$addrs" "$STEADY_CONNS" "$STEADY_RATE" \
+        "$STEADY_SECS" "$pid" "${loadpids:--}" 2>&1) || true
+    record --variant "$v" --rep "$rep" --scenario steady --json "$out" "clk_tck=$CLK"
+}
+
 run_session() {  # one variant, all scenarios, on a freshly started proxy
     local v=$1 rep=$2
     if [ "$v" != direct ]; then
@@ -556,6 +585,7 @@ run_session() {  # one variant, all scenarios, on a freshly started proxy
         # idle first: memory growth is measured on a fresh process
         if [ "$WANT_IDLE" = 1 ]; then run_idle "$v" "$rep"; fi
     fi
+    if [ "$WANT_STEADY" = 1 ]; then run_steady "$v" "$rep"; fi
     if [ "$HAVE_WRK" = 1 ] && [ "$WANT_HTTP" = 1 ]; then
         run_http "$v" "$rep" newconn
         run_http "$v" "$rep" keepalive
@@ -846,6 +876,7 @@ VERSIONS_TEXT=$(versions)
 MODE="$MODE" REPEATS="$REPEATS" PROXY_CPU="$PROXY_CPU" LOAD_CPU="$LOAD_CPU" NOTES_TEXT="$NOTES_TEXT" \
 VERSIONS_TEXT="$VERSIONS_TEXT" HTTP_SECS="$HTTP_SECS" HTTP_CONNS="$HTTP_CONNS" BULK1_BYTES="$BULK1_BYTES" \
 BULK8_BYTES="$BULK8_BYTES" IDLE_CONNS="$IDLE_CONNS" ELAPSED=$((EPOCHSECONDS - START)) \
+STEADY_CONNS="$STEADY_CONNS" STEADY_RATE="$STEADY_RATE" STEADY_SECS="$STEADY_SECS" STEADY_PERIOD="$STEADY_PERIOD" \
 TLS_SECS="$TLS_SECS" TLS_CONNS="$TLS_CONNS" TLS_NAMES="$TLS_NAMES" TLS_ROUTES_MANY="$TLS_ROUTES_MANY" \
 HELLO_BYTES="$("$TB" hello "${TLS_NAMES%%,*}" | wc -c)" \
 python3 - "$META" <<'EOF'
@@ -863,7 +894,9 @@ meta = {
                  "bulk1_bytes": int(e["BULK1_BYTES"]), "bulk8_bytes": int(e["BULK8_BYTES"]),
                  "idle_conns": int(e["IDLE_CONNS"]), "tls_secs": float(e["TLS_SECS"]),
                  "tls_conns": int(e["TLS_CONNS"]), "tls_names": e["TLS_NAMES"].split(","),
-                 "tls_routes_many": int(e["TLS_ROUTES_MANY"])},
+                 "tls_routes_many": int(e["TLS_ROUTES_MANY"]),
+                 "steady_conns": int(e["STEADY_CONNS"]), "steady_rate": float(e["STEADY_RATE"]),
+                 "steady_secs": float(e["STEADY_SECS"])},
     "scenario_notes": {
         "newconn": "wrk -t1 -c%s, %ss" % (e["HTTP_CONNS"], e["HTTP_SECS"]),
         "keepalive": "wrk -t1 -c%s, %ss" % (e["HTTP_CONNS"], e["HTTP_SECS"]),
@@ -874,6 +907,8 @@ meta = {
                % (e["TLS_CONNS"], e["TLS_SECS"], e["HELLO_BYTES"], " / ".join(e["TLS_NAMES"].split(","))),
         "tlsplain": "the same hellos, round robin over both backends",
         "tls1k": "%s routes: the 2 real ones after %d decoys" % (e["TLS_ROUTES_MANY"], int(e["TLS_ROUTES_MANY"]) - 2),
+        "steady": "%s connections, one request every %s s each (%.0f req/s), %s s measured"
+                  % (e["STEADY_CONNS"], e["STEADY_PERIOD"], float(e["STEADY_RATE"]), e["STEADY_SECS"]),
     },
 }
 json.dump(meta, open(sys.argv[1], "w"), indent=2)

@@ -84,6 +84,18 @@ SCENARIOS = {
             ("busy_us_per", "all us/conn", "{:.1f}", "m"),
         ],
     ),
+    "steady": (
+        "steady: many connections, each asking at a steady rate (tcpbench steady)",
+        [
+            ("rate", "req/s", "{:.0f}", ""),
+            ("p50_ms", "p50 ms", "{:.3f}", ""),
+            ("p99_ms", "p99 ms", "{:.3f}", "h"),
+            ("p999_ms", "p99.9 ms", "{:.2f}", ""),
+            ("cpu_us_per", "CPU us/req", "{:.2f}", "h"),
+            ("segs_per", "segs/req", "{:.2f}", ""),
+            ("busy_us_per", "all us/req", "{:.2f}", "m"),
+        ],
+    ),
     "idle": (
         "idle memory: proxy RSS growth per connection",
         [
@@ -193,13 +205,16 @@ def derive(r):
     busy_s = None
     if r.get("load_ticks") is not None and r.get("client_ms") is not None and clk:
         busy_s = (r["load_ticks"] + r.get("cpu_ticks", 0)) / clk + r["client_ms"] / 1000.0
-    ops = r.get("requests") if s in ("newconn", "keepalive") else r.get("conns")
-    if s in ("newconn", "keepalive", "tls", "tlsplain", "tls1k") and ops:
+    ops = r.get("requests") if s in ("newconn", "keepalive", "steady") else r.get("conns")
+    if s in ("newconn", "keepalive", "tls", "tlsplain", "tls1k", "steady") and ops:
         if r.get("segs") is not None:
             r["segs_per"] = r["segs"] / ops
         if busy_s is not None:
             r["busy_us_per"] = busy_s * 1e6 / ops
-    if s in ("newconn", "keepalive"):
+    if s in ("newconn", "keepalive", "steady"):
+        if s == "steady" and r.get("errors") and "error_text" not in r:
+            r["error_text"] = "failed %s, unanswered or refused %s, closed %s" % (
+                r.get("failed", 0), r.get("errors", 0) - r.get("failed", 0), r.get("closed", 0))
         if cpu_s is not None and r.get("requests"):
             r["cpu_us_per"] = cpu_s * 1e6 / r["requests"]
     elif s in ("tls", "tlsplain", "tls1k"):
@@ -245,7 +260,7 @@ def minus_direct(results, v, s, metric):
     direct's TLS run (the same connections; direct has only that one)."""
     if v == "direct":
         return None
-    d = results.get("direct", {}).get(s if s in ("newconn", "keepalive", "tls") else "tls", {})
+    d = results.get("direct", {}).get(s if s in ("newconn", "keepalive", "tls", "steady") else "tls", {})
     a, b = results[v][s].get(metric), d.get(metric)
     return None if a is None or b is None else a - b
 
@@ -385,7 +400,8 @@ def compute_targets(results):
     # (work moved to the other core, softirq or the peers' wake-ups, counts), and the
     # segments each sends per operation.
     for name in ("txlb", "txlb-cf"):
-        for s, what in (("newconn", "new connection"), ("keepalive", "keep-alive request")):
+        for s, what in (("newconn", "new connection"), ("keepalive", "keep-alive request"),
+                        ("steady", "steady request")):
             ft, tt = get("floor", s, "cpu_us_per"), get(name, s, "cpu_us_per")
             fb, tb = get("floor", s, "busy_us_per_minus_direct"), get(name, s, "busy_us_per_minus_direct")
             fs, ts = get("floor", s, "segs_per"), get(name, s, "segs_per")
@@ -421,6 +437,21 @@ def compute_targets(results):
             "target": "keepalive_p99_rank", "value": place, "limit": None, "status": "info",
             "text": "keep-alive p99: txlb ranks %d of %d proxies (%s)"
             % (place, len(ranked), ", ".join("%s %s" % (v, fmt(p, "{:.2f}")) for p, v in ranked)),
+        })
+    # Issue 25 item 6: many connections at a steady rate: p99 no worse than the best peer
+    t = get("txlb", "steady", "p99_ms")
+    b, who = best_proxy("steady", "p99_ms")
+    add("steady_p99", t, b, lambda v, l: v <= l,
+        "steady p99: txlb %s ms vs best other %s (%s) ms (target: no worse)"
+        % (fmt(t, "{:.3f}"), who or "-", fmt(b, "{:.3f}")))
+    ranked = sorted((get(v, "steady", "p99_ms"), v) for v in PROXIES + ["floor", "txlb"]
+                    if get(v, "steady", "p99_ms") is not None)
+    if t is not None and len(ranked) > 1:
+        out.append({
+            "target": "steady_p99_rank", "value": [v for _, v in ranked].index("txlb") + 1, "limit": None,
+            "status": "info",
+            "text": "steady p99 (p50): %s" % ", ".join(
+                "%s %s (%s)" % (v, fmt(p, "{:.3f}"), fmt(get(v, "steady", "p50_ms"), "{:.3f}")) for p, v in ranked),
         })
     for s, what in (("bulk1", "1 stream"), ("bulk8", "8 streams")):
         t = get("txlb", s, "gbps")

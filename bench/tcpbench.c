@@ -24,6 +24,16 @@
  *                                       has settled. Returns once PID has closed them
  *                                       (at most 10 s). PID 0: no proxy to watch. At most
  *                                       2*SECS+2*REST+17 seconds.
+ *   tcpbench steady ADDRS N RATE SECS PID LOADPIDS
+ *                                       open N connections (round robin over the comma-separated
+ *                                       ADDRS, to "hold" servers), then send one small HTTP request
+ *                                       every 1/RATE s in turn over them (each connection asks every
+ *                                       N/RATE s; one still waiting for its answer is skipped and
+ *                                       counted), a warm-up round first, then SECS measured: the
+ *                                       latency of every answer (send to last byte), the CPU ticks
+ *                                       of PID and of the comma-separated LOADPIDS ("-": none),
+ *                                       this process's CPU and the TCP segments sent, over the
+ *                                       measured window. PID 0: no proxy. Prints JSON.
  *   tcpbench relay LISTEN=HOST,HOST... [LISTEN=...]
  *                                       the "floor" variant: the least a proxy can do (one
  *                                       thread, epoll, round robin); runs until killed
@@ -560,6 +570,199 @@ static int cmd_idle(const char *addr, int n, int pid, double secs, double rest) 
 }
 
 
+/* ---- steady: many connections, each asking at a steady rate ---- */
+
+/* utime + stime of a process, in clock ticks (0 if it is not there). */
+static long proc_ticks(int pid) {
+    if (pid <= 0) return 0;
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *fp = fopen(path, "r");
+    if (!fp) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p) return 0;
+    long v[13] = {0};
+    /* after ") ": state, then fields 4..; utime and stime are the 12th and 13th */
+    char *save = NULL, *t = strtok_r(p + 2, " ", &save);
+    for (int i = 0; t && i < 13; i++, t = strtok_r(NULL, " ", &save)) v[i] = atol(t);
+    return v[11] + v[12];
+}
+
+static long pids_ticks(const int *pids, int n) {
+    long t = 0;
+    for (int i = 0; i < n; i++) t += proc_ticks(pids[i]);
+    return t;
+}
+
+/* TCP segments sent (OutSegs of /proc/net/snmp): this network namespace's. */
+static long tcp_out_segs(void) {
+    FILE *fp = fopen("/proc/net/snmp", "r");
+    if (!fp) return 0;
+    char line[1024];
+    long segs = 0;
+    int tcp_lines = 0;
+    while (fgets(line, sizeof line, fp)) {
+        if (strncmp(line, "Tcp:", 4) || ++tcp_lines < 2) continue;
+        char *save = NULL, *t = strtok_r(line + 4, " ", &save);
+        for (int i = 1; t && i < 11; i++) t = strtok_r(NULL, " ", &save);
+        if (t) segs = atol(t);
+    }
+    fclose(fp);
+    return segs;
+}
+
+static double cpu_ms_self(void) {
+    struct rusage r;
+    getrusage(RUSAGE_SELF, &r);
+    return r.ru_utime.tv_sec * 1e3 + r.ru_utime.tv_usec / 1e3 + r.ru_stime.tv_sec * 1e3 + r.ru_stime.tv_usec / 1e3;
+}
+
+static int cmp_double(const void *a, const void *b);
+
+#define STEADY_MAX_ADDRS 16
+#define STEADY_MAX_LOAD 64
+
+struct steady_conn {
+    double sent_at;   /* when the request waiting for its answer was sent; 0: none */
+    int got;          /* bytes of that answer read */
+    int dead;         /* closed by the other end */
+};
+
+static int cmd_steady(const char *addrs, int n, double rate, double secs, int pid, const char *loadpids) {
+    raise_nofile();
+    struct sockaddr_in sas[STEADY_MAX_ADDRS];
+    int naddrs = 0, load[STEADY_MAX_LOAD], nload = 0;
+    char copy[1024], *save = NULL;
+    snprintf(copy, sizeof copy, "%s", addrs);
+    for (char *t = strtok_r(copy, ",", &save); t && naddrs < STEADY_MAX_ADDRS; t = strtok_r(NULL, ",", &save))
+        if (parse_addr(t, &sas[naddrs]) == 0) naddrs++;
+    snprintf(copy, sizeof copy, "%s", loadpids);
+    save = NULL;
+    for (char *t = strtok_r(copy, ", ", &save); t && nload < STEADY_MAX_LOAD; t = strtok_r(NULL, ", ", &save))
+        if (atoi(t) > 0) load[nload++] = atoi(t);
+    if (!naddrs || n < 1 || n > 100000 || !(rate > 0 && rate <= 200000) || !(secs > 0 && secs <= 600)) {
+        fprintf(stderr, "tcpbench steady: bad arguments\n");
+        return 2;
+    }
+    static const char req[] = "GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+    const int resp_len = (int)sizeof RESP_KA - 1;
+    double start = now();
+    int *fds = malloc(sizeof(int) * n);
+    struct steady_conn *cs = calloc((size_t)n, sizeof *cs);
+    int fd0 = fd_count(pid), opened = 0, failed = 0, one = 1;
+    /* connecting: at most 60 s, never more than 512 ahead of the proxy's accept loop */
+    for (int i = 0; i < n && now() < start + 60; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) { failed++; break; }
+        if (connect(fd, (struct sockaddr *)&sas[i % naddrs], sizeof sas[0]) < 0) { close(fd); failed++; continue; }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        fds[opened++] = fd;
+        if (opened % 512 == 0) wait_fds(pid, fd0 + (opened - 512), 1, now() + 2);
+    }
+    int all_fds = wait_fds(pid, fd0 + 2 * opened, 1, now() + 10);
+    int ep = epoll_create1(0);
+    for (int i = 0; i < opened; i++) {
+        fcntl(fds[i], F_SETFL, O_NONBLOCK);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
+    }
+    double period = opened / rate;         /* each connection asks once per period */
+    double warm = period + 1;              /* every connection asked once before measuring */
+    size_t cap = (size_t)(rate * secs * 1.2) + 1024, nsamples = 0;
+    double *samples = malloc(sizeof(double) * cap);
+    long sent = 0, answered = 0, skipped = 0, errors = 0, closed = 0, late = 0, seq = 0;
+    double max_lag = 0;
+    double t0 = now(), m_start = t0 + warm, m_end = m_start + secs;
+    long p0 = 0, l0 = 0, g0 = 0, p1 = 0, l1 = 0, g1 = 0;
+    double c0 = 0, c1 = 0;
+    int measuring = 0;
+    struct epoll_event evs[256];
+    char buf[4096];
+    for (;;) {
+        double t = now();
+        if (!measuring && t >= m_start) {
+            measuring = 1;
+            p0 = proc_ticks(pid); l0 = pids_ticks(load, nload); g0 = tcp_out_segs(); c0 = cpu_ms_self();
+        }
+        /* sending ends with the window; the answers still due get 1 s */
+        int sending = t < m_end;
+        if (!sending) {
+            int waiting = 0;
+            for (int i = 0; i < opened && !waiting; i++) waiting = cs[i].sent_at > 0 && !cs[i].dead;
+            if (!waiting || t >= m_end + 1) break;
+        }
+        while (sending && opened) {
+            double due = t0 + seq / rate;
+            if (due > t || due >= m_end) break;
+            int i = (int)(seq % opened);
+            seq++;
+            if (cs[i].dead) { errors++; continue; }
+            if (cs[i].sent_at > 0) { skipped++; continue; }
+            if (t - due > max_lag) max_lag = t - due;
+            if (t - due > 1e-3) late++;
+            if (send(fds[i], req, sizeof req - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof req - 1)) { errors++; continue; }
+            cs[i].sent_at = t;
+            cs[i].got = 0;
+            if (t >= m_start) sent++;
+        }
+        double next = t0 + seq / rate, wait = sending ? next - now() : 0.01;
+        if (wait < 0) wait = 0;
+        if (wait > 0.05) wait = 0.05;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(wait * 1e9)};
+        int got = epoll_pwait2(ep, evs, 256, &ts, NULL);
+        for (int k = 0; k < got; k++) {
+            int i = (int)evs[k].data.u32;
+            ssize_t r = recv(fds[i], buf, sizeof buf, 0);
+            if (r < 0 && errno == EAGAIN) continue;
+            if (r <= 0) {
+                closed++;
+                cs[i].dead = 1;
+                epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
+                continue;
+            }
+            double done = now();
+            cs[i].got += (int)r;
+            if (cs[i].sent_at > 0 && cs[i].got >= resp_len) {
+                if (cs[i].sent_at >= m_start && cs[i].sent_at < m_end) {
+                    answered++;
+                    if (nsamples < cap) samples[nsamples++] = (done - cs[i].sent_at) * 1e3;
+                }
+                cs[i].got -= resp_len;
+                cs[i].sent_at = 0;
+            }
+        }
+    }
+    p1 = proc_ticks(pid); l1 = pids_ticks(load, nload); g1 = tcp_out_segs(); c1 = cpu_ms_self();
+    qsort(samples, nsamples, sizeof *samples, cmp_double);
+#define PCT(q) (nsamples ? samples[(size_t)((q) * (nsamples - 1))] : -1.0)
+    double sum = 0;
+    for (size_t i = 0; i < nsamples; i++) sum += samples[i];
+    struct linger lg = {1, 0};
+    for (int i = 0; i < opened; i++) {
+        setsockopt(fds[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(fds[i]);
+    }
+    int all_closed = wait_fds(pid, fd0 + 16, 0, now() + 10);
+    printf("{\"conns\":%d,\"failed\":%d,\"all_fds_seen\":%s,\"rate_asked\":%.1f,\"window_s\":%.3f,"
+           "\"sent\":%ld,\"requests\":%ld,\"rate\":%.1f,\"skipped\":%ld,\"errors\":%ld,\"closed\":%ld,"
+           "\"p50_ms\":%.4f,\"p90_ms\":%.4f,\"p99_ms\":%.4f,\"p999_ms\":%.4f,\"max_ms\":%.4f,\"mean_ms\":%.4f,"
+           "\"late_1ms\":%ld,\"max_lag_ms\":%.3f,\"cpu_ticks\":%ld,\"load_ticks\":%ld,\"client_ms\":%.0f,"
+           "\"segs\":%ld,\"all_closed\":%s,\"secs\":%.3f}\n",
+           opened, failed, all_fds ? "true" : "false", rate, secs, sent, answered, answered / secs, skipped,
+           errors + (sent - answered) + failed + (all_fds ? 0 : 1), closed, PCT(0.5), PCT(0.9), PCT(0.99),
+           PCT(0.999), nsamples ? samples[nsamples - 1] : -1.0, nsamples ? sum / nsamples : -1.0, late,
+           max_lag * 1e3, p1 - p0, l1 - l0, c1 - c0, g1 - g0, all_closed ? "true" : "false", now() - start);
+#undef PCT
+    free(samples);
+    free(cs);
+    free(fds);
+    close(ep);
+    return 0;
+}
+
 /* ---- relay: the kernel's floor for a proxy ----
  *
  * The least a user-space TCP proxy can do per connection and per request, so the
@@ -1076,6 +1279,8 @@ int main(int argc, char **argv) {
     if (argc >= 6 && !strcmp(argv[1], "idle"))
         return cmd_idle(argv[2], atoi(argv[3]), atoi(argv[4]), atof(argv[5]),
                         argc >= 7 ? atof(argv[6]) : IDLE_REST_DEFAULT);
+    if (argc >= 8 && !strcmp(argv[1], "steady"))
+        return cmd_steady(argv[2], atoi(argv[3]), atof(argv[4]), atof(argv[5]), atoi(argv[6]), argv[7]);
     if (argc >= 3 && !strcmp(argv[1], "relay")) return cmd_relay(argc - 2, argv + 2);
     if (argc >= 3 && !strcmp(argv[1], "hello")) return cmd_hello(argv[2]);
     if (argc >= 4 && !strcmp(argv[1], "hellocheck")) return cmd_hellocheck(argv[2], argv[3]);
@@ -1086,6 +1291,7 @@ int main(int argc, char **argv) {
             "usage: tcpbench freeport N | waitlisten PORT SECS | zero PORT | hold PORT | holdmany N |\n"
             "       probe PORTS INTERVAL SECS tcp|http |\n"
             "       bulk ADDRS STREAMS BYTES SECS | idle ADDR N PID SECS [REST] |\n"
+            "       steady ADDRS N RATE SECS PID LOADPIDS |\n"
             "       relay LISTEN=HOST,HOST... [LISTEN=...] | hello NAME | hellocheck ADDR NAME |\n"
             "       tlsback PORT ID | tls ADDRS CONC SECS NAMES route|any\n");
     return 2;

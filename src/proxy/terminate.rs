@@ -197,11 +197,16 @@ impl TlsClient {
         if !io.between_records() || conn.wants_write() || conn.is_handshaking() {
             return Ok(TlsClient::rustls(stream));
         }
-        let conn = &mut stream.get_mut().1;
-        let closed = conn
-            .process_new_packets()
-            .map_err(io::Error::other)?
-            .peer_has_closed();
+        let (io, conn) = stream.get_mut();
+        let closed = match conn.process_new_packets() {
+            Ok(state) => state.peer_has_closed(),
+            Err(e) => {
+                // rustls queued the alert that answers it: one try to send
+                // it (tokio-rustls' own "last gasp"), never a wait.
+                let _ = conn.write_tls(&mut NonBlocking(io.socket()));
+                return Err(io::Error::other(e));
+            }
+        };
         let mut plain = Vec::new();
         // Ends at what is buffered: WouldBlock, or the client's end (read
         // again from the socket, which tells it once more).
@@ -229,6 +234,19 @@ impl TlsClient {
     fn rustls(mut stream: TlsStream<Prefixed>) -> TlsClient {
         stream.get_mut().0.records = None;
         TlsClient::Rustls(Box::new(stream))
+    }
+}
+
+/// Writes to a socket what it takes now, never waiting: for an alert sent
+/// on the way out.
+struct NonBlocking<'a>(&'a TcpStream);
+
+impl io::Write for NonBlocking<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        socket2::SockRef::from(self.0).send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

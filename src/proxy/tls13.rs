@@ -17,7 +17,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::tls::record::{MAX_PLAINTEXT, MAX_RECORD, OVERHEAD, Records};
+use crate::tls::record::{MAX_PLAINTEXT, MAX_RECORD, OVERHEAD, Records, alert_of};
 
 /// Plaintext sealed per write: four records, one system call.
 const WRITE_CHUNK: usize = 4 * MAX_PLAINTEXT;
@@ -42,8 +42,11 @@ pub(crate) struct Tls13Stream {
     out_at: usize,
     /// `close_notify` read, or the socket's end.
     read_done: bool,
-    /// `close_notify` sealed: nothing more is written.
+    /// `close_notify` or a fatal alert sealed: nothing more is written.
     write_done: bool,
+    /// The client's records were refused (answered with an alert): every
+    /// read and write after fails.
+    refused: bool,
     /// A key update of ours is the last thing in `out`, not yet taken by
     /// the socket: it answers every request read until our next data
     /// (RFC 8446 §4.6.3), so a client that asks again and again while
@@ -65,6 +68,7 @@ impl Tls13Stream {
             out_at: 0,
             read_done: closed,
             write_done: false,
+            refused: false,
             update_queued: false,
         }
     }
@@ -104,6 +108,31 @@ impl Tls13Stream {
         }
         self.out.extend_from_slice(&sealed[at..]);
         Ok(())
+    }
+
+    /// The client's records were refused with `error`: its alert (RFC 8446
+    /// §6.2: "bad_record_mac", "record_overflow"...) sealed behind what is
+    /// queued and written without waiting, once; then only errors, and the
+    /// caller closes. A client that does not read just misses the alert:
+    /// what the socket does not take at once is dropped, never waited for.
+    fn refuse(&mut self, error: io::Error) -> io::Error {
+        self.refused = true;
+        self.read_done = true;
+        self.partial = Vec::new();
+        self.plain = Vec::new();
+        if let Some(alert) = alert_of(&error)
+            && !self.write_done
+        {
+            self.write_done = true;
+            let mut sealed = [0u8; OVERHEAD + 2];
+            if let Ok(n) = self.records.seal_alert(alert, &mut sealed) {
+                self.out.extend_from_slice(&sealed[..n]);
+                let _ = send_now(&self.io, &self.out[self.out_at..]);
+            }
+        }
+        self.out = Vec::new();
+        self.out_at = 0;
+        error
     }
 
     /// Seals `plain` on the stack (`N` bytes: its records and room for a key
@@ -147,7 +176,10 @@ impl Tls13Stream {
             }
             let end = buf.filled().len() == before;
             let data = &mut buf.filled_mut()[base..];
-            let opened = self.records.open(data)?;
+            let opened = match self.records.open(data) {
+                Ok(opened) => opened,
+                Err(e) => return Poll::Ready(Err(self.refuse(e))),
+            };
             if opened.consumed < data.len() {
                 self.partial = data[opened.consumed..].to_vec();
             }
@@ -183,6 +215,9 @@ impl AsyncRead for Tls13Stream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.refused {
+            return Poll::Ready(Err(refused()));
+        }
         if !this.out.is_empty() {
             // A key update of ours the socket did not take at once.
             let _ = this.poll_out(cx)?;
@@ -224,6 +259,9 @@ impl AsyncWrite for Tls13Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.refused {
+            return Poll::Ready(Err(refused()));
+        }
         ready!(this.poll_out(cx))?;
         if this.write_done {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
@@ -259,4 +297,23 @@ impl AsyncWrite for Tls13Stream {
         }
         Pin::new(&mut this.io).poll_shutdown(cx)
     }
+}
+
+/// Writes what `io` takes of `bytes` now, never waiting: the system call is
+/// made whatever tokio last saw of the socket's readiness (room may have
+/// come since). For a last record on the way out.
+fn send_now(io: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    let socket = socket2::SockRef::from(io);
+    while !bytes.is_empty() {
+        match socket.send_with_flags(bytes, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => bytes = &bytes[n..],
+        }
+    }
+    Ok(())
+}
+
+/// What a refused client's stream answers after the refusal.
+fn refused() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "TLS client refused")
 }

@@ -16,7 +16,7 @@ use std::io;
 
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hkdf;
-use rustls::{CipherSuite, ConnectionTrafficSecrets, ExtractedSecrets};
+use rustls::{AlertDescription, CipherSuite, ConnectionTrafficSecrets, ExtractedSecrets};
 
 /// A record's header: type, legacy version, length.
 pub(crate) const HEADER: usize = 5;
@@ -34,6 +34,7 @@ const APPLICATION_DATA: u8 = 23;
 const ALERT: u8 = 21;
 const HANDSHAKE: u8 = 22;
 const KEY_UPDATE: u8 = 24;
+const FATAL: u8 = 2;
 const CLOSE_NOTIFY: u8 = 0;
 const USER_CANCELED: u8 = 90;
 
@@ -255,6 +256,37 @@ fn invalid(why: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why)
 }
 
+/// A client's records refused: why, and the fatal alert that tells it
+/// (RFC 8446 §6.2), sent before the connection closes.
+#[derive(Debug)]
+struct Refused {
+    alert: AlertDescription,
+    why: &'static str,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (alert {:?} sent)", self.why, self.alert)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The client broke the record protocol: `alert` is its answer.
+fn refuse(alert: AlertDescription, why: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, Refused { alert, why })
+}
+
+/// The alert a refusal of [`Records::open`] is answered with; `None` for
+/// errors that take none (the client's own fatal alert: RFC 8446 §6.2 has
+/// the receiver close without answering).
+pub(crate) fn alert_of(error: &io::Error) -> Option<AlertDescription> {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Refused>())
+        .map(|refused| refused.alert)
+}
+
 /// What reading records found besides application data.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Opened {
@@ -319,20 +351,28 @@ impl Records {
     /// Opens the whole records at the front of `data` in place: their
     /// application data moved to the front, a key update taken, an alert
     /// obeyed. A record still coming is left (from `consumed` on).
+    /// A record the protocol does not allow is refused with the alert
+    /// that answers it ([`alert_of`]).
     pub(crate) fn open(&mut self, data: &mut [u8]) -> io::Result<Opened> {
+        use AlertDescription::*;
         let mut opened = Opened::default();
         while !self.closed && data.len() - opened.consumed >= HEADER {
             let at = opened.consumed;
             let header: [u8; HEADER] = data[at..at + HEADER].try_into().unwrap_or_default();
             let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
             if len > MAX_CIPHERTEXT {
-                return Err(invalid("TLS record too long"));
+                return Err(refuse(RecordOverflow, "TLS record too long"));
             }
             if data.len() - at - HEADER < len {
                 break;
             }
+            // §5: an unexpected record type; §5.1: nothing after the
+            // handshake is unprotected (not even change_cipher_spec).
             if header[0] != APPLICATION_DATA {
-                return Err(invalid("unprotected TLS record after the handshake"));
+                return Err(refuse(
+                    UnexpectedMessage,
+                    "unprotected TLS record after the handshake",
+                ));
             }
             let body = &mut data[at + HEADER..at + HEADER + len];
             let nonce = self.rx.nonce()?;
@@ -340,16 +380,16 @@ impl Records {
                 .rx
                 .key
                 .open_in_place(nonce, Aad::from(header), body)
-                .map_err(|_| invalid("TLS record did not decrypt"))?;
+                .map_err(|_| refuse(BadRecordMac, "TLS record did not decrypt"))?;
             // The content type is the last byte that is not padding.
             let Some(end) = plain.iter().rposition(|&b| b != 0) else {
-                return Err(invalid("TLS record without content type"));
+                return Err(refuse(UnexpectedMessage, "TLS record without content type"));
             };
             let (content, typ) = (end, plain[end]);
             // The inner plaintext, padding included, is at most 2^14 + 1
             // bytes (RFC 8446 §5.4).
             if plain.len() > MAX_PLAINTEXT + 1 {
-                return Err(invalid("TLS record too long"));
+                return Err(refuse(RecordOverflow, "TLS record too long"));
             }
             match typ {
                 APPLICATION_DATA => {
@@ -366,7 +406,13 @@ impl Records {
                         opened.closed = true;
                     }
                     [_, USER_CANCELED] => {}
-                    _ => {
+                    // One alert, whole, per record (§5.1).
+                    [] | [_] | [_, _, _, ..] => {
+                        return Err(refuse(DecodeError, "malformed TLS alert"));
+                    }
+                    // Every other alert is fatal, whatever its level says
+                    // (§6.2), and is not answered.
+                    [_, _] => {
                         return Err(io::Error::new(
                             io::ErrorKind::ConnectionAborted,
                             "TLS alert from the client",
@@ -377,22 +423,52 @@ impl Records {
                     // Only key updates come after a server's handshake, one
                     // whole at the end of its record (RFC 8446 §5.1: a key
                     // change ends its record).
+                    // A message cut at the record's end, or another after
+                    // it, spans the key change (§5.1: unexpected_message);
+                    // a KeyUpdate's body is one byte, 0 or 1 (§4.6.3).
                     match plain[..content] {
                         [KEY_UPDATE, 0, 0, 1, 0] => {}
                         [KEY_UPDATE, 0, 0, 1, 1] => opened.update_requested = true,
-                        [KEY_UPDATE, ..] => return Err(invalid("bad TLS key update")),
-                        _ => return Err(invalid("unexpected TLS handshake message")),
+                        [KEY_UPDATE, 0, 0, 1, _] => {
+                            return Err(refuse(IllegalParameter, "bad TLS key update request"));
+                        }
+                        [KEY_UPDATE, 0, 0, 1, _, ..] => {
+                            return Err(refuse(
+                                UnexpectedMessage,
+                                "TLS key update not at the end of its record",
+                            ));
+                        }
+                        [KEY_UPDATE, a, b, c, ..] if [a, b, c] != [0, 0, 1] => {
+                            return Err(refuse(DecodeError, "bad TLS key update length"));
+                        }
+                        [KEY_UPDATE, ..] => {
+                            return Err(refuse(UnexpectedMessage, "TLS key update cut"));
+                        }
+                        _ => {
+                            return Err(refuse(
+                                UnexpectedMessage,
+                                "unexpected TLS handshake message",
+                            ));
+                        }
                     }
+                    // Past the bound a key update is a message that may not
+                    // come now: unexpected_message, as BoringSSL answers its
+                    // own bound (RFC 8446 names none; rustls sends nothing).
                     self.key_updates += 1;
                     if self.key_updates > MAX_KEY_UPDATES {
-                        return Err(invalid("too many TLS key updates in a row"));
+                        return Err(refuse(
+                            UnexpectedMessage,
+                            "too many TLS key updates in a row",
+                        ));
                     }
                     self.rx = self
                         .rx
                         .next(self.suite)
-                        .ok_or_else(|| invalid("TLS key update failed"))?;
+                        .ok_or_else(|| refuse(InternalError, "TLS key update failed"))?;
                 }
-                _ => return Err(invalid("unexpected TLS record type")),
+                _ => {
+                    return Err(refuse(UnexpectedMessage, "unexpected TLS content type"));
+                }
             }
             opened.consumed = at + HEADER + len;
         }
@@ -431,6 +507,15 @@ impl Records {
     /// Seals `close_notify`: the length written ([`OVERHEAD`] + 2).
     pub(crate) fn seal_close_notify(&mut self, out: &mut [u8]) -> io::Result<usize> {
         self.seal_one(ALERT, &[1, CLOSE_NOTIFY], out)
+    }
+
+    /// Seals a fatal `alert`: the length written ([`OVERHEAD`] + 2).
+    pub(crate) fn seal_alert(
+        &mut self,
+        alert: AlertDescription,
+        out: &mut [u8],
+    ) -> io::Result<usize> {
+        self.seal_one(ALERT, &[FATAL, u8::from(alert)], out)
     }
 
     fn seal_one(&mut self, typ: u8, content: &[u8], out: &mut [u8]) -> io::Result<usize> {
@@ -726,38 +811,78 @@ mod tests {
             ours.open(&mut sealed[..n]).unwrap();
         }
         let n = client.seal_key_update(&mut sealed).unwrap();
-        assert!(ours.open(&mut sealed[..n]).is_err());
+        let refused = ours.open(&mut sealed[..n]).unwrap_err();
+        assert_eq!(
+            alert_of(&refused),
+            Some(AlertDescription::UnexpectedMessage)
+        );
     }
 
     /// What a client may not send after the handshake is refused, never a
-    /// panic: plaintext records, overlong ones, bad tags, other handshake
-    /// messages, fatal alerts; a record's header alone waits for its body.
+    /// panic, each with the alert RFC 8446 answers it with (§5, §5.1, §5.2,
+    /// §5.4, §4.6.3); a record's header alone waits for its body; the
+    /// client's own fatal alert is refused without one.
     #[test]
-    fn records_a_client_may_not_send_are_refused() {
-        let (mut ours, mut mirror) = pair(Suite::Chacha20);
+    fn records_a_client_may_not_send_are_refused_with_their_alert() {
+        use AlertDescription::*;
+        let refused = |ours: &mut Records, wire: &mut [u8]| match ours.open(wire) {
+            Ok(opened) => panic!("accepted: {opened:?}"),
+            Err(e) => alert_of(&e),
+        };
+        let (mut ours, _) = pair(Suite::Chacha20);
         let mut header_only = [23u8, 3, 3, 0, 40];
         assert_eq!(ours.open(&mut header_only).unwrap().consumed, 0);
-        assert!(ours.open(&mut [22, 3, 3, 0, 1, 0]).is_err(), "plaintext");
-        assert!(ours.open(&mut [23, 3, 3, 0x48, 0x01]).is_err(), "too long");
-        let mut garbage = [
-            23u8, 3, 3, 0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
-            20,
+        let raw: [(&mut [u8], _, &str); 4] = [
+            (&mut [22, 3, 3, 0, 1, 0], UnexpectedMessage, "plaintext"),
+            (&mut [20, 3, 3, 0, 1, 1], UnexpectedMessage, "plaintext CCS"),
+            (&mut [23, 3, 3, 0x41, 0x01], RecordOverflow, "too long"),
+            (
+                &mut [
+                    23, 3, 3, 0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,
+                    19, 20,
+                ],
+                BadRecordMac,
+                "bad tag",
+            ),
         ];
-        assert!(ours.open(&mut garbage).is_err(), "bad tag");
-        for (typ, content) in [
-            (HANDSHAKE, &[4u8, 0, 0, 1, 0][..]),    // NewSessionTicket
-            (HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 7]), // bad request
-            (HANDSHAKE, &[KEY_UPDATE, 0, 0]),       // cut
-            (HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0, KEY_UPDATE, 0, 0, 1, 0]), // two in one record
-            (ALERT, &[2, 40]),                      // handshake_failure
-            (20, &[1]),                             // change_cipher_spec
+        for (wire, alert, what) in raw {
+            let (mut ours, _) = pair(Suite::Chacha20);
+            assert_eq!(refused(&mut ours, wire), Some(alert), "{what}");
+        }
+        for (typ, content, alert) in [
+            (HANDSHAKE, &[4u8, 0, 0, 1, 0][..], UnexpectedMessage), // NewSessionTicket
+            (HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 7], IllegalParameter), // bad request
+            (HANDSHAKE, &[KEY_UPDATE, 0, 0, 2, 0, 0], DecodeError), // bad length
+            (HANDSHAKE, &[KEY_UPDATE, 0, 0], UnexpectedMessage),    // cut at the key change
+            (
+                HANDSHAKE,
+                &[KEY_UPDATE, 0, 0, 1, 0, KEY_UPDATE, 0, 0, 1, 0],
+                UnexpectedMessage,
+            ), // two in one record
+            (ALERT, &[2], DecodeError),                             // cut
+            (ALERT, &[1, 0, 2, 0], DecodeError),                    // two in one record
+            (20, &[1], UnexpectedMessage),                          // change_cipher_spec
+            (25, &[1, 2], UnexpectedMessage),                       // heartbeat
         ] {
             let (mut ours, _) = pair(Suite::Chacha20);
             let (_, mut client) = pair(Suite::Chacha20);
             let mut sealed = [0u8; 64];
             let n = client.seal_one(typ, content, &mut sealed).unwrap();
-            assert!(ours.open(&mut sealed[..n]).is_err(), "{typ} {content:?}");
+            assert_eq!(
+                refused(&mut ours, &mut sealed[..n]),
+                Some(alert),
+                "{typ} {content:?}"
+            );
         }
+        // Padding alone: no content type.
+        let (mut ours, _) = pair(Suite::Chacha20);
+        let (_, mut client) = pair(Suite::Chacha20);
+        let mut sealed = [0u8; 64];
+        let n = client.seal_one(0, &[0, 0], &mut sealed).unwrap();
+        assert_eq!(
+            refused(&mut ours, &mut sealed[..n]),
+            Some(UnexpectedMessage)
+        );
         // Padding past 2^14 + 1 bytes of inner plaintext.
         let (mut ours, _) = pair(Suite::Chacha20);
         let (_, mut client) = pair(Suite::Chacha20);
@@ -765,13 +890,50 @@ mod tests {
         padded[..2].copy_from_slice(&[b'A', APPLICATION_DATA]);
         let mut sealed = vec![0u8; MAX_RECORD + 64];
         let n = client.seal_one(0, &padded, &mut sealed).unwrap();
-        assert!(ours.open(&mut sealed[..n]).is_err(), "overlong padding");
+        assert_eq!(
+            refused(&mut ours, &mut sealed[..n]),
+            Some(RecordOverflow),
+            "overlong padding"
+        );
+        // The client's fatal alert ends the connection, unanswered.
+        let (mut ours, _) = pair(Suite::Chacha20);
+        let (_, mut client) = pair(Suite::Chacha20);
+        let n = client.seal_alert(HandshakeFailure, &mut sealed).unwrap();
+        assert_eq!(refused(&mut ours, &mut sealed[..n]), None);
         // user_canceled is only a warning.
-        let mut sealed = [0u8; 64];
+        let (mut ours, _) = pair(Suite::Chacha20);
+        let (_, mut mirror) = pair(Suite::Chacha20);
         let n = mirror
             .seal_one(ALERT, &[1, USER_CANCELED], &mut sealed)
             .unwrap();
-        let (mut ours, _) = pair(Suite::Chacha20);
         assert_eq!(ours.open(&mut sealed[..n]).unwrap().consumed, n);
+    }
+
+    /// Our alert is a record under our current key (after a key update of
+    /// ours too) that the client opens: a fatal alert, its description.
+    #[test]
+    fn our_alert_is_sealed_under_the_current_key() {
+        let (mut ours, mut client) = pair(Suite::Aes256Gcm);
+        let mut sealed = [0u8; 3 * OVERHEAD + 16];
+        let mut n = ours.seal(b"data", &mut sealed).unwrap();
+        n += ours.seal_key_update(&mut sealed[n..]).unwrap();
+        let alert_at = n;
+        n += ours
+            .seal_alert(AlertDescription::BadRecordMac, &mut sealed[n..])
+            .unwrap();
+        assert_eq!(n - alert_at, OVERHEAD + 2);
+        let opened = client.open(&mut sealed[..alert_at]).unwrap();
+        assert_eq!(&sealed[..opened.plaintext], b"data");
+        // The client's side of `open` takes it as a fatal alert from its
+        // peer; opened by hand, it is [fatal, bad_record_mac].
+        let mut alert = sealed[alert_at..n].to_vec();
+        let header: [u8; HEADER] = alert[..HEADER].try_into().unwrap();
+        let nonce = client.rx.nonce().unwrap();
+        let plain = client
+            .rx
+            .key
+            .open_in_place(nonce, Aad::from(header), &mut alert[HEADER..])
+            .unwrap();
+        assert_eq!(plain, [FATAL, 20, ALERT]);
     }
 }

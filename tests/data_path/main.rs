@@ -31,6 +31,7 @@ mod shared_port;
 mod soak;
 mod splice;
 mod tls;
+mod tls_alerts;
 mod tls_origination;
 mod udp;
 mod udp_list;

@@ -86,9 +86,9 @@ pub(super) fn write_pair(dir: &Path, name: &str, issued: &Issued) -> (PathBuf, P
 }
 
 /// A running balancer with a terminating listener, its files' directory.
-struct Terminating {
-    txlb: Txlb,
-    addr: SocketAddr,
+pub(super) struct Terminating {
+    pub txlb: Txlb,
+    pub addr: SocketAddr,
     base: String,
     dir: tempfile::TempDir,
 }
@@ -99,7 +99,7 @@ impl Terminating {
     }
 
     /// The access log's lines so far.
-    fn access(&self) -> String {
+    pub(super) fn access(&self) -> String {
         std::fs::read_to_string(self.path("access.log")).unwrap_or_default()
     }
 
@@ -123,7 +123,7 @@ impl Terminating {
 /// text may name files written beforehand into the directory by `files`),
 /// the service's group of `hosts`, `extra` services, the admin web server
 /// and an access log.
-async fn start(
+pub(super) async fn start(
     files: impl FnOnce(&Path),
     listen: &str,
     host: SocketAddr,

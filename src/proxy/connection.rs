@@ -769,7 +769,7 @@ pub(super) fn resume(parked: super::parking::ParkedConnection) {
         listener,
         _tracked,
     } = parked;
-    session.entry().mark_unparked();
+    session.entry().mark_unparked(super::parking::PARK_AFTER);
     match (TcpStream::from_std(client), TcpStream::from_std(host)) {
         (Ok(client), Ok(host)) => {
             let established = Box::new(Established {

@@ -61,11 +61,11 @@ pub(crate) async fn sweep_idle(data: Arc<DataPlane>, stop: CancellationToken) {
             };
             now.saturating_sub(c.last_activity.load(Relaxed)) > limit
         });
-        // Idle a while, and both ways open: out of the runtime until a byte comes.
-        let park_after = PARK_AFTER.as_millis() as u64;
+        // Idle a while, and both ways open: out of the runtime until a byte
+        // comes (a while that grows for connections that keep waking soon).
         let parking = data.registry.park_where(|c| {
             !c.half_closed.load(Relaxed)
-                && now.saturating_sub(c.last_activity.load(Relaxed)) >= park_after
+                && now.saturating_sub(c.last_activity.load(Relaxed)) >= c.parks_after(PARK_AFTER)
         });
         for service in snapshot.services() {
             service.limiter.sweep();

@@ -59,7 +59,13 @@ pub struct ConnectionEntry {
     /// Why it was asked to close: 0 = not asked, 1..=3 or 6 a [`CloseRequest`], or
     /// [`PARK_REQUESTED`] / [`PARKED`]. A close request replaces a parking state.
     close_reason: AtomicU8,
+    /// How long it must idle before it is parked: the base wait times
+    /// 2^this ([`ConnectionEntry::parks_after`]).
+    park_level: AtomicU8,
 }
+
+/// The most a connection's park wait doubles: 2^3 = 8 base waits.
+const MAX_PARK_LEVEL: u8 = 3;
 
 /// `close_reason`: the idle sweeper asked the task to park the connection.
 const PARK_REQUESTED: u8 = 4;
@@ -212,6 +218,7 @@ impl ConnectionEntry {
             half_closed: AtomicBool::new(false),
             close: Notify::new(),
             close_reason: AtomicU8::new(0),
+            park_level: AtomicU8::new(0),
         }
     }
 
@@ -262,11 +269,36 @@ impl ConnectionEntry {
         self.close_reason.store(PARKED, Relaxed);
     }
 
-    /// Back from the parking lot to a task.
-    pub fn mark_unparked(&self) {
+    /// Back from the parking lot to a task, `base` being the shortest park
+    /// wait. A connection woken within twice its wait of its last byte (a
+    /// client with a steady beat a little slower than the wait, which would
+    /// otherwise park and wake on every beat) waits twice as long before it
+    /// parks again, up to 2^[`MAX_PARK_LEVEL`] times `base`; one that slept
+    /// eight times its wait or more comes down a step.
+    pub fn mark_unparked(&self, base: Duration) {
         let _ = self
             .close_reason
             .compare_exchange(PARKED, 0, Relaxed, Relaxed);
+        let idle = super::clock_ms().saturating_sub(self.last_activity.load(Relaxed));
+        self.learn_park_wait(idle, base);
+    }
+
+    /// The park wait after a wake that came `idle` milliseconds after the
+    /// last byte.
+    fn learn_park_wait(&self, idle: u64, base: Duration) {
+        let wait = self.parks_after(base);
+        let level = self.park_level.load(Relaxed);
+        if idle < 2 * wait && level < MAX_PARK_LEVEL {
+            self.park_level.store(level + 1, Relaxed);
+        } else if idle >= 8 * wait && level > 0 {
+            self.park_level.store(level - 1, Relaxed);
+        }
+    }
+
+    /// Milliseconds it must idle before it is parked: `base` doubled for
+    /// each time it was woken soon after parking (see `mark_unparked`).
+    pub fn parks_after(&self, base: Duration) -> u64 {
+        (base.as_millis() as u64) << self.park_level.load(Relaxed)
     }
 
     /// Whether it is parked.
@@ -952,5 +984,37 @@ mod tests {
                 .elsewhere("127.0.0.1:5007".parse().unwrap())
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_connection_woken_soon_after_parking_waits_longer_next_time() {
+        let entry = ConnectionEntry::new(
+            1,
+            Arc::from("web"),
+            Arc::from("g"),
+            Arc::from("a"),
+            Arc::new(HostStats::default()),
+            "192.0.2.1:4000".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+            None,
+            SystemTime::now(),
+            None,
+        );
+        let base = Duration::from_secs(1);
+        let woken_after = |idle_ms: u64| {
+            entry.learn_park_wait(idle_ms, base);
+            entry.parks_after(base)
+        };
+        assert_eq!(entry.parks_after(base), 1000);
+        // A beat of 1.5 s: up a step on every wake, to 8 s at most.
+        assert_eq!(woken_after(1500), 2000);
+        assert_eq!(woken_after(1500), 4000);
+        assert_eq!(woken_after(1500), 8000);
+        assert_eq!(woken_after(1500), 8000);
+        // Woken within twice the wait it has: stays; long asleep: down a step.
+        assert_eq!(woken_after(12_000), 8000);
+        assert_eq!(woken_after(64_000), 4000);
+        assert_eq!(woken_after(40_000), 2000);
     }
 }

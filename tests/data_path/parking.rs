@@ -14,8 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 use txlb::scheduler::SchedulerKind;
 use txlb::{Balancer, BalancerHandle};
 
-/// Parking starts after 1 s of silence and the sweeper looks every second.
-const PARKED_WITHIN: Duration = Duration::from_secs(5);
+/// Parking starts after 1 s of silence (up to 8 s for a connection woken
+/// soon after each parking) and the sweeper looks every second.
+const PARKED_WITHIN: Duration = Duration::from_secs(12);
 
 async fn start(hosts: Vec<txlb::config::HostConfig>, idle_timeout: Option<f64>) -> BalancerHandle {
     let mut cfg = config(SchedulerKind::RoundRobin, hosts);
@@ -247,4 +248,36 @@ fn a_parked_connection_costs_under_a_kilobyte_of_resident_memory() {
         "{per_connection} B per parked connection"
     );
     drop(clients);
+}
+
+/// A client whose next byte comes soon after each parking (a steady beat
+/// a little slower than the park wait) is parked later each time, instead
+/// of parking and waking on every beat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_woken_soon_after_parking_parks_later_next_time() {
+    let balancer = start(vec![host("echo", echo_backend().await, 1)], None).await;
+    let addr = balancer.local_addr("svc", None).unwrap();
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let mut waits = Vec::new();
+    for beat in 0..5 {
+        echo(&mut client, format!("beat {beat}").as_bytes()).await;
+        let spoke = Instant::now();
+        assert!(all_parked(&balancer, 1).await, "beat {beat}: never parked");
+        waits.push(spoke.elapsed());
+        if spoke.elapsed() >= Duration::from_millis(3500) {
+            break;
+        }
+    }
+    // Parked after 1-2 s at first (the sweeper looks every second), then
+    // after 2, 4 s...: at least two steps up within five beats.
+    let last = *waits.last().unwrap();
+    assert!(
+        last >= Duration::from_millis(3500),
+        "parked after {waits:?}"
+    );
+    assert!(
+        waits[0] < Duration::from_millis(3000),
+        "parked after {waits:?}"
+    );
+    echo(&mut client, b"still here").await;
 }

@@ -270,11 +270,12 @@ impl ConnectionEntry {
     }
 
     /// Back from the parking lot to a task, `base` being the shortest park
-    /// wait. A connection woken within twice its wait of its last byte (a
-    /// client with a steady beat a little slower than the wait, which would
-    /// otherwise park and wake on every beat) waits twice as long before it
-    /// parks again, up to 2^[`MAX_PARK_LEVEL`] times `base`; one that slept
-    /// eight times its wait or more comes down a step.
+    /// wait. A connection woken within three times its wait of its last byte
+    /// (a client with a steady beat a little slower than the wait, which
+    /// would otherwise park and wake on every beat; the sweeper parks up to a
+    /// second after the wait is up) waits twice as long before it parks
+    /// again, up to 2^[`MAX_PARK_LEVEL`] times `base`; one that slept eight
+    /// times its wait or more comes down a step.
     pub fn mark_unparked(&self, base: Duration) {
         let _ = self
             .close_reason
@@ -288,7 +289,7 @@ impl ConnectionEntry {
     fn learn_park_wait(&self, idle: u64, base: Duration) {
         let wait = self.parks_after(base);
         let level = self.park_level.load(Relaxed);
-        if idle < 2 * wait && level < MAX_PARK_LEVEL {
+        if idle < 3 * wait && level < MAX_PARK_LEVEL {
             self.park_level.store(level + 1, Relaxed);
         } else if idle >= 8 * wait && level > 0 {
             self.park_level.store(level - 1, Relaxed);
@@ -1012,7 +1013,24 @@ mod tests {
         assert_eq!(woken_after(1500), 4000);
         assert_eq!(woken_after(1500), 8000);
         assert_eq!(woken_after(1500), 8000);
-        // Woken within twice the wait it has: stays; long asleep: down a step.
+        // A beat of 2 s, as soon as parked: up a step.
+        let beat = ConnectionEntry::new(
+            2,
+            Arc::from("web"),
+            Arc::from("g"),
+            Arc::from("a"),
+            Arc::new(HostStats::default()),
+            "192.0.2.1:4001".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+            None,
+            SystemTime::now(),
+            None,
+        );
+        beat.learn_park_wait(2000, base);
+        assert_eq!(beat.parks_after(base), 2000);
+        // Woken within three times the wait it has: stays at the most; long
+        // asleep: down a step.
         assert_eq!(woken_after(12_000), 8000);
         assert_eq!(woken_after(64_000), 4000);
         assert_eq!(woken_after(40_000), 2000);

@@ -514,6 +514,12 @@ mod splice {
     /// large-buffer budget: at most what the largest buffer would hold.
     pub(super) const PIPE_BYTES: usize = super::COPY_BUFFER_MAX;
 
+    /// The most one fill of the pipe moves: a quarter of it, so that the
+    /// two sockets take turns often (fills of the whole pipe measured a
+    /// third slower on loopback, fills of 64 KiB no faster). The pipe's
+    /// room beyond it is for skbs whose pages are only partly used.
+    const FILL_BYTES: usize = PIPE_BYTES / 4;
+
     /// Both ends of a non-blocking pipe.
     #[derive(Debug)]
     pub(super) struct Pipe {
@@ -547,10 +553,10 @@ mod splice {
             Ok(pipe)
         }
 
-        /// Moves what `socket` has (up to the pipe's size) into the empty
+        /// Moves what `socket` has, up to [`FILL_BYTES`], into the empty
         /// pipe: 0 at the socket's FIN.
         pub(super) fn fill_from(&self, socket: RawFd) -> io::Result<usize> {
-            splice(socket, self.write.as_raw_fd(), PIPE_BYTES, 0)
+            splice(socket, self.write.as_raw_fd(), FILL_BYTES, 0)
         }
 
         /// Moves up to `len` bytes of the pipe to `socket`; with `fin_follows`

@@ -141,8 +141,12 @@ async fn a_file_edited_on_disk_is_not_overwritten_and_the_conflict_is_shown() {
     assert_eq!(status, 409);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), edited);
 
-    // Reloading the edited file resolves the conflict (the file is the base again).
+    // Reloading the edited file resolves the conflict (the file is the base
+    // again, once the reload has taken it as such: the conflict shown clears
+    // as soon as the running configuration is the file's, a moment before).
     txlb.signal("HUP");
+    txlb.wait_for_async("holds the running configuration: taken as the new base", 0)
+        .await;
     assert!(
         eventually(Duration::from_secs(10), || async {
             config_status(&base).await["conflict"].is_null()

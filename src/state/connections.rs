@@ -858,6 +858,23 @@ mod tests {
         }
     }
 
+    /// An entry for connection `id` of service `web`, host `a`.
+    fn test_entry(id: u64) -> ConnectionEntry {
+        ConnectionEntry::new(
+            id,
+            Arc::from("web"),
+            Arc::from("g"),
+            Arc::from("a"),
+            Arc::new(HostStats::default()),
+            "192.0.2.1:4000".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+            None,
+            SystemTime::now(),
+            None,
+        )
+    }
+
     /// A keeper whose thread answers on each wake-up: lists `ids` (host `a`
     /// for even ones) and closes those among them; counts the asks taken.
     fn answering(registry: &Arc<ConnectionRegistry>, ids: Vec<u64>) -> (Keeping, Arc<AtomicUsize>) {
@@ -951,19 +968,7 @@ mod tests {
         let open = vec![draining(7, Some("127.0.0.1:5007")), draining(8, None)];
         registry.open_elsewhere(Some((42, open, close)));
         // One of them moved since: it is this process's own, listed once.
-        let moved = ConnectionEntry::new(
-            8,
-            Arc::from("web"),
-            Arc::from("g"),
-            Arc::from("a"),
-            Arc::new(HostStats::default()),
-            "192.0.2.1:4000".parse().unwrap(),
-            "127.0.0.1:80".parse().unwrap(),
-            "127.0.0.1:8080".parse().unwrap(),
-            None,
-            SystemTime::now(),
-            None,
-        );
+        let moved = test_entry(8);
         let _registered = registry.register(moved);
         let listed = registry.list_elsewhere(|_, _| true);
         assert_eq!(listed.len(), 1);
@@ -989,19 +994,7 @@ mod tests {
 
     #[test]
     fn a_connection_woken_soon_after_parking_waits_longer_next_time() {
-        let entry = ConnectionEntry::new(
-            1,
-            Arc::from("web"),
-            Arc::from("g"),
-            Arc::from("a"),
-            Arc::new(HostStats::default()),
-            "192.0.2.1:4000".parse().unwrap(),
-            "127.0.0.1:80".parse().unwrap(),
-            "127.0.0.1:8080".parse().unwrap(),
-            None,
-            SystemTime::now(),
-            None,
-        );
+        let entry = test_entry(1);
         let base = Duration::from_secs(1);
         let woken_after = |idle_ms: u64| {
             entry.learn_park_wait(idle_ms, base);
@@ -1014,19 +1007,7 @@ mod tests {
         assert_eq!(woken_after(1500), 8000);
         assert_eq!(woken_after(1500), 8000);
         // A beat of 2 s, as soon as parked: up a step.
-        let beat = ConnectionEntry::new(
-            2,
-            Arc::from("web"),
-            Arc::from("g"),
-            Arc::from("a"),
-            Arc::new(HostStats::default()),
-            "192.0.2.1:4001".parse().unwrap(),
-            "127.0.0.1:80".parse().unwrap(),
-            "127.0.0.1:8080".parse().unwrap(),
-            None,
-            SystemTime::now(),
-            None,
-        );
+        let beat = test_entry(2);
         beat.learn_park_wait(2000, base);
         assert_eq!(beat.parks_after(base), 2000);
         // Woken within three times the wait it has: stays at the most; long

@@ -463,10 +463,11 @@ impl Direction {
             let Some(pipe) = &self.pipe else {
                 return Poll::Ready(Ok(()));
             };
+            // The pipe is filled only when empty and the FIN is read only
+            // then, so no FIN follows these bytes at once (no `MSG_MORE`).
             while self.len > 0 {
-                let more = self.read_done;
                 match to.try_io(Interest::WRITABLE, || {
-                    pipe.drain_to(to.as_raw_fd(), self.len, more)
+                    pipe.drain_to(to.as_raw_fd(), self.len)
                 }) {
                     Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Ok(n) => {
@@ -559,16 +560,9 @@ mod splice {
             splice(socket, self.write.as_raw_fd(), FILL_BYTES, 0)
         }
 
-        /// Moves up to `len` bytes of the pipe to `socket`; with `fin_follows`
-        /// the kernel holds them for the FIN that comes next (`MSG_MORE`).
-        pub(super) fn drain_to(
-            &self,
-            socket: RawFd,
-            len: usize,
-            fin_follows: bool,
-        ) -> io::Result<usize> {
-            let more = if fin_follows { libc::SPLICE_F_MORE } else { 0 };
-            splice(self.read.as_raw_fd(), socket, len, more)
+        /// Moves up to `len` bytes of the pipe to `socket`.
+        pub(super) fn drain_to(&self, socket: RawFd, len: usize) -> io::Result<usize> {
+            splice(self.read.as_raw_fd(), socket, len, 0)
         }
     }
 

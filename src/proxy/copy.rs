@@ -485,6 +485,12 @@ impl Direction {
                 return self.finish(to, other_done);
             }
             match from.try_io(Interest::READABLE, || pipe.fill_from(from.as_raw_fd())) {
+                // 0 is the FIN, or an urgent mark (MSG_OOB) splice stops at:
+                // the copy path's recv steps over it.
+                Ok(0) if !at_fin(from) => {
+                    self.pipe = None;
+                    return self.poll_copy(cx, (from, to), other_done, on_bytes);
+                }
                 Ok(0) => self.read_done = true,
                 Ok(n) => self.len = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -496,6 +502,13 @@ impl Direction {
             }
         }
     }
+}
+
+/// Whether `socket`'s next read is its FIN (a peek returns 0).
+#[cfg(target_os = "linux")]
+fn at_fin(socket: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::uninit()];
+    SockRef::from(socket).peek(&mut byte).ok() == Some(0)
 }
 
 /// The size of the buffer whose filling read makes a stream move by

@@ -130,3 +130,84 @@ async fn streams_both_ways_move_by_splice_byte_for_byte_and_half_close() {
         pipes_of(txlb.pid())
     );
 }
+
+/// A client's urgent byte (`MSG_OOB`) in the middle of a stream that moves by
+/// `splice`: the copy path's `recv` steps over it (the byte is out of band),
+/// but `splice` stops at the urgent mark and returns 0, which must not be
+/// taken for the client's FIN: every in-band byte after it still reaches the
+/// host, and the host sees no early end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_urgent_byte_in_a_spliced_stream_is_no_fin() {
+    if !std::path::Path::new("/proc/self/fd").exists() {
+        eprintln!("skipped: no /proc (splice is Linux only)");
+        return;
+    }
+    let _heavy = common::heavy().await;
+    const HALF: usize = 4 << 20;
+    let host = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host_addr = host.local_addr().unwrap();
+    let (report, reported) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (stream, _) = host.accept().await.unwrap();
+        // Reads fast, in large reads: txlb's receive buffer grows (autotuning)
+        // until its reads fill 256 KiB, and it splices.
+        let mut stream = stream;
+        let mut hash = xxhash_rust::xxh3::Xxh3::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0;
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+            got += n;
+        }
+        let _ = report.send((got, hash.digest()));
+    });
+    let xml = format!(
+        "<config>\n  <service name=\"svc\">\n    <listen ip=\"127.0.0.1:0\"/>\n    \
+         <group name=\"g\" enable=\"true\">\n      <host name=\"h\" ip=\"{host_addr}\"/>\n    \
+         </group>\n  </service>\n</config>\n"
+    );
+    let txlb = Txlb::start_xml(&xml, None);
+    let addr = txlb.listener();
+    let pid = txlb.pid();
+    let before = pipes_of(pid);
+    // All of it made beforehand, written a MiB at a time: txlb's reads
+    // fill 256 KiB soon (a client slower than txlb never streams).
+    let mut data = vec![0u8; 2 * HALF];
+    fastrand::Rng::with_seed(7).fill(&mut data[..]);
+    let sent_hash = xxhash_rust::xxh3::xxh3_64(&data);
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let sending = async {
+        for (i, chunk) in data.chunks(1 << 20).enumerate() {
+            if i * chunk.len() == HALF {
+                // The stream moves by splice by now (reads of 256 KiB filled).
+                let spliced =
+                    common::eventually(Duration::from_secs(5), || async { pipes_of(pid) > before })
+                        .await;
+                assert!(
+                    spliced,
+                    "the stream never moved by splice ({before} pipes before, {} now)",
+                    pipes_of(pid)
+                );
+                client.writable().await.unwrap();
+                socket2::SockRef::from(&client)
+                    .send_out_of_band(b"U")
+                    .unwrap();
+            }
+            client.write_all(chunk).await.unwrap();
+        }
+        client.shutdown().await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(30), sending)
+        .await
+        .expect("the client's stream sent in time");
+    let (got, got_hash) = tokio::time::timeout(Duration::from_secs(30), reported)
+        .await
+        .expect("the host's report in time")
+        .unwrap();
+    assert_eq!(got, 2 * HALF, "in-band bytes the host got before its EOF");
+    assert_eq!(got_hash, sent_hash, "client to host");
+}

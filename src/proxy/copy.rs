@@ -522,6 +522,8 @@ const SPLICE_FROM: usize = COPY_BUFFER_MAX / 4;
 mod splice {
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
     /// What a pipe asks to hold (`F_SETPIPE_SZ`; 1 MiB is what an
     /// unprivileged process may ask by default), and what it takes of the
@@ -534,6 +536,18 @@ mod splice {
     /// room beyond it is for skbs whose pages are only partly used.
     const FILL_BYTES: usize = PIPE_BYTES / 4;
 
+    /// Pipes open in the process: each holds two descriptors that would
+    /// otherwise serve a connection.
+    static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+    /// The most pipes open at once: a sixteenth of the descriptor limit in
+    /// pipe ends (at least four pipes), so that streams never take the
+    /// descriptors new connections need.
+    fn most_open() -> usize {
+        static MOST: OnceLock<usize> = OnceLock::new();
+        *MOST.get_or_init(|| crate::state::descriptor_share(usize::MAX, 32))
+    }
+
     /// Both ends of a non-blocking pipe.
     #[derive(Debug)]
     pub(super) struct Pipe {
@@ -541,11 +555,26 @@ mod splice {
         write: OwnedFd,
     }
 
+    impl Drop for Pipe {
+        fn drop(&mut self) {
+            OPEN.fetch_sub(1, Relaxed);
+        }
+    }
+
     impl Pipe {
+        /// A pipe, unless [`most_open`] are open already or the system has
+        /// none to give.
         pub(super) fn new() -> io::Result<Pipe> {
+            if OPEN.fetch_add(1, Relaxed) >= most_open() {
+                OPEN.fetch_sub(1, Relaxed);
+                return Err(io::Error::other(
+                    "the descriptors' share for pipes is in use",
+                ));
+            }
             let mut fds = [0 as libc::c_int; 2];
             // SAFETY: `fds` has room for the two descriptors pipe2 writes.
             if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
+                OPEN.fetch_sub(1, Relaxed);
                 return Err(io::Error::last_os_error());
             }
             // SAFETY: both were just opened and are owned by nothing else.
@@ -789,9 +818,33 @@ mod tests {
         assert!(LARGE_BUFFERS.used.load(Relaxed) < before + COPY_BUFFER_MAX);
     }
 
+    /// The pipe tests share the process's count of pipes: one at a time.
+    #[cfg(target_os = "linux")]
+    static PIPE_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn pipes_past_their_share_of_descriptors_are_refused() {
+        let _alone = PIPE_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let most = crate::state::descriptor_share(usize::MAX, 32);
+        let mut pipes = Vec::new();
+        while let Ok(pipe) = splice::Pipe::new() {
+            pipes.push(pipe);
+            assert!(pipes.len() <= most, "{} pipes, {most} allowed", pipes.len());
+        }
+        assert!(
+            pipes.len() + 2 >= most,
+            "{} pipes, {most} allowed",
+            pipes.len()
+        );
+        pipes.pop();
+        assert!(splice::Pipe::new().is_ok(), "one closed: one may open");
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn a_splicing_direction_holds_its_pipe_under_the_budget_until_dropped() {
+        let _alone = PIPE_TESTS.lock().unwrap_or_else(|p| p.into_inner());
         let before = LARGE_BUFFERS.used.load(Relaxed);
         let mut direction = Direction::default();
         assert!(direction.start_splice());

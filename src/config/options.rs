@@ -454,8 +454,9 @@ pub const DEFAULT_MAX_SESSIONS: u32 = 100_000;
 /// Largest `maxSessions`: bounds the session table whatever a file says.
 pub const MAX_SESSIONS: u32 = 1_000_000;
 
-/// What a service carries (its `protocol`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// What a service carries (its `protocol`), and a listed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// TCP connections.
     #[default]

@@ -116,25 +116,9 @@ fn route_label<S: serde::Serializer>(route: &Option<Arc<str>>, s: S) -> Result<S
     }
 }
 
-/// What carries a listed connection: a TCP connection or a UDP session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// A TCP connection.
-    Tcp,
-    /// A UDP session: one client address and port talking to one host.
-    Udp,
-}
-
-impl Transport {
-    /// `tcp` or `udp`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
-        }
-    }
-}
+/// What carries a listed connection: a TCP connection or a UDP session
+/// (a service's `protocol`).
+pub use crate::config::Transport;
 
 /// A point-in-time copy of one open connection (or UDP session).
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -423,8 +423,14 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
         if let Err(error) = set_inherited_options(std::os::fd::AsFd::as_fd(&socket), client_first) {
             tracing::debug!(%local, %error, "options of the listening socket");
         }
+        // The accept loop counts as a connection until it has stopped: a
+        // client it accepts as shutdown (or an upgrade's hand-over) begins is
+        // spawned before the wait for open connections can end, rather than
+        // on a worker that stops under it.
+        let tracked = task.tracker.token();
         // Registered with the reactor of the runtime that will poll it.
         let accept = async move {
+            let _tracked = tracked;
             match tokio::net::TcpListener::from_std(socket) {
                 Ok(listener) => task.run(listener).await,
                 Err(error) => {

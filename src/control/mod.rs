@@ -270,6 +270,9 @@ pub struct Carried {
     /// What the hosts' names last resolved to, by name: taken as the first
     /// answers instead of look-ups (asked again at the resolver's floor).
     pub names: HashMap<String, Vec<std::net::IpAddr>>,
+    /// Connections are numbered after this id (the previous process's ids
+    /// are never given again: its connections keep theirs when they move).
+    pub numbered_after: u64,
 }
 
 impl Controller {
@@ -289,6 +292,7 @@ impl Controller {
     /// sees an admin-down host in rotation. Running ejections and drains
     /// get their timers again.
     fn restore(&self, snapshot: &Snapshot, carried: Carried) {
+        self.data.registry.numbered_from(carried.numbered_after);
         let mut restored = 0usize;
         for service in snapshot.services() {
             if let Some(counters) = carried.services.get(&*service.name) {

@@ -547,6 +547,11 @@ impl ConnectionRegistry {
         self.next_id.fetch_add(1, Relaxed) + 1
     }
 
+    /// The last id given.
+    pub fn last_id(&self) -> u64 {
+        self.next_id.load(Relaxed)
+    }
+
     /// Numbers new connections after `id` (one handed over by the previous
     /// process keeps its id).
     pub fn numbered_from(&self, id: u64) {
@@ -554,9 +559,19 @@ impl ConnectionRegistry {
     }
 
     /// Adds a connection; it is removed when the returned guard drops.
-    pub fn register(self: &Arc<Self>, entry: ConnectionEntry) -> Registered {
-        let entry = Arc::new(entry);
-        self.entries.insert(entry.id, entry.clone());
+    /// An entry whose id is taken (a moved connection whose id this process
+    /// gave already) gets a fresh one: two entries never share an id.
+    pub fn register(self: &Arc<Self>, mut entry: ConnectionEntry) -> Registered {
+        let entry = loop {
+            match self.entries.entry(entry.id) {
+                dashmap::Entry::Vacant(place) => {
+                    let entry = Arc::new(entry);
+                    place.insert(entry.clone());
+                    break entry;
+                }
+                dashmap::Entry::Occupied(_) => entry.id = self.next_id(),
+            }
+        };
         if let Some(local) = entry.host_local {
             self.by_host_local.insert(local, entry.clone());
         }
@@ -894,6 +909,27 @@ mod tests {
             }
         });
         (keeping, taken)
+    }
+
+    #[test]
+    fn a_moved_connection_whose_id_is_taken_gets_a_fresh_one() {
+        let registry = Arc::new(ConnectionRegistry::default());
+        registry.numbered_from(4);
+        let fresh = registry.register(test_entry(registry.next_id()));
+        assert_eq!(fresh.entry().id, 5);
+        // One moved in later with the same id: numbered anew, both listed.
+        let moved = registry.register(test_entry(5));
+        assert_eq!(moved.entry().id, 6);
+        let ids = || {
+            let mut ids: Vec<u64> = registry.list(|_| true).iter().map(|c| c.id).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(), [5, 6]);
+        // Ending one leaves the other listed and closable.
+        drop(fresh);
+        assert_eq!(ids(), [6]);
+        assert!(registry.close(6));
     }
 
     #[test]

@@ -575,6 +575,10 @@ fn counted_since(controller: &crate::control::Controller, earlier: &Counts) -> C
 type Counts = (Vec<HostEntry>, Vec<ServiceEntry>);
 
 /// The message, the descriptors in the manifest's order, and the counts sent.
+/// Connection ids the old process keeps for clients it accepts between
+/// sending its state and stopping (the new process numbers after them).
+const ID_BLOCK: u64 = 1 << 20;
+
 fn prepare(
     balancer: &BalancerHandle,
     named: Vec<(String, OwnedFd)>,
@@ -614,6 +618,7 @@ fn prepare(
     }
     let (hosts, services) = counted(controller);
     let sent = (hosts.clone(), services.clone());
+    let numbered_after = controller.data.registry.last_id() + ID_BLOCK;
     let handover = Handover {
         version: state::FORMAT_VERSION,
         from: Predecessor {
@@ -630,6 +635,7 @@ fn prepare(
         hosts,
         services,
         fleet_revision: balancer.fleet().map(|f| f.revision),
+        numbered_after,
         udp_sessions: true,
         names: controller
             .known_names()
@@ -939,6 +945,7 @@ impl Incoming {
                 .into_iter()
                 .map(|n| (n.name, n.addrs))
                 .collect(),
+            numbered_after: self.handover.numbered_after,
         };
         let from = UpgradedFrom {
             pid: self.handover.from.pid,

@@ -51,6 +51,11 @@ pub(crate) struct Handover {
     /// server down at that moment would fail.
     #[serde(default)]
     pub names: Vec<NameEntry>,
+    /// The new process numbers its connections after this id: past every id
+    /// the old one gave, with a block left for those it accepts until it
+    /// stops (its moved connections keep their ids; none may be taken).
+    #[serde(default)]
+    pub numbered_after: u64,
 }
 
 /// One host name and the addresses it last resolved to.
@@ -231,6 +236,7 @@ mod tests {
             }],
             services: Vec::new(),
             fleet_revision: None,
+            numbered_after: 0,
             udp_sessions: false,
             names: vec![NameEntry {
                 name: "app.test".into(),

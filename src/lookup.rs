@@ -13,7 +13,9 @@
 //! ```
 //!
 //! After an upgrade, connections still draining in the previous process are
-//! answered too, with that process's id: `"draining_in": PID`.
+//! answered too, with that process's id: `"draining_in": PID`. A UDP
+//! session is found the same way, by the address of txlb's socket to its
+//! host.
 //!
 //! A connection may ask any number of questions. Entries vanish when the proxied
 //! connection ends. At most [`MAX_CONNECTIONS`] connections are served at once
@@ -123,8 +125,18 @@ pub(crate) fn answer(registry: &ConnectionRegistry, line: &str) -> Answer {
                 host: c.host,
                 draining_in: Some(pid),
             },
-            None => Answer::Error {
-                error: format!("no open connection from {peer}"),
+            None => match registry.session_by_host_local(peer) {
+                Some(session) => Answer::Found {
+                    client: session.client,
+                    listener: session.listener,
+                    service: session.service,
+                    group: session.group,
+                    host: session.host,
+                    draining_in: None,
+                },
+                None => Answer::Error {
+                    error: format!("no open connection from {peer}"),
+                },
             },
         },
     }
@@ -203,7 +215,7 @@ fn start_with(
                         tokio::spawn(async move {
                             tokio::select! {
                                 _ = stop.cancelled() => {}
-                                _ = serve(stream, &registry, idle) => {}
+                                _ = serve(stream, registry, idle) => {}
                             }
                             drop(slot);
                         });
@@ -288,7 +300,7 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 
 async fn serve(
     stream: UnixStream,
-    registry: &ConnectionRegistry,
+    registry: Arc<ConnectionRegistry>,
     idle: std::time::Duration,
 ) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
@@ -313,7 +325,15 @@ async fn serve(
             let _ = write.write_all(b"{\"error\":\"request too long\"}\n").await;
             return Ok(());
         }
-        let mut reply = serde_json::to_vec(&answer(registry, line.trim())).unwrap_or_default();
+        // Off the runtime: a UDP session is asked of the relays, which
+        // answer on their next turn (a bounded wait).
+        let (registry, request) = (registry.clone(), line.trim().to_owned());
+        let answered = tokio::task::spawn_blocking(move || answer(&registry, &request))
+            .await
+            .unwrap_or_else(|_| Answer::Error {
+                error: "look-up failed".into(),
+            });
+        let mut reply = serde_json::to_vec(&answered).unwrap_or_default();
         reply.push(b'\n');
         // A client that stops reading is idle too.
         match tokio::time::timeout(idle, write.write_all(&reply)).await {

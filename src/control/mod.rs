@@ -384,9 +384,13 @@ impl Controller {
             stats.set_drain_deadline(None);
             // Still draining (not put back up meanwhile)? Cut what is left.
             if stats.is_admin_down() {
-                let closed = registry.close_where(crate::state::CloseRequest::Admin, |c| {
+                let mut closed = registry.close_where(crate::state::CloseRequest::Admin, |c| {
                     Arc::ptr_eq(&c.host_stats, &stats)
                 });
+                // UDP sessions are the relays' to end (a bounded wait).
+                closed += tokio::task::spawn_blocking(move || registry.close_sessions_on(&stats))
+                    .await
+                    .unwrap_or(0);
                 tracing::info!(
                     service,
                     group,

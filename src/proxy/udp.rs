@@ -255,6 +255,10 @@ struct Session {
     learn_id: bool,
     /// Counted in [`Relay::sources`] (opened under `maxSessionsPerSource`).
     per_source: bool,
+    /// The port of txlb's side of `socket`, learnt at the first control
+    /// socket look-up (0: not yet): asked of the kernel only then, not for
+    /// every session.
+    host_port: std::cell::Cell<u16>,
 }
 
 impl Client for Session {
@@ -677,6 +681,7 @@ impl Relay {
             datagrams_in: 0,
             replies: 0,
             learn_id: self.task.settings.load().routing.is_some(),
+            host_port: std::cell::Cell::new(0),
             per_source: false,
         };
         for bytes in datagrams {
@@ -932,6 +937,7 @@ impl Relay {
             datagrams_in: record.datagrams_in,
             replies: record.replies,
             learn_id: false,
+            host_port: std::cell::Cell::new(0),
             per_source: false,
         };
         let per_source = snapshot
@@ -959,6 +965,20 @@ impl Relay {
                 Ask::List { until, .. } if until <= now => {}
                 Ask::List { .. } => lists.push(ask),
                 Ask::Close { id, answer } => closing.push((id, answer)),
+                Ask::Find { host_local, answer } => {
+                    if let Some(found) = self.by_host_local(host_local) {
+                        let _ = answer.send(found);
+                    }
+                }
+                Ask::CloseOn { stats, answer } => {
+                    let keys = self
+                        .sessions
+                        .keys_where(|s| Arc::ptr_eq(&s.place.stats, &stats));
+                    for &key in &keys {
+                        self.end(key, CloseReason::ClosedByAdmin);
+                    }
+                    let _ = answer.send(keys.len());
+                }
             }
         }
         if !closing.is_empty() {
@@ -1001,6 +1021,22 @@ impl Relay {
         }
     }
 
+    /// The session whose host side has txlb's address `host_local` (a
+    /// control socket look-up), as the connections list shows it. Each
+    /// session's port is asked of the kernel once, at the first look-up
+    /// that meets it; the address is checked when the port matches.
+    fn by_host_local(&self, host_local: SocketAddr) -> Option<ConnectionInfo> {
+        let found = self.sessions.iter().find(|s| {
+            let mut port = s.host_port.get();
+            if port == 0 {
+                port = s.socket.local_addr().map_or(0, |a| a.port());
+                s.host_port.set(port);
+            }
+            port == host_local.port() && s.socket.local_addr().is_ok_and(|a| a == host_local)
+        })?;
+        Some(self.info(found, clock_ms(), SystemTime::now()))
+    }
+
     /// The sessions `filter` wants as the connections list shows them, at
     /// most [`MAX_LISTED_SESSIONS`].
     fn listed(&self, filter: &SessionFilter) -> Vec<ConnectionInfo> {
@@ -1010,32 +1046,38 @@ impl Relay {
             .iter()
             .filter(|s| filter.wants(&s.place.service, &s.place.host))
             .take(MAX_LISTED_SESSIONS)
-            .map(|s| {
-                let age = Duration::from_millis(now.saturating_sub(s.started_ms));
-                let since = wall.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
-                ConnectionInfo {
-                    id: s.id,
-                    transport: Transport::Udp,
-                    service: s.place.service.to_string(),
-                    group: s.place.group.to_string(),
-                    host: s.place.host.to_string(),
-                    client: s.client,
-                    listener: self.local,
-                    host_addr: s.place.addr,
-                    since: since
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0.0, |d| d.as_secs_f64()),
-                    bytes_in: s.bytes_in,
-                    bytes_out: s.bytes_out,
-                    idle_seconds: Some(now.saturating_sub(s.last_ms) as f64 / 1000.0),
-                    datagrams_in: Some(u64::from(s.datagrams_in)),
-                    datagrams_out: Some(u64::from(s.replies)),
-                    parked: false,
-                    inspection: None,
-                    draining_in: None,
-                }
-            })
+            .map(|s| self.info(s, now, wall))
             .collect()
+    }
+
+    /// A session as the connections list shows it, `now` being [`clock_ms`]
+    /// and `wall` the time of day.
+    fn info(&self, s: &Session, now: u64, wall: SystemTime) -> ConnectionInfo {
+        let age = Duration::from_millis(now.saturating_sub(s.started_ms));
+        let since = wall.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
+        {
+            ConnectionInfo {
+                id: s.id,
+                transport: Transport::Udp,
+                service: s.place.service.to_string(),
+                group: s.place.group.to_string(),
+                host: s.place.host.to_string(),
+                client: s.client,
+                listener: self.local,
+                host_addr: s.place.addr,
+                since: since
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out,
+                idle_seconds: Some(now.saturating_sub(s.last_ms) as f64 / 1000.0),
+                datagrams_in: Some(u64::from(s.datagrams_in)),
+                datagrams_out: Some(u64::from(s.replies)),
+                parked: false,
+                inspection: None,
+                draining_in: None,
+            }
+        }
     }
 
     /// One access log line for an ended session, when the log is on.

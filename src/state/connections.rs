@@ -374,6 +374,18 @@ pub(crate) enum Ask {
     /// End session `id` if it is its own (closed by an administrator);
     /// answers only when it was.
     Close { id: u64, answer: mpsc::Sender<bool> },
+    /// Its session whose host side has txlb's address `host_local` (a
+    /// control socket look-up); answers only when it has one.
+    Find {
+        host_local: SocketAddr,
+        answer: mpsc::Sender<ConnectionInfo>,
+    },
+    /// End its sessions on the host with these stats (a drain's deadline);
+    /// answers how many.
+    CloseOn {
+        stats: Arc<crate::state::HostStats>,
+        answer: mpsc::Sender<usize>,
+    },
 }
 
 /// Which sessions a list wants: those of a service and a host name
@@ -655,6 +667,30 @@ impl ConnectionRegistry {
         .collect()
     }
 
+    /// The UDP session a relay holds whose host side has txlb's address
+    /// `host_local` (the control socket's look-up; TCP connections are
+    /// [`ConnectionRegistry::by_host_local`]); a relay that does not answer
+    /// within [`KEEPER_WAIT`] is left out.
+    pub fn session_by_host_local(&self, host_local: SocketAddr) -> Option<ConnectionInfo> {
+        self.ask_keepers(|answer, _| Ask::Find { host_local, answer }, |_| true)
+            .into_iter()
+            .next()
+    }
+
+    /// Ends the UDP sessions the relays hold on the host with `stats` (a
+    /// drain's deadline); how many.
+    pub fn close_sessions_on(&self, stats: &Arc<crate::state::HostStats>) -> usize {
+        self.ask_keepers(
+            |answer, _| Ask::CloseOn {
+                stats: stats.clone(),
+                answer,
+            },
+            |_| false,
+        )
+        .into_iter()
+        .sum()
+    }
+
     /// Open connections matching `filter`, oldest first.
     pub fn list(&self, filter: impl Fn(&ConnectionEntry) -> bool) -> Vec<ConnectionInfo> {
         let mut list: Vec<ConnectionInfo> = self
@@ -904,6 +940,16 @@ mod tests {
                                 let _ = answer.send(true);
                             }
                         }
+                        // Found by port: session `id` has host side 127.0.0.1:id.
+                        Ask::Find { host_local, answer } => {
+                            let id = u64::from(host_local.port());
+                            if open.contains(&id) {
+                                let _ = answer.send(session(id, "a"));
+                            }
+                        }
+                        Ask::CloseOn { answer, .. } => {
+                            let _ = answer.send(std::mem::take(&mut open).len());
+                        }
                     }
                 }
             }
@@ -952,6 +998,15 @@ mod tests {
         assert!(registry.close(3));
         assert!(!registry.close(3));
         assert_eq!(ids(registry.list_sessions(None, None)), [2, 4]);
+        // Found by the host side's address by the relay that has it (one
+        // answer is enough: the other relay is not waited for).
+        let found = registry.session_by_host_local("127.0.0.1:4".parse().unwrap());
+        assert_eq!(found.map(|s| s.id), Some(4));
+        assert!(
+            registry
+                .session_by_host_local("127.0.0.1:9".parse().unwrap())
+                .is_none()
+        );
         // An id never given out asks no relay.
         let asked = taken.load(Relaxed);
         assert!(!registry.close(11));

@@ -344,3 +344,116 @@ async fn a_list_during_a_flood_answers_at_once_and_the_flood_goes_on() {
         "slowest list {slowest:?}, longest gap between replies {gap:?}, {during} replies meanwhile"
     );
 }
+
+/// One look-up on the control socket at `socket`: the answer's JSON.
+async fn look_up(socket: &std::path::Path, peer: SocketAddr) -> Value {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let request = format!("{{\"peer\": \"{peer}\"}}\n");
+    write.write_all(request.as_bytes()).await.unwrap();
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await.unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+/// A host asks the control socket who is behind a datagram, by the address
+/// it came from (txlb's socket to the host), and learns the real client, as
+/// for a TCP connection; another address is not found. A drain with a
+/// deadline ends the session left on the host at the deadline (logged
+/// `closed-by-admin`), not at its 30 s session timeout.
+#[tokio::test]
+async fn a_udp_session_is_looked_up_by_its_host_side_address_and_ends_at_a_drain_deadline() {
+    // A host that answers each datagram with the address it came from.
+    let host = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let h1 = host.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((_, from)) = host.recv_from(&mut buf).await {
+            let _ = host.send_to(from.to_string().as_bytes(), from).await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let access = dir.path().join("access.log");
+    let xml = config(
+        "127.0.0.1:0",
+        "sessionTimeout=\"30\"",
+        "roundr",
+        &[("h1", h1)],
+    )
+    .replace(
+        "<admin>",
+        &format!(
+            "<control socket=\"{}\"/><logging access=\"{}\"/><admin>",
+            socket.display(),
+            access.display()
+        ),
+    );
+    let txlb = Txlb::start_xml(&xml, None);
+    let lb = txlb.listener();
+    let base = admin_base(&txlb).await;
+    txlb.wait_for_async("control socket up", 0).await;
+
+    let a = client("127.0.0.1").await;
+    let reply = ask(&a, lb, b"who am I").await.expect("a reply");
+    let host_side: SocketAddr = String::from_utf8(reply).unwrap().parse().unwrap();
+    let found = look_up(&socket, host_side).await;
+    assert_eq!(
+        found["client"],
+        a.local_addr().unwrap().to_string(),
+        "{found}"
+    );
+    assert_eq!(found["listener"], lb.to_string(), "{found}");
+    assert_eq!(
+        (&found["service"], &found["group"], &found["host"]),
+        (&Value::from("u"), &Value::from("g"), &Value::from("h1")),
+        "{found}"
+    );
+    // Asked again: the same answer (the port is known by now).
+    assert_eq!(look_up(&socket, host_side).await, found);
+    let elsewhere = SocketAddr::new(host_side.ip(), 1);
+    let missing = look_up(&socket, elsewhere).await;
+    assert!(
+        missing["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no open connection")),
+        "{missing}"
+    );
+
+    // Drained with a 0.3 s deadline: the silent session is there until it,
+    // then ended.
+    let (status, body) = api(
+        &base,
+        reqwest::Method::POST,
+        "/api/v1/services/u/groups/g/hosts/h1/drain?deadline=0.3",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let client_addr = a.local_addr().unwrap();
+    assert!(session_of(&listed(&base, "").await, client_addr).is_some());
+    let drained = Instant::now();
+    let mut ended = false;
+    while drained.elapsed() < Duration::from_secs(5) {
+        if session_of(&listed(&base, "").await, client_addr).is_none() {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ended, "the session outlived the drain's deadline");
+    assert!(drained.elapsed() >= Duration::from_millis(200));
+    let missing = look_up(&socket, host_side).await;
+    assert!(missing["error"].is_string(), "{missing}");
+    let logged = common::eventually(Duration::from_secs(3), || {
+        let access = access.clone();
+        async move {
+            std::fs::read_to_string(&access)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains(&client_addr.to_string()) && l.contains("closed-by-admin"))
+        }
+    })
+    .await;
+    assert!(logged, "no access log line ending closed-by-admin");
+}

@@ -207,6 +207,14 @@ impl TlsClient {
                 return Err(io::Error::other(e));
             }
         };
+        // A key update read with the client's Finished (or just now) asked
+        // for ours: rustls keeps its answer apart until it next writes (and
+        // has moved its key on), and extraction would drop it. An empty
+        // write queues it; rustls then sends it and serves the connection.
+        let _ = io::Write::write(&mut conn.writer(), &[]);
+        if conn.wants_write() {
+            return Ok(TlsClient::rustls(stream));
+        }
         let mut plain = Vec::new();
         // Ends at what is buffered: WouldBlock, or the client's end (read
         // again from the socket, which tells it once more).
@@ -223,7 +231,7 @@ impl TlsClient {
         let secrets = conn.dangerous_extract_secrets().map_err(io::Error::other)?;
         let records = Records::new(suite, secrets, traffic).ok_or_else(|| {
             io::Error::other(
-                "TLS 1.3 keys not usable (a key update sent with the client's Finished?)",
+                "TLS 1.3 keys not usable (none of the key log's generations made them)",
             )
         })?;
         Ok(TlsClient::Tls13(Box::new(Tls13Stream::new(

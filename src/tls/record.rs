@@ -196,30 +196,38 @@ impl Direction {
         })
     }
 
-    /// The direction whose traffic secret is `secret`, at `seq`, if its
-    /// keys are `key` and `iv`: the keys rustls handed over must be the
-    /// ones of the secret its key log gave. They are not when the client
-    /// sent a key update with its Finished: rustls took it while still
-    /// handshaking (and dropped its answer on extraction), so the secret is
-    /// a generation behind and following it would reuse keys and nonces.
-    fn checked(suite: Suite, secret: Secret, key: &[u8], iv: &[u8], seq: u64) -> Option<Direction> {
-        let (derived_key, derived_iv) = keys_of(suite, &secret)?;
-        if derived_key[..suite.aead().key_len()] != *key || derived_iv[..] != *iv {
-            return None;
+    /// The direction whose keys rustls handed over (`key`, `iv`, at `seq`),
+    /// with the traffic secret they come from: `secret` (from its key log)
+    /// or one of its next `generations`. The client's keys are a generation
+    /// or more past the key log's when it sent key updates with its
+    /// Finished (rustls took them while still handshaking): the secret that
+    /// made them is found by deriving forward, so that its next key update
+    /// is followed. Ours never are (rustls moves them only with an answer
+    /// it queues, which extraction would drop: see `terminate`), so they
+    /// get no generation past the key log's. Keys nothing explains are
+    /// refused, never followed from a stale secret (that would reuse
+    /// nonces).
+    fn checked(
+        suite: Suite,
+        (secret, generations): (Secret, u8),
+        key: &[u8],
+        iv: &[u8],
+        seq: u64,
+    ) -> Option<Direction> {
+        let mut secret = secret;
+        for _ in 0..=generations {
+            let (derived_key, derived_iv) = keys_of(suite, &secret)?;
+            if derived_key[..suite.aead().key_len()] == *key && derived_iv[..] == *iv {
+                return Direction::new(suite, key, iv, seq, secret);
+            }
+            secret = next_secret(suite, &secret)?;
         }
-        Direction::new(suite, key, iv, seq, secret)
+        None
     }
 
     /// The next generation (a key update): its secret, key and IV.
     fn next(&self, suite: Suite) -> Option<Direction> {
-        let mut secret = self.secret.clone();
-        let len = usize::from(secret.len);
-        expand_label(
-            suite,
-            self.secret.as_bytes(),
-            b"traffic upd",
-            &mut secret.bytes[..len],
-        )?;
+        let secret = next_secret(suite, &self.secret)?;
         let (key, iv) = keys_of(suite, &secret)?;
         Direction::new(suite, &key[..suite.aead().key_len()], &iv, 0, secret)
     }
@@ -235,6 +243,19 @@ impl Direction {
             .ok_or_else(|| invalid("TLS sequence number exhausted"))?;
         Ok(Nonce::assume_unique_for_key(nonce))
     }
+}
+
+/// The traffic secret after `secret` (a key update, RFC 8446 §7.2).
+fn next_secret(suite: Suite, secret: &Secret) -> Option<Secret> {
+    let mut next = secret.clone();
+    let len = usize::from(secret.len);
+    expand_label(
+        suite,
+        secret.as_bytes(),
+        b"traffic upd",
+        &mut next.bytes[..len],
+    )?;
+    Some(next)
 }
 
 /// The key (its first `key_len` bytes) and IV of a traffic secret (RFC
@@ -328,7 +349,7 @@ impl Records {
         traffic: TrafficSecrets,
     ) -> Option<Records> {
         let suite = Suite::of(suite)?;
-        let direction = |(seq, keys): (u64, ConnectionTrafficSecrets), secret: Secret| {
+        let direction = |(seq, keys): (u64, ConnectionTrafficSecrets), secret: (Secret, u8)| {
             let (key, iv) = match (&keys, suite) {
                 (ConnectionTrafficSecrets::Aes128Gcm { key, iv }, Suite::Aes128Gcm)
                 | (ConnectionTrafficSecrets::Aes256Gcm { key, iv }, Suite::Aes256Gcm)
@@ -341,8 +362,8 @@ impl Records {
         };
         Some(Records {
             suite,
-            rx: direction(secrets.rx, traffic.client?)?,
-            tx: direction(secrets.tx, traffic.server?)?,
+            rx: direction(secrets.rx, (traffic.client?, MAX_KEY_UPDATES))?,
+            tx: direction(secrets.tx, (traffic.server?, 0))?,
             closed: false,
             key_updates: 0,
         })
@@ -771,24 +792,60 @@ mod tests {
         assert!(sealed[..opened.plaintext] == plain[..]);
     }
 
-    /// A key update sent with the client's Finished reaches rustls while it
-    /// still handshakes: the keys it hands over are then a generation past
-    /// the secrets its key log gave, and following those would reuse keys
-    /// and nonces (a replayed record accepted, two records sealed under
-    /// one nonce). Such a connection gets no records of ours.
+    /// A key update sent with the client's Finished, asking for ours,
+    /// reaches rustls while it still handshakes: it answers with its own,
+    /// queued apart, and moves its key on. The answer is flushed by an
+    /// empty write (as `terminate` does), so the connection stays with
+    /// rustls; extracted without it, our keys are refused.
     #[test]
-    fn a_key_update_with_the_clients_finished_gets_no_records() {
+    fn a_key_update_with_the_clients_finished_is_answered_not_dropped() {
         use rustls::crypto::ring::cipher_suite::*;
         for suite in [TLS13_AES_128_GCM_SHA256, TLS13_CHACHA20_POLY1305_SHA256] {
+            let (_, mut server, _) = handshake_with(suite, true);
+            assert!(!server.wants_write());
+            assert_eq!(server.writer().write(&[]).unwrap(), 0);
+            assert!(server.wants_write(), "the answer is owed");
             let (_, server, traffic) = handshake_with(suite, true);
             let name = server.negotiated_cipher_suite().unwrap().suite();
             let secrets = server.dangerous_extract_secrets().unwrap();
             assert!(Records::new(name, secrets, traffic).is_none());
-            // Without the glued update the same handshake goes on.
-            let (_, server, traffic) = handshake_with(suite, false);
+            // Without the glued update: nothing owed, nothing written.
+            let (_, mut server, traffic) = handshake_with(suite, false);
+            assert_eq!(server.writer().write(&[]).unwrap(), 0);
+            assert!(!server.wants_write());
             let secrets = server.dangerous_extract_secrets().unwrap();
             assert!(Records::new(name, secrets, traffic).is_some());
         }
+    }
+
+    /// The client's keys are followed from whichever generation of the key
+    /// log's secret made them; ours only from the key log's own.
+    #[test]
+    fn the_clients_keys_are_matched_to_their_generation() {
+        let suite = Suite::Aes128Gcm;
+        let zero = Secret::new(&[7; 32]).unwrap();
+        let second = next_secret(suite, &next_secret(suite, &zero).unwrap()).unwrap();
+        let (key, iv) = keys_of(suite, &second).unwrap();
+        let key = &key[..suite.aead().key_len()];
+        let found = Direction::checked(suite, (zero.clone(), MAX_KEY_UPDATES), key, &iv, 3)
+            .expect("two generations on");
+        assert_eq!(found.secret.as_bytes(), second.as_bytes());
+        assert_eq!(found.seq, 3);
+        assert!(Direction::checked(suite, (zero.clone(), 1), key, &iv, 3).is_none());
+        assert!(Direction::checked(suite, (zero, 0), key, &iv, 3).is_none());
+    }
+
+    /// Keys that no generation of the key log's secrets explains (another
+    /// connection's) are refused rather than followed.
+    #[test]
+    fn keys_of_another_connection_are_refused() {
+        use rustls::crypto::ring::cipher_suite::*;
+        let suite = TLS13_AES_128_GCM_SHA256;
+        let (_, server, _) = handshake_with(suite, false);
+        let (_, _, other) = handshake_with(suite, false);
+        let name = server.negotiated_cipher_suite().unwrap().suite();
+        let secrets = server.dangerous_extract_secrets().unwrap();
+        assert!(Records::new(name, secrets, other).is_none());
     }
 
     /// A client gets [`MAX_KEY_UPDATES`] key updates in a row, then the

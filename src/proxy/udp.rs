@@ -255,10 +255,10 @@ struct Session {
     learn_id: bool,
     /// Counted in [`Relay::sources`] (opened under `maxSessionsPerSource`).
     per_source: bool,
-    /// The port of txlb's side of `socket`, learnt at the first control
-    /// socket look-up (0: not yet): asked of the kernel only then, not for
-    /// every session.
-    host_port: std::cell::Cell<u16>,
+    /// The port of txlb's side of `socket`, for the control socket's
+    /// look-ups (0 without a control socket: nobody asks). In the record's
+    /// padding: its size is unchanged.
+    host_port: u16,
 }
 
 impl Client for Session {
@@ -668,6 +668,7 @@ impl Relay {
         });
         place.stats.record_session();
         counters.sessions_total.fetch_add(1, Relaxed);
+        let host_port = self.host_port(&socket);
         let mut session = Session {
             id: self.task.data.registry.next_id(),
             socket,
@@ -681,7 +682,7 @@ impl Relay {
             datagrams_in: 0,
             replies: 0,
             learn_id: self.task.settings.load().routing.is_some(),
-            host_port: std::cell::Cell::new(0),
+            host_port,
             per_source: false,
         };
         for bytes in datagrams {
@@ -924,6 +925,7 @@ impl Relay {
                 id
             }
         };
+        let host_port = self.host_port(&socket);
         let session = Session {
             id,
             socket,
@@ -937,7 +939,7 @@ impl Relay {
             datagrams_in: record.datagrams_in,
             replies: record.replies,
             learn_id: false,
-            host_port: std::cell::Cell::new(0),
+            host_port,
             per_source: false,
         };
         let per_source = snapshot
@@ -959,17 +961,13 @@ impl Relay {
         // bytes resets it (level-triggered, it would be reported again).
         unsafe { libc::read(self.wake.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
         let now = Instant::now();
-        let (mut closing, mut lists) = (Vec::new(), Vec::new());
+        let (mut closing, mut lists, mut finding) = (Vec::new(), Vec::new(), Vec::new());
         for ask in self.keeping.keeper().take() {
             match ask {
                 Ask::List { until, .. } if until <= now => {}
                 Ask::List { .. } => lists.push(ask),
                 Ask::Close { id, answer } => closing.push((id, answer)),
-                Ask::Find { host_local, answer } => {
-                    if let Some(found) = self.by_host_local(host_local) {
-                        let _ = answer.send(found);
-                    }
-                }
+                Ask::Find { host_local, answer } => finding.push((host_local, answer)),
                 Ask::CloseOn { stats, answer } => {
                     let keys = self
                         .sessions
@@ -980,6 +978,9 @@ impl Relay {
                     let _ = answer.send(keys.len());
                 }
             }
+        }
+        if !finding.is_empty() {
+            self.find(finding);
         }
         if !closing.is_empty() {
             let keys = self
@@ -1021,20 +1022,41 @@ impl Relay {
         }
     }
 
-    /// The session whose host side has txlb's address `host_local` (a
-    /// control socket look-up), as the connections list shows it. Each
-    /// session's port is asked of the kernel once, at the first look-up
-    /// that meets it; the address is checked when the port matches.
-    fn by_host_local(&self, host_local: SocketAddr) -> Option<ConnectionInfo> {
-        let found = self.sessions.iter().find(|s| {
-            let mut port = s.host_port.get();
-            if port == 0 {
-                port = s.socket.local_addr().map_or(0, |a| a.port());
-                s.host_port.set(port);
+    /// The port of txlb's side of a new session's `socket` when the
+    /// control socket may ask for it (as a TCP connection's address is
+    /// learnt then), else 0.
+    fn host_port(&self, socket: &std::net::UdpSocket) -> u16 {
+        if !self.task.data.index_host_side {
+            return 0;
+        }
+        socket.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// Answers the control socket's look-ups (sessions by txlb's address
+    /// towards their host) in one pass over the table however many came:
+    /// ports compared, the address checked when one matches. A look-up
+    /// with no session here is not answered (its sender drops).
+    fn find(&self, mut finding: Vec<(SocketAddr, std::sync::mpsc::Sender<ConnectionInfo>)>) {
+        let (now, wall) = (clock_ms(), SystemTime::now());
+        for session in self.sessions.iter() {
+            if finding.is_empty() {
+                return;
             }
-            port == host_local.port() && s.socket.local_addr().is_ok_and(|a| a == host_local)
-        })?;
-        Some(self.info(found, clock_ms(), SystemTime::now()))
+            if session.host_port == 0 || !finding.iter().any(|(a, _)| a.port() == session.host_port)
+            {
+                continue;
+            }
+            let Ok(local) = session.socket.local_addr() else {
+                continue;
+            };
+            finding.retain(|(asked, answer)| {
+                if *asked != local {
+                    return true;
+                }
+                let _ = answer.send(self.info(session, now, wall));
+                false
+            });
+        }
     }
 
     /// The sessions `filter` wants as the connections list shows them, at

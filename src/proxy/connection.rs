@@ -141,6 +141,10 @@ struct Established {
     client: Client,
     host: Host,
     session: Session,
+    /// Client bytes read before the host was connected (behind a PROXY
+    /// header, a route's), for the host first; taken as the copy starts,
+    /// so a parked connection does not carry it.
+    early: Vec<u8>,
 }
 
 /// The host side of an established connection.
@@ -182,6 +186,11 @@ impl Client {
     }
 }
 
+/// `time` in whole microseconds, saturating at `u32::MAX` (71 minutes).
+fn micros(time: Duration) -> u32 {
+    u32::try_from(time.as_micros()).unwrap_or(u32::MAX)
+}
+
 /// What a connection keeps besides its sockets: all that a parked connection
 /// holds (see [`super::parking`]).
 pub(crate) struct Session {
@@ -192,10 +201,10 @@ pub(crate) struct Session {
     /// Keeps the client's place under the service's limits.
     _admission: Admission,
     counters: Arc<ServiceCounters>,
-    /// Client bytes read behind a PROXY header, for the host.
-    early: Vec<u8>,
     started: Instant,
-    connect_time: Duration,
+    /// How long its connect took, in microseconds (saturating): a parked
+    /// connection's every byte counts.
+    connect_us: u32,
     failovers: u32,
 }
 
@@ -222,9 +231,8 @@ impl Session {
             registered,
             _admission: admission,
             counters,
-            early: Vec::new(),
             started,
-            connect_time,
+            connect_us: micros(connect_time),
             failovers,
         }
     }
@@ -236,7 +244,7 @@ impl Session {
 
     /// How long its connect took.
     pub(super) fn connect_time(&self) -> Duration {
-        self.connect_time
+        Duration::from_micros(u64::from(self.connect_us))
     }
 
     /// Hosts that failed it before this one.
@@ -512,11 +520,11 @@ async fn establish(
                 registered,
                 _admission: admission,
                 counters: plan.counters,
-                early,
                 started,
-                connect_time,
+                connect_us: micros(connect_time),
                 failovers: tried.len() as u32,
             },
+            early,
         }));
     }
 }
@@ -542,7 +550,7 @@ async fn terminate(
 /// Copies until both sides are done or the connection is asked to close, then
 /// writes the access log record; or, asked to park while idle, parks it.
 async fn relay(mut established: Box<Established>, listener: Arc<ListenerTask>) {
-    let early = std::mem::take(&mut established.session.early);
+    let early = std::mem::take(&mut established.early);
     // Shutdown closes registered connections; one registering just after it
     // began sees the flag instead.
     if listener.stop_connections.is_cancelled() {
@@ -565,6 +573,7 @@ async fn relay(mut established: Box<Established>, listener: Arc<ListenerTask>) {
                     client: Client::Plain(client),
                     host: Host::Plain(host),
                     session,
+                    ..
                 } = *established
                 else {
                     return; // only a plain connection parks
@@ -604,7 +613,7 @@ async fn relay(mut established: Box<Established>, listener: Arc<ListenerTask>) {
             service: entry.service.to_string(),
             host: entry.host.to_string(),
             host_addr: entry.host_addr,
-            connect_seconds: session.connect_time.as_secs_f64(),
+            connect_seconds: session.connect_time().as_secs_f64(),
             duration_seconds: session.started.elapsed().as_secs_f64(),
             bytes_in: entry.bytes_in.load(Relaxed),
             bytes_out: entry.bytes_out.load(Relaxed),
@@ -629,6 +638,7 @@ async fn copy(established: &Established, early: Vec<u8>) -> Outcome {
         client: Client::Plain(client),
         host: Host::Plain(host),
         session,
+        ..
     } = established
     else {
         return Outcome::Ended(CloseReason::Error); // one with TLS: copy_tls
@@ -701,6 +711,7 @@ async fn copy_tls(established: &mut Established, early: Vec<u8>) -> CloseReason 
         client,
         host,
         session,
+        ..
     } = established;
     let client: &mut dyn terminate::Stream = match client {
         Client::Plain(socket) => socket,
@@ -776,6 +787,7 @@ pub(super) fn resume(parked: super::parking::ParkedConnection) {
                 client: Client::Plain(client),
                 host: Host::Plain(host),
                 session,
+                early: Vec::new(),
             });
             let tracker = listener.tracker.clone();
             tracker.spawn(Box::pin(relay(established, listener)));

@@ -288,6 +288,10 @@ struct Relay {
     /// QUIC: the connection IDs hosts chose, by which a client that changed
     /// address finds its service and host again.
     ids: ConnectionIds,
+    /// Sessions by the port of txlb's side towards their host, for the
+    /// control socket's look-ups (kept only when a control socket may ask:
+    /// empty otherwise).
+    by_host_port: std::collections::BTreeSet<(u16, Key)>,
     /// One [`Place`] per host, address and service, for new sessions.
     places: HashMap<(usize, SocketAddr, Arc<str>), Arc<Place>>,
     /// Client datagrams, read a batch at a time (out of here while they
@@ -344,6 +348,7 @@ impl Relay {
             pending: Pending::default(),
             sources: Sources::default(),
             ids: ConnectionIds::default(),
+            by_host_port: std::collections::BTreeSet::new(),
             places: HashMap::new(),
             received: Some(Box::new(Received {
                 rooms: Rooms::new(),
@@ -730,7 +735,11 @@ impl Relay {
         session.place.counters.sessions_open.fetch_add(1, Relaxed);
         session.per_source = self.sources.opened(session.client.ip(), per_source);
         let fd = session.socket.as_raw_fd();
+        let port = session.host_port;
         let key = self.sessions.insert(session);
+        if port != 0 {
+            self.by_host_port.insert((port, key));
+        }
         if let Err(error) = self.watch(fd, key) {
             tracing::debug!(service = %self.task.service, %error, "udp session socket");
             self.end(key, CloseReason::Error);
@@ -825,6 +834,9 @@ impl Relay {
     /// Takes the session under `key` out of the table and its counts.
     fn close(&mut self, key: Key) -> Option<Session> {
         let session = self.sessions.remove(key)?;
+        if session.host_port != 0 {
+            self.by_host_port.remove(&(session.host_port, key));
+        }
         OPEN_SESSIONS.fetch_sub(1, Relaxed);
         session.place.counters.sessions_open.fetch_sub(1, Relaxed);
         if session.per_source {
@@ -1033,29 +1045,22 @@ impl Relay {
     }
 
     /// Answers the control socket's look-ups (sessions by txlb's address
-    /// towards their host) in one pass over the table however many came:
-    /// ports compared, the address checked when one matches. A look-up
-    /// with no session here is not answered (its sender drops).
-    fn find(&self, mut finding: Vec<(SocketAddr, std::sync::mpsc::Sender<ConnectionInfo>)>) {
+    /// towards their host) from the index by port: the sessions with the
+    /// port asked (one, but for another local address's), each address
+    /// checked. A look-up with no session here is not answered (its sender
+    /// drops).
+    fn find(&self, finding: Vec<(SocketAddr, std::sync::mpsc::Sender<ConnectionInfo>)>) {
         let (now, wall) = (clock_ms(), SystemTime::now());
-        for session in self.sessions.iter() {
-            if finding.is_empty() {
-                return;
-            }
-            if session.host_port == 0 || !finding.iter().any(|(a, _)| a.port() == session.host_port)
-            {
-                continue;
-            }
-            let Ok(local) = session.socket.local_addr() else {
-                continue;
-            };
-            finding.retain(|(asked, answer)| {
-                if *asked != local {
-                    return true;
-                }
+        for (asked, answer) in finding {
+            let port = asked.port();
+            let found = self
+                .by_host_port
+                .range((port, Key::MIN)..=(port, Key::MAX))
+                .filter_map(|&(_, key)| self.sessions.get(key))
+                .find(|s| s.socket.local_addr().is_ok_and(|local| local == asked));
+            if let Some(session) = found {
                 let _ = answer.send(self.info(session, now, wall));
-                false
-            });
+            }
         }
     }
 

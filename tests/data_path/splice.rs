@@ -58,10 +58,19 @@ fn pipes_of(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Whether this system splices (Linux, with `/proc` to see the pipes);
+/// says so when it does not.
+fn splice_here() -> bool {
+    let here = std::path::Path::new("/proc/self/fd").exists();
+    if !here {
+        eprintln!("skipped: no /proc (splice is Linux only)");
+    }
+    here
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_both_ways_move_by_splice_byte_for_byte_and_half_close() {
-    if !std::path::Path::new("/proc/self/fd").exists() {
-        eprintln!("skipped: no /proc (splice is Linux only)");
+    if !splice_here() {
         return;
     }
     let _heavy = common::heavy().await;
@@ -138,8 +147,7 @@ async fn streams_both_ways_move_by_splice_byte_for_byte_and_half_close() {
 /// host, and the host sees no early end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_urgent_byte_in_a_spliced_stream_is_no_fin() {
-    if !std::path::Path::new("/proc/self/fd").exists() {
-        eprintln!("skipped: no /proc (splice is Linux only)");
+    if !splice_here() {
         return;
     }
     let _heavy = common::heavy().await;

@@ -22,7 +22,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use txlb::config::HostAddress;
 use txlb::scheduler::{Candidates, Scheduler, SchedulerKind, build, build_group};
-use txlb::scheduler::{ConnectionGuard, HostId, HostSnapshot, HostStats, Hosts};
+use txlb::scheduler::{ConnectionGuard, HostId, HostPlace, HostSnapshot, HostStats, Hosts};
 
 /// `n` hosts with weights 1..=5; every tenth host bad when `bad`.
 fn group(n: usize, bad: bool) -> Hosts {
@@ -35,6 +35,7 @@ fn group(n: usize, bad: bool) -> Hosts {
             HostSnapshot {
                 id: HostId(i as u64),
                 name: Arc::from(format!("h{i}")),
+                place: HostPlace::new("s", "g", &format!("h{i}")),
                 address: HostAddress {
                     host: format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
                     port: 80,

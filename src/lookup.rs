@@ -111,9 +111,9 @@ pub(crate) fn answer(registry: &ConnectionRegistry, line: &str) -> Answer {
         Some(c) => Answer::Found {
             client: c.client,
             listener: c.listener,
-            service: c.service.to_string(),
-            group: c.group.to_string(),
-            host: c.host.to_string(),
+            service: c.place.service.to_string(),
+            group: c.place.group.to_string(),
+            host: c.place.host.to_string(),
             draining_in: None,
         },
         None => match registry.elsewhere(peer) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use txlb::config::HostAddress;
 use txlb::scheduler::{Candidates, SchedulerKind, build_group};
-use txlb::scheduler::{HostId, HostSnapshot, HostStats, Hosts};
+use txlb::scheduler::{HostId, HostPlace, HostSnapshot, HostStats, Hosts};
 
 struct Counting;
 
@@ -70,6 +70,7 @@ fn group(n: usize) -> Hosts {
         .map(|i| HostSnapshot {
             id: HostId(i as u64),
             name: Arc::from(format!("h{i}")),
+            place: HostPlace::new("s", "g", &format!("h{i}")),
             address: HostAddress {
                 host: format!("10.0.{}.{}", i / 256, i % 256),
                 port: 80,

@@ -596,7 +596,8 @@ impl BalancerHandle {
     pub fn connections(&self, service: Option<&str>, host: Option<&str>) -> Vec<ConnectionInfo> {
         let registry = &self.controller.data.registry;
         let mut list = registry.list(|c| {
-            service.is_none_or(|s| *c.service == *s) && host.is_none_or(|h| *c.host == *h)
+            service.is_none_or(|s| *c.place.service == *s)
+                && host.is_none_or(|h| *c.place.host == *h)
         });
         // Those still draining in the previous process of an upgrade.
         let elsewhere = registry.list_elsewhere(|s, h| {

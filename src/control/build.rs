@@ -12,7 +12,7 @@ use crate::config::{Config, GroupConfig, HostAddress, HostConfig, ServiceConfig}
 use crate::dns::NameState;
 use crate::scheduler::{self, Scheduler, SchedulerKind};
 use crate::snapshot::{GroupAgent, GroupCheck, GroupSnapshot, ServiceSnapshot, Snapshot};
-use crate::state::{HostId, HostSnapshot, HostStats, Hosts};
+use crate::state::{HostId, HostPlace, HostSnapshot, HostStats, Hosts};
 
 /// From this many hosts, a host added to a group whose scheduler has tables
 /// (hash, leastc, weighted ones) does not wait for the group's new tables
@@ -228,7 +228,8 @@ impl Controller {
                             );
                         }
                         let (name, stats) = (known.name.clone(), known.stats.clone());
-                        Self::member(group, host, known.id, name, address.into_owned(), stats)
+                        let place = (service, group, host);
+                        Self::member(place, known.id, name, address.into_owned(), stats)
                     }
                     None => {
                         let ids = (&mut state.next_host_id, &state.names);
@@ -348,8 +349,7 @@ impl Controller {
         let names = (service.name.as_str(), group.name.as_str(), &*name);
         set_address(names, address, &stats, known, &self.data.events);
         Self::member(
-            group,
-            host,
+            (service, group, host),
             HostId(*next_host_id),
             name,
             address.clone(),
@@ -360,8 +360,7 @@ impl Controller {
     /// A host of `group` as the data path sees it: `host`'s settings at
     /// `address` (its own, or one its name resolves to).
     fn member(
-        group: &GroupConfig,
-        host: &HostConfig,
+        (service, group, host): (&ServiceConfig, &GroupConfig, &HostConfig),
         id: HostId,
         name: Arc<str>,
         address: HostAddress,
@@ -369,6 +368,11 @@ impl Controller {
     ) -> HostSnapshot {
         HostSnapshot {
             id,
+            place: Arc::new(HostPlace {
+                service: Arc::from(service.name.as_str()),
+                group: Arc::from(group.name.as_str()),
+                host: name.clone(),
+            }),
             name,
             address,
             weight: host.weight,

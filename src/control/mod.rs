@@ -442,16 +442,15 @@ impl Controller {
     ) -> bool {
         let snapshot = self.data.snapshots.load();
         let found = snapshot.service(&record.service).and_then(|s| {
-            let stats = s
+            let host = s
                 .groups
                 .iter()
                 .filter(|g| *g.name == *record.group)
                 .flat_map(|g| g.hosts.iter())
-                .find(|h| *h.name == *record.host)?
-                .stats
-                .clone();
+                .find(|h| *h.name == *record.host)?;
+            let (stats, place) = (host.stats.clone(), host.place.clone());
             let admission = crate::proxy::hold(record.client, &s.options, &s.limiter);
-            Some((stats, s.counters.clone(), admission))
+            Some((stats, place, s.counters.clone(), admission))
         });
         let listener = {
             let state = self.lock();
@@ -470,7 +469,7 @@ impl Controller {
                     })
                 })
         };
-        let (Some((stats, counters, admission)), Some(listener)) = (found, listener) else {
+        let (Some((stats, place, counters, admission)), Some(listener)) = (found, listener) else {
             tracing::info!(
                 id = record.id,
                 service = record.service,
@@ -481,6 +480,7 @@ impl Controller {
         };
         let landing = crate::proxy::moved::Landing {
             stats,
+            place,
             counters,
             admission,
             listener,

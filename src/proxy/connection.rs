@@ -22,8 +22,8 @@ use super::{DataPlane, ListenerSettings, ListenerTask};
 use crate::config::{AllBad, ServiceOptions};
 use crate::snapshot::Snapshot;
 use crate::state::{
-    Admission, CloseRequest, ConnectionEntry, ConnectionGuard, HostId, HostStats, Inspection,
-    Limiter, Registered, ServiceCounters, clock_ms,
+    Admission, CloseRequest, ConnectionEntry, ConnectionGuard, HostId, HostPlace, HostStats,
+    Inspection, Limiter, Registered, ServiceCounters, clock_ms,
 };
 use crate::tls::origin::OriginResult;
 
@@ -87,8 +87,8 @@ pub struct ConnectionRecord {
 /// What a connection keeps of the snapshot once it has picked: only its host.
 struct Target {
     id: HostId,
-    group: Arc<str>,
-    host: Arc<str>,
+    /// Its service, group and name.
+    place: Arc<HostPlace>,
     stats: Arc<HostStats>,
     connect_timeout: Duration,
     proxy_protocol: Option<ProxyVersion>,
@@ -483,7 +483,8 @@ async fn establish(
         let (host, host_addr) = match connected {
             Ok(connected) => connected,
             Err(reason) => {
-                let place = (&service_name, &target.group, &target.host);
+                let place = &target.place;
+                let place = (&place.service, &place.group, &place.host);
                 passive::host_failed(&data, place, &target.stats, target.fail_limit, &reason);
                 tried.push(target.id);
                 continue;
@@ -501,9 +502,7 @@ async fn establish(
         };
         let registered = data.registry.register(ConnectionEntry::new(
             data.registry.next_id(),
-            service_name.clone(),
-            target.group,
-            target.host,
+            target.place,
             target.stats,
             client_addr,
             local,
@@ -597,21 +596,17 @@ async fn relay(mut established: Box<Established>, listener: Arc<ListenerTask>) {
         && entry.bytes_out.load(Relaxed) == 0
         && host.socket().peer_addr().is_err()
     {
-        let place = (&entry.service, &entry.group, &entry.host);
+        let place = (&entry.place.service, &entry.place.group, &entry.place.host);
         passive::host_reset(&listener.data, place, session.guard.stats());
     }
     if let Some(log) = &listener.data.access_log {
         // try_send: a full channel drops the record rather than wait.
         let _ = log.try_send(ConnectionRecord {
-            start: entry
-                .since
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
+            start: entry.since_secs(),
             client: entry.client,
             listener: entry.listener,
-            service: entry.service.to_string(),
-            host: entry.host.to_string(),
+            service: entry.place.service.to_string(),
+            host: entry.place.host.to_string(),
             host_addr: entry.host_addr,
             connect_seconds: session.connect_time().as_secs_f64(),
             duration_seconds: session.started.elapsed().as_secs_f64(),
@@ -670,7 +665,7 @@ async fn copy(established: &Established, early: Vec<u8>) -> Outcome {
                 Ok(copied) if copied.first_to_close == Side::Host => CloseReason::HostClosed,
                 Ok(_) => CloseReason::ClientClosed,
                 Err(error) => {
-                    tracing::debug!(service = %entry.service, host = %entry.host, client = %entry.client, %error, "connection ended with an error");
+                    tracing::debug!(service = %entry.place.service, host = %entry.place.host, client = %entry.client, %error, "connection ended with an error");
                     CloseReason::Error
                 }
             }),
@@ -725,7 +720,7 @@ async fn copy_tls(established: &mut Established, early: Vec<u8>) -> CloseReason 
     if !early.is_empty()
         && let Err(error) = host.write_all(&early).await
     {
-        tracing::debug!(service = %entry.service, host = %entry.host, client = %entry.client, %error, "connection ended with an error");
+        tracing::debug!(service = %entry.place.service, host = %entry.place.host, client = %entry.client, %error, "connection ended with an error");
         return CloseReason::Error;
     }
     drop(early); // not held for the connection's life
@@ -753,7 +748,7 @@ async fn copy_tls(established: &mut Established, early: Vec<u8>) -> CloseReason 
                 Ok(Side::Host) => CloseReason::HostClosed,
                 Ok(Side::Client) => CloseReason::ClientClosed,
                 Err(error) => {
-                    tracing::debug!(service = %entry.service, host = %entry.host, client = %entry.client, %error, "connection ended with an error");
+                    tracing::debug!(service = %entry.place.service, host = %entry.place.host, client = %entry.client, %error, "connection ended with an error");
                     CloseReason::Error
                 }
             },
@@ -943,8 +938,7 @@ fn pick(
     host.stats.record_pick();
     Some(Target {
         id: host.id,
-        group: group.name.clone(),
-        host: host.name.clone(),
+        place: host.place.clone(),
         stats: host.stats.clone(),
         connect_timeout: service.connect_timeout,
         client_first: service.options.client_first,

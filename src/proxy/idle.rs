@@ -51,7 +51,7 @@ pub(crate) async fn sweep_idle(data: Arc<DataPlane>, stop: CancellationToken) {
             .collect();
         let now = clock_ms();
         data.registry.close_where(CloseRequest::Timeout, |c| {
-            let Some(&(idle, fin)) = limits.get(&*c.service) else {
+            let Some(&(idle, fin)) = limits.get(&*c.place.service) else {
                 return false;
             };
             let limit = if c.half_closed.load(Relaxed) {

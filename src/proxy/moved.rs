@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::ListenerTask;
 use crate::config::ClientProtocol;
 use crate::state::{
-    ConnectionEntry, ConnectionGuard, HostStats, Inspection, ServiceCounters, clock_ms,
-    from_unix_nanos, unix_nanos,
+    ConnectionEntry, ConnectionGuard, HostPlace, HostStats, Inspection, ServiceCounters, clock_ms,
+    from_unix_nanos,
 };
 
 /// What a moved connection keeps: its identity, history and what its client
@@ -97,14 +97,14 @@ pub(crate) fn take_parked() -> Vec<Outgoing> {
             let entry = session.entry();
             let record = MovedConnection {
                 id: entry.id,
-                service: entry.service.to_string(),
-                group: entry.group.to_string(),
-                host: entry.host.to_string(),
+                service: entry.place.service.to_string(),
+                group: entry.place.group.to_string(),
+                host: entry.place.host.to_string(),
                 client: entry.client,
                 listener: entry.listener,
                 host_addr: entry.host_addr,
-                host_local: entry.host_local,
-                since_ns: unix_nanos(entry.since),
+                host_local: entry.host_local.as_deref().copied(),
+                since_ns: entry.since_ns,
                 bytes_in: entry.bytes_in.load(Relaxed),
                 bytes_out: entry.bytes_out.load(Relaxed),
                 age_us: session.started().elapsed().as_micros() as u64,
@@ -128,6 +128,7 @@ pub(crate) fn take_parked() -> Vec<Outgoing> {
 /// now on.
 pub(crate) struct Landing {
     pub stats: Arc<HostStats>,
+    pub place: Arc<HostPlace>,
     pub counters: Arc<ServiceCounters>,
     pub admission: crate::state::Admission,
     pub listener: Arc<ListenerTask>,
@@ -145,6 +146,7 @@ pub(crate) fn adopt(
 ) {
     let Landing {
         stats,
+        place,
         counters,
         admission,
         listener,
@@ -165,9 +167,7 @@ pub(crate) fn adopt(
     });
     let entry = ConnectionEntry::new(
         record.id,
-        Arc::from(record.service.as_str()),
-        Arc::from(record.group.as_str()),
-        Arc::from(record.host.as_str()),
+        place,
         stats.clone(),
         record.client,
         record.listener,

@@ -31,7 +31,7 @@ pub(crate) use wrr::SmoothWeighted;
 
 // What a scheduler sees of a host, and what a test of one needs to build hosts
 // and hold connections open on them.
-pub use crate::state::{ConnectionGuard, HostId, HostSnapshot, HostStats, Hosts};
+pub use crate::state::{ConnectionGuard, HostId, HostPlace, HostSnapshot, HostStats, Hosts};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -172,18 +172,22 @@ pub(crate) mod testing {
         weights
             .iter()
             .enumerate()
-            .map(|(i, &weight)| HostSnapshot {
-                id: HostId(i as u64),
-                name: Arc::from(format!("h{i}")),
-                address: HostAddress {
-                    host: "127.0.0.1".into(),
-                    port: 1000 + i as u16,
-                },
-                weight,
-                maxconn: 0,
-                proxy_protocol: None,
-                tls: None,
-                stats: HostStats::new(),
+            .map(|(i, &weight)| {
+                let name: Arc<str> = Arc::from(format!("h{i}"));
+                HostSnapshot {
+                    id: HostId(i as u64),
+                    place: crate::state::HostPlace::new("s", "g", &name),
+                    name,
+                    address: HostAddress {
+                        host: "127.0.0.1".into(),
+                        port: 1000 + i as u16,
+                    },
+                    weight,
+                    maxconn: 0,
+                    proxy_protocol: None,
+                    tls: None,
+                    stats: HostStats::new(),
+                }
             })
             .collect()
     }

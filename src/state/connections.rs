@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::HostStats;
+use super::{HostPlace, HostStats};
 use crate::config::ClientProtocol;
 
 /// One open client connection. Created when the host connection is up, removed
@@ -22,12 +22,9 @@ use crate::config::ClientProtocol;
 pub struct ConnectionEntry {
     /// Unique id for this process's lifetime.
     pub id: u64,
-    /// Service name.
-    pub service: Arc<str>,
-    /// Group the host was picked from.
-    pub group: Arc<str>,
-    /// Host name.
-    pub host: Arc<str>,
+    /// Its service, group (the one the host was picked from) and host: the
+    /// host's, shared.
+    pub place: Arc<HostPlace>,
     /// The host's counters (identity for drains and filters).
     pub host_stats: Arc<HostStats>,
     /// The client's address.
@@ -37,10 +34,12 @@ pub struct ConnectionEntry {
     /// The host address connected to.
     pub host_addr: SocketAddr,
     /// txlb's own address on the host connection: what the host sees as its peer.
-    /// Known only when a control socket may ask for it.
-    pub host_local: Option<SocketAddr>,
-    /// When the client connection was accepted.
-    pub since: SystemTime,
+    /// Known only when a control socket may ask for it (boxed: most
+    /// balancers have none, and an entry's size decides its allocator class).
+    pub host_local: Option<Box<SocketAddr>>,
+    /// When the client connection was accepted, in nanoseconds since the Unix
+    /// epoch ([`super::unix_nanos`]).
+    pub since_ns: u64,
     /// What the client's first bytes told, on a listener with routes.
     pub inspection: Option<Box<Inspection>>,
     /// Bytes from client to host so far.
@@ -173,9 +172,7 @@ impl ConnectionEntry {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u64,
-        service: Arc<str>,
-        group: Arc<str>,
-        host: Arc<str>,
+        place: Arc<HostPlace>,
         host_stats: Arc<HostStats>,
         client: SocketAddr,
         listener: SocketAddr,
@@ -186,15 +183,13 @@ impl ConnectionEntry {
     ) -> Self {
         ConnectionEntry {
             id,
-            service,
-            group,
-            host,
+            place,
             host_stats,
             client,
             listener,
             host_addr,
-            host_local,
-            since,
+            host_local: host_local.map(Box::new),
+            since_ns: super::unix_nanos(since),
             inspection,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
@@ -302,23 +297,24 @@ impl ConnectionEntry {
         }
     }
 
+    /// When the client connection was accepted, in seconds since the Unix epoch.
+    pub fn since_secs(&self) -> f64 {
+        self.since_ns as f64 / 1e9
+    }
+
     /// A copy for display.
     pub fn info(&self) -> ConnectionInfo {
         let idle_ms = super::clock_ms().saturating_sub(self.last_activity.load(Relaxed));
         ConnectionInfo {
             id: self.id,
             transport: Transport::Tcp,
-            service: self.service.to_string(),
-            group: self.group.to_string(),
-            host: self.host.to_string(),
+            service: self.place.service.to_string(),
+            group: self.place.group.to_string(),
+            host: self.place.host.to_string(),
             client: self.client,
             listener: self.listener,
             host_addr: self.host_addr,
-            since: self
-                .since
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
+            since: self.since_secs(),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             idle_seconds: Some(idle_ms as f64 / 1000.0),
@@ -584,8 +580,8 @@ impl ConnectionRegistry {
                 dashmap::Entry::Occupied(_) => entry.id = self.next_id(),
             }
         };
-        if let Some(local) = entry.host_local {
-            self.by_host_local.insert(local, entry.clone());
+        if let Some(local) = entry.host_local.as_deref() {
+            self.by_host_local.insert(*local, entry.clone());
         }
         Registered {
             registry: self.clone(),
@@ -726,7 +722,7 @@ impl ConnectionRegistry {
                     client: info.client,
                     listener: info.listener,
                     host_addr: info.host_addr,
-                    host_local: e.value().host_local,
+                    host_local: e.value().host_local.as_deref().copied(),
                     since: info.since,
                     bytes_in: info.bytes_in,
                     bytes_out: info.bytes_out,
@@ -895,11 +891,14 @@ mod tests {
 
     /// An entry for connection `id` of service `web`, host `a`.
     fn test_entry(id: u64) -> ConnectionEntry {
+        let place = HostPlace {
+            service: Arc::from("web"),
+            group: Arc::from("g"),
+            host: Arc::from("a"),
+        };
         ConnectionEntry::new(
             id,
-            Arc::from("web"),
-            Arc::from("g"),
-            Arc::from("a"),
+            Arc::new(place),
             Arc::new(HostStats::default()),
             "192.0.2.1:4000".parse().unwrap(),
             "127.0.0.1:80".parse().unwrap(),

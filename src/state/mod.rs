@@ -240,6 +240,32 @@ pub struct HostSnapshot {
     pub tls: Option<rustls::pki_types::ServerName<'static>>,
     /// Counters and health, shared with every snapshot that has this host.
     pub stats: Arc<HostStats>,
+    /// Its service, group and name, as its connections are listed: one
+    /// allocation per host per snapshot, shared by every connection to it.
+    pub place: Arc<HostPlace>,
+}
+
+/// Where a host sits: the names its connections are listed, filtered and
+/// logged under.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HostPlace {
+    /// Service name.
+    pub service: Arc<str>,
+    /// Group name.
+    pub group: Arc<str>,
+    /// Host name within its group.
+    pub host: Arc<str>,
+}
+
+impl HostPlace {
+    /// The place of host `host` of group `group` of service `service`.
+    pub fn new(service: &str, group: &str, host: &str) -> Arc<Self> {
+        Arc::new(HostPlace {
+            service: Arc::from(service),
+            group: Arc::from(group),
+            host: Arc::from(host),
+        })
+    }
 }
 
 impl HostSnapshot {

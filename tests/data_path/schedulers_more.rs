@@ -13,7 +13,9 @@ use tokio::net::{TcpSocket, TcpStream};
 use txlb::Command;
 use txlb::config::Config;
 use txlb::config::HostAddress;
-use txlb::scheduler::{Candidates, HostId, HostSnapshot, HostStats, Hosts, SchedulerKind, build};
+use txlb::scheduler::{
+    Candidates, HostId, HostPlace, HostSnapshot, HostStats, Hosts, SchedulerKind, build,
+};
 use txlb::{Balancer, BalancerHandle};
 
 /// Backends `b0`, `b1`, … with these weights, behind a balancer whose group `g`
@@ -220,6 +222,7 @@ async fn hash_keeps_each_client_address_on_one_host() {
         .map(|(i, b)| HostSnapshot {
             id: HostId(100 + i as u64),
             name: format!("other-{i}").into(),
+            place: HostPlace::new("s", "g", &format!("other-{i}")),
             address: HostAddress {
                 host: b.ip().to_string(),
                 port: b.port(),

@@ -7,6 +7,7 @@
 //! and `systemd` (notifications, watchdog, socket activation).
 
 mod admin_plane;
+mod alloc;
 mod cli;
 mod serve;
 mod systemd;
@@ -15,16 +16,16 @@ mod upgrade;
 /// mimalloc keeps each size of allocation in its own pages, so the pages of
 /// the tasks that parked connections left (see `txlb::proxy` parking) empty
 /// out whole and go back to the kernel; glibc's heap keeps them, pinned by
-/// the few live objects between them. Wrapped to meter SSH `script` threads
+/// the few live objects between them. Asked by size alone (`alloc`), so
+/// that each object gets its own size's class. Wrapped to meter SSH `script` threads
 /// (others pay one thread-local read per allocation).
 #[cfg(feature = "ssh")]
 #[global_allocator]
-static GLOBAL: txlb::ssh::MeteredAlloc<mimalloc::MiMalloc> =
-    txlb::ssh::MeteredAlloc(mimalloc::MiMalloc);
+static GLOBAL: txlb::ssh::MeteredAlloc<alloc::Mimalloc> = txlb::ssh::MeteredAlloc(alloc::Mimalloc);
 /// mimalloc, unwrapped without the SSH console's scripts to meter.
 #[cfg(not(feature = "ssh"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Mimalloc = alloc::Mimalloc;
 
 /// Hands pages back as soon as they empty (mimalloc waits 10 ms, and an idle
 /// worker never comes back to finish), in 4 KiB pages: with transparent huge

@@ -194,7 +194,7 @@ async fn parked_connections_close_on_request_on_timeout_and_at_shutdown() {
 }
 
 #[test]
-fn a_parked_connection_costs_under_a_kilobyte_of_resident_memory() {
+fn a_parked_connection_costs_under_512_bytes_of_resident_memory() {
     let _heavy = common::heavy_blocking();
     const CLIENTS: usize = 5000;
     common::binary::raise_nofile();
@@ -243,8 +243,11 @@ fn a_parked_connection_costs_under_a_kilobyte_of_resident_memory() {
     eprintln!(
         "{CLIENTS} parked connections: {per_connection} B of RSS each (baseline {baseline} KiB)"
     );
+    // 410-440 B here (the registry entry in its own 224-byte class, the
+    // 88-byte slot, the registry's table); 530 B and more when the entry
+    // shared a class with blocks connections free as they park.
     assert!(
-        per_connection <= 1024,
+        per_connection <= 512,
         "{per_connection} B per parked connection"
     );
     drop(clients);

@@ -484,7 +484,6 @@ async fn establish(
             Ok(connected) => connected,
             Err(reason) => {
                 let place = &target.place;
-                let place = (&place.service, &place.group, &place.host);
                 passive::host_failed(&data, place, &target.stats, target.fail_limit, &reason);
                 tried.push(target.id);
                 continue;
@@ -596,8 +595,7 @@ async fn relay(mut established: Box<Established>, listener: Arc<ListenerTask>) {
         && entry.bytes_out.load(Relaxed) == 0
         && host.socket().peer_addr().is_err()
     {
-        let place = (&entry.place.service, &entry.place.group, &entry.place.host);
-        passive::host_reset(&listener.data, place, session.guard.stats());
+        passive::host_reset(&listener.data, &entry.place, session.guard.stats());
     }
     if let Some(log) = &listener.data.access_log {
         // try_send: a full channel drops the record rather than wait.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::DataPlane;
 use crate::config::MAX_EJECT_TIME;
 use crate::events::Event;
-use crate::state::{HostStats, clock_nanos};
+use crate::state::{HostPlace, HostStats, clock_nanos};
 
 /// The host at `place` (service, group, host names) failed a client, for
 /// `reason`. In a group with `failLimit` (`fail_limit` > 0), one more failure
@@ -21,12 +21,16 @@ use crate::state::{HostStats, clock_nanos};
 /// (txLoadBalancer's rule, until a manager sees it answer).
 pub(super) fn host_failed(
     data: &DataPlane,
-    place: (&Arc<str>, &Arc<str>, &Arc<str>),
+    place: &HostPlace,
     stats: &Arc<HostStats>,
     fail_limit: u32,
     reason: &str,
 ) {
-    let (service, group, host) = place;
+    let HostPlace {
+        service,
+        group,
+        host,
+    } = place;
     if fail_limit == 0 {
         if stats.record_failure(reason) {
             data.events.host_bad(service, group, host, reason);
@@ -83,16 +87,12 @@ pub(super) fn host_failed(
 /// socket is no longer connected (the host reset it, not the client): a
 /// failure of the host under its group's `failLimit`. Without one, nothing
 /// (such a host was never marked bad for it).
-pub(super) fn host_reset(
-    data: &DataPlane,
-    place: (&Arc<str>, &Arc<str>, &Arc<str>),
-    stats: &Arc<HostStats>,
-) {
+pub(super) fn host_reset(data: &DataPlane, place: &HostPlace, stats: &Arc<HostStats>) {
     let fail_limit = {
         let snapshot = data.snapshots.load();
         snapshot
-            .service(place.0)
-            .and_then(|s| s.groups.iter().find(|g| g.name == *place.1))
+            .service(&place.service)
+            .and_then(|s| s.groups.iter().find(|g| g.name == place.group))
             .map_or(0, |g| g.options.fail_limit)
     };
     if fail_limit > 0 {

@@ -52,8 +52,8 @@ use super::udp_table::{Client, Key, Table};
 use super::{DataPlane, ListenerSettings, passive, proxy_protocol};
 use crate::snapshot::{ServiceSnapshot, Snapshot};
 use crate::state::{
-    Ask, ConnectionGuard, ConnectionInfo, HostId, HostStats, Keeping, MAX_LISTED_SESSIONS,
-    ServiceCounters, SessionFilter, Transport, clock_ms, unix_nanos,
+    Ask, ConnectionGuard, ConnectionInfo, HostId, HostPlace, HostStats, Keeping,
+    MAX_LISTED_SESSIONS, ServiceCounters, SessionFilter, Transport, clock_ms, unix_nanos,
 };
 
 /// The largest datagram passed on (a UDP payload's bound; an IPv4 one is at
@@ -194,12 +194,11 @@ impl UdpListenerTask {
 /// Where a session's host is and what its service asks of it, shared by the
 /// sessions of one host and service.
 struct Place {
-    /// The service it belongs to (the listener's, or a route's), and its
-    /// counters.
-    service: Arc<str>,
+    /// Its service (the listener's, or a route's), group and host: the
+    /// host's, shared.
+    names: Arc<HostPlace>,
+    /// The service's counters.
     counters: Arc<ServiceCounters>,
-    group: Arc<str>,
-    host: Arc<str>,
     stats: Arc<HostStats>,
     addr: SocketAddr,
     /// The host's group's `failLimit`.
@@ -219,9 +218,7 @@ impl Place {
     fn same(&self, other: &Place) -> bool {
         Arc::ptr_eq(&self.counters, &other.counters)
             && Arc::ptr_eq(&self.stats, &other.stats)
-            && self.service == other.service
-            && self.group == other.group
-            && self.host == other.host
+            && self.names == other.names
             && self.addr == other.addr
             && self.fail_limit == other.fail_limit
             && self.responses == other.responses
@@ -576,7 +573,7 @@ impl Relay {
         };
         let opening = Opening {
             client,
-            target: Some(earlier.place.service.clone()),
+            target: Some(earlier.place.names.service.clone()),
             host: Some(earlier.place.stats.clone()),
         };
         let earlier = (earlier.client, owner);
@@ -660,10 +657,8 @@ impl Relay {
             }
         };
         let place = self.place(Place {
-            service: service.name.clone(),
+            names: picked.names,
             counters: service.counters.clone(),
-            group: picked.group,
-            host: picked.host,
             stats: picked.stats,
             addr: picked.addr,
             fail_limit: picked.fail_limit,
@@ -711,7 +706,7 @@ impl Relay {
         let key = (
             Arc::as_ptr(&fresh.stats) as usize,
             fresh.addr,
-            fresh.service.clone(),
+            fresh.names.service.clone(),
         );
         match self.places.get(&key) {
             Some(place) if place.same(&fresh) => place.clone(),
@@ -816,7 +811,7 @@ impl Relay {
         let reason = format!("udp: {error}");
         passive::host_failed(
             &self.task.data,
-            (&place.service, &place.group, &place.host),
+            &place.names,
             &place.stats,
             place.fail_limit,
             &reason,
@@ -828,7 +823,7 @@ impl Relay {
     fn end(&mut self, key: Key, ended: CloseReason) -> Option<Arc<str>> {
         let session = self.close(key)?;
         self.log(&session, ended);
-        Some(session.place.service.clone())
+        Some(session.place.names.service.clone())
     }
 
     /// Takes the session under `key` out of the table and its counts.
@@ -861,11 +856,11 @@ impl Relay {
                 .checked_sub(age)
                 .unwrap_or(SystemTime::UNIX_EPOCH);
             let record = MovedSession {
-                service: s.place.service.to_string(),
+                service: s.place.names.service.to_string(),
                 listener: self.local,
                 client: s.client,
-                group: s.place.group.to_string(),
-                host: s.place.host.to_string(),
+                group: s.place.names.group.to_string(),
+                host: s.place.names.host.to_string(),
                 host_addr: s.place.addr,
                 since_ns: unix_nanos(since),
                 age_us: age.as_micros() as u64,
@@ -916,10 +911,8 @@ impl Relay {
             return;
         }
         let place = self.place(Place {
-            service: service.name.clone(),
+            names: host.place.clone(),
             counters: service.counters.clone(),
-            group: group.name.clone(),
-            host: host.name.clone(),
             stats: host.stats.clone(),
             addr: record.host_addr,
             fail_limit: group.options.fail_limit,
@@ -1071,7 +1064,7 @@ impl Relay {
         let wall = SystemTime::now();
         self.sessions
             .iter()
-            .filter(|s| filter.wants(&s.place.service, &s.place.host))
+            .filter(|s| filter.wants(&s.place.names.service, &s.place.names.host))
             .take(MAX_LISTED_SESSIONS)
             .map(|s| self.info(s, now, wall))
             .collect()
@@ -1086,9 +1079,9 @@ impl Relay {
             ConnectionInfo {
                 id: s.id,
                 transport: Transport::Udp,
-                service: s.place.service.to_string(),
-                group: s.place.group.to_string(),
-                host: s.place.host.to_string(),
+                service: s.place.names.service.to_string(),
+                group: s.place.names.group.to_string(),
+                host: s.place.names.host.to_string(),
                 client: s.client,
                 listener: self.local,
                 host_addr: s.place.addr,
@@ -1124,8 +1117,8 @@ impl Relay {
                 .unwrap_or(0.0),
             client: session.client,
             listener: self.local,
-            service: session.place.service.to_string(),
-            host: session.place.host.to_string(),
+            service: session.place.names.service.to_string(),
+            host: session.place.names.host.to_string(),
             host_addr: session.place.addr,
             connect_seconds: 0.0,
             duration_seconds: lasted.as_secs_f64(),
@@ -1323,8 +1316,7 @@ enum Unopened {
 /// The host a new session goes to.
 struct Picked {
     stats: Arc<HostStats>,
-    group: Arc<str>,
-    host: Arc<str>,
+    names: Arc<HostPlace>,
     fail_limit: u32,
     addr: SocketAddr,
     proxy_protocol: Option<crate::config::ProxyVersion>,
@@ -1367,8 +1359,7 @@ fn open(
         })?;
         let picked = Picked {
             stats: host.stats.clone(),
-            group: group.name.clone(),
-            host: host.name.clone(),
+            names: host.place.clone(),
             fail_limit: group.options.fail_limit,
             addr,
             proxy_protocol: host.proxy_protocol,

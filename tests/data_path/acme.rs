@@ -106,11 +106,30 @@ impl Pebble {
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0");
         let addr = SocketAddr::from(([127, 0, 0, 1], self.listen));
-        self.server = Some(Server::start(
-            command,
-            addr,
-            &self.dir.path().join("pebble.log"),
-        ));
+        let mut server = Server::start(command, addr, &self.dir.path().join("pebble.log"));
+        // Pebble binds its management port beside the directory's and
+        // exits if it cannot: up only once both answer and it still runs
+        // (a CI run once saw every order refused with nothing said why).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let up =
+                std::net::TcpStream::connect_timeout(&self.management, Duration::from_millis(200))
+                    .is_ok();
+            std::thread::sleep(Duration::from_millis(50));
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("pebble ended ({status}):\n{}", server.log_text());
+            }
+            if up {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pebble does not listen on {}:\n{}",
+                self.management,
+                server.log_text()
+            );
+        }
+        self.server = Some(server);
     }
 
     /// Stops pebble.
@@ -159,6 +178,15 @@ impl Pebble {
             .lines()
             .filter(|l| l.contains("POST /order-plz"))
             .count()
+    }
+}
+
+/// A test that fails with pebble running shows pebble's side too.
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("pebble's log:\n{}", self.log());
+        }
     }
 }
 

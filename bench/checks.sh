@@ -3,21 +3,23 @@
 # checker can cost ("floor": tcpbench probe, one C thread with epoll doing the same
 # connects). See BENCHMARKS.md, "Health checks".
 #
-#   bench/checks.sh [--hosts N] [--secs S] [--repeats R] [--types tcp,http] [--build]
+#   bench/checks.sh [--hosts N] [--secs S] [--repeats R] [--types tcp,http,httpka] [--build]
 #
 # N hosts (default 1000) on N ports of one hold server, each checked once a second.
+# Types: tcp (a connect), http (a new connection per probe: txlb's reuse="false"),
+# httpka (one connection kept per host: txlb's default, the floor's keep-alive mode).
 # Each variant runs pinned to CPU 0, the hold server on CPU 1, in turn, R times
 # (default 3). Per run: the process's CPU (user + system, /proc/PID/stat, exited
 # threads included) and CPU 0's busy time (/proc/stat, softirq included) over S
-# seconds (default 20) after a warm-up, the probes (connections opened) and the
-# TCP segments per probe (both ends).
+# seconds (default 20) after a warm-up, the probes (tcp: connections opened; http:
+# requests the hold server answered) and the TCP segments per probe (both ends).
 # Environment: TXLB_BIN (default ${CARGO_TARGET_DIR:-target}/release/txlb); with
 # TXLB_BIN_B, a second txlb build runs beside it as variant "txlb-b" (A/B).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
-HOSTS=1000 SECS=20 REPEATS=3 TYPES=tcp,http BUILD=0 WARM=4
+HOSTS=1000 SECS=20 REPEATS=3 TYPES=tcp,http,httpka BUILD=0 WARM=4
 while [ $# -gt 0 ]; do
     case "$1" in
         --hosts) HOSTS=${2:?}; shift ;;
@@ -25,7 +27,7 @@ while [ $# -gt 0 ]; do
         --repeats) REPEATS=${2:?}; shift ;;
         --types) TYPES=${2:?}; shift ;;
         --build) BUILD=1 ;;
-        -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "checks.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -72,6 +74,16 @@ cpu0_busy() { awk '$1 == "cpu0" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 # the hold server's accept: it resets the connection before its handshake ends).
 segments() { awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ {print $12}' /proc/net/snmp; }
 opened() { awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp; }
+# Requests the hold server has answered (it says on SIGUSR1).
+answered() {
+    local before
+    before=$(wc -l <"$WORK/hold.log")
+    kill -USR1 "$HOLD"
+    for _ in $(seq 1 200); do [ "$(wc -l <"$WORK/hold.log")" -gt "$before" ] && break; sleep 0.01; done
+    tail -n 1 "$WORK/hold.log" | awk '$3 == "requests" {print $4}'
+}
+# Probes so far: connections opened (tcp), requests answered (http, httpka).
+probes() { if [ "$1" = tcp ]; then opened; else answered; fi; }
 TICK=$(getconf CLK_TCK)
 
 write_conf() {  # write_conf TYPE: txlb's configuration, N hosts checked every second
@@ -81,6 +93,8 @@ write_conf() {  # write_conf TYPE: txlb's configuration, N hosts checked every s
         echo "  <service name=\"s\"><listen ip=\"127.0.0.1:$LISTEN_PORT\"/>"
         echo "    <group name=\"g\" scheduler=\"roundr\" enable=\"true\">"
         if [ "$1" = http ]; then
+            echo '      <check type="http" path="/healthz" reuse="false" interval="1" timeout="1"/>'
+        elif [ "$1" = httpka ]; then
             echo '      <check type="http" path="/healthz" interval="1" timeout="1"/>'
         else
             echo '      <check type="tcp" interval="1" timeout="1"/>'
@@ -111,9 +125,9 @@ measure() {
     PIDS+=("$pid")
     sleep "$WARM"
     kill -0 "$pid" 2>/dev/null || die "$v exited early: $(cat "$WORK/$v.log")"
-    a0=$(opened) p0=$(proc_ticks "$pid") c0=$(cpu0_busy) s0=$(segments)
+    a0=$(probes "$type") p0=$(proc_ticks "$pid") c0=$(cpu0_busy) s0=$(segments)
     sleep "$SECS"
-    a1=$(opened) p1=$(proc_ticks "$pid") c1=$(cpu0_busy) s1=$(segments)
+    a1=$(probes "$type") p1=$(proc_ticks "$pid") c1=$(cpu0_busy) s1=$(segments)
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     awk -v v="$v" -v t="$type" -v p=$((p1 - p0)) -v c=$((c1 - c0)) -v a=$((a1 - a0)) \

@@ -8,7 +8,7 @@
  *                                       HTTP request with a tiny response (keep-alive, or close
  *                                       after it when the request says "Connection: close")
  *   tcpbench holdmany N                 hold on N ephemeral ports of 127.0.0.1; prints them first
- *   tcpbench probe PORTS INTERVAL SECS tcp|http
+ *   tcpbench probe PORTS INTERVAL SECS tcp|http|httpka
  *                                       the health checker's floor (bench/checks.sh): probe every
  *                                       port of the comma-separated list once per INTERVAL, spread
  *                                       evenly, 1 s timeout; print JSON with this process's CPU
@@ -193,8 +193,9 @@ static const char RESP_CLOSE[] = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnec
 /* Listening sockets carry this bit in their epoll data, connections do not. */
 #define HOLD_LISTENER (1ULL << 32)
 
-/* Connections accepted so far, printed to stderr on SIGUSR1 (bench/checks.sh counts probes). */
-static long hold_accepted;
+/* Connections accepted and requests answered so far, printed to stderr on SIGUSR1
+ * (bench/checks.sh counts probes). */
+static long hold_accepted, hold_requests;
 static volatile sig_atomic_t hold_report;
 static void on_usr1(int sig) { (void)sig; hold_report = 1; }
 
@@ -214,7 +215,7 @@ __attribute__((noreturn)) static void serve_hold(const int *lfds, int n) {
         int got = epoll_wait(ep, evs, 256, -1);
         if (hold_report) {
             hold_report = 0;
-            fprintf(stderr, "accepted %ld\n", hold_accepted);
+            fprintf(stderr, "accepted %ld requests %ld\n", hold_accepted, hold_requests);
         }
         for (int i = 0; i < got; i++) {
             int fd = (int)(uint32_t)evs[i].data.u64;
@@ -241,6 +242,7 @@ __attribute__((noreturn)) static void serve_hold(const int *lfds, int n) {
                 const char *resp = close_after ? RESP_CLOSE : RESP_KA;
                 size_t len = close_after ? sizeof RESP_CLOSE - 1 : sizeof RESP_KA - 1;
                 if (send(fd, resp, len, MSG_NOSIGNAL) < 0) break;
+                hold_requests++;
             }
             if (close_after) close(fd);
         }
@@ -275,26 +277,33 @@ static int cmd_holdmany(int n) {
 struct probe_target {
     struct sockaddr_in sa;
     double due, deadline;
-    int fd; /* -1 while idle */
+    int fd;   /* -1: no connection */
+    int busy; /* a probe in flight (else fd, if open, is kept for the next: httpka) */
     int sent;
 };
 
-static void probe_end(int ep, struct probe_target *t, int ok, long *oks, long *fails) {
+static void probe_close(int ep, struct probe_target *t) {
     epoll_ctl(ep, EPOLL_CTL_DEL, t->fd, NULL);
     close(t->fd);
     t->fd = -1;
+    t->busy = 0;
     t->sent = 0;
+}
+
+static void probe_end(int ep, struct probe_target *t, int ok, long *oks, long *fails) {
+    probe_close(ep, t);
     if (ok) (*oks)++; else (*fails)++;
 }
 
 /* Every INTERVAL s, connect to each of the ports in PORTS (comma-separated, 127.0.0.1),
  * spread evenly over the interval, with a 1 s timeout. tcp: close once connected.
- * http: send a GET, read the reply to its end, want "HTTP/1.1 200". Prints JSON with
+ * http: send a GET, read the reply to its end, want "HTTP/1.1 200". httpka: the same
+ * over a connection kept from one probe to the next (HTTP/1.1 keep-alive). Prints JSON with
  * the probes done and this process's CPU time over SECS. */
 static int cmd_probe(const char *ports, double interval, double secs, const char *mode) {
-    int http = !strcmp(mode, "http");
+    int ka = !strcmp(mode, "httpka"), http = ka || !strcmp(mode, "http");
     if ((!http && strcmp(mode, "tcp")) || interval <= 0 || secs <= 0 || secs > 600) {
-        fprintf(stderr, "tcpbench: probe PORTS INTERVAL SECS tcp|http\n");
+        fprintf(stderr, "tcpbench: probe PORTS INTERVAL SECS tcp|http|httpka\n");
         return 2;
     }
     raise_nofile();
@@ -313,7 +322,10 @@ static int cmd_probe(const char *ports, double interval, double secs, const char
         c = strchr(c, ',');
         if (c) c++; else c = "";
     }
-    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    static const char req_close[] = "GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    static const char req_ka[] = "GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n";
+    const char *req = ka ? req_ka : req_close;
+    size_t req_len = ka ? sizeof req_ka - 1 : sizeof req_close - 1;
     int ep = epoll_create1(0);
     struct epoll_event evs[256];
     char buf[4096];
@@ -325,14 +337,20 @@ static int cmd_probe(const char *ports, double interval, double secs, const char
         if (t >= next_scan) { /* start what is due, time out what is late: ten times a second */
             for (int i = 0; i < n; i++) {
                 struct probe_target *p = &ts[i];
-                if (p->fd >= 0 && t > p->deadline) probe_end(ep, p, 0, &oks, &fails);
-                if (p->fd >= 0 || t < p->due) continue;
+                if (p->busy && t > p->deadline) probe_end(ep, p, 0, &oks, &fails);
+                if (p->busy || t < p->due) continue;
                 p->due += interval;
                 p->deadline = t + 1.0;
+                p->busy = 1;
+                if (p->fd >= 0) { /* kept: ask again */
+                    if (send(p->fd, req, req_len, MSG_NOSIGNAL) < 0) probe_end(ep, p, 0, &oks, &fails);
+                    else p->sent = 1;
+                    continue;
+                }
                 p->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-                if (p->fd < 0) { fails++; continue; }
+                if (p->fd < 0) { p->busy = 0; fails++; continue; }
                 if (connect(p->fd, (struct sockaddr *)&p->sa, sizeof p->sa) < 0 && errno != EINPROGRESS) {
-                    close(p->fd); p->fd = -1; fails++; continue;
+                    close(p->fd); p->fd = -1; p->busy = 0; fails++; continue;
                 }
                 struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)i};
                 epoll_ctl(ep, EPOLL_CTL_ADD, p->fd, &ev);
@@ -344,12 +362,17 @@ static int cmd_probe(const char *ports, double interval, double secs, const char
         for (int k = 0; k < got; k++) {
             struct probe_target *p = &ts[evs[k].data.u32];
             if (p->fd < 0) continue;
+            if (!p->busy) { /* a kept connection with something to read: the host closed it */
+                ssize_t r = recv(p->fd, buf, sizeof buf, 0);
+                if (!(r < 0 && errno == EAGAIN)) probe_close(ep, p);
+                continue;
+            }
             if (!p->sent) {
                 int err = 0;
                 socklen_t len = sizeof err;
                 getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len);
                 if (err || !http) { probe_end(ep, p, !err, &oks, &fails); continue; }
-                if (send(p->fd, req, sizeof req - 1, MSG_NOSIGNAL) < 0) { probe_end(ep, p, 0, &oks, &fails); continue; }
+                if (send(p->fd, req, req_len, MSG_NOSIGNAL) < 0) { probe_end(ep, p, 0, &oks, &fails); continue; }
                 p->sent = 1;
                 struct epoll_event ev = {.events = EPOLLIN, .data.u32 = evs[k].data.u32};
                 epoll_ctl(ep, EPOLL_CTL_MOD, p->fd, &ev);
@@ -357,7 +380,9 @@ static int cmd_probe(const char *ports, double interval, double secs, const char
             }
             ssize_t r = recv(p->fd, buf, sizeof buf, 0);
             if (r < 0 && errno == EAGAIN) continue;
-            probe_end(ep, p, r > 12 && !memcmp(buf, "HTTP/1.1 200", 12), &oks, &fails);
+            int ok = r > 12 && !memcmp(buf, "HTTP/1.1 200", 12);
+            if (ka && ok) { p->busy = 0; p->sent = 0; oks++; continue; } /* keep it */
+            probe_end(ep, p, ok, &oks, &fails);
         }
     }
     getrusage(RUSAGE_SELF, &r1);

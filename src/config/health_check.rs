@@ -39,8 +39,9 @@ pub enum CheckKind {
     Tcp,
     /// Write `send`, read until the reply contains `expect`.
     Send,
-    /// `GET path HTTP/1.0`; the status code must be in `status` (over TLS
-    /// with `tls="true"`).
+    /// `GET path`; the status code must be in `status` (over TLS with
+    /// `tls="true"`; the connection kept between probes unless
+    /// `reuse="false"`).
     Http,
     /// The TLS handshake completes (the certificate is not verified).
     Tls,
@@ -580,6 +581,7 @@ impl CheckConfig {
             ));
         }
         only("tls", self.tls, CheckKind::Http)?;
+        only("reuse", self.reuse != defaults.reuse, CheckKind::Http)?;
         only("role", self.role != RedisRole::Any, CheckKind::Redis)?;
         only("user", self.user != defaults.user, CheckKind::Postgres)?;
         only("path", self.path != defaults.path, CheckKind::Http)?;

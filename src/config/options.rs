@@ -889,6 +889,10 @@ options! {
         status: StatusList = StatusList::default(), "status", "status";
         /// `type="http"`: over TLS (HTTPS; the certificate is not verified).
         tls: bool = false, "tls", "tls";
+        /// `type="http"`: keep the connection open between probes (HTTP/1.1
+        /// keep-alive, as Envoy's checks do) while the host allows it; `false`:
+        /// a new connection per probe, closed once the status line is in.
+        reuse: bool = true, "reuse", "reuse";
         /// `type="redis"`: the replication role `INFO replication` must say
         /// (empty: any).
         role: RedisRole = RedisRole::default(), "role", "role";

@@ -2302,7 +2302,7 @@ fn protocol_checks_and_expect_regex_read_write_and_are_checked() {
     <group name="pg" enable="yes"><check type="postgres" user="app"/><host name="h" ip="h:1"/></group>
     <group name="r"><check type="redis" role="master"/><host name="h" ip="h:1"/></group>
     <group name="s"><check type="send" send="INFO\r\n" expectRegex="role:(master|slave)\r"/><host name="h" ip="h:1"/></group>
-    <group name="w"><check type="http" tls="true" path="/healthz"/><host name="h" ip="h:1"/></group>
+    <group name="w"><check type="http" tls="true" reuse="false" path="/healthz"/><host name="h" ip="h:1"/></group>
     <group name="m"><check type="mysql"/><host name="h" ip="h:1"/></group>
   </service>
 </config>"#;
@@ -2319,7 +2319,8 @@ fn protocol_checks_and_expect_regex_read_write_and_are_checked() {
             .expect_regex
             .is_match(b"# Replication\r\nrole:slave\r\n")
     );
-    assert!(check(3).tls);
+    assert!(check(3).tls && !check(3).reuse);
+    assert!(CheckConfig::of(CheckKind::Http).reuse, "kept by default");
     assert_eq!(check(4).kind, CheckKind::Mysql);
     let toml = r#"
 [[service]]
@@ -2340,7 +2341,7 @@ listen = ["*:5432"]
   hosts = [{ name = "h", ip = "h:1" }]
   [[service.group]]
   name = "w"
-  check = { type = "http", tls = true, path = "/healthz" }
+  check = { type = "http", tls = true, reuse = false, path = "/healthz" }
   hosts = [{ name = "h", ip = "h:1" }]
   [[service.group]]
   name = "m"
@@ -2359,6 +2360,7 @@ listen = ["*:5432"]
         Config::from_xml_str(&xml_again).unwrap().services,
         c.services
     );
+    assert!(xml_again.contains(r#"reuse="false""#), "{xml_again}");
     let toml_again = to_toml(&c);
     assert_eq!(
         Config::from_toml_str(&toml_again).unwrap().services,
@@ -2396,6 +2398,12 @@ listen = ["*:5432"]
         "type=\"tcp\" tls",
         "true",
         "tls is for type=\"http\"",
+    );
+    bad(
+        "type=\"http\" tls=\"true\" reuse",
+        "type=\"tcp\" reuse",
+        "false",
+        "reuse is for type=\"http\"",
     );
     bad(
         "role=\"master\"",

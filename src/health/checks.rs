@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use super::exchange::{CheckTls, exchange};
+use super::exchange::{CheckTls, Kept, exchange};
 use super::probe::address;
 use crate::config::{CheckConfig, HostAddress, MarkedDown};
 use crate::events::Events;
@@ -212,6 +212,7 @@ pub(crate) fn next_due(due: tokio::time::Instant, interval: Duration) -> tokio::
 /// at random, so a group's hosts are not probed at once), then every interval.
 async fn watch(target: Target, host: HostSnapshot, tell: Tell, stop: CancellationToken) {
     let check = &target.check;
+    let mut kept = Kept::default();
     let mut due = tokio::time::Instant::now() + check.interval.mul_f64(fastrand::f64());
     loop {
         tokio::select! {
@@ -224,7 +225,7 @@ async fn watch(target: Target, host: HostSnapshot, tell: Tell, stop: Cancellatio
         let deadline = tokio::time::Instant::from_std(started) + check.timeout;
         let result = tokio::select! {
             _ = stop.cancelled() => return,
-            r = tokio::time::timeout_at(deadline + GUARD, probe(&target, &host, deadline)) => r.unwrap_or_else(|_| {
+            r = tokio::time::timeout_at(deadline + GUARD, probe(&target, &host, deadline, &mut kept)) => r.unwrap_or_else(|_| {
                 Err(format!("timeout after {} s", check.timeout.as_secs_f64()))
             }),
         };
@@ -233,11 +234,13 @@ async fn watch(target: Target, host: HostSnapshot, tell: Tell, stop: Cancellatio
     }
 }
 
-/// One probe: the host's address (with the check's port), then the exchange.
+/// One probe: the host's address (with the check's port), then the exchange
+/// (over the connection the last one `kept`, if any).
 async fn probe(
     target: &Target,
     host: &HostSnapshot,
     deadline: tokio::time::Instant,
+    kept: &mut Kept,
 ) -> Result<(), String> {
     let addr = address(host).await?;
     let addr = SocketAddr::new(addr.ip(), target.port.unwrap_or(addr.port()));
@@ -247,6 +250,7 @@ async fn probe(
         addr,
         target.tls.as_ref(),
         deadline,
+        kept,
     )
     .await
 }

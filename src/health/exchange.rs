@@ -8,12 +8,14 @@
 //! the check's `timeout`.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsConnector;
@@ -27,6 +29,47 @@ pub const READ_LIMIT: usize = 4096;
 
 /// Most bytes of a reply a failure reason quotes.
 const QUOTED: usize = 64;
+
+/// Longest body of an `http` check's answer read through to keep the
+/// connection for the next probe (64 KiB); a longer one ends it.
+const MAX_KEPT_BODY: usize = 64 << 10;
+
+/// A byte stream a check talks over: TCP, or TLS over it.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
+/// The connection an `http` check keeps between one host's probes
+/// (`reuse`, the default): a probe then costs a request and its answer
+/// instead of a connection's handshake and teardown on both ends. At most
+/// one per host, dropped with the host's check task.
+#[derive(Default)]
+pub(crate) struct Kept(Option<(SocketAddr, Box<dyn Stream>)>);
+
+impl Kept {
+    /// The connection kept to `addr`, if it has nothing to read: a host that
+    /// closed it since (its keep-alive timeout), or sent bytes no request
+    /// asked for, gets a new one.
+    fn take(&mut self, addr: SocketAddr) -> Option<Box<dyn Stream>> {
+        let (to, mut stream) = self.0.take()?;
+        (to == addr && quiet(&mut stream)).then_some(stream)
+    }
+
+    /// Keeps `stream` (if any) for the next probe of `addr`.
+    fn keep(&mut self, addr: SocketAddr, stream: Option<Box<dyn Stream>>) {
+        self.0 = stream.map(|s| (addr, s));
+    }
+}
+
+/// Whether a read of `stream` would wait: no bytes, no end, no error. Asked
+/// without waiting (and without a system call when the socket has had no
+/// event since it last had nothing to read).
+fn quiet(stream: &mut Box<dyn Stream>) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    Pin::new(stream).poll_read(&mut cx, &mut buf).is_pending()
+}
 
 /// A check's TLS towards a host its group originates TLS to: the group's
 /// client settings and the host's server name. Equal when they are the same
@@ -49,17 +92,35 @@ impl PartialEq for CheckTls {
 /// check's `timeout` after it started); `host_name` is the `Host` of an HTTP
 /// check that names none, and the TLS server name. With `origin` (the host
 /// is reached with TLS), the probe completes a verified handshake first and
-/// its conversation goes over it. The error is the failure's reason.
+/// its conversation goes over it. An `http` check with `reuse` asks over the
+/// connection its last probe left in `kept`, if still open, and leaves its
+/// own there when the host allows. The error is the failure's reason.
 pub(crate) async fn exchange(
     check: &CheckConfig,
     host_name: &str,
     addr: SocketAddr,
     origin: Option<&CheckTls>,
     deadline: Instant,
+    kept: &mut Kept,
 ) -> Result<(), String> {
     let timeout = check.timeout;
     if matches!(check.kind, CheckKind::Udp | CheckKind::Dns) {
         return udp(check, addr, deadline).await;
+    }
+    if check.kind == CheckKind::Http
+        && check.reuse
+        && let Some(stream) = kept.take(addr)
+    {
+        let talk = Talk::new(stream, addr, deadline, timeout);
+        match http(check, host_name, talk, true).await {
+            Reply::Done(verdict, stream) => {
+                kept.keep(addr, stream);
+                return verdict;
+            }
+            // The host closed it as the request went: a new connection, as
+            // if none had been kept.
+            Reply::Stale => {}
+        }
     }
     let plain = origin.is_none() && matches!(check.kind, CheckKind::Tcp | CheckKind::Http);
     let stream = timeout_at(deadline, connect(addr, speaks_first(check, origin)))
@@ -82,7 +143,8 @@ pub(crate) async fn exchange(
             .await
             .map_err(|_| format!("TLS handshake with {addr}: {}", late(timeout)))?
             .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
-        return converse(check, host_name, Talk::new(stream, addr, deadline, timeout)).await;
+        let talk = Talk::new(stream, addr, deadline, timeout);
+        return converse(check, host_name, talk, kept).await;
     }
     match check.kind {
         // The connect was the check: no conversation, no buffer.
@@ -92,9 +154,13 @@ pub(crate) async fn exchange(
             .map(|_| ()),
         CheckKind::Http if check.tls => {
             let stream = tls(stream, host_name, addr, deadline, timeout).await?;
-            converse(check, host_name, Talk::new(stream, addr, deadline, timeout)).await
+            let talk = Talk::new(stream, addr, deadline, timeout);
+            converse(check, host_name, talk, kept).await
         }
-        _ => converse(check, host_name, Talk::new(stream, addr, deadline, timeout)).await,
+        _ => {
+            let talk = Talk::new(stream, addr, deadline, timeout);
+            converse(check, host_name, talk, kept).await
+        }
     }
 }
 
@@ -141,22 +207,32 @@ pub(crate) fn close_with_reset(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
-/// What the check's type says once connected (and past TLS, if any).
-async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+/// What the check's type says once connected (and past TLS, if any); an
+/// `http` check leaves the connection in `kept` when it may be asked again.
+async fn converse<S: Stream + 'static>(
     check: &CheckConfig,
     host_name: &str,
     mut talk: Talk<S>,
+    kept: &mut Kept,
 ) -> Result<(), String> {
-    let talk = &mut talk;
     match check.kind {
         // The connect (and the handshake, if any) was the check.
         CheckKind::Tcp | CheckKind::Tls => Ok(()),
-        CheckKind::Send => send_expect(check, talk).await,
-        CheckKind::Http => http(check, host_name, talk).await,
-        CheckKind::Redis => protocols::redis(check.role, talk).await,
-        CheckKind::Postgres => protocols::postgres(&check.user, talk).await,
-        CheckKind::Mysql => protocols::mysql(talk).await,
-        CheckKind::Smtp => protocols::smtp(talk).await,
+        CheckKind::Send => send_expect(check, &mut talk).await,
+        CheckKind::Http => {
+            let addr = talk.addr;
+            match http(check, host_name, talk, false).await {
+                Reply::Done(verdict, stream) => {
+                    kept.keep(addr, stream.map(|s| Box::new(s) as Box<dyn Stream>));
+                    verdict
+                }
+                Reply::Stale => Err(format!("connection to {addr} closed before the answer")),
+            }
+        }
+        CheckKind::Redis => protocols::redis(check.role, &mut talk).await,
+        CheckKind::Postgres => protocols::postgres(&check.user, &mut talk).await,
+        CheckKind::Mysql => protocols::mysql(&mut talk).await,
+        CheckKind::Smtp => protocols::smtp(&mut talk).await,
         // Over UDP, never connected: see `udp`.
         CheckKind::Udp | CheckKind::Dns => Err("not a TCP check".into()),
     }
@@ -259,33 +335,141 @@ async fn send_expect<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// `type="http"`: `GET path`, the status line's code in `status`.
+/// What an `http` probe came to.
+enum Reply<S> {
+    /// The check's verdict, and the connection if it may carry the next
+    /// probe's request.
+    Done(Result<(), String>, Option<S>),
+    /// A kept connection the host had closed (or reset) before anything of
+    /// an answer came: no verdict, the probe starts again on a new one.
+    Stale,
+}
+
+/// `type="http"`: `GET path`, the status line's code in `status`. With
+/// `reuse`, an HTTP/1.1 request without `Connection: close`; the answer is
+/// read to its end (its header, and a body of `Content-Length` up to
+/// [`MAX_KEPT_BODY`]) and the connection given back when the host keeps it
+/// open (HTTP/1.1 without `Connection: close`, or HTTP/1.0 with
+/// `keep-alive`); otherwise the probe has its answer at the status line.
+/// `reused`: the connection carried an earlier probe.
 async fn http<S: AsyncRead + AsyncWrite + Unpin>(
     check: &CheckConfig,
     host_name: &str,
-    talk: &mut Talk<S>,
-) -> Result<(), String> {
+    mut talk: Talk<S>,
+    reused: bool,
+) -> Reply<S> {
     let host = if check.host.is_empty() {
         host_name
     } else {
         &check.host
     };
-    let request = format!(
-        "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: txlb-check\r\nConnection: close\r\n\r\n",
-        check.path
-    );
-    talk.send(request.as_bytes()).await?;
-    let end = talk
-        .read_until(line_end)
-        .await
-        .map_err(|(got, why)| format!("no HTTP status line: got {}{why}", quote(&got)))?;
+    let request = match check.reuse {
+        true => format!(
+            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: txlb-check\r\n\r\n",
+            check.path
+        ),
+        false => format!(
+            "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: txlb-check\r\nConnection: close\r\n\r\n",
+            check.path
+        ),
+    };
+    if let Err(why) = talk.send(request.as_bytes()).await {
+        return match reused && !talk.late() {
+            true => Reply::Stale,
+            false => Reply::Done(Err(why), None),
+        };
+    }
+    let end = match talk.read_until(line_end).await {
+        Ok(end) => end,
+        Err((got, _)) if reused && got.is_empty() && !talk.late() => return Reply::Stale,
+        Err((got, why)) => {
+            let why = format!("no HTTP status line: got {}{why}", quote(&got));
+            return Reply::Done(Err(why), None);
+        }
+    };
     let line = talk.take(end);
-    let code =
-        status_code(line).ok_or_else(|| format!("not an HTTP status line: {}", quote(line)))?;
-    if check.status.contains(code) {
-        Ok(())
-    } else {
-        Err(format!("HTTP {code}"))
+    let Some((minor, code)) = status_line(line) else {
+        let why = format!("not an HTTP status line: {}", quote(line));
+        return Reply::Done(Err(why), None);
+    };
+    let verdict = match check.status.contains(code) {
+        true => Ok(()),
+        false => Err(format!("HTTP {code}")),
+    };
+    let keep = check.reuse && rest_of_answer(&mut talk, minor, code).await;
+    Reply::Done(verdict, keep.then(|| talk.into_stream()))
+}
+
+/// Reads the rest of an answer whose status line (`HTTP/1.minor`, `code`)
+/// was taken, its header and body, when the connection can carry another
+/// request; whether it can (and nothing is left over).
+async fn rest_of_answer<S: AsyncRead + AsyncWrite + Unpin>(
+    talk: &mut Talk<S>,
+    minor: u8,
+    code: u16,
+) -> bool {
+    let Ok(end) = talk.read_until(head_end).await else {
+        return false;
+    };
+    let Some(length) = kept_body(talk.take(end), minor, code) else {
+        return false;
+    };
+    talk.skip(length).await && talk.drained()
+}
+
+/// The length of the body after `head` (the header lines of an answer with
+/// `HTTP/1.minor` and `code`), when the connection stays open after it and
+/// the body has a length of at most [`MAX_KEPT_BODY`]: `None` for
+/// `Connection: close`, an HTTP/1.0 answer without `keep-alive`, a chunked
+/// or unframed body, two lengths, an interim or switching answer.
+fn kept_body(head: &[u8], minor: u8, code: u16) -> Option<usize> {
+    let mut open = minor >= 1;
+    let mut length: Option<usize> = None;
+    for line in head.split(|&b| b == b'\n') {
+        let line = trim_line(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = std::str::from_utf8(value).ok()?.parse().ok()?;
+            if length.is_some_and(|l| l != n) {
+                return None;
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            return None;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    return None;
+                }
+                open |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+    let length = match code {
+        100..=199 => return None,
+        204 | 304 => 0,
+        _ => length?,
+    };
+    (open && length <= MAX_KEPT_BODY).then_some(length)
+}
+
+/// The length of an answer's header lines up to and with the empty line
+/// that ends them, once it is in.
+fn head_end(got: &[u8]) -> Option<usize> {
+    if got.starts_with(b"\r\n") {
+        return Some(2);
+    }
+    if got.starts_with(b"\n") {
+        return Some(1);
+    }
+    let crlf = got.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let lf = got.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -411,6 +595,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Talk<S> {
         self.start += n.min(self.len - at);
         &self.buf[at..self.start]
     }
+
+    /// Takes and forgets the next `n` bytes, reading them by the deadline;
+    /// whether they all came.
+    async fn skip(&mut self, mut n: usize) -> bool {
+        loop {
+            let taken = n.min(self.len - self.start);
+            self.start += taken;
+            n -= taken;
+            if n == 0 {
+                return true;
+            }
+            (self.start, self.len) = (0, 0);
+            match timeout_at(self.deadline, self.stream.read(&mut self.buf[..])).await {
+                Ok(Ok(read)) if read > 0 => self.len = read,
+                _ => return false,
+            }
+        }
+    }
+
+    /// Whether every byte read was taken.
+    fn drained(&self) -> bool {
+        self.start == self.len
+    }
+
+    /// Whether the deadline has passed.
+    fn late(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// The stream, once the conversation is over.
+    fn into_stream(self) -> S {
+        self.stream
+    }
 }
 
 /// The length of the first line (its `\n` included), once there is one.
@@ -429,18 +646,20 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The code of an HTTP/1.x status line (`HTTP/1.1 503 Service Unavailable`).
-fn status_code(reply: &[u8]) -> Option<u16> {
+/// The minor version and the code of an HTTP/1.x status line
+/// (`HTTP/1.1 503 Service Unavailable`: 1, 503).
+fn status_line(reply: &[u8]) -> Option<(u8, u16)> {
     let line = trim_line(reply.split(|&b| b == b'\n').next()?);
     let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
-    if !words.next()?.starts_with(b"HTTP/1.") {
-        return None;
-    }
+    let minor = match words.next()?.strip_prefix(b"HTTP/1.")? {
+        [digit] if digit.is_ascii_digit() => digit - b'0',
+        _ => return None,
+    };
     let code = words.next()?;
     if code.len() != 3 {
         return None;
     }
-    std::str::from_utf8(code).ok()?.parse().ok()
+    Some((minor, std::str::from_utf8(code).ok()?.parse().ok()?))
 }
 
 /// The start of a reply, as a failure reason quotes it.
@@ -456,15 +675,69 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_lines_give_their_code() {
+    fn status_lines_give_their_version_and_code() {
         assert_eq!(
-            status_code(b"HTTP/1.1 503 Service Unavailable\r\n"),
-            Some(503)
+            status_line(b"HTTP/1.1 503 Service Unavailable\r\n"),
+            Some((1, 503))
         );
-        assert_eq!(status_code(b"HTTP/1.0 200\r\n"), Some(200));
-        assert_eq!(status_code(b"SSH-2.0-x\r\n"), None);
-        assert_eq!(status_code(b"HTTP/1.1 20x\r\n"), None);
-        assert_eq!(status_code(b"HTTP/1.1 2000\r\n"), None);
+        assert_eq!(status_line(b"HTTP/1.0 200\r\n"), Some((0, 200)));
+        assert_eq!(status_line(b"SSH-2.0-x\r\n"), None);
+        assert_eq!(status_line(b"HTTP/1.1 20x\r\n"), None);
+        assert_eq!(status_line(b"HTTP/1.1 2000\r\n"), None);
+        assert_eq!(status_line(b"HTTP/1.10 200\r\n"), None);
+    }
+
+    #[test]
+    fn an_answer_keeps_its_connection_only_when_framed_and_not_closed() {
+        let kept = |head: &str, minor, code| kept_body(head.as_bytes(), minor, code);
+        assert_eq!(kept("Content-Length: 3\r\n\r\n", 1, 200), Some(3));
+        assert_eq!(kept("content-length:  0 \r\nX: y\r\n\r\n", 1, 503), Some(0));
+        assert_eq!(kept("\r\n", 1, 204), Some(0));
+        // The host closes, or says nothing of keeping it open in HTTP/1.0.
+        assert_eq!(
+            kept("Content-Length: 3\r\nConnection: close\r\n\r\n", 1, 200),
+            None
+        );
+        assert_eq!(
+            kept(
+                "Connection: Keep-Alive, CLOSE\r\nContent-Length: 3\r\n\r\n",
+                1,
+                200
+            ),
+            None
+        );
+        assert_eq!(kept("Content-Length: 3\r\n\r\n", 0, 200), None);
+        assert_eq!(
+            kept(
+                "Connection: keep-alive\r\nContent-Length: 3\r\n\r\n",
+                0,
+                200
+            ),
+            Some(3)
+        );
+        // No length, chunked, two lengths, a bad one, too long, interim.
+        assert_eq!(kept("\r\n", 1, 200), None);
+        assert_eq!(kept("Transfer-Encoding: chunked\r\n\r\n", 1, 200), None);
+        assert_eq!(
+            kept("Content-Length: 3\r\nContent-Length: 4\r\n\r\n", 1, 200),
+            None
+        );
+        assert_eq!(
+            kept("Content-Length: 3\r\nContent-Length: 3\r\n\r\n", 1, 200),
+            Some(3)
+        );
+        assert_eq!(kept("Content-Length: -1\r\n\r\n", 1, 200), None);
+        assert_eq!(
+            kept("Content-Length: 99999999999999999999999\r\n\r\n", 1, 200),
+            None
+        );
+        assert_eq!(kept("Content-Length: 65537\r\n\r\n", 1, 200), None);
+        assert_eq!(kept("\r\n", 1, 101), None);
+        // Where the header ends.
+        assert_eq!(head_end(b"\r\nrest"), Some(2));
+        assert_eq!(head_end(b"A: b\r\n\r\nbody"), Some(8));
+        assert_eq!(head_end(b"A: b\n\nbody"), Some(6));
+        assert_eq!(head_end(b"A: b\r\n"), None);
     }
 
     #[test]

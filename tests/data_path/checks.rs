@@ -4,7 +4,8 @@
 //! `fall` failures and `rise` passes, timed against its own probes), a
 //! Redis-like host answering `-LOADING` then `+PONG`, and hostile hosts (an
 //! endless line, garbage, silence) that fail by the read limit or the timeout
-//! while the balancer's memory stays flat.
+//! while the balancer's memory stays flat, and an HTTP/1.1 host whose
+//! connection an http check keeps between probes.
 
 use crate::common;
 
@@ -98,7 +99,7 @@ async fn http_host(name: &'static str, code: Arc<AtomicU16>) -> SocketAddr {
                         Ok(n) => len += n,
                     }
                 }
-                let answer = if buf.starts_with(b"GET /healthz HTTP/1.0\r\n") {
+                let answer = if buf.starts_with(b"GET /healthz HTTP/1.") {
                     format!(
                         "HTTP/1.1 {} X\r\nContent-Length: 0\r\n\r\n",
                         code.load(SeqCst)
@@ -503,4 +504,156 @@ async fn a_tcp_probe_is_answered_by_the_hosts_kernel_and_never_reaches_its_accep
     // The probes did run: the port closed, the next one fails.
     drop(listener);
     transition(&txlb, "host marked bad", "h1", 0).await;
+}
+
+/// An HTTP/1.1 host that keeps connections open: it counts the connections
+/// it accepts and the requests it answers (with `code` and a 5-byte body),
+/// closes a connection when a request comes after `close_after` answers on
+/// it (0: never; its keep-alive timeout ending it as the request came), says `Connection: close` while `say_close`, and
+/// keeps the request lines it read.
+#[derive(Clone, Default)]
+struct KeepAliveHost {
+    accepted: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    code: Arc<AtomicU16>,
+    close_after: Arc<AtomicUsize>,
+    say_close: Arc<AtomicBool>,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl KeepAliveHost {
+    async fn start(&self) -> SocketAddr {
+        self.code.store(200, SeqCst);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let host = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                host.accepted.fetch_add(1, SeqCst);
+                tokio::spawn(host.clone().serve(s));
+            }
+        });
+        addr
+    }
+
+    async fn serve(self, mut s: TcpStream) {
+        let (mut buf, mut len, mut answered) = (vec![0u8; 4096], 0, 0);
+        loop {
+            let Some(end) = buf[..len].windows(4).position(|w| w == b"\r\n\r\n") else {
+                match s.read(&mut buf[len..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => len += n,
+                }
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            self.lines
+                .lock()
+                .unwrap()
+                .push(head.lines().next().unwrap_or("").to_string());
+            buf.copy_within(end + 4..len, 0);
+            len -= end + 4;
+            let limit = self.close_after.load(SeqCst);
+            if limit > 0 && answered >= limit {
+                return;
+            }
+            let close = self.say_close.load(SeqCst);
+            let answer = format!(
+                "HTTP/1.1 {} X\r\nContent-Length: 5\r\n{}\r\nhello",
+                self.code.load(SeqCst),
+                if close { "Connection: close\r\n" } else { "" }
+            );
+            self.requests.fetch_add(1, SeqCst);
+            answered += 1;
+            if s.write_all(answer.as_bytes()).await.is_err() || close {
+                return;
+            }
+        }
+    }
+
+    /// Waits for `more` requests beyond those answered so far.
+    async fn answers(&self, more: usize) {
+        let want = self.requests.load(SeqCst) + more;
+        assert!(
+            common::eventually(Duration::from_secs(5), || async {
+                self.requests.load(SeqCst) >= want
+            })
+            .await,
+            "{more} more probes"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_http_check_keeps_its_connection_while_the_host_allows_it() {
+    let host = KeepAliveHost::default();
+    let addr = host.start().await;
+    // fall="1": a single failed probe would mark the host bad.
+    let check =
+        r#"<check type="http" path="/healthz" interval="0.1" timeout="0.5" rise="1" fall="1"/>"#;
+    let txlb = Txlb::start_xml(&config(check, &[("ka", addr)]), None);
+    txlb.listener();
+    // Probes in a row on one connection, each answer (and its body) read
+    // through, an HTTP/1.1 request without `Connection: close`.
+    host.answers(6).await;
+    assert_eq!(
+        host.accepted.load(SeqCst),
+        1,
+        "one connection for every probe"
+    );
+    let first = host.lines.lock().unwrap()[0].clone();
+    assert_eq!(first, "GET /healthz HTTP/1.1");
+    // A 503 on the kept connection fails the check (and keeps it).
+    host.code.store(503, SeqCst);
+    let line = transition(&txlb, "host marked bad", "ka", 0).await;
+    assert!(line.contains("check: HTTP 503"), "{line}");
+    host.code.store(200, SeqCst);
+    transition(&txlb, "host back in rotation", "ka", 0).await;
+    assert_eq!(host.accepted.load(SeqCst), 1);
+    // The host closes its connections at the request after two answers (its
+    // keep-alive timeout, as the request came): the probe asks again on a
+    // new connection, which is not a failure.
+    host.close_after.store(2, SeqCst);
+    let (accepted, bad) = (host.accepted.load(SeqCst), txlb.count("host marked bad"));
+    host.answers(8).await;
+    assert!(
+        host.accepted.load(SeqCst) >= accepted + 3,
+        "new connections"
+    );
+    assert_eq!(txlb.count("host marked bad"), bad, "{}", txlb.log_text());
+    // `Connection: close`: a new connection for every probe.
+    host.close_after.store(0, SeqCst);
+    host.say_close.store(true, SeqCst);
+    host.answers(2).await;
+    let (accepted, requests) = (host.accepted.load(SeqCst), host.requests.load(SeqCst));
+    host.answers(4).await;
+    let (more_accepted, more_requests) = (
+        host.accepted.load(SeqCst) - accepted,
+        host.requests.load(SeqCst) - requests,
+    );
+    assert!(
+        more_accepted + 1 >= more_requests,
+        "{more_accepted} for {more_requests}"
+    );
+    assert_eq!(txlb.count("host marked bad"), bad, "{}", txlb.log_text());
+}
+
+#[tokio::test]
+async fn an_http_check_with_reuse_false_connects_for_every_probe() {
+    let host = KeepAliveHost::default();
+    let addr = host.start().await;
+    let check =
+        r#"<check type="http" reuse="false" interval="0.1" timeout="0.5" rise="1" fall="1"/>"#;
+    let txlb = Txlb::start_xml(&config(check, &[("nr", addr)]), None);
+    txlb.listener();
+    host.answers(5).await;
+    // The kernel may accept the next probe's connection before its request.
+    let (accepted, requests) = (host.accepted.load(SeqCst), host.requests.load(SeqCst));
+    assert!(
+        accepted >= requests,
+        "{accepted} connections, {requests} requests"
+    );
+    assert_eq!(host.lines.lock().unwrap()[0], "GET / HTTP/1.0");
+    assert_eq!(txlb.count("host marked bad"), 0, "{}", txlb.log_text());
 }

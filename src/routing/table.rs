@@ -2,7 +2,7 @@
 //! protocol or client protocol they require, so that finding a client's route
 //! costs a few hash look-ups however many routes there are.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use crate::config::{ClientProtocol, Route};
 

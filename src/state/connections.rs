@@ -332,9 +332,11 @@ impl ConnectionEntry {
 /// data path for long.
 #[derive(Debug, Default)]
 pub struct ConnectionRegistry {
-    entries: DashMap<u64, Arc<ConnectionEntry>>,
+    /// (Hashed with foldhash: a connection's insert and removal hash its id
+    /// four times, which SipHash made a few hundred instructions.)
+    entries: DashMap<u64, Arc<ConnectionEntry>, hashbrown::DefaultHashBuilder>,
     /// The same entries by `host_local`, for control socket look-ups.
-    by_host_local: DashMap<SocketAddr, Arc<ConnectionEntry>>,
+    by_host_local: DashMap<SocketAddr, Arc<ConnectionEntry>, hashbrown::DefaultHashBuilder>,
     next_id: AtomicU64,
     /// Connections the previous process of an upgrade still serves (they
     /// drain there), for the connections list, closing and control socket

@@ -30,6 +30,9 @@ pub const READ_LIMIT: usize = 4096;
 /// Most bytes of a reply a failure reason quotes.
 const QUOTED: usize = 64;
 
+/// Most interim (`1xx`) answers an `http` check skips before the answer.
+const MAX_INTERIM: usize = 8;
+
 /// Longest body of an `http` check's answer read through to keep the
 /// connection for the next probe (64 KiB); a longer one ends it.
 const MAX_KEPT_BODY: usize = 64 << 10;
@@ -379,18 +382,41 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin>(
             false => Reply::Done(Err(why), None),
         };
     }
-    let end = match talk.read_until(line_end).await {
-        Ok(end) => end,
-        Err((got, _)) if reused && got.is_empty() && !talk.late() => return Reply::Stale,
-        Err((got, why)) => {
-            let why = format!("no HTTP status line: got {}{why}", quote(&got));
+    // Interim answers so far, and the code of the last.
+    let (mut interim, mut after) = (0, String::new());
+    let (minor, code) = loop {
+        let end = match talk.read_until(line_end).await {
+            Ok(end) => end,
+            Err((got, _)) if reused && interim == 0 && got.is_empty() && !talk.late() => {
+                return Reply::Stale;
+            }
+            Err((got, why)) => {
+                let why = format!("{after}no HTTP status line: got {}{why}", quote(&got));
+                return Reply::Done(Err(why), None);
+            }
+        };
+        let line = talk.take(end);
+        let Some((minor, code)) = status_line(line) else {
+            let why = format!("not an HTTP status line: {}", quote(line));
+            return Reply::Done(Err(why), None);
+        };
+        // An interim answer (`100 Continue`, `102 Processing`, `103 Early
+        // Hints`) comes before the answer proper: its header is skipped
+        // (RFC 9110, 15.2). `101` switches protocols: an answer, and a
+        // failing one for a GET that asked for no upgrade.
+        if code == 101 || !(100..200).contains(&code) {
+            break (minor, code);
+        }
+        interim += 1;
+        after = format!("HTTP {code}, then ");
+        let skipped = match interim <= MAX_INTERIM {
+            true => talk.read_until(head_end).await.map(|n| talk.take(n).len()),
+            false => Err((Vec::new(), format!(" (after {MAX_INTERIM})"))),
+        };
+        if let Err((_, why)) = skipped {
+            let why = format!("{after}no final answer{why}");
             return Reply::Done(Err(why), None);
         }
-    };
-    let line = talk.take(end);
-    let Some((minor, code)) = status_line(line) else {
-        let why = format!("not an HTTP status line: {}", quote(line));
-        return Reply::Done(Err(why), None);
     };
     let verdict = match check.status.contains(code) {
         true => Ok(()),
@@ -764,6 +790,48 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let deadline = Instant::now() + Duration::from_millis(300);
         Talk::new(mine, addr, deadline, Duration::from_millis(300))
+    }
+
+    /// What an `http` probe with the default settings makes of `reply`.
+    async fn http_probe(reply: &'static [u8]) -> (Result<(), String>, bool) {
+        let (mine, mut theirs) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let _ = theirs.write_all(reply).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let timeout = Duration::from_millis(300);
+        let talk = Talk::new(mine, addr, Instant::now() + timeout, timeout);
+        let check = CheckConfig::of(CheckKind::Http);
+        match http(&check, "h", talk, false).await {
+            Reply::Done(verdict, kept) => (verdict, kept.is_some()),
+            Reply::Stale => panic!("a new connection is never stale"),
+        }
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped_for_the_answer_proper() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        assert_eq!(http_probe(ok).await, (Ok(()), true));
+        let hints = b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        assert_eq!(http_probe(hints).await, (Ok(()), true));
+        let sick = b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 503 No\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(http_probe(sick).await, (Err("HTTP 503".into()), true));
+        // A switch of protocols is an answer, not an interim one.
+        let switch = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+        assert_eq!(http_probe(switch).await, (Err("HTTP 101".into()), false));
+        // Interim answers alone: no verdict but a failure, at the deadline
+        // or past a bound.
+        let (verdict, kept) = http_probe(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        let why = verdict.unwrap_err();
+        assert!(
+            why.starts_with("HTTP 100, then no HTTP status line: got \"\" then timeout"),
+            "{why}"
+        );
+        assert!(!kept);
+        let endless: &'static [u8] = b"HTTP/1.1 103 X\r\n\r\n".repeat(20).leak();
+        let why = http_probe(endless).await.0.unwrap_err();
+        assert_eq!(why, "HTTP 103, then no final answer (after 8)");
     }
 
     #[tokio::test]

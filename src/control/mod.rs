@@ -440,18 +440,6 @@ impl Controller {
         host: std::net::TcpStream,
         fallback: &tokio::runtime::Handle,
     ) -> bool {
-        let snapshot = self.data.snapshots.load();
-        let found = snapshot.service(&record.service).and_then(|s| {
-            let host = s
-                .groups
-                .iter()
-                .filter(|g| *g.name == *record.group)
-                .flat_map(|g| g.hosts.iter())
-                .find(|h| *h.name == *record.host)?;
-            let (stats, place) = (host.stats.clone(), host.place.clone());
-            let admission = crate::proxy::hold(record.client, &s.options, &s.limiter);
-            Some((stats, place, s.counters.clone(), admission))
-        });
         let listener = {
             let state = self.lock();
             state
@@ -469,15 +457,43 @@ impl Controller {
                     })
                 })
         };
-        let (Some((stats, place, counters, admission)), Some(listener)) = (found, listener) else {
+        let Some(listener) = listener else {
             tracing::info!(
                 id = record.id,
                 service = record.service,
-                host = record.host,
-                "upgrade: a handed-over connection's host or listener is gone: closed"
+                listener = %record.listener,
+                "upgrade: a handed-over connection's listener is gone: closed"
             );
             return false;
         };
+        let snapshot = self.data.snapshots.load();
+        // Its service by name, else (renamed by a reload since it connected)
+        // the one its listener serves now.
+        let Some(service) = snapshot
+            .service(&record.service)
+            .or_else(|| snapshot.service(&listener.service))
+        else {
+            tracing::info!(
+                id = record.id,
+                service = record.service,
+                "upgrade: a handed-over connection's service is gone: closed"
+            );
+            return false;
+        };
+        let (stats, place) = match landing_host(service, &record) {
+            Some(host) => (host.stats.clone(), host.place.clone()),
+            // Removed since it connected: it runs on, counted on no host, as
+            // it did in the previous process, under the service it landed in
+            // (whose timeouts it keeps to).
+            None => (
+                HostStats::new(),
+                crate::state::HostPlace::new(&service.name, &record.group, &record.host),
+            ),
+        };
+        let (counters, admission) = (
+            service.counters.clone(),
+            crate::proxy::hold(record.client, &service.options, &service.limiter),
+        );
         let landing = crate::proxy::moved::Landing {
             stats,
             place,
@@ -500,6 +516,30 @@ impl Controller {
         let _ = (runtime, record, client, host, landing);
         true
     }
+}
+
+/// The host a connection handed over by the previous process goes on with:
+/// the one of its names, else (renamed or moved to another group by a
+/// reload since it connected) the one of the address it is connected to.
+fn landing_host<'a>(
+    service: &'a crate::snapshot::ServiceSnapshot,
+    record: &crate::proxy::moved::MovedConnection,
+) -> Option<&'a HostSnapshot> {
+    let hosts = || service.groups.iter().flat_map(|g| g.hosts.iter());
+    let named = service
+        .groups
+        .iter()
+        .filter(|g| *g.name == *record.group)
+        .flat_map(|g| g.hosts.iter())
+        .find(|h| *h.name == *record.host);
+    named.or_else(|| {
+        hosts().find(|h| {
+            let address = &h.address;
+            h.stats.resolved() == Some(record.host_addr)
+                || (address.port == record.host_addr.port()
+                    && address.host.parse::<std::net::IpAddr>() == Ok(record.host_addr.ip()))
+        })
+    })
 }
 
 /// A host removed from the configuration, still draining: its service, its

@@ -7,6 +7,7 @@
 //! pooled copy buffers and hands the freed heap back to the kernel, so that RSS
 //! follows the load down.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::DataPlane;
 use super::parking::PARK_AFTER;
+use crate::config::{DEFAULT_FIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
 use crate::snapshot::Snapshot;
 use crate::state::{CloseRequest, clock_ms};
 
@@ -27,33 +29,20 @@ const MAX_PERIOD: Duration = Duration::from_secs(1);
 /// Sweeps until `stop` is cancelled.
 pub(crate) async fn sweep_idle(data: Arc<DataPlane>, stop: CancellationToken) {
     let mut trim = HeapTrim::default();
+    let mut limits = Limits::default();
     loop {
         let snapshot = data.snapshots.load_full();
+        limits.follow(&snapshot);
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(period(&snapshot)) => {}
         }
         let snapshot = data.snapshots.load_full();
-        // (idle, half-closed) limits in milliseconds, by service.
-        let limits: HashMap<&str, (u64, u64)> = snapshot
-            .services()
-            .iter()
-            .map(|s| {
-                let idle = s.options.client_timeout.min(s.options.server_timeout);
-                (
-                    &*s.name,
-                    (
-                        idle.as_millis() as u64,
-                        s.options.client_fin_timeout.as_millis() as u64,
-                    ),
-                )
-            })
-            .collect();
+        limits.follow(&snapshot);
         let now = clock_ms();
+        let still_open = RefCell::new(Vec::new());
         data.registry.close_where(CloseRequest::Timeout, |c| {
-            let Some(&(idle, fin)) = limits.get(&*c.place.service) else {
-                return false;
-            };
+            let (idle, fin) = limits.of(&c.place.service, &still_open);
             let limit = if c.half_closed.load(Relaxed) {
                 fin
             } else {
@@ -61,6 +50,7 @@ pub(crate) async fn sweep_idle(data: Arc<DataPlane>, stop: CancellationToken) {
             };
             now.saturating_sub(c.last_activity.load(Relaxed)) > limit
         });
+        limits.forget_all_but(&still_open.into_inner());
         // Idle a while, and both ways open: out of the runtime until a byte
         // comes (a while that grows for connections that keep waking soon).
         let parking = data.registry.park_where(|c| {
@@ -76,6 +66,67 @@ pub(crate) async fn sweep_idle(data: Arc<DataPlane>, stop: CancellationToken) {
             // Walks every arena: milliseconds for a large heap, so off the runtime.
             tokio::task::spawn_blocking(release_free_heap);
         }
+    }
+}
+
+/// The (idle, half-closed) timeouts in milliseconds by service name: the
+/// running services', and those of services a reload renamed or removed,
+/// kept while connections of theirs are open (a connection keeps the names
+/// it was made under), so that those still time out as configured.
+#[derive(Debug, Default)]
+struct Limits {
+    running: HashMap<Arc<str>, (u64, u64)>,
+    gone: HashMap<Arc<str>, (u64, u64)>,
+}
+
+impl Limits {
+    /// Takes the services of `snapshot`; those no longer there keep their
+    /// last timeouts.
+    fn follow(&mut self, snapshot: &Snapshot) {
+        let running: HashMap<Arc<str>, (u64, u64)> = snapshot
+            .services()
+            .iter()
+            .map(|s| {
+                let idle = s.options.client_timeout.min(s.options.server_timeout);
+                let fin = s.options.client_fin_timeout;
+                (
+                    s.name.clone(),
+                    (idle.as_millis() as u64, fin.as_millis() as u64),
+                )
+            })
+            .collect();
+        let before = std::mem::replace(&mut self.running, running);
+        for (name, limits) in before {
+            if !self.running.contains_key(&name) {
+                self.gone.insert(name, limits);
+            }
+        }
+        self.gone.retain(|name, _| !self.running.contains_key(name));
+    }
+
+    /// The timeouts of connections of `service`; a service that is gone is
+    /// noted in `still_open`. One never seen here (made and gone between two
+    /// sweeps) gets the default timeouts: no connection is left without.
+    fn of(&self, service: &Arc<str>, still_open: &RefCell<Vec<Arc<str>>>) -> (u64, u64) {
+        if let Some(&limits) = self.running.get(service) {
+            return limits;
+        }
+        let Some(&limits) = self.gone.get(service) else {
+            return (
+                DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
+                DEFAULT_FIN_TIMEOUT.as_millis() as u64,
+            );
+        };
+        let mut open = still_open.borrow_mut();
+        if !open.contains(service) {
+            open.push(service.clone());
+        }
+        limits
+    }
+
+    /// Forgets the services that are gone but `still_open`.
+    fn forget_all_but(&mut self, still_open: &[Arc<str>]) {
+        self.gone.retain(|name, _| still_open.contains(name));
     }
 }
 

@@ -1709,3 +1709,78 @@ async fn idle_connections_to_the_upgrade_socket_do_not_hold_up_an_upgrade() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_whose_host_a_reload_renamed_or_removed_move_on_through_an_upgrade() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, b) = (echo_backend().await, echo_backend().await);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", a), ("b", b)]);
+    let txlb = running(Txlb::start(&config, 5)).await;
+    let listener = txlb.listener();
+    let base = txlb.logged("admin web server up", "url").await;
+    let mut adopted = Adopted(Vec::new());
+    // Four connections, two on each host (round robin).
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(listener).await.unwrap();
+        stream.write_all(b"h").await.unwrap();
+        let mut back = [0u8; 1];
+        stream.read_exact(&mut back).await.unwrap();
+        held.push(stream);
+    }
+    // A reload renames the group and host `a` (same address) and removes
+    // `b`: the old process serves all four on, under the names they were
+    // made with.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let renamed = text
+        .replace("<group name=\"g\"", "<group name=\"g2\"")
+        .replace("<host name=\"a\"", "<host name=\"a2\"")
+        .replace(&format!("      <host name=\"b\" ip=\"{b}\"/>\n"), "");
+    assert_ne!(renamed, text);
+    std::fs::write(&config, renamed).unwrap();
+    let skip = txlb.log_len();
+    txlb.signal("HUP");
+    txlb.wait_for_async("configuration reloaded", skip).await;
+    assert!(
+        parked_within(&base, 4, Duration::from_secs(12)).await,
+        "the four connections did not park"
+    );
+    let config2 = config.clone();
+    let output = tokio::task::spawn_blocking(move || upgrade(&config2, &[]))
+        .await
+        .unwrap();
+    adopted.0.push(new_pid(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("4 connections moved"), "{stdout}");
+    let mut txlb = txlb;
+    tokio::task::spawn_blocking(move || {
+        assert!(txlb.exit_status(Duration::from_secs(10)).is_some());
+    })
+    .await
+    .unwrap();
+    // All four go on in the new process: those to `a` under its new names,
+    // those to the removed `b` under the service they landed in.
+    for stream in &mut held {
+        stream.write_all(b"m").await.unwrap();
+        let mut back = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+            .await
+            .expect("an answer through the new process")
+            .unwrap();
+        assert_eq!(&back, b"m");
+    }
+    let list = api(&base, "api/v1/connections").await;
+    let mut places: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}/{}/{}", c["service"], c["group"], c["host"]).replace('"', ""))
+        .collect();
+    places.sort();
+    assert_eq!(
+        places,
+        ["svc/g/b", "svc/g/b", "svc/g2/a2", "svc/g2/a2"],
+        "{list}"
+    );
+}

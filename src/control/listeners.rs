@@ -39,6 +39,8 @@ pub(super) struct RunningListener {
     /// A UDP service's listener (one socket, `proxy/udp.rs`), whose settings
     /// are its service's, read per new session, and its routes (QUIC).
     pub(super) udp: bool,
+    /// Shared with its accept loops: the service its socket was lent to.
+    pub(super) successor: Arc<std::sync::OnceLock<Arc<str>>>,
 }
 
 /// A listener bound but not yet accepting: one socket per worker (or one).
@@ -103,6 +105,46 @@ pub(super) fn diff<'a>(
         .collect();
     let removed = have.difference(&wanted_set).cloned().collect();
     Ok((added, removed))
+}
+
+/// Lends the sockets of running listeners a change moves to another service
+/// at the same address (a service renamed, or an address handed from one
+/// service to another) to the listener that takes over: it accepts on them
+/// (`bind_all` takes them), so no client waiting in their queues is reset
+/// and an address bound without `SO_REUSEPORT` (one worker, UDP) is not
+/// refused as in use. Those `bind_all` did not take are dropped by
+/// [`Inherited::drop_lent`].
+pub(super) fn lend_moved(
+    running: &[RunningListener],
+    added: &[NewListener<'_>],
+    removed: &HashSet<RunningKey>,
+    inherited: &Inherited,
+) {
+    for ((service, configured), service_config, _) in added {
+        let udp = is_udp(service_config);
+        let Some(from) = running.iter().find(|l| {
+            l.configured == *configured
+                && l.udp == udp
+                && l.service != *service
+                && removed.contains(&((l.service.clone(), l.configured.clone()), l.udp))
+        }) else {
+            continue;
+        };
+        let copies: Vec<std::net::TcpListener> = from
+            .sockets
+            .iter()
+            .filter_map(|fd| fd.try_clone().ok())
+            .map(std::net::TcpListener::from)
+            .collect();
+        if copies.len() == from.sockets.len() && !copies.is_empty() {
+            tracing::debug!(from = %from.service, to = %service, listen = %configured, "listener moves to another service");
+            let _ = from.successor.set(service.clone());
+            let key = (service.clone(), configured.clone());
+            let mut sockets = inherited.lock();
+            sockets.lent_to.push(key.clone());
+            sockets.lent.push((key, copies));
+        }
+    }
 }
 
 /// The TLS of every terminating listener of a configuration, by listener.
@@ -396,8 +438,10 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
             settings,
             sockets: handover,
             udp: true,
+            successor: Arc::default(),
         };
     }
+    let successor: Arc<std::sync::OnceLock<Arc<str>>> = Arc::default();
     let task = ListenerTask {
         service: bound.service.clone(),
         settings: settings.clone(),
@@ -405,6 +449,7 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
         stop_accepting: stop.clone(),
         stop_connections: controller.stop_connections.clone(),
         tracker: controller.connections.clone(),
+        successor: successor.clone(),
     };
     let local = bound.local;
     let sockets = bound
@@ -454,6 +499,7 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
         settings,
         sockets,
         udp: false,
+        successor,
     }
 }
 
@@ -541,6 +587,11 @@ struct InheritedSockets {
     by_address: Vec<std::net::TcpListener>,
     /// By listener (an upgrade): every copy of its socket.
     by_listener: Vec<(ListenerKey, Vec<std::net::TcpListener>)>,
+    /// By listener, for the change being made: the sockets of a running
+    /// listener its address moves from (see [`lend_moved`]).
+    lent: Vec<(ListenerKey, Vec<std::net::TcpListener>)>,
+    /// The listeners sockets were lent to, for [`Inherited::drop_lent`].
+    lent_to: Vec<ListenerKey>,
 }
 
 impl Inherited {
@@ -593,6 +644,13 @@ impl Inherited {
         listen: &ListenAddr,
     ) -> Option<(Vec<std::net::TcpListener>, &'static str)> {
         let mut sockets = self.lock();
+        if let Some(index) = sockets
+            .lent
+            .iter()
+            .position(|((s, l), _)| s == service && l == listen)
+        {
+            return Some((sockets.lent.remove(index).1, "the listener it takes over"));
+        }
         if let Some(index) = sockets
             .by_listener
             .iter()
@@ -657,6 +715,16 @@ impl Inherited {
                 Err(error)
             }
         }
+    }
+
+    /// Drops the sockets lent for a change that did not take them (it was
+    /// refused): they must not hold the address once their listener closes.
+    pub(super) fn drop_lent(&self) {
+        let mut sockets = self.lock();
+        let lent: Vec<ListenerKey> = std::mem::take(&mut sockets.lent_to);
+        sockets.lent.clear();
+        // A refused change gave back what it had taken, as if inherited.
+        sockets.by_listener.retain(|(key, _)| !lent.contains(key));
     }
 
     /// Puts back the first `count` of `sockets` (the others are duplicates),

@@ -454,6 +454,7 @@ impl Controller {
                         stop_accepting: l.stop.clone(),
                         stop_connections: self.stop_connections.clone(),
                         tracker: self.connections.clone(),
+                        successor: l.successor.clone(),
                     })
                 })
         };
@@ -914,13 +915,16 @@ impl Controller {
         let terminators = listeners::terminators(&state.listeners, &next, reread, &self.acme)?;
         let originators = origins::originators(&state.originators, &next, reread)?;
         let own: Vec<SocketAddr> = state.listeners.iter().map(|l| l.local).collect();
+        listeners::lend_moved(&state.listeners, &added, &removed, &self.inherited);
         let bound = listeners::bind_all(
             added,
             self.workers.len().max(1),
             &self.inherited,
             &own,
             &terminators,
-        )?;
+        );
+        self.inherited.drop_lent();
+        let bound = bound?;
         // What the names resolve to is known before the hosts are built.
         // Which names the hosts use (and how often to ask): a walk over every
         // host, so only when the change can alter it.

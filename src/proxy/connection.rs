@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 
 use tokio::io::AsyncWriteExt;
 
+use super::ListenerTask;
 use super::admission::{Rejected, admit, allowed, read_proxy};
 use super::copy::{Progress, Side, copy_bidirectional};
 use super::inspect::{Inspected, choose, inspect};
@@ -18,7 +19,6 @@ use super::passive;
 use super::proxy_protocol::{self, Version as ProxyVersion};
 use super::retry_empty::{FirstByte, Replay};
 use super::terminate::{self, TlsClient, handshake, log_failure};
-use super::{DataPlane, ListenerSettings, ListenerTask};
 use crate::config::{AllBad, ServiceOptions};
 use crate::snapshot::Snapshot;
 use crate::state::{
@@ -259,12 +259,7 @@ pub(crate) fn serve(accepted: Accepted, listener: Arc<ListenerTask>) -> impl Fut
     // Boxed: the connect phase's state (timer, connect future, failover list) is
     // freed once the host answers instead of sitting in every idle task. Built
     // here, outside the async block, so the block does not keep `accepted`.
-    let establish = Box::pin(establish(
-        accepted,
-        listener.service.clone(),
-        listener.settings.load_full(),
-        listener.data.clone(),
-    ));
+    let establish = Box::pin(establish(accepted, listener.clone()));
     async move {
         if let Some(established) = establish.await {
             relay(established, listener).await;
@@ -277,12 +272,16 @@ pub(crate) fn serve(accepted: Accepted, listener: Arc<ListenerTask>) -> impl Fut
 /// picks a host and connects, failing over to other hosts, until one answers or
 /// none is left (then the client is closed). Each client is counted as
 /// accepted by one service: the one that serves it, or that refused it.
-async fn establish(
-    accepted: Accepted,
-    own: Arc<str>,
-    settings: Arc<ListenerSettings>,
-    data: Arc<DataPlane>,
-) -> Option<Box<Established>> {
+async fn establish(accepted: Accepted, listener: Arc<ListenerTask>) -> Option<Box<Established>> {
+    let data = listener.data.clone();
+    let current = &listener.settings;
+    let settings = current.load_full();
+    // Its service, or the one its socket was lent to when a change (a
+    // rename) has removed it and this accept loop has not stopped yet.
+    let own = match listener.successor.get() {
+        Some(next) if data.snapshots.load().service(&listener.service).is_none() => next.clone(),
+        _ => listener.service.clone(),
+    };
     let Accepted {
         mut client,
         peer,
@@ -361,12 +360,29 @@ async fn establish(
                 let service = &routing.targets[at].service;
                 Some((service.clone(), plan(&snapshot, service)?))
             });
-            match routed {
-                Some((service, plan)) => (service, Some(inspected.inspection), Some(plan)),
-                None => {
-                    // No route matched, or a reload removed the routed-to
-                    // service (and its route) while the client was read: the
-                    // listener's own service serves it, as the listener now says.
+            // A route matched but a reload removed or renamed its service
+            // while the client was read: the listener's routes as they are
+            // now choose again (a route renamed with its service follows it).
+            let again = || {
+                let now = current.load();
+                let chosen = choose(inspected.seen(), now.routing.as_ref()?);
+                let service = now.routing.as_ref()?.targets[chosen.route?].service.clone();
+                let plan = plan(&snapshot, &service)?;
+                Some((service, chosen.inspection, plan))
+            };
+            let again = match (&routed, inspected.route) {
+                (None, Some(_)) => again(),
+                _ => None,
+            };
+            match (routed, again) {
+                (Some((service, plan)), _) => (service, Some(inspected.inspection), Some(plan)),
+                (None, Some((service, mut inspection, plan))) => {
+                    inspection.tls = inspected.inspection.tls.take();
+                    (service, Some(inspection), Some(plan))
+                }
+                (None, None) => {
+                    // No route matched (or none does now): the listener's
+                    // own service serves it, as the listener now says.
                     inspected.inspection.route = None;
                     let plan = plan(&snapshot, &own);
                     (own, Some(inspected.inspection), plan)

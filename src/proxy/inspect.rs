@@ -110,6 +110,9 @@ pub(crate) struct Inspected {
     pub inspection: Box<Inspection>,
     /// Index of the route taken in [`Routing::targets`], if one matched.
     pub route: Option<usize>,
+    /// The HTTP `Host` it sent (not kept with the connection): with the
+    /// inspection, what [`choose`] needs to choose again.
+    host: Option<Box<str>>,
 }
 
 impl Inspected {
@@ -124,6 +127,19 @@ impl Inspected {
                 tls: None,
             }),
             route: None,
+            host: seen.host,
+        }
+    }
+
+    /// What was seen, to choose again (a reload changed the routes while
+    /// the client was read).
+    pub(crate) fn seen(&self) -> Seen {
+        Seen {
+            protocol: self.inspection.protocol,
+            sni: self.inspection.sni.clone(),
+            alpn: self.inspection.alpn.clone(),
+            host: self.host.clone(),
+            anomaly: None,
         }
     }
 }
@@ -170,6 +186,7 @@ pub(crate) fn choose(seen: Seen, routing: &Routing) -> Inspected {
             tls: None,
         }),
         route,
+        host: seen.host,
     }
 }
 

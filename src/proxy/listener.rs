@@ -252,6 +252,11 @@ pub(crate) struct ListenerTask {
     pub stop_connections: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them to drain.
     pub tracker: TaskTracker,
+    /// The service that takes this listener's socket over when a change
+    /// moves its address to another (a service renamed): a client it
+    /// accepts after its own service is gone, before it has stopped, is
+    /// that one's.
+    pub successor: Arc<std::sync::OnceLock<Arc<str>>>,
 }
 
 impl ListenerTask {

@@ -803,3 +803,69 @@ async fn reload_applies_the_file_with_its_follower_or_refuses_it_whole() {
     assert_eq!(distinct_names(addr, 4).await, ["a", "b"]);
     balancer.shutdown(Duration::from_secs(1)).await;
 }
+
+/// One byte through `client` and back.
+async fn echoes(client: &mut TcpStream) {
+    client.write_all(b"e").await.unwrap();
+    let mut back = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut back))
+        .await
+        .expect("echoed")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_service_keeps_its_listening_socket() {
+    // One worker: the listener is bound without SO_REUSEPORT, so binding its
+    // address again for the renamed service was refused as in use; with
+    // several, the old sockets closed and reset the clients in their queues.
+    let cfg = config(
+        SchedulerKind::RoundRobin,
+        vec![host("a", echo_backend().await, 1)],
+    );
+    let balancer = Balancer::builder(cfg.clone())
+        .workers(1)
+        .start()
+        .await
+        .unwrap();
+    let addr = balancer.local_addr("svc", None).unwrap();
+    let mut before = TcpStream::connect(addr).await.unwrap();
+    echoes(&mut before).await;
+    let mut renamed = cfg;
+    renamed.services[0].name = "web".into();
+    balancer
+        .apply(Command::Replace(Box::new(renamed)))
+        .await
+        .unwrap();
+    assert_eq!(balancer.local_addr("web", None), Some(addr));
+    assert_eq!(balancer.local_addr("svc", None), None);
+    let mut after = TcpStream::connect(addr).await.unwrap();
+    echoes(&mut after).await;
+    echoes(&mut before).await;
+    // And back, with two workers' copies of the socket.
+    let cfg2 = {
+        let mut c = config(
+            SchedulerKind::RoundRobin,
+            vec![host("a", echo_backend().await, 1)],
+        );
+        c.services[0].name = "one".into();
+        c
+    };
+    let balancer = Balancer::builder(cfg2.clone())
+        .workers(2)
+        .start()
+        .await
+        .unwrap();
+    let addr = balancer.local_addr("one", None).unwrap();
+    let mut renamed = cfg2;
+    renamed.services[0].name = "two".into();
+    balancer
+        .apply(Command::Replace(Box::new(renamed)))
+        .await
+        .unwrap();
+    assert_eq!(balancer.local_addr("two", None), Some(addr));
+    for _ in 0..8 {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        echoes(&mut client).await;
+    }
+}

@@ -440,6 +440,42 @@ async fn a_routed_service_removed_while_its_client_is_inspected() {
 }
 
 #[tokio::test]
+async fn a_routed_service_renamed_while_its_client_is_inspected_still_serves_it() {
+    let own = greeting_host("own", None).await;
+    let api = greeting_host("api", None).await;
+    let xml = edge_xml("inspectTimeout=\"5\"", own, &service("api", api));
+    let (balancer, edge) = balancer(&xml).await;
+    let hello = client_hello("api.example.com");
+    let mut client = TcpStream::connect(edge).await.unwrap();
+    client.write_all(&hello[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The reload renames the service, and its route with it.
+    let mut next = balancer.config();
+    for service in &mut next.services {
+        if service.name == "api" {
+            service.name = "api2".into();
+        }
+    }
+    for route in &mut next.services[0].listeners[0].routes {
+        if route.service == "api" {
+            route.service = "api2".into();
+        }
+    }
+    balancer
+        .apply(Command::Replace(Box::new(next)))
+        .await
+        .unwrap();
+    client.write_all(&hello[10..]).await.unwrap();
+    // The route as it is now sends it on: not to the listener's own group.
+    assert_eq!(
+        greeting(&mut client, Duration::from_secs(3)).await,
+        Ok("api".into())
+    );
+    assert_eq!(service_counters(&balancer, "api2").accepted, 1);
+    balancer.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
 async fn routes_added_and_removed_under_load_lose_no_client_and_keep_their_hits() {
     const CLIENTS: usize = 4;
     const ROUNDS: usize = 40;

@@ -1237,6 +1237,52 @@ fn served(addr: SocketAddr) -> bool {
 /// Moved connections hold their place under the new process's limits: with
 /// `maxconn="2"` (no queue) and two connections moved, a third client is
 /// turned away until one of them ends.
+/// `n` connections to `listener`, each having had a byte echoed.
+async fn echoed_connections(listener: SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut stream = tokio::net::TcpStream::connect(listener).await.unwrap();
+        stream.write_all(b"h").await.unwrap();
+        let mut back = [0u8; 1];
+        stream.read_exact(&mut back).await.unwrap();
+        held.push(stream);
+    }
+    held
+}
+
+/// Once `parked` connections are parked, upgrades `txlb` (its new process
+/// noted in `adopted`), which says they all moved, and waits for the old
+/// process to exit.
+async fn upgrade_parked(
+    txlb: Txlb,
+    base: &str,
+    config: &Path,
+    parked: usize,
+    adopted: &mut Adopted,
+) {
+    assert!(
+        parked_within(base, parked, Duration::from_secs(12)).await,
+        "the {parked} connections did not park"
+    );
+    let config = config.to_path_buf();
+    let output = tokio::task::spawn_blocking(move || upgrade(&config, &[]))
+        .await
+        .unwrap();
+    adopted.0.push(new_pid(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("{parked} connections moved")),
+        "{stdout}"
+    );
+    let mut txlb = txlb;
+    tokio::task::spawn_blocking(move || {
+        assert!(txlb.exit_status(Duration::from_secs(10)).is_some());
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moved_connections_count_under_the_new_process_maxconn() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1252,36 +1298,13 @@ async fn moved_connections_count_under_the_new_process_maxconn() {
     let listener = txlb.listener();
     let base = txlb.logged("admin web server up", "url").await;
     let mut adopted = Adopted(Vec::new());
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut stream = tokio::net::TcpStream::connect(listener).await.unwrap();
-        stream.write_all(b"h").await.unwrap();
-        let mut back = [0u8; 1];
-        stream.read_exact(&mut back).await.unwrap();
-        held.push(stream);
-    }
+    let mut held = echoed_connections(listener, 2).await;
     assert!(
         !tokio::task::spawn_blocking(move || served(listener))
             .await
             .unwrap()
     );
-    assert!(
-        parked_within(&base, 2, Duration::from_secs(10)).await,
-        "the two connections did not park"
-    );
-    let config2 = config.clone();
-    let output = tokio::task::spawn_blocking(move || upgrade(&config2, &[]))
-        .await
-        .unwrap();
-    adopted.0.push(new_pid(&output));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("2 connections moved"), "{stdout}");
-    let mut txlb = txlb;
-    tokio::task::spawn_blocking(move || {
-        assert!(txlb.exit_status(Duration::from_secs(10)).is_some());
-    })
-    .await
-    .unwrap();
+    upgrade_parked(txlb, &base, &config, 2, &mut adopted).await;
 
     // The new process is full with the two it took on.
     assert!(
@@ -1721,14 +1744,7 @@ async fn connections_whose_host_a_reload_renamed_or_removed_move_on_through_an_u
     let base = txlb.logged("admin web server up", "url").await;
     let mut adopted = Adopted(Vec::new());
     // Four connections, two on each host (round robin).
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        let mut stream = tokio::net::TcpStream::connect(listener).await.unwrap();
-        stream.write_all(b"h").await.unwrap();
-        let mut back = [0u8; 1];
-        stream.read_exact(&mut back).await.unwrap();
-        held.push(stream);
-    }
+    let mut held = echoed_connections(listener, 4).await;
     // A reload renames the group and host `a` (same address) and removes
     // `b`: the old process serves all four on, under the names they were
     // made with.
@@ -1742,23 +1758,7 @@ async fn connections_whose_host_a_reload_renamed_or_removed_move_on_through_an_u
     let skip = txlb.log_len();
     txlb.signal("HUP");
     txlb.wait_for_async("configuration reloaded", skip).await;
-    assert!(
-        parked_within(&base, 4, Duration::from_secs(12)).await,
-        "the four connections did not park"
-    );
-    let config2 = config.clone();
-    let output = tokio::task::spawn_blocking(move || upgrade(&config2, &[]))
-        .await
-        .unwrap();
-    adopted.0.push(new_pid(&output));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("4 connections moved"), "{stdout}");
-    let mut txlb = txlb;
-    tokio::task::spawn_blocking(move || {
-        assert!(txlb.exit_status(Duration::from_secs(10)).is_some());
-    })
-    .await
-    .unwrap();
+    upgrade_parked(txlb, &base, &config, 4, &mut adopted).await;
     // All four go on in the new process: those to `a` under its new names,
     // those to the removed `b` under the service they landed in.
     for stream in &mut held {

@@ -289,27 +289,17 @@ async fn a_connection_woken_soon_after_parking_parks_later_next_time() {
 async fn connections_of_a_renamed_service_still_time_out() {
     // A connection keeps the names it was made under; a reload renaming its
     // service must not leave it without a timeout.
-    let mut cfg = config(
-        SchedulerKind::RoundRobin,
-        vec![host("echo", echo_backend().await, 1)],
-    );
-    cfg.services[0].options.client_timeout = Duration::from_secs(2);
-    cfg.services[0].options.server_timeout = Duration::from_secs(2);
-    let balancer = Balancer::builder(cfg.clone())
-        .workers(1)
-        .start()
-        .await
-        .unwrap();
+    let balancer = start(vec![host("echo", echo_backend().await, 1)], Some(2.0)).await;
     let addr = balancer.local_addr("svc", None).unwrap();
     let mut client = TcpStream::connect(addr).await.unwrap();
     echo(&mut client, b"hi").await;
-    let mut renamed = cfg;
+    let mut renamed = balancer.config();
     renamed.services[0].name = "renamed".into();
     balancer
         .apply(txlb::Command::Replace(Box::new(renamed)))
         .await
         .unwrap();
-    assert!(balancer.local_addr("svc", None).is_none());
+    assert_eq!(balancer.local_addr("renamed", None), Some(addr));
     echo(&mut client, b"still served").await;
     // 2 s without a byte, and the sweeper's half-second period.
     assert_closed_within(&mut client, Duration::from_secs(4)).await;

@@ -412,8 +412,11 @@ async fn the_listeners_own_access_lists_refuse_before_inspection() {
     balancer.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test]
-async fn a_routed_service_removed_while_its_client_is_inspected() {
+/// A client of the edge (whose own group answers "own") routed to
+/// service `api` (whose host answers "api") by its hello, of which it has
+/// sent a part when `change` is applied to the running configuration; the
+/// rest comes after.
+async fn inspected_across(change: impl FnOnce(&mut Config)) -> (BalancerHandle, TcpStream) {
     let own = greeting_host("own", None).await;
     let api = greeting_host("api", None).await;
     let xml = edge_xml("inspectTimeout=\"5\"", own, &service("api", api));
@@ -422,15 +425,24 @@ async fn a_routed_service_removed_while_its_client_is_inspected() {
     let mut client = TcpStream::connect(edge).await.unwrap();
     client.write_all(&hello[..10]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    // The reload drops the route and the service it sent to.
     let mut next = balancer.config();
-    next.services.retain(|s| s.name != "api");
-    next.services[0].listeners[0].routes.clear();
+    change(&mut next);
     balancer
         .apply(Command::Replace(Box::new(next)))
         .await
         .unwrap();
     client.write_all(&hello[10..]).await.unwrap();
+    (balancer, client)
+}
+
+#[tokio::test]
+async fn a_routed_service_removed_while_its_client_is_inspected() {
+    // The reload drops the route and the service it sent to.
+    let (balancer, mut client) = inspected_across(|next| {
+        next.services.retain(|s| s.name != "api");
+        next.services[0].listeners[0].routes.clear();
+    })
+    .await;
     // Served as the listener now says: by its own group.
     assert_eq!(
         greeting(&mut client, Duration::from_secs(3)).await,
@@ -441,31 +453,20 @@ async fn a_routed_service_removed_while_its_client_is_inspected() {
 
 #[tokio::test]
 async fn a_routed_service_renamed_while_its_client_is_inspected_still_serves_it() {
-    let own = greeting_host("own", None).await;
-    let api = greeting_host("api", None).await;
-    let xml = edge_xml("inspectTimeout=\"5\"", own, &service("api", api));
-    let (balancer, edge) = balancer(&xml).await;
-    let hello = client_hello("api.example.com");
-    let mut client = TcpStream::connect(edge).await.unwrap();
-    client.write_all(&hello[..10]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
     // The reload renames the service, and its route with it.
-    let mut next = balancer.config();
-    for service in &mut next.services {
-        if service.name == "api" {
-            service.name = "api2".into();
+    let (balancer, mut client) = inspected_across(|next| {
+        for service in &mut next.services {
+            if service.name == "api" {
+                service.name = "api2".into();
+            }
         }
-    }
-    for route in &mut next.services[0].listeners[0].routes {
-        if route.service == "api" {
-            route.service = "api2".into();
+        for route in &mut next.services[0].listeners[0].routes {
+            if route.service == "api" {
+                route.service = "api2".into();
+            }
         }
-    }
-    balancer
-        .apply(Command::Replace(Box::new(next)))
-        .await
-        .unwrap();
-    client.write_all(&hello[10..]).await.unwrap();
+    })
+    .await;
     // The route as it is now sends it on: not to the listener's own group.
     assert_eq!(
         greeting(&mut client, Duration::from_secs(3)).await,

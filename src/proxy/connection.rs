@@ -273,7 +273,7 @@ pub(crate) fn serve(accepted: Accepted, listener: Arc<ListenerTask>) -> impl Fut
 /// none is left (then the client is closed). Each client is counted as
 /// accepted by one service: the one that serves it, or that refused it.
 async fn establish(accepted: Accepted, listener: Arc<ListenerTask>) -> Option<Box<Established>> {
-    let data = listener.data.clone();
+    let data = &listener.data;
     let current = &listener.settings;
     let settings = current.load_full();
     // Its service, or the one its socket was lent to when a change (a
@@ -363,17 +363,16 @@ async fn establish(accepted: Accepted, listener: Arc<ListenerTask>) -> Option<Bo
             // A route matched but a reload removed or renamed its service
             // while the client was read: the listener's routes as they are
             // now choose again (a route renamed with its service follows it).
-            let again = || {
-                let now = current.load();
-                let chosen = choose(inspected.seen(), now.routing.as_ref()?);
-                let service = now.routing.as_ref()?.targets[chosen.route?].service.clone();
-                let plan = plan(&snapshot, &service)?;
-                Some((service, chosen.inspection, plan))
-            };
-            let again = match (&routed, inspected.route) {
-                (None, Some(_)) => again(),
-                _ => None,
-            };
+            let again = (routed.is_none() && inspected.route.is_some())
+                .then(|| {
+                    let now = current.load();
+                    let routing = now.routing.as_ref()?;
+                    let chosen = choose(inspected.seen(), routing);
+                    let service = routing.targets[chosen.route?].service.clone();
+                    let plan = plan(&snapshot, &service)?;
+                    Some((service, chosen.inspection, plan))
+                })
+                .flatten();
             match (routed, again) {
                 (Some((service, plan)), _) => (service, Some(inspected.inspection), Some(plan)),
                 (None, Some((service, mut inspection, plan))) => {
@@ -500,7 +499,7 @@ async fn establish(accepted: Accepted, listener: Arc<ListenerTask>) -> Option<Bo
             Ok(connected) => connected,
             Err(reason) => {
                 let place = &target.place;
-                passive::host_failed(&data, place, &target.stats, target.fail_limit, &reason);
+                passive::host_failed(data, place, &target.stats, target.fail_limit, &reason);
                 tried.push(target.id);
                 continue;
             }

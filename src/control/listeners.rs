@@ -40,8 +40,12 @@ pub(super) struct RunningListener {
     /// are its service's, read per new session, and its routes (QUIC).
     pub(super) udp: bool,
     /// Shared with its accept loops: the service its socket was lent to.
-    pub(super) successor: Arc<std::sync::OnceLock<Arc<str>>>,
+    pub(super) successor: Successor,
 }
+
+/// Where a listener notes the service its socket was lent to (shared with
+/// its accept loops, `ListenerTask::successor`).
+pub(super) type Successor = Arc<std::sync::OnceLock<Arc<str>>>;
 
 /// A listener bound but not yet accepting: one socket per worker (or one).
 pub(super) struct BoundSocket {
@@ -113,13 +117,15 @@ pub(super) fn diff<'a>(
 /// (`bind_all` takes them), so no client waiting in their queues is reset
 /// and an address bound without `SO_REUSEPORT` (one worker, UDP) is not
 /// refused as in use. Those `bind_all` did not take are dropped by
-/// [`Inherited::drop_lent`].
+/// [`Inherited::drop_lent`]. Returns, for each lending listener, where to
+/// note its successor once the change is sure to apply.
 pub(super) fn lend_moved(
     running: &[RunningListener],
     added: &[NewListener<'_>],
     removed: &HashSet<RunningKey>,
     inherited: &Inherited,
-) {
+) -> Vec<(Successor, Arc<str>)> {
+    let mut successors = Vec::new();
     for ((service, configured), service_config, _) in added {
         let udp = is_udp(service_config);
         let Some(from) = running.iter().find(|l| {
@@ -138,13 +144,14 @@ pub(super) fn lend_moved(
             .collect();
         if copies.len() == from.sockets.len() && !copies.is_empty() {
             tracing::debug!(from = %from.service, to = %service, listen = %configured, "listener moves to another service");
-            let _ = from.successor.set(service.clone());
+            successors.push((from.successor.clone(), service.clone()));
             let key = (service.clone(), configured.clone());
             let mut sockets = inherited.lock();
             sockets.lent_to.push(key.clone());
             sockets.lent.push((key, copies));
         }
     }
+    successors
 }
 
 /// The TLS of every terminating listener of a configuration, by listener.
@@ -441,7 +448,7 @@ pub(super) fn start(bound: BoundSocket, controller: &Controller) -> RunningListe
             successor: Arc::default(),
         };
     }
-    let successor: Arc<std::sync::OnceLock<Arc<str>>> = Arc::default();
+    let successor: Successor = Arc::default();
     let task = ListenerTask {
         service: bound.service.clone(),
         settings: settings.clone(),

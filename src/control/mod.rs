@@ -915,7 +915,7 @@ impl Controller {
         let terminators = listeners::terminators(&state.listeners, &next, reread, &self.acme)?;
         let originators = origins::originators(&state.originators, &next, reread)?;
         let own: Vec<SocketAddr> = state.listeners.iter().map(|l| l.local).collect();
-        listeners::lend_moved(&state.listeners, &added, &removed, &self.inherited);
+        let successors = listeners::lend_moved(&state.listeners, &added, &removed, &self.inherited);
         let bound = listeners::bind_all(
             added,
             self.workers.len().max(1),
@@ -925,6 +925,10 @@ impl Controller {
         );
         self.inherited.drop_lent();
         let bound = bound?;
+        // Noted only now: a refused change must leave no successor behind.
+        for (successor, service) in successors {
+            let _ = successor.set(service);
+        }
         // What the names resolve to is known before the hosts are built.
         // Which names the hosts use (and how often to ask): a walk over every
         // host, so only when the change can alter it.

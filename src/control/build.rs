@@ -132,19 +132,42 @@ impl Controller {
             };
         let mut services = Vec::with_capacity(config.services.len());
         let mut kept: HashSet<(&str, &str)> = HashSet::new();
-        for service in &config.services {
+        let service_names: HashSet<&str> =
+            config.services.iter().map(|s| s.name.as_str()).collect();
+        for (at, service) in config.services.iter().enumerate() {
             let mut groups = Vec::with_capacity(service.groups.len());
-            let was = before.get(service.name.as_str());
+            let renamed_from = match before.contains_key(service.name.as_str()) {
+                true => None,
+                false => renamed_in_place(&running.services, at, &service_names, |s| &s.name),
+            };
+            if let Some(old) = renamed_from {
+                state.carry_service(old, &service.name);
+            }
+            let was = before.get(renamed_from.unwrap_or(&service.name));
             let mut old_groups =
                 ByName::new(was.map_or(&[][..], |(c, _)| &c.groups[..]), |g| &g.name);
+            let group_names: HashSet<&str> =
+                service.groups.iter().map(|g| g.name.as_str()).collect();
             for (position, group) in service.groups.iter().enumerate() {
+                let found = old_groups.take(position, &group.name).or_else(|| {
+                    let old = was.map_or(&[][..], |(c, _)| &c.groups[..]);
+                    renamed_in_place(old, position, &group_names, |g| &g.name)?;
+                    old_groups.take_at(position).then_some(position)
+                });
                 let old = was
-                    .zip(old_groups.take(position, &group.name))
+                    .zip(found)
                     .and_then(|((c, s), i)| Some((&c.groups[i], s.groups.get(i)?)));
                 kept.insert((&service.name, &group.name));
+                if let Some((c, (group_before, _))) = was.zip(old) {
+                    kept.insert((&c.0.name, &group_before.name));
+                }
+                // A group renamed, or in a renamed service, is built again:
+                // its hosts' places name it.
+                let same_names =
+                    renamed_from.is_none() && old.is_some_and(|(c, _)| c.name == group.name);
                 groups.push(match old {
                     Some((config_before, shared))
-                        if touched.shares(&service.name, config_before, group) =>
+                        if same_names && touched.shares(&service.name, config_before, group) =>
                     {
                         shared.clone()
                     }
@@ -198,7 +221,10 @@ impl Controller {
     }
 
     /// A new snapshot of `group`, keeping the identity and counters of the hosts
-    /// of `before` (its running version) that stay; those that left drain.
+    /// of `before` (its running version) that stay; those that left drain. A
+    /// host stays by its name, or, renamed, by its address: a host new to the
+    /// group at the address of one that left is that host under a new name
+    /// (its open connections, health and counters are the same server's).
     fn build_group(
         &self,
         state: &mut ControlState,
@@ -209,35 +235,58 @@ impl Controller {
         let old_hosts: Vec<&HostSnapshot> =
             before.map_or_else(Vec::new, |g| g.hosts.iter().collect());
         let mut old = ByName::new(&old_hosts, |h| &h.name);
-        let mut members = Vec::with_capacity(group.hosts.len());
         let mut ports = ProbePorts::default();
+        // Every name first: a renamed host must not take the place of one
+        // that stays under its name further down.
+        let mut planned = Vec::with_capacity(group.hosts.len());
         for host in &group.hosts {
             for (host_name, address) in expand(host, &state.names) {
                 ports.push(group, host);
-                let known = old.take(members.len(), &host_name).map(|i| old_hosts[i]);
-                let member = match known {
-                    Some(known) => {
-                        if known.address != *address {
-                            let names = (service.name.as_str(), group.name.as_str(), &*known.name);
-                            set_address(
-                                names,
-                                &address,
-                                &known.stats,
-                                &state.names,
-                                &self.data.events,
-                            );
-                        }
-                        let (name, stats) = (known.name.clone(), known.stats.clone());
-                        let place = (service, group, host);
-                        Self::member(place, known.id, name, address.into_owned(), stats)
-                    }
-                    None => {
-                        let ids = (&mut state.next_host_id, &state.names);
-                        self.new_member(ids, service, group, host, &host_name, &address)
-                    }
-                };
-                members.push(member);
+                let known = old.take(planned.len(), &host_name);
+                planned.push((host, host_name, address, known));
             }
+        }
+        if planned.iter().any(|p| p.3.is_none()) && old.left().next().is_some() {
+            let mut left: HashMap<&HostAddress, Vec<usize>> = HashMap::new();
+            for i in old.left().collect::<Vec<_>>().into_iter().rev() {
+                left.entry(&old_hosts[i].address).or_default().push(i);
+            }
+            for (_, _, address, known) in planned.iter_mut().filter(|p| p.3.is_none()) {
+                if let Some(i) = left.get_mut(&**address).and_then(Vec::pop)
+                    && old.take_at(i)
+                {
+                    *known = Some(i);
+                }
+            }
+        }
+        let mut members = Vec::with_capacity(planned.len());
+        for (host, host_name, address, known) in planned {
+            let member = match known.map(|i| old_hosts[i]) {
+                Some(known) => {
+                    let name: Arc<str> = match *known.name == *host_name {
+                        true => known.name.clone(),
+                        false => Arc::from(&*host_name),
+                    };
+                    if known.address != *address {
+                        let names = (service.name.as_str(), group.name.as_str(), &*name);
+                        set_address(
+                            names,
+                            &address,
+                            &known.stats,
+                            &state.names,
+                            &self.data.events,
+                        );
+                    }
+                    let place = (service, group, host);
+                    let stats = known.stats.clone();
+                    Self::member(place, known.id, name, address.into_owned(), stats)
+                }
+                None => {
+                    let ids = (&mut state.next_host_id, &state.names);
+                    self.new_member(ids, service, group, host, &host_name, &address)
+                }
+            };
+            members.push(member);
         }
         for i in old.left() {
             state.drain(&service.name, &group.name, old_hosts[i]);
@@ -510,6 +559,17 @@ impl ProbePorts {
 }
 
 impl ControlState {
+    /// Service `old`, renamed `new`, keeps its counters and its admission
+    /// state (the connections its `maxconn` counts).
+    fn carry_service(&mut self, old: &str, new: &str) {
+        if let Some(counters) = self.service_counters.remove(old) {
+            self.service_counters.insert(new.to_string(), counters);
+        }
+        if let Some(limiter) = self.limiters.remove(old) {
+            self.limiters.insert(new.to_string(), limiter);
+        }
+    }
+
     /// A host that left the configuration drains visibly while connections
     /// are still open on it.
     fn drain(&mut self, service: &str, group: &str, host: &HostSnapshot) {
@@ -518,6 +578,20 @@ impl ControlState {
                 .push((Arc::from(service), Arc::from(group), host.clone()));
         }
     }
+}
+
+/// The name of the item of `old` at `at` when it was renamed there: its
+/// name is gone from the new list (`names`). A service or group renamed in
+/// place keeps what it ran with (counters, hosts); one that moved and was
+/// renamed at once is a new one.
+fn renamed_in_place<'a, T>(
+    old: &'a [T],
+    at: usize,
+    names: &HashSet<&str>,
+    name: fn(&T) -> &str,
+) -> Option<&'a str> {
+    let was = name(old.get(at)?);
+    (!names.contains(was)).then_some(was)
 }
 
 /// Finds the items of a list by name, in one pass over a new list that mostly
@@ -570,6 +644,19 @@ impl<'a, T> ByName<'a, T> {
         }
         self.left -= 1;
         Some(found)
+    }
+
+    /// Takes the old item at `at` (found by other means than its name);
+    /// false if it was taken already.
+    pub(super) fn take_at(&mut self, at: usize) -> bool {
+        match self.taken.get_mut(at).filter(|t| !**t) {
+            Some(taken) => {
+                *taken = true;
+                self.left -= 1;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The old items never taken, by index.

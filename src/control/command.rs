@@ -12,8 +12,9 @@ use super::ControlError;
 /// One change to the running balancer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Replace the whole configuration (SIGHUP reload). Counters of hosts that
-    /// keep their service, group and name are kept.
+    /// Replace the whole configuration (SIGHUP reload). Hosts that stay (by
+    /// name, or renamed at the same address) keep their counters and
+    /// connections; see `control/build.rs`.
     Replace(Box<Config>),
     /// Add a service with its listeners and groups.
     AddService(Box<ServiceConfig>),

@@ -102,6 +102,9 @@ fn number(digits: &[u8]) -> Option<u32> {
 struct Target {
     service: Arc<str>,
     group: Arc<str>,
+    /// The host's name, which its events tell: a renamed host keeps its
+    /// identity and counters, and its task starts again under the new name.
+    host: Arc<str>,
     agent: AgentConfig,
     port: u16,
     address: crate::config::HostAddress,
@@ -141,6 +144,7 @@ fn follow(
                 let target = Target {
                     service: service.name.clone(),
                     group: group.name.clone(),
+                    host: host.name.clone(),
                     agent: agent.config.clone(),
                     port,
                     address: host.address.clone(),

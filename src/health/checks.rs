@@ -89,6 +89,9 @@ pub(crate) fn step(
 struct Target {
     service: Arc<str>,
     group: Arc<str>,
+    /// The host's name, which its events tell: a renamed host keeps its
+    /// identity and counters, and its task starts again under the new name.
+    host: Arc<str>,
     check: CheckConfig,
     port: Option<u16>,
     address: HostAddress,
@@ -144,6 +147,7 @@ fn follow(
                 let target = Target {
                     service: service.name.clone(),
                     group: group.name.clone(),
+                    host: host.name.clone(),
                     check: check.config.clone(),
                     port: check.ports.get(i).copied().flatten(),
                     address: host.address.clone(),

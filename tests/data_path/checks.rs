@@ -396,6 +396,8 @@ async fn a_check_added_by_a_reload_starts_probing() {
 
 /// `onMarkedDown="close"` closes the open connections of a host the check
 /// marks bad, within the probes that take to fail; without it they continue.
+/// A host a reload renamed meanwhile (same address) is the same host: its
+/// connections made under the old name are closed too.
 #[tokio::test]
 async fn on_marked_down_close_ends_the_hosts_open_connections() {
     for close in [true, false] {
@@ -406,14 +408,27 @@ async fn on_marked_down_close_ends_the_hosts_open_connections() {
         if close {
             xml = xml.replace("enable=\"true\"", "enable=\"true\" onMarkedDown=\"close\"");
         }
-        let txlb = Txlb::start_xml(&xml, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.xml");
+        std::fs::write(&path, &xml).unwrap();
+        let txlb = Txlb::start(&path, 2);
         let mut client = TcpStream::connect(txlb.listener()).await.unwrap();
         let mut answer = [0u8; 7];
         client.write_all(b"PING\r\n").await.unwrap();
         client.read_exact(&mut answer).await.unwrap();
         assert_eq!(&answer, b"+PONG\r\n");
+        let name = match close {
+            true => {
+                std::fs::write(&path, xml.replace("name=\"redis\"", "name=\"cache\"")).unwrap();
+                let skip = txlb.log_len();
+                txlb.signal("HUP");
+                txlb.wait_for_async("configuration reloaded", skip).await;
+                "cache"
+            }
+            false => "redis",
+        };
         loading.store(true, SeqCst);
-        transition(&txlb, "host marked bad", "redis", 0).await;
+        transition(&txlb, "host marked bad", name, 0).await;
         let mut rest = [0u8; 64];
         if close {
             // Closed: a read sees the end (or an error) soon, whatever

@@ -381,3 +381,83 @@ async fn the_binary_reads_access_lists_and_limits_from_xml_attributes() {
     let after = closed_after(&mut held, Instant::now()).await;
     assert!(after <= Duration::from_millis(1500), "{after:?}");
 }
+
+/// A host, group or service a reload renames (same address, same place) is
+/// the same one under a new name: the connections open on it still count
+/// against its `maxconn` and the service's, and its counters go on. Before,
+/// each came back empty: a renamed host took clients past its `maxconn`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_group_or_service_a_reload_renames_keeps_its_connections_and_limits() {
+    let a = named_backend("a", Hold::UntilClientCloses).await;
+    let b = named_backend("b", Hold::UntilClientCloses).await;
+    let mut full = host("a", a, 1);
+    full.options.maxconn = 1;
+    let mut cfg = config(SchedulerKind::RoundRobin, vec![full, host("b", b, 1)]);
+    cfg.services[0].options.maxconn = 2;
+    cfg.services[0].options.queue = 0;
+    let (balancer, addr) = start(cfg.clone()).await;
+    let (on_a, held_a) = from(1, addr).await;
+    let (on_b, held_b) = from(1, addr).await;
+    assert_eq!((on_a, on_b), (served("a"), served("b")));
+    assert_eq!(
+        from(1, addr).await.0,
+        Outcome::Closed,
+        "the service is full"
+    );
+
+    type Rename = (&'static str, fn(&mut Config));
+    let renames: [Rename; 3] = [
+        ("host", |c| {
+            let hosts = &mut c.services[0].groups[0].hosts;
+            let mut renamed = hosts.remove(0);
+            renamed.name = "a2".into();
+            hosts.insert(0, renamed);
+        }),
+        ("group", |c| {
+            c.services[0].groups[0].name = "g2".into();
+            c.services[0].enabled_group = "g2".into();
+        }),
+        ("service", |c| c.services[0].name = "web".into()),
+    ];
+    for (refused, (what, rename)) in (1..).zip(renames) {
+        rename(&mut cfg);
+        balancer
+            .apply(txlb::Command::Replace(Box::new(cfg.clone())))
+            .await
+            .unwrap();
+        let service = &cfg.services[0].name;
+        let group = &cfg.services[0].groups[0].name;
+        let stats = balancer.stats();
+        let renamed = stats.host(service, group, "a2").map(|h| h.stats.clone());
+        let renamed = renamed.unwrap_or_else(|| panic!("{what}: {stats:?}"));
+        assert_eq!((renamed.open, renamed.total), (1, 1), "{what}");
+        assert!(stats.services[0].groups[0].draining.is_empty(), "{what}");
+        // Every client so far: two served, the others refused.
+        let counters = stats.services[0].counters;
+        assert_eq!(counters.accepted, 2 + refused, "{what}");
+        assert_eq!(counters.over_limit, refused, "{what}");
+        assert_eq!(balancer.local_addr(service, None), Some(addr), "{what}");
+        // Still full: the service's two connections are counted.
+        assert_eq!(from(1, addr).await.0, Outcome::Closed, "{what}");
+    }
+    // b's slot frees: a new client goes there, a2 being full.
+    drop(held_b);
+    let freed = eventually(Duration::from_secs(3), || async {
+        balancer.stats().host("web", "g2", "b").unwrap().stats.open == 0
+    });
+    assert!(freed.await);
+    for _ in 0..2 {
+        let (outcome, stream) = from(1, addr).await;
+        assert_eq!(outcome, served("b"), "a2 is full");
+        drop(stream);
+        let freed = eventually(Duration::from_secs(3), || async {
+            balancer.stats().host("web", "g2", "b").unwrap().stats.open == 0
+        });
+        assert!(freed.await);
+    }
+    drop(held_a);
+    let freed = eventually(Duration::from_secs(3), || async {
+        balancer.stats().host("web", "g2", "a2").unwrap().stats.open == 0
+    });
+    assert!(freed.await);
+}

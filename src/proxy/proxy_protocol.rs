@@ -336,10 +336,12 @@ pub fn encode_v2_tls(source: SocketAddr, destination: SocketAddr, tls: TlsFacts<
     }
     let mut ssl = Vec::with_capacity(64);
     let shown = session.client_subject.is_some();
-    ssl.push(if shown {
-        tlv::CLIENT_SSL | tlv::CLIENT_CERT_CONN | tlv::CLIENT_CERT_SESS
-    } else {
-        tlv::CLIENT_SSL
+    // A resumed session's certificate was shown when the session began,
+    // not on this connection.
+    ssl.push(match (shown, session.resumed) {
+        (true, false) => tlv::CLIENT_SSL | tlv::CLIENT_CERT_CONN | tlv::CLIENT_CERT_SESS,
+        (true, true) => tlv::CLIENT_SSL | tlv::CLIENT_CERT_SESS,
+        (false, _) => tlv::CLIENT_SSL,
     });
     // A certificate shown got through the listener's verification (an
     // unverified one ends the handshake).
@@ -428,6 +430,7 @@ mod tests {
             alpn: Some("h2".into()),
             client_subject: Some("CN=alice, O=Example".into()),
             client_cn: Some("alice".into()),
+            resumed: false,
         };
         let facts = TlsFacts {
             sni: Some("api.example.com"),
@@ -469,6 +472,18 @@ mod tests {
                 destination: d
             }
         );
+        // Resumed: the certificate was shown on the session, not on this
+        // connection.
+        let resumed = crate::tls::Session {
+            resumed: true,
+            ..session.clone()
+        };
+        let facts = TlsFacts {
+            sni: None,
+            session: &resumed,
+        };
+        let bytes = encode(Version::V2, s, d, Some(facts));
+        assert_eq!(tlvs(&bytes[16 + 12..])[1].1[0], 0x05, "TLS, on the session");
         // No client certificate: no CN, and `verify` is not 0.
         let anonymous = crate::tls::Session {
             client_subject: None,

@@ -155,6 +155,9 @@ pub fn load_in(tls: &ListenerTls, acme: &AcmeCerts) -> Result<Terminator, TlsErr
     let first = tls.certs.first().map(|c| &c.written);
     let first = first.or(tls.acme.first().map(|c| &c.written));
     let at = |l: Option<&Location>| l.cloned();
+    // The client CA's text and the mode: what a ticket's client identity was
+    // checked against (see `ticketer`).
+    let mut auth_scope: Option<Vec<u8>> = None;
     let verifier = match &tls.options.client_ca {
         None => None,
         Some(ca) => {
@@ -177,6 +180,11 @@ pub fn load_in(tls: &ListenerTls, acme: &AcmeCerts) -> Result<Terminator, TlsErr
                     ca.display()
                 )));
             }
+            let mode: &[u8] = match tls.options.client_auth {
+                ClientAuth::Required => b"required\n",
+                ClientAuth::Optional => b"optional\n",
+            };
+            auth_scope = Some([mode, &text[..]].concat());
             let builder =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             let builder = match tls.options.client_auth {
@@ -244,7 +252,7 @@ pub fn load_in(tls: &ListenerTls, acme: &AcmeCerts) -> Result<Terminator, TlsErr
     // keys are extracted, its traffic secrets logged for key updates.
     server.enable_secret_extraction = true;
     server.key_log = Arc::new(record::CaptureSecrets);
-    if let Some(ticketer) = ticketer() {
+    if let Some(ticketer) = ticketer(auth_scope.as_deref()) {
         server.ticketer = ticketer;
     }
     server.alpn_protocols = tls
@@ -281,24 +289,52 @@ fn server_provider() -> CryptoProvider {
     provider
 }
 
-/// The session tickets of every terminating listener (TLS 1.3 resumption
-/// without a server-side cache, and a ticket reusable as OpenSSL's are):
-/// one rotating key (rustls' `Ticketer`, a new key every 6 hours) for the
-/// process, so a reload that rebuilds a listener's configuration keeps its
-/// clients' tickets good. `None` if it cannot be made: sessions then resume
-/// from rustls' in-memory cache only.
-fn ticketer() -> Option<Arc<dyn rustls::server::ProducesTickets>> {
-    static TICKETER: std::sync::OnceLock<Option<Arc<dyn rustls::server::ProducesTickets>>> =
-        std::sync::OnceLock::new();
-    TICKETER
-        .get_or_init(|| match rustls::crypto::ring::Ticketer::new() {
-            Ok(ticketer) => Some(ticketer),
-            Err(error) => {
-                tracing::warn!(%error, "no session tickets: TLS sessions resume from the cache only");
-                None
+/// The session tickets of terminating listeners (resumption without a
+/// server-side cache, and a ticket reusable as OpenSSL's are): one rotating
+/// key (rustls' `Ticketer`, a new key every 6 hours) per way of checking
+/// clients, so a reload that rebuilds a listener's configuration keeps its
+/// clients' tickets good. rustls resumes a session with the client
+/// certificate its ticket holds, without checking it again: a ticket from a
+/// listener without mutual TLS, or with another CA or mode, must not open a
+/// listener that requires one (nor a reload's new CA honour an old ticket).
+/// So listeners without client certificates share one key, and each
+/// `clientAuth` mode and client CA text (`auth_scope`) has its own. `None`
+/// if it cannot be made: sessions then resume from the listener's own
+/// in-memory cache only.
+fn ticketer(auth_scope: Option<&[u8]>) -> Option<Arc<dyn rustls::server::ProducesTickets>> {
+    type Tickets = Arc<dyn rustls::server::ProducesTickets>;
+    /// Scopes kept at most: a long life of reloads changing CAs does not
+    /// grow it without end (a scope dropped only costs its clients a full
+    /// handshake).
+    const MOST: usize = 64;
+    static TICKETERS: std::sync::Mutex<Vec<(Option<[u8; 32]>, Tickets)>> =
+        std::sync::Mutex::new(Vec::new());
+    let scope = auth_scope.map(|text| {
+        let digest = ring::digest::digest(&ring::digest::SHA256, text);
+        let mut scope = [0u8; 32];
+        scope.copy_from_slice(digest.as_ref());
+        scope
+    });
+    let mut ticketers = TICKETERS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, ticketer)) = ticketers.iter().find(|(s, _)| *s == scope) {
+        return Some(ticketer.clone());
+    }
+    match rustls::crypto::ring::Ticketer::new() {
+        Ok(ticketer) => {
+            if ticketers.len() >= MOST {
+                // The oldest scope with client certificates goes.
+                if let Some(at) = ticketers.iter().position(|(s, _)| s.is_some()) {
+                    ticketers.remove(at);
+                }
             }
-        })
-        .clone()
+            ticketers.push((scope, ticketer.clone()));
+            Some(ticketer)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "no session tickets: TLS sessions resume from the cache only");
+            None
+        }
+    }
 }
 
 /// One `<tls cert key>`: the chain, the key, and that they belong together.
@@ -546,6 +582,10 @@ pub struct Session {
     /// That certificate's common name, for the PROXY v2 header's TLV.
     #[serde(skip)]
     pub client_cn: Option<String>,
+    /// The session was resumed (a ticket): a client certificate was shown
+    /// when it began, not on this connection.
+    #[serde(rename = "tls_resumed", skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
 }
 
 impl Session {
@@ -571,6 +611,7 @@ impl Session {
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
             client_subject,
             client_cn: client_cn.flatten(),
+            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         }
     }
 }

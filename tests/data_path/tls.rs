@@ -499,6 +499,135 @@ async fn mutual_tls_accepted_and_refused() {
     assert_eq!(lb.access().lines().count(), 1, "{}", lb.access());
 }
 
+/// `openssl s_client` to `addr` asking for `mtls.example.com`, with a client
+/// certificate or none, resuming the session in `sess_in` and saving its
+/// own in `sess_out`: what it printed (`Reused, …` on a resumption).
+async fn s_client_resuming(
+    addr: SocketAddr,
+    client: Option<(&Path, &Path)>,
+    sess_in: Option<&Path>,
+    sess_out: &Path,
+) -> String {
+    let mut command = Command::new("openssl");
+    command.args(["s_client", "-connect", &addr.to_string()]);
+    command.args(["-servername", "mtls.example.com", "-sess_out"]);
+    command.arg(sess_out);
+    if let Some(sess_in) = sess_in {
+        command.arg("-sess_in").arg(sess_in);
+    }
+    if let Some((cert, key)) = client {
+        command.arg("-cert").arg(cert).arg("-key").arg(key);
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello mtls\n").await.unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(20), async {
+        // Long enough for the echo and the session ticket after it.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        drop(stdin);
+        child.wait_with_output().await
+    })
+    .await
+    .expect("openssl s_client hangs")
+    .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// rustls resumes a session with the client certificate its ticket holds,
+/// without checking it again: a ticket from a listener without mutual TLS,
+/// or from one trusting another CA, must not open a listener that requires
+/// a client certificate (each way of checking clients has its own ticket
+/// key); one from the listener itself resumes.
+#[tokio::test]
+async fn a_ticket_from_another_listener_does_not_pass_mutual_tls() {
+    let server = issue("mtls.example.com", &["mtls.example.com"], None);
+    let (ca, other_ca) = (client_ca(), client_ca());
+    let alice = issue("alice", &[], Some(&ca));
+    let bob = issue("bob", &[], Some(&other_ca));
+    let echo = echo_backend().await;
+    let (secure, other) = (common::servers::free_port(), common::servers::free_port());
+    let service = |name: &str, port: u16, clients: &str| {
+        format!(
+            "  <service name=\"{name}\">\n    <listen ip=\"127.0.0.1:{port}\"><tls \
+             cert=\"server.pem\" key=\"server.key\" clientCa=\"{clients}\" \
+             clientAuth=\"required\"/></listen>\n    <group name=\"g\" enable=\"true\">\n      \
+             <host name=\"h1\" ip=\"{echo}\"/>\n    </group>\n  </service>\n"
+        )
+    };
+    let extra = [
+        service("secure", secure, "clients.pem"),
+        service("other", other, "others.pem"),
+    ]
+    .concat();
+    let lb = start(
+        |dir| {
+            write_pair(dir, "server", &server);
+            write_pair(dir, "alice", &alice);
+            write_pair(dir, "bob", &bob);
+            std::fs::write(dir.join("clients.pem"), &ca.1.pem).unwrap();
+            std::fs::write(dir.join("others.pem"), &other_ca.1.pem).unwrap();
+        },
+        "<listen ip=\"127.0.0.1:0\"><tls cert=\"server.pem\" key=\"server.key\"/></listen>",
+        echo,
+        &extra,
+    )
+    .await;
+    let (secure, other) = (
+        SocketAddr::from(([127, 0, 0, 1], secure)),
+        SocketAddr::from(([127, 0, 0, 1], other)),
+    );
+    let sessions = tempfile::tempdir().unwrap();
+    let at = |name: &str| sessions.path().join(name);
+    let alice_pair = (lb.path("alice.pem"), lb.path("alice.key"));
+    let alice_pair = Some((alice_pair.0.as_path(), alice_pair.1.as_path()));
+    let bob_pair = (lb.path("bob.pem"), lb.path("bob.key"));
+    let bob_pair = Some((bob_pair.0.as_path(), bob_pair.1.as_path()));
+
+    // Tickets from the listener without client certificates, and from the
+    // one trusting another CA (bob showed his certificate there).
+    let out = s_client_resuming(lb.addr, None, None, &at("open")).await;
+    assert!(out.contains("hello mtls"), "{out}");
+    let out = s_client_resuming(other, bob_pair, None, &at("bob")).await;
+    assert!(out.contains("hello mtls"), "{out}");
+    for (ticket, from) in [("open", "the open listener"), ("bob", "another CA's")] {
+        let out = s_client_resuming(secure, None, Some(&at(ticket)), &at("x")).await;
+        assert!(
+            !out.contains("hello mtls"),
+            "a ticket from {from} passed: {out}"
+        );
+        assert!(
+            !out.contains("Reused"),
+            "a ticket from {from} resumed: {out}"
+        );
+    }
+    // The listener's own ticket resumes, and the host is still told (in
+    // the access log) who showed the certificate.
+    let out = s_client_resuming(secure, alice_pair, None, &at("alice")).await;
+    assert!(out.contains("hello mtls") && out.contains("New,"), "{out}");
+    let out = s_client_resuming(secure, None, Some(&at("alice")), &at("y")).await;
+    assert!(
+        out.contains("hello mtls") && out.contains("Reused,"),
+        "{out}"
+    );
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            lb.access().matches("client_subject=\"CN=alice\"").count() == 2
+        })
+        .await,
+        "{}",
+        lb.access()
+    );
+}
+
 /// A host that wants a PROXY v2 header: it answers each client with what the
 /// header's TLVs say (`alpn=… sni=… version=… cn=… verify=…`) on one line,
 /// then echoes. The TLVs are read here by the spec, not by txlb's parser.

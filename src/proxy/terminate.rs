@@ -416,6 +416,11 @@ impl Direction {
             let mut buf = ReadBuf::uninit(&mut scratch);
             match Pin::new(&mut *from).poll_read(cx, &mut buf) {
                 Poll::Pending => {
+                    // What reading made the source's TLS queue for its peer
+                    // (an alert refusing a renegotiation, say) leaves now,
+                    // not with the other direction's next bytes. Its errors
+                    // are the other direction's to meet.
+                    let _ = Pin::new(&mut *from).poll_flush(cx);
                     if self.unflushed {
                         match Pin::new(&mut *to).poll_flush(cx) {
                             Poll::Ready(Ok(())) => self.unflushed = false,

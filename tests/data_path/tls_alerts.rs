@@ -465,3 +465,47 @@ async fn openssl_names_each_alert_it_gets() {
         );
     }
 }
+
+/// A TLS 1.2 client asking to renegotiate hears rustls' refusal (a
+/// `no_renegotiation` warning) at once, though the host behind says nothing:
+/// what reading queues for the client is sent without waiting for the
+/// host's next bytes. The client is `openssl s_client`, whose `R` command
+/// renegotiates.
+#[tokio::test]
+async fn a_renegotiation_is_refused_at_once_though_the_host_is_silent() {
+    use tokio::io::AsyncWriteExt;
+    let cert = issue("r.example.com", &["r.example.com"], None);
+    let lb = start(
+        |dir| {
+            write_pair(dir, "r", &cert);
+        },
+        "<listen ip=\"127.0.0.1:0\"><tls cert=\"r.pem\" key=\"r.key\"/></listen>",
+        echo_backend().await,
+        "",
+    )
+    .await;
+    let mut child = tokio::process::Command::new("openssl")
+        .args(["s_client", "-tls1_2", "-msg", "-connect", &lb.addr.to_string()])
+        .args(["-servername", "r.example.com"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stdin.write_all(b"R\n").await.unwrap();
+    // Well within the idle timeout: the alert comes now or never.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("s_client ends when its input does")
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    let asked = said.rfind("ClientHello").expect("a second ClientHello");
+    assert!(
+        said[asked..].contains("warning no_renegotiation"),
+        "no refusal heard: {said}"
+    );
+}

@@ -58,16 +58,32 @@ impl AcceptProxy {
     }
 }
 
-/// Reads the PROXY header the listener expects, if it takes them. Returns the
-/// client's real address and any client bytes that came behind the header (to
-/// be sent to the host first).
+/// Who a client really is, as a PROXY header the listener takes says (else
+/// as its socket does).
+pub(crate) struct Real {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The address the client reached, from the header: a PROXY header
+    /// sent on to a host passes it on, as HAProxy does (`None`: this
+    /// listener's own address).
+    pub reached: Option<SocketAddr>,
+    /// Client bytes that came behind the header, for the host first.
+    pub early: Vec<u8>,
+}
+
+/// Reads the PROXY header the listener expects, if it takes them.
 pub(crate) async fn read_proxy(
     client: &mut TcpStream,
     peer: SocketAddr,
     proxy: Option<&AcceptProxy>,
-) -> Result<(SocketAddr, Vec<u8>), Rejected> {
+) -> Result<Real, Rejected> {
+    let direct = |early| Real {
+        client: peer,
+        reached: None,
+        early,
+    };
     let Some(proxy) = proxy else {
-        return Ok((peer, Vec::new()));
+        return Ok(direct(Vec::new()));
     };
     if !proxy.trusted.is_empty() && !contains(&proxy.trusted, peer.ip()) {
         return Err(Rejected::Proxy(format!(
@@ -77,8 +93,15 @@ pub(crate) async fn read_proxy(
     }
     match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(client)).await {
         Ok(Ok((header, rest))) => Ok(match header {
-            ProxyHeader::Proxy { source, .. } => (source, rest),
-            ProxyHeader::Local => (peer, rest),
+            ProxyHeader::Proxy {
+                source,
+                destination,
+            } => Real {
+                client: source,
+                reached: Some(destination),
+                early: rest,
+            },
+            ProxyHeader::Local => direct(rest),
         }),
         Ok(Err(why)) => Err(Rejected::Proxy(why)),
         Err(_) => Err(Rejected::Proxy(format!(

@@ -292,9 +292,9 @@ async fn establish(accepted: Accepted, listener: Arc<ListenerTask>) -> Option<Bo
     // Linux: inherited from the listener (set once there).
     #[cfg(not(target_os = "linux"))]
     let _ = client.set_nodelay(true);
-    let (client_addr, mut early) =
+    let (client_addr, reached, mut early) =
         match read_proxy(&mut client, peer, settings.proxy.as_ref()).await {
-            Ok(real) => real,
+            Ok(real) => (real.client, real.reached, real.early),
             Err(rejected) => {
                 if let Some(plan) = plan(&data.snapshots.load(), &own) {
                     plan.counters.accepted.fetch_add(1, Relaxed);
@@ -439,8 +439,8 @@ async fn establish(accepted: Accepted, listener: Arc<ListenerTask>) -> Option<Bo
         let connect_started = Instant::now();
         let connected = match connect(&target).await {
             Ok((host, host_addr)) => {
-                let socket = client.socket();
-                send_proxy_header(&target, host, client_addr, socket, inspection.as_deref())
+                let addresses = (client_addr, reached, client.socket());
+                send_proxy_header(&target, host, addresses, inspection.as_deref())
                     .await
                     .map(|host| (host, host_addr))
             }
@@ -896,14 +896,17 @@ fn plan(snapshot: &Snapshot, service: &str) -> Option<ServicePlan> {
 async fn send_proxy_header(
     target: &Target,
     mut host: TcpStream,
-    client: SocketAddr,
-    client_socket: &TcpStream,
+    (client, reached, client_socket): (SocketAddr, Option<SocketAddr>, &TcpStream),
     inspection: Option<&Inspection>,
 ) -> Result<TcpStream, String> {
     let Some(version) = target.proxy_protocol else {
         return Ok(host);
     };
-    let destination = client_socket.local_addr().map_err(|e| e.to_string())?;
+    // The address the client reached: a PROXY header's, passed on.
+    let destination = match reached {
+        Some(reached) => reached,
+        None => client_socket.local_addr().map_err(|e| e.to_string())?,
+    };
     let tls = inspection.and_then(|seen| {
         Some(proxy_protocol::TlsFacts {
             sni: seen.sni.as_deref(),

@@ -320,12 +320,14 @@ async fn two_balancers_in_a_row_pass_the_real_client_on() {
         let front_addr = front.local_addr("svc", None).unwrap();
 
         let (reply, me) = exchange(front_addr).await;
-        // The destination the host sees is the back balancer's listener (txlb
-        // keeps only the source of a received header).
+        // The host sees the client of the front balancer and the address
+        // that client reached (the front's listener), as HAProxy passes a
+        // received header's destination on; the back balancer's own
+        // address is only the hop between them.
         assert_eq!(
             reply,
-            format!("v1 {me} {back_addr}\nhello"),
-            "{version:?}: the host sees the client of the front balancer"
+            format!("v1 {me} {front_addr}\nhello"),
+            "{version:?}: the host sees the front balancer's client and listener"
         );
         let c = back.stats().services[0].counters;
         assert_eq!((c.accepted, c.proxy_errors), (1, 0));
@@ -377,18 +379,19 @@ async fn each_listener_accepts_proxy_headers_or_not() {
         .collect();
     assert_eq!(flags, [(behind, true), (direct, false)]);
 
-    // Behind the other balancer: v1 and v2 headers name the client.
-    let real = a("203.0.113.7:4321");
+    // Behind the other balancer: v1 and v2 headers name the client, and the
+    // address it reached, which the host is told.
+    let (real, reached) = (a("203.0.113.7:4321"), a("198.51.100.1:80"));
     for header in [
-        encode_v1(real, a("198.51.100.1:80")).into_bytes(),
-        encode_v2(real, a("198.51.100.1:80")),
+        encode_v1(real, reached).into_bytes(),
+        encode_v2(real, reached),
     ] {
         let mut bytes = header;
         bytes.extend_from_slice(b"data");
         let (reply, _) = send_all(behind, &bytes).await;
         assert_eq!(
             String::from_utf8(reply).unwrap(),
-            format!("v1 {real} {behind}\ndata")
+            format!("v1 {real} {reached}\ndata")
         );
     }
     // Direct: a plain client is served as itself...
@@ -447,13 +450,13 @@ async fn a_reload_changes_a_listeners_proxy_acceptance_in_place() {
 
     let (reply, me) = exchange(behind).await;
     assert_eq!(reply, format!("v1 {me} {behind}\nhello"));
-    let real = a("203.0.113.8:999");
-    let mut bytes = encode_v2(real, a("198.51.100.1:80"));
+    let (real, reached) = (a("203.0.113.8:999"), a("198.51.100.1:80"));
+    let mut bytes = encode_v2(real, reached);
     bytes.extend_from_slice(b"data");
     let (reply, _) = send_all(direct, &bytes).await;
     assert_eq!(
         String::from_utf8(reply).unwrap(),
-        format!("v1 {real} {direct}\ndata")
+        format!("v1 {real} {reached}\ndata")
     );
 
     // A listener without settings of its own follows its service's.

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::ListenerTask;
 use super::admission::{Rejected, admit, allowed, read_proxy};
-use super::copy::{Progress, Side, copy_bidirectional};
+use super::copy::{Carried, Progress, Side, copy_bidirectional};
 use super::inspect::{Inspected, choose, inspect};
 use super::passive;
 use super::proxy_protocol::{self, Version as ProxyVersion};
@@ -141,10 +141,11 @@ struct Established {
     client: Client,
     host: Host,
     session: Session,
-    /// Client bytes read before the host was connected (behind a PROXY
-    /// header, a route's), for the host first; taken as the copy starts,
-    /// so a parked connection does not carry it.
-    early: Vec<u8>,
+    /// Bytes read and not written yet: the client's, read before the host
+    /// was connected (behind a PROXY header, a route's), or what the parking
+    /// lot's relay could not write whole; taken as the copy starts, so a
+    /// parked connection does not carry them.
+    carried: Carried,
 }
 
 /// The host side of an established connection.
@@ -250,6 +251,30 @@ impl Session {
     /// Hosts that failed it before this one.
     pub(super) fn failovers(&self) -> u32 {
         self.failovers
+    }
+
+    /// Counts what its copy did (whoever copies: its task, TLS or not, or
+    /// the parking lot's relay): bytes on the host and the connection, the
+    /// host's first byte as a passive success, a FIN passed on, and the
+    /// idle clock.
+    #[inline]
+    pub(super) fn count(&self, progress: Progress) {
+        let (entry, stats) = (self.entry(), self.guard.stats());
+        match progress {
+            Progress::Bytes(Side::Client, n) => {
+                stats.add_bytes_in(n as u64);
+                entry.bytes_in.fetch_add(n as u64, Relaxed);
+            }
+            Progress::Bytes(Side::Host, n) => {
+                stats.add_bytes_out(n as u64);
+                // The host's first byte to this client: not a failing host.
+                if entry.bytes_out.fetch_add(n as u64, Relaxed) == 0 {
+                    stats.record_passive_success();
+                }
+            }
+            Progress::Finished(_) => entry.half_closed.store(true, Relaxed),
+        }
+        entry.last_activity.store(clock_ms(), Relaxed);
     }
 }
 
@@ -537,7 +562,7 @@ async fn establish(accepted: Accepted, listener: Arc<ListenerTask>) -> Option<Bo
                 connect_us: micros(connect_time),
                 failovers: tried.len() as u32,
             },
-            early,
+            carried: Carried::Bytes(Side::Client, early),
         }));
     }
 }
@@ -563,7 +588,7 @@ async fn terminate(
 /// Copies until both sides are done or the connection is asked to close, then
 /// writes the access log record; or, asked to park while idle, parks it.
 async fn relay(mut established: Box<Established>, listener: Arc<ListenerTask>) {
-    let early = std::mem::take(&mut established.early);
+    let carried = std::mem::take(&mut established.carried);
     // Shutdown closes registered connections; one registering just after it
     // began sees the flag instead.
     if listener.stop_connections.is_cancelled() {
@@ -573,9 +598,16 @@ async fn relay(mut established: Box<Established>, listener: Arc<ListenerTask>) {
             .request_close(CloseRequest::Shutdown);
     }
     let outcome = match (&established.client, &established.host) {
-        (Client::Plain(_), Host::Plain(_)) => copy(&established, early).await,
-        // Boxed: a plain connection's task does not carry its state.
-        _ => Outcome::Ended(Box::pin(copy_tls(&mut established, early)).await),
+        (Client::Plain(_), Host::Plain(_)) => copy(&established, carried).await,
+        // Boxed: a plain connection's task does not carry its state. Only
+        // client bytes come with it (a TLS connection never parks).
+        _ => {
+            let early = match carried {
+                Carried::Bytes(Side::Client, early) => early,
+                _ => Vec::new(),
+            };
+            Outcome::Ended(Box::pin(copy_tls(&mut established, early)).await)
+        }
     };
     let ended = match outcome {
         Outcome::Ended(ended) => ended,
@@ -641,7 +673,7 @@ enum Outcome {
 }
 
 /// Copies both ways, counting, until the connection ends or parks.
-async fn copy(established: &Established, early: Vec<u8>) -> Outcome {
+async fn copy(established: &Established, carried: Carried) -> Outcome {
     let Established {
         client: Client::Plain(client),
         host: Host::Plain(host),
@@ -652,24 +684,7 @@ async fn copy(established: &Established, early: Vec<u8>) -> Outcome {
         return Outcome::Ended(CloseReason::Error); // one with TLS: copy_tls
     };
     let entry = session.entry();
-    let stats = session.guard.stats();
-    let copy = copy_bidirectional(client, host, early, |progress| {
-        match progress {
-            Progress::Bytes(Side::Client, n) => {
-                stats.add_bytes_in(n as u64);
-                entry.bytes_in.fetch_add(n as u64, Relaxed);
-            }
-            Progress::Bytes(Side::Host, n) => {
-                stats.add_bytes_out(n as u64);
-                // The host's first byte to this client: not a failing host.
-                if entry.bytes_out.fetch_add(n as u64, Relaxed) == 0 {
-                    stats.record_passive_success();
-                }
-            }
-            Progress::Finished(_) => entry.half_closed.store(true, Relaxed),
-        }
-        entry.last_activity.store(clock_ms(), Relaxed);
-    });
+    let copy = copy_bidirectional(client, host, carried, |progress| session.count(progress));
     let mut copy = std::pin::pin!(copy);
     loop {
         tokio::select! {
@@ -737,21 +752,8 @@ async fn copy_tls(established: &mut Established, early: Vec<u8>) -> CloseReason 
         return CloseReason::Error;
     }
     drop(early); // not held for the connection's life
-    let stats = session.guard.stats();
     let copy = terminate::copy(client, host, |side, n| {
-        match side {
-            Side::Client => {
-                stats.add_bytes_in(n as u64);
-                entry.bytes_in.fetch_add(n as u64, Relaxed);
-            }
-            Side::Host => {
-                stats.add_bytes_out(n as u64);
-                if entry.bytes_out.fetch_add(n as u64, Relaxed) == 0 {
-                    stats.record_passive_success();
-                }
-            }
-        }
-        entry.last_activity.store(clock_ms(), Relaxed);
+        session.count(Progress::Bytes(side, n))
     });
     let mut copy = std::pin::pin!(copy);
     loop {
@@ -778,9 +780,10 @@ async fn copy_tls(established: &mut Established, early: Vec<u8>) -> CloseReason 
     }
 }
 
-/// Back from the parking lot: the connection gets a task again, on this runtime.
+/// Back from the parking lot: the connection gets a task again, on this
+/// runtime, which writes first what the lot's relay `carried`.
 #[cfg(target_os = "linux")]
-pub(super) fn resume(parked: super::parking::ParkedConnection) {
+pub(super) fn resume(parked: super::parking::ParkedConnection, carried: Carried) {
     let super::parking::ParkedConnection {
         client,
         host,
@@ -795,7 +798,7 @@ pub(super) fn resume(parked: super::parking::ParkedConnection) {
                 client: Client::Plain(client),
                 host: Host::Plain(host),
                 session,
-                early: Vec::new(),
+                carried,
             });
             let tracker = listener.tracker.clone();
             tracker.spawn(Box::pin(relay(established, listener)));

@@ -195,28 +195,55 @@ pub struct Copied {
     pub first_to_close: Side,
 }
 
+/// What was read before the copy started and is not written yet: client
+/// bytes read behind a PROXY header or a route's inspection, or what the
+/// parking lot's relay read but could not write whole, or the error its read
+/// met; one direction's (the lot's relay hands a connection over at the
+/// first).
+#[derive(Debug, Default)]
+pub enum Carried {
+    /// Nothing.
+    #[default]
+    Nothing,
+    /// Bytes from this side, for the other, written first.
+    Bytes(Side, Vec<u8>),
+    /// This side's read failed: the copy ends with the error.
+    Failed(Side, io::Error),
+}
+
 /// Copies in both directions until both are closed. When one side sends FIN, the
 /// other side's write half is shut down and the opposite direction keeps flowing.
-/// `early` holds client bytes already read (behind a PROXY header); they go to
-/// the host first. `on_progress` hears of every chunk written and every FIN
-/// passed on, so counters and idle clocks move while long connections run. An
-/// error in either direction (a reset) ends the whole connection.
+/// `carried` bytes are written first. `on_progress` hears of every chunk written
+/// and every FIN passed on, so counters and idle clocks move while long
+/// connections run. An error in either direction (a reset) ends the whole
+/// connection.
 pub fn copy_bidirectional<'a, F: Fn(Progress) + Unpin + 'a>(
     client: &'a TcpStream,
     host: &'a TcpStream,
-    early: Vec<u8>,
+    carried: Carried,
     on_progress: F,
 ) -> CopyBidirectional<'a, F> {
-    let mut up = Direction::default();
-    if !early.is_empty() {
-        up.len = early.len();
-        up.buf = Some(early.into_boxed_slice());
+    let (mut up, mut down) = (Direction::default(), Direction::default());
+    match carried {
+        Carried::Nothing => {}
+        Carried::Bytes(_, bytes) if bytes.is_empty() => {}
+        Carried::Bytes(side, bytes) => {
+            let direction = if side == Side::Client {
+                &mut up
+            } else {
+                &mut down
+            };
+            direction.len = bytes.len();
+            direction.buf = Some(bytes.into_boxed_slice());
+        }
+        Carried::Failed(Side::Client, error) => up.failed = Some(error),
+        Carried::Failed(Side::Host, error) => down.failed = Some(error),
     }
     CopyBidirectional {
         client,
         host,
         up,
-        down: Direction::default(),
+        down,
         first_to_close: None,
         on_progress,
     }
@@ -332,7 +359,7 @@ impl Direction {
             }
             if let Some(buf_len) = self.buf.as_ref().map(|buf| buf.len()) {
                 if buf_len != self.size {
-                    // An `early` buffer, now written.
+                    // A carried buffer, now written.
                     self.release_buffer();
                 } else if self.len == self.size && self.size < COPY_BUFFER_MAX {
                     // The last read filled it: a stream. Read more at once.

@@ -51,11 +51,17 @@ pub(crate) async fn sweep_idle(data: Arc<DataPlane>, stop: CancellationToken) {
             now.saturating_sub(c.last_activity.load(Relaxed)) > limit
         });
         limits.forget_all_but(&still_open.into_inner());
-        // Idle a while, and both ways open: out of the runtime until a byte
-        // comes (a while that grows for connections that keep waking soon).
+        // Both ways open, and idle a while or open that long: out of the
+        // runtime, the lot relaying its bytes while it can write them whole
+        // (a while that grows for connections the lot gives back soon). A
+        // busy one parks between two exchanges: its task is asked, and
+        // parks it only with nothing in flight.
+        let wall_ns = crate::state::unix_nanos(std::time::SystemTime::now());
         let parking = data.registry.park_where(|c| {
+            let wait = c.parks_after(PARK_AFTER);
             !c.half_closed.load(Relaxed)
-                && now.saturating_sub(c.last_activity.load(Relaxed)) >= c.parks_after(PARK_AFTER)
+                && (now.saturating_sub(c.last_activity.load(Relaxed)) >= wait
+                    || wall_ns.saturating_sub(c.since_ns) / 1_000_000 >= wait)
         });
         for service in snapshot.services() {
             service.limiter.sweep();

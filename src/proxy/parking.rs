@@ -40,11 +40,20 @@ mod lot {
 
     use crate::proxy::ListenerTask;
     use crate::proxy::connection::{Session, resume};
+    use crate::proxy::copy::{Carried, Progress, Side};
 
     /// How often a lot looks for parked connections asked to close.
     const CLOSE_SCAN: Duration = Duration::from_millis(250);
     /// Events taken per `epoll_wait`.
     const EVENTS: usize = 64;
+    /// The relay's buffer: one per lot.
+    const RELAY_BUFFER: usize = 64 * 1024;
+    /// Reads the relay makes for one event, at most: a stream's bytes wait
+    /// for the next turn (the set is level-triggered) behind the others'.
+    const READS_PER_EVENT: usize = 4;
+    /// Bytes the relay moves in one turn before the worker's other tasks
+    /// run.
+    const TURN_BYTES: usize = 1 << 20;
 
     /// A connection waiting in a lot: what its task held, minus the task.
     pub(crate) struct ParkedConnection {
@@ -234,21 +243,22 @@ mod lot {
     /// over by the previous process); if it cannot, it is woken at once.
     pub(crate) fn park_moved(parked: ParkedConnection) {
         let Some(lot) = lot() else {
-            resume(parked);
+            resume(parked, Carried::default());
             return;
         };
         let fds = [parked.client.as_raw_fd(), parked.host.as_raw_fd()];
         let mut map = lot.parked.lock().unwrap_or_else(|p| p.into_inner());
         let key = map.insert(parked);
         for (i, fd) in fds.into_iter().enumerate() {
-            if let Err(error) = lot.watch(fd, key) {
+            // The event's data: the key, and which socket (0 the client).
+            if let Err(error) = lot.watch(fd, key << 1 | i as u64) {
                 tracing::debug!(%error, "parking failed: connection resumed");
                 for &fd in &fds[..i] {
                     lot.unwatch(fd);
                 }
                 if let Some(parked) = map.remove(key) {
                     drop(map);
-                    resume(parked);
+                    resume(parked, Carried::default());
                 }
                 return;
             }
@@ -276,10 +286,10 @@ mod lot {
         }
 
         /// Level-triggered: bytes that came before the socket joined are seen.
-        fn watch(&self, fd: RawFd, key: u64) -> io::Result<()> {
+        fn watch(&self, fd: RawFd, data: u64) -> io::Result<()> {
             let mut event = libc::epoll_event {
                 events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
-                u64: key,
+                u64: data,
             };
             // SAFETY: both descriptors are open; `event` outlives the call.
             let rc = unsafe {
@@ -320,8 +330,9 @@ mod lot {
             Some(parked)
         }
 
-        /// Keys with events, without waiting; WouldBlock when there are none.
-        fn ready_keys(&self, keys: &mut Vec<u64>) -> io::Result<()> {
+        /// Events (their data and flags), without waiting; WouldBlock when
+        /// there are none.
+        fn ready_events(&self, ready: &mut Vec<(u64, u32)>) -> io::Result<()> {
             let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
             // SAFETY: `events` has room for EVENTS entries.
             let n = unsafe {
@@ -336,7 +347,7 @@ mod lot {
                 n if n < 0 => Err(io::Error::last_os_error()),
                 0 => Err(io::ErrorKind::WouldBlock.into()),
                 n => {
-                    keys.extend(events[..n as usize].iter().map(|e| e.u64));
+                    ready.extend(events[..n as usize].iter().map(|e| (e.u64, e.events)));
                     Ok(())
                 }
             }
@@ -352,50 +363,167 @@ mod lot {
         }
     }
 
-    /// Wakes connections whose sockets turn readable (or hang up), and every
-    /// [`CLOSE_SCAN`] those asked to close.
+    /// Relays the bytes of parked connections as they come, and wakes those
+    /// it cannot serve (a FIN, an error, a write that would block) and,
+    /// every [`CLOSE_SCAN`], those asked to close.
     async fn drive(lot: Arc<Lot>) {
         let _alive = Alive(lot.clone());
         let mut scan = tokio::time::interval(CLOSE_SCAN);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut keys = Vec::new();
+        let mut events = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
         loop {
+            let mut relayed = 0;
             tokio::select! {
                 ready = lot.epoll.readable() => {
                     let Ok(mut ready) = ready else { return };
                     loop {
-                        match ready.try_io(|_| lot.ready_keys(&mut keys)) {
-                            Ok(Ok(())) if keys.len() >= EVENTS => {}
-                            Ok(Ok(())) => break,
+                        match ready.try_io(|_| lot.ready_events(&mut events)) {
+                            Ok(Ok(())) => {}
                             Ok(Err(error)) => {
                                 tracing::warn!(%error, "parking lot: epoll_wait failed");
                                 break;
                             }
                             Err(_would_block) => break,
                         }
-                        wake(&lot, &mut keys);
+                        let all = events.len() < EVENTS;
+                        let (moved, unread) = serve(&lot, &mut events, &mut buf);
+                        relayed += moved;
+                        if all && !unread {
+                            // Every event taken and every socket drained:
+                            // no look that finds none. An event since has
+                            // woken the runtime's epoll, which makes the set
+                            // readable again. (A socket left with bytes is
+                            // reported again only when looked for.)
+                            ready.clear_ready();
+                            break;
+                        }
+                        if all || relayed >= TURN_BYTES {
+                            break;
+                        }
                     }
-                    wake(&lot, &mut keys);
                 }
                 _ = scan.tick() => {
-                    let mut due = lot
+                    let due = lot
                         .parked
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .keys_where(ParkedConnection::must_wake);
-                    wake(&lot, &mut due);
+                    for key in due {
+                        if let Some(parked) = lot.take(key) {
+                            resume(parked, Carried::default());
+                        }
+                    }
                 }
+            }
+            if relayed >= TURN_BYTES {
+                // The worker's other tasks run before the lot relays more
+                // (the set is level-triggered: nothing is missed).
+                tokio::task::yield_now().await;
             }
         }
     }
 
-    fn wake(lot: &Lot, keys: &mut Vec<u64>) {
-        for key in keys.drain(..) {
+    /// Serves `events`: relays what can be relayed without waiting, wakes
+    /// the rest; the bytes relayed, and whether a socket was left with
+    /// bytes to read (its share of the turn spent).
+    fn serve(lot: &Lot, events: &mut Vec<(u64, u32)>, buf: &mut Vec<u8>) -> (usize, bool) {
+        const ENDS: u32 = (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
+        let (mut relayed, mut unread) = (0, false);
+        for (data, flags) in events.drain(..) {
+            let (key, from_host) = (data >> 1, data & 1 == 1);
+            let mut parked = lot.parked.lock().unwrap_or_else(|p| p.into_inner());
             // Both sockets of one connection can report in one batch.
-            if let Some(parked) = lot.take(key) {
-                resume(parked);
+            let Some(Some(connection)) = parked.slot(key as usize) else {
+                continue;
+            };
+            let carried = match flags & ENDS == 0 && !connection.must_wake() {
+                true => {
+                    if buf.is_empty() {
+                        buf.resize(RELAY_BUFFER, 0);
+                    }
+                    match relay(connection, from_host, buf) {
+                        Relayed::Drained(moved) => {
+                            relayed += moved;
+                            continue;
+                        }
+                        Relayed::More(moved) => {
+                            (relayed, unread) = (relayed + moved, true);
+                            continue;
+                        }
+                        Relayed::HandOver(moved, carried) => {
+                            relayed += moved;
+                            carried
+                        }
+                    }
+                }
+                // A FIN or an error, or a close request: its task sees to it.
+                false => Carried::default(),
+            };
+            let Some(connection) = parked.remove(key) else {
+                continue;
+            };
+            drop(parked);
+            lot.unwatch(connection.client.as_raw_fd());
+            lot.unwatch(connection.host.as_raw_fd());
+            resume(connection, carried);
+        }
+        (relayed, unread)
+    }
+
+    /// What the relay did with one readable socket.
+    enum Relayed {
+        /// Moved these bytes, and the socket has no more now.
+        Drained(usize),
+        /// Moved these bytes, its share: the socket may have more.
+        More(usize),
+        /// Moved these bytes, then met what its task must see to: a FIN, an
+        /// error, a write that would block (with the bytes it left).
+        HandOver(usize, Carried),
+    }
+
+    /// Moves what the client (or, `from_host`, the host) sent to the other
+    /// side, as long as it is written whole. Otherwise its task takes over,
+    /// first writing what is `Carried` (bytes not written, or the error a
+    /// read met), or reading the FIN that came.
+    fn relay(connection: &ParkedConnection, from_host: bool, buf: &mut [u8]) -> Relayed {
+        use std::io::{Read, Write};
+        let (mut from, mut to, side) = match from_host {
+            false => (&connection.client, &connection.host, Side::Client),
+            true => (&connection.host, &connection.client, Side::Host),
+        };
+        let mut moved = 0;
+        for _ in 0..READS_PER_EVENT {
+            let n = match from.read(buf) {
+                Ok(0) => return Relayed::HandOver(moved, Carried::default()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Relayed::Drained(moved),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Relayed::HandOver(moved, Carried::Failed(side, error)),
+            };
+            let mut written = 0;
+            while written < n {
+                match to.write(&buf[written..n]) {
+                    Ok(m) if m > 0 => written += m,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // Full, or failed: the task writes the rest (and meets
+                    // the error again).
+                    _ => break,
+                }
+            }
+            if written > 0 {
+                connection.session.count(Progress::Bytes(side, written));
+                moved += written;
+            }
+            if written < n {
+                let rest = buf[written..n].to_vec();
+                return Relayed::HandOver(moved, Carried::Bytes(side, rest));
+            }
+            if n < buf.len() {
+                return Relayed::Drained(moved);
             }
         }
+        Relayed::More(moved)
     }
 }
 

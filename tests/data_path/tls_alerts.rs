@@ -485,7 +485,13 @@ async fn a_renegotiation_is_refused_at_once_though_the_host_is_silent() {
     )
     .await;
     let mut child = tokio::process::Command::new("openssl")
-        .args(["s_client", "-tls1_2", "-msg", "-connect", &lb.addr.to_string()])
+        .args([
+            "s_client",
+            "-tls1_2",
+            "-msg",
+            "-connect",
+            &lb.addr.to_string(),
+        ])
         .args(["-servername", "r.example.com"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -448,6 +448,51 @@ async fn a_udp_check_with_a_wrong_reply_keeps_its_host_bad() {
     assert!(received.load(Relaxed) >= 1);
 }
 
+/// `onMarkedDown="close"`: a host its check marks bad loses its UDP
+/// sessions at once, not after their `sessionTimeout`.
+#[tokio::test]
+async fn on_marked_down_close_ends_the_hosts_udp_sessions() {
+    // Echoes every datagram; answers the check's `ping` while healthy.
+    let host = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = host.local_addr().unwrap();
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let up = healthy.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        loop {
+            let Ok((n, from)) = host.recv_from(&mut buf).await else {
+                return;
+            };
+            if &buf[..n] != b"ping" {
+                let _ = host.send_to(&buf[..n], from).await;
+            } else if up.load(Relaxed) {
+                let _ = host.send_to(b"pong", from).await;
+            }
+        }
+    });
+    let check = r#"<check type="udp" send="ping" expect="pong" interval="0.2" timeout="0.3" rise="1" fall="1"/>"#;
+    let xml = config_with("127.0.0.1:0", "", "roundr", check, &[("h1", addr)]).replace(
+        "enable=\"true\">",
+        "enable=\"true\" onMarkedDown=\"close\">",
+    );
+    let txlb = Txlb::start_xml(&xml, None);
+    let lb = txlb.listener();
+    let a = client("127.0.0.1").await;
+    assert_eq!(ask(&a, lb, b"hello").await.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(metric(&txlb, "txlb_service_sessions_open").await, 1);
+    healthy.store(false, Relaxed);
+    host_line(&txlb, "host marked bad", "h1", 0).await;
+    assert!(
+        common::eventually(Duration::from_secs(3), || async {
+            metric(&txlb, "txlb_service_sessions_open").await == 0
+        })
+        .await,
+        "the session outlived its host"
+    );
+    let line = txlb.wait_for_async("onMarkedDown", 0).await;
+    assert!(line.contains("closed=1"), "{line}");
+}
+
 /// `dnsmasq` answering `example.com` with `answer` on a free port of 127.0.0.1.
 fn dnsmasq(
     binary: &std::path::Path,

@@ -9,10 +9,10 @@
 //! Later datagrams from the client go out on that socket; the host's replies
 //! go back to the client from the listener's socket. A session ends after
 //! `sessionTimeout` without a datagram either way (a sweep a tenth of the
-//! timeout apart), after `responses` replies, when its host refuses a
-//! datagram (ICMP port unreachable: the host is failed as a refused TCP
-//! connect is), or when its host is out of rotation as the client sends again
-//! (the datagram opens a session on another host).
+//! timeout apart), after `responses` replies per client datagram, when its
+//! host refuses a datagram (ICMP port unreachable: the host is failed as a
+//! refused TCP connect is), or when its host is out of rotation as the client
+//! sends again (the datagram opens a session on another host).
 //!
 //! A session is a record in a slab (`udp_table.rs`) and a socket in the set:
 //! no task, no timer, no buffer (datagrams pass through the thread's
@@ -763,7 +763,11 @@ impl Relay {
                 session.replies = session.replies.saturating_add(1);
                 session.bytes_out += n as u64;
                 let place = &session.place;
-                let done = place.responses > 0 && session.replies >= place.responses;
+                // `responses` per client datagram, as nginx's
+                // `proxy_responses`: queries in flight together (A and AAAA
+                // from one port) each get theirs.
+                let expected = u64::from(session.datagrams_in.max(1)) * u64::from(place.responses);
+                let done = place.responses > 0 && u64::from(session.replies) >= expected;
                 if session.learn_id
                     && let Some(id) = source_id(self.replies.room_bytes(n))
                 {

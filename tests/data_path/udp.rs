@@ -263,6 +263,50 @@ async fn responses_one_ends_a_session_after_its_reply() {
     );
 }
 
+/// With `responses="1"`, two queries in flight from one port (a resolver's A
+/// and AAAA) each get their answer: the session ends after the second.
+#[tokio::test]
+async fn responses_one_answers_every_query_in_flight() {
+    // The host answers once both queries are in: both are in flight.
+    let host = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = host.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        let mut asked = Vec::new();
+        while asked.len() < 2 {
+            let Ok((n, from)) = host.recv_from(&mut buf).await else {
+                return;
+            };
+            asked.push((buf[..n].to_vec(), from));
+        }
+        for (query, from) in asked {
+            let _ = host.send_to(&query, from).await;
+        }
+    });
+    let xml = config("127.0.0.1:0", "responses=\"1\"", "roundr", &[("h", addr)]);
+    let txlb = Txlb::start_xml(&xml, None);
+    let lb = txlb.listener();
+    let c = client("127.0.0.1").await;
+    c.send_to(b"A", lb).await.unwrap();
+    c.send_to(b"AAAA", lb).await.unwrap();
+    let mut answers = Vec::new();
+    let mut buf = [0u8; 64];
+    for _ in 0..2 {
+        if let Ok(Ok((n, _))) = tokio::time::timeout(REPLY, c.recv_from(&mut buf)).await {
+            answers.push(buf[..n].to_vec());
+        }
+    }
+    answers.sort();
+    assert_eq!(answers, [b"A".to_vec(), b"AAAA".to_vec()]);
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            metric(&txlb, "txlb_service_sessions_open").await == 0
+        })
+        .await
+    );
+    assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 1);
+}
+
 #[tokio::test]
 async fn an_idle_session_ends_after_its_timeout() {
     let (h1, _) = udp_host("127.0.0.1", "h1:").await;

@@ -52,7 +52,7 @@ use super::udp_table::{Client, Key, Table};
 use super::{DataPlane, ListenerSettings, passive, proxy_protocol};
 use crate::snapshot::{ServiceSnapshot, Snapshot};
 use crate::state::{
-    Ask, ConnectionGuard, ConnectionInfo, HostId, HostPlace, HostStats, Keeping,
+    Ask, ConnectionGuard, ConnectionInfo, HostHealth, HostId, HostPlace, HostStats, Keeping,
     MAX_LISTED_SESSIONS, ServiceCounters, SessionFilter, Transport, clock_ms, unix_nanos,
 };
 
@@ -504,7 +504,7 @@ impl Relay {
         if let Some(key) = self.sessions.find(client) {
             let session = self.sessions.get_mut(key).expect("found");
             let mut failed = None;
-            if session.place.stats.is_available() {
+            if still_serves(snapshot, &session.place) {
                 let counters = &session.place.counters;
                 let header = header(&mut self.header, session, self.local);
                 match send(&session.socket, header, bytes) {
@@ -1333,9 +1333,16 @@ fn open(
     client: SocketAddr,
     prefer: Option<&Arc<HostStats>>,
 ) -> Result<(Picked, std::net::UdpSocket), Unopened> {
-    // The enabled group, or the backup group standing in for it.
-    let serving = service.serving_group().unwrap_or(service.enabled);
-    let group = service.groups.get(serving).ok_or(Unopened::NoHost)?;
+    // The enabled group, or the backup group standing in for it; with no
+    // group serving, `allBad="open"` tries the enabled group's bad hosts.
+    let forced = service.forced_group();
+    let group = match forced {
+        Some(group) => group,
+        None => {
+            let serving = service.serving_group().unwrap_or(service.enabled);
+            service.groups.get(serving).ok_or(Unopened::NoHost)?
+        }
+    };
     let mut tried: Vec<HostId> = Vec::new();
     // A client that came back: its host first, while in rotation.
     let mut preferred = prefer.and_then(|stats| {
@@ -1347,6 +1354,7 @@ fn open(
     loop {
         let picked = match preferred.take() {
             Some(at) => at,
+            None if forced.is_some() => group.pick_forced(&tried).ok_or(Unopened::NoHost)?,
             None => group.pick(&tried, Some(client)).ok_or(Unopened::NoHost)?,
         };
         let host = &group.hosts[picked];
@@ -1370,6 +1378,25 @@ fn open(
         };
         return Ok((picked, socket));
     }
+}
+
+/// Whether the host of a session at `place` takes its client's next
+/// datagram: it is in rotation, or bad while `allBad="open"` tries its
+/// service's bad hosts (the snapshot is looked at only then).
+fn still_serves(snapshot: &Snapshot, place: &Place) -> bool {
+    if place.stats.is_available() {
+        return true;
+    }
+    place.stats.health() == HostHealth::Bad
+        && snapshot
+            .service(&place.names.service)
+            .and_then(ServiceSnapshot::forced_group)
+            .is_some_and(|group| {
+                group
+                    .hosts
+                    .iter()
+                    .any(|h| Arc::ptr_eq(&h.stats, &place.stats))
+            })
 }
 
 /// Sends on a session's socket at once, behind `header` if any (one

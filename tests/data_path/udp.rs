@@ -492,6 +492,34 @@ async fn a_udp_check_with_a_wrong_reply_keeps_its_host_bad() {
     assert!(received.load(Relaxed) >= 1);
 }
 
+/// `allBad="open"`: with every host bad, a new client is tried on them
+/// anyway, and its session stays on its host for its next datagrams.
+#[tokio::test]
+async fn all_bad_open_tries_bad_hosts_for_udp_sessions() {
+    let (h1, _) = udp_host("127.0.0.1", "h1:").await;
+    let (h2, _) = udp_host("127.0.0.1", "h2:").await;
+    let check = r#"<check type="udp" send="ping" expect="never" interval="0.2" timeout="0.5" rise="1" fall="1"/>"#;
+    let xml = config_with(
+        "127.0.0.1:0",
+        "",
+        "roundr",
+        check,
+        &[("h1", h1), ("h2", h2)],
+    )
+    .replace("enable=\"true\">", "enable=\"true\" allBad=\"open\">");
+    let txlb = Txlb::start_xml(&xml, None);
+    let lb = txlb.listener();
+    host_line(&txlb, "host marked bad", "h1", 0).await;
+    host_line(&txlb, "host marked bad", "h2", 0).await;
+    let a = client("127.0.0.1").await;
+    let first = which(&a, lb, b"1").await;
+    for _ in 0..3 {
+        assert_eq!(which(&a, lb, b"again").await, first);
+    }
+    assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 1);
+    assert_eq!(metric(&txlb, "txlb_service_dropped_no_host_total").await, 0);
+}
+
 /// `onMarkedDown="close"`: a host its check marks bad loses its UDP
 /// sessions at once, not after their `sessionTimeout`.
 #[tokio::test]

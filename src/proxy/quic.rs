@@ -89,6 +89,13 @@ impl Pending {
         }
     }
 
+    /// `client` has a session now (it came back to a connection ID its
+    /// host chose): what it had waiting is dropped, so that no second
+    /// session opens for it when its wait ends.
+    pub(crate) fn forget(&mut self, client: SocketAddr) {
+        self.clients.remove(&client);
+    }
+
     /// Clients that waited `timeout` or longer, decided on what they sent
     /// (by `routing`, or by the listener's own service when its routes are
     /// gone).

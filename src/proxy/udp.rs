@@ -577,6 +577,8 @@ impl Relay {
             host: Some(earlier.place.stats.clone()),
         };
         let earlier = (earlier.client, owner);
+        // Half a hello it left waiting opens no second session later.
+        self.pending.forget(client);
         if let Some(key) = self.start(snapshot, opening, &[bytes]) {
             self.ids.forget(earlier);
             self.ids.learned(&id, (client, key));
@@ -620,6 +622,11 @@ impl Relay {
         let own = snapshot.service(&self.task.service)?;
         let name = opening.target.unwrap_or_else(|| self.task.service.clone());
         let client = opening.client;
+        // One session per client address: one that came back to a
+        // connection ID while its hello waited has it already.
+        if self.sessions.find(client).is_some() {
+            return None;
+        }
         // A route's service gone with a reload: no host for it.
         let Some(service) = snapshot.service(&name) else {
             own.counters.dropped_no_host.fetch_add(1, Relaxed);
@@ -725,13 +732,18 @@ impl Relay {
 
     /// A new session in the table and the set, counted open (and per
     /// source under a limit of `per_source` sessions, 0: none); its key.
-    fn insert(&mut self, mut session: Session, per_source: u32) -> Option<Key> {
+    fn insert(&mut self, session: Session, per_source: u32) -> Option<Key> {
+        let key = match self.sessions.insert(session) {
+            Ok(key) => key,
+            // Its client has a session here already (`start` and `adopt`
+            // look first): never a second one.
+            Err(_twin) => return None,
+        };
         OPEN_SESSIONS.fetch_add(1, Relaxed); // back in `close`
+        let session = self.sessions.get_mut(key).expect("just inserted");
         session.place.counters.sessions_open.fetch_add(1, Relaxed);
         session.per_source = self.sources.opened(session.client.ip(), per_source);
-        let fd = session.socket.as_raw_fd();
-        let port = session.host_port;
-        let key = self.sessions.insert(session);
+        let (fd, port) = (session.socket.as_raw_fd(), session.host_port);
         if port != 0 {
             self.by_host_port.insert((port, key));
         }

@@ -646,20 +646,24 @@ impl Relay {
             counters.no_route.fetch_add(1, Relaxed);
             return None;
         }
-        if self.sessions.len() >= own.options.max_sessions as usize
-            || OPEN_SESSIONS.load(Relaxed) >= session_cap()
+        // `maxSessions` is the service's, across its listeners: a place is
+        // taken at once (given back if no session opens), so relays racing
+        // for the last one cannot both have it.
+        if OPEN_SESSIONS.load(Relaxed) >= session_cap()
+            || !take_place(counters, service.options.max_sessions)
         {
             counters.dropped_limit.fetch_add(1, Relaxed);
             return None;
         }
         let (picked, socket) = match open(service, client, opening.host.as_ref()) {
             Ok(opened) => opened,
-            Err(Unopened::NoHost) => {
-                counters.dropped_no_host.fetch_add(1, Relaxed);
-                return None;
-            }
-            Err(Unopened::Local) => {
-                counters.dropped_limit.fetch_add(1, Relaxed);
+            Err(unopened) => {
+                counters.sessions_open.fetch_sub(1, Relaxed);
+                let dropped = match unopened {
+                    Unopened::NoHost => &counters.dropped_no_host,
+                    Unopened::Local => &counters.dropped_limit,
+                };
+                dropped.fetch_add(1, Relaxed);
                 return None;
             }
         };
@@ -732,16 +736,19 @@ impl Relay {
 
     /// A new session in the table and the set, counted open (and per
     /// source under a limit of `per_source` sessions, 0: none); its key.
+    /// Its place in its service's `sessions_open` is taken already.
     fn insert(&mut self, session: Session, per_source: u32) -> Option<Key> {
         let key = match self.sessions.insert(session) {
             Ok(key) => key,
-            // Its client has a session here already (`start` and `adopt`
-            // look first): never a second one.
-            Err(_twin) => return None,
+            Err(twin) => {
+                // Its client has a session here already (`start` and
+                // `adopt` look first): never a second one.
+                twin.place.counters.sessions_open.fetch_sub(1, Relaxed);
+                return None;
+            }
         };
         OPEN_SESSIONS.fetch_add(1, Relaxed); // back in `close`
         let session = self.sessions.get_mut(key).expect("just inserted");
-        session.place.counters.sessions_open.fetch_add(1, Relaxed);
         session.per_source = self.sources.opened(session.client.ip(), per_source);
         let (fd, port) = (session.socket.as_raw_fd(), session.host_port);
         if port != 0 {
@@ -966,6 +973,8 @@ impl Relay {
         let per_source = snapshot
             .service(&self.task.service)
             .map_or(0, |own| own.options.max_sessions_per_source);
+        // Counted open even past `maxSessions`: it is open already.
+        service.counters.sessions_open.fetch_add(1, Relaxed);
         self.insert(session, per_source);
     }
 
@@ -1390,6 +1399,17 @@ fn open(
         };
         return Ok((picked, socket));
     }
+}
+
+/// Takes a place among the sessions `counters`' service may have open at
+/// once (`maxSessions`, every listener's); whether there was one.
+fn take_place(counters: &ServiceCounters, max_sessions: u32) -> bool {
+    let before = counters.sessions_open.fetch_add(1, Relaxed);
+    if before >= u64::from(max_sessions) {
+        counters.sessions_open.fetch_sub(1, Relaxed);
+        return false;
+    }
+    true
 }
 
 /// Whether the host of a session at `place` takes its client's next

@@ -89,11 +89,6 @@ impl<T: Client> Table<T> {
         (u64::from(slot.generation) == key >> 32).then_some(slot)
     }
 
-    /// Sessions open.
-    pub(super) fn len(&self) -> usize {
-        self.by_client.len()
-    }
-
     /// The key of `client`'s session.
     pub(super) fn find(&self, client: SocketAddr) -> Option<Key> {
         let hash = self.hasher.hash_one(client);
@@ -211,7 +206,7 @@ mod tests {
         assert_eq!(table.find(addr(1)), Some(first));
         // One session per client address.
         assert!(table.insert(S(addr(1))).is_err());
-        assert_eq!(table.len(), 1);
+        assert_eq!(table.by_client.len(), 1);
         assert!(table.remove(first).is_some());
         assert!(table.remove(first).is_none());
         let second = table.insert(S(addr(2))).ok().unwrap();
@@ -220,7 +215,7 @@ mod tests {
         assert!(table.get(first).is_none());
         assert_eq!(table.get(second).map(|s| s.0), Some(addr(2)));
         assert_eq!(table.find(addr(1)), None);
-        assert_eq!(table.len(), 1);
+        assert_eq!(table.by_client.len(), 1);
         assert_eq!(table.keys_where(|_| true), vec![second]);
         assert_eq!(table.iter().map(|s| s.0).collect::<Vec<_>>(), vec![addr(2)]);
     }
@@ -239,13 +234,13 @@ mod tests {
         for key in keys.iter().step_by(2) {
             assert!(table.remove(*key).is_some());
         }
-        assert_eq!(table.len(), usize::from(n / 2));
+        assert_eq!(table.by_client.len(), usize::from(n / 2));
         for p in 0..n.div_ceil(2) {
             let key = table.insert(S(addr(10_000 + p))).ok().unwrap();
             assert!((key as u32) < u32::from(n));
         }
         assert_eq!(table.slots, u32::from(n));
-        assert_eq!(table.len(), usize::from(n));
+        assert_eq!(table.by_client.len(), usize::from(n));
         assert_eq!(table.find(addr(0)), None);
         assert_eq!(table.find(addr(1)), Some(keys[1]));
         assert_eq!(

@@ -399,6 +399,48 @@ async fn sessions_beyond_max_sessions_are_dropped_and_counted() {
     assert_eq!(metric(&txlb, "txlb_service_sessions_open").await, 2);
 }
 
+/// The address of the listener on `ip` (port chosen by the kernel).
+fn listener_on(txlb: &Txlb, ip: &str) -> SocketAddr {
+    let needle = format!("local={ip}:");
+    let line = txlb.wait_for(&needle, 0);
+    let at = line.find(&needle).unwrap() + "local=".len();
+    line[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `maxSessions` bounds the service's sessions, whichever of its listeners
+/// they came through.
+#[tokio::test]
+async fn max_sessions_counts_a_services_sessions_across_its_listeners() {
+    let (h1, _) = udp_host("127.0.0.1", "h1:").await;
+    let xml = config("127.0.0.1:0", "maxSessions=\"2\"", "roundr", &[("h1", h1)]).replace(
+        "<listen ip=\"127.0.0.1:0\"/>",
+        "<listen ip=\"127.0.0.1:0\"/><listen ip=\"127.0.0.2:0\"/>",
+    );
+    let txlb = Txlb::start_xml(&xml, None);
+    let (one, two) = (
+        listener_on(&txlb, "127.0.0.1"),
+        listener_on(&txlb, "127.0.0.2"),
+    );
+    let (a, b, c, d) = (
+        client("127.0.0.1").await,
+        client("127.0.0.1").await,
+        client("127.0.0.1").await,
+        client("127.0.0.1").await,
+    );
+    assert!(ask(&a, one, b"a").await.is_some());
+    assert!(ask(&b, two, b"b").await.is_some());
+    assert!(ask(&c, one, b"c").await.is_none(), "a third on the first");
+    assert!(ask(&d, two, b"d").await.is_none(), "a third on the second");
+    assert_eq!(metric(&txlb, "txlb_service_dropped_limit_total").await, 2);
+    assert_eq!(metric(&txlb, "txlb_service_sessions_open").await, 2);
+    assert!(ask(&b, two, b"b").await.is_some());
+}
+
 #[tokio::test]
 async fn a_reload_that_changes_the_hosts_keeps_open_sessions() {
     let (h1, _) = udp_host("127.0.0.1", "h1:").await;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::inspect::{Routing, choose};
 use crate::routing::{Seen, Sniffed, sniff_initials};
-use crate::state::HostStats;
+use crate::state::{HostStats, Inspection};
 
 /// Clients of one listener whose ClientHello is still incomplete. Real
 /// clients send a hello's datagrams back to back: they wait microseconds.
@@ -58,6 +58,9 @@ pub(crate) struct Decided {
     pub datagrams: Vec<Box<[u8]>>,
     /// The host to prefer: a client that came back from another address.
     pub host: Option<Arc<HostStats>>,
+    /// What its hello told and the route it took, for the connections list
+    /// and the access log (`None`: the listener's routes are gone).
+    pub inspection: Option<Box<Inspection>>,
 }
 
 impl Pending {
@@ -122,18 +125,23 @@ impl Pending {
 
 /// The route `seen` takes (counted with its anomaly, if any).
 fn decide(client: SocketAddr, seen: Seen, waiting: Waiting, routing: Option<&Routing>) -> Decided {
-    let target = routing.and_then(|routing| {
+    let mut target = None;
+    let inspection = routing.map(|routing| {
         if let Some(anomaly) = seen.anomaly {
             routing.anomalies[anomaly as usize].fetch_add(1, Relaxed);
         }
-        let route = choose(seen, routing).route?;
-        Some(routing.targets[route].service.clone())
+        let chosen = choose(seen, routing);
+        target = chosen
+            .route
+            .map(|route| routing.targets[route].service.clone());
+        chosen.inspection
     });
     Decided {
         client,
         target,
         datagrams: waiting.datagrams,
         host: None,
+        inspection,
     }
 }
 

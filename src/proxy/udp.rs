@@ -45,15 +45,15 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{CloseReason, ConnectionRecord};
-use super::quic::{ConnectionIds, Offer, Pending, WAITING_CHECK, source_id};
+use super::quic::{ConnectionIds, Decided, Offer, Pending, WAITING_CHECK, source_id};
 use super::udp_moved::{MovedSession, Moving, SessionMoves};
 use super::udp_sources::Sources;
 use super::udp_table::{Client, Key, Table};
 use super::{DataPlane, ListenerSettings, passive, proxy_protocol};
 use crate::snapshot::{ServiceSnapshot, Snapshot};
 use crate::state::{
-    Ask, ConnectionGuard, ConnectionInfo, HostHealth, HostId, HostPlace, HostStats, Keeping,
-    MAX_LISTED_SESSIONS, ServiceCounters, SessionFilter, Transport, clock_ms, unix_nanos,
+    Ask, ConnectionGuard, ConnectionInfo, HostHealth, HostId, HostPlace, HostStats, Inspection,
+    Keeping, MAX_LISTED_SESSIONS, ServiceCounters, SessionFilter, Transport, clock_ms, unix_nanos,
 };
 
 /// The largest datagram passed on (a UDP payload's bound; an IPv4 one is at
@@ -252,10 +252,25 @@ struct Session {
     learn_id: bool,
     /// Counted in [`Relay::sources`] (opened under `maxSessionsPerSource`).
     per_source: bool,
+    /// QUIC: what the client's hello told and the route it took (boxed: a
+    /// session without one stays small).
+    inspection: Option<Box<Inspection>>,
     /// The port of txlb's side of `socket`, for the control socket's
     /// look-ups (0 without a control socket: nobody asks). In the record's
     /// padding: its size is unchanged.
     host_port: u16,
+}
+
+impl Decided {
+    /// The session it opens.
+    fn opening(&mut self) -> Opening {
+        Opening {
+            client: self.client,
+            target: self.target.take(),
+            host: self.host.take(),
+            inspection: self.inspection.take(),
+        }
+    }
 }
 
 impl Client for Session {
@@ -542,13 +557,14 @@ impl Relay {
             if self.came_back(snapshot, bytes, client) {
                 return;
             }
-            if let Offer::Decided(decided) = self.pending.offer(client, bytes, routing) {
-                let opened = Opening {
-                    client,
-                    target: decided.target,
-                    host: decided.host,
-                };
-                self.start(snapshot, opened, &decided.datagrams);
+            // Before its Initials are decrypted: a source at its limit
+            // costs no more than a look-up.
+            if !self.source_may_open(client, service) {
+                return;
+            }
+            if let Offer::Decided(mut decided) = self.pending.offer(client, bytes, routing) {
+                let opening = decided.opening();
+                self.start(snapshot, opening, &decided.datagrams);
             }
             return;
         }
@@ -556,6 +572,7 @@ impl Relay {
             client,
             target: stays_on,
             host: None,
+            inspection: None,
         };
         self.start(snapshot, opening, &[bytes]);
     }
@@ -575,6 +592,7 @@ impl Relay {
             client,
             target: Some(earlier.place.names.service.clone()),
             host: Some(earlier.place.stats.clone()),
+            inspection: earlier.inspection.clone(),
         };
         let earlier = (earlier.client, owner);
         // Half a hello it left waiting opens no second session later.
@@ -600,12 +618,8 @@ impl Relay {
             return;
         }
         let snapshot = self.task.data.snapshots.load();
-        for decided in decided {
-            let opening = Opening {
-                client: decided.client,
-                target: decided.target,
-                host: decided.host,
-            };
+        for mut decided in decided {
+            let opening = decided.opening();
             self.start(&snapshot, opening, &decided.datagrams);
         }
     }
@@ -632,11 +646,7 @@ impl Relay {
             own.counters.dropped_no_host.fetch_add(1, Relaxed);
             return None;
         };
-        if !self
-            .sources
-            .may_open(client.ip(), own.options.max_sessions_per_source)
-        {
-            own.counters.dropped_source_limit.fetch_add(1, Relaxed);
+        if !self.source_may_open(client, own) {
             return None;
         }
         let counters = &service.counters;
@@ -695,6 +705,7 @@ impl Relay {
             learn_id: self.task.settings.load().routing.is_some(),
             host_port,
             per_source: false,
+            inspection: opening.inspection,
         };
         for bytes in datagrams {
             let bytes = bytes.as_ref();
@@ -710,6 +721,17 @@ impl Relay {
             }
         }
         self.insert(session, own.options.max_sessions_per_source)
+    }
+
+    /// Whether `client`'s address may open one more session under its
+    /// listener's service's `maxSessionsPerSource`; a refusal is counted.
+    fn source_may_open(&self, client: SocketAddr, own: &ServiceSnapshot) -> bool {
+        let limit = own.options.max_sessions_per_source;
+        let may = self.sources.may_open(client.ip(), limit);
+        if !may {
+            own.counters.dropped_source_limit.fetch_add(1, Relaxed);
+        }
+        may
     }
 
     /// The shared [`Place`] saying what `fresh` says.
@@ -969,6 +991,7 @@ impl Relay {
             learn_id: false,
             host_port,
             per_source: false,
+            inspection: None,
         };
         let per_source = snapshot
             .service(&self.task.service)
@@ -1119,7 +1142,7 @@ impl Relay {
                 datagrams_in: Some(u64::from(s.datagrams_in)),
                 datagrams_out: Some(u64::from(s.replies)),
                 parked: false,
-                inspection: None,
+                inspection: s.inspection.as_deref().cloned(),
                 draining_in: None,
             }
         }
@@ -1151,7 +1174,7 @@ impl Relay {
             bytes_out: session.bytes_out,
             ended,
             failovers: 0,
-            inspection: None,
+            inspection: session.inspection.as_deref().cloned(),
         });
     }
 }
@@ -1323,11 +1346,13 @@ impl Replies {
 }
 
 /// A session about to open: its client, its service (`None`: the
-/// listener's) and the host to prefer (a QUIC client that came back).
+/// listener's), the host to prefer (a QUIC client that came back) and what
+/// its QUIC hello told.
 struct Opening {
     client: SocketAddr,
     target: Option<Arc<str>>,
     host: Option<Arc<HostStats>>,
+    inspection: Option<Box<Inspection>>,
 }
 
 /// Why no session was opened.
@@ -1486,10 +1511,10 @@ mod tests {
     /// Memory per session (issue 26: at most 256 B beside the kernel's) is
     /// mostly this record and its slot (8 bytes more); `bench/udp.sh`
     /// measures the whole. (96 B before the id and datagram count the
-    /// connections list shows.)
+    /// connections list shows, 104 B before the QUIC inspection's box.)
     #[test]
     fn a_session_record_stays_small() {
         let size = std::mem::size_of::<Option<Session>>();
-        assert!(size <= 104, "{size} B");
+        assert!(size <= 112, "{size} B");
     }
 }

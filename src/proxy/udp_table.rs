@@ -20,7 +20,7 @@ pub(super) trait Client {
     fn client(&self) -> SocketAddr;
 }
 
-/// Slots per chunk of the slab: a chunk of 100-byte records stays under
+/// Slots per chunk of the slab: a chunk of 120-byte records stays under
 /// the allocator's threshold for a mapping of its own.
 const CHUNK: usize = 256;
 

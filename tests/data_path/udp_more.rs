@@ -622,6 +622,60 @@ async fn a_waiting_client_that_comes_back_to_a_connection_id_gets_one_session() 
     );
 }
 
+/// `maxSessionsPerSource` is checked before a QUIC client's Initials are
+/// read: a source at its limit costs no decryption (its datagram is not
+/// inspected, so no anomaly is counted).
+#[tokio::test]
+async fn a_source_at_its_limit_is_dropped_before_its_initials_are_read() {
+    let (a, _) = super::udp::udp_host("127.0.0.1", "a:").await;
+    let (b, _) = super::udp::udp_host("127.0.0.1", "b:").await;
+    let (d, _) = super::udp::udp_host("127.0.0.1", "d:").await;
+    let xml = quic_xml("", ROUTES, Some(d), a, b).replace(
+        "<service name=\"u\" protocol=\"udp\">",
+        "<service name=\"u\" protocol=\"udp\" maxSessionsPerSource=\"1\">",
+    );
+    let txlb = Txlb::start_xml(&xml, None);
+    let lb = txlb.listener();
+    let first = client("127.0.0.1").await;
+    let initial = quic_initials("a.example", &[b"h3"], &[1; 8], 2_000);
+    assert_eq!(from(&exchange(&first, lb, &initial).await[0]).0, "a");
+    let second = client("127.0.0.1").await;
+    assert!(!answered(&second, lb, b"not an Initial").await);
+    assert_eq!(
+        metric(&txlb, "txlb_service_dropped_source_limit_total").await,
+        1
+    );
+    let bad = listener_metric(&txlb, "txlb_inspect_anomalies_total", "bad_quic_initial").await;
+    assert_eq!(bad, 0, "the datagram was inspected");
+}
+
+/// A QUIC-routed session shows what its hello told and the route it took
+/// in the connections list, as a TCP connection does.
+#[tokio::test]
+async fn a_quic_routed_session_is_listed_with_its_sni_alpn_and_route() {
+    let (txlb, lb) = quic_routes("").await;
+    let socket = client("127.0.0.1").await;
+    let initial = quic_initials("a.example", &[b"h3"], &[5; 8], 2_000);
+    assert_eq!(from(&exchange(&socket, lb, &initial).await[0]).0, "a");
+    let base = txlb.logged("admin web server up", "url").await;
+    let base = base.trim_end_matches('/');
+    let (status, body) =
+        crate::common::admin::get_as(base, crate::common::admin::FULL, "/api/v1/connections").await;
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let me = socket.local_addr().unwrap().to_string();
+    let session = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client"] == me.as_str())
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(session["service"], "qa", "{session}");
+    assert_eq!(session["sni"], "a.example", "{session}");
+    assert_eq!(session["alpn"], serde_json::json!(["h3"]), "{session}");
+    assert_eq!(session["route"], "sni=a.example", "{session}");
+}
+
 // --- Per-source limits --------------------------------------------------------
 
 /// Sends `bytes` and waits briefly for a reply: whether one came.

@@ -11,7 +11,7 @@
 //! cut short routes by its SNI if that was in, else by the default route).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -31,6 +31,8 @@ pub(crate) const WAITING_CHECK: Duration = Duration::from_millis(50);
 /// A client's datagrams so far.
 struct Waiting {
     datagrams: Vec<Box<[u8]>>,
+    /// The address its first datagram was sent to (a wildcard listener's).
+    local: Option<IpAddr>,
     bytes: usize,
     since: Instant,
 }
@@ -56,6 +58,8 @@ pub(crate) struct Decided {
     pub target: Option<Arc<str>>,
     /// Every datagram it sent so far, in order.
     pub datagrams: Vec<Box<[u8]>>,
+    /// The address it sent to, on a wildcard listener (replies come from it).
+    pub local: Option<IpAddr>,
     /// The host to prefer: a client that came back from another address.
     pub host: Option<Arc<HostStats>>,
     /// What its hello told and the route it took, for the connections list
@@ -69,13 +73,21 @@ impl Pending {
         self.clients.is_empty()
     }
 
-    /// A datagram of `client`, which has no session: waits with the
-    /// client's others, or decides its route.
-    pub(crate) fn offer(&mut self, client: SocketAddr, bytes: &[u8], routing: &Routing) -> Offer {
+    /// A datagram of `client` (sent to `local` on a wildcard listener),
+    /// which has no session: waits with the client's others, or decides its
+    /// route.
+    pub(crate) fn offer(
+        &mut self,
+        client: SocketAddr,
+        local: Option<IpAddr>,
+        bytes: &[u8],
+        routing: &Routing,
+    ) -> Offer {
         // Full for new clients only: one already waiting keeps its place.
         let full = !self.clients.contains_key(&client) && self.clients.len() >= MAX_WAITING_CLIENTS;
         let mut waiting = self.clients.remove(&client).unwrap_or_else(|| Waiting {
             datagrams: Vec::with_capacity(2),
+            local,
             bytes: 0,
             since: Instant::now(),
         });
@@ -140,6 +152,7 @@ fn decide(client: SocketAddr, seen: Seen, waiting: Waiting, routing: Option<&Rou
         client,
         target,
         datagrams: waiting.datagrams,
+        local: waiting.local,
         host: None,
         inspection,
     }
@@ -284,12 +297,12 @@ mod tests {
         let mut pending = Pending::default();
         for n in 0..MAX_WAITING_CLIENTS as u32 {
             assert!(matches!(
-                pending.offer(client(n), &half, &routing),
+                pending.offer(client(n), None, &half, &routing),
                 Offer::Wait
             ));
         }
         // No room: decided at once, by the SNI that came.
-        let Offer::Decided(d) = pending.offer(client(u32::MAX), &half, &routing) else {
+        let Offer::Decided(d) = pending.offer(client(u32::MAX), None, &half, &routing) else {
             panic!("no room to wait");
         };
         assert_eq!(d.target.as_deref(), Some("a"));
@@ -297,9 +310,12 @@ mod tests {
         // A waiting client's fourth datagram decides it.
         let first = client(0);
         for _ in 0..2 {
-            assert!(matches!(pending.offer(first, &half, &routing), Offer::Wait));
+            assert!(matches!(
+                pending.offer(first, None, &half, &routing),
+                Offer::Wait
+            ));
         }
-        let Offer::Decided(d) = pending.offer(first, &half, &routing) else {
+        let Offer::Decided(d) = pending.offer(first, None, &half, &routing) else {
             panic!("four datagrams read");
         };
         assert_eq!(d.datagrams.len(), 4);
@@ -313,7 +329,7 @@ mod tests {
         let cut = routing.anomaly_count(crate::routing::Anomaly::TruncatedHello);
         assert_eq!(cut, MAX_WAITING_CLIENTS as u64 + 1);
         // Routes gone with a reload: the listener's own service.
-        pending.offer(client(7), &half, &routing);
+        pending.offer(client(7), None, &half, &routing);
         let gone = pending.expired(Duration::ZERO, None);
         assert_eq!(gone[0].target, None);
     }

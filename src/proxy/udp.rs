@@ -35,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
@@ -221,6 +221,10 @@ struct Place {
     /// (`proxyProtocol="v2"`; version 1 is refused on UDP by the
     /// configuration's check).
     proxy_v2: bool,
+    /// On a wildcard listener, the address the client sent to: replies go
+    /// out from it (`None`: the listener's own address). Here rather than
+    /// in each session: a machine has few addresses.
+    local: Option<IpAddr>,
 }
 
 impl Place {
@@ -235,8 +239,13 @@ impl Place {
             && self.responses == other.responses
             && self.timeout_ms == other.timeout_ms
             && self.proxy_v2 == other.proxy_v2
+            && self.local == other.local
     }
 }
+
+/// What tells places apart: the host's stats (by address), its address, the
+/// service and the local address replies leave from.
+type PlaceKey = (usize, SocketAddr, Arc<str>, Option<IpAddr>);
 
 /// One session: a record in the relay's table.
 struct Session {
@@ -280,6 +289,7 @@ impl Decided {
             target: self.target.take(),
             host: self.host.take(),
             inspection: self.inspection.take(),
+            local: self.local,
         }
     }
 }
@@ -315,8 +325,9 @@ struct Relay {
     /// control socket's look-ups (kept only when a control socket may ask:
     /// empty otherwise).
     by_host_port: std::collections::BTreeSet<(u16, Key)>,
-    /// One [`Place`] per host, address and service, for new sessions.
-    places: HashMap<(usize, SocketAddr, Arc<str>), Arc<Place>>,
+    /// One [`Place`] per host, address, service and local address, for new
+    /// sessions.
+    places: HashMap<PlaceKey, Arc<Place>>,
     /// Client datagrams, read a batch at a time (out of here while they
     /// are passed on).
     received: Option<Box<Received>>,
@@ -338,6 +349,13 @@ impl Relay {
     fn new(task: UdpListenerTask, listener: std::net::UdpSocket) -> io::Result<Relay> {
         let local = listener.local_addr()?;
         listener.set_nonblocking(true)?;
+        // Bound to every address: each datagram says which one it was sent
+        // to, and its replies leave from that one (clients drop replies
+        // from another address).
+        let wildcard = local.ip().is_unspecified();
+        if wildcard {
+            receive_destinations(&listener, local)?;
+        }
         // SAFETY: epoll_create1 and eventfd return a new descriptor or -1.
         let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if epoll < 0 {
@@ -378,10 +396,13 @@ impl Relay {
                 // SAFETY: an all-zero sockaddr_storage is valid (AF_UNSPEC).
                 from: unsafe { std::mem::zeroed() },
                 lens: [0; BATCH],
+                control: wildcard.then(|| Box::new([[0; CONTROL_WORDS]; BATCH])),
+                to: [None; BATCH],
             })),
             replies: Box::new(Replies {
                 rooms: Rooms::new(),
                 to: Vec::with_capacity(BATCH),
+                control: Box::new([[0; CONTROL_WORDS]; BATCH]),
             }),
             header: Vec::new(),
             now,
@@ -482,8 +503,8 @@ impl Relay {
                     // Removed by a reload: this listener is closing.
                     if let Some(service) = snapshot.service(&self.task.service) {
                         for i in 0..n {
-                            if let Some((bytes, client)) = batch.datagram(i) {
-                                self.datagram(&snapshot, service, bytes, client);
+                            if let Some((bytes, client, local)) = batch.datagram(i) {
+                                self.datagram(&snapshot, service, bytes, client, local);
                             }
                         }
                     }
@@ -511,6 +532,7 @@ impl Relay {
         service: &ServiceSnapshot,
         bytes: &[u8],
         client: SocketAddr,
+        local: Option<IpAddr>,
     ) {
         let counters = &service.counters;
         if bytes.len() > MAX_DATAGRAM {
@@ -565,7 +587,7 @@ impl Relay {
         }
         let settings = self.task.settings.load();
         if let Some(routing) = settings.routing.as_ref().filter(|_| stays_on.is_none()) {
-            if self.came_back(snapshot, bytes, client) {
+            if self.came_back(snapshot, bytes, client, local) {
                 return;
             }
             // Before its Initials are decrypted: a source at its limit
@@ -573,7 +595,7 @@ impl Relay {
             if !self.source_may_open(client, service) {
                 return;
             }
-            if let Offer::Decided(mut decided) = self.pending.offer(client, bytes, routing) {
+            if let Offer::Decided(mut decided) = self.pending.offer(client, local, bytes, routing) {
                 let opening = decided.opening();
                 self.start(snapshot, opening, &decided.datagrams);
             }
@@ -584,6 +606,7 @@ impl Relay {
             target: stays_on,
             host: None,
             inspection: None,
+            local,
         };
         self.start(snapshot, opening, &[bytes]);
     }
@@ -591,7 +614,13 @@ impl Relay {
     /// A QUIC client from a new address sending to a connection ID a host of
     /// this listener chose: a session on that host (its service, not the
     /// default route), which takes the ID over. Whether it was one.
-    fn came_back(&mut self, snapshot: &Snapshot, bytes: &[u8], client: SocketAddr) -> bool {
+    fn came_back(
+        &mut self,
+        snapshot: &Snapshot,
+        bytes: &[u8],
+        client: SocketAddr,
+        local: Option<IpAddr>,
+    ) -> bool {
         let Some(((_, owner), id)) = self.ids.find(bytes) else {
             return false;
         };
@@ -604,6 +633,7 @@ impl Relay {
             target: Some(earlier.place.names.service.clone()),
             host: Some(earlier.place.stats.clone()),
             inspection: earlier.inspection.clone(),
+            local,
         };
         let earlier = (earlier.client, owner);
         // Half a hello it left waiting opens no second session later.
@@ -697,6 +727,7 @@ impl Relay {
             responses: service.options.responses,
             timeout_ms: service.options.session_timeout.as_millis() as u64,
             proxy_v2: picked.proxy_protocol.is_some(),
+            local: opening.local,
         });
         place.stats.record_session();
         counters.sessions_total.fetch_add(1, Relaxed);
@@ -751,6 +782,7 @@ impl Relay {
             Arc::as_ptr(&fresh.stats) as usize,
             fresh.addr,
             fresh.names.service.clone(),
+            fresh.local,
         );
         match self.places.get(&key) {
             Some(place) if place.same(&fresh) => place.clone(),
@@ -975,6 +1007,7 @@ impl Relay {
             responses: service.options.responses,
             timeout_ms: service.options.session_timeout.as_millis() as u64,
             proxy_v2: host.proxy_protocol.is_some(),
+            local: None,
         });
         let age_ms = record.age_us / 1000;
         // It keeps its id (one from an older process that sent none gets one).
@@ -1213,6 +1246,128 @@ struct Received {
     rooms: Rooms,
     from: [libc::sockaddr_storage; BATCH],
     lens: [usize; BATCH],
+    /// On a wildcard listener: room for each datagram's control message,
+    /// and the address each was sent to.
+    control: Option<Box<[Control; BATCH]>>,
+    to: [Option<IpAddr>; BATCH],
+}
+
+/// 8-byte words of room for one datagram's control message: its
+/// destination or source address (`IP_PKTINFO`, `IPV6_PKTINFO`).
+const CONTROL_WORDS: usize = 8;
+/// A datagram's control message room, aligned as their headers must be.
+type Control = [u64; CONTROL_WORDS];
+
+/// Asks the kernel to say, with each datagram `socket` (bound to every
+/// address of `local`'s family) receives, the address it was sent to.
+fn receive_destinations(socket: &std::net::UdpSocket, local: SocketAddr) -> io::Result<()> {
+    let (level, option) = match local {
+        SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_PKTINFO),
+        // A dual-stack socket's IPv4 datagrams are told as mapped addresses.
+        SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: an open socket; the option's value is a c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            option,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The address a received datagram was sent to, from its `IP_PKTINFO` or
+/// `IPV6_PKTINFO` control message; none for a broadcast or multicast one
+/// (no reply can leave from those).
+fn destination(header: &libc::msghdr) -> Option<IpAddr> {
+    // SAFETY: the kernel wrote `msg_controllen` bytes of control messages
+    // at `msg_control` (aligned for them); the macros stay within them.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(header) };
+    while !cmsg.is_null() {
+        // SAFETY: a header within the buffer, and its data after it.
+        let (level, kind, data) =
+            unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, libc::CMSG_DATA(cmsg)) };
+        let ip: Option<IpAddr> = match (level, kind) {
+            (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                // SAFETY: an IP_PKTINFO message holds an in_pktinfo.
+                let info = unsafe { std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>()) };
+                Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)).into())
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                // SAFETY: an IPV6_PKTINFO message holds an in6_pktinfo.
+                let info = unsafe { std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>()) };
+                Some(Ipv6Addr::from(info.ipi6_addr.s6_addr).into())
+            }
+            _ => None,
+        };
+        if let Some(ip) = ip {
+            let shared = match ip.to_canonical() {
+                IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
+                IpAddr::V6(v6) => v6.is_multicast(),
+            };
+            return (!shared).then_some(ip);
+        }
+        // SAFETY: as above.
+        cmsg = unsafe { libc::CMSG_NXTHDR(header, cmsg) };
+    }
+    None
+}
+
+/// Writes in `control` the control message that makes a datagram leave
+/// from `local` (of the socket's family, as [`destination`] read it); its
+/// length.
+fn write_source(control: &mut Control, local: IpAddr) -> usize {
+    // SAFETY: an all-zero msghdr is valid; it only frames `control` for the
+    // macros, which write within it (room for either message).
+    let mut frame: libc::msghdr = unsafe { std::mem::zeroed() };
+    frame.msg_control = control.as_mut_ptr().cast();
+    frame.msg_controllen = std::mem::size_of::<Control>();
+    // SAFETY: as above.
+    let cmsg = unsafe { &mut *libc::CMSG_FIRSTHDR(&frame) };
+    match local {
+        IpAddr::V4(ip) => {
+            let info = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(ip).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            let len = std::mem::size_of::<libc::in_pktinfo>() as u32;
+            cmsg.cmsg_level = libc::IPPROTO_IP;
+            cmsg.cmsg_type = libc::IP_PKTINFO;
+            // SAFETY: the data of a message with room for `info`.
+            unsafe {
+                cmsg.cmsg_len = libc::CMSG_LEN(len) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
+                libc::CMSG_SPACE(len) as usize
+            }
+        }
+        IpAddr::V6(ip) => {
+            let info = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: ip.octets(),
+                },
+                ipi6_ifindex: 0,
+            };
+            let len = std::mem::size_of::<libc::in6_pktinfo>() as u32;
+            cmsg.cmsg_level = libc::IPPROTO_IPV6;
+            cmsg.cmsg_type = libc::IPV6_PKTINFO;
+            // SAFETY: as above.
+            unsafe {
+                cmsg.cmsg_len = libc::CMSG_LEN(len) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
+                libc::CMSG_SPACE(len) as usize
+            }
+        }
+    }
 }
 
 impl Received {
@@ -1229,6 +1384,10 @@ impl Received {
             header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
             header.msg_iov = &mut iovecs[i];
             header.msg_iovlen = 1;
+            if let Some(control) = &mut self.control {
+                header.msg_control = control[i].as_mut_ptr().cast();
+                header.msg_controllen = std::mem::size_of::<Control>();
+            }
         }
         // SAFETY: every header points into `self` and `iovecs`, which
         // outlive the call; BATCH headers.
@@ -1245,16 +1404,21 @@ impl Received {
             return Err(io::Error::last_os_error());
         }
         let n = n as usize;
-        for (len, header) in self.lens.iter_mut().zip(&headers[..n]) {
-            *len = header.msg_len as usize;
+        for (i, header) in headers[..n].iter().enumerate() {
+            self.lens[i] = header.msg_len as usize;
+            if self.control.is_some() {
+                self.to[i] = destination(&header.msg_hdr);
+            }
         }
         Ok(n)
     }
 
-    /// The `i`th datagram and its sender (`None`: not an IP address).
-    fn datagram(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+    /// The `i`th datagram, its sender and, on a wildcard listener, the
+    /// address it was sent to (`None`: not an IP address).
+    fn datagram(&self, i: usize) -> Option<(&[u8], SocketAddr, Option<IpAddr>)> {
         let from = socket_addr(&self.from[i])?;
-        Some((&self.rooms.0[i * ROOM..i * ROOM + self.lens[i]], from))
+        let bytes = &self.rooms.0[i * ROOM..i * ROOM + self.lens[i]];
+        Some((bytes, from, self.to[i]))
     }
 }
 
@@ -1289,6 +1453,9 @@ struct Replies {
     rooms: Rooms,
     /// Each reply's client, length and place (counted once sent).
     to: Vec<(socket2::SockAddr, usize, Arc<Place>)>,
+    /// Each reply's source address, for those of a wildcard listener's
+    /// sessions ([`Place::local`]).
+    control: Box<[Control; BATCH]>,
 }
 
 impl Replies {
@@ -1318,13 +1485,17 @@ impl Replies {
         // SAFETY: as in `Received::receive`.
         let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for (i, (to, len, _)) in self.to.iter().enumerate() {
+        for (i, (to, len, place)) in self.to.iter().enumerate() {
             iovecs[i] = self.rooms.iovec(i, *len);
             let header = &mut headers[i].msg_hdr;
             header.msg_name = to.as_ptr() as *mut libc::c_void;
             header.msg_namelen = to.len();
             header.msg_iov = &mut iovecs[i];
             header.msg_iovlen = 1;
+            if let Some(local) = place.local {
+                header.msg_controllen = write_source(&mut self.control[i], local);
+                header.msg_control = self.control[i].as_mut_ptr().cast();
+            }
         }
         let mut at = 0;
         while at < count {
@@ -1364,6 +1535,8 @@ struct Opening {
     target: Option<Arc<str>>,
     host: Option<Arc<HostStats>>,
     inspection: Option<Box<Inspection>>,
+    /// The address it sent to, on a wildcard listener.
+    local: Option<IpAddr>,
 }
 
 /// Why no session was opened.

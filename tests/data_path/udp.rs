@@ -167,6 +167,37 @@ async fn datagrams_of_every_size_are_echoed_byte_exact_over_ipv6() {
     echo_byte_exact("::1", "[::1]:0").await;
 }
 
+/// A listener on `listen`, bound to every address, answers a client asking
+/// each of `asked` from that address: connected clients (and resolvers)
+/// drop replies from another.
+async fn answers_from_the_address_asked(listen: &str, asked: &[&str]) {
+    let (echo, _) = udp_host("127.0.0.1", "").await;
+    let txlb = Txlb::start_xml(&config(listen, "", "roundr", &[("e", echo)]), None);
+    let port = txlb.listener().port();
+    for ip in asked {
+        let to = SocketAddr::new(ip.parse().unwrap(), port);
+        let socket = client(if to.is_ipv6() { "::1" } else { "127.0.0.1" }).await;
+        // Connected: the kernel drops datagrams from any other address.
+        socket.connect(to).await.unwrap();
+        for _ in 0..2 {
+            socket.send(b"hi").await.unwrap();
+            let mut buf = [0u8; 16];
+            let got = tokio::time::timeout(REPLY, socket.recv(&mut buf)).await;
+            assert!(matches!(got, Ok(Ok(2))), "no reply from {to}: {got:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_wildcard_ipv4_listener_answers_from_the_address_asked() {
+    answers_from_the_address_asked("0.0.0.0:0", &["127.0.0.5", "127.0.0.1"]).await;
+}
+
+#[tokio::test]
+async fn a_dual_stack_wildcard_listener_answers_from_the_address_asked() {
+    answers_from_the_address_asked("*:0", &["127.0.0.5", "127.0.0.1", "::1"]).await;
+}
+
 #[tokio::test]
 async fn two_clients_go_to_two_hosts_and_each_stays_on_its_own() {
     let (h1, _) = udp_host("127.0.0.1", "h1:").await;

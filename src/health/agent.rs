@@ -23,12 +23,12 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
-use super::checks::{Tell, next_due, on_tick};
+use super::checks::{Tell, close_marked_down, next_due, on_tick};
 use super::exchange::{Talk, line_end, trim_line};
 use super::probe::address;
 use crate::config::{AgentConfig, Escaped, MarkedDown};
 use crate::snapshot::Snapshot;
-use crate::state::{AgentState, AgentView, CloseRequest, HostId, HostSnapshot};
+use crate::state::{AgentState, AgentView, HostId, HostSnapshot};
 
 /// Most bytes of an agent's line kept for people to read.
 const SAID: usize = 128;
@@ -287,16 +287,7 @@ fn apply(target: &Target, host: &HostSnapshot, answer: Result<Vec<u8>, String>, 
         if stats.mark_bad(AGENT_DOWN) {
             tell.events.host_bad(service, group, name, AGENT_DOWN);
             if target.on_marked_down == MarkedDown::Close {
-                let closed = tell.registry.close_where(CloseRequest::HostDown, |c| {
-                    Arc::ptr_eq(&c.host_stats, stats)
-                });
-                tracing::info!(
-                    service,
-                    group,
-                    host = name,
-                    closed,
-                    "connections of a host marked bad closed (onMarkedDown)"
-                );
+                close_marked_down(tell, service, group, name, stats);
             }
         }
     } else if stats.bad_info().is_some_and(|b| b.reason == AGENT_DOWN)

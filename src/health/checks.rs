@@ -24,7 +24,7 @@ use super::probe::address;
 use crate::config::{CheckConfig, HostAddress, MarkedDown};
 use crate::events::Events;
 use crate::snapshot::Snapshot;
-use crate::state::{AgentState, CloseRequest, ConnectionRegistry, HostId, HostSnapshot};
+use crate::state::{AgentState, CloseRequest, ConnectionRegistry, HostId, HostSnapshot, HostStats};
 
 /// How much longer than the check's `timeout` a probe may take before it is
 /// abandoned (the exchange itself stops at the timeout).
@@ -296,14 +296,41 @@ fn apply(
             if stats.mark_bad(reason.clone()) {
                 events.host_bad(&target.service, &target.group, &host.name, &reason);
                 if target.on_marked_down == MarkedDown::Close {
-                    let closed = tell.registry.close_where(CloseRequest::HostDown, |c| {
-                        Arc::ptr_eq(&c.host_stats, stats)
-                    });
-                    tracing::info!(service = %target.service, group = %target.group, host = %host.name, closed, "connections of a host marked bad closed (onMarkedDown)");
+                    close_marked_down(tell, &target.service, &target.group, &host.name, stats);
                 }
             }
         }
     }
+}
+
+/// `onMarkedDown="close"`: ends the connections and the UDP sessions on
+/// the host just marked bad, and logs how many. The relays end sessions on
+/// their next turn (a bounded wait, kept off the check's task).
+pub(super) fn close_marked_down(
+    tell: &Tell,
+    service: &str,
+    group: &str,
+    host: &str,
+    stats: &Arc<HostStats>,
+) {
+    let closed = tell.registry.close_where(CloseRequest::HostDown, |c| {
+        Arc::ptr_eq(&c.host_stats, stats)
+    });
+    let (registry, stats) = (tell.registry.clone(), stats.clone());
+    let (service, group, host) = (service.to_string(), group.to_string(), host.to_string());
+    tokio::spawn(async move {
+        let sessions = tokio::task::spawn_blocking(move || registry.close_sessions_on(&stats))
+            .await
+            .unwrap_or(0);
+        let closed = closed + sessions;
+        tracing::info!(
+            service,
+            group,
+            host,
+            closed,
+            "connections of a host marked bad closed (onMarkedDown)"
+        );
+    });
 }
 
 #[cfg(test)]

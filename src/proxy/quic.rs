@@ -11,14 +11,14 @@
 //! cut short routes by its SNI if that was in, else by the default route).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::inspect::{Routing, choose};
 use crate::routing::{Seen, Sniffed, sniff_initials};
-use crate::state::HostStats;
+use crate::state::{HostStats, Inspection};
 
 /// Clients of one listener whose ClientHello is still incomplete. Real
 /// clients send a hello's datagrams back to back: they wait microseconds.
@@ -31,6 +31,8 @@ pub(crate) const WAITING_CHECK: Duration = Duration::from_millis(50);
 /// A client's datagrams so far.
 struct Waiting {
     datagrams: Vec<Box<[u8]>>,
+    /// The address its first datagram was sent to (a wildcard listener's).
+    local: Option<IpAddr>,
     bytes: usize,
     since: Instant,
 }
@@ -56,8 +58,13 @@ pub(crate) struct Decided {
     pub target: Option<Arc<str>>,
     /// Every datagram it sent so far, in order.
     pub datagrams: Vec<Box<[u8]>>,
+    /// The address it sent to, on a wildcard listener (replies come from it).
+    pub local: Option<IpAddr>,
     /// The host to prefer: a client that came back from another address.
     pub host: Option<Arc<HostStats>>,
+    /// What its hello told and the route it took, for the connections list
+    /// and the access log (`None`: the listener's routes are gone).
+    pub inspection: Option<Box<Inspection>>,
 }
 
 impl Pending {
@@ -66,13 +73,21 @@ impl Pending {
         self.clients.is_empty()
     }
 
-    /// A datagram of `client`, which has no session: waits with the
-    /// client's others, or decides its route.
-    pub(crate) fn offer(&mut self, client: SocketAddr, bytes: &[u8], routing: &Routing) -> Offer {
+    /// A datagram of `client` (sent to `local` on a wildcard listener),
+    /// which has no session: waits with the client's others, or decides its
+    /// route.
+    pub(crate) fn offer(
+        &mut self,
+        client: SocketAddr,
+        local: Option<IpAddr>,
+        bytes: &[u8],
+        routing: &Routing,
+    ) -> Offer {
         // Full for new clients only: one already waiting keeps its place.
         let full = !self.clients.contains_key(&client) && self.clients.len() >= MAX_WAITING_CLIENTS;
         let mut waiting = self.clients.remove(&client).unwrap_or_else(|| Waiting {
             datagrams: Vec::with_capacity(2),
+            local,
             bytes: 0,
             since: Instant::now(),
         });
@@ -87,6 +102,13 @@ impl Pending {
             }
             Sniffed::Done(seen) => Offer::Decided(decide(client, seen, waiting, Some(routing))),
         }
+    }
+
+    /// `client` has a session now (it came back to a connection ID its
+    /// host chose): what it had waiting is dropped, so that no second
+    /// session opens for it when its wait ends.
+    pub(crate) fn forget(&mut self, client: SocketAddr) {
+        self.clients.remove(&client);
     }
 
     /// Clients that waited `timeout` or longer, decided on what they sent
@@ -115,18 +137,24 @@ impl Pending {
 
 /// The route `seen` takes (counted with its anomaly, if any).
 fn decide(client: SocketAddr, seen: Seen, waiting: Waiting, routing: Option<&Routing>) -> Decided {
-    let target = routing.and_then(|routing| {
+    let mut target = None;
+    let inspection = routing.map(|routing| {
         if let Some(anomaly) = seen.anomaly {
             routing.anomalies[anomaly as usize].fetch_add(1, Relaxed);
         }
-        let route = choose(seen, routing).route?;
-        Some(routing.targets[route].service.clone())
+        let chosen = choose(seen, routing);
+        target = chosen
+            .route
+            .map(|route| routing.targets[route].service.clone());
+        chosen.inspection
     });
     Decided {
         client,
         target,
         datagrams: waiting.datagrams,
+        local: waiting.local,
         host: None,
+        inspection,
     }
 }
 
@@ -269,12 +297,12 @@ mod tests {
         let mut pending = Pending::default();
         for n in 0..MAX_WAITING_CLIENTS as u32 {
             assert!(matches!(
-                pending.offer(client(n), &half, &routing),
+                pending.offer(client(n), None, &half, &routing),
                 Offer::Wait
             ));
         }
         // No room: decided at once, by the SNI that came.
-        let Offer::Decided(d) = pending.offer(client(u32::MAX), &half, &routing) else {
+        let Offer::Decided(d) = pending.offer(client(u32::MAX), None, &half, &routing) else {
             panic!("no room to wait");
         };
         assert_eq!(d.target.as_deref(), Some("a"));
@@ -282,9 +310,12 @@ mod tests {
         // A waiting client's fourth datagram decides it.
         let first = client(0);
         for _ in 0..2 {
-            assert!(matches!(pending.offer(first, &half, &routing), Offer::Wait));
+            assert!(matches!(
+                pending.offer(first, None, &half, &routing),
+                Offer::Wait
+            ));
         }
-        let Offer::Decided(d) = pending.offer(first, &half, &routing) else {
+        let Offer::Decided(d) = pending.offer(first, None, &half, &routing) else {
             panic!("four datagrams read");
         };
         assert_eq!(d.datagrams.len(), 4);
@@ -298,7 +329,7 @@ mod tests {
         let cut = routing.anomaly_count(crate::routing::Anomaly::TruncatedHello);
         assert_eq!(cut, MAX_WAITING_CLIENTS as u64 + 1);
         // Routes gone with a reload: the listener's own service.
-        pending.offer(client(7), &half, &routing);
+        pending.offer(client(7), None, &half, &routing);
         let gone = pending.expired(Duration::ZERO, None);
         assert_eq!(gone[0].target, None);
     }

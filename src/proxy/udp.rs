@@ -9,10 +9,10 @@
 //! Later datagrams from the client go out on that socket; the host's replies
 //! go back to the client from the listener's socket. A session ends after
 //! `sessionTimeout` without a datagram either way (a sweep a tenth of the
-//! timeout apart), after `responses` replies, when its host refuses a
-//! datagram (ICMP port unreachable: the host is failed as a refused TCP
-//! connect is), or when its host is out of rotation as the client sends again
-//! (the datagram opens a session on another host).
+//! timeout apart), after `responses` replies per client datagram, when its
+//! host refuses a datagram (ICMP port unreachable: the host is failed as a
+//! refused TCP connect is), or when its host is out of rotation as the client
+//! sends again (the datagram opens a session on another host).
 //!
 //! A session is a record in a slab (`udp_table.rs`) and a socket in the set:
 //! no task, no timer, no buffer (datagrams pass through the thread's
@@ -35,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
@@ -45,16 +45,27 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{CloseReason, ConnectionRecord};
-use super::quic::{ConnectionIds, Offer, Pending, WAITING_CHECK, source_id};
+use super::quic::{ConnectionIds, Decided, Offer, Pending, WAITING_CHECK, source_id};
 use super::udp_moved::{MovedSession, Moving, SessionMoves};
 use super::udp_sources::Sources;
 use super::udp_table::{Client, Key, Table};
 use super::{DataPlane, ListenerSettings, passive, proxy_protocol};
 use crate::snapshot::{ServiceSnapshot, Snapshot};
 use crate::state::{
-    Ask, ConnectionGuard, ConnectionInfo, HostId, HostPlace, HostStats, Keeping,
-    MAX_LISTED_SESSIONS, ServiceCounters, SessionFilter, Transport, clock_ms, unix_nanos,
+    Ask, ConnectionGuard, ConnectionInfo, HostHealth, HostId, HostPlace, HostStats, Inspection,
+    Keeping, MAX_LISTED_SESSIONS, ServiceCounters, SessionFilter, Transport, clock_ms, unix_nanos,
 };
+
+/// Where the relays' clock starts (ms, about 35 years): far enough from 0
+/// that a session moved in an upgrade, idle or open for longer than the new
+/// process has run, keeps its times rather than having them saturate at 0.
+const SESSION_CLOCK_START_MS: u64 = 1 << 40;
+
+/// The relays' clock, in milliseconds: [`clock_ms`] from
+/// [`SESSION_CLOCK_START_MS`]; only differences mean anything.
+fn session_clock_ms() -> u64 {
+    SESSION_CLOCK_START_MS + clock_ms()
+}
 
 /// The largest datagram passed on (a UDP payload's bound; an IPv4 one is at
 /// most 65,507 bytes). Larger ones (IPv6 jumbograms) are dropped and counted.
@@ -210,6 +221,10 @@ struct Place {
     /// (`proxyProtocol="v2"`; version 1 is refused on UDP by the
     /// configuration's check).
     proxy_v2: bool,
+    /// On a wildcard listener, the address the client sent to: replies go
+    /// out from it (`None`: the listener's own address). Here rather than
+    /// in each session: a machine has few addresses.
+    local: Option<IpAddr>,
 }
 
 impl Place {
@@ -224,8 +239,13 @@ impl Place {
             && self.responses == other.responses
             && self.timeout_ms == other.timeout_ms
             && self.proxy_v2 == other.proxy_v2
+            && self.local == other.local
     }
 }
+
+/// What tells places apart: the host's stats (by address), its address, the
+/// service and the local address replies leave from.
+type PlaceKey = (usize, SocketAddr, Arc<str>, Option<IpAddr>);
 
 /// One session: a record in the relay's table.
 struct Session {
@@ -238,7 +258,7 @@ struct Session {
     /// Keeps the host's open count (held for its drop).
     _open: ConnectionGuard,
     place: Arc<Place>,
-    /// [`clock_ms`] of the last datagram either way, and of the first.
+    /// [`session_clock_ms`] of the last datagram either way, and of the first.
     last_ms: u64,
     started_ms: u64,
     bytes_in: u64,
@@ -252,10 +272,26 @@ struct Session {
     learn_id: bool,
     /// Counted in [`Relay::sources`] (opened under `maxSessionsPerSource`).
     per_source: bool,
+    /// QUIC: what the client's hello told and the route it took (boxed: a
+    /// session without one stays small).
+    inspection: Option<Box<Inspection>>,
     /// The port of txlb's side of `socket`, for the control socket's
     /// look-ups (0 without a control socket: nobody asks). In the record's
     /// padding: its size is unchanged.
     host_port: u16,
+}
+
+impl Decided {
+    /// The session it opens.
+    fn opening(&mut self) -> Opening {
+        Opening {
+            client: self.client,
+            target: self.target.take(),
+            host: self.host.take(),
+            inspection: self.inspection.take(),
+            local: self.local,
+        }
+    }
 }
 
 impl Client for Session {
@@ -289,8 +325,9 @@ struct Relay {
     /// control socket's look-ups (kept only when a control socket may ask:
     /// empty otherwise).
     by_host_port: std::collections::BTreeSet<(u16, Key)>,
-    /// One [`Place`] per host, address and service, for new sessions.
-    places: HashMap<(usize, SocketAddr, Arc<str>), Arc<Place>>,
+    /// One [`Place`] per host, address, service and local address, for new
+    /// sessions.
+    places: HashMap<PlaceKey, Arc<Place>>,
     /// Client datagrams, read a batch at a time (out of here while they
     /// are passed on).
     received: Option<Box<Received>>,
@@ -298,7 +335,7 @@ struct Relay {
     replies: Box<Replies>,
     /// The PROXY v2 header of the datagram being sent.
     header: Vec<u8>,
-    /// [`clock_ms`] as of this turn of the loop (read once per wake-up).
+    /// [`session_clock_ms`] as of this turn of the loop (read once per wake-up).
     now: u64,
     /// Sessions are looked at for their timeout this often (ms), and next
     /// then.
@@ -312,6 +349,13 @@ impl Relay {
     fn new(task: UdpListenerTask, listener: std::net::UdpSocket) -> io::Result<Relay> {
         let local = listener.local_addr()?;
         listener.set_nonblocking(true)?;
+        // Bound to every address: each datagram says which one it was sent
+        // to, and its replies leave from that one (clients drop replies
+        // from another address).
+        let wildcard = local.ip().is_unspecified();
+        if wildcard {
+            receive_destinations(&listener, local)?;
+        }
         // SAFETY: epoll_create1 and eventfd return a new descriptor or -1.
         let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if epoll < 0 {
@@ -332,7 +376,7 @@ impl Relay {
             // SAFETY: `asked` is an open eventfd; 8 bytes from a u64.
             unsafe { libc::write(asked.as_raw_fd(), (&one as *const u64).cast(), 8) };
         }));
-        let now = clock_ms();
+        let now = session_clock_ms();
         let relay = Relay {
             task,
             listener,
@@ -352,10 +396,13 @@ impl Relay {
                 // SAFETY: an all-zero sockaddr_storage is valid (AF_UNSPEC).
                 from: unsafe { std::mem::zeroed() },
                 lens: [0; BATCH],
+                control: wildcard.then(|| Box::new([[0; CONTROL_WORDS]; BATCH])),
+                to: [None; BATCH],
             })),
             replies: Box::new(Replies {
                 rooms: Rooms::new(),
                 to: Vec::with_capacity(BATCH),
+                control: Box::new([[0; CONTROL_WORDS]; BATCH]),
             }),
             header: Vec::new(),
             now,
@@ -395,7 +442,7 @@ impl Relay {
             if !self.pending.is_empty() {
                 due = due.min(self.next_waiting_check);
             }
-            let wait = due.saturating_sub(clock_ms()).min(MAX_SWEEP_MS) as i32;
+            let wait = due.saturating_sub(session_clock_ms()).min(MAX_SWEEP_MS) as i32;
             // SAFETY: `events` has room for EVENTS entries.
             let n = unsafe {
                 libc::epoll_wait(
@@ -405,7 +452,7 @@ impl Relay {
                     wait,
                 )
             };
-            self.now = clock_ms();
+            self.now = session_clock_ms();
             if n < 0 {
                 let error = io::Error::last_os_error();
                 if error.kind() != io::ErrorKind::Interrupted {
@@ -456,8 +503,8 @@ impl Relay {
                     // Removed by a reload: this listener is closing.
                     if let Some(service) = snapshot.service(&self.task.service) {
                         for i in 0..n {
-                            if let Some((bytes, client)) = batch.datagram(i) {
-                                self.datagram(&snapshot, service, bytes, client);
+                            if let Some((bytes, client, local)) = batch.datagram(i) {
+                                self.datagram(&snapshot, service, bytes, client, local);
                             }
                         }
                     }
@@ -485,6 +532,7 @@ impl Relay {
         service: &ServiceSnapshot,
         bytes: &[u8],
         client: SocketAddr,
+        local: Option<IpAddr>,
     ) {
         let counters = &service.counters;
         if bytes.len() > MAX_DATAGRAM {
@@ -504,7 +552,7 @@ impl Relay {
         if let Some(key) = self.sessions.find(client) {
             let session = self.sessions.get_mut(key).expect("found");
             let mut failed = None;
-            if session.place.stats.is_available() {
+            if still_serves(snapshot, &session.place) {
                 let counters = &session.place.counters;
                 let header = header(&mut self.header, session, self.local);
                 match send(&session.socket, header, bytes) {
@@ -539,16 +587,17 @@ impl Relay {
         }
         let settings = self.task.settings.load();
         if let Some(routing) = settings.routing.as_ref().filter(|_| stays_on.is_none()) {
-            if self.came_back(snapshot, bytes, client) {
+            if self.came_back(snapshot, bytes, client, local) {
                 return;
             }
-            if let Offer::Decided(decided) = self.pending.offer(client, bytes, routing) {
-                let opened = Opening {
-                    client,
-                    target: decided.target,
-                    host: decided.host,
-                };
-                self.start(snapshot, opened, &decided.datagrams);
+            // Before its Initials are decrypted: a source at its limit
+            // costs no more than a look-up.
+            if !self.source_may_open(client, service) {
+                return;
+            }
+            if let Offer::Decided(mut decided) = self.pending.offer(client, local, bytes, routing) {
+                let opening = decided.opening();
+                self.start(snapshot, opening, &decided.datagrams);
             }
             return;
         }
@@ -556,6 +605,8 @@ impl Relay {
             client,
             target: stays_on,
             host: None,
+            inspection: None,
+            local,
         };
         self.start(snapshot, opening, &[bytes]);
     }
@@ -563,7 +614,13 @@ impl Relay {
     /// A QUIC client from a new address sending to a connection ID a host of
     /// this listener chose: a session on that host (its service, not the
     /// default route), which takes the ID over. Whether it was one.
-    fn came_back(&mut self, snapshot: &Snapshot, bytes: &[u8], client: SocketAddr) -> bool {
+    fn came_back(
+        &mut self,
+        snapshot: &Snapshot,
+        bytes: &[u8],
+        client: SocketAddr,
+        local: Option<IpAddr>,
+    ) -> bool {
         let Some(((_, owner), id)) = self.ids.find(bytes) else {
             return false;
         };
@@ -575,8 +632,12 @@ impl Relay {
             client,
             target: Some(earlier.place.names.service.clone()),
             host: Some(earlier.place.stats.clone()),
+            inspection: earlier.inspection.clone(),
+            local,
         };
         let earlier = (earlier.client, owner);
+        // Half a hello it left waiting opens no second session later.
+        self.pending.forget(client);
         if let Some(key) = self.start(snapshot, opening, &[bytes]) {
             self.ids.forget(earlier);
             self.ids.learned(&id, (client, key));
@@ -598,12 +659,8 @@ impl Relay {
             return;
         }
         let snapshot = self.task.data.snapshots.load();
-        for decided in decided {
-            let opening = Opening {
-                client: decided.client,
-                target: decided.target,
-                host: decided.host,
-            };
+        for mut decided in decided {
+            let opening = decided.opening();
             self.start(&snapshot, opening, &decided.datagrams);
         }
     }
@@ -620,16 +677,17 @@ impl Relay {
         let own = snapshot.service(&self.task.service)?;
         let name = opening.target.unwrap_or_else(|| self.task.service.clone());
         let client = opening.client;
+        // One session per client address: one that came back to a
+        // connection ID while its hello waited has it already.
+        if self.sessions.find(client).is_some() {
+            return None;
+        }
         // A route's service gone with a reload: no host for it.
         let Some(service) = snapshot.service(&name) else {
             own.counters.dropped_no_host.fetch_add(1, Relaxed);
             return None;
         };
-        if !self
-            .sources
-            .may_open(client.ip(), own.options.max_sessions_per_source)
-        {
-            own.counters.dropped_source_limit.fetch_add(1, Relaxed);
+        if !self.source_may_open(client, own) {
             return None;
         }
         let counters = &service.counters;
@@ -639,20 +697,24 @@ impl Relay {
             counters.no_route.fetch_add(1, Relaxed);
             return None;
         }
-        if self.sessions.len() >= own.options.max_sessions as usize
-            || OPEN_SESSIONS.load(Relaxed) >= session_cap()
+        // `maxSessions` is the service's, across its listeners: a place is
+        // taken at once (given back if no session opens), so relays racing
+        // for the last one cannot both have it.
+        if OPEN_SESSIONS.load(Relaxed) >= session_cap()
+            || !take_place(counters, service.options.max_sessions)
         {
             counters.dropped_limit.fetch_add(1, Relaxed);
             return None;
         }
         let (picked, socket) = match open(service, client, opening.host.as_ref()) {
             Ok(opened) => opened,
-            Err(Unopened::NoHost) => {
-                counters.dropped_no_host.fetch_add(1, Relaxed);
-                return None;
-            }
-            Err(Unopened::Local) => {
-                counters.dropped_limit.fetch_add(1, Relaxed);
+            Err(unopened) => {
+                counters.sessions_open.fetch_sub(1, Relaxed);
+                let dropped = match unopened {
+                    Unopened::NoHost => &counters.dropped_no_host,
+                    Unopened::Local => &counters.dropped_limit,
+                };
+                dropped.fetch_add(1, Relaxed);
                 return None;
             }
         };
@@ -665,6 +727,7 @@ impl Relay {
             responses: service.options.responses,
             timeout_ms: service.options.session_timeout.as_millis() as u64,
             proxy_v2: picked.proxy_protocol.is_some(),
+            local: opening.local,
         });
         place.stats.record_session();
         counters.sessions_total.fetch_add(1, Relaxed);
@@ -684,6 +747,7 @@ impl Relay {
             learn_id: self.task.settings.load().routing.is_some(),
             host_port,
             per_source: false,
+            inspection: opening.inspection,
         };
         for bytes in datagrams {
             let bytes = bytes.as_ref();
@@ -701,12 +765,24 @@ impl Relay {
         self.insert(session, own.options.max_sessions_per_source)
     }
 
+    /// Whether `client`'s address may open one more session under its
+    /// listener's service's `maxSessionsPerSource`; a refusal is counted.
+    fn source_may_open(&self, client: SocketAddr, own: &ServiceSnapshot) -> bool {
+        let limit = own.options.max_sessions_per_source;
+        let may = self.sources.may_open(client.ip(), limit);
+        if !may {
+            own.counters.dropped_source_limit.fetch_add(1, Relaxed);
+        }
+        may
+    }
+
     /// The shared [`Place`] saying what `fresh` says.
     fn place(&mut self, fresh: Place) -> Arc<Place> {
         let key = (
             Arc::as_ptr(&fresh.stats) as usize,
             fresh.addr,
             fresh.names.service.clone(),
+            fresh.local,
         );
         match self.places.get(&key) {
             Some(place) if place.same(&fresh) => place.clone(),
@@ -725,13 +801,21 @@ impl Relay {
 
     /// A new session in the table and the set, counted open (and per
     /// source under a limit of `per_source` sessions, 0: none); its key.
-    fn insert(&mut self, mut session: Session, per_source: u32) -> Option<Key> {
+    /// Its place in its service's `sessions_open` is taken already.
+    fn insert(&mut self, session: Session, per_source: u32) -> Option<Key> {
+        let key = match self.sessions.insert(session) {
+            Ok(key) => key,
+            Err(twin) => {
+                // Its client has a session here already (`start` and
+                // `adopt` look first): never a second one.
+                twin.place.counters.sessions_open.fetch_sub(1, Relaxed);
+                return None;
+            }
+        };
         OPEN_SESSIONS.fetch_add(1, Relaxed); // back in `close`
-        session.place.counters.sessions_open.fetch_add(1, Relaxed);
+        let session = self.sessions.get_mut(key).expect("just inserted");
         session.per_source = self.sources.opened(session.client.ip(), per_source);
-        let fd = session.socket.as_raw_fd();
-        let port = session.host_port;
-        let key = self.sessions.insert(session);
+        let (fd, port) = (session.socket.as_raw_fd(), session.host_port);
         if port != 0 {
             self.by_host_port.insert((port, key));
         }
@@ -763,7 +847,11 @@ impl Relay {
                 session.replies = session.replies.saturating_add(1);
                 session.bytes_out += n as u64;
                 let place = &session.place;
-                let done = place.responses > 0 && session.replies >= place.responses;
+                // `responses` per client datagram, as nginx's
+                // `proxy_responses`: queries in flight together (A and AAAA
+                // from one port) each get theirs.
+                let expected = u64::from(session.datagrams_in.max(1)) * u64::from(place.responses);
+                let done = place.responses > 0 && u64::from(session.replies) >= expected;
                 if session.learn_id
                     && let Some(id) = source_id(self.replies.room_bytes(n))
                 {
@@ -919,6 +1007,7 @@ impl Relay {
             responses: service.options.responses,
             timeout_ms: service.options.session_timeout.as_millis() as u64,
             proxy_v2: host.proxy_protocol.is_some(),
+            local: None,
         });
         let age_ms = record.age_us / 1000;
         // It keeps its id (one from an older process that sent none gets one).
@@ -946,10 +1035,13 @@ impl Relay {
             learn_id: false,
             host_port,
             per_source: false,
+            inspection: None,
         };
         let per_source = snapshot
             .service(&self.task.service)
             .map_or(0, |own| own.options.max_sessions_per_source);
+        // Counted open even past `maxSessions`: it is open already.
+        service.counters.sessions_open.fetch_add(1, Relaxed);
         self.insert(session, per_source);
     }
 
@@ -1043,7 +1135,7 @@ impl Relay {
     /// checked. A look-up with no session here is not answered (its sender
     /// drops).
     fn find(&self, finding: Vec<(SocketAddr, std::sync::mpsc::Sender<ConnectionInfo>)>) {
-        let (now, wall) = (clock_ms(), SystemTime::now());
+        let (now, wall) = (session_clock_ms(), SystemTime::now());
         for (asked, answer) in finding {
             let port = asked.port();
             let found = self
@@ -1060,7 +1152,7 @@ impl Relay {
     /// The sessions `filter` wants as the connections list shows them, at
     /// most [`MAX_LISTED_SESSIONS`].
     fn listed(&self, filter: &SessionFilter) -> Vec<ConnectionInfo> {
-        let now = clock_ms();
+        let now = session_clock_ms();
         let wall = SystemTime::now();
         self.sessions
             .iter()
@@ -1070,7 +1162,7 @@ impl Relay {
             .collect()
     }
 
-    /// A session as the connections list shows it, `now` being [`clock_ms`]
+    /// A session as the connections list shows it, `now` being [`session_clock_ms`]
     /// and `wall` the time of day.
     fn info(&self, s: &Session, now: u64, wall: SystemTime) -> ConnectionInfo {
         let age = Duration::from_millis(now.saturating_sub(s.started_ms));
@@ -1094,7 +1186,7 @@ impl Relay {
                 datagrams_in: Some(u64::from(s.datagrams_in)),
                 datagrams_out: Some(u64::from(s.replies)),
                 parked: false,
-                inspection: None,
+                inspection: s.inspection.as_deref().cloned(),
                 draining_in: None,
             }
         }
@@ -1105,7 +1197,7 @@ impl Relay {
         let Some(log) = &self.task.data.access_log else {
             return;
         };
-        let lasted = Duration::from_millis(clock_ms().saturating_sub(session.started_ms));
+        let lasted = Duration::from_millis(session_clock_ms().saturating_sub(session.started_ms));
         let start = SystemTime::now()
             .checked_sub(lasted)
             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -1126,7 +1218,7 @@ impl Relay {
             bytes_out: session.bytes_out,
             ended,
             failovers: 0,
-            inspection: None,
+            inspection: session.inspection.as_deref().cloned(),
         });
     }
 }
@@ -1154,6 +1246,128 @@ struct Received {
     rooms: Rooms,
     from: [libc::sockaddr_storage; BATCH],
     lens: [usize; BATCH],
+    /// On a wildcard listener: room for each datagram's control message,
+    /// and the address each was sent to.
+    control: Option<Box<[Control; BATCH]>>,
+    to: [Option<IpAddr>; BATCH],
+}
+
+/// 8-byte words of room for one datagram's control message: its
+/// destination or source address (`IP_PKTINFO`, `IPV6_PKTINFO`).
+const CONTROL_WORDS: usize = 8;
+/// A datagram's control message room, aligned as their headers must be.
+type Control = [u64; CONTROL_WORDS];
+
+/// Asks the kernel to say, with each datagram `socket` (bound to every
+/// address of `local`'s family) receives, the address it was sent to.
+fn receive_destinations(socket: &std::net::UdpSocket, local: SocketAddr) -> io::Result<()> {
+    let (level, option) = match local {
+        SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_PKTINFO),
+        // A dual-stack socket's IPv4 datagrams are told as mapped addresses.
+        SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: an open socket; the option's value is a c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            option,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The address a received datagram was sent to, from its `IP_PKTINFO` or
+/// `IPV6_PKTINFO` control message; none for a broadcast or multicast one
+/// (no reply can leave from those).
+fn destination(header: &libc::msghdr) -> Option<IpAddr> {
+    // SAFETY: the kernel wrote `msg_controllen` bytes of control messages
+    // at `msg_control` (aligned for them); the macros stay within them.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(header) };
+    while !cmsg.is_null() {
+        // SAFETY: a header within the buffer, and its data after it.
+        let (level, kind, data) =
+            unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, libc::CMSG_DATA(cmsg)) };
+        let ip: Option<IpAddr> = match (level, kind) {
+            (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                // SAFETY: an IP_PKTINFO message holds an in_pktinfo.
+                let info = unsafe { std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>()) };
+                Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)).into())
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                // SAFETY: an IPV6_PKTINFO message holds an in6_pktinfo.
+                let info = unsafe { std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>()) };
+                Some(Ipv6Addr::from(info.ipi6_addr.s6_addr).into())
+            }
+            _ => None,
+        };
+        if let Some(ip) = ip {
+            let shared = match ip.to_canonical() {
+                IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
+                IpAddr::V6(v6) => v6.is_multicast(),
+            };
+            return (!shared).then_some(ip);
+        }
+        // SAFETY: as above.
+        cmsg = unsafe { libc::CMSG_NXTHDR(header, cmsg) };
+    }
+    None
+}
+
+/// Writes in `control` the control message that makes a datagram leave
+/// from `local` (of the socket's family, as [`destination`] read it); its
+/// length.
+fn write_source(control: &mut Control, local: IpAddr) -> usize {
+    // SAFETY: an all-zero msghdr is valid; it only frames `control` for the
+    // macros, which write within it (room for either message).
+    let mut frame: libc::msghdr = unsafe { std::mem::zeroed() };
+    frame.msg_control = control.as_mut_ptr().cast();
+    frame.msg_controllen = std::mem::size_of::<Control>();
+    // SAFETY: as above.
+    let cmsg = unsafe { &mut *libc::CMSG_FIRSTHDR(&frame) };
+    match local {
+        IpAddr::V4(ip) => {
+            let info = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(ip).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            let len = std::mem::size_of::<libc::in_pktinfo>() as u32;
+            cmsg.cmsg_level = libc::IPPROTO_IP;
+            cmsg.cmsg_type = libc::IP_PKTINFO;
+            // SAFETY: the data of a message with room for `info`.
+            unsafe {
+                cmsg.cmsg_len = libc::CMSG_LEN(len) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
+                libc::CMSG_SPACE(len) as usize
+            }
+        }
+        IpAddr::V6(ip) => {
+            let info = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: ip.octets(),
+                },
+                ipi6_ifindex: 0,
+            };
+            let len = std::mem::size_of::<libc::in6_pktinfo>() as u32;
+            cmsg.cmsg_level = libc::IPPROTO_IPV6;
+            cmsg.cmsg_type = libc::IPV6_PKTINFO;
+            // SAFETY: as above.
+            unsafe {
+                cmsg.cmsg_len = libc::CMSG_LEN(len) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
+                libc::CMSG_SPACE(len) as usize
+            }
+        }
+    }
 }
 
 impl Received {
@@ -1170,6 +1384,10 @@ impl Received {
             header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
             header.msg_iov = &mut iovecs[i];
             header.msg_iovlen = 1;
+            if let Some(control) = &mut self.control {
+                header.msg_control = control[i].as_mut_ptr().cast();
+                header.msg_controllen = std::mem::size_of::<Control>();
+            }
         }
         // SAFETY: every header points into `self` and `iovecs`, which
         // outlive the call; BATCH headers.
@@ -1186,16 +1404,21 @@ impl Received {
             return Err(io::Error::last_os_error());
         }
         let n = n as usize;
-        for (len, header) in self.lens.iter_mut().zip(&headers[..n]) {
-            *len = header.msg_len as usize;
+        for (i, header) in headers[..n].iter().enumerate() {
+            self.lens[i] = header.msg_len as usize;
+            if self.control.is_some() {
+                self.to[i] = destination(&header.msg_hdr);
+            }
         }
         Ok(n)
     }
 
-    /// The `i`th datagram and its sender (`None`: not an IP address).
-    fn datagram(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+    /// The `i`th datagram, its sender and, on a wildcard listener, the
+    /// address it was sent to (`None`: not an IP address).
+    fn datagram(&self, i: usize) -> Option<(&[u8], SocketAddr, Option<IpAddr>)> {
         let from = socket_addr(&self.from[i])?;
-        Some((&self.rooms.0[i * ROOM..i * ROOM + self.lens[i]], from))
+        let bytes = &self.rooms.0[i * ROOM..i * ROOM + self.lens[i]];
+        Some((bytes, from, self.to[i]))
     }
 }
 
@@ -1230,6 +1453,9 @@ struct Replies {
     rooms: Rooms,
     /// Each reply's client, length and place (counted once sent).
     to: Vec<(socket2::SockAddr, usize, Arc<Place>)>,
+    /// Each reply's source address, for those of a wildcard listener's
+    /// sessions ([`Place::local`]).
+    control: Box<[Control; BATCH]>,
 }
 
 impl Replies {
@@ -1259,13 +1485,17 @@ impl Replies {
         // SAFETY: as in `Received::receive`.
         let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for (i, (to, len, _)) in self.to.iter().enumerate() {
+        for (i, (to, len, place)) in self.to.iter().enumerate() {
             iovecs[i] = self.rooms.iovec(i, *len);
             let header = &mut headers[i].msg_hdr;
             header.msg_name = to.as_ptr() as *mut libc::c_void;
             header.msg_namelen = to.len();
             header.msg_iov = &mut iovecs[i];
             header.msg_iovlen = 1;
+            if let Some(local) = place.local {
+                header.msg_controllen = write_source(&mut self.control[i], local);
+                header.msg_control = self.control[i].as_mut_ptr().cast();
+            }
         }
         let mut at = 0;
         while at < count {
@@ -1298,11 +1528,15 @@ impl Replies {
 }
 
 /// A session about to open: its client, its service (`None`: the
-/// listener's) and the host to prefer (a QUIC client that came back).
+/// listener's), the host to prefer (a QUIC client that came back) and what
+/// its QUIC hello told.
 struct Opening {
     client: SocketAddr,
     target: Option<Arc<str>>,
     host: Option<Arc<HostStats>>,
+    inspection: Option<Box<Inspection>>,
+    /// The address it sent to, on a wildcard listener.
+    local: Option<IpAddr>,
 }
 
 /// Why no session was opened.
@@ -1329,9 +1563,16 @@ fn open(
     client: SocketAddr,
     prefer: Option<&Arc<HostStats>>,
 ) -> Result<(Picked, std::net::UdpSocket), Unopened> {
-    // The enabled group, or the backup group standing in for it.
-    let serving = service.serving_group().unwrap_or(service.enabled);
-    let group = service.groups.get(serving).ok_or(Unopened::NoHost)?;
+    // The enabled group, or the backup group standing in for it; with no
+    // group serving, `allBad="open"` tries the enabled group's bad hosts.
+    let forced = service.forced_group();
+    let group = match forced {
+        Some(group) => group,
+        None => {
+            let serving = service.serving_group().unwrap_or(service.enabled);
+            service.groups.get(serving).ok_or(Unopened::NoHost)?
+        }
+    };
     let mut tried: Vec<HostId> = Vec::new();
     // A client that came back: its host first, while in rotation.
     let mut preferred = prefer.and_then(|stats| {
@@ -1343,6 +1584,7 @@ fn open(
     loop {
         let picked = match preferred.take() {
             Some(at) => at,
+            None if forced.is_some() => group.pick_forced(&tried).ok_or(Unopened::NoHost)?,
             None => group.pick(&tried, Some(client)).ok_or(Unopened::NoHost)?,
         };
         let host = &group.hosts[picked];
@@ -1366,6 +1608,36 @@ fn open(
         };
         return Ok((picked, socket));
     }
+}
+
+/// Takes a place among the sessions `counters`' service may have open at
+/// once (`maxSessions`, every listener's); whether there was one.
+fn take_place(counters: &ServiceCounters, max_sessions: u32) -> bool {
+    let before = counters.sessions_open.fetch_add(1, Relaxed);
+    if before >= u64::from(max_sessions) {
+        counters.sessions_open.fetch_sub(1, Relaxed);
+        return false;
+    }
+    true
+}
+
+/// Whether the host of a session at `place` takes its client's next
+/// datagram: it is in rotation, or bad while `allBad="open"` tries its
+/// service's bad hosts (the snapshot is looked at only then).
+fn still_serves(snapshot: &Snapshot, place: &Place) -> bool {
+    if place.stats.is_available() {
+        return true;
+    }
+    place.stats.health() == HostHealth::Bad
+        && snapshot
+            .service(&place.names.service)
+            .and_then(ServiceSnapshot::forced_group)
+            .is_some_and(|group| {
+                group
+                    .hosts
+                    .iter()
+                    .any(|h| Arc::ptr_eq(&h.stats, &place.stats))
+            })
 }
 
 /// Sends on a session's socket at once, behind `header` if any (one
@@ -1423,10 +1695,10 @@ mod tests {
     /// Memory per session (issue 26: at most 256 B beside the kernel's) is
     /// mostly this record and its slot (8 bytes more); `bench/udp.sh`
     /// measures the whole. (96 B before the id and datagram count the
-    /// connections list shows.)
+    /// connections list shows, 104 B before the QUIC inspection's box.)
     #[test]
     fn a_session_record_stays_small() {
         let size = std::mem::size_of::<Option<Session>>();
-        assert!(size <= 104, "{size} B");
+        assert!(size <= 112, "{size} B");
     }
 }

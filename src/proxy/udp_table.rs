@@ -20,7 +20,7 @@ pub(super) trait Client {
     fn client(&self) -> SocketAddr;
 }
 
-/// Slots per chunk of the slab: a chunk of 100-byte records stays under
+/// Slots per chunk of the slab: a chunk of 120-byte records stays under
 /// the allocator's threshold for a mapping of its own.
 const CHUNK: usize = 256;
 
@@ -89,11 +89,6 @@ impl<T: Client> Table<T> {
         (u64::from(slot.generation) == key >> 32).then_some(slot)
     }
 
-    /// Sessions open.
-    pub(super) fn len(&self) -> usize {
-        self.by_client.len()
-    }
-
     /// The key of `client`'s session.
     pub(super) fn find(&self, client: SocketAddr) -> Option<Key> {
         let hash = self.hasher.hash_one(client);
@@ -112,9 +107,13 @@ impl<T: Client> Table<T> {
         self.slot_mut(key as u32).value.as_mut()
     }
 
-    /// Adds a session (its client has none open here); its key.
-    pub(super) fn insert(&mut self, value: T) -> Key {
+    /// Adds a session; its key, or the session back when its client has
+    /// one open here already (one session per client address).
+    pub(super) fn insert(&mut self, value: T) -> Result<Key, T> {
         let client = value.client();
+        if self.find(client).is_some() {
+            return Err(value);
+        }
         let index = if self.free != NONE {
             let index = self.free;
             let slot = self.slot_mut(index);
@@ -143,7 +142,7 @@ impl<T: Client> Table<T> {
         };
         self.by_client
             .insert_unique(hasher.hash_one(client), index, rehash);
-        key(slot(chunks, index).generation, index)
+        Ok(key(slot(chunks, index).generation, index))
     }
 
     /// Takes the session under `key` out, if it is still open.
@@ -203,17 +202,20 @@ mod tests {
     #[test]
     fn a_slot_reused_by_another_session_does_not_answer_to_the_old_key() {
         let mut table = Table::default();
-        let first = table.insert(S(addr(1)));
+        let first = table.insert(S(addr(1))).ok().unwrap();
         assert_eq!(table.find(addr(1)), Some(first));
+        // One session per client address.
+        assert!(table.insert(S(addr(1))).is_err());
+        assert_eq!(table.by_client.len(), 1);
         assert!(table.remove(first).is_some());
         assert!(table.remove(first).is_none());
-        let second = table.insert(S(addr(2)));
+        let second = table.insert(S(addr(2))).ok().unwrap();
         assert_ne!(first, second, "same slot, new generation");
         assert_eq!(first as u32, second as u32);
         assert!(table.get(first).is_none());
         assert_eq!(table.get(second).map(|s| s.0), Some(addr(2)));
         assert_eq!(table.find(addr(1)), None);
-        assert_eq!(table.len(), 1);
+        assert_eq!(table.by_client.len(), 1);
         assert_eq!(table.keys_where(|_| true), vec![second]);
         assert_eq!(table.iter().map(|s| s.0).collect::<Vec<_>>(), vec![addr(2)]);
     }
@@ -222,7 +224,9 @@ mod tests {
     fn sessions_across_chunks_are_found_and_freed_slots_reused_first() {
         let mut table = Table::default();
         let n = 3 * CHUNK as u16 + 7;
-        let keys: Vec<Key> = (0..n).map(|p| table.insert(S(addr(p)))).collect();
+        let keys: Vec<Key> = (0..n)
+            .map(|p| table.insert(S(addr(p))).ok().unwrap())
+            .collect();
         for (p, key) in keys.iter().enumerate() {
             assert_eq!(table.find(addr(p as u16)), Some(*key));
         }
@@ -230,13 +234,13 @@ mod tests {
         for key in keys.iter().step_by(2) {
             assert!(table.remove(*key).is_some());
         }
-        assert_eq!(table.len(), usize::from(n / 2));
+        assert_eq!(table.by_client.len(), usize::from(n / 2));
         for p in 0..n.div_ceil(2) {
-            let key = table.insert(S(addr(10_000 + p)));
+            let key = table.insert(S(addr(10_000 + p))).ok().unwrap();
             assert!((key as u32) < u32::from(n));
         }
         assert_eq!(table.slots, u32::from(n));
-        assert_eq!(table.len(), usize::from(n));
+        assert_eq!(table.by_client.len(), usize::from(n));
         assert_eq!(table.find(addr(0)), None);
         assert_eq!(table.find(addr(1)), Some(keys[1]));
         assert_eq!(

@@ -785,21 +785,17 @@ fn ask(client: &std::net::UdpSocket, addr: SocketAddr, what: &str) -> String {
 
 /// UDP sessions move in an upgrade: a client mid-session reaches the same
 /// host from the new process through the same host-side socket (the host's
-/// count for it goes on), replies come back, and what `responses` still
-/// allows carries over: the fourth reply ends the session there. The
-/// connections list shows the moved sessions under their ids with their
-/// counts, and closes one by its id there.
+/// count for it goes on) and replies come back. The connections list shows
+/// the moved sessions under their ids with their counts (what `responses`
+/// counts), and closes one by its id there; that client's next datagram
+/// opens a session numbered after the moved ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_sessions_move_with_their_sockets_and_go_on_in_the_new_process() {
     let a = echo_backend().await;
     let (h1, h2) = (counting_udp_host("h1"), counting_udp_host("h2"));
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("a", a)]);
-    add_udp_service(
-        &config,
-        "responses=\"4\" sessionTimeout=\"60\"",
-        &[("h1", h1), ("h2", h2)],
-    );
+    add_udp_service(&config, "sessionTimeout=\"60\"", &[("h1", h1), ("h2", h2)]);
     let mut txlb = running(Txlb::start_workers(&config, 5, 2)).await;
     let udp = udp_listener(&txlb).await;
     let base = txlb.logged("admin web server up", "url").await;
@@ -897,26 +893,17 @@ async fn udp_sessions_move_with_their_sockets_and_go_on_in_the_new_process() {
         .find(|s| s.1 == second_addr)
         .cloned()
         .unwrap();
-    tokio::task::spawn_blocking(move || {
+    let second = tokio::task::spawn_blocking(move || {
         assert_eq!(ask(&first, udp, "c"), format!("{h_one} c 3"));
         assert_eq!(ask(&second, udp, "y"), format!("{h_two} y 2"));
-        // The fourth reply was the session's last (two came before the
-        // upgrade): the next datagram opens a session, a new socket.
         assert_eq!(ask(&first, udp, "d"), format!("{h_one} d 4"));
-        let fifth = ask(&first, udp, "e");
-        assert!(fifth.ends_with(" e 1"), "{fifth}");
+        second
     })
     .await
     .unwrap();
-    // The first client's new session is numbered after the moved ones; the
-    // second's, moved, is closed by its id in the new process.
-    let listed = sessions(api(&base, "api/v1/connections?service=dns").await);
-    assert_eq!(listed.len(), 2, "{listed:?}");
-    let moved_last = listed_before.iter().map(|s| s.0).max().unwrap();
-    assert!(
-        listed.iter().all(|s| s.0 == second_id || s.0 > moved_last),
-        "{listed:?}"
-    );
+    // The second's session, moved, is closed by its id in the new process;
+    // its next datagram opens a session on a new socket, numbered after the
+    // moved ones.
     let closed = crate::common::admin::client()
         .delete(format!("{base}api/v1/connections/{second_id}"))
         .basic_auth(FULL.0, Some(FULL.1))
@@ -924,9 +911,104 @@ async fn udp_sessions_move_with_their_sockets_and_go_on_in_the_new_process() {
         .await
         .unwrap();
     assert_eq!(closed.status(), 204);
+    let fresh = tokio::task::spawn_blocking(move || ask(&second, udp, "z"))
+        .await
+        .unwrap();
+    assert!(fresh.ends_with(" z 1"), "{fresh}");
     let listed = sessions(api(&base, "api/v1/connections?service=dns").await);
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_ne!(listed[0].0, second_id);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let moved_last = listed_before.iter().map(|s| s.0).max().unwrap();
+    let renewed = listed.iter().find(|s| s.1 == second_addr).unwrap();
+    assert!(renewed.0 > moved_last, "{listed:?}");
+    drop(txlb);
+}
+
+/// A moved UDP session keeps its idle time and its age: idle 6 s of a 10 s
+/// `sessionTimeout` when it moves, it ends 4 s later, not 10 s after the
+/// upgrade, and the connections list shows it opened when it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_udp_session_keeps_its_idle_time_and_age() {
+    let a = echo_backend().await;
+    let h1 = counting_udp_host("h1");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", a)]);
+    add_udp_service(&config, "sessionTimeout=\"10\"", &[("h1", h1)]);
+    let txlb = running(Txlb::start_workers(&config, 5, 2)).await;
+    let udp = udp_listener(&txlb).await;
+    let base = txlb.logged("admin web server up", "url").await;
+    let mut adopted = Adopted(Vec::new());
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let last = Instant::now();
+    let socket = tokio::task::spawn_blocking(move || {
+        assert_eq!(ask(&socket, udp, "a"), "h1 a 1");
+        socket
+    })
+    .await
+    .unwrap();
+    let since = |list: Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["transport"] == "udp")
+            .map(|c| c["since"].as_f64().unwrap())
+    };
+    let opened = since(api(&base, "api/v1/connections?service=dns").await).expect("listed");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let config2 = config.clone();
+    let pid = tokio::task::spawn_blocking(move || new_pid(&upgrade(&config2, &[])))
+        .await
+        .unwrap();
+    adopted.0.push(pid);
+    let moved = txlb
+        .wait_for_async("upgrade: UDP sessions moved to the new process", 0)
+        .await;
+    assert!(moved.contains("sessions=1"), "{moved}");
+    // Listed by the new process (the old one may still answer a moment).
+    let mut listed = None;
+    for _ in 0..40 {
+        listed = since(api(&base, "api/v1/connections?service=dns").await);
+        if listed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let moved_since = listed.expect("the moved session is listed");
+    assert!(
+        (moved_since - opened).abs() < 0.5,
+        "{opened} then {moved_since}"
+    );
+    let (status, txlb) = tokio::task::spawn_blocking(move || {
+        let mut txlb = txlb;
+        (txlb.exit_status(Duration::from_secs(10)), txlb)
+    })
+    .await
+    .unwrap();
+    assert!(status.is_some(), "the old process did not exit");
+    // It ends at its timeout from its last datagram (the sweep runs a tenth
+    // of it apart), not from the upgrade.
+    let open = |stats: Value| {
+        stats["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "dns")
+            .map(|s| s["counters"]["sessions_open"].as_u64().unwrap())
+    };
+    let ended = eventually(Duration::from_secs(8), || {
+        let base = base.clone();
+        async move { open(api(&base, "api/v1/stats").await) == Some(0) }
+    })
+    .await;
+    assert!(ended, "still open");
+    let lasted = last.elapsed();
+    assert!(
+        lasted < Duration::from_secs(13),
+        "ended {lasted:?} after its last datagram"
+    );
+    drop(socket);
     drop(txlb);
 }
 

@@ -167,6 +167,37 @@ async fn datagrams_of_every_size_are_echoed_byte_exact_over_ipv6() {
     echo_byte_exact("::1", "[::1]:0").await;
 }
 
+/// A listener on `listen`, bound to every address, answers a client asking
+/// each of `asked` from that address: connected clients (and resolvers)
+/// drop replies from another.
+async fn answers_from_the_address_asked(listen: &str, asked: &[&str]) {
+    let (echo, _) = udp_host("127.0.0.1", "").await;
+    let txlb = Txlb::start_xml(&config(listen, "", "roundr", &[("e", echo)]), None);
+    let port = txlb.listener().port();
+    for ip in asked {
+        let to = SocketAddr::new(ip.parse().unwrap(), port);
+        let socket = client(if to.is_ipv6() { "::1" } else { "127.0.0.1" }).await;
+        // Connected: the kernel drops datagrams from any other address.
+        socket.connect(to).await.unwrap();
+        for _ in 0..2 {
+            socket.send(b"hi").await.unwrap();
+            let mut buf = [0u8; 16];
+            let got = tokio::time::timeout(REPLY, socket.recv(&mut buf)).await;
+            assert!(matches!(got, Ok(Ok(2))), "no reply from {to}: {got:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_wildcard_ipv4_listener_answers_from_the_address_asked() {
+    answers_from_the_address_asked("0.0.0.0:0", &["127.0.0.5", "127.0.0.1"]).await;
+}
+
+#[tokio::test]
+async fn a_dual_stack_wildcard_listener_answers_from_the_address_asked() {
+    answers_from_the_address_asked("*:0", &["127.0.0.5", "127.0.0.1", "::1"]).await;
+}
+
 #[tokio::test]
 async fn two_clients_go_to_two_hosts_and_each_stays_on_its_own() {
     let (h1, _) = udp_host("127.0.0.1", "h1:").await;
@@ -263,6 +294,50 @@ async fn responses_one_ends_a_session_after_its_reply() {
     );
 }
 
+/// With `responses="1"`, two queries in flight from one port (a resolver's A
+/// and AAAA) each get their answer: the session ends after the second.
+#[tokio::test]
+async fn responses_one_answers_every_query_in_flight() {
+    // The host answers once both queries are in: both are in flight.
+    let host = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = host.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        let mut asked = Vec::new();
+        while asked.len() < 2 {
+            let Ok((n, from)) = host.recv_from(&mut buf).await else {
+                return;
+            };
+            asked.push((buf[..n].to_vec(), from));
+        }
+        for (query, from) in asked {
+            let _ = host.send_to(&query, from).await;
+        }
+    });
+    let xml = config("127.0.0.1:0", "responses=\"1\"", "roundr", &[("h", addr)]);
+    let txlb = Txlb::start_xml(&xml, None);
+    let lb = txlb.listener();
+    let c = client("127.0.0.1").await;
+    c.send_to(b"A", lb).await.unwrap();
+    c.send_to(b"AAAA", lb).await.unwrap();
+    let mut answers = Vec::new();
+    let mut buf = [0u8; 64];
+    for _ in 0..2 {
+        if let Ok(Ok((n, _))) = tokio::time::timeout(REPLY, c.recv_from(&mut buf)).await {
+            answers.push(buf[..n].to_vec());
+        }
+    }
+    answers.sort();
+    assert_eq!(answers, [b"A".to_vec(), b"AAAA".to_vec()]);
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            metric(&txlb, "txlb_service_sessions_open").await == 0
+        })
+        .await
+    );
+    assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 1);
+}
+
 #[tokio::test]
 async fn an_idle_session_ends_after_its_timeout() {
     let (h1, _) = udp_host("127.0.0.1", "h1:").await;
@@ -353,6 +428,48 @@ async fn sessions_beyond_max_sessions_are_dropped_and_counted() {
     // The open ones go on.
     assert!(ask(&a, lb, b"a").await.is_some());
     assert_eq!(metric(&txlb, "txlb_service_sessions_open").await, 2);
+}
+
+/// The address of the listener on `ip` (port chosen by the kernel).
+fn listener_on(txlb: &Txlb, ip: &str) -> SocketAddr {
+    let needle = format!("local={ip}:");
+    let line = txlb.wait_for(&needle, 0);
+    let at = line.find(&needle).unwrap() + "local=".len();
+    line[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `maxSessions` bounds the service's sessions, whichever of its listeners
+/// they came through.
+#[tokio::test]
+async fn max_sessions_counts_a_services_sessions_across_its_listeners() {
+    let (h1, _) = udp_host("127.0.0.1", "h1:").await;
+    let xml = config("127.0.0.1:0", "maxSessions=\"2\"", "roundr", &[("h1", h1)]).replace(
+        "<listen ip=\"127.0.0.1:0\"/>",
+        "<listen ip=\"127.0.0.1:0\"/><listen ip=\"127.0.0.2:0\"/>",
+    );
+    let txlb = Txlb::start_xml(&xml, None);
+    let (one, two) = (
+        listener_on(&txlb, "127.0.0.1"),
+        listener_on(&txlb, "127.0.0.2"),
+    );
+    let (a, b, c, d) = (
+        client("127.0.0.1").await,
+        client("127.0.0.1").await,
+        client("127.0.0.1").await,
+        client("127.0.0.1").await,
+    );
+    assert!(ask(&a, one, b"a").await.is_some());
+    assert!(ask(&b, two, b"b").await.is_some());
+    assert!(ask(&c, one, b"c").await.is_none(), "a third on the first");
+    assert!(ask(&d, two, b"d").await.is_none(), "a third on the second");
+    assert_eq!(metric(&txlb, "txlb_service_dropped_limit_total").await, 2);
+    assert_eq!(metric(&txlb, "txlb_service_sessions_open").await, 2);
+    assert!(ask(&b, two, b"b").await.is_some());
 }
 
 #[tokio::test]
@@ -446,6 +563,79 @@ async fn a_udp_check_with_a_wrong_reply_keeps_its_host_bad() {
     let line = txlb.wait_for("host marked bad", 0);
     assert!(line.contains("expect"), "{line}");
     assert!(received.load(Relaxed) >= 1);
+}
+
+/// `allBad="open"`: with every host bad, a new client is tried on them
+/// anyway, and its session stays on its host for its next datagrams.
+#[tokio::test]
+async fn all_bad_open_tries_bad_hosts_for_udp_sessions() {
+    let (h1, _) = udp_host("127.0.0.1", "h1:").await;
+    let (h2, _) = udp_host("127.0.0.1", "h2:").await;
+    let check = r#"<check type="udp" send="ping" expect="never" interval="0.2" timeout="0.5" rise="1" fall="1"/>"#;
+    let xml = config_with(
+        "127.0.0.1:0",
+        "",
+        "roundr",
+        check,
+        &[("h1", h1), ("h2", h2)],
+    )
+    .replace("enable=\"true\">", "enable=\"true\" allBad=\"open\">");
+    let txlb = Txlb::start_xml(&xml, None);
+    let lb = txlb.listener();
+    host_line(&txlb, "host marked bad", "h1", 0).await;
+    host_line(&txlb, "host marked bad", "h2", 0).await;
+    let a = client("127.0.0.1").await;
+    let first = which(&a, lb, b"1").await;
+    for _ in 0..3 {
+        assert_eq!(which(&a, lb, b"again").await, first);
+    }
+    assert_eq!(metric(&txlb, "txlb_service_sessions_total").await, 1);
+    assert_eq!(metric(&txlb, "txlb_service_dropped_no_host_total").await, 0);
+}
+
+/// `onMarkedDown="close"`: a host its check marks bad loses its UDP
+/// sessions at once, not after their `sessionTimeout`.
+#[tokio::test]
+async fn on_marked_down_close_ends_the_hosts_udp_sessions() {
+    // Echoes every datagram; answers the check's `ping` while healthy.
+    let host = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = host.local_addr().unwrap();
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let up = healthy.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        loop {
+            let Ok((n, from)) = host.recv_from(&mut buf).await else {
+                return;
+            };
+            if &buf[..n] != b"ping" {
+                let _ = host.send_to(&buf[..n], from).await;
+            } else if up.load(Relaxed) {
+                let _ = host.send_to(b"pong", from).await;
+            }
+        }
+    });
+    let check = r#"<check type="udp" send="ping" expect="pong" interval="0.2" timeout="0.3" rise="1" fall="1"/>"#;
+    let xml = config_with("127.0.0.1:0", "", "roundr", check, &[("h1", addr)]).replace(
+        "enable=\"true\">",
+        "enable=\"true\" onMarkedDown=\"close\">",
+    );
+    let txlb = Txlb::start_xml(&xml, None);
+    let lb = txlb.listener();
+    let a = client("127.0.0.1").await;
+    assert_eq!(ask(&a, lb, b"hello").await.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(metric(&txlb, "txlb_service_sessions_open").await, 1);
+    healthy.store(false, Relaxed);
+    host_line(&txlb, "host marked bad", "h1", 0).await;
+    assert!(
+        common::eventually(Duration::from_secs(3), || async {
+            metric(&txlb, "txlb_service_sessions_open").await == 0
+        })
+        .await,
+        "the session outlived its host"
+    );
+    let line = txlb.wait_for_async("onMarkedDown", 0).await;
+    assert!(line.contains("closed=1"), "{line}");
 }
 
 /// `dnsmasq` answering `example.com` with `answer` on a free port of 127.0.0.1.

@@ -579,6 +579,103 @@ async fn a_client_from_a_new_address_follows_its_hosts_connection_id() {
     assert_eq!(from(&reply).0, "d");
 }
 
+/// A client whose hello waits (half of it came) and which then sends to a
+/// connection ID its host chose gets one session, on that host: its wait
+/// ending opens no second one.
+#[tokio::test]
+async fn a_waiting_client_that_comes_back_to_a_connection_id_gets_one_session() {
+    let a1 = quic_host("a1", [0xa1; 8]).await;
+    let (b, _) = super::udp::udp_host("127.0.0.1", "b:").await;
+    let (d, _) = super::udp::udp_host("127.0.0.1", "d:").await;
+    let xml = quic_xml("inspectTimeout=\"0.3\"", ROUTES, Some(d), a1, b);
+    let txlb = Txlb::start_xml(&xml, None);
+    let lb = txlb.listener();
+    let first = client("127.0.0.1").await;
+    let initial = quic_initials("a.example", &[b"h3"], &[1; 8], 2_000);
+    let reply = exchange(&first, lb, &initial).await.remove(0);
+    assert_eq!(quic_host_name(&reply), "a1");
+    // Half a hello (many ALPN names: two datagrams), then a short header
+    // to a1's ID from the same port.
+    let names: Vec<Vec<u8>> = (0..100)
+        .map(|i| format!("proto-{i:04}").into_bytes())
+        .collect();
+    let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+    let half = quic_initials("a.example", &names, &[2; 8], 1_000);
+    let mover = client("127.0.0.1").await;
+    mover.send_to(&half[0], lb).await.unwrap();
+    let mut short = vec![0x41];
+    short.extend_from_slice(&[0xa1; 8]);
+    short.extend_from_slice(b"moved");
+    let reply = ask(&mover, lb, &short).await.expect("a reply");
+    assert_eq!(quic_host_name(&reply), "a1");
+    // Past the inspect timeout: no other reply, one session for the port.
+    let mut buf = vec![0u8; 2048];
+    let late = tokio::time::timeout(Duration::from_secs(1), mover.recv_from(&mut buf)).await;
+    assert!(late.is_err(), "a second session answered");
+    assert_eq!(
+        metric_of(&txlb, "qa", "txlb_service_sessions_total").await,
+        2
+    );
+    assert_eq!(
+        metric_of(&txlb, "qa", "txlb_service_sessions_open").await,
+        2
+    );
+}
+
+/// `maxSessionsPerSource` is checked before a QUIC client's Initials are
+/// read: a source at its limit costs no decryption (its datagram is not
+/// inspected, so no anomaly is counted).
+#[tokio::test]
+async fn a_source_at_its_limit_is_dropped_before_its_initials_are_read() {
+    let (a, _) = super::udp::udp_host("127.0.0.1", "a:").await;
+    let (b, _) = super::udp::udp_host("127.0.0.1", "b:").await;
+    let (d, _) = super::udp::udp_host("127.0.0.1", "d:").await;
+    let xml = quic_xml("", ROUTES, Some(d), a, b).replace(
+        "<service name=\"u\" protocol=\"udp\">",
+        "<service name=\"u\" protocol=\"udp\" maxSessionsPerSource=\"1\">",
+    );
+    let txlb = Txlb::start_xml(&xml, None);
+    let lb = txlb.listener();
+    let first = client("127.0.0.1").await;
+    let initial = quic_initials("a.example", &[b"h3"], &[1; 8], 2_000);
+    assert_eq!(from(&exchange(&first, lb, &initial).await[0]).0, "a");
+    let second = client("127.0.0.1").await;
+    assert!(!answered(&second, lb, b"not an Initial").await);
+    assert_eq!(
+        metric(&txlb, "txlb_service_dropped_source_limit_total").await,
+        1
+    );
+    let bad = listener_metric(&txlb, "txlb_inspect_anomalies_total", "bad_quic_initial").await;
+    assert_eq!(bad, 0, "the datagram was inspected");
+}
+
+/// A QUIC-routed session shows what its hello told and the route it took
+/// in the connections list, as a TCP connection does.
+#[tokio::test]
+async fn a_quic_routed_session_is_listed_with_its_sni_alpn_and_route() {
+    let (txlb, lb) = quic_routes("").await;
+    let socket = client("127.0.0.1").await;
+    let initial = quic_initials("a.example", &[b"h3"], &[5; 8], 2_000);
+    assert_eq!(from(&exchange(&socket, lb, &initial).await[0]).0, "a");
+    let base = txlb.logged("admin web server up", "url").await;
+    let base = base.trim_end_matches('/');
+    let (status, body) =
+        crate::common::admin::get_as(base, crate::common::admin::FULL, "/api/v1/connections").await;
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let me = socket.local_addr().unwrap().to_string();
+    let session = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client"] == me.as_str())
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(session["service"], "qa", "{session}");
+    assert_eq!(session["sni"], "a.example", "{session}");
+    assert_eq!(session["alpn"], serde_json::json!(["h3"]), "{session}");
+    assert_eq!(session["route"], "sni=a.example", "{session}");
+}
+
 // --- Per-source limits --------------------------------------------------------
 
 /// Sends `bytes` and waits briefly for a reply: whether one came.

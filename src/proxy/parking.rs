@@ -70,6 +70,13 @@ mod lot {
     }
 
     impl ParkedConnection {
+        /// No byte for [`PARK_AFTER`].
+        fn quiet(&self) -> bool {
+            let last = self.session.entry().last_activity.load(Relaxed);
+            let quiet = super::PARK_AFTER.as_millis() as u64;
+            crate::state::clock_ms().saturating_sub(last) >= quiet
+        }
+
         /// Asked to close (timeout, admin, drain) or shut down: its task must run.
         fn must_wake(&self) -> bool {
             let entry = self.session.entry();
@@ -162,9 +169,11 @@ mod lot {
     /// connection's way.
     static LOTS: Mutex<Vec<std::sync::Weak<Lot>>> = Mutex::new(Vec::new());
 
-    /// Takes every parked connection out of every lot (an upgrade hands them
-    /// to the new process): their sockets leave the epoll sets, so nothing
-    /// here wakes them again.
+    /// Takes every parked connection that has been quiet for [`PARK_AFTER`]
+    /// out of every lot (an upgrade hands them to the new process): their
+    /// sockets leave the epoll sets, so nothing here wakes them again. A
+    /// busy one (the lot relays its bytes) moves once it goes quiet: a move
+    /// is a pause its client would feel.
     pub(crate) fn take_all() -> Vec<ParkedConnection> {
         let lots: Vec<Arc<Lot>> = {
             let mut lots = LOTS.lock().unwrap_or_else(|p| p.into_inner());
@@ -177,7 +186,7 @@ mod lot {
                 .parked
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .keys_where(|p| !p.must_wake());
+                .keys_where(|p| !p.must_wake() && p.quiet());
             taken.extend(keys.into_iter().filter_map(|key| lot.take(key)));
         }
         taken
@@ -386,18 +395,13 @@ mod lot {
                             }
                             Err(_would_block) => break,
                         }
+                        // Fewer than asked for: every event is taken. The
+                        // readiness stays, so the next turn looks again (a
+                        // socket left with bytes, even after a short read,
+                        // at an urgent mark say, is reported only when
+                        // looked for) and finds none, which clears it.
                         let all = events.len() < EVENTS;
-                        let (moved, unread) = serve(&lot, &mut events, &mut buf);
-                        relayed += moved;
-                        if all && !unread {
-                            // Every event taken and every socket drained:
-                            // no look that finds none. An event since has
-                            // woken the runtime's epoll, which makes the set
-                            // readable again. (A socket left with bytes is
-                            // reported again only when looked for.)
-                            ready.clear_ready();
-                            break;
-                        }
+                        relayed += serve(&lot, &mut events, &mut buf);
                         if all || relayed >= TURN_BYTES {
                             break;
                         }
@@ -425,11 +429,10 @@ mod lot {
     }
 
     /// Serves `events`: relays what can be relayed without waiting, wakes
-    /// the rest; the bytes relayed, and whether a socket was left with
-    /// bytes to read (its share of the turn spent).
-    fn serve(lot: &Lot, events: &mut Vec<(u64, u32)>, buf: &mut Vec<u8>) -> (usize, bool) {
+    /// the rest; the bytes relayed.
+    fn serve(lot: &Lot, events: &mut Vec<(u64, u32)>, buf: &mut Vec<u8>) -> usize {
         const ENDS: u32 = (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
-        let (mut relayed, mut unread) = (0, false);
+        let mut relayed = 0;
         for (data, flags) in events.drain(..) {
             let (key, from_host) = (data >> 1, data & 1 == 1);
             let mut parked = lot.parked.lock().unwrap_or_else(|p| p.into_inner());
@@ -443,12 +446,8 @@ mod lot {
                         buf.resize(RELAY_BUFFER, 0);
                     }
                     match relay(connection, from_host, buf) {
-                        Relayed::Drained(moved) => {
+                        Relayed::Stays(moved) => {
                             relayed += moved;
-                            continue;
-                        }
-                        Relayed::More(moved) => {
-                            (relayed, unread) = (relayed + moved, true);
                             continue;
                         }
                         Relayed::HandOver(moved, carried) => {
@@ -468,15 +467,13 @@ mod lot {
             lot.unwatch(connection.host.as_raw_fd());
             resume(connection, carried);
         }
-        (relayed, unread)
+        relayed
     }
 
     /// What the relay did with one readable socket.
     enum Relayed {
-        /// Moved these bytes, and the socket has no more now.
-        Drained(usize),
-        /// Moved these bytes, its share: the socket may have more.
-        More(usize),
+        /// Moved these bytes; the connection stays parked.
+        Stays(usize),
         /// Moved these bytes, then met what its task must see to: a FIN, an
         /// error, a write that would block (with the bytes it left).
         HandOver(usize, Carried),
@@ -497,7 +494,7 @@ mod lot {
             let n = match from.read(buf) {
                 Ok(0) => return Relayed::HandOver(moved, Carried::default()),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Relayed::Drained(moved),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Relayed::Stays(moved),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Relayed::HandOver(moved, Carried::Failed(side, error)),
             };
@@ -520,10 +517,10 @@ mod lot {
                 return Relayed::HandOver(moved, Carried::Bytes(side, rest));
             }
             if n < buf.len() {
-                return Relayed::Drained(moved);
+                return Relayed::Stays(moved); // drained, most likely
             }
         }
-        Relayed::More(moved)
+        Relayed::Stays(moved)
     }
 }
 

@@ -39,14 +39,15 @@ async fn running(txlb: Txlb) -> Txlb {
     txlb
 }
 
-/// Whether `count` connections are parked (the JSON API's list) within `wait`.
+/// Whether `count` connections are parked and quiet for a second (the JSON
+/// API's list: what an upgrade moves) within `wait`.
 async fn parked_within(base: &str, count: usize, wait: Duration) -> bool {
     eventually(wait, || async move {
         let list = api(base, "api/v1/connections").await;
         list.as_array()
             .unwrap()
             .iter()
-            .filter(|c| c["parked"] == true)
+            .filter(|c| c["parked"] == true && c["idle_seconds"].as_f64() >= Some(1.0))
             .count()
             == count
     })

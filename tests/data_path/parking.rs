@@ -341,5 +341,9 @@ async fn connections_of_a_renamed_service_still_time_out() {
     echo(&mut client, b"still served").await;
     // 2 s without a byte, and the sweeper's half-second period.
     assert_closed_within(&mut client, Duration::from_secs(4)).await;
-    assert!(balancer.connections(None, None).is_empty());
+    // Listed until its task, which closed the sockets, ends.
+    let unlisted = eventually(Duration::from_secs(2), || async {
+        balancer.connections(None, None).is_empty()
+    });
+    assert!(unlisted.await);
 }

@@ -155,6 +155,10 @@ impl Tls13Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        // Refused after records delivered last time: said now.
+        if let Some(error) = self.records.failed() {
+            return Poll::Ready(Err(self.refuse(error)));
+        }
         let base = buf.filled().len();
         loop {
             let carried = self.partial.len();

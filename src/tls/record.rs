@@ -334,6 +334,9 @@ pub(crate) struct Records {
     /// work (and maybe an answer), so a client gets at most
     /// [`MAX_KEY_UPDATES`] in a row, as rustls allows.
     key_updates: u8,
+    /// A refusal met after records whose plaintext was delivered: the next
+    /// read's.
+    failed: Option<io::Error>,
 }
 
 /// Most key updates a client may send without application data between.
@@ -366,6 +369,7 @@ impl Records {
             tx: direction(secrets.tx, (traffic.server?, 0))?,
             closed: false,
             key_updates: 0,
+            failed: None,
         })
     }
 
@@ -374,9 +378,34 @@ impl Records {
     /// obeyed. A record still coming is left (from `consumed` on).
     /// A record the protocol does not allow is refused with the alert
     /// that answers it ([`alert_of`]).
+    ///
+    /// Records opened before a refused one are delivered first (the rest
+    /// of `data` consumed, its plaintext at the front): the error is the
+    /// next call's, and [`Records::failed`]'s.
     pub(crate) fn open(&mut self, data: &mut [u8]) -> io::Result<Opened> {
-        use AlertDescription::*;
+        if let Some(error) = self.failed.take() {
+            return Err(error);
+        }
         let mut opened = Opened::default();
+        match self.open_into(data, &mut opened) {
+            Ok(()) => Ok(opened),
+            Err(error) if opened.plaintext > 0 => {
+                self.failed = Some(error);
+                opened.consumed = data.len();
+                Ok(opened)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The error met after records whose plaintext [`Records::open`]
+    /// delivered, once.
+    pub(crate) fn failed(&mut self) -> Option<io::Error> {
+        self.failed.take()
+    }
+
+    fn open_into(&mut self, data: &mut [u8], opened: &mut Opened) -> io::Result<()> {
+        use AlertDescription::*;
         while !self.closed && data.len() - opened.consumed >= HEADER {
             let at = opened.consumed;
             let header: [u8; HEADER] = data[at..at + HEADER].try_into().unwrap_or_default();
@@ -496,7 +525,7 @@ impl Records {
         if self.closed {
             opened.consumed = data.len(); // ignored
         }
-        Ok(opened)
+        Ok(())
     }
 
     /// Seals `plain` as records (up to [`MAX_PLAINTEXT`] each) into `out`,
@@ -670,6 +699,59 @@ mod tests {
         plain
     }
 
+    /// Records that open before a refused one in the same read are
+    /// delivered; the refusal comes after them, once.
+    #[test]
+    fn records_before_a_refused_one_are_delivered_first() {
+        use rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+        let (mut client, server, traffic) = handshake(TLS13_AES_128_GCM_SHA256);
+        let name = server.negotiated_cipher_suite().unwrap().suite();
+        let secrets = server.dangerous_extract_secrets().unwrap();
+        let mut records = Records::new(name, secrets, traffic).expect("TLS 1.3 keys");
+        client.writer().write_all(b"before the bad one").unwrap();
+        let mut wire = from_client(&mut client);
+        // A record that does not decrypt, right behind.
+        wire.extend_from_slice(&[APPLICATION_DATA, 3, 3, 0, 20]);
+        wire.extend_from_slice(&[7u8; 20]);
+        let opened = records
+            .open(&mut wire)
+            .expect("the good record's plaintext");
+        assert_eq!(&wire[..opened.plaintext], b"before the bad one");
+        assert_eq!(opened.consumed, wire.len());
+        let error = records.failed().expect("then the refusal");
+        assert_eq!(alert_of(&error), Some(AlertDescription::BadRecordMac));
+        assert!(records.failed().is_none(), "once");
+        // Alone, a bad record is refused at once.
+        let mut bad = [
+            APPLICATION_DATA,
+            3,
+            3,
+            0,
+            20,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+        ];
+        assert!(records.open(&mut bad).is_err());
+    }
+
     /// Our records speak with rustls' client in each suite: its records
     /// opened (several at once, one cut in two), ours sealed, its key
     /// update (asking for ours) followed both ways, its close_notify seen.
@@ -757,6 +839,7 @@ mod tests {
             tx: direction(2),
             closed: false,
             key_updates: 0,
+            failed: None,
         };
         let mirror = Records {
             suite,
@@ -764,6 +847,7 @@ mod tests {
             tx: direction(1),
             closed: false,
             key_updates: 0,
+            failed: None,
         };
         (ours, mirror)
     }

@@ -45,6 +45,10 @@ pub struct MovedConnection {
     pub bytes_out: u64,
     /// How long it has been open, in microseconds (for the access log's duration).
     pub age_us: u64,
+    /// How long it has moved no byte, in milliseconds: its idle timeout
+    /// runs on in the new process (0 from a process that did not say).
+    #[serde(default)]
+    pub idle_ms: u64,
     /// How long its connect took, in microseconds.
     pub connect_us: u64,
     /// Hosts that failed it before this one.
@@ -108,6 +112,7 @@ pub(crate) fn take_parked() -> Vec<Outgoing> {
                 bytes_in: entry.bytes_in.load(Relaxed),
                 bytes_out: entry.bytes_out.load(Relaxed),
                 age_us: session.started().elapsed().as_micros() as u64,
+                idle_ms: clock_ms().saturating_sub(entry.last_activity.load(Relaxed)),
                 connect_us: session.connect_time().as_micros() as u64,
                 failovers: session.failovers(),
                 half_closed: entry.half_closed.load(Relaxed),
@@ -179,7 +184,8 @@ pub(crate) fn adopt(
     entry.bytes_in.store(record.bytes_in, Relaxed);
     entry.bytes_out.store(record.bytes_out, Relaxed);
     entry.half_closed.store(record.half_closed, Relaxed);
-    entry.last_activity.store(clock_ms(), Relaxed);
+    let last = clock_ms().saturating_sub(record.idle_ms);
+    entry.last_activity.store(last, Relaxed);
     entry.mark_moved_in_parked();
     let registered = data.registry.register(entry);
     let started = Instant::now()

@@ -182,12 +182,17 @@ mod lot {
         };
         let mut taken = Vec::new();
         for lot in lots {
-            let keys = lot
-                .parked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .keys_where(|p| !p.must_wake() && p.quiet());
-            taken.extend(keys.into_iter().filter_map(|key| lot.take(key)));
+            // Chosen and taken under one lock: a slot freed and filled again
+            // in between cannot give another connection.
+            let mut parked = lot.parked.lock().unwrap_or_else(|p| p.into_inner());
+            let keys = parked.keys_where(|p| !p.must_wake() && p.quiet());
+            let from = taken.len();
+            taken.extend(keys.into_iter().filter_map(|key| parked.remove(key)));
+            drop(parked);
+            for connection in &taken[from..] {
+                lot.unwatch(connection.client.as_raw_fd());
+                lot.unwatch(connection.host.as_raw_fd());
+            }
         }
         taken
     }
@@ -381,8 +386,9 @@ mod lot {
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut events = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
+        // Bytes relayed since the worker's other tasks last ran.
+        let mut relayed = 0;
         loop {
-            let mut relayed = 0;
             tokio::select! {
                 ready = lot.epoll.readable() => {
                     let Ok(mut ready) = ready else { return };
@@ -424,6 +430,7 @@ mod lot {
                 // The worker's other tasks run before the lot relays more
                 // (the set is level-triggered: nothing is missed).
                 tokio::task::yield_now().await;
+                relayed = 0;
             }
         }
     }

@@ -56,17 +56,6 @@ use crate::state::{
     Keeping, MAX_LISTED_SESSIONS, ServiceCounters, SessionFilter, Transport, clock_ms, unix_nanos,
 };
 
-/// Where the relays' clock starts (ms, about 35 years): far enough from 0
-/// that a session moved in an upgrade, idle or open for longer than the new
-/// process has run, keeps its times rather than having them saturate at 0.
-const SESSION_CLOCK_START_MS: u64 = 1 << 40;
-
-/// The relays' clock, in milliseconds: [`clock_ms`] from
-/// [`SESSION_CLOCK_START_MS`]; only differences mean anything.
-fn session_clock_ms() -> u64 {
-    SESSION_CLOCK_START_MS + clock_ms()
-}
-
 /// The largest datagram passed on (a UDP payload's bound; an IPv4 one is at
 /// most 65,507 bytes). Larger ones (IPv6 jumbograms) are dropped and counted.
 pub(crate) const MAX_DATAGRAM: usize = 65_535;
@@ -258,7 +247,7 @@ struct Session {
     /// Keeps the host's open count (held for its drop).
     _open: ConnectionGuard,
     place: Arc<Place>,
-    /// [`session_clock_ms`] of the last datagram either way, and of the first.
+    /// [`clock_ms`] of the last datagram either way, and of the first.
     last_ms: u64,
     started_ms: u64,
     bytes_in: u64,
@@ -335,7 +324,7 @@ struct Relay {
     replies: Box<Replies>,
     /// The PROXY v2 header of the datagram being sent.
     header: Vec<u8>,
-    /// [`session_clock_ms`] as of this turn of the loop (read once per wake-up).
+    /// [`clock_ms`] as of this turn of the loop (read once per wake-up).
     now: u64,
     /// Sessions are looked at for their timeout this often (ms), and next
     /// then.
@@ -376,7 +365,7 @@ impl Relay {
             // SAFETY: `asked` is an open eventfd; 8 bytes from a u64.
             unsafe { libc::write(asked.as_raw_fd(), (&one as *const u64).cast(), 8) };
         }));
-        let now = session_clock_ms();
+        let now = clock_ms();
         let relay = Relay {
             task,
             listener,
@@ -442,7 +431,7 @@ impl Relay {
             if !self.pending.is_empty() {
                 due = due.min(self.next_waiting_check);
             }
-            let wait = due.saturating_sub(session_clock_ms()).min(MAX_SWEEP_MS) as i32;
+            let wait = due.saturating_sub(clock_ms()).min(MAX_SWEEP_MS) as i32;
             // SAFETY: `events` has room for EVENTS entries.
             let n = unsafe {
                 libc::epoll_wait(
@@ -452,7 +441,7 @@ impl Relay {
                     wait,
                 )
             };
-            self.now = session_clock_ms();
+            self.now = clock_ms();
             if n < 0 {
                 let error = io::Error::last_os_error();
                 if error.kind() != io::ErrorKind::Interrupted {
@@ -1135,7 +1124,7 @@ impl Relay {
     /// checked. A look-up with no session here is not answered (its sender
     /// drops).
     fn find(&self, finding: Vec<(SocketAddr, std::sync::mpsc::Sender<ConnectionInfo>)>) {
-        let (now, wall) = (session_clock_ms(), SystemTime::now());
+        let (now, wall) = (clock_ms(), SystemTime::now());
         for (asked, answer) in finding {
             let port = asked.port();
             let found = self
@@ -1152,7 +1141,7 @@ impl Relay {
     /// The sessions `filter` wants as the connections list shows them, at
     /// most [`MAX_LISTED_SESSIONS`].
     fn listed(&self, filter: &SessionFilter) -> Vec<ConnectionInfo> {
-        let now = session_clock_ms();
+        let now = clock_ms();
         let wall = SystemTime::now();
         self.sessions
             .iter()
@@ -1162,7 +1151,7 @@ impl Relay {
             .collect()
     }
 
-    /// A session as the connections list shows it, `now` being [`session_clock_ms`]
+    /// A session as the connections list shows it, `now` being [`clock_ms`]
     /// and `wall` the time of day.
     fn info(&self, s: &Session, now: u64, wall: SystemTime) -> ConnectionInfo {
         let age = Duration::from_millis(now.saturating_sub(s.started_ms));
@@ -1197,7 +1186,7 @@ impl Relay {
         let Some(log) = &self.task.data.access_log else {
             return;
         };
-        let lasted = Duration::from_millis(session_clock_ms().saturating_sub(session.started_ms));
+        let lasted = Duration::from_millis(clock_ms().saturating_sub(session.started_ms));
         let start = SystemTime::now()
             .checked_sub(lasted)
             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -1340,15 +1329,7 @@ fn write_source(control: &mut Control, local: IpAddr) -> usize {
                 },
                 ipi_addr: libc::in_addr { s_addr: 0 },
             };
-            let len = std::mem::size_of::<libc::in_pktinfo>() as u32;
-            cmsg.cmsg_level = libc::IPPROTO_IP;
-            cmsg.cmsg_type = libc::IP_PKTINFO;
-            // SAFETY: the data of a message with room for `info`.
-            unsafe {
-                cmsg.cmsg_len = libc::CMSG_LEN(len) as _;
-                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
-                libc::CMSG_SPACE(len) as usize
-            }
+            put_message(cmsg, (libc::IPPROTO_IP, libc::IP_PKTINFO), info)
         }
         IpAddr::V6(ip) => {
             let info = libc::in6_pktinfo {
@@ -1357,16 +1338,22 @@ fn write_source(control: &mut Control, local: IpAddr) -> usize {
                 },
                 ipi6_ifindex: 0,
             };
-            let len = std::mem::size_of::<libc::in6_pktinfo>() as u32;
-            cmsg.cmsg_level = libc::IPPROTO_IPV6;
-            cmsg.cmsg_type = libc::IPV6_PKTINFO;
-            // SAFETY: as above.
-            unsafe {
-                cmsg.cmsg_len = libc::CMSG_LEN(len) as _;
-                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
-                libc::CMSG_SPACE(len) as usize
-            }
+            put_message(cmsg, (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO), info)
         }
+    }
+}
+
+/// Fills `cmsg` (framed with room for `info`) with the message `(level,
+/// kind)` carrying `info`; the space it takes.
+fn put_message<T>(cmsg: &mut libc::cmsghdr, (level, kind): (i32, i32), info: T) -> usize {
+    let len = std::mem::size_of::<T>() as u32;
+    cmsg.cmsg_level = level;
+    cmsg.cmsg_type = kind;
+    // SAFETY: the message's data has room for `info` (see `write_source`).
+    unsafe {
+        cmsg.cmsg_len = libc::CMSG_LEN(len) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
+        libc::CMSG_SPACE(len) as usize
     }
 }
 

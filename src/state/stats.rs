@@ -314,16 +314,22 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// Milliseconds on a process-local monotonic clock; only differences mean
-/// anything.
+/// Where [`clock_ms`] starts (ms, about 35 years): far enough from 0 that
+/// a connection or session moved in an upgrade, idle or open for longer
+/// than the new process has run, keeps its times rather than having them
+/// saturate at 0.
+const CLOCK_START_MS: u64 = 1 << 40;
+
+/// Milliseconds on a process-local monotonic clock, from [`CLOCK_START_MS`];
+/// only differences mean anything.
 #[cfg(not(target_os = "linux"))]
 #[inline]
 pub fn clock_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64
+    CLOCK_START_MS + epoch().elapsed().as_millis() as u64
 }
 
-/// Milliseconds on a process-local monotonic clock; only differences mean
-/// anything. Read per chunk copied (activity stamps), so it is the kernel's
+/// Milliseconds on a process-local monotonic clock, from [`CLOCK_START_MS`];
+/// only differences mean anything. Read per chunk copied (activity stamps), so it is the kernel's
 /// tick-granular clock (a few ms, read in the vDSO without the TSC): a tenth
 /// of `Instant::elapsed`'s cost, and idle timeouts need no finer. Not inlined:
 /// inside the copy loop it made the loop's code larger than the call saves
@@ -342,7 +348,7 @@ pub fn clock_ms() -> u64 {
         now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000
     }
     static BASE: OnceLock<u64> = OnceLock::new();
-    coarse_ms().saturating_sub(*BASE.get_or_init(coarse_ms))
+    CLOCK_START_MS + coarse_ms().saturating_sub(*BASE.get_or_init(coarse_ms))
 }
 
 impl HostStats {

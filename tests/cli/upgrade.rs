@@ -1881,3 +1881,51 @@ async fn connections_whose_host_a_reload_renamed_or_removed_move_on_through_an_u
         "{list}"
     );
 }
+
+/// A connection moved by an upgrade keeps its idle time: its idle timeout
+/// runs on from its last byte, not from the move (an upgrade more often than
+/// the timeout would otherwise keep idle connections forever), and the new
+/// process lists it as idle that long.
+#[tokio::test]
+async fn a_moved_connection_keeps_its_idle_time() {
+    use tokio::io::AsyncReadExt;
+    let a = echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", a)]);
+    let xml = std::fs::read_to_string(&config).unwrap().replace(
+        "<service name=\"svc\">",
+        "<service name=\"svc\" clientTimeout=\"6\" serverTimeout=\"6\">",
+    );
+    std::fs::write(&config, xml).unwrap();
+    let txlb = running(Txlb::start_workers(&config, 5, 1)).await;
+    let listener = txlb.listener();
+    let base = txlb.logged("admin web server up", "url").await;
+    let mut adopted = Adopted(Vec::new());
+    let mut client = tokio::net::TcpStream::connect(listener).await.unwrap();
+    echo_exact(&mut client, b"x").await;
+    let last = Instant::now();
+    assert!(parked_within(&base, 1, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(last.elapsed())).await;
+    let config2 = config.clone();
+    let pid = tokio::task::spawn_blocking(move || new_pid(&upgrade(&config2, &[])))
+        .await
+        .unwrap();
+    adopted.0.push(pid);
+    let idle = eventually(Duration::from_secs(2), || async {
+        try_api(&base, "api/v1/connections")
+            .await
+            .and_then(|list| list.as_array()?.first()?["idle_seconds"].as_f64())
+            .is_some_and(|idle| idle >= 3.5)
+    });
+    assert!(idle.await, "listed as idle since its last byte");
+    // Closed about 6 s after its last byte (the sweeper looks every 1.5 s).
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(12), client.read(&mut byte)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    let lasted = last.elapsed();
+    assert!(
+        lasted < Duration::from_secs(9),
+        "closed {lasted:?} after its last byte"
+    );
+    drop(txlb);
+}

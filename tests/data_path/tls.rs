@@ -409,6 +409,12 @@ async fn s_client_mtls(addr: SocketAddr, ca: &Path, client: Option<(&Path, &Path
     if let Some((cert, key)) = client {
         command.arg("-cert").arg(cert).arg("-key").arg(key);
     }
+    says_hello(command).await
+}
+
+/// Runs `s_client`, writes it a line and closes its input once the echo
+/// (and a session ticket after it) has had time to come: what it printed.
+async fn says_hello(mut command: Command) -> String {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -419,7 +425,7 @@ async fn s_client_mtls(addr: SocketAddr, ca: &Path, client: Option<(&Path, &Path
     stdin.write_all(b"hello mtls\n").await.unwrap();
     let output = tokio::time::timeout(Duration::from_secs(20), async {
         // Closing stdin ends s_client once it has the echo (or the refusal).
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
         drop(stdin);
         child.wait_with_output().await
     })
@@ -518,28 +524,7 @@ async fn s_client_resuming(
     if let Some((cert, key)) = client {
         command.arg("-cert").arg(cert).arg("-key").arg(key);
     }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("openssl runs");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"hello mtls\n").await.unwrap();
-    let output = tokio::time::timeout(Duration::from_secs(20), async {
-        // Long enough for the echo and the session ticket after it.
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        drop(stdin);
-        child.wait_with_output().await
-    })
-    .await
-    .expect("openssl s_client hangs")
-    .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    says_hello(command).await
 }
 
 /// rustls resumes a session with the client certificate its ticket holds,

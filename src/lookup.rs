@@ -317,7 +317,17 @@ async fn serve(
                 .await;
             return Ok(());
         };
-        let n = n?;
+        let n = match n {
+            Ok(n) => n,
+            // The line is not text: said, as every bad request is.
+            Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                let _ = write
+                    .write_all(b"{\"error\":\"the request is not UTF-8\"}\n")
+                    .await;
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
         if n == 0 {
             return Ok(());
         }
@@ -415,6 +425,23 @@ mod tests {
                 .unwrap()
                 .contains("no open connection")
         );
+        stop.cancel();
+    }
+
+    /// A line that is not UTF-8 is answered with an error, as every bad
+    /// request is (it was a silent close).
+    #[tokio::test]
+    async fn a_request_that_is_not_text_is_told_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let stop = CancellationToken::new();
+        let idle = Duration::from_secs(5);
+        start_with(&path, fresh(), Arc::default(), stop.clone(), 2, idle).unwrap();
+        let mut client = UnixStream::connect(&path).await.unwrap();
+        client.write_all(b"\xff\xfe\n").await.unwrap();
+        let answer = line_of(&mut client).await.unwrap();
+        assert!(answer.contains("not UTF-8"), "{answer}");
+        assert_eq!(line_of(&mut client).await, None);
         stop.cancel();
     }
 

@@ -199,6 +199,10 @@ pub(crate) struct Inner {
     pub(crate) auth: auth::Logins,
     pub(crate) history: history::History,
     pub(crate) requests: metrics::RequestCounts,
+    /// Places for event streams (`/events`), which stay open: a quarter of
+    /// the connections, so that streams, whoever opens them, cannot take
+    /// every connection from the other requests.
+    pub(crate) event_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::ops::Deref for AdminState {
@@ -236,7 +240,9 @@ impl AdminState {
 /// Starts the throughput sampler on the current tokio runtime, if any; it stops
 /// with the balancer or when the router is dropped.
 pub fn router(handle: BalancerHandle, settings: AdminSettings) -> Router {
+    let streams = (settings.max_connections / 4).max(1);
     let state = AdminState(Arc::new(Inner {
+        event_streams: Arc::new(tokio::sync::Semaphore::new(streams)),
         auth: settings.logins.clone(),
         handle,
         settings,

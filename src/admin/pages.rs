@@ -988,11 +988,20 @@ pub(crate) fn live_update(state: &AdminState) -> serde_json::Value {
 /// Server-sent events: a `stats` event at once and every `refresh` period, and on
 /// every transition a `change` event (the transition) followed by `stats`. Ends
 /// when the client goes or the balancer shuts down.
-pub(crate) async fn events(State(state): State<AdminState>) -> impl IntoResponse {
+pub(crate) async fn events(State(state): State<AdminState>) -> Response {
+    // Held by the stream's task: its place is free once the stream ends.
+    let Ok(place) = state.event_streams.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many event streams open: close one (each page keeps one)\n",
+        )
+            .into_response();
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(16);
     let period = state.settings.refresh;
     let stop = state.handle.shutdown_token();
     tokio::spawn(async move {
+        let _place = place;
         let mut transitions = state.handle.events();
         let mut ticks = tokio::time::interval(period.max(Duration::from_secs(1)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1029,6 +1038,7 @@ pub(crate) async fn events(State(state): State<AdminState>) -> impl IntoResponse
     });
     Sse::new(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>))
         .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]

@@ -202,46 +202,52 @@ impl ConfigFile {
     async fn reload(&self, balancer: &BalancerHandle) -> Result<Changes, ReloadError> {
         let mut follower = self.follower.lock().await;
         let result = self.apply(balancer, follower.as_deref_mut()).await;
-        match &result {
-            Ok(changes) => {
+        match result {
+            Ok((changes, applied)) => {
                 tracing::info!(config = %self.path.display(), %changes, "configuration reloaded");
                 self.status.succeeded();
-                // Reloading the edited file resolves a write-back conflict: the
-                // file now holds the running configuration and becomes the base
-                // again (nothing is written: the save finds it adopted).
-                if let Some(wb) = self.writeback.clone().filter(|wb| wb.conflict().is_some()) {
-                    let running = balancer.config();
-                    let _ = tokio::task::spawn_blocking(move || wb.save(&running)).await;
+                // The file just applied is what later saves write into (an
+                // edit reloaded is no conflict, and resolves one).
+                if let Some((wb, (text, config))) = self.writeback.as_ref().zip(applied) {
+                    wb.rebase(text, config);
                 }
+                Ok(changes)
             }
             Err(error) => {
                 tracing::error!(%error, "reload refused");
-                self.status.failed(error);
+                self.status.failed(&error);
+                Err(error)
             }
         }
-        result
     }
 
     /// The file read, the follower prepared, the configuration applied, the
-    /// follower moved.
+    /// follower moved; with write-back, the text applied and what it loaded
+    /// into.
     async fn apply(
         &self,
         balancer: &BalancerHandle,
         mut follower: Option<&mut (dyn Follower + 'static)>,
-    ) -> Result<Changes, ReloadError> {
+    ) -> Result<(Changes, Option<(String, Config)>), ReloadError> {
         // Reading and checking a big file takes a while: on the blocking pool, so
         // the admin plane (on this runtime) keeps answering meanwhile, and a panic
         // there refuses the reload instead of ending the process. What changed is
         // counted there too (linear, but over every host).
         let (path, running) = (self.path.clone(), balancer.config_shared());
-        let (config, changes) = tokio::task::spawn_blocking(move || {
-            Config::from_path(&path).map(|config| {
+        let (config, changes, text) = tokio::task::spawn_blocking(move || {
+            let text = crate::config::read_text(&path).map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            Config::from_text(&path, &text).map(|config| {
                 let changes = Changes::between(&running, &config);
-                (config, changes)
+                (config, changes, text)
             })
         })
         .await
         .map_err(|e| ReloadError::ReadTask(e.to_string()))??;
+        // What write-back takes as the file's content once this applied.
+        let applied = self.writeback.is_some().then(|| (text, config.clone()));
         if let Some(follower) = follower.as_deref_mut() {
             follower
                 .prepare(&config)
@@ -260,7 +266,7 @@ impl ConfigFile {
                 .await
                 .map_err(ReloadError::Moved)?;
         }
-        Ok(changes)
+        Ok((changes, applied))
     }
 }
 

@@ -484,6 +484,44 @@ async fn events_stream_stats_and_changes() {
     assert!(seen.contains("group-enabled"), "{seen}");
 }
 
+/// Event streams stay open: at most a quarter of the admin connections
+/// serve them, so that a user (a read-only one too) opening many cannot take
+/// every connection from the other requests.
+#[tokio::test]
+async fn event_streams_cannot_take_every_admin_connection() {
+    let settings = AdminSettings {
+        max_connections: 8,
+        ..AdminSettings::default()
+    };
+    let admin = Admin::start(two_group_config().await, settings).await;
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let stream = send(&admin, READONLY, "get", "/api/v1/events", None).await;
+        assert_eq!(stream.status(), 200);
+        streams.push(stream);
+    }
+    let refused = send(&admin, READONLY, "get", "/api/v1/events", None).await;
+    assert_eq!(refused.status(), 503);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("too many event streams")
+    );
+    let status = send(&admin, FULL, "get", "/api/v1/status", None).await;
+    assert_eq!(status.status(), 200, "other requests are served");
+    // A stream that ends frees its place.
+    drop(streams.pop());
+    let freed = common::eventually(Duration::from_secs(5), || async {
+        send(&admin, READONLY, "get", "/api/v1/events", None)
+            .await
+            .status()
+            == 200
+    });
+    assert!(freed.await);
+}
+
 #[tokio::test]
 async fn metrics_public_only_when_configured() {
     let admin = Admin::start(two_group_config().await, AdminSettings::default()).await;

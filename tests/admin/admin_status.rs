@@ -47,6 +47,37 @@ async fn config_status(base: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// An edit reloaded is the file's content from then on: a change made at
+/// run time after it is saved into the edited file (keeping the edit), not
+/// refused as a conflict with it.
+#[tokio::test]
+async fn a_change_after_an_edit_was_reloaded_is_saved_into_the_edited_file() {
+    let a = named_backend("a", Hold::Close).await;
+    let b = named_backend("b", Hold::Close).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    std::fs::write(&path, xml(&[("a", a)])).unwrap();
+    let txlb = Txlb::start(&path, 1);
+    let base = txlb.logged("admin web server up", "url").await;
+    let edited = xml(&[("a", a), ("c", a)]).replace(
+        "<!-- the operator's comment -->",
+        "<!-- edited by hand while txlb runs -->",
+    );
+    std::fs::write(&path, &edited).unwrap();
+    let skip = txlb.log_len();
+    txlb.signal("HUP");
+    txlb.wait_for_async("configuration reloaded", skip).await;
+    let (status, text) = get(&base, &format!("addHost?service=svc&group=g&name=b&ip={b}")).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = get(&base, "saveConfig").await;
+    assert_eq!(status, 200, "{text}");
+    let saved = std::fs::read_to_string(&path).unwrap();
+    assert!(saved.contains("edited by hand while txlb runs"), "{saved}");
+    assert!(saved.contains("name=\"c\""), "{saved}");
+    assert!(saved.contains(&format!("name=\"b\" ip=\"{b}\"")), "{saved}");
+    assert_eq!(config_status(&base).await["conflict"], Value::Null);
+}
+
 #[tokio::test]
 async fn a_file_edited_on_disk_is_not_overwritten_and_the_conflict_is_shown() {
     let a = named_backend("a", Hold::Close).await;

@@ -561,6 +561,21 @@ impl WriteBack {
         }
     }
 
+    /// A reload applied the file's `text` (which loaded into `config`): the
+    /// file says that now, and it is the base of the next save (a conflict,
+    /// the file edited since, is resolved by that very reload).
+    pub fn rebase(&self, text: String, config: Config) {
+        let mut state = self.lock();
+        if state.conflict.take().is_some() {
+            tracing::info!(
+                config = %self.path.display(),
+                "config file edited on disk holds the running configuration: taken as the new base"
+            );
+        }
+        state.text = text;
+        state.config = config;
+    }
+
     /// `saveConfig` / `config save`: [`WriteBack::save`], answered in words:
     /// what was done (the message after `OK`), or why not. A conflict is
     /// logged with both differences, passwords redacted.

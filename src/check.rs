@@ -180,6 +180,19 @@ pub async fn report(config: &Config) -> String {
 /// `authorizedKeys` file that is not there.
 fn settings_warnings(config: &Config) -> Vec<String> {
     let mut warnings = Vec::new();
+    for service in &config.services {
+        let enabled = service
+            .groups
+            .iter()
+            .find(|g| g.name == service.enabled_group);
+        if enabled.is_some_and(|g| g.hosts.is_empty()) {
+            warnings.push(format!(
+                "service {:?}: its enabled group {:?} has no host, so its clients are closed \
+                 until one is added",
+                service.name, service.enabled_group
+            ));
+        }
+    }
     let Some(admin) = &config.admin else {
         return warnings;
     };

@@ -382,13 +382,16 @@ impl GroupConfig {
 impl ServiceConfig {
     /// The rules of one service: its name and settings, its listeners' rules
     /// (none twice; none at all when other services' routes reach it), each
-    /// group's rules, group names unique, and an enabled group that can take
-    /// traffic ([`ServiceConfig::check_enabled`]). A service without groups
+    /// group's rules, group names unique, and an enabled group that exists
+    /// and is no backup; it may have no host yet (a service `newService`
+    /// made, saved or handed over by an upgrade before its hosts came: its
+    /// clients are closed meanwhile, and `txlb check` warns). Commands keep
+    /// a host in it ([`ServiceConfig::check_enabled`]). A service without groups
     /// must have listeners, each with routes (a client no route matches is
     /// closed). Whether the services its routes name exist is the
     /// configuration's rule ([`Config::check`]).
     pub fn check(&self) -> Result<(), CheckError> {
-        self.check_with(Enabled::NeedsHost)
+        self.check_with(Enabled::MayStartEmpty)
     }
 
     fn check_with(&self, enabled: Enabled) -> Result<(), CheckError> {
@@ -638,9 +641,10 @@ impl ServiceConfig {
 /// Whether the enabled group must have a host already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Enabled {
-    /// It must: a file, a builder, a whole configuration.
+    /// It must: a command enabling a group, or taking hosts from it.
     NeedsHost,
-    /// It may start empty: a service a command creates, hosts to follow.
+    /// It may be empty: a file, a builder, a service a command creates,
+    /// hosts to follow.
     MayStartEmpty,
 }
 
@@ -1192,7 +1196,7 @@ impl Config {
                 format!("duplicate service name {:?}", service.name),
             ));
         }
-        service.check_with(Enabled::MayStartEmpty)?;
+        service.check()?;
         for (index, listener) in service.listeners.iter().enumerate() {
             self.check_listen_free(&listener.addr)?;
             self.check_targets(&service.name, service.options.protocol, listener)

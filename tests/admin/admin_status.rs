@@ -47,6 +47,46 @@ async fn config_status(base: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// A service `newService` made has no host yet: saved, the file loads
+/// (and `txlb check` warns), so an upgrade, which hands the running
+/// configuration over as a file, takes it too.
+#[tokio::test]
+async fn a_new_service_without_hosts_is_saved_and_loads() {
+    let a = named_backend("a", Hold::Close).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    std::fs::write(&path, xml(&[("a", a)])).unwrap();
+    let txlb = Txlb::start(&path, 1);
+    let base = txlb.logged("admin web server up", "url").await;
+    let port = common::servers::free_port();
+    let (status, text) = get(
+        &base,
+        &format!("newService?service=web&listen=127.0.0.1:{port}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = get(&base, "saveConfig").await;
+    assert_eq!(status, 200, "{text}");
+    let saved = txlb::config::Config::from_path(&path).expect("the saved file loads");
+    let web = saved.services.iter().find(|s| s.name == "web").unwrap();
+    assert!(web.groups.iter().all(|g| g.hosts.is_empty()));
+    let check = Command::new(env!("CARGO_BIN_EXE_txlb"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(check.status.success(), "{said}");
+    assert!(
+        said.contains("has no host, so its clients are closed"),
+        "{said}"
+    );
+}
+
 /// An edit reloaded is the file's content from then on: a change made at
 /// run time after it is saved into the edited file (keeping the edit), not
 /// refused as a conflict with it.

@@ -355,6 +355,12 @@ impl Command {
                 let Some(users) = users.filter(|u| u.iter().any(|u| &u.name == name)) else {
                     return Err(ControlError::UnknownUser(name.clone()));
                 };
+                let full = |u: &&crate::config::UserConfig| u.access == crate::config::Access::Full;
+                if users.iter().filter(full).all(|u| &u.name == name)
+                    && users.iter().any(|u| &u.name == name && full(&u))
+                {
+                    return Err(ControlError::LastFullUser(name.clone()));
+                }
                 users.retain(|u| &u.name != name);
             }
         }
@@ -462,7 +468,7 @@ impl From<CheckError> for ControlError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_listen_addr;
+    use crate::config::{Access, parse_listen_addr};
 
     fn running() -> Config {
         Config::from_xml_str(
@@ -489,6 +495,32 @@ mod tests {
 
     fn refused(command: Command) -> ControlError {
         command.edit(&mut running()).unwrap_err()
+    }
+
+    /// The last user with full access stays: removing it would leave
+    /// nobody able to change anything through the web. Read-only users, and
+    /// full ones while another remains, go.
+    #[test]
+    fn the_last_full_user_cannot_be_removed() {
+        let user = |name: &str, access| crate::config::UserConfig {
+            name: name.into(),
+            password_hash: "$6$x$y".into(),
+            access,
+        };
+        let mut config = running();
+        for u in [
+            user("root", Access::Full),
+            user("ops", Access::Full),
+            user("view", Access::ReadOnly),
+        ] {
+            Command::AddUser(u).edit(&mut config).unwrap();
+        }
+        let remove = |name: &str| Command::RemoveUser { name: name.into() };
+        remove("view").edit(&mut config).unwrap();
+        remove("ops").edit(&mut config).unwrap();
+        let e = remove("root").edit(&mut config).unwrap_err();
+        assert!(matches!(e, ControlError::LastFullUser(_)), "{e:?}");
+        assert!(e.to_string().contains("last with full access"), "{e}");
     }
 
     #[test]

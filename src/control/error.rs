@@ -104,6 +104,10 @@ pub enum ControlError {
     /// No admin user of that name.
     #[error("no user {0:?}")]
     UnknownUser(String),
+    /// The last user with full access cannot be removed by a command: nobody
+    /// could change anything through the web any more.
+    #[error("user {0:?} is the last with full access: add another first")]
+    LastFullUser(String),
     /// An admin user of that name exists already.
     #[error("user {0:?} exists already")]
     DuplicateUser(String),

@@ -30,6 +30,29 @@ fn xml(hosts: &[(&str, SocketAddr)]) -> String {
     )
 }
 
+/// txlb on `xml` with host `a`, written to a fresh `lb.xml`.
+struct Started {
+    txlb: Txlb,
+    /// Its admin web server's URL.
+    base: String,
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+async fn started(a: SocketAddr) -> Started {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.xml");
+    std::fs::write(&path, xml(&[("a", a)])).unwrap();
+    let txlb = Txlb::start(&path, 1);
+    let base = txlb.logged("admin web server up", "url").await;
+    Started {
+        txlb,
+        base,
+        dir,
+        path,
+    }
+}
+
 /// GET `path` as the full user: status and body.
 async fn get(base: &str, path: &str) -> (u16, String) {
     let response = client()
@@ -53,11 +76,12 @@ async fn config_status(base: &str) -> Value {
 #[tokio::test]
 async fn a_new_service_without_hosts_is_saved_and_loads() {
     let a = named_backend("a", Hold::Close).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lb.xml");
-    std::fs::write(&path, xml(&[("a", a)])).unwrap();
-    let txlb = Txlb::start(&path, 1);
-    let base = txlb.logged("admin web server up", "url").await;
+    let Started {
+        txlb: _txlb,
+        base,
+        dir: _dir,
+        path,
+    } = started(a).await;
     let port = common::servers::free_port();
     let (status, text) = get(
         &base,
@@ -92,13 +116,16 @@ async fn a_new_service_without_hosts_is_saved_and_loads() {
 /// refused as a conflict with it.
 #[tokio::test]
 async fn a_change_after_an_edit_was_reloaded_is_saved_into_the_edited_file() {
-    let a = named_backend("a", Hold::Close).await;
-    let b = named_backend("b", Hold::Close).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lb.xml");
-    std::fs::write(&path, xml(&[("a", a)])).unwrap();
-    let txlb = Txlb::start(&path, 1);
-    let base = txlb.logged("admin web server up", "url").await;
+    let (a, b) = (
+        named_backend("a", Hold::Close).await,
+        named_backend("b", Hold::Close).await,
+    );
+    let Started {
+        txlb,
+        base,
+        dir: _dir,
+        path,
+    } = started(a).await;
     let edited = xml(&[("a", a), ("c", a)]).replace(
         "<!-- the operator's comment -->",
         "<!-- edited by hand while txlb runs -->",
@@ -120,13 +147,16 @@ async fn a_change_after_an_edit_was_reloaded_is_saved_into_the_edited_file() {
 
 #[tokio::test]
 async fn a_file_edited_on_disk_is_not_overwritten_and_the_conflict_is_shown() {
-    let a = named_backend("a", Hold::Close).await;
-    let b = named_backend("b", Hold::Close).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lb.xml");
-    std::fs::write(&path, xml(&[("a", a)])).unwrap();
-    let txlb = Txlb::start(&path, 1);
-    let base = txlb.logged("admin web server up", "url").await;
+    let (a, b) = (
+        named_backend("a", Hold::Close).await,
+        named_backend("b", Hold::Close).await,
+    );
+    let Started {
+        txlb,
+        base,
+        dir,
+        path,
+    } = started(a).await;
     assert_eq!(config_status(&base).await["conflict"], Value::Null);
 
     // A change at run time, and meanwhile an edit of the file on disk.
@@ -298,13 +328,16 @@ async fn the_conflict_shown_follows_the_running_configuration_and_the_file() {
 
 #[tokio::test]
 async fn a_broken_reload_is_shown_with_its_location_until_a_good_one() {
-    let a = named_backend("a", Hold::Close).await;
-    let b = named_backend("b", Hold::Close).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lb.xml");
-    std::fs::write(&path, xml(&[("a", a)])).unwrap();
-    let txlb = Txlb::start(&path, 1);
-    let base = txlb.logged("admin web server up", "url").await;
+    let (a, b) = (
+        named_backend("a", Hold::Close).await,
+        named_backend("b", Hold::Close).await,
+    );
+    let Started {
+        txlb,
+        base,
+        dir: _dir,
+        path,
+    } = started(a).await;
     let listener: SocketAddr = txlb.logged("listener up", "local").await.parse().unwrap();
     assert_eq!(config_status(&base).await["reload"], Value::Null);
 

@@ -108,6 +108,9 @@ pub fn format_record(r: &ConnectionRecord, format: AccessFormat, out: &mut Strin
                     if let Some(subject) = &tls.client_subject {
                         let _ = write!(out, " client_subject={subject:?}");
                     }
+                    if tls.resumed {
+                        out.push_str(" tls_resumed=true");
+                    }
                 }
             }
         }

@@ -605,7 +605,9 @@ async fn a_ticket_from_another_listener_does_not_pass_mutual_tls() {
     );
     assert!(
         common::eventually(Duration::from_secs(5), || async {
-            lb.access().matches("client_subject=\"CN=alice\"").count() == 2
+            let access = lb.access();
+            access.matches("client_subject=\"CN=alice\"").count() == 2
+                && access.matches("tls_resumed=true").count() == 1
         })
         .await,
         "{}",

@@ -633,17 +633,46 @@ struct DrainQuery {
     deadline: Option<String>,
 }
 
+/// A drain's JSON body, when it has one: `{"deadline": 30}` (seconds, or
+/// the query's text).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrainBody {
+    deadline: Option<Value>,
+}
+
 async fn drain_host(
     State(state): State<AdminState>,
     P((service, group, host)): P<(String, String, String)>,
     query: Result<Query<DrainQuery>, QueryRejection>,
+    body: axum::body::Bytes,
 ) -> ApiResult {
     let Query(query) = query.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    // The deadline comes in the query or in a JSON body, not both: a body
+    // is never ignored.
+    let in_body = match body.iter().all(u8::is_ascii_whitespace) {
+        true => None,
+        false => serde_json::from_slice::<DrainBody>(&body)
+            .map_err(|e| AdminError::BadRequest(format!("bad JSON body: {e}")))?
+            .deadline
+            .map(|d| match d {
+                Value::String(text) => text,
+                other => other.to_string(),
+            }),
+    };
+    let deadline = match (query.deadline, in_body) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError(AdminError::BadRequest(
+                "deadline given both in the query and in the body".into(),
+            )));
+        }
+        (query, body) => query.or(body),
+    };
     let args = Args::new()
         .with("service", Some(service.as_str()))
         .with("group", Some(group.as_str()))
         .with("name", Some(host.as_str()))
-        .with("deadline", query.deadline);
+        .with("deadline", deadline);
     run(&state, Op::Drain(Drain::parse(&args)?)).await?;
     ok(StatusCode::OK, find_host(&state, &service, &group, &host)?)
 }

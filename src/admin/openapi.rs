@@ -256,7 +256,8 @@ fn ops() -> Vec<Op> {
             "/api/v1/services/{service}/groups/{group}/hosts/{host}/drain",
             "post",
             "Drain the host: no new connections, established ones continue; with \
-             `?deadline=SECONDS` those still open then are closed.",
+             `?deadline=SECONDS` (or a JSON body `{\"deadline\": SECONDS}`, not both) \
+             those still open then are closed.",
             None,
             (200, "Host"),
             &[400, 404],

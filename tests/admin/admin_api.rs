@@ -395,6 +395,32 @@ async fn drain_keeps_connections_until_the_deadline() {
     )
     .await;
     assert_eq!(r.status(), 400);
+    // The deadline may come in a JSON body instead; a body is never
+    // ignored: a bad one, an unknown field, or a deadline given twice is
+    // refused.
+    let drain = "/api/v1/services/svc/groups/g/hosts/hold/drain";
+    admin
+        .get("/hostAdminUp?service=svc&group=g&name=hold")
+        .await;
+    let (_, mut stream) = open_connection(&admin).await;
+    let body = serde_json::json!({"deadline": 0.2});
+    let r = send(&admin, FULL, "post", drain, Some(&body)).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        closed_by_balancer(&mut stream).await,
+        "cut at the body's deadline"
+    );
+    for (path, body) in [
+        (drain.to_string(), serde_json::json!({"seconds": 5})),
+        (drain.to_string(), serde_json::json!({"deadline": "soon"})),
+        (
+            format!("{drain}?deadline=5"),
+            serde_json::json!({"deadline": 5}),
+        ),
+    ] {
+        let r = send(&admin, FULL, "post", &path, Some(&body)).await;
+        assert_eq!(r.status(), 400, "{path} {body}");
+    }
 }
 
 #[tokio::test]

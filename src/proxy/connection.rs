@@ -769,7 +769,7 @@ async fn copy_tls(established: &mut Established, early: Vec<u8>) -> CloseReason 
             },
             _ = entry.close.notified() => {
                 if entry.park_requested() {
-                    entry.decline_park();
+                    entry.decline_park_for_good();
                     continue;
                 }
                 if let Some(ended) = close_requested(entry) {

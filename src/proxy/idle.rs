@@ -55,13 +55,16 @@ pub(crate) async fn sweep_idle(data: Arc<DataPlane>, stop: CancellationToken) {
         // runtime, the lot relaying its bytes while it can write them whole
         // (a while that grows for connections the lot gives back soon). A
         // busy one parks between two exchanges: its task is asked, and
-        // parks it only with nothing in flight.
+        // parks it only with nothing in flight; one the lot gave back soon
+        // (a stream), or that never parks (TLS), parks only once idle.
         let wall_ns = crate::state::unix_nanos(std::time::SystemTime::now());
+        let first_wait = PARK_AFTER.as_millis() as u64;
         let parking = data.registry.park_where(|c| {
             let wait = c.parks_after(PARK_AFTER);
+            let busy_may_park = wait == first_wait;
             !c.half_closed.load(Relaxed)
                 && (now.saturating_sub(c.last_activity.load(Relaxed)) >= wait
-                    || wall_ns.saturating_sub(c.since_ns) / 1_000_000 >= wait)
+                    || busy_may_park && wall_ns.saturating_sub(c.since_ns) / 1_000_000 >= wait)
         });
         for service in snapshot.services() {
             service.limiter.sweep();

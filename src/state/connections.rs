@@ -234,6 +234,14 @@ impl ConnectionEntry {
             .compare_exchange(PARK_REQUESTED, 0, Relaxed, Relaxed);
     }
 
+    /// The task turns down a park request and will turn down every one (a
+    /// TLS connection's state lives in its task): asked again only once it
+    /// idles the longest park wait, never as a busy one.
+    pub fn decline_park_for_good(&self) {
+        self.decline_park();
+        self.park_level.store(MAX_PARK_LEVEL, Relaxed);
+    }
+
     /// The request was granted: the connection is parked. False if a close
     /// request came in between (then it must not park).
     pub fn mark_parked(&self) -> bool {
